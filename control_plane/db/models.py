@@ -1,0 +1,117 @@
+"""SQLAlchemy models: the control plane's durable state.
+
+The schema is created only by the alembic migrations in `migrations/`; these classes must match
+them (a test compares the two). State columns are written only through
+`control_plane.orchestration.transitions`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """Readable, unique ids: `ex-3f2a…`, `at-…`."""
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Cluster(Base):
+    """A Kubernetes cluster (or dev box) served by one agent, which authenticates by token."""
+
+    __tablename__ = "clusters"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    agent_version: Mapped[str | None] = mapped_column(String(64))
+    # Last reported capacity, as the agent sent it (see agent.proto Capacity).
+    capacity: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    last_heartbeat_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WorkflowVersion(Base):
+    """One registered version of a workflow spec, with the code bundle it runs."""
+
+    __tablename__ = "workflow_specs"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", "version"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    version: Mapped[str] = mapped_column(String(128))
+    spec: Mapped[dict[str, Any]]
+    bundle_digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Execution(Base):
+    __tablename__ = "executions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    workflow_spec_id: Mapped[str] = mapped_column(ForeignKey("workflow_specs.id"))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # ExecutionState
+    inputs: Mapped[dict[str, Any]]  # JSON literals by input name
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Why it failed: {"node_id", "attempt_id", "message", "traceback"}.
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    workflow: Mapped[WorkflowVersion] = relationship(lazy="joined")
+    attempts: Mapped[list[TaskAttempt]] = relationship(
+        back_populates="execution", order_by="TaskAttempt.created_at", lazy="selectin"
+    )
+
+
+class TaskAttempt(Base):
+    """One try of one node of an execution, leased by one cluster's agent."""
+
+    __tablename__ = "task_attempts"
+    __table_args__ = (UniqueConstraint("execution_id", "node_id", "attempt_number"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id"), index=True)
+    node_id: Mapped[str] = mapped_column(String(128))
+    task_name: Mapped[str] = mapped_column(String(256))
+    attempt_number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # AttemptState
+    cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), index=True)
+    # Bumped on every lease; reports carrying an older token are rejected.
+    fencing_token: Mapped[int] = mapped_column(Integer, default=0)
+    # Highest report sequence applied; older or repeated reports are ignored.
+    last_report_sequence: Mapped[int] = mapped_column(Integer, default=0)
+    inputs_uri: Mapped[str] = mapped_column(Text)
+    outputs_uri: Mapped[str] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    error_traceback: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    leased_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    execution: Mapped[Execution] = relationship(back_populates="attempts")

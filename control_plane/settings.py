@@ -1,0 +1,63 @@
+"""Control-plane configuration: one pydantic-settings class per subsystem, `FLEETFLOW_` prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path.home() / ".fleetflow"
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEETFLOW_DATABASE_", extra="ignore")
+
+    url: str = Field(
+        default=f"sqlite:///{DEFAULT_HOME / 'fleetflow.db'}",
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user:pw@host/db",
+    )
+
+
+class TemporalSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEETFLOW_TEMPORAL_", extra="ignore")
+
+    address: str = "127.0.0.1:7233"
+    namespace: str = "default"
+    task_queue: str = "fleetflow-executions"
+
+
+class BlobSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEETFLOW_BLOB_", extra="ignore")
+
+    root: str = Field(default=(DEFAULT_HOME / "blobs").as_uri(), description="file:// URI")
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEETFLOW_API_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    default_tenant: str = "default"
+
+
+class GrpcSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEETFLOW_GRPC_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 9090
+    # Longest a LeaseAttempts long-poll is held open.
+    max_lease_wait_seconds: int = 30
+    heartbeat_interval_seconds: int = 5
+
+
+class Settings(BaseSettings):
+    """All control-plane settings. Sub-settings read their own `FLEETFLOW_<SUBSYSTEM>_*`."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETFLOW_", extra="ignore")
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    blob: BlobSettings = Field(default_factory=BlobSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    grpc: GrpcSettings = Field(default_factory=GrpcSettings)

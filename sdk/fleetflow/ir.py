@@ -1,0 +1,169 @@
+"""The compiled workflow spec (IR): what the SDK produces and the control plane executes.
+
+Everything here is pydantic and JSON-serialisable, so the same spec travels from the engineer's
+machine to the API, the database and the Temporal workflow unchanged. Values ("literals") are
+plain JSON whose shape is described by a `LiteralType`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SPEC_FORMAT_VERSION = 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TypeKind(StrEnum):
+    INTEGER = "integer"
+    FLOAT = "float"
+    STRING = "string"
+    BOOLEAN = "boolean"
+    LIST = "list"
+    DICT = "dict"  # keys are always strings
+    STRUCT = "struct"  # a dataclass: named, typed fields
+
+
+class LiteralType(_Frozen):
+    """The type of a value in the IR.
+
+    `item` is the element type of a list and the value type of a dict; `name` and `fields`
+    describe a struct (dataclass) by its qualified name and its typed fields.
+    """
+
+    kind: TypeKind
+    item: LiteralType | None = None
+    name: str | None = None
+    fields: dict[str, LiteralType] | None = None
+
+    def describe(self) -> str:
+        """Human-readable type, as a Python annotation would read (`list[int]`, `Metrics`)."""
+        match self.kind:
+            case TypeKind.INTEGER:
+                return "int"
+            case TypeKind.FLOAT:
+                return "float"
+            case TypeKind.STRING:
+                return "str"
+            case TypeKind.BOOLEAN:
+                return "bool"
+            case TypeKind.LIST:
+                return f"list[{self.item.describe() if self.item else '?'}]"
+            case TypeKind.DICT:
+                return f"dict[str, {self.item.describe() if self.item else '?'}]"
+            case TypeKind.STRUCT:
+                return (self.name or "struct").rsplit(".", 1)[-1]
+
+
+class Variable(_Frozen):
+    name: str
+    type: LiteralType
+    # JSON literal of the default; only meaningful when `has_default`.
+    default: Any = None
+    has_default: bool = False
+
+
+class TypedInterface(_Frozen):
+    inputs: list[Variable] = Field(default_factory=list)
+    outputs: list[Variable] = Field(default_factory=list)
+
+    def input(self, name: str) -> Variable | None:
+        return next((v for v in self.inputs if v.name == name), None)
+
+    def output(self, name: str) -> Variable | None:
+        return next((v for v in self.outputs if v.name == name), None)
+
+
+class Resources(_Frozen):
+    """What one attempt of a task requests. Memory in bytes; 0 means "executor default"."""
+
+    cpu: float = 1.0
+    memory_bytes: int = 0
+    gpu: int = 0
+    gpu_type: str | None = None
+
+
+class TaskSpec(_Frozen):
+    """One task: where its code lives inside the bundle, its typed interface and its policy."""
+
+    name: str  # unique within a spec: "<module>.<function>"
+    module: str  # import path inside the code bundle
+    function: str
+    interface: TypedInterface
+    resources: Resources = Field(default_factory=Resources)
+    retries: int = Field(default=0, ge=0)
+    timeout_seconds: int | None = Field(default=None, gt=0)
+    image: str | None = None
+
+
+class InputBinding(_Frozen):
+    """The value of a workflow input."""
+
+    kind: Literal["input"] = "input"
+    input: str
+
+
+class NodeOutputBinding(_Frozen):
+    """An output of an upstream node (what a promise compiles to)."""
+
+    kind: Literal["node_output"] = "node_output"
+    node_id: str
+    output: str
+
+
+class LiteralBinding(_Frozen):
+    """A constant written in the workflow body."""
+
+    kind: Literal["literal"] = "literal"
+    value: Any
+
+
+Binding = Annotated[
+    InputBinding | NodeOutputBinding | LiteralBinding, Field(discriminator="kind")
+]
+
+
+class Node(_Frozen):
+    id: str
+    task: str  # key into WorkflowSpec.tasks
+    inputs: dict[str, Binding] = Field(default_factory=dict)
+
+    @property
+    def upstream(self) -> list[str]:
+        """Ids of the nodes this one consumes outputs of, in first-use order, unique."""
+        seen: dict[str, None] = {}
+        for binding in self.inputs.values():
+            if isinstance(binding, NodeOutputBinding):
+                seen.setdefault(binding.node_id, None)
+        return list(seen)
+
+
+class WorkflowSpec(_Frozen):
+    """A compiled workflow: interface, DAG of task nodes, and how its outputs are bound."""
+
+    format_version: int = SPEC_FORMAT_VERSION
+    name: str  # "<module>.<function>"
+    module: str
+    function: str
+    interface: TypedInterface
+    tasks: dict[str, TaskSpec]
+    nodes: list[Node]
+    outputs: dict[str, Binding] = Field(default_factory=dict)
+
+    def node(self, node_id: str) -> Node:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(node_id)
+
+    def digest(self) -> str:
+        """Content hash of the spec: the default version when it is registered."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
