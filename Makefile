@@ -1,0 +1,39 @@
+# Fleetflow developer entry points. `make run` and `make test` set up everything they need.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test test-integration lint format protos clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the embedded stack, run examples/hello.py remotely, print its outputs, stop the stack.
+run: install
+	PATH="$(abspath $(BIN)):$$PATH" bash infra/scripts/run_example.sh
+
+## Unit and integration tests (SQLite and PostgreSQL, real Temporal test server and agent).
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## Regenerate the committed protobuf stubs from protos/.
+protos: install
+	$(BIN)/python infra/scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) .fleetflow .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The gRPC service agents dial into (fleetflow.agent.v1.AgentService)."""

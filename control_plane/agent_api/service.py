@@ -1,0 +1,239 @@
+"""AgentService: agents register, heartbeat, long-poll for attempts and report status.
+
+Database work is synchronous SQLAlchemy run in worker threads, so a long-poll never blocks the
+event loop. A finished attempt is recorded first and then signalled to its Temporal workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import grpc
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_plane.agent_api.mapping import (
+    assignment_from_attempt,
+    attempt_state_from_proto,
+    capacity_to_dict,
+)
+from control_plane.db.models import Cluster, Execution, TaskAttempt, Tenant
+from control_plane.db.repositories import attempts as attempts_repo
+from control_plane.db.repositories import clusters as clusters_repo
+from control_plane.db.session import transaction
+from control_plane.orchestration.workflows import AttemptFinished
+from fleetflow.agent.v1 import agent_pb2 as pb
+from fleetflow.agent.v1 import agent_pb2_grpc
+from fleetflow.ir import WorkflowSpec
+from fleetflow.storage import BlobStore
+
+log = logging.getLogger(__name__)
+
+# Sends a finished attempt to its execution's workflow (Temporal signal).
+AttemptFinishedSink = Callable[[str, AttemptFinished], Awaitable[None]]
+
+# Upper bound on how long a long-poll waits between database checks when no in-process
+# wake-up arrives (e.g. the Temporal worker runs in another process).
+_RECHECK_SECONDS = 1.0
+
+
+class AttemptsReady:
+    """Wakes long-polling leases when attempts become ready; safe to call from any thread."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: set[asyncio.Event] = set()
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def notify(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake_all)
+
+    def _wake_all(self) -> None:
+        for event in self._waiters:
+            event.set()
+
+    async def wait(self, timeout: float) -> None:
+        event = asyncio.Event()
+        self._waiters.add(event)
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(event)
+
+
+class AgentService(agent_pb2_grpc.AgentServiceServicer):
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        blob_store: BlobStore,
+        attempt_finished: AttemptFinishedSink,
+        *,
+        attempts_ready: AttemptsReady,
+        max_lease_wait_seconds: int,
+        heartbeat_interval_seconds: int,
+    ) -> None:
+        self._sessions = session_factory
+        self._blobs = blob_store
+        self._attempt_finished = attempt_finished
+        self._ready = attempts_ready
+        self._max_wait = max_lease_wait_seconds
+        self._heartbeat_interval = heartbeat_interval_seconds
+
+    @property
+    def heartbeat_grace(self) -> timedelta:
+        return timedelta(seconds=self._heartbeat_interval * 3)
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> str:
+        """Return the id of the cluster whose token the call carries, or abort."""
+        token = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+                token = value.removeprefix("Bearer ").strip()
+        if not token:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing bearer token")
+
+        def lookup() -> str | None:
+            with transaction(self._sessions) as session:
+                cluster = clusters_repo.cluster_for_token(session, token)
+                return cluster.id if cluster else None
+
+        cluster_id = await asyncio.to_thread(lookup)
+        if cluster_id is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid agent token")
+        assert cluster_id is not None
+        return cluster_id
+
+    async def Register(  # noqa: N802 (gRPC method names)
+        self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterResponse:
+        cluster_id = await self._authenticate(context)
+
+        def register() -> str:
+            with transaction(self._sessions) as session:
+                cluster = session.get_one(Cluster, cluster_id)
+                clusters_repo.record_heartbeat(
+                    session,
+                    cluster,
+                    capacity=capacity_to_dict(request.capacity),
+                    agent_version=request.agent_version,
+                    labels=dict(request.labels),
+                )
+                attempts_repo.place_pending_attempts(
+                    session, heartbeat_grace=self.heartbeat_grace
+                )
+                return cluster.name
+
+        name = await asyncio.to_thread(register)
+        log.info("agent registered for cluster %s (version %s)", name, request.agent_version)
+        return pb.RegisterResponse(
+            cluster_name=name, heartbeat_interval_seconds=self._heartbeat_interval
+        )
+
+    async def Heartbeat(  # noqa: N802
+        self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HeartbeatResponse:
+        cluster_id = await self._authenticate(context)
+        running = list(request.running_attempt_ids)
+
+        def heartbeat() -> list[str]:
+            with transaction(self._sessions) as session:
+                cluster = session.get_one(Cluster, cluster_id)
+                clusters_repo.record_heartbeat(
+                    session, cluster, capacity=capacity_to_dict(request.capacity)
+                )
+                wanted = set(
+                    session.scalars(
+                        select(TaskAttempt.id).where(
+                            TaskAttempt.id.in_(running),
+                            TaskAttempt.cluster_id == cluster_id,
+                            TaskAttempt.status.in_(attempts_repo.ACTIVE_STATES),
+                        )
+                    )
+                )
+                return [a for a in running if a not in wanted]
+
+        stop = await asyncio.to_thread(heartbeat)
+        return pb.HeartbeatResponse(stop_attempt_ids=stop)
+
+    def _lease(self, cluster_id: str, max_attempts: int) -> list[pb.Assignment]:
+        with transaction(self._sessions) as session:
+            cluster = session.get_one(Cluster, cluster_id)
+            attempts_repo.place_pending_attempts(
+                session, heartbeat_grace=self.heartbeat_grace, only_cluster=cluster
+            )
+            leased = attempts_repo.lease_attempts(session, cluster, max_attempts)
+            assignments = []
+            for attempt in leased:
+                execution = session.get_one(Execution, attempt.execution_id)
+                tenant = session.get_one(Tenant, execution.tenant_id)
+                spec = WorkflowSpec.model_validate(execution.workflow.spec)
+                bundle_uri = self._blobs.uri(f"bundles/{execution.workflow.bundle_digest}.tar.gz")
+                assignments.append(
+                    assignment_from_attempt(attempt, spec, tenant=tenant.name, bundle_uri=bundle_uri)
+                )
+            return assignments
+
+    async def LeaseAttempts(  # noqa: N802
+        self, request: pb.LeaseAttemptsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LeaseAttemptsResponse:
+        cluster_id = await self._authenticate(context)
+        max_attempts = min(max(request.max_attempts, 1), 100)
+        wait = min(max(request.wait_seconds, 0), self._max_wait)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            assignments = await asyncio.to_thread(self._lease, cluster_id, max_attempts)
+            remaining = deadline - loop.time()
+            if assignments or remaining <= 0 or context.done():
+                for a in assignments:
+                    log.info("leased attempt %s (node %s) to %s", a.attempt_id, a.node_id, cluster_id)
+                return pb.LeaseAttemptsResponse(assignments=assignments)
+            await self._ready.wait(min(remaining, _RECHECK_SECONDS))
+
+    async def ReportStatus(  # noqa: N802
+        self, request: pb.ReportStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReportStatusResponse:
+        cluster_id = await self._authenticate(context)
+        state = attempt_state_from_proto(request.state)
+        if state is None:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"state {request.state} is not one an agent may report",
+            )
+        assert state is not None
+
+        def apply() -> tuple[attempts_repo.ReportOutcome, str]:
+            with transaction(self._sessions) as session:
+                cluster = session.get_one(Cluster, cluster_id)
+                outcome = attempts_repo.apply_report(
+                    session,
+                    cluster,
+                    attempt_id=request.attempt_id,
+                    fencing_token=request.fencing_token,
+                    state=state,
+                    sequence=request.sequence,
+                    message=request.message,
+                    traceback=request.error_traceback,
+                )
+                execution_id = outcome.attempt.execution_id if outcome.attempt else ""
+                return outcome, execution_id
+
+        outcome, execution_id = await asyncio.to_thread(apply)
+        if outcome.finished:
+            log.info("attempt %s finished: %s", request.attempt_id, state.value)
+            await self._attempt_finished(
+                execution_id,
+                AttemptFinished(request.attempt_id, state.value, request.message),
+            )
+        elif not outcome.accepted:
+            log.warning("rejected report for %s: %s", request.attempt_id, outcome.reason)
+        return pb.ReportStatusResponse(accepted=outcome.accepted, reason=outcome.reason)
+

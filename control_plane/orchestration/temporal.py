@@ -1,0 +1,76 @@
+"""Temporal wiring: the client, the execution launcher, the signal sink and the worker."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.worker import Worker
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from control_plane.orchestration.activities import ExecutionActivities
+from control_plane.orchestration.workflows import (
+    AttemptFinished,
+    ExecutionInput,
+    ExecutionWorkflow,
+)
+from control_plane.settings import TemporalSettings
+
+log = logging.getLogger(__name__)
+
+
+async def connect_temporal(settings: TemporalSettings, *, wait_seconds: float = 60) -> Client:
+    """Connect, retrying while the Temporal server is still starting."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(wait_seconds),
+        wait=wait_exponential(multiplier=0.2, max=3),
+        retry=retry_if_exception_type(RuntimeError),
+        reraise=True,
+    ):
+        with attempt:
+            return await Client.connect(settings.address, namespace=settings.namespace)
+    raise AssertionError("unreachable")
+
+
+class TemporalLauncher:
+    """Starts an execution's workflow; the workflow id is the execution id (idempotent)."""
+
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self._client = client
+        self._task_queue = task_queue
+
+    async def start_execution(self, execution_id: str) -> None:
+        try:
+            await self._client.start_workflow(
+                ExecutionWorkflow.run,
+                ExecutionInput(execution_id),
+                id=execution_id,
+                task_queue=self._task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )
+        except WorkflowAlreadyStartedError:
+            pass
+
+    async def signal_attempt_finished(self, execution_id: str, event: AttemptFinished) -> None:
+        """Deliver a finished attempt to its workflow, retrying through Temporal hiccups."""
+        handle = self._client.get_workflow_handle(execution_id)
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(30), wait=wait_exponential(multiplier=0.2, max=5), reraise=True
+        ):
+            with attempt:
+                await handle.signal(ExecutionWorkflow.attempt_finished, event)
+
+
+def make_worker(
+    client: Client, task_queue: str, activities: ExecutionActivities, executor: ThreadPoolExecutor
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[ExecutionWorkflow],
+        activities=activities.all(),
+        activity_executor=executor,
+    )

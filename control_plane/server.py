@@ -1,0 +1,135 @@
+"""Composes the control plane's parts into one asyncio process.
+
+`fleetflow control-plane serve` runs the REST API and the agent gRPC service (plus the Temporal
+worker with `--with-worker`, as `fleetflow dev up` does); `fleetflow control-plane worker` runs
+the worker alone. All parts share one event loop, so shutdown is a single ordered path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import grpc
+import uvicorn
+
+from control_plane.agent_api.service import AgentService, AttemptsReady
+from control_plane.api.app import create_app
+from control_plane.db.session import make_engine, make_session_factory
+from control_plane.orchestration.activities import ExecutionActivities
+from control_plane.orchestration.temporal import TemporalLauncher, connect_temporal, make_worker
+from control_plane.settings import Settings
+from fleetflow.agent.v1 import agent_pb2_grpc
+from fleetflow.storage import open_blob_store
+
+log = logging.getLogger(__name__)
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the process owner decides when to stop."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass(frozen=True)
+class Parts:
+    api: bool = True
+    grpc: bool = True
+    worker: bool = True
+
+
+async def run_control_plane(
+    settings: Settings,
+    parts: Parts,
+    stop: asyncio.Event,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Run the selected parts until `stop` is set, then shut them down in order."""
+    engine = make_engine(settings.database.url)
+    sessions = make_session_factory(engine)
+    blob_store = open_blob_store(settings.blob.root)
+    client = await connect_temporal(settings.temporal)
+    launcher = TemporalLauncher(client, settings.temporal.task_queue)
+    attempts_ready = AttemptsReady()
+    attempts_ready.bind(asyncio.get_running_loop())
+    tasks: list[asyncio.Task[None]] = []
+    grpc_server: grpc.aio.Server | None = None
+    api_server: _EmbeddedUvicorn | None = None
+    executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="activity")
+    worker = None
+    try:
+        if parts.worker:
+            activities = ExecutionActivities(
+                sessions,
+                blob_store,
+                on_attempt_ready=attempts_ready.notify,
+            )
+            worker = make_worker(client, settings.temporal.task_queue, activities, executor)
+            tasks.append(asyncio.create_task(worker.run(), name="temporal-worker"))
+        if parts.grpc:
+            grpc_server = grpc.aio.server()
+            agent_pb2_grpc.add_AgentServiceServicer_to_server(
+                AgentService(
+                    sessions,
+                    blob_store,
+                    launcher.signal_attempt_finished,
+                    attempts_ready=attempts_ready,
+                    max_lease_wait_seconds=settings.grpc.max_lease_wait_seconds,
+                    heartbeat_interval_seconds=settings.grpc.heartbeat_interval_seconds,
+                ),
+                grpc_server,
+            )
+            address = f"{settings.grpc.host}:{settings.grpc.port}"
+            if grpc_server.add_insecure_port(address) == 0:
+                raise RuntimeError(f"cannot listen for agents on {address}")
+            await grpc_server.start()
+            log.info("agent gRPC service listening on %s", address)
+        if parts.api:
+            app = create_app(
+                settings, session_factory=sessions, launcher=launcher, blob_store=blob_store
+            )
+            config = uvicorn.Config(
+                app,
+                host=settings.api.host,
+                port=settings.api.port,
+                log_level="warning",
+                lifespan="on",
+            )
+            api_server = _EmbeddedUvicorn(config)
+            tasks.append(asyncio.create_task(api_server.serve(), name="rest-api"))
+            while not api_server.started:
+                if tasks[-1].done():
+                    tasks[-1].result()  # re-raise a bind failure
+                    raise RuntimeError("REST API stopped during start-up")
+                await asyncio.sleep(0.05)
+            log.info("REST API listening on http://%s:%s", settings.api.host, settings.api.port)
+        if started is not None:
+            started.set()
+        stop_wait = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stop_wait and task.exception():
+                raise task.exception()  # type: ignore[misc]
+        stop_wait.cancel()
+    finally:
+        if api_server is not None:
+            api_server.should_exit = True
+        if grpc_server is not None:
+            await grpc_server.stop(grace=2)
+        if worker is not None:
+            await worker.shutdown()
+        for task in tasks:
+            try:
+                await asyncio.wait_for(task, timeout=10)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+            except Exception:  # already reported above or irrelevant during shutdown
+                log.debug("part %s ended with an error during shutdown", task.get_name())
+        executor.shutdown(wait=False, cancel_futures=True)
+        engine.dispose()

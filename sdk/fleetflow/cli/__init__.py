@@ -1,0 +1,1 @@
+"""The `fleetflow` command line."""

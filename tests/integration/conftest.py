@@ -1,0 +1,34 @@
+"""Fixtures that start real servers: the Temporal test server and whole Fleetflow stacks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from control_plane import processes
+from tests.integration.stack import Stack, TemporalServer, start_stack, start_temporal
+
+
+@pytest.fixture(scope="session")
+def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemporalServer]:
+    server = start_temporal(tmp_path_factory.mktemp("temporal"))
+    yield server
+    processes.stop(server.process)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    temporal_server: TemporalServer,
+) -> Iterator[Stack]:
+    home: Path = tmp_path_factory.mktemp(f"stack-{request.param}")
+    if request.param == "sqlite":
+        url = f"sqlite:///{home / 'fleetflow.db'}"
+    else:
+        url = request.getfixturevalue("postgres_database_factory")()
+    running = start_stack(home, url, temporal_server)
+    yield running
+    running.stop()

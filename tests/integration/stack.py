@@ -1,0 +1,143 @@
+"""A real Fleetflow stack for integration tests: the Temporal test server, the control plane
+(`fleetflow control-plane serve --with-worker`) and a local agent, each its own subprocess on
+free loopback ports, against a migrated SQLite or PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from control_plane import processes
+from control_plane.bootstrap import bootstrap_local_cluster
+from control_plane.db.migrate import upgrade_database
+from control_plane.db.session import make_engine, make_session_factory
+
+BIN = Path(sys.executable).parent
+FLEETFLOW = str(BIN / "fleetflow")
+
+
+@dataclass
+class TemporalServer:
+    address: str
+    process: subprocess.Popen[bytes]
+
+
+def start_temporal(home: Path) -> TemporalServer:
+    port = processes.free_port()
+    argv, _ = processes.temporal_server_command(port, home)
+    process = processes.spawn(argv, log_file=home / "temporal.log")
+    processes.wait_for_port("127.0.0.1", port, timeout=60, process=process)
+    return TemporalServer(f"127.0.0.1:{port}", process)
+
+
+@dataclass
+class Stack:
+    home: Path
+    api_url: str
+    grpc_address: str
+    database_url: str
+    blob_root: str
+    env: dict[str, str]
+    agent_token: str
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run the `fleetflow` CLI as a user would, against this stack."""
+        return subprocess.run(
+            [FLEETFLOW, *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def logs(self) -> str:
+        parts = []
+        for name in ("control-plane", "agent"):
+            path = self.home / f"{name}.log"
+            if path.exists():
+                parts.append(f"--- {name} ---\n{path.read_text()[-6000:]}")
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        for name in ("agent", "control-plane"):
+            if name in self.children:
+                processes.stop(self.children.pop(name))
+
+
+def start_stack(home: Path, database_url: str, temporal: TemporalServer) -> Stack:
+    home.mkdir(parents=True, exist_ok=True)
+    upgrade_database(database_url)
+    engine = make_engine(database_url)
+    token = bootstrap_local_cluster(
+        make_session_factory(engine), tenant="default", cluster="local", labels={}
+    )
+    engine.dispose()
+    api_port, grpc_port = processes.free_port(), processes.free_port()
+    blob_root = (home / "blobs").as_uri()
+    # A fresh task queue per stack: several stacks may share one Temporal server.
+    env = {
+        "FLEETFLOW_DATABASE_URL": database_url,
+        "FLEETFLOW_TEMPORAL_ADDRESS": temporal.address,
+        "FLEETFLOW_TEMPORAL_TASK_QUEUE": f"fleetflow-{home.name}-{os.getpid()}",
+        "FLEETFLOW_BLOB_ROOT": blob_root,
+        "FLEETFLOW_API_PORT": str(api_port),
+        "FLEETFLOW_GRPC_PORT": str(grpc_port),
+        "FLEETFLOW_GRPC_HEARTBEAT_INTERVAL_SECONDS": "1",
+        "FLEETFLOW_API_URL": f"http://127.0.0.1:{api_port}",
+        "FLEETFLOW_CONFIG": str(home / "cli-config.json"),
+    }
+    stack = Stack(
+        home=home,
+        api_url=f"http://127.0.0.1:{api_port}",
+        grpc_address=f"127.0.0.1:{grpc_port}",
+        database_url=database_url,
+        blob_root=blob_root,
+        env=env,
+        agent_token=token,
+    )
+    try:
+        stack.children["control-plane"] = processes.spawn(
+            [FLEETFLOW, "control-plane", "serve", "--with-worker"],
+            log_file=home / "control-plane.log",
+            env=env,
+        )
+        wait_ready(stack)
+        stack.children["agent"] = start_agent(stack)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def start_agent(stack: Stack) -> subprocess.Popen[bytes]:
+    return processes.spawn(
+        [
+            sys.executable, "-m", "data_plane_agent", "run",
+            "--control-plane", stack.grpc_address,
+            "--work-dir", str(stack.home / "agent"),
+        ],
+        log_file=stack.home / "agent.log",
+        env={**stack.env, "FLEETFLOW_AGENT_TOKEN": stack.agent_token},
+    )
+
+
+def wait_ready(stack: Stack, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    process = stack.children["control-plane"]
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"control plane exited ({process.returncode}):\n{stack.logs()}")
+        try:
+            if httpx.get(f"{stack.api_url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"control plane not ready after {timeout}s:\n{stack.logs()}")

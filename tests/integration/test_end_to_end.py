@@ -1,0 +1,92 @@
+"""The walking skeleton end to end: SDK -> REST API -> Temporal -> agent -> local process ->
+blob store -> back, on SQLite and on PostgreSQL, with real servers as subprocesses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fleetflow.bundle import build_bundle
+from fleetflow.client import Client
+from fleetflow.loader import load_workflow
+from tests.integration.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def submit(stack: Stack, file: str, workflow: str, **inputs: object) -> dict:
+    wf, root = load_workflow(EXAMPLES / file, workflow)
+    digest, data = build_bundle(root)
+    with Client(stack.api_url) as client:
+        client.upload_bundle(digest, data)
+        version = client.register_workflow(wf.spec, digest)["version"]
+        execution = client.create_execution(
+            wf.spec.name, wf.inputs_to_literals(inputs), version=version
+        )
+        return client.wait_for_execution(execution["id"], timeout=120)
+
+
+def test_typed_pipeline_runs_remotely_and_matches_local_run(stack: Stack) -> None:
+    wf, _ = load_workflow(EXAMPLES / "hello.py", "hello_pipeline")
+    final = submit(stack, "hello.py", "hello_pipeline", n=12, epochs=300)
+    assert final["status"] == "SUCCEEDED", stack.logs()
+    assert [a["node_id"].split("-", 1)[-1] for a in final["attempts"]] == [
+        "make_data",
+        "train",
+        "evaluate",
+    ]
+    assert {a["status"] for a in final["attempts"]} == {"SUCCEEDED"}
+    assert {a["cluster"] for a in final["attempts"]} == {"local"}
+    remote = wf.outputs_to_python(final["outputs"])
+    assert remote == wf(n=12, epochs=300)
+    assert remote.n_points == 12
+    assert abs(remote.model.slope - 3) < 0.5
+
+
+def test_cli_run_remote_prints_outputs_and_skips_unchanged_bundle(stack: Stack) -> None:
+    args = ("run", "--remote", str(EXAMPLES / "hello.py"), "hello_pipeline", "--n", "8")
+    first = stack.cli(*args)
+    assert first.returncode == 0, first.stderr + stack.logs()
+    assert "SUCCEEDED" in first.stdout
+    assert "Metrics(mse=" in first.stdout and "n_points=8" in first.stdout
+    second = stack.cli(*args)
+    assert second.returncode == 0, second.stderr
+    assert "already on the control plane" in second.stdout
+
+
+def test_wrong_input_type_is_a_422_naming_the_field(stack: Stack) -> None:
+    wf, root = load_workflow(EXAMPLES / "hello.py", "hello_pipeline")
+    digest, data = build_bundle(root)
+    with Client(stack.api_url) as client:
+        client.upload_bundle(digest, data)
+        client.register_workflow(wf.spec, digest)
+    response = httpx.post(
+        f"{stack.api_url}/api/v1/executions",
+        json={"workflow": wf.spec.name, "inputs": {"n": "abc"}},
+    )
+    assert response.status_code == 422
+    assert "inputs.n" in response.text and "int" in response.text
+
+    cli = stack.cli("run", "--remote", str(EXAMPLES / "hello.py"), "hello_pipeline", "--n", "abc")
+    assert cli.returncode != 0
+    assert "'n'" in cli.stderr or "inputs.n" in cli.stderr
+    assert "Traceback" not in cli.stderr + cli.stdout
+
+
+def test_failing_task_fails_the_execution_with_its_traceback(stack: Stack) -> None:
+    final = submit(stack, "failing.py", "failing_pipeline", n=3)
+    assert final["status"] == "FAILED", stack.logs()
+    error = final["error"]
+    assert error["node_id"].endswith("explode")
+    assert "ValueError: cannot handle 3 values" in error["message"]
+    assert 'raise ValueError(f"cannot handle' in error["traceback"]
+    statuses = {a["node_id"].split("-", 1)[-1]: a["status"] for a in final["attempts"]}
+    assert statuses == {"load": "SUCCEEDED", "explode": "FAILED"}
+
+    cli = stack.cli("run", "--remote", str(EXAMPLES / "failing.py"), "failing_pipeline")
+    assert cli.returncode == 1
+    assert "FAILED" in cli.stdout and "cannot handle 3 values" in cli.stdout
