@@ -1,0 +1,270 @@
+"""Workflow body -> `ir.WorkflowSpec`, type-checking every edge on the engineer's machine.
+
+`@workflow` calls the body once with promises for its inputs while a `WorkflowCompilation` is
+active; each task call inside records a node and returns a promise of the task's output. Every
+binding is checked against the callee's interface with `is_assignable` (promises) or
+`to_literal` (constants), so a wiring mistake is a `WorkflowCompileError` at import time that
+names the line, not a failed pod an hour into a run.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fleetflow import ir
+from fleetflow.errors import DefinitionError, LiteralValidationError, WorkflowCompileError
+from fleetflow.interface import SINGLE_OUTPUT, Signature, return_location
+from fleetflow.promise import Promise, caller_location, contains_promise
+from fleetflow.types import describe_python_type, is_assignable, to_literal
+
+if TYPE_CHECKING:
+    from fleetflow.task import TaskFunction
+
+_ACTIVE: ContextVar[WorkflowCompilation | None] = ContextVar(
+    "fleetflow_active_compilation", default=None
+)
+
+
+def active_compilation() -> WorkflowCompilation | None:
+    """The compilation whose workflow body is running right now, if any."""
+    return _ACTIVE.get()
+
+
+@contextmanager
+def _activated(compilation: WorkflowCompilation) -> Iterator[None]:
+    token = _ACTIVE.set(compilation)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def _describe_constant(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _type_of(value: Any) -> str:
+    return value._type.describe() if isinstance(value, Promise) else type(value).__name__
+
+
+@dataclass(frozen=True)
+class CompiledWorkflow:
+    """The spec and the task functions its nodes run (keyed like `spec.tasks`)."""
+
+    spec: ir.WorkflowSpec
+    tasks: dict[str, TaskFunction[..., Any]]
+
+
+class WorkflowCompilation:
+    """Records the nodes of one workflow body while it runs with promises."""
+
+    def __init__(self, workflow_name: str) -> None:
+        self.workflow_name = workflow_name
+        self.nodes: list[ir.Node] = []
+        self.tasks: dict[str, TaskFunction[..., Any]] = {}
+
+    def input_promise(self, variable: ir.Variable) -> Promise:
+        return Promise(
+            ir.InputBinding(input=variable.name),
+            variable.type,
+            origin=f"workflow input '{variable.name}'",
+            workflow=self.workflow_name,
+            owner=self,
+        )
+
+    def call_task(
+        self, task: TaskFunction[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Promise | None:
+        """Record a call of `task` as a node; the promise of its output (None without one)."""
+        task_name = task.spec.name
+        fail: Callable[..., WorkflowCompileError] = functools.partial(
+            WorkflowCompileError,
+            workflow=self.workflow_name,
+            location=caller_location(),
+            task=task_name,
+        )
+        parameters = task.spec.interface.inputs
+        names = [v.name for v in parameters]
+        if args:
+            example = ", ".join(f"{n}=..." for n in names[: len(args)]) or "..."
+            first = names[0] if names else None
+            raise fail(
+                f"task '{task_name}' was called with {len(args)} positional argument(s)"
+                + (f" (the first would bind parameter '{first}')" if first else "")
+                + "; inside a workflow, call tasks with keyword arguments",
+                parameter=first,
+                expected="keyword arguments",
+                actual="positional arguments",
+                hint=f"write {task.fn.__name__}({example})",
+            )
+        unknown = [k for k in kwargs if k not in names]
+        if unknown:
+            raise fail(
+                f"task '{task_name}' has no parameter '{unknown[0]}' "
+                f"(got {self._describe_argument(kwargs[unknown[0]])}); its parameters are: "
+                + (", ".join(names) or "none"),
+                parameter=unknown[0],
+            )
+        existing = self.tasks.get(task_name)
+        if existing is not None and existing is not task and existing.spec != task.spec:
+            raise fail(
+                f"two different tasks are named '{task_name}' in this workflow; task names "
+                "(<module>.<function>) must be unique"
+            )
+
+        node_id = f"n{len(self.nodes)}-{task.fn.__name__}"
+        bindings: dict[str, ir.Binding] = {}
+        for variable in parameters:
+            name = variable.name
+            if name in kwargs:
+                bindings[name] = self._bind(
+                    kwargs[name],
+                    variable,
+                    task.input_types[name],
+                    subject=f"parameter '{name}' of task '{task_name}'",
+                    fail=functools.partial(fail, parameter=name),
+                )
+            elif variable.has_default:
+                bindings[name] = ir.LiteralBinding(value=variable.default)
+            else:
+                raise fail(
+                    f"task '{task_name}' is missing required parameter '{name}' "
+                    f"(expects {variable.type.describe()}, got nothing)",
+                    parameter=name,
+                    expected=variable.type.describe(),
+                    actual="nothing",
+                )
+        self.tasks.setdefault(task_name, task)
+        self.nodes.append(ir.Node(id=node_id, task=task_name, inputs=bindings))
+        output = task.spec.interface.output(SINGLE_OUTPUT)
+        if output is None:
+            return None
+        return Promise(
+            ir.NodeOutputBinding(node_id=node_id, output=SINGLE_OUTPUT),
+            output.type,
+            origin=f"output of node '{node_id}', task '{task_name}'",
+            workflow=self.workflow_name,
+            owner=self,
+        )
+
+    def output_binding(
+        self, result: Any, signature: Signature, fn: Callable[..., Any]
+    ) -> ir.Binding | None:
+        """Check what the body `fn` returned against its declared return type."""
+
+        def fail(detail: str, **details: Any) -> WorkflowCompileError:
+            # The body has finished, so the line is found in its source, and only on error.
+            return WorkflowCompileError(
+                detail, workflow=self.workflow_name, location=return_location(fn), **details
+            )
+
+        output = signature.interface.output(SINGLE_OUTPUT)
+        if output is None:
+            if result is not None:
+                raise fail(
+                    f"declares `-> None` but returns {self._describe_argument(result)}",
+                    expected="None",
+                    actual=_type_of(result),
+                )
+            return None
+        if result is None:
+            raise fail(
+                f"declares `-> {output.type.describe()}` but returns nothing (None)",
+                expected=output.type.describe(),
+                actual="None",
+            )
+        return self._bind(result, output, signature.output_type, subject="return value", fail=fail)
+
+    def _describe_argument(self, value: Any) -> str:
+        if isinstance(value, Promise):
+            return f"{value._type.describe()} ({value._origin})"
+        return _describe_constant(value)
+
+    def _bind(
+        self,
+        value: Any,
+        variable: ir.Variable,
+        py_type: Any,
+        *,
+        subject: str,
+        fail: Callable[..., WorkflowCompileError],
+    ) -> ir.Binding:
+        expected = variable.type.describe()
+        if isinstance(value, Promise):
+            if value._owner is not self:
+                raise fail(
+                    f"{subject} got a promise from workflow '{value._workflow}' ({value._origin}); "
+                    "promises cannot cross workflows",
+                    expected=expected,
+                    actual=value._type.describe(),
+                )
+            if not is_assignable(value._type, variable.type):
+                actual = value._type.describe()
+                raise fail(
+                    f"{subject} expects {expected}, got {actual} ({value._origin})",
+                    expected=expected,
+                    actual=actual,
+                )
+            return value._binding
+        if contains_promise(value):
+            raise fail(
+                f"{subject} expects {expected}, got a {type(value).__name__} constant with a "
+                "promise inside; building containers of task outputs in the workflow body is not "
+                "supported yet",
+                expected=expected,
+                actual=type(value).__name__,
+                hint="have a task take the values as separate parameters",
+            )
+        try:
+            literal = to_literal(value, py_type)
+        except LiteralValidationError as exc:
+            actual = _describe_constant(value)
+            where = f" (at {exc.path}: {exc.reason})" if exc.path else ""
+            raise fail(
+                f"{subject} expects {describe_python_type(py_type)}, got constant {actual}{where}",
+                expected=expected,
+                actual=type(value).__name__,
+            ) from exc
+        return ir.LiteralBinding(value=literal)
+
+
+def compile_workflow(
+    fn: Callable[..., Any], signature: Signature, *, name: str, module: str, function: str
+) -> CompiledWorkflow:
+    """Run the workflow body with promises and build its spec.
+
+    Raises:
+        WorkflowCompileError: a wiring mistake, naming the line in the body.
+    """
+    compilation = WorkflowCompilation(name)
+    inputs = {v.name: compilation.input_promise(v) for v in signature.interface.inputs}
+    with _activated(compilation):
+        try:
+            result = fn(**inputs)
+        except DefinitionError:
+            raise
+        except Exception as exc:
+            exc.add_note(
+                f"while compiling workflow '{name}': its body runs once at import time, "
+                "with promises in place of input values"
+            )
+            raise
+    output = compilation.output_binding(result, signature, fn)
+    spec = ir.WorkflowSpec(
+        name=name,
+        module=module,
+        function=function,
+        interface=signature.interface,
+        tasks={task_name: task.spec for task_name, task in compilation.tasks.items()},
+        nodes=compilation.nodes,
+        outputs={SINGLE_OUTPUT: output} if output is not None else {},
+    )
+    return CompiledWorkflow(spec=spec, tasks=dict(compilation.tasks))

@@ -1,0 +1,197 @@
+"""`Promise`: what a workflow input or a task call stands for while a workflow body compiles.
+
+A workflow body runs once, at import time, with promises in place of values, so the compiler can
+record the wiring. A promise only knows *where* a value will come from (a binding) and its type;
+anything that needs the value itself (branching, iterating, arithmetic, reading a dataclass
+field) cannot work and fails here, at the offending line, with an explanation rather than
+silently compiling the wrong graph.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, NoReturn
+
+from fleetflow import ir
+from fleetflow.errors import PromiseAttributeError, WorkflowCompileError
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+_NO_BRANCHING = (
+    "the workflow body runs once at compile time, before any value exists: branching is not "
+    "supported in a workflow body, decide inside a task; fan-out over a list will be "
+    "`map_task` (coming)"
+)
+_IN_A_TASK = "the value only exists when the workflow runs: do this inside a task"
+
+
+def caller_location() -> str:
+    """`file:line` of the innermost frame outside the fleetflow package: the user's line."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not os.path.abspath(filename).startswith(_PACKAGE_DIR):
+            return f"{filename}:{frame.f_lineno}"
+        if frame.f_back is None:
+            break
+        frame = frame.f_back
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+class Promise:
+    """A reference to a value that will exist when the workflow runs.
+
+    All state is in underscore slots: any public attribute name is left free so that
+    `promise.some_field` can be reported as the mistake it is.
+    """
+
+    __slots__ = ("_binding", "_type", "_origin", "_workflow", "_owner")
+
+    def __init__(
+        self,
+        binding: ir.InputBinding | ir.NodeOutputBinding,
+        literal_type: ir.LiteralType,
+        *,
+        origin: str,
+        workflow: str,
+        owner: object,
+    ) -> None:
+        self._binding = binding
+        self._type = literal_type
+        self._origin = origin  # "workflow input 'n'", "output of node 'n0-make_data'"
+        self._workflow = workflow
+        self._owner = owner  # the compilation that made it; promises do not cross workflows
+
+    def __repr__(self) -> str:
+        return f"<Promise {self._origin}: {self._type.describe()}>"
+
+    def _misuse(
+        self,
+        detail: str,
+        hint: str,
+        error: type[WorkflowCompileError] = WorkflowCompileError,
+    ) -> NoReturn:
+        raise error(
+            f"{detail} ({self._origin}, type {self._type.describe()})",
+            location=caller_location(),
+            workflow=self._workflow,
+            actual=f"promise of {self._type.describe()}",
+            hint=hint,
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not slots or methods.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        kind = self._type
+        if kind.kind is ir.TypeKind.STRUCT and name in (kind.fields or {}):
+            self._misuse(
+                f"cannot read field '{name}' of a promise in the workflow body",
+                f"pass the whole {kind.describe()} to a task and read `.{name}` there",
+                PromiseAttributeError,
+            )
+        self._misuse(
+            f"a promise has no attribute '{name}'",
+            _IN_A_TASK,
+            PromiseAttributeError,
+        )
+
+    def __bool__(self) -> bool:
+        self._misuse("a promise has no truth value (if/while/and/or/not)", _NO_BRANCHING)
+
+    def __iter__(self) -> NoReturn:
+        self._misuse(
+            "cannot iterate over or unpack a promise",
+            "fan-out over a list will be `map_task` (coming); to return several values, "
+            "return a dataclass and pass it whole to the next task",
+        )
+
+    def __len__(self) -> int:
+        self._misuse("len() of a promise is unknown until the workflow runs", _NO_BRANCHING)
+
+    def __contains__(self, item: object) -> bool:
+        self._misuse("`in` on a promise needs its value", _NO_BRANCHING)
+
+    def __getitem__(self, key: object) -> NoReturn:
+        self._misuse("cannot index a promise (`x[0]`, `x['key']`)", _IN_A_TASK)
+
+    def __call__(self, *args: object, **kwargs: object) -> NoReturn:
+        self._misuse("a promise is not callable", _IN_A_TASK)
+
+    def __eq__(self, other: object) -> bool:
+        self._misuse("cannot compare a promise (==)", _NO_BRANCHING)
+
+    def __ne__(self, other: object) -> bool:
+        self._misuse("cannot compare a promise (!=)", _NO_BRANCHING)
+
+    def __lt__(self, other: object) -> bool:
+        self._misuse("cannot compare a promise (<)", _NO_BRANCHING)
+
+    def __le__(self, other: object) -> bool:
+        self._misuse("cannot compare a promise (<=)", _NO_BRANCHING)
+
+    def __gt__(self, other: object) -> bool:
+        self._misuse("cannot compare a promise (>)", _NO_BRANCHING)
+
+    def __ge__(self, other: object) -> bool:
+        self._misuse("cannot compare a promise (>=)", _NO_BRANCHING)
+
+    # Identity hash, so promises can still be dict keys / set members despite `__eq__`.
+    __hash__ = object.__hash__
+
+    def __str__(self) -> str:
+        self._misuse("cannot convert a promise to str (str(), f-string)", _IN_A_TASK)
+
+    def __format__(self, format_spec: str) -> str:
+        self._misuse("cannot format a promise (f-string, format())", _IN_A_TASK)
+
+    def __int__(self) -> int:
+        self._misuse("cannot convert a promise to int", _IN_A_TASK)
+
+    def __float__(self) -> float:
+        self._misuse("cannot convert a promise to float", _IN_A_TASK)
+
+    def __index__(self) -> int:
+        self._misuse("cannot use a promise as an index", _IN_A_TASK)
+
+
+def _arithmetic(symbol: str) -> Any:
+    def operator(self: Promise, *other: object) -> NoReturn:
+        self._misuse(f"cannot apply `{symbol}` to a promise", _IN_A_TASK)
+
+    return operator
+
+
+for _name, _symbol in {
+    "add": "+",
+    "sub": "-",
+    "mul": "*",
+    "truediv": "/",
+    "floordiv": "//",
+    "mod": "%",
+    "pow": "**",
+    "matmul": "@",
+    "and": "&",
+    "or": "|",
+    "xor": "^",
+    "lshift": "<<",
+    "rshift": ">>",
+}.items():
+    for _form in (f"__{_name}__", f"__r{_name}__", f"__i{_name}__"):
+        setattr(Promise, _form, _arithmetic(_symbol))
+for _name, _symbol in {"neg": "-", "pos": "+", "abs": "abs()", "invert": "~"}.items():
+    setattr(Promise, f"__{_name}__", _arithmetic(_symbol))
+
+
+def contains_promise(value: Any) -> bool:
+    """Whether a constant written in a workflow body hides a promise inside a container."""
+    if isinstance(value, Promise):
+        return True
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(contains_promise(item) for item in value)
+    if isinstance(value, dict):
+        return any(contains_promise(item) for item in value.values())
+    if hasattr(type(value), "__dataclass_fields__") and not isinstance(value, type):
+        return any(contains_promise(getattr(value, f)) for f in type(value).__dataclass_fields__)
+    return False

@@ -1,0 +1,132 @@
+"""`Resources`: what one attempt of a task asks the cluster for, written the Kubernetes way.
+
+Engineers think in `"4Gi"` and `gpu_type="H100"`; placement and quota need plain numbers. This
+module is the one place where the former becomes the latter (`ir.Resources`), and it refuses
+nonsense at decoration time rather than when a pod fails to schedule hours later.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from fleetflow import ir
+from fleetflow.errors import InvalidOptionError
+
+# Binary (Ki) and decimal (k/K) suffixes as Kubernetes quantities spell them.
+_MEMORY_UNITS: dict[str, int] = {
+    "": 1,
+    "k": 10**3,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+}
+_QUANTITY = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kKMGTP]i?|)\s*$")
+
+
+def parse_memory(value: int | str) -> int:
+    """Memory as bytes: an int, or a quantity string such as `"512Mi"`, `"4Gi"`, `"1G"`, `"1000"`.
+
+    Raises:
+        InvalidOptionError: not a positive whole number of bytes in a known unit.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidOptionError(
+            f"memory must be a number of bytes or a string like '4Gi', got {value!r}"
+        )
+    if isinstance(value, int):
+        number_of_bytes = value
+    else:
+        match = _QUANTITY.match(value)
+        if match is None:
+            units = ", ".join(u for u in _MEMORY_UNITS if u)
+            raise InvalidOptionError(
+                f"memory {value!r} is not a quantity like '512Mi', '4Gi' or '1000' (units: {units})"
+            )
+        try:
+            exact = Decimal(match["number"]) * _MEMORY_UNITS[match["unit"]]
+        except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
+            raise InvalidOptionError(f"memory {value!r} is not a number") from exc
+        if exact != exact.to_integral_value():
+            raise InvalidOptionError(f"memory {value!r} is not a whole number of bytes")
+        number_of_bytes = int(exact)
+    if number_of_bytes <= 0:
+        raise InvalidOptionError(f"memory must be positive, got {value!r}")
+    return number_of_bytes
+
+
+def parse_cpu(value: int | float | str) -> float:
+    """CPU cores as a float: `2`, `0.5`, or a Kubernetes millicore string such as `"500m"`."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+        except ValueError as exc:
+            raise InvalidOptionError(
+                f"cpu {value!r} is not a number of cores like 2, 0.5 or '500m'"
+            ) from exc
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidOptionError(f"cpu must be a number of cores, got {value!r}")
+    else:
+        cores = float(value)
+    if not math.isfinite(cores) or cores <= 0:
+        raise InvalidOptionError(f"cpu must be a positive number of cores, got {value!r}")
+    return cores
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one attempt of a task requests.
+
+    Args:
+        cpu: cores, e.g. `2`, `0.5` or `"500m"`; must be positive.
+        memory: bytes as an int, or a quantity such as `"512Mi"`, `"4Gi"`, `"1G"`; `None` leaves
+            it to the executor's default.
+        gpu: number of whole GPUs (`0` for none).
+        gpu_type: accelerator model placement must match (`"H100"`); only with `gpu > 0`.
+
+    Raises:
+        InvalidOptionError: on construction, for any value that could never be scheduled.
+    """
+
+    cpu: int | float | str = 1
+    memory: int | str | None = None
+    gpu: int = 0
+    gpu_type: str | None = None
+
+    def __post_init__(self) -> None:
+        parse_cpu(self.cpu)
+        if self.memory is not None:
+            parse_memory(self.memory)
+        if isinstance(self.gpu, bool) or not isinstance(self.gpu, int):
+            raise InvalidOptionError(f"gpu must be a whole number of GPUs, got {self.gpu!r}")
+        if self.gpu < 0:
+            raise InvalidOptionError(f"gpu must be >= 0, got {self.gpu}")
+        if self.gpu_type is not None:
+            if not isinstance(self.gpu_type, str) or not self.gpu_type.strip():
+                raise InvalidOptionError(
+                    f"gpu_type must be a non-empty string, got {self.gpu_type!r}"
+                )
+            if self.gpu == 0:
+                raise InvalidOptionError(
+                    f"gpu_type={self.gpu_type!r} needs gpu >= 1: a GPU type without GPUs "
+                    "would only restrict placement"
+                )
+
+    def to_ir(self) -> ir.Resources:
+        """The numeric form the control plane schedules by."""
+        return ir.Resources(
+            cpu=parse_cpu(self.cpu),
+            memory_bytes=parse_memory(self.memory) if self.memory is not None else 0,
+            gpu=self.gpu,
+            gpu_type=self.gpu_type,
+        )

@@ -1,0 +1,206 @@
+"""`@task`: a typed Python function plus the policy one attempt of it runs under.
+
+The decorated object is a `TaskFunction`. It carries everything the other parts need:
+`spec` (the IR the control plane schedules), `fn`/`input_types`/`output_type` (what the task
+runtime calls and converts with), and it stays callable: a plain call outside a workflow, a
+recorded node (returning a promise) inside a workflow body being compiled.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from fleetflow import ir
+from fleetflow.compiler import active_compilation
+from fleetflow.errors import InvalidOptionError, TaskDefinitionError
+from fleetflow.interface import extract_signature, require_function
+from fleetflow.resources import Resources
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
+
+
+def parse_timeout(value: int | timedelta | str | None) -> int | None:
+    """A timeout as whole seconds: an int, a `timedelta`, or `"90s"`, `"30m"`, `"2h"`, `"1h30m"`.
+
+    Fractions of a second round up, so a timeout is never shorter than asked for.
+
+    Raises:
+        InvalidOptionError: not a positive duration.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidOptionError(f"timeout must be seconds, a timedelta or '30m', got {value!r}")
+    if isinstance(value, int):
+        seconds = value
+    elif isinstance(value, timedelta):
+        seconds = math.ceil(value.total_seconds())
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        match = _DURATION.match(text)
+        if text.isdigit():
+            seconds = int(text)
+        elif text and match is not None:
+            units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+            seconds = sum(int(match[u] or 0) * factor for u, factor in units.items())
+        else:
+            raise InvalidOptionError(
+                f"timeout {value!r} is not a duration like '90s', '30m', '2h' or '1h30m'"
+            )
+    else:
+        raise InvalidOptionError(
+            f"timeout must be seconds (int), a timedelta or a string like '30m', got {value!r}"
+        )
+    if seconds <= 0:
+        raise InvalidOptionError(f"timeout must be positive, got {value!r}")
+    return seconds
+
+
+def _check_retries(retries: object) -> int:
+    if isinstance(retries, bool) or not isinstance(retries, int):
+        raise InvalidOptionError(f"retries must be an int >= 0, got {retries!r}")
+    if retries < 0:
+        raise InvalidOptionError(f"retries must be >= 0, got {retries}")
+    return retries
+
+
+def _check_image(image: object) -> str | None:
+    if image is None:
+        return None
+    if not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image):
+        raise InvalidOptionError(f"image must be a container image reference, got {image!r}")
+    return image
+
+
+class TaskFunction(Generic[P, R]):
+    """A function decorated with `@task`.
+
+    Attributes:
+        fn: the original function; the task runtime calls `fn(**kwargs)`.
+        input_types: parameter name -> Python type, to convert inputs with `types.to_python`.
+        output_type: the return type, to convert the result with `types.to_literal`; `None`
+            when the task returns nothing.
+        defaults: parameter name -> Python default value.
+        spec: the `ir.TaskSpec` (name `<module>.<function>`, interface, resources, policy).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        resources: Resources | None = None,
+        retries: int = 0,
+        timeout: int | timedelta | str | None = None,
+        image: str | None = None,
+    ) -> None:
+        require_function(fn, "@task")
+        name = f"{fn.__module__}.{fn.__name__}"
+        if resources is not None and not isinstance(resources, Resources):
+            raise InvalidOptionError(
+                f"task '{name}': resources must be fleetflow.Resources(...), got {resources!r}"
+            )
+        try:
+            retries = _check_retries(retries)
+            timeout_seconds = parse_timeout(timeout)
+            image = _check_image(image)
+        except InvalidOptionError as exc:
+            raise InvalidOptionError(f"task '{name}': {exc}") from exc
+        signature = extract_signature(
+            fn, functools.partial(TaskDefinitionError, task=name), decorator="@task"
+        )
+        self.fn: Callable[P, R] = fn
+        self.input_types: dict[str, Any] = signature.input_types
+        self.output_type: Any | None = signature.output_type
+        self.defaults: dict[str, Any] = signature.defaults
+        self.spec = ir.TaskSpec(
+            name=name,
+            module=fn.__module__,
+            function=fn.__name__,
+            interface=signature.interface,
+            resources=(resources or Resources()).to_ir(),
+            retries=retries,
+            timeout_seconds=timeout_seconds,
+            image=image,
+        )
+        functools.update_wrapper(self, fn)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __repr__(self) -> str:
+        return f"<task {self.spec.name}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Outside a workflow: call the function. Inside a workflow body: record a node.
+
+        In a workflow body the result is really a `Promise` of `R`; typing it as `R` lets type
+        checkers verify the wiring in the body as if values flowed through it.
+        """
+        compilation = active_compilation()
+        if compilation is None:
+            return self.fn(*args, **kwargs)
+        return compilation.call_task(self, args, kwargs)  # type: ignore[return-value]
+
+
+@overload
+def task(fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+
+
+@overload
+def task(
+    *,
+    resources: Resources | None = None,
+    retries: int = 0,
+    timeout: int | timedelta | str | None = None,
+    image: str | None = None,
+) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
+
+
+def task(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    resources: Resources | None = None,
+    retries: int = 0,
+    timeout: int | timedelta | str | None = None,
+    image: str | None = None,
+) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
+    """Declare a task: `@task` or `@task(resources=..., retries=..., timeout=..., image=...)`.
+
+    Args:
+        resources: what one attempt requests (cpu, memory, gpu, gpu_type).
+        retries: how many times a failed attempt is retried (0 = no retry).
+        timeout: per attempt; int seconds, a `timedelta`, or `"90s"`, `"30m"`, `"1h30m"`.
+        image: container image to run in; `None` uses the platform's default.
+
+    Raises:
+        InvalidOptionError: an option is out of range.
+        TaskDefinitionError: a parameter or the return is unannotated or of an unsupported
+            type; the message names the task, the parameter and the def's `file:line`.
+    """
+    options: dict[str, Any] = {
+        "resources": resources,
+        "retries": retries,
+        "timeout": timeout,
+        "image": image,
+    }
+    if fn is None:
+        # Validate options now, so `@task(retries=-1)` fails even before it decorates.
+        _check_retries(retries)
+        parse_timeout(timeout)
+        _check_image(image)
+
+        def decorate(function: Callable[P, R]) -> TaskFunction[P, R]:
+            return TaskFunction(function, **options)
+
+        return decorate
+    return TaskFunction(fn, **options)

@@ -1,0 +1,245 @@
+"""`@workflow`: a typed DAG of task calls, compiled when the module is imported.
+
+Compiling at decoration time means a wiring mistake surfaces on `import`, on the engineer's
+machine. The resulting `WorkflowFunction` is both the spec (`.spec`, what `fleetflow run
+--remote` registers) and a callable that runs the same graph in-process, so local and remote
+runs cannot drift apart. It also owns the conversions the CLI and client need between Python
+values, command-line strings and the JSON literals of the interface.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from fleetflow import ir
+from fleetflow.compiler import active_compilation, compile_workflow
+from fleetflow.errors import (
+    LiteralValidationError,
+    WorkflowCompileError,
+    WorkflowInputError,
+    WorkflowOutputError,
+)
+from fleetflow.interface import SINGLE_OUTPUT, extract_signature, require_function
+from fleetflow.local import run_locally
+from fleetflow.promise import caller_location
+from fleetflow.task import TaskFunction
+from fleetflow.types import to_literal, to_python
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+class WorkflowFunction(Generic[P, R]):
+    """A function decorated with `@workflow`, compiled into `spec`.
+
+    Attributes:
+        fn: the original function (its body is only ever run to compile it).
+        input_types: input name -> Python type, in declaration order.
+        output_type: the declared return type, or `None` when the workflow returns nothing.
+        defaults: input name -> Python default value.
+        spec: the compiled `ir.WorkflowSpec`.
+        tasks: task name (as in `spec.tasks`) -> the `TaskFunction` its nodes run.
+
+    Calling it (`pipeline(n=3)`) runs the workflow locally and returns the real result.
+    """
+
+    def __init__(self, fn: Callable[P, R]) -> None:
+        require_function(fn, "@workflow")
+        name = f"{fn.__module__}.{fn.__name__}"
+        signature = extract_signature(
+            fn, functools.partial(WorkflowCompileError, workflow=name), decorator="@workflow"
+        )
+        compiled = compile_workflow(
+            fn, signature, name=name, module=fn.__module__, function=fn.__name__
+        )
+        self.fn: Callable[P, R] = fn
+        self.input_types: dict[str, Any] = signature.input_types
+        self.output_type: Any | None = signature.output_type
+        self.defaults: dict[str, Any] = signature.defaults
+        self.spec: ir.WorkflowSpec = compiled.spec
+        self.tasks: dict[str, TaskFunction[..., Any]] = compiled.tasks
+        functools.update_wrapper(self, fn)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __repr__(self) -> str:
+        return f"<workflow {self.spec.name}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the workflow locally, in this process, and return its result.
+
+        Raises:
+            WorkflowInputError: unknown or missing inputs.
+            LiteralValidationError: an input (`inputs.n`) or a task's result does not match
+                its declared type.
+            Exception: whatever a task raises, with a note naming the node.
+        """
+        compilation = active_compilation()
+        if compilation is not None:
+            raise WorkflowCompileError(
+                f"calls workflow '{self.spec.name}' inside its body; nested workflows are not "
+                "supported yet",
+                location=caller_location(),
+                workflow=compilation.workflow_name,
+                hint="call its tasks directly",
+            )
+        values = self._name_positional(args, kwargs)
+        outputs = run_locally(self.spec, self.tasks, self.inputs_to_literals(values))
+        result: R = self.outputs_to_python(outputs)
+        return result
+
+    def _name_positional(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        names = list(self.input_types)
+        if len(args) > len(names):
+            raise WorkflowInputError(
+                f"workflow '{self.spec.name}' takes {len(names)} input(s), "
+                f"got {len(args)} positional argument(s)"
+            )
+        values = dict(zip(names, args, strict=False))
+        for name, value in kwargs.items():
+            if name in values:
+                raise WorkflowInputError(f"input '{name}' given twice", input_name=name)
+            values[name] = value
+        return values
+
+    def _check_names(self, names: list[str]) -> None:
+        for name in names:
+            if name not in self.input_types:
+                known = ", ".join(self.input_types) or "none"
+                raise WorkflowInputError(
+                    f"workflow '{self.spec.name}' has no input '{name}'; its inputs are: {known}",
+                    input_name=name,
+                )
+
+    def inputs_to_literals(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Python input values -> JSON literals of the interface, defaults filled in.
+
+        Raises:
+            WorkflowInputError: an unknown input, or a required one missing.
+            LiteralValidationError: a value of the wrong type, its path naming `inputs.<name>`.
+        """
+        self._check_names(list(values))
+        literals: dict[str, Any] = {}
+        for variable in self.spec.interface.inputs:
+            name = variable.name
+            if name in values:
+                literals[name] = to_literal(values[name], self.input_types[name], f"inputs.{name}")
+            elif variable.has_default:
+                literals[name] = copy.deepcopy(variable.default)
+            else:
+                raise WorkflowInputError(
+                    f"workflow '{self.spec.name}' is missing required input '{name}' "
+                    f"({variable.type.describe()})",
+                    input_name=name,
+                )
+        return literals
+
+    def parse_cli_inputs(self, raw: Mapping[str, str]) -> dict[str, Any]:
+        """Strings from `--name value` flags -> Python values of the inputs' types.
+
+        int, float and str are read as such; bool accepts true/false/1/0/yes/no; lists, dicts
+        and dataclasses are JSON. `-` in a name reads as `_`. Inputs not given are left out (the
+        workflow's defaults apply later). Raises `WorkflowInputError`, e.g.
+        "input 'lr': expected float, got 'abc'".
+        """
+        parsed: dict[str, Any] = {}
+        for given, text in raw.items():
+            name = given if given in self.input_types else given.replace("-", "_")
+            self._check_names([name])
+            parsed[name] = self._parse_cli_value(name, text)
+        return parsed
+
+    def _parse_cli_value(self, name: str, text: str) -> Any:
+        py_type = self.input_types[name]
+        variable = self.spec.interface.input(name)
+        assert variable is not None
+        kind = variable.type.kind
+        expected = variable.type.describe()
+
+        def fail(detail: str = "") -> WorkflowInputError:
+            return WorkflowInputError(
+                f"input '{name}': expected {expected}, got {text!r}{detail}", input_name=name
+            )
+
+        if kind is ir.TypeKind.STRING:
+            return text
+        if kind is ir.TypeKind.BOOLEAN:
+            lowered = text.strip().lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+            raise fail(" (use true/false, 1/0 or yes/no)")
+        if kind is ir.TypeKind.INTEGER:
+            try:
+                return int(text.strip(), 10)
+            except ValueError:
+                raise fail() from None
+        if kind is ir.TypeKind.FLOAT:
+            try:
+                number = float(text)
+            except ValueError:
+                raise fail() from None
+            if not math.isfinite(number):
+                raise fail(" (must be finite)")
+            return number
+        try:
+            literal = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise fail(f" (not valid JSON: {exc.msg})") from None
+        try:
+            return to_python(literal, py_type, f"inputs.{name}")
+        except LiteralValidationError as exc:
+            raise fail(f" ({exc})") from None
+
+    def outputs_to_python(self, outputs: Mapping[str, Any]) -> Any:
+        """JSON outputs (`{"o0": ...}`) -> the Python value of the return type (None if none).
+
+        Raises:
+            WorkflowOutputError: the output is absent.
+            LiteralValidationError: the output does not match the return type.
+        """
+        if self.output_type is None:
+            return None
+        if SINGLE_OUTPUT not in outputs:
+            raise WorkflowOutputError(
+                f"workflow '{self.spec.name}' outputs have no '{SINGLE_OUTPUT}' "
+                f"(got: {', '.join(outputs) or 'none'})"
+            )
+        return to_python(outputs[SINGLE_OUTPUT], self.output_type, f"outputs.{SINGLE_OUTPUT}")
+
+
+@overload
+def workflow(fn: Callable[P, R], /) -> WorkflowFunction[P, R]: ...
+
+
+@overload
+def workflow() -> Callable[[Callable[P, R]], WorkflowFunction[P, R]]: ...
+
+
+def workflow(
+    fn: Callable[P, R] | None = None, /
+) -> WorkflowFunction[P, R] | Callable[[Callable[P, R]], WorkflowFunction[P, R]]:
+    """Declare and compile a workflow: `@workflow` (or `@workflow()`).
+
+    The body runs once, now, with promises for its inputs: call tasks with keyword arguments,
+    pass their results on, return the result. Python control flow on task results is not
+    possible in the body (it would need their values); it raises a `WorkflowCompileError`.
+
+    Raises:
+        WorkflowCompileError: the message names the workflow, the line in the body, the task,
+            the parameter, and the expected and actual types.
+    """
+    if fn is None:
+        return WorkflowFunction
+    return WorkflowFunction(fn)
