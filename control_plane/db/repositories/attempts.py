@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import Cluster, TaskAttempt, new_id, utcnow
+from control_plane.db.repositories._insert import insert_ignoring_conflicts
 from control_plane.db.repositories.clusters import online_clusters
 from control_plane.orchestration.states import AttemptState
 from control_plane.orchestration.transitions import (
@@ -37,26 +37,23 @@ def create_attempt(
     outputs_uri: str,
 ) -> TaskAttempt:
     """Create the attempt, or return the one that already exists (activities retry)."""
-    existing = find_attempt(session, execution_id, node_id, attempt_number)
-    if existing is not None:
-        return existing
-    attempt = TaskAttempt(
-        id=new_id("at"),
-        execution_id=execution_id,
-        node_id=node_id,
-        task_name=task_name,
-        attempt_number=attempt_number,
-        status=A.PENDING.value,
-        inputs_uri=inputs_uri,
-        outputs_uri=outputs_uri,
+    insert_ignoring_conflicts(
+        session,
+        TaskAttempt,
+        {
+            "id": new_id("at"),
+            "execution_id": execution_id,
+            "node_id": node_id,
+            "task_name": task_name,
+            "attempt_number": attempt_number,
+            "status": A.PENDING.value,
+            "inputs_uri": inputs_uri,
+            "outputs_uri": outputs_uri,
+            "created_at": utcnow(),
+        },
     )
-    try:
-        with session.begin_nested():
-            session.add(attempt)
-    except IntegrityError:
-        found = find_attempt(session, execution_id, node_id, attempt_number)
-        assert found is not None
-        return found
+    attempt = find_attempt(session, execution_id, node_id, attempt_number)
+    assert attempt is not None
     return attempt
 
 
@@ -87,7 +84,9 @@ def latest_succeeded_attempt(session: Session, execution_id: str, node_id: str) 
     return attempt
 
 
-def move_attempt(session: Session, attempt: TaskAttempt, target: AttemptState, **extra: object) -> bool:
+def move_attempt(
+    session: Session, attempt: TaskAttempt, target: AttemptState, **extra: object
+) -> bool:
     """Compare-and-set the attempt's state; False when someone else moved it first."""
     check_attempt_transition(attempt.status, target)
     result = session.execute(

@@ -55,7 +55,9 @@ def record_heartbeat(
         cluster.labels = {**cluster.labels, **labels}
 
 
-def online_clusters(session: Session, *, grace: timedelta, now: datetime | None = None) -> list[Cluster]:
+def online_clusters(
+    session: Session, *, grace: timedelta, now: datetime | None = None
+) -> list[Cluster]:
     """Clusters whose agent heartbeated within `grace`, by name (a stable tie-break)."""
     cutoff = (now or utcnow()) - grace
     rows = session.scalars(select(Cluster).where(Cluster.last_heartbeat_at.is_not(None))).all()

@@ -1,0 +1,69 @@
+"""Request dependencies, by type: routes declare `session: SessionDep`, `tenant: TenantDep`.
+
+Everything a route needs comes from `app.state`, filled by `create_app`, so tests and the
+server wire real or test implementations the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Protocol
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_plane.db.models import Tenant
+from control_plane.db.repositories.tenants import get_or_create_tenant
+from control_plane.settings import Settings
+from fleetflow.storage import BlobStore
+
+
+class ExecutionLauncher(Protocol):
+    """Starts the orchestration of a persisted, QUEUED execution (Temporal in production).
+
+    Must be idempotent: starting an execution that is already started is not an error.
+    """
+
+    async def start_execution(self, execution_id: str) -> None: ...
+
+
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session per request; work that is not committed by the route is rolled back."""
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    with factory() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_tenant(session: SessionDep, settings: SettingsDep) -> Tenant:
+    """The tenant the request acts for.
+
+    Until authentication exists every request acts for `settings.api.default_tenant`. This is
+    the one place to replace with "the authenticated principal's tenant".
+    """
+    tenant = get_or_create_tenant(session, settings.api.default_tenant)
+    session.commit()  # the tenant outlives a request that fails later
+    return tenant
+
+
+async def get_launcher(request: Request) -> ExecutionLauncher:
+    launcher: ExecutionLauncher = request.app.state.launcher
+    return launcher
+
+
+async def get_blob_store(request: Request) -> BlobStore:
+    blob_store: BlobStore = request.app.state.blob_store
+    return blob_store
+
+
+TenantDep = Annotated[Tenant, Depends(get_tenant)]
+LauncherDep = Annotated[ExecutionLauncher, Depends(get_launcher)]
+BlobStoreDep = Annotated[BlobStore, Depends(get_blob_store)]

@@ -1,0 +1,91 @@
+"""Code bundles: tar.gz archives of the engineer's code, stored by their sha256.
+
+The CLI asks `HEAD` first and uploads with `PUT` only when the server lacks the bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from control_plane.api.deps import BlobStoreDep, TenantDep
+from control_plane.api.errors import ApiError
+from control_plane.schemas.bundles import BundlePublic
+from control_plane.schemas.common import ErrorResponse, FieldError
+from control_plane.schemas.workflows import SHA256_HEX
+from fleetflow.storage import BlobStore
+
+DEFAULT_MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
+
+router = APIRouter(prefix="/bundles", tags=["bundles"])
+Digest = Annotated[str, Path(pattern=SHA256_HEX, description="sha256 of the bundle, lowercase hex")]
+
+
+def bundle_key(digest: str) -> str:
+    """Blob key of the bundle with this sha256."""
+    return f"bundles/{digest}.tar.gz"
+
+
+def bundle_exists(blob_store: BlobStore, digest: str) -> bool:
+    return blob_store.exists(blob_store.uri(bundle_key(digest)))
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"bundle too large: the limit is {limit} bytes")
+
+
+@router.put(
+    "/{digest}",
+    status_code=201,
+    responses={
+        200: {"model": BundlePublic, "description": "already stored"},
+        413: {"model": ErrorResponse},
+        422: {"model": ErrorResponse},
+    },
+)
+async def upload_bundle(
+    digest: Digest,
+    request: Request,
+    response: Response,
+    blob_store: BlobStoreDep,
+    _tenant: TenantDep,
+) -> BundlePublic:
+    """Store the raw request body (a tar.gz) as the bundle `digest`; idempotent."""
+    limit: int = request.app.state.max_bundle_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    hasher = hashlib.sha256()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        hasher.update(chunk)
+        chunks.append(chunk)
+    actual = hasher.hexdigest()
+    if actual != digest:
+        message = f"the body's sha256 is {actual}, not {digest}"
+        raise ApiError(
+            422, f"bundle digest mismatch: {message}", [FieldError(field="digest", message=message)]
+        )
+    data = b"".join(chunks)
+    if not data.startswith(_GZIP_MAGIC):
+        raise ApiError(422, "the bundle is not a gzip-compressed tar archive")
+    if await run_in_threadpool(bundle_exists, blob_store, digest):
+        response.status_code = 200
+    else:
+        await run_in_threadpool(blob_store.put, bundle_key(digest), data)
+    return BundlePublic(digest=digest, size_bytes=size)
+
+
+@router.head("/{digest}", responses={404: {"description": "not uploaded yet"}})
+async def head_bundle(digest: Digest, blob_store: BlobStoreDep, _tenant: TenantDep) -> Response:
+    """200 when the bundle is stored, 404 when it must be uploaded."""
+    exists = await run_in_threadpool(bundle_exists, blob_store, digest)
+    return Response(status_code=200 if exists else 404)

@@ -1,0 +1,136 @@
+"""Executions: create one (validated, persisted, then launched), read them back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from control_plane.api.deps import LauncherDep, SessionDep, TenantDep
+from control_plane.api.errors import ApiError
+from control_plane.api.inputs import InputValidationError, validate_execution_inputs
+from control_plane.db.models import Execution
+from control_plane.db.repositories.executions import (
+    cluster_names,
+    create_execution,
+    get_execution,
+    list_executions,
+)
+from control_plane.db.repositories.workflows import get_workflow_version
+from control_plane.orchestration.states import AttemptState, ExecutionState
+from control_plane.schemas.common import ErrorResponse
+from control_plane.schemas.executions import AttemptPublic, ExecutionCreate, ExecutionPublic
+from fleetflow.ir import TypedInterface
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/executions", tags=["executions"])
+
+
+def executions_public(session: Session, executions: Sequence[Execution]) -> list[ExecutionPublic]:
+    names = cluster_names(session, (a.cluster_id for e in executions for a in e.attempts))
+    return [
+        ExecutionPublic(
+            id=execution.id,
+            workflow=execution.workflow.name,
+            version=execution.workflow.version,
+            status=ExecutionState(execution.status),
+            inputs=execution.inputs,
+            outputs=execution.outputs,
+            error=execution.error,
+            created_at=execution.created_at,
+            started_at=execution.started_at,
+            finished_at=execution.finished_at,
+            attempts=[
+                AttemptPublic(
+                    id=attempt.id,
+                    node_id=attempt.node_id,
+                    task_name=attempt.task_name,
+                    attempt_number=attempt.attempt_number,
+                    status=AttemptState(attempt.status),
+                    cluster=names.get(attempt.cluster_id) if attempt.cluster_id else None,
+                    error_message=attempt.error_message,
+                    error_traceback=attempt.error_traceback,
+                    created_at=attempt.created_at,
+                    started_at=attempt.started_at,
+                    finished_at=attempt.finished_at,
+                )
+                for attempt in execution.attempts
+            ],
+        )
+        for execution in executions
+    ]
+
+
+def _persist_execution(session: Session, tenant_id: str, body: ExecutionCreate) -> ExecutionPublic:
+    workflow = get_workflow_version(session, tenant_id, body.workflow, body.version)
+    if workflow is None:
+        which = f"version {body.version} of workflow" if body.version else "workflow"
+        raise ApiError(
+            404,
+            f"{which} {body.workflow} is not registered: register it first (fleetflow register)",
+        )
+    interface = TypedInterface.model_validate(workflow.spec["interface"])
+    try:
+        inputs = validate_execution_inputs(interface, body.inputs)
+    except InputValidationError as exc:
+        raise ApiError(
+            422,
+            f"invalid inputs for workflow {workflow.name} version {workflow.version}: {exc}",
+            exc.errors,
+        ) from None
+    execution = create_execution(session, tenant_id, workflow, inputs)
+    session.commit()
+    return executions_public(session, [execution])[0]
+
+
+@router.post(
+    "",
+    status_code=201,
+    responses={
+        404: {"model": ErrorResponse},
+        422: {"model": ErrorResponse},
+        503: {"model": ErrorResponse, "description": "created, but not started yet"},
+    },
+)
+async def start_execution(
+    body: ExecutionCreate, session: SessionDep, tenant: TenantDep, launcher: LauncherDep
+) -> ExecutionPublic:
+    """Validate the inputs, persist a QUEUED execution, then hand it to the orchestrator."""
+    execution = await run_in_threadpool(_persist_execution, session, tenant.id, body)
+    try:
+        await launcher.start_execution(execution.id)
+    except Exception:
+        logger.exception("could not start execution %s", execution.id)
+        raise ApiError(
+            503,
+            f"execution {execution.id} was created but could not be started: "
+            "the orchestrator is unavailable",
+        ) from None
+    return execution
+
+
+@router.get("")
+def list_executions_route(
+    session: SessionDep,
+    tenant: TenantDep,
+    status: ExecutionState | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[ExecutionPublic]:
+    """The tenant's executions, newest first."""
+    rows = list_executions(session, tenant.id, limit=limit, offset=offset, status=status)
+    return executions_public(session, rows)
+
+
+@router.get("/{execution_id}", responses={404: {"model": ErrorResponse}})
+def get_execution_route(
+    execution_id: str, session: SessionDep, tenant: TenantDep
+) -> ExecutionPublic:
+    execution = get_execution(session, tenant.id, execution_id)
+    if execution is None:
+        raise ApiError(404, f"execution {execution_id} not found")
+    return executions_public(session, [execution])[0]

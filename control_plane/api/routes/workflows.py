@@ -1,0 +1,76 @@
+"""Workflow registration and lookup."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from control_plane.api.deps import BlobStoreDep, SessionDep, TenantDep
+from control_plane.api.errors import ApiError
+from control_plane.api.routes.bundles import bundle_exists
+from control_plane.db.models import WorkflowVersion
+from control_plane.db.repositories.workflows import (
+    WorkflowVersionConflictError,
+    get_workflow_version,
+    list_workflow_versions,
+    register_workflow_version,
+)
+from control_plane.schemas.common import ErrorResponse, FieldError
+from control_plane.schemas.workflows import WorkflowPublic, WorkflowRegister
+from fleetflow.ir import TypedInterface
+
+router = APIRouter(prefix="/workflows", tags=["workflows"])
+
+
+def workflow_public(row: WorkflowVersion) -> WorkflowPublic:
+    return WorkflowPublic(
+        id=row.id,
+        name=row.name,
+        version=row.version,
+        bundle_digest=row.bundle_digest,
+        created_at=row.created_at,
+        interface=TypedInterface.model_validate(row.spec["interface"]),
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    responses={409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+)
+def register_workflow(
+    body: WorkflowRegister, session: SessionDep, tenant: TenantDep, blob_store: BlobStoreDep
+) -> WorkflowPublic:
+    """Register a compiled spec with its uploaded code bundle; re-registering is a no-op."""
+    digest = body.bundle_digest
+    if not bundle_exists(blob_store, digest):
+        message = f"code bundle {digest} has not been uploaded: PUT it to /api/v1/bundles/{digest}"
+        raise ApiError(422, message, [FieldError(field="bundle_digest", message=message)])
+    try:
+        row = register_workflow_version(session, tenant.id, body.spec, digest, body.version)
+    except WorkflowVersionConflictError as exc:
+        raise ApiError(409, str(exc), [FieldError(field="version", message=str(exc))]) from None
+    session.commit()
+    return workflow_public(row)
+
+
+@router.get("")
+def list_workflows(
+    session: SessionDep,
+    tenant: TenantDep,
+    name: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[WorkflowPublic]:
+    """Registered workflow versions, by name, newest version first."""
+    rows = list_workflow_versions(session, tenant.id, name=name, limit=limit, offset=offset)
+    return [workflow_public(row) for row in rows]
+
+
+@router.get("/{name}/versions/{version}", responses={404: {"model": ErrorResponse}})
+def get_workflow(name: str, version: str, session: SessionDep, tenant: TenantDep) -> WorkflowPublic:
+    row = get_workflow_version(session, tenant.id, name, version)
+    if row is None:
+        raise ApiError(404, f"workflow {name} version {version} is not registered")
+    return workflow_public(row)

@@ -1,0 +1,26 @@
+"""`INSERT … ON CONFLICT DO NOTHING` for the two supported backends.
+
+Get-or-create under concurrency without savepoints: the losing writer's insert is a no-op and
+it reads the winner's row afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Executable
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+
+def insert_ignoring_conflicts(session: Session, model: type[Any], values: dict[str, Any]) -> None:
+    """Insert one row unless it violates a unique constraint; then do nothing."""
+    dialect = session.get_bind().dialect.name
+    statement: Executable
+    if dialect == "postgresql":
+        statement = postgresql.insert(model).values(**values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite.insert(model).values(**values).on_conflict_do_nothing()
+    else:
+        raise NotImplementedError(f"unsupported database backend {dialect!r}")
+    session.execute(statement)

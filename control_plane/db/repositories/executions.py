@@ -1,0 +1,89 @@
+"""Executions: creating and reading them, and state moves the transition policy allows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from control_plane.db.models import Cluster, Execution, WorkflowVersion, new_id, utcnow
+from control_plane.orchestration.states import ExecutionState
+from control_plane.orchestration.transitions import (
+    IllegalTransitionError,
+    check_execution_transition,
+    execution_values,
+)
+
+
+def create_execution(
+    session: Session, tenant_id: str, workflow_version: WorkflowVersion, inputs: dict[str, Any]
+) -> Execution:
+    """Persist a QUEUED execution of `workflow_version` with already validated `inputs`."""
+    if workflow_version.tenant_id != tenant_id:
+        raise ValueError(
+            f"workflow version {workflow_version.id} does not belong to tenant {tenant_id}"
+        )
+    execution = Execution(
+        id=new_id("ex"),
+        tenant_id=tenant_id,
+        workflow_spec_id=workflow_version.id,
+        workflow=workflow_version,
+        status=ExecutionState.QUEUED.value,
+        inputs=inputs,
+        created_at=utcnow(),
+    )
+    session.add(execution)
+    session.flush()
+    return execution
+
+
+def get_execution(session: Session, tenant_id: str, execution_id: str) -> Execution | None:
+    """The execution, with its workflow version and attempts, if it belongs to the tenant."""
+    return session.scalar(
+        select(Execution).where(Execution.id == execution_id, Execution.tenant_id == tenant_id)
+    )
+
+
+def list_executions(
+    session: Session,
+    tenant_id: str,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    status: ExecutionState | None = None,
+) -> list[Execution]:
+    """The tenant's executions, newest first."""
+    query = select(Execution).where(Execution.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Execution.status == status.value)
+    query = query.order_by(Execution.created_at.desc(), Execution.id.desc())
+    return list(session.scalars(query.limit(limit).offset(offset)))
+
+
+def cluster_names(session: Session, cluster_ids: Iterable[str | None]) -> dict[str, str]:
+    """Names of the given clusters by id (attempts reference clusters by id only)."""
+    ids = {cluster_id for cluster_id in cluster_ids if cluster_id is not None}
+    if not ids:
+        return {}
+    rows = session.execute(select(Cluster.id, Cluster.name).where(Cluster.id.in_(ids)))
+    return dict(rows.all())  # not dict(rows): a Result has keys() and would pass for a mapping
+
+
+def move_execution(
+    session: Session, execution: Execution, target: ExecutionState, **extra: Any
+) -> bool:
+    """Compare-and-set an execution's state through the transition policy."""
+    try:
+        check_execution_transition(execution.status, target)
+    except IllegalTransitionError:
+        return False
+    result = session.execute(
+        update(Execution)
+        .where(Execution.id == execution.id, Execution.status == execution.status)
+        .values(**execution_values(target, utcnow()), **extra)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(execution)
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,50 @@
+"""Execution creation in, executions and their task attempts out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from control_plane.orchestration.states import AttemptState, ExecutionState
+from control_plane.schemas.common import UtcDatetime
+
+
+class ExecutionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: str = Field(
+        min_length=1, max_length=256, description="workflow name, `<module>.<function>`"
+    )
+    version: str | None = Field(
+        default=None, max_length=128, description="defaults to the latest version"
+    )
+    inputs: dict[str, Any] = Field(default_factory=dict, description="JSON literals by name")
+
+
+class AttemptPublic(BaseModel):
+    id: str
+    node_id: str
+    task_name: str
+    attempt_number: int
+    status: AttemptState
+    cluster: str | None
+    error_message: str | None
+    error_traceback: str | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+
+
+class ExecutionPublic(BaseModel):
+    id: str
+    workflow: str
+    version: str
+    status: ExecutionState
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] | None
+    error: dict[str, Any] | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    attempts: list[AttemptPublic]

@@ -1,0 +1,358 @@
+"""Throw-away PostgreSQL servers for tests and local development.
+
+Fleetflow runs on SQLite and PostgreSQL alike, and the PostgreSQL tier must run wherever the
+tests run, without Docker. This module uses Debian's `postgresql` package: it finds `initdb`
+and `pg_ctl` (installing the package with apt-get when missing and running as root), creates a
+cluster in a temporary directory, starts it on a free loopback port, and deletes everything
+when stopped.
+
+As a module (tests/conftest.py)::
+
+    with running_postgres() as server:
+        url = server.url()                      # postgresql+psycopg://…@127.0.0.1:PORT/fleetflow
+        other = server.create_database("t_1")  # one more empty database on the same server
+
+As a command::
+
+    python infra/scripts/postgres.py            # start one, print its URL, stop on Ctrl-C
+    python infra/scripts/postgres.py --install  # only make sure the binaries are installed
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+SERVICE_USER = "postgres"  # created by Debian's postgresql package
+SUPERUSER = "fleetflow"
+DEFAULT_DATABASE = "fleetflow"
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class PostgresUnavailableError(RuntimeError):
+    """PostgreSQL cannot be installed or started on this machine; the message says why."""
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"[fleetflow postgres] {message}\n")
+    sys.stderr.flush()
+
+
+def _loud(message: str) -> None:
+    bar = "!" * 78
+    sys.stderr.write(f"\n{bar}\n[fleetflow postgres] {message}\n{bar}\n\n")
+    sys.stderr.flush()
+
+
+def _version_key(bin_dir: Path) -> tuple[int, ...]:
+    version = bin_dir.parent.name
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def find_postgres_bin_dir() -> Path | None:
+    """The newest directory holding both `initdb` and `pg_ctl`, or None.
+
+    Debian installs them outside PATH (`/usr/lib/postgresql/<major>/bin`); other systems put
+    them on PATH.
+    """
+    candidates = [
+        d
+        for d in Path("/").glob(DEBIAN_BIN_GLOB.lstrip("/"))
+        if (d / "initdb").is_file() and (d / "pg_ctl").is_file()
+    ]
+    if candidates:
+        return max(candidates, key=_version_key)
+    initdb = shutil.which("initdb")
+    if initdb and (Path(initdb).parent / "pg_ctl").is_file():
+        return Path(initdb).parent
+    return None
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def ensure_postgres_installed() -> Path:
+    """Return the binaries' directory, installing Debian's `postgresql` package if needed.
+
+    Raises:
+        PostgresUnavailableError: the binaries are missing and cannot be installed here
+            (not root, no apt-get, or the installation failed).
+    """
+    found = find_postgres_bin_dir()
+    if found is not None:
+        return found
+    if not _is_root() or shutil.which("apt-get") is None:
+        raise PostgresUnavailableError(
+            "PostgreSQL binaries (initdb, pg_ctl) were not found and cannot be installed "
+            "automatically (needs root and apt-get). Install them with "
+            "`sudo apt-get install -y postgresql`."
+        )
+    _loud(
+        "PostgreSQL is not installed. INSTALLING IT NOW with "
+        "`apt-get update && apt-get install -y postgresql` (system-wide, as root) so that "
+        "the PostgreSQL test tier can run."
+    )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "postgresql"]):
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise PostgresUnavailableError(
+                f"`{' '.join(command)}` failed with exit code {result.returncode}:\n"
+                f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            )
+    found = find_postgres_bin_dir()
+    if found is None:
+        raise PostgresUnavailableError(
+            "apt-get installed `postgresql` but initdb/pg_ctl are still not found under "
+            f"{DEBIAN_BIN_GLOB}"
+        )
+    _say(f"installed PostgreSQL binaries in {found}")
+    return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class PostgresServer:
+    """A running throw-away server. `stop()` shuts it down and deletes its files."""
+
+    bin_dir: Path
+    base_dir: Path
+    port: int
+    password: str
+    run_as: str | None  # the OS user the server runs as when we are root
+    database: str = DEFAULT_DATABASE
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base_dir / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.base_dir / "server.log"
+
+    def url(self, database: str | None = None) -> str:
+        """SQLAlchemy URL of `database` (default: the one created at start)."""
+        name = database or self.database
+        return f"postgresql+psycopg://{SUPERUSER}:{self.password}@127.0.0.1:{self.port}/{name}"
+
+    def _admin_execute(self, statement: str) -> None:
+        import psycopg  # the server extra's driver; imported late so --install works without it
+
+        conninfo = (
+            f"host=127.0.0.1 port={self.port} user={SUPERUSER} "
+            f"password={self.password} dbname=postgres"
+        )
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(statement)
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database and return its SQLAlchemy URL."""
+        _check_identifier(name)
+        self._admin_execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop a database, disconnecting whoever still uses it."""
+        _check_identifier(name)
+        self._admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def stop(self) -> None:
+        """Stop the server (immediately: its data is thrown away) and delete its directory."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            if (self.data_dir / "postmaster.pid").exists():
+                _run(
+                    self,
+                    [
+                        str(self.bin_dir / "pg_ctl"),
+                        "-D",
+                        str(self.data_dir),
+                        "-m",
+                        "immediate",
+                        "-w",
+                        "stop",
+                    ],
+                    check=False,
+                )
+        finally:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+def _check_identifier(name: str) -> None:
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"invalid database name {name!r}: use lowercase letters, digits and _")
+
+
+def _run(server: PostgresServer, argv: Sequence[str], *, check: bool = True) -> str:
+    """Run a PostgreSQL tool as the server's OS user (initdb and postgres refuse root)."""
+    command = list(argv)
+    if server.run_as is not None:
+        command = ["runuser", "-u", server.run_as, "--", *command]
+    result = subprocess.run(
+        command, cwd=server.base_dir, capture_output=True, text=True, check=False
+    )
+    if check and result.returncode != 0:
+        log = (
+            server.log_file.read_text(errors="replace")[-3000:] if server.log_file.exists() else ""
+        )
+        raise PostgresUnavailableError(
+            f"`{' '.join(command)}` failed with exit code {result.returncode}:\n"
+            f"{result.stdout[-2000:]}{result.stderr[-2000:]}\n{log}"
+        )
+    return result.stdout
+
+
+def _service_user() -> str | None:
+    """None when we may run the server ourselves; the `postgres` user when we are root."""
+    if not _is_root():
+        return None
+    try:
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        raise PostgresUnavailableError(
+            f"running as root, but there is no `{SERVICE_USER}` system user to run PostgreSQL "
+            "as (initdb refuses root). Debian's `postgresql` package creates it."
+        ) from None
+    return SERVICE_USER
+
+
+def start_postgres(database: str = DEFAULT_DATABASE, *, attempts: int = 3) -> PostgresServer:
+    """Create and start a throw-away server with one empty database; the caller stops it.
+
+    Raises:
+        PostgresUnavailableError: PostgreSQL cannot be installed or started here.
+    """
+    _check_identifier(database)
+    bin_dir = ensure_postgres_installed()
+    run_as = _service_user()
+    base_dir = Path(tempfile.mkdtemp(prefix="fleetflow-pg-"))
+    server = PostgresServer(
+        bin_dir=bin_dir,
+        base_dir=base_dir,
+        port=0,
+        password=secrets.token_hex(16),
+        run_as=run_as,
+        database=database,
+    )
+    try:
+        pwfile = base_dir / "pwfile"
+        pwfile.write_text(server.password + "\n")
+        if run_as is not None:
+            user = pwd.getpwnam(run_as)
+            for path in (base_dir, pwfile):
+                os.chown(path, user.pw_uid, user.pw_gid)
+        _run(
+            server,
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(server.data_dir),
+                "-U",
+                SUPERUSER,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+        )
+        pwfile.unlink()
+        # Another process may take the port between choosing and binding it: retry.
+        for attempt in range(1, attempts + 1):
+            server.port = free_port()
+            options = (
+                f"-p {server.port} -h 127.0.0.1 -k {base_dir} "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            )
+            try:
+                _run(
+                    server,
+                    [
+                        str(bin_dir / "pg_ctl"),
+                        "-D",
+                        str(server.data_dir),
+                        "-l",
+                        str(server.log_file),
+                        "-o",
+                        options,
+                        "-w",
+                        "-t",
+                        "60",
+                        "start",
+                    ],
+                )
+                break
+            except PostgresUnavailableError:
+                if attempt == attempts:
+                    raise
+        server.create_database(database)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@contextmanager
+def running_postgres(database: str = DEFAULT_DATABASE) -> Iterator[PostgresServer]:
+    """A throw-away server for the duration of the block."""
+    server = start_postgres(database)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--database", default=DEFAULT_DATABASE, help="database to create")
+    parser.add_argument(
+        "--install", action="store_true", help="only install the binaries if missing, then exit"
+    )
+    args = parser.parse_args(argv)
+    try:
+        if args.install:
+            _say(f"PostgreSQL binaries in {ensure_postgres_installed()}")
+            return 0
+        with running_postgres(args.database) as server:
+            sys.stdout.write(server.url() + "\n")
+            sys.stdout.flush()
+            _say(f"running on 127.0.0.1:{server.port} (data in {server.base_dir}); Ctrl-C stops")
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            try:
+                signal.pause()
+            except KeyboardInterrupt:
+                pass
+    except PostgresUnavailableError as exc:
+        _loud(str(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Fixtures shared by every test tier: databases on SQLite and PostgreSQL, a sample spec."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from control_plane.db.migrate import upgrade_database
+from fleetflow.ir import (
+    InputBinding,
+    LiteralType,
+    Node,
+    NodeOutputBinding,
+    TaskSpec,
+    TypedInterface,
+    TypeKind,
+    Variable,
+    WorkflowSpec,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_infra_script(name: str) -> ModuleType:
+    """Import `infra/scripts/<name>.py` (tooling scripts are not an installed package)."""
+    module_name = f"fleetflow_infra_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(
+        module_name, REPO_ROOT / "infra" / "scripts" / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class PostgresUnavailableWarning(UserWarning):
+    """PostgreSQL tests were skipped: the PostgreSQL tier did not run."""
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A throw-away PostgreSQL server for the whole session (infra/scripts/postgres.py).
+
+    Skips, loudly, only when PostgreSQL cannot be installed or started on this machine; set
+    FLEETFLOW_REQUIRE_POSTGRES=1 (CI) to make that an error instead.
+    """
+    tooling = _load_infra_script("postgres")
+    try:
+        server = tooling.start_postgres()
+    except tooling.PostgresUnavailableError as exc:
+        message = f"POSTGRESQL TESTS SKIPPED - PostgreSQL is unavailable: {exc}"
+        if os.environ.get("FLEETFLOW_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        warnings.warn(message, PostgresUnavailableWarning, stacklevel=1)
+        pytest.skip(message)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: Any) -> str:
+    """SQLAlchemy URL of the session's (empty, unmigrated) PostgreSQL database."""
+    url: str = postgres_server.url()
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_database_factory(postgres_server: Any) -> Callable[[], str]:
+    """Call it to create one more empty (unmigrated) database on the session's server."""
+
+    def create() -> str:
+        url: str = postgres_server.create_database(f"test_{uuid.uuid4().hex[:16]}")
+        return url
+
+    return create
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database, migrated to the newest revision, for each test and each backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fleetflow.db'}"
+        upgrade_database(url)
+        yield url
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    url = server.create_database(name)
+    try:
+        upgrade_database(url)
+        yield url
+    finally:
+        server.drop_database(name)
+
+
+def _int() -> LiteralType:
+    return LiteralType(kind=TypeKind.INTEGER)
+
+
+def _float() -> LiteralType:
+    return LiteralType(kind=TypeKind.FLOAT)
+
+
+@pytest.fixture
+def workflow_spec() -> WorkflowSpec:
+    """A two-task spec, built by hand from the IR: pipeline(n: int, lr: float = 0.1) -> float.
+
+    `prepare(n) -> list[int]` feeds `fit(data, lr) -> float`.
+    """
+    int_list = LiteralType(kind=TypeKind.LIST, item=_int())
+    prepare = TaskSpec(
+        name="examples.train.prepare",
+        module="examples.train",
+        function="prepare",
+        interface=TypedInterface(
+            inputs=[Variable(name="n", type=_int())],
+            outputs=[Variable(name="o0", type=int_list)],
+        ),
+    )
+    fit = TaskSpec(
+        name="examples.train.fit",
+        module="examples.train",
+        function="fit",
+        interface=TypedInterface(
+            inputs=[Variable(name="data", type=int_list), Variable(name="lr", type=_float())],
+            outputs=[Variable(name="o0", type=_float())],
+        ),
+        retries=2,
+    )
+    return WorkflowSpec(
+        name="examples.train.pipeline",
+        module="examples.train",
+        function="pipeline",
+        interface=TypedInterface(
+            inputs=[
+                Variable(name="n", type=_int()),
+                Variable(name="lr", type=_float(), default=0.1, has_default=True),
+            ],
+            outputs=[Variable(name="o0", type=_float())],
+        ),
+        tasks={prepare.name: prepare, fit.name: fit},
+        nodes=[
+            Node(id="n0", task=prepare.name, inputs={"n": InputBinding(input="n")}),
+            Node(
+                id="n1",
+                task=fit.name,
+                inputs={
+                    "data": NodeOutputBinding(node_id="n0", output="o0"),
+                    "lr": InputBinding(input="lr"),
+                },
+            ),
+        ],
+        outputs={"o0": NodeOutputBinding(node_id="n1", output="o0")},
+    )
