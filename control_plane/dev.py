@@ -33,16 +33,17 @@ console = Console()
 log = logging.getLogger(__name__)
 
 LOCAL_CLUSTER = "local"
+DEFAULT_HOME = Path.home() / ".fleetflow" / "dev"
 
 
 @app.command()
 def up(
-    home: Path = typer.Option(
-        Path.home() / ".fleetflow" / "dev", "--home", help="Where the stack keeps its state."
-    ),
+    home: Path = typer.Option(DEFAULT_HOME, "--home", help="Where the stack keeps its state."),
     api_port: int = typer.Option(8080, "--api-port", help="REST API port (another if busy)."),
     grpc_port: int = typer.Option(9090, "--grpc-port", help="Agent gRPC port (another if busy)."),
-    temporal_port: int = typer.Option(7233, "--temporal-port", help="Temporal port (another if busy)."),
+    temporal_port: int = typer.Option(
+        7233, "--temporal-port", help="Temporal port (another if busy)."
+    ),
     log_level: str = typer.Option("WARNING", "--log-level"),
 ) -> None:
     """Start Temporal, the control plane and a local agent; Ctrl-C stops them all."""
@@ -98,9 +99,14 @@ async def _run_stack(settings: Settings, home: Path, stop: asyncio.Event) -> Non
             control_plane.result()  # start-up failed: raise its error
         agent = processes.spawn(
             [
-                sys.executable, "-m", "data_plane_agent", "run",
-                "--control-plane", f"127.0.0.1:{settings.grpc.port}",
-                "--work-dir", str(home / "agent"),
+                sys.executable,
+                "-m",
+                "data_plane_agent",
+                "run",
+                "--control-plane",
+                f"127.0.0.1:{settings.grpc.port}",
+                "--work-dir",
+                str(home / "agent"),
             ],
             log_file=logs / "agent.log",
             env={"FLEETFLOW_AGENT_TOKEN": token},

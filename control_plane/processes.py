@@ -74,7 +74,9 @@ def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free port")
 
 
-def wait_for_port(host: str, port: int, *, timeout: float, process: subprocess.Popen[bytes]) -> None:
+def wait_for_port(
+    host: str, port: int, *, timeout: float, process: subprocess.Popen[bytes]
+) -> None:
     """Wait until something accepts connections on host:port (or the process died)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -95,15 +97,24 @@ def temporal_server_command(port: int, data_dir: Path) -> tuple[list[str], str]:
     if cli:
         return (
             [
-                cli, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-                "--headless", "--db-filename", str(data_dir / "temporal.db"),
-                "--log-level", "warn",
+                cli,
+                "server",
+                "start-dev",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--headless",
+                "--db-filename",
+                str(data_dir / "temporal.db"),
+                "--log-level",
+                "warn",
             ],
             "temporal CLI dev server",
         )
     beside_python = Path(sys.executable).parent / "temporal-test-server"
-    test_server = str(beside_python) if beside_python.exists() else shutil.which(
-        "temporal-test-server"
+    test_server = (
+        str(beside_python) if beside_python.exists() else shutil.which("temporal-test-server")
     )
     if not test_server:
         raise FileNotFoundError(

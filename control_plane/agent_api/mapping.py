@@ -9,7 +9,7 @@ from control_plane.orchestration.states import AttemptState
 from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.ir import WorkflowSpec
 
-_STATES = {
+_STATES: dict[int, AttemptState] = {
     pb.ATTEMPT_STATE_RUNNING: AttemptState.RUNNING,
     pb.ATTEMPT_STATE_SUCCEEDED: AttemptState.SUCCEEDED,
     pb.ATTEMPT_STATE_FAILED: AttemptState.FAILED,
@@ -19,7 +19,7 @@ _STATES = {
 
 def attempt_state_from_proto(value: int) -> AttemptState | None:
     """The reported state, or None for values an agent may not report."""
-    return _STATES.get(value)  # type: ignore[call-overload]
+    return _STATES.get(value)
 
 
 def capacity_to_dict(capacity: pb.Capacity) -> dict[str, Any]:

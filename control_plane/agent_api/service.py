@@ -126,9 +126,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     agent_version=request.agent_version,
                     labels=dict(request.labels),
                 )
-                attempts_repo.place_pending_attempts(
-                    session, heartbeat_grace=self.heartbeat_grace
-                )
+                attempts_repo.place_pending_attempts(session, heartbeat_grace=self.heartbeat_grace)
                 return cluster.name
 
         name = await asyncio.to_thread(register)
@@ -177,7 +175,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 spec = WorkflowSpec.model_validate(execution.workflow.spec)
                 bundle_uri = self._blobs.uri(f"bundles/{execution.workflow.bundle_digest}.tar.gz")
                 assignments.append(
-                    assignment_from_attempt(attempt, spec, tenant=tenant.name, bundle_uri=bundle_uri)
+                    assignment_from_attempt(
+                        attempt, spec, tenant=tenant.name, bundle_uri=bundle_uri
+                    )
                 )
             return assignments
 
@@ -194,7 +194,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             remaining = deadline - loop.time()
             if assignments or remaining <= 0 or context.done():
                 for a in assignments:
-                    log.info("leased attempt %s (node %s) to %s", a.attempt_id, a.node_id, cluster_id)
+                    log.info(
+                        "leased attempt %s (node %s) to %s", a.attempt_id, a.node_id, cluster_id
+                    )
                 return pb.LeaseAttemptsResponse(assignments=assignments)
             await self._ready.wait(min(remaining, _RECHECK_SECONDS))
 
@@ -236,4 +238,3 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         elif not outcome.accepted:
             log.warning("rejected report for %s: %s", request.attempt_id, outcome.reason)
         return pb.ReportStatusResponse(accepted=outcome.accepted, reason=outcome.reason)
-

@@ -12,19 +12,15 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
-from control_plane.db.models import Execution, TaskAttempt, utcnow
+from control_plane.db.models import Execution, TaskAttempt
 from control_plane.db.repositories import attempts as attempts_repo
+from control_plane.db.repositories.executions import move_execution
 from control_plane.db.session import transaction
 from control_plane.orchestration.states import AttemptState, ExecutionState
-from control_plane.orchestration.transitions import (
-    IllegalTransitionError,
-    check_execution_transition,
-    execution_values,
-)
 from control_plane.orchestration.workflows import (
     ExecutionPlan,
     FinishExecutionInput,
@@ -33,24 +29,6 @@ from control_plane.orchestration.workflows import (
 )
 from fleetflow.ir import Binding, InputBinding, LiteralBinding, NodeOutputBinding, WorkflowSpec
 from fleetflow.storage import BlobStore
-
-
-def move_execution(
-    session: Session, execution: Execution, target: ExecutionState, **extra: Any
-) -> bool:
-    """Compare-and-set an execution's state through the transition policy."""
-    try:
-        check_execution_transition(execution.status, target)
-    except IllegalTransitionError:
-        return False
-    result = session.execute(
-        update(Execution)
-        .where(Execution.id == execution.id, Execution.status == execution.status)
-        .values(**execution_values(target, utcnow()), **extra)
-        .execution_options(synchronize_session=False)
-    )
-    session.refresh(execution)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 class ExecutionActivities:
@@ -91,9 +69,7 @@ class ExecutionActivities:
             ]
         )
 
-    def _resolve(
-        self, session: Session, execution: Execution, binding: Binding
-    ) -> Any:
+    def _resolve(self, session: Session, execution: Execution, binding: Binding) -> Any:
         if isinstance(binding, InputBinding):
             return execution.inputs[binding.input]
         if isinstance(binding, LiteralBinding):

@@ -55,10 +55,10 @@ class FinishExecutionInput:
     failed_attempt_id: str = ""
 
 
-ACTIVITY_OPTIONS = {
-    "start_to_close_timeout": timedelta(seconds=60),
-    "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)),
-}
+ACTIVITY_TIMEOUT = timedelta(seconds=60)
+ACTIVITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
+)
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -73,7 +73,11 @@ class ExecutionWorkflow:
     @workflow.run
     async def run(self, args: ExecutionInput) -> str:
         plan: ExecutionPlan = await workflow.execute_activity(
-            "begin_execution", args.execution_id, result_type=ExecutionPlan, **ACTIVITY_OPTIONS
+            "begin_execution",
+            args.execution_id,
+            result_type=ExecutionPlan,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
         )
         nodes = {n.node_id: n for n in plan.nodes}
         done: set[str] = set()
@@ -90,7 +94,8 @@ class ExecutionWorkflow:
                         "start_attempt",
                         StartAttemptInput(args.execution_id, node.node_id, number),
                         result_type=str,
-                        **ACTIVITY_OPTIONS,
+                        start_to_close_timeout=ACTIVITY_TIMEOUT,
+                        retry_policy=ACTIVITY_RETRY,
                     )
             await workflow.wait_condition(
                 lambda: any(a in self._finished for a in running.values())
@@ -111,5 +116,10 @@ class ExecutionWorkflow:
         return await self._finish(FinishExecutionInput(args.execution_id, "SUCCEEDED"))
 
     async def _finish(self, finish: FinishExecutionInput) -> str:
-        await workflow.execute_activity("finish_execution", finish, **ACTIVITY_OPTIONS)
+        await workflow.execute_activity(
+            "finish_execution",
+            finish,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
         return finish.status

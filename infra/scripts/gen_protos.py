@@ -5,13 +5,12 @@ Run with an output directory to generate elsewhere (the staleness test compares 
 
 from __future__ import annotations
 
+import os
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 from grpc_tools import protoc
-
-import os
-from importlib.resources import files
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOS = ROOT / "protos"
@@ -28,6 +27,7 @@ def generate(out_dir: Path) -> list[Path]:
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
         f"--mypy_out={out_dir}",
+        f"--mypy_grpc_out={out_dir}",
         *[str(s) for s in sources],
     ]
     # protoc finds the mypy plugin on PATH; it lives beside this interpreter.
@@ -37,7 +37,7 @@ def generate(out_dir: Path) -> list[Path]:
     generated = []
     for source in sources:
         stem = source.relative_to(PROTOS).with_suffix("")
-        for suffix in ("_pb2.py", "_pb2_grpc.py", "_pb2.pyi"):
+        for suffix in ("_pb2.py", "_pb2_grpc.py", "_pb2.pyi", "_pb2_grpc.pyi"):
             generated.append(out_dir / f"{stem}{suffix}")
     return generated
 

@@ -125,9 +125,7 @@ class LiteralBinding(_Frozen):
     value: Any
 
 
-Binding = Annotated[
-    InputBinding | NodeOutputBinding | LiteralBinding, Field(discriminator="kind")
-]
+Binding = Annotated[InputBinding | NodeOutputBinding | LiteralBinding, Field(discriminator="kind")]
 
 
 class Node(_Frozen):

@@ -47,7 +47,9 @@ def literal_type_of(py_type: Any) -> LiteralType:
         return LiteralType(kind=TypeKind.LIST, item=literal_type_of(args[0]))
     if origin is dict:
         if len(args) != 2 or args[0] is not str:
-            raise UnsupportedTypeError("dict needs string keys and a value type, e.g. dict[str, float]")
+            raise UnsupportedTypeError(
+                "dict needs string keys and a value type, e.g. dict[str, float]"
+            )
         return LiteralType(kind=TypeKind.DICT, item=literal_type_of(args[1]))
     if py_type is list or py_type is dict:
         raise UnsupportedTypeError(
@@ -164,7 +166,9 @@ def to_literal(value: Any, py_type: Any, path: str = "") -> Any:
     if origin is list and isinstance(value, list | tuple):
         return [to_literal(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
     if origin is dict and isinstance(value, dict):
-        return {k: to_literal(v, args[1], f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {
+            k: to_literal(v, args[1], f"{path}.{k}" if path else str(k)) for k, v in value.items()
+        }
     return validate_literal(value, literal_type_of(py_type), path)
 
 

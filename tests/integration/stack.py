@@ -119,9 +119,14 @@ def start_stack(home: Path, database_url: str, temporal: TemporalServer) -> Stac
 def start_agent(stack: Stack) -> subprocess.Popen[bytes]:
     return processes.spawn(
         [
-            sys.executable, "-m", "data_plane_agent", "run",
-            "--control-plane", stack.grpc_address,
-            "--work-dir", str(stack.home / "agent"),
+            sys.executable,
+            "-m",
+            "data_plane_agent",
+            "run",
+            "--control-plane",
+            stack.grpc_address,
+            "--work-dir",
+            str(stack.home / "agent"),
         ],
         log_file=stack.home / "agent.log",
         env={**stack.env, "FLEETFLOW_AGENT_TOKEN": stack.agent_token},

@@ -62,7 +62,9 @@ class FakeActivities:
         asyncio.get_running_loop().call_later(
             0.05,
             lambda: asyncio.ensure_future(
-                handle.signal(ExecutionWorkflow.attempt_finished, AttemptFinished(attempt_id, status))
+                handle.signal(
+                    ExecutionWorkflow.attempt_finished, AttemptFinished(attempt_id, status)
+                )
             ),
         )
         return attempt_id

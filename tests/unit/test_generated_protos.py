@@ -10,7 +10,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_stubs_are_not_stale(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("gen_protos", ROOT / "infra/scripts/gen_protos.py")
+    spec = importlib.util.spec_from_file_location(
+        "gen_protos", ROOT / "infra/scripts/gen_protos.py"
+    )
     assert spec and spec.loader
     gen_protos = importlib.util.module_from_spec(spec)
     sys.modules["gen_protos"] = gen_protos

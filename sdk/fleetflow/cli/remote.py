@@ -37,7 +37,9 @@ def run_remote(
             + ("uploaded" if uploaded else "already on the control plane")
         )
         registered = client.register_workflow(wf.spec, digest)
-        console.print(f"registered [bold]{registered['name']}[/bold] version {registered['version']}")
+        console.print(
+            f"registered [bold]{registered['name']}[/bold] version {registered['version']}"
+        )
         execution = client.create_execution(wf.spec.name, inputs, version=registered["version"])
         console.print(f"execution [bold]{execution['id']}[/bold] {execution['status']}")
         if not wait:
