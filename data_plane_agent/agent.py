@@ -1,0 +1,586 @@
+"""The agent loop: register, heartbeat, lease attempts, launch them, report how they go.
+
+One `Agent` per cluster dials the control plane's `AgentService` and keeps four things going:
+
+- a *session* per connection: `Register`, then a heartbeat loop (running attempt ids out,
+  attempts to stop back) and a lease loop (a `LeaseAttempts` long-poll whenever a slot is free);
+- an *event pump* turning the executor's state changes into `ReportStatus` requests, numbered
+  per attempt (RUNNING is 1, the terminal state 2) and fenced with the assignment's token;
+- a *reporter* delivering those requests in order from a bounded in-memory buffer, so reports
+  made while the control plane is unreachable are sent once it is back.
+
+When the control plane is unreachable the session ends and the agent reconnects with
+exponential backoff and jitter; running attempts carry on. A rejected token is fatal
+(`AgentAuthenticationError`). On shutdown the agent stops leasing, kills its running attempts
+and reports them CANCELLED as far as it can within a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import logging
+import os
+import random
+import signal
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
+from data_plane_agent.executors.base import Executor
+from data_plane_agent.executors.local_process import LocalProcessExecutor
+from data_plane_agent.protocol import assignment_from_proto, report_request
+from data_plane_agent.settings import AgentSettings
+from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
+from fleetflow.errors import FleetflowError
+
+logger = logging.getLogger(__name__)
+
+RPC_TIMEOUT_SECONDS = 10.0
+DEFAULT_HEARTBEAT_INTERVAL_SECONDS = 5
+STABLE_SESSION_SECONDS = 60.0
+"""A session that lasted this long resets the reconnect backoff when it ends."""
+MIN_EMPTY_LEASE_INTERVAL_SECONDS = 1.0
+"""Pacing for a control plane that answers empty lease polls without waiting."""
+MAX_REPORT_TRIES = 10
+"""Tries for a report the control plane answers with a server-side error (not for outages)."""
+
+_AUTH_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+# The control plane is away: a report is kept until it gets through.
+_OUTAGE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+# The control plane answered but failed: retried a bounded number of times.
+_SERVER_ERROR_CODES = frozenset(
+    {
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+]
+
+
+class AgentAuthenticationError(FleetflowError):
+    """The control plane rejected the agent's cluster token."""
+
+
+class AgentInternalError(FleetflowError, RuntimeError):
+    """One of the agent's own loops failed (a bug); the agent shut down after logging it."""
+
+
+def agent_version() -> str:
+    """The installed fleetflow version the agent announces."""
+    try:
+        return importlib.metadata.version("fleetflow")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+def machine_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+class Backoff:
+    """Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling to a cap."""
+
+    def __init__(
+        self,
+        initial: float,
+        maximum: float,
+        *,
+        multiplier: float = 2.0,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._initial = initial
+        self._maximum = maximum
+        self._multiplier = multiplier
+        self._rng = rng
+        self._failures = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self._maximum, self._initial * self._multiplier**self._failures)
+        self._failures += 1
+        return ceiling / 2 + self._rng() * ceiling / 2
+
+    def reset(self) -> None:
+        self._failures = 0
+
+
+@dataclass(eq=False)
+class _PendingReport:
+    request: agent_pb2.ReportStatusRequest
+    tries: int = 0
+
+    def describe(self) -> str:
+        state = agent_pb2.AttemptState.Name(self.request.state).removeprefix("ATTEMPT_STATE_")
+        return f"{state} report (sequence {self.request.sequence})"
+
+
+class ReportBuffer:
+    """Status reports waiting for delivery, oldest first, at most `capacity` of them.
+
+    When full, the oldest report is dropped: the control plane then learns the attempt's fate
+    from a later report or, failing that, from lease expiry.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._reports: deque[_PendingReport] = deque()
+        self._not_empty = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def __len__(self) -> int:
+        return len(self._reports)
+
+    def put(self, request: agent_pb2.ReportStatusRequest) -> None:
+        if len(self._reports) >= self._capacity:
+            dropped = self._reports.popleft()
+            logger.warning(
+                "attempt %s: report buffer full (%d), dropping its %s",
+                dropped.request.attempt_id,
+                self._capacity,
+                dropped.describe(),
+            )
+        self._reports.append(_PendingReport(request))
+        self._not_empty.set()
+        self._empty.clear()
+
+    async def first(self) -> _PendingReport:
+        while not self._reports:
+            self._not_empty.clear()
+            await self._not_empty.wait()
+        return self._reports[0]
+
+    def remove(self, report: _PendingReport) -> None:
+        if self._reports and self._reports[0] is report:
+            self._reports.popleft()
+        if not self._reports:
+            self._empty.set()
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
+
+
+class Agent:
+    """The data-plane agent of one cluster.
+
+    Args:
+        settings: Where the control plane is, the cluster token, capacity limits.
+        executor: Runs the attempts (default: a `LocalProcessExecutor` under `work_dir`).
+    """
+
+    def __init__(self, settings: AgentSettings, executor: Executor | None = None) -> None:
+        self._settings = settings
+        self._executor: Executor = executor or LocalProcessExecutor(
+            settings.work_dir, kill_grace_seconds=settings.kill_grace_seconds
+        )
+        self._metadata = (("authorization", f"Bearer {settings.token.get_secret_value()}"),)
+        self._reports = ReportBuffer(settings.max_buffered_reports)
+        # Attempts leased and not yet ended, with the count of reports made for each.
+        self._active: dict[str, TaskAssignment] = {}
+        self._sequences: dict[str, int] = {}
+        self._stop_requested: set[str] = set()
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: agent_pb2_grpc.AgentServiceStub | None = None
+        self._session_ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._launches: set[asyncio.Task[None]] = set()
+        self._internal_error: BaseException | None = None
+        self.cluster_name: str | None = None
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (safe to call from a signal handler on the loop)."""
+        if not self._stopping.is_set():
+            logger.info("shutting down: no more leases, stopping running attempts")
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Run until `request_stop`.
+
+        Raises:
+            AgentAuthenticationError: The control plane rejected the cluster token.
+            AgentInternalError: An internal loop of the agent failed; the agent shut down.
+        """
+        pump = asyncio.create_task(self._pump_executor_events(), name="event-pump")
+        reporter = asyncio.create_task(self._deliver_reports(), name="reporter")
+        for task in (pump, reporter):
+            task.add_done_callback(self._on_internal_task_done)
+        try:
+            await self._connection_loop()
+        finally:
+            await self._shutdown(pump, reporter)
+        if self._internal_error is not None:
+            raise AgentInternalError("agent stopped after an internal error") from (
+                self._internal_error
+            )
+
+    def _on_internal_task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        self._internal_error = task.exception()
+        logger.error(
+            "agent %s loop failed; shutting down", task.get_name(), exc_info=self._internal_error
+        )
+        self.request_stop()
+
+    async def _shutdown(self, pump: asyncio.Task[None], reporter: asyncio.Task[None]) -> None:
+        self._stopping.set()
+        if self._launches:
+            await asyncio.wait(self._launches)
+        running = self._executor.running()
+        if running:
+            logger.info("stopping %d running attempt(s): %s", len(running), ", ".join(running))
+        await self._executor.shutdown("agent shut down")
+        settle = self._settings.kill_grace_seconds + 5.0
+        try:
+            await asyncio.wait_for(self._idle.wait(), settle)
+        except TimeoutError:
+            logger.warning("attempts still settling at shutdown: %s", ", ".join(self._active))
+        if self._session_ready.is_set():
+            try:
+                await asyncio.wait_for(
+                    self._reports.wait_empty(), self._settings.shutdown_report_seconds
+                )
+            except TimeoutError:
+                pass
+        if len(self._reports):
+            logger.warning(
+                "%d status report(s) could not be delivered before shutdown", len(self._reports)
+            )
+        for task in (pump, reporter, *self._background):
+            task.cancel()
+        await asyncio.gather(pump, reporter, *self._background, return_exceptions=True)
+        await self._close_channel()
+        logger.info("agent stopped")
+
+    async def _close_channel(self) -> None:
+        self._session_ready.clear()
+        self._stub = None
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    # ------------------------------------------------------------------------------- session
+
+    async def _connection_loop(self) -> None:
+        target = self._settings.control_plane
+        backoff = Backoff(
+            self._settings.reconnect_initial_backoff_seconds,
+            self._settings.reconnect_max_backoff_seconds,
+        )
+        while not self._stopping.is_set():
+            channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            try:
+                response = await stub.Register(
+                    self._register_request(), metadata=self._metadata, timeout=RPC_TIMEOUT_SECONDS
+                )
+            except grpc.aio.AioRpcError as exc:
+                await channel.close()
+                if exc.code() in _AUTH_CODES:
+                    raise AgentAuthenticationError(
+                        f"the control plane at {target} rejected this agent's cluster token "
+                        f"({exc.code().name}: {exc.details()}); check FLEETFLOW_AGENT_TOKEN"
+                    ) from None
+                delay = backoff.next_delay()
+                logger.warning(
+                    "cannot register with the control plane at %s (%s: %s); retrying in %.1fs",
+                    target,
+                    exc.code().name,
+                    exc.details(),
+                    delay,
+                )
+                await self._sleep_unless_stopping(delay)
+                continue
+
+            await self._close_channel()
+            self._channel, self._stub = channel, stub
+            self.cluster_name = response.cluster_name
+            interval = response.heartbeat_interval_seconds or DEFAULT_HEARTBEAT_INTERVAL_SECONDS
+            logger.info(
+                "registered with the control plane at %s as cluster %r (heartbeat every %ds)",
+                target,
+                response.cluster_name,
+                interval,
+            )
+            self._session_ready.set()
+            started = asyncio.get_running_loop().time()
+            try:
+                await self._run_session(stub, interval)
+            except grpc.aio.AioRpcError as exc:
+                self._session_ready.clear()
+                if asyncio.get_running_loop().time() - started >= STABLE_SESSION_SECONDS:
+                    backoff.reset()
+                delay = backoff.next_delay()
+                logger.warning(
+                    "lost the control plane at %s (%s: %s); reconnecting in %.1fs",
+                    target,
+                    exc.code().name,
+                    exc.details(),
+                    delay,
+                )
+                await self._sleep_unless_stopping(delay)
+            except Exception:
+                self._session_ready.clear()
+                delay = backoff.next_delay()
+                logger.exception("agent session failed; reconnecting in %.1fs", delay)
+                await self._sleep_unless_stopping(delay)
+
+    async def _run_session(self, stub: agent_pb2_grpc.AgentServiceStub, interval: int) -> None:
+        """Heartbeat and lease until stopping (returns) or an RPC fails (raises)."""
+        loops = [
+            asyncio.create_task(self._heartbeat_loop(stub, interval), name="heartbeat"),
+            asyncio.create_task(self._lease_loop(stub), name="lease"),
+        ]
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait([*loops, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (*loops, stopping):
+                task.cancel()
+            await asyncio.gather(*loops, stopping, return_exceptions=True)
+        for task in loops:
+            if task in done and not task.cancelled():
+                error = task.exception()
+                if error is not None:
+                    raise error
+
+    def _capacity(self) -> agent_pb2.Capacity:
+        active = list(self._active.values())
+        return agent_pb2.Capacity(
+            cpu_allocatable=float(os.cpu_count() or 1),
+            cpu_in_use=sum(a.resources.cpu for a in active),
+            memory_bytes_allocatable=machine_memory_bytes(),
+            memory_bytes_in_use=sum(a.resources.memory_bytes for a in active),
+        )
+
+    def _register_request(self) -> agent_pb2.RegisterRequest:
+        return agent_pb2.RegisterRequest(
+            agent_version=agent_version(),
+            executors=[self._executor.name],
+            labels=self._settings.labels,
+            capacity=self._capacity(),
+        )
+
+    async def _heartbeat_loop(self, stub: agent_pb2_grpc.AgentServiceStub, interval: int) -> None:
+        while True:
+            response = await stub.Heartbeat(
+                agent_pb2.HeartbeatRequest(
+                    capacity=self._capacity(),
+                    running_attempt_ids=sorted(self._executor.running()),
+                ),
+                metadata=self._metadata,
+                timeout=RPC_TIMEOUT_SECONDS,
+            )
+            running = set(self._executor.running())
+            for attempt_id in response.stop_attempt_ids:
+                if attempt_id in running and attempt_id not in self._stop_requested:
+                    self._stop_requested.add(attempt_id)
+                    logger.info("attempt %s: the control plane asked to stop it", attempt_id)
+                    self._spawn(self._executor.kill(attempt_id, "stopped by the control plane"))
+            await asyncio.sleep(interval)  # pacing, not synchronisation
+
+    async def _lease_loop(self, stub: agent_pb2_grpc.AgentServiceStub) -> None:
+        wait_seconds = self._settings.lease_wait_seconds
+        while not self._stopping.is_set():
+            free = self._settings.max_parallel - len(self._active)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            asked_at = asyncio.get_running_loop().time()
+            response = await stub.LeaseAttempts(
+                agent_pb2.LeaseAttemptsRequest(max_attempts=free, wait_seconds=wait_seconds),
+                metadata=self._metadata,
+                timeout=wait_seconds + RPC_TIMEOUT_SECONDS,
+            )
+            if not response.assignments:
+                elapsed = asyncio.get_running_loop().time() - asked_at
+                if elapsed < MIN_EMPTY_LEASE_INTERVAL_SECONDS:
+                    await asyncio.sleep(MIN_EMPTY_LEASE_INTERVAL_SECONDS - elapsed)  # pacing
+                continue
+            if len(response.assignments) > free:
+                logger.warning(
+                    "leased %d attempts while asking for at most %d; running them all",
+                    len(response.assignments),
+                    free,
+                )
+            for message in response.assignments:
+                self._start_launch(assignment_from_proto(message))
+
+    def _start_launch(self, assignment: TaskAssignment) -> None:
+        attempt_id = assignment.attempt_id
+        if attempt_id in self._active:
+            logger.warning("attempt %s: leased again while running here; ignoring", attempt_id)
+            return
+        logger.info(
+            "attempt %s: leased (execution %s, node %s, task %s.%s, fencing token %d)",
+            attempt_id,
+            assignment.execution_id,
+            assignment.node_id,
+            assignment.task_module,
+            assignment.task_function,
+            assignment.fencing_token,
+        )
+        self._active[attempt_id] = assignment
+        self._sequences[attempt_id] = 0
+        self._idle.clear()
+        # A task of its own, so that ending the session never cancels a half-started launch.
+        task = asyncio.create_task(self._launch(assignment), name=f"launch-{attempt_id}")
+        self._launches.add(task)
+        task.add_done_callback(self._launches.discard)
+
+    async def _launch(self, assignment: TaskAssignment) -> None:
+        try:
+            await self._executor.launch(assignment)
+        except Exception as exc:  # the executor should report this itself; never leak a slot
+            logger.exception("attempt %s: the executor failed to launch it", assignment.attempt_id)
+            self._record_event(
+                AttemptEvent(
+                    assignment.attempt_id,
+                    AttemptState.FAILED,
+                    f"agent could not launch the attempt: {exc}",
+                )
+            )
+
+    # ------------------------------------------------------------------------------- reports
+
+    async def _pump_executor_events(self) -> None:
+        while True:
+            self._record_event(await self._executor.next_event())
+
+    def _record_event(self, event: AttemptEvent) -> None:
+        """Queue the report of one state change; a terminal one frees the attempt's slot."""
+        assignment = self._active.get(event.attempt_id)
+        if assignment is None:
+            logger.warning(
+                "attempt %s: %s from the executor for an attempt not leased here",
+                event.attempt_id,
+                event.state.value,
+            )
+            return
+        sequence = self._sequences[event.attempt_id] + 1
+        self._sequences[event.attempt_id] = sequence
+        self._reports.put(
+            report_request(event, fencing_token=assignment.fencing_token, sequence=sequence)
+        )
+        if event.state.is_terminal:
+            del self._active[event.attempt_id]
+            del self._sequences[event.attempt_id]
+            self._stop_requested.discard(event.attempt_id)
+            self._slot_freed.set()
+            if not self._active:
+                self._idle.set()
+
+    async def _deliver_reports(self) -> None:
+        backoff = Backoff(
+            self._settings.reconnect_initial_backoff_seconds,
+            self._settings.reconnect_max_backoff_seconds,
+        )
+        while True:
+            pending = await self._reports.first()
+            await self._session_ready.wait()
+            stub = self._stub
+            assert stub is not None
+            attempt_id = pending.request.attempt_id
+            try:
+                response = await stub.ReportStatus(
+                    pending.request, metadata=self._metadata, timeout=RPC_TIMEOUT_SECONDS
+                )
+            except grpc.aio.AioRpcError as exc:
+                pending.tries += 1
+                code = exc.code()
+                if code in _OUTAGE_CODES or (
+                    code in _SERVER_ERROR_CODES and pending.tries < MAX_REPORT_TRIES
+                ):
+                    delay = backoff.next_delay()
+                    logger.warning(
+                        "attempt %s: could not send its %s (%s: %s); retrying in %.1fs",
+                        attempt_id,
+                        pending.describe(),
+                        code.name,
+                        exc.details(),
+                        delay,
+                    )
+                    await asyncio.sleep(delay)  # pacing between retries
+                    continue
+                logger.error(
+                    "attempt %s: giving up on its %s after %d tries (%s: %s)",
+                    attempt_id,
+                    pending.describe(),
+                    pending.tries,
+                    code.name,
+                    exc.details(),
+                )
+                self._reports.remove(pending)
+                continue
+            backoff.reset()
+            self._reports.remove(pending)
+            if response.accepted:
+                logger.info("attempt %s: delivered its %s", attempt_id, pending.describe())
+            else:
+                logger.info(
+                    "attempt %s: the control plane ignored its %s: %s",
+                    attempt_id,
+                    pending.describe(),
+                    response.reason or "no reason given",
+                )
+
+
+async def run_agent(settings: AgentSettings, executor: Executor | None = None) -> int:
+    """Run an agent until SIGINT/SIGTERM; returns the process exit code."""
+    agent = Agent(settings, executor)
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, _on_signal(agent, signum))
+            handled.append(signum)
+    try:
+        await agent.run()
+    except AgentAuthenticationError as exc:
+        logger.error("%s", exc)
+        return 1
+    except AgentInternalError:
+        return 1  # already logged with its traceback
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+    return 0
+
+
+def _on_signal(agent: Agent, signum: signal.Signals) -> Callable[[], None]:
+    def handle() -> None:
+        logger.info("received %s", signum.name)
+        agent.request_stop()
+
+    return handle

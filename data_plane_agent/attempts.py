@@ -1,0 +1,66 @@
+"""What the agent knows about a task attempt, independent of the wire protocol.
+
+Executors and the agent loop speak in these types; `protocol` is the only module that maps them
+to and from protobuf messages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class AttemptState(StrEnum):
+    """The states an agent reports. PENDING/ASSIGNED/LEASED/LOST belong to the control plane."""
+
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not AttemptState.RUNNING
+
+
+@dataclass(frozen=True)
+class AttemptResources:
+    cpu: float = 0.0
+    memory_bytes: int = 0
+    gpu: int = 0
+    gpu_type: str = ""
+
+
+@dataclass(frozen=True)
+class TaskAssignment:
+    """One attempt leased to this agent: which code to run, on which data, under which lease."""
+
+    attempt_id: str
+    fencing_token: int
+    execution_id: str
+    node_id: str
+    tenant: str
+    task_module: str
+    task_function: str
+    bundle_uri: str
+    inputs_uri: str
+    outputs_uri: str
+    resources: AttemptResources = field(default_factory=AttemptResources)
+    timeout_seconds: int = 0  # 0 = no timeout
+    image: str = ""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class AttemptEvent:
+    """A state change an executor observed for one attempt."""
+
+    attempt_id: str
+    state: AttemptState
+    message: str = ""
+    traceback: str = ""
+    observed_at: dt.datetime = field(default_factory=_now)

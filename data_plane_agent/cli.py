@@ -1,0 +1,107 @@
+"""`fleetflow agent …`: run the data-plane agent of a cluster.
+
+Mounted into the main CLI through the `fleetflow.cli` entry point, and runnable on its own as
+`python -m data_plane_agent`. Options override the `FLEETFLOW_AGENT_*` environment; the token
+is best given as `FLEETFLOW_AGENT_TOKEN`, since command-line arguments are visible in `ps`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from data_plane_agent.agent import run_agent
+from data_plane_agent.settings import AgentSettings
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+app = typer.Typer(
+    help="Run the Fleetflow data-plane agent of a cluster.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _group() -> None:
+    """Run the Fleetflow data-plane agent of a cluster."""
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def _load_settings(overrides: dict[str, Any]) -> AgentSettings:
+    try:
+        return AgentSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        errors = exc.errors()
+        if any(e["type"] == "missing" and e["loc"] == ("token",) for e in errors):
+            raise _fail(
+                "no cluster token: set FLEETFLOW_AGENT_TOKEN (preferred) or pass --token"
+            ) from None
+        details = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        raise _fail(f"invalid agent settings: {details}") from None
+
+
+@app.command("run")
+def run(
+    control_plane: Annotated[
+        str | None,
+        typer.Option(
+            "--control-plane",
+            help="host:port of the control plane's gRPC API (env FLEETFLOW_AGENT_CONTROL_PLANE)",
+            show_default=False,
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            help="cluster bearer token; prefer env FLEETFLOW_AGENT_TOKEN (not visible in ps)",
+            show_default=False,
+        ),
+    ] = None,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--work-dir",
+            help="attempt directories and logs (env FLEETFLOW_AGENT_WORK_DIR)",
+            show_default=False,
+        ),
+    ] = None,
+    max_parallel: Annotated[
+        int | None,
+        typer.Option(
+            "--max-parallel",
+            help="attempts run at the same time (env FLEETFLOW_AGENT_MAX_PARALLEL)",
+            show_default=False,
+        ),
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    ] = "INFO",
+) -> None:
+    """Connect to the control plane, lease task attempts and run them until SIGINT/SIGTERM."""
+    settings = _load_settings(
+        {
+            "control_plane": control_plane,
+            "token": token,
+            "work_dir": work_dir,
+            "max_parallel": max_parallel,
+        }
+    )
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        raise _fail(f"unknown log level {log_level!r}")
+    logging.basicConfig(level=level, stream=sys.stderr, format=LOG_FORMAT)
+    code = asyncio.run(run_agent(settings))
+    if code:
+        raise typer.Exit(code=code)

@@ -1,0 +1,305 @@
+"""The local-process executor: each attempt is a `python -m fleetflow.runtime` child process.
+
+It is the executor of `fleetflow dev up` and of clusters without Kubernetes. Every attempt gets
+`<work_dir>/attempts/<attempt_id>/` holding `log.txt` (the process's stdout and stderr),
+`result.json` (written by the runtime) and `code/` (the unpacked bundle). The child runs in its
+own session, hence its own process group, so stopping an attempt also stops whatever the task
+spawned. The agent's own `FLEETFLOW_AGENT_*` settings, its token among them, are not passed on
+to task code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
+from fleetflow.errors import FleetflowError
+
+logger = logging.getLogger(__name__)
+
+LOG_FILE = "log.txt"
+RESULT_FILE = "result.json"
+CODE_DIR = "code"
+_LOG_TAIL_BYTES = 4096
+_HIDDEN_ENV_PREFIX = "FLEETFLOW_AGENT_"
+
+
+@dataclass
+class _LocalAttempt:
+    assignment: TaskAssignment
+    directory: Path
+    process: asyncio.subprocess.Process
+    watcher: asyncio.Task[None] | None = None
+    stop_reason: str | None = None
+    timed_out: bool = False
+
+
+class LocalProcessExecutor:
+    """Runs each attempt as a child process of the agent.
+
+    Args:
+        work_dir: The agent's work directory; attempts live under `work_dir/attempts/`.
+        python: The interpreter that runs `fleetflow.runtime` (default: the agent's own).
+        kill_grace_seconds: Time between SIGTERM and SIGKILL when stopping an attempt.
+        env: Environment for task processes (default: the agent's, minus its own settings).
+    """
+
+    name = "local-process"
+
+    def __init__(
+        self,
+        work_dir: Path,
+        *,
+        python: str = sys.executable,
+        kill_grace_seconds: float = 5.0,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._attempts_dir = Path(work_dir) / "attempts"
+        self._python = python
+        self._kill_grace_seconds = kill_grace_seconds
+        base_env = dict(os.environ if env is None else env)
+        self._env = {k: v for k, v in base_env.items() if not k.startswith(_HIDDEN_ENV_PREFIX)}
+        self._env["PYTHONUNBUFFERED"] = "1"
+        self._attempts: dict[str, _LocalAttempt] = {}
+        self._launching: set[str] = set()
+        self._events: asyncio.Queue[AttemptEvent] = asyncio.Queue()
+
+    def attempt_dir(self, attempt_id: str) -> Path:
+        """The directory of one attempt (its log, result file and unpacked code)."""
+        if not attempt_id or attempt_id in (".", "..") or "/" in attempt_id or "\0" in attempt_id:
+            raise FleetflowError(f"attempt id {attempt_id!r} cannot name a directory")
+        return self._attempts_dir / attempt_id
+
+    def running(self) -> list[str]:
+        return list(self._attempts)
+
+    async def next_event(self) -> AttemptEvent:
+        return await self._events.get()
+
+    def _emit(self, event: AttemptEvent) -> None:
+        self._events.put_nowait(event)
+
+    def _command(self, assignment: TaskAssignment, directory: Path) -> list[str]:
+        return [
+            self._python,
+            "-m",
+            "fleetflow.runtime",
+            "--bundle-uri",
+            assignment.bundle_uri,
+            "--inputs-uri",
+            assignment.inputs_uri,
+            "--outputs-uri",
+            assignment.outputs_uri,
+            "--module",
+            assignment.task_module,
+            "--function",
+            assignment.task_function,
+            "--result-file",
+            str(directory / RESULT_FILE),
+            "--workdir",
+            str(directory / CODE_DIR),
+        ]
+
+    async def launch(self, assignment: TaskAssignment) -> None:
+        attempt_id = assignment.attempt_id
+        if attempt_id in self._attempts or attempt_id in self._launching:
+            logger.warning("attempt %s: already running here, not launching it again", attempt_id)
+            return
+        self._launching.add(attempt_id)
+        try:
+            try:
+                directory = self.attempt_dir(attempt_id)
+                log_file = await asyncio.to_thread(_prepare_attempt_dir, directory, assignment)
+                try:
+                    process = await asyncio.create_subprocess_exec(
+                        *self._command(assignment, directory),
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=log_file,
+                        stderr=asyncio.subprocess.STDOUT,
+                        cwd=directory,
+                        env={
+                            **self._env,
+                            "FLEETFLOW_ATTEMPT_ID": attempt_id,
+                            "FLEETFLOW_EXECUTION_ID": assignment.execution_id,
+                        },
+                        start_new_session=True,
+                    )
+                finally:
+                    log_file.close()
+            except (OSError, ValueError, FleetflowError) as exc:
+                logger.error("attempt %s: could not start the task process: %s", attempt_id, exc)
+                self._emit(
+                    AttemptEvent(
+                        attempt_id, AttemptState.FAILED, f"could not start task process: {exc}"
+                    )
+                )
+                return
+            attempt = _LocalAttempt(assignment=assignment, directory=directory, process=process)
+            self._attempts[attempt_id] = attempt
+        finally:
+            self._launching.discard(attempt_id)
+        logger.info(
+            "attempt %s: started %s.%s as pid %d (log %s)",
+            attempt_id,
+            assignment.task_module,
+            assignment.task_function,
+            process.pid,
+            directory / LOG_FILE,
+        )
+        self._emit(AttemptEvent(attempt_id, AttemptState.RUNNING))
+        attempt.watcher = asyncio.create_task(self._watch(attempt), name=f"watch-{attempt_id}")
+
+    async def _watch(self, attempt: _LocalAttempt) -> None:
+        attempt_id = attempt.assignment.attempt_id
+        process = attempt.process
+        timeout = attempt.assignment.timeout_seconds
+        try:
+            try:
+                if timeout > 0:
+                    await asyncio.wait_for(process.wait(), timeout)
+                else:
+                    await process.wait()
+            except TimeoutError:
+                if attempt.stop_reason is None:
+                    attempt.timed_out = True
+                    logger.warning(
+                        "attempt %s: timed out after %ds, killing it", attempt_id, timeout
+                    )
+                    await self._terminate(process)
+                else:  # being killed already; wait for it to finish dying
+                    await process.wait()
+            # Whatever the task left running in its process group goes with it.
+            _signal_group(process.pid, signal.SIGKILL)
+            event = await self._outcome(attempt)
+        except Exception as exc:  # an event must come out whatever happens here
+            logger.exception("attempt %s: could not determine how it ended", attempt_id)
+            event = AttemptEvent(
+                attempt_id, AttemptState.FAILED, f"agent could not determine the outcome: {exc}"
+            )
+        finally:
+            self._attempts.pop(attempt_id, None)
+        logger.info(
+            "attempt %s: %s%s",
+            attempt_id,
+            event.state.value,
+            f" ({event.message})" if event.message else "",
+        )
+        self._emit(event)
+
+    async def _outcome(self, attempt: _LocalAttempt) -> AttemptEvent:
+        attempt_id = attempt.assignment.attempt_id
+        if attempt.stop_reason is not None:
+            return AttemptEvent(attempt_id, AttemptState.CANCELLED, attempt.stop_reason)
+        if attempt.timed_out:
+            tail = await asyncio.to_thread(_log_tail, attempt.directory / LOG_FILE)
+            message = f"timed out after {attempt.assignment.timeout_seconds}s"
+            return AttemptEvent(attempt_id, AttemptState.FAILED, message, tail)
+        returncode = attempt.process.returncode
+        assert returncode is not None
+        result = await asyncio.to_thread(_read_result, attempt.directory / RESULT_FILE)
+        if result is None:
+            tail = await asyncio.to_thread(_log_tail, attempt.directory / LOG_FILE)
+            return AttemptEvent(attempt_id, AttemptState.FAILED, _exit_message(returncode), tail)
+        status = result.get("status")
+        if status == AttemptState.SUCCEEDED.value:
+            return AttemptEvent(attempt_id, AttemptState.SUCCEEDED)
+        if status == AttemptState.FAILED.value:
+            return AttemptEvent(
+                attempt_id,
+                AttemptState.FAILED,
+                str(result.get("message") or _exit_message(returncode)),
+                str(result.get("traceback") or ""),
+            )
+        return AttemptEvent(
+            attempt_id,
+            AttemptState.FAILED,
+            f"task process wrote an unreadable result file ({_exit_message(returncode)})",
+        )
+
+    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+        """SIGTERM the attempt's process group, then SIGKILL it after the grace period."""
+        if process.returncode is None:
+            _signal_group(process.pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), self._kill_grace_seconds)
+        _signal_group(process.pid, signal.SIGKILL)
+        await process.wait()
+
+    async def kill(self, attempt_id: str, reason: str) -> None:
+        attempt = self._attempts.get(attempt_id)
+        if attempt is None:
+            logger.info("attempt %s: not running here, nothing to stop", attempt_id)
+            return
+        if attempt.stop_reason is None and not attempt.timed_out:
+            attempt.stop_reason = reason
+        logger.info("attempt %s: stopping it (%s)", attempt_id, reason)
+        await self._terminate(attempt.process)
+        if attempt.watcher is not None:
+            await asyncio.wait({attempt.watcher})
+
+    async def shutdown(self, reason: str) -> None:
+        await asyncio.gather(*(self.kill(attempt_id, reason) for attempt_id in self.running()))
+
+
+def _prepare_attempt_dir(directory: Path, assignment: TaskAssignment) -> IO[bytes]:
+    directory.mkdir(parents=True, exist_ok=True)
+    # A re-leased attempt must not be judged by an earlier run's result.
+    (directory / RESULT_FILE).unlink(missing_ok=True)
+    log_file = open(directory / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child process
+    log_file.write(
+        f"fleetflow agent: attempt {assignment.attempt_id} of execution "
+        f"{assignment.execution_id}, node {assignment.node_id}\n".encode()
+    )
+    log_file.flush()
+    return log_file
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _exit_message(returncode: int) -> str:
+    message = f"task process exited with code {returncode}"
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            message += f" ({signal.Signals(-returncode).name})"
+    return message
+
+
+def _read_result(path: Path) -> dict[str, Any] | None:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        result = json.loads(text)
+    except ValueError:
+        return {}
+    return result if isinstance(result, dict) else {}
+
+
+def _log_tail(path: Path, max_bytes: int = _LOG_TAIL_BYTES) -> str:
+    """The last lines of the attempt's log, for a failure without a traceback."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    if size > max_bytes and "\n" in text:
+        text = text.split("\n", 1)[1]  # drop the partial first line
+    return f"last lines of {path}:\n{text}"

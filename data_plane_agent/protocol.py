@@ -1,0 +1,55 @@
+"""The thin mapping between the agent's domain objects and the `fleetflow.agent.v1` messages."""
+
+from __future__ import annotations
+
+from data_plane_agent.attempts import AttemptEvent, AttemptResources, AttemptState, TaskAssignment
+from fleetflow.agent.v1 import agent_pb2
+
+_STATE_TO_PROTO = {
+    AttemptState.RUNNING: agent_pb2.ATTEMPT_STATE_RUNNING,
+    AttemptState.SUCCEEDED: agent_pb2.ATTEMPT_STATE_SUCCEEDED,
+    AttemptState.FAILED: agent_pb2.ATTEMPT_STATE_FAILED,
+    AttemptState.CANCELLED: agent_pb2.ATTEMPT_STATE_CANCELLED,
+}
+
+
+def assignment_from_proto(message: agent_pb2.Assignment) -> TaskAssignment:
+    return TaskAssignment(
+        attempt_id=message.attempt_id,
+        fencing_token=message.fencing_token,
+        execution_id=message.execution_id,
+        node_id=message.node_id,
+        tenant=message.tenant,
+        task_module=message.task_module,
+        task_function=message.task_function,
+        bundle_uri=message.bundle_uri,
+        inputs_uri=message.inputs_uri,
+        outputs_uri=message.outputs_uri,
+        resources=AttemptResources(
+            cpu=message.resources.cpu,
+            memory_bytes=message.resources.memory_bytes,
+            gpu=message.resources.gpu,
+            gpu_type=message.resources.gpu_type,
+        ),
+        timeout_seconds=message.timeout_seconds,
+        image=message.image,
+    )
+
+
+def state_to_proto(state: AttemptState) -> agent_pb2.AttemptState.ValueType:
+    return _STATE_TO_PROTO[state]
+
+
+def report_request(
+    event: AttemptEvent, *, fencing_token: int, sequence: int
+) -> agent_pb2.ReportStatusRequest:
+    request = agent_pb2.ReportStatusRequest(
+        attempt_id=event.attempt_id,
+        fencing_token=fencing_token,
+        state=state_to_proto(event.state),
+        sequence=sequence,
+        message=event.message,
+        error_traceback=event.traceback,
+    )
+    request.observed_at.FromDatetime(event.observed_at)
+    return request

@@ -1,0 +1,47 @@
+"""Agent configuration, read from `FLEETFLOW_AGENT_*` environment variables.
+
+The cluster token is a `SecretStr` so it never appears in reprs or logs, and is best passed
+through the environment rather than the command line, where `ps` would show it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_work_dir() -> Path:
+    return Path.home() / ".fleetflow" / "agent"
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEETFLOW_AGENT_", extra="ignore")
+
+    control_plane: str = Field(
+        default="127.0.0.1:9090", description="host:port of the control plane's gRPC endpoint"
+    )
+    token: SecretStr = Field(description="the cluster's bearer token")
+    work_dir: Path = Field(
+        default_factory=_default_work_dir,
+        description="where attempts get their working directories and logs",
+    )
+    max_parallel: int = Field(default=4, ge=1, description="attempts run at the same time")
+    lease_wait_seconds: int = Field(
+        default=20, ge=0, description="how long one LeaseAttempts long-poll may wait"
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="labels placement can match, as a JSON object"
+    )
+    reconnect_initial_backoff_seconds: float = Field(default=0.5, gt=0)
+    reconnect_max_backoff_seconds: float = Field(default=30.0, gt=0)
+    kill_grace_seconds: float = Field(
+        default=5.0, ge=0, description="between SIGTERM and SIGKILL when stopping an attempt"
+    )
+    shutdown_report_seconds: float = Field(
+        default=5.0, ge=0, description="how long shutdown waits to deliver final reports"
+    )
+    max_buffered_reports: int = Field(
+        default=10_000, ge=1, description="status reports kept while the control plane is away"
+    )

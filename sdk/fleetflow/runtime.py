@@ -1,0 +1,216 @@
+"""The task runtime: what runs inside a task's pod or process on a cluster.
+
+An agent launches it as
+``python -m fleetflow.runtime --bundle-uri URI --inputs-uri URI --outputs-uri URI
+--module M --function F --result-file PATH [--workdir DIR]``.
+It downloads and unpacks the code bundle, imports the `@fleetflow.task` function, converts the
+JSON inputs to Python values with the type system, calls the function, and writes the outputs
+(`{"o0": literal}`, or `{}` for a task without a result) back to the blob store.
+
+It always tells the agent how it ended through the result file, a small JSON document:
+``{"status": "SUCCEEDED"}`` (exit 0), or ``{"status": "FAILED", "message": "ValueError: …",
+"traceback": "…"}`` (exit 1). Progress lines go to stderr, which the agent keeps as the
+attempt's log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleetflow.bundle import extract_bundle
+from fleetflow.errors import FleetflowError
+from fleetflow.storage import read_uri, write_uri
+from fleetflow.types import to_literal, to_python
+
+logger = logging.getLogger("fleetflow.runtime")
+
+OUTPUT_NAME = "o0"
+STATUS_SUCCEEDED = "SUCCEEDED"
+STATUS_FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class TaskInvocation:
+    """Everything the runtime needs to run one task attempt."""
+
+    bundle_uri: str
+    inputs_uri: str
+    outputs_uri: str
+    module: str
+    function: str
+    workdir: Path
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m fleetflow.runtime",
+        description="Run one Fleetflow task attempt from a code bundle.",
+    )
+    parser.add_argument("--bundle-uri", required=True, help="URI of the code bundle")
+    parser.add_argument("--inputs-uri", required=True, help="URI of the JSON inputs")
+    parser.add_argument("--outputs-uri", required=True, help="URI to write the JSON outputs to")
+    parser.add_argument("--module", required=True, help="import path of the task's module")
+    parser.add_argument("--function", required=True, help="name of the task in its module")
+    parser.add_argument("--result-file", required=True, help="where to write the outcome")
+    parser.add_argument(
+        "--workdir", default=None, help="directory to unpack the code into (default: a temp dir)"
+    )
+    return parser.parse_args(argv)
+
+
+def load_task(module_name: str, function_name: str) -> Any:
+    """Import `module_name` and return its `@fleetflow.task` named `function_name`."""
+    module = importlib.import_module(module_name)
+    try:
+        task_fn = getattr(module, function_name)
+    except AttributeError:
+        raise FleetflowError(f"module {module_name!r} has no attribute {function_name!r}") from None
+    missing = [a for a in ("fn", "input_types", "output_type") if not hasattr(task_fn, a)]
+    if missing:
+        raise FleetflowError(
+            f"{module_name}.{function_name} is not a @fleetflow.task "
+            f"(a {type(task_fn).__name__} without {', '.join(missing)})"
+        )
+    return task_fn
+
+
+def _call_arguments(task_fn: Any, inputs: Any) -> dict[str, Any]:
+    if not isinstance(inputs, dict):
+        raise FleetflowError(f"task inputs must be a JSON object, got {type(inputs).__name__}")
+    input_types: dict[str, Any] = task_fn.input_types
+    unknown = sorted(set(inputs) - set(input_types))
+    if unknown:
+        raise FleetflowError(f"unknown task input(s): {', '.join(unknown)}")
+    parameters: Mapping[str, inspect.Parameter]
+    try:
+        parameters = inspect.signature(task_fn.fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        parameters = {}
+    missing = sorted(
+        name
+        for name in input_types
+        if name not in inputs
+        and (name not in parameters or parameters[name].default is inspect.Parameter.empty)
+    )
+    if missing:
+        raise FleetflowError(f"missing task input(s): {', '.join(missing)}")
+    return {
+        name: to_python(literal, input_types[name], path=f"inputs.{name}")
+        for name, literal in inputs.items()
+    }
+
+
+def run_task(invocation: TaskInvocation) -> None:
+    """Run one task attempt: unpack, import, convert inputs, call, upload outputs.
+
+    Raises:
+        Exception: Whatever went wrong, including the task's own exceptions.
+    """
+    workdir = invocation.workdir
+    logger.info("downloading code bundle %s", invocation.bundle_uri)
+    bundle = read_uri(invocation.bundle_uri)
+    extract_bundle(bundle, workdir)
+    logger.info("unpacked code bundle (%d bytes) into %s", len(bundle), workdir)
+    sys.path.insert(0, str(workdir))
+    # Relative paths in task code resolve against the project root, as when run locally.
+    os.chdir(workdir)
+
+    task_fn = load_task(invocation.module, invocation.function)
+    logger.info("reading inputs %s", invocation.inputs_uri)
+    inputs = json.loads(read_uri(invocation.inputs_uri))
+    kwargs = _call_arguments(task_fn, inputs)
+
+    logger.info("running %s.%s", invocation.module, invocation.function)
+    started = time.monotonic()
+    result = task_fn.fn(**kwargs)
+    logger.info(
+        "%s.%s returned after %.3fs",
+        invocation.module,
+        invocation.function,
+        time.monotonic() - started,
+    )
+
+    output_type = task_fn.output_type
+    if output_type is None:
+        if result is not None:
+            logger.warning("task has no return annotation; ignoring its result %r", result)
+        outputs: dict[str, Any] = {}
+    else:
+        outputs = {OUTPUT_NAME: to_literal(result, output_type, f"outputs.{OUTPUT_NAME}")}
+    write_uri(invocation.outputs_uri, json.dumps(outputs).encode())
+    logger.info("wrote outputs %s", invocation.outputs_uri)
+
+
+def _write_result(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".result-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(result, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def describe_exception(exc: BaseException) -> str:
+    """`ExcType: message`, or just `ExcType` when the message is empty."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m fleetflow.runtime`; returns the process exit code."""
+    args = _parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s fleetflow.runtime: %(message)s",
+    )
+    # Resolve before run_task changes the working directory.
+    result_file = Path(args.result_file).resolve()
+    workdir = (
+        Path(args.workdir).resolve()
+        if args.workdir
+        else Path(tempfile.mkdtemp(prefix="fleetflow-task-"))
+    )
+    invocation = TaskInvocation(
+        bundle_uri=args.bundle_uri,
+        inputs_uri=args.inputs_uri,
+        outputs_uri=args.outputs_uri,
+        module=args.module,
+        function=args.function,
+        workdir=workdir,
+    )
+    try:
+        run_task(invocation)
+    except BaseException as exc:  # noqa: BLE001 - every way out must leave a result file
+        message = describe_exception(exc)
+        logger.error("task failed: %s", message)
+        formatted = "".join(traceback.format_exception(exc))
+        sys.stderr.write(formatted)
+        _write_result(
+            result_file,
+            {"status": STATUS_FAILED, "message": message, "traceback": formatted},
+        )
+        return 1
+    _write_result(result_file, {"status": STATUS_SUCCEEDED})
+    logger.info("task succeeded")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,377 @@
+"""The agent against a fake control plane: a real grpc.aio `AgentService` server in the test.
+
+The real control plane needs a database and Temporal; these tests pin down the agent's side of
+the protocol on its own: registration, leasing, status reports with increasing sequence
+numbers, stop requests, reconnection with buffered reports, authentication failure and graceful
+shutdown. Tasks really run (local-process executor, real code bundle on a local blob store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from data_plane_agent.agent import Agent
+from data_plane_agent.settings import AgentSettings
+from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
+from fleetflow.bundle import build_bundle
+from fleetflow.storage import LocalBlobStore, read_uri
+
+pytestmark = pytest.mark.integration
+
+STAND_IN_BUNDLE = Path(__file__).resolve().parents[1] / "fixtures" / "stand_in_bundle"
+TOKEN = "test-cluster-token"
+DEADLINE_SECONDS = 60.0
+RUNNING = agent_pb2.ATTEMPT_STATE_RUNNING
+SUCCEEDED = agent_pb2.ATTEMPT_STATE_SUCCEEDED
+FAILED = agent_pb2.ATTEMPT_STATE_FAILED
+CANCELLED = agent_pb2.ATTEMPT_STATE_CANCELLED
+
+
+class FakeAgentService(agent_pb2_grpc.AgentServiceServicer):
+    """A fake control plane: checks the token, hands out queued assignments, records calls."""
+
+    def __init__(self, heartbeat_interval_seconds: int = 1) -> None:
+        self.heartbeat_interval_seconds = heartbeat_interval_seconds
+        self.registrations: list[agent_pb2.RegisterRequest] = []
+        self.heartbeats: list[agent_pb2.HeartbeatRequest] = []
+        self.lease_requests: list[agent_pb2.LeaseAttemptsRequest] = []
+        self.reports: list[agent_pb2.ReportStatusRequest] = []
+        self.stop_attempt_ids: set[str] = set()
+        self._assignments: asyncio.Queue[agent_pb2.Assignment] = asyncio.Queue()
+        self._changed = asyncio.Condition()
+
+    def assign(self, assignment: agent_pb2.Assignment) -> None:
+        self._assignments.put_nowait(assignment)
+
+    async def _record(self, calls: list[Any], request: Any, context: Any) -> None:
+        metadata = dict(context.invocation_metadata() or ())
+        if metadata.get("authorization") != f"Bearer {TOKEN}":
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown cluster token")
+        async with self._changed:
+            calls.append(request)
+            self._changed.notify_all()
+
+    async def wait_until(self, predicate: Callable[[], bool], what: str) -> None:
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(predicate), DEADLINE_SECONDS)
+            except TimeoutError:
+                raise AssertionError(f"timed out waiting for {what}") from None
+
+    def reports_for(self, attempt_id: str) -> list[agent_pb2.ReportStatusRequest]:
+        return [r for r in self.reports if r.attempt_id == attempt_id]
+
+    def has_report(self, attempt_id: str, state: int) -> bool:
+        return any(r.state == state for r in self.reports_for(attempt_id))
+
+    async def Register(self, request: Any, context: Any) -> agent_pb2.RegisterResponse:
+        await self._record(self.registrations, request, context)
+        return agent_pb2.RegisterResponse(
+            cluster_name="fake-cluster",
+            heartbeat_interval_seconds=self.heartbeat_interval_seconds,
+        )
+
+    async def Heartbeat(self, request: Any, context: Any) -> agent_pb2.HeartbeatResponse:
+        await self._record(self.heartbeats, request, context)
+        return agent_pb2.HeartbeatResponse(stop_attempt_ids=sorted(self.stop_attempt_ids))
+
+    async def LeaseAttempts(self, request: Any, context: Any) -> agent_pb2.LeaseAttemptsResponse:
+        await self._record(self.lease_requests, request, context)
+        try:
+            first = await asyncio.wait_for(self._assignments.get(), request.wait_seconds)
+        except TimeoutError:
+            return agent_pb2.LeaseAttemptsResponse()
+        batch = [first]
+        while len(batch) < request.max_attempts and not self._assignments.empty():
+            batch.append(self._assignments.get_nowait())
+        return agent_pb2.LeaseAttemptsResponse(assignments=batch)
+
+    async def ReportStatus(self, request: Any, context: Any) -> agent_pb2.ReportStatusResponse:
+        await self._record(self.reports, request, context)
+        return agent_pb2.ReportStatusResponse(accepted=True)
+
+
+class FakeControlPlaneServer:
+    """Serves a `FakeAgentService` on a loopback port; can be stopped and started again."""
+
+    def __init__(self, service: FakeAgentService, port: int = 0) -> None:
+        self.service = service
+        self.port = port
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = grpc.aio.server()
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(self.service, self._server)
+        bound = self._server.add_insecure_port(f"127.0.0.1:{self.port}")
+        assert bound, f"could not bind 127.0.0.1:{self.port}"
+        self.port = bound
+        await self._server.start()
+        return bound
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=None)
+            self._server = None
+
+
+@contextlib.asynccontextmanager
+async def fake_control_plane(
+    service: FakeAgentService, port: int = 0
+) -> AsyncIterator[tuple[FakeAgentService, int]]:
+    server = FakeControlPlaneServer(service, port)
+    bound = await server.start()
+    try:
+        yield service, bound
+    finally:
+        await server.stop()
+
+
+class Blobs:
+    def __init__(self, root: Path) -> None:
+        self.store = LocalBlobStore(root)
+        digest, data = build_bundle(STAND_IN_BUNDLE)
+        self.bundle_uri = self.store.put(f"bundles/{digest}.tar.gz", data)
+
+    def assignment(
+        self, attempt_id: str, function: str, inputs: dict[str, Any], fencing_token: int = 7
+    ) -> agent_pb2.Assignment:
+        return agent_pb2.Assignment(
+            attempt_id=attempt_id,
+            fencing_token=fencing_token,
+            execution_id="exec-1",
+            node_id="n0",
+            tenant="default",
+            task_module="stand_in_tasks",
+            task_function=function,
+            bundle_uri=self.bundle_uri,
+            inputs_uri=self.store.put(f"{attempt_id}/inputs.json", json.dumps(inputs).encode()),
+            outputs_uri=self.store.uri(f"{attempt_id}/outputs.json"),
+            resources=agent_pb2.Resources(cpu=0.5, memory_bytes=1 << 20),
+        )
+
+
+@pytest.fixture
+def blobs(tmp_path: Path) -> Blobs:
+    return Blobs(tmp_path / "blobs")
+
+
+def agent_settings(tmp_path: Path, port: int, **overrides: Any) -> AgentSettings:
+    values: dict[str, Any] = {
+        "control_plane": f"127.0.0.1:{port}",
+        "token": TOKEN,
+        "work_dir": tmp_path / "agent",
+        "max_parallel": 2,
+        "lease_wait_seconds": 1,
+        "labels": {"zone": "test"},
+        "reconnect_initial_backoff_seconds": 0.05,
+        "reconnect_max_backoff_seconds": 0.5,
+        "kill_grace_seconds": 1.0,
+    }
+    values.update(overrides)
+    return AgentSettings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_agent(settings: AgentSettings) -> AsyncIterator[Agent]:
+    agent = Agent(settings)
+    task = asyncio.create_task(agent.run())
+    try:
+        yield agent
+    finally:
+        agent.request_stop()
+        await asyncio.wait_for(task, DEADLINE_SECONDS)
+
+
+def states(reports: list[agent_pb2.ReportStatusRequest]) -> list[tuple[int, int]]:
+    return [(r.state, r.sequence) for r in reports]
+
+
+async def test_registers_leases_runs_and_reports(blobs: Blobs, tmp_path: Path) -> None:
+    async with fake_control_plane(FakeAgentService()) as (fake, port):
+        async with running_agent(agent_settings(tmp_path, port)):
+            await fake.wait_until(lambda: bool(fake.registrations), "registration")
+            ok = blobs.assignment("att-ok", "add", {"a": 2, "b": 3})
+            boom = blobs.assignment("att-boom", "explode", {"reason": "diverged"})
+            fake.assign(ok)
+            fake.assign(boom)
+            await fake.wait_until(
+                lambda: (
+                    fake.has_report("att-ok", SUCCEEDED) and fake.has_report("att-boom", FAILED)
+                ),
+                "terminal reports",
+            )
+
+    registration = fake.registrations[0]
+    assert registration.executors == ["local-process"]
+    assert dict(registration.labels) == {"zone": "test"}
+    assert registration.agent_version
+    assert registration.capacity.cpu_allocatable >= 1
+    assert registration.capacity.memory_bytes_allocatable > 0
+    assert not registration.capacity.gpus
+
+    assert states(fake.reports_for("att-ok")) == [(RUNNING, 1), (SUCCEEDED, 2)]
+    assert {r.fencing_token for r in fake.reports_for("att-ok")} == {7}
+    assert all(r.observed_at.seconds > 0 for r in fake.reports)
+    assert json.loads(read_uri(ok.outputs_uri)) == {"o0": 5}
+
+    assert states(fake.reports_for("att-boom")) == [(RUNNING, 1), (FAILED, 2)]
+    failed = fake.reports_for("att-boom")[-1]
+    assert failed.message == "ValueError: diverged"
+    assert "in explode" in failed.error_traceback
+
+    assert all(0 < r.max_attempts <= 2 for r in fake.lease_requests)
+    assert all(r.wait_seconds == 1 for r in fake.lease_requests)
+
+
+async def test_stop_attempt_ids_kill_the_running_attempt(blobs: Blobs, tmp_path: Path) -> None:
+    async with fake_control_plane(FakeAgentService()) as (fake, port):
+        async with running_agent(agent_settings(tmp_path, port)):
+            inputs = {"path": str(tmp_path / "never"), "deadline_seconds": 120}
+            fake.assign(blobs.assignment("att-stop", "wait_for_file", inputs))
+            await fake.wait_until(
+                lambda: any("att-stop" in h.running_attempt_ids for h in fake.heartbeats),
+                "a heartbeat listing the running attempt",
+            )
+            fake.stop_attempt_ids.add("att-stop")
+            await fake.wait_until(lambda: fake.has_report("att-stop", CANCELLED), "CANCELLED")
+
+    assert states(fake.reports_for("att-stop")) == [(RUNNING, 1), (CANCELLED, 2)]
+    assert fake.reports_for("att-stop")[-1].message == "stopped by the control plane"
+
+
+async def test_leases_no_more_than_max_parallel(blobs: Blobs, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    async with fake_control_plane(FakeAgentService()) as (fake, port):
+        async with running_agent(agent_settings(tmp_path, port, max_parallel=1)):
+            hold = {"path": str(release), "deadline_seconds": 120}
+            fake.assign(blobs.assignment("att-hold", "wait_for_file", hold))
+            fake.assign(blobs.assignment("att-next", "add", {"a": 1, "b": 1}))
+            await fake.wait_until(lambda: fake.has_report("att-hold", RUNNING), "RUNNING")
+            seen = len(fake.heartbeats)
+            await fake.wait_until(lambda: len(fake.heartbeats) >= seen + 2, "two heartbeats")
+
+            # The only slot is taken: the second attempt is still waiting to be leased.
+            assert not fake.reports_for("att-next")
+            busy = fake.heartbeats[-1]
+            assert list(busy.running_attempt_ids) == ["att-hold"]
+            assert busy.capacity.cpu_in_use == 0.5
+
+            release.touch()
+            await fake.wait_until(lambda: fake.has_report("att-next", SUCCEEDED), "att-next")
+
+    assert all(r.max_attempts == 1 for r in fake.lease_requests)
+    assert states(fake.reports_for("att-hold")) == [(RUNNING, 1), (SUCCEEDED, 2)]
+
+
+async def test_reconnects_and_delivers_reports_made_while_away(
+    blobs: Blobs, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    inputs = {"path": str(release), "deadline_seconds": 120}
+    first = FakeControlPlaneServer(FakeAgentService())
+    port = await first.start()
+    second = FakeControlPlaneServer(FakeAgentService(), port)
+    try:
+        async with running_agent(agent_settings(tmp_path, port)):
+            first.service.assign(blobs.assignment("att-away", "wait_for_file", inputs))
+            await first.service.wait_until(
+                lambda: first.service.has_report("att-away", RUNNING), "RUNNING"
+            )
+            await first.stop()
+
+            # The control plane is away while the attempt finishes.
+            release.touch()
+            outputs_uri = blobs.store.uri("att-away/outputs.json")
+            await wait_for(lambda: blobs.store.exists(outputs_uri), "the task's outputs")
+
+            await second.start()
+            await second.service.wait_until(
+                lambda: second.service.has_report("att-away", SUCCEEDED), "the buffered report"
+            )
+    finally:
+        await first.stop()
+        await second.stop()
+
+    assert states(first.service.reports_for("att-away")) == [(RUNNING, 1)]
+    assert states(second.service.reports_for("att-away")) == [(SUCCEEDED, 2)]
+    assert second.service.registrations, "the agent registered again after reconnecting"
+
+
+async def wait_for(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+def agent_process_env(tmp_path: Path, port: int, token: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "FLEETFLOW_AGENT_TOKEN": token,
+        "FLEETFLOW_AGENT_CONTROL_PLANE": f"127.0.0.1:{port}",
+        "FLEETFLOW_AGENT_WORK_DIR": str(tmp_path / "agent"),
+        "FLEETFLOW_AGENT_LEASE_WAIT_SECONDS": "1",
+        "FLEETFLOW_AGENT_KILL_GRACE_SECONDS": "1",
+    }
+
+
+async def start_agent_process(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    with open(log, "wb") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "data_plane_agent",
+            "run",
+            env=env,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+
+
+async def test_rejected_token_exits_with_a_clear_error(tmp_path: Path) -> None:
+    log = tmp_path / "agent.log"
+    async with fake_control_plane(FakeAgentService()) as (fake, port):
+        process = await start_agent_process(agent_process_env(tmp_path, port, "wrong"), log)
+        returncode = await asyncio.wait_for(process.wait(), DEADLINE_SECONDS)
+
+    output = log.read_text()
+    assert returncode == 1, output
+    assert "rejected this agent's cluster token (UNAUTHENTICATED" in output
+    assert "Traceback" not in output
+    assert not fake.registrations
+
+
+async def test_sigterm_cancels_running_attempts_and_exits(blobs: Blobs, tmp_path: Path) -> None:
+    log = tmp_path / "agent.log"
+    inputs = {"path": str(tmp_path / "never"), "deadline_seconds": 120}
+    async with fake_control_plane(FakeAgentService()) as (fake, port):
+        process = await start_agent_process(agent_process_env(tmp_path, port, TOKEN), log)
+        try:
+            fake.assign(blobs.assignment("att-term", "wait_for_file", inputs))
+            await fake.wait_until(lambda: fake.has_report("att-term", RUNNING), "RUNNING")
+
+            process.send_signal(signal.SIGTERM)
+
+            returncode = await asyncio.wait_for(process.wait(), DEADLINE_SECONDS)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    output = log.read_text()
+    assert returncode == 0, output
+    assert states(fake.reports_for("att-term")) == [(RUNNING, 1), (CANCELLED, 2)]
+    assert fake.reports_for("att-term")[-1].message == "agent shut down"
+    assert "agent stopped" in output

@@ -1,0 +1,116 @@
+"""The agent's settings, CLI, backoff, report buffer and protocol mapping."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from data_plane_agent.agent import Backoff, ReportBuffer
+from data_plane_agent.attempts import AttemptEvent, AttemptState
+from data_plane_agent.cli import app
+from data_plane_agent.protocol import assignment_from_proto, report_request
+from data_plane_agent.settings import AgentSettings
+from fleetflow.agent.v1 import agent_pb2
+
+
+@pytest.fixture(autouse=True)
+def _clean_agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("FLEETFLOW_AGENT_"):
+            monkeypatch.delenv(name)
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEETFLOW_AGENT_TOKEN", "s3cret")
+    monkeypatch.setenv("FLEETFLOW_AGENT_CONTROL_PLANE", "cp.example:9443")
+    monkeypatch.setenv("FLEETFLOW_AGENT_MAX_PARALLEL", "8")
+    monkeypatch.setenv("FLEETFLOW_AGENT_LABELS", '{"gpu": "h100", "zone": "eu"}')
+
+    settings = AgentSettings()
+
+    assert settings.token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+    assert settings.control_plane == "cp.example:9443"
+    assert settings.max_parallel == 8
+    assert settings.labels == {"gpu": "h100", "zone": "eu"}
+    assert settings.lease_wait_seconds == 20
+    assert settings.work_dir == Path.home() / ".fleetflow" / "agent"
+
+
+def test_cli_without_a_token_fails_clearly() -> None:
+    result = CliRunner().invoke(app, ["run", "--control-plane", "127.0.0.1:1"])
+
+    assert result.exit_code == 2
+    assert "no cluster token" in result.output
+    assert "FLEETFLOW_AGENT_TOKEN" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_rejects_invalid_options_without_a_traceback() -> None:
+    result = CliRunner().invoke(app, ["run", "--token", "t", "--max-parallel", "0"])
+
+    assert result.exit_code == 2
+    assert "invalid agent settings: max_parallel" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_help_lists_run() -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "run" in result.output
+
+
+def test_backoff_grows_with_jitter_up_to_a_cap_and_resets() -> None:
+    low = Backoff(1.0, 8.0, rng=lambda: 0.0)
+    high = Backoff(1.0, 8.0, rng=lambda: 1.0)
+    assert [low.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert [high.next_delay() for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    high.reset()
+    assert high.next_delay() == 1.0
+
+
+def _report(attempt_id: str, sequence: int) -> agent_pb2.ReportStatusRequest:
+    return agent_pb2.ReportStatusRequest(attempt_id=attempt_id, sequence=sequence)
+
+
+async def test_report_buffer_is_fifo_and_drops_the_oldest_when_full() -> None:
+    buffer = ReportBuffer(capacity=2)
+    buffer.put(_report("a", 1))
+    buffer.put(_report("b", 1))
+    buffer.put(_report("a", 2))  # drops ("a", 1)
+
+    first = await buffer.first()
+    assert (first.request.attempt_id, first.request.sequence) == ("b", 1)
+    buffer.remove(first)
+    second = await buffer.first()
+    assert (second.request.attempt_id, second.request.sequence) == ("a", 2)
+    buffer.remove(second)
+    assert len(buffer) == 0
+    await buffer.wait_empty()
+
+
+def test_assignment_and_report_mapping() -> None:
+    message = agent_pb2.Assignment(
+        attempt_id="a1",
+        fencing_token=3,
+        task_module="pkg.tasks",
+        task_function="fit",
+        resources=agent_pb2.Resources(cpu=2, memory_bytes=1024, gpu=1, gpu_type="h100"),
+        timeout_seconds=60,
+    )
+    assignment = assignment_from_proto(message)
+    assert (assignment.attempt_id, assignment.fencing_token) == ("a1", 3)
+    assert (assignment.resources.gpu, assignment.resources.gpu_type) == (1, "h100")
+    assert assignment.timeout_seconds == 60
+
+    observed = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    event = AttemptEvent("a1", AttemptState.FAILED, "ValueError: x", "Traceback…", observed)
+    request = report_request(event, fencing_token=3, sequence=2)
+    assert request.state == agent_pb2.ATTEMPT_STATE_FAILED
+    assert (request.fencing_token, request.sequence) == (3, 2)
+    assert (request.message, request.error_traceback) == ("ValueError: x", "Traceback…")
+    assert request.observed_at.ToDatetime(tzinfo=dt.UTC) == observed

@@ -1,0 +1,213 @@
+"""The local-process executor, running real `fleetflow.runtime` child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
+from data_plane_agent.executors.local_process import LocalProcessExecutor
+from fleetflow.bundle import build_bundle
+from fleetflow.storage import LocalBlobStore, read_uri
+
+STAND_IN_BUNDLE = Path(__file__).resolve().parents[2] / "fixtures" / "stand_in_bundle"
+DEADLINE_SECONDS = 60.0
+
+
+class Blobs:
+    def __init__(self, root: Path) -> None:
+        self.store = LocalBlobStore(root)
+        digest, data = build_bundle(STAND_IN_BUNDLE)
+        self.bundle_uri = self.store.put(f"bundles/{digest}.tar.gz", data)
+
+    def assignment(
+        self, attempt_id: str, function: str, inputs: dict[str, Any], timeout_seconds: int = 0
+    ) -> TaskAssignment:
+        return TaskAssignment(
+            attempt_id=attempt_id,
+            fencing_token=1,
+            execution_id="exec-1",
+            node_id="n0",
+            tenant="default",
+            task_module="stand_in_tasks",
+            task_function=function,
+            bundle_uri=self.bundle_uri,
+            inputs_uri=self.store.put(f"{attempt_id}/inputs.json", json.dumps(inputs).encode()),
+            outputs_uri=self.store.uri(f"{attempt_id}/outputs.json"),
+            timeout_seconds=timeout_seconds,
+        )
+
+    def outputs(self, assignment: TaskAssignment) -> Any:
+        return json.loads(read_uri(assignment.outputs_uri))
+
+
+@pytest.fixture
+def blobs(tmp_path: Path) -> Blobs:
+    return Blobs(tmp_path / "blobs")
+
+
+@pytest.fixture
+def executor(tmp_path: Path) -> LocalProcessExecutor:
+    return LocalProcessExecutor(tmp_path / "agent", kill_grace_seconds=1.0)
+
+
+async def next_event(executor: LocalProcessExecutor) -> AttemptEvent:
+    return await asyncio.wait_for(executor.next_event(), DEADLINE_SECONDS)
+
+
+async def wait_for_path(path: Path) -> None:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        await asyncio.sleep(0.02)
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"  # a zombie waiting for its reaper
+
+
+async def test_success_runs_the_task_and_keeps_its_log(
+    executor: LocalProcessExecutor, blobs: Blobs, tmp_path: Path
+) -> None:
+    assignment = blobs.assignment("att-ok", "add", {"a": 40, "b": 2})
+    await executor.launch(assignment)
+
+    running = await next_event(executor)
+    assert (running.attempt_id, running.state) == ("att-ok", AttemptState.RUNNING)
+    assert executor.running() == ["att-ok"]
+    done = await next_event(executor)
+    assert (done.attempt_id, done.state, done.message) == ("att-ok", AttemptState.SUCCEEDED, "")
+    assert executor.running() == []
+    assert blobs.outputs(assignment) == {"o0": 42}
+    log = (tmp_path / "agent/attempts/att-ok/log.txt").read_text()
+    assert "adding 40 and 2" in log
+    assert "running stand_in_tasks.add" in log
+
+
+async def test_failure_carries_message_and_traceback(
+    executor: LocalProcessExecutor, blobs: Blobs
+) -> None:
+    await executor.launch(blobs.assignment("att-boom", "explode", {"reason": "bad batch"}))
+
+    assert (await next_event(executor)).state is AttemptState.RUNNING
+    done = await next_event(executor)
+    assert done.state is AttemptState.FAILED
+    assert done.message == "ValueError: bad batch"
+    assert "in explode" in done.traceback
+
+
+async def test_exit_without_result_reports_exit_code_and_log_tail(
+    executor: LocalProcessExecutor, blobs: Blobs
+) -> None:
+    await executor.launch(blobs.assignment("att-exit", "hard_exit", {"code": 3}))
+
+    assert (await next_event(executor)).state is AttemptState.RUNNING
+    done = await next_event(executor)
+    assert done.state is AttemptState.FAILED
+    assert done.message == "task process exited with code 3"
+    assert "about to exit hard" in done.traceback
+
+
+async def test_timeout_kills_the_attempt(
+    executor: LocalProcessExecutor, blobs: Blobs, tmp_path: Path
+) -> None:
+    never = str(tmp_path / "never-created")
+    assignment = blobs.assignment(
+        "att-slow", "wait_for_file", {"path": never, "deadline_seconds": 120}, timeout_seconds=1
+    )
+    await executor.launch(assignment)
+
+    assert (await next_event(executor)).state is AttemptState.RUNNING
+    started = time.monotonic()
+    done = await next_event(executor)
+    assert (done.state, done.message) == (AttemptState.FAILED, "timed out after 1s")
+    assert time.monotonic() - started < 30
+    assert executor.running() == []
+
+
+async def test_kill_stops_the_whole_process_group(
+    executor: LocalProcessExecutor, blobs: Blobs, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    assignment = blobs.assignment("att-kill", "spawn_and_wait", {"pid_file": str(pid_file)})
+    await executor.launch(assignment)
+    assert (await next_event(executor)).state is AttemptState.RUNNING
+    await wait_for_path(pid_file)
+    grandchild = int(pid_file.read_text())
+
+    await executor.kill("att-kill", "stopped by the control plane")
+
+    done = await next_event(executor)
+    assert (done.state, done.message) == (AttemptState.CANCELLED, "stopped by the control plane")
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not process_gone(grandchild):
+        assert time.monotonic() < deadline, "the task's own child survived the kill"
+        await asyncio.sleep(0.02)
+    await executor.kill("att-kill", "again")  # unknown by now: a no-op
+
+
+async def test_shutdown_cancels_every_running_attempt(
+    executor: LocalProcessExecutor, blobs: Blobs, tmp_path: Path
+) -> None:
+    inputs = {"path": str(tmp_path / "never"), "deadline_seconds": 120}
+    for i in range(2):
+        await executor.launch(blobs.assignment(f"att-{i}", "wait_for_file", inputs))
+    assert {(await next_event(executor)).state for _ in range(2)} == {AttemptState.RUNNING}
+
+    await executor.shutdown("agent shut down")
+
+    events = [await next_event(executor) for _ in range(2)]
+    assert {(e.attempt_id, e.state, e.message) for e in events} == {
+        ("att-0", AttemptState.CANCELLED, "agent shut down"),
+        ("att-1", AttemptState.CANCELLED, "agent shut down"),
+    }
+
+
+async def test_agent_settings_are_not_passed_to_task_code(blobs: Blobs, tmp_path: Path) -> None:
+    env = {**os.environ, "FLEETFLOW_AGENT_TOKEN": "cluster-secret"}
+    executor = LocalProcessExecutor(tmp_path / "agent", env=env)
+    assignment = blobs.assignment("att-env", "env_var", {"name": "FLEETFLOW_AGENT_TOKEN"})
+    await executor.launch(assignment)
+
+    assert (await next_event(executor)).state is AttemptState.RUNNING
+    assert (await next_event(executor)).state is AttemptState.SUCCEEDED
+    assert blobs.outputs(assignment) == {"o0": "<unset>"}
+
+
+@pytest.mark.parametrize("attempt_id", ["../escape", "", "a/b"])
+async def test_unusable_attempt_id_fails_without_starting(
+    executor: LocalProcessExecutor, blobs: Blobs, attempt_id: str
+) -> None:
+    valid = blobs.assignment("att-valid", "add", {"a": 1, "b": 2})
+    await executor.launch(dataclasses.replace(valid, attempt_id=attempt_id))
+
+    event = await next_event(executor)
+    assert event.state is AttemptState.FAILED
+    assert event.message.startswith("could not start task process")
+    assert executor.running() == []
+
+
+async def test_missing_bundle_fails_with_the_runtime_message(
+    executor: LocalProcessExecutor, blobs: Blobs
+) -> None:
+    assignment = blobs.assignment("att-nobundle", "add", {"a": 1, "b": 2})
+    assignment = dataclasses.replace(
+        assignment, bundle_uri=blobs.store.uri("bundles/missing.tar.gz")
+    )
+    await executor.launch(assignment)
+
+    assert (await next_event(executor)).state is AttemptState.RUNNING
+    done = await next_event(executor)
+    assert done.state is AttemptState.FAILED
+    assert done.message.startswith("BlobNotFoundError: blob not found")
