@@ -115,13 +115,12 @@ def place_pending_attempts(
         clusters = [c for c in clusters if c.id == only_cluster.id]
     if not clusters:
         return 0
-    load = dict(
-        session.execute(
-            select(TaskAttempt.cluster_id, func.count())
-            .where(TaskAttempt.status.in_(ACTIVE_STATES))
-            .group_by(TaskAttempt.cluster_id)
-        ).tuples()
-    )
+    rows = session.execute(
+        select(TaskAttempt.cluster_id, func.count())
+        .where(TaskAttempt.status.in_(ACTIVE_STATES))
+        .group_by(TaskAttempt.cluster_id)
+    ).all()
+    load: dict[str | None, int] = {cluster_id: count for cluster_id, count in rows}
     pending = session.scalars(
         select(TaskAttempt)
         .where(TaskAttempt.status == A.PENDING.value)

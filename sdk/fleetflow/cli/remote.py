@@ -57,9 +57,10 @@ def run_remote(
                     )
 
         final = client.wait_for_execution(execution["id"], timeout=timeout, on_change=show_progress)
-    print_execution(final, console, outputs=wf.outputs_to_python(final["outputs"] or {}))
     if final["status"] != "SUCCEEDED":
+        print_execution(final, console)
         raise ExecutionFailedError(f"execution {final['id']} {final['status']}")
+    print_execution(final, console, outputs=wf.outputs_to_python(final["outputs"]))
     return final
 
 
