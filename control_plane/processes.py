@@ -66,6 +66,8 @@ def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
     """`preferred` if it is free on `host`, else any free port."""
     for port in ([preferred] if preferred else []) + [0]:
         with socket.socket() as sock:
+            # As servers bind: a port in TIME_WAIT after a previous run is still usable.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, port))
             except OSError:

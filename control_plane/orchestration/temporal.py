@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.worker import Worker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -22,6 +23,24 @@ from control_plane.settings import TemporalSettings
 log = logging.getLogger(__name__)
 
 
+_runtime: Runtime | None = None
+
+
+def _quiet_runtime() -> Runtime:
+    """One SDK runtime per process whose Rust core logs only errors (its warnings about
+    server capabilities are noise for our users)."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(
+            telemetry=TelemetryConfig(
+                logging=LoggingConfig(
+                    filter=TelemetryFilter(core_level="ERROR", other_level="ERROR")
+                )
+            )
+        )
+    return _runtime
+
+
 async def connect_temporal(settings: TemporalSettings, *, wait_seconds: float = 60) -> Client:
     """Connect, retrying while the Temporal server is still starting."""
     async for attempt in AsyncRetrying(
@@ -31,7 +50,9 @@ async def connect_temporal(settings: TemporalSettings, *, wait_seconds: float = 
         reraise=True,
     ):
         with attempt:
-            return await Client.connect(settings.address, namespace=settings.namespace)
+            return await Client.connect(
+                settings.address, namespace=settings.namespace, runtime=_quiet_runtime()
+            )
     raise AssertionError("unreachable")
 
 

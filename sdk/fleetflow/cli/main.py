@@ -117,6 +117,9 @@ def _mount_plugins() -> None:
 
 def main() -> None:
     """Console-script entry point: clear one-line errors, tracebacks only on request."""
+    # gRPC core's informational lines (e.g. about fork handlers) are not for our users; set
+    # before any plugin imports grpc.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     _mount_plugins()
     try:
         app(standalone_mode=False)
