@@ -120,7 +120,7 @@ def place_pending_attempts(
         .where(TaskAttempt.status.in_(ACTIVE_STATES))
         .group_by(TaskAttempt.cluster_id)
     ).all()
-    load: dict[str | None, int] = {cluster_id: count for cluster_id, count in rows}
+    load: dict[str | None, int] = {row[0]: row[1] for row in rows}
     pending = session.scalars(
         select(TaskAttempt)
         .where(TaskAttempt.status == A.PENDING.value)
