@@ -22,6 +22,7 @@ from control_plane.api.app import create_app
 from control_plane.db.session import make_engine, make_session_factory
 from control_plane.orchestration.activities import ExecutionActivities
 from control_plane.orchestration.temporal import TemporalLauncher, connect_temporal, make_worker
+from control_plane.services.launch_reconciler import relaunch_queued_executions
 from control_plane.settings import Settings
 from fleetflow.agent.v1 import agent_pb2_grpc
 from fleetflow.storage import open_blob_store
@@ -109,6 +110,11 @@ async def run_control_plane(
                     raise RuntimeError("REST API stopped during start-up")
                 await asyncio.sleep(0.05)
             log.info("REST API listening on http://%s:%s", settings.api.host, settings.api.port)
+            tasks.append(
+                asyncio.create_task(
+                    relaunch_queued_executions(sessions, launcher, stop), name="launch-reconciler"
+                )
+            )
         if started is not None:
             started.set()
         stop_wait = asyncio.create_task(stop.wait())

@@ -24,7 +24,9 @@ class ExecutionLauncher(Protocol):
     Must be idempotent: starting an execution that is already started is not an error.
     """
 
-    async def start_execution(self, execution_id: str) -> None: ...
+    async def start_execution(self, execution_id: str) -> bool:
+        """Start the execution's workflow; False when it was already started (idempotent)."""
+        ...
 
 
 async def get_settings(request: Request) -> Settings:

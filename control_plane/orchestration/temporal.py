@@ -63,17 +63,18 @@ class TemporalLauncher:
         self._client = client
         self._task_queue = task_queue
 
-    async def start_execution(self, execution_id: str) -> None:
+    async def start_execution(self, execution_id: str) -> bool:
         try:
             await self._client.start_workflow(
                 ExecutionWorkflow.run,
                 ExecutionInput(execution_id),
                 id=execution_id,
                 task_queue=self._task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             )
         except WorkflowAlreadyStartedError:
-            pass
+            return False
+        return True
 
     async def signal_attempt_finished(self, execution_id: str, event: AttemptFinished) -> None:
         """Deliver a finished attempt to its workflow, retrying through Temporal hiccups."""

@@ -18,17 +18,17 @@ def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tempor
     processes.stop(server.process)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "postgres-split-worker"])
 def stack(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     temporal_server: TemporalServer,
 ) -> Iterator[Stack]:
     home: Path = tmp_path_factory.mktemp(f"stack-{request.param}")
-    if request.param == "sqlite":
+    if request.param == "sqlite":  # the others run on PostgreSQL
         url = f"sqlite:///{home / 'fleetflow.db'}"
     else:
         url = request.getfixturevalue("postgres_database_factory")()
-    running = start_stack(home, url, temporal_server)
+    running = start_stack(home, url, temporal_server, split=request.param.endswith("split-worker"))
     yield running
     running.stop()

@@ -59,19 +59,23 @@ class Stack:
 
     def logs(self) -> str:
         parts = []
-        for name in ("control-plane", "agent"):
+        for name in ("control-plane", "worker", "agent"):
             path = self.home / f"{name}.log"
             if path.exists():
                 parts.append(f"--- {name} ---\n{path.read_text()[-6000:]}")
         return "\n".join(parts)
 
     def stop(self) -> None:
-        for name in ("agent", "control-plane"):
+        for name in ("agent", "worker", "control-plane"):
             if name in self.children:
                 processes.stop(self.children.pop(name))
 
 
-def start_stack(home: Path, database_url: str, temporal: TemporalServer) -> Stack:
+def start_stack(
+    home: Path, database_url: str, temporal: TemporalServer, *, split: bool = False
+) -> Stack:
+    """Start the control plane and an agent. `split` runs the Temporal worker in its own
+    process (`serve` + `worker`, as in production) instead of `serve --with-worker`."""
     home.mkdir(parents=True, exist_ok=True)
     upgrade_database(database_url)
     engine = make_engine(database_url)
@@ -103,11 +107,14 @@ def start_stack(home: Path, database_url: str, temporal: TemporalServer) -> Stac
         agent_token=token,
     )
     try:
+        serve = [FLEETFLOW, "control-plane", "serve"] + ([] if split else ["--with-worker"])
         stack.children["control-plane"] = processes.spawn(
-            [FLEETFLOW, "control-plane", "serve", "--with-worker"],
-            log_file=home / "control-plane.log",
-            env=env,
+            serve, log_file=home / "control-plane.log", env=env
         )
+        if split:
+            stack.children["worker"] = processes.spawn(
+                [FLEETFLOW, "control-plane", "worker"], log_file=home / "worker.log", env=env
+            )
         wait_ready(stack)
         stack.children["agent"] = start_agent(stack)
     except BaseException:

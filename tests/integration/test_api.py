@@ -36,10 +36,12 @@ class FakeLauncher:
         self.started: list[str] = []
         self.unavailable = False
 
-    async def start_execution(self, execution_id: str) -> None:
+    async def start_execution(self, execution_id: str) -> bool:
         if self.unavailable:
             raise ConnectionError("temporal is down")
+        first = execution_id not in self.started
         self.started.append(execution_id)
+        return first
 
 
 def make_bundle(content: str = "def prepare(n): ...\n") -> tuple[bytes, str]:
