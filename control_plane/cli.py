@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import typer
 
 from control_plane.settings import Settings
+from fleetflow.errors import FleetflowError
 
 app = typer.Typer(help="Run the control plane (REST API, agent gRPC service, Temporal worker).")
 
@@ -45,8 +46,14 @@ def migrate(
     """Create or upgrade the database schema (alembic migrations)."""
     from control_plane.db.migrate import upgrade_database
 
+    from sqlalchemy.exc import OperationalError
+
     url = database_url or Settings().database.url
-    upgrade_database(url)
+    try:
+        upgrade_database(url)
+    except OperationalError as exc:
+        reason = " ".join(str(exc.orig or exc).split())
+        raise FleetflowError(f"cannot migrate the database at {_redact(url)}: {reason}") from None
     typer.echo(f"database is at the latest schema: {_redact(url)}")
 
 
