@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import grpc
 import uvicorn
 
+from control_plane.agent_api.interceptors import InternalErrorInterceptor
 from control_plane.agent_api.service import AgentService, AttemptsReady
 from control_plane.api.app import create_app
 from control_plane.db.session import make_engine, make_session_factory
@@ -74,7 +75,7 @@ async def run_control_plane(
             worker = make_worker(client, settings.temporal.task_queue, activities, executor)
             tasks.append(asyncio.create_task(worker.run(), name="temporal-worker"))
         if parts.grpc:
-            grpc_server = grpc.aio.server()
+            grpc_server = grpc.aio.server(interceptors=[InternalErrorInterceptor()])
             agent_pb2_grpc.add_AgentServiceServicer_to_server(
                 AgentService(
                     sessions,

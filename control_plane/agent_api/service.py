@@ -1,7 +1,8 @@
 """AgentService: agents register, heartbeat, long-poll for attempts and report status.
 
 Database work is synchronous SQLAlchemy run in worker threads, so a long-poll never blocks the
-event loop. A finished attempt is recorded first and then signalled to its Temporal workflow.
+event loop. A finished attempt is recorded first and then signalled to its Temporal workflow; if
+the signal fails, or the call ends before it went out, the agent's repeated report signals again.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class AttemptsReady:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: set[asyncio.Event] = set()
+        # Counts wake-ups (on the loop), so a waiter can tell it missed one.
+        self._generation = 0
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -54,11 +57,24 @@ class AttemptsReady:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._wake_all)
 
+    @property
+    def generation(self) -> int:
+        """Read it before checking for work; pass it to `wait` as `since`."""
+        return self._generation
+
     def _wake_all(self) -> None:
+        self._generation += 1
         for event in self._waiters:
             event.set()
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, timeout: float, since: int | None = None) -> None:
+        """Wait for the next wake-up, at most `timeout` seconds.
+
+        Returns at once when a wake-up came after `since` was read: one that arrived while the
+        caller was checking for work would otherwise be lost until the next recheck.
+        """
+        if since is not None and since != self._generation:
+            return
         event = asyncio.Event()
         self._waiters.add(event)
         try:
@@ -86,6 +102,11 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self._ready = attempts_ready
         self._max_wait = max_lease_wait_seconds
         self._heartbeat_interval = heartbeat_interval_seconds
+        # Finished attempts not yet signalled (in flight, failed or cancelled with the call); a
+        # repeated report sends the signal again. In memory only: the workflow's handler is
+        # idempotent, so sending twice is harmless, but a restart forgets these (lease expiry
+        # and reconciliation, not built yet, are the durable answer).
+        self._unsignalled: dict[str, tuple[str, AttemptFinished]] = {}
 
     @property
     def heartbeat_grace(self) -> timedelta:
@@ -190,6 +211,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
+            seen = self._ready.generation
             assignments = await asyncio.to_thread(self._lease, cluster_id, max_attempts)
             remaining = deadline - loop.time()
             if assignments or remaining <= 0 or context.done():
@@ -198,7 +220,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                         "leased attempt %s (node %s) to %s", a.attempt_id, a.node_id, cluster_id
                     )
                 return pb.LeaseAttemptsResponse(assignments=assignments)
-            await self._ready.wait(min(remaining, _RECHECK_SECONDS))
+            await self._ready.wait(min(remaining, _RECHECK_SECONDS), since=seen)
 
     async def ReportStatus(  # noqa: N802
         self, request: pb.ReportStatusRequest, context: grpc.aio.ServicerContext
@@ -212,7 +234,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             )
         assert state is not None
 
-        def apply() -> tuple[attempts_repo.ReportOutcome, str]:
+        def apply() -> attempts_repo.ReportOutcome:
             with transaction(self._sessions) as session:
                 cluster = session.get_one(Cluster, cluster_id)
                 outcome = attempts_repo.apply_report(
@@ -225,16 +247,28 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     message=request.message,
                     traceback=request.error_traceback,
                 )
-                execution_id = outcome.attempt.execution_id if outcome.attempt else ""
-                return outcome, execution_id
+            if outcome.finished and outcome.attempt is not None:
+                # Committed: remember the signal here, in the thread, which runs to the end even
+                # when the call is cancelled (e.g. the agent's deadline) while it waits for us.
+                self._unsignalled[request.attempt_id] = (
+                    outcome.attempt.execution_id,
+                    AttemptFinished(request.attempt_id, state.value, request.message),
+                )
+            return outcome
 
-        outcome, execution_id = await asyncio.to_thread(apply)
+        outcome = await asyncio.to_thread(apply)
         if outcome.finished:
             log.info("attempt %s finished: %s", request.attempt_id, state.value)
-            await self._attempt_finished(
-                execution_id,
-                AttemptFinished(request.attempt_id, state.value, request.message),
-            )
         elif not outcome.accepted:
             log.warning("rejected report for %s: %s", request.attempt_id, outcome.reason)
+        if outcome.accepted and request.attempt_id in self._unsignalled:
+            # Either this report finished the attempt, or it repeats one that did but got an
+            # error or no answer: a duplicate, whose signal may never have gone out.
+            await self._signal_finished(request.attempt_id)
         return pb.ReportStatusResponse(accepted=outcome.accepted, reason=outcome.reason)
+
+    async def _signal_finished(self, attempt_id: str) -> None:
+        """Signal the workflow; until that succeeds, a repeated report signals again."""
+        execution_id, event = self._unsignalled[attempt_id]
+        await self._attempt_finished(execution_id, event)
+        self._unsignalled.pop(attempt_id, None)

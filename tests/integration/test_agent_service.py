@@ -1,0 +1,621 @@
+"""AgentService over real gRPC: a grpc.aio server on a loopback port, a real client channel, a
+migrated database (SQLite and PostgreSQL) and a local blob store.
+
+The server is composed as `control_plane/server.py` composes it. Temporal is the one part left
+out: the finished-attempt sink is `RecordingSink`, a stand-in for the workflow signal that
+records what it was asked to deliver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_plane.agent_api import service as service_module
+from control_plane.agent_api.interceptors import InternalErrorInterceptor
+from control_plane.agent_api.service import AgentService, AttemptsReady
+from control_plane.db.models import Cluster, TaskAttempt
+from control_plane.db.repositories import attempts as attempts_repo
+from control_plane.db.repositories import clusters as clusters_repo
+from control_plane.db.repositories.executions import create_execution
+from control_plane.db.repositories.tenants import get_or_create_tenant
+from control_plane.db.repositories.workflows import register_workflow_version
+from control_plane.db.session import make_engine, make_session_factory, transaction
+from control_plane.orchestration.states import AttemptState
+from control_plane.orchestration.workflows import AttemptFinished
+from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
+from fleetflow.ir import Resources, WorkflowSpec
+from fleetflow.storage import LocalBlobStore
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "ffa_test-token-alpha"
+OTHER_TOKEN = "ffa_test-token-beta"
+HEARTBEAT_INTERVAL_SECONDS = 7
+MAX_LEASE_WAIT_SECONDS = 60
+# Generous bound on anything that should happen "at once"; never a timing assertion's margin.
+DEADLINE_SECONDS = 10.0
+BUNDLE_DIGEST = "d" * 64
+BUNDLE_BYTES = b"not really a tarball"
+PREPARE = "examples.train.prepare"
+
+RUNNING = agent_pb2.ATTEMPT_STATE_RUNNING
+SUCCEEDED = agent_pb2.ATTEMPT_STATE_SUCCEEDED
+FAILED = agent_pb2.ATTEMPT_STATE_FAILED
+
+T = TypeVar("T")
+
+
+class RecordingSink:
+    """Stand-in for the Temporal signal: records each delivery; can fail or hang on request."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, AttemptFinished]] = []
+        self.failures: list[Exception] = []  # raised, in order, by the next calls
+        self.hang = False  # the next call waits until cancelled, like a retrying signal
+        self.hanging = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    async def __call__(self, execution_id: str, event: AttemptFinished) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        if self.hang:
+            self.hang = False
+            self.hanging.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+        self.calls.append((execution_id, event))
+
+
+class WatchedAttemptsReady(AttemptsReady):
+    """The real AttemptsReady, which also tells the test when a long poll starts waiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = asyncio.Event()
+
+    async def wait(self, timeout: float, since: int | None = None) -> None:
+        self.waiting.set()
+        await super().wait(timeout, since)
+
+
+@dataclass
+class Harness:
+    sessions: sessionmaker[Session]
+    blobs: LocalBlobStore
+    sink: RecordingSink
+    ready: WatchedAttemptsReady
+    stub: agent_pb2_grpc.AgentServiceStub
+    cluster_id: str
+    other_cluster_id: str
+    execution_id: str
+    tenant: str
+    spec: WorkflowSpec
+    _numbers: Iterator[int] = field(default_factory=lambda: iter(range(1, 1000)))
+
+    async def db(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in one committed transaction, in a thread (as the service does)."""
+
+        def run() -> T:
+            with transaction(self.sessions) as session:
+                return work(session)
+
+        return await asyncio.to_thread(run)
+
+    def create_attempt(self, session: Session, node_id: str = "n0") -> TaskAttempt:
+        """What the `start_attempt` activity does: inputs in the blob store, a PENDING row."""
+        number = next(self._numbers)
+        prefix = f"executions/{self.execution_id}/{node_id}/{number}"
+        inputs_uri = self.blobs.put(f"{prefix}/inputs.json", b'{"n": 3}')
+        return attempts_repo.create_attempt(
+            session,
+            execution_id=self.execution_id,
+            node_id=node_id,
+            task_name=PREPARE,
+            attempt_number=number,
+            inputs_uri=inputs_uri,
+            outputs_uri=self.blobs.uri(f"{prefix}/outputs.json"),
+        )
+
+    async def attempt(self, attempt_id: str) -> TaskAttempt:
+        return await self.db(lambda s: s.get_one(TaskAttempt, attempt_id))
+
+    async def cluster(self, cluster_id: str | None = None) -> Cluster:
+        return await self.db(lambda s: s.get_one(Cluster, cluster_id or self.cluster_id))
+
+    async def register(self, token: str = TOKEN) -> agent_pb2.RegisterResponse:
+        response: agent_pb2.RegisterResponse = await self.stub.Register(
+            agent_pb2.RegisterRequest(agent_version="9.9.9"), metadata=bearer(token)
+        )
+        return response
+
+    async def lease(self, wait_seconds: int = 0, token: str = TOKEN) -> list[agent_pb2.Assignment]:
+        response = await self.stub.LeaseAttempts(
+            agent_pb2.LeaseAttemptsRequest(max_attempts=10, wait_seconds=wait_seconds),
+            metadata=bearer(token),
+            timeout=DEADLINE_SECONDS + wait_seconds,
+        )
+        return list(response.assignments)
+
+    async def leased_attempt(self) -> agent_pb2.Assignment:
+        """An attempt created, placed and leased by this cluster's agent."""
+        await self.db(self.create_attempt)
+        (assignment,) = await self.lease()
+        return assignment
+
+    async def report(
+        self,
+        assignment: agent_pb2.Assignment,
+        state: int,
+        sequence: int,
+        *,
+        message: str = "",
+        traceback: str = "",
+        token: str = TOKEN,
+    ) -> agent_pb2.ReportStatusResponse:
+        response: agent_pb2.ReportStatusResponse = await self.stub.ReportStatus(
+            agent_pb2.ReportStatusRequest(
+                attempt_id=assignment.attempt_id,
+                fencing_token=assignment.fencing_token,
+                state=state,
+                sequence=sequence,
+                message=message,
+                error_traceback=traceback,
+            ),
+            metadata=bearer(token),
+            timeout=DEADLINE_SECONDS,
+        )
+        return response
+
+
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def within_deadline(awaitable: Awaitable[T], what: str) -> T:
+    try:
+        return await asyncio.wait_for(awaitable, DEADLINE_SECONDS)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+@pytest.fixture
+def spec(workflow_spec: WorkflowSpec) -> WorkflowSpec:
+    """The shared spec, with a fully specified `prepare` task so every field is carried."""
+    prepare = workflow_spec.tasks[PREPARE].model_copy(
+        update={
+            "resources": Resources(cpu=2.5, memory_bytes=3 << 30, gpu=1, gpu_type="a100"),
+            "timeout_seconds": 120,
+            "image": "registry.example/train:1",
+        }
+    )
+    return workflow_spec.model_copy(update={"tasks": {**workflow_spec.tasks, PREPARE: prepare}})
+
+
+@pytest.fixture
+async def harness(database_url: str, tmp_path: Path, spec: WorkflowSpec) -> AsyncIterator[Harness]:
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    blobs.put(f"bundles/{BUNDLE_DIGEST}.tar.gz", BUNDLE_BYTES)
+    with transaction(sessions) as session:
+        cluster = clusters_repo.ensure_cluster(session, "alpha", TOKEN, {"zone": "a"})
+        other = clusters_repo.ensure_cluster(session, "beta", OTHER_TOKEN, {})
+        tenant = get_or_create_tenant(session, "research")
+        workflow = register_workflow_version(session, tenant.id, spec, BUNDLE_DIGEST, None)
+        execution = create_execution(session, tenant.id, workflow, {"n": 3})
+        ids = (cluster.id, other.id, execution.id)
+
+    sink = RecordingSink()
+    ready = WatchedAttemptsReady()
+    ready.bind(asyncio.get_running_loop())
+    # As control_plane/server.py composes it.
+    server = grpc.aio.server(interceptors=[InternalErrorInterceptor()])
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(
+        AgentService(
+            sessions,
+            blobs,
+            sink,
+            attempts_ready=ready,
+            max_lease_wait_seconds=MAX_LEASE_WAIT_SECONDS,
+            heartbeat_interval_seconds=HEARTBEAT_INTERVAL_SECONDS,
+        ),
+        server,
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    assert port, "could not bind a loopback port"
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Harness(
+            sessions=sessions,
+            blobs=blobs,
+            sink=sink,
+            ready=ready,
+            stub=agent_pb2_grpc.AgentServiceStub(channel),
+            cluster_id=ids[0],
+            other_cluster_id=ids[1],
+            execution_id=ids[2],
+            tenant="research",
+            spec=spec,
+        )
+    finally:
+        await channel.close()
+        await server.stop(grace=None)
+        engine.dispose()
+
+
+@pytest.fixture
+def no_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long polls wake only when notified: no periodic database recheck during a test."""
+    monkeypatch.setattr(service_module, "_RECHECK_SECONDS", 3600.0)
+
+
+# --- authentication ---------------------------------------------------------------------------
+
+EMPTY_REQUESTS: dict[str, Any] = {
+    "Register": agent_pb2.RegisterRequest(),
+    "Heartbeat": agent_pb2.HeartbeatRequest(),
+    "LeaseAttempts": agent_pb2.LeaseAttemptsRequest(wait_seconds=0),
+    "ReportStatus": agent_pb2.ReportStatusRequest(attempt_id="at-x", state=RUNNING, sequence=1),
+}
+
+
+@pytest.mark.parametrize("method", sorted(EMPTY_REQUESTS))
+@pytest.mark.parametrize(
+    ("metadata", "details"),
+    [
+        ((), "missing bearer token"),
+        ((("authorization", f"Basic {TOKEN}"),), "missing bearer token"),
+        ((("authorization", "Bearer "),), "missing bearer token"),
+        ((("authorization", "Bearer ffa_wrong-token"),), "invalid agent token"),
+        # The hash of a valid token is not a token.
+        ((("authorization", f"Bearer {clusters_repo.hash_token(TOKEN)}"),), "invalid agent token"),
+    ],
+    ids=["none", "not-bearer", "empty", "wrong", "hash"],
+)
+async def test_calls_without_a_valid_token_are_unauthenticated(
+    harness: Harness, method: str, metadata: tuple[tuple[str, str], ...], details: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await getattr(harness.stub, method)(
+            EMPTY_REQUESTS[method], metadata=metadata, timeout=DEADLINE_SECONDS
+        )
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # Says what is wrong, and nothing about tokens, hashes or clusters that exist.
+    assert raised.value.details() == details
+    cluster = await harness.cluster()
+    assert cluster.last_heartbeat_at is None
+
+
+# --- Register and Heartbeat -------------------------------------------------------------------
+
+
+async def test_register_records_the_agent_and_returns_the_heartbeat_interval(
+    harness: Harness,
+) -> None:
+    capacity = agent_pb2.Capacity(
+        cpu_allocatable=16,
+        cpu_in_use=1.5,
+        memory_bytes_allocatable=64 << 30,
+        memory_bytes_in_use=1 << 30,
+        gpus=[agent_pb2.GpuCapacity(gpu_type="a100", allocatable=4, in_use=1)],
+    )
+    response = await harness.stub.Register(
+        agent_pb2.RegisterRequest(
+            agent_version="1.4.0",
+            executors=["local-process"],
+            labels={"region": "eu"},
+            capacity=capacity,
+        ),
+        metadata=bearer(TOKEN),
+        timeout=DEADLINE_SECONDS,
+    )
+    assert response.cluster_name == "alpha"
+    assert response.heartbeat_interval_seconds == HEARTBEAT_INTERVAL_SECONDS
+    cluster = await harness.cluster()
+    assert cluster.agent_version == "1.4.0"
+    assert cluster.labels == {"zone": "a", "region": "eu"}
+    assert cluster.capacity == {
+        "cpu_allocatable": 16.0,
+        "cpu_in_use": 1.5,
+        "memory_bytes_allocatable": 64 << 30,
+        "memory_bytes_in_use": 1 << 30,
+        "gpus": [{"gpu_type": "a100", "allocatable": 4, "in_use": 1}],
+    }
+    assert cluster.last_heartbeat_at is not None
+    other = await harness.cluster(harness.other_cluster_id)
+    assert other.last_heartbeat_at is None and other.agent_version is None
+
+
+async def test_register_places_attempts_that_waited_for_a_cluster(harness: Harness) -> None:
+    attempt = await harness.db(harness.create_attempt)
+    await harness.db(
+        lambda s: attempts_repo.place_pending_attempts(s, heartbeat_grace=timedelta(seconds=30))
+    )
+    assert (await harness.attempt(attempt.id)).status == AttemptState.PENDING.value
+    await harness.register()
+    placed = await harness.attempt(attempt.id)
+    assert placed.status == AttemptState.ASSIGNED.value
+    assert placed.cluster_id == harness.cluster_id
+
+
+async def test_heartbeat_asks_to_stop_attempts_no_longer_wanted(harness: Harness) -> None:
+    await harness.register()
+    keep = await harness.leased_attempt()
+    cancelled = await harness.leased_attempt()
+    # Another cluster's active attempt, which this agent has no business running.
+    foreign = await harness.leased_attempt()
+
+    def hand_to_other_cluster(session: Session) -> None:
+        session.get_one(TaskAttempt, foreign.attempt_id).cluster_id = harness.other_cluster_id
+
+    await harness.db(hand_to_other_cluster)
+    # As finish_execution cancels the attempts of a failed execution.
+    await harness.db(
+        lambda s: attempts_repo.move_attempt(
+            s, s.get_one(TaskAttempt, cancelled.attempt_id), AttemptState.CANCELLED
+        )
+    )
+    before = (await harness.cluster()).last_heartbeat_at
+    assert before is not None
+    running = [keep.attempt_id, cancelled.attempt_id, "at-unknown", foreign.attempt_id]
+    response = await harness.stub.Heartbeat(
+        agent_pb2.HeartbeatRequest(
+            capacity=agent_pb2.Capacity(cpu_allocatable=4), running_attempt_ids=running
+        ),
+        metadata=bearer(TOKEN),
+        timeout=DEADLINE_SECONDS,
+    )
+    assert list(response.stop_attempt_ids) == [
+        cancelled.attempt_id,
+        "at-unknown",
+        foreign.attempt_id,
+    ]
+    cluster = await harness.cluster()
+    assert cluster.capacity["cpu_allocatable"] == 4.0
+    assert cluster.last_heartbeat_at is not None and cluster.last_heartbeat_at >= before
+    # Nothing running, nothing to stop.
+    empty = await harness.stub.Heartbeat(
+        agent_pb2.HeartbeatRequest(), metadata=bearer(TOKEN), timeout=DEADLINE_SECONDS
+    )
+    assert list(empty.stop_attempt_ids) == []
+
+
+# --- LeaseAttempts ----------------------------------------------------------------------------
+
+
+async def test_long_poll_returns_as_soon_as_an_attempt_is_ready(
+    harness: Harness, no_recheck: None
+) -> None:
+    await harness.register()
+    poll = asyncio.create_task(harness.lease(wait_seconds=30))
+    await within_deadline(harness.ready.waiting.wait(), "the long poll to wait")
+    assert not poll.done()
+
+    def start_attempt() -> str:
+        # What the start_attempt activity does, in its worker thread: create, place, notify.
+        with transaction(harness.sessions) as session:
+            attempt = harness.create_attempt(session)
+            attempts_repo.place_pending_attempts(session, heartbeat_grace=timedelta(seconds=30))
+            attempt_id = attempt.id
+        harness.ready.notify()
+        return attempt_id
+
+    attempt_id = await asyncio.to_thread(start_attempt)
+    # Without the wake-up this poll would wait out its 30 seconds (no recheck): the deadline
+    # is a third of that.
+    assignments = await within_deadline(poll, "the long poll to return the attempt")
+    assert [a.attempt_id for a in assignments] == [attempt_id]
+    assert (await harness.attempt(attempt_id)).status == AttemptState.LEASED.value
+
+
+async def test_a_wake_up_during_the_database_check_is_not_lost(
+    harness: Harness, no_recheck: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attempt appears, and its wake-up is delivered, after the poll's check saw nothing
+    but before it started waiting."""
+    await harness.register()
+    loop = asyncio.get_running_loop()
+    original = AgentService._lease
+    raced = threading.Event()
+
+    def lease_then_race(self: AgentService, cluster_id: str, max_attempts: int) -> Any:
+        assignments = original(self, cluster_id, max_attempts)
+        if not raced.is_set():
+            raced.set()
+            with transaction(harness.sessions) as session:
+                harness.create_attempt(session)
+            harness.ready.notify()
+            # Return only once the loop has run the wake-up (callbacks run in order).
+            woken = threading.Event()
+            loop.call_soon_threadsafe(woken.set)
+            assert woken.wait(DEADLINE_SECONDS)
+        return assignments
+
+    monkeypatch.setattr(AgentService, "_lease", lease_then_race)
+    assignments = await within_deadline(harness.lease(wait_seconds=30), "the long poll")
+    assert raced.is_set()
+    assert len(assignments) == 1
+
+
+async def test_long_poll_returns_empty_after_wait_seconds(harness: Harness) -> None:
+    await harness.register()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await within_deadline(harness.lease(wait_seconds=1), "an empty lease") == []
+    assert loop.time() - started >= 0.9  # it did wait, rather than answer at once
+    # wait_seconds=0 is a plain poll.
+    assert await within_deadline(harness.lease(wait_seconds=0), "a plain poll") == []
+
+
+async def test_assignment_carries_everything_the_agent_needs(harness: Harness) -> None:
+    await harness.register()
+    created = await harness.db(harness.create_attempt)  # PENDING: placed by the lease itself
+    (assignment,) = await harness.lease()
+    task = harness.spec.tasks[PREPARE]
+    assert assignment.attempt_id == created.id
+    assert assignment.fencing_token == 1
+    assert assignment.execution_id == harness.execution_id
+    assert assignment.node_id == "n0"
+    assert assignment.tenant == harness.tenant
+    assert (assignment.task_module, assignment.task_function) == ("examples.train", "prepare")
+    assert (assignment.task_module, assignment.task_function) == (task.module, task.function)
+    assert assignment.bundle_uri == harness.blobs.uri(f"bundles/{BUNDLE_DIGEST}.tar.gz")
+    assert harness.blobs.get(assignment.bundle_uri) == BUNDLE_BYTES
+    assert assignment.inputs_uri == created.inputs_uri
+    assert harness.blobs.get(assignment.inputs_uri) == b'{"n": 3}'
+    assert assignment.outputs_uri == created.outputs_uri
+    assert assignment.resources == agent_pb2.Resources(
+        cpu=2.5, memory_bytes=3 << 30, gpu=1, gpu_type="a100"
+    )
+    assert assignment.timeout_seconds == 120
+    assert assignment.image == "registry.example/train:1"
+    # Leased once: the next poll, or another cluster's, gets nothing.
+    assert await harness.lease() == []
+    assert await harness.lease(token=OTHER_TOKEN) == []
+
+
+# --- ReportStatus -----------------------------------------------------------------------------
+
+
+async def test_a_terminal_report_signals_the_workflow_once(harness: Harness) -> None:
+    await harness.register()
+    assignment = await harness.leased_attempt()
+    running = await harness.report(assignment, RUNNING, 1)
+    assert running.accepted
+    assert harness.sink.calls == []
+    succeeded = await harness.report(assignment, SUCCEEDED, 2, message="ok")
+    assert succeeded.accepted
+    expected = (harness.execution_id, AttemptFinished(assignment.attempt_id, "SUCCEEDED", "ok"))
+    assert harness.sink.calls == [expected]
+    # The agent did not hear the answer and sends the report again: nothing new happens.
+    duplicate = await harness.report(assignment, SUCCEEDED, 2, message="ok")
+    assert duplicate.accepted
+    assert harness.sink.calls == [expected]
+    assert (await harness.attempt(assignment.attempt_id)).status == AttemptState.SUCCEEDED.value
+
+
+async def test_a_failure_is_stored_and_signalled(harness: Harness) -> None:
+    await harness.register()
+    assignment = await harness.leased_attempt()
+    response = await harness.report(
+        assignment, FAILED, 1, message="ValueError: n", traceback="Traceback ...\nValueError: n"
+    )
+    assert response.accepted
+    assert harness.sink.calls == [
+        (harness.execution_id, AttemptFinished(assignment.attempt_id, "FAILED", "ValueError: n"))
+    ]
+    attempt = await harness.attempt(assignment.attempt_id)
+    assert (attempt.error_message, attempt.error_traceback) == (
+        "ValueError: n",
+        "Traceback ...\nValueError: n",
+    )
+
+
+async def test_rejected_reports_are_answered_not_signalled(harness: Harness) -> None:
+    await harness.register()
+    assignment = await harness.leased_attempt()
+    stale = agent_pb2.Assignment()
+    stale.CopyFrom(assignment)
+    stale.fencing_token = assignment.fencing_token - 1
+    response = await harness.report(stale, SUCCEEDED, 1)
+    assert not response.accepted and "fencing token" in response.reason
+    foreign = await harness.report(assignment, SUCCEEDED, 1, token=OTHER_TOKEN)
+    assert (foreign.accepted, foreign.reason) == (False, "unknown attempt")
+    assert harness.sink.calls == []
+    assert (await harness.attempt(assignment.attempt_id)).status == AttemptState.LEASED.value
+
+
+@pytest.mark.parametrize("state", [agent_pb2.ATTEMPT_STATE_UNSPECIFIED, 99])
+async def test_a_state_an_agent_may_not_report_is_invalid_argument(
+    harness: Harness, state: int
+) -> None:
+    await harness.register()
+    assignment = await harness.leased_attempt()
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await harness.report(assignment, state, 1)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details() == f"state {state} is not one an agent may report"
+    attempt = await harness.attempt(assignment.attempt_id)
+    assert attempt.status == AttemptState.LEASED.value and attempt.last_report_sequence == 0
+    assert harness.sink.calls == []
+
+
+# --- unexpected errors ------------------------------------------------------------------------
+
+
+async def test_an_unexpected_error_is_logged_and_answered_internal(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    await harness.register()
+    assignment = await harness.leased_attempt()
+    harness.sink.failures.append(RuntimeError("temporal at 10.0.0.7:7233 said no"))
+    with caplog.at_level(logging.ERROR, logger="control_plane.agent_api"):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await harness.report(assignment, SUCCEEDED, 1)
+    assert raised.value.code() == grpc.StatusCode.INTERNAL
+    assert raised.value.details() == "internal error"
+    assert "10.0.0.7" not in (raised.value.debug_error_string() or "")
+    (record,) = [r for r in caplog.records if r.name == "control_plane.agent_api.interceptors"]
+    assert "/fleetflow.agent.v1.AgentService/ReportStatus" in record.getMessage()
+    assert record.exc_info is not None and "10.0.0.7" in str(record.exc_info[1])
+    # The state was committed before the signal was tried.
+    assert (await harness.attempt(assignment.attempt_id)).status == AttemptState.SUCCEEDED.value
+    assert harness.sink.calls == []
+
+    # The agent retries the report it got an error for: now a duplicate, but its signal was
+    # never delivered, so the repeat delivers it, once.
+    again = await harness.report(assignment, SUCCEEDED, 1)
+    assert again.accepted
+    expected = (harness.execution_id, AttemptFinished(assignment.attempt_id, "SUCCEEDED", ""))
+    assert harness.sink.calls == [expected]
+    assert (await harness.report(assignment, SUCCEEDED, 1)).accepted
+    assert harness.sink.calls == [expected]
+
+
+async def test_the_server_stays_usable_after_an_unexpected_error(harness: Harness) -> None:
+    await harness.register()
+    first = await harness.leased_attempt()
+    harness.sink.failures.append(RuntimeError("boom"))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await harness.report(first, SUCCEEDED, 1)
+    second = await harness.leased_attempt()
+    assert (await harness.report(second, SUCCEEDED, 1)).accepted
+    assert [event.attempt_id for _, event in harness.sink.calls] == [second.attempt_id]
+
+
+async def test_a_call_cancelled_before_its_signal_went_out_signals_on_the_repeat(
+    harness: Harness,
+) -> None:
+    """The agent's deadline passes while the signal is still being retried: the server drops
+    the call, the state stays committed, and the agent's repeated report delivers the signal."""
+    await harness.register()
+    assignment = await harness.leased_attempt()
+    harness.sink.hang = True
+    call = asyncio.create_task(harness.report(assignment, SUCCEEDED, 1))
+    await within_deadline(harness.sink.hanging.wait(), "the signal to be under way")
+    call.cancel()
+    await within_deadline(harness.sink.cancelled.wait(), "the server to drop the call")
+    assert harness.sink.calls == []
+    assert (await harness.attempt(assignment.attempt_id)).status == AttemptState.SUCCEEDED.value
+
+    again = await harness.report(assignment, SUCCEEDED, 1)
+    assert again.accepted
+    expected = (harness.execution_id, AttemptFinished(assignment.attempt_id, "SUCCEEDED", ""))
+    assert harness.sink.calls == [expected]
+    assert (await harness.report(assignment, SUCCEEDED, 1)).accepted
+    assert harness.sink.calls == [expected]
