@@ -26,22 +26,31 @@ class TypeKind(StrEnum):
     FLOAT = "float"
     STRING = "string"
     BOOLEAN = "boolean"
+    BYTES = "bytes"  # literal: base64 string
+    DATETIME = "datetime"  # literal: ISO 8601 string; an offset only if the value had one
+    DURATION = "duration"  # literal: seconds as a number
+    ENUM = "enum"  # literal: the member's string value, one of `values`
+    OPTIONAL = "optional"  # literal: null or a literal of `item`
     LIST = "list"
     DICT = "dict"  # keys are always strings
-    STRUCT = "struct"  # a dataclass: named, typed fields
+    STRUCT = "struct"  # a dataclass or pydantic model: named, typed fields
+    FILE = "file"  # literal: {"uri": ..., "name": ...}, a blob
+    DIRECTORY = "directory"  # literal: {"uri": ...}, a prefix of blobs
 
 
 class LiteralType(_Frozen):
     """The type of a value in the IR.
 
-    `item` is the element type of a list and the value type of a dict; `name` and `fields`
-    describe a struct (dataclass) by its qualified name and its typed fields.
+    `item` is the element type of a list, the value type of a dict and the inner type of an
+    optional; `name` and `fields` describe a struct by its qualified name and its typed fields;
+    `name` and `values` describe an enum.
     """
 
     kind: TypeKind
     item: LiteralType | None = None
     name: str | None = None
     fields: dict[str, LiteralType] | None = None
+    values: list[str] | None = None
 
     def describe(self) -> str:
         """Human-readable type, as a Python annotation would read (`list[int]`, `Metrics`)."""
@@ -54,6 +63,20 @@ class LiteralType(_Frozen):
                 return "str"
             case TypeKind.BOOLEAN:
                 return "bool"
+            case TypeKind.BYTES:
+                return "bytes"
+            case TypeKind.DATETIME:
+                return "datetime"
+            case TypeKind.DURATION:
+                return "timedelta"
+            case TypeKind.FILE:
+                return "File"
+            case TypeKind.DIRECTORY:
+                return "Directory"
+            case TypeKind.OPTIONAL:
+                return f"Optional[{self.item.describe() if self.item else '?'}]"
+            case TypeKind.ENUM:
+                return (self.name or "enum").rsplit(".", 1)[-1]
             case TypeKind.LIST:
                 return f"list[{self.item.describe() if self.item else '?'}]"
             case TypeKind.DICT:
@@ -101,6 +124,18 @@ class TaskSpec(_Frozen):
     retries: int = Field(default=0, ge=0)
     timeout_seconds: int | None = Field(default=None, gt=0)
     image: str | None = None
+    # Outputs are reused for the same inputs while `cache_version` is unchanged.
+    cache: bool = False
+    cache_version: str | None = None
+
+
+class MapSpec(_Frozen):
+    """A map node runs its task once per element of the inputs named in `over` (each bound to
+    a list of the parameter's type); other inputs are passed whole to every element. Its
+    outputs are lists, in element order."""
+
+    over: list[str]
+    concurrency: int | None = Field(default=None, gt=0)
 
 
 class InputBinding(_Frozen):
@@ -132,6 +167,7 @@ class Node(_Frozen):
     id: str
     task: str  # key into WorkflowSpec.tasks
     inputs: dict[str, Binding] = Field(default_factory=dict)
+    map: MapSpec | None = None
 
     @property
     def upstream(self) -> list[str]:
