@@ -28,6 +28,10 @@ class ExecutionLauncher(Protocol):
         """Start the execution's workflow; False when it was already started (idempotent)."""
         ...
 
+    async def cancel_execution(self, execution_id: str) -> None:
+        """Ask the execution's workflow to cancel; a no-op when it is not running."""
+        ...
+
 
 async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings

@@ -11,7 +11,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -92,13 +101,17 @@ class TaskAttempt(Base):
     """One try of one node of an execution, leased by one cluster's agent."""
 
     __tablename__ = "task_attempts"
-    __table_args__ = (UniqueConstraint("execution_id", "node_id", "attempt_number"),)
+    __table_args__ = (UniqueConstraint("execution_id", "node_id", "map_index", "attempt_number"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id"), index=True)
     node_id: Mapped[str] = mapped_column(String(128))
+    # Element of a map node this attempt runs; NO_MAP_INDEX for ordinary nodes.
+    map_index: Mapped[int] = mapped_column(Integer, default=-1)
     task_name: Mapped[str] = mapped_column(String(256))
     attempt_number: Mapped[int] = mapped_column(Integer)
+    # Born SUCCEEDED from the task cache: nothing was dispatched.
+    cache_hit: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), index=True)  # AttemptState
     cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), index=True)
     # Bumped on every lease; reports carrying an older token are rejected.
@@ -115,3 +128,19 @@ class TaskAttempt(Base):
     finished_at: Mapped[datetime | None]
 
     execution: Mapped[Execution] = relationship(back_populates="attempts")
+
+
+NO_MAP_INDEX = -1
+
+
+class TaskCacheEntry(Base):
+    """Outputs of a cacheable task, by hash of (task, cache_version, interface, inputs)."""
+
+    __tablename__ = "task_cache"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task_name: Mapped[str] = mapped_column(String(256))
+    cache_version: Mapped[str] = mapped_column(String(128))
+    outputs_uri: Mapped[str] = mapped_column(Text)
+    source_attempt_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,8 +1,9 @@
 """Temporal activities: every piece of I/O an execution needs (database, blob store).
 
 Each activity is idempotent, because Temporal may run it more than once: attempts are keyed by
-(execution, node, attempt number), blobs are written whole under deterministic keys, and state
-moves go through the transition policy, which refuses repeats.
+(execution, node, map index, attempt number), blobs are written whole under deterministic keys,
+cache entries are insert-if-absent, and state moves go through the transition policy, which
+refuses repeats.
 """
 
 from __future__ import annotations
@@ -15,20 +16,35 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from control_plane.db.models import Execution, TaskAttempt
+from control_plane.db.models import NO_MAP_INDEX, Execution, TaskAttempt
 from control_plane.db.repositories import attempts as attempts_repo
+from control_plane.db.repositories import task_cache
 from control_plane.db.repositories.executions import move_execution
 from control_plane.db.session import transaction
 from control_plane.orchestration.states import AttemptState, ExecutionState
 from control_plane.orchestration.workflows import (
+    AttemptStart,
     ExecutionPlan,
     FinishExecutionInput,
+    NodeRef,
     PlanNode,
     StartAttemptInput,
 )
-from fleetflow.ir import Binding, InputBinding, LiteralBinding, NodeOutputBinding, WorkflowSpec
+from fleetflow.ir import (
+    Binding,
+    InputBinding,
+    LiteralBinding,
+    Node,
+    NodeOutputBinding,
+    WorkflowSpec,
+)
 from fleetflow.storage import BlobStore
+
+
+def node_prefix(execution_id: str, node_id: str) -> str:
+    return f"executions/{execution_id}/{node_id}"
 
 
 class ExecutionActivities:
@@ -48,13 +64,50 @@ class ExecutionActivities:
         self._heartbeat_grace = heartbeat_grace
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.begin_execution, self.start_attempt, self.finish_execution]
+        return [
+            self.begin_execution,
+            self.expand_map,
+            self.start_attempt,
+            self.complete_node,
+            self.finish_execution,
+        ]
 
     def _load(self, session: Session, execution_id: str) -> tuple[Execution, WorkflowSpec]:
         execution = session.get(Execution, execution_id)
         if execution is None:
             raise LookupError(f"execution {execution_id} does not exist")
         return execution, WorkflowSpec.model_validate(execution.workflow.spec)
+
+    def _read_json(self, uri: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self._blobs.get(uri))
+        return data
+
+    def _node_outputs(self, session: Session, execution: Execution, node: Node) -> dict[str, Any]:
+        """A node's outputs: its succeeded attempt's, or a map node's collected lists."""
+        if node.map is not None:
+            prefix = node_prefix(execution.id, node.id)
+            return self._read_json(self._blobs.uri(f"{prefix}/outputs.json"))
+        attempt = attempts_repo.latest_succeeded_attempt(session, execution.id, node.id)
+        return self._read_json(attempt.outputs_uri)
+
+    def _resolve(
+        self, session: Session, execution: Execution, spec: WorkflowSpec, binding: Binding
+    ) -> Any:
+        if isinstance(binding, InputBinding):
+            return execution.inputs[binding.input]
+        if isinstance(binding, LiteralBinding):
+            return binding.value
+        assert isinstance(binding, NodeOutputBinding)
+        outputs = self._node_outputs(session, execution, spec.node(binding.node_id))
+        return outputs[binding.output]
+
+    def _node_inputs(
+        self, session: Session, execution: Execution, spec: WorkflowSpec, node: Node
+    ) -> dict[str, Any]:
+        return {
+            name: self._resolve(session, execution, spec, binding)
+            for name, binding in node.inputs.items()
+        }
 
     @activity.defn(name="begin_execution")
     def begin_execution(self, execution_id: str) -> ExecutionPlan:
@@ -64,64 +117,156 @@ class ExecutionActivities:
             move_execution(session, execution, ExecutionState.RUNNING)
         return ExecutionPlan(
             nodes=[
-                PlanNode(node.id, node.upstream, spec.tasks[node.task].retries)
+                PlanNode(
+                    node.id,
+                    node.upstream,
+                    spec.tasks[node.task].retries,
+                    is_map=node.map is not None,
+                    concurrency=node.map.concurrency if node.map else None,
+                )
                 for node in spec.nodes
             ]
         )
 
-    def _resolve(self, session: Session, execution: Execution, binding: Binding) -> Any:
-        if isinstance(binding, InputBinding):
-            return execution.inputs[binding.input]
-        if isinstance(binding, LiteralBinding):
-            return binding.value
-        assert isinstance(binding, NodeOutputBinding)
-        upstream = attempts_repo.latest_succeeded_attempt(session, execution.id, binding.node_id)
-        outputs = json.loads(self._blobs.get(upstream.outputs_uri))
-        return outputs[binding.output]
+    @activity.defn(name="expand_map")
+    def expand_map(self, ref: NodeRef) -> int:
+        """How many elements a map node runs: the common length of its mapped inputs."""
+        with transaction(self._sessions) as session:
+            execution, spec = self._load(session, ref.execution_id)
+            node = spec.node(ref.node_id)
+            assert node.map is not None
+            inputs = self._node_inputs(session, execution, spec, node)
+        lengths = {name: len(inputs[name]) for name in node.map.over}
+        if len(set(lengths.values())) > 1:
+            sizes = ", ".join(f"{name} has {n}" for name, n in lengths.items())
+            raise ApplicationError(
+                f"mapped inputs must have the same length: {sizes}",
+                type="MapInputLengthMismatch",
+                non_retryable=True,
+            )
+        return next(iter(lengths.values()), 0)
 
     @activity.defn(name="start_attempt")
-    def start_attempt(self, args: StartAttemptInput) -> str:
-        """Write the node's inputs to the blob store, create its attempt and place it."""
+    def start_attempt(self, args: StartAttemptInput) -> AttemptStart:
+        """Write the unit's inputs, then answer from the task cache or create and place an
+        attempt for an agent to lease."""
         with transaction(self._sessions) as session:
             execution, spec = self._load(session, args.execution_id)
             node = spec.node(args.node_id)
-            prefix = f"executions/{execution.id}/{node.id}/{args.attempt_number}"
-            inputs = {name: self._resolve(session, execution, b) for name, b in node.inputs.items()}
+            task = spec.tasks[node.task]
+            inputs = self._node_inputs(session, execution, spec, node)
+            unit = node.id
+            if node.map is not None:
+                inputs.update({name: inputs[name][args.map_index] for name in node.map.over})
+                unit = f"{node.id}/{args.map_index}"
+            prefix = f"executions/{execution.id}/{unit}/{args.attempt_number}"
             inputs_uri = self._blobs.put(f"{prefix}/inputs.json", json.dumps(inputs).encode())
+            outputs_uri = self._blobs.uri(f"{prefix}/outputs.json")
+            cached = None
+            if task.cache:
+                entry = task_cache.find_cached(session, task_cache.cache_key(task, inputs))
+                if entry is not None and self._blobs.exists(entry.outputs_uri):
+                    cached = entry.outputs_uri
             attempt = attempts_repo.create_attempt(
                 session,
                 execution_id=execution.id,
                 node_id=node.id,
+                map_index=args.map_index,
                 task_name=node.task,
                 attempt_number=args.attempt_number,
                 inputs_uri=inputs_uri,
-                outputs_uri=self._blobs.uri(f"{prefix}/outputs.json"),
+                outputs_uri=cached or outputs_uri,
+                cache_hit=cached is not None,
             )
-            attempts_repo.place_pending_attempts(session, heartbeat_grace=self._heartbeat_grace)
-            attempt_id = attempt.id
-        self._on_attempt_ready()
-        return attempt_id
+            if not attempt.cache_hit:
+                attempts_repo.place_pending_attempts(session, heartbeat_grace=self._heartbeat_grace)
+            result = AttemptStart(attempt.id, cached=attempt.cache_hit)
+        if not result.cached:
+            self._on_attempt_ready()
+        return result
+
+    @activity.defn(name="complete_node")
+    def complete_node(self, ref: NodeRef) -> None:
+        """Remember cacheable outputs, and collect a map node's element outputs into lists."""
+        with transaction(self._sessions) as session:
+            execution, spec = self._load(session, ref.execution_id)
+            node = spec.node(ref.node_id)
+            task = spec.tasks[node.task]
+            succeeded = self._succeeded_units(session, execution.id, node.id)
+            if task.cache:
+                for attempt in succeeded:
+                    if not attempt.cache_hit:
+                        key = task_cache.cache_key(task, self._read_json(attempt.inputs_uri))
+                        task_cache.remember(
+                            session,
+                            key,
+                            task,
+                            outputs_uri=attempt.outputs_uri,
+                            attempt_id=attempt.id,
+                        )
+            if node.map is not None:
+                element_outputs = [self._read_json(a.outputs_uri) for a in succeeded]
+                collected = {
+                    out.name: [outputs[out.name] for outputs in element_outputs]
+                    for out in task.interface.outputs
+                }
+                self._blobs.put(
+                    f"{node_prefix(execution.id, node.id)}/outputs.json",
+                    json.dumps(collected).encode(),
+                )
+
+    @staticmethod
+    def _succeeded_units(session: Session, execution_id: str, node_id: str) -> list[TaskAttempt]:
+        """The latest succeeded attempt of each unit of a node, in map-index order."""
+        attempts = session.scalars(
+            select(TaskAttempt)
+            .where(
+                TaskAttempt.execution_id == execution_id,
+                TaskAttempt.node_id == node_id,
+                TaskAttempt.status == AttemptState.SUCCEEDED.value,
+            )
+            .order_by(TaskAttempt.map_index, TaskAttempt.attempt_number)
+        ).all()
+        latest: dict[int, TaskAttempt] = {}
+        for attempt in attempts:
+            latest[attempt.map_index] = attempt
+        return [latest[i] for i in sorted(latest)]
 
     @activity.defn(name="finish_execution")
     def finish_execution(self, args: FinishExecutionInput) -> None:
-        """Record outputs or the failure, and cancel attempts that are still active."""
+        """Record outputs, the failure or the cancellation; cancel attempts still active."""
         with transaction(self._sessions) as session:
             execution, spec = self._load(session, args.execution_id)
             if args.status == ExecutionState.SUCCEEDED:
                 outputs = {
-                    name: self._resolve(session, execution, b) for name, b in spec.outputs.items()
+                    name: self._resolve(session, execution, spec, binding)
+                    for name, binding in spec.outputs.items()
                 }
                 move_execution(session, execution, ExecutionState.SUCCEEDED, outputs=outputs)
+            elif args.status == ExecutionState.CANCELLED:
+                move_execution(session, execution, ExecutionState.CANCELLED)
             else:
-                failed = session.get(TaskAttempt, args.failed_attempt_id)
-                error = {
-                    "node_id": failed.node_id if failed else None,
-                    "attempt_id": args.failed_attempt_id or None,
-                    "message": (failed.error_message if failed else None) or "task failed",
-                    "traceback": failed.error_traceback if failed else None,
-                }
-                move_execution(session, execution, ExecutionState.FAILED, error=error)
+                move_execution(
+                    session, execution, ExecutionState.FAILED, error=self._error(session, args)
+                )
             self._cancel_active_attempts(session, execution.id)
+
+    @staticmethod
+    def _error(session: Session, args: FinishExecutionInput) -> dict[str, Any]:
+        failed = (
+            session.get(TaskAttempt, args.failed_attempt_id) if args.failed_attempt_id else None
+        )
+        if failed is None:
+            return {"node_id": None, "attempt_id": None, "message": args.message, "traceback": None}
+        node = failed.node_id
+        if failed.map_index != NO_MAP_INDEX:
+            node = f"{node}[{failed.map_index}]"
+        return {
+            "node_id": node,
+            "attempt_id": failed.id,
+            "message": failed.error_message or args.message or "task failed",
+            "traceback": failed.error_traceback,
+        }
 
     def _cancel_active_attempts(self, session: Session, execution_id: str) -> None:
         active = session.scalars(

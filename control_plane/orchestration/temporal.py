@@ -9,6 +9,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -75,6 +76,13 @@ class TemporalLauncher:
         except WorkflowAlreadyStartedError:
             return False
         return True
+
+    async def cancel_execution(self, execution_id: str) -> None:
+        try:
+            await self._client.get_workflow_handle(execution_id).cancel()
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
 
     async def signal_attempt_finished(self, execution_id: str, event: AttemptFinished) -> None:
         """Deliver a finished attempt to its workflow, retrying through Temporal hiccups."""

@@ -3,18 +3,25 @@
 Deterministic by construction: it only schedules activities (which own all I/O) and waits for
 `attempt_finished` signals sent by the agent gRPC service when an agent reports a terminal
 state. Outputs travel by URI in the database and blob store, never through workflow history.
+
+A node runs as one *unit*, or, for a map node, one unit per element (`map_index`); each unit
+is tried up to `1 + retries` times. A unit whose task is cached completes without an attempt
+being dispatched. Cancelling the workflow cancels the execution and its active attempts.
 Changes here must keep replaying the recorded histories in tests/ (determinism).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 WORKFLOW_NAME = "fleetflow.execution"
+NO_MAP_INDEX = -1
 
 
 @dataclass
@@ -27,6 +34,8 @@ class PlanNode:
     node_id: str
     upstream: list[str]
     retries: int
+    is_map: bool = False
+    concurrency: int | None = None
 
 
 @dataclass
@@ -35,10 +44,23 @@ class ExecutionPlan:
 
 
 @dataclass
+class NodeRef:
+    execution_id: str
+    node_id: str
+
+
+@dataclass
 class StartAttemptInput:
     execution_id: str
     node_id: str
     attempt_number: int
+    map_index: int = NO_MAP_INDEX
+
+
+@dataclass
+class AttemptStart:
+    attempt_id: str
+    cached: bool = False
 
 
 @dataclass
@@ -51,14 +73,23 @@ class AttemptFinished:
 @dataclass
 class FinishExecutionInput:
     execution_id: str
-    status: str  # SUCCEEDED | FAILED
+    status: str  # SUCCEEDED | FAILED | CANCELLED
     failed_attempt_id: str = ""
+    message: str = ""
 
 
 ACTIVITY_TIMEOUT = timedelta(seconds=60)
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
 )
+
+Unit = tuple[str, int]  # (node id, map index)
+_UNLIMITED = 1 << 30
+
+
+class _NodeFailed(Exception):
+    def __init__(self, finish: FinishExecutionInput) -> None:
+        self.finish = finish
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -70,56 +101,103 @@ class ExecutionWorkflow:
     def attempt_finished(self, event: AttemptFinished) -> None:
         self._finished[event.attempt_id] = event
 
-    @workflow.run
-    async def run(self, args: ExecutionInput) -> str:
-        plan: ExecutionPlan = await workflow.execute_activity(
-            "begin_execution",
-            args.execution_id,
-            result_type=ExecutionPlan,
+    async def _activity(self, name: str, arg: object, result_type: type | None = None) -> object:
+        return await workflow.execute_activity(
+            name,
+            arg,
+            result_type=result_type,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
         )
+
+    @workflow.run
+    async def run(self, args: ExecutionInput) -> str:
+        execution_id = args.execution_id
+        try:
+            plan = await self._activity("begin_execution", execution_id, ExecutionPlan)
+            assert isinstance(plan, ExecutionPlan)
+            await self._walk(execution_id, plan)
+        except asyncio.CancelledError:
+            return await self._finish(FinishExecutionInput(execution_id, "CANCELLED"))
+        except _NodeFailed as failed:
+            return await self._finish(failed.finish)
+        return await self._finish(FinishExecutionInput(execution_id, "SUCCEEDED"))
+
+    async def _walk(self, execution_id: str, plan: ExecutionPlan) -> None:
         nodes = {n.node_id: n for n in plan.nodes}
         done: set[str] = set()
-        attempt_numbers: dict[str, int] = {}
-        running: dict[str, str] = {}  # node id -> attempt id
+        waiting: dict[str, list[Unit]] = {}  # started nodes -> units not yet launched
+        unfinished: dict[str, int] = {}  # started nodes -> units not yet succeeded
+        tries: dict[Unit, int] = {}
+        running: dict[Unit, str] = {}  # unit -> attempt id
 
         while len(done) < len(nodes):
+            # Expand newly ready nodes into units.
             for node in plan.nodes:
-                ready = all(u in done for u in node.upstream)
-                if ready and node.node_id not in done and node.node_id not in running:
-                    number = attempt_numbers.get(node.node_id, 0) + 1
-                    attempt_numbers[node.node_id] = number
-                    running[node.node_id] = await workflow.execute_activity(
+                if node.node_id in done or node.node_id in unfinished:
+                    continue
+                if all(u in done for u in node.upstream):
+                    count = await self._expand(execution_id, node)
+                    indexes = list(range(count)) if node.is_map else [NO_MAP_INDEX]
+                    waiting[node.node_id] = [(node.node_id, i) for i in indexes]
+                    unfinished[node.node_id] = len(indexes)
+            # Launch units within each node's concurrency.
+            for node_id, queue in waiting.items():
+                limit = nodes[node_id].concurrency or _UNLIMITED
+                active = sum(1 for unit in running if unit[0] == node_id)
+                while queue and active < limit:
+                    unit = queue.pop(0)
+                    tries[unit] = tries.get(unit, 0) + 1
+                    start = await self._activity(
                         "start_attempt",
-                        StartAttemptInput(args.execution_id, node.node_id, number),
-                        result_type=str,
-                        start_to_close_timeout=ACTIVITY_TIMEOUT,
-                        retry_policy=ACTIVITY_RETRY,
+                        StartAttemptInput(execution_id, unit[0], tries[unit], unit[1]),
+                        AttemptStart,
                     )
+                    assert isinstance(start, AttemptStart)
+                    if start.cached:
+                        unfinished[node_id] -= 1
+                    else:
+                        running[unit] = start.attempt_id
+                        active += 1
+            # Complete nodes whose units all succeeded.
+            for node_id in [n for n, left in unfinished.items() if left == 0]:
+                await self._activity("complete_node", NodeRef(execution_id, node_id))
+                del unfinished[node_id]
+                del waiting[node_id]
+                done.add(node_id)
+            if len(done) == len(nodes) or not running:
+                continue
             await workflow.wait_condition(
                 lambda: any(a in self._finished for a in running.values())
             )
-            for node_id, attempt_id in list(running.items()):
+            for unit, attempt_id in list(running.items()):
                 event = self._finished.get(attempt_id)
                 if event is None:
                     continue
-                del running[node_id]
+                del running[unit]
                 if event.status == "SUCCEEDED":
-                    done.add(node_id)
-                elif attempt_numbers[node_id] <= nodes[node_id].retries:
-                    workflow.logger.info("retrying node %s after %s", node_id, event.status)
+                    unfinished[unit[0]] -= 1
+                elif tries[unit] <= nodes[unit[0]].retries:
+                    workflow.logger.info("retrying %s after %s", unit, event.status)
+                    waiting[unit[0]].insert(0, unit)
                 else:
-                    return await self._finish(
-                        FinishExecutionInput(args.execution_id, "FAILED", attempt_id)
-                    )
-        return await self._finish(FinishExecutionInput(args.execution_id, "SUCCEEDED"))
+                    raise _NodeFailed(FinishExecutionInput(execution_id, "FAILED", attempt_id))
+
+    async def _expand(self, execution_id: str, node: PlanNode) -> int:
+        """How many units a node has: 1, or a map node's element count."""
+        if not node.is_map:
+            return 1
+        try:
+            count = await self._activity("expand_map", NodeRef(execution_id, node.node_id), int)
+        except ActivityError as err:
+            cause = err.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(err)
+            raise _NodeFailed(
+                FinishExecutionInput(execution_id, "FAILED", message=f"{node.node_id}: {message}")
+            ) from None
+        assert isinstance(count, int)
+        return count
 
     async def _finish(self, finish: FinishExecutionInput) -> str:
-        await workflow.execute_activity(
-            "finish_execution",
-            finish,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=ACTIVITY_RETRY,
-        )
+        await self._activity("finish_execution", finish)
         return finish.status

@@ -25,9 +25,11 @@ class ExecutionCreate(BaseModel):
 class AttemptPublic(BaseModel):
     id: str
     node_id: str
+    map_index: int | None = Field(description="element of a map node; null for other nodes")
     task_name: str
     attempt_number: int
     status: AttemptState
+    cache_hit: bool = Field(description="answered from the task cache; nothing was dispatched")
     cluster: str | None
     error_message: str | None
     error_traceback: str | None

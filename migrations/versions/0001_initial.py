@@ -83,8 +83,10 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("execution_id", sa.String(length=64), nullable=False),
         sa.Column("node_id", sa.String(length=128), nullable=False),
+        sa.Column("map_index", sa.Integer(), nullable=False),
         sa.Column("task_name", sa.String(length=256), nullable=False),
         sa.Column("attempt_number", sa.Integer(), nullable=False),
+        sa.Column("cache_hit", sa.Boolean(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("cluster_id", sa.String(length=64), nullable=True),
         sa.Column("fencing_token", sa.Integer(), nullable=False),
@@ -100,14 +102,25 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["cluster_id"], ["clusters.id"]),
         sa.ForeignKeyConstraint(["execution_id"], ["executions.id"]),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("execution_id", "node_id", "attempt_number"),
+        sa.UniqueConstraint("execution_id", "node_id", "map_index", "attempt_number"),
     )
     op.create_index(op.f("ix_task_attempts_execution_id"), "task_attempts", ["execution_id"])
     op.create_index(op.f("ix_task_attempts_status"), "task_attempts", ["status"])
     op.create_index(op.f("ix_task_attempts_cluster_id"), "task_attempts", ["cluster_id"])
+    op.create_table(
+        "task_cache",
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("task_name", sa.String(length=256), nullable=False),
+        sa.Column("cache_version", sa.String(length=128), nullable=False),
+        sa.Column("outputs_uri", sa.Text(), nullable=False),
+        sa.Column("source_attempt_id", sa.String(length=64), nullable=False),
+        _timestamp("created_at", nullable=False),
+        sa.PrimaryKeyConstraint("key"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("task_cache")
     op.drop_table("task_attempts")
     op.drop_table("executions")
     op.drop_table("workflow_specs")

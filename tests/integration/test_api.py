@@ -34,6 +34,7 @@ class FakeLauncher:
 
     def __init__(self) -> None:
         self.started: list[str] = []
+        self.cancelled: list[str] = []
         self.unavailable = False
 
     async def start_execution(self, execution_id: str) -> bool:
@@ -42,6 +43,11 @@ class FakeLauncher:
         first = execution_id not in self.started
         self.started.append(execution_id)
         return first
+
+    async def cancel_execution(self, execution_id: str) -> None:
+        if self.unavailable:
+            raise ConnectionError("temporal is down")
+        self.cancelled.append(execution_id)
 
 
 def make_bundle(content: str = "def prepare(n): ...\n") -> tuple[bytes, str]:

@@ -10,24 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from temporalio import activity
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from control_plane.orchestration.workflows import (
     AttemptFinished,
+    AttemptStart,
     ExecutionInput,
     ExecutionPlan,
     ExecutionWorkflow,
     FinishExecutionInput,
+    NodeRef,
     PlanNode,
     StartAttemptInput,
 )
@@ -36,42 +38,92 @@ from tests.integration.stack import TemporalServer
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 HISTORIES = Path(__file__).parent / "histories"
+EXECUTION = "ex-workflow-test"
 
 
 class FakeActivities:
-    """Plans a DAG and finishes attempts per `outcomes[(node, attempt_number)]`."""
+    """Scripted stand-ins for the activities and the agents.
 
-    def __init__(self, client: Client, plan: ExecutionPlan, outcomes: dict[tuple[str, int], str]):
+    A unit is "node" or, for a map element, "node[i]". `outcomes[(unit, try)]` is the terminal
+    state reported for that try (default SUCCEEDED); `map_sizes[node]` is a map node's element
+    count (negative: the inputs do not line up); units in `cached` answer from the cache; units
+    in `hold` are never reported, so the execution waits on them.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        plan: ExecutionPlan,
+        outcomes: dict[tuple[str, int], str] | None = None,
+        *,
+        map_sizes: dict[str, int] | None = None,
+        cached: set[str] | None = None,
+        hold: set[str] | None = None,
+    ) -> None:
         self.client = client
         self.plan = plan
-        self.outcomes = outcomes
+        self.outcomes = outcomes or {}
+        self.map_sizes = map_sizes or {}
+        self.cached = cached or set()
+        self.hold = hold or set()
         self.started: list[tuple[str, int]] = []
+        self.completed: list[str] = []
         self.finished: list[FinishExecutionInput] = []
+        self.active: set[str] = set()
+        self.max_active: dict[str, int] = {}
 
     @activity.defn(name="begin_execution")
     async def begin_execution(self, execution_id: str) -> ExecutionPlan:
         return self.plan
 
+    @activity.defn(name="expand_map")
+    async def expand_map(self, ref: NodeRef) -> int:
+        size = self.map_sizes[ref.node_id]
+        if size < 0:
+            raise ApplicationError("mapped inputs must have the same length", non_retryable=True)
+        return size
+
     @activity.defn(name="start_attempt")
-    async def start_attempt(self, args: StartAttemptInput) -> str:
-        self.started.append((args.node_id, args.attempt_number))
-        attempt_id = f"{args.node_id}#{args.attempt_number}"
-        status = self.outcomes.get((args.node_id, args.attempt_number), "SUCCEEDED")
-        handle = self.client.get_workflow_handle(args.execution_id)
-        # Like an agent report: arrives after the activity has returned.
-        asyncio.get_running_loop().call_later(
-            0.05,
-            lambda: asyncio.ensure_future(
-                handle.signal(
-                    ExecutionWorkflow.attempt_finished, AttemptFinished(attempt_id, status)
-                )
-            ),
+    async def start_attempt(self, args: StartAttemptInput) -> AttemptStart:
+        unit = args.node_id if args.map_index < 0 else f"{args.node_id}[{args.map_index}]"
+        self.started.append((unit, args.attempt_number))
+        attempt_id = f"{unit}#{args.attempt_number}"
+        if unit in self.cached:
+            return AttemptStart(attempt_id, cached=True)
+        self.active.add(unit)
+        same_node = sum(1 for u in self.active if u.split("[")[0] == args.node_id)
+        self.max_active[args.node_id] = max(self.max_active.get(args.node_id, 0), same_node)
+        if unit not in self.hold:
+            status = self.outcomes.get((unit, args.attempt_number), "SUCCEEDED")
+            handle = self.client.get_workflow_handle(args.execution_id)
+            # Like an agent report: arrives after the activity has returned.
+            asyncio.get_running_loop().call_later(
+                0.05, self._report, handle, unit, attempt_id, status
+            )
+        return AttemptStart(attempt_id)
+
+    def _report(self, handle: WorkflowHandle, unit: str, attempt_id: str, status: str) -> None:
+        self.active.discard(unit)
+        asyncio.ensure_future(
+            handle.signal(ExecutionWorkflow.attempt_finished, AttemptFinished(attempt_id, status))
         )
-        return attempt_id
+
+    @activity.defn(name="complete_node")
+    async def complete_node(self, ref: NodeRef) -> None:
+        self.completed.append(ref.node_id)
 
     @activity.defn(name="finish_execution")
     async def finish_execution(self, args: FinishExecutionInput) -> None:
         self.finished.append(args)
+
+    def all(self) -> list:
+        return [
+            self.begin_execution,
+            self.expand_map,
+            self.start_attempt,
+            self.complete_node,
+            self.finish_execution,
+        ]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -79,19 +131,6 @@ async def env(temporal_server: TemporalServer) -> AsyncIterator[WorkflowEnvironm
     # A plain client: the test server only skips time for clients that ask it to, and an
     # execution waiting for agents must not have its clock jumped.
     yield WorkflowEnvironment(await Client.connect(temporal_server.address))
-
-
-DIAMOND = ExecutionPlan(
-    nodes=[
-        PlanNode("a", [], 0),
-        PlanNode("b", ["a"], 1),
-        PlanNode("c", ["a"], 0),
-        PlanNode("d", ["b", "c"], 0),
-    ]
-)
-
-
-EXECUTION = "ex-workflow-test"
 
 
 async def _terminate_previous(client: Client) -> None:
@@ -102,17 +141,28 @@ async def _terminate_previous(client: Client) -> None:
         pass
 
 
-async def run_plan(
-    env: WorkflowEnvironment, plan: ExecutionPlan, outcomes: dict[tuple[str, int], str]
-) -> tuple[str, FakeActivities, WorkflowHistory]:
-    fakes = FakeActivities(env.client, plan, outcomes)
+DIAMOND = ExecutionPlan(
+    nodes=[
+        PlanNode("a", [], 0),
+        PlanNode("b", ["a"], 1),
+        PlanNode("c", ["a"], 0),
+        PlanNode("d", ["b", "c"], 0),
+    ]
+)
+FAN_OUT = ExecutionPlan(
+    nodes=[
+        PlanNode("prep", [], 0),
+        PlanNode("train", ["prep"], 1, is_map=True, concurrency=2),
+        PlanNode("pick", ["train"], 0),
+    ]
+)
+
+
+async def run_plan(env: WorkflowEnvironment, fakes: FakeActivities, record: str = "") -> str:
     await _terminate_previous(env.client)
-    queue = f"q-{uuid.uuid4()}"
+    queue = f"q-{record or id(fakes)}"
     async with Worker(
-        env.client,
-        task_queue=queue,
-        workflows=[ExecutionWorkflow],
-        activities=[fakes.begin_execution, fakes.start_attempt, fakes.finish_execution],
+        env.client, task_queue=queue, workflows=[ExecutionWorkflow], activities=fakes.all()
     ):
         # As in production, the workflow id is the execution id.
         handle = await env.client.start_workflow(
@@ -120,36 +170,84 @@ async def run_plan(
         )
         result = await asyncio.wait_for(handle.result(), timeout=60)
         history = await handle.fetch_history()
-    return result, fakes, history
+    await Replayer(workflows=[ExecutionWorkflow]).replay_workflow(history)
+    if record and os.environ.get("FLEETFLOW_RECORD_HISTORIES"):
+        HISTORIES.mkdir(exist_ok=True)
+        (HISTORIES / f"{record}.json").write_text(history.to_json())
+    return result
 
 
 async def test_nodes_run_after_their_upstream(env: WorkflowEnvironment) -> None:
-    result, fakes, history = await run_plan(env, DIAMOND, {})
-    assert result == "SUCCEEDED"
-    order = [node for node, _ in fakes.started]
+    fakes = FakeActivities(env.client, DIAMOND)
+    assert await run_plan(env, fakes, "diamond_succeeds") == "SUCCEEDED"
+    order = [unit for unit, _ in fakes.started]
     assert order[0] == "a" and order[-1] == "d" and set(order[1:3]) == {"b", "c"}
+    assert fakes.completed.index("a") < fakes.started.index(("b", 1))
     assert fakes.finished == [FinishExecutionInput(EXECUTION, "SUCCEEDED")]
-    await Replayer(workflows=[ExecutionWorkflow]).replay_workflow(history)
-    if os.environ.get("FLEETFLOW_RECORD_HISTORIES"):
-        HISTORIES.mkdir(exist_ok=True)
-        (HISTORIES / "diamond_succeeds.json").write_text(history.to_json())
 
 
 async def test_failed_attempt_is_retried_within_the_task_retries(env: WorkflowEnvironment) -> None:
-    result, fakes, history = await run_plan(env, DIAMOND, {("b", 1): "FAILED"})
-    assert result == "SUCCEEDED"
+    fakes = FakeActivities(env.client, DIAMOND, {("b", 1): "FAILED"})
+    assert await run_plan(env, fakes, "diamond_retry") == "SUCCEEDED"
     assert fakes.started.count(("b", 1)) == 1 and ("b", 2) in fakes.started
-    if os.environ.get("FLEETFLOW_RECORD_HISTORIES"):
-        (HISTORIES / "diamond_retry.json").write_text(history.to_json())
 
 
 async def test_failure_beyond_retries_fails_the_execution(env: WorkflowEnvironment) -> None:
-    result, fakes, history = await run_plan(env, DIAMOND, {("c", 1): "FAILED"})
-    assert result == "FAILED"
-    assert ("d", 1) not in fakes.started
+    fakes = FakeActivities(env.client, DIAMOND, {("c", 1): "FAILED"})
+    assert await run_plan(env, fakes, "diamond_fails") == "FAILED"
+    assert ("d", 1) not in [(u, n) for u, n in fakes.started]
     assert fakes.finished == [FinishExecutionInput(EXECUTION, "FAILED", "c#1")]
-    if os.environ.get("FLEETFLOW_RECORD_HISTORIES"):
-        (HISTORIES / "diamond_fails.json").write_text(history.to_json())
+
+
+async def test_map_node_fans_out_within_its_concurrency(env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(env.client, FAN_OUT, {("train[3]", 1): "FAILED"}, map_sizes={"train": 5})
+    assert await run_plan(env, fakes, "map_fan_out") == "SUCCEEDED"
+    trains = sorted(u for u, _ in fakes.started if u.startswith("train"))
+    assert trains == [f"train[{i}]" for i in (0, 1, 2, 3, 3, 4)]
+    assert ("train[3]", 2) in fakes.started
+    assert fakes.max_active["train"] <= 2
+    assert fakes.completed == ["prep", "train", "pick"]
+
+
+async def test_empty_map_completes_without_attempts(env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(env.client, FAN_OUT, map_sizes={"train": 0})
+    assert await run_plan(env, fakes) == "SUCCEEDED"
+    assert [u for u, _ in fakes.started] == ["prep", "pick"]
+
+
+async def test_mismatched_map_inputs_fail_with_the_reason(env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(env.client, FAN_OUT, map_sizes={"train": -1})
+    assert await run_plan(env, fakes) == "FAILED"
+    (finish,) = fakes.finished
+    assert finish.status == "FAILED" and "same length" in finish.message
+    assert finish.message.startswith("train:")
+
+
+async def test_cached_units_are_not_dispatched(env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(
+        env.client, FAN_OUT, map_sizes={"train": 3}, cached={"prep", "train[0]", "train[2]"}
+    )
+    assert await run_plan(env, fakes, "map_cached") == "SUCCEEDED"
+    assert fakes.active == set()
+    assert fakes.completed == ["prep", "train", "pick"]
+
+
+async def test_cancelling_the_workflow_cancels_the_execution(env: WorkflowEnvironment) -> None:
+    await _terminate_previous(env.client)
+    fakes = FakeActivities(env.client, DIAMOND, hold={"b"})
+    async with Worker(
+        env.client, task_queue="q-cancel", workflows=[ExecutionWorkflow], activities=fakes.all()
+    ):
+        handle = await env.client.start_workflow(
+            ExecutionWorkflow.run, ExecutionInput(EXECUTION), id=EXECUTION, task_queue="q-cancel"
+        )
+        async with asyncio.timeout(30):
+            while "b" not in fakes.active:
+                await asyncio.sleep(0.02)
+        await handle.cancel()
+        assert await asyncio.wait_for(handle.result(), timeout=30) == "CANCELLED"
+    assert fakes.finished == [FinishExecutionInput(EXECUTION, "CANCELLED")]
+    assert ("d", 1) not in fakes.started
 
 
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
@@ -159,4 +257,4 @@ async def test_recorded_histories_still_replay(path: Path) -> None:
 
 
 async def test_recorded_histories_exist() -> None:
-    assert len(list(HISTORIES.glob("*.json"))) >= 3, "record with FLEETFLOW_RECORD_HISTORIES=1"
+    assert len(list(HISTORIES.glob("*.json"))) >= 5, "record with FLEETFLOW_RECORD_HISTORIES=1"

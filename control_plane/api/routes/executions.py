@@ -13,12 +13,13 @@ from starlette.concurrency import run_in_threadpool
 from control_plane.api.deps import LauncherDep, SessionDep, TenantDep
 from control_plane.api.errors import ApiError
 from control_plane.api.inputs import InputValidationError, validate_execution_inputs
-from control_plane.db.models import Execution
+from control_plane.db.models import NO_MAP_INDEX, Execution
 from control_plane.db.repositories.executions import (
     cluster_names,
     create_execution,
     get_execution,
     list_executions,
+    move_execution,
 )
 from control_plane.db.repositories.workflows import get_workflow_version
 from control_plane.orchestration.states import AttemptState, ExecutionState
@@ -48,6 +49,8 @@ def executions_public(session: Session, executions: Sequence[Execution]) -> list
                 AttemptPublic(
                     id=attempt.id,
                     node_id=attempt.node_id,
+                    map_index=None if attempt.map_index == NO_MAP_INDEX else attempt.map_index,
+                    cache_hit=attempt.cache_hit,
                     task_name=attempt.task_name,
                     attempt_number=attempt.attempt_number,
                     status=AttemptState(attempt.status),
@@ -134,3 +137,39 @@ def get_execution_route(
     if execution is None:
         raise ApiError(404, f"execution {execution_id} not found")
     return executions_public(session, [execution])[0]
+
+
+@router.post(
+    "/{execution_id}/cancel",
+    responses={404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+)
+async def cancel_execution_route(
+    execution_id: str, session: SessionDep, tenant: TenantDep, launcher: LauncherDep
+) -> ExecutionPublic:
+    """Cancel an execution: its running attempts are stopped on every cluster.
+
+    Idempotent: cancelling a finished execution changes nothing and returns it as it is.
+    """
+    execution = await run_in_threadpool(get_execution, session, tenant.id, execution_id)
+    if execution is None:
+        raise ApiError(404, f"execution {execution_id} not found")
+    if not ExecutionState(execution.status).terminal:
+        try:
+            await launcher.cancel_execution(execution_id)
+        except Exception:
+            logger.exception("could not cancel execution %s", execution_id)
+            raise ApiError(
+                503, f"execution {execution_id} could not be cancelled: orchestrator unavailable"
+            ) from None
+        # Not started in the orchestrator yet: nothing will run it, so cancel it here.
+        await run_in_threadpool(_cancel_if_queued, session, execution)
+    session.expire_all()
+    refreshed = await run_in_threadpool(get_execution, session, tenant.id, execution_id)
+    assert refreshed is not None
+    return executions_public(session, [refreshed])[0]
+
+
+def _cancel_if_queued(session: Session, execution: Execution) -> None:
+    if execution.status == ExecutionState.QUEUED:
+        move_execution(session, execution, ExecutionState.CANCELLED)
+        session.commit()

@@ -12,7 +12,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from control_plane.db.models import Cluster, TaskAttempt, new_id, utcnow
+from control_plane.db.models import NO_MAP_INDEX, Cluster, TaskAttempt, new_id, utcnow
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
 from control_plane.db.repositories.clusters import online_clusters
 from control_plane.orchestration.states import AttemptState
@@ -35,8 +35,13 @@ def create_attempt(
     attempt_number: int,
     inputs_uri: str,
     outputs_uri: str,
+    map_index: int = NO_MAP_INDEX,
+    cache_hit: bool = False,
 ) -> TaskAttempt:
-    """Create the attempt, or return the one that already exists (activities retry)."""
+    """Create the attempt, or return the one that already exists (activities retry).
+
+    A cache hit is born SUCCEEDED with the cached outputs: creation, not a state move.
+    """
     insert_ignoring_conflicts(
         session,
         TaskAttempt,
@@ -44,37 +49,48 @@ def create_attempt(
             "id": new_id("at"),
             "execution_id": execution_id,
             "node_id": node_id,
+            "map_index": map_index,
             "task_name": task_name,
             "attempt_number": attempt_number,
-            "status": A.PENDING.value,
+            "status": (A.SUCCEEDED if cache_hit else A.PENDING).value,
+            "cache_hit": cache_hit,
             "inputs_uri": inputs_uri,
             "outputs_uri": outputs_uri,
             "created_at": utcnow(),
+            "finished_at": utcnow() if cache_hit else None,
         },
     )
-    attempt = find_attempt(session, execution_id, node_id, attempt_number)
+    attempt = find_attempt(session, execution_id, node_id, attempt_number, map_index)
     assert attempt is not None
     return attempt
 
 
 def find_attempt(
-    session: Session, execution_id: str, node_id: str, attempt_number: int
+    session: Session,
+    execution_id: str,
+    node_id: str,
+    attempt_number: int,
+    map_index: int = NO_MAP_INDEX,
 ) -> TaskAttempt | None:
     return session.scalar(
         select(TaskAttempt).where(
             TaskAttempt.execution_id == execution_id,
             TaskAttempt.node_id == node_id,
+            TaskAttempt.map_index == map_index,
             TaskAttempt.attempt_number == attempt_number,
         )
     )
 
 
-def latest_succeeded_attempt(session: Session, execution_id: str, node_id: str) -> TaskAttempt:
+def latest_succeeded_attempt(
+    session: Session, execution_id: str, node_id: str, map_index: int = NO_MAP_INDEX
+) -> TaskAttempt:
     attempt = session.scalar(
         select(TaskAttempt)
         .where(
             TaskAttempt.execution_id == execution_id,
             TaskAttempt.node_id == node_id,
+            TaskAttempt.map_index == map_index,
             TaskAttempt.status == A.SUCCEEDED.value,
         )
         .order_by(TaskAttempt.attempt_number.desc())
