@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.api.deps import ExecutionLauncher
 from control_plane.api.errors import install_error_handlers
-from control_plane.api.routes import bundles, executions, health, workflows
+from control_plane.api.routes import bundles, executions, health, uploads, workflows
 from control_plane.settings import Settings
 from fleetflow.storage import BlobStore
 
@@ -58,7 +58,7 @@ def create_app(
 
     app.include_router(health.router)
     api = APIRouter(prefix=API_PREFIX)
-    for router in (bundles.router, workflows.router, executions.router):
+    for router in (bundles.router, uploads.router, workflows.router, executions.router):
         api.include_router(router)
     app.include_router(api)
     return app

@@ -5,16 +5,16 @@ The CLI asks `HEAD` first and uploads with `PUT` only when the server lacks the 
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from control_plane.api.body import check_digest, read_body
 from control_plane.api.deps import BlobStoreDep, TenantDep
 from control_plane.api.errors import ApiError
 from control_plane.schemas.bundles import BundlePublic
-from control_plane.schemas.common import ErrorResponse, FieldError
+from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.workflows import SHA256_HEX
 from fleetflow.storage import BlobStore
 
@@ -32,10 +32,6 @@ def bundle_key(digest: str) -> str:
 
 def bundle_exists(blob_store: BlobStore, digest: str) -> bool:
     return blob_store.exists(blob_store.uri(bundle_key(digest)))
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, f"bundle too large: the limit is {limit} bytes")
 
 
 @router.put(
@@ -56,32 +52,15 @@ async def upload_bundle(
 ) -> BundlePublic:
     """Store the raw request body (a tar.gz) as the bundle `digest`; idempotent."""
     limit: int = request.app.state.max_bundle_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    hasher = hashlib.sha256()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        hasher.update(chunk)
-        chunks.append(chunk)
-    actual = hasher.hexdigest()
-    if actual != digest:
-        message = f"the body's sha256 is {actual}, not {digest}"
-        raise ApiError(
-            422, f"bundle digest mismatch: {message}", [FieldError(field="digest", message=message)]
-        )
-    data = b"".join(chunks)
+    data, actual = await read_body(request, limit, "bundle")
+    check_digest("bundle", actual, digest)
     if not data.startswith(_GZIP_MAGIC):
         raise ApiError(422, "the bundle is not a gzip-compressed tar archive")
     if await run_in_threadpool(bundle_exists, blob_store, digest):
         response.status_code = 200
     else:
         await run_in_threadpool(blob_store.put, bundle_key(digest), data)
-    return BundlePublic(digest=digest, size_bytes=size)
+    return BundlePublic(digest=digest, size_bytes=len(data))
 
 
 @router.head("/{digest}", responses={404: {"description": "not uploaded yet"}})

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from control_plane.api.deps import LauncherDep, SessionDep, TenantDep
+from control_plane.api.deps import BlobStoreDep, LauncherDep, SessionDep, TenantDep
 from control_plane.api.errors import ApiError
 from control_plane.api.inputs import InputValidationError, validate_execution_inputs
 from control_plane.db.models import NO_MAP_INDEX, Execution
@@ -26,6 +26,7 @@ from control_plane.orchestration.states import AttemptState, ExecutionState
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.executions import AttemptPublic, ExecutionCreate, ExecutionPublic
 from fleetflow.ir import TypedInterface
+from fleetflow.storage import BlobStore
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/executions", tags=["executions"])
@@ -68,7 +69,9 @@ def executions_public(session: Session, executions: Sequence[Execution]) -> list
     ]
 
 
-def _persist_execution(session: Session, tenant_id: str, body: ExecutionCreate) -> ExecutionPublic:
+def _persist_execution(
+    session: Session, tenant_id: str, body: ExecutionCreate, blob_store: BlobStore
+) -> ExecutionPublic:
     workflow = get_workflow_version(session, tenant_id, body.workflow, body.version)
     if workflow is None:
         which = f"version {body.version} of workflow" if body.version else "workflow"
@@ -78,7 +81,14 @@ def _persist_execution(session: Session, tenant_id: str, body: ExecutionCreate) 
         )
     interface = TypedInterface.model_validate(workflow.spec["interface"])
     try:
-        inputs = validate_execution_inputs(interface, body.inputs)
+        inputs = validate_execution_inputs(
+            interface,
+            body.inputs,
+            blob_prefixes=(
+                blob_store.uri("uploads") + "/",
+                blob_store.uri("executions") + "/",
+            ),
+        )
     except InputValidationError as exc:
         raise ApiError(
             422,
@@ -100,10 +110,14 @@ def _persist_execution(session: Session, tenant_id: str, body: ExecutionCreate) 
     },
 )
 async def start_execution(
-    body: ExecutionCreate, session: SessionDep, tenant: TenantDep, launcher: LauncherDep
+    body: ExecutionCreate,
+    session: SessionDep,
+    tenant: TenantDep,
+    launcher: LauncherDep,
+    blob_store: BlobStoreDep,
 ) -> ExecutionPublic:
     """Validate the inputs, persist a QUEUED execution, then hand it to the orchestrator."""
-    execution = await run_in_threadpool(_persist_execution, session, tenant.id, body)
+    execution = await run_in_threadpool(_persist_execution, session, tenant.id, body, blob_store)
     try:
         await launcher.start_execution(execution.id)
     except Exception:
