@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from rich.console import Console
 
 from control_plane import processes
 from control_plane.bootstrap import bootstrap_local_cluster
-from control_plane.cli import configure_logging, run_until_signalled
+from control_plane.cli import configure_logging, log_level_option, run_until_signalled
 from control_plane.settings import (
     ApiSettings,
     BlobSettings,
@@ -27,34 +28,52 @@ from control_plane.settings import (
     TemporalSettings,
 )
 from fleetflow.config import CliConfig, save_cli_config
+from fleetflow.errors import FleetflowError
 
-app = typer.Typer(help="Run the embedded Fleetflow stack for development.")
-console = Console()
+app = typer.Typer(help="Run the embedded Fleetflow stack for development.", no_args_is_help=True)
+console = Console(soft_wrap=True)
 log = logging.getLogger(__name__)
 
 LOCAL_CLUSTER = "local"
 DEFAULT_HOME = Path.home() / ".fleetflow" / "dev"
+TEMPORAL_START_SECONDS = 60
+
+
+class DevStackError(FleetflowError):
+    """The embedded stack cannot start, or a part of it stopped on its own."""
 
 
 @app.command()
 def up(
-    home: Path = typer.Option(DEFAULT_HOME, "--home", help="Where the stack keeps its state."),
-    api_port: int = typer.Option(8080, "--api-port", help="REST API port (another if busy)."),
-    grpc_port: int = typer.Option(9090, "--grpc-port", help="Agent gRPC port (another if busy)."),
-    temporal_port: int = typer.Option(
-        7233, "--temporal-port", help="Temporal port (another if busy)."
+    home: Path = typer.Option(
+        DEFAULT_HOME, "--home", help="State directory: database, blobs, logs, agent work dir."
     ),
-    log_level: str = typer.Option("WARNING", "--log-level"),
+    api_port: int = typer.Option(
+        8080, "--api-port", help="REST API port; another free one if it is busy."
+    ),
+    grpc_port: int = typer.Option(
+        9090, "--grpc-port", help="Agent gRPC port; another free one if it is busy."
+    ),
+    temporal_port: int = typer.Option(
+        7233, "--temporal-port", help="Temporal port; another free one if it is busy."
+    ),
+    log_level: str = log_level_option("WARNING"),
 ) -> None:
     """Start Temporal, the control plane and a local agent; Ctrl-C stops them all."""
     configure_logging(log_level)
-    home = home.resolve()
+    home = home.expanduser().resolve()
+    ports = _choose_ports(
+        [
+            ("api", api_port, "--api-port", "the REST API"),
+            ("grpc", grpc_port, "--grpc-port", "the agent gRPC service"),
+            ("temporal", temporal_port, "--temporal-port", "Temporal"),
+        ]
+    )
+    try:
+        temporal_argv, temporal_kind = processes.temporal_server_command(ports["temporal"], home)
+    except FileNotFoundError as exc:
+        raise DevStackError(f"cannot start the dev stack: {exc}") from None
     home.mkdir(parents=True, exist_ok=True)
-    ports = {
-        "api": processes.free_port(api_port),
-        "grpc": processes.free_port(grpc_port),
-        "temporal": processes.free_port(temporal_port),
-    }
     settings = Settings(
         database=DatabaseSettings(url=f"sqlite:///{home / 'fleetflow.db'}"),
         temporal=TemporalSettings(address=f"127.0.0.1:{ports['temporal']}"),
@@ -62,23 +81,50 @@ def up(
         api=ApiSettings(port=ports["api"]),
         grpc=GrpcSettings(port=ports["grpc"]),
     )
-    run_until_signalled(lambda stop: _run_stack(settings, home, stop))
+    console.print(f"starting the Fleetflow dev stack in {home} …", highlight=False)
+    run_until_signalled(
+        lambda stop: _run_stack(settings, home, (temporal_argv, temporal_kind), stop)
+    )
 
 
-async def _run_stack(settings: Settings, home: Path, stop: asyncio.Event) -> None:
+def _choose_ports(wanted: list[tuple[str, int, str, str]]) -> dict[str, int]:
+    """Each part's port: the one asked for when it is free, else any free one, said aloud."""
+    chosen: dict[str, int] = {}
+    options: dict[int, str] = {}
+    for key, port, option, what in wanted:
+        actual = processes.free_port(port) if port not in options else 0
+        while actual == 0 or actual in options:
+            actual = processes.free_port()
+        if actual != port:
+            why = f"goes to {options[port]}" if port in options else "is busy"
+            console.print(
+                f"[yellow]port {port} ({option}) {why}; {what} uses port {actual}[/yellow]",
+                highlight=False,
+            )
+        chosen[key] = actual
+        options[actual] = option
+    return chosen
+
+
+async def _run_stack(
+    settings: Settings, home: Path, temporal_command: tuple[list[str], str], stop: asyncio.Event
+) -> None:
     from control_plane.db.migrate import upgrade_database
     from control_plane.db.session import make_engine, make_session_factory
     from control_plane.server import Parts, run_control_plane
 
     logs = home / "logs"
+    temporal_argv, temporal_kind = temporal_command
     temporal_port = int(settings.temporal.address.rsplit(":", 1)[1])
-    argv, temporal_kind = processes.temporal_server_command(temporal_port, home)
-    temporal = processes.spawn(argv, log_file=logs / "temporal.log")
-    agent = None
+    temporal = processes.spawn(temporal_argv, log_file=logs / "temporal.log")
+    agent: subprocess.Popen[bytes] | None = None
+    # Its own stop event: on the way down the agent goes first, while the control plane can
+    # still take its last reports.
+    control_plane_stop = asyncio.Event()
+    control_plane: asyncio.Task[None] | None = None
+    failure: str | None = None
     try:
-        await asyncio.to_thread(
-            processes.wait_for_port, "127.0.0.1", temporal_port, timeout=60, process=temporal
-        )
+        await _wait_for_temporal(temporal, temporal_port, logs / "temporal.log")
         await asyncio.to_thread(upgrade_database, settings.database.url)
         engine = make_engine(settings.database.url)
         token = bootstrap_local_cluster(
@@ -91,12 +137,17 @@ async def _run_stack(settings: Settings, home: Path, stop: asyncio.Event) -> Non
 
         started = asyncio.Event()
         control_plane = asyncio.create_task(
-            run_control_plane(settings, Parts(), stop, started), name="control-plane"
+            run_control_plane(settings, Parts(), control_plane_stop, started),
+            name="control-plane",
         )
         started_wait = asyncio.create_task(started.wait())
         await asyncio.wait([control_plane, started_wait], return_when=asyncio.FIRST_COMPLETED)
         if control_plane.done():
+            started_wait.cancel()
             control_plane.result()  # start-up failed: raise its error
+            raise DevStackError("the control plane stopped during start-up")
+        # Spawned from this thread on purpose: the parent-death signal fires when the thread
+        # that started a child ends, and this one lives as long as the stack.
         agent = processes.spawn(
             [
                 sys.executable,
@@ -114,47 +165,78 @@ async def _run_stack(settings: Settings, home: Path, stop: asyncio.Event) -> Non
         api_url = f"http://127.0.0.1:{settings.api.port}"
         config_path = save_cli_config(CliConfig(api_url=api_url))
         _print_banner(settings, temporal_kind, api_url, config_path, logs)
-        await _watch_children(stop, control_plane, {"Temporal": temporal, "agent": agent}, logs)
-        await control_plane
+        failure = await _watch_children(
+            stop, control_plane, {"Temporal": temporal, "agent": agent}, logs
+        )
     finally:
         stop.set()
         if agent is not None:
             await asyncio.to_thread(processes.stop, agent)
+        control_plane_stop.set()
+        if control_plane is not None:
+            await asyncio.wait([control_plane])
         await asyncio.to_thread(processes.stop, temporal)
         console.print("stopped the Fleetflow dev stack")
+    if control_plane is not None:
+        control_plane.result()  # the control plane's own error, if it had one
+    if failure:
+        raise DevStackError(failure)
+
+
+async def _wait_for_temporal(temporal: subprocess.Popen[bytes], port: int, log_file: Path) -> None:
+    try:
+        await asyncio.to_thread(
+            processes.wait_for_port,
+            "127.0.0.1",
+            port,
+            timeout=TEMPORAL_START_SECONDS,
+            process=temporal,
+        )
+    except RuntimeError:
+        raise DevStackError(
+            f"the Temporal server exited during start-up (code {temporal.returncode}); "
+            f"see {log_file}"
+        ) from None
+    except TimeoutError:
+        raise DevStackError(
+            f"the Temporal server did not listen on port {port} within "
+            f"{TEMPORAL_START_SECONDS}s; see {log_file}"
+        ) from None
 
 
 async def _watch_children(
     stop: asyncio.Event,
     control_plane: asyncio.Task[None],
-    children: dict[str, object],
+    children: dict[str, subprocess.Popen[bytes]],
     logs: Path,
-) -> None:
-    """Return on Ctrl-C, or stop everything when a part of the stack dies on its own."""
+) -> str | None:
+    """Return on Ctrl-C (None), or with what went wrong when a part of the stack dies."""
     while not stop.is_set() and not control_plane.done():
         for name, child in children.items():
-            code = child.poll()  # type: ignore[attr-defined]
+            code = child.poll()
             if code is not None:
-                console.print(
-                    f"[red]{name} exited with code {code}; see {logs}. Stopping the stack.[/red]"
-                )
-                stop.set()
+                console.print(f"[red]{name} exited with code {code}; stopping the stack.[/red]")
+                return f"{name} exited on its own with code {code}; see {logs}"
         try:
             await asyncio.wait_for(stop.wait(), timeout=1)
         except TimeoutError:
             pass
+    return None
 
 
 def _print_banner(
     settings: Settings, temporal_kind: str, api_url: str, config_path: Path, logs: Path
 ) -> None:
     console.print("[bold green]Fleetflow dev stack is up[/bold green]")
-    console.print(f"  REST API     {api_url}  (OpenAPI: {api_url}/docs)")
-    console.print(f"  agent gRPC   127.0.0.1:{settings.grpc.port}")
-    console.print(f"  Temporal     {settings.temporal.address}  ({temporal_kind})")
-    console.print(f"  database     {settings.database.url}")
-    console.print(f"  blob store   {settings.blob.root}")
+    console.print(f"  REST API     {api_url}  (OpenAPI: {api_url}/docs)", highlight=False)
+    console.print(f"  agent gRPC   127.0.0.1:{settings.grpc.port}", highlight=False)
+    console.print(f"  Temporal     {settings.temporal.address}  ({temporal_kind})", highlight=False)
+    console.print(f"  database     {settings.database.url}", highlight=False)
+    console.print(f"  blob store   {settings.blob.root}", highlight=False)
     console.print(f"  agent        cluster '{LOCAL_CLUSTER}', local-process executor")
-    console.print(f"  logs         {logs}")
-    console.print(f"  CLI config   {config_path}")
-    console.print("Try: fleetflow run --remote examples/hello.py hello_pipeline   (Ctrl-C stops)")
+    console.print(f"  logs         {logs}", highlight=False)
+    console.print(f"  CLI config   {config_path}", highlight=False)
+    console.print(
+        "Try: fleetflow run --remote examples/hello.py hello_pipeline   (Ctrl-C stops)",
+        highlight=False,
+    )

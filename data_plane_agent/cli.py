@@ -57,7 +57,8 @@ def run(
         str | None,
         typer.Option(
             "--control-plane",
-            help="host:port of the control plane's gRPC API (env FLEETFLOW_AGENT_CONTROL_PLANE)",
+            help="host:port of the control plane's agent gRPC service, e.g. cp.example.com:9090 "
+            "(env FLEETFLOW_AGENT_CONTROL_PLANE).",
             show_default=False,
         ),
     ] = None,
@@ -65,7 +66,7 @@ def run(
         str | None,
         typer.Option(
             "--token",
-            help="cluster bearer token; prefer env FLEETFLOW_AGENT_TOKEN (not visible in ps)",
+            help="Cluster bearer token; prefer env FLEETFLOW_AGENT_TOKEN (not visible in ps).",
             show_default=False,
         ),
     ] = None,
@@ -73,7 +74,7 @@ def run(
         Path | None,
         typer.Option(
             "--work-dir",
-            help="attempt directories and logs (env FLEETFLOW_AGENT_WORK_DIR)",
+            help="Attempt directories and logs (env FLEETFLOW_AGENT_WORK_DIR).",
             show_default=False,
         ),
     ] = None,
@@ -81,12 +82,12 @@ def run(
         int | None,
         typer.Option(
             "--max-parallel",
-            help="attempts run at the same time (env FLEETFLOW_AGENT_MAX_PARALLEL)",
+            help="Attempts run at the same time (env FLEETFLOW_AGENT_MAX_PARALLEL).",
             show_default=False,
         ),
     ] = None,
     log_level: Annotated[
-        str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+        str, typer.Option("--log-level", help="Log verbosity: DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
 ) -> None:
     """Connect to the control plane, lease task attempts and run them until SIGINT/SIGTERM."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from fleetflow.config import load_cli_config
+from fleetflow.config import config_path, load_cli_config
 from fleetflow.errors import FleetflowError
 from fleetflow.ir import WorkflowSpec
 
@@ -22,22 +23,69 @@ class ApiError(FleetflowError):
         self.status_code = status_code
         self.detail = detail
         self.errors = errors or []
-        lines = [detail] + [
-            f"  {e.get('field', '')}: {e.get('message', '')}".rstrip(": ") for e in self.errors
-        ]
-        super().__init__("\n".join(line for line in lines if line.strip()))
+        lines = [detail]
+        for error in self.errors:
+            line = f"{error.get('field', '')}: {error.get('message', '')}".strip(": ")
+            if line and line not in detail:  # the API often already says it in `detail`
+                lines.append(f"  {line}")
+        super().__init__("\n".join(lines))
 
 
 class ControlPlaneUnreachableError(FleetflowError):
     """No control plane answered at the configured URL."""
 
 
+class ClientConfigError(FleetflowError, ValueError):
+    """The control plane URL or the CLI config file cannot be used."""
+
+
+class ExecutionTimeoutError(FleetflowError, TimeoutError):
+    """`wait_for_execution` gave up; the execution itself goes on."""
+
+
+def _url_source(api_url: str | None) -> str:
+    """Where the URL came from, so an error message says what to change."""
+    if api_url:
+        return "given by the caller"
+    if os.environ.get("FLEETFLOW_API_URL"):
+        return "from FLEETFLOW_API_URL"
+    path = config_path()
+    if path.is_file():
+        return f"from {path}"
+    return "the default; `fleetflow dev up` writes the CLI config"
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.host)
+
+
 class Client:
-    """Talks to one control plane. Defaults come from the CLI config file."""
+    """Talks to one control plane. Defaults come from the CLI config file.
+
+    Raises:
+        ClientConfigError: the CLI config file is unreadable, or the URL is not http(s).
+    """
 
     def __init__(self, api_url: str | None = None, token: str | None = None, timeout: float = 30):
-        config = load_cli_config()
+        try:
+            config = load_cli_config()
+        except (OSError, ValueError) as exc:
+            reason = " ".join(str(exc).split("\n")[:2])
+            raise ClientConfigError(
+                f"cannot read the CLI config {config_path()}: {reason}; fix or delete it "
+                "(`fleetflow dev up` writes a new one)"
+            ) from None
         self.api_url = (api_url or config.api_url).rstrip("/")
+        self._url_source = _url_source(api_url)
+        if not _is_http_url(self.api_url):
+            raise ClientConfigError(
+                f"control plane URL {self.api_url!r} ({self._url_source}) is not an "
+                "http(s):// URL, e.g. http://127.0.0.1:8080"
+            )
         token = token or config.token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout)
@@ -55,16 +103,20 @@ class Client:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
+            reason = str(exc) or exc.__class__.__name__
             raise ControlPlaneUnreachableError(
-                f"cannot reach the control plane at {self.api_url} ({exc.__class__.__name__}). "
-                "Is it running? Start a local one with `fleetflow dev up`."
+                f"cannot reach the control plane at {self.api_url} ({self._url_source}): "
+                f"{reason}. Is it running? Start a local one with `fleetflow dev up`."
             ) from None
         if response.status_code >= 400 and not (method == "HEAD" and response.status_code == 404):
             try:
                 body = response.json()
+            except ValueError:
+                body = None
+            if isinstance(body, dict):
                 detail = str(body.get("detail") or response.reason_phrase)
                 errors = body.get("errors")
-            except ValueError:
+            else:
                 detail, errors = response.text or response.reason_phrase, None
             raise ApiError(response.status_code, detail, errors)
         return response
@@ -122,7 +174,11 @@ class Client:
         poll_interval: float = 0.5,
         on_change: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll until the execution is terminal; `on_change` sees each new snapshot."""
+        """Poll until the execution is terminal; `on_change` sees each new snapshot.
+
+        Raises:
+            ExecutionTimeoutError: still not terminal after `timeout` seconds.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         last_key: object = None
         while True:
@@ -134,7 +190,7 @@ class Client:
             if execution["status"] in TERMINAL_EXECUTION_STATES:
                 return execution
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"execution {execution_id} still {execution['status']} after {timeout}s"
+                raise ExecutionTimeoutError(
+                    f"execution {execution_id} still {execution['status']} after {timeout:g}s"
                 )
             time.sleep(poll_interval)

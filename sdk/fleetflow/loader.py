@@ -7,11 +7,13 @@ The file's directory is the code bundle's root and the file's stem its module na
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fleetflow.errors import FleetflowError
+from fleetflow.errors import DefinitionError, FleetflowError
 
 if TYPE_CHECKING:
     from fleetflow.workflow import WorkflowFunction
@@ -21,22 +23,90 @@ class WorkflowNotFoundError(FleetflowError, LookupError):
     """The file or the workflow named on the command line does not exist."""
 
 
+class WorkflowImportError(FleetflowError, ImportError):
+    """Importing the workflow's file raised; the message names the file and the failing line."""
+
+
 def load_workflow(file: Path, name: str) -> tuple[WorkflowFunction, Path]:
-    """Import `file` and return its workflow `name` and the bundle root directory."""
+    """Import `file` and return its workflow `name` and the bundle root directory.
+
+    Raises:
+        WorkflowNotFoundError: no such file, not a `.py` file, or no `@workflow` called `name`.
+        WorkflowImportError: the file could not be imported (a syntax error, a missing module,
+            an exception at import time, a module name taken by another module).
+        DefinitionError: a task or workflow in the file does not compile.
+    """
     from fleetflow.workflow import WorkflowFunction
 
     path = file.resolve()
+    if not path.exists():
+        raise WorkflowNotFoundError(f"{file}: no such file")
     if not path.is_file() or path.suffix != ".py":
-        raise WorkflowNotFoundError(f"{file}: no such Python file")
+        raise WorkflowNotFoundError(f"{file}: not a Python file (expected a .py file)")
     root = path.parent
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    module = importlib.import_module(path.stem)
+    module_name = path.stem
+    try:
+        module = importlib.import_module(module_name)
+    except DefinitionError:
+        raise  # already names the file and line of the mistake
+    except (Exception, SystemExit) as exc:  # SystemExit: a script that exits on import
+        raise WorkflowImportError(_import_failure(file, root, exc)) from exc
+    loaded_from = getattr(module, "__file__", None)
+    if loaded_from is None or Path(loaded_from).resolve() != path:
+        raise WorkflowImportError(
+            f"cannot import {file} as module '{module_name}': that name is already taken by "
+            f"{loaded_from or 'a namespace package'}; rename the file"
+        )
     candidate = getattr(module, name, None)
     if not isinstance(candidate, WorkflowFunction):
         available = sorted(
             attr for attr, value in vars(module).items() if isinstance(value, WorkflowFunction)
         )
-        hint = f"; workflows in {file}: {', '.join(available)}" if available else ""
+        hint = (
+            f"; workflows in {file}: {', '.join(available)}"
+            if available
+            else f"; {file} defines no @workflow"
+        )
         raise WorkflowNotFoundError(f"{file} has no @workflow named {name!r}{hint}")
     return candidate, root
+
+
+def _import_failure(file: Path, root: Path, exc: BaseException) -> str:
+    """`cannot import F: Kind: message`, then the line of the user's code that raised it."""
+    where = ""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = _located(exc.filename, exc.lineno, exc.text)
+        reason = f"{exc.__class__.__name__}: {exc.msg}"
+    else:
+        reason = f"{exc.__class__.__name__}: {exc}"
+        frames = traceback.extract_tb(exc.__traceback__)
+        # The deepest frame in the bundle's directory: the user's line, not importlib's.
+        ours = [f for f in frames if _is_within(f.filename, root)]
+        if ours:
+            where = _located(ours[-1].filename, ours[-1].lineno, ours[-1].line)
+    return f"cannot import {file}: {reason}" + (f"\n  {where}" if where else "")
+
+
+def _located(filename: str, lineno: int | None, line: str | None) -> str:
+    shown = _display_path(filename)
+    location = f"{shown}:{lineno}" if lineno else shown
+    code = (line or "").strip()
+    return f"{location}: {code}" if code else location
+
+
+def _is_within(filename: str, root: Path) -> bool:
+    try:
+        return Path(filename).resolve().is_relative_to(root)
+    except (OSError, ValueError):
+        return False
+
+
+def _display_path(filename: str) -> str:
+    """Relative to the working directory when it is below it, as the user typed it."""
+    try:
+        relative = os.path.relpath(filename)
+    except ValueError:
+        return filename
+    return filename if relative.startswith("..") else relative

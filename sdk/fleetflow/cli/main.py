@@ -2,7 +2,8 @@
 
 The SDK owns `run` and `executions`; the control plane and the agent contribute their own
 groups (`control-plane`, `dev`, `agent`) through the `fleetflow.cli` entry-point group, so this
-package never imports them.
+package never imports them. `main()` is the one place where an exception becomes what the user
+reads: a one-line `error: …` and a non-zero exit code, never a traceback of ours.
 """
 
 from __future__ import annotations
@@ -10,95 +11,255 @@ from __future__ import annotations
 import json
 import os
 import sys
-from importlib.metadata import entry_points
+import traceback
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from fleetflow.cli.inputs import split_input_flags
 from fleetflow.errors import FleetflowError
+
+if TYPE_CHECKING:
+    from fleetflow.workflow import WorkflowFunction
 
 app = typer.Typer(
     help="Fleetflow: typed ML workflows, run locally or on many clusters.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 executions_app = typer.Typer(help="Inspect executions on the control plane.", no_args_is_help=True)
-app.add_typer(executions_app, name="executions")
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: ids, paths and tracebacks stay on one line when the output is not a terminal.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+WORKFLOWS_PANEL = "Workflows"
+PLATFORM_PANEL = "Platform"
+EXECUTION_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 
 
-def _print_value(label: str, value: Any) -> None:
-    console.print(f"[bold]{label}[/bold]")
-    console.print(repr(value), markup=False, highlight=True)
+class LocalRunError(FleetflowError):
+    """A task raised while the workflow ran in-process; its traceback was printed."""
+
+
+def _version() -> str:
+    try:
+        return version("fleetflow")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.print(f"fleetflow {_version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version_flag: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        callback=_show_version,
+        is_eager=True,
+    ),
+) -> None:
+    """Fleetflow: typed ML workflows, run locally or on many clusters."""
+
+
+RUN_EPILOG = (
+    "Workflow inputs follow WORKFLOW as --name value (--learning-rate is learning_rate); "
+    "lists, dicts and dataclasses are JSON. Inputs not given take the workflow's defaults.\n\n"
+    "Example: fleetflow run --remote examples/hello.py hello_pipeline --n 50"
+)
 
 
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     no_args_is_help=True,
+    epilog=RUN_EPILOG,
+    rich_help_panel=WORKFLOWS_PANEL,
 )
 def run(
     ctx: typer.Context,
-    file: Path = typer.Argument(..., help="Python file that defines the workflow."),
-    workflow_name: str = typer.Argument(..., metavar="WORKFLOW", help="Name of the @workflow."),
-    remote: bool = typer.Option(False, "--remote", help="Run on the control plane."),
-    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for a remote run to finish."),
-    timeout: float = typer.Option(None, "--timeout", help="Seconds to wait for a remote run."),
+    file: Path = typer.Argument(
+        ..., metavar="FILE", help="Python file that defines the workflow.", show_default=False
+    ),
+    workflow_name: str = typer.Argument(
+        ..., metavar="WORKFLOW", help="Name of the @workflow function.", show_default=False
+    ),
+    remote: bool = typer.Option(
+        False, "--remote", help="Run on the control plane instead of in this process."
+    ),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", help="Wait for a remote run and print its outputs."
+    ),
+    timeout: float = typer.Option(
+        None,
+        "--timeout",
+        help="Give up waiting for a remote run after this many seconds (it keeps running).",
+        show_default=False,
+    ),
 ) -> None:
-    """Run WORKFLOW from FILE locally (default) or remotely; inputs as `--name value`."""
+    """Run WORKFLOW from FILE, in this process or (--remote) on the control plane."""
     from fleetflow.loader import load_workflow
 
     wf, root = load_workflow(file, workflow_name)
     values = wf.parse_cli_inputs(split_input_flags(ctx.args))
+    _require_inputs(wf, values)
     if not remote:
         console.print(f"running [bold]{wf.spec.name}[/bold] locally")
-        _print_value("outputs:", wf(**values))
+        result = _run_locally(wf, values)
+        console.print("[bold]outputs:[/bold]")
+        console.print(repr(result), markup=False, highlight=True)
         return
     from fleetflow.cli.remote import run_remote
 
     run_remote(wf, root, values, wait=wait, timeout=timeout, console=console)
 
 
+def _describe_inputs(wf: WorkflowFunction[..., Any]) -> str:
+    parts = []
+    for variable in wf.spec.interface.inputs:
+        default = f" (default {json.dumps(variable.default)})" if variable.has_default else ""
+        parts.append(f"--{variable.name} {variable.type.describe()}{default}")
+    return ", ".join(parts) or "none"
+
+
+def _require_inputs(wf: WorkflowFunction[..., Any], values: dict[str, Any]) -> None:
+    """Name every missing required input at once, with the workflow's whole interface."""
+    from fleetflow.errors import WorkflowInputError
+
+    missing = [v for v in wf.spec.interface.inputs if not v.has_default and v.name not in values]
+    if missing:
+        names = ", ".join(f"--{v.name} ({v.type.describe()})" for v in missing)
+        raise WorkflowInputError(
+            f"workflow '{wf.spec.name}' needs {names}; its inputs: {_describe_inputs(wf)}",
+            input_name=missing[0].name,
+        )
+
+
+def _run_locally(wf: WorkflowFunction[..., Any], values: dict[str, Any]) -> Any:
+    """Call the workflow; a task's exception is shown as the task's own traceback."""
+    try:
+        return wf(**values)
+    except Exception as exc:
+        notes = getattr(exc, "__notes__", None)
+        if not notes or os.environ.get("FLEETFLOW_DEBUG"):
+            raise  # not raised by a task (bad inputs…): main() reports it
+        err_console.print(_user_traceback(exc), markup=False, highlight=False)
+        raise LocalRunError(
+            f"workflow '{wf.spec.name}' failed locally: {exc.__class__.__name__}: {exc}"
+        ) from None
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback without Fleetflow's own frames: what the task author needs to read."""
+    package = Path(__file__).resolve().parents[1]
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not Path(frame.filename).resolve().is_relative_to(package)
+    ]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+    lines += traceback.format_exception_only(exc)
+    return "".join(lines).rstrip("\n")
+
+
 @executions_app.command("get")
 def executions_get(
-    execution_id: str, as_json: bool = typer.Option(False, "--json", help="Print raw JSON.")
+    execution_id: str = typer.Argument(
+        ..., metavar="ID", help="Execution id (ex-…), as `executions list` shows it."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the API's JSON answer as is."),
 ) -> None:
-    """Show one execution with its attempts, outputs or error."""
+    """Show one execution: status, inputs, task attempts, then outputs or the error."""
     from fleetflow.cli.remote import print_execution
-    from fleetflow.client import Client
+    from fleetflow.client import ApiError, Client
 
     with Client() as client:
-        execution = client.get_execution(execution_id)
+        try:
+            execution = client.get_execution(execution_id)
+        except ApiError as exc:
+            if exc.status_code == 404:
+                raise FleetflowError(
+                    f"{exc.detail} on {client.api_url}; `fleetflow executions list` shows "
+                    "recent ones"
+                ) from None
+            raise
     if as_json:
         console.print_json(json.dumps(execution))
     else:
-        print_execution(execution, console)
+        print_execution(execution, console, attempts=True)
+
+
+def _parse_status(value: str | None) -> str | None:
+    if value is None:
+        return None
+    status = value.strip().upper()
+    if status not in EXECUTION_STATES:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(EXECUTION_STATES)}")
+    return status
 
 
 @executions_app.command("list")
 def executions_list(
-    limit: int = typer.Option(20, "--limit", min=1, max=200),
-    status: str = typer.Option(None, "--status", help="QUEUED, RUNNING, SUCCEEDED, FAILED…"),
+    limit: int = typer.Option(20, "--limit", min=1, max=200, help="How many, newest first."),
+    status: str = typer.Option(
+        None,
+        "--status",
+        help=f"Only executions in this state: {', '.join(EXECUTION_STATES)}.",
+        callback=_parse_status,
+        show_default=False,
+    ),
 ) -> None:
-    """List recent executions."""
+    """List recent executions, newest first."""
     from rich.table import Table
 
     from fleetflow.client import Client
 
     with Client() as client:
         items = client.list_executions(limit=limit, status=status)
-    table = Table("ID", "WORKFLOW", "STATUS", "CREATED")
+    if not items:
+        which = f" {status}" if status else ""
+        console.print(f"no{which} executions on {client.api_url}", highlight=False)
+        return
+    table = Table(box=None, pad_edge=False)
+    # The id is what one copies into `executions get`: never shortened.
+    table.add_column("ID", no_wrap=True, min_width=max(len(item["id"]) for item in items))
+    table.add_column("WORKFLOW", overflow="fold")
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("CREATED", no_wrap=True)
     for item in items:
-        table.add_row(item["id"], item["workflow"], item["status"], str(item["created_at"]))
-    console.print(table)
+        table.add_row(item["id"], item["workflow"], item["status"], _short_time(item))
+    # Piped into grep or awk, a row stays one line whatever its width.
+    out = console if console.is_terminal else Console(file=console.file, width=1000)
+    out.print(table)
+
+
+def _short_time(item: dict[str, Any]) -> str:
+    """`2026-11-29T08:45:41.089952Z` -> `2026-11-29 08:45:41` (UTC, as the API stores it)."""
+    text = str(item.get("created_at") or "")
+    return text.replace("T", " ")[:19]
 
 
 def _mount_plugins() -> None:
-    for ep in sorted(entry_points(group="fleetflow.cli"), key=lambda e: e.name):
+    """Add the `fleetflow.cli` groups of the installed layers (once per process)."""
+    mounted = {info.name for info in app.registered_groups} | {
+        info.name for info in app.registered_commands
+    }
+    # The embedded stack first: it is what a new user needs after `run`.
+    order = {"dev": 0, "control-plane": 1, "agent": 2}
+    eps = sorted(entry_points(group="fleetflow.cli"), key=lambda e: (order.get(e.name, 9), e.name))
+    for ep in eps:
+        if ep.name in mounted:
+            continue
         try:
             sub = ep.load()
         except ImportError as exc:
@@ -110,9 +271,40 @@ def _mount_plugins() -> None:
                     f"`fleetflow {_name}` needs {_missing}: pip install 'fleetflow[server,agent]'"
                 )
 
-            app.command(ep.name, help=f"(unavailable: {missing} is not installed)")(unavailable)
+            app.command(
+                ep.name,
+                help=f"(unavailable: {missing} is not installed)",
+                rich_help_panel=PLATFORM_PANEL,
+            )(unavailable)
             continue
-        app.add_typer(sub, name=ep.name)
+        app.add_typer(sub, name=ep.name, rich_help_panel=PLATFORM_PANEL)
+
+
+app.add_typer(executions_app, name="executions", rich_help_panel=WORKFLOWS_PANEL)
+
+
+def _print_error(message: str, label: str = "error") -> None:
+    # A Text, not markup: messages carry `[...]` (types such as list[float]) that rich would
+    # otherwise read as style tags and drop.
+    text = Text(f"{label}: ", style="red")
+    text.append(message)
+    err_console.print(text, highlight=False)
+
+
+def _usage_error_types() -> tuple[type[Exception], ...]:
+    """The exceptions the command-line parser raises for bad usage: click's, and typer's own
+    copy of them in the typer versions that vendor click."""
+    kinds: list[type[Exception]] = []
+    try:
+        import click
+
+        kinds.append(click.ClickException)
+    except ImportError:
+        pass
+    typer_exception = getattr(typer, "TyperException", None)
+    if isinstance(typer_exception, type) and issubclass(typer_exception, Exception):
+        kinds.append(typer_exception)
+    return tuple(kinds)
 
 
 def main() -> None:
@@ -122,28 +314,29 @@ def main() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     _mount_plugins()
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=False, prog_name="fleetflow")
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        err_console.print("aborted")
+        _print_error("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
+    except _usage_error_types() as exc:
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()  # usage line, hint and message, as the parser formats them
+        else:
+            _print_error(str(exc))
+        sys.exit(getattr(exc, "exit_code", 2))
     except Exception as exc:  # the boundary where every error becomes a message
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
         if os.environ.get("FLEETFLOW_DEBUG"):
             raise
         if isinstance(exc, FleetflowError):
-            err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+            _print_error(str(exc))
         else:
-            err_console.print(
-                f"[red]internal error:[/red] {exc.__class__.__name__}: {exc}\n"
-                "(set FLEETFLOW_DEBUG=1 to see the traceback)",
-                highlight=False,
+            _print_error(
+                f"{exc.__class__.__name__}: {exc} (set FLEETFLOW_DEBUG=1 to see the traceback)",
+                label="internal error",
             )
         sys.exit(1)

@@ -1,0 +1,293 @@
+"""`fleetflow dev up` as a user meets it: start it, run a workflow through the CLI, inspect the
+execution, stop it with Ctrl-C (SIGINT) or lose it to SIGKILL, and find nothing left behind:
+no Temporal server, no agent, no task process, no port still held."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from control_plane import processes
+from fleetflow.client import Client
+
+pytestmark = pytest.mark.integration
+
+FLEETFLOW = str(Path(sys.executable).parent / "fleetflow")
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+START_SECONDS = 120
+
+SLEEPY_WORKFLOW = """
+import time
+
+from fleetflow import task, workflow
+
+
+@task
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@workflow
+def sleepy(seconds: float = 600.0) -> float:
+    return nap(seconds=seconds)
+"""
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(0.1)
+
+
+# Processes, read from /proc: (pid, start time) names one process even if the pid is reused.
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, start time) of a process, or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text.rsplit(")", 1)[1].split()  # the name, in parentheses, may hold spaces
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def descendants(root: int) -> dict[tuple[int, int], str]:
+    """Every live process below `root`: (pid, start time) -> command line."""
+    children: dict[int, list[tuple[int, int]]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            state, ppid, started = stat
+            if state != "Z":
+                children.setdefault(ppid, []).append((int(entry.name), started))
+    found: dict[tuple[int, int], str] = {}
+    pending = [root]
+    while pending:
+        for pid, started in children.get(pending.pop(), []):
+            found[(pid, started)] = _cmdline(pid)
+            pending.append(pid)
+    return found
+
+
+def alive(pid: int, started: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[2] == started and stat[0] != "Z"
+
+
+@dataclass
+class DevUp:
+    """A `fleetflow dev up` subprocess and what a user's shell would have around it."""
+
+    process: subprocess.Popen[bytes]
+    home: Path
+    workdir: Path
+    env: dict[str, str]
+    ports: dict[str, int]
+    log: Path
+    api_url: str = ""
+    # What a test saw running below dev up, so that teardown can clean up after a failure.
+    seen: dict[tuple[int, int], str] = field(default_factory=dict)
+
+    def output(self) -> str:
+        parts = [f"--- dev up ---\n{self.log.read_text(errors='replace')[-4000:]}"]
+        for log in sorted((self.home / "logs").glob("*.log")):
+            parts.append(f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}")
+        return "\n".join(parts)
+
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [FLEETFLOW, *args],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+def _ready(stack: DevUp, config: Path) -> bool:
+    if stack.process.poll() is not None:
+        raise AssertionError(f"dev up exited with {stack.process.returncode}:\n{stack.output()}")
+    if not config.is_file():
+        return False
+    stack.api_url = json.loads(config.read_text())["api_url"]
+    try:
+        return httpx.get(f"{stack.api_url}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture
+def dev_up(tmp_path: Path) -> Iterator[DevUp]:
+    ports = {"api": 0, "grpc": 0, "temporal": 0}
+    for name in ports:
+        ports[name] = processes.free_port()
+    config = tmp_path / "cli-config.json"
+    # The user's own settings must not leak in, nor ours out to ~/.fleetflow.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETFLOW_")}
+    env["FLEETFLOW_CONFIG"] = str(config)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    log = tmp_path / "dev-up.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [
+                FLEETFLOW,
+                "dev",
+                "up",
+                "--home",
+                str(tmp_path / "home"),
+                "--api-port",
+                str(ports["api"]),
+                "--grpc-port",
+                str(ports["grpc"]),
+                "--temporal-port",
+                str(ports["temporal"]),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=workdir,
+            start_new_session=True,
+        )
+    stack = DevUp(process, tmp_path / "home", workdir, env, ports, log)
+    try:
+        wait_until(lambda: _ready(stack, config), timeout=START_SECONDS, what="dev up ready")
+        yield stack
+    finally:
+        if process.poll() is None:
+            stack.seen.update(descendants(process.pid))
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+        for pid, started in stack.seen:
+            if alive(pid, started):  # only after a failed test
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def start_sleeping_task(stack: DevUp) -> tuple[str, dict[tuple[int, int], str]]:
+    """Submit a task that sleeps; return its execution id and dev up's processes meanwhile."""
+    code = stack.workdir / "sleepy"
+    code.mkdir()
+    (code / "sleepy.py").write_text(SLEEPY_WORKFLOW)
+    submitted = stack.cli("run", "--remote", "--no-wait", str(code / "sleepy.py"), "sleepy")
+    assert submitted.returncode == 0, submitted.stderr + stack.output()
+    match = re.search(r"execution (ex-[0-9a-f]+)", submitted.stdout)
+    assert match, submitted.stdout
+    execution_id = match.group(1)
+
+    def task_running() -> bool:
+        with Client(stack.api_url) as client:
+            attempts = client.get_execution(execution_id)["attempts"]
+        return any(a["status"] == "RUNNING" for a in attempts) and any(
+            "fleetflow.runtime" in cmd for cmd in descendants(stack.process.pid).values()
+        )
+
+    wait_until(task_running, timeout=120, what="the sleeping task runs")
+    started = descendants(stack.process.pid)
+    stack.seen.update(started)
+    return execution_id, started
+
+
+def assert_started_all_parts(started: dict[tuple[int, int], str]) -> None:
+    commands = list(started.values())
+    assert any("temporal" in cmd for cmd in commands), commands
+    assert any("data_plane_agent" in cmd for cmd in commands), commands
+    assert any("fleetflow.runtime" in cmd for cmd in commands), commands
+
+
+def assert_all_gone(started: dict[tuple[int, int], str], *, timeout: float) -> None:
+    def gone() -> bool:
+        return not any(alive(pid, t) for pid, t in started)
+
+    try:
+        wait_until(gone, timeout=timeout, what="dev up's processes end")
+    except AssertionError:
+        left = {pid: cmd for (pid, t), cmd in started.items() if alive(pid, t)}
+        raise AssertionError(f"processes left behind: {left}") from None
+
+
+def port_is_free(port: int) -> bool:
+    return processes.free_port(port) == port
+
+
+def test_dev_up_runs_a_workflow_and_ctrl_c_stops_everything(dev_up: DevUp) -> None:
+    assert dev_up.api_url == f"http://127.0.0.1:{dev_up.ports['api']}"
+
+    run = dev_up.cli("run", "--remote", str(EXAMPLES / "hello.py"), "hello_pipeline", "--n", "10")
+    assert run.returncode == 0, run.stdout + run.stderr + dev_up.output()
+    assert "Metrics(" in run.stdout and "n_points=10" in run.stdout, run.stdout
+    match = re.search(r"execution (ex-[0-9a-f]+)", run.stdout)
+    assert match, run.stdout
+    execution_id = match.group(1)
+
+    listed = dev_up.cli("executions", "list")
+    assert listed.returncode == 0, listed.stderr
+    row = next((line for line in listed.stdout.splitlines() if execution_id in line), None)
+    assert row is not None, listed.stdout  # the full id, never shortened
+    assert "SUCCEEDED" in row and "hello.hello_pipeline" in row
+
+    shown = dev_up.cli("executions", "get", execution_id)
+    assert shown.returncode == 0, shown.stderr
+    assert f"execution {execution_id} (hello.hello_pipeline) SUCCEEDED" in shown.stdout
+    assert "n2-evaluate (attempt 1) SUCCEEDED on local" in shown.stdout
+    assert '"n_points": 10' in shown.stdout
+
+    missing = dev_up.cli("executions", "get", "ex-doesnotexist")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: execution ex-doesnotexist not found"), missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    _, started = start_sleeping_task(dev_up)
+    assert_started_all_parts(started)
+
+    os.kill(dev_up.process.pid, signal.SIGINT)
+    try:
+        code = dev_up.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"dev up still running 60s after SIGINT:\n{dev_up.output()}") from None
+    assert code == 0, dev_up.output()
+    assert "stopped the Fleetflow dev stack" in dev_up.log.read_text()
+    assert_all_gone(started, timeout=10)
+    for name, port in dev_up.ports.items():
+        assert port_is_free(port), f"{name} port {port} still in use"
+    # The agent stopped before the control plane, so its last report arrived.
+    agent_log = (dev_up.home / "logs" / "agent.log").read_text()
+    assert "could not be delivered" not in agent_log, agent_log[-3000:]
+
+
+def test_sigkill_of_dev_up_still_takes_its_children_down(dev_up: DevUp) -> None:
+    _, started = start_sleeping_task(dev_up)
+    assert_started_all_parts(started)
+
+    dev_up.process.send_signal(signal.SIGKILL)
+    dev_up.process.wait(timeout=30)
+
+    # Temporal and the agent get SIGTERM from the kernel (parent-death signal); the agent then
+    # stops its task before it exits.
+    assert_all_gone(started, timeout=60)
+    for name, port in dev_up.ports.items():
+        wait_until(lambda p=port: port_is_free(p), timeout=30, what=f"{name} port {port} free")
