@@ -116,7 +116,7 @@ async def _run_stack(
     logs = home / "logs"
     temporal_argv, temporal_kind = temporal_command
     temporal_port = int(settings.temporal.address.rsplit(":", 1)[1])
-    temporal = processes.spawn(temporal_argv, log_file=logs / "temporal.log")
+    temporal = processes.spawn(temporal_argv, log_file=logs / "temporal.log", native=True)
     agent: subprocess.Popen[bytes] | None = None
     # Its own stop event: on the way down the agent goes first, while the control plane can
     # still take its last reports.

@@ -3,7 +3,6 @@ told to die with their parent, and always stopped as a whole group."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -14,20 +13,21 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+from fleetflow.child_processes import die_with_parent_hook, parent_env
 
 
 def spawn(
-    argv: Sequence[str], *, log_file: Path, env: dict[str, str] | None = None
+    argv: Sequence[str],
+    *,
+    log_file: Path,
+    env: dict[str, str] | None = None,
+    native: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start a child in its own session, output appended to `log_file`."""
+    """Start a child in its own session, output appended to `log_file`, that dies with us.
+
+    A Python child arranges that itself (`fleetflow.child_processes`); a `native` one gets a
+    parent-death signal before exec, which is only safe while this process has no gRPC threads.
+    """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         return subprocess.Popen(
@@ -35,9 +35,9 @@ def spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **parent_env(), **(env or {})},
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent_hook() if native else None,
         )
 
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from data_plane_agent.agent import run_agent
 from data_plane_agent.settings import AgentSettings
+from fleetflow.child_processes import die_with_parent_if_asked
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -91,6 +92,7 @@ def run(
     ] = "INFO",
 ) -> None:
     """Connect to the control plane, lease task attempts and run them until SIGINT/SIGTERM."""
+    die_with_parent_if_asked()
     settings = _load_settings(
         {
             "control_plane": control_plane,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
+from fleetflow.child_processes import parent_env
 from fleetflow.errors import FleetflowError
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ class LocalProcessExecutor:
                             **self._env,
                             "FLEETFLOW_ATTEMPT_ID": attempt_id,
                             "FLEETFLOW_EXECUTION_ID": assignment.execution_id,
+                            # A task never outlives its agent: no orphans if it is killed.
+                            **parent_env(),
                         },
                         start_new_session=True,
                     )

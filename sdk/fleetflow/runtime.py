@@ -5,7 +5,10 @@ An agent launches it as
 --module M --function F --result-file PATH [--workdir DIR]``.
 It downloads and unpacks the code bundle, imports the `@fleetflow.task` function, converts the
 JSON inputs to Python values with the type system, calls the function, and writes the outputs
-(`{"o0": literal}`, or `{}` for a task without a result) back to the blob store.
+(`{"o0": literal}`, one entry per field of a NamedTuple return type, or `{}` for a task without
+a result) back to the blob store. `File`/`Directory` inputs are downloaded into the work
+directory (`.fleetflow/downloads/`) and those the task returns are uploaded next to the outputs
+document, content-addressed (`files/<sha256>/<name>`, `dirs/<sha256>/...`).
 
 It always tells the agent how it ended through the result file, a small JSON document:
 ``{"status": "SUCCEEDED"}`` (exit 0), or ``{"status": "FAILED", "message": "ValueError: …",
@@ -31,13 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from fleetflow.bundle import extract_bundle
+from fleetflow.child_processes import die_with_parent_if_asked
 from fleetflow.errors import FleetflowError
-from fleetflow.storage import read_uri, write_uri
-from fleetflow.types import to_literal, to_python
+from fleetflow.files import blob_context
+from fleetflow.interface import outputs_to_literals
+from fleetflow.storage import open_blob_store, parent_uri, read_uri, write_uri
+from fleetflow.types import to_python
 
 logger = logging.getLogger("fleetflow.runtime")
 
-OUTPUT_NAME = "o0"
+#: Where `File`/`Directory` inputs are downloaded to, inside the work directory.
+DOWNLOADS_DIR = ".fleetflow/downloads"
 STATUS_SUCCEEDED = "SUCCEEDED"
 STATUS_FAILED = "FAILED"
 
@@ -131,25 +138,27 @@ def run_task(invocation: TaskInvocation) -> None:
     task_fn = load_task(invocation.module, invocation.function)
     logger.info("reading inputs %s", invocation.inputs_uri)
     inputs = json.loads(read_uri(invocation.inputs_uri))
-    kwargs = _call_arguments(task_fn, inputs)
 
-    logger.info("running %s.%s", invocation.module, invocation.function)
-    started = time.monotonic()
-    result = task_fn.fn(**kwargs)
-    logger.info(
-        "%s.%s returned after %.3fs",
-        invocation.module,
-        invocation.function,
-        time.monotonic() - started,
-    )
+    # Files and directories: inputs are downloaded into the work directory, outputs uploaded
+    # next to the attempt's outputs document.
+    uploads = open_blob_store(parent_uri(invocation.outputs_uri))
+    with blob_context(uploads, "", workdir / DOWNLOADS_DIR):
+        kwargs = _call_arguments(task_fn, inputs)
 
-    output_type = task_fn.output_type
-    if output_type is None:
-        if result is not None:
+        logger.info("running %s.%s", invocation.module, invocation.function)
+        started = time.monotonic()
+        result = task_fn.fn(**kwargs)
+        logger.info(
+            "%s.%s returned after %.3fs",
+            invocation.module,
+            invocation.function,
+            time.monotonic() - started,
+        )
+
+        output_type = task_fn.output_type
+        if output_type is None and result is not None:
             logger.warning("task has no return annotation; ignoring its result %r", result)
-        outputs: dict[str, Any] = {}
-    else:
-        outputs = {OUTPUT_NAME: to_literal(result, output_type, f"outputs.{OUTPUT_NAME}")}
+        outputs = outputs_to_literals(result, output_type, "outputs")
     write_uri(invocation.outputs_uri, json.dumps(outputs).encode())
     logger.info("wrote outputs %s", invocation.outputs_uri)
 
@@ -174,6 +183,7 @@ def describe_exception(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m fleetflow.runtime`; returns the process exit code."""
+    die_with_parent_if_asked()
     args = _parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
