@@ -27,12 +27,15 @@ from fleetflow.errors import (
     WorkflowInputError,
     WorkflowOutputError,
 )
+from fleetflow.files import Directory, File
 from fleetflow.resources import Resources
 from fleetflow.task import TaskFunction, task
 from fleetflow.workflow import WorkflowFunction, workflow
 
 __all__ = [
     "DefinitionError",
+    "Directory",
+    "File",
     "FleetflowError",
     "InvalidOptionError",
     "LiteralValidationError",

@@ -10,6 +10,7 @@ names the line, not a failed pod an hour into a run.
 from __future__ import annotations
 
 import functools
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -18,9 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from fleetflow import ir
 from fleetflow.errors import DefinitionError, LiteralValidationError, WorkflowCompileError
-from fleetflow.interface import SINGLE_OUTPUT, Signature, return_location
-from fleetflow.promise import Promise, caller_location, contains_promise
-from fleetflow.types import describe_python_type, is_assignable, to_literal
+from fleetflow.interface import SINGLE_OUTPUT, Signature, output_types, return_location
+from fleetflow.promise import Promise, PromiseTuple, caller_location, contains_promise
+from fleetflow.types import (
+    assignability_hint,
+    describe_python_type,
+    is_assignable,
+    is_named_tuple,
+    to_literal,
+)
 
 if TYPE_CHECKING:
     from fleetflow.task import TaskFunction
@@ -82,8 +89,8 @@ class WorkflowCompilation:
 
     def call_task(
         self, task: TaskFunction[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> Promise | None:
-        """Record a call of `task` as a node; the promise of its output (None without one)."""
+    ) -> Promise | PromiseTuple | None:
+        """Record a call of `task` as a node; the promise(s) of its output (None without)."""
         task_name = task.spec.name
         fail: Callable[..., WorkflowCompileError] = functools.partial(
             WorkflowCompileError,
@@ -144,21 +151,34 @@ class WorkflowCompilation:
                 )
         self.tasks.setdefault(task_name, task)
         self.nodes.append(ir.Node(id=node_id, task=task_name, inputs=bindings))
-        output = task.spec.interface.output(SINGLE_OUTPUT)
-        if output is None:
-            return None
-        return Promise(
-            ir.NodeOutputBinding(node_id=node_id, output=SINGLE_OUTPUT),
-            output.type,
-            origin=f"output of node '{node_id}', task '{task_name}'",
-            workflow=self.workflow_name,
-            owner=self,
-        )
+        return self._output_promises(node_id, task)
 
-    def output_binding(
+    def _output_promises(
+        self, node_id: str, task: TaskFunction[..., Any]
+    ) -> Promise | PromiseTuple | None:
+        """A promise of the task's output, one per output for a NamedTuple return type."""
+        outputs = task.spec.interface.outputs
+        where = f"node '{node_id}', task '{task.spec.name}'"
+        promises = {
+            v.name: Promise(
+                ir.NodeOutputBinding(node_id=node_id, output=v.name),
+                v.type,
+                origin=f"output of {where}"
+                if v.name == SINGLE_OUTPUT
+                else f"output '{v.name}' of {where}",
+                workflow=self.workflow_name,
+                owner=self,
+            )
+            for v in outputs
+        }
+        if is_named_tuple(task.output_type):
+            return PromiseTuple(task.output_type, promises, origin=where)
+        return promises.get(SINGLE_OUTPUT)
+
+    def output_bindings(
         self, result: Any, signature: Signature, fn: Callable[..., Any]
-    ) -> ir.Binding | None:
-        """Check what the body `fn` returned against its declared return type."""
+    ) -> dict[str, ir.Binding]:
+        """Check what the body `fn` returned against its declared return type; bind outputs."""
 
         def fail(detail: str, **details: Any) -> WorkflowCompileError:
             # The body has finished, so the line is found in its source, and only on error.
@@ -166,22 +186,82 @@ class WorkflowCompilation:
                 detail, workflow=self.workflow_name, location=return_location(fn), **details
             )
 
-        output = signature.interface.output(SINGLE_OUTPUT)
-        if output is None:
+        outputs = signature.interface.outputs
+        output_type = signature.output_type
+        if not outputs:
             if result is not None:
                 raise fail(
                     f"declares `-> None` but returns {self._describe_argument(result)}",
                     expected="None",
                     actual=_type_of(result),
                 )
-            return None
+            return {}
+        declared = describe_python_type(output_type)
         if result is None:
             raise fail(
-                f"declares `-> {output.type.describe()}` but returns nothing (None)",
-                expected=output.type.describe(),
+                f"declares `-> {declared}` but returns nothing (None)",
+                expected=declared,
                 actual="None",
             )
-        return self._bind(result, output, signature.output_type, subject="return value", fail=fail)
+        if not is_named_tuple(output_type):
+            output = outputs[0]
+            binding = self._bind(result, output, output_type, subject="return value", fail=fail)
+            return {output.name: binding}
+        values = self._named_results(result, output_type, fail)
+        types = output_types(output_type)
+        return {
+            v.name: self._bind(
+                values[v.name],
+                v,
+                types[v.name],
+                subject=f"output '{v.name}' of the return value",
+                fail=fail,
+            )
+            for v in outputs
+        }
+
+    def _named_results(
+        self, result: Any, output_type: type, fail: Callable[..., WorkflowCompileError]
+    ) -> dict[str, Any]:
+        """The values a workflow returns for its NamedTuple outputs, by output name.
+
+        Accepted: an instance of the declared NamedTuple (of promises or constants), the
+        outputs of a task call with the same output names, or a plain tuple, by position.
+        """
+        names = list(output_types(output_type))
+        declared = f"{output_type.__name__}({', '.join(names)})"
+        if isinstance(result, PromiseTuple):
+            given = dict(result._promises)
+        elif isinstance(result, tuple) and is_named_tuple(type(result)):
+            fields: tuple[str, ...] = typing.cast(Any, result)._fields
+            given = dict(zip(fields, result, strict=True))
+        elif isinstance(result, tuple):
+            if len(result) != len(names):
+                raise fail(
+                    f"declares `-> {declared}` with {len(names)} outputs but returns a tuple of "
+                    f"{len(result)}",
+                    expected=declared,
+                    actual=f"tuple of {len(result)}",
+                )
+            return dict(zip(names, result, strict=True))
+        else:
+            raise fail(
+                f"declares `-> {declared}` but returns a single value, "
+                f"{self._describe_argument(result)}",
+                expected=declared,
+                actual=_type_of(result),
+                hint=f"return {output_type.__name__}({', '.join(f'{n}=...' for n in names)})",
+            )
+        if list(given) != names:
+            kind = result._tuple_type if isinstance(result, PromiseTuple) else type(result)
+            actual = f"{kind.__name__}({', '.join(given)})"
+            raise fail(
+                f"declares `-> {declared}` but returns {actual}; outputs are matched by name",
+                expected=declared,
+                actual=actual,
+                hint=f"return {output_type.__name__}(" + ", ".join(f"{n}=..." for n in names) + ")",
+            )
+        return given
 
     def _describe_argument(self, value: Any) -> str:
         if isinstance(value, Promise):
@@ -198,6 +278,16 @@ class WorkflowCompilation:
         fail: Callable[..., WorkflowCompileError],
     ) -> ir.Binding:
         expected = variable.type.describe()
+        if isinstance(value, PromiseTuple):
+            raise fail(
+                f"{subject} expects {expected}, got all the outputs of {value._origin} "
+                f"({value._tuple_type.__name__}: {', '.join(value._promises)})",
+                expected=expected,
+                actual=value._tuple_type.__name__,
+                hint="pass one output, e.g. `res."
+                + next(iter(value._promises))
+                + "`, or unpack them: `a, b = task(...)`",
+            )
         if isinstance(value, Promise):
             if value._owner is not self:
                 raise fail(
@@ -212,6 +302,7 @@ class WorkflowCompilation:
                     f"{subject} expects {expected}, got {actual} ({value._origin})",
                     expected=expected,
                     actual=actual,
+                    hint=assignability_hint(value._type, variable.type),
                 )
             return value._binding
         if contains_promise(value):
@@ -257,7 +348,7 @@ def compile_workflow(
                 "with promises in place of input values"
             )
             raise
-    output = compilation.output_binding(result, signature, fn)
+    outputs = compilation.output_bindings(result, signature, fn)
     spec = ir.WorkflowSpec(
         name=name,
         module=module,
@@ -265,6 +356,6 @@ def compile_workflow(
         interface=signature.interface,
         tasks={task_name: task.spec for task_name, task in compilation.tasks.items()},
         nodes=compilation.nodes,
-        outputs={SINGLE_OUTPUT: output} if output is not None else {},
+        outputs=outputs,
     )
     return CompiledWorkflow(spec=spec, tasks=dict(compilation.tasks))

@@ -12,17 +12,28 @@ import ast
 import inspect
 import textwrap
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fleetflow import ir
 from fleetflow.errors import DefinitionError, LiteralValidationError, UnsupportedTypeError
 from fleetflow.promise import caller_location
-from fleetflow.types import describe_python_type, literal_type_of, to_literal
+from fleetflow.types import (
+    describe_python_type,
+    is_named_tuple,
+    literal_type_of,
+    to_literal,
+    to_python,
+)
 
 #: The name of the single output of a task or workflow that returns a value.
 SINGLE_OUTPUT = "o0"
+
+_SUPPORTED = (
+    "int, float, str, bool, bytes, datetime, timedelta, Enum (str values), Optional[T], "
+    "list[T], dict[str, T], File, Directory, and dataclasses or pydantic models of those"
+)
 
 
 class ErrorFactory(Protocol):
@@ -48,7 +59,8 @@ class Signature:
         input_types: parameter name -> Python annotation, in declaration order.
         defaults: parameter name -> Python default, for parameters that have one.
         output_type: the return annotation, or `None` when the function returns nothing.
-        interface: the same as IR types, defaults as JSON literals.
+        interface: the same as IR types, defaults as JSON literals; its outputs are one per
+            field of a NamedTuple return type, else a single `SINGLE_OUTPUT`.
     """
 
     input_types: dict[str, Any]
@@ -198,7 +210,16 @@ def extract_signature(fn: Callable[..., Any], fail: ErrorFactory, *, decorator: 
     if output_type is type(None):
         output_type = None
     outputs: list[ir.Variable] = []
-    if output_type is not None:
+    if output_type is not None and is_named_tuple(output_type):
+        try:
+            fields = named_tuple_fields(output_type)
+        except UnsupportedTypeError as exc:
+            raise error(f"the return type {exc}") from exc
+        for field_name, field_type in fields.items():
+            what = f"output '{field_name}' of the return type {output_type.__name__}"
+            literal_type = _literal_type(field_type, error, what, None)
+            outputs.append(ir.Variable(name=field_name, type=literal_type))
+    elif output_type is not None:
         literal_type = _literal_type(output_type, error, "the return type", None)
         outputs.append(ir.Variable(name=SINGLE_OUTPUT, type=literal_type))
     return Signature(
@@ -217,8 +238,86 @@ def _literal_type(
     except (UnsupportedTypeError, NameError) as exc:  # NameError: a dataclass's forward ref
         raise error(
             f"{what} has unsupported type {describe_python_type(py_type)}: {exc}; supported are "
-            "int, float, str, bool, list[T], dict[str, T] and dataclasses of those",
+            f"{_SUPPORTED}",
             parameter=parameter,
-            expected="int, float, str, bool, list[T], dict[str, T] or a dataclass",
+            expected=_SUPPORTED,
             actual=describe_python_type(py_type),
         ) from exc
+
+
+# ------------------------------------------------------------------------------ outputs
+# A return type declares the outputs: none for `None`, one per field for a NamedTuple (named
+# by the field), else a single output named `SINGLE_OUTPUT`.
+
+
+def named_tuple_fields(named_tuple: type) -> dict[str, Any]:
+    """Field name -> annotation of a NamedTuple return type, in field order.
+
+    Raises:
+        UnsupportedTypeError: a field without an annotation (`collections.namedtuple`), or
+            no fields at all.
+    """
+    fields: tuple[str, ...] = getattr(named_tuple, "_fields", ())
+    hints = typing.get_type_hints(named_tuple)
+    missing = [name for name in fields if name not in hints]
+    if missing or not fields:
+        detail = f"field(s) {', '.join(missing)} without a type" if missing else "no fields"
+        raise UnsupportedTypeError(
+            f"{named_tuple.__name__} has {detail}; declare the outputs as a "
+            "`typing.NamedTuple` subclass with annotated fields"
+        )
+    return {name: hints[name] for name in fields}
+
+
+def output_types(output_type: Any | None) -> dict[str, Any]:
+    """Output name -> Python type, in interface order, for a return type."""
+    if output_type is None:
+        return {}
+    if is_named_tuple(output_type):
+        return named_tuple_fields(output_type)
+    return {SINGLE_OUTPUT: output_type}
+
+
+def outputs_to_literals(
+    value: Any, output_type: Any | None, path: str = "outputs"
+) -> dict[str, Any]:
+    """What a task or workflow returned -> its outputs as JSON literals, by output name.
+
+    A NamedTuple return type takes an instance of it or a plain tuple of as many values.
+
+    Raises:
+        LiteralValidationError: a value of the wrong type, its path naming the output.
+    """
+    types = output_types(output_type)
+    if output_type is None or not is_named_tuple(output_type):
+        return {name: to_literal(value, t, f"{path}.{name}") for name, t in types.items()}
+    if not isinstance(value, tuple) or len(value) != len(types):
+        raise LiteralValidationError(
+            path,
+            f"expected {output_type.__name__} ({len(types)} outputs: {', '.join(types)}), got "
+            + (f"a tuple of {len(value)}" if isinstance(value, tuple) else type(value).__name__),
+        )
+    return {
+        name: to_literal(item, t, f"{path}.{name}")
+        for (name, t), item in zip(types.items(), value, strict=True)
+    }
+
+
+def outputs_to_python(
+    literals: Mapping[str, Any], output_type: Any | None, path: str = "outputs"
+) -> Any:
+    """Outputs as JSON literals, by name -> the Python value of the return type.
+
+    Raises:
+        LiteralValidationError: an output is missing or does not match its type.
+    """
+    types = output_types(output_type)
+    missing = [name for name in types if name not in literals]
+    if missing:
+        raise LiteralValidationError(path, f"missing output(s) {', '.join(missing)}")
+    values = {name: to_python(literals[name], t, f"{path}.{name}") for name, t in types.items()}
+    if output_type is None:
+        return None
+    if is_named_tuple(output_type):
+        return output_type(**values)
+    return values[SINGLE_OUTPUT]

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from fleetflow import ir
-from fleetflow.interface import SINGLE_OUTPUT
-from fleetflow.types import to_literal, to_python
+from fleetflow.interface import outputs_to_literals
+from fleetflow.types import to_python
 
 if TYPE_CHECKING:
     from fleetflow.task import TaskFunction
@@ -72,11 +72,7 @@ def run_locally(
                 for name, binding in node.inputs.items()
             }
             value = task.fn(**kwargs)
-            outputs: dict[str, Any] = {}
-            if task.output_type is not None:
-                outputs[SINGLE_OUTPUT] = to_literal(
-                    value, task.output_type, f"{node.id}.outputs.{SINGLE_OUTPUT}"
-                )
+            outputs = outputs_to_literals(value, task.output_type, f"{node.id}.outputs")
         except Exception as exc:
             exc.add_note(where)
             raise

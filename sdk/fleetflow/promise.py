@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from fleetflow import ir
@@ -103,8 +104,8 @@ class Promise:
     def __iter__(self) -> NoReturn:
         self._misuse(
             "cannot iterate over or unpack a promise",
-            "fan-out over a list will be `map_task` (coming); to return several values, "
-            "return a dataclass and pass it whole to the next task",
+            "fan-out over a list will be `map_task` (coming); to return several values from a "
+            "task, annotate it `-> SomeNamedTuple` and unpack its call (`a, b = t(...)`)",
         )
 
     def __len__(self) -> int:
@@ -184,9 +185,80 @@ for _name, _symbol in {"neg": "-", "pos": "+", "abs": "abs()", "invert": "~"}.it
     setattr(Promise, f"__{_name}__", _arithmetic(_symbol))
 
 
+class PromiseTuple:
+    """The outputs of a task call whose return type is a NamedTuple: one promise per field.
+
+    It reads like the NamedTuple the task returns: `res.loss` is the promise of output `loss`,
+    `model, loss = train(...)` unpacks, `res[0]` indexes; its length is known at compile time.
+    Anything that needs values (`if res:`, comparisons) fails like on a promise.
+    """
+
+    __slots__ = ("_tuple_type", "_promises", "_origin")
+
+    def __init__(self, tuple_type: type, promises: dict[str, Promise], *, origin: str) -> None:
+        self._tuple_type = tuple_type  # the declared NamedTuple class
+        self._promises = promises  # output name -> promise, in field order
+        self._origin = origin  # "node 'n0-train', task 'pipeline.train'"
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={p!r}" for n, p in self._promises.items())
+        return f"<PromiseTuple {self._tuple_type.__name__}({fields})>"
+
+    def _first(self) -> Promise:
+        return next(iter(self._promises.values()))
+
+    def _misuse(self, detail: str, hint: str, error: type[WorkflowCompileError]) -> NoReturn:
+        first = self._first()
+        raise error(
+            f"{detail} ({self._describe()})",
+            location=caller_location(),
+            workflow=first._workflow,
+            actual=self._tuple_type.__name__,
+            hint=hint,
+        )
+
+    def _describe(self) -> str:
+        return f"outputs {', '.join(self._promises)} of {self._origin}"
+
+    def __getattr__(self, name: str) -> Promise:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._promises[name]
+        except KeyError:
+            self._misuse(
+                f"{self._tuple_type.__name__} has no output '{name}'",
+                f"its outputs are: {', '.join(self._promises)}",
+                PromiseAttributeError,
+            )
+
+    def __iter__(self) -> Iterator[Promise]:
+        return iter(self._promises.values())
+
+    def __len__(self) -> int:
+        return len(self._promises)
+
+    def __getitem__(self, index: int) -> Promise:
+        if not isinstance(index, int):
+            self._misuse(
+                f"index a task's outputs by position (an int), got {index!r}",
+                "or read an output by name: `res.<field>`",
+                WorkflowCompileError,
+            )
+        return list(self._promises.values())[index]
+
+    def __bool__(self) -> bool:
+        self._misuse("task outputs have no truth value", _NO_BRANCHING, WorkflowCompileError)
+
+    def __eq__(self, other: object) -> bool:
+        self._misuse("cannot compare task outputs (==)", _NO_BRANCHING, WorkflowCompileError)
+
+    __hash__ = object.__hash__
+
+
 def contains_promise(value: Any) -> bool:
     """Whether a constant written in a workflow body hides a promise inside a container."""
-    if isinstance(value, Promise):
+    if isinstance(value, Promise | PromiseTuple):
         return True
     if isinstance(value, list | tuple | set | frozenset):
         return any(contains_promise(item) for item in value)

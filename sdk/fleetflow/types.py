@@ -1,74 +1,586 @@
 """The type system: Python types <-> `LiteralType`, Python values <-> JSON literals.
 
-Three directions, one module, so the SDK, the task runtime and the control plane agree:
+One module, so the SDK, the task runtime and the control plane agree on every value:
 - `literal_type_of(py_type)`: annotation -> IR type (raises `UnsupportedTypeError`);
 - `to_literal(value, py_type)` / `to_python(literal, py_type)`: values on the engineer's side
-  and in the task runtime;
+  and in the task runtime, each family of Python types handled by one `TypeTransformer`;
 - `validate_literal(literal, literal_type)`: checks and normalises a JSON value against an IR
-  type where no Python type exists (the control plane validating execution inputs).
+  type where no Python type exists (the control plane validating execution inputs);
+- `is_assignable(source, target)`: whether an output may be bound to a parameter (compiler).
+
+| Python                              | kind      | JSON literal                                  |
+|-------------------------------------|-----------|-----------------------------------------------|
+| `int`, `float`, `str`, `bool`       | scalars   | number, number, string, true/false            |
+| `bytes`                             | bytes     | base64 string                                 |
+| `datetime`                          | datetime  | ISO 8601 string, with an offset only if aware |
+| `timedelta`                         | duration  | seconds (an integer when whole)               |
+| `Enum` with `str` values            | enum      | the member's value                            |
+| `Optional[T]`, `T \\| None`          | optional  | null or a literal of T                        |
+| `list[T]`, `dict[str, T]`           | list/dict | array, object                                 |
+| dataclass, pydantic model           | struct    | object with exactly the fields                |
+| `File`, `Directory`                 | file/dir  | `{"uri", "name"}`, `{"uri"}`                  |
+
+`bool` is not an `int`, and an `int` widens only to `float`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import datetime as dt
+import enum
+import functools
+import math
 import types
 import typing
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlparse
 
+import pydantic
+
+from fleetflow import files
 from fleetflow.errors import LiteralValidationError, UnsupportedTypeError
 from fleetflow.ir import LiteralType, TypeKind
 
-_SIMPLE: dict[type, TypeKind] = {
-    bool: TypeKind.BOOLEAN,
-    int: TypeKind.INTEGER,
-    float: TypeKind.FLOAT,
-    str: TypeKind.STRING,
-}
+_NONE_TYPE = type(None)
+
+# ------------------------------------------------------------------------------- helpers
 
 
 def _qualified_name(tp: type) -> str:
     return f"{tp.__module__}.{tp.__qualname__}"
 
 
-def _resolved_fields(tp: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(tp)
-    return {f.name: hints[f.name] for f in dataclasses.fields(tp)}
+def _field_path(path: str, name: object) -> str:
+    return f"{path}.{name}" if path else str(name)
 
 
-def literal_type_of(py_type: Any) -> LiteralType:
-    """Map a Python annotation to its IR type."""
-    if py_type in _SIMPLE:
-        return LiteralType(kind=_SIMPLE[py_type])
-    origin = typing.get_origin(py_type)
+def _item_path(path: str, index: int) -> str:
+    return f"{path}[{index}]"
+
+
+def _describe_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _mismatch(path: str, expected: str, value: Any) -> LiteralValidationError:
+    return LiteralValidationError(path, f"expected {expected}, got {_describe_value(value)}")
+
+
+def _strip_annotated(py_type: Any) -> Any:
+    while typing.get_origin(py_type) is typing.Annotated:
+        py_type = py_type.__origin__
+    return py_type
+
+
+def _optional_item(py_type: Any) -> Any | None:
+    """`T` for `Optional[T]` / `T | None`, else None."""
+    if typing.get_origin(py_type) not in (typing.Union, types.UnionType):
+        return None
     args = typing.get_args(py_type)
-    if origin is list:
+    others = [a for a in args if a is not _NONE_TYPE]
+    return others[0] if len(args) == 2 and len(others) == 1 else None
+
+
+def is_named_tuple(py_type: Any) -> typing.TypeGuard[type[tuple[Any, ...]]]:
+    """Whether `py_type` is a `NamedTuple` class (a return type declaring several outputs)."""
+    return isinstance(py_type, type) and issubclass(py_type, tuple) and hasattr(py_type, "_fields")
+
+
+# --------------------------------------------------------------------------- transformers
+
+
+Resolve = Callable[[Any], LiteralType]
+
+
+class TypeTransformer(ABC):
+    """Converts one family of Python types (all dataclasses, all enums...) to and from literals.
+
+    `to_literal` checks the Python value it gets and `to_python` the literal it gets; both raise
+    `LiteralValidationError` naming `path`. Containers convert their items through
+    `to_literal`/`to_python` again, so transformers compose.
+    """
+
+    @abstractmethod
+    def handles(self, py_type: Any) -> bool:
+        """Whether this transformer converts values of `py_type`."""
+
+    @abstractmethod
+    def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
+        """The IR type of `py_type`; `resolve` gives the IR type of a nested Python type."""
+
+    @abstractmethod
+    def to_literal(self, value: Any, py_type: Any, path: str) -> Any: ...
+
+    @abstractmethod
+    def to_python(self, literal: Any, py_type: Any, path: str) -> Any: ...
+
+
+class _Scalar(TypeTransformer):
+    """int, float, str, bool: the literal is the value itself (an int literal widens to float)."""
+
+    def __init__(self, py_type: type, kind: TypeKind) -> None:
+        self._py_type = py_type
+        self._type = LiteralType(kind=kind)
+
+    def handles(self, py_type: Any) -> bool:
+        return py_type is self._py_type
+
+    def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
+        return self._type
+
+    def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
+        return validate_literal(value, self._type, path)
+
+    def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
+        return validate_literal(literal, self._type, path)
+
+
+class _Bytes(TypeTransformer):
+    _type = LiteralType(kind=TypeKind.BYTES)
+
+    def handles(self, py_type: Any) -> bool:
+        return py_type is bytes
+
+    def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
+        return self._type
+
+    def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
+        if not isinstance(value, bytes | bytearray):
+            raise _mismatch(path, "bytes", value)
+        return base64.b64encode(value).decode("ascii")
+
+    def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
+        return base64.b64decode(validate_literal(literal, self._type, path))
+
+
+class _Datetime(TypeTransformer):
+    _type = LiteralType(kind=TypeKind.DATETIME)
+
+    def handles(self, py_type: Any) -> bool:
+        return py_type is dt.datetime
+
+    def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
+        return self._type
+
+    def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
+        if not isinstance(value, dt.datetime):
+            raise _mismatch(path, "datetime", value)
+        return value.isoformat()
+
+    def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
+        return dt.datetime.fromisoformat(validate_literal(literal, self._type, path))
+
+
+class _Duration(TypeTransformer):
+    _type = LiteralType(kind=TypeKind.DURATION)
+    _MICROSECOND = dt.timedelta(microseconds=1)
+
+    def handles(self, py_type: Any) -> bool:
+        return py_type is dt.timedelta
+
+    def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
+        return self._type
+
+    def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
+        if not isinstance(value, dt.timedelta):
+            raise _mismatch(path, "timedelta", value)
+        # Whole seconds stay an exact int; otherwise a float, exact to the microsecond for
+        # durations under about a century.
+        micros = value // self._MICROSECOND
+        return micros // 10**6 if micros % 10**6 == 0 else micros / 10**6
+
+    def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
+        return dt.timedelta(seconds=validate_literal(literal, self._type, path))
+
+
+class _Enum(TypeTransformer):
+    """Enums whose values are all strings (`StrEnum` or `Enum` with str values)."""
+
+    def handles(self, py_type: Any) -> bool:
+        return isinstance(py_type, type) and issubclass(py_type, enum.Enum)
+
+    def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
+        members = list(py_type)
+        if not members:
+            raise UnsupportedTypeError(f"enum {py_type.__name__} has no members")
+        others = [m for m in members if not isinstance(m.value, str)]
+        if others:
+            shown = ", ".join(f"{m.name}={m.value!r}" for m in others[:3])
+            raise UnsupportedTypeError(
+                f"enum {py_type.__name__} has non-string values ({shown}); only enums whose "
+                "values are all str are supported (e.g. `class Color(StrEnum)`)"
+            )
+        return LiteralType(
+            kind=TypeKind.ENUM,
+            name=_qualified_name(py_type),
+            values=[m.value for m in members],
+        )
+
+    def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
+        if not isinstance(value, py_type):
+            raise _mismatch(path, f"a member of {py_type.__name__}", value)
+        return value.value
+
+    def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
+        return py_type(validate_literal(literal, literal_type_of(py_type), path))
+
+
+class _Optional(TypeTransformer):
+    def handles(self, py_type: Any) -> bool:
+        return _optional_item(py_type) is not None
+
+    def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
+        return LiteralType(kind=TypeKind.OPTIONAL, item=resolve(_optional_item(py_type)))
+
+    def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
+        return None if value is None else to_literal(value, _optional_item(py_type), path)
+
+    def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
+        return None if literal is None else to_python(literal, _optional_item(py_type), path)
+
+
+class _List(TypeTransformer):
+    def handles(self, py_type: Any) -> bool:
+        return typing.get_origin(py_type) is list
+
+    def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
+        args = typing.get_args(py_type)
         if len(args) != 1:
-            raise UnsupportedTypeError("list needs an element type, e.g. list[int]")
-        return LiteralType(kind=TypeKind.LIST, item=literal_type_of(args[0]))
-    if origin is dict:
+            raise UnsupportedTypeError("list needs one element type, e.g. list[int]")
+        return LiteralType(kind=TypeKind.LIST, item=resolve(args[0]))
+
+    def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
+        if not isinstance(value, list | tuple):
+            raise _mismatch(path, describe_python_type(py_type), value)
+        (item_type,) = typing.get_args(py_type)
+        item = _transformer_for(item_type)
+        return [item.to_literal(v, item_type, _item_path(path, i)) for i, v in enumerate(value)]
+
+    def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
+        if not isinstance(literal, list):
+            raise _mismatch(path, describe_python_type(py_type), literal)
+        (item_type,) = typing.get_args(py_type)
+        item = _transformer_for(item_type)
+        return [item.to_python(v, item_type, _item_path(path, i)) for i, v in enumerate(literal)]
+
+
+class _Dict(TypeTransformer):
+    def handles(self, py_type: Any) -> bool:
+        return typing.get_origin(py_type) is dict
+
+    def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
+        args = typing.get_args(py_type)
         if len(args) != 2 or args[0] is not str:
             raise UnsupportedTypeError(
                 "dict needs string keys and a value type, e.g. dict[str, float]"
             )
-        return LiteralType(kind=TypeKind.DICT, item=literal_type_of(args[1]))
-    if py_type is list or py_type is dict:
+        return LiteralType(kind=TypeKind.DICT, item=resolve(args[1]))
+
+    def _convert(
+        self, value: Any, py_type: Any, path: str, convert: Callable[..., Any]
+    ) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise _mismatch(path, describe_python_type(py_type), value)
+        item_type = typing.get_args(py_type)[1]
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise LiteralValidationError(path, f"dict keys must be strings, got {key!r}")
+            out[key] = convert(item, item_type, _field_path(path, key))
+        return out
+
+    def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
+        return self._convert(value, py_type, path, to_literal)
+
+    def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
+        return self._convert(literal, py_type, path, to_python)
+
+
+def _check_struct_keys(value: Any, expected: str, names: Iterable[str], path: str) -> None:
+    if not isinstance(value, dict):
+        raise _mismatch(path, expected, value)
+    fields = set(names)
+    unknown = sorted(str(k) for k in set(value) - fields)
+    if unknown:
+        raise LiteralValidationError(path, f"unknown field(s) {', '.join(unknown)} for {expected}")
+    missing = sorted(fields - set(value))
+    if missing:
+        raise LiteralValidationError(path, f"missing field(s) {', '.join(missing)} for {expected}")
+
+
+class _Struct(TypeTransformer):
+    """Shared by dataclasses and pydantic models: named, typed fields, converted one by one."""
+
+    @abstractmethod
+    def fields(self, py_type: Any) -> dict[str, Any]:
+        """Field name -> annotation, in declaration order."""
+
+    @abstractmethod
+    def build(self, py_type: Any, values: dict[str, Any], path: str) -> Any:
+        """An instance of `py_type` from converted field values."""
+
+    def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
+        field_types: dict[str, LiteralType] = {}
+        for name, annotation in self.fields(py_type).items():
+            try:
+                field_types[name] = resolve(annotation)
+            except UnsupportedTypeError as exc:
+                raise UnsupportedTypeError(f"field '{name}' of {py_type.__name__}: {exc}") from exc
+        return LiteralType(kind=TypeKind.STRUCT, name=_qualified_name(py_type), fields=field_types)
+
+    def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
+        if not isinstance(value, py_type):
+            raise _mismatch(path, py_type.__name__, value)
+        return {
+            name: to_literal(getattr(value, name), annotation, _field_path(path, name))
+            for name, annotation in self.fields(py_type).items()
+        }
+
+    def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
+        fields = self.fields(py_type)
+        _check_struct_keys(literal, py_type.__name__, fields, path)
+        values = {
+            name: to_python(literal[name], annotation, _field_path(path, name))
+            for name, annotation in fields.items()
+        }
+        return self.build(py_type, values, path)
+
+
+@functools.cache
+def _dataclass_fields(py_type: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(py_type)
+    return {f.name: hints[f.name] for f in dataclasses.fields(py_type)}
+
+
+class _Dataclass(_Struct):
+    def handles(self, py_type: Any) -> bool:
+        return isinstance(py_type, type) and dataclasses.is_dataclass(py_type)
+
+    def fields(self, py_type: Any) -> dict[str, Any]:
+        return _dataclass_fields(py_type)
+
+    def build(self, py_type: Any, values: dict[str, Any], path: str) -> Any:
+        init = {f.name for f in dataclasses.fields(py_type) if f.init}
+        instance = py_type(**{k: v for k, v in values.items() if k in init})
+        for name, value in values.items():
+            if name not in init:
+                object.__setattr__(instance, name, value)
+        return instance
+
+
+@functools.cache
+def _model_fields(py_type: type[pydantic.BaseModel]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name, info in py_type.model_fields.items():
+        if isinstance(info.annotation, str | typing.ForwardRef):
+            raise UnsupportedTypeError(
+                f"field '{name}' of {py_type.__name__} is not resolved yet "
+                f"({info.annotation!r}); call {py_type.__name__}.model_rebuild()"
+            )
+        fields[name] = info.annotation
+    return fields
+
+
+def _validation_key(name: str, info: Any) -> str:
+    alias = info.validation_alias if isinstance(info.validation_alias, str) else info.alias
+    return alias or name
+
+
+class _PydanticModel(_Struct):
+    """Pydantic models: fields as declared (by name, not alias); built with validation."""
+
+    def handles(self, py_type: Any) -> bool:
+        return isinstance(py_type, type) and issubclass(py_type, pydantic.BaseModel)
+
+    def fields(self, py_type: Any) -> dict[str, Any]:
+        return _model_fields(py_type)
+
+    def build(self, py_type: Any, values: dict[str, Any], path: str) -> Any:
+        # Keyed as validation expects them: by alias where a field has one.
+        infos = py_type.model_fields
+        data = {_validation_key(name, infos[name]): value for name, value in values.items()}
+        try:
+            return py_type.model_validate(data)
+        except pydantic.ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            raise LiteralValidationError(
+                _field_path(path, where) if where else path,
+                f"invalid {py_type.__name__}: {error['msg']}",
+            ) from None
+
+
+class _File(TypeTransformer):
+    _type = LiteralType(kind=TypeKind.FILE)
+
+    def handles(self, py_type: Any) -> bool:
+        return py_type is files.File
+
+    def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
+        return self._type
+
+    def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
+        return files.file_to_literal(value, path)
+
+    def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
+        return files.file_to_python(validate_literal(literal, self._type, path), path)
+
+
+class _Directory(TypeTransformer):
+    _type = LiteralType(kind=TypeKind.DIRECTORY)
+
+    def handles(self, py_type: Any) -> bool:
+        return py_type is files.Directory
+
+    def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
+        return self._type
+
+    def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
+        return files.directory_to_literal(value, path)
+
+    def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
+        return files.directory_to_python(validate_literal(literal, self._type, path), path)
+
+
+_TRANSFORMERS: list[TypeTransformer] = [
+    _Scalar(bool, TypeKind.BOOLEAN),
+    _Scalar(int, TypeKind.INTEGER),
+    _Scalar(float, TypeKind.FLOAT),
+    _Scalar(str, TypeKind.STRING),
+    _Bytes(),
+    _Datetime(),
+    _Duration(),
+    _File(),
+    _Directory(),
+    _Optional(),
+    _List(),
+    _Dict(),
+    _Enum(),
+    _Dataclass(),
+    _PydanticModel(),
+]
+_BY_TYPE: dict[Any, TypeTransformer] = {}
+
+
+def _unsupported(py_type: Any) -> UnsupportedTypeError:
+    origin = typing.get_origin(py_type)
+    name = describe_python_type(py_type)
+    if py_type in (list, dict):
+        return UnsupportedTypeError(f"bare {name} has no element type; write {name}[...]")
+    if origin in (typing.Union, types.UnionType):
+        return UnsupportedTypeError(
+            f"union types other than Optional[T] are not supported: {name}; use a dataclass "
+            "with one field per alternative"
+        )
+    if is_named_tuple(py_type):
+        return UnsupportedTypeError(
+            f"NamedTuple {name} is only supported as a return type (one output per field); "
+            "use a dataclass for a structured value"
+        )
+    if py_type is tuple or origin is tuple:
+        return UnsupportedTypeError(f"{name} is not supported; use list[T] or a dataclass")
+    if py_type in (set, frozenset) or origin in (set, frozenset):
+        return UnsupportedTypeError(f"{name} is not supported; use list[T]")
+    if py_type is dt.date:
+        return UnsupportedTypeError("date is not supported; use datetime")
+    return UnsupportedTypeError(f"type {name!r} is not supported")
+
+
+def _transformer_for(py_type: Any) -> TypeTransformer:
+    try:
+        return _BY_TYPE[py_type]
+    except (KeyError, TypeError):  # not seen yet, or unhashable
+        pass
+    for transformer in _TRANSFORMERS:
+        if transformer.handles(py_type):
+            try:
+                _BY_TYPE[py_type] = transformer
+            except TypeError:
+                pass
+            return transformer
+    stripped = _strip_annotated(py_type)
+    if stripped is not py_type:
+        return _transformer_for(stripped)
+    raise _unsupported(py_type)
+
+
+# ------------------------------------------------------------------------ public functions
+
+
+def _resolve(py_type: Any, enclosing: tuple[Any, ...]) -> LiteralType:
+    py_type = _strip_annotated(py_type)
+    if any(py_type is outer for outer in enclosing):
         raise UnsupportedTypeError(
-            f"bare {py_type.__name__} has no element type; write {py_type.__name__}[...]"
+            f"recursive type {describe_python_type(py_type)} is not supported"
         )
-    if isinstance(py_type, type) and dataclasses.is_dataclass(py_type):
-        return LiteralType(
-            kind=TypeKind.STRUCT,
-            name=_qualified_name(py_type),
-            fields={name: literal_type_of(t) for name, t in _resolved_fields(py_type).items()},
-        )
-    if isinstance(origin, type) and origin is types.UnionType or origin is typing.Union:
-        raise UnsupportedTypeError(f"union types are not supported yet: {py_type!r}")
-    raise UnsupportedTypeError(f"type {getattr(py_type, '__name__', py_type)!r} is not supported")
+    transformer = _transformer_for(py_type)
+    nested = (*enclosing, py_type)
+    return transformer.literal_type(py_type, lambda inner: _resolve(inner, nested))
+
+
+@functools.cache
+def _cached_literal_type(py_type: Any) -> LiteralType:
+    return _resolve(py_type, ())
+
+
+def literal_type_of(py_type: Any) -> LiteralType:
+    """Map a Python annotation to its IR type.
+
+    Raises:
+        UnsupportedTypeError: the type (or a type nested in it) cannot be carried; the message
+            says which and what to use instead.
+    """
+    try:
+        hash(py_type)
+    except TypeError:
+        return _resolve(py_type, ())
+    return _cached_literal_type(py_type)
+
+
+def to_literal(value: Any, py_type: Any, path: str = "") -> Any:
+    """Convert a Python value of `py_type` to its JSON literal, checking it on the way.
+
+    Raises:
+        LiteralValidationError: the value is not a `py_type`; `path` names where.
+        UnsupportedTypeError: `py_type` is not supported.
+    """
+    return _transformer_for(py_type).to_literal(value, _strip_annotated(py_type), path)
+
+
+def to_python(literal: Any, py_type: Any, path: str = "") -> Any:
+    """Convert a JSON literal back to a Python value of `py_type`, checking it on the way.
+
+    Raises:
+        LiteralValidationError: the literal does not match `py_type`; `path` names where.
+        UnsupportedTypeError: `py_type` is not supported.
+    """
+    return _transformer_for(py_type).to_python(literal, _strip_annotated(py_type), path)
 
 
 def describe_python_type(py_type: Any) -> str:
-    """The annotation as a user wrote it (`list[int]`, `Metrics`)."""
-    if isinstance(py_type, type) and not typing.get_args(py_type):
+    """The annotation as a user would read it (`list[int]`, `Optional[Metrics]`)."""
+    if py_type is None or py_type is _NONE_TYPE:
+        return "None"
+    item = _optional_item(py_type)
+    if item is not None:
+        return f"Optional[{describe_python_type(item)}]"
+    origin = typing.get_origin(py_type)
+    args = typing.get_args(py_type)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(describe_python_type(a) for a in args)
+    if isinstance(origin, type) and args:
+        inner = ", ".join("..." if a is Ellipsis else describe_python_type(a) for a in args)
+        return f"{origin.__name__}[{inner}]"
+    if isinstance(py_type, type):
         return py_type.__name__
     return repr(py_type).replace("typing.", "")
 
@@ -76,9 +588,16 @@ def describe_python_type(py_type: Any) -> str:
 def is_assignable(source: LiteralType, target: LiteralType) -> bool:
     """Whether a value of type `source` may be bound to a parameter of type `target`.
 
-    Exact structural match, except that an int may flow into a float. Structs match by name
-    and fields, so two dataclasses with the same fields but different names do not mix.
+    Exact structural match, except that an int may flow into a float and a `T` into an
+    `Optional[T]` (never the other way round). Structs match by name and fields, enums by name
+    and values, so two dataclasses with the same fields but different names do not mix.
     """
+    if target.kind is TypeKind.OPTIONAL:
+        assert target.item is not None
+        if source.kind is TypeKind.OPTIONAL:
+            assert source.item is not None
+            return is_assignable(source.item, target.item)
+        return is_assignable(source, target.item)
     if source.kind is TypeKind.INTEGER and target.kind is TypeKind.FLOAT:
         return True
     if source.kind is not target.kind:
@@ -88,108 +607,137 @@ def is_assignable(source: LiteralType, target: LiteralType) -> bool:
         return is_assignable(source.item, target.item)
     if source.kind is TypeKind.STRUCT:
         return source.name == target.name and source.fields == target.fields
+    if source.kind is TypeKind.ENUM:
+        return source.name == target.name and source.values == target.values
     return True
 
 
-def validate_literal(value: Any, literal_type: LiteralType, path: str = "") -> Any:
-    """Check a JSON value against an IR type and return it normalised (ints widened to float).
+def assignability_hint(source: LiteralType, target: LiteralType) -> str | None:
+    """Advice for a `source` that is not assignable to `target`, when there is more to say
+    than the two types (a None to handle, two definitions of one struct)."""
+    if source.kind is TypeKind.OPTIONAL and target.kind is not TypeKind.OPTIONAL:
+        assert source.item is not None
+        if is_assignable(source.item, target):
+            return (
+                f"the value may be None, which {target.describe()} does not accept: handle "
+                f"None in a task that returns {target.describe()} (e.g. with a default), or "
+                f"declare the receiving type Optional[{target.describe()}]"
+            )
+    if source.kind is target.kind and source.item is not None and target.item is not None:
+        inner = assignability_hint(source.item, target.item)
+        if inner is not None:
+            return f"in the {source.kind.value} items: {inner}"
+    if source.kind is target.kind and source.name == target.name and source.name is not None:
+        return (
+            f"two different definitions of {source.name} are in play (different fields or "
+            "values); import the type from one module"
+        )
+    return None
 
-    Raises `LiteralValidationError` naming the path of the first offending value.
-    """
-    kind = literal_type.kind
-    expected = literal_type.describe()
 
-    def fail(detail: str | None = None) -> LiteralValidationError:
-        got = type(value).__name__ if value is not None else "null"
-        return LiteralValidationError(path, detail or f"expected {expected}, got {got} {value!r}")
-
-    if kind is TypeKind.BOOLEAN:
-        if not isinstance(value, bool):
-            raise fail()
-        return value
-    if kind is TypeKind.INTEGER:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise fail()
-        return value
-    if kind is TypeKind.FLOAT:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise fail()
-        return float(value)
-    if kind is TypeKind.STRING:
-        if not isinstance(value, str):
-            raise fail()
-        return value
-    assert literal_type.item is not None or kind is TypeKind.STRUCT
-    if kind is TypeKind.LIST:
-        if not isinstance(value, list):
-            raise fail()
-        assert literal_type.item is not None
-        return [validate_literal(v, literal_type.item, f"{path}[{i}]") for i, v in enumerate(value)]
-    if kind is TypeKind.DICT:
-        if not isinstance(value, dict):
-            raise fail()
-        assert literal_type.item is not None
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise LiteralValidationError(path, f"dict keys must be strings, got {key!r}")
-            out[key] = validate_literal(item, literal_type.item, f"{path}.{key}" if path else key)
-        return out
-    # STRUCT
-    if not isinstance(value, dict):
-        raise fail()
+def _validate_struct(value: Any, literal_type: LiteralType, path: str) -> dict[str, Any]:
     fields = literal_type.fields or {}
-    unknown = sorted(set(value) - set(fields))
-    if unknown:
-        raise fail(f"unknown field(s) {', '.join(unknown)} for {expected}")
-    missing = sorted(set(fields) - set(value))
-    if missing:
-        raise fail(f"missing field(s) {', '.join(missing)} for {expected}")
+    _check_struct_keys(value, literal_type.describe(), fields, path)
     return {
-        name: validate_literal(value[name], ft, f"{path}.{name}" if path else name)
+        name: validate_literal(value[name], ft, _field_path(path, name))
         for name, ft in fields.items()
     }
 
 
-def to_literal(value: Any, py_type: Any, path: str = "") -> Any:
-    """Convert a Python value of `py_type` to its JSON literal, checking it on the way."""
-    if isinstance(py_type, type) and dataclasses.is_dataclass(py_type):
-        if not isinstance(value, py_type):
-            got = type(value).__name__
-            raise LiteralValidationError(path, f"expected {py_type.__name__}, got {got} {value!r}")
-        return {
-            name: to_literal(getattr(value, name), t, f"{path}.{name}" if path else name)
-            for name, t in _resolved_fields(py_type).items()
-        }
-    origin = typing.get_origin(py_type)
-    args = typing.get_args(py_type)
-    if origin is list and isinstance(value, list | tuple):
-        return [to_literal(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict and isinstance(value, dict):
-        return {
-            k: to_literal(v, args[1], f"{path}.{k}" if path else str(k)) for k, v in value.items()
-        }
-    return validate_literal(value, literal_type_of(py_type), path)
+def _validate_blob(value: Any, literal_type: LiteralType, path: str) -> dict[str, str]:
+    is_file = literal_type.kind is TypeKind.FILE
+    keys = ("uri", "name") if is_file else ("uri",)
+    _check_struct_keys(value, literal_type.describe(), keys, path)
+    uri = value["uri"]
+    if not isinstance(uri, str) or not urlparse(uri).scheme or "\0" in uri:
+        raise _mismatch(_field_path(path, "uri"), "a blob URI (scheme://...)", uri)
+    if not is_file:
+        return {"uri": uri}
+    name = value["name"]
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise _mismatch(_field_path(path, "name"), "a file name without directories", name)
+    return {"uri": uri, "name": name}
 
 
-def to_python(literal: Any, py_type: Any, path: str = "") -> Any:
-    """Convert a JSON literal back to a Python value of `py_type`, checking it on the way."""
-    if isinstance(py_type, type) and dataclasses.is_dataclass(py_type):
-        checked = validate_literal(literal, literal_type_of(py_type), path)
-        return py_type(
-            **{
-                name: to_python(checked[name], t, f"{path}.{name}" if path else name)
-                for name, t in _resolved_fields(py_type).items()
-            }
-        )
-    origin = typing.get_origin(py_type)
-    args = typing.get_args(py_type)
-    if origin is list:
-        if not isinstance(literal, list):
-            validate_literal(literal, literal_type_of(py_type), path)
-        return [to_python(v, args[0], f"{path}[{i}]") for i, v in enumerate(literal)]
-    if origin is dict:
-        if not isinstance(literal, dict):
-            validate_literal(literal, literal_type_of(py_type), path)
-        return {k: to_python(v, args[1], f"{path}.{k}" if path else k) for k, v in literal.items()}
-    return validate_literal(literal, literal_type_of(py_type), path)
+def validate_literal(value: Any, literal_type: LiteralType, path: str = "") -> Any:
+    """Check a JSON value against an IR type and return it normalised.
+
+    Normalised means: ints widened to float where a float is expected, datetimes in Python's
+    ISO 8601 form (`...+00:00` for `Z`). Raises `LiteralValidationError` naming the path of the
+    first offending value (`inputs.points[2].x`).
+    """
+    kind = literal_type.kind
+    match kind:
+        case TypeKind.BOOLEAN:
+            if not isinstance(value, bool):
+                raise _mismatch(path, "bool", value)
+            return value
+        case TypeKind.INTEGER:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _mismatch(path, "int", value)
+            return value
+        case TypeKind.FLOAT:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _mismatch(path, "float", value)
+            return float(value)
+        case TypeKind.STRING:
+            if not isinstance(value, str):
+                raise _mismatch(path, "str", value)
+            return value if type(value) is str else str.__str__(value)  # a str subclass
+        case TypeKind.BYTES:
+            try:
+                if not isinstance(value, str):
+                    raise ValueError
+                base64.b64decode(value, validate=True)
+            except (ValueError, binascii.Error):
+                raise _mismatch(path, "bytes (a base64 string)", value) from None
+            return value
+        case TypeKind.DATETIME:
+            try:
+                if not isinstance(value, str):
+                    raise ValueError
+                return dt.datetime.fromisoformat(value).isoformat()
+            except ValueError:
+                raise _mismatch(path, "datetime (an ISO 8601 string)", value) from None
+        case TypeKind.DURATION:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise _mismatch(path, "timedelta (seconds, a number)", value)
+            try:
+                dt.timedelta(seconds=value)
+            except OverflowError:
+                raise LiteralValidationError(path, f"duration {value!r}s is out of range") from None
+            return value
+        case TypeKind.ENUM:
+            values = literal_type.values or []
+            if not isinstance(value, str) or value not in values:
+                allowed = ", ".join(repr(v) for v in values)
+                raise _mismatch(path, f"{literal_type.describe()} (one of {allowed})", value)
+            return value
+        case TypeKind.OPTIONAL:
+            assert literal_type.item is not None
+            return None if value is None else validate_literal(value, literal_type.item, path)
+        case TypeKind.LIST:
+            assert literal_type.item is not None
+            if not isinstance(value, list):
+                raise _mismatch(path, literal_type.describe(), value)
+            item = literal_type.item
+            return [validate_literal(v, item, _item_path(path, i)) for i, v in enumerate(value)]
+        case TypeKind.DICT:
+            assert literal_type.item is not None
+            if not isinstance(value, dict):
+                raise _mismatch(path, literal_type.describe(), value)
+            out = {}
+            for key, v in value.items():
+                if not isinstance(key, str):
+                    raise LiteralValidationError(path, f"dict keys must be strings, got {key!r}")
+                out[key] = validate_literal(v, literal_type.item, _field_path(path, key))
+            return out
+        case TypeKind.STRUCT:
+            return _validate_struct(value, literal_type, path)
+        case TypeKind.FILE | TypeKind.DIRECTORY:
+            return _validate_blob(value, literal_type, path)
+    raise AssertionError(f"unhandled type kind {kind}")  # pragma: no cover

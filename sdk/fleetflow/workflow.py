@@ -13,6 +13,7 @@ import copy
 import functools
 import json
 import math
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -24,7 +25,8 @@ from fleetflow.errors import (
     WorkflowInputError,
     WorkflowOutputError,
 )
-from fleetflow.interface import SINGLE_OUTPUT, extract_signature, require_function
+from fleetflow.files import Directory, File
+from fleetflow.interface import extract_signature, outputs_to_python, require_function
 from fleetflow.local import run_locally
 from fleetflow.promise import caller_location
 from fleetflow.task import TaskFunction
@@ -35,6 +37,7 @@ R = TypeVar("R")
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
+_NONE = frozenset({"null", "none"})
 
 
 class WorkflowFunction(Generic[P, R]):
@@ -147,9 +150,11 @@ class WorkflowFunction(Generic[P, R]):
     def parse_cli_inputs(self, raw: Mapping[str, str]) -> dict[str, Any]:
         """Strings from `--name value` flags -> Python values of the inputs' types.
 
-        int, float and str are read as such; bool accepts true/false/1/0/yes/no; lists, dicts
-        and dataclasses are JSON. `-` in a name reads as `_`. Inputs not given are left out (the
-        workflow's defaults apply later). Raises `WorkflowInputError`, e.g.
+        int, float and str are read as such; bool accepts true/false/1/0/yes/no; a File or
+        Directory is a local path; an enum, datetime (ISO 8601) or bytes (base64) is its
+        literal text; a timedelta is seconds; an Optional is `null`/`none` or its type; lists,
+        dicts, dataclasses and models are JSON. `-` in a name reads as `_`. Inputs not given
+        are left out (the workflow's defaults apply later). Raises `WorkflowInputError`, e.g.
         "input 'lr': expected float, got 'abc'".
         """
         parsed: dict[str, Any] = {}
@@ -160,19 +165,38 @@ class WorkflowFunction(Generic[P, R]):
         return parsed
 
     def _parse_cli_value(self, name: str, text: str) -> Any:
-        py_type = self.input_types[name]
         variable = self.spec.interface.input(name)
         assert variable is not None
-        kind = variable.type.kind
-        expected = variable.type.describe()
+        return self._parse_cli_text(name, text, self.input_types[name], variable.type)
+
+    def _parse_cli_text(
+        self, name: str, text: str, py_type: Any, literal_type: ir.LiteralType
+    ) -> Any:
+        kind = literal_type.kind
+        expected = literal_type.describe()
 
         def fail(detail: str = "") -> WorkflowInputError:
             return WorkflowInputError(
                 f"input '{name}': expected {expected}, got {text!r}{detail}", input_name=name
             )
 
+        if kind is ir.TypeKind.OPTIONAL:
+            if text.strip().lower() in _NONE:
+                return None
+            assert literal_type.item is not None
+            inner = next(t for t in typing.get_args(py_type) if t is not type(None))
+            return self._parse_cli_text(name, text, inner, literal_type.item)
+        if kind is ir.TypeKind.FILE:
+            return File(text)  # a local path; it must exist when converted to a literal
+        if kind is ir.TypeKind.DIRECTORY:
+            return Directory(text)
         if kind is ir.TypeKind.STRING:
             return text
+        if kind in (ir.TypeKind.ENUM, ir.TypeKind.DATETIME, ir.TypeKind.BYTES):
+            try:  # their literal is the text itself: `--color red`, `--at 2024-05-01T12:00`
+                return to_python(text.strip(), py_type, f"inputs.{name}")
+            except LiteralValidationError as exc:
+                raise fail(f" ({exc.reason})") from None
         if kind is ir.TypeKind.BOOLEAN:
             lowered = text.strip().lower()
             if lowered in _TRUE:
@@ -185,14 +209,19 @@ class WorkflowFunction(Generic[P, R]):
                 return int(text.strip(), 10)
             except ValueError:
                 raise fail() from None
-        if kind is ir.TypeKind.FLOAT:
+        if kind in (ir.TypeKind.FLOAT, ir.TypeKind.DURATION):
             try:
                 number = float(text)
             except ValueError:
-                raise fail() from None
+                raise fail(" (seconds)" if kind is ir.TypeKind.DURATION else "") from None
             if not math.isfinite(number):
                 raise fail(" (must be finite)")
-            return number
+            if kind is ir.TypeKind.FLOAT:
+                return number
+            try:
+                return to_python(number, py_type, f"inputs.{name}")
+            except LiteralValidationError as exc:
+                raise fail(f" ({exc.reason})") from None
         try:
             literal = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -203,20 +232,20 @@ class WorkflowFunction(Generic[P, R]):
             raise fail(f" ({exc})") from None
 
     def outputs_to_python(self, outputs: Mapping[str, Any]) -> Any:
-        """JSON outputs (`{"o0": ...}`) -> the Python value of the return type (None if none).
+        """JSON outputs by name (`{"o0": ...}`, or one per field of a NamedTuple return type)
+        -> the Python value of the return type (None if none, the NamedTuple if declared).
 
         Raises:
-            WorkflowOutputError: the output is absent.
-            LiteralValidationError: the output does not match the return type.
+            WorkflowOutputError: an output is absent.
+            LiteralValidationError: an output does not match its type.
         """
-        if self.output_type is None:
-            return None
-        if SINGLE_OUTPUT not in outputs:
-            raise WorkflowOutputError(
-                f"workflow '{self.spec.name}' outputs have no '{SINGLE_OUTPUT}' "
-                f"(got: {', '.join(outputs) or 'none'})"
-            )
-        return to_python(outputs[SINGLE_OUTPUT], self.output_type, f"outputs.{SINGLE_OUTPUT}")
+        for variable in self.spec.interface.outputs:
+            if variable.name not in outputs:
+                raise WorkflowOutputError(
+                    f"workflow '{self.spec.name}' outputs have no '{variable.name}' "
+                    f"(got: {', '.join(outputs) or 'none'})"
+                )
+        return outputs_to_python(outputs, self.output_type)
 
 
 @overload

@@ -1,0 +1,281 @@
+"""`File` and `Directory`: values that live in the blob store and on disk, not in JSON.
+
+A task takes and returns them like any other value; what travels between tasks is a small
+literal naming the blob (`{"uri": ..., "name": ...}` for a file, `{"uri": <prefix>}` for a
+directory). Where the bytes are depends on where the conversion happens:
+
+- outside a task runtime (a local run, the CLI): nothing is copied; the literal is the
+  `file://` URI of the local path, and converting it back gives that path;
+- inside the task runtime a `BlobContext` is active: a file or directory the task returns is
+  uploaded, content-addressed, next to the attempt's outputs, and one the task receives is
+  downloaded into the attempt's work directory first. A value the task received and passes on
+  keeps its URI, so nothing is uploaded twice (a task that edits a received file in place
+  should return a new `File` instead).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+from urllib.parse import unquote, urlparse
+
+from fleetflow.errors import FleetflowError, LiteralValidationError
+from fleetflow.storage import BlobStore, relative_key, store_for_uri
+
+
+class File:
+    """A file that travels between tasks.
+
+    Args:
+        path: a local path (`str` or path-like); relative paths are made absolute against the
+            current directory now.
+
+    `os.fspath(file)` and `open(file)` work, so a `File` can be passed wherever a path is
+    expected.
+    """
+
+    __slots__ = ("_path",)
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = Path(os.path.abspath(os.fspath(path)))
+
+    @property
+    def path(self) -> Path:
+        """The file's absolute local path."""
+        return self._path
+
+    @property
+    def name(self) -> str:
+        """The file's base name (`data.csv`)."""
+        return self._path.name
+
+    def open(self, mode: str = "r", **kwargs: Any) -> IO[Any]:
+        """`open(self.path, mode, ...)`."""
+        return self._path.open(mode, **kwargs)
+
+    def __fspath__(self) -> str:
+        return str(self._path)
+
+    def __repr__(self) -> str:
+        return f"File({str(self._path)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, File) and other._path == self._path
+
+    def __hash__(self) -> int:
+        return hash((File, self._path))
+
+
+class Directory:
+    """A directory tree that travels between tasks (every file below it, recursively).
+
+    Args:
+        path: a local directory path; relative paths are made absolute against the current
+            directory now.
+    """
+
+    __slots__ = ("_path",)
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = Path(os.path.abspath(os.fspath(path)))
+
+    @property
+    def path(self) -> Path:
+        """The directory's absolute local path."""
+        return self._path
+
+    @property
+    def name(self) -> str:
+        return self._path.name
+
+    def files(self) -> list[Path]:
+        """Every regular file below the directory, recursively, sorted."""
+        return sorted(
+            Path(parent, name)
+            for parent, _, names in os.walk(self._path)
+            for name in names
+            if Path(parent, name).is_file()
+        )
+
+    def __fspath__(self) -> str:
+        return str(self._path)
+
+    def __repr__(self) -> str:
+        return f"Directory({str(self._path)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Directory) and other._path == self._path
+
+    def __hash__(self) -> int:
+        return hash((Directory, self._path))
+
+
+@dataclass
+class BlobContext:
+    """Where `File`/`Directory` values go while a task runs in the task runtime.
+
+    Attributes:
+        store: the blob store uploads go to.
+        prefix: the key prefix of uploads in `store` (the attempt's outputs location); `""`
+            for the store's root.
+        download_dir: a local directory blobs are downloaded into.
+        downloaded: absolute local path -> the URI it was downloaded from, so a value passed
+            on unchanged keeps its URI.
+    """
+
+    store: BlobStore
+    prefix: str
+    download_dir: Path
+    downloaded: dict[Path, str] = field(default_factory=dict)
+
+    def key(self, *parts: str) -> str:
+        return "/".join(p.strip("/") for p in (self.prefix, *parts) if p.strip("/"))
+
+
+_ACTIVE: ContextVar[BlobContext | None] = ContextVar("fleetflow_blob_context", default=None)
+
+
+def active_blob_context() -> BlobContext | None:
+    """The blob context of the task running now, if any (None in local runs)."""
+    return _ACTIVE.get()
+
+
+@contextmanager
+def blob_context(store: BlobStore, prefix: str, download_dir: Path) -> Iterator[BlobContext]:
+    """Make `File`/`Directory` conversions upload to `store` and download into `download_dir`."""
+    context = BlobContext(
+        store=store, prefix=prefix, download_dir=Path(os.path.abspath(download_dir))
+    )
+    token = _ACTIVE.set(context)
+    try:
+        yield context
+    finally:
+        _ACTIVE.reset(token)
+
+
+# ---------------------------------------------------------------------------- conversions
+
+
+def _sha256_of(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _as_path(value: Any, cls: type[File] | type[Directory], path: str) -> Path:
+    if isinstance(value, cls):
+        return value.path
+    if isinstance(value, str | os.PathLike) and not isinstance(value, File | Directory):
+        return Path(os.path.abspath(os.fspath(value)))
+    got = "null" if value is None else f"{type(value).__name__} {value!r}"
+    raise LiteralValidationError(path, f"expected {cls.__name__}, got {got}")
+
+
+def _local_path(uri: str, path: str) -> Path:
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        raise LiteralValidationError(
+            path,
+            f"cannot use {uri} here: outside a task runtime only file:// URIs can be read",
+        )
+    return Path(unquote(parsed.path))
+
+
+def _download_target(context: BlobContext, uri: str) -> Path:
+    # One directory per URI: names are kept and two blobs never collide.
+    return context.download_dir / hashlib.sha256(uri.encode()).hexdigest()[:32]
+
+
+def file_to_literal(value: Any, path: str = "") -> dict[str, str]:
+    """A `File` (or a path) -> `{"uri", "name"}`, uploading it inside a task runtime.
+
+    Raises:
+        LiteralValidationError: not a file, or the file does not exist.
+    """
+    local = _as_path(value, File, path)
+    if not local.is_file():
+        raise LiteralValidationError(path, f"file {local} does not exist (or is not a file)")
+    context = active_blob_context()
+    if context is None:
+        return {"uri": local.as_uri(), "name": local.name}
+    uri = context.downloaded.get(local)
+    if uri is None:
+        key = context.key("files", _sha256_of(local), local.name)
+        uri = context.store.uri(key)
+        if not context.store.exists(uri):
+            uri = context.store.upload(key, local)
+    return {"uri": uri, "name": local.name}
+
+
+def file_to_python(literal: dict[str, str], path: str = "") -> File:
+    """A checked `{"uri", "name"}` literal -> `File`, downloading it inside a task runtime."""
+    uri, name = literal["uri"], literal["name"]
+    context = active_blob_context()
+    if context is None:
+        return File(_local_path(uri, path))
+    local = _download_target(context, uri) / name
+    if not local.is_file():
+        store_for_uri(uri).download(uri, local)
+    context.downloaded[local] = uri
+    return File(local)
+
+
+def _listing_digest(root: Path, files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.relative_to(root).as_posix()}\0{_sha256_of(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def directory_to_literal(value: Any, path: str = "") -> dict[str, str]:
+    """A `Directory` (or a path) -> `{"uri"}`, uploading every file inside a task runtime.
+
+    Raises:
+        LiteralValidationError: not a directory, or it does not exist.
+    """
+    local = _as_path(value, Directory, path)
+    if not local.is_dir():
+        raise LiteralValidationError(path, f"directory {local} does not exist (or is not one)")
+    context = active_blob_context()
+    if context is None:
+        return {"uri": local.as_uri()}
+    uri = context.downloaded.get(local)
+    if uri is None:
+        files = Directory(local).files()
+        prefix = context.key("dirs", _listing_digest(local, files))
+        for file in files:
+            key = f"{prefix}/{file.relative_to(local).as_posix()}"
+            if not context.store.exists(context.store.uri(key)):
+                context.store.upload(key, file)
+        uri = context.store.uri(prefix)
+    return {"uri": uri}
+
+
+def directory_to_python(literal: dict[str, str], path: str = "") -> Directory:
+    """A checked `{"uri"}` literal -> `Directory`, downloading every object below it inside a
+    task runtime."""
+    uri = literal["uri"]
+    context = active_blob_context()
+    if context is None:
+        return Directory(_local_path(uri, path))
+    local = _download_target(context, uri)
+    if not local.is_dir():
+        partial = local.with_name(local.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted download
+        store = store_for_uri(uri)
+        for object_uri in store.list(uri):
+            try:
+                relative = relative_key(object_uri, uri)
+            except FleetflowError as exc:
+                raise LiteralValidationError(path, str(exc)) from None
+            store.download(object_uri, partial.joinpath(*PurePosixPath(relative).parts))
+        partial.mkdir(parents=True, exist_ok=True)  # an empty directory has no objects
+        partial.rename(local)
+    context.downloaded[local] = uri
+    return Directory(local)
