@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import grpc
 import uvicorn
@@ -23,6 +24,8 @@ from control_plane.api.app import create_app
 from control_plane.db.session import make_engine, make_session_factory
 from control_plane.orchestration.activities import ExecutionActivities
 from control_plane.orchestration.temporal import TemporalLauncher, connect_temporal, make_worker
+from control_plane.services.cluster_health import watch_cluster_health
+from control_plane.services.finish_notifier import FinishNotifier
 from control_plane.services.launch_reconciler import relaunch_queued_executions
 from control_plane.settings import Settings
 from fleetflow.agent.v1 import agent_pb2_grpc
@@ -75,12 +78,27 @@ async def run_control_plane(
             worker = make_worker(client, settings.temporal.task_queue, activities, executor)
             tasks.append(asyncio.create_task(worker.run(), name="temporal-worker"))
         if parts.grpc:
+            notifier = FinishNotifier(sessions, launcher.signal_attempt_finished)
+            heartbeat_grace = timedelta(seconds=3 * settings.grpc.heartbeat_interval_seconds)
+            tasks.append(asyncio.create_task(notifier.run(stop), name="finish-notifier"))
+            tasks.append(
+                asyncio.create_task(
+                    watch_cluster_health(
+                        sessions,
+                        notifier,
+                        stop,
+                        grace=heartbeat_grace,
+                        interval=settings.grpc.heartbeat_interval_seconds,
+                    ),
+                    name="cluster-health",
+                )
+            )
             grpc_server = grpc.aio.server(interceptors=[InternalErrorInterceptor()])
             agent_pb2_grpc.add_AgentServiceServicer_to_server(
                 AgentService(
                     sessions,
                     blob_store,
-                    launcher.signal_attempt_finished,
+                    notifier,
                     attempts_ready=attempts_ready,
                     max_lease_wait_seconds=settings.grpc.max_lease_wait_seconds,
                     heartbeat_interval_seconds=settings.grpc.heartbeat_interval_seconds,

@@ -25,7 +25,7 @@ import os
 import random
 import signal
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,6 +173,10 @@ class ReportBuffer:
 
     async def wait_empty(self) -> None:
         await self._empty.wait()
+
+    def fencing_tokens(self) -> dict[str, int]:
+        """Attempt id -> fencing token of every attempt with a report still to deliver."""
+        return {r.request.attempt_id: r.request.fencing_token for r in self._reports}
 
 
 class Agent:
@@ -332,6 +336,7 @@ class Agent:
                 response.cluster_name,
                 interval,
             )
+            self._stop_attempts(response.stop_attempt_ids)
             self._session_ready.set()
             started = asyncio.get_running_loop().time()
             try:
@@ -384,11 +389,20 @@ class Agent:
         )
 
     def _register_request(self) -> agent_pb2.RegisterRequest:
+        # What this agent still answers for: attempts running, and finished ones whose final
+        # report is not delivered yet (else the control plane would think them lost and run
+        # them again).
+        held = self._reports.fencing_tokens()
+        held.update({a.attempt_id: a.fencing_token for a in self._active.values()})
         return agent_pb2.RegisterRequest(
             agent_version=agent_version(),
             executors=[self._executor.name],
             labels=self._settings.labels,
             capacity=self._capacity(),
+            running=[
+                agent_pb2.RunningAttempt(attempt_id=attempt_id, fencing_token=token)
+                for attempt_id, token in sorted(held.items())
+            ],
         )
 
     async def _heartbeat_loop(self, stub: agent_pb2_grpc.AgentServiceStub, interval: int) -> None:
@@ -401,13 +415,17 @@ class Agent:
                 metadata=self._metadata,
                 timeout=RPC_TIMEOUT_SECONDS,
             )
-            running = set(self._executor.running())
-            for attempt_id in response.stop_attempt_ids:
-                if attempt_id in running and attempt_id not in self._stop_requested:
-                    self._stop_requested.add(attempt_id)
-                    logger.info("attempt %s: the control plane asked to stop it", attempt_id)
-                    self._spawn(self._executor.kill(attempt_id, "stopped by the control plane"))
+            self._stop_attempts(response.stop_attempt_ids)
             await asyncio.sleep(interval)  # pacing, not synchronisation
+
+    def _stop_attempts(self, attempt_ids: Iterable[str]) -> None:
+        """Kill attempts the control plane no longer wants (cancelled, superseded, lost)."""
+        running = set(self._executor.running())
+        for attempt_id in attempt_ids:
+            if attempt_id in running and attempt_id not in self._stop_requested:
+                self._stop_requested.add(attempt_id)
+                logger.info("attempt %s: the control plane asked to stop it", attempt_id)
+                self._spawn(self._executor.kill(attempt_id, "stopped by the control plane"))
 
     async def _lease_loop(self, stub: agent_pb2_grpc.AgentServiceStub) -> None:
         wait_seconds = self._settings.lease_wait_seconds

@@ -1,19 +1,19 @@
 """AgentService: agents register, heartbeat, long-poll for attempts and report status.
 
 Database work is synchronous SQLAlchemy run in worker threads, so a long-poll never blocks the
-event loop. A finished attempt is recorded first and then signalled to its Temporal workflow; if
-the signal fails, or the call ends before it went out, the agent's repeated report signals again.
+event loop. A finished attempt is committed first and then delivered to its Temporal workflow
+through the `FinishNotifier` outbox, which retries until delivery succeeds. Register and
+Heartbeat reconcile what the agent runs with what it holds: what it lost runs again elsewhere,
+what it must not run it is told to stop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import grpc
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.agent_api.mapping import (
@@ -21,11 +21,11 @@ from control_plane.agent_api.mapping import (
     attempt_state_from_proto,
     capacity_to_dict,
 )
-from control_plane.db.models import Cluster, Execution, TaskAttempt, Tenant
+from control_plane.db.models import Cluster, Execution, Tenant, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.session import transaction
-from control_plane.orchestration.workflows import AttemptFinished
+from control_plane.services.finish_notifier import FinishNotifier
 from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.agent.v1 import agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec
@@ -33,8 +33,6 @@ from fleetflow.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
-# Sends a finished attempt to its execution's workflow (Temporal signal).
-AttemptFinishedSink = Callable[[str, AttemptFinished], Awaitable[None]]
 
 # Upper bound on how long a long-poll waits between database checks when no in-process
 # wake-up arrives (e.g. the Temporal worker runs in another process).
@@ -90,7 +88,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self,
         session_factory: sessionmaker[Session],
         blob_store: BlobStore,
-        attempt_finished: AttemptFinishedSink,
+        notifier: FinishNotifier,
         *,
         attempts_ready: AttemptsReady,
         max_lease_wait_seconds: int,
@@ -98,15 +96,10 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
     ) -> None:
         self._sessions = session_factory
         self._blobs = blob_store
-        self._attempt_finished = attempt_finished
+        self._notifier = notifier
         self._ready = attempts_ready
         self._max_wait = max_lease_wait_seconds
         self._heartbeat_interval = heartbeat_interval_seconds
-        # Finished attempts not yet signalled (in flight, failed or cancelled with the call); a
-        # repeated report sends the signal again. In memory only: the workflow's handler is
-        # idempotent, so sending twice is harmless, but a restart forgets these (lease expiry
-        # and reconciliation, not built yet, are the durable answer).
-        self._unsignalled: dict[str, tuple[str, AttemptFinished]] = {}
 
     @property
     def heartbeat_grace(self) -> timedelta:
@@ -137,49 +130,58 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
     ) -> pb.RegisterResponse:
         cluster_id = await self._authenticate(context)
 
-        def register() -> str:
+        running: dict[str, int | None] = {r.attempt_id: r.fencing_token for r in request.running}
+
+        def register() -> tuple[str, list[str], list[str]]:
             with transaction(self._sessions) as session:
                 cluster = session.get_one(Cluster, cluster_id)
                 clusters_repo.record_heartbeat(
                     session,
                     cluster,
                     capacity=capacity_to_dict(request.capacity),
-                    agent_version=request.agent_version,
+                    agent_version=request.agent_version or None,
                     labels=dict(request.labels),
                 )
+                # A (re)started agent runs exactly what it reports: anything else it held is
+                # lost with its previous process and runs again elsewhere.
+                lost, stop = attempts_repo.reconcile_running(
+                    session, cluster, running, leased_before=utcnow()
+                )
                 attempts_repo.place_pending_attempts(session, heartbeat_grace=self.heartbeat_grace)
-                return cluster.name
+                return cluster.name, lost, stop
 
-        name = await asyncio.to_thread(register)
+        name, lost, stop = await asyncio.to_thread(register)
         log.info("agent registered for cluster %s (version %s)", name, request.agent_version)
+        if lost:
+            log.warning("cluster %s's agent no longer runs %s: lost", name, lost)
+            await self._notifier.deliver_pending()
         return pb.RegisterResponse(
-            cluster_name=name, heartbeat_interval_seconds=self._heartbeat_interval
+            cluster_name=name,
+            heartbeat_interval_seconds=self._heartbeat_interval,
+            stop_attempt_ids=stop,
         )
 
     async def Heartbeat(  # noqa: N802
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> pb.HeartbeatResponse:
         cluster_id = await self._authenticate(context)
-        running = list(request.running_attempt_ids)
+        running: dict[str, int | None] = dict.fromkeys(request.running_attempt_ids)
 
-        def heartbeat() -> list[str]:
+        def heartbeat() -> tuple[list[str], list[str]]:
             with transaction(self._sessions) as session:
                 cluster = session.get_one(Cluster, cluster_id)
                 clusters_repo.record_heartbeat(
                     session, cluster, capacity=capacity_to_dict(request.capacity)
                 )
-                wanted = set(
-                    session.scalars(
-                        select(TaskAttempt.id).where(
-                            TaskAttempt.id.in_(running),
-                            TaskAttempt.cluster_id == cluster_id,
-                            TaskAttempt.status.in_(attempts_repo.ACTIVE_STATES),
-                        )
-                    )
+                # A lease answer that never reached the agent (deadline, dropped connection)
+                # leaves an attempt it does not run; after the grace it is lost.
+                return attempts_repo.reconcile_running(
+                    session, cluster, running, leased_before=utcnow() - self.heartbeat_grace
                 )
-                return [a for a in running if a not in wanted]
 
-        stop = await asyncio.to_thread(heartbeat)
+        lost, stop = await asyncio.to_thread(heartbeat)
+        if lost:
+            await self._notifier.deliver_pending()
         return pb.HeartbeatResponse(stop_attempt_ids=stop)
 
     def _lease(self, cluster_id: str, max_attempts: int) -> list[pb.Assignment]:
@@ -247,13 +249,6 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     message=request.message,
                     traceback=request.error_traceback,
                 )
-            if outcome.finished and outcome.attempt is not None:
-                # Committed: remember the signal here, in the thread, which runs to the end even
-                # when the call is cancelled (e.g. the agent's deadline) while it waits for us.
-                self._unsignalled[request.attempt_id] = (
-                    outcome.attempt.execution_id,
-                    AttemptFinished(request.attempt_id, state.value, request.message),
-                )
             return outcome
 
         outcome = await asyncio.to_thread(apply)
@@ -261,14 +256,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             log.info("attempt %s finished: %s", request.attempt_id, state.value)
         elif not outcome.accepted:
             log.warning("rejected report for %s: %s", request.attempt_id, outcome.reason)
-        if outcome.accepted and request.attempt_id in self._unsignalled:
-            # Either this report finished the attempt, or it repeats one that did but got an
-            # error or no answer: a duplicate, whose signal may never have gone out.
-            await self._signal_finished(request.attempt_id)
+        if outcome.finished:
+            # Committed; deliver now. If that fails, the notifier's loop delivers it later.
+            await self._notifier.deliver_pending()
         return pb.ReportStatusResponse(accepted=outcome.accepted, reason=outcome.reason)
-
-    async def _signal_finished(self, attempt_id: str) -> None:
-        """Signal the workflow; until that succeeds, a repeated report signals again."""
-        execution_id, event = self._unsignalled[attempt_id]
-        await self._attempt_finished(execution_id, event)
-        self._unsignalled.pop(attempt_id, None)

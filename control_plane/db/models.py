@@ -123,6 +123,9 @@ class TaskAttempt(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     error_traceback: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When the terminal state was delivered to the execution's workflow (an outbox: a
+    # finished attempt with no value here is signalled again until it is delivered).
+    signalled_at: Mapped[datetime | None]
     leased_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
@@ -85,13 +86,15 @@ class TemporalLauncher:
                 raise
 
     async def signal_attempt_finished(self, execution_id: str, event: AttemptFinished) -> None:
-        """Deliver a finished attempt to its workflow, retrying through Temporal hiccups."""
-        handle = self._client.get_workflow_handle(execution_id)
-        async for attempt in AsyncRetrying(
-            stop=stop_after_delay(30), wait=wait_exponential(multiplier=0.2, max=5), reraise=True
-        ):
-            with attempt:
-                await handle.signal(ExecutionWorkflow.attempt_finished, event)
+        """Deliver a finished attempt to its workflow. A closed workflow needs no news; any
+        other error propagates, and the finish notifier tries again later."""
+        try:
+            await self._client.get_workflow_handle(execution_id).signal(
+                ExecutionWorkflow.attempt_finished, event, rpc_timeout=timedelta(seconds=5)
+            )
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
 
 
 def make_worker(

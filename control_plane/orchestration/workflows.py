@@ -5,8 +5,9 @@ Deterministic by construction: it only schedules activities (which own all I/O) 
 state. Outputs travel by URI in the database and blob store, never through workflow history.
 
 A node runs as one *unit*, or, for a map node, one unit per element (`map_index`); each unit
-is tried up to `1 + retries` times. A unit whose task is cached completes without an attempt
-being dispatched. Cancelling the workflow cancels the execution and its active attempts.
+is tried up to `1 + retries` times; an attempt LOST with its cluster is re-dispatched as a
+system retry that does not count against `retries`. A unit whose task is cached completes
+without an attempt being dispatched. Cancelling the workflow cancels the execution and its active attempts.
 Changes here must keep replaying the recorded histories in tests/ (determinism).
 """
 
@@ -84,6 +85,8 @@ ACTIVITY_RETRY = RetryPolicy(
 )
 
 Unit = tuple[str, int]  # (node id, map index)
+# How often a unit is re-dispatched after its cluster lost it, before the execution fails.
+MAX_SYSTEM_RETRIES = 5
 _UNLIMITED = 1 << 30
 
 
@@ -128,7 +131,9 @@ class ExecutionWorkflow:
         done: set[str] = set()
         waiting: dict[str, list[Unit]] = {}  # started nodes -> units not yet launched
         unfinished: dict[str, int] = {}  # started nodes -> units not yet succeeded
-        tries: dict[Unit, int] = {}
+        tries: dict[Unit, int] = {}  # attempts started: the next attempt's number
+        failures: dict[Unit, int] = {}  # user retries used (FAILED, CANCELLED by the agent)
+        losses: dict[Unit, int] = {}  # system retries used (LOST with a cluster)
         running: dict[Unit, str] = {}  # unit -> attempt id
 
         while len(done) < len(nodes):
@@ -177,11 +182,18 @@ class ExecutionWorkflow:
                 del running[unit]
                 if event.status == "SUCCEEDED":
                     unfinished[unit[0]] -= 1
-                elif tries[unit] <= nodes[unit[0]].retries:
-                    workflow.logger.info("retrying %s after %s", unit, event.status)
-                    waiting[unit[0]].insert(0, unit)
+                    continue
+                if event.status == "LOST":
+                    # Not the task's fault: retried elsewhere without using its retries.
+                    losses[unit] = losses.get(unit, 0) + 1
+                    retry = losses[unit] <= MAX_SYSTEM_RETRIES
                 else:
+                    failures[unit] = failures.get(unit, 0) + 1
+                    retry = failures[unit] <= nodes[unit[0]].retries
+                if not retry:
                     raise _NodeFailed(FinishExecutionInput(execution_id, "FAILED", attempt_id))
+                workflow.logger.info("retrying %s after %s", unit, event.status)
+                waiting[unit[0]].insert(0, unit)
 
     async def _expand(self, execution_id: str, node: PlanNode) -> int:
         """How many units a node has: 1, or a map node's element count."""

@@ -96,6 +96,7 @@ def upgrade() -> None:
         sa.Column("error_message", sa.Text(), nullable=True),
         sa.Column("error_traceback", sa.Text(), nullable=True),
         _timestamp("created_at", nullable=False),
+        _timestamp("signalled_at", nullable=True),
         _timestamp("leased_at", nullable=True),
         _timestamp("started_at", nullable=True),
         _timestamp("finished_at", nullable=True),

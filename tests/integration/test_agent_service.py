@@ -19,12 +19,13 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.agent_api import service as service_module
 from control_plane.agent_api.interceptors import InternalErrorInterceptor
 from control_plane.agent_api.service import AgentService, AttemptsReady
-from control_plane.db.models import Cluster, TaskAttempt
+from control_plane.db.models import Cluster, TaskAttempt, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.repositories.executions import create_execution
@@ -33,6 +34,7 @@ from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import make_engine, make_session_factory, transaction
 from control_plane.orchestration.states import AttemptState
 from control_plane.orchestration.workflows import AttemptFinished
+from control_plane.services.finish_notifier import FinishNotifier
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.ir import Resources, WorkflowSpec
 from fleetflow.storage import LocalBlobStore
@@ -97,6 +99,7 @@ class Harness:
     sessions: sessionmaker[Session]
     blobs: LocalBlobStore
     sink: RecordingSink
+    notifier: FinishNotifier
     ready: WatchedAttemptsReady
     stub: agent_pb2_grpc.AgentServiceStub
     cluster_id: str
@@ -220,6 +223,7 @@ async def harness(database_url: str, tmp_path: Path, spec: WorkflowSpec) -> Asyn
         ids = (cluster.id, other.id, execution.id)
 
     sink = RecordingSink()
+    notifier = FinishNotifier(sessions, sink)
     ready = WatchedAttemptsReady()
     ready.bind(asyncio.get_running_loop())
     # As control_plane/server.py composes it.
@@ -228,7 +232,7 @@ async def harness(database_url: str, tmp_path: Path, spec: WorkflowSpec) -> Asyn
         AgentService(
             sessions,
             blobs,
-            sink,
+            notifier,
             attempts_ready=ready,
             max_lease_wait_seconds=MAX_LEASE_WAIT_SECONDS,
             heartbeat_interval_seconds=HEARTBEAT_INTERVAL_SECONDS,
@@ -244,6 +248,7 @@ async def harness(database_url: str, tmp_path: Path, spec: WorkflowSpec) -> Asyn
             sessions=sessions,
             blobs=blobs,
             sink=sink,
+            notifier=notifier,
             ready=ready,
             stub=agent_pb2_grpc.AgentServiceStub(channel),
             cluster_id=ids[0],
@@ -500,7 +505,8 @@ async def test_a_terminal_report_signals_the_workflow_once(harness: Harness) -> 
     assert harness.sink.calls == []
     succeeded = await harness.report(assignment, SUCCEEDED, 2, message="ok")
     assert succeeded.accepted
-    expected = (harness.execution_id, AttemptFinished(assignment.attempt_id, "SUCCEEDED", "ok"))
+    # The workflow hears the state; a message is kept (and signalled) only for failures.
+    expected = (harness.execution_id, AttemptFinished(assignment.attempt_id, "SUCCEEDED", ""))
     assert harness.sink.calls == [expected]
     # The agent did not hear the answer and sends the report again: nothing new happens.
     duplicate = await harness.report(assignment, SUCCEEDED, 2, message="ok")
@@ -559,11 +565,15 @@ async def test_a_state_an_agent_may_not_report_is_invalid_argument(
 
 
 async def test_an_unexpected_error_is_logged_and_answered_internal(
-    harness: Harness, caplog: pytest.LogCaptureFixture
+    harness: Harness, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await harness.register()
     assignment = await harness.leased_attempt()
-    harness.sink.failures.append(RuntimeError("temporal at 10.0.0.7:7233 said no"))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("database at 10.0.0.7:5432 said no")
+
+    monkeypatch.setattr(attempts_repo, "apply_report", broken)
     with caplog.at_level(logging.ERROR, logger="control_plane.agent_api"):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await harness.report(assignment, SUCCEEDED, 1)
@@ -573,36 +583,36 @@ async def test_an_unexpected_error_is_logged_and_answered_internal(
     (record,) = [r for r in caplog.records if r.name == "control_plane.agent_api.interceptors"]
     assert "/fleetflow.agent.v1.AgentService/ReportStatus" in record.getMessage()
     assert record.exc_info is not None and "10.0.0.7" in str(record.exc_info[1])
-    # The state was committed before the signal was tried.
+
+    # The server stays usable: the agent's retry goes through.
+    monkeypatch.undo()
+    assert (await harness.report(assignment, SUCCEEDED, 1)).accepted
+    assert [event.attempt_id for _, event in harness.sink.calls] == [assignment.attempt_id]
+
+
+async def test_an_undelivered_finish_is_delivered_later_and_once(harness: Harness) -> None:
+    """Temporal refuses the signal: the report is still accepted (the state is committed) and
+    the notifier's next round delivers it, exactly once."""
+    await harness.register()
+    assignment = await harness.leased_attempt()
+    harness.sink.failures.append(RuntimeError("temporal is restarting"))
+    assert (await harness.report(assignment, SUCCEEDED, 1)).accepted
     assert (await harness.attempt(assignment.attempt_id)).status == AttemptState.SUCCEEDED.value
     assert harness.sink.calls == []
 
-    # The agent retries the report it got an error for: now a duplicate, but its signal was
-    # never delivered, so the repeat delivers it, once.
-    again = await harness.report(assignment, SUCCEEDED, 1)
-    assert again.accepted
+    assert await harness.notifier.deliver_pending() == 1
     expected = (harness.execution_id, AttemptFinished(assignment.attempt_id, "SUCCEEDED", ""))
     assert harness.sink.calls == [expected]
+    assert await harness.notifier.deliver_pending() == 0
     assert (await harness.report(assignment, SUCCEEDED, 1)).accepted
     assert harness.sink.calls == [expected]
 
 
-async def test_the_server_stays_usable_after_an_unexpected_error(harness: Harness) -> None:
-    await harness.register()
-    first = await harness.leased_attempt()
-    harness.sink.failures.append(RuntimeError("boom"))
-    with pytest.raises(grpc.aio.AioRpcError):
-        await harness.report(first, SUCCEEDED, 1)
-    second = await harness.leased_attempt()
-    assert (await harness.report(second, SUCCEEDED, 1)).accepted
-    assert [event.attempt_id for _, event in harness.sink.calls] == [second.attempt_id]
-
-
-async def test_a_call_cancelled_before_its_signal_went_out_signals_on_the_repeat(
+async def test_a_call_cancelled_before_its_signal_went_out_is_delivered_later(
     harness: Harness,
 ) -> None:
-    """The agent's deadline passes while the signal is still being retried: the server drops
-    the call, the state stays committed, and the agent's repeated report delivers the signal."""
+    """The agent's deadline passes while the signal is under way: the server drops the call,
+    the state stays committed, and the notifier delivers the signal afterwards."""
     await harness.register()
     assignment = await harness.leased_attempt()
     harness.sink.hang = True
@@ -613,9 +623,95 @@ async def test_a_call_cancelled_before_its_signal_went_out_signals_on_the_repeat
     assert harness.sink.calls == []
     assert (await harness.attempt(assignment.attempt_id)).status == AttemptState.SUCCEEDED.value
 
-    again = await harness.report(assignment, SUCCEEDED, 1)
-    assert again.accepted
+    assert await harness.notifier.deliver_pending() == 1
     expected = (harness.execution_id, AttemptFinished(assignment.attempt_id, "SUCCEEDED", ""))
     assert harness.sink.calls == [expected]
-    assert (await harness.report(assignment, SUCCEEDED, 1)).accepted
-    assert harness.sink.calls == [expected]
+
+
+# --- reconciliation: lost attempts and attempts to stop -----------------------------------------
+
+
+async def _lost_events(harness: Harness) -> list[str]:
+    return [event.attempt_id for _, event in harness.sink.calls if event.status == "LOST"]
+
+
+async def test_a_restarted_agent_that_runs_nothing_loses_what_it_held(harness: Harness) -> None:
+    await harness.register()
+    assignment = await harness.leased_attempt()
+    await harness.report(assignment, RUNNING, 1)
+    # The agent process died with its task and comes back running nothing.
+    await harness.register()
+    attempt = await harness.attempt(assignment.attempt_id)
+    assert attempt.status == AttemptState.LOST.value
+    assert "no longer runs it" in (attempt.error_message or "")
+    assert await _lost_events(harness) == [assignment.attempt_id]
+    # Its late result is ignored.
+    late = await harness.report(assignment, SUCCEEDED, 2)
+    assert not late.accepted
+    assert (await harness.attempt(assignment.attempt_id)).status == AttemptState.LOST.value
+
+
+async def test_a_reconnecting_agent_keeps_what_it_still_runs(harness: Harness) -> None:
+    await harness.register()
+    assignment = await harness.leased_attempt()
+    await harness.report(assignment, RUNNING, 1)
+    running = agent_pb2.RunningAttempt(
+        attempt_id=assignment.attempt_id, fencing_token=assignment.fencing_token
+    )
+    response = await harness.stub.Register(
+        agent_pb2.RegisterRequest(agent_version="9.9.9", running=[running]),
+        metadata=bearer(TOKEN),
+    )
+    assert list(response.stop_attempt_ids) == []
+    assert (await harness.attempt(assignment.attempt_id)).status == AttemptState.RUNNING.value
+    assert await _lost_events(harness) == []
+    # A stale fencing token (the attempt was leased again since) must be stopped.
+    stale = agent_pb2.RunningAttempt(
+        attempt_id=assignment.attempt_id, fencing_token=assignment.fencing_token - 1
+    )
+    response = await harness.stub.Register(
+        agent_pb2.RegisterRequest(agent_version="9.9.9", running=[stale]), metadata=bearer(TOKEN)
+    )
+    assert list(response.stop_attempt_ids) == [assignment.attempt_id]
+
+
+async def test_a_lease_that_never_reached_the_agent_is_lost_after_the_grace(
+    harness: Harness,
+) -> None:
+    await harness.register()
+    assignment = await harness.leased_attempt()
+    heartbeat = agent_pb2.HeartbeatRequest(running_attempt_ids=[])
+    # Just leased: the answer may still be on its way to the agent.
+    await harness.stub.Heartbeat(heartbeat, metadata=bearer(TOKEN))
+    assert (await harness.attempt(assignment.attempt_id)).status == AttemptState.LEASED.value
+
+    def age_lease(session: Session) -> None:
+        session.execute(
+            update(TaskAttempt)
+            .where(TaskAttempt.id == assignment.attempt_id)
+            .values(leased_at=utcnow() - timedelta(hours=1))
+        )
+
+    await harness.db(age_lease)
+    await harness.stub.Heartbeat(heartbeat, metadata=bearer(TOKEN))
+    assert (await harness.attempt(assignment.attempt_id)).status == AttemptState.LOST.value
+    assert await _lost_events(harness) == [assignment.attempt_id]
+
+
+async def test_attempts_of_a_silent_cluster_are_lost(harness: Harness) -> None:
+    await harness.register()
+    assignment = await harness.leased_attempt()
+
+    def silence(session: Session) -> list[str]:
+        session.execute(
+            update(Cluster)
+            .where(Cluster.id == harness.cluster_id)
+            .values(last_heartbeat_at=utcnow() - timedelta(minutes=5))
+        )
+        return attempts_repo.lose_attempts_of_silent_clusters(session, grace=timedelta(seconds=30))
+
+    assert await harness.db(silence) == [assignment.attempt_id]
+    assert await harness.notifier.deliver_pending() == 1
+    assert await _lost_events(harness) == [assignment.attempt_id]
+    # Nothing more to lose on the next round.
+    assert await harness.db(silence) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,11 +19,11 @@ import pytest_asyncio
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from control_plane.orchestration.workflows import (
+    MAX_SYSTEM_RETRIES,
     AttemptFinished,
     AttemptStart,
     ExecutionInput,
@@ -38,7 +39,6 @@ from tests.integration.stack import TemporalServer
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 HISTORIES = Path(__file__).parent / "histories"
-EXECUTION = "ex-workflow-test"
 
 
 class FakeActivities:
@@ -71,6 +71,7 @@ class FakeActivities:
         self.finished: list[FinishExecutionInput] = []
         self.active: set[str] = set()
         self.max_active: dict[str, int] = {}
+        self.execution_id = f"ex-{uuid.uuid4().hex[:12]}"
 
     @activity.defn(name="begin_execution")
     async def begin_execution(self, execution_id: str) -> ExecutionPlan:
@@ -133,14 +134,6 @@ async def env(temporal_server: TemporalServer) -> AsyncIterator[WorkflowEnvironm
     yield WorkflowEnvironment(await Client.connect(temporal_server.address))
 
 
-async def _terminate_previous(client: Client) -> None:
-    """Each test reuses the execution id, so the recorded histories are identical run to run."""
-    try:
-        await client.get_workflow_handle(EXECUTION).terminate()
-    except RPCError:
-        pass
-
-
 DIAMOND = ExecutionPlan(
     nodes=[
         PlanNode("a", [], 0),
@@ -159,14 +152,15 @@ FAN_OUT = ExecutionPlan(
 
 
 async def run_plan(env: WorkflowEnvironment, fakes: FakeActivities, record: str = "") -> str:
-    await _terminate_previous(env.client)
-    queue = f"q-{record or id(fakes)}"
+    # A fresh id per run: a late signal scripted by an earlier test cannot reach this one.
+    execution = fakes.execution_id
+    queue = f"q-{execution}"
     async with Worker(
         env.client, task_queue=queue, workflows=[ExecutionWorkflow], activities=fakes.all()
     ):
         # As in production, the workflow id is the execution id.
         handle = await env.client.start_workflow(
-            ExecutionWorkflow.run, ExecutionInput(EXECUTION), id=EXECUTION, task_queue=queue
+            ExecutionWorkflow.run, ExecutionInput(execution), id=execution, task_queue=queue
         )
         result = await asyncio.wait_for(handle.result(), timeout=60)
         history = await handle.fetch_history()
@@ -183,7 +177,7 @@ async def test_nodes_run_after_their_upstream(env: WorkflowEnvironment) -> None:
     order = [unit for unit, _ in fakes.started]
     assert order[0] == "a" and order[-1] == "d" and set(order[1:3]) == {"b", "c"}
     assert fakes.completed.index("a") < fakes.started.index(("b", 1))
-    assert fakes.finished == [FinishExecutionInput(EXECUTION, "SUCCEEDED")]
+    assert fakes.finished == [FinishExecutionInput(fakes.execution_id, "SUCCEEDED")]
 
 
 async def test_failed_attempt_is_retried_within_the_task_retries(env: WorkflowEnvironment) -> None:
@@ -196,7 +190,7 @@ async def test_failure_beyond_retries_fails_the_execution(env: WorkflowEnvironme
     fakes = FakeActivities(env.client, DIAMOND, {("c", 1): "FAILED"})
     assert await run_plan(env, fakes, "diamond_fails") == "FAILED"
     assert ("d", 1) not in [(u, n) for u, n in fakes.started]
-    assert fakes.finished == [FinishExecutionInput(EXECUTION, "FAILED", "c#1")]
+    assert fakes.finished == [FinishExecutionInput(fakes.execution_id, "FAILED", "c#1")]
 
 
 async def test_map_node_fans_out_within_its_concurrency(env: WorkflowEnvironment) -> None:
@@ -233,21 +227,35 @@ async def test_cached_units_are_not_dispatched(env: WorkflowEnvironment) -> None
 
 
 async def test_cancelling_the_workflow_cancels_the_execution(env: WorkflowEnvironment) -> None:
-    await _terminate_previous(env.client)
     fakes = FakeActivities(env.client, DIAMOND, hold={"b"})
+    execution = fakes.execution_id
     async with Worker(
         env.client, task_queue="q-cancel", workflows=[ExecutionWorkflow], activities=fakes.all()
     ):
         handle = await env.client.start_workflow(
-            ExecutionWorkflow.run, ExecutionInput(EXECUTION), id=EXECUTION, task_queue="q-cancel"
+            ExecutionWorkflow.run, ExecutionInput(execution), id=execution, task_queue="q-cancel"
         )
         async with asyncio.timeout(30):
             while "b" not in fakes.active:
                 await asyncio.sleep(0.02)
         await handle.cancel()
         assert await asyncio.wait_for(handle.result(), timeout=30) == "CANCELLED"
-    assert fakes.finished == [FinishExecutionInput(EXECUTION, "CANCELLED")]
+    assert fakes.finished == [FinishExecutionInput(fakes.execution_id, "CANCELLED")]
     assert ("d", 1) not in fakes.started
+
+
+async def test_lost_attempts_are_system_retries(env: WorkflowEnvironment) -> None:
+    # "c" has no retries; losing it twice with its cluster does not use any.
+    fakes = FakeActivities(env.client, DIAMOND, {("c", 1): "LOST", ("c", 2): "LOST"})
+    assert await run_plan(env, fakes, "lost_redispatch") == "SUCCEEDED"
+    assert [n for u, n in fakes.started if u == "c"] == [1, 2, 3]
+
+
+async def test_endless_losses_fail_the_execution(env: WorkflowEnvironment) -> None:
+    outcomes = {("c", n): "LOST" for n in range(1, MAX_SYSTEM_RETRIES + 2)}
+    fakes = FakeActivities(env.client, DIAMOND, outcomes)
+    assert await run_plan(env, fakes) == "FAILED"
+    assert fakes.finished[0].failed_attempt_id == f"c#{MAX_SYSTEM_RETRIES + 1}"
 
 
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
@@ -257,4 +265,4 @@ async def test_recorded_histories_still_replay(path: Path) -> None:
 
 
 async def test_recorded_histories_exist() -> None:
-    assert len(list(HISTORIES.glob("*.json"))) >= 5, "record with FLEETFLOW_RECORD_HISTORIES=1"
+    assert len(list(HISTORIES.glob("*.json"))) >= 6, "record with FLEETFLOW_RECORD_HISTORIES=1"

@@ -7,14 +7,14 @@ policy allowed it, so concurrent leases, duplicated or late reports cannot both 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import NO_MAP_INDEX, Cluster, TaskAttempt, new_id, utcnow
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
-from control_plane.db.repositories.clusters import online_clusters
+from control_plane.db.repositories.clusters import as_utc, online_clusters
 from control_plane.orchestration.states import AttemptState
 from control_plane.orchestration.transitions import (
     IllegalTransitionError,
@@ -209,3 +209,109 @@ def apply_report(
     if not moved:
         return ReportOutcome(False, "attempt changed concurrently; report again", attempt)
     return ReportOutcome(True, "", attempt, finished=state.terminal)
+
+
+LEASE_HELD_STATES = (A.LEASED.value, A.RUNNING.value)
+
+
+def mark_lost(session: Session, attempts: list[TaskAttempt], reason: str) -> list[str]:
+    """Move active attempts to LOST (their cluster lost them); returns the ids moved."""
+    lost = []
+    for attempt in attempts:
+        if attempt.status in ACTIVE_STATES and move_attempt(
+            session, attempt, A.LOST, error_message=reason
+        ):
+            lost.append(attempt.id)
+    return lost
+
+
+def held_attempts(session: Session, cluster_id: str) -> list[TaskAttempt]:
+    """Attempts this cluster's agent has leased and not finished."""
+    return list(
+        session.scalars(
+            select(TaskAttempt).where(
+                TaskAttempt.cluster_id == cluster_id,
+                TaskAttempt.status.in_(LEASE_HELD_STATES),
+            )
+        )
+    )
+
+
+def reconcile_running(
+    session: Session,
+    cluster: Cluster,
+    running: dict[str, int | None],
+    *,
+    leased_before: datetime,
+) -> tuple[list[str], list[str]]:
+    """Compare what the agent runs (`attempt id -> fencing token`, None when not reported)
+    with what it should.
+
+    Returns (lost, stop): attempts it holds but does not run, leased before `leased_before`
+    (so a lease still in flight to the agent is not mistaken for a lost one), become LOST; the
+    ones it runs that are no longer its to run (finished, cancelled, re-leased, another
+    cluster's) must be stopped.
+    """
+    missing = [
+        a
+        for a in held_attempts(session, cluster.id)
+        if a.id not in running and a.leased_at is not None and as_utc(a.leased_at) < leased_before
+    ]
+    lost = mark_lost(session, missing, f"cluster {cluster.name}'s agent no longer runs it")
+    stop = []
+    for attempt_id, token in running.items():
+        attempt = session.get(TaskAttempt, attempt_id)
+        if (
+            attempt is None
+            or attempt.cluster_id != cluster.id
+            or attempt.status not in LEASE_HELD_STATES
+            or (token is not None and attempt.fencing_token != token)
+        ):
+            stop.append(attempt_id)
+    return lost, stop
+
+
+def lose_attempts_of_silent_clusters(session: Session, *, grace: timedelta) -> list[str]:
+    """Attempts on clusters whose agent has not heartbeated within `grace` become LOST."""
+    cutoff = utcnow() - grace
+    rows = session.execute(
+        select(TaskAttempt, Cluster.last_heartbeat_at)
+        .join(Cluster, Cluster.id == TaskAttempt.cluster_id)
+        .where(TaskAttempt.status.in_(ACTIVE_STATES))
+    ).all()
+    silent = [
+        attempt for attempt, heartbeat in rows if heartbeat is None or as_utc(heartbeat) < cutoff
+    ]
+    return mark_lost(session, silent, f"no heartbeat from its cluster for {grace.seconds}s")
+
+
+@dataclass(frozen=True)
+class FinishedAttempt:
+    attempt_id: str
+    execution_id: str
+    status: str
+    message: str
+
+
+def unsignalled_finished(session: Session, limit: int = 200) -> list[FinishedAttempt]:
+    """Terminal attempts whose workflow has not been told yet (the outbox)."""
+    rows = session.scalars(
+        select(TaskAttempt)
+        .where(
+            TaskAttempt.signalled_at.is_(None),
+            TaskAttempt.cache_hit.is_(False),
+            TaskAttempt.status.in_([s.value for s in AttemptState if s.terminal]),
+        )
+        .order_by(TaskAttempt.finished_at)
+        .limit(limit)
+    ).all()
+    return [FinishedAttempt(a.id, a.execution_id, a.status, a.error_message or "") for a in rows]
+
+
+def mark_signalled(session: Session, attempt_ids: list[str]) -> None:
+    session.execute(
+        update(TaskAttempt)
+        .where(TaskAttempt.id.in_(attempt_ids))
+        .values(signalled_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )

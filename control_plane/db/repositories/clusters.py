@@ -62,11 +62,11 @@ def online_clusters(
     cutoff = (now or utcnow()) - grace
     rows = session.scalars(select(Cluster).where(Cluster.last_heartbeat_at.is_not(None))).all()
     return sorted(
-        (c for c in rows if c.last_heartbeat_at and _aware(c.last_heartbeat_at) >= cutoff),
+        (c for c in rows if c.last_heartbeat_at and as_utc(c.last_heartbeat_at) >= cutoff),
         key=lambda c: c.name,
     )
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we write is UTC.
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything we write is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -128,6 +128,7 @@ class RegisterRequest(_message.Message):
     EXECUTORS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     CAPACITY_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
     agent_version: _builtins.str
     @_builtins.property
     def executors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -137,6 +138,12 @@ class RegisterRequest(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def capacity(self) -> Global___Capacity: ...
+    @_builtins.property
+    def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunningAttempt]:
+        """What the agent's executor is running now (after a restart: what it rediscovered).
+        The control plane marks the cluster's other active attempts LOST and re-dispatches them.
+        """
+
     def __init__(
         self,
         *,
@@ -144,14 +151,37 @@ class RegisterRequest(_message.Message):
         executors: _abc.Iterable[_builtins.str] | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         capacity: Global___Capacity | None = ...,
+        running: _abc.Iterable[Global___RunningAttempt] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "capacity", b"capacity", "executors", b"executors", "labels", b"labels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "capacity", b"capacity", "executors", b"executors", "labels", b"labels", "running", b"running"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegisterRequest: _TypeAlias = RegisterRequest  # noqa: Y015
+
+@_typing.final
+class RunningAttempt(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_ID_FIELD_NUMBER: _builtins.int
+    FENCING_TOKEN_FIELD_NUMBER: _builtins.int
+    attempt_id: _builtins.str
+    fencing_token: _builtins.int
+    def __init__(
+        self,
+        *,
+        attempt_id: _builtins.str = ...,
+        fencing_token: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_id", b"attempt_id", "fencing_token", b"fencing_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunningAttempt: _TypeAlias = RunningAttempt  # noqa: Y015
 
 @_typing.final
 class RegisterResponse(_message.Message):
@@ -159,17 +189,23 @@ class RegisterResponse(_message.Message):
 
     CLUSTER_NAME_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    STOP_ATTEMPT_IDS_FIELD_NUMBER: _builtins.int
     cluster_name: _builtins.str
     heartbeat_interval_seconds: _builtins.int
+    @_builtins.property
+    def stop_attempt_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Of the attempts the agent reported running, those it must stop (superseded, cancelled)."""
+
     def __init__(
         self,
         *,
         cluster_name: _builtins.str = ...,
         heartbeat_interval_seconds: _builtins.int = ...,
+        stop_attempt_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_name", b"cluster_name", "heartbeat_interval_seconds", b"heartbeat_interval_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_name", b"cluster_name", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "stop_attempt_ids", b"stop_attempt_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

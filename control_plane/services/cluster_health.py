@@ -1,0 +1,48 @@
+"""Marks the attempts of clusters that stopped heartbeating LOST, so they run elsewhere.
+
+Several control-plane replicas may run this loop: every move is a compare-and-set through the
+transition policy, so an attempt is lost (and re-dispatched) once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_plane.db.repositories import attempts as attempts_repo
+from control_plane.db.session import transaction
+from control_plane.services.finish_notifier import FinishNotifier
+
+log = logging.getLogger(__name__)
+
+
+def lose_attempts_of_silent_clusters(
+    sessions: sessionmaker[Session], grace: timedelta
+) -> list[str]:
+    with transaction(sessions) as session:
+        return attempts_repo.lose_attempts_of_silent_clusters(session, grace=grace)
+
+
+async def watch_cluster_health(
+    sessions: sessionmaker[Session],
+    notifier: FinishNotifier,
+    stop: asyncio.Event,
+    *,
+    grace: timedelta,
+    interval: float,
+) -> None:
+    while not stop.is_set():
+        try:
+            lost = await asyncio.to_thread(lose_attempts_of_silent_clusters, sessions, grace)
+            if lost:
+                log.warning("%d attempt(s) lost with their silent cluster: %s", len(lost), lost)
+                await notifier.deliver_pending()
+        except Exception:
+            log.warning("cluster health round failed; retrying", exc_info=True)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        except TimeoutError:
+            pass

@@ -1,0 +1,77 @@
+"""Delivers finished attempts to their execution's workflow, durably (an outbox).
+
+A terminal state is committed first (agent report, LOST marking); delivery to Temporal comes
+after and may fail or be cut short by a restart. Every terminal attempt without `signalled_at`
+is therefore signalled again, right away by whoever finished it and every few seconds by this
+loop, until Temporal has it. The workflow's signal handler is idempotent, so a repeat is
+harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_plane.db.repositories import attempts as attempts_repo
+from control_plane.db.session import transaction
+from control_plane.orchestration.workflows import AttemptFinished
+
+log = logging.getLogger(__name__)
+
+# Sends a finished attempt to its execution's workflow (a Temporal signal). Returns normally
+# when the workflow has it or has already closed; raises when it should be tried again.
+AttemptFinishedSink = Callable[[str, AttemptFinished], Awaitable[None]]
+
+
+class FinishNotifier:
+    def __init__(self, sessions: sessionmaker[Session], sink: AttemptFinishedSink) -> None:
+        self._sessions = sessions
+        self._sink = sink
+        self._lock = asyncio.Lock()
+
+    async def deliver_pending(self) -> int:
+        """Signal every finished attempt not yet delivered; returns how many were."""
+        async with self._lock:
+            pending = await asyncio.to_thread(self._pending)
+            delivered = []
+            for item in pending:
+                try:
+                    await self._sink(
+                        item.execution_id,
+                        AttemptFinished(item.attempt_id, item.status, item.message),
+                    )
+                except Exception:
+                    log.warning(
+                        "could not deliver %s of attempt %s yet; will retry",
+                        item.status,
+                        item.attempt_id,
+                        exc_info=True,
+                    )
+                    continue
+                delivered.append(item.attempt_id)
+            if delivered:
+                await asyncio.to_thread(self._mark, delivered)
+            return len(delivered)
+
+    def _pending(self) -> list[attempts_repo.FinishedAttempt]:
+        with self._sessions() as session:
+            return attempts_repo.unsignalled_finished(session)
+
+    def _mark(self, attempt_ids: list[str]) -> None:
+        with transaction(self._sessions) as session:
+            attempts_repo.mark_signalled(session, attempt_ids)
+
+    async def run(self, stop: asyncio.Event, *, interval: float = 2.0) -> None:
+        """Retry undelivered attempts every `interval` seconds until `stop`."""
+        while not stop.is_set():
+            try:
+                await self.deliver_pending()
+            except Exception:  # the database is away: next round
+                log.warning("finish notifier round failed; retrying", exc_info=True)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                pass
