@@ -74,12 +74,12 @@ async def run_control_plane(
                 sessions,
                 blob_store,
                 on_attempt_ready=attempts_ready.notify,
+                heartbeat_grace=settings.grpc.heartbeat_grace,
             )
             worker = make_worker(client, settings.temporal.task_queue, activities, executor)
             tasks.append(asyncio.create_task(worker.run(), name="temporal-worker"))
         if parts.grpc:
             notifier = FinishNotifier(sessions, launcher.signal_attempt_finished)
-            heartbeat_grace = timedelta(seconds=3 * settings.grpc.heartbeat_interval_seconds)
             tasks.append(asyncio.create_task(notifier.run(stop), name="finish-notifier"))
             tasks.append(
                 asyncio.create_task(
@@ -87,7 +87,10 @@ async def run_control_plane(
                         sessions,
                         notifier,
                         stop,
-                        grace=heartbeat_grace,
+                        grace=settings.grpc.heartbeat_grace,
+                        reconnect_allowance=timedelta(
+                            seconds=settings.grpc.agent_reconnect_allowance_seconds
+                        ),
                         interval=settings.grpc.heartbeat_interval_seconds,
                     ),
                     name="cluster-health",

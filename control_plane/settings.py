@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field
@@ -49,6 +50,15 @@ class GrpcSettings(BaseSettings):
     # Longest a LeaseAttempts long-poll is held open.
     max_lease_wait_seconds: int = 30
     heartbeat_interval_seconds: int = 5
+    # After the control plane starts, how long agents may take to reconnect before their
+    # clusters count as silent: the agents' longest reconnect backoff plus a margin.
+    agent_reconnect_allowance_seconds: int = 35
+
+    @property
+    def heartbeat_grace(self) -> timedelta:
+        """An agent silent this long is offline: nothing is placed on its cluster, and what
+        it held is lost and runs elsewhere."""
+        return timedelta(seconds=3 * self.heartbeat_interval_seconds)
 
 
 class Settings(BaseSettings):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib.metadata
 import logging
 import os
@@ -506,6 +507,14 @@ class Agent:
                 event.state.value,
             )
             return
+        if (
+            event.state is AttemptState.CANCELLED
+            and self._stopping.is_set()
+            and event.attempt_id not in self._stop_requested
+        ):
+            # Stopped because this agent shuts down, not by anyone's wish: not the task's
+            # failure, so it runs again elsewhere without using its retries.
+            event = dataclasses.replace(event, state=AttemptState.LOST)
         sequence = self._sequences[event.attempt_id] + 1
         self._sequences[event.attempt_id] = sequence
         self._reports.put(

@@ -12,12 +12,14 @@ from enum import StrEnum
 
 
 class AttemptState(StrEnum):
-    """The states an agent reports. PENDING/ASSIGNED/LEASED/LOST belong to the control plane."""
+    """The states an agent reports. PENDING/ASSIGNED/LEASED belong to the control plane; LOST
+    is what an agent reports for attempts it stops because it is shutting down."""
 
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    LOST = "LOST"
 
     @property
     def is_terminal(self) -> bool:

@@ -10,6 +10,7 @@ _STATE_TO_PROTO = {
     AttemptState.SUCCEEDED: agent_pb2.ATTEMPT_STATE_SUCCEEDED,
     AttemptState.FAILED: agent_pb2.ATTEMPT_STATE_FAILED,
     AttemptState.CANCELLED: agent_pb2.ATTEMPT_STATE_CANCELLED,
+    AttemptState.LOST: agent_pb2.ATTEMPT_STATE_LOST,
 }
 
 

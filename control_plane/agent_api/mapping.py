@@ -14,6 +14,7 @@ _STATES: dict[int, AttemptState] = {
     pb.ATTEMPT_STATE_SUCCEEDED: AttemptState.SUCCEEDED,
     pb.ATTEMPT_STATE_FAILED: AttemptState.FAILED,
     pb.ATTEMPT_STATE_CANCELLED: AttemptState.CANCELLED,
+    pb.ATTEMPT_STATE_LOST: AttemptState.LOST,
 }
 
 

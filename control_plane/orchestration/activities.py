@@ -56,7 +56,7 @@ class ExecutionActivities:
         blob_store: BlobStore,
         *,
         on_attempt_ready: Callable[[], None] = lambda: None,
-        heartbeat_grace: timedelta = timedelta(seconds=30),
+        heartbeat_grace: timedelta,
     ) -> None:
         self._sessions = session_factory
         self._blobs = blob_store

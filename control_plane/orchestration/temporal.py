@@ -106,4 +106,9 @@ def make_worker(
         workflows=[ExecutionWorkflow],
         activities=activities.all(),
         activity_executor=executor,
+        # No sticky workflow caching: a worker killed mid-task would otherwise hold its
+        # workflows on a sticky queue that the embedded Temporal test server never times out,
+        # so they would hang after a control-plane restart. Replaying a history instead is
+        # cheap for our workflows.
+        max_cached_workflows=0,
     )

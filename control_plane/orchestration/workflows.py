@@ -4,10 +4,11 @@ Deterministic by construction: it only schedules activities (which own all I/O) 
 `attempt_finished` signals sent by the agent gRPC service when an agent reports a terminal
 state. Outputs travel by URI in the database and blob store, never through workflow history.
 
-A node runs as one *unit*, or, for a map node, one unit per element (`map_index`); each unit
-is tried up to `1 + retries` times; an attempt LOST with its cluster is re-dispatched as a
-system retry that does not count against `retries`. A unit whose task is cached completes
-without an attempt being dispatched. Cancelling the workflow cancels the execution and its active attempts.
+A node runs as one *unit*, or, for a map node, one unit per element (`map_index`); each
+unit is tried up to `1 + retries` times; an attempt LOST with its cluster is re-dispatched
+as a system retry that does not count against `retries`. A unit whose task is cached
+completes without an attempt being dispatched. Cancelling the workflow cancels the execution
+and its active attempts.
 Changes here must keep replaying the recorded histories in tests/ (determinism).
 """
 

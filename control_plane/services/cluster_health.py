@@ -33,7 +33,14 @@ async def watch_cluster_health(
     *,
     grace: timedelta,
     interval: float,
+    reconnect_allowance: timedelta,
 ) -> None:
+    # After our own start (or an outage of ours) every agent looks silent until it reconnects,
+    # which its backoff may delay: give them that long before judging.
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=(grace + reconnect_allowance).total_seconds())
+    except TimeoutError:
+        pass
     while not stop.is_set():
         try:
             lost = await asyncio.to_thread(lose_attempts_of_silent_clusters, sessions, grace)

@@ -45,6 +45,7 @@ class Stack:
     blob_root: str
     env: dict[str, str]
     agent_token: str
+    split: bool = False  # the Temporal worker runs in its own process
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -59,16 +60,32 @@ class Stack:
 
     def logs(self) -> str:
         parts = []
-        for name in ("control-plane", "worker", "agent"):
-            path = self.home / f"{name}.log"
+        for path in sorted(self.home.glob("*.log")):
+            name = path.stem
             if path.exists():
                 parts.append(f"--- {name} ---\n{path.read_text()[-6000:]}")
         return "\n".join(parts)
 
+    def add_agent(self, cluster: str) -> subprocess.Popen[bytes]:
+        """Another cluster with its own agent (`agent-<cluster>` in `children`)."""
+        engine = make_engine(self.database_url)
+        token = bootstrap_local_cluster(
+            make_session_factory(engine), tenant="default", cluster=cluster, labels={}
+        )
+        engine.dispose()
+        agent = start_agent(self, token=token, name=f"agent-{cluster}")
+        self.children[f"agent-{cluster}"] = agent
+        return agent
+
+    def restart_control_plane(self) -> None:
+        """SIGKILL the control plane mid-flight and start it again on the same ports."""
+        processes.stop(self.children.pop("control-plane"), grace=0)
+        self.children["control-plane"] = spawn_control_plane(self, worker=not self.split)
+        wait_ready(self)
+
     def stop(self) -> None:
-        for name in ("agent", "worker", "control-plane"):
-            if name in self.children:
-                processes.stop(self.children.pop(name))
+        for name in sorted(self.children, key=lambda n: n == "control-plane"):
+            processes.stop(self.children.pop(name))
 
 
 def start_stack(
@@ -94,6 +111,9 @@ def start_stack(
         "FLEETFLOW_API_PORT": str(api_port),
         "FLEETFLOW_GRPC_PORT": str(grpc_port),
         "FLEETFLOW_GRPC_HEARTBEAT_INTERVAL_SECONDS": "1",
+        # Agents reconnect within 2 s here, so silence is judged soon after a restart too.
+        "FLEETFLOW_AGENT_RECONNECT_MAX_BACKOFF_SECONDS": "2",
+        "FLEETFLOW_GRPC_AGENT_RECONNECT_ALLOWANCE_SECONDS": "4",
         "FLEETFLOW_API_URL": f"http://127.0.0.1:{api_port}",
         "FLEETFLOW_CONFIG": str(home / "cli-config.json"),
     }
@@ -105,12 +125,10 @@ def start_stack(
         blob_root=blob_root,
         env=env,
         agent_token=token,
+        split=split,
     )
     try:
-        serve = [FLEETFLOW, "control-plane", "serve"] + ([] if split else ["--with-worker"])
-        stack.children["control-plane"] = processes.spawn(
-            serve, log_file=home / "control-plane.log", env=env
-        )
+        stack.children["control-plane"] = spawn_control_plane(stack, worker=not split)
         if split:
             stack.children["worker"] = processes.spawn(
                 [FLEETFLOW, "control-plane", "worker"], log_file=home / "worker.log", env=env
@@ -123,20 +141,20 @@ def start_stack(
     return stack
 
 
-def start_agent(stack: Stack) -> subprocess.Popen[bytes]:
+def spawn_control_plane(stack: Stack, *, worker: bool) -> subprocess.Popen[bytes]:
+    serve = [FLEETFLOW, "control-plane", "serve"] + (["--with-worker"] if worker else [])
+    return processes.spawn(serve, log_file=stack.home / "control-plane.log", env=stack.env)
+
+
+def start_agent(
+    stack: Stack, *, token: str | None = None, name: str = "agent"
+) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "data_plane_agent", "run"]
+    argv += ["--control-plane", stack.grpc_address, "--work-dir", str(stack.home / name)]
     return processes.spawn(
-        [
-            sys.executable,
-            "-m",
-            "data_plane_agent",
-            "run",
-            "--control-plane",
-            stack.grpc_address,
-            "--work-dir",
-            str(stack.home / "agent"),
-        ],
-        log_file=stack.home / "agent.log",
-        env={**stack.env, "FLEETFLOW_AGENT_TOKEN": stack.agent_token},
+        argv,
+        log_file=stack.home / f"{name}.log",
+        env={**stack.env, "FLEETFLOW_AGENT_TOKEN": token or stack.agent_token},
     )
 
 

@@ -37,6 +37,7 @@ RUNNING = agent_pb2.ATTEMPT_STATE_RUNNING
 SUCCEEDED = agent_pb2.ATTEMPT_STATE_SUCCEEDED
 FAILED = agent_pb2.ATTEMPT_STATE_FAILED
 CANCELLED = agent_pb2.ATTEMPT_STATE_CANCELLED
+LOST = agent_pb2.ATTEMPT_STATE_LOST
 
 
 class FakeAgentService(agent_pb2_grpc.AgentServiceServicer):
@@ -353,7 +354,11 @@ async def test_rejected_token_exits_with_a_clear_error(tmp_path: Path) -> None:
     assert not fake.registrations
 
 
-async def test_sigterm_cancels_running_attempts_and_exits(blobs: Blobs, tmp_path: Path) -> None:
+async def test_sigterm_gives_up_running_attempts_as_lost_and_exits(
+    blobs: Blobs, tmp_path: Path
+) -> None:
+    """A shutting-down agent is not the task's failure: it reports LOST, so the control plane
+    runs the attempt again elsewhere without using the task's retries."""
     log = tmp_path / "agent.log"
     inputs = {"path": str(tmp_path / "never"), "deadline_seconds": 120}
     async with fake_control_plane(FakeAgentService()) as (fake, port):
@@ -372,6 +377,6 @@ async def test_sigterm_cancels_running_attempts_and_exits(blobs: Blobs, tmp_path
 
     output = log.read_text()
     assert returncode == 0, output
-    assert states(fake.reports_for("att-term")) == [(RUNNING, 1), (CANCELLED, 2)]
+    assert states(fake.reports_for("att-term")) == [(RUNNING, 1), (LOST, 2)]
     assert fake.reports_for("att-term")[-1].message == "agent shut down"
     assert "agent stopped" in output

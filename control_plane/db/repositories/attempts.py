@@ -200,7 +200,7 @@ def apply_report(
         attempt.last_report_sequence = sequence
         return ReportOutcome(True, "no change", attempt)
     extra: dict[str, object] = {"last_report_sequence": sequence}
-    if state in (A.FAILED, A.CANCELLED):
+    if state in (A.FAILED, A.CANCELLED, A.LOST):
         extra.update(error_message=message or None, error_traceback=traceback or None)
     try:
         moved = move_attempt(session, attempt, state, **extra)

@@ -33,6 +33,10 @@ class _AttemptStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AttemptS
     ATTEMPT_STATE_SUCCEEDED: _AttemptState.ValueType  # 2
     ATTEMPT_STATE_FAILED: _AttemptState.ValueType  # 3
     ATTEMPT_STATE_CANCELLED: _AttemptState.ValueType  # 4
+    ATTEMPT_STATE_LOST: _AttemptState.ValueType  # 5
+    """The agent gave the attempt up without a verdict (it is shutting down): the control plane
+    runs it again elsewhere without using the task's retries.
+    """
 
 class AttemptState(_AttemptState, metaclass=_AttemptStateEnumTypeWrapper): ...
 
@@ -41,6 +45,10 @@ ATTEMPT_STATE_RUNNING: AttemptState.ValueType  # 1
 ATTEMPT_STATE_SUCCEEDED: AttemptState.ValueType  # 2
 ATTEMPT_STATE_FAILED: AttemptState.ValueType  # 3
 ATTEMPT_STATE_CANCELLED: AttemptState.ValueType  # 4
+ATTEMPT_STATE_LOST: AttemptState.ValueType  # 5
+"""The agent gave the attempt up without a verdict (it is shutting down): the control plane
+runs it again elsewhere without using the task's retries.
+"""
 Global___AttemptState: _TypeAlias = AttemptState  # noqa: Y015
 
 @_typing.final

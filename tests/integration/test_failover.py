@@ -1,0 +1,144 @@
+"""Chaos through the whole stack: agents and the control plane die mid-execution, and every
+execution still completes with each task's result recorded exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from control_plane import processes
+from control_plane.db.models import Cluster
+from control_plane.db.session import make_engine, make_session_factory
+from fleetflow.bundle import build_bundle
+from fleetflow.client import Client
+from fleetflow.loader import load_workflow
+from tests.integration.stack import Stack, start_agent
+
+pytestmark = pytest.mark.integration
+
+WORKFLOWS = Path(__file__).parent / "workflows" / "platform_features.py"
+
+
+def launch(stack: Stack, workflow: str, **inputs: Any) -> str:
+    wf, root = load_workflow(WORKFLOWS, workflow)
+    digest, data = build_bundle(root)
+    with Client(stack.api_url) as client:
+        client.upload_bundle(digest, data)
+        version = client.register_workflow(wf.spec, digest)["version"]
+        literals = wf.inputs_to_literals(inputs)
+        return str(client.create_execution(wf.spec.name, literals, version=version)["id"])
+
+
+def wait_for(condition: Any, what: str, stack: Stack, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}\n{stack.logs()}")
+
+
+def running_attempt(stack: Stack, execution_id: str) -> dict[str, Any] | None:
+    with Client(stack.api_url) as client:
+        attempts = client.get_execution(execution_id)["attempts"]
+    return next((a for a in attempts if a["status"] == "RUNNING"), None)
+
+
+def finish(stack: Stack, execution_id: str) -> dict[str, Any]:
+    with Client(stack.api_url) as client:
+        return client.wait_for_execution(execution_id, timeout=120)
+
+
+def test_agent_killed_mid_task_and_restarted(stack: Stack, tmp_path: Path) -> None:
+    marker = tmp_path / "runs.txt"
+    execution_id = launch(stack, "survives_agent_loss", marker=str(marker))
+    wait_for(lambda: running_attempt(stack, execution_id), "the task to run", stack)
+    wait_for(marker.exists, "the task process to start", stack)
+    task_pid = int(marker.read_text().split()[0])
+
+    sigkill(stack.children.pop("agent"))
+    wait_for(lambda: not _alive(task_pid), "the task to die with its agent", stack)
+    stack.children["agent"] = start_agent(stack)
+
+    final = finish(stack, execution_id)
+    assert final["status"] == "SUCCEEDED", stack.logs()
+    assert final["outputs"] == {"o0": 2}
+    assert [a["status"] for a in final["attempts"]] == ["LOST", "SUCCEEDED"]
+    assert marker.read_text().count("\n") == 2  # ran twice: killed once, then to completion
+
+
+def test_silent_cluster_fails_over_to_another(stack: Stack, tmp_path: Path) -> None:
+    stack.add_agent("backup")
+    marker = tmp_path / "runs.txt"
+    execution_id = launch(stack, "survives_agent_loss", marker=str(marker))
+    first = wait_for(lambda: running_attempt(stack, execution_id), "the task to run", stack)
+    wait_for(marker.exists, "the task process to start", stack)
+    victim = "agent" if first["cluster"] == "local" else "agent-backup"
+    survivor = "backup" if victim == "agent" else "local"
+    sigkill(stack.children.pop(victim))
+    try:
+        final = finish(stack, execution_id)
+        assert final["status"] == "SUCCEEDED", stack.logs()
+        lost, succeeded = final["attempts"]
+        assert lost["status"] == "LOST" and lost["cluster"] == first["cluster"]
+        assert succeeded["status"] == "SUCCEEDED" and succeeded["cluster"] == survivor
+        assert "no heartbeat" in (lost["error_message"] or "")
+    finally:
+        if victim == "agent":
+            stack.children["agent"] = start_agent(stack)
+        for name in [n for n in stack.children if n == "agent-backup"]:
+            processes.stop(stack.children.pop(name))
+        forget_cluster_heartbeat(stack, "backup")  # offline now: later tests do not place there
+
+
+def test_control_plane_restart_mid_execution_loses_nothing(stack: Stack, tmp_path: Path) -> None:
+    marker = tmp_path / "pid.txt"
+    execution_id = launch(stack, "sleepy", seconds=3.0, marker=str(marker))
+    wait_for(lambda: running_attempt(stack, execution_id), "the task to run", stack)
+    stack.restart_control_plane()  # SIGKILL and start again while the task runs
+    final = finish(stack, execution_id)
+    assert final["status"] == "SUCCEEDED", stack.logs()
+    assert final["outputs"] == {"o0": 3.0}
+    assert [a["status"] for a in final["attempts"]] == ["SUCCEEDED"]
+
+
+def test_agent_shutdown_hands_its_attempt_back(stack: Stack, tmp_path: Path) -> None:
+    """SIGTERM (a rolling upgrade): the agent reports LOST and the attempt runs again, without
+    using the task's retries (it has none)."""
+    marker = tmp_path / "runs.txt"
+    execution_id = launch(stack, "survives_agent_loss", marker=str(marker))
+    wait_for(marker.exists, "the task process to start", stack)
+    processes.stop(stack.children.pop("agent"))
+    stack.children["agent"] = start_agent(stack)
+    final = finish(stack, execution_id)
+    assert final["status"] == "SUCCEEDED", stack.logs()
+    lost, succeeded = final["attempts"]
+    assert lost["status"] == "LOST" and lost["error_message"] == "agent shut down"
+    assert succeeded["status"] == "SUCCEEDED"
+
+
+def forget_cluster_heartbeat(stack: Stack, cluster: str) -> None:
+    engine = make_engine(stack.database_url)
+    with make_session_factory(engine).begin() as session:
+        session.execute(
+            update(Cluster).where(Cluster.name == cluster).values(last_heartbeat_at=None)
+        )
+    engine.dispose()
+
+
+def sigkill(process: subprocess.Popen[bytes]) -> None:
+    """Kill a process group at once: no signal handler runs, nothing is reported."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"

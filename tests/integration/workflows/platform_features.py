@@ -1,0 +1,72 @@
+"""Workflows that exercise platform features end to end: map fan-out, caching, cancellation."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from fleetflow import map_task, task, workflow
+
+
+@task
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+@task(retries=1)
+def square(x: int, offset: int) -> int:
+    return x * x + offset
+
+
+@task
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+@workflow
+def squares(n: int = 5, offset: int = 0) -> int:
+    return total(values=map_task(square, concurrency=2)(x=numbers(n=n), offset=offset))
+
+
+@task(cache=True, cache_version="1")
+def expensive(seed: int, marker: str) -> float:
+    """Appends to `marker` each time it really runs, so a test can count dispatches."""
+    with open(marker, "a") as f:
+        f.write("ran\n")
+    return seed / 7
+
+
+@workflow
+def cached_pipeline(seed: int, marker: str) -> float:
+    return expensive(seed=seed, marker=marker)
+
+
+@task
+def nap(seconds: float, marker: str) -> float:
+    Path(marker).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return seconds
+
+
+@workflow
+def sleepy(seconds: float, marker: str) -> float:
+    return nap(seconds=seconds, marker=marker)
+
+
+@task
+def first_try_hangs(marker: str) -> int:
+    """The first attempt records its pid and hangs (to be killed); later ones finish at once.
+    Returns how many attempts got this far."""
+    path = Path(marker)
+    runs = path.read_text().splitlines() if path.exists() else []
+    with path.open("a") as f:
+        f.write(f"{os.getpid()}\n")
+    if not runs:
+        time.sleep(300)
+    return len(runs) + 1
+
+
+@workflow
+def survives_agent_loss(marker: str) -> int:
+    return first_try_hangs(marker=marker)
