@@ -2,24 +2,31 @@
 
 The public SDK surface; everything else lives in modules named for what they do.
 
-    from fleetflow import Resources, task, workflow
+    from fleetflow import Resources, map_task, task, workflow
 
     @task(resources=Resources(cpu=2, memory="4Gi"))
     def double(x: int) -> int:
         return 2 * x
 
-    @workflow
-    def pipeline(x: int = 1) -> int:
-        return double(x=double(x=x))
+    @task
+    def total(values: list[int]) -> int:
+        return sum(values)
 
-    pipeline(x=3)  # runs locally: 12
+    @workflow
+    def pipeline(xs: list[int]) -> int:
+        return total(values=map_task(double, concurrency=4)(x=xs))
+
+    pipeline(xs=[1, 2, 3])  # runs locally: 12
 """
+
+from typing import TYPE_CHECKING, Any
 
 from fleetflow.errors import (
     DefinitionError,
     FleetflowError,
     InvalidOptionError,
     LiteralValidationError,
+    MapInputError,
     PromiseAttributeError,
     TaskDefinitionError,
     UnsupportedTypeError,
@@ -27,18 +34,35 @@ from fleetflow.errors import (
     WorkflowInputError,
     WorkflowOutputError,
 )
+from fleetflow.fanout import MapTask, map_task
 from fleetflow.files import Directory, File
 from fleetflow.resources import Resources
 from fleetflow.task import TaskFunction, task
 from fleetflow.workflow import WorkflowFunction, workflow
 
+if TYPE_CHECKING:
+    from fleetflow.client import Client
+
+
+def __getattr__(name: str) -> Any:
+    # The client (and httpx) is imported on first use: task processes never need it.
+    if name == "Client":
+        from fleetflow.client import Client
+
+        return Client
+    raise AttributeError(f"module 'fleetflow' has no attribute {name!r}")
+
+
 __all__ = [
+    "Client",
     "DefinitionError",
     "Directory",
     "File",
     "FleetflowError",
     "InvalidOptionError",
     "LiteralValidationError",
+    "MapInputError",
+    "MapTask",
     "PromiseAttributeError",
     "Resources",
     "TaskDefinitionError",
@@ -48,6 +72,7 @@ __all__ = [
     "WorkflowFunction",
     "WorkflowInputError",
     "WorkflowOutputError",
+    "map_task",
     "task",
     "workflow",
 ]

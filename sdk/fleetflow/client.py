@@ -1,17 +1,37 @@
-"""A small synchronous client for the control plane's REST API."""
+"""`fleetflow.Client`: the control plane's REST API for Python programs (and the CLI).
+
+One implementation of everything a remote run needs (bundling and registering a workflow,
+uploading its File/Directory inputs, launching, following, typed outputs, cancelling), so
+`fleetflow run --remote` and a notebook calling `Client().run(pipeline, n=3)` behave the same.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 
 from fleetflow.config import config_path, load_cli_config
 from fleetflow.errors import FleetflowError
-from fleetflow.ir import WorkflowSpec
+from fleetflow.files import (
+    Directory,
+    directory_digest,
+    file_digest,
+    has_blobs,
+    local_blob_path,
+    map_blob_literals,
+)
+from fleetflow.ir import TypeKind, WorkflowSpec
+
+if TYPE_CHECKING:
+    from fleetflow.workflow import WorkflowFunction
 
 TERMINAL_EXECUTION_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
@@ -63,14 +83,77 @@ def _is_http_url(url: str) -> bool:
     return parsed.scheme in ("http", "https") and bool(parsed.host)
 
 
+class ExecutionNotSucceededError(FleetflowError):
+    """Outputs were asked of an execution that did not succeed (or has not finished)."""
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """A finished execution, with its outputs as the workflow's declared Python type.
+
+    Attributes:
+        id: the execution id (`ex-…`).
+        status: `SUCCEEDED`, `FAILED` or `CANCELLED`.
+        outputs: what calling the workflow locally would return (a dataclass, a NamedTuple,
+            a `File` readable at its path when the blob store is a local directory…);
+            None unless the execution succeeded.
+        error: the failure (`node_id`, `message`, `traceback`) of a failed execution.
+        execution: the API's full answer, task attempts included.
+    """
+
+    id: str
+    status: str
+    outputs: Any
+    error: dict[str, Any] | None
+    execution: dict[str, Any]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "SUCCEEDED"
+
+
+_UPLOAD_NAME = re.compile(r"[^A-Za-z0-9._+-]")
+_CHUNK = 1024 * 1024
+
+
+def _upload_name(name: str) -> str:
+    """A file name the uploads API accepts; the input's literal keeps the real name."""
+    safe = _UPLOAD_NAME.sub("_", name)[:200]
+    return safe if safe.strip(".") else "file"
+
+
+def _path_part(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _read_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            yield chunk
+
+
 class Client:
-    """Talks to one control plane. Defaults come from the CLI config file.
+    """Talks to one control plane: register and run workflows, follow and cancel executions,
+    read their outputs back as Python values.
+
+        client = Client()                      # URL and token from the CLI config
+        result = client.run(pipeline, n=100)   # register, upload File inputs, run, wait
+        result.outputs                         # e.g. a Metrics dataclass
+
+    Args:
+        url: the control plane's base URL; default from `FLEETFLOW_API_URL` or the CLI config
+            file `fleetflow dev up` writes.
+        token: bearer token; default from the CLI config.
+        timeout: seconds for each HTTP request.
 
     Raises:
         ClientConfigError: the CLI config file is unreadable, or the URL is not http(s).
+
+    Every method raises `ApiError` (with the server's explanation) when the control plane
+    refuses a request, and `ControlPlaneUnreachableError` when none answers.
     """
 
-    def __init__(self, api_url: str | None = None, token: str | None = None, timeout: float = 30):
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30):
         try:
             config = load_cli_config()
         except (OSError, ValueError) as exc:
@@ -79,8 +162,8 @@ class Client:
                 f"cannot read the CLI config {config_path()}: {reason}; fix or delete it "
                 "(`fleetflow dev up` writes a new one)"
             ) from None
-        self.api_url = (api_url or config.api_url).rstrip("/")
-        self._url_source = _url_source(api_url)
+        self.api_url = (url or config.api_url).rstrip("/")
+        self._url_source = _url_source(url)
         if not _is_http_url(self.api_url):
             raise ClientConfigError(
                 f"control plane URL {self.api_url!r} ({self._url_source}) is not an "
@@ -138,6 +221,75 @@ class Client:
         )
         return True
 
+    # File and Directory inputs --------------------------------------------------------------
+
+    def upload_file(self, path: str | os.PathLike[str]) -> str:
+        """Upload a local file (content-addressed); the URI to put in its input literal."""
+        local = Path(path)
+        if not local.is_file():
+            raise FleetflowError(f"cannot upload {local}: not a file")
+        digest = file_digest(local)
+        response = self._request(
+            "PUT",
+            f"/api/v1/uploads/files/{digest}/{_upload_name(local.name)}",
+            content=_read_chunks(local),
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(local.stat().st_size),
+            },
+        )
+        return str(response.json()["uri"])
+
+    def upload_directory(self, path: str | os.PathLike[str]) -> str:
+        """Upload every file below a local directory; the URI of the uploaded directory.
+
+        Raises:
+            FleetflowError: not a directory, or an empty one (there is nothing to name).
+        """
+        local = Path(path)
+        if not local.is_dir():
+            raise FleetflowError(f"cannot upload {local}: not a directory")
+        files = Directory(local).files()
+        if not files:
+            raise FleetflowError(f"cannot upload directory {local}: it holds no files")
+        upload_id = directory_digest(local)
+        uri = ""
+        for file in files:
+            relative = quote(file.relative_to(local).as_posix())
+            response = self._request(
+                "PUT",
+                f"/api/v1/uploads/dirs/{upload_id}/{relative}",
+                content=_read_chunks(file),
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(file.stat().st_size),
+                },
+            )
+            uri = str(response.json()["uri"])
+        return uri
+
+    def upload_inputs(
+        self, workflow_fn: WorkflowFunction[..., Any], literals: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Input literals with every local File and Directory uploaded and named by the URI
+        the control plane gave it (executions may only read its own blobs)."""
+
+        def upload(kind: TypeKind, blob: dict[str, Any]) -> Any:
+            path = local_blob_path(str(blob["uri"]))
+            if path is None:
+                return blob  # already a blob of some store; the control plane checks it
+            if kind is TypeKind.FILE:
+                return {**blob, "uri": self.upload_file(path)}
+            return {**blob, "uri": self.upload_directory(path)}
+
+        uploaded = dict(literals)
+        for variable in workflow_fn.spec.interface.inputs:
+            if variable.name in uploaded and has_blobs(variable.type):
+                uploaded[variable.name] = map_blob_literals(
+                    uploaded[variable.name], variable.type, upload
+                )
+        return uploaded
+
     # Workflows and executions ---------------------------------------------------------------
 
     def register_workflow(
@@ -148,23 +300,158 @@ class Client:
             body["version"] = version
         return self._request("POST", "/api/v1/workflows", json=body).json()
 
+    def register(
+        self,
+        workflow_fn: WorkflowFunction[..., Any],
+        *,
+        root: str | os.PathLike[str] | None = None,
+        version: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload the workflow's code bundle (unless the control plane has it) and register
+        its spec.
+
+        Args:
+            workflow_fn: a `@workflow`. Its code bundle is the directory its module is imported
+                from (for a script run as `__main__`, the script's directory, the script being
+                imported as a module named after the file, as `fleetflow run` does).
+            root: the directory to bundle instead.
+            version: a version name; default: a hash of the spec and the bundle.
+
+        Returns:
+            The registered version (`name`, `version`, `bundle_digest`, `interface`…) and
+            `bundle`: its `digest`, `size_bytes` and whether it was `uploaded` now.
+        """
+        from fleetflow.bundle import build_bundle
+        from fleetflow.loader import workflow_source
+
+        if root is None:
+            workflow_fn, bundle_root = workflow_source(workflow_fn)
+        else:
+            bundle_root = Path(root)
+        digest, data = build_bundle(bundle_root)
+        uploaded = self.upload_bundle(digest, data)
+        registered = self.register_workflow(workflow_fn.spec, digest, version)
+        registered["bundle"] = {"digest": digest, "size_bytes": len(data), "uploaded": uploaded}
+        return registered
+
     def create_execution(
         self, workflow: str, inputs: dict[str, Any], version: str | None = None
     ) -> dict[str, Any]:
+        """Start an execution of a registered workflow on JSON-literal inputs."""
         body: dict[str, Any] = {"workflow": workflow, "inputs": inputs}
         if version:
             body["version"] = version
         return self._request("POST", "/api/v1/executions", json=body).json()
 
+    def launch(
+        self,
+        workflow_fn: WorkflowFunction[..., Any],
+        inputs: Mapping[str, Any],
+        *,
+        version: str | None = None,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """Start an execution of a registered workflow on Python input values: checked and
+        converted with the workflow's types, File/Directory inputs uploaded.
+
+        Args:
+            workflow_fn: the workflow the inputs are typed by.
+            inputs: input name -> Python value; inputs left out take their defaults.
+            version: the registered version to run; default: the latest.
+            name: the registered name, when it differs from `workflow_fn`'s (a `__main__`
+                script, see `register`).
+
+        Raises:
+            WorkflowInputError, LiteralValidationError: the inputs do not fit the workflow.
+        """
+        literals = self.upload_inputs(workflow_fn, workflow_fn.inputs_to_literals(inputs))
+        return self.create_execution(name or workflow_fn.spec.name, literals, version=version)
+
+    def run(
+        self,
+        workflow_fn: WorkflowFunction[..., Any],
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        **inputs: Any,
+    ) -> Any:
+        """Register the workflow, upload its File/Directory inputs, run it on the platform.
+
+        Args:
+            workflow_fn: a `@workflow`.
+            wait: wait for the execution to finish.
+            timeout: with `wait`, give up after this many seconds (the execution goes on).
+            **inputs: the workflow's inputs as Python values, as for a local call (a workflow
+                input named `wait` or `timeout` cannot be passed this way: use `register` and
+                `launch`).
+
+        Returns:
+            With `wait`, an `ExecutionResult` (status, typed `outputs`, error); without, the
+            API's execution (a dict with its `id`).
+
+        Raises:
+            ExecutionTimeoutError: still running after `timeout` seconds.
+        """
+        registered = self.register(workflow_fn)
+        execution = self.launch(
+            workflow_fn, inputs, version=registered["version"], name=registered["name"]
+        )
+        if not wait:
+            return execution
+        final = self.wait_for_execution(execution["id"], timeout=timeout)
+        return self._result(final, workflow_fn)
+
+    def _result(
+        self, execution: dict[str, Any], workflow_fn: WorkflowFunction[..., Any]
+    ) -> ExecutionResult:
+        outputs = None
+        if execution["status"] == "SUCCEEDED":
+            outputs = workflow_fn.outputs_to_python(execution["outputs"] or {})
+        return ExecutionResult(
+            id=execution["id"],
+            status=execution["status"],
+            outputs=outputs,
+            error=execution.get("error"),
+            execution=execution,
+        )
+
     def get_execution(self, execution_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/api/v1/executions/{execution_id}").json()
+        """An execution: status, inputs, outputs (JSON literals) or error, task attempts."""
+        return self._request("GET", f"/api/v1/executions/{_path_part(execution_id)}").json()
 
     def list_executions(self, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]:
+        """Recent executions, newest first."""
         params: dict[str, Any] = {"limit": limit}
         if status:
             params["status"] = status
         body = self._request("GET", "/api/v1/executions", params=params).json()
         return body["items"] if isinstance(body, dict) else body
+
+    def outputs(self, execution_id: str, workflow_fn: WorkflowFunction[..., Any]) -> Any:
+        """The outputs of a succeeded execution as `workflow_fn`'s declared return type.
+
+        Raises:
+            ExecutionNotSucceededError: the execution failed, was cancelled or is still going.
+        """
+        execution = self.get_execution(execution_id)
+        if execution["status"] != "SUCCEEDED":
+            error = execution.get("error") or {}
+            why = f": {error['message']}" if error.get("message") else ""
+            raise ExecutionNotSucceededError(
+                f"execution {execution_id} is {execution['status']}{why}; it has no outputs"
+            )
+        return workflow_fn.outputs_to_python(execution["outputs"] or {})
+
+    def cancel(self, execution_id: str) -> dict[str, Any]:
+        """Ask the control plane to cancel an execution; its running attempts are stopped.
+
+        Idempotent. Returns the execution as it is right after the request (the cancellation
+        itself completes moments later: `wait_for_execution` sees it CANCELLED).
+        """
+        path = f"/api/v1/executions/{_path_part(execution_id)}/cancel"
+        return self._request("POST", path).json()
+
+    cancel_execution = cancel
 
     def wait_for_execution(
         self,

@@ -91,26 +91,57 @@ class WorkflowCompilation:
         self, task: TaskFunction[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> Promise | PromiseTuple | None:
         """Record a call of `task` as a node; the promise(s) of its output (None without)."""
+        return self._record_call(task, args, kwargs, caller_location(), mapped=False)
+
+    def call_map(
+        self,
+        task: TaskFunction[..., Any],
+        concurrency: int | None,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> Promise | PromiseTuple | None:
+        """Record a `map_task(task)(...)` call as a map node; promises of its list outputs.
+
+        A parameter of type T bound to a `list[T]` (promise or constant) is mapped over; any
+        other argument is passed whole and must be a T, as in a plain task call. At least one
+        argument must be mapped.
+        """
+        return self._record_call(
+            task, args, kwargs, caller_location(), mapped=True, concurrency=concurrency
+        )
+
+    def _record_call(
+        self,
+        task: TaskFunction[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        location: str,
+        *,
+        mapped: bool,
+        concurrency: int | None = None,
+    ) -> Promise | PromiseTuple | None:
         task_name = task.spec.name
         fail: Callable[..., WorkflowCompileError] = functools.partial(
             WorkflowCompileError,
             workflow=self.workflow_name,
-            location=caller_location(),
+            location=location,
             task=task_name,
         )
+        callee = f"map_task of task '{task_name}'" if mapped else f"task '{task_name}'"
         parameters = task.spec.interface.inputs
         names = [v.name for v in parameters]
         if args:
             example = ", ".join(f"{n}=..." for n in names[: len(args)]) or "..."
             first = names[0] if names else None
+            call = f"map_task({task.fn.__name__})" if mapped else task.fn.__name__
             raise fail(
-                f"task '{task_name}' was called with {len(args)} positional argument(s)"
+                f"{callee} was called with {len(args)} positional argument(s)"
                 + (f" (the first would bind parameter '{first}')" if first else "")
                 + "; inside a workflow, call tasks with keyword arguments",
                 parameter=first,
                 expected="keyword arguments",
                 actual="positional arguments",
-                hint=f"write {task.fn.__name__}({example})",
+                hint=f"write {call}({example})",
             )
         unknown = [k for k in kwargs if k not in names]
         if unknown:
@@ -129,40 +160,120 @@ class WorkflowCompilation:
 
         node_id = f"n{len(self.nodes)}-{task.fn.__name__}"
         bindings: dict[str, ir.Binding] = {}
+        over: list[str] = []
         for variable in parameters:
             name = variable.name
             if name in kwargs:
-                bindings[name] = self._bind(
-                    kwargs[name],
-                    variable,
-                    task.input_types[name],
-                    subject=f"parameter '{name}' of task '{task_name}'",
-                    fail=functools.partial(fail, parameter=name),
-                )
+                subject = f"parameter '{name}' of task '{task_name}'"
+                bind_fail = functools.partial(fail, parameter=name)
+                if mapped:
+                    binding, is_mapped = self._bind_mapped(
+                        kwargs[name], variable, task.input_types[name], subject, bind_fail
+                    )
+                    if is_mapped:
+                        over.append(name)
+                else:
+                    binding = self._bind(
+                        kwargs[name],
+                        variable,
+                        task.input_types[name],
+                        subject=subject,
+                        fail=bind_fail,
+                    )
+                bindings[name] = binding
             elif variable.has_default:
                 bindings[name] = ir.LiteralBinding(value=variable.default)
             else:
                 raise fail(
-                    f"task '{task_name}' is missing required parameter '{name}' "
+                    f"{callee} is missing required parameter '{name}' "
                     f"(expects {variable.type.describe()}, got nothing)",
                     parameter=name,
                     expected=variable.type.describe(),
                     actual="nothing",
                 )
+        map_spec = None
+        if mapped:
+            if not over:
+                shown = ", ".join(f"{v.name}: {v.type.describe()}" for v in parameters) or "none"
+                raise fail(
+                    f"{callee} has no argument to map over: bind a list[T] to a parameter of "
+                    f"type T to run the task once per element (its parameters: {shown})",
+                    expected="a list argument",
+                    actual="no list argument",
+                    hint=f"to run the task once, call it directly: {task.fn.__name__}(...)",
+                )
+            map_spec = ir.MapSpec(over=over, concurrency=concurrency)
         self.tasks.setdefault(task_name, task)
-        self.nodes.append(ir.Node(id=node_id, task=task_name, inputs=bindings))
-        return self._output_promises(node_id, task)
+        self.nodes.append(ir.Node(id=node_id, task=task_name, inputs=bindings, map=map_spec))
+        return self._output_promises(node_id, task, mapped=mapped)
+
+    def _bind_mapped(
+        self,
+        value: Any,
+        variable: ir.Variable,
+        py_type: Any,
+        subject: str,
+        fail: Callable[..., WorkflowCompileError],
+    ) -> tuple[ir.Binding, bool]:
+        """Bind an argument of a map call: (binding, whether it is mapped over).
+
+        A promise of `list[T]` for a parameter of type T is mapped; a constant is passed whole
+        when it is a valid T, and mapped when it is a valid `list[T]`.
+        """
+        expected = variable.type.describe()
+        either = f"{expected}, or list[{expected}] to map over"
+        if isinstance(value, Promise) and value._owner is self:
+            if is_assignable(value._type, variable.type):
+                return value._binding, False
+            source = value._type
+            if source.kind is ir.TypeKind.LIST and source.item is not None:
+                if is_assignable(source.item, variable.type):
+                    return value._binding, True
+            actual = source.describe()
+            hint = None
+            if source.kind is ir.TypeKind.LIST and source.item is not None:
+                hint = assignability_hint(source.item, variable.type)
+            raise fail(
+                f"{subject} expects {either}, got {actual} ({value._origin})",
+                expected=either,
+                actual=actual,
+                hint=hint,
+            )
+        if isinstance(value, Promise | PromiseTuple) or contains_promise(value):
+            return self._bind(value, variable, py_type, subject=subject, fail=fail), False
+        try:
+            return ir.LiteralBinding(value=to_literal(value, py_type)), False
+        except LiteralValidationError:
+            pass
+        if isinstance(value, list | tuple):
+            try:
+                literal = to_literal(value, list[py_type])
+            except LiteralValidationError as exc:
+                where = f" (at {exc.path}: {exc.reason})" if exc.path else ""
+                raise fail(
+                    f"{subject} expects {either}, got constant {_describe_constant(value)}{where}",
+                    expected=either,
+                    actual=type(value).__name__,
+                ) from exc
+            return ir.LiteralBinding(value=literal), True
+        raise fail(
+            f"{subject} expects {either}, got constant {_describe_constant(value)}",
+            expected=either,
+            actual=type(value).__name__,
+        )
 
     def _output_promises(
-        self, node_id: str, task: TaskFunction[..., Any]
+        self, node_id: str, task: TaskFunction[..., Any], *, mapped: bool = False
     ) -> Promise | PromiseTuple | None:
-        """A promise of the task's output, one per output for a NamedTuple return type."""
+        """A promise of the task's output, one per output for a NamedTuple return type; for a
+        map node, each output is the list of the elements' values."""
         outputs = task.spec.interface.outputs
-        where = f"node '{node_id}', task '{task.spec.name}'"
+        kind = "map node" if mapped else "node"
+        where = f"{kind} '{node_id}', task '{task.spec.name}'"
         promises = {
             v.name: Promise(
                 ir.NodeOutputBinding(node_id=node_id, output=v.name),
-                v.type,
+                ir.LiteralType(kind=ir.TypeKind.LIST, item=v.type) if mapped else v.type,
                 origin=f"output of {where}"
                 if v.name == SINGLE_OUTPUT
                 else f"output '{v.name}' of {where}",

@@ -90,3 +90,8 @@ class WorkflowInputError(FleetflowError, ValueError):
 
 class WorkflowOutputError(FleetflowError, ValueError):
     """Workflow outputs that do not match the workflow's declared return type."""
+
+
+class MapInputError(FleetflowError, ValueError):
+    """The inputs of a `map_task` cannot be split into elements (lists of different lengths,
+    no list to map over when called outside a workflow)."""

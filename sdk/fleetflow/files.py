@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -27,6 +27,7 @@ from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
 from fleetflow.errors import FleetflowError, LiteralValidationError
+from fleetflow.ir import LiteralType, TypeKind
 from fleetflow.storage import BlobStore, relative_key, store_for_uri
 
 
@@ -279,3 +280,63 @@ def directory_to_python(literal: dict[str, str], path: str = "") -> Directory:
         partial.rename(local)
     context.downloaded[local] = uri
     return Directory(local)
+
+
+# ------------------------------------------------------------------------ walking literals
+
+
+def map_blob_literals(
+    literal: Any,
+    literal_type: LiteralType,
+    convert: Callable[[TypeKind, dict[str, Any]], Any],
+) -> Any:
+    """A copy of `literal` with every File and Directory literal inside it (at any depth:
+    optionals, lists, dicts, struct fields) replaced by `convert(kind, blob_literal)`.
+
+    Used wherever blobs need a different name than the one a local run gives them: uploaded
+    before a remote run, keyed by content in the local cache, copied into it.
+    """
+    if literal is None:
+        return None
+    kind = literal_type.kind
+    item = literal_type.item
+    if kind in (TypeKind.FILE, TypeKind.DIRECTORY):
+        return convert(kind, literal)
+    if kind is TypeKind.OPTIONAL and item is not None:
+        return map_blob_literals(literal, item, convert)
+    if kind is TypeKind.LIST and item is not None and isinstance(literal, list):
+        return [map_blob_literals(value, item, convert) for value in literal]
+    if kind is TypeKind.DICT and item is not None and isinstance(literal, dict):
+        return {key: map_blob_literals(value, item, convert) for key, value in literal.items()}
+    if kind is TypeKind.STRUCT and isinstance(literal, dict):
+        fields = literal_type.fields or {}
+        return {
+            name: map_blob_literals(value, fields[name], convert) if name in fields else value
+            for name, value in literal.items()
+        }
+    return literal
+
+
+def has_blobs(literal_type: LiteralType) -> bool:
+    """Whether values of this type can hold a File or Directory."""
+    if literal_type.kind in (TypeKind.FILE, TypeKind.DIRECTORY):
+        return True
+    if literal_type.item is not None and has_blobs(literal_type.item):
+        return True
+    return any(has_blobs(field) for field in (literal_type.fields or {}).values())
+
+
+def local_blob_path(uri: str) -> Path | None:
+    """The local path of a `file://` URI, None for any other scheme."""
+    parsed = urlparse(uri)
+    return Path(unquote(parsed.path)) if parsed.scheme == "file" else None
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content, hex."""
+    return _sha256_of(path)
+
+
+def directory_digest(path: Path) -> str:
+    """sha256 over a directory's relative file names and their contents, hex."""
+    return _listing_digest(path, Directory(path).files())

@@ -186,7 +186,7 @@ def extract_signature(fn: Callable[..., Any], fail: ErrorFactory, *, decorator: 
                 default_literal = to_literal(param.default, py_type)
             except LiteralValidationError as exc:
                 raise error(
-                    f"default {param.default!r} of parameter '{name}' is not a "
+                    f"default {param.default!r} of parameter '{name}' is not a valid "
                     f"{describe_python_type(py_type)}: {exc}",
                     parameter=name,
                     expected=describe_python_type(py_type),

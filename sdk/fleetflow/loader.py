@@ -73,6 +73,32 @@ def load_workflow(file: Path, name: str) -> tuple[WorkflowFunction, Path]:
     return candidate, root
 
 
+def workflow_source(wf: WorkflowFunction) -> tuple[WorkflowFunction, Path]:
+    """The workflow as the task runtime will import it, and the root of its code bundle.
+
+    The root is the directory its module is imported from (`/src` for module `pkg.flows` in
+    `/src/pkg/flows.py`). A workflow defined in a script run as `__main__` is imported again
+    from the script's file, as a module named after the file (what `fleetflow run` does), so
+    its spec names a module a task process can import.
+
+    Raises:
+        WorkflowNotFoundError: the workflow has no source file (defined in a notebook cell or
+            an interactive session).
+    """
+    module = sys.modules.get(wf.fn.__module__)
+    filename = getattr(module, "__file__", None)
+    if not filename:
+        raise WorkflowNotFoundError(
+            f"workflow '{wf.spec.name}' has no source file to bundle: define it in a .py file "
+            "(a notebook cell or an interactive session cannot be shipped to a cluster)"
+        )
+    path = Path(filename).resolve()
+    if wf.spec.module == "__main__":
+        return load_workflow(path, wf.fn.__name__)
+    depth = wf.spec.module.count(".") + (1 if path.stem == "__init__" else 0)
+    return wf, path.parents[depth]
+
+
 def _import_failure(file: Path, root: Path, exc: BaseException) -> str:
     """`cannot import F: Kind: message`, then the line of the user's code that raised it."""
     where = ""

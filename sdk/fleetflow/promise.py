@@ -21,8 +21,8 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 _NO_BRANCHING = (
     "the workflow body runs once at compile time, before any value exists: branching is not "
-    "supported in a workflow body, decide inside a task; fan-out over a list will be "
-    "`map_task` (coming)"
+    "supported in a workflow body, decide inside a task; to run a task once per element of a "
+    "list, use `map_task(task)(param=the_list)`"
 )
 _IN_A_TASK = "the value only exists when the workflow runs: do this inside a task"
 
@@ -67,6 +67,16 @@ class Promise:
     def __repr__(self) -> str:
         return f"<Promise {self._origin}: {self._type.describe()}>"
 
+    def _producer(self) -> str | None:
+        """The name of the task whose output this is; None for a workflow input."""
+        if not isinstance(self._binding, ir.NodeOutputBinding):
+            return None
+        # The compilation records a node before it hands out the node's promises.
+        for node in getattr(self._owner, "nodes", ()):
+            if node.id == self._binding.node_id:
+                return str(node.task)
+        return None
+
     def _misuse(
         self,
         detail: str,
@@ -77,6 +87,7 @@ class Promise:
             f"{detail} ({self._origin}, type {self._type.describe()})",
             location=caller_location(),
             workflow=self._workflow,
+            task=self._producer(),
             actual=f"promise of {self._type.describe()}",
             hint=hint,
         )
@@ -104,8 +115,9 @@ class Promise:
     def __iter__(self) -> NoReturn:
         self._misuse(
             "cannot iterate over or unpack a promise",
-            "fan-out over a list will be `map_task` (coming); to return several values from a "
-            "task, annotate it `-> SomeNamedTuple` and unpack its call (`a, b = t(...)`)",
+            "to run a task once per element, use `map_task(task)(param=the_list)`; to return "
+            "several values from a task, annotate it `-> SomeNamedTuple` and unpack its call "
+            "(`a, b = t(...)`)",
         )
 
     def __len__(self) -> int:
@@ -138,8 +150,18 @@ class Promise:
     def __ge__(self, other: object) -> bool:
         self._misuse("cannot compare a promise (>=)", _NO_BRANCHING)
 
-    # Identity hash, so promises can still be dict keys / set members despite `__eq__`.
-    __hash__ = object.__hash__
+    def __hash__(self) -> int:
+        # Not hashable: `mode in {"a", "b"}` would look the promise up by identity and quietly
+        # be False, compiling the wrong branch instead of failing here.
+        self._misuse(
+            "a promise cannot be hashed (`in {...}`, a set member, a dict key)", _NO_BRANCHING
+        )
+
+    def __setitem__(self, key: object, value: object) -> NoReturn:
+        self._misuse("cannot assign into a promise (`x[0] = ...`)", _IN_A_TASK)
+
+    def __delitem__(self, key: object) -> NoReturn:
+        self._misuse("cannot delete from a promise (`del x[0]`)", _IN_A_TASK)
 
     def __str__(self) -> str:
         self._misuse("cannot convert a promise to str (str(), f-string)", _IN_A_TASK)
@@ -155,6 +177,18 @@ class Promise:
 
     def __index__(self) -> int:
         self._misuse("cannot use a promise as an index", _IN_A_TASK)
+
+    def __round__(self, ndigits: int | None = None) -> NoReturn:
+        self._misuse("cannot round a promise", _IN_A_TASK)
+
+    def __trunc__(self) -> NoReturn:
+        self._misuse("cannot truncate a promise (math.trunc)", _IN_A_TASK)
+
+    def __floor__(self) -> NoReturn:
+        self._misuse("cannot floor a promise (math.floor)", _IN_A_TASK)
+
+    def __ceil__(self) -> NoReturn:
+        self._misuse("cannot ceil a promise (math.ceil)", _IN_A_TASK)
 
 
 def _arithmetic(symbol: str) -> Any:
@@ -213,6 +247,7 @@ class PromiseTuple:
             f"{detail} ({self._describe()})",
             location=caller_location(),
             workflow=first._workflow,
+            task=first._producer(),
             actual=self._tuple_type.__name__,
             hint=hint,
         )
@@ -253,7 +288,13 @@ class PromiseTuple:
     def __eq__(self, other: object) -> bool:
         self._misuse("cannot compare task outputs (==)", _NO_BRANCHING, WorkflowCompileError)
 
-    __hash__ = object.__hash__
+    def __hash__(self) -> int:
+        # As for a promise: an identity lookup (`res in {...}`) would be quietly False.
+        self._misuse(
+            "task outputs cannot be hashed (`in {...}`, a set member, a dict key)",
+            _NO_BRANCHING,
+            WorkflowCompileError,
+        )
 
 
 def contains_promise(value: Any) -> bool:

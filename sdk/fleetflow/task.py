@@ -72,6 +72,27 @@ def _check_retries(retries: object) -> int:
     return retries
 
 
+def _check_cache(cache: object, cache_version: object) -> str | None:
+    if not isinstance(cache, bool):
+        raise InvalidOptionError(f"cache must be True or False, got {cache!r}")
+    if cache_version is not None and (
+        not isinstance(cache_version, str) or not cache_version.strip()
+    ):
+        raise InvalidOptionError(
+            f"cache_version must be a non-empty string such as '1', got {cache_version!r}"
+        )
+    if cache and cache_version is None:
+        raise InvalidOptionError(
+            "cache=True needs a cache_version (e.g. cache_version='1'); change it whenever the "
+            "task's code changes its results, so outdated outputs are not reused"
+        )
+    if not cache and cache_version is not None:
+        raise InvalidOptionError(
+            f"cache_version={cache_version!r} is set but caching is off; add cache=True"
+        )
+    return cache_version
+
+
 def _check_image(image: object) -> str | None:
     if image is None:
         return None
@@ -100,6 +121,8 @@ class TaskFunction(Generic[P, R]):
         retries: int = 0,
         timeout: int | timedelta | str | None = None,
         image: str | None = None,
+        cache: bool = False,
+        cache_version: str | None = None,
     ) -> None:
         require_function(fn, "@task")
         name = f"{fn.__module__}.{fn.__name__}"
@@ -111,6 +134,7 @@ class TaskFunction(Generic[P, R]):
             retries = _check_retries(retries)
             timeout_seconds = parse_timeout(timeout)
             image = _check_image(image)
+            cache_version = _check_cache(cache, cache_version)
         except InvalidOptionError as exc:
             raise InvalidOptionError(f"task '{name}': {exc}") from exc
         signature = extract_signature(
@@ -129,6 +153,8 @@ class TaskFunction(Generic[P, R]):
             retries=retries,
             timeout_seconds=timeout_seconds,
             image=image,
+            cache=cache,
+            cache_version=cache_version,
         )
         functools.update_wrapper(self, fn)
 
@@ -162,6 +188,8 @@ def task(
     retries: int = 0,
     timeout: int | timedelta | str | None = None,
     image: str | None = None,
+    cache: bool = False,
+    cache_version: str | None = None,
 ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
@@ -173,14 +201,22 @@ def task(
     retries: int = 0,
     timeout: int | timedelta | str | None = None,
     image: str | None = None,
+    cache: bool = False,
+    cache_version: str | None = None,
 ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
     """Declare a task: `@task` or `@task(resources=..., retries=..., timeout=..., image=...)`.
 
     Args:
         resources: what one attempt requests (cpu, memory, gpu, gpu_type).
-        retries: how many times a failed attempt is retried (0 = no retry).
+        retries: how many times a failed attempt is retried (0 = no retry), remotely and in
+            local runs alike.
         timeout: per attempt; int seconds, a `timedelta`, or `"90s"`, `"30m"`, `"1h30m"`.
         image: container image to run in; `None` uses the platform's default.
+        cache: reuse the outputs of an earlier run with the same inputs instead of running
+            again: always on the control plane; in local runs only when a local cache
+            directory is given (`FLEETFLOW_LOCAL_CACHE_DIR`, `fleetflow run --cache-dir`).
+        cache_version: required with `cache=True`; part of the cache key, so bumping it
+            invalidates the outputs cached so far.
 
     Raises:
         InvalidOptionError: an option is out of range.
@@ -192,12 +228,15 @@ def task(
         "retries": retries,
         "timeout": timeout,
         "image": image,
+        "cache": cache,
+        "cache_version": cache_version,
     }
     if fn is None:
         # Validate options now, so `@task(retries=-1)` fails even before it decorates.
         _check_retries(retries)
         parse_timeout(timeout)
         _check_image(image)
+        _check_cache(cache, cache_version)
 
         def decorate(function: Callable[P, R]) -> TaskFunction[P, R]:
             return TaskFunction(function, **options)

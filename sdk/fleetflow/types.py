@@ -492,6 +492,12 @@ def _unsupported(py_type: Any) -> UnsupportedTypeError:
         return UnsupportedTypeError(f"{name} is not supported; use list[T]")
     if py_type is dt.date:
         return UnsupportedTypeError("date is not supported; use datetime")
+    if py_type is typing.Any or py_type is object or isinstance(py_type, typing.TypeVar):
+        # A value crosses a task boundary as JSON: its type says how to write and read it.
+        return UnsupportedTypeError(
+            f"{name} says nothing about how to carry the value between tasks; declare the "
+            "concrete type (int, list[str], a dataclass...)"
+        )
     return UnsupportedTypeError(f"type {name!r} is not supported")
 
 
@@ -622,6 +628,13 @@ def assignability_hint(source: LiteralType, target: LiteralType) -> str | None:
                 f"the value may be None, which {target.describe()} does not accept: handle "
                 f"None in a task that returns {target.describe()} (e.g. with a default), or "
                 f"declare the receiving type Optional[{target.describe()}]"
+            )
+    if source.kind is TypeKind.LIST and target.kind is not TypeKind.LIST:
+        assert source.item is not None
+        if is_assignable(source.item, target):
+            return (
+                f"to run the task once per element of the {source.describe()}, use "
+                "`map_task(task)(param=the_list)`"
             )
     if source.kind is target.kind and source.item is not None and target.item is not None:
         inner = assignability_hint(source.item, target.item)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from fleetflow import ir
+from fleetflow.cache import LocalCache
 from fleetflow.compiler import active_compilation, compile_workflow
 from fleetflow.errors import (
     LiteralValidationError,
@@ -51,7 +52,8 @@ class WorkflowFunction(Generic[P, R]):
         spec: the compiled `ir.WorkflowSpec`.
         tasks: task name (as in `spec.tasks`) -> the `TaskFunction` its nodes run.
 
-    Calling it (`pipeline(n=3)`) runs the workflow locally and returns the real result.
+    Calling it (`pipeline(n=3)`) runs the workflow locally and returns the real result;
+    cacheable tasks use the local cache named by `FLEETFLOW_LOCAL_CACHE_DIR`, if set.
     """
 
     def __init__(self, fn: Callable[P, R]) -> None:
@@ -97,9 +99,24 @@ class WorkflowFunction(Generic[P, R]):
                 hint="call its tasks directly",
             )
         values = self._name_positional(args, kwargs)
-        outputs = run_locally(self.spec, self.tasks, self.inputs_to_literals(values))
+        outputs = self.run_local(values, cache=LocalCache.from_env())
         result: R = self.outputs_to_python(outputs)
         return result
+
+    def run_local(
+        self, values: Mapping[str, Any], *, cache: LocalCache | None = None
+    ) -> dict[str, Any]:
+        """Run the workflow in this process on Python input values; its outputs as JSON
+        literals by output name (what a remote execution reports as `outputs`).
+
+        Args:
+            values: input name -> Python value; inputs left out take their defaults.
+            cache: where cacheable tasks keep their outputs; None runs every task.
+
+        Raises:
+            as calling the workflow does.
+        """
+        return run_locally(self.spec, self.tasks, self.inputs_to_literals(values), cache=cache)
 
     def _name_positional(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         names = list(self.input_types)

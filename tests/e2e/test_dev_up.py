@@ -239,7 +239,8 @@ def test_dev_up_runs_a_workflow_and_ctrl_c_stops_everything(dev_up: DevUp) -> No
 
     run = dev_up.cli("run", "--remote", str(EXAMPLES / "hello.py"), "hello_pipeline", "--n", "10")
     assert run.returncode == 0, run.stdout + run.stderr + dev_up.output()
-    assert "Metrics(" in run.stdout and "n_points=10" in run.stdout, run.stdout
+    outputs = json.loads(run.stdout.strip().splitlines()[-1])  # last line: outputs as JSON
+    assert "mse" in outputs["o0"] and outputs["o0"]["n_points"] == 10, run.stdout
     match = re.search(r"execution (ex-[0-9a-f]+)", run.stdout)
     assert match, run.stdout
     execution_id = match.group(1)

@@ -3,6 +3,7 @@ blob store -> back, on SQLite and on PostgreSQL, with real servers as subprocess
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -52,7 +53,8 @@ def test_cli_run_remote_prints_outputs_and_skips_unchanged_bundle(stack: Stack) 
     first = stack.cli(*args)
     assert first.returncode == 0, first.stderr + stack.logs()
     assert "SUCCEEDED" in first.stdout
-    assert "Metrics(mse=" in first.stdout and "n_points=8" in first.stdout
+    outputs = json.loads(first.stdout.strip().splitlines()[-1])  # last line: outputs as JSON
+    assert set(outputs) == {"o0"} and "mse" in outputs["o0"] and outputs["o0"]["n_points"] == 8
     second = stack.cli(*args)
     assert second.returncode == 0, second.stderr
     assert "already on the control plane" in second.stdout

@@ -8,6 +8,7 @@ reads: a one-line `error: …` and a non-zero exit code, never a traceback of ou
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -19,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperCommand
 
+from fleetflow.cache import CACHE_DIR_ENV, LocalCache
 from fleetflow.cli.inputs import split_input_flags
 from fleetflow.errors import FleetflowError
 
@@ -75,12 +78,55 @@ def _root(
 
 RUN_EPILOG = (
     "Workflow inputs follow WORKFLOW as --name value (--learning-rate is learning_rate); "
-    "lists, dicts and dataclasses are JSON. Inputs not given take the workflow's defaults.\n\n"
+    "lists, dicts and dataclasses are JSON, File and Directory inputs local paths (uploaded "
+    "for --remote). Inputs not given take the workflow's defaults; `fleetflow run FILE "
+    "WORKFLOW --help` lists them. Outputs are printed as one line of JSON, by output name.\n\n"
     "Example: fleetflow run --remote examples/hello.py hello_pipeline --n 50"
 )
 
+# Options of `run` itself that take a value, so the words after them are not FILE/WORKFLOW.
+_RUN_VALUE_OPTIONS = frozenset({"--timeout", "--cache-dir"})
+_RUN_FLAGS = frozenset({"--remote", "--wait", "--no-wait"})
+_WORKFLOW_HELP = "fleetflow.workflow_help"
+
+
+class RunCommand(TyperCommand):
+    """`run`, whose `--help` after FILE and WORKFLOW describes that workflow's inputs.
+
+    Click answers `--help` before it reads any argument, so the request is noticed here,
+    while parsing, and answered by the command once FILE and WORKFLOW are known.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        help_flags = set(self.get_help_option_names(ctx))
+        if any(arg in help_flags for arg in args):
+            rest = [arg for arg in args if arg not in help_flags]
+            if len(_leading_positionals(rest)) >= 2:
+                ctx.meta[_WORKFLOW_HELP] = True
+                args = rest
+        return super().parse_args(ctx, args)
+
+
+def _leading_positionals(args: list[str]) -> list[str]:
+    """FILE and WORKFLOW, if given: the arguments before the first workflow input."""
+    positionals: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _RUN_VALUE_OPTIONS:
+            skip = True
+        elif arg.startswith("-"):
+            name = arg.split("=", 1)[0]
+            if name not in _RUN_VALUE_OPTIONS and name not in _RUN_FLAGS:
+                break  # a workflow input: FILE and WORKFLOW come before them
+        else:
+            positionals.append(arg)
+    return positionals
+
 
 @app.command(
+    cls=RunCommand,
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     no_args_is_help=True,
     epilog=RUN_EPILOG,
@@ -98,7 +144,9 @@ def run(
         False, "--remote", help="Run on the control plane instead of in this process."
     ),
     wait: bool = typer.Option(
-        True, "--wait/--no-wait", help="Wait for a remote run and print its outputs."
+        True,
+        "--wait/--no-wait",
+        help="Wait for a remote run and print its outputs; --no-wait prints the execution id.",
     ),
     timeout: float = typer.Option(
         None,
@@ -106,22 +154,84 @@ def run(
         help="Give up waiting for a remote run after this many seconds (it keeps running).",
         show_default=False,
     ),
+    cache_dir: Path = typer.Option(
+        None,
+        "--cache-dir",
+        metavar="DIR",
+        help=(
+            "Local runs: reuse the outputs of cacheable tasks (@task(cache=True)) kept in DIR "
+            f"(default: ${CACHE_DIR_ENV} if set, else no caching)."
+        ),
+        show_default=False,
+    ),
 ) -> None:
     """Run WORKFLOW from FILE, in this process or (--remote) on the control plane."""
     from fleetflow.loader import load_workflow
 
     wf, root = load_workflow(file, workflow_name)
+    if ctx.meta.get(_WORKFLOW_HELP):
+        _print_workflow_help(wf, file)
+        return
     values = wf.parse_cli_inputs(split_input_flags(ctx.args))
     _require_inputs(wf, values)
     if not remote:
         console.print(f"running [bold]{wf.spec.name}[/bold] locally")
-        result = _run_locally(wf, values)
+        cache = LocalCache(cache_dir) if cache_dir is not None else LocalCache.from_env()
+        outputs = _run_locally(wf, values, cache)
+        if cache is not None and (cache.hits or cache.misses):
+            console.print(
+                f"local cache {cache.root}: {cache.hits} hit(s), {cache.misses} miss(es)",
+                highlight=False,
+            )
         console.print("[bold]outputs:[/bold]")
-        console.print(repr(result), markup=False, highlight=True)
+        console.out(json.dumps(outputs), highlight=False)  # one line, for scripts
         return
+    if cache_dir is not None:
+        raise FleetflowError(
+            "--cache-dir is for local runs; remote runs use the control plane's task cache"
+        )
     from fleetflow.cli.remote import run_remote
 
     run_remote(wf, root, values, wait=wait, timeout=timeout, console=console)
+
+
+def _print_workflow_help(wf: WorkflowFunction[..., Any], file: Path) -> None:
+    """Usage, the workflow's docstring and its typed inputs with their defaults."""
+    from rich.table import Table
+
+    usage = f"fleetflow run [--remote] {file} {wf.fn.__name__}"
+    inputs = wf.spec.interface.inputs
+    console.print(Text(f"Usage: {usage}" + (" [--INPUT VALUE ...]" if inputs else "")))
+    doc = inspect.getdoc(wf.fn)
+    if doc:
+        console.print()
+        console.print(Text(doc))
+    console.print()
+    console.print(Text(f"Inputs of workflow {wf.spec.name}:", style="bold"))
+    if not inputs:
+        console.print("  none")
+    table = Table(box=None, show_header=False, padding=(0, 2))
+    for column in ("flag", "type", "default"):
+        table.add_column(column, no_wrap=column != "default", overflow="fold")
+    for variable in inputs:
+        if variable.has_default:
+            default = Text(f"[default: {json.dumps(variable.default)}]", style="dim")
+        else:
+            default = Text("[required]", style="red")
+        flag = "--" + variable.name.replace("_", "-")
+        table.add_row(Text(flag, style="cyan"), Text(variable.type.describe()), default)
+    if inputs:
+        console.print(table)
+    outputs = ", ".join(f"{v.name}: {v.type.describe()}" for v in wf.spec.interface.outputs)
+    console.print()
+    console.print(Text(f"Outputs (printed as JSON): {outputs or 'none'}"))
+    console.print(
+        Text(
+            "Values: numbers and strings as is, bools true/false, lists/dicts/dataclasses as "
+            "JSON, File/Directory as local paths. Options of `fleetflow run` itself "
+            "(--remote, --no-wait, --timeout, --cache-dir): fleetflow run --help"
+        )
+    )
 
 
 def _describe_inputs(wf: WorkflowFunction[..., Any]) -> str:
@@ -145,10 +255,13 @@ def _require_inputs(wf: WorkflowFunction[..., Any], values: dict[str, Any]) -> N
         )
 
 
-def _run_locally(wf: WorkflowFunction[..., Any], values: dict[str, Any]) -> Any:
-    """Call the workflow; a task's exception is shown as the task's own traceback."""
+def _run_locally(
+    wf: WorkflowFunction[..., Any], values: dict[str, Any], cache: LocalCache | None
+) -> dict[str, Any]:
+    """Run the workflow in-process; its outputs as literals. A task's exception is shown as
+    the task's own traceback."""
     try:
-        return wf(**values)
+        return wf.run_local(values, cache=cache)
     except Exception as exc:
         notes = getattr(exc, "__notes__", None)
         if not notes or os.environ.get("FLEETFLOW_DEBUG"):
@@ -170,6 +283,38 @@ def _user_traceback(exc: BaseException) -> str:
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
     lines += traceback.format_exception_only(exc)
     return "".join(lines).rstrip("\n")
+
+
+@app.command(no_args_is_help=True, rich_help_panel=WORKFLOWS_PANEL)
+def register(
+    file: Path = typer.Argument(
+        ..., metavar="FILE", help="Python file that defines the workflow.", show_default=False
+    ),
+    workflow_name: str = typer.Argument(
+        ..., metavar="WORKFLOW", help="Name of the @workflow function.", show_default=False
+    ),
+    version: str = typer.Option(
+        None,
+        "--version",
+        help="Version name [default: a hash of the spec and the code bundle].",
+        show_default=False,
+    ),
+) -> None:
+    """Upload WORKFLOW's code bundle and register its spec, without running it."""
+    from fleetflow.cli.remote import register_remote
+    from fleetflow.client import Client
+    from fleetflow.loader import load_workflow
+
+    wf, root = load_workflow(file, workflow_name)
+    with Client() as client:
+        if version:
+            registered = client.register(wf, root=root, version=version)
+            console.print(
+                f"registered [bold]{registered['name']}[/bold] version {registered['version']}",
+                highlight=False,
+            )
+        else:
+            register_remote(client, wf, root, console)
 
 
 @executions_app.command("get")
@@ -197,6 +342,41 @@ def executions_get(
         console.print_json(json.dumps(execution))
     else:
         print_execution(execution, console, attempts=True)
+
+
+@executions_app.command("cancel")
+def executions_cancel(
+    execution_id: str = typer.Argument(
+        ..., metavar="ID", help="Execution id (ex-…), as `executions list` shows it."
+    ),
+) -> None:
+    """Cancel an execution: its running task attempts are stopped on every cluster."""
+    from fleetflow.client import ApiError, Client
+
+    with Client() as client:
+        try:
+            execution = client.cancel(execution_id)
+        except ApiError as exc:
+            if exc.status_code == 404:
+                raise FleetflowError(
+                    f"{exc.detail} on {client.api_url}; `fleetflow executions list` shows "
+                    "recent ones"
+                ) from None
+            raise
+    status = execution["status"]
+    if status == "CANCELLED":
+        console.print(f"execution [bold]{execution_id}[/bold] CANCELLED", highlight=False)
+    elif status in ("SUCCEEDED", "FAILED"):
+        console.print(
+            f"execution [bold]{execution_id}[/bold] had already finished: {status}",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"execution [bold]{execution_id}[/bold] is being cancelled (now {status}); "
+            f"`fleetflow executions get {execution_id}` shows when it is done",
+            highlight=False,
+        )
 
 
 def _parse_status(value: str | None) -> str | None:

@@ -1,4 +1,9 @@
-"""`fleetflow run --remote`: bundle, register, launch, follow, print outputs."""
+"""`fleetflow run --remote` and `fleetflow register`: bundle, register, launch, follow, print.
+
+The work itself is `fleetflow.Client`'s (`register`, `launch`, `wait_for_execution`), so the
+CLI and Python programs run workflows the same way; this module only shows it: a live table of
+task attempts on a terminal, one plain line per change otherwise (logs, CI, tests).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,49 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 from rich.text import Text
 
-from fleetflow.bundle import build_bundle
 from fleetflow.client import Client, ExecutionTimeoutError
 from fleetflow.errors import FleetflowError
 
 if TYPE_CHECKING:
     from fleetflow.workflow import WorkflowFunction
 
+ATTEMPT_STYLES = {
+    "SUCCEEDED": "green",
+    "FAILED": "red",
+    "CANCELLED": "yellow",
+    "LOST": "yellow",
+    "RUNNING": "cyan",
+}
+
 
 class ExecutionFailedError(FleetflowError):
     """A remote execution ended in FAILED or CANCELLED."""
 
 
+def register_remote(
+    client: Client, wf: WorkflowFunction[..., Any], root: Path, console: Console
+) -> dict[str, Any]:
+    """Upload the code bundle if needed and register the spec, saying what happened."""
+    registered = client.register(wf, root=root)
+    bundle = registered["bundle"]
+    console.print(
+        f"code bundle {bundle['digest'][:12]} ({bundle['size_bytes']} bytes) "
+        + ("uploaded" if bundle["uploaded"] else "already on the control plane"),
+        highlight=False,
+    )
+    console.print(
+        f"registered [bold]{registered['name']}[/bold] version {registered['version']}",
+        highlight=False,
+    )
+    return registered
+
+
 def run_remote(
-    wf: WorkflowFunction,
+    wf: WorkflowFunction[..., Any],
     root: Path,
     values: dict[str, Any],
     *,
@@ -30,67 +62,121 @@ def run_remote(
     timeout: float | None,
     console: Console,
 ) -> dict[str, Any]:
-    inputs = wf.inputs_to_literals(values)
-    digest, data = build_bundle(root)
+    """Run `wf` on the control plane; with `wait`, follow it and print its outputs as JSON.
+
+    Raises:
+        ExecutionFailedError: it ended FAILED or CANCELLED (after printing why).
+        ExecutionTimeoutError: still running after `timeout` seconds.
+    """
+    wf.inputs_to_literals(values)  # a wrong input fails here, before anything is uploaded
     with Client() as client:
-        uploaded = client.upload_bundle(digest, data)
-        console.print(
-            f"code bundle {digest[:12]} ({len(data)} bytes) "
-            + ("uploaded" if uploaded else "already on the control plane"),
-            highlight=False,
+        registered = register_remote(client, wf, root, console)
+        execution = client.launch(
+            wf, values, version=registered["version"], name=registered["name"]
         )
-        registered = client.register_workflow(wf.spec, digest)
-        console.print(
-            f"registered [bold]{registered['name']}[/bold] version {registered['version']}",
-            highlight=False,
-        )
-        execution = client.create_execution(wf.spec.name, inputs, version=registered["version"])
         execution_id = execution["id"]
         console.print(f"execution [bold]{execution_id}[/bold] {execution['status']}")
         follow = f"fleetflow executions get {execution_id}"
         if not wait:
             console.print(f"follow it with: {follow}", markup=False, highlight=False)
+            console.out(execution_id, highlight=False)  # last line: the id, for scripts
             return execution
-        seen: dict[str, str] = {}
-
-        def show_progress(snapshot: dict[str, Any]) -> None:
-            for attempt in snapshot.get("attempts", []):
-                if seen.get(attempt["id"]) != attempt["status"]:
-                    seen[attempt["id"]] = attempt["status"]
-                    where = f" on {attempt['cluster']}" if attempt.get("cluster") else ""
-                    console.print(
-                        f"  {attempt['node_id']} (attempt {attempt['attempt_number']})"
-                        f" {attempt['status']}{where}",
-                        highlight=False,
-                    )
-
         try:
-            final = client.wait_for_execution(
-                execution_id, timeout=timeout, on_change=show_progress
-            )
+            with AttemptProgress(console) as progress:
+                final = client.wait_for_execution(
+                    execution_id, timeout=timeout, on_change=progress.update
+                )
         except ExecutionTimeoutError as exc:
             raise ExecutionTimeoutError(f"{exc}; it keeps running: {follow}") from None
         except KeyboardInterrupt:
             console.print(
-                f"stopped waiting; the execution keeps running: {follow}",
+                f"stopped waiting; the execution keeps running: {follow} "
+                f"(cancel it with: fleetflow executions cancel {execution_id})",
                 markup=False,
                 highlight=False,
             )
             raise
+    print_execution(final, console)
     if final["status"] != "SUCCEEDED":
-        print_execution(final, console)
         raise ExecutionFailedError(f"execution {final['id']} {final['status']}")
-    print_execution(final, console, outputs=wf.outputs_to_python(final["outputs"]))
     return final
 
 
-def print_execution(
-    execution: dict[str, Any], console: Console, outputs: Any = None, *, attempts: bool = False
-) -> None:
+def describe_attempt(attempt: dict[str, Any]) -> str:
+    """`n1-square[2] (attempt 1) SUCCEEDED on local`, as plain progress lines show it."""
+    node = attempt["node_id"]
+    if attempt.get("map_index") is not None:
+        node = f"{node}[{attempt['map_index']}]"
+    where = f" on {attempt['cluster']}" if attempt.get("cluster") else ""
+    cached = " (cache hit)" if attempt.get("cache_hit") else ""
+    return f"{node} (attempt {attempt['attempt_number']}) {attempt['status']}{cached}{where}"
+
+
+class AttemptProgress:
+    """Shows an execution's task attempts while it runs: a live table on a terminal, a line
+    per attempt change elsewhere."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._seen: dict[str, str] = {}
+        self._live: Live | None = None
+        if console.is_terminal:
+            self._live = Live(
+                self._table({}), console=console, refresh_per_second=4, transient=False
+            )
+
+    def __enter__(self) -> AttemptProgress:
+        if self._live is not None:
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+    def update(self, execution: dict[str, Any]) -> None:
+        if self._live is not None:
+            self._live.update(self._table(execution))
+            return
+        for attempt in execution.get("attempts", []):
+            if self._seen.get(attempt["id"]) != attempt["status"]:
+                self._seen[attempt["id"]] = attempt["status"]
+                self._console.print(f"  {describe_attempt(attempt)}", highlight=False)
+
+    @staticmethod
+    def _table(execution: dict[str, Any]) -> Table:
+        status = execution.get("status", "QUEUED")
+        table = Table(
+            title=Text(f"execution {execution.get('id', '')} {status}", style="bold"),
+            title_justify="left",
+            box=None,
+            pad_edge=False,
+        )
+        for column in ("NODE", "ELEMENT", "ATTEMPT", "STATUS", "CLUSTER"):
+            table.add_column(column, no_wrap=True)
+        for attempt in execution.get("attempts", []):
+            style = ATTEMPT_STYLES.get(attempt["status"], "")
+            status_text = attempt["status"] + (" (cache hit)" if attempt.get("cache_hit") else "")
+            index = attempt.get("map_index")
+            table.add_row(
+                attempt["node_id"],
+                "" if index is None else str(index),
+                str(attempt["attempt_number"]),
+                Text(status_text, style=style),
+                attempt.get("cluster") or "",
+            )
+        return table
+
+
+def outputs_json(outputs: dict[str, Any] | None) -> str:
+    """Outputs by name as one line of JSON: what scripts read from `fleetflow run`."""
+    return json.dumps(outputs or {}, sort_keys=False)
+
+
+def print_execution(execution: dict[str, Any], console: Console, *, attempts: bool = False) -> None:
     """One execution for humans: status, (inputs and attempts), then outputs or the error.
 
-    `outputs` is the Python value when the caller knows the workflow's types; without it the
-    JSON outputs are shown by name.
+    Outputs are printed as one line of JSON, by output name.
     """
     style = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow"}.get(
         execution["status"], "cyan"
@@ -104,19 +190,10 @@ def print_execution(
         if execution.get("inputs") is not None:
             console.print(Text("inputs: ").append(json.dumps(execution["inputs"])))
         for attempt in execution.get("attempts", []):
-            where = f" on {attempt['cluster']}" if attempt.get("cluster") else ""
-            console.print(
-                f"  {attempt['node_id']} (attempt {attempt['attempt_number']})"
-                f" {attempt['status']}{where}",
-                highlight=False,
-            )
+            console.print(f"  {describe_attempt(attempt)}", highlight=False)
     if execution["status"] == "SUCCEEDED":
         console.print("[bold]outputs:[/bold]")
-        if outputs is not None:
-            console.print(repr(outputs), markup=False)
-        else:
-            for name, value in (execution.get("outputs") or {}).items():
-                console.print(Text(f"  {name}: ").append(json.dumps(value)))
+        console.out(outputs_json(execution.get("outputs")), highlight=False)
     error = execution.get("error")
     if error:
         who = f"task {error['node_id']}" if error.get("node_id") else "execution"

@@ -88,8 +88,15 @@ def user_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterato
     monkeypatch.setattr(sys, "path", list(sys.path))
     modules = set(sys.modules)
     yield
+    # Only the workflow files: forgetting a library's lazily imported submodules would leave
+    # it half re-imported (httpx catching another copy of httpcore's exceptions).
     for name in set(sys.modules) - modules:
-        del sys.modules[name]
+        if _is_below(getattr(sys.modules[name], "__file__", None), tmp_path):
+            del sys.modules[name]
+
+
+def _is_below(filename: str | None, directory: Path) -> bool:
+    return filename is not None and Path(filename).resolve().is_relative_to(directory.resolve())
 
 
 @pytest.fixture
@@ -133,12 +140,25 @@ def assert_one_clear_error(result: Result, *expected: str) -> str:
     ("args", "expected"),
     [
         ((), ["run", "executions", "dev", "control-plane", "agent", "--version"]),
-        (("run",), ["FILE", "WORKFLOW", "--remote", "--no-wait", "--timeout", "--name value"]),
+        (
+            ("run",),
+            [
+                "FILE",
+                "WORKFLOW",
+                "--remote",
+                "--no-wait",
+                "--timeout",
+                "--cache-dir",
+                "--name value",
+            ],
+        ),
         (("dev", "up"), ["--home", "--api-port", "--grpc-port", "--temporal-port", "busy"]),
         (("control-plane",), ["serve", "worker", "migrate"]),
         (("control-plane", "serve"), ["--with-worker", "--log-level", "Log verbosity"]),
         (("agent", "run"), ["--control-plane", "--token", "FLEETFLOW_AGENT_TOKEN"]),
-        (("executions",), ["list", "get"]),
+        (("executions",), ["list", "get", "cancel"]),
+        (("register",), ["FILE", "WORKFLOW", "--version"]),
+        (("executions", "cancel"), ["ID"]),
         (("executions", "list"), ["--limit", "--status", "SUCCEEDED"]),
         (("executions", "get"), ["ID", "--json"]),
     ],
@@ -293,7 +313,7 @@ def test_local_run_prints_outputs(fleetflow: Invoke, tmp_path: Path) -> None:
     write(tmp_path, "wf_ok.py", GOOD)
     result = fleetflow("run", "wf_ok.py", "pipe", "--n", "2", "--xs", "[1, 2]")
     assert result.code == 0, result
-    assert result.out.splitlines() == ["running wf_ok.pipe locally", "outputs:", "4"]
+    assert result.out.splitlines() == ["running wf_ok.pipe locally", "outputs:", '{"o0": 4}']
 
 
 def test_a_failing_task_run_locally_shows_its_own_traceback(
@@ -326,6 +346,8 @@ def closed_port() -> int:
         ("executions", "list"),
         ("executions", "list", "--status", "succeeded"),
         ("executions", "get", "ex-doesnotexist"),
+        ("executions", "cancel", "ex-doesnotexist"),
+        ("register", "wf_remote.py", "pipe"),
     ],
 )
 def test_control_plane_not_running(

@@ -670,7 +670,10 @@ def test_task_default_that_does_not_match_its_type() -> None:
     assert_message(
         info.value,
         tag="bad-default",
-        contains=["default 'high' of parameter 'lr' is not a float", "expected float, got str"],
+        contains=[
+            "default 'high' of parameter 'lr' is not a valid float",
+            "expected float, got str",
+        ],
     )
 
 

@@ -308,7 +308,7 @@ class Loose(BaseModel):
         (int | str, "union types other than Optional[T] are not supported: int | str"),
         (Optional[int | str], "union types other than Optional[T]"),  # noqa: UP045
         (Recursive, "recursive type Recursive is not supported"),
-        (Loose, "field 'value' of Loose: type 'Any' is not supported"),
+        (Loose, "field 'value' of Loose: Any says nothing about how to carry the value"),
         (dt.date, "date is not supported; use datetime"),
         (tuple[int, int], "tuple[int, int] is not supported; use list[T] or a dataclass"),
         (set[str], "set[str] is not supported; use list[T]"),

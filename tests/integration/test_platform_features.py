@@ -1,0 +1,84 @@
+"""Map fan-out, task caching and cancellation through the whole stack."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetflow.bundle import build_bundle
+from fleetflow.client import Client
+from fleetflow.loader import load_workflow
+from tests.integration.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+WORKFLOWS = Path(__file__).parent / "workflows" / "platform_features.py"
+
+
+def launch(stack: Stack, workflow: str, **inputs: Any) -> tuple[Client, str]:
+    wf, root = load_workflow(WORKFLOWS, workflow)
+    digest, data = build_bundle(root)
+    client = Client(stack.api_url)
+    client.upload_bundle(digest, data)
+    version = client.register_workflow(wf.spec, digest)["version"]
+    execution = client.create_execution(
+        wf.spec.name, wf.inputs_to_literals(inputs), version=version
+    )
+    return client, execution["id"]
+
+
+def test_map_task_fans_out_one_attempt_per_element(stack: Stack) -> None:
+    client, execution_id = launch(stack, "squares", n=5, offset=1)
+    final = client.wait_for_execution(execution_id, timeout=120)
+    assert final["status"] == "SUCCEEDED", stack.logs()
+    assert final["outputs"] == {"o0": sum(x * x + 1 for x in range(5))}
+    elements = sorted(a["map_index"] for a in final["attempts"] if a["map_index"] is not None)
+    assert elements == [0, 1, 2, 3, 4]
+
+
+def test_cached_task_is_not_dispatched_twice(stack: Stack, tmp_path: Path) -> None:
+    marker = tmp_path / "runs.txt"
+    client, first_id = launch(stack, "cached_pipeline", seed=3, marker=str(marker))
+    first = client.wait_for_execution(first_id, timeout=120)
+    assert first["status"] == "SUCCEEDED", stack.logs()
+    client, second_id = launch(stack, "cached_pipeline", seed=3, marker=str(marker))
+    second = client.wait_for_execution(second_id, timeout=120)
+    assert second["status"] == "SUCCEEDED"
+    assert second["outputs"] == first["outputs"]
+    assert marker.read_text().count("ran") == 1
+    (attempt,) = second["attempts"]
+    assert attempt["cache_hit"] is True and attempt["cluster"] is None
+    client, third_id = launch(stack, "cached_pipeline", seed=4, marker=str(marker))
+    assert client.wait_for_execution(third_id, timeout=120)["status"] == "SUCCEEDED"
+    assert marker.read_text().count("ran") == 2
+
+
+def test_cancel_stops_the_running_attempt_within_seconds(stack: Stack, tmp_path: Path) -> None:
+    marker = tmp_path / "pid.txt"
+    client, execution_id = launch(stack, "sleepy", seconds=300.0, marker=str(marker))
+    deadline = time.monotonic() + 60
+    while not marker.exists() or not marker.read_text():
+        assert time.monotonic() < deadline, stack.logs()
+        time.sleep(0.1)
+    pid = int(marker.read_text())
+    cancelled_at = time.monotonic()
+    client.cancel_execution(execution_id)
+    final = client.wait_for_execution(execution_id, timeout=60)
+    assert final["status"] == "CANCELLED"
+    assert final["attempts"][0]["status"] == "CANCELLED"
+    while _alive(pid):
+        assert time.monotonic() - cancelled_at < 30, "task process still running after cancel"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"

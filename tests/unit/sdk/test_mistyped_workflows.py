@@ -1,0 +1,1324 @@
+"""A catalogue of mis-typed workflows: each fails at import with an error that says what to fix.
+
+Every case is the source of a small module, the `PRELUDE` (types and well-typed tasks) followed
+by the case's own code, written to a real file and imported, exactly as an engineer's pipeline
+module would be. The line the error must blame ends with `# <-`. For each case the test checks:
+
+- the error class, exactly, and that it is a `FleetflowError` and a `TypeError`/`ValueError`;
+- the message names the workflow (`workflow '<module>.wf'`), the `file:line` of the marked line,
+  the task (`task '<module>.<task>'`), the parameter (`parameter '<name>'`), and the expected and
+  actual types; the error carries the same as attributes (`.workflow`, `.location`, `.task`,
+  `.parameter`, `.expected`, `.actual`);
+- any further fragments the case lists (a hint, the list of known parameters...).
+
+`docs/sdk.md`'s error catalogue quotes these messages; `python <this file>` prints them all.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from fleetflow import (
+    FleetflowError,
+    PromiseAttributeError,
+    TaskDefinitionError,
+    WorkflowCompileError,
+)
+from fleetflow.errors import DefinitionError
+from fleetflow.interface import _SUPPORTED as SUPPORTED
+
+# Shared by every case: the types and the correctly typed tasks the mis-typed workflows call.
+PRELUDE = """\
+import datetime as dt
+import enum
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Optional
+
+import pydantic
+
+from fleetflow import Directory, File, map_task, task, workflow
+
+
+@dataclass
+class Points:
+    xs: list[float]
+
+
+@dataclass
+class Labels:
+    xs: list[float]  # the same fields as Points: still another type
+
+
+class Color(enum.StrEnum):
+    RED = "red"
+    GREEN = "green"
+
+
+class Size(enum.StrEnum):
+    SMALL = "small"
+    LARGE = "large"
+
+
+class TrainConfig(pydantic.BaseModel):
+    lr: float
+    epochs: int
+
+
+class EvalConfig(pydantic.BaseModel):
+    lr: float
+    epochs: int
+
+
+class Trained(NamedTuple):
+    model: str
+    loss: float
+
+
+@task
+def make_int() -> int:
+    return 1
+
+
+@task
+def make_bool() -> bool:
+    return True
+
+
+@task
+def make_float() -> float:
+    return 1.5
+
+
+@task
+def make_ints() -> list[int]:
+    return [1, 2]
+
+
+@task
+def make_strs() -> list[str]:
+    return ["a", "b"]
+
+
+@task
+def make_maybe_ints() -> list[Optional[int]]:
+    return [1, None]
+
+
+@task
+def make_scores() -> dict[str, float]:
+    return {"a": 0.5}
+
+
+@task
+def make_maybe() -> Optional[int]:
+    return None
+
+
+@task
+def make_points() -> Points:
+    return Points(xs=[1.0])
+
+
+@task
+def make_train_config() -> TrainConfig:
+    return TrainConfig(lr=0.1, epochs=3)
+
+
+@task
+def make_color() -> Color:
+    return Color.RED
+
+
+@task
+def make_time() -> dt.datetime:
+    return dt.datetime(2024, 5, 1)
+
+
+@task
+def make_bytes() -> bytes:
+    return b"raw"
+
+
+@task
+def make_file() -> File:
+    return File(__file__)
+
+
+@task
+def train() -> Trained:
+    return Trained(model="m", loss=0.1)
+
+
+@task
+def takes_str(text: str) -> str:
+    return text
+
+
+@task
+def takes_int(n: int) -> int:
+    return n
+
+
+@task
+def takes_strs(texts: list[str]) -> int:
+    return len(texts)
+
+
+@task
+def takes_counts(counts: dict[str, int]) -> int:
+    return len(counts)
+
+
+@task
+def takes_labels(labels: Labels) -> int:
+    return len(labels.xs)
+
+
+@task
+def takes_eval_config(config: EvalConfig) -> float:
+    return config.lr
+
+
+@task
+def takes_size(size: Size) -> str:
+    return size.value
+
+
+@task
+def takes_delay(delay: dt.timedelta) -> float:
+    return delay.total_seconds()
+
+
+@task
+def takes_directory(data: Directory) -> int:
+    return len(data.files())
+
+
+@task
+def takes_float(lr: float, steps: int = 10) -> float:
+    return lr * steps
+
+
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One mis-typed workflow and what its error must say.
+
+    `task`, `parameter`: the short names the message (and the error's attributes) must carry;
+    None where they do not apply. `expected`/`actual`: the error's attributes; the message must
+    show both types (for a promise, `actual` reads `promise of <type>` and the message `<type>`).
+    `workflow=False` for a task whose own definition is wrong: there is no workflow to name yet.
+    """
+
+    id: str
+    what: str
+    source: str
+    error: type[DefinitionError]
+    task: str | None
+    parameter: str | None
+    expected: str | None
+    actual: str | None
+    says: tuple[str, ...] = ()
+    workflow: bool = True
+
+
+_NO_BRANCHING = "branching is not supported in a workflow body"
+_IN_A_TASK = "the value only exists when the workflow runs: do this inside a task"
+
+
+def promise_misuse(case_id: str, what: str, line: str, says: str, hint: str) -> Case:
+    """A case where the body does something with a `list[int]` promise that needs its value."""
+    return Case(
+        id=case_id,
+        what=what,
+        source=f"""
+        @workflow
+        def wf() -> None:
+            numbers = make_ints()
+            {line}  # <-
+        """,
+        error=WorkflowCompileError,
+        task="make_ints",
+        parameter=None,
+        expected=None,
+        actual="promise of list[int]",
+        says=(says, "output of node 'n0-make_ints'", hint),
+    )
+
+
+CASES: list[Case] = [
+    # ------------------------------------------------------------ a promise of the wrong type
+    Case(
+        id="int-into-str",
+        what="an int output bound to a str parameter",
+        source="""
+        @workflow
+        def wf() -> str:
+            number = make_int()
+            return takes_str(text=number)  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_str",
+        parameter="text",
+        expected="str",
+        actual="int",
+        says=("expects str, got int (output of node 'n0-make_int'",),
+    ),
+    Case(
+        id="list-int-into-list-str",
+        what="list[int] into list[str]: element types must match",
+        source="""
+        @workflow
+        def wf() -> int:
+            return takes_strs(texts=make_ints())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_strs",
+        parameter="texts",
+        expected="list[str]",
+        actual="list[int]",
+    ),
+    Case(
+        id="dict-float-into-dict-int",
+        what="dict[str, float] into dict[str, int]: a float never narrows to an int, at any depth",
+        source="""
+        @workflow
+        def wf() -> int:
+            return takes_counts(counts=make_scores())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_counts",
+        parameter="counts",
+        expected="dict[str, int]",
+        actual="dict[str, float]",
+    ),
+    Case(
+        id="float-into-int",
+        what="a float output into an int parameter",
+        source="""
+        @workflow
+        def wf() -> int:
+            return takes_int(n=make_float())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_int",
+        parameter="n",
+        expected="int",
+        actual="float",
+    ),
+    Case(
+        id="bool-into-int",
+        what="a bool output into an int parameter: bool is not an int here",
+        source="""
+        @workflow
+        def wf() -> int:
+            return takes_int(n=make_bool())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_int",
+        parameter="n",
+        expected="int",
+        actual="bool",
+    ),
+    Case(
+        id="dataclass-same-fields",
+        what="dataclass Points into dataclass Labels with the same fields: structs match by name",
+        source="""
+        @workflow
+        def wf() -> int:
+            points = make_points()
+            return takes_labels(labels=points)  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_labels",
+        parameter="labels",
+        expected="Labels",
+        actual="Points",
+    ),
+    Case(
+        id="dataclass-redefined",
+        what="a dataclass defined twice under one name with different fields",
+        source="""
+        @task
+        def takes_points(points: Points) -> int:
+            return len(points.xs)
+
+
+        @dataclass
+        class Points:  # noqa: F811
+            xs: list[float]
+            ys: list[float]
+
+
+        @task
+        def make_new_points() -> Points:
+            return Points(xs=[], ys=[])
+
+
+        @workflow
+        def wf() -> int:
+            return takes_points(points=make_new_points())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_points",
+        parameter="points",
+        expected="Points",
+        actual="Points",
+        says=("two different definitions of", "import the type from one module"),
+    ),
+    Case(
+        id="optional-into-required",
+        what="Optional[int] into int: the None must be handled first",
+        source="""
+        @workflow
+        def wf() -> int:
+            return takes_int(n=make_maybe())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_int",
+        parameter="n",
+        expected="int",
+        actual="Optional[int]",
+        says=("hint: the value may be None", "declare the receiving type Optional[int]"),
+    ),
+    Case(
+        id="list-of-optional-into-list",
+        what="list[Optional[int]] into list[int]",
+        source="""
+        @task
+        def total(numbers: list[int]) -> int:
+            return sum(numbers)
+
+
+        @workflow
+        def wf() -> int:
+            return total(numbers=make_maybe_ints())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="total",
+        parameter="numbers",
+        expected="list[int]",
+        actual="list[Optional[int]]",
+        says=("hint: in the list items: the value may be None",),
+    ),
+    Case(
+        id="pydantic-model-mismatch",
+        what="pydantic model TrainConfig into EvalConfig (same fields)",
+        source="""
+        @workflow
+        def wf() -> float:
+            return takes_eval_config(config=make_train_config())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_eval_config",
+        parameter="config",
+        expected="EvalConfig",
+        actual="TrainConfig",
+    ),
+    Case(
+        id="enum-mismatch",
+        what="enum Color into enum Size",
+        source="""
+        @workflow
+        def wf() -> str:
+            return takes_size(size=make_color())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_size",
+        parameter="size",
+        expected="Size",
+        actual="Color",
+    ),
+    Case(
+        id="enum-into-str",
+        what="a str enum into a str parameter: an enum is not a str here",
+        source="""
+        @workflow
+        def wf() -> str:
+            return takes_str(text=make_color())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_str",
+        parameter="text",
+        expected="str",
+        actual="Color",
+    ),
+    Case(
+        id="datetime-into-timedelta",
+        what="a datetime into a timedelta parameter",
+        source="""
+        @workflow
+        def wf() -> float:
+            return takes_delay(delay=make_time())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_delay",
+        parameter="delay",
+        expected="timedelta",
+        actual="datetime",
+    ),
+    Case(
+        id="bytes-into-str",
+        what="bytes into a str parameter",
+        source="""
+        @workflow
+        def wf() -> str:
+            return takes_str(text=make_bytes())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_str",
+        parameter="text",
+        expected="str",
+        actual="bytes",
+    ),
+    Case(
+        id="file-into-directory",
+        what="a File into a Directory parameter",
+        source="""
+        @workflow
+        def wf() -> int:
+            return takes_directory(data=make_file())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_directory",
+        parameter="data",
+        expected="Directory",
+        actual="File",
+    ),
+    Case(
+        id="workflow-input-wrong-type",
+        what="a workflow input of the wrong type passed to a task",
+        source="""
+        @workflow
+        def wf(count: int = 3) -> str:
+            return takes_str(text=count)  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_str",
+        parameter="text",
+        expected="str",
+        actual="int",
+        says=("(workflow input 'count')",),
+    ),
+    Case(
+        id="optional-workflow-input",
+        what="an Optional workflow input into a required parameter",
+        source="""
+        @workflow
+        def wf(limit: Optional[int] = None) -> int:
+            return takes_int(n=limit)  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_int",
+        parameter="n",
+        expected="int",
+        actual="Optional[int]",
+        says=("(workflow input 'limit')", "hint: the value may be None"),
+    ),
+    Case(
+        id="list-into-element",
+        what="a list[int] into an int parameter: one call takes one value",
+        source="""
+        @workflow
+        def wf() -> int:
+            return takes_int(n=make_ints())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_int",
+        parameter="n",
+        expected="int",
+        actual="list[int]",
+        says=("hint: to run the task once per element of the list[int], use `map_task(",),
+    ),
+    # ------------------------------------------------------------ NamedTuple outputs
+    Case(
+        id="namedtuple-unknown-field",
+        what="reading an output a NamedTuple return type does not declare",
+        source="""
+        @workflow
+        def wf() -> float:
+            result = train()
+            return takes_float(lr=result.accuracy)  # <-
+        """,
+        error=PromiseAttributeError,
+        task="train",
+        parameter=None,
+        expected=None,
+        actual="Trained",
+        says=("Trained has no output 'accuracy'", "hint: its outputs are: model, loss"),
+    ),
+    Case(
+        id="namedtuple-whole-into-parameter",
+        what="all the outputs of a NamedTuple task bound to one parameter",
+        source="""
+        @workflow
+        def wf() -> float:
+            return takes_float(lr=train())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_float",
+        parameter="lr",
+        expected="float",
+        actual="Trained",
+        says=("got all the outputs of node 'n0-train'", "pass one output, e.g. `res.model`"),
+    ),
+    Case(
+        id="namedtuple-return-wrong-names",
+        what="a workflow returning a NamedTuple whose outputs are named differently",
+        source="""
+        class Result(NamedTuple):
+            model: str
+            error: float
+
+
+        @workflow
+        def wf() -> Result:
+            return train()  # <-
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter=None,
+        expected="Result(model, error)",
+        actual="Trained(model, loss)",
+        says=("outputs are matched by name", "return Result(model=..., error=...)"),
+    ),
+    # ------------------------------------------------------------ the shape of a call
+    Case(
+        id="unknown-parameter",
+        what="a keyword the task does not declare",
+        source="""
+        @workflow
+        def wf() -> float:
+            return takes_float(lr=0.1, step=3)  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_float",
+        parameter="step",
+        expected=None,
+        actual=None,
+        says=("has no parameter 'step' (got int 3)", "its parameters are: lr, steps"),
+    ),
+    Case(
+        id="missing-parameter",
+        what="a required parameter not given",
+        source="""
+        @workflow
+        def wf() -> float:
+            return takes_float(steps=3)  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_float",
+        parameter="lr",
+        expected="float",
+        actual="nothing",
+        says=("is missing required parameter 'lr'",),
+    ),
+    Case(
+        id="positional-argument",
+        what="a task called with a positional argument",
+        source="""
+        @workflow
+        def wf() -> float:
+            return takes_float(0.1)  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_float",
+        parameter="lr",
+        expected="keyword arguments",
+        actual="positional arguments",
+        says=("1 positional argument(s)", "hint: write takes_float(lr=...)"),
+    ),
+    Case(
+        id="nested-workflow",
+        what="a workflow called inside another workflow",
+        source="""
+        @workflow
+        def inner() -> int:
+            return make_int()
+
+
+        @workflow
+        def wf() -> int:
+            return inner()  # <-
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter=None,
+        expected=None,
+        actual=None,
+        says=("calls workflow", "nested workflows are not supported yet"),
+    ),
+    # ------------------------------------------------------------ map_task
+    Case(
+        id="map-without-list",
+        what="map_task with no list argument to map over",
+        source="""
+        @workflow
+        def wf() -> list[int]:
+            return map_task(takes_int)(n=make_int())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_int",
+        parameter=None,
+        expected="a list argument",
+        actual="no list argument",
+        says=("has no argument to map over", "(its parameters: n: int)", "takes_int(...)"),
+    ),
+    Case(
+        id="map-element-mismatch",
+        what="map_task over a list whose elements are not the parameter's type",
+        source="""
+        @workflow
+        def wf() -> list[int]:
+            return map_task(takes_int)(n=make_strs())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_int",
+        parameter="n",
+        expected="int, or list[int] to map over",
+        actual="list[str]",
+        says=("(output of node 'n0-make_strs'",),
+    ),
+    Case(
+        id="map-constant-element",
+        what="map_task over a constant list with an element of the wrong type",
+        source="""
+        @workflow
+        def wf() -> list[int]:
+            return map_task(takes_int)(n=[1, "two"])  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_int",
+        parameter="n",
+        expected="int, or list[int] to map over",
+        actual="list",
+        says=("at [1]: expected int, got str 'two'",),
+    ),
+    Case(
+        id="map-positional",
+        what="map_task called with a positional argument",
+        source="""
+        @workflow
+        def wf() -> list[int]:
+            return map_task(takes_int)(make_ints())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_int",
+        parameter="n",
+        expected="keyword arguments",
+        actual="positional arguments",
+        says=("map_task of task", "hint: write map_task(takes_int)(n=...)"),
+    ),
+    Case(
+        id="map-not-a-task",
+        what="map_task of a plain function",
+        source="""
+        def double(n: int) -> int:
+            return 2 * n
+
+
+        @workflow
+        def wf() -> list[int]:
+            return map_task(double)(n=make_ints())  # <-
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter=None,
+        expected="a @task",
+        actual="function",
+        says=("map_task takes a @task", "hint: decorate the function with @task"),
+    ),
+    Case(
+        id="map-output-into-element",
+        what="the list a map_task returns bound to a parameter that takes one element",
+        source="""
+        @workflow
+        def wf() -> int:
+            doubled = map_task(takes_int)(n=make_ints())
+            return takes_int(n=doubled)  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_int",
+        parameter="n",
+        expected="int",
+        actual="list[int]",
+        says=("(output of map node 'n1-takes_int'",),
+    ),
+    # ------------------------------------------------------------ constants
+    Case(
+        id="constant-wrong-type",
+        what="a constant of the wrong type",
+        source="""
+        @workflow
+        def wf() -> float:
+            return takes_float(lr="fast")  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_float",
+        parameter="lr",
+        expected="float",
+        actual="str",
+        says=("got constant str 'fast'",),
+    ),
+    Case(
+        id="constant-none",
+        what="None for a parameter that is not Optional",
+        source="""
+        @workflow
+        def wf() -> int:
+            return takes_int(n=None)  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_int",
+        parameter="n",
+        expected="int",
+        actual="NoneType",
+        says=("got constant NoneType None",),
+    ),
+    Case(
+        id="constant-wrong-enum",
+        what="a member of another enum as a constant",
+        source="""
+        @workflow
+        def wf() -> str:
+            return takes_size(size=Color.RED)  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_size",
+        parameter="size",
+        expected="Size",
+        actual="Color",
+    ),
+    Case(
+        id="constant-list-element",
+        what="a constant list with one element of the wrong type",
+        source="""
+        @workflow
+        def wf() -> int:
+            return takes_strs(texts=["a", 2])  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_strs",
+        parameter="texts",
+        expected="list[str]",
+        actual="list",
+        says=("at [1]: expected str, got int 2",),
+    ),
+    Case(
+        id="promise-inside-constant",
+        what="a promise inside a constant list",
+        source="""
+        @workflow
+        def wf() -> int:
+            return takes_strs(texts=[takes_str(text="a")])  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_strs",
+        parameter="texts",
+        expected="list[str]",
+        actual="list",
+        says=("a list constant with a promise inside",),
+    ),
+    # ------------------------------------------------------------ Python on a promise
+    promise_misuse("if", "a promise in `if`", "if numbers: pass", "no truth value", _NO_BRANCHING),
+    promise_misuse(
+        "for", "a promise in `for`", "for n in numbers: pass", "cannot iterate", "map_task"
+    ),
+    promise_misuse("bool", "bool() of a promise", "bool(numbers)", "no truth value", "map_task"),
+    promise_misuse("len", "len() of a promise", "len(numbers)", "len() of a promise", "map_task"),
+    promise_misuse(
+        "comparison", "a promise in a comparison", "numbers < [3]", "compare a promise (<)", ""
+    ),
+    promise_misuse(
+        "equality", "a promise compared with ==", "numbers == [3]", "compare a promise (==)", ""
+    ),
+    promise_misuse("in", "`in` on a promise", "3 in numbers", "`in` on a promise", ""),
+    promise_misuse(
+        "in-a-set",
+        "a promise looked up in a set (by hash, so it would quietly be False)",
+        "numbers in {1, 2}",
+        "a promise cannot be hashed",
+        _NO_BRANCHING,
+    ),
+    promise_misuse(
+        "arithmetic", "arithmetic on a promise", "numbers + [3]", "apply `+`", _IN_A_TASK
+    ),
+    promise_misuse("f-string", "a promise in an f-string", 'f"{numbers}"', "format", _IN_A_TASK),
+    promise_misuse("index", "indexing a promise", "numbers[0]", "cannot index", _IN_A_TASK),
+    Case(
+        id="attribute-of-scalar",
+        what="attribute access on a promise that is not a struct",
+        source="""
+        @workflow
+        def wf() -> int:
+            return make_int().real  # <-
+        """,
+        error=PromiseAttributeError,
+        task="make_int",
+        parameter=None,
+        expected=None,
+        actual="promise of int",
+        says=("a promise has no attribute 'real'", _IN_A_TASK),
+    ),
+    Case(
+        id="field-of-struct",
+        what="reading a dataclass field of a promise in the body",
+        source="""
+        @workflow
+        def wf() -> int:
+            points = make_points()
+            return takes_strs(texts=points.xs)  # <-
+        """,
+        error=PromiseAttributeError,
+        task="make_points",
+        parameter=None,
+        expected=None,
+        actual="promise of Points",
+        says=("cannot read field 'xs'", "pass the whole Points to a task and read `.xs` there"),
+    ),
+    # ------------------------------------------------------------ the workflow's return value
+    Case(
+        id="return-wrong-type",
+        what="a workflow returning a promise of another type than it declares",
+        source="""
+        @workflow
+        def wf() -> str:
+            number = make_int()
+            return number  # <-
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter=None,
+        expected="str",
+        actual="int",
+        says=("return value expects str, got int (output of node 'n0-make_int'",),
+    ),
+    Case(
+        id="return-promise-declared-none",
+        what="a workflow declared `-> None` that returns a promise",
+        source="""
+        @workflow
+        def wf() -> None:
+            return make_int()  # <-
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter=None,
+        expected="None",
+        actual="int",
+        says=("declares `-> None` but returns int (output of node 'n0-make_int'",),
+    ),
+    Case(
+        id="return-nothing-declared-int",
+        what="a workflow declared `-> int` that returns nothing",
+        source="""
+        @workflow
+        def wf() -> int:  # <-
+            make_int()
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter=None,
+        expected="int",
+        actual="None",
+        says=("declares `-> int` but returns nothing (None)",),
+    ),
+    # ------------------------------------------------------------ signatures
+    Case(
+        id="task-parameter-unannotated",
+        what="a task parameter without an annotation",
+        source="""
+        @task
+        def scale(x, factor: float) -> float:  # <-
+            return x * factor
+        """,
+        error=TaskDefinitionError,
+        task="scale",
+        parameter="x",
+        expected="an annotation",
+        actual="none",
+        says=("parameter 'x' has no type annotation", "`x: int`"),
+        workflow=False,
+    ),
+    Case(
+        id="task-return-unannotated",
+        what="a task without a return annotation",
+        source="""
+        @task
+        def scale(x: float, factor: float):  # <-
+            return x * factor
+        """,
+        error=TaskDefinitionError,
+        task="scale",
+        parameter=None,
+        expected="an annotation",
+        actual="none",
+        says=("the return value has no type annotation", "`-> None` if it returns nothing"),
+        workflow=False,
+    ),
+    Case(
+        id="workflow-input-unannotated",
+        what="a workflow input without an annotation",
+        source="""
+        @workflow
+        def wf(n) -> int:  # <-
+            return takes_int(n=n)
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter="n",
+        expected="an annotation",
+        actual="none",
+        says=("parameter 'n' has no type annotation",),
+    ),
+    Case(
+        id="unsupported-set",
+        what="a set parameter",
+        source="""
+        @task
+        def unique(tags: set[str]) -> int:  # <-
+            return len(tags)
+        """,
+        error=TaskDefinitionError,
+        task="unique",
+        parameter="tags",
+        expected=SUPPORTED,
+        actual="set[str]",
+        says=("set[str] is not supported; use list[T]",),
+        workflow=False,
+    ),
+    Case(
+        id="unsupported-tuple",
+        what="a tuple parameter",
+        source="""
+        @task
+        def area(shape: tuple[int, int]) -> int:  # <-
+            return shape[0] * shape[1]
+        """,
+        error=TaskDefinitionError,
+        task="area",
+        parameter="shape",
+        expected=SUPPORTED,
+        actual="tuple[int, int]",
+        says=("use list[T] or a dataclass",),
+        workflow=False,
+    ),
+    Case(
+        id="unsupported-any",
+        what="an Any parameter",
+        source="""
+        @task
+        def anything(value: Any) -> int:  # <-
+            return 1
+        """,
+        error=TaskDefinitionError,
+        task="anything",
+        parameter="value",
+        expected=SUPPORTED,
+        actual="Any",
+        says=("declare the concrete type",),
+        workflow=False,
+    ),
+    Case(
+        id="unsupported-union",
+        what="a union other than Optional",
+        source="""
+        @task
+        def parse(value: int | str) -> int:  # <-
+            return int(value)
+        """,
+        error=TaskDefinitionError,
+        task="parse",
+        parameter="value",
+        expected=SUPPORTED,
+        actual="int | str",
+        says=("union types other than Optional[T] are not supported",),
+        workflow=False,
+    ),
+    Case(
+        id="unsupported-dict-key",
+        what="a dict whose keys are not str",
+        source="""
+        @task
+        def lookup(table: dict[int, str]) -> int:  # <-
+            return len(table)
+        """,
+        error=TaskDefinitionError,
+        task="lookup",
+        parameter="table",
+        expected=SUPPORTED,
+        actual="dict[int, str]",
+        says=("dict needs string keys",),
+        workflow=False,
+    ),
+    Case(
+        id="unsupported-int-enum",
+        what="an enum with non-string values",
+        source="""
+        class Level(enum.Enum):
+            LOW = 1
+            HIGH = 2
+
+
+        @task
+        def level() -> Level:  # <-
+            return Level.LOW
+        """,
+        error=TaskDefinitionError,
+        task="level",
+        parameter=None,
+        expected=SUPPORTED,
+        actual="Level",
+        says=("the return type has unsupported type Level", "non-string values (LOW=1"),
+        workflow=False,
+    ),
+    Case(
+        id="unsupported-workflow-input",
+        what="a workflow input of an unsupported type",
+        source="""
+        @workflow
+        def wf(shape: tuple[int, int] = (1, 2)) -> int:  # <-
+            return make_int()
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter="shape",
+        expected=SUPPORTED,
+        actual="tuple[int, int]",
+    ),
+    Case(
+        id="task-default-wrong-type",
+        what="a task default that is not of the parameter's type",
+        source="""
+        @task
+        def fit(lr: float = "high") -> float:  # <-
+            return lr
+        """,
+        error=TaskDefinitionError,
+        task="fit",
+        parameter="lr",
+        expected="float",
+        actual="str",
+        says=("default 'high' of parameter 'lr' is not a valid float",),
+        workflow=False,
+    ),
+    Case(
+        id="workflow-default-wrong-type",
+        what="a workflow default that is not of the input's type",
+        source="""
+        @workflow
+        def wf(n: int = 1.5) -> int:  # <-
+            return takes_int(n=n)
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter="n",
+        expected="int",
+        actual="float",
+        says=("default 1.5 of parameter 'n' is not a valid int",),
+    ),
+]
+
+
+# --------------------------------------------------------------------------- running a case
+
+
+@dataclass(frozen=True)
+class Compiled:
+    module: str
+    path: Path
+    line: int
+    error: BaseException | None
+
+
+def marked_line(text: str) -> int:
+    lines = [i for i, line in enumerate(text.splitlines(), start=1) if line.endswith("# <-")]
+    assert len(lines) == 1, f"exactly one line must end with `# <-`, found {lines}"
+    return lines[0]
+
+
+def import_module(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as a real import does; dataclasses and pydantic look there
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[name]
+    return module
+
+
+def compile_case(case: Case, directory: Path) -> Compiled:
+    """Write the case's module and import it; the error the import raised, if any."""
+    module = "mistyped_" + case.id.replace("-", "_")
+    path = directory / f"{module}.py"
+    text = PRELUDE + textwrap.dedent(case.source).lstrip("\n")
+    path.write_text(text)
+    try:
+        import_module(module, path)
+    except Exception as exc:
+        return Compiled(module, path, marked_line(text), exc)
+    return Compiled(module, path, marked_line(text), None)
+
+
+# `expected`/`actual` values that describe what was wanted rather than name a type: the message
+# says them in its own words (the supported list in full after "supported are").
+_NOT_TYPES = (
+    SUPPORTED,
+    "an annotation",
+    "none",
+    "positional arguments",
+    "a list argument",
+    "no list argument",
+)
+
+
+def test_the_catalogue_is_complete() -> None:
+    ids = [case.id for case in CASES]
+    assert len(ids) == len(set(ids)), "case ids must be unique"
+    assert len(CASES) >= 30
+
+
+def test_the_prelude_alone_compiles(tmp_path: Path) -> None:
+    path = tmp_path / "mistyped_prelude.py"
+    path.write_text(PRELUDE)
+    import_module("mistyped_prelude", path)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_mistyped_workflow_fails_at_import(case: Case, tmp_path: Path) -> None:
+    compiled = compile_case(case, tmp_path)
+    error = compiled.error
+    assert error is not None, f"{case.what}: compiled without an error"
+    assert type(error) is case.error, f"{type(error).__name__}: {error}"
+    assert isinstance(error, FleetflowError)
+    assert isinstance(error, TypeError | ValueError)
+    assert isinstance(error, DefinitionError)
+    message = str(error)
+
+    location = f"{compiled.path}:{compiled.line}"
+    assert error.location == location, message
+    assert f" at {location}: " in message, message
+
+    workflow_name = f"{compiled.module}.wf" if case.workflow else None
+    assert error.workflow == workflow_name, message
+    if workflow_name is not None:
+        assert message.startswith(f"workflow '{workflow_name}' at "), message
+
+    task_name = f"{compiled.module}.{case.task}" if case.task else None
+    assert error.task == task_name, message
+    if task_name is not None:
+        assert f"task '{task_name}'" in message, message
+
+    assert error.parameter == case.parameter, message
+    if case.parameter is not None:
+        assert f"parameter '{case.parameter}'" in message, message
+
+    assert (error.expected, error.actual) == (case.expected, case.actual), message
+    for shown in (case.expected, case.actual):
+        if shown is not None and shown not in _NOT_TYPES:
+            assert shown.removeprefix("promise of ") in message, (shown, message)
+
+    for fragment in case.says:
+        assert fragment in message, (fragment, message)
+
+
+# --------------------------------------------------------------------------- what is allowed
+
+
+def test_int_widens_to_float_at_any_depth(tmp_path: Path) -> None:
+    """`is_assignable` lets an int flow into a float wherever it sits: top level, list items,
+    dict values, optional. Each literal is converted (`float(1) == 1.0`) when the task gets it,
+    so the task sees floats. The reverse (float into int) never compiles: see the catalogue."""
+    path = tmp_path / "mistyped_widening.py"
+    path.write_text(
+        PRELUDE
+        + textwrap.dedent(
+            """
+            @task
+            def make_counts() -> dict[str, int]:
+                return {"a": 1}
+
+
+            @task
+            def mean(values: dict[str, float], extra: Optional[float], lr: float) -> float:
+                assert all(type(v) is float for v in values.values())
+                return sum(values.values()) + (extra or 0.0) + lr
+
+
+            @workflow
+            def wf() -> float:
+                return mean(values=make_counts(), extra=make_int(), lr=make_int())
+            """
+        )
+    )
+    module = import_module("mistyped_widening", path)
+    assert module.wf() == 3.0
+
+
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "sdk.md"
+CATALOGUE_START = "<!-- error catalogue: generated by tests/unit/sdk/test_mistyped_workflows.py -->"
+CATALOGUE_END = "<!-- end of error catalogue -->"
+
+
+def catalogue_markdown(directory: Path) -> str:
+    """The catalogue as docs/sdk.md shows it: per case, the offending line and the error.
+
+    The module is shown as `pipeline` (file `pipeline.py`); line numbers are the real ones.
+    """
+    parts = []
+    for case in CASES:
+        compiled = compile_case(case, directory)
+        assert compiled.error is not None, case.id
+        line = compiled.path.read_text().splitlines()[compiled.line - 1]
+        message = (
+            str(compiled.error)
+            .replace(str(compiled.path), "pipeline.py")
+            .replace(compiled.module, "pipeline")
+        )
+        message = re.sub(r" at 0x[0-9a-f]+>", " at 0x...>", message)  # a function's repr
+        block = [
+            line.removesuffix("# <-").strip(),
+            "",
+            *f"{type(compiled.error).__name__}: {message}".splitlines(),
+        ]
+        body = "\n".join(f"  {text}" if text else "" for text in block)
+        parts.append(f"- `{case.id}`: {case.what}\n\n  ```text\n{body}\n  ```\n")
+    return "\n".join(parts)
+
+
+def docs_with_catalogue(docs: str, catalogue: str) -> str:
+    before, start, rest = docs.partition(CATALOGUE_START)
+    _, end, after = rest.partition(CATALOGUE_END)
+    assert start and end, f"docs/sdk.md must hold {CATALOGUE_START!r} ... {CATALOGUE_END!r}"
+    return f"{before}{start}\n\n{catalogue}\n{end}{after}"
+
+
+def test_the_docs_show_the_current_catalogue(tmp_path: Path) -> None:
+    docs = DOCS.read_text()
+    assert docs == docs_with_catalogue(docs, catalogue_markdown(tmp_path)), (
+        "docs/sdk.md's error catalogue is out of date: "
+        "python tests/unit/sdk/test_mistyped_workflows.py --write-docs"
+    )
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        catalogue = catalogue_markdown(Path(scratch))
+    if sys.argv[1:] == ["--write-docs"]:
+        DOCS.write_text(docs_with_catalogue(DOCS.read_text(), catalogue))
+    else:
+        print(catalogue)
