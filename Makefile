@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-integration lint format protos clean
+.PHONY: install run test test-integration lint format protos bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,14 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+## Local execution overhead per task, Fleetflow next to flytekit (installed once into
+## bench/.venv-flytekit from PyPI, never into $(VENV)). Not part of `make test`.
+bench: install
+	$(BIN)/python bench/local_overhead.py $(BENCH_ARGS)
+
 ## Regenerate the committed protobuf stubs from protos/.
 protos: install
 	$(BIN)/python infra/scripts/gen_protos.py
 
 clean:
-	rm -rf $(VENV) .fleetflow .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) bench/.venv-flytekit .fleetflow .pytest_cache .mypy_cache .ruff_cache
