@@ -92,3 +92,17 @@ def test_failing_task_fails_the_execution_with_its_traceback(stack: Stack) -> No
     cli = stack.cli("run", "--remote", str(EXAMPLES / "failing.py"), "failing_pipeline")
     assert cli.returncode == 1
     assert "FAILED" in cli.stdout and "cannot handle 3 values" in cli.stdout
+
+
+def test_ml_pipeline_gives_identical_outputs_locally_and_remotely(stack: Stack) -> None:
+    """Dataclasses, a File split as a NamedTuple, a map_task fan-out and an Optional input."""
+    wf, _ = load_workflow(EXAMPLES / "ml_pipeline.py", "ml_pipeline")
+    inputs = {"n": 24, "learning_rates": [0.2, 0.8], "max_mse": 1e-9}
+    local = wf(**inputs)
+    with Client(stack.api_url) as client:
+        result = client.run(wf, timeout=120, **inputs)
+    assert result.status == "SUCCEEDED", f"{result.error}\n{stack.logs()}"
+    assert result.outputs == local
+    assert local.note is not None and local.best.learning_rate in (0.2, 0.8)
+    trains = [a for a in result.execution["attempts"] if a["map_index"] is not None]
+    assert sorted(a["map_index"] for a in trains) == [0, 1]
