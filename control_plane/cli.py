@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from control_plane.settings import Settings
+from fleetflow.child_processes import die_with_parent_if_asked
 from fleetflow.errors import FleetflowError
 
 if TYPE_CHECKING:
@@ -117,6 +118,8 @@ def worker(log_level: str = log_level_option("INFO")) -> None:
 def _run_parts(settings: Settings, parts: Parts) -> None:
     from control_plane.server import run_control_plane
 
+    # Started by `fleetflow dev up` or a test harness: do not outlive it.
+    die_with_parent_if_asked()
     try:
         run_until_signalled(lambda stop: run_control_plane(settings, parts, stop))
     except RuntimeError as exc:
