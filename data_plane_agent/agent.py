@@ -6,8 +6,9 @@ One `Agent` per cluster dials the control plane's `AgentService` and keeps four 
   attempts to stop back) and a lease loop (a `LeaseAttempts` long-poll whenever a slot is free);
 - an *event pump* turning the executor's state changes into `ReportStatus` requests, numbered
   per attempt (RUNNING is 1, the terminal state 2) and fenced with the assignment's token;
-- a *reporter* delivering those requests in order from a bounded in-memory buffer, so reports
-  made while the control plane is unreachable are sent once it is back.
+- a *reporter* delivering those requests in order from a bounded buffer on disk
+  (`report_buffer`, under `<work_dir>/reports/`), so reports made while the control plane is
+  unreachable are sent once it is back, even by the next agent process if this one dies first.
 
 When the control plane is unreachable the session ends and the agent reconnects with
 exponential backoff and jitter; running attempts carry on. A rejected token is fatal
@@ -25,9 +26,7 @@ import logging
 import os
 import random
 import signal
-from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -36,6 +35,7 @@ from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
 from data_plane_agent.executors.base import Executor
 from data_plane_agent.executors.local_process import LocalProcessExecutor
 from data_plane_agent.protocol import assignment_from_proto, report_request
+from data_plane_agent.report_buffer import ReportBuffer
 from data_plane_agent.settings import AgentSettings
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.errors import FleetflowError
@@ -50,6 +50,8 @@ MIN_EMPTY_LEASE_INTERVAL_SECONDS = 1.0
 """Pacing for a control plane that answers empty lease polls without waiting."""
 MAX_REPORT_TRIES = 10
 """Tries for a report the control plane answers with a server-side error (not for outages)."""
+REPORTS_DIR = "reports"
+"""Under the work directory: status reports not yet delivered (see `report_buffer`)."""
 
 _AUTH_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 # The control plane is away: a report is kept until it gets through.
@@ -120,66 +122,6 @@ class Backoff:
         self._failures = 0
 
 
-@dataclass(eq=False)
-class _PendingReport:
-    request: agent_pb2.ReportStatusRequest
-    tries: int = 0
-
-    def describe(self) -> str:
-        state = agent_pb2.AttemptState.Name(self.request.state).removeprefix("ATTEMPT_STATE_")
-        return f"{state} report (sequence {self.request.sequence})"
-
-
-class ReportBuffer:
-    """Status reports waiting for delivery, oldest first, at most `capacity` of them.
-
-    When full, the oldest report is dropped: the control plane then learns the attempt's fate
-    from a later report or, failing that, from lease expiry.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._reports: deque[_PendingReport] = deque()
-        self._not_empty = asyncio.Event()
-        self._empty = asyncio.Event()
-        self._empty.set()
-
-    def __len__(self) -> int:
-        return len(self._reports)
-
-    def put(self, request: agent_pb2.ReportStatusRequest) -> None:
-        if len(self._reports) >= self._capacity:
-            dropped = self._reports.popleft()
-            logger.warning(
-                "attempt %s: report buffer full (%d), dropping its %s",
-                dropped.request.attempt_id,
-                self._capacity,
-                dropped.describe(),
-            )
-        self._reports.append(_PendingReport(request))
-        self._not_empty.set()
-        self._empty.clear()
-
-    async def first(self) -> _PendingReport:
-        while not self._reports:
-            self._not_empty.clear()
-            await self._not_empty.wait()
-        return self._reports[0]
-
-    def remove(self, report: _PendingReport) -> None:
-        if self._reports and self._reports[0] is report:
-            self._reports.popleft()
-        if not self._reports:
-            self._empty.set()
-
-    async def wait_empty(self) -> None:
-        await self._empty.wait()
-
-    def fencing_tokens(self) -> dict[str, int]:
-        """Attempt id -> fencing token of every attempt with a report still to deliver."""
-        return {r.request.attempt_id: r.request.fencing_token for r in self._reports}
-
-
 class Agent:
     """The data-plane agent of one cluster.
 
@@ -194,7 +136,8 @@ class Agent:
             settings.work_dir, kill_grace_seconds=settings.kill_grace_seconds
         )
         self._metadata = (("authorization", f"Bearer {settings.token.get_secret_value()}"),)
-        self._reports = ReportBuffer(settings.max_buffered_reports)
+        # Loads what a previous agent process could not deliver; replayed once registered.
+        self._reports = ReportBuffer(settings.work_dir / REPORTS_DIR, settings.max_buffered_reports)
         # Attempts leased and not yet ended, with the count of reports made for each.
         self._active: dict[str, TaskAssignment] = {}
         self._sequences: dict[str, int] = {}
@@ -270,7 +213,10 @@ class Agent:
                 pass
         if len(self._reports):
             logger.warning(
-                "%d status report(s) could not be delivered before shutdown", len(self._reports)
+                "%d status report(s) could not be delivered before shutdown; kept in %s for the "
+                "next start",
+                len(self._reports),
+                self._reports.directory,
             )
         for task in (pump, reporter, *self._background):
             task.cancel()
@@ -408,10 +354,12 @@ class Agent:
 
     async def _heartbeat_loop(self, stub: agent_pb2_grpc.AgentServiceStub, interval: int) -> None:
         while True:
+            # Like registering: a finished attempt whose final report is still on its way is
+            # held, else a heartbeat overtaking the report would have it marked lost.
+            held = set(self._executor.running()) | set(self._reports.fencing_tokens())
             response = await stub.Heartbeat(
                 agent_pb2.HeartbeatRequest(
-                    capacity=self._capacity(),
-                    running_attempt_ids=sorted(self._executor.running()),
+                    capacity=self._capacity(), running_attempt_ids=sorted(held)
                 ),
                 metadata=self._metadata,
                 timeout=RPC_TIMEOUT_SECONDS,
@@ -483,7 +431,7 @@ class Agent:
             await self._executor.launch(assignment)
         except Exception as exc:  # the executor should report this itself; never leak a slot
             logger.exception("attempt %s: the executor failed to launch it", assignment.attempt_id)
-            self._record_event(
+            await self._record_event(
                 AttemptEvent(
                     assignment.attempt_id,
                     AttemptState.FAILED,
@@ -495,10 +443,14 @@ class Agent:
 
     async def _pump_executor_events(self) -> None:
         while True:
-            self._record_event(await self._executor.next_event())
+            await self._record_event(await self._executor.next_event())
 
-    def _record_event(self, event: AttemptEvent) -> None:
-        """Queue the report of one state change; a terminal one frees the attempt's slot."""
+    async def _record_event(self, event: AttemptEvent) -> None:
+        """Queue the report of one state change; a terminal one frees the attempt's slot.
+
+        The attempt stays active until its report is on disk, so that registering meanwhile
+        still lists it as held.
+        """
         assignment = self._active.get(event.attempt_id)
         if assignment is None:
             logger.warning(
@@ -517,12 +469,12 @@ class Agent:
             event = dataclasses.replace(event, state=AttemptState.LOST)
         sequence = self._sequences[event.attempt_id] + 1
         self._sequences[event.attempt_id] = sequence
-        self._reports.put(
+        await self._reports.put(
             report_request(event, fencing_token=assignment.fencing_token, sequence=sequence)
         )
         if event.state.is_terminal:
-            del self._active[event.attempt_id]
-            del self._sequences[event.attempt_id]
+            self._active.pop(event.attempt_id, None)
+            self._sequences.pop(event.attempt_id, None)
             self._stop_requested.discard(event.attempt_id)
             self._slot_freed.set()
             if not self._active:

@@ -75,7 +75,8 @@ def run(
         Path | None,
         typer.Option(
             "--work-dir",
-            help="Attempt directories and logs (env FLEETFLOW_AGENT_WORK_DIR).",
+            help="Attempt directories, logs and undelivered status reports; keep it across "
+            "restarts (env FLEETFLOW_AGENT_WORK_DIR).",
             show_default=False,
         ),
     ] = None,

@@ -25,7 +25,8 @@ class AgentSettings(BaseSettings):
     token: SecretStr = Field(description="the cluster's bearer token")
     work_dir: Path = Field(
         default_factory=_default_work_dir,
-        description="where attempts get their working directories and logs",
+        description="attempts' working directories and logs, and undelivered status reports "
+        "(reports/); keep it across restarts",
     )
     max_parallel: int = Field(default=4, ge=1, description="attempts run at the same time")
     lease_wait_seconds: int = Field(
@@ -43,5 +44,7 @@ class AgentSettings(BaseSettings):
         default=5.0, ge=0, description="how long shutdown waits to deliver final reports"
     )
     max_buffered_reports: int = Field(
-        default=10_000, ge=1, description="status reports kept while the control plane is away"
+        default=10_000,
+        ge=1,
+        description="status reports kept on disk while the control plane is away",
     )

@@ -2,8 +2,9 @@
 
 The real control plane needs a database and Temporal; these tests pin down the agent's side of
 the protocol on its own: registration, leasing, status reports with increasing sequence
-numbers, stop requests, reconnection with buffered reports, authentication failure and graceful
-shutdown. Tasks really run (local-process executor, real code bundle on a local blob store).
+numbers, stop requests, reconnection with buffered reports (across the agent's own restart),
+authentication failure and graceful shutdown. Tasks really run (local-process executor, real
+code bundle on a local blob store).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 import grpc
 import pytest
 
-from data_plane_agent.agent import Agent
+from data_plane_agent.agent import REPORTS_DIR, Agent
+from data_plane_agent.report_buffer import CorruptReportError, ReportBuffer, read_report
 from data_plane_agent.settings import AgentSettings
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.bundle import build_bundle
@@ -380,3 +382,106 @@ async def test_sigterm_gives_up_running_attempts_as_lost_and_exits(
     assert states(fake.reports_for("att-term")) == [(RUNNING, 1), (LOST, 2)]
     assert fake.reports_for("att-term")[-1].message == "agent shut down"
     assert "agent stopped" in output
+
+
+def buffered_reports(work_dir: Path) -> list[agent_pb2.ReportStatusRequest]:
+    """The reports an agent has on disk waiting for delivery (read only, oldest first)."""
+    reports = []
+    for path in sorted((work_dir / REPORTS_DIR).glob("*.report")):
+        with contextlib.suppress(CorruptReportError):  # delivered and removed meanwhile
+            reports.append(read_report(path))
+    return reports
+
+
+async def test_a_restarted_agent_delivers_the_report_its_killed_predecessor_buffered(
+    blobs: Blobs, tmp_path: Path
+) -> None:
+    """Control plane down when the task finishes, agent SIGKILLed: the next agent process on
+    the same work dir holds the attempt when it registers and delivers the terminal report."""
+    work_dir = tmp_path / "agent"
+    release = tmp_path / "release"
+    inputs = {"path": str(release), "deadline_seconds": 120}
+    first = FakeControlPlaneServer(FakeAgentService())
+    port = await first.start()
+    first_process = await start_agent_process(
+        agent_process_env(tmp_path, port, TOKEN), tmp_path / "first-agent.log"
+    )
+    second_process: asyncio.subprocess.Process | None = None
+    second = FakeControlPlaneServer(FakeAgentService())
+    try:
+        first.service.assign(blobs.assignment("att-kept", "wait_for_file", inputs, 11))
+        await wait_for(
+            lambda: (
+                first.service.has_report("att-kept", RUNNING) and not buffered_reports(work_dir)
+            ),
+            "the RUNNING report, delivered and no longer buffered",
+        )
+        await first.stop()
+
+        # The control plane is away while the attempt finishes; then the agent dies hard.
+        release.touch()
+        await wait_for(
+            lambda: [r.state for r in buffered_reports(work_dir)] == [SUCCEEDED],
+            "the SUCCEEDED report on disk",
+        )
+        first_process.kill()
+        await asyncio.wait_for(first_process.wait(), DEADLINE_SECONDS)
+
+        port = await second.start()
+        second_process = await start_agent_process(
+            agent_process_env(tmp_path, port, TOKEN), tmp_path / "second-agent.log"
+        )
+        await second.service.wait_until(
+            lambda: second.service.has_report("att-kept", SUCCEEDED), "the replayed report"
+        )
+        await wait_for(lambda: not buffered_reports(work_dir), "an empty report buffer")
+        second_process.send_signal(signal.SIGTERM)
+        returncode = await asyncio.wait_for(second_process.wait(), DEADLINE_SECONDS)
+    finally:
+        for process in (first_process, second_process):
+            if process is not None and process.returncode is None:
+                process.kill()
+                await process.wait()
+        await first.stop()
+        await second.stop()
+
+    assert returncode == 0, (tmp_path / "second-agent.log").read_text()
+    assert states(first.service.reports_for("att-kept")) == [(RUNNING, 1)]
+    registration = second.service.registrations[0]
+    assert [(r.attempt_id, r.fencing_token) for r in registration.running] == [("att-kept", 11)]
+    replayed = second.service.reports_for("att-kept")
+    assert states(replayed) == [(SUCCEEDED, 2)]
+    assert replayed[0].fencing_token == 11
+    assert json.loads(read_uri(blobs.store.uri("att-kept/outputs.json"))) == {"o0": "released"}
+
+
+async def test_a_restarted_agent_holds_only_attempts_with_a_final_report_pending(
+    tmp_path: Path,
+) -> None:
+    """An attempt with only its RUNNING report left behind died with the previous agent: the
+    new one does not claim it (the control plane marks it lost at once), but still replays it."""
+    left_behind = ReportBuffer(tmp_path / "agent" / REPORTS_DIR, capacity=10)
+    for attempt_id, state, sequence, token in [
+        ("att-orphan", RUNNING, 1, 3),
+        ("att-done", RUNNING, 1, 4),
+        ("att-done", FAILED, 2, 4),
+    ]:
+        await left_behind.put(
+            agent_pb2.ReportStatusRequest(
+                attempt_id=attempt_id, state=state, sequence=sequence, fencing_token=token
+            )
+        )
+
+    async with fake_control_plane(FakeAgentService()) as (fake, port):
+        async with running_agent(agent_settings(tmp_path, port)):
+            await fake.wait_until(lambda: len(fake.reports) == 3, "the three replayed reports")
+
+    assert [(r.attempt_id, r.fencing_token) for r in fake.registrations[0].running] == [
+        ("att-done", 4)
+    ]
+    assert [(r.attempt_id, r.state, r.sequence) for r in fake.reports] == [
+        ("att-orphan", RUNNING, 1),
+        ("att-done", RUNNING, 1),
+        ("att-done", FAILED, 2),
+    ]
+    assert not buffered_reports(tmp_path / "agent")

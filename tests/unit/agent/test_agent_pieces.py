@@ -1,4 +1,4 @@
-"""The agent's settings, CLI, backoff, report buffer and protocol mapping."""
+"""The agent's settings, CLI, backoff and protocol mapping."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from data_plane_agent.agent import Backoff, ReportBuffer
+from data_plane_agent.agent import Backoff
 from data_plane_agent.attempts import AttemptEvent, AttemptState
 from data_plane_agent.cli import app
 from data_plane_agent.protocol import assignment_from_proto, report_request
@@ -71,26 +71,6 @@ def test_backoff_grows_with_jitter_up_to_a_cap_and_resets() -> None:
     assert [high.next_delay() for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
     high.reset()
     assert high.next_delay() == 1.0
-
-
-def _report(attempt_id: str, sequence: int) -> agent_pb2.ReportStatusRequest:
-    return agent_pb2.ReportStatusRequest(attempt_id=attempt_id, sequence=sequence)
-
-
-async def test_report_buffer_is_fifo_and_drops_the_oldest_when_full() -> None:
-    buffer = ReportBuffer(capacity=2)
-    buffer.put(_report("a", 1))
-    buffer.put(_report("b", 1))
-    buffer.put(_report("a", 2))  # drops ("a", 1)
-
-    first = await buffer.first()
-    assert (first.request.attempt_id, first.request.sequence) == ("b", 1)
-    buffer.remove(first)
-    second = await buffer.first()
-    assert (second.request.attempt_id, second.request.sequence) == ("a", 2)
-    buffer.remove(second)
-    assert len(buffer) == 0
-    await buffer.wait_empty()
 
 
 def test_assignment_and_report_mapping() -> None:

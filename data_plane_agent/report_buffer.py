@@ -1,0 +1,284 @@
+"""Status reports waiting for the control plane, kept on disk so that none is lost.
+
+While the control plane is unreachable an attempt may finish; its report must survive not only
+the outage but the agent's own restart (a crash, an upgrade, a SIGKILL from the kubelet), or the
+control plane would mark the attempt LOST and run it again although it succeeded. Each pending
+`ReportStatusRequest` is therefore one file under the buffer directory (`<work_dir>/reports/`):
+
+- `<index>.report`, where `index` is a zero-padded counter, so that the names sort in the order
+  the reports were made; a new process continues after the highest index it finds;
+- the contents: a header (magic and CRC-32 of the payload) then the serialized protobuf, so a
+  damaged file is recognised rather than parsed into a wrong report;
+- written atomically: to `<index>.report.tmp`, fsynced, renamed into place, directory fsynced.
+  A report counts as queued only once its file is in place; a `.tmp` left by a crash was never
+  queued and is deleted on the next start.
+
+A file removed when its report was delivered may reappear after a crash (the unlink is not
+fsynced): it is sent again and the control plane ignores it as a duplicate sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf.message import DecodeError
+
+from fleetflow.agent.v1 import agent_pb2
+
+logger = logging.getLogger(__name__)
+
+REPORT_SUFFIX = ".report"
+TEMPORARY_SUFFIX = ".tmp"
+CORRUPT_SUFFIX = ".corrupt"
+_MAGIC = b"FFR1"
+_HEADER = struct.Struct(">4sI")  # magic, CRC-32 of the payload
+_INDEX_DIGITS = 20
+_TERMINAL_STATES = frozenset(
+    {
+        agent_pb2.ATTEMPT_STATE_SUCCEEDED,
+        agent_pb2.ATTEMPT_STATE_FAILED,
+        agent_pb2.ATTEMPT_STATE_CANCELLED,
+        agent_pb2.ATTEMPT_STATE_LOST,
+    }
+)
+
+
+class CorruptReportError(ValueError):
+    """A buffered report file cannot be read back as a status report."""
+
+
+@dataclass(eq=False)
+class PendingReport:
+    """One report waiting for delivery; `path` is None when it could not be persisted."""
+
+    request: agent_pb2.ReportStatusRequest
+    path: Path | None
+    tries: int = 0
+
+    def describe(self) -> str:
+        state = agent_pb2.AttemptState.Name(self.request.state).removeprefix("ATTEMPT_STATE_")
+        return f"{state} report (sequence {self.request.sequence})"
+
+
+class ReportBuffer:
+    """Status reports waiting for delivery, oldest first, at most `capacity` of them, on disk.
+
+    Opening a buffer loads what a previous process left in `directory`: files that cannot be
+    read are logged and renamed to `*.corrupt`, never fatal. The agent's reporter takes reports
+    in order with `first`, and `remove`s each one once the control plane accepted or
+    definitively rejected it.
+
+    When full, `put` drops the oldest report (and its file) with a warning. That is safe: a
+    dropped RUNNING report is superseded by the attempt's later reports (the control plane
+    only needs sequences to increase), and an attempt whose final report was dropped is no
+    longer among those the agent lists as held when it registers and heartbeats, so the control
+    plane's reconciliation marks it LOST and runs it again elsewhere. The bound trades a rerun
+    for a full disk.
+
+    Args:
+        directory: Where the report files live (created if missing).
+        capacity: The most reports kept; on opening, older ones beyond it are dropped.
+    """
+
+    def __init__(self, directory: Path, capacity: int) -> None:
+        self._directory = Path(directory)
+        self._capacity = capacity
+        self._reports: deque[PendingReport] = deque()
+        self._next_index = 0
+        self._write_lock = asyncio.Lock()
+        self._not_empty = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._load()
+
+    @property
+    def directory(self) -> Path:
+        return self._directory
+
+    def __len__(self) -> int:
+        return len(self._reports)
+
+    def _load(self) -> None:
+        self._directory.mkdir(parents=True, exist_ok=True)
+        for leftover in self._directory.glob(f"*{REPORT_SUFFIX}{TEMPORARY_SUFFIX}"):
+            logger.info("removing %s, a report write cut short by a crash", leftover)
+            leftover.unlink(missing_ok=True)
+        indexed: list[tuple[int, Path]] = []
+        for path in self._directory.glob(f"*{REPORT_SUFFIX}"):
+            stem = path.name.removesuffix(REPORT_SUFFIX)
+            if stem.isdigit():
+                indexed.append((int(stem), path))
+            else:
+                _set_aside(path, "its name is not a report index")
+        indexed.sort()
+        if indexed:
+            self._next_index = indexed[-1][0] + 1
+        for _, path in indexed:
+            try:
+                request = read_report(path)
+            except CorruptReportError as exc:
+                _set_aside(path, str(exc))
+                continue
+            self._make_room()
+            self._reports.append(PendingReport(request, path))
+        if self._reports:
+            logger.info(
+                "%d status report(s) left by a previous agent process in %s will be replayed",
+                len(self._reports),
+                self._directory,
+            )
+        self._update_events()
+
+    async def put(self, request: agent_pb2.ReportStatusRequest) -> None:
+        """Queue a report; it is on disk when this returns (unless the disk failed: logged)."""
+        async with self._write_lock:  # files are numbered and queued in the order of the calls
+            self._make_room()
+            path = self._directory / f"{self._next_index:0{_INDEX_DIGITS}d}{REPORT_SUFFIX}"
+            self._next_index += 1
+            stored: Path | None = path
+            try:
+                await asyncio.to_thread(_write_atomically, path, _encode(request))
+            except OSError as exc:
+                # Still delivered if this process lives on; only a restart would lose it.
+                logger.error(
+                    "attempt %s: could not persist a status report to %s (%s); keeping it in "
+                    "memory only",
+                    request.attempt_id,
+                    path,
+                    exc,
+                )
+                stored = None
+            self._reports.append(PendingReport(request, stored))
+            self._update_events()
+
+    def _make_room(self) -> None:
+        while len(self._reports) >= self._capacity:
+            dropped = self._reports.popleft()
+            logger.warning(
+                "attempt %s: report buffer full (%d), dropping its %s",
+                dropped.request.attempt_id,
+                self._capacity,
+                dropped.describe(),
+            )
+            _unlink(dropped)
+
+    async def first(self) -> PendingReport:
+        """The oldest report, waiting for one if the buffer is empty."""
+        while not self._reports:
+            await self._not_empty.wait()
+        return self._reports[0]
+
+    def remove(self, report: PendingReport) -> None:
+        """Forget a report `first` returned (a no-op if it was dropped meanwhile)."""
+        if self._reports and self._reports[0] is report:
+            self._reports.popleft()
+            _unlink(report)
+        self._update_events()
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
+
+    def fencing_tokens(self) -> dict[str, int]:
+        """Attempt id -> fencing token of every attempt whose final report is still to deliver.
+
+        The agent still answers for these attempts although they no longer run. An attempt with
+        only a RUNNING report here is not one of them: in this process it is still active, and
+        after a restart its process is gone with the previous agent, so it is rightly lost.
+        """
+        return {
+            r.request.attempt_id: r.request.fencing_token
+            for r in self._reports
+            if r.request.state in _TERMINAL_STATES
+        }
+
+    def _update_events(self) -> None:
+        if self._reports:
+            self._not_empty.set()
+            self._empty.clear()
+        else:
+            self._not_empty.clear()
+            self._empty.set()
+
+
+def read_report(path: Path) -> agent_pb2.ReportStatusRequest:
+    """Read one buffered report file.
+
+    Raises:
+        CorruptReportError: The file is unreadable, damaged, or not a status report.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CorruptReportError(f"cannot read it: {exc}") from exc
+    if len(data) < _HEADER.size:
+        raise CorruptReportError("shorter than its header")
+    magic, checksum = _HEADER.unpack_from(data)
+    payload = data[_HEADER.size :]
+    if magic != _MAGIC:
+        raise CorruptReportError("not a report file (wrong magic)")
+    if zlib.crc32(payload) != checksum:
+        raise CorruptReportError("checksum mismatch")
+    request = agent_pb2.ReportStatusRequest()
+    try:
+        request.ParseFromString(payload)
+    except DecodeError as exc:
+        raise CorruptReportError(f"not a status report: {exc}") from exc
+    if not request.attempt_id or request.sequence < 1 or not request.state:
+        raise CorruptReportError("a status report without attempt id, sequence or state")
+    return request
+
+
+def _encode(request: agent_pb2.ReportStatusRequest) -> bytes:
+    return _frame(request.SerializeToString())
+
+
+def _frame(payload: bytes) -> bytes:
+    return _HEADER.pack(_MAGIC, zlib.crc32(payload)) + payload
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
+    try:
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    # The rename itself is durable only once the directory is. The report is in place
+    # already, so a file system that cannot sync directories is no reason to call it lost.
+    try:
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        logger.debug("could not fsync %s: %s", path.parent, exc)
+
+
+def _unlink(report: PendingReport) -> None:
+    if report.path is None:
+        return
+    try:
+        report.path.unlink(missing_ok=True)
+    except OSError as exc:  # it is delivered again after a restart, then ignored as a duplicate
+        logger.warning("could not remove the delivered report %s: %s", report.path, exc)
+
+
+def _set_aside(path: Path, reason: str) -> None:
+    corrupt = path.with_name(path.name + CORRUPT_SUFFIX)
+    try:
+        os.replace(path, corrupt)
+    except OSError as exc:
+        logger.error("report buffer: %s is corrupt (%s) and stays ignored: %s", path, reason, exc)
+        return
+    logger.error("report buffer: %s is corrupt (%s); moved aside to %s", path, reason, corrupt)
