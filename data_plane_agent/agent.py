@@ -21,13 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import importlib.metadata
 import logging
 import os
 import random
 import signal
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import grpc
 
@@ -535,8 +537,28 @@ class Agent:
                 )
 
 
+def lock_work_dir(work_dir: Path) -> IO[bytes] | None:
+    """Hold an exclusive lock on the work dir for this process's lifetime, or None when another
+    agent holds it: two agents replaying the same report buffer would report twice."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(work_dir / ".agent.lock", "ab")  # noqa: SIM115 - held until the process exits
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
 async def run_agent(settings: AgentSettings, executor: Executor | None = None) -> int:
     """Run an agent until SIGINT/SIGTERM; returns the process exit code."""
+    lock = lock_work_dir(settings.work_dir)
+    if lock is None:
+        logger.error(
+            "another agent is running with the work dir %s; give each agent its own --work-dir",
+            settings.work_dir,
+        )
+        return 1
     agent = Agent(settings, executor)
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []

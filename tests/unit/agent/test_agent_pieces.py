@@ -94,3 +94,15 @@ def test_assignment_and_report_mapping() -> None:
     assert (request.fencing_token, request.sequence) == (3, 2)
     assert (request.message, request.error_traceback) == ("ValueError: x", "Traceback…")
     assert request.observed_at.ToDatetime(tzinfo=dt.UTC) == observed
+
+
+def test_one_agent_per_work_dir(tmp_path: Path) -> None:
+    from data_plane_agent.agent import lock_work_dir
+
+    first = lock_work_dir(tmp_path / "work")
+    assert first is not None
+    assert lock_work_dir(tmp_path / "work") is None  # a second agent is refused
+    first.close()
+    again = lock_work_dir(tmp_path / "work")
+    assert again is not None
+    again.close()
