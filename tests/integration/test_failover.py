@@ -98,6 +98,38 @@ def test_silent_cluster_fails_over_to_another(stack: Stack, tmp_path: Path) -> N
         forget_cluster_heartbeat(stack, "backup")  # offline now: later tests do not place there
 
 
+def test_three_clusters_share_a_fan_out_and_survive_losing_one(
+    stack: Stack, tmp_path: Path
+) -> None:
+    stack.add_agent("east")
+    stack.add_agent("west")
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    try:
+        execution_id = launch(stack, "spread", n=6, marker_dir=str(markers))
+        victim = wait_for(lambda: running_attempt(stack, execution_id), "elements to run", stack)
+        wait_for(lambda: len(list(markers.iterdir())) >= 2, "element processes to start", stack)
+        name = {"local": "agent", "east": "agent-east", "west": "agent-west"}[victim["cluster"]]
+        sigkill(stack.children.pop(name))
+        final = finish(stack, execution_id)
+        assert final["status"] == "SUCCEEDED", stack.logs()
+        assert final["outputs"] == {"o0": [0, 1, 2, 3, 4, 5]}
+        elements = [a for a in final["attempts"] if a["map_index"] is not None]
+        succeeded = [a for a in elements if a["status"] == "SUCCEEDED"]
+        assert sorted(a["map_index"] for a in succeeded) == [0, 1, 2, 3, 4, 5]  # once each
+        assert len({a["cluster"] for a in elements}) >= 2
+        lost = [a for a in elements if a["status"] == "LOST"]
+        assert lost and {a["cluster"] for a in lost} == {victim["cluster"]}
+    finally:
+        for cluster in ("east", "west"):
+            if f"agent-{cluster}" in stack.children:
+                processes.stop(stack.children.pop(f"agent-{cluster}"))
+            forget_cluster_heartbeat(stack, cluster)
+        if "agent" not in stack.children:
+            forget_cluster_heartbeat(stack, "local")
+            stack.children["agent"] = start_agent(stack)
+
+
 def test_control_plane_restart_mid_execution_loses_nothing(stack: Stack, tmp_path: Path) -> None:
     marker = tmp_path / "pid.txt"
     execution_id = launch(stack, "sleepy", seconds=3.0, marker=str(marker))

@@ -70,3 +70,16 @@ def first_try_hangs(marker: str) -> int:
 @workflow
 def survives_agent_loss(marker: str) -> int:
     return first_try_hangs(marker=marker)
+
+
+@task
+def hold(i: int, marker_dir: str) -> int:
+    """Marks that element `i` runs (pid in the name), then takes a moment."""
+    Path(marker_dir, f"{i}-{os.getpid()}").touch()
+    time.sleep(2)
+    return i
+
+
+@workflow
+def spread(n: int, marker_dir: str) -> list[int]:
+    return map_task(hold)(i=numbers(n=n), marker_dir=marker_dir)
