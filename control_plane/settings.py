@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from control_plane.placement import Strategy
+
 DEFAULT_HOME = Path.home() / ".fleetflow"
 
 
@@ -53,12 +55,30 @@ class GrpcSettings(BaseSettings):
     # After the control plane starts, how long agents may take to reconnect before their
     # clusters count as silent: the agents' longest reconnect backoff plus a margin.
     agent_reconnect_allowance_seconds: int = 35
+    # TLS for agents (control_plane/agent_api/tls.py): without these files or `insecure`, the
+    # service refuses to listen on anything but a loopback address.
+    tls_cert_file: Path | None = Field(default=None, description="server certificate (PEM)")
+    tls_key_file: Path | None = Field(default=None, description="its private key (PEM)")
+    tls_client_ca_file: Path | None = Field(
+        default=None, description="CA(s) agents' client certificates must chain to: mutual TLS"
+    )
+    insecure: bool = Field(default=False, description="serve agents in plaintext on purpose")
 
     @property
     def heartbeat_grace(self) -> timedelta:
         """An agent silent this long is offline: nothing is placed on its cluster, and what
         it held is lost and runs elsewhere."""
         return timedelta(seconds=3 * self.heartbeat_interval_seconds)
+
+
+class PlacementSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEETFLOW_PLACEMENT_", extra="ignore")
+
+    strategy: Strategy = Field(
+        default=Strategy.SPREAD,
+        description="spread: the cluster with the most free capacity; binpack: the one with "
+        "the least that still fits (control_plane/placement/policy.py)",
+    )
 
 
 class Settings(BaseSettings):
@@ -71,3 +91,4 @@ class Settings(BaseSettings):
     blob: BlobSettings = Field(default_factory=BlobSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
+    placement: PlacementSettings = Field(default_factory=PlacementSettings)

@@ -40,6 +40,9 @@ def assignment_from_attempt(
     attempt: TaskAttempt, spec: WorkflowSpec, *, tenant: str, bundle_uri: str
 ) -> pb.Assignment:
     task = spec.tasks[attempt.task_name]
+    # The type placement chose; an attempt placed before it recorded one runs on the task's
+    # most preferred type.
+    gpu_type = attempt.gpu_type or next(iter(task.resources.gpu_types), "")
     return pb.Assignment(
         attempt_id=attempt.id,
         fencing_token=attempt.fencing_token,
@@ -55,7 +58,7 @@ def assignment_from_attempt(
             cpu=task.resources.cpu,
             memory_bytes=task.resources.memory_bytes,
             gpu=task.resources.gpu,
-            gpu_type=task.resources.gpu_type or "",
+            gpu_type=gpu_type if task.resources.gpu > 0 else "",
         ),
         timeout_seconds=task.timeout_seconds or 0,
         image=task.image or "",

@@ -25,6 +25,7 @@ from control_plane.db.models import Cluster, Execution, Tenant, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.session import transaction
+from control_plane.placement import Strategy
 from control_plane.services.finish_notifier import FinishNotifier
 from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.agent.v1 import agent_pb2_grpc
@@ -93,6 +94,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         attempts_ready: AttemptsReady,
         max_lease_wait_seconds: int,
         heartbeat_interval_seconds: int,
+        placement_strategy: Strategy = Strategy.SPREAD,
     ) -> None:
         self._sessions = session_factory
         self._blobs = blob_store
@@ -100,6 +102,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self._ready = attempts_ready
         self._max_wait = max_lease_wait_seconds
         self._heartbeat_interval = heartbeat_interval_seconds
+        self._placement_strategy = placement_strategy
 
     @property
     def heartbeat_grace(self) -> timedelta:
@@ -147,7 +150,11 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 lost, stop = attempts_repo.reconcile_running(
                     session, cluster, running, leased_before=utcnow()
                 )
-                attempts_repo.place_pending_attempts(session, heartbeat_grace=self.heartbeat_grace)
+                attempts_repo.place_pending_attempts(
+                    session,
+                    heartbeat_grace=self.heartbeat_grace,
+                    strategy=self._placement_strategy,
+                )
                 return cluster.name, lost, stop
 
         name, lost, stop = await asyncio.to_thread(register)
@@ -188,7 +195,10 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         with transaction(self._sessions) as session:
             cluster = session.get_one(Cluster, cluster_id)
             attempts_repo.place_pending_attempts(
-                session, heartbeat_grace=self.heartbeat_grace, only_cluster=cluster
+                session,
+                heartbeat_grace=self.heartbeat_grace,
+                only_cluster=cluster,
+                strategy=self._placement_strategy,
             )
             leased = attempts_repo.lease_attempts(session, cluster, max_attempts)
             assignments = []

@@ -13,7 +13,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.api.deps import ExecutionLauncher
 from control_plane.api.errors import install_error_handlers
-from control_plane.api.routes import bundles, executions, health, uploads, workflows
+from control_plane.api.routes import (
+    bundles,
+    clusters,
+    executions,
+    health,
+    previews,
+    uploads,
+    workflows,
+)
 from control_plane.settings import Settings
 from fleetflow.storage import BlobStore
 
@@ -58,7 +66,16 @@ def create_app(
 
     app.include_router(health.router)
     api = APIRouter(prefix=API_PREFIX)
-    for router in (bundles.router, uploads.router, workflows.router, executions.router):
+    for router in (
+        bundles.router,
+        uploads.router,
+        workflows.router,
+        previews.router,
+        executions.router,
+        clusters.router,
+        # Admin routes share the /api/v1/admin prefix, to be protected as one by RBAC.
+        clusters.admin_router,
+    ):
         api.include_router(router)
     app.include_router(api)
     return app

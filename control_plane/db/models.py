@@ -114,6 +114,8 @@ class TaskAttempt(Base):
     cache_hit: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), index=True)  # AttemptState
     cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), index=True)
+    # The GPU type placement chose among the task's acceptable ones (sent to the agent).
+    gpu_type: Mapped[str | None] = mapped_column(String(64))
     # Bumped on every lease; reports carrying an older token are rejected.
     fencing_token: Mapped[int] = mapped_column(Integer, default=0)
     # Highest report sequence applied; older or repeated reports are ignored.

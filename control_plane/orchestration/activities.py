@@ -32,6 +32,7 @@ from control_plane.orchestration.workflows import (
     PlanNode,
     StartAttemptInput,
 )
+from control_plane.placement import Strategy
 from fleetflow.ir import (
     Binding,
     InputBinding,
@@ -57,11 +58,13 @@ class ExecutionActivities:
         *,
         on_attempt_ready: Callable[[], None] = lambda: None,
         heartbeat_grace: timedelta,
+        placement_strategy: Strategy = Strategy.SPREAD,
     ) -> None:
         self._sessions = session_factory
         self._blobs = blob_store
         self._on_attempt_ready = on_attempt_ready
         self._heartbeat_grace = heartbeat_grace
+        self._placement_strategy = placement_strategy
 
     def all(self) -> list[Callable[..., Any]]:
         return [
@@ -179,7 +182,11 @@ class ExecutionActivities:
                 cache_hit=cached is not None,
             )
             if not attempt.cache_hit:
-                attempts_repo.place_pending_attempts(session, heartbeat_grace=self._heartbeat_grace)
+                attempts_repo.place_pending_attempts(
+                    session,
+                    heartbeat_grace=self._heartbeat_grace,
+                    strategy=self._placement_strategy,
+                )
             result = AttemptStart(attempt.id, cached=attempt.cache_hit)
         if not result.cached:
             self._on_attempt_ready()

@@ -481,3 +481,43 @@ class Client:
                     f"execution {execution_id} still {execution['status']} after {timeout:g}s"
                 )
             time.sleep(poll_interval)
+
+    # Clusters (admin) -----------------------------------------------------------------------
+
+    def create_cluster(self, name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Create a cluster; the answer's `agent_token` is shown this once and never again.
+
+        Returns:
+            `cluster` (as `get_cluster` returns it) and `agent_token`, for its agent's
+            `FLEETFLOW_AGENT_TOKEN`.
+        """
+        body = {"name": name, "labels": dict(labels or {})}
+        return self._request("POST", "/api/v1/admin/clusters", json=body).json()
+
+    def list_clusters(self) -> list[dict[str, Any]]:
+        """Every cluster, by name: status (online/degraded/offline), agent version, last
+        heartbeat, capacity and active attempts."""
+        return self._request("GET", "/api/v1/clusters").json()
+
+    def get_cluster(self, name: str) -> dict[str, Any]:
+        """One cluster, as `list_clusters` shows it."""
+        return self._request("GET", f"/api/v1/clusters/{_path_part(name)}").json()
+
+    def rotate_cluster_token(self, name: str) -> dict[str, Any]:
+        """Give a cluster a new agent token, returned this once (`agent_token`); the old token
+        stops working at once, so its agent must be restarted with the new one."""
+        path = f"/api/v1/admin/clusters/{_path_part(name)}/rotate-token"
+        return self._request("POST", path).json()
+
+    # Previews -------------------------------------------------------------------------------
+
+    def preview_execution(
+        self, workflow: str, inputs: dict[str, Any], version: str | None = None
+    ) -> dict[str, Any]:
+        """What `create_execution` would do now, without creating anything: the inputs are
+        validated the same way; for each task, the clusters it fits on, the one it would be
+        placed on (and GPU type), and why the others are excluded."""
+        body: dict[str, Any] = {"workflow": workflow, "inputs": inputs}
+        if version:
+            body["version"] = version
+        return self._request("POST", "/api/v1/executions/preview", json=body).json()

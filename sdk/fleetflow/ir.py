@@ -12,7 +12,7 @@ import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SPEC_FORMAT_VERSION = 1
 
@@ -105,12 +105,37 @@ class TypedInterface(_Frozen):
 
 
 class Resources(_Frozen):
-    """What one attempt of a task requests. Memory in bytes; 0 means "executor default"."""
+    """What one attempt of a task requests. Memory in bytes; 0 means "executor default".
+
+    `gpu_type` is one accelerator model or a list of acceptable ones in order of preference
+    (placement takes the first that fits somewhere now); `gpu_types` reads either form as a
+    list. `labels` are cluster labels the cluster running the attempt must carry.
+    """
 
     cpu: float = 1.0
     memory_bytes: int = 0
     gpu: int = 0
-    gpu_type: str | None = None
+    gpu_type: str | list[str] | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("gpu_type")
+    @classmethod
+    def _known_gpu_types(cls, value: str | list[str] | None) -> str | list[str] | None:
+        types = [value] if isinstance(value, str) else value or []
+        if isinstance(value, list) and not value:
+            raise ValueError("gpu_type must name at least one GPU type")
+        if any(not t.strip() for t in types):
+            raise ValueError("GPU types must be non-empty strings")
+        if len(set(types)) != len(types):
+            raise ValueError(f"gpu_type lists a GPU type twice: {types}")
+        return value
+
+    @property
+    def gpu_types(self) -> list[str]:
+        """Acceptable GPU types, most preferred first; empty when any type will do."""
+        if self.gpu_type is None:
+            return []
+        return [self.gpu_type] if isinstance(self.gpu_type, str) else list(self.gpu_type)
 
 
 class TaskSpec(_Frozen):

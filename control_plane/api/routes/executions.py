@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from control_plane.api.deps import BlobStoreDep, LauncherDep, SessionDep, TenantDep
 from control_plane.api.errors import ApiError
 from control_plane.api.inputs import InputValidationError, validate_execution_inputs
-from control_plane.db.models import NO_MAP_INDEX, Execution
+from control_plane.db.models import NO_MAP_INDEX, Execution, WorkflowVersion
 from control_plane.db.repositories.executions import (
     cluster_names,
     create_execution,
@@ -69,9 +69,11 @@ def executions_public(session: Session, executions: Sequence[Execution]) -> list
     ]
 
 
-def _persist_execution(
+def validate_execution_request(
     session: Session, tenant_id: str, body: ExecutionCreate, blob_store: BlobStore
-) -> ExecutionPublic:
+) -> tuple[WorkflowVersion, dict[str, Any]]:
+    """The workflow version an execution request names and its validated inputs (404 for an
+    unknown workflow, 422 naming each wrong input); creation and its preview share it."""
     workflow = get_workflow_version(session, tenant_id, body.workflow, body.version)
     if workflow is None:
         which = f"version {body.version} of workflow" if body.version else "workflow"
@@ -95,6 +97,13 @@ def _persist_execution(
             f"invalid inputs for workflow {workflow.name} version {workflow.version}: {exc}",
             exc.errors,
         ) from None
+    return workflow, inputs
+
+
+def _persist_execution(
+    session: Session, tenant_id: str, body: ExecutionCreate, blob_store: BlobStore
+) -> ExecutionPublic:
+    workflow, inputs = validate_execution_request(session, tenant_id, body, blob_store)
     execution = create_execution(session, tenant_id, workflow, inputs)
     session.commit()
     return executions_public(session, [execution])[0]

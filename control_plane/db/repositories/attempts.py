@@ -6,13 +6,22 @@ policy allowed it, so concurrent leases, duplicated or late reports cannot both 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from control_plane.db.models import NO_MAP_INDEX, Cluster, TaskAttempt, new_id, utcnow
+from control_plane.db.models import (
+    NO_MAP_INDEX,
+    Cluster,
+    Execution,
+    TaskAttempt,
+    WorkflowVersion,
+    new_id,
+    utcnow,
+)
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
 from control_plane.db.repositories.clusters import as_utc, online_clusters
 from control_plane.orchestration.states import AttemptState
@@ -21,6 +30,8 @@ from control_plane.orchestration.transitions import (
     attempt_values,
     check_attempt_transition,
 )
+from control_plane.placement import Candidate, Strategy, Usage, free_capacity, place
+from fleetflow import ir
 
 A = AttemptState
 ACTIVE_STATES = (A.ASSIGNED.value, A.LEASED.value, A.RUNNING.value)
@@ -117,37 +128,170 @@ def move_attempt(
     return True
 
 
-def place_pending_attempts(
-    session: Session, *, heartbeat_grace: timedelta, only_cluster: Cluster | None = None
-) -> int:
-    """Assign PENDING attempts to online clusters, spreading by active attempts.
+# How many PENDING attempts one placement pass considers, oldest first.
+PLACEMENT_BATCH = 500
 
-    The walking skeleton's placement: every online cluster is eligible; the one with the
-    fewest active attempts wins, ties broken by name. Quotas, GPU types and labels come with
-    the placement issue. Returns how many attempts were assigned.
-    """
-    clusters = online_clusters(session, grace=heartbeat_grace)
-    if only_cluster is not None:
-        clusters = [c for c in clusters if c.id == only_cluster.id]
-    if not clusters:
-        return 0
+# Task resources by (workflow version id, task name). Workflow versions are immutable, so what
+# was read once stays true; bounded, so a long-lived process does not grow without limit.
+_TASK_RESOURCES: dict[tuple[str, str], ir.Resources] = {}
+_TASK_RESOURCES_MAX = 4096
+
+
+def _task_resources(
+    session: Session, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], ir.Resources]:
+    """`ir.Resources` of each (workflow version id, task name)."""
+    wanted = set(keys)
+    missing = {
+        spec_id for spec_id, task_name in wanted if (spec_id, task_name) not in _TASK_RESOURCES
+    }
+    if missing:
+        if len(_TASK_RESOURCES) > _TASK_RESOURCES_MAX:
+            _TASK_RESOURCES.clear()
+        rows = session.execute(
+            select(WorkflowVersion.id, WorkflowVersion.spec).where(WorkflowVersion.id.in_(missing))
+        ).all()
+        for spec_id, spec in rows:
+            for task_name, task in (spec.get("tasks") or {}).items():
+                resources = ir.Resources.model_validate(task.get("resources") or {})
+                _TASK_RESOURCES[(spec_id, task_name)] = resources
+    return {key: _TASK_RESOURCES.get(key, ir.Resources()) for key in wanted}
+
+
+def _workflow_version_ids(session: Session, execution_ids: Iterable[str]) -> dict[str, str]:
+    ids = set(execution_ids)
+    if not ids:
+        return {}
     rows = session.execute(
-        select(TaskAttempt.cluster_id, func.count())
-        .where(TaskAttempt.status.in_(ACTIVE_STATES))
-        .group_by(TaskAttempt.cluster_id)
+        select(Execution.id, Execution.workflow_spec_id).where(Execution.id.in_(ids))
     ).all()
-    load: dict[str | None, int] = {row[0]: row[1] for row in rows}
+    return {str(row.id): str(row.workflow_spec_id) for row in rows}
+
+
+def placement_candidates(
+    session: Session,
+    *,
+    heartbeat_grace: timedelta,
+    include_offline: bool = False,
+    now: datetime | None = None,
+) -> list[tuple[Cluster, Candidate]]:
+    """Clusters as placement sees them, by name: online or not, labels, free capacity now.
+
+    Free capacity is the agent's last heartbeat less the attempts active there that the
+    heartbeat cannot include yet: those still ASSIGNED, and those leased after it.
+    """
+    online = online_clusters(session, grace=heartbeat_grace, now=now)
+    online_ids = {c.id for c in online}
+    clusters = (
+        list(session.scalars(select(Cluster).order_by(Cluster.name))) if include_offline else online
+    )
+    if not clusters:
+        return []
+    by_id = {c.id: c for c in clusters}
+    rows = session.execute(
+        select(
+            TaskAttempt.cluster_id,
+            TaskAttempt.status,
+            TaskAttempt.leased_at,
+            TaskAttempt.task_name,
+            TaskAttempt.gpu_type,
+            Execution.workflow_spec_id,
+        )
+        .join(Execution, Execution.id == TaskAttempt.execution_id)
+        .where(TaskAttempt.status.in_(ACTIVE_STATES), TaskAttempt.cluster_id.in_(list(by_id)))
+    ).all()
+    resources = _task_resources(session, ((row.workflow_spec_id, row.task_name) for row in rows))
+    active: dict[str, int] = {}
+    unreflected: dict[str, list[Usage]] = {}
+    for row in rows:
+        cluster = by_id[row.cluster_id]
+        active[cluster.id] = active.get(cluster.id, 0) + 1
+        heartbeat = cluster.last_heartbeat_at
+        if (
+            row.status == A.ASSIGNED.value
+            or row.leased_at is None
+            or heartbeat is None
+            or as_utc(row.leased_at) > as_utc(heartbeat)
+        ):
+            usage = Usage.of(resources[(row.workflow_spec_id, row.task_name)], row.gpu_type)
+            unreflected.setdefault(cluster.id, []).append(usage)
+    return [
+        (
+            cluster,
+            Candidate(
+                name=cluster.name,
+                labels={str(k): str(v) for k, v in (cluster.labels or {}).items()},
+                online=cluster.id in online_ids,
+                free=free_capacity(cluster.capacity or {}, unreflected.get(cluster.id, ())),
+                active_attempts=active.get(cluster.id, 0),
+            ),
+        )
+        for cluster in clusters
+    ]
+
+
+def place_pending_attempts(
+    session: Session,
+    *,
+    heartbeat_grace: timedelta,
+    only_cluster: Cluster | None = None,
+    strategy: Strategy = Strategy.SPREAD,
+) -> int:
+    """Assign PENDING attempts, oldest first, to online clusters they fit on.
+
+    `control_plane.placement` decides: the task's required labels, acceptable GPU types (the
+    first that fits somewhere now), free GPUs, CPU and memory filter the clusters, and
+    `strategy` scores the rest (ties: fewest active attempts for spread, then the cluster's
+    name). An attempt that fits nowhere stays PENDING until capacity frees up. The chosen GPU
+    type is recorded on the attempt and sent with its assignment.
+
+    With `only_cluster` (an agent asking for work), attempts are assigned to that cluster
+    only, and only those it fits with the most preferred GPU type that fits anywhere.
+
+    On PostgreSQL the PENDING rows are read `FOR UPDATE SKIP LOCKED`, so control-plane
+    replicas placing at once work on different attempts; the compare-and-set in `move_attempt`
+    remains the guarantee. Returns how many attempts were assigned.
+    """
     pending = session.scalars(
         select(TaskAttempt)
         .where(TaskAttempt.status == A.PENDING.value)
         .order_by(TaskAttempt.created_at)
-        .limit(100)
+        .limit(PLACEMENT_BATCH)
+        .with_for_update(skip_locked=True)
     ).all()
+    if not pending:
+        return 0
+    placed = placement_candidates(session, heartbeat_grace=heartbeat_grace)
+    if only_cluster is not None and only_cluster.id not in {c.id for c, _ in placed}:
+        return 0  # offline: it gets nothing
+    cluster_ids = {candidate.name: cluster.id for cluster, candidate in placed}
+    candidates = {candidate.name: candidate for _, candidate in placed}
+    spec_ids = _workflow_version_ids(session, (a.execution_id for a in pending))
+    resources = _task_resources(session, ((spec_ids[a.execution_id], a.task_name) for a in pending))
+    fits_nowhere: set[tuple[str, str]] = set()  # capacity only shrinks during one pass
     assigned = 0
     for attempt in pending:
-        target = min(clusters, key=lambda c: (load.get(c.id, 0), c.name))
-        if move_attempt(session, attempt, A.ASSIGNED, cluster_id=target.id):
-            load[target.id] = load.get(target.id, 0) + 1
+        key = (spec_ids[attempt.execution_id], attempt.task_name)
+        if key in fits_nowhere:
+            continue
+        decision = place(
+            resources[key],
+            list(candidates.values()),
+            strategy,
+            restrict_to=only_cluster.name if only_cluster is not None else None,
+        )
+        if decision.cluster is None:
+            fits_nowhere.add(key)
+            continue
+        if move_attempt(
+            session,
+            attempt,
+            A.ASSIGNED,
+            cluster_id=cluster_ids[decision.cluster],
+            gpu_type=decision.gpu_type,
+        ):
+            usage = Usage.of(resources[key], decision.gpu_type)
+            candidates[decision.cluster] = candidates[decision.cluster].after(usage)
             assigned += 1
     return assigned
 

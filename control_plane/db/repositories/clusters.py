@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from control_plane.db.models import Cluster, new_id, utcnow
+from control_plane.db.models import Cluster, TaskAttempt, new_id, utcnow
+from control_plane.db.repositories._insert import insert_ignoring_conflicts
+from control_plane.orchestration.states import AttemptState
+
+# Attempts a cluster answers for: assigned to it, leased by its agent, or running there (the
+# same states placement counts as its load).
+_ACTIVE_STATES = (
+    AttemptState.ASSIGNED.value,
+    AttemptState.LEASED.value,
+    AttemptState.RUNNING.value,
+)
+
+
+class ClusterExistsError(ValueError):
+    """A cluster of that name exists already."""
 
 
 def hash_token(token: str) -> str:
@@ -33,6 +49,66 @@ def ensure_cluster(session: Session, name: str, token: str, labels: dict[str, st
         cluster.labels = labels
     session.flush()
     return cluster
+
+
+def create_cluster(session: Session, name: str, labels: dict[str, str]) -> tuple[Cluster, str]:
+    """Create a cluster with a fresh agent token; returns it and the token.
+
+    This is the only moment the token exists in clear: only its hash is stored.
+
+    Raises:
+        ClusterExistsError: a cluster called `name` exists (also when a concurrent request
+            created it first).
+    """
+    token = new_agent_token()
+    cluster_id = new_id("cl")
+    insert_ignoring_conflicts(
+        session,
+        Cluster,
+        {
+            "id": cluster_id,
+            "name": name,
+            "token_hash": hash_token(token),
+            "labels": labels,
+            "capacity": {},
+            "created_at": utcnow(),
+        },
+    )
+    cluster = get_cluster_by_name(session, name)
+    if cluster is None or cluster.id != cluster_id:
+        raise ClusterExistsError(f"cluster {name} exists already")
+    return cluster, token
+
+
+def rotate_agent_token(session: Session, cluster: Cluster) -> str:
+    """Give the cluster a fresh agent token; the previous one is refused from the next call
+    on. Returns the new token (its only appearance in clear)."""
+    token = new_agent_token()
+    cluster.token_hash = hash_token(token)
+    session.flush()
+    return token
+
+
+def get_cluster_by_name(session: Session, name: str) -> Cluster | None:
+    return session.scalar(select(Cluster).where(Cluster.name == name))
+
+
+def list_clusters(session: Session) -> list[Cluster]:
+    """Every cluster, by name."""
+    return list(session.scalars(select(Cluster).order_by(Cluster.name)))
+
+
+def active_attempt_counts(session: Session, cluster_ids: Iterable[str]) -> dict[str, int]:
+    """Cluster id -> attempts assigned to it, leased or running there (absent when none)."""
+    ids = list(cluster_ids)
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(TaskAttempt.cluster_id, func.count())
+        .where(TaskAttempt.cluster_id.in_(ids), TaskAttempt.status.in_(_ACTIVE_STATES))
+        .group_by(TaskAttempt.cluster_id)
+    ).all()
+    return {cluster_id: count for cluster_id, count in rows if cluster_id is not None}
 
 
 def cluster_for_token(session: Session, token: str) -> Cluster | None:
@@ -65,6 +141,43 @@ def online_clusters(
         (c for c in rows if c.last_heartbeat_at and as_utc(c.last_heartbeat_at) >= cutoff),
         key=lambda c: c.name,
     )
+
+
+class ClusterStatus(StrEnum):
+    """How a cluster's agent looks from the control plane, judged by its last heartbeat."""
+
+    ONLINE = "online"
+    DEGRADED = "degraded"
+    OFFLINE = "offline"
+
+
+ONLINE_HEARTBEAT_INTERVALS = 1.5
+"""A cluster is online while its last heartbeat is at most this many intervals old."""
+
+
+def cluster_status(
+    last_heartbeat_at: datetime | None,
+    *,
+    heartbeat_interval: timedelta,
+    grace: timedelta,
+    now: datetime | None = None,
+) -> ClusterStatus:
+    """The one rule for a cluster's status, from the age of its last heartbeat.
+
+    - online: at most 1.5 heartbeat intervals old: the agent is keeping time;
+    - degraded: older, but within `grace` (the heartbeat grace, 3 intervals): one or two
+      heartbeats missed; the cluster still receives work and keeps its attempts;
+    - offline: older than `grace`, or never heartbeated: nothing is placed there, and the
+      cluster-health loop marks its attempts LOST (they run again elsewhere).
+    """
+    if last_heartbeat_at is None:
+        return ClusterStatus.OFFLINE
+    age = (now or utcnow()) - as_utc(last_heartbeat_at)
+    if age <= heartbeat_interval * ONLINE_HEARTBEAT_INTERVALS:
+        return ClusterStatus.ONLINE
+    if age <= grace:
+        return ClusterStatus.DEGRADED
+    return ClusterStatus.OFFLINE
 
 
 def as_utc(value: datetime) -> datetime:

@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import Cluster, Execution, WorkflowVersion, new_id, utcnow
+from control_plane.metrics import count_execution_finished
 from control_plane.orchestration.states import ExecutionState
 from control_plane.orchestration.transitions import (
     IllegalTransitionError,
@@ -86,4 +87,7 @@ def move_execution(
         .execution_options(synchronize_session=False)
     )
     session.refresh(execution)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    moved = bool(result.rowcount)  # type: ignore[attr-defined]
+    if moved and target.terminal:
+        count_execution_finished(session, target)
+    return moved

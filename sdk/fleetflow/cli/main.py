@@ -1,9 +1,10 @@
 """`fleetflow`: the root command.
 
-The SDK owns `run` and `executions`; the control plane and the agent contribute their own
-groups (`control-plane`, `dev`, `agent`) through the `fleetflow.cli` entry-point group, so this
-package never imports them. `main()` is the one place where an exception becomes what the user
-reads: a one-line `error: …` and a non-zero exit code, never a traceback of ours.
+The SDK owns `run`, `executions` and `admin` (`cli/admin.py`); the control plane and the agent
+contribute their own groups (`control-plane`, `dev`, `agent`) through the `fleetflow.cli`
+entry-point group, so this package never imports them. `main()` is the one place where an
+exception becomes what the user reads: a one-line `error: …` and a non-zero exit code, never a
+traceback of ours.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rich.text import Text
 from typer.core import TyperCommand
 
 from fleetflow.cache import CACHE_DIR_ENV, LocalCache
+from fleetflow.cli.admin import admin_app
 from fleetflow.cli.inputs import split_input_flags
 from fleetflow.errors import FleetflowError
 
@@ -86,7 +88,7 @@ RUN_EPILOG = (
 
 # Options of `run` itself that take a value, so the words after them are not FILE/WORKFLOW.
 _RUN_VALUE_OPTIONS = frozenset({"--timeout", "--cache-dir"})
-_RUN_FLAGS = frozenset({"--remote", "--wait", "--no-wait"})
+_RUN_FLAGS = frozenset({"--remote", "--wait", "--no-wait", "--dry-run"})
 _WORKFLOW_HELP = "fleetflow.workflow_help"
 
 
@@ -154,6 +156,12 @@ def run(
         help="Give up waiting for a remote run after this many seconds (it keeps running).",
         show_default=False,
     ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="With --remote: upload and register, then only preview where each task would "
+        "run now (eligible clusters, why others are excluded); nothing is created.",
+    ),
     cache_dir: Path = typer.Option(
         None,
         "--cache-dir",
@@ -172,6 +180,8 @@ def run(
     if ctx.meta.get(_WORKFLOW_HELP):
         _print_workflow_help(wf, file)
         return
+    if dry_run and not remote:
+        raise FleetflowError("--dry-run previews a remote run: add --remote")
     values = wf.parse_cli_inputs(split_input_flags(ctx.args))
     _require_inputs(wf, values)
     if not remote:
@@ -190,6 +200,11 @@ def run(
         raise FleetflowError(
             "--cache-dir is for local runs; remote runs use the control plane's task cache"
         )
+    if dry_run:
+        from fleetflow.cli.remote import preview_remote
+
+        preview_remote(wf, root, values, console=console)
+        return
     from fleetflow.cli.remote import run_remote
 
     run_remote(wf, root, values, wait=wait, timeout=timeout, console=console)
@@ -461,6 +476,7 @@ def _mount_plugins() -> None:
 
 
 app.add_typer(executions_app, name="executions", rich_help_panel=WORKFLOWS_PANEL)
+app.add_typer(admin_app, name="admin", rich_help_panel=PLATFORM_PANEL)
 
 
 def _print_error(message: str, label: str = "error") -> None:

@@ -202,3 +202,71 @@ def print_execution(execution: dict[str, Any], console: Console, *, attempts: bo
         )
         if error.get("traceback"):
             console.print(error["traceback"], markup=False, highlight=False)
+
+
+def preview_remote(
+    wf: WorkflowFunction[..., Any], root: Path, values: dict[str, Any], *, console: Console
+) -> dict[str, Any]:
+    """`fleetflow run --remote --dry-run`: upload and register (both idempotent), then only
+    preview where each task would run now; no execution is created."""
+    literals = wf.inputs_to_literals(values)  # a wrong input fails before any upload
+    with Client() as client:
+        registered = register_remote(client, wf, root, console)
+        literals = client.upload_inputs(wf, literals)
+        preview = client.preview_execution(
+            registered["name"], literals, version=registered["version"]
+        )
+    print_preview(preview, console)
+    return preview
+
+
+def _quantity(number_of_bytes: int) -> str:
+    for unit, size in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if number_of_bytes >= size:
+            return f"{round(number_of_bytes / size, 1):g}{unit}"
+    return str(number_of_bytes)
+
+
+def describe_resources(resources: dict[str, Any]) -> str:
+    """`2 CPU, 4Gi, 8 GPU (H100 or A100), zone=eu`: a task's request on one line."""
+    parts = [f"{resources['cpu']:g} CPU"]
+    if resources.get("memory_bytes"):
+        parts.append(_quantity(resources["memory_bytes"]))
+    if resources.get("gpu"):
+        types = resources.get("gpu_types") or []
+        parts.append(f"{resources['gpu']} GPU" + (f" ({' or '.join(types)})" if types else ""))
+    parts += [f"{key}={value}" for key, value in sorted((resources.get("labels") or {}).items())]
+    return ", ".join(parts)
+
+
+def print_preview(preview: dict[str, Any], console: Console) -> None:
+    """A dry run for humans: a table of tasks and where each would run now, then, per task,
+    the clusters it cannot run on and why."""
+    console.print(
+        f"dry run of [bold]{preview['workflow']}[/bold] version {preview['version']} "
+        f"(placement: {preview['strategy']}): nothing was created",
+        highlight=False,
+    )
+    table = Table(box=None, pad_edge=False)
+    for column in ("TASK", "NODES", "REQUESTS", "WOULD RUN ON", "ELIGIBLE", "QUOTA"):
+        table.add_column(column, no_wrap=column in ("TASK", "NODES"))
+    for task in preview["tasks"]:
+        if task["cluster"]:
+            gpu = f" ({task['gpu_type']})" if task.get("gpu_type") else ""
+            where = Text(f"{task['cluster']}{gpu}", style="green")
+        else:
+            where = Text(f"waits: {task.get('waiting_reason') or 'no cluster fits'}", style="red")
+        table.add_row(
+            task["task"].rsplit(".", 1)[-1],
+            ", ".join(task["nodes"]),
+            describe_resources(task["resources"]),
+            where,
+            ", ".join(e["cluster"] for e in task["eligible"]) or "none",
+            task["quota"],
+        )
+    console.print(table)
+    for task in preview["tasks"]:
+        if task["excluded"]:
+            console.print(Text(f"{task['task']} cannot run on:", style="bold"))
+            for excluded in task["excluded"]:
+                console.print(Text(f"  {excluded['cluster']}: {excluded['reason']}"))

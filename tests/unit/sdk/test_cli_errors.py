@@ -139,7 +139,7 @@ def assert_one_clear_error(result: Result, *expected: str) -> str:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        ((), ["run", "executions", "dev", "control-plane", "agent", "--version"]),
+        ((), ["run", "executions", "admin", "dev", "control-plane", "agent", "--version"]),
         (
             ("run",),
             [
@@ -161,6 +161,12 @@ def assert_one_clear_error(result: Result, *expected: str) -> str:
         (("executions", "cancel"), ["ID"]),
         (("executions", "list"), ["--limit", "--status", "SUCCEEDED"]),
         (("executions", "get"), ["ID", "--json"]),
+        (("admin",), ["clusters"]),
+        (("admin", "clusters"), ["create", "list", "get", "rotate-token"]),
+        (("admin", "clusters", "create"), ["NAME", "--label", "KEY=VALUE", "--json"]),
+        (("admin", "clusters", "list"), ["online", "degraded", "offline", "--json"]),
+        (("admin", "clusters", "get"), ["NAME", "--json"]),
+        (("admin", "clusters", "rotate-token"), ["NAME", "old token stops working"]),
     ],
 )
 def test_help_documents_every_command_and_option(
@@ -173,7 +179,18 @@ def test_help_documents_every_command_and_option(
             assert text in result.out, f"{text!r} not in help of {args}:\n{result.out}"
 
 
-@pytest.mark.parametrize("args", [(), ("control-plane",), ("dev",), ("executions",), ("agent",)])
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),
+        ("control-plane",),
+        ("dev",),
+        ("executions",),
+        ("agent",),
+        ("admin",),
+        ("admin", "clusters"),
+    ],
+)
 def test_a_group_without_a_command_shows_usage_not_an_internal_error(
     fleetflow: Invoke, args: tuple[str, ...]
 ) -> None:

@@ -1,0 +1,114 @@
+"""Execution previews: what creating an execution would do now, without creating anything.
+
+`POST /api/v1/executions/preview` takes the body `POST /api/v1/executions` takes, validates it
+the same way (the same code), and answers, for each task of the workflow, the clusters it fits
+on, the one an attempt would be placed on now (and its GPU type), and why the others are
+excluded. `fleetflow run --remote --dry-run` prints it.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from control_plane.api.deps import BlobStoreDep, SessionDep, SettingsDep, TenantDep
+from control_plane.api.routes.executions import validate_execution_request
+from control_plane.db.repositories.attempts import placement_candidates
+from control_plane.placement import Candidate, Strategy, place
+from control_plane.schemas.common import ErrorResponse
+from control_plane.schemas.executions import ExecutionCreate
+from control_plane.schemas.previews import (
+    EligibleCluster,
+    ExcludedCluster,
+    ExecutionPreview,
+    ResourcesPublic,
+    TaskPreview,
+)
+from control_plane.settings import Settings
+from fleetflow.ir import TaskSpec, WorkflowSpec
+from fleetflow.storage import BlobStore
+
+router = APIRouter(prefix="/executions", tags=["executions"])
+
+
+def task_preview(
+    task: TaskSpec, nodes: list[str], candidates: list[Candidate], strategy: Strategy
+) -> TaskPreview:
+    """Where one attempt of `task` would be placed now."""
+    decision = place(task.resources, candidates, strategy)
+    resources = task.resources
+    return TaskPreview(
+        task=task.name,
+        nodes=nodes,
+        resources=ResourcesPublic(
+            cpu=resources.cpu,
+            memory_bytes=resources.memory_bytes,
+            gpu=resources.gpu,
+            gpu_types=resources.gpu_types if resources.gpu > 0 else [],
+            labels=resources.labels,
+        ),
+        cluster=decision.cluster,
+        gpu_type=decision.gpu_type,
+        waiting_reason=decision.reason or None,
+        eligible=[
+            EligibleCluster(cluster=name, gpu_types=list(types))
+            for name, types in decision.eligible.items()
+        ],
+        excluded=[
+            ExcludedCluster(cluster=name, reason=reason)
+            for name, reason in decision.excluded.items()
+        ],
+    )
+
+
+def _preview(
+    session: Session,
+    tenant_id: str,
+    body: ExecutionCreate,
+    blob_store: BlobStore,
+    settings: Settings,
+) -> ExecutionPreview:
+    workflow, inputs = validate_execution_request(session, tenant_id, body, blob_store)
+    spec = WorkflowSpec.model_validate(workflow.spec)
+    candidates = [
+        candidate
+        for _, candidate in placement_candidates(
+            session, heartbeat_grace=settings.grpc.heartbeat_grace, include_offline=True
+        )
+    ]
+    nodes: dict[str, list[str]] = {}
+    for node in spec.nodes:
+        nodes.setdefault(node.task, []).append(node.id)
+    strategy = settings.placement.strategy
+    return ExecutionPreview(
+        workflow=workflow.name,
+        version=workflow.version,
+        inputs=inputs,
+        strategy=strategy,
+        tasks=[
+            task_preview(spec.tasks[name], node_ids, candidates, strategy)
+            for name, node_ids in nodes.items()
+        ],
+    )
+
+
+@router.post(
+    "/preview",
+    responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+)
+async def preview_execution(
+    body: ExecutionCreate,
+    session: SessionDep,
+    tenant: TenantDep,
+    blob_store: BlobStoreDep,
+    settings: SettingsDep,
+) -> ExecutionPreview:
+    """Preview an execution without creating it: the same validation as creating one, then
+    for each task the clusters it fits on now, where an attempt would be placed (and on which
+    GPU type), and why each other cluster is excluded.
+
+    Nothing is written. The answer is a snapshot: capacity changes as attempts start and end.
+    Quota admission is not enforced yet, so every task reports `quota: "not enforced yet"`.
+    """
+    return await run_in_threadpool(_preview, session, tenant.id, body, blob_store, settings)

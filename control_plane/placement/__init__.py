@@ -1,0 +1,29 @@
+"""Placement: which cluster a task attempt runs on, and why not the others.
+
+`policy` decides (filter, GPU type preference, spread or binpack score, tie-break by name);
+`capacity` works out what a cluster has free from its agent's heartbeat and what was handed to
+it since. Both are pure: the database side lives in `db/repositories/attempts.py`
+(`place_pending_attempts`, `placement_candidates`).
+"""
+
+from control_plane.placement.capacity import FreeCapacity, Usage, free_capacity
+from control_plane.placement.policy import (
+    Candidate,
+    Decision,
+    Strategy,
+    fits_on,
+    format_bytes,
+    place,
+)
+
+__all__ = [
+    "Candidate",
+    "Decision",
+    "FreeCapacity",
+    "Strategy",
+    "Usage",
+    "fits_on",
+    "format_bytes",
+    "free_capacity",
+    "place",
+]

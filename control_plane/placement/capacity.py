@@ -1,0 +1,103 @@
+"""What a cluster has free for placement: its agent's last report, less what was handed to it
+since.
+
+An agent heartbeats its capacity (allocatable and in use: CPU, memory, GPUs per type; see
+`agent.proto` `Capacity`). Between two heartbeats the control plane assigns and leases more
+work there, which the report cannot show yet; counting it here is what keeps a burst of
+placements from overcommitting a cluster.
+
+A figure an agent does not report (0, the protobuf default) is not a limit, and a cluster whose
+agent reported nothing at all has unknown capacity: placement knows nothing to refuse it by.
+GPUs count as soon as anything was reported: an agent that reports CPU but no GPUs (the
+local-process agent) has none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from fleetflow import ir
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one active attempt holds on its cluster."""
+
+    cpu: float = 0.0
+    memory_bytes: int = 0
+    gpu: int = 0
+    # The GPU type placement chose for it (None: no GPUs, or not known).
+    gpu_type: str | None = None
+
+    @classmethod
+    def of(cls, resources: ir.Resources, gpu_type: str | None) -> Usage:
+        return cls(
+            cpu=resources.cpu,
+            memory_bytes=resources.memory_bytes,
+            gpu=resources.gpu,
+            gpu_type=gpu_type if resources.gpu > 0 else None,
+        )
+
+
+@dataclass(frozen=True)
+class FreeCapacity:
+    """Free capacity of one cluster now; `None` where the agent did not report the figure."""
+
+    cpu: float | None = None
+    memory_bytes: int | None = None
+    # Free GPUs by type, for every type the cluster has; None when nothing was reported.
+    gpus: Mapping[str, int] | None = field(default=None)
+
+    @property
+    def unknown(self) -> bool:
+        """Nothing was reported: no figure limits placement."""
+        return self.cpu is None and self.memory_bytes is None and self.gpus is None
+
+    def minus(self, usage: Usage) -> FreeCapacity:
+        """What is left after placing `usage` here (never below zero)."""
+        gpus = self.gpus
+        used = usage.gpu_type
+        if gpus is not None and usage.gpu and used is not None and used in gpus:
+            gpus = {**gpus, used: max(gpus[used] - usage.gpu, 0)}
+        memory = self.memory_bytes
+        return replace(
+            self,
+            cpu=None if self.cpu is None else max(self.cpu - usage.cpu, 0.0),
+            memory_bytes=None if memory is None else max(memory - usage.memory_bytes, 0),
+            gpus=gpus,
+        )
+
+
+def _number(reported: Mapping[str, Any], key: str) -> float:
+    value = reported.get(key) or 0
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def free_capacity(reported: Mapping[str, Any], unreflected: Iterable[Usage] = ()) -> FreeCapacity:
+    """Free capacity from an agent's last report (`Cluster.capacity`), less `unreflected`: the
+    attempts assigned or leased there that the report does not include yet."""
+    cpu_allocatable = _number(reported, "cpu_allocatable")
+    memory_allocatable = _number(reported, "memory_bytes_allocatable")
+    gpus: dict[str, int] = {}
+    for entry in reported.get("gpus") or ():
+        gpu_type = str(entry.get("gpu_type") or "")
+        allocatable = int(entry.get("allocatable") or 0)
+        if gpu_type and allocatable > 0:
+            unused = allocatable - int(entry.get("in_use") or 0)
+            gpus[gpu_type] = gpus.get(gpu_type, 0) + max(unused, 0)
+    if cpu_allocatable <= 0 and memory_allocatable <= 0 and not gpus:
+        return FreeCapacity()
+    free = FreeCapacity(
+        cpu=max(cpu_allocatable - _number(reported, "cpu_in_use"), 0.0)
+        if cpu_allocatable > 0
+        else None,
+        memory_bytes=max(int(memory_allocatable - _number(reported, "memory_bytes_in_use")), 0)
+        if memory_allocatable > 0
+        else None,
+        gpus=gpus,
+    )
+    for usage in unreflected:
+        free = free.minus(usage)
+    return free
