@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from control_plane import processes
-from fleetflow.cli.main import main
+from tests.unit.cli_harness import Invoke, Result, cli_invoker, user_environment
 
 GOOD = """
 from fleetflow import task, workflow
@@ -66,54 +65,14 @@ def boom(n: int = 3) -> int:
 """
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-Invoke = Callable[..., Result]
-
-
 @pytest.fixture(autouse=True)
-def user_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """A user with no control plane configured, a wide terminal, and modules imported by a
-    test forgotten afterwards (workflow files are imported by their file name)."""
-    monkeypatch.setenv("FLEETFLOW_CONFIG", str(tmp_path / "cli-config.json"))
-    for name in ("FLEETFLOW_API_URL", "FLEETFLOW_DEBUG"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    modules = set(sys.modules)
-    yield
-    # Only the workflow files: forgetting a library's lazily imported submodules would leave
-    # it half re-imported (httpx catching another copy of httpcore's exceptions).
-    for name in set(sys.modules) - modules:
-        if _is_below(getattr(sys.modules[name], "__file__", None), tmp_path):
-            del sys.modules[name]
-
-
-def _is_below(filename: str | None, directory: Path) -> bool:
-    return filename is not None and Path(filename).resolve().is_relative_to(directory.resolve())
+def _user(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    yield from user_environment(monkeypatch, tmp_path)
 
 
 @pytest.fixture
-def fleetflow(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Iterator[Invoke]:
-    def invoke(*args: str) -> Result:
-        monkeypatch.setattr(sys, "argv", ["fleetflow", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    yield invoke
+def fleetflow(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Invoke:
+    return cli_invoker(monkeypatch, capsys)
 
 
 def write(directory: Path, name: str, source: str) -> Path:

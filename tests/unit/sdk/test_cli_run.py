@@ -5,19 +5,16 @@ tests/integration/test_client.py.)"""
 from __future__ import annotations
 
 import io
-import json
 import re
-import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from fleetflow.cache import CACHE_DIR_ENV
-from fleetflow.cli.main import main
 from fleetflow.cli.remote import AttemptProgress
+from tests.unit.cli_harness import Invoke, cli_invoker, user_environment
 
 FLOW = '''
 """Squares and stats."""
@@ -75,56 +72,15 @@ def lines(data: File) -> int:
 '''
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def outputs(self) -> dict[str, object]:
-        """The JSON document on the last line of stdout."""
-        parsed = json.loads(self.out.strip().splitlines()[-1])
-        assert isinstance(parsed, dict)
-        return parsed
-
-
 @pytest.fixture(autouse=True)
-def user_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    monkeypatch.setenv("FLEETFLOW_CONFIG", str(tmp_path / "cli-config.json"))
-    for name in ("FLEETFLOW_API_URL", "FLEETFLOW_DEBUG", CACHE_DIR_ENV):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    modules = set(sys.modules)
+def _user(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     (tmp_path / "cli_flow.py").write_text(FLOW)
-    yield
-    # Only the workflow files: forgetting a library's lazily imported submodules would leave
-    # it half re-imported (httpx catching another copy of httpcore's exceptions).
-    for name in set(sys.modules) - modules:
-        if _is_below(getattr(sys.modules[name], "__file__", None), tmp_path):
-            del sys.modules[name]
-
-
-def _is_below(filename: str | None, directory: Path) -> bool:
-    return filename is not None and Path(filename).resolve().is_relative_to(directory.resolve())
+    yield from user_environment(monkeypatch, tmp_path)
 
 
 @pytest.fixture
-def fleetflow(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Callable[..., Result]:
-    def invoke(*args: str) -> Result:
-        monkeypatch.setattr(sys, "argv", ["fleetflow", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return invoke
+def fleetflow(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Invoke:
+    return cli_invoker(monkeypatch, capsys)
 
 
 @pytest.mark.parametrize(
@@ -137,7 +93,7 @@ def fleetflow(
     ],
 )
 def test_help_after_the_workflow_lists_its_typed_inputs(
-    fleetflow: Callable[..., Result], args: tuple[str, ...]
+    fleetflow: Invoke, args: tuple[str, ...]
 ) -> None:
     result = fleetflow(*args)
     assert result.code == 0, result
@@ -156,7 +112,7 @@ def test_help_after_the_workflow_lists_its_typed_inputs(
     assert "running" not in result.out  # nothing ran
 
 
-def test_plain_run_help_is_still_the_commands_own(fleetflow: Callable[..., Result]) -> None:
+def test_plain_run_help_is_still_the_commands_own(fleetflow: Invoke) -> None:
     for args in (("run", "--help"), ("run", "cli_flow.py", "--help")):
         result = fleetflow(*args)
         assert result.code == 0, result
@@ -165,7 +121,7 @@ def test_plain_run_help_is_still_the_commands_own(fleetflow: Callable[..., Resul
 
 
 def test_help_for_a_workflow_that_does_not_exist_is_an_error(
-    fleetflow: Callable[..., Result],
+    fleetflow: Invoke,
 ) -> None:
     result = fleetflow("run", "cli_flow.py", "nope", "--help")
     assert result.code == 1
@@ -175,9 +131,7 @@ def test_help_for_a_workflow_that_does_not_exist_is_an_error(
     )
 
 
-def test_local_outputs_are_json_by_output_name(
-    fleetflow: Callable[..., Result], tmp_path: Path
-) -> None:
+def test_local_outputs_are_json_by_output_name(fleetflow: Invoke, tmp_path: Path) -> None:
     marker = tmp_path / "ran.txt"
     result = fleetflow(
         "run", "cli_flow.py", "summarize", "--xs", "[1, 2, 3]", "--marker", str(marker)
@@ -187,7 +141,7 @@ def test_local_outputs_are_json_by_output_name(
     assert result.outputs() == {"stats": {"total": 14, "mean": 14 / 3}, "squares": [1, 4, 9]}
 
 
-def test_a_file_input_is_a_local_path(fleetflow: Callable[..., Result], tmp_path: Path) -> None:
+def test_a_file_input_is_a_local_path(fleetflow: Invoke, tmp_path: Path) -> None:
     data = tmp_path / "data.txt"
     data.write_text("a\nb\n")
     result = fleetflow("run", "cli_flow.py", "lines", "--data", "data.txt")
@@ -197,7 +151,7 @@ def test_a_file_input_is_a_local_path(fleetflow: Callable[..., Result], tmp_path
 
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_cache_dir_reuses_cached_task_outputs(
-    fleetflow: Callable[..., Result],
+    fleetflow: Invoke,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     how: str,
@@ -273,7 +227,7 @@ def test_remote_progress_is_a_live_table_on_a_terminal() -> None:
     assert re.search(r"n1-square\s+3\s+1\s+SUCCEEDED\s+local", final), text
 
 
-def test_cache_dir_is_refused_for_remote_runs(fleetflow: Callable[..., Result]) -> None:
+def test_cache_dir_is_refused_for_remote_runs(fleetflow: Invoke) -> None:
     args = ("run", "--remote", "--cache-dir", "c", "cli_flow.py", "summarize")
     result = fleetflow(*args, "--xs", "[1]", "--marker", "m")
     assert result.code == 1
