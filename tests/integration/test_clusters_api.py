@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -41,10 +40,10 @@ from control_plane.orchestration.workflows import AttemptFinished
 from control_plane.services.finish_notifier import FinishNotifier
 from control_plane.settings import DatabaseSettings, GrpcSettings, Settings
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
-from fleetflow.cli.main import main
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore
 from tests.integration.stack import Stack, start_agent
+from tests.unit.cli_harness import Result, cli_invoker
 
 pytestmark = pytest.mark.integration
 
@@ -455,13 +454,6 @@ async def test_a_token_works_only_for_its_own_cluster(
 # --- the CLI against a whole stack ------------------------------------------------------------
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
 @pytest.fixture
 def fleetflow(
     stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -473,17 +465,7 @@ def fleetflow(
     monkeypatch.delenv("FLEETFLOW_DEBUG", raising=False)
     monkeypatch.setenv("COLUMNS", "200")
 
-    def invoke(*args: str) -> Result:
-        monkeypatch.setattr(sys, "argv", ["fleetflow", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return invoke
+    return cli_invoker(monkeypatch, capsys)
 
 
 def wait_for(condition: Callable[[], Any], what: str, stack: Stack) -> Any:
