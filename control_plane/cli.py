@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from control_plane.settings import Settings
+from fleetflow import logs as fleetflow_logs
 from fleetflow.child_processes import die_with_parent_if_asked
 from fleetflow.errors import FleetflowError
 
@@ -42,12 +42,8 @@ def log_level_option(default: str) -> Any:
 
 
 def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    # Temporal's SDK is chatty at INFO about worker internals.
-    logging.getLogger("temporalio").setLevel(logging.WARNING)
+    """Logs to stderr at `level`, as text or JSON (`FLEETFLOW_LOG_FORMAT`), secrets redacted."""
+    fleetflow_logs.configure_logging(level)
 
 
 def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:

@@ -20,8 +20,10 @@ import uvicorn
 
 from control_plane.agent_api.interceptors import InternalErrorInterceptor
 from control_plane.agent_api.service import AgentService, AttemptsReady
+from control_plane.agent_api.tls import server_security
 from control_plane.api.app import create_app
 from control_plane.db.session import make_engine, make_session_factory
+from control_plane.metrics import MetricsEndpoint, serve_metrics
 from control_plane.orchestration.activities import ExecutionActivities
 from control_plane.orchestration.temporal import TemporalLauncher, connect_temporal, make_worker
 from control_plane.services.cluster_health import watch_cluster_health
@@ -55,7 +57,12 @@ async def run_control_plane(
     stop: asyncio.Event,
     started: asyncio.Event | None = None,
 ) -> None:
-    """Run the selected parts until `stop` is set, then shut them down in order."""
+    """Run the selected parts until `stop` is set, then shut them down in order.
+
+    Raises:
+        TlsConfigError: the agent service's TLS settings are invalid (before anything starts).
+    """
+    agent_security = server_security(settings.grpc) if parts.grpc else None
     engine = make_engine(settings.database.url)
     sessions = make_session_factory(engine)
     blob_store = open_blob_store(settings.blob.root)
@@ -68,6 +75,7 @@ async def run_control_plane(
     api_server: _EmbeddedUvicorn | None = None
     executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="activity")
     worker = None
+    worker_metrics: MetricsEndpoint | None = None
     try:
         if parts.worker:
             activities = ExecutionActivities(
@@ -75,9 +83,14 @@ async def run_control_plane(
                 blob_store,
                 on_attempt_ready=attempts_ready.notify,
                 heartbeat_grace=settings.grpc.heartbeat_grace,
+                placement_strategy=settings.placement.strategy,
             )
             worker = make_worker(client, settings.temporal.task_queue, activities, executor)
             tasks.append(asyncio.create_task(worker.run(), name="temporal-worker"))
+            if not parts.api and settings.metrics.worker_port is not None:
+                worker_metrics = serve_metrics(
+                    settings.metrics.worker_host, settings.metrics.worker_port
+                )
         if parts.grpc:
             notifier = FinishNotifier(sessions, launcher.signal_attempt_finished)
             tasks.append(asyncio.create_task(notifier.run(stop), name="finish-notifier"))
@@ -105,14 +118,18 @@ async def run_control_plane(
                     attempts_ready=attempts_ready,
                     max_lease_wait_seconds=settings.grpc.max_lease_wait_seconds,
                     heartbeat_interval_seconds=settings.grpc.heartbeat_interval_seconds,
+                    placement_strategy=settings.placement.strategy,
                 ),
                 grpc_server,
             )
             address = f"{settings.grpc.host}:{settings.grpc.port}"
-            if grpc_server.add_insecure_port(address) == 0:
+            assert agent_security is not None
+            if agent_security.add_port(grpc_server, address) == 0:
                 raise RuntimeError(f"cannot listen for agents on {address}")
             await grpc_server.start()
-            log.info("agent gRPC service listening on %s", address)
+            if agent_security.warning:
+                log.warning("%s", agent_security.warning)
+            log.info("agent gRPC service listening on %s (%s)", address, agent_security.description)
         if parts.api:
             app = create_app(
                 settings, session_factory=sessions, launcher=launcher, blob_store=blob_store
@@ -122,6 +139,7 @@ async def run_control_plane(
                 host=settings.api.host,
                 port=settings.api.port,
                 log_level="warning",
+                log_config=None,  # uvicorn's records go to our handler: format, redaction
                 lifespan="on",
             )
             api_server = _EmbeddedUvicorn(config)
@@ -160,4 +178,6 @@ async def run_control_plane(
             except Exception:  # already reported above or irrelevant during shutdown
                 log.debug("part %s ended with an error during shutdown", task.get_name())
         executor.shutdown(wait=False, cancel_futures=True)
+        if worker_metrics is not None:
+            worker_metrics.stop()
         engine.dispose()

@@ -81,6 +81,17 @@ class PlacementSettings(BaseSettings):
     )
 
 
+class MetricsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEETFLOW_METRICS_", extra="ignore")
+
+    # A process serving the REST API has /metrics there; a worker on its own has none unless
+    # this port is set (its finished-executions counter lives in that process).
+    worker_port: int | None = Field(
+        default=None, description="serve a lone worker's metrics at http://HOST:PORT/metrics"
+    )
+    worker_host: str = "127.0.0.1"
+
+
 class Settings(BaseSettings):
     """All control-plane settings. Sub-settings read their own `FLEETFLOW_<SUBSYSTEM>_*`."""
 
@@ -92,3 +103,4 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)

@@ -39,8 +39,10 @@ from data_plane_agent.executors.local_process import LocalProcessExecutor
 from data_plane_agent.protocol import assignment_from_proto, report_request
 from data_plane_agent.report_buffer import ReportBuffer
 from data_plane_agent.settings import AgentSettings
+from data_plane_agent.tls import channel_security, connection_hint
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.errors import FleetflowError
+from fleetflow.logs import log_context
 
 logger = logging.getLogger(__name__)
 
@@ -128,12 +130,16 @@ class Agent:
     """The data-plane agent of one cluster.
 
     Args:
-        settings: Where the control plane is, the cluster token, capacity limits.
+        settings: Where the control plane is, the cluster token, capacity limits, TLS.
         executor: Runs the attempts (default: a `LocalProcessExecutor` under `work_dir`).
+
+    Raises:
+        TlsConfigError: The TLS settings are invalid.
     """
 
     def __init__(self, settings: AgentSettings, executor: Executor | None = None) -> None:
         self._settings = settings
+        self._security = channel_security(settings)
         self._executor: Executor = executor or LocalProcessExecutor(
             settings.work_dir, kill_grace_seconds=settings.kill_grace_seconds
         )
@@ -143,6 +149,9 @@ class Agent:
         # Attempts leased and not yet ended, with the count of reports made for each.
         self._active: dict[str, TaskAssignment] = {}
         self._sequences: dict[str, int] = {}
+        # Execution and node of recently leased attempts, for the log lines about their
+        # reports, which may be delivered long after the attempt ended. Oldest dropped first.
+        self._origins: dict[str, tuple[str, str]] = {}
         self._stop_requested: set[str] = set()
         self._channel: grpc.aio.Channel | None = None
         self._stub: agent_pb2_grpc.AgentServiceStub | None = None
@@ -250,8 +259,9 @@ class Agent:
             self._settings.reconnect_initial_backoff_seconds,
             self._settings.reconnect_max_backoff_seconds,
         )
+        logger.info("dialling the control plane at %s (%s)", target, self._security.description)
         while not self._stopping.is_set():
-            channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            channel = self._security.open_channel(target, _CHANNEL_OPTIONS)
             stub = agent_pb2_grpc.AgentServiceStub(channel)
             try:
                 response = await stub.Register(
@@ -265,11 +275,13 @@ class Agent:
                         f"({exc.code().name}: {exc.details()}); check FLEETFLOW_AGENT_TOKEN"
                     ) from None
                 delay = backoff.next_delay()
+                hint = connection_hint(exc.details() or "", self._security, self._settings)
                 logger.warning(
-                    "cannot register with the control plane at %s (%s: %s); retrying in %.1fs",
+                    "cannot register with the control plane at %s (%s: %s)%s; retrying in %.1fs",
                     target,
                     exc.code().name,
                     exc.details(),
+                    f"; {hint}" if hint else "",
                     delay,
                 )
                 await self._sleep_unless_stopping(delay)
@@ -375,8 +387,20 @@ class Agent:
         for attempt_id in attempt_ids:
             if attempt_id in running and attempt_id not in self._stop_requested:
                 self._stop_requested.add(attempt_id)
-                logger.info("attempt %s: the control plane asked to stop it", attempt_id)
-                self._spawn(self._executor.kill(attempt_id, "stopped by the control plane"))
+                with self._attempt_log_context(attempt_id):
+                    logger.info("attempt %s: the control plane asked to stop it", attempt_id)
+                    self._spawn(self._executor.kill(attempt_id, "stopped by the control plane"))
+
+    def _attempt_log_context(self, attempt_id: str) -> contextlib.AbstractContextManager[None]:
+        """Log fields of an attempt: its id, and its execution and node when known (not for
+        reports a previous agent process left)."""
+        execution_id, node_id = self._origins.get(attempt_id, (None, None))
+        return log_context(
+            cluster=self.cluster_name,
+            execution_id=execution_id,
+            node_id=node_id,
+            attempt_id=attempt_id,
+        )
 
     async def _lease_loop(self, stub: agent_pb2_grpc.AgentServiceStub) -> None:
         wait_seconds = self._settings.lease_wait_seconds
@@ -407,6 +431,16 @@ class Agent:
                 self._start_launch(assignment_from_proto(message))
 
     def _start_launch(self, assignment: TaskAssignment) -> None:
+        with log_context(
+            cluster=self.cluster_name,
+            execution_id=assignment.execution_id,
+            node_id=assignment.node_id,
+            attempt_id=assignment.attempt_id,
+        ):
+            # The launch task copies this context: its logs, and the executor's, carry the ids.
+            self._start_launch_in_context(assignment)
+
+    def _start_launch_in_context(self, assignment: TaskAssignment) -> None:
         attempt_id = assignment.attempt_id
         if attempt_id in self._active:
             logger.warning("attempt %s: leased again while running here; ignoring", attempt_id)
@@ -422,6 +456,10 @@ class Agent:
         )
         self._active[attempt_id] = assignment
         self._sequences[attempt_id] = 0
+        self._origins[attempt_id] = (assignment.execution_id, assignment.node_id)
+        remembered = self._settings.max_buffered_reports + self._settings.max_parallel
+        while len(self._origins) > remembered:
+            del self._origins[next(iter(self._origins))]
         self._idle.clear()
         # A task of its own, so that ending the session never cancels a half-started launch.
         task = asyncio.create_task(self._launch(assignment), name=f"launch-{attempt_id}")
@@ -445,7 +483,9 @@ class Agent:
 
     async def _pump_executor_events(self) -> None:
         while True:
-            await self._record_event(await self._executor.next_event())
+            event = await self._executor.next_event()
+            with self._attempt_log_context(event.attempt_id):
+                await self._record_event(event)
 
     async def _record_event(self, event: AttemptEvent) -> None:
         """Queue the report of one state change; a terminal one frees the attempt's slot.
@@ -493,48 +533,49 @@ class Agent:
             stub = self._stub
             assert stub is not None
             attempt_id = pending.request.attempt_id
-            try:
-                response = await stub.ReportStatus(
-                    pending.request, metadata=self._metadata, timeout=RPC_TIMEOUT_SECONDS
-                )
-            except grpc.aio.AioRpcError as exc:
-                pending.tries += 1
-                code = exc.code()
-                if code in _OUTAGE_CODES or (
-                    code in _SERVER_ERROR_CODES and pending.tries < MAX_REPORT_TRIES
-                ):
-                    delay = backoff.next_delay()
-                    logger.warning(
-                        "attempt %s: could not send its %s (%s: %s); retrying in %.1fs",
+            with self._attempt_log_context(attempt_id):
+                try:
+                    response = await stub.ReportStatus(
+                        pending.request, metadata=self._metadata, timeout=RPC_TIMEOUT_SECONDS
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    pending.tries += 1
+                    code = exc.code()
+                    if code in _OUTAGE_CODES or (
+                        code in _SERVER_ERROR_CODES and pending.tries < MAX_REPORT_TRIES
+                    ):
+                        delay = backoff.next_delay()
+                        logger.warning(
+                            "attempt %s: could not send its %s (%s: %s); retrying in %.1fs",
+                            attempt_id,
+                            pending.describe(),
+                            code.name,
+                            exc.details(),
+                            delay,
+                        )
+                        await asyncio.sleep(delay)  # pacing between retries
+                        continue
+                    logger.error(
+                        "attempt %s: giving up on its %s after %d tries (%s: %s)",
                         attempt_id,
                         pending.describe(),
+                        pending.tries,
                         code.name,
                         exc.details(),
-                        delay,
                     )
-                    await asyncio.sleep(delay)  # pacing between retries
+                    self._reports.remove(pending)
                     continue
-                logger.error(
-                    "attempt %s: giving up on its %s after %d tries (%s: %s)",
-                    attempt_id,
-                    pending.describe(),
-                    pending.tries,
-                    code.name,
-                    exc.details(),
-                )
+                backoff.reset()
                 self._reports.remove(pending)
-                continue
-            backoff.reset()
-            self._reports.remove(pending)
-            if response.accepted:
-                logger.info("attempt %s: delivered its %s", attempt_id, pending.describe())
-            else:
-                logger.info(
-                    "attempt %s: the control plane ignored its %s: %s",
-                    attempt_id,
-                    pending.describe(),
-                    response.reason or "no reason given",
-                )
+                if response.accepted:
+                    logger.info("attempt %s: delivered its %s", attempt_id, pending.describe())
+                else:
+                    logger.info(
+                        "attempt %s: the control plane ignored its %s: %s",
+                        attempt_id,
+                        pending.describe(),
+                        response.reason or "no reason given",
+                    )
 
 
 def lock_work_dir(work_dir: Path) -> IO[bytes] | None:

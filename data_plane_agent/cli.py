@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,9 +17,10 @@ from pydantic import ValidationError
 
 from data_plane_agent.agent import run_agent
 from data_plane_agent.settings import AgentSettings
+from data_plane_agent.tls import channel_security
 from fleetflow.child_processes import die_with_parent_if_asked
-
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+from fleetflow.logs import LogConfigError, configure_logging
+from fleetflow.tls import TlsConfigError
 
 app = typer.Typer(
     help="Run the Fleetflow data-plane agent of a cluster.",
@@ -105,7 +105,11 @@ def run(
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
         raise _fail(f"unknown log level {log_level!r}")
-    logging.basicConfig(level=level, stream=sys.stderr, format=LOG_FORMAT)
+    try:
+        channel_security(settings)  # TLS files readable and settings consistent, before starting
+        configure_logging(log_level)
+    except (TlsConfigError, LogConfigError) as exc:
+        raise _fail(str(exc)) from None
     code = asyncio.run(run_agent(settings))
     if code:
         raise typer.Exit(code=code)

@@ -48,3 +48,18 @@ class AgentSettings(BaseSettings):
         ge=1,
         description="status reports kept on disk while the control plane is away",
     )
+    # TLS to the control plane (data_plane_agent/tls.py). Plaintext only with `insecure` or to
+    # a loopback address; otherwise TLS, trusting `tls_ca_file` or the default roots.
+    tls_ca_file: Path | None = Field(
+        default=None, description="CA(s) the control plane's certificate must chain to (PEM)"
+    )
+    tls_cert_file: Path | None = Field(
+        default=None, description="client certificate (PEM), for a control plane requiring mTLS"
+    )
+    tls_key_file: Path | None = Field(default=None, description="the client certificate's key")
+    tls_server_name: str | None = Field(
+        default=None,
+        description="name to verify the control plane's certificate against, instead of the "
+        "host of control_plane",
+    )
+    insecure: bool = Field(default=False, description="dial the control plane in plaintext")

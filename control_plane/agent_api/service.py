@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from typing import NamedTuple
 
 import grpc
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,11 +26,13 @@ from control_plane.db.models import Cluster, Execution, Tenant, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.session import transaction
+from control_plane.metrics import observe_dispatch
 from control_plane.placement import Strategy
 from control_plane.services.finish_notifier import FinishNotifier
 from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.agent.v1 import agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec
+from fleetflow.logs import log_context
 from fleetflow.storage import BlobStore
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,13 @@ class AttemptsReady:
             self._waiters.discard(event)
 
 
+class Caller(NamedTuple):
+    """The cluster whose agent made a call."""
+
+    cluster_id: str
+    cluster_name: str
+
+
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
         self,
@@ -108,30 +118,32 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
     def heartbeat_grace(self) -> timedelta:
         return timedelta(seconds=self._heartbeat_interval * 3)
 
-    async def _authenticate(self, context: grpc.aio.ServicerContext) -> str:
-        """Return the id of the cluster whose token the call carries, or abort."""
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> Caller:
+        """Return the cluster whose token the call carries, or abort."""
         token = ""
         for key, value in context.invocation_metadata() or ():
             if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
                 token = value.removeprefix("Bearer ").strip()
         if not token:
+            log.warning("refused an agent call from %s: missing bearer token", context.peer())
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing bearer token")
 
-        def lookup() -> str | None:
+        def lookup() -> Caller | None:
             with transaction(self._sessions) as session:
                 cluster = clusters_repo.cluster_for_token(session, token)
-                return cluster.id if cluster else None
+                return Caller(cluster.id, cluster.name) if cluster else None
 
-        cluster_id = await asyncio.to_thread(lookup)
-        if cluster_id is None:
+        caller = await asyncio.to_thread(lookup)
+        if caller is None:
+            log.warning("refused an agent call from %s: invalid agent token", context.peer())
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid agent token")
-        assert cluster_id is not None
-        return cluster_id
+        assert caller is not None
+        return caller
 
     async def Register(  # noqa: N802 (gRPC method names)
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> pb.RegisterResponse:
-        cluster_id = await self._authenticate(context)
+        cluster_id, _ = await self._authenticate(context)
 
         running: dict[str, int | None] = {r.attempt_id: r.fencing_token for r in request.running}
 
@@ -171,7 +183,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
     async def Heartbeat(  # noqa: N802
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> pb.HeartbeatResponse:
-        cluster_id = await self._authenticate(context)
+        cluster_id, _ = await self._authenticate(context)
         running: dict[str, int | None] = dict.fromkeys(request.running_attempt_ids)
 
         def heartbeat() -> tuple[list[str], list[str]]:
@@ -212,32 +224,50 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                         attempt, spec, tenant=tenant.name, bundle_uri=bundle_uri
                     )
                 )
-            return assignments
+            waits = [
+                (clusters_repo.as_utc(a.created_at), clusters_repo.as_utc(a.leased_at))
+                for a in leased
+                if a.leased_at is not None
+            ]
+        # Committed: these attempts are dispatched.
+        for created_at, leased_at in waits:
+            observe_dispatch(created_at, leased_at)
+        return assignments
 
     async def LeaseAttempts(  # noqa: N802
         self, request: pb.LeaseAttemptsRequest, context: grpc.aio.ServicerContext
     ) -> pb.LeaseAttemptsResponse:
-        cluster_id = await self._authenticate(context)
+        cluster_id, cluster_name = await self._authenticate(context)
         max_attempts = min(max(request.max_attempts, 1), 100)
         wait = min(max(request.wait_seconds, 0), self._max_wait)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
             seen = self._ready.generation
-            assignments = await asyncio.to_thread(self._lease, cluster_id, max_attempts)
+            with log_context(cluster=cluster_name):
+                assignments = await asyncio.to_thread(self._lease, cluster_id, max_attempts)
             remaining = deadline - loop.time()
             if assignments or remaining <= 0 or context.done():
                 for a in assignments:
-                    log.info(
-                        "leased attempt %s (node %s) to %s", a.attempt_id, a.node_id, cluster_id
-                    )
+                    with log_context(
+                        cluster=cluster_name,
+                        execution_id=a.execution_id,
+                        node_id=a.node_id,
+                        attempt_id=a.attempt_id,
+                    ):
+                        log.info(
+                            "leased attempt %s (node %s) to %s",
+                            a.attempt_id,
+                            a.node_id,
+                            cluster_name,
+                        )
                 return pb.LeaseAttemptsResponse(assignments=assignments)
             await self._ready.wait(min(remaining, _RECHECK_SECONDS), since=seen)
 
     async def ReportStatus(  # noqa: N802
         self, request: pb.ReportStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportStatusResponse:
-        cluster_id = await self._authenticate(context)
+        cluster_id, cluster_name = await self._authenticate(context)
         state = attempt_state_from_proto(request.state)
         if state is None:
             await context.abort(
@@ -261,11 +291,19 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 )
             return outcome
 
-        outcome = await asyncio.to_thread(apply)
-        if outcome.finished:
-            log.info("attempt %s finished: %s", request.attempt_id, state.value)
-        elif not outcome.accepted:
-            log.warning("rejected report for %s: %s", request.attempt_id, outcome.reason)
+        with log_context(cluster=cluster_name, attempt_id=request.attempt_id):
+            outcome = await asyncio.to_thread(apply)
+        attempt = outcome.attempt
+        with log_context(
+            cluster=cluster_name,
+            execution_id=attempt.execution_id if attempt else None,
+            node_id=attempt.node_id if attempt else None,
+            attempt_id=request.attempt_id,
+        ):
+            if outcome.finished:
+                log.info("attempt %s finished: %s", request.attempt_id, state.value)
+            elif not outcome.accepted:
+                log.warning("rejected report for %s: %s", request.attempt_id, outcome.reason)
         if outcome.finished:
             # Committed; deliver now. If that fails, the notifier's loop delivers it later.
             await self._notifier.deliver_pending()

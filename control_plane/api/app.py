@@ -6,6 +6,7 @@ blob store), so the server, `fleetflow dev up` and the tests assemble it the sam
 
 from __future__ import annotations
 
+from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, FastAPI
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.api.deps import ExecutionLauncher
 from control_plane.api.errors import install_error_handlers
+from control_plane.api.metrics import install_metrics
 from control_plane.api.routes import (
     bundles,
     clusters,
@@ -63,6 +65,12 @@ def create_app(
     app.state.blob_store = blob_store
     app.state.max_bundle_bytes = max_bundle_bytes
     install_error_handlers(app)
+    install_metrics(
+        app,
+        session_factory,
+        heartbeat_interval=timedelta(seconds=settings.grpc.heartbeat_interval_seconds),
+        grace=settings.grpc.heartbeat_grace,
+    )
 
     app.include_router(health.router)
     api = APIRouter(prefix=API_PREFIX)

@@ -9,6 +9,7 @@ refuses repeats.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -41,7 +42,10 @@ from fleetflow.ir import (
     NodeOutputBinding,
     WorkflowSpec,
 )
+from fleetflow.logs import log_context
 from fleetflow.storage import BlobStore
+
+log = logging.getLogger(__name__)
 
 
 def node_prefix(execution_id: str, node_id: str) -> str:
@@ -115,9 +119,10 @@ class ExecutionActivities:
     @activity.defn(name="begin_execution")
     def begin_execution(self, execution_id: str) -> ExecutionPlan:
         """Mark the execution RUNNING and return the DAG the workflow walks."""
-        with transaction(self._sessions) as session:
+        with log_context(execution_id=execution_id), transaction(self._sessions) as session:
             execution, spec = self._load(session, execution_id)
-            move_execution(session, execution, ExecutionState.RUNNING)
+            if move_execution(session, execution, ExecutionState.RUNNING):
+                log.info("execution %s running", execution_id)
         return ExecutionPlan(
             nodes=[
                 PlanNode(
@@ -153,7 +158,10 @@ class ExecutionActivities:
     def start_attempt(self, args: StartAttemptInput) -> AttemptStart:
         """Write the unit's inputs, then answer from the task cache or create and place an
         attempt for an agent to lease."""
-        with transaction(self._sessions) as session:
+        with (
+            log_context(execution_id=args.execution_id, node_id=args.node_id),
+            transaction(self._sessions) as session,
+        ):
             execution, spec = self._load(session, args.execution_id)
             node = spec.node(args.node_id)
             task = spec.tasks[node.task]
@@ -188,6 +196,13 @@ class ExecutionActivities:
                     strategy=self._placement_strategy,
                 )
             result = AttemptStart(attempt.id, cached=attempt.cache_hit)
+            with log_context(attempt_id=attempt.id):
+                log.info(
+                    "attempt %s of node %s created%s",
+                    attempt.id,
+                    args.node_id,
+                    " (from the task cache)" if attempt.cache_hit else "",
+                )
         if not result.cached:
             self._on_attempt_ready()
         return result
@@ -242,7 +257,10 @@ class ExecutionActivities:
     @activity.defn(name="finish_execution")
     def finish_execution(self, args: FinishExecutionInput) -> None:
         """Record outputs, the failure or the cancellation; cancel attempts still active."""
-        with transaction(self._sessions) as session:
+        with (
+            log_context(execution_id=args.execution_id),
+            transaction(self._sessions) as session,
+        ):
             execution, spec = self._load(session, args.execution_id)
             if args.status == ExecutionState.SUCCEEDED:
                 outputs = {
@@ -257,6 +275,7 @@ class ExecutionActivities:
                     session, execution, ExecutionState.FAILED, error=self._error(session, args)
                 )
             self._cancel_active_attempts(session, execution.id)
+            log.info("execution %s finished: %s", execution.id, execution.status)
 
     @staticmethod
     def _error(session: Session, args: FinishExecutionInput) -> dict[str, Any]:

@@ -89,10 +89,16 @@ class Stack:
 
 
 def start_stack(
-    home: Path, database_url: str, temporal: TemporalServer, *, split: bool = False
+    home: Path,
+    database_url: str,
+    temporal: TemporalServer,
+    *,
+    split: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> Stack:
     """Start the control plane and an agent. `split` runs the Temporal worker in its own
-    process (`serve` + `worker`, as in production) instead of `serve --with-worker`."""
+    process (`serve` + `worker`, as in production) instead of `serve --with-worker`;
+    `extra_env` adds settings for every process (e.g. TLS)."""
     home.mkdir(parents=True, exist_ok=True)
     upgrade_database(database_url)
     engine = make_engine(database_url)
@@ -116,6 +122,7 @@ def start_stack(
         "FLEETFLOW_GRPC_AGENT_RECONNECT_ALLOWANCE_SECONDS": "4",
         "FLEETFLOW_API_URL": f"http://127.0.0.1:{api_port}",
         "FLEETFLOW_CONFIG": str(home / "cli-config.json"),
+        **(extra_env or {}),
     }
     stack = Stack(
         home=home,

@@ -1,0 +1,128 @@
+"""The agent gRPC service in the test's own event loop, composed as `control_plane/server.py`
+composes it, with a seeded database: cluster `alpha` (token `TOKEN`), tenant `research`, and
+one QUEUED execution of the shared two-task spec whose attempts tests create by hand.
+
+Temporal is left out: finished attempts are delivered to `AgentServer.delivered` instead of a
+workflow signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_plane.agent_api.interceptors import InternalErrorInterceptor
+from control_plane.agent_api.service import AgentService, AttemptsReady
+from control_plane.agent_api.tls import ServerSecurity
+from control_plane.db.models import TaskAttempt
+from control_plane.db.repositories import attempts as attempts_repo
+from control_plane.db.repositories import clusters as clusters_repo
+from control_plane.db.repositories.executions import create_execution
+from control_plane.db.repositories.tenants import get_or_create_tenant
+from control_plane.db.repositories.workflows import register_workflow_version
+from control_plane.db.session import transaction
+from control_plane.orchestration.workflows import AttemptFinished
+from control_plane.services.finish_notifier import FinishNotifier
+from fleetflow.agent.v1 import agent_pb2_grpc
+from fleetflow.ir import WorkflowSpec
+from fleetflow.storage import LocalBlobStore
+
+TOKEN = "ffa_agent-server-token-alpha"
+CLUSTER = "alpha"
+BUNDLE_DIGEST = "e" * 64
+PREPARE_NODE = "n0"
+PREPARE_TASK = "examples.train.prepare"
+
+
+@dataclass
+class AgentServer:
+    sessions: sessionmaker[Session]
+    blobs: LocalBlobStore
+    port: int
+    cluster_id: str
+    execution_id: str
+    delivered: list[tuple[str, AttemptFinished]] = field(default_factory=list)
+    _attempt_numbers: int = 0
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def create_attempt(self, node_id: str = PREPARE_NODE) -> str:
+        """What the `start_attempt` activity does: inputs in the blob store, a PENDING row."""
+        self._attempt_numbers += 1
+        prefix = f"executions/{self.execution_id}/{node_id}/{self._attempt_numbers}"
+        with transaction(self.sessions) as session:
+            attempt = attempts_repo.create_attempt(
+                session,
+                execution_id=self.execution_id,
+                node_id=node_id,
+                task_name=PREPARE_TASK,
+                attempt_number=self._attempt_numbers,
+                inputs_uri=self.blobs.put(f"{prefix}/inputs.json", b'{"n": 3}'),
+                outputs_uri=self.blobs.uri(f"{prefix}/outputs.json"),
+            )
+            return attempt.id
+
+    def attempt_status(self, attempt_id: str) -> str:
+        with transaction(self.sessions) as session:
+            return session.get_one(TaskAttempt, attempt_id).status
+
+
+def seed(sessions: sessionmaker[Session], spec: WorkflowSpec) -> tuple[str, str]:
+    """Cluster `alpha`, tenant `research` and a QUEUED execution; returns their cluster and
+    execution ids."""
+    with transaction(sessions) as session:
+        cluster = clusters_repo.ensure_cluster(session, CLUSTER, TOKEN, {})
+        tenant = get_or_create_tenant(session, "research")
+        workflow = register_workflow_version(session, tenant.id, spec, BUNDLE_DIGEST, None)
+        execution = create_execution(session, tenant.id, workflow, {"n": 3})
+        return cluster.id, execution.id
+
+
+@contextlib.asynccontextmanager
+async def serve_agent_service(
+    sessions: sessionmaker[Session],
+    spec: WorkflowSpec,
+    blob_root: Path,
+    *,
+    security: ServerSecurity | None = None,
+    heartbeat_interval_seconds: int = 7,
+) -> AsyncIterator[AgentServer]:
+    """Serve AgentService on a free loopback port, plaintext unless `security` says TLS."""
+    blobs = LocalBlobStore(blob_root)
+    blobs.put(f"bundles/{BUNDLE_DIGEST}.tar.gz", b"not really a tarball")
+    cluster_id, execution_id = seed(sessions, spec)
+    delivered: list[tuple[str, AttemptFinished]] = []
+
+    async def record(execution: str, finished: AttemptFinished) -> None:
+        delivered.append((execution, finished))
+
+    ready = AttemptsReady()
+    ready.bind(asyncio.get_running_loop())
+    server = grpc.aio.server(interceptors=[InternalErrorInterceptor()])
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(
+        AgentService(
+            sessions,
+            blobs,
+            FinishNotifier(sessions, record),
+            attempts_ready=ready,
+            max_lease_wait_seconds=30,
+            heartbeat_interval_seconds=heartbeat_interval_seconds,
+        ),
+        server,
+    )
+    address = "127.0.0.1:0"
+    port = security.add_port(server, address) if security else server.add_insecure_port(address)
+    assert port, "could not bind a loopback port"
+    await server.start()
+    try:
+        yield AgentServer(sessions, blobs, port, cluster_id, execution_id, delivered)
+    finally:
+        await server.stop(grace=None)
