@@ -8,7 +8,7 @@ back from a fresh session.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +17,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.agent_api.mapping import assignment_from_attempt
+from control_plane.db.migrate import upgrade_database
 from control_plane.db.models import Cluster, TaskAttempt, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
@@ -299,14 +300,25 @@ def test_placement_candidates_for_a_preview(
     assert by_name["never"].free.unknown
 
 
+@pytest.fixture
+def postgres_sessions(
+    postgres_database_factory: Callable[[], str],
+) -> Iterator[sessionmaker[Session]]:
+    """PostgreSQL only: SQLite has no row locks (one writer at a time)."""
+    url = postgres_database_factory()
+    upgrade_database(url)
+    engine = make_engine(url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
 @pytest.mark.postgres
 def test_replicas_skip_rows_another_one_is_placing(
-    sessions: sessionmaker[Session], database_url: str, workflow_spec: WorkflowSpec
+    postgres_sessions: sessionmaker[Session], workflow_spec: WorkflowSpec
 ) -> None:
     """While one replica holds PENDING rows (FOR UPDATE), another places the rest at once
     instead of waiting for them."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has no row locks: one writer at a time")
+    sessions = postgres_sessions
     execution = execution_of(sessions, workflow_spec, Resources(cpu=1))
     add_cluster(sessions, "alpha", capacity(cpu=64))
     held, free = add_attempts(sessions, execution, 2)
