@@ -13,8 +13,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db.migrate import upgrade_database
+from control_plane.db.session import make_engine, make_session_factory
 from fleetflow.ir import (
     InputBinding,
     LiteralType,
@@ -105,6 +107,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
     finally:
         server.drop_database(name)
+
+
+@pytest.fixture
+def session_factory(database_url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the fresh, migrated database of `database_url`."""
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
 
 
 def _int() -> LiteralType:

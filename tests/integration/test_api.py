@@ -63,13 +63,6 @@ def make_bundle(content: str = "def prepare(n): ...\n") -> tuple[bytes, str]:
 
 
 @pytest.fixture
-def session_factory(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
 def launcher() -> FakeLauncher:
     return FakeLauncher()
 

@@ -34,7 +34,7 @@ from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
-from control_plane.db.session import make_engine, make_session_factory, transaction
+from control_plane.db.session import transaction
 from control_plane.orchestration.states import AttemptState
 from control_plane.orchestration.workflows import AttemptFinished
 from control_plane.services.finish_notifier import FinishNotifier
@@ -60,13 +60,6 @@ class UnusedLauncher:
 
     async def cancel_execution(self, execution_id: str) -> None:
         raise AssertionError("the cluster routes must not cancel executions")
-
-
-@pytest.fixture
-def session_factory(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture

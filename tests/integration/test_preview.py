@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from control_plane.api.app import create_app
 from control_plane.db.models import Execution, TaskAttempt, WorkflowVersion, utcnow
 from control_plane.db.repositories import clusters as clusters_repo
-from control_plane.db.session import make_engine, make_session_factory, transaction
+from control_plane.db.session import transaction
 from control_plane.placement import Strategy
 from control_plane.settings import ApiSettings, DatabaseSettings, PlacementSettings, Settings
 from fleetflow.cli.main import main
@@ -38,13 +38,6 @@ WORKFLOW = "examples.train.pipeline"
 PREPARE = "examples.train.prepare"
 FIT = "examples.train.fit"
 GI = 2**30
-
-
-@pytest.fixture
-def session_factory(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture
