@@ -85,7 +85,13 @@ async def run_control_plane(
                 heartbeat_grace=settings.grpc.heartbeat_grace,
                 placement_strategy=settings.placement.strategy,
             )
-            worker = make_worker(client, settings.temporal.task_queue, activities, executor)
+            worker = make_worker(
+                client,
+                settings.temporal.task_queue,
+                activities,
+                executor,
+                max_cached_workflows=settings.temporal.max_cached_workflows,
+            )
             tasks.append(asyncio.create_task(worker.run(), name="temporal-worker"))
             if not parts.api and settings.metrics.worker_port is not None:
                 worker_metrics = serve_metrics(

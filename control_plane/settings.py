@@ -28,6 +28,9 @@ class TemporalSettings(BaseSettings):
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
     task_queue: str = "fleetflow-executions"
+    # Workflows the worker keeps in memory between tasks. 0 suits the embedded test server
+    # (see control_plane/orchestration/temporal.py); use e.g. 1000 with a real Temporal server.
+    max_cached_workflows: int = Field(default=0, ge=0)
 
 
 class BlobSettings(BaseSettings):

@@ -98,7 +98,12 @@ class TemporalLauncher:
 
 
 def make_worker(
-    client: Client, task_queue: str, activities: ExecutionActivities, executor: ThreadPoolExecutor
+    client: Client,
+    task_queue: str,
+    activities: ExecutionActivities,
+    executor: ThreadPoolExecutor,
+    *,
+    max_cached_workflows: int = 0,
 ) -> Worker:
     return Worker(
         client,
@@ -106,9 +111,10 @@ def make_worker(
         workflows=[ExecutionWorkflow],
         activities=activities.all(),
         activity_executor=executor,
-        # No sticky workflow caching: a worker killed mid-task would otherwise hold its
-        # workflows on a sticky queue that the embedded Temporal test server never times out,
-        # so they would hang after a control-plane restart. Replaying a history instead is
-        # cheap for our workflows.
-        max_cached_workflows=0,
+        # 0 by default: a worker killed mid-task would otherwise hold its workflows on a
+        # sticky queue that the embedded Temporal test server never times out, so they would
+        # hang after a control-plane restart. Without a cache every workflow task replays
+        # the history, so long DAGs cost more per step: raise it with a real Temporal server
+        # (FLEETFLOW_TEMPORAL_MAX_CACHED_WORKFLOWS, docs/deploy.md).
+        max_cached_workflows=max_cached_workflows,
     )
