@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-integration lint format protos bench clean
+.PHONY: install run test test-integration lint format protos bench bench-dispatch clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +36,15 @@ format: install
 bench: install
 	$(BIN)/python bench/local_overhead.py $(BENCH_ARGS)
 
+## Dispatch latency, 50-step chain overhead and fan-out throughput through the full path:
+## Fleetflow's dev stack next to Prefect 3 (installed once into bench/.venv-prefect) and bare
+## Temporal activities. Starts and stops its own servers on loopback. Not part of `make test`.
+bench-dispatch: install
+	$(BIN)/python bench/dispatch.py $(BENCH_ARGS)
+
 ## Regenerate the committed protobuf stubs from protos/.
 protos: install
 	$(BIN)/python infra/scripts/gen_protos.py
 
 clean:
-	rm -rf $(VENV) bench/.venv-flytekit .fleetflow .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) bench/.venv-flytekit bench/.venv-prefect .fleetflow .pytest_cache .mypy_cache .ruff_cache
