@@ -22,5 +22,5 @@ def insert_ignoring_conflicts(session: Session, model: type[Any], values: dict[s
     elif dialect == "sqlite":
         statement = sqlite.insert(model).values(**values).on_conflict_do_nothing()
     else:
-        raise NotImplementedError(f"unsupported database backend {dialect!r}")
+        raise ValueError(f"unsupported database backend {dialect!r}: use SQLite or PostgreSQL")
     session.execute(statement)

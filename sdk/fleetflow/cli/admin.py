@@ -8,8 +8,9 @@ thin layer over a `fleetflow.Client` method, so scripts can do the same from Pyt
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +18,9 @@ from rich.table import Table
 from rich.text import Text
 
 from fleetflow.errors import FleetflowError
+
+if TYPE_CHECKING:
+    from fleetflow.client import Client
 
 admin_app = typer.Typer(
     help="Administer the platform: clusters and their agent tokens.", no_args_is_help=True
@@ -139,21 +143,26 @@ LIST_HELP = (
 )
 
 
+def _for_cluster(call: Callable[[Client], dict[str, Any]]) -> dict[str, Any]:
+    """Run one call about a named cluster; a 404 becomes a hint to list the clusters."""
+    from fleetflow.client import ApiError, Client
+
+    with Client() as client:
+        try:
+            return call(client)
+        except ApiError as exc:
+            if exc.status_code == 404:
+                raise _not_found_hint(exc, client.api_url) from None
+            raise
+
+
 @clusters_app.command("rotate-token", no_args_is_help=True, help=ROTATE_HELP)
 def clusters_rotate_token(
     name: str = typer.Argument(..., metavar="NAME", help=_NAME_HELP, show_default=False),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """`fleetflow admin clusters rotate-token NAME` (help: ROTATE_HELP)."""
-    from fleetflow.client import ApiError, Client
-
-    with Client() as client:
-        try:
-            rotated = client.rotate_cluster_token(name)
-        except ApiError as exc:
-            if exc.status_code == 404:
-                raise _not_found_hint(exc, client.api_url) from None
-            raise
+    rotated = _for_cluster(lambda client: client.rotate_cluster_token(name))
     if as_json:
         console.print_json(json.dumps(rotated))
         return
@@ -206,15 +215,7 @@ def clusters_get(
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Show one cluster: status, labels, agent, capacity as last heartbeated, active attempts."""
-    from fleetflow.client import ApiError, Client
-
-    with Client() as client:
-        try:
-            cluster = client.get_cluster(name)
-        except ApiError as exc:
-            if exc.status_code == 404:
-                raise _not_found_hint(exc, client.api_url) from None
-            raise
+    cluster = _for_cluster(lambda client: client.get_cluster(name))
     if as_json:
         console.print_json(json.dumps(cluster))
         return
