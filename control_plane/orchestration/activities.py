@@ -24,6 +24,7 @@ from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import task_cache
 from control_plane.db.repositories.executions import move_execution
 from control_plane.db.session import transaction
+from control_plane.large_values import store_outputs
 from control_plane.orchestration.states import AttemptState, ExecutionState
 from control_plane.orchestration.workflows import (
     AttemptStart,
@@ -267,7 +268,10 @@ class ExecutionActivities:
                     name: self._resolve(session, execution, spec, binding)
                     for name, binding in spec.outputs.items()
                 }
-                move_execution(session, execution, ExecutionState.SUCCEEDED, outputs=outputs)
+                kept = store_outputs(
+                    outputs, self._blobs, f"executions/{execution.id}/outputs.json"
+                )
+                move_execution(session, execution, ExecutionState.SUCCEEDED, outputs=kept)
             elif args.status == ExecutionState.CANCELLED:
                 move_execution(session, execution, ExecutionState.CANCELLED)
             else:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from control_plane.db.models import Execution
+from control_plane.db.session import make_engine
 from fleetflow.bundle import build_bundle
 from fleetflow.client import Client
 from fleetflow.loader import load_workflow
@@ -82,3 +86,20 @@ def _alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def test_large_outputs_are_kept_in_the_blob_store_not_the_database(stack: Stack) -> None:
+    n = 60_000  # about 400 KB of JSON, past the inline limit
+    client, execution_id = launch(stack, "large_output", n=n)
+    final = client.wait_for_execution(execution_id, timeout=120)
+    assert final["status"] == "SUCCEEDED", stack.logs()
+    assert final["outputs"] == {"o0": list(range(n))}
+    engine = make_engine(stack.database_url)
+    with engine.connect() as connection:
+        stored = connection.execute(
+            select(Execution.outputs).where(Execution.id == execution_id)
+        ).scalar_one()
+    engine.dispose()
+    assert set(stored) == {"$blob"} and len(json.dumps(stored)) < 1000
+    listed = [e for e in client.list_executions(limit=5) if e["id"] == execution_id]
+    assert listed and listed[0]["outputs"] == final["outputs"]

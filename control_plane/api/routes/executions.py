@@ -22,6 +22,7 @@ from control_plane.db.repositories.executions import (
     move_execution,
 )
 from control_plane.db.repositories.workflows import get_workflow_version
+from control_plane.large_values import load_outputs
 from control_plane.orchestration.states import AttemptState, ExecutionState
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.executions import AttemptPublic, ExecutionCreate, ExecutionPublic
@@ -32,7 +33,9 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/executions", tags=["executions"])
 
 
-def executions_public(session: Session, executions: Sequence[Execution]) -> list[ExecutionPublic]:
+def executions_public(
+    session: Session, executions: Sequence[Execution], blobs: BlobStore
+) -> list[ExecutionPublic]:
     names = cluster_names(session, (a.cluster_id for e in executions for a in e.attempts))
     return [
         ExecutionPublic(
@@ -41,7 +44,7 @@ def executions_public(session: Session, executions: Sequence[Execution]) -> list
             version=execution.workflow.version,
             status=ExecutionState(execution.status),
             inputs=execution.inputs,
-            outputs=execution.outputs,
+            outputs=load_outputs(execution.outputs, blobs),
             error=execution.error,
             created_at=execution.created_at,
             started_at=execution.started_at,
@@ -106,7 +109,7 @@ def _persist_execution(
     workflow, inputs = validate_execution_request(session, tenant_id, body, blob_store)
     execution = create_execution(session, tenant_id, workflow, inputs)
     session.commit()
-    return executions_public(session, [execution])[0]
+    return executions_public(session, [execution], blob_store)[0]
 
 
 @router.post(
@@ -143,23 +146,24 @@ async def start_execution(
 def list_executions_route(
     session: SessionDep,
     tenant: TenantDep,
+    blob_store: BlobStoreDep,
     status: ExecutionState | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[ExecutionPublic]:
     """The tenant's executions, newest first."""
     rows = list_executions(session, tenant.id, limit=limit, offset=offset, status=status)
-    return executions_public(session, rows)
+    return executions_public(session, rows, blob_store)
 
 
 @router.get("/{execution_id}", responses={404: {"model": ErrorResponse}})
 def get_execution_route(
-    execution_id: str, session: SessionDep, tenant: TenantDep
+    execution_id: str, session: SessionDep, tenant: TenantDep, blob_store: BlobStoreDep
 ) -> ExecutionPublic:
     execution = get_execution(session, tenant.id, execution_id)
     if execution is None:
         raise ApiError(404, f"execution {execution_id} not found")
-    return executions_public(session, [execution])[0]
+    return executions_public(session, [execution], blob_store)[0]
 
 
 @router.post(
@@ -167,7 +171,11 @@ def get_execution_route(
     responses={404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
 async def cancel_execution_route(
-    execution_id: str, session: SessionDep, tenant: TenantDep, launcher: LauncherDep
+    execution_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    launcher: LauncherDep,
+    blob_store: BlobStoreDep,
 ) -> ExecutionPublic:
     """Cancel an execution: its running attempts are stopped on every cluster.
 
@@ -189,7 +197,7 @@ async def cancel_execution_route(
     session.expire_all()
     refreshed = await run_in_threadpool(get_execution, session, tenant.id, execution_id)
     assert refreshed is not None
-    return executions_public(session, [refreshed])[0]
+    return executions_public(session, [refreshed], blob_store)[0]
 
 
 def _cancel_if_queued(session: Session, execution: Execution) -> None:

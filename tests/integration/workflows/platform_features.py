@@ -83,3 +83,13 @@ def hold(i: int, marker_dir: str) -> int:
 @workflow
 def spread(n: int, marker_dir: str) -> list[int]:
     return map_task(hold)(i=numbers(n=n), marker_dir=marker_dir)
+
+
+@task
+def many(n: int) -> list[int]:
+    return list(range(n))
+
+
+@workflow
+def large_output(n: int) -> list[int]:
+    return many(n=n)
