@@ -1,8 +1,8 @@
-"""Large workflow outputs live in the blob store, not in the executions table.
+"""Large workflow inputs and outputs live in the blob store, not in the executions table.
 
-Values between tasks always travel through the blob store; an execution's final outputs are
-also kept on its row for the API. Past `INLINE_LIMIT_BYTES` the row holds only a reference,
-`{"$blob": <uri>}` (no output is named `$blob`: output names are Python identifiers), and
+Values between tasks always travel through the blob store; an execution's inputs and final
+outputs are also kept on its row. Past `INLINE_LIMIT_BYTES` the row holds only a reference,
+`{"$blob": <uri>}` (no input or output is named `$blob`: names are Python identifiers), and
 readers resolve it.
 """
 
@@ -17,16 +17,16 @@ INLINE_LIMIT_BYTES = 256 * 1024
 _REFERENCE = "$blob"
 
 
-def store_outputs(outputs: dict[str, Any], blobs: BlobStore, key: str) -> dict[str, Any]:
-    """What to keep on the row: the outputs, or a reference to them written at `key`."""
-    encoded = json.dumps(outputs).encode()
+def store_values(values: dict[str, Any], blobs: BlobStore, key: str) -> dict[str, Any]:
+    """What to keep on the row: the values, or a reference to them written at `key`."""
+    encoded = json.dumps(values).encode()
     if len(encoded) <= INLINE_LIMIT_BYTES:
-        return outputs
+        return values
     return {_REFERENCE: blobs.put(key, encoded)}
 
 
-def load_outputs(stored: dict[str, Any] | None, blobs: BlobStore) -> dict[str, Any] | None:
-    """The outputs a row holds, following a reference to the blob store."""
+def load_values(stored: dict[str, Any] | None, blobs: BlobStore) -> dict[str, Any] | None:
+    """The values a row holds, following a reference to the blob store."""
     if stored is not None and set(stored) == {_REFERENCE}:
         loaded: dict[str, Any] = json.loads(blobs.get(stored[_REFERENCE]))
         return loaded

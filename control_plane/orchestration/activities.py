@@ -24,7 +24,7 @@ from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import task_cache
 from control_plane.db.repositories.executions import move_execution
 from control_plane.db.session import transaction
-from control_plane.large_values import store_outputs
+from control_plane.large_values import load_values, store_values
 from control_plane.orchestration.states import AttemptState, ExecutionState
 from control_plane.orchestration.workflows import (
     AttemptStart,
@@ -102,7 +102,9 @@ class ExecutionActivities:
         self, session: Session, execution: Execution, spec: WorkflowSpec, binding: Binding
     ) -> Any:
         if isinstance(binding, InputBinding):
-            return execution.inputs[binding.input]
+            inputs = load_values(execution.inputs, self._blobs)
+            assert inputs is not None
+            return inputs[binding.input]
         if isinstance(binding, LiteralBinding):
             return binding.value
         assert isinstance(binding, NodeOutputBinding)
@@ -268,9 +270,7 @@ class ExecutionActivities:
                     name: self._resolve(session, execution, spec, binding)
                     for name, binding in spec.outputs.items()
                 }
-                kept = store_outputs(
-                    outputs, self._blobs, f"executions/{execution.id}/outputs.json"
-                )
+                kept = store_values(outputs, self._blobs, f"executions/{execution.id}/outputs.json")
                 move_execution(session, execution, ExecutionState.SUCCEEDED, outputs=kept)
             elif args.status == ExecutionState.CANCELLED:
                 move_execution(session, execution, ExecutionState.CANCELLED)

@@ -88,18 +88,32 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
+def _stored(stack: Stack, execution_id: str, column: Any) -> Any:
+    engine = make_engine(stack.database_url)
+    with engine.connect() as connection:
+        value = connection.execute(select(column).where(Execution.id == execution_id)).scalar_one()
+    engine.dispose()
+    return value
+
+
+def test_large_inputs_are_kept_in_the_blob_store_not_the_database(stack: Stack) -> None:
+    values = list(range(60_000))
+    client, execution_id = launch(stack, "large_input", values=values)
+    final = client.wait_for_execution(execution_id, timeout=120)
+    assert final["status"] == "SUCCEEDED", stack.logs()
+    assert final["outputs"] == {"o0": sum(values)}
+    assert final["inputs"] == {"values": values}
+    stored = _stored(stack, execution_id, Execution.inputs)
+    assert set(stored) == {"$blob"} and len(json.dumps(stored)) < 1000
+
+
 def test_large_outputs_are_kept_in_the_blob_store_not_the_database(stack: Stack) -> None:
     n = 60_000  # about 400 KB of JSON, past the inline limit
     client, execution_id = launch(stack, "large_output", n=n)
     final = client.wait_for_execution(execution_id, timeout=120)
     assert final["status"] == "SUCCEEDED", stack.logs()
     assert final["outputs"] == {"o0": list(range(n))}
-    engine = make_engine(stack.database_url)
-    with engine.connect() as connection:
-        stored = connection.execute(
-            select(Execution.outputs).where(Execution.id == execution_id)
-        ).scalar_one()
-    engine.dispose()
+    stored = _stored(stack, execution_id, Execution.outputs)
     assert set(stored) == {"$blob"} and len(json.dumps(stored)) < 1000
     listed = [e for e in client.list_executions(limit=5) if e["id"] == execution_id]
     assert listed and listed[0]["outputs"] == final["outputs"]

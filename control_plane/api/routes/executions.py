@@ -22,7 +22,7 @@ from control_plane.db.repositories.executions import (
     move_execution,
 )
 from control_plane.db.repositories.workflows import get_workflow_version
-from control_plane.large_values import load_outputs
+from control_plane.large_values import load_values, store_values
 from control_plane.orchestration.states import AttemptState, ExecutionState
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.executions import AttemptPublic, ExecutionCreate, ExecutionPublic
@@ -43,8 +43,8 @@ def executions_public(
             workflow=execution.workflow.name,
             version=execution.workflow.version,
             status=ExecutionState(execution.status),
-            inputs=execution.inputs,
-            outputs=load_outputs(execution.outputs, blobs),
+            inputs=load_values(execution.inputs, blobs) or {},
+            outputs=load_values(execution.outputs, blobs),
             error=execution.error,
             created_at=execution.created_at,
             started_at=execution.started_at,
@@ -108,6 +108,7 @@ def _persist_execution(
 ) -> ExecutionPublic:
     workflow, inputs = validate_execution_request(session, tenant_id, body, blob_store)
     execution = create_execution(session, tenant_id, workflow, inputs)
+    execution.inputs = store_values(inputs, blob_store, f"executions/{execution.id}/inputs.json")
     session.commit()
     return executions_public(session, [execution], blob_store)[0]
 

@@ -93,3 +93,8 @@ def many(n: int) -> list[int]:
 @workflow
 def large_output(n: int) -> list[int]:
     return many(n=n)
+
+
+@workflow
+def large_input(values: list[int]) -> int:
+    return total(values=values)
