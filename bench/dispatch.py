@@ -50,12 +50,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from peer_venv import ensure_peer_venv
+
 HERE = Path(__file__).resolve().parent
 WORKLOADS = HERE / "dispatch_workloads"
 PREFECT_VENV = HERE / ".venv-prefect"
 RESULTS = HERE / "results"
 SYSTEMS = ("fleetflow", "prefect", "temporal")
-INSTALL_TIMEOUT_S = 900
 POLL_SECONDS = 0.1  # how often an execution's status is read while waiting for it
 STOP_GRACE_S = 30
 
@@ -357,23 +358,6 @@ async def measure_temporal(address: str, home: Path, args: argparse.Namespace) -
 # --------------------------------------------------------------------------------- Prefect
 
 
-def _venv_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
-def ensure_prefect(venv: Path, requirement: str) -> Path:
-    """The Python of a venv that can import prefect, creating it with pip on first use."""
-    python = _venv_python(venv)
-    probe = [str(python), "-c", "import prefect"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return python
-    print(f"installing {requirement} into {venv} (once)...", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, requirement], check=True, timeout=INSTALL_TIMEOUT_S)
-    return python
-
-
 def measure_prefect(python: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Run `dispatch_prefect.py` in Prefect's venv; it starts and stops its own servers."""
     command = [str(python), str(HERE / "dispatch_prefect.py")]
@@ -544,7 +528,9 @@ def main(argv: list[str] | None = None) -> None:
 
     # A SIGTERM unwinds like Ctrl-C, so every server started below is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    prefect_python = ensure_prefect(args.venv, args.prefect) if "prefect" in systems else None
+    prefect_python = (
+        ensure_peer_venv(args.venv, args.prefect, "prefect") if "prefect" in systems else None
+    )
     raw: dict[str, Any] = {}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fleetflow-bench-dispatch-") as tmp:

@@ -32,11 +32,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from peer_venv import ensure_peer_venv
+
 HERE = Path(__file__).resolve().parent
 FLYTEKIT_VENV = HERE / ".venv-flytekit"
 SHAPES = ("chain", "fan")
 WORKER_TIMEOUT_S = 600
-INSTALL_TIMEOUT_S = 900
 
 
 # --------------------------------------------------------------------------------- workers
@@ -156,23 +157,6 @@ WORKERS = {"fleetflow": fleetflow_worker, "flytekit": flytekit_worker}
 # ---------------------------------------------------------------------------------- driver
 
 
-def _venv_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
-def ensure_flytekit(venv: Path, requirement: str) -> Path:
-    """The Python of a venv that can import flytekit, creating it with pip on first use."""
-    python = _venv_python(venv)
-    probe = [str(python), "-c", "import flytekit"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return python
-    print(f"installing {requirement} into {venv} (once)...", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, requirement], check=True, timeout=INSTALL_TIMEOUT_S)
-    return python
-
-
 def run_worker(python: Path, framework: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [
         str(python),
@@ -281,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
 
     pythons = {
         "fleetflow": Path(sys.executable),
-        "flytekit": ensure_flytekit(args.venv, args.flytekit),
+        "flytekit": ensure_peer_venv(args.venv, args.flytekit, "flytekit"),
     }
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in pythons}
     for number in range(args.rounds):
