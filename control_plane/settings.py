@@ -69,9 +69,13 @@ class GrpcSettings(BaseSettings):
 
     @property
     def heartbeat_grace(self) -> timedelta:
-        """An agent silent this long is offline: nothing is placed on its cluster, and what
-        it held is lost and runs elsewhere."""
-        return timedelta(seconds=3 * self.heartbeat_interval_seconds)
+        return heartbeat_grace(self.heartbeat_interval_seconds)
+
+
+def heartbeat_grace(heartbeat_interval_seconds: float) -> timedelta:
+    """An agent silent this long is offline: nothing is placed on its cluster, and what it
+    held is lost and runs elsewhere."""
+    return timedelta(seconds=3 * heartbeat_interval_seconds)
 
 
 class PlacementSettings(BaseSettings):

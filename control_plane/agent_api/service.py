@@ -29,6 +29,7 @@ from control_plane.db.session import transaction
 from control_plane.metrics import observe_dispatch
 from control_plane.placement import Strategy
 from control_plane.services.finish_notifier import FinishNotifier
+from control_plane.settings import heartbeat_grace
 from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.agent.v1 import agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec
@@ -116,7 +117,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
 
     @property
     def heartbeat_grace(self) -> timedelta:
-        return timedelta(seconds=self._heartbeat_interval * 3)
+        return heartbeat_grace(self._heartbeat_interval)
 
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> Caller:
         """Return the cluster whose token the call carries, or abort."""

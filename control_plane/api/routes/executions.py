@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from control_plane.api.deps import BlobStoreDep, LauncherDep, SessionDep, TenantDep
 from control_plane.api.errors import ApiError
 from control_plane.api.inputs import InputValidationError, validate_execution_inputs
-from control_plane.db.models import NO_MAP_INDEX, Execution, WorkflowVersion
+from control_plane.db.models import NO_MAP_INDEX, Execution, WorkflowVersion, new_id
 from control_plane.db.repositories.executions import (
     cluster_names,
     create_execution,
@@ -107,8 +107,9 @@ def _persist_execution(
     session: Session, tenant_id: str, body: ExecutionCreate, blob_store: BlobStore
 ) -> ExecutionPublic:
     workflow, inputs = validate_execution_request(session, tenant_id, body, blob_store)
-    execution = create_execution(session, tenant_id, workflow, inputs)
-    execution.inputs = store_values(inputs, blob_store, f"executions/{execution.id}/inputs.json")
+    execution_id = new_id("ex")
+    stored = store_values(inputs, blob_store, f"executions/{execution_id}/inputs.json")
+    execution = create_execution(session, tenant_id, workflow, stored, execution_id=execution_id)
     session.commit()
     return executions_public(session, [execution], blob_store)[0]
 

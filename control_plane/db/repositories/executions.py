@@ -19,15 +19,21 @@ from control_plane.orchestration.transitions import (
 
 
 def create_execution(
-    session: Session, tenant_id: str, workflow_version: WorkflowVersion, inputs: dict[str, Any]
+    session: Session,
+    tenant_id: str,
+    workflow_version: WorkflowVersion,
+    inputs: dict[str, Any],
+    *,
+    execution_id: str | None = None,
 ) -> Execution:
-    """Persist a QUEUED execution of `workflow_version` with already validated `inputs`."""
+    """Persist a QUEUED execution of `workflow_version` with already validated `inputs`
+    (as they are to be stored: see control_plane/large_values.py)."""
     if workflow_version.tenant_id != tenant_id:
         raise ValueError(
             f"workflow version {workflow_version.id} does not belong to tenant {tenant_id}"
         )
     execution = Execution(
-        id=new_id("ex"),
+        id=execution_id or new_id("ex"),
         tenant_id=tenant_id,
         workflow_spec_id=workflow_version.id,
         workflow=workflow_version,
