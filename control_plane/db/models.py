@@ -124,6 +124,9 @@ class TaskAttempt(Base):
     outputs_uri: Mapped[str] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)
     error_traceback: Mapped[str | None] = mapped_column(Text)
+    # Why a PENDING/LEASED attempt is not running yet ("quota: …", "unschedulable: …");
+    # cleared when it starts.
+    pending_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # When the terminal state was delivered to the execution's workflow (an outbox: a
     # finished attempt with no value here is signalled again until it is delivered).
