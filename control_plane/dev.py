@@ -15,9 +15,15 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane import processes
-from control_plane.bootstrap import bootstrap_local_cluster
+from control_plane.auth.rbac import Authorizer
+from control_plane.bootstrap import (
+    bootstrap_local_cluster,
+    ensure_platform_admin,
+    write_secret_file,
+)
 from control_plane.cli import configure_logging, log_level_option, run_until_signalled
 from control_plane.settings import (
     ApiSettings,
@@ -127,12 +133,14 @@ async def _run_stack(
         await _wait_for_temporal(temporal, temporal_port, logs / "temporal.log")
         await asyncio.to_thread(upgrade_database, settings.database.url)
         engine = make_engine(settings.database.url)
+        sessions = make_session_factory(engine)
         token = bootstrap_local_cluster(
-            make_session_factory(engine),
+            sessions,
             tenant=settings.api.default_tenant,
             cluster=LOCAL_CLUSTER,
             labels={"executor": "local-process"},
         )
+        admin_token = _admin_token(sessions, settings, home)
         engine.dispose()
 
         started = asyncio.Event()
@@ -163,7 +171,7 @@ async def _run_stack(
             env={"FLEETFLOW_AGENT_TOKEN": token},
         )
         api_url = f"http://127.0.0.1:{settings.api.port}"
-        config_path = save_cli_config(CliConfig(api_url=api_url))
+        config_path = save_cli_config(CliConfig(api_url=api_url, token=admin_token))
         _print_banner(settings, temporal_kind, api_url, config_path, logs)
         failure = await _watch_children(
             stop, control_plane, {"Temporal": temporal, "agent": agent}, logs
@@ -240,3 +248,23 @@ def _print_banner(
         "Try: fleetflow run --remote examples/hello.py hello_pipeline   (Ctrl-C stops)",
         highlight=False,
     )
+
+
+def _admin_token(sessions: sessionmaker[Session], settings: Settings, home: Path) -> str | None:
+    """The platform admin's token for the CLI config: created on the stack's first start and
+    kept in `<home>/admin-token` (0600) for the next ones."""
+    path = home / "admin-token"
+    token = ensure_platform_admin(
+        sessions, Authorizer(sessions.kw["bind"]), tenant=settings.api.default_tenant
+    )
+    if token is not None:
+        write_secret_file(path, token)
+        return token
+    if path.is_file():
+        return path.read_text().strip() or None
+    console.print(
+        f"[yellow]warning:[/] {path} is missing: the CLI has no admin token for this stack "
+        "(`fleetflow login` with a token of yours, or delete the stack's home to start over)",
+        highlight=False,
+    )
+    return None

@@ -17,11 +17,14 @@ from datetime import timedelta
 
 import grpc
 import uvicorn
+from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.agent_api.interceptors import InternalErrorInterceptor
 from control_plane.agent_api.service import AgentService, AttemptsReady
 from control_plane.agent_api.tls import server_security
 from control_plane.api.app import create_app
+from control_plane.auth.rbac import Authorizer
+from control_plane.bootstrap import ensure_platform_admin, write_secret_file
 from control_plane.db.session import make_engine, make_session_factory
 from control_plane.metrics import MetricsEndpoint, serve_metrics
 from control_plane.orchestration.activities import ExecutionActivities
@@ -137,8 +140,14 @@ async def run_control_plane(
                 log.warning("%s", agent_security.warning)
             log.info("agent gRPC service listening on %s (%s)", address, agent_security.description)
         if parts.api:
+            authorizer = Authorizer(engine)
+            await asyncio.to_thread(_bootstrap_admin, settings, sessions, authorizer)
             app = create_app(
-                settings, session_factory=sessions, launcher=launcher, blob_store=blob_store
+                settings,
+                session_factory=sessions,
+                launcher=launcher,
+                blob_store=blob_store,
+                authorizer=authorizer,
             )
             config = uvicorn.Config(
                 app,
@@ -187,3 +196,27 @@ async def run_control_plane(
         if worker_metrics is not None:
             worker_metrics.stop()
         engine.dispose()
+
+
+def _bootstrap_admin(
+    settings: Settings, sessions: sessionmaker[Session], authorizer: Authorizer
+) -> None:
+    """On first start, create the platform admin (see `ApiSettings.bootstrap_token`)."""
+    given = settings.api.bootstrap_token
+    token = ensure_platform_admin(
+        sessions,
+        authorizer,
+        tenant=settings.api.default_tenant,
+        token=given.get_secret_value() if given is not None else None,
+    )
+    if token is None or given is not None:
+        return
+    path = settings.api.bootstrap_token_file
+    write_secret_file(path, token)
+    log.warning(
+        "first start: created the platform admin 'admin'; its token is in %s (readable by "
+        'this user only). Log in with `fleetflow login URL --token "$(cat %s)"`, then '
+        "delete the file.",
+        path,
+        path,
+    )

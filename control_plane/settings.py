@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from control_plane.placement import Strategy
@@ -36,7 +36,11 @@ class TemporalSettings(BaseSettings):
 class BlobSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLEETFLOW_BLOB_", extra="ignore")
 
-    root: str = Field(default=(DEFAULT_HOME / "blobs").as_uri(), description="file:// URI")
+    root: str = Field(
+        default=(DEFAULT_HOME / "blobs").as_uri(),
+        description="file:///path, or s3://bucket/prefix (S3 settings: FLEETFLOW_S3_*, "
+        "fleetflow.storage.s3.S3Settings)",
+    )
 
 
 class ApiSettings(BaseSettings):
@@ -44,7 +48,18 @@ class ApiSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8080
-    default_tenant: str = "default"
+    default_tenant: str = Field(
+        default="default", description="the bootstrap platform admin's home tenant"
+    )
+    # First start (no user yet): the platform admin `admin` is created with this token, or a
+    # new one written to bootstrap_token_file (0600) and never logged.
+    bootstrap_token: SecretStr | None = Field(
+        default=None, description="token for the first platform admin (e.g. from a Secret)"
+    )
+    bootstrap_token_file: Path = Field(
+        default=DEFAULT_HOME / "admin-token",
+        description="where a generated first platform-admin token is written",
+    )
 
 
 class GrpcSettings(BaseSettings):

@@ -22,6 +22,7 @@ from control_plane.agent_api.mapping import (
     attempt_state_from_proto,
     capacity_to_dict,
 )
+from control_plane.api.routes.bundles import bundle_key
 from control_plane.db.models import Cluster, Execution, Tenant, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
@@ -193,6 +194,12 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 clusters_repo.record_heartbeat(
                     session, cluster, capacity=capacity_to_dict(request.capacity)
                 )
+                # Why held attempts have not started (level-triggered: unlisted means none).
+                reasons = {p.attempt_id: p.reason for p in request.pending_attempts}
+                for held in attempts_repo.held_attempts(session, cluster.id):
+                    reason = reasons.get(held.id) or None
+                    if held.pending_reason != reason:
+                        held.pending_reason = reason
                 # A lease answer that never reached the agent (deadline, dropped connection)
                 # leaves an attempt it does not run; after the grace it is lost.
                 return attempts_repo.reconcile_running(
@@ -219,7 +226,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 execution = session.get_one(Execution, attempt.execution_id)
                 tenant = session.get_one(Tenant, execution.tenant_id)
                 spec = WorkflowSpec.model_validate(execution.workflow.spec)
-                bundle_uri = self._blobs.uri(f"bundles/{execution.workflow.bundle_digest}.tar.gz")
+                digest = execution.workflow.bundle_digest
+                bundle_uri = self._blobs.uri(bundle_key(tenant.name, digest))
                 assignments.append(
                     assignment_from_attempt(
                         attempt, spec, tenant=tenant.name, bundle_uri=bundle_uri
@@ -306,6 +314,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             elif not outcome.accepted:
                 log.warning("rejected report for %s: %s", request.attempt_id, outcome.reason)
         if outcome.finished:
+            # Its capacity and its tenant's quota are free: waiting leases place again now.
+            self._ready.notify()
             # Committed; deliver now. If that fails, the notifier's loop delivers it later.
             await self._notifier.deliver_pending()
         return pb.ReportStatusResponse(accepted=outcome.accepted, reason=outcome.reason)

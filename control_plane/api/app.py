@@ -16,6 +16,8 @@ from control_plane.api.deps import ExecutionLauncher
 from control_plane.api.errors import install_error_handlers
 from control_plane.api.metrics import install_metrics
 from control_plane.api.routes import (
+    account,
+    admin,
     bundles,
     clusters,
     executions,
@@ -24,6 +26,7 @@ from control_plane.api.routes import (
     uploads,
     workflows,
 )
+from control_plane.auth.rbac import Authorizer
 from control_plane.settings import Settings
 from fleetflow.storage import BlobStore
 
@@ -43,15 +46,18 @@ def create_app(
     session_factory: sessionmaker[Session],
     launcher: ExecutionLauncher,
     blob_store: BlobStore,
+    authorizer: Authorizer | None = None,
     max_bundle_bytes: int = bundles.DEFAULT_MAX_BUNDLE_BYTES,
 ) -> FastAPI:
     """Build the API application.
 
     Args:
-        settings: control-plane settings (`settings.api.default_tenant` until auth exists).
+        settings: control-plane settings.
         session_factory: sessions on a database migrated to the newest revision.
         launcher: starts the orchestration of newly created executions.
         blob_store: where code bundles are stored.
+        authorizer: RBAC over the same database (default: a new one; the role permissions
+            are seeded by `bootstrap.ensure_platform_admin` at start-up).
         max_bundle_bytes: largest code bundle accepted (413 above).
     """
     app = FastAPI(
@@ -63,6 +69,7 @@ def create_app(
     app.state.session_factory = session_factory
     app.state.launcher = launcher
     app.state.blob_store = blob_store
+    app.state.authorizer = authorizer or Authorizer(session_factory.kw["bind"])
     app.state.max_bundle_bytes = max_bundle_bytes
     install_error_handlers(app)
     install_metrics(
@@ -75,14 +82,15 @@ def create_app(
     app.include_router(health.router)
     api = APIRouter(prefix=API_PREFIX)
     for router in (
+        account.router,
         bundles.router,
         uploads.router,
         workflows.router,
         previews.router,
         executions.router,
         clusters.router,
-        # Admin routes share the /api/v1/admin prefix, to be protected as one by RBAC.
         clusters.admin_router,
+        admin.router,
     ):
         api.include_router(router)
     app.include_router(api)

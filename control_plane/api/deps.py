@@ -1,4 +1,5 @@
-"""Request dependencies, by type: routes declare `session: SessionDep`, `tenant: TenantDep`.
+"""Request dependencies, by type: routes declare `session: SessionDep`, `launcher: LauncherDep`;
+who calls, and in which tenant, comes from `control_plane.api.auth`.
 
 Everything a route needs comes from `app.state`, filled by `create_app`, so tests and the
 server wire real or test implementations the same way.
@@ -12,8 +13,6 @@ from typing import Annotated, Protocol
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_plane.db.models import Tenant
-from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.settings import Settings
 from fleetflow.storage import BlobStore
 
@@ -49,17 +48,6 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_tenant(session: SessionDep, settings: SettingsDep) -> Tenant:
-    """The tenant the request acts for.
-
-    Until authentication exists every request acts for `settings.api.default_tenant`. This is
-    the one place to replace with "the authenticated principal's tenant".
-    """
-    tenant = get_or_create_tenant(session, settings.api.default_tenant)
-    session.commit()  # the tenant outlives a request that fails later
-    return tenant
-
-
 async def get_launcher(request: Request) -> ExecutionLauncher:
     launcher: ExecutionLauncher = request.app.state.launcher
     return launcher
@@ -70,6 +58,5 @@ async def get_blob_store(request: Request) -> BlobStore:
     return blob_store
 
 
-TenantDep = Annotated[Tenant, Depends(get_tenant)]
 LauncherDep = Annotated[ExecutionLauncher, Depends(get_launcher)]
 BlobStoreDep = Annotated[BlobStore, Depends(get_blob_store)]

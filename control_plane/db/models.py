@@ -13,8 +13,10 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -87,6 +89,11 @@ class Execution(Base):
     outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Why it failed: {"node_id", "attempt_id", "message", "traceback"}.
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Higher runs first when tenants compete for capacity (placement/admission.py).
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    # When its first task was admitted: from then on it counts as running against its
+    # tenant's max_running_executions until it finishes.
+    admitted_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -116,6 +123,10 @@ class TaskAttempt(Base):
     cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), index=True)
     # The GPU type placement chose among the task's acceptable ones (sent to the agent).
     gpu_type: Mapped[str | None] = mapped_column(String(64))
+    # What the attempt holds while active, recorded when placed: quota and usage accounting.
+    gpu: Mapped[int] = mapped_column(Integer, default=0)
+    cpu: Mapped[float] = mapped_column(Float, default=0.0)
+    memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     # Bumped on every lease; reports carrying an older token are rejected.
     fencing_token: Mapped[int] = mapped_column(Integer, default=0)
     # Highest report sequence applied; older or repeated reports are ignored.
@@ -152,3 +163,88 @@ class TaskCacheEntry(Base):
     outputs_uri: Mapped[str] = mapped_column(Text)
     source_attempt_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Principal(Base):
+    """A user or service account. It belongs to one home tenant; roles (in casbin) say what
+    it may do where."""
+
+    __tablename__ = "principals"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "user" | "service"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    """A principal's bearer token, stored only as its SHA-256."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class CasbinRule(Base):
+    """The table of the `sqlalchemy-adapter` casbin adapter (its columns, our migration)."""
+
+    __tablename__ = "casbin_rule"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ptype: Mapped[str | None] = mapped_column(String(255))
+    v0: Mapped[str | None] = mapped_column(String(255))
+    v1: Mapped[str | None] = mapped_column(String(255))
+    v2: Mapped[str | None] = mapped_column(String(255))
+    v3: Mapped[str | None] = mapped_column(String(255))
+    v4: Mapped[str | None] = mapped_column(String(255))
+    v5: Mapped[str | None] = mapped_column(String(255))
+
+    def __str__(self) -> str:  # the adapter loads policy lines through str()
+        values = (self.v0, self.v1, self.v2, self.v3, self.v4, self.v5)
+        return ", ".join([self.ptype or ""] + [v for v in values if v is not None])
+
+
+class TenantQuota(Base):
+    """A tenant's limits; NULL (or an absent row) means unlimited."""
+
+    __tablename__ = "tenant_quotas"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    gpu: Mapped[int | None] = mapped_column(Integer)
+    gpu_per_type: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    cpu: Mapped[float | None] = mapped_column(Float)
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    max_running_executions: Mapped[int | None] = mapped_column(Integer)
+    max_running_tasks: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ClusterGrant(Base):
+    """A tenant may place work on a cluster (by name; "*" grants every cluster)."""
+
+    __tablename__ = "cluster_grants"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    cluster: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who changed what, when: every admin and policy change."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(256))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -8,6 +8,7 @@ it since. Both are pure: the database side lives in `db/repositories/attempts.py
 
 from control_plane.placement.capacity import FreeCapacity, Usage, free_capacity
 from control_plane.placement.policy import (
+    NO_FIT,
     Candidate,
     Decision,
     Strategy,
@@ -17,6 +18,7 @@ from control_plane.placement.policy import (
 )
 
 __all__ = [
+    "NO_FIT",
     "Candidate",
     "Decision",
     "FreeCapacity",

@@ -54,6 +54,9 @@ class Candidate:
         return replace(self, free=self.free.minus(usage), active_attempts=self.active_attempts + 1)
 
 
+NO_FIT = "no cluster fits now"
+
+
 @dataclass(frozen=True)
 class Decision:
     """Where one attempt goes now, or why nowhere.
@@ -199,7 +202,7 @@ def place(
             options = [(name, t) for name, t in options if t == preferred]
             break
     if not options:
-        return Decision(None, None, public, excluded, reason="no cluster fits now")
+        return Decision(None, None, public, excluded, reason=NO_FIT)
     if restrict_to is not None:
         chosen_type = options[0][1]
         options = [(name, t) for name, t in options if name == restrict_to]

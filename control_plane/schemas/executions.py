@@ -20,6 +20,13 @@ class ExecutionCreate(BaseModel):
         default=None, max_length=128, description="defaults to the latest version"
     )
     inputs: dict[str, Any] = Field(default_factory=dict, description="JSON literals by name")
+    priority: int = Field(
+        default=0,
+        ge=-1000,
+        le=1000,
+        description="among the tenant's waiting tasks, higher starts first (fair share "
+        "between tenants comes before it)",
+    )
 
 
 class AttemptPublic(BaseModel):
@@ -33,6 +40,10 @@ class AttemptPublic(BaseModel):
     cluster: str | None
     error_message: str | None
     error_traceback: str | None
+    pending_reason: str | None = Field(
+        default=None,
+        description="why the attempt has not started yet, e.g. no node with the GPUs free",
+    )
     created_at: UtcDatetime
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
@@ -43,6 +54,7 @@ class ExecutionPublic(BaseModel):
     workflow: str
     version: str
     status: ExecutionState
+    priority: int = 0
     inputs: dict[str, Any]
     outputs: dict[str, Any] | None
     error: dict[str, Any] | None

@@ -8,8 +8,6 @@ from pydantic import BaseModel, Field
 
 from control_plane.placement import Strategy
 
-QUOTA_NOT_ENFORCED = "not enforced yet"
-
 
 class ResourcesPublic(BaseModel):
     cpu: float = Field(description="cores")
@@ -44,7 +42,10 @@ class TaskPreview(BaseModel):
     waiting_reason: str | None = Field(description="why it would wait, when `cluster` is null")
     eligible: list[EligibleCluster]
     excluded: list[ExcludedCluster]
-    quota: str = Field(default=QUOTA_NOT_ENFORCED, description="quota admission; not enforced yet")
+    quota: str = Field(
+        description="what the tenant's quota says of one more attempt now: fits, waits (why) "
+        "or refused (bigger than the whole quota)"
+    )
 
 
 class ExecutionPreview(BaseModel):

@@ -21,6 +21,7 @@ import pytest
 
 from control_plane import processes
 from fleetflow.client import Client
+from fleetflow.config import CliConfig
 
 pytestmark = pytest.mark.integration
 
@@ -116,6 +117,12 @@ class DevUp:
             parts.append(f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}")
         return "\n".join(parts)
 
+    def client(self) -> Client:
+        """A client logged in as dev up's CLI config says (its platform admin)."""
+        config = CliConfig.model_validate_json(Path(self.env["FLEETFLOW_CONFIG"]).read_text())
+        assert config.token, "dev up wrote no admin token into the CLI config"
+        return Client(self.api_url, token=config.token)
+
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [FLEETFLOW, *args],
@@ -200,7 +207,7 @@ def start_sleeping_task(stack: DevUp) -> tuple[str, dict[tuple[int, int], str]]:
     execution_id = match.group(1)
 
     def task_running() -> bool:
-        with Client(stack.api_url) as client:
+        with stack.client() as client:
             attempts = client.get_execution(execution_id)["attempts"]
         return any(a["status"] == "RUNNING" for a in attempts) and any(
             "fleetflow.runtime" in cmd for cmd in descendants(stack.process.pid).values()

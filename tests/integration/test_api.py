@@ -25,6 +25,7 @@ from control_plane.db.session import make_engine, make_session_factory
 from control_plane.settings import ApiSettings, DatabaseSettings, Settings
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore
+from tests.integration.auth import admin_client
 
 WORKFLOW = "examples.train.pipeline"
 
@@ -94,7 +95,7 @@ def _app(
 def client(
     session_factory: sessionmaker[Session], launcher: FakeLauncher, blob_store: LocalBlobStore
 ) -> Iterator[TestClient]:
-    with TestClient(_app(session_factory, launcher, blob_store)) as test_client:
+    with admin_client(_app(session_factory, launcher, blob_store)) as test_client:
         yield test_client
 
 
@@ -196,7 +197,7 @@ def test_bundle_size_limit(
 ) -> None:
     body, digest = make_bundle("x" * 10_000)
     app = _app(session_factory, launcher, blob_store, max_bundle_bytes=len(body) - 1)
-    with TestClient(app) as client:
+    with admin_client(app) as client:
         assert_error(client.put(f"/api/v1/bundles/{digest}", content=body), 413)
 
         def chunked() -> Iterator[bytes]:  # no Content-Length: the limit applies while reading
@@ -456,7 +457,7 @@ def test_unexpected_errors_are_logged_not_leaked(
         raise RuntimeError("secret connection string postgres://u:pw@db")
 
     app.add_api_route("/explode", explode)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with admin_client(app, raise_server_exceptions=False) as client:
         with caplog.at_level(logging.ERROR, logger="control_plane.api.errors"):
             response = client.get("/explode")
     assert response.status_code == 500

@@ -42,6 +42,7 @@ from control_plane.settings import DatabaseSettings, GrpcSettings, Settings
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore
+from tests.integration.auth import admin_client
 from tests.integration.stack import Stack, start_agent
 from tests.unit.cli_harness import Result, cli_invoker
 
@@ -74,7 +75,7 @@ def client(session_factory: sessionmaker[Session], tmp_path: Path) -> Iterator[T
         launcher=UnusedLauncher(),
         blob_store=LocalBlobStore(tmp_path / "blobs"),
     )
-    with TestClient(app) as test_client:
+    with admin_client(app) as test_client:
         yield test_client
 
 

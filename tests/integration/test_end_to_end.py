@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from fleetflow.bundle import build_bundle
-from fleetflow.client import Client
 from fleetflow.loader import load_workflow
 from tests.integration.stack import Stack
 
@@ -22,7 +21,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 def submit(stack: Stack, file: str, workflow: str, **inputs: object) -> dict:
     wf, root = load_workflow(EXAMPLES / file, workflow)
     digest, data = build_bundle(root)
-    with Client(stack.api_url) as client:
+    with stack.client() as client:
         client.upload_bundle(digest, data)
         version = client.register_workflow(wf.spec, digest)["version"]
         execution = client.create_execution(
@@ -63,12 +62,13 @@ def test_cli_run_remote_prints_outputs_and_skips_unchanged_bundle(stack: Stack) 
 def test_wrong_input_type_is_a_422_naming_the_field(stack: Stack) -> None:
     wf, root = load_workflow(EXAMPLES / "hello.py", "hello_pipeline")
     digest, data = build_bundle(root)
-    with Client(stack.api_url) as client:
+    with stack.client() as client:
         client.upload_bundle(digest, data)
         client.register_workflow(wf.spec, digest)
     response = httpx.post(
         f"{stack.api_url}/api/v1/executions",
         json={"workflow": wf.spec.name, "inputs": {"n": "abc"}},
+        headers={"Authorization": f"Bearer {stack.admin_token}"},
     )
     assert response.status_code == 422
     assert "inputs.n" in response.text and "int" in response.text
@@ -99,7 +99,7 @@ def test_ml_pipeline_gives_identical_outputs_locally_and_remotely(stack: Stack) 
     wf, _ = load_workflow(EXAMPLES / "ml_pipeline.py", "ml_pipeline")
     inputs = {"n": 24, "learning_rates": [0.2, 0.8], "max_mse": 1e-9}
     local = wf(**inputs)
-    with Client(stack.api_url) as client:
+    with stack.client() as client:
         result = client.run(wf, timeout=120, **inputs)
     assert result.status == "SUCCEEDED", f"{result.error}\n{stack.logs()}"
     assert result.outputs == local

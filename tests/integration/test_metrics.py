@@ -35,6 +35,7 @@ from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore
 from tests.integration.agent_server import TOKEN, AgentServer, serve_agent_service
+from tests.integration.auth import admin_client
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +80,7 @@ def client(sessions: sessionmaker[Session], tmp_path: Path) -> Iterator[TestClie
         launcher=NoLauncher(),
         blob_store=LocalBlobStore(tmp_path / "api-blobs"),
     )
-    with TestClient(app) as test_client:
+    with admin_client(app) as test_client:
         yield test_client
 
 
@@ -280,7 +281,7 @@ def test_metrics_survive_an_unreachable_database(tmp_path: Path) -> None:
         launcher=NoLauncher(),
         blob_store=LocalBlobStore(tmp_path / "blobs"),
     )
-    with TestClient(app) as test_client:
+    with admin_client(app) as test_client:
         series = scrape(test_client)
     engine.dispose()
     assert not any(name == "fleetflow_queue_depth" for name, _ in series)

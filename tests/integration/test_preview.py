@@ -30,6 +30,7 @@ from control_plane.settings import ApiSettings, DatabaseSettings, PlacementSetti
 from fleetflow.cli.main import main
 from fleetflow.ir import Resources, WorkflowSpec
 from fleetflow.storage import LocalBlobStore
+from tests.integration.auth import admin_client
 from tests.integration.test_api import FakeLauncher, assert_error, register, upload_bundle
 
 pytestmark = pytest.mark.integration
@@ -70,7 +71,7 @@ def make_app(
 def client(
     session_factory: sessionmaker[Session], launcher: FakeLauncher, blob_store: LocalBlobStore
 ) -> Iterator[TestClient]:
-    with TestClient(make_app(session_factory, launcher, blob_store)) as test_client:
+    with admin_client(make_app(session_factory, launcher, blob_store)) as test_client:
         yield test_client
 
 
@@ -173,7 +174,7 @@ def test_preview_names_where_each_task_would_run_and_why_not_elsewhere(
         "stale": "offline",
         "us": "missing label zone=eu (has zone=us)",
     }
-    assert prepare["quota"] == fit["quota"] == "not enforced yet"
+    assert prepare["quota"] == fit["quota"] == "fits: the tenant has no quota"
     # fit needs 1 CPU and nothing else: every online cluster; spread takes the roomiest.
     assert [e["cluster"] for e in fit["eligible"]] == ["a100s", "h100-busy", "local", "us"]
     assert fit["excluded"] == [{"cluster": "stale", "reason": "offline"}]
@@ -214,7 +215,7 @@ def test_the_configured_strategy_is_used(
     add_cluster(session_factory, "roomy", capacity(64), {})
     add_cluster(session_factory, "snug", capacity(2), {})
     app = make_app(session_factory, launcher, blob_store, Strategy.BINPACK)
-    with TestClient(app) as client:
+    with admin_client(app) as client:
         register(client, workflow_spec, upload_bundle(client))
         preview = client.post(
             "/api/v1/executions/preview", json={"workflow": WORKFLOW, "inputs": {"n": 3}}
@@ -359,7 +360,7 @@ def test_dry_run_registers_but_creates_nothing(
     lines = out.splitlines()
     train = next(line for line in lines if line.startswith("train "))
     assert "1 CPU, 4 GPU (H100 or A100)" in train and "a100s (A100)" in train
-    assert "not enforced yet" in train
+    assert "fits: the tenant has no quota" in train
     report = next(line for line in lines if line.startswith("report "))
     assert "a100s, local" in report
     assert "dry_flow.train cannot run on:" in out

@@ -10,8 +10,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from control_plane.api.auth import WorkflowsRead, WorkflowsWrite
 from control_plane.api.body import check_digest, read_body
-from control_plane.api.deps import BlobStoreDep, TenantDep
+from control_plane.api.deps import BlobStoreDep
 from control_plane.api.errors import ApiError
 from control_plane.schemas.bundles import BundlePublic
 from control_plane.schemas.common import ErrorResponse
@@ -25,13 +26,18 @@ router = APIRouter(prefix="/bundles", tags=["bundles"])
 Digest = Annotated[str, Path(pattern=SHA256_HEX, description="sha256 of the bundle, lowercase hex")]
 
 
-def bundle_key(digest: str) -> str:
-    """Blob key of the bundle with this sha256."""
-    return f"bundles/{digest}.tar.gz"
+def tenant_prefix(tenant: str) -> str:
+    """Where a tenant's bundles and uploads live: one tenant's never answer for another's."""
+    return f"tenants/{tenant}"
 
 
-def bundle_exists(blob_store: BlobStore, digest: str) -> bool:
-    return blob_store.exists(blob_store.uri(bundle_key(digest)))
+def bundle_key(tenant: str, digest: str) -> str:
+    """Blob key of the tenant's bundle with this sha256."""
+    return f"{tenant_prefix(tenant)}/bundles/{digest}.tar.gz"
+
+
+def bundle_exists(blob_store: BlobStore, tenant: str, digest: str) -> bool:
+    return blob_store.exists(blob_store.uri(bundle_key(tenant, digest)))
 
 
 @router.put(
@@ -48,7 +54,7 @@ async def upload_bundle(
     request: Request,
     response: Response,
     blob_store: BlobStoreDep,
-    _tenant: TenantDep,
+    caller: WorkflowsWrite,
 ) -> BundlePublic:
     """Store the raw request body (a tar.gz) as the bundle `digest`; idempotent."""
     limit: int = request.app.state.max_bundle_bytes
@@ -56,15 +62,15 @@ async def upload_bundle(
     check_digest("bundle", actual, digest)
     if not data.startswith(_GZIP_MAGIC):
         raise ApiError(422, "the bundle is not a gzip-compressed tar archive")
-    if await run_in_threadpool(bundle_exists, blob_store, digest):
+    if await run_in_threadpool(bundle_exists, blob_store, caller.tenant.name, digest):
         response.status_code = 200
     else:
-        await run_in_threadpool(blob_store.put, bundle_key(digest), data)
+        await run_in_threadpool(blob_store.put, bundle_key(caller.tenant.name, digest), data)
     return BundlePublic(digest=digest, size_bytes=len(data))
 
 
 @router.head("/{digest}", responses={404: {"description": "not uploaded yet"}})
-async def head_bundle(digest: Digest, blob_store: BlobStoreDep, _tenant: TenantDep) -> Response:
+async def head_bundle(digest: Digest, blob_store: BlobStoreDep, caller: WorkflowsRead) -> Response:
     """200 when the bundle is stored, 404 when it must be uploaded."""
-    exists = await run_in_threadpool(bundle_exists, blob_store, digest)
+    exists = await run_in_threadpool(bundle_exists, blob_store, caller.tenant.name, digest)
     return Response(status_code=200 if exists else 404)

@@ -1,8 +1,8 @@
 """Clusters: admins create them and rotate their agent tokens; anyone reads their state.
 
-The writing routes live under `/api/v1/admin/clusters` and the reading ones under
-`/api/v1/clusters`, so the admin prefix can be protected as a whole once authentication and
-RBAC exist (another issue; until then every caller may use both).
+The writing routes live under `/api/v1/admin/clusters` (platform admins); the reading ones under
+`/api/v1/clusters` show a tenant the clusters granted to it, and answer for any other cluster
+as for one that does not exist.
 
 A cluster's status comes from its agent's last heartbeat (`clusters.cluster_status`): online
 within 1.5 heartbeat intervals, degraded within the heartbeat grace (3 intervals), offline
@@ -19,9 +19,11 @@ from fastapi import APIRouter, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from control_plane.api.auth import Caller, ClustersRead, PlatformWrite
 from control_plane.api.deps import SessionDep, SettingsDep
 from control_plane.api.errors import ApiError
 from control_plane.db.models import Cluster, utcnow
+from control_plane.db.repositories import audit, tenancy
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.schemas.clusters import (
     CapacityPublic,
@@ -75,10 +77,14 @@ def clusters_public(
     ]
 
 
+def _cluster_not_found(name: str) -> ApiError:
+    return ApiError(404, f"cluster {name} not found")
+
+
 def _get_cluster(session: Session, name: str) -> Cluster:
     cluster = clusters_repo.get_cluster_by_name(session, name)
     if cluster is None:
-        raise ApiError(404, f"cluster {name} not found")
+        raise _cluster_not_found(name)
     return cluster
 
 
@@ -88,7 +94,11 @@ def _get_cluster(session: Session, name: str) -> Cluster:
     responses={409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
 )
 def create_cluster(
-    body: ClusterCreate, session: SessionDep, settings: SettingsDep, response: Response
+    body: ClusterCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    caller: PlatformWrite,
 ) -> ClusterCreated:
     """Create a cluster and its agent token. The token is in this answer only: the control
     plane keeps its hash, so it cannot show it again (rotate it if it is lost)."""
@@ -97,6 +107,7 @@ def create_cluster(
     except clusters_repo.ClusterExistsError as exc:
         message = f"{exc}: pick another name, or rotate its token"
         raise ApiError(409, message, [FieldError(field="name", message=str(exc))]) from None
+    audit.record(session, caller.principal, "cluster.create", body.name, {"labels": body.labels})
     session.commit()
     response.headers.update(_NO_STORE)
     return ClusterCreated(
@@ -106,12 +117,17 @@ def create_cluster(
 
 @admin_router.post("/{name}/rotate-token", responses={404: {"model": ErrorResponse}})
 def rotate_cluster_token(
-    name: str, session: SessionDep, settings: SettingsDep, response: Response
+    name: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    caller: PlatformWrite,
 ) -> ClusterTokenRotated:
     """Replace the cluster's agent token. The old token is refused from the next agent call
     on (a long poll already waiting finishes); the new one is in this answer only."""
     cluster = _get_cluster(session, name)
     token = clusters_repo.rotate_agent_token(session, cluster)
+    audit.record(session, caller.principal, "cluster.rotate-token", name)
     session.commit()
     response.headers.update(_NO_STORE)
     return ClusterTokenRotated(
@@ -119,12 +135,24 @@ def rotate_cluster_token(
     )
 
 
+def _visible(session: Session, caller: Caller) -> list[Cluster]:
+    grants = set(tenancy.granted_clusters(session, caller.tenant))
+    return [c for c in clusters_repo.list_clusters(session) if tenancy.may_use(grants, c.name)]
+
+
 @router.get("")
-def list_clusters(session: SessionDep, settings: SettingsDep) -> list[ClusterPublic]:
-    """Every cluster, by name, with its status, capacity and active attempts."""
-    return clusters_public(session, clusters_repo.list_clusters(session), settings)
+def list_clusters(
+    session: SessionDep, settings: SettingsDep, caller: ClustersRead
+) -> list[ClusterPublic]:
+    """The clusters granted to the tenant, by name, with status, capacity, active attempts."""
+    return clusters_public(session, _visible(session, caller), settings)
 
 
 @router.get("/{name}", responses={404: {"model": ErrorResponse}})
-def get_cluster(name: str, session: SessionDep, settings: SettingsDep) -> ClusterPublic:
-    return clusters_public(session, [_get_cluster(session, name)], settings)[0]
+def get_cluster(
+    name: str, session: SessionDep, settings: SettingsDep, caller: ClustersRead
+) -> ClusterPublic:
+    for cluster in _visible(session, caller):
+        if cluster.name == name:
+            return clusters_public(session, [cluster], settings)[0]
+    raise _cluster_not_found(name)

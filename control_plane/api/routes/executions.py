@@ -10,10 +10,14 @@ from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from control_plane.api.deps import BlobStoreDep, LauncherDep, SessionDep, TenantDep
+from control_plane.api.auth import ExecutionsRead, ExecutionsWrite
+from control_plane.api.deps import BlobStoreDep, LauncherDep, SessionDep
 from control_plane.api.errors import ApiError
 from control_plane.api.inputs import InputValidationError, validate_execution_inputs
-from control_plane.db.models import NO_MAP_INDEX, Execution, WorkflowVersion, new_id
+from control_plane.api.routes.bundles import tenant_prefix
+from control_plane.db.models import NO_MAP_INDEX, Execution, Tenant, WorkflowVersion, new_id
+from control_plane.db.repositories import tenancy
+from control_plane.db.repositories.attempts import limits_of
 from control_plane.db.repositories.executions import (
     cluster_names,
     create_execution,
@@ -24,9 +28,10 @@ from control_plane.db.repositories.executions import (
 from control_plane.db.repositories.workflows import get_workflow_version
 from control_plane.large_values import load_values, store_values
 from control_plane.orchestration.states import AttemptState, ExecutionState
+from control_plane.placement.admission import exceeds_whole_quota
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.executions import AttemptPublic, ExecutionCreate, ExecutionPublic
-from fleetflow.ir import TypedInterface
+from fleetflow.ir import TypedInterface, WorkflowSpec
 from fleetflow.storage import BlobStore
 
 logger = logging.getLogger(__name__)
@@ -43,6 +48,7 @@ def executions_public(
             workflow=execution.workflow.name,
             version=execution.workflow.version,
             status=ExecutionState(execution.status),
+            priority=execution.priority,
             inputs=load_values(execution.inputs, blobs) or {},
             outputs=load_values(execution.outputs, blobs),
             error=execution.error,
@@ -61,6 +67,7 @@ def executions_public(
                     cluster=names.get(attempt.cluster_id) if attempt.cluster_id else None,
                     error_message=attempt.error_message,
                     error_traceback=attempt.error_traceback,
+                    pending_reason=attempt.pending_reason,
                     created_at=attempt.created_at,
                     started_at=attempt.started_at,
                     finished_at=attempt.finished_at,
@@ -73,11 +80,11 @@ def executions_public(
 
 
 def validate_execution_request(
-    session: Session, tenant_id: str, body: ExecutionCreate, blob_store: BlobStore
+    session: Session, tenant: Tenant, body: ExecutionCreate, blob_store: BlobStore
 ) -> tuple[WorkflowVersion, dict[str, Any]]:
     """The workflow version an execution request names and its validated inputs (404 for an
     unknown workflow, 422 naming each wrong input); creation and its preview share it."""
-    workflow = get_workflow_version(session, tenant_id, body.workflow, body.version)
+    workflow = get_workflow_version(session, tenant.id, body.workflow, body.version)
     if workflow is None:
         which = f"version {body.version} of workflow" if body.version else "workflow"
         raise ApiError(
@@ -90,7 +97,7 @@ def validate_execution_request(
             interface,
             body.inputs,
             blob_prefixes=(
-                blob_store.uri("uploads") + "/",
+                blob_store.uri(f"{tenant_prefix(tenant.name)}/uploads") + "/",
                 blob_store.uri("executions") + "/",
             ),
         )
@@ -103,13 +110,28 @@ def validate_execution_request(
     return workflow, inputs
 
 
+def check_whole_quota(session: Session, tenant: Tenant, workflow: WorkflowVersion) -> None:
+    """422 when a task of the workflow could never start within the tenant's quota."""
+    limits = limits_of(tenancy.get_quota(session, tenant))
+    for name, task in sorted(WorkflowSpec.model_validate(workflow.spec).tasks.items()):
+        problem = exceeds_whole_quota(limits, name, task.resources)
+        if problem is not None:
+            raise ApiError(
+                422, f"{problem}. Ask a platform admin to raise the quota, or request less."
+            )
+
+
 def _persist_execution(
-    session: Session, tenant_id: str, body: ExecutionCreate, blob_store: BlobStore
+    session: Session, tenant: Tenant, body: ExecutionCreate, blob_store: BlobStore
 ) -> ExecutionPublic:
-    workflow, inputs = validate_execution_request(session, tenant_id, body, blob_store)
+    tenant_id = tenant.id
+    workflow, inputs = validate_execution_request(session, tenant, body, blob_store)
+    check_whole_quota(session, tenant, workflow)
     execution_id = new_id("ex")
     stored = store_values(inputs, blob_store, f"executions/{execution_id}/inputs.json")
-    execution = create_execution(session, tenant_id, workflow, stored, execution_id=execution_id)
+    execution = create_execution(
+        session, tenant_id, workflow, stored, execution_id=execution_id, priority=body.priority
+    )
     session.commit()
     return executions_public(session, [execution], blob_store)[0]
 
@@ -126,12 +148,14 @@ def _persist_execution(
 async def start_execution(
     body: ExecutionCreate,
     session: SessionDep,
-    tenant: TenantDep,
+    caller: ExecutionsWrite,
     launcher: LauncherDep,
     blob_store: BlobStoreDep,
 ) -> ExecutionPublic:
     """Validate the inputs, persist a QUEUED execution, then hand it to the orchestrator."""
-    execution = await run_in_threadpool(_persist_execution, session, tenant.id, body, blob_store)
+    execution = await run_in_threadpool(
+        _persist_execution, session, caller.tenant, body, blob_store
+    )
     try:
         await launcher.start_execution(execution.id)
     except Exception:
@@ -147,22 +171,22 @@ async def start_execution(
 @router.get("")
 def list_executions_route(
     session: SessionDep,
-    tenant: TenantDep,
+    caller: ExecutionsRead,
     blob_store: BlobStoreDep,
     status: ExecutionState | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[ExecutionPublic]:
     """The tenant's executions, newest first."""
-    rows = list_executions(session, tenant.id, limit=limit, offset=offset, status=status)
+    rows = list_executions(session, caller.tenant.id, limit=limit, offset=offset, status=status)
     return executions_public(session, rows, blob_store)
 
 
 @router.get("/{execution_id}", responses={404: {"model": ErrorResponse}})
 def get_execution_route(
-    execution_id: str, session: SessionDep, tenant: TenantDep, blob_store: BlobStoreDep
+    execution_id: str, session: SessionDep, caller: ExecutionsRead, blob_store: BlobStoreDep
 ) -> ExecutionPublic:
-    execution = get_execution(session, tenant.id, execution_id)
+    execution = get_execution(session, caller.tenant.id, execution_id)
     if execution is None:
         raise ApiError(404, f"execution {execution_id} not found")
     return executions_public(session, [execution], blob_store)[0]
@@ -175,7 +199,7 @@ def get_execution_route(
 async def cancel_execution_route(
     execution_id: str,
     session: SessionDep,
-    tenant: TenantDep,
+    caller: ExecutionsWrite,
     launcher: LauncherDep,
     blob_store: BlobStoreDep,
 ) -> ExecutionPublic:
@@ -183,7 +207,7 @@ async def cancel_execution_route(
 
     Idempotent: cancelling a finished execution changes nothing and returns it as it is.
     """
-    execution = await run_in_threadpool(get_execution, session, tenant.id, execution_id)
+    execution = await run_in_threadpool(get_execution, session, caller.tenant.id, execution_id)
     if execution is None:
         raise ApiError(404, f"execution {execution_id} not found")
     if not ExecutionState(execution.status).terminal:
@@ -197,7 +221,7 @@ async def cancel_execution_route(
         # Not started in the orchestrator yet: nothing will run it, so cancel it here.
         await run_in_threadpool(_cancel_if_queued, session, execution)
     session.expire_all()
-    refreshed = await run_in_threadpool(get_execution, session, tenant.id, execution_id)
+    refreshed = await run_in_threadpool(get_execution, session, caller.tenant.id, execution_id)
     assert refreshed is not None
     return executions_public(session, [refreshed], blob_store)[0]
 

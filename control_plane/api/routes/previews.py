@@ -12,10 +12,14 @@ from fastapi import APIRouter
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from control_plane.api.deps import BlobStoreDep, SessionDep, SettingsDep, TenantDep
+from control_plane.api.auth import ExecutionsRead
+from control_plane.api.deps import BlobStoreDep, SessionDep, SettingsDep
 from control_plane.api.routes.executions import validate_execution_request
-from control_plane.db.repositories.attempts import placement_candidates
-from control_plane.placement import Candidate, Strategy, place
+from control_plane.db.models import Tenant
+from control_plane.db.repositories import tenancy
+from control_plane.db.repositories.attempts import limits_of, placement_candidates, tenant_loads
+from control_plane.placement import Candidate, Strategy, Usage, place
+from control_plane.placement.admission import Limits, Load, exceeds_whole_quota, quota_problem
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.executions import ExecutionCreate
 from control_plane.schemas.previews import (
@@ -32,10 +36,28 @@ from fleetflow.storage import BlobStore
 router = APIRouter(prefix="/executions", tags=["executions"])
 
 
+def quota_verdict(limits: Limits | None, load: Load, task: TaskSpec) -> str:
+    """What the tenant's quota says of one more attempt of `task` now."""
+    if limits is None:
+        return "fits: the tenant has no quota"
+    never = exceeds_whole_quota(limits, task.name, task.resources)
+    if never is not None:
+        return f"refused: {never}"
+    usage = Usage.of(task.resources, None)
+    now = quota_problem(limits, load, usage, new_execution=True)
+    return f"waits: {now}" if now else "fits within the quota now"
+
+
 def task_preview(
-    task: TaskSpec, nodes: list[str], candidates: list[Candidate], strategy: Strategy
+    task: TaskSpec,
+    nodes: list[str],
+    candidates: list[Candidate],
+    strategy: Strategy,
+    *,
+    quota: str,
+    not_granted: list[str],
 ) -> TaskPreview:
-    """Where one attempt of `task` would be placed now."""
+    """Where one attempt of `task` would be placed now (among the clusters granted)."""
     decision = place(task.resources, candidates, strategy)
     resources = task.resources
     return TaskPreview(
@@ -58,25 +80,36 @@ def task_preview(
         excluded=[
             ExcludedCluster(cluster=name, reason=reason)
             for name, reason in decision.excluded.items()
+        ]
+        + [
+            ExcludedCluster(cluster=name, reason="not granted to the tenant")
+            for name in not_granted
         ],
+        quota=quota,
     )
 
 
 def _preview(
     session: Session,
-    tenant_id: str,
+    tenant: Tenant,
     body: ExecutionCreate,
     blob_store: BlobStore,
     settings: Settings,
 ) -> ExecutionPreview:
-    workflow, inputs = validate_execution_request(session, tenant_id, body, blob_store)
+    workflow, inputs = validate_execution_request(session, tenant, body, blob_store)
     spec = WorkflowSpec.model_validate(workflow.spec)
-    candidates = [
-        candidate
-        for _, candidate in placement_candidates(
-            session, heartbeat_grace=settings.grpc.heartbeat_grace, include_offline=True
-        )
-    ]
+    grants = set(tenancy.granted_clusters(session, tenant))
+    candidates, not_granted = [], []
+    for _, candidate in placement_candidates(
+        session, heartbeat_grace=settings.grpc.heartbeat_grace, include_offline=True
+    ):
+        if tenancy.may_use(grants, candidate.name):
+            candidates.append(candidate)
+        else:
+            not_granted.append(candidate.name)
+    quota = tenancy.get_quota(session, tenant)
+    limits = limits_of(quota) if quota is not None else None
+    load = tenant_loads(session, [tenant.id]).get(tenant.id, Load())
     nodes: dict[str, list[str]] = {}
     for node in spec.nodes:
         nodes.setdefault(node.task, []).append(node.id)
@@ -87,7 +120,14 @@ def _preview(
         inputs=inputs,
         strategy=strategy,
         tasks=[
-            task_preview(spec.tasks[name], node_ids, candidates, strategy)
+            task_preview(
+                spec.tasks[name],
+                node_ids,
+                candidates,
+                strategy,
+                quota=quota_verdict(limits, load, spec.tasks[name]),
+                not_granted=not_granted,
+            )
             for name, node_ids in nodes.items()
         ],
     )
@@ -100,7 +140,7 @@ def _preview(
 async def preview_execution(
     body: ExecutionCreate,
     session: SessionDep,
-    tenant: TenantDep,
+    caller: ExecutionsRead,
     blob_store: BlobStoreDep,
     settings: SettingsDep,
 ) -> ExecutionPreview:
@@ -108,7 +148,7 @@ async def preview_execution(
     for each task the clusters it fits on now, where an attempt would be placed (and on which
     GPU type), and why each other cluster is excluded.
 
-    Nothing is written. The answer is a snapshot: capacity changes as attempts start and end.
-    Quota admission is not enforced yet, so every task reports `quota: "not enforced yet"`.
+    Nothing is written. The answer is a snapshot: capacity and quota use change as attempts
+    start and end. Clusters not granted to the tenant are listed as excluded.
     """
-    return await run_in_threadpool(_preview, session, tenant.id, body, blob_store, settings)
+    return await run_in_threadpool(_preview, session, caller.tenant, body, blob_store, settings)

@@ -1,9 +1,10 @@
 """Uploads of `File` and `Directory` workflow inputs from the engineer's machine.
 
-Files are content-addressed (`uploads/files/<sha256>/<name>`); a directory's files share one
-prefix (`uploads/dirs/<id>/…`). The answer is the URI to put in the input's literal. Execution
-inputs may only name blobs under the store's `uploads/` and `executions/` prefixes, so an input
-cannot make a task read an arbitrary path on an agent.
+Files are content-addressed (`tenants/<tenant>/uploads/files/<sha256>/<name>`); a directory's
+files share one prefix (`tenants/<tenant>/uploads/dirs/<id>/…`). The answer is the URI to put
+in the input's literal. Execution inputs may only name blobs under their tenant's `uploads/` and
+the store's `executions/` prefixes, so an input cannot make a task read an arbitrary path on an
+agent, nor another tenant's uploads.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from control_plane.api.auth import ExecutionsWrite
 from control_plane.api.body import check_digest, read_body
-from control_plane.api.deps import BlobStoreDep, TenantDep
+from control_plane.api.deps import BlobStoreDep
 from control_plane.api.errors import ApiError
+from control_plane.api.routes.bundles import tenant_prefix
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.workflows import SHA256_HEX
 
@@ -53,10 +56,10 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
 
 @router.put("/files/{digest}/{name}", status_code=201, responses=_RESPONSES)
 async def upload_file(
-    digest: Digest, name: str, request: Request, blob_store: BlobStoreDep, _tenant: TenantDep
+    digest: Digest, name: str, request: Request, blob_store: BlobStoreDep, caller: ExecutionsWrite
 ) -> UploadPublic:
     """Store one file input by its sha256; idempotent. Returns the URI for its literal."""
-    key = f"uploads/files/{digest}/{_safe_relative(name)}"
+    key = f"{tenant_prefix(caller.tenant.name)}/uploads/files/{digest}/{_safe_relative(name)}"
     data, actual = await read_body(request, request.app.state.max_bundle_bytes, "file")
     check_digest("file", actual, digest)
     uri = await run_in_threadpool(blob_store.put, key, data)
@@ -65,10 +68,14 @@ async def upload_file(
 
 @router.put("/dirs/{upload_id}/{path:path}", status_code=201, responses=_RESPONSES)
 async def upload_directory_file(
-    upload_id: Digest, path: str, request: Request, blob_store: BlobStoreDep, _tenant: TenantDep
+    upload_id: Digest,
+    path: str,
+    request: Request,
+    blob_store: BlobStoreDep,
+    caller: ExecutionsWrite,
 ) -> UploadPublic:
     """Store one file of a directory input; the answer's URI is the directory's."""
-    prefix = f"uploads/dirs/{upload_id}"
+    prefix = f"{tenant_prefix(caller.tenant.name)}/uploads/dirs/{upload_id}"
     data, _ = await read_body(request, request.app.state.max_bundle_bytes, "file")
     await run_in_threadpool(blob_store.put, f"{prefix}/{_safe_relative(path)}", data)
     return UploadPublic(uri=blob_store.uri(prefix), size_bytes=len(data))

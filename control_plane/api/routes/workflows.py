@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from control_plane.api.deps import BlobStoreDep, SessionDep, TenantDep
+from control_plane.api.auth import WorkflowsRead, WorkflowsWrite
+from control_plane.api.deps import BlobStoreDep, SessionDep
 from control_plane.api.errors import ApiError
 from control_plane.api.routes.bundles import bundle_exists
 from control_plane.db.models import WorkflowVersion
@@ -40,15 +41,15 @@ def workflow_public(row: WorkflowVersion) -> WorkflowPublic:
     responses={409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
 )
 def register_workflow(
-    body: WorkflowRegister, session: SessionDep, tenant: TenantDep, blob_store: BlobStoreDep
+    body: WorkflowRegister, session: SessionDep, caller: WorkflowsWrite, blob_store: BlobStoreDep
 ) -> WorkflowPublic:
     """Register a compiled spec with its uploaded code bundle; re-registering is a no-op."""
     digest = body.bundle_digest
-    if not bundle_exists(blob_store, digest):
+    if not bundle_exists(blob_store, caller.tenant.name, digest):
         message = f"code bundle {digest} has not been uploaded: PUT it to /api/v1/bundles/{digest}"
         raise ApiError(422, message, [FieldError(field="bundle_digest", message=message)])
     try:
-        row = register_workflow_version(session, tenant.id, body.spec, digest, body.version)
+        row = register_workflow_version(session, caller.tenant.id, body.spec, digest, body.version)
     except WorkflowVersionConflictError as exc:
         raise ApiError(409, str(exc), [FieldError(field="version", message=str(exc))]) from None
     session.commit()
@@ -58,19 +59,21 @@ def register_workflow(
 @router.get("")
 def list_workflows(
     session: SessionDep,
-    tenant: TenantDep,
+    caller: WorkflowsRead,
     name: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[WorkflowPublic]:
     """Registered workflow versions, by name, newest version first."""
-    rows = list_workflow_versions(session, tenant.id, name=name, limit=limit, offset=offset)
+    rows = list_workflow_versions(session, caller.tenant.id, name=name, limit=limit, offset=offset)
     return [workflow_public(row) for row in rows]
 
 
 @router.get("/{name}/versions/{version}", responses={404: {"model": ErrorResponse}})
-def get_workflow(name: str, version: str, session: SessionDep, tenant: TenantDep) -> WorkflowPublic:
-    row = get_workflow_version(session, tenant.id, name, version)
+def get_workflow(
+    name: str, version: str, session: SessionDep, caller: WorkflowsRead
+) -> WorkflowPublic:
+    row = get_workflow_version(session, caller.tenant.id, name, version)
     if row is None:
         raise ApiError(404, f"workflow {name} version {version} is not registered")
     return workflow_public(row)

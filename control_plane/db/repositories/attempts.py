@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import (
@@ -18,19 +18,39 @@ from control_plane.db.models import (
     Cluster,
     Execution,
     TaskAttempt,
+    TenantQuota,
     WorkflowVersion,
     new_id,
     utcnow,
 )
+from control_plane.db.repositories import tenancy
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
 from control_plane.db.repositories.clusters import as_utc, online_clusters
-from control_plane.orchestration.states import AttemptState
+from control_plane.orchestration.states import AttemptState, ExecutionState
 from control_plane.orchestration.transitions import (
     IllegalTransitionError,
     attempt_values,
     check_attempt_transition,
 )
-from control_plane.placement import Candidate, Strategy, Usage, free_capacity, place
+from control_plane.placement import (
+    NO_FIT,
+    Candidate,
+    Decision,
+    Strategy,
+    Usage,
+    free_capacity,
+    place,
+)
+from control_plane.placement.admission import (
+    Limits,
+    Load,
+    Totals,
+    allowed_gpu_types,
+    dominant_share,
+    fair_order,
+    gpu_type_problem,
+    quota_problem,
+)
 from fleetflow import ir
 
 A = AttemptState
@@ -230,6 +250,114 @@ def placement_candidates(
     ]
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    """A PENDING attempt with what fair share and quotas need of its execution."""
+
+    attempt: TaskAttempt
+    tenant_id: str
+    priority: int
+    created_at: datetime
+    spec_id: str
+    admitted: bool
+
+
+def _waiting(session: Session) -> list[_Waiting]:
+    rows = session.execute(
+        select(
+            TaskAttempt,
+            Execution.tenant_id,
+            Execution.priority,
+            Execution.workflow_spec_id,
+            Execution.admitted_at,
+        )
+        .join(Execution, Execution.id == TaskAttempt.execution_id)
+        .where(TaskAttempt.status == A.PENDING.value)
+        .order_by(TaskAttempt.created_at)
+        .limit(PLACEMENT_BATCH)
+        .with_for_update(skip_locked=True, of=TaskAttempt)
+    ).all()
+    return [
+        _Waiting(
+            attempt,
+            str(tenant_id),
+            int(priority or 0),
+            as_utc(attempt.created_at),
+            str(spec_id),
+            admitted_at is not None,
+        )
+        for attempt, tenant_id, priority, spec_id, admitted_at in rows
+    ]
+
+
+def limits_of(quota: TenantQuota | None) -> Limits:
+    if quota is None:
+        return Limits()
+    return Limits(
+        gpu=quota.gpu,
+        gpu_per_type={str(k): int(v) for k, v in (quota.gpu_per_type or {}).items()},
+        cpu=quota.cpu,
+        memory_bytes=quota.memory_bytes,
+        max_running_executions=quota.max_running_executions,
+        max_running_tasks=quota.max_running_tasks,
+    )
+
+
+def tenant_loads(session: Session, tenant_ids: Iterable[str] | None = None) -> dict[str, Load]:
+    """What each tenant's active attempts hold now, and how many executions it runs."""
+    ids = None if tenant_ids is None else list(set(tenant_ids))
+    attempts = (
+        select(
+            Execution.tenant_id,
+            TaskAttempt.gpu,
+            TaskAttempt.gpu_type,
+            TaskAttempt.cpu,
+            TaskAttempt.memory_bytes,
+        )
+        .join(Execution, Execution.id == TaskAttempt.execution_id)
+        .where(TaskAttempt.status.in_(ACTIVE_STATES))
+    )
+    executions = (
+        select(Execution.tenant_id, func.count())
+        .where(
+            Execution.admitted_at.is_not(None),
+            Execution.status.in_([s.value for s in ExecutionState if not s.terminal]),
+        )
+        .group_by(Execution.tenant_id)
+    )
+    if ids is not None:
+        attempts = attempts.where(Execution.tenant_id.in_(ids))
+        executions = executions.where(Execution.tenant_id.in_(ids))
+    loads: dict[str, Load] = {}
+    for tenant_id, gpu, gpu_type, cpu, memory in session.execute(attempts):
+        usage = Usage(cpu=cpu or 0.0, memory_bytes=memory or 0, gpu=gpu or 0, gpu_type=gpu_type)
+        loads.setdefault(tenant_id, Load()).add(usage)
+    for tenant_id, count in session.execute(executions):
+        loads.setdefault(tenant_id, Load()).running_executions = int(count)
+    return loads
+
+
+def _totals(clusters: Iterable[Cluster]) -> Totals:
+    gpu, cpu, memory = 0, 0.0, 0
+    for cluster in clusters:
+        reported = cluster.capacity or {}
+        cpu += float(reported.get("cpu_allocatable") or 0)
+        memory += int(reported.get("memory_bytes_allocatable") or 0)
+        gpu += sum(int(g.get("allocatable") or 0) for g in reported.get("gpus") or ())
+    return Totals(gpu=gpu, cpu=cpu, memory_bytes=memory)
+
+
+_MAX_REASON = 500
+
+
+def _no_fit_reason(decision: Decision, granted: int) -> str:
+    if not granted:
+        return "no cluster is granted to the tenant (fleetflow admin clusters grant TENANT NAME)"
+    why = "; ".join(f"{name}: {reason}" for name, reason in decision.excluded.items())
+    reason = f"no capacity: {why or 'no cluster is online'}"
+    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 1] + "…"
+
+
 def place_pending_attempts(
     session: Session,
     *,
@@ -237,63 +365,125 @@ def place_pending_attempts(
     only_cluster: Cluster | None = None,
     strategy: Strategy = Strategy.SPREAD,
 ) -> int:
-    """Assign PENDING attempts, oldest first, to online clusters they fit on.
+    """Assign PENDING attempts to online clusters they fit on, within their tenants' quotas.
 
-    `control_plane.placement` decides: the task's required labels, acceptable GPU types (the
-    first that fits somewhere now), free GPUs, CPU and memory filter the clusters, and
-    `strategy` scores the rest (ties: fewest active attempts for spread, then the cluster's
-    name). An attempt that fits nowhere stays PENDING until capacity frees up. The chosen GPU
-    type is recorded on the attempt and sent with its assignment.
+    Waiting attempts are offered in fair-share order (`placement/admission.py`: the tenant with
+    the smallest dominant share first, then by execution priority and age). Each must fit its
+    tenant's quota, then `control_plane.placement` chooses among the clusters granted to the
+    tenant: the task's required labels, acceptable GPU types (the first that fits somewhere now
+    and that the tenant's per-type quota allows), free GPUs, CPU and memory filter the
+    clusters, and `strategy` scores the rest (ties: fewest active attempts for spread, then the
+    cluster's name). An attempt that cannot start stays PENDING with its `pending_reason`
+    (`quota: …`, `no capacity: …`) until a later pass places it. The chosen GPU type and the
+    resources held are recorded on the attempt.
 
     With `only_cluster` (an agent asking for work), attempts are assigned to that cluster
     only, and only those it fits with the most preferred GPU type that fits anywhere.
 
     On PostgreSQL the PENDING rows are read `FOR UPDATE SKIP LOCKED`, so control-plane
-    replicas placing at once work on different attempts; the compare-and-set in `move_attempt`
-    remains the guarantee. Returns how many attempts were assigned.
+    replicas placing at once work on different attempts, and the quota rows of their tenants
+    are locked before their load is read, so two replicas cannot both spend the last unit of
+    a quota; the compare-and-set in `move_attempt` remains the guarantee against double
+    assignment. Returns how many attempts were assigned.
     """
-    pending = session.scalars(
-        select(TaskAttempt)
-        .where(TaskAttempt.status == A.PENDING.value)
-        .order_by(TaskAttempt.created_at)
-        .limit(PLACEMENT_BATCH)
-        .with_for_update(skip_locked=True)
-    ).all()
-    if not pending:
+    waiting = _waiting(session)
+    if not waiting:
         return 0
     placed = placement_candidates(session, heartbeat_grace=heartbeat_grace)
     if only_cluster is not None and only_cluster.id not in {c.id for c, _ in placed}:
         return 0  # offline: it gets nothing
+    tenant_ids = sorted({w.tenant_id for w in waiting})
+    quotas = {
+        q.tenant_id: q
+        for q in session.scalars(
+            select(TenantQuota)
+            .where(TenantQuota.tenant_id.in_(tenant_ids))
+            .order_by(TenantQuota.tenant_id)
+            .with_for_update()
+        )
+    }
+    limits = {tenant_id: limits_of(quotas.get(tenant_id)) for tenant_id in tenant_ids}
+    loads = tenant_loads(session)
+    grants = tenancy.grants_by_tenant_id(session)
+    totals = _totals(cluster for cluster, _ in placed)
     cluster_ids = {candidate.name: cluster.id for cluster, candidate in placed}
     candidates = {candidate.name: candidate for _, candidate in placed}
-    spec_ids = _workflow_version_ids(session, (a.execution_id for a in pending))
-    resources = _task_resources(session, ((spec_ids[a.execution_id], a.task_name) for a in pending))
+    resources = _task_resources(session, ((w.spec_id, w.attempt.task_name) for w in waiting))
+    admitted: set[str] = set()
     fits_nowhere: set[tuple[str, str]] = set()  # capacity only shrinks during one pass
     assigned = 0
-    for attempt in pending:
-        key = (spec_ids[attempt.execution_id], attempt.task_name)
+
+    def share(tenant_id: str) -> float:
+        return dominant_share(loads.get(tenant_id, Load()), totals)
+
+    for item in fair_order(waiting, share):
+        attempt = item.attempt
+        key = (item.spec_id, attempt.task_name)
         if key in fits_nowhere:
             continue
+        load = loads.setdefault(item.tenant_id, Load())
+        quota = limits[item.tenant_id]
+        wanted = resources[key]
+        new_execution = not item.admitted and attempt.execution_id not in admitted
+        reason = quota_problem(quota, load, Usage.of(wanted, None), new_execution=new_execution)
+        types = allowed_gpu_types(wanted, quota, load)
+        if reason is None and types == []:
+            reason = gpu_type_problem(quota, load, wanted.gpu, wanted.gpu_types[0])
+        if reason is not None:
+            _set_pending_reason(attempt, reason)
+            continue
+        if types is not None and types != wanted.gpu_types:
+            wanted = wanted.model_copy(update={"gpu_type": types})
+        granted = grants.get(item.tenant_id, set())
         decision = place(
-            resources[key],
-            list(candidates.values()),
+            wanted,
+            [c for c in candidates.values() if tenancy.may_use(granted, c.name)],
             strategy,
             restrict_to=only_cluster.name if only_cluster is not None else None,
         )
         if decision.cluster is None:
-            fits_nowhere.add(key)
+            if decision.reason == NO_FIT:
+                fits_nowhere.add(key)
+                _set_pending_reason(attempt, _no_fit_reason(decision, len(granted)))
             continue
+        if decision.gpu_type and types is None:
+            reason = gpu_type_problem(quota, load, wanted.gpu, decision.gpu_type)
+            if reason is not None:
+                _set_pending_reason(attempt, reason)
+                continue
         if move_attempt(
             session,
             attempt,
             A.ASSIGNED,
             cluster_id=cluster_ids[decision.cluster],
             gpu_type=decision.gpu_type,
+            gpu=wanted.gpu,
+            cpu=wanted.cpu,
+            memory_bytes=wanted.memory_bytes,
+            pending_reason=None,
         ):
-            usage = Usage.of(resources[key], decision.gpu_type)
+            usage = Usage.of(wanted, decision.gpu_type)
             candidates[decision.cluster] = candidates[decision.cluster].after(usage)
+            load.add(usage, new_execution=new_execution)
+            if new_execution:
+                _admit(session, attempt.execution_id)
+                admitted.add(attempt.execution_id)
             assigned += 1
     return assigned
+
+
+def _set_pending_reason(attempt: TaskAttempt, reason: str) -> None:
+    if attempt.pending_reason != reason:  # written only when it changes
+        attempt.pending_reason = reason
+
+
+def _admit(session: Session, execution_id: str) -> None:
+    session.execute(
+        update(Execution)
+        .where(Execution.id == execution_id, Execution.admitted_at.is_(None))
+        .values(admitted_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
 
 
 def lease_attempts(session: Session, cluster: Cluster, max_attempts: int) -> list[TaskAttempt]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -12,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from control_plane.auth.tokens import hash_token, new_agent_token
 from control_plane.db.models import Cluster, TaskAttempt, new_id, utcnow
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
 from control_plane.orchestration.states import AttemptState
@@ -27,15 +26,6 @@ _ACTIVE_STATES = (
 
 class ClusterExistsError(ValueError):
     """A cluster of that name exists already."""
-
-
-def hash_token(token: str) -> str:
-    """Tokens are stored only as hashes; a leaked database does not leak credentials."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_agent_token() -> str:
-    return f"ffa_{secrets.token_urlsafe(32)}"
 
 
 def ensure_cluster(session: Session, name: str, token: str, labels: dict[str, str]) -> Cluster:

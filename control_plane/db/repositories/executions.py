@@ -25,6 +25,7 @@ def create_execution(
     inputs: dict[str, Any],
     *,
     execution_id: str | None = None,
+    priority: int = 0,
 ) -> Execution:
     """Persist a QUEUED execution of `workflow_version` with already validated `inputs`
     (as they are to be stored: see control_plane/large_values.py)."""
@@ -39,6 +40,7 @@ def create_execution(
         workflow=workflow_version,
         status=ExecutionState.QUEUED.value,
         inputs=inputs,
+        priority=priority,
         created_at=utcnow(),
     )
     session.add(execution)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from control_plane.db.models import Cluster, TaskAttempt, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
+from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
@@ -40,6 +41,7 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
 def execution_id(sessions: sessionmaker[Session], workflow_spec: WorkflowSpec) -> str:
     with transaction(sessions) as session:
         tenant = get_or_create_tenant(session, "research")
+        tenancy.grant_cluster(session, tenant, tenancy.EVERY_CLUSTER)
         workflow = register_workflow_version(session, tenant.id, workflow_spec, BUNDLE, None)
         return create_execution(session, tenant.id, workflow, {"n": 3}).id
 

@@ -21,6 +21,7 @@ from control_plane.db.migrate import upgrade_database
 from control_plane.db.models import Cluster, TaskAttempt, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
+from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
@@ -51,6 +52,7 @@ def execution_of(
     spec = workflow_spec.model_copy(update={"tasks": {**workflow_spec.tasks, PREPARE: prepare}})
     with transaction(sessions) as session:
         tenant = get_or_create_tenant(session, "research")
+        tenancy.grant_cluster(session, tenant, tenancy.EVERY_CLUSTER)
         workflow = register_workflow_version(session, tenant.id, spec, BUNDLE, None)
         return create_execution(session, tenant.id, workflow, {"n": 3}).id
 

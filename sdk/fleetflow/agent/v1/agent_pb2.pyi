@@ -225,23 +225,53 @@ class HeartbeatRequest(_message.Message):
 
     CAPACITY_FIELD_NUMBER: _builtins.int
     RUNNING_ATTEMPT_IDS_FIELD_NUMBER: _builtins.int
+    PENDING_ATTEMPTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def capacity(self) -> Global___Capacity: ...
     @_builtins.property
     def running_attempt_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def pending_attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___PendingAttempt]:
+        """Held attempts that have not started yet, with why (e.g. no node has the GPUs free).
+        Level-triggered: an attempt not listed has no pending reason.
+        """
+
     def __init__(
         self,
         *,
         capacity: Global___Capacity | None = ...,
         running_attempt_ids: _abc.Iterable[_builtins.str] | None = ...,
+        pending_attempts: _abc.Iterable[Global___PendingAttempt] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "running_attempt_ids", b"running_attempt_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "pending_attempts", b"pending_attempts", "running_attempt_ids", b"running_attempt_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HeartbeatRequest: _TypeAlias = HeartbeatRequest  # noqa: Y015
+
+@_typing.final
+class PendingAttempt(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    attempt_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        attempt_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_id", b"attempt_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingAttempt: _TypeAlias = PendingAttempt  # noqa: Y015
 
 @_typing.final
 class HeartbeatResponse(_message.Message):

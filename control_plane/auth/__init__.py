@@ -1,0 +1,1 @@
+"""Who is calling (tokens, principals) and what they may do (casbin RBAC with tenant domains)."""

@@ -1,0 +1,203 @@
+"""Tenants, principals, tokens, roles, quotas and the audit log, in and out of the API.
+
+Tokens leave the control plane only in `UserCreated` and `TokenCreated`, each returned once.
+Request bodies forbid unknown fields: a stray `tenant_id` is an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from control_plane.auth.rbac import Role
+from control_plane.schemas.common import UtcDatetime
+from fleetflow.resources import parse_memory
+
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_PRINCIPAL = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.@]*[A-Za-z0-9])?")
+MAX_NAME = 63
+MAX_PRINCIPAL = 128
+MAX_TOKEN_DAYS = 3650
+
+
+def _tenant_name(name: str) -> str:
+    if len(name) > MAX_NAME or not _NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a valid tenant name: 1-{MAX_NAME} lowercase letters, digits and "
+            "'-', starting and ending with a letter or digit (e.g. vision-team)"
+        )
+    return name
+
+
+def _principal_name(name: str) -> str:
+    if len(name) > MAX_PRINCIPAL or not _PRINCIPAL.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a valid user name: 1-{MAX_PRINCIPAL} letters, digits, '-', '_', "
+            "'.' or '@', starting and ending with a letter or digit (e.g. ada@example.com)"
+        )
+    return name
+
+
+TenantName = Annotated[str, AfterValidator(_tenant_name)]
+PrincipalName = Annotated[str, AfterValidator(_principal_name)]
+_STRICT = ConfigDict(extra="forbid")
+
+
+class TenantCreate(BaseModel):
+    model_config = _STRICT
+    name: TenantName
+
+
+class TenantPublic(BaseModel):
+    name: str
+    created_at: UtcDatetime
+
+
+class TenantList(BaseModel):
+    tenants: list[TenantPublic]
+
+
+class QuotaSet(BaseModel):
+    """A tenant's limits; an omitted or null limit is unlimited. A PUT replaces them all."""
+
+    model_config = _STRICT
+    gpu: int | None = Field(default=None, ge=0, description="GPUs in use at once, any type")
+    gpu_per_type: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description='GPUs in use at once by type, e.g. {"H100": 4}'
+    )
+    cpu: float | None = Field(default=None, ge=0, description="CPU cores in use at once")
+    memory: int | str | None = Field(default=None, description='bytes, or a quantity like "64Gi"')
+    max_running_executions: int | None = Field(default=None, ge=0)
+    max_running_tasks: int | None = Field(default=None, ge=0)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: int | str | None) -> int | None:
+        return None if value is None else parse_memory(value)  # its errors are ValueErrors
+
+    def limits(self) -> dict[str, Any]:
+        """As `TenantQuota` columns."""
+        return {
+            "gpu": self.gpu,
+            "gpu_per_type": dict(self.gpu_per_type),
+            "cpu": self.cpu,
+            "memory_bytes": self.memory,
+            "max_running_executions": self.max_running_executions,
+            "max_running_tasks": self.max_running_tasks,
+        }
+
+
+class QuotaPublic(BaseModel):
+    gpu: int | None = None
+    gpu_per_type: dict[str, int] = Field(default_factory=dict)
+    cpu: float | None = None
+    memory_bytes: int | None = None
+    max_running_executions: int | None = None
+    max_running_tasks: int | None = None
+
+
+class TenantDetail(TenantPublic):
+    quota: QuotaPublic | None
+    clusters: list[str]
+    users: int
+
+
+class RoleGrantPublic(BaseModel):
+    role: str
+    tenant: str  # "*": every tenant
+
+
+class UserCreate(BaseModel):
+    model_config = _STRICT
+    name: PrincipalName
+    role: Role
+    kind: Literal["user", "service"] = "user"
+    expires_in_days: int | None = Field(
+        default=90, ge=1, le=MAX_TOKEN_DAYS, description="null: the token never expires"
+    )
+
+
+class UserPublic(BaseModel):
+    name: str
+    kind: str
+    tenant: str
+    roles: list[RoleGrantPublic]
+    created_at: UtcDatetime
+
+
+class UserList(BaseModel):
+    users: list[UserPublic]
+
+
+class TokenCreate(BaseModel):
+    model_config = _STRICT
+    expires_in_days: int | None = Field(default=90, ge=1, le=MAX_TOKEN_DAYS)
+
+
+class TokenCreated(BaseModel):
+    token: str = Field(description="shown this once; the control plane keeps only its hash")
+    token_id: str
+    expires_at: UtcDatetime | None
+
+
+class UserCreated(TokenCreated):
+    user: UserPublic
+
+
+class TokenPublic(BaseModel):
+    id: str
+    created_at: UtcDatetime
+    expires_at: UtcDatetime | None
+    revoked_at: UtcDatetime | None
+    last_used_at: UtcDatetime | None
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenPublic]
+
+
+class TokenRevoked(BaseModel):
+    id: str
+    revoked_at: UtcDatetime
+
+
+class RoleChange(BaseModel):
+    model_config = _STRICT
+    principal: PrincipalName
+    role: Role
+    tenant: TenantName | None = Field(
+        default=None, description="null only with platform-admin, which holds in every tenant"
+    )
+
+
+class RoleChanged(BaseModel):
+    principal: str
+    role: str
+    tenant: str
+
+
+class ClusterGranted(BaseModel):
+    tenant: str
+    cluster: str
+
+
+class AuditEntryPublic(BaseModel):
+    at: UtcDatetime
+    actor: str
+    action: str
+    target: str
+    details: dict[str, Any]
+
+
+class AuditLog(BaseModel):
+    entries: list[AuditEntryPublic]
+
+
+class WhoAmI(BaseModel):
+    principal: str
+    kind: str
+    tenant: str
+    acting_tenant: str
+    roles: list[RoleGrantPublic]
