@@ -112,6 +112,11 @@ class MetricsSettings(BaseSettings):
         default=None, description="serve a lone worker's metrics at http://HOST:PORT/metrics"
     )
     worker_host: str = "127.0.0.1"
+    token: SecretStr | None = Field(
+        default=None,
+        description="bearer token /metrics requires (it names tenants); unset: open, for "
+        "a scraper on a private network",
+    )
 
 
 class Settings(BaseSettings):

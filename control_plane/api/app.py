@@ -20,6 +20,7 @@ from control_plane.api.routes import (
     admin,
     bundles,
     clusters,
+    dashboard,
     executions,
     health,
     previews,
@@ -77,9 +78,11 @@ def create_app(
         session_factory,
         heartbeat_interval=timedelta(seconds=settings.grpc.heartbeat_interval_seconds),
         grace=settings.grpc.heartbeat_grace,
+        token=settings.metrics.token.get_secret_value() if settings.metrics.token else None,
     )
 
     app.include_router(health.router)
+    app.include_router(dashboard.router)
     api = APIRouter(prefix=API_PREFIX)
     for router in (
         account.router,

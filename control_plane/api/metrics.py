@@ -4,14 +4,19 @@
 (`/api/v1/executions/{execution_id}`, not the URL asked for), so the number of series stays
 bounded whatever clients send; requests no route matched share the route label `unmatched`.
 
-`PlatformStateCollector` answers each scrape from the database with two cheap grouped counts:
+`PlatformStateCollector` answers each scrape from the database with cheap grouped counts:
 attempts waiting to be dispatched (`fleetflow_queue_depth`, PENDING: not placed yet; ASSIGNED:
-placed, waiting for its agent to lease it) and clusters by status (`fleetflow_clusters`, the
-same online/degraded/offline rule as `GET /api/v1/clusters`).
+placed, waiting for its agent to lease it), clusters by status (`fleetflow_clusters`, the
+same online/degraded/offline rule as `GET /api/v1/clusters`), and per tenant what it holds
+against its quota (`fleetflow_tenant_*`).
+
+Per-tenant series name tenants, so `/metrics` can be closed with a bearer token of its own
+(`FLEETFLOW_METRICS_TOKEN`, for Prometheus' `authorization` setting); API tokens do not open it.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import Iterable
@@ -27,10 +32,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.routing import replace_params
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from control_plane.db.models import Cluster, TaskAttempt
+from control_plane.db.models import Cluster, Execution, TaskAttempt, Tenant, TenantQuota
+from control_plane.db.repositories.attempts import tenant_loads
 from control_plane.db.repositories.clusters import ClusterStatus, cluster_status
 from control_plane.metrics import API_REQUEST_SECONDS
 from control_plane.orchestration.states import AttemptState
+from control_plane.placement.admission import Load
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +118,7 @@ class PlatformStateCollector(Collector):
         self._grace = grace
 
     def describe(self) -> Iterable[Metric]:
-        return [self._queue_depth({}), self._clusters({})]
+        return [self._queue_depth({}), self._clusters({}), *_tenant_families().values()]
 
     def collect(self) -> Iterable[Metric]:
         try:
@@ -124,6 +131,7 @@ class PlatformStateCollector(Collector):
                     ).all()
                 )
                 heartbeats = session.scalars(select(Cluster.last_heartbeat_at)).all()
+                tenants = _tenant_metrics(session)
         except Exception:
             # The rest of the scrape (latencies, counters, the process) is still worth having.
             logger.warning("metrics: cannot read queue depth and clusters", exc_info=True)
@@ -134,7 +142,7 @@ class PlatformStateCollector(Collector):
                 last_heartbeat_at, heartbeat_interval=self._heartbeat_interval, grace=self._grace
             )
             by_status[status] += 1
-        return [self._queue_depth(queued), self._clusters(by_status)]
+        return [self._queue_depth(queued), self._clusters(by_status), *tenants]
 
     @staticmethod
     def _queue_depth(counts: dict[str, int]) -> GaugeMetricFamily:
@@ -161,9 +169,64 @@ class PlatformStateCollector(Collector):
         return family
 
 
+def _tenant_families() -> dict[str, GaugeMetricFamily]:
+    def gauge(name: str, help_text: str, *labels: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(f"fleetflow_tenant_{name}", help_text, labels=["tenant", *labels])
+
+    return {
+        "gpus": gauge("gpus_in_use", "GPUs held by the tenant's active attempts.", "gpu_type"),
+        "gpu_quota": gauge("gpu_quota", "The tenant's GPU quota (absent: unlimited)."),
+        "cpu": gauge("cpu_in_use", "CPU cores held by the tenant's active attempts."),
+        "memory": gauge("memory_bytes_in_use", "Memory held by the tenant's active attempts."),
+        "tasks": gauge("running_tasks", "The tenant's active attempts."),
+        "executions": gauge("running_executions", "The tenant's admitted, unfinished executions."),
+        "waiting": gauge("waiting_for_quota", "The tenant's attempts waiting for quota."),
+    }
+
+
+def _tenant_metrics(session: Session) -> list[GaugeMetricFamily]:
+    families = _tenant_families()
+    names = dict(session.execute(select(Tenant.id, Tenant.name)).all())
+    loads = tenant_loads(session)
+    quotas = {q.tenant_id: q for q in session.scalars(select(TenantQuota))}
+    waiting = dict(
+        session.execute(
+            select(Execution.tenant_id, func.count())
+            .join(TaskAttempt, TaskAttempt.execution_id == Execution.id)
+            .where(
+                TaskAttempt.status == AttemptState.PENDING.value,
+                TaskAttempt.pending_reason.like("quota:%"),
+            )
+            .group_by(Execution.tenant_id)
+        ).all()
+    )
+    for tenant_id, name in sorted(names.items(), key=lambda kv: kv[1]):
+        load = loads.get(tenant_id, Load())
+        for gpu_type, count in sorted(load.gpu_per_type.items()):
+            families["gpus"].add_metric([name, gpu_type], count)
+        quota = quotas.get(tenant_id)
+        if quota is not None and quota.gpu is not None:
+            families["gpu_quota"].add_metric([name], quota.gpu)
+        families["cpu"].add_metric([name], load.cpu)
+        families["memory"].add_metric([name], load.memory_bytes)
+        families["tasks"].add_metric([name], load.running_tasks)
+        families["executions"].add_metric([name], load.running_executions)
+        families["waiting"].add_metric([name], waiting.get(tenant_id, 0))
+    return list(families.values())
+
+
 @router.get("/metrics", response_class=Response, include_in_schema=False)
 def metrics(request: Request) -> Response:
     """Prometheus text exposition: this process's metrics, then the platform's state."""
+    expected: str | None = request.app.state.metrics_token
+    if expected is not None:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+            return Response(
+                "metrics need the bearer token set by FLEETFLOW_METRICS_TOKEN\n",
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
     state_registry: CollectorRegistry = request.app.state.metrics_registry
     body = generate_latest(REGISTRY) + generate_latest(state_registry)
     return Response(content=body, media_type=CONTENT_TYPE_LATEST)
@@ -175,12 +238,14 @@ def install_metrics(
     *,
     heartbeat_interval: timedelta,
     grace: timedelta,
+    token: str | None = None,
 ) -> None:
-    """Time every request and serve `/metrics` (no authentication, for now)."""
+    """Time every request and serve `/metrics` (behind `token` when one is given)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
         PlatformStateCollector(session_factory, heartbeat_interval=heartbeat_interval, grace=grace)
     )
     app.state.metrics_registry = registry
+    app.state.metrics_token = token
     app.add_middleware(RequestMetricsMiddleware)
     app.include_router(router)

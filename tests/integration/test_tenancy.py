@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,7 +25,7 @@ from control_plane.auth.rbac import Role
 from control_plane.db.models import ApiToken, utcnow
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.session import transaction
-from control_plane.settings import ApiSettings, DatabaseSettings, Settings
+from control_plane.settings import ApiSettings, DatabaseSettings, MetricsSettings, Settings
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore
 from tests.integration.auth import admin_token, bearer, principal_token
@@ -319,3 +320,57 @@ def test_a_task_bigger_than_the_whole_quota_is_refused_at_submission(
         assert "the quota allows 0.5" in detail
         status = dev.get("/api/v1/quota").json()
         assert status["limits"]["gpu"] == 2 and status["usage"]["running_tasks"] == 0
+
+
+def test_metrics_carry_per_tenant_gauges(world: World) -> None:
+    with world.client("admin") as root:
+        assert root.put("/api/v1/admin/tenants/alpha/quota", json={"gpu": 8}).status_code == 200
+        text = root.get("/metrics").text
+    assert 'fleetflow_tenant_gpu_quota{tenant="alpha"} 8.0' in text
+    assert 'fleetflow_tenant_running_tasks{tenant="beta"} 0.0' in text
+    assert 'fleetflow_tenant_waiting_for_quota{tenant="alpha"} 0.0' in text
+    assert 'fleetflow_tenant_gpu_quota{tenant="beta"}' not in text  # unlimited
+
+
+def test_metrics_can_require_their_own_token(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    settings = Settings(
+        database=DatabaseSettings(url="sqlite://"),
+        metrics=MetricsSettings(token=SecretStr("scrape-me")),
+    )
+    app = create_app(
+        settings,
+        session_factory=session_factory,
+        launcher=FakeLauncher(),
+        blob_store=LocalBlobStore(tmp_path / "blobs"),
+    )
+    api_token = admin_token(app)
+    with TestClient(app) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers=bearer(api_token)).status_code == 401
+        answer = client.get("/metrics", headers=bearer("scrape-me"))
+        assert answer.status_code == 200 and "fleetflow_clusters" in answer.text
+
+
+def test_the_dashboard_shows_only_the_tenants_a_principal_may_read(world: World) -> None:
+    with world.client("admin") as root:
+        root.put("/api/v1/admin/tenants/alpha/quota", json={"gpu": 4, "cpu": 16})
+    with TestClient(world.app) as anonymous:
+        page = anonymous.get("/dashboard")
+        assert page.status_code == 401 and "API token" in page.text and "alpha" not in page.text
+        logged_in = anonymous.post("/dashboard/login", data={"token": world.tokens["beta-viewer"]})
+        assert logged_in.status_code == 200  # followed the redirect, with the cookie
+        assert "<h2>beta</h2>" in logged_in.text and "<h2>alpha</h2>" not in logged_in.text
+        assert logged_in.headers["content-security-policy"].startswith("default-src 'none'")
+        assert "http://" not in logged_in.text and "https://" not in logged_in.text  # no CDN
+    with world.client("alpha-viewer") as viewer:
+        page = viewer.get("/dashboard")
+        assert page.status_code == 200
+        assert "<h2>alpha</h2>" in page.text and "<h2>beta</h2>" not in page.text
+        assert "0 / 4" in page.text and "GPU-seconds per hour" in page.text
+    with world.client("admin") as root:
+        page = root.get("/dashboard")
+        assert "<h2>alpha</h2>" in page.text and "<h2>beta</h2>" in page.text
+    with TestClient(world.app, cookies={"fleetflow_token": "ffu_forged"}) as forged:
+        assert forged.get("/dashboard").status_code == 401
