@@ -158,7 +158,8 @@ def _call(client: TestClient, method: str, url: str) -> Any:
 def test_every_route_refuses_a_call_without_a_valid_token(world: World) -> None:
     routes = _routes(world.app)
     assert len(routes) >= 30, routes  # the enumeration sees the whole API
-    for token in (None, "ffu_not-a-token", world.admin + "x"):
+    # No token, a made-up one, a mangled one, and a cluster's agent token.
+    for token in (None, "ffu_not-a-token", world.admin + "x", "token-alpha-gpus"):
         with TestClient(world.app, headers=bearer(token) if token else {}) as client:
             for method, path in routes:
                 response = _call(client, method, _fill(path, world.alpha))
