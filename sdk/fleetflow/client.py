@@ -3,6 +3,8 @@
 One implementation of everything a remote run needs (bundling and registering a workflow,
 uploading its File/Directory inputs, launching, following, typed outputs, cancelling), so
 `fleetflow run --remote` and a notebook calling `Client().run(pipeline, n=3)` behave the same.
+The tenancy calls (who am I, tenants, users and tokens, roles, quotas, usage, the audit log)
+are thin typed wrappers over the REST API, which enforces who may do what.
 """
 
 from __future__ import annotations
@@ -12,13 +14,21 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import httpx
 
-from fleetflow.config import config_path, load_cli_config
+from fleetflow.config import (
+    CliConfig,
+    ClientConfigError,
+    config_path,
+    is_http_url,
+    load_cli_config,
+    with_env_overrides,
+)
 from fleetflow.errors import FleetflowError
 from fleetflow.files import (
     Directory,
@@ -35,15 +45,45 @@ if TYPE_CHECKING:
 
 TERMINAL_EXECUTION_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
+# The roles the control plane grants; every one but platform-admin is granted in a tenant.
+ROLES = ("platform-admin", "tenant-admin", "developer", "viewer")
+TENANT_HEADER = "X-Fleetflow-Tenant"
+
+UsageBucket = Literal["minute", "hour", "day"]
+UsageGroupBy = Literal["cluster", "gpu_type", "workflow"]
+PrincipalKind = Literal["user", "service"]
+
+__all__ = [
+    "ROLES",
+    "TENANT_HEADER",
+    "ApiError",
+    "AuthenticationError",
+    "Client",
+    "ClientConfigError",
+    "ControlPlaneUnreachableError",
+    "ExecutionNotSucceededError",
+    "ExecutionResult",
+    "ExecutionTimeoutError",
+    "PermissionDeniedError",
+]
+
 
 class ApiError(FleetflowError):
-    """The control plane refused a request; `detail` is its explanation."""
+    """The control plane refused a request; `detail` is its explanation (and `message`, when
+    given, what to tell the user instead)."""
 
-    def __init__(self, status_code: int, detail: str, errors: list[dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        status_code: int,
+        detail: str,
+        errors: list[dict[str, Any]] | None = None,
+        *,
+        message: str | None = None,
+    ):
         self.status_code = status_code
         self.detail = detail
         self.errors = errors or []
-        lines = [detail]
+        lines = [message or detail]
         for error in self.errors:
             line = f"{error.get('field', '')}: {error.get('message', '')}".strip(": ")
             if line and line not in detail:  # the API often already says it in `detail`
@@ -51,12 +91,21 @@ class ApiError(FleetflowError):
         super().__init__("\n".join(lines))
 
 
+class AuthenticationError(ApiError):
+    """The control plane refused the request's token (401): none, unknown, expired or revoked.
+
+    The message says where the token came from and how to get a working one.
+    """
+
+
+class PermissionDeniedError(ApiError):
+    """The token is valid but its principal may not do this (403): its roles in the acting
+    tenant do not allow it. The message names the acting tenant when it was not the caller's
+    choice (FLEETFLOW_TENANT, the CLI config)."""
+
+
 class ControlPlaneUnreachableError(FleetflowError):
     """No control plane answered at the configured URL."""
-
-
-class ClientConfigError(FleetflowError, ValueError):
-    """The control plane URL or the CLI config file cannot be used."""
 
 
 class ExecutionTimeoutError(FleetflowError, TimeoutError):
@@ -75,12 +124,22 @@ def _url_source(api_url: str | None) -> str:
     return "the default; `fleetflow dev up` writes the CLI config"
 
 
-def _is_http_url(url: str) -> bool:
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return False
-    return parsed.scheme in ("http", "https") and bool(parsed.host)
+def _override_source(given: str | None, env: str, saved: str | None) -> str | None:
+    """Where a token or tenant came from (caller, environment, file); None when unset."""
+    if given:
+        return "given by the caller"
+    if os.environ.get(env):
+        return f"from {env}"
+    if saved:
+        return f"from {config_path()}"
+    return None
+
+
+def _query_time(value: datetime | str) -> str:
+    """A query's ISO 8601 time; a naive datetime is taken as UTC."""
+    if isinstance(value, str):
+        return value
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
 class ExecutionNotSucceededError(FleetflowError):
@@ -126,6 +185,24 @@ def _path_part(value: str) -> str:
     return quote(value, safe="")
 
 
+def _tenant_path(tenant: str) -> str:
+    return f"/api/v1/admin/tenants/{_path_part(tenant)}"
+
+
+def _user_path(tenant: str, user: str) -> str:
+    return f"{_tenant_path(tenant)}/users/{_path_part(user)}"
+
+
+def _expiry(expires_in_days: int | None, never_expires: bool) -> dict[str, int | None]:
+    """A new token's lifetime as the API takes it: a number of days, null for never, left
+    out for the control plane's default."""
+    if never_expires:
+        if expires_in_days is not None:
+            raise ValueError("a token either expires in some days or never, not both")
+        return {"expires_in_days": None}
+    return {} if expires_in_days is None else {"expires_in_days": expires_in_days}
+
+
 def _read_chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as f:
         while chunk := f.read(_CHUNK):
@@ -139,38 +216,57 @@ class Client:
         client = Client()                      # URL and token from the CLI config
         result = client.run(pipeline, n=100)   # register, upload File inputs, run, wait
         result.outputs                         # e.g. a Metrics dataclass
+        Client(tenant="research").quota_status()  # act in another tenant you have a role in
 
     Args:
         url: the control plane's base URL; default from `FLEETFLOW_API_URL` or the CLI config
-            file `fleetflow dev up` writes.
-        token: bearer token; default from the CLI config.
+            file (`fleetflow login` or `fleetflow dev up` writes it).
+        token: bearer token; default from `FLEETFLOW_TOKEN` or the CLI config.
+        tenant: the tenant to act in (sent as `X-Fleetflow-Tenant`); default from
+            `FLEETFLOW_TENANT` or the CLI config, else the token's home tenant.
         timeout: seconds for each HTTP request.
+        config: use these settings instead of the CLI config file and the environment.
 
     Raises:
         ClientConfigError: the CLI config file is unreadable, or the URL is not http(s).
 
     Every method raises `ApiError` (with the server's explanation) when the control plane
-    refuses a request, and `ControlPlaneUnreachableError` when none answers.
+    refuses a request: `AuthenticationError` when it refuses the token (401),
+    `PermissionDeniedError` when the principal may not do that (403). When no control plane
+    answers, `ControlPlaneUnreachableError`.
     """
 
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30):
-        try:
-            config = load_cli_config()
-        except (OSError, ValueError) as exc:
-            reason = " ".join(str(exc).split("\n")[:2])
-            raise ClientConfigError(
-                f"cannot read the CLI config {config_path()}: {reason}; fix or delete it "
-                "(`fleetflow dev up` writes a new one)"
-            ) from None
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        tenant: str | None = None,
+        *,
+        timeout: float = 30,
+        config: CliConfig | None = None,
+    ):
+        if config is None:
+            saved = load_cli_config(overrides=False)
+            config = with_env_overrides(saved)
+            self._url_source = _url_source(url)
+            self._token_source = _override_source(token, "FLEETFLOW_TOKEN", saved.token)
+            self._tenant_source = _override_source(tenant, "FLEETFLOW_TENANT", saved.tenant)
+        else:
+            self._url_source = self._token_source = self._tenant_source = "given by the caller"
         self.api_url = (url or config.api_url).rstrip("/")
-        self._url_source = _url_source(url)
-        if not _is_http_url(self.api_url):
+        if not is_http_url(self.api_url):
             raise ClientConfigError(
                 f"control plane URL {self.api_url!r} ({self._url_source}) is not an "
                 "http(s):// URL, e.g. http://127.0.0.1:8080"
             )
         token = token or config.token
+        self.tenant: str | None = tenant or config.tenant
+        """The tenant requests act in (`X-Fleetflow-Tenant`); None: the token's home tenant."""
+        if not token:
+            self._token_source = None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if self.tenant:
+            headers[TENANT_HEADER] = self.tenant
         self._http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout)
 
     def close(self) -> None:
@@ -201,8 +297,38 @@ class Client:
                 errors = body.get("errors")
             else:
                 detail, errors = response.text or response.reason_phrase, None
+            if response.status_code == 401:
+                message = self._refused_token_message(detail)
+                raise AuthenticationError(401, detail, errors, message=message)
+            if response.status_code == 403:
+                message = self._denied_message(detail)
+                raise PermissionDeniedError(403, detail, errors, message=message)
             raise ApiError(response.status_code, detail, errors)
         return response
+
+    def _refused_token_message(self, detail: str) -> str:
+        login = f"`fleetflow login {self.api_url} --token …`"
+        if self._token_source is None:
+            return (
+                f"the control plane at {self.api_url} needs a token ({detail}); log in with "
+                f"{login} or set FLEETFLOW_TOKEN"
+            )
+        if self._token_source == "from FLEETFLOW_TOKEN":
+            fix = "set FLEETFLOW_TOKEN to a valid token (it overrides `fleetflow login`)"
+        else:
+            fix = f"log in with {login}"
+        return (
+            f"the control plane at {self.api_url} refused the token {self._token_source} "
+            f"({detail}); {fix}"
+        )
+
+    def _denied_message(self, detail: str) -> str:
+        """A stale FLEETFLOW_TENANT or saved tenant is a likely cause: say which was used."""
+        if not self.tenant or self.tenant in detail:
+            return detail
+        if self._tenant_source in (None, "given by the caller"):
+            return f"{detail} (acting in tenant {self.tenant})"
+        return f"{detail} (acting in tenant {self.tenant}, {self._tenant_source})"
 
     # Code bundles -------------------------------------------------------------------------
 
@@ -521,3 +647,212 @@ class Client:
         if version:
             body["version"] = version
         return self._request("POST", "/api/v1/executions/preview", json=body).json()
+
+    # Identity -------------------------------------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        """Who the token belongs to, as the control plane sees it.
+
+        Returns:
+            `principal` (its name), `kind` (`user` or `service`), `tenant` (its home tenant),
+            `acting_tenant` (the tenant this client's requests act in) and `roles`, each
+            `{"role", "tenant"}` (tenant `*`: every tenant).
+        """
+        return self._request("GET", "/api/v1/whoami").json()
+
+    # Tenants, users, tokens and roles (admin) -----------------------------------------------
+
+    def create_tenant(self, name: str) -> dict[str, Any]:
+        """Create a tenant (platform admins); `name` and `created_at`."""
+        return self._request("POST", "/api/v1/admin/tenants", json={"name": name}).json()
+
+    def list_tenants(self) -> list[dict[str, Any]]:
+        """Every tenant (`name`, `created_at`)."""
+        return self._request("GET", "/api/v1/admin/tenants").json()["tenants"]
+
+    def get_tenant(self, name: str) -> dict[str, Any]:
+        """One tenant: `name`, `created_at`, `quota` (None: unlimited), the `clusters` it may
+        run on and how many `users` it has."""
+        return self._request("GET", f"/api/v1/admin/tenants/{_path_part(name)}").json()
+
+    def create_user(
+        self,
+        tenant: str,
+        name: str,
+        role: str,
+        *,
+        kind: PrincipalKind = "user",
+        expires_in_days: int | None = None,
+        never_expires: bool = False,
+    ) -> dict[str, Any]:
+        """Create a user or service account in `tenant` with one role there, and its first
+        token.
+
+        Args:
+            tenant: the user's home tenant.
+            name: the user's name.
+            role: one of `ROLES`.
+            kind: `user` for a person, `service` for a program (CI, a scheduler).
+            expires_in_days: the token's lifetime; None: the control plane's default.
+            never_expires: a token that does not expire (not with `expires_in_days`).
+
+        Returns:
+            `user` (`name`, `kind`, `tenant`, `roles`, `created_at`), and `token`, `token_id`,
+            `expires_at`: the token is in this answer only, the control plane keeps its hash.
+        """
+        body = {"name": name, "role": role, "kind": kind, **_expiry(expires_in_days, never_expires)}
+        return self._request("POST", f"{_tenant_path(tenant)}/users", json=body).json()
+
+    def list_users(self, tenant: str) -> list[dict[str, Any]]:
+        """The users and service accounts of `tenant`, with their roles."""
+        return self._request("GET", f"{_tenant_path(tenant)}/users").json()["users"]
+
+    def create_token(
+        self,
+        tenant: str,
+        user: str,
+        *,
+        expires_in_days: int | None = None,
+        never_expires: bool = False,
+    ) -> dict[str, Any]:
+        """Give a user another token (its others keep working until revoked); its lifetime as
+        for `create_user`.
+
+        Returns:
+            `token` (in this answer only), `token_id` (to revoke it) and `expires_at`.
+        """
+        path = f"{_user_path(tenant, user)}/tokens"
+        body = _expiry(expires_in_days, never_expires)
+        return self._request("POST", path, json=body).json()
+
+    def list_tokens(self, tenant: str, user: str) -> list[dict[str, Any]]:
+        """A user's tokens, without their secrets: `id`, `created_at`, `expires_at`,
+        `revoked_at`, `last_used_at`."""
+        path = f"{_user_path(tenant, user)}/tokens"
+        return self._request("GET", path).json()["tokens"]
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        """Revoke a token at once (`id`, `revoked_at`); requests carrying it get a 401."""
+        path = f"/api/v1/admin/tokens/{_path_part(token_id)}/revoke"
+        return self._request("POST", path).json()
+
+    def grant_role(self, principal: str, role: str, tenant: str | None = None) -> dict[str, Any]:
+        """Grant `role` (one of `ROLES`) in `tenant` to a user or service account; `tenant` is
+        None only for `platform-admin`. Returns the grant (`principal`, `role`, `tenant`)."""
+        body = {"principal": principal, "role": role, "tenant": tenant}
+        return self._request("POST", "/api/v1/admin/roles/grant", json=body).json()
+
+    def revoke_role(self, principal: str, role: str, tenant: str | None = None) -> dict[str, Any]:
+        """Take back a role `grant_role` gave; returns the revoked grant."""
+        body = {"principal": principal, "role": role, "tenant": tenant}
+        return self._request("POST", "/api/v1/admin/roles/revoke", json=body).json()
+
+    # Quotas and cluster grants (admin) ------------------------------------------------------
+
+    def set_quota(
+        self,
+        tenant: str,
+        *,
+        gpu: int | None = None,
+        gpu_per_type: Mapping[str, int] | None = None,
+        cpu: float | None = None,
+        memory: str | int | None = None,
+        max_running_executions: int | None = None,
+        max_running_tasks: int | None = None,
+    ) -> dict[str, Any]:
+        """Replace a tenant's quota: every limit left out (None) is unlimited.
+
+        Args:
+            tenant: the tenant.
+            gpu: GPUs its running tasks may hold together, of any type.
+            gpu_per_type: the same per GPU type, e.g. `{"H100": 8}`.
+            cpu: CPU cores.
+            memory: bytes, or a quantity such as `"64Gi"`.
+            max_running_executions: executions running at once.
+            max_running_tasks: task attempts running at once.
+
+        Returns:
+            The quota as stored, memory as `memory_bytes`.
+        """
+        body = {
+            "gpu": gpu,
+            "gpu_per_type": dict(gpu_per_type or {}),
+            "cpu": cpu,
+            "memory": memory,
+            "max_running_executions": max_running_executions,
+            "max_running_tasks": max_running_tasks,
+        }
+        return self._request("PUT", f"{_tenant_path(tenant)}/quota", json=body).json()
+
+    def get_quota(self, tenant: str) -> dict[str, Any] | None:
+        """A tenant's quota as `set_quota` stored it; None (or None limits): unlimited."""
+        return self._request("GET", f"{_tenant_path(tenant)}/quota").json()
+
+    def grant_cluster(self, tenant: str, cluster: str) -> dict[str, Any]:
+        """Let `tenant`'s tasks be placed on `cluster` (`*`: on every cluster)."""
+        path = f"{_tenant_path(tenant)}/clusters/{_path_part(cluster)}"
+        return self._request("POST", path).json()
+
+    def revoke_cluster_grant(self, tenant: str, cluster: str) -> dict[str, Any]:
+        """Take back a `grant_cluster`: `tenant`'s tasks are no longer placed on `cluster`."""
+        path = f"{_tenant_path(tenant)}/clusters/{_path_part(cluster)}"
+        response = self._request("DELETE", path)
+        return response.json() if response.content else {"tenant": tenant, "cluster": cluster}
+
+    def audit_log(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest administrative actions, newest first: `at`, `actor`, `action`,
+        `target`, `details`."""
+        body = self._request("GET", "/api/v1/admin/audit", params={"limit": limit}).json()
+        return body["entries"]
+
+    # Quota and usage of the acting tenant ---------------------------------------------------
+
+    def quota_status(self) -> dict[str, Any]:
+        """The acting tenant's quota against what it uses now.
+
+        Returns:
+            `tenant`, `limits` (as `get_quota`; None: unlimited), `usage` (`gpu`,
+            `gpu_per_type`, `cpu`, `memory_bytes`, `running_executions`, `running_tasks`) and
+            `waiting_for_quota` (task attempts held back by the quota).
+        """
+        return self._request("GET", "/api/v1/quota").json()
+
+    def usage(
+        self,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        bucket: UsageBucket = "hour",
+        group_by: UsageGroupBy | None = None,
+    ) -> dict[str, Any]:
+        """What the acting tenant's tasks consumed, per time bucket.
+
+        Args:
+            since: start of the window (a datetime, naive meaning UTC, or ISO 8601 text);
+                default: the control plane's.
+            until: end of the window; default: now.
+            bucket: `minute`, `hour` or `day`.
+            group_by: also split each bucket by `cluster`, `gpu_type` or `workflow`.
+
+        Returns:
+            `tenant`, `bucket` and `buckets`: each `start`, `gpu_seconds`, `cpu_seconds`,
+            `memory_gib_seconds` and `groups` (key -> the same three sums).
+        """
+        params: dict[str, Any] = {"bucket": bucket}
+        if since is not None:
+            params["since"] = _query_time(since)
+        if until is not None:
+            params["until"] = _query_time(until)
+        if group_by is not None:
+            params["group_by"] = group_by
+        return self._request("GET", "/api/v1/usage", params=params).json()
+
+    def top_workflows(
+        self, since: datetime | str | None = None, limit: int = 10
+    ) -> list[dict[str, Any]]:
+        """The acting tenant's workflows that used the most GPU time since `since`: each
+        `workflow`, `gpu_seconds`, `cpu_seconds` and `executions`."""
+        params: dict[str, Any] = {"limit": limit}
+        if since is not None:
+            params["since"] = _query_time(since)
+        body = self._request("GET", "/api/v1/usage/top-workflows", params=params).json()
+        return body["workflows"]

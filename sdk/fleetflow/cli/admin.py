@@ -1,41 +1,65 @@
-"""`fleetflow admin …`: what a platform admin does through the REST API.
+"""`fleetflow admin …`: what platform and tenant admins do through the REST API.
 
-For now the `clusters` group: create a cluster (its agent token is printed once), list and
-inspect clusters as the control plane sees them, rotate a cluster's token. Every command is a
-thin layer over a `fleetflow.Client` method, so scripts can do the same from Python.
+The `clusters` group is here: create a cluster (its agent token is printed once), list and
+inspect clusters as the control plane sees them, rotate a cluster's token, grant tenants the
+use of clusters. Tenants, users and their tokens, roles, quotas and the audit log are in
+`cli/tenancy.py`. Every command is a thin layer over a `fleetflow.Client` method, so scripts
+can do the same from Python; the control plane decides who may run which.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from fleetflow.cli.common import (
+    JSON_HELP,
+    ago,
+    client,
+    console,
+    not_found_hint,
+    print_fields,
+    print_json,
+    print_table,
+    say,
+    timestamp,
+)
+from fleetflow.cli.tenancy import (
+    TENANTS_HINT,
+    audit,
+    quotas_app,
+    roles_app,
+    tenants_app,
+    tokens_app,
+    users_app,
+)
 from fleetflow.errors import FleetflowError
 
-if TYPE_CHECKING:
-    from fleetflow.client import Client
-
 admin_app = typer.Typer(
-    help="Administer the platform: clusters and their agent tokens.", no_args_is_help=True
-)
-clusters_app = typer.Typer(
-    help="Create clusters, see their status and capacity, rotate their agent tokens.",
+    help="Administer the platform: tenants, users and their tokens, roles, quotas, clusters, "
+    "the audit log.",
     no_args_is_help=True,
 )
+clusters_app = typer.Typer(
+    help="Create clusters, see their status and capacity, rotate their agent tokens, grant "
+    "tenants their use.",
+    no_args_is_help=True,
+)
+admin_app.add_typer(tenants_app, name="tenants")
+admin_app.add_typer(users_app, name="users")
+admin_app.add_typer(tokens_app, name="tokens")
+admin_app.add_typer(roles_app, name="roles")
+admin_app.add_typer(quotas_app, name="quotas")
 admin_app.add_typer(clusters_app, name="clusters")
-
-console = Console(soft_wrap=True)
+admin_app.command("audit")(audit)
 
 STATUS_STYLES = {"online": "green", "degraded": "yellow", "offline": "red"}
 AGENT_COMMAND = "fleetflow agent run --control-plane HOST:PORT"
-_JSON_HELP = "Print the API's JSON answer as is."
+CLUSTERS_HINT = "`fleetflow admin clusters list` shows the clusters"
 _NAME_HELP = "Cluster name, as `fleetflow admin clusters list` shows it."
 
 
@@ -58,13 +82,6 @@ def parse_labels(values: list[str] | None) -> dict[str, str]:
             raise FleetflowError(f"--label {key} is given twice, with different values")
         labels[key] = label
     return labels
-
-
-def _not_found_hint(exc: Exception, api_url: str) -> FleetflowError:
-    detail = getattr(exc, "detail", str(exc))
-    return FleetflowError(
-        f"{detail} on {api_url}; `fleetflow admin clusters list` shows the clusters"
-    )
 
 
 def _print_token(cluster: dict[str, Any], token: str, *, rotated: bool) -> None:
@@ -101,6 +118,7 @@ def _print_token(cluster: dict[str, Any], token: str, *, rotated: bool) -> None:
 
 @clusters_app.command("create", no_args_is_help=True)
 def clusters_create(
+    ctx: typer.Context,
     name: str = typer.Argument(
         ...,
         metavar="NAME",
@@ -115,16 +133,14 @@ def clusters_create(
         help="A label placement can match; repeat for more (--label zone=eu --label gpu=a100).",
         show_default=False,
     ),
-    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Create a cluster and print its agent token, once: store it where the agent runs."""
-    from fleetflow.client import Client
-
     labels = parse_labels(label)
-    with Client() as client:
-        created = client.create_cluster(name, labels)
+    with client(ctx) as api:
+        created = api.create_cluster(name, labels)
     if as_json:
-        console.print_json(json.dumps(created))
+        print_json(created)
         return
     _print_token(created["cluster"], created["agent_token"], rotated=False)
 
@@ -143,46 +159,34 @@ LIST_HELP = (
 )
 
 
-def _for_cluster(call: Callable[[Client], dict[str, Any]]) -> dict[str, Any]:
-    """Run one call about a named cluster; a 404 becomes a hint to list the clusters."""
-    from fleetflow.client import ApiError, Client
-
-    with Client() as client:
-        try:
-            return call(client)
-        except ApiError as exc:
-            if exc.status_code == 404:
-                raise _not_found_hint(exc, client.api_url) from None
-            raise
-
-
 @clusters_app.command("rotate-token", no_args_is_help=True, help=ROTATE_HELP)
 def clusters_rotate_token(
+    ctx: typer.Context,
     name: str = typer.Argument(..., metavar="NAME", help=_NAME_HELP, show_default=False),
-    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """`fleetflow admin clusters rotate-token NAME` (help: ROTATE_HELP)."""
-    rotated = _for_cluster(lambda client: client.rotate_cluster_token(name))
+    with client(ctx) as api, not_found_hint(api, CLUSTERS_HINT):
+        rotated = api.rotate_cluster_token(name)
     if as_json:
-        console.print_json(json.dumps(rotated))
+        print_json(rotated)
         return
     _print_token(rotated["cluster"], rotated["agent_token"], rotated=True)
 
 
 @clusters_app.command("list", help=LIST_HELP)
-def clusters_list(as_json: bool = typer.Option(False, "--json", help=_JSON_HELP)) -> None:
+def clusters_list(
+    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)
+) -> None:
     """`fleetflow admin clusters list` (help: LIST_HELP)."""
-    from fleetflow.client import Client
-
-    with Client() as client:
-        clusters = client.list_clusters()
+    with client(ctx) as api:
+        clusters = api.list_clusters()
     if as_json:
-        console.print_json(json.dumps(clusters))
+        print_json(clusters)
         return
     if not clusters:
         console.print(
-            f"no clusters on {client.api_url}; create one with "
-            "`fleetflow admin clusters create NAME`",
+            f"no clusters on {api.api_url}; create one with `fleetflow admin clusters create NAME`",
             highlight=False,
             markup=False,
         )
@@ -200,24 +204,24 @@ def clusters_list(as_json: bool = typer.Option(False, "--json", help=_JSON_HELP)
             cluster["name"],
             _status(cluster),
             cluster.get("agent_version") or "-",
-            _ago(cluster.get("last_heartbeat_at"), now),
+            ago(cluster.get("last_heartbeat_at"), now),
             _gpus(cluster),
             str(cluster.get("active_attempts", 0)),
         )
-    # Piped into grep or awk, a row stays one line whatever its width.
-    out = console if console.is_terminal else Console(file=console.file, width=1000)
-    out.print(table)
+    print_table(table)
 
 
 @clusters_app.command("get", no_args_is_help=True)
 def clusters_get(
+    ctx: typer.Context,
     name: str = typer.Argument(..., metavar="NAME", help=_NAME_HELP, show_default=False),
-    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show one cluster: status, labels, agent, capacity as last heartbeated, active attempts."""
-    cluster = _for_cluster(lambda client: client.get_cluster(name))
+    with client(ctx) as api, not_found_hint(api, CLUSTERS_HINT):
+        cluster = api.get_cluster(name)
     if as_json:
-        console.print_json(json.dumps(cluster))
+        print_json(cluster)
         return
     heartbeat = cluster.get("last_heartbeat_at")
     rows: list[tuple[str, str | Text]] = [
@@ -226,7 +230,7 @@ def clusters_get(
         ("agent version", cluster.get("agent_version") or "- (no agent has registered)"),
         (
             "last heartbeat",
-            f"{_timestamp(heartbeat)} ({_ago(heartbeat, datetime.now(UTC))})"
+            f"{timestamp(heartbeat)} ({ago(heartbeat, datetime.now(UTC))})"
             if heartbeat
             else "never",
         ),
@@ -250,13 +254,57 @@ def clusters_get(
     else:
         rows.append(("capacity", "- (not heartbeated yet)"))
     rows.append(("active attempts", str(cluster.get("active_attempts", 0))))
-    rows.append(("created", _timestamp(cluster.get("created_at"))))
-    console.print(Text(f"cluster {cluster['name']}", style="bold"))
-    width = max(len(field) for field, _ in rows) + 2
-    for field, value in rows:
-        line = Text(f"  {field:<{width}}", style="dim")
-        line.append(value if isinstance(value, Text) else Text(value))
-        console.print(line, highlight=False)
+    rows.append(("created", timestamp(cluster.get("created_at"))))
+    print_fields(f"cluster {cluster['name']}", rows)
+
+
+GRANT_HELP = (
+    "Let tenant T's tasks be placed on CLUSTER ('*': on every cluster).\n\n"
+    "`fleetflow admin tenants get T` lists the clusters a tenant is granted."
+)
+_GRANT_TENANT_HELP = "The tenant, as `fleetflow admin tenants list` shows it."
+_GRANT_CLUSTER_HELP = "The cluster, as `fleetflow admin clusters list` shows it, or '*'."
+
+
+def _cluster_words(cluster: str) -> str:
+    return "every cluster" if cluster == "*" else f"cluster {cluster}"
+
+
+@clusters_app.command("grant", no_args_is_help=True, help=GRANT_HELP)
+def clusters_grant(
+    ctx: typer.Context,
+    tenant: str = typer.Argument(..., metavar="T", help=_GRANT_TENANT_HELP, show_default=False),
+    cluster: str = typer.Argument(
+        ..., metavar="CLUSTER", help=_GRANT_CLUSTER_HELP, show_default=False
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """`fleetflow admin clusters grant T CLUSTER` (help: GRANT_HELP)."""
+    with client(ctx) as api, not_found_hint(api, f"{CLUSTERS_HINT}, and {TENANTS_HINT}"):
+        granted = api.grant_cluster(tenant, cluster)
+    if as_json:
+        print_json(granted)
+        return
+    say(f"tenant {tenant} may now run on {_cluster_words(cluster)}")
+
+
+@clusters_app.command("revoke-grant", no_args_is_help=True)
+def clusters_revoke_grant(
+    ctx: typer.Context,
+    tenant: str = typer.Argument(..., metavar="T", help=_GRANT_TENANT_HELP, show_default=False),
+    cluster: str = typer.Argument(
+        ..., metavar="CLUSTER", help=_GRANT_CLUSTER_HELP, show_default=False
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Take back a `clusters grant`: no new task of tenant T is placed on CLUSTER."""
+    hint = f"`fleetflow admin tenants get {tenant}` lists the clusters it is granted"
+    with client(ctx) as api, not_found_hint(api, hint):
+        revoked = api.revoke_cluster_grant(tenant, cluster)
+    if as_json:
+        print_json(revoked)
+        return
+    say(f"tenant {tenant} may no longer run on {_cluster_words(cluster)}")
 
 
 def _status(cluster: dict[str, Any]) -> Text:
@@ -282,31 +330,3 @@ def _gpus(cluster: dict[str, Any]) -> str:
 
 def _gib(value: Any) -> str:
     return f"{int(value or 0) / (1 << 30):.1f} GiB"
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _timestamp(text: str | None) -> str:
-    """`2026-11-29T08:45:41.089952Z` -> `2026-11-29 08:45:41 UTC`."""
-    parsed = _parse_time(text)
-    return parsed.strftime("%Y-%m-%d %H:%M:%S UTC") if parsed else "-"
-
-
-def _ago(text: str | None, now: datetime) -> str:
-    """How long ago, roughly: `4s ago`, `12m ago`, `3h ago`, `2d ago`; `never` for none."""
-    parsed = _parse_time(text)
-    if parsed is None:
-        return "never"
-    seconds = max(int((now - parsed).total_seconds()), 0)  # clocks may disagree slightly
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"

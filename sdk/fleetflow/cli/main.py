@@ -1,6 +1,8 @@
 """`fleetflow`: the root command.
 
-The SDK owns `run`, `executions` and `admin` (`cli/admin.py`); the control plane and the agent
+The SDK owns `run`, `executions`, `login`/`logout`/`whoami` (`cli/account.py`), `quota` and
+`usage` (`cli/usage.py`) and `admin` (`cli/admin.py`); the root `--tenant` option makes any of
+them act in another tenant (`cli/common.py` builds their clients). The control plane and the agent
 contribute their own groups (`control-plane`, `dev`, `agent`) through the `fleetflow.cli`
 entry-point group, so this package never imports them. `main()` is the one place where an
 exception becomes what the user reads: a one-line `error: …` and a non-zero exit code, never a
@@ -24,7 +26,10 @@ from rich.text import Text
 from typer.core import TyperCommand
 
 from fleetflow.cache import CACHE_DIR_ENV, LocalCache
+from fleetflow.cli import account
+from fleetflow.cli import usage as usage_commands
 from fleetflow.cli.admin import admin_app
+from fleetflow.cli.common import TENANT_META_KEY, client
 from fleetflow.cli.inputs import split_input_flags
 from fleetflow.errors import FleetflowError
 
@@ -44,6 +49,7 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 WORKFLOWS_PANEL = "Workflows"
+ACCOUNT_PANEL = "Account"
 PLATFORM_PANEL = "Platform"
 EXECUTION_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 
@@ -67,6 +73,7 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     _version_flag: bool = typer.Option(
         False,
         "--version",
@@ -74,8 +81,18 @@ def _root(
         callback=_show_version,
         is_eager=True,
     ),
+    tenant: str = typer.Option(
+        None,
+        "--tenant",
+        metavar="T",
+        help="Act in tenant T for this command instead of your home tenant (default: "
+        "FLEETFLOW_TENANT, then the tenant `fleetflow login` saved).",
+        show_default=False,
+    ),
 ) -> None:
     """Fleetflow: typed ML workflows, run locally or on many clusters."""
+    if tenant:
+        ctx.meta[TENANT_META_KEY] = tenant
 
 
 RUN_EPILOG = (
@@ -203,11 +220,13 @@ def run(
     if dry_run:
         from fleetflow.cli.remote import preview_remote
 
-        preview_remote(wf, root, values, console=console)
+        with client(ctx) as api:
+            preview_remote(api, wf, root, values, console=console)
         return
     from fleetflow.cli.remote import run_remote
 
-    run_remote(wf, root, values, wait=wait, timeout=timeout, console=console)
+    with client(ctx) as api:
+        run_remote(api, wf, root, values, wait=wait, timeout=timeout, console=console)
 
 
 def _print_workflow_help(wf: WorkflowFunction[..., Any], file: Path) -> None:
@@ -302,6 +321,7 @@ def _user_traceback(exc: BaseException) -> str:
 
 @app.command(no_args_is_help=True, rich_help_panel=WORKFLOWS_PANEL)
 def register(
+    ctx: typer.Context,
     file: Path = typer.Argument(
         ..., metavar="FILE", help="Python file that defines the workflow.", show_default=False
     ),
@@ -317,23 +337,23 @@ def register(
 ) -> None:
     """Upload WORKFLOW's code bundle and register its spec, without running it."""
     from fleetflow.cli.remote import register_remote
-    from fleetflow.client import Client
     from fleetflow.loader import load_workflow
 
     wf, root = load_workflow(file, workflow_name)
-    with Client() as client:
+    with client(ctx) as api:
         if version:
-            registered = client.register(wf, root=root, version=version)
+            registered = api.register(wf, root=root, version=version)
             console.print(
                 f"registered [bold]{registered['name']}[/bold] version {registered['version']}",
                 highlight=False,
             )
         else:
-            register_remote(client, wf, root, console)
+            register_remote(api, wf, root, console)
 
 
 @executions_app.command("get")
 def executions_get(
+    ctx: typer.Context,
     execution_id: str = typer.Argument(
         ..., metavar="ID", help="Execution id (ex-…), as `executions list` shows it."
     ),
@@ -341,16 +361,15 @@ def executions_get(
 ) -> None:
     """Show one execution: status, inputs, task attempts, then outputs or the error."""
     from fleetflow.cli.remote import print_execution
-    from fleetflow.client import ApiError, Client
+    from fleetflow.client import ApiError
 
-    with Client() as client:
+    with client(ctx) as api:
         try:
-            execution = client.get_execution(execution_id)
+            execution = api.get_execution(execution_id)
         except ApiError as exc:
             if exc.status_code == 404:
                 raise FleetflowError(
-                    f"{exc.detail} on {client.api_url}; `fleetflow executions list` shows "
-                    "recent ones"
+                    f"{exc.detail} on {api.api_url}; `fleetflow executions list` shows recent ones"
                 ) from None
             raise
     if as_json:
@@ -361,21 +380,21 @@ def executions_get(
 
 @executions_app.command("cancel")
 def executions_cancel(
+    ctx: typer.Context,
     execution_id: str = typer.Argument(
         ..., metavar="ID", help="Execution id (ex-…), as `executions list` shows it."
     ),
 ) -> None:
     """Cancel an execution: its running task attempts are stopped on every cluster."""
-    from fleetflow.client import ApiError, Client
+    from fleetflow.client import ApiError
 
-    with Client() as client:
+    with client(ctx) as api:
         try:
-            execution = client.cancel(execution_id)
+            execution = api.cancel(execution_id)
         except ApiError as exc:
             if exc.status_code == 404:
                 raise FleetflowError(
-                    f"{exc.detail} on {client.api_url}; `fleetflow executions list` shows "
-                    "recent ones"
+                    f"{exc.detail} on {api.api_url}; `fleetflow executions list` shows recent ones"
                 ) from None
             raise
     status = execution["status"]
@@ -405,6 +424,7 @@ def _parse_status(value: str | None) -> str | None:
 
 @executions_app.command("list")
 def executions_list(
+    ctx: typer.Context,
     limit: int = typer.Option(20, "--limit", min=1, max=200, help="How many, newest first."),
     status: str = typer.Option(
         None,
@@ -417,13 +437,11 @@ def executions_list(
     """List recent executions, newest first."""
     from rich.table import Table
 
-    from fleetflow.client import Client
-
-    with Client() as client:
-        items = client.list_executions(limit=limit, status=status)
+    with client(ctx) as api:
+        items = api.list_executions(limit=limit, status=status)
     if not items:
         which = f" {status}" if status else ""
-        console.print(f"no{which} executions on {client.api_url}", highlight=False)
+        console.print(f"no{which} executions on {api.api_url}", highlight=False)
         return
     table = Table(box=None, pad_edge=False)
     # The id is what one copies into `executions get`: never shortened.
@@ -476,6 +494,15 @@ def _mount_plugins() -> None:
 
 
 app.add_typer(executions_app, name="executions", rich_help_panel=WORKFLOWS_PANEL)
+app.command("login", help=account.LOGIN_HELP, no_args_is_help=True, rich_help_panel=ACCOUNT_PANEL)(
+    account.login
+)
+app.command("logout", rich_help_panel=ACCOUNT_PANEL)(account.logout)
+app.command("whoami", rich_help_panel=ACCOUNT_PANEL)(account.whoami)
+app.command("quota", rich_help_panel=ACCOUNT_PANEL)(usage_commands.quota)
+app.command("usage", help=usage_commands.USAGE_HELP, rich_help_panel=ACCOUNT_PANEL)(
+    usage_commands.usage
+)
 app.add_typer(admin_app, name="admin", rich_help_panel=PLATFORM_PANEL)
 
 

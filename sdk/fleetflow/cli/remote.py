@@ -1,7 +1,8 @@
 """`fleetflow run --remote` and `fleetflow register`: bundle, register, launch, follow, print.
 
-The work itself is `fleetflow.Client`'s (`register`, `launch`, `wait_for_execution`), so the
-CLI and Python programs run workflows the same way; this module only shows it: a live table of
+The work itself is `fleetflow.Client`'s (`register`, `launch`, `wait_for_execution`; the
+command hands in the client, acting in its tenant), so the CLI and Python programs run
+workflows the same way; this module only shows it: a live table of
 task attempts on a terminal, one plain line per change otherwise (logs, CI, tests).
 """
 
@@ -54,6 +55,7 @@ def register_remote(
 
 
 def run_remote(
+    client: Client,
     wf: WorkflowFunction[..., Any],
     root: Path,
     values: dict[str, Any],
@@ -62,40 +64,38 @@ def run_remote(
     timeout: float | None,
     console: Console,
 ) -> dict[str, Any]:
-    """Run `wf` on the control plane; with `wait`, follow it and print its outputs as JSON.
+    """Run `wf` on the control plane `client` talks to; with `wait`, follow it and print its
+    outputs as JSON.
 
     Raises:
         ExecutionFailedError: it ended FAILED or CANCELLED (after printing why).
         ExecutionTimeoutError: still running after `timeout` seconds.
     """
     wf.inputs_to_literals(values)  # a wrong input fails here, before anything is uploaded
-    with Client() as client:
-        registered = register_remote(client, wf, root, console)
-        execution = client.launch(
-            wf, values, version=registered["version"], name=registered["name"]
-        )
-        execution_id = execution["id"]
-        console.print(f"execution [bold]{execution_id}[/bold] {execution['status']}")
-        follow = f"fleetflow executions get {execution_id}"
-        if not wait:
-            console.print(f"follow it with: {follow}", markup=False, highlight=False)
-            console.out(execution_id, highlight=False)  # last line: the id, for scripts
-            return execution
-        try:
-            with AttemptProgress(console) as progress:
-                final = client.wait_for_execution(
-                    execution_id, timeout=timeout, on_change=progress.update
-                )
-        except ExecutionTimeoutError as exc:
-            raise ExecutionTimeoutError(f"{exc}; it keeps running: {follow}") from None
-        except KeyboardInterrupt:
-            console.print(
-                f"stopped waiting; the execution keeps running: {follow} "
-                f"(cancel it with: fleetflow executions cancel {execution_id})",
-                markup=False,
-                highlight=False,
+    registered = register_remote(client, wf, root, console)
+    execution = client.launch(wf, values, version=registered["version"], name=registered["name"])
+    execution_id = execution["id"]
+    console.print(f"execution [bold]{execution_id}[/bold] {execution['status']}")
+    follow = f"fleetflow executions get {execution_id}"
+    if not wait:
+        console.print(f"follow it with: {follow}", markup=False, highlight=False)
+        console.out(execution_id, highlight=False)  # last line: the id, for scripts
+        return execution
+    try:
+        with AttemptProgress(console) as progress:
+            final = client.wait_for_execution(
+                execution_id, timeout=timeout, on_change=progress.update
             )
-            raise
+    except ExecutionTimeoutError as exc:
+        raise ExecutionTimeoutError(f"{exc}; it keeps running: {follow}") from None
+    except KeyboardInterrupt:
+        console.print(
+            f"stopped waiting; the execution keeps running: {follow} "
+            f"(cancel it with: fleetflow executions cancel {execution_id})",
+            markup=False,
+            highlight=False,
+        )
+        raise
     print_execution(final, console)
     if final["status"] != "SUCCEEDED":
         raise ExecutionFailedError(f"execution {final['id']} {final['status']}")
@@ -205,17 +205,19 @@ def print_execution(execution: dict[str, Any], console: Console, *, attempts: bo
 
 
 def preview_remote(
-    wf: WorkflowFunction[..., Any], root: Path, values: dict[str, Any], *, console: Console
+    client: Client,
+    wf: WorkflowFunction[..., Any],
+    root: Path,
+    values: dict[str, Any],
+    *,
+    console: Console,
 ) -> dict[str, Any]:
     """`fleetflow run --remote --dry-run`: upload and register (both idempotent), then only
     preview where each task would run now; no execution is created."""
     literals = wf.inputs_to_literals(values)  # a wrong input fails before any upload
-    with Client() as client:
-        registered = register_remote(client, wf, root, console)
-        literals = client.upload_inputs(wf, literals)
-        preview = client.preview_execution(
-            registered["name"], literals, version=registered["version"]
-        )
+    registered = register_remote(client, wf, root, console)
+    literals = client.upload_inputs(wf, literals)
+    preview = client.preview_execution(registered["name"], literals, version=registered["version"])
     print_preview(preview, console)
     return preview
 

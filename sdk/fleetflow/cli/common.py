@@ -1,0 +1,138 @@
+"""What every command that talks to the control plane shares: the client it uses (with the
+tenant the root `--tenant` option asked for), the consoles, and how tables, field lists,
+JSON answers and times are printed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from fleetflow.errors import FleetflowError
+
+if TYPE_CHECKING:
+    from fleetflow.client import Client
+
+# soft_wrap: ids, tokens and paths stay on one line when the output is not a terminal.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+JSON_HELP = "Print the API's JSON answer as is."
+TENANT_META_KEY = "fleetflow.tenant"
+
+
+def acting_tenant(ctx: typer.Context, tenant: str | None = None) -> str | None:
+    """The tenant a command acts in: its own `--tenant`, else the root `fleetflow --tenant`;
+    None leaves it to `Client` (FLEETFLOW_TENANT, the CLI config, the home tenant)."""
+    return tenant or ctx.meta.get(TENANT_META_KEY)
+
+
+def client(ctx: typer.Context, tenant: str | None = None) -> Client:
+    """The `Client` a command uses: URL and token from the CLI config and environment, acting
+    in `acting_tenant(ctx, tenant)`."""
+    from fleetflow.client import Client
+
+    return Client(tenant=acting_tenant(ctx, tenant))
+
+
+@contextmanager
+def not_found_hint(api: Client, hint: str) -> Iterator[None]:
+    """A 404 from the calls inside becomes the server's reason plus `hint` (the command that
+    lists what exists)."""
+    from fleetflow.client import ApiError
+
+    try:
+        yield
+    except ApiError as exc:
+        if exc.status_code == 404:
+            raise FleetflowError(f"{exc.detail} on {api.api_url}; {hint}") from None
+        raise
+
+
+def print_json(value: Any) -> None:
+    console.print_json(json.dumps(value))
+
+
+def say(message: str | Text) -> None:
+    """One line for humans, printed as written (no markup, no highlighting)."""
+    console.print(message, highlight=False, markup=False)
+
+
+def print_table(table: Table) -> None:
+    # Piped into grep or awk, a row stays one line whatever its width.
+    out = console if console.is_terminal else Console(file=console.file, width=1000)
+    out.print(table)
+
+
+def new_table(*columns: str, right: Sequence[str] = ()) -> Table:
+    """A borderless table in the CLI's style; columns named in `right` are right-aligned."""
+    table = Table(box=None, pad_edge=False)
+    for column in columns:
+        table.add_column(column, justify="right" if column in right else "left", overflow="fold")
+    return table
+
+
+def print_fields(title: str, rows: Sequence[tuple[str, str | Text]]) -> None:
+    """`title` in bold, then one dim `field` and its value per line."""
+    console.print(Text(title, style="bold"))
+    width = max((len(field) for field, _ in rows), default=0) + 2
+    for field, value in rows:
+        line = Text(f"  {field:<{width}}", style="dim")
+        line.append(value if isinstance(value, Text) else Text(value))
+        console.print(line, highlight=False)
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def timestamp(text: str | None, never: str = "-") -> str:
+    """`2026-11-29T08:45:41.089952Z` -> `2026-11-29 08:45:41 UTC`; `never` for none."""
+    parsed = parse_time(text)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if parsed else never
+
+
+def ago(text: str | None, now: datetime) -> str:
+    """How long ago, roughly: `4s ago`, `12m ago`, `3h ago`, `2d ago`; `never` for none."""
+    parsed = parse_time(text)
+    if parsed is None:
+        return "never"
+    seconds = max(int((now - parsed).total_seconds()), 0)  # clocks may disagree slightly
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def quantity(number_of_bytes: int | float) -> str:
+    """Bytes as Kubernetes writes them: `64Gi`, `1.5Ti`, `512Mi`, `100`."""
+    for unit, size in (("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if number_of_bytes >= size:
+            return f"{round(number_of_bytes / size, 1):g}{unit}"
+    return f"{number_of_bytes:g}"
+
+
+def describe_role(grant: dict[str, Any]) -> str:
+    """`developer in acme`, `platform-admin (every tenant)`."""
+    tenant = grant.get("tenant")
+    if tenant in (None, "*"):
+        return f"{grant['role']} (every tenant)"
+    return f"{grant['role']} in {tenant}"
+
+
+def describe_roles(grants: Sequence[dict[str, Any]]) -> str:
+    return ", ".join(describe_role(grant) for grant in grants) or "none"
