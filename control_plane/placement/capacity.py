@@ -69,15 +69,43 @@ class FreeCapacity:
             gpus=gpus,
         )
 
+    def plus(self, usage: Usage, ceiling: FreeCapacity) -> FreeCapacity:
+        """What is free once an attempt holding `usage` here is gone (never above `ceiling`,
+        the cluster with nothing in use)."""
+
+        def up(value: float | None, amount: float, top: float | None) -> float | None:
+            if value is None:
+                return None
+            return min(value + amount, top) if top is not None else value + amount
+
+        gpus = self.gpus
+        used = usage.gpu_type
+        if gpus is not None and usage.gpu and used is not None and used in gpus:
+            top = (ceiling.gpus or {}).get(used)
+            gpus = {**gpus, used: int(up(gpus[used], usage.gpu, top) or 0)}
+        memory = up(self.memory_bytes, usage.memory_bytes, ceiling.memory_bytes)
+        return replace(
+            self,
+            cpu=up(self.cpu, usage.cpu, ceiling.cpu),
+            memory_bytes=None if memory is None else int(memory),
+            gpus=gpus,
+        )
+
 
 def _number(reported: Mapping[str, Any], key: str) -> float:
     value = reported.get(key) or 0
     return float(value) if isinstance(value, int | float) else 0.0
 
 
-def free_capacity(reported: Mapping[str, Any], unreflected: Iterable[Usage] = ()) -> FreeCapacity:
+def free_capacity(
+    reported: Mapping[str, Any],
+    unreflected: Iterable[Usage] = (),
+    freed: Iterable[Usage] = (),
+) -> FreeCapacity:
     """Free capacity from an agent's last report (`Cluster.capacity`), less `unreflected`: the
-    attempts assigned or leased there that the report does not include yet."""
+    attempts assigned or leased there that the report does not include yet, plus `freed`: the
+    attempts the report counts as in use that have finished since (so the next task starts
+    without waiting for the next heartbeat)."""
     cpu_allocatable = _number(reported, "cpu_allocatable")
     memory_allocatable = _number(reported, "memory_bytes_allocatable")
     gpus: dict[str, int] = {}
@@ -98,6 +126,17 @@ def free_capacity(reported: Mapping[str, Any], unreflected: Iterable[Usage] = ()
         else None,
         gpus=gpus,
     )
+    freed = list(freed)
+    if freed:
+        idle = {
+            **reported,
+            "cpu_in_use": 0,
+            "memory_bytes_in_use": 0,
+            "gpus": [{**g, "in_use": 0} for g in reported.get("gpus") or ()],
+        }
+        ceiling = free_capacity(idle)
+        for usage in freed:
+            free = free.plus(usage, ceiling)
     for usage in unreflected:
         free = free.minus(usage)
     return free

@@ -20,9 +20,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from control_plane.agent_api.interceptors import InternalErrorInterceptor
 from control_plane.agent_api.service import AgentService, AttemptsReady
 from control_plane.agent_api.tls import ServerSecurity
+from control_plane.api.routes.bundles import bundle_key
 from control_plane.db.models import TaskAttempt
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
+from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
@@ -81,6 +83,7 @@ def seed(sessions: sessionmaker[Session], spec: WorkflowSpec) -> tuple[str, str]
     with transaction(sessions) as session:
         cluster = clusters_repo.ensure_cluster(session, CLUSTER, TOKEN, {})
         tenant = get_or_create_tenant(session, "research")
+        tenancy.grant_cluster(session, tenant, tenancy.EVERY_CLUSTER)
         workflow = register_workflow_version(session, tenant.id, spec, BUNDLE_DIGEST, None)
         execution = create_execution(session, tenant.id, workflow, {"n": 3})
         return cluster.id, execution.id
@@ -97,7 +100,7 @@ async def serve_agent_service(
 ) -> AsyncIterator[AgentServer]:
     """Serve AgentService on a free loopback port, plaintext unless `security` says TLS."""
     blobs = LocalBlobStore(blob_root)
-    blobs.put(f"bundles/{BUNDLE_DIGEST}.tar.gz", b"not really a tarball")
+    blobs.put(bundle_key("research", BUNDLE_DIGEST), b"not really a tarball")
     cluster_id, execution_id = seed(sessions, spec)
     delivered: list[tuple[str, AttemptFinished]] = []
 

@@ -14,9 +14,12 @@ from pathlib import Path
 import httpx
 
 from control_plane import processes
-from control_plane.bootstrap import bootstrap_local_cluster
+from control_plane.auth.rbac import Authorizer
+from control_plane.bootstrap import bootstrap_local_cluster, ensure_platform_admin
 from control_plane.db.migrate import upgrade_database
 from control_plane.db.session import make_engine, make_session_factory
+from fleetflow.client import Client
+from fleetflow.config import CliConfig
 
 BIN = Path(sys.executable).parent
 FLEETFLOW = str(BIN / "fleetflow")
@@ -45,6 +48,7 @@ class Stack:
     blob_root: str
     env: dict[str, str]
     agent_token: str
+    admin_token: str  # the platform admin `admin`, home tenant "default"
     split: bool = False  # the Temporal worker runs in its own process
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -57,6 +61,10 @@ class Stack:
             text=True,
             timeout=timeout,
         )
+
+    def client(self, token: str | None = None, tenant: str | None = None) -> Client:
+        """A `fleetflow.Client` for this stack, as the platform admin unless `token`."""
+        return Client(self.api_url, token=token or self.admin_token, tenant=tenant)
 
     def logs(self) -> str:
         parts = []
@@ -95,19 +103,22 @@ def start_stack(
     *,
     split: bool = False,
     extra_env: dict[str, str] | None = None,
+    blob_root: str | None = None,
 ) -> Stack:
     """Start the control plane and an agent. `split` runs the Temporal worker in its own
     process (`serve` + `worker`, as in production) instead of `serve --with-worker`;
-    `extra_env` adds settings for every process (e.g. TLS)."""
+    `extra_env` adds settings for every process (e.g. TLS); `blob_root` replaces the local
+    blob directory (e.g. `s3://bucket/prefix`, with the `FLEETFLOW_S3_*` in `extra_env`)."""
     home.mkdir(parents=True, exist_ok=True)
     upgrade_database(database_url)
     engine = make_engine(database_url)
-    token = bootstrap_local_cluster(
-        make_session_factory(engine), tenant="default", cluster="local", labels={}
-    )
+    sessions = make_session_factory(engine)
+    token = bootstrap_local_cluster(sessions, tenant="default", cluster="local", labels={})
+    admin = ensure_platform_admin(sessions, Authorizer(engine), tenant="default")
+    assert admin is not None, f"{database_url} has users already: use a fresh database"
     engine.dispose()
     api_port, grpc_port = processes.free_port(), processes.free_port()
-    blob_root = (home / "blobs").as_uri()
+    blob_root = blob_root or (home / "blobs").as_uri()
     # A fresh task queue per stack: several stacks may share one Temporal server.
     env = {
         "FLEETFLOW_DATABASE_URL": database_url,
@@ -124,6 +135,9 @@ def start_stack(
         "FLEETFLOW_CONFIG": str(home / "cli-config.json"),
         **(extra_env or {}),
     }
+    # The CLI run by `Stack.cli` logs in as the platform admin.
+    config = CliConfig(api_url=env["FLEETFLOW_API_URL"], token=admin)
+    Path(env["FLEETFLOW_CONFIG"]).write_text(config.model_dump_json())
     stack = Stack(
         home=home,
         api_url=f"http://127.0.0.1:{api_port}",
@@ -132,6 +146,7 @@ def start_stack(
         blob_root=blob_root,
         env=env,
         agent_token=token,
+        admin_token=admin,
         split=split,
     )
     try:

@@ -25,9 +25,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from control_plane.agent_api import service as service_module
 from control_plane.agent_api.interceptors import InternalErrorInterceptor
 from control_plane.agent_api.service import AgentService, AttemptsReady
+from control_plane.api.routes.bundles import bundle_key
 from control_plane.db.models import Cluster, TaskAttempt, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
+from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
@@ -213,11 +215,12 @@ async def harness(database_url: str, tmp_path: Path, spec: WorkflowSpec) -> Asyn
     engine = make_engine(database_url)
     sessions = make_session_factory(engine)
     blobs = LocalBlobStore(tmp_path / "blobs")
-    blobs.put(f"bundles/{BUNDLE_DIGEST}.tar.gz", BUNDLE_BYTES)
+    blobs.put(bundle_key("research", BUNDLE_DIGEST), BUNDLE_BYTES)
     with transaction(sessions) as session:
         cluster = clusters_repo.ensure_cluster(session, "alpha", TOKEN, {"zone": "a"})
         other = clusters_repo.ensure_cluster(session, "beta", OTHER_TOKEN, {})
         tenant = get_or_create_tenant(session, "research")
+        tenancy.grant_cluster(session, tenant, tenancy.EVERY_CLUSTER)
         workflow = register_workflow_version(session, tenant.id, spec, BUNDLE_DIGEST, None)
         execution = create_execution(session, tenant.id, workflow, {"n": 3})
         ids = (cluster.id, other.id, execution.id)
@@ -479,7 +482,7 @@ async def test_assignment_carries_everything_the_agent_needs(harness: Harness) -
     assert assignment.tenant == harness.tenant
     assert (assignment.task_module, assignment.task_function) == ("examples.train", "prepare")
     assert (assignment.task_module, assignment.task_function) == (task.module, task.function)
-    assert assignment.bundle_uri == harness.blobs.uri(f"bundles/{BUNDLE_DIGEST}.tar.gz")
+    assert assignment.bundle_uri == harness.blobs.uri(bundle_key("research", BUNDLE_DIGEST))
     assert harness.blobs.get(assignment.bundle_uri) == BUNDLE_BYTES
     assert assignment.inputs_uri == created.inputs_uri
     assert harness.blobs.get(assignment.inputs_uri) == b'{"n": 3}'

@@ -32,7 +32,6 @@ from data_plane_agent.agent import Agent
 from data_plane_agent.settings import AgentSettings
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.bundle import build_bundle
-from fleetflow.client import Client
 from fleetflow.ir import WorkflowSpec
 from fleetflow.loader import load_workflow
 from tests.integration.agent_server import TOKEN, AgentServer, serve_agent_service
@@ -328,7 +327,7 @@ def test_a_stack_over_mutual_tls_runs_a_workflow_with_json_logs(
     try:
         wf, root = load_workflow(EXAMPLES / "hello.py", "hello_pipeline")
         digest, data = build_bundle(root)
-        with Client(stack.api_url) as client:
+        with stack.client() as client:
             client.upload_bundle(digest, data)
             version = client.register_workflow(wf.spec, digest)["version"]
             execution = client.create_execution(

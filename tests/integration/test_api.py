@@ -17,7 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.api.app import create_app
+from control_plane.api.routes.bundles import bundle_key
 from control_plane.db.models import Cluster, Execution, TaskAttempt
+from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
@@ -170,7 +172,7 @@ def test_bundle_upload_is_idempotent_and_checkable(
     assert created.json() == {"digest": digest, "size_bytes": len(body)}
     assert client.head(url).status_code == 200
     assert client.put(url, content=body).status_code == 200
-    assert blob_store.get(blob_store.uri(f"bundles/{digest}.tar.gz")) == body
+    assert blob_store.get(blob_store.uri(bundle_key("acme", digest))) == body
 
 
 def test_bundle_digest_mismatch_is_rejected(client: TestClient) -> None:
@@ -205,7 +207,7 @@ def test_bundle_size_limit(
             yield body[100:]
 
         assert_error(client.put(f"/api/v1/bundles/{digest}", content=chunked()), 413)
-    assert not blob_store.exists(blob_store.uri(f"bundles/{digest}.tar.gz"))
+    assert not blob_store.exists(blob_store.uri(bundle_key("acme", digest)))
 
 
 # --- workflows ----------------------------------------------------------------------------
@@ -427,6 +429,7 @@ def test_other_tenants_executions_are_invisible(
 ) -> None:
     with session_factory() as session:
         other = get_or_create_tenant(session, "someone-else")
+        tenancy.grant_cluster(session, other, tenancy.EVERY_CLUSTER)
         workflow = register_workflow_version(session, other.id, workflow_spec, "d" * 64, None)
         foreign = create_execution(session, other.id, workflow, {"n": 1})
         session.commit()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fleetflow import Client, Directory, File
+from fleetflow import Directory, File
 from fleetflow.client import ApiError, ExecutionNotSucceededError, ExecutionResult
 from fleetflow.loader import load_workflow
 from tests.integration.stack import FLEETFLOW, Stack
@@ -46,7 +46,7 @@ def test_run_gives_typed_outputs_identical_to_a_local_run(
     monkeypatch.chdir(tmp_path)  # the local run writes its report file here
     report = workflow("report")
     local = report(n=5, offset=1)
-    with Client(stack.api_url) as client:
+    with stack.client() as client:
         result = client.run(report, n=5, offset=1, timeout=120)
         assert isinstance(result, ExecutionResult)
         assert result.status == "SUCCEEDED", f"{result.error}\n{stack.logs()}"
@@ -70,25 +70,25 @@ def test_file_and_directory_inputs_are_uploaded(stack: Stack, tmp_path: Path) ->
     (folder / "sub").mkdir(parents=True)
     (folder / "a.txt").write_text("aaa")
     (folder / "sub" / "b.bin").write_bytes(b"\0" * 5)
-    with Client(stack.api_url) as client:
+    with stack.client() as client:
         words = client.run(workflow("word_count"), data=File(data), timeout=120)
         assert words.status == "SUCCEEDED", f"{words.error}\n{stack.logs()}"
         assert words.outputs == 4
         sent = words.execution["inputs"]["data"]
         assert sent["name"] == data.name
-        assert sent["uri"].startswith(f"{stack.blob_root}/uploads/files/")
+        assert sent["uri"].startswith(f"{stack.blob_root}/tenants/default/uploads/files/")
 
         sizes = client.run(workflow("folder_sizes"), folder=Directory(folder), timeout=120)
         assert sizes.status == "SUCCEEDED", f"{sizes.error}\n{stack.logs()}"
         assert sizes.outputs == {"a.txt": 3, "sub/b.bin": 5}
         assert sizes.execution["inputs"]["folder"]["uri"].startswith(
-            f"{stack.blob_root}/uploads/dirs/"
+            f"{stack.blob_root}/tenants/default/uploads/dirs/"
         )
 
 
 def test_run_without_waiting_then_cancel(stack: Stack, tmp_path: Path) -> None:
     marker = tmp_path / "pid.txt"
-    with Client(stack.api_url) as client:
+    with stack.client() as client:
         execution = client.run(workflow("sleepy"), wait=False, seconds=300.0, marker=str(marker))
         assert execution["status"] in ("QUEUED", "RUNNING")
         wait_for_file(marker, stack)
@@ -103,7 +103,7 @@ def test_run_without_waiting_then_cancel(stack: Stack, tmp_path: Path) -> None:
 
 def test_failures_and_refusals_are_explained(stack: Stack) -> None:
     failing = workflow("failing")
-    with Client(stack.api_url) as client:
+    with stack.client() as client:
         result = client.run(failing, n=3, timeout=120)
         assert result.status == "FAILED" and result.outputs is None
         assert result.error is not None and "ValueError: cannot handle 3" in result.error["message"]
@@ -158,7 +158,7 @@ def test_cli_no_wait_prints_the_execution_id(stack: Stack) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     execution_id = run.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"ex-[0-9a-f]+", execution_id), run.stdout
-    with Client(stack.api_url) as client:
+    with stack.client() as client:
         final = client.wait_for_execution(execution_id, timeout=120)
     assert final["status"] == "SUCCEEDED", stack.logs()
     shown = stack.cli("executions", "get", execution_id)
@@ -182,7 +182,7 @@ def test_cli_register_then_cancel(stack: Stack, tmp_path: Path) -> None:
     cancelled = stack.cli("executions", "cancel", execution_id)
     assert cancelled.returncode == 0, cancelled.stderr
     assert execution_id in cancelled.stdout
-    with Client(stack.api_url) as client:
+    with stack.client() as client:
         assert client.wait_for_execution(execution_id, timeout=60)["status"] == "CANCELLED"
     again = stack.cli("executions", "cancel", execution_id)
     assert again.returncode == 0 and "CANCELLED" in again.stdout

@@ -31,6 +31,7 @@ from control_plane.api.app import create_app
 from control_plane.db.models import Cluster, TaskAttempt, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
+from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
@@ -293,6 +294,7 @@ def test_capacity_agent_version_and_active_attempts(
     ]
     with transaction(session_factory) as session:
         tenant = get_or_create_tenant(session, "research")
+        tenancy.grant_cluster(session, tenant, tenancy.EVERY_CLUSTER)
         workflow = register_workflow_version(session, tenant.id, workflow_spec, "b" * 64, None)
         execution = create_execution(session, tenant.id, workflow, {"n": 1})
         for number, state in enumerate(states, start=1):

@@ -17,7 +17,6 @@ from control_plane import processes
 from control_plane.db.models import Cluster
 from control_plane.db.session import make_engine, make_session_factory
 from fleetflow.bundle import build_bundle
-from fleetflow.client import Client
 from fleetflow.loader import load_workflow
 from tests.integration.stack import Stack, start_agent
 
@@ -29,7 +28,7 @@ WORKFLOWS = Path(__file__).parent / "workflows" / "platform_features.py"
 def launch(stack: Stack, workflow: str, **inputs: Any) -> str:
     wf, root = load_workflow(WORKFLOWS, workflow)
     digest, data = build_bundle(root)
-    with Client(stack.api_url) as client:
+    with stack.client() as client:
         client.upload_bundle(digest, data)
         version = client.register_workflow(wf.spec, digest)["version"]
         literals = wf.inputs_to_literals(inputs)
@@ -46,13 +45,13 @@ def wait_for(condition: Any, what: str, stack: Stack, timeout: float = 60) -> An
 
 
 def running_attempt(stack: Stack, execution_id: str) -> dict[str, Any] | None:
-    with Client(stack.api_url) as client:
+    with stack.client() as client:
         attempts = client.get_execution(execution_id)["attempts"]
     return next((a for a in attempts if a["status"] == "RUNNING"), None)
 
 
 def finish(stack: Stack, execution_id: str) -> dict[str, Any]:
-    with Client(stack.api_url) as client:
+    with stack.client() as client:
         return client.wait_for_execution(execution_id, timeout=120)
 
 

@@ -281,7 +281,7 @@ def test_metrics_survive_an_unreachable_database(tmp_path: Path) -> None:
         launcher=NoLauncher(),
         blob_store=LocalBlobStore(tmp_path / "blobs"),
     )
-    with admin_client(app) as test_client:
+    with TestClient(app) as test_client:
         series = scrape(test_client)
     engine.dispose()
     assert not any(name == "fleetflow_queue_depth" for name, _ in series)

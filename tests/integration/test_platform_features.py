@@ -26,7 +26,7 @@ WORKFLOWS = Path(__file__).parent / "workflows" / "platform_features.py"
 def launch(stack: Stack, workflow: str, **inputs: Any) -> tuple[Client, str]:
     wf, root = load_workflow(WORKFLOWS, workflow)
     digest, data = build_bundle(root)
-    client = Client(stack.api_url)
+    client = stack.client()
     client.upload_bundle(digest, data)
     version = client.register_workflow(wf.spec, digest)["version"]
     execution = client.create_execution(

@@ -30,7 +30,7 @@ from control_plane.settings import ApiSettings, DatabaseSettings, PlacementSetti
 from fleetflow.cli.main import main
 from fleetflow.ir import Resources, WorkflowSpec
 from fleetflow.storage import LocalBlobStore
-from tests.integration.auth import admin_client
+from tests.integration.auth import admin_client, admin_token
 from tests.integration.test_api import FakeLauncher, assert_error, register, upload_bundle
 
 pytestmark = pytest.mark.integration
@@ -289,8 +289,12 @@ class _ThreadedUvicorn(uvicorn.Server):
 
 @pytest.fixture
 def api_url(
-    session_factory: sessionmaker[Session], launcher: FakeLauncher, blob_store: LocalBlobStore
+    session_factory: sessionmaker[Session],
+    launcher: FakeLauncher,
+    blob_store: LocalBlobStore,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[str]:
+    """The API on a loopback port; the CLI in this process logs in as its platform admin."""
     app = make_app(session_factory, launcher, blob_store)
     server = _ThreadedUvicorn(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
@@ -302,6 +306,7 @@ def api_url(
         assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
+    monkeypatch.setenv("FLEETFLOW_TOKEN", admin_token(app))
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

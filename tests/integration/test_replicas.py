@@ -17,9 +17,11 @@ import grpc
 import pytest
 
 from control_plane.agent_api.service import AgentService, AttemptsReady
+from control_plane.api.routes.bundles import bundle_key
 from control_plane.db.migrate import upgrade_database
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
+from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
@@ -55,12 +57,13 @@ async def replicas(
     url = postgres_database_factory()
     upgrade_database(url)
     blobs = LocalBlobStore(tmp_path / "blobs")
-    blobs.put(f"bundles/{BUNDLE}.tar.gz", b"\x1f\x8b")
+    blobs.put(bundle_key("default", BUNDLE), b"\x1f\x8b")
     seed_engine = make_engine(url)
     seed = make_session_factory(seed_engine)
     with transaction(seed) as session:
         clusters_repo.ensure_cluster(session, "shared", TOKEN, {})
         tenant = get_or_create_tenant(session, "default")
+        tenancy.grant_cluster(session, tenant, tenancy.EVERY_CLUSTER)
         version = register_workflow_version(session, tenant.id, workflow_spec, BUNDLE, None)
         execution_id = create_execution(session, tenant.id, version, {"n": 1}).id
     node = workflow_spec.nodes[0]

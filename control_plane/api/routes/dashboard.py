@@ -145,11 +145,14 @@ def _tenant_section(session: Session, tenant: Tenant) -> str:
         bucket=usage_repo.Bucket.HOUR,
     )
     top = usage_repo.top_workflows(session, tenant.id, since=now - timedelta(days=7), limit=5)
-    top_rows = "".join(
-        f"<tr><td>{escape(w.workflow)}</td><td>{w.gpu_seconds / 3600:,.2f}</td>"
-        f"<td>{w.cpu_seconds / 3600:,.2f}</td><td>{w.executions}</td></tr>"
-        for w in top
-    ) or "<tr><td class=muted colspan=4>no usage in the last 7 days</td></tr>"
+    top_rows = (
+        "".join(
+            f"<tr><td>{escape(w.workflow)}</td><td>{w.gpu_seconds / 3600:,.2f}</td>"
+            f"<td>{w.cpu_seconds / 3600:,.2f}</td><td>{w.executions}</td></tr>"
+            for w in top
+        )
+        or "<tr><td class=muted colspan=4>no usage in the last 7 days</td></tr>"
+    )
     waiting = usage_repo.waiting_for_quota(session, tenant.id)
     return (
         f"<section><h2>{escape(tenant.name)}</h2>"

@@ -188,6 +188,39 @@ def _workflow_version_ids(session: Session, execution_ids: Iterable[str]) -> dic
     return {str(row.id): str(row.workflow_spec_id) for row in rows}
 
 
+def _freed_since_heartbeat(
+    session: Session, clusters: dict[str, Cluster], *, grace: timedelta
+) -> dict[str, list[Usage]]:
+    """By cluster: attempts its last heartbeat counted in use (leased before it) that have
+    finished since."""
+    rows = session.execute(
+        select(
+            TaskAttempt.cluster_id,
+            TaskAttempt.leased_at,
+            TaskAttempt.finished_at,
+            TaskAttempt.gpu,
+            TaskAttempt.gpu_type,
+            TaskAttempt.cpu,
+            TaskAttempt.memory_bytes,
+        ).where(
+            TaskAttempt.cluster_id.in_(list(clusters)),
+            TaskAttempt.status.in_([s.value for s in AttemptState if s.terminal]),
+            TaskAttempt.leased_at.is_not(None),
+            TaskAttempt.finished_at > utcnow() - grace,
+        )
+    ).all()
+    freed: dict[str, list[Usage]] = {}
+    for cluster_id, leased_at, finished_at, gpu, gpu_type, cpu, memory in rows:
+        cluster = clusters.get(cluster_id or "")
+        heartbeat = cluster.last_heartbeat_at if cluster is not None else None
+        if cluster is None or heartbeat is None or leased_at is None or finished_at is None:
+            continue
+        if as_utc(leased_at) <= as_utc(heartbeat) < as_utc(finished_at):
+            usage = Usage(cpu=cpu or 0.0, memory_bytes=memory or 0, gpu=gpu or 0, gpu_type=gpu_type)
+            freed.setdefault(cluster.id, []).append(usage)
+    return freed
+
+
 def placement_candidates(
     session: Session,
     *,
@@ -198,7 +231,8 @@ def placement_candidates(
     """Clusters as placement sees them, by name: online or not, labels, free capacity now.
 
     Free capacity is the agent's last heartbeat less the attempts active there that the
-    heartbeat cannot include yet: those still ASSIGNED, and those leased after it.
+    heartbeat cannot include yet (those still ASSIGNED, and those leased after it), plus
+    those it counted that have finished since.
     """
     online = online_clusters(session, grace=heartbeat_grace, now=now)
     online_ids = {c.id for c in online}
@@ -235,6 +269,7 @@ def placement_candidates(
         ):
             usage = Usage.of(resources[(row.workflow_spec_id, row.task_name)], row.gpu_type)
             unreflected.setdefault(cluster.id, []).append(usage)
+    freed = _freed_since_heartbeat(session, by_id, grace=heartbeat_grace)
     return [
         (
             cluster,
@@ -242,7 +277,11 @@ def placement_candidates(
                 name=cluster.name,
                 labels={str(k): str(v) for k, v in (cluster.labels or {}).items()},
                 online=cluster.id in online_ids,
-                free=free_capacity(cluster.capacity or {}, unreflected.get(cluster.id, ())),
+                free=free_capacity(
+                    cluster.capacity or {},
+                    unreflected.get(cluster.id, ()),
+                    freed.get(cluster.id, ()),
+                ),
                 active_attempts=active.get(cluster.id, 0),
             ),
         )

@@ -8,6 +8,7 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from control_plane.db.models import Execution, utcnow
+from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
@@ -34,6 +35,7 @@ async def test_only_old_queued_executions_are_relaunched(
     sessions = make_session_factory(make_engine(database_url))
     with transaction(sessions) as session:
         tenant = get_or_create_tenant(session, "default")
+        tenancy.grant_cluster(session, tenant, tenancy.EVERY_CLUSTER)
         version = register_workflow_version(session, tenant.id, workflow_spec, "a" * 64, None)
         lost, fresh, running = (
             create_execution(session, tenant.id, version, {"n": 1, "lr": 0.1}) for _ in range(3)

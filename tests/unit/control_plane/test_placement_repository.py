@@ -240,6 +240,33 @@ def test_capacity_counts_work_handed_out_since_the_last_heartbeat(
     assert [where for where, _ in placements(sessions, ids)] == ["small"] * 5
 
 
+def test_capacity_freed_by_a_finish_counts_before_the_next_heartbeat(
+    sessions: sessionmaker[Session], workflow_spec: WorkflowSpec
+) -> None:
+    execution = execution_of(sessions, workflow_spec, Resources(cpu=2))
+    cluster_id = add_cluster(sessions, "small", capacity(cpu=4))
+    first, second, third = add_attempts(sessions, execution, 3)
+    assert place(sessions) == 2
+    assert len(lease(sessions, cluster_id)) == 2
+    heartbeat(sessions, cluster_id, capacity(cpu=4, cpu_in_use=4))
+    assert place(sessions) == 0
+    with transaction(sessions) as session:  # the agent reports: first finished
+        attempt = session.get_one(TaskAttempt, first)
+        assert attempts_repo.move_attempt(session, attempt, A.SUCCEEDED)
+    # The heartbeat still says 4 in use; the finish after it frees 2 at once.
+    assert place(sessions) == 1
+    assert placements(sessions, [third])[0][0] == "small"
+    # Never more than the cluster has: a second finish frees 2 more, not beyond 4.
+    with transaction(sessions) as session:
+        attempt = session.get_one(TaskAttempt, second)
+        assert attempts_repo.move_attempt(session, attempt, A.SUCCEEDED)
+    with sessions() as session:
+        (candidate,) = [
+            c for _, c in attempts_repo.placement_candidates(session, heartbeat_grace=GRACE)
+        ]
+    assert candidate.free.cpu == 2  # 4, less the third attempt, assigned after the heartbeat
+
+
 @pytest.mark.parametrize(
     ("strategy", "expected"), [(Strategy.SPREAD, "roomy"), (Strategy.BINPACK, "snug")]
 )

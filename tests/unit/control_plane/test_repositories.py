@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import Execution
+from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.executions import (
     create_execution,
     get_execution,
@@ -40,8 +41,10 @@ def session(database_url: str) -> Iterator[Session]:
 
 def test_get_or_create_tenant_is_idempotent(session: Session) -> None:
     first = get_or_create_tenant(session, "research")
+    tenancy.grant_cluster(session, first, tenancy.EVERY_CLUSTER)
     session.commit()
     again = get_or_create_tenant(session, "research")
+    tenancy.grant_cluster(session, again, tenancy.EVERY_CLUSTER)
     assert again.id == first.id and first.id.startswith("tn-")
     assert get_or_create_tenant(session, "other").id != first.id
 
@@ -54,6 +57,7 @@ def test_default_version_hashes_spec_and_bundle(workflow_spec: WorkflowSpec) -> 
 
 def test_register_is_idempotent(session: Session, workflow_spec: WorkflowSpec) -> None:
     tenant = get_or_create_tenant(session, "t")
+    tenancy.grant_cluster(session, tenant, tenancy.EVERY_CLUSTER)
     first = register_workflow_version(session, tenant.id, workflow_spec, BUNDLE_A, None)
     session.commit()
     assert first.version == default_version(workflow_spec, BUNDLE_A)
@@ -68,6 +72,7 @@ def test_explicit_version_cannot_change_content(
     session: Session, workflow_spec: WorkflowSpec
 ) -> None:
     tenant = get_or_create_tenant(session, "t")
+    tenancy.grant_cluster(session, tenant, tenancy.EVERY_CLUSTER)
     register_workflow_version(session, tenant.id, workflow_spec, BUNDLE_A, "v1")
     with pytest.raises(WorkflowVersionConflictError, match="version v1"):
         register_workflow_version(session, tenant.id, workflow_spec, BUNDLE_B, "v1")
@@ -78,6 +83,7 @@ def test_explicit_version_cannot_change_content(
 
 def test_latest_version_and_lookup(session: Session, workflow_spec: WorkflowSpec) -> None:
     tenant = get_or_create_tenant(session, "t")
+    tenancy.grant_cluster(session, tenant, tenancy.EVERY_CLUSTER)
     old = register_workflow_version(session, tenant.id, workflow_spec, BUNDLE_A, None)
     session.commit()
     new = register_workflow_version(session, tenant.id, workflow_spec, BUNDLE_B, None)
@@ -89,6 +95,7 @@ def test_latest_version_and_lookup(session: Session, workflow_spec: WorkflowSpec
     assert get_workflow_version(session, tenant.id, name, "missing") is None
     assert get_workflow_version(session, tenant.id, "no.such.workflow", None) is None
     other = get_or_create_tenant(session, "other")
+    tenancy.grant_cluster(session, other, tenancy.EVERY_CLUSTER)
     assert get_workflow_version(session, other.id, name, None) is None
     listed = list_workflow_versions(session, tenant.id, name=name)
     assert [row.id for row in listed] == [new.id, old.id]
@@ -97,6 +104,7 @@ def test_latest_version_and_lookup(session: Session, workflow_spec: WorkflowSpec
 
 def test_create_and_read_executions(session: Session, workflow_spec: WorkflowSpec) -> None:
     tenant = get_or_create_tenant(session, "t")
+    tenancy.grant_cluster(session, tenant, tenancy.EVERY_CLUSTER)
     workflow = register_workflow_version(session, tenant.id, workflow_spec, BUNDLE_A, None)
     created = [create_execution(session, tenant.id, workflow, {"n": i}) for i in range(3)]
     session.commit()
@@ -113,6 +121,7 @@ def test_create_and_read_executions(session: Session, workflow_spec: WorkflowSpe
     assert loaded.outputs is None and loaded.started_at is None
 
     other = get_or_create_tenant(session, "other")
+    tenancy.grant_cluster(session, other, tenancy.EVERY_CLUSTER)
     assert get_execution(session, other.id, first.id) is None
     assert list_executions(session, other.id) == []
 
@@ -130,7 +139,9 @@ def test_execution_must_use_the_tenants_workflow(
     session: Session, workflow_spec: WorkflowSpec
 ) -> None:
     owner = get_or_create_tenant(session, "owner")
+    tenancy.grant_cluster(session, owner, tenancy.EVERY_CLUSTER)
     workflow = register_workflow_version(session, owner.id, workflow_spec, BUNDLE_A, None)
     intruder = get_or_create_tenant(session, "intruder")
+    tenancy.grant_cluster(session, intruder, tenancy.EVERY_CLUSTER)
     with pytest.raises(ValueError, match="does not belong"):
         create_execution(session, intruder.id, workflow, {"n": 1})
