@@ -74,11 +74,13 @@ class Stack:
                 parts.append(f"--- {name} ---\n{path.read_text()[-6000:]}")
         return "\n".join(parts)
 
-    def add_agent(self, cluster: str) -> subprocess.Popen[bytes]:
+    def add_agent(
+        self, cluster: str, labels: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """Another cluster with its own agent (`agent-<cluster>` in `children`)."""
         engine = make_engine(self.database_url)
         token = bootstrap_local_cluster(
-            make_session_factory(engine), tenant="default", cluster=cluster, labels={}
+            make_session_factory(engine), tenant="default", cluster=cluster, labels=labels or {}
         )
         engine.dispose()
         agent = start_agent(self, token=token, name=f"agent-{cluster}")

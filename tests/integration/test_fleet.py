@@ -1,0 +1,169 @@
+"""Three clusters, three agents, one control plane: placement by labels, status of every
+cluster, cancellation across clusters, and a partitioned agent whose superseded work is killed
+when it comes back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetflow.bundle import build_bundle
+from fleetflow.loader import load_workflow
+from tests.integration.stack import Stack, TemporalServer, start_stack
+
+pytestmark = pytest.mark.integration
+
+WORKFLOWS = Path(__file__).parent / "workflows" / "fleet.py"
+AGENTS = {"local": "agent", "east": "agent-east", "west": "agent-west"}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def fleet(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    temporal_server: TemporalServer,
+) -> Iterator[Stack]:
+    home: Path = tmp_path_factory.mktemp(f"fleet-{request.param}")
+    if request.param == "sqlite":
+        url = f"sqlite:///{home / 'fleetflow.db'}"
+    else:
+        url = request.getfixturevalue("postgres_database_factory")()
+    stack = start_stack(home, url, temporal_server)
+    try:
+        stack.add_agent("east", {"zone": "east"})
+        stack.add_agent("west", {"zone": "west"})
+        yield stack
+    finally:
+        stack.stop()
+
+
+def launch(stack: Stack, workflow: str, **inputs: Any) -> str:
+    wf, root = load_workflow(WORKFLOWS, workflow)
+    digest, data = build_bundle(root)
+    with stack.client() as client:
+        client.upload_bundle(digest, data)
+        version = client.register_workflow(wf.spec, digest)["version"]
+        literals = wf.inputs_to_literals(inputs)
+        return str(client.create_execution(wf.spec.name, literals, version=version)["id"])
+
+
+def wait_for(condition: Any, what: str, stack: Stack, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}\n{stack.logs()}")
+
+
+def attempts_of(stack: Stack, execution_id: str) -> list[dict[str, Any]]:
+    with stack.client() as client:
+        return list(client.get_execution(execution_id)["attempts"])
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purpose; /proc says which.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def test_every_cluster_is_online_with_its_labels(fleet: Stack) -> None:
+    def three_online() -> list[dict[str, Any]] | None:
+        with fleet.client() as client:
+            clusters = client.list_clusters()
+        online = [c for c in clusters if c["status"] == "online"]
+        return clusters if len(online) == 3 else None
+
+    clusters = wait_for(three_online, "three clusters online", fleet)
+    by_name = {c["name"]: c for c in clusters}
+    assert set(by_name) == set(AGENTS)
+    assert by_name["east"]["labels"] == {"zone": "east"}
+    assert all(c["capacity"] and c["last_heartbeat_at"] for c in clusters)
+
+
+def test_labels_steer_each_task_to_its_cluster(fleet: Stack, tmp_path: Path) -> None:
+    execution_id = launch(fleet, "zones", marker_dir=str(tmp_path))
+    with fleet.client() as client:
+        final = client.wait_for_execution(execution_id, timeout=120)
+    assert final["status"] == "SUCCEEDED", fleet.logs()
+    assert final["outputs"] == {"o0": "east+west"}
+    where = {a["task_name"].rsplit(".", 1)[1]: a["cluster"] for a in final["attempts"]}
+    assert (where["in_east"], where["in_west"]) == ("east", "west")
+
+
+def test_cancel_stops_attempts_on_every_cluster_within_seconds(
+    fleet: Stack, tmp_path: Path
+) -> None:
+    execution_id = launch(fleet, "lingering_fan_out", n=6, marker_dir=str(tmp_path))
+
+    def spread_over_three() -> bool:
+        running = [a for a in attempts_of(fleet, execution_id) if a["status"] == "RUNNING"]
+        return len({a["cluster"] for a in running}) == 3 and len(list(tmp_path.iterdir())) >= 3
+
+    wait_for(spread_over_three, "elements running on all three clusters", fleet, timeout=90)
+    pids = [int(p.name.rsplit("-", 1)[1]) for p in tmp_path.iterdir()]
+    started = time.monotonic()
+    with fleet.client() as client:
+        client.cancel(execution_id)
+    wait_for(lambda: not any(alive(pid) for pid in pids), "every element process to stop", fleet)
+    stopped_within = time.monotonic() - started
+    with fleet.client() as client:
+        final = client.wait_for_execution(execution_id, timeout=60)
+    assert final["status"] == "CANCELLED"
+    elements = [a for a in final["attempts"] if a["map_index"] is not None]
+    assert {a["status"] for a in elements} <= {"CANCELLED"}, elements
+    assert stopped_within < 15, f"took {stopped_within:.1f}s"
+
+
+def test_a_partitioned_agent_kills_its_superseded_attempt_when_it_returns(
+    fleet: Stack, tmp_path: Path
+) -> None:
+    """SIGSTOP an agent (its task keeps running, it stops heartbeating): its attempt is LOST and
+    runs on another cluster. On SIGCONT the agent learns it was superseded and kills it; the
+    execution's result is the other cluster's, recorded once."""
+    marker = tmp_path / "runs.txt"
+    execution_id = launch(fleet, "cut_off", marker=str(marker))
+    first = wait_for(
+        lambda: next(
+            (a for a in attempts_of(fleet, execution_id) if a["status"] == "RUNNING"), None
+        ),
+        "the first attempt to run",
+        fleet,
+    )
+    wait_for(marker.exists, "its process to start", fleet)
+    task_pid = int(marker.read_text().split()[0])
+    agent = fleet.children[AGENTS[first["cluster"]]]
+    os.kill(agent.pid, signal.SIGSTOP)
+    try:
+        with fleet.client() as client:
+            final = client.wait_for_execution(execution_id, timeout=120)
+        assert alive(task_pid), "the cut-off attempt's process kept running meanwhile"
+    finally:
+        os.kill(agent.pid, signal.SIGCONT)
+    wait_for(lambda: not alive(task_pid), "the returning agent to kill its superseded task", fleet)
+    assert final["status"] == "SUCCEEDED", fleet.logs()
+    assert final["outputs"] == {"o0": 2}
+    lost, succeeded = final["attempts"]
+    assert (lost["status"], lost["cluster"]) == ("LOST", first["cluster"])
+    assert succeeded["status"] == "SUCCEEDED" and succeeded["cluster"] != first["cluster"]
+    time.sleep(2)  # the returning agent's late reports about the superseded attempt...
+    with fleet.client() as client:
+        again = client.get_execution(execution_id)
+    assert [a["status"] for a in again["attempts"]] == ["LOST", "SUCCEEDED"]  # ...change nothing
+
+    def back_online() -> bool:  # the agent is healthy again
+        with fleet.client() as client:
+            clusters = {c["name"]: c["status"] for c in client.list_clusters()}
+        return clusters[first["cluster"]] == "online"
+
+    wait_for(back_online, "the cluster to come back online", fleet)
