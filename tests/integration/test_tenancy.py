@@ -375,3 +375,14 @@ def test_the_dashboard_shows_only_the_tenants_a_principal_may_read(world: World)
         assert "<h2>alpha</h2>" in page.text and "<h2>beta</h2>" in page.text
     with TestClient(world.app, cookies={"fleetflow_token": "ffu_forged"}) as forged:
         assert forged.get("/dashboard").status_code == 401
+
+
+def test_an_execution_keeps_its_priority(world: World) -> None:
+    with world.client("alpha-dev") as dev:
+        body = {"workflow": world.alpha["name"], "inputs": {"n": 1}, "priority": 7}
+        created = dev.post("/api/v1/executions", json=body)
+        assert created.status_code == 201, created.text
+        assert created.json()["priority"] == 7
+        body["priority"] = 5000
+        too_high = dev.post("/api/v1/executions", json=body)
+        assert too_high.status_code == 422 and "priority" in too_high.text

@@ -104,7 +104,7 @@ RUN_EPILOG = (
 )
 
 # Options of `run` itself that take a value, so the words after them are not FILE/WORKFLOW.
-_RUN_VALUE_OPTIONS = frozenset({"--timeout", "--cache-dir"})
+_RUN_VALUE_OPTIONS = frozenset({"--timeout", "--cache-dir", "--priority"})
 _RUN_FLAGS = frozenset({"--remote", "--wait", "--no-wait", "--dry-run"})
 _WORKFLOW_HELP = "fleetflow.workflow_help"
 
@@ -179,6 +179,14 @@ def run(
         help="With --remote: upload and register, then only preview where each task would "
         "run now (eligible clusters, why others are excluded); nothing is created.",
     ),
+    priority: int = typer.Option(
+        0,
+        "--priority",
+        min=-1000,
+        max=1000,
+        help="With --remote: among your tenant's waiting tasks, higher starts first "
+        "(tenants share capacity fairly whatever their priorities).",
+    ),
     cache_dir: Path = typer.Option(
         None,
         "--cache-dir",
@@ -199,6 +207,8 @@ def run(
         return
     if dry_run and not remote:
         raise FleetflowError("--dry-run previews a remote run: add --remote")
+    if priority and not remote:
+        raise FleetflowError("--priority orders remote runs: add --remote")
     values = wf.parse_cli_inputs(split_input_flags(ctx.args))
     _require_inputs(wf, values)
     if not remote:
@@ -226,7 +236,9 @@ def run(
     from fleetflow.cli.remote import run_remote
 
     with client(ctx) as api:
-        run_remote(api, wf, root, values, wait=wait, timeout=timeout, console=console)
+        run_remote(
+            api, wf, root, values, wait=wait, timeout=timeout, console=console, priority=priority
+        )
 
 
 def _print_workflow_help(wf: WorkflowFunction[..., Any], file: Path) -> None:

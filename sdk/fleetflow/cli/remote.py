@@ -63,6 +63,7 @@ def run_remote(
     wait: bool,
     timeout: float | None,
     console: Console,
+    priority: int = 0,
 ) -> dict[str, Any]:
     """Run `wf` on the control plane `client` talks to; with `wait`, follow it and print its
     outputs as JSON.
@@ -73,7 +74,9 @@ def run_remote(
     """
     wf.inputs_to_literals(values)  # a wrong input fails here, before anything is uploaded
     registered = register_remote(client, wf, root, console)
-    execution = client.launch(wf, values, version=registered["version"], name=registered["name"])
+    execution = client.launch(
+        wf, values, version=registered["version"], name=registered["name"], priority=priority
+    )
     execution_id = execution["id"]
     console.print(f"execution [bold]{execution_id}[/bold] {execution['status']}")
     follow = f"fleetflow executions get {execution_id}"

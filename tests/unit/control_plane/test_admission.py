@@ -263,3 +263,15 @@ def test_tenants_load_counts_only_active_attempts(
         load = attempts_repo.tenant_loads(session, [tenant.id])[tenant.id]
     assert (load.gpu, load.gpu_per_type, load.cpu, load.running_tasks) == (2, {"A100": 2}, 1, 1)
     assert load.running_executions == 1
+
+
+def test_within_a_tenant_higher_priority_starts_first(
+    sessions: sessionmaker[Session], workflow_spec: WorkflowSpec
+) -> None:
+    cluster = add_cluster(sessions, "one-slot", capacity(1))
+    early = submit(sessions, workflow_spec, "team", Resources(cpu=1))
+    add_attempts(sessions, early, 1)
+    urgent = submit(sessions, workflow_spec, "team", Resources(cpu=1), priority=10)
+    add_attempts(sessions, urgent, 1)
+    place(sessions, cluster)
+    assert [a.execution_id for a in active(sessions)] == [urgent]
