@@ -96,9 +96,7 @@ def upgrade() -> None:
     op.add_column(
         "task_attempts", sa.Column("gpu", sa.Integer(), nullable=False, server_default="0")
     )
-    op.add_column(
-        "task_attempts", sa.Column("cpu", sa.Float(), nullable=False, server_default="0")
-    )
+    op.add_column("task_attempts", sa.Column("cpu", sa.Float(), nullable=False, server_default="0"))
     op.add_column(
         "task_attempts",
         sa.Column("memory_bytes", sa.BigInteger(), nullable=False, server_default="0"),
