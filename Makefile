@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-integration lint format protos bench bench-dispatch clean
+.PHONY: install servers run test test-integration lint format protos bench bench-dispatch clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,16 @@ install: $(STAMP)
 run: install
 	PATH="$(abspath $(BIN)):$$PATH" bash infra/scripts/run_example.sh
 
-## Unit and integration tests (SQLite and PostgreSQL, real Temporal test server and agent).
-test: install
+## Servers no wheel or Debian package ships, built once from the Go module proxy into
+## ~/.cache/fleetflow (never the repository): the S3 server (SeaweedFS) and a Temporal server
+## with SQLite persistence. The first build takes minutes each; later runs find them at once.
+servers: install
+	$(BIN)/python infra/scripts/s3_server.py --build
+	$(BIN)/python infra/scripts/temporal.py --build
+
+## Unit and integration tests: SQLite and PostgreSQL, the Temporal test server and a real
+## Temporal server, the S3 server, real agents.
+test: install servers
 	$(BIN)/pytest -q
 
 lint: install

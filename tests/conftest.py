@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -28,27 +23,7 @@ from fleetflow.ir import (
     Variable,
     WorkflowSpec,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_infra_script(name: str) -> ModuleType:
-    """Import `infra/scripts/<name>.py` (tooling scripts are not an installed package)."""
-    module_name = f"fleetflow_infra_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(
-        module_name, REPO_ROOT / "infra" / "scripts" / f"{name}.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-class PostgresUnavailableWarning(UserWarning):
-    """PostgreSQL tests were skipped: the PostgreSQL tier did not run."""
+from tests.tiers import load_script, tier_unavailable
 
 
 @pytest.fixture(scope="session")
@@ -58,15 +33,14 @@ def postgres_server() -> Iterator[Any]:
     Skips, loudly, only when PostgreSQL cannot be installed or started on this machine; set
     FLEETFLOW_REQUIRE_POSTGRES=1 (CI) to make that an error instead.
     """
-    tooling = _load_infra_script("postgres")
+    tooling = load_script("infra/scripts/postgres.py")
     try:
         server = tooling.start_postgres()
     except tooling.PostgresUnavailableError as exc:
-        message = f"POSTGRESQL TESTS SKIPPED - PostgreSQL is unavailable: {exc}"
-        if os.environ.get("FLEETFLOW_REQUIRE_POSTGRES") == "1":
-            pytest.fail(message)
-        warnings.warn(message, PostgresUnavailableWarning, stacklevel=1)
-        pytest.skip(message)
+        tier_unavailable(
+            f"POSTGRESQL TESTS SKIPPED - PostgreSQL is unavailable: {exc}",
+            "FLEETFLOW_REQUIRE_POSTGRES",
+        )
     try:
         yield server
     finally:

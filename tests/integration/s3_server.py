@@ -8,53 +8,32 @@ server cannot be built or started the tests skip with a loud reason; with FLEETF
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
 import uuid
-import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
 from fleetflow.storage.s3 import S3BlobStore, S3Settings
+from tests.tiers import load_script, require_built, tier_unavailable
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-class S3UnavailableWarning(UserWarning):
-    """S3 tests were skipped: the S3 tier did not run."""
+REQUIRE_ENV = "FLEETFLOW_REQUIRE_S3"
 
 
 def load_tooling() -> ModuleType:
-    """`infra/scripts/s3_server.py` (tooling scripts are not an installed package)."""
-    name = "fleetflow_infra_s3_server"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, REPO_ROOT / "infra" / "scripts" / "s3_server.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script("infra/scripts/s3_server.py")
 
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[Any]:
     """A throw-away S3 server for the session; `.env()` gives its `FLEETFLOW_S3_*` settings."""
     tooling = load_tooling()
+    require_built("S3 server", tooling.binary_path(), tooling.BIN_ENV, REQUIRE_ENV)
     try:
         server = tooling.start_s3_server()
     except tooling.S3ServerUnavailableError as exc:
-        message = f"S3 TESTS SKIPPED - no S3 server could be provisioned: {exc}"
-        if os.environ.get("FLEETFLOW_REQUIRE_S3") == "1":
-            pytest.fail(message)
-        warnings.warn(message, S3UnavailableWarning, stacklevel=1)
-        pytest.skip(message)
+        tier_unavailable(f"S3 TESTS SKIPPED - the S3 server did not start: {exc}", REQUIRE_ENV)
     try:
         yield server
     finally:
