@@ -112,7 +112,17 @@ def describe_attempt(attempt: dict[str, Any]) -> str:
         node = f"{node}[{attempt['map_index']}]"
     where = f" on {attempt['cluster']}" if attempt.get("cluster") else ""
     cached = " (cache hit)" if attempt.get("cache_hit") else ""
-    return f"{node} (attempt {attempt['attempt_number']}) {attempt['status']}{cached}{where}"
+    waiting = f" - waiting: {attempt['pending_reason']}" if _waiting_reason(attempt) else ""
+    return (
+        f"{node} (attempt {attempt['attempt_number']}) {attempt['status']}{cached}{where}{waiting}"
+    )
+
+
+def _waiting_reason(attempt: dict[str, Any]) -> str | None:
+    """Why a not-yet-running attempt waits (quota, no capacity, unschedulable), if known."""
+    if attempt["status"] in ("PENDING", "ASSIGNED", "LEASED"):
+        return attempt.get("pending_reason") or None
+    return None
 
 
 class AttemptProgress:
@@ -142,8 +152,9 @@ class AttemptProgress:
             self._live.update(self._table(execution))
             return
         for attempt in execution.get("attempts", []):
-            if self._seen.get(attempt["id"]) != attempt["status"]:
-                self._seen[attempt["id"]] = attempt["status"]
+            seen = f"{attempt['status']} {_waiting_reason(attempt) or ''}"
+            if self._seen.get(attempt["id"]) != seen:
+                self._seen[attempt["id"]] = seen
                 self._console.print(f"  {describe_attempt(attempt)}", highlight=False)
 
     @staticmethod
@@ -157,6 +168,7 @@ class AttemptProgress:
         )
         for column in ("NODE", "ELEMENT", "ATTEMPT", "STATUS", "CLUSTER"):
             table.add_column(column, no_wrap=True)
+        table.add_column("WAITING FOR")
         for attempt in execution.get("attempts", []):
             style = ATTEMPT_STYLES.get(attempt["status"], "")
             status_text = attempt["status"] + (" (cache hit)" if attempt.get("cache_hit") else "")
@@ -167,6 +179,7 @@ class AttemptProgress:
                 str(attempt["attempt_number"]),
                 Text(status_text, style=style),
                 attempt.get("cluster") or "",
+                Text(_waiting_reason(attempt) or "", style="yellow"),
             )
         return table
 
