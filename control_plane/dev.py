@@ -82,7 +82,12 @@ def up(
     home.mkdir(parents=True, exist_ok=True)
     settings = Settings(
         database=DatabaseSettings(url=f"sqlite:///{home / 'fleetflow.db'}"),
-        temporal=TemporalSettings(address=f"127.0.0.1:{ports['temporal']}"),
+        temporal=TemporalSettings(
+            address=f"127.0.0.1:{ports['temporal']}",
+            # A real server times out a dead worker's sticky queue: the worker may keep
+            # workflows in memory instead of replaying each history at every step.
+            max_cached_workflows=1000 if temporal_kind == processes.TEMPORAL_DEV_SERVER else 0,
+        ),
         blob=BlobSettings(root=(home / "blobs").as_uri()),
         api=ApiSettings(port=ports["api"]),
         grpc=GrpcSettings(port=ports["grpc"]),

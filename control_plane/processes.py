@@ -93,6 +93,7 @@ def wait_for_port(
 
 
 TEMPORAL_BIN_ENV = "FLEETFLOW_TEMPORAL_BIN"
+TEMPORAL_DEV_SERVER = "temporal CLI dev server"
 
 
 def temporal_server_command(port: int, data_dir: Path) -> tuple[list[str], str]:
@@ -116,7 +117,7 @@ def temporal_server_command(port: int, data_dir: Path) -> tuple[list[str], str]:
                 "--log-level",
                 "warn",
             ],
-            "temporal CLI dev server",
+            TEMPORAL_DEV_SERVER,
         )
     beside_python = Path(sys.executable).parent / "temporal-test-server"
     test_server = (
