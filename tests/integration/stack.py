@@ -5,11 +5,14 @@ free loopback ports, against a migrated SQLite or PostgreSQL database."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -18,8 +21,10 @@ from control_plane.auth.rbac import Authorizer
 from control_plane.bootstrap import bootstrap_local_cluster, ensure_platform_admin
 from control_plane.db.migrate import upgrade_database
 from control_plane.db.session import make_engine, make_session_factory
+from fleetflow.bundle import build_bundle
 from fleetflow.client import Client
 from fleetflow.config import CliConfig
+from fleetflow.loader import load_workflow
 
 BIN = Path(sys.executable).parent
 FLEETFLOW = str(BIN / "fleetflow")
@@ -65,6 +70,25 @@ class Stack:
     def client(self, token: str | None = None, tenant: str | None = None) -> Client:
         """A `fleetflow.Client` for this stack, as the platform admin unless `token`."""
         return Client(self.api_url, token=token or self.admin_token, tenant=tenant)
+
+    def launch(self, workflows: Path, workflow: str, **inputs: Any) -> str:
+        """Bundle, register and start `workflow` of the file `workflows`; the execution id."""
+        wf, root = load_workflow(workflows, workflow)
+        digest, data = build_bundle(root)
+        with self.client() as client:
+            client.upload_bundle(digest, data)
+            version = client.register_workflow(wf.spec, digest)["version"]
+            literals = wf.inputs_to_literals(inputs)
+            return str(client.create_execution(wf.spec.name, literals, version=version)["id"])
+
+    def wait_for(self, condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+        """Poll `condition` until it is truthy and return it; fail with the stack's logs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if result := condition():
+                return result
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
 
     def logs(self) -> str:
         parts = []
@@ -163,6 +187,18 @@ def start_stack(
         stack.stop()
         raise
     return stack
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie does not)."""
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def sigkill(process: subprocess.Popen[bytes]) -> None:
+    """Kill a process group at once: no signal handler runs, nothing is reported."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
 
 
 def spawn_control_plane(stack: Stack, *, worker: bool) -> subprocess.Popen[bytes]:

@@ -3,10 +3,6 @@ execution still completes with each task's result recorded exactly once."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +12,7 @@ from sqlalchemy import update
 from control_plane import processes
 from control_plane.db.models import Cluster
 from control_plane.db.session import make_engine, make_session_factory
-from fleetflow.bundle import build_bundle
-from fleetflow.loader import load_workflow
-from tests.integration.stack import Stack, start_agent
+from tests.integration.stack import Stack, process_alive, sigkill, start_agent
 
 pytestmark = pytest.mark.integration
 
@@ -26,22 +20,11 @@ WORKFLOWS = Path(__file__).parent / "workflows" / "platform_features.py"
 
 
 def launch(stack: Stack, workflow: str, **inputs: Any) -> str:
-    wf, root = load_workflow(WORKFLOWS, workflow)
-    digest, data = build_bundle(root)
-    with stack.client() as client:
-        client.upload_bundle(digest, data)
-        version = client.register_workflow(wf.spec, digest)["version"]
-        literals = wf.inputs_to_literals(inputs)
-        return str(client.create_execution(wf.spec.name, literals, version=version)["id"])
+    return stack.launch(WORKFLOWS, workflow, **inputs)
 
 
 def wait_for(condition: Any, what: str, stack: Stack, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}\n{stack.logs()}")
+    return stack.wait_for(condition, what, timeout)
 
 
 def running_attempt(stack: Stack, execution_id: str) -> dict[str, Any] | None:
@@ -63,7 +46,7 @@ def test_agent_killed_mid_task_and_restarted(stack: Stack, tmp_path: Path) -> No
     task_pid = int(marker.read_text().split()[0])
 
     sigkill(stack.children.pop("agent"))
-    wait_for(lambda: not _alive(task_pid), "the task to die with its agent", stack)
+    wait_for(lambda: not process_alive(task_pid), "the task to die with its agent", stack)
     stack.children["agent"] = start_agent(stack)
 
     final = finish(stack, execution_id)
@@ -162,14 +145,3 @@ def forget_cluster_heartbeat(stack: Stack, cluster: str) -> None:
             update(Cluster).where(Cluster.name == cluster).values(last_heartbeat_at=None)
         )
     engine.dispose()
-
-
-def sigkill(process: subprocess.Popen[bytes]) -> None:
-    """Kill a process group at once: no signal handler runs, nothing is reported."""
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-
-
-def _alive(pid: int) -> bool:
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"

@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 
-from fleetflow.bundle import build_bundle
-from fleetflow.loader import load_workflow
-from tests.integration.stack import Stack, TemporalServer, start_stack
+from tests.integration.stack import Stack, TemporalServer, process_alive, start_stack
 
 pytestmark = pytest.mark.integration
 
 WORKFLOWS = Path(__file__).parent / "workflows" / "fleet.py"
+PLATFORM_FEATURES = WORKFLOWS.with_name("platform_features.py")
 AGENTS = {"local": "agent", "east": "agent-east", "west": "agent-west"}
 
 
@@ -44,37 +43,16 @@ def fleet(
 
 
 def launch(stack: Stack, workflow: str, **inputs: Any) -> str:
-    wf, root = load_workflow(WORKFLOWS, workflow)
-    digest, data = build_bundle(root)
-    with stack.client() as client:
-        client.upload_bundle(digest, data)
-        version = client.register_workflow(wf.spec, digest)["version"]
-        literals = wf.inputs_to_literals(inputs)
-        return str(client.create_execution(wf.spec.name, literals, version=version)["id"])
+    return stack.launch(WORKFLOWS, workflow, **inputs)
 
 
 def wait_for(condition: Any, what: str, stack: Stack, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}\n{stack.logs()}")
+    return stack.wait_for(condition, what, timeout)
 
 
 def attempts_of(stack: Stack, execution_id: str) -> list[dict[str, Any]]:
     with stack.client() as client:
         return list(client.get_execution(execution_id)["attempts"])
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purpose; /proc says which.
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
 def test_every_cluster_is_online_with_its_labels(fleet: Stack) -> None:
@@ -115,7 +93,9 @@ def test_cancel_stops_attempts_on_every_cluster_within_seconds(
     started = time.monotonic()
     with fleet.client() as client:
         client.cancel(execution_id)
-    wait_for(lambda: not any(alive(pid) for pid in pids), "every element process to stop", fleet)
+    wait_for(
+        lambda: not any(process_alive(pid) for pid in pids), "every element process to stop", fleet
+    )
     stopped_within = time.monotonic() - started
     with fleet.client() as client:
         final = client.wait_for_execution(execution_id, timeout=60)
@@ -132,7 +112,7 @@ def test_a_partitioned_agent_kills_its_superseded_attempt_when_it_returns(
     runs on another cluster. On SIGCONT the agent learns it was superseded and kills it; the
     execution's result is the other cluster's, recorded once."""
     marker = tmp_path / "runs.txt"
-    execution_id = launch(fleet, "cut_off", marker=str(marker))
+    execution_id = fleet.launch(PLATFORM_FEATURES, "survives_agent_loss", marker=str(marker))
     first = wait_for(
         lambda: next(
             (a for a in attempts_of(fleet, execution_id) if a["status"] == "RUNNING"), None
@@ -147,10 +127,14 @@ def test_a_partitioned_agent_kills_its_superseded_attempt_when_it_returns(
     try:
         with fleet.client() as client:
             final = client.wait_for_execution(execution_id, timeout=120)
-        assert alive(task_pid), "the cut-off attempt's process kept running meanwhile"
+        assert process_alive(task_pid), "the cut-off attempt's process kept running meanwhile"
     finally:
         os.kill(agent.pid, signal.SIGCONT)
-    wait_for(lambda: not alive(task_pid), "the returning agent to kill its superseded task", fleet)
+    wait_for(
+        lambda: not process_alive(task_pid),
+        "the returning agent to kill its superseded task",
+        fleet,
+    )
     assert final["status"] == "SUCCEEDED", fleet.logs()
     assert final["outputs"] == {"o0": 2}
     lost, succeeded = final["attempts"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,8 @@ from sqlalchemy import select
 
 from control_plane.db.models import Execution
 from control_plane.db.session import make_engine
-from fleetflow.bundle import build_bundle
 from fleetflow.client import Client
-from fleetflow.loader import load_workflow
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, process_alive
 
 pytestmark = pytest.mark.integration
 
@@ -24,15 +21,7 @@ WORKFLOWS = Path(__file__).parent / "workflows" / "platform_features.py"
 
 
 def launch(stack: Stack, workflow: str, **inputs: Any) -> tuple[Client, str]:
-    wf, root = load_workflow(WORKFLOWS, workflow)
-    digest, data = build_bundle(root)
-    client = stack.client()
-    client.upload_bundle(digest, data)
-    version = client.register_workflow(wf.spec, digest)["version"]
-    execution = client.create_execution(
-        wf.spec.name, wf.inputs_to_literals(inputs), version=version
-    )
-    return client, execution["id"]
+    return stack.client(), stack.launch(WORKFLOWS, workflow, **inputs)
 
 
 def test_map_task_fans_out_one_attempt_per_element(stack: Stack) -> None:
@@ -74,18 +63,9 @@ def test_cancel_stops_the_running_attempt_within_seconds(stack: Stack, tmp_path:
     final = client.wait_for_execution(execution_id, timeout=60)
     assert final["status"] == "CANCELLED"
     assert final["attempts"][0]["status"] == "CANCELLED"
-    while _alive(pid):
+    while process_alive(pid):
         assert time.monotonic() - cancelled_at < 30, "task process still running after cancel"
         time.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
 def _stored(stack: Stack, execution_id: str, column: Any) -> Any:

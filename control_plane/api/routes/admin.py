@@ -8,6 +8,7 @@ in the same transaction as the change itself.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -29,6 +30,7 @@ from control_plane.auth.rbac import EVERY_TENANT, Act, Authorizer, Obj, Role
 from control_plane.db.models import ApiToken, Principal, Tenant
 from control_plane.db.repositories import audit, tenancy
 from control_plane.db.repositories import principals as principals_repo
+from control_plane.db.repositories.attempts import limits_of
 from control_plane.db.repositories.clusters import get_cluster_by_name
 from control_plane.db.repositories.tenants import get_or_create_tenant, get_tenant_by_name
 from control_plane.schemas.common import ErrorResponse
@@ -72,16 +74,7 @@ def _tenant(session: Session, name: str) -> Tenant:
 
 def quota_public(session: Session, tenant: Tenant) -> QuotaPublic | None:
     quota = tenancy.get_quota(session, tenant)
-    if quota is None:
-        return None
-    return QuotaPublic(
-        gpu=quota.gpu,
-        gpu_per_type={str(k): int(v) for k, v in (quota.gpu_per_type or {}).items()},
-        cpu=quota.cpu,
-        memory_bytes=quota.memory_bytes,
-        max_running_executions=quota.max_running_executions,
-        max_running_tasks=quota.max_running_tasks,
-    )
+    return None if quota is None else QuotaPublic(**dataclasses.asdict(limits_of(quota)))
 
 
 def _user_public(
@@ -352,39 +345,36 @@ def _role_change(
     return principal, domain
 
 
+def _role_changed(
+    session: Session, actor: str, action: str, principal: Principal, body: RoleChange, domain: str
+) -> RoleChanged:
+    audit.record(
+        session, actor, action, principal.name, {"role": body.role.value, "tenant": domain}
+    )
+    session.commit()
+    return RoleChanged(principal=principal.name, role=body.role.value, tenant=domain)
+
+
 @router.post("/roles/grant", responses=_404)
 def grant_role(
     body: RoleChange, session: SessionDep, who: AuthenticatedDep, authorizer: AuthorizerDep
 ) -> RoleChanged:
+    """Grant a role (idempotent: granting a held role changes nothing and is not audited)."""
     principal, domain = _role_change(body, session, who, authorizer)
-    if authorizer.grant(principal.name, body.role, domain):
-        audit.record(
-            session,
-            who.principal.name,
-            "role.grant",
-            principal.name,
-            {"role": body.role.value, "tenant": domain},
-        )
-        session.commit()
-    return RoleChanged(principal=principal.name, role=body.role.value, tenant=domain)
+    if not authorizer.grant(principal.name, body.role, domain):
+        return RoleChanged(principal=principal.name, role=body.role.value, tenant=domain)
+    return _role_changed(session, who.principal.name, "role.grant", principal, body, domain)
 
 
 @router.post("/roles/revoke", responses=_404)
 def revoke_role(
     body: RoleChange, session: SessionDep, who: AuthenticatedDep, authorizer: AuthorizerDep
 ) -> RoleChanged:
+    """Revoke a role: the principal loses it from its next call on."""
     principal, domain = _role_change(body, session, who, authorizer)
     if not authorizer.revoke(principal.name, body.role, domain):
         raise ApiError(404, f"{principal.name} does not hold {body.role.value} in {domain}")
-    audit.record(
-        session,
-        who.principal.name,
-        "role.revoke",
-        principal.name,
-        {"role": body.role.value, "tenant": domain},
-    )
-    session.commit()
-    return RoleChanged(principal=principal.name, role=body.role.value, tenant=domain)
+    return _role_changed(session, who.principal.name, "role.revoke", principal, body, domain)
 
 
 # Audit --------------------------------------------------------------------------------------

@@ -330,6 +330,7 @@ def _waiting(session: Session) -> list[_Waiting]:
 
 
 def limits_of(quota: TenantQuota | None) -> Limits:
+    """A quota row as admission reads it (no row: unlimited)."""
     if quota is None:
         return Limits()
     return Limits(

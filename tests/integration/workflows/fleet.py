@@ -1,5 +1,5 @@
 """Workflows for the three-cluster tests: tasks steered by cluster labels, and tasks that hold
-their cluster long enough to be cancelled or cut off."""
+their cluster long enough to be cancelled."""
 
 from __future__ import annotations
 
@@ -52,20 +52,3 @@ def linger(i: int, marker_dir: str) -> int:
 @workflow
 def lingering_fan_out(n: int, marker_dir: str) -> list[int]:
     return map_task(linger)(i=indices(n=n), marker_dir=marker_dir)
-
-
-@task
-def hangs_first(marker: str) -> int:
-    """The first attempt records its pid and hangs; later ones finish at once."""
-    path = Path(marker)
-    runs = path.read_text().splitlines() if path.exists() else []
-    with path.open("a") as f:
-        f.write(f"{os.getpid()}\n")
-    if not runs:
-        time.sleep(300)
-    return len(runs) + 1
-
-
-@workflow
-def cut_off(marker: str) -> int:
-    return hangs_first(marker=marker)
