@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import signal
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -34,9 +35,9 @@ from typing import IO, Any
 import grpc
 
 from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
-from data_plane_agent.executors.base import Executor
+from data_plane_agent.executors.base import ClusterExecutor, Executor, ExecutorStartError
 from data_plane_agent.executors.local_process import LocalProcessExecutor
-from data_plane_agent.protocol import assignment_from_proto, report_request
+from data_plane_agent.protocol import assignment_from_proto, capacity_to_proto, report_request
 from data_plane_agent.report_buffer import ReportBuffer
 from data_plane_agent.settings import AgentSettings
 from data_plane_agent.tls import channel_security, connection_hint
@@ -140,8 +141,9 @@ class Agent:
     def __init__(self, settings: AgentSettings, executor: Executor | None = None) -> None:
         self._settings = settings
         self._security = channel_security(settings)
-        self._executor: Executor = executor or LocalProcessExecutor(
-            settings.work_dir, kill_grace_seconds=settings.kill_grace_seconds
+        self._executor: Executor = executor or default_executor(settings)
+        self._cluster_executor = (
+            self._executor if isinstance(self._executor, ClusterExecutor) else None
         )
         self._metadata = (("authorization", f"Bearer {settings.token.get_secret_value()}"),)
         # Loads what a previous agent process could not deliver; replayed once registered.
@@ -180,6 +182,8 @@ class Agent:
             AgentAuthenticationError: The control plane rejected the cluster token.
             AgentInternalError: An internal loop of the agent failed; the agent shut down.
         """
+        if self._cluster_executor is not None:
+            self._adopt(await self._cluster_executor.start())
         pump = asyncio.create_task(self._pump_executor_events(), name="event-pump")
         reporter = asyncio.create_task(self._deliver_reports(), name="reporter")
         for task in (pump, reporter):
@@ -192,6 +196,22 @@ class Agent:
             raise AgentInternalError("agent stopped after an internal error") from (
                 self._internal_error
             )
+
+    def _adopt(self, assignments: list[TaskAssignment]) -> None:
+        """Hold attempts a previous agent process launched and the executor still runs.
+
+        Their reports continue from a sequence number above any the previous process can
+        have used (milliseconds since the epoch), so none is dropped as a duplicate.
+        """
+        base = time.time_ns() // 1_000_000
+        for assignment in assignments:
+            self._active[assignment.attempt_id] = assignment
+            self._sequences[assignment.attempt_id] = base
+            self._origins[assignment.attempt_id] = (assignment.execution_id, assignment.node_id)
+            with self._attempt_log_context(assignment.attempt_id):
+                logger.info("attempt %s: adopted from a previous agent", assignment.attempt_id)
+        if self._active:
+            self._idle.clear()
 
     def _on_internal_task_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
@@ -207,14 +227,18 @@ class Agent:
         if self._launches:
             await asyncio.wait(self._launches)
         running = self._executor.running()
-        if running:
+        survive = self._cluster_executor is not None and (
+            self._cluster_executor.attempts_survive_agent
+        )
+        if running and not survive:
             logger.info("stopping %d running attempt(s): %s", len(running), ", ".join(running))
         await self._executor.shutdown("agent shut down")
         settle = self._settings.kill_grace_seconds + 5.0
-        try:
-            await asyncio.wait_for(self._idle.wait(), settle)
-        except TimeoutError:
-            logger.warning("attempts still settling at shutdown: %s", ", ".join(self._active))
+        if not survive:
+            try:
+                await asyncio.wait_for(self._idle.wait(), settle)
+            except TimeoutError:
+                logger.warning("attempts still settling at shutdown: %s", ", ".join(self._active))
         if self._session_ready.is_set():
             try:
                 await asyncio.wait_for(
@@ -341,6 +365,9 @@ class Agent:
                     raise error
 
     def _capacity(self) -> agent_pb2.Capacity:
+        reported = self._cluster_executor.capacity() if self._cluster_executor else None
+        if reported is not None:
+            return capacity_to_proto(reported)
         active = list(self._active.values())
         return agent_pb2.Capacity(
             cpu_allocatable=float(os.cpu_count() or 1),
@@ -373,13 +400,24 @@ class Agent:
             held = set(self._executor.running()) | set(self._reports.fencing_tokens())
             response = await stub.Heartbeat(
                 agent_pb2.HeartbeatRequest(
-                    capacity=self._capacity(), running_attempt_ids=sorted(held)
+                    capacity=self._capacity(),
+                    running_attempt_ids=sorted(held),
+                    pending_attempts=self._pending_attempts(),
                 ),
                 metadata=self._metadata,
                 timeout=RPC_TIMEOUT_SECONDS,
             )
             self._stop_attempts(response.stop_attempt_ids)
             await asyncio.sleep(interval)  # pacing, not synchronisation
+
+    def _pending_attempts(self) -> list[agent_pb2.PendingAttempt]:
+        if self._cluster_executor is None:
+            return []
+        reasons = self._cluster_executor.pending_reasons()
+        return [
+            agent_pb2.PendingAttempt(attempt_id=attempt_id, reason=reason)
+            for attempt_id, reason in sorted(reasons.items())
+        ]
 
     def _stop_attempts(self, attempt_ids: Iterable[str]) -> None:
         """Kill attempts the control plane no longer wants (cancelled, superseded, lost)."""
@@ -578,6 +616,21 @@ class Agent:
                     )
 
 
+def default_executor(settings: AgentSettings) -> Executor:
+    """The executor `settings.executor` names, configured from the settings."""
+    if settings.executor == "kubernetes":
+        # Imported here: the local-process agent does not need the Kubernetes client.
+        from data_plane_agent.executors.kubernetes import KubernetesExecutor
+        from data_plane_agent.settings import KubernetesSettings
+
+        return KubernetesExecutor(
+            KubernetesSettings(),
+            settings.work_dir,
+            kill_grace_seconds=settings.kill_grace_seconds,
+        )
+    return LocalProcessExecutor(settings.work_dir, kill_grace_seconds=settings.kill_grace_seconds)
+
+
 def lock_work_dir(work_dir: Path) -> IO[bytes] | None:
     """Hold an exclusive lock on the work dir for this process's lifetime, or None when another
     agent holds it: two agents replaying the same report buffer would report twice."""
@@ -611,6 +664,9 @@ async def run_agent(settings: AgentSettings, executor: Executor | None = None) -
         await agent.run()
     except AgentAuthenticationError as exc:
         logger.error("%s", exc)
+        return 1
+    except ExecutorStartError as exc:
+        logger.error("the %s executor cannot start: %s", settings.executor, exc)
         return 1
     except AgentInternalError:
         return 1  # already logged with its traceback

@@ -88,6 +88,15 @@ def run(
             show_default=False,
         ),
     ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            help="local-process or kubernetes (env FLEETFLOW_AGENT_EXECUTOR; the Kubernetes "
+            "executor reads FLEETFLOW_AGENT_K8S_*).",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[
         str, typer.Option("--log-level", help="Log verbosity: DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
@@ -100,6 +109,7 @@ def run(
             "token": token,
             "work_dir": work_dir,
             "max_parallel": max_parallel,
+            "executor": executor,
         }
     )
     level = logging.getLevelName(log_level.upper())

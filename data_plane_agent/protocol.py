@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from data_plane_agent.attempts import AttemptEvent, AttemptResources, AttemptState, TaskAssignment
+from data_plane_agent.executors.base import Capacity
 from fleetflow.agent.v1 import agent_pb2
 
 _STATE_TO_PROTO = {
@@ -54,3 +55,16 @@ def report_request(
     )
     request.observed_at.FromDatetime(event.observed_at)
     return request
+
+
+def capacity_to_proto(capacity: Capacity) -> agent_pb2.Capacity:
+    return agent_pb2.Capacity(
+        cpu_allocatable=capacity.cpu_allocatable,
+        cpu_in_use=capacity.cpu_in_use,
+        memory_bytes_allocatable=capacity.memory_bytes_allocatable,
+        memory_bytes_in_use=capacity.memory_bytes_in_use,
+        gpus=[
+            agent_pb2.GpuCapacity(gpu_type=g.gpu_type, allocatable=g.allocatable, in_use=g.in_use)
+            for g in capacity.gpus
+        ],
+    )

@@ -7,6 +7,7 @@ through the environment rather than the command line, where `ps` would show it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,3 +64,87 @@ class AgentSettings(BaseSettings):
         "host of control_plane",
     )
     insecure: bool = Field(default=False, description="dial the control plane in plaintext")
+    executor: Literal["local-process", "kubernetes"] = Field(
+        default="local-process",
+        description="how attempts run: child processes of the agent, or one Kubernetes pod "
+        "each (configured by the FLEETFLOW_AGENT_K8S_* settings)",
+    )
+
+
+def _default_gpu_tolerations() -> list[dict[str, Any]]:
+    return [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+class KubernetesSettings(BaseSettings):
+    """The Kubernetes executor's settings, from `FLEETFLOW_AGENT_K8S_*` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETFLOW_AGENT_K8S_", extra="ignore")
+
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="kubeconfig to use; unset: the in-cluster service account when running in "
+        "a pod, else the default kubeconfig",
+    )
+    context: str | None = Field(default=None, description="kubeconfig context")
+    agent_name: str = Field(
+        default="default",
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="pods carry it as a label, so that two agents sharing a cluster never "
+        "adopt each other's pods",
+    )
+    namespace_template: str = Field(
+        default="fleetflow-{tenant}",
+        description="namespace of a tenant's pods, `{tenant}` replaced by the tenant name",
+    )
+    namespaces: dict[str, str] = Field(
+        default_factory=dict,
+        description="tenant -> namespace, overriding namespace_template (JSON object)",
+    )
+    default_image: str = Field(
+        default="fleetflow/task-runtime:0.1.0",
+        description="image of tasks that name none; it must have fleetflow installed",
+    )
+    python: str = Field(default="python", description="interpreter inside the task image")
+    service_account: str = Field(
+        default="default", description="service account of task pods (its token not mounted)"
+    )
+    gpu_resource: str = Field(default="nvidia.com/gpu", description="extended resource of GPUs")
+    gpu_product_label: str = Field(
+        default="nvidia.com/gpu.product",
+        description="node label naming the GPU product (set by NVIDIA GPU feature discovery)",
+    )
+    gpu_types: dict[str, str] = Field(
+        default_factory=dict,
+        description="node GPU product label value -> Fleetflow GPU type, e.g. "
+        '{"NVIDIA-H100-80GB-HBM3": "H100"}; unlisted products lose a leading "NVIDIA-"',
+    )
+    gpu_tolerations: list[dict[str, Any]] = Field(
+        default_factory=_default_gpu_tolerations,
+        description="tolerations added to pods requesting GPUs (JSON list of tolerations)",
+    )
+    image_pull_grace_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="how long an image that cannot be pulled is retried before the attempt fails",
+    )
+    cleanup: Literal["delete", "keep-failed", "keep"] = Field(
+        default="keep-failed",
+        description="what happens to finished pods: deleted, failed ones kept, or all kept",
+    )
+    cleanup_delay_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="how long a finished pod is kept before cleanup deletes it (logs readable)",
+    )
+    resync_seconds: float = Field(
+        default=5.0, gt=0, description="between reconciliations of pods, timers and capacity"
+    )
+    task_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="environment of task containers, e.g. the blob store's endpoint (JSON)",
+    )
+    task_env_secret: str | None = Field(
+        default=None,
+        description="Secret in each tenant namespace whose keys become task environment "
+        "variables (blob store credentials)",
+    )

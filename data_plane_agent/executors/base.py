@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from data_plane_agent.attempts import AttemptEvent, TaskAssignment
+
+
+class ExecutorStartError(RuntimeError):
+    """The executor cannot reach what it runs attempts on (e.g. the Kubernetes API)."""
+
+
+@dataclass(frozen=True)
+class GpuCapacity:
+    gpu_type: str
+    allocatable: int
+    in_use: int
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What an executor's cluster offers and what its attempts hold, for heartbeats."""
+
+    cpu_allocatable: float = 0.0
+    cpu_in_use: float = 0.0
+    memory_bytes_allocatable: int = 0
+    memory_bytes_in_use: int = 0
+    gpus: list[GpuCapacity] = field(default_factory=list)
 
 
 class Executor(Protocol):
@@ -36,4 +59,28 @@ class Executor(Protocol):
 
     async def shutdown(self, reason: str) -> None:
         """Kill every running attempt (each ends CANCELLED with `reason`)."""
+        ...
+
+
+@runtime_checkable
+class ClusterExecutor(Protocol):
+    """What an executor running attempts on a cluster (Kubernetes) adds to `Executor`.
+
+    The agent uses these when its executor has them; the local-process executor has none, and
+    the agent then reports the machine's CPU and memory as before.
+    """
+
+    attempts_survive_agent: bool
+    """Attempts keep running when the agent stops (the next agent adopts them)."""
+
+    async def start(self) -> list[TaskAssignment]:
+        """Begin observing the cluster; returns the attempts adopted from a previous agent."""
+        ...
+
+    def capacity(self) -> Capacity | None:
+        """The cluster's capacity and what its attempts use now (None: not known yet)."""
+        ...
+
+    def pending_reasons(self) -> dict[str, str]:
+        """Attempt id -> why it has not started yet (e.g. no node has the GPUs free)."""
         ...

@@ -1,0 +1,764 @@
+"""The Kubernetes executor: each attempt is one pod in its tenant's namespace.
+
+Level-triggered, after the habits of Kubernetes controllers:
+
+- **Deterministic names.** An attempt's pod is `ff-<attempt id>-<fencing token>`; creating it
+  again answers `AlreadyExists`, which is success. A restarted agent therefore never makes a
+  second pod for an attempt.
+- **Watch, relist on 410.** One watch per namespace (a label selector on this agent's pods,
+  resuming from the last resourceVersion; a relist when the server answers 410 Gone). Every
+  observed pod is interpreted afresh (`kubernetes_pods.interpret_pod`), not from remembered
+  events; a periodic resync re-judges the timers (image pulls) and cleans up finished pods.
+- **Adopt on restart.** `start` lists this agent's pods in the namespaces it knows and adopts
+  those whose outcome it has not handed to the agent yet (the assignment is an annotation of
+  the pod). Namespaces used are remembered in `<work_dir>/k8s-namespaces.json`.
+- **Pods outlive the agent.** Shutting the agent down leaves pods running; the next agent
+  adopts them. Only the control plane's stop (cancel, superseded) deletes a running pod.
+
+The Kubernetes client is synchronous; its calls run in threads (the watches in daemon threads
+of their own) and their results come back to the event loop, which alone changes the
+executor's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
+from data_plane_agent.executors import kubernetes_pods as pods
+from data_plane_agent.executors.base import Capacity, ExecutorStartError, GpuCapacity
+from data_plane_agent.settings import KubernetesSettings
+
+logger = logging.getLogger(__name__)
+
+WATCH_TIMEOUT_SECONDS = 60
+"""A watch request ends after this long and is resumed from its resourceVersion."""
+NAMESPACES_FILE = "k8s-namespaces.json"
+REPORTED_ANNOTATION = "fleetflow.dev/outcome-reported-at"
+"""On a finished pod: when its outcome went to the agent (the pod is then not adopted again,
+and cleanup counts its delay from then)."""
+_LOG_TAIL_LINES = 200
+
+
+class KubernetesExecutorError(ExecutorStartError):
+    """The executor could not talk to the Kubernetes API at start."""
+
+
+def make_api_client(settings: KubernetesSettings) -> k8s_client.ApiClient:
+    """An API client from the kubeconfig setting, else in-cluster, else the default kubeconfig."""
+    configuration = k8s_client.Configuration()
+    if settings.kubeconfig is not None:
+        k8s_config.load_kube_config(
+            config_file=str(settings.kubeconfig),
+            context=settings.context,
+            client_configuration=configuration,
+        )
+    else:
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config(
+                context=settings.context, client_configuration=configuration
+            )
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, 32)
+    return k8s_client.ApiClient(configuration)
+
+
+@dataclass
+class _PodAttempt:
+    """An attempt this executor runs (or adopted), and what it has told the agent of it."""
+
+    assignment: TaskAssignment
+    namespace: str
+    name: str
+    seen: bool = False  # its pod was observed at least once
+    reported_running: bool = False
+    ended: bool = False
+    stop_reason: str | None = None
+    pending_reason: str = ""
+    problem: str = ""  # a waiting reason that fails the attempt once it lasts the grace
+    problem_since: float = 0.0
+    last_pod: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class _PodSummary:
+    """What the executor keeps of every pod it watches (its own attempts' or not)."""
+
+    attempt_id: str
+    token: str
+    phase: str
+    cpu: float
+    memory_bytes: int
+    gpus: int
+    node: str
+    gpu_type: str
+    reported_at: str
+    deleting: bool
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+
+def _summarise(pod: Mapping[str, Any], settings: KubernetesSettings) -> _PodSummary:
+    metadata = pod.get("metadata", {})
+    labels = metadata.get("labels") or {}
+    annotations = metadata.get("annotations") or {}
+    cpu, memory, gpus = pods.pod_requests(pod, settings)
+    assignment_text = annotations.get(pods.ASSIGNMENT_ANNOTATION, "")
+    attempt_id = labels.get(pods.ATTEMPT_LABEL, "")
+    if assignment_text:
+        with contextlib.suppress(ValueError, AttributeError):
+            attempt_id = json.loads(assignment_text).get("attempt_id", attempt_id)
+    return _PodSummary(
+        attempt_id=attempt_id,
+        token=labels.get(pods.TOKEN_LABEL, ""),
+        phase=(pod.get("status") or {}).get("phase") or "Pending",
+        cpu=cpu,
+        memory_bytes=memory,
+        gpus=gpus,
+        node=pod.get("spec", {}).get("nodeName") or "",
+        gpu_type=labels.get(pods.GPU_TYPE_LABEL, ""),
+        reported_at=annotations.get(REPORTED_ANNOTATION, ""),
+        deleting=bool(metadata.get("deletionTimestamp")),
+    )
+
+
+class KubernetesExecutor:
+    """Runs each attempt as a pod (see the module docstring).
+
+    Args:
+        settings: Namespaces, image, GPU node selection, cleanup policy, API access.
+        work_dir: The agent's work directory (remembers the namespaces used).
+        api_client: A ready client (default: from `settings`).
+        kill_grace_seconds: Termination grace of pods deleted to stop their attempt.
+    """
+
+    name = "kubernetes"
+    attempts_survive_agent = True
+    """Shutting the agent down leaves the pods running; the next agent adopts them."""
+
+    def __init__(
+        self,
+        settings: KubernetesSettings,
+        work_dir: Path,
+        *,
+        api_client: k8s_client.ApiClient | None = None,
+        kill_grace_seconds: float = 5.0,
+    ) -> None:
+        self._settings = settings
+        self._work_dir = Path(work_dir)
+        self._api = api_client or make_api_client(settings)
+        # Called with `_preload_content=False` (raw JSON, see `kubernetes_pods`): untyped.
+        self._core: Any = k8s_client.CoreV1Api(self._api)
+        self._kill_grace_seconds = kill_grace_seconds
+        self._selector = pods.selector(settings)
+        self._attempts: dict[str, _PodAttempt] = {}
+        self._events: asyncio.Queue[AttemptEvent] = asyncio.Queue()
+        # Every watched pod of this agent, by (namespace, name).
+        self._pods: dict[tuple[str, str], _PodSummary] = {}
+        self._namespaces: set[str] = set()
+        self._watched: set[str] = set()
+        self._nodes: list[dict[str, Any]] = []
+        self._gpu_products: set[str] = set()
+        self._nodes_read = False
+        self._closing = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._resync_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------------ protocol
+
+    def running(self) -> list[str]:
+        return [a for a, attempt in self._attempts.items() if not attempt.ended]
+
+    async def next_event(self) -> AttemptEvent:
+        return await self._events.get()
+
+    def capacity(self) -> Capacity | None:
+        """Nodes' allocatable resources (as of the last resync) less the requests of this
+        agent's pods now; None before the nodes were read."""
+        return self._capacity_now() if self._nodes_read else None
+
+    def pending_reasons(self) -> dict[str, str]:
+        """Why attempts whose pods have not started yet wait (e.g. unschedulable)."""
+        return {
+            attempt_id: attempt.pending_reason
+            for attempt_id, attempt in self._attempts.items()
+            if not attempt.ended and not attempt.reported_running and attempt.pending_reason
+        }
+
+    async def start(self) -> list[TaskAssignment]:
+        """Read the nodes, adopt this agent's unfinished pods and start watching.
+
+        Returns:
+            The assignments of the adopted pods, for the agent to hold and report on.
+
+        Raises:
+            KubernetesExecutorError: The API server cannot be reached or refuses the nodes.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._namespaces = await asyncio.to_thread(self._load_namespaces)
+        try:
+            await self._refresh_capacity()
+        except ApiException as exc:
+            if exc.status != 403:
+                raise KubernetesExecutorError(f"cannot list nodes: {exc.reason}") from exc
+            logger.warning("cannot list nodes (forbidden): GPU capacity is not reported")
+        except Exception as exc:  # urllib3/OS errors: no API server
+            raise KubernetesExecutorError(f"cannot reach the Kubernetes API: {exc}") from exc
+        adopted: list[TaskAssignment] = []
+        for namespace in sorted(self._namespaces):
+            try:
+                items = await asyncio.to_thread(self._list_pods, namespace)
+            except ApiException as exc:
+                logger.warning("cannot list pods in namespace %s: %s", namespace, exc.reason)
+                continue
+            for pod in items:
+                attempt = self._adopt(pod)
+                if attempt is not None:
+                    adopted.append(attempt.assignment)
+        if adopted:
+            logger.info(
+                "adopted %d pod(s) of a previous agent: %s",
+                len(adopted),
+                ", ".join(a.attempt_id for a in adopted),
+            )
+        for namespace in sorted(self._namespaces):
+            self._ensure_watch(namespace)
+        self._resync_task = asyncio.create_task(self._resync_loop(), name="k8s-resync")
+        return adopted
+
+    def _adopt(self, pod: Mapping[str, Any]) -> _PodAttempt | None:
+        metadata = pod.get("metadata", {})
+        if (metadata.get("annotations") or {}).get(REPORTED_ANNOTATION):
+            return None  # its outcome went out already
+        assignment = pods.assignment_from_pod(pod)
+        if assignment is None or assignment.attempt_id in self._attempts:
+            return None
+        if metadata.get("name") != pods.pod_name(assignment.attempt_id, assignment.fencing_token):
+            return None
+        attempt = _PodAttempt(
+            assignment=assignment,
+            namespace=metadata.get("namespace", ""),
+            name=metadata.get("name", ""),
+        )
+        self._attempts[assignment.attempt_id] = attempt
+        return attempt
+
+    async def launch(self, assignment: TaskAssignment) -> None:
+        attempt_id = assignment.attempt_id
+        existing = self._attempts.get(attempt_id)
+        if existing is not None and not existing.ended:
+            logger.warning("attempt %s: already running here, not launching it again", attempt_id)
+            return
+        namespace = pods.namespace_for(assignment.tenant, self._settings)
+        manifest = pods.pod_manifest(
+            assignment, self._settings, known_products=sorted(self._gpu_products)
+        )
+        name = manifest["metadata"]["name"]
+        attempt = _PodAttempt(assignment=assignment, namespace=namespace, name=name)
+        self._attempts[attempt_id] = attempt
+        if namespace not in self._namespaces:
+            self._namespaces.add(namespace)
+            await asyncio.to_thread(self._save_namespaces, set(self._namespaces))
+        self._ensure_watch(namespace)
+        await self._delete_superseded(assignment, namespace, name)
+        try:
+            await asyncio.to_thread(self._create_pod, namespace, manifest)
+        except ApiException as exc:
+            if exc.status == 409:  # AlreadyExists: an earlier try or agent created it
+                logger.info(
+                    "attempt %s: pod %s/%s exists, adopting it", attempt_id, namespace, name
+                )
+                return
+            self._end(attempt, AttemptState.FAILED, f"could not create pod: {_api_error(exc)}")
+            return
+        except Exception as exc:
+            logger.exception("attempt %s: could not create its pod", attempt_id)
+            self._end(attempt, AttemptState.FAILED, f"could not create pod: {exc}")
+            return
+        logger.info(
+            "attempt %s: created pod %s/%s for %s.%s",
+            attempt_id,
+            namespace,
+            name,
+            assignment.task_module,
+            assignment.task_function,
+        )
+
+    async def _delete_superseded(
+        self, assignment: TaskAssignment, namespace: str, name: str
+    ) -> None:
+        """Pods of the same attempt under an older lease are not its to run any more."""
+        stale = [
+            pod_name
+            for (pod_namespace, pod_name), summary in self._pods.items()
+            if summary.attempt_id == assignment.attempt_id
+            and pod_namespace == namespace
+            and pod_name != name
+            and not summary.deleting
+        ]
+        for pod_name in stale:
+            logger.info("attempt %s: deleting superseded pod %s", assignment.attempt_id, pod_name)
+            await self._delete_pod(namespace, pod_name, self._kill_grace_seconds)
+
+    async def kill(self, attempt_id: str, reason: str) -> None:
+        attempt = self._attempts.get(attempt_id)
+        if attempt is None or attempt.ended:
+            logger.info("attempt %s: not running here, nothing to stop", attempt_id)
+            return
+        attempt.stop_reason = reason
+        logger.info(
+            "attempt %s: deleting pod %s/%s (%s)",
+            attempt_id,
+            attempt.namespace,
+            attempt.name,
+            reason,
+        )
+        try:
+            await self._delete_pod(attempt.namespace, attempt.name, self._kill_grace_seconds)
+        except Exception as exc:  # the attempt is still stopped as far as the agent goes
+            logger.warning("attempt %s: could not delete its pod: %s", attempt_id, exc)
+        self._end(attempt, AttemptState.CANCELLED, reason)
+
+    async def shutdown(self, reason: str) -> None:
+        """Stop watching; the pods keep running for the next agent to adopt."""
+        del reason
+        self._closing.set()
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+            await asyncio.gather(self._resync_task, return_exceptions=True)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        running = self.running()
+        if running:
+            logger.info(
+                "leaving %d pod(s) running for the next agent: %s", len(running), ", ".join(running)
+            )
+
+    async def read_log(self, attempt_id: str, *, tail_lines: int = _LOG_TAIL_LINES) -> str:
+        """The last lines of an attempt's pod log (while the pod exists).
+
+        Raises:
+            LookupError: No pod of this attempt is known.
+            ApiException: The API server refused (e.g. no kubelet serves the log).
+        """
+        location = self._locate(attempt_id)
+        if location is None:
+            raise LookupError(f"no pod of attempt {attempt_id} is known to this agent")
+        namespace, name = location
+
+        def read() -> str:
+            text: str = self._core.read_namespaced_pod_log(
+                name, namespace, container=pods.CONTAINER, tail_lines=tail_lines
+            )
+            return text
+
+        return await asyncio.to_thread(read)
+
+    def _locate(self, attempt_id: str) -> tuple[str, str] | None:
+        attempt = self._attempts.get(attempt_id)
+        if attempt is not None:
+            return attempt.namespace, attempt.name
+        for key, summary in self._pods.items():
+            if summary.attempt_id == attempt_id:
+                return key
+        return None
+
+    # ---------------------------------------------------------------------------- events
+
+    def _emit(self, event: AttemptEvent) -> None:
+        self._events.put_nowait(event)
+
+    def _end(self, attempt: _PodAttempt, state: AttemptState, message: str, tb: str = "") -> None:
+        if attempt.ended:
+            return
+        attempt_id = attempt.assignment.attempt_id
+        if state in (AttemptState.SUCCEEDED, AttemptState.FAILED) and not attempt.reported_running:
+            pod = attempt.last_pod or {}
+            started = (pod.get("status", {}) or {}).get("startTime") or state is (
+                AttemptState.SUCCEEDED
+            )
+            if started:
+                attempt.reported_running = True
+                self._emit(AttemptEvent(attempt_id, AttemptState.RUNNING))
+        attempt.ended = True
+        attempt.pending_reason = ""
+        attempt.last_pod = None
+        logger.info("attempt %s: %s%s", attempt_id, state.value, f" ({message})" if message else "")
+        self._emit(AttemptEvent(attempt_id, state, message, tb))
+        if state is not AttemptState.CANCELLED:
+            self._spawn(self._mark_reported(attempt))
+        # Forget it once its end is out; its pod stays in `_pods` until cleanup deletes it.
+        self._attempts.pop(attempt_id, None)
+
+    async def _mark_reported(self, attempt: _PodAttempt) -> None:
+        """Annotate the finished pod so that no later agent adopts it again; delete it at once
+        when the cleanup policy keeps no such pod and no delay."""
+        if self._should_clean(attempt_failed=None, age=None):
+            await self._delete_pod(attempt.namespace, attempt.name, 0)
+            return
+        patch = {"metadata": {"annotations": {REPORTED_ANNOTATION: _utcnow().isoformat()}}}
+        try:
+            await asyncio.to_thread(
+                self._core.patch_namespaced_pod,
+                attempt.name,
+                attempt.namespace,
+                patch,
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                logger.warning(
+                    "attempt %s: could not annotate its finished pod: %s",
+                    attempt.assignment.attempt_id,
+                    _api_error(exc),
+                )
+        except Exception as exc:
+            logger.warning("could not annotate pod %s: %s", attempt.name, exc)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _observe(self, attempt: _PodAttempt, pod: dict[str, Any] | None) -> None:
+        """Judge an attempt by the latest observation of its pod (None: the pod is gone)."""
+        if attempt.ended:
+            return
+        if pod is None:
+            if attempt.stop_reason is not None:
+                self._end(attempt, AttemptState.CANCELLED, attempt.stop_reason)
+            else:
+                self._end(attempt, AttemptState.FAILED, "the pod was deleted outside Fleetflow")
+            return
+        attempt.seen = True
+        attempt.last_pod = pod
+        if pod.get("metadata", {}).get("deletionTimestamp") and attempt.stop_reason is None:
+            if not pods.is_terminal_phase(pod):
+                self._end(attempt, AttemptState.FAILED, "the pod was deleted outside Fleetflow")
+                return
+        verdict = pods.interpret_pod(pod, self._settings)
+        if verdict.state is None:
+            attempt.pending_reason = verdict.message
+            if verdict.waiting_since_problem:
+                if attempt.problem != verdict.waiting_since_problem:
+                    attempt.problem = verdict.waiting_since_problem
+                    attempt.problem_since = time.monotonic()
+                elif time.monotonic() - attempt.problem_since >= (
+                    self._settings.image_pull_grace_seconds
+                ):
+                    grace = self._settings.image_pull_grace_seconds
+                    self._end(attempt, AttemptState.FAILED, f"{verdict.message} (for {grace:g}s)")
+                    self._spawn(self._delete_pod(attempt.namespace, attempt.name, 0))
+            else:
+                attempt.problem = ""
+            return
+        attempt.problem = ""
+        if verdict.state is AttemptState.RUNNING:
+            attempt.pending_reason = ""
+            if not attempt.reported_running:
+                attempt.reported_running = True
+                logger.info(
+                    "attempt %s: pod %s is running", attempt.assignment.attempt_id, attempt.name
+                )
+                self._emit(AttemptEvent(attempt.assignment.attempt_id, AttemptState.RUNNING))
+            return
+        self._end(attempt, verdict.state, verdict.message, verdict.traceback)
+
+    def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        """One watch event (on the event loop)."""
+        metadata = pod.get("metadata", {})
+        key = (metadata.get("namespace", ""), metadata.get("name", ""))
+        if kind == "DELETED":
+            self._pods.pop(key, None)
+        else:
+            self._pods[key] = _summarise(pod, self._settings)
+        attempt = self._attempt_of(key)
+        if attempt is not None:
+            self._observe(attempt, None if kind == "DELETED" else pod)
+
+    def _on_list(self, namespace: str, items: list[dict[str, Any]]) -> None:
+        """A full list of a namespace (first watch, or after 410 Gone)."""
+        present = set()
+        for key in [k for k in self._pods if k[0] == namespace]:
+            del self._pods[key]
+        for pod in items:
+            self._on_pod("ADDED", pod)
+            present.add(pod.get("metadata", {}).get("name"))
+        for attempt in list(self._attempts.values()):
+            if attempt.namespace == namespace and attempt.seen and attempt.name not in present:
+                self._observe(attempt, None)
+
+    def _attempt_of(self, key: tuple[str, str]) -> _PodAttempt | None:
+        summary = self._pods.get(key)
+        attempt_id = summary.attempt_id if summary else None
+        if attempt_id is None:
+            # A deleted pod: find the attempt by its pod's name.
+            for candidate in self._attempts.values():
+                if (candidate.namespace, candidate.name) == key:
+                    return candidate
+            return None
+        attempt = self._attempts.get(attempt_id)
+        if attempt is None or (attempt.namespace, attempt.name) != key:
+            return None
+        return attempt
+
+    # ----------------------------------------------------------------------------- resync
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.resync_seconds)  # pacing of a periodic resync
+            try:
+                await self._resync()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("kubernetes resync failed; trying again later")
+
+    async def _resync(self) -> None:
+        # Timers: an observation that has lasted long enough fails its attempt.
+        for attempt in list(self._attempts.values()):
+            if attempt.problem and attempt.last_pod is not None:
+                self._observe(attempt, attempt.last_pod)
+        with contextlib.suppress(ApiException):
+            await self._refresh_capacity()
+        await self._clean_up_finished()
+
+    def _should_clean(self, *, attempt_failed: bool | None, age: float | None) -> bool:
+        """Whether a finished pod is deleted now. `attempt_failed` None asks whether the
+        policy deletes every finished pod at once (no delay)."""
+        policy = self._settings.cleanup
+        delay = self._settings.cleanup_delay_seconds
+        if attempt_failed is None:
+            return policy == "delete" and delay <= 0
+        if policy == "keep" or (policy == "keep-failed" and attempt_failed):
+            return False
+        return age is not None and age >= delay
+
+    async def _clean_up_finished(self) -> None:
+        now = _utcnow()
+        for (namespace, name), summary in list(self._pods.items()):
+            if not summary.terminal or not summary.reported_at or summary.deleting:
+                continue
+            if summary.attempt_id in self._attempts:
+                continue
+            try:
+                reported = dt.datetime.fromisoformat(summary.reported_at)
+            except ValueError:
+                continue
+            age = (now - reported).total_seconds()
+            if self._should_clean(attempt_failed=summary.phase == "Failed", age=age):
+                logger.info("cleaning up finished pod %s/%s", namespace, name)
+                await self._delete_pod(namespace, name, 0)
+
+    async def _refresh_capacity(self) -> None:
+        nodes = await asyncio.to_thread(self._list_nodes)
+        self._nodes = nodes
+        self._gpu_products = {
+            product
+            for node in nodes
+            if (
+                product := (node.get("metadata", {}).get("labels") or {}).get(
+                    self._settings.gpu_product_label
+                )
+            )
+        }
+        self._nodes_read = True
+
+    def _capacity_now(self) -> Capacity:
+        # The summaries stand in for the pods: only what `cluster_capacity` reads of them.
+        summaries = [
+            {
+                "metadata": {"labels": {pods.GPU_TYPE_LABEL: s.gpu_type}},
+                "spec": {
+                    "nodeName": s.node,
+                    "containers": [
+                        {
+                            "resources": {
+                                "requests": {
+                                    "cpu": s.cpu,
+                                    "memory": s.memory_bytes,
+                                    self._settings.gpu_resource: s.gpus,
+                                }
+                            }
+                        }
+                    ],
+                },
+                "status": {"phase": s.phase},
+            }
+            for s in self._pods.values()
+        ]
+        totals = pods.cluster_capacity(self._nodes, summaries, self._settings)
+        return Capacity(
+            cpu_allocatable=totals.cpu_allocatable,
+            cpu_in_use=totals.cpu_in_use,
+            memory_bytes_allocatable=totals.memory_bytes_allocatable,
+            memory_bytes_in_use=totals.memory_bytes_in_use,
+            gpus=[
+                GpuCapacity(gpu_type=t, allocatable=g.allocatable, in_use=g.in_use)
+                for t, g in sorted(totals.gpus.items())
+            ],
+        )
+
+    # ---------------------------------------------------------------------- API (threads)
+
+    def _list_nodes(self) -> list[dict[str, Any]]:
+        response = self._core.list_node(_preload_content=False, _request_timeout=30)
+        items: list[dict[str, Any]] = json.loads(response.data)["items"]
+        return items
+
+    def _list_pods(self, namespace: str) -> list[dict[str, Any]]:
+        response = self._core.list_namespaced_pod(
+            namespace, label_selector=self._selector, _preload_content=False, _request_timeout=30
+        )
+        items: list[dict[str, Any]] = json.loads(response.data)["items"]
+        return items
+
+    def _create_pod(self, namespace: str, manifest: dict[str, Any]) -> None:
+        self._core.create_namespaced_pod(
+            namespace, manifest, _preload_content=False, _request_timeout=30
+        )
+
+    async def _delete_pod(self, namespace: str, name: str, grace: float) -> None:
+        def delete() -> None:
+            try:
+                self._core.delete_namespaced_pod(
+                    name,
+                    namespace,
+                    grace_period_seconds=int(grace),
+                    _preload_content=False,
+                    _request_timeout=30,
+                )
+            except ApiException as exc:
+                if exc.status != 404:  # gone already: what we wanted
+                    raise
+
+        await asyncio.to_thread(delete)
+
+    def _load_namespaces(self) -> set[str]:
+        namespaces = set(self._settings.namespaces.values())
+        path = self._work_dir / NAMESPACES_FILE
+        with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
+            namespaces.update(str(n) for n in json.loads(path.read_text()))
+        return namespaces
+
+    def _save_namespaces(self, namespaces: set[str]) -> None:
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        path = self._work_dir / NAMESPACES_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(sorted(namespaces)))
+        tmp.replace(path)
+
+    # ----------------------------------------------------------------------------- watches
+
+    def _ensure_watch(self, namespace: str) -> None:
+        if namespace in self._watched:
+            return
+        self._loop = self._loop or asyncio.get_running_loop()
+        self._watched.add(namespace)
+        thread = threading.Thread(
+            target=self._watch_namespace, args=(namespace,), name=f"watch-{namespace}", daemon=True
+        )
+        thread.start()
+
+    def _post(self, callback: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._closing.is_set():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(callback, *args)
+
+    def _watch_namespace(self, namespace: str) -> None:
+        """List, then watch from the list's resourceVersion; relist on 410 Gone."""
+        resource_version: str | None = None
+        delay = 0.5
+        while not self._closing.is_set():
+            try:
+                if resource_version is None:
+                    response = self._core.list_namespaced_pod(
+                        namespace,
+                        label_selector=self._selector,
+                        _preload_content=False,
+                        _request_timeout=30,
+                    )
+                    listed = json.loads(response.data)
+                    resource_version = listed["metadata"]["resourceVersion"]
+                    self._post(self._on_list, namespace, listed["items"])
+                resource_version = self._watch_once(namespace, resource_version)
+                delay = 0.5
+            except ApiException as exc:
+                if exc.status == 410:
+                    resource_version = None
+                    continue
+                logger.warning("watch of pods in %s failed: %s", namespace, _api_error(exc))
+                self._closing.wait(delay)
+                delay = min(delay * 2, 10.0)
+            except Exception as exc:  # connection errors: retry with backoff
+                if self._closing.is_set():
+                    return
+                logger.warning("watch of pods in %s broke: %s", namespace, exc)
+                self._closing.wait(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _watch_once(self, namespace: str, resource_version: str) -> str | None:
+        """One watch request; returns the resourceVersion to resume from (None: relist)."""
+        response = self._core.list_namespaced_pod(
+            namespace,
+            label_selector=self._selector,
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_TIMEOUT_SECONDS,
+            _preload_content=False,
+            _request_timeout=WATCH_TIMEOUT_SECONDS + 15,
+        )
+        try:
+            for line in iter_resp_lines(response):
+                if self._closing.is_set():
+                    return resource_version
+                event = json.loads(line)
+                kind = event.get("type")
+                obj = event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        logger.info("watch of pods in %s expired (410 Gone); relisting", namespace)
+                        return None
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                resource_version = obj.get("metadata", {}).get("resourceVersion", resource_version)
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    self._post(self._on_pod, kind, obj)
+        finally:
+            response.release_conn()
+        return resource_version
+
+
+def _api_error(exc: ApiException) -> str:
+    """The API server's message of a failed call (its Status), else the HTTP reason."""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        status = json.loads(exc.body or "")
+        if isinstance(status, dict) and status.get("message"):
+            return f"{status.get('reason') or exc.reason}: {status['message']}"
+    return f"{exc.status} {exc.reason}"
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
