@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -21,6 +22,8 @@ from tests.k8s.cluster import AGENT_MANIFESTS, load_documents
 from tests.k8s.conftest import CLUSTER_A, CLUSTER_B, TENANT_NAMESPACE, K8sStack
 
 pytestmark = pytest.mark.k8s
+
+CONTROL_PLANE_MANIFESTS = AGENT_MANIFESTS.parents[1] / "deploy" / "control-plane"
 
 WORKFLOWS = Path(__file__).parent / "workflows" / "gpu_tasks.py"
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
@@ -249,3 +252,29 @@ def test_agent_manifests_pass_a_server_side_dry_run(k8s_stack: K8sStack) -> None
     # Dry run indeed: the Deployment was validated, not created.
     apps = k8s.AppsV1Api(cluster.api())
     assert not apps.list_namespaced_deployment("fleetflow-system").items
+
+
+def test_control_plane_manifests_pass_a_server_side_dry_run(k8s_stack: K8sStack) -> None:
+    """Every file `infra/deploy/control-plane/kustomization.yaml` lists, as the API server
+    would admit it (the namespace is created for real: namespaced objects need it)."""
+    cluster = k8s_stack.clusters[CLUSTER_A]
+    kustomization = yaml.safe_load((CONTROL_PLANE_MANIFESTS / "kustomization.yaml").read_text())
+    documents = load_documents(*(CONTROL_PLANE_MANIFESTS / f for f in kustomization["resources"]))
+    assert {d["kind"] for d in documents} == {
+        "Namespace",
+        "ServiceAccount",
+        "ConfigMap",
+        "Job",
+        "Deployment",
+        "Service",
+    }
+    namespaces = [d for d in documents if d["kind"] == "Namespace"]
+    cluster.apply(namespaces)
+    cluster.apply([d for d in documents if d["kind"] != "Namespace"], dry_run=True)
+    apps = k8s.AppsV1Api(cluster.api())
+    assert not apps.list_namespaced_deployment("fleetflow").items
+    deployments = [d for d in documents if d["kind"] == "Deployment"]
+    api = next(d for d in deployments if d["metadata"]["name"] == "fleetflow-api")
+    probes = api["spec"]["template"]["spec"]["containers"][0]
+    assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
