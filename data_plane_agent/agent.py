@@ -44,6 +44,7 @@ from data_plane_agent.tls import channel_security, connection_hint
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.errors import FleetflowError
 from fleetflow.logs import log_context
+from fleetflow.storage import attempt_log_uri, write_uri
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +187,7 @@ class Agent:
             self._adopt(await self._cluster_executor.start())
         pump = asyncio.create_task(self._pump_executor_events(), name="event-pump")
         reporter = asyncio.create_task(self._deliver_reports(), name="reporter")
+        self._spawn(self._ship_running_logs())
         for task in (pump, reporter):
             task.add_done_callback(self._on_internal_task_done)
         try:
@@ -265,6 +267,36 @@ class Agent:
         if self._channel is not None:
             channel, self._channel = self._channel, None
             await channel.close()
+
+    async def _ship_log(self, assignment: TaskAssignment, *, wait: bool) -> None:
+        """Copy the attempt's output so far to the blob store, beside its inputs."""
+        text = await self._executor.read_log(assignment.attempt_id)
+        if text is None:
+            return
+        uri = attempt_log_uri(assignment.inputs_uri)
+
+        async def upload() -> None:
+            try:
+                await asyncio.to_thread(write_uri, uri, text.encode())
+            except Exception as exc:  # a log is worth less than the attempt: never fail it
+                logger.warning(
+                    "attempt %s: could not store its log: %s", assignment.attempt_id, exc
+                )
+
+        if wait:
+            await upload()
+        else:
+            self._spawn(upload())
+
+    async def _ship_running_logs(self) -> None:
+        """Keep the output of running attempts readable while they run."""
+        interval = self._settings.log_upload_interval_seconds
+        if interval <= 0:
+            return
+        while not self._stopping.is_set():
+            await self._sleep_unless_stopping(interval)
+            for assignment in list(self._active.values()):
+                await self._ship_log(assignment, wait=True)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coroutine)
@@ -553,6 +585,8 @@ class Agent:
             report_request(event, fencing_token=assignment.fencing_token, sequence=sequence)
         )
         if event.state.is_terminal:
+            # Read now, while the executor still has it (a pod may be cleaned up next).
+            await self._ship_log(assignment, wait=False)
             self._active.pop(event.attempt_id, None)
             self._sequences.pop(event.attempt_id, None)
             self._stop_requested.discard(event.attempt_id)

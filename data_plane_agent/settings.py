@@ -41,6 +41,12 @@ class AgentSettings(BaseSettings):
     kill_grace_seconds: float = Field(
         default=5.0, ge=0, description="between SIGTERM and SIGKILL when stopping an attempt"
     )
+    log_upload_interval_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="how often running attempts' output is copied to the blob store for "
+        "`fleetflow executions logs` (0: only when they end)",
+    )
     shutdown_report_seconds: float = Field(
         default=5.0, ge=0, description="how long shutdown waits to deliver final reports"
     )

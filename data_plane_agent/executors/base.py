@@ -7,6 +7,9 @@ from typing import Protocol, runtime_checkable
 
 from data_plane_agent.attempts import AttemptEvent, TaskAssignment
 
+MAX_LOG_BYTES = 1 << 20
+"""The most of an attempt's output kept for `fleetflow executions logs`: its end."""
+
 
 class ExecutorStartError(RuntimeError):
     """The executor cannot reach what it runs attempts on (e.g. the Kubernetes API)."""
@@ -55,6 +58,11 @@ class Executor(Protocol):
 
     def running(self) -> list[str]:
         """Ids of the attempts launched and not yet ended."""
+        ...
+
+    async def read_log(self, attempt_id: str) -> str | None:
+        """The attempt's output so far, at most its last `MAX_LOG_BYTES`; None when there is
+        none to read (unknown attempt, or the cluster serves no log). Never raises."""
         ...
 
     async def shutdown(self, reason: str) -> None:

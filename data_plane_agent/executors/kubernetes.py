@@ -41,7 +41,12 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
 from data_plane_agent.executors import kubernetes_pods as pods
-from data_plane_agent.executors.base import Capacity, ExecutorStartError, GpuCapacity
+from data_plane_agent.executors.base import (
+    MAX_LOG_BYTES,
+    Capacity,
+    ExecutorStartError,
+    GpuCapacity,
+)
 from data_plane_agent.settings import KubernetesSettings
 
 logger = logging.getLogger(__name__)
@@ -52,7 +57,7 @@ NAMESPACES_FILE = "k8s-namespaces.json"
 REPORTED_ANNOTATION = "fleetflow.dev/outcome-reported-at"
 """On a finished pod: when its outcome went to the agent (the pod is then not adopted again,
 and cleanup counts its delay from then)."""
-_LOG_TAIL_LINES = 200
+_LOG_TAIL_LINES = 10_000  # and at most MAX_LOG_BYTES
 
 
 class KubernetesExecutorError(ExecutorStartError):
@@ -354,25 +359,29 @@ class KubernetesExecutor:
                 "leaving %d pod(s) running for the next agent: %s", len(running), ", ".join(running)
             )
 
-    async def read_log(self, attempt_id: str, *, tail_lines: int = _LOG_TAIL_LINES) -> str:
-        """The last lines of an attempt's pod log (while the pod exists).
-
-        Raises:
-            LookupError: No pod of this attempt is known.
-            ApiException: The API server refused (e.g. no kubelet serves the log).
-        """
+    async def read_log(self, attempt_id: str) -> str | None:
+        """The end of an attempt's pod log while the pod exists; None when no pod of it is
+        known or the API server serves no log (a kwok node, a kubelet that is gone)."""
         location = self._locate(attempt_id)
         if location is None:
-            raise LookupError(f"no pod of attempt {attempt_id} is known to this agent")
+            return None
         namespace, name = location
 
         def read() -> str:
             text: str = self._core.read_namespaced_pod_log(
-                name, namespace, container=pods.CONTAINER, tail_lines=tail_lines
+                name,
+                namespace,
+                container=pods.CONTAINER,
+                tail_lines=_LOG_TAIL_LINES,
+                limit_bytes=MAX_LOG_BYTES,
             )
             return text
 
-        return await asyncio.to_thread(read)
+        try:
+            return await asyncio.to_thread(read)
+        except ApiException as exc:
+            logger.debug("attempt %s: no pod log (%s)", attempt_id, exc.reason)
+            return None
 
     def _locate(self, attempt_id: str) -> tuple[str, str] | None:
         attempt = self._attempts.get(attempt_id)

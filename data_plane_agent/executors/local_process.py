@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
+from data_plane_agent.executors.base import MAX_LOG_BYTES
 from fleetflow.child_processes import parent_env
 from fleetflow.errors import FleetflowError
 
@@ -74,6 +75,15 @@ class LocalProcessExecutor:
         self._attempts: dict[str, _LocalAttempt] = {}
         self._launching: set[str] = set()
         self._events: asyncio.Queue[AttemptEvent] = asyncio.Queue()
+
+    async def read_log(self, attempt_id: str) -> str | None:
+        try:
+            path = self.attempt_dir(attempt_id) / LOG_FILE
+        except FleetflowError:
+            return None
+        if not path.is_file():
+            return None
+        return await asyncio.to_thread(_log_tail, path, MAX_LOG_BYTES)
 
     def attempt_dir(self, attempt_id: str) -> Path:
         """The directory of one attempt (its log, result file and unpacked code)."""

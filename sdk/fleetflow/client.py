@@ -559,6 +559,23 @@ class Client:
         """An execution: status, inputs, outputs (JSON literals) or error, task attempts."""
         return self._request("GET", f"/api/v1/executions/{_path_part(execution_id)}").json()
 
+    def execution_logs(
+        self, execution_id: str, *, node: str | None = None, attempt: int | None = None
+    ) -> list[dict[str, Any]]:
+        """What each task attempt printed (its last MiB), oldest attempt first: dicts with
+        `attempt_id`, `node_id`, `map_index`, `attempt_number`, `status`, `cluster` and `log`
+        (None when nothing was stored)."""
+        params: dict[str, Any] = {}
+        if node is not None:
+            params["node"] = node
+        if attempt is not None:
+            params["attempt"] = attempt
+        path = f"/api/v1/executions/{_path_part(execution_id)}/logs"
+        attempts: list[dict[str, Any]] = self._request("GET", path, params=params).json()[
+            "attempts"
+        ]
+        return attempts
+
     def list_executions(self, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]:
         """Recent executions, newest first."""
         params: dict[str, Any] = {"limit": limit}

@@ -157,6 +157,7 @@ def start_stack(
         # Agents reconnect within 2 s here, so silence is judged soon after a restart too.
         "FLEETFLOW_AGENT_RECONNECT_MAX_BACKOFF_SECONDS": "2",
         "FLEETFLOW_GRPC_AGENT_RECONNECT_ALLOWANCE_SECONDS": "4",
+        "FLEETFLOW_AGENT_LOG_UPLOAD_INTERVAL_SECONDS": "1",
         "FLEETFLOW_API_URL": f"http://127.0.0.1:{api_port}",
         "FLEETFLOW_CONFIG": str(home / "cli-config.json"),
         **(extra_env or {}),

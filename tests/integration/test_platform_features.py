@@ -97,3 +97,25 @@ def test_large_outputs_are_kept_in_the_blob_store_not_the_database(stack: Stack)
     assert set(stored) == {"$blob"} and len(json.dumps(stored)) < 1000
     listed = [e for e in client.list_executions(limit=5) if e["id"] == execution_id]
     assert listed and listed[0]["outputs"] == final["outputs"]
+
+
+def test_logs_of_an_attempt_while_it_runs_and_after(stack: Stack) -> None:
+    client, execution_id = launch(stack, "talkative", lines=3, pause=4.0)
+
+    def first_line_shipped() -> list[dict[str, Any]] | None:
+        attempts = client.execution_logs(execution_id)
+        running = [a for a in attempts if a["status"] == "RUNNING" and a["log"]]
+        return running if running and "line 0" in running[0]["log"] else None
+
+    (running,) = stack.wait_for(first_line_shipped, "the running attempt's first line", 30)
+    assert "line 2" not in running["log"]
+    final = client.wait_for_execution(execution_id, timeout=120)
+    assert final["status"] == "SUCCEEDED", stack.logs()
+    (done,) = client.execution_logs(execution_id)
+    assert done["status"] == "SUCCEEDED"
+    assert all(f"line {i}" in done["log"] for i in range(3)) and "to stderr" in done["log"]
+    cli = stack.cli("executions", "logs", execution_id)
+    assert cli.returncode == 0, cli.stderr
+    assert "(attempt 1) SUCCEEDED on local" in cli.stdout and "line 2" in cli.stdout
+    missing = stack.cli("executions", "logs", execution_id, "--node", "n9-nothing")
+    assert missing.returncode != 0 and "has no attempt of node 'n9-nothing'" in missing.stderr

@@ -390,6 +390,50 @@ def executions_get(
         print_execution(execution, console, attempts=True)
 
 
+@executions_app.command("logs")
+def executions_logs(
+    ctx: typer.Context,
+    execution_id: str = typer.Argument(
+        ..., metavar="ID", help="Execution id (ex-…), as `executions list` shows it."
+    ),
+    node: str = typer.Option(
+        None, "--node", metavar="NODE", help="Only this node's attempts (n0-…)."
+    ),
+    attempt: int = typer.Option(
+        None, "--attempt", min=1, metavar="N", help="Only attempt number N of each node."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the API's JSON answer as is."),
+) -> None:
+    """Print what each task attempt printed (the last MiB of it), oldest attempt first.
+
+    Running attempts' output is refreshed by their agent every few seconds.
+    """
+    from fleetflow.cli.remote import describe_attempt
+    from fleetflow.client import ApiError
+
+    with client(ctx) as api:
+        try:
+            attempts = api.execution_logs(execution_id, node=node, attempt=attempt)
+        except ApiError as exc:
+            if exc.status_code == 404:
+                raise FleetflowError(
+                    f"{exc.detail} on {api.api_url}; `fleetflow executions list` shows recent ones"
+                ) from None
+            raise
+    if as_json:
+        console.print_json(json.dumps(attempts))
+        return
+    if not attempts:
+        console.print("no task attempt yet", highlight=False)
+    for entry in attempts:
+        console.rule(describe_attempt(entry), align="left", style="dim")
+        text = entry.get("log")
+        if text:
+            console.out(text.rstrip("\n"), highlight=False)
+        else:
+            console.print("(no output stored)", style="dim", highlight=False)
+
+
 @executions_app.command("cancel")
 def executions_cancel(
     ctx: typer.Context,

@@ -118,3 +118,12 @@ def write_uri(uri: str, data: bytes) -> None:
         parent.put(relative_key(uri, parent.root_uri), data)
         return
     raise FleetflowError(f"unsupported blob URI scheme in {uri!r}")
+
+
+ATTEMPT_LOG = "log.txt"
+
+
+def attempt_log_uri(inputs_uri: str) -> str:
+    """Where an attempt's output is kept: beside its inputs, in the attempt's own prefix
+    (the agent writes it, `fleetflow executions logs` reads it)."""
+    return inputs_uri.rsplit("/", 1)[0] + "/" + ATTEMPT_LOG

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -98,3 +99,19 @@ def large_output(n: int) -> list[int]:
 @workflow
 def large_input(values: list[int]) -> int:
     return total(values=values)
+
+
+@task
+def chatty(lines: int, pause: float) -> int:
+    """Prints a line, waits, prints the rest: its output is readable while it runs."""
+    print("line 0", flush=True)
+    time.sleep(pause)
+    for i in range(1, lines):
+        print(f"line {i}", flush=True)
+    print("to stderr", file=sys.stderr, flush=True)
+    return lines
+
+
+@workflow
+def talkative(lines: int, pause: float) -> int:
+    return chatty(lines=lines, pause=pause)
