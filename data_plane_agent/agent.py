@@ -401,11 +401,23 @@ class Agent:
         if reported is not None:
             return capacity_to_proto(reported)
         active = list(self._active.values())
+        gpus_in_use: dict[str, int] = {}
+        for a in active:
+            if a.resources.gpu and a.resources.gpu_type:
+                gpus_in_use[a.resources.gpu_type] = (
+                    gpus_in_use.get(a.resources.gpu_type, 0) + a.resources.gpu
+                )
         return agent_pb2.Capacity(
             cpu_allocatable=float(os.cpu_count() or 1),
             cpu_in_use=sum(a.resources.cpu for a in active),
             memory_bytes_allocatable=machine_memory_bytes(),
             memory_bytes_in_use=sum(a.resources.memory_bytes for a in active),
+            gpus=[
+                agent_pb2.GpuCapacity(
+                    gpu_type=gpu_type, allocatable=count, in_use=gpus_in_use.get(gpu_type, 0)
+                )
+                for gpu_type, count in sorted(self._settings.simulated_gpus.items())
+            ],
         )
 
     def _register_request(self) -> agent_pb2.RegisterRequest:

@@ -41,6 +41,12 @@ class AgentSettings(BaseSettings):
     kill_grace_seconds: float = Field(
         default=5.0, ge=0, description="between SIGTERM and SIGKILL when stopping an attempt"
     )
+    simulated_gpus: dict[str, int] = Field(
+        default_factory=dict,
+        description="local-process executor: GPUs this machine claims by type, as a JSON "
+        'object such as {"A100": 8}, to try GPU placement and quotas on a machine without '
+        "GPUs (tasks run as ordinary processes; nothing is handed to them)",
+    )
     log_upload_interval_seconds: float = Field(
         default=10.0,
         ge=0,

@@ -99,15 +99,19 @@ class Stack:
         return "\n".join(parts)
 
     def add_agent(
-        self, cluster: str, labels: dict[str, str] | None = None
+        self,
+        cluster: str,
+        labels: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
-        """Another cluster with its own agent (`agent-<cluster>` in `children`)."""
+        """Another cluster with its own agent (`agent-<cluster>` in `children`); `env` adds
+        agent settings."""
         engine = make_engine(self.database_url)
         token = bootstrap_local_cluster(
             make_session_factory(engine), tenant="default", cluster=cluster, labels=labels or {}
         )
         engine.dispose()
-        agent = start_agent(self, token=token, name=f"agent-{cluster}")
+        agent = start_agent(self, token=token, name=f"agent-{cluster}", env=env)
         self.children[f"agent-{cluster}"] = agent
         return agent
 
@@ -208,14 +212,18 @@ def spawn_control_plane(stack: Stack, *, worker: bool) -> subprocess.Popen[bytes
 
 
 def start_agent(
-    stack: Stack, *, token: str | None = None, name: str = "agent"
+    stack: Stack,
+    *,
+    token: str | None = None,
+    name: str = "agent",
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "data_plane_agent", "run"]
     argv += ["--control-plane", stack.grpc_address, "--work-dir", str(stack.home / name)]
     return processes.spawn(
         argv,
         log_file=stack.home / f"{name}.log",
-        env={**stack.env, "FLEETFLOW_AGENT_TOKEN": token or stack.agent_token},
+        env={**stack.env, "FLEETFLOW_AGENT_TOKEN": token or stack.agent_token, **(env or {})},
     )
 
 
