@@ -242,13 +242,17 @@ def _print_banner(
 ) -> None:
     console.print("[bold green]Fleetflow dev stack is up[/bold green]")
     console.print(f"  REST API     {api_url}  (OpenAPI: {api_url}/docs)", highlight=False)
+    console.print(f"  dashboard    {api_url}/dashboard", highlight=False)
     console.print(f"  agent gRPC   127.0.0.1:{settings.grpc.port}", highlight=False)
     console.print(f"  Temporal     {settings.temporal.address}  ({temporal_kind})", highlight=False)
     console.print(f"  database     {settings.database.url}", highlight=False)
     console.print(f"  blob store   {settings.blob.root}", highlight=False)
     console.print(f"  agent        cluster '{LOCAL_CLUSTER}', local-process executor")
     console.print(f"  logs         {logs}", highlight=False)
-    console.print(f"  CLI config   {config_path}", highlight=False)
+    console.print(
+        f"  CLI config   {config_path}  (logged in as the platform admin 'admin')",
+        highlight=False,
+    )
     console.print(
         "Try: fleetflow run --remote examples/hello.py hello_pipeline   (Ctrl-C stops)",
         highlight=False,
