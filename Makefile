@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install servers run test test-k8s lint format protos bench bench-dispatch bench-k8s clean
+.PHONY: install servers run test test-hardening test-k8s lint format protos bench bench-dispatch bench-k8s clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,14 +23,21 @@ run: install
 ## SQLite persistence, and Kubernetes (etcd, kube-apiserver, kube-scheduler, kwok). The first
 ## build takes minutes each; later runs find them at once.
 servers: install
-	$(BIN)/python infra/scripts/s3_server.py --build
-	$(BIN)/python infra/scripts/temporal.py --build
-	$(BIN)/python infra/k8s/provision.py
+	@# Side by side: while one build links or downloads, another compiles.
+	$(BIN)/python infra/scripts/s3_server.py --build & s3=$$!; \
+	$(BIN)/python infra/scripts/temporal.py --build & temporal=$$!; \
+	$(BIN)/python infra/k8s/provision.py & k8s=$$!; \
+	status=0; for pid in $$s3 $$temporal $$k8s; do wait $$pid || status=1; done; exit $$status
 
 ## Unit and integration tests: SQLite and PostgreSQL, the Temporal test server and a real
 ## Temporal server, the S3 server, real agents.
 test: install servers
 	$(BIN)/pytest -q -m "not k8s"
+
+## Hardening (issue 8) with large example budgets: fuzzing every REST operation, limits,
+## attacks, gRPC faults, property tests. `make test` runs the same tests with small budgets.
+test-hardening: install servers
+	FLEETFLOW_HARDENING_EXAMPLES=100 $(BIN)/pytest -q tests/hardening
 
 ## The Kubernetes tier: two real clusters (kube-apiserver, etcd, kube-scheduler) with kwok GPU
 ## nodes, the Kubernetes executor and manifests against them (docs/kubernetes.md).

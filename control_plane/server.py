@@ -20,6 +20,7 @@ import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.agent_api.interceptors import InternalErrorInterceptor
+from control_plane.agent_api.limits import server_options
 from control_plane.agent_api.service import AgentService, AttemptsReady
 from control_plane.agent_api.tls import server_security
 from control_plane.api.app import create_app
@@ -118,7 +119,9 @@ async def run_control_plane(
                     name="cluster-health",
                 )
             )
-            grpc_server = grpc.aio.server(interceptors=[InternalErrorInterceptor()])
+            grpc_server = grpc.aio.server(
+                interceptors=[InternalErrorInterceptor()], options=server_options()
+            )
             agent_pb2_grpc.add_AgentServiceServicer_to_server(
                 AgentService(
                     sessions,

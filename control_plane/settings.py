@@ -60,6 +60,33 @@ class ApiSettings(BaseSettings):
         default=DEFAULT_HOME / "admin-token",
         description="where a generated first platform-admin token is written",
     )
+    # Request limits (control_plane/api/limits.py), held in each replica's memory: with N
+    # replicas a tenant may reach N times these rates. 0 turns a limit off.
+    rate_limit_per_second: float = Field(
+        default=100.0, ge=0, description="authenticated requests a second, per tenant"
+    )
+    rate_limit_burst: int = Field(
+        default=400, ge=1, description="requests a tenant may send at once above its rate"
+    )
+    auth_failures_burst: int = Field(
+        default=200,
+        ge=1,
+        description="refused API tokens one client address may send before it is locked out",
+    )
+    auth_failures_per_second: float = Field(
+        default=1.0, ge=0, description="how fast an address earns back refused tries (0: off)"
+    )
+    auth_lockout_seconds: float = Field(
+        default=60.0, gt=0, description="how long a locked-out address may not authenticate"
+    )
+    max_json_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="largest JSON request body (413 above; bundles and uploads have their own)",
+    )
+    max_workflow_nodes: int = Field(
+        default=10_000, ge=1, description="most nodes (and tasks) a registered workflow may have"
+    )
 
 
 class GrpcSettings(BaseSettings):

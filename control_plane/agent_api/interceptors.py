@@ -4,6 +4,10 @@ An exception that escapes a grpc.aio servicer is answered with UNKNOWN and the e
 as details, which hands agents whatever the text holds (SQL, paths, hostnames). The interceptor
 here logs such an exception in full on the control plane and answers INTERNAL "internal error"
 instead. Deliberate `context.abort(...)` answers pass through unchanged.
+
+A request that is not a valid message of the method's type (garbage bytes) would fail in gRPC's
+own deserialisation, answered UNKNOWN with the parser's text and logged with a traceback; it is
+answered INVALID_ARGUMENT "malformed request" instead, before the servicer runs.
 """
 
 from __future__ import annotations
@@ -39,13 +43,39 @@ class InternalErrorInterceptor(grpc.aio.ServerInterceptor):
             return handler
         return grpc.unary_unary_rpc_method_handler(
             _guarded(handler.unary_unary, handler_call_details.method),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
 
+class _Malformed:
+    """Stands in for a request whose bytes did not parse."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError, and whatever else a parser raises
+            return _Malformed(exc)
+
+    return deserialize
+
+
 def _guarded(behavior: _Behavior, method: str) -> _Behavior:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Malformed):
+            log.warning("refused a malformed %s request from %s", method, context.peer())
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"malformed request: not a valid {method.rsplit('/', 1)[-1]} message",
+            )
         try:
             return await behavior(request, context)
         except grpc.aio.AbortError:

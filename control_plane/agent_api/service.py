@@ -26,7 +26,7 @@ from control_plane.api.routes.bundles import bundle_key
 from control_plane.db.models import Cluster, Execution, Tenant, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
-from control_plane.db.session import transaction
+from control_plane.db.session import retry_transient, transaction
 from control_plane.metrics import observe_dispatch
 from control_plane.placement import Strategy
 from control_plane.services.finish_notifier import FinishNotifier
@@ -135,7 +135,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 cluster = clusters_repo.cluster_for_token(session, token)
                 return Caller(cluster.id, cluster.name) if cluster else None
 
-        caller = await asyncio.to_thread(lookup)
+        caller = await asyncio.to_thread(retry_transient, lookup)
         if caller is None:
             log.warning("refused an agent call from %s: invalid agent token", context.peer())
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid agent token")
@@ -171,7 +171,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 )
                 return cluster.name, lost, stop
 
-        name, lost, stop = await asyncio.to_thread(register)
+        name, lost, stop = await asyncio.to_thread(retry_transient, register)
         log.info("agent registered for cluster %s (version %s)", name, request.agent_version)
         if lost:
             log.warning("cluster %s's agent no longer runs %s: lost", name, lost)
@@ -206,7 +206,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     session, cluster, running, leased_before=utcnow() - self.heartbeat_grace
                 )
 
-        lost, stop = await asyncio.to_thread(heartbeat)
+        lost, stop = await asyncio.to_thread(retry_transient, heartbeat)
         if lost:
             await self._notifier.deliver_pending()
         return pb.HeartbeatResponse(stop_attempt_ids=stop)
@@ -254,7 +254,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         while True:
             seen = self._ready.generation
             with log_context(cluster=cluster_name):
-                assignments = await asyncio.to_thread(self._lease, cluster_id, max_attempts)
+                assignments = await asyncio.to_thread(
+                    retry_transient, lambda: self._lease(cluster_id, max_attempts)
+                )
             remaining = deadline - loop.time()
             if assignments or remaining <= 0 or context.done():
                 for a in assignments:
@@ -301,7 +303,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             return outcome
 
         with log_context(cluster=cluster_name, attempt_id=request.attempt_id):
-            outcome = await asyncio.to_thread(apply)
+            outcome = await asyncio.to_thread(retry_transient, apply)
         attempt = outcome.attempt
         with log_context(
             cluster=cluster_name,

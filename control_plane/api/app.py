@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.api.deps import ExecutionLauncher
 from control_plane.api.errors import install_error_handlers
+from control_plane.api.limits import BodySizeLimit, RefuseNul, RequestGuard
 from control_plane.api.metrics import install_metrics
 from control_plane.api.routes import (
     account,
@@ -21,18 +22,31 @@ from control_plane.api.routes import (
     bundles,
     clusters,
     dashboard,
-    logs,
     executions,
     health,
+    logs,
     previews,
     uploads,
     workflows,
 )
 from control_plane.auth.rbac import Authorizer
+from control_plane.schemas.common import ErrorResponse
 from control_plane.settings import Settings
 from fleetflow.storage import BlobStore
 
 API_PREFIX = "/api/v1"
+
+# Answers any API route may give, in the one error shape (control_plane/api/errors.py). Listed
+# on every route so the published OpenAPI document describes them, and FastAPI's own 422
+# schema (a list under "detail"), which the API never sends, is left out.
+COMMON_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorResponse, "description": "no valid API token"},
+    403: {"model": ErrorResponse, "description": "the caller's roles do not allow it"},
+    404: {"model": ErrorResponse, "description": "not found (or another tenant's)"},
+    413: {"model": ErrorResponse, "description": "request body too large"},
+    422: {"model": ErrorResponse, "description": "invalid request"},
+    429: {"model": ErrorResponse, "description": "rate limited; see Retry-After"},
+}
 
 
 def _package_version() -> str:
@@ -73,7 +87,20 @@ def create_app(
     app.state.blob_store = blob_store
     app.state.authorizer = authorizer or Authorizer(session_factory.kw["bind"])
     app.state.max_bundle_bytes = max_bundle_bytes
+    app.state.request_guard = RequestGuard(
+        rate_per_second=settings.api.rate_limit_per_second,
+        burst=settings.api.rate_limit_burst,
+        auth_failures_burst=settings.api.auth_failures_burst,
+        auth_failures_per_second=settings.api.auth_failures_per_second,
+        auth_lockout_seconds=settings.api.auth_lockout_seconds,
+    )
     install_error_handlers(app)
+    app.add_middleware(
+        BodySizeLimit,
+        limit=settings.api.max_json_body_bytes,
+        exempt_prefixes=(f"{API_PREFIX}/bundles/", f"{API_PREFIX}/uploads/"),
+    )
+    app.add_middleware(RefuseNul)
     install_metrics(
         app,
         session_factory,
@@ -84,7 +111,7 @@ def create_app(
 
     app.include_router(health.router)
     app.include_router(dashboard.router)
-    api = APIRouter(prefix=API_PREFIX)
+    api = APIRouter(prefix=API_PREFIX, responses=COMMON_ERRORS)
     for router in (
         account.router,
         bundles.router,

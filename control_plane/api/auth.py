@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from control_plane.api.deps import SessionDep
 from control_plane.api.errors import ApiError
+from control_plane.api.limits import RequestGuard
 from control_plane.auth.rbac import EVERY_TENANT, Act, Authorizer, Obj
 from control_plane.db.models import Tenant
 from control_plane.db.repositories import principals as principals_repo
@@ -66,7 +67,38 @@ def unauthenticated(detail: str) -> ApiError:
     return ApiError(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+def get_request_guard(request: Request) -> RequestGuard:
+    guard: RequestGuard = request.app.state.request_guard
+    return guard
+
+
+def client_address(request: Request) -> str:
+    """The peer's address (behind a reverse proxy: run uvicorn with `--proxy-headers` and
+    `--forwarded-allow-ips` so this is the client's, not the proxy's)."""
+    return request.client.host if request.client else "unknown"
+
+
+def authenticate_token(
+    session: Session, guard: RequestGuard, address: str, token: str
+) -> principals_repo.Authenticated | None:
+    """The principal of `token`, or None (counted against `address`); 429 while the address
+    is locked out or the caller's tenant is over its rate limit."""
+    guard.check_address(address)
+    key = guard.key_of(token)
+    if key is not None:  # a throttled caller is refused before any database work
+        guard.charge(key)
+    found = principals_repo.authenticate(session, token)
+    if found is None:
+        guard.record_failure(address)
+        return None
+    if key is None:
+        guard.remember(token, found.home_tenant)
+        guard.charge(found.home_tenant)
+    return found
+
+
 def authenticate(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> principals_repo.Authenticated:
@@ -75,7 +107,8 @@ def authenticate(
             "no API token: send `Authorization: Bearer <token>` "
             "(the CLI does after `fleetflow login URL --token …`)"
         )
-    found = principals_repo.authenticate(session, credentials.credentials)
+    guard = get_request_guard(request)
+    found = authenticate_token(session, guard, client_address(request), credentials.credentials)
     if found is None:
         raise unauthenticated("the API token is invalid, expired or revoked")
     session.commit()  # last_used_at

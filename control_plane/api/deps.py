@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Protocol
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.settings import Settings
@@ -60,3 +60,9 @@ async def get_blob_store(request: Request) -> BlobStore:
 
 LauncherDep = Annotated[ExecutionLauncher, Depends(get_launcher)]
 BlobStoreDep = Annotated[BlobStore, Depends(get_blob_store)]
+
+
+# Pagination: past this offset a list is not paged through by people; bounding it keeps the
+# value within every database's integer range (an unbounded one overflowed SQLite's).
+MAX_OFFSET = 1_000_000
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip")]

@@ -14,8 +14,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from control_plane.db.session import is_transient
 from control_plane.schemas.common import ErrorResponse, FieldError
 
 logger = logging.getLogger(__name__)
@@ -82,8 +84,19 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, exc.detail, exc.errors, exc.headers)
 
 
+# What FastAPI answers (400) when a body cannot even be decoded, e.g. bytes that are not UTF-8.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        # Answer like any other malformed JSON body: a 422 that says what is wrong with it.
+        reason = str(exc.__cause__) if exc.__cause__ else "it cannot be decoded"
+        message = f"invalid JSON: {reason}"
+        return error_response(
+            422, f"invalid request: body: {message}", [FieldError(field="body", message=message)]
+        )
     return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
 
 
@@ -94,7 +107,24 @@ async def _request_validation_error(_request: Request, exc: Exception) -> JSONRe
     return error_response(422, detail, errors)
 
 
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DataError)
+    if "NUL" in str(exc.orig):
+        # PostgreSQL refuses NUL characters in text (SQLite stores them): a string from the
+        # request carried one. Paths and queries are refused earlier (limits.RefuseNul).
+        return error_response(422, "invalid request: text may not contain NUL (\\u0000) characters")
+    return await _unexpected_error(request, exc)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if is_transient(exc):  # the database restarted, or aborted a conflicting transaction
+        reason = (str(getattr(exc, "orig", exc)).splitlines() or [""])[0]  # no SQL, no values
+        logger.warning(
+            "transient database error in %s %s: %s", request.method, request.url.path, reason
+        )
+        return error_response(
+            503, "the database is briefly unavailable: retry", headers={"Retry-After": "1"}
+        )
     logger.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal error")
 
@@ -103,4 +133,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -248,3 +248,18 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(256))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class IdempotencyKey(Base):
+    """A client's `Idempotency-Key` on execution creation: the same key (within a tenant) and
+    the same request get the execution the first request created. The primary key makes two
+    concurrent requests with one key create one execution."""
+
+    __tablename__ = "idempotency_keys"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # sha256 of the request (canonical JSON): a reused key with another request is refused.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,13 +1,37 @@
-"""Engine and session factory. SQLite (embedded default) and PostgreSQL (production)."""
+"""Engine and session factory. SQLite (embedded default) and PostgreSQL (production).
+
+Connections are pooled and pre-pinged, so a connection the database dropped while idle is
+replaced before use. A transaction that loses its connection, or that PostgreSQL aborts as a
+serialization failure or deadlock, is safe to run again from the start: `retry_transient` does
+that for units of work that are whole transactions.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from tenacity import (
+    Retrying,
+    before_sleep_log,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# PostgreSQL SQLSTATEs after which the same transaction may succeed when run again:
+# serialization failure, deadlock, the server shutting down or restarting, connection errors.
+_TRANSIENT_SQLSTATES = frozenset(
+    {"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006"}
+)
 
 
 def make_engine(url: str) -> Engine:
@@ -38,3 +62,28 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work commits on success and rolls back on error."""
     with factory() as session, session.begin():
         yield session
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether running the failed transaction again from the start may succeed."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if code in _TRANSIENT_SQLSTATES:
+        return True
+    return "database is locked" in str(exc.orig)  # SQLite past its busy timeout
+
+
+def retry_transient(work: Callable[[], T], *, attempts: int = 5) -> T:
+    """Run `work` (a whole transaction: it opens and commits its own session), again from
+    the start after a transient database error, up to `attempts` times with backoff."""
+    retrying = Retrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    )
+    return retrying(work)

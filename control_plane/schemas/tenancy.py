@@ -20,6 +20,9 @@ _PRINCIPAL = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.@]*[A-Za-z0-9])?")
 MAX_NAME = 63
 MAX_PRINCIPAL = 128
 MAX_TOKEN_DAYS = 3650
+MAX_COUNT = 1_000_000  # GPUs, cores, running tasks or executions a quota can name
+MAX_MEMORY = 2**60
+GpuType = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 def _tenant_name(name: str) -> str:
@@ -63,19 +66,30 @@ class QuotaSet(BaseModel):
     """A tenant's limits; an omitted or null limit is unlimited. A PUT replaces them all."""
 
     model_config = _STRICT
-    gpu: int | None = Field(default=None, ge=0, description="GPUs in use at once, any type")
-    gpu_per_type: dict[str, Annotated[int, Field(ge=0)]] = Field(
-        default_factory=dict, description='GPUs in use at once by type, e.g. {"H100": 4}'
+    gpu: int | None = Field(
+        default=None, ge=0, le=MAX_COUNT, description="GPUs in use at once, any type"
     )
-    cpu: float | None = Field(default=None, ge=0, description="CPU cores in use at once")
+    gpu_per_type: dict[GpuType, Annotated[int, Field(ge=0, le=MAX_COUNT)]] = Field(
+        default_factory=dict,
+        max_length=64,
+        description='GPUs in use at once by type, e.g. {"H100": 4}',
+    )
+    cpu: float | None = Field(
+        default=None, ge=0, le=MAX_COUNT, description="CPU cores in use at once"
+    )
     memory: int | str | None = Field(default=None, description='bytes, or a quantity like "64Gi"')
-    max_running_executions: int | None = Field(default=None, ge=0)
-    max_running_tasks: int | None = Field(default=None, ge=0)
+    max_running_executions: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    max_running_tasks: int | None = Field(default=None, ge=0, le=MAX_COUNT)
 
     @field_validator("memory")
     @classmethod
     def _memory(cls, value: int | str | None) -> int | None:
-        return None if value is None else parse_memory(value)  # its errors are ValueErrors
+        if value is None:
+            return None
+        memory = parse_memory(value)  # its errors are ValueErrors
+        if memory > MAX_MEMORY:
+            raise ValueError(f"memory {value!r} is more than {MAX_MEMORY} bytes (1 EiB)")
+        return memory
 
     def limits(self) -> dict[str, Any]:
         """As `TenantQuota` columns."""

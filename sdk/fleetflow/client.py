@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +49,9 @@ TERMINAL_EXECUTION_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 # The roles the control plane grants; every one but platform-admin is granted in a tenant.
 ROLES = ("platform-admin", "tenant-admin", "developer", "viewer")
 TENANT_HEADER = "X-Fleetflow-Tenant"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# How often create_execution sends a request with an idempotency key whose answer was lost.
+_CREATE_TRIES = 3
 
 UsageBucket = Literal["minute", "hour", "day"]
 UsageGroupBy = Literal["cluster", "gpu_type", "workflow"]
@@ -467,17 +471,35 @@ class Client:
         version: str | None = None,
         *,
         priority: int = 0,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Start an execution of a registered workflow on JSON-literal inputs.
 
         `priority` (-1000..1000) orders it among its tenant's waiting work: higher first.
+
+        With an `idempotency_key` (e.g. a UUID; sent as `Idempotency-Key`) the request is safe
+        to repeat: the control plane answers a repeat with the execution the first one created.
+        So when the answer is lost (the connection drops), the request is sent again, up to
+        `_CREATE_TRIES` times in all, and never starts a second execution.
         """
         body: dict[str, Any] = {"workflow": workflow, "inputs": inputs}
         if version:
             body["version"] = version
         if priority:
             body["priority"] = priority
-        return self._request("POST", "/api/v1/executions", json=body).json()
+        if idempotency_key is None:
+            return self._request("POST", "/api/v1/executions", json=body).json()
+        headers = {IDEMPOTENCY_HEADER: idempotency_key}
+        for attempt in range(1, _CREATE_TRIES + 1):
+            try:
+                return self._request(
+                    "POST", "/api/v1/executions", json=body, headers=headers
+                ).json()
+            except ControlPlaneUnreachableError:
+                if attempt == _CREATE_TRIES:
+                    raise
+                time.sleep(0.5 * attempt)  # back off before the retry, not a synchronisation
+        raise AssertionError("unreachable")
 
     def launch(
         self,
@@ -487,9 +509,13 @@ class Client:
         version: str | None = None,
         name: str | None = None,
         priority: int = 0,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Start an execution of a registered workflow on Python input values: checked and
         converted with the workflow's types, File/Directory inputs uploaded.
+
+        Each call creates one execution even when its request has to be resent: it sends an
+        `Idempotency-Key` (`idempotency_key`, or a fresh UUID).
 
         Args:
             workflow_fn: the workflow the inputs are typed by.
@@ -504,7 +530,11 @@ class Client:
         """
         literals = self.upload_inputs(workflow_fn, workflow_fn.inputs_to_literals(inputs))
         return self.create_execution(
-            name or workflow_fn.spec.name, literals, version=version, priority=priority
+            name or workflow_fn.spec.name,
+            literals,
+            version=version,
+            priority=priority,
+            idempotency_key=idempotency_key or uuid.uuid4().hex,
         )
 
     def run(

@@ -84,7 +84,11 @@ def _amount(a: usage_repo.Amount) -> AmountPublic:
 
 def _window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
     until = until or utcnow()
-    since = since or until - timedelta(hours=24)
+    if since is None:
+        if until - datetime.min.replace(tzinfo=until.tzinfo) < timedelta(hours=24):
+            # 24 hours before it is before year 1 (an OverflowError, once a 500).
+            raise ApiError(422, f"until ({until.isoformat()}) is too early")
+        since = until - timedelta(hours=24)
     if since.tzinfo is None or until.tzinfo is None:
         raise ApiError(422, "since and until need a time zone, e.g. 2026-11-29T10:00:00Z")
     if since >= until:

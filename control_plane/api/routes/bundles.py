@@ -69,7 +69,11 @@ async def upload_bundle(
     return BundlePublic(digest=digest, size_bytes=len(data))
 
 
-@router.head("/{digest}", responses={404: {"description": "not uploaded yet"}})
+@router.head(
+    "/{digest}",
+    response_class=Response,  # no body, so the document lists no media type for it
+    responses={200: {"description": "stored"}, 404: {"description": "not uploaded yet"}},
+)
 async def head_bundle(digest: Digest, blob_store: BlobStoreDep, caller: WorkflowsRead) -> Response:
     """200 when the bundle is stored, 404 when it must be uploaded."""
     exists = await run_in_threadpool(bundle_exists, blob_store, caller.tenant.name, digest)

@@ -17,12 +17,16 @@ from fastapi import APIRouter, Cookie, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from control_plane.api.auth import AuthorizerDep
+from control_plane.api.auth import (
+    AuthorizerDep,
+    authenticate_token,
+    client_address,
+    get_request_guard,
+)
 from control_plane.api.deps import SessionDep
 from control_plane.api.routes.admin import quota_public
 from control_plane.auth.rbac import EVERY_TENANT, Act, Authorizer, Obj
 from control_plane.db.models import Tenant, utcnow
-from control_plane.db.repositories import principals as principals_repo
 from control_plane.db.repositories import tenancy
 from control_plane.db.repositories import usage as usage_repo
 from control_plane.placement import format_bytes
@@ -185,7 +189,11 @@ def dashboard(
 ) -> HTMLResponse:
     header = request.headers.get("authorization", "")
     token = header[7:] if header.lower().startswith("bearer ") else cookie
-    who = principals_repo.authenticate(session, token) if token else None
+    who = (
+        authenticate_token(session, get_request_guard(request), client_address(request), token)
+        if token
+        else None
+    )
     if who is None:
         message = "The token is invalid, expired or revoked." if token else ""
         return _page("Fleetflow usage", _login_form(message), status=401)

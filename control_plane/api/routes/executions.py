@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.auth import ExecutionsRead, ExecutionsWrite
-from control_plane.api.deps import BlobStoreDep, LauncherDep, SessionDep
+from control_plane.api.deps import BlobStoreDep, LauncherDep, Offset, SessionDep
 from control_plane.api.errors import ApiError
 from control_plane.api.inputs import InputValidationError, validate_execution_inputs
 from control_plane.api.routes.bundles import tenant_prefix
@@ -19,9 +22,11 @@ from control_plane.db.models import NO_MAP_INDEX, Execution, Tenant, WorkflowVer
 from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.attempts import limits_of
 from control_plane.db.repositories.executions import (
+    claim_idempotency_key,
     cluster_names,
     create_execution,
     get_execution,
+    get_idempotency_key,
     list_executions,
     move_execution,
 )
@@ -29,7 +34,7 @@ from control_plane.db.repositories.workflows import get_workflow_version
 from control_plane.large_values import load_values, store_values
 from control_plane.orchestration.states import AttemptState, ExecutionState
 from control_plane.placement.admission import exceeds_whole_quota
-from control_plane.schemas.common import ErrorResponse
+from control_plane.schemas.common import ErrorResponse, FieldError
 from control_plane.schemas.executions import AttemptPublic, ExecutionCreate, ExecutionPublic
 from fleetflow.ir import TypedInterface, WorkflowSpec
 from fleetflow.storage import BlobStore
@@ -121,10 +126,47 @@ def check_whole_quota(session: Session, tenant: Tenant, workflow: WorkflowVersio
             )
 
 
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+
+
+def request_hash(body: ExecutionCreate) -> str:
+    """sha256 of the request as the API understands it: key order, spacing and defaults
+    spelled out or left out make no difference."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(session: Session, tenant: Tenant, key: str, fingerprint: str) -> Execution | None:
+    """The execution an earlier request with `key` created; 422 if that request differed."""
+    used = get_idempotency_key(session, tenant.id, key)
+    if used is None:
+        return None
+    if used.request_hash != fingerprint:
+        message = (
+            f"{IDEMPOTENCY_HEADER} {key!r} was used for a different request (execution "
+            f"{used.execution_id}): use a new key for a new execution"
+        )
+        raise ApiError(422, message, [FieldError(field=IDEMPOTENCY_HEADER, message=message)])
+    execution = get_execution(session, tenant.id, used.execution_id)
+    assert execution is not None
+    return execution
+
+
 def _persist_execution(
-    session: Session, tenant: Tenant, body: ExecutionCreate, blob_store: BlobStore
-) -> ExecutionPublic:
+    session: Session,
+    tenant: Tenant,
+    body: ExecutionCreate,
+    blob_store: BlobStore,
+    idempotency_key: str | None,
+) -> tuple[ExecutionPublic, bool]:
+    """The execution, and whether this request created it (False: an idempotent replay)."""
     tenant_id = tenant.id
+    fingerprint = request_hash(body)
+    if idempotency_key is not None:
+        earlier = _replay(session, tenant, idempotency_key, fingerprint)
+        if earlier is not None:
+            return executions_public(session, [earlier], blob_store)[0], False
     workflow, inputs = validate_execution_request(session, tenant, body, blob_store)
     check_whole_quota(session, tenant, workflow)
     execution_id = new_id("ex")
@@ -132,14 +174,41 @@ def _persist_execution(
     execution = create_execution(
         session, tenant_id, workflow, stored, execution_id=execution_id, priority=body.priority
     )
+    if idempotency_key is not None:
+        holder = claim_idempotency_key(
+            session, tenant_id, idempotency_key, fingerprint, execution_id
+        )
+        if holder.execution_id != execution_id:  # a concurrent request with the key won
+            session.rollback()
+            earlier = _replay(session, tenant, idempotency_key, fingerprint)
+            assert earlier is not None
+            return executions_public(session, [earlier], blob_store)[0], False
     session.commit()
-    return executions_public(session, [execution], blob_store)[0]
+    return executions_public(session, [execution], blob_store)[0], True
+
+
+def _idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(value):
+        message = "must be 1-255 printable ASCII characters without spaces (e.g. a UUID)"
+        raise ApiError(
+            422,
+            f"invalid {IDEMPOTENCY_HEADER} header: {message}",
+            [FieldError(field=IDEMPOTENCY_HEADER, message=message)],
+        )
+    return value
 
 
 @router.post(
     "",
     status_code=201,
     responses={
+        200: {
+            "model": ExecutionPublic,
+            "description": f"the execution an earlier request with the same {IDEMPOTENCY_HEADER} "
+            "created (header `Idempotent-Replayed: true`)",
+        },
         404: {"model": ErrorResponse},
         422: {"model": ErrorResponse},
         503: {"model": ErrorResponse, "description": "created, but not started yet"},
@@ -151,11 +220,28 @@ async def start_execution(
     caller: ExecutionsWrite,
     launcher: LauncherDep,
     blob_store: BlobStoreDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=IDEMPOTENCY_HEADER,
+            description="retry-safe creation: a request repeated with the same key (in the "
+            "same tenant) gets the execution the first one created, never a second one",
+        ),
+    ] = None,
 ) -> ExecutionPublic:
     """Validate the inputs, persist a QUEUED execution, then hand it to the orchestrator."""
-    execution = await run_in_threadpool(
-        _persist_execution, session, caller.tenant, body, blob_store
+    key = _idempotency_key(idempotency_key)
+    execution, created = await run_in_threadpool(
+        _persist_execution, session, caller.tenant, body, blob_store, key
     )
+    if not created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+        if execution.status is not ExecutionState.QUEUED:
+            return execution
+        # Its first request may have died before the start: starting again is a no-op
+        # for an execution already started (the workflow id is the execution id).
     try:
         await launcher.start_execution(execution.id)
     except Exception:
@@ -175,7 +261,7 @@ def list_executions_route(
     blob_store: BlobStoreDep,
     status: ExecutionState | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[ExecutionPublic]:
     """The tenant's executions, newest first."""
     rows = list_executions(session, caller.tenant.id, limit=limit, offset=offset, status=status)

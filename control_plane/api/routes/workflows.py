@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from control_plane.api.auth import WorkflowsRead, WorkflowsWrite
-from control_plane.api.deps import BlobStoreDep, SessionDep
+from control_plane.api.deps import BlobStoreDep, Offset, SessionDep, SettingsDep
 from control_plane.api.errors import ApiError
 from control_plane.api.routes.bundles import bundle_exists
 from control_plane.db.models import WorkflowVersion
@@ -35,15 +35,33 @@ def workflow_public(row: WorkflowVersion) -> WorkflowPublic:
     )
 
 
+def check_spec_size(body: WorkflowRegister, max_nodes: int) -> None:
+    """422 for a spec with more nodes or tasks than the platform accepts (its byte size is
+    bounded by the request body limit)."""
+    for what, count in (("nodes", len(body.spec.nodes)), ("tasks", len(body.spec.tasks))):
+        if count > max_nodes:
+            message = f"the workflow has {count} {what}; the limit is {max_nodes}"
+            raise ApiError(
+                422,
+                f"workflow spec too large: {message}",
+                [FieldError(field=f"spec.{what}", message=message)],
+            )
+
+
 @router.post(
     "",
     status_code=201,
     responses={409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
 )
 def register_workflow(
-    body: WorkflowRegister, session: SessionDep, caller: WorkflowsWrite, blob_store: BlobStoreDep
+    body: WorkflowRegister,
+    session: SessionDep,
+    caller: WorkflowsWrite,
+    blob_store: BlobStoreDep,
+    settings: SettingsDep,
 ) -> WorkflowPublic:
     """Register a compiled spec with its uploaded code bundle; re-registering is a no-op."""
+    check_spec_size(body, settings.api.max_workflow_nodes)
     digest = body.bundle_digest
     if not bundle_exists(blob_store, caller.tenant.name, digest):
         message = f"code bundle {digest} has not been uploaded: PUT it to /api/v1/bundles/{digest}"
@@ -62,7 +80,7 @@ def list_workflows(
     caller: WorkflowsRead,
     name: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[WorkflowPublic]:
     """Registered workflow versions, by name, newest version first."""
     rows = list_workflow_versions(session, caller.tenant.id, name=name, limit=limit, offset=offset)

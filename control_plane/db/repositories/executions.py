@@ -8,7 +8,15 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from control_plane.db.models import Cluster, Execution, WorkflowVersion, new_id, utcnow
+from control_plane.db.models import (
+    Cluster,
+    Execution,
+    IdempotencyKey,
+    WorkflowVersion,
+    new_id,
+    utcnow,
+)
+from control_plane.db.repositories._insert import insert_ignoring_conflicts
 from control_plane.metrics import count_execution_finished
 from control_plane.orchestration.states import ExecutionState
 from control_plane.orchestration.transitions import (
@@ -46,6 +54,37 @@ def create_execution(
     session.add(execution)
     session.flush()
     return execution
+
+
+def get_idempotency_key(session: Session, tenant_id: str, key: str) -> IdempotencyKey | None:
+    """The tenant's record of an `Idempotency-Key`, if the key was used."""
+    return session.scalar(
+        select(IdempotencyKey).where(
+            IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key
+        )
+    )
+
+
+def claim_idempotency_key(
+    session: Session, tenant_id: str, key: str, request_hash: str, execution_id: str
+) -> IdempotencyKey:
+    """Record that `key` created `execution_id` (flushed already), unless a concurrent request
+    recorded it first: returns the row that holds the key, whichever execution it names. A
+    caller whose execution is not the one named rolls back and answers with the winner's."""
+    insert_ignoring_conflicts(
+        session,
+        IdempotencyKey,
+        {
+            "tenant_id": tenant_id,
+            "key": key,
+            "request_hash": request_hash,
+            "execution_id": execution_id,
+            "created_at": utcnow(),
+        },
+    )
+    row = get_idempotency_key(session, tenant_id, key)
+    assert row is not None
+    return row
 
 
 def get_execution(session: Session, tenant_id: str, execution_id: str) -> Execution | None:

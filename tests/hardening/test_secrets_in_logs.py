@@ -1,0 +1,124 @@
+"""Tokens and secrets never reach a log record or an error message.
+
+The records are captured raw (before the handlers' redaction filter), at DEBUG, for every
+logger: the product must not log them in the first place. Exercised: bootstrap of the first
+admin with a configured token, user and cluster creation (ffu_ and ffa_ tokens issued), token
+rotation, valid and refused API calls (a wrong token, an agent token on REST, the dashboard
+cookie), agent gRPC calls with valid and invalid tokens, and S3 settings with a secret key.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_plane.api.app import create_app
+from control_plane.bootstrap import ensure_platform_admin
+from control_plane.settings import ApiSettings, DatabaseSettings, Settings
+from fleetflow.agent.v1 import agent_pb2 as pb
+from fleetflow.ir import WorkflowSpec
+from fleetflow.storage import LocalBlobStore
+from fleetflow.storage.s3 import S3Settings
+from tests.hardening.test_grpc import CAPACITY, auth, serve
+from tests.integration.agent_server import TOKEN as AGENT_TOKEN
+from tests.integration.auth import bearer
+from tests.integration.test_api import FakeLauncher
+
+BOOTSTRAP = "ffu_bootstrap-secret-0123456789abcdef"
+S3_SECRET = "s3-secret-key-do-not-log-7f3a9c"
+
+
+def _assert_absent(secrets: list[str], *texts: str) -> None:
+    for secret in secrets:
+        assert len(secret) > 12
+        for text in texts:
+            assert secret not in text, f"a secret ({secret[:6]}…) leaked: {text[:2000]}"
+            assert secret[4:] not in text  # nor without its prefix
+
+
+def test_no_token_appears_in_logs_or_error_messages(
+    session_factory: sessionmaker[Session],
+    tmp_path: Path,
+    workflow_spec: WorkflowSpec,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    settings = Settings(
+        database=DatabaseSettings(url="sqlite://"),
+        api=ApiSettings(bootstrap_token=SecretStr(BOOTSTRAP)),
+    )
+    app = create_app(
+        settings,
+        session_factory=session_factory,
+        launcher=FakeLauncher(),
+        blob_store=LocalBlobStore(tmp_path / "blobs"),
+    )
+    token = ensure_platform_admin(
+        session_factory, app.state.authorizer, tenant="default", token=BOOTSTRAP
+    )
+    assert token == BOOTSTRAP
+    secrets = [BOOTSTRAP, S3_SECRET]
+    bodies: list[str] = []
+    with TestClient(app, headers=bearer(BOOTSTRAP)) as root:
+        assert root.post("/api/v1/admin/tenants", json={"name": "alpha"}).status_code == 201
+        user = root.post(
+            "/api/v1/admin/tenants/alpha/users", json={"name": "alice", "role": "developer"}
+        )
+        assert user.status_code == 201, user.text
+        user_token = user.json()["token"]
+        cluster = root.post("/api/v1/admin/clusters", json={"name": "gpus"})
+        assert cluster.status_code == 201, cluster.text
+        agent_token = cluster.json()["agent_token"]
+        rotated = root.post("/api/v1/admin/clusters/gpus/rotate-token").json()["agent_token"]
+        more = root.post("/api/v1/admin/tenants/alpha/users/alice/tokens", json={})
+        assert more.status_code == 201, more.text
+        secrets += [user_token, agent_token, rotated, more.json()["token"]]
+        bodies += [r.text for r in (root.get("/api/v1/admin/audit"), root.get("/api/v1/whoami"))]
+    assert user_token.startswith("ffu_") and agent_token.startswith("ffa_")
+    with TestClient(app) as anonymous:
+        for wrong in (user_token + "x", rotated, agent_token, "ffu_" + "A" * 40, S3_SECRET):
+            for path in ("/api/v1/executions", "/api/v1/admin/tenants", "/api/v1/whoami"):
+                refused = anonymous.get(path, headers=bearer(wrong))
+                assert refused.status_code == 401, (path, refused.text)
+                bodies.append(refused.text + str(refused.headers))
+        dashboard = anonymous.get("/dashboard", cookies={"fleetflow_token": rotated})
+        assert dashboard.status_code == 401
+        bodies.append(dashboard.text)
+        ok = anonymous.get("/api/v1/executions", headers=bearer(user_token))
+        assert ok.status_code == 200
+        bodies.append(ok.text)
+    s3 = S3Settings(secret_key=SecretStr(S3_SECRET), access_key="AKIAEXAMPLE")
+    bodies += [repr(s3), str(s3), repr(settings), str(settings)]
+    _assert_absent(secrets, caplog.text, *bodies)
+    assert "refused" in caplog.text or "401" in caplog.text or caplog.records  # logs were made
+
+
+async def test_agent_tokens_do_not_appear_in_grpc_logs(
+    session_factory: sessionmaker[Session],
+    tmp_path: Path,
+    workflow_spec: WorkflowSpec,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import grpc
+
+    caplog.set_level(logging.DEBUG)
+    wrong = "ffa_wrong-token-for-this-cluster-9d8c7b"
+    async with serve(session_factory, workflow_spec, tmp_path) as served:
+        registered = await served.stub.Register(
+            pb.RegisterRequest(agent_version="t", capacity=CAPACITY), metadata=auth()
+        )
+        assert registered.cluster_name
+        details = []
+        for token in (wrong, AGENT_TOKEN + "-x"):
+            try:
+                await served.stub.Heartbeat(pb.HeartbeatRequest(), metadata=auth(token))
+            except grpc.aio.AioRpcError as exc:
+                details.append(str(exc.details()))
+        assert len(details) == 2
+    assert "invalid agent token" in caplog.text
+    _assert_absent([AGENT_TOKEN, wrong], caplog.text, *details)

@@ -1,0 +1,154 @@
+"""Property tests of the type system (hypothesis): every supported type round-trips through
+its JSON literal, and the workflow compiler accepts a binding exactly when its types are
+assignable, so it never accepts a mis-typed one."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fleetflow import task, workflow
+from fleetflow.errors import FleetflowError
+from fleetflow.types import is_assignable, literal_type_of, to_literal, to_python, validate_literal
+from tests.hardening.world import examples
+
+
+class Color(enum.StrEnum):
+    RED = "red"
+    GREEN = "green"
+
+
+@dataclass
+class Point:
+    x: float
+    label: str
+
+
+# A type and a strategy for its values, built recursively.
+TypeAndValues = tuple[Any, st.SearchStrategy[Any]]
+
+finite_floats = st.floats(allow_nan=False, allow_infinity=False)
+aware_datetimes = st.datetimes(
+    min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30), timezones=st.just(dt.UTC)
+)
+# Durations are exact to the microsecond for about a century (see fleetflow/types.py).
+CENTURY = dt.timedelta(days=30_000)
+SCALARS: list[TypeAndValues] = [
+    (int, st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+    (float, finite_floats),
+    (str, st.text()),
+    (bool, st.booleans()),
+    (bytes, st.binary(max_size=64)),
+    (dt.datetime, aware_datetimes | st.datetimes(min_value=dt.datetime(1, 1, 2))),
+    (
+        dt.timedelta,
+        st.timedeltas(min_value=-dt.timedelta(days=30_000), max_value=dt.timedelta(days=30_000)),
+    ),
+    (Color, st.sampled_from(Color)),
+    (Point, st.builds(Point, x=finite_floats, label=st.text(max_size=8))),
+]
+
+
+def _optional(inner: TypeAndValues) -> TypeAndValues:
+    return Optional[inner[0]], st.none() | inner[1]  # noqa: UP045
+
+
+def _list(inner: TypeAndValues) -> TypeAndValues:
+    return list[inner[0]], st.lists(inner[1], max_size=4)  # type: ignore[valid-type]
+
+
+def _dict(inner: TypeAndValues) -> TypeAndValues:
+    return dict[str, inner[0]], st.dictionaries(st.text(max_size=6), inner[1], max_size=4)  # type: ignore[valid-type]
+
+
+types_and_values: st.SearchStrategy[TypeAndValues] = st.recursive(
+    st.sampled_from(SCALARS),
+    lambda inner: st.one_of(inner.map(_optional), inner.map(_list), inner.map(_dict)),
+    max_leaves=4,
+)
+
+
+@st.composite
+def typed_values(draw: st.DrawFn) -> tuple[Any, Any]:
+    py_type, values = draw(types_and_values)
+    return py_type, draw(values)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return bool(a == b) and type(a) is type(b)
+
+
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(typed=typed_values())
+def test_every_supported_type_round_trips_through_json(typed: tuple[Any, Any]) -> None:
+    py_type, value = typed
+    literal_type = literal_type_of(py_type)
+    literal = to_literal(value, py_type)
+    over_the_wire = json.loads(json.dumps(literal, allow_nan=False))
+    validate_literal(over_the_wire, literal_type)  # what the control plane checks
+    back = to_python(over_the_wire, py_type)
+    assert back == value, (py_type, value, literal, back)
+    # The literal type itself is JSON and survives a round trip.
+    assert type(literal_type).model_validate_json(literal_type.model_dump_json()) == literal_type
+
+
+_names = iter(range(10**9))
+
+
+def _compiles(source: Any, target: Any) -> bool:
+    """Compile a workflow binding a task's `source` output to a task's `target` input."""
+    n = next(_names)
+
+    def produce() -> Any: ...
+
+    def consume(x: Any) -> None: ...
+
+    def wf() -> None:
+        consume_task(x=produce_task())
+
+    produce.__annotations__ = {"return": source}
+    consume.__annotations__ = {"x": target, "return": None}
+    wf.__annotations__ = {"return": None}
+    for fn, name in ((produce, "produce"), (consume, "consume"), (wf, "wf")):
+        fn.__name__ = fn.__qualname__ = f"{name}_{n}"
+    produce_task = task(produce)
+    consume_task = task(consume)
+    try:
+        workflow(wf)
+    except FleetflowError:
+        return False
+    return True
+
+
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(source=types_and_values, target=types_and_values)
+def test_the_compiler_accepts_a_binding_exactly_when_its_types_are_assignable(
+    source: TypeAndValues, target: TypeAndValues
+) -> None:
+    assignable = is_assignable(literal_type_of(source[0]), literal_type_of(target[0]))
+    assert _compiles(source[0], target[0]) is assignable, (source[0], target[0])
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [
+        (float, int),
+        (Optional[int], int),  # noqa: UP045
+        (list[int], int),
+        (dict[str, int], list[int]),
+        (str, Color),
+        (int, float),  # allowed: widening
+    ],
+)
+def test_known_bindings(source: Any, target: Any) -> None:
+    assert _compiles(source, target) is (source is int and target is float)
