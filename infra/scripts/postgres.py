@@ -36,6 +36,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tooling import Reporter  # noqa: E402
+
+_report = Reporter("postgres")
+_say, _loud = _report.say, _report.loud
+
 DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 SERVICE_USER = "postgres"  # created by Debian's postgresql package
 SUPERUSER = "fleetflow"
@@ -45,17 +51,6 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 class PostgresUnavailableError(RuntimeError):
     """PostgreSQL cannot be installed or started on this machine; the message says why."""
-
-
-def _say(message: str) -> None:
-    sys.stderr.write(f"[fleetflow postgres] {message}\n")
-    sys.stderr.flush()
-
-
-def _loud(message: str) -> None:
-    bar = "!" * 78
-    sys.stderr.write(f"\n{bar}\n[fleetflow postgres] {message}\n{bar}\n\n")
-    sys.stderr.flush()
 
 
 def _version_key(bin_dir: Path) -> tuple[int, ...]:

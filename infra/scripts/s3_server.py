@@ -44,6 +44,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tooling import Reporter, cache_root  # noqa: E402
+
+_report = Reporter("s3-server")
+_say, _loud = _report.say, _report.loud
+
 MODULE = "github.com/seaweedfs/seaweedfs"
 VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
 BIN_ENV = "FLEETFLOW_S3_SERVER_BIN"
@@ -52,25 +58,6 @@ BUILD_TIMEOUT_S = 3600
 
 class S3ServerUnavailableError(RuntimeError):
     """No S3 server can be built or started on this machine; the message says why."""
-
-
-def _say(message: str) -> None:
-    sys.stderr.write(f"[fleetflow s3-server] {message}\n")
-    sys.stderr.flush()
-
-
-def _loud(message: str) -> None:
-    bar = "!" * 78
-    sys.stderr.write(f"\n{bar}\n[fleetflow s3-server] {message}\n{bar}\n\n")
-    sys.stderr.flush()
-
-
-def cache_root() -> Path:
-    """Where built tools are kept: outside the repository, shared by every checkout."""
-    if os.environ.get("FLEETFLOW_CACHE_DIR"):
-        return Path(os.environ["FLEETFLOW_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "fleetflow"
 
 
 def binary_path() -> Path:

@@ -46,6 +46,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tooling import Reporter, cache_root  # noqa: E402
+
+_report = Reporter("temporal")
+_say, _loud = _report.say, _report.loud
+
 SOURCE_DIR = Path(__file__).resolve().parents[1] / "temporal"
 BIN_ENV = "FLEETFLOW_TEMPORAL_BIN"
 BUILD_TIMEOUT_S = 3600
@@ -53,25 +59,6 @@ BUILD_TIMEOUT_S = 3600
 
 class TemporalUnavailableError(RuntimeError):
     """No Temporal server can be built or started on this machine; the message says why."""
-
-
-def _say(message: str) -> None:
-    sys.stderr.write(f"[fleetflow temporal] {message}\n")
-    sys.stderr.flush()
-
-
-def _loud(message: str) -> None:
-    bar = "!" * 78
-    sys.stderr.write(f"\n{bar}\n[fleetflow temporal] {message}\n{bar}\n\n")
-    sys.stderr.flush()
-
-
-def cache_root() -> Path:
-    """Where built tools are kept: outside the repository, shared by every checkout."""
-    if os.environ.get("FLEETFLOW_CACHE_DIR"):
-        return Path(os.environ["FLEETFLOW_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "fleetflow"
 
 
 def build_key() -> str:

@@ -29,7 +29,7 @@ from fleetflow.cache import CACHE_DIR_ENV, LocalCache
 from fleetflow.cli import account
 from fleetflow.cli import usage as usage_commands
 from fleetflow.cli.admin import admin_app
-from fleetflow.cli.common import TENANT_META_KEY, client
+from fleetflow.cli.common import TENANT_META_KEY, client, not_found_hint
 from fleetflow.cli.inputs import split_input_flags
 from fleetflow.errors import FleetflowError
 
@@ -42,6 +42,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+EXECUTIONS_HINT = "`fleetflow executions list` shows recent ones"
 executions_app = typer.Typer(help="Inspect executions on the control plane.", no_args_is_help=True)
 
 # soft_wrap: ids, paths and tracebacks stay on one line when the output is not a terminal.
@@ -373,17 +374,9 @@ def executions_get(
 ) -> None:
     """Show one execution: status, inputs, task attempts, then outputs or the error."""
     from fleetflow.cli.remote import print_execution
-    from fleetflow.client import ApiError
 
-    with client(ctx) as api:
-        try:
-            execution = api.get_execution(execution_id)
-        except ApiError as exc:
-            if exc.status_code == 404:
-                raise FleetflowError(
-                    f"{exc.detail} on {api.api_url}; `fleetflow executions list` shows recent ones"
-                ) from None
-            raise
+    with client(ctx) as api, not_found_hint(api, EXECUTIONS_HINT):
+        execution = api.get_execution(execution_id)
     if as_json:
         console.print_json(json.dumps(execution))
     else:
@@ -409,17 +402,9 @@ def executions_logs(
     Running attempts' output is refreshed by their agent every few seconds.
     """
     from fleetflow.cli.remote import describe_attempt
-    from fleetflow.client import ApiError
 
-    with client(ctx) as api:
-        try:
-            attempts = api.execution_logs(execution_id, node=node, attempt=attempt)
-        except ApiError as exc:
-            if exc.status_code == 404:
-                raise FleetflowError(
-                    f"{exc.detail} on {api.api_url}; `fleetflow executions list` shows recent ones"
-                ) from None
-            raise
+    with client(ctx) as api, not_found_hint(api, EXECUTIONS_HINT):
+        attempts = api.execution_logs(execution_id, node=node, attempt=attempt)
     if as_json:
         console.print_json(json.dumps(attempts))
         return
@@ -442,17 +427,8 @@ def executions_cancel(
     ),
 ) -> None:
     """Cancel an execution: its running task attempts are stopped on every cluster."""
-    from fleetflow.client import ApiError
-
-    with client(ctx) as api:
-        try:
-            execution = api.cancel(execution_id)
-        except ApiError as exc:
-            if exc.status_code == 404:
-                raise FleetflowError(
-                    f"{exc.detail} on {api.api_url}; `fleetflow executions list` shows recent ones"
-                ) from None
-            raise
+    with client(ctx) as api, not_found_hint(api, EXECUTIONS_HINT):
+        execution = api.cancel(execution_id)
     status = execution["status"]
     if status == "CANCELLED":
         console.print(f"execution [bold]{execution_id}[/bold] CANCELLED", highlight=False)
