@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install servers run test test-hardening test-k8s lint format protos bench bench-dispatch bench-k8s clean
+.PHONY: install servers run test test-hardening test-k8s lint format protos bench bench-dispatch bench-k8s bench-load clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ bench: install
 ## Temporal activities. Starts and stops its own servers on loopback. Not part of `make test`.
 bench-dispatch: install
 	$(BIN)/python bench/dispatch.py $(BENCH_ARGS)
+
+## Load: 20 agents long-polling, 1,000 executions submitted at once, on loopback; read
+## latency under load and exactly-once completion (bench/README.md). Not part of `make test`.
+bench-load: install servers
+	$(BIN)/python bench/load.py $(BENCH_ARGS)
 
 ## Pods created and observed to completion per second by one agent, and its memory while it
 ## tracks 1,000 pods, against a test cluster of 100 kwok GPU nodes. Not part of `make test`.

@@ -200,10 +200,11 @@ class ExecutionActivities:
                 )
             result = AttemptStart(attempt.id, cached=attempt.cache_hit)
             with log_context(attempt_id=attempt.id):
-                log.info(
-                    "attempt %s of node %s created%s",
+                log.info(  # a retried activity finds the attempt as it is now: says its state
+                    "attempt %s of node %s: %s%s",
                     attempt.id,
                     args.node_id,
+                    attempt.status,
                     " (from the task cache)" if attempt.cache_hit else "",
                 )
         if not result.cached:

@@ -80,7 +80,10 @@ class FinishExecutionInput:
     message: str = ""
 
 
-ACTIVITY_TIMEOUT = timedelta(seconds=60)
+# The activities are short database and blob-store operations. The timeout is also how long an
+# activity lost with a killed worker waits before it runs again elsewhere: keep it short (they
+# are idempotent, so a slow one timing out and running again is safe).
+ACTIVITY_TIMEOUT = timedelta(seconds=15)
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
 )
