@@ -11,6 +11,31 @@ MAX_LOG_BYTES = 1 << 20
 """The most of an attempt's output kept for `fleetflow executions logs`: its end."""
 
 
+def runtime_command(
+    python: str, assignment: TaskAssignment, *, result_file: str, workdir: str
+) -> list[str]:
+    """The command that runs one attempt, wherever it runs: `python -m fleetflow.runtime`."""
+    return [
+        python,
+        "-m",
+        "fleetflow.runtime",
+        "--bundle-uri",
+        assignment.bundle_uri,
+        "--inputs-uri",
+        assignment.inputs_uri,
+        "--outputs-uri",
+        assignment.outputs_uri,
+        "--module",
+        assignment.task_module,
+        "--function",
+        assignment.task_function,
+        "--result-file",
+        result_file,
+        "--workdir",
+        workdir,
+    ]
+
+
 class ExecutorStartError(RuntimeError):
     """The executor cannot reach what it runs attempts on (e.g. the Kubernetes API)."""
 

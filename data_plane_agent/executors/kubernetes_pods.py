@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from data_plane_agent.attempts import AttemptResources, AttemptState, TaskAssignment
+from data_plane_agent.executors.base import runtime_command
 from data_plane_agent.settings import KubernetesSettings
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -240,25 +241,9 @@ def pod_manifest(
                         }
                     }
                 }
-    command = [
-        settings.python,
-        "-m",
-        "fleetflow.runtime",
-        "--bundle-uri",
-        assignment.bundle_uri,
-        "--inputs-uri",
-        assignment.inputs_uri,
-        "--outputs-uri",
-        assignment.outputs_uri,
-        "--module",
-        assignment.task_module,
-        "--function",
-        assignment.task_function,
-        "--result-file",
-        RESULT_FILE,
-        "--workdir",
-        CODE_DIR,
-    ]
+    command = runtime_command(
+        settings.python, assignment, result_file=RESULT_FILE, workdir=CODE_DIR
+    )
     env = [
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "FLEETFLOW_ATTEMPT_ID", "value": assignment.attempt_id},

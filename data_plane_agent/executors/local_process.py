@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
-from data_plane_agent.executors.base import MAX_LOG_BYTES
+from data_plane_agent.executors.base import MAX_LOG_BYTES, runtime_command
 from fleetflow.child_processes import parent_env
 from fleetflow.errors import FleetflowError
 
@@ -101,25 +101,12 @@ class LocalProcessExecutor:
         self._events.put_nowait(event)
 
     def _command(self, assignment: TaskAssignment, directory: Path) -> list[str]:
-        return [
+        return runtime_command(
             self._python,
-            "-m",
-            "fleetflow.runtime",
-            "--bundle-uri",
-            assignment.bundle_uri,
-            "--inputs-uri",
-            assignment.inputs_uri,
-            "--outputs-uri",
-            assignment.outputs_uri,
-            "--module",
-            assignment.task_module,
-            "--function",
-            assignment.task_function,
-            "--result-file",
-            str(directory / RESULT_FILE),
-            "--workdir",
-            str(directory / CODE_DIR),
-        ]
+            assignment,
+            result_file=str(directory / RESULT_FILE),
+            workdir=str(directory / CODE_DIR),
+        )
 
     async def launch(self, assignment: TaskAssignment) -> None:
         attempt_id = assignment.attempt_id

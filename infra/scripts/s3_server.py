@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -45,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tooling import Reporter, cache_root  # noqa: E402
+from tooling import Reporter, cache_root, ensure_built  # noqa: E402
 
 _report = Reporter("s3-server")
 _say, _loud = _report.say, _report.loud
@@ -71,20 +70,7 @@ def ensure_weed() -> Path:
         S3ServerUnavailableError: the binary named by the variable is missing, or `go` is
             missing, or the build failed (its log is in the message).
     """
-    given = os.environ.get(BIN_ENV)
-    if given:
-        if not os.access(given, os.X_OK):
-            raise S3ServerUnavailableError(f"{BIN_ENV}={given} is not an executable file")
-        return Path(given)
-    target = binary_path()
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time; the others wait for it
-        if not target.is_file():
-            _build(target)
-    return target
+    return ensure_built(binary_path(), BIN_ENV, _build, S3ServerUnavailableError)
 
 
 def _run_go(argv: Sequence[str], *, cwd: Path | None, log: Path) -> str:

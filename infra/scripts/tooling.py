@@ -6,8 +6,10 @@ path; each puts this folder on `sys.path` to import this module either way.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,3 +37,27 @@ def cache_root() -> Path:
         return Path(os.environ["FLEETFLOW_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "fleetflow"
+
+
+def ensure_built(
+    target: Path, bin_env: str, build: Callable[[Path], None], unavailable: type[Exception]
+) -> Path:
+    """A tool's binary: the one `$<bin_env>` names, else the cached build at `target`, else a
+    new build into it (one process builds, concurrent ones wait for it).
+
+    Raises:
+        unavailable: `$<bin_env>` names no executable file (the build raises its own).
+    """
+    given = os.environ.get(bin_env)
+    if given:
+        if not os.access(given, os.X_OK):
+            raise unavailable(f"{bin_env}={given} is not an executable file")
+        return Path(given)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.is_file():
+            build(target)
+    return target
