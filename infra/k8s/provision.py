@@ -4,7 +4,7 @@
 Pinned versions are built from the Go module proxy by the build modules beside this script
 (`build/kube`: k8s.io/kubernetes with its staging modules replaced by their published
 versions, and etcd's server at the version Kubernetes pins; `build/kwok`: sigs.k8s.io/kwok),
-then cached outside the repository under `$FLEETFLOW_K8S_CACHE` (default
+then cached outside the repository under `$FLEETFLOW_CACHE_DIR/k8s` (default
 `~/.cache/fleetflow/k8s/<kubernetes>-kwok-<kwok>/bin`). A binary found in `$KUBEBUILDER_ASSETS`
 (the envtest convention) is used instead of building it.
 
@@ -26,6 +26,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from tooling import cache_root  # noqa: E402
+
 KUBERNETES_VERSION = "v1.37.2"
 KWOK_VERSION = "v0.8.0"
 BUILD_DIR = Path(__file__).resolve().parent / "build"
@@ -44,9 +47,7 @@ class ProvisionError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("FLEETFLOW_K8S_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "fleetflow" / "k8s"
-    return base / f"{KUBERNETES_VERSION}-kwok-{KWOK_VERSION}" / "bin"
+    return cache_root() / "k8s" / f"{KUBERNETES_VERSION}-kwok-{KWOK_VERSION}" / "bin"
 
 
 def _from_assets(name: str) -> Path | None:

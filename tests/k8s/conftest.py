@@ -1,14 +1,13 @@
 """Fixtures of the Kubernetes tier: two real clusters with kwok GPU nodes, a Fleetflow stack,
 and an agent with the Kubernetes executor per cluster.
 
-The binaries come from `infra/k8s/provision.py` (its cache, or `$KUBEBUILDER_ASSETS`). When
-they are missing the tier is skipped with the reason, unless `FLEETFLOW_REQUIRE_K8S=1`: then
-they are built, and a failure to provide them fails the tier.
+The binaries come from `infra/k8s/provision.py` (its cache, which `make servers` fills, or
+`$KUBEBUILDER_ASSETS`). When they are missing the tier skips loudly, or fails with
+`FLEETFLOW_REQUIRE_K8S=1` (CI).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,7 +15,6 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -31,8 +29,8 @@ from tests.k8s.cluster import (
     load_documents,
     start_cluster,
 )
+from tests.tiers import load_script, tier_unavailable
 
-REPO = Path(__file__).resolve().parents[2]
 TENANT_NAMESPACE = "fleetflow-default"
 AGENT_NAMESPACE = "fleetflow-system"
 AGENT_ACCOUNT = "fleetflow-agent"
@@ -53,31 +51,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.k8s)
 
 
-def _provision_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "fleetflow_k8s_provision", REPO / "infra" / "k8s" / "provision.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def k8s_binaries() -> dict[str, Path]:
-    provision = _provision_module()
-    if os.environ.get("FLEETFLOW_REQUIRE_K8S") == "1":
-        try:
-            return dict(provision.provision())
-        except provision.ProvisionError as exc:
-            pytest.fail(f"FLEETFLOW_REQUIRE_K8S=1 but the Kubernetes binaries: {exc}")
-    found = provision.locate()
+    """The tier's binaries, as `make servers` built them (a test never builds: minutes)."""
+    found = load_script("infra/k8s/provision.py").locate()
     missing = [name for name, path in found.items() if path is None]
     if missing:
-        pytest.skip(
-            f"KUBERNETES TIER SKIPPED: {', '.join(missing)} not provisioned; run "
-            "`python infra/k8s/provision.py` (or set KUBEBUILDER_ASSETS), or set "
-            "FLEETFLOW_REQUIRE_K8S=1 to build them and fail instead of skipping"
+        tier_unavailable(
+            f"KUBERNETES TESTS SKIPPED - {', '.join(missing)} not built: run `make servers` "
+            "once (or set KUBEBUILDER_ASSETS)",
+            "FLEETFLOW_REQUIRE_K8S",
         )
     return {name: path for name, path in found.items() if path is not None}
 
