@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from control_plane import processes
+from fleetflow.storage import LocalBlobStore
 from tests.integration.stack import Stack, TemporalServer, start_stack, start_temporal
+from tests.integration.test_api import FakeLauncher
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +34,14 @@ def stack(
     running = start_stack(home, url, temporal_server, split=request.param.endswith("split-worker"))
     yield running
     running.stop()
+
+
+@pytest.fixture
+def launcher() -> FakeLauncher:
+    """Records the executions the in-process API starts, instead of Temporal."""
+    return FakeLauncher()
+
+
+@pytest.fixture
+def blob_store(tmp_path: Path) -> LocalBlobStore:
+    return LocalBlobStore(tmp_path / "blobs")

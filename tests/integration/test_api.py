@@ -65,16 +65,6 @@ def make_bundle(content: str = "def prepare(n): ...\n") -> tuple[bytes, str]:
     return body, hashlib.sha256(body).hexdigest()
 
 
-@pytest.fixture
-def launcher() -> FakeLauncher:
-    return FakeLauncher()
-
-
-@pytest.fixture
-def blob_store(tmp_path: Path) -> LocalBlobStore:
-    return LocalBlobStore(tmp_path / "blobs")
-
-
 def _app(
     session_factory: sessionmaker[Session],
     launcher: FakeLauncher,

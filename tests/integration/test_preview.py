@@ -41,16 +41,6 @@ FIT = "examples.train.fit"
 GI = 2**30
 
 
-@pytest.fixture
-def launcher() -> FakeLauncher:
-    return FakeLauncher()
-
-
-@pytest.fixture
-def blob_store(tmp_path: Path) -> LocalBlobStore:
-    return LocalBlobStore(tmp_path / "blobs")
-
-
 def make_app(
     session_factory: sessionmaker[Session],
     launcher: FakeLauncher,
