@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fleetflow.child_processes import die_with_parent_hook, parent_env
+from fleetflow.child_processes import die_with_parent_argv, parent_env
 
 
 def spawn(
@@ -25,19 +25,18 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Start a child in its own session, output appended to `log_file`, that dies with us.
 
-    A Python child arranges that itself (`fleetflow.child_processes`); a `native` one gets a
-    parent-death signal before exec, which is only safe while this process has no gRPC threads.
+    A Python child arranges that itself (`fleetflow.child_processes`); a `native` one is
+    started through the wrapper that asks for the parent-death signal and then `exec`s it.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         return subprocess.Popen(
-            list(argv),
+            die_with_parent_argv(list(argv)) if native else list(argv),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **parent_env(), **(env or {})},
             start_new_session=True,
-            preexec_fn=die_with_parent_hook() if native else None,
         )
 
 

@@ -2,8 +2,9 @@
 """Provide the binaries of the Kubernetes test tier: etcd, kube-apiserver, kube-scheduler, kwok.
 
 Pinned versions are built from the Go module proxy by the build modules beside this script
-(`build/kube`: k8s.io/kubernetes with its staging modules replaced by their published
-versions, and etcd's server at the version Kubernetes pins; `build/kwok`: sigs.k8s.io/kwok),
+(`modules/kube`: k8s.io/kubernetes with its staging modules replaced by their published
+versions, and etcd's server at the version Kubernetes pins; `modules/kwok`: sigs.k8s.io/kwok;
+both with a committed go.sum),
 then cached outside the repository under `$FLEETFLOW_CACHE_DIR/k8s` (default
 `~/.cache/fleetflow/k8s/<kubernetes>-kwok-<kwok>/bin`). A binary found in `$KUBEBUILDER_ASSETS`
 (the envtest convention) is used instead of building it.
@@ -31,7 +32,9 @@ from tooling import cache_root  # noqa: E402
 
 KUBERNETES_VERSION = "v1.37.2"
 KWOK_VERSION = "v0.8.0"
-BUILD_DIR = Path(__file__).resolve().parent / "build"
+MODULES_DIR = Path(__file__).resolve().parent / "modules"
+# What the builds read from the repository (tests/unit/test_infra.py checks git tracks them).
+BUILD_SOURCES = (MODULES_DIR / "kube", MODULES_DIR / "kwok")
 BINARIES = ("etcd", "kube-apiserver", "kube-scheduler", "kwok")
 # Which build module makes which binary, and the package it builds.
 _PACKAGES = {
@@ -87,7 +90,7 @@ def _build(missing: list[str], log: Path) -> None:
     if go is None:
         raise ProvisionError("`go` is not on PATH: cannot build " + ", ".join(missing))
     target = cache_dir()
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+    env = {**os.environ, "GOFLAGS": "-mod=readonly -buildvcs=false", "CGO_ENABLED": "0"}
     for module in sorted({_PACKAGES[name][0] for name in missing}):
         names = [n for n in missing if _PACKAGES[n][0] == module]
         with tempfile.TemporaryDirectory(dir=target) as out:
@@ -96,7 +99,7 @@ def _build(missing: list[str], log: Path) -> None:
             sys.stderr.write(f"building {', '.join(names)} (log: {log})\n")
             with open(log, "ab") as log_file:
                 done = subprocess.run(
-                    command, cwd=BUILD_DIR / module, env=env, stdout=log_file, stderr=log_file
+                    command, cwd=MODULES_DIR / module, env=env, stdout=log_file, stderr=log_file
                 )
             if done.returncode != 0:
                 tail = log.read_text(errors="replace")[-3000:]

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tooling import Reporter  # noqa: E402
+from tooling import Reporter, guard_server  # noqa: E402
 
 _report = Reporter("postgres")
 _say, _loud = _report.say, _report.loud
@@ -139,6 +139,8 @@ class PostgresServer:
     run_as: str | None  # the OS user the server runs as when we are root
     database: str = DEFAULT_DATABASE
     _stopped: bool = field(default=False, repr=False)
+    # pg_ctl daemonizes the server: this child of ours stops it if we die without `stop()`.
+    _guard: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def data_dir(self) -> Path:
@@ -195,6 +197,9 @@ class PostgresServer:
                     check=False,
                 )
         finally:
+            if self._guard is not None:
+                self._guard.kill()
+                self._guard.wait()
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
@@ -306,6 +311,8 @@ def start_postgres(database: str = DEFAULT_DATABASE, *, attempts: int = 3) -> Po
             except PostgresUnavailableError:
                 if attempt == attempts:
                     raise
+        postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+        server._guard = guard_server(postmaster, signal.SIGQUIT)  # SIGQUIT: immediate shutdown
         server.create_database(database)
     except BaseException:
         server.stop()

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tooling import Reporter, cache_root, ensure_built  # noqa: E402
+from tooling import Reporter, cache_root, ensure_built, spawn_server  # noqa: E402
 
 _report = Reporter("s3-server")
 _say, _loud = _report.say, _report.loud
@@ -251,7 +251,7 @@ def _spawn(weed: Path) -> S3Server:
         f"-s3.localSocket={base_dir / 's3.sock'}",
     ]
     with open(base_dir / "server.log", "ab") as log:
-        process = subprocess.Popen(
+        process = spawn_server(
             argv,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -46,12 +46,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tooling import Reporter, cache_root, ensure_built  # noqa: E402
+from tooling import Reporter, cache_root, ensure_built, spawn_server  # noqa: E402
 
 _report = Reporter("temporal")
 _say, _loud = _report.say, _report.loud
 
 SOURCE_DIR = Path(__file__).resolve().parents[1] / "temporal"
+# What the build reads from the repository (tests/unit/test_infra.py checks git tracks it).
+BUILD_SOURCES = (SOURCE_DIR,)
 BIN_ENV = "FLEETFLOW_TEMPORAL_BIN"
 BUILD_TIMEOUT_S = 3600
 
@@ -168,7 +170,7 @@ class TemporalDevServer:
             with open(self.log_file, "ab") as log:
                 log.write(f"--- starting: {' '.join(self.argv())}\n".encode())
                 log.flush()
-                self.process = subprocess.Popen(
+                self.process = spawn_server(
                     self.argv(),
                     stdout=log,
                     stderr=subprocess.STDOUT,

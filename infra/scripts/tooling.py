@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -61,3 +64,25 @@ def ensure_built(
         if not target.is_file():
             build(target)
     return target
+
+
+def spawn_server(argv: list[str], **popen: Any) -> subprocess.Popen[bytes]:
+    """Start a native server that dies with this process (SIGTERM through the parent-death
+    signal), even when the test run is killed; `popen` goes to `subprocess.Popen`."""
+    from fleetflow.child_processes import die_with_parent_argv, parent_env
+
+    env = {**(popen.pop("env", None) or os.environ), **parent_env()}
+    return subprocess.Popen(die_with_parent_argv(argv), env=env, **popen)
+
+
+def guard_server(pid: int, sig: signal.Signals) -> subprocess.Popen[bytes]:
+    """For a server that daemonized itself: a guard child that sends it `sig` when this process
+    dies, and exits by itself once the server has."""
+    from fleetflow.child_processes import guard_argv, parent_env
+
+    return subprocess.Popen(
+        guard_argv(pid, sig),
+        env={**os.environ, **parent_env()},
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )

@@ -1,10 +1,15 @@
-"""Child processes that do not outlive their parent (the dev stack's, the agent's tasks).
+"""Child processes that do not outlive their parent (servers, the dev stack's, the agent's tasks).
 
 A Python child asks for it itself: the parent puts its pid in `FLEETFLOW_PARENT_PID` and the
-child calls `die_with_parent_if_asked()` first thing. That avoids `preexec_fn`, which runs
-Python in a child forked from a threaded process (gRPC) and can crash it. Native children
-(the Temporal server) get `die_with_parent_hook()` as `preexec_fn`, only while the parent has
-no gRPC threads yet.
+child calls `die_with_parent_if_asked()` first thing. A native child (a Go server) is started
+through this file run as a script, `die_with_parent_argv(argv)`: it asks for the parent-death
+signal and then `exec`s the server, which keeps the request. That avoids `preexec_fn`, which
+runs Python in a child forked from a threaded process (gRPC, pytest plugins) and can crash it.
+A server that daemonizes itself (PostgreSQL's `pg_ctl start`) gets a guard instead,
+`guard_argv(pid)`: a small child of ours that signals the server when we die.
+
+The kernel sends the signal when the *thread* that forked the child exits, so start such
+children from a thread that lives as long as they should (the main thread, in practice).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import ctypes
 import os
 import signal
 import sys
-from collections.abc import Callable
+import time
 
 PARENT_PID_ENV = "FLEETFLOW_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
@@ -25,13 +30,8 @@ def _die_with_parent() -> None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def die_with_parent_hook() -> Callable[[], None] | None:
-    """A `preexec_fn` for native children of a process that has no threads yet."""
-    return _die_with_parent if _LIBC is not None else None
-
-
 def parent_env() -> dict[str, str]:
-    """Environment that asks a Python child to die with this process."""
+    """Environment that asks a Python child (or the wrapper below) to die with this process."""
     return {PARENT_PID_ENV: str(os.getpid())}
 
 
@@ -44,3 +44,56 @@ def die_with_parent_if_asked() -> None:
     _die_with_parent()
     if os.getppid() != int(expected):
         os._exit(1)
+
+
+def die_with_parent_argv(argv: list[str]) -> list[str]:
+    """`argv` wrapped so that the native program gets SIGTERM when this process dies.
+
+    The caller must also pass `parent_env()` in the child's environment.
+    """
+    # -I: stdlib only, and not this folder on sys.path (our types.py would shadow the stdlib).
+    return [sys.executable, "-I", os.path.abspath(__file__), "exec", *argv]
+
+
+def guard_argv(pid: int, sig: signal.Signals = signal.SIGTERM) -> list[str]:
+    """A guard process that sends `sig` to `pid` when this process dies (and exits when `pid`
+    does). Start it with `parent_env()` in its environment."""
+    return [sys.executable, "-I", os.path.abspath(__file__), "guard", str(pid), sig.name]
+
+
+def _guard(pid: int, sig: signal.Signals) -> None:
+    def fire(*_: object) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, fire)
+    parent = int(os.environ.pop(PARENT_PID_ENV, "0"))
+    _die_with_parent()
+    if os.getppid() != parent:
+        fire()  # the parent died before we asked for the signal
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return  # the server ended on its own
+        except PermissionError:
+            pass  # alive, owned by another user (a server run as `postgres` while we are root)
+        time.sleep(1)
+
+
+def _main(args: list[str]) -> None:
+    if args[:1] == ["exec"] and len(args) > 1:
+        die_with_parent_if_asked()
+        os.execvp(args[1], args[1:])
+    if args[:1] == ["guard"] and len(args) == 3:
+        _guard(int(args[1]), signal.Signals[args[2]])
+        return
+    sys.stderr.write("usage: child_processes.py exec PROGRAM [ARG...] | guard PID SIGNAL\n")
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

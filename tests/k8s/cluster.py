@@ -294,6 +294,7 @@ def start_cluster(name: str, home: Path, binaries: Mapping[str, Path]) -> KubeCl
                 "--log-level=warn",
             ],
             log_file=home / "etcd.log",
+            native=True,
         )
         processes.wait_for_port(
             "127.0.0.1", etcd_port, timeout=30, process=cluster.children["etcd"]
@@ -324,6 +325,7 @@ def start_cluster(name: str, home: Path, binaries: Mapping[str, Path]) -> KubeCl
                 "--v=0",
             ],
             log_file=home / "kube-apiserver.log",
+            native=True,
         )
         _wait_ready(cluster)
         cluster.children["kube-scheduler"] = processes.spawn(
@@ -338,6 +340,7 @@ def start_cluster(name: str, home: Path, binaries: Mapping[str, Path]) -> KubeCl
                 "--v=1",
             ],
             log_file=home / "kube-scheduler.log",
+            native=True,
         )
         cluster.children["kwok"] = processes.spawn(
             [
@@ -350,6 +353,7 @@ def start_cluster(name: str, home: Path, binaries: Mapping[str, Path]) -> KubeCl
                 "--cidr=10.244.0.0/16",
             ],
             log_file=home / "kwok.log",
+            native=True,
         )
     except BaseException:
         cluster.stop()

@@ -1,0 +1,123 @@
+"""The repository's tooling on a fresh machine: every file a server build reads is committed,
+and every server a test run starts dies with it.
+
+A build module once hid behind `.gitignore`'s `build/` and CI stayed green only because its
+machine had the binaries cached; these tests catch that class of mistake on any checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.tiers import REPO_ROOT, load_script
+
+BUILD_SCRIPTS = ("infra/k8s/provision.py", "infra/scripts/temporal.py")
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+
+
+def _build_sources() -> list[Path]:
+    sources = [p for s in BUILD_SCRIPTS for p in load_script(s).BUILD_SOURCES]
+    # Any Go module under infra/ is built by something; it must be declared and tracked too.
+    on_disk = {p.parent for p in (REPO_ROOT / "infra").rglob("go.mod")}
+    undeclared = on_disk - set(sources)
+    assert not undeclared, f"Go modules under infra/ that no script declares: {undeclared}"
+    return sources
+
+
+@pytest.fixture(scope="module")
+def git_checkout() -> None:
+    if not (REPO_ROOT / ".git").exists() or _git("rev-parse", "--git-dir").returncode != 0:
+        pytest.fail("these tests need a git checkout (they check what is committed)")
+
+
+@pytest.mark.usefixtures("git_checkout")
+@pytest.mark.parametrize("relative", [str(p.relative_to(REPO_ROOT)) for p in _build_sources()])
+def test_every_file_a_server_build_reads_is_tracked(relative: str) -> None:
+    directory = REPO_ROOT / relative
+    assert (directory / "go.mod").is_file(), f"{relative}/go.mod is missing in this checkout"
+    assert (directory / "go.sum").is_file(), f"{relative}/go.sum is missing in this checkout"
+    files = [p for p in directory.rglob("*") if p.is_file()]
+    relatives = [str(p.relative_to(REPO_ROOT)) for p in files]
+    ignored = _git("check-ignore", "--no-index", *relatives).stdout.split()
+    assert not ignored, f".gitignore swallows build sources: {ignored}"
+    tracked = set(_git("ls-files", "--", relative).stdout.split())
+    untracked = sorted(set(relatives) - tracked)
+    assert not untracked, f"build sources not committed: {untracked}"
+
+
+def test_gitignore_ignores_no_folder_by_a_bare_name_that_source_could_have() -> None:
+    probes = ("infra/k8s/build/kube/go.mod", "infra/x/dist/main.go", "sdk/fleetflow/build/a.py")
+    for probe in probes:
+        result = _git("check-ignore", "--no-index", probe)
+        assert result.returncode == 1, f".gitignore would swallow {probe}: {result.stdout}"
+
+
+_RUNNER = textwrap.dedent(
+    """
+    import os, signal, subprocess, sys, time
+    sys.path.insert(0, {scripts!r})
+    from tooling import guard_server, spawn_server
+    from control_plane import processes
+
+    native = spawn_server(["sleep", "600"], start_new_session=True)
+    spawned = processes.spawn(["sleep", "601"], log_file=__import__("pathlib").Path({log!r}),
+                              native=True)
+    # A daemon: double fork, as pg_ctl does; its pid comes back through a pipe.
+    daemon = subprocess.run(
+        ["sh", "-c", "setsid sleep 602 >/dev/null 2>&1 < /dev/null & echo $!"],
+        capture_output=True, text=True, check=True,
+    )
+    daemon_pid = int(daemon.stdout.strip())
+    guard_server(daemon_pid, signal.SIGTERM)
+    print(native.pid, spawned.pid, daemon_pid, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")  # a zombie has exited; only its parent has not reaped it
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_servers_die_with_a_killed_test_run(tmp_path: Path) -> None:
+    """kill -9 of the process that started them (a test run) takes every server with it."""
+    script = _RUNNER.format(scripts=str(REPO_ROOT / "infra" / "scripts"), log=str(tmp_path / "l"))
+    runner = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT
+    )
+    assert runner.stdout is not None
+    pids = [int(p) for p in runner.stdout.readline().split()]
+    try:
+        assert len(pids) == 3 and all(_alive(p) for p in pids), pids
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        survivors = [(i, p) for i, p in enumerate(pids) if _alive(p)]
+        assert not survivors, f"servers outlived the killed runner: {survivors}"
+    finally:
+        runner.kill()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
