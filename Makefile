@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install servers run test test-hardening test-k8s lint format protos bench bench-dispatch bench-k8s bench-load clean
+.PHONY: install servers run test test-hardening test-k8s lint format protos bench bench-api bench-dispatch bench-k8s bench-load clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ bench-load: install servers
 ## tracks 1,000 pods, against a test cluster of 100 kwok GPU nodes. Not part of `make test`.
 bench-k8s: install servers
 	$(BIN)/python bench/k8s_executor.py $(BENCH_ARGS)
+
+## One tenant's read latency while another bursts far over its rate limit, as a ratio to the
+## same reads idle (the hardening tests assert only who gets 429s). Not part of `make test`.
+bench-api: install
+	$(BIN)/python bench/api_isolation.py $(BENCH_ARGS)
 
 ## Regenerate the committed protobuf stubs from protos/.
 protos: install

@@ -1,5 +1,5 @@
 """Limits and attacks on the REST API: per-tenant rate limits (429 + Retry-After, another
-tenant's reads unaffected, measured), brute-force protection of token authentication, body
+tenant's reads unaffected), brute-force protection of token authentication, body
 size, spec size, pagination and name bounds, mass assignment, SQL injection through names and
 filters."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import statistics
 import threading
 import time
 from pathlib import Path
@@ -47,47 +46,33 @@ def test_a_tenant_over_its_rate_gets_429_with_retry_after_and_others_are_unaffec
     session_factory: sessionmaker[Session], tmp_path: Path, workflow_spec: WorkflowSpec
 ) -> None:
     world = make_world(
-        session_factory, tmp_path, workflow_spec, rate_limit_per_second=2.0, rate_limit_burst=10
+        session_factory, tmp_path, workflow_spec, rate_limit_per_second=0.001, rate_limit_burst=10
     )
     with world.client(world.alpha_dev) as alpha, world.client(world.beta_dev) as beta:
         answers = [alpha.get("/api/v1/executions") for _ in range(30)]
-        # The burst (the world's setup spent two of alpha's ten), then mostly 429s.
-        assert [a.status_code for a in answers[:8]] == [200] * 8
+        # The burst (the world's setup spent two of alpha's ten), then 429s: the bucket does
+        # not refill during the test (a rate of one request in 1,000 s), whatever the speed.
+        statuses = [a.status_code for a in answers]
+        assert statuses == [200] * 8 + [429] * 22
         limited = [a for a in answers if a.status_code == 429]
-        assert len(limited) >= 15
         body = assert_error(limited[0], 429)
         assert "rate limit exceeded for tenant 'alpha'" in body["detail"]
-        assert 1 <= int(limited[0].headers["Retry-After"]) <= 60
+        assert 1 <= int(limited[0].headers["Retry-After"]) <= 1000  # one token at 0.001/s
         # beta has its own bucket: all its reads succeed while alpha is throttled.
         assert [beta.get("/api/v1/executions").status_code for _ in range(10)] == [200] * 10
 
 
-def _p50_ms(samples: list[float]) -> float:
-    return statistics.median(samples) * 1000
-
-
-def test_one_tenants_burst_does_not_slow_another_tenants_reads(
+def test_one_tenants_burst_throttles_only_that_tenant(
     session_factory: sessionmaker[Session], tmp_path: Path, workflow_spec: WorkflowSpec
 ) -> None:
-    """alpha hammers the API from 4 threads (far over its rate) while beta reads; beta's read
-    latency is measured idle and during the burst."""
+    """alpha hammers the API from 4 threads (far over its rate) while beta reads: alpha gets
+    429s, beta none. The mechanism only: how beta's latency holds up is measured by
+    `make bench-api` (bench/api_isolation.py), never asserted here, as it depends on the machine."""
+    # No refill during the test: alpha's bucket empties after its burst whatever the speed.
     world = make_world(
-        session_factory, tmp_path, workflow_spec, rate_limit_per_second=20.0, rate_limit_burst=80
+        session_factory, tmp_path, workflow_spec, rate_limit_per_second=0.001, rate_limit_burst=40
     )
-    reads = 30  # twice, within beta's burst: beta itself is never over its rate
-
-    def beta_reads(client: TestClient) -> list[float]:
-        samples = []
-        for _ in range(reads):
-            start = time.perf_counter()
-            answer = client.get("/api/v1/workflows")
-            samples.append(time.perf_counter() - start)
-            assert answer.status_code == 200, answer.text
-        return samples
-
     with world.client(world.beta_dev) as beta:
-        beta.get("/api/v1/workflows")  # warm up
-        idle = beta_reads(beta)
         stop = threading.Event()
         statuses: list[int] = []
 
@@ -100,23 +85,22 @@ def test_one_tenants_burst_does_not_slow_another_tenants_reads(
         for thread in threads:
             thread.start()
         try:
-            deadline = time.monotonic() + 10
-            while statuses.count(429) < 50 and time.monotonic() < deadline:
+            deadline = time.monotonic() + 120
+            while statuses.count(429) < 20:
+                assert time.monotonic() < deadline, f"alpha never throttled: {len(statuses)} sent"
                 time.sleep(0.01)  # polling for the burst to be under way, not synchronising
-            during = beta_reads(beta)
+            # beta reads while alpha is being throttled: 30 reads, within beta's own burst.
+            during = [beta.get("/api/v1/workflows").status_code for _ in range(30)]
+            throttled_while_beta_read = statuses.count(429)
         finally:
             stop.set()
             for thread in threads:
                 thread.join()
-    throttled = statuses.count(429)
-    print(
-        f"beta read p50 idle {_p50_ms(idle):.1f} ms, during alpha's burst {_p50_ms(during):.1f} "
-        f"ms; alpha sent {len(statuses)} requests, {throttled} answered 429"
-    )
-    assert throttled > len(statuses) / 2
-    # Generous: the two share this process's CPU (and the GIL) with the burst; what must not
-    # happen is beta being throttled or queued behind alpha.
-    assert _p50_ms(during) < max(10 * _p50_ms(idle), 100.0)
+    assert during == [200] * 30
+    assert throttled_while_beta_read >= 20
+    # alpha's successes are bounded by its burst (its bucket does not refill here).
+    assert statuses.count(200) <= 40
+    assert set(statuses) <= {200, 429}
 
 
 def test_token_buckets_refill_and_stay_bounded() -> None:

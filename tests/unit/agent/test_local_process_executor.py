@@ -129,10 +129,8 @@ async def test_timeout_kills_the_attempt(
     await executor.launch(assignment)
 
     assert (await next_event(executor)).state is AttemptState.RUNNING
-    started = time.monotonic()
     done = await next_event(executor)
     assert (done.state, done.message) == (AttemptState.FAILED, "timed out after 1s")
-    assert time.monotonic() - started < 30
     assert executor.running() == []
 
 
