@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install servers run test test-hardening test-k8s lint format protos bench bench-api bench-dispatch bench-k8s bench-load clean
+.PHONY: install servers browser run test test-hardening test-k8s lint format protos bench bench-api bench-cli bench-dispatch bench-k8s bench-load clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,17 @@ servers: install
 	$(BIN)/python infra/k8s/provision.py & k8s=$$!; \
 	status=0; for pid in $$s3 $$temporal $$k8s; do wait $$pid || status=1; done; exit $$status
 
+## Debian's headless Chromium for the browser tests (tests/e2e/test_api_docs_browser.py): found,
+## or installed with apt-get when run as root. Playwright never downloads a browser.
+browser: install
+	$(BIN)/python infra/scripts/chromium.py
+
 ## Unit and integration tests: SQLite and PostgreSQL, the Temporal test server and a real
 ## Temporal server, the S3 server, real agents.
 test: install servers
+	@# Chromium for the browser tests; without it (not root, no apt) they skip loudly, and
+	@# fail under FLEETFLOW_REQUIRE_BROWSER=1 as in CI.
+	-$(BIN)/python infra/scripts/chromium.py
 	$(BIN)/pytest -q -m "not k8s"
 
 ## Hardening (issue 8) with large example budgets: fuzzing every REST operation, limits,
@@ -78,6 +86,11 @@ bench-k8s: install servers
 ## same reads idle (the hardening tests assert only who gets 429s). Not part of `make test`.
 bench-api: install
 	$(BIN)/python bench/api_isolation.py $(BENCH_ARGS)
+
+## How long `fleetflow --help` and `fleetflow run FILE WORKFLOW --help` take, as a ratio to
+## `python -c "import typer"` measured in the same run (goal: 1.5x). Not part of `make test`.
+bench-cli: install
+	$(BIN)/python bench/cli_startup.py $(BENCH_ARGS)
 
 ## Regenerate the committed protobuf stubs from protos/.
 protos: install

@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.api.deps import ExecutionLauncher
+from control_plane.api.docs_pages import install_docs_pages
 from control_plane.api.errors import install_error_handlers
 from control_plane.api.limits import BodySizeLimit, RefuseNul, RequestGuard
 from control_plane.api.metrics import install_metrics
@@ -80,6 +81,9 @@ def create_app(
         title="Fleetflow control plane",
         version=_package_version(),
         openapi_url="/openapi.json",
+        # FastAPI's own pages load Swagger UI and ReDoc from CDNs: ours serve them locally.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.session_factory = session_factory
@@ -111,6 +115,7 @@ def create_app(
 
     app.include_router(health.router)
     app.include_router(dashboard.router)
+    install_docs_pages(app)
     api = APIRouter(prefix=API_PREFIX, responses=COMMON_ERRORS)
     for router in (
         account.router,
