@@ -201,14 +201,14 @@ class LocalProcessExecutor:
         if attempt.stop_reason is not None:
             return AttemptEvent(attempt_id, AttemptState.CANCELLED, attempt.stop_reason)
         if attempt.timed_out:
-            tail = await asyncio.to_thread(_log_tail, attempt.directory / LOG_FILE)
+            tail = await asyncio.to_thread(_failure_tail, attempt.directory / LOG_FILE)
             message = f"timed out after {attempt.assignment.timeout_seconds}s"
             return AttemptEvent(attempt_id, AttemptState.FAILED, message, tail)
         returncode = attempt.process.returncode
         assert returncode is not None
         result = await asyncio.to_thread(_read_result, attempt.directory / RESULT_FILE)
         if result is None:
-            tail = await asyncio.to_thread(_log_tail, attempt.directory / LOG_FILE)
+            tail = await asyncio.to_thread(_failure_tail, attempt.directory / LOG_FILE)
             return AttemptEvent(attempt_id, AttemptState.FAILED, _exit_message(returncode), tail)
         status = result.get("status")
         if status == AttemptState.SUCCEEDED.value:
@@ -290,7 +290,7 @@ def _read_result(path: Path) -> dict[str, Any] | None:
 
 
 def _log_tail(path: Path, max_bytes: int = _LOG_TAIL_BYTES) -> str:
-    """The last lines of the attempt's log, for a failure without a traceback."""
+    """The end of the attempt's log, whole lines, as the task process wrote it."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -302,4 +302,11 @@ def _log_tail(path: Path, max_bytes: int = _LOG_TAIL_BYTES) -> str:
     text = data.decode("utf-8", errors="replace")
     if size > max_bytes and "\n" in text:
         text = text.split("\n", 1)[1]  # drop the partial first line
-    return f"last lines of {path}:\n{text}"
+    return text
+
+
+def _failure_tail(path: Path) -> str:
+    """The last lines of the attempt's log, for a failure without a traceback. Without the
+    log's path: where the agent keeps its files is no business of the task's author."""
+    text = _log_tail(path)
+    return f"last lines of the task's log:\n{text}" if text else ""

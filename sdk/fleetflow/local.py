@@ -10,6 +10,11 @@ As on the control plane, a failed task is retried up to its `retries`, a map nod
 once per element (in a thread pool bounded by the node's concurrency) and collects the outputs
 as lists in element order, and a cacheable task answers from the cache when one is given (local
 caching is opt-in: see `fleetflow.cache`).
+
+Progress (a node started, finished and how long it took, a map's elements done out of how many)
+is logged at INFO on the `fleetflow.local` logger, which `fleetflow run` shows on stderr. While
+map elements run, what each element prints is prefixed with it (`[n1-train[3]] epoch 1`), a
+whole line at a time, so elements running at once stay readable.
 """
 
 from __future__ import annotations
@@ -17,13 +22,17 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fleetflow import ir
 from fleetflow.errors import MapInputError
-from fleetflow.interface import outputs_to_literals
+from fleetflow.task import result_to_literals
 from fleetflow.types import to_python
 
 if TYPE_CHECKING:
@@ -74,6 +83,7 @@ def run_locally(
     the node (and the element, in a map node).
     """
     results: dict[str, dict[str, Any]] = {}
+    run_started = time.monotonic()
 
     def resolve(binding: ir.Binding) -> Any:
         if isinstance(binding, ir.InputBinding):
@@ -87,17 +97,22 @@ def run_locally(
         where = f"node '{node.id}' (task '{node.task}') of workflow '{spec.name}', run locally"
         literals = {name: resolve(binding) for name, binding in node.inputs.items()}
         if node.map is None:
+            logger.info("%s started (task %s)", node.id, node.task)
+            started = time.monotonic()
             try:
                 results[node.id] = run_task_unit(task, literals, node.id, cache=cache)
             except Exception as exc:
+                logger.info("%s failed after %s (%s)", node.id, _since(started), type(exc).__name__)
                 exc.add_note(f"in {where}")
                 raise
+            logger.info("%s succeeded in %s", node.id, _since(started))
             continue
         units = map_units(literals, node.map.over, f"map {where}")
         element_outputs = run_map_units(
             task, units, node.map.concurrency, node.id, where=f"map {where}", cache=cache
         )
         results[node.id] = collect_map_outputs(task, element_outputs)
+    logger.info("workflow %s succeeded in %s", spec.name, _since(run_started))
     return {name: resolve(binding) for name, binding in spec.outputs.items()}
 
 
@@ -116,6 +131,7 @@ def run_task_unit(
     if cache is not None and spec.cache:
         cached = cache.get(spec, literals)
         if cached is not None:
+            logger.info("%s: outputs from the local cache", path)
             return cached
     attempts = 1 + spec.retries
     for attempt in range(1, attempts + 1):
@@ -125,7 +141,7 @@ def run_task_unit(
                 for name, literal in literals.items()
             }
             value = task.fn(**kwargs)
-            outputs = outputs_to_literals(value, task.output_type, f"{path}.outputs")
+            outputs = result_to_literals(task, value, f"{path}.outputs")
         except Exception as exc:
             if attempt == attempts:
                 if attempts > 1:
@@ -175,16 +191,49 @@ def run_map_units(
     """Run every element, at most `concurrency` at a time; their outputs in element order.
 
     The first element to fail stops the elements not started yet; its exception is raised with
-    a note naming the element.
+    a note naming the element. What an element prints is prefixed with `[<node_id>[<index>]]`.
     """
     if not units:
+        logger.info("%s: no elements to run", node_id)
         return []
-    workers = min(concurrency or DEFAULT_MAP_CONCURRENCY, len(units))
+    total = len(units)
+    workers = min(concurrency or DEFAULT_MAP_CONCURRENCY, total)
+    logger.info(
+        "%s started: %d element(s), up to %d at a time (task %s)",
+        node_id,
+        total,
+        workers,
+        task.spec.name,
+    )
+    started = time.monotonic()
+    done = 0
+    done_lock = threading.Lock()
 
     def run_element(index: int, literals: Mapping[str, Any]) -> dict[str, Any]:
-        return run_task_unit(task, literals, f"{node_id}[{index}]", cache=cache)
+        nonlocal done
+        label = f"{node_id}[{index}]"
+        _element_label.set(label)  # in this element's copy of the context, see `submit` below
+        element_started = time.monotonic()
+        try:
+            outputs = run_task_unit(task, literals, label, cache=cache)
+        except Exception as exc:
+            logger.info(
+                "%s failed after %s (%s)", label, _since(element_started), type(exc).__name__
+            )
+            raise
+        finally:
+            _element_output.finish(label)
+        with done_lock:
+            done += 1
+            logger.info(
+                "%s succeeded in %s (%d/%d done)", label, _since(element_started), done, total
+            )
+        return outputs
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleetflow-map") as pool:
+    with (
+        _element_output.labelled(),
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleetflow-map") as pool,
+    ):
         # Each element runs in a copy of this context, as a task on a cluster runs on its own.
         futures: list[Future[dict[str, Any]]] = [
             pool.submit(contextvars.copy_context().run, run_element, index, literals)
@@ -205,9 +254,11 @@ def run_map_units(
             index, future = failed
             error = future.exception()
             assert error is not None
+            logger.info("%s failed after %s (%d/%d done)", node_id, _since(started), done, total)
             error.add_note(f"in element {index} of {where}")
             raise error
-        return [future.result() for future in futures]
+    logger.info("%s succeeded in %s (%d elements)", node_id, _since(started), total)
+    return [future.result() for future in futures]
 
 
 def collect_map_outputs(
@@ -218,3 +269,116 @@ def collect_map_outputs(
         variable.name: [outputs[variable.name] for outputs in element_outputs]
         for variable in task.spec.interface.outputs
     }
+
+
+def _since(started: float) -> str:
+    """The time since `started` (a `time.monotonic()`), as people read it: 0.25s, 12.3s, 2m05s."""
+    seconds = time.monotonic() - started
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes}m{seconds:02d}s"
+
+
+# ------------------------------------------------------------------- map elements' output
+
+#: The element whose thread is writing, set in each element's own context.
+_element_label: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "fleetflow_map_element", default=None
+)
+#: One lock for every stand-in: a line is written whole, whichever stream it goes to.
+_write_lock = threading.Lock()
+
+
+class _LabelledOutput:
+    """Stands in for `sys.stdout` or `sys.stderr` while map elements run.
+
+    Text an element writes is held until its line is complete, then written as one
+    `[<label>] <line>`; text written outside any element passes through untouched.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._partial: dict[str, str] = {}
+
+    def write(self, text: str) -> int:
+        label = _element_label.get()
+        with _write_lock:
+            if label is None:
+                self.stream.write(text)
+                return len(text)
+            *lines, rest = (self._partial.pop(label, "") + text).split("\n")
+            if rest:
+                self._partial[label] = rest
+            if lines:
+                self.stream.write("".join(f"[{label}] {line}\n" for line in lines))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def finish(self, label: str | None = None) -> None:
+        """End the unfinished line of `label` (of every element when None) with a newline."""
+        with _write_lock:
+            labels = [label] if label is not None else list(self._partial)
+            for name in labels:
+                rest = self._partial.pop(name, None)
+                if rest:
+                    self.stream.write(f"[{name}] {rest}\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+class _ElementOutput:
+    """Installs the `_LabelledOutput` stand-ins while at least one map runs in this process,
+    and puts the streams they replaced back when the last one ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._maps = 0
+        self._replaced: list[tuple[str, TextIO, _LabelledOutput]] = []
+
+    @contextmanager
+    def labelled(self) -> Iterator[None]:
+        with self._lock:
+            if self._maps == 0:
+                for name in ("stdout", "stderr"):
+                    current = getattr(sys, name)
+                    if current is None or isinstance(current, _LabelledOutput):
+                        continue
+                    stand_in = _LabelledOutput(current)
+                    setattr(sys, name, stand_in)
+                    self._replaced.append((name, current, stand_in))
+            self._maps += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._maps -= 1
+                if self._maps == 0:
+                    for name, original, stand_in in self._replaced:
+                        stand_in.finish()
+                        if getattr(sys, name) is stand_in:  # unless someone replaced it since
+                            setattr(sys, name, original)
+                    self._replaced.clear()
+
+    def finish(self, label: str) -> None:
+        """End `label`'s unfinished lines: the element is done."""
+        for _, _, stand_in in list(self._replaced):
+            stand_in.finish(label)
+
+
+_element_output = _ElementOutput()

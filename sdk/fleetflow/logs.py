@@ -1,4 +1,6 @@
-"""Process logging for the control plane and the agent: one setup, two formats, no secrets.
+"""Logging: the control plane's and the agent's process logs, and the SDK's lines in a task's.
+
+Process logs (control plane, agent): one setup, two formats, no secrets.
 
 `configure_logging` installs one stderr handler on the root logger. Its format is `text` (one
 line for humans, the default) or `json` (one object per line, for log pipelines), chosen by
@@ -12,6 +14,14 @@ block and `asyncio.to_thread` calls, and never leaks between concurrent requests
 
 Every record passes `RedactSecrets` first: bearer credentials (`Bearer …`) and agent tokens
 (`ffa_…`) are replaced in the message, its arguments and any traceback, whoever logged them.
+
+Task logs (the task runtime on a cluster, `fleetflow run` locally): what the task prints is its
+author's and passes through untouched; the SDK's own lines (the `fleetflow` logger and below)
+go to stderr, each prefixed `[fleetflow]`, through `sdk_lines_to`:
+
+    [fleetflow] 2026-05-01 12:00:00,123 INFO running pipeline.train
+    epoch 1 loss 0.52                        <- the task's print
+    [fleetflow] 2026-05-01 12:00:03,456 INFO pipeline.train returned after 3.333s
 """
 
 from __future__ import annotations
@@ -37,6 +47,9 @@ CONTEXT_FIELDS = ("execution_id", "attempt_id", "node_id", "cluster")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 REDACTED = "[REDACTED]"
+SDK_LOG_PREFIX = "[fleetflow]"
+"""What starts every line the SDK itself writes into a task's log or a local run's stderr."""
+SDK_LOGGER = "fleetflow"
 
 _context: ContextVar[Mapping[str, str]] = ContextVar(
     "fleetflow_log_context", default=MappingProxyType({})
@@ -201,3 +214,45 @@ def configure_logging(
     root.setLevel(level.upper())
     # Temporal's SDK is chatty at INFO about worker internals.
     logging.getLogger("temporalio").setLevel(logging.WARNING)
+
+
+# ------------------------------------------------------------------------------ task logs
+
+
+class SdkLineFormatter(logging.Formatter):
+    """`[fleetflow] <message>`, a warning or worse `[fleetflow] WARNING: <message>`; with
+    `timestamps`, `[fleetflow] <time> <LEVEL> <message>` (task logs on a cluster, read later)."""
+
+    def __init__(self, *, timestamps: bool) -> None:
+        super().__init__(f"{SDK_LOG_PREFIX} %(asctime)s %(levelname)s %(message)s")
+        self._timestamps = timestamps
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging API)
+        if self._timestamps:
+            return super().formatMessage(record)
+        if record.levelno >= logging.WARNING:
+            return f"{SDK_LOG_PREFIX} {record.levelname}: {record.getMessage()}"
+        return f"{SDK_LOG_PREFIX} {record.getMessage()}"
+
+
+@contextmanager
+def sdk_lines_to(
+    stream: IO[str], *, timestamps: bool = False, level: int = logging.INFO
+) -> Iterator[None]:
+    """Inside the block, write the SDK's log records at `level` and above (the `fleetflow`
+    logger and its children) to `stream` as `[fleetflow] …` lines, and only there: the root
+    logger's handlers, which the task's own logging may use, do not see them as well."""
+    sdk = logging.getLogger(SDK_LOGGER)
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactSecrets())
+    handler.setFormatter(SdkLineFormatter(timestamps=timestamps))
+    saved_level, saved_propagate = sdk.level, sdk.propagate
+    sdk.addHandler(handler)
+    sdk.setLevel(level)
+    sdk.propagate = False
+    try:
+        yield
+    finally:
+        sdk.removeHandler(handler)
+        sdk.setLevel(saved_level)
+        sdk.propagate = saved_propagate

@@ -12,8 +12,14 @@ document, content-addressed (`files/<sha256>/<name>`, `dirs/<sha256>/...`).
 
 It always tells the agent how it ended through the result file, a small JSON document:
 ``{"status": "SUCCEEDED"}`` (exit 0), or ``{"status": "FAILED", "message": "ValueError: …",
-"traceback": "…"}`` (exit 1). Progress lines go to stderr, which the agent keeps as the
-attempt's log.
+"traceback": "…"}`` (exit 1). The traceback is the task author's: their frames only, none of
+this module's, with the paths of the bundle's files relative to it (`pipeline.py`, not the
+agent's work directory); set `FLEETFLOW_DEBUG` for the whole one in the log as well.
+
+The agent keeps the process's stdout and stderr as the attempt's log. What the task prints
+passes through untouched; the runtime's own progress lines go to stderr prefixed `[fleetflow]`
+(see `fleetflow.logs.sdk_lines_to`), and the task's `logging` records to stderr as
+`<time> <LEVEL> <logger>: <message>`.
 """
 
 from __future__ import annotations
@@ -35,10 +41,11 @@ from typing import Any
 
 from fleetflow.bundle import extract_bundle
 from fleetflow.child_processes import die_with_parent_if_asked
-from fleetflow.errors import FleetflowError
+from fleetflow.errors import FleetflowError, format_user_traceback, strip_bundle_root
 from fleetflow.files import blob_context
-from fleetflow.interface import outputs_to_literals
+from fleetflow.logs import sdk_lines_to
 from fleetflow.storage import open_blob_store, parent_uri, read_uri, write_uri
+from fleetflow.task import result_to_literals
 from fleetflow.types import to_python
 
 logger = logging.getLogger("fleetflow.runtime")
@@ -158,7 +165,7 @@ def run_task(invocation: TaskInvocation) -> None:
         output_type = task_fn.output_type
         if output_type is None and result is not None:
             logger.warning("task has no return annotation; ignoring its result %r", result)
-        outputs = outputs_to_literals(result, output_type, "outputs")
+        outputs = result_to_literals(task_fn, result, "outputs")
     write_uri(invocation.outputs_uri, json.dumps(outputs).encode())
     logger.info("wrote outputs %s", invocation.outputs_uri)
 
@@ -185,10 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m fleetflow.runtime`; returns the process exit code."""
     die_with_parent_if_asked()
     args = _parse_args(argv)
+    # The task's own logging; the runtime's lines get their own prefix in `_run`.
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s fleetflow.runtime: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # Resolve before run_task changes the working directory.
     result_file = Path(args.result_file).resolve()
@@ -205,13 +213,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         function=args.function,
         workdir=workdir,
     )
+    with sdk_lines_to(sys.stderr, timestamps=True):
+        return _run(invocation, result_file)
+
+
+def _run(invocation: TaskInvocation, result_file: Path) -> int:
     try:
         run_task(invocation)
     except BaseException as exc:  # noqa: BLE001 - every way out must leave a result file
-        message = describe_exception(exc)
+        message = strip_bundle_root(describe_exception(exc), invocation.workdir)
+        formatted = format_user_traceback(exc, bundle_root=invocation.workdir)
         logger.error("task failed: %s", message)
-        formatted = "".join(traceback.format_exception(exc))
         sys.stderr.write(formatted)
+        if os.environ.get("FLEETFLOW_DEBUG"):
+            logger.error("the whole traceback (FLEETFLOW_DEBUG is set):")
+            sys.stderr.write("".join(traceback.format_exception(exc)))
         _write_result(
             result_file,
             {"status": STATUS_FAILED, "message": message, "traceback": formatted},

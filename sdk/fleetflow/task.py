@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -17,9 +18,22 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from fleetflow import ir
 from fleetflow.compiler import active_compilation
-from fleetflow.errors import InvalidOptionError, TaskDefinitionError
-from fleetflow.interface import extract_signature, require_function
+from fleetflow.errors import (
+    InvalidOptionError,
+    LiteralValidationError,
+    TaskDefinitionError,
+    TaskOutputError,
+    shown_path,
+)
+from fleetflow.interface import (
+    definition_location,
+    extract_signature,
+    output_types,
+    outputs_to_literals,
+    require_function,
+)
 from fleetflow.resources import Resources
+from fleetflow.types import describe_python_type, is_named_tuple
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -175,6 +189,74 @@ class TaskFunction(Generic[P, R]):
         if compilation is None:
             return self.fn(*args, **kwargs)
         return compilation.call_task(self, args, kwargs)  # type: ignore[return-value]
+
+
+def result_to_literals(task: Any, value: Any, path: str = "outputs") -> dict[str, Any]:
+    """What a task's function returned -> its outputs as JSON literals, by output name.
+
+    `task` is a `TaskFunction`, or anything with its `fn` and `output_type`, as the task
+    runtime loads it.
+
+    Raises:
+        TaskOutputError: `value` does not match the return annotation; the message names the
+            task, its `def`'s `file:line`, what came back and what was expected.
+    """
+    try:
+        return outputs_to_literals(value, task.output_type, path)
+    except LiteralValidationError as exc:
+        raise _output_error(task.fn, task.output_type, value, path, exc) from None
+
+
+def _output_error(
+    fn: Callable[..., Any],
+    output_type: Any | None,
+    value: Any,
+    path: str,
+    exc: LiteralValidationError,
+) -> TaskOutputError:
+    """`exc`, found at `exc.path` while converting `value`, told about the task `fn`."""
+    types = output_types(output_type)
+    named = is_named_tuple(output_type)
+    output: str | None = None
+    returned_value, annotation = value, output_type
+    inner = ""
+    # `exc.path` is `path` (a NamedTuple of the wrong shape) or `path.<output><inner>`.
+    rest = exc.path[len(path) + 1 :] if exc.path.startswith(f"{path}.") else ""
+    for index, name in enumerate(types):
+        if rest == name or rest.startswith((f"{name}.", f"{name}[")):
+            inner = rest[len(name) :].lstrip(".")
+            if named:
+                output, returned_value, annotation = name, value[index], types[name]
+            break
+    expected = describe_python_type(annotation)
+    if named and output is None:
+        expected += f" ({len(types)} outputs: {', '.join(types)})"
+    simple = not inner and exc.reason.startswith("expected ")
+    detail = None if simple else (f"at {inner}: " if inner else "") + exc.reason
+    file, _, line = definition_location(fn).rpartition(":")
+    return TaskOutputError(
+        exc.path,
+        exc.reason,
+        task=f"{fn.__module__}.{fn.__name__}",
+        function=fn.__name__,
+        location=f"{shown_path(file)}:{line}",
+        returned=_describe_returned(returned_value),
+        expected=expected,
+        output=output,
+        detail=detail,
+    )
+
+
+def _describe_returned(value: Any) -> str:
+    """`str 'abc'`, `list [1.0, 'x']`, `None`: the type and the start of the value (paths in
+    it relative to the working directory, as in the rest of the message)."""
+    if value is None:
+        return "None"
+    text = repr(value).replace(os.getcwd() + os.sep, "")
+    if len(text) > 60:
+        text = text[:57] + "..."
+    kind = type(value).__name__
+    return text if text.startswith(kind) else f"{kind} {text}"
 
 
 @overload

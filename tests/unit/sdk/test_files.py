@@ -388,7 +388,9 @@ def test_runtime_fails_clearly_for_a_missing_file_or_blob(
 ) -> None:
     lost = run_task(store, tmp_path, "n0", "lost_file", {})
     assert lost.returncode == 1
-    assert lost.result["message"].startswith("LiteralValidationError: outputs.o0: file ")
+    assert lost.result["message"].startswith(
+        "TaskOutputError: task lost_file (typed_tasks.py:73) returned File("
+    )
     assert "never-written.txt does not exist" in lost.result["message"]
     assert lost.outputs is None
 

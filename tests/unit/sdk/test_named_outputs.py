@@ -179,7 +179,8 @@ def test_a_task_returning_the_wrong_shape_fails_locally() -> None:
     def uses_broken(xs: list[float]) -> Split:
         return broken(xs=xs)
 
-    with pytest.raises(LiteralValidationError, match=r"n0-broken\.outputs: expected Split"):
+    wrong = r"task broken \(.*\) returned list \[\[1\.0\]\], expected Split"
+    with pytest.raises(LiteralValidationError, match=wrong + r" \(2 outputs: train, test\)"):
         uses_broken(xs=[1.0])
 
 

@@ -138,4 +138,5 @@ def test_bad_invocations_fail_with_a_clear_message(
     assert run.returncode == 1
     assert run.result["status"] == "FAILED"
     assert run.result["message"].startswith(message)
-    assert run.result["traceback"].startswith("Traceback")
+    # No user code ran: the traceback holds only the error itself, no frames of ours.
+    assert run.result["message"].split(": ", 1)[1] in run.result["traceback"]

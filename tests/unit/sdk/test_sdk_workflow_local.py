@@ -199,7 +199,8 @@ def test_local_run_rejects_a_result_that_would_not_serialise() -> None:
     def wf() -> float:
         return lies()
 
-    with pytest.raises(LiteralValidationError, match="expected float, got str") as info:
+    wrong = r"task lies \(.*:\d+\) returned str 'not a float', expected float"
+    with pytest.raises(LiteralValidationError, match=wrong) as info:
         wf()
     assert info.value.path == "n0-lies.outputs.o0"
     assert any("n0-lies" in note for note in info.value.__notes__)

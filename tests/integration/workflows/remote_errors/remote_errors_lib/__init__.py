@@ -1,0 +1,1 @@
+"""A helper package of the `remote_errors` workflows: its frames show as `remote_errors_lib/…`."""
