@@ -55,9 +55,10 @@ def ensure_platform_admin(
             _, token = principals_repo.issue_token(session, principal, expires_in=None, token=token)
             tenancy.grant_cluster(session, home, tenancy.EVERY_CLUSTER)
             audit.record(session, "system", "bootstrap", BOOTSTRAP_ADMIN, {"tenant": tenant})
+            admin_id = principal.id
     except IntegrityError:  # another replica bootstrapped at the same moment
         return None
-    authorizer.grant(BOOTSTRAP_ADMIN, Role.PLATFORM_ADMIN, EVERY_TENANT)
+    authorizer.grant(admin_id, Role.PLATFORM_ADMIN, EVERY_TENANT)
     return token
 
 

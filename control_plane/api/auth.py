@@ -46,12 +46,12 @@ class Caller:
 
     def may(self, session: Session, obj: Obj, act: Act, tenant: str | None = None) -> bool:
         return self.authorizer.allowed(
-            session, self.principal, tenant or self.tenant.name, obj, act
+            session, self.principal_id, tenant or self.tenant.name, obj, act
         )
 
     def is_platform_admin(self, session: Session) -> bool:
         return self.authorizer.allowed(
-            session, self.principal, EVERY_TENANT, Obj.PLATFORM, Act.WRITE
+            session, self.principal_id, EVERY_TENANT, Obj.PLATFORM, Act.WRITE
         )
 
 
@@ -129,7 +129,7 @@ def caller_in(
     a role there (the two cases answer alike)."""
     name = who.principal.name
     tenant = get_tenant_by_name(session, tenant_name)
-    if tenant is None or not authorizer.has_any_role_in(session, name, tenant_name):
+    if tenant is None or not authorizer.has_any_role_in(session, who.principal.id, tenant_name):
         if tenant is not None and tenant_name == who.home_tenant:
             raise ApiError(403, f"{name} holds no role in its tenant {tenant_name!r}")
         raise tenant_not_found(tenant_name)
@@ -140,7 +140,7 @@ def _check(session: Session, caller: Caller, obj: Obj, act: Act) -> Caller:
     if not caller.may(session, obj, act):
         roles = [
             r
-            for r, t in caller.authorizer.roles(session, caller.principal)
+            for r, t in caller.authorizer.roles(session, caller.principal_id)
             if t in (caller.tenant.name, EVERY_TENANT)
         ]
         raise ApiError(
@@ -186,7 +186,7 @@ def require_platform(act: Act) -> Callable[..., Caller]:
 
     def dependency(session: SessionDep, who: AuthenticatedDep, authorizer: AuthorizerDep) -> Caller:
         name = who.principal.name
-        if not authorizer.allowed(session, name, EVERY_TENANT, Obj.PLATFORM, act):
+        if not authorizer.allowed(session, who.principal.id, EVERY_TENANT, Obj.PLATFORM, act):
             raise ApiError(403, f"{name} may not do this: it needs the platform-admin role")
         home = get_tenant_by_name(session, who.home_tenant)
         assert home is not None

@@ -6,6 +6,12 @@ at start-up; role grants (`g` lines) are what admins change at run time. Every c
 compares a cheap fingerprint of the table (row count, highest id) with the one it loaded, so a
 grant or revocation made through any control-plane replica applies on the next request, with
 no restart and no cache to wait out.
+
+Subjects and roles live in disjoint namespaces in the policy: a principal is `principal:<id>`
+(its id, never its name), a role is `role:<name>`. casbin treats a subject equal to a role name
+as holding that role, so a user who could name itself `platform-admin` would otherwise become
+one; with the prefixes no name a user picks can reach a role's string. Callers pass principal
+ids and `Role`s; only this module builds policy strings.
 """
 
 from __future__ import annotations
@@ -69,6 +75,20 @@ ROLE_PERMISSIONS: dict[Role, tuple[tuple[str, str], ...]] = {
 }
 
 
+_PRINCIPAL = "principal:"
+_ROLE = "role:"
+
+
+def subject_of(principal_id: str) -> str:
+    """The policy subject of a principal: its id, in the principals' namespace."""
+    return _PRINCIPAL + principal_id
+
+
+def role_subject(role: Role | str) -> str:
+    """The policy string of a role, in the roles' namespace."""
+    return _ROLE + str(role)
+
+
 def _fingerprint(session: Session) -> tuple[int, int]:
     count, highest = session.execute(select(func.count(), func.max(CasbinRule.id))).one()
     return int(count or 0), int(highest or 0)
@@ -90,7 +110,7 @@ class Authorizer:
     def seed_role_permissions(self) -> None:
         """Make the `p` lines exactly `ROLE_PERMISSIONS` (idempotent; run at start-up)."""
         wanted = {
-            (role.value, EVERY_TENANT, obj, act)
+            (role_subject(role), EVERY_TENANT, obj, act)
             for role, permissions in ROLE_PERMISSIONS.items()
             for obj, act in permissions
         }
@@ -111,41 +131,56 @@ class Authorizer:
                 self._enforcer.load_policy()
                 self._loaded = seen
 
-    def allowed(self, session: Session, principal: str, tenant: str, obj: Obj, act: Act) -> bool:
+    def allowed(self, session: Session, principal_id: str, tenant: str, obj: Obj, act: Act) -> bool:
         self.refresh(session)
         with self._lock:
-            return bool(self._enforcer.enforce(principal, tenant, obj.value, act.value))
+            return bool(
+                self._enforcer.enforce(subject_of(principal_id), tenant, obj.value, act.value)
+            )
 
-    def roles(self, session: Session, principal: str) -> list[tuple[str, str]]:
+    def roles(self, session: Session, principal_id: str) -> list[tuple[str, str]]:
         """(role, tenant) pairs granted to the principal; tenant "*" means every tenant."""
         self.refresh(session)
         with self._lock:
-            grants = self._enforcer.get_filtered_grouping_policy(0, principal)
-        return sorted((rule[1], rule[2]) for rule in grants)
+            grants = self._enforcer.get_filtered_grouping_policy(0, subject_of(principal_id))
+        return sorted(
+            (rule[1].removeprefix(_ROLE), rule[2]) for rule in grants if rule[1].startswith(_ROLE)
+        )
 
-    def has_any_role_in(self, session: Session, principal: str, tenant: str) -> bool:
-        return any(dom in (tenant, EVERY_TENANT) for _, dom in self.roles(session, principal))
+    def has_any_role_in(self, session: Session, principal_id: str, tenant: str) -> bool:
+        return any(dom in (tenant, EVERY_TENANT) for _, dom in self.roles(session, principal_id))
 
     def principals_with_roles(self, session: Session, tenant: str) -> dict[str, list[str]]:
-        """principal -> roles held in `tenant` itself (not the global ones)."""
+        """principal id -> roles held in `tenant` itself (not the global ones)."""
         self.refresh(session)
         with self._lock:
             grants = self._enforcer.get_filtered_grouping_policy(2, tenant)
         members: dict[str, list[str]] = {}
-        for principal, role, _ in grants:
-            members.setdefault(principal, []).append(role)
+        for subject, role, _ in grants:
+            if subject.startswith(_PRINCIPAL) and role.startswith(_ROLE):
+                members.setdefault(subject.removeprefix(_PRINCIPAL), []).append(
+                    role.removeprefix(_ROLE)
+                )
         return members
 
-    def grant(self, principal: str, role: Role, tenant: str) -> bool:
+    def grant(self, principal_id: str, role: Role, tenant: str) -> bool:
         """True when the grant is new."""
         with self._lock:
-            added = bool(self._enforcer.add_grouping_policy(principal, role.value, tenant))
+            added = bool(
+                self._enforcer.add_grouping_policy(
+                    subject_of(principal_id), role_subject(role), tenant
+                )
+            )
             self._loaded = None
         return added
 
-    def revoke(self, principal: str, role: Role, tenant: str) -> bool:
+    def revoke(self, principal_id: str, role: Role, tenant: str) -> bool:
         """True when there was such a grant."""
         with self._lock:
-            removed = bool(self._enforcer.remove_grouping_policy(principal, role.value, tenant))
+            removed = bool(
+                self._enforcer.remove_grouping_policy(
+                    subject_of(principal_id), role_subject(role), tenant
+                )
+            )
             self._loaded = None
         return removed

@@ -34,12 +34,25 @@ def _tenant_name(name: str) -> str:
     return name
 
 
+# Names a principal may not take: the roles' (the policy keeps subjects and roles apart
+# anyway, control_plane/auth/rbac.py) and the audit log's own actor.
+RESERVED_PRINCIPAL_NAMES = frozenset({*(role.value for role in Role), "system"})
+
+
+def unavailable_principal_name(name: str) -> str:
+    """Said alike of a reserved name and of one another principal holds, so that the answer
+    does not tell whether a user of another tenant has it."""
+    return f"{name!r} is not available as a user name: pick another"
+
+
 def _principal_name(name: str) -> str:
     if len(name) > MAX_PRINCIPAL or not _PRINCIPAL.fullmatch(name):
         raise ValueError(
             f"{name!r} is not a valid user name: 1-{MAX_PRINCIPAL} letters, digits, '-', '_', "
             "'.' or '@', starting and ending with a letter or digit (e.g. ada@example.com)"
         )
+    if name.lower() in RESERVED_PRINCIPAL_NAMES:
+        raise ValueError(unavailable_principal_name(name))
     return name
 
 

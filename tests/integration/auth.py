@@ -38,7 +38,8 @@ def principal_token(
         _, token = principals_repo.issue_token(session, principal, expires_in=None)
         for cluster in clusters:
             tenancy.grant_cluster(session, home, cluster)
-    authorizer.grant(name, role, EVERY_TENANT if role is Role.PLATFORM_ADMIN else tenant)
+        principal_id = principal.id
+    authorizer.grant(principal_id, role, EVERY_TENANT if role is Role.PLATFORM_ADMIN else tenant)
     return token
 
 

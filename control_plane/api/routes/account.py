@@ -50,7 +50,7 @@ def whoami(
         acting_tenant=caller.tenant.name,
         roles=[
             RoleGrantPublic(role=role, tenant=dom)
-            for role, dom in authorizer.roles(session, caller.principal)
+            for role, dom in authorizer.roles(session, caller.principal_id)
         ],
     )
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from control_plane.api.auth import (
@@ -56,6 +57,7 @@ from control_plane.schemas.tenancy import (
     UserCreated,
     UserList,
     UserPublic,
+    unavailable_principal_name,
 )
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -82,7 +84,7 @@ def _user_public(
 ) -> UserPublic:
     roles = [
         RoleGrantPublic(role=role, tenant=dom)
-        for role, dom in authorizer.roles(session, principal.name)
+        for role, dom in authorizer.roles(session, principal.id)
     ]
     return UserPublic(
         name=principal.name,
@@ -203,7 +205,12 @@ def create_user(
             "grant platform-admin with `fleetflow admin roles grant NAME platform-admin`",
         )
     if principals_repo.get_principal(session, body.name) is not None:
-        raise ApiError(409, f"a user or service account named {body.name!r} exists already")
+        # Answered exactly as a reserved name is, by the same handler: a 409 would tell a
+        # tenant admin that some other tenant has a user of that name.
+        message = f"Value error, {unavailable_principal_name(body.name)}"
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", "name"), "msg": message, "input": body.name}]
+        )
     principal = principals_repo.create_principal(
         session, body.name, body.kind, caller.tenant, created_by=caller.principal
     )
@@ -218,7 +225,7 @@ def create_user(
         {"tenant": caller.tenant.name, "role": body.role.value, "kind": body.kind},
     )
     session.commit()
-    caller.authorizer.grant(body.name, body.role, caller.tenant.name)
+    caller.authorizer.grant(principal.id, body.role, caller.tenant.name)
     response.headers.update(_NO_STORE)
     return UserCreated(
         user=_user_public(session, caller.authorizer, principal, caller.tenant.name),
@@ -231,12 +238,11 @@ def list_users(session: SessionDep, caller: MembersRead) -> UserList:
     """The tenant's own users and service accounts, and those of other tenants holding a role
     in it."""
     members = caller.authorizer.principals_with_roles(session, caller.tenant.name)
-    own = {p.name: p for p in principals_repo.principals_of_tenant(session, caller.tenant)}
+    own = {p.id: p for p in principals_repo.principals_of_tenant(session, caller.tenant)}
+    found = [own.get(pid) or session.get(Principal, pid) for pid in set(own) | set(members)]
     users = []
-    for name in sorted(set(own) | set(members)):
-        principal = own.get(name) or principals_repo.get_principal(session, name)
-        if principal is None:
-            continue  # a grant left behind for a name that no longer exists
+    # A grant left behind for a principal that no longer exists lists nobody.
+    for principal in sorted((p for p in found if p is not None), key=lambda p: p.name):
         home = session.get(Tenant, principal.tenant_id)
         users.append(
             _user_public(session, caller.authorizer, principal, home.name if home else "?")
@@ -299,7 +305,7 @@ def revoke_token(
         or home is None
         or not (
             owner.id == who.principal.id
-            or authorizer.allowed(session, who.principal.name, home.name, Obj.MEMBERS, Act.WRITE)
+            or authorizer.allowed(session, who.principal.id, home.name, Obj.MEMBERS, Act.WRITE)
         )
     ):
         raise ApiError(404, f"token {token_id} not found")
@@ -317,8 +323,8 @@ def _role_change(
     body: RoleChange, session: Session, who: principals_repo.Authenticated, authorizer: Authorizer
 ) -> tuple[Principal, str]:
     """Check that the caller may make this change; the principal and the domain it is in."""
-    actor = who.principal.name
-    is_platform_admin = authorizer.allowed(session, actor, EVERY_TENANT, Obj.PLATFORM, Act.WRITE)
+    actor, actor_id = who.principal.name, who.principal.id
+    is_platform_admin = authorizer.allowed(session, actor_id, EVERY_TENANT, Obj.PLATFORM, Act.WRITE)
     if body.role is Role.PLATFORM_ADMIN:
         if body.tenant is not None:
             raise ApiError(422, "platform-admin holds in every tenant: leave the tenant out")
@@ -330,7 +336,7 @@ def _role_change(
             raise ApiError(422, f"role {body.role.value} needs a tenant")
         tenant = get_tenant_by_name(session, body.tenant)
         if tenant is None or not authorizer.allowed(
-            session, actor, body.tenant, Obj.MEMBERS, Act.WRITE
+            session, actor_id, body.tenant, Obj.MEMBERS, Act.WRITE
         ):
             raise tenant_not_found(body.tenant)
         domain = body.tenant
@@ -361,7 +367,7 @@ def grant_role(
 ) -> RoleChanged:
     """Grant a role (idempotent: granting a held role changes nothing and is not audited)."""
     principal, domain = _role_change(body, session, who, authorizer)
-    if not authorizer.grant(principal.name, body.role, domain):
+    if not authorizer.grant(principal.id, body.role, domain):
         return RoleChanged(principal=principal.name, role=body.role.value, tenant=domain)
     return _role_changed(session, who.principal.name, "role.grant", principal, body, domain)
 
@@ -372,7 +378,7 @@ def revoke_role(
 ) -> RoleChanged:
     """Revoke a role: the principal loses it from its next call on."""
     principal, domain = _role_change(body, session, who, authorizer)
-    if not authorizer.revoke(principal.name, body.role, domain):
+    if not authorizer.revoke(principal.id, body.role, domain):
         raise ApiError(404, f"{principal.name} does not hold {body.role.value} in {domain}")
     return _role_changed(session, who.principal.name, "role.revoke", principal, body, domain)
 

@@ -169,14 +169,15 @@ def _tenant_section(session: Session, tenant: Tenant) -> str:
     )
 
 
-def _readable_tenants(session: Session, authorizer: Authorizer, principal: str) -> list[Tenant]:
-    if authorizer.allowed(session, principal, EVERY_TENANT, Obj.PLATFORM, Act.READ):
+def _readable_tenants(session: Session, authorizer: Authorizer, principal_id: str) -> list[Tenant]:
+    if authorizer.allowed(session, principal_id, EVERY_TENANT, Obj.PLATFORM, Act.READ):
         return tenancy.list_tenants(session)
-    names = {dom for _, dom in authorizer.roles(session, principal)}
+    names = {dom for _, dom in authorizer.roles(session, principal_id)}
     return [
         t
         for t in tenancy.list_tenants(session)
-        if t.name in names and authorizer.allowed(session, principal, t.name, Obj.USAGE, Act.READ)
+        if t.name in names
+        and authorizer.allowed(session, principal_id, t.name, Obj.USAGE, Act.READ)
     ]
 
 
@@ -198,7 +199,7 @@ def dashboard(
         message = "The token is invalid, expired or revoked." if token else ""
         return _page("Fleetflow usage", _login_form(message), status=401)
     session.commit()  # last_used_at
-    tenants = _readable_tenants(session, authorizer, who.principal.name)
+    tenants = _readable_tenants(session, authorizer, who.principal.id)
     sections = "".join(_tenant_section(session, t) for t in tenants) or (
         "<p>You may not read the usage of any tenant.</p>"
     )

@@ -9,10 +9,11 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from control_plane.db.migrate import alembic_config, migrations_directory, upgrade_database
 from control_plane.db.models import Base
+from control_plane.db.session import make_engine
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TABLES = {"tenants", "clusters", "workflow_specs", "executions", "task_attempts"}
@@ -89,3 +90,45 @@ def test_offline_mode_renders_sql(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_migrations_come_from_the_source_tree_in_a_checkout() -> None:
     assert migrations_directory() == REPO_ROOT / "migrations"
+
+
+def test_grants_move_to_namespaced_subjects(database_url: str) -> None:
+    """0006: `g, <name>, <role>, <tenant>` becomes `g, principal:<id>, role:<role>, <tenant>`;
+    a grant to a name that no longer exists is dropped; downgrading restores the old form."""
+    config = alembic_config(database_url)
+    command.downgrade(config, "0005")
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO tenants (id, name, created_at) VALUES ('t1', 'alpha', :n)"),
+            {"n": "2026-01-01"},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO principals (id, name, kind, tenant_id, created_at) "
+                "VALUES ('p-1', 'ada', 'user', 't1', :n)"
+            ),
+            {"n": "2026-01-01"},
+        )
+        for row in (
+            ("p", "developer", "*", "workflows", "*"),
+            ("g", "ada", "developer", "alpha", None),
+            ("g", "gone", "viewer", "alpha", None),
+        ):
+            conn.execute(
+                text("INSERT INTO casbin_rule (ptype, v0, v1, v2, v3) VALUES (:t, :a, :b, :c, :d)"),
+                dict(zip("tabcd", row, strict=True)),
+            )
+    upgrade_database(database_url)
+    query = text("SELECT ptype, v0, v1, v2 FROM casbin_rule")
+
+    def rules() -> set[tuple[str, ...]]:
+        with engine.connect() as conn:
+            return {tuple(r) for r in conn.execute(query)}
+
+    assert {("g", "principal:p-1", "role:developer", "alpha")} <= rules()
+    assert ("p", "role:developer", "*", "workflows") in rules()
+    assert not any("gone" in str(rule) for rule in rules())
+    command.downgrade(config, "0005")
+    assert {("g", "ada", "developer", "alpha"), ("p", "developer", "*", "workflows")} <= rules()
+    engine.dispose()
