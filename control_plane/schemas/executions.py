@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,3 +62,29 @@ class ExecutionPublic(BaseModel):
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
     attempts: list[AttemptPublic]
+
+
+class OutputBlob(BaseModel):
+    """One `File` or `Directory` inside an output's value, and where its files land when the
+    output is downloaded into a directory of its own."""
+
+    kind: Literal["file", "directory"]
+    at: str = Field(description="where in the value: `model`, `models[2]`, `report.text`")
+    uri: str = Field(description="the blob the value names (a file, or a directory's prefix)")
+    path: str = Field(
+        description="where it lands, relative to the output's directory (`.`: that directory)"
+    )
+    files: list[str] = Field(
+        description="its files, relative to the output's directory; each is downloadable at "
+        "`GET /api/v1/executions/{id}/outputs/{name}/files/{file}`"
+    )
+
+
+class ExecutionOutput(BaseModel):
+    """One output of a succeeded execution: its type, its value, and the files it carries."""
+
+    execution_id: str
+    name: str
+    type: str = Field(description="the output's declared type, e.g. `list[File]`")
+    value: Any = Field(description="its JSON literal, as the execution's `outputs` has it")
+    blobs: list[OutputBlob]

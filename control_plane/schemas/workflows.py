@@ -39,3 +39,10 @@ class WorkflowPublic(BaseModel):
     bundle_digest: str
     created_at: UtcDatetime
     interface: TypedInterface
+
+
+class WorkflowDetail(WorkflowPublic):
+    """One workflow version with its whole compiled spec: tasks (resources, retries, cache)
+    and nodes."""
+
+    spec: WorkflowSpec

@@ -17,8 +17,15 @@ The public SDK surface; everything else lives in modules named for what they do.
         return total(values=map_task(double, concurrency=4)(x=xs))
 
     pipeline(xs=[1, 2, 3])  # runs locally: 12
+
+The names below are imported on first use (PEP 562), so `import fleetflow` (and the CLI,
+which lives in this package) costs no pydantic, no type system and no HTTP client until a
+workflow is defined or a client made.
 """
 
+import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from fleetflow.errors import (
@@ -34,24 +41,63 @@ from fleetflow.errors import (
     WorkflowInputError,
     WorkflowOutputError,
 )
-from fleetflow.fanout import MapTask, map_task
-from fleetflow.files import Directory, File
-from fleetflow.resources import Resources
-from fleetflow.task import TaskFunction, task
-from fleetflow.workflow import WorkflowFunction, workflow
 
 if TYPE_CHECKING:
     from fleetflow.client import Client
+    from fleetflow.fanout import MapTask, map_task
+    from fleetflow.files import Directory, File
+    from fleetflow.resources import Resources
+    from fleetflow.task import TaskFunction, task
+    from fleetflow.workflow import WorkflowFunction, workflow
+
+# Public name -> the module that defines it.
+_LAZY_EXPORTS = {
+    "Client": "fleetflow.client",
+    "Directory": "fleetflow.files",
+    "File": "fleetflow.files",
+    "MapTask": "fleetflow.fanout",
+    "map_task": "fleetflow.fanout",
+    "Resources": "fleetflow.resources",
+    "TaskFunction": "fleetflow.task",
+    "task": "fleetflow.task",
+    "WorkflowFunction": "fleetflow.workflow",
+    "workflow": "fleetflow.workflow",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The client (and httpx) is imported on first use: task processes never need it.
-    if name == "Client":
-        from fleetflow.client import Client
+    module_name = _LAZY_EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'fleetflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value  # later look-ups are plain attribute reads
+    return value
 
-        return Client
-    raise AttributeError(f"module 'fleetflow' has no attribute {name!r}")
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """`fleetflow`, whose decorators `task` and `workflow` share their names with the
+    submodules `fleetflow.task` and `fleetflow.workflow`.
+
+    Importing a submodule binds it on its package, which would shadow the lazily exported
+    decorator of the same name (`from fleetflow import task` giving the module). Such a binding
+    is dropped here, so the name keeps resolving to the decorator through `__getattr__`.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if (
+            isinstance(value, types.ModuleType)
+            and _LAZY_EXPORTS.get(name) == value.__name__
+            and name in vars(value)
+        ):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "Client",

@@ -13,11 +13,13 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from urllib.parse import quote
 
 import httpx
@@ -65,9 +67,11 @@ __all__ = [
     "Client",
     "ClientConfigError",
     "ControlPlaneUnreachableError",
+    "DownloadedOutputs",
     "ExecutionNotSucceededError",
     "ExecutionResult",
     "ExecutionTimeoutError",
+    "LogLine",
     "PermissionDeniedError",
 ]
 
@@ -173,6 +177,139 @@ class ExecutionResult:
     @property
     def succeeded(self) -> bool:
         return self.status == "SUCCEEDED"
+
+
+@dataclass(frozen=True)
+class DownloadedOutputs:
+    """What `Client.download_outputs` wrote.
+
+    Attributes:
+        directory: the directory given; each output's files are below `directory/<output>/`.
+        files: every file written, in the order written.
+        outputs: the execution's outputs (JSON literals by name) with each `File` and
+            `Directory` naming its local copy (a `file://` URI), as a local run names them.
+    """
+
+    directory: Path
+    files: list[Path]
+    outputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line a task attempt printed, as `Client.follow_logs` yields it.
+
+    Attributes:
+        attempt_id: the attempt (`at-…`).
+        node_id: its node (`n1-train`).
+        map_index: its element of a map node; None for other nodes.
+        attempt_number: 1 for the first try, 2 for the first retry…
+        text: the line, without its line break.
+        gap: True for a marker, not a printed line: output was lost here (the attempt printed
+            more than the control plane keeps between two reads).
+    """
+
+    attempt_id: str
+    node_id: str
+    map_index: int | None
+    attempt_number: int
+    text: str
+    gap: bool = False
+
+
+_TERMINAL_ATTEMPT_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "LOST"})
+_NOT_STARTED_ATTEMPT_STATES = frozenset({"PENDING", "ASSIGNED", "LEASED"})
+_LOG_MATCH_CHARS = 4096  # how much of the last read output locates it in the next read
+_LOGS_PER_REQUEST = 100  # the logs route's limit on attempt ids per request
+GAP_TEXT = "[output lost here: it outgrew what the control plane keeps between two reads]"
+
+
+@dataclass
+class _LogCursor:
+    """What was read of one attempt's stored output, to yield only what was added since."""
+
+    attempt: dict[str, Any]
+    read_length: int = 0  # length of the text last read
+    tail: str = ""  # its last characters, to find where it ends in the next read
+    partial: str = ""  # a line not yet ended by a line break
+    ended_at: float | None = None  # monotonic time the attempt was first seen ended
+    done: bool = False
+
+    def lines(self, text: str | None, *, final: bool) -> Iterator[LogLine]:
+        """The lines `text` (the whole stored output now) adds; the unfinished last one too
+        when `final`."""
+        if text is not None:
+            end = self.read_length
+            if len(text) >= end and text[end - len(self.tail) : end] == self.tail:
+                added, gap = text[end:], False  # it only grew: the usual case
+            else:  # the stored window moved on (it keeps the last MiB): find where we were
+                at = text.rfind(self.tail) if self.tail else -1
+                added, gap = (text[at + len(self.tail) :], False) if at >= 0 else (text, True)
+            self.read_length, self.tail = len(text), text[-_LOG_MATCH_CHARS:]
+            if gap:
+                if self.partial:
+                    yield self._line(self.partial)
+                    self.partial = ""
+                yield self._line(GAP_TEXT, gap=True)
+            *complete, self.partial = (self.partial + added).split("\n")
+            for line in complete:
+                yield self._line(line.removesuffix("\r"))
+        if final and self.partial:
+            yield self._line(self.partial.removesuffix("\r"))
+            self.partial = ""
+
+    def _line(self, text: str, *, gap: bool = False) -> LogLine:
+        attempt = self.attempt
+        return LogLine(
+            attempt_id=attempt["id"],
+            node_id=attempt["node_id"],
+            map_index=attempt.get("map_index"),
+            attempt_number=attempt["attempt_number"],
+            text=text,
+            gap=gap,
+        )
+
+
+def _server_time(response: httpx.Response) -> datetime | None:
+    """The control plane's clock (the `Date` header), to judge its timestamps without ours."""
+    try:
+        return parsedate_to_datetime(response.headers["date"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _timestamp(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _below(directory: Path, relative: str) -> Path:
+    """`directory/relative` for a path the control plane gave, refusing one that would leave
+    `directory`."""
+    parts = relative.split("/")
+    if relative == ".":
+        return directory
+    if relative.startswith("/") or any(p in ("", ".", "..") or "\\" in p for p in parts):
+        raise FleetflowError(f"refusing to write {relative!r}: not a path below {directory}")
+    return directory.joinpath(*parts)
+
+
+def _with_local_uris(literal: Any, local: Mapping[str, str]) -> Any:
+    """`literal` with every `{"uri": …}` whose URI was downloaded naming the local copy."""
+    if isinstance(literal, list):
+        return [_with_local_uris(item, local) for item in literal]
+    if isinstance(literal, dict):
+        copied = {key: _with_local_uris(value, local) for key, value in literal.items()}
+        uri = literal.get("uri")
+        if isinstance(uri, str) and uri in local:
+            copied["uri"] = local[uri]
+        return copied
+    return literal
 
 
 _UPLOAD_NAME = re.compile(r"[^A-Za-z0-9._+-]")
@@ -282,33 +419,51 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    def _unreachable(self, exc: httpx.TransportError) -> ControlPlaneUnreachableError:
+        reason = str(exc) or exc.__class__.__name__
+        return ControlPlaneUnreachableError(
+            f"cannot reach the control plane at {self.api_url} ({self._url_source}): "
+            f"{reason}. Is it running? Start a local one with `fleetflow dev up`."
+        )
+
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            reason = str(exc) or exc.__class__.__name__
-            raise ControlPlaneUnreachableError(
-                f"cannot reach the control plane at {self.api_url} ({self._url_source}): "
-                f"{reason}. Is it running? Start a local one with `fleetflow dev up`."
-            ) from None
+            raise self._unreachable(exc) from None
         if response.status_code >= 400 and not (method == "HEAD" and response.status_code == 404):
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            if isinstance(body, dict):
-                detail = str(body.get("detail") or response.reason_phrase)
-                errors = body.get("errors")
-            else:
-                detail, errors = response.text or response.reason_phrase, None
-            if response.status_code == 401:
-                message = self._refused_token_message(detail)
-                raise AuthenticationError(401, detail, errors, message=message)
-            if response.status_code == 403:
-                message = self._denied_message(detail)
-                raise PermissionDeniedError(403, detail, errors, message=message)
-            raise ApiError(response.status_code, detail, errors)
+            self._raise_refusal(response)
         return response
+
+    @contextmanager
+    def _stream(self, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A GET whose body is read as it arrives; refusals raise as for `_request`."""
+        try:
+            with self._http.stream("GET", path, **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise_refusal(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+
+    def _raise_refusal(self, response: httpx.Response) -> NoReturn:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            detail = str(body.get("detail") or response.reason_phrase)
+            errors = body.get("errors")
+        else:
+            detail, errors = response.text or response.reason_phrase, None
+        if response.status_code == 401:
+            message = self._refused_token_message(detail)
+            raise AuthenticationError(401, detail, errors, message=message)
+        if response.status_code == 403:
+            message = self._denied_message(detail)
+            raise PermissionDeniedError(403, detail, errors, message=message)
+        raise ApiError(response.status_code, detail, errors)
 
     def _refused_token_message(self, detail: str) -> str:
         login = f"`fleetflow login {self.api_url} --token …`"
@@ -464,6 +619,31 @@ class Client:
         registered["bundle"] = {"digest": digest, "size_bytes": len(data), "uploaded": uploaded}
         return registered
 
+    def list_workflows(
+        self, *, name: str | None = None, latest_only: bool = False, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Registered workflow versions (`name`, `version`, `bundle_digest`, `created_at`,
+        `interface`), by name, newest version first; with `latest_only`, only the newest
+        version of each workflow."""
+        params: dict[str, Any] = {"limit": limit}
+        if name is not None:
+            params["name"] = name
+        if latest_only:
+            params["latest_only"] = "true"
+        return self._request("GET", "/api/v1/workflows", params=params).json()
+
+    def get_workflow(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """One version of a registered workflow (default: the newest), as `list_workflows`
+        shows it plus its whole compiled `spec` (tasks with their resources, nodes)."""
+        params = {} if version is None else {"version": version}
+        path = f"/api/v1/workflows/{_path_part(name)}"
+        return self._request("GET", path, params=params).json()
+
+    def workflow_versions(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The registered versions of workflow `name`, newest first."""
+        path = f"/api/v1/workflows/{_path_part(name)}/versions"
+        return self._request("GET", path, params={"limit": limit}).json()
+
     def create_execution(
         self,
         workflow: str,
@@ -590,21 +770,99 @@ class Client:
         return self._request("GET", f"/api/v1/executions/{_path_part(execution_id)}").json()
 
     def execution_logs(
-        self, execution_id: str, *, node: str | None = None, attempt: int | None = None
+        self,
+        execution_id: str,
+        *,
+        node: str | None = None,
+        attempt: int | None = None,
+        attempt_ids: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """What each task attempt printed (its last MiB), oldest attempt first: dicts with
         `attempt_id`, `node_id`, `map_index`, `attempt_number`, `status`, `cluster` and `log`
-        (None when nothing was stored)."""
+        (None when nothing was stored). `node`, `attempt` (a number) and `attempt_ids` narrow
+        which attempts."""
         params: dict[str, Any] = {}
         if node is not None:
             params["node"] = node
         if attempt is not None:
             params["attempt"] = attempt
         path = f"/api/v1/executions/{_path_part(execution_id)}/logs"
-        attempts: list[dict[str, Any]] = self._request("GET", path, params=params).json()[
-            "attempts"
-        ]
+        if attempt_ids is None:
+            body = self._request("GET", path, params=params).json()
+            return list(body["attempts"])
+        wanted = list(dict.fromkeys(attempt_ids))
+        attempts: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), _LOGS_PER_REQUEST):
+            batch = {**params, "attempt_id": wanted[start : start + _LOGS_PER_REQUEST]}
+            attempts += self._request("GET", path, params=batch).json()["attempts"]
         return attempts
+
+    def follow_logs(
+        self,
+        execution_id: str,
+        *,
+        node: str | None = None,
+        attempt: int | None = None,
+        poll_interval: float = 1.0,
+        final_log_grace: float = 3.0,
+    ) -> Iterator[LogLine]:
+        """Every line the execution's task attempts print, as they print it, across retries
+        and map elements, until the execution has ended and each attempt's last output was read.
+
+        This polls: the control plane holds each attempt's output as its agent last copied
+        it (every few seconds while it runs, once more when it ends; its last MiB), so every
+        `poll_interval` seconds this reads the copies of the attempts that may still add
+        output and yields the lines added since the previous read (a `gap` line where output
+        was lost between two reads). Lines of different attempts arrive in the order they are
+        read, attempt by attempt. The final copy is stored moments after an attempt ends, so an
+        attempt seen ending is read again until `final_log_grace` seconds have passed.
+
+        Args:
+            execution_id: the execution.
+            node: only this node's attempts.
+            attempt: only attempts with this number (1: first tries).
+            poll_interval: seconds between reads.
+            final_log_grace: how long an ended attempt's output is still read.
+        """
+        cursors: dict[str, _LogCursor] = {}
+        path = f"/api/v1/executions/{_path_part(execution_id)}"
+        while True:
+            response = self._request("GET", path)
+            execution = response.json()
+            server_now = _server_time(response)
+            now = time.monotonic()
+            execution_over = execution["status"] in TERMINAL_EXECUTION_STATES
+            reading: list[tuple[_LogCursor, bool]] = []
+            for entry in execution.get("attempts", []):
+                if entry.get("cache_hit") or (node is not None and entry["node_id"] != node):
+                    continue
+                if attempt is not None and entry["attempt_number"] != attempt:
+                    continue
+                cursor = cursors.setdefault(entry["id"], _LogCursor(entry))
+                cursor.attempt = entry
+                ended = entry["status"] in _TERMINAL_ATTEMPT_STATES or execution_over
+                if cursor.done or (entry["status"] in _NOT_STARTED_ATTEMPT_STATES and not ended):
+                    continue
+                if ended and cursor.ended_at is None:
+                    cursor.ended_at = now
+                    finished = _timestamp(entry.get("finished_at"))
+                    if server_now and finished:  # long over: its final output is stored
+                        if (server_now - finished).total_seconds() > final_log_grace + 1:
+                            cursor.ended_at = now - final_log_grace
+                final = cursor.ended_at is not None and now - cursor.ended_at >= final_log_grace
+                reading.append((cursor, final))
+            if reading:
+                ids = [cursor.attempt["id"] for cursor, _ in reading]
+                logs = {
+                    a["attempt_id"]: a.get("log")
+                    for a in self.execution_logs(execution_id, attempt_ids=ids)
+                }
+                for cursor, final in reading:
+                    yield from cursor.lines(logs.get(cursor.attempt["id"]), final=final)
+                    cursor.done = final
+            if execution_over and all(cursor.done for cursor in cursors.values()):
+                return
+            time.sleep(poll_interval)
 
     def list_executions(self, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]:
         """Recent executions, newest first."""
@@ -614,12 +872,7 @@ class Client:
         body = self._request("GET", "/api/v1/executions", params=params).json()
         return body["items"] if isinstance(body, dict) else body
 
-    def outputs(self, execution_id: str, workflow_fn: WorkflowFunction[..., Any]) -> Any:
-        """The outputs of a succeeded execution as `workflow_fn`'s declared return type.
-
-        Raises:
-            ExecutionNotSucceededError: the execution failed, was cancelled or is still going.
-        """
+    def _succeeded(self, execution_id: str) -> dict[str, Any]:
         execution = self.get_execution(execution_id)
         if execution["status"] != "SUCCEEDED":
             error = execution.get("error") or {}
@@ -627,7 +880,112 @@ class Client:
             raise ExecutionNotSucceededError(
                 f"execution {execution_id} is {execution['status']}{why}; it has no outputs"
             )
+        return execution
+
+    def outputs(
+        self,
+        execution_id: str,
+        workflow_fn: WorkflowFunction[..., Any],
+        *,
+        download_to: str | os.PathLike[str] | None = None,
+    ) -> Any:
+        """The outputs of a succeeded execution as `workflow_fn`'s declared return type.
+
+        Args:
+            execution_id: the execution.
+            workflow_fn: the workflow it ran, whose return type the outputs take.
+            download_to: a local directory to download the `File` and `Directory` values into
+                first (as `download_outputs`), so that they are readable on this machine
+                whatever the blob store.
+
+        Raises:
+            ExecutionNotSucceededError: the execution failed, was cancelled or is still going.
+        """
+        if download_to is not None:
+            downloaded = self.download_outputs(execution_id, download_to)
+            return workflow_fn.outputs_to_python(downloaded.outputs)
+        execution = self._succeeded(execution_id)
         return workflow_fn.outputs_to_python(execution["outputs"] or {})
+
+    def get_output(self, execution_id: str, name: str) -> dict[str, Any]:
+        """One output of a succeeded execution: `type`, `value` (its JSON literal) and
+        `blobs`, each `File` or `Directory` in it (`kind`, `at`, `uri`, `path`, and `files`:
+        the paths `download_output_file` takes, relative to a directory of the output's own).
+        """
+        path = f"/api/v1/executions/{_path_part(execution_id)}/outputs/{_path_part(name)}"
+        return self._request("GET", path).json()
+
+    def download_output_file(
+        self, execution_id: str, name: str, path: str, dest: str | os.PathLike[str]
+    ) -> Path:
+        """Stream one file of output `name` (a path `get_output` lists) to the local `dest`,
+        which appears complete or not at all; returns `dest`."""
+        target = Path(dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        url = (
+            f"/api/v1/executions/{_path_part(execution_id)}/outputs/{_path_part(name)}"
+            f"/files/{quote(path)}"
+        )
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
+        try:
+            with self._stream(url) as response, partial.open("wb") as out:
+                for chunk in response.iter_bytes(_CHUNK):
+                    out.write(chunk)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return target
+
+    def download_outputs(
+        self,
+        execution_id: str,
+        directory: str | os.PathLike[str],
+        *,
+        names: Iterable[str] | None = None,
+    ) -> DownloadedOutputs:
+        """Download the `File` and `Directory` values in a succeeded execution's outputs,
+        through the control plane (with this client's rights), below `directory/<output>/`.
+
+        Where each lands: a `File` output `model` at `model/<its file name>`, a `Directory`
+        output `data` at `data/`, element 2 of a `list[File]` output at `files/2/<name>`,
+        field `text` of a dataclass output at `report/text/<name>`.
+
+        Args:
+            execution_id: the execution.
+            directory: where to write (created if needed); existing files are replaced.
+            names: only these outputs; default: all.
+
+        Returns:
+            The directory, the files written, and the outputs naming the local copies.
+
+        Raises:
+            ExecutionNotSucceededError: the execution has not succeeded.
+        """
+        execution = self._succeeded(execution_id)
+        outputs: dict[str, Any] = execution.get("outputs") or {}
+        chosen = list(outputs) if names is None else list(names)
+        unknown = [name for name in chosen if name not in outputs]
+        if unknown:
+            raise FleetflowError(
+                f"execution {execution_id} has no output {unknown[0]!r} "
+                f"(its outputs: {', '.join(outputs) or 'none'})"
+            )
+        root = Path(directory)
+        written: list[Path] = []
+        local: dict[str, str] = {}
+        for name in chosen:
+            for blob in self.get_output(execution_id, name)["blobs"]:
+                base = _below(root, name)
+                for relative in blob["files"]:
+                    target = _below(base, relative)
+                    written.append(self.download_output_file(execution_id, name, relative, target))
+                where = _below(base, blob["path"])
+                if blob["kind"] == "directory":
+                    where.mkdir(parents=True, exist_ok=True)  # an empty directory has no files
+                local.setdefault(blob["uri"], where.resolve().as_uri())
+        return DownloadedOutputs(
+            directory=root, files=written, outputs=_with_local_uris(outputs, local)
+        )
 
     def cancel(self, execution_id: str) -> dict[str, Any]:
         """Ask the control plane to cancel an execution; its running attempts are stopped.

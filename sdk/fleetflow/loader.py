@@ -6,6 +6,7 @@ The file's directory is the code bundle's root and the file's stem its module na
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import sys
@@ -69,6 +70,9 @@ def load_workflow(file: Path, name: str) -> tuple[WorkflowFunction, Path]:
             if available
             else f"; {file} defines no @workflow"
         )
+        closest = difflib.get_close_matches(name, available, n=1)
+        if closest:
+            hint += f"; did you mean {closest[0]!r}?"
         raise WorkflowNotFoundError(f"{file} has no @workflow named {name!r}{hint}")
     return candidate, root
 

@@ -16,7 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from control_plane.api.auth import ExecutionsRead, ExecutionsWrite
 from control_plane.api.deps import BlobStoreDep, LauncherDep, Offset, SessionDep
 from control_plane.api.errors import ApiError
-from control_plane.api.inputs import InputValidationError, validate_execution_inputs
+from control_plane.api.inputs import InputValidationError, blob_uris, validate_execution_inputs
+from control_plane.api.routes import outputs
 from control_plane.api.routes.bundles import tenant_prefix
 from control_plane.db.models import NO_MAP_INDEX, Execution, Tenant, WorkflowVersion, new_id
 from control_plane.db.repositories import tenancy
@@ -106,6 +107,7 @@ def validate_execution_request(
                 blob_store.uri("executions") + "/",
             ),
         )
+        check_input_blobs(session, tenant, interface, inputs, blob_store)
     except InputValidationError as exc:
         raise ApiError(
             422,
@@ -113,6 +115,39 @@ def validate_execution_request(
             exc.errors,
         ) from None
     return workflow, inputs
+
+
+def check_input_blobs(
+    session: Session,
+    tenant: Tenant,
+    interface: TypedInterface,
+    inputs: dict[str, Any],
+    blob_store: BlobStore,
+) -> None:
+    """Every File and Directory input names a blob the tenant may read: its uploads, or the
+    outputs of its own executions (not another tenant's, nor a path that climbs out with `..`,
+    which a task would otherwise read on the tenant's behalf).
+
+    Raises:
+        InputValidationError: naming each input that does not; every refusal reads alike, so
+            it does not tell whether another tenant's execution exists.
+    """
+    readable = outputs.TenantBlobs(session, tenant, blob_store)
+    errors: list[FieldError] = []
+    for variable in interface.inputs:
+        name = variable.name
+        for path, uri in blob_uris(inputs.get(name), variable.type, f"inputs.{name}"):
+            try:
+                readable.check(uri)
+            except outputs.Refused:
+                # Worded as `validate_execution_inputs` words a URI of no blob store.
+                message = (
+                    f"{uri!r} is not a blob of this control plane: upload the file (the CLI "
+                    "and Client do) and pass the URI they return"
+                )
+                errors.append(FieldError(field=path, message=message))
+    if errors:
+        raise InputValidationError(errors)
 
 
 def check_whole_quota(session: Session, tenant: Tenant, workflow: WorkflowVersion) -> None:
@@ -316,3 +351,7 @@ def _cancel_if_queued(session: Session, execution: Execution) -> None:
     if execution.status == ExecutionState.QUEUED:
         move_execution(session, execution, ExecutionState.CANCELLED)
         session.commit()
+
+
+# An execution's outputs and their files (`routes/outputs.py`), below `/executions` too.
+router.include_router(outputs.router)

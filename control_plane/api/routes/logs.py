@@ -3,6 +3,10 @@
 Agents copy an attempt's output (its last MiB) beside its inputs in the blob store while it
 runs and when it ends (`fleetflow.storage.attempt_log_uri`); the control plane never dials an
 agent, so this is how logs of a pod in a remote cluster reach the user.
+
+Following an execution's logs (`fleetflow executions logs ID --follow`, `Client.follow_logs`)
+is polling this route: the client asks only for the attempts still producing output
+(`attempt_id=…`, repeatable) and prints what was added since its previous read.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from control_plane.schemas.common import ErrorResponse
 from fleetflow.storage import BlobNotFoundError, BlobStore, attempt_log_uri
 
 router = APIRouter(prefix="/executions", tags=["executions"])
+MAX_ATTEMPT_IDS = 100  # per request: a follower asks for more in several
 
 
 class AttemptLog(BaseModel):
@@ -56,15 +61,22 @@ async def execution_logs(
     blob_store: BlobStoreDep,
     node: Annotated[str | None, Query(description="only this node's attempts")] = None,
     attempt: Annotated[int | None, Query(ge=1, description="only this attempt number")] = None,
+    attempt_id: Annotated[
+        list[str] | None,
+        Query(max_length=MAX_ATTEMPT_IDS, description="only these attempts (repeatable)"),
+    ] = None,
 ) -> ExecutionLogs:
     """Each attempt's output, in the order the attempts were created."""
     execution = await run_in_threadpool(get_execution, session, caller.tenant.id, execution_id)
     if execution is None:
         raise ApiError(404, f"execution {execution_id} not found")
+    wanted = set(attempt_id) if attempt_id is not None else None
     chosen = [
         a
         for a in execution.attempts
-        if (node is None or a.node_id == node) and (attempt is None or a.attempt_number == attempt)
+        if (node is None or a.node_id == node)
+        and (attempt is None or a.attempt_number == attempt)
+        and (wanted is None or a.id in wanted)
     ]
     if node is not None and not chosen:
         nodes = sorted({a.node_id for a in execution.attempts})

@@ -1,10 +1,14 @@
-"""Workflow registration and lookup."""
+"""Workflow registration and lookup: the tenant's workflows, each workflow's versions, one
+version with its spec. Everything is scoped to the caller's tenant: another tenant's workflow
+answers exactly as one that does not exist."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from control_plane.api.auth import WorkflowsRead, WorkflowsWrite
 from control_plane.api.deps import BlobStoreDep, Offset, SessionDep, SettingsDep
@@ -18,8 +22,8 @@ from control_plane.db.repositories.workflows import (
     register_workflow_version,
 )
 from control_plane.schemas.common import ErrorResponse, FieldError
-from control_plane.schemas.workflows import WorkflowPublic, WorkflowRegister
-from fleetflow.ir import TypedInterface
+from control_plane.schemas.workflows import WorkflowDetail, WorkflowPublic, WorkflowRegister
+from fleetflow.ir import TypedInterface, WorkflowSpec
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 
@@ -33,6 +37,45 @@ def workflow_public(row: WorkflowVersion) -> WorkflowPublic:
         created_at=row.created_at,
         interface=TypedInterface.model_validate(row.spec["interface"]),
     )
+
+
+def workflow_detail(row: WorkflowVersion) -> WorkflowDetail:
+    return WorkflowDetail(
+        **workflow_public(row).model_dump(), spec=WorkflowSpec.model_validate(row.spec)
+    )
+
+
+def _latest_versions(
+    session: Session, tenant_id: str, *, limit: int, offset: int
+) -> list[WorkflowVersion]:
+    """The newest version of each of the tenant's workflows, by name."""
+    newest = (
+        select(WorkflowVersion.name, func.max(WorkflowVersion.created_at).label("created_at"))
+        .where(WorkflowVersion.tenant_id == tenant_id)
+        .group_by(WorkflowVersion.name)
+        .order_by(WorkflowVersion.name)
+        .limit(limit)
+        .offset(offset)
+        .subquery()
+    )
+    rows = session.scalars(
+        select(WorkflowVersion)
+        .join(
+            newest,
+            (WorkflowVersion.name == newest.c.name)
+            & (WorkflowVersion.created_at == newest.c.created_at),
+        )
+        .where(WorkflowVersion.tenant_id == tenant_id)
+        .order_by(WorkflowVersion.name, WorkflowVersion.id.desc())
+    )
+    latest: dict[str, WorkflowVersion] = {}
+    for row in rows:  # two versions registered in the same instant: one of them
+        latest.setdefault(row.name, row)
+    return list(latest.values())
+
+
+def _not_registered(name: str) -> ApiError:
+    return ApiError(404, f"workflow {name} is not registered (fleetflow workflows list)")
 
 
 def check_spec_size(body: WorkflowRegister, max_nodes: int) -> None:
@@ -79,11 +122,52 @@ def list_workflows(
     session: SessionDep,
     caller: WorkflowsRead,
     name: str | None = None,
+    latest_only: Annotated[
+        bool, Query(description="only the newest version of each workflow")
+    ] = False,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Offset = 0,
 ) -> list[WorkflowPublic]:
     """Registered workflow versions, by name, newest version first."""
+    if latest_only and name is None:
+        rows = _latest_versions(session, caller.tenant.id, limit=limit, offset=offset)
+    else:
+        rows = list_workflow_versions(
+            session, caller.tenant.id, name=name, limit=1 if latest_only else limit, offset=offset
+        )
+    return [workflow_public(row) for row in rows]
+
+
+@router.get("/{name}", responses={404: {"model": ErrorResponse}})
+def get_workflow_detail(
+    name: str,
+    session: SessionDep,
+    caller: WorkflowsRead,
+    version: Annotated[
+        str | None, Query(max_length=128, description="this version; default: the newest")
+    ] = None,
+) -> WorkflowDetail:
+    """One version of workflow `name` (the newest unless `version`), with its whole spec."""
+    row = get_workflow_version(session, caller.tenant.id, name, version)
+    if row is None:
+        if version is not None:
+            raise ApiError(404, f"workflow {name} version {version} is not registered")
+        raise _not_registered(name)
+    return workflow_detail(row)
+
+
+@router.get("/{name}/versions", responses={404: {"model": ErrorResponse}})
+def list_versions_of_workflow(
+    name: str,
+    session: SessionDep,
+    caller: WorkflowsRead,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Offset = 0,
+) -> list[WorkflowPublic]:
+    """The versions of workflow `name`, newest first (404 when it has none)."""
     rows = list_workflow_versions(session, caller.tenant.id, name=name, limit=limit, offset=offset)
+    if not rows and get_workflow_version(session, caller.tenant.id, name, None) is None:
+        raise _not_registered(name)
     return [workflow_public(row) for row in rows]
 
 

@@ -24,14 +24,6 @@ from fleetflow.cli.common import (
     print_json,
     say,
 )
-from fleetflow.config import (
-    ENV_OVERRIDES,
-    CliConfig,
-    config_path,
-    is_http_url,
-    load_cli_config,
-    save_cli_config,
-)
 from fleetflow.errors import FleetflowError
 
 LOGIN_HELP = (
@@ -107,6 +99,7 @@ def login(
         Client,
         ControlPlaneUnreachableError,
     )
+    from fleetflow.config import ENV_OVERRIDES, CliConfig, is_http_url, save_cli_config
 
     url = url.strip().rstrip("/")
     if not is_http_url(url):
@@ -162,6 +155,9 @@ def logout() -> None:
     The token itself keeps working until it expires or an admin revokes it
     (`fleetflow admin tokens revoke`).
     """
+    # Imported here, as in `login`: `fleetflow --help` need not load pydantic for the config.
+    from fleetflow.config import config_path, load_cli_config, save_cli_config
+
     saved = load_cli_config(overrides=False)
     if not saved.token:
         say(f"not logged in: {config_path()} holds no token")

@@ -29,6 +29,11 @@ JSON_HELP = "Print the API's JSON answer as is."
 TENANT_META_KEY = "fleetflow.tenant"
 
 
+class CommandUsageError(FleetflowError, ValueError):
+    """Options or arguments that cannot go together (`--dry-run` without `--remote`): printed
+    as one `error:` line, exit code 2 like the parser's own usage errors."""
+
+
 def acting_tenant(ctx: typer.Context, tenant: str | None = None) -> str | None:
     """The tenant a command acts in: its own `--tenant`, else the root `fleetflow --tenant`;
     None leaves it to `Client` (FLEETFLOW_TENANT, the CLI config, the home tenant)."""

@@ -4,55 +4,227 @@ The SDK owns `run`, `executions`, `login`/`logout`/`whoami` (`cli/account.py`), 
 `usage` (`cli/usage.py`) and `admin` (`cli/admin.py`); the root `--tenant` option makes any of
 them act in another tenant (`cli/common.py` builds their clients). The control plane and the agent
 contribute their own groups (`control-plane`, `dev`, `agent`) through the `fleetflow.cli`
-entry-point group, so this package never imports them. `main()` is the one place where an
-exception becomes what the user reads: a one-line `error: …` and a non-zero exit code, never a
-traceback of ours.
+entry-point group, so this package never imports them; `RootGroup` imports one only when it is
+run, so `fleetflow --help` and `fleetflow run` never load a server's code.
+
+`main()` is the one place where an exception becomes what the user reads: a one-line
+`error: …`, or the parser's usage message, and the exit code: 0 success, 1 failure, 2 a usage
+error (a bad flag, command or input value), 130 interrupted (Ctrl-C). Never a traceback of ours.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import inspect
 import json
 import os
 import sys
 import traceback
-from importlib.metadata import PackageNotFoundError, entry_points, version
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.text import Text
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
-from fleetflow.cache import CACHE_DIR_ENV, LocalCache
 from fleetflow.cli import account
 from fleetflow.cli import usage as usage_commands
-from fleetflow.cli.admin import admin_app
-from fleetflow.cli.common import TENANT_META_KEY, client, not_found_hint
-from fleetflow.cli.inputs import split_input_flags
-from fleetflow.errors import FleetflowError
+from fleetflow.cli.common import TENANT_META_KEY, CommandUsageError, client
+from fleetflow.cli.inputs import InputFlagError, did_you_mean, split_input_flags
+from fleetflow.errors import FleetflowError, WorkflowInputError
+from fleetflow.loader import WorkflowNotFoundError
 
 if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
+    from fleetflow.cache import LocalCache
     from fleetflow.workflow import WorkflowFunction
 
+WORKFLOWS_PANEL = "Workflows"
+ACCOUNT_PANEL = "Account"
+PLATFORM_PANEL = "Platform"
+
+
+@dataclass(frozen=True)
+class LazyGroup:
+    """A group of commands imported only when it runs (or its own `--help` is asked for);
+    `fleetflow --help` lists it by `help`, which the tests check against the group's own."""
+
+    name: str
+    help: str
+    panel: str
+    load: Callable[[], Any]  # imports the group: a `typer.Typer` or a click command
+
+
+def _attribute(module: str, attribute: str) -> Callable[[], Any]:
+    return lambda: getattr(importlib.import_module(module), attribute)
+
+
+# The SDK's groups: each imports what its commands need (the HTTP client, the type system) and
+# has many commands for typer to build; neither is needed for `run` or `--help`.
+SDK_GROUPS = {
+    group.name: group
+    for group in (
+        LazyGroup(
+            "executions",
+            "Inspect, wait for and cancel executions on the control plane; read their outputs "
+            "and logs.",
+            WORKFLOWS_PANEL,
+            _attribute("fleetflow.cli.executions", "executions_app"),
+        ),
+        LazyGroup(
+            "workflows",
+            "List the workflows your tenant registered, their versions, inputs and tasks.",
+            WORKFLOWS_PANEL,
+            _attribute("fleetflow.cli.workflows", "workflows_app"),
+        ),
+        LazyGroup(
+            "admin",
+            "Administer the platform: tenants, users and their tokens, roles, quotas, clusters, "
+            "the audit log.",
+            PLATFORM_PANEL,
+            _attribute("fleetflow.cli.admin", "admin_app"),
+        ),
+    )
+}
+
+# The groups of the installed layers, from the `fleetflow.cli` entry points; the embedded
+# stack first: it is what a new user needs after `run`.
+PLUGIN_HELP = {
+    "dev": "Run the embedded Fleetflow stack for development.",
+    "control-plane": "Run the control plane (REST API, agent gRPC service, Temporal worker).",
+    "agent": "Run the Fleetflow data-plane agent of a cluster.",
+}
+PLUGIN_GROUP = "fleetflow.cli"
+
+
+@functools.cache
+def _plugin_groups() -> dict[str, LazyGroup]:
+    """The `fleetflow.cli` entry points of the installed distributions, by command name (read
+    once per process: scanning every distribution's metadata is not free)."""
+    from importlib.metadata import entry_points
+
+    order = {name: rank for rank, name in enumerate(PLUGIN_HELP)}
+    found: dict[str, LazyGroup] = {}
+    for ep in sorted(
+        entry_points(group=PLUGIN_GROUP), key=lambda e: (order.get(e.name, len(order)), e.name)
+    ):
+        if ep.name not in found:
+            load = functools.partial(_load_entry_point, ep)
+            found[ep.name] = LazyGroup(ep.name, _plugin_help(ep), PLATFORM_PANEL, load)
+    return found
+
+
+def _plugin_help(ep: EntryPoint) -> str:
+    if ep.name in PLUGIN_HELP:
+        return PLUGIN_HELP[ep.name]
+    dist = getattr(ep, "dist", None)
+    return f"Commands from {dist.name}." if dist is not None else f"Commands from {ep.value}."
+
+
+def _load_entry_point(ep: EntryPoint) -> Any:
+    try:
+        return ep.load()
+    except ImportError as exc:
+        # e.g. the agent extra is not installed: the command says so, it does not crash.
+        return _unavailable_command(ep.name, exc.name or str(exc))
+
+
+def _unavailable_command(name: str, missing: str) -> TyperCommand:
+    def unavailable() -> None:
+        raise FleetflowError(
+            f"`fleetflow {name}` needs {missing}: pip install 'fleetflow[server,agent]'"
+        )
+
+    # Whatever follows (`run`, `--help`) reaches the callback, which says what is missing.
+    return TyperCommand(
+        name=name,
+        callback=unavailable,
+        help=f"(unavailable: {missing} is not installed)",
+        add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+
+
+# The click command of each lazy group imported in this process, by name.
+_loaded_groups: dict[str, Any] = {}
+
+
+def _load_group(group: LazyGroup) -> Any:
+    if group.name not in _loaded_groups:
+        loaded = group.load()
+        command = typer.main.get_group(loaded) if isinstance(loaded, typer.Typer) else loaded
+        command.name = group.name
+        command.rich_help_panel = group.panel  # as `fleetflow --help` lists it
+        _loaded_groups[group.name] = command
+    return _loaded_groups[group.name]
+
+
+class LazyCommand(TyperCommand):
+    """A lazy group as `fleetflow --help` lists it; running it (`make_context`) imports the
+    group and hands the command line to it."""
+
+    def __init__(self, group: LazyGroup) -> None:
+        super().__init__(name=group.name, help=group.help, rich_help_panel=group.panel)
+        self.group = group
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> Any:
+        return _load_group(self.group).make_context(info_name, args, parent=parent, **extra)
+
+
+class RootGroup(TyperGroup):
+    """`fleetflow`: the commands defined here, then the SDK's groups and those of the
+    `fleetflow.cli` entry points, listed without importing them; a mistyped command name is
+    answered with the closest one."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        lazy = [*SDK_GROUPS, *_plugin_groups()]
+        return names + [name for name in dict.fromkeys(lazy) if name not in names]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        group = SDK_GROUPS.get(cmd_name) or _plugin_groups().get(cmd_name)
+        if group is None:
+            return None
+        loaded = _loaded_groups.get(group.name)
+        return loaded if loaded is not None else LazyCommand(group)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and not ctx.resilient_parsing:
+            if self.get_command(ctx, name) is None:
+                suggestion = did_you_mean(name, self.list_commands(ctx))
+                hint = f" Did you mean {suggestion!r}?" if suggestion else ""
+                ctx.fail(f"No such command {name!r}.{hint}")
+        return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx: Any) -> Any:
+        # What a command returns is not an exit code: `main()` exits with the code of a
+        # `typer.Exit`, which is all `app(standalone_mode=False)` then returns.
+        super().invoke(ctx)
+        return None
+
+
 app = typer.Typer(
+    cls=RootGroup,
     help="Fleetflow: typed ML workflows, run locally or on many clusters.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-EXECUTIONS_HINT = "`fleetflow executions list` shows recent ones"
-executions_app = typer.Typer(help="Inspect executions on the control plane.", no_args_is_help=True)
 
 # soft_wrap: ids, paths and tracebacks stay on one line when the output is not a terminal.
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
-
-WORKFLOWS_PANEL = "Workflows"
-ACCOUNT_PANEL = "Account"
-PLATFORM_PANEL = "Platform"
-EXECUTION_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 
 
 class LocalRunError(FleetflowError):
@@ -60,6 +232,8 @@ class LocalRunError(FleetflowError):
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("fleetflow")
     except PackageNotFoundError:  # a source tree that was never installed
@@ -104,9 +278,8 @@ RUN_EPILOG = (
     "Example: fleetflow run --remote examples/hello.py hello_pipeline --n 50"
 )
 
-# Options of `run` itself that take a value, so the words after them are not FILE/WORKFLOW.
-_RUN_VALUE_OPTIONS = frozenset({"--timeout", "--cache-dir", "--priority"})
-_RUN_FLAGS = frozenset({"--remote", "--wait", "--no-wait", "--dry-run"})
+# The CACHE_DIR_ENV of `fleetflow.cache`, which is not imported for it: it loads the type system.
+CACHE_DIR_ENV = "FLEETFLOW_LOCAL_CACHE_DIR"
 _WORKFLOW_HELP = "fleetflow.workflow_help"
 
 
@@ -114,35 +287,69 @@ class RunCommand(TyperCommand):
     """`run`, whose `--help` after FILE and WORKFLOW describes that workflow's inputs.
 
     Click answers `--help` before it reads any argument, so the request is noticed here,
-    while parsing, and answered by the command once FILE and WORKFLOW are known.
+    while parsing, and answered by `invoke` with FILE and WORKFLOW alone: `run`'s own options
+    are not parsed then (typer would build a validator for each). The unknown options click
+    lets through are the workflow's inputs; one before FILE and WORKFLOW is a mistyped option
+    of `run`, refused here with the closest one.
     """
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        takes_value, flags = _option_names(self, ctx)
         help_flags = set(self.get_help_option_names(ctx))
-        if any(arg in help_flags for arg in args):
-            rest = [arg for arg in args if arg not in help_flags]
-            if len(_leading_positionals(rest)) >= 2:
-                ctx.meta[_WORKFLOW_HELP] = True
-                args = rest
+        asks_help = any(arg in help_flags for arg in args)
+        rest = [arg for arg in args if arg not in help_flags]
+        positionals, unknown = _leading_positionals(rest, takes_value, flags)
+        if asks_help and len(positionals) >= 2:
+            ctx.meta[_WORKFLOW_HELP] = (Path(positionals[0]), positionals[1])
+            return []
+        if not asks_help and unknown is not None and len(positionals) < 2:
+            suggestion = did_you_mean(unknown, takes_value | flags)
+            hint = f" Did you mean {suggestion}?" if suggestion else ""
+            ctx.fail(f"No such option: {unknown}.{hint}")
         return super().parse_args(ctx, args)
 
+    def invoke(self, ctx: Any) -> Any:
+        wanted = ctx.meta.get(_WORKFLOW_HELP)
+        if wanted is None:
+            return super().invoke(ctx)
+        from fleetflow.loader import load_workflow
 
-def _leading_positionals(args: list[str]) -> list[str]:
-    """FILE and WORKFLOW, if given: the arguments before the first workflow input."""
+        file, workflow_name = wanted
+        wf, _ = load_workflow(file, workflow_name)
+        _print_workflow_help(wf, file)
+        return None
+
+
+def _option_names(command: Any, ctx: Any) -> tuple[set[str], set[str]]:
+    """The names of a command's own options: those that take a value, and the flags."""
+    takes_value: set[str] = set()
+    flags: set[str] = set()
+    for param in command.get_params(ctx):
+        if param.param_type_name == "option":
+            names = {*param.opts, *param.secondary_opts}
+            (flags if getattr(param, "is_flag", False) else takes_value).update(names)
+    return takes_value, flags
+
+
+def _leading_positionals(
+    args: list[str], takes_value: set[str], flags: set[str]
+) -> tuple[list[str], str | None]:
+    """FILE and WORKFLOW, if given (the arguments before the first workflow input), and the
+    first option that is not one of `run`'s, if any."""
     positionals: list[str] = []
     skip = False
     for arg in args:
         if skip:
             skip = False
-        elif arg in _RUN_VALUE_OPTIONS:
+        elif arg in takes_value:
             skip = True
-        elif arg.startswith("-"):
+        elif arg.startswith("-") and arg != "-":
             name = arg.split("=", 1)[0]
-            if name not in _RUN_VALUE_OPTIONS and name not in _RUN_FLAGS:
-                break  # a workflow input: FILE and WORKFLOW come before them
+            if name not in takes_value and name not in flags:
+                return positionals, name  # a workflow input once FILE and WORKFLOW are given
         else:
             positionals.append(arg)
-    return positionals
+    return positionals, None
 
 
 @app.command(
@@ -198,47 +405,64 @@ def run(
         ),
         show_default=False,
     ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print only JSON on stdout (everything else goes to stderr): the outputs of a "
+        "local run; with --remote the execution as the API answers it (created with "
+        "--no-wait, else finished), or the preview of --dry-run.",
+    ),
 ) -> None:
     """Run WORKFLOW from FILE, in this process or (--remote) on the control plane."""
     from fleetflow.loader import load_workflow
 
     wf, root = load_workflow(file, workflow_name)
-    if ctx.meta.get(_WORKFLOW_HELP):
-        _print_workflow_help(wf, file)
-        return
     if dry_run and not remote:
-        raise FleetflowError("--dry-run previews a remote run: add --remote")
+        raise CommandUsageError("--dry-run previews a remote run: add --remote")
     if priority and not remote:
-        raise FleetflowError("--priority orders remote runs: add --remote")
-    values = wf.parse_cli_inputs(split_input_flags(ctx.args))
+        raise CommandUsageError("--priority orders remote runs: add --remote")
+    if remote and cache_dir is not None:
+        raise CommandUsageError(
+            "--cache-dir is for local runs; remote runs use the control plane's task cache"
+        )
+    own_options = set().union(*_option_names(ctx.command, ctx))
+    values = wf.parse_cli_inputs(split_input_flags(ctx.args, wf, command_options=own_options))
     _require_inputs(wf, values)
     if not remote:
-        console.print(f"running [bold]{wf.spec.name}[/bold] locally")
+        from fleetflow.cache import LocalCache
+
+        info = err_console if as_json else console
+        info.print(f"running [bold]{wf.spec.name}[/bold] locally")
         cache = LocalCache(cache_dir) if cache_dir is not None else LocalCache.from_env()
         outputs = _run_locally(wf, values, cache)
         if cache is not None and (cache.hits or cache.misses):
-            console.print(
+            info.print(
                 f"local cache {cache.root}: {cache.hits} hit(s), {cache.misses} miss(es)",
                 highlight=False,
             )
-        console.print("[bold]outputs:[/bold]")
+        info.print("[bold]outputs:[/bold]")
         console.out(json.dumps(outputs), highlight=False)  # one line, for scripts
         return
-    if cache_dir is not None:
-        raise FleetflowError(
-            "--cache-dir is for local runs; remote runs use the control plane's task cache"
-        )
     if dry_run:
         from fleetflow.cli.remote import preview_remote
 
         with client(ctx) as api:
-            preview_remote(api, wf, root, values, console=console)
+            preview_remote(api, wf, root, values, console=console, as_json=as_json)
         return
     from fleetflow.cli.remote import run_remote
 
     with client(ctx) as api:
         run_remote(
-            api, wf, root, values, wait=wait, timeout=timeout, console=console, priority=priority
+            api,
+            wf,
+            root,
+            values,
+            wait=wait,
+            timeout=timeout,
+            console=console,
+            priority=priority,
+            as_json=as_json,
+            err_console=err_console,
         )
 
 
@@ -305,31 +529,42 @@ def _require_inputs(wf: WorkflowFunction[..., Any], values: dict[str, Any]) -> N
 def _run_locally(
     wf: WorkflowFunction[..., Any], values: dict[str, Any], cache: LocalCache | None
 ) -> dict[str, Any]:
-    """Run the workflow in-process; its outputs as literals. A task's exception is shown as
-    the task's own traceback."""
+    """Run the workflow in-process; its outputs as literals.
+
+    Progress (`[fleetflow] …` lines) and whatever the tasks print go to stderr, so stdout keeps
+    only the result. A task's exception is shown as the task's own traceback.
+    """
+    from contextlib import redirect_stdout
+
+    from fleetflow.logs import sdk_lines_to
+
     try:
-        return wf.run_local(values, cache=cache)
+        with sdk_lines_to(sys.stderr), redirect_stdout(sys.stderr):
+            return wf.run_local(values, cache=cache)
     except Exception as exc:
         notes = getattr(exc, "__notes__", None)
         if not notes or os.environ.get("FLEETFLOW_DEBUG"):
             raise  # not raised by a task (bad inputs…): main() reports it
-        err_console.print(_user_traceback(exc), markup=False, highlight=False)
+        shown = _user_traceback(exc)
+        if shown:
+            err_console.print(shown, markup=False, highlight=False)
         raise LocalRunError(
             f"workflow '{wf.spec.name}' failed locally: {exc.__class__.__name__}: {exc}"
         ) from None
 
 
 def _user_traceback(exc: BaseException) -> str:
-    """The traceback without Fleetflow's own frames: what the task author needs to read."""
-    package = Path(__file__).resolve().parents[1]
-    frames = [
-        frame
-        for frame in traceback.extract_tb(exc.__traceback__)
-        if not Path(frame.filename).resolve().is_relative_to(package)
-    ]
-    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
-    lines += traceback.format_exception_only(exc)
-    return "".join(lines).rstrip("\n")
+    """The traceback without Fleetflow's own frames: what the task author needs to read.
+
+    When none of the frames is theirs (a task returned a value of the wrong type: the error
+    names the task's `def` itself), only the notes saying where it happened.
+    """
+    from fleetflow.errors import has_user_frames, user_traceback
+
+    shown: traceback.TracebackException = user_traceback(exc)
+    if not has_user_frames(shown):
+        return "\n".join(getattr(exc, "__notes__", []))
+    return "".join(shown.format()).rstrip("\n")
 
 
 @app.command(no_args_is_help=True, rich_help_panel=WORKFLOWS_PANEL)
@@ -347,185 +582,24 @@ def register(
         help="Version name [default: a hash of the spec and the code bundle].",
         show_default=False,
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the registered version as JSON (messages go to stderr)."
+    ),
 ) -> None:
     """Upload WORKFLOW's code bundle and register its spec, without running it."""
-    from fleetflow.cli.remote import register_remote
+    from fleetflow.cli.remote import print_json, register_remote
     from fleetflow.loader import load_workflow
 
     wf, root = load_workflow(file, workflow_name)
     with client(ctx) as api:
-        if version:
-            registered = api.register(wf, root=root, version=version)
-            console.print(
-                f"registered [bold]{registered['name']}[/bold] version {registered['version']}",
-                highlight=False,
-            )
-        else:
-            register_remote(api, wf, root, console)
-
-
-@executions_app.command("get")
-def executions_get(
-    ctx: typer.Context,
-    execution_id: str = typer.Argument(
-        ..., metavar="ID", help="Execution id (ex-…), as `executions list` shows it."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print the API's JSON answer as is."),
-) -> None:
-    """Show one execution: status, inputs, task attempts, then outputs or the error."""
-    from fleetflow.cli.remote import print_execution
-
-    with client(ctx) as api, not_found_hint(api, EXECUTIONS_HINT):
-        execution = api.get_execution(execution_id)
-    if as_json:
-        console.print_json(json.dumps(execution))
-    else:
-        print_execution(execution, console, attempts=True)
-
-
-@executions_app.command("logs")
-def executions_logs(
-    ctx: typer.Context,
-    execution_id: str = typer.Argument(
-        ..., metavar="ID", help="Execution id (ex-…), as `executions list` shows it."
-    ),
-    node: str = typer.Option(
-        None, "--node", metavar="NODE", help="Only this node's attempts (n0-…)."
-    ),
-    attempt: int = typer.Option(
-        None, "--attempt", min=1, metavar="N", help="Only attempt number N of each node."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print the API's JSON answer as is."),
-) -> None:
-    """Print what each task attempt printed (the last MiB of it), oldest attempt first.
-
-    Running attempts' output is refreshed by their agent every few seconds.
-    """
-    from fleetflow.cli.remote import describe_attempt
-
-    with client(ctx) as api, not_found_hint(api, EXECUTIONS_HINT):
-        attempts = api.execution_logs(execution_id, node=node, attempt=attempt)
-    if as_json:
-        console.print_json(json.dumps(attempts))
-        return
-    if not attempts:
-        console.print("no task attempt yet", highlight=False)
-    for entry in attempts:
-        console.rule(describe_attempt(entry), align="left", style="dim")
-        text = entry.get("log")
-        if text:
-            console.out(text.rstrip("\n"), highlight=False)
-        else:
-            console.print("(no output stored)", style="dim", highlight=False)
-
-
-@executions_app.command("cancel")
-def executions_cancel(
-    ctx: typer.Context,
-    execution_id: str = typer.Argument(
-        ..., metavar="ID", help="Execution id (ex-…), as `executions list` shows it."
-    ),
-) -> None:
-    """Cancel an execution: its running task attempts are stopped on every cluster."""
-    with client(ctx) as api, not_found_hint(api, EXECUTIONS_HINT):
-        execution = api.cancel(execution_id)
-    status = execution["status"]
-    if status == "CANCELLED":
-        console.print(f"execution [bold]{execution_id}[/bold] CANCELLED", highlight=False)
-    elif status in ("SUCCEEDED", "FAILED"):
-        console.print(
-            f"execution [bold]{execution_id}[/bold] had already finished: {status}",
-            highlight=False,
+        registered = register_remote(
+            api, wf, root, err_console if as_json else console, version=version
         )
-    else:
-        console.print(
-            f"execution [bold]{execution_id}[/bold] is being cancelled (now {status}); "
-            f"`fleetflow executions get {execution_id}` shows when it is done",
-            highlight=False,
-        )
+    if as_json:
+        print_json(console, registered)
 
 
-def _parse_status(value: str | None) -> str | None:
-    if value is None:
-        return None
-    status = value.strip().upper()
-    if status not in EXECUTION_STATES:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(EXECUTION_STATES)}")
-    return status
-
-
-@executions_app.command("list")
-def executions_list(
-    ctx: typer.Context,
-    limit: int = typer.Option(20, "--limit", min=1, max=200, help="How many, newest first."),
-    status: str = typer.Option(
-        None,
-        "--status",
-        help=f"Only executions in this state: {', '.join(EXECUTION_STATES)}.",
-        callback=_parse_status,
-        show_default=False,
-    ),
-) -> None:
-    """List recent executions, newest first."""
-    from rich.table import Table
-
-    with client(ctx) as api:
-        items = api.list_executions(limit=limit, status=status)
-    if not items:
-        which = f" {status}" if status else ""
-        console.print(f"no{which} executions on {api.api_url}", highlight=False)
-        return
-    table = Table(box=None, pad_edge=False)
-    # The id is what one copies into `executions get`: never shortened.
-    table.add_column("ID", no_wrap=True, min_width=max(len(item["id"]) for item in items))
-    table.add_column("WORKFLOW", overflow="fold")
-    table.add_column("STATUS", no_wrap=True)
-    table.add_column("CREATED", no_wrap=True)
-    for item in items:
-        table.add_row(item["id"], item["workflow"], item["status"], _short_time(item))
-    # Piped into grep or awk, a row stays one line whatever its width.
-    out = console if console.is_terminal else Console(file=console.file, width=1000)
-    out.print(table)
-
-
-def _short_time(item: dict[str, Any]) -> str:
-    """`2026-11-29T08:45:41.089952Z` -> `2026-11-29 08:45:41` (UTC, as the API stores it)."""
-    text = str(item.get("created_at") or "")
-    return text.replace("T", " ")[:19]
-
-
-def _mount_plugins() -> None:
-    """Add the `fleetflow.cli` groups of the installed layers (once per process)."""
-    mounted = {info.name for info in app.registered_groups} | {
-        info.name for info in app.registered_commands
-    }
-    # The embedded stack first: it is what a new user needs after `run`.
-    order = {"dev": 0, "control-plane": 1, "agent": 2}
-    eps = sorted(entry_points(group="fleetflow.cli"), key=lambda e: (order.get(e.name, 9), e.name))
-    for ep in eps:
-        if ep.name in mounted:
-            continue
-        try:
-            sub = ep.load()
-        except ImportError as exc:
-            # e.g. the agent extra is not installed: the command is absent, not broken.
-            missing = exc.name or str(exc)
-
-            def unavailable(_name: str = ep.name, _missing: str = missing) -> None:
-                raise FleetflowError(
-                    f"`fleetflow {_name}` needs {_missing}: pip install 'fleetflow[server,agent]'"
-                )
-
-            app.command(
-                ep.name,
-                help=f"(unavailable: {missing} is not installed)",
-                rich_help_panel=PLATFORM_PANEL,
-            )(unavailable)
-            continue
-        app.add_typer(sub, name=ep.name, rich_help_panel=PLATFORM_PANEL)
-
-
-app.add_typer(executions_app, name="executions", rich_help_panel=WORKFLOWS_PANEL)
+# executions, workflows and admin: SDK_GROUPS, imported when they run.
 app.command("login", help=account.LOGIN_HELP, no_args_is_help=True, rich_help_panel=ACCOUNT_PANEL)(
     account.login
 )
@@ -535,7 +609,6 @@ app.command("quota", rich_help_panel=ACCOUNT_PANEL)(usage_commands.quota)
 app.command("usage", help=usage_commands.USAGE_HELP, rich_help_panel=ACCOUNT_PANEL)(
     usage_commands.usage
 )
-app.add_typer(admin_app, name="admin", rich_help_panel=PLATFORM_PANEL)
 
 
 def _print_error(message: str, label: str = "error") -> None:
@@ -562,14 +635,39 @@ def _usage_error_types() -> tuple[type[Exception], ...]:
     return tuple(kinds)
 
 
+# Errors that mean the command line asked for something that cannot be: exit 2, like the
+# parser's own usage errors.
+USAGE_ERRORS: tuple[type[FleetflowError], ...] = (
+    CommandUsageError,
+    InputFlagError,
+    WorkflowInputError,
+    WorkflowNotFoundError,
+)
+
+
+def _as_did_you_mean(exc: Any) -> None:
+    """Click's `No such option: --limt (Possible options: --limit)` in the words of the rest of
+    the CLI: `No such option: --limt. Did you mean --limit?`."""
+    possibilities = getattr(exc, "possibilities", None)
+    option = getattr(exc, "option_name", None)
+    if possibilities and option and hasattr(exc, "message"):
+        exc.message = f"No such option: {option}. Did you mean {', '.join(possibilities)}?"
+        exc.possibilities = None
+
+
 def main() -> None:
-    """Console-script entry point: clear one-line errors, tracebacks only on request."""
+    """Console-script entry point: clear one-line errors, tracebacks only on request.
+
+    Exits 0 on success, 1 on a failure, 2 on a usage error (a bad flag, command or input
+    value), 130 when interrupted.
+    """
     # gRPC core's informational lines (e.g. about fork handlers) are not for our users; set
     # before any plugin imports grpc.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    _mount_plugins()
     try:
-        app(standalone_mode=False, prog_name="fleetflow")
+        # Without standalone mode, typer returns the code of a `typer.Exit` (130 for Ctrl-C)
+        # instead of exiting; `RootGroup.invoke` makes that all it returns.
+        code = app(standalone_mode=False, prog_name="fleetflow")
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -578,6 +676,7 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except _usage_error_types() as exc:
+        _as_did_you_mean(exc)
         show = getattr(exc, "show", None)
         if callable(show):
             show()  # usage line, hint and message, as the parser formats them
@@ -589,9 +688,12 @@ def main() -> None:
             raise
         if isinstance(exc, FleetflowError):
             _print_error(str(exc))
+            sys.exit(2 if isinstance(exc, USAGE_ERRORS) else 1)
         else:
             _print_error(
                 f"{exc.__class__.__name__}: {exc} (set FLEETFLOW_DEBUG=1 to see the traceback)",
                 label="internal error",
             )
         sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)

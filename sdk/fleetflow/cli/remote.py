@@ -2,17 +2,24 @@
 
 The work itself is `fleetflow.Client`'s (`register`, `launch`, `wait_for_execution`; the
 command hands in the client, acting in its tenant), so the CLI and Python programs run
-workflows the same way; this module only shows it: a live table of
-task attempts on a terminal, one plain line per change otherwise (logs, CI, tests).
+workflows the same way; this module only shows it: a live table of task attempts on a
+terminal (elapsed time per attempt, done/total per map node, the tail of a failed task's
+output), one plain line per change otherwise (logs, CI, tests).
+
+With `--json` the result (the execution, the registered version) is the only thing on stdout,
+as JSON; what happens meanwhile goes to stderr, so the output can be piped into `jq`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from rich.console import Console
+import typer
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -32,15 +39,52 @@ ATTEMPT_STYLES = {
 }
 
 
+# `fleetflow run --remote --timeout` and `executions wait --timeout` when the execution is still
+# going: the exit status of timeout(1), so scripts tell it from a failure (1).
+STILL_RUNNING_EXIT_CODE = 124
+# Lines of a failed attempt's output shown under the table, and failed attempts shown.
+LOG_TAIL_LINES = 10
+_TAILS_SHOWN = 3
+# A map node with more elements than this shows only those not yet done.
+_ELEMENT_ROWS = 20
+
+
 class ExecutionFailedError(FleetflowError):
     """A remote execution ended in FAILED or CANCELLED."""
 
 
+def exit_still_running(exc: ExecutionTimeoutError, execution_id: str) -> NoReturn:
+    """Say that waiting stopped, not the execution, and exit with `STILL_RUNNING_EXIT_CODE`."""
+    text = Text("error: ", style="red")
+    text.append(
+        f"{exc}; it keeps running: fleetflow executions wait {execution_id} "
+        f"(cancel it with: fleetflow executions cancel {execution_id})"
+    )
+    Console(stderr=True, soft_wrap=True).print(text, highlight=False)
+    raise typer.Exit(STILL_RUNNING_EXIT_CODE)
+
+
+def log_fetcher(client: Client, execution_id: str) -> Callable[[dict[str, Any]], str | None]:
+    """What `AttemptProgress` calls to read a failed attempt's output."""
+
+    def fetch(attempt: dict[str, Any]) -> str | None:
+        entries = client.execution_logs(execution_id, attempt_ids=[attempt["id"]])
+        return entries[0].get("log") if entries else None
+
+    return fetch
+
+
 def register_remote(
-    client: Client, wf: WorkflowFunction[..., Any], root: Path, console: Console
+    client: Client,
+    wf: WorkflowFunction[..., Any],
+    root: Path,
+    console: Console,
+    *,
+    version: str | None = None,
 ) -> dict[str, Any]:
-    """Upload the code bundle if needed and register the spec, saying what happened."""
-    registered = client.register(wf, root=root)
+    """Upload the code bundle if needed and register the spec (under `version`, default: a
+    hash of both), saying what happened on `console`."""
+    registered = client.register(wf, root=root, version=version)
     bundle = registered["bundle"]
     console.print(
         f"code bundle {bundle['digest'][:12]} ({bundle['size_bytes']} bytes) "
@@ -64,45 +108,94 @@ def run_remote(
     timeout: float | None,
     console: Console,
     priority: int = 0,
+    as_json: bool = False,
+    err_console: Console | None = None,
 ) -> dict[str, Any]:
     """Run `wf` on the control plane `client` talks to; with `wait`, follow it and print its
     outputs as JSON.
 
+    With `as_json` the execution (as the API answers it: created, or finished with `wait`)
+    is printed as JSON on `console` and everything else on `err_console`.
+
     Raises:
         ExecutionFailedError: it ended FAILED or CANCELLED (after printing why).
-        ExecutionTimeoutError: still running after `timeout` seconds.
+        typer.Exit: still running after `timeout` seconds (`STILL_RUNNING_EXIT_CODE`).
     """
+    info = (err_console or Console(stderr=True, soft_wrap=True)) if as_json else console
     wf.inputs_to_literals(values)  # a wrong input fails here, before anything is uploaded
-    registered = register_remote(client, wf, root, console)
+    registered = register_remote(client, wf, root, info)
     execution = client.launch(
         wf, values, version=registered["version"], name=registered["name"], priority=priority
     )
     execution_id = execution["id"]
-    console.print(f"execution [bold]{execution_id}[/bold] {execution['status']}")
-    follow = f"fleetflow executions get {execution_id}"
+    info.print(f"execution [bold]{execution_id}[/bold] {execution['status']}")
+    follow = f"fleetflow executions wait {execution_id}"
     if not wait:
-        console.print(f"follow it with: {follow}", markup=False, highlight=False)
-        console.out(execution_id, highlight=False)  # last line: the id, for scripts
+        info.print(f"follow it with: {follow}", markup=False, highlight=False)
+        if as_json:
+            print_json(console, execution)
+        else:
+            console.out(execution_id, highlight=False)  # last line: the id, for scripts
         return execution
     try:
-        with AttemptProgress(console) as progress:
+        with AttemptProgress(info, fetch_log=log_fetcher(client, execution_id)) as progress:
             final = client.wait_for_execution(
                 execution_id, timeout=timeout, on_change=progress.update
             )
     except ExecutionTimeoutError as exc:
-        raise ExecutionTimeoutError(f"{exc}; it keeps running: {follow}") from None
+        exit_still_running(exc, execution_id)
     except KeyboardInterrupt:
-        console.print(
+        info.print(
             f"stopped waiting; the execution keeps running: {follow} "
             f"(cancel it with: fleetflow executions cancel {execution_id})",
             markup=False,
             highlight=False,
         )
         raise
-    print_execution(final, console)
+    if as_json:
+        print_json(console, final)
+    else:
+        print_execution(final, console)
     if final["status"] != "SUCCEEDED":
         raise ExecutionFailedError(f"execution {final['id']} {final['status']}")
     return final
+
+
+def print_json(console: Console, value: Any) -> None:
+    """`value` as indented JSON, uncoloured unless `console` is a terminal."""
+    console.print_json(json.dumps(value))
+
+
+def elapsed(attempt: dict[str, Any], now: datetime | None = None) -> str:
+    """How long an attempt ran (`4s`, `2m05s`, `1h02m`): to its end, else to `now`; `""`
+    before it started or when it ended and `now` is not given but its end is unknown."""
+    started = _time(attempt.get("started_at"))
+    ended = _time(attempt.get("finished_at")) or now
+    if started is None or ended is None:
+        return ""
+    return _duration((ended - started).total_seconds())
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def _time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def describe_attempt(attempt: dict[str, Any]) -> str:
@@ -113,8 +206,11 @@ def describe_attempt(attempt: dict[str, Any]) -> str:
     where = f" on {attempt['cluster']}" if attempt.get("cluster") else ""
     cached = " (cache hit)" if attempt.get("cache_hit") else ""
     waiting = f" - waiting: {attempt['pending_reason']}" if _waiting_reason(attempt) else ""
+    took = elapsed(attempt) if attempt.get("finished_at") and not attempt.get("cache_hit") else ""
+    after = f" after {took}" if took else ""
     return (
-        f"{node} (attempt {attempt['attempt_number']}) {attempt['status']}{cached}{where}{waiting}"
+        f"{node} (attempt {attempt['attempt_number']}) {attempt['status']}{cached}{where}"
+        f"{after}{waiting}"
     )
 
 
@@ -125,18 +221,38 @@ def _waiting_reason(attempt: dict[str, Any]) -> str | None:
     return None
 
 
+def log_tail(text: str | None, lines: int = LOG_TAIL_LINES) -> list[str]:
+    """The last `lines` non-empty-ended lines of an attempt's output."""
+    if not text:
+        return []
+    return text.rstrip("\n").splitlines()[-lines:]
+
+
 class AttemptProgress:
     """Shows an execution's task attempts while it runs: a live table on a terminal, a line
-    per attempt change elsewhere."""
+    per attempt change elsewhere.
 
-    def __init__(self, console: Console) -> None:
+    The table has a row per attempt with how long it has run, a summary row per map node
+    (elements done out of those started), and under it the last lines a failed attempt
+    printed, read through `fetch_log` when the failure is first seen.
+    """
+
+    def __init__(
+        self,
+        console: Console,
+        *,
+        fetch_log: Callable[[dict[str, Any]], str | None] | None = None,
+    ) -> None:
         self._console = console
+        self._fetch_log = fetch_log
         self._seen: dict[str, str] = {}
+        self._tails: dict[str, list[str]] = {}  # failed attempt id -> its output's last lines
+        self._tries: dict[str, int] = {}  # failed attempt id -> reads that found no output
+        self._execution: dict[str, Any] = {}
         self._live: Live | None = None
         if console.is_terminal:
-            self._live = Live(
-                self._table({}), console=console, refresh_per_second=4, transient=False
-            )
+            # Rendered at each refresh (`__rich__`), so elapsed times move between changes.
+            self._live = Live(self, console=console, refresh_per_second=4, transient=False)
 
     def __enter__(self) -> AttemptProgress:
         if self._live is not None:
@@ -148,17 +264,48 @@ class AttemptProgress:
             self._live.__exit__(None, None, None)
 
     def update(self, execution: dict[str, Any]) -> None:
+        self._execution = execution
+        self._read_failed_tails(execution)
         if self._live is not None:
-            self._live.update(self._table(execution))
+            self._live.refresh()
             return
         for attempt in execution.get("attempts", []):
             seen = f"{attempt['status']} {_waiting_reason(attempt) or ''}"
             if self._seen.get(attempt["id"]) != seen:
                 self._seen[attempt["id"]] = seen
                 self._console.print(f"  {describe_attempt(attempt)}", highlight=False)
+                for line in self._tails.get(attempt["id"], []):
+                    self._console.print(Text(f"    | {line}", style="dim"), highlight=False)
+
+    def _read_failed_tails(self, execution: dict[str, Any]) -> None:
+        if self._fetch_log is None:
+            return
+        for attempt in execution.get("attempts", []):
+            key = attempt["id"]
+            # Its final output is stored moments after the failure: a read that finds none
+            # is tried again at the next change, a few times.
+            if attempt["status"] != "FAILED" or key in self._tails or self._tries.get(key, 0) > 2:
+                continue
+            try:
+                tail = log_tail(self._fetch_log(attempt))
+            except FleetflowError:
+                tail = []
+            if tail:
+                self._tails[key] = tail
+            else:
+                self._tries[key] = self._tries.get(key, 0) + 1
+
+    def __rich__(self) -> RenderableType:
+        execution = self._execution
+        parts: list[RenderableType] = [self._table(execution, now=datetime.now(UTC))]
+        failed = [a for a in execution.get("attempts", []) if a["id"] in self._tails]
+        for attempt in failed[-_TAILS_SHOWN:]:
+            parts.append(Text(f"{describe_attempt(attempt)}, last lines of its output:"))
+            parts += [Text(f"  | {line}", style="dim") for line in self._tails[attempt["id"]]]
+        return Group(*parts)
 
     @staticmethod
-    def _table(execution: dict[str, Any]) -> Table:
+    def _table(execution: dict[str, Any], now: datetime | None = None) -> Table:
         status = execution.get("status", "QUEUED")
         table = Table(
             title=Text(f"execution {execution.get('id', '')} {status}", style="bold"),
@@ -166,22 +313,64 @@ class AttemptProgress:
             box=None,
             pad_edge=False,
         )
-        for column in ("NODE", "ELEMENT", "ATTEMPT", "STATUS", "CLUSTER"):
+        for column in ("NODE", "ELEMENT", "ATTEMPT", "STATUS", "CLUSTER", "ELAPSED"):
             table.add_column(column, no_wrap=True)
         table.add_column("WAITING FOR")
+        by_node: dict[str, list[dict[str, Any]]] = {}
         for attempt in execution.get("attempts", []):
-            style = ATTEMPT_STYLES.get(attempt["status"], "")
-            status_text = attempt["status"] + (" (cache hit)" if attempt.get("cache_hit") else "")
-            index = attempt.get("map_index")
-            table.add_row(
-                attempt["node_id"],
-                "" if index is None else str(index),
-                str(attempt["attempt_number"]),
-                Text(status_text, style=style),
-                attempt.get("cluster") or "",
-                Text(_waiting_reason(attempt) or "", style="yellow"),
-            )
+            by_node.setdefault(attempt["node_id"], []).append(attempt)
+        for node, attempts in by_node.items():
+            shown = attempts
+            if any(a.get("map_index") is not None for a in attempts):
+                _add_map_summary(table, node, attempts)
+                if len(attempts) > _ELEMENT_ROWS:
+                    shown = [a for a in attempts if a["status"] != "SUCCEEDED"][:_ELEMENT_ROWS]
+            for attempt in shown:
+                style = ATTEMPT_STYLES.get(attempt["status"], "")
+                status_text = attempt["status"] + (
+                    " (cache hit)" if attempt.get("cache_hit") else ""
+                )
+                index = attempt.get("map_index")
+                table.add_row(
+                    attempt["node_id"],
+                    "" if index is None else str(index),
+                    str(attempt["attempt_number"]),
+                    Text(status_text, style=style),
+                    attempt.get("cluster") or "",
+                    "" if attempt.get("cache_hit") else elapsed(attempt, now),
+                    Text(_waiting_reason(attempt) or "", style="yellow"),
+                )
+            if len(shown) < len(attempts):
+                more = len(attempts) - len(shown)
+                table.add_row("", Text(f"({more} more attempts)", style="dim"), *[""] * 5)
         return table
+
+
+def _add_map_summary(table: Table, node: str, attempts: list[dict[str, Any]]) -> None:
+    """`n1-square  7/10 done  ...  3 RUNNING`: a map node's elements at a glance (those
+    started so far: elements beyond a map_task's concurrency start as others finish)."""
+    latest: dict[int, dict[str, Any]] = {}
+    for attempt in attempts:
+        index = attempt["map_index"]
+        if index not in latest or attempt["attempt_number"] >= latest[index]["attempt_number"]:
+            latest[index] = attempt
+    states: dict[str, int] = {}
+    for attempt in latest.values():
+        states[attempt["status"]] = states.get(attempt["status"], 0) + 1
+    done = states.get("SUCCEEDED", 0)
+    counts = Text()
+    for state, count in sorted(states.items(), key=lambda item: item[0] != "RUNNING"):
+        if state != "SUCCEEDED":
+            counts.append(f"{count} {state} ", style=ATTEMPT_STYLES.get(state, ""))
+    table.add_row(
+        Text(node, style="bold"),
+        Text(f"{done}/{len(latest)} done", style="green" if done == len(latest) else ""),
+        "",
+        counts,
+        "",
+        "",
+        "",
+    )
 
 
 def outputs_json(outputs: dict[str, Any] | None) -> str:
@@ -227,14 +416,20 @@ def preview_remote(
     values: dict[str, Any],
     *,
     console: Console,
+    as_json: bool = False,
 ) -> dict[str, Any]:
     """`fleetflow run --remote --dry-run`: upload and register (both idempotent), then only
-    preview where each task would run now; no execution is created."""
+    preview where each task would run now; no execution is created. With `as_json` the
+    preview is printed as the API's JSON and the rest goes to stderr."""
     literals = wf.inputs_to_literals(values)  # a wrong input fails before any upload
-    registered = register_remote(client, wf, root, console)
+    info = Console(stderr=True, soft_wrap=True) if as_json else console
+    registered = register_remote(client, wf, root, info)
     literals = client.upload_inputs(wf, literals)
     preview = client.preview_execution(registered["name"], literals, version=registered["version"])
-    print_preview(preview, console)
+    if as_json:
+        print_json(console, preview)
+    else:
+        print_preview(preview, console)
     return preview
 
 

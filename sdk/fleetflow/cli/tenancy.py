@@ -32,7 +32,6 @@ from fleetflow.cli.common import (
 )
 from fleetflow.cli.usage import describe_quota, is_unlimited, print_quota_table
 from fleetflow.errors import FleetflowError, InvalidOptionError
-from fleetflow.resources import parse_cpu, parse_memory
 
 if TYPE_CHECKING:
     from fleetflow.client import PrincipalKind
@@ -113,6 +112,8 @@ def parse_memory_limit(value: str) -> int:
     Raises:
         FleetflowError: not a positive quantity of memory.
     """
+    from fleetflow.resources import parse_memory  # with the type system: only when used
+
     try:
         return parse_memory(value.strip())
     except InvalidOptionError:
@@ -128,6 +129,8 @@ def parse_cpu_limit(value: str) -> float:
     Raises:
         FleetflowError: not a positive number of cores.
     """
+    from fleetflow.resources import parse_cpu
+
     try:
         return parse_cpu(value)
     except InvalidOptionError:

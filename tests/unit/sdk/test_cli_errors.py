@@ -81,9 +81,10 @@ def write(directory: Path, name: str, source: str) -> Path:
     return path
 
 
-def assert_one_clear_error(result: Result, *expected: str) -> str:
-    """Exit 1, `error: …` on stderr naming `expected`, nothing of Python's internals."""
-    assert result.code == 1, result
+def assert_one_clear_error(result: Result, *expected: str, code: int = 1) -> str:
+    """Exit `code` (1 a failure, 2 a usage error), `error: …` on stderr naming `expected`,
+    nothing of Python's internals."""
+    assert result.code == code, result
     assert result.err.startswith("error: "), result.err
     assert "Traceback" not in result.err + result.out
     assert "internal error" not in result.err
@@ -182,12 +183,14 @@ def test_version(fleetflow: Invoke) -> None:
 
 
 def test_missing_file(fleetflow: Invoke) -> None:
-    assert_one_clear_error(fleetflow("run", "nope.py", "pipe"), "nope.py: no such file")
+    assert_one_clear_error(fleetflow("run", "nope.py", "pipe"), "nope.py: no such file", code=2)
 
 
 def test_not_a_python_file(fleetflow: Invoke, tmp_path: Path) -> None:
     write(tmp_path, "flow.txt", GOOD)
-    assert_one_clear_error(fleetflow("run", "flow.txt", "pipe"), "flow.txt: not a Python file")
+    assert_one_clear_error(
+        fleetflow("run", "flow.txt", "pipe"), "flow.txt: not a Python file", code=2
+    )
 
 
 def test_wrong_workflow_name_lists_the_available_ones(fleetflow: Invoke, tmp_path: Path) -> None:
@@ -195,6 +198,7 @@ def test_wrong_workflow_name_lists_the_available_ones(fleetflow: Invoke, tmp_pat
     assert_one_clear_error(
         fleetflow("run", "wf_names.py", "pipeline"),
         "wf_names.py has no @workflow named 'pipeline'; workflows in wf_names.py: other, pipe",
+        code=2,
     )
 
 
@@ -280,7 +284,7 @@ def test_bad_inputs_name_the_input(
     write(tmp_path, "wf_inputs.py", GOOD)
     for remote in ([], ["--remote"]):  # checked before anything is sent
         result = fleetflow("run", *remote, "wf_inputs.py", "pipe", *flags)
-        message = assert_one_clear_error(result, expected)
+        message = assert_one_clear_error(result, expected, code=2)
         assert len(message.strip().splitlines()) == 1
         assert "running" not in result.out
 

@@ -124,7 +124,7 @@ def test_help_for_a_workflow_that_does_not_exist_is_an_error(
     fleetflow: Invoke,
 ) -> None:
     result = fleetflow("run", "cli_flow.py", "nope", "--help")
-    assert result.code == 1
+    assert result.code == 2
     assert result.err.startswith(
         "error: cli_flow.py has no @workflow named 'nope'; workflows in cli_flow.py: lines, "
         "summarize"
@@ -230,7 +230,7 @@ def test_remote_progress_is_a_live_table_on_a_terminal() -> None:
 def test_cache_dir_is_refused_for_remote_runs(fleetflow: Invoke) -> None:
     args = ("run", "--remote", "--cache-dir", "c", "cli_flow.py", "summarize")
     result = fleetflow(*args, "--xs", "[1]", "--marker", "m")
-    assert result.code == 1
+    assert result.code == 2
     assert result.err == (
         "error: --cache-dir is for local runs; remote runs use the control plane's task cache\n"
     )

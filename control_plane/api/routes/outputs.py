@@ -1,0 +1,323 @@
+"""`GET /api/v1/executions/{id}/outputs/{name}[/files/{file}]`: an execution's outputs, and the
+bytes of the `File` and `Directory` values inside them, read with the caller's rights.
+
+An output's value names its blobs by URI; the engineer's machine usually cannot read the blob
+store (a bucket it has no credentials for, a directory on another host), so the control plane
+serves them. Each blob gets a place below a directory of the output's own, derived from where it
+sits in the value: a `File` output `model` is `<name of the file>`, element 2 of a
+`list[File]` is `2/<name>`, a `Directory` output is the directory itself (`.`), field `text` of a
+dataclass is `text/<name>`. `fleetflow executions outputs ID --download DIR` and
+`Client.download_outputs` write them there.
+
+Only blobs of the caller's tenant are served: its uploads, and the prefixes of its own
+executions. An output that names anything else (a task-cache hit recorded by another tenant's
+execution) is refused rather than read on the caller's behalf.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from control_plane.api.auth import ExecutionsRead
+from control_plane.api.deps import BlobStoreDep, SessionDep
+from control_plane.api.errors import ApiError
+from control_plane.api.routes.bundles import tenant_prefix
+from control_plane.db.models import Execution, Tenant
+from control_plane.db.repositories.executions import get_execution
+from control_plane.large_values import load_values
+from control_plane.orchestration.states import ExecutionState
+from control_plane.schemas.common import ErrorResponse
+from control_plane.schemas.executions import ExecutionOutput, OutputBlob
+from fleetflow.errors import FleetflowError
+from fleetflow.ir import LiteralType, TypedInterface, TypeKind
+from fleetflow.storage import BlobNotFoundError, BlobStore, LocalBlobStore, relative_key
+from fleetflow.storage.local import file_path
+
+# Mounted by `executions.router`, whose prefix (`/executions`) these paths extend.
+router = APIRouter(tags=["executions"])
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorResponse, "description": "the output names another tenant's blob"},
+    404: {"model": ErrorResponse},
+    409: {"model": ErrorResponse, "description": "the execution has not succeeded"},
+}
+
+
+@dataclass(frozen=True)
+class _Blob:
+    kind: str  # "file" | "directory"
+    at: str
+    uri: str
+    parts: tuple[str, ...]  # where it lands below the output's directory
+
+
+def _segment(text: str) -> str:
+    """`text` as one safe path segment: never empty, `.`, `..`, nor containing a separator."""
+    cleaned = "".join("_" if c in "/\\\0" else c for c in text)
+    return cleaned if cleaned and cleaned not in (".", "..") else "_"
+
+
+def _segments(key: str) -> list[str]:
+    return [_segment(part) for part in key.split("/")]
+
+
+def _walk(value: Any, kind: LiteralType, at: str, parts: tuple[str, ...]) -> Iterator[_Blob]:
+    """Every File and Directory inside a validated literal, in value order."""
+    if value is None:
+        return
+    item = kind.item
+    if kind.kind is TypeKind.FILE:
+        name = _segment(str(value.get("name") or PurePosixPath(str(value["uri"])).name))
+        yield _Blob("file", at, str(value["uri"]), (*parts, name))
+    elif kind.kind is TypeKind.DIRECTORY:
+        yield _Blob("directory", at, str(value["uri"]), parts)
+    elif kind.kind is TypeKind.OPTIONAL and item is not None:
+        yield from _walk(value, item, at, parts)
+    elif kind.kind is TypeKind.LIST and item is not None and isinstance(value, list):
+        for index, element in enumerate(value):
+            yield from _walk(element, item, f"{at}[{index}]", (*parts, str(index)))
+    elif kind.kind is TypeKind.DICT and item is not None and isinstance(value, dict):
+        for key, element in value.items():
+            yield from _walk(element, item, f"{at}[{json.dumps(key)}]", (*parts, _segment(key)))
+    elif kind.kind is TypeKind.STRUCT and isinstance(value, dict):
+        for field, field_type in (kind.fields or {}).items():
+            if field in value:
+                yield from _walk(value[field], field_type, f"{at}.{field}", (*parts, field))
+
+
+class Refused(Exception):
+    """A blob URI its tenant may not read."""
+
+
+class TenantBlobs:
+    """Whether blob URIs are a tenant's to read: below its own space (its uploads), or below
+    one of its executions' prefixes (each execution looked up once). What an output may serve
+    and what an input may name (`routes/executions.py`) are checked alike."""
+
+    def __init__(self, session: Session, tenant: Tenant, blobs: BlobStore) -> None:
+        self._session = session
+        self._tenant = tenant
+        self._root = blobs.root_uri
+        self._executions: dict[str, bool] = {}
+
+    def check(self, uri: str) -> None:
+        """Raise `Refused` unless the tenant may read `uri` (a `..` in it never may)."""
+        try:
+            key = relative_key(uri, self._root)
+        except FleetflowError:
+            raise Refused(f"{uri} is not in this control plane's blob store") from None
+        parts = key.split("/")
+        if parts[:2] == tenant_prefix(self._tenant.name).split("/"):
+            return
+        if len(parts) > 2 and parts[0] == "executions" and self._owns(parts[1]):
+            return
+        raise Refused(f"{uri} belongs to another tenant")
+
+    def _owns(self, execution_id: str) -> bool:
+        if execution_id not in self._executions:
+            found = get_execution(self._session, self._tenant.id, execution_id)
+            self._executions[execution_id] = found is not None
+        return self._executions[execution_id]
+
+
+def _unique(path: str, taken: set[str]) -> str:
+    """`path`, or `path~2`, `path~3`... when two blobs would land on the same file."""
+    candidate, n = path, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{path}~{n}"
+    taken.add(candidate)
+    return candidate
+
+
+@dataclass(frozen=True)
+class _Output:
+    public: ExecutionOutput
+    files: dict[str, str]  # relative path -> object URI
+
+
+def _output_value(
+    session: Session, tenant: Tenant, execution_id: str, name: str, blobs: BlobStore
+) -> tuple[Any, LiteralType]:
+    """The value and declared type of output `name` of a succeeded execution of the tenant."""
+    execution: Execution | None = get_execution(session, tenant.id, execution_id)
+    if execution is None:
+        raise ApiError(404, f"execution {execution_id} not found")
+    status = ExecutionState(execution.status)
+    if status is not ExecutionState.SUCCEEDED:
+        later = "" if status.terminal else " yet"
+        raise ApiError(409, f"execution {execution_id} is {status.value}; it has no outputs{later}")
+    interface = TypedInterface.model_validate(execution.workflow.spec["interface"])
+    declared = {variable.name: variable.type for variable in interface.outputs}
+    outputs = load_values(execution.outputs, blobs) or {}
+    if name not in declared or name not in outputs:
+        names = ", ".join(sorted(outputs)) or "none"
+        raise ApiError(
+            404, f"execution {execution_id} has no output {name!r} (its outputs: {names})"
+        )
+    return outputs[name], declared[name]
+
+
+def _readable_blobs(
+    session: Session,
+    tenant: Tenant,
+    execution_id: str,
+    name: str,
+    value: Any,
+    kind: LiteralType,
+    blobs: BlobStore,
+) -> Iterator[_Blob]:
+    """The File and Directory values inside the output, each checked readable by the tenant
+    (403 for the first that is not)."""
+    readable = TenantBlobs(session, tenant, blobs)
+    for blob in _walk(value, kind, name, ()):
+        try:
+            readable.check(blob.uri)
+        except Refused as exc:
+            raise ApiError(403, f"output {blob.at} of execution {execution_id}: {exc}") from None
+        yield blob
+
+
+def _load_output(
+    session: Session, tenant: Tenant, execution_id: str, name: str, blobs: BlobStore
+) -> _Output:
+    value, kind = _output_value(session, tenant, execution_id, name, blobs)
+    public_blobs: list[OutputBlob] = []
+    files: dict[str, str] = {}
+    taken: set[str] = set()
+    for blob in _readable_blobs(session, tenant, execution_id, name, value, kind, blobs):
+        if blob.kind == "file":
+            objects = [(blob.uri, "/".join(blob.parts))]
+        else:
+            objects = [
+                (uri, "/".join((*blob.parts, *_segments(relative_key(uri, blob.uri)))))
+                for uri in blobs.list(blob.uri)
+            ]
+        listed = []
+        for uri, path in objects:
+            unique = _unique(path, taken)
+            files[unique] = uri
+            listed.append(unique)
+        where = listed[0] if blob.kind == "file" else "/".join(blob.parts) or "."
+        blob_kind: Literal["file", "directory"] = "file" if blob.kind == "file" else "directory"
+        public_blobs.append(
+            OutputBlob(kind=blob_kind, at=blob.at, uri=blob.uri, path=where, files=listed)
+        )
+    public = ExecutionOutput(
+        execution_id=execution_id,
+        name=name,
+        type=kind.describe(),
+        value=value,
+        blobs=public_blobs,
+    )
+    return _Output(public, files)
+
+
+@router.get("/{execution_id}/outputs/{name}", responses=_RESPONSES)
+async def get_output(
+    execution_id: str, name: str, session: SessionDep, caller: ExecutionsRead, blobs: BlobStoreDep
+) -> ExecutionOutput:
+    """One output of a succeeded execution: its type, its value, and each `File` and
+    `Directory` in it with the paths of its files (409 while the execution has not succeeded)."""
+    output = await run_in_threadpool(
+        _load_output, session, caller.tenant, execution_id, name, blobs
+    )
+    return output.public
+
+
+def _find_file(
+    session: Session, tenant: Tenant, execution_id: str, name: str, path: str, blobs: BlobStore
+) -> str:
+    """The object URI of file `path` of output `name`, as `_load_output` lists it.
+
+    A file of a directory is looked up directly (one `exists`, not a listing of the whole
+    directory per file downloaded); only a path the listing had to rename (an unsafe or a
+    duplicate name) needs the listing.
+    """
+    value, kind = _output_value(session, tenant, execution_id, name, blobs)
+    parts = tuple(path.split("/"))
+    for blob in _readable_blobs(session, tenant, execution_id, name, value, kind, blobs):
+        if blob.kind == "file" and blob.parts == parts:
+            return blob.uri
+        depth = len(blob.parts)
+        rest = parts[depth:]
+        if blob.kind == "directory" and parts[:depth] == blob.parts and rest:
+            if tuple(_segments("/".join(rest))) == rest:
+                key = f"{relative_key(blob.uri, blobs.root_uri)}/{'/'.join(rest)}"
+                candidate = blobs.uri(key)
+                if blobs.exists(candidate):
+                    return candidate
+    listed = _load_output(session, tenant, execution_id, name, blobs).files
+    uri = listed.get(path)
+    if uri is None:
+        shown = ", ".join(sorted(listed)[:20]) or "none"
+        raise ApiError(
+            404, f"output {name} of execution {execution_id} has no file {path!r} (files: {shown})"
+        )
+    return uri
+
+
+def _local_object(blobs: BlobStore, uri: str) -> Path | None:
+    """The file of a `file://` object inside a local store, to send without a copy."""
+    if not isinstance(blobs, LocalBlobStore):
+        return None
+    path = file_path(uri).resolve()
+    return path if path.is_relative_to(blobs.root) and path.is_file() else None
+
+
+def _copy_to_temporary_file(blobs: BlobStore, uri: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix="fleetflow-output-")
+    os.close(fd)
+    try:
+        blobs.download(uri, Path(name))
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
+
+
+@router.get(
+    "/{execution_id}/outputs/{name}/files/{path:path}",
+    response_class=FileResponse,
+    responses={**_RESPONSES, 200: {"content": {"application/octet-stream": {}}}},
+)
+async def download_output_file(
+    execution_id: str,
+    name: str,
+    path: str,
+    session: SessionDep,
+    caller: ExecutionsRead,
+    blobs: BlobStoreDep,
+) -> FileResponse:
+    """The bytes of one file of an output, at a path `GET .../outputs/{name}` lists."""
+    uri = await run_in_threadpool(
+        _find_file, session, caller.tenant, execution_id, name, path, blobs
+    )
+    filename = PurePosixPath(path).name
+    local = _local_object(blobs, uri)
+    if local is not None:
+        return FileResponse(local, filename=filename, media_type="application/octet-stream")
+    try:
+        copy = await run_in_threadpool(_copy_to_temporary_file, blobs, uri)
+    except BlobNotFoundError:
+        raise ApiError(
+            404, f"file {path!r} of output {name} of execution {execution_id} is no longer stored"
+        ) from None
+    return FileResponse(
+        copy,
+        filename=filename,
+        media_type="application/octet-stream",
+        background=BackgroundTask(copy.unlink, missing_ok=True),
+    )

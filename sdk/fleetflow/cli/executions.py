@@ -1,0 +1,354 @@
+"""`fleetflow executions …`: list, inspect, wait for, cancel, read the outputs and follow the
+logs of executions on the control plane.
+
+Every command that prints data takes `--json`: then stdout holds only JSON (JSON lines for
+`logs`) and anything else goes to stderr, so `fleetflow executions list --json | jq` works.
+Exit status: 0; 1 when the execution `wait` waited for FAILED or was CANCELLED, when the
+execution is not found, or on any other error; 2 for bad usage; 124 when `wait --timeout`
+ran out while the execution goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.text import Text
+
+from fleetflow.cli.common import (
+    JSON_HELP,
+    client,
+    console,
+    err_console,
+    not_found_hint,
+    print_json,
+    print_table,
+    say,
+)
+from fleetflow.client import Client, ExecutionTimeoutError, LogLine
+from fleetflow.errors import FleetflowError
+
+EXECUTIONS_HINT = "`fleetflow executions list` shows recent ones"
+EXECUTION_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
+
+executions_app = typer.Typer(
+    help="Inspect, wait for and cancel executions on the control plane; read their outputs "
+    "and logs.",
+    no_args_is_help=True,
+)
+
+ID_ARGUMENT = typer.Argument(
+    ..., metavar="ID", help="Execution id (ex-…), as `executions list` shows it."
+)
+
+
+def _parse_status(value: str | None) -> str | None:
+    if value is None:
+        return None
+    status = value.strip().upper()
+    if status not in EXECUTION_STATES:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(EXECUTION_STATES)}")
+    return status
+
+
+@executions_app.command("list")
+def executions_list(
+    ctx: typer.Context,
+    limit: int = typer.Option(20, "--limit", min=1, max=200, help="How many, newest first."),
+    status: str = typer.Option(
+        None,
+        "--status",
+        help=f"Only executions in this state: {', '.join(EXECUTION_STATES)}.",
+        callback=_parse_status,
+        show_default=False,
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """List recent executions, newest first."""
+    from rich.table import Table
+
+    with client(ctx) as api:
+        items = api.list_executions(limit=limit, status=status)
+    if as_json:
+        print_json(items)
+        return
+    if not items:
+        which = f" {status}" if status else ""
+        say(f"no{which} executions on {api.api_url}")
+        return
+    table = Table(box=None, pad_edge=False)
+    # The id is what one copies into `executions get`: never shortened.
+    table.add_column("ID", no_wrap=True, min_width=max(len(item["id"]) for item in items))
+    table.add_column("WORKFLOW", overflow="fold")
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("CREATED", no_wrap=True)
+    for item in items:
+        table.add_row(item["id"], item["workflow"], item["status"], _short_time(item))
+    print_table(table)
+
+
+def _short_time(item: dict[str, Any]) -> str:
+    """`2026-11-29T08:45:41.089952Z` -> `2026-11-29 08:45:41` (UTC, as the API stores it)."""
+    text = str(item.get("created_at") or "")
+    return text.replace("T", " ")[:19]
+
+
+@executions_app.command("get")
+def executions_get(
+    ctx: typer.Context,
+    execution_id: str = ID_ARGUMENT,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Show one execution: status, inputs, task attempts, then outputs or the error."""
+    from fleetflow.cli.remote import print_execution
+
+    with client(ctx) as api, not_found_hint(api, EXECUTIONS_HINT):
+        execution = api.get_execution(execution_id)
+    if as_json:
+        print_json(execution)
+    else:
+        print_execution(execution, console, attempts=True)
+
+
+@executions_app.command("wait")
+def executions_wait(
+    ctx: typer.Context,
+    execution_id: str = ID_ARGUMENT,
+    timeout: float = typer.Option(
+        None,
+        "--timeout",
+        metavar="S",
+        min=0,
+        help="Give up after S seconds (exit status 124; the execution goes on).",
+        show_default=False,
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the finished execution as the API's JSON."
+    ),
+) -> None:
+    """Wait until an execution ends, showing its task attempts (on stderr), then print its
+    outputs or error. Exits 0 when it SUCCEEDED, 1 when it FAILED or was CANCELLED.
+
+    Example: fleetflow executions wait ex-… --timeout 600 && echo done
+    """
+    from fleetflow.cli.remote import (
+        AttemptProgress,
+        ExecutionFailedError,
+        exit_still_running,
+        log_fetcher,
+        print_execution,
+    )
+
+    with client(ctx) as api, not_found_hint(api, EXECUTIONS_HINT):
+        try:
+            with AttemptProgress(err_console, fetch_log=log_fetcher(api, execution_id)) as shown:
+                final = api.wait_for_execution(
+                    execution_id, timeout=timeout, on_change=shown.update
+                )
+        except ExecutionTimeoutError as exc:
+            exit_still_running(exc, execution_id)
+    if as_json:
+        print_json(final)
+    else:
+        print_execution(final, console)
+    if final["status"] != "SUCCEEDED":
+        raise ExecutionFailedError(f"execution {execution_id} {final['status']}")
+
+
+@executions_app.command("logs")
+def executions_logs(
+    ctx: typer.Context,
+    execution_id: str = ID_ARGUMENT,
+    node: str = typer.Option(
+        None, "--node", metavar="NODE", help="Only this node's attempts (n0-…)."
+    ),
+    attempt: int = typer.Option(
+        None, "--attempt", min=1, metavar="N", help="Only attempt number N of each node."
+    ),
+    follow: bool = typer.Option(
+        False,
+        "--follow",
+        "-f",
+        help="Keep printing new output until the execution ends, across retries and map elements.",
+    ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="JSON lines: one object per line printed (attempt_id, node_id, map_index, "
+        "attempt_number, text, gap).",
+    ),
+) -> None:
+    """Print what each task attempt printed (the last MiB of it), oldest attempt first.
+
+    Running attempts' output is refreshed by their agent every few seconds. --follow polls it
+    until the execution ends; when the lines come from more than one node or map element,
+    each starts with its source (`n1-square[3]`, `#2` for a retry).
+
+    Example: fleetflow executions logs ex-… --follow
+    """
+    with client(ctx) as api, not_found_hint(api, EXECUTIONS_HINT):
+        if follow:
+            _follow_logs(api, execution_id, node=node, attempt=attempt, as_json=as_json)
+            return
+        attempts = api.execution_logs(execution_id, node=node, attempt=attempt)
+    if as_json:
+        for entry in attempts:
+            for line in (entry.get("log") or "").splitlines():
+                _print_json_line(_log_line(entry, line))
+        return
+    from fleetflow.cli.remote import describe_attempt
+
+    if not attempts:
+        say("no task attempt yet")
+    for entry in attempts:
+        console.rule(describe_attempt(entry), align="left", style="dim")
+        text = entry.get("log")
+        if text:
+            console.out(text.rstrip("\n"), highlight=False)
+        else:
+            console.print("(no output stored)", style="dim", highlight=False)
+
+
+def _log_line(entry: dict[str, Any], text: str) -> LogLine:
+    return LogLine(
+        attempt_id=entry["attempt_id"],
+        node_id=entry["node_id"],
+        map_index=entry.get("map_index"),
+        attempt_number=entry["attempt_number"],
+        text=text,
+    )
+
+
+def _print_json_line(line: LogLine) -> None:
+    console.out(json.dumps(asdict(line)), highlight=False)
+
+
+def _follow_logs(
+    api: Client, execution_id: str, *, node: str | None, attempt: int | None, as_json: bool
+) -> None:
+    execution = api.get_execution(execution_id)
+    prefixed = _has_several_sources(api, execution, node)
+    last_attempt: dict[tuple[str, int | None], int] = {}
+    for line in api.follow_logs(execution_id, node=node, attempt=attempt):
+        if as_json:
+            _print_json_line(line)
+            continue
+        source = _source(line)
+        if not prefixed and last_attempt.get(source, line.attempt_number) != line.attempt_number:
+            err_console.print(
+                Text(f"--- {source[0]}: attempt {line.attempt_number} ---", style="dim"),
+                highlight=False,
+            )
+        last_attempt[source] = line.attempt_number
+        text = Text(line.text, style="yellow" if line.gap else "")
+        if prefixed:
+            retry = f"#{line.attempt_number}" if line.attempt_number > 1 else ""
+            where = source[0] + ("" if source[1] is None else f"[{source[1]}]")
+            text = Text(f"{where}{retry} | ", style="dim").append_text(text)
+        console.print(text, highlight=False, soft_wrap=True)
+    final = api.get_execution(execution_id)
+    err_console.print(f"execution {execution_id} {final['status']}", highlight=False)
+
+
+def _source(line: LogLine) -> tuple[str, int | None]:
+    return line.node_id, line.map_index
+
+
+def _has_several_sources(api: Client, execution: dict[str, Any], node: str | None) -> bool:
+    """Whether the followed lines can come from more than one node or map element."""
+    try:
+        spec = api.get_workflow(execution["workflow"], execution["version"])["spec"]
+    except FleetflowError:
+        return True  # cannot tell: say where every line comes from
+    nodes = [n for n in spec["nodes"] if node is None or n["id"] == node]
+    return len(nodes) > 1 or any(n.get("map") for n in nodes)
+
+
+@executions_app.command("outputs")
+def executions_outputs(
+    ctx: typer.Context,
+    execution_id: str = ID_ARGUMENT,
+    download: Path = typer.Option(
+        None,
+        "--download",
+        metavar="DIR",
+        help="Also download the File and Directory outputs, below DIR/<output>/, and print "
+        "the outputs naming the local copies.",
+        show_default=False,
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the outputs as indented JSON."),
+) -> None:
+    """Print a succeeded execution's outputs as JSON, by output name (one line unless
+    --json).
+
+    File and Directory outputs are read through the control plane with your rights, so
+    --download works wherever the blob store is.
+
+    Example: fleetflow executions outputs ex-… --download results/
+    """
+    with client(ctx) as api, not_found_hint(api, EXECUTIONS_HINT):
+        if download is None:
+            outputs = _succeeded_outputs(api, execution_id)
+        else:
+            downloaded = api.download_outputs(execution_id, download)
+            outputs = downloaded.outputs
+            count = len(downloaded.files)
+            err_console.print(
+                f"downloaded {count} file{'' if count == 1 else 's'} to {download}",
+                highlight=False,
+                markup=False,
+            )
+            for path in downloaded.files:
+                err_console.print(f"  {path}", highlight=False, markup=False)
+    if as_json:
+        print_json(outputs)
+    else:
+        console.out(json.dumps(outputs), highlight=False)
+
+
+def _succeeded_outputs(api: Client, execution_id: str) -> dict[str, Any]:
+    from fleetflow.client import ExecutionNotSucceededError
+
+    execution = api.get_execution(execution_id)
+    if execution["status"] != "SUCCEEDED":
+        error = execution.get("error") or {}
+        why = f": {error['message']}" if error.get("message") else ""
+        raise ExecutionNotSucceededError(
+            f"execution {execution_id} is {execution['status']}{why}; it has no outputs"
+            + ("" if execution["status"] in ("FAILED", "CANCELLED") else " yet")
+        )
+    outputs: dict[str, Any] = execution.get("outputs") or {}
+    return outputs
+
+
+@executions_app.command("cancel")
+def executions_cancel(
+    ctx: typer.Context,
+    execution_id: str = ID_ARGUMENT,
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the execution, as the API answers, as JSON."
+    ),
+) -> None:
+    """Cancel an execution: its running task attempts are stopped on every cluster."""
+    with client(ctx) as api, not_found_hint(api, EXECUTIONS_HINT):
+        execution = api.cancel(execution_id)
+    if as_json:
+        print_json(execution)
+        return
+    status = execution["status"]
+    if status == "CANCELLED":
+        console.print(f"execution [bold]{execution_id}[/bold] CANCELLED", highlight=False)
+    elif status in ("SUCCEEDED", "FAILED"):
+        console.print(
+            f"execution [bold]{execution_id}[/bold] had already finished: {status}",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"execution [bold]{execution_id}[/bold] is being cancelled (now {status}); "
+            f"`fleetflow executions wait {execution_id}` returns when it is done",
+            highlight=False,
+        )
