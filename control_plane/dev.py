@@ -1,8 +1,11 @@
 """`fleetflow dev up`: the whole platform on one machine, in the foreground.
 
 Temporal (dev or test server), the control plane on SQLite with its worker, a local blob
-directory and one local-process agent. Ctrl-C stops everything; children die with us even if we
-are killed, because each is started with a parent-death signal in its own process group.
+directory and one local-process agent. It says on stderr what it waits for, one line per part
+as it becomes ready, then prints on stdout where everything listens and the admin token that
+signs in to the dashboard (the CLI is logged in already). Ctrl-C stops everything; children
+die with us even if we are killed, because each is started with a parent-death signal in its
+own process group.
 """
 
 from __future__ import annotations
@@ -11,7 +14,11 @@ import asyncio
 import logging
 import subprocess
 import sys
+import time
+from collections.abc import Coroutine
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -25,6 +32,8 @@ from control_plane.bootstrap import (
     write_secret_file,
 )
 from control_plane.cli import configure_logging, log_level_option, run_until_signalled
+from control_plane.db.models import utcnow
+from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.settings import (
     ApiSettings,
     BlobSettings,
@@ -38,11 +47,14 @@ from fleetflow.errors import FleetflowError
 
 app = typer.Typer(help="Run the embedded Fleetflow stack for development.", no_args_is_help=True)
 console = Console(soft_wrap=True)
+# Start-up progress goes to stderr: stdout carries the banner, for whoever reads it.
+progress_console = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger(__name__)
 
 LOCAL_CLUSTER = "local"
 DEFAULT_HOME = Path.home() / ".fleetflow" / "dev"
 TEMPORAL_START_SECONDS = 60
+AGENT_REGISTER_SECONDS = 60
 
 
 class DevStackError(FleetflowError):
@@ -92,7 +104,11 @@ def up(
         api=ApiSettings(port=ports["api"]),
         grpc=GrpcSettings(port=ports["grpc"]),
     )
-    console.print(f"starting the Fleetflow dev stack in {home} …", highlight=False)
+    progress_console.print(
+        f"starting the Fleetflow dev stack in {home}: Temporal, the database, the control plane "
+        "(REST API, agent gRPC service, Temporal worker) and a local agent …",
+        highlight=False,
+    )
     run_until_signalled(
         lambda stop: _run_stack(settings, home, (temporal_argv, temporal_kind), stop)
     )
@@ -127,6 +143,7 @@ async def _run_stack(
     logs = home / "logs"
     temporal_argv, temporal_kind = temporal_command
     temporal_port = int(settings.temporal.address.rsplit(":", 1)[1])
+    progress = StartupProgress(progress_console)
     temporal = processes.spawn(temporal_argv, log_file=logs / "temporal.log", native=True)
     agent: subprocess.Popen[bytes] | None = None
     # Its own stop event: on the way down the agent goes first, while the control plane can
@@ -135,53 +152,70 @@ async def _run_stack(
     control_plane: asyncio.Task[None] | None = None
     failure: str | None = None
     try:
+        progress.waiting(f"the Temporal server on {settings.temporal.address}")
         await _wait_for_temporal(temporal, temporal_port, logs / "temporal.log")
+        progress.ready(f"{temporal_kind} up on {settings.temporal.address}")
+        progress.waiting("the database migrations")
         await asyncio.to_thread(upgrade_database, settings.database.url)
+        progress.ready(f"database migrated: {settings.database.url}")
         engine = make_engine(settings.database.url)
         sessions = make_session_factory(engine)
-        token = bootstrap_local_cluster(
-            sessions,
-            tenant=settings.api.default_tenant,
-            cluster=LOCAL_CLUSTER,
-            labels={"executor": "local-process"},
-        )
-        admin_token = _admin_token(sessions, settings, home)
-        engine.dispose()
+        try:
+            token = bootstrap_local_cluster(
+                sessions,
+                tenant=settings.api.default_tenant,
+                cluster=LOCAL_CLUSTER,
+                labels={"executor": "local-process"},
+            )
+            admin_token = _admin_token(sessions, settings, home)
 
-        started = asyncio.Event()
-        control_plane = asyncio.create_task(
-            run_control_plane(settings, Parts(), control_plane_stop, started),
-            name="control-plane",
-        )
-        started_wait = asyncio.create_task(started.wait())
-        await asyncio.wait([control_plane, started_wait], return_when=asyncio.FIRST_COMPLETED)
-        if control_plane.done():
-            started_wait.cancel()
-            control_plane.result()  # start-up failed: raise its error
-            raise DevStackError("the control plane stopped during start-up")
-        # Spawned from this thread on purpose: the parent-death signal fires when the thread
-        # that started a child ends, and this one lives as long as the stack.
-        agent = processes.spawn(
-            [
-                sys.executable,
-                "-m",
-                "data_plane_agent",
-                "run",
-                "--control-plane",
-                f"127.0.0.1:{settings.grpc.port}",
-                "--work-dir",
-                str(home / "agent"),
-            ],
-            log_file=logs / "agent.log",
-            env={"FLEETFLOW_AGENT_TOKEN": token},
-        )
-        api_url = f"http://127.0.0.1:{settings.api.port}"
+            started = asyncio.Event()
+            control_plane = asyncio.create_task(
+                run_control_plane(settings, Parts(), control_plane_stop, started),
+                name="control-plane",
+            )
+            grpc_address = f"127.0.0.1:{settings.grpc.port}"
+            progress.waiting(f"the agent gRPC service on {grpc_address}")
+            await _until_started(
+                control_plane, _port_accepts("127.0.0.1", settings.grpc.port), "agent gRPC service"
+            )
+            progress.ready(f"agent gRPC service listening on {grpc_address}")
+            api_url = f"http://127.0.0.1:{settings.api.port}"
+            progress.waiting(f"the REST API on {api_url}")
+            await _until_started(control_plane, started.wait(), "REST API")
+            progress.ready(f"REST API listening on {api_url} (with the Temporal worker)")
+            # Spawned from this thread on purpose: the parent-death signal fires when the thread
+            # that started a child ends, and this one lives as long as the stack.
+            agent_spawned_at = utcnow()
+            agent = processes.spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "data_plane_agent",
+                    "run",
+                    "--control-plane",
+                    grpc_address,
+                    "--work-dir",
+                    str(home / "agent"),
+                ],
+                log_file=logs / "agent.log",
+                env={"FLEETFLOW_AGENT_TOKEN": token},
+            )
+            progress.waiting(f"the local agent to register for cluster '{LOCAL_CLUSTER}'")
+            await _wait_for_agent(
+                sessions, agent, control_plane, agent_spawned_at, logs / "agent.log"
+            )
+            progress.ready(f"agent registered for cluster '{LOCAL_CLUSTER}' (local-process)")
+        finally:
+            progress.close()
+            engine.dispose()
         config_path = save_cli_config(CliConfig(api_url=api_url, token=admin_token))
-        _print_banner(settings, temporal_kind, api_url, config_path, logs)
+        _print_banner(settings, temporal_kind, api_url, config_path, logs, home, admin_token)
         failure = await _watch_children(
             stop, control_plane, {"Temporal": temporal, "agent": agent}, logs
         )
     finally:
+        progress.close()
         stop.set()
         if agent is not None:
             await asyncio.to_thread(processes.stop, agent)
@@ -194,6 +228,92 @@ async def _run_stack(
         control_plane.result()  # the control plane's own error, if it had one
     if failure:
         raise DevStackError(failure)
+
+
+class StartupProgress:
+    """What `dev up` waits for: one line on stderr as each part becomes ready, with the time
+    since the start; on a terminal, also a spinner naming the part it is waiting for."""
+
+    def __init__(self, out: Console) -> None:
+        self._out = out
+        self._began = time.monotonic()
+        self._status = out.status("", spinner="dots") if out.is_terminal else None
+        self._spinning = False
+
+    def waiting(self, what: str) -> None:
+        if self._status is None:
+            return
+        self._status.update(f"waiting for {what} …")
+        if not self._spinning:
+            self._status.start()
+            self._spinning = True
+
+    def ready(self, what: str) -> None:
+        elapsed = time.monotonic() - self._began
+        self._out.print(f"  [green]✓[/green] {what}  [dim]({elapsed:.1f}s)[/dim]", highlight=False)
+
+    def close(self) -> None:
+        if self._status is not None and self._spinning:
+            self._status.stop()
+            self._spinning = False
+
+
+async def _until_started(
+    control_plane: asyncio.Task[None], ready: Coroutine[Any, Any, object], what: str
+) -> None:
+    """Wait for `ready`, or raise the control plane's error if it stops first."""
+    waiting = asyncio.ensure_future(ready)
+    await asyncio.wait([control_plane, waiting], return_when=asyncio.FIRST_COMPLETED)
+    if waiting.done():
+        waiting.result()
+        return
+    waiting.cancel()
+    control_plane.result()  # start-up failed: raise its error
+    raise DevStackError(f"the control plane stopped before its {what} was up")
+
+
+async def _port_accepts(host: str, port: int) -> None:
+    """Return once something accepts TCP connections on host:port."""
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+
+
+async def _wait_for_agent(
+    sessions: sessionmaker[Session],
+    agent: subprocess.Popen[bytes],
+    control_plane: asyncio.Task[None],
+    since: datetime,
+    log_file: Path,
+) -> None:
+    """Wait until the local cluster's agent has registered (its first heartbeat after
+    `since`); raise if it or the control plane exits, or after AGENT_REGISTER_SECONDS."""
+
+    def registered() -> bool:
+        with sessions() as session:
+            cluster = clusters_repo.get_cluster_by_name(session, LOCAL_CLUSTER)
+            seen = cluster.last_heartbeat_at if cluster is not None else None
+            return seen is not None and clusters_repo.as_utc(seen) >= since
+
+    deadline = time.monotonic() + AGENT_REGISTER_SECONDS
+    while not await asyncio.to_thread(registered):
+        if control_plane.done():
+            control_plane.result()  # its error
+            raise DevStackError("the control plane stopped while the agent registered")
+        code = agent.poll()
+        if code is not None:
+            raise DevStackError(f"the agent exited during start-up (code {code}); see {log_file}")
+        if time.monotonic() > deadline:
+            raise DevStackError(
+                f"the agent did not register within {AGENT_REGISTER_SECONDS}s; see {log_file}"
+            )
+        await asyncio.sleep(0.1)
 
 
 async def _wait_for_temporal(temporal: subprocess.Popen[bytes], port: int, log_file: Path) -> None:
@@ -238,11 +358,35 @@ async def _watch_children(
 
 
 def _print_banner(
-    settings: Settings, temporal_kind: str, api_url: str, config_path: Path, logs: Path
+    settings: Settings,
+    temporal_kind: str,
+    api_url: str,
+    config_path: Path,
+    logs: Path,
+    home: Path,
+    admin_token: str | None,
 ) -> None:
     console.print("[bold green]Fleetflow dev stack is up[/bold green]")
     console.print(f"  REST API     {api_url}  (OpenAPI: {api_url}/docs)", highlight=False)
-    console.print(f"  dashboard    {api_url}/dashboard", highlight=False)
+    # As `prefect server start` and `temporal server start-dev` do: what signs you in, shown
+    # to whoever started the stack. The dashboard's form takes the token; a link carrying it
+    # would leave it in the browser's history and in access logs.
+    token_file = home / "admin-token"
+    if admin_token is not None:
+        console.print(
+            f"  dashboard    {api_url}/dashboard  (sign in with the admin token below)",
+            highlight=False,
+        )
+        console.print(
+            f"  admin token  {admin_token}  (kept in {token_file}, readable by you only)",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"  dashboard    {api_url}/dashboard  (sign in with an API token of yours: "
+            f"{token_file} is missing)",
+            highlight=False,
+        )
     console.print(f"  agent gRPC   127.0.0.1:{settings.grpc.port}", highlight=False)
     console.print(f"  Temporal     {settings.temporal.address}  ({temporal_kind})", highlight=False)
     console.print(f"  database     {settings.database.url}", highlight=False)

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 FLEETFLOW = str(Path(sys.executable).parent / "fleetflow")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 START_SECONDS = 120
+BANNER = "Fleetflow dev stack is up"
 
 SLEEPY_WORKFLOW = """
 import time
@@ -106,20 +107,25 @@ class DevUp:
     workdir: Path
     env: dict[str, str]
     ports: dict[str, int]
-    log: Path
+    log: Path  # its stdout: the banner
+    err_log: Path  # its stderr: start-up progress, warnings, errors
+    config: Path  # the CLI config it writes
     api_url: str = ""
     # What a test saw running below dev up, so that teardown can clean up after a failure.
     seen: dict[tuple[int, int], str] = field(default_factory=dict)
 
     def output(self) -> str:
-        parts = [f"--- dev up ---\n{self.log.read_text(errors='replace')[-4000:]}"]
+        parts = [
+            f"--- dev up (stdout) ---\n{self.log.read_text(errors='replace')[-4000:]}",
+            f"--- dev up (stderr) ---\n{self.err_log.read_text(errors='replace')[-4000:]}",
+        ]
         for log in sorted((self.home / "logs").glob("*.log")):
             parts.append(f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}")
         return "\n".join(parts)
 
     def client(self) -> Client:
         """A client logged in as dev up's CLI config says (its platform admin)."""
-        config = CliConfig.model_validate_json(Path(self.env["FLEETFLOW_CONFIG"]).read_text())
+        config = CliConfig.model_validate_json(self.config.read_text())
         assert config.token, "dev up wrote no admin token into the CLI config"
         return Client(self.api_url, token=config.token)
 
@@ -134,38 +140,54 @@ class DevUp:
         )
 
 
-def _ready(stack: DevUp, config: Path) -> bool:
+def _ready(stack: DevUp) -> bool:
     if stack.process.poll() is not None:
         raise AssertionError(f"dev up exited with {stack.process.returncode}:\n{stack.output()}")
-    if not config.is_file():
+    if not stack.config.is_file() or BANNER not in stack.log.read_text():
         return False
-    stack.api_url = json.loads(config.read_text())["api_url"]
+    stack.api_url = json.loads(stack.config.read_text())["api_url"]
     try:
         return httpx.get(f"{stack.api_url}/readyz", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
 
 
-@pytest.fixture
-def dev_up(tmp_path: Path) -> Iterator[DevUp]:
+@contextlib.contextmanager
+def start_dev_up(
+    tmp_path: Path, *, env: dict[str, str] | None = None, home: Path | None = None
+) -> Iterator[DevUp]:
+    """`fleetflow dev up` on free ports, its state in `home` (default `tmp_path/home`), ready
+    when this yields; killed with everything below it afterwards.
+
+    The user's own FLEETFLOW_* settings do not leak in; `env` adds to the environment (e.g. a
+    HOME of its own). Without FLEETFLOW_CONFIG there, the CLI config goes to
+    `tmp_path/cli-config.json`, never to the user's ~/.fleetflow.
+    """
     ports = {"api": 0, "grpc": 0, "temporal": 0}
     for name in ports:
         ports[name] = processes.free_port()
-    config = tmp_path / "cli-config.json"
-    # The user's own settings must not leak in, nor ours out to ~/.fleetflow.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETFLOW_")}
-    env["FLEETFLOW_CONFIG"] = str(config)
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETFLOW_")}
+    full_env.update(env or {})
+    if "FLEETFLOW_CONFIG" in full_env:
+        config = Path(full_env["FLEETFLOW_CONFIG"])
+    elif env and "HOME" in env:
+        config = Path(env["HOME"]) / ".fleetflow" / "config.json"
+    else:
+        config = tmp_path / "cli-config.json"
+        full_env["FLEETFLOW_CONFIG"] = str(config)
+    home = home or tmp_path / "home"
     workdir = tmp_path / "work"
-    workdir.mkdir()
+    workdir.mkdir(exist_ok=True)
     log = tmp_path / "dev-up.log"
-    with open(log, "wb") as out:
+    err_log = tmp_path / "dev-up.err.log"
+    with open(log, "wb") as out, open(err_log, "wb") as err:
         process = subprocess.Popen(
             [
                 FLEETFLOW,
                 "dev",
                 "up",
                 "--home",
-                str(tmp_path / "home"),
+                str(home),
                 "--api-port",
                 str(ports["api"]),
                 "--grpc-port",
@@ -174,15 +196,15 @@ def dev_up(tmp_path: Path) -> Iterator[DevUp]:
                 str(ports["temporal"]),
             ],
             stdout=out,
-            stderr=subprocess.STDOUT,
+            stderr=err,
             stdin=subprocess.DEVNULL,
-            env=env,
+            env=full_env,
             cwd=workdir,
             start_new_session=True,
         )
-    stack = DevUp(process, tmp_path / "home", workdir, env, ports, log)
+    stack = DevUp(process, home, workdir, full_env, ports, log, err_log, config)
     try:
-        wait_until(lambda: _ready(stack, config), timeout=START_SECONDS, what="dev up ready")
+        wait_until(lambda: _ready(stack), timeout=START_SECONDS, what="dev up ready")
         yield stack
     finally:
         if process.poll() is None:
@@ -193,6 +215,12 @@ def dev_up(tmp_path: Path) -> Iterator[DevUp]:
             if alive(pid, started):  # only after a failed test
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def dev_up(tmp_path: Path) -> Iterator[DevUp]:
+    with start_dev_up(tmp_path) as stack:
+        yield stack
 
 
 def start_sleeping_task(stack: DevUp) -> tuple[str, dict[tuple[int, int], str]]:
@@ -239,6 +267,38 @@ def assert_all_gone(started: dict[tuple[int, int], str], *, timeout: float) -> N
 
 def port_is_free(port: int) -> bool:
     return processes.free_port(port) == port
+
+
+def test_dev_up_says_what_it_waits_for_and_how_to_sign_in(dev_up: DevUp) -> None:
+    progress = dev_up.err_log.read_text()
+    api_url = f"http://127.0.0.1:{dev_up.ports['api']}"
+    expected = [
+        f"starting the Fleetflow dev stack in {dev_up.home}",
+        f"up on 127.0.0.1:{dev_up.ports['temporal']}",  # the Temporal server, of either kind
+        f"database migrated: sqlite:///{dev_up.home / 'fleetflow.db'}",
+        f"agent gRPC service listening on 127.0.0.1:{dev_up.ports['grpc']}",
+        f"REST API listening on {api_url}",
+        "agent registered for cluster 'local'",
+    ]
+    lines = progress.splitlines()
+    found = [next((i for i, line in enumerate(lines) if text in line), -1) for text in expected]
+    assert -1 not in found and found == sorted(found), progress  # each once ready, in order
+    assert BANNER not in progress  # the banner is stdout's, the progress stderr's
+
+    banner = dev_up.log.read_text()
+    token = (dev_up.home / "admin-token").read_text().strip()
+    assert (dev_up.home / "admin-token").stat().st_mode & 0o077 == 0
+    assert f"dashboard    {api_url}/dashboard" in banner, banner
+    assert f"admin token  {token}  (kept in {dev_up.home / 'admin-token'}" in banner, banner
+    assert "✓" not in banner
+    config = CliConfig.model_validate_json(dev_up.config.read_text())
+    assert config.token == token  # the CLI is logged in as the same admin
+
+    # What a user does with it: paste the token into the dashboard's form.
+    with httpx.Client(base_url=api_url, follow_redirects=True) as browser:
+        assert browser.get("/dashboard").status_code == 401  # the sign-in form
+        page = browser.post("/dashboard/login", data={"token": token})
+    assert page.status_code == 200 and "Signed in as admin" in page.text, page.text
 
 
 def test_dev_up_runs_a_workflow_and_ctrl_c_stops_everything(dev_up: DevUp) -> None:
