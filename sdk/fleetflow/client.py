@@ -42,6 +42,7 @@ from fleetflow.files import (
     map_blob_literals,
 )
 from fleetflow.ir import TypeKind, WorkflowSpec
+from fleetflow.timestamps import parse_time
 
 if TYPE_CHECKING:
     from fleetflow.workflow import WorkflowFunction
@@ -276,16 +277,6 @@ def _server_time(response: httpx.Response) -> datetime | None:
         return parsedate_to_datetime(response.headers["date"])
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def _timestamp(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _below(directory: Path, relative: str) -> Path:
@@ -845,7 +836,7 @@ class Client:
                     continue
                 if ended and cursor.ended_at is None:
                     cursor.ended_at = now
-                    finished = _timestamp(entry.get("finished_at"))
+                    finished = parse_time(entry.get("finished_at"))
                     if server_now and finished:  # long over: its final output is stored
                         if (server_now - finished).total_seconds() > final_log_grace + 1:
                             cursor.ended_at = now - final_log_grace

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fleetflow.errors import FleetflowError
+from fleetflow.timestamps import parse_time
 
 if TYPE_CHECKING:
     from fleetflow.client import Client
@@ -93,16 +94,6 @@ def print_fields(title: str, rows: Sequence[tuple[str, str | Text]]) -> None:
         line = Text(f"  {field:<{width}}", style="dim")
         line.append(value if isinstance(value, Text) else Text(value))
         console.print(line, highlight=False)
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def timestamp(text: str | None, never: str = "-") -> str:

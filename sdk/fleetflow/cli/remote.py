@@ -26,6 +26,7 @@ from rich.text import Text
 
 from fleetflow.client import Client, ExecutionTimeoutError
 from fleetflow.errors import FleetflowError
+from fleetflow.timestamps import parse_time
 
 if TYPE_CHECKING:
     from fleetflow.workflow import WorkflowFunction
@@ -169,8 +170,8 @@ def print_json(console: Console, value: Any) -> None:
 def elapsed(attempt: dict[str, Any], now: datetime | None = None) -> str:
     """How long an attempt ran (`4s`, `2m05s`, `1h02m`): to its end, else to `now`; `""`
     before it started or when it ended and `now` is not given but its end is unknown."""
-    started = _time(attempt.get("started_at"))
-    ended = _time(attempt.get("finished_at")) or now
+    started = parse_time(attempt.get("started_at"))
+    ended = parse_time(attempt.get("finished_at")) or now
     if started is None or ended is None:
         return ""
     return _duration((ended - started).total_seconds())
@@ -186,16 +187,6 @@ def _duration(seconds: float) -> str:
     if whole < 3600:
         return f"{whole // 60}m{whole % 60:02d}s"
     return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-
-
-def _time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def describe_attempt(attempt: dict[str, Any]) -> str:
