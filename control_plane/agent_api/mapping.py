@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+from pydantic import ValidationError
 
 from control_plane.db.models import TaskAttempt
 from control_plane.orchestration.states import AttemptState
 from fleetflow.agent.v1 import agent_pb2 as pb
-from fleetflow.ir import WorkflowSpec
+from fleetflow.ir import TaskSpec, WorkflowSpec
 
 _STATES: dict[int, AttemptState] = {
     pb.ATTEMPT_STATE_RUNNING: AttemptState.RUNNING,
@@ -36,13 +39,65 @@ def capacity_to_dict(capacity: pb.Capacity) -> dict[str, Any]:
     }
 
 
+_INT32_MAX = 2**31 - 1
+_INT64_MAX = 2**63 - 1
+
+
+class UnleasableAttemptError(ValueError):
+    """An attempt whose stored task cannot become an `Assignment`: its spec no longer validates,
+    or a value is outside the range of the field it travels in. Registration refuses such specs;
+    this catches one stored before the check, or written around it."""
+
+
+def _in_range(field: str, value: int, maximum: int) -> int:
+    if not 0 <= value <= maximum:
+        raise UnleasableAttemptError(f"{field} {value} is outside the wire range 0..{maximum}")
+    return value
+
+
+def _finite(field: str, value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise UnleasableAttemptError(f"{field} {value} is not a finite number >= 0")
+    return value
+
+
+def spec_for_lease(stored: dict[str, Any]) -> WorkflowSpec:
+    """The stored spec, validated; one that fails says which fields and why, on one line."""
+    try:
+        return WorkflowSpec.model_validate(stored)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise UnleasableAttemptError(f"its workflow spec is invalid: {problems}") from None
+
+
 def assignment_from_attempt(
     attempt: TaskAttempt, spec: WorkflowSpec, *, tenant: str, bundle_uri: str
 ) -> pb.Assignment:
-    task = spec.tasks[attempt.task_name]
+    """The message an agent receives for `attempt`.
+
+    Raises:
+        UnleasableAttemptError: a value of its task does not fit the message.
+    """
+    task = spec.tasks.get(attempt.task_name)
+    if task is None:
+        raise UnleasableAttemptError(f"its workflow spec has no task {attempt.task_name!r}")
     # The type placement chose; an attempt placed before it recorded one runs on the task's
     # most preferred type.
     gpu_type = attempt.gpu_type or next(iter(task.resources.gpu_types), "")
+    try:
+        return _assignment(attempt, task, gpu_type, tenant=tenant, bundle_uri=bundle_uri)
+    except UnleasableAttemptError:
+        raise
+    except (ValueError, TypeError) as exc:  # what protobuf raises for a value it cannot carry
+        raise UnleasableAttemptError(f"its task does not fit the lease message: {exc}") from None
+
+
+def _assignment(
+    attempt: TaskAttempt, task: TaskSpec, gpu_type: str, *, tenant: str, bundle_uri: str
+) -> pb.Assignment:
     return pb.Assignment(
         attempt_id=attempt.id,
         fencing_token=attempt.fencing_token,
@@ -55,11 +110,13 @@ def assignment_from_attempt(
         inputs_uri=attempt.inputs_uri,
         outputs_uri=attempt.outputs_uri,
         resources=pb.Resources(
-            cpu=task.resources.cpu,
-            memory_bytes=task.resources.memory_bytes,
-            gpu=task.resources.gpu,
+            cpu=_finite("resources.cpu", task.resources.cpu),
+            memory_bytes=_in_range(
+                "resources.memory_bytes", task.resources.memory_bytes, _INT64_MAX
+            ),
+            gpu=_in_range("resources.gpu", task.resources.gpu, _INT32_MAX),
             gpu_type=gpu_type if task.resources.gpu > 0 else "",
         ),
-        timeout_seconds=task.timeout_seconds or 0,
+        timeout_seconds=_in_range("timeout_seconds", task.timeout_seconds or 0, _INT32_MAX),
         image=task.image or "",
     )

@@ -18,22 +18,24 @@ import grpc
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.agent_api.mapping import (
+    UnleasableAttemptError,
     assignment_from_attempt,
     attempt_state_from_proto,
     capacity_to_dict,
+    spec_for_lease,
 )
 from control_plane.api.routes.bundles import bundle_key
-from control_plane.db.models import Cluster, Execution, Tenant, utcnow
+from control_plane.db.models import Cluster, Execution, TaskAttempt, Tenant, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.session import retry_transient, transaction
 from control_plane.metrics import observe_dispatch
+from control_plane.orchestration.states import AttemptState
 from control_plane.placement import Strategy
 from control_plane.services.finish_notifier import FinishNotifier
 from control_plane.settings import heartbeat_grace
 from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.agent.v1 import agent_pb2_grpc
-from fleetflow.ir import WorkflowSpec
 from fleetflow.logs import log_context
 from fleetflow.storage import BlobStore
 
@@ -87,6 +89,13 @@ class AttemptsReady:
             pass
         finally:
             self._waiters.discard(event)
+
+
+class Leased(NamedTuple):
+    """One lease pass: what goes to the agent, and how many attempts failed instead."""
+
+    assignments: list[pb.Assignment]
+    refused: int
 
 
 class Caller(NamedTuple):
@@ -211,7 +220,15 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             await self._notifier.deliver_pending()
         return pb.HeartbeatResponse(stop_attempt_ids=stop)
 
-    def _lease(self, cluster_id: str, max_attempts: int) -> list[pb.Assignment]:
+    def _assignment(self, session: Session, attempt: TaskAttempt) -> pb.Assignment:
+        execution = session.get_one(Execution, attempt.execution_id)
+        tenant = session.get_one(Tenant, execution.tenant_id)
+        spec = spec_for_lease(execution.workflow.spec)
+        digest = execution.workflow.bundle_digest
+        bundle_uri = self._blobs.uri(bundle_key(tenant.name, digest))
+        return assignment_from_attempt(attempt, spec, tenant=tenant.name, bundle_uri=bundle_uri)
+
+    def _lease(self, cluster_id: str, max_attempts: int) -> Leased:
         with transaction(self._sessions) as session:
             cluster = session.get_one(Cluster, cluster_id)
             attempts_repo.place_pending_attempts(
@@ -222,26 +239,30 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             )
             leased = attempts_repo.lease_attempts(session, cluster, max_attempts)
             assignments = []
+            refused = 0
             for attempt in leased:
-                execution = session.get_one(Execution, attempt.execution_id)
-                tenant = session.get_one(Tenant, execution.tenant_id)
-                spec = WorkflowSpec.model_validate(execution.workflow.spec)
-                digest = execution.workflow.bundle_digest
-                bundle_uri = self._blobs.uri(bundle_key(tenant.name, digest))
-                assignments.append(
-                    assignment_from_attempt(
-                        attempt, spec, tenant=tenant.name, bundle_uri=bundle_uri
-                    )
-                )
+                try:
+                    assignments.append(self._assignment(session, attempt))
+                except UnleasableAttemptError as exc:
+                    # This attempt fails on its own; the others on the cluster still lease.
+                    self._fail_unleasable(session, attempt, str(exc))
+                    refused += 1
             waits = [
                 (clusters_repo.as_utc(a.created_at), clusters_repo.as_utc(a.leased_at))
                 for a in leased
-                if a.leased_at is not None
+                if a.leased_at is not None and a.status == AttemptState.LEASED.value
             ]
         # Committed: these attempts are dispatched.
         for created_at, leased_at in waits:
             observe_dispatch(created_at, leased_at)
-        return assignments
+        return Leased(assignments, refused)
+
+    @staticmethod
+    def _fail_unleasable(session: Session, attempt: TaskAttempt, reason: str) -> None:
+        message = f"attempt {attempt.id} of node {attempt.node_id} cannot be leased: {reason}"
+        with log_context(execution_id=attempt.execution_id, attempt_id=attempt.id):
+            log.error("%s", message)
+        attempts_repo.move_attempt(session, attempt, AttemptState.FAILED, error_message=message)
 
     async def LeaseAttempts(  # noqa: N802
         self, request: pb.LeaseAttemptsRequest, context: grpc.aio.ServicerContext
@@ -254,9 +275,13 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         while True:
             seen = self._ready.generation
             with log_context(cluster=cluster_name):
-                assignments = await asyncio.to_thread(
+                assignments, refused = await asyncio.to_thread(
                     retry_transient, lambda: self._lease(cluster_id, max_attempts)
                 )
+            if refused:
+                # Committed as FAILED: their workflows hear it now, and their capacity is free.
+                self._ready.notify()
+                await self._notifier.deliver_pending()
             remaining = deadline - loop.time()
             if assignments or remaining <= 0 or context.done():
                 for a in assignments:

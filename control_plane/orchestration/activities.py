@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
@@ -53,6 +55,17 @@ def node_prefix(execution_id: str, node_id: str) -> str:
     return f"executions/{execution_id}/{node_id}"
 
 
+class InvalidStoredSpecError(Exception):
+    """The execution's stored spec does not validate (stored before registration checked it,
+    or written around it): retrying cannot help."""
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+    )
+
+
 class ExecutionActivities:
     """Activities bound to the control plane's database and blob store."""
 
@@ -80,11 +93,42 @@ class ExecutionActivities:
             self.finish_execution,
         ]
 
-    def _load(self, session: Session, execution_id: str) -> tuple[Execution, WorkflowSpec]:
+    def _execution(self, session: Session, execution_id: str) -> Execution:
         execution = session.get(Execution, execution_id)
         if execution is None:
             raise LookupError(f"execution {execution_id} does not exist")
-        return execution, WorkflowSpec.model_validate(execution.workflow.spec)
+        return execution
+
+    @staticmethod
+    def _spec(execution: Execution) -> WorkflowSpec:
+        try:
+            return WorkflowSpec.model_validate(execution.workflow.spec)
+        except ValidationError as exc:
+            raise InvalidStoredSpecError(
+                f"the workflow's spec is invalid: {_describe(exc)}"
+            ) from None
+
+    def _load(self, session: Session, execution_id: str) -> tuple[Execution, WorkflowSpec]:
+        execution = self._execution(session, execution_id)
+        return execution, self._spec(execution)
+
+    @contextmanager
+    def _failing_on_invalid_spec(self, execution_id: str) -> Iterator[None]:
+        """An invalid stored spec fails the execution, with the reason, and the activity
+        without retries; retrying would only keep the execution RUNNING forever."""
+        try:
+            yield
+        except InvalidStoredSpecError as exc:
+            message = str(exc)
+            with log_context(execution_id=execution_id), transaction(self._sessions) as session:
+                execution = self._execution(session, execution_id)
+                error = {"node_id": None, "attempt_id": None, "message": message, "traceback": None}
+                move_execution(session, execution, ExecutionState.FAILED, error=error)
+                self._cancel_active_attempts(session, execution.id)
+                log.error("execution %s failed: %s", execution_id, message)
+            raise ApplicationError(
+                message, type="InvalidWorkflowSpec", non_retryable=True
+            ) from None
 
     def _read_json(self, uri: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self._blobs.get(uri))
@@ -122,7 +166,11 @@ class ExecutionActivities:
     @activity.defn(name="begin_execution")
     def begin_execution(self, execution_id: str) -> ExecutionPlan:
         """Mark the execution RUNNING and return the DAG the workflow walks."""
-        with log_context(execution_id=execution_id), transaction(self._sessions) as session:
+        with (
+            self._failing_on_invalid_spec(execution_id),
+            log_context(execution_id=execution_id),
+            transaction(self._sessions) as session,
+        ):
             execution, spec = self._load(session, execution_id)
             if move_execution(session, execution, ExecutionState.RUNNING):
                 log.info("execution %s running", execution_id)
@@ -142,7 +190,10 @@ class ExecutionActivities:
     @activity.defn(name="expand_map")
     def expand_map(self, ref: NodeRef) -> int:
         """How many elements a map node runs: the common length of its mapped inputs."""
-        with transaction(self._sessions) as session:
+        with (
+            self._failing_on_invalid_spec(ref.execution_id),
+            transaction(self._sessions) as session,
+        ):
             execution, spec = self._load(session, ref.execution_id)
             node = spec.node(ref.node_id)
             assert node.map is not None
@@ -162,6 +213,7 @@ class ExecutionActivities:
         """Write the unit's inputs, then answer from the task cache or create and place an
         attempt for an agent to lease."""
         with (
+            self._failing_on_invalid_spec(args.execution_id),
             log_context(execution_id=args.execution_id, node_id=args.node_id),
             transaction(self._sessions) as session,
         ):
@@ -214,7 +266,10 @@ class ExecutionActivities:
     @activity.defn(name="complete_node")
     def complete_node(self, ref: NodeRef) -> None:
         """Remember cacheable outputs, and collect a map node's element outputs into lists."""
-        with transaction(self._sessions) as session:
+        with (
+            self._failing_on_invalid_spec(ref.execution_id),
+            transaction(self._sessions) as session,
+        ):
             execution, spec = self._load(session, ref.execution_id)
             node = spec.node(ref.node_id)
             task = spec.tasks[node.task]
@@ -262,11 +317,15 @@ class ExecutionActivities:
     def finish_execution(self, args: FinishExecutionInput) -> None:
         """Record outputs, the failure or the cancellation; cancel attempts still active."""
         with (
+            self._failing_on_invalid_spec(args.execution_id),
             log_context(execution_id=args.execution_id),
             transaction(self._sessions) as session,
         ):
-            execution, spec = self._load(session, args.execution_id)
+            execution = self._execution(session, args.execution_id)
             if args.status == ExecutionState.SUCCEEDED:
+                # Only outputs need the spec: a failure or a cancellation is recorded even
+                # when the stored spec no longer validates.
+                spec = self._spec(execution)
                 outputs = {
                     name: self._resolve(session, execution, spec, binding)
                     for name, binding in spec.outputs.items()

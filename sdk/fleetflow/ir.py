@@ -16,6 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SPEC_FORMAT_VERSION = 1
 
+# Bounds on every number in a spec. Each fits the type it travels as to the agent
+# (protos/fleetflow/agent/v1/agent.proto: `Resources.cpu` double, `memory_bytes` int64, `gpu`
+# int32; `Assignment.timeout_seconds` int32) and the column it is stored in, and is far beyond
+# what one attempt (one pod on one node) can use: a spec outside them is refused when it is
+# registered, not when its attempt is leased to an agent.
+MAX_CPU_CORES = 1024.0
+MAX_MEMORY_BYTES = 64 * 2**40  # 64 TiB
+MAX_GPUS = 64
+MAX_TIMEOUT_SECONDS = 30 * 24 * 3600  # 30 days
+MAX_RETRIES = 100
+MAX_MAP_CONCURRENCY = 10_000
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -109,12 +121,13 @@ class Resources(_Frozen):
 
     `gpu_type` is one accelerator model or a list of acceptable ones in order of preference
     (placement takes the first that fits somewhere now); `gpu_types` reads either form as a
-    list. `labels` are cluster labels the cluster running the attempt must carry.
+    list. `labels` are cluster labels the cluster running the attempt must carry. Every number
+    is finite, at least 0 and at most its `MAX_*` bound.
     """
 
-    cpu: float = 1.0
-    memory_bytes: int = 0
-    gpu: int = 0
+    cpu: float = Field(default=1.0, ge=0, le=MAX_CPU_CORES, allow_inf_nan=False)
+    memory_bytes: int = Field(default=0, ge=0, le=MAX_MEMORY_BYTES)
+    gpu: int = Field(default=0, ge=0, le=MAX_GPUS)
     gpu_type: str | list[str] | None = None
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -146,8 +159,8 @@ class TaskSpec(_Frozen):
     function: str
     interface: TypedInterface
     resources: Resources = Field(default_factory=Resources)
-    retries: int = Field(default=0, ge=0)
-    timeout_seconds: int | None = Field(default=None, gt=0)
+    retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
+    timeout_seconds: int | None = Field(default=None, gt=0, le=MAX_TIMEOUT_SECONDS)
     image: str | None = None
     # Outputs are reused for the same inputs while `cache_version` is unchanged.
     cache: bool = False
@@ -160,7 +173,7 @@ class MapSpec(_Frozen):
     outputs are lists, in element order."""
 
     over: list[str]
-    concurrency: int | None = Field(default=None, gt=0)
+    concurrency: int | None = Field(default=None, gt=0, le=MAX_MAP_CONCURRENCY)
 
 
 class InputBinding(_Frozen):

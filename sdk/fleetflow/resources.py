@@ -63,6 +63,11 @@ def parse_memory(value: int | str) -> int:
         number_of_bytes = int(exact)
     if number_of_bytes <= 0:
         raise InvalidOptionError(f"memory must be positive, got {value!r}")
+    if number_of_bytes > ir.MAX_MEMORY_BYTES:
+        raise InvalidOptionError(
+            f"memory {value!r} is more than one attempt can get "
+            f"(at most {ir.MAX_MEMORY_BYTES // 2**40}Ti)"
+        )
     return number_of_bytes
 
 
@@ -82,6 +87,10 @@ def parse_cpu(value: int | float | str) -> float:
         cores = float(value)
     if not math.isfinite(cores) or cores <= 0:
         raise InvalidOptionError(f"cpu must be a positive number of cores, got {value!r}")
+    if cores > ir.MAX_CPU_CORES:
+        raise InvalidOptionError(
+            f"cpu {value!r} is more than one attempt can get (at most {ir.MAX_CPU_CORES:g} cores)"
+        )
     return cores
 
 
@@ -153,6 +162,9 @@ def parse_labels(value: Mapping[str, str] | None) -> dict[str, str]:
 class Resources:
     """What one attempt of a task requests, and where it may run.
 
+    Each number is bounded by what one attempt can get (`fleetflow.ir.MAX_CPU_CORES`,
+    `MAX_MEMORY_BYTES`, `MAX_GPUS`).
+
     Args:
         cpu: cores, e.g. `2`, `0.5` or `"500m"`; must be positive.
         memory: bytes as an int, or a quantity such as `"512Mi"`, `"4Gi"`, `"1G"`; `None` leaves
@@ -181,6 +193,8 @@ class Resources:
             raise InvalidOptionError(f"gpu must be a whole number of GPUs, got {self.gpu!r}")
         if self.gpu < 0:
             raise InvalidOptionError(f"gpu must be >= 0, got {self.gpu}")
+        if self.gpu > ir.MAX_GPUS:
+            raise InvalidOptionError(f"gpu must be at most {ir.MAX_GPUS}, got {self.gpu}")
         gpu_types = parse_gpu_types(self.gpu_type)
         if gpu_types and self.gpu == 0:
             raise InvalidOptionError(
