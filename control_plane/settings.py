@@ -87,6 +87,12 @@ class ApiSettings(BaseSettings):
     max_workflow_nodes: int = Field(
         default=10_000, ge=1, description="most nodes (and tasks) a registered workflow may have"
     )
+    idempotency_key_ttl_seconds: float = Field(
+        default=24 * 3600,
+        gt=0,
+        description="how long an execution's Idempotency-Key dedupes retries; older keys are "
+        "purged and may be used again",
+    )
 
 
 class GrpcSettings(BaseSettings):

@@ -36,7 +36,7 @@ import grpc
 
 from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
 from data_plane_agent.executors.base import ClusterExecutor, Executor, ExecutorStartError
-from data_plane_agent.executors.local_process import LocalProcessExecutor
+from data_plane_agent.executors.local_process import LocalProcessExecutor, retention_from_settings
 from data_plane_agent.protocol import assignment_from_proto, capacity_to_proto, report_request
 from data_plane_agent.report_buffer import ReportBuffer
 from data_plane_agent.settings import AgentSettings
@@ -674,7 +674,11 @@ def default_executor(settings: AgentSettings) -> Executor:
             settings.work_dir,
             kill_grace_seconds=settings.kill_grace_seconds,
         )
-    return LocalProcessExecutor(settings.work_dir, kill_grace_seconds=settings.kill_grace_seconds)
+    return LocalProcessExecutor(
+        settings.work_dir,
+        kill_grace_seconds=settings.kill_grace_seconds,
+        retention=retention_from_settings(settings),
+    )
 
 
 def lock_work_dir(work_dir: Path) -> IO[bytes] | None:

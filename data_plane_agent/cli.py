@@ -97,6 +97,24 @@ def run(
             show_default=False,
         ),
     ] = None,
+    keep_attempt_dirs_hours: Annotated[
+        float | None,
+        typer.Option(
+            "--keep-attempt-dirs-hours",
+            help="Hours a finished attempt's directory is kept before it is deleted; default 24 "
+            "(env FLEETFLOW_AGENT_ATTEMPT_DIRS_KEEP_HOURS).",
+            show_default=False,
+        ),
+    ] = None,
+    attempt_dirs_max_gib: Annotated[
+        float | None,
+        typer.Option(
+            "--attempt-dirs-max-gib",
+            help="Cap on all attempt directories, in GiB: above it finished ones are deleted, "
+            "oldest first; default 5, 0 for none (env FLEETFLOW_AGENT_ATTEMPT_DIRS_MAX_GIB).",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[
         str, typer.Option("--log-level", help="Log verbosity: DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
@@ -110,6 +128,8 @@ def run(
             "work_dir": work_dir,
             "max_parallel": max_parallel,
             "executor": executor,
+            "attempt_dirs_keep_hours": keep_attempt_dirs_hours,
+            "attempt_dirs_max_gib": attempt_dirs_max_gib,
         }
     )
     level = logging.getLevelName(log_level.upper())

@@ -76,6 +76,18 @@ class AgentSettings(BaseSettings):
         "host of control_plane",
     )
     insecure: bool = Field(default=False, description="dial the control plane in plaintext")
+    attempt_dirs_keep_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="local-process executor: how long a finished attempt's directory (code, "
+        "log, result) is kept under work_dir/attempts/ before it is deleted",
+    )
+    attempt_dirs_max_gib: float = Field(
+        default=5.0,
+        ge=0,
+        description="local-process executor: cap on all attempt directories together, in GiB; "
+        "above it finished attempts' directories are deleted oldest first (0: no cap)",
+    )
     executor: Literal["local-process", "kubernetes"] = Field(
         default="local-process",
         description="how attempts run: child processes of the agent, or one Kubernetes pod "

@@ -6,6 +6,10 @@ It is the executor of `fleetflow dev up` and of clusters without Kubernetes. Eve
 own session, hence its own process group, so stopping an attempt also stops whatever the task
 spawned. The agent's own `FLEETFLOW_AGENT_*` settings, its token among them, are not passed on
 to task code.
+
+Finished attempts' directories are deleted by an `AttemptDirRetention` policy (older than its
+keep time, or oldest first while all attempt directories together exceed its size cap), swept
+when an attempt finishes and periodically; a running or launching attempt's is never touched.
 """
 
 from __future__ import annotations
@@ -15,15 +19,18 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
 from data_plane_agent.executors.base import MAX_LOG_BYTES, runtime_command
+from data_plane_agent.settings import AgentSettings
 from fleetflow.child_processes import parent_env
 from fleetflow.errors import FleetflowError
 
@@ -34,6 +41,31 @@ RESULT_FILE = "result.json"
 CODE_DIR = "code"
 _LOG_TAIL_BYTES = 4096
 _HIDDEN_ENV_PREFIX = "FLEETFLOW_AGENT_"
+
+
+@dataclass(frozen=True)
+class AttemptDirRetention:
+    """How long finished attempts' directories are kept, and how much disk they may take.
+
+    Args:
+        keep_seconds: A finished attempt's directory is deleted this long after it was last
+            written (its log, its result). 0 deletes them as soon as they finish.
+        max_total_bytes: Cap on all attempt directories together (running ones count, but
+            are never deleted); above it finished ones go, oldest first. 0: no cap.
+        sweep_interval_seconds: Between periodic sweeps (besides one after every attempt).
+    """
+
+    keep_seconds: float = 24 * 3600
+    max_total_bytes: int = 5 * 1024**3
+    sweep_interval_seconds: float = 600.0
+
+
+def retention_from_settings(settings: AgentSettings) -> AttemptDirRetention:
+    """The retention policy `FLEETFLOW_AGENT_ATTEMPT_DIRS_*` (and their CLI flags) ask for."""
+    return AttemptDirRetention(
+        keep_seconds=settings.attempt_dirs_keep_hours * 3600,
+        max_total_bytes=int(settings.attempt_dirs_max_gib * 1024**3),
+    )
 
 
 @dataclass
@@ -54,6 +86,9 @@ class LocalProcessExecutor:
         python: The interpreter that runs `fleetflow.runtime` (default: the agent's own).
         kill_grace_seconds: Time between SIGTERM and SIGKILL when stopping an attempt.
         env: Environment for task processes (default: the agent's, minus its own settings).
+        retention: When finished attempts' directories are deleted (default: kept 24 hours,
+            5 GiB in all).
+        clock: Wall-clock time in seconds, compared with directories' modification times.
     """
 
     name = "local-process"
@@ -65,6 +100,8 @@ class LocalProcessExecutor:
         python: str = sys.executable,
         kill_grace_seconds: float = 5.0,
         env: Mapping[str, str] | None = None,
+        retention: AttemptDirRetention | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._attempts_dir = Path(work_dir) / "attempts"
         self._python = python
@@ -75,6 +112,14 @@ class LocalProcessExecutor:
         self._attempts: dict[str, _LocalAttempt] = {}
         self._launching: set[str] = set()
         self._events: asyncio.Queue[AttemptEvent] = asyncio.Queue()
+        self._retention = retention or AttemptDirRetention()
+        self._clock = clock
+        # Held by a sweep and by a launch preparing its directory, so a sweep never deletes a
+        # directory an attempt is being (re)started in.
+        self._dirs_lock = asyncio.Lock()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._shut_down = False
+        self._sweeps: set[asyncio.Task[list[str]]] = set()
 
     async def read_log(self, attempt_id: str) -> str | None:
         try:
@@ -95,7 +140,51 @@ class LocalProcessExecutor:
         return list(self._attempts)
 
     async def next_event(self) -> AttemptEvent:
+        self._start_sweeper()  # the agent waits here from its start: sweeps begin with it
         return await self._events.get()
+
+    async def sweep_attempt_dirs(self, *, spare: str | None = None) -> list[str]:
+        """Apply the retention policy now; the ids of the attempts whose directories went.
+
+        Args:
+            spare: An attempt that just finished: kept this time, so that the agent can still
+                read its log for the last upload; a later sweep applies the policy to it.
+        """
+        async with self._dirs_lock:
+            protected = set(self._attempts) | self._launching | ({spare} if spare else set())
+            return await asyncio.to_thread(
+                sweep_finished_attempt_dirs,
+                self._attempts_dir,
+                protected,
+                self._retention,
+                now=self._clock(),
+            )
+
+    def _start_sweeper(self) -> None:
+        if self._shut_down:
+            return
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep_periodically(), name="attempt-dirs")
+
+    async def _sweep_periodically(self) -> None:
+        while True:
+            try:
+                await self.sweep_attempt_dirs()
+            except Exception:  # a failed sweep must not end the loop
+                logger.exception("could not clean up finished attempts' directories")
+            await asyncio.sleep(self._retention.sweep_interval_seconds)  # pacing
+
+    def _sweep_soon(self, finished: str) -> None:
+        task = asyncio.create_task(
+            self.sweep_attempt_dirs(spare=finished), name="attempt-dirs-on-finish"
+        )
+        self._sweeps.add(task)
+        task.add_done_callback(self._sweep_done)
+
+    def _sweep_done(self, task: asyncio.Task[list[str]]) -> None:
+        self._sweeps.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("could not clean up finished attempts' directories: %s", task.exception())
 
     def _emit(self, event: AttemptEvent) -> None:
         self._events.put_nowait(event)
@@ -114,10 +203,12 @@ class LocalProcessExecutor:
             logger.warning("attempt %s: already running here, not launching it again", attempt_id)
             return
         self._launching.add(attempt_id)
+        self._start_sweeper()
         try:
             try:
                 directory = self.attempt_dir(attempt_id)
-                log_file = await asyncio.to_thread(_prepare_attempt_dir, directory, assignment)
+                async with self._dirs_lock:
+                    log_file = await asyncio.to_thread(_prepare_attempt_dir, directory, assignment)
                 try:
                     process = await asyncio.create_subprocess_exec(
                         *self._command(assignment, directory),
@@ -195,6 +286,7 @@ class LocalProcessExecutor:
             f" ({event.message})" if event.message else "",
         )
         self._emit(event)
+        self._sweep_soon(attempt_id)
 
     async def _outcome(self, attempt: _LocalAttempt) -> AttemptEvent:
         attempt_id = attempt.assignment.attempt_id
@@ -248,7 +340,82 @@ class LocalProcessExecutor:
             await asyncio.wait({attempt.watcher})
 
     async def shutdown(self, reason: str) -> None:
+        self._shut_down = True
         await asyncio.gather(*(self.kill(attempt_id, reason) for attempt_id in self.running()))
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+        await asyncio.gather(*self._sweeps, return_exceptions=True)
+
+
+def sweep_finished_attempt_dirs(
+    attempts_dir: Path,
+    running: Collection[str],
+    retention: AttemptDirRetention,
+    *,
+    now: float,
+) -> list[str]:
+    """Delete finished attempts' directories under `attempts_dir` as `retention` says.
+
+    Every directory not named in `running` is a finished attempt's (the local-process
+    executor's attempts do not outlive their agent). Its age is measured from its last write.
+
+    Returns:
+        The attempt ids whose directories were deleted, oldest first.
+    """
+    try:
+        entries = [entry for entry in attempts_dir.iterdir() if entry.is_dir()]
+    except FileNotFoundError:
+        return []
+    total = 0
+    finished: list[tuple[float, Path, int]] = []  # (last written, directory, bytes)
+    for directory in entries:
+        size = _tree_bytes(directory)
+        total += size
+        if directory.name not in running:
+            finished.append((_last_written(directory), directory, size))
+    finished.sort(key=lambda item: (item[0], item[1].name))
+    cap = retention.max_total_bytes
+    deleted: list[str] = []
+    for last_written, directory, size in finished:
+        expired = now - last_written >= retention.keep_seconds
+        over_cap = cap > 0 and total > cap
+        if not (expired or over_cap):
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        if directory.exists():
+            logger.warning("could not delete finished attempt directory %s", directory)
+            continue
+        total -= size
+        deleted.append(directory.name)
+        logger.info(
+            "deleted the directory of finished attempt %s (%s)",
+            directory.name,
+            "kept long enough" if expired else "attempt directories over their size cap",
+        )
+    return deleted
+
+
+def _last_written(directory: Path) -> float:
+    """The newest modification time of the directory and the files directly in it."""
+    latest = 0.0
+    with contextlib.suppress(OSError):
+        latest = directory.stat().st_mtime
+        for child in directory.iterdir():
+            with contextlib.suppress(OSError):
+                latest = max(latest, child.lstat().st_mtime)
+    return latest
+
+
+def _tree_bytes(directory: Path) -> int:
+    """Bytes the files under `directory` take (links not followed; vanishing files skipped)."""
+    total = 0
+    for dirpath, _dirnames, filenames in os.walk(directory):
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
 
 
 def _prepare_attempt_dir(directory: Path, assignment: TaskAssignment) -> IO[bytes]:

@@ -13,8 +13,10 @@ import gzip
 import hashlib
 import io
 import os
+import shutil
 import stat
 import tarfile
+import tempfile
 import zlib
 from pathlib import Path, PurePosixPath
 
@@ -148,13 +150,51 @@ def extract_bundle(data: bytes, dest: Path, *, max_bytes: int = MAX_BUNDLE_BYTES
     devices, absolute paths, `..` components and archives larger than `max_bytes` (compressed
     or unpacked) are rejected. Files are written with mode 0644, directories 0755.
 
+    The archive is unpacked into a temporary directory beside `dest` and renamed into place
+    only once complete, replacing whatever `dest` held: a refused or broken bundle leaves
+    nothing behind (no partial tree filling the disk), and `dest` is never half-written.
+
     Raises:
-        BundleError: The archive is corrupt or unsafe. Files already written stay in `dest`.
+        BundleError: The archive is corrupt or unsafe; `dest` is as it was.
     """
     if len(data) > max_bytes:
         raise BundleError(f"code bundle of {len(data)} bytes exceeds the {_mib(max_bytes)} limit")
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.unpacking-", dir=dest.parent))
+    except OSError as exc:
+        raise BundleError(f"cannot extract code bundle into {dest}: {exc}") from exc
+    try:
+        staging.chmod(_DIR_MODE)
+        _extract_into(data, staging, max_bytes)
+        _replace_dir(staging, dest)
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise BundleError(f"cannot extract code bundle into {dest}: {exc}") from exc
+        raise
+
+
+def _replace_dir(new: Path, dest: Path) -> None:
+    """Rename `new` to `dest`; an existing `dest` is moved aside first, then deleted."""
+    if not dest.exists() and not dest.is_symlink():
+        new.rename(dest)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.replaced-", dir=dest.parent))
+    aside = old / "dest"
+    dest.rename(aside)
+    try:
+        new.rename(dest)
+    except OSError:
+        aside.rename(dest)  # put it back: `dest` stays as it was
+        shutil.rmtree(old, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _extract_into(data: bytes, dest: Path, max_bytes: int) -> None:
+    """Unpack into the empty directory `dest`, checking each member; BundleError or OSError."""
     dest_resolved = dest.resolve()
     total = 0
     entries = 0
@@ -203,5 +243,3 @@ def extract_bundle(data: bytes, dest: Path, *, max_bytes: int = MAX_BUNDLE_BYTES
         raise
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise BundleError(f"not a valid code bundle: {exc}") from exc
-    except OSError as exc:
-        raise BundleError(f"cannot extract code bundle into {dest}: {exc}") from exc

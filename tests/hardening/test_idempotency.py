@@ -6,15 +6,17 @@ PostgreSQL). The SDK sends one per `Client.launch` and resends on a lost answer.
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_plane.db.models import Execution, IdempotencyKey
+from control_plane.db.models import Execution, IdempotencyKey, utcnow
+from control_plane.settings import ApiSettings
 from fleetflow.client import Client
 from fleetflow.config import CliConfig
 from fleetflow.ir import WorkflowSpec
@@ -193,3 +195,100 @@ def test_the_sdk_resends_a_lost_creation_with_its_key(
         assert transport.lost == 1 and transport.keys == ["sdk-1", "sdk-1"]
         assert executions(world) == 1
         assert set(world.launcher.started) == {created["id"]}
+
+
+# Key expiry: `FLEETFLOW_API_IDEMPOTENCY_KEY_TTL_SECONDS`. Keys are aged by moving their
+# `created_at` back in the database, not by waiting.
+TTL = timedelta(hours=1)
+
+
+def expiring_world(
+    session_factory: sessionmaker[Session], tmp_path: Path, spec: WorkflowSpec
+) -> World:
+    api = ApiSettings(
+        rate_limit_per_second=0,
+        auth_failures_per_second=0,
+        idempotency_key_ttl_seconds=TTL.total_seconds(),
+    )
+    return build_world(session_factory, tmp_path, spec, api)
+
+
+def age_key(world: World, key: str, by: timedelta) -> None:
+    with world.sessions() as session:
+        session.execute(
+            update(IdempotencyKey).where(IdempotencyKey.key == key).values(created_at=utcnow() - by)
+        )
+        session.commit()
+
+
+def stored_keys(world: World) -> set[str]:
+    with world.sessions() as session:
+        return set(session.scalars(select(IdempotencyKey.key)))
+
+
+def test_a_key_within_its_window_still_dedupes(
+    session_factory: sessionmaker[Session], tmp_path: Path, workflow_spec: WorkflowSpec
+) -> None:
+    world = expiring_world(session_factory, tmp_path, workflow_spec)
+    body = {"workflow": world.workflow, "inputs": {"n": 3}}
+    with world.client(world.alpha_dev) as alpha:
+        first = alpha.post("/api/v1/executions", json=body, headers=KEY)
+        assert first.status_code == 201, first.text
+        age_key(world, KEY["Idempotency-Key"], TTL - timedelta(minutes=5))
+        again = alpha.post("/api/v1/executions", json=body, headers=KEY)
+        assert again.status_code == 200, again.text
+        assert again.json()["id"] == first.json()["id"]
+    assert executions(world) == 1
+
+
+def test_an_expired_key_no_longer_dedupes_and_is_replaced(
+    session_factory: sessionmaker[Session], tmp_path: Path, workflow_spec: WorkflowSpec
+) -> None:
+    world = expiring_world(session_factory, tmp_path, workflow_spec)
+    body = {"workflow": world.workflow, "inputs": {"n": 3}}
+    with world.client(world.alpha_dev) as alpha:
+        first = alpha.post("/api/v1/executions", json=body, headers=KEY)
+        assert first.status_code == 201, first.text
+        age_key(world, KEY["Idempotency-Key"], TTL + timedelta(minutes=1))
+        # Past its window the key names nothing: the same request is a new execution...
+        fresh = alpha.post("/api/v1/executions", json=body, headers=KEY)
+        assert fresh.status_code == 201, fresh.text
+        assert fresh.json()["id"] != first.json()["id"]
+        # ...and the key now belongs to it, deduping again.
+        again = alpha.post("/api/v1/executions", json=body, headers=KEY)
+        assert again.status_code == 200 and again.json()["id"] == fresh.json()["id"]
+        # An expired key may also be reused for another request (no 422).
+        age_key(world, KEY["Idempotency-Key"], TTL + timedelta(minutes=1))
+        other = alpha.post("/api/v1/executions", json={**body, "inputs": {"n": 4}}, headers=KEY)
+        assert other.status_code == 201, other.text
+    assert executions(world) == 3
+    with world.sessions() as session:
+        row = session.get(IdempotencyKey, (world_tenant(session, other), KEY["Idempotency-Key"]))
+        assert row is not None and row.execution_id == other.json()["id"]
+
+
+def world_tenant(session: Session, response: httpx.Response) -> str:
+    execution = session.get(Execution, response.json()["id"])
+    assert execution is not None
+    return execution.tenant_id
+
+
+def test_expired_keys_are_purged_when_a_key_is_recorded(
+    session_factory: sessionmaker[Session], tmp_path: Path, workflow_spec: WorkflowSpec
+) -> None:
+    world = expiring_world(session_factory, tmp_path, workflow_spec)
+    body = {"workflow": world.workflow, "inputs": {"n": 3}}
+    with world.client(world.alpha_dev) as alpha:
+        for key in ("old-1", "old-2", "young"):
+            created = alpha.post("/api/v1/executions", json=body, headers={"Idempotency-Key": key})
+            assert created.status_code == 201, created.text
+        age_key(world, "old-1", TTL + timedelta(minutes=1))
+        age_key(world, "old-2", 10 * TTL)
+        assert stored_keys(world) == {"old-1", "old-2", "young"}
+        # A creation without a key records nothing and purges nothing.
+        assert alpha.post("/api/v1/executions", json=body).status_code == 201
+        assert stored_keys(world) == {"old-1", "old-2", "young"}
+        new = alpha.post("/api/v1/executions", json=body, headers={"Idempotency-Key": "new"})
+        assert new.status_code == 201, new.text
+    assert stored_keys(world) == {"young", "new"}
+    assert executions(world) == 5  # the executions themselves are kept

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
@@ -14,12 +15,19 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.auth import ExecutionsRead, ExecutionsWrite
-from control_plane.api.deps import BlobStoreDep, LauncherDep, Offset, SessionDep
+from control_plane.api.deps import BlobStoreDep, LauncherDep, Offset, SessionDep, SettingsDep
 from control_plane.api.errors import ApiError
 from control_plane.api.inputs import InputValidationError, blob_uris, validate_execution_inputs
 from control_plane.api.routes import outputs
 from control_plane.api.routes.bundles import tenant_prefix
-from control_plane.db.models import NO_MAP_INDEX, Execution, Tenant, WorkflowVersion, new_id
+from control_plane.db.models import (
+    NO_MAP_INDEX,
+    Execution,
+    Tenant,
+    WorkflowVersion,
+    new_id,
+    utcnow,
+)
 from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.attempts import limits_of
 from control_plane.db.repositories.executions import (
@@ -172,9 +180,12 @@ def request_hash(body: ExecutionCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _replay(session: Session, tenant: Tenant, key: str, fingerprint: str) -> Execution | None:
-    """The execution an earlier request with `key` created; 422 if that request differed."""
-    used = get_idempotency_key(session, tenant.id, key)
+def _replay(
+    session: Session, tenant: Tenant, key: str, fingerprint: str, not_before: datetime
+) -> Execution | None:
+    """The execution an earlier request with `key` (at or after `not_before`: younger keys
+    only) created; 422 if that request differed."""
+    used = get_idempotency_key(session, tenant.id, key, not_before=not_before)
     if used is None:
         return None
     if used.request_hash != fingerprint:
@@ -194,12 +205,14 @@ def _persist_execution(
     body: ExecutionCreate,
     blob_store: BlobStore,
     idempotency_key: str | None,
+    idempotency_key_ttl: timedelta = timedelta(hours=24),
 ) -> tuple[ExecutionPublic, bool]:
     """The execution, and whether this request created it (False: an idempotent replay)."""
     tenant_id = tenant.id
     fingerprint = request_hash(body)
+    keys_not_before = utcnow() - idempotency_key_ttl  # older keys have expired
     if idempotency_key is not None:
-        earlier = _replay(session, tenant, idempotency_key, fingerprint)
+        earlier = _replay(session, tenant, idempotency_key, fingerprint, keys_not_before)
         if earlier is not None:
             return executions_public(session, [earlier], blob_store)[0], False
     workflow, inputs = validate_execution_request(session, tenant, body, blob_store)
@@ -211,11 +224,16 @@ def _persist_execution(
     )
     if idempotency_key is not None:
         holder = claim_idempotency_key(
-            session, tenant_id, idempotency_key, fingerprint, execution_id
+            session,
+            tenant_id,
+            idempotency_key,
+            fingerprint,
+            execution_id,
+            not_before=keys_not_before,
         )
         if holder.execution_id != execution_id:  # a concurrent request with the key won
             session.rollback()
-            earlier = _replay(session, tenant, idempotency_key, fingerprint)
+            earlier = _replay(session, tenant, idempotency_key, fingerprint, keys_not_before)
             assert earlier is not None
             return executions_public(session, [earlier], blob_store)[0], False
     session.commit()
@@ -255,6 +273,7 @@ async def start_execution(
     caller: ExecutionsWrite,
     launcher: LauncherDep,
     blob_store: BlobStoreDep,
+    settings: SettingsDep,
     response: Response,
     idempotency_key: Annotated[
         str | None,
@@ -268,7 +287,13 @@ async def start_execution(
     """Validate the inputs, persist a QUEUED execution, then hand it to the orchestrator."""
     key = _idempotency_key(idempotency_key)
     execution, created = await run_in_threadpool(
-        _persist_execution, session, caller.tenant, body, blob_store, key
+        _persist_execution,
+        session,
+        caller.tenant,
+        body,
+        blob_store,
+        key,
+        timedelta(seconds=settings.api.idempotency_key_ttl_seconds),
     )
     if not created:
         response.status_code = 200

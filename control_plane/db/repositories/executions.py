@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import (
@@ -56,21 +57,45 @@ def create_execution(
     return execution
 
 
-def get_idempotency_key(session: Session, tenant_id: str, key: str) -> IdempotencyKey | None:
-    """The tenant's record of an `Idempotency-Key`, if the key was used."""
-    return session.scalar(
-        select(IdempotencyKey).where(
-            IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key
-        )
+def get_idempotency_key(
+    session: Session, tenant_id: str, key: str, *, not_before: datetime | None = None
+) -> IdempotencyKey | None:
+    """The tenant's record of an `Idempotency-Key`, if the key was used (at or after
+    `not_before`: an older record has expired and no longer dedupes)."""
+    query = select(IdempotencyKey).where(
+        IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key
     )
+    if not_before is not None:
+        query = query.where(IdempotencyKey.created_at >= not_before)
+    # Fresh from the database: a row purged and claimed again must not read as the old one.
+    return session.scalar(query.execution_options(populate_existing=True))
+
+
+def purge_idempotency_keys(session: Session, *, older_than: datetime) -> int:
+    """Delete every tenant's keys recorded before `older_than` (expired); how many went."""
+    result = session.execute(
+        delete(IdempotencyKey).where(IdempotencyKey.created_at < older_than),
+        execution_options={"synchronize_session": False},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def claim_idempotency_key(
-    session: Session, tenant_id: str, key: str, request_hash: str, execution_id: str
+    session: Session,
+    tenant_id: str,
+    key: str,
+    request_hash: str,
+    execution_id: str,
+    *,
+    not_before: datetime,
 ) -> IdempotencyKey:
     """Record that `key` created `execution_id` (flushed already), unless a concurrent request
     recorded it first: returns the row that holds the key, whichever execution it names. A
-    caller whose execution is not the one named rolls back and answers with the winner's."""
+    caller whose execution is not the one named rolls back and answers with the winner's.
+
+    Keys recorded before `not_before` have expired: they are purged first (all tenants'; the
+    table holds one window of keys), so an expired key can be claimed again."""
+    purge_idempotency_keys(session, older_than=not_before)
     insert_ignoring_conflicts(
         session,
         IdempotencyKey,
