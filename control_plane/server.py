@@ -29,6 +29,7 @@ from control_plane.bootstrap import ensure_platform_admin, write_secret_file
 from control_plane.db.session import make_engine, make_session_factory
 from control_plane.metrics import MetricsEndpoint, serve_metrics
 from control_plane.orchestration.activities import ExecutionActivities
+from control_plane.orchestration.supervisor import WorkerSupervisor
 from control_plane.orchestration.temporal import TemporalLauncher, connect_temporal, make_worker
 from control_plane.services.cluster_health import watch_cluster_health
 from control_plane.services.finish_notifier import FinishNotifier
@@ -78,7 +79,7 @@ async def run_control_plane(
     grpc_server: grpc.aio.Server | None = None
     api_server: _EmbeddedUvicorn | None = None
     executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="activity")
-    worker = None
+    worker: WorkerSupervisor | None = None
     worker_metrics: MetricsEndpoint | None = None
     try:
         if parts.worker:
@@ -89,12 +90,14 @@ async def run_control_plane(
                 heartbeat_grace=settings.grpc.heartbeat_grace,
                 placement_strategy=settings.placement.strategy,
             )
-            worker = make_worker(
-                client,
-                settings.temporal.task_queue,
-                activities,
-                executor,
-                max_cached_workflows=settings.temporal.max_cached_workflows,
+            worker = WorkerSupervisor(
+                lambda: make_worker(
+                    client,
+                    settings.temporal.task_queue,
+                    activities,
+                    executor,
+                    max_cached_workflows=settings.temporal.max_cached_workflows,
+                )
             )
             tasks.append(asyncio.create_task(worker.run(), name="temporal-worker"))
             if not parts.api and settings.metrics.worker_port is not None:

@@ -25,7 +25,7 @@ workflow is defined or a client made.
 
 import importlib
 import sys
-import types
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from fleetflow.errors import (
@@ -78,18 +78,20 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY_EXPORTS))
 
 
-class _Package(types.ModuleType):
+class _Package(ModuleType):
     """`fleetflow`, whose decorators `task` and `workflow` share their names with the
     submodules `fleetflow.task` and `fleetflow.workflow`.
 
     Importing a submodule binds it on its package, which would shadow the lazily exported
     decorator of the same name (`from fleetflow import task` giving the module). Such a binding
     is dropped here, so the name keeps resolving to the decorator through `__getattr__`.
+    Nothing here may use a module-level name that a submodule shares (`types`): importing the
+    submodule rebinds it, and every later submodule import would then fail to bind silently.
     """
 
     def __setattr__(self, name: str, value: Any) -> None:
         if (
-            isinstance(value, types.ModuleType)
+            isinstance(value, ModuleType)
             and _LAZY_EXPORTS.get(name) == value.__name__
             and name in vars(value)
         ):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,20 @@ from control_plane import processes
 from fleetflow.storage import LocalBlobStore
 from tests.integration.stack import Stack, TemporalServer, start_stack, start_temporal
 from tests.integration.test_api import FakeLauncher
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test that used a whole stack reports its servers' logs: a control plane that
+    died or an agent that stopped says why there, not only in the test's own assertion."""
+    report = yield
+    if report.failed:
+        for name, value in getattr(item, "funcargs", {}).items():
+            if isinstance(value, Stack):
+                report.sections.append((f"logs of the stack `{name}`", value.logs()))
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,8 @@ from tests.integration.auth import admin_client
 
 pytestmark = pytest.mark.integration
 
-HEARTBEAT_INTERVAL_SECONDS = 5
+# Long, so the clusters' ages below stay in their bands however slowly the machine scrapes.
+HEARTBEAT_INTERVAL_SECONDS = 60
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -206,7 +207,8 @@ def test_clusters_by_status_at_scrape_time(
         }
 
     assert clusters() == {"online": 0, "degraded": 0, "offline": 0}
-    ages = {"fresh": 1, "late": 10, "silent": 60}  # seconds; interval 5: online ≤ 7.5 < grace 15
+    # Seconds; interval 60: online ≤ 90 < degraded ≤ grace 180, each a minute or more from an edge.
+    ages = {"fresh": 1, "late": 120, "silent": 600}
     with transaction(sessions) as session:
         for name in (*ages, "never"):
             clusters_repo.ensure_cluster(session, name, f"ffa_token-{name}", {})

@@ -121,6 +121,23 @@ def test_the_decorators_are_not_shadowed_by_their_modules() -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_every_submodule_is_bound_on_the_package_whatever_the_import_order() -> None:
+    # `fleetflow.types` shares its name with the standard library's `types`: importing it
+    # first once made every later submodule import fail to bind on the package, silently
+    # (the import system swallows the AttributeError), so `fleetflow.bundle` was missing.
+    code = (
+        "import pkgutil, fleetflow, fleetflow.types\n"
+        "names = [m.name for m in pkgutil.iter_modules(fleetflow.__path__)]\n"
+        "modules = [n for n in names if n not in ('task', 'workflow')]\n"
+        "for name in modules:\n"
+        "    __import__('fleetflow.' + name)\n"
+        "missing = [n for n in modules if not hasattr(fleetflow, n)]\n"
+        "assert not missing, missing\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
 # The groups of the installed layers ---------------------------------------------------------
 
 
