@@ -230,7 +230,9 @@ class ExecutionActivities:
             outputs_uri = self._blobs.uri(f"{prefix}/outputs.json")
             cached = None
             if task.cache:
-                entry = task_cache.find_cached(session, task_cache.cache_key(task, inputs))
+                entry = task_cache.find_cached(
+                    session, task_cache.cache_key(execution.tenant_id, task, inputs)
+                )
                 if entry is not None and self._blobs.exists(entry.outputs_uri):
                     cached = entry.outputs_uri
             attempt = attempts_repo.create_attempt(
@@ -277,7 +279,9 @@ class ExecutionActivities:
             if task.cache:
                 for attempt in succeeded:
                     if not attempt.cache_hit:
-                        key = task_cache.cache_key(task, self._read_json(attempt.inputs_uri))
+                        key = task_cache.cache_key(
+                            execution.tenant_id, task, self._read_json(attempt.inputs_uri)
+                        )
                         task_cache.remember(
                             session,
                             key,

@@ -35,18 +35,21 @@ from fleetflow.files import (
 CACHE_DIR_ENV = "FLEETFLOW_LOCAL_CACHE_DIR"
 
 
-def cache_key(task: ir.TaskSpec, inputs: Mapping[str, Any]) -> str:
+def cache_key(task: ir.TaskSpec, inputs: Mapping[str, Any], *, scope: str | None = None) -> str:
     """Same task name, cache version, interface and input literals -> same key.
 
     The same function as the control plane's task cache uses, so the two agree on what
-    "the same inputs" means.
+    "the same inputs" means. The control plane passes the tenant as `scope`: tasks of the same
+    name in two tenants never share outputs (one could otherwise read, or plant, another's).
     """
-    material = {
+    material: dict[str, Any] = {
         "task": task.name,
         "cache_version": task.cache_version,
         "interface": task.interface.model_dump(mode="json"),
         "inputs": dict(inputs),
     }
+    if scope is not None:
+        material["scope"] = scope
     canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

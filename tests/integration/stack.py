@@ -71,11 +71,14 @@ class Stack:
         """A `fleetflow.Client` for this stack, as the platform admin unless `token`."""
         return Client(self.api_url, token=token or self.admin_token, tenant=tenant)
 
-    def launch(self, workflows: Path, workflow: str, **inputs: Any) -> str:
-        """Bundle, register and start `workflow` of the file `workflows`; the execution id."""
+    def launch(
+        self, workflows: Path, workflow: str, *, tenant: str | None = None, **inputs: Any
+    ) -> str:
+        """Bundle, register and start `workflow` of the file `workflows` (in `tenant`, the
+        default one unless given); the execution id."""
         wf, root = load_workflow(workflows, workflow)
         digest, data = build_bundle(root)
-        with self.client() as client:
+        with self.client(tenant=tenant) as client:
             client.upload_bundle(digest, data)
             version = client.register_workflow(wf.spec, digest)["version"]
             literals = wf.inputs_to_literals(inputs)

@@ -50,6 +50,30 @@ def test_cached_task_is_not_dispatched_twice(stack: Stack, tmp_path: Path) -> No
     assert marker.read_text().count("ran") == 2
 
 
+def test_the_task_cache_is_never_shared_between_tenants(stack: Stack, tmp_path: Path) -> None:
+    """Same task, same inputs, another tenant: it runs again. A shared entry would hand one
+    tenant's outputs to another, or let one plant outputs for another's next run."""
+    marker = tmp_path / "runs.txt"
+    with stack.client() as admin:
+        admin.create_tenant("cache-other")
+        admin.grant_cluster("cache-other", "*")
+    client, first_id = launch(stack, "cached_pipeline", seed=11, marker=str(marker))
+    assert client.wait_for_execution(first_id, timeout=120)["status"] == "SUCCEEDED"
+    other = stack.client(tenant="cache-other")
+    other_id = stack.launch(
+        WORKFLOWS, "cached_pipeline", tenant="cache-other", seed=11, marker=str(marker)
+    )
+    final = other.wait_for_execution(other_id, timeout=120)
+    assert final["status"] == "SUCCEEDED", stack.logs()
+    (attempt,) = final["attempts"]
+    assert attempt["cache_hit"] is False
+    assert marker.read_text().count("ran") == 2
+    # Within the tenant the cache still answers.
+    client, again_id = launch(stack, "cached_pipeline", seed=11, marker=str(marker))
+    (attempt,) = client.wait_for_execution(again_id, timeout=120)["attempts"]
+    assert attempt["cache_hit"] is True and marker.read_text().count("ran") == 2
+
+
 def test_cancel_stops_the_running_attempt_within_seconds(stack: Stack, tmp_path: Path) -> None:
     marker = tmp_path / "pid.txt"
     client, execution_id = launch(stack, "sleepy", seconds=300.0, marker=str(marker))

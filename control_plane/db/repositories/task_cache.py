@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+import fleetflow.cache
 from control_plane.db.models import TaskCacheEntry, utcnow
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
 from fleetflow.ir import TaskSpec
 
 
-def cache_key(task: TaskSpec, inputs: dict[str, Any]) -> str:
-    """Same task name, cache version, interface and input literals -> same key."""
-    material = {
-        "task": task.name,
-        "cache_version": task.cache_version,
-        "interface": task.interface.model_dump(mode="json"),
-        "inputs": inputs,
-    }
-    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def cache_key(tenant_id: str, task: TaskSpec, inputs: dict[str, Any]) -> str:
+    """The SDK's key (`fleetflow.cache.cache_key`) scoped to the tenant: another tenant's task
+    of the same name and inputs never finds these outputs, nor plants its own for this one."""
+    return fleetflow.cache.cache_key(task, inputs, scope=f"tenant:{tenant_id}")
 
 
 def find_cached(session: Session, key: str) -> TaskCacheEntry | None:

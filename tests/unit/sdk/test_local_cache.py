@@ -102,9 +102,12 @@ def test_cache_options_are_checked_at_decoration(options: dict[str, object], mes
 # The key ---------------------------------------------------------------------------------------
 
 
-def test_the_key_is_the_control_planes_for_the_same_inputs() -> None:
+def test_the_key_is_the_control_planes_scoped_to_a_tenant() -> None:
     inputs = {"x": 3}
-    assert cache_key(slow_square.spec, inputs) == task_cache.cache_key(slow_square.spec, inputs)
+    scoped = task_cache.cache_key("tenant-1", slow_square.spec, inputs)
+    assert scoped == cache_key(slow_square.spec, inputs, scope="tenant:tenant-1")
+    assert scoped != task_cache.cache_key("tenant-2", slow_square.spec, inputs)
+    assert scoped != cache_key(slow_square.spec, inputs)  # a local run never finds tenants'
     assert LocalCache("unused").key(slow_square.spec, inputs) == cache_key(slow_square.spec, inputs)
     assert cache_key(slow_square.spec, {"x": 4}) != cache_key(slow_square.spec, inputs)
     assert cache_key(slow_square_v2.spec, inputs) != cache_key(slow_square.spec, inputs)
