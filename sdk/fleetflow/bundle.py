@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -36,6 +37,32 @@ _COPY_CHUNK = 1024 * 1024
 
 class BundleError(FleetflowError):
     """A source tree cannot be bundled, or an archive is not a safe code bundle."""
+
+
+_DIGEST_NAMED = re.compile(r"(?:^|/)(?P<digest>[0-9a-f]{64})\.tar\.gz$")
+
+
+def verify_bundle(uri: str, data: bytes) -> None:
+    """Refuse a bundle that is not the one its name promises.
+
+    Bundles are stored under their sha256 (`.../bundles/<sha256>.tar.gz`), so an archive with
+    another digest was changed after upload by someone who could write the blob store (a
+    hostile task, say), and running it would run their code as the bundle's tenant.
+
+    Raises:
+        BundleError: the URI names no digest, or the content does not match it.
+    """
+    named = _DIGEST_NAMED.search(uri)
+    if named is None:
+        raise BundleError(
+            f"code bundle {uri} is not named by its sha256 digest; refusing to run it"
+        )
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != named["digest"]:
+        raise BundleError(
+            f"code bundle {uri} has sha256 {actual}, not the digest it was uploaded under: it "
+            "was changed after upload; refusing to run it"
+        )
 
 
 def _is_excluded_dir(name: str) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -223,8 +224,29 @@ def file_to_python(literal: dict[str, str], path: str = "") -> File:
     local = _download_target(context, uri) / name
     if not local.is_file():
         store_for_uri(uri).download(uri, local)
+        _verify_content(uri, local, path)
     context.downloaded[local] = uri
     return File(local)
+
+
+_CONTENT_ADDRESSED = re.compile(r"/files/(?P<digest>[0-9a-f]{64})/[^/]+$")
+
+
+def _verify_content(uri: str, local: Path, path: str) -> None:
+    """A file stored under its sha256 (uploads and task outputs are: `.../files/<sha256>/<name>`)
+    must still have it: otherwise someone who could write the blob store swapped it, and the
+    task must not read their data as its input."""
+    named = _CONTENT_ADDRESSED.search(urlparse(uri).path)
+    if named is None:
+        return
+    actual = _sha256_of(local)
+    if actual != named["digest"]:
+        local.unlink()
+        raise LiteralValidationError(
+            path,
+            f"{uri} has sha256 {actual}, not the digest it was stored under: it was changed "
+            "after upload; refusing to use it",
+        )
 
 
 def _listing_digest(root: Path, files: list[Path]) -> str:

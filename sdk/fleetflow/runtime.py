@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetflow.bundle import extract_bundle
+from fleetflow.bundle import extract_bundle, verify_bundle
 from fleetflow.child_processes import die_with_parent_if_asked
 from fleetflow.errors import FleetflowError, format_user_traceback, strip_bundle_root
 from fleetflow.files import blob_context
@@ -136,6 +136,7 @@ def run_task(invocation: TaskInvocation) -> None:
     workdir = invocation.workdir
     logger.info("downloading code bundle %s", invocation.bundle_uri)
     bundle = read_uri(invocation.bundle_uri)
+    verify_bundle(invocation.bundle_uri, bundle)
     extract_bundle(bundle, workdir)
     logger.info("unpacked code bundle (%d bytes) into %s", len(bundle), workdir)
     sys.path.insert(0, str(workdir))

@@ -302,11 +302,19 @@ class RuntimeRun:
 
 
 def run_task(
-    store: LocalBlobStore, tmp_path: Path, node: str, function: str, inputs: dict[str, Any]
+    store: LocalBlobStore,
+    tmp_path: Path,
+    node: str,
+    function: str,
+    inputs: dict[str, Any],
+    *,
+    bundle_uri: str | None = None,
 ) -> RuntimeRun:
-    """Run `typed_tasks.<function>` as `python -m fleetflow.runtime`, as an agent would."""
-    digest, data = build_bundle(TYPED_BUNDLE)
-    bundle_uri = store.put(f"bundles/{digest}.tar.gz", data)
+    """Run `typed_tasks.<function>` as `python -m fleetflow.runtime`, as an agent would, from
+    the typed bundle (uploaded under its digest) unless `bundle_uri` names another."""
+    if bundle_uri is None:
+        digest, data = build_bundle(TYPED_BUNDLE)
+        bundle_uri = store.put(f"bundles/{digest}.tar.gz", data)
     prefix = f"executions/e1/{node}/1"
     inputs_uri = store.put(f"{prefix}/inputs.json", json.dumps(inputs).encode())
     outputs_uri = store.uri(f"{prefix}/outputs.json")
