@@ -328,7 +328,8 @@ class Agent:
                 if exc.code() in _AUTH_CODES:
                     raise AgentAuthenticationError(
                         f"the control plane at {target} rejected this agent's cluster token "
-                        f"({exc.code().name}: {exc.details()}); check FLEETFLOW_AGENT_TOKEN"
+                        f"({exc.code().name}: {exc.details()}); check the token file "
+                        "(FLEETFLOW_AGENT_TOKEN_FILE) or FLEETFLOW_AGENT_TOKEN"
                     ) from None
                 delay = backoff.next_delay()
                 hint = connection_hint(exc.details() or "", self._security, self._settings)

@@ -2,7 +2,13 @@
 
 Mounted into the main CLI through the `fleetflow.cli` entry point, and runnable on its own as
 `python -m data_plane_agent`. Options override the `FLEETFLOW_AGENT_*` environment; the token
-is best given as `FLEETFLOW_AGENT_TOKEN`, since command-line arguments are visible in `ps`.
+is best given as a file only its owner can read (`--token-file`, or `-` for standard input):
+`FLEETFLOW_AGENT_TOKEN` also works but every process started from the same shell inherits it,
+and command-line arguments (`--token`) are visible to every local user in `ps`.
+
+Before it leases anything the agent makes itself non-dumpable and drops the token's variable
+from its environment (`data_plane_agent.hardening`), so that the tasks it runs, as its own
+user, cannot read the token out of its `/proc/<pid>/environ` or memory.
 """
 
 from __future__ import annotations
@@ -16,11 +22,14 @@ import typer
 from pydantic import ValidationError
 
 from data_plane_agent.agent import run_agent
-from data_plane_agent.settings import AgentSettings
+from data_plane_agent.hardening import make_process_undumpable
+from data_plane_agent.settings import AgentSettings, AgentTokenError, load_agent_settings
 from data_plane_agent.tls import channel_security
 from fleetflow.child_processes import die_with_parent_if_asked
 from fleetflow.logs import LogConfigError, configure_logging
 from fleetflow.tls import TlsConfigError
+
+logger = logging.getLogger(__name__)
 
 app = typer.Typer(
     help="Run the Fleetflow data-plane agent of a cluster.",
@@ -41,12 +50,15 @@ def _fail(message: str) -> typer.Exit:
 
 def _load_settings(overrides: dict[str, Any]) -> AgentSettings:
     try:
-        return AgentSettings(**{k: v for k, v in overrides.items() if v is not None})
+        return load_agent_settings(**overrides)
+    except AgentTokenError as exc:
+        raise _fail(str(exc)) from None
     except ValidationError as exc:
         errors = exc.errors()
         if any(e["type"] == "missing" and e["loc"] == ("token",) for e in errors):
             raise _fail(
-                "no cluster token: set FLEETFLOW_AGENT_TOKEN (preferred) or pass --token"
+                "no cluster token: pass --token-file (or set FLEETFLOW_AGENT_TOKEN_FILE) naming "
+                "a file only you can read (chmod 600), or set FLEETFLOW_AGENT_TOKEN"
             ) from None
         details = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
         raise _fail(f"invalid agent settings: {details}") from None
@@ -67,7 +79,17 @@ def run(
         str | None,
         typer.Option(
             "--token",
-            help="Cluster bearer token; prefer env FLEETFLOW_AGENT_TOKEN (not visible in ps).",
+            help="Cluster bearer token; visible to every local user in ps: prefer --token-file "
+            "(or env FLEETFLOW_AGENT_TOKEN).",
+            show_default=False,
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            help="File holding the cluster bearer token, readable by its owner only (chmod 600); "
+            "- reads it from standard input (env FLEETFLOW_AGENT_TOKEN_FILE).",
             show_default=False,
         ),
     ] = None,
@@ -125,6 +147,7 @@ def run(
         {
             "control_plane": control_plane,
             "token": token,
+            "token_file": token_file,
             "work_dir": work_dir,
             "max_parallel": max_parallel,
             "executor": executor,
@@ -140,6 +163,15 @@ def run(
         configure_logging(log_level)
     except (TlsConfigError, LogConfigError) as exc:
         raise _fail(str(exc)) from None
+    if token is not None:
+        logger.warning("--token shows the cluster token to every local user (ps); use --token-file")
+    # Before anything is leased: tasks run as our user and must not read our environment or
+    # memory. After the checks above, so that a refused command line leaves an in-process
+    # caller (a test) dumpable.
+    try:
+        make_process_undumpable()
+    except OSError as exc:
+        raise _fail(f"cannot protect the agent's memory from its tasks: {exc}") from None
     code = asyncio.run(run_agent(settings))
     if code:
         raise typer.Exit(code=code)

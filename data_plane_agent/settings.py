@@ -1,16 +1,63 @@
 """Agent configuration, read from `FLEETFLOW_AGENT_*` environment variables.
 
-The cluster token is a `SecretStr` so it never appears in reprs or logs, and is best passed
-through the environment rather than the command line, where `ps` would show it.
+The cluster token is a `SecretStr` so it never appears in reprs or logs. It is best read from
+a file only its owner may read (`token_file`, refused otherwise, as ssh refuses a private
+key), or from standard input (`token_file` `-`); `FLEETFLOW_AGENT_TOKEN` still works, and is
+removed from the environment once read (`load_agent_settings`). Never on the command line,
+where every local user sees it in `ps`.
 """
 
 from __future__ import annotations
 
+import os
+import stat
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from data_plane_agent.hardening import forget_token_environment
+from fleetflow.errors import FleetflowError
+
+TOKEN_FROM_STDIN = "-"
+"""`token_file` value meaning: read the token from standard input."""
+
+
+class AgentTokenError(FleetflowError):
+    """The cluster token cannot be used: its file is missing, empty or readable by others, or
+    it was given in two ways at once."""
+
+
+def read_token_file(path: str | Path) -> str:
+    """The token in `path` (surrounding whitespace dropped), or on standard input for `-`.
+
+    Raises:
+        AgentTokenError: The file cannot be read, is empty, or is open to its group or to
+            others (any of the mode bits 077, as ssh refuses a private key).
+    """
+    if str(path) == TOKEN_FROM_STDIN:
+        token = sys.stdin.readline().strip()
+        if not token:
+            raise AgentTokenError("the token file is standard input (-), and it gave no token")
+        return token
+    path = Path(path).expanduser()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+            if mode & 0o077:
+                raise AgentTokenError(
+                    f"the token file {path} is open to its group or to others (mode {mode:04o}): "
+                    f"other users can read the cluster token. Make it readable by its owner "
+                    f"only: chmod 600 {path}"
+                )
+            token = handle.read().strip()
+    except OSError as exc:
+        raise AgentTokenError(f"cannot read the token file {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise AgentTokenError(f"the token file {path} is empty")
+    return token
 
 
 def _default_work_dir() -> Path:
@@ -24,6 +71,11 @@ class AgentSettings(BaseSettings):
         default="127.0.0.1:9090", description="host:port of the control plane's gRPC endpoint"
     )
     token: SecretStr = Field(description="the cluster's bearer token")
+    token_file: Path | None = Field(
+        default=None,
+        description="file holding the cluster's bearer token, readable by its owner only "
+        "(mode 600); `-` reads it from standard input. Preferred to token",
+    )
     work_dir: Path = Field(
         default_factory=_default_work_dir,
         description="attempts' working directories and logs, and undelivered status reports "
@@ -93,6 +145,32 @@ class AgentSettings(BaseSettings):
         description="how attempts run: child processes of the agent, or one Kubernetes pod "
         "each (configured by the FLEETFLOW_AGENT_K8S_* settings)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("token_file") in (None, ""):
+            return data
+        if data.get("token") not in (None, ""):
+            raise AgentTokenError(
+                "the cluster token is given twice: as a token file and as FLEETFLOW_AGENT_TOKEN "
+                "or --token; give only the token file"
+            )
+        return {**data, "token": read_token_file(data["token_file"])}
+
+
+def load_agent_settings(**overrides: Any) -> AgentSettings:
+    """The agent's settings from `overrides` (None: not given) and the environment; then
+    `FLEETFLOW_AGENT_TOKEN` is removed from `os.environ`, so that nothing the agent starts
+    inherits the token.
+
+    Raises:
+        pydantic.ValidationError: A setting is missing or invalid.
+        AgentTokenError: The token file cannot be used.
+    """
+    settings = AgentSettings(**{k: v for k, v in overrides.items() if v is not None})
+    forget_token_environment()
+    return settings
 
 
 def _default_gpu_tolerations() -> list[dict[str, Any]]:

@@ -77,6 +77,28 @@ def test_pod_of_a_gpu_attempt() -> None:
     assert env["FLEETFLOW_ATTEMPT_ID"] == "att-0123456789abcdef0123456789abcdef"
 
 
+@pytest.mark.parametrize(
+    "resources",
+    [
+        AttemptResources(cpu=4, memory_bytes=16 * 2**30, gpu=8, gpu_type="H100"),
+        AttemptResources(cpu=0.5, memory_bytes=2**30),
+    ],
+    ids=["gpu", "cpu"],
+)
+def test_task_pods_get_no_credentials_and_no_service_addresses(
+    resources: AttemptResources,
+) -> None:
+    # A task's code is the tenant's: no service account token to call the Kubernetes API with,
+    # and no `<SERVICE>_HOST` variables listing the services of its namespace.
+    settings = KubernetesSettings(service_account="fleetflow-task", task_env={"A": "b"})
+    spec = pods.pod_manifest(assignment(resources=resources), settings)["spec"]
+
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["enableServiceLinks"] is False
+    (container,) = spec["containers"]
+    assert not any("serviceaccount" in m["mountPath"] for m in container["volumeMounts"])
+
+
 def test_cpu_pod_has_no_gpu_scheduling_and_task_image_wins() -> None:
     settings = KubernetesSettings(namespaces={"vision": "team-vision"})
     pod = pods.pod_manifest(
