@@ -134,6 +134,7 @@ async def run_control_plane(
                     max_lease_wait_seconds=settings.grpc.max_lease_wait_seconds,
                     heartbeat_interval_seconds=settings.grpc.heartbeat_interval_seconds,
                     placement_strategy=settings.placement.strategy,
+                    lockout=settings.grpc.auth_lockout(),
                 ),
                 grpc_server,
             )

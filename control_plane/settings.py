@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from control_plane.auth.throttle import AuthLockout
 from control_plane.placement import Strategy
 
 DEFAULT_HOME = Path.home() / ".fleetflow"
@@ -114,6 +115,23 @@ class GrpcSettings(BaseSettings):
         default=None, description="CA(s) agents' client certificates must chain to: mutual TLS"
     )
     insecure: bool = Field(default=False, description="serve agents in plaintext on purpose")
+    # Brute-force protection of agent tokens (control_plane/auth/throttle.py), per replica.
+    auth_failures_burst: int = Field(
+        default=50, ge=1, description="refused agent tokens one address may send before lockout"
+    )
+    auth_failures_per_second: float = Field(
+        default=0.2, ge=0, description="how fast an address earns back refused tries (0: off)"
+    )
+    auth_lockout_seconds: float = Field(
+        default=60.0, gt=0, description="how long a locked-out address may not authenticate"
+    )
+
+    def auth_lockout(self) -> AuthLockout:
+        return AuthLockout(
+            burst=self.auth_failures_burst,
+            per_second=self.auth_failures_per_second,
+            lockout_seconds=self.auth_lockout_seconds,
+        )
 
     @property
     def heartbeat_grace(self) -> timedelta:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from datetime import timedelta
 from typing import NamedTuple
 
 import grpc
 from sqlalchemy.orm import Session, sessionmaker
 
+from control_plane.agent_api.limits import peer_address
 from control_plane.agent_api.mapping import (
     UnleasableAttemptError,
     assignment_from_attempt,
@@ -25,6 +27,7 @@ from control_plane.agent_api.mapping import (
     spec_for_lease,
 )
 from control_plane.api.routes.bundles import bundle_key
+from control_plane.auth.throttle import AuthLockout
 from control_plane.db.models import Cluster, Execution, TaskAttempt, Tenant, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
@@ -33,7 +36,7 @@ from control_plane.metrics import observe_dispatch
 from control_plane.orchestration.states import AttemptState
 from control_plane.placement import Strategy
 from control_plane.services.finish_notifier import FinishNotifier
-from control_plane.settings import heartbeat_grace
+from control_plane.settings import GrpcSettings, heartbeat_grace
 from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.agent.v1 import agent_pb2_grpc
 from fleetflow.logs import log_context
@@ -116,8 +119,10 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         max_lease_wait_seconds: int,
         heartbeat_interval_seconds: int,
         placement_strategy: Strategy = Strategy.SPREAD,
+        lockout: AuthLockout | None = None,
     ) -> None:
         self._sessions = session_factory
+        self._lockout = lockout if lockout is not None else GrpcSettings().auth_lockout()
         self._blobs = blob_store
         self._notifier = notifier
         self._ready = attempts_ready
@@ -130,7 +135,13 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         return heartbeat_grace(self._heartbeat_interval)
 
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> Caller:
-        """Return the cluster whose token the call carries, or abort."""
+        """Return the cluster whose token the call carries, or abort: UNAUTHENTICATED for a
+        missing or invalid token, RESOURCE_EXHAUSTED while the caller's address is locked out
+        after too many invalid ones (whatever token it sends then)."""
+        address = peer_address(context.peer())
+        locked = self._lockout.locked_for(address)
+        if locked > 0:
+            await self._abort_locked_out(context, locked)
         token = ""
         for key, value in context.invocation_metadata() or ():
             if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
@@ -147,9 +158,20 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         caller = await asyncio.to_thread(retry_transient, lookup)
         if caller is None:
             log.warning("refused an agent call from %s: invalid agent token", context.peer())
+            locked = self._lockout.record_failure(address)
+            if locked > 0:
+                await self._abort_locked_out(context, locked)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid agent token")
         assert caller is not None
         return caller
+
+    @staticmethod
+    async def _abort_locked_out(context: grpc.aio.ServicerContext, seconds: float) -> None:
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "too many invalid agent tokens from this address: authentication is suspended "
+            f"for {max(1, math.ceil(seconds))} s",
+        )
 
     async def Register(  # noqa: N802 (gRPC method names)
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext

@@ -26,53 +26,12 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.api.errors import ApiError
-
-Clock = Callable[[], float]
-
-
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-class TokenBuckets:
-    """Token buckets by key, `rate` tokens a second up to `burst`; thread-safe, bounded."""
-
-    def __init__(
-        self, rate: float, burst: float, *, max_entries: int = 10_000, clock: Clock = time.monotonic
-    ) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._max_entries = max_entries
-        self._clock = clock
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def take(self, key: str) -> float:
-        """Take a token for `key`: 0.0 when granted, else seconds until one is available."""
-        now = self._clock()
-        with self._lock:
-            bucket = self._buckets.pop(key, None) or _Bucket(self.burst, now)
-            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
-            bucket.updated = now
-            self._buckets[key] = bucket
-            while len(self._buckets) > self._max_entries:
-                self._buckets.popitem(last=False)
-            if bucket.tokens >= 1:
-                bucket.tokens -= 1
-                return 0.0
-            return (1 - bucket.tokens) / self.rate if self.rate > 0 else math.inf
-
-    def __len__(self) -> int:
-        return len(self._buckets)
+from control_plane.auth.throttle import AuthLockout, Clock, TokenBuckets
 
 
 def _retry_after(seconds: float) -> dict[str, str]:
@@ -94,24 +53,18 @@ class RequestGuard:
         max_entries: int = 10_000,
         clock: Clock = time.monotonic,
     ) -> None:
-        self._clock = clock
         self._requests = (
             TokenBuckets(rate_per_second, burst, max_entries=max_entries, clock=clock)
             if rate_per_second > 0
             else None
         )
-        self._failures = (
-            TokenBuckets(
-                auth_failures_per_second,
-                auth_failures_burst,
-                max_entries=max_entries,
-                clock=clock,
-            )
-            if auth_failures_per_second > 0
-            else None
+        self._lockout = AuthLockout(
+            burst=auth_failures_burst,
+            per_second=auth_failures_per_second,
+            lockout_seconds=auth_lockout_seconds,
+            max_entries=max_entries,
+            clock=clock,
         )
-        self._lockout_seconds = auth_lockout_seconds
-        self._locked: OrderedDict[str, float] = OrderedDict()  # address -> locked until
         # sha256 of a token seen valid -> its rate-limit key, so a throttled caller is refused
         # before its token is looked up in the database. Only the key comes from here: the
         # token itself is still authenticated (and may have been revoked since).
@@ -156,28 +109,16 @@ class RequestGuard:
 
     def check_address(self, address: str) -> None:
         """429 while `address` is locked out after too many refused tokens."""
-        if self._failures is None:
-            return
-        now = self._clock()
-        with self._lock:
-            until = self._locked.get(address)
-            if until is not None and until <= now:
-                del self._locked[address]
-                until = None
-        if until is not None:
-            raise self._locked_out(until - now)
+        seconds = self._lockout.locked_for(address)
+        if seconds > 0:
+            raise self._locked_out(seconds)
 
     def record_failure(self, address: str) -> None:
         """A token from `address` was refused. Past its allowance of refused tokens, the
         address is locked out, starting with this request (429)."""
-        if self._failures is None or self._failures.take(address) == 0.0:
-            return
-        with self._lock:
-            self._locked.pop(address, None)
-            self._locked[address] = self._clock() + self._lockout_seconds
-            while len(self._locked) > self._max_entries:
-                self._locked.popitem(last=False)
-        raise self._locked_out(self._lockout_seconds)
+        seconds = self._lockout.record_failure(address)
+        if seconds > 0:
+            raise self._locked_out(seconds)
 
     def _locked_out(self, seconds: float) -> ApiError:
         return ApiError(

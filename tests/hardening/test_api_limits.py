@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.api.deps import MAX_OFFSET
 from control_plane.api.errors import ApiError
-from control_plane.api.limits import RequestGuard, TokenBuckets
+from control_plane.api.limits import RequestGuard
+from control_plane.auth.throttle import TokenBuckets
 from control_plane.db.models import Execution, Tenant, WorkflowVersion
 from fleetflow.ir import WorkflowSpec
 from tests.hardening.world import World, build_world, unlimited
@@ -176,7 +177,8 @@ def test_the_lockout_ends_and_memory_stays_bounded() -> None:
         for _ in range(3):
             with contextlib.suppress(ApiError):
                 guard.record_failure(f"10.0.{i // 256}.{i % 256}")
-    assert len(guard._locked) <= 50 and len(guard._failures or []) <= 50
+    lockout = guard._lockout
+    assert len(lockout) <= 50 and len(lockout._failures or []) <= 50
 
 
 # --- bodies, specs, pagination, names -------------------------------------------------------

@@ -19,8 +19,9 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.agent_api.interceptors import InternalErrorInterceptor
-from control_plane.agent_api.limits import MAX_MESSAGE_BYTES, server_options
+from control_plane.agent_api.limits import MAX_MESSAGE_BYTES, peer_address, server_options
 from control_plane.agent_api.service import AgentService, AttemptsReady
+from control_plane.auth.throttle import AuthLockout
 from control_plane.db.models import TaskAttempt
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.session import transaction
@@ -60,7 +61,11 @@ def auth(token: str = TOKEN) -> tuple[tuple[str, str], ...]:
 
 @contextlib.asynccontextmanager
 async def serve(
-    sessions: sessionmaker[Session], spec: WorkflowSpec, tmp_path: Path
+    sessions: sessionmaker[Session],
+    spec: WorkflowSpec,
+    tmp_path: Path,
+    *,
+    lockout: AuthLockout | None = None,
 ) -> AsyncIterator[Served]:
     blobs = LocalBlobStore(tmp_path / "blobs")
     _, execution_id = seed(sessions, spec)
@@ -82,6 +87,7 @@ async def serve(
             attempts_ready=ready,
             max_lease_wait_seconds=5,
             heartbeat_interval_seconds=7,
+            lockout=lockout,
         ),
         server,
     )
@@ -192,6 +198,42 @@ async def test_garbage_oversized_and_unauthenticated_calls_get_their_status_code
         # Nothing wedged: the same server serves normally.
         await works_normally(served, 2)
         print(f"gRPC faults injected: {faults + 2}")
+
+
+async def test_repeated_invalid_agent_tokens_lock_out_the_address(
+    session_factory: sessionmaker[Session], spec: WorkflowSpec, tmp_path: Path
+) -> None:
+    """A stolen-token hunt is cut short: past its allowance of refused tokens an address gets
+    RESOURCE_EXHAUSTED, even with the valid token, and no database lookup; the allowance does
+    not refill during the test (one try in 1,000 s), whatever the machine's speed."""
+    lockout = AuthLockout(burst=3, per_second=0.001, lockout_seconds=600)
+    async with serve(session_factory, spec, tmp_path, lockout=lockout) as served:
+        await works_normally(served, 1)
+        codes = []
+        for guess in range(5):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await served.stub.Heartbeat(
+                    pb.HeartbeatRequest(), metadata=auth(f"ffa_guess-{guess}"), timeout=10
+                )
+            codes.append(refused.value.code())
+        unauthenticated, exhausted = (
+            grpc.StatusCode.UNAUTHENTICATED,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        )
+        assert codes == [unauthenticated] * 3 + [exhausted] * 2
+        with pytest.raises(grpc.aio.AioRpcError) as locked:
+            await served.stub.Heartbeat(pb.HeartbeatRequest(), metadata=auth(), timeout=10)
+        assert locked.value.code() is exhausted
+        assert "too many invalid agent tokens from this address" in (locked.value.details() or "")
+        assert "suspended for 600 s" in (locked.value.details() or "")
+    # Only that address: the table keys by the peer's host, so another one may still try.
+    assert lockout.locked_for("127.0.0.1") > 0 and lockout.locked_for("10.0.0.9") == 0
+
+
+def test_peer_addresses_drop_the_port() -> None:
+    assert peer_address("ipv4:10.0.0.7:5123") == "10.0.0.7"
+    assert peer_address("ipv6:[::1]:5123") == "::1"
+    assert peer_address("unix:/run/agent.sock") == "unix:/run/agent.sock"
 
 
 async def test_replayed_and_foreign_reports_change_nothing(
