@@ -294,10 +294,18 @@ def test_dev_up_says_what_it_waits_for_and_how_to_sign_in(dev_up: DevUp) -> None
     config = CliConfig.model_validate_json(dev_up.config.read_text())
     assert config.token == token  # the CLI is logged in as the same admin
 
-    # What a user does with it: paste the token into the dashboard's form.
+    # What a user does with it: paste the token into the dashboard's form (which carries an
+    # anti-forgery token; the browser adds its Origin).
     with httpx.Client(base_url=api_url, follow_redirects=True) as browser:
-        assert browser.get("/dashboard").status_code == 401  # the sign-in form
-        page = browser.post("/dashboard/login", data={"token": token})
+        form = browser.get("/dashboard")
+        assert form.status_code == 401  # the sign-in form
+        csrf = re.search(r'name=csrf value="([^"]+)"', form.text)
+        assert csrf, form.text
+        page = browser.post(
+            "/dashboard/login",
+            data={"token": token, "csrf": csrf.group(1)},
+            headers={"Origin": api_url},
+        )
     assert page.status_code == 200 and "Signed in as admin" in page.text, page.text
 
 

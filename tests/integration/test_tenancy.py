@@ -360,7 +360,14 @@ def test_the_dashboard_shows_only_the_tenants_a_principal_may_read(world: World)
     with TestClient(world.app) as anonymous:
         page = anonymous.get("/dashboard")
         assert page.status_code == 401 and "API token" in page.text and "alpha" not in page.text
-        logged_in = anonymous.post("/dashboard/login", data={"token": world.tokens["beta-viewer"]})
+        # What a browser submits from the page's form: its anti-forgery token, its Origin.
+        csrf = re.search(r'name=csrf value="([^"]+)"', page.text)
+        assert csrf, page.text
+        logged_in = anonymous.post(
+            "/dashboard/login",
+            data={"token": world.tokens["beta-viewer"], "csrf": csrf.group(1)},
+            headers={"Origin": "http://testserver"},
+        )
         assert logged_in.status_code == 200  # followed the redirect, with the cookie
         assert "<h2>beta</h2>" in logged_in.text and "<h2>alpha</h2>" not in logged_in.text
         assert logged_in.headers["content-security-policy"].startswith("default-src 'none'")

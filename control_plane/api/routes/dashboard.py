@@ -5,13 +5,23 @@ cluster. A browser cannot send a bearer header by itself, so the page also accep
 token from an HttpOnly, SameSite=Strict cookie that `POST /dashboard/login` sets from a form.
 A principal sees the tenants where it may read usage (every tenant for platform admins);
 without a valid token the page shows only the login form.
+
+Signing in and out are the page's only state changes, and both are POSTs that another site
+cannot forge (cross-site request forgery): each must come from the dashboard's own origin
+(`Origin`, else `Referer`) and carry the anti-forgery token of its form, a random value that
+the page also keeps in a `fleetflow_csrf` cookie (double submit). `GET /dashboard/logout`
+signs nobody out: it answers 405 with the sign-out button.
 """
 
 from __future__ import annotations
 
+import hmac
+import re
+import secrets
 from datetime import timedelta
 from html import escape
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Cookie, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -33,6 +43,10 @@ from control_plane.placement import format_bytes
 
 router = APIRouter(include_in_schema=False)
 COOKIE = "fleetflow_token"
+CSRF_COOKIE = "fleetflow_csrf"
+CSRF_FIELD = "csrf"
+_CSRF_SHAPE = re.compile(r"[A-Za-z0-9_-]{32,128}")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOURS = 24
 
 _STYLE = """
@@ -44,6 +58,7 @@ table{border-collapse:collapse}td,th{padding:.2rem .8rem .2rem 0;text-align:left
 .muted{color:#7b8794}.bar{vertical-align:middle}
 form{background:#fff;border:1px solid #d9e2ec;border-radius:8px;padding:1rem;max-width:28rem}
 input[type=password]{width:100%;margin:.4rem 0 .8rem;padding:.3rem}
+form.inline{display:inline;background:none;border:0;padding:0}
 """
 
 
@@ -64,12 +79,130 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     )
 
 
-def _login_form(message: str = "") -> str:
+def _csrf_input(csrf: str) -> str:
+    return f'<input type=hidden name={CSRF_FIELD} value="{escape(csrf)}">'
+
+
+def _login_form(csrf: str, message: str = "") -> str:
     note = f"<p class=muted>{escape(message)}</p>" if message else ""
     return (
-        f"{note}<form method=post action=/dashboard/login>"
+        f"{note}<form method=post action=/dashboard/login>{_csrf_input(csrf)}"
         "<label>API token<input type=password name=token autocomplete=off required></label>"
         "<button type=submit>Show dashboard</button></form>"
+    )
+
+
+def _logout_form(csrf: str) -> str:
+    return (
+        f"<form class=inline method=post action=/dashboard/logout>{_csrf_input(csrf)}"
+        "<button type=submit>Sign out</button></form>"
+    )
+
+
+# Cross-site request forgery -----------------------------------------------------------------
+
+
+def origin_of(url: str) -> str | None:
+    """`scheme://host[:port]` of an http(s) URL, without the scheme's default port; None when
+    `url` has no such origin (`null`, another scheme, garbage)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname  # lower-cased, IPv6 without brackets
+    if scheme not in _DEFAULT_PORTS or not host:
+        return None
+    shown_host = f"[{host}]" if ":" in host else host
+    shown_port = "" if port is None or port == _DEFAULT_PORTS[scheme] else f":{port}"
+    return f"{scheme}://{shown_host}{shown_port}"
+
+
+def own_origin(request: Request) -> str:
+    """This server's origin as the browser addressed it (the `Host` header; behind a TLS
+    proxy the scheme is right only with uvicorn's `--proxy-headers`)."""
+    origin = origin_of(str(request.base_url))
+    assert origin is not None  # Starlette's base URL is always http(s)://host
+    return origin
+
+
+def cross_site_refusal(request: Request) -> str | None:
+    """Why a state-changing dashboard POST is refused as cross-site, or None when its
+    origin is this server's own.
+
+    The browser's `Origin` header decides; when a browser leaves it out, the origin of the
+    `Referer`. `Origin: null` (a sandboxed frame, a `no-referrer` page, a redirect from another
+    site) is refused: its origin cannot be checked. A request with neither header passes this
+    check. Every current browser sends `Origin` on a cross-site POST, so only a non-browser
+    client (curl, a script, a test) sends neither, and forgery is about browsers: such a client
+    acts with its own credentials only. It still needs the anti-forgery token of the form
+    (`csrf_refusal`), which covers a browser that would send neither header."""
+    header = request.headers.get("origin")
+    if header is None:
+        referer = request.headers.get("referer")
+        if referer is None:
+            return None
+        header, what = referer, "Referer"
+    else:
+        what = "Origin"
+    own = own_origin(request)
+    origin = origin_of(header)
+    if origin == own:
+        return None
+    if origin is None:
+        return (
+            f"Refused: the browser sent {what} {header[:200]!r}, so this form's origin cannot "
+            f"be checked (a sandboxed frame, a privacy setting or a redirect from another site "
+            f"do that). Open {own}/dashboard and use the form there."
+        )
+    return (
+        f"Refused: this form was posted from {origin}, not from this site ({own}). The "
+        "dashboard accepts sign-in and sign-out only from its own pages, so that another site "
+        f"cannot act in your name (cross-site request forgery). Open {own}/dashboard and use "
+        "the form there."
+    )
+
+
+def csrf_refusal(request: Request, submitted: str) -> str | None:
+    """Why the form's anti-forgery token is refused, or None when it matches the
+    `fleetflow_csrf` cookie that came with it. Another site cannot read that cookie; a sibling
+    subdomain that could plant one is stopped by `cross_site_refusal` first."""
+    expected = request.cookies.get(CSRF_COOKIE, "")
+    if _CSRF_SHAPE.fullmatch(expected) and hmac.compare_digest(
+        expected.encode(), submitted.encode()
+    ):
+        return None
+    return (
+        "Refused: the form's anti-forgery token is missing or does not match this browser's "
+        f"{CSRF_COOKIE} cookie (the page may be old, or cookies are blocked). Reload "
+        f"{own_origin(request)}/dashboard and submit the form again."
+    )
+
+
+def _csrf_token(request: Request) -> str:
+    """The browser's anti-forgery token, or a new one (set it with `_keep_csrf`)."""
+    current = request.cookies.get(CSRF_COOKIE, "")
+    return current if _CSRF_SHAPE.fullmatch(current) else secrets.token_urlsafe(32)
+
+
+def _keep_csrf(response: Response, request: Request, csrf: str) -> None:
+    if request.cookies.get(CSRF_COOKIE) != csrf:
+        response.set_cookie(
+            CSRF_COOKIE,
+            csrf,
+            httponly=True,  # the server writes it into the forms; no script needs it
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/dashboard",
+        )
+
+
+def _refused(reason: str) -> HTMLResponse:
+    return _page(
+        "Request refused",
+        f"<p>{escape(reason)}</p><p><a href=/dashboard>Back to the dashboard</a></p>",
+        status=403,
     )
 
 
@@ -195,23 +328,35 @@ def dashboard(
         if token
         else None
     )
+    csrf = _csrf_token(request)
     if who is None:
         message = "The token is invalid, expired or revoked." if token else ""
-        return _page("Fleetflow usage", _login_form(message), status=401)
-    session.commit()  # last_used_at
-    tenants = _readable_tenants(session, authorizer, who.principal.id)
-    sections = "".join(_tenant_section(session, t) for t in tenants) or (
-        "<p>You may not read the usage of any tenant.</p>"
-    )
-    header_line = (
-        f"<p class=muted>Signed in as {escape(who.principal.name)} · "
-        "<a href=/dashboard/logout>sign out</a></p>"
-    )
-    return _page("Fleetflow usage", header_line + sections)
+        page = _page("Fleetflow usage", _login_form(csrf, message), status=401)
+    else:
+        session.commit()  # last_used_at
+        tenants = _readable_tenants(session, authorizer, who.principal.id)
+        sections = "".join(_tenant_section(session, t) for t in tenants) or (
+            "<p>You may not read the usage of any tenant.</p>"
+        )
+        signed_in = escape(who.principal.name)  # a <div>: a form may not sit in a <p>
+        header_line = f"<div class=muted>Signed in as {signed_in} · {_logout_form(csrf)}</div>"
+        page = _page("Fleetflow usage", header_line + sections)
+    _keep_csrf(page, request, csrf)
+    return page
 
 
 @router.post("/dashboard/login")
-def login(request: Request, token: Annotated[str, Form()]) -> Response:
+def login(
+    request: Request,
+    token: Annotated[str, Form()],
+    csrf: Annotated[str, Form(alias=CSRF_FIELD)] = "",
+) -> Response:
+    """Keep `token` in the session cookie, if the form came from this site (see
+    `cross_site_refusal` for requests without `Origin`/`Referer`) with its anti-forgery
+    token; otherwise 403 and no cookie. The token is checked when the dashboard is shown."""
+    refusal = cross_site_refusal(request) or csrf_refusal(request, csrf)
+    if refusal is not None:
+        return _refused(refusal)
     response = RedirectResponse("/dashboard", status_code=303)
     response.set_cookie(
         COOKIE,
@@ -222,11 +367,39 @@ def login(request: Request, token: Annotated[str, Form()]) -> Response:
         max_age=12 * 3600,
         path="/dashboard",
     )
+    # A new anti-forgery token with the new session: one seen before sign-in is spent.
+    _keep_csrf(response, request, secrets.token_urlsafe(32))
     return response
 
 
 @router.get("/dashboard/logout")
-def logout() -> Response:
+def logout_page(request: Request) -> HTMLResponse:
+    """405: a link must not sign anyone out (another site could embed it); the page offers
+    the sign-out button instead."""
+    csrf = _csrf_token(request)
+    page = _page(
+        "Sign out",
+        "<p>Signing out takes the button below; a link cannot sign you out, so that another "
+        f"site cannot do it in your name.</p>{_logout_form(csrf)}",
+        status=405,
+    )
+    page.headers["Allow"] = "POST"
+    _keep_csrf(page, request, csrf)
+    return page
+
+
+@router.post("/dashboard/logout")
+def logout(request: Request, csrf: Annotated[str, Form(alias=CSRF_FIELD)] = "") -> Response:
+    """Forget the session cookie, under the same checks as `login`."""
+    refusal = cross_site_refusal(request) or csrf_refusal(request, csrf)
+    if refusal is not None:
+        return _refused(refusal)
     response = RedirectResponse("/dashboard", status_code=303)
-    response.delete_cookie(COOKIE, path="/dashboard")
+    response.delete_cookie(
+        COOKIE,
+        path="/dashboard",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
     return response
