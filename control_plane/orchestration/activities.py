@@ -29,6 +29,7 @@ from control_plane.db.session import transaction
 from control_plane.large_values import load_values, store_values
 from control_plane.orchestration.states import AttemptState, ExecutionState
 from control_plane.orchestration.workflows import (
+    AttemptFinished,
     AttemptStart,
     ExecutionPlan,
     FinishExecutionInput,
@@ -253,6 +254,10 @@ class ExecutionActivities:
                     strategy=self._placement_strategy,
                 )
             result = AttemptStart(attempt.id, cached=attempt.cache_hit)
+            if not attempt.cache_hit and AttemptState(attempt.status).terminal:
+                result.finished = AttemptFinished(
+                    attempt.id, attempt.status, attempt.error_message or ""
+                )
             with log_context(attempt_id=attempt.id):
                 log.info(  # a retried activity finds the attempt as it is now: says its state
                     "attempt %s of node %s: %s%s",

@@ -60,16 +60,20 @@ class StartAttemptInput:
 
 
 @dataclass
-class AttemptStart:
-    attempt_id: str
-    cached: bool = False
-
-
-@dataclass
 class AttemptFinished:
     attempt_id: str
     status: str  # a terminal AttemptState
     message: str = ""
+
+
+@dataclass
+class AttemptStart:
+    attempt_id: str
+    cached: bool = False
+    # Set when the attempt had already finished before this workflow asked for it: a workflow
+    # started again after the orchestrator lost the first one (launch_reconciler.py) replays
+    # the attempts the database holds instead of running them again.
+    finished: AttemptFinished | None = None
 
 
 @dataclass
@@ -168,6 +172,8 @@ class ExecutionWorkflow:
                     else:
                         running[unit] = start.attempt_id
                         active += 1
+                        if start.finished is not None:  # handled below like its signal
+                            self._finished[start.attempt_id] = start.finished
             # Complete nodes whose units all succeeded.
             for node_id in [n for n, left in unfinished.items() if left == 0]:
                 await self._activity("complete_node", NodeRef(execution_id, node_id))

@@ -1,9 +1,15 @@
-"""Starts executions whose launch was lost.
+"""Starts executions whose launch, or whose workflow, was lost.
 
 The API commits an execution before starting its Temporal workflow; if Temporal was down at
 that moment (the client got a 503) or the process died in between, the execution would stay
 QUEUED forever. This loop re-launches such executions; starting is idempotent because the
 workflow id is the execution id.
+
+An orchestrator that lost its state (the embedded Temporal test server keeps workflows in
+memory: `fleetflow dev up` killed with -9 and started again) leaves executions RUNNING with no
+workflow. At start, every RUNNING execution's workflow is started again, which does nothing
+where one still runs (the id is taken); a new one replays the attempts the database holds
+(`start_attempt` answers a finished attempt with its result) instead of running them again.
 """
 
 from __future__ import annotations
@@ -38,6 +44,33 @@ def queued_execution_ids(
         )
 
 
+def running_execution_ids(sessions: sessionmaker[Session]) -> list[str]:
+    with sessions() as session:
+        return list(
+            session.scalars(
+                select(Execution.id)
+                .where(Execution.status == ExecutionState.RUNNING.value)
+                .order_by(Execution.created_at)
+            )
+        )
+
+
+async def resume_orphaned_executions(
+    sessions: sessionmaker[Session], launcher: ExecutionLauncher
+) -> int:
+    """Start the workflow of every RUNNING execution that has none; how many were started."""
+    resumed = 0
+    for execution_id in await asyncio.to_thread(running_execution_ids, sessions):
+        if await launcher.start_execution(execution_id):
+            log.warning(
+                "execution %s was RUNNING without a workflow (the orchestrator lost it); "
+                "resumed it from the attempts on record",
+                execution_id,
+            )
+            resumed += 1
+    return resumed
+
+
 async def relaunch_queued_executions(
     sessions: sessionmaker[Session],
     launcher: ExecutionLauncher,
@@ -46,9 +79,14 @@ async def relaunch_queued_executions(
     interval: float = 15,
     older_than: timedelta = timedelta(seconds=10),
 ) -> None:
-    """Every `interval` seconds until `stop`, (re)start executions QUEUED for `older_than`."""
+    """Resume RUNNING executions whose workflow is gone (once, at start), then every
+    `interval` seconds until `stop`, (re)start executions QUEUED for `older_than`."""
+    orphans_checked = False
     while not stop.is_set():
         try:
+            if not orphans_checked:
+                await resume_orphaned_executions(sessions, launcher)
+                orphans_checked = True
             for execution_id in await asyncio.to_thread(
                 queued_execution_ids, sessions, older_than=older_than
             ):

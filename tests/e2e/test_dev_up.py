@@ -367,3 +367,70 @@ def test_sigkill_of_dev_up_still_takes_its_children_down(dev_up: DevUp) -> None:
     assert_all_gone(started, timeout=60)
     for name, port in dev_up.ports.items():
         wait_until(lambda p=port: port_is_free(p), timeout=30, what=f"{name} port {port} free")
+
+
+CHAIN_WORKFLOW = """
+import os
+import time
+from pathlib import Path
+
+from fleetflow import task, workflow
+
+
+@task
+def step(previous: int, index: int, marker_dir: str) -> int:
+    markers = Path(marker_dir)
+    first_run = not list(markers.glob(f"step-{index}.*.started"))
+    (markers / f"step-{index}.{os.getpid()}.started").touch()
+    # Step 2 naps long the first time, so the stack can be killed while it runs.
+    time.sleep(600 if index == 2 and first_run else 0.5)
+    (markers / f"step-{index}.{os.getpid()}.done").touch()
+    return previous * 10 + index
+
+
+@workflow
+def chain(marker_dir: str) -> int:
+    one = step(previous=0, index=1, marker_dir=marker_dir)
+    two = step(previous=one, index=2, marker_dir=marker_dir)
+    return step(previous=two, index=3, marker_dir=marker_dir)
+"""
+
+
+def test_an_execution_survives_a_sigkill_of_dev_up_and_a_restart(tmp_path: Path) -> None:
+    """The embedded Temporal server keeps workflows in memory: after `kill -9` of dev up and a
+    new `dev up` on the same home, the execution's workflow is resumed from the attempts on
+    record. Step 1 is not run again; step 2, killed mid-run, runs again once; step 3 runs once;
+    the execution succeeds."""
+    markers = tmp_path / "markers"
+    home = tmp_path / "home"
+    for directory in (markers, tmp_path / "first", tmp_path / "second"):
+        directory.mkdir()
+
+    def count(index: int, kind: str) -> int:
+        return len(list(markers.glob(f"step-{index}.*.{kind}")))
+
+    with start_dev_up(tmp_path / "first", home=home) as first:
+        code = first.workdir / "chain"
+        code.mkdir()
+        (code / "chain.py").write_text(CHAIN_WORKFLOW)
+        submitted = first.cli(
+            "run", "--remote", "--no-wait", str(code / "chain.py"), "chain",
+            "--marker-dir", str(markers),
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr + first.output()
+        match = re.search(r"execution (ex-[0-9a-f]+)", submitted.stdout)
+        assert match, submitted.stdout
+        execution_id = match.group(1)
+        wait_until(lambda: count(2, "started") == 1, timeout=180, what="step 2 starts")
+        first.seen.update(descendants(first.process.pid))
+        os.killpg(first.process.pid, signal.SIGKILL)  # dev up and everything in its group
+        first.process.wait(timeout=30)
+        assert_all_gone(first.seen, timeout=60)
+
+    with start_dev_up(tmp_path / "second", home=home) as second, second.client() as client:
+        final = client.wait_for_execution(execution_id, timeout=300)
+        assert final["status"] == "SUCCEEDED", f"{final.get('error')}\n{second.output()}"
+        assert final["outputs"] == {"o0": 123}
+    assert (count(1, "started"), count(1, "done")) == (1, 1), "step 1 ran again"
+    assert (count(2, "started"), count(2, "done")) == (2, 1)
+    assert (count(3, "started"), count(3, "done")) == (1, 1)

@@ -1,4 +1,4 @@
-"""Executions whose launch was lost are started again; others are left alone."""
+"""Executions whose launch (or workflow) was lost are started again; others are left alone."""
 
 from __future__ import annotations
 
@@ -19,12 +19,19 @@ from fleetflow.ir import WorkflowSpec
 
 
 class RecordingLauncher:
-    """Stand-in for the Temporal launcher: records what it was asked to start."""
+    """Stand-in for the Temporal launcher: records what it started; the ids in `workflows`
+    have a workflow already (starting them again does nothing, as with Temporal)."""
 
-    def __init__(self) -> None:
+    def __init__(self, workflows: set[str] | None = None) -> None:
+        self.workflows = set(workflows or ())
+        self.asked: list[str] = []
         self.started: list[str] = []
 
     async def start_execution(self, execution_id: str) -> bool:
+        self.asked.append(execution_id)
+        if execution_id in self.workflows:
+            return False
+        self.workflows.add(execution_id)
         self.started.append(execution_id)
         return True
 
@@ -50,7 +57,7 @@ async def test_only_old_queued_executions_are_relaunched(
             .values(status=ExecutionState.RUNNING.value)
         )
     stop = asyncio.Event()
-    launcher = RecordingLauncher()
+    launcher = RecordingLauncher(workflows={running.id})
     loop_task = asyncio.create_task(
         relaunch_queued_executions(sessions, launcher, stop, interval=0.05)
     )
@@ -63,3 +70,37 @@ async def test_only_old_queued_executions_are_relaunched(
         await loop_task
     assert set(launcher.started) == {lost.id}
     assert fresh.id not in launcher.started
+
+
+async def test_running_executions_without_a_workflow_are_resumed_once_at_start(
+    database_url: str, workflow_spec: WorkflowSpec
+) -> None:
+    """The orchestrator lost its workflows (the embedded Temporal server restarted): each
+    RUNNING execution's workflow is started again once; one that still runs is left alone."""
+    sessions = make_session_factory(make_engine(database_url))
+    with transaction(sessions) as session:
+        tenant = get_or_create_tenant(session, "default")
+        version = register_workflow_version(session, tenant.id, workflow_spec, "a" * 64, None)
+        orphan, alive = (
+            create_execution(session, tenant.id, version, {"n": 1, "lr": 0.1}) for _ in range(2)
+        )
+        session.execute(
+            update(Execution)
+            .where(Execution.id.in_([orphan.id, alive.id]))
+            .values(status=ExecutionState.RUNNING.value)
+        )
+    stop = asyncio.Event()
+    launcher = RecordingLauncher(workflows={alive.id})
+    loop_task = asyncio.create_task(
+        relaunch_queued_executions(sessions, launcher, stop, interval=0.05)
+    )
+    try:
+        async with asyncio.timeout(10):
+            while len(launcher.asked) < 2:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # a few more rounds: RUNNING ones are not asked again
+    finally:
+        stop.set()
+        await loop_task
+    assert launcher.started == [orphan.id]
+    assert sorted(launcher.asked) == sorted([orphan.id, alive.id])
