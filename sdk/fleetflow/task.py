@@ -75,14 +75,18 @@ def parse_timeout(value: int | timedelta | str | None) -> int | None:
         )
     if seconds <= 0:
         raise InvalidOptionError(f"timeout must be positive, got {value!r}")
+    if seconds > ir.MAX_TIMEOUT_SECONDS:
+        raise InvalidOptionError(
+            f"timeout must be at most {ir.MAX_TIMEOUT_SECONDS} s (30 days), got {value!r}"
+        )
     return seconds
 
 
 def _check_retries(retries: object) -> int:
     if isinstance(retries, bool) or not isinstance(retries, int):
         raise InvalidOptionError(f"retries must be an int >= 0, got {retries!r}")
-    if retries < 0:
-        raise InvalidOptionError(f"retries must be >= 0, got {retries}")
+    if not 0 <= retries <= ir.MAX_RETRIES:
+        raise InvalidOptionError(f"retries must be 0..{ir.MAX_RETRIES}, got {retries}")
     return retries
 
 

@@ -70,6 +70,9 @@ def test_timeout_forms(timeout: Any, seconds: int | None) -> None:
         ("1.5h", "not a duration"),
         (1.5, "must be seconds"),
         (True, "must be seconds"),
+        (2**31, "must be at most 2592000 s"),  # past the wire's int32: once wedged a cluster
+        (timedelta(days=31), "must be at most 2592000 s"),
+        ("721h", "must be at most 2592000 s"),
     ],
 )
 def test_bad_timeouts(timeout: Any, message: str) -> None:
@@ -77,14 +80,14 @@ def test_bad_timeouts(timeout: Any, message: str) -> None:
         task(timeout=timeout)(plain)
 
 
-@pytest.mark.parametrize("retries", [-1, 1.0, "2", True, None])
+@pytest.mark.parametrize("retries", [-1, 101, 10**6, 1.0, "2", True, None])
 def test_bad_retries(retries: Any) -> None:
     with pytest.raises(InvalidOptionError, match="retries must be"):
         task(retries=retries)
 
 
 def test_option_error_names_the_task_when_decorating() -> None:
-    with pytest.raises(InvalidOptionError, match=f"task '{__name__}.plain': retries must be >= 0"):
+    with pytest.raises(InvalidOptionError, match=f"task '{__name__}.plain': retries must be 0..100"):
         task(plain, retries=-2)
     with pytest.raises(InvalidOptionError, match="resources must be fleetflow.Resources"):
         task(resources={"cpu": 2})(plain)
