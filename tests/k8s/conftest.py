@@ -194,7 +194,15 @@ def k8s_stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[K8sStack]:
     home = tmp_path_factory.mktemp("k8s-stack")
-    stack = start_stack(home, f"sqlite:///{home / 'fleetflow.db'}", k8s_temporal)
+    # Heartbeats every 5 s (grace 15 s), not the integration stacks' 1 s: an agent killed and
+    # started again on a loaded machine must be back before its cluster counts as silent, or
+    # its pods' attempts are judged lost and dispatched again (failover is tested elsewhere).
+    stack = start_stack(
+        home,
+        f"sqlite:///{home / 'fleetflow.db'}",
+        k8s_temporal,
+        extra_env={"FLEETFLOW_GRPC_HEARTBEAT_INTERVAL_SECONDS": "5"},
+    )
     # Only the Kubernetes clusters run work here: the stack's local agent goes.
     processes.stop(stack.children.pop("agent"))
     running = K8sStack(stack, kube_clusters)
