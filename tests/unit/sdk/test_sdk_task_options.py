@@ -87,7 +87,8 @@ def test_bad_retries(retries: Any) -> None:
 
 
 def test_option_error_names_the_task_when_decorating() -> None:
-    with pytest.raises(InvalidOptionError, match=f"task '{__name__}.plain': retries must be 0..100"):
+    message = f"task '{__name__}.plain': retries must be 0..100"
+    with pytest.raises(InvalidOptionError, match=message):
         task(plain, retries=-2)
     with pytest.raises(InvalidOptionError, match="resources must be fleetflow.Resources"):
         task(resources={"cpu": 2})(plain)
