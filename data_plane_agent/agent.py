@@ -10,6 +10,15 @@ One `Agent` per cluster dials the control plane's `AgentService` and keeps four 
   (`report_buffer`, under `<work_dir>/reports/`), so reports made while the control plane is
   unreachable are sent once it is back, even by the next agent process if this one dies first.
 
+Each lease comes with a report secret that the control plane requires on the attempt's reports.
+The agent keeps it apart from the `TaskAssignment` executors see: in memory, and on disk only in
+its lease file (`lease_store`, `<work_dir>/leases/<attempt_id>.json`, mode 0600 in a 0700
+directory), written before the attempt is launched and deleted once its last report is settled.
+Never in a buffered report (the reporter adds it as it sends), a log line, or the task's
+environment or arguments. So it survives a reconnection, the control plane's restart (which
+keeps only its hash) and this process's: the next agent process on the same work dir loads the
+lease files, and the reports it replays, or makes for the pods it adopts, carry their secrets.
+
 When the control plane is unreachable the session ends and the agent reconnects with
 exponential backoff and jitter; running attempts carry on. A rejected token is fatal
 (`AgentAuthenticationError`). On shutdown the agent stops leasing, kills its running attempts
@@ -33,12 +42,20 @@ from pathlib import Path
 from typing import IO, Any
 
 import grpc
+from pydantic import SecretStr
 
 from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
 from data_plane_agent.executors.base import ClusterExecutor, Executor, ExecutorStartError
 from data_plane_agent.executors.local_process import LocalProcessExecutor, retention_from_settings
-from data_plane_agent.protocol import assignment_from_proto, capacity_to_proto, report_request
-from data_plane_agent.report_buffer import ReportBuffer
+from data_plane_agent.lease_store import LEASES_DIR, LeaseStore, names_a_lease_file
+from data_plane_agent.protocol import (
+    assignment_from_proto,
+    capacity_to_proto,
+    report_request,
+    report_secret_from_proto,
+    with_report_secret,
+)
+from data_plane_agent.report_buffer import PendingReport, ReportBuffer
 from data_plane_agent.settings import AgentSettings
 from data_plane_agent.tls import channel_security, connection_hint
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
@@ -152,6 +169,11 @@ class Agent:
         # Attempts leased and not yet ended, with the count of reports made for each.
         self._active: dict[str, TaskAssignment] = {}
         self._sequences: dict[str, int] = {}
+        # Attempt id -> (fencing token, report secret) of the leases this agent answers for,
+        # mirrored in `_leases` on disk (with those a previous process left, loaded here). Kept
+        # until the attempt is no longer active and its reports are settled.
+        self._leases = LeaseStore(settings.work_dir / LEASES_DIR)
+        self._report_secrets: dict[str, tuple[int, SecretStr]] = self._leases.load()
         # Execution and node of recently leased attempts, for the log lines about their
         # reports, which may be delivered long after the attempt ended. Oldest dropped first.
         self._origins: dict[str, tuple[str, str]] = {}
@@ -185,6 +207,10 @@ class Agent:
         """
         if self._cluster_executor is not None:
             self._adopt(await self._cluster_executor.start())
+        # A previous process's leases neither adopted nor with a report left: nothing more
+        # will be reported under them.
+        for leased in list(self._report_secrets):
+            self._forget_report_secret(leased)
         pump = asyncio.create_task(self._pump_executor_events(), name="event-pump")
         reporter = asyncio.create_task(self._deliver_reports(), name="reporter")
         self._spawn(self._ship_running_logs())
@@ -203,7 +229,8 @@ class Agent:
         """Hold attempts a previous agent process launched and the executor still runs.
 
         Their reports continue from a sequence number above any the previous process can
-        have used (milliseconds since the epoch), so none is dropped as a duplicate.
+        have used (milliseconds since the epoch), so none is dropped as a duplicate, and carry
+        the report secret the previous process stored in the attempt's lease file.
         """
         base = time.time_ns() // 1_000_000
         for assignment in assignments:
@@ -511,9 +538,10 @@ class Agent:
                     free,
                 )
             for message in response.assignments:
-                self._start_launch(assignment_from_proto(message))
+                secret = report_secret_from_proto(message)
+                self._start_launch(assignment_from_proto(message), secret)
 
-    def _start_launch(self, assignment: TaskAssignment) -> None:
+    def _start_launch(self, assignment: TaskAssignment, report_secret: SecretStr) -> None:
         with log_context(
             cluster=self.cluster_name,
             execution_id=assignment.execution_id,
@@ -521,9 +549,11 @@ class Agent:
             attempt_id=assignment.attempt_id,
         ):
             # The launch task copies this context: its logs, and the executor's, carry the ids.
-            self._start_launch_in_context(assignment)
+            self._start_launch_in_context(assignment, report_secret)
 
-    def _start_launch_in_context(self, assignment: TaskAssignment) -> None:
+    def _start_launch_in_context(
+        self, assignment: TaskAssignment, report_secret: SecretStr
+    ) -> None:
         attempt_id = assignment.attempt_id
         if attempt_id in self._active:
             logger.warning("attempt %s: leased again while running here; ignoring", attempt_id)
@@ -539,17 +569,27 @@ class Agent:
         )
         self._active[attempt_id] = assignment
         self._sequences[attempt_id] = 0
+        # A new lease (a new fencing token) replaces the secret of any earlier one; it is stored
+        # on disk before the attempt is launched (`_launch`).
+        self._report_secrets[attempt_id] = (assignment.fencing_token, report_secret)
         self._origins[attempt_id] = (assignment.execution_id, assignment.node_id)
         remembered = self._settings.max_buffered_reports + self._settings.max_parallel
         while len(self._origins) > remembered:
             del self._origins[next(iter(self._origins))]
+        if len(self._report_secrets) > remembered:
+            # Reports the full buffer dropped leave their secrets behind: forget them.
+            for leased in list(self._report_secrets):
+                self._forget_report_secret(leased)
         self._idle.clear()
         # A task of its own, so that ending the session never cancels a half-started launch.
-        task = asyncio.create_task(self._launch(assignment), name=f"launch-{attempt_id}")
+        task = asyncio.create_task(
+            self._launch(assignment, report_secret), name=f"launch-{attempt_id}"
+        )
         self._launches.add(task)
         task.add_done_callback(self._launches.discard)
 
-    async def _launch(self, assignment: TaskAssignment) -> None:
+    async def _launch(self, assignment: TaskAssignment, report_secret: SecretStr) -> None:
+        await self._store_lease(assignment, report_secret)
         try:
             await self._executor.launch(assignment)
         except Exception as exc:  # the executor should report this itself; never leak a slot
@@ -560,6 +600,30 @@ class Agent:
                     AttemptState.FAILED,
                     f"agent could not launch the attempt: {exc}",
                 )
+            )
+
+    async def _store_lease(self, assignment: TaskAssignment, report_secret: SecretStr) -> None:
+        """Put the lease's secret on disk, for the next agent process should this one die
+        before the attempt's last report is settled. Failing that, it stays in memory only."""
+        attempt_id = assignment.attempt_id
+        if not names_a_lease_file(attempt_id):
+            logger.warning(
+                "attempt %s: its id is not of the form at-<hex>; its report secret is kept in "
+                "memory only and dies with this process",
+                attempt_id,
+            )
+            return
+        try:
+            await asyncio.to_thread(
+                self._leases.save, attempt_id, assignment.fencing_token, report_secret
+            )
+        except OSError as exc:
+            logger.error(
+                "attempt %s: could not store its report secret in %s (%s); keeping it in "
+                "memory only",
+                attempt_id,
+                self._leases.directory,
+                exc,
             )
 
     # ------------------------------------------------------------------------------- reports
@@ -602,6 +666,7 @@ class Agent:
             await self._ship_log(assignment, wait=False)
             self._active.pop(event.attempt_id, None)
             self._sequences.pop(event.attempt_id, None)
+            self._forget_report_secret(event.attempt_id)
             self._stop_requested.discard(event.attempt_id)
             self._slot_freed.set()
             if not self._active:
@@ -621,11 +686,24 @@ class Agent:
             with self._attempt_log_context(attempt_id):
                 try:
                     response = await stub.ReportStatus(
-                        pending.request, metadata=self._metadata, timeout=RPC_TIMEOUT_SECONDS
+                        self._with_report_secret(pending.request),
+                        metadata=self._metadata,
+                        timeout=RPC_TIMEOUT_SECONDS,
                     )
                 except grpc.aio.AioRpcError as exc:
                     pending.tries += 1
                     code = exc.code()
+                    if code is grpc.StatusCode.PERMISSION_DENIED:
+                        # Not this lease's report to make (or its secret was lost with the
+                        # agent process that leased it): sending it again cannot help.
+                        logger.error(
+                            "attempt %s: the control plane refused its %s: %s",
+                            attempt_id,
+                            pending.describe(),
+                            exc.details(),
+                        )
+                        self._settle(pending)
+                        continue
                     if code in _OUTAGE_CODES or (
                         code in _SERVER_ERROR_CODES and pending.tries < MAX_REPORT_TRIES
                     ):
@@ -648,10 +726,10 @@ class Agent:
                         code.name,
                         exc.details(),
                     )
-                    self._reports.remove(pending)
+                    self._settle(pending)
                     continue
                 backoff.reset()
-                self._reports.remove(pending)
+                self._settle(pending)
                 if response.accepted:
                     logger.info("attempt %s: delivered its %s", attempt_id, pending.describe())
                 else:
@@ -661,6 +739,27 @@ class Agent:
                         pending.describe(),
                         response.reason or "no reason given",
                     )
+
+    def _with_report_secret(
+        self, request: agent_pb2.ReportStatusRequest
+    ) -> agent_pb2.ReportStatusRequest:
+        """The report as sent: with the secret of its lease, when this agent holds it."""
+        held = self._report_secrets.get(request.attempt_id)
+        if held is None or held[0] != request.fencing_token:
+            return request  # a lease whose secret was lost, or an earlier lease's report
+        return with_report_secret(request, held[1])
+
+    def _settle(self, pending: PendingReport) -> None:
+        """Done with a report (delivered, ignored or refused): off the buffer and, when it was
+        the attempt's last, its lease's secret out of memory and off the disk."""
+        self._reports.remove(pending)
+        self._forget_report_secret(pending.request.attempt_id)
+
+    def _forget_report_secret(self, attempt_id: str) -> None:
+        """Forget a lease's secret once nothing more will be reported under it."""
+        if attempt_id not in self._active and attempt_id not in self._reports.attempt_ids():
+            if self._report_secrets.pop(attempt_id, None) is not None:
+                self._leases.delete(attempt_id)
 
 
 def default_executor(settings: AgentSettings) -> Executor:

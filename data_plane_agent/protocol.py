@@ -1,6 +1,14 @@
-"""The thin mapping between the agent's domain objects and the `fleetflow.agent.v1` messages."""
+"""The thin mapping between the agent's domain objects and the `fleetflow.agent.v1` messages.
+
+A lease's report secret is kept apart from its `TaskAssignment`, which executors see (and the
+Kubernetes executor writes into the pod): it is read from the `Assignment` here, held by the
+agent (in memory and in its lease file, `lease_store`), and set on each status report only as
+it is sent.
+"""
 
 from __future__ import annotations
+
+from pydantic import SecretStr
 
 from data_plane_agent.attempts import AttemptEvent, AttemptResources, AttemptState, TaskAssignment
 from data_plane_agent.executors.base import Capacity
@@ -36,6 +44,21 @@ def assignment_from_proto(message: agent_pb2.Assignment) -> TaskAssignment:
         timeout_seconds=message.timeout_seconds,
         image=message.image,
     )
+
+
+def report_secret_from_proto(message: agent_pb2.Assignment) -> SecretStr:
+    """The lease's report secret (empty from a control plane that predates them)."""
+    return SecretStr(message.report_secret)
+
+
+def with_report_secret(
+    request: agent_pb2.ReportStatusRequest, secret: SecretStr
+) -> agent_pb2.ReportStatusRequest:
+    """A copy of `request` carrying `secret`, to send (the buffered request stays without)."""
+    sent = agent_pb2.ReportStatusRequest()
+    sent.CopyFrom(request)
+    sent.report_secret = secret.get_secret_value()
+    return sent
 
 
 def state_to_proto(state: AttemptState) -> agent_pb2.AttemptState.ValueType:

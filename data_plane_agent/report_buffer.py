@@ -13,6 +13,11 @@ control plane would mark the attempt LOST and run it again although it succeeded
   A report counts as queued only once its file is in place; a `.tmp` left by a crash was never
   queued and is deleted on the next start.
 
+A report is stored without its lease's report secret, and `put` refuses one that carries a
+secret: the agent adds it as it sends. The secrets have one place on disk of their own
+(`lease_store`, `<work_dir>/leases/`), from which the next agent process on the same work dir
+loads them, so the reports it replays here still go out with theirs.
+
 A file removed when its report was delivered may reappear after a crash (the unlink is not
 fsynced): it is sent again and the control plane ignores it as a duplicate sequence.
 """
@@ -136,7 +141,13 @@ class ReportBuffer:
         self._update_events()
 
     async def put(self, request: agent_pb2.ReportStatusRequest) -> None:
-        """Queue a report; it is on disk when this returns (unless the disk failed: logged)."""
+        """Queue a report; it is on disk when this returns (unless the disk failed: logged).
+
+        Raises:
+            ValueError: The report carries a report secret, which must never reach the disk.
+        """
+        if request.report_secret:
+            raise ValueError("a report secret must not be buffered: set it only when sending")
         async with self._write_lock:  # files are numbered and queued in the order of the calls
             self._make_room()
             path = self._directory / f"{self._next_index:0{_INDEX_DIGITS}d}{REPORT_SUFFIX}"
@@ -183,6 +194,10 @@ class ReportBuffer:
 
     async def wait_empty(self) -> None:
         await self._empty.wait()
+
+    def attempt_ids(self) -> set[str]:
+        """The attempts with a report waiting here."""
+        return {r.request.attempt_id for r in self._reports}
 
     def fencing_tokens(self) -> dict[str, int]:
         """Attempt id -> fencing token of every attempt whose final report is still to deliver.

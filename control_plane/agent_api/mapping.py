@@ -74,9 +74,9 @@ def spec_for_lease(stored: dict[str, Any]) -> WorkflowSpec:
 
 
 def assignment_from_attempt(
-    attempt: TaskAttempt, spec: WorkflowSpec, *, tenant: str, bundle_uri: str
+    attempt: TaskAttempt, spec: WorkflowSpec, *, tenant: str, bundle_uri: str, report_secret: str
 ) -> pb.Assignment:
-    """The message an agent receives for `attempt`.
+    """The message an agent receives for `attempt`, with its lease's `report_secret`.
 
     Raises:
         UnleasableAttemptError: a value of its task does not fit the message.
@@ -88,7 +88,14 @@ def assignment_from_attempt(
     # most preferred type.
     gpu_type = attempt.gpu_type or next(iter(task.resources.gpu_types), "")
     try:
-        return _assignment(attempt, task, gpu_type, tenant=tenant, bundle_uri=bundle_uri)
+        return _assignment(
+            attempt,
+            task,
+            gpu_type,
+            tenant=tenant,
+            bundle_uri=bundle_uri,
+            report_secret=report_secret,
+        )
     except UnleasableAttemptError:
         raise
     except (ValueError, TypeError) as exc:  # what protobuf raises for a value it cannot carry
@@ -96,7 +103,13 @@ def assignment_from_attempt(
 
 
 def _assignment(
-    attempt: TaskAttempt, task: TaskSpec, gpu_type: str, *, tenant: str, bundle_uri: str
+    attempt: TaskAttempt,
+    task: TaskSpec,
+    gpu_type: str,
+    *,
+    tenant: str,
+    bundle_uri: str,
+    report_secret: str,
 ) -> pb.Assignment:
     return pb.Assignment(
         attempt_id=attempt.id,
@@ -119,4 +132,5 @@ def _assignment(
         ),
         timeout_seconds=_in_range("timeout_seconds", task.timeout_seconds or 0, _INT32_MAX),
         image=task.image or "",
+        report_secret=report_secret,
     )

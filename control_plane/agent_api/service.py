@@ -5,6 +5,13 @@ event loop. A finished attempt is committed first and then delivered to its Temp
 through the `FinishNotifier` outbox, which retries until delivery succeeds. Register and
 Heartbeat reconcile what the agent runs with what it holds: what it lost runs again elsewhere,
 what it must not run it is told to stop.
+
+Every call is authenticated by the cluster's token, which says which cluster calls. Deciding an
+attempt's result takes more: each lease carries a fresh report secret (the attempt row keeps
+only its SHA-256), and `ReportStatus` is refused with PERMISSION_DENIED without it, so whoever
+else holds the cluster token (another agent process, a leaked copy) cannot report an attempt
+leased to the agent that runs it. Register and Heartbeat need no secret: the attempts they list
+are only kept from being marked LOST, never moved or given a result (see `Register`).
 """
 
 from __future__ import annotations
@@ -129,6 +136,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self._max_wait = max_lease_wait_seconds
         self._heartbeat_interval = heartbeat_interval_seconds
         self._placement_strategy = placement_strategy
+        # Whether a report was taken without a secret yet (an attempt leased before secrets).
+        self._warned_without_secret = False
 
     @property
     def heartbeat_grace(self) -> timedelta:
@@ -176,6 +185,16 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
     async def Register(  # noqa: N802 (gRPC method names)
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> pb.RegisterResponse:
+        """Record the agent and reconcile what it runs with what its cluster holds.
+
+        The running list carries attempt ids and fencing tokens but no report secrets, on
+        purpose: listing an attempt never changes it or gives it a result, it only keeps it
+        from being marked LOST, and a listed attempt that is not the cluster's to run (or not
+        under that fencing token) is only told to stop. What a caller with the cluster token
+        alone can do here (leave attempts out, so that they are lost and run again) no secret
+        could prevent: it is an absence. After the agent's own restart its secrets are gone
+        with its memory, so asking for them here would also fail the attempts it adopts.
+        """
         cluster_id, _ = await self._authenticate(context)
 
         running: dict[str, int | None] = {r.attempt_id: r.fencing_token for r in request.running}
@@ -216,6 +235,11 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
     async def Heartbeat(  # noqa: N802
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> pb.HeartbeatResponse:
+        """Record liveness and capacity; reconcile as `Register` does, after the grace.
+
+        No report secrets, for `Register`'s reasons: the running ids only keep attempts from
+        being lost, and a pending reason is a note for people, not a state.
+        """
         cluster_id, _ = await self._authenticate(context)
         running: dict[str, int | None] = dict.fromkeys(request.running_attempt_ids)
 
@@ -242,13 +266,20 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             await self._notifier.deliver_pending()
         return pb.HeartbeatResponse(stop_attempt_ids=stop)
 
-    def _assignment(self, session: Session, attempt: TaskAttempt) -> pb.Assignment:
+    def _assignment(self, session: Session, lease: attempts_repo.Lease) -> pb.Assignment:
+        attempt = lease.attempt
         execution = session.get_one(Execution, attempt.execution_id)
         tenant = session.get_one(Tenant, execution.tenant_id)
         spec = spec_for_lease(execution.workflow.spec)
         digest = execution.workflow.bundle_digest
         bundle_uri = self._blobs.uri(bundle_key(tenant.name, digest))
-        return assignment_from_attempt(attempt, spec, tenant=tenant.name, bundle_uri=bundle_uri)
+        return assignment_from_attempt(
+            attempt,
+            spec,
+            tenant=tenant.name,
+            bundle_uri=bundle_uri,
+            report_secret=lease.report_secret,
+        )
 
     def _lease(self, cluster_id: str, max_attempts: int) -> Leased:
         with transaction(self._sessions) as session:
@@ -259,19 +290,19 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 only_cluster=cluster,
                 strategy=self._placement_strategy,
             )
-            leased = attempts_repo.lease_attempts(session, cluster, max_attempts)
+            leases = attempts_repo.lease_attempts(session, cluster, max_attempts)
             assignments = []
             refused = 0
-            for attempt in leased:
+            for lease in leases:
                 try:
-                    assignments.append(self._assignment(session, attempt))
+                    assignments.append(self._assignment(session, lease))
                 except UnleasableAttemptError as exc:
                     # This attempt fails on its own; the others on the cluster still lease.
-                    self._fail_unleasable(session, attempt, str(exc))
+                    self._fail_unleasable(session, lease.attempt, str(exc))
                     refused += 1
             waits = [
                 (clusters_repo.as_utc(a.created_at), clusters_repo.as_utc(a.leased_at))
-                for a in leased
+                for a, _ in leases
                 if a.leased_at is not None and a.status == AttemptState.LEASED.value
             ]
         # Committed: these attempts are dispatched.
@@ -325,6 +356,16 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
     async def ReportStatus(  # noqa: N802
         self, request: pb.ReportStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportStatusResponse:
+        """Apply one report of the agent holding the attempt's lease.
+
+        Beyond the cluster token, the report must carry the lease's report secret (see
+        `attempts_repo.apply_report`): without it, or with another, the call fails with
+        PERMISSION_DENIED, a message naming the attempt (never the secret sent), and nothing
+        written. An attempt leased before the control plane issued secrets has none to check:
+        its reports are taken on the cluster and fencing tokens alone, as before, so an
+        upgrade with attempts in flight loses none of their results; the first such report
+        is logged.
+        """
         cluster_id, cluster_name = await self._authenticate(context)
         state = attempt_state_from_proto(request.state)
         if state is None:
@@ -342,6 +383,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     cluster,
                     attempt_id=request.attempt_id,
                     fencing_token=request.fencing_token,
+                    report_secret=request.report_secret,
                     state=state,
                     sequence=request.sequence,
                     message=request.message,
@@ -350,7 +392,19 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             return outcome
 
         with log_context(cluster=cluster_name, attempt_id=request.attempt_id):
-            outcome = await asyncio.to_thread(retry_transient, apply)
+            try:
+                outcome = await asyncio.to_thread(retry_transient, apply)
+            except attempts_repo.ReportNotAuthorizedError as exc:
+                log.warning("%s (from cluster %s, %s)", exc, cluster_name, context.peer())
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        if outcome.without_secret and outcome.accepted and not self._warned_without_secret:
+            self._warned_without_secret = True
+            log.warning(
+                "accepted a report for attempt %s without a report secret: it was leased "
+                "before the control plane issued them (checked by cluster and fencing token "
+                "only; logged once)",
+                request.attempt_id,
+            )
         attempt = outcome.attempt
         with log_context(
             cluster=cluster_name,

@@ -129,6 +129,9 @@ class TaskAttempt(Base):
     memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     # Bumped on every lease; reports carrying an older token are rejected.
     fencing_token: Mapped[int] = mapped_column(Integer, default=0)
+    # SHA-256 (hex) of the current lease's report secret, which only its agent was sent;
+    # reports must carry the secret. NULL: never leased, or leased before secrets existed.
+    report_secret_sha256: Mapped[str | None] = mapped_column(String(64))
     # Highest report sequence applied; older or repeated reports are ignored.
     last_report_sequence: Mapped[int] = mapped_column(Integer, default=0)
     inputs_uri: Mapped[str] = mapped_column(Text)

@@ -12,8 +12,9 @@ line for humans, the default) or `json` (one object per line, for log pipelines)
 The context lives in a `contextvars.ContextVar`, so it follows asyncio tasks created inside the
 block and `asyncio.to_thread` calls, and never leaks between concurrent requests.
 
-Every record passes `RedactSecrets` first: bearer credentials (`Bearer …`) and agent tokens
-(`ffa_…`) are replaced in the message, its arguments and any traceback, whoever logged them.
+Every record passes `RedactSecrets` first: bearer credentials (`Bearer …`), agent tokens
+(`ffa_…`) and lease report secrets (`ffl_…`) are replaced in the message, its arguments and any
+traceback, whoever logged them.
 
 Task logs (the task runtime on a cluster, `fleetflow run` locally): what the task prints is its
 author's and passes through untouched; the SDK's own lines (the `fleetflow` logger and below)
@@ -56,9 +57,10 @@ _context: ContextVar[Mapping[str, str]] = ContextVar(
 )
 
 # `Bearer <credential>` (the scheme in any case; a credential of 8 or more token68 characters,
-# so prose such as "missing bearer token" stays readable), and agent tokens anywhere.
+# so prose such as "missing bearer token" stays readable), and agent tokens and lease report
+# secrets anywhere.
 _BEARER = re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9._~+/=\-]{8,}")
-_AGENT_TOKEN = re.compile(r"\bffa_[A-Za-z0-9_\-]+")
+_AGENT_SECRET = re.compile(r"\b(ffa|ffl)_[A-Za-z0-9_\-]+")
 
 
 class LogFormat(StrEnum):
@@ -89,9 +91,10 @@ def current_log_context() -> dict[str, str]:
 
 
 def redact_secrets(text: str) -> str:
-    """`text` with bearer credentials and agent tokens replaced by `[REDACTED]`."""
+    """`text` with bearer credentials, agent tokens and report secrets replaced by
+    `[REDACTED]`."""
     text = _BEARER.sub(rf"\1\2{REDACTED}", text)
-    return _AGENT_TOKEN.sub(f"ffa_{REDACTED}", text)
+    return _AGENT_SECRET.sub(lambda match: f"{match.group(1)}_{REDACTED}", text)
 
 
 class RedactSecrets(logging.Filter):

@@ -1,6 +1,7 @@
 """The agent gRPC service under bad input: garbage bytes, oversized messages, missing, wrong
-and other clusters' tokens, replayed reports. Each gets its status code, and afterwards the
-same server still registers, leases and takes reports normally (nothing wedged).
+and other clusters' tokens, replayed reports, reports without their lease's secret. Each gets
+its status code, and afterwards the same server still registers, leases and takes reports
+normally (nothing wedged).
 
 The server is composed like `control_plane/server.py` composes it, with its message limits
 (`control_plane/agent_api/limits.py`), on a migrated database (SQLite and PostgreSQL).
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,11 +136,15 @@ async def works_normally(served: Served, number: int) -> None:
         pb.LeaseAttemptsRequest(max_attempts=10, wait_seconds=5), metadata=auth()
     )
     assert [a.attempt_id for a in leased.assignments] == [attempt_id]
-    token = leased.assignments[0].fencing_token
+    (assignment,) = leased.assignments
     for sequence, state in ((1, pb.ATTEMPT_STATE_RUNNING), (2, pb.ATTEMPT_STATE_SUCCEEDED)):
         answer = await served.stub.ReportStatus(
             pb.ReportStatusRequest(
-                attempt_id=attempt_id, fencing_token=token, state=state, sequence=sequence
+                attempt_id=attempt_id,
+                fencing_token=assignment.fencing_token,
+                report_secret=assignment.report_secret,
+                state=state,
+                sequence=sequence,
             ),
             metadata=auth(),
         )
@@ -246,9 +252,11 @@ async def test_replayed_and_foreign_reports_change_nothing(
             pb.LeaseAttemptsRequest(max_attempts=1, wait_seconds=5), metadata=auth()
         )
         token = leased.assignments[0].fencing_token
+        secret = leased.assignments[0].report_secret
         succeeded = pb.ReportStatusRequest(
             attempt_id=attempt_id,
             fencing_token=token,
+            report_secret=secret,
             state=pb.ATTEMPT_STATE_SUCCEEDED,
             sequence=2,
         )
@@ -263,14 +271,20 @@ async def test_replayed_and_foreign_reports_change_nothing(
         # A late, older report is acknowledged as a duplicate (so the agent stops resending
         # it) and changes nothing.
         late = pb.ReportStatusRequest(
-            attempt_id=attempt_id, fencing_token=token, state=pb.ATTEMPT_STATE_RUNNING, sequence=1
+            attempt_id=attempt_id,
+            fencing_token=token,
+            report_secret=secret,
+            state=pb.ATTEMPT_STATE_RUNNING,
+            sequence=1,
         )
         answer = await served.stub.ReportStatus(late, metadata=auth())
         assert "duplicate" in answer.reason
-        # Another cluster's agent reporting this attempt, or a made-up attempt: refused.
+        # Another cluster's agent reporting this attempt (even with the lease's secret), or a
+        # made-up attempt: refused.
         foreign = pb.ReportStatusRequest(
             attempt_id=attempt_id,
             fencing_token=token,
+            report_secret=secret,
             state=pb.ATTEMPT_STATE_FAILED,
             sequence=9,
         )
@@ -284,3 +298,150 @@ async def test_replayed_and_foreign_reports_change_nothing(
         with transaction(served.sessions) as session:
             assert session.get_one(TaskAttempt, attempt_id).status == "SUCCEEDED"
         assert len(served.delivered) == 1
+
+
+async def test_a_report_without_the_leases_secret_is_refused_and_changes_nothing(
+    session_factory: sessionmaker[Session], spec: WorkflowSpec, tmp_path: Path
+) -> None:
+    """The cluster token says which cluster calls, not who holds the lease: a caller with the
+    valid token but without the lease's report secret (none, a made-up one, another attempt's,
+    a truncated one) cannot decide the attempt's result. It gets PERMISSION_DENIED naming the
+    attempt, never a secret; the attempt stays as it was; the genuine report then goes in."""
+    async with serve(session_factory, spec, tmp_path) as served:
+        await served.stub.Register(pb.RegisterRequest(capacity=CAPACITY), metadata=auth())
+        ids = [await asyncio.to_thread(create_attempt, served, n) for n in (1, 2)]
+        leased = await served.stub.LeaseAttempts(
+            pb.LeaseAttemptsRequest(max_attempts=2, wait_seconds=5), metadata=auth()
+        )
+        by_id = {a.attempt_id: a for a in leased.assignments}
+        target, other = by_id[ids[0]], by_id[ids[1]]
+        assert target.report_secret.startswith("ffl_") and len(target.report_secret) > 40
+        assert target.report_secret != other.report_secret
+
+        def report(
+            secret: str, state: int = pb.ATTEMPT_STATE_SUCCEEDED, sequence: int = 2
+        ) -> pb.ReportStatusRequest:
+            return pb.ReportStatusRequest(
+                attempt_id=target.attempt_id,
+                fencing_token=target.fencing_token,
+                report_secret=secret,
+                state=state,
+                sequence=sequence,
+            )
+
+        def load() -> tuple[str, int, object, str | None]:
+            with transaction(served.sessions) as session:
+                row = session.get_one(TaskAttempt, target.attempt_id)
+                return row.status, row.last_report_sequence, row.finished_at, row.error_message
+
+        before = await asyncio.to_thread(load)
+        assert before[:2] == ("LEASED", 0)
+        forged = [
+            "",
+            "ffl_" + "A" * 43,
+            other.report_secret,
+            target.report_secret[:-1],
+            target.report_secret + "x",
+        ]
+        for secret in forged:
+            for state in (pb.ATTEMPT_STATE_SUCCEEDED, pb.ATTEMPT_STATE_FAILED):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await served.stub.ReportStatus(report(secret, state), metadata=auth())
+                assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+                details = refused.value.details() or ""
+                assert target.attempt_id in details
+                assert target.report_secret not in details
+                assert not secret or secret not in details
+        assert await asyncio.to_thread(load) == before
+        assert served.delivered == []
+
+        # The agent holding the lease reports; a forger after it still changes nothing.
+        accepted = await served.stub.ReportStatus(report(target.report_secret), metadata=auth())
+        assert accepted.accepted, accepted.reason
+        with pytest.raises(grpc.aio.AioRpcError) as late_forgery:
+            await served.stub.ReportStatus(
+                report(other.report_secret, pb.ATTEMPT_STATE_FAILED, 3), metadata=auth()
+            )
+        assert late_forgery.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        status, sequence, finished_at, error = await asyncio.to_thread(load)
+        assert (status, sequence, error) == ("SUCCEEDED", 2, None) and finished_at is not None
+        assert [e for e, _ in served.delivered] == [served.execution_id]
+        # The other attempt's own secret still works for it.
+        running = pb.ReportStatusRequest(
+            attempt_id=other.attempt_id,
+            fencing_token=other.fencing_token,
+            report_secret=other.report_secret,
+            state=pb.ATTEMPT_STATE_RUNNING,
+            sequence=1,
+        )
+        assert (await served.stub.ReportStatus(running, metadata=auth())).accepted
+
+
+async def test_a_lease_secret_outlives_a_control_plane_restart(
+    session_factory: sessionmaker[Session], spec: WorkflowSpec, tmp_path: Path
+) -> None:
+    """The control plane keeps only the secret's hash, in the database: a report made to a
+    fresh control-plane process (restart, another replica) with the secret is accepted."""
+    async with serve(session_factory, spec, tmp_path) as first:
+        await first.stub.Register(pb.RegisterRequest(capacity=CAPACITY), metadata=auth())
+        attempt_id = await asyncio.to_thread(create_attempt, first, 1)
+        leased = await first.stub.LeaseAttempts(
+            pb.LeaseAttemptsRequest(max_attempts=1, wait_seconds=5), metadata=auth()
+        )
+        (assignment,) = leased.assignments
+        assert assignment.attempt_id == attempt_id
+    async with serve(session_factory, spec, tmp_path) as second:
+        report = pb.ReportStatusRequest(
+            attempt_id=attempt_id,
+            fencing_token=assignment.fencing_token,
+            state=pb.ATTEMPT_STATE_SUCCEEDED,
+            sequence=1,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await second.stub.ReportStatus(report, metadata=auth())
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        report.report_secret = assignment.report_secret
+        answer = await second.stub.ReportStatus(report, metadata=auth())
+        assert answer.accepted, answer.reason
+        with transaction(second.sessions) as session:
+            assert session.get_one(TaskAttempt, attempt_id).status == "SUCCEEDED"
+
+
+async def test_an_attempt_leased_before_report_secrets_keeps_the_older_checks(
+    session_factory: sessionmaker[Session],
+    spec: WorkflowSpec,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Upgrading with attempts in flight: one leased by a control plane that issued no secret
+    (no hash on its row) is still reported without one, by cluster and fencing token, with
+    one warning; a wrong fencing token is still stale."""
+    async with serve(session_factory, spec, tmp_path) as served:
+        await served.stub.Register(pb.RegisterRequest(capacity=CAPACITY), metadata=auth())
+        attempt_id = await asyncio.to_thread(create_attempt, served, 1)
+        leased = await served.stub.LeaseAttempts(
+            pb.LeaseAttemptsRequest(max_attempts=1, wait_seconds=5), metadata=auth()
+        )
+        token = leased.assignments[0].fencing_token
+        with transaction(served.sessions) as session:
+            session.get_one(TaskAttempt, attempt_id).report_secret_sha256 = None
+        stale = pb.ReportStatusRequest(
+            attempt_id=attempt_id,
+            fencing_token=token + 1,
+            state=pb.ATTEMPT_STATE_SUCCEEDED,
+            sequence=1,
+        )
+        assert not (await served.stub.ReportStatus(stale, metadata=auth())).accepted
+        caplog.set_level(logging.WARNING, logger="control_plane.agent_api.service")
+        for sequence, state in ((1, pb.ATTEMPT_STATE_RUNNING), (2, pb.ATTEMPT_STATE_SUCCEEDED)):
+            answer = await served.stub.ReportStatus(
+                pb.ReportStatusRequest(
+                    attempt_id=attempt_id, fencing_token=token, state=state, sequence=sequence
+                ),
+                metadata=auth(),
+            )
+            assert answer.accepted, answer.reason
+        with transaction(served.sessions) as session:
+            assert session.get_one(TaskAttempt, attempt_id).status == "SUCCEEDED"
+    warnings = [r for r in caplog.records if "without a report secret" in r.getMessage()]
+    assert len(warnings) == 1 and attempt_id in warnings[0].getMessage()

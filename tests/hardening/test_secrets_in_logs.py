@@ -4,7 +4,8 @@ The records are captured raw (before the handlers' redaction filter), at DEBUG, 
 logger: the product must not log them in the first place. Exercised: bootstrap of the first
 admin with a configured token, user and cluster creation (ffu_ and ffa_ tokens issued), token
 rotation, valid and refused API calls (a wrong token, an agent token on REST, the dashboard
-cookie), agent gRPC calls with valid and invalid tokens, and S3 settings with a secret key.
+cookie), agent gRPC calls with valid and invalid tokens, leases and their report secrets (`ffl_`)
+on accepted and refused status reports, and S3 settings with a secret key.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore
 from fleetflow.storage.s3 import S3Settings
-from tests.hardening.test_grpc import CAPACITY, auth, serve
+from tests.hardening.test_grpc import CAPACITY, auth, create_attempt, serve
 from tests.integration.agent_server import TOKEN as AGENT_TOKEN
 from tests.integration.auth import bearer
 from tests.integration.test_api import FakeLauncher
@@ -104,10 +105,13 @@ async def test_agent_tokens_do_not_appear_in_grpc_logs(
     workflow_spec: WorkflowSpec,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    import asyncio
+
     import grpc
 
     caplog.set_level(logging.DEBUG)
     wrong = "ffa_wrong-token-for-this-cluster-9d8c7b"
+    wrong_secret = "ffl_not-this-lease-s-secret-4e5f6a"
     async with serve(session_factory, workflow_spec, tmp_path) as served:
         registered = await served.stub.Register(
             pb.RegisterRequest(agent_version="t", capacity=CAPACITY), metadata=auth()
@@ -120,5 +124,35 @@ async def test_agent_tokens_do_not_appear_in_grpc_logs(
             except grpc.aio.AioRpcError as exc:
                 details.append(str(exc.details()))
         assert len(details) == 2
+        # A lease, a report with its secret, and reports with a wrong one and with none.
+        await asyncio.to_thread(create_attempt, served, 1)
+        leased = await served.stub.LeaseAttempts(
+            pb.LeaseAttemptsRequest(max_attempts=1, wait_seconds=5), metadata=auth()
+        )
+        (assignment,) = leased.assignments
+        assert assignment.report_secret.startswith("ffl_")
+
+        def report(secret: str, sequence: int) -> pb.ReportStatusRequest:
+            return pb.ReportStatusRequest(
+                attempt_id=assignment.attempt_id,
+                fencing_token=assignment.fencing_token,
+                report_secret=secret,
+                state=pb.ATTEMPT_STATE_RUNNING,
+                sequence=sequence,
+            )
+
+        accepted = await served.stub.ReportStatus(
+            report(assignment.report_secret, 1), metadata=auth()
+        )
+        assert accepted.accepted
+        for secret in (wrong_secret, assignment.report_secret + "x", ""):
+            try:
+                await served.stub.ReportStatus(report(secret, 2), metadata=auth())
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() is grpc.StatusCode.PERMISSION_DENIED
+                details.append(str(exc.details()))
+        assert len(details) == 5
     assert "invalid agent token" in caplog.text
-    _assert_absent([AGENT_TOKEN, wrong], caplog.text, *details)
+    assert "refused" in caplog.text
+    lease_secrets = [assignment.report_secret, wrong_secret]
+    _assert_absent([AGENT_TOKEN, wrong, *lease_secrets], caplog.text, *details)

@@ -2,9 +2,10 @@
 
 The real control plane needs a database and Temporal; these tests pin down the agent's side of
 the protocol on its own: registration, leasing, status reports with increasing sequence
-numbers, stop requests, reconnection with buffered reports (across the agent's own restart),
-authentication failure and graceful shutdown. Tasks really run (local-process executor, real
-code bundle on a local blob store).
+numbers, each carrying its lease's report secret (on disk only in the agent's lease file, never
+in logs or in the task's environment), stop requests, reconnection with buffered reports (across the
+agent's own restart), authentication failure and graceful shutdown. Tasks really run
+(local-process executor, real code bundle on a local blob store).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -24,6 +27,7 @@ import grpc
 import pytest
 
 from data_plane_agent.agent import REPORTS_DIR, Agent
+from data_plane_agent.lease_store import LEASES_DIR
 from data_plane_agent.report_buffer import CorruptReportError, ReportBuffer, read_report
 from data_plane_agent.settings import AgentSettings
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
@@ -43,7 +47,12 @@ LOST = agent_pb2.ATTEMPT_STATE_LOST
 
 
 class FakeAgentService(agent_pb2_grpc.AgentServiceServicer):
-    """A fake control plane: checks the token, hands out queued assignments, records calls."""
+    """A fake control plane: checks the token, hands out queued assignments, records calls.
+
+    Like the real one, it refuses a report about a lease it handed out that does not carry the
+    lease's report secret (PERMISSION_DENIED); reports about leases it never handed out (made
+    to another fake, before a restart) it takes as they come.
+    """
 
     def __init__(self, heartbeat_interval_seconds: int = 1) -> None:
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
@@ -52,11 +61,20 @@ class FakeAgentService(agent_pb2_grpc.AgentServiceServicer):
         self.lease_requests: list[agent_pb2.LeaseAttemptsRequest] = []
         self.reports: list[agent_pb2.ReportStatusRequest] = []
         self.stop_attempt_ids: set[str] = set()
+        self.refused_reports: list[agent_pb2.ReportStatusRequest] = []
+        self._secrets: dict[tuple[str, int], str] = {}
         self._assignments: asyncio.Queue[agent_pb2.Assignment] = asyncio.Queue()
         self._changed = asyncio.Condition()
 
     def assign(self, assignment: agent_pb2.Assignment) -> None:
+        self.assign_secret(
+            assignment.attempt_id, assignment.fencing_token, assignment.report_secret
+        )
         self._assignments.put_nowait(assignment)
+
+    def assign_secret(self, attempt_id: str, fencing_token: int, secret: str) -> None:
+        """The report secret this fake wants from now on for the lease."""
+        self._secrets[(attempt_id, fencing_token)] = secret
 
     async def _record(self, calls: list[Any], request: Any, context: Any) -> None:
         metadata = dict(context.invocation_metadata() or ())
@@ -102,6 +120,13 @@ class FakeAgentService(agent_pb2_grpc.AgentServiceServicer):
         return agent_pb2.LeaseAttemptsResponse(assignments=batch)
 
     async def ReportStatus(self, request: Any, context: Any) -> agent_pb2.ReportStatusResponse:
+        expected = self._secrets.get((request.attempt_id, request.fencing_token))
+        if expected is not None and request.report_secret != expected:
+            await self._record(self.refused_reports, request, context)
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"report for attempt {request.attempt_id} refused: wrong report secret",
+            )
         await self._record(self.reports, request, context)
         return agent_pb2.ReportStatusResponse(accepted=True)
 
@@ -162,6 +187,7 @@ class Blobs:
             inputs_uri=self.store.put(f"{attempt_id}/inputs.json", json.dumps(inputs).encode()),
             outputs_uri=self.store.uri(f"{attempt_id}/outputs.json"),
             resources=agent_pb2.Resources(cpu=0.5, memory_bytes=1 << 20),
+            report_secret=f"ffl_{secrets.token_urlsafe(32)}",
         )
 
 
@@ -226,6 +252,9 @@ async def test_registers_leases_runs_and_reports(blobs: Blobs, tmp_path: Path) -
 
     assert states(fake.reports_for("att-ok")) == [(RUNNING, 1), (SUCCEEDED, 2)]
     assert {r.fencing_token for r in fake.reports_for("att-ok")} == {7}
+    assert {r.report_secret for r in fake.reports_for("att-ok")} == {ok.report_secret}
+    assert {r.report_secret for r in fake.reports_for("att-boom")} == {boom.report_secret}
+    assert not fake.refused_reports
     assert all(r.observed_at.seconds > 0 for r in fake.reports)
     assert json.loads(read_uri(ok.outputs_uri)) == {"o0": 5}
 
@@ -286,9 +315,10 @@ async def test_reconnects_and_delivers_reports_made_while_away(
     first = FakeControlPlaneServer(FakeAgentService())
     port = await first.start()
     second = FakeControlPlaneServer(FakeAgentService(), port)
+    away = blobs.assignment("att-away", "wait_for_file", inputs)
     try:
         async with running_agent(agent_settings(tmp_path, port)):
-            first.service.assign(blobs.assignment("att-away", "wait_for_file", inputs))
+            first.service.assign(away)
             await first.service.wait_until(
                 lambda: first.service.has_report("att-away", RUNNING), "RUNNING"
             )
@@ -310,6 +340,8 @@ async def test_reconnects_and_delivers_reports_made_while_away(
     assert states(first.service.reports_for("att-away")) == [(RUNNING, 1)]
     assert states(second.service.reports_for("att-away")) == [(SUCCEEDED, 2)]
     assert second.service.registrations, "the agent registered again after reconnecting"
+    # The control plane restarted, the agent did not: it still holds the lease's secret.
+    assert second.service.reports_for("att-away")[0].report_secret == away.report_secret
 
 
 async def wait_for(predicate: Callable[[], bool], what: str) -> None:
@@ -384,6 +416,92 @@ async def test_sigterm_gives_up_running_attempts_as_lost_and_exits(
     assert "agent stopped" in output
 
 
+def files_containing(root: Path, secret: str) -> list[Path]:
+    """The files under `root` whose bytes contain `secret`, or it without its prefix."""
+    found = []
+    for path in root.rglob("*"):
+        with contextlib.suppress(OSError):  # removed meanwhile, or not a regular file
+            if path.is_file() and secret[4:].encode() in path.read_bytes():
+                found.append(path)
+    return found
+
+
+def file_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+async def test_the_report_secret_is_on_disk_only_in_its_lease_file(
+    blobs: Blobs, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lease's secret goes out with each report and is kept nowhere but in memory and in
+    `<work_dir>/leases/<attempt id>.json` (mode 0600, in a 0700 directory) until the attempt's
+    last report is settled: not in the task's environment or arguments, its attempt directory,
+    the buffered reports, or a log record. A report the control plane refuses
+    (PERMISSION_DENIED) is not sent again."""
+    caplog.set_level(logging.DEBUG)
+    release = tmp_path / "release"
+    work_dir = tmp_path / "agent"
+    leases = work_dir / LEASES_DIR
+    async with fake_control_plane(FakeAgentService()) as (fake, port):
+        async with running_agent(agent_settings(tmp_path, port)) as agent:
+            looked = blobs.assignment("at-e0e0", "own_environment", {})
+            fake.assign(looked)
+            inputs = {"path": str(release), "deadline_seconds": 120}
+            held = blobs.assignment("at-4e1d", "wait_for_file", inputs)
+            fake.assign(held)
+            await fake.wait_until(
+                lambda: (
+                    fake.has_report("at-e0e0", SUCCEEDED) and fake.has_report("at-4e1d", RUNNING)
+                ),
+                "the reports",
+            )
+            during = files_containing(work_dir, held.report_secret)
+            modes = (file_mode(leases), file_mode(leases / "at-4e1d.json"))
+            stored = json.loads((leases / "at-4e1d.json").read_text())
+            # The control plane now wants another secret for at-4e1d: its final report is
+            # refused, once, and the agent moves on.
+            fake.assign_secret("at-4e1d", held.fencing_token, "ffl_another-secret-entirely")
+            release.touch()
+            await fake.wait_until(lambda: bool(fake.refused_reports), "the refused report")
+            await wait_for(lambda: not agent._report_secrets, "the secrets forgotten")
+            await wait_for(lambda: not any(leases.iterdir()), "the lease files deleted")
+
+    seen_by_task = json.loads(read_uri(looked.outputs_uri))["o0"]
+    assert "PATH=" in seen_by_task  # it did see its environment
+    assert looked.report_secret[4:] not in seen_by_task
+    assert {r.report_secret for r in fake.reports_for("at-e0e0")} == {looked.report_secret}
+    assert during == [leases / "at-4e1d.json"]
+    assert modes == (0o700, 0o600)
+    assert stored == {
+        "attempt_id": "at-4e1d",
+        "fencing_token": held.fencing_token,
+        "report_secret": held.report_secret,
+    }
+    for secret in (looked.report_secret, held.report_secret):
+        assert files_containing(work_dir, secret) == []  # settled: deleted
+        assert secret[4:] not in caplog.text
+    assert [(r.attempt_id, r.state) for r in fake.refused_reports] == [("at-4e1d", SUCCEEDED)]
+    assert "refused its SUCCEEDED report" in caplog.text
+
+
+async def test_an_attempt_id_that_cannot_name_a_file_keeps_its_secret_in_memory(
+    blobs: Blobs, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only an id of the control plane's form (`at-<hex>`) names a lease file: another one
+    still reports with its secret, which is then written nowhere."""
+    caplog.set_level(logging.DEBUG)
+    odd = blobs.assignment("att-odd", "add", {"a": 1, "b": 2})
+    async with fake_control_plane(FakeAgentService()) as (fake, port):
+        async with running_agent(agent_settings(tmp_path, port)):
+            fake.assign(odd)
+            await fake.wait_until(lambda: fake.has_report("att-odd", SUCCEEDED), "the reports")
+
+    assert {r.report_secret for r in fake.reports_for("att-odd")} == {odd.report_secret}
+    assert list((tmp_path / "agent" / LEASES_DIR).iterdir()) == []
+    assert "kept in memory only" in caplog.text
+    assert odd.report_secret[4:] not in caplog.text
+
+
 def buffered_reports(work_dir: Path) -> list[agent_pb2.ReportStatusRequest]:
     """The reports an agent has on disk waiting for delivery (read only, oldest first)."""
     reports = []
@@ -397,7 +515,11 @@ async def test_a_restarted_agent_delivers_the_report_its_killed_predecessor_buff
     blobs: Blobs, tmp_path: Path
 ) -> None:
     """Control plane down when the task finishes, agent SIGKILLed: the next agent process on
-    the same work dir holds the attempt when it registers and delivers the terminal report."""
+    the same work dir holds the attempt when it registers and delivers the terminal report.
+
+    The report on disk has no report secret; the lease file beside it has, and the new process
+    loads it: the report is replayed with the lease's secret, which the control plane (this
+    one requires it too) accepts, and the lease file is deleted once it is delivered."""
     work_dir = tmp_path / "agent"
     release = tmp_path / "release"
     inputs = {"path": str(release), "deadline_seconds": 120}
@@ -409,11 +531,10 @@ async def test_a_restarted_agent_delivers_the_report_its_killed_predecessor_buff
     second_process: asyncio.subprocess.Process | None = None
     second = FakeControlPlaneServer(FakeAgentService())
     try:
-        first.service.assign(blobs.assignment("att-kept", "wait_for_file", inputs, 11))
+        kept = blobs.assignment("at-cee9", "wait_for_file", inputs, 11)
+        first.service.assign(kept)
         await wait_for(
-            lambda: (
-                first.service.has_report("att-kept", RUNNING) and not buffered_reports(work_dir)
-            ),
+            lambda: first.service.has_report("at-cee9", RUNNING) and not buffered_reports(work_dir),
             "the RUNNING report, delivered and no longer buffered",
         )
         await first.stop()
@@ -424,17 +545,26 @@ async def test_a_restarted_agent_delivers_the_report_its_killed_predecessor_buff
             lambda: [r.state for r in buffered_reports(work_dir)] == [SUCCEEDED],
             "the SUCCEEDED report on disk",
         )
+        assert files_containing(work_dir, kept.report_secret) == [
+            work_dir / LEASES_DIR / "at-cee9.json"
+        ]
+        assert [r.report_secret for r in buffered_reports(work_dir)] == [""]
         first_process.kill()
         await asyncio.wait_for(first_process.wait(), DEADLINE_SECONDS)
 
+        # The same control plane, restarted: it wants the lease's secret on the report.
+        second.service.assign_secret("at-cee9", 11, kept.report_secret)
         port = await second.start()
         second_process = await start_agent_process(
             agent_process_env(tmp_path, port, TOKEN), tmp_path / "second-agent.log"
         )
         await second.service.wait_until(
-            lambda: second.service.has_report("att-kept", SUCCEEDED), "the replayed report"
+            lambda: second.service.has_report("at-cee9", SUCCEEDED), "the replayed report"
         )
         await wait_for(lambda: not buffered_reports(work_dir), "an empty report buffer")
+        await wait_for(
+            lambda: not (work_dir / LEASES_DIR / "at-cee9.json").exists(), "the lease file deleted"
+        )
         second_process.send_signal(signal.SIGTERM)
         returncode = await asyncio.wait_for(second_process.wait(), DEADLINE_SECONDS)
     finally:
@@ -446,13 +576,19 @@ async def test_a_restarted_agent_delivers_the_report_its_killed_predecessor_buff
         await second.stop()
 
     assert returncode == 0, (tmp_path / "second-agent.log").read_text()
-    assert states(first.service.reports_for("att-kept")) == [(RUNNING, 1)]
+    assert states(first.service.reports_for("at-cee9")) == [(RUNNING, 1)]
+    assert first.service.reports_for("at-cee9")[0].report_secret == kept.report_secret
     registration = second.service.registrations[0]
-    assert [(r.attempt_id, r.fencing_token) for r in registration.running] == [("att-kept", 11)]
-    replayed = second.service.reports_for("att-kept")
+    assert [(r.attempt_id, r.fencing_token) for r in registration.running] == [("at-cee9", 11)]
+    replayed = second.service.reports_for("at-cee9")
     assert states(replayed) == [(SUCCEEDED, 2)]
     assert replayed[0].fencing_token == 11
-    assert json.loads(read_uri(blobs.store.uri("att-kept/outputs.json"))) == {"o0": "released"}
+    assert replayed[0].report_secret == kept.report_secret
+    assert not second.service.refused_reports
+    assert files_containing(work_dir, kept.report_secret) == []
+    for log in ("first-agent.log", "second-agent.log"):
+        assert kept.report_secret not in (tmp_path / log).read_text()
+    assert json.loads(read_uri(blobs.store.uri("at-cee9/outputs.json"))) == {"o0": "released"}
 
 
 async def test_a_restarted_agent_holds_only_attempts_with_a_final_report_pending(

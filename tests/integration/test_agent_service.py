@@ -9,6 +9,7 @@ records what it was asked to deliver.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -175,6 +176,7 @@ class Harness:
             agent_pb2.ReportStatusRequest(
                 attempt_id=assignment.attempt_id,
                 fencing_token=assignment.fencing_token,
+                report_secret=assignment.report_secret,
                 state=state,
                 sequence=sequence,
                 message=message,
@@ -492,6 +494,10 @@ async def test_assignment_carries_everything_the_agent_needs(harness: Harness) -
     )
     assert assignment.timeout_seconds == 120
     assert assignment.image == "registry.example/train:1"
+    # The lease's report secret goes to the agent; the control plane keeps only its hash.
+    assert assignment.report_secret.startswith("ffl_")
+    stored = (await harness.attempt(created.id)).report_secret_sha256
+    assert stored == hashlib.sha256(assignment.report_secret.encode()).hexdigest()
     # Leased once: the next poll, or another cluster's, gets nothing.
     assert await harness.lease() == []
     assert await harness.lease(token=OTHER_TOKEN) == []

@@ -2,17 +2,23 @@
 
 Every state change is a compare-and-set `UPDATE … WHERE status = <seen>` after the transition
 policy allowed it, so concurrent leases, duplicated or late reports cannot both win.
+
+A lease hands its agent a fresh report secret and keeps only its SHA-256 on the attempt; a
+status report is applied only with that secret, so holding the cluster's token is not enough
+to decide an attempt's result: one must hold its lease.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from control_plane.auth.tokens import hash_token, matches_hash, new_lease_secret
 from control_plane.db.models import (
     NO_MAP_INDEX,
     Cluster,
@@ -526,8 +532,20 @@ def _admit(session: Session, execution_id: str) -> None:
     )
 
 
-def lease_attempts(session: Session, cluster: Cluster, max_attempts: int) -> list[TaskAttempt]:
-    """Hand this cluster's ASSIGNED attempts to its agent, bumping each fencing token."""
+class Lease(NamedTuple):
+    """One attempt leased to an agent, with the report secret of this lease.
+
+    The secret exists in clear only here and in the agent's answer: the attempt row keeps its
+    SHA-256. Never log it.
+    """
+
+    attempt: TaskAttempt
+    report_secret: str
+
+
+def lease_attempts(session: Session, cluster: Cluster, max_attempts: int) -> list[Lease]:
+    """Hand this cluster's ASSIGNED attempts to its agent, bumping each fencing token and
+    giving each lease a new report secret (stored as its hash)."""
     candidates = session.scalars(
         select(TaskAttempt)
         .where(TaskAttempt.cluster_id == cluster.id, TaskAttempt.status == A.ASSIGNED.value)
@@ -536,8 +554,15 @@ def lease_attempts(session: Session, cluster: Cluster, max_attempts: int) -> lis
     ).all()
     leased = []
     for attempt in candidates:
-        if move_attempt(session, attempt, A.LEASED, fencing_token=attempt.fencing_token + 1):
-            leased.append(attempt)
+        secret = new_lease_secret()
+        if move_attempt(
+            session,
+            attempt,
+            A.LEASED,
+            fencing_token=attempt.fencing_token + 1,
+            report_secret_sha256=hash_token(secret),
+        ):
+            leased.append(Lease(attempt, secret))
     return leased
 
 
@@ -548,6 +573,20 @@ class ReportOutcome:
     attempt: TaskAttempt | None = None
     # True when this report moved the attempt into a terminal state.
     finished: bool = False
+    # True when the attempt's lease predates report secrets and the report was taken on the
+    # cluster token and fencing token alone.
+    without_secret: bool = False
+
+
+class ReportNotAuthorizedError(Exception):
+    """A report about an attempt without the report secret of the lease that holds it.
+
+    The message names the attempt, never the secret that was sent.
+    """
+
+    def __init__(self, attempt_id: str, why: str) -> None:
+        super().__init__(f"report for attempt {attempt_id} refused: {why}")
+        self.attempt_id = attempt_id
 
 
 def apply_report(
@@ -556,18 +595,64 @@ def apply_report(
     *,
     attempt_id: str,
     fencing_token: int,
+    report_secret: str,
     state: AttemptState,
     sequence: int,
     message: str | None,
     traceback: str | None,
 ) -> ReportOutcome:
-    """Apply one agent report; idempotent, ordered by `sequence`, fenced by `fencing_token`."""
+    """Apply one agent report; idempotent, ordered by `sequence`, fenced by `fencing_token`,
+    authorised by the lease's `report_secret`.
+
+    The checks, in order: the attempt must be this cluster's (else "unknown attempt", the same
+    answer as for one that does not exist); the fencing token the current lease's (else
+    rejected as stale, whatever the secret: a report of an earlier lease changes nothing
+    either way); the attempt must have been leased at all; then the report must carry the
+    current lease's secret, compared by its SHA-256 in constant time.
+
+    An attempt leased before the control plane issued secrets has no hash (NULL) but a
+    fencing token: its reports are taken on the older checks alone, so upgrading with
+    attempts in flight loses none of their results (the outcome says `without_secret`).
+
+    Raises:
+        ReportNotAuthorizedError: The attempt was never leased, or the secret is missing or
+            not this lease's. Nothing was written.
+    """
     attempt = session.get(TaskAttempt, attempt_id)
     if attempt is None or attempt.cluster_id != cluster.id:
         # The same answer whether the attempt is another cluster's or does not exist.
         return ReportOutcome(False, "unknown attempt")
     if fencing_token != attempt.fencing_token:
         return ReportOutcome(False, "stale fencing token: the attempt was leased again")
+    if attempt.fencing_token == 0:
+        raise ReportNotAuthorizedError(attempt_id, "it was never leased")
+    stored = attempt.report_secret_sha256
+    if stored is not None:
+        if not report_secret:
+            raise ReportNotAuthorizedError(
+                attempt_id,
+                "it carries no report secret; only the agent holding the attempt's lease may "
+                "report it",
+            )
+        if not matches_hash(report_secret, stored):
+            raise ReportNotAuthorizedError(
+                attempt_id, "its report secret is not that of the attempt's lease"
+            )
+    outcome = _apply_authorised_report(
+        session, attempt, state=state, sequence=sequence, message=message, traceback=traceback
+    )
+    return replace(outcome, without_secret=True) if stored is None else outcome
+
+
+def _apply_authorised_report(
+    session: Session,
+    attempt: TaskAttempt,
+    *,
+    state: AttemptState,
+    sequence: int,
+    message: str | None,
+    traceback: str | None,
+) -> ReportOutcome:
     if sequence <= attempt.last_report_sequence:
         return ReportOutcome(True, "duplicate report ignored", attempt)
     if attempt.status == state.value:

@@ -12,7 +12,12 @@ from typer.testing import CliRunner
 from data_plane_agent.agent import Backoff
 from data_plane_agent.attempts import AttemptEvent, AttemptState
 from data_plane_agent.cli import app
-from data_plane_agent.protocol import assignment_from_proto, report_request
+from data_plane_agent.protocol import (
+    assignment_from_proto,
+    report_request,
+    report_secret_from_proto,
+    with_report_secret,
+)
 from data_plane_agent.settings import AgentSettings
 from fleetflow.agent.v1 import agent_pb2
 
@@ -94,6 +99,23 @@ def test_assignment_and_report_mapping() -> None:
     assert (request.fencing_token, request.sequence) == (3, 2)
     assert (request.message, request.error_traceback) == ("ValueError: x", "Traceback…")
     assert request.observed_at.ToDatetime(tzinfo=dt.UTC) == observed
+
+
+def test_the_report_secret_travels_apart_from_what_executors_see() -> None:
+    message = agent_pb2.Assignment(attempt_id="a1", fencing_token=3, report_secret="ffl_s3cret")
+    # Executors get the TaskAssignment (the Kubernetes one writes it into the pod): no secret.
+    assignment = assignment_from_proto(message)
+    assert "ffl_s3cret" not in repr(assignment)
+    assert "s3cret" not in repr(vars(assignment))
+    secret = report_secret_from_proto(message)
+    assert secret.get_secret_value() == "ffl_s3cret" and "s3cret" not in repr(secret)
+    # The report is made (and buffered) without it; only the copy sent carries it.
+    event = AttemptEvent("a1", AttemptState.SUCCEEDED)
+    request = report_request(event, fencing_token=3, sequence=2)
+    sent = with_report_secret(request, secret)
+    assert request.report_secret == "" and sent.report_secret == "ffl_s3cret"
+    sent.report_secret = ""
+    assert sent == request
 
 
 def test_one_agent_per_work_dir(tmp_path: Path) -> None:

@@ -200,3 +200,14 @@ async def test_fencing_tokens_name_attempts_with_a_final_report_pending(tmp_path
 
     assert buffer.fencing_tokens() == {"done": 4}
     assert ReportBuffer(tmp_path / "reports", capacity=10).fencing_tokens() == {"done": 4}
+
+
+async def test_a_report_carrying_a_report_secret_is_never_written(tmp_path: Path) -> None:
+    buffer = ReportBuffer(tmp_path / "reports", capacity=10)
+    signed = _report("a", 1)
+    signed.report_secret = "ffl_must-not-reach-the-disk"
+    with pytest.raises(ValueError, match="report secret"):
+        await buffer.put(signed)
+    assert len(buffer) == 0 and _files(tmp_path / "reports") == []
+    await buffer.put(_report("a", 1))
+    assert buffer.attempt_ids() == {"a"}

@@ -1,5 +1,6 @@
 """Attempts and clusters repositories on SQLite and PostgreSQL: creation, placement, leasing
-with fencing tokens, and agent reports (idempotent, ordered by sequence, fenced).
+with fencing tokens and report secrets, and agent reports (idempotent, ordered by sequence,
+fenced, authorised by the lease's secret).
 
 Every step runs in its own transaction, as the activities and the gRPC service run them, and
 results are read back from a fresh session so that only what was committed counts.
@@ -7,6 +8,7 @@ results are read back from a fresh session so that only what was committed count
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -28,6 +30,8 @@ from fleetflow.ir import WorkflowSpec
 A = AttemptState
 GRACE = timedelta(seconds=30)
 BUNDLE = "c" * 64
+# What an agent keeps of its leases: attempt id -> the lease's report secret (ids are unique).
+SECRETS: dict[str, str] = {}
 
 
 @pytest.fixture
@@ -91,7 +95,9 @@ def place(sessions: sessionmaker[Session], only_cluster_id: str | None = None) -
 def lease(sessions: sessionmaker[Session], cluster_id: str, max_attempts: int = 10) -> list[str]:
     with transaction(sessions) as session:
         cluster = session.get_one(Cluster, cluster_id)
-        return [a.id for a in attempts_repo.lease_attempts(session, cluster, max_attempts)]
+        leases = attempts_repo.lease_attempts(session, cluster, max_attempts)
+        SECRETS.update({attempt.id: secret for attempt, secret in leases})
+        return [attempt.id for attempt, _ in leases]
 
 
 def as_utc(value: datetime) -> datetime:
@@ -112,9 +118,11 @@ def report(
     sequence: int,
     *,
     fencing_token: int = 1,
+    report_secret: str | None = None,
     message: str | None = None,
     traceback: str | None = None,
 ) -> attempts_repo.ReportOutcome:
+    """Apply a report; with the secret of the attempt's lease unless `report_secret` is given."""
     with transaction(sessions) as session:
         cluster = session.get_one(Cluster, cluster_id)
         return attempts_repo.apply_report(
@@ -122,6 +130,7 @@ def report(
             cluster,
             attempt_id=attempt_id,
             fencing_token=fencing_token,
+            report_secret=SECRETS.get(attempt_id, "") if report_secret is None else report_secret,
             state=state,
             sequence=sequence,
             message=message,
@@ -349,7 +358,49 @@ def test_lease_honours_max_attempts(
     assert lease(sessions, cluster_id) == []
 
 
+def test_each_lease_gets_its_own_secret_stored_as_its_hash(
+    sessions: sessionmaker[Session], execution_id: str, cluster_id: str
+) -> None:
+    ids = [add_attempt(sessions, execution_id, "n0", n) for n in (1, 2)]
+    assert place(sessions) == 2
+    assert sorted(lease(sessions, cluster_id)) == sorted(ids)
+    secrets = [SECRETS[i] for i in ids]
+    assert len(set(secrets)) == 2 and all(s.startswith("ffl_") for s in secrets)
+    for attempt_id, secret in zip(ids, secrets, strict=True):
+        stored = load(sessions, attempt_id).report_secret_sha256
+        assert stored == hashlib.sha256(secret.encode()).hexdigest()
+
+
 # --- reports ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("secret", ["", "ffl_made-up", "other"])
+def test_a_report_without_the_leases_secret_is_refused_and_changes_nothing(
+    sessions: sessionmaker[Session], execution_id: str, cluster_id: str, secret: str
+) -> None:
+    target, other = (add_attempt(sessions, execution_id, "n0", n) for n in (1, 2))
+    assert place(sessions) == 2 and len(lease(sessions, cluster_id)) == 2
+    forged = SECRETS[other] if secret == "other" else secret
+    for state in (A.RUNNING, A.SUCCEEDED, A.FAILED):
+        with pytest.raises(attempts_repo.ReportNotAuthorizedError) as refused:
+            report(sessions, cluster_id, target, state, 1, report_secret=forged)
+        assert target in str(refused.value) and SECRETS[target] not in str(refused.value)
+        assert not forged or forged not in str(refused.value)
+    attempt = load(sessions, target)
+    assert attempt.status == A.LEASED.value and attempt.last_report_sequence == 0
+    assert report(sessions, cluster_id, target, A.SUCCEEDED, 1).finished
+
+
+def test_a_lease_from_before_report_secrets_is_taken_on_the_older_checks(
+    sessions: sessionmaker[Session], cluster_id: str, leased_id: str
+) -> None:
+    with transaction(sessions) as session:
+        session.get_one(TaskAttempt, leased_id).report_secret_sha256 = None
+    stale = report(sessions, cluster_id, leased_id, A.SUCCEEDED, 1, fencing_token=2)
+    assert not stale.accepted and "fencing token" in stale.reason
+    outcome = report(sessions, cluster_id, leased_id, A.SUCCEEDED, 1, report_secret="")
+    assert (outcome.accepted, outcome.finished, outcome.without_secret) == (True, True, True)
+    assert load(sessions, leased_id).status == A.SUCCEEDED.value
 
 
 def test_running_then_succeeded_finishes_once(
@@ -483,8 +534,9 @@ def test_an_attempt_that_was_never_leased_cannot_be_reported_on(
 ) -> None:
     attempt_id = add_attempt(sessions, execution_id)
     assert place(sessions) == 1
-    outcome = report(sessions, cluster_id, attempt_id, A.RUNNING, 1, fencing_token=0)
-    assert outcome.accepted is False
+    for state in (A.RUNNING, A.CANCELLED, A.LOST):
+        with pytest.raises(attempts_repo.ReportNotAuthorizedError, match="never leased"):
+            report(sessions, cluster_id, attempt_id, state, 1, fencing_token=0)
     assert load(sessions, attempt_id).status == A.ASSIGNED.value
 
 

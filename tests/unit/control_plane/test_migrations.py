@@ -88,6 +88,57 @@ def test_offline_mode_renders_sql(capsys: pytest.CaptureFixture[str]) -> None:
     assert "CREATE INDEX ix_task_attempts_cluster_id" in sql
 
 
+def test_offline_mode_renders_the_report_secret_column(capsys: pytest.CaptureFixture[str]) -> None:
+    command.upgrade(alembic_config("postgresql+psycopg://u@127.0.0.1/x"), "0006:0007", sql=True)
+    sql = capsys.readouterr().out
+    assert "ALTER TABLE task_attempts ADD COLUMN report_secret_sha256 VARCHAR(64)" in sql
+
+
+def test_attempts_leased_before_report_secrets_keep_a_null_hash(database_url: str) -> None:
+    """0007: existing attempts get no hash (their reports keep the older checks); downgrading
+    drops the column and keeps the rows."""
+    config = alembic_config(database_url)
+    command.downgrade(config, "0006")
+    engine = make_engine(database_url)
+    now = {"n": "2026-01-01"}
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO tenants (id, name, created_at) VALUES ('t1', 'a', :n)"), now)
+        conn.execute(
+            text(
+                "INSERT INTO workflow_specs (id, tenant_id, name, version, spec, bundle_digest, "
+                "created_at) VALUES ('wf1', 't1', 'w', '1', '{}', 'd', :n)"
+            ),
+            now,
+        )
+        conn.execute(
+            text(
+                "INSERT INTO executions (id, tenant_id, workflow_spec_id, status, inputs, "
+                "priority, created_at) VALUES ('ex1', 't1', 'wf1', 'RUNNING', '{}', 0, :n)"
+            ),
+            now,
+        )
+        conn.execute(
+            text(
+                "INSERT INTO task_attempts (id, execution_id, node_id, map_index, task_name, "
+                "attempt_number, cache_hit, status, gpu, cpu, memory_bytes, fencing_token, "
+                "last_report_sequence, inputs_uri, outputs_uri, created_at) VALUES ('at1', "
+                "'ex1', 'n0', -1, 't', 1, false, 'LEASED', 0, 0, 0, 1, 0, 'i', 'o', :n)"
+            ),
+            now,
+        )
+    upgrade_database(database_url)
+    with engine.connect() as conn:
+        hashes = conn.execute(text("SELECT id, report_secret_sha256 FROM task_attempts")).all()
+    assert [tuple(row) for row in hashes] == [("at1", None)]
+    command.downgrade(config, "0006")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, status FROM task_attempts")).all() == [
+            ("at1", "LEASED")
+        ]
+    upgrade_database(database_url)
+    engine.dispose()
+
+
 def test_migrations_come_from_the_source_tree_in_a_checkout() -> None:
     assert migrations_directory() == REPO_ROOT / "migrations"
 

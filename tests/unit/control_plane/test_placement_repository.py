@@ -127,7 +127,7 @@ def place(
 def lease(sessions: sessionmaker[Session], cluster_id: str) -> list[str]:
     with transaction(sessions) as session:
         cluster = session.get_one(Cluster, cluster_id)
-        return [a.id for a in attempts_repo.lease_attempts(session, cluster, 100)]
+        return [lease.attempt.id for lease in attempts_repo.lease_attempts(session, cluster, 100)]
 
 
 def placements(sessions: sessionmaker[Session], ids: list[str]) -> list[tuple[str, str | None]]:
@@ -205,7 +205,9 @@ def test_the_chosen_gpu_type_is_sent_with_the_assignment(
     with sessions() as session:
         attempt = session.get_one(TaskAttempt, attempt_id)
         spec = WorkflowSpec.model_validate(attempt.execution.workflow.spec)
-        assignment = assignment_from_attempt(attempt, spec, tenant="research", bundle_uri="b")
+        assignment = assignment_from_attempt(
+            attempt, spec, tenant="research", bundle_uri="b", report_secret="ffl_s"
+        )
     assert (assignment.resources.gpu, assignment.resources.gpu_type) == (1, "A100")
     assert (assignment.resources.cpu, assignment.resources.memory_bytes) == (2, GI)
 

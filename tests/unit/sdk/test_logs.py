@@ -135,6 +135,7 @@ async def test_the_context_follows_tasks_and_threads_but_not_into_siblings(
         (f"authorization: Bearer {TOKEN}", "authorization: Bearer [REDACTED]"),
         ("Authorization: bearer eyJhbGciOiJIUzI1NiJ9.e30.x", "Authorization: bearer [REDACTED]"),
         (f"token={TOKEN}, again {TOKEN}.", "token=ffa_[REDACTED], again ffa_[REDACTED]."),
+        ("report_secret: 'ffl_q-8Zx_Yt3'", "report_secret: 'ffl_[REDACTED]'"),
         ("missing bearer token", "missing bearer token"),
         ("invalid agent token", "invalid agent token"),
     ],

@@ -82,7 +82,8 @@ class AgentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportStatus(self, request, context):
-        """Report a status transition of one attempt. Idempotent and fenced by `fencing_token`.
+        """Report a status transition of one attempt. Idempotent, fenced by `fencing_token` and
+        authorised by the lease's `report_secret` (PERMISSION_DENIED without it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
