@@ -3,6 +3,8 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Which tests `make test` runs (a pytest -m expression); CI narrows it (see .ci/run).
+TEST_MARKERS ?= not k8s
 
 .PHONY: install servers browser run test test-hardening test-k8s lint format protos bench bench-api bench-cli bench-dispatch bench-k8s bench-load clean
 
@@ -40,7 +42,7 @@ test: install servers
 	@# Chromium for the browser tests; without it (not root, no apt) they skip loudly, and
 	@# fail under FLEETFLOW_REQUIRE_BROWSER=1 as in CI.
 	-$(BIN)/python infra/scripts/chromium.py
-	$(BIN)/pytest -q -m "not k8s"
+	$(BIN)/pytest -q -m "$(TEST_MARKERS)"
 
 ## Hardening (issue 8) with large example budgets: fuzzing every REST operation, limits,
 ## attacks, gRPC faults, property tests. `make test` runs the same tests with small budgets.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import uuid
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -122,18 +123,21 @@ def test_no_principal_gains_a_permission_it_was_not_granted(
     engine: Engine = session_factory.kw["bind"]
     authorizer = Authorizer(engine)
     authorizer.seed_role_permissions()
-    suffix = str(abs(hash((tuple(names), tuple(map(frozenset, grants))))))
     held: dict[str, set[tuple[str, str]]] = {}
     with transaction(session_factory) as session:
         home = get_or_create_tenant(session, "alpha")
         for tenant in TENANTS:
             get_or_create_tenant(session, tenant)
         for index, name in enumerate(names):
-            # The name itself as the attacker chose it; one per example, so suffixed only when
-            # an earlier example of this database took it.
+            # The name itself as the attacker chose it; suffixed (uniquely: hypothesis may draw
+            # the same example twice) only when an earlier example of this database took it.
             taken = principals_repo.get_principal(session, name) is not None
             principal = principals_repo.create_principal(
-                session, f"{name}-{suffix}" if taken else name, "user", home, created_by=None
+                session,
+                f"{name}-{uuid.uuid4().hex[:12]}" if taken else name,
+                "user",
+                home,
+                created_by=None,
             )
             held[principal.id] = grants[index % len(grants)]
     for principal_id, principal_grants in held.items():
