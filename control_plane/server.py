@@ -25,6 +25,7 @@ from control_plane.agent_api.service import AgentService, AttemptsReady
 from control_plane.agent_api.tls import server_security
 from control_plane.api.app import create_app
 from control_plane.auth.rbac import Authorizer
+from control_plane.auth.throttle_db import open_throttle_store
 from control_plane.bootstrap import ensure_platform_admin, write_secret_file
 from control_plane.db.session import make_engine, make_session_factory
 from control_plane.metrics import MetricsEndpoint, serve_metrics
@@ -70,6 +71,8 @@ async def run_control_plane(
     agent_security = server_security(settings.grpc) if parts.grpc else None
     engine = make_engine(settings.database.url)
     sessions = make_session_factory(engine)
+    # One store for the REST limits and the agent lockout (their scopes keep them apart).
+    throttle = open_throttle_store(settings.limits_store, settings.database.url)
     blob_store = open_blob_store(settings.blob.root)
     client = await connect_temporal(settings.temporal)
     launcher = TemporalLauncher(client, settings.temporal.task_queue)
@@ -134,7 +137,7 @@ async def run_control_plane(
                     max_lease_wait_seconds=settings.grpc.max_lease_wait_seconds,
                     heartbeat_interval_seconds=settings.grpc.heartbeat_interval_seconds,
                     placement_strategy=settings.placement.strategy,
-                    lockout=settings.grpc.auth_lockout(),
+                    lockout=settings.grpc.auth_lockout(throttle),
                 ),
                 grpc_server,
             )
@@ -155,6 +158,7 @@ async def run_control_plane(
                 launcher=launcher,
                 blob_store=blob_store,
                 authorizer=authorizer,
+                throttle_store=throttle,
             )
             config = uvicorn.Config(
                 app,
@@ -202,6 +206,7 @@ async def run_control_plane(
         executor.shutdown(wait=False, cancel_futures=True)
         if worker_metrics is not None:
             worker_metrics.stop()
+        throttle.close()
         engine.dispose()
 
 

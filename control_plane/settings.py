@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from control_plane.auth.throttle import AuthLockout
+from control_plane.auth.throttle import AuthLockout, LimitsStore, ThrottleStore
 from control_plane.placement import Strategy
 
 DEFAULT_HOME = Path.home() / ".fleetflow"
@@ -61,8 +61,8 @@ class ApiSettings(BaseSettings):
         default=DEFAULT_HOME / "admin-token",
         description="where a generated first platform-admin token is written",
     )
-    # Request limits (control_plane/api/limits.py), held in each replica's memory: with N
-    # replicas a tenant may reach N times these rates. 0 turns a limit off.
+    # Request limits (control_plane/api/limits.py), kept where FLEETFLOW_LIMITS_STORE says
+    # (LimitsSettings: shared by replicas on PostgreSQL). 0 turns a limit off.
     rate_limit_per_second: float = Field(
         default=100.0, ge=0, description="authenticated requests a second, per tenant"
     )
@@ -115,7 +115,8 @@ class GrpcSettings(BaseSettings):
         default=None, description="CA(s) agents' client certificates must chain to: mutual TLS"
     )
     insecure: bool = Field(default=False, description="serve agents in plaintext on purpose")
-    # Brute-force protection of agent tokens (control_plane/auth/throttle.py), per replica.
+    # Brute-force protection of agent tokens (control_plane/auth/throttle.py), kept where
+    # FLEETFLOW_LIMITS_STORE says (LimitsSettings).
     auth_failures_burst: int = Field(
         default=50, ge=1, description="refused agent tokens one address may send before lockout"
     )
@@ -126,16 +127,33 @@ class GrpcSettings(BaseSettings):
         default=60.0, gt=0, description="how long a locked-out address may not authenticate"
     )
 
-    def auth_lockout(self) -> AuthLockout:
+    def auth_lockout(self, store: ThrottleStore | None = None) -> AuthLockout:
+        """The agent-token lockout, in `store` (default: this process's memory)."""
         return AuthLockout(
             burst=self.auth_failures_burst,
             per_second=self.auth_failures_per_second,
             lockout_seconds=self.auth_lockout_seconds,
+            scope="grpc.auth",
+            store=store,
         )
 
     @property
     def heartbeat_grace(self) -> timedelta:
         return heartbeat_grace(self.heartbeat_interval_seconds)
+
+
+class LimitsSettings(BaseSettings):
+    """Where the REST rate limits and the brute-force lockouts (REST and gRPC) keep their
+    state (control_plane/auth/throttle.py)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETFLOW_LIMITS_", extra="ignore")
+
+    store: LimitsStore | None = Field(
+        default=None,
+        description="memory: each process its own (N replicas allow N times the rates and "
+        "tries); database: shared by every replica on the database. Unset: database on "
+        "PostgreSQL, memory on SQLite (one process)",
+    )
 
 
 def heartbeat_grace(heartbeat_interval_seconds: float) -> timedelta:
@@ -182,3 +200,12 @@ class Settings(BaseSettings):
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+
+    @property
+    def limits_store(self) -> LimitsStore:
+        """`limits.store`, else `database` on PostgreSQL (where replicas may share the
+        database) and `memory` on the embedded SQLite (one process)."""
+        if self.limits.store is not None:
+            return self.limits.store
+        return "database" if self.database.url.startswith("postgresql") else "memory"

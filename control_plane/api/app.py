@@ -31,6 +31,8 @@ from control_plane.api.routes import (
     workflows,
 )
 from control_plane.auth.rbac import Authorizer
+from control_plane.auth.throttle import ThrottleStore
+from control_plane.auth.throttle_db import open_throttle_store
 from control_plane.schemas.common import ErrorResponse
 from control_plane.settings import Settings
 from fleetflow.storage import BlobStore
@@ -65,6 +67,7 @@ def create_app(
     blob_store: BlobStore,
     authorizer: Authorizer | None = None,
     max_bundle_bytes: int = bundles.DEFAULT_MAX_BUNDLE_BYTES,
+    throttle_store: ThrottleStore | None = None,
 ) -> FastAPI:
     """Build the API application.
 
@@ -76,6 +79,8 @@ def create_app(
         authorizer: RBAC over the same database (default: a new one; the role permissions
             are seeded by `bootstrap.ensure_platform_admin` at start-up).
         max_bundle_bytes: largest code bundle accepted (413 above).
+        throttle_store: where rate limits and lockouts are kept (default: the one
+            `settings.limits_store` names, on the session factory's database).
     """
     app = FastAPI(
         title="Fleetflow control plane",
@@ -91,12 +96,16 @@ def create_app(
     app.state.blob_store = blob_store
     app.state.authorizer = authorizer or Authorizer(session_factory.kw["bind"])
     app.state.max_bundle_bytes = max_bundle_bytes
+    if throttle_store is None:
+        url = session_factory.kw["bind"].url.render_as_string(hide_password=False)
+        throttle_store = open_throttle_store(settings.limits_store, url)
     app.state.request_guard = RequestGuard(
         rate_per_second=settings.api.rate_limit_per_second,
         burst=settings.api.rate_limit_burst,
         auth_failures_burst=settings.api.auth_failures_burst,
         auth_failures_per_second=settings.api.auth_failures_per_second,
         auth_lockout_seconds=settings.api.auth_lockout_seconds,
+        store=throttle_store,
     )
     install_error_handlers(app)
     app.add_middleware(

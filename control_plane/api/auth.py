@@ -83,10 +83,11 @@ def authenticate_token(
 ) -> principals_repo.Authenticated | None:
     """The principal of `token`, or None (counted against `address`); 429 while the address
     is locked out or the caller's tenant is over its rate limit."""
-    guard.check_address(address)
     key = guard.key_of(token)
-    if key is not None:  # a throttled caller is refused before any database work
-        guard.charge(key)
+    if key is not None:  # a throttled caller is refused before any token lookup
+        guard.admit(address, key)  # the lockout and the rate: one store call
+    else:
+        guard.check_address(address)
     found = principals_repo.authenticate(session, token)
     if found is None:
         guard.record_failure(address)

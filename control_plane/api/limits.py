@@ -1,9 +1,11 @@
 """Request limits of the REST API: per-tenant rate limits, brute-force protection of token
 authentication, and a bound on JSON request bodies.
 
-Everything here lives in the process's memory, so limits hold per API replica: with N replicas
-behind a load balancer a tenant may send up to N times its rate. Memory is bounded: each table
-keeps at most `max_entries` keys and forgets the least recently used one beyond that.
+The buckets and lockouts live in a `ThrottleStore` (control_plane/auth/throttle.py): in the
+database, shared by every API replica, when `FLEETFLOW_LIMITS_STORE` is `database` (the default
+on PostgreSQL), so N replicas still give a tenant its rate once and an attacker its tries once;
+else in this process's memory, bounded to `max_entries` keys a table. Only the map from a token
+to its tenant (`remember`) stays in memory: it is a cache, and every replica fills its own.
 
 - `RequestGuard.charge(key)` takes one token from the key's bucket (a tenant's); an empty
   bucket is a 429 with `Retry-After`.
@@ -11,6 +13,8 @@ keeps at most `max_entries` keys and forgets the least recently used one beyond 
   address one token of a second bucket; when that one runs dry, the address may not
   authenticate at all for `auth_lockout_seconds` (429 with `Retry-After`), valid token or not.
   Other addresses are not affected.
+- `RequestGuard.admit(address, key)`: `check_address` then `charge`, in one store call (one
+  statement on the database): the path of every request whose token was seen before.
 - `BodySizeLimit`: an ASGI middleware answering 413 to a JSON body over the limit, counted as it
   streams in (Content-Length is not trusted). Raw uploads (bundles, files) keep their own
   larger limits and pass through.
@@ -31,7 +35,13 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.api.errors import ApiError
-from control_plane.auth.throttle import AuthLockout, Clock, TokenBuckets
+from control_plane.auth.throttle import (
+    AuthLockout,
+    Clock,
+    MemoryThrottleStore,
+    ThrottleStore,
+    TokenBuckets,
+)
 
 
 def _retry_after(seconds: float) -> dict[str, str]:
@@ -40,7 +50,8 @@ def _retry_after(seconds: float) -> dict[str, str]:
 
 class RequestGuard:
     """Rate limits per tenant and brute-force protection per client address (see the module
-    docstring). A rate of 0 turns the corresponding limit off."""
+    docstring), kept in `store` (default: this process's memory, bounded to `max_entries`
+    keys a table, on `clock`). A rate of 0 turns the corresponding limit off."""
 
     def __init__(
         self,
@@ -50,11 +61,13 @@ class RequestGuard:
         auth_failures_burst: int,
         auth_failures_per_second: float,
         auth_lockout_seconds: float,
+        store: ThrottleStore | None = None,
         max_entries: int = 10_000,
         clock: Clock = time.monotonic,
     ) -> None:
+        store = store or MemoryThrottleStore(max_entries=max_entries, clock=clock)
         self._requests = (
-            TokenBuckets(rate_per_second, burst, max_entries=max_entries, clock=clock)
+            TokenBuckets(rate_per_second, burst, scope="api.requests", store=store)
             if rate_per_second > 0
             else None
         )
@@ -62,8 +75,8 @@ class RequestGuard:
             burst=auth_failures_burst,
             per_second=auth_failures_per_second,
             lockout_seconds=auth_lockout_seconds,
-            max_entries=max_entries,
-            clock=clock,
+            scope="api.auth",
+            store=store,
         )
         # sha256 of a token seen valid -> its rate-limit key, so a throttled caller is refused
         # before its token is looked up in the database. Only the key comes from here: the
@@ -97,13 +110,29 @@ class RequestGuard:
             return
         wait = self._requests.take(key)
         if wait > 0:
-            raise ApiError(
-                429,
-                f"rate limit exceeded for tenant {key!r}: at most {self._requests.rate:g} "
-                f"requests a second (bursts of {self._requests.burst:g}); retry in "
-                f"{max(1, math.ceil(wait))} s",
-                headers=_retry_after(wait),
-            )
+            raise self._over_rate(key, wait)
+
+    def admit(self, address: str, key: str) -> None:
+        """`check_address(address)` then `charge(key)`, in one store call: nothing is charged
+        while the address is locked out."""
+        if self._requests is None:
+            self.check_address(address)
+            return
+        taken = self._requests.take_unless_locked(key, self._lockout, address)
+        if taken.locked > 0:
+            raise self._locked_out(taken.locked)
+        if taken.wait > 0:
+            raise self._over_rate(key, taken.wait)
+
+    def _over_rate(self, key: str, wait: float) -> ApiError:
+        assert self._requests is not None
+        return ApiError(
+            429,
+            f"rate limit exceeded for tenant {key!r}: at most {self._requests.rate:g} "
+            f"requests a second (bursts of {self._requests.burst:g}); retry in "
+            f"{max(1, math.ceil(wait))} s",
+            headers=_retry_after(wait),
+        )
 
     # Brute-force protection --------------------------------------------------------------
 

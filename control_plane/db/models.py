@@ -266,3 +266,31 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ThrottleBucket(Base):
+    """A token bucket of the rate limits or the brute-force lockout, shared by control-plane
+    replicas (control_plane/auth/throttle_db.py). Times are seconds since the epoch on the
+    database's clock, so replicas with skewed clocks agree. A row whose bucket has refilled is
+    the same as no row, and is purged."""
+
+    __tablename__ = "throttle_buckets"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    # The answer of the last take: RETURNING sees only the new row, and tokens alone cannot
+    # tell "granted, 0.5 left" from "refused at 0.5".
+    granted: Mapped[bool] = mapped_column(Boolean)
+
+
+class ThrottleLockout(Base):
+    """An address locked out after too many refused tokens, until `locked_until` (seconds
+    since the epoch, database clock); expired rows are purged."""
+
+    __tablename__ = "throttle_lockouts"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    locked_until: Mapped[float] = mapped_column(Float)

@@ -34,9 +34,12 @@ _TRANSIENT_SQLSTATES = frozenset(
 )
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine with per-backend settings that matter for concurrency."""
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
+    """Create an engine with per-backend settings that matter for concurrency.
+
+    `pre_ping=False` saves a round trip per checkout, for callers that run one statement at a
+    time and run it again on a dropped connection themselves (the throttle store)."""
+    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     engine = create_engine(url, **kwargs)
