@@ -35,6 +35,16 @@ class AttemptResources:
 
 
 @dataclass(frozen=True)
+class InputBlob:
+    """A File or Directory among the attempt's inputs, which the control plane checked is the
+    tenant's to read: what an agent that stages inputs copies for the task."""
+
+    uri: str
+    file_name: str = ""  # empty for a directory
+    directory: bool = False
+
+
+@dataclass(frozen=True)
 class TaskAssignment:
     """One attempt leased to this agent: which code to run, on which data, under which lease."""
 
@@ -51,6 +61,7 @@ class TaskAssignment:
     resources: AttemptResources = field(default_factory=AttemptResources)
     timeout_seconds: int = 0  # 0 = no timeout
     image: str = ""
+    input_blobs: tuple[InputBlob, ...] = ()
 
 
 def _now() -> dt.datetime:

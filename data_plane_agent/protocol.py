@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from data_plane_agent.attempts import AttemptEvent, AttemptResources, AttemptState, TaskAssignment
+from data_plane_agent.attempts import (
+    AttemptEvent,
+    AttemptResources,
+    AttemptState,
+    InputBlob,
+    TaskAssignment,
+)
 from data_plane_agent.executors.base import Capacity
 from fleetflow.agent.v1 import agent_pb2
 
@@ -43,6 +49,10 @@ def assignment_from_proto(message: agent_pb2.Assignment) -> TaskAssignment:
         ),
         timeout_seconds=message.timeout_seconds,
         image=message.image,
+        input_blobs=tuple(
+            InputBlob(uri=blob.uri, file_name=blob.file_name, directory=blob.directory)
+            for blob in message.input_blobs
+        ),
     )
 
 

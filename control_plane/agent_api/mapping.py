@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -10,7 +11,8 @@ from pydantic import ValidationError
 from control_plane.db.models import TaskAttempt
 from control_plane.orchestration.states import AttemptState
 from fleetflow.agent.v1 import agent_pb2 as pb
-from fleetflow.ir import TaskSpec, WorkflowSpec
+from fleetflow.files import blob_literals, has_blobs
+from fleetflow.ir import TaskSpec, TypeKind, WorkflowSpec
 
 _STATES: dict[int, AttemptState] = {
     pb.ATTEMPT_STATE_RUNNING: AttemptState.RUNNING,
@@ -73,8 +75,54 @@ def spec_for_lease(stored: dict[str, Any]) -> WorkflowSpec:
         raise UnleasableAttemptError(f"its workflow spec is invalid: {problems}") from None
 
 
+def takes_blobs(task: TaskSpec) -> bool:
+    """Whether any input of the task can hold a File or Directory."""
+    return any(has_blobs(variable.type) for variable in task.interface.inputs)
+
+
+def input_blobs(
+    inputs: Any, task: TaskSpec, check: Callable[[str], str | None]
+) -> list[pb.InputBlob]:
+    """The File and Directory values among an attempt's inputs, for the agent to stage.
+
+    Args:
+        inputs: The attempt's inputs document (upstream tasks' outputs among them: untrusted).
+        check: Why a URI may not be read on the tenant's behalf, or None when it may.
+
+    Raises:
+        UnleasableAttemptError: a value is not a File or Directory literal, a file's name is
+            not one plain path segment, or `check` refuses a URI.
+    """
+    found: list[pb.InputBlob] = []
+    document = inputs if isinstance(inputs, dict) else {}
+    for variable in task.interface.inputs:
+        for path, kind, literal in blob_literals(
+            document.get(variable.name), variable.type, f"inputs.{variable.name}"
+        ):
+            uri = literal.get("uri") if isinstance(literal, dict) else None
+            if not isinstance(uri, str) or not uri:
+                raise UnleasableAttemptError(f"{path} is not a {kind.value} value: {literal!r}")
+            refused = check(uri)
+            if refused is not None:
+                raise UnleasableAttemptError(f"{path} names {uri}, which {refused}")
+            if kind is TypeKind.DIRECTORY:
+                found.append(pb.InputBlob(uri=uri, directory=True))
+                continue
+            name = literal.get("name")
+            if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name:
+                raise UnleasableAttemptError(f"{path} has no usable file name: {name!r}")
+            found.append(pb.InputBlob(uri=uri, file_name=name))
+    return found
+
+
 def assignment_from_attempt(
-    attempt: TaskAttempt, spec: WorkflowSpec, *, tenant: str, bundle_uri: str, report_secret: str
+    attempt: TaskAttempt,
+    spec: WorkflowSpec,
+    *,
+    tenant: str,
+    bundle_uri: str,
+    report_secret: str,
+    input_blobs: Sequence[pb.InputBlob] = (),
 ) -> pb.Assignment:
     """The message an agent receives for `attempt`, with its lease's `report_secret`.
 
@@ -95,6 +143,7 @@ def assignment_from_attempt(
             tenant=tenant,
             bundle_uri=bundle_uri,
             report_secret=report_secret,
+            input_blobs=input_blobs,
         )
     except UnleasableAttemptError:
         raise
@@ -110,6 +159,7 @@ def _assignment(
     tenant: str,
     bundle_uri: str,
     report_secret: str,
+    input_blobs: Sequence[pb.InputBlob],
 ) -> pb.Assignment:
     return pb.Assignment(
         attempt_id=attempt.id,
@@ -133,4 +183,5 @@ def _assignment(
         timeout_seconds=_in_range("timeout_seconds", task.timeout_seconds or 0, _INT32_MAX),
         image=task.image or "",
         report_secret=report_secret,
+        input_blobs=input_blobs,
     )

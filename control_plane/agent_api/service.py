@@ -17,10 +17,12 @@ are only kept from being marked LOST, never moved or given a result (see `Regist
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
+from collections.abc import Callable
 from datetime import timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import grpc
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,10 +33,12 @@ from control_plane.agent_api.mapping import (
     assignment_from_attempt,
     attempt_state_from_proto,
     capacity_to_dict,
+    input_blobs,
     spec_for_lease,
+    takes_blobs,
 )
-from control_plane.api.routes.bundles import bundle_key
 from control_plane.auth.throttle import AuthLockout
+from control_plane.blob_keys import bundle_key
 from control_plane.db.models import Cluster, Execution, TaskAttempt, Tenant, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
@@ -43,13 +47,27 @@ from control_plane.metrics import observe_dispatch
 from control_plane.orchestration.states import AttemptState
 from control_plane.placement import Strategy
 from control_plane.services.finish_notifier import FinishNotifier
+from control_plane.services.tenant_blobs import Refused, TenantBlobs
 from control_plane.settings import GrpcSettings, heartbeat_grace
 from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.agent.v1 import agent_pb2_grpc
 from fleetflow.logs import log_context
-from fleetflow.storage import BlobStore
+from fleetflow.storage import BlobNotFoundError, BlobStore
 
 log = logging.getLogger(__name__)
+
+
+def _refusal(readable: TenantBlobs) -> Callable[[str], str | None]:
+    """`TenantBlobs.check` as `input_blobs` asks for it: why not, or None."""
+
+    def check(uri: str) -> str | None:
+        try:
+            readable.check(uri)
+        except Refused:
+            return "is not its tenant's to read"
+        return None
+
+    return check
 
 
 # Upper bound on how long a long-poll waits between database checks when no in-process
@@ -148,26 +166,29 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         missing or invalid token, RESOURCE_EXHAUSTED while the caller's address is locked out
         after too many invalid ones (whatever token it sends then)."""
         address = peer_address(context.peer())
-        locked = self._lockout.locked_for(address)
-        if locked > 0:
-            await self._abort_locked_out(context, locked)
         token = ""
         for key, value in context.invocation_metadata() or ():
             if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
                 token = value.removeprefix("Bearer ").strip()
+
+        # One thread hop for both: the lockout may live in the database (shared by replicas).
+        def lookup() -> tuple[float, Caller | None]:
+            locked = self._lockout.locked_for(address)
+            if locked > 0 or not token:
+                return locked, None
+            with transaction(self._sessions) as session:
+                cluster = clusters_repo.cluster_for_token(session, token)
+                return 0.0, Caller(cluster.id, cluster.name) if cluster else None
+
+        locked, caller = await asyncio.to_thread(retry_transient, lookup)
+        if locked > 0:
+            await self._abort_locked_out(context, locked)
         if not token:
             log.warning("refused an agent call from %s: missing bearer token", context.peer())
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing bearer token")
-
-        def lookup() -> Caller | None:
-            with transaction(self._sessions) as session:
-                cluster = clusters_repo.cluster_for_token(session, token)
-                return Caller(cluster.id, cluster.name) if cluster else None
-
-        caller = await asyncio.to_thread(retry_transient, lookup)
         if caller is None:
             log.warning("refused an agent call from %s: invalid agent token", context.peer())
-            locked = self._lockout.record_failure(address)
+            locked = await asyncio.to_thread(self._lockout.record_failure, address)
             if locked > 0:
                 await self._abort_locked_out(context, locked)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid agent token")
@@ -273,13 +294,28 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         spec = spec_for_lease(execution.workflow.spec)
         digest = execution.workflow.bundle_digest
         bundle_uri = self._blobs.uri(bundle_key(tenant.name, digest))
+        task = spec.tasks.get(attempt.task_name)
+        blobs = []
+        if task is not None and takes_blobs(task):
+            blobs = input_blobs(
+                self._inputs_document(attempt),
+                task,
+                _refusal(TenantBlobs(session, tenant, self._blobs)),
+            )
         return assignment_from_attempt(
             attempt,
             spec,
             tenant=tenant.name,
             bundle_uri=bundle_uri,
             report_secret=lease.report_secret,
+            input_blobs=blobs,
         )
+
+    def _inputs_document(self, attempt: TaskAttempt) -> Any:
+        try:
+            return json.loads(self._blobs.get(attempt.inputs_uri))
+        except (BlobNotFoundError, ValueError) as exc:
+            raise UnleasableAttemptError(f"its inputs document cannot be read: {exc}") from None
 
     def _lease(self, cluster_id: str, max_attempts: int) -> Leased:
         with transaction(self._sessions) as session:

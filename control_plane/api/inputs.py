@@ -7,12 +7,12 @@ path (`inputs.n`, `inputs.points[2].x`), instead of a failed task minutes later.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 from control_plane.schemas.common import FieldError
 from fleetflow.errors import LiteralValidationError
-from fleetflow.ir import LiteralType, TypedInterface, TypeKind
+from fleetflow.files import blob_literals
+from fleetflow.ir import TypedInterface
 from fleetflow.types import validate_literal
 
 
@@ -70,9 +70,10 @@ def validate_execution_inputs(
     for variable in interface.inputs:
         if variable.name not in resolved:
             continue
-        for path, uri in blob_uris(
+        for path, _kind, blob in blob_literals(
             resolved[variable.name], variable.type, f"inputs.{variable.name}"
         ):
+            uri = str(blob["uri"])
             if not uri.startswith(blob_prefixes):
                 errors.append(
                     FieldError(
@@ -84,23 +85,3 @@ def validate_execution_inputs(
     if errors:
         raise InputValidationError(errors)
     return resolved
-
-
-def blob_uris(literal: Any, literal_type: LiteralType, path: str) -> Iterator[tuple[str, str]]:
-    """Every (path, URI) of a File or Directory inside a validated literal."""
-    kind = literal_type.kind
-    if literal is None:
-        return
-    if kind in (TypeKind.FILE, TypeKind.DIRECTORY):
-        yield path, str(literal["uri"])
-    elif kind is TypeKind.OPTIONAL and literal_type.item is not None:
-        yield from blob_uris(literal, literal_type.item, path)
-    elif kind is TypeKind.LIST and literal_type.item is not None:
-        for i, item in enumerate(literal):
-            yield from blob_uris(item, literal_type.item, f"{path}[{i}]")
-    elif kind is TypeKind.DICT and literal_type.item is not None:
-        for key, item in literal.items():
-            yield from blob_uris(item, literal_type.item, f"{path}.{key}")
-    elif kind is TypeKind.STRUCT:
-        for name, field_type in (literal_type.fields or {}).items():
-            yield from blob_uris(literal.get(name), field_type, f"{path}.{name}")

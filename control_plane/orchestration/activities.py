@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from control_plane.db.models import NO_MAP_INDEX, Execution, TaskAttempt
+from control_plane.blob_keys import execution_prefix
+from control_plane.db.models import NO_MAP_INDEX, Execution, TaskAttempt, Tenant
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import task_cache
 from control_plane.db.repositories.executions import move_execution
@@ -47,13 +48,9 @@ from fleetflow.ir import (
     WorkflowSpec,
 )
 from fleetflow.logs import log_context
-from fleetflow.storage import BlobStore
+from fleetflow.storage import BlobNotFoundError, BlobStore
 
 log = logging.getLogger(__name__)
-
-
-def node_prefix(execution_id: str, node_id: str) -> str:
-    return f"executions/{execution_id}/{node_id}"
 
 
 class InvalidStoredSpecError(Exception):
@@ -135,11 +132,21 @@ class ExecutionActivities:
         data: dict[str, Any] = json.loads(self._blobs.get(uri))
         return data
 
+    @staticmethod
+    def _prefix(session: Session, execution: Execution) -> str:
+        """The execution's place in the blob store, in its tenant's space."""
+        return execution_prefix(session.get_one(Tenant, execution.tenant_id).name, execution.id)
+
     def _node_outputs(self, session: Session, execution: Execution, node: Node) -> dict[str, Any]:
         """A node's outputs: its succeeded attempt's, or a map node's collected lists."""
         if node.map is not None:
-            prefix = node_prefix(execution.id, node.id)
-            return self._read_json(self._blobs.uri(f"{prefix}/outputs.json"))
+            collected = f"{self._prefix(session, execution)}/{node.id}/outputs.json"
+            try:
+                return self._read_json(self._blobs.uri(collected))
+            except BlobNotFoundError:  # collected before executions moved into tenants' space
+                return self._read_json(
+                    self._blobs.uri(f"executions/{execution.id}/{node.id}/outputs.json")
+                )
         attempt = attempts_repo.latest_succeeded_attempt(session, execution.id, node.id)
         return self._read_json(attempt.outputs_uri)
 
@@ -226,7 +233,7 @@ class ExecutionActivities:
             if node.map is not None:
                 inputs.update({name: inputs[name][args.map_index] for name in node.map.over})
                 unit = f"{node.id}/{args.map_index}"
-            prefix = f"executions/{execution.id}/{unit}/{args.attempt_number}"
+            prefix = f"{self._prefix(session, execution)}/{unit}/{args.attempt_number}"
             inputs_uri = self._blobs.put(f"{prefix}/inputs.json", json.dumps(inputs).encode())
             outputs_uri = self._blobs.uri(f"{prefix}/outputs.json")
             cached = None
@@ -301,7 +308,7 @@ class ExecutionActivities:
                     for out in task.interface.outputs
                 }
                 self._blobs.put(
-                    f"{node_prefix(execution.id, node.id)}/outputs.json",
+                    f"{self._prefix(session, execution)}/{node.id}/outputs.json",
                     json.dumps(collected).encode(),
                 )
 
@@ -339,7 +346,9 @@ class ExecutionActivities:
                     name: self._resolve(session, execution, spec, binding)
                     for name, binding in spec.outputs.items()
                 }
-                kept = store_values(outputs, self._blobs, f"executions/{execution.id}/outputs.json")
+                kept = store_values(
+                    outputs, self._blobs, f"{self._prefix(session, execution)}/outputs.json"
+                )
                 move_execution(session, execution, ExecutionState.SUCCEEDED, outputs=kept)
             elif args.status == ExecutionState.CANCELLED:
                 move_execution(session, execution, ExecutionState.CANCELLED)

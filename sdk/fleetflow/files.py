@@ -128,6 +128,8 @@ class BlobContext:
         prefix: the key prefix of uploads in `store` (the attempt's outputs location); `""`
             for the store's root.
         download_dir: a local directory blobs are downloaded into.
+        source: the store to download a URI from; one that raises when the task may not
+            download at all (its agent staged its inputs into `download_dir`).
         downloaded: absolute local path -> the URI it was downloaded from, so a value passed
             on unchanged keeps its URI.
     """
@@ -135,6 +137,7 @@ class BlobContext:
     store: BlobStore
     prefix: str
     download_dir: Path
+    source: Callable[[str], BlobStore] = store_for_uri
     downloaded: dict[Path, str] = field(default_factory=dict)
 
     def key(self, *parts: str) -> str:
@@ -150,10 +153,17 @@ def active_blob_context() -> BlobContext | None:
 
 
 @contextmanager
-def blob_context(store: BlobStore, prefix: str, download_dir: Path) -> Iterator[BlobContext]:
-    """Make `File`/`Directory` conversions upload to `store` and download into `download_dir`."""
+def blob_context(
+    store: BlobStore,
+    prefix: str,
+    download_dir: Path,
+    *,
+    source: Callable[[str], BlobStore] = store_for_uri,
+) -> Iterator[BlobContext]:
+    """Make `File`/`Directory` conversions upload to `store` and download into `download_dir`
+    (from `source(uri)`)."""
     context = BlobContext(
-        store=store, prefix=prefix, download_dir=Path(os.path.abspath(download_dir))
+        store=store, prefix=prefix, download_dir=Path(os.path.abspath(download_dir)), source=source
     )
     token = _ACTIVE.set(context)
     try:
@@ -189,9 +199,10 @@ def _local_path(uri: str, path: str) -> Path:
     return Path(unquote(parsed.path))
 
 
-def _download_target(context: BlobContext, uri: str) -> Path:
-    # One directory per URI: names are kept and two blobs never collide.
-    return context.download_dir / hashlib.sha256(uri.encode()).hexdigest()[:32]
+def download_target(download_dir: Path, uri: str) -> Path:
+    """Where the blob `uri` is downloaded (or staged) below `download_dir`: one directory per
+    URI, so names are kept and two blobs never collide. A file goes inside it by its name."""
+    return download_dir / hashlib.sha256(uri.encode()).hexdigest()[:32]
 
 
 def file_to_literal(value: Any, path: str = "") -> dict[str, str]:
@@ -221,10 +232,13 @@ def file_to_python(literal: dict[str, str], path: str = "") -> File:
     context = active_blob_context()
     if context is None:
         return File(_local_path(uri, path))
-    local = _download_target(context, uri) / name
+    local = download_target(context.download_dir, uri) / name
     if not local.is_file():
-        store_for_uri(uri).download(uri, local)
-        _verify_content(uri, local, path)
+        try:
+            context.source(uri).download(uri, local)
+        except FleetflowError as exc:
+            raise LiteralValidationError(path, str(exc)) from None
+        verify_content(uri, local, path)
     context.downloaded[local] = uri
     return File(local)
 
@@ -232,7 +246,7 @@ def file_to_python(literal: dict[str, str], path: str = "") -> File:
 _CONTENT_ADDRESSED = re.compile(r"/files/(?P<digest>[0-9a-f]{64})/[^/]+$")
 
 
-def _verify_content(uri: str, local: Path, path: str) -> None:
+def verify_content(uri: str, local: Path, path: str) -> None:
     """A file stored under its sha256 (uploads and task outputs are: `.../files/<sha256>/<name>`)
     must still have it: otherwise someone who could write the blob store swapped it, and the
     task must not read their data as its input."""
@@ -287,11 +301,14 @@ def directory_to_python(literal: dict[str, str], path: str = "") -> Directory:
     context = active_blob_context()
     if context is None:
         return Directory(_local_path(uri, path))
-    local = _download_target(context, uri)
+    local = download_target(context.download_dir, uri)
     if not local.is_dir():
         partial = local.with_name(local.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted download
-        store = store_for_uri(uri)
+        try:
+            store = context.source(uri)
+        except FleetflowError as exc:
+            raise LiteralValidationError(path, str(exc)) from None
         for object_uri in store.list(uri):
             try:
                 relative = relative_key(object_uri, uri)
@@ -337,6 +354,34 @@ def map_blob_literals(
             for name, value in literal.items()
         }
     return literal
+
+
+def blob_literals(
+    literal: Any, literal_type: LiteralType, path: str
+) -> Iterator[tuple[str, TypeKind, Any]]:
+    """Every (path, FILE or DIRECTORY, literal) inside `literal`, at any depth, in value order.
+
+    Shapes are checked as it goes, not trusted: a value that does not have its type's shape
+    (a task's output is the task's word) holds no blobs below that point; the blob literals
+    themselves are yielded as found, for the caller to check.
+    """
+    kind = literal_type.kind
+    item = literal_type.item
+    if literal is None:
+        return
+    if kind in (TypeKind.FILE, TypeKind.DIRECTORY):
+        yield path, kind, literal
+    elif kind is TypeKind.OPTIONAL and item is not None:
+        yield from blob_literals(literal, item, path)
+    elif kind is TypeKind.LIST and item is not None and isinstance(literal, list):
+        for i, element in enumerate(literal):
+            yield from blob_literals(element, item, f"{path}[{i}]")
+    elif kind is TypeKind.DICT and item is not None and isinstance(literal, dict):
+        for key, element in literal.items():
+            yield from blob_literals(element, item, f"{path}.{key}")
+    elif kind is TypeKind.STRUCT and isinstance(literal, dict):
+        for name, field_type in (literal_type.fields or {}).items():
+            yield from blob_literals(literal.get(name), field_type, f"{path}.{name}")
 
 
 def has_blobs(literal_type: LiteralType) -> bool:

@@ -14,6 +14,7 @@ from control_plane.api.auth import WorkflowsRead, WorkflowsWrite
 from control_plane.api.body import check_digest, read_body
 from control_plane.api.deps import BlobStoreDep
 from control_plane.api.errors import ApiError
+from control_plane.blob_keys import bundle_key
 from control_plane.schemas.bundles import BundlePublic
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.workflows import SHA256_HEX
@@ -24,16 +25,6 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 router = APIRouter(prefix="/bundles", tags=["bundles"])
 Digest = Annotated[str, Path(pattern=SHA256_HEX, description="sha256 of the bundle, lowercase hex")]
-
-
-def tenant_prefix(tenant: str) -> str:
-    """Where a tenant's bundles and uploads live: one tenant's never answer for another's."""
-    return f"tenants/{tenant}"
-
-
-def bundle_key(tenant: str, digest: str) -> str:
-    """Blob key of the tenant's bundle with this sha256."""
-    return f"{tenant_prefix(tenant)}/bundles/{digest}.tar.gz"
 
 
 def bundle_exists(blob_store: BlobStore, tenant: str, digest: str) -> bool:

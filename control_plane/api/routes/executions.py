@@ -17,9 +17,9 @@ from starlette.concurrency import run_in_threadpool
 from control_plane.api.auth import ExecutionsRead, ExecutionsWrite
 from control_plane.api.deps import BlobStoreDep, LauncherDep, Offset, SessionDep, SettingsDep
 from control_plane.api.errors import ApiError
-from control_plane.api.inputs import InputValidationError, blob_uris, validate_execution_inputs
+from control_plane.api.inputs import InputValidationError, validate_execution_inputs
 from control_plane.api.routes import outputs
-from control_plane.api.routes.bundles import tenant_prefix
+from control_plane.blob_keys import execution_prefix, tenant_prefix
 from control_plane.db.models import (
     NO_MAP_INDEX,
     Execution,
@@ -45,6 +45,8 @@ from control_plane.orchestration.states import AttemptState, ExecutionState
 from control_plane.placement.admission import exceeds_whole_quota
 from control_plane.schemas.common import ErrorResponse, FieldError
 from control_plane.schemas.executions import AttemptPublic, ExecutionCreate, ExecutionPublic
+from control_plane.services.tenant_blobs import Refused, TenantBlobs
+from fleetflow.files import blob_literals
 from fleetflow.ir import TypedInterface, WorkflowSpec
 from fleetflow.storage import BlobStore
 
@@ -112,7 +114,8 @@ def validate_execution_request(
             body.inputs,
             blob_prefixes=(
                 blob_store.uri(f"{tenant_prefix(tenant.name)}/uploads") + "/",
-                blob_store.uri("executions") + "/",
+                blob_store.uri(f"{tenant_prefix(tenant.name)}/executions") + "/",
+                blob_store.uri("executions") + "/",  # executions created before that layout
             ),
         )
         check_input_blobs(session, tenant, interface, inputs, blob_store)
@@ -140,14 +143,15 @@ def check_input_blobs(
         InputValidationError: naming each input that does not; every refusal reads alike, so
             it does not tell whether another tenant's execution exists.
     """
-    readable = outputs.TenantBlobs(session, tenant, blob_store)
+    readable = TenantBlobs(session, tenant, blob_store)
     errors: list[FieldError] = []
     for variable in interface.inputs:
         name = variable.name
-        for path, uri in blob_uris(inputs.get(name), variable.type, f"inputs.{name}"):
+        for path, _kind, blob in blob_literals(inputs.get(name), variable.type, f"inputs.{name}"):
+            uri = str(blob["uri"])
             try:
                 readable.check(uri)
-            except outputs.Refused:
+            except Refused:
                 # Worded as `validate_execution_inputs` words a URI of no blob store.
                 message = (
                     f"{uri!r} is not a blob of this control plane: upload the file (the CLI "
@@ -218,7 +222,9 @@ def _persist_execution(
     workflow, inputs = validate_execution_request(session, tenant, body, blob_store)
     check_whole_quota(session, tenant, workflow)
     execution_id = new_id("ex")
-    stored = store_values(inputs, blob_store, f"executions/{execution_id}/inputs.json")
+    stored = store_values(
+        inputs, blob_store, f"{execution_prefix(tenant.name, execution_id)}/inputs.json"
+    )
     execution = create_execution(
         session, tenant_id, workflow, stored, execution_id=execution_id, priority=body.priority
     )

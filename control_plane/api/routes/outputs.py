@@ -33,14 +33,13 @@ from starlette.concurrency import run_in_threadpool
 from control_plane.api.auth import ExecutionsRead
 from control_plane.api.deps import BlobStoreDep, SessionDep
 from control_plane.api.errors import ApiError
-from control_plane.api.routes.bundles import tenant_prefix
 from control_plane.db.models import Execution, Tenant
 from control_plane.db.repositories.executions import get_execution
 from control_plane.large_values import load_values
 from control_plane.orchestration.states import ExecutionState
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.executions import ExecutionOutput, OutputBlob
-from fleetflow.errors import FleetflowError
+from control_plane.services.tenant_blobs import Refused, TenantBlobs
 from fleetflow.ir import LiteralType, TypedInterface, TypeKind
 from fleetflow.storage import BlobNotFoundError, BlobStore, LocalBlobStore, relative_key
 from fleetflow.storage.local import file_path
@@ -95,41 +94,6 @@ def _walk(value: Any, kind: LiteralType, at: str, parts: tuple[str, ...]) -> Ite
         for field, field_type in (kind.fields or {}).items():
             if field in value:
                 yield from _walk(value[field], field_type, f"{at}.{field}", (*parts, field))
-
-
-class Refused(Exception):
-    """A blob URI its tenant may not read."""
-
-
-class TenantBlobs:
-    """Whether blob URIs are a tenant's to read: below its own space (its uploads), or below
-    one of its executions' prefixes (each execution looked up once). What an output may serve
-    and what an input may name (`routes/executions.py`) are checked alike."""
-
-    def __init__(self, session: Session, tenant: Tenant, blobs: BlobStore) -> None:
-        self._session = session
-        self._tenant = tenant
-        self._root = blobs.root_uri
-        self._executions: dict[str, bool] = {}
-
-    def check(self, uri: str) -> None:
-        """Raise `Refused` unless the tenant may read `uri` (a `..` in it never may)."""
-        try:
-            key = relative_key(uri, self._root)
-        except FleetflowError:
-            raise Refused(f"{uri} is not in this control plane's blob store") from None
-        parts = key.split("/")
-        if parts[:2] == tenant_prefix(self._tenant.name).split("/"):
-            return
-        if len(parts) > 2 and parts[0] == "executions" and self._owns(parts[1]):
-            return
-        raise Refused(f"{uri} belongs to another tenant")
-
-    def _owns(self, execution_id: str) -> bool:
-        if execution_id not in self._executions:
-            found = get_execution(self._session, self._tenant.id, execution_id)
-            self._executions[execution_id] = found is not None
-        return self._executions[execution_id]
 
 
 def _unique(path: str, taken: set[str]) -> str:

@@ -405,4 +405,6 @@ def test_runtime_fails_clearly_for_a_missing_file_or_blob(
     gone = {"uri": store.uri("executions/e0/gone.txt"), "name": "gone.txt"}
     missing = run_task(store, tmp_path, "n1", "read_report", {"report": gone})
     assert missing.returncode == 1
-    assert missing.result["message"].startswith("BlobNotFoundError: blob not found: ")
+    assert missing.result["message"].startswith(
+        "LiteralValidationError: inputs.report: blob not found: "
+    )

@@ -367,6 +367,7 @@ class Assignment(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
     REPORT_SECRET_FIELD_NUMBER: _builtins.int
+    INPUT_BLOBS_FIELD_NUMBER: _builtins.int
     attempt_id: _builtins.str
     fencing_token: _builtins.int
     execution_id: _builtins.str
@@ -389,6 +390,13 @@ class Assignment(_message.Message):
     """
     @_builtins.property
     def resources(self) -> Global___Resources: ...
+    @_builtins.property
+    def input_blobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___InputBlob]:
+        """The File and Directory values among the task's inputs, each checked by the control plane
+        to be its tenant's to read. An agent that stages inputs for its tasks (the local-process
+        executor) copies exactly these and nothing else the inputs document may name.
+        """
+
     def __init__(
         self,
         *,
@@ -406,14 +414,42 @@ class Assignment(_message.Message):
         timeout_seconds: _builtins.int = ...,
         image: _builtins.str = ...,
         report_secret: _builtins.str = ...,
+        input_blobs: _abc.Iterable[Global___InputBlob] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_id", b"attempt_id", "bundle_uri", b"bundle_uri", "execution_id", b"execution_id", "fencing_token", b"fencing_token", "image", b"image", "inputs_uri", b"inputs_uri", "node_id", b"node_id", "outputs_uri", b"outputs_uri", "report_secret", b"report_secret", "resources", b"resources", "task_function", b"task_function", "task_module", b"task_module", "tenant", b"tenant", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_id", b"attempt_id", "bundle_uri", b"bundle_uri", "execution_id", b"execution_id", "fencing_token", b"fencing_token", "image", b"image", "input_blobs", b"input_blobs", "inputs_uri", b"inputs_uri", "node_id", b"node_id", "outputs_uri", b"outputs_uri", "report_secret", b"report_secret", "resources", b"resources", "task_function", b"task_function", "task_module", b"task_module", "tenant", b"tenant", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Assignment: _TypeAlias = Assignment  # noqa: Y015
+
+@_typing.final
+class InputBlob(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URI_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    DIRECTORY_FIELD_NUMBER: _builtins.int
+    uri: _builtins.str
+    file_name: _builtins.str
+    """The file's name, as the task sees it; empty for a directory."""
+    directory: _builtins.bool
+    """A directory: every object below `uri`."""
+    def __init__(
+        self,
+        *,
+        uri: _builtins.str = ...,
+        file_name: _builtins.str = ...,
+        directory: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory", b"directory", "file_name", b"file_name", "uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InputBlob: _TypeAlias = InputBlob  # noqa: Y015
 
 @_typing.final
 class LeaseAttemptsResponse(_message.Message):
