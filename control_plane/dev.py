@@ -91,7 +91,15 @@ def up(
         temporal_argv, temporal_kind = processes.temporal_server_command(ports["temporal"], home)
     except FileNotFoundError as exc:
         raise DevStackError(f"cannot start the dev stack: {exc}") from None
-    home.mkdir(parents=True, exist_ok=True)
+    # The database, blobs and admin token are the stack's: no other user (tasks run as users of
+    # their own) may read them.
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if home.stat().st_mode & 0o077:
+        log.warning(
+            "other users can read the dev stack's state in %s (its database, blobs and admin "
+            "token): chmod 700 it",
+            home,
+        )
     settings = Settings(
         database=DatabaseSettings(url=f"sqlite:///{home / 'fleetflow.db'}"),
         temporal=TemporalSettings(

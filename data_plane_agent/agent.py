@@ -46,7 +46,11 @@ from pydantic import SecretStr
 
 from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
 from data_plane_agent.executors.base import ClusterExecutor, Executor, ExecutorStartError
-from data_plane_agent.executors.local_process import LocalProcessExecutor, retention_from_settings
+from data_plane_agent.executors.local_process import (
+    LocalProcessExecutor,
+    isolation_from_settings,
+    retention_from_settings,
+)
 from data_plane_agent.lease_store import LEASES_DIR, LeaseStore, names_a_lease_file
 from data_plane_agent.protocol import (
     assignment_from_proto,
@@ -776,6 +780,7 @@ def default_executor(settings: AgentSettings) -> Executor:
         )
     return LocalProcessExecutor(
         settings.work_dir,
+        isolation=isolation_from_settings(settings),
         kill_grace_seconds=settings.kill_grace_seconds,
         retention=retention_from_settings(settings),
     )
@@ -784,7 +789,7 @@ def default_executor(settings: AgentSettings) -> Executor:
 def lock_work_dir(work_dir: Path) -> IO[bytes] | None:
     """Hold an exclusive lock on the work dir for this process's lifetime, or None when another
     agent holds it: two agents replaying the same report buffer would report twice."""
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the agent's alone, when new
     handle = open(work_dir / ".agent.lock", "ab")  # noqa: SIM115 - held until the process exits
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -803,7 +808,11 @@ async def run_agent(settings: AgentSettings, executor: Executor | None = None) -
             settings.work_dir,
         )
         return 1
-    agent = Agent(settings, executor)
+    try:
+        agent = Agent(settings, executor)
+    except ExecutorStartError as exc:
+        logger.error("the %s executor cannot start: %s", settings.executor, exc)
+        return 1
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -137,6 +137,25 @@ def run(
             show_default=False,
         ),
     ] = None,
+    task_uids: Annotated[
+        str | None,
+        typer.Option(
+            "--task-uids",
+            help="Uids tasks run as, one per running attempt, as FIRST-LAST; auto (default): "
+            "50000-59999 when the agent is root, else the agent's user; off: the agent's user, "
+            "refused for root (env FLEETFLOW_AGENT_TASK_UIDS).",
+            show_default=False,
+        ),
+    ] = None,
+    task_python: Annotated[
+        str | None,
+        typer.Option(
+            "--task-python",
+            help="Python executable tasks run with; default: the agent's, or a system Python of "
+            "the same version the task users can run (env FLEETFLOW_AGENT_TASK_PYTHON).",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[
         str, typer.Option("--log-level", help="Log verbosity: DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
@@ -153,6 +172,8 @@ def run(
             "executor": executor,
             "attempt_dirs_keep_hours": keep_attempt_dirs_hours,
             "attempt_dirs_max_gib": attempt_dirs_max_gib,
+            "task_uids": task_uids,
+            "task_python": task_python,
         }
     )
     level = logging.getLevelName(log_level.upper())

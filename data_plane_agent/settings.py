@@ -140,6 +140,24 @@ class AgentSettings(BaseSettings):
         description="local-process executor: cap on all attempt directories together, in GiB; "
         "above it finished attempts' directories are deleted oldest first (0: no cap)",
     )
+    task_uids: str = Field(
+        default="auto",
+        pattern=r"^(auto|off|\d+(-\d+)?)$",
+        description="local-process executor: the uids tasks run as, one per running attempt, "
+        "as FIRST-LAST; auto: 50000-59999 when the agent is root, else the agent's own user; "
+        "off: the agent's own user (refused for root: tasks never run as root)",
+    )
+    task_python: str | None = Field(
+        default=None,
+        description="local-process executor: the Python tasks run with (default: the agent's, "
+        "or a system Python of the same version when the task users cannot run the agent's)",
+    )
+    sandbox_dir: Path | None = Field(
+        default=None,
+        description="local-process executor: where running attempts' sandboxes go, one "
+        "directory per agent (default: work_dir/sandboxes, or a directory in the system's temp "
+        "directory when task users cannot reach the work dir)",
+    )
     executor: Literal["local-process", "kubernetes"] = Field(
         default="local-process",
         description="how attempts run: child processes of the agent, or one Kubernetes pod "
@@ -244,6 +262,13 @@ class KubernetesSettings(BaseSettings):
     task_env: dict[str, str] = Field(
         default_factory=dict,
         description="environment of task containers, e.g. the blob store's endpoint (JSON)",
+    )
+    blob_access: Literal["presigned", "credentials"] = Field(
+        default="presigned",
+        description="how task pods reach the blob store: presigned, URLs the agent signs per "
+        "attempt for exactly its inputs and outputs (S3 only; blob store credentials in "
+        "task_env are then not passed on); credentials, the task's own (task_env, "
+        "task_env_secret)",
     )
     task_env_secret: str | None = Field(
         default=None,

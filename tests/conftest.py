@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +26,18 @@ from fleetflow.ir import (
     WorkflowSpec,
 )
 from tests.tiers import load_script, tier_unavailable
+
+
+@pytest.fixture
+def exchange_dir() -> Iterator[Path]:
+    """A directory both the test and its tasks may write: tasks run as users of their own
+    (an agent running as root must), who cannot reach pytest's owner-only `tmp_path`."""
+    path = Path(tempfile.mkdtemp(prefix="fleetflow-exchange-"))
+    path.chmod(0o1777)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -47,9 +47,13 @@ from data_plane_agent.executors.base import (
     ExecutorStartError,
     GpuCapacity,
 )
+from data_plane_agent.presign import PresignError, expiry_for, presignable, presigned_manifest
 from data_plane_agent.settings import KubernetesSettings
 
 logger = logging.getLogger(__name__)
+
+PRESIGNED_WAIT = dt.timedelta(hours=24)
+"""How long a pod's presigned URLs outlive its timeout: time to be scheduled and started."""
 
 WATCH_TIMEOUT_SECONDS = 60
 """A watch request ends after this long and is resumed from its resourceVersion."""
@@ -274,8 +278,20 @@ class KubernetesExecutor:
             logger.warning("attempt %s: already running here, not launching it again", attempt_id)
             return
         namespace = pods.namespace_for(assignment.tenant, self._settings)
+        signed = None
+        if self._settings.blob_access == "presigned" and presignable(assignment):
+            try:
+                signed = await asyncio.to_thread(
+                    presigned_manifest, assignment, expiry_for(assignment, PRESIGNED_WAIT)
+                )
+            except PresignError as exc:
+                self._emit(AttemptEvent(attempt_id, AttemptState.FAILED, str(exc)))
+                return
         manifest = pods.pod_manifest(
-            assignment, self._settings, known_products=sorted(self._gpu_products)
+            assignment,
+            self._settings,
+            known_products=sorted(self._gpu_products),
+            presigned=signed,
         )
         name = manifest["metadata"]["name"]
         attempt = _PodAttempt(assignment=assignment, namespace=namespace, name=name)

@@ -27,6 +27,7 @@ from typing import Any
 from data_plane_agent.attempts import AttemptResources, AttemptState, TaskAssignment
 from data_plane_agent.executors.base import runtime_command
 from data_plane_agent.settings import KubernetesSettings
+from fleetflow import presigned as presigned_env
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "fleetflow-agent"
@@ -47,6 +48,18 @@ CONTAINER = "task"
 WORK_DIR = "/fleetflow"
 RESULT_FILE = f"{WORK_DIR}/result.json"
 CODE_DIR = f"{WORK_DIR}/code"
+STAGED_DIR = f"{WORK_DIR}/staged"
+BLOB_CREDENTIALS = frozenset(
+    {
+        "FLEETFLOW_S3_ACCESS_KEY",
+        "FLEETFLOW_S3_SECRET_KEY",
+        "FLEETFLOW_S3_SESSION_TOKEN",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    }
+)
+"""Variables of `task_env` a pod with presigned URLs does not get."""
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -204,8 +217,14 @@ def pod_manifest(
     settings: KubernetesSettings,
     *,
     known_products: Iterable[str] = (),
+    presigned: str | None = None,
 ) -> dict[str, Any]:
-    """The pod that runs one attempt (see the module docstring)."""
+    """The pod that runs one attempt (see the module docstring).
+
+    Args:
+        presigned: The attempt's `FLEETFLOW_PRESIGNED` document: the pod then reads and writes
+            blobs through its URLs only, and gets no blob store credentials from `task_env`.
+    """
     resources = assignment.resources
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
@@ -244,11 +263,16 @@ def pod_manifest(
     command = runtime_command(
         settings.python, assignment, result_file=RESULT_FILE, workdir=CODE_DIR
     )
+    task_env = dict(settings.task_env)
+    if presigned is not None:
+        command += ["--presigned", "--staged", STAGED_DIR]
+        task_env = {k: v for k, v in task_env.items() if k not in BLOB_CREDENTIALS}
+        task_env[presigned_env.ENV] = presigned
     env = [
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "FLEETFLOW_ATTEMPT_ID", "value": assignment.attempt_id},
         {"name": "FLEETFLOW_EXECUTION_ID", "value": assignment.execution_id},
-        *({"name": k, "value": v} for k, v in sorted(settings.task_env.items())),
+        *({"name": k, "value": v} for k, v in sorted(task_env.items())),
     ]
     container: dict[str, Any] = {
         "name": CONTAINER,

@@ -1,11 +1,15 @@
 """The local-process executor: each attempt is a `python -m fleetflow.runtime` child process.
 
 It is the executor of `fleetflow dev up` and of clusters without Kubernetes. Every attempt gets
-`<work_dir>/attempts/<attempt_id>/` holding `log.txt` (the process's stdout and stderr),
-`result.json` (written by the runtime) and `code/` (the unpacked bundle). The child runs in its
-own session, hence its own process group, so stopping an attempt also stops whatever the task
-spawned. The agent's own `FLEETFLOW_AGENT_*` settings, its token among them, are not passed on
-to task code.
+`<work_dir>/attempts/<attempt_id>/log.txt` (the process's stdout and stderr), the agent's, and
+a sandbox directory of its own while it runs (`sandbox`: as a user of its own when it can),
+holding the unpacked code (`code/`), what the agent staged for it (`staged/`: bundle, inputs,
+input files; `data_plane_agent.staging`), its result file, and its `HOME` and `TMPDIR`. The task
+never touches the blob store: the agent copies its inputs in and uploads its outputs after it
+ended, then deletes the sandbox. The child runs in its own session, hence its own process group,
+so stopping an attempt also stops whatever the task spawned (and every process left under the
+attempt's uid is killed). No `FLEETFLOW_*` setting of the agent's (its token, the blob store's
+credentials) nor AWS credentials are passed on to task code.
 
 Finished attempts' directories are deleted by an `AttemptDirRetention` policy (older than its
 keep time, or oldest first while all attempt directories together exceed its size cap), swept
@@ -21,7 +25,6 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -29,8 +32,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
-from data_plane_agent.executors.base import MAX_LOG_BYTES, runtime_command
+from data_plane_agent.executors.base import MAX_LOG_BYTES, ExecutorStartError, runtime_command
+from data_plane_agent.sandbox import (
+    TaskIsolation,
+    as_user,
+    kill_processes_of,
+    read_regular_file,
+    resolve_isolation,
+)
 from data_plane_agent.settings import AgentSettings
+from data_plane_agent.staging import StagingError, collect_outputs, stage_in
 from fleetflow.child_processes import parent_env
 from fleetflow.errors import FleetflowError
 
@@ -39,8 +50,23 @@ logger = logging.getLogger(__name__)
 LOG_FILE = "log.txt"
 RESULT_FILE = "result.json"
 CODE_DIR = "code"
+STAGED_DIR = "staged"
 _LOG_TAIL_BYTES = 4096
-_HIDDEN_ENV_PREFIX = "FLEETFLOW_AGENT_"
+_MAX_RESULT_BYTES = 1 << 20
+_PASSED_FLEETFLOW_ENV = frozenset({"FLEETFLOW_DEBUG"})
+_CREDENTIAL_ENV = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
+
+
+def task_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """What of the agent's environment a task gets: not the agent's settings nor the blob
+    store's credentials (`FLEETFLOW_*`, AWS keys), nor the agent's import path."""
+    return {
+        name: value
+        for name, value in base.items()
+        if not (name.startswith("FLEETFLOW_") and name not in _PASSED_FLEETFLOW_ENV)
+        and name not in _CREDENTIAL_ENV
+        and name != "PYTHONPATH"
+    }
 
 
 @dataclass(frozen=True)
@@ -60,6 +86,16 @@ class AttemptDirRetention:
     sweep_interval_seconds: float = 600.0
 
 
+def isolation_from_settings(settings: AgentSettings) -> TaskIsolation:
+    """The task isolation `FLEETFLOW_AGENT_TASK_*` and `SANDBOX_DIR` ask for, checked."""
+    return resolve_isolation(
+        settings.work_dir,
+        task_uids=settings.task_uids,
+        task_python=settings.task_python,
+        sandbox_dir=settings.sandbox_dir,
+    )
+
+
 def retention_from_settings(settings: AgentSettings) -> AttemptDirRetention:
     """The retention policy `FLEETFLOW_AGENT_ATTEMPT_DIRS_*` (and their CLI flags) ask for."""
     return AttemptDirRetention(
@@ -72,6 +108,8 @@ def retention_from_settings(settings: AgentSettings) -> AttemptDirRetention:
 class _LocalAttempt:
     assignment: TaskAssignment
     directory: Path
+    sandbox: Path
+    uid: int | None
     process: asyncio.subprocess.Process
     watcher: asyncio.Task[None] | None = None
     stop_reason: str | None = None
@@ -83,9 +121,12 @@ class LocalProcessExecutor:
 
     Args:
         work_dir: The agent's work directory; attempts live under `work_dir/attempts/`.
-        python: The interpreter that runs `fleetflow.runtime` (default: the agent's own).
+        isolation: Which users tasks run as, with which Python, in which sandbox directory
+            (default: `resolve_isolation`'s for `work_dir`: a uid of their own when the agent
+            is root).
         kill_grace_seconds: Time between SIGTERM and SIGKILL when stopping an attempt.
-        env: Environment for task processes (default: the agent's, minus its own settings).
+        env: Environment for task processes (default: the agent's, minus its settings and
+            credentials).
         retention: When finished attempts' directories are deleted (default: kept 24 hours,
             5 GiB in all).
         clock: Wall-clock time in seconds, compared with directories' modification times.
@@ -97,18 +138,17 @@ class LocalProcessExecutor:
         self,
         work_dir: Path,
         *,
-        python: str = sys.executable,
+        isolation: TaskIsolation | None = None,
         kill_grace_seconds: float = 5.0,
         env: Mapping[str, str] | None = None,
         retention: AttemptDirRetention | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._attempts_dir = Path(work_dir) / "attempts"
-        self._python = python
+        self._isolation = isolation or resolve_isolation(Path(work_dir))
         self._kill_grace_seconds = kill_grace_seconds
-        base_env = dict(os.environ if env is None else env)
-        self._env = {k: v for k, v in base_env.items() if not k.startswith(_HIDDEN_ENV_PREFIX)}
-        self._env["PYTHONUNBUFFERED"] = "1"
+        self._env = task_environment(os.environ if env is None else env)
+        self._env.update(self._isolation.interpreter.env(), PYTHONUNBUFFERED="1")
         self._attempts: dict[str, _LocalAttempt] = {}
         self._launching: set[str] = set()
         self._events: asyncio.Queue[AttemptEvent] = asyncio.Queue()
@@ -189,13 +229,33 @@ class LocalProcessExecutor:
     def _emit(self, event: AttemptEvent) -> None:
         self._events.put_nowait(event)
 
-    def _command(self, assignment: TaskAssignment, directory: Path) -> list[str]:
-        return runtime_command(
-            self._python,
-            assignment,
-            result_file=str(directory / RESULT_FILE),
-            workdir=str(directory / CODE_DIR),
-        )
+    def sandbox_dir(self, attempt_id: str) -> Path:
+        """The sandbox of one running attempt (see the module docstring)."""
+        self.attempt_dir(attempt_id)  # the same checks on the id
+        return self._isolation.sandbox_root / attempt_id
+
+    def _command(self, assignment: TaskAssignment, sandbox: Path) -> list[str]:
+        return [
+            *runtime_command(
+                self._isolation.interpreter.executable,
+                assignment,
+                result_file=str(sandbox / RESULT_FILE),
+                workdir=str(sandbox / CODE_DIR),
+            ),
+            "--staged",
+            str(sandbox / STAGED_DIR),
+        ]
+
+    def _task_env(self, assignment: TaskAssignment, sandbox: Path) -> dict[str, str]:
+        return {
+            **self._env,
+            "HOME": str(sandbox),
+            "TMPDIR": str(sandbox / "tmp"),
+            "FLEETFLOW_ATTEMPT_ID": assignment.attempt_id,
+            "FLEETFLOW_EXECUTION_ID": assignment.execution_id,
+            # A task never outlives its agent: no orphans if it is killed.
+            **parent_env(),
+        }
 
     async def launch(self, assignment: TaskAssignment) -> None:
         attempt_id = assignment.attempt_id
@@ -204,51 +264,70 @@ class LocalProcessExecutor:
             return
         self._launching.add(attempt_id)
         self._start_sweeper()
+        users = self._isolation.users
+        uid: int | None = None
+        sandbox: Path | None = None
         try:
             try:
                 directory = self.attempt_dir(attempt_id)
+                sandbox = self.sandbox_dir(attempt_id)
+                uid = users.acquire() if users is not None else None
+                self._attempts_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                await asyncio.to_thread(_prepare_sandbox, sandbox, assignment, uid)
                 async with self._dirs_lock:
                     log_file = await asyncio.to_thread(_prepare_attempt_dir, directory, assignment)
                 try:
                     process = await asyncio.create_subprocess_exec(
-                        *self._command(assignment, directory),
+                        *as_user(uid, self._command(assignment, sandbox)),
                         stdin=asyncio.subprocess.DEVNULL,
                         stdout=log_file,
                         stderr=asyncio.subprocess.STDOUT,
-                        cwd=directory,
-                        env={
-                            **self._env,
-                            "FLEETFLOW_ATTEMPT_ID": attempt_id,
-                            "FLEETFLOW_EXECUTION_ID": assignment.execution_id,
-                            # A task never outlives its agent: no orphans if it is killed.
-                            **parent_env(),
-                        },
+                        cwd=sandbox,
+                        env=self._task_env(assignment, sandbox),
                         start_new_session=True,
                     )
                 finally:
                     log_file.close()
-            except (OSError, ValueError, FleetflowError) as exc:
+            except (OSError, ValueError, FleetflowError, ExecutorStartError) as exc:
                 logger.error("attempt %s: could not start the task process: %s", attempt_id, exc)
-                self._emit(
-                    AttemptEvent(
-                        attempt_id, AttemptState.FAILED, f"could not start task process: {exc}"
-                    )
+                await asyncio.to_thread(self._clean_up, sandbox, uid)
+                message = (
+                    str(exc)
+                    if isinstance(exc, StagingError)
+                    else f"could not start task process: {exc}"
                 )
+                self._emit(AttemptEvent(attempt_id, AttemptState.FAILED, message))
                 return
-            attempt = _LocalAttempt(assignment=assignment, directory=directory, process=process)
+            attempt = _LocalAttempt(
+                assignment=assignment,
+                directory=directory,
+                sandbox=sandbox,
+                uid=uid,
+                process=process,
+            )
             self._attempts[attempt_id] = attempt
         finally:
             self._launching.discard(attempt_id)
         logger.info(
-            "attempt %s: started %s.%s as pid %d (log %s)",
+            "attempt %s: started %s.%s as pid %d%s (log %s)",
             attempt_id,
             assignment.task_module,
             assignment.task_function,
             process.pid,
+            f", uid {uid}" if uid is not None else "",
             directory / LOG_FILE,
         )
         self._emit(AttemptEvent(attempt_id, AttemptState.RUNNING))
         attempt.watcher = asyncio.create_task(self._watch(attempt), name=f"watch-{attempt_id}")
+
+    def _clean_up(self, sandbox: Path | None, uid: int | None) -> None:
+        """After an attempt: no process of its user left, its sandbox gone, its uid free."""
+        if uid is not None:
+            kill_processes_of(uid)  # before the sandbox goes: nothing may write it meanwhile
+        if sandbox is not None:
+            shutil.rmtree(sandbox, ignore_errors=True)
+        if uid is not None and self._isolation.users is not None:
+            self._isolation.users.release(uid)
 
     async def _watch(self, attempt: _LocalAttempt) -> None:
         attempt_id = attempt.assignment.attempt_id
@@ -269,8 +348,11 @@ class LocalProcessExecutor:
                     await self._terminate(process)
                 else:  # being killed already; wait for it to finish dying
                     await process.wait()
-            # Whatever the task left running in its process group goes with it.
+            # Whatever the task left running goes with it: its process group, and every
+            # process of its user (before its outputs are read: nothing may change them).
             _signal_group(process.pid, signal.SIGKILL)
+            if attempt.uid is not None:
+                await asyncio.to_thread(kill_processes_of, attempt.uid)
             event = await self._outcome(attempt)
         except Exception as exc:  # an event must come out whatever happens here
             logger.exception("attempt %s: could not determine how it ended", attempt_id)
@@ -278,6 +360,7 @@ class LocalProcessExecutor:
                 attempt_id, AttemptState.FAILED, f"agent could not determine the outcome: {exc}"
             )
         finally:
+            await asyncio.to_thread(self._clean_up, attempt.sandbox, attempt.uid)
             self._attempts.pop(attempt_id, None)
         logger.info(
             "attempt %s: %s%s",
@@ -298,12 +381,18 @@ class LocalProcessExecutor:
             return AttemptEvent(attempt_id, AttemptState.FAILED, message, tail)
         returncode = attempt.process.returncode
         assert returncode is not None
-        result = await asyncio.to_thread(_read_result, attempt.directory / RESULT_FILE)
+        result = await asyncio.to_thread(_read_result, attempt.sandbox / RESULT_FILE, attempt.uid)
         if result is None:
             tail = await asyncio.to_thread(_failure_tail, attempt.directory / LOG_FILE)
             return AttemptEvent(attempt_id, AttemptState.FAILED, _exit_message(returncode), tail)
         status = result.get("status")
         if status == AttemptState.SUCCEEDED.value:
+            try:
+                await asyncio.to_thread(
+                    collect_outputs, attempt.assignment, attempt.sandbox / STAGED_DIR, attempt.uid
+                )
+            except StagingError as exc:
+                return AttemptEvent(attempt_id, AttemptState.FAILED, str(exc))
             return AttemptEvent(attempt_id, AttemptState.SUCCEEDED)
         if status == AttemptState.FAILED.value:
             return AttemptEvent(
@@ -418,10 +507,20 @@ def _tree_bytes(directory: Path) -> int:
     return total
 
 
+def _prepare_sandbox(sandbox: Path, assignment: TaskAssignment, uid: int | None) -> None:
+    """A fresh sandbox holding what the agent staged, all of it the task user's."""
+    shutil.rmtree(sandbox, ignore_errors=True)  # an earlier run's: never judged by its result
+    sandbox.mkdir(mode=0o700)
+    (sandbox / "tmp").mkdir()
+    stage_in(assignment, sandbox / STAGED_DIR)
+    if uid is not None:
+        for parent, dirs, files in os.walk(sandbox):
+            for name in (parent, *(os.path.join(parent, n) for n in (*dirs, *files))):
+                os.chown(name, uid, uid, follow_symlinks=False)
+
+
 def _prepare_attempt_dir(directory: Path, assignment: TaskAssignment) -> IO[bytes]:
-    directory.mkdir(parents=True, exist_ok=True)
-    # A re-leased attempt must not be judged by an earlier run's result.
-    (directory / RESULT_FILE).unlink(missing_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_file = open(directory / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child process
     log_file.write(
         f"fleetflow agent: attempt {assignment.attempt_id} of execution "
@@ -444,13 +543,16 @@ def _exit_message(returncode: int) -> str:
     return message
 
 
-def _read_result(path: Path) -> dict[str, Any] | None:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+def _read_result(path: Path, owner: int | None) -> dict[str, Any] | None:
+    """The result file the runtime wrote; None when there is none, {} when it is not one the
+    task's runtime could have written (not JSON, a link, someone else's file)."""
+    if not path.exists() and not path.is_symlink():
         return None
+    data = read_regular_file(path, owner, _MAX_RESULT_BYTES)
+    if data is None:
+        return {}
     try:
-        result = json.loads(text)
+        result = json.loads(data)
     except ValueError:
         return {}
     return result if isinstance(result, dict) else {}

@@ -55,6 +55,24 @@ def die_with_parent_argv(argv: list[str]) -> list[str]:
     return [sys.executable, "-I", os.path.abspath(__file__), "exec", *argv]
 
 
+def as_user_argv(uid: int, argv: list[str]) -> list[str]:
+    """`argv` wrapped so that it runs as `uid` (group `uid`, no supplementary groups, umask
+    077). The caller must be root. The switch happens in the wrapper, after `exec`: asking
+    `subprocess` for `user=` would `fork` a threaded process (gRPC) instead of `vfork`ing it,
+    and gRPC's fork handlers can crash the parent."""
+    return [sys.executable, "-I", os.path.abspath(__file__), "as-user", str(uid), *argv]
+
+
+def _as_user(uid: int, argv: list[str]) -> None:
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    if os.getuid() != uid or os.geteuid() != uid:  # never run the task with the caller's rights
+        os._exit(126)
+    os.umask(0o077)
+    os.execvp(argv[0], argv)
+
+
 def guard_argv(pid: int, sig: signal.Signals = signal.SIGTERM) -> list[str]:
     """A guard process that sends `sig` to `pid` when this process dies (and exits when `pid`
     does). Start it with `parent_env()` in its environment."""
@@ -88,10 +106,15 @@ def _main(args: list[str]) -> None:
     if args[:1] == ["exec"] and len(args) > 1:
         die_with_parent_if_asked()
         os.execvp(args[1], args[1:])
+    if args[:1] == ["as-user"] and len(args) > 2 and args[1].isdigit():
+        _as_user(int(args[1]), args[2:])
     if args[:1] == ["guard"] and len(args) == 3:
         _guard(int(args[1]), signal.Signals[args[2]])
         return
-    sys.stderr.write("usage: child_processes.py exec PROGRAM [ARG...] | guard PID SIGNAL\n")
+    sys.stderr.write(
+        "usage: child_processes.py exec PROGRAM [ARG...] | as-user UID PROGRAM [ARG...] | "
+        "guard PID SIGNAL\n"
+    )
     sys.exit(2)
 
 

@@ -30,6 +30,7 @@ import inspect
 import json
 import logging
 import os
+import posixpath
 import sys
 import tempfile
 import time
@@ -39,12 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleetflow import presigned, staging
 from fleetflow.bundle import extract_bundle, verify_bundle
 from fleetflow.child_processes import die_with_parent_if_asked
 from fleetflow.errors import FleetflowError, format_user_traceback, strip_bundle_root
 from fleetflow.files import blob_context
 from fleetflow.logs import sdk_lines_to
-from fleetflow.storage import open_blob_store, parent_uri, read_uri, write_uri
+from fleetflow.storage import BlobStore, open_blob_store, parent_uri, read_uri, write_uri
 from fleetflow.task import result_to_literals
 from fleetflow.types import to_python
 
@@ -66,6 +68,12 @@ class TaskInvocation:
     module: str
     function: str
     workdir: Path
+    staged: Path | None = None
+    """The directory its agent staged everything into (`fleetflow.staging`); None: the task
+    reads and writes the blob store itself."""
+    presigned: dict[str, Any] | None = None
+    """URLs to fill `staged` from and a policy to upload its outputs with
+    (`fleetflow.presigned`), when the agent cannot stage into the task's filesystem."""
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -81,6 +89,18 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--result-file", required=True, help="where to write the outcome")
     parser.add_argument(
         "--workdir", default=None, help="directory to unpack the code into (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--staged",
+        default=None,
+        help="directory the agent staged the bundle, inputs and input files into; outputs are "
+        "left in its outputs/ for the agent (the task then never touches the blob store)",
+    )
+    parser.add_argument(
+        "--presigned",
+        action="store_true",
+        help=f"fetch the staged directory from the presigned URLs in ${presigned.ENV} and "
+        "upload the outputs with its policy (no blob store credentials needed)",
     )
     return parser.parse_args(argv)
 
@@ -134,8 +154,16 @@ def run_task(invocation: TaskInvocation) -> None:
         Exception: Whatever went wrong, including the task's own exceptions.
     """
     workdir = invocation.workdir
-    logger.info("downloading code bundle %s", invocation.bundle_uri)
-    bundle = read_uri(invocation.bundle_uri)
+    staged = invocation.staged
+    if invocation.presigned is not None:
+        assert staged is not None
+        logger.info("fetching the code bundle and inputs from their presigned URLs")
+        presigned.fetch(invocation.presigned, staged)
+    if staged is None:
+        logger.info("downloading code bundle %s", invocation.bundle_uri)
+        bundle = read_uri(invocation.bundle_uri)
+    else:
+        bundle = (staged / staging.BUNDLE_FILE).read_bytes()
     verify_bundle(invocation.bundle_uri, bundle)
     extract_bundle(bundle, workdir)
     logger.info("unpacked code bundle (%d bytes) into %s", len(bundle), workdir)
@@ -144,13 +172,23 @@ def run_task(invocation: TaskInvocation) -> None:
     os.chdir(workdir)
 
     task_fn = load_task(invocation.module, invocation.function)
-    logger.info("reading inputs %s", invocation.inputs_uri)
-    inputs = json.loads(read_uri(invocation.inputs_uri))
-
-    # Files and directories: inputs are downloaded into the work directory, outputs uploaded
-    # next to the attempt's outputs document.
-    uploads = open_blob_store(parent_uri(invocation.outputs_uri))
-    with blob_context(uploads, "", workdir / DOWNLOADS_DIR):
+    # Files and directories: inputs are downloaded into the work directory (or were staged),
+    # outputs uploaded next to the attempt's outputs document (or left for the agent to).
+    uploads: BlobStore
+    if staged is None:
+        logger.info("reading inputs %s", invocation.inputs_uri)
+        inputs = json.loads(read_uri(invocation.inputs_uri))
+        uploads = open_blob_store(parent_uri(invocation.outputs_uri))
+        context = blob_context(uploads, "", workdir / DOWNLOADS_DIR)
+    else:
+        inputs = json.loads((staged / staging.INPUTS_FILE).read_bytes())
+        uploads = staging.StagedOutputs(
+            staged / staging.OUTPUTS_DIR, parent_uri(invocation.outputs_uri)
+        )
+        context = blob_context(
+            uploads, "", staged / staging.DOWNLOADS_DIR, source=staging.refuse_download
+        )
+    with context:
         kwargs = _call_arguments(task_fn, inputs)
 
         logger.info("running %s.%s", invocation.module, invocation.function)
@@ -167,7 +205,16 @@ def run_task(invocation: TaskInvocation) -> None:
         if output_type is None and result is not None:
             logger.warning("task has no return annotation; ignoring its result %r", result)
         outputs = result_to_literals(task_fn, result, "outputs")
-    write_uri(invocation.outputs_uri, json.dumps(outputs).encode())
+    document = json.dumps(outputs).encode()
+    if staged is None:
+        write_uri(invocation.outputs_uri, document)
+    else:
+        uploads.put(posixpath.basename(invocation.outputs_uri), document)
+    if invocation.presigned is not None:
+        assert staged is not None
+        presigned.upload_outputs(
+            invocation.presigned, staged, posixpath.basename(invocation.outputs_uri)
+        )
     logger.info("wrote outputs %s", invocation.outputs_uri)
 
 
@@ -206,6 +253,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.workdir
         else Path(tempfile.mkdtemp(prefix="fleetflow-task-"))
     )
+    staged = Path(args.staged).resolve() if args.staged else None
+    manifest = None
+    if args.presigned:
+        try:
+            manifest = presigned.manifest_from_environment()
+        except presigned.PresignedError as exc:
+            _write_result(result_file, {"status": STATUS_FAILED, "message": str(exc)})
+            logger.error("%s", exc)
+            return 1
+        staged = staged or Path(tempfile.mkdtemp(prefix="fleetflow-staged-"))
     invocation = TaskInvocation(
         bundle_uri=args.bundle_uri,
         inputs_uri=args.inputs_uri,
@@ -213,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         module=args.module,
         function=args.function,
         workdir=workdir,
+        staged=staged,
+        presigned=manifest,
     )
     with sdk_lines_to(sys.stderr, timestamps=True):
         return _run(invocation, result_file)

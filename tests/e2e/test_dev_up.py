@@ -396,14 +396,16 @@ def chain(marker_dir: str) -> int:
 """
 
 
-def test_an_execution_survives_a_sigkill_of_dev_up_and_a_restart(tmp_path: Path) -> None:
+def test_an_execution_survives_a_sigkill_of_dev_up_and_a_restart(
+    tmp_path: Path, exchange_dir: Path
+) -> None:
     """The embedded Temporal server keeps workflows in memory: after `kill -9` of dev up and a
     new `dev up` on the same home, the execution's workflow is resumed from the attempts on
     record. Step 1 is not run again; step 2, killed mid-run, runs again once; step 3 runs once;
     the execution succeeds."""
-    markers = tmp_path / "markers"
+    markers = exchange_dir  # written by the tasks, users of their own
     home = tmp_path / "home"
-    for directory in (markers, tmp_path / "first", tmp_path / "second"):
+    for directory in (tmp_path / "first", tmp_path / "second"):
         directory.mkdir()
 
     def count(index: int, kind: str) -> int:

@@ -117,6 +117,7 @@ def register(stack: Stack, marker_dir: Path) -> Registered:
         client.upload_bundle(digest, data)
         version = client.register_workflow(wf.spec, digest)["version"]
     marker_dir.mkdir()
+    marker_dir.chmod(0o1777)  # its tasks run as users of their own
     return Registered(wf.spec.name, version, marker_dir, wf)
 
 
@@ -290,10 +291,10 @@ def check_outcome(
 
 
 def test_killing_the_control_plane_during_submission_loses_and_repeats_nothing(
-    crash_stack: Stack, tmp_path: Path
+    exchange_dir: Path, crash_stack: Stack, tmp_path: Path
 ) -> None:
     stack, rounds = crash_stack, kills(fast=2, full=5)
-    workflow = register(stack, tmp_path / "markers")
+    workflow = register(stack, exchange_dir / "markers")
     submitter = Submitter(stack, workflow, prefix=f"cp-{tmp_path.name}", seconds=0.2)
     submitter.start()
     killed: list[str] = []
@@ -312,7 +313,7 @@ def test_killing_the_control_plane_during_submission_loses_and_repeats_nothing(
     mine = [
         e
         for e in all_executions(stack)
-        if e["inputs"].get("marker_dir") == str(tmp_path / "markers")
+        if e["inputs"].get("marker_dir") == str(workflow.marker_dir)
     ]
     assert sorted(e["id"] for e in mine) == sorted(acknowledged.values())
     # Each task body ran exactly once. An attempt may still be LOST: a lease answer the killed
@@ -333,10 +334,10 @@ def test_killing_the_control_plane_during_submission_loses_and_repeats_nothing(
 
 
 def test_killing_the_agent_repeatedly_completes_every_execution_once(
-    crash_stack: Stack, tmp_path: Path
+    exchange_dir: Path, crash_stack: Stack, tmp_path: Path
 ) -> None:
     stack, rounds = crash_stack, kills(fast=3, full=8)
-    workflow = register(stack, tmp_path / "markers")
+    workflow = register(stack, exchange_dir / "markers")
     acknowledged: dict[str, str] = {}
     with stack.client() as client:
         for number in range(2 + 2 * rounds):

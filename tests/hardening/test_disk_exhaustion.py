@@ -177,6 +177,7 @@ async def wait_until_gone(path: Path) -> None:
 
 
 async def test_the_executor_sweeps_finished_attempts_and_never_a_running_one(
+    exchange_dir: Path,
     tmp_path: Path,
 ) -> None:
     blobs = Blobs(tmp_path / "blobs")
@@ -186,7 +187,7 @@ async def test_the_executor_sweeps_finished_attempts_and_never_a_running_one(
         kill_grace_seconds=1.0,
         clock=lambda: time.time() + 48 * HOUR,
     )
-    never = str(tmp_path / "never-created")
+    never = str(exchange_dir / "never-created")
     waiting = blobs.assignment(
         "at-running", "wait_for_file", {"path": never, "deadline_seconds": 600}
     )

@@ -1,6 +1,7 @@
 """A hostile task against the agent that runs it (issue 13, finding 2).
 
-Local-process tasks run as the agent's own user. Such a task used to read the cluster token out
+When the agent cannot give its tasks users of their own, local-process tasks run as its own
+user. Such a task used to read the cluster token out
 of the agent's `/proc/<pid>/environ` (or its memory) and lease other tenants' work with it. The
 agent now makes itself non-dumpable, removes the token's variable from its environment once
 read, and takes the token from a file only its owner may read (`data_plane_agent.hardening`,
@@ -134,6 +135,9 @@ def running_agent(linux: None, tmp_path: Path) -> Iterator[subprocess.Popen[byte
         FLEETFLOW_AGENT_TOKEN=SECRET,
         FLEETFLOW_AGENT_CONTROL_PLANE=f"127.0.0.1:{closed_port()}",
         FLEETFLOW_AGENT_WORK_DIR=str(tmp_path / "agent"),
+        # Without capabilities it cannot give its tasks users of their own (none run here):
+        # as root it must then be told to run them as itself.
+        FLEETFLOW_AGENT_TASK_UIDS="off",
     )
     with open(log, "wb") as out:
         agent = subprocess.Popen(

@@ -267,10 +267,12 @@ async def test_registers_leases_runs_and_reports(blobs: Blobs, tmp_path: Path) -
     assert all(r.wait_seconds == 1 for r in fake.lease_requests)
 
 
-async def test_stop_attempt_ids_kill_the_running_attempt(blobs: Blobs, tmp_path: Path) -> None:
+async def test_stop_attempt_ids_kill_the_running_attempt(
+    exchange_dir: Path, blobs: Blobs, tmp_path: Path
+) -> None:
     async with fake_control_plane(FakeAgentService()) as (fake, port):
         async with running_agent(agent_settings(tmp_path, port)):
-            inputs = {"path": str(tmp_path / "never"), "deadline_seconds": 120}
+            inputs = {"path": str(exchange_dir / "never"), "deadline_seconds": 120}
             fake.assign(blobs.assignment("att-stop", "wait_for_file", inputs))
             await fake.wait_until(
                 lambda: any("att-stop" in h.running_attempt_ids for h in fake.heartbeats),
@@ -283,8 +285,10 @@ async def test_stop_attempt_ids_kill_the_running_attempt(blobs: Blobs, tmp_path:
     assert fake.reports_for("att-stop")[-1].message == "stopped by the control plane"
 
 
-async def test_leases_no_more_than_max_parallel(blobs: Blobs, tmp_path: Path) -> None:
-    release = tmp_path / "release"
+async def test_leases_no_more_than_max_parallel(
+    exchange_dir: Path, blobs: Blobs, tmp_path: Path
+) -> None:
+    release = exchange_dir / "release"
     async with fake_control_plane(FakeAgentService()) as (fake, port):
         async with running_agent(agent_settings(tmp_path, port, max_parallel=1)):
             hold = {"path": str(release), "deadline_seconds": 120}
@@ -308,9 +312,9 @@ async def test_leases_no_more_than_max_parallel(blobs: Blobs, tmp_path: Path) ->
 
 
 async def test_reconnects_and_delivers_reports_made_while_away(
-    blobs: Blobs, tmp_path: Path
+    exchange_dir: Path, blobs: Blobs, tmp_path: Path
 ) -> None:
-    release = tmp_path / "release"
+    release = exchange_dir / "release"
     inputs = {"path": str(release), "deadline_seconds": 120}
     first = FakeControlPlaneServer(FakeAgentService())
     port = await first.start()
@@ -389,12 +393,12 @@ async def test_rejected_token_exits_with_a_clear_error(tmp_path: Path) -> None:
 
 
 async def test_sigterm_gives_up_running_attempts_as_lost_and_exits(
-    blobs: Blobs, tmp_path: Path
+    exchange_dir: Path, blobs: Blobs, tmp_path: Path
 ) -> None:
     """A shutting-down agent is not the task's failure: it reports LOST, so the control plane
     runs the attempt again elsewhere without using the task's retries."""
     log = tmp_path / "agent.log"
-    inputs = {"path": str(tmp_path / "never"), "deadline_seconds": 120}
+    inputs = {"path": str(exchange_dir / "never"), "deadline_seconds": 120}
     async with fake_control_plane(FakeAgentService()) as (fake, port):
         process = await start_agent_process(agent_process_env(tmp_path, port, TOKEN), log)
         try:
@@ -431,7 +435,7 @@ def file_mode(path: Path) -> int:
 
 
 async def test_the_report_secret_is_on_disk_only_in_its_lease_file(
-    blobs: Blobs, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    exchange_dir: Path, blobs: Blobs, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The lease's secret goes out with each report and is kept nowhere but in memory and in
     `<work_dir>/leases/<attempt id>.json` (mode 0600, in a 0700 directory) until the attempt's
@@ -439,7 +443,7 @@ async def test_the_report_secret_is_on_disk_only_in_its_lease_file(
     the buffered reports, or a log record. A report the control plane refuses
     (PERMISSION_DENIED) is not sent again."""
     caplog.set_level(logging.DEBUG)
-    release = tmp_path / "release"
+    release = exchange_dir / "release"
     work_dir = tmp_path / "agent"
     leases = work_dir / LEASES_DIR
     async with fake_control_plane(FakeAgentService()) as (fake, port):
@@ -512,7 +516,7 @@ def buffered_reports(work_dir: Path) -> list[agent_pb2.ReportStatusRequest]:
 
 
 async def test_a_restarted_agent_delivers_the_report_its_killed_predecessor_buffered(
-    blobs: Blobs, tmp_path: Path
+    exchange_dir: Path, blobs: Blobs, tmp_path: Path
 ) -> None:
     """Control plane down when the task finishes, agent SIGKILLed: the next agent process on
     the same work dir holds the attempt when it registers and delivers the terminal report.
@@ -521,7 +525,7 @@ async def test_a_restarted_agent_delivers_the_report_its_killed_predecessor_buff
     loads it: the report is replayed with the lease's secret, which the control plane (this
     one requires it too) accepts, and the lease file is deleted once it is delivered."""
     work_dir = tmp_path / "agent"
-    release = tmp_path / "release"
+    release = exchange_dir / "release"
     inputs = {"path": str(release), "deadline_seconds": 120}
     first = FakeControlPlaneServer(FakeAgentService())
     port = await first.start()

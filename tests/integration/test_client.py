@@ -86,8 +86,8 @@ def test_file_and_directory_inputs_are_uploaded(stack: Stack, tmp_path: Path) ->
         )
 
 
-def test_run_without_waiting_then_cancel(stack: Stack, tmp_path: Path) -> None:
-    marker = tmp_path / "pid.txt"
+def test_run_without_waiting_then_cancel(exchange_dir: Path, stack: Stack, tmp_path: Path) -> None:
+    marker = exchange_dir / "pid.txt"
     with stack.client() as client:
         execution = client.run(workflow("sleepy"), wait=False, seconds=300.0, marker=str(marker))
         assert execution["status"] in ("QUEUED", "RUNNING")
@@ -166,12 +166,12 @@ def test_cli_no_wait_prints_the_execution_id(stack: Stack) -> None:
     assert last_json(shown.stdout)["squares"] == [0, 1]
 
 
-def test_cli_register_then_cancel(stack: Stack, tmp_path: Path) -> None:
+def test_cli_register_then_cancel(exchange_dir: Path, stack: Stack, tmp_path: Path) -> None:
     registered = stack.cli("register", str(WORKFLOWS), "sleepy")
     assert registered.returncode == 0, registered.stderr
     assert re.search(r"registered sdk_features\.sleepy version \S+", registered.stdout)
 
-    marker = tmp_path / "pid.txt"
+    marker = exchange_dir / "pid.txt"
     run = stack.cli(
         "run", "--remote", "--no-wait", str(WORKFLOWS), "sleepy",
         "--seconds", "300", "--marker", str(marker),

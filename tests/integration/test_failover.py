@@ -38,8 +38,10 @@ def finish(stack: Stack, execution_id: str) -> dict[str, Any]:
         return client.wait_for_execution(execution_id, timeout=120)
 
 
-def test_agent_killed_mid_task_and_restarted(stack: Stack, tmp_path: Path) -> None:
-    marker = tmp_path / "runs.txt"
+def test_agent_killed_mid_task_and_restarted(
+    exchange_dir: Path, stack: Stack, tmp_path: Path
+) -> None:
+    marker = exchange_dir / "runs.txt"
     execution_id = launch(stack, "survives_agent_loss", marker=str(marker))
     wait_for(lambda: running_attempt(stack, execution_id), "the task to run", stack)
     wait_for(marker.exists, "the task process to start", stack)
@@ -56,9 +58,11 @@ def test_agent_killed_mid_task_and_restarted(stack: Stack, tmp_path: Path) -> No
     assert marker.read_text().count("\n") == 2  # ran twice: killed once, then to completion
 
 
-def test_silent_cluster_fails_over_to_another(stack: Stack, tmp_path: Path) -> None:
+def test_silent_cluster_fails_over_to_another(
+    exchange_dir: Path, stack: Stack, tmp_path: Path
+) -> None:
     stack.add_agent("backup")
-    marker = tmp_path / "runs.txt"
+    marker = exchange_dir / "runs.txt"
     execution_id = launch(stack, "survives_agent_loss", marker=str(marker))
     first = wait_for(lambda: running_attempt(stack, execution_id), "the task to run", stack)
     wait_for(marker.exists, "the task process to start", stack)
@@ -81,12 +85,11 @@ def test_silent_cluster_fails_over_to_another(stack: Stack, tmp_path: Path) -> N
 
 
 def test_three_clusters_share_a_fan_out_and_survive_losing_one(
-    stack: Stack, tmp_path: Path
+    exchange_dir: Path, stack: Stack, tmp_path: Path
 ) -> None:
     stack.add_agent("east")
     stack.add_agent("west")
-    markers = tmp_path / "markers"
-    markers.mkdir()
+    markers = exchange_dir
     try:
         execution_id = launch(stack, "spread", n=6, marker_dir=str(markers))
         victim = wait_for(lambda: running_attempt(stack, execution_id), "elements to run", stack)
@@ -112,8 +115,10 @@ def test_three_clusters_share_a_fan_out_and_survive_losing_one(
             stack.children["agent"] = start_agent(stack)
 
 
-def test_control_plane_restart_mid_execution_loses_nothing(stack: Stack, tmp_path: Path) -> None:
-    marker = tmp_path / "pid.txt"
+def test_control_plane_restart_mid_execution_loses_nothing(
+    exchange_dir: Path, stack: Stack, tmp_path: Path
+) -> None:
+    marker = exchange_dir / "pid.txt"
     execution_id = launch(stack, "sleepy", seconds=3.0, marker=str(marker))
     wait_for(lambda: running_attempt(stack, execution_id), "the task to run", stack)
     stack.restart_control_plane()  # SIGKILL and start again while the task runs
@@ -123,10 +128,12 @@ def test_control_plane_restart_mid_execution_loses_nothing(stack: Stack, tmp_pat
     assert [a["status"] for a in final["attempts"]] == ["SUCCEEDED"]
 
 
-def test_agent_shutdown_hands_its_attempt_back(stack: Stack, tmp_path: Path) -> None:
+def test_agent_shutdown_hands_its_attempt_back(
+    exchange_dir: Path, stack: Stack, tmp_path: Path
+) -> None:
     """SIGTERM (a rolling upgrade): the agent reports LOST and the attempt runs again, without
     using the task's retries (it has none)."""
-    marker = tmp_path / "runs.txt"
+    marker = exchange_dir / "runs.txt"
     execution_id = launch(stack, "survives_agent_loss", marker=str(marker))
     wait_for(marker.exists, "the task process to start", stack)
     processes.stop(stack.children.pop("agent"))

@@ -69,8 +69,10 @@ def test_every_cluster_is_online_with_its_labels(fleet: Stack) -> None:
     assert all(c["capacity"] and c["last_heartbeat_at"] for c in clusters)
 
 
-def test_labels_steer_each_task_to_its_cluster(fleet: Stack, tmp_path: Path) -> None:
-    execution_id = launch(fleet, "zones", marker_dir=str(tmp_path))
+def test_labels_steer_each_task_to_its_cluster(
+    exchange_dir: Path, fleet: Stack, tmp_path: Path
+) -> None:
+    execution_id = launch(fleet, "zones", marker_dir=str(exchange_dir))
     with fleet.client() as client:
         final = client.wait_for_execution(execution_id, timeout=120)
     assert final["status"] == "SUCCEEDED", fleet.logs()
@@ -80,16 +82,16 @@ def test_labels_steer_each_task_to_its_cluster(fleet: Stack, tmp_path: Path) -> 
 
 
 def test_cancel_stops_attempts_on_every_cluster_within_seconds(
-    fleet: Stack, tmp_path: Path
+    exchange_dir: Path, fleet: Stack, tmp_path: Path
 ) -> None:
-    execution_id = launch(fleet, "lingering_fan_out", n=6, marker_dir=str(tmp_path))
+    execution_id = launch(fleet, "lingering_fan_out", n=6, marker_dir=str(exchange_dir))
 
     def spread_over_three() -> bool:
         running = [a for a in attempts_of(fleet, execution_id) if a["status"] == "RUNNING"]
-        return len({a["cluster"] for a in running}) == 3 and len(list(tmp_path.iterdir())) >= 3
+        return len({a["cluster"] for a in running}) == 3 and len(list(exchange_dir.iterdir())) >= 3
 
     wait_for(spread_over_three, "elements running on all three clusters", fleet, timeout=90)
-    pids = [int(p.name.rsplit("-", 1)[1]) for p in tmp_path.iterdir()]
+    pids = [int(p.name.rsplit("-", 1)[1]) for p in exchange_dir.iterdir()]
     with fleet.client() as client:
         client.cancel(execution_id)
     wait_for(
@@ -103,12 +105,12 @@ def test_cancel_stops_attempts_on_every_cluster_within_seconds(
 
 
 def test_a_partitioned_agent_kills_its_superseded_attempt_when_it_returns(
-    fleet: Stack, tmp_path: Path
+    exchange_dir: Path, fleet: Stack, tmp_path: Path
 ) -> None:
     """SIGSTOP an agent (its task keeps running, it stops heartbeating): its attempt is LOST and
     runs on another cluster. On SIGCONT the agent learns it was superseded and kills it; the
     execution's result is the other cluster's, recorded once."""
-    marker = tmp_path / "runs.txt"
+    marker = exchange_dir / "runs.txt"
     execution_id = fleet.launch(PLATFORM_FEATURES, "survives_agent_loss", marker=str(marker))
     first = wait_for(
         lambda: next(

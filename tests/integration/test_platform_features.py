@@ -33,8 +33,10 @@ def test_map_task_fans_out_one_attempt_per_element(stack: Stack) -> None:
     assert elements == [0, 1, 2, 3, 4]
 
 
-def test_cached_task_is_not_dispatched_twice(stack: Stack, tmp_path: Path) -> None:
-    marker = tmp_path / "runs.txt"
+def test_cached_task_is_not_dispatched_twice(
+    exchange_dir: Path, stack: Stack, tmp_path: Path
+) -> None:
+    marker = exchange_dir / "runs.txt"
     client, first_id = launch(stack, "cached_pipeline", seed=3, marker=str(marker))
     first = client.wait_for_execution(first_id, timeout=120)
     assert first["status"] == "SUCCEEDED", stack.logs()
@@ -50,10 +52,12 @@ def test_cached_task_is_not_dispatched_twice(stack: Stack, tmp_path: Path) -> No
     assert marker.read_text().count("ran") == 2
 
 
-def test_the_task_cache_is_never_shared_between_tenants(stack: Stack, tmp_path: Path) -> None:
+def test_the_task_cache_is_never_shared_between_tenants(
+    exchange_dir: Path, stack: Stack, tmp_path: Path
+) -> None:
     """Same task, same inputs, another tenant: it runs again. A shared entry would hand one
     tenant's outputs to another, or let one plant outputs for another's next run."""
-    marker = tmp_path / "runs.txt"
+    marker = exchange_dir / "runs.txt"
     with stack.client() as admin:
         admin.create_tenant("cache-other")
         admin.grant_cluster("cache-other", "*")
@@ -74,8 +78,10 @@ def test_the_task_cache_is_never_shared_between_tenants(stack: Stack, tmp_path: 
     assert attempt["cache_hit"] is True and marker.read_text().count("ran") == 2
 
 
-def test_cancel_stops_the_running_attempt_within_seconds(stack: Stack, tmp_path: Path) -> None:
-    marker = tmp_path / "pid.txt"
+def test_cancel_stops_the_running_attempt_within_seconds(
+    exchange_dir: Path, stack: Stack, tmp_path: Path
+) -> None:
+    marker = exchange_dir / "pid.txt"
     client, execution_id = launch(stack, "sleepy", seconds=300.0, marker=str(marker))
     deadline = time.monotonic() + 60
     while not marker.exists() or not marker.read_text():

@@ -70,6 +70,7 @@ def stack_on_real_temporal(
 
 
 def test_execution_survives_temporal_server_restarts(
+    exchange_dir: Path,
     stack_on_real_temporal: Stack,
     temporal_dev_server: Any,
     restart_case: tuple[signal.Signals, int],
@@ -77,8 +78,7 @@ def test_execution_survives_temporal_server_restarts(
 ) -> None:
     stack, server = stack_on_real_temporal, temporal_dev_server
     sig, _ = restart_case
-    markers = tmp_path / "markers"
-    markers.mkdir()
+    markers = exchange_dir
     chain, _ = load_workflow(WORKFLOW, "chain")
 
     def started(step: int) -> list[Path]:

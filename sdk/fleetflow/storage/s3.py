@@ -20,11 +20,13 @@ import hashlib
 import io
 import os
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlparse
 
 from minio import Minio
+from minio.datatypes import PostPolicy
 from minio.error import S3Error
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -221,6 +223,28 @@ class S3BlobStore:
         if any(part in ("", ".", "..") for part in parts):
             raise BlobAccessError(f"{uri} is not a normalised object name below {self.root_uri}")
         return self._name(relative)
+
+    # ----------------------------------------------------------------- presigning
+
+    def presigned_get(self, uri: str, expires: timedelta) -> str:
+        """A URL that reads the object `uri` with no credentials until `expires` from now."""
+        return self.client.presigned_get_object(
+            self.bucket, self._object_name(uri), expires=expires
+        )
+
+    def presigned_post(self, prefix_uri: str, expires: timedelta) -> dict[str, Any]:
+        """A form that uploads objects below `prefix_uri` only (an S3 POST policy), with no
+        credentials, until `expires` from now: `{"url", "fields", "prefix"}`; an upload posts
+        `fields`, its `key` (starting with `prefix`), its sha256 as
+        `x-amz-meta-fleetflow-sha256` and the file."""
+        prefix = self._object_name(prefix_uri, allow_root=True).rstrip("/") + "/"
+        policy = PostPolicy(self.bucket, datetime.now(UTC) + expires)
+        policy.add_starts_with_condition("key", prefix)
+        policy.add_starts_with_condition(_CHECKSUM_HEADER, "")
+        fields = self.client.presigned_post_policy(policy)
+        endpoint, secure = self.settings.connection()
+        url = f"{'https' if secure else 'http'}://{endpoint}/{quote(self.bucket)}"
+        return {"url": url, "fields": fields, "prefix": prefix}
 
     # ----------------------------------------------------------------- writing
 

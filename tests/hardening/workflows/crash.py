@@ -6,6 +6,7 @@ so the test counts how often each task really ran, whatever the platform recorde
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -15,8 +16,11 @@ from fleetflow import task, workflow
 
 @task
 def step(previous: str, tag: str, index: int, seconds: float, marker_dir: str) -> str:
-    with Path(marker_dir, f"{tag}.{index}.runs").open("a") as runs:
-        runs.write(f"{os.getpid()}\n")
+    runs = Path(marker_dir, f"{tag}.{index}.runs")
+    with runs.open("a") as f:
+        f.write(f"{os.getpid()}\n")
+    with contextlib.suppress(PermissionError):  # a retry runs as a user of its own
+        runs.chmod(0o666)
     time.sleep(seconds)
     return f"{previous}>{index}"
 

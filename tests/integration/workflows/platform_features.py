@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from pathlib import Path
 
 from fleetflow import map_task, task, workflow
+
+
+def _append(marker: str, line: str) -> None:
+    """Append to a marker file that later attempts, each run as a user of its own, append to
+    too: its first writer opens it to them."""
+    with open(marker, "a") as f:
+        f.write(line)
+    with contextlib.suppress(PermissionError):
+        os.chmod(marker, 0o666)
 
 
 @task
@@ -33,8 +43,7 @@ def squares(n: int = 5, offset: int = 0) -> int:
 @task(cache=True, cache_version="1")
 def expensive(seed: int, marker: str) -> float:
     """Appends to `marker` each time it really runs, so a test can count dispatches."""
-    with open(marker, "a") as f:
-        f.write("ran\n")
+    _append(marker, "ran\n")
     return seed / 7
 
 
@@ -61,8 +70,7 @@ def first_try_hangs(marker: str) -> int:
     Returns how many attempts got this far."""
     path = Path(marker)
     runs = path.read_text().splitlines() if path.exists() else []
-    with path.open("a") as f:
-        f.write(f"{os.getpid()}\n")
+    _append(marker, f"{os.getpid()}\n")
     if not runs:
         time.sleep(300)
     return len(runs) + 1

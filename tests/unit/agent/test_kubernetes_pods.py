@@ -99,6 +99,36 @@ def test_task_pods_get_no_credentials_and_no_service_addresses(
     assert not any("serviceaccount" in m["mountPath"] for m in container["volumeMounts"])
 
 
+def test_a_pod_with_presigned_urls_gets_no_blob_store_credentials() -> None:
+    # The agent signed URLs for exactly this attempt's blobs: the store's keys stay with it,
+    # even when the operator's task_env still carries them.
+    settings = KubernetesSettings(
+        task_env={
+            "FLEETFLOW_S3_ENDPOINT": "s3.internal:9000",
+            "FLEETFLOW_S3_ACCESS_KEY": "key",
+            "FLEETFLOW_S3_SECRET_KEY": "secret",
+            "AWS_SECRET_ACCESS_KEY": "secret",
+            "HF_HOME": "/cache",
+        }
+    )
+    (container,) = pods.pod_manifest(assignment(), settings, presigned='{"bundle": "u"}')["spec"][
+        "containers"
+    ]
+
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["FLEETFLOW_PRESIGNED"] == '{"bundle": "u"}'
+    assert not {
+        "FLEETFLOW_S3_ACCESS_KEY",
+        "FLEETFLOW_S3_SECRET_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+    } & set(env)
+    assert env["HF_HOME"] == "/cache" and env["FLEETFLOW_S3_ENDPOINT"] == "s3.internal:9000"
+    assert container["command"][-3:] == ["--presigned", "--staged", pods.STAGED_DIR]
+
+    plain = pods.pod_manifest(assignment(), settings)["spec"]["containers"][0]
+    assert "--presigned" not in plain["command"]  # credentials mode (or a file:// store)
+
+
 def test_cpu_pod_has_no_gpu_scheduling_and_task_image_wins() -> None:
     settings = KubernetesSettings(namespaces={"vision": "team-vision"})
     pod = pods.pod_manifest(

@@ -120,9 +120,9 @@ async def test_exit_without_result_reports_exit_code_and_log_tail(
 
 
 async def test_timeout_kills_the_attempt(
-    executor: LocalProcessExecutor, blobs: Blobs, tmp_path: Path
+    executor: LocalProcessExecutor, blobs: Blobs, exchange_dir: Path
 ) -> None:
-    never = str(tmp_path / "never-created")
+    never = str(exchange_dir / "never-created")
     assignment = blobs.assignment(
         "att-slow", "wait_for_file", {"path": never, "deadline_seconds": 120}, timeout_seconds=1
     )
@@ -135,9 +135,9 @@ async def test_timeout_kills_the_attempt(
 
 
 async def test_kill_stops_the_whole_process_group(
-    executor: LocalProcessExecutor, blobs: Blobs, tmp_path: Path
+    executor: LocalProcessExecutor, blobs: Blobs, exchange_dir: Path
 ) -> None:
-    pid_file = tmp_path / "grandchild.pid"
+    pid_file = exchange_dir / "grandchild.pid"
     assignment = blobs.assignment("att-kill", "spawn_and_wait", {"pid_file": str(pid_file)})
     await executor.launch(assignment)
     assert (await next_event(executor)).state is AttemptState.RUNNING
@@ -156,9 +156,9 @@ async def test_kill_stops_the_whole_process_group(
 
 
 async def test_shutdown_cancels_every_running_attempt(
-    executor: LocalProcessExecutor, blobs: Blobs, tmp_path: Path
+    executor: LocalProcessExecutor, blobs: Blobs, exchange_dir: Path
 ) -> None:
-    inputs = {"path": str(tmp_path / "never"), "deadline_seconds": 120}
+    inputs = {"path": str(exchange_dir / "never"), "deadline_seconds": 120}
     for i in range(2):
         await executor.launch(blobs.assignment(f"att-{i}", "wait_for_file", inputs))
     assert {(await next_event(executor)).state for _ in range(2)} == {AttemptState.RUNNING}
@@ -173,14 +173,20 @@ async def test_shutdown_cancels_every_running_attempt(
 
 
 async def test_agent_settings_are_not_passed_to_task_code(blobs: Blobs, tmp_path: Path) -> None:
-    env = {**os.environ, "FLEETFLOW_AGENT_TOKEN": "cluster-secret"}
+    env = {
+        **os.environ,
+        "FLEETFLOW_AGENT_TOKEN": "cluster-secret",
+        "FLEETFLOW_S3_SECRET_KEY": "bucket-secret",
+        "AWS_SECRET_ACCESS_KEY": "bucket-secret",
+    }
     executor = LocalProcessExecutor(tmp_path / "agent", env=env)
-    assignment = blobs.assignment("att-env", "env_var", {"name": "FLEETFLOW_AGENT_TOKEN"})
-    await executor.launch(assignment)
+    for name in ("FLEETFLOW_AGENT_TOKEN", "FLEETFLOW_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"):
+        assignment = blobs.assignment(f"att-env-{name}", "env_var", {"name": name})
+        await executor.launch(assignment)
 
-    assert (await next_event(executor)).state is AttemptState.RUNNING
-    assert (await next_event(executor)).state is AttemptState.SUCCEEDED
-    assert blobs.outputs(assignment) == {"o0": "<unset>"}
+        assert (await next_event(executor)).state is AttemptState.RUNNING
+        assert (await next_event(executor)).state is AttemptState.SUCCEEDED
+        assert blobs.outputs(assignment) == {"o0": "<unset>"}
 
 
 @pytest.mark.parametrize("attempt_id", ["../escape", "", "a/b"])
@@ -196,7 +202,7 @@ async def test_unusable_attempt_id_fails_without_starting(
     assert executor.running() == []
 
 
-async def test_missing_bundle_fails_with_the_runtime_message(
+async def test_missing_bundle_fails_before_the_task_starts(
     executor: LocalProcessExecutor, blobs: Blobs
 ) -> None:
     assignment = blobs.assignment("att-nobundle", "add", {"a": 1, "b": 2})
@@ -205,7 +211,7 @@ async def test_missing_bundle_fails_with_the_runtime_message(
     )
     await executor.launch(assignment)
 
-    assert (await next_event(executor)).state is AttemptState.RUNNING
-    done = await next_event(executor)
+    done = await next_event(executor)  # the agent stages the bundle: no process is started
     assert done.state is AttemptState.FAILED
-    assert done.message.startswith("BlobNotFoundError: blob not found")
+    assert done.message.startswith("could not stage the task's inputs: blob not found")
+    assert executor.running() == []

@@ -1,0 +1,86 @@
+"""The staged layout: how an agent hands a task everything it may read, and takes back what it
+wrote, so that the task process needs no access to the blob store at all.
+
+An agent that stages (the local-process executor) fills a directory before the task starts:
+
+- `bundle.tar.gz`: the code bundle (the runtime still checks it against its digest);
+- `inputs.json`: the attempt's inputs document;
+- `downloads/`: every File and Directory input the control plane listed for the attempt, where
+  the runtime's blob context looks for them (`fleetflow.files.download_target`);
+- `outputs/`: empty; the runtime writes the outputs document here under its own name, and every
+  File or Directory the task returns below `files/` and `dirs/`, exactly the keys it would
+  have written below the attempt's prefix in the store.
+
+After the task ends the agent uploads what `outputs/` holds (those names only) below the
+attempt's prefix. The values the task returns name their blobs by the URIs they get there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fleetflow.errors import FleetflowError
+from fleetflow.storage import BlobStore, LocalBlobStore, relative_key
+
+BUNDLE_FILE = "bundle.tar.gz"
+INPUTS_FILE = "inputs.json"
+DOWNLOADS_DIR = "downloads"
+OUTPUTS_DIR = "outputs"
+#: The prefixes below the attempt's outputs location a task may write (besides the outputs
+#: document itself): content-addressed files and directories.
+UPLOAD_PREFIXES = ("files/", "dirs/")
+
+
+class NotStagedError(FleetflowError):
+    """A task asked for a blob its agent did not stage for it."""
+
+
+def refuse_download(uri: str) -> BlobStore:
+    """The blob source of a staged task: nothing may be downloaded, everything was staged."""
+    raise NotStagedError(
+        f"{uri} was not staged for this task: a task reads only the inputs its control plane "
+        "listed for it"
+    )
+
+
+class StagedOutputs:
+    """A blob store whose objects are written into the staged `outputs/` directory, named by
+    the URIs they will have once the agent uploads them below `root_uri`."""
+
+    def __init__(self, directory: Path, root_uri: str) -> None:
+        self._local = LocalBlobStore(directory)
+        self.root_uri = root_uri.rstrip("/")
+
+    def _key(self, uri: str) -> str:
+        return relative_key(uri, self.root_uri)
+
+    def uri(self, key: str) -> str:
+        self._local.uri(key)  # the same checks on the key
+        return f"{self.root_uri}/{key}"
+
+    def put(self, key: str, data: bytes) -> str:
+        self._local.put(key, data)
+        return self.uri(key)
+
+    def upload(self, key: str, source: Path) -> str:
+        self._local.upload(key, source)
+        return self.uri(key)
+
+    def get(self, uri: str) -> bytes:
+        return self._local.get(self._local.uri(self._key(uri)))
+
+    def download(self, uri: str, dest: Path) -> None:
+        self._local.download(self._local.uri(self._key(uri)), dest)
+
+    def exists(self, uri: str) -> bool:
+        return self._local.exists(self._local.uri(self._key(uri)))
+
+    def list(self, prefix_uri: str) -> list[str]:
+        prefix = self._key(prefix_uri)
+        return [
+            f"{self.root_uri}/{prefix}/{relative_key(uri, self._local.uri(prefix))}"
+            for uri in self._local.list(self._local.uri(prefix))
+        ]
+
+    def scoped(self, prefix: str) -> StagedOutputs:
+        return StagedOutputs(self._local.scoped(prefix).root, self.uri(prefix))

@@ -1,0 +1,91 @@
+"""Task users and sandboxes of the local-process executor (data_plane_agent/sandbox.py)."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+from pathlib import Path
+
+import pytest
+
+from data_plane_agent.executors.base import ExecutorStartError
+from data_plane_agent.sandbox import (
+    TaskUsers,
+    UidRange,
+    read_regular_file,
+    resolve_isolation,
+    traversable_by_others,
+)
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("abc", "expected FIRST-LAST"), ("0-10", "0 < FIRST"), ("20-10", "FIRST <= LAST")],
+)
+def test_a_bad_uid_range_is_refused_with_the_expected_form(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        UidRange.parse(text)
+
+
+def test_uids_are_never_shared_by_running_attempts_nor_an_accounts() -> None:
+    accounts = {entry.pw_uid for entry in pwd.getpwall()} | {g.gr_gid for g in grp.getgrall()}
+    named = next(uid for uid in sorted(accounts) if uid > 0 and not {uid + 1, uid + 2} & accounts)
+    users = TaskUsers(UidRange(named, named + 2))
+
+    first, second = users.acquire(), users.acquire()
+
+    assert named not in (first, second), "a uid naming an account was handed out"
+    assert first != second
+    with pytest.raises(ExecutorStartError, match="no free task uid"):
+        users.acquire()
+    users.release(first)
+    assert users.acquire() == first
+
+
+def test_two_agents_of_one_machine_never_hand_out_the_same_uid(tmp_path: Path) -> None:
+    # Both draw from the default range: a uid is locked machine-wide while an attempt holds
+    # it, or one agent would kill the other's task when its own attempt of that uid ends.
+    east, west = (
+        TaskUsers(UidRange(60000, 60001), tmp_path),
+        TaskUsers(UidRange(60000, 60001), tmp_path),
+    )
+
+    first = east.acquire()
+    second = west.acquire()
+
+    assert first != second
+    with pytest.raises(ExecutorStartError, match="no free task uid"):
+        west.acquire()
+    east.release(first)
+    assert west.acquire() == first
+
+
+@as_root
+def test_an_agent_running_as_root_refuses_to_run_tasks_as_itself(tmp_path: Path) -> None:
+    with pytest.raises(ExecutorStartError, match="must run tasks as other"):
+        resolve_isolation(tmp_path / "agent", task_uids="off")
+
+
+@as_root
+def test_sandboxes_leave_an_owner_only_work_dir_for_a_reachable_place(tmp_path: Path) -> None:
+    work_dir = tmp_path / "agent"  # below pytest's owner-only directory
+    isolation = resolve_isolation(work_dir)
+
+    assert isolation.users is not None
+    assert not isolation.sandbox_root.is_relative_to(tmp_path)
+    assert traversable_by_others(isolation.sandbox_root)
+    assert isolation.sandbox_root.stat().st_mode & 0o777 == 0o711  # passable, not listable
+
+
+def test_a_link_or_someone_elses_file_is_not_read(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("only the agent's")
+    link = tmp_path / "result.json"
+    link.symlink_to(secret)
+
+    assert read_regular_file(link, None, 100) is None
+    assert read_regular_file(secret, os.geteuid() + 1, 100) is None
+    assert read_regular_file(secret, os.geteuid(), 100) == b"only the agent's"
