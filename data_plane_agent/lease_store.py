@@ -24,19 +24,18 @@ import json
 import logging
 import os
 import re
-import secrets
 from pathlib import Path
 
 from pydantic import SecretStr
+
+from fleetflow.storage.local import TEMPORARY_SUFFIX, write_atomically
 
 logger = logging.getLogger(__name__)
 
 LEASES_DIR = "leases"
 """Under the work directory: the report secrets of the leases the agent still answers for."""
 LEASE_SUFFIX = ".json"
-TEMPORARY_SUFFIX = ".tmp"
 DIRECTORY_MODE = 0o700
-FILE_MODE = 0o600
 _ATTEMPT_ID = re.compile(r"at-[0-9a-f]{1,64}")
 
 
@@ -120,26 +119,8 @@ class LeaseStore:
                 "report_secret": secret.get_secret_value(),
             }
         ).encode()
-        temporary = self._directory / f".{attempt_id}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-        fd = os.open(temporary, flags, FILE_MODE)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        try:  # the rename is durable once the directory is; the file is in place regardless
-            directory = os.open(self._directory, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
-        except OSError as exc:
-            logger.debug("could not fsync %s: %s", self._directory, exc)
+        # Owner-only from creation, never through a link, durable before the lease is used.
+        write_atomically(path, lambda f: f.write(data), durable=True)
 
     def delete(self, attempt_id: str) -> None:
         """Remove a lease's file, if it has one (an unlink that fails is logged)."""

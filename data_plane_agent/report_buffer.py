@@ -36,11 +36,11 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from fleetflow.agent.v1 import agent_pb2
+from fleetflow.storage.local import TEMPORARY_SUFFIX, write_atomically
 
 logger = logging.getLogger(__name__)
 
 REPORT_SUFFIX = ".report"
-TEMPORARY_SUFFIX = ".tmp"
 CORRUPT_SUFFIX = ".corrupt"
 _MAGIC = b"FFR1"
 _HEADER = struct.Struct(">4sI")  # magic, CRC-32 of the payload
@@ -111,7 +111,7 @@ class ReportBuffer:
 
     def _load(self) -> None:
         self._directory.mkdir(parents=True, exist_ok=True)
-        for leftover in self._directory.glob(f"*{REPORT_SUFFIX}{TEMPORARY_SUFFIX}"):
+        for leftover in self._directory.glob(f"*{TEMPORARY_SUFFIX}"):
             logger.info("removing %s, a report write cut short by a crash", leftover)
             leftover.unlink(missing_ok=True)
         indexed: list[tuple[int, Path]] = []
@@ -154,7 +154,7 @@ class ReportBuffer:
             self._next_index += 1
             stored: Path | None = path
             try:
-                await asyncio.to_thread(_write_atomically, path, _encode(request))
+                await asyncio.to_thread(_write_durably, path, _encode(request))
             except OSError as exc:
                 # Still delivered if this process lives on; only a restart would lose it.
                 logger.error(
@@ -257,27 +257,8 @@ def _frame(payload: bytes) -> bytes:
     return _HEADER.pack(_MAGIC, zlib.crc32(payload)) + payload
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
-    try:
-        with open(temporary, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    # The rename itself is durable only once the directory is. The report is in place
-    # already, so a file system that cannot sync directories is no reason to call it lost.
-    try:
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except OSError as exc:
-        logger.debug("could not fsync %s: %s", path.parent, exc)
+def _write_durably(path: Path, data: bytes) -> None:
+    write_atomically(path, lambda f: f.write(data), durable=True)
 
 
 def _unlink(report: PendingReport) -> None:

@@ -3,6 +3,7 @@ processes all mount (the embedded default, and single-machine deployments)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -12,6 +13,8 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 from fleetflow.storage._base import BlobAccessError, BlobNotFoundError, safe_key
+
+logger = logging.getLogger(__name__)
 
 
 class LocalBlobStore:
@@ -78,17 +81,42 @@ class LocalBlobStore:
         return LocalBlobStore(root)
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write-then-rename: readers never see a half-written object."""
+TEMPORARY_PREFIX = ".tmp-"
+TEMPORARY_SUFFIX = ".tmp"
+"""Names of files `write_atomically` has not finished: `.tmp-<random>.tmp`."""
+
+
+def write_atomically(
+    path: Path, write: Callable[[BinaryIO], object], *, durable: bool = False
+) -> None:
+    """Write-then-rename: readers never see a half-written file.
+
+    The temporary file is created owner-only (0600), exclusively and never through a link, in
+    `path`'s directory. `durable`: the file and its name are on disk when this returns (fsync
+    of the file, then of the directory; a file system that cannot sync directories is logged,
+    not an error: the file is in place already).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMPORARY_PREFIX, suffix=TEMPORARY_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if durable:
+        try:
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except OSError as exc:
+            logger.debug("could not fsync %s: %s", path.parent, exc)
 
 
 def _list_below(directory: Path) -> list[str]:
@@ -98,7 +126,7 @@ def _list_below(directory: Path) -> list[str]:
         Path(parent, name)
         for parent, _, names in os.walk(directory)
         for name in names
-        if not name.startswith(".tmp-")  # an upload in progress
+        if not name.startswith(TEMPORARY_PREFIX)  # an upload in progress
     ]
     return sorted(path.as_uri() for path in found)
 

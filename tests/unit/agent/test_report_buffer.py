@@ -97,7 +97,8 @@ async def test_a_report_is_never_visible_half_written(
     await buffer.put(_report("a", 1))
 
     # While the bytes go to disk only the temporary file exists; then the report, whole.
-    assert seen_while_syncing[0] == ["00000000000000000000.report.tmp"]
+    [temporary] = seen_while_syncing[0]
+    assert temporary.startswith(".tmp-") and temporary.endswith(".tmp")
     assert _files(directory) == ["00000000000000000000.report"]
     assert read_report(directory / "00000000000000000000.report") == _report("a", 1)
 
