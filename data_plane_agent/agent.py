@@ -22,7 +22,8 @@ lease files, and the reports it replays, or makes for the pods it adopts, carry 
 When the control plane is unreachable the session ends and the agent reconnects with
 exponential backoff and jitter; running attempts carry on. A rejected token is fatal
 (`AgentAuthenticationError`). On shutdown the agent stops leasing, kills its running attempts
-and reports them CANCELLED as far as it can within a deadline.
+and reports them LOST (so the control plane runs them again elsewhere) as far as it can within a
+deadline.
 """
 
 from __future__ import annotations

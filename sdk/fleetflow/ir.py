@@ -27,6 +27,7 @@ MAX_GPUS = 64
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600  # 30 days
 MAX_RETRIES = 100
 MAX_MAP_CONCURRENCY = 10_000
+MAX_GPU_TYPE_LENGTH = 64  # what an attempt records of it (task_attempts.gpu_type)
 
 
 class _Frozen(BaseModel):
@@ -139,6 +140,8 @@ class Resources(_Frozen):
             raise ValueError("gpu_type must name at least one GPU type")
         if any(not t.strip() for t in types):
             raise ValueError("GPU types must be non-empty strings")
+        if any(len(t) > MAX_GPU_TYPE_LENGTH for t in types):
+            raise ValueError(f"GPU type names are at most {MAX_GPU_TYPE_LENGTH} characters")
         if len(set(types)) != len(types):
             raise ValueError(f"gpu_type lists a GPU type twice: {types}")
         return value

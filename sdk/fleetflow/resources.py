@@ -122,6 +122,10 @@ def parse_gpu_types(value: str | Sequence[str] | None) -> tuple[str, ...]:
     for gpu_type in types:
         if not isinstance(gpu_type, str) or not gpu_type.strip():
             raise InvalidOptionError(f"{shape}, got {value!r}")
+        if len(gpu_type) > ir.MAX_GPU_TYPE_LENGTH:
+            raise InvalidOptionError(
+                f"gpu_type {gpu_type[:20]!r}… is longer than {ir.MAX_GPU_TYPE_LENGTH} characters"
+            )
     duplicates = sorted({t for t in types if types.count(t) > 1})
     if duplicates:
         raise InvalidOptionError(

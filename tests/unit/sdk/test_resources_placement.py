@@ -54,6 +54,7 @@ def test_good_labels(labels: dict[str, str]) -> None:
         ({"gpu": 1, "gpu_type": {"H100"}}, "gpu_type must be a non-empty string or a list"),
         ({"gpu": 1, "gpu_type": ["H100", "A100", "H100"]}, "lists H100 more than once"),
         ({"gpu_type": ["H100", "A100"]}, "needs gpu >= 1"),
+        ({"gpu": 1, "gpu_type": "H" * 65}, "is longer than 64 characters"),
         ({"labels": ["zone=eu"]}, "labels must be a dict of cluster labels"),
         ({"labels": {"zone eu": "x"}}, "'zone eu' is not a label key"),
         ({"labels": {"": "x"}}, "'' is not a label key"),
@@ -72,6 +73,8 @@ def test_old_specs_stay_valid_and_the_ir_refuses_nonsense() -> None:
     assert (old.gpu_types, old.labels) == (["a100"], {})
     with pytest.raises(ValueError, match="at least one GPU type"):
         ir.Resources(gpu=1, gpu_type=[])
+    with pytest.raises(ValueError, match="at most 64 characters"):  # an attempt records it
+        ir.Resources(gpu=1, gpu_type=["A100", "x" * 65])
     with pytest.raises(ValueError, match="lists a GPU type twice"):
         ir.Resources(gpu=1, gpu_type=["H100", "H100"])
     with pytest.raises(ValueError, match="non-empty strings"):
