@@ -436,6 +436,8 @@ class LocalProcessExecutor:
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
         await asyncio.gather(*self._sweeps, return_exceptions=True)
+        with contextlib.suppress(OSError):  # nothing left in it: do not leave it behind
+            self._isolation.sandbox_root.rmdir()
 
 
 def sweep_finished_attempt_dirs(
