@@ -84,7 +84,8 @@ class TaskUsers:
         self._lock = threading.Lock()
 
     def acquire(self) -> int:
-        """A uid no running attempt of this machine holds and no account names.
+        """A uid no running attempt of this machine holds and no account names, with no
+        process left running as it.
 
         Raises:
             ExecutorStartError: every uid of the range is taken or named.
@@ -99,6 +100,9 @@ class TaskUsers:
                 fd = self._try_lock(uid)
                 if fd is not None:
                     self._held[uid] = fd
+                    # A process left by an agent that died holding the uid must not share it
+                    # with the next task.
+                    kill_processes_of(uid)
                     return uid
         raise ExecutorStartError(
             f"no free task uid in {self._uids.first}-{self._uids.last}: widen "

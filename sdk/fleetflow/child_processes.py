@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import sys
 import time
@@ -64,13 +65,16 @@ def as_user_argv(uid: int, argv: list[str]) -> list[str]:
 
 
 def _as_user(uid: int, argv: list[str]) -> None:
+    # Found while we can still read our own installation: once switched, this interpreter may
+    # not import the modules a PATH search needs (a Python below a mode-700 home).
+    program = shutil.which(argv[0]) or argv[0]
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
     if os.getuid() != uid or os.geteuid() != uid:  # never run the task with the caller's rights
         os._exit(126)
     os.umask(0o077)
-    os.execvp(argv[0], argv)
+    os.execv(program, argv)
 
 
 def guard_argv(pid: int, sig: signal.Signals = signal.SIGTERM) -> list[str]:

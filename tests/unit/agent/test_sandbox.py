@@ -5,6 +5,9 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from data_plane_agent.sandbox import (
     resolve_isolation,
     traversable_by_others,
 )
+from fleetflow.child_processes import as_user_argv
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 
@@ -61,6 +65,32 @@ def test_two_agents_of_one_machine_never_hand_out_the_same_uid(tmp_path: Path) -
         west.acquire()
     east.release(first)
     assert west.acquire() == first
+
+
+@as_root
+def test_a_uid_is_handed_out_only_once_nothing_runs_as_it(tmp_path: Path) -> None:
+    # A task of an agent that died (and so never killed it) still runs as the uid: the next
+    # attempt given that uid must not share it with that task.
+    leftover = subprocess.Popen(as_user_argv(60010, ["sleep", "600"]))
+    try:
+        deadline = time.monotonic() + 30
+        while 60010 not in _uids(leftover.pid):
+            assert time.monotonic() < deadline, "the leftover never switched to its uid"
+            time.sleep(0.02)
+
+        assert TaskUsers(UidRange(60010, 60010), tmp_path).acquire() == 60010
+
+        assert leftover.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        leftover.kill()
+        leftover.wait()
+
+
+def _uids(pid: int) -> set[int]:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return {int(part) for part in line.split()[1:]}
+    return set()
 
 
 @as_root
