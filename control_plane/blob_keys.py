@@ -23,10 +23,6 @@ def bundle_key(tenant: str, digest: str) -> str:
 
 
 def execution_prefix(tenant: str, execution_id: str) -> str:
-    """Below it: the execution's inputs and outputs documents and every attempt's prefix."""
+    """Below it: the execution's inputs and outputs documents, and per node its collected
+    outputs (map nodes) and its attempts' prefixes (`<node>/<attempt>`)."""
     return f"{tenant_prefix(tenant)}/executions/{execution_id}"
-
-
-def node_prefix(tenant: str, execution_id: str, node_id: str) -> str:
-    """Below it: a node's collected outputs (map nodes) and its attempts' prefixes."""
-    return f"{execution_prefix(tenant, execution_id)}/{node_id}"

@@ -11,7 +11,6 @@ caller keeps the task's own access (`presignable`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import timedelta
 from urllib.parse import urlparse
 
@@ -47,8 +46,11 @@ def presigned_manifest(assignment: TaskAssignment, expires: timedelta) -> str:
         PresignError: a URI is not in S3, a directory has too many objects, or the store
             refused (no credentials, no such bucket).
     """
+
+    def get(uri: str) -> str:
+        return _presigned_get(uri, expires)
+
     try:
-        get = _signer(expires)
         files, directories = [], []
         count = 2
         for blob in assignment.input_blobs:
@@ -88,13 +90,9 @@ def presigned_manifest(assignment: TaskAssignment, expires: timedelta) -> str:
     return json.dumps(manifest, separators=(",", ":"))
 
 
-def _signer(expires: timedelta) -> Callable[[str], str]:
-    def get(uri: str) -> str:
-        store = store_for_uri(uri)
-        presign = getattr(store, "presigned_get", None)
-        if presign is None:
-            raise PresignError(f"{uri} is not in S3: it cannot be presigned")
-        url: str = presign(uri, expires)
-        return url
-
-    return get
+def _presigned_get(uri: str, expires: timedelta) -> str:
+    presign = getattr(store_for_uri(uri), "presigned_get", None)
+    if presign is None:
+        raise PresignError(f"{uri} is not in S3: it cannot be presigned")
+    url: str = presign(uri, expires)
+    return url

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,8 +121,7 @@ class TaskUsers:
         return fd
 
     def release(self, uid: int) -> None:
-        """Let another attempt have `uid`; kill what still runs as it first
-        (`kill_processes_of`)."""
+        """Let another attempt have `uid` (`acquire` kills whatever still runs as it)."""
         with self._lock:
             fd = self._held.pop(uid, None)
         if fd is not None:
@@ -279,19 +279,40 @@ def traversable_by_others(path: Path) -> bool:
     return True
 
 
-def read_regular_file(path: Path, owner: int | None, max_bytes: int) -> bytes | None:
-    """The bytes of `path` if it is a regular file (not a link) owned by `owner` (any owner
-    when None), at most `max_bytes` of them; None otherwise. For files a task wrote: the
-    agent must never follow a link a task planted to a file only the agent can read."""
+class NotTheTasksFile(Exception):
+    """A file the agent was to read for a task is not one the task wrote (the message says
+    why, to follow its name: "is not a regular file")."""
+
+
+@contextlib.contextmanager
+def open_task_file(path: Path, owner: int | None) -> Iterator[int]:
+    """A descriptor of `path`, a file a task wrote: opened without following a link (a task
+    may plant one to a file only the agent can read), and only if it is a regular file owned
+    by `owner` (any owner when None; a hard link to a file of the agent's is the agent's).
+
+    Raises:
+        OSError: it cannot be opened (a link: ELOOP).
+        NotTheTasksFile: it is not a regular file, or not the task user's.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotTheTasksFile("is not a regular file")
+        if owner is not None and info.st_uid != owner:
+            raise NotTheTasksFile("is not a file the task wrote")
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def read_regular_file(path: Path, owner: int | None, max_bytes: int) -> bytes | None:
+    """At most `max_bytes` of `path` if `open_task_file` opens it, else None."""
+    try:
+        with open_task_file(path, owner) as fd, os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(max_bytes)
+    except (OSError, NotTheTasksFile):
         return None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode) or (owner is not None and info.st_uid != owner):
-            return None
-        return f.read(max_bytes)
 
 
 @dataclass(frozen=True)
@@ -305,7 +326,8 @@ class TaskIsolation:
     """Below it, one directory per running attempt, owned by the attempt's user."""
 
 
-_probed: dict[tuple[Interpreter, bool], None] = {}
+_probed: set[tuple[Interpreter, bool]] = set()
+"""Interpreters a probe found usable (with or without task users): probed once a process."""
 
 
 def resolve_isolation(
@@ -388,13 +410,12 @@ def _interpreter(configured: str | None, users: TaskUsers | None, cwd: Path) -> 
             return candidate
         uid = users.acquire() if users is not None else None
         try:
-            problem = probe(candidate, uid, cwd)
+            problem = probe(candidate, uid, cwd)  # waits for its process
         finally:
             if users is not None and uid is not None:
-                kill_processes_of(uid)
                 users.release(uid)
         if problem is None:
-            _probed[key] = None
+            _probed.add(key)
             if candidate.executable != sys.executable:
                 logger.info(
                     "tasks run with %s: task users cannot run the agent's Python %s",

@@ -13,6 +13,7 @@ from control_plane.orchestration.states import AttemptState
 from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.files import blob_literals, has_blobs
 from fleetflow.ir import TaskSpec, TypeKind, WorkflowSpec
+from fleetflow.staging import is_file_name
 
 _STATES: dict[int, AttemptState] = {
     pb.ATTEMPT_STATE_RUNNING: AttemptState.RUNNING,
@@ -109,7 +110,7 @@ def input_blobs(
                 found.append(pb.InputBlob(uri=uri, directory=True))
                 continue
             name = literal.get("name")
-            if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name:
+            if not is_file_name(name):
                 raise UnleasableAttemptError(f"{path} has no usable file name: {name!r}")
             found.append(pb.InputBlob(uri=uri, file_name=name))
     return found

@@ -321,9 +321,8 @@ class LocalProcessExecutor:
         attempt.watcher = asyncio.create_task(self._watch(attempt), name=f"watch-{attempt_id}")
 
     def _clean_up(self, sandbox: Path | None, uid: int | None) -> None:
-        """After an attempt: no process of its user left, its sandbox gone, its uid free."""
-        if uid is not None:
-            kill_processes_of(uid)  # before the sandbox goes: nothing may write it meanwhile
+        """After an attempt of which no process is left (killed, or none started): its
+        sandbox gone, its uid free."""
         if sandbox is not None:
             shutil.rmtree(sandbox, ignore_errors=True)
         if uid is not None and self._isolation.users is not None:
@@ -348,11 +347,13 @@ class LocalProcessExecutor:
                     await self._terminate(process)
                 else:  # being killed already; wait for it to finish dying
                     await process.wait()
-            # Whatever the task left running goes with it: its process group, and every
-            # process of its user (before its outputs are read: nothing may change them).
-            _signal_group(process.pid, signal.SIGKILL)
-            if attempt.uid is not None:
-                await asyncio.to_thread(kill_processes_of, attempt.uid)
+            finally:
+                # Whatever the task left running goes with it, however the wait ended: its
+                # process group, and every process of its user (before its outputs are read:
+                # nothing may change them, and before its sandbox and uid are given up).
+                _signal_group(process.pid, signal.SIGKILL)
+                if attempt.uid is not None:
+                    await asyncio.to_thread(kill_processes_of, attempt.uid)
             event = await self._outcome(attempt)
         except Exception as exc:  # an event must come out whatever happens here
             logger.exception("attempt %s: could not determine how it ended", attempt_id)

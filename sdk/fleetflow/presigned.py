@@ -20,12 +20,11 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from fleetflow import staging
 from fleetflow.errors import FleetflowError
-from fleetflow.files import download_target, verify_content
 
 ENV = "FLEETFLOW_PRESIGNED"
 _TIMEOUT_SECONDS = 300.0
@@ -57,42 +56,24 @@ def manifest_from_environment() -> dict[str, Any]:
 
 def fetch(manifest: dict[str, Any], directory: Path) -> None:
     """Fill `directory` with the staged layout from the manifest's URLs."""
-    downloads = directory / staging.DOWNLOADS_DIR
-    (directory / staging.OUTPUTS_DIR).mkdir(parents=True, exist_ok=True)
-    _get(manifest["bundle"], directory / staging.BUNDLE_FILE)
-    _get(manifest["inputs"], directory / staging.INPUTS_FILE)
-    for blob in manifest.get("files", []):
-        name = str(blob["name"])
-        if name in ("", ".", "..") or "/" in name or "\0" in name:
-            raise PresignedError(f"input file name {name!r} is not one plain path segment")
-        local = download_target(downloads, blob["uri"]) / name
-        _get(blob["url"], local)
-        verify_content(blob["uri"], local, f"input {name}")
-    for blob in manifest.get("directories", []):
-        target = download_target(downloads, blob["uri"])
-        target.mkdir(parents=True, exist_ok=True)
-        for relative, url in blob["objects"].items():
-            parts = PurePosixPath(relative).parts
-            if not parts or relative.startswith("/") or any(p in ("", ".", "..") for p in parts):
-                raise PresignedError(f"directory entry {relative!r} is not a relative name")
-            _get(url, target.joinpath(*parts))
+    staging.fill(
+        directory,
+        bundle=manifest["bundle"],
+        inputs=manifest["inputs"],
+        files=[(blob["uri"], blob["name"], blob["url"]) for blob in manifest.get("files", [])],
+        directories=[(blob["uri"], blob["objects"]) for blob in manifest.get("directories", [])],
+        fetch=_get,
+    )
 
 
 def upload_outputs(manifest: dict[str, Any], directory: Path, document: str) -> int:
     """Upload the outputs document and the task's `files/`/`dirs/` from `directory`'s outputs
     with the manifest's POST policy; how many objects went."""
     upload = manifest["upload"]
-    outputs = directory / staging.OUTPUTS_DIR
-    count = 0
-    for parent, _dirs, names in os.walk(outputs):
-        for name in names:
-            path = Path(parent, name)
-            relative = path.relative_to(outputs).as_posix()
-            if relative != document and not relative.startswith(staging.UPLOAD_PREFIXES):
-                continue
-            _post(upload, upload["prefix"] + relative, path)
-            count += 1
-    return count
+    found = staging.outputs_to_upload(directory, document)
+    for relative, path in found:
+        _post(upload, upload["prefix"] + relative, path)
+    return len(found)
 
 
 def _get(url: str, dest: Path) -> None:

@@ -17,9 +17,12 @@ attempt's prefix. The values the task returns name their blobs by the URIs they 
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path, PurePosixPath
 
 from fleetflow.errors import FleetflowError
+from fleetflow.files import download_target, verify_content
 from fleetflow.storage import BlobStore, LocalBlobStore, relative_key
 
 BUNDLE_FILE = "bundle.tar.gz"
@@ -29,6 +32,70 @@ OUTPUTS_DIR = "outputs"
 #: The prefixes below the attempt's outputs location a task may write (besides the outputs
 #: document itself): content-addressed files and directories.
 UPLOAD_PREFIXES = ("files/", "dirs/")
+
+
+class StagingError(FleetflowError):
+    """An attempt's inputs could not be staged, or its outputs not collected."""
+
+
+def is_file_name(name: object) -> bool:
+    """Whether `name` can name a staged input file: one plain path segment."""
+    if not isinstance(name, str) or name in ("", ".", ".."):
+        return False
+    return "/" not in name and "\0" not in name
+
+
+def fill(
+    directory: Path,
+    *,
+    bundle: str,
+    inputs: str,
+    files: Iterable[tuple[str, str, str]],
+    directories: Iterable[tuple[str, Mapping[str, str]]],
+    fetch: Callable[[str, Path], None],
+) -> None:
+    """Lay out `directory` (created) as above. `fetch(source, dest)` copies one object to a
+    local file; a source names it to the fetcher: a URI for an agent, a presigned URL for a
+    pod. `files` are (URI, file name, source); `directories` (URI, {relative name: source}).
+
+    Raises:
+        StagingError: a file or relative name would not stay in its place.
+        Exception: whatever `fetch` raises, or `verify_content` for a swapped file.
+    """
+    downloads = directory / DOWNLOADS_DIR
+    for sub in (downloads, directory / OUTPUTS_DIR):
+        sub.mkdir(parents=True, exist_ok=True)
+    fetch(bundle, directory / BUNDLE_FILE)
+    fetch(inputs, directory / INPUTS_FILE)
+    for uri, name, source in files:
+        if not is_file_name(name):
+            raise StagingError(f"input file name {name!r} is not one plain path segment")
+        local = download_target(downloads, uri) / name
+        fetch(source, local)
+        verify_content(uri, local, f"input {name}")
+    for uri, objects in directories:
+        target = download_target(downloads, uri)
+        target.mkdir(parents=True, exist_ok=True)  # an empty directory has no objects
+        for relative, source in objects.items():
+            parts = PurePosixPath(relative).parts
+            if not parts or relative.startswith("/") or any(p in ("", ".", "..") for p in parts):
+                raise StagingError(f"directory entry {relative!r} is not a relative name")
+            fetch(source, target.joinpath(*parts))
+
+
+def outputs_to_upload(directory: Path, document: str) -> list[tuple[str, Path]]:
+    """(`/`-separated name, path) of every file below `directory`'s outputs a task may have
+    written below its attempt's prefix (the outputs document `document`, `files/…`, `dirs/…`),
+    sorted; links are not followed into."""
+    outputs = directory / OUTPUTS_DIR
+    found = []
+    for parent, _dirs, names in os.walk(outputs, followlinks=False):
+        for name in names:
+            path = Path(parent, name)
+            relative = path.relative_to(outputs).as_posix()
+            if relative == document or relative.startswith(UPLOAD_PREFIXES):
+                found.append((relative, path))
+    return sorted(found)
 
 
 class NotStagedError(FleetflowError):
