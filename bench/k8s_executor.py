@@ -35,9 +35,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from data_plane_agent.attempts import AttemptResources, AttemptState, TaskAssignment  # noqa: E402
+from data_plane_agent.attempts import AttemptResources, TaskAssignment  # noqa: E402
 from data_plane_agent.executors.kubernetes import KubernetesExecutor  # noqa: E402
 from data_plane_agent.settings import KubernetesSettings  # noqa: E402
+from fleetflow.states import AttemptState  # noqa: E402
 from tests.k8s.cluster import (  # noqa: E402
     AGENT_MANIFESTS,
     NodePool,
@@ -85,7 +86,7 @@ async def throughput(executor: KubernetesExecutor, attempts: int, in_flight: int
         nonlocal done
         while done < attempts:
             event = await executor.next_event()
-            if event.state.is_terminal:
+            if event.state.terminal:
                 states[event.state.value] = states.get(event.state.value, 0) + 1
                 done += 1
                 slots.release()
@@ -119,7 +120,7 @@ async def tracking(executor: KubernetesExecutor, tracked: int, base: int) -> dic
         event = await executor.next_event()
         if event.state is AttemptState.RUNNING:
             running += 1
-        elif event.state.is_terminal:
+        elif event.state.terminal:
             raise RuntimeError(f"a held pod ended: {event}")
     elapsed = time.perf_counter() - started
     await asyncio.sleep(3)  # let a resync or two pass with all of them tracked

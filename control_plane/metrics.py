@@ -22,7 +22,7 @@ from prometheus_client import Counter, Histogram, start_http_server
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from control_plane.orchestration.states import ExecutionState
+from fleetflow.states import ExecutionState
 
 log = logging.getLogger(__name__)
 

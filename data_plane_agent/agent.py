@@ -45,7 +45,7 @@ from typing import IO, Any
 import grpc
 from pydantic import SecretStr
 
-from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
+from data_plane_agent.attempts import AttemptEvent, TaskAssignment
 from data_plane_agent.executors.base import ClusterExecutor, Executor, ExecutorStartError
 from data_plane_agent.executors.local_process import (
     LocalProcessExecutor,
@@ -66,6 +66,7 @@ from data_plane_agent.tls import channel_security, connection_hint
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.errors import FleetflowError
 from fleetflow.logs import log_context
+from fleetflow.states import AttemptState
 from fleetflow.storage import attempt_log_uri, write_uri
 
 logger = logging.getLogger(__name__)
@@ -666,7 +667,7 @@ class Agent:
         await self._reports.put(
             report_request(event, fencing_token=assignment.fencing_token, sequence=sequence)
         )
-        if event.state.is_terminal:
+        if event.state.terminal:
             # Read now, while the executor still has it (a pod may be cleaned up next).
             await self._ship_log(assignment, wait=False)
             self._active.pop(event.attempt_id, None)

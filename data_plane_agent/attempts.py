@@ -8,22 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from enum import StrEnum
 
-
-class AttemptState(StrEnum):
-    """The states an agent reports. PENDING/ASSIGNED/LEASED belong to the control plane; LOST
-    is what an agent reports for attempts it stops because it is shutting down."""
-
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    LOST = "LOST"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self is not AttemptState.RUNNING
+from fleetflow.states import AttemptState
 
 
 @dataclass(frozen=True)

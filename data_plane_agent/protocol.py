@@ -10,15 +10,10 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from data_plane_agent.attempts import (
-    AttemptEvent,
-    AttemptResources,
-    AttemptState,
-    InputBlob,
-    TaskAssignment,
-)
+from data_plane_agent.attempts import AttemptEvent, AttemptResources, InputBlob, TaskAssignment
 from data_plane_agent.executors.base import Capacity
 from fleetflow.agent.v1 import agent_pb2
+from fleetflow.states import AttemptState
 
 _STATE_TO_PROTO = {
     AttemptState.RUNNING: agent_pb2.ATTEMPT_STATE_RUNNING,

@@ -9,11 +9,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from control_plane.db.models import TaskAttempt
-from control_plane.orchestration.states import AttemptState
 from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.files import blob_literals, has_blobs
 from fleetflow.ir import TaskSpec, TypeKind, WorkflowSpec
 from fleetflow.staging import is_file_name
+from fleetflow.states import AttemptState
 
 _STATES: dict[int, AttemptState] = {
     pb.ATTEMPT_STATE_RUNNING: AttemptState.RUNNING,

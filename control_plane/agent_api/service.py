@@ -38,13 +38,12 @@ from control_plane.agent_api.mapping import (
     takes_blobs,
 )
 from control_plane.auth.throttle import AuthLockout
-from control_plane.blob_keys import bundle_key
+from control_plane.blob_layout import bundle_key
 from control_plane.db.models import Cluster, Execution, TaskAttempt, Tenant, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.session import retry_transient, transaction
 from control_plane.metrics import observe_dispatch
-from control_plane.orchestration.states import AttemptState
 from control_plane.placement import Strategy
 from control_plane.services.finish_notifier import FinishNotifier
 from control_plane.services.tenant_blobs import Refused, TenantBlobs
@@ -52,6 +51,7 @@ from control_plane.settings import GrpcSettings, heartbeat_grace
 from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.agent.v1 import agent_pb2_grpc
 from fleetflow.logs import log_context
+from fleetflow.states import AttemptState
 from fleetflow.storage import BlobNotFoundError, BlobStore
 
 log = logging.getLogger(__name__)

@@ -36,8 +36,8 @@ from control_plane.db.models import Cluster, Execution, TaskAttempt, Tenant, Ten
 from control_plane.db.repositories.attempts import tenant_loads
 from control_plane.db.repositories.clusters import ClusterStatus, cluster_status
 from control_plane.metrics import API_REQUEST_SECONDS
-from control_plane.orchestration.states import AttemptState
 from control_plane.placement.admission import Load
+from fleetflow.states import AttemptState
 
 logger = logging.getLogger(__name__)
 

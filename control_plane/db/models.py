@@ -2,7 +2,7 @@
 
 The schema is created only by the alembic migrations in `migrations/`; these classes must match
 them (a test compares the two). State columns are written only through
-`control_plane.orchestration.transitions`.
+`control_plane.lifecycle.transitions`.
 """
 
 from __future__ import annotations
@@ -150,9 +150,6 @@ class TaskAttempt(Base):
     finished_at: Mapped[datetime | None]
 
     execution: Mapped[Execution] = relationship(back_populates="attempts")
-
-
-NO_MAP_INDEX = -1
 
 
 class TaskCacheEntry(Base):

@@ -21,14 +21,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from control_plane.blob_keys import execution_prefix
-from control_plane.db.models import NO_MAP_INDEX, Execution, TaskAttempt, Tenant
+from control_plane.blob_layout import execution_prefix
+from control_plane.db.models import Execution, TaskAttempt, Tenant
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import task_cache
 from control_plane.db.repositories.executions import move_execution
 from control_plane.db.session import transaction
 from control_plane.large_values import load_values, store_values
-from control_plane.orchestration.states import AttemptState, ExecutionState
 from control_plane.orchestration.workflows import (
     AttemptFinished,
     AttemptStart,
@@ -48,6 +47,7 @@ from fleetflow.ir import (
     WorkflowSpec,
 )
 from fleetflow.logs import log_context
+from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
 from fleetflow.storage import BlobNotFoundError, BlobStore
 
 log = logging.getLogger(__name__)

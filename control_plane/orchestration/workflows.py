@@ -22,8 +22,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from fleetflow.states import NO_MAP_INDEX
+
 WORKFLOW_NAME = "fleetflow.execution"
-NO_MAP_INDEX = -1
 
 
 @dataclass

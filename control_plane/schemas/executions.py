@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from control_plane.orchestration.states import AttemptState, ExecutionState
 from control_plane.schemas.common import UtcDatetime
+from fleetflow.states import AttemptState, ExecutionState
 
 
 class ExecutionCreate(BaseModel):

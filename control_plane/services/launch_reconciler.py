@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.api.deps import ExecutionLauncher
 from control_plane.db.models import Execution, utcnow
-from control_plane.orchestration.states import ExecutionState
+from fleetflow.states import ExecutionState
 
 log = logging.getLogger(__name__)
 

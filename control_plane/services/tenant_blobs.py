@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from control_plane.blob_keys import tenant_prefix
+from control_plane.blob_layout import tenant_prefix
 from control_plane.db.models import Tenant
 from control_plane.db.repositories.executions import get_execution
 from fleetflow.errors import FleetflowError

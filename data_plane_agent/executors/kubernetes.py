@@ -39,7 +39,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
+from data_plane_agent.attempts import AttemptEvent, TaskAssignment
 from data_plane_agent.executors import kubernetes_pods as pods
 from data_plane_agent.executors.base import (
     MAX_LOG_BYTES,
@@ -49,6 +49,7 @@ from data_plane_agent.executors.base import (
 )
 from data_plane_agent.presign import PresignError, expiry_for, presignable, presigned_manifest
 from data_plane_agent.settings import KubernetesSettings
+from fleetflow.states import AttemptState
 
 logger = logging.getLogger(__name__)
 

@@ -24,10 +24,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from data_plane_agent.attempts import AttemptResources, AttemptState, TaskAssignment
+from data_plane_agent.attempts import AttemptResources, TaskAssignment
 from data_plane_agent.executors.base import runtime_command
 from data_plane_agent.settings import KubernetesSettings
 from fleetflow import presigned as presigned_env
+from fleetflow.states import AttemptState
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "fleetflow-agent"

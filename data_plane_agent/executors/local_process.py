@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
+from data_plane_agent.attempts import AttemptEvent, TaskAssignment
 from data_plane_agent.executors.base import MAX_LOG_BYTES, ExecutorStartError, runtime_command
 from data_plane_agent.sandbox import (
     TaskIsolation,
@@ -44,6 +44,7 @@ from data_plane_agent.settings import AgentSettings
 from data_plane_agent.staging import StagingError, collect_outputs, stage_in
 from fleetflow.child_processes import parent_env
 from fleetflow.errors import FleetflowError
+from fleetflow.states import AttemptState
 
 logger = logging.getLogger(__name__)
 

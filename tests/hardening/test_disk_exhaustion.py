@@ -20,7 +20,6 @@ import pytest
 from pydantic import SecretStr
 
 import fleetflow.bundle
-from data_plane_agent.attempts import AttemptState
 from data_plane_agent.executors.local_process import (
     AttemptDirRetention,
     LocalProcessExecutor,
@@ -29,6 +28,7 @@ from data_plane_agent.executors.local_process import (
 )
 from data_plane_agent.settings import AgentSettings
 from fleetflow.bundle import BundleError, extract_bundle
+from fleetflow.states import AttemptState
 from tests.unit.agent.test_local_process_executor import Blobs, next_event
 
 HOUR = 3600.0

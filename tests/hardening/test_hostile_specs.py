@@ -24,12 +24,12 @@ from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.session import transaction
 from control_plane.orchestration.activities import ExecutionActivities
-from control_plane.orchestration.states import AttemptState, ExecutionState
 from control_plane.orchestration.workflows import AttemptFinished, FinishExecutionInput
 from fleetflow import ir
 from fleetflow.errors import InvalidOptionError
 from fleetflow.ir import WorkflowSpec
 from fleetflow.resources import Resources
+from fleetflow.states import AttemptState, ExecutionState
 from fleetflow.storage import LocalBlobStore
 from tests.hardening.world import World, build_world, unlimited
 from tests.integration.test_agent_service import (  # noqa: F401 (fixtures)

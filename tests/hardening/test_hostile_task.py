@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from data_plane_agent.attempts import AttemptState
 from data_plane_agent.executors.local_process import LocalProcessExecutor
+from fleetflow.states import AttemptState
 from tests.tiers import tier_unavailable
 from tests.unit.agent.test_local_process_executor import Blobs, next_event
 
@@ -92,7 +92,7 @@ async def wait_for_path(path: Path) -> None:
 async def finished(executor: LocalProcessExecutor, attempt_id: str) -> tuple[AttemptState, str]:
     while True:
         event = await next_event(executor)
-        if event.attempt_id == attempt_id and event.state.is_terminal:
+        if event.attempt_id == attempt_id and event.state.terminal:
             return event.state, event.message
 
 

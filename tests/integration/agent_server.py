@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from control_plane.agent_api.interceptors import InternalErrorInterceptor
 from control_plane.agent_api.service import AgentService, AttemptsReady
 from control_plane.agent_api.tls import ServerSecurity
-from control_plane.blob_keys import bundle_key
+from control_plane.blob_layout import bundle_key
 from control_plane.db.models import TaskAttempt
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from control_plane.agent_api import service as service_module
 from control_plane.agent_api.interceptors import InternalErrorInterceptor
 from control_plane.agent_api.service import AgentService, AttemptsReady
-from control_plane.blob_keys import bundle_key
+from control_plane.blob_layout import bundle_key
 from control_plane.db.models import Cluster, TaskAttempt, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
@@ -35,11 +35,11 @@ from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import make_engine, make_session_factory, transaction
-from control_plane.orchestration.states import AttemptState
 from control_plane.orchestration.workflows import AttemptFinished
 from control_plane.services.finish_notifier import FinishNotifier
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.ir import Resources, WorkflowSpec
+from fleetflow.states import AttemptState
 from fleetflow.storage import LocalBlobStore
 
 pytestmark = pytest.mark.integration

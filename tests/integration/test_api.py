@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.api.app import create_app
-from control_plane.blob_keys import bundle_key
+from control_plane.blob_layout import bundle_key
 from control_plane.db.models import Cluster, Execution, TaskAttempt
 from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.executions import create_execution

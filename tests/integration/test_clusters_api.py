@@ -36,12 +36,12 @@ from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import transaction
-from control_plane.orchestration.states import AttemptState
 from control_plane.orchestration.workflows import AttemptFinished
 from control_plane.services.finish_notifier import FinishNotifier
 from control_plane.settings import DatabaseSettings, GrpcSettings, Settings
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec
+from fleetflow.states import AttemptState
 from fleetflow.storage import LocalBlobStore
 from tests.integration.auth import admin_client
 from tests.integration.stack import Stack, start_agent

@@ -23,9 +23,9 @@ from control_plane.auth.rbac import Role
 from control_plane.db.repositories.executions import get_execution, move_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.session import transaction
-from control_plane.orchestration.states import ExecutionState
 from control_plane.settings import ApiSettings, DatabaseSettings, Settings
 from fleetflow.loader import load_workflow
+from fleetflow.states import ExecutionState
 from fleetflow.storage import LocalBlobStore
 from tests.integration.auth import bearer, principal_token
 from tests.integration.test_api import FakeLauncher, make_bundle

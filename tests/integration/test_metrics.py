@@ -28,11 +28,11 @@ from control_plane.db.repositories.executions import create_execution, move_exec
 from control_plane.db.session import make_engine, make_session_factory, transaction
 from control_plane.metrics import serve_metrics
 from control_plane.orchestration.activities import ExecutionActivities
-from control_plane.orchestration.states import ExecutionState
 from control_plane.orchestration.workflows import FinishExecutionInput
 from control_plane.settings import ApiSettings, DatabaseSettings, GrpcSettings, Settings
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec
+from fleetflow.states import ExecutionState
 from fleetflow.storage import LocalBlobStore
 from tests.integration.agent_server import TOKEN, AgentServer, serve_agent_service
 from tests.integration.auth import admin_client

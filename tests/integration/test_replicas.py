@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from control_plane.agent_api.service import AgentService, AttemptsReady
-from control_plane.blob_keys import bundle_key
+from control_plane.blob_layout import bundle_key
 from control_plane.db.migrate import upgrade_database
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo

@@ -19,9 +19,8 @@ from control_plane.api.deps import BlobStoreDep, LauncherDep, Offset, SessionDep
 from control_plane.api.errors import ApiError
 from control_plane.api.inputs import InputValidationError, validate_execution_inputs
 from control_plane.api.routes import outputs
-from control_plane.blob_keys import execution_prefix, tenant_prefix
+from control_plane.blob_layout import execution_prefix, tenant_prefix
 from control_plane.db.models import (
-    NO_MAP_INDEX,
     Execution,
     Tenant,
     WorkflowVersion,
@@ -41,13 +40,13 @@ from control_plane.db.repositories.executions import (
 )
 from control_plane.db.repositories.workflows import get_workflow_version
 from control_plane.large_values import load_values, store_values
-from control_plane.orchestration.states import AttemptState, ExecutionState
 from control_plane.placement.admission import exceeds_whole_quota
 from control_plane.schemas.common import ErrorResponse, FieldError
 from control_plane.schemas.executions import AttemptPublic, ExecutionCreate, ExecutionPublic
 from control_plane.services.tenant_blobs import Refused, TenantBlobs
 from fleetflow.files import blob_literals
 from fleetflow.ir import TypedInterface, WorkflowSpec
+from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
 from fleetflow.storage import BlobStore
 
 logger = logging.getLogger(__name__)

@@ -20,9 +20,10 @@ from starlette.concurrency import run_in_threadpool
 from control_plane.api.auth import ExecutionsRead
 from control_plane.api.deps import BlobStoreDep, SessionDep
 from control_plane.api.errors import ApiError
-from control_plane.db.models import NO_MAP_INDEX, TaskAttempt
+from control_plane.db.models import TaskAttempt
 from control_plane.db.repositories.executions import cluster_names, get_execution
 from control_plane.schemas.common import ErrorResponse
+from fleetflow.states import NO_MAP_INDEX
 from fleetflow.storage import BlobNotFoundError, BlobStore, attempt_log_uri
 
 router = APIRouter(prefix="/executions", tags=["executions"])

@@ -36,11 +36,11 @@ from control_plane.api.errors import ApiError
 from control_plane.db.models import Execution, Tenant
 from control_plane.db.repositories.executions import get_execution
 from control_plane.large_values import load_values
-from control_plane.orchestration.states import ExecutionState
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.executions import ExecutionOutput, OutputBlob
 from control_plane.services.tenant_blobs import Refused, TenantBlobs
 from fleetflow.ir import LiteralType, TypedInterface, TypeKind
+from fleetflow.states import ExecutionState
 from fleetflow.storage import BlobNotFoundError, BlobStore, LocalBlobStore, relative_key
 from fleetflow.storage.local import file_path
 

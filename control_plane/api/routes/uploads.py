@@ -22,7 +22,7 @@ from control_plane.api.auth import ExecutionsWrite
 from control_plane.api.body import check_digest, read_body
 from control_plane.api.deps import BlobStoreDep
 from control_plane.api.errors import ApiError
-from control_plane.blob_keys import tenant_prefix
+from control_plane.blob_layout import tenant_prefix
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.workflows import SHA256_HEX
 

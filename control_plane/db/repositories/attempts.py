@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 
 from control_plane.auth.tokens import hash_token, matches_hash, new_lease_secret
 from control_plane.db.models import (
-    NO_MAP_INDEX,
     Cluster,
     Execution,
     TaskAttempt,
@@ -32,8 +31,7 @@ from control_plane.db.models import (
 from control_plane.db.repositories import tenancy
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
 from control_plane.db.repositories.clusters import as_utc, online_clusters
-from control_plane.orchestration.states import AttemptState, ExecutionState
-from control_plane.orchestration.transitions import (
+from control_plane.lifecycle.transitions import (
     IllegalTransitionError,
     attempt_values,
     check_attempt_transition,
@@ -58,6 +56,7 @@ from control_plane.placement.admission import (
     quota_problem,
 )
 from fleetflow import ir
+from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
 
 A = AttemptState
 ACTIVE_STATES = (A.ASSIGNED.value, A.LEASED.value, A.RUNNING.value)

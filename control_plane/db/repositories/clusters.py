@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from control_plane.auth.tokens import hash_token, new_agent_token
 from control_plane.db.models import Cluster, TaskAttempt, new_id, utcnow
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
-from control_plane.orchestration.states import AttemptState
+from fleetflow.states import AttemptState
 
 # Attempts a cluster answers for: assigned to it, leased by its agent, or running there (the
 # same states placement counts as its load).

@@ -18,13 +18,13 @@ from control_plane.db.models import (
     utcnow,
 )
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
-from control_plane.metrics import count_execution_finished
-from control_plane.orchestration.states import ExecutionState
-from control_plane.orchestration.transitions import (
+from control_plane.lifecycle.transitions import (
     IllegalTransitionError,
     check_execution_transition,
     execution_values,
 )
+from control_plane.metrics import count_execution_finished
+from fleetflow.states import ExecutionState
 
 
 def create_execution(

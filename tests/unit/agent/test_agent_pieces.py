@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from data_plane_agent.agent import Backoff
-from data_plane_agent.attempts import AttemptEvent, AttemptState
+from data_plane_agent.attempts import AttemptEvent
 from data_plane_agent.cli import app
 from data_plane_agent.protocol import (
     assignment_from_proto,
@@ -20,6 +20,7 @@ from data_plane_agent.protocol import (
 )
 from data_plane_agent.settings import AgentSettings
 from fleetflow.agent.v1 import agent_pb2
+from fleetflow.states import AttemptState
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from data_plane_agent.attempts import AttemptResources, AttemptState, TaskAssignment
+from data_plane_agent.attempts import AttemptResources, TaskAssignment
 from data_plane_agent.executors import kubernetes_pods as pods
 from data_plane_agent.settings import AgentSettings, KubernetesSettings
+from fleetflow.states import AttemptState
 
 
 @pytest.fixture(autouse=True)

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from data_plane_agent.attempts import AttemptEvent, AttemptState, TaskAssignment
+from data_plane_agent.attempts import AttemptEvent, TaskAssignment
 from data_plane_agent.executors.local_process import LocalProcessExecutor
 from fleetflow.bundle import build_bundle
+from fleetflow.states import AttemptState
 from fleetflow.storage import LocalBlobStore, read_uri
 
 STAND_IN_BUNDLE = Path(__file__).resolve().parents[2] / "fixtures" / "stand_in_bundle"

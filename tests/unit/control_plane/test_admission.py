@@ -19,7 +19,6 @@ from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import make_engine, make_session_factory, transaction
-from control_plane.orchestration.states import AttemptState, ExecutionState
 from control_plane.placement import Usage
 from control_plane.placement.admission import (
     Limits,
@@ -29,6 +28,7 @@ from control_plane.placement.admission import (
     quota_problem,
 )
 from fleetflow.ir import Resources, WorkflowSpec
+from fleetflow.states import AttemptState, ExecutionState
 from tests.unit.control_plane.test_placement_repository import (
     BUNDLE,
     PREPARE,

@@ -13,9 +13,9 @@ from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import make_engine, make_session_factory, transaction
-from control_plane.orchestration.states import ExecutionState
 from control_plane.services.launch_reconciler import relaunch_queued_executions
 from fleetflow.ir import WorkflowSpec
+from fleetflow.states import ExecutionState
 
 
 class RecordingLauncher:

@@ -26,9 +26,9 @@ from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import make_engine, make_session_factory, transaction
-from control_plane.orchestration.states import AttemptState
 from control_plane.placement import Strategy
 from fleetflow.ir import Resources, WorkflowSpec
+from fleetflow.states import AttemptState
 
 A = AttemptState
 GRACE = timedelta(seconds=30)

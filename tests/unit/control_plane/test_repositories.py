@@ -24,8 +24,8 @@ from control_plane.db.repositories.workflows import (
     register_workflow_version,
 )
 from control_plane.db.session import make_engine, make_session_factory
-from control_plane.orchestration.states import ExecutionState
 from fleetflow.ir import WorkflowSpec
+from fleetflow.states import ExecutionState
 
 BUNDLE_A = "a" * 64
 BUNDLE_B = "b" * 64

@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from control_plane.orchestration.states import AttemptState, ExecutionState
-from control_plane.orchestration.transitions import (
+from control_plane.lifecycle.transitions import (
     IllegalTransitionError,
     attempt_values,
     check_attempt_transition,
     check_execution_transition,
     execution_values,
 )
+from fleetflow.states import AttemptState, ExecutionState
 
 A = AttemptState
 E = ExecutionState

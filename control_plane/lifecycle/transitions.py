@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from control_plane.orchestration.states import AttemptState, ExecutionState
+from fleetflow.states import AttemptState, ExecutionState
 
 A = AttemptState
 E = ExecutionState

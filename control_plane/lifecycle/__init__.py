@@ -1,0 +1,3 @@
+"""The lifecycle of attempts and executions: which state moves are legal (the one transition
+policy). A leaf: it imports only `fleetflow`, so the database layer, orchestration and the agent
+API can all ask it."""
