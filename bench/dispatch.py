@@ -170,11 +170,15 @@ def measure_fleetflow(stack: DevStack, args: argparse.Namespace) -> dict[str, An
             60,
             stack.process,
         )
-        return _run_fleetflow(client, fleetflow_noop, stack, args)
+        # Tasks run as users of their own (under a root agent) and cannot enter the stack's
+        # 0700 home: they leave their stamps in a sticky, world-writable directory instead.
+        with tempfile.TemporaryDirectory(prefix="fleetflow-bench-stamps-") as stamps:
+            os.chmod(stamps, 0o1777)
+            return _run_fleetflow(client, fleetflow_noop, stack, Path(stamps), args)
 
 
 def _run_fleetflow(
-    client: Any, workloads: Any, stack: DevStack, args: argparse.Namespace
+    client: Any, workloads: Any, stack: DevStack, stamps: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     def run(workflow_fn: Any, registered: dict[str, Any], inputs: dict[str, Any]) -> Any:
         submitted = time.time()
@@ -188,8 +192,6 @@ def _run_fleetflow(
             raise RuntimeError(f"execution {created['id']} ended {execution['status']}")
         return execution, submitted
 
-    stamps = stack.home / "stamps"
-    stamps.mkdir()
     single = workloads.single
     registered = client.register(single)
     dispatch, platform_dispatch = [], []
