@@ -1,5 +1,9 @@
 """The thin mapping between the agent's domain objects and the `fleetflow.agent.v1` messages.
 
+The only module of the agent that builds a protobuf message or reads one the control plane
+sent: the session, the supervisor and the reporter speak in `attempts` and `executors.base`
+types and in the few small results defined here.
+
 A lease's report secret is kept apart from its `TaskAssignment`, which executors see (and the
 Kubernetes executor writes into the pod): it is read from the `Assignment` here, held by the
 agent (in memory and in its lease file, `lease_store`), and set on each status report only as
@@ -8,6 +12,10 @@ it is sent.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
 from pydantic import SecretStr
 
 from data_plane_agent.attempts import AttemptEvent, AttemptResources, InputBlob, TaskAssignment
@@ -22,6 +30,25 @@ _STATE_TO_PROTO = {
     AttemptState.CANCELLED: agent_pb2.ATTEMPT_STATE_CANCELLED,
     AttemptState.LOST: agent_pb2.ATTEMPT_STATE_LOST,
 }
+_TERMINAL_STATES = frozenset(proto for state, proto in _STATE_TO_PROTO.items() if state.terminal)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The control plane's answer to `Register`."""
+
+    cluster_name: str
+    heartbeat_interval_seconds: int
+    """0 when the control plane named none."""
+    stop_attempt_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReportAnswer:
+    """The control plane's answer to a `ReportStatus`: applied, or ignored and why."""
+
+    accepted: bool
+    reason: str
 
 
 def assignment_from_proto(message: agent_pb2.Assignment) -> TaskAssignment:
@@ -96,3 +123,92 @@ def capacity_to_proto(capacity: Capacity) -> agent_pb2.Capacity:
             for g in capacity.gpus
         ],
     )
+
+
+def report_from_bytes(payload: bytes) -> agent_pb2.ReportStatusRequest:
+    """A status report read back from its serialized form.
+
+    Raises:
+        ValueError: `payload` is not a serialized status report.
+    """
+    request = agent_pb2.ReportStatusRequest()
+    try:
+        request.ParseFromString(payload)
+    except DecodeError as exc:
+        raise ValueError(str(exc)) from exc
+    return request
+
+
+def report_state_name(request: agent_pb2.ReportStatusRequest) -> str:
+    """The reported state as log lines name it, e.g. "SUCCEEDED"."""
+    return agent_pb2.AttemptState.Name(request.state).removeprefix("ATTEMPT_STATE_")
+
+
+def is_final_report(request: agent_pb2.ReportStatusRequest) -> bool:
+    """Whether the report is of a terminal state (the attempt's last)."""
+    return request.state in _TERMINAL_STATES
+
+
+def register_request(
+    *,
+    agent_version: str,
+    executor_name: str,
+    labels: Mapping[str, str],
+    capacity: Capacity,
+    held: Mapping[str, int],
+) -> agent_pb2.RegisterRequest:
+    """`held`: attempt id -> fencing token of every attempt the agent still answers for."""
+    return agent_pb2.RegisterRequest(
+        agent_version=agent_version,
+        executors=[executor_name],
+        labels=labels,
+        capacity=capacity_to_proto(capacity),
+        running=[
+            agent_pb2.RunningAttempt(attempt_id=attempt_id, fencing_token=token)
+            for attempt_id, token in sorted(held.items())
+        ],
+    )
+
+
+def registration_from_proto(response: agent_pb2.RegisterResponse) -> Registration:
+    return Registration(
+        cluster_name=response.cluster_name,
+        heartbeat_interval_seconds=response.heartbeat_interval_seconds,
+        stop_attempt_ids=tuple(response.stop_attempt_ids),
+    )
+
+
+def heartbeat_request(
+    *, capacity: Capacity, held_attempt_ids: Iterable[str], pending_reasons: Mapping[str, str]
+) -> agent_pb2.HeartbeatRequest:
+    """`pending_reasons`: attempt id -> why it has not started yet."""
+    return agent_pb2.HeartbeatRequest(
+        capacity=capacity_to_proto(capacity),
+        running_attempt_ids=sorted(held_attempt_ids),
+        pending_attempts=[
+            agent_pb2.PendingAttempt(attempt_id=attempt_id, reason=reason)
+            for attempt_id, reason in sorted(pending_reasons.items())
+        ],
+    )
+
+
+def stop_attempt_ids_from_proto(response: agent_pb2.HeartbeatResponse) -> tuple[str, ...]:
+    return tuple(response.stop_attempt_ids)
+
+
+def lease_request(*, max_attempts: int, wait_seconds: int) -> agent_pb2.LeaseAttemptsRequest:
+    return agent_pb2.LeaseAttemptsRequest(max_attempts=max_attempts, wait_seconds=wait_seconds)
+
+
+def leases_from_proto(
+    response: agent_pb2.LeaseAttemptsResponse,
+) -> list[tuple[TaskAssignment, SecretStr]]:
+    """Each leased attempt with its lease's report secret, in the order they were leased."""
+    return [
+        (assignment_from_proto(message), report_secret_from_proto(message))
+        for message in response.assignments
+    ]
+
+
+def report_answer_from_proto(response: agent_pb2.ReportStatusResponse) -> ReportAnswer:
+    return ReportAnswer(accepted=response.accepted, reason=response.reason)

@@ -33,26 +33,19 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf.message import DecodeError
-
-from fleetflow.agent.v1 import agent_pb2
+from data_plane_agent.protocol import is_final_report, report_from_bytes, report_state_name
+from fleetflow.agent.v1.agent_pb2 import ReportStatusRequest
 from fleetflow.storage.local import TEMPORARY_SUFFIX, write_atomically
 
 logger = logging.getLogger(__name__)
 
+REPORTS_DIR = "reports"
+"""Under the work directory: status reports not yet delivered."""
 REPORT_SUFFIX = ".report"
 CORRUPT_SUFFIX = ".corrupt"
 _MAGIC = b"FFR1"
 _HEADER = struct.Struct(">4sI")  # magic, CRC-32 of the payload
 _INDEX_DIGITS = 20
-_TERMINAL_STATES = frozenset(
-    {
-        agent_pb2.ATTEMPT_STATE_SUCCEEDED,
-        agent_pb2.ATTEMPT_STATE_FAILED,
-        agent_pb2.ATTEMPT_STATE_CANCELLED,
-        agent_pb2.ATTEMPT_STATE_LOST,
-    }
-)
 
 
 class CorruptReportError(ValueError):
@@ -63,13 +56,12 @@ class CorruptReportError(ValueError):
 class PendingReport:
     """One report waiting for delivery; `path` is None when it could not be persisted."""
 
-    request: agent_pb2.ReportStatusRequest
+    request: ReportStatusRequest
     path: Path | None
     tries: int = 0
 
     def describe(self) -> str:
-        state = agent_pb2.AttemptState.Name(self.request.state).removeprefix("ATTEMPT_STATE_")
-        return f"{state} report (sequence {self.request.sequence})"
+        return f"{report_state_name(self.request)} report (sequence {self.request.sequence})"
 
 
 class ReportBuffer:
@@ -140,7 +132,7 @@ class ReportBuffer:
             )
         self._update_events()
 
-    async def put(self, request: agent_pb2.ReportStatusRequest) -> None:
+    async def put(self, request: ReportStatusRequest) -> None:
         """Queue a report; it is on disk when this returns (unless the disk failed: logged).
 
         Raises:
@@ -209,7 +201,7 @@ class ReportBuffer:
         return {
             r.request.attempt_id: r.request.fencing_token
             for r in self._reports
-            if r.request.state in _TERMINAL_STATES
+            if is_final_report(r.request)
         }
 
     def _update_events(self) -> None:
@@ -221,7 +213,7 @@ class ReportBuffer:
             self._empty.set()
 
 
-def read_report(path: Path) -> agent_pb2.ReportStatusRequest:
+def read_report(path: Path) -> ReportStatusRequest:
     """Read one buffered report file.
 
     Raises:
@@ -239,17 +231,16 @@ def read_report(path: Path) -> agent_pb2.ReportStatusRequest:
         raise CorruptReportError("not a report file (wrong magic)")
     if zlib.crc32(payload) != checksum:
         raise CorruptReportError("checksum mismatch")
-    request = agent_pb2.ReportStatusRequest()
     try:
-        request.ParseFromString(payload)
-    except DecodeError as exc:
+        request = report_from_bytes(payload)
+    except ValueError as exc:
         raise CorruptReportError(f"not a status report: {exc}") from exc
     if not request.attempt_id or request.sequence < 1 or not request.state:
         raise CorruptReportError("a status report without attempt id, sequence or state")
     return request
 
 
-def _encode(request: agent_pb2.ReportStatusRequest) -> bytes:
+def _encode(request: ReportStatusRequest) -> bytes:
     return _frame(request.SerializeToString())
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from data_plane_agent.attempts import AttemptEvent, TaskAssignment
 
@@ -58,6 +60,36 @@ class Capacity:
     gpus: list[GpuCapacity] = field(default_factory=list)
 
 
+def machine_capacity(
+    held: Sequence[TaskAssignment], simulated_gpus: Mapping[str, int] | None = None
+) -> Capacity:
+    """This machine's CPUs and memory, less what `held` attempts asked for; GPUs only as
+    `simulated_gpus` claims them (type -> count)."""
+    gpus_in_use: dict[str, int] = {}
+    for a in held:
+        if a.resources.gpu and a.resources.gpu_type:
+            gpus_in_use[a.resources.gpu_type] = (
+                gpus_in_use.get(a.resources.gpu_type, 0) + a.resources.gpu
+            )
+    return Capacity(
+        cpu_allocatable=float(os.cpu_count() or 1),
+        cpu_in_use=sum(a.resources.cpu for a in held),
+        memory_bytes_allocatable=machine_memory_bytes(),
+        memory_bytes_in_use=sum(a.resources.memory_bytes for a in held),
+        gpus=[
+            GpuCapacity(gpu_type=gpu_type, allocatable=count, in_use=gpus_in_use.get(gpu_type, 0))
+            for gpu_type, count in sorted((simulated_gpus or {}).items())
+        ],
+    )
+
+
+def machine_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
 class Executor(Protocol):
     """Runs attempts and tells the agent, through `next_event`, how each one goes.
 
@@ -68,6 +100,14 @@ class Executor(Protocol):
 
     name: str
     """The executor kind the agent registers with, e.g. "local-process"."""
+
+    attempts_survive_agent: bool
+    """Attempts keep running when the agent stops (the next agent adopts them)."""
+
+    async def start(self) -> list[TaskAssignment]:
+        """Begin observing what attempts run on; returns the attempts adopted from a previous
+        agent (none where attempts die with their agent)."""
+        ...
 
     async def launch(self, assignment: TaskAssignment) -> None:
         """Start the attempt. Failures to start are reported as a FAILED event, not raised."""
@@ -85,35 +125,22 @@ class Executor(Protocol):
         """Ids of the attempts launched and not yet ended."""
         ...
 
+    def capacity(self, held: Sequence[TaskAssignment]) -> Capacity:
+        """What the executor's machine or cluster offers and what its attempts use now, for
+        heartbeats. `held`: the attempts the agent holds (leased, not yet ended, launched or
+        still launching), for an executor that counts their requests rather than observing."""
+        ...
+
+    def pending_reasons(self) -> dict[str, str]:
+        """Attempt id -> why it has not started yet (e.g. no node has the GPUs free)."""
+        ...
+
     async def read_log(self, attempt_id: str) -> str | None:
         """The attempt's output so far, at most its last `MAX_LOG_BYTES`; None when there is
         none to read (unknown attempt, or the cluster serves no log). Never raises."""
         ...
 
     async def shutdown(self, reason: str) -> None:
-        """Kill every running attempt (each ends CANCELLED with `reason`)."""
-        ...
-
-
-@runtime_checkable
-class ClusterExecutor(Protocol):
-    """What an executor running attempts on a cluster (Kubernetes) adds to `Executor`.
-
-    The agent uses these when its executor has them; the local-process executor has none, and
-    the agent then reports the machine's CPU and memory as before.
-    """
-
-    attempts_survive_agent: bool
-    """Attempts keep running when the agent stops (the next agent adopts them)."""
-
-    async def start(self) -> list[TaskAssignment]:
-        """Begin observing the cluster; returns the attempts adopted from a previous agent."""
-        ...
-
-    def capacity(self) -> Capacity | None:
-        """The cluster's capacity and what its attempts use now (None: not known yet)."""
-        ...
-
-    def pending_reasons(self) -> dict[str, str]:
-        """Attempt id -> why it has not started yet (e.g. no node has the GPUs free)."""
+        """Stop observing; kill every running attempt (each ends CANCELLED with `reason`)
+        unless `attempts_survive_agent`."""
         ...

@@ -29,7 +29,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from data_plane_agent.executors.base import (
     Capacity,
     ExecutorStartError,
     GpuCapacity,
+    machine_capacity,
 )
 from data_plane_agent.presign import PresignError, expiry_for, presignable, presigned_manifest
 from data_plane_agent.settings import KubernetesSettings
@@ -201,10 +202,11 @@ class KubernetesExecutor:
     async def next_event(self) -> AttemptEvent:
         return await self._events.get()
 
-    def capacity(self) -> Capacity | None:
+    def capacity(self, held: Sequence[TaskAssignment]) -> Capacity:
         """Nodes' allocatable resources (as of the last resync) less the requests of this
-        agent's pods now; None before the nodes were read."""
-        return self._capacity_now() if self._nodes_read else None
+        agent's pods now; until the nodes were read (or when listing them is forbidden), the
+        agent's machine less what the `held` attempts asked for."""
+        return self._capacity_now() if self._nodes_read else machine_capacity(held)
 
     def pending_reasons(self) -> dict[str, str]:
         """Why attempts whose pods have not started yet wait (e.g. unschedulable)."""

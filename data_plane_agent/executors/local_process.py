@@ -26,13 +26,19 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from data_plane_agent.attempts import AttemptEvent, TaskAssignment
-from data_plane_agent.executors.base import MAX_LOG_BYTES, ExecutorStartError, runtime_command
+from data_plane_agent.executors.base import (
+    MAX_LOG_BYTES,
+    Capacity,
+    ExecutorStartError,
+    machine_capacity,
+    runtime_command,
+)
 from data_plane_agent.sandbox import (
     TaskIsolation,
     as_user,
@@ -131,9 +137,13 @@ class LocalProcessExecutor:
         retention: When finished attempts' directories are deleted (default: kept 24 hours,
             5 GiB in all).
         clock: Wall-clock time in seconds, compared with directories' modification times.
+        simulated_gpus: GPUs this machine claims by type (type -> count), though it hands none
+            to tasks: to try GPU placement and quotas on a machine without GPUs.
     """
 
     name = "local-process"
+    attempts_survive_agent = False
+    """Tasks are the agent's children and die with it (a parent-death signal)."""
 
     def __init__(
         self,
@@ -144,7 +154,9 @@ class LocalProcessExecutor:
         env: Mapping[str, str] | None = None,
         retention: AttemptDirRetention | None = None,
         clock: Callable[[], float] = time.time,
+        simulated_gpus: Mapping[str, int] | None = None,
     ) -> None:
+        self._simulated_gpus = dict(simulated_gpus or {})
         self._attempts_dir = Path(work_dir) / "attempts"
         self._isolation = isolation or resolve_isolation(Path(work_dir))
         self._kill_grace_seconds = kill_grace_seconds
@@ -161,6 +173,19 @@ class LocalProcessExecutor:
         self._sweeper: asyncio.Task[None] | None = None
         self._shut_down = False
         self._sweeps: set[asyncio.Task[list[str]]] = set()
+
+    async def start(self) -> list[TaskAssignment]:
+        """Nothing to observe and nothing to adopt: a previous agent's tasks died with it."""
+        return []
+
+    def capacity(self, held: Sequence[TaskAssignment]) -> Capacity:
+        """This machine's CPUs and memory, less what the `held` attempts asked for, and the
+        simulated GPUs."""
+        return machine_capacity(held, self._simulated_gpus)
+
+    def pending_reasons(self) -> dict[str, str]:
+        """None: an attempt that could not start has failed."""
+        return {}
 
     async def read_log(self, attempt_id: str) -> str | None:
         try:

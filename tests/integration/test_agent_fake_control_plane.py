@@ -26,9 +26,14 @@ from typing import Any
 import grpc
 import pytest
 
-from data_plane_agent.agent import REPORTS_DIR, Agent
+from data_plane_agent.agent import Agent
 from data_plane_agent.lease_store import LEASES_DIR
-from data_plane_agent.report_buffer import CorruptReportError, ReportBuffer, read_report
+from data_plane_agent.report_buffer import (
+    REPORTS_DIR,
+    CorruptReportError,
+    ReportBuffer,
+    read_report,
+)
 from data_plane_agent.settings import AgentSettings
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.bundle import build_bundle
@@ -467,7 +472,7 @@ async def test_the_report_secret_is_on_disk_only_in_its_lease_file(
             fake.assign_secret("at-4e1d", held.fencing_token, "ffl_another-secret-entirely")
             release.touch()
             await fake.wait_until(lambda: bool(fake.refused_reports), "the refused report")
-            await wait_for(lambda: not agent._report_secrets, "the secrets forgotten")
+            await wait_for(lambda: not agent._reporter.report_secrets, "the secrets forgotten")
             await wait_for(lambda: not any(leases.iterdir()), "the lease files deleted")
 
     seen_by_task = json.loads(read_uri(looked.outputs_uri))["o0"]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from data_plane_agent.agent import Backoff
 from data_plane_agent.attempts import AttemptEvent
 from data_plane_agent.cli import app
+from data_plane_agent.pacing import Backoff
 from data_plane_agent.protocol import (
     assignment_from_proto,
     report_request,

@@ -1,0 +1,271 @@
+"""Status reports, from an attempt's state change to the control plane's answer.
+
+Each report is numbered per attempt (RUNNING is 1, the terminal state 2; an adopted attempt
+continues above any number its previous agent process can have used), fenced with its lease's
+token, and queued in a bounded buffer on disk (`report_buffer`, under `<work_dir>/reports/`),
+so that reports made while the control plane is unreachable are sent once it is back, even by
+the next agent process if this one dies first. The delivery loop sends them in order over the
+current session, retrying outages and (a bounded number of times) server errors.
+
+Each lease comes with a report secret that the control plane requires on the attempt's
+reports. It is kept apart from the `TaskAssignment` executors see: in memory, and on disk only
+in its lease file (`lease_store`, `<work_dir>/leases/<attempt_id>.json`, mode 0600 in a 0700
+directory), written before the attempt is launched and deleted once its last report is
+settled. Never in a buffered report (it is added as the report is sent), a log line, or the
+task's environment or arguments. So it survives a reconnection, the control plane's restart
+(which keeps only its hash) and this process's: the next agent process on the same work dir
+loads the lease files, and the reports it replays, or makes for the pods it adopts, carry their
+secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+from pydantic import SecretStr
+
+from data_plane_agent.attempts import AttemptEvent, TaskAssignment
+from data_plane_agent.lease_store import LEASES_DIR, LeaseStore, names_a_lease_file
+from data_plane_agent.log_fields import AttemptLogFields
+from data_plane_agent.pacing import Backoff
+from data_plane_agent.protocol import report_request, with_report_secret
+from data_plane_agent.report_buffer import REPORTS_DIR, PendingReport, ReportBuffer
+from data_plane_agent.session import Session
+from data_plane_agent.settings import AgentSettings
+from fleetflow.agent.v1.agent_pb2 import ReportStatusRequest
+
+# The agent loop's parts log under the one name operators know them by.
+logger = logging.getLogger("data_plane_agent.agent")
+
+MAX_REPORT_TRIES = 10
+"""Tries for a report the control plane answers with a server-side error (not for outages)."""
+
+# The control plane is away: a report is kept until it gets through.
+_OUTAGE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+# The control plane answered but failed: retried a bounded number of times.
+_SERVER_ERROR_CODES = frozenset(
+    {
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+
+
+class Reporter:
+    """Numbers, buffers and delivers the status reports of the agent's leases.
+
+    An attempt is *open* from its lease (or adoption) to its terminal report; a lease's secret
+    is kept while the attempt is open or a report of it waits in the buffer.
+
+    Args:
+        settings: The work dir, the buffer's bound, the backoff between tries.
+        session: The session reports go over.
+        log_fields: The log fields of the attempts reported on.
+    """
+
+    def __init__(
+        self, settings: AgentSettings, session: Session, log_fields: AttemptLogFields
+    ) -> None:
+        self._settings = settings
+        self._session = session
+        self._log_fields = log_fields
+        # Loads what a previous agent process could not deliver; replayed once registered.
+        self._reports = ReportBuffer(settings.work_dir / REPORTS_DIR, settings.max_buffered_reports)
+        # The open attempts, with the count of reports made for each.
+        self._sequences: dict[str, int] = {}
+        # Attempt id -> (fencing token, report secret) of the leases this agent answers for,
+        # mirrored in `_leases` on disk (with those a previous process left, loaded here).
+        self._leases = LeaseStore(settings.work_dir / LEASES_DIR)
+        self._report_secrets: dict[str, tuple[int, SecretStr]] = self._leases.load()
+
+    # ----------------------------------------------------------------------------- leases
+
+    def open_lease(self, assignment: TaskAssignment, report_secret: SecretStr) -> None:
+        """Begin reporting on a newly leased attempt, whose reports count from 1.
+
+        A new lease (a new fencing token) replaces the secret of any earlier one; `store_lease`
+        puts it on disk before the attempt is launched.
+        """
+        attempt_id = assignment.attempt_id
+        self._sequences[attempt_id] = 0
+        self._report_secrets[attempt_id] = (assignment.fencing_token, report_secret)
+        remembered = self._settings.max_buffered_reports + self._settings.max_parallel
+        if len(self._report_secrets) > remembered:
+            # Reports the full buffer dropped leave their secrets behind: forget them.
+            for leased in list(self._report_secrets):
+                self._forget_report_secret(leased)
+
+    def adopt(self, assignments: list[TaskAssignment]) -> None:
+        """Continue reporting on attempts a previous agent process launched.
+
+        Their reports continue from a sequence number above any the previous process can
+        have used (milliseconds since the epoch), so none is dropped as a duplicate, and carry
+        the report secret the previous process stored in the attempt's lease file.
+        """
+        base = time.time_ns() // 1_000_000
+        for assignment in assignments:
+            self._sequences[assignment.attempt_id] = base
+
+    def forget_unclaimed_leases(self) -> None:
+        """Forget a previous process's leases neither adopted nor with a report left: nothing
+        more will be reported under them."""
+        for leased in list(self._report_secrets):
+            self._forget_report_secret(leased)
+
+    async def store_lease(self, assignment: TaskAssignment, report_secret: SecretStr) -> None:
+        """Put the lease's secret on disk, for the next agent process should this one die
+        before the attempt's last report is settled. Failing that, it stays in memory only."""
+        attempt_id = assignment.attempt_id
+        if not names_a_lease_file(attempt_id):
+            logger.warning(
+                "attempt %s: its id is not of the form at-<hex>; its report secret is kept in "
+                "memory only and dies with this process",
+                attempt_id,
+            )
+            return
+        try:
+            await asyncio.to_thread(
+                self._leases.save, attempt_id, assignment.fencing_token, report_secret
+            )
+        except OSError as exc:
+            logger.error(
+                "attempt %s: could not store its report secret in %s (%s); keeping it in "
+                "memory only",
+                attempt_id,
+                self._leases.directory,
+                exc,
+            )
+
+    # ---------------------------------------------------------------------------- reports
+
+    async def report(self, event: AttemptEvent, fencing_token: int) -> None:
+        """Queue the report of an open attempt's state change; it is on disk when this
+        returns."""
+        sequence = self._sequences[event.attempt_id] + 1
+        self._sequences[event.attempt_id] = sequence
+        await self._reports.put(
+            report_request(event, fencing_token=fencing_token, sequence=sequence)
+        )
+
+    def close_attempt(self, attempt_id: str) -> None:
+        """The attempt's last report is queued: once it is settled, its secret goes too."""
+        self._sequences.pop(attempt_id, None)
+        self._forget_report_secret(attempt_id)
+
+    def final_report_tokens(self) -> dict[str, int]:
+        """Attempt id -> fencing token of the attempts whose final report is still to deliver
+        (see `ReportBuffer.fencing_tokens`)."""
+        return self._reports.fencing_tokens()
+
+    @property
+    def report_secrets(self) -> dict[str, tuple[int, SecretStr]]:
+        """Attempt id -> (fencing token, report secret) of the leases still answered for."""
+        return self._report_secrets
+
+    async def deliver_reports(self) -> None:
+        """Send the buffered reports in order, for ever."""
+        backoff = Backoff(
+            self._settings.reconnect_initial_backoff_seconds,
+            self._settings.reconnect_max_backoff_seconds,
+        )
+        while True:
+            pending = await self._reports.first()
+            await self._session.wait_registered()
+            attempt_id = pending.request.attempt_id
+            with self._log_fields.of(attempt_id):
+                try:
+                    answer = await self._session.report_status(
+                        self._with_report_secret(pending.request)
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    pending.tries += 1
+                    code = exc.code()
+                    if code is grpc.StatusCode.PERMISSION_DENIED:
+                        # Not this lease's report to make (or its secret was lost with the
+                        # agent process that leased it): sending it again cannot help.
+                        logger.error(
+                            "attempt %s: the control plane refused its %s: %s",
+                            attempt_id,
+                            pending.describe(),
+                            exc.details(),
+                        )
+                        self._settle(pending)
+                        continue
+                    if code in _OUTAGE_CODES or (
+                        code in _SERVER_ERROR_CODES and pending.tries < MAX_REPORT_TRIES
+                    ):
+                        delay = backoff.next_delay()
+                        logger.warning(
+                            "attempt %s: could not send its %s (%s: %s); retrying in %.1fs",
+                            attempt_id,
+                            pending.describe(),
+                            code.name,
+                            exc.details(),
+                            delay,
+                        )
+                        await asyncio.sleep(delay)  # pacing between retries
+                        continue
+                    logger.error(
+                        "attempt %s: giving up on its %s after %d tries (%s: %s)",
+                        attempt_id,
+                        pending.describe(),
+                        pending.tries,
+                        code.name,
+                        exc.details(),
+                    )
+                    self._settle(pending)
+                    continue
+                backoff.reset()
+                self._settle(pending)
+                if answer.accepted:
+                    logger.info("attempt %s: delivered its %s", attempt_id, pending.describe())
+                else:
+                    logger.info(
+                        "attempt %s: the control plane ignored its %s: %s",
+                        attempt_id,
+                        pending.describe(),
+                        answer.reason or "no reason given",
+                    )
+
+    async def flush(self) -> None:
+        """At shutdown: give the reports a last chance to go out over a live session, within
+        the settings' deadline; say how many are left for the next start."""
+        if self._session.registered:
+            try:
+                await asyncio.wait_for(
+                    self._reports.wait_empty(), self._settings.shutdown_report_seconds
+                )
+            except TimeoutError:
+                pass
+        if len(self._reports):
+            logger.warning(
+                "%d status report(s) could not be delivered before shutdown; kept in %s for the "
+                "next start",
+                len(self._reports),
+                self._reports.directory,
+            )
+
+    def _with_report_secret(self, request: ReportStatusRequest) -> ReportStatusRequest:
+        """The report as sent: with the secret of its lease, when this agent holds it."""
+        held = self._report_secrets.get(request.attempt_id)
+        if held is None or held[0] != request.fencing_token:
+            return request  # a lease whose secret was lost, or an earlier lease's report
+        return with_report_secret(request, held[1])
+
+    def _settle(self, pending: PendingReport) -> None:
+        """Done with a report (delivered, ignored or refused): off the buffer and, when it was
+        the attempt's last, its lease's secret out of memory and off the disk."""
+        self._reports.remove(pending)
+        self._forget_report_secret(pending.request.attempt_id)
+
+    def _forget_report_secret(self, attempt_id: str) -> None:
+        """Forget a lease's secret once nothing more will be reported under it."""
+        if attempt_id not in self._sequences and attempt_id not in self._reports.attempt_ids():
+            if self._report_secrets.pop(attempt_id, None) is not None:
+                self._leases.delete(attempt_id)
