@@ -7,7 +7,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +26,9 @@ from fleetflow.ir import (
     WorkflowSpec,
 )
 from tests.tiers import load_script, tier_unavailable
+
+if TYPE_CHECKING:  # imported by the fixtures that serve the API, not by every test
+    from tests.api_server import ControlPlane, ServedApi
 
 
 @pytest.fixture
@@ -164,3 +167,22 @@ def workflow_spec() -> WorkflowSpec:
         ],
         outputs={"o0": NodeOutputBinding(node_id="n1", output="o0")},
     )
+
+
+@pytest.fixture(scope="module")
+def served_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApi]:
+    """The real REST app, built and served once per test module (tests/api_server.py)."""
+    from tests.api_server import served_api
+
+    with served_api(tmp_path_factory.mktemp("api")) as served:
+        yield served
+
+
+@pytest.fixture
+def control_plane_api(served_api: ServedApi, tmp_path: Path) -> Iterator[ControlPlane]:
+    """The real REST API over HTTP, on a fresh SQLite database for each test."""
+    from tests.api_server import fresh_control_plane
+
+    home = tmp_path / "control-plane"
+    home.mkdir()
+    yield from fresh_control_plane(served_api, home)

@@ -28,13 +28,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from control_plane.agent_api.interceptors import InternalErrorInterceptor
 from control_plane.agent_api.service import AgentService, AttemptsReady
 from control_plane.api.app import create_app
-from control_plane.db.models import Cluster, TaskAttempt, utcnow
-from control_plane.db.repositories import attempts as attempts_repo
+from control_plane.db.models import Cluster, utcnow
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.repositories import tenancy
-from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
-from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import transaction
 from control_plane.orchestration.workflows import AttemptFinished
 from control_plane.services.finish_notifier import FinishNotifier
@@ -43,8 +40,10 @@ from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec
 from fleetflow.states import AttemptState
 from fleetflow.storage import LocalBlobStore
+from tests.api_server import UnusedLauncher
 from tests.integration.auth import admin_client
 from tests.integration.stack import Stack, start_agent
+from tests.seeding import Held, seed_execution
 from tests.unit.cli_harness import Result, cli_invoker
 
 pytestmark = pytest.mark.integration
@@ -52,16 +51,6 @@ pytestmark = pytest.mark.integration
 HEARTBEAT_INTERVAL_SECONDS = 4  # online up to 6 s, degraded up to the 12 s grace
 DEADLINE_SECONDS = 30.0
 TOKEN_PATTERN = re.compile(r"ffa_[A-Za-z0-9_-]+")
-
-
-class UnusedLauncher:
-    """The cluster routes never start or cancel executions; fails loudly if one does."""
-
-    async def start_execution(self, execution_id: str) -> bool:
-        raise AssertionError("the cluster routes must not launch executions")
-
-    async def cancel_execution(self, execution_id: str) -> None:
-        raise AssertionError("the cluster routes must not cancel executions")
 
 
 @pytest.fixture
@@ -281,7 +270,6 @@ def test_capacity_agent_version_and_active_attempts(
         capacity=capacity,
         agent_version="1.2.3",
     )
-    busy = cluster_row(session_factory, "busy")
     states = [
         AttemptState.PENDING,
         AttemptState.ASSIGNED,
@@ -293,26 +281,11 @@ def test_capacity_agent_version_and_active_attempts(
         AttemptState.LOST,
     ]
     with transaction(session_factory) as session:
-        tenant = get_or_create_tenant(session, "research")
-        tenancy.grant_cluster(session, tenant, tenancy.EVERY_CLUSTER)
-        workflow = register_workflow_version(session, tenant.id, workflow_spec, "b" * 64, None)
-        execution = create_execution(session, tenant.id, workflow, {"n": 1})
-        for number, state in enumerate(states, start=1):
-            attempt = attempts_repo.create_attempt(
-                session,
-                execution_id=execution.id,
-                node_id="n0",
-                task_name="examples.train.prepare",
-                attempt_number=number,
-                inputs_uri="file:///in",
-                outputs_uri="file:///out",
-            )
-            # Test set-up, not a transition: the states are what is being counted.
-            session.execute(
-                update(TaskAttempt)
-                .where(TaskAttempt.id == attempt.id)
-                .values(status=state.value, cluster_id=busy.id)
-            )
+        tenancy.grant_cluster(
+            session, get_or_create_tenant(session, "research"), tenancy.EVERY_CLUSTER
+        )
+    held = (Held(state, cluster="busy") for state in states)
+    seed_execution(session_factory, workflow_spec, "research", *held)
 
     body = client.get("/api/v1/clusters/busy").json()
     assert body["status"] == "online"

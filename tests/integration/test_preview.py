@@ -6,16 +6,12 @@ and says for each task where it would run now and why the other clusters are exc
 from __future__ import annotations
 
 import sys
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -30,6 +26,7 @@ from control_plane.settings import ApiSettings, DatabaseSettings, PlacementSetti
 from fleetflow.cli.main import main
 from fleetflow.ir import Resources, WorkflowSpec
 from fleetflow.storage import LocalBlobStore
+from tests.api_server import serve
 from tests.integration.auth import admin_client, admin_token
 from tests.integration.test_api import FakeLauncher, assert_error, register, upload_bundle
 
@@ -269,14 +266,6 @@ def pipeline(n: int) -> str:
 """
 
 
-class _ThreadedUvicorn(uvicorn.Server):
-    """uvicorn in a background thread: signals stay with the test process."""
-
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @pytest.fixture
 def api_url(
     session_factory: sessionmaker[Session],
@@ -286,22 +275,9 @@ def api_url(
 ) -> Iterator[str]:
     """The API on a loopback port; the CLI in this process logs in as its platform admin."""
     app = make_app(session_factory, launcher, blob_store)
-    server = _ThreadedUvicorn(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, name="api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    monkeypatch.setenv("FLEETFLOW_TOKEN", admin_token(app))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serve(app) as url:
+        monkeypatch.setenv("FLEETFLOW_TOKEN", admin_token(app))
+        yield url
 
 
 def run_cli(

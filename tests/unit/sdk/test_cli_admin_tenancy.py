@@ -1,10 +1,12 @@
 """`fleetflow admin tenants|users|tokens|roles|quotas|clusters grant|audit`, `fleetflow quota`
-and `fleetflow usage`: what each sends, what it prints, and the mistakes caught before anything
-is sent.
+and `fleetflow usage`: what each does on the control plane, what it prints, and the mistakes
+caught before anything is sent.
 
-The control plane's tenancy endpoints are being built; until they exist these tests talk to
-`FakeControlPlane` (tests/unit/cli_harness.py), a real HTTP server on a loopback port that
-answers as the REST contract says.
+The CLI talks over HTTP to the real control-plane API (`control_plane_api`, tests/conftest.py:
+a fresh app and SQLite database per test), logged in as its platform admin. What a command did
+is read back from the API; what it prints is compared with what the API holds. Attempts that
+quota and usage count are set up in the database (their states are what is counted here, not
+how they got there).
 """
 
 from __future__ import annotations
@@ -15,42 +17,28 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from control_plane.auth.rbac import EVERY_TENANT, Role
+from control_plane.db.repositories import clusters as clusters_repo
+from control_plane.db.repositories import principals as principals_repo
+from control_plane.db.session import transaction
 from fleetflow.config import CliConfig, save_cli_config
-from tests.unit.cli_harness import (
-    FakeControlPlane,
-    Invoke,
-    Result,
-    cli_invoker,
-    fake_control_plane,
-    user_environment,
-)
+from fleetflow.ir import WorkflowSpec
+from fleetflow.states import AttemptState
+from tests.api_server import ControlPlane
+from tests.seeding import Held, seed_execution
+from tests.unit.cli_harness import Invoke, Result, cli_invoker, user_environment
 
-TOKEN = "ffu_admin-token-0123456789"
-NEW_TOKEN = "ffu_bob-first-token-abcdefghij"
-CREATED_AT = "2026-11-01T10:00:00Z"
-BOB = {
-    "name": "bob",
-    "kind": "user",
-    "tenant": "acme",
-    "roles": [{"role": "developer", "tenant": "acme"}],
-    "created_at": CREATED_AT,
-}
+GI = 2**30
+TI = 2**40
 QUOTA = {
     "gpu": 16,
     "gpu_per_type": {"H100": 8},
     "cpu": 256.0,
-    "memory_bytes": 2 * 2**40,
-    "max_running_executions": 20,
-    "max_running_tasks": None,
-}
-UNLIMITED: dict[str, Any] = {
-    "gpu": None,
-    "gpu_per_type": {},
-    "cpu": None,
-    "memory_bytes": None,
-    "max_running_executions": None,
+    "memory": 2 * TI,
+    "max_running_executions": 2,
     "max_running_tasks": None,
 }
 
@@ -66,11 +54,16 @@ def fleetflow(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str
 
 
 @pytest.fixture
-def server() -> Iterator[FakeControlPlane]:
-    """Logged in (as an admin) to a fake control plane."""
-    for fake in fake_control_plane({TOKEN}):
-        save_cli_config(CliConfig(api_url=fake.url, token=TOKEN))
-        yield fake
+def server(control_plane_api: ControlPlane) -> ControlPlane:
+    """Logged in as the platform admin of a fresh control plane."""
+    save_cli_config(CliConfig(api_url=control_plane_api.url, token=control_plane_api.admin_token))
+    return control_plane_api
+
+
+@pytest.fixture
+def acme(server: ControlPlane) -> str:
+    server.tenants("acme")
+    return "acme"
 
 
 def assert_one_clear_error(result: Result, *expected: str) -> str:
@@ -85,6 +78,35 @@ def assert_one_clear_error(result: Result, *expected: str) -> str:
 def words(text: str) -> list[str]:
     """Each line with its runs of spaces collapsed: table rows without their padding."""
     return [" ".join(line.split()) for line in text.splitlines()]
+
+
+def utc(text: str | None) -> str:
+    """An API time as the CLI shows it."""
+    assert text is not None
+    return datetime.fromisoformat(text).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def whoami(server: ControlPlane, token: str) -> Any:
+    response = httpx.get(
+        f"{server.url}/api/v1/whoami", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def roles_of(server: ControlPlane, tenant: str, name: str) -> list[dict[str, str]]:
+    users = server.api("GET", f"/api/v1/admin/tenants/{tenant}/users")["users"]
+    return [user["roles"] for user in users if user["name"] == name][0]  # type: ignore[no-any-return]
+
+
+def tokens_of(server: ControlPlane, tenant: str, name: str) -> dict[str, Any]:
+    tokens = server.api("GET", f"/api/v1/admin/tenants/{tenant}/users/{name}/tokens")["tokens"]
+    return {token["id"]: token for token in tokens}
+
+
+def about(text: str | None, expected: datetime) -> bool:
+    assert text is not None
+    return abs(datetime.fromisoformat(text) - expected) < timedelta(minutes=5)
 
 
 # Help --------------------------------------------------------------------------------------
@@ -125,32 +147,31 @@ def test_help_documents_the_tenancy_commands(
 # tenants -----------------------------------------------------------------------------------
 
 
-def test_tenants_create_list_get(fleetflow: Invoke, server: FakeControlPlane) -> None:
-    server.answer("POST", "/api/v1/admin/tenants", {"name": "acme", "created_at": CREATED_AT}, 201)
+def test_tenants_create_list_get(fleetflow: Invoke, server: ControlPlane) -> None:
     created = fleetflow("admin", "tenants", "create", "acme")
     assert created.code == 0, created
-    assert server.only("POST", "/api/v1/admin/tenants").body == {"name": "acme"}
     assert created.out.splitlines()[0] == "created tenant acme"
     assert "fleetflow admin clusters grant acme CLUSTER" in created.out
 
-    server.answer(
-        "GET", "/api/v1/admin/tenants", {"tenants": [{"name": "acme", "created_at": CREATED_AT}]}
-    )
+    tenants = server.api("GET", "/api/v1/admin/tenants")["tenants"]
+    assert "acme" in [tenant["name"] for tenant in tenants]
     listed = fleetflow("admin", "tenants", "list")
-    assert words(listed.out) == ["NAME CREATED", "acme 2026-11-01 10:00:00 UTC"]
+    assert words(listed.out) == [
+        "NAME CREATED",
+        *(f"{tenant['name']} {utc(tenant['created_at'])}" for tenant in tenants),
+    ]
 
-    tenant = {
-        "name": "acme",
-        "created_at": CREATED_AT,
-        "quota": QUOTA,
-        "clusters": ["gpu-east"],
-        "users": 3,
-    }
-    server.answer("GET", "/api/v1/admin/tenants/acme", tenant)
+    with transaction(server.sessions) as session:
+        clusters_repo.create_cluster(session, "gpu-east", {})
+    server.api("POST", "/api/v1/admin/tenants/acme/clusters/gpu-east")
+    server.api("PUT", "/api/v1/admin/tenants/acme/quota", {**QUOTA, "max_running_executions": 20})
+    for name in ("ann", "bob", "cy"):
+        server.principal(name, tenant="acme", role=Role.DEVELOPER)
+    tenant = server.api("GET", "/api/v1/admin/tenants/acme")
     shown = fleetflow("admin", "tenants", "get", "acme")
     assert words(shown.out) == [
         "tenant acme",
-        "created 2026-11-01 10:00:00 UTC",
+        f"created {utc(tenant['created_at'])}",
         "users 3",
         "clusters gpu-east",
         "quota 16 GPUs (H100 8), 256 CPU cores, 2Ti memory, 20 running executions",
@@ -158,184 +179,180 @@ def test_tenants_create_list_get(fleetflow: Invoke, server: FakeControlPlane) ->
     assert json.loads(fleetflow("admin", "tenants", "get", "acme", "--json").out) == tenant
 
 
-def test_an_unknown_tenant_points_at_the_list(fleetflow: Invoke, server: FakeControlPlane) -> None:
-    server.answer("GET", "/api/v1/admin/tenants/nope", {"detail": "no tenant named 'nope'"}, 404)
+def test_an_unknown_tenant_points_at_the_list(fleetflow: Invoke, server: ControlPlane) -> None:
     assert_one_clear_error(
         fleetflow("admin", "tenants", "get", "nope"),
-        f"no tenant named 'nope' on {server.url}; `fleetflow admin tenants list` shows the tenants",
+        f"tenant 'nope' not found on {server.url}; "
+        "`fleetflow admin tenants list` shows the tenants",
     )
 
 
 # users and tokens --------------------------------------------------------------------------
 
 
-def created_user(token_id: str = "tok-1", expires_at: str | None = None) -> dict[str, Any]:
-    return {"user": BOB, "token": NEW_TOKEN, "token_id": token_id, "expires_at": expires_at}
-
-
 def test_users_create_prints_the_token_once_with_a_warning(
-    fleetflow: Invoke, server: FakeControlPlane
+    fleetflow: Invoke, server: ControlPlane, acme: str
 ) -> None:
-    server.answer("POST", "/api/v1/admin/tenants/acme/users", created_user(), 201)
     result = fleetflow("admin", "users", "create", "bob", "--tenant", "acme", "--role", "developer")
     assert result.code == 0, result
-    # No lifetime given: the control plane's default applies.
-    assert server.only("POST", "/api/v1/admin/tenants/acme/users").body == {
-        "name": "bob",
-        "role": "developer",
-        "kind": "user",
-    }
-    assert result.out.count(NEW_TOKEN) == 1
-    assert NEW_TOKEN not in result.err
     lines = result.out.splitlines()
     assert lines[0] == "created user bob in tenant acme; roles: developer in acme"
     assert "shown only this once" in lines[1]
-    assert lines[2] == f"  {NEW_TOKEN}"
-    assert "expires: never" in lines
+    token = lines[2].removeprefix("  ")
+    assert result.out.count(token) == 1
+    assert token not in result.err
+    assert whoami(server, token)["roles"] == [{"role": "developer", "tenant": "acme"}]
+    # No lifetime given: the control plane's default applies.
+    [issued] = tokens_of(server, "acme", "bob").values()
+    assert f"expires: {utc(issued['expires_at']) if issued['expires_at'] else 'never'}" in lines
     assert f"log in with it: fleetflow login {server.url}   (asks for the token)" in lines
 
 
 def test_users_create_a_service_account_whose_token_expires(
-    fleetflow: Invoke, server: FakeControlPlane
+    fleetflow: Invoke, server: ControlPlane, acme: str
 ) -> None:
-    answer = created_user(expires_at="2027-01-01T00:00:00Z")
-    answer["user"] = {**BOB, "name": "ci", "kind": "service"}
-    server.answer("POST", "/api/v1/admin/tenants/acme/users", answer, 201)
     result = fleetflow(
         "admin", "users", "create", "ci", "--tenant", "acme", "--role", "Viewer",
         "--service", "--expires-in-days", "90",
     )  # fmt: skip
     assert result.code == 0, result
-    assert server.only("POST", "/api/v1/admin/tenants/acme/users").body == {
-        "name": "ci",
-        "role": "viewer",
-        "kind": "service",
-        "expires_in_days": 90,
-    }
     assert result.out.startswith("created service account ci in tenant acme")
-    assert "expires: 2027-01-01 00:00:00 UTC" in result.out
+    [user] = server.api("GET", "/api/v1/admin/tenants/acme/users")["users"]
+    assert (user["name"], user["kind"], user["roles"]) == (
+        "ci",
+        "service",
+        [{"role": "viewer", "tenant": "acme"}],
+    )
+    [issued] = tokens_of(server, "acme", "ci").values()
+    assert about(issued["expires_at"], datetime.now(UTC) + timedelta(days=90))
+    assert f"expires: {utc(issued['expires_at'])}" in result.out
 
 
 def test_a_token_that_never_expires_is_asked_for_explicitly(
-    fleetflow: Invoke, server: FakeControlPlane
+    fleetflow: Invoke, server: ControlPlane, acme: str
 ) -> None:
-    server.answer("POST", "/api/v1/admin/tenants/acme/users", created_user(), 201)
-    path = "/api/v1/admin/tenants/acme/users/bob/tokens"
-    server.answer("POST", path, {"token": NEW_TOKEN, "token_id": "tok-2", "expires_at": None}, 201)
     user = fleetflow(
         "admin", "users", "create", "bob", "--tenant", "acme", "--role", "viewer", "--never-expires"
     )
     assert user.code == 0, user
-    assert server.only("POST", "/api/v1/admin/tenants/acme/users").body["expires_in_days"] is None
     token = fleetflow("admin", "tokens", "create", "bob", "--tenant", "acme", "--never-expires")
     assert token.code == 0, token
-    assert server.only("POST", path).body == {"expires_in_days": None}
     assert "expires: never" in token.out
+    tokens = tokens_of(server, "acme", "bob").values()
+    assert len(tokens) == 2 and all(t["expires_at"] is None for t in tokens)
 
 
 def test_users_create_json_carries_the_token_for_scripts(
-    fleetflow: Invoke, server: FakeControlPlane
+    fleetflow: Invoke, server: ControlPlane, acme: str
 ) -> None:
-    server.answer("POST", "/api/v1/admin/tenants/acme/users", created_user(), 201)
     result = fleetflow(
         "admin", "users", "create", "bob", "--tenant", "acme", "--role", "developer", "--json"
     )
-    assert json.loads(result.out) == created_user()
+    created = json.loads(result.out)
+    assert set(created) == {"user", "token", "token_id", "expires_at"}
+    assert [created["user"]] == server.api("GET", "/api/v1/admin/tenants/acme/users")["users"]
+    assert whoami(server, created["token"])["principal"] == "bob"
+    assert list(tokens_of(server, "acme", "bob")) == [created["token_id"]]
 
 
-def test_users_list(fleetflow: Invoke, server: FakeControlPlane) -> None:
-    service = {**BOB, "name": "ci", "kind": "service", "roles": [{"role": "viewer", "tenant": "*"}]}
-    server.answer("GET", "/api/v1/admin/tenants/acme/users", {"users": [BOB, service]})
+def test_users_list(fleetflow: Invoke, server: ControlPlane, acme: str) -> None:
+    server.principal("bob", tenant="acme", role=Role.DEVELOPER)
+    server.api(
+        "POST",
+        "/api/v1/admin/tenants/acme/users",
+        {"name": "ci", "role": "viewer", "kind": "service"},
+    )
+    server.grant("ci", Role.VIEWER, EVERY_TENANT)
+    users = {u["name"]: u for u in server.api("GET", "/api/v1/admin/tenants/acme/users")["users"]}
     result = fleetflow("admin", "users", "list", "--tenant", "acme")
     assert words(result.out) == [
         "NAME KIND ROLES CREATED",
-        "bob user developer in acme 2026-11-01 10:00:00 UTC",
-        "ci service viewer (every tenant) 2026-11-01 10:00:00 UTC",
+        f"bob user developer in acme {utc(users['bob']['created_at'])}",
+        f"ci service viewer (every tenant), viewer in acme {utc(users['ci']['created_at'])}",
     ]
 
 
-def token_row(token_id: str, **fields: str) -> dict[str, Any]:
-    row = {"expires_at": None, "revoked_at": None, "last_used_at": None, **fields}
-    return {"id": token_id, "created_at": CREATED_AT, **row}
-
-
-def test_tokens_create_list_revoke(fleetflow: Invoke, server: FakeControlPlane) -> None:
-    path = "/api/v1/admin/tenants/acme/users/bob/tokens"
-    server.answer("POST", path, {"token": NEW_TOKEN, "token_id": "tok-2", "expires_at": None}, 201)
+def test_tokens_create_list_revoke(fleetflow: Invoke, server: ControlPlane, acme: str) -> None:
+    server.principal("bob", tenant="acme", role=Role.DEVELOPER)
     created = fleetflow(
         "admin", "tokens", "create", "bob", "--tenant", "acme", "--expires-in-days", "7"
     )
     assert created.code == 0, created
-    assert server.only("POST", path).body == {"expires_in_days": 7}
-    assert created.out.count(NEW_TOKEN) == 1
-    assert "token id: tok-2 (revoke it with `fleetflow admin tokens revoke tok-2`)" in created.out
+    [new_id] = set(tokens_of(server, "acme", "bob")) - {first_id(server, "bob")}
+    new = tokens_of(server, "acme", "bob")[new_id]
+    assert about(new["expires_at"], datetime.now(UTC) + timedelta(days=7))
+    token = [line.strip() for line in created.out.splitlines() if line.startswith("  ffu_")][0]
+    assert created.out.count(token) == 1
+    assert f"token id: {new_id} (revoke it with `fleetflow admin tokens revoke {new_id}`)" in (
+        created.out
+    )
 
-    now = datetime.now(UTC)
-    yesterday = (now - timedelta(days=1)).isoformat()
-    tokens = [
-        token_row("tok-2", last_used_at=CREATED_AT),
-        token_row("tok-1", expires_at=yesterday),
-        token_row("tok-0", revoked_at=CREATED_AT),
-    ]
-    server.answer("GET", path, {"tokens": tokens})
+    whoami(server, token)  # used: it has a last use now
+    with transaction(server.sessions) as session:
+        bob = principals_repo.get_principal(session, "bob")
+        assert bob is not None
+        expired, _ = principals_repo.issue_token(session, bob, expires_in=timedelta(days=-1))
+        expired_id = expired.id
+    server.api("POST", f"/api/v1/admin/tokens/{first_id(server, 'bob')}/revoke")
     listed = words(fleetflow("admin", "tokens", "list", "bob", "--tenant", "acme").out)
     assert listed[0] == "ID STATE CREATED EXPIRES LAST USED"
-    assert [row.split()[:2] for row in listed[1:]] == [
-        ["tok-2", "active"],
-        ["tok-1", "expired"],
-        ["tok-0", "revoked"],
-    ]
+    assert sorted(row.split()[:2] for row in listed[1:]) == sorted(
+        [[new_id, "active"], [expired_id, "expired"], [first_id(server, "bob"), "revoked"]]
+    )
+    assert tokens_of(server, "acme", "bob")[new_id]["last_used_at"] is not None
 
-    revoke = "/api/v1/admin/tokens/tok-2/revoke"
-    server.answer("POST", revoke, {"id": "tok-2", "revoked_at": "2026-11-29T10:00:00Z"})
-    revoked = fleetflow("admin", "tokens", "revoke", "tok-2")
-    assert revoked.out == "revoked token tok-2 at 2026-11-29 10:00:00 UTC\n"
-    assert server.only("POST", revoke).body is None
+    revoked = fleetflow("admin", "tokens", "revoke", new_id)
+    revoked_at = tokens_of(server, "acme", "bob")[new_id]["revoked_at"]
+    assert revoked.out == f"revoked token {new_id} at {utc(revoked_at)}\n"
+
+
+def first_id(server: ControlPlane, name: str) -> str:
+    """The id of the first token `name` was given."""
+    with server.sessions() as session:
+        principal = principals_repo.get_principal(session, name)
+        assert principal is not None
+        return min(principals_repo.tokens_of(session, principal), key=lambda t: t.created_at).id
 
 
 # roles -------------------------------------------------------------------------------------
 
 
-def test_roles_grant_and_revoke(fleetflow: Invoke, server: FakeControlPlane) -> None:
-    grant = {"principal": "bob", "role": "tenant-admin", "tenant": "acme"}
-    server.answer("POST", "/api/v1/admin/roles/grant", grant)
-    server.answer("POST", "/api/v1/admin/roles/revoke", grant)
+def test_roles_grant_and_revoke(fleetflow: Invoke, server: ControlPlane, acme: str) -> None:
+    server.principal("bob", tenant="acme", role=Role.VIEWER)
     granted = fleetflow("admin", "roles", "grant", "bob", "tenant-admin", "--tenant", "acme")
     assert granted.out == "granted tenant-admin in acme to bob\n"
-    assert server.only("POST", "/api/v1/admin/roles/grant").body == grant
+    assert {"role": "tenant-admin", "tenant": "acme"} in roles_of(server, "acme", "bob")
     revoked = fleetflow("admin", "roles", "revoke", "bob", "tenant-admin", "--tenant", "acme")
     assert revoked.out == "revoked tenant-admin in acme from bob\n"
-    assert server.only("POST", "/api/v1/admin/roles/revoke").body == grant
+    assert roles_of(server, "acme", "bob") == [{"role": "viewer", "tenant": "acme"}]
 
 
 def test_platform_admin_is_granted_without_a_tenant(
-    fleetflow: Invoke, server: FakeControlPlane
+    fleetflow: Invoke, server: ControlPlane
 ) -> None:
-    grant = {"principal": "root", "role": "platform-admin", "tenant": None}
-    server.answer("POST", "/api/v1/admin/roles/grant", grant)
+    root = server.principal("root", tenant="default", role=Role.VIEWER)
     result = fleetflow("admin", "roles", "grant", "root", "platform-admin")
     assert result.out == "granted platform-admin to root\n"
-    assert server.only("POST", "/api/v1/admin/roles/grant").body == grant
+    assert {"role": "platform-admin", "tenant": EVERY_TENANT} in whoami(server, root)["roles"]
 
 
 # quotas ------------------------------------------------------------------------------------
 
 
 def test_quotas_set_parses_every_flag_and_replaces_the_whole_quota(
-    fleetflow: Invoke, server: FakeControlPlane
+    fleetflow: Invoke, server: ControlPlane, acme: str
 ) -> None:
-    server.answer("PUT", "/api/v1/admin/tenants/acme/quota", QUOTA)
     result = fleetflow(
         "admin", "quotas", "set", "acme", "--gpu", "16", "--gpu-type", "H100=8",
         "--gpu-type", " A100 = 4 ", "--cpu", "500m", "--memory", "64Gi",
         "--max-running-executions", "20", "--max-running-tasks", "0",
     )  # fmt: skip
     assert result.code == 0, result
-    assert server.only("PUT", "/api/v1/admin/tenants/acme/quota").body == {
+    assert server.api("GET", "/api/v1/admin/tenants/acme/quota") == {
         "gpu": 16,
         "gpu_per_type": {"H100": 8, "A100": 4},
         "cpu": 0.5,
-        "memory": 64 * 2**30,
+        "memory_bytes": 64 * GI,
         "max_running_executions": 20,
         "max_running_tasks": 0,
     }
@@ -343,37 +360,37 @@ def test_quotas_set_parses_every_flag_and_replaces_the_whole_quota(
         "quota of tenant acme is now:",
         "LIMIT VALUE",
         "GPUs 16",
+        "A100 GPUs 4",
         "H100 GPUs 8",
-        "CPU cores 256",
-        "memory 2Ti",
+        "CPU cores 0.5",
+        "memory 64Gi",
         "running executions 20",
-        "running tasks unlimited",
+        "running tasks 0",
     ]
 
 
 def test_quotas_set_without_flags_makes_the_tenant_unlimited(
-    fleetflow: Invoke, server: FakeControlPlane
+    fleetflow: Invoke, server: ControlPlane, acme: str
 ) -> None:
-    server.answer("PUT", "/api/v1/admin/tenants/acme/quota", UNLIMITED)
+    server.api("PUT", "/api/v1/admin/tenants/acme/quota", QUOTA)
     result = fleetflow("admin", "quotas", "set", "acme")
     assert result.out == "tenant acme has no quota now: every limit is unlimited\n"
-    assert server.only("PUT", "/api/v1/admin/tenants/acme/quota").body == {
+    assert server.api("GET", "/api/v1/admin/tenants/acme/quota") == {
         "gpu": None,
         "gpu_per_type": {},
         "cpu": None,
-        "memory": None,
+        "memory_bytes": None,
         "max_running_executions": None,
         "max_running_tasks": None,
     }
 
 
-def test_quotas_get(fleetflow: Invoke, server: FakeControlPlane) -> None:
-    server.answer("GET", "/api/v1/admin/tenants/acme/quota", QUOTA)
-    assert "memory 2Ti" in words(fleetflow("admin", "quotas", "get", "acme").out)
-    server.answer("GET", "/api/v1/admin/tenants/acme/quota", None)
+def test_quotas_get(fleetflow: Invoke, server: ControlPlane, acme: str) -> None:
     assert (
         fleetflow("admin", "quotas", "get", "acme").out == "tenant acme has no quota: unlimited\n"
     )
+    server.api("PUT", "/api/v1/admin/tenants/acme/quota", QUOTA)
+    assert "memory 2Ti" in words(fleetflow("admin", "quotas", "get", "acme").out)
 
 
 # Mistakes caught before anything is sent ---------------------------------------------------
@@ -424,7 +441,7 @@ def test_quotas_get(fleetflow: Invoke, server: FakeControlPlane) -> None:
     ],
 )
 def test_bad_values_are_refused_without_calling_the_server(
-    fleetflow: Invoke, server: FakeControlPlane, args: tuple[str, ...], expected: str
+    fleetflow: Invoke, server: ControlPlane, args: tuple[str, ...], expected: str
 ) -> None:
     message = assert_one_clear_error(fleetflow("admin", *args), expected)
     assert len(message.strip().splitlines()) == 1
@@ -450,7 +467,7 @@ def test_bad_values_are_refused_without_calling_the_server(
     ],
 )
 def test_out_of_range_options_are_usage_errors(
-    fleetflow: Invoke, server: FakeControlPlane, args: tuple[str, ...]
+    fleetflow: Invoke, server: ControlPlane, args: tuple[str, ...]
 ) -> None:
     result = fleetflow("admin", *args)
     assert result.code == 2, result
@@ -461,37 +478,34 @@ def test_out_of_range_options_are_usage_errors(
 # clusters and audit ------------------------------------------------------------------------
 
 
-def test_clusters_grant_and_revoke_grant(fleetflow: Invoke, server: FakeControlPlane) -> None:
-    server.answer(
-        "POST", "/api/v1/admin/tenants/acme/clusters/*", {"tenant": "acme", "cluster": "*"}
-    )
+def test_clusters_grant_and_revoke_grant(
+    fleetflow: Invoke, server: ControlPlane, acme: str
+) -> None:
+    with transaction(server.sessions) as session:
+        clusters_repo.create_cluster(session, "gpu-east", {})
+    server.api("POST", "/api/v1/admin/tenants/acme/clusters/gpu-east")
     granted = fleetflow("admin", "clusters", "grant", "acme", "*")
     assert granted.out == "tenant acme may now run on every cluster\n"
-    server.answer(
-        "DELETE", "/api/v1/admin/tenants/acme/clusters/gpu-east",
-        {"tenant": "acme", "cluster": "gpu-east"},
-    )  # fmt: skip
     revoked = fleetflow("admin", "clusters", "revoke-grant", "acme", "gpu-east", "--json")
     assert json.loads(revoked.out) == {"tenant": "acme", "cluster": "gpu-east"}
+    assert server.api("GET", "/api/v1/admin/tenants/acme")["clusters"] == ["*"]
     assert [(r.method, r.path) for r in server.requests] == [
         ("POST", "/api/v1/admin/tenants/acme/clusters/*"),
         ("DELETE", "/api/v1/admin/tenants/acme/clusters/gpu-east"),
     ]
 
 
-def test_audit(fleetflow: Invoke, server: FakeControlPlane) -> None:
-    entry = {
-        "at": "2026-11-29T10:00:00Z",
-        "actor": "root",
-        "action": "quota.set",
-        "target": "acme",
-        "details": {"gpu": 16, "by": "cli"},
-    }
-    server.answer("GET", "/api/v1/admin/audit", {"entries": [entry]})
+def test_audit(fleetflow: Invoke, server: ControlPlane) -> None:
+    assert fleetflow("admin", "tenants", "create", "acme").code == 0
+    assert fleetflow("admin", "quotas", "set", "acme", "--gpu", "16").code == 0
+    entries = server.api("GET", "/api/v1/admin/audit")["entries"]
     result = fleetflow("admin", "audit", "--limit", "5")
     assert words(result.out) == [
         "AT ACTOR ACTION TARGET DETAILS",
-        "2026-11-29 10:00:00 UTC root quota.set acme by=cli, gpu=16",
+        f"{utc(entries[0]['at'])} admin quota.set acme cpu=null, gpu=16, gpu_per_type={{}}, "
+        "max_running_executions=null, max_running_tasks=null, memory=null",
+        f"{utc(entries[1]['at'])} admin tenant.create acme -",
+        f"{utc(entries[2]['at'])} system bootstrap admin tenant=default",
     ]
     assert server.only("GET", "/api/v1/admin/audit").query == {"limit": ["5"]}
 
@@ -499,21 +513,20 @@ def test_audit(fleetflow: Invoke, server: FakeControlPlane) -> None:
 # fleetflow quota and usage -----------------------------------------------------------------
 
 
-def test_quota_shows_usage_against_limits(fleetflow: Invoke, server: FakeControlPlane) -> None:
-    status = {
-        "tenant": "acme",
-        "limits": QUOTA,
-        "usage": {
-            "gpu": 14,
-            "gpu_per_type": {"H100": 8, "A100": 6},
-            "cpu": 100.5,
-            "memory_bytes": 2**40,
-            "running_executions": 20,
-            "running_tasks": 31,
-        },
-        "waiting_for_quota": 4,
-    }
-    server.answer("GET", "/api/v1/quota", status)
+def test_quota_shows_usage_against_limits(
+    fleetflow: Invoke, server: ControlPlane, acme: str, workflow_spec: WorkflowSpec
+) -> None:
+    server.api("PUT", "/api/v1/admin/tenants/acme/quota", QUOTA)
+    running = AttemptState.RUNNING
+    seed_execution(
+        server.sessions, workflow_spec, "acme",
+        Held(running, gpu=8, gpu_type="H100", cpu=100.0, memory_bytes=TI),
+        Held(running, gpu=6, gpu_type="A100", cpu=0.5),
+        Held(AttemptState.LEASED),
+        running=True,
+    )  # fmt: skip
+    waiting = Held(AttemptState.PENDING, pending_reason="quota: gpu 16 of 16 in use")
+    seed_execution(server.sessions, workflow_spec, "acme", waiting, running=True)
     result = fleetflow("--tenant", "acme", "quota")
     assert result.code == 0, result
     assert words(result.out) == [
@@ -524,33 +537,34 @@ def test_quota_shows_usage_against_limits(fleetflow: Invoke, server: FakeControl
         "H100 GPUs 8 8 100%",
         "CPU cores 100.5 256 39%",
         "memory 1Ti 2Ti 50%",
-        "running executions 20 20 100%",
-        "running tasks 31 unlimited -",
-        "4 task attempt(s) wait for quota",
+        "running executions 2 2 100%",
+        "running tasks 3 unlimited -",
+        "1 task attempt(s) wait for quota",
     ]
     assert server.only("GET", "/api/v1/quota").headers["x-fleetflow-tenant"] == "acme"
-    assert json.loads(fleetflow("quota", "--json").out) == status
+    status = json.loads(fleetflow("--tenant", "acme", "quota", "--json").out)
+    assert status["usage"]["running_tasks"] == 3 and status["waiting_for_quota"] == 1
 
 
-def sums(gpu: float, cpu: float, memory: float) -> dict[str, float]:
-    return {"gpu_seconds": gpu, "cpu_seconds": cpu, "memory_gib_seconds": memory}
+def last_hour() -> datetime:
+    """The start of the hour before this one: wholly inside a window of the last 2 hours."""
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 
 
-USAGE = {
-    "tenant": "acme",
-    "bucket": "hour",
-    "buckets": [
-        {
-            "start": "2026-11-29T09:00:00Z",
-            **sums(7200.0, 36000.0, 3600.0),
-            "groups": {"gpu-west": sums(1800.0, 0, 0), "gpu-east": sums(5400.0, 36000.0, 3600.0)},
-        }
-    ],
-}
+def finished(cluster: str, minutes: int, **resources: Any) -> Held:
+    start = last_hour()
+    end = start + timedelta(minutes=minutes)
+    return Held(AttemptState.SUCCEEDED, cluster, started_at=start, finished_at=end, **resources)
 
 
-def test_usage_sends_the_window_and_sums_hours(fleetflow: Invoke, server: FakeControlPlane) -> None:
-    server.answer("GET", "/api/v1/usage", USAGE)
+def test_usage_sends_the_window_and_sums_hours(
+    fleetflow: Invoke, server: ControlPlane, workflow_spec: WorkflowSpec
+) -> None:
+    seed_execution(
+        server.sessions, workflow_spec, "default",
+        finished("gpu-east", 30, gpu=3, cpu=20.0, memory_bytes=2 * GI),
+        finished("gpu-west", 30, gpu=1),
+    )  # fmt: skip
     before = datetime.now(UTC)
     result = fleetflow("usage", "--since", "2h", "--group-by", "cluster", "--bucket", "hour")
     after = datetime.now(UTC)
@@ -560,37 +574,38 @@ def test_usage_sends_the_window_and_sums_hours(fleetflow: Invoke, server: FakeCo
     assert before - timedelta(hours=2) <= since <= after - timedelta(hours=2)
     assert query == {"bucket": ["hour"], "group_by": ["cluster"]}
     assert words(result.out) == [
-        "usage of tenant acme per hour",
+        "usage of tenant default per hour (2 without usage left out)",
         "START CLUSTER GPU h CPU h MEMORY GiB h",
-        "2026-11-29 09:00:00 UTC gpu-east 1.50 10.00 1.00",
+        f"{utc(last_hour().isoformat())} gpu-east 1.50 10.00 1.00",
         "gpu-west 0.50 0.00 0.00",
         "total 2.00 10.00 1.00",
     ]
 
 
 def test_usage_leaves_out_buckets_without_usage(
-    fleetflow: Invoke, server: FakeControlPlane
+    fleetflow: Invoke, server: ControlPlane, workflow_spec: WorkflowSpec
 ) -> None:
-    idle = {"start": "2026-11-29T10:00:00Z", **sums(0, 0, 0), "groups": {}}
-    server.answer("GET", "/api/v1/usage", {**USAGE, "buckets": [*USAGE["buckets"], idle]})
-    assert words(fleetflow("usage").out) == [
-        "usage of tenant acme per hour (1 without usage left out)",
+    since = datetime.now(UTC) - timedelta(hours=3)
+    quiet = fleetflow("usage", "--since", since.isoformat())
+    assert quiet.out == f"no usage in tenant default since {utc(since.isoformat())}\n"
+    seed_execution(
+        server.sessions, workflow_spec, "default",
+        finished("gpu-east", 30, gpu=3, cpu=20.0, memory_bytes=2 * GI),
+        finished("gpu-west", 30, gpu=1),
+    )  # fmt: skip
+    assert words(fleetflow("usage", "--since", "2h").out) == [
+        "usage of tenant default per hour (2 without usage left out)",
         "START GPU h CPU h MEMORY GiB h",
-        "2026-11-29 09:00:00 UTC 2.00 10.00 1.00",
+        f"{utc(last_hour().isoformat())} 2.00 10.00 1.00",
         "total 2.00 10.00 1.00",
     ]
-    server.answer("GET", "/api/v1/usage", {**USAGE, "buckets": [idle]})
-    assert fleetflow("usage", "--since", "2026-11-29T00:00:00Z").out == (
-        "no usage in tenant acme since 2026-11-29 00:00:00 UTC\n"
-    )
 
 
-def test_usage_with_iso_times(fleetflow: Invoke, server: FakeControlPlane) -> None:
-    server.answer("GET", "/api/v1/usage", {**USAGE, "buckets": []})
+def test_usage_with_iso_times(fleetflow: Invoke, server: ControlPlane) -> None:
     result = fleetflow(
         "usage", "--since", "2026-11-01", "--until", "2026-11-02T12:00:00+02:00", "--bucket", "day"
     )
-    assert result.out == "no usage in tenant acme since 2026-11-01 00:00:00 UTC\n"
+    assert result.out == "no usage in tenant default since 2026-11-01 00:00:00 UTC\n"
     assert server.only("GET", "/api/v1/usage").query == {
         "since": ["2026-11-01T00:00:00+00:00"],
         "until": ["2026-11-02T12:00:00+02:00"],
@@ -598,15 +613,17 @@ def test_usage_with_iso_times(fleetflow: Invoke, server: FakeControlPlane) -> No
     }
 
 
-def test_usage_top_ranks_workflows(fleetflow: Invoke, server: FakeControlPlane) -> None:
-    ranked = {"workflow": "train.pipeline", "executions": 12, **sums(36000.0, 7200.0, 0)}
-    top = {"workflows": [ranked]}
-    server.answer("GET", "/api/v1/usage/top-workflows", top)
+def test_usage_top_ranks_workflows(
+    fleetflow: Invoke, server: ControlPlane, workflow_spec: WorkflowSpec
+) -> None:
+    seed_execution(
+        server.sessions, workflow_spec, "default", finished("gpu-east", 60, gpu=10, cpu=2.0)
+    )
     result = fleetflow("usage", "--top", "--since", "7d", "--limit", "3")
     assert result.code == 0, result
     assert words(result.out)[1:] == [
         "WORKFLOW GPU h CPU h EXECUTIONS",
-        "train.pipeline 10.00 2.00 12",
+        f"{workflow_spec.name} 10.00 2.00 1",
     ]
     query = server.only("GET", "/api/v1/usage/top-workflows").query
     assert query["limit"] == ["3"] and set(query) == {"since", "limit"}
@@ -623,7 +640,7 @@ def test_usage_top_ranks_workflows(fleetflow: Invoke, server: FakeControlPlane) 
     ],
 )
 def test_usage_mistakes(
-    fleetflow: Invoke, server: FakeControlPlane, args: tuple[str, ...], expected: str
+    fleetflow: Invoke, server: ControlPlane, args: tuple[str, ...], expected: str
 ) -> None:
     assert_one_clear_error(fleetflow("usage", *args), expected)
     assert server.requests == []

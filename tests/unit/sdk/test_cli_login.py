@@ -1,8 +1,8 @@
 """`fleetflow login`, `logout`, `whoami`, and how every command carries the token and tenant.
 
-The control plane's identity endpoints are being built; until they exist these tests talk to
-`FakeControlPlane` (tests/unit/cli_harness.py), a real HTTP server on a loopback port that
-answers as the REST contract says, so the CLI's requests go over the wire as they will.
+The CLI talks over HTTP to the real control-plane API (`control_plane_api`, tests/conftest.py:
+a fresh app and SQLite database per test); users, tenants and roles are set up in its database,
+and its request log shows which token and tenant each request carried.
 """
 
 from __future__ import annotations
@@ -16,18 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from control_plane.auth.rbac import EVERY_TENANT, Role
 from fleetflow.client import AuthenticationError, Client, PermissionDeniedError
 from fleetflow.config import CliConfig, load_cli_config, save_cli_config
-from tests.unit.cli_harness import (
-    FakeControlPlane,
-    Invoke,
-    Result,
-    cli_invoker,
-    fake_control_plane,
-    user_environment,
-)
+from tests.api_server import ControlPlane
+from tests.unit.cli_harness import Invoke, Result, cli_invoker, user_environment
 
-TOKEN = "ffu_alice-secret-token-0123456789"
+# The control plane's answer to a token it does not know.
+REFUSED = "the API token is invalid, expired or revoked"
+TYPED_TOKEN = "ffu_alice-secret-token-0123456789"  # refused before it is sent
 OTHER_TOKEN = "ffu_bob-secret-token-9876543210"
 WHOAMI = {
     "principal": "alice",
@@ -49,10 +46,22 @@ def fleetflow(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str
 
 
 @pytest.fixture
-def server() -> Iterator[FakeControlPlane]:
-    for fake in fake_control_plane({TOKEN}):
-        fake.answer("GET", "/api/v1/whoami", WHOAMI)
-        yield fake
+def server(control_plane_api: ControlPlane) -> ControlPlane:
+    return control_plane_api
+
+
+@pytest.fixture
+def token(server: ControlPlane) -> str:
+    """alice's token: a developer in acme and a viewer in every tenant (WHOAMI)."""
+    alice = server.principal("alice", tenant="acme", role=Role.DEVELOPER)
+    server.grant("alice", Role.VIEWER, EVERY_TENANT)
+    return alice
+
+
+@pytest.fixture
+def bob_token(server: ControlPlane) -> str:
+    """bob's token: a developer in acme only."""
+    return server.principal("bob", tenant="acme", role=Role.DEVELOPER)
 
 
 @pytest.fixture
@@ -84,25 +93,25 @@ def assert_secret_not_shown(result: Result, *secrets: str) -> None:
 
 
 def test_login_checks_the_token_and_saves_it_for_the_owner_only(
-    fleetflow: Invoke, server: FakeControlPlane, config_file: Path
+    fleetflow: Invoke, server: ControlPlane, token: str, config_file: Path
 ) -> None:
-    result = fleetflow("login", server.url + "/", "--token", TOKEN)
+    result = fleetflow("login", server.url + "/", "--token", token)
     assert result.code == 0, result
-    assert_secret_not_shown(result, TOKEN)
+    assert_secret_not_shown(result, token)
     assert f"logged in to {server.url} as alice (user), acting in tenant acme" in result.out
     assert "roles: developer in acme, viewer (every tenant)" in result.out
     assert f"saved to {config_file}" in result.out
-    assert server.only("GET", "/api/v1/whoami").headers["authorization"] == f"Bearer {TOKEN}"
-    assert saved(config_file) == {"api_url": server.url, "token": TOKEN, "tenant": None}
+    assert server.only("GET", "/api/v1/whoami").headers["authorization"] == f"Bearer {token}"
+    assert saved(config_file) == {"api_url": server.url, "token": token, "tenant": None}
     assert stat.S_IMODE(config_file.stat().st_mode) == 0o600
 
 
 def test_login_tightens_an_existing_readable_config(
-    fleetflow: Invoke, server: FakeControlPlane, config_file: Path
+    fleetflow: Invoke, server: ControlPlane, token: str, config_file: Path
 ) -> None:
     config_file.write_text(json.dumps({"api_url": "http://127.0.0.1:1"}))
     config_file.chmod(0o644)
-    assert fleetflow("login", server.url, "--token", TOKEN).code == 0
+    assert fleetflow("login", server.url, "--token", token).code == 0
     assert stat.S_IMODE(config_file.stat().st_mode) == 0o600
     assert saved(config_file)["api_url"] == server.url
 
@@ -110,27 +119,28 @@ def test_login_tightens_an_existing_readable_config(
 @pytest.mark.parametrize("how", ["stdin", "env"])
 def test_login_reads_the_token_from_stdin_or_the_environment(
     fleetflow: Invoke,
-    server: FakeControlPlane,
+    server: ControlPlane,
+    token: str,
     config_file: Path,
     monkeypatch: pytest.MonkeyPatch,
     how: str,
 ) -> None:
     if how == "stdin":
-        monkeypatch.setattr(sys, "stdin", io.StringIO(f"{TOKEN}\n"))
+        monkeypatch.setattr(sys, "stdin", io.StringIO(f"{token}\n"))
         result = fleetflow("login", server.url, "--token-stdin")
     else:
-        monkeypatch.setenv("FLEETFLOW_TOKEN", TOKEN)
+        monkeypatch.setenv("FLEETFLOW_TOKEN", token)
         result = fleetflow("login", server.url)
     assert result.code == 0, result
-    assert_secret_not_shown(result, TOKEN)
-    assert saved(config_file)["token"] == TOKEN
+    assert_secret_not_shown(result, token)
+    assert saved(config_file)["token"] == token
 
 
 def test_login_with_a_tenant_acts_there_and_saves_it(
-    fleetflow: Invoke, server: FakeControlPlane, config_file: Path
+    fleetflow: Invoke, server: ControlPlane, token: str, config_file: Path
 ) -> None:
-    server.answer("GET", "/api/v1/whoami", {**WHOAMI, "acting_tenant": "research"})
-    result = fleetflow("login", server.url, "--token", TOKEN, "--tenant", "research")
+    server.tenants("research")  # alice views every tenant
+    result = fleetflow("login", server.url, "--token", token, "--tenant", "research")
     assert result.code == 0, result
     assert "acting in tenant research (home tenant acme)" in result.out
     assert server.only("GET", "/api/v1/whoami").headers["x-fleetflow-tenant"] == "research"
@@ -138,14 +148,14 @@ def test_login_with_a_tenant_acts_there_and_saves_it(
 
 
 def test_login_with_a_refused_token_saves_nothing(
-    fleetflow: Invoke, server: FakeControlPlane, config_file: Path
+    fleetflow: Invoke, server: ControlPlane, config_file: Path
 ) -> None:
     before = CliConfig(api_url="http://127.0.0.1:1", token=OTHER_TOKEN)
     save_cli_config(before)
     result = fleetflow("login", server.url, "--token", "ffu_wrong")
     message = assert_one_clear_error(
         result,
-        f"the control plane at {server.url} refused the token (invalid or expired token)",
+        f"the control plane at {server.url} refused the token ({REFUSED})",
         "nothing was saved",
     )
     assert "ffu_wrong" not in message
@@ -153,12 +163,12 @@ def test_login_with_a_refused_token_saves_nothing(
 
 
 def test_login_refused_in_a_tenant_saves_nothing(
-    fleetflow: Invoke, server: FakeControlPlane, config_file: Path
+    fleetflow: Invoke, server: ControlPlane, bob_token: str, config_file: Path
 ) -> None:
-    server.answer("GET", "/api/v1/whoami", {"detail": "alice has no role in tenant x"}, 403)
+    server.tenants("x")  # where bob holds no role: it answers as if it did not exist
     assert_one_clear_error(
-        fleetflow("login", server.url, "--token", TOKEN, "--tenant", "x"),
-        f"cannot log in to {server.url} in tenant x: alice has no role in tenant x",
+        fleetflow("login", server.url, "--token", bob_token, "--tenant", "x"),
+        f"cannot log in to {server.url} in tenant x: tenant 'x' not found",
         "nothing was saved",
     )
     assert not config_file.exists()
@@ -167,11 +177,11 @@ def test_login_refused_in_a_tenant_saves_nothing(
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (("localhost:8080", "--token", TOKEN), "'localhost:8080' is not an http(s):// URL"),
+        (("localhost:8080", "--token", TYPED_TOKEN), "'localhost:8080' is not an http(s):// URL"),
         (("http://127.0.0.1:1",), "no token: give it with --token TOKEN, --token-stdin"),
         (("http://127.0.0.1:1", "--token", "a b"), "the token contains whitespace"),
         (
-            ("http://127.0.0.1:1", "--token", TOKEN, "--token-stdin"),
+            ("http://127.0.0.1:1", "--token", TYPED_TOKEN, "--token-stdin"),
             "give the token with --token or --token-stdin, not both",
         ),
     ],
@@ -181,7 +191,7 @@ def test_login_mistakes_are_caught_before_anything_is_sent(
 ) -> None:
     result = fleetflow("login", *args)
     assert_one_clear_error(result, expected)
-    assert_secret_not_shown(result, TOKEN)
+    assert_secret_not_shown(result, TYPED_TOKEN)
     assert not config_file.exists()
 
 
@@ -190,7 +200,7 @@ def test_login_to_nothing_says_so_and_saves_nothing(fleetflow: Invoke, config_fi
 
     url = f"http://127.0.0.1:{processes.free_port()}"
     assert_one_clear_error(
-        fleetflow("login", url, "--token", TOKEN),
+        fleetflow("login", url, "--token", TYPED_TOKEN),
         f"cannot reach the control plane at {url}",
         "Nothing was saved.",
     )
@@ -198,28 +208,28 @@ def test_login_to_nothing_says_so_and_saves_nothing(fleetflow: Invoke, config_fi
 
 
 def test_login_warns_when_the_environment_overrides_what_it_saved(
-    fleetflow: Invoke, server: FakeControlPlane, monkeypatch: pytest.MonkeyPatch
+    fleetflow: Invoke, server: ControlPlane, token: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FLEETFLOW_TENANT", "research")
-    result = fleetflow("login", server.url, "--token", TOKEN)
+    result = fleetflow("login", server.url, "--token", token)
     assert result.code == 0, result
     assert "warning: FLEETFLOW_TENANT is set: it overrides the saved tenant" in result.err
 
 
 def test_login_json_is_whoami_without_the_token(
-    fleetflow: Invoke, server: FakeControlPlane
+    fleetflow: Invoke, server: ControlPlane, token: str
 ) -> None:
-    result = fleetflow("login", server.url, "--token", TOKEN, "--json")
+    result = fleetflow("login", server.url, "--token", token, "--json")
     assert result.code == 0, result
     assert json.loads(result.out) == WHOAMI
-    assert_secret_not_shown(result, TOKEN)
+    assert_secret_not_shown(result, token)
 
 
 # whoami and logout -------------------------------------------------------------------------
 
 
-def test_whoami_after_login(fleetflow: Invoke, server: FakeControlPlane) -> None:
-    assert fleetflow("login", server.url, "--token", TOKEN).code == 0
+def test_whoami_after_login(fleetflow: Invoke, server: ControlPlane, token: str) -> None:
+    assert fleetflow("login", server.url, "--token", token).code == 0
     result = fleetflow("whoami")
     assert result.code == 0, result
     lines = [" ".join(line.split()) for line in result.out.splitlines()]
@@ -234,9 +244,9 @@ def test_whoami_after_login(fleetflow: Invoke, server: FakeControlPlane) -> None
 
 
 def test_logout_removes_the_token_and_commands_then_say_how_to_log_in(
-    fleetflow: Invoke, server: FakeControlPlane, config_file: Path
+    fleetflow: Invoke, server: ControlPlane, token: str, config_file: Path
 ) -> None:
-    assert fleetflow("login", server.url, "--token", TOKEN, "--tenant", "acme").code == 0
+    assert fleetflow("login", server.url, "--token", token, "--tenant", "acme").code == 0
     result = fleetflow("logout")
     assert result.code == 0, result
     assert f"logged out of {server.url}: removed the token from {config_file}" in result.out
@@ -246,7 +256,8 @@ def test_logout_removes_the_token_and_commands_then_say_how_to_log_in(
 
     message = assert_one_clear_error(
         fleetflow("whoami"),
-        f"the control plane at {server.url} needs a token (invalid or expired token); "
+        f"the control plane at {server.url} needs a token (no API token: send "
+        "`Authorization: Bearer <token>` (the CLI does after `fleetflow login URL --token …`)); "
         f"log in with `fleetflow login {server.url} --token …` or set FLEETFLOW_TOKEN",
     )
     assert len(message.strip().splitlines()) == 1
@@ -260,26 +271,26 @@ def test_logout_removes_the_token_and_commands_then_say_how_to_log_in(
     [("whoami",), ("executions", "list"), ("quota",), ("admin", "tenants", "list")],
 )
 def test_a_refused_saved_token_says_how_to_log_in(
-    fleetflow: Invoke, server: FakeControlPlane, config_file: Path, args: tuple[str, ...]
+    fleetflow: Invoke, server: ControlPlane, config_file: Path, args: tuple[str, ...]
 ) -> None:
     save_cli_config(CliConfig(api_url=server.url, token="ffu_revoked"))
     result = fleetflow(*args)
     assert_one_clear_error(
         result,
         f"the control plane at {server.url} refused the token from {config_file} "
-        f"(invalid or expired token); log in with `fleetflow login {server.url} --token …`",
+        f"({REFUSED}); log in with `fleetflow login {server.url} --token …`",
     )
     assert_secret_not_shown(result, "ffu_revoked")
 
 
 def test_a_refused_token_from_the_environment_says_to_fix_the_variable(
-    fleetflow: Invoke, server: FakeControlPlane, monkeypatch: pytest.MonkeyPatch
+    fleetflow: Invoke, server: ControlPlane, token: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    save_cli_config(CliConfig(api_url=server.url, token=TOKEN))
+    save_cli_config(CliConfig(api_url=server.url, token=token))
     monkeypatch.setenv("FLEETFLOW_TOKEN", "ffu_stale")
     assert_one_clear_error(
         fleetflow("whoami"),
-        "refused the token from FLEETFLOW_TOKEN (invalid or expired token); set "
+        f"refused the token from FLEETFLOW_TOKEN ({REFUSED}); set "
         "FLEETFLOW_TOKEN to a valid token (it overrides `fleetflow login`)",
     )
     assert server.only("GET", "/api/v1/whoami").headers["authorization"] == "Bearer ffu_stale"
@@ -299,42 +310,53 @@ def test_a_refused_token_from_the_environment_says_to_fix_the_variable(
 )
 def test_the_tenant_header_comes_from_flag_then_environment_then_config(
     fleetflow: Invoke,
-    server: FakeControlPlane,
+    server: ControlPlane,
+    token: str,
     monkeypatch: pytest.MonkeyPatch,
     flag: str | None,
     env: str | None,
     saved_tenant: str | None,
     expected: str | None,
 ) -> None:
-    save_cli_config(CliConfig(api_url=server.url, token=TOKEN, tenant=saved_tenant))
+    save_cli_config(CliConfig(api_url=server.url, token=token, tenant=saved_tenant))
     if env:
         monkeypatch.setenv("FLEETFLOW_TENANT", env)
-    server.answer("GET", "/api/v1/executions", {"items": []})
+    server.tenants("saved", "from-env", "from-flag")  # alice views every tenant
     result = fleetflow(*(("--tenant", flag) if flag else ()), "executions", "list")
     assert result.code == 0, result
     headers = server.only("GET", "/api/v1/executions").headers
     assert headers.get("x-fleetflow-tenant") == expected
-    assert headers["authorization"] == f"Bearer {TOKEN}"
+    assert headers["authorization"] == f"Bearer {token}"
 
 
 def test_a_commands_own_tenant_option_wins_over_the_global_one(
-    fleetflow: Invoke, server: FakeControlPlane
+    fleetflow: Invoke, server: ControlPlane, token: str
 ) -> None:
-    save_cli_config(CliConfig(api_url=server.url, token=TOKEN))
+    save_cli_config(CliConfig(api_url=server.url, token=token))
+    server.tenants("global", "own")  # alice views every tenant
     result = fleetflow("--tenant", "global", "whoami", "--tenant", "own")
     assert result.code == 0, result
+    assert "acting tenant own" in " ".join(result.out.split())
     assert server.only("GET", "/api/v1/whoami").headers["x-fleetflow-tenant"] == "own"
 
 
 def test_a_refusal_in_another_tenant_names_where_that_tenant_came_from(
-    fleetflow: Invoke, server: FakeControlPlane, monkeypatch: pytest.MonkeyPatch
+    fleetflow: Invoke, server: ControlPlane, bob_token: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    save_cli_config(CliConfig(api_url=server.url, token=TOKEN))
+    save_cli_config(CliConfig(api_url=server.url, token=bob_token))
+    server.tenants("old-team")
+    server.grant("bob", Role.VIEWER, "old-team")  # who may not cancel there
     monkeypatch.setenv("FLEETFLOW_TENANT", "old-team")
-    server.answer("GET", "/api/v1/quota", {"detail": "alice has no role there"}, 403)
+    # The server's refusal names the tenant already ...
     assert_one_clear_error(
-        fleetflow("quota"),
-        "alice has no role there (acting in tenant old-team, from FLEETFLOW_TENANT)",
+        fleetflow("executions", "cancel", "ex_0"),
+        "bob may not write executions in tenant 'old-team' (roles there: viewer)",
+    )
+    # ... and where it does not, the CLI says which tenant it acted in, and why.
+    assert_one_clear_error(
+        fleetflow("admin", "tenants", "list"),
+        "bob may not do this: it needs the platform-admin role "
+        "(acting in tenant old-team, from FLEETFLOW_TENANT)",
     )
 
 
@@ -342,9 +364,10 @@ def test_a_refusal_in_another_tenant_names_where_that_tenant_came_from(
 
 
 def test_client_sends_the_tenant_given_then_the_environments_then_the_configs(
-    server: FakeControlPlane, monkeypatch: pytest.MonkeyPatch
+    server: ControlPlane, token: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    save_cli_config(CliConfig(api_url=server.url, token=TOKEN, tenant="saved"))
+    save_cli_config(CliConfig(api_url=server.url, token=token, tenant="saved"))
+    server.tenants("saved", "from-env", "given")  # alice views every tenant
     with Client() as client:
         assert client.tenant == "saved"
         client.whoami()
@@ -357,13 +380,12 @@ def test_client_sends_the_tenant_given_then_the_environments_then_the_configs(
     assert sent == ["saved", "from-env", "given"]
 
 
-def test_client_errors_by_status(server: FakeControlPlane) -> None:
-    server.answer("GET", "/api/v1/admin/tenants", {"detail": "platform-admin only"}, 403)
+def test_client_errors_by_status(server: ControlPlane, token: str) -> None:
     with Client(server.url, "ffu_nope") as client, pytest.raises(AuthenticationError) as refused:
         client.whoami()
     assert refused.value.status_code == 401
-    assert refused.value.detail == "invalid or expired token"
+    assert refused.value.detail == REFUSED
     assert "refused the token given by the caller" in str(refused.value)
-    with Client(server.url, TOKEN) as client, pytest.raises(PermissionDeniedError) as denied:
+    with Client(server.url, token) as client, pytest.raises(PermissionDeniedError) as denied:
         client.list_tenants()
-    assert str(denied.value) == "platform-admin only"
+    assert str(denied.value) == "alice may not do this: it needs the platform-admin role"

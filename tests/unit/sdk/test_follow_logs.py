@@ -4,6 +4,12 @@ map elements and retries, unfinished lines held back, and the stored window movi
 The fake is a real HTTP server on a loopback port; each `GET /executions/ex-1` moves it to the
 next scripted state, and `GET /executions/ex-1/logs` answers the logs of the current state, so
 the follower sees the execution change exactly as scripted, with no timing involved.
+
+Why scripted, not the real control plane (tests/api_server.py): what is tested is how the
+follower reacts to the execution changing between two of its polls (a line written half, a map
+element retried, the stored window moving on). A real server reaches those states only by the
+timing of a running agent. Following a real execution on a whole stack is in
+tests/integration/test_cli_executions.py; the route polled, in test_execution_logs_api.py.
 """
 
 from __future__ import annotations
