@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -32,6 +31,7 @@ from fleetflow.ir import Resources, WorkflowSpec
 from fleetflow.storage import LocalBlobStore
 from tests.integration.auth import admin_client, admin_token
 from tests.integration.test_api import FakeLauncher, assert_error, register, upload_bundle
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -291,10 +291,12 @@ def api_url(
     )
     thread = threading.Thread(target=server.run, name="api", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.01)
+
+    def started() -> bool:
+        assert thread.is_alive(), "the API's thread ended"
+        return bool(server.started)
+
+    wait_until(started, timeout=30, interval=0.01, message="the API to start")
     port = server.servers[0].sockets[0].getsockname()[1]
     monkeypatch.setenv("FLEETFLOW_TOKEN", admin_token(app))
     try:
