@@ -11,8 +11,7 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 from control_plane import processes
 from fleetflow.client import Client
 from fleetflow.config import CliConfig
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -46,14 +46,6 @@ def nap(seconds: float) -> float:
 def sleepy(seconds: float = 600.0) -> float:
     return nap(seconds=seconds)
 """
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.1)
 
 
 # Processes, read from /proc: (pid, start time) names one process even if the pid is reused.
@@ -204,7 +196,7 @@ def start_dev_up(
         )
     stack = DevUp(process, home, workdir, full_env, ports, log, err_log, config)
     try:
-        wait_until(lambda: _ready(stack), timeout=START_SECONDS, what="dev up ready")
+        wait_until(lambda: _ready(stack), timeout=START_SECONDS, message="dev up ready")
         yield stack
     finally:
         if process.poll() is None:
@@ -241,7 +233,7 @@ def start_sleeping_task(stack: DevUp) -> tuple[str, dict[tuple[int, int], str]]:
             "fleetflow.runtime" in cmd for cmd in descendants(stack.process.pid).values()
         )
 
-    wait_until(task_running, timeout=120, what="the sleeping task runs")
+    wait_until(task_running, timeout=120, message="the sleeping task runs")
     started = descendants(stack.process.pid)
     stack.seen.update(started)
     return execution_id, started
@@ -259,7 +251,7 @@ def assert_all_gone(started: dict[tuple[int, int], str], *, timeout: float) -> N
         return not any(alive(pid, t) for pid, t in started)
 
     try:
-        wait_until(gone, timeout=timeout, what="dev up's processes end")
+        wait_until(gone, timeout=timeout, message="dev up's processes end")
     except AssertionError:
         left = {pid: cmd for (pid, t), cmd in started.items() if alive(pid, t)}
         raise AssertionError(f"processes left behind: {left}") from None
@@ -366,7 +358,7 @@ def test_sigkill_of_dev_up_still_takes_its_children_down(dev_up: DevUp) -> None:
     # stops its task before it exits.
     assert_all_gone(started, timeout=60)
     for name, port in dev_up.ports.items():
-        wait_until(lambda p=port: port_is_free(p), timeout=30, what=f"{name} port {port} free")
+        wait_until(lambda p=port: port_is_free(p), timeout=30, message=f"{name} port {port} free")
 
 
 CHAIN_WORKFLOW = """
@@ -423,7 +415,7 @@ def test_an_execution_survives_a_sigkill_of_dev_up_and_a_restart(
         match = re.search(r"execution (ex-[0-9a-f]+)", submitted.stdout)
         assert match, submitted.stdout
         execution_id = match.group(1)
-        wait_until(lambda: count(2, "started") == 1, timeout=180, what="step 2 starts")
+        wait_until(lambda: count(2, "started") == 1, timeout=180, message="step 2 starts")
         first.seen.update(descendants(first.process.pid))
         os.killpg(first.process.pid, signal.SIGKILL)  # dev up and everything in its group
         first.process.wait(timeout=30)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from fleetflow.ir import WorkflowSpec
 from tests.hardening.world import World, build_world, unlimited
 from tests.integration.auth import bearer
 from tests.integration.test_api import assert_error
+from tests.polling import wait_until
 
 
 def make_world(
@@ -86,10 +86,13 @@ def test_one_tenants_burst_throttles_only_that_tenant(
         for thread in threads:
             thread.start()
         try:
-            deadline = time.monotonic() + 120
-            while statuses.count(429) < 20:
-                assert time.monotonic() < deadline, f"alpha never throttled: {len(statuses)} sent"
-                time.sleep(0.01)  # polling for the burst to be under way, not synchronising
+            wait_until(
+                lambda: statuses.count(429) >= 20,
+                timeout=120,
+                interval=0.01,
+                message="alpha to be throttled",
+                details=lambda: f"{len(statuses)} sent",
+            )
             # beta reads while alpha is being throttled: 30 reads, within beta's own burst.
             during = [beta.get("/api/v1/workflows").status_code for _ in range(30)]
             throttled_while_beta_read = statuses.count(429)

@@ -47,6 +47,7 @@ from tests.integration.stack import (
     start_temporal,
     wait_ready,
 )
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.hardening, pytest.mark.integration]
 
@@ -202,8 +203,8 @@ class Submitter:
             "version": self.workflow.version,
             "inputs": self.workflow.inputs(key, self.seconds),
         }
-        deadline = time.monotonic() + 120
-        while True:
+
+        def acknowledged() -> bool:
             try:
                 answer = http.post("/api/v1/executions", json=body, headers={IDEMPOTENCY: key})
             except httpx.TransportError:
@@ -213,33 +214,36 @@ class Submitter:
                     if answer.headers.get("Idempotent-Replayed") == "true":
                         self.replayed.add(key)
                     self.acknowledged[key] = str(answer.json()["id"])
-                    return
+                    return True
                 assert answer.status_code >= 500, (key, answer.status_code, answer.text)
-            assert time.monotonic() < deadline, f"{key}: not acknowledged within 120 s"
-            self.resent.add(key)
-            time.sleep(0.2)  # the control plane is restarting: back off
+            self.resent.add(key)  # the control plane is restarting: back off, send it again
+            return False
+
+        wait_until(acknowledged, timeout=120, interval=0.2, message=f"{key} to be acknowledged")
 
 
 def wait_until_terminal(stack: Stack, ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
     """Every execution of `ids` as the API shows it once all are terminal."""
     finished: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + timeout
     with stack.client() as client:
-        while True:
+
+        def unfinished() -> list[str]:
             for execution_id in ids:
                 if execution_id not in finished:
                     execution = client.get_execution(execution_id)
                     if execution["status"] in TERMINAL:
                         finished[execution_id] = execution
-            if len(finished) == len(ids):
-                return finished
-            if time.monotonic() > deadline:
-                waiting = sorted(set(ids) - set(finished))
-                raise AssertionError(
-                    f"{len(waiting)} executions not finished after {timeout}s: {waiting[:5]}\n"
-                    f"{stack.logs()}"
-                )
-            time.sleep(0.5)
+            return sorted(set(ids) - set(finished))
+
+        wait_until(
+            unfinished,
+            timeout=timeout,
+            interval=0.5,
+            message="every execution to finish",
+            until=lambda waiting: not waiting,
+            details=stack.logs,
+        )
+    return finished
 
 
 def all_executions(stack: Stack) -> list[dict[str, Any]]:

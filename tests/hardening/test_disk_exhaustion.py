@@ -8,7 +8,6 @@ attempt's. Time is injected (file modification times and the executor's clock), 
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import io
 import os
@@ -29,6 +28,7 @@ from data_plane_agent.executors.local_process import (
 from data_plane_agent.settings import AgentSettings
 from fleetflow.bundle import BundleError, extract_bundle
 from fleetflow.states import AttemptState
+from tests.polling import wait_until_async
 from tests.unit.agent.test_local_process_executor import Blobs, next_event
 
 HOUR = 3600.0
@@ -169,13 +169,6 @@ def test_retention_settings_and_defaults() -> None:
     assert (defaults.keep_seconds, defaults.max_total_bytes) == (24 * HOUR, 5 * 1024**3)
 
 
-async def wait_until_gone(path: Path) -> None:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while path.exists():
-        assert time.monotonic() < deadline, f"{path} was not deleted"
-        await asyncio.sleep(0.02)
-
-
 async def test_the_executor_sweeps_finished_attempts_and_never_a_running_one(
     exchange_dir: Path,
     tmp_path: Path,
@@ -207,7 +200,12 @@ async def test_the_executor_sweeps_finished_attempts_and_never_a_running_one(
         await executor.launch(second)
         assert (await next_event(executor)).state is AttemptState.RUNNING
         assert (await next_event(executor)).state is AttemptState.SUCCEEDED
-        await wait_until_gone(executor.attempt_dir("at-quick"))
+        quick_dir = executor.attempt_dir("at-quick")
+        await wait_until_async(
+            lambda: not quick_dir.exists(),
+            timeout=DEADLINE_SECONDS,
+            message=f"{quick_dir} to be deleted",
+        )
         assert executor.attempt_dir("at-running").is_dir()
         assert await executor.sweep_attempt_dirs() == ["at-quick-2"]
         assert executor.attempt_dir("at-running").is_dir()

@@ -15,9 +15,7 @@ tests skip loudly, and fail under FLEETFLOW_REQUIRE_TASK_USERS=1 as in CI.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import pytest
 
 from data_plane_agent.executors.local_process import LocalProcessExecutor
 from fleetflow.states import AttemptState
+from tests.polling import wait_until_async
 from tests.tiers import tier_unavailable
 from tests.unit.agent.test_local_process_executor import Blobs, next_event
 
@@ -82,13 +81,6 @@ async def machine(tmp_path: Path) -> AsyncIterator[Machine]:
         await executor.shutdown("test over")
 
 
-async def wait_for_path(path: Path) -> None:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        await asyncio.sleep(0.02)
-
-
 async def finished(executor: LocalProcessExecutor, attempt_id: str) -> tuple[AttemptState, str]:
     while True:
         event = await next_event(executor)
@@ -111,7 +103,9 @@ async def test_a_hostile_task_finds_nothing_of_the_agent_the_control_plane_or_ot
     victim_pid_file = exchange_dir / "victim.pid"
     victim = blobs.assignment("at-victim", "spawn_and_wait", {"pid_file": str(victim_pid_file)})
     await executor.launch(victim)
-    await wait_for_path(victim_pid_file)
+    await wait_until_async(
+        victim_pid_file.exists, timeout=DEADLINE_SECONDS, message=f"{victim_pid_file} to appear"
+    )
     victim_pid = int(victim_pid_file.read_text())
     victim_sandbox = executor.sandbox_dir("at-victim")
     blob_root = blobs.store.root
@@ -182,8 +176,10 @@ async def test_a_process_a_task_leaves_behind_dies_with_its_attempt(
 
     assert state is AttemptState.SUCCEEDED, message
     escaped = int(pid_file.read_text())
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while process_alive(escaped):
-        assert time.monotonic() < deadline, "a task's escaped process outlived its attempt"
-        await asyncio.sleep(0.05)
+    await wait_until_async(
+        lambda: not process_alive(escaped),
+        timeout=DEADLINE_SECONDS,
+        interval=0.05,
+        message="a task's escaped process to end with its attempt",
+    )
     assert not machine.executor.sandbox_dir("at-escape").exists()

@@ -24,7 +24,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from typer.testing import CliRunner
 
 from data_plane_agent.cli import app
 from data_plane_agent.settings import AgentTokenError, load_agent_settings
+from tests.polling import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "ffa_stolen-if-you-can-read-this"
@@ -149,11 +149,18 @@ def running_agent(linux: None, tmp_path: Path) -> Iterator[subprocess.Popen[byte
             stdin=subprocess.DEVNULL,
         )
     try:
-        deadline = time.monotonic() + DEADLINE_SECONDS
-        while "dialling the control plane" not in log.read_text(errors="replace"):
+
+        def dialling() -> bool:
             assert agent.poll() is None, f"the agent exited:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"the agent did not start:\n{log.read_text()}"
-            time.sleep(0.05)
+            return "dialling the control plane" in log.read_text(errors="replace")
+
+        wait_until(
+            dialling,
+            timeout=DEADLINE_SECONDS,
+            interval=0.05,
+            message="the agent to start",
+            details=log.read_text,
+        )
         yield agent
     finally:
         agent.send_signal(signal.SIGTERM)
@@ -217,10 +224,12 @@ def test_the_agents_own_task_cannot_read_it_and_still_dies_with_it(linux: None) 
     task_pid = int(pid_line)
     try:
         assert json.loads(findings) == DENIED
-        deadline = time.monotonic() + DEADLINE_SECONDS
-        while alive(task_pid):
-            assert time.monotonic() < deadline, "the task outlived its (non-dumpable) parent"
-            time.sleep(0.05)
+        wait_until(
+            lambda: not alive(task_pid),
+            timeout=DEADLINE_SECONDS,
+            interval=0.05,
+            message="the task to die with its (non-dumpable) parent",
+        )
     finally:
         if alive(task_pid):
             os.kill(task_pid, signal.SIGKILL)

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from fleetflow.bundle import build_bundle
 from fleetflow.client import Client
 from fleetflow.config import CliConfig
 from fleetflow.loader import load_workflow
+from tests.polling import wait_until
 
 BIN = Path(sys.executable).parent
 FLEETFLOW = str(BIN / "fleetflow")
@@ -86,12 +86,7 @@ class Stack:
 
     def wait_for(self, condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
         """Poll `condition` until it is truthy and return it; fail with the stack's logs."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if result := condition():
-                return result
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
+        return wait_until(condition, timeout=timeout, message=what, details=self.logs)
 
     def logs(self) -> str:
         parts = []
@@ -231,15 +226,14 @@ def start_agent(
 
 
 def wait_ready(stack: Stack, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
     process = stack.children["control-plane"]
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"control plane exited ({process.returncode}):\n{stack.logs()}")
         try:
-            if httpx.get(f"{stack.api_url}/readyz", timeout=1).status_code == 200:
-                return
+            return httpx.get(f"{stack.api_url}/readyz", timeout=1).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"control plane not ready after {timeout}s:\n{stack.logs()}")
+            return False
+
+    wait_until(ready, timeout=timeout, message="the control plane to be ready", details=stack.logs)

@@ -18,7 +18,6 @@ import os
 import secrets
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from data_plane_agent.settings import AgentSettings
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.bundle import build_bundle
 from fleetflow.storage import LocalBlobStore, read_uri
+from tests.polling import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -354,10 +354,7 @@ async def test_reconnects_and_delivers_reports_made_while_away(
 
 
 async def wait_for(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
+    await wait_until_async(predicate, timeout=DEADLINE_SECONDS, message=what)
 
 
 def agent_process_env(tmp_path: Path, port: int, token: str) -> dict[str, str]:

@@ -37,6 +37,7 @@ from fleetflow.loader import load_workflow
 from tests.integration.agent_server import TOKEN, AgentServer, serve_agent_service
 from tests.integration.stack import TemporalServer, start_stack
 from tests.pki import Pki, make_pki
+from tests.polling import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -112,12 +113,7 @@ async def running_agent(settings: AgentSettings) -> AsyncIterator[Agent]:
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:
     """Wait until `condition()` holds, checking every 20 ms, for at most the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_SECONDS
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+    await wait_until_async(condition, timeout=DEADLINE_SECONDS, message=what)
 
 
 def heartbeated(cp: AgentServer) -> bool:

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,7 @@ def workflow(name: str) -> Any:
 
 
 def wait_for_file(path: Path, stack: Stack, timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    while not path.exists() or not path.read_text():
-        assert time.monotonic() < deadline, f"{path} not written:\n{stack.logs()}"
-        time.sleep(0.1)
-    return path.read_text()
+    return str(stack.wait_for(lambda: path.exists() and path.read_text(), f"{path}", timeout))
 
 
 def last_json(stdout: str) -> Any:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -438,13 +437,7 @@ def fleetflow(
 
 
 def wait_for(condition: Callable[[], Any], what: str, stack: Stack) -> Any:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}:\n{stack.logs()}")
+    return stack.wait_for(condition, what, DEADLINE_SECONDS)
 
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)

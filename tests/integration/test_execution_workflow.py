@@ -35,6 +35,7 @@ from control_plane.orchestration.workflows import (
     StartAttemptInput,
 )
 from tests.integration.stack import TemporalServer
+from tests.polling import wait_until_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -235,9 +236,7 @@ async def test_cancelling_the_workflow_cancels_the_execution(env: WorkflowEnviro
         handle = await env.client.start_workflow(
             ExecutionWorkflow.run, ExecutionInput(execution), id=execution, task_queue="q-cancel"
         )
-        async with asyncio.timeout(30):
-            while "b" not in fakes.active:
-                await asyncio.sleep(0.02)
+        await wait_until_async(lambda: "b" in fakes.active, timeout=30, message="b to run")
         await handle.cancel()
         assert await asyncio.wait_for(handle.result(), timeout=30) == "CANCELLED"
     assert fakes.finished == [FinishExecutionInput(fakes.execution_id, "CANCELLED")]

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from data_plane_agent.lease_store import LEASES_DIR
 from tests.integration.stack import Stack, TemporalServer, process_alive, start_stack
 
 pytestmark = pytest.mark.integration
@@ -139,7 +139,10 @@ def test_a_partitioned_agent_kills_its_superseded_attempt_when_it_returns(
     lost, succeeded = final["attempts"]
     assert (lost["status"], lost["cluster"]) == ("LOST", first["cluster"])
     assert succeeded["status"] == "SUCCEEDED" and succeeded["cluster"] != first["cluster"]
-    time.sleep(2)  # the returning agent's late reports about the superseded attempt...
+    # The returning agent's late reports about the superseded attempt are settled (answered,
+    # and its lease's file deleted)...
+    lease_file = fleet.home / AGENTS[first["cluster"]] / LEASES_DIR / f"{first['id']}.json"
+    wait_for(lambda: not lease_file.exists(), "the late reports to be answered", fleet)
     with fleet.client() as client:
         again = client.get_execution(execution_id)
     assert [a["status"] for a in again["attempts"]] == ["LOST", "SUCCEEDED"]  # ...change nothing

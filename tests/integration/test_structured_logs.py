@@ -35,6 +35,7 @@ from tests.integration.agent_server import (
     AgentServer,
     serve_agent_service,
 )
+from tests.polling import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -105,12 +106,7 @@ def agent_settings(cp: AgentServer, tmp_path: Path, token: str = TOKEN) -> Agent
 
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_SECONDS
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+    await wait_until_async(condition, timeout=DEADLINE_SECONDS, message=what)
 
 
 async def test_attempt_logs_carry_their_ids_on_both_sides(

@@ -6,7 +6,6 @@ completes, every step ran once and its result is recorded once."""
 from __future__ import annotations
 
 import signal
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,13 +25,7 @@ STEP_SECONDS = 2.0
 
 
 def wait_until(condition: Callable[[], Any], what: str, stack: Stack, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{stack.logs()}"
-        time.sleep(0.1)
+    return stack.wait_for(condition, what, timeout)
 
 
 def attempts_by_step(execution: dict[str, Any]) -> dict[str, list[str]]:

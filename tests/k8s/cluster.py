@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from kubernetes.dynamic import DynamicClient
 
 from control_plane import processes
 from tests.pki import _ca, _leaf, _openssl
+from tests.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = REPO / "infra" / "k8s" / "kwok" / "stages.yaml"
@@ -206,17 +206,18 @@ class KubeCluster:
     def wait_nodes_ready(self, names: Iterable[str], timeout: float = 60) -> None:
         core = self.core()
         wanted = set(names)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready = {
+        wait_until(
+            lambda: {
                 n.metadata.name
                 for n in core.list_node().items
                 if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or ())
-            }
-            if wanted <= ready:
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"nodes not ready after {timeout}s:\n{self.logs()}")
+            },
+            timeout=timeout,
+            interval=0.2,
+            message=f"nodes {sorted(wanted)} to be ready",
+            until=wanted.issubset,
+            details=self.logs,
+        )
 
     def apply(self, documents: Iterable[Mapping[str, Any]], *, dry_run: bool = False) -> None:
         """Server-side apply of each object (dry run: validated and admitted, not persisted)."""
@@ -245,21 +246,26 @@ def load_documents(*paths: Path) -> list[dict[str, Any]]:
 
 
 def _wait_ready(cluster: KubeCluster, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
     process = cluster.children["kube-apiserver"]
     context = ssl.create_default_context(cafile=str(cluster.pki.ca))
     context.load_cert_chain(str(cluster.pki.admin_cert), str(cluster.pki.admin_key))
     with httpx.Client(verify=context, timeout=2) as http:
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"kube-apiserver exited:\n{cluster.logs()}")
             try:
-                if http.get(f"{cluster.server}/readyz").status_code == 200:
-                    return
+                return http.get(f"{cluster.server}/readyz").status_code == 200
             except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-    raise TimeoutError(f"kube-apiserver not ready after {timeout}s:\n{cluster.logs()}")
+                return False
+
+        wait_until(
+            ready,
+            timeout=timeout,
+            interval=0.2,
+            message="kube-apiserver to be ready",
+            details=cluster.logs,
+        )
 
 
 def start_cluster(name: str, home: Path, binaries: Mapping[str, Path]) -> KubeCluster:

@@ -5,7 +5,6 @@ an agent killed mid-run, least-privilege RBAC and the agent's manifests."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from fleetflow.client import Client
 from fleetflow.loader import load_workflow
 from tests.k8s.cluster import AGENT_MANIFESTS, load_documents
 from tests.k8s.conftest import CLUSTER_A, CLUSTER_B, TENANT_NAMESPACE, K8sStack
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.k8s
 
@@ -54,15 +54,15 @@ def wait_for(
     timeout: float = 90,
     what: str = "condition",
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    execution: dict[str, Any] = {}
     with client(k8s_stack) as api:
-        while time.monotonic() < deadline:
-            execution = api.get_execution(execution_id)
-            if condition(execution):
-                return execution
-            time.sleep(0.3)
-    raise AssertionError(f"{what} not met in {timeout}s: {execution}\n{k8s_stack.logs()}")
+        return wait_until(
+            lambda: api.get_execution(execution_id),
+            timeout=timeout,
+            interval=0.3,
+            message=what,
+            until=condition,
+            details=k8s_stack.logs,
+        )
 
 
 def finished(execution: dict[str, Any]) -> bool:
@@ -82,31 +82,30 @@ def wait_pods(
     timeout: float = 60,
     **labels: str,
 ) -> list[k8s.V1Pod]:
-    deadline = time.monotonic() + timeout
-    found: list[k8s.V1Pod] = []
-    while time.monotonic() < deadline:
-        found = pods(k8s_stack, cluster, **labels)
-        if condition(found):
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"pods {labels} on {cluster}: {found}\n{k8s_stack.logs()}")
+    return wait_until(
+        lambda: pods(k8s_stack, cluster, **labels),
+        timeout=timeout,
+        interval=0.2,
+        message=f"pods {labels} on {cluster}",
+        until=condition,
+        details=k8s_stack.logs,
+    )
 
 
 def test_gpu_capacity_of_each_cluster_is_reported(k8s_stack: K8sStack) -> None:
     expected = {CLUSTER_A: ("A100", 16), CLUSTER_B: ("H100", 16)}
-    deadline = time.monotonic() + 30
-    gpus: dict[str, Any] = {}
     with client(k8s_stack) as api:
-        while time.monotonic() < deadline:
-            gpus = {
+        wait_until(
+            lambda: {
                 c["name"]: [(g["gpu_type"], g["allocatable"]) for g in c["capacity"]["gpus"]]
                 for c in api.list_clusters()
                 if c["name"] in expected and c.get("capacity")
-            }
-            if all(gpus.get(name) == [want] for name, want in expected.items()):
-                return
-            time.sleep(0.5)
-    raise AssertionError(f"GPU capacity reported: {gpus}")
+            },
+            timeout=30,
+            interval=0.5,
+            message="the GPU capacity of each cluster",
+            until=lambda gpus: all(gpus.get(name) == [want] for name, want in expected.items()),
+        )
 
 
 def test_workflow_runs_across_both_clusters_by_gpu_type(k8s_stack: K8sStack) -> None:

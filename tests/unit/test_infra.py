@@ -12,11 +12,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.polling import wait_until
 from tests.tiers import REPO_ROOT, load_script
 
 BUILD_SCRIPTS = ("infra/k8s/provision.py", "infra/scripts/temporal.py")
@@ -109,11 +109,12 @@ def test_servers_die_with_a_killed_test_run(tmp_path: Path) -> None:
         assert len(pids) == 3 and all(_alive(p) for p in pids), pids
         os.kill(runner.pid, signal.SIGKILL)
         runner.wait()
-        deadline = time.monotonic() + 30
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        survivors = [(i, p) for i, p in enumerate(pids) if _alive(p)]
-        assert not survivors, f"servers outlived the killed runner: {survivors}"
+        wait_until(
+            lambda: [(i, p) for i, p in enumerate(pids) if _alive(p)],
+            timeout=30,
+            message="every server to die with the killed runner",
+            until=lambda survivors: not survivors,
+        )
     finally:
         runner.kill()
         for pid in pids:

@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from data_plane_agent.executors.local_process import LocalProcessExecutor
 from fleetflow.bundle import build_bundle
 from fleetflow.states import AttemptState
 from fleetflow.storage import LocalBlobStore, read_uri
+from tests.polling import wait_until_async
 
 STAND_IN_BUNDLE = Path(__file__).resolve().parents[2] / "fixtures" / "stand_in_bundle"
 DEADLINE_SECONDS = 60.0
@@ -64,10 +64,7 @@ async def next_event(executor: LocalProcessExecutor) -> AttemptEvent:
 
 
 async def wait_for_path(path: Path) -> None:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        await asyncio.sleep(0.02)
+    await wait_until_async(path.exists, timeout=DEADLINE_SECONDS, message=f"{path} to appear")
 
 
 def process_gone(pid: int) -> bool:
@@ -149,10 +146,11 @@ async def test_kill_stops_the_whole_process_group(
 
     done = await next_event(executor)
     assert (done.state, done.message) == (AttemptState.CANCELLED, "stopped by the control plane")
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not process_gone(grandchild):
-        assert time.monotonic() < deadline, "the task's own child survived the kill"
-        await asyncio.sleep(0.02)
+    await wait_until_async(
+        lambda: process_gone(grandchild),
+        timeout=DEADLINE_SECONDS,
+        message="the task's own child to die with the kill",
+    )
     await executor.kill("att-kill", "again")  # unknown by now: a no-op
 
 

@@ -7,7 +7,6 @@ import os
 import pwd
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from data_plane_agent.sandbox import (
     traversable_by_others,
 )
 from fleetflow.child_processes import as_user_argv
+from tests.polling import wait_until
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 
@@ -73,10 +73,12 @@ def test_a_uid_is_handed_out_only_once_nothing_runs_as_it(tmp_path: Path) -> Non
     # attempt given that uid must not share it with that task.
     leftover = subprocess.Popen(as_user_argv(60010, ["sleep", "600"]))
     try:
-        deadline = time.monotonic() + 30
-        while 60010 not in _uids(leftover.pid):
-            assert time.monotonic() < deadline, "the leftover never switched to its uid"
-            time.sleep(0.02)
+        wait_until(
+            lambda: 60010 in _uids(leftover.pid),
+            timeout=30,
+            interval=0.02,
+            message="the leftover to switch to its uid",
+        )
 
         assert TaskUsers(UidRange(60010, 60010), tmp_path).acquire() == 60010
 

@@ -16,6 +16,7 @@ from control_plane.db.session import make_engine, make_session_factory, transact
 from control_plane.services.launch_reconciler import relaunch_queued_executions
 from fleetflow.ir import WorkflowSpec
 from fleetflow.states import ExecutionState
+from tests.polling import wait_until_async
 
 
 class RecordingLauncher:
@@ -62,9 +63,9 @@ async def test_only_old_queued_executions_are_relaunched(
         relaunch_queued_executions(sessions, launcher, stop, interval=0.05)
     )
     try:
-        async with asyncio.timeout(10):
-            while not launcher.started:
-                await asyncio.sleep(0.01)
+        await wait_until_async(
+            lambda: launcher.started, timeout=10, interval=0.01, message="a relaunch"
+        )
     finally:
         stop.set()
         await loop_task
@@ -95,9 +96,9 @@ async def test_running_executions_without_a_workflow_are_resumed_once_at_start(
         relaunch_queued_executions(sessions, launcher, stop, interval=0.05)
     )
     try:
-        async with asyncio.timeout(10):
-            while len(launcher.asked) < 2:
-                await asyncio.sleep(0.01)
+        await wait_until_async(
+            lambda: len(launcher.asked) >= 2, timeout=10, interval=0.01, message="two asked"
+        )
         await asyncio.sleep(0.2)  # a few more rounds: RUNNING ones are not asked again
     finally:
         stop.set()

@@ -12,12 +12,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.polling import wait_until
 from tests.unit.cli_harness import Invoke, Result, cli_invoker, user_environment
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -272,12 +272,13 @@ def test_ctrl_c_is_130(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():  # the task is running: interrupt it
+
+        def task_started() -> bool:
             assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the task never started"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+            return marker.exists()
+
+        wait_until(task_started, timeout=120, interval=0.05, message="the task to start")
+        proc.send_signal(signal.SIGINT)  # the task is running: interrupt it
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
