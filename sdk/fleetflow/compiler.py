@@ -63,6 +63,16 @@ def _type_of(value: Any) -> str:
 
 
 @dataclass(frozen=True)
+class _Slot:
+    """What a value is bound to: a task's parameter or a workflow's output."""
+
+    variable: ir.Variable  # its name and literal type
+    py_type: Any  # its Python type, to convert a constant with
+    subject: str  # how messages name it: "parameter 'x' of task 'm.t'"
+    fail: Callable[..., WorkflowCompileError]  # builds the error about a value bound to it
+
+
+@dataclass(frozen=True)
 class CompiledWorkflow:
     """The spec and the task functions its nodes run (keyed like `spec.tasks`)."""
 
@@ -164,22 +174,18 @@ class WorkflowCompilation:
         for variable in parameters:
             name = variable.name
             if name in kwargs:
-                subject = f"parameter '{name}' of task '{task_name}'"
-                bind_fail = functools.partial(fail, parameter=name)
+                slot = _Slot(
+                    variable,
+                    task.input_types[name],
+                    f"parameter '{name}' of task '{task_name}'",
+                    functools.partial(fail, parameter=name),
+                )
                 if mapped:
-                    binding, is_mapped = self._bind_mapped(
-                        kwargs[name], variable, task.input_types[name], subject, bind_fail
-                    )
+                    binding, is_mapped = self._bind_mapped(kwargs[name], slot)
                     if is_mapped:
                         over.append(name)
                 else:
-                    binding = self._bind(
-                        kwargs[name],
-                        variable,
-                        task.input_types[name],
-                        subject=subject,
-                        fail=bind_fail,
-                    )
+                    binding = self._bind(kwargs[name], slot)
                 bindings[name] = binding
             elif variable.has_default:
                 bindings[name] = ir.LiteralBinding(value=variable.default)
@@ -207,57 +213,52 @@ class WorkflowCompilation:
         self.nodes.append(ir.Node(id=node_id, task=task_name, inputs=bindings, map=map_spec))
         return self._output_promises(node_id, task, mapped=mapped)
 
-    def _bind_mapped(
-        self,
-        value: Any,
-        variable: ir.Variable,
-        py_type: Any,
-        subject: str,
-        fail: Callable[..., WorkflowCompileError],
-    ) -> tuple[ir.Binding, bool]:
+    def _bind_mapped(self, value: Any, slot: _Slot) -> tuple[ir.Binding, bool]:
         """Bind an argument of a map call: (binding, whether it is mapped over).
 
         A promise of `list[T]` for a parameter of type T is mapped; a constant is passed whole
         when it is a valid T, and mapped when it is a valid `list[T]`.
         """
-        expected = variable.type.describe()
+        expected = slot.variable.type.describe()
         either = f"{expected}, or list[{expected}] to map over"
         if isinstance(value, Promise) and value._owner is self:
-            if is_assignable(value._type, variable.type):
+            if is_assignable(value._type, slot.variable.type):
                 return value._binding, False
             source = value._type
             if source.kind is ir.TypeKind.LIST and source.item is not None:
-                if is_assignable(source.item, variable.type):
+                if is_assignable(source.item, slot.variable.type):
                     return value._binding, True
             actual = source.describe()
             hint = None
             if source.kind is ir.TypeKind.LIST and source.item is not None:
-                hint = assignability_hint(source.item, variable.type)
-            raise fail(
-                f"{subject} expects {either}, got {actual} ({value._origin})",
+                hint = assignability_hint(source.item, slot.variable.type)
+            raise slot.fail(
+                f"{slot.subject} expects {either}, got {actual} ({value._origin})",
                 expected=either,
                 actual=actual,
                 hint=hint,
             )
         if isinstance(value, Promise | PromiseTuple) or contains_promise(value):
-            return self._bind(value, variable, py_type, subject=subject, fail=fail), False
+            return self._bind(value, slot), False
         try:
-            return ir.LiteralBinding(value=to_literal(value, py_type)), False
+            return ir.LiteralBinding(value=to_literal(value, slot.py_type)), False
         except LiteralValidationError:
             pass
         if isinstance(value, list | tuple):
+            item_type: Any = slot.py_type
             try:
-                literal = to_literal(value, list[py_type])
+                literal = to_literal(value, list[item_type])
             except LiteralValidationError as exc:
                 where = f" (at {exc.path}: {exc.reason})" if exc.path else ""
-                raise fail(
-                    f"{subject} expects {either}, got constant {_describe_constant(value)}{where}",
+                raise slot.fail(
+                    f"{slot.subject} expects {either}, got constant "
+                    f"{_describe_constant(value)}{where}",
                     expected=either,
                     actual=type(value).__name__,
                 ) from exc
             return ir.LiteralBinding(value=literal), True
-        raise fail(
-            f"{subject} expects {either}, got constant {_describe_constant(value)}",
+        raise slot.fail(
+            f"{slot.subject} expects {either}, got constant {_describe_constant(value)}",
             expected=either,
             actual=type(value).__name__,
         )
@@ -316,17 +317,14 @@ class WorkflowCompilation:
             )
         if not is_named_tuple(output_type):
             output = outputs[0]
-            binding = self._bind(result, output, output_type, subject="return value", fail=fail)
+            binding = self._bind(result, _Slot(output, output_type, "return value", fail))
             return {output.name: binding}
         values = self._named_results(result, output_type, fail)
         types = output_types(output_type)
         return {
             v.name: self._bind(
                 values[v.name],
-                v,
-                types[v.name],
-                subject=f"output '{v.name}' of the return value",
-                fail=fail,
+                _Slot(v, types[v.name], f"output '{v.name}' of the return value", fail),
             )
             for v in outputs
         }
@@ -379,19 +377,11 @@ class WorkflowCompilation:
             return f"{value._type.describe()} ({value._origin})"
         return _describe_constant(value)
 
-    def _bind(
-        self,
-        value: Any,
-        variable: ir.Variable,
-        py_type: Any,
-        *,
-        subject: str,
-        fail: Callable[..., WorkflowCompileError],
-    ) -> ir.Binding:
-        expected = variable.type.describe()
+    def _bind(self, value: Any, slot: _Slot) -> ir.Binding:
+        expected = slot.variable.type.describe()
         if isinstance(value, PromiseTuple):
-            raise fail(
-                f"{subject} expects {expected}, got all the outputs of {value._origin} "
+            raise slot.fail(
+                f"{slot.subject} expects {expected}, got all the outputs of {value._origin} "
                 f"({value._tuple_type.__name__}: {', '.join(value._promises)})",
                 expected=expected,
                 actual=value._tuple_type.__name__,
@@ -401,24 +391,24 @@ class WorkflowCompilation:
             )
         if isinstance(value, Promise):
             if value._owner is not self:
-                raise fail(
-                    f"{subject} got a promise from workflow '{value._workflow}' ({value._origin}); "
-                    "promises cannot cross workflows",
+                raise slot.fail(
+                    f"{slot.subject} got a promise from workflow '{value._workflow}' "
+                    f"({value._origin}); promises cannot cross workflows",
                     expected=expected,
                     actual=value._type.describe(),
                 )
-            if not is_assignable(value._type, variable.type):
+            if not is_assignable(value._type, slot.variable.type):
                 actual = value._type.describe()
-                raise fail(
-                    f"{subject} expects {expected}, got {actual} ({value._origin})",
+                raise slot.fail(
+                    f"{slot.subject} expects {expected}, got {actual} ({value._origin})",
                     expected=expected,
                     actual=actual,
-                    hint=assignability_hint(value._type, variable.type),
+                    hint=assignability_hint(value._type, slot.variable.type),
                 )
             return value._binding
         if contains_promise(value):
-            raise fail(
-                f"{subject} expects {expected}, got a {type(value).__name__} constant with a "
+            raise slot.fail(
+                f"{slot.subject} expects {expected}, got a {type(value).__name__} constant with a "
                 "promise inside; building containers of task outputs in the workflow body is not "
                 "supported yet",
                 expected=expected,
@@ -426,12 +416,13 @@ class WorkflowCompilation:
                 hint="have a task take the values as separate parameters",
             )
         try:
-            literal = to_literal(value, py_type)
+            literal = to_literal(value, slot.py_type)
         except LiteralValidationError as exc:
             actual = _describe_constant(value)
             where = f" (at {exc.path}: {exc.reason})" if exc.path else ""
-            raise fail(
-                f"{subject} expects {describe_python_type(py_type)}, got constant {actual}{where}",
+            raise slot.fail(
+                f"{slot.subject} expects {describe_python_type(slot.py_type)}, "
+                f"got constant {actual}{where}",
                 expected=expected,
                 actual=type(value).__name__,
             ) from exc

@@ -32,7 +32,38 @@ from fleetflow.ir import LiteralType, TypeKind
 from fleetflow.storage import BlobStore, relative_key, store_for_uri
 
 
-class File:
+class _LocalPath:
+    """What `File` and `Directory` share: an absolute local path, usable wherever a path is."""
+
+    __slots__ = ("_path",)
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = Path(os.path.abspath(os.fspath(path)))
+
+    @property
+    def path(self) -> Path:
+        """The absolute local path."""
+        return self._path
+
+    @property
+    def name(self) -> str:
+        """The base name (`data.csv`)."""
+        return self._path.name
+
+    def __fspath__(self) -> str:
+        return str(self._path)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self._path)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, type(self)) and other._path == self._path
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._path))
+
+
+class File(_LocalPath):
     """A file that travels between tasks.
 
     Args:
@@ -43,39 +74,14 @@ class File:
     expected.
     """
 
-    __slots__ = ("_path",)
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._path = Path(os.path.abspath(os.fspath(path)))
-
-    @property
-    def path(self) -> Path:
-        """The file's absolute local path."""
-        return self._path
-
-    @property
-    def name(self) -> str:
-        """The file's base name (`data.csv`)."""
-        return self._path.name
+    __slots__ = ()
 
     def open(self, mode: str = "r", **kwargs: Any) -> IO[Any]:
         """`open(self.path, mode, ...)`."""
         return self._path.open(mode, **kwargs)
 
-    def __fspath__(self) -> str:
-        return str(self._path)
 
-    def __repr__(self) -> str:
-        return f"File({str(self._path)!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, File) and other._path == self._path
-
-    def __hash__(self) -> int:
-        return hash((File, self._path))
-
-
-class Directory:
+class Directory(_LocalPath):
     """A directory tree that travels between tasks (every file below it, recursively).
 
     Args:
@@ -83,19 +89,7 @@ class Directory:
             directory now.
     """
 
-    __slots__ = ("_path",)
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._path = Path(os.path.abspath(os.fspath(path)))
-
-    @property
-    def path(self) -> Path:
-        """The directory's absolute local path."""
-        return self._path
-
-    @property
-    def name(self) -> str:
-        return self._path.name
+    __slots__ = ()
 
     def files(self) -> list[Path]:
         """Every regular file below the directory, recursively, sorted."""
@@ -105,18 +99,6 @@ class Directory:
             for name in names
             if Path(parent, name).is_file()
         )
-
-    def __fspath__(self) -> str:
-        return str(self._path)
-
-    def __repr__(self) -> str:
-        return f"Directory({str(self._path)!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Directory) and other._path == self._path
-
-    def __hash__(self) -> int:
-        return hash((Directory, self._path))
 
 
 @dataclass

@@ -13,8 +13,9 @@ import math
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from fleetflow import ir
 from fleetflow.compiler import active_compilation
@@ -119,6 +120,48 @@ def _check_image(image: object) -> str | None:
     return image
 
 
+class TaskOptions(TypedDict, total=False):
+    """The options of `@task(...)`, each optional: see `task`."""
+
+    resources: Resources | None
+    retries: int
+    timeout: int | timedelta | str | None
+    image: str | None
+    cache: bool
+    cache_version: str | None
+
+
+@dataclass(frozen=True)
+class _Policy:
+    """What one attempt of a task runs under: its options, checked."""
+
+    retries: int
+    timeout_seconds: int | None
+    image: str | None
+    cache: bool
+    cache_version: str | None
+
+
+def _check_options(options: TaskOptions) -> _Policy:
+    """`options` checked (all but `resources`, which only a decorated function checks).
+
+    Raises:
+        TypeError: an option `@task` does not have.
+        InvalidOptionError: an option is out of range.
+    """
+    unknown = sorted(options.keys() - TaskOptions.__optional_keys__)
+    if unknown:
+        raise TypeError(f"task() got an unexpected keyword argument {unknown[0]!r}")
+    cache = options.get("cache", False)
+    return _Policy(
+        retries=_check_retries(options.get("retries", 0)),
+        timeout_seconds=parse_timeout(options.get("timeout")),
+        image=_check_image(options.get("image")),
+        cache=cache,
+        cache_version=_check_cache(cache, options.get("cache_version")),
+    )
+
+
 class TaskFunction(Generic[P, R]):
     """A function decorated with `@task`.
 
@@ -131,28 +174,16 @@ class TaskFunction(Generic[P, R]):
         spec: the `ir.TaskSpec` (name `<module>.<function>`, interface, resources, policy).
     """
 
-    def __init__(
-        self,
-        fn: Callable[P, R],
-        *,
-        resources: Resources | None = None,
-        retries: int = 0,
-        timeout: int | timedelta | str | None = None,
-        image: str | None = None,
-        cache: bool = False,
-        cache_version: str | None = None,
-    ) -> None:
+    def __init__(self, fn: Callable[P, R], **options: Unpack[TaskOptions]) -> None:
         require_function(fn, "@task")
         name = f"{fn.__module__}.{fn.__name__}"
+        resources = options.get("resources")
         if resources is not None and not isinstance(resources, Resources):
             raise InvalidOptionError(
                 f"task '{name}': resources must be fleetflow.Resources(...), got {resources!r}"
             )
         try:
-            retries = _check_retries(retries)
-            timeout_seconds = parse_timeout(timeout)
-            image = _check_image(image)
-            cache_version = _check_cache(cache, cache_version)
+            policy = _check_options(options)
         except InvalidOptionError as exc:
             raise InvalidOptionError(f"task '{name}': {exc}") from exc
         signature = extract_signature(
@@ -168,11 +199,11 @@ class TaskFunction(Generic[P, R]):
             function=fn.__name__,
             interface=signature.interface,
             resources=(resources or Resources()).to_ir(),
-            retries=retries,
-            timeout_seconds=timeout_seconds,
-            image=image,
-            cache=cache,
-            cache_version=cache_version,
+            retries=policy.retries,
+            timeout_seconds=policy.timeout_seconds,
+            image=policy.image,
+            cache=policy.cache,
+            cache_version=policy.cache_version,
         )
         functools.update_wrapper(self, fn)
 
@@ -268,27 +299,11 @@ def task(fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
 
 
 @overload
-def task(
-    *,
-    resources: Resources | None = None,
-    retries: int = 0,
-    timeout: int | timedelta | str | None = None,
-    image: str | None = None,
-    cache: bool = False,
-    cache_version: str | None = None,
-) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
+def task(**options: Unpack[TaskOptions]) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
 def task(
-    fn: Callable[P, R] | None = None,
-    /,
-    *,
-    resources: Resources | None = None,
-    retries: int = 0,
-    timeout: int | timedelta | str | None = None,
-    image: str | None = None,
-    cache: bool = False,
-    cache_version: str | None = None,
+    fn: Callable[P, R] | None = None, /, **options: Unpack[TaskOptions]
 ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
     """Declare a task: `@task` or `@task(resources=..., retries=..., timeout=..., image=...)`.
 
@@ -309,20 +324,9 @@ def task(
         TaskDefinitionError: a parameter or the return is unannotated or of an unsupported
             type; the message names the task, the parameter and the def's `file:line`.
     """
-    options: dict[str, Any] = {
-        "resources": resources,
-        "retries": retries,
-        "timeout": timeout,
-        "image": image,
-        "cache": cache,
-        "cache_version": cache_version,
-    }
     if fn is None:
-        # Validate options now, so `@task(retries=-1)` fails even before it decorates.
-        _check_retries(retries)
-        parse_timeout(timeout)
-        _check_image(image)
-        _check_cache(cache, cache_version)
+        # Check the options now, so `@task(retries=-1)` fails even before it decorates.
+        _check_options(options)
 
         def decorate(function: Callable[P, R]) -> TaskFunction[P, R]:
             return TaskFunction(function, **options)

@@ -419,36 +419,33 @@ class _PydanticModel(_Struct):
             ) from None
 
 
-class _File(TypeTransformer):
-    _type = LiteralType(kind=TypeKind.FILE)
+class _Blob(TypeTransformer):
+    """`File`, `Directory`: the literal names a blob (`{"uri", ...}`); `fleetflow.files`
+    converts both ways (`convert_out`: value -> literal, `convert_in`: literal -> value)."""
+
+    def __init__(
+        self,
+        py_type: type,
+        kind: TypeKind,
+        convert_out: Callable[[Any, str], Any],
+        convert_in: Callable[[Any, str], Any],
+    ) -> None:
+        self._py_type = py_type
+        self._type = LiteralType(kind=kind)
+        self._convert_out = convert_out
+        self._convert_in = convert_in
 
     def handles(self, py_type: Any) -> bool:
-        return py_type is files.File
+        return py_type is self._py_type
 
     def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
         return self._type
 
     def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
-        return files.file_to_literal(value, path)
+        return self._convert_out(value, path)
 
     def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
-        return files.file_to_python(validate_literal(literal, self._type, path), path)
-
-
-class _Directory(TypeTransformer):
-    _type = LiteralType(kind=TypeKind.DIRECTORY)
-
-    def handles(self, py_type: Any) -> bool:
-        return py_type is files.Directory
-
-    def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
-        return self._type
-
-    def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
-        return files.directory_to_literal(value, path)
-
-    def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
-        return files.directory_to_python(validate_literal(literal, self._type, path), path)
+        return self._convert_in(validate_literal(literal, self._type, path), path)
 
 
 _TRANSFORMERS: list[TypeTransformer] = [
@@ -459,8 +456,10 @@ _TRANSFORMERS: list[TypeTransformer] = [
     _Bytes(),
     _Datetime(),
     _Duration(),
-    _File(),
-    _Directory(),
+    _Blob(files.File, TypeKind.FILE, files.file_to_literal, files.file_to_python),
+    _Blob(
+        files.Directory, TypeKind.DIRECTORY, files.directory_to_literal, files.directory_to_python
+    ),
     _Optional(),
     _List(),
     _Dict(),
