@@ -25,7 +25,7 @@ class Refused(Exception):
 class TenantBlobs:
     """Whether blob URIs are a tenant's to read: below its own space (its uploads), or below
     one of its executions' prefixes (each execution looked up once). What an output may serve
-    and what an input may name (`routes/executions.py`), and what an agent stages
+    and what an input may name (`services/executions.py`), and what an agent stages
     (`agent_api`) are checked alike."""
 
     def __init__(self, session: Session, tenant: Tenant, blobs: BlobStore) -> None:
