@@ -8,12 +8,13 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_plane.auth.rbac import EVERY_TENANT, Authorizer, Role
+from control_plane.auth.rbac import EVERY_TENANT, Authorizer
 from control_plane.db.repositories import audit, tenancy
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.repositories import principals as principals_repo
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.session import transaction
+from control_plane.roles import Role
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_plane.api.deps import ExecutionLauncher
 from control_plane.api.docs_pages import install_docs_pages
 from control_plane.api.errors import install_error_handlers
 from control_plane.api.limits import BodySizeLimit, RefuseNul, RequestGuard
@@ -34,6 +33,7 @@ from control_plane.auth.rbac import Authorizer
 from control_plane.auth.throttle import ThrottleStore
 from control_plane.auth.throttle_db import open_throttle_store
 from control_plane.schemas.common import ErrorResponse
+from control_plane.services.executions import ExecutionLauncher
 from control_plane.settings import Settings
 from fleetflow.storage import BlobStore
 

@@ -8,28 +8,14 @@ server wire real or test implementations the same way.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Protocol
+from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from control_plane.services.executions import ExecutionLauncher
 from control_plane.settings import Settings
 from fleetflow.storage import BlobStore
-
-
-class ExecutionLauncher(Protocol):
-    """Starts the orchestration of a persisted, QUEUED execution (Temporal in production).
-
-    Must be idempotent: starting an execution that is already started is not an error.
-    """
-
-    async def start_execution(self, execution_id: str) -> bool:
-        """Start the execution's workflow; False when it was already started (idempotent)."""
-        ...
-
-    async def cancel_execution(self, execution_id: str) -> None:
-        """Ask the execution's workflow to cancel; a no-op when it is not running."""
-        ...
 
 
 async def get_settings(request: Request) -> Settings:

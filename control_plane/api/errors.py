@@ -1,8 +1,8 @@
 """One error shape for every response: `{"detail": "<message>", "errors": [{field, message}]}`.
 
 Routes raise `ApiError`; the handlers installed here also translate framework errors (unknown
-route, request validation) into that shape, and turn unexpected exceptions into a logged 500
-whose body says only "internal error".
+route, request validation) and the services' refusals of a request into that shape, and turn
+unexpected exceptions into a logged 500 whose body says only "internal error".
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from control_plane.db.session import is_transient
 from control_plane.schemas.common import ErrorResponse, FieldError
+from control_plane.services.executions import ExecutionRequestError, WorkflowNotRegistered
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,12 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, exc.detail, exc.errors, exc.headers)
 
 
+async def _execution_request_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ExecutionRequestError)
+    status_code = 404 if isinstance(exc, WorkflowNotRegistered) else 422
+    return error_response(status_code, str(exc), exc.errors)
+
+
 # What FastAPI answers (400) when a body cannot even be decoded, e.g. bytes that are not UTF-8.
 _UNPARSABLE_BODY = "There was an error parsing the body"
 
@@ -131,6 +138,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ExecutionRequestError, _execution_request_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
     app.add_exception_handler(DataError, _data_error)

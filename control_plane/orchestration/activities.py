@@ -21,7 +21,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from control_plane.blob_layout import execution_prefix
+from control_plane.blob_layout import (
+    attempt_prefix,
+    execution_prefix,
+    inputs_key,
+    legacy_execution_prefix,
+    node_prefix,
+    outputs_key,
+)
 from control_plane.db.models import Execution, TaskAttempt, Tenant
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import task_cache
@@ -140,13 +147,12 @@ class ExecutionActivities:
     def _node_outputs(self, session: Session, execution: Execution, node: Node) -> dict[str, Any]:
         """A node's outputs: its succeeded attempt's, or a map node's collected lists."""
         if node.map is not None:
-            collected = f"{self._prefix(session, execution)}/{node.id}/outputs.json"
+            collected = outputs_key(node_prefix(self._prefix(session, execution), node.id))
             try:
                 return self._read_json(self._blobs.uri(collected))
             except BlobNotFoundError:  # collected before executions moved into tenants' space
-                return self._read_json(
-                    self._blobs.uri(f"executions/{execution.id}/{node.id}/outputs.json")
-                )
+                legacy = node_prefix(legacy_execution_prefix(execution.id), node.id)
+                return self._read_json(self._blobs.uri(outputs_key(legacy)))
         attempt = attempts_repo.latest_succeeded_attempt(session, execution.id, node.id)
         return self._read_json(attempt.outputs_uri)
 
@@ -229,13 +235,16 @@ class ExecutionActivities:
             node = spec.node(args.node_id)
             task = spec.tasks[node.task]
             inputs = self._node_inputs(session, execution, spec, node)
-            unit = node.id
             if node.map is not None:
                 inputs.update({name: inputs[name][args.map_index] for name in node.map.over})
-                unit = f"{node.id}/{args.map_index}"
-            prefix = f"{self._prefix(session, execution)}/{unit}/{args.attempt_number}"
-            inputs_uri = self._blobs.put(f"{prefix}/inputs.json", json.dumps(inputs).encode())
-            outputs_uri = self._blobs.uri(f"{prefix}/outputs.json")
+            prefix = attempt_prefix(
+                self._prefix(session, execution),
+                node.id,
+                args.map_index if node.map is not None else None,
+                args.attempt_number,
+            )
+            inputs_uri = self._blobs.put(inputs_key(prefix), json.dumps(inputs).encode())
+            outputs_uri = self._blobs.uri(outputs_key(prefix))
             cached = None
             if task.cache:
                 entry = task_cache.find_cached(
@@ -308,7 +317,7 @@ class ExecutionActivities:
                     for out in task.interface.outputs
                 }
                 self._blobs.put(
-                    f"{self._prefix(session, execution)}/{node.id}/outputs.json",
+                    outputs_key(node_prefix(self._prefix(session, execution), node.id)),
                     json.dumps(collected).encode(),
                 )
 
@@ -347,7 +356,7 @@ class ExecutionActivities:
                     for name, binding in spec.outputs.items()
                 }
                 kept = store_values(
-                    outputs, self._blobs, f"{self._prefix(session, execution)}/outputs.json"
+                    outputs, self._blobs, outputs_key(self._prefix(session, execution))
                 )
                 move_execution(session, execution, ExecutionState.SUCCEEDED, outputs=kept)
             elif args.status == ExecutionState.CANCELLED:

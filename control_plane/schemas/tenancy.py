@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from control_plane.auth.rbac import Role
+from control_plane.roles import Role
 from control_plane.schemas.common import UtcDatetime
 from fleetflow.resources import parse_memory
 

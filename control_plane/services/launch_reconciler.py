@@ -21,8 +21,8 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_plane.api.deps import ExecutionLauncher
 from control_plane.db.models import Execution, utcnow
+from control_plane.services.executions import ExecutionLauncher
 from fleetflow.states import ExecutionState
 
 log = logging.getLogger(__name__)

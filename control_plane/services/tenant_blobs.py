@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from control_plane.blob_layout import tenant_prefix
+from control_plane.blob_layout import in_tenant_space, legacy_execution_id
 from control_plane.db.models import Tenant
 from control_plane.db.repositories.executions import get_execution
 from fleetflow.errors import FleetflowError
@@ -25,7 +25,7 @@ class Refused(Exception):
 class TenantBlobs:
     """Whether blob URIs are a tenant's to read: below its own space (its uploads), or below
     one of its executions' prefixes (each execution looked up once). What an output may serve
-    and what an input may name (`routes/executions.py`), and what an agent stages
+    and what an input may name (`services/executions.py`), and what an agent stages
     (`agent_api`) are checked alike."""
 
     def __init__(self, session: Session, tenant: Tenant, blobs: BlobStore) -> None:
@@ -40,10 +40,10 @@ class TenantBlobs:
             key = relative_key(uri, self._root)
         except FleetflowError:
             raise Refused(f"{uri} is not in this control plane's blob store") from None
-        parts = key.split("/")
-        if parts[:2] == tenant_prefix(self._tenant.name).split("/"):
+        if in_tenant_space(key, self._tenant.name):
             return
-        if len(parts) > 2 and parts[0] == "executions" and self._owns(parts[1]):
+        execution_id = legacy_execution_id(key)
+        if execution_id is not None and self._owns(execution_id):
             return
         raise Refused(f"{uri} belongs to another tenant")
 

@@ -19,17 +19,11 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_plane.auth.rbac import (
-    EVERY_TENANT,
-    ROLE_PERMISSIONS,
-    Act,
-    Authorizer,
-    Obj,
-    Role,
-)
+from control_plane.auth.rbac import EVERY_TENANT, ROLE_PERMISSIONS, Act, Authorizer, Obj
 from control_plane.db.repositories import principals as principals_repo
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.session import transaction
+from control_plane.roles import Role
 from fleetflow.ir import WorkflowSpec
 from tests.hardening.test_api_limits import make_world
 from tests.hardening.world import examples

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.api.app import create_app
-from control_plane.auth.rbac import Role
+from control_plane.roles import Role
 from control_plane.settings import ApiSettings, DatabaseSettings, Settings
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore

@@ -8,12 +8,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_plane.auth.rbac import EVERY_TENANT, Authorizer, Role
+from control_plane.auth.rbac import EVERY_TENANT, Authorizer
 from control_plane.bootstrap import ensure_platform_admin
 from control_plane.db.repositories import principals as principals_repo
 from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.session import transaction
+from control_plane.roles import Role
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -21,10 +21,10 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.api.app import create_app
-from control_plane.auth.rbac import Role
 from control_plane.db.models import ApiToken, utcnow
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.session import transaction
+from control_plane.roles import Role
 from control_plane.settings import ApiSettings, DatabaseSettings, MetricsSettings, Settings
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore

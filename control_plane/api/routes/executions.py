@@ -1,14 +1,13 @@
-"""Executions: create one (validated, persisted, then launched), read them back."""
+"""Executions: create one (`services/executions.py` validates and stores it; this route
+launches it), read them back, cancel them."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 from collections.abc import Sequence
-from datetime import datetime, timedelta
-from typing import Annotated, Any
+from datetime import timedelta
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy.orm import Session
@@ -17,35 +16,19 @@ from starlette.concurrency import run_in_threadpool
 from control_plane.api.auth import ExecutionsRead, ExecutionsWrite
 from control_plane.api.deps import BlobStoreDep, LauncherDep, Offset, SessionDep, SettingsDep
 from control_plane.api.errors import ApiError
-from control_plane.api.inputs import InputValidationError, validate_execution_inputs
 from control_plane.api.routes import outputs
-from control_plane.blob_layout import execution_prefix, tenant_prefix
-from control_plane.db.models import (
-    Execution,
-    Tenant,
-    WorkflowVersion,
-    new_id,
-    utcnow,
-)
-from control_plane.db.repositories import tenancy
-from control_plane.db.repositories.attempts import limits_of
+from control_plane.db.models import Execution, Tenant
 from control_plane.db.repositories.executions import (
-    claim_idempotency_key,
     cluster_names,
-    create_execution,
     get_execution,
-    get_idempotency_key,
     list_executions,
     move_execution,
 )
-from control_plane.db.repositories.workflows import get_workflow_version
-from control_plane.large_values import load_values, store_values
-from control_plane.placement.admission import exceeds_whole_quota
+from control_plane.large_values import load_values
 from control_plane.schemas.common import ErrorResponse, FieldError
 from control_plane.schemas.executions import AttemptPublic, ExecutionCreate, ExecutionPublic
-from control_plane.services.tenant_blobs import Refused, TenantBlobs
-from fleetflow.files import blob_literals
-from fleetflow.ir import TypedInterface, WorkflowSpec
+from control_plane.services.executions import IDEMPOTENCY_HEADER, create_execution
+from control_plane.settings import Settings
 from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
 from fleetflow.storage import BlobStore
 
@@ -94,155 +77,23 @@ def executions_public(
     ]
 
 
-def validate_execution_request(
-    session: Session, tenant: Tenant, body: ExecutionCreate, blob_store: BlobStore
-) -> tuple[WorkflowVersion, dict[str, Any]]:
-    """The workflow version an execution request names and its validated inputs (404 for an
-    unknown workflow, 422 naming each wrong input); creation and its preview share it."""
-    workflow = get_workflow_version(session, tenant.id, body.workflow, body.version)
-    if workflow is None:
-        which = f"version {body.version} of workflow" if body.version else "workflow"
-        raise ApiError(
-            404,
-            f"{which} {body.workflow} is not registered: register it first (fleetflow register)",
-        )
-    interface = TypedInterface.model_validate(workflow.spec["interface"])
-    try:
-        inputs = validate_execution_inputs(
-            interface,
-            body.inputs,
-            blob_prefixes=(
-                blob_store.uri(f"{tenant_prefix(tenant.name)}/uploads") + "/",
-                blob_store.uri(f"{tenant_prefix(tenant.name)}/executions") + "/",
-                blob_store.uri("executions") + "/",  # executions created before that layout
-            ),
-        )
-        check_input_blobs(session, tenant, interface, inputs, blob_store)
-    except InputValidationError as exc:
-        raise ApiError(
-            422,
-            f"invalid inputs for workflow {workflow.name} version {workflow.version}: {exc}",
-            exc.errors,
-        ) from None
-    return workflow, inputs
-
-
-def check_input_blobs(
-    session: Session,
-    tenant: Tenant,
-    interface: TypedInterface,
-    inputs: dict[str, Any],
-    blob_store: BlobStore,
-) -> None:
-    """Every File and Directory input names a blob the tenant may read: its uploads, or the
-    outputs of its own executions (not another tenant's, nor a path that climbs out with `..`,
-    which a task would otherwise read on the tenant's behalf).
-
-    Raises:
-        InputValidationError: naming each input that does not; every refusal reads alike, so
-            it does not tell whether another tenant's execution exists.
-    """
-    readable = TenantBlobs(session, tenant, blob_store)
-    errors: list[FieldError] = []
-    for variable in interface.inputs:
-        name = variable.name
-        for path, _kind, blob in blob_literals(inputs.get(name), variable.type, f"inputs.{name}"):
-            uri = str(blob["uri"])
-            try:
-                readable.check(uri)
-            except Refused:
-                # Worded as `validate_execution_inputs` words a URI of no blob store.
-                message = (
-                    f"{uri!r} is not a blob of this control plane: upload the file (the CLI "
-                    "and Client do) and pass the URI they return"
-                )
-                errors.append(FieldError(field=path, message=message))
-    if errors:
-        raise InputValidationError(errors)
-
-
-def check_whole_quota(session: Session, tenant: Tenant, workflow: WorkflowVersion) -> None:
-    """422 when a task of the workflow could never start within the tenant's quota."""
-    limits = limits_of(tenancy.get_quota(session, tenant))
-    for name, task in sorted(WorkflowSpec.model_validate(workflow.spec).tasks.items()):
-        problem = exceeds_whole_quota(limits, name, task.resources)
-        if problem is not None:
-            raise ApiError(
-                422, f"{problem}. Ask a platform admin to raise the quota, or request less."
-            )
-
-
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
-
-
-def request_hash(body: ExecutionCreate) -> str:
-    """sha256 of the request as the API understands it: key order, spacing and defaults
-    spelled out or left out make no difference."""
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _replay(
-    session: Session, tenant: Tenant, key: str, fingerprint: str, not_before: datetime
-) -> Execution | None:
-    """The execution an earlier request with `key` (at or after `not_before`: younger keys
-    only) created; 422 if that request differed."""
-    used = get_idempotency_key(session, tenant.id, key, not_before=not_before)
-    if used is None:
-        return None
-    if used.request_hash != fingerprint:
-        message = (
-            f"{IDEMPOTENCY_HEADER} {key!r} was used for a different request (execution "
-            f"{used.execution_id}): use a new key for a new execution"
-        )
-        raise ApiError(422, message, [FieldError(field=IDEMPOTENCY_HEADER, message=message)])
-    execution = get_execution(session, tenant.id, used.execution_id)
-    assert execution is not None
-    return execution
-
-
-def _persist_execution(
+def _create(
     session: Session,
     tenant: Tenant,
     body: ExecutionCreate,
     blob_store: BlobStore,
+    settings: Settings,
     idempotency_key: str | None,
-    idempotency_key_ttl: timedelta = timedelta(hours=24),
 ) -> tuple[ExecutionPublic, bool]:
-    """The execution, and whether this request created it (False: an idempotent replay)."""
-    tenant_id = tenant.id
-    fingerprint = request_hash(body)
-    keys_not_before = utcnow() - idempotency_key_ttl  # older keys have expired
-    if idempotency_key is not None:
-        earlier = _replay(session, tenant, idempotency_key, fingerprint, keys_not_before)
-        if earlier is not None:
-            return executions_public(session, [earlier], blob_store)[0], False
-    workflow, inputs = validate_execution_request(session, tenant, body, blob_store)
-    check_whole_quota(session, tenant, workflow)
-    execution_id = new_id("ex")
-    stored = store_values(
-        inputs, blob_store, f"{execution_prefix(tenant.name, execution_id)}/inputs.json"
+    """The execution as the API shows it, and whether an earlier request created it."""
+    ttl = timedelta(seconds=settings.api.idempotency_key_ttl_seconds)
+    creation = create_execution(
+        session, tenant, body, blob_store, idempotency_key=idempotency_key, idempotency_key_ttl=ttl
     )
-    execution = create_execution(
-        session, tenant_id, workflow, stored, execution_id=execution_id, priority=body.priority
-    )
-    if idempotency_key is not None:
-        holder = claim_idempotency_key(
-            session,
-            tenant_id,
-            idempotency_key,
-            fingerprint,
-            execution_id,
-            not_before=keys_not_before,
-        )
-        if holder.execution_id != execution_id:  # a concurrent request with the key won
-            session.rollback()
-            earlier = _replay(session, tenant, idempotency_key, fingerprint, keys_not_before)
-            assert earlier is not None
-            return executions_public(session, [earlier], blob_store)[0], False
-    session.commit()
-    return executions_public(session, [execution], blob_store)[0], True
+    return executions_public(session, [creation.execution], blob_store)[0], creation.replayed
+
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
 
 def _idempotency_key(value: str | None) -> str | None:
@@ -291,16 +142,10 @@ async def start_execution(
 ) -> ExecutionPublic:
     """Validate the inputs, persist a QUEUED execution, then hand it to the orchestrator."""
     key = _idempotency_key(idempotency_key)
-    execution, created = await run_in_threadpool(
-        _persist_execution,
-        session,
-        caller.tenant,
-        body,
-        blob_store,
-        key,
-        timedelta(seconds=settings.api.idempotency_key_ttl_seconds),
+    execution, replayed = await run_in_threadpool(
+        _create, session, caller.tenant, body, blob_store, settings, key
     )
-    if not created:
+    if replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
         if execution.status is not ExecutionState.QUEUED:

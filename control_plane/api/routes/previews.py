@@ -14,7 +14,6 @@ from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.auth import ExecutionsRead
 from control_plane.api.deps import BlobStoreDep, SessionDep, SettingsDep
-from control_plane.api.routes.executions import validate_execution_request
 from control_plane.db.models import Tenant
 from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.attempts import limits_of, placement_candidates, tenant_loads
@@ -29,6 +28,7 @@ from control_plane.schemas.previews import (
     ResourcesPublic,
     TaskPreview,
 )
+from control_plane.services.executions import validate_execution_request
 from control_plane.settings import Settings
 from fleetflow.ir import TaskSpec, WorkflowSpec
 from fleetflow.storage import BlobStore

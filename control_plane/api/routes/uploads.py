@@ -22,7 +22,7 @@ from control_plane.api.auth import ExecutionsWrite
 from control_plane.api.body import check_digest, read_body
 from control_plane.api.deps import BlobStoreDep
 from control_plane.api.errors import ApiError
-from control_plane.blob_layout import tenant_prefix
+from control_plane.blob_layout import upload_directory_prefix, upload_file_key
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.workflows import SHA256_HEX
 
@@ -59,7 +59,7 @@ async def upload_file(
     digest: Digest, name: str, request: Request, blob_store: BlobStoreDep, caller: ExecutionsWrite
 ) -> UploadPublic:
     """Store one file input by its sha256; idempotent. Returns the URI for its literal."""
-    key = f"{tenant_prefix(caller.tenant.name)}/uploads/files/{digest}/{_safe_relative(name)}"
+    key = upload_file_key(caller.tenant.name, digest, _safe_relative(name))
     data, actual = await read_body(request, request.app.state.max_bundle_bytes, "file")
     check_digest("file", actual, digest)
     uri = await run_in_threadpool(blob_store.put, key, data)
@@ -75,7 +75,7 @@ async def upload_directory_file(
     caller: ExecutionsWrite,
 ) -> UploadPublic:
     """Store one file of a directory input; the answer's URI is the directory's."""
-    prefix = f"{tenant_prefix(caller.tenant.name)}/uploads/dirs/{upload_id}"
+    prefix = upload_directory_prefix(caller.tenant.name, upload_id)
     data, _ = await read_body(request, request.app.state.max_bundle_bytes, "file")
     await run_in_threadpool(blob_store.put, f"{prefix}/{_safe_relative(path)}", data)
     return UploadPublic(uri=blob_store.uri(prefix), size_bytes=len(data))

@@ -18,7 +18,6 @@ from typing import NamedTuple
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from control_plane.auth.tokens import hash_token, matches_hash, new_lease_secret
 from control_plane.db.models import (
     Cluster,
     Execution,
@@ -55,6 +54,7 @@ from control_plane.placement.admission import (
     gpu_type_problem,
     quota_problem,
 )
+from control_plane.tokens import hash_token, matches_hash, new_lease_secret
 from fleetflow import ir
 from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
 

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from control_plane.auth.tokens import hash_token, new_agent_token
 from control_plane.db.models import Cluster, TaskAttempt, new_id, utcnow
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
+from control_plane.tokens import hash_token, new_agent_token
 from fleetflow.states import AttemptState
 
 # Attempts a cluster answers for: assigned to it, leased by its agent, or running there (the

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from control_plane.auth.tokens import hash_token, new_user_token
 from control_plane.db.models import ApiToken, Principal, Tenant, new_id, utcnow
 from control_plane.db.repositories.clusters import as_utc
+from control_plane.tokens import hash_token, new_user_token
 
 PRINCIPAL_KINDS = ("user", "service")
 

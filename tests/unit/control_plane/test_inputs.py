@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from control_plane.api.inputs import InputValidationError, validate_execution_inputs
+from control_plane.services.execution_inputs import InputValidationError, validate_execution_inputs
 from fleetflow.ir import LiteralType, TypedInterface, TypeKind, Variable
 
 INT = LiteralType(kind=TypeKind.INTEGER)

@@ -3,6 +3,9 @@
 The prefix tells a secret's kind at a glance (and to secret scanners): `ffu_` for users and
 service accounts, `ffa_` for cluster agents, `ffl_` for the report secret of one attempt's
 lease (sent to the agent with the lease, required on its status reports).
+
+A leaf (standard library only): the repositories that store principals, clusters and leases
+hash with it, and so does `auth/`, which sits above the database.
 """
 
 from __future__ import annotations

@@ -1,0 +1,252 @@
+"""Creating an execution: one transaction that validates the request, claims its idempotency
+key, checks the tenant's quota and stores the QUEUED execution, then commits (or rolls back);
+and the launcher that then starts it.
+
+The REST route only parses the request, calls `create_execution`, launches what it returns and
+answers in HTTP; the preview validates with `validate_execution_request`, the same code. Errors
+are `ExecutionRequestError`s, which the API renders (404 for an unknown workflow, 422 for the
+rest), each naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from control_plane.blob_layout import execution_prefix, input_blob_prefixes, inputs_key
+from control_plane.db.models import Execution, Tenant, WorkflowVersion, new_id, utcnow
+from control_plane.db.repositories import executions as executions_repo
+from control_plane.db.repositories import tenancy
+from control_plane.db.repositories.attempts import limits_of
+from control_plane.db.repositories.workflows import get_workflow_version
+from control_plane.large_values import store_values
+from control_plane.placement.admission import exceeds_whole_quota
+from control_plane.schemas.common import FieldError
+from control_plane.schemas.executions import ExecutionCreate
+from control_plane.services.execution_inputs import InputValidationError, validate_execution_inputs
+from control_plane.services.tenant_blobs import Refused, TenantBlobs
+from fleetflow.files import blob_literals
+from fleetflow.ir import TypedInterface, WorkflowSpec
+from fleetflow.storage import BlobStore
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class ExecutionLauncher(Protocol):
+    """Starts the orchestration of a persisted, QUEUED execution (Temporal in production).
+
+    Must be idempotent: starting an execution that is already started is not an error.
+    """
+
+    async def start_execution(self, execution_id: str) -> bool:
+        """Start the execution's workflow; False when it was already started (idempotent)."""
+        ...
+
+    async def cancel_execution(self, execution_id: str) -> None:
+        """Ask the execution's workflow to cancel; a no-op when it is not running."""
+        ...
+
+
+class ExecutionRequestError(Exception):
+    """A request that cannot create an execution: the message says why, `errors` names each
+    field at fault."""
+
+    def __init__(self, message: str, errors: Sequence[FieldError] | None = None) -> None:
+        super().__init__(message)
+        self.errors = list(errors) if errors else None
+
+
+class WorkflowNotRegistered(ExecutionRequestError):
+    """The request names a workflow (version) the tenant has not registered."""
+
+
+@dataclass(frozen=True)
+class Creation:
+    """What `create_execution` did: created `execution`, or found the one an earlier request
+    with the same idempotency key created (`replayed`)."""
+
+    execution: Execution
+    replayed: bool
+
+
+def validate_execution_request(
+    session: Session, tenant: Tenant, body: ExecutionCreate, blob_store: BlobStore
+) -> tuple[WorkflowVersion, dict[str, Any]]:
+    """The workflow version an execution request names and its validated inputs; creation and
+    its preview share it.
+
+    Raises:
+        WorkflowNotRegistered: no such workflow (version) in the tenant.
+        ExecutionRequestError: naming each wrong input.
+    """
+    workflow = get_workflow_version(session, tenant.id, body.workflow, body.version)
+    if workflow is None:
+        which = f"version {body.version} of workflow" if body.version else "workflow"
+        raise WorkflowNotRegistered(
+            f"{which} {body.workflow} is not registered: register it first (fleetflow register)"
+        )
+    interface = TypedInterface.model_validate(workflow.spec["interface"])
+    try:
+        inputs = validate_execution_inputs(
+            interface,
+            body.inputs,
+            blob_prefixes=tuple(
+                blob_store.uri(prefix) + "/" for prefix in input_blob_prefixes(tenant.name)
+            ),
+        )
+        check_input_blobs(session, tenant, interface, inputs, blob_store)
+    except InputValidationError as exc:
+        raise ExecutionRequestError(
+            f"invalid inputs for workflow {workflow.name} version {workflow.version}: {exc}",
+            exc.errors,
+        ) from None
+    return workflow, inputs
+
+
+def check_input_blobs(
+    session: Session,
+    tenant: Tenant,
+    interface: TypedInterface,
+    inputs: dict[str, Any],
+    blob_store: BlobStore,
+) -> None:
+    """Every File and Directory input names a blob the tenant may read: its uploads, or the
+    outputs of its own executions (not another tenant's, nor a path that climbs out with `..`,
+    which a task would otherwise read on the tenant's behalf).
+
+    Raises:
+        InputValidationError: naming each input that does not; every refusal reads alike, so
+            it does not tell whether another tenant's execution exists.
+    """
+    readable = TenantBlobs(session, tenant, blob_store)
+    errors: list[FieldError] = []
+    for variable in interface.inputs:
+        name = variable.name
+        for path, _kind, blob in blob_literals(inputs.get(name), variable.type, f"inputs.{name}"):
+            uri = str(blob["uri"])
+            try:
+                readable.check(uri)
+            except Refused:
+                # Worded as `validate_execution_inputs` words a URI of no blob store.
+                message = (
+                    f"{uri!r} is not a blob of this control plane: upload the file (the CLI "
+                    "and Client do) and pass the URI they return"
+                )
+                errors.append(FieldError(field=path, message=message))
+    if errors:
+        raise InputValidationError(errors)
+
+
+def check_whole_quota(session: Session, tenant: Tenant, workflow: WorkflowVersion) -> None:
+    """Refuse a workflow a task of which could never start within the tenant's quota.
+
+    Raises:
+        ExecutionRequestError: naming the task and the limit.
+    """
+    limits = limits_of(tenancy.get_quota(session, tenant))
+    for name, task in sorted(WorkflowSpec.model_validate(workflow.spec).tasks.items()):
+        problem = exceeds_whole_quota(limits, name, task.resources)
+        if problem is not None:
+            raise ExecutionRequestError(
+                f"{problem}. Ask a platform admin to raise the quota, or request less."
+            )
+
+
+def request_hash(body: ExecutionCreate) -> str:
+    """sha256 of the request as the API understands it: key order, spacing and defaults
+    spelled out or left out make no difference."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def create_execution(
+    session: Session,
+    tenant: Tenant,
+    body: ExecutionCreate,
+    blob_store: BlobStore,
+    *,
+    idempotency_key: str | None,
+    idempotency_key_ttl: timedelta = timedelta(hours=24),
+) -> Creation:
+    """Create a QUEUED execution in one transaction, committed; or find the one an earlier
+    request with `idempotency_key` created (keys younger than `idempotency_key_ttl` only).
+
+    Raises:
+        ExecutionRequestError: the request is invalid, exceeds the quota as a whole, or reuses
+            the key of a different request; nothing is written.
+    """
+    try:
+        return _create_execution(
+            session, tenant, body, blob_store, idempotency_key, idempotency_key_ttl
+        )
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def _create_execution(
+    session: Session,
+    tenant: Tenant,
+    body: ExecutionCreate,
+    blob_store: BlobStore,
+    idempotency_key: str | None,
+    idempotency_key_ttl: timedelta,
+) -> Creation:
+    fingerprint = request_hash(body)
+    keys_not_before = utcnow() - idempotency_key_ttl  # older keys have expired
+    if idempotency_key is not None:
+        earlier = _replay(session, tenant, idempotency_key, fingerprint, keys_not_before)
+        if earlier is not None:
+            return Creation(earlier, replayed=True)
+    workflow, inputs = validate_execution_request(session, tenant, body, blob_store)
+    check_whole_quota(session, tenant, workflow)
+    execution_id = new_id("ex")
+    stored = store_values(
+        inputs, blob_store, inputs_key(execution_prefix(tenant.name, execution_id))
+    )
+    execution = executions_repo.create_execution(
+        session, tenant.id, workflow, stored, execution_id=execution_id, priority=body.priority
+    )
+    if idempotency_key is not None:
+        holder = executions_repo.claim_idempotency_key(
+            session,
+            tenant.id,
+            idempotency_key,
+            fingerprint,
+            execution_id,
+            not_before=keys_not_before,
+        )
+        if holder.execution_id != execution_id:  # a concurrent request with the key won
+            session.rollback()
+            earlier = _replay(session, tenant, idempotency_key, fingerprint, keys_not_before)
+            assert earlier is not None
+            return Creation(earlier, replayed=True)
+    session.commit()
+    return Creation(execution, replayed=False)
+
+
+def _replay(
+    session: Session, tenant: Tenant, key: str, fingerprint: str, not_before: datetime
+) -> Execution | None:
+    """The execution an earlier request with `key` (at or after `not_before`: younger keys
+    only) created; refused if that request differed."""
+    used = executions_repo.get_idempotency_key(session, tenant.id, key, not_before=not_before)
+    if used is None:
+        return None
+    if used.request_hash != fingerprint:
+        message = (
+            f"{IDEMPOTENCY_HEADER} {key!r} was used for a different request (execution "
+            f"{used.execution_id}): use a new key for a new execution"
+        )
+        raise ExecutionRequestError(
+            message, [FieldError(field=IDEMPOTENCY_HEADER, message=message)]
+        )
+    execution = executions_repo.get_execution(session, tenant.id, used.execution_id)
+    assert execution is not None
+    return execution
