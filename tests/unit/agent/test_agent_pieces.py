@@ -9,13 +9,19 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from data_plane_agent.attempts import AttemptEvent
+from data_plane_agent.attempts import AttemptEvent, AttemptResources, TaskAssignment
 from data_plane_agent.cli import app
+from data_plane_agent.executors.base import Capacity, GpuCapacity, machine_capacity
 from data_plane_agent.pacing import Backoff
 from data_plane_agent.protocol import (
     assignment_from_proto,
+    heartbeat_request,
+    is_final_report,
+    register_request,
+    report_from_bytes,
     report_request,
     report_secret_from_proto,
+    report_state_name,
     with_report_secret,
 )
 from data_plane_agent.settings import AgentSettings
@@ -117,6 +123,62 @@ def test_the_report_secret_travels_apart_from_what_executors_see() -> None:
     assert request.report_secret == "" and sent.report_secret == "ffl_s3cret"
     sent.report_secret = ""
     assert sent == request
+
+
+def test_machine_capacity_counts_held_attempts_and_simulated_gpus() -> None:
+    def held(attempt_id: str, resources: AttemptResources) -> TaskAssignment:
+        return TaskAssignment(attempt_id, 1, "ex", "n", "t", "m", "f", "b", "i", "o", resources)
+
+    capacity = machine_capacity(
+        [
+            held("a1", AttemptResources(cpu=1.5, memory_bytes=100, gpu=2, gpu_type="A100")),
+            held("a2", AttemptResources(cpu=0.5, memory_bytes=50, gpu=1, gpu_type="L4")),
+        ],
+        {"L4": 4, "A100": 8},
+    )
+
+    assert capacity.cpu_allocatable == float(os.cpu_count() or 1)
+    assert (capacity.cpu_in_use, capacity.memory_bytes_in_use) == (2.0, 150)
+    assert capacity.gpus == [GpuCapacity("A100", 8, 2), GpuCapacity("L4", 4, 1)]
+    assert machine_capacity([]).gpus == []
+
+
+def test_register_and_heartbeat_requests_list_held_attempts_in_order() -> None:
+    capacity = Capacity(cpu_allocatable=4, gpus=[GpuCapacity("L4", 2, 1)])
+
+    register = register_request(
+        agent_version="1.2.3",
+        executor_name="local-process",
+        labels={"zone": "eu"},
+        capacity=capacity,
+        held={"at-b": 2, "at-a": 7},
+    )
+    heartbeat = heartbeat_request(
+        capacity=capacity,
+        held_attempt_ids={"at-b", "at-a"},
+        pending_reasons={"at-b": "no node has 1 L4 free"},
+    )
+
+    assert [(r.attempt_id, r.fencing_token) for r in register.running] == [("at-a", 7), ("at-b", 2)]
+    assert (register.executors, register.labels) == (["local-process"], {"zone": "eu"})
+    assert register.capacity.gpus[0].in_use == 1
+    assert list(heartbeat.running_attempt_ids) == ["at-a", "at-b"]
+    assert [(p.attempt_id, p.reason) for p in heartbeat.pending_attempts] == [
+        ("at-b", "no node has 1 L4 free")
+    ]
+
+
+def test_buffered_reports_read_back_with_their_state() -> None:
+    event = AttemptEvent("a1", AttemptState.LOST)
+    request = report_request(event, fencing_token=3, sequence=2)
+
+    read = report_from_bytes(request.SerializeToString())
+
+    assert read == request and is_final_report(read) and report_state_name(read) == "LOST"
+    running = report_request(AttemptEvent("a1", AttemptState.RUNNING), fencing_token=3, sequence=1)
+    assert not is_final_report(running) and report_state_name(running) == "RUNNING"
+    with pytest.raises(ValueError):
+        report_from_bytes(b"\xff\xff")
 
 
 def test_one_agent_per_work_dir(tmp_path: Path) -> None:
