@@ -1,3 +1,4 @@
 """The lifecycle of attempts and executions: which state moves are legal (the one transition
-policy). A leaf: it imports only `fleetflow`, so the database layer, orchestration and the agent
-API can all ask it."""
+policy, `transitions`); and a cluster's status by its heartbeat (`clusters`). A leaf: it imports
+only `fleetflow`, so the database layer, orchestration, the agent API and the API's schemas can
+all ask it."""

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from control_plane.db.repositories.clusters import ClusterStatus
+from control_plane.lifecycle.clusters import ClusterStatus
 from control_plane.schemas.common import UtcDatetime
 
 MAX_CLUSTER_NAME_LENGTH = 63

@@ -18,17 +18,13 @@ from control_plane.blob_layout import bundle_key
 from control_plane.schemas.bundles import BundlePublic
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.workflows import SHA256_HEX
-from fleetflow.storage import BlobStore
+from control_plane.services.bundles import bundle_exists
 
 DEFAULT_MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
 
 router = APIRouter(prefix="/bundles", tags=["bundles"])
 Digest = Annotated[str, Path(pattern=SHA256_HEX, description="sha256 of the bundle, lowercase hex")]
-
-
-def bundle_exists(blob_store: BlobStore, tenant: str, digest: str) -> bool:
-    return blob_store.exists(blob_store.uri(bundle_key(tenant, digest)))
 
 
 @router.put(

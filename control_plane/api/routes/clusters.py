@@ -4,10 +4,11 @@ The writing routes live under `/api/v1/admin/clusters` (platform admins); the re
 `/api/v1/clusters` show a tenant the clusters granted to it, and answer for any other cluster
 as for one that does not exist.
 
-A cluster's status comes from its agent's last heartbeat (`clusters.cluster_status`): online
-within 1.5 heartbeat intervals, degraded within the heartbeat grace (3 intervals), offline
-beyond it or before the first heartbeat. The REST API judges with its own
-`FLEETFLOW_GRPC_HEARTBEAT_INTERVAL_SECONDS`, which must match the agent service's.
+A cluster's status comes from its agent's last heartbeat
+(`lifecycle.clusters.cluster_status`): online within 1.5 heartbeat intervals, degraded within
+the heartbeat grace (3 intervals), offline beyond it or before the first heartbeat. The REST
+API judges with its own `FLEETFLOW_GRPC_HEARTBEAT_INTERVAL_SECONDS`, which must match the agent
+service's.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from control_plane.api.errors import ApiError
 from control_plane.db.models import Cluster, utcnow
 from control_plane.db.repositories import audit, tenancy
 from control_plane.db.repositories import clusters as clusters_repo
+from control_plane.lifecycle.clusters import cluster_status
 from control_plane.schemas.clusters import (
     CapacityPublic,
     ClusterCreate,
@@ -61,7 +63,7 @@ def clusters_public(
         ClusterPublic(
             name=cluster.name,
             labels={str(k): str(v) for k, v in cluster.labels.items()},
-            status=clusters_repo.cluster_status(
+            status=cluster_status(
                 cluster.last_heartbeat_at,
                 heartbeat_interval=interval,
                 grace=settings.grpc.heartbeat_grace,

@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from control_plane.api.auth import WorkflowsRead, WorkflowsWrite
 from control_plane.api.deps import BlobStoreDep, Offset, SessionDep, SettingsDep
 from control_plane.api.errors import ApiError
-from control_plane.api.routes.bundles import bundle_exists
 from control_plane.db.models import WorkflowVersion
 from control_plane.db.repositories.workflows import (
     WorkflowVersionConflictError,
@@ -23,6 +22,7 @@ from control_plane.db.repositories.workflows import (
 )
 from control_plane.schemas.common import ErrorResponse, FieldError
 from control_plane.schemas.workflows import WorkflowDetail, WorkflowPublic, WorkflowRegister
+from control_plane.services.bundles import bundle_exists
 from fleetflow.ir import TypedInterface, WorkflowSpec
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])

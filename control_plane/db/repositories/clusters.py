@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -12,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from control_plane.db.models import Cluster, TaskAttempt, new_id, utcnow
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
+from control_plane.lifecycle.clusters import as_utc
 from control_plane.tokens import hash_token, new_agent_token
 from fleetflow.states import AttemptState
 
@@ -131,45 +131,3 @@ def online_clusters(
         (c for c in rows if c.last_heartbeat_at and as_utc(c.last_heartbeat_at) >= cutoff),
         key=lambda c: c.name,
     )
-
-
-class ClusterStatus(StrEnum):
-    """How a cluster's agent looks from the control plane, judged by its last heartbeat."""
-
-    ONLINE = "online"
-    DEGRADED = "degraded"
-    OFFLINE = "offline"
-
-
-ONLINE_HEARTBEAT_INTERVALS = 1.5
-"""A cluster is online while its last heartbeat is at most this many intervals old."""
-
-
-def cluster_status(
-    last_heartbeat_at: datetime | None,
-    *,
-    heartbeat_interval: timedelta,
-    grace: timedelta,
-    now: datetime | None = None,
-) -> ClusterStatus:
-    """The one rule for a cluster's status, from the age of its last heartbeat.
-
-    - online: at most 1.5 heartbeat intervals old: the agent is keeping time;
-    - degraded: older, but within `grace` (the heartbeat grace, 3 intervals): one or two
-      heartbeats missed; the cluster still receives work and keeps its attempts;
-    - offline: older than `grace`, or never heartbeated: nothing is placed there, and the
-      cluster-health loop marks its attempts LOST (they run again elsewhere).
-    """
-    if last_heartbeat_at is None:
-        return ClusterStatus.OFFLINE
-    age = (now or utcnow()) - as_utc(last_heartbeat_at)
-    if age <= heartbeat_interval * ONLINE_HEARTBEAT_INTERVALS:
-        return ClusterStatus.ONLINE
-    if age <= grace:
-        return ClusterStatus.DEGRADED
-    return ClusterStatus.OFFLINE
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything we write is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

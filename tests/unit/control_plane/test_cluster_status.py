@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from control_plane.db.repositories.clusters import ClusterStatus, cluster_status
+from control_plane.lifecycle.clusters import ClusterStatus, cluster_status
 from control_plane.settings import GrpcSettings
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
