@@ -106,13 +106,15 @@ class RequestLog:
 
 @dataclass(frozen=True)
 class ServedApi:
-    """One REST app for a whole test module, served at `url` behind `log`; `template` is an
-    empty database migrated to the newest revision, copied for each test."""
+    """One REST app for a whole test module, served at `url` behind `log`; `template` is a
+    database migrated to the newest revision holding only the bootstrap platform admin `admin`
+    (token `admin_token`, home tenant "default"), copied for each test."""
 
     url: str
     app: FastAPI
     log: RequestLog
     template: Path
+    admin_token: str
 
 
 @contextmanager
@@ -129,10 +131,12 @@ def served_api(home: Path) -> Iterator[ServedApi]:
         launcher=UnusedLauncher(),
         blob_store=LocalBlobStore(home / "blobs"),
     )
+    admin = admin_token(app)
+    engine.dispose()  # its last connection closed, the template's writes are all in its file
     log = RequestLog(app)
     try:
         with serve(log) as served_url:
-            yield ServedApi(served_url, app, log, template)
+            yield ServedApi(served_url, app, log, template, admin)
     finally:
         engine.dispose()
 
@@ -194,13 +198,14 @@ class ControlPlane:
 
 def fresh_control_plane(served: ServedApi, home: Path) -> Iterator[ControlPlane]:
     """Point the served app at a fresh copy of the template database for one test (its
-    sessions and the RBAC over it), with an empty request log (a fixture body)."""
+    sessions and the RBAC over it), with an empty request log (a fixture body). Copied, not
+    migrated and bootstrapped again: that would take longer than most tests."""
     database = home / "fleetflow.db"
     shutil.copyfile(served.template, database)
     engine = make_engine(f"sqlite:///{database}")
     served.app.state.session_factory = make_session_factory(engine)
     served.app.state.authorizer = Authorizer(engine)
-    control_plane = ControlPlane(served.url, served.app, served.log, admin_token(served.app))
+    control_plane = ControlPlane(served.url, served.app, served.log, served.admin_token)
     served.log.requests.clear()
     try:
         yield control_plane

@@ -546,25 +546,28 @@ def test_quota_shows_usage_against_limits(
     assert status["usage"]["running_tasks"] == 3 and status["waiting_for_quota"] == 1
 
 
-def last_hour() -> datetime:
-    """The start of the hour before this one: wholly inside a window of the last 2 hours."""
-    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
-
-
 def finished(cluster: str, minutes: int, **resources: Any) -> Held:
-    start = last_hour()
+    """An attempt that ran `minutes` from 5 minutes into the hour before this one: wholly
+    inside a window of the last 2 hours, even one that starts in the next hour."""
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    start = hour + timedelta(minutes=5)
     end = start + timedelta(minutes=minutes)
     return Held(AttemptState.SUCCEEDED, cluster, started_at=start, finished_at=end, **resources)
+
+
+def seed_an_hours_usage(server: ControlPlane, spec: WorkflowSpec) -> str:
+    """2 GPU hours (1.5 on gpu-east), 10 CPU hours and 1 GiB hour of memory in tenant default,
+    in the hour before this one; that hour's start as the CLI shows it."""
+    east = finished("gpu-east", 30, gpu=3, cpu=20.0, memory_bytes=2 * GI)
+    seed_execution(server.sessions, spec, "default", east, finished("gpu-west", 30, gpu=1))
+    assert east.started_at is not None
+    return utc(east.started_at.replace(minute=0).isoformat())
 
 
 def test_usage_sends_the_window_and_sums_hours(
     fleetflow: Invoke, server: ControlPlane, workflow_spec: WorkflowSpec
 ) -> None:
-    seed_execution(
-        server.sessions, workflow_spec, "default",
-        finished("gpu-east", 30, gpu=3, cpu=20.0, memory_bytes=2 * GI),
-        finished("gpu-west", 30, gpu=1),
-    )  # fmt: skip
+    hour = seed_an_hours_usage(server, workflow_spec)
     before = datetime.now(UTC)
     result = fleetflow("usage", "--since", "2h", "--group-by", "cluster", "--bucket", "hour")
     after = datetime.now(UTC)
@@ -576,7 +579,7 @@ def test_usage_sends_the_window_and_sums_hours(
     assert words(result.out) == [
         "usage of tenant default per hour (2 without usage left out)",
         "START CLUSTER GPU h CPU h MEMORY GiB h",
-        f"{utc(last_hour().isoformat())} gpu-east 1.50 10.00 1.00",
+        f"{hour} gpu-east 1.50 10.00 1.00",
         "gpu-west 0.50 0.00 0.00",
         "total 2.00 10.00 1.00",
     ]
@@ -588,15 +591,11 @@ def test_usage_leaves_out_buckets_without_usage(
     since = datetime.now(UTC) - timedelta(hours=3)
     quiet = fleetflow("usage", "--since", since.isoformat())
     assert quiet.out == f"no usage in tenant default since {utc(since.isoformat())}\n"
-    seed_execution(
-        server.sessions, workflow_spec, "default",
-        finished("gpu-east", 30, gpu=3, cpu=20.0, memory_bytes=2 * GI),
-        finished("gpu-west", 30, gpu=1),
-    )  # fmt: skip
+    hour = seed_an_hours_usage(server, workflow_spec)
     assert words(fleetflow("usage", "--since", "2h").out) == [
         "usage of tenant default per hour (2 without usage left out)",
         "START GPU h CPU h MEMORY GiB h",
-        f"{utc(last_hour().isoformat())} 2.00 10.00 1.00",
+        f"{hour} 2.00 10.00 1.00",
         "total 2.00 10.00 1.00",
     ]
 
