@@ -96,7 +96,7 @@ def whoami(server: ControlPlane, token: str) -> Any:
 
 def roles_of(server: ControlPlane, tenant: str, name: str) -> list[dict[str, str]]:
     users = server.api("GET", f"/api/v1/admin/tenants/{tenant}/users")["users"]
-    return [user["roles"] for user in users if user["name"] == name][0]  # type: ignore[no-any-return]
+    return [user["roles"] for user in users if user["name"] == name][0]
 
 
 def tokens_of(server: ControlPlane, tenant: str, name: str) -> dict[str, Any]:
