@@ -26,17 +26,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tooling import Reporter  # noqa: E402
+from tooling import Reporter, apt_get_install, can_apt_get_install  # noqa: E402
 
 _report = Reporter("chromium")
 _say, _loud = _report.say, _report.loud
 
 BIN_ENV = "FLEETFLOW_CHROMIUM_BIN"
 DEBIAN_BINARY = Path("/usr/bin/chromium")
-INSTALL_COMMANDS = (
-    ["apt-get", "update"],
-    ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-)
 
 
 class ChromiumUnavailableError(RuntimeError):
@@ -79,7 +75,7 @@ def ensure_chromium_installed() -> Path:
     found = find_chromium()
     if found is not None:
         return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+    if not can_apt_get_install():
         raise ChromiumUnavailableError(
             "Chromium was not found and cannot be installed automatically (that needs root "
             f"and apt-get); the browser tests need it: {how_to_get_it()}"
@@ -89,14 +85,7 @@ def ensure_chromium_installed() -> Path:
         "--no-install-recommends chromium` (system-wide, as root) so that the browser tests "
         "can run."
     )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in INSTALL_COMMANDS:
-        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise ChromiumUnavailableError(
-                f"`{' '.join(command)}` failed with exit code {result.returncode}:\n"
-                f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
-            )
+    apt_get_install(["--no-install-recommends", "chromium"], ChromiumUnavailableError)
     found = find_chromium()
     if found is None:
         raise ChromiumUnavailableError(

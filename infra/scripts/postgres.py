@@ -8,9 +8,10 @@ when stopped.
 
 As a module (tests/conftest.py)::
 
-    with running_postgres() as server:
-        url = server.url()                      # postgresql+psycopg://…@127.0.0.1:PORT/fleetflow
-        other = server.create_database("t_1")  # one more empty database on the same server
+    server = start_postgres()
+    url = server.url()                      # postgresql+psycopg://…@127.0.0.1:PORT/fleetflow
+    other = server.create_database("t_1")  # one more empty database on the same server
+    server.stop()                           # and its files are gone
 
 As a command::
 
@@ -27,17 +28,16 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tooling import Reporter, guard_server  # noqa: E402
+from server_process import free_port, guard_server, serve_until_stopped  # noqa: E402
+from tooling import Reporter, apt_get_install, can_apt_get_install, exit_status  # noqa: E402
 
 _report = Reporter("postgres")
 _say, _loud = _report.say, _report.loud
@@ -77,10 +77,6 @@ def find_postgres_bin_dir() -> Path | None:
     return None
 
 
-def _is_root() -> bool:
-    return os.geteuid() == 0
-
-
 def ensure_postgres_installed() -> Path:
     """Return the binaries' directory, installing Debian's `postgresql` package if needed.
 
@@ -91,7 +87,7 @@ def ensure_postgres_installed() -> Path:
     found = find_postgres_bin_dir()
     if found is not None:
         return found
-    if not _is_root() or shutil.which("apt-get") is None:
+    if not can_apt_get_install():
         raise PostgresUnavailableError(
             "PostgreSQL binaries (initdb, pg_ctl) were not found and cannot be installed "
             "automatically (needs root and apt-get). Install them with "
@@ -102,14 +98,7 @@ def ensure_postgres_installed() -> Path:
         "`apt-get update && apt-get install -y postgresql` (system-wide, as root) so that "
         "the PostgreSQL test tier can run."
     )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "postgresql"]):
-        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise PostgresUnavailableError(
-                f"`{' '.join(command)}` failed with exit code {result.returncode}:\n"
-                f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
-            )
+    apt_get_install(["postgresql"], PostgresUnavailableError)
     found = find_postgres_bin_dir()
     if found is None:
         raise PostgresUnavailableError(
@@ -118,14 +107,6 @@ def ensure_postgres_installed() -> Path:
         )
     _say(f"installed PostgreSQL binaries in {found}")
     return found
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -229,7 +210,7 @@ def _run(server: PostgresServer, argv: Sequence[str], *, check: bool = True) -> 
 
 def _service_user() -> str | None:
     """None when we may run the server ourselves; the `postgres` user when we are root."""
-    if not _is_root():
+    if os.geteuid() != 0:
         return None
     try:
         pwd.getpwnam(SERVICE_USER)
@@ -320,16 +301,6 @@ def start_postgres(database: str = DEFAULT_DATABASE, *, attempts: int = 3) -> Po
     return server
 
 
-@contextmanager
-def running_postgres(database: str = DEFAULT_DATABASE) -> Iterator[PostgresServer]:
-    """A throw-away server for the duration of the block."""
-    server = start_postgres(database)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--database", default=DEFAULT_DATABASE, help="database to create")
@@ -337,23 +308,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--install", action="store_true", help="only install the binaries if missing, then exit"
     )
     args = parser.parse_args(argv)
-    try:
-        if args.install:
-            _say(f"PostgreSQL binaries in {ensure_postgres_installed()}")
-            return 0
-        with running_postgres(args.database) as server:
-            sys.stdout.write(server.url() + "\n")
-            sys.stdout.flush()
-            _say(f"running on 127.0.0.1:{server.port} (data in {server.base_dir}); Ctrl-C stops")
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-            try:
-                signal.pause()
-            except KeyboardInterrupt:
-                pass
-    except PostgresUnavailableError as exc:
-        _loud(str(exc))
-        return 1
-    return 0
+    if args.install:
+        return exit_status(
+            lambda: _say(f"PostgreSQL binaries in {ensure_postgres_installed()}"),
+            PostgresUnavailableError,
+            _report,
+        )
+    return exit_status(lambda: _serve(args.database), PostgresUnavailableError, _report)
+
+
+def _serve(database: str) -> None:
+    server = start_postgres(database)
+    serve_until_stopped(
+        server,
+        printed=server.url() + "\n",
+        note=f"running on 127.0.0.1:{server.port} (data in {server.base_dir}); Ctrl-C stops",
+        report=_report,
+    )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ uses a binary built elsewhere instead. The first build takes several minutes.
 
 As a module (tests/integration/s3_server.py)::
 
-    with running_s3_server() as server:
-        server.env()        # {"FLEETFLOW_S3_ENDPOINT": "http://127.0.0.1:PORT", ...}
+    server = start_s3_server()
+    server.env()        # {"FLEETFLOW_S3_ENDPOINT": "http://127.0.0.1:PORT", ...}
+    server.stop()       # and its data is gone
 
 As a command::
 
@@ -26,25 +27,23 @@ As a command::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tooling import Reporter, cache_root, ensure_built, spawn_server  # noqa: E402
+from server_process import ServerProcess, free_ports, serve_until_stopped  # noqa: E402
+from tooling import Reporter, cache_root, ensure_built, exit_status  # noqa: E402
 
 _report = Reporter("s3-server")
 _say, _loud = _report.say, _report.loud
@@ -120,35 +119,17 @@ def _build(target: Path) -> None:
     _say(f"built {target} in {time.monotonic() - started:.0f}s")
 
 
-def _free_ports(count: int) -> list[int]:
-    """Distinct loopback ports that were free a moment ago."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-@dataclass
-class S3Server:
+@dataclass(kw_only=True)
+class S3Server(ServerProcess):
     """A running throw-away server. `stop()` kills it and deletes its data."""
 
+    name: str = "SeaweedFS"
     endpoint: str  # http://127.0.0.1:PORT
     access_key: str
     secret_key: str
     region: str
-    process: subprocess.Popen[bytes]
     base_dir: Path
     _stopped: bool = field(default=False, repr=False)
-
-    @property
-    def log_file(self) -> Path:
-        return self.base_dir / "server.log"
 
     def env(self) -> dict[str, str]:
         """The `FLEETFLOW_S3_*` settings that reach this server."""
@@ -160,10 +141,13 @@ class S3Server:
             "FLEETFLOW_S3_SECURE": "false",
         }
 
-    def log_tail(self) -> str:
-        if not self.log_file.exists():
-            return ""
-        return self.log_file.read_text(errors="replace")[-4000:]
+    def answers(self) -> bool:
+        """The gateway answers and a bucket can be written to (volumes are allocated)."""
+        with urllib.request.urlopen(f"{self.endpoint}/healthz", timeout=2) as response:
+            if response.status != 200:
+                return False
+        _probe_write(self)
+        return True
 
     def stop(self) -> None:
         """SIGTERM the server's process group, SIGKILL it after 10 s, delete its files."""
@@ -171,16 +155,7 @@ class S3Server:
             return
         self._stopped = True
         try:
-            if self.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGTERM)
-                try:
-                    self.process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    pass
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+            self.kill(signal.SIGTERM, timeout=10)
         finally:
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
@@ -195,7 +170,12 @@ def start_s3_server(*, timeout: float = 120, attempts: int = 3) -> S3Server:
     for attempt in range(1, attempts + 1):
         server = _spawn(weed)
         try:
-            _wait_ready(server, timeout)
+            server.wait_until_answering(
+                server.answers,
+                deadline=time.monotonic() + timeout,
+                interval=0.25,
+                unavailable=S3ServerUnavailableError,
+            )
             return server
         except S3ServerUnavailableError:
             server.stop()
@@ -223,7 +203,7 @@ def _spawn(weed: Path) -> S3Server:
         ]
     }
     (base_dir / "s3.json").write_text(json.dumps(config))
-    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = _free_ports(8)
+    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = free_ports(8)
     argv = [
         str(weed),
         f"-logdir={base_dir / 'logs'}",
@@ -250,45 +230,16 @@ def _spawn(weed: Path) -> S3Server:
         f"-s3.config={base_dir / 's3.json'}",
         f"-s3.localSocket={base_dir / 's3.sock'}",
     ]
-    with open(base_dir / "server.log", "ab") as log:
-        process = spawn_server(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=base_dir,
-            start_new_session=True,
-        )
-    return S3Server(
+    server = S3Server(
+        log_file=base_dir / "server.log",
         endpoint=f"http://127.0.0.1:{s3}",
         access_key=access_key,
         secret_key=secret_key,
         region="us-east-1",
-        process=process,
         base_dir=base_dir,
     )
-
-
-def _wait_ready(server: S3Server, timeout: float) -> None:
-    """Until the gateway answers and a bucket can be written to (volumes are allocated)."""
-    deadline = time.monotonic() + timeout
-    last_error = "no answer yet"
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise S3ServerUnavailableError(
-                f"SeaweedFS exited with {server.process.returncode}:\n{server.log_tail()}"
-            )
-        try:
-            with urllib.request.urlopen(f"{server.endpoint}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    _probe_write(server)
-                    return
-        except Exception as exc:  # not up yet: connection refused, 503, no volumes yet
-            last_error = f"{type(exc).__name__}: {exc}"
-        time.sleep(0.25)
-    raise S3ServerUnavailableError(
-        f"SeaweedFS not ready after {timeout}s ({last_error}):\n{server.log_tail()}"
-    )
+    server.spawn(argv, cwd=base_dir)
+    return server
 
 
 def _probe_write(server: S3Server) -> None:
@@ -311,38 +262,27 @@ def _probe_write(server: S3Server) -> None:
     client.remove_bucket(bucket)
 
 
-@contextlib.contextmanager
-def running_s3_server() -> Iterator[S3Server]:
-    """A throw-away server for the duration of the block."""
-    server = start_s3_server()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
         "--build", action="store_true", help="only build (or find) the binary, print its path"
     )
     args = parser.parse_args(argv)
-    try:
-        if args.build:
-            sys.stdout.write(f"{ensure_weed()}\n")
-            return 0
-        with running_s3_server() as server:
-            for name, value in server.env().items():
-                sys.stdout.write(f"export {name}={value}\n")
-            sys.stdout.flush()
-            _say(f"running at {server.endpoint} (data in {server.base_dir}); Ctrl-C stops")
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-            with contextlib.suppress(KeyboardInterrupt):
-                signal.pause()
-    except S3ServerUnavailableError as exc:
-        _loud(str(exc))
-        return 1
-    return 0
+    if args.build:
+        return exit_status(
+            lambda: sys.stdout.write(f"{ensure_weed()}\n"), S3ServerUnavailableError, _report
+        )
+    return exit_status(_serve, S3ServerUnavailableError, _report)
+
+
+def _serve() -> None:
+    server = start_s3_server()
+    serve_until_stopped(
+        server,
+        printed="".join(f"export {name}={value}\n" for name, value in server.env().items()),
+        note=f"running at {server.endpoint} (data in {server.base_dir}); Ctrl-C stops",
+        report=_report,
+    )
 
 
 if __name__ == "__main__":

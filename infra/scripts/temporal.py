@@ -30,7 +30,6 @@ As a command::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import os
 import re
@@ -39,14 +38,14 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tooling import Reporter, cache_root, ensure_built, spawn_server  # noqa: E402
+from server_process import ServerProcess, free_port  # noqa: E402
+from tooling import Reporter, cache_root, ensure_built, exit_status  # noqa: E402
 
 _report = Reporter("temporal")
 _say, _loud = _report.say, _report.loud
@@ -122,21 +121,14 @@ def _build(target: Path) -> None:
     _say(f"built {target} in {time.monotonic() - started:.0f}s")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class TemporalDevServer:
+@dataclass(kw_only=True)
+class TemporalDevServer(ServerProcess):
     """One server on a fixed port and database file, which can be killed and started again."""
 
+    name: str = "the Temporal server"
     binary: Path
     port: int
     db_file: Path
-    log_file: Path
-    process: subprocess.Popen[bytes] | None = None
     extra_args: list[str] = field(default_factory=list)
 
     @property
@@ -162,62 +154,28 @@ class TemporalDevServer:
 
     def start(self, *, timeout: float = 90) -> None:
         """Start it (again) on the same port and database, and wait until it accepts calls."""
-        if self.process is not None and self.process.poll() is None:
+        if self.running():
             raise RuntimeError(f"the Temporal server on {self.address} is still running")
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + timeout
         while True:  # a killed server's port can take a moment to be free again
-            with open(self.log_file, "ab") as log:
-                log.write(f"--- starting: {' '.join(self.argv())}\n".encode())
-                log.flush()
-                self.process = spawn_server(
-                    self.argv(),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
+            self.spawn(self.argv())
             try:
-                self._wait_listening(deadline)
+                self.wait_until_answering(
+                    self._listening,
+                    deadline=deadline,
+                    interval=0.1,
+                    unavailable=TemporalUnavailableError,
+                )
                 return
             except TemporalUnavailableError:
-                if self.process.poll() is None or time.monotonic() >= deadline:
+                if self.running() or time.monotonic() >= deadline:
                     self.kill(signal.SIGKILL)
                     raise
                 time.sleep(0.5)  # it exited (port still taken?): try again
 
-    def _wait_listening(self, deadline: float) -> None:
-        assert self.process is not None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise TemporalUnavailableError(
-                    f"the Temporal server exited with {self.process.returncode}:\n"
-                    f"{self.log_file.read_text(errors='replace')[-3000:]}"
-                )
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
-            ):
-                return
-            time.sleep(0.1)
-        raise TemporalUnavailableError(f"nothing listens on {self.address} in time")
-
-    def kill(self, sig: signal.Signals = signal.SIGKILL, *, timeout: float = 30) -> None:
-        """Send `sig` to the server's process group and wait for it to exit (SIGKILL after
-        `timeout`)."""
-        process = self.process
-        if process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        with contextlib.suppress(ProcessLookupError):  # whatever it left in its group
-            os.killpg(process.pid, signal.SIGKILL)
+    def _listening(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            return True
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM, timeout=15)
@@ -241,17 +199,6 @@ def start_temporal_server(
     return server
 
 
-@contextlib.contextmanager
-def running_temporal_server(db_file: Path | None = None) -> Iterator[TemporalDevServer]:
-    """A server for the duration of the block (a temporary database unless `db_file`)."""
-    with tempfile.TemporaryDirectory(prefix="fleetflow-temporal-") as tmp:
-        server = start_temporal_server(db_file or Path(tmp) / "temporal.db")
-        try:
-            yield server
-        finally:
-            server.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
@@ -260,19 +207,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=7233)
     parser.add_argument("--db-filename", type=Path, default=None)
     args = parser.parse_args(argv)
-    try:
-        if args.build:
-            sys.stdout.write(f"{ensure_temporal()}\n")
-            return 0
-        binary = ensure_temporal()
-        command = [str(binary), "server", "start-dev", "--port", str(args.port)]
-        if args.db_filename:
-            command += ["--db-filename", str(args.db_filename)]
-        os.execv(binary, command)
-    except TemporalUnavailableError as exc:
-        _loud(str(exc))
-        return 1
-    return 0
+    if args.build:
+        return exit_status(
+            lambda: sys.stdout.write(f"{ensure_temporal()}\n"), TemporalUnavailableError, _report
+        )
+    return exit_status(
+        lambda: _serve(args.port, args.db_filename), TemporalUnavailableError, _report
+    )
+
+
+def _serve(port: int, db_filename: Path | None) -> None:
+    """Replace this process by the server."""
+    binary = ensure_temporal()
+    command = [str(binary), "server", "start-dev", "--port", str(port)]
+    if db_filename:
+        command += ["--db-filename", str(db_filename)]
+    os.execv(binary, command)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""What the tooling scripts beside this one share: messages on stderr and the build cache.
+"""What the tooling scripts beside this one share: messages on stderr, the build cache and
+system packages installed with apt-get (a server's process: `server_process`).
 
 The scripts run as commands (`python infra/scripts/x.py`) and are imported by the tests by
 path; each puts this folder on `sys.path` to import this module either way.
@@ -8,13 +9,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,17 @@ class Reporter:
         bar = "!" * 78
         sys.stderr.write(f"\n{bar}\n[fleetflow {self.tool}] {message}\n{bar}\n\n")
         sys.stderr.flush()
+
+
+def exit_status(run: Callable[[], object], unavailable: type[Exception], report: Reporter) -> int:
+    """A script's exit status: 0 once `run` returns, 1 with the reason framed on stderr when it
+    raises `unavailable` (the tool cannot be provided or started here)."""
+    try:
+        run()
+    except unavailable as exc:
+        report.loud(str(exc))
+        return 1
+    return 0
 
 
 def cache_root() -> Path:
@@ -66,23 +77,22 @@ def ensure_built(
     return target
 
 
-def spawn_server(argv: list[str], **popen: Any) -> subprocess.Popen[bytes]:
-    """Start a native server that dies with this process (SIGTERM through the parent-death
-    signal), even when the test run is killed; `popen` goes to `subprocess.Popen`."""
-    from fleetflow.child_processes import die_with_parent_argv, parent_env
-
-    env = {**(popen.pop("env", None) or os.environ), **parent_env()}
-    return subprocess.Popen(die_with_parent_argv(argv), env=env, **popen)
+def can_apt_get_install() -> bool:
+    """Whether a missing system package may be installed here: as root, with apt-get."""
+    return os.geteuid() == 0 and shutil.which("apt-get") is not None
 
 
-def guard_server(pid: int, sig: signal.Signals) -> subprocess.Popen[bytes]:
-    """For a server that daemonized itself: a guard child that sends it `sig` when this process
-    dies, and exits by itself once the server has."""
-    from fleetflow.child_processes import guard_argv, parent_env
+def apt_get_install(args: Sequence[str], unavailable: type[Exception]) -> None:
+    """`apt-get update`, then `apt-get install -y <args>`, without questions.
 
-    return subprocess.Popen(
-        guard_argv(pid, sig),
-        env={**os.environ, **parent_env()},
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    Raises:
+        unavailable: either command failed; the message has its output.
+    """
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", *args]):
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise unavailable(
+                f"`{' '.join(command)}` failed with exit code {result.returncode}:\n"
+                f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            )

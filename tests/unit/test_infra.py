@@ -69,10 +69,10 @@ _RUNNER = textwrap.dedent(
     """
     import os, signal, subprocess, sys, time
     sys.path.insert(0, {scripts!r})
-    from tooling import guard_server, spawn_server
+    from server_process import guard_server, spawn_server
     from control_plane import processes
 
-    native = spawn_server(["sleep", "600"], start_new_session=True)
+    native = spawn_server(["sleep", "600"])
     spawned = processes.spawn(["sleep", "601"], log_file=__import__("pathlib").Path({log!r}),
                               native=True)
     # A daemon: double fork, as pg_ctl does; its pid comes back through a pipe.
