@@ -246,17 +246,7 @@ class WorkflowCompilation:
             pass
         if isinstance(value, list | tuple):
             item_type: Any = slot.py_type
-            try:
-                literal = to_literal(value, list[item_type])
-            except LiteralValidationError as exc:
-                where = f" (at {exc.path}: {exc.reason})" if exc.path else ""
-                raise slot.fail(
-                    f"{slot.subject} expects {either}, got constant "
-                    f"{_describe_constant(value)}{where}",
-                    expected=either,
-                    actual=type(value).__name__,
-                ) from exc
-            return ir.LiteralBinding(value=literal), True
+            return _bind_constant(value, list[item_type], slot, shown=either, expected=either), True
         raise slot.fail(
             f"{slot.subject} expects {either}, got constant {_describe_constant(value)}",
             expected=either,
@@ -415,18 +405,24 @@ class WorkflowCompilation:
                 actual=type(value).__name__,
                 hint="have a task take the values as separate parameters",
             )
-        try:
-            literal = to_literal(value, slot.py_type)
-        except LiteralValidationError as exc:
-            actual = _describe_constant(value)
-            where = f" (at {exc.path}: {exc.reason})" if exc.path else ""
-            raise slot.fail(
-                f"{slot.subject} expects {describe_python_type(slot.py_type)}, "
-                f"got constant {actual}{where}",
-                expected=expected,
-                actual=type(value).__name__,
-            ) from exc
-        return ir.LiteralBinding(value=literal)
+        shown = describe_python_type(slot.py_type)
+        return _bind_constant(value, slot.py_type, slot, shown=shown, expected=expected)
+
+
+def _bind_constant(
+    value: Any, py_type: Any, slot: _Slot, *, shown: str, expected: str
+) -> ir.LiteralBinding:
+    """`value`, a constant, bound as a literal of `py_type`; else the error that `slot`
+    expects `shown` (its `expected` field: `expected`), naming where the constant is off."""
+    try:
+        return ir.LiteralBinding(value=to_literal(value, py_type))
+    except LiteralValidationError as exc:
+        where = f" (at {exc.path}: {exc.reason})" if exc.path else ""
+        raise slot.fail(
+            f"{slot.subject} expects {shown}, got constant {_describe_constant(value)}{where}",
+            expected=expected,
+            actual=type(value).__name__,
+        ) from exc
 
 
 def compile_workflow(
