@@ -198,18 +198,7 @@ class BodySizeLimit:
         return f"request body too large: the limit is {self.limit} bytes"
 
     async def _too_large(self, send: Send) -> None:
-        body = json.dumps({"detail": self._message}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send_error(send, 413, self._message)
 
 
 class RefuseNul:
@@ -222,19 +211,16 @@ class RefuseNul:
         if scope["type"] == "http" and (
             "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
         ):
-            body = json.dumps(
-                {"detail": "invalid request: the path or query contains a NUL (%00) character"}
-            ).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 422,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            detail = "invalid request: the path or query contains a NUL (%00) character"
+            await _send_error(send, 422, detail)
             return
         await self.app(scope, receive, send)
+
+
+async def _send_error(send: Send, status: int, detail: str) -> None:
+    """Answer `status` with the API's error body (`{"detail": ...}`) from ASGI middleware,
+    which runs outside FastAPI's exception handlers."""
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -146,27 +146,29 @@ class PlatformStateCollector(Collector):
 
     @staticmethod
     def _queue_depth(counts: dict[str, int]) -> GaugeMetricFamily:
-        family = GaugeMetricFamily(
+        return _by_status(
             "fleetflow_queue_depth",
             "Task attempts waiting to run: pending (not placed on a cluster yet) and assigned "
             "(placed, not leased by the cluster's agent yet).",
-            labels=["status"],
+            {state.value.lower(): counts.get(state.value, 0) for state in _QUEUED_STATES},
         )
-        for state in _QUEUED_STATES:
-            family.add_metric([state.value.lower()], counts.get(state.value, 0))
-        return family
 
     @staticmethod
     def _clusters(counts: dict[ClusterStatus, int]) -> GaugeMetricFamily:
-        family = GaugeMetricFamily(
+        return _by_status(
             "fleetflow_clusters",
             "Clusters by the status of their agent (online, degraded, offline), judged from "
             "the age of its last heartbeat.",
-            labels=["status"],
+            {status.value: counts.get(status, 0) for status in ClusterStatus},
         )
-        for status in ClusterStatus:
-            family.add_metric([status.value], counts.get(status, 0))
-        return family
+
+
+def _by_status(name: str, help_text: str, counts: dict[str, int]) -> GaugeMetricFamily:
+    """The gauge `name` with one sample per status (label `status`), in `counts`' order."""
+    family = GaugeMetricFamily(name, help_text, labels=["status"])
+    for status, count in counts.items():
+        family.add_metric([status], count)
+    return family
 
 
 def _tenant_families() -> dict[str, GaugeMetricFamily]:

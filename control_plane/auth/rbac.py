@@ -17,8 +17,10 @@ ids and `Role`s; only this module builds policy strings.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import casbin
 from sqlalchemy import Engine, func, select
@@ -159,22 +161,17 @@ class Authorizer:
 
     def grant(self, principal_id: str, role: Role, tenant: str) -> bool:
         """True when the grant is new."""
-        with self._lock:
-            added = bool(
-                self._enforcer.add_grouping_policy(
-                    subject_of(principal_id), role_subject(role), tenant
-                )
-            )
-            self._loaded = None
-        return added
+        return self._change_grant(self._enforcer.add_grouping_policy, principal_id, role, tenant)
 
     def revoke(self, principal_id: str, role: Role, tenant: str) -> bool:
         """True when there was such a grant."""
+        return self._change_grant(self._enforcer.remove_grouping_policy, principal_id, role, tenant)
+
+    def _change_grant(
+        self, change: Callable[..., Any], principal_id: str, role: Role, tenant: str
+    ) -> bool:
+        """Add or remove (`change`) a grant; True when that changed the policy."""
         with self._lock:
-            removed = bool(
-                self._enforcer.remove_grouping_policy(
-                    subject_of(principal_id), role_subject(role), tenant
-                )
-            )
+            changed = bool(change(subject_of(principal_id), role_subject(role), tenant))
             self._loaded = None
-        return removed
+        return changed

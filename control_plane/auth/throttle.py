@@ -30,13 +30,15 @@ from typing import Literal, Protocol
 
 Clock = Callable[[], float]
 LimitsStore = Literal["memory", "database"]
+LockRef = tuple[str, str]
+"""A lockout, by (scope, key)."""
 
 
 @dataclass(frozen=True)
 class Taken:
     """What a take got: `wait` 0.0 means a token was granted, else the seconds until one is
-    available; `locked` > 0 means the lockout named by `unless_locked` holds that many seconds
-    more, and nothing was taken."""
+    available; `locked` > 0 means the take's `lockout` holds that many seconds more, and
+    nothing was taken."""
 
     wait: float = 0.0
     locked: float = 0.0
@@ -48,17 +50,11 @@ class ThrottleStore(Protocol):
     the store keeps its own clock, so that every user of one store measures time alike."""
 
     def take(
-        self,
-        scope: str,
-        key: str,
-        *,
-        rate: float,
-        burst: float,
-        unless_locked: tuple[str, str] | None = None,
+        self, scope: str, key: str, *, rate: float, burst: float, lockout: LockRef | None = None
     ) -> Taken:
         """Take a token from the bucket (`rate` tokens a second up to `burst`, full when new),
-        unless the lockout `unless_locked` (scope, key) holds: both in one step, as the REST
-        API does on every request."""
+        unless the lockout `lockout` holds: both in one step, as the REST API does on every
+        request."""
         ...
 
     def lock(self, scope: str, key: str, seconds: float) -> None:
@@ -101,18 +97,12 @@ class MemoryThrottleStore:
         self._lock = threading.Lock()
 
     def take(
-        self,
-        scope: str,
-        key: str,
-        *,
-        rate: float,
-        burst: float,
-        unless_locked: tuple[str, str] | None = None,
+        self, scope: str, key: str, *, rate: float, burst: float, lockout: LockRef | None = None
     ) -> Taken:
         now = self._clock()
         with self._lock:
-            if unless_locked is not None:
-                locked = self._locked_for(*unless_locked, now)
+            if lockout is not None:
+                locked = self._locked_for(*lockout, now)
                 if locked > 0:
                     return Taken(locked=locked)
             buckets = self._buckets.setdefault(scope, OrderedDict())
@@ -200,7 +190,7 @@ class TokenBuckets:
             key,
             rate=self.rate,
             burst=self.burst,
-            unless_locked=(lockout.scope, address),
+            lockout=(lockout.scope, address),
         )
 
     def __len__(self) -> int:

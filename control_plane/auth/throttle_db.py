@@ -50,6 +50,7 @@ from sqlalchemy.exc import DBAPIError
 from control_plane.auth.throttle import (
     Clock,
     LimitsStore,
+    LockRef,
     MemoryThrottleStore,
     Taken,
     ThrottleStore,
@@ -109,22 +110,16 @@ class SqlThrottleStore:
     # ThrottleStore -----------------------------------------------------------------------
 
     def take(
-        self,
-        scope: str,
-        key: str,
-        *,
-        rate: float,
-        burst: float,
-        unless_locked: tuple[str, str] | None = None,
+        self, scope: str, key: str, *, rate: float, burst: float, lockout: LockRef | None = None
     ) -> Taken:
         self._maybe_purge(scope, rate, burst)
         params = {"p_scope": scope, "p_key": _stored_key(key), "p_rate": rate, "p_burst": burst}
-        if unless_locked is not None:
+        if lockout is not None:
             params |= {
-                "p_lock_scope": unless_locked[0],
-                "p_lock_key": _stored_key(unless_locked[1]),
+                "p_lock_scope": lockout[0],
+                "p_lock_key": _stored_key(lockout[1]),
             }
-        statement = self._take_locked if unless_locked is not None else self._take
+        statement = self._take_locked if lockout is not None else self._take
         for _ in range(2):
             row = self._execute(statement, params)
             if row is not None:
@@ -132,8 +127,8 @@ class SqlThrottleStore:
                 return Taken() if granted else Taken(wait=(1 - tokens) / rate)
             # No row: the lockout held, and nothing was taken. How long it holds is only
             # needed now, on the way to a refusal; if it expired meanwhile, take again.
-            assert unless_locked is not None
-            locked = self.locked_for(*unless_locked)
+            assert lockout is not None
+            locked = self.locked_for(*lockout)
             if locked > 0:
                 return Taken(locked=locked)
         return Taken(locked=1.0)  # flapping at the lockout's very end: refuse briefly

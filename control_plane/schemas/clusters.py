@@ -12,25 +12,15 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from control_plane.lifecycle.clusters import ClusterStatus
-from control_plane.schemas.common import UtcDatetime
+from control_plane.schemas.common import UtcDatetime, dns_label
 
 MAX_CLUSTER_NAME_LENGTH = 63
 MAX_LABELS = 64
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # A label's name part, and any non-empty value: Kubernetes' label syntax.
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _MAX_LABEL_PART = 63
 _MAX_LABEL_PREFIX = 253
-
-
-def _cluster_name(name: str) -> str:
-    if len(name) > MAX_CLUSTER_NAME_LENGTH or not _DNS_LABEL.fullmatch(name):
-        raise ValueError(
-            f"{name!r} is not a valid cluster name: 1-{MAX_CLUSTER_NAME_LENGTH} lowercase "
-            "letters, digits and '-', starting and ending with a letter or digit (e.g. gpu-east-1)"
-        )
-    return name
 
 
 def _label_key_problem(key: str) -> str | None:
@@ -63,7 +53,9 @@ def _labels(labels: dict[str, str]) -> dict[str, str]:
     return labels
 
 
-ClusterName = Annotated[str, AfterValidator(_cluster_name)]
+ClusterName = Annotated[
+    str, dns_label("cluster name", max_length=MAX_CLUSTER_NAME_LENGTH, example="gpu-east-1")
+]
 ClusterLabels = Annotated[dict[str, str], AfterValidator(_labels)]
 
 

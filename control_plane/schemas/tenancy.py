@@ -12,10 +12,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from control_plane.roles import Role
-from control_plane.schemas.common import UtcDatetime
+from control_plane.schemas.common import UtcDatetime, dns_label
 from fleetflow.resources import parse_memory
 
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _PRINCIPAL = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.@]*[A-Za-z0-9])?")
 MAX_NAME = 63
 MAX_PRINCIPAL = 128
@@ -23,15 +22,6 @@ MAX_TOKEN_DAYS = 3650
 MAX_COUNT = 1_000_000  # GPUs, cores, running tasks or executions a quota can name
 MAX_MEMORY = 2**60
 GpuType = Annotated[str, Field(min_length=1, max_length=64)]
-
-
-def _tenant_name(name: str) -> str:
-    if len(name) > MAX_NAME or not _NAME.fullmatch(name):
-        raise ValueError(
-            f"{name!r} is not a valid tenant name: 1-{MAX_NAME} lowercase letters, digits and "
-            "'-', starting and ending with a letter or digit (e.g. vision-team)"
-        )
-    return name
 
 
 # Names a principal may not take: the roles' (the policy keeps subjects and roles apart
@@ -56,7 +46,7 @@ def _principal_name(name: str) -> str:
     return name
 
 
-TenantName = Annotated[str, AfterValidator(_tenant_name)]
+TenantName = Annotated[str, dns_label("tenant name", max_length=MAX_NAME, example="vision-team")]
 PrincipalName = Annotated[str, AfterValidator(_principal_name)]
 _STRICT = ConfigDict(extra="forbid")
 

@@ -62,14 +62,7 @@ def quota_status(session: SessionDep, caller: QuotaRead) -> QuotaStatus:
     return QuotaStatus(
         tenant=caller.tenant.name,
         limits=quota_public(session, caller.tenant),
-        usage=LoadPublic(
-            gpu=load.gpu,
-            gpu_per_type=load.gpu_per_type,
-            cpu=load.cpu,
-            memory_bytes=load.memory_bytes,
-            running_executions=load.running_executions,
-            running_tasks=load.running_tasks,
-        ),
+        usage=LoadPublic.model_validate(load, from_attributes=True),
         waiting_for_quota=usage_repo.waiting_for_quota(session, caller.tenant.id),
     )
 

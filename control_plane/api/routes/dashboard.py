@@ -20,7 +20,7 @@ import re
 import secrets
 from datetime import timedelta
 from html import escape
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Cookie, Form, Request
@@ -188,14 +188,19 @@ def _csrf_token(request: Request) -> str:
 
 def _keep_csrf(response: Response, request: Request, csrf: str) -> None:
     if request.cookies.get(CSRF_COOKIE) != csrf:
-        response.set_cookie(
-            CSRF_COOKIE,
-            csrf,
-            httponly=True,  # the server writes it into the forms; no script needs it
-            samesite="strict",
-            secure=request.url.scheme == "https",
-            path="/dashboard",
-        )
+        response.set_cookie(CSRF_COOKIE, csrf, **_cookie_attributes(request))
+
+
+def _cookie_attributes(request: Request) -> dict[str, Any]:
+    """How the dashboard keeps its cookies (the session's token, the anti-forgery token): for
+    its own pages only, never sent cross-site, over HTTPS only when served over HTTPS, and out
+    of scripts' reach (the server writes the anti-forgery token into its forms itself)."""
+    return {
+        "path": "/dashboard",
+        "httponly": True,
+        "samesite": "strict",
+        "secure": request.url.scheme == "https",
+    }
 
 
 def _refused(reason: str) -> HTMLResponse:
@@ -358,15 +363,7 @@ def login(
     if refusal is not None:
         return _refused(refusal)
     response = RedirectResponse("/dashboard", status_code=303)
-    response.set_cookie(
-        COOKIE,
-        token.strip(),
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-        max_age=12 * 3600,
-        path="/dashboard",
-    )
+    response.set_cookie(COOKIE, token.strip(), max_age=12 * 3600, **_cookie_attributes(request))
     # A new anti-forgery token with the new session: one seen before sign-in is spent.
     _keep_csrf(response, request, secrets.token_urlsafe(32))
     return response
@@ -395,11 +392,5 @@ def logout(request: Request, csrf: Annotated[str, Form(alias=CSRF_FIELD)] = "") 
     if refusal is not None:
         return _refused(refusal)
     response = RedirectResponse("/dashboard", status_code=303)
-    response.delete_cookie(
-        COOKIE,
-        path="/dashboard",
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    response.delete_cookie(COOKIE, **_cookie_attributes(request))
     return response
