@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from control_plane.db.session import make_engine, make_session_factory, transact
 from control_plane.settings import DatabaseSettings, Settings
 from fleetflow.storage import LocalBlobStore
 from tests.integration.auth import admin_token, bearer, principal_token
+from tests.polling import wait_until
 
 
 class UnusedLauncher:
@@ -61,10 +61,12 @@ def serve(app: ASGIApp) -> Iterator[str]:
     )
     thread = threading.Thread(target=server.run, name="api", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.01)
+
+    def started() -> bool:
+        assert thread.is_alive(), "the API's thread ended"
+        return bool(server.started)
+
+    wait_until(started, timeout=30, interval=0.01, message="the API to start")
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
