@@ -30,7 +30,9 @@ from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import transaction
 from control_plane.orchestration.workflows import AttemptFinished
+from control_plane.placement.scheduler import Scheduler
 from control_plane.services.finish_notifier import FinishNotifier
+from control_plane.settings import heartbeat_grace
 from fleetflow.agent.v1 import agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore
@@ -49,6 +51,7 @@ class AgentServer:
     port: int
     cluster_id: str
     execution_id: str
+    scheduler: Scheduler
     delivered: list[tuple[str, AttemptFinished]] = field(default_factory=list)
     _attempt_numbers: int = 0
 
@@ -57,7 +60,8 @@ class AgentServer:
         return f"127.0.0.1:{self.port}"
 
     def create_attempt(self, node_id: str = PREPARE_NODE) -> str:
-        """What the `start_attempt` activity does: inputs in the blob store, a PENDING row."""
+        """What the `start_attempt` activity does: inputs in the blob store, a PENDING row,
+        then the scheduler woken."""
         self._attempt_numbers += 1
         prefix = f"executions/{self.execution_id}/{node_id}/{self._attempt_numbers}"
         with transaction(self.sessions) as session:
@@ -70,7 +74,8 @@ class AgentServer:
                 inputs_uri=self.blobs.put(f"{prefix}/inputs.json", b'{"n": 3}'),
                 outputs_uri=self.blobs.uri(f"{prefix}/outputs.json"),
             )
-            return attempt.id
+        self.scheduler.wake()
+        return attempt.id
 
     def attempt_status(self, attempt_id: str) -> str:
         with transaction(self.sessions) as session:
@@ -87,6 +92,26 @@ def seed(sessions: sessionmaker[Session], spec: WorkflowSpec) -> tuple[str, str]
         workflow = register_workflow_version(session, tenant.id, spec, BUNDLE_DIGEST, None)
         execution = create_execution(session, tenant.id, workflow, {"n": 3})
         return cluster.id, execution.id
+
+
+@contextlib.asynccontextmanager
+async def scheduling(
+    sessions: sessionmaker[Session],
+    *,
+    heartbeat_interval_seconds: int,
+    ready: AttemptsReady | None = None,
+) -> AsyncIterator[tuple[AttemptsReady, Scheduler]]:
+    """The long polls' wake-up (`ready`, or a new one) and the process's scheduler, running,
+    composed as `control_plane/server.py` composes them: pass both to `AgentService`."""
+    ready = ready if ready is not None else AttemptsReady()
+    ready.bind(asyncio.get_running_loop())
+    scheduler = Scheduler(
+        sessions,
+        heartbeat_grace=heartbeat_grace(heartbeat_interval_seconds),
+        on_assigned=ready.notify,
+    )
+    async with scheduler.running():
+        yield ready, scheduler
 
 
 @contextlib.asynccontextmanager
@@ -107,25 +132,28 @@ async def serve_agent_service(
     async def record(execution: str, finished: AttemptFinished) -> None:
         delivered.append((execution, finished))
 
-    ready = AttemptsReady()
-    ready.bind(asyncio.get_running_loop())
     server = grpc.aio.server(interceptors=[InternalErrorInterceptor()])
-    agent_pb2_grpc.add_AgentServiceServicer_to_server(
-        AgentService(
-            sessions,
-            blobs,
-            FinishNotifier(sessions, record),
-            attempts_ready=ready,
-            max_lease_wait_seconds=30,
-            heartbeat_interval_seconds=heartbeat_interval_seconds,
-        ),
-        server,
-    )
-    address = "127.0.0.1:0"
-    port = security.add_port(server, address) if security else server.add_insecure_port(address)
-    assert port, "could not bind a loopback port"
-    await server.start()
-    try:
-        yield AgentServer(sessions, blobs, port, cluster_id, execution_id, delivered)
-    finally:
-        await server.stop(grace=None)
+    async with scheduling(sessions, heartbeat_interval_seconds=heartbeat_interval_seconds) as (
+        ready,
+        scheduler,
+    ):
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(
+            AgentService(
+                sessions,
+                blobs,
+                FinishNotifier(sessions, record),
+                attempts_ready=ready,
+                max_lease_wait_seconds=30,
+                heartbeat_interval_seconds=heartbeat_interval_seconds,
+                on_capacity_freed=scheduler.wake,
+            ),
+            server,
+        )
+        address = "127.0.0.1:0"
+        port = security.add_port(server, address) if security else server.add_insecure_port(address)
+        assert port, "could not bind a loopback port"
+        await server.start()
+        try:
+            yield AgentServer(sessions, blobs, port, cluster_id, execution_id, scheduler, delivered)
+        finally:
+            await server.stop(grace=None)

@@ -8,6 +8,7 @@ once, with fencing token 1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from control_plane.agent_api.service import AgentService, AttemptsReady
+from control_plane.agent_api.service import AgentService
 from control_plane.blob_layout import bundle_key
 from control_plane.db.migrate import upgrade_database
 from control_plane.db.repositories import attempts as attempts_repo
@@ -31,6 +32,7 @@ from control_plane.services.finish_notifier import FinishNotifier
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore
+from tests.integration.agent_server import scheduling
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -83,11 +85,14 @@ async def replicas(
                 )
 
     engines, servers, channels, stubs = [], [], [], []
+    schedulers = contextlib.AsyncExitStack()
     for _ in range(2):
         engine = make_engine(url)
         sessions = make_session_factory(engine)
-        ready = AttemptsReady()
-        ready.bind(asyncio.get_running_loop())
+        # Each replica places with its own scheduler, as each process does.
+        ready, scheduler = await schedulers.enter_async_context(
+            scheduling(sessions, heartbeat_interval_seconds=30)
+        )
         server = grpc.aio.server()
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentService(
@@ -97,6 +102,7 @@ async def replicas(
                 attempts_ready=ready,
                 max_lease_wait_seconds=5,
                 heartbeat_interval_seconds=30,
+                on_capacity_freed=scheduler.wake,
             ),
             server,
         )
@@ -110,6 +116,7 @@ async def replicas(
     try:
         yield Replicas(stubs, create_attempts)
     finally:
+        await schedulers.aclose()
         for channel in channels:
             await channel.close()
         for server in servers:

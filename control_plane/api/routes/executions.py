@@ -28,7 +28,6 @@ from control_plane.db.models import (
     utcnow,
 )
 from control_plane.db.repositories import tenancy
-from control_plane.db.repositories.attempts import limits_of
 from control_plane.db.repositories.executions import (
     claim_idempotency_key,
     cluster_names,
@@ -41,6 +40,7 @@ from control_plane.db.repositories.executions import (
 from control_plane.db.repositories.workflows import get_workflow_version
 from control_plane.large_values import load_values, store_values
 from control_plane.placement.admission import exceeds_whole_quota
+from control_plane.quota import limits_of
 from control_plane.schemas.common import ErrorResponse, FieldError
 from control_plane.schemas.executions import AttemptPublic, ExecutionCreate, ExecutionPublic
 from control_plane.services.tenant_blobs import Refused, TenantBlobs

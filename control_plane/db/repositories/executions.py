@@ -144,6 +144,17 @@ def cluster_names(session: Session, cluster_ids: Iterable[str | None]) -> dict[s
     return dict(rows.all())  # not dict(rows): a Result has keys() and would pass for a mapping
 
 
+def admit_execution(session: Session, execution_id: str) -> None:
+    """Stamp the moment the execution's first attempt was admitted (it counts as running
+    against its tenant's quota from then on); later calls change nothing."""
+    session.execute(
+        update(Execution)
+        .where(Execution.id == execution_id, Execution.admitted_at.is_(None))
+        .values(admitted_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
 def move_execution(
     session: Session, execution: Execution, target: ExecutionState, **extra: Any
 ) -> bool:
