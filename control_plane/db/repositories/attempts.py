@@ -25,11 +25,8 @@ from control_plane.auth.tokens import hash_token, matches_hash, new_lease_secret
 from control_plane.db.models import Cluster, TaskAttempt, new_id, utcnow
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
 from control_plane.db.repositories.clusters import as_utc
-from control_plane.lifecycle.transitions import (
-    IllegalTransitionError,
-    attempt_values,
-    check_attempt_transition,
-)
+from control_plane.lifecycle.reports import fencing_problem, judge_report
+from control_plane.lifecycle.transitions import attempt_values, check_attempt_transition
 from fleetflow.states import NO_MAP_INDEX, AttemptState
 
 A = AttemptState
@@ -113,8 +110,10 @@ def latest_succeeded_attempt(
 def move_attempt(
     session: Session, attempt: TaskAttempt, target: AttemptState, **extra: object
 ) -> bool:
-    """Compare-and-set the attempt's state; False when someone else moved it first."""
-    check_attempt_transition(attempt.status, target)
+    """Compare-and-set the attempt's state through the transition policy; False when the
+    policy refuses the move or someone else moved it first."""
+    if check_attempt_transition(attempt.status, target) is not None:
+        return False
     result = session.execute(
         update(TaskAttempt)
         .where(TaskAttempt.id == attempt.id, TaskAttempt.status == attempt.status)
@@ -217,8 +216,9 @@ def apply_report(
     if attempt is None or attempt.cluster_id != cluster.id:
         # The same answer whether the attempt is another cluster's or does not exist.
         return ReportOutcome(False, "unknown attempt")
-    if fencing_token != attempt.fencing_token:
-        return ReportOutcome(False, "stale fencing token: the attempt was leased again")
+    stale = fencing_problem(attempt.fencing_token, fencing_token)
+    if stale is not None:
+        return ReportOutcome(False, stale)
     if attempt.fencing_token == 0:
         raise ReportNotAuthorizedError(attempt_id, "it was never leased")
     stored = attempt.report_secret_sha256
@@ -248,19 +248,20 @@ def _apply_authorised_report(
     message: str | None,
     traceback: str | None,
 ) -> ReportOutcome:
-    if sequence <= attempt.last_report_sequence:
-        return ReportOutcome(True, "duplicate report ignored", attempt)
-    if attempt.status == state.value:
-        attempt.last_report_sequence = sequence
-        return ReportOutcome(True, "no change", attempt)
+    verdict = judge_report(
+        status=attempt.status,
+        last_sequence=attempt.last_report_sequence,
+        state=state,
+        sequence=sequence,
+    )
+    if not verdict.move:
+        if verdict.record_sequence:
+            attempt.last_report_sequence = sequence
+        return ReportOutcome(verdict.accepted, verdict.reason, attempt)
     extra: dict[str, object] = {"last_report_sequence": sequence}
     if state in (A.FAILED, A.CANCELLED, A.LOST):
         extra.update(error_message=message or None, error_traceback=traceback or None)
-    try:
-        moved = move_attempt(session, attempt, state, **extra)
-    except IllegalTransitionError as exc:
-        return ReportOutcome(False, str(exc), attempt)
-    if not moved:
+    if not move_attempt(session, attempt, state, **extra):
         return ReportOutcome(False, "attempt changed concurrently; report again", attempt)
     return ReportOutcome(True, "", attempt, finished=state.terminal)
 
@@ -272,9 +273,7 @@ def mark_lost(session: Session, attempts: list[TaskAttempt], reason: str) -> lis
     """Move active attempts to LOST (their cluster lost them); returns the ids moved."""
     lost = []
     for attempt in attempts:
-        if attempt.status in ACTIVE_STATES and move_attempt(
-            session, attempt, A.LOST, error_message=reason
-        ):
+        if move_attempt(session, attempt, A.LOST, error_message=reason):
             lost.append(attempt.id)
     return lost
 

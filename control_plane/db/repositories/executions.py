@@ -19,7 +19,6 @@ from control_plane.db.models import (
 )
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
 from control_plane.lifecycle.transitions import (
-    IllegalTransitionError,
     check_execution_transition,
     execution_values,
 )
@@ -158,10 +157,9 @@ def admit_execution(session: Session, execution_id: str) -> None:
 def move_execution(
     session: Session, execution: Execution, target: ExecutionState, **extra: Any
 ) -> bool:
-    """Compare-and-set an execution's state through the transition policy."""
-    try:
-        check_execution_transition(execution.status, target)
-    except IllegalTransitionError:
+    """Compare-and-set an execution's state through the transition policy; False when the
+    policy refuses the move or someone else moved it first."""
+    if check_execution_transition(execution.status, target) is not None:
         return False
     result = session.execute(
         update(Execution)
