@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.agent_api.interceptors import InternalErrorInterceptor
 from control_plane.agent_api.limits import MAX_MESSAGE_BYTES, peer_address, server_options
-from control_plane.agent_api.service import AgentService
 from control_plane.auth.throttle import AuthLockout
 from control_plane.db.models import TaskAttempt
 from control_plane.db.repositories import clusters as clusters_repo
@@ -33,7 +32,7 @@ from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.agent.v1 import agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore
-from tests.integration.agent_server import CLUSTER, TOKEN, scheduling, seed
+from tests.integration.agent_server import CLUSTER, TOKEN, scheduled_agent_service, seed
 
 SERVICE = "/fleetflow.agent.v1.AgentService"
 OTHER_CLUSTER_TOKEN = "ffa_hardening-other-cluster"
@@ -79,20 +78,15 @@ async def serve(
         delivered.append((execution, finished))
 
     server = grpc.aio.server(interceptors=[InternalErrorInterceptor()], options=server_options())
-    async with scheduling(sessions, heartbeat_interval_seconds=7) as (ready, scheduler):
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentService(
-                sessions,
-                blobs,
-                FinishNotifier(sessions, record),
-                attempts_ready=ready,
-                max_lease_wait_seconds=5,
-                heartbeat_interval_seconds=7,
-                on_capacity_freed=scheduler.wake,
-                lockout=lockout,
-            ),
-            server,
-        )
+    async with scheduled_agent_service(
+        sessions,
+        blobs,
+        FinishNotifier(sessions, record),
+        heartbeat_interval_seconds=7,
+        max_lease_wait_seconds=5,
+        lockout=lockout,
+    ) as (service, _):
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(service, server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         # The client may send more than the server takes: the server's limit is what is tested.

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,7 +36,7 @@ from control_plane.services.finish_notifier import FinishNotifier
 from control_plane.settings import heartbeat_grace
 from fleetflow.agent.v1 import agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec
-from fleetflow.storage import LocalBlobStore
+from fleetflow.storage import BlobStore, LocalBlobStore
 
 TOKEN = "ffa_agent-server-token-alpha"
 CLUSTER = "alpha"
@@ -95,14 +96,18 @@ def seed(sessions: sessionmaker[Session], spec: WorkflowSpec) -> tuple[str, str]
 
 
 @contextlib.asynccontextmanager
-async def scheduling(
+async def scheduled_agent_service(
     sessions: sessionmaker[Session],
+    blobs: BlobStore,
+    notifier: FinishNotifier,
     *,
     heartbeat_interval_seconds: int,
     ready: AttemptsReady | None = None,
-) -> AsyncIterator[tuple[AttemptsReady, Scheduler]]:
-    """The long polls' wake-up (`ready`, or a new one) and the process's scheduler, running,
-    composed as `control_plane/server.py` composes them: pass both to `AgentService`."""
+    **options: Any,
+) -> AsyncIterator[tuple[AgentService, Scheduler]]:
+    """`AgentService` (`options`: its other keyword arguments) with the long polls' wake-up
+    (`ready`, or a new one) and the process's scheduler, running, composed as
+    `control_plane/server.py` composes them."""
     ready = ready if ready is not None else AttemptsReady()
     ready.bind(asyncio.get_running_loop())
     scheduler = Scheduler(
@@ -110,8 +115,17 @@ async def scheduling(
         heartbeat_grace=heartbeat_grace(heartbeat_interval_seconds),
         on_assigned=ready.notify,
     )
+    service = AgentService(
+        sessions,
+        blobs,
+        notifier,
+        attempts_ready=ready,
+        heartbeat_interval_seconds=heartbeat_interval_seconds,
+        on_capacity_freed=scheduler.wake,
+        **options,
+    )
     async with scheduler.running():
-        yield ready, scheduler
+        yield service, scheduler
 
 
 @contextlib.asynccontextmanager
@@ -133,22 +147,14 @@ async def serve_agent_service(
         delivered.append((execution, finished))
 
     server = grpc.aio.server(interceptors=[InternalErrorInterceptor()])
-    async with scheduling(sessions, heartbeat_interval_seconds=heartbeat_interval_seconds) as (
-        ready,
-        scheduler,
-    ):
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentService(
-                sessions,
-                blobs,
-                FinishNotifier(sessions, record),
-                attempts_ready=ready,
-                max_lease_wait_seconds=30,
-                heartbeat_interval_seconds=heartbeat_interval_seconds,
-                on_capacity_freed=scheduler.wake,
-            ),
-            server,
-        )
+    async with scheduled_agent_service(
+        sessions,
+        blobs,
+        FinishNotifier(sessions, record),
+        heartbeat_interval_seconds=heartbeat_interval_seconds,
+        max_lease_wait_seconds=30,
+    ) as (service, scheduler):
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(service, server)
         address = "127.0.0.1:0"
         port = security.add_port(server, address) if security else server.add_insecure_port(address)
         assert port, "could not bind a loopback port"

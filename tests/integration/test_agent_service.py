@@ -9,6 +9,7 @@ records what it was asked to deliver.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import threading
@@ -43,7 +44,7 @@ from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.ir import Resources, WorkflowSpec
 from fleetflow.states import AttemptState
 from fleetflow.storage import LocalBlobStore
-from tests.integration.agent_server import scheduling
+from tests.integration.agent_server import scheduled_agent_service
 
 pytestmark = pytest.mark.integration
 
@@ -246,50 +247,44 @@ async def harness(database_url: str, tmp_path: Path, spec: WorkflowSpec) -> Asyn
 
     sink = RecordingSink()
     notifier = FinishNotifier(sessions, sink)
+    ready = WatchedAttemptsReady()
     # As control_plane/server.py composes it.
-    server = grpc.aio.server(interceptors=[InternalErrorInterceptor()])
-    channel: grpc.aio.Channel | None = None
-    try:
-        async with scheduling(
+    running = contextlib.AsyncExitStack()
+    service, scheduler = await running.enter_async_context(
+        scheduled_agent_service(
             sessions,
+            blobs,
+            notifier,
             heartbeat_interval_seconds=HEARTBEAT_INTERVAL_SECONDS,
-            ready=WatchedAttemptsReady(),
-        ) as (ready, scheduler):
-            agent_pb2_grpc.add_AgentServiceServicer_to_server(
-                AgentService(
-                    sessions,
-                    blobs,
-                    notifier,
-                    attempts_ready=ready,
-                    max_lease_wait_seconds=MAX_LEASE_WAIT_SECONDS,
-                    heartbeat_interval_seconds=HEARTBEAT_INTERVAL_SECONDS,
-                    on_capacity_freed=scheduler.wake,
-                ),
-                server,
-            )
-            port = server.add_insecure_port("127.0.0.1:0")
-            assert port, "could not bind a loopback port"
-            await server.start()
-            channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-            assert isinstance(ready, WatchedAttemptsReady)
-            yield Harness(
-                sessions=sessions,
-                blobs=blobs,
-                sink=sink,
-                notifier=notifier,
-                ready=ready,
-                scheduler=scheduler,
-                stub=agent_pb2_grpc.AgentServiceStub(channel),
-                cluster_id=ids[0],
-                other_cluster_id=ids[1],
-                execution_id=ids[2],
-                tenant="research",
-                spec=spec,
-            )
+            ready=ready,
+            max_lease_wait_seconds=MAX_LEASE_WAIT_SECONDS,
+        )
+    )
+    server = grpc.aio.server(interceptors=[InternalErrorInterceptor()])
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    assert port, "could not bind a loopback port"
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Harness(
+            sessions=sessions,
+            blobs=blobs,
+            sink=sink,
+            notifier=notifier,
+            ready=ready,
+            scheduler=scheduler,
+            stub=agent_pb2_grpc.AgentServiceStub(channel),
+            cluster_id=ids[0],
+            other_cluster_id=ids[1],
+            execution_id=ids[2],
+            tenant="research",
+            spec=spec,
+        )
     finally:
-        if channel is not None:
-            await channel.close()
+        await channel.close()
         await server.stop(grace=None)
+        await running.aclose()
         engine.dispose()
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from control_plane.agent_api.service import AgentService
 from control_plane.blob_layout import bundle_key
 from control_plane.db.migrate import upgrade_database
 from control_plane.db.repositories import attempts as attempts_repo
@@ -32,7 +31,7 @@ from control_plane.services.finish_notifier import FinishNotifier
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore
-from tests.integration.agent_server import scheduling
+from tests.integration.agent_server import scheduled_agent_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -90,22 +89,17 @@ async def replicas(
         engine = make_engine(url)
         sessions = make_session_factory(engine)
         # Each replica places with its own scheduler, as each process does.
-        ready, scheduler = await schedulers.enter_async_context(
-            scheduling(sessions, heartbeat_interval_seconds=30)
-        )
-        server = grpc.aio.server()
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentService(
+        service, _ = await schedulers.enter_async_context(
+            scheduled_agent_service(
                 sessions,
                 blobs,
                 FinishNotifier(sessions, _nothing_finishes),
-                attempts_ready=ready,
-                max_lease_wait_seconds=5,
                 heartbeat_interval_seconds=30,
-                on_capacity_freed=scheduler.wake,
-            ),
-            server,
+                max_lease_wait_seconds=5,
+            )
         )
+        server = grpc.aio.server()
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(service, server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
