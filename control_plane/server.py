@@ -32,6 +32,7 @@ from control_plane.metrics import MetricsEndpoint, serve_metrics
 from control_plane.orchestration.activities import ExecutionActivities
 from control_plane.orchestration.supervisor import WorkerSupervisor
 from control_plane.orchestration.temporal import TemporalLauncher, connect_temporal, make_worker
+from control_plane.placement.scheduler import Scheduler
 from control_plane.services.cluster_health import watch_cluster_health
 from control_plane.services.finish_notifier import FinishNotifier
 from control_plane.services.launch_reconciler import relaunch_queued_executions
@@ -78,6 +79,14 @@ async def run_control_plane(
     launcher = TemporalLauncher(client, settings.temporal.task_queue)
     attempts_ready = AttemptsReady()
     attempts_ready.bind(asyncio.get_running_loop())
+    # One scheduler per process that creates attempts (worker) or frees capacity (gRPC); in
+    # `dev up` both parts share it, so a new attempt is placed and leased without a tick.
+    scheduler = Scheduler(
+        sessions,
+        heartbeat_grace=settings.grpc.heartbeat_grace,
+        strategy=settings.placement.strategy,
+        on_assigned=attempts_ready.notify,
+    )
     tasks: list[asyncio.Task[None]] = []
     grpc_server: grpc.aio.Server | None = None
     api_server: _EmbeddedUvicorn | None = None
@@ -89,9 +98,8 @@ async def run_control_plane(
             activities = ExecutionActivities(
                 sessions,
                 blob_store,
-                on_attempt_ready=attempts_ready.notify,
-                heartbeat_grace=settings.grpc.heartbeat_grace,
-                placement_strategy=settings.placement.strategy,
+                on_attempt_ready=scheduler.wake,
+                on_capacity_freed=scheduler.wake,
             )
             worker = WorkerSupervisor(
                 lambda: make_worker(
@@ -121,6 +129,7 @@ async def run_control_plane(
                             seconds=settings.grpc.agent_reconnect_allowance_seconds
                         ),
                         interval=settings.grpc.heartbeat_interval_seconds,
+                        on_capacity_freed=scheduler.wake,
                     ),
                     name="cluster-health",
                 )
@@ -136,7 +145,7 @@ async def run_control_plane(
                     attempts_ready=attempts_ready,
                     max_lease_wait_seconds=settings.grpc.max_lease_wait_seconds,
                     heartbeat_interval_seconds=settings.grpc.heartbeat_interval_seconds,
-                    placement_strategy=settings.placement.strategy,
+                    on_capacity_freed=scheduler.wake,
                     lockout=settings.grpc.auth_lockout(throttle),
                 ),
                 grpc_server,
@@ -149,6 +158,8 @@ async def run_control_plane(
             if agent_security.warning:
                 log.warning("%s", agent_security.warning)
             log.info("agent gRPC service listening on %s (%s)", address, agent_security.description)
+        if parts.worker or parts.grpc:
+            tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))
         if parts.api:
             authorizer = Authorizer(engine)
             await asyncio.to_thread(_bootstrap_admin, settings, sessions, authorizer)

@@ -4,7 +4,9 @@ Database work is synchronous SQLAlchemy run in worker threads, so a long-poll ne
 event loop. A finished attempt is committed first and then delivered to its Temporal workflow
 through the `FinishNotifier` outbox, which retries until delivery succeeds. Register and
 Heartbeat reconcile what the agent runs with what it holds: what it lost runs again elsewhere,
-what it must not run it is told to stop.
+what it must not run it is told to stop. `LeaseAttempts` only leases what the scheduler
+(`control_plane/placement/scheduler.py`) already assigned to the caller's cluster; the calls
+that may let waiting attempts start wake the scheduler.
 
 Every call is authenticated by the cluster's token, which says which cluster calls. Deciding an
 attempt's result takes more: each lease carries a fresh report secret (the attempt row keeps
@@ -44,7 +46,6 @@ from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.session import retry_transient, transaction
 from control_plane.metrics import observe_dispatch
-from control_plane.placement import Strategy
 from control_plane.services.finish_notifier import FinishNotifier
 from control_plane.services.tenant_blobs import Refused, TenantBlobs
 from control_plane.settings import GrpcSettings, heartbeat_grace
@@ -71,12 +72,12 @@ def _refusal(readable: TenantBlobs) -> Callable[[str], str | None]:
 
 
 # Upper bound on how long a long-poll waits between database checks when no in-process
-# wake-up arrives (e.g. the Temporal worker runs in another process).
+# wake-up arrives (e.g. the scheduler of another process assigned the attempt).
 _RECHECK_SECONDS = 1.0
 
 
 class AttemptsReady:
-    """Wakes long-polling leases when attempts become ready; safe to call from any thread."""
+    """Wakes long-polling leases when attempts were assigned; safe to call from any thread."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -143,9 +144,13 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         attempts_ready: AttemptsReady,
         max_lease_wait_seconds: int,
         heartbeat_interval_seconds: int,
-        placement_strategy: Strategy = Strategy.SPREAD,
+        on_capacity_freed: Callable[[], None] = lambda: None,
         lockout: AuthLockout | None = None,
     ) -> None:
+        """`attempts_ready` wakes the long polls after the scheduler assigned attempts;
+        `on_capacity_freed` wakes the scheduler (`Scheduler.wake`) after a committed change
+        that may let waiting attempts start: an agent registered or heartbeated (capacity),
+        attempts finished, were lost or could not be leased."""
         self._sessions = session_factory
         self._lockout = lockout if lockout is not None else GrpcSettings().auth_lockout()
         self._blobs = blob_store
@@ -153,7 +158,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self._ready = attempts_ready
         self._max_wait = max_lease_wait_seconds
         self._heartbeat_interval = heartbeat_interval_seconds
-        self._placement_strategy = placement_strategy
+        self._on_capacity_freed = on_capacity_freed
         # Whether a report was taken without a secret yet (an attempt leased before secrets).
         self._warned_without_secret = False
 
@@ -235,14 +240,10 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 lost, stop = attempts_repo.reconcile_running(
                     session, cluster, running, leased_before=utcnow()
                 )
-                attempts_repo.place_pending_attempts(
-                    session,
-                    heartbeat_grace=self.heartbeat_grace,
-                    strategy=self._placement_strategy,
-                )
                 return cluster.name, lost, stop
 
         name, lost, stop = await asyncio.to_thread(retry_transient, register)
+        self._on_capacity_freed()  # a cluster (back) online, with what it reported free
         log.info("agent registered for cluster %s (version %s)", name, request.agent_version)
         if lost:
             log.warning("cluster %s's agent no longer runs %s: lost", name, lost)
@@ -283,6 +284,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 )
 
         lost, stop = await asyncio.to_thread(retry_transient, heartbeat)
+        self._on_capacity_freed()  # what the agent reported free, and what it lost
         if lost:
             await self._notifier.deliver_pending()
         return pb.HeartbeatResponse(stop_attempt_ids=stop)
@@ -320,12 +322,6 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
     def _lease(self, cluster_id: str, max_attempts: int) -> Leased:
         with transaction(self._sessions) as session:
             cluster = session.get_one(Cluster, cluster_id)
-            attempts_repo.place_pending_attempts(
-                session,
-                heartbeat_grace=self.heartbeat_grace,
-                only_cluster=cluster,
-                strategy=self._placement_strategy,
-            )
             leases = attempts_repo.lease_attempts(session, cluster, max_attempts)
             assignments = []
             refused = 0
@@ -369,7 +365,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 )
             if refused:
                 # Committed as FAILED: their workflows hear it now, and their capacity is free.
-                self._ready.notify()
+                self._on_capacity_freed()
                 await self._notifier.deliver_pending()
             remaining = deadline - loop.time()
             if assignments or remaining <= 0 or context.done():
@@ -453,8 +449,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             elif not outcome.accepted:
                 log.warning("rejected report for %s: %s", request.attempt_id, outcome.reason)
         if outcome.finished:
-            # Its capacity and its tenant's quota are free: waiting leases place again now.
-            self._ready.notify()
+            # Its capacity and its tenant's quota are free: the scheduler places again now.
+            self._on_capacity_freed()
             # Committed; deliver now. If that fails, the notifier's loop delivers it later.
             await self._notifier.deliver_pending()
         return pb.ReportStatusResponse(accepted=outcome.accepted, reason=outcome.reason)

@@ -3,16 +3,25 @@
 Nothing else decides whether a state may change. Repositories ask `check_attempt_transition` /
 `check_execution_transition` and then write with a compare-and-set, so a late RUNNING after
 SUCCEEDED, or a move out of a terminal state, is refused instead of corrupting state.
+
+An illegal move is an answer, not an error: the checks return an `IllegalTransition` (why not)
+or None, and the repositories' moves return False for it, as for a move another writer made
+first. Nobody raises or catches; a report refused for it says why (`lifecycle/reports.py`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
+from typing import TypeVar
 
 from fleetflow.states import AttemptState, ExecutionState
 
 A = AttemptState
 E = ExecutionState
+S = TypeVar("S", bound=StrEnum)
 
 _ATTEMPT_MOVES: dict[AttemptState, frozenset[AttemptState]] = {
     A.PENDING: frozenset({A.ASSIGNED, A.CANCELLED}),
@@ -44,23 +53,38 @@ EXECUTION_TIMESTAMP: dict[ExecutionState, str] = {
 }
 
 
-class IllegalTransitionError(Exception):
-    """A state change the policy does not allow."""
+@dataclass(frozen=True)
+class IllegalTransition:
+    """A state change the policy does not allow, and why (`str()`)."""
 
-    def __init__(self, what: str, current: str, target: str) -> None:
-        super().__init__(f"{what} cannot move from {current} to {target}")
-        self.current = current
-        self.target = target
+    what: str
+    current: str
+    target: str
 
-
-def check_attempt_transition(current: str, target: AttemptState) -> None:
-    if target not in _ATTEMPT_MOVES.get(AttemptState(current), frozenset()):
-        raise IllegalTransitionError("attempt", current, target)
+    def __str__(self) -> str:
+        return f"{self.what} cannot move from {self.current} to {self.target}"
 
 
-def check_execution_transition(current: str, target: ExecutionState) -> None:
-    if target not in _EXECUTION_MOVES.get(ExecutionState(current), frozenset()):
-        raise IllegalTransitionError("execution", current, target)
+def _check(
+    what: str, moves: Mapping[S, frozenset[S]], current: S, target: S
+) -> IllegalTransition | None:
+    if target in moves.get(current, frozenset()):
+        return None
+    return IllegalTransition(what, current.value, target.value)
+
+
+def check_attempt_transition(current: str, target: AttemptState) -> IllegalTransition | None:
+    """None when an attempt in `current` may move to `target`; else why not.
+
+    Raises:
+        ValueError: `current` is not a state at all (corrupt data, not a move).
+    """
+    return _check("attempt", _ATTEMPT_MOVES, AttemptState(current), target)
+
+
+def check_execution_transition(current: str, target: ExecutionState) -> IllegalTransition | None:
+    """As `check_attempt_transition`, for an execution."""
+    return _check("execution", _EXECUTION_MOVES, ExecutionState(current), target)
 
 
 def attempt_values(target: AttemptState, now: datetime) -> dict[str, object]:

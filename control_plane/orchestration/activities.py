@@ -12,7 +12,6 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -44,7 +43,6 @@ from control_plane.orchestration.workflows import (
     PlanNode,
     StartAttemptInput,
 )
-from control_plane.placement import Strategy
 from fleetflow.ir import (
     Binding,
     InputBinding,
@@ -80,14 +78,15 @@ class ExecutionActivities:
         blob_store: BlobStore,
         *,
         on_attempt_ready: Callable[[], None] = lambda: None,
-        heartbeat_grace: timedelta,
-        placement_strategy: Strategy = Strategy.SPREAD,
+        on_capacity_freed: Callable[[], None] = lambda: None,
     ) -> None:
+        """`on_attempt_ready` and `on_capacity_freed` wake the scheduler
+        (`Scheduler.wake`): an attempt was created PENDING, or attempts were cancelled; both
+        are called after the transaction committed, from the activity's thread."""
         self._sessions = session_factory
         self._blobs = blob_store
         self._on_attempt_ready = on_attempt_ready
-        self._heartbeat_grace = heartbeat_grace
-        self._placement_strategy = placement_strategy
+        self._on_capacity_freed = on_capacity_freed
 
     def all(self) -> list[Callable[..., Any]]:
         return [
@@ -131,6 +130,7 @@ class ExecutionActivities:
                 move_execution(session, execution, ExecutionState.FAILED, error=error)
                 self._cancel_active_attempts(session, execution.id)
                 log.error("execution %s failed: %s", execution_id, message)
+            self._on_capacity_freed()
             raise ApplicationError(
                 message, type="InvalidWorkflowSpec", non_retryable=True
             ) from None
@@ -224,8 +224,8 @@ class ExecutionActivities:
 
     @activity.defn(name="start_attempt")
     def start_attempt(self, args: StartAttemptInput) -> AttemptStart:
-        """Write the unit's inputs, then answer from the task cache or create and place an
-        attempt for an agent to lease."""
+        """Write the unit's inputs, then answer from the task cache or create an attempt
+        (PENDING) and wake the scheduler, which places it for an agent to lease."""
         with (
             self._failing_on_invalid_spec(args.execution_id),
             log_context(execution_id=args.execution_id, node_id=args.node_id),
@@ -263,12 +263,6 @@ class ExecutionActivities:
                 outputs_uri=cached or outputs_uri,
                 cache_hit=cached is not None,
             )
-            if not attempt.cache_hit:
-                attempts_repo.place_pending_attempts(
-                    session,
-                    heartbeat_grace=self._heartbeat_grace,
-                    strategy=self._placement_strategy,
-                )
             result = AttemptStart(attempt.id, cached=attempt.cache_hit)
             if not attempt.cache_hit and AttemptState(attempt.status).terminal:
                 result.finished = AttemptFinished(
@@ -367,6 +361,8 @@ class ExecutionActivities:
                 )
             self._cancel_active_attempts(session, execution.id)
             log.info("execution %s finished: %s", execution.id, execution.status)
+        # Its attempts' capacity and its place in the tenant's running executions are free.
+        self._on_capacity_freed()
 
     @staticmethod
     def _error(session: Session, args: FinishExecutionInput) -> dict[str, Any]:

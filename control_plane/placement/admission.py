@@ -1,14 +1,15 @@
 """Quotas and fair share: whether a tenant may start another attempt now, and in which order
 tenants' waiting attempts are offered to placement.
 
-Pure, like the rest of `placement`; `db/repositories/attempts.py` feeds it.
+Pure; the scheduler (`placement/scheduler.py`) feeds it, with the limits and loads that
+`control_plane.quota` reads.
 
 Quotas. A tenant's limits (GPUs in total and per type, CPU, memory, running tasks, running
 executions; `None` = unlimited) bound what its active attempts (assigned, leased or running)
 hold at once. An attempt that would cross a limit waits in PENDING with the reason
-`quota: …`; it is offered again at every placement pass, and a pass runs whenever an agent asks
-for work or an attempt finishes, so it starts as soon as quota frees. An execution counts as
-running from its first admitted attempt until it finishes.
+`quota: …`; it is offered again at every placement pass, and the scheduler runs a pass
+whenever an attempt finishes (and at least every second), so it starts as soon as quota frees.
+An execution counts as running from its first admitted attempt until it finishes.
 
 Fair share (dominant resource fairness, DRF). Each placement pass offers waiting attempts one at
 a time. The next one comes from the tenant with the smallest dominant share: the largest of its

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,7 +35,10 @@ async def watch_cluster_health(
     grace: timedelta,
     interval: float,
     reconnect_allowance: timedelta,
+    on_capacity_freed: Callable[[], None] = lambda: None,
 ) -> None:
+    """Every `interval` seconds, mark the attempts of silent clusters LOST; deliver their
+    results and wake the scheduler (`on_capacity_freed`: their quota is free)."""
     # After our own start (or an outage of ours) every agent looks silent until it reconnects,
     # which its backoff may delay: give them that long before judging.
     try:
@@ -46,6 +50,7 @@ async def watch_cluster_health(
             lost = await asyncio.to_thread(lose_attempts_of_silent_clusters, sessions, grace)
             if lost:
                 log.warning("%d attempt(s) lost with their silent cluster: %s", len(lost), lost)
+                on_capacity_freed()
                 await notifier.deliver_pending()
         except Exception:
             log.warning("cluster health round failed; retrying", exc_info=True)

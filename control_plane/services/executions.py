@@ -23,10 +23,10 @@ from control_plane.blob_layout import execution_prefix, input_blob_prefixes, inp
 from control_plane.db.models import Execution, Tenant, WorkflowVersion, new_id, utcnow
 from control_plane.db.repositories import executions as executions_repo
 from control_plane.db.repositories import tenancy
-from control_plane.db.repositories.attempts import limits_of
 from control_plane.db.repositories.workflows import get_workflow_version
 from control_plane.large_values import store_values
 from control_plane.placement.admission import exceeds_whole_quota
+from control_plane.quota import limits_of
 from control_plane.schemas.common import FieldError
 from control_plane.schemas.executions import ExecutionCreate
 from control_plane.services.execution_inputs import InputValidationError, validate_execution_inputs

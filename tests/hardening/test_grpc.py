@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.agent_api.interceptors import InternalErrorInterceptor
 from control_plane.agent_api.limits import MAX_MESSAGE_BYTES, peer_address, server_options
-from control_plane.agent_api.service import AgentService, AttemptsReady
 from control_plane.auth.throttle import AuthLockout
 from control_plane.db.models import TaskAttempt
 from control_plane.db.repositories import clusters as clusters_repo
@@ -33,7 +32,7 @@ from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.agent.v1 import agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore
-from tests.integration.agent_server import CLUSTER, TOKEN, seed
+from tests.integration.agent_server import CLUSTER, TOKEN, scheduled_agent_service, seed
 
 SERVICE = "/fleetflow.agent.v1.AgentService"
 OTHER_CLUSTER_TOKEN = "ffa_hardening-other-cluster"
@@ -78,34 +77,33 @@ async def serve(
     async def record(execution: str, finished: AttemptFinished) -> None:
         delivered.append((execution, finished))
 
-    ready = AttemptsReady()
-    ready.bind(asyncio.get_running_loop())
     server = grpc.aio.server(interceptors=[InternalErrorInterceptor()], options=server_options())
-    agent_pb2_grpc.add_AgentServiceServicer_to_server(
-        AgentService(
-            sessions,
-            blobs,
-            FinishNotifier(sessions, record),
-            attempts_ready=ready,
-            max_lease_wait_seconds=5,
-            heartbeat_interval_seconds=7,
-            lockout=lockout,
-        ),
-        server,
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    # The client may send more than the server takes: the server's limit is what is tested.
-    channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 * 2**20)]
-    )
-    try:
-        yield Served(
-            channel, agent_pb2_grpc.AgentServiceStub(channel), sessions, execution_id, delivered
+    async with scheduled_agent_service(
+        sessions,
+        blobs,
+        FinishNotifier(sessions, record),
+        heartbeat_interval_seconds=7,
+        max_lease_wait_seconds=5,
+        lockout=lockout,
+    ) as (service, _):
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(service, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        # The client may send more than the server takes: the server's limit is what is tested.
+        channel = grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 * 2**20)]
         )
-    finally:
-        await channel.close()
-        await server.stop(grace=None)
+        try:
+            yield Served(
+                channel,
+                agent_pb2_grpc.AgentServiceStub(channel),
+                sessions,
+                execution_id,
+                delivered,
+            )
+        finally:
+            await channel.close()
+            await server.stop(grace=None)
 
 
 def create_attempt(served: Served, number: int) -> str:

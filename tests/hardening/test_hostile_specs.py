@@ -9,7 +9,6 @@ execution, without retries, when an activity reads the spec.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +186,7 @@ async def test_an_attempt_whose_spec_does_not_fit_the_lease_fails_alone(
 
     bad = await harness.db(create_hostile_attempt)
     last = await harness.db(harness.create_attempt)
+    await harness.scheduler.place()
 
     # One lease call: the good attempts on either side of the bad one are handed out.
     assignments = await harness.lease()
@@ -206,14 +206,13 @@ async def test_an_attempt_whose_spec_does_not_fit_the_lease_fails_alone(
     # Nothing is left to lease, and the cluster's next lease works.
     assert await harness.lease() == []
     later = await harness.db(harness.create_attempt)
+    await harness.scheduler.place()
     assert [a.attempt_id for a in await harness.lease()] == [later.id]
 
 
 @pytest.fixture
 def activities(session_factory: sessionmaker[Session], tmp_path: Path) -> ExecutionActivities:
-    return ExecutionActivities(
-        session_factory, LocalBlobStore(tmp_path / "blobs"), heartbeat_grace=timedelta(seconds=30)
-    )
+    return ExecutionActivities(session_factory, LocalBlobStore(tmp_path / "blobs"))
 
 
 def _execution(sessions: sessionmaker[Session], execution_id: str) -> Execution:

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,10 +31,12 @@ from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import transaction
 from control_plane.orchestration.workflows import AttemptFinished
+from control_plane.placement.scheduler import Scheduler
 from control_plane.services.finish_notifier import FinishNotifier
+from control_plane.settings import heartbeat_grace
 from fleetflow.agent.v1 import agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec
-from fleetflow.storage import LocalBlobStore
+from fleetflow.storage import BlobStore, LocalBlobStore
 
 TOKEN = "ffa_agent-server-token-alpha"
 CLUSTER = "alpha"
@@ -49,6 +52,7 @@ class AgentServer:
     port: int
     cluster_id: str
     execution_id: str
+    scheduler: Scheduler
     delivered: list[tuple[str, AttemptFinished]] = field(default_factory=list)
     _attempt_numbers: int = 0
 
@@ -57,7 +61,8 @@ class AgentServer:
         return f"127.0.0.1:{self.port}"
 
     def create_attempt(self, node_id: str = PREPARE_NODE) -> str:
-        """What the `start_attempt` activity does: inputs in the blob store, a PENDING row."""
+        """What the `start_attempt` activity does: inputs in the blob store, a PENDING row,
+        then the scheduler woken."""
         self._attempt_numbers += 1
         prefix = f"executions/{self.execution_id}/{node_id}/{self._attempt_numbers}"
         with transaction(self.sessions) as session:
@@ -70,7 +75,8 @@ class AgentServer:
                 inputs_uri=self.blobs.put(f"{prefix}/inputs.json", b'{"n": 3}'),
                 outputs_uri=self.blobs.uri(f"{prefix}/outputs.json"),
             )
-            return attempt.id
+        self.scheduler.wake()
+        return attempt.id
 
     def attempt_status(self, attempt_id: str) -> str:
         with transaction(self.sessions) as session:
@@ -87,6 +93,39 @@ def seed(sessions: sessionmaker[Session], spec: WorkflowSpec) -> tuple[str, str]
         workflow = register_workflow_version(session, tenant.id, spec, BUNDLE_DIGEST, None)
         execution = create_execution(session, tenant.id, workflow, {"n": 3})
         return cluster.id, execution.id
+
+
+@contextlib.asynccontextmanager
+async def scheduled_agent_service(
+    sessions: sessionmaker[Session],
+    blobs: BlobStore,
+    notifier: FinishNotifier,
+    *,
+    heartbeat_interval_seconds: int,
+    ready: AttemptsReady | None = None,
+    **options: Any,
+) -> AsyncIterator[tuple[AgentService, Scheduler]]:
+    """`AgentService` (`options`: its other keyword arguments) with the long polls' wake-up
+    (`ready`, or a new one) and the process's scheduler, running, composed as
+    `control_plane/server.py` composes them."""
+    ready = ready if ready is not None else AttemptsReady()
+    ready.bind(asyncio.get_running_loop())
+    scheduler = Scheduler(
+        sessions,
+        heartbeat_grace=heartbeat_grace(heartbeat_interval_seconds),
+        on_assigned=ready.notify,
+    )
+    service = AgentService(
+        sessions,
+        blobs,
+        notifier,
+        attempts_ready=ready,
+        heartbeat_interval_seconds=heartbeat_interval_seconds,
+        on_capacity_freed=scheduler.wake,
+        **options,
+    )
+    async with scheduler.running():
+        yield service, scheduler
 
 
 @contextlib.asynccontextmanager
@@ -107,25 +146,20 @@ async def serve_agent_service(
     async def record(execution: str, finished: AttemptFinished) -> None:
         delivered.append((execution, finished))
 
-    ready = AttemptsReady()
-    ready.bind(asyncio.get_running_loop())
     server = grpc.aio.server(interceptors=[InternalErrorInterceptor()])
-    agent_pb2_grpc.add_AgentServiceServicer_to_server(
-        AgentService(
-            sessions,
-            blobs,
-            FinishNotifier(sessions, record),
-            attempts_ready=ready,
-            max_lease_wait_seconds=30,
-            heartbeat_interval_seconds=heartbeat_interval_seconds,
-        ),
-        server,
-    )
-    address = "127.0.0.1:0"
-    port = security.add_port(server, address) if security else server.add_insecure_port(address)
-    assert port, "could not bind a loopback port"
-    await server.start()
-    try:
-        yield AgentServer(sessions, blobs, port, cluster_id, execution_id, delivered)
-    finally:
-        await server.stop(grace=None)
+    async with scheduled_agent_service(
+        sessions,
+        blobs,
+        FinishNotifier(sessions, record),
+        heartbeat_interval_seconds=heartbeat_interval_seconds,
+        max_lease_wait_seconds=30,
+    ) as (service, scheduler):
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(service, server)
+        address = "127.0.0.1:0"
+        port = security.add_port(server, address) if security else server.add_insecure_port(address)
+        assert port, "could not bind a loopback port"
+        await server.start()
+        try:
+            yield AgentServer(sessions, blobs, port, cluster_id, execution_id, scheduler, delivered)
+        finally:
+            await server.stop(grace=None)

@@ -9,6 +9,7 @@ records what it was asked to deliver.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import threading
@@ -36,11 +37,14 @@ from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import make_engine, make_session_factory, transaction
 from control_plane.orchestration.workflows import AttemptFinished
+from control_plane.placement import scheduler as scheduler_module
+from control_plane.placement.scheduler import Scheduler, place_pending_attempts
 from control_plane.services.finish_notifier import FinishNotifier
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.ir import Resources, WorkflowSpec
 from fleetflow.states import AttemptState
 from fleetflow.storage import LocalBlobStore
+from tests.integration.agent_server import scheduled_agent_service
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +108,7 @@ class Harness:
     sink: RecordingSink
     notifier: FinishNotifier
     ready: WatchedAttemptsReady
+    scheduler: Scheduler
     stub: agent_pb2_grpc.AgentServiceStub
     cluster_id: str
     other_cluster_id: str
@@ -156,11 +161,24 @@ class Harness:
         )
         return list(response.assignments)
 
+    async def start_attempt(self) -> TaskAttempt:
+        """What the `start_attempt` activity does: create the attempt, wake the scheduler."""
+        attempt = await self.db(self.create_attempt)
+        self.scheduler.wake()
+        return attempt
+
     async def leased_attempt(self) -> agent_pb2.Assignment:
         """An attempt created, placed and leased by this cluster's agent."""
-        await self.db(self.create_attempt)
-        (assignment,) = await self.lease()
+        await self.start_attempt()
+        (assignment,) = await self.lease(wait_seconds=int(DEADLINE_SECONDS))
         return assignment
+
+    async def wait_for_status(self, attempt_id: str, status: AttemptState) -> TaskAttempt:
+        """The attempt once it is in `status`, read again on every assignment, with a deadline."""
+        while (attempt := await self.attempt(attempt_id)).status != status.value:
+            seen = self.ready.generation
+            await within_deadline(self.ready.wait(DEADLINE_SECONDS, since=seen), str(status))
+        return attempt
 
     async def report(
         self,
@@ -230,20 +248,20 @@ async def harness(database_url: str, tmp_path: Path, spec: WorkflowSpec) -> Asyn
     sink = RecordingSink()
     notifier = FinishNotifier(sessions, sink)
     ready = WatchedAttemptsReady()
-    ready.bind(asyncio.get_running_loop())
     # As control_plane/server.py composes it.
-    server = grpc.aio.server(interceptors=[InternalErrorInterceptor()])
-    agent_pb2_grpc.add_AgentServiceServicer_to_server(
-        AgentService(
+    running = contextlib.AsyncExitStack()
+    service, scheduler = await running.enter_async_context(
+        scheduled_agent_service(
             sessions,
             blobs,
             notifier,
-            attempts_ready=ready,
-            max_lease_wait_seconds=MAX_LEASE_WAIT_SECONDS,
             heartbeat_interval_seconds=HEARTBEAT_INTERVAL_SECONDS,
-        ),
-        server,
+            ready=ready,
+            max_lease_wait_seconds=MAX_LEASE_WAIT_SECONDS,
+        )
     )
+    server = grpc.aio.server(interceptors=[InternalErrorInterceptor()])
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(service, server)
     port = server.add_insecure_port("127.0.0.1:0")
     assert port, "could not bind a loopback port"
     await server.start()
@@ -255,6 +273,7 @@ async def harness(database_url: str, tmp_path: Path, spec: WorkflowSpec) -> Asyn
             sink=sink,
             notifier=notifier,
             ready=ready,
+            scheduler=scheduler,
             stub=agent_pb2_grpc.AgentServiceStub(channel),
             cluster_id=ids[0],
             other_cluster_id=ids[1],
@@ -265,13 +284,16 @@ async def harness(database_url: str, tmp_path: Path, spec: WorkflowSpec) -> Asyn
     finally:
         await channel.close()
         await server.stop(grace=None)
+        await running.aclose()
         engine.dispose()
 
 
 @pytest.fixture
 def no_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Long polls wake only when notified: no periodic database recheck during a test."""
+    """Long polls and the scheduler wake only when notified: no periodic database recheck and
+    no placement tick during a test."""
     monkeypatch.setattr(service_module, "_RECHECK_SECONDS", 3600.0)
+    monkeypatch.setattr(scheduler_module, "TICK_SECONDS", 3600.0)
 
 
 # --- authentication ---------------------------------------------------------------------------
@@ -353,13 +375,10 @@ async def test_register_records_the_agent_and_returns_the_heartbeat_interval(
 
 async def test_register_places_attempts_that_waited_for_a_cluster(harness: Harness) -> None:
     attempt = await harness.db(harness.create_attempt)
-    await harness.db(
-        lambda s: attempts_repo.place_pending_attempts(s, heartbeat_grace=timedelta(seconds=30))
-    )
+    assert await harness.scheduler.place() == 0
     assert (await harness.attempt(attempt.id)).status == AttemptState.PENDING.value
-    await harness.register()
-    placed = await harness.attempt(attempt.id)
-    assert placed.status == AttemptState.ASSIGNED.value
+    await harness.register()  # wakes the scheduler: a cluster came online
+    placed = await harness.wait_for_status(attempt.id, AttemptState.ASSIGNED)
     assert placed.cluster_id == harness.cluster_id
 
 
@@ -417,12 +436,11 @@ async def test_long_poll_returns_as_soon_as_an_attempt_is_ready(
     assert not poll.done()
 
     def start_attempt() -> str:
-        # What the start_attempt activity does, in its worker thread: create, place, notify.
+        # What the start_attempt activity does, in its worker thread: create, wake the
+        # scheduler, whose pass wakes the poll.
         with transaction(harness.sessions) as session:
-            attempt = harness.create_attempt(session)
-            attempts_repo.place_pending_attempts(session, heartbeat_grace=timedelta(seconds=30))
-            attempt_id = attempt.id
-        harness.ready.notify()
+            attempt_id = harness.create_attempt(session).id
+        harness.scheduler.wake()
         return attempt_id
 
     attempt_id = await asyncio.to_thread(start_attempt)
@@ -448,7 +466,8 @@ async def test_a_wake_up_during_the_database_check_is_not_lost(
         if not raced.is_set():
             raced.set()
             with transaction(harness.sessions) as session:
-                harness.create_attempt(session)
+                harness.create_attempt(session)  # and the scheduler assigns it at once:
+                place_pending_attempts(session, heartbeat_grace=timedelta(seconds=30))
             harness.ready.notify()
             # Return only once the loop has run the wake-up (callbacks run in order).
             woken = threading.Event()
@@ -474,8 +493,8 @@ async def test_long_poll_returns_empty_after_wait_seconds(harness: Harness) -> N
 
 async def test_assignment_carries_everything_the_agent_needs(harness: Harness) -> None:
     await harness.register()
-    created = await harness.db(harness.create_attempt)  # PENDING: placed by the lease itself
-    (assignment,) = await harness.lease()
+    created = await harness.start_attempt()
+    (assignment,) = await harness.lease(wait_seconds=int(DEADLINE_SECONDS))
     task = harness.spec.tasks[PREPARE]
     assert assignment.attempt_id == created.id
     assert assignment.fencing_token == 1

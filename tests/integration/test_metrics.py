@@ -22,13 +22,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.api.app import create_app
 from control_plane.db.models import Cluster, Execution, TaskAttempt, utcnow
-from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.repositories.executions import create_execution, move_execution
 from control_plane.db.session import make_engine, make_session_factory, transaction
 from control_plane.metrics import serve_metrics
 from control_plane.orchestration.activities import ExecutionActivities
 from control_plane.orchestration.workflows import FinishExecutionInput
+from control_plane.placement.scheduler import place_pending_attempts
 from control_plane.settings import ApiSettings, DatabaseSettings, GrpcSettings, Settings
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec
@@ -144,7 +144,7 @@ async def test_queue_depth_counts_pending_and_assigned_attempts(
         clusters_repo.record_heartbeat(
             session, session.get_one(Cluster, cp.cluster_id), capacity={}
         )
-        attempts_repo.place_pending_attempts(session, heartbeat_grace=timedelta(seconds=15))
+        place_pending_attempts(session, heartbeat_grace=timedelta(seconds=15))
     assert {cp.attempt_status(first), cp.attempt_status(second)} == {"ASSIGNED"}
     assert depth() == (0, 2)
 
@@ -158,6 +158,7 @@ async def lease(cp: AgentServer) -> list[agent_pb2.Assignment]:
         stub = agent_pb2_grpc.AgentServiceStub(channel)
         metadata = (("authorization", f"Bearer {TOKEN}"),)
         await stub.Register(agent_pb2.RegisterRequest(), metadata=metadata, timeout=10)
+        await cp.scheduler.place()  # the pass the registration wakes, run to completion
         response = await stub.LeaseAttempts(
             agent_pb2.LeaseAttemptsRequest(max_attempts=10, wait_seconds=0),
             metadata=metadata,
@@ -255,9 +256,7 @@ async def test_executions_finished_are_counted_by_status_once_committed(
     # Failed by the worker's activity, as the execution workflow finishes it.
     with transaction(cp.sessions) as session:
         execution_id = _another_execution(session, cp.execution_id)
-    activities = ExecutionActivities(
-        cp.sessions, LocalBlobStore(tmp_path / "blobs"), heartbeat_grace=timedelta(seconds=15)
-    )
+    activities = ExecutionActivities(cp.sessions, LocalBlobStore(tmp_path / "blobs"))
     activities.begin_execution(execution_id)
     failed = FinishExecutionInput(execution_id, ExecutionState.FAILED.value, message="boom")
     activities.finish_execution(failed)

@@ -8,6 +8,7 @@ once, with fencing token 1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -16,7 +17,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from control_plane.agent_api.service import AgentService, AttemptsReady
 from control_plane.blob_layout import bundle_key
 from control_plane.db.migrate import upgrade_database
 from control_plane.db.repositories import attempts as attempts_repo
@@ -31,6 +31,7 @@ from control_plane.services.finish_notifier import FinishNotifier
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore
+from tests.integration.agent_server import scheduled_agent_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -83,23 +84,22 @@ async def replicas(
                 )
 
     engines, servers, channels, stubs = [], [], [], []
+    schedulers = contextlib.AsyncExitStack()
     for _ in range(2):
         engine = make_engine(url)
         sessions = make_session_factory(engine)
-        ready = AttemptsReady()
-        ready.bind(asyncio.get_running_loop())
-        server = grpc.aio.server()
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentService(
+        # Each replica places with its own scheduler, as each process does.
+        service, _ = await schedulers.enter_async_context(
+            scheduled_agent_service(
                 sessions,
                 blobs,
                 FinishNotifier(sessions, _nothing_finishes),
-                attempts_ready=ready,
-                max_lease_wait_seconds=5,
                 heartbeat_interval_seconds=30,
-            ),
-            server,
+                max_lease_wait_seconds=5,
+            )
         )
+        server = grpc.aio.server()
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(service, server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -110,6 +110,7 @@ async def replicas(
     try:
         yield Replicas(stubs, create_attempts)
     finally:
+        await schedulers.aclose()
         for channel in channels:
             await channel.close()
         for server in servers:

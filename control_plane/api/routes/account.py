@@ -20,6 +20,7 @@ from control_plane.api.errors import ApiError
 from control_plane.api.routes.admin import quota_public
 from control_plane.db.models import utcnow
 from control_plane.db.repositories import usage as usage_repo
+from control_plane.quota import current_load
 from control_plane.schemas.tenancy import RoleGrantPublic, WhoAmI
 from control_plane.schemas.usage import (
     AmountPublic,
@@ -58,7 +59,7 @@ def whoami(
 @router.get("/quota")
 def quota_status(session: SessionDep, caller: QuotaRead) -> QuotaStatus:
     """The tenant's limits and what it holds against them now."""
-    load = usage_repo.current_load(session, caller.tenant.id)
+    load = current_load(session, caller.tenant.id)
     return QuotaStatus(
         tenant=caller.tenant.name,
         limits=quota_public(session, caller.tenant),

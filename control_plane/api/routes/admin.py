@@ -31,9 +31,9 @@ from control_plane.auth.rbac import EVERY_TENANT, Act, Authorizer, Obj
 from control_plane.db.models import ApiToken, Principal, Tenant
 from control_plane.db.repositories import audit, tenancy
 from control_plane.db.repositories import principals as principals_repo
-from control_plane.db.repositories.attempts import limits_of
 from control_plane.db.repositories.clusters import get_cluster_by_name
 from control_plane.db.repositories.tenants import get_or_create_tenant, get_tenant_by_name
+from control_plane.quota import limits_of
 from control_plane.roles import Role
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.tenancy import (

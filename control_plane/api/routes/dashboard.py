@@ -40,6 +40,7 @@ from control_plane.db.models import Tenant, utcnow
 from control_plane.db.repositories import tenancy
 from control_plane.db.repositories import usage as usage_repo
 from control_plane.placement import format_bytes
+from control_plane.quota import current_load
 
 router = APIRouter(include_in_schema=False)
 COOKIE = "fleetflow_token"
@@ -245,7 +246,7 @@ def _chart(values: list[float], width: int = 480, height: int = 80) -> str:
 
 
 def _tenant_section(session: Session, tenant: Tenant) -> str:
-    load = usage_repo.current_load(session, tenant.id)
+    load = current_load(session, tenant.id)
     quota = quota_public(session, tenant)
     rows = [
         ("GPUs", load.gpu, quota.gpu if quota else None, f"{load.gpu}"),

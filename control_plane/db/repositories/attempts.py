@@ -1,4 +1,8 @@
-"""Task attempts: creation, placement, leasing and agent status reports.
+"""Task attempt rows: creation, compare-and-set state moves, leasing, agent status reports,
+loss, and the outbox of finished attempts their workflows have not heard of yet.
+
+Which PENDING attempt goes where is the scheduler's (`control_plane/placement/`), which moves
+attempts through `move_attempt` like everyone else.
 
 Every state change is a compare-and-set `UPDATE … WHERE status = <seen>` after the transition
 policy allowed it, so concurrent leases, duplicated or late reports cannot both win.
@@ -10,53 +14,20 @@ to decide an attempt's result: one must hold its lease.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from control_plane.db.models import (
-    Cluster,
-    Execution,
-    TaskAttempt,
-    TenantQuota,
-    WorkflowVersion,
-    new_id,
-    utcnow,
-)
-from control_plane.db.repositories import tenancy
+from control_plane.db.models import Cluster, TaskAttempt, new_id, utcnow
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
-from control_plane.db.repositories.clusters import as_utc, online_clusters
-from control_plane.lifecycle.transitions import (
-    IllegalTransitionError,
-    attempt_values,
-    check_attempt_transition,
-)
-from control_plane.placement import (
-    NO_FIT,
-    Candidate,
-    Decision,
-    Strategy,
-    Usage,
-    free_capacity,
-    place,
-)
-from control_plane.placement.admission import (
-    Limits,
-    Load,
-    Totals,
-    allowed_gpu_types,
-    dominant_share,
-    fair_order,
-    gpu_type_problem,
-    quota_problem,
-)
+from control_plane.lifecycle.clusters import as_utc
+from control_plane.lifecycle.reports import fencing_problem, judge_report
+from control_plane.lifecycle.transitions import attempt_values, check_attempt_transition
 from control_plane.tokens import hash_token, matches_hash, new_lease_secret
-from fleetflow import ir
-from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
+from fleetflow.states import NO_MAP_INDEX, AttemptState
 
 A = AttemptState
 ACTIVE_STATES = (A.ASSIGNED.value, A.LEASED.value, A.RUNNING.value)
@@ -139,8 +110,10 @@ def latest_succeeded_attempt(
 def move_attempt(
     session: Session, attempt: TaskAttempt, target: AttemptState, **extra: object
 ) -> bool:
-    """Compare-and-set the attempt's state; False when someone else moved it first."""
-    check_attempt_transition(attempt.status, target)
+    """Compare-and-set the attempt's state through the transition policy; False when the
+    policy refuses the move or someone else moved it first."""
+    if check_attempt_transition(attempt.status, target) is not None:
+        return False
     result = session.execute(
         update(TaskAttempt)
         .where(TaskAttempt.id == attempt.id, TaskAttempt.status == attempt.status)
@@ -151,384 +124,6 @@ def move_attempt(
         return False
     session.refresh(attempt)
     return True
-
-
-# How many PENDING attempts one placement pass considers, oldest first.
-PLACEMENT_BATCH = 500
-
-# Task resources by (workflow version id, task name). Workflow versions are immutable, so what
-# was read once stays true; bounded, so a long-lived process does not grow without limit.
-_TASK_RESOURCES: dict[tuple[str, str], ir.Resources] = {}
-_TASK_RESOURCES_MAX = 4096
-
-
-def _task_resources(
-    session: Session, keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], ir.Resources]:
-    """`ir.Resources` of each (workflow version id, task name)."""
-    wanted = set(keys)
-    missing = {
-        spec_id for spec_id, task_name in wanted if (spec_id, task_name) not in _TASK_RESOURCES
-    }
-    if missing:
-        if len(_TASK_RESOURCES) > _TASK_RESOURCES_MAX:
-            _TASK_RESOURCES.clear()
-        rows = session.execute(
-            select(WorkflowVersion.id, WorkflowVersion.spec).where(WorkflowVersion.id.in_(missing))
-        ).all()
-        for spec_id, spec in rows:
-            for task_name, task in (spec.get("tasks") or {}).items():
-                resources = ir.Resources.model_validate(task.get("resources") or {})
-                _TASK_RESOURCES[(spec_id, task_name)] = resources
-    return {key: _TASK_RESOURCES.get(key, ir.Resources()) for key in wanted}
-
-
-def _workflow_version_ids(session: Session, execution_ids: Iterable[str]) -> dict[str, str]:
-    ids = set(execution_ids)
-    if not ids:
-        return {}
-    rows = session.execute(
-        select(Execution.id, Execution.workflow_spec_id).where(Execution.id.in_(ids))
-    ).all()
-    return {str(row.id): str(row.workflow_spec_id) for row in rows}
-
-
-def _freed_since_heartbeat(
-    session: Session, clusters: dict[str, Cluster], *, grace: timedelta
-) -> dict[str, list[Usage]]:
-    """By cluster: attempts its last heartbeat counted in use (leased before it) that have
-    finished since."""
-    rows = session.execute(
-        select(
-            TaskAttempt.cluster_id,
-            TaskAttempt.leased_at,
-            TaskAttempt.finished_at,
-            TaskAttempt.gpu,
-            TaskAttempt.gpu_type,
-            TaskAttempt.cpu,
-            TaskAttempt.memory_bytes,
-        ).where(
-            TaskAttempt.cluster_id.in_(list(clusters)),
-            TaskAttempt.status.in_([s.value for s in AttemptState if s.terminal]),
-            TaskAttempt.leased_at.is_not(None),
-            TaskAttempt.finished_at > utcnow() - grace,
-        )
-    ).all()
-    freed: dict[str, list[Usage]] = {}
-    for cluster_id, leased_at, finished_at, gpu, gpu_type, cpu, memory in rows:
-        cluster = clusters.get(cluster_id or "")
-        heartbeat = cluster.last_heartbeat_at if cluster is not None else None
-        if cluster is None or heartbeat is None or leased_at is None or finished_at is None:
-            continue
-        if as_utc(leased_at) <= as_utc(heartbeat) < as_utc(finished_at):
-            usage = Usage(cpu=cpu or 0.0, memory_bytes=memory or 0, gpu=gpu or 0, gpu_type=gpu_type)
-            freed.setdefault(cluster.id, []).append(usage)
-    return freed
-
-
-def placement_candidates(
-    session: Session,
-    *,
-    heartbeat_grace: timedelta,
-    include_offline: bool = False,
-    now: datetime | None = None,
-) -> list[tuple[Cluster, Candidate]]:
-    """Clusters as placement sees them, by name: online or not, labels, free capacity now.
-
-    Free capacity is the agent's last heartbeat less the attempts active there that the
-    heartbeat cannot include yet (those still ASSIGNED, and those leased after it), plus
-    those it counted that have finished since.
-    """
-    online = online_clusters(session, grace=heartbeat_grace, now=now)
-    online_ids = {c.id for c in online}
-    clusters = (
-        list(session.scalars(select(Cluster).order_by(Cluster.name))) if include_offline else online
-    )
-    if not clusters:
-        return []
-    by_id = {c.id: c for c in clusters}
-    rows = session.execute(
-        select(
-            TaskAttempt.cluster_id,
-            TaskAttempt.status,
-            TaskAttempt.leased_at,
-            TaskAttempt.task_name,
-            TaskAttempt.gpu_type,
-            Execution.workflow_spec_id,
-        )
-        .join(Execution, Execution.id == TaskAttempt.execution_id)
-        .where(TaskAttempt.status.in_(ACTIVE_STATES), TaskAttempt.cluster_id.in_(list(by_id)))
-    ).all()
-    resources = _task_resources(session, ((row.workflow_spec_id, row.task_name) for row in rows))
-    active: dict[str, int] = {}
-    unreflected: dict[str, list[Usage]] = {}
-    for row in rows:
-        cluster = by_id[row.cluster_id]
-        active[cluster.id] = active.get(cluster.id, 0) + 1
-        heartbeat = cluster.last_heartbeat_at
-        if (
-            row.status == A.ASSIGNED.value
-            or row.leased_at is None
-            or heartbeat is None
-            or as_utc(row.leased_at) > as_utc(heartbeat)
-        ):
-            usage = Usage.of(resources[(row.workflow_spec_id, row.task_name)], row.gpu_type)
-            unreflected.setdefault(cluster.id, []).append(usage)
-    freed = _freed_since_heartbeat(session, by_id, grace=heartbeat_grace)
-    return [
-        (
-            cluster,
-            Candidate(
-                name=cluster.name,
-                labels={str(k): str(v) for k, v in (cluster.labels or {}).items()},
-                online=cluster.id in online_ids,
-                free=free_capacity(
-                    cluster.capacity or {},
-                    unreflected.get(cluster.id, ()),
-                    freed.get(cluster.id, ()),
-                ),
-                active_attempts=active.get(cluster.id, 0),
-            ),
-        )
-        for cluster in clusters
-    ]
-
-
-@dataclass(frozen=True)
-class _Waiting:
-    """A PENDING attempt with what fair share and quotas need of its execution."""
-
-    attempt: TaskAttempt
-    tenant_id: str
-    priority: int
-    created_at: datetime
-    spec_id: str
-    admitted: bool
-
-
-def _waiting(session: Session) -> list[_Waiting]:
-    rows = session.execute(
-        select(
-            TaskAttempt,
-            Execution.tenant_id,
-            Execution.priority,
-            Execution.workflow_spec_id,
-            Execution.admitted_at,
-        )
-        .join(Execution, Execution.id == TaskAttempt.execution_id)
-        .where(TaskAttempt.status == A.PENDING.value)
-        .order_by(TaskAttempt.created_at)
-        .limit(PLACEMENT_BATCH)
-        .with_for_update(skip_locked=True, of=TaskAttempt)
-    ).all()
-    return [
-        _Waiting(
-            attempt,
-            str(tenant_id),
-            int(priority or 0),
-            as_utc(attempt.created_at),
-            str(spec_id),
-            admitted_at is not None,
-        )
-        for attempt, tenant_id, priority, spec_id, admitted_at in rows
-    ]
-
-
-def limits_of(quota: TenantQuota | None) -> Limits:
-    """A quota row as admission reads it (no row: unlimited)."""
-    if quota is None:
-        return Limits()
-    return Limits(
-        gpu=quota.gpu,
-        gpu_per_type={str(k): int(v) for k, v in (quota.gpu_per_type or {}).items()},
-        cpu=quota.cpu,
-        memory_bytes=quota.memory_bytes,
-        max_running_executions=quota.max_running_executions,
-        max_running_tasks=quota.max_running_tasks,
-    )
-
-
-def tenant_loads(session: Session, tenant_ids: Iterable[str] | None = None) -> dict[str, Load]:
-    """What each tenant's active attempts hold now, and how many executions it runs."""
-    ids = None if tenant_ids is None else list(set(tenant_ids))
-    attempts = (
-        select(
-            Execution.tenant_id,
-            TaskAttempt.gpu,
-            TaskAttempt.gpu_type,
-            TaskAttempt.cpu,
-            TaskAttempt.memory_bytes,
-        )
-        .join(Execution, Execution.id == TaskAttempt.execution_id)
-        .where(TaskAttempt.status.in_(ACTIVE_STATES))
-    )
-    executions = (
-        select(Execution.tenant_id, func.count())
-        .where(
-            Execution.admitted_at.is_not(None),
-            Execution.status.in_([s.value for s in ExecutionState if not s.terminal]),
-        )
-        .group_by(Execution.tenant_id)
-    )
-    if ids is not None:
-        attempts = attempts.where(Execution.tenant_id.in_(ids))
-        executions = executions.where(Execution.tenant_id.in_(ids))
-    loads: dict[str, Load] = {}
-    for tenant_id, gpu, gpu_type, cpu, memory in session.execute(attempts):
-        usage = Usage(cpu=cpu or 0.0, memory_bytes=memory or 0, gpu=gpu or 0, gpu_type=gpu_type)
-        loads.setdefault(tenant_id, Load()).add(usage)
-    for tenant_id, count in session.execute(executions):
-        loads.setdefault(tenant_id, Load()).running_executions = int(count)
-    return loads
-
-
-def _totals(clusters: Iterable[Cluster]) -> Totals:
-    gpu, cpu, memory = 0, 0.0, 0
-    for cluster in clusters:
-        reported = cluster.capacity or {}
-        cpu += float(reported.get("cpu_allocatable") or 0)
-        memory += int(reported.get("memory_bytes_allocatable") or 0)
-        gpu += sum(int(g.get("allocatable") or 0) for g in reported.get("gpus") or ())
-    return Totals(gpu=gpu, cpu=cpu, memory_bytes=memory)
-
-
-_MAX_REASON = 500
-
-
-def _no_fit_reason(decision: Decision, granted: int) -> str:
-    if not granted:
-        return "no cluster is granted to the tenant (fleetflow admin clusters grant TENANT NAME)"
-    why = "; ".join(f"{name}: {reason}" for name, reason in decision.excluded.items())
-    reason = f"no capacity: {why or 'no cluster is online'}"
-    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 1] + "…"
-
-
-def place_pending_attempts(
-    session: Session,
-    *,
-    heartbeat_grace: timedelta,
-    only_cluster: Cluster | None = None,
-    strategy: Strategy = Strategy.SPREAD,
-) -> int:
-    """Assign PENDING attempts to online clusters they fit on, within their tenants' quotas.
-
-    Waiting attempts are offered in fair-share order (`placement/admission.py`: the tenant with
-    the smallest dominant share first, then by execution priority and age). Each must fit its
-    tenant's quota, then `control_plane.placement` chooses among the clusters granted to the
-    tenant: the task's required labels, acceptable GPU types (the first that fits somewhere now
-    and that the tenant's per-type quota allows), free GPUs, CPU and memory filter the
-    clusters, and `strategy` scores the rest (ties: fewest active attempts for spread, then the
-    cluster's name). An attempt that cannot start stays PENDING with its `pending_reason`
-    (`quota: …`, `no capacity: …`) until a later pass places it. The chosen GPU type and the
-    resources held are recorded on the attempt.
-
-    With `only_cluster` (an agent asking for work), attempts are assigned to that cluster
-    only, and only those it fits with the most preferred GPU type that fits anywhere.
-
-    On PostgreSQL the PENDING rows are read `FOR UPDATE SKIP LOCKED`, so control-plane
-    replicas placing at once work on different attempts, and the quota rows of their tenants
-    are locked before their load is read, so two replicas cannot both spend the last unit of
-    a quota; the compare-and-set in `move_attempt` remains the guarantee against double
-    assignment. Returns how many attempts were assigned.
-    """
-    waiting = _waiting(session)
-    if not waiting:
-        return 0
-    placed = placement_candidates(session, heartbeat_grace=heartbeat_grace)
-    if only_cluster is not None and only_cluster.id not in {c.id for c, _ in placed}:
-        return 0  # offline: it gets nothing
-    tenant_ids = sorted({w.tenant_id for w in waiting})
-    quotas = {
-        q.tenant_id: q
-        for q in session.scalars(
-            select(TenantQuota)
-            .where(TenantQuota.tenant_id.in_(tenant_ids))
-            .order_by(TenantQuota.tenant_id)
-            .with_for_update()
-        )
-    }
-    limits = {tenant_id: limits_of(quotas.get(tenant_id)) for tenant_id in tenant_ids}
-    loads = tenant_loads(session)
-    grants = tenancy.grants_by_tenant_id(session)
-    totals = _totals(cluster for cluster, _ in placed)
-    cluster_ids = {candidate.name: cluster.id for cluster, candidate in placed}
-    candidates = {candidate.name: candidate for _, candidate in placed}
-    resources = _task_resources(session, ((w.spec_id, w.attempt.task_name) for w in waiting))
-    admitted: set[str] = set()
-    fits_nowhere: set[tuple[str, str]] = set()  # capacity only shrinks during one pass
-    assigned = 0
-
-    def share(tenant_id: str) -> float:
-        return dominant_share(loads.get(tenant_id, Load()), totals)
-
-    for item in fair_order(waiting, share):
-        attempt = item.attempt
-        key = (item.spec_id, attempt.task_name)
-        if key in fits_nowhere:
-            continue
-        load = loads.setdefault(item.tenant_id, Load())
-        quota = limits[item.tenant_id]
-        wanted = resources[key]
-        new_execution = not item.admitted and attempt.execution_id not in admitted
-        reason = quota_problem(quota, load, Usage.of(wanted, None), new_execution=new_execution)
-        types = allowed_gpu_types(wanted, quota, load)
-        if reason is None and types == []:
-            reason = gpu_type_problem(quota, load, wanted.gpu, wanted.gpu_types[0])
-        if reason is not None:
-            _set_pending_reason(attempt, reason)
-            continue
-        if types is not None and types != wanted.gpu_types:
-            wanted = wanted.model_copy(update={"gpu_type": types})
-        granted = grants.get(item.tenant_id, set())
-        decision = place(
-            wanted,
-            [c for c in candidates.values() if tenancy.may_use(granted, c.name)],
-            strategy,
-            restrict_to=only_cluster.name if only_cluster is not None else None,
-        )
-        if decision.cluster is None:
-            if decision.reason == NO_FIT:
-                fits_nowhere.add(key)
-                _set_pending_reason(attempt, _no_fit_reason(decision, len(granted)))
-            continue
-        if decision.gpu_type and types is None:
-            reason = gpu_type_problem(quota, load, wanted.gpu, decision.gpu_type)
-            if reason is not None:
-                _set_pending_reason(attempt, reason)
-                continue
-        if move_attempt(
-            session,
-            attempt,
-            A.ASSIGNED,
-            cluster_id=cluster_ids[decision.cluster],
-            gpu_type=decision.gpu_type,
-            gpu=wanted.gpu,
-            cpu=wanted.cpu,
-            memory_bytes=wanted.memory_bytes,
-            pending_reason=None,
-        ):
-            usage = Usage.of(wanted, decision.gpu_type)
-            candidates[decision.cluster] = candidates[decision.cluster].after(usage)
-            load.add(usage, new_execution=new_execution)
-            if new_execution:
-                _admit(session, attempt.execution_id)
-                admitted.add(attempt.execution_id)
-            assigned += 1
-    return assigned
-
-
-def _set_pending_reason(attempt: TaskAttempt, reason: str) -> None:
-    if attempt.pending_reason != reason:  # written only when it changes
-        attempt.pending_reason = reason
-
-
-def _admit(session: Session, execution_id: str) -> None:
-    session.execute(
-        update(Execution)
-        .where(Execution.id == execution_id, Execution.admitted_at.is_(None))
-        .values(admitted_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
 
 
 class Lease(NamedTuple):
@@ -621,8 +216,9 @@ def apply_report(
     if attempt is None or attempt.cluster_id != cluster.id:
         # The same answer whether the attempt is another cluster's or does not exist.
         return ReportOutcome(False, "unknown attempt")
-    if fencing_token != attempt.fencing_token:
-        return ReportOutcome(False, "stale fencing token: the attempt was leased again")
+    stale = fencing_problem(attempt.fencing_token, fencing_token)
+    if stale is not None:
+        return ReportOutcome(False, stale)
     if attempt.fencing_token == 0:
         raise ReportNotAuthorizedError(attempt_id, "it was never leased")
     stored = attempt.report_secret_sha256
@@ -652,19 +248,20 @@ def _apply_authorised_report(
     message: str | None,
     traceback: str | None,
 ) -> ReportOutcome:
-    if sequence <= attempt.last_report_sequence:
-        return ReportOutcome(True, "duplicate report ignored", attempt)
-    if attempt.status == state.value:
-        attempt.last_report_sequence = sequence
-        return ReportOutcome(True, "no change", attempt)
+    verdict = judge_report(
+        status=attempt.status,
+        last_sequence=attempt.last_report_sequence,
+        state=state,
+        sequence=sequence,
+    )
+    if not verdict.move:
+        if verdict.record_sequence:
+            attempt.last_report_sequence = sequence
+        return ReportOutcome(verdict.accepted, verdict.reason, attempt)
     extra: dict[str, object] = {"last_report_sequence": sequence}
     if state in (A.FAILED, A.CANCELLED, A.LOST):
         extra.update(error_message=message or None, error_traceback=traceback or None)
-    try:
-        moved = move_attempt(session, attempt, state, **extra)
-    except IllegalTransitionError as exc:
-        return ReportOutcome(False, str(exc), attempt)
-    if not moved:
+    if not move_attempt(session, attempt, state, **extra):
         return ReportOutcome(False, "attempt changed concurrently; report again", attempt)
     return ReportOutcome(True, "", attempt, finished=state.terminal)
 
@@ -676,9 +273,7 @@ def mark_lost(session: Session, attempts: list[TaskAttempt], reason: str) -> lis
     """Move active attempts to LOST (their cluster lost them); returns the ids moved."""
     lost = []
     for attempt in attempts:
-        if attempt.status in ACTIVE_STATES and move_attempt(
-            session, attempt, A.LOST, error_message=reason
-        ):
+        if move_attempt(session, attempt, A.LOST, error_message=reason):
             lost.append(attempt.id)
     return lost
 

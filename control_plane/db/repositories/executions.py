@@ -19,7 +19,6 @@ from control_plane.db.models import (
 )
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
 from control_plane.lifecycle.transitions import (
-    IllegalTransitionError,
     check_execution_transition,
     execution_values,
 )
@@ -144,13 +143,23 @@ def cluster_names(session: Session, cluster_ids: Iterable[str | None]) -> dict[s
     return dict(rows.all())  # not dict(rows): a Result has keys() and would pass for a mapping
 
 
+def admit_execution(session: Session, execution_id: str) -> None:
+    """Stamp the moment the execution's first attempt was admitted (it counts as running
+    against its tenant's quota from then on); later calls change nothing."""
+    session.execute(
+        update(Execution)
+        .where(Execution.id == execution_id, Execution.admitted_at.is_(None))
+        .values(admitted_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
 def move_execution(
     session: Session, execution: Execution, target: ExecutionState, **extra: Any
 ) -> bool:
-    """Compare-and-set an execution's state through the transition policy."""
-    try:
-        check_execution_transition(execution.status, target)
-    except IllegalTransitionError:
+    """Compare-and-set an execution's state through the transition policy; False when the
+    policy refuses the move or someone else moved it first."""
+    if check_execution_transition(execution.status, target) is not None:
         return False
     result = session.execute(
         update(Execution)

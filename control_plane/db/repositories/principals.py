@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import ApiToken, Principal, Tenant, new_id, utcnow
-from control_plane.db.repositories.clusters import as_utc
+from control_plane.lifecycle.clusters import as_utc
 from control_plane.tokens import hash_token, new_user_token
 
 PRINCIPAL_KINDS = ("user", "service")

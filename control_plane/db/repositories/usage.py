@@ -17,9 +17,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import Cluster, Execution, TaskAttempt, WorkflowVersion, utcnow
-from control_plane.db.repositories.attempts import tenant_loads
-from control_plane.db.repositories.clusters import as_utc
-from control_plane.placement.admission import Load
+from control_plane.lifecycle.clusters import as_utc
 
 MAX_BUCKETS = 2000
 GIB = 2**30
@@ -190,10 +188,6 @@ def top_workflows(
         WorkflowUsage(name, a.gpu_seconds, a.cpu_seconds, len(executions[name]))
         for name, a in ranked[:limit]
     ]
-
-
-def current_load(session: Session, tenant_id: str) -> Load:
-    return tenant_loads(session, [tenant_id]).get(tenant_id, Load())
 
 
 def waiting_for_quota(session: Session, tenant_id: str) -> int:

@@ -27,6 +27,7 @@ from control_plane.placement.admission import (
     fair_order,
     quota_problem,
 )
+from control_plane.quota import tenant_loads
 from fleetflow.ir import Resources, WorkflowSpec
 from fleetflow.states import AttemptState, ExecutionState
 from tests.unit.control_plane.test_placement_repository import (
@@ -260,7 +261,7 @@ def test_tenants_load_counts_only_active_attempts(
     finish(sessions, ids[0])
     with sessions() as session:
         tenant = session.scalars(select(Tenant).where(Tenant.name == "vision")).one()
-        load = attempts_repo.tenant_loads(session, [tenant.id])[tenant.id]
+        load = tenant_loads(session, [tenant.id])[tenant.id]
     assert (load.gpu, load.gpu_per_type, load.cpu, load.running_tasks) == (2, {"A100": 2}, 1, 1)
     assert load.running_executions == 1
 

@@ -24,6 +24,7 @@ from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import make_engine, make_session_factory, transaction
+from control_plane.placement.scheduler import place_pending_attempts
 from fleetflow.ir import WorkflowSpec
 from fleetflow.states import AttemptState
 
@@ -87,9 +88,7 @@ def create_attempt(
 def place(sessions: sessionmaker[Session], only_cluster_id: str | None = None) -> int:
     with transaction(sessions) as session:
         only = session.get_one(Cluster, only_cluster_id) if only_cluster_id else None
-        return attempts_repo.place_pending_attempts(
-            session, heartbeat_grace=GRACE, only_cluster=only
-        )
+        return place_pending_attempts(session, heartbeat_grace=GRACE, only_cluster=only)
 
 
 def lease(sessions: sessionmaker[Session], cluster_id: str, max_attempts: int = 10) -> list[str]:

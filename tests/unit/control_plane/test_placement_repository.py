@@ -27,6 +27,8 @@ from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import make_engine, make_session_factory, transaction
 from control_plane.placement import Strategy
+from control_plane.placement.scheduler import place_pending_attempts
+from control_plane.placement.snapshot import placement_candidates
 from fleetflow.ir import Resources, WorkflowSpec
 from fleetflow.states import AttemptState
 
@@ -119,7 +121,7 @@ def place(
 ) -> int:
     with transaction(sessions) as session:
         only = session.get_one(Cluster, only_cluster_id) if only_cluster_id else None
-        return attempts_repo.place_pending_attempts(
+        return place_pending_attempts(
             session, heartbeat_grace=GRACE, only_cluster=only, strategy=strategy
         )
 
@@ -263,9 +265,7 @@ def test_capacity_freed_by_a_finish_counts_before_the_next_heartbeat(
         attempt = session.get_one(TaskAttempt, second)
         assert attempts_repo.move_attempt(session, attempt, A.SUCCEEDED)
     with sessions() as session:
-        (candidate,) = [
-            c for _, c in attempts_repo.placement_candidates(session, heartbeat_grace=GRACE)
-        ]
+        (candidate,) = [c for _, c in placement_candidates(session, heartbeat_grace=GRACE)]
     assert candidate.free.cpu == 2  # 4, less the third attempt, assigned after the heartbeat
 
 
@@ -316,10 +316,8 @@ def test_placement_candidates_for_a_preview(
     add_attempts(sessions, execution, 1)
     assert place(sessions) == 1
     with sessions() as session:
-        online = attempts_repo.placement_candidates(session, heartbeat_grace=GRACE)
-        everything = attempts_repo.placement_candidates(
-            session, heartbeat_grace=GRACE, include_offline=True
-        )
+        online = placement_candidates(session, heartbeat_grace=GRACE)
+        everything = placement_candidates(session, heartbeat_grace=GRACE, include_offline=True)
     assert [c.name for _, c in online] == ["gpus"]
     by_name = {c.name: c for _, c in everything}
     assert sorted(by_name) == ["gpus", "never", "stale"]
@@ -360,7 +358,7 @@ def test_replicas_skip_rows_another_one_is_placing(
         with transaction(sessions) as second_replica:
             # Waiting on the held row would fail here instead of hanging the test.
             second_replica.execute(text("SET LOCAL lock_timeout = '2s'"))
-            assert attempts_repo.place_pending_attempts(second_replica, heartbeat_grace=GRACE) == 1
+            assert place_pending_attempts(second_replica, heartbeat_grace=GRACE) == 1
     assert placements(sessions, [held, free]) == [("PENDING", None), ("alpha", None)]
     assert place(sessions) == 1
     assert placements(sessions, [held, free]) == [("alpha", None), ("alpha", None)]
