@@ -32,7 +32,7 @@ from control_plane.metrics import MetricsEndpoint, serve_metrics
 from control_plane.orchestration.activities import ExecutionActivities
 from control_plane.orchestration.supervisor import WorkerSupervisor
 from control_plane.orchestration.temporal import TemporalLauncher, connect_temporal, make_worker
-from control_plane.placement.scheduler import Scheduler
+from control_plane.scheduling.scheduler import Scheduler
 from control_plane.services.cluster_health import watch_cluster_health
 from control_plane.services.finish_notifier import FinishNotifier
 from control_plane.services.launch_reconciler import relaunch_queued_executions

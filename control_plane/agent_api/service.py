@@ -5,7 +5,7 @@ event loop. A finished attempt is committed first and then delivered to its Temp
 through the `FinishNotifier` outbox, which retries until delivery succeeds. Register and
 Heartbeat reconcile what the agent runs with what it holds: what it lost runs again elsewhere,
 what it must not run it is told to stop. `LeaseAttempts` only leases what the scheduler
-(`control_plane/placement/scheduler.py`) already assigned to the caller's cluster; the calls
+(`control_plane/scheduling/scheduler.py`) already assigned to the caller's cluster; the calls
 that may let waiting attempts start wake the scheduler.
 
 Every call is authenticated by the cluster's token, which says which cluster calls. Deciding an

@@ -2,10 +2,9 @@
 
 `policy` decides (filter, GPU type preference, spread or binpack score, tie-break by name);
 `capacity` works out what a cluster has free from its agent's heartbeat and what was handed to
-it since; `admission` judges quotas and fair share. These three are pure. `snapshot` reads what
-they need from the database, and `scheduler` runs the passes that assign PENDING attempts
-(the `Scheduler` service, one per process). The package re-exports only the pure parts, so
-importing it does not import the database layer.
+it since; `admission` judges quotas and fair share. All pure: importing the package does not
+import the database layer. `control_plane.scheduling` reads their inputs from the database and
+runs the passes.
 """
 
 from control_plane.placement.capacity import FreeCapacity, Usage, free_capacity

@@ -1,7 +1,7 @@
 """Quotas and fair share: whether a tenant may start another attempt now, and in which order
 tenants' waiting attempts are offered to placement.
 
-Pure; the scheduler (`placement/scheduler.py`) feeds it, with the limits and loads that
+Pure; the scheduler (`scheduling/scheduler.py`) feeds it, with the limits and loads that
 `control_plane.quota` reads.
 
 Quotas. A tenant's limits (GPUs in total and per type, CPU, memory, running tasks, running

@@ -31,7 +31,7 @@ from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import transaction
 from control_plane.orchestration.workflows import AttemptFinished
-from control_plane.placement.scheduler import Scheduler
+from control_plane.scheduling.scheduler import Scheduler
 from control_plane.services.finish_notifier import FinishNotifier
 from control_plane.settings import heartbeat_grace
 from fleetflow.agent.v1 import agent_pb2_grpc

@@ -28,7 +28,7 @@ from control_plane.db.session import make_engine, make_session_factory, transact
 from control_plane.metrics import serve_metrics
 from control_plane.orchestration.activities import ExecutionActivities
 from control_plane.orchestration.workflows import FinishExecutionInput
-from control_plane.placement.scheduler import place_pending_attempts
+from control_plane.scheduling.scheduler import place_pending_attempts
 from control_plane.settings import ApiSettings, DatabaseSettings, GrpcSettings, Settings
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.ir import WorkflowSpec

@@ -18,8 +18,8 @@ from control_plane.db.models import Tenant
 from control_plane.db.repositories import tenancy
 from control_plane.placement import Candidate, Strategy, Usage, place
 from control_plane.placement.admission import Limits, Load, exceeds_whole_quota, quota_problem
-from control_plane.placement.snapshot import placement_candidates
 from control_plane.quota import limits_of, tenant_loads
+from control_plane.scheduling.snapshot import placement_candidates
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.executions import ExecutionCreate
 from control_plane.schemas.previews import (

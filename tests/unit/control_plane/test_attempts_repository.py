@@ -24,7 +24,7 @@ from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import make_engine, make_session_factory, transaction
-from control_plane.placement.scheduler import place_pending_attempts
+from control_plane.scheduling.scheduler import place_pending_attempts
 from fleetflow.ir import WorkflowSpec
 from fleetflow.states import AttemptState
 

@@ -27,8 +27,8 @@ from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import make_engine, make_session_factory, transaction
 from control_plane.placement import Strategy
-from control_plane.placement.scheduler import place_pending_attempts
-from control_plane.placement.snapshot import placement_candidates
+from control_plane.scheduling.scheduler import place_pending_attempts
+from control_plane.scheduling.snapshot import placement_candidates
 from fleetflow.ir import Resources, WorkflowSpec
 from fleetflow.states import AttemptState
 

@@ -1,7 +1,7 @@
 """The read model placement works from: which attempts wait, which clusters are online and
 what is free on them now, and what each task requests.
 
-Read inside the scheduler's transaction (`placement/scheduler.py`) and by the preview route;
+Read inside the scheduler's transaction (`scheduling/scheduler.py`) and by the preview route;
 it writes nothing. What a task requests is cached per (workflow version, task): versions are
 immutable, so what was read once stays true.
 """

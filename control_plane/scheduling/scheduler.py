@@ -1,7 +1,7 @@
 """The scheduler: placement passes, and the one service that runs them.
 
 A pass (`place_pending_attempts`) assigns PENDING attempts to clusters, using the snapshot
-(`placement/snapshot.py`), quota and fair-share admission (`placement/admission.py`,
+(`scheduling/snapshot.py`), quota and fair-share admission (`placement/admission.py`,
 `control_plane.quota`) and the pure policy (`placement/policy.py`). `Scheduler` runs passes in
 one loop per process, woken in-process when attempts become ready or capacity is freed, and on
 a periodic tick for what other processes did (a worker and an API process may be separate).
@@ -35,13 +35,13 @@ from control_plane.placement.admission import (
 )
 from control_plane.placement.capacity import Usage
 from control_plane.placement.policy import NO_FIT, Decision, Strategy, place
-from control_plane.placement.snapshot import (
+from control_plane.quota import limits_of, tenant_loads
+from control_plane.scheduling.snapshot import (
     cluster_totals,
     placement_candidates,
     task_resources,
     waiting_attempts,
 )
-from control_plane.quota import limits_of, tenant_loads
 from fleetflow.states import AttemptState
 
 log = logging.getLogger(__name__)
