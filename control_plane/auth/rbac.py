@@ -26,16 +26,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy_adapter import Adapter
 
 from control_plane.db.models import CasbinRule
+from fleetflow.api_models.tenancy import Role
 
 MODEL_PATH = Path(__file__).with_name("rbac_model.conf")
 EVERY_TENANT = "*"
-
-
-class Role(StrEnum):
-    PLATFORM_ADMIN = "platform-admin"
-    TENANT_ADMIN = "tenant-admin"
-    DEVELOPER = "developer"
-    VIEWER = "viewer"
 
 
 class Obj(StrEnum):

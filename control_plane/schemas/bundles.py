@@ -1,10 +1,5 @@
 """Code bundles: content-addressed tar.gz archives of the engineer's source tree."""
 
-from __future__ import annotations
+from fleetflow.api_models.bundles import BundlePublic
 
-from pydantic import BaseModel
-
-
-class BundlePublic(BaseModel):
-    digest: str
-    size_bytes: int
+__all__ = ["BundlePublic"]

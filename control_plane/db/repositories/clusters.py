@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func, select
@@ -13,6 +12,7 @@ from sqlalchemy.orm import Session
 from control_plane.auth.tokens import hash_token, new_agent_token
 from control_plane.db.models import Cluster, TaskAttempt, new_id, utcnow
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
+from fleetflow.api_models.clusters import ClusterStatus
 from fleetflow.states import AttemptState
 
 # Attempts a cluster answers for: assigned to it, leased by its agent, or running there (the
@@ -131,14 +131,6 @@ def online_clusters(
         (c for c in rows if c.last_heartbeat_at and as_utc(c.last_heartbeat_at) >= cutoff),
         key=lambda c: c.name,
     )
-
-
-class ClusterStatus(StrEnum):
-    """How a cluster's agent looks from the control plane, judged by its last heartbeat."""
-
-    ONLINE = "online"
-    DEGRADED = "degraded"
-    OFFLINE = "offline"
 
 
 ONLINE_HEARTBEAT_INTERVALS = 1.5
