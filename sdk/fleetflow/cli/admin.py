@@ -19,13 +19,11 @@ from rich.text import Text
 from fleetflow.cli.common import (
     JSON_HELP,
     ago,
-    client,
     console,
-    not_found_hint,
     print_fields,
-    print_json,
     print_table,
     say,
+    show,
     timestamp,
 )
 from fleetflow.cli.tenancy import (
@@ -84,8 +82,9 @@ def parse_labels(values: list[str] | None) -> dict[str, str]:
     return labels
 
 
-def _print_token(cluster: dict[str, Any], token: str, *, rotated: bool) -> None:
-    name = cluster["name"]
+def _print_token(answer: dict[str, Any], _api_url: str, *, rotated: bool = False) -> None:
+    """A created cluster's or rotated agent token, with how to start its agent."""
+    name, token = answer["cluster"]["name"], answer["agent_token"]
     if rotated:
         console.print(
             f"new agent token for cluster {name}; the old one no longer works, so restart the "
@@ -94,7 +93,7 @@ def _print_token(cluster: dict[str, Any], token: str, *, rotated: bool) -> None:
             markup=False,
         )
     else:
-        labels = _labels(cluster)
+        labels = _labels(answer["cluster"])
         console.print(
             f"created cluster {name}" + (f" (labels {labels})" if labels != "-" else ""),
             highlight=False,
@@ -137,12 +136,7 @@ def clusters_create(
 ) -> None:
     """Create a cluster and print its agent token, once: store it where the agent runs."""
     labels = parse_labels(label)
-    with client(ctx) as api:
-        created = api.create_cluster(name, labels)
-    if as_json:
-        print_json(created)
-        return
-    _print_token(created["cluster"], created["agent_token"], rotated=False)
+    show(ctx, lambda api: api.clusters.create(name, labels), as_json, _print_token)
 
 
 # Help texts as one string each: a docstring's line breaks would show in the rendered help.
@@ -166,12 +160,13 @@ def clusters_rotate_token(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """`fleetflow admin clusters rotate-token NAME` (help: ROTATE_HELP)."""
-    with client(ctx) as api, not_found_hint(api, CLUSTERS_HINT):
-        rotated = api.rotate_cluster_token(name)
-    if as_json:
-        print_json(rotated)
-        return
-    _print_token(rotated["cluster"], rotated["agent_token"], rotated=True)
+    show(
+        ctx,
+        lambda api: api.clusters.rotate_token(name),
+        as_json,
+        lambda answer, api_url: _print_token(answer, api_url, rotated=True),
+        hint=CLUSTERS_HINT,
+    )
 
 
 @clusters_app.command("list", help=LIST_HELP)
@@ -179,14 +174,13 @@ def clusters_list(
     ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)
 ) -> None:
     """`fleetflow admin clusters list` (help: LIST_HELP)."""
-    with client(ctx) as api:
-        clusters = api.list_clusters()
-    if as_json:
-        print_json(clusters)
-        return
+    show(ctx, lambda api: api.clusters.list(), as_json, _print_clusters)
+
+
+def _print_clusters(clusters: list[dict[str, Any]], api_url: str) -> None:
     if not clusters:
         console.print(
-            f"no clusters on {api.api_url}; create one with `fleetflow admin clusters create NAME`",
+            f"no clusters on {api_url}; create one with `fleetflow admin clusters create NAME`",
             highlight=False,
             markup=False,
         )
@@ -218,11 +212,10 @@ def clusters_get(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show one cluster: status, labels, agent, capacity as last heartbeated, active attempts."""
-    with client(ctx) as api, not_found_hint(api, CLUSTERS_HINT):
-        cluster = api.get_cluster(name)
-    if as_json:
-        print_json(cluster)
-        return
+    show(ctx, lambda api: api.clusters.get(name), as_json, _print_cluster, hint=CLUSTERS_HINT)
+
+
+def _print_cluster(cluster: dict[str, Any], _api_url: str) -> None:
     heartbeat = cluster.get("last_heartbeat_at")
     rows: list[tuple[str, str | Text]] = [
         ("status", _status(cluster)),
@@ -280,12 +273,13 @@ def clusters_grant(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """`fleetflow admin clusters grant T CLUSTER` (help: GRANT_HELP)."""
-    with client(ctx) as api, not_found_hint(api, f"{CLUSTERS_HINT}, and {TENANTS_HINT}"):
-        granted = api.grant_cluster(tenant, cluster)
-    if as_json:
-        print_json(granted)
-        return
-    say(f"tenant {tenant} may now run on {_cluster_words(cluster)}")
+    show(
+        ctx,
+        lambda api: api.admin.grant_cluster(tenant, cluster),
+        as_json,
+        lambda *_: say(f"tenant {tenant} may now run on {_cluster_words(cluster)}"),
+        hint=f"{CLUSTERS_HINT}, and {TENANTS_HINT}",
+    )
 
 
 @clusters_app.command("revoke-grant", no_args_is_help=True)
@@ -299,12 +293,13 @@ def clusters_revoke_grant(
 ) -> None:
     """Take back a `clusters grant`: no new task of tenant T is placed on CLUSTER."""
     hint = f"`fleetflow admin tenants get {tenant}` lists the clusters it is granted"
-    with client(ctx) as api, not_found_hint(api, hint):
-        revoked = api.revoke_cluster_grant(tenant, cluster)
-    if as_json:
-        print_json(revoked)
-        return
-    say(f"tenant {tenant} may no longer run on {_cluster_words(cluster)}")
+    show(
+        ctx,
+        lambda api: api.admin.revoke_cluster_grant(tenant, cluster),
+        as_json,
+        lambda *_: say(f"tenant {tenant} may no longer run on {_cluster_words(cluster)}"),
+        hint=hint,
+    )
 
 
 def _status(cluster: dict[str, Any]) -> Text:

@@ -17,13 +17,12 @@ from rich.text import Text
 
 from fleetflow.cli.common import (
     JSON_HELP,
-    client,
     console,
     new_table,
-    print_json,
     print_table,
     quantity,
     say,
+    show,
     timestamp,
 )
 from fleetflow.errors import FleetflowError
@@ -153,11 +152,10 @@ def quota(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show what your tenant uses now against its quota, and what waits for quota."""
-    with client(ctx, tenant) as api:
-        status = api.quota_status()
-    if as_json:
-        print_json(status)
-        return
+    show(ctx, lambda api: api.usage.quota_status(), as_json, _print_quota_status, tenant=tenant)
+
+
+def _print_quota_status(status: dict[str, Any], _api_url: str) -> None:
     limits = status.get("limits") or {}
     usage = status.get("usage") or {}
     table = new_table("RESOURCE", "IN USE", "LIMIT", "USED", right=("IN USE", "LIMIT", "USED"))
@@ -247,22 +245,24 @@ def usage(
     if top:
         if until or split:
             raise FleetflowError("--top ranks workflows since --since: drop --until and --group-by")
-        with client(ctx, tenant) as api:
-            workflows = api.top_workflows(since=start, limit=limit)
-        _print_top(workflows, start, as_json)
+        show(
+            ctx,
+            lambda api: api.usage.top_workflows(since=start, limit=limit),
+            as_json,
+            lambda workflows, _: _print_top(workflows, start),
+            tenant=tenant,
+        )
         return
-    with client(ctx, tenant) as api:
-        answer = api.usage(since=start, until=end, bucket=size, group_by=split)
-    if as_json:
-        print_json(answer)
-        return
-    _print_usage(answer, start, split)
+    show(
+        ctx,
+        lambda api: api.usage.history(since=start, until=end, bucket=size, group_by=split),
+        as_json,
+        lambda answer, _: _print_usage(answer, start, split),
+        tenant=tenant,
+    )
 
 
-def _print_top(workflows: list[dict[str, Any]], start: datetime, as_json: bool) -> None:
-    if as_json:
-        print_json(workflows)
-        return
+def _print_top(workflows: list[dict[str, Any]], start: datetime) -> None:
     if not workflows:
         say(f"no workflow ran since {timestamp(start.isoformat())}")
         return

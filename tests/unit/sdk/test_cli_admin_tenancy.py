@@ -312,7 +312,9 @@ def test_platform_admin_is_granted_without_a_tenant(
     fleetflow: Invoke, server: FakeControlPlane
 ) -> None:
     grant = {"principal": "root", "role": "platform-admin", "tenant": None}
-    server.answer("POST", "/api/v1/admin/roles/grant", grant)
+    server.answer(
+        "POST", "/api/v1/admin/roles/grant", {**grant, "tenant": "*"}
+    )  # as the API answers
     result = fleetflow("admin", "roles", "grant", "root", "platform-admin")
     assert result.out == "granted platform-admin to root\n"
     assert server.only("POST", "/api/v1/admin/roles/grant").body == grant

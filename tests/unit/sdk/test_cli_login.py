@@ -309,7 +309,7 @@ def test_the_tenant_header_comes_from_flag_then_environment_then_config(
     save_cli_config(CliConfig(api_url=server.url, token=TOKEN, tenant=saved_tenant))
     if env:
         monkeypatch.setenv("FLEETFLOW_TENANT", env)
-    server.answer("GET", "/api/v1/executions", {"items": []})
+    server.answer("GET", "/api/v1/executions", [])
     result = fleetflow(*(("--tenant", flag) if flag else ()), "executions", "list")
     assert result.code == 0, result
     headers = server.only("GET", "/api/v1/executions").headers
@@ -347,12 +347,12 @@ def test_client_sends_the_tenant_given_then_the_environments_then_the_configs(
     save_cli_config(CliConfig(api_url=server.url, token=TOKEN, tenant="saved"))
     with Client() as client:
         assert client.tenant == "saved"
-        client.whoami()
+        client.account.whoami()
     monkeypatch.setenv("FLEETFLOW_TENANT", "from-env")
     with Client() as client:
-        client.whoami()
+        client.account.whoami()
     with Client(tenant="given") as client:
-        client.whoami()
+        client.account.whoami()
     sent = [r.headers.get("x-fleetflow-tenant") for r in server.requests]
     assert sent == ["saved", "from-env", "given"]
 
@@ -360,10 +360,10 @@ def test_client_sends_the_tenant_given_then_the_environments_then_the_configs(
 def test_client_errors_by_status(server: FakeControlPlane) -> None:
     server.answer("GET", "/api/v1/admin/tenants", {"detail": "platform-admin only"}, 403)
     with Client(server.url, "ffu_nope") as client, pytest.raises(AuthenticationError) as refused:
-        client.whoami()
+        client.account.whoami()
     assert refused.value.status_code == 401
     assert refused.value.detail == "invalid or expired token"
     assert "refused the token given by the caller" in str(refused.value)
     with Client(server.url, TOKEN) as client, pytest.raises(PermissionDeniedError) as denied:
-        client.list_tenants()
+        client.admin.list_tenants()
     assert str(denied.value) == "platform-admin only"
