@@ -15,9 +15,9 @@ from control_plane.api.body import check_digest, read_body
 from control_plane.api.deps import BlobStoreDep
 from control_plane.api.errors import ApiError
 from control_plane.blob_layout import bundle_key
-from control_plane.schemas.bundles import BundlePublic
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.workflows import SHA256_HEX
+from fleetflow.api_models.bundles import BundlePublic
 from fleetflow.storage import BlobStore
 
 DEFAULT_MAX_BUNDLE_BYTES = 64 * 1024 * 1024

@@ -10,6 +10,7 @@ can do the same from Python; the control plane decides who may run which.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import typer
@@ -160,13 +161,8 @@ def clusters_rotate_token(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """`fleetflow admin clusters rotate-token NAME` (help: ROTATE_HELP)."""
-    show(
-        ctx,
-        lambda api: api.clusters.rotate_token(name),
-        as_json,
-        lambda answer, api_url: _print_token(answer, api_url, rotated=True),
-        hint=CLUSTERS_HINT,
-    )
+    render = partial(_print_token, rotated=True)
+    show(ctx, lambda api: api.clusters.rotate_token(name), as_json, render, hint=CLUSTERS_HINT)
 
 
 @clusters_app.command("list", help=LIST_HELP)

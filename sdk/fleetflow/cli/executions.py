@@ -18,7 +18,7 @@ from typing import Any
 import typer
 from rich.text import Text
 
-from fleetflow.api_models.executions import AttemptLog, ExecutionPublic
+from fleetflow.api_models.executions import ExecutionPublic
 from fleetflow.cli.common import (
     JSON_HELP,
     api_json,
@@ -113,13 +113,10 @@ def executions_get(
     """Show one execution: status, inputs, task attempts, then outputs or the error."""
     from fleetflow.cli.remote import print_execution
 
-    show(
-        ctx,
-        lambda api: api.executions.get(execution_id),
-        as_json,
-        lambda execution, _: print_execution(execution, console, attempts=True),
-        hint=EXECUTIONS_HINT,
-    )
+    def render(execution: dict[str, Any], _api_url: str) -> None:
+        print_execution(execution, console, attempts=True)
+
+    show(ctx, lambda api: api.executions.get(execution_id), as_json, render, hint=EXECUTIONS_HINT)
 
 
 @executions_app.command("wait")
@@ -206,7 +203,7 @@ def executions_logs(
     if as_json:
         for entry in attempts:
             for line in (entry.log or "").splitlines():
-                _print_json_line(_log_line(entry, line))
+                _print_json_line(LogLine.of(entry, line))
         return
     from fleetflow.cli.remote import describe_attempt
 
@@ -219,16 +216,6 @@ def executions_logs(
             console.out(text.rstrip("\n"), highlight=False)
         else:
             console.print("(no output stored)", style="dim", highlight=False)
-
-
-def _log_line(entry: AttemptLog, text: str) -> LogLine:
-    return LogLine(
-        attempt_id=entry.attempt_id,
-        node_id=entry.node_id,
-        map_index=entry.map_index,
-        attempt_number=entry.attempt_number,
-        text=text,
-    )
 
 
 def _print_json_line(line: LogLine) -> None:

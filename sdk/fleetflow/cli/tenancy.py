@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import typer
@@ -534,14 +535,6 @@ def quotas_set(
     per_type = parse_gpu_limits(gpu_type)
     cores = parse_cpu_limit(cpu) if cpu is not None else None
     memory_bytes = parse_memory_limit(memory) if memory is not None else None
-
-    def print_stored(stored: dict[str, Any] | None, _api_url: str) -> None:
-        if is_unlimited(stored):
-            say(f"tenant {tenant} has no quota now: every limit is unlimited")
-            return
-        say(f"quota of tenant {tenant} is now:")
-        print_quota_table(stored)
-
     show(
         ctx,
         lambda api: api.admin.set_quota(
@@ -554,7 +547,7 @@ def quotas_set(
             max_running_tasks=max_running_tasks,
         ),
         as_json,
-        print_stored,
+        partial(_print_quota, tenant, changed=True),
         hint=TENANTS_HINT,
     )
 
@@ -566,15 +559,20 @@ def quotas_get(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show tenant T's quota (what it uses now: `fleetflow --tenant T quota`)."""
+    render = partial(_print_quota, tenant, changed=False)
+    show(ctx, lambda api: api.admin.get_quota(tenant), as_json, render, hint=TENANTS_HINT)
 
-    def print_stored(stored: dict[str, Any] | None, _api_url: str) -> None:
-        if is_unlimited(stored):
-            say(f"tenant {tenant} has no quota: unlimited")
-            return
-        say(f"quota of tenant {tenant}:")
-        print_quota_table(stored)
 
-    show(ctx, lambda api: api.admin.get_quota(tenant), as_json, print_stored, hint=TENANTS_HINT)
+def _print_quota(
+    tenant: str, stored: dict[str, Any] | None, _api_url: str, *, changed: bool
+) -> None:
+    """A tenant's quota as stored, `changed` by the command or not."""
+    if is_unlimited(stored):
+        now = " now: every limit is" if changed else ":"
+        say(f"tenant {tenant} has no quota{now} unlimited")
+        return
+    say(f"quota of tenant {tenant}{' is now' if changed else ''}:")
+    print_quota_table(stored)
 
 
 # audit -------------------------------------------------------------------------------------

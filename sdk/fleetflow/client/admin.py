@@ -6,29 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-from fleetflow.api_models.tenancy import (
-    AuditEntryPublic,
-    AuditLog,
-    ClusterGranted,
-    QuotaPublic,
-    Role,
-    RoleChanged,
-    TenantDetail,
-    TenantList,
-    TenantPublic,
-    TokenCreated,
-    TokenList,
-    TokenPublic,
-    TokenRevoked,
-    UserCreated,
-    UserList,
-    UserPublic,
-)
+from fleetflow.api_models import tenancy as api
 from fleetflow.client.transport import Transport, path_part
 
 PrincipalKind = Literal["user", "service"]
 # The roles the control plane grants; every one but platform-admin is granted in a tenant.
-ROLES = tuple(role.value for role in Role)
+ROLES = tuple(role.value for role in api.Role)
 
 
 def _tenant_path(tenant: str) -> str:
@@ -61,20 +44,20 @@ class Admin:
 
     # Tenants --------------------------------------------------------------------------------
 
-    def create_tenant(self, name: str) -> TenantPublic:
+    def create_tenant(self, name: str) -> api.TenantPublic:
         """Create a tenant (platform admins)."""
         return self._transport.call(
-            "POST", "/api/v1/admin/tenants", TenantPublic, json={"name": name}
+            "POST", "/api/v1/admin/tenants", api.TenantPublic, json={"name": name}
         )
 
-    def list_tenants(self) -> list[TenantPublic]:
+    def list_tenants(self) -> list[api.TenantPublic]:
         """Every tenant."""
-        return self._transport.call("GET", "/api/v1/admin/tenants", TenantList).tenants
+        return self._transport.call("GET", "/api/v1/admin/tenants", api.TenantList).tenants
 
-    def get_tenant(self, name: str) -> TenantDetail:
+    def get_tenant(self, name: str) -> api.TenantDetail:
         """One tenant: its quota (None: unlimited), the clusters it may run on and how many
         users it has."""
-        return self._transport.call("GET", _tenant_path(name), TenantDetail)
+        return self._transport.call("GET", _tenant_path(name), api.TenantDetail)
 
     # Users, tokens and roles ----------------------------------------------------------------
 
@@ -87,7 +70,7 @@ class Admin:
         kind: PrincipalKind = "user",
         expires_in_days: int | None = None,
         never_expires: bool = False,
-    ) -> UserCreated:
+    ) -> api.UserCreated:
         """Create a user or service account in `tenant` with one role there, and its first
         token.
 
@@ -104,11 +87,13 @@ class Admin:
             only, the control plane keeps its hash.
         """
         body = {"name": name, "role": role, "kind": kind, **_expiry(expires_in_days, never_expires)}
-        return self._transport.call("POST", f"{_tenant_path(tenant)}/users", UserCreated, json=body)
+        return self._transport.call(
+            "POST", f"{_tenant_path(tenant)}/users", api.UserCreated, json=body
+        )
 
-    def list_users(self, tenant: str) -> list[UserPublic]:
+    def list_users(self, tenant: str) -> list[api.UserPublic]:
         """The users and service accounts of `tenant`, with their roles."""
-        return self._transport.call("GET", f"{_tenant_path(tenant)}/users", UserList).users
+        return self._transport.call("GET", f"{_tenant_path(tenant)}/users", api.UserList).users
 
     def create_token(
         self,
@@ -117,35 +102,37 @@ class Admin:
         *,
         expires_in_days: int | None = None,
         never_expires: bool = False,
-    ) -> TokenCreated:
+    ) -> api.TokenCreated:
         """Give a user another token (its others keep working until revoked); its lifetime as
         for `create_user`. The token is in this answer only."""
         body = _expiry(expires_in_days, never_expires)
-        return self._transport.call("POST", _tokens_path(tenant, user), TokenCreated, json=body)
+        return self._transport.call("POST", _tokens_path(tenant, user), api.TokenCreated, json=body)
 
-    def list_tokens(self, tenant: str, user: str) -> list[TokenPublic]:
+    def list_tokens(self, tenant: str, user: str) -> list[api.TokenPublic]:
         """A user's tokens, without their secrets."""
-        return self._transport.call("GET", _tokens_path(tenant, user), TokenList).tokens
+        return self._transport.call("GET", _tokens_path(tenant, user), api.TokenList).tokens
 
-    def revoke_token(self, token_id: str) -> TokenRevoked:
+    def revoke_token(self, token_id: str) -> api.TokenRevoked:
         """Revoke a token at once; requests carrying it get a 401."""
         path = f"/api/v1/admin/tokens/{path_part(token_id)}/revoke"
-        return self._transport.call("POST", path, TokenRevoked)
+        return self._transport.call("POST", path, api.TokenRevoked)
 
-    def grant_role(self, principal: str, role: str, tenant: str | None = None) -> RoleChanged:
+    def grant_role(self, principal: str, role: str, tenant: str | None = None) -> api.RoleChanged:
         """Grant `role` (one of `ROLES`) in `tenant` to a user or service account; `tenant` is
         None only for `platform-admin`."""
         return self._change_role("grant", principal, role, tenant)
 
-    def revoke_role(self, principal: str, role: str, tenant: str | None = None) -> RoleChanged:
+    def revoke_role(self, principal: str, role: str, tenant: str | None = None) -> api.RoleChanged:
         """Take back a role `grant_role` gave."""
         return self._change_role("revoke", principal, role, tenant)
 
     def _change_role(
         self, change: str, principal: str, role: str, tenant: str | None
-    ) -> RoleChanged:
+    ) -> api.RoleChanged:
         body = {"principal": principal, "role": role, "tenant": tenant}
-        return self._transport.call("POST", f"/api/v1/admin/roles/{change}", RoleChanged, json=body)
+        return self._transport.call(
+            "POST", f"/api/v1/admin/roles/{change}", api.RoleChanged, json=body
+        )
 
     # Quotas and cluster grants --------------------------------------------------------------
 
@@ -159,7 +146,7 @@ class Admin:
         memory: str | int | None = None,
         max_running_executions: int | None = None,
         max_running_tasks: int | None = None,
-    ) -> QuotaPublic:
+    ) -> api.QuotaPublic:
         """Replace a tenant's quota: every limit left out (None) is unlimited.
 
         Args:
@@ -182,25 +169,33 @@ class Admin:
             "max_running_executions": max_running_executions,
             "max_running_tasks": max_running_tasks,
         }
-        return self._transport.call("PUT", f"{_tenant_path(tenant)}/quota", QuotaPublic, json=body)
+        return self._transport.call(
+            "PUT", f"{_tenant_path(tenant)}/quota", api.QuotaPublic, json=body
+        )
 
-    def get_quota(self, tenant: str) -> QuotaPublic | None:
+    def get_quota(self, tenant: str) -> api.QuotaPublic | None:
         """A tenant's quota as `set_quota` stored it; None (or None limits): unlimited."""
         return self._transport.call(
             "GET",
             f"{_tenant_path(tenant)}/quota",
-            QuotaPublic | None,  # type: ignore[arg-type]
+            api.QuotaPublic | None,  # type: ignore[arg-type]
         )
 
-    def grant_cluster(self, tenant: str, cluster: str) -> ClusterGranted:
+    def grant_cluster(self, tenant: str, cluster: str) -> api.ClusterGranted:
         """Let `tenant`'s tasks be placed on `cluster` (`*`: on every cluster)."""
-        return self._transport.call("POST", _cluster_grant_path(tenant, cluster), ClusterGranted)
+        return self._transport.call(
+            "POST", _cluster_grant_path(tenant, cluster), api.ClusterGranted
+        )
 
-    def revoke_cluster_grant(self, tenant: str, cluster: str) -> ClusterGranted:
+    def revoke_cluster_grant(self, tenant: str, cluster: str) -> api.ClusterGranted:
         """Take back a `grant_cluster`: `tenant`'s tasks are no longer placed on `cluster`."""
-        return self._transport.call("DELETE", _cluster_grant_path(tenant, cluster), ClusterGranted)
+        return self._transport.call(
+            "DELETE", _cluster_grant_path(tenant, cluster), api.ClusterGranted
+        )
 
-    def audit_log(self, limit: int = 50) -> list[AuditEntryPublic]:
+    def audit_log(self, limit: int = 50) -> list[api.AuditEntryPublic]:
         """The latest administrative actions, newest first."""
         params = {"limit": limit}
-        return self._transport.call("GET", "/api/v1/admin/audit", AuditLog, params=params).entries
+        return self._transport.call(
+            "GET", "/api/v1/admin/audit", api.AuditLog, params=params
+        ).entries

@@ -10,9 +10,8 @@ notebook calling `Client().run(pipeline, n=3)` behave the same.
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +20,10 @@ from fleetflow.client.account import Account
 from fleetflow.client.admin import Admin
 from fleetflow.client.clusters import Clusters
 from fleetflow.client.executions import Executions
-from fleetflow.client.logs import LogLine
-from fleetflow.client.outputs import DownloadedOutputs
-from fleetflow.client.transport import Transport
+from fleetflow.client.transport import Transport, resolve_connection
 from fleetflow.client.uploads import Uploads
 from fleetflow.client.usage import Usage
-from fleetflow.client.workflows import RegisteredWorkflow, Workflows
+from fleetflow.client.workflows import Workflows
 from fleetflow.config import CliConfig
 
 if TYPE_CHECKING:
@@ -95,7 +92,7 @@ class Client:
         timeout: float = 30,
         config: CliConfig | None = None,
     ):
-        self.transport = Transport(url, token, tenant, timeout=timeout, config=config)
+        self.transport = Transport(resolve_connection(url, token, tenant, config), timeout)
         self.api_url = self.transport.api_url
         self.tenant = self.transport.tenant
         """The tenant requests act in (`X-Fleetflow-Tenant`); None: the token's home tenant."""
@@ -106,6 +103,13 @@ class Client:
         self.admin = Admin(self.transport)
         self.account = Account(self.transport)
         self.usage = Usage(self.transport)
+        # What a remote run needs, on the client itself.
+        self.register = self.workflows.register
+        self.wait_for_execution = self.executions.wait
+        self.cancel = self.executions.cancel
+        self.follow_logs = self.executions.follow_logs
+        self.outputs = self.executions.outputs
+        self.download_outputs = self.executions.download_outputs
 
     def close(self) -> None:
         self.transport.close()
@@ -115,17 +119,6 @@ class Client:
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-    def register(
-        self,
-        workflow_fn: WorkflowFunction[..., Any],
-        *,
-        root: str | os.PathLike[str] | None = None,
-        version: str | None = None,
-    ) -> RegisteredWorkflow:
-        """Upload the workflow's code bundle (unless the control plane has it) and register
-        its spec; see `Workflows.register`."""
-        return self.workflows.register(workflow_fn, root=root, version=version)
 
     def launch(
         self,
@@ -201,107 +194,3 @@ class Client:
         return ExecutionResult(
             id=final.id, status=final.status, outputs=outputs, error=final.error, execution=final
         )
-
-    def wait_for_execution(
-        self,
-        execution_id: str,
-        *,
-        timeout: float | None = None,
-        poll_interval: float = 0.5,
-        on_change: Callable[[ExecutionPublic], None] | None = None,
-    ) -> ExecutionPublic:
-        """Poll until the execution is terminal; `on_change` sees each new snapshot.
-
-        Raises:
-            ExecutionTimeoutError: still not terminal after `timeout` seconds.
-        """
-        return self.executions.wait(
-            execution_id, timeout=timeout, poll_interval=poll_interval, on_change=on_change
-        )
-
-    def cancel(self, execution_id: str) -> ExecutionPublic:
-        """Cancel an execution (idempotent); see `Executions.cancel`."""
-        return self.executions.cancel(execution_id)
-
-    def follow_logs(
-        self,
-        execution_id: str,
-        *,
-        node: str | None = None,
-        attempt: int | None = None,
-        poll_interval: float = 1.0,
-        final_log_grace: float = 3.0,
-    ) -> Iterator[LogLine]:
-        """Every line the execution's task attempts print, as they print it, across retries
-        and map elements, until the execution has ended and each attempt's last output was read.
-
-        This polls: the control plane holds each attempt's output as its agent last copied
-        it (every few seconds while it runs, once more when it ends; its last MiB), so every
-        `poll_interval` seconds this reads the copies of the attempts that may still add
-        output and yields the lines added since the previous read (a `gap` line where output
-        was lost between two reads). Lines of different attempts arrive in the order they are
-        read, attempt by attempt. The final copy is stored moments after an attempt ends, so an
-        attempt seen ending is read again until `final_log_grace` seconds have passed.
-
-        Args:
-            execution_id: the execution.
-            node: only this node's attempts.
-            attempt: only attempts with this number (1: first tries).
-            poll_interval: seconds between reads.
-            final_log_grace: how long an ended attempt's output is still read.
-        """
-        return self.executions.follow_logs(
-            execution_id,
-            node=node,
-            attempt=attempt,
-            poll_interval=poll_interval,
-            final_log_grace=final_log_grace,
-        )
-
-    def outputs(
-        self,
-        execution_id: str,
-        workflow_fn: WorkflowFunction[..., Any],
-        *,
-        download_to: str | os.PathLike[str] | None = None,
-    ) -> Any:
-        """The outputs of a succeeded execution as `workflow_fn`'s declared return type.
-
-        Args:
-            execution_id: the execution.
-            workflow_fn: the workflow it ran, whose return type the outputs take.
-            download_to: a local directory to download the `File` and `Directory` values into
-                first (as `download_outputs`), so that they are readable on this machine
-                whatever the blob store.
-
-        Raises:
-            ExecutionNotSucceededError: the execution failed, was cancelled or is still going.
-        """
-        return self.executions.outputs(execution_id, workflow_fn, download_to=download_to)
-
-    def download_outputs(
-        self,
-        execution_id: str,
-        directory: str | os.PathLike[str],
-        *,
-        names: Iterable[str] | None = None,
-    ) -> DownloadedOutputs:
-        """Download the `File` and `Directory` values in a succeeded execution's outputs,
-        through the control plane (with this client's rights), below `directory/<output>/`.
-
-        Where each lands: a `File` output `model` at `model/<its file name>`, a `Directory`
-        output `data` at `data/`, element 2 of a `list[File]` output at `files/2/<name>`,
-        field `text` of a dataclass output at `report/text/<name>`.
-
-        Args:
-            execution_id: the execution.
-            directory: where to write (created if needed); existing files are replaced.
-            names: only these outputs; default: all.
-
-        Returns:
-            The directory, the files written, and the outputs naming the local copies.
-
-        Raises:
-            ExecutionNotSucceededError: the execution has not succeeded.
-        """
-        return self.executions.download_outputs(execution_id, directory, names=names)

@@ -167,7 +167,24 @@ class Executions:
         poll_interval: float = 1.0,
         final_log_grace: float = 3.0,
     ) -> Iterator[LogLine]:
-        """`Client.follow_logs`, which documents it."""
+        """Every line the execution's task attempts print, as they print it, across retries
+        and map elements, until the execution has ended and each attempt's last output was read.
+
+        This polls: the control plane holds each attempt's output as its agent last copied
+        it (every few seconds while it runs, once more when it ends; its last MiB), so every
+        `poll_interval` seconds this reads the copies of the attempts that may still add
+        output and yields the lines added since the previous read (a `gap` line where output
+        was lost between two reads). Lines of different attempts arrive in the order they are
+        read, attempt by attempt. The final copy is stored moments after an attempt ends, so an
+        attempt seen ending is read again until `final_log_grace` seconds have passed.
+
+        Args:
+            execution_id: the execution.
+            node: only this node's attempts.
+            attempt: only attempts with this number (1: first tries).
+            poll_interval: seconds between reads.
+            final_log_grace: how long an ended attempt's output is still read.
+        """
         return follow_logs(
             self,
             execution_id,
@@ -200,7 +217,18 @@ class Executions:
         *,
         download_to: str | os.PathLike[str] | None = None,
     ) -> Any:
-        """`Client.outputs`, which documents it."""
+        """The outputs of a succeeded execution as `workflow_fn`'s declared return type.
+
+        Args:
+            execution_id: the execution.
+            workflow_fn: the workflow it ran, whose return type the outputs take.
+            download_to: a local directory to download the `File` and `Directory` values into
+                first (as `download_outputs`), so that they are readable on this machine
+                whatever the blob store.
+
+        Raises:
+            ExecutionNotSucceededError: the execution failed, was cancelled or is still going.
+        """
         if download_to is not None:
             downloaded = self.download_outputs(execution_id, download_to)
             return workflow_fn.outputs_to_python(downloaded.outputs)
@@ -238,5 +266,22 @@ class Executions:
         *,
         names: Iterable[str] | None = None,
     ) -> DownloadedOutputs:
-        """`Client.download_outputs`, which documents it."""
+        """Download the `File` and `Directory` values in a succeeded execution's outputs,
+        through the control plane (with this client's rights), below `directory/<output>/`.
+
+        Where each lands: a `File` output `model` at `model/<its file name>`, a `Directory`
+        output `data` at `data/`, element 2 of a `list[File]` output at `files/2/<name>`,
+        field `text` of a dataclass output at `report/text/<name>`.
+
+        Args:
+            execution_id: the execution.
+            directory: where to write (created if needed); existing files are replaced.
+            names: only these outputs; default: all.
+
+        Returns:
+            The directory, the files written, and the outputs naming the local copies.
+
+        Raises:
+            ExecutionNotSucceededError: the execution has not succeeded.
+        """
         return download_outputs(self, execution_id, directory, names)

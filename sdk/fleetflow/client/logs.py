@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from fleetflow.api_models.executions import AttemptPublic, ExecutionPublic
+from fleetflow.api_models.executions import AttemptLog, AttemptPublic, ExecutionPublic
 from fleetflow.states import AttemptState
 
 if TYPE_CHECKING:
@@ -44,6 +44,14 @@ class LogLine:
     text: str
     gap: bool = False
 
+    @classmethod
+    def of(cls, attempt: AttemptPublic | AttemptLog, text: str, *, gap: bool = False) -> LogLine:
+        """A line `attempt` printed (a marker when `gap`)."""
+        attempt_id = attempt.id if isinstance(attempt, AttemptPublic) else attempt.attempt_id
+        return cls(
+            attempt_id, attempt.node_id, attempt.map_index, attempt.attempt_number, text, gap
+        )
+
 
 @dataclass
 class _LogCursor:
@@ -69,26 +77,15 @@ class _LogCursor:
             self.read_length, self.tail = len(text), text[-_LOG_MATCH_CHARS:]
             if gap:
                 if self.partial:
-                    yield self._line(self.partial)
+                    yield LogLine.of(self.attempt, self.partial)
                     self.partial = ""
-                yield self._line(GAP_TEXT, gap=True)
+                yield LogLine.of(self.attempt, GAP_TEXT, gap=True)
             *complete, self.partial = (self.partial + added).split("\n")
             for line in complete:
-                yield self._line(line.removesuffix("\r"))
+                yield LogLine.of(self.attempt, line.removesuffix("\r"))
         if final and self.partial:
-            yield self._line(self.partial.removesuffix("\r"))
+            yield LogLine.of(self.attempt, self.partial.removesuffix("\r"))
             self.partial = ""
-
-    def _line(self, text: str, *, gap: bool = False) -> LogLine:
-        attempt = self.attempt
-        return LogLine(
-            attempt_id=attempt.id,
-            node_id=attempt.node_id,
-            map_index=attempt.map_index,
-            attempt_number=attempt.attempt_number,
-            text=text,
-            gap=gap,
-        )
 
 
 def _server_time(response: httpx.Response) -> datetime | None:

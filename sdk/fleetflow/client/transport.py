@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, NoReturn, TypeVar, cast
 from urllib.parse import quote
@@ -72,37 +73,62 @@ def _override_source(given: str | None, env: str, saved: str | None) -> str | No
     return None
 
 
-class Transport:
-    """Requests to one control plane as one principal, acting in one tenant; see `Client`
-    for the arguments."""
+@dataclass(frozen=True)
+class Connection:
+    """Where requests go, as whom and in which tenant, and where each of these came from
+    (the caller, the environment, the CLI config), for error messages that say what to
+    change."""
 
-    def __init__(
-        self,
-        url: str | None = None,
-        token: str | None = None,
-        tenant: str | None = None,
-        *,
-        timeout: float = 30,
-        config: CliConfig | None = None,
-    ):
-        if config is None:
-            saved = load_cli_config(overrides=False)
-            config = with_env_overrides(saved)
-            self._url_source = _url_source(url)
-            self._token_source = _override_source(token, "FLEETFLOW_TOKEN", saved.token)
-            self._tenant_source = _override_source(tenant, "FLEETFLOW_TENANT", saved.tenant)
-        else:
-            self._url_source = self._token_source = self._tenant_source = "given by the caller"
-        self.api_url = (url or config.api_url).rstrip("/")
-        if not is_http_url(self.api_url):
-            raise ClientConfigError(
-                f"control plane URL {self.api_url!r} ({self._url_source}) is not an "
-                "http(s):// URL, e.g. http://127.0.0.1:8080"
-            )
-        token = token or config.token
-        self.tenant: str | None = tenant or config.tenant
-        if not token:
-            self._token_source = None
+    api_url: str
+    token: str | None
+    tenant: str | None
+    url_source: str
+    token_source: str | None
+    tenant_source: str | None
+
+
+def resolve_connection(
+    url: str | None, token: str | None, tenant: str | None, config: CliConfig | None
+) -> Connection:
+    """`Client`'s arguments completed from `config`, else the CLI config file and the
+    environment.
+
+    Raises:
+        ClientConfigError: the CLI config file is unreadable, or the URL is not http(s).
+    """
+    if config is None:
+        saved = load_cli_config(overrides=False)
+        config = with_env_overrides(saved)
+        url_source = _url_source(url)
+        token_source = _override_source(token, "FLEETFLOW_TOKEN", saved.token)
+        tenant_source = _override_source(tenant, "FLEETFLOW_TENANT", saved.tenant)
+    else:
+        url_source = token_source = tenant_source = "given by the caller"
+    api_url = (url or config.api_url).rstrip("/")
+    if not is_http_url(api_url):
+        raise ClientConfigError(
+            f"control plane URL {api_url!r} ({url_source}) is not an "
+            "http(s):// URL, e.g. http://127.0.0.1:8080"
+        )
+    token = token or config.token
+    return Connection(
+        api_url=api_url,
+        token=token,
+        tenant=tenant or config.tenant,
+        url_source=url_source,
+        token_source=token_source if token else None,
+        tenant_source=tenant_source,
+    )
+
+
+class Transport:
+    """Requests over one `Connection`, each given `timeout` seconds."""
+
+    def __init__(self, connection: Connection, timeout: float):
+        self.connection = connection
+        self.api_url = connection.api_url
+        self.tenant = connection.tenant
+        token = connection.token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         if self.tenant:
             headers[TENANT_HEADER] = self.tenant
@@ -155,9 +181,9 @@ class Transport:
             raise self._unreachable(exc) from None
 
     def _unreachable(self, exc: httpx.TransportError) -> ControlPlaneUnreachableError:
-        reason = str(exc) or exc.__class__.__name__
+        reason, source = str(exc) or exc.__class__.__name__, self.connection.url_source
         return ControlPlaneUnreachableError(
-            f"cannot reach the control plane at {self.api_url} ({self._url_source}): "
+            f"cannot reach the control plane at {self.api_url} ({source}): "
             f"{reason}. Is it running? Start a local one with `fleetflow dev up`."
         )
 
@@ -181,24 +207,22 @@ class Transport:
 
     def _refused_token_message(self, detail: str) -> str:
         login = f"`fleetflow login {self.api_url} --token …`"
-        if self._token_source is None:
+        source = self.connection.token_source
+        if source is None:
             return (
                 f"the control plane at {self.api_url} needs a token ({detail}); log in with "
                 f"{login} or set FLEETFLOW_TOKEN"
             )
-        if self._token_source == "from FLEETFLOW_TOKEN":
+        if source == "from FLEETFLOW_TOKEN":
             fix = "set FLEETFLOW_TOKEN to a valid token (it overrides `fleetflow login`)"
         else:
             fix = f"log in with {login}"
-        return (
-            f"the control plane at {self.api_url} refused the token {self._token_source} "
-            f"({detail}); {fix}"
-        )
+        return f"the control plane at {self.api_url} refused the token {source} ({detail}); {fix}"
 
     def _denied_message(self, detail: str) -> str:
         """A stale FLEETFLOW_TENANT or saved tenant is a likely cause: say which was used."""
         if not self.tenant or self.tenant in detail:
             return detail
-        if self._tenant_source in (None, "given by the caller"):
+        if self.connection.tenant_source in (None, "given by the caller"):
             return f"{detail} (acting in tenant {self.tenant})"
-        return f"{detail} (acting in tenant {self.tenant}, {self._tenant_source})"
+        return f"{detail} (acting in tenant {self.tenant}, {self.connection.tenant_source})"
