@@ -16,7 +16,7 @@ import typer
 from rich.text import Text
 
 from fleetflow.cli.common import (
-    JSON_HELP,
+    JSON_OPTION,
     acting_tenant,
     api_json,
     describe_roles,
@@ -177,7 +177,7 @@ def logout() -> None:
 def whoami(
     ctx: typer.Context,
     tenant: str = typer.Option(None, "--tenant", metavar="T", help=TENANT_HELP),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show who the control plane takes you for: principal, home and acting tenant, roles."""
     show(ctx, lambda api: api.account.whoami(), as_json, _print_me, tenant=tenant)

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fleetflow.cli.common import (
-    JSON_HELP,
+    JSON_OPTION,
     ago,
     console,
     print_fields,
@@ -133,7 +133,7 @@ def clusters_create(
         help="A label placement can match; repeat for more (--label zone=eu --label gpu=a100).",
         show_default=False,
     ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Create a cluster and print its agent token, once: store it where the agent runs."""
     labels = parse_labels(label)
@@ -158,7 +158,7 @@ LIST_HELP = (
 def clusters_rotate_token(
     ctx: typer.Context,
     name: str = typer.Argument(..., metavar="NAME", help=_NAME_HELP, show_default=False),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """`fleetflow admin clusters rotate-token NAME` (help: ROTATE_HELP)."""
     render = partial(_print_token, rotated=True)
@@ -166,9 +166,7 @@ def clusters_rotate_token(
 
 
 @clusters_app.command("list", help=LIST_HELP)
-def clusters_list(
-    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)
-) -> None:
+def clusters_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """`fleetflow admin clusters list` (help: LIST_HELP)."""
     show(ctx, lambda api: api.clusters.list(), as_json, _print_clusters)
 
@@ -205,7 +203,7 @@ def _print_clusters(clusters: list[dict[str, Any]], api_url: str) -> None:
 def clusters_get(
     ctx: typer.Context,
     name: str = typer.Argument(..., metavar="NAME", help=_NAME_HELP, show_default=False),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show one cluster: status, labels, agent, capacity as last heartbeated, active attempts."""
     show(ctx, lambda api: api.clusters.get(name), as_json, _print_cluster, hint=CLUSTERS_HINT)
@@ -251,8 +249,18 @@ GRANT_HELP = (
     "Let tenant T's tasks be placed on CLUSTER ('*': on every cluster).\n\n"
     "`fleetflow admin tenants get T` lists the clusters a tenant is granted."
 )
-_GRANT_TENANT_HELP = "The tenant, as `fleetflow admin tenants list` shows it."
-_GRANT_CLUSTER_HELP = "The cluster, as `fleetflow admin clusters list` shows it, or '*'."
+_GRANT_TENANT_ARGUMENT = typer.Argument(
+    ...,
+    metavar="T",
+    help="The tenant, as `fleetflow admin tenants list` shows it.",
+    show_default=False,
+)
+_GRANT_CLUSTER_ARGUMENT = typer.Argument(
+    ...,
+    metavar="CLUSTER",
+    help="The cluster, as `fleetflow admin clusters list` shows it, or '*'.",
+    show_default=False,
+)
 
 
 def _cluster_words(cluster: str) -> str:
@@ -262,11 +270,9 @@ def _cluster_words(cluster: str) -> str:
 @clusters_app.command("grant", no_args_is_help=True, help=GRANT_HELP)
 def clusters_grant(
     ctx: typer.Context,
-    tenant: str = typer.Argument(..., metavar="T", help=_GRANT_TENANT_HELP, show_default=False),
-    cluster: str = typer.Argument(
-        ..., metavar="CLUSTER", help=_GRANT_CLUSTER_HELP, show_default=False
-    ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    tenant: str = _GRANT_TENANT_ARGUMENT,
+    cluster: str = _GRANT_CLUSTER_ARGUMENT,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """`fleetflow admin clusters grant T CLUSTER` (help: GRANT_HELP)."""
     show(
@@ -281,11 +287,9 @@ def clusters_grant(
 @clusters_app.command("revoke-grant", no_args_is_help=True)
 def clusters_revoke_grant(
     ctx: typer.Context,
-    tenant: str = typer.Argument(..., metavar="T", help=_GRANT_TENANT_HELP, show_default=False),
-    cluster: str = typer.Argument(
-        ..., metavar="CLUSTER", help=_GRANT_CLUSTER_HELP, show_default=False
-    ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    tenant: str = _GRANT_TENANT_ARGUMENT,
+    cluster: str = _GRANT_CLUSTER_ARGUMENT,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Take back a `clusters grant`: no new task of tenant T is placed on CLUSTER."""
     hint = f"`fleetflow admin tenants get {tenant}` lists the clusters it is granted"

@@ -28,6 +28,8 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 JSON_HELP = "Print the API's JSON answer as is."
+# The `--json` option of every command that prints an API answer.
+JSON_OPTION = typer.Option(False, "--json", help=JSON_HELP)
 TENANT_META_KEY = "fleetflow.tenant"
 
 

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from fleetflow.api_models.executions import ExecutionPublic
 from fleetflow.cli.common import (
-    JSON_HELP,
+    JSON_OPTION,
     api_json,
     client,
     console,
@@ -68,7 +68,7 @@ def executions_list(
         callback=_parse_status,
         show_default=False,
     ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List recent executions, newest first."""
 
@@ -108,7 +108,7 @@ def _short_time(item: dict[str, Any]) -> str:
 def executions_get(
     ctx: typer.Context,
     execution_id: str = ID_ARGUMENT,
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show one execution: status, inputs, task attempts, then outputs or the error."""
     from fleetflow.cli.remote import print_execution

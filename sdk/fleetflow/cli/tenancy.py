@@ -19,7 +19,7 @@ import typer
 from rich.text import Text
 
 from fleetflow.cli.common import (
-    JSON_HELP,
+    JSON_OPTION,
     describe_roles,
     new_table,
     parse_time,
@@ -165,7 +165,7 @@ def tenants_create(
     name: str = typer.Argument(
         ..., metavar="NAME", help="The new tenant's name.", show_default=False
     ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Create a tenant (platform admins). It has no users, clusters or quota yet."""
     show(ctx, lambda api: api.admin.create_tenant(name), as_json, _print_created_tenant)
@@ -181,9 +181,7 @@ def _print_created_tenant(created: dict[str, Any], _api_url: str) -> None:
 
 
 @tenants_app.command("list")
-def tenants_list(
-    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)
-) -> None:
+def tenants_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """List the tenants."""
     show(ctx, lambda api: api.admin.list_tenants(), as_json, _print_tenants)
 
@@ -202,7 +200,7 @@ def _print_tenants(tenants: list[dict[str, Any]], api_url: str) -> None:
 def tenants_get(
     ctx: typer.Context,
     name: str = typer.Argument(..., metavar="NAME", help=_TENANT_HELP, show_default=False),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show one tenant: quota, the clusters it may run on, how many users it has."""
     show(ctx, lambda api: api.admin.get_tenant(name), as_json, _print_tenant, hint=TENANTS_HINT)
@@ -254,7 +252,7 @@ def users_create(
         None, "--expires-in-days", metavar="N", min=1, help=_EXPIRES_HELP, show_default=False
     ),
     never_expires: bool = typer.Option(False, "--never-expires", help=_NEVER_HELP),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Create a user or service account and print its first token, once."""
     role = parse_role(role)
@@ -289,7 +287,7 @@ def users_create(
 def users_list(
     ctx: typer.Context,
     tenant: str = typer.Option(..., "--tenant", metavar="T", help=_TENANT_HELP),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List a tenant's users and service accounts with their roles."""
 
@@ -325,7 +323,7 @@ def tokens_create(
         None, "--expires-in-days", metavar="N", min=1, help=_EXPIRES_HELP, show_default=False
     ),
     never_expires: bool = typer.Option(False, "--never-expires", help=_NEVER_HELP),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Give a user another token and print it, once; its other tokens keep working."""
     _check_expiry(expires_in_days, never_expires)
@@ -359,7 +357,7 @@ def tokens_list(
     ctx: typer.Context,
     user: str = typer.Argument(..., metavar="USER", help="The user's name.", show_default=False),
     tenant: str = typer.Option(..., "--tenant", metavar="T", help="The user's home tenant."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List a user's tokens (never their secrets): state, expiry, last use."""
 
@@ -397,7 +395,7 @@ def tokens_revoke(
         help="The token's id, as `fleetflow admin tokens list` shows it.",
         show_default=False,
     ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Revoke a token: requests carrying it are refused from now on."""
     hint = "`fleetflow admin tokens list USER --tenant T` shows a user's tokens"
@@ -423,22 +421,31 @@ def _describe_grant(grant: dict[str, Any]) -> str:
 
 
 PRINCIPALS_HINT = "`fleetflow admin users list --tenant T` shows a tenant's users"
-_PRINCIPAL_HELP = "The user or service account."
-_ROLE_HELP = "platform-admin, tenant-admin, developer or viewer."
-_GRANT_TENANT_HELP = "The tenant the role applies in (not for platform-admin)."
+_PRINCIPAL_ARGUMENT = typer.Argument(
+    ..., metavar="PRINCIPAL", help="The user or service account.", show_default=False
+)
+_ROLE_ARGUMENT = typer.Argument(
+    ...,
+    metavar="ROLE",
+    help="platform-admin, tenant-admin, developer or viewer.",
+    show_default=False,
+)
+_GRANT_TENANT_OPTION = typer.Option(
+    None,
+    "--tenant",
+    metavar="T",
+    help="The tenant the role applies in (not for platform-admin).",
+    show_default=False,
+)
 
 
 @roles_app.command("grant", no_args_is_help=True)
 def roles_grant(
     ctx: typer.Context,
-    principal: str = typer.Argument(
-        ..., metavar="PRINCIPAL", help=_PRINCIPAL_HELP, show_default=False
-    ),
-    role: str = typer.Argument(..., metavar="ROLE", help=_ROLE_HELP, show_default=False),
-    tenant: str = typer.Option(
-        None, "--tenant", metavar="T", help=_GRANT_TENANT_HELP, show_default=False
-    ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    principal: str = _PRINCIPAL_ARGUMENT,
+    role: str = _ROLE_ARGUMENT,
+    tenant: str = _GRANT_TENANT_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Grant PRINCIPAL the role ROLE in tenant T (platform-admin: everywhere)."""
     _change_role(ctx, "granted", principal, role, tenant, as_json)
@@ -447,14 +454,10 @@ def roles_grant(
 @roles_app.command("revoke", no_args_is_help=True)
 def roles_revoke(
     ctx: typer.Context,
-    principal: str = typer.Argument(
-        ..., metavar="PRINCIPAL", help=_PRINCIPAL_HELP, show_default=False
-    ),
-    role: str = typer.Argument(..., metavar="ROLE", help=_ROLE_HELP, show_default=False),
-    tenant: str = typer.Option(
-        None, "--tenant", metavar="T", help=_GRANT_TENANT_HELP, show_default=False
-    ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    principal: str = _PRINCIPAL_ARGUMENT,
+    role: str = _ROLE_ARGUMENT,
+    tenant: str = _GRANT_TENANT_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Take back a role `roles grant` gave."""
     _change_role(ctx, "revoked", principal, role, tenant, as_json)
@@ -529,7 +532,7 @@ def quotas_set(
         help="Task attempts running at once.",
         show_default=False,
     ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """`fleetflow admin quotas set T` (help: QUOTAS_SET_HELP)."""
     per_type = parse_gpu_limits(gpu_type)
@@ -556,7 +559,7 @@ def quotas_set(
 def quotas_get(
     ctx: typer.Context,
     tenant: str = typer.Argument(..., metavar="T", help=_TENANT_HELP, show_default=False),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show tenant T's quota (what it uses now: `fleetflow --tenant T quota`)."""
     render = partial(_print_quota, tenant, changed=False)
@@ -588,7 +591,7 @@ def _details(details: dict[str, Any] | None) -> str:
 def audit(
     ctx: typer.Context,
     limit: int = typer.Option(50, "--limit", min=1, max=1000, help="How many, newest first."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show the latest administrative actions: who did what to whom, newest first."""
     show(ctx, lambda api: api.admin.audit_log(limit=limit), as_json, _print_audit_log)

@@ -16,7 +16,7 @@ import typer
 from rich.text import Text
 
 from fleetflow.cli.common import (
-    JSON_HELP,
+    JSON_OPTION,
     console,
     new_table,
     print_table,
@@ -149,7 +149,7 @@ def _share(used: Any, limit: Any) -> Text:
 def quota(
     ctx: typer.Context,
     tenant: str = typer.Option(None, "--tenant", metavar="T", help=TENANT_HELP),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show what your tenant uses now against its quota, and what waits for quota."""
     show(ctx, lambda api: api.usage.quota_status(), as_json, _print_quota_status, tenant=tenant)
@@ -229,7 +229,7 @@ def usage(
     ),
     limit: int = typer.Option(10, "--limit", min=1, max=100, help="With --top: how many."),
     tenant: str = typer.Option(None, "--tenant", metavar="T", help=TENANT_HELP),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """`fleetflow usage` (help: USAGE_HELP)."""
     now = datetime.now(UTC)

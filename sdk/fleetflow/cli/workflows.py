@@ -14,7 +14,7 @@ import typer
 from rich.text import Text
 
 from fleetflow.cli.common import (
-    JSON_HELP,
+    JSON_OPTION,
     console,
     new_table,
     print_fields,
@@ -45,7 +45,7 @@ NAME_ARGUMENT = typer.Argument(
 def workflows_list(
     ctx: typer.Context,
     limit: int = typer.Option(50, "--limit", min=1, max=200, help="How many, by name."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List registered workflows, by name, each with its newest version."""
     show(
@@ -85,7 +85,7 @@ def workflows_get(
         help="This version instead of the newest.",
         show_default=False,
     ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show one workflow (its newest version unless --version): inputs with their types and
     defaults, outputs, and each task's resources, retries and caching."""
@@ -103,7 +103,7 @@ def workflows_versions(
     ctx: typer.Context,
     name: str = NAME_ARGUMENT,
     limit: int = typer.Option(50, "--limit", min=1, max=200, help="How many, newest first."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List the registered versions of one workflow, newest first."""
     show(
