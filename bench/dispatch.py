@@ -165,7 +165,7 @@ def measure_fleetflow(stack: DevStack, args: argparse.Namespace) -> dict[str, An
     os.environ["FLEETFLOW_CONFIG"] = str(stack.config)
     with Client(url=stack.api_url, timeout=60) as client:
         _wait_for(
-            lambda: client.get_cluster("local")["status"] == "online",
+            lambda: client.clusters.get("local").status == "online",
             "the agent's cluster online",
             60,
             stack.process,
@@ -180,16 +180,17 @@ def measure_fleetflow(stack: DevStack, args: argparse.Namespace) -> dict[str, An
 def _run_fleetflow(
     client: Any, workloads: Any, stack: DevStack, stamps: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
-    def run(workflow_fn: Any, registered: dict[str, Any], inputs: dict[str, Any]) -> Any:
+    def run(workflow_fn: Any, registered: Any, inputs: dict[str, Any]) -> Any:
         submitted = time.time()
         created = client.launch(
-            workflow_fn, inputs, version=registered["version"], name=registered["name"]
+            workflow_fn, inputs, version=registered.version, name=registered.name
         )
-        execution = client.wait_for_execution(
-            created["id"], timeout=args.run_timeout, poll_interval=POLL_SECONDS
+        final = client.wait_for_execution(
+            created.id, timeout=args.run_timeout, poll_interval=POLL_SECONDS
         )
-        if execution["status"] != "SUCCEEDED":
-            raise RuntimeError(f"execution {created['id']} ended {execution['status']}")
+        if final.status != "SUCCEEDED":
+            raise RuntimeError(f"execution {created.id} ended {final.status}")
+        execution = final.model_dump(mode="json")  # as the API answered it: text timestamps
         return execution, submitted
 
     single = workloads.single

@@ -321,9 +321,9 @@ def register_workload(stack: Stack, home: Path) -> dict[str, Any]:
     wf, root = load_workflow(directory / f"{WORKLOAD_MODULE}.py", "noop")
     digest, data = build_bundle(root)
     with stack.client() as client:
-        client.upload_bundle(digest, data)
-        registered = client.register_workflow(wf.spec, digest)
-    return {"name": wf.spec.name, "version": registered["version"]}
+        client.workflows.upload_bundle(digest, data)
+        registered = client.workflows.register_spec(wf.spec, digest)
+    return {"name": wf.spec.name, "version": registered.version}
 
 
 def statuses(engine: Any) -> Counter[str]:
@@ -347,7 +347,7 @@ def fetch_all(stack: Stack, ids: list[str], threads: int = 4) -> dict[str, dict[
     def read(chunk: list[str]) -> None:
         with stack.client() as client:
             for execution_id in chunk:
-                found[execution_id] = client.get_execution(execution_id)
+                found[execution_id] = client.executions.get(execution_id).model_dump(mode="json")
 
     workers = [threading.Thread(target=read, args=(c,), daemon=True) for c in chunks]
     for worker in workers:
@@ -363,10 +363,9 @@ def count_executions(stack: Stack) -> int:
     total = 0
     with stack.client() as client:
         while True:
-            page = client._request(
+            items = client.transport.request(
                 "GET", "/api/v1/executions", params={"limit": 200, "offset": total}
             ).json()
-            items = page["items"] if isinstance(page, dict) else page
             total += len(items)
             if len(items) < 200:
                 return total
@@ -380,7 +379,7 @@ def run_load(stack: Stack, home: Path, args: argparse.Namespace, deadline: float
 
     def all_online() -> bool:
         with stack.client() as client:
-            online = {c["name"] for c in client.list_clusters() if c["status"] == "online"}
+            online = {c.name for c in client.clusters.list() if c.status == "online"}
         return clusters <= online
 
     stack.wait_for(all_online, f"{args.agents} clusters online", timeout=120)
@@ -394,7 +393,7 @@ def run_load(stack: Stack, home: Path, args: argparse.Namespace, deadline: float
     assert warm.execution_id is not None, warm.error
     with stack.client() as client:
         warmed = client.wait_for_execution(warm.execution_id, timeout=120)
-    assert warmed["status"] == "SUCCEEDED", warmed
+    assert warmed.status == "SUCCEEDED", warmed
 
     run_tag = time.strftime("%H%M%S")
     submissions = [Submission(key=f"load-{run_tag}-{n:05d}") for n in range(args.executions)]

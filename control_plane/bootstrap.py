@@ -14,7 +14,7 @@ from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.repositories import principals as principals_repo
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.session import transaction
-from control_plane.roles import Role
+from fleetflow.api_models.tenancy import Role
 
 log = logging.getLogger(__name__)
 

@@ -33,10 +33,11 @@ from starlette.routing import replace_params
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.db.models import Cluster, Execution, TaskAttempt, Tenant, TenantQuota
-from control_plane.lifecycle.clusters import ClusterStatus, cluster_status
+from control_plane.lifecycle.clusters import cluster_status
 from control_plane.metrics import API_REQUEST_SECONDS
 from control_plane.placement.admission import Load
 from control_plane.quota import tenant_loads
+from fleetflow.api_models.clusters import ClusterStatus
 from fleetflow.states import AttemptState
 
 logger = logging.getLogger(__name__)

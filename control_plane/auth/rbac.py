@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy_adapter import Adapter
 
 from control_plane.db.models import CasbinRule
-from control_plane.roles import Role
+from fleetflow.api_models.tenancy import Role
 
 MODEL_PATH = Path(__file__).with_name("rbac_model.conf")
 EVERY_TENANT = "*"

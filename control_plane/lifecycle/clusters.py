@@ -1,21 +1,13 @@
 """A cluster's status as the control plane sees it, judged by its agent's last heartbeat: the
 one rule, shared by the API (schemas, cluster listings, metrics) and the database layer, with
 `as_utc` for the naive timestamps SQLite hands back. A leaf, like the rest of `lifecycle`: it
-imports nothing of the control plane."""
+imports nothing of the control plane (the `ClusterStatus` enum is the API's, in `fleetflow`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 
-
-class ClusterStatus(StrEnum):
-    """How a cluster's agent looks from the control plane, judged by its last heartbeat."""
-
-    ONLINE = "online"
-    DEGRADED = "degraded"
-    OFFLINE = "offline"
-
+from fleetflow.api_models.clusters import ClusterStatus
 
 ONLINE_HEARTBEAT_INTERVALS = 1.5
 """A cluster is online while its last heartbeat is at most this many intervals old."""

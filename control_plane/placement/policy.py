@@ -26,17 +26,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 
 from control_plane.placement.capacity import FreeCapacity, Usage
 from fleetflow import ir
-
-
-class Strategy(StrEnum):
-    """How placement chooses among the clusters a task fits on."""
-
-    SPREAD = "spread"  # most free capacity, fewest active attempts
-    BINPACK = "binpack"  # least free capacity that still fits, most active attempts
+from fleetflow.api_models.previews import Strategy
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,15 @@
-"""Pieces shared by the API schemas: timestamps, names that are DNS labels, the error body."""
+"""Pieces shared by the API's request schemas: names that are DNS labels; timestamps and the
+error body are defined with the response models in `fleetflow.api_models`."""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
-from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator
 
+from fleetflow.api_models.common import ErrorResponse, FieldError, UtcDatetime
 
-def _as_utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every timestamp Fleetflow stores is UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+__all__ = ["ErrorResponse", "FieldError", "UtcDatetime", "dns_label"]
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
@@ -32,15 +27,3 @@ def dns_label(what: str, *, max_length: int, example: str) -> AfterValidator:
         return name
 
     return AfterValidator(check)
-
-
-class FieldError(BaseModel):
-    field: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    """The body of every error response."""
-
-    detail: str
-    errors: list[FieldError] | None = None

@@ -1,13 +1,20 @@
-"""Execution creation in, executions and their task attempts out."""
+"""Execution creation in; executions, attempts and outputs out are
+`fleetflow.api_models.executions`, shared with the client."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from control_plane.schemas.common import UtcDatetime
-from fleetflow.states import AttemptState, ExecutionState
+from fleetflow.api_models.executions import (
+    AttemptPublic,
+    ExecutionOutput,
+    ExecutionPublic,
+    OutputBlob,
+)
+
+__all__ = ["AttemptPublic", "ExecutionCreate", "ExecutionOutput", "ExecutionPublic", "OutputBlob"]
 
 
 class ExecutionCreate(BaseModel):
@@ -27,64 +34,3 @@ class ExecutionCreate(BaseModel):
         description="among the tenant's waiting tasks, higher starts first (fair share "
         "between tenants comes before it)",
     )
-
-
-class AttemptPublic(BaseModel):
-    id: str
-    node_id: str
-    map_index: int | None = Field(description="element of a map node; null for other nodes")
-    task_name: str
-    attempt_number: int
-    status: AttemptState
-    cache_hit: bool = Field(description="answered from the task cache; nothing was dispatched")
-    cluster: str | None
-    error_message: str | None
-    error_traceback: str | None
-    pending_reason: str | None = Field(
-        default=None,
-        description="why the attempt has not started yet, e.g. no node with the GPUs free",
-    )
-    created_at: UtcDatetime
-    started_at: UtcDatetime | None
-    finished_at: UtcDatetime | None
-
-
-class ExecutionPublic(BaseModel):
-    id: str
-    workflow: str
-    version: str
-    status: ExecutionState
-    priority: int = 0
-    inputs: dict[str, Any]
-    outputs: dict[str, Any] | None
-    error: dict[str, Any] | None
-    created_at: UtcDatetime
-    started_at: UtcDatetime | None
-    finished_at: UtcDatetime | None
-    attempts: list[AttemptPublic]
-
-
-class OutputBlob(BaseModel):
-    """One `File` or `Directory` inside an output's value, and where its files land when the
-    output is downloaded into a directory of its own."""
-
-    kind: Literal["file", "directory"]
-    at: str = Field(description="where in the value: `model`, `models[2]`, `report.text`")
-    uri: str = Field(description="the blob the value names (a file, or a directory's prefix)")
-    path: str = Field(
-        description="where it lands, relative to the output's directory (`.`: that directory)"
-    )
-    files: list[str] = Field(
-        description="its files, relative to the output's directory; each is downloadable at "
-        "`GET /api/v1/executions/{id}/outputs/{name}/files/{file}`"
-    )
-
-
-class ExecutionOutput(BaseModel):
-    """One output of a succeeded execution: its type, its value, and the files it carries."""
-
-    execution_id: str
-    name: str
-    type: str = Field(description="the output's declared type, e.g. `list[File]`")
-    value: Any = Field(description="its JSON literal, as the execution's `outputs` has it")
-    blobs: list[OutputBlob]

@@ -1,6 +1,6 @@
-"""Tenants, principals, tokens, roles, quotas and the audit log, in and out of the API.
+"""Tenants, principals, tokens, roles and quotas into the API; what comes out is
+`fleetflow.api_models.tenancy`, shared with the client.
 
-Tokens leave the control plane only in `UserCreated` and `TokenCreated`, each returned once.
 Request bodies forbid unknown fields: a stray `tenant_id` is an error, never silently ignored.
 """
 
@@ -11,8 +11,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from control_plane.roles import Role
-from control_plane.schemas.common import UtcDatetime, dns_label
+from control_plane.schemas.common import dns_label
+from fleetflow.api_models.tenancy import (
+    Role,
+)
 from fleetflow.resources import parse_memory
 
 _PRINCIPAL = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.@]*[A-Za-z0-9])?")
@@ -56,15 +58,6 @@ class TenantCreate(BaseModel):
     name: TenantName
 
 
-class TenantPublic(BaseModel):
-    name: str
-    created_at: UtcDatetime
-
-
-class TenantList(BaseModel):
-    tenants: list[TenantPublic]
-
-
 class QuotaSet(BaseModel):
     """A tenant's limits; an omitted or null limit is unlimited. A PUT replaces them all."""
 
@@ -106,26 +99,6 @@ class QuotaSet(BaseModel):
         }
 
 
-class QuotaPublic(BaseModel):
-    gpu: int | None = None
-    gpu_per_type: dict[str, int] = Field(default_factory=dict)
-    cpu: float | None = None
-    memory_bytes: int | None = None
-    max_running_executions: int | None = None
-    max_running_tasks: int | None = None
-
-
-class TenantDetail(TenantPublic):
-    quota: QuotaPublic | None
-    clusters: list[str]
-    users: int
-
-
-class RoleGrantPublic(BaseModel):
-    role: str
-    tenant: str  # "*": every tenant
-
-
 class UserCreate(BaseModel):
     model_config = _STRICT
     name: PrincipalName
@@ -136,48 +109,9 @@ class UserCreate(BaseModel):
     )
 
 
-class UserPublic(BaseModel):
-    name: str
-    kind: str
-    tenant: str
-    roles: list[RoleGrantPublic]
-    created_at: UtcDatetime
-
-
-class UserList(BaseModel):
-    users: list[UserPublic]
-
-
 class TokenCreate(BaseModel):
     model_config = _STRICT
     expires_in_days: int | None = Field(default=90, ge=1, le=MAX_TOKEN_DAYS)
-
-
-class TokenCreated(BaseModel):
-    token: str = Field(description="shown this once; the control plane keeps only its hash")
-    token_id: str
-    expires_at: UtcDatetime | None
-
-
-class UserCreated(TokenCreated):
-    user: UserPublic
-
-
-class TokenPublic(BaseModel):
-    id: str
-    created_at: UtcDatetime
-    expires_at: UtcDatetime | None
-    revoked_at: UtcDatetime | None
-    last_used_at: UtcDatetime | None
-
-
-class TokenList(BaseModel):
-    tokens: list[TokenPublic]
-
-
-class TokenRevoked(BaseModel):
-    id: str
-    revoked_at: UtcDatetime
 
 
 class RoleChange(BaseModel):
@@ -187,34 +121,3 @@ class RoleChange(BaseModel):
     tenant: TenantName | None = Field(
         default=None, description="null only with platform-admin, which holds in every tenant"
     )
-
-
-class RoleChanged(BaseModel):
-    principal: str
-    role: str
-    tenant: str
-
-
-class ClusterGranted(BaseModel):
-    tenant: str
-    cluster: str
-
-
-class AuditEntryPublic(BaseModel):
-    at: UtcDatetime
-    actor: str
-    action: str
-    target: str
-    details: dict[str, Any]
-
-
-class AuditLog(BaseModel):
-    entries: list[AuditEntryPublic]
-
-
-class WhoAmI(BaseModel):
-    principal: str
-    kind: str
-    tenant: str
-    acting_tenant: str
-    roles: list[RoleGrantPublic]

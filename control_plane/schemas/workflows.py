@@ -1,11 +1,13 @@
-"""Workflow registration in, workflow versions out."""
+"""Workflow registration in; versions out are `fleetflow.api_models.workflows`."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from control_plane.schemas.common import UtcDatetime
-from fleetflow.ir import TypedInterface, WorkflowSpec
+from fleetflow.api_models.workflows import WorkflowDetail, WorkflowPublic
+from fleetflow.ir import WorkflowSpec
+
+__all__ = ["WorkflowDetail", "WorkflowPublic", "WorkflowRegister"]
 
 SHA256_HEX = r"^[0-9a-f]{64}$"
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -30,19 +32,3 @@ class WorkflowRegister(BaseModel):
         if len(spec.name) > MAX_NAME_LENGTH:
             raise ValueError(f"workflow name longer than {MAX_NAME_LENGTH} characters")
         return spec
-
-
-class WorkflowPublic(BaseModel):
-    id: str
-    name: str
-    version: str
-    bundle_digest: str
-    created_at: UtcDatetime
-    interface: TypedInterface
-
-
-class WorkflowDetail(WorkflowPublic):
-    """One workflow version with its whole compiled spec: tasks (resources, retries, cache)
-    and nodes."""
-
-    spec: WorkflowSpec

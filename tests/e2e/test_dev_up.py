@@ -228,8 +228,8 @@ def start_sleeping_task(stack: DevUp) -> tuple[str, dict[tuple[int, int], str]]:
 
     def task_running() -> bool:
         with stack.client() as client:
-            attempts = client.get_execution(execution_id)["attempts"]
-        return any(a["status"] == "RUNNING" for a in attempts) and any(
+            attempts = client.executions.get(execution_id).attempts
+        return any(a.status == "RUNNING" for a in attempts) and any(
             "fleetflow.runtime" in cmd for cmd in descendants(stack.process.pid).values()
         )
 
@@ -423,8 +423,8 @@ def test_an_execution_survives_a_sigkill_of_dev_up_and_a_restart(
 
     with start_dev_up(tmp_path / "second", home=home) as second, second.client() as client:
         final = client.wait_for_execution(execution_id, timeout=300)
-        assert final["status"] == "SUCCEEDED", f"{final.get('error')}\n{second.output()}"
-        assert final["outputs"] == {"o0": 123}
+        assert final.status == "SUCCEEDED", f"{final.error}\n{second.output()}"
+        assert final.outputs == {"o0": 123}
     assert (count(1, "started"), count(1, "done")) == (1, 1), "step 1 ran again"
     assert (count(2, "started"), count(2, "done")) == (2, 1)
     assert (count(3, "started"), count(3, "done")) == (1, 1)

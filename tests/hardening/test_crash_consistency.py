@@ -33,6 +33,7 @@ import httpx
 import pytest
 
 from control_plane import processes
+from fleetflow.api_models.executions import ExecutionPublic
 from fleetflow.bundle import build_bundle
 from fleetflow.loader import load_workflow
 from tests.integration.stack import (
@@ -115,8 +116,8 @@ def register(stack: Stack, marker_dir: Path) -> Registered:
     wf, root = load_workflow(WORKFLOWS, "two_steps")
     digest, data = build_bundle(root)
     with stack.client() as client:
-        client.upload_bundle(digest, data)
-        version = client.register_workflow(wf.spec, digest)["version"]
+        client.workflows.upload_bundle(digest, data)
+        version = client.workflows.register_spec(wf.spec, digest).version
     marker_dir.mkdir()
     marker_dir.chmod(0o1777)  # its tasks run as users of their own
     return Registered(wf.spec.name, version, marker_dir, wf)
@@ -222,16 +223,16 @@ class Submitter:
         wait_until(acknowledged, timeout=120, interval=0.2, message=f"{key} to be acknowledged")
 
 
-def wait_until_terminal(stack: Stack, ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+def wait_until_terminal(stack: Stack, ids: list[str], timeout: float) -> dict[str, ExecutionPublic]:
     """Every execution of `ids` as the API shows it once all are terminal."""
-    finished: dict[str, dict[str, Any]] = {}
+    finished: dict[str, ExecutionPublic] = {}
     with stack.client() as client:
 
         def unfinished() -> list[str]:
             for execution_id in ids:
                 if execution_id not in finished:
-                    execution = client.get_execution(execution_id)
-                    if execution["status"] in TERMINAL:
+                    execution = client.executions.get(execution_id)
+                    if execution.status in TERMINAL:
                         finished[execution_id] = execution
             return sorted(set(ids) - set(finished))
 
@@ -252,7 +253,7 @@ def all_executions(stack: Stack) -> list[dict[str, Any]]:
     with stack.client() as client:
         while True:
             params = {"limit": 200, "offset": len(found)}
-            page = client._request("GET", "/api/v1/executions", params=params).json()
+            page = client.transport.request("GET", "/api/v1/executions", params=params).json()
             items = page["items"] if isinstance(page, dict) else page
             found += items
             if len(items) < 200:
@@ -268,26 +269,26 @@ def runs_of(marker_dir: Path) -> Counter[tuple[str, int]]:
     return counted
 
 
-def attempts_by_step(execution: dict[str, Any]) -> dict[int, Counter[str]]:
+def attempts_by_step(execution: ExecutionPublic) -> dict[int, Counter[str]]:
     """Step index (1, 2: the nodes in order) -> how many of its attempts ended in each state."""
     found: dict[str, Counter[str]] = {}
-    for attempt in execution["attempts"]:
-        found.setdefault(attempt["node_id"], Counter())[attempt["status"]] += 1
+    for attempt in execution.attempts:
+        found.setdefault(attempt.node_id, Counter())[attempt.status] += 1
     return {index: found[node] for index, node in enumerate(sorted(found), start=1)}
 
 
 def check_outcome(
     stack: Stack, workflow: Registered, acknowledged: dict[str, str], timeout: float
-) -> tuple[dict[str, dict[str, Any]], Counter[tuple[str, int]]]:
+) -> tuple[dict[str, ExecutionPublic], Counter[tuple[str, int]]]:
     """Every acknowledged execution succeeded with its output, one SUCCEEDED attempt per node;
     the executions and task runs as found."""
     finished = wait_until_terminal(stack, list(acknowledged.values()), timeout)
     for key, execution_id in acknowledged.items():
         execution = finished[execution_id]
-        assert execution["status"] == "SUCCEEDED", (key, execution, stack.logs())
-        assert execution["outputs"] == {"o0": f"{key}>1>2"}, (key, execution["outputs"])
+        assert execution.status == "SUCCEEDED", (key, execution, stack.logs())
+        assert execution.outputs == {"o0": f"{key}>1>2"}, (key, execution.outputs)
         steps = attempts_by_step(execution)
-        assert len(steps) == 2, (key, execution["attempts"])
+        assert len(steps) == 2, (key, execution.attempts)
         for index, statuses in steps.items():
             assert statuses["SUCCEEDED"] == 1, (key, index, statuses)
             assert set(statuses) <= {"SUCCEEDED", "LOST"}, (key, index, statuses)
@@ -327,7 +328,7 @@ def test_killing_the_control_plane_during_submission_loses_and_repeats_nothing(
         k: v for k, v in runs.items() if v != 1
     }
     lost = sum(s["LOST"] for e in finished.values() for s in attempts_by_step(e).values())
-    slowest = max(seconds(e["created_at"], e["finished_at"]) for e in finished.values())
+    slowest = max(seconds(e.created_at, e.finished_at) for e in finished.values())
     print(  # noqa: T201 - the figures docs/reliability.md quotes (pytest -s)
         f"\ncontrol plane: {len(acknowledged)} executions acknowledged, SIGKILLs {killed}, "
         f"{len(submitter.resent)} resent ({len(submitter.replayed)} of them created before "
@@ -346,13 +347,13 @@ def test_killing_the_agent_repeatedly_completes_every_execution_once(
     with stack.client() as client:
         for number in range(2 + 2 * rounds):
             key = f"agent-{tmp_path.name}-{number:03d}"
-            created = client.create_execution(
+            created = client.executions.create(
                 workflow.name,
                 workflow.inputs(key, 1.0),
                 version=workflow.version,
                 idempotency_key=key,
             )
-            acknowledged[key] = str(created["id"])
+            acknowledged[key] = str(created.id)
 
     def tasks_running() -> list[int]:
         return [pid for pid in task_pids(workflow.marker_dir) if is_task_process(pid)]
@@ -382,9 +383,10 @@ def test_killing_the_agent_repeatedly_completes_every_execution_once(
     )
 
 
-def seconds(start: str, end: str) -> float:
+def seconds(start: datetime, end: datetime | None) -> float:
     """From one API timestamp to another."""
-    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    assert end is not None
+    return (end - start).total_seconds()
 
 
 def task_pids(marker_dir: Path) -> list[int]:

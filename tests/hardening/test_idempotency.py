@@ -178,7 +178,7 @@ def sdk_client(world: World, transport: Any) -> Client:
     client = Client(
         "http://testserver", token=world.alpha_dev, config=CliConfig(api_url="http://testserver")
     )
-    client._http = httpx.Client(
+    client.transport.http = httpx.Client(
         base_url="http://testserver", headers=bearer(world.alpha_dev), transport=transport
     )
     return client
@@ -191,10 +191,10 @@ def test_the_sdk_resends_a_lost_creation_with_its_key(
     with TestClient(world.app) as test_client:
         transport = LoseFirstAnswer(test_client._transport)
         client = sdk_client(world, transport)
-        created = client.create_execution(world.workflow, {"n": 3}, idempotency_key="sdk-1")
+        created = client.executions.create(world.workflow, {"n": 3}, idempotency_key="sdk-1")
         assert transport.lost == 1 and transport.keys == ["sdk-1", "sdk-1"]
         assert executions(world) == 1
-        assert set(world.launcher.started) == {created["id"]}
+        assert set(world.launcher.started) == {created.id}
 
 
 # Key expiry: `FLEETFLOW_API_IDEMPOTENCY_KEY_TTL_SECONDS`. Keys are aged by moving their

@@ -23,7 +23,7 @@ from control_plane.auth.rbac import EVERY_TENANT, ROLE_PERMISSIONS, Act, Authori
 from control_plane.db.repositories import principals as principals_repo
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.session import transaction
-from control_plane.roles import Role
+from fleetflow.api_models.tenancy import Role
 from fleetflow.ir import WorkflowSpec
 from tests.hardening.test_api_limits import make_world
 from tests.hardening.world import examples

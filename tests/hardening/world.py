@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.api.app import create_app
-from control_plane.roles import Role
 from control_plane.settings import ApiSettings, DatabaseSettings, Settings
+from fleetflow.api_models.tenancy import Role
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore
 from tests.integration.auth import admin_token, bearer, principal_token

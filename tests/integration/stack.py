@@ -79,10 +79,10 @@ class Stack:
         wf, root = load_workflow(workflows, workflow)
         digest, data = build_bundle(root)
         with self.client(tenant=tenant) as client:
-            client.upload_bundle(digest, data)
-            version = client.register_workflow(wf.spec, digest)["version"]
+            client.workflows.upload_bundle(digest, data)
+            version = client.workflows.register_spec(wf.spec, digest).version
             literals = wf.inputs_to_literals(inputs)
-            return str(client.create_execution(wf.spec.name, literals, version=version)["id"])
+            return str(client.executions.create(wf.spec.name, literals, version=version).id)
 
     def wait_for(self, condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
         """Poll `condition` until it is truthy and return it; fail with the stack's logs."""

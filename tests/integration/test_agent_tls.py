@@ -324,13 +324,13 @@ def test_a_stack_over_mutual_tls_runs_a_workflow_with_json_logs(
         wf, root = load_workflow(EXAMPLES / "hello.py", "hello_pipeline")
         digest, data = build_bundle(root)
         with stack.client() as client:
-            client.upload_bundle(digest, data)
-            version = client.register_workflow(wf.spec, digest)["version"]
-            execution = client.create_execution(
+            client.workflows.upload_bundle(digest, data)
+            version = client.workflows.register_spec(wf.spec, digest).version
+            execution = client.executions.create(
                 wf.spec.name, wf.inputs_to_literals({"n": 6, "epochs": 50}), version=version
             )
-            final = client.wait_for_execution(execution["id"], timeout=120)
-        assert final["status"] == "SUCCEEDED", stack.logs()
+            final = client.wait_for_execution(execution.id, timeout=120)
+        assert final.status == "SUCCEEDED", stack.logs()
     finally:
         stack.stop()
 
@@ -341,11 +341,11 @@ def test_a_stack_over_mutual_tls_runs_a_workflow_with_json_logs(
     assert "(mutual TLS: agents need a client certificate)" in listening[0]["message"]
     dialling = [e for e in agent_log if "dialling the control plane" in e["message"]]
     assert dialling and f"client certificate {pki.client_cert}" in dialling[0]["message"]
-    for attempt in final["attempts"]:
+    for attempt in final.attempts:
         for log in (control_plane_log, agent_log):
-            about = [e for e in log if e.get("attempt_id") == attempt["id"]]
-            assert about, (attempt["id"], stack.logs())
-            assert {e["execution_id"] for e in about} == {final["id"]}
+            about = [e for e in log if e["attempt_id"] == attempt.id]
+            assert about, (attempt.id, stack.logs())
+            assert {e["execution_id"] for e in about} == {final.id}
             # Created by the worker before placement (no cluster yet), then the cluster's.
             assert {e.get("cluster") for e in about} - {None} == {"local"}
     assert stack.agent_token not in (stack.home / "agent.log").read_text()

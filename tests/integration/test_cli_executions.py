@@ -191,22 +191,24 @@ def test_logs_follow_the_execution_to_its_end(stack: Stack) -> None:
 def test_another_tenant_reads_none_of_it(stack: Stack, tmp_path: Path) -> None:
     execution_id = stack.launch(WORKFLOWS, "artifacts", n=1)
     with stack.client() as admin:
-        assert admin.wait_for_execution(execution_id, timeout=120)["status"] == "SUCCEEDED"
-        admin.create_tenant("rival")
-        rival = admin.create_user("rival", "mallory", "tenant-admin")["token"]
+        assert admin.wait_for_execution(execution_id, timeout=120).status == "SUCCEEDED"
+        admin.admin.create_tenant("rival")
+        rival = admin.admin.create_user("rival", "mallory", "tenant-admin").token
     with stack.client(token=rival) as client:
         for call in (
-            lambda: client.get_output(execution_id, "model"),
-            lambda: client.download_output_file(execution_id, "model", "model.bin", tmp_path / "m"),
+            lambda: client.executions.output(execution_id, "model"),
+            lambda: client.executions.download_output_file(
+                execution_id, "model", "model.bin", tmp_path / "m"
+            ),
             lambda: client.download_outputs(execution_id, tmp_path / "stolen"),
             lambda: list(client.follow_logs(execution_id, poll_interval=0)),
-            lambda: client.get_workflow("watching.artifacts"),
-            lambda: client.workflow_versions("watching.artifacts"),
+            lambda: client.workflows.get("watching.artifacts"),
+            lambda: client.workflows.versions("watching.artifacts"),
         ):
             with pytest.raises(ApiError) as refused:
                 call()
             assert refused.value.status_code == 404
-        assert client.list_workflows(latest_only=True) == []
+        assert client.workflows.list(latest_only=True) == []
     assert not (tmp_path / "m").exists() and not (tmp_path / "stolen").exists()
     for args in (
         ("executions", "outputs", execution_id, "--download", str(tmp_path / "cli")),

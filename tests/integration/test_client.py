@@ -51,9 +51,7 @@ def test_run_gives_typed_outputs_identical_to_a_local_run(
         assert isinstance(remote.text, File) and remote.text.path != local.text.path
         assert remote.text.path.read_text() == local.text.path.read_text()
         # One attempt per map element, in element order in the outputs.
-        elements = sorted(
-            a["map_index"] for a in result.execution["attempts"] if a["map_index"] is not None
-        )
+        elements = sorted(a.map_index for a in result.execution.attempts if a.map_index is not None)
         assert elements == [0, 1, 2, 3, 4]
         assert client.outputs(result.id, report) == remote
 
@@ -69,14 +67,14 @@ def test_file_and_directory_inputs_are_uploaded(stack: Stack, tmp_path: Path) ->
         words = client.run(workflow("word_count"), data=File(data), timeout=120)
         assert words.status == "SUCCEEDED", f"{words.error}\n{stack.logs()}"
         assert words.outputs == 4
-        sent = words.execution["inputs"]["data"]
+        sent = words.execution.inputs["data"]
         assert sent["name"] == data.name
         assert sent["uri"].startswith(f"{stack.blob_root}/tenants/default/uploads/files/")
 
         sizes = client.run(workflow("folder_sizes"), folder=Directory(folder), timeout=120)
         assert sizes.status == "SUCCEEDED", f"{sizes.error}\n{stack.logs()}"
         assert sizes.outputs == {"a.txt": 3, "sub/b.bin": 5}
-        assert sizes.execution["inputs"]["folder"]["uri"].startswith(
+        assert sizes.execution.inputs["folder"]["uri"].startswith(
             f"{stack.blob_root}/tenants/default/uploads/dirs/"
         )
 
@@ -85,15 +83,15 @@ def test_run_without_waiting_then_cancel(exchange_dir: Path, stack: Stack, tmp_p
     marker = exchange_dir / "pid.txt"
     with stack.client() as client:
         execution = client.run(workflow("sleepy"), wait=False, seconds=300.0, marker=str(marker))
-        assert execution["status"] in ("QUEUED", "RUNNING")
+        assert execution.status in ("QUEUED", "RUNNING")
         wait_for_file(marker, stack)
-        client.cancel(execution["id"])
-        final = client.wait_for_execution(execution["id"], timeout=60)
-        assert final["status"] == "CANCELLED"
-        assert final["attempts"][0]["status"] == "CANCELLED"
+        client.cancel(execution.id)
+        final = client.wait_for_execution(execution.id, timeout=60)
+        assert final.status == "CANCELLED"
+        assert final.attempts[0].status == "CANCELLED"
         with pytest.raises(ExecutionNotSucceededError, match="is CANCELLED; it has no outputs"):
-            client.outputs(execution["id"], workflow("sleepy"))
-        assert client.cancel(execution["id"])["status"] == "CANCELLED"  # idempotent
+            client.outputs(execution.id, workflow("sleepy"))
+        assert client.cancel(execution.id).status == "CANCELLED"  # idempotent
 
 
 def test_failures_and_refusals_are_explained(stack: Stack) -> None:
@@ -107,12 +105,12 @@ def test_failures_and_refusals_are_explained(stack: Stack) -> None:
         ):
             client.outputs(result.id, failing)
         with pytest.raises(ApiError, match="execution ex-doesnotexist not found") as info:
-            client.get_execution("ex-doesnotexist")
+            client.executions.get("ex-doesnotexist")
         assert info.value.status_code == 404
         with pytest.raises(ApiError, match="not found"):
             client.cancel("ex-doesnotexist")
-        listed = client.list_executions(limit=200)
-        assert result.id in {e["id"] for e in listed}
+        listed = client.executions.list(limit=200)
+        assert result.id in {e.id for e in listed}
 
 
 def test_cli_remote_run_uploads_a_file_and_prints_json_outputs(
@@ -155,7 +153,7 @@ def test_cli_no_wait_prints_the_execution_id(stack: Stack) -> None:
     assert re.fullmatch(r"ex-[0-9a-f]+", execution_id), run.stdout
     with stack.client() as client:
         final = client.wait_for_execution(execution_id, timeout=120)
-    assert final["status"] == "SUCCEEDED", stack.logs()
+    assert final.status == "SUCCEEDED", stack.logs()
     shown = stack.cli("executions", "get", execution_id)
     assert shown.returncode == 0, shown.stderr
     assert last_json(shown.stdout)["squares"] == [0, 1]
@@ -178,7 +176,7 @@ def test_cli_register_then_cancel(exchange_dir: Path, stack: Stack, tmp_path: Pa
     assert cancelled.returncode == 0, cancelled.stderr
     assert execution_id in cancelled.stdout
     with stack.client() as client:
-        assert client.wait_for_execution(execution_id, timeout=60)["status"] == "CANCELLED"
+        assert client.wait_for_execution(execution_id, timeout=60).status == "CANCELLED"
     again = stack.cli("executions", "cancel", execution_id)
     assert again.returncode == 0 and "CANCELLED" in again.stdout
     missing = stack.cli("executions", "cancel", "ex-doesnotexist")

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fleetflow.api_models.executions import ExecutionPublic
 from fleetflow.bundle import build_bundle
 from fleetflow.loader import load_workflow
 from tests.integration.stack import Stack
@@ -18,30 +19,30 @@ pytestmark = pytest.mark.integration
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def submit(stack: Stack, file: str, workflow: str, **inputs: object) -> dict:
+def submit(stack: Stack, file: str, workflow: str, **inputs: object) -> ExecutionPublic:
     wf, root = load_workflow(EXAMPLES / file, workflow)
     digest, data = build_bundle(root)
     with stack.client() as client:
-        client.upload_bundle(digest, data)
-        version = client.register_workflow(wf.spec, digest)["version"]
-        execution = client.create_execution(
+        client.workflows.upload_bundle(digest, data)
+        version = client.workflows.register_spec(wf.spec, digest).version
+        execution = client.executions.create(
             wf.spec.name, wf.inputs_to_literals(inputs), version=version
         )
-        return client.wait_for_execution(execution["id"], timeout=120)
+        return client.wait_for_execution(execution.id, timeout=120)
 
 
 def test_typed_pipeline_runs_remotely_and_matches_local_run(stack: Stack) -> None:
     wf, _ = load_workflow(EXAMPLES / "hello.py", "hello_pipeline")
     final = submit(stack, "hello.py", "hello_pipeline", n=12, epochs=300)
-    assert final["status"] == "SUCCEEDED", stack.logs()
-    assert [a["node_id"].split("-", 1)[-1] for a in final["attempts"]] == [
+    assert final.status == "SUCCEEDED", stack.logs()
+    assert [a.node_id.split("-", 1)[-1] for a in final.attempts] == [
         "make_data",
         "train",
         "evaluate",
     ]
-    assert {a["status"] for a in final["attempts"]} == {"SUCCEEDED"}
-    assert {a["cluster"] for a in final["attempts"]} == {"local"}
-    remote = wf.outputs_to_python(final["outputs"])
+    assert {a.status for a in final.attempts} == {"SUCCEEDED"}
+    assert {a.cluster for a in final.attempts} == {"local"}
+    remote = wf.outputs_to_python(final.outputs)
     assert remote == wf(n=12, epochs=300)
     assert remote.n_points == 12
     assert abs(remote.model.slope - 3) < 0.5
@@ -63,8 +64,8 @@ def test_wrong_input_type_is_a_422_naming_the_field(stack: Stack) -> None:
     wf, root = load_workflow(EXAMPLES / "hello.py", "hello_pipeline")
     digest, data = build_bundle(root)
     with stack.client() as client:
-        client.upload_bundle(digest, data)
-        client.register_workflow(wf.spec, digest)
+        client.workflows.upload_bundle(digest, data)
+        client.workflows.register_spec(wf.spec, digest)
     response = httpx.post(
         f"{stack.api_url}/api/v1/executions",
         json={"workflow": wf.spec.name, "inputs": {"n": "abc"}},
@@ -81,12 +82,12 @@ def test_wrong_input_type_is_a_422_naming_the_field(stack: Stack) -> None:
 
 def test_failing_task_fails_the_execution_with_its_traceback(stack: Stack) -> None:
     final = submit(stack, "failing.py", "failing_pipeline", n=3)
-    assert final["status"] == "FAILED", stack.logs()
-    error = final["error"]
+    assert final.status == "FAILED", stack.logs()
+    error = final.error
     assert error["node_id"].endswith("explode")
     assert "ValueError: cannot handle 3 values" in error["message"]
     assert 'raise ValueError(f"cannot handle' in error["traceback"]
-    statuses = {a["node_id"].split("-", 1)[-1]: a["status"] for a in final["attempts"]}
+    statuses = {a.node_id.split("-", 1)[-1]: a.status for a in final.attempts}
     assert statuses == {"load": "SUCCEEDED", "explode": "FAILED"}
 
     cli = stack.cli("run", "--remote", str(EXAMPLES / "failing.py"), "failing_pipeline")
@@ -104,5 +105,5 @@ def test_ml_pipeline_gives_identical_outputs_locally_and_remotely(stack: Stack) 
     assert result.status == "SUCCEEDED", f"{result.error}\n{stack.logs()}"
     assert result.outputs == local
     assert local.note is not None and local.best.learning_rate in (0.2, 0.8)
-    trains = [a for a in result.execution["attempts"] if a["map_index"] is not None]
-    assert sorted(a["map_index"] for a in trains) == [0, 1]
+    trains = [a for a in result.execution.attempts if a.map_index is not None]
+    assert sorted(a.map_index for a in trains) == [0, 1]

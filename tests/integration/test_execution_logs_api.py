@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from control_plane.api.routes.logs import MAX_ATTEMPT_IDS
 from control_plane.db.models import TaskAttempt
 from control_plane.db.session import transaction
-from control_plane.roles import Role
+from fleetflow.api_models.tenancy import Role
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore, attempt_log_uri
 from tests.integration.auth import bearer, principal_token

@@ -22,8 +22,8 @@ from control_plane.api.app import create_app
 from control_plane.db.repositories.executions import get_execution, move_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.session import transaction
-from control_plane.roles import Role
 from control_plane.settings import ApiSettings, DatabaseSettings, Settings
+from fleetflow.api_models.tenancy import Role
 from fleetflow.loader import load_workflow
 from fleetflow.states import ExecutionState
 from fleetflow.storage import LocalBlobStore

@@ -12,6 +12,7 @@ from sqlalchemy import update
 from control_plane import processes
 from control_plane.db.models import Cluster
 from control_plane.db.session import make_engine, make_session_factory
+from fleetflow.api_models.executions import AttemptPublic, ExecutionPublic
 from tests.integration.stack import Stack, process_alive, sigkill, start_agent
 
 pytestmark = pytest.mark.integration
@@ -27,13 +28,13 @@ def wait_for(condition: Any, what: str, stack: Stack, timeout: float = 60) -> An
     return stack.wait_for(condition, what, timeout)
 
 
-def running_attempt(stack: Stack, execution_id: str) -> dict[str, Any] | None:
+def running_attempt(stack: Stack, execution_id: str) -> AttemptPublic | None:
     with stack.client() as client:
-        attempts = client.get_execution(execution_id)["attempts"]
-    return next((a for a in attempts if a["status"] == "RUNNING"), None)
+        attempts = client.executions.get(execution_id).attempts
+    return next((a for a in attempts if a.status == "RUNNING"), None)
 
 
-def finish(stack: Stack, execution_id: str) -> dict[str, Any]:
+def finish(stack: Stack, execution_id: str) -> ExecutionPublic:
     with stack.client() as client:
         return client.wait_for_execution(execution_id, timeout=120)
 
@@ -52,9 +53,9 @@ def test_agent_killed_mid_task_and_restarted(
     stack.children["agent"] = start_agent(stack)
 
     final = finish(stack, execution_id)
-    assert final["status"] == "SUCCEEDED", stack.logs()
-    assert final["outputs"] == {"o0": 2}
-    assert [a["status"] for a in final["attempts"]] == ["LOST", "SUCCEEDED"]
+    assert final.status == "SUCCEEDED", stack.logs()
+    assert final.outputs == {"o0": 2}
+    assert [a.status for a in final.attempts] == ["LOST", "SUCCEEDED"]
     assert marker.read_text().count("\n") == 2  # ran twice: killed once, then to completion
 
 
@@ -66,16 +67,16 @@ def test_silent_cluster_fails_over_to_another(
     execution_id = launch(stack, "survives_agent_loss", marker=str(marker))
     first = wait_for(lambda: running_attempt(stack, execution_id), "the task to run", stack)
     wait_for(marker.exists, "the task process to start", stack)
-    victim = "agent" if first["cluster"] == "local" else "agent-backup"
+    victim = "agent" if first.cluster == "local" else "agent-backup"
     survivor = "backup" if victim == "agent" else "local"
     sigkill(stack.children.pop(victim))
     try:
         final = finish(stack, execution_id)
-        assert final["status"] == "SUCCEEDED", stack.logs()
-        lost, succeeded = final["attempts"]
-        assert lost["status"] == "LOST" and lost["cluster"] == first["cluster"]
-        assert succeeded["status"] == "SUCCEEDED" and succeeded["cluster"] == survivor
-        assert "no heartbeat" in (lost["error_message"] or "")
+        assert final.status == "SUCCEEDED", stack.logs()
+        lost, succeeded = final.attempts
+        assert lost.status == "LOST" and lost.cluster == first.cluster
+        assert succeeded.status == "SUCCEEDED" and succeeded.cluster == survivor
+        assert "no heartbeat" in (lost.error_message or "")
     finally:
         if victim == "agent":
             stack.children["agent"] = start_agent(stack)
@@ -94,17 +95,17 @@ def test_three_clusters_share_a_fan_out_and_survive_losing_one(
         execution_id = launch(stack, "spread", n=6, marker_dir=str(markers))
         victim = wait_for(lambda: running_attempt(stack, execution_id), "elements to run", stack)
         wait_for(lambda: len(list(markers.iterdir())) >= 2, "element processes to start", stack)
-        name = {"local": "agent", "east": "agent-east", "west": "agent-west"}[victim["cluster"]]
+        name = {"local": "agent", "east": "agent-east", "west": "agent-west"}[victim.cluster]
         sigkill(stack.children.pop(name))
         final = finish(stack, execution_id)
-        assert final["status"] == "SUCCEEDED", stack.logs()
-        assert final["outputs"] == {"o0": [0, 1, 2, 3, 4, 5]}
-        elements = [a for a in final["attempts"] if a["map_index"] is not None]
-        succeeded = [a for a in elements if a["status"] == "SUCCEEDED"]
-        assert sorted(a["map_index"] for a in succeeded) == [0, 1, 2, 3, 4, 5]  # once each
-        assert len({a["cluster"] for a in elements}) >= 2
-        lost = [a for a in elements if a["status"] == "LOST"]
-        assert lost and {a["cluster"] for a in lost} == {victim["cluster"]}
+        assert final.status == "SUCCEEDED", stack.logs()
+        assert final.outputs == {"o0": [0, 1, 2, 3, 4, 5]}
+        elements = [a for a in final.attempts if a.map_index is not None]
+        succeeded = [a for a in elements if a.status == "SUCCEEDED"]
+        assert sorted(a.map_index for a in succeeded) == [0, 1, 2, 3, 4, 5]  # once each
+        assert len({a.cluster for a in elements}) >= 2
+        lost = [a for a in elements if a.status == "LOST"]
+        assert lost and {a.cluster for a in lost} == {victim.cluster}
     finally:
         for cluster in ("east", "west"):
             if f"agent-{cluster}" in stack.children:
@@ -123,9 +124,9 @@ def test_control_plane_restart_mid_execution_loses_nothing(
     wait_for(lambda: running_attempt(stack, execution_id), "the task to run", stack)
     stack.restart_control_plane()  # SIGKILL and start again while the task runs
     final = finish(stack, execution_id)
-    assert final["status"] == "SUCCEEDED", stack.logs()
-    assert final["outputs"] == {"o0": 3.0}
-    assert [a["status"] for a in final["attempts"]] == ["SUCCEEDED"]
+    assert final.status == "SUCCEEDED", stack.logs()
+    assert final.outputs == {"o0": 3.0}
+    assert [a.status for a in final.attempts] == ["SUCCEEDED"]
 
 
 def test_agent_shutdown_hands_its_attempt_back(
@@ -139,10 +140,10 @@ def test_agent_shutdown_hands_its_attempt_back(
     processes.stop(stack.children.pop("agent"))
     stack.children["agent"] = start_agent(stack)
     final = finish(stack, execution_id)
-    assert final["status"] == "SUCCEEDED", stack.logs()
-    lost, succeeded = final["attempts"]
-    assert lost["status"] == "LOST" and lost["error_message"] == "agent shut down"
-    assert succeeded["status"] == "SUCCEEDED"
+    assert final.status == "SUCCEEDED", stack.logs()
+    lost, succeeded = final.attempts
+    assert lost.status == "LOST" and lost.error_message == "agent shut down"
+    assert succeeded.status == "SUCCEEDED"
 
 
 def forget_cluster_heartbeat(stack: Stack, cluster: str) -> None:

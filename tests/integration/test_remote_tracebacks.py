@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from fleetflow.api_models.executions import AttemptLog, ExecutionPublic
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -27,18 +28,18 @@ def line_of(path: Path, text: str) -> str:
     return str(next(number for number, line in enumerate(lines, 1) if text in line))
 
 
-def run(stack: Stack, workflow: str, **inputs: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def run(stack: Stack, workflow: str, **inputs: Any) -> tuple[ExecutionPublic, list[AttemptLog]]:
     """Run `workflow` to its end; the execution and its attempts' logs."""
     execution_id = stack.launch(WORKFLOWS, workflow, **inputs)
     with stack.client() as client:
         final = client.wait_for_execution(execution_id, timeout=120)
-        return final, client.execution_logs(execution_id)
+        return final, client.executions.logs(execution_id)
 
 
 def test_a_remote_traceback_shows_the_authors_frames_and_files(stack: Stack) -> None:
     final, logs = run(stack, "crashing", n=3)
-    assert final["status"] == "FAILED", stack.logs()
-    error = final["error"]
+    assert final.status == "FAILED", stack.logs()
+    error = final.error
     assert error["node_id"].endswith("summarise")
     assert error["message"] == "ZeroDivisionError: division by zero"
 
@@ -55,8 +56,8 @@ def test_a_remote_traceback_shows_the_authors_frames_and_files(stack: Stack) -> 
 
     # The attempt's log: the task's print and logging as they were, the same traceback, and
     # every other line the platform's own, marked as such.
-    (attempt,) = [entry for entry in logs if entry["node_id"] == error["node_id"]]
-    lines = attempt["log"].splitlines()
+    (attempt,) = [entry for entry in logs if entry.node_id == error["node_id"]]
+    lines = attempt.log.splitlines()
     ours = [line for line in lines if line.startswith(("[fleetflow] ", "fleetflow agent: "))]
     theirs = [line for line in lines if line not in ours]
     assert theirs[0] == "summarising 0 of 3 values"
@@ -68,8 +69,8 @@ def test_a_remote_traceback_shows_the_authors_frames_and_files(stack: Stack) -> 
 
 def test_a_remote_result_of_the_wrong_type_names_the_task_and_its_def(stack: Stack) -> None:
     final, logs = run(stack, "miscounting", n=2)
-    assert final["status"] == "FAILED", stack.logs()
-    error = final["error"]
+    assert final.status == "FAILED", stack.logs()
+    error = final.error
     assert error["node_id"].endswith("count")
     where = f"remote_errors.py:{line_of(WORKFLOWS, 'def count(')}"
     message = f"task count ({where}) returned str '2 values', expected int"

@@ -269,18 +269,19 @@ def test_an_execution_keeps_its_blobs_in_s3(
         words = client.run(word_count, data=File(data), timeout=120)
         assert words.status == "SUCCEEDED", f"{words.error}\n{s3_stack.logs()}"
         assert words.outputs == 4
-        sent = words.execution["inputs"]["data"]["uri"]
+        sent = words.execution.inputs["data"]["uri"]
         assert sent.startswith(f"{s3_stack.blob_root}/") and "/uploads/files/" in sent
         assert read_uri(sent) == data.read_bytes()
 
         # A File output: uploaded to S3 by the task, readable by its URI anywhere.
         launched = client.run(report, n=3, title="summary", wait=False)
-        final = client.wait_for_execution(launched["id"], timeout=120)
-    assert final["status"] == "SUCCEEDED", f"{final.get('error')}\n{s3_stack.logs()}"
-    text = final["outputs"]["text"]
+        final = client.wait_for_execution(launched.id, timeout=120)
+    assert final.status == "SUCCEEDED", f"{final.error}\n{s3_stack.logs()}"
+    assert final.outputs is not None
+    text = final.outputs["text"]
     assert text["name"] == "summary.txt"
     assert text["uri"].startswith(f"{s3_stack.blob_root}/")
-    assert f"/executions/{final['id']}/" in text["uri"]
+    assert f"/executions/{final.id}/" in text["uri"]
     assert read_uri(text["uri"]) == b"summary: 3 values, total 5\n"
     assert not (s3_stack.home / "blobs").exists()  # nothing went to a local directory
     assert os.environ["FLEETFLOW_S3_ENDPOINT"] == s3_env["FLEETFLOW_S3_ENDPOINT"]

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from fleetflow.api_models.executions import ExecutionPublic
 from fleetflow.loader import load_workflow
 from tests.integration.stack import Stack, TemporalServer, start_stack
 
@@ -28,10 +29,10 @@ def wait_until(condition: Callable[[], Any], what: str, stack: Stack, timeout: f
     return stack.wait_for(condition, what, timeout)
 
 
-def attempts_by_step(execution: dict[str, Any]) -> dict[str, list[str]]:
+def attempts_by_step(execution: ExecutionPublic) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
-    for attempt in execution["attempts"]:
-        found.setdefault(attempt["node_id"], []).append(attempt["status"])
+    for attempt in execution.attempts:
+        found.setdefault(attempt.node_id, []).append(attempt.status)
     return found
 
 
@@ -78,12 +79,12 @@ def test_execution_survives_temporal_server_restarts(
         return sorted(markers.glob(f"step-{step}.*.started"))
 
     with stack.client() as client:
-        execution_id = client.run(chain, seconds=STEP_SECONDS, marker_dir=str(markers), wait=False)[
-            "id"
-        ]
+        execution_id = client.run(
+            chain, seconds=STEP_SECONDS, marker_dir=str(markers), wait=False
+        ).id
 
         def step_status(node: str) -> list[str]:
-            return attempts_by_step(client.get_execution(execution_id)).get(node, [])
+            return attempts_by_step(client.executions.get(execution_id)).get(node, [])
 
         # 1. Down while step 1 runs; its result is recorded while Temporal is away.
         wait_until(lambda: started(1), "step 1 to start", stack)
@@ -99,8 +100,8 @@ def test_execution_survives_temporal_server_restarts(
 
         final = client.wait_for_execution(execution_id, timeout=120)
 
-    assert final["status"] == "SUCCEEDED", f"{final.get('error')}\n{stack.logs()}"
-    assert final["outputs"] == {"o0": 1234}
+    assert final.status == "SUCCEEDED", f"{final.error}\n{stack.logs()}"
+    assert final.outputs == {"o0": 1234}
     # Each step's result recorded once: one attempt per step, no retry, nothing lost.
     assert attempts_by_step(final) == {f"n{i}-step": ["SUCCEEDED"] for i in range(4)}, stack.logs()
     # And each step ran once.

@@ -24,8 +24,8 @@ from control_plane.api.app import create_app
 from control_plane.db.models import ApiToken, utcnow
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.session import transaction
-from control_plane.roles import Role
 from control_plane.settings import ApiSettings, DatabaseSettings, MetricsSettings, Settings
+from fleetflow.api_models.tenancy import Role
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore
 from tests.integration.auth import admin_token, bearer, principal_token

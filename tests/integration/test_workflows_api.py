@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.api.app import create_app
-from control_plane.roles import Role
 from control_plane.settings import ApiSettings, DatabaseSettings, Settings
+from fleetflow.api_models.tenancy import Role
 from fleetflow.loader import load_workflow
 from fleetflow.storage import LocalBlobStore
 from tests.integration.auth import bearer, principal_token

@@ -14,6 +14,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from fleetflow.api_models.executions import ExecutionPublic
 from fleetflow.bundle import build_bundle
 from fleetflow.client import Client
 from fleetflow.loader import load_workflow
@@ -41,22 +42,22 @@ def submit(k8s_stack: K8sStack, workflow: str) -> str:
     wf, root = load_workflow(WORKFLOWS, workflow)
     digest, data = build_bundle(root)
     with client(k8s_stack) as api:
-        api.upload_bundle(digest, data)
-        version = api.register_workflow(wf.spec, digest)["version"]
-        return str(api.create_execution(wf.spec.name, {}, version=version)["id"])
+        api.workflows.upload_bundle(digest, data)
+        version = api.workflows.register_spec(wf.spec, digest).version
+        return str(api.executions.create(wf.spec.name, {}, version=version).id)
 
 
 def wait_for(
     k8s_stack: K8sStack,
     execution_id: str,
-    condition: Callable[[dict[str, Any]], bool],
+    condition: Callable[[ExecutionPublic], bool],
     *,
     timeout: float = 90,
     what: str = "condition",
-) -> dict[str, Any]:
+) -> ExecutionPublic:
     with client(k8s_stack) as api:
         return wait_until(
-            lambda: api.get_execution(execution_id),
+            lambda: api.executions.get(execution_id),
             timeout=timeout,
             interval=0.3,
             message=what,
@@ -65,8 +66,8 @@ def wait_for(
         )
 
 
-def finished(execution: dict[str, Any]) -> bool:
-    return execution["status"] in TERMINAL
+def finished(execution: ExecutionPublic) -> bool:
+    return execution.status in TERMINAL
 
 
 def pods(k8s_stack: K8sStack, cluster: str, **labels: str) -> list[k8s.V1Pod]:
@@ -97,9 +98,9 @@ def test_gpu_capacity_of_each_cluster_is_reported(k8s_stack: K8sStack) -> None:
     with client(k8s_stack) as api:
         wait_until(
             lambda: {
-                c["name"]: [(g["gpu_type"], g["allocatable"]) for g in c["capacity"]["gpus"]]
-                for c in api.list_clusters()
-                if c["name"] in expected and c.get("capacity")
+                c.name: [(g.gpu_type, g.allocatable) for g in c.capacity.gpus]
+                for c in api.clusters.list()
+                if c.name in expected and c.capacity
             },
             timeout=30,
             interval=0.5,
@@ -111,11 +112,11 @@ def test_gpu_capacity_of_each_cluster_is_reported(k8s_stack: K8sStack) -> None:
 def test_workflow_runs_across_both_clusters_by_gpu_type(k8s_stack: K8sStack) -> None:
     execution_id = submit(k8s_stack, "across_clusters")
     final = wait_for(k8s_stack, execution_id, finished, what="execution end")
-    assert final["status"] == "SUCCEEDED", k8s_stack.logs()
-    clusters = {a["node_id"].split("-", 1)[-1]: a["cluster"] for a in final["attempts"]}
+    assert final.status == "SUCCEEDED", k8s_stack.logs()
+    clusters = {a.node_id.split("-", 1)[-1]: a.cluster for a in final.attempts}
     assert clusters == {"train_on_h100": CLUSTER_B, "train_on_a100": CLUSTER_A}
 
-    by_node = {a["node_id"].split("-", 1)[-1]: a["id"] for a in final["attempts"]}
+    by_node = {a.node_id.split("-", 1)[-1]: a.id for a in final.attempts}
     (h100_pod,) = pods(k8s_stack, CLUSTER_B, **{"attempt-id": by_node["train_on_h100"]})
     (a100_pod,) = pods(k8s_stack, CLUSTER_A, **{"attempt-id": by_node["train_on_a100"]})
     assert h100_pod.spec.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100"}
@@ -134,21 +135,21 @@ def test_unschedulable_request_shows_its_pending_reason_and_cancel_deletes_the_p
 ) -> None:
     execution_id = submit(k8s_stack, "too_big")
 
-    def has_reason(execution: dict[str, Any]) -> bool:
-        return any(a.get("pending_reason") for a in execution["attempts"])
+    def has_reason(execution: ExecutionPublic) -> bool:
+        return any(a.pending_reason for a in execution.attempts)
 
     waiting = wait_for(k8s_stack, execution_id, has_reason, what="a pending reason")
-    (attempt,) = waiting["attempts"]
-    assert attempt["cluster"] == CLUSTER_B
-    assert attempt["pending_reason"].startswith("no node with 8 free H100"), attempt
-    assert "Insufficient nvidia.com/gpu" in attempt["pending_reason"]
-    assert len(pods(k8s_stack, CLUSTER_B, **{"attempt-id": attempt["id"]})) == 1
+    (attempt,) = waiting.attempts
+    assert attempt.cluster == CLUSTER_B
+    assert attempt.pending_reason.startswith("no node with 8 free H100"), attempt
+    assert "Insufficient nvidia.com/gpu" in attempt.pending_reason
+    assert len(pods(k8s_stack, CLUSTER_B, **{"attempt-id": attempt.id})) == 1
 
     with client(k8s_stack) as api:
         api.cancel(execution_id)
     final = wait_for(k8s_stack, execution_id, finished, what="cancellation")
-    assert final["status"] == "CANCELLED"
-    wait_pods(k8s_stack, CLUSTER_B, lambda found: not found, **{"attempt-id": attempt["id"]})
+    assert final.status == "CANCELLED"
+    wait_pods(k8s_stack, CLUSTER_B, lambda found: not found, **{"attempt-id": attempt.id})
 
 
 def test_cancel_deletes_a_running_pod(k8s_stack: K8sStack) -> None:
@@ -156,34 +157,34 @@ def test_cancel_deletes_a_running_pod(k8s_stack: K8sStack) -> None:
     running = wait_for(
         k8s_stack,
         execution_id,
-        lambda e: any(a["status"] == "RUNNING" for a in e["attempts"]),
+        lambda e: any(a.status == "RUNNING" for a in e.attempts),
         what="a running attempt",
     )
-    attempt_id = running["attempts"][0]["id"]
+    attempt_id = running.attempts[0].id
     (pod,) = pods(k8s_stack, CLUSTER_B, **{"attempt-id": attempt_id})
     assert pod.status.phase == "Running"
     with client(k8s_stack) as api:
         api.cancel(execution_id)
     final = wait_for(k8s_stack, execution_id, finished, what="cancellation")
-    assert final["status"] == "CANCELLED"
-    assert final["attempts"][0]["status"] == "CANCELLED"
+    assert final.status == "CANCELLED"
+    assert final.attempts[0].status == "CANCELLED"
     wait_pods(k8s_stack, CLUSTER_B, lambda found: not found, **{"attempt-id": attempt_id})
 
 
 def test_failing_pod_fails_the_task_with_the_pods_reason(k8s_stack: K8sStack) -> None:
     final = wait_for(k8s_stack, submit(k8s_stack, "failing"), finished, what="execution end")
-    assert final["status"] == "FAILED"
-    (attempt,) = final["attempts"]
-    assert attempt["cluster"] == CLUSTER_A
-    assert "RuntimeError: simulated failure" in attempt["error_message"]
-    assert "exited with code 3" in attempt["error_message"]
-    assert "simulated failure" in final["error"]["message"]
+    assert final.status == "FAILED"
+    (attempt,) = final.attempts
+    assert attempt.cluster == CLUSTER_A
+    assert "RuntimeError: simulated failure" in attempt.error_message
+    assert "exited with code 3" in attempt.error_message
+    assert "simulated failure" in final.error["message"]
 
 
 def test_out_of_memory_pod_fails_the_task_as_oomkilled(k8s_stack: K8sStack) -> None:
     final = wait_for(k8s_stack, submit(k8s_stack, "out_of_memory"), finished, what="end")
-    assert final["status"] == "FAILED"
-    message = final["attempts"][0]["error_message"]
+    assert final.status == "FAILED"
+    message = final.attempts[0].error_message
     assert message.startswith("OOMKilled: the task exceeded its memory limit of 1Gi"), message
 
 
@@ -194,16 +195,16 @@ def test_killing_and_restarting_the_agent_mid_run_makes_no_second_pod(
     running = wait_for(
         k8s_stack,
         execution_id,
-        lambda e: any(a["status"] == "RUNNING" for a in e["attempts"]),
+        lambda e: any(a.status == "RUNNING" for a in e.attempts),
         what="a running attempt",
     )
-    attempt_id = running["attempts"][0]["id"]
+    attempt_id = running.attempts[0].id
     k8s_stack.kill_agent(CLUSTER_B)
     k8s_stack.start_agent(CLUSTER_B)
     final = wait_for(k8s_stack, execution_id, finished, timeout=120, what="execution end")
-    assert final["status"] == "SUCCEEDED", k8s_stack.logs()
+    assert final.status == "SUCCEEDED", k8s_stack.logs()
     # Never dispatched again: the restarted agent adopts the pod and reports for it.
-    assert [a["id"] for a in final["attempts"]] == [attempt_id], k8s_stack.logs()
+    assert [a.id for a in final.attempts] == [attempt_id], k8s_stack.logs()
     (pod,) = pods(k8s_stack, CLUSTER_B, **{"attempt-id": attempt_id})
     assert pod.status.phase == "Succeeded"
     log = (k8s_stack.stack.home / f"agent-{CLUSTER_B}.log").read_text()

@@ -21,8 +21,11 @@ from control_plane.api.routes.admin import quota_public
 from control_plane.db.models import utcnow
 from control_plane.db.repositories import usage as usage_repo
 from control_plane.quota import current_load
-from control_plane.schemas.tenancy import RoleGrantPublic, WhoAmI
-from control_plane.schemas.usage import (
+from fleetflow.api_models.tenancy import (
+    RoleGrantPublic,
+    WhoAmI,
+)
+from fleetflow.api_models.usage import (
     AmountPublic,
     BucketPublic,
     LoadPublic,

@@ -34,31 +34,33 @@ from control_plane.db.repositories import principals as principals_repo
 from control_plane.db.repositories.clusters import get_cluster_by_name
 from control_plane.db.repositories.tenants import get_or_create_tenant, get_tenant_by_name
 from control_plane.quota import limits_of
-from control_plane.roles import Role
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.tenancy import (
+    QuotaSet,
+    RoleChange,
+    TenantCreate,
+    TokenCreate,
+    UserCreate,
+    unavailable_principal_name,
+)
+from fleetflow.api_models.tenancy import (
     AuditEntryPublic,
     AuditLog,
     ClusterGranted,
     QuotaPublic,
-    QuotaSet,
-    RoleChange,
+    Role,
     RoleChanged,
     RoleGrantPublic,
-    TenantCreate,
     TenantDetail,
     TenantList,
     TenantPublic,
-    TokenCreate,
     TokenCreated,
     TokenList,
     TokenPublic,
     TokenRevoked,
-    UserCreate,
     UserCreated,
     UserList,
     UserPublic,
-    unavailable_principal_name,
 )
 
 router = APIRouter(prefix="/admin", tags=["admin"])

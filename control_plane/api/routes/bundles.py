@@ -15,10 +15,10 @@ from control_plane.api.body import check_digest, read_body
 from control_plane.api.deps import BlobStoreDep
 from control_plane.api.errors import ApiError
 from control_plane.blob_layout import bundle_key
-from control_plane.schemas.bundles import BundlePublic
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.workflows import SHA256_HEX
 from control_plane.services.bundles import bundle_exists
+from fleetflow.api_models.bundles import BundlePublic
 
 DEFAULT_MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"

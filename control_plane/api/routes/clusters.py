@@ -28,14 +28,16 @@ from control_plane.db.repositories import audit, tenancy
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.lifecycle.clusters import cluster_status
 from control_plane.schemas.clusters import (
-    CapacityPublic,
     ClusterCreate,
+)
+from control_plane.schemas.common import ErrorResponse, FieldError
+from control_plane.settings import Settings
+from fleetflow.api_models.clusters import (
+    CapacityPublic,
     ClusterCreated,
     ClusterPublic,
     ClusterTokenRotated,
 )
-from control_plane.schemas.common import ErrorResponse, FieldError
-from control_plane.settings import Settings
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
 admin_router = APIRouter(prefix="/admin/clusters", tags=["admin"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.auth import ExecutionsRead
@@ -23,26 +22,12 @@ from control_plane.api.errors import ApiError
 from control_plane.db.models import TaskAttempt
 from control_plane.db.repositories.executions import cluster_names, get_execution
 from control_plane.schemas.common import ErrorResponse
+from fleetflow.api_models.executions import AttemptLog, ExecutionLogs
 from fleetflow.states import NO_MAP_INDEX
 from fleetflow.storage import BlobNotFoundError, BlobStore, attempt_log_uri
 
 router = APIRouter(prefix="/executions", tags=["executions"])
 MAX_ATTEMPT_IDS = 100  # per request: a follower asks for more in several
-
-
-class AttemptLog(BaseModel):
-    attempt_id: str
-    node_id: str
-    map_index: int | None
-    attempt_number: int
-    status: str
-    cluster: str | None
-    log: str | None = Field(description="its output so far (the last MiB); null: none stored")
-
-
-class ExecutionLogs(BaseModel):
-    execution_id: str
-    attempts: list[AttemptLog]
 
 
 def _read_log(blobs: BlobStore, attempt: TaskAttempt) -> str | None:

@@ -15,7 +15,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.auth import ExecutionsWrite
@@ -25,15 +24,11 @@ from control_plane.api.errors import ApiError
 from control_plane.blob_layout import upload_directory_prefix, upload_file_key
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.workflows import SHA256_HEX
+from fleetflow.api_models.bundles import UploadPublic
 
 router = APIRouter(prefix="/uploads", tags=["uploads"])
 Digest = Annotated[str, PathParam(pattern=SHA256_HEX, description="sha256, lowercase hex")]
 _NAME = re.compile(r"^[A-Za-z0-9._+-]{1,200}$")
-
-
-class UploadPublic(BaseModel):
-    uri: str
-    size_bytes: int
 
 
 def _safe_relative(path: str) -> str:

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 from urllib.parse import urlsplit
 
 import typer
 from rich.text import Text
 
 from fleetflow.cli.common import (
-    JSON_HELP,
+    JSON_OPTION,
     acting_tenant,
-    client,
+    api_json,
     describe_roles,
     err_console,
     print_fields,
     print_json,
     say,
+    show,
 )
 from fleetflow.errors import FleetflowError
 
@@ -112,7 +114,7 @@ def login(
     config = CliConfig(api_url=url, token=secret, tenant=chosen_tenant)
     with Client(config=config) as api:
         try:
-            me = api.whoami()
+            me = api_json(api.account.whoami())
         except AuthenticationError as exc:
             raise FleetflowError(
                 f"the control plane at {url} refused the token ({exc.detail}); nothing was "
@@ -175,19 +177,18 @@ def logout() -> None:
 def whoami(
     ctx: typer.Context,
     tenant: str = typer.Option(None, "--tenant", metavar="T", help=TENANT_HELP),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show who the control plane takes you for: principal, home and acting tenant, roles."""
-    with client(ctx, tenant) as api:
-        me = api.whoami()
-    if as_json:
-        print_json(me)
-        return
+    show(ctx, lambda api: api.account.whoami(), as_json, _print_me, tenant=tenant)
+
+
+def _print_me(me: dict[str, Any], api_url: str) -> None:
     acting = me.get("acting_tenant") or me["tenant"]
     print_fields(
         f"{me['principal']} ({me['kind']})",
         [
-            ("control plane", api.api_url),
+            ("control plane", api_url),
             ("home tenant", me["tenant"]),
             ("acting tenant", acting),
             ("roles", describe_roles(me.get("roles") or [])),

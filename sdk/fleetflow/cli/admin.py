@@ -10,6 +10,7 @@ can do the same from Python; the control plane decides who may run which.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import typer
@@ -17,15 +18,13 @@ from rich.table import Table
 from rich.text import Text
 
 from fleetflow.cli.common import (
-    JSON_HELP,
+    JSON_OPTION,
     ago,
-    client,
     console,
-    not_found_hint,
     print_fields,
-    print_json,
     print_table,
     say,
+    show,
     timestamp,
 )
 from fleetflow.cli.tenancy import (
@@ -84,8 +83,9 @@ def parse_labels(values: list[str] | None) -> dict[str, str]:
     return labels
 
 
-def _print_token(cluster: dict[str, Any], token: str, *, rotated: bool) -> None:
-    name = cluster["name"]
+def _print_token(answer: dict[str, Any], _api_url: str, *, rotated: bool = False) -> None:
+    """A created cluster's or rotated agent token, with how to start its agent."""
+    name, token = answer["cluster"]["name"], answer["agent_token"]
     if rotated:
         console.print(
             f"new agent token for cluster {name}; the old one no longer works, so restart the "
@@ -94,7 +94,7 @@ def _print_token(cluster: dict[str, Any], token: str, *, rotated: bool) -> None:
             markup=False,
         )
     else:
-        labels = _labels(cluster)
+        labels = _labels(answer["cluster"])
         console.print(
             f"created cluster {name}" + (f" (labels {labels})" if labels != "-" else ""),
             highlight=False,
@@ -133,16 +133,11 @@ def clusters_create(
         help="A label placement can match; repeat for more (--label zone=eu --label gpu=a100).",
         show_default=False,
     ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Create a cluster and print its agent token, once: store it where the agent runs."""
     labels = parse_labels(label)
-    with client(ctx) as api:
-        created = api.create_cluster(name, labels)
-    if as_json:
-        print_json(created)
-        return
-    _print_token(created["cluster"], created["agent_token"], rotated=False)
+    show(ctx, lambda api: api.clusters.create(name, labels), as_json, _print_token)
 
 
 # Help texts as one string each: a docstring's line breaks would show in the rendered help.
@@ -163,30 +158,23 @@ LIST_HELP = (
 def clusters_rotate_token(
     ctx: typer.Context,
     name: str = typer.Argument(..., metavar="NAME", help=_NAME_HELP, show_default=False),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """`fleetflow admin clusters rotate-token NAME` (help: ROTATE_HELP)."""
-    with client(ctx) as api, not_found_hint(api, CLUSTERS_HINT):
-        rotated = api.rotate_cluster_token(name)
-    if as_json:
-        print_json(rotated)
-        return
-    _print_token(rotated["cluster"], rotated["agent_token"], rotated=True)
+    render = partial(_print_token, rotated=True)
+    show(ctx, lambda api: api.clusters.rotate_token(name), as_json, render, hint=CLUSTERS_HINT)
 
 
 @clusters_app.command("list", help=LIST_HELP)
-def clusters_list(
-    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)
-) -> None:
+def clusters_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """`fleetflow admin clusters list` (help: LIST_HELP)."""
-    with client(ctx) as api:
-        clusters = api.list_clusters()
-    if as_json:
-        print_json(clusters)
-        return
+    show(ctx, lambda api: api.clusters.list(), as_json, _print_clusters)
+
+
+def _print_clusters(clusters: list[dict[str, Any]], api_url: str) -> None:
     if not clusters:
         console.print(
-            f"no clusters on {api.api_url}; create one with `fleetflow admin clusters create NAME`",
+            f"no clusters on {api_url}; create one with `fleetflow admin clusters create NAME`",
             highlight=False,
             markup=False,
         )
@@ -215,14 +203,13 @@ def clusters_list(
 def clusters_get(
     ctx: typer.Context,
     name: str = typer.Argument(..., metavar="NAME", help=_NAME_HELP, show_default=False),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show one cluster: status, labels, agent, capacity as last heartbeated, active attempts."""
-    with client(ctx) as api, not_found_hint(api, CLUSTERS_HINT):
-        cluster = api.get_cluster(name)
-    if as_json:
-        print_json(cluster)
-        return
+    show(ctx, lambda api: api.clusters.get(name), as_json, _print_cluster, hint=CLUSTERS_HINT)
+
+
+def _print_cluster(cluster: dict[str, Any], _api_url: str) -> None:
     heartbeat = cluster.get("last_heartbeat_at")
     rows: list[tuple[str, str | Text]] = [
         ("status", _status(cluster)),
@@ -262,8 +249,18 @@ GRANT_HELP = (
     "Let tenant T's tasks be placed on CLUSTER ('*': on every cluster).\n\n"
     "`fleetflow admin tenants get T` lists the clusters a tenant is granted."
 )
-_GRANT_TENANT_HELP = "The tenant, as `fleetflow admin tenants list` shows it."
-_GRANT_CLUSTER_HELP = "The cluster, as `fleetflow admin clusters list` shows it, or '*'."
+_GRANT_TENANT_ARGUMENT = typer.Argument(
+    ...,
+    metavar="T",
+    help="The tenant, as `fleetflow admin tenants list` shows it.",
+    show_default=False,
+)
+_GRANT_CLUSTER_ARGUMENT = typer.Argument(
+    ...,
+    metavar="CLUSTER",
+    help="The cluster, as `fleetflow admin clusters list` shows it, or '*'.",
+    show_default=False,
+)
 
 
 def _cluster_words(cluster: str) -> str:
@@ -273,38 +270,36 @@ def _cluster_words(cluster: str) -> str:
 @clusters_app.command("grant", no_args_is_help=True, help=GRANT_HELP)
 def clusters_grant(
     ctx: typer.Context,
-    tenant: str = typer.Argument(..., metavar="T", help=_GRANT_TENANT_HELP, show_default=False),
-    cluster: str = typer.Argument(
-        ..., metavar="CLUSTER", help=_GRANT_CLUSTER_HELP, show_default=False
-    ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    tenant: str = _GRANT_TENANT_ARGUMENT,
+    cluster: str = _GRANT_CLUSTER_ARGUMENT,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """`fleetflow admin clusters grant T CLUSTER` (help: GRANT_HELP)."""
-    with client(ctx) as api, not_found_hint(api, f"{CLUSTERS_HINT}, and {TENANTS_HINT}"):
-        granted = api.grant_cluster(tenant, cluster)
-    if as_json:
-        print_json(granted)
-        return
-    say(f"tenant {tenant} may now run on {_cluster_words(cluster)}")
+    show(
+        ctx,
+        lambda api: api.admin.grant_cluster(tenant, cluster),
+        as_json,
+        lambda *_: say(f"tenant {tenant} may now run on {_cluster_words(cluster)}"),
+        hint=f"{CLUSTERS_HINT}, and {TENANTS_HINT}",
+    )
 
 
 @clusters_app.command("revoke-grant", no_args_is_help=True)
 def clusters_revoke_grant(
     ctx: typer.Context,
-    tenant: str = typer.Argument(..., metavar="T", help=_GRANT_TENANT_HELP, show_default=False),
-    cluster: str = typer.Argument(
-        ..., metavar="CLUSTER", help=_GRANT_CLUSTER_HELP, show_default=False
-    ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    tenant: str = _GRANT_TENANT_ARGUMENT,
+    cluster: str = _GRANT_CLUSTER_ARGUMENT,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Take back a `clusters grant`: no new task of tenant T is placed on CLUSTER."""
     hint = f"`fleetflow admin tenants get {tenant}` lists the clusters it is granted"
-    with client(ctx) as api, not_found_hint(api, hint):
-        revoked = api.revoke_cluster_grant(tenant, cluster)
-    if as_json:
-        print_json(revoked)
-        return
-    say(f"tenant {tenant} may no longer run on {_cluster_words(cluster)}")
+    show(
+        ctx,
+        lambda api: api.admin.revoke_cluster_grant(tenant, cluster),
+        as_json,
+        lambda *_: say(f"tenant {tenant} may no longer run on {_cluster_words(cluster)}"),
+        hint=hint,
+    )
 
 
 def _status(cluster: dict[str, Any]) -> Text:

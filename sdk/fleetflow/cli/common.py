@@ -6,12 +6,13 @@ JSON answers and times are printed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import typer
+from pydantic_core import to_jsonable_python
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -27,6 +28,8 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 JSON_HELP = "Print the API's JSON answer as is."
+# The `--json` option of every command that prints an API answer.
+JSON_OPTION = typer.Option(False, "--json", help=JSON_HELP)
 TENANT_META_KEY = "fleetflow.tenant"
 
 
@@ -63,8 +66,36 @@ def not_found_hint(api: Client, hint: str) -> Iterator[None]:
         raise
 
 
-def print_json(value: Any) -> None:
-    console.print_json(json.dumps(value))
+def api_json(answer: Any) -> Any:
+    """A `Client` answer (models, lists of them) as the API's JSON, which the CLI prints."""
+    return to_jsonable_python(answer)
+
+
+def print_json(value: Any, out: Console = console) -> None:
+    """`value` (a `Client` answer or JSON) as indented JSON, uncoloured unless `out` is a
+    terminal."""
+    out.print_json(json.dumps(api_json(value)))
+
+
+def show(
+    ctx: typer.Context,
+    call: Callable[[Client], Any],
+    as_json: bool,
+    render: Callable[[Any, str], None],
+    *,
+    hint: str | None = None,
+    tenant: str | None = None,
+) -> None:
+    """What most commands do: `call` the API with the command's client (acting in `tenant`;
+    a 404 gets `hint`), then print the answer as the API's JSON with `--json`, else as
+    `render` shows that JSON (given the control plane's URL too, for the next step it
+    suggests)."""
+    with client(ctx, tenant) as api, not_found_hint(api, hint) if hint else nullcontext():
+        answer = api_json(call(api))
+    if as_json:
+        print_json(answer)
+    else:
+        render(answer, api.api_url)
 
 
 def say(message: str | Text) -> None:

@@ -18,8 +18,10 @@ from typing import Any
 import typer
 from rich.text import Text
 
+from fleetflow.api_models.executions import ExecutionPublic
 from fleetflow.cli.common import (
-    JSON_HELP,
+    JSON_OPTION,
+    api_json,
     client,
     console,
     err_console,
@@ -27,6 +29,7 @@ from fleetflow.cli.common import (
     print_json,
     print_table,
     say,
+    show,
 )
 from fleetflow.client import Client, ExecutionTimeoutError, LogLine
 from fleetflow.errors import FleetflowError
@@ -65,20 +68,25 @@ def executions_list(
         callback=_parse_status,
         show_default=False,
     ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List recent executions, newest first."""
+
+    def print_executions(items: list[dict[str, Any]], api_url: str) -> None:
+        if not items:
+            which = f" {status}" if status else ""
+            say(f"no{which} executions on {api_url}")
+            return
+        _print_executions(items)
+
+    show(
+        ctx, lambda api: api.executions.list(limit=limit, status=status), as_json, print_executions
+    )
+
+
+def _print_executions(items: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
-    with client(ctx) as api:
-        items = api.list_executions(limit=limit, status=status)
-    if as_json:
-        print_json(items)
-        return
-    if not items:
-        which = f" {status}" if status else ""
-        say(f"no{which} executions on {api.api_url}")
-        return
     table = Table(box=None, pad_edge=False)
     # The id is what one copies into `executions get`: never shortened.
     table.add_column("ID", no_wrap=True, min_width=max(len(item["id"]) for item in items))
@@ -100,17 +108,15 @@ def _short_time(item: dict[str, Any]) -> str:
 def executions_get(
     ctx: typer.Context,
     execution_id: str = ID_ARGUMENT,
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show one execution: status, inputs, task attempts, then outputs or the error."""
     from fleetflow.cli.remote import print_execution
 
-    with client(ctx) as api, not_found_hint(api, EXECUTIONS_HINT):
-        execution = api.get_execution(execution_id)
-    if as_json:
-        print_json(execution)
-    else:
+    def render(execution: dict[str, Any], _api_url: str) -> None:
         print_execution(execution, console, attempts=True)
+
+    show(ctx, lambda api: api.executions.get(execution_id), as_json, render, hint=EXECUTIONS_HINT)
 
 
 @executions_app.command("wait")
@@ -146,16 +152,16 @@ def executions_wait(
         try:
             with AttemptProgress(err_console, fetch_log=log_fetcher(api, execution_id)) as shown:
                 final = api.wait_for_execution(
-                    execution_id, timeout=timeout, on_change=shown.update
+                    execution_id, timeout=timeout, on_change=lambda e: shown.update(api_json(e))
                 )
         except ExecutionTimeoutError as exc:
             exit_still_running(exc, execution_id)
     if as_json:
         print_json(final)
     else:
-        print_execution(final, console)
-    if final["status"] != "SUCCEEDED":
-        raise ExecutionFailedError(f"execution {execution_id} {final['status']}")
+        print_execution(api_json(final), console)
+    if final.status != "SUCCEEDED":
+        raise ExecutionFailedError(f"execution {execution_id} {final.status}")
 
 
 @executions_app.command("logs")
@@ -193,33 +199,23 @@ def executions_logs(
         if follow:
             _follow_logs(api, execution_id, node=node, attempt=attempt, as_json=as_json)
             return
-        attempts = api.execution_logs(execution_id, node=node, attempt=attempt)
+        attempts = api.executions.logs(execution_id, node=node, attempt=attempt)
     if as_json:
         for entry in attempts:
-            for line in (entry.get("log") or "").splitlines():
-                _print_json_line(_log_line(entry, line))
+            for line in (entry.log or "").splitlines():
+                _print_json_line(LogLine.of(entry, line))
         return
     from fleetflow.cli.remote import describe_attempt
 
     if not attempts:
         say("no task attempt yet")
     for entry in attempts:
-        console.rule(describe_attempt(entry), align="left", style="dim")
-        text = entry.get("log")
+        console.rule(describe_attempt(api_json(entry)), align="left", style="dim")
+        text = entry.log
         if text:
             console.out(text.rstrip("\n"), highlight=False)
         else:
             console.print("(no output stored)", style="dim", highlight=False)
-
-
-def _log_line(entry: dict[str, Any], text: str) -> LogLine:
-    return LogLine(
-        attempt_id=entry["attempt_id"],
-        node_id=entry["node_id"],
-        map_index=entry.get("map_index"),
-        attempt_number=entry["attempt_number"],
-        text=text,
-    )
 
 
 def _print_json_line(line: LogLine) -> None:
@@ -229,7 +225,7 @@ def _print_json_line(line: LogLine) -> None:
 def _follow_logs(
     api: Client, execution_id: str, *, node: str | None, attempt: int | None, as_json: bool
 ) -> None:
-    execution = api.get_execution(execution_id)
+    execution = api.executions.get(execution_id)
     prefixed = _has_several_sources(api, execution, node)
     last_attempt: dict[tuple[str, int | None], int] = {}
     for line in api.follow_logs(execution_id, node=node, attempt=attempt):
@@ -249,22 +245,22 @@ def _follow_logs(
             where = source[0] + ("" if source[1] is None else f"[{source[1]}]")
             text = Text(f"{where}{retry} | ", style="dim").append_text(text)
         console.print(text, highlight=False, soft_wrap=True)
-    final = api.get_execution(execution_id)
-    err_console.print(f"execution {execution_id} {final['status']}", highlight=False)
+    final = api.executions.get(execution_id)
+    err_console.print(f"execution {execution_id} {final.status}", highlight=False)
 
 
 def _source(line: LogLine) -> tuple[str, int | None]:
     return line.node_id, line.map_index
 
 
-def _has_several_sources(api: Client, execution: dict[str, Any], node: str | None) -> bool:
+def _has_several_sources(api: Client, execution: ExecutionPublic, node: str | None) -> bool:
     """Whether the followed lines can come from more than one node or map element."""
     try:
-        spec = api.get_workflow(execution["workflow"], execution["version"])["spec"]
+        spec = api.workflows.get(execution.workflow, execution.version).spec
     except FleetflowError:
         return True  # cannot tell: say where every line comes from
-    nodes = [n for n in spec["nodes"] if node is None or n["id"] == node]
-    return len(nodes) > 1 or any(n.get("map") for n in nodes)
+    nodes = [n for n in spec.nodes if node is None or n.id == node]
+    return len(nodes) > 1 or any(n.map for n in nodes)
 
 
 @executions_app.command("outputs")
@@ -291,7 +287,7 @@ def executions_outputs(
     """
     with client(ctx) as api, not_found_hint(api, EXECUTIONS_HINT):
         if download is None:
-            outputs = _succeeded_outputs(api, execution_id)
+            outputs = api.executions.succeeded(execution_id).outputs or {}
         else:
             downloaded = api.download_outputs(execution_id, download)
             outputs = downloaded.outputs
@@ -309,21 +305,6 @@ def executions_outputs(
         console.out(json.dumps(outputs), highlight=False)
 
 
-def _succeeded_outputs(api: Client, execution_id: str) -> dict[str, Any]:
-    from fleetflow.client import ExecutionNotSucceededError
-
-    execution = api.get_execution(execution_id)
-    if execution["status"] != "SUCCEEDED":
-        error = execution.get("error") or {}
-        why = f": {error['message']}" if error.get("message") else ""
-        raise ExecutionNotSucceededError(
-            f"execution {execution_id} is {execution['status']}{why}; it has no outputs"
-            + ("" if execution["status"] in ("FAILED", "CANCELLED") else " yet")
-        )
-    outputs: dict[str, Any] = execution.get("outputs") or {}
-    return outputs
-
-
 @executions_app.command("cancel")
 def executions_cancel(
     ctx: typer.Context,
@@ -333,12 +314,16 @@ def executions_cancel(
     ),
 ) -> None:
     """Cancel an execution: its running task attempts are stopped on every cluster."""
-    with client(ctx) as api, not_found_hint(api, EXECUTIONS_HINT):
-        execution = api.cancel(execution_id)
-    if as_json:
-        print_json(execution)
-        return
-    status = execution["status"]
+    show(
+        ctx,
+        lambda api: api.cancel(execution_id),
+        as_json,
+        lambda execution, _: _print_cancelled(execution_id, execution["status"]),
+        hint=EXECUTIONS_HINT,
+    )
+
+
+def _print_cancelled(execution_id: str, status: str) -> None:
     if status == "CANCELLED":
         console.print(f"execution [bold]{execution_id}[/bold] CANCELLED", highlight=False)
     elif status in ("SUCCEEDED", "FAILED"):

@@ -33,7 +33,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from fleetflow.cli import account
 from fleetflow.cli import usage as usage_commands
-from fleetflow.cli.common import TENANT_META_KEY, CommandUsageError, client
+from fleetflow.cli.common import TENANT_META_KEY, CommandUsageError, client, print_json
 from fleetflow.cli.inputs import InputFlagError, did_you_mean, split_input_flags
 from fleetflow.errors import FleetflowError, WorkflowInputError
 from fleetflow.loader import WorkflowNotFoundError
@@ -587,7 +587,7 @@ def register(
     ),
 ) -> None:
     """Upload WORKFLOW's code bundle and register its spec, without running it."""
-    from fleetflow.cli.remote import print_json, register_remote
+    from fleetflow.cli.remote import register_remote
     from fleetflow.loader import load_workflow
 
     wf, root = load_workflow(file, workflow_name)
@@ -596,7 +596,7 @@ def register(
             api, wf, root, err_console if as_json else console, version=version
         )
     if as_json:
-        print_json(console, registered)
+        print_json(registered, console)
 
 
 # executions, workflows and admin: SDK_GROUPS, imported when they run.

@@ -24,7 +24,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from fleetflow.client import Client, ExecutionTimeoutError
+from fleetflow.api_models.executions import ExecutionPublic
+from fleetflow.api_models.previews import ExecutionPreview
+from fleetflow.cli.common import api_json, print_json
+from fleetflow.client import Client, ExecutionTimeoutError, RegisteredWorkflow
 from fleetflow.errors import FleetflowError
 from fleetflow.timestamps import parse_time
 
@@ -69,8 +72,8 @@ def log_fetcher(client: Client, execution_id: str) -> Callable[[dict[str, Any]],
     """What `AttemptProgress` calls to read a failed attempt's output."""
 
     def fetch(attempt: dict[str, Any]) -> str | None:
-        entries = client.execution_logs(execution_id, attempt_ids=[attempt["id"]])
-        return entries[0].get("log") if entries else None
+        entries = client.executions.logs(execution_id, attempt_ids=[attempt["id"]])
+        return entries[0].log if entries else None
 
     return fetch
 
@@ -82,18 +85,18 @@ def register_remote(
     console: Console,
     *,
     version: str | None = None,
-) -> dict[str, Any]:
+) -> RegisteredWorkflow:
     """Upload the code bundle if needed and register the spec (under `version`, default: a
     hash of both), saying what happened on `console`."""
     registered = client.register(wf, root=root, version=version)
-    bundle = registered["bundle"]
+    bundle = registered.bundle
     console.print(
-        f"code bundle {bundle['digest'][:12]} ({bundle['size_bytes']} bytes) "
-        + ("uploaded" if bundle["uploaded"] else "already on the control plane"),
+        f"code bundle {bundle.digest[:12]} ({bundle.size_bytes} bytes) "
+        + ("uploaded" if bundle.uploaded else "already on the control plane"),
         highlight=False,
     )
     console.print(
-        f"registered [bold]{registered['name']}[/bold] version {registered['version']}",
+        f"registered [bold]{registered.name}[/bold] version {registered.version}",
         highlight=False,
     )
     return registered
@@ -111,7 +114,7 @@ def run_remote(
     priority: int = 0,
     as_json: bool = False,
     err_console: Console | None = None,
-) -> dict[str, Any]:
+) -> ExecutionPublic:
     """Run `wf` on the control plane `client` talks to; with `wait`, follow it and print its
     outputs as JSON.
 
@@ -126,22 +129,22 @@ def run_remote(
     wf.inputs_to_literals(values)  # a wrong input fails here, before anything is uploaded
     registered = register_remote(client, wf, root, info)
     execution = client.launch(
-        wf, values, version=registered["version"], name=registered["name"], priority=priority
+        wf, values, version=registered.version, name=registered.name, priority=priority
     )
-    execution_id = execution["id"]
-    info.print(f"execution [bold]{execution_id}[/bold] {execution['status']}")
+    execution_id = execution.id
+    info.print(f"execution [bold]{execution_id}[/bold] {execution.status}")
     follow = f"fleetflow executions wait {execution_id}"
     if not wait:
         info.print(f"follow it with: {follow}", markup=False, highlight=False)
         if as_json:
-            print_json(console, execution)
+            print_json(execution, console)
         else:
             console.out(execution_id, highlight=False)  # last line: the id, for scripts
         return execution
     try:
         with AttemptProgress(info, fetch_log=log_fetcher(client, execution_id)) as progress:
             final = client.wait_for_execution(
-                execution_id, timeout=timeout, on_change=progress.update
+                execution_id, timeout=timeout, on_change=lambda e: progress.update(api_json(e))
             )
     except ExecutionTimeoutError as exc:
         exit_still_running(exc, execution_id)
@@ -154,17 +157,12 @@ def run_remote(
         )
         raise
     if as_json:
-        print_json(console, final)
+        print_json(final, console)
     else:
-        print_execution(final, console)
-    if final["status"] != "SUCCEEDED":
-        raise ExecutionFailedError(f"execution {final['id']} {final['status']}")
+        print_execution(api_json(final), console)
+    if final.status != "SUCCEEDED":
+        raise ExecutionFailedError(f"execution {final.id} {final.status}")
     return final
-
-
-def print_json(console: Console, value: Any) -> None:
-    """`value` as indented JSON, uncoloured unless `console` is a terminal."""
-    console.print_json(json.dumps(value))
 
 
 def elapsed(attempt: dict[str, Any], now: datetime | None = None) -> str:
@@ -408,19 +406,19 @@ def preview_remote(
     *,
     console: Console,
     as_json: bool = False,
-) -> dict[str, Any]:
+) -> ExecutionPreview:
     """`fleetflow run --remote --dry-run`: upload and register (both idempotent), then only
     preview where each task would run now; no execution is created. With `as_json` the
     preview is printed as the API's JSON and the rest goes to stderr."""
     literals = wf.inputs_to_literals(values)  # a wrong input fails before any upload
     info = Console(stderr=True, soft_wrap=True) if as_json else console
     registered = register_remote(client, wf, root, info)
-    literals = client.upload_inputs(wf, literals)
-    preview = client.preview_execution(registered["name"], literals, version=registered["version"])
+    literals = client.uploads.inputs(wf, literals)
+    preview = client.executions.preview(registered.name, literals, version=registered.version)
     if as_json:
-        print_json(console, preview)
+        print_json(preview, console)
     else:
-        print_preview(preview, console)
+        print_preview(api_json(preview), console)
     return preview
 
 

@@ -12,29 +12,29 @@ from __future__ import annotations
 import difflib
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 from rich.text import Text
 
 from fleetflow.cli.common import (
-    JSON_HELP,
-    client,
+    JSON_OPTION,
     describe_roles,
     new_table,
-    not_found_hint,
     parse_time,
     print_fields,
-    print_json,
     print_table,
     say,
+    show,
     timestamp,
 )
 from fleetflow.cli.usage import describe_quota, is_unlimited, print_quota_table
 from fleetflow.errors import FleetflowError, InvalidOptionError
 
 if TYPE_CHECKING:
-    from fleetflow.client import PrincipalKind
+    from fleetflow.api_models.tenancy import RoleChanged
+    from fleetflow.client import Client, PrincipalKind
 
 tenants_app = typer.Typer(
     help="Create tenants and see their quota, clusters and users.", no_args_is_help=True
@@ -165,14 +165,13 @@ def tenants_create(
     name: str = typer.Argument(
         ..., metavar="NAME", help="The new tenant's name.", show_default=False
     ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Create a tenant (platform admins). It has no users, clusters or quota yet."""
-    with client(ctx) as api:
-        created = api.create_tenant(name)
-    if as_json:
-        print_json(created)
-        return
+    show(ctx, lambda api: api.admin.create_tenant(name), as_json, _print_created_tenant)
+
+
+def _print_created_tenant(created: dict[str, Any], _api_url: str) -> None:
     tenant = created["name"]
     say(f"created tenant {tenant}")
     say("next:")
@@ -182,17 +181,14 @@ def tenants_create(
 
 
 @tenants_app.command("list")
-def tenants_list(
-    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)
-) -> None:
+def tenants_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """List the tenants."""
-    with client(ctx) as api:
-        tenants = api.list_tenants()
-    if as_json:
-        print_json(tenants)
-        return
+    show(ctx, lambda api: api.admin.list_tenants(), as_json, _print_tenants)
+
+
+def _print_tenants(tenants: list[dict[str, Any]], api_url: str) -> None:
     if not tenants:
-        say(f"no tenants on {api.api_url}; create one with `fleetflow admin tenants create NAME`")
+        say(f"no tenants on {api_url}; create one with `fleetflow admin tenants create NAME`")
         return
     table = new_table("NAME", "CREATED")
     for tenant in tenants:
@@ -204,14 +200,14 @@ def tenants_list(
 def tenants_get(
     ctx: typer.Context,
     name: str = typer.Argument(..., metavar="NAME", help=_TENANT_HELP, show_default=False),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show one tenant: quota, the clusters it may run on, how many users it has."""
-    with client(ctx) as api, not_found_hint(api, TENANTS_HINT):
-        tenant = api.get_tenant(name)
-    if as_json:
-        print_json(tenant)
-        return
+    show(ctx, lambda api: api.admin.get_tenant(name), as_json, _print_tenant, hint=TENANTS_HINT)
+
+
+def _print_tenant(tenant: dict[str, Any], _api_url: str) -> None:
+    name = tenant["name"]
     clusters = tenant.get("clusters") or []
     cluster_text = ", ".join("every cluster" if c == "*" else c for c in clusters)
     print_fields(
@@ -256,59 +252,63 @@ def users_create(
         None, "--expires-in-days", metavar="N", min=1, help=_EXPIRES_HELP, show_default=False
     ),
     never_expires: bool = typer.Option(False, "--never-expires", help=_NEVER_HELP),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Create a user or service account and print its first token, once."""
     role = parse_role(role)
     _check_expiry(expires_in_days, never_expires)
     kind: PrincipalKind = "service" if service else "user"
-    with client(ctx) as api, not_found_hint(api, TENANTS_HINT):
-        created = api.create_user(
+
+    def print_created(created: dict[str, Any], api_url: str) -> None:
+        user = created["user"]
+        say(
+            f"created {'service account' if service else 'user'} {user['name']} in tenant "
+            f"{user['tenant']}; roles: {describe_roles(user.get('roles') or [])}"
+        )
+        _print_new_token(created, api_url)
+
+    show(
+        ctx,
+        lambda api: api.admin.create_user(
             tenant,
             name,
             role,
             kind=kind,
             expires_in_days=expires_in_days,
             never_expires=never_expires,
-        )
-    if as_json:
-        print_json(created)
-        return
-    user = created["user"]
-    say(
-        f"created {'service account' if service else 'user'} {user['name']} in tenant "
-        f"{user['tenant']}; roles: {describe_roles(user.get('roles') or [])}"
+        ),
+        as_json,
+        print_created,
+        hint=TENANTS_HINT,
     )
-    _print_new_token(created, api.api_url)
 
 
 @users_app.command("list", no_args_is_help=True)
 def users_list(
     ctx: typer.Context,
     tenant: str = typer.Option(..., "--tenant", metavar="T", help=_TENANT_HELP),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List a tenant's users and service accounts with their roles."""
-    with client(ctx) as api, not_found_hint(api, TENANTS_HINT):
-        users = api.list_users(tenant)
-    if as_json:
-        print_json(users)
-        return
-    if not users:
-        say(
-            f"tenant {tenant} has no users; create one with "
-            f"`fleetflow admin users create NAME --tenant {tenant} --role developer`"
-        )
-        return
-    table = new_table("NAME", "KIND", "ROLES", "CREATED")
-    for user in users:
-        table.add_row(
-            user["name"],
-            user.get("kind", "user"),
-            describe_roles(user.get("roles") or []),
-            timestamp(user.get("created_at")),
-        )
-    print_table(table)
+
+    def print_users(users: list[dict[str, Any]], _api_url: str) -> None:
+        if not users:
+            say(
+                f"tenant {tenant} has no users; create one with "
+                f"`fleetflow admin users create NAME --tenant {tenant} --role developer`"
+            )
+            return
+        table = new_table("NAME", "KIND", "ROLES", "CREATED")
+        for user in users:
+            table.add_row(
+                user["name"],
+                user.get("kind", "user"),
+                describe_roles(user.get("roles") or []),
+                timestamp(user.get("created_at")),
+            )
+        print_table(table)
+
+    show(ctx, lambda api: api.admin.list_users(tenant), as_json, print_users, hint=TENANTS_HINT)
 
 
 # tokens ------------------------------------------------------------------------------------
@@ -323,19 +323,24 @@ def tokens_create(
         None, "--expires-in-days", metavar="N", min=1, help=_EXPIRES_HELP, show_default=False
     ),
     never_expires: bool = typer.Option(False, "--never-expires", help=_NEVER_HELP),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Give a user another token and print it, once; its other tokens keep working."""
     _check_expiry(expires_in_days, never_expires)
-    with client(ctx) as api, not_found_hint(api, _users_hint(tenant)):
-        created = api.create_token(
+
+    def print_created(created: dict[str, Any], api_url: str) -> None:
+        say(f"new token for {user} in tenant {tenant}")
+        _print_new_token(created, api_url)
+
+    show(
+        ctx,
+        lambda api: api.admin.create_token(
             tenant, user, expires_in_days=expires_in_days, never_expires=never_expires
-        )
-    if as_json:
-        print_json(created)
-        return
-    say(f"new token for {user} in tenant {tenant}")
-    _print_new_token(created, api.api_url)
+        ),
+        as_json,
+        print_created,
+        hint=_users_hint(tenant),
+    )
 
 
 def _token_state(token: dict[str, Any], now: datetime) -> Text:
@@ -352,28 +357,33 @@ def tokens_list(
     ctx: typer.Context,
     user: str = typer.Argument(..., metavar="USER", help="The user's name.", show_default=False),
     tenant: str = typer.Option(..., "--tenant", metavar="T", help="The user's home tenant."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List a user's tokens (never their secrets): state, expiry, last use."""
-    with client(ctx) as api, not_found_hint(api, _users_hint(tenant)):
-        tokens = api.list_tokens(tenant, user)
-    if as_json:
-        print_json(tokens)
-        return
-    if not tokens:
-        say(f"{user} has no tokens; `fleetflow admin tokens create {user} --tenant {tenant}`")
-        return
-    table = new_table("ID", "STATE", "CREATED", "EXPIRES", "LAST USED")
-    now = datetime.now(UTC)
-    for token in tokens:
-        table.add_row(
-            token["id"],
-            _token_state(token, now),
-            timestamp(token.get("created_at")),
-            timestamp(token.get("expires_at"), never="never"),
-            timestamp(token.get("last_used_at"), never="never"),
-        )
-    print_table(table)
+
+    def print_tokens(tokens: list[dict[str, Any]], _api_url: str) -> None:
+        if not tokens:
+            say(f"{user} has no tokens; `fleetflow admin tokens create {user} --tenant {tenant}`")
+            return
+        table = new_table("ID", "STATE", "CREATED", "EXPIRES", "LAST USED")
+        now = datetime.now(UTC)
+        for token in tokens:
+            table.add_row(
+                token["id"],
+                _token_state(token, now),
+                timestamp(token.get("created_at")),
+                timestamp(token.get("expires_at"), never="never"),
+                timestamp(token.get("last_used_at"), never="never"),
+            )
+        print_table(table)
+
+    show(
+        ctx,
+        lambda api: api.admin.list_tokens(tenant, user),
+        as_json,
+        print_tokens,
+        hint=_users_hint(tenant),
+    )
 
 
 @tokens_app.command("revoke", no_args_is_help=True)
@@ -385,16 +395,16 @@ def tokens_revoke(
         help="The token's id, as `fleetflow admin tokens list` shows it.",
         show_default=False,
     ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Revoke a token: requests carrying it are refused from now on."""
     hint = "`fleetflow admin tokens list USER --tenant T` shows a user's tokens"
-    with client(ctx) as api, not_found_hint(api, hint):
-        revoked = api.revoke_token(token_id)
-    if as_json:
-        print_json(revoked)
-        return
-    say(f"revoked token {revoked.get('id', token_id)} at {timestamp(revoked.get('revoked_at'))}")
+
+    def print_revoked(revoked: dict[str, Any], _api_url: str) -> None:
+        revoked_at = timestamp(revoked.get("revoked_at"))
+        say(f"revoked token {revoked.get('id', token_id)} at {revoked_at}")
+
+    show(ctx, lambda api: api.admin.revoke_token(token_id), as_json, print_revoked, hint=hint)
 
 
 # roles -------------------------------------------------------------------------------------
@@ -411,55 +421,68 @@ def _describe_grant(grant: dict[str, Any]) -> str:
 
 
 PRINCIPALS_HINT = "`fleetflow admin users list --tenant T` shows a tenant's users"
-_PRINCIPAL_HELP = "The user or service account."
-_ROLE_HELP = "platform-admin, tenant-admin, developer or viewer."
-_GRANT_TENANT_HELP = "The tenant the role applies in (not for platform-admin)."
+_PRINCIPAL_ARGUMENT = typer.Argument(
+    ..., metavar="PRINCIPAL", help="The user or service account.", show_default=False
+)
+_ROLE_ARGUMENT = typer.Argument(
+    ...,
+    metavar="ROLE",
+    help="platform-admin, tenant-admin, developer or viewer.",
+    show_default=False,
+)
+_GRANT_TENANT_OPTION = typer.Option(
+    None,
+    "--tenant",
+    metavar="T",
+    help="The tenant the role applies in (not for platform-admin).",
+    show_default=False,
+)
 
 
 @roles_app.command("grant", no_args_is_help=True)
 def roles_grant(
     ctx: typer.Context,
-    principal: str = typer.Argument(
-        ..., metavar="PRINCIPAL", help=_PRINCIPAL_HELP, show_default=False
-    ),
-    role: str = typer.Argument(..., metavar="ROLE", help=_ROLE_HELP, show_default=False),
-    tenant: str = typer.Option(
-        None, "--tenant", metavar="T", help=_GRANT_TENANT_HELP, show_default=False
-    ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    principal: str = _PRINCIPAL_ARGUMENT,
+    role: str = _ROLE_ARGUMENT,
+    tenant: str = _GRANT_TENANT_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Grant PRINCIPAL the role ROLE in tenant T (platform-admin: everywhere)."""
-    role = parse_role(role)
-    _require_tenant(role, tenant)
-    with client(ctx) as api, not_found_hint(api, PRINCIPALS_HINT):
-        grant = api.grant_role(principal, role, tenant)
-    if as_json:
-        print_json(grant)
-        return
-    say(f"granted {_describe_grant(grant)} to {grant['principal']}")
+    _change_role(ctx, "granted", principal, role, tenant, as_json)
 
 
 @roles_app.command("revoke", no_args_is_help=True)
 def roles_revoke(
     ctx: typer.Context,
-    principal: str = typer.Argument(
-        ..., metavar="PRINCIPAL", help=_PRINCIPAL_HELP, show_default=False
-    ),
-    role: str = typer.Argument(..., metavar="ROLE", help=_ROLE_HELP, show_default=False),
-    tenant: str = typer.Option(
-        None, "--tenant", metavar="T", help=_GRANT_TENANT_HELP, show_default=False
-    ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    principal: str = _PRINCIPAL_ARGUMENT,
+    role: str = _ROLE_ARGUMENT,
+    tenant: str = _GRANT_TENANT_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Take back a role `roles grant` gave."""
+    _change_role(ctx, "revoked", principal, role, tenant, as_json)
+
+
+def _change_role(
+    ctx: typer.Context,
+    change: Literal["granted", "revoked"],
+    principal: str,
+    role: str,
+    tenant: str | None,
+    as_json: bool,
+) -> None:
     role = parse_role(role)
     _require_tenant(role, tenant)
-    with client(ctx) as api, not_found_hint(api, PRINCIPALS_HINT):
-        grant = api.revoke_role(principal, role, tenant)
-    if as_json:
-        print_json(grant)
-        return
-    say(f"revoked {_describe_grant(grant)} from {grant['principal']}")
+
+    def print_change(grant: dict[str, Any], _api_url: str) -> None:
+        to = "to" if change == "granted" else "from"
+        say(f"{change} {_describe_grant(grant)} {to} {grant['principal']}")
+
+    def call(api: Client) -> RoleChanged:
+        change_role = api.admin.grant_role if change == "granted" else api.admin.revoke_role
+        return change_role(principal, role, tenant)
+
+    show(ctx, call, as_json, print_change, hint=PRINCIPALS_HINT)
 
 
 # quotas ------------------------------------------------------------------------------------
@@ -509,14 +532,15 @@ def quotas_set(
         help="Task attempts running at once.",
         show_default=False,
     ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """`fleetflow admin quotas set T` (help: QUOTAS_SET_HELP)."""
     per_type = parse_gpu_limits(gpu_type)
     cores = parse_cpu_limit(cpu) if cpu is not None else None
     memory_bytes = parse_memory_limit(memory) if memory is not None else None
-    with client(ctx) as api, not_found_hint(api, TENANTS_HINT):
-        stored = api.set_quota(
+    show(
+        ctx,
+        lambda api: api.admin.set_quota(
             tenant,
             gpu=gpu,
             gpu_per_type=per_type,
@@ -524,33 +548,33 @@ def quotas_set(
             memory=memory_bytes,
             max_running_executions=max_running_executions,
             max_running_tasks=max_running_tasks,
-        )
-    if as_json:
-        print_json(stored)
-        return
-    if is_unlimited(stored):
-        say(f"tenant {tenant} has no quota now: every limit is unlimited")
-        return
-    say(f"quota of tenant {tenant} is now:")
-    print_quota_table(stored)
+        ),
+        as_json,
+        partial(_print_quota, tenant, changed=True),
+        hint=TENANTS_HINT,
+    )
 
 
 @quotas_app.command("get", no_args_is_help=True)
 def quotas_get(
     ctx: typer.Context,
     tenant: str = typer.Argument(..., metavar="T", help=_TENANT_HELP, show_default=False),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show tenant T's quota (what it uses now: `fleetflow --tenant T quota`)."""
-    with client(ctx) as api, not_found_hint(api, TENANTS_HINT):
-        stored = api.get_quota(tenant)
-    if as_json:
-        print_json(stored)
-        return
+    render = partial(_print_quota, tenant, changed=False)
+    show(ctx, lambda api: api.admin.get_quota(tenant), as_json, render, hint=TENANTS_HINT)
+
+
+def _print_quota(
+    tenant: str, stored: dict[str, Any] | None, _api_url: str, *, changed: bool
+) -> None:
+    """A tenant's quota as stored, `changed` by the command or not."""
     if is_unlimited(stored):
-        say(f"tenant {tenant} has no quota: unlimited")
+        now = " now: every limit is" if changed else ":"
+        say(f"tenant {tenant} has no quota{now} unlimited")
         return
-    say(f"quota of tenant {tenant}:")
+    say(f"quota of tenant {tenant}{' is now' if changed else ''}:")
     print_quota_table(stored)
 
 
@@ -567,16 +591,15 @@ def _details(details: dict[str, Any] | None) -> str:
 def audit(
     ctx: typer.Context,
     limit: int = typer.Option(50, "--limit", min=1, max=1000, help="How many, newest first."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show the latest administrative actions: who did what to whom, newest first."""
-    with client(ctx) as api:
-        entries = api.audit_log(limit=limit)
-    if as_json:
-        print_json(entries)
-        return
+    show(ctx, lambda api: api.admin.audit_log(limit=limit), as_json, _print_audit_log)
+
+
+def _print_audit_log(entries: list[dict[str, Any]], api_url: str) -> None:
     if not entries:
-        say(f"the audit log of {api.api_url} is empty")
+        say(f"the audit log of {api_url} is empty")
         return
     table = new_table("AT", "ACTOR", "ACTION", "TARGET", "DETAILS")
     for entry in entries:

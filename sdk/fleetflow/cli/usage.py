@@ -16,14 +16,13 @@ import typer
 from rich.text import Text
 
 from fleetflow.cli.common import (
-    JSON_HELP,
-    client,
+    JSON_OPTION,
     console,
     new_table,
-    print_json,
     print_table,
     quantity,
     say,
+    show,
     timestamp,
 )
 from fleetflow.errors import FleetflowError
@@ -150,14 +149,13 @@ def _share(used: Any, limit: Any) -> Text:
 def quota(
     ctx: typer.Context,
     tenant: str = typer.Option(None, "--tenant", metavar="T", help=TENANT_HELP),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show what your tenant uses now against its quota, and what waits for quota."""
-    with client(ctx, tenant) as api:
-        status = api.quota_status()
-    if as_json:
-        print_json(status)
-        return
+    show(ctx, lambda api: api.usage.quota_status(), as_json, _print_quota_status, tenant=tenant)
+
+
+def _print_quota_status(status: dict[str, Any], _api_url: str) -> None:
     limits = status.get("limits") or {}
     usage = status.get("usage") or {}
     table = new_table("RESOURCE", "IN USE", "LIMIT", "USED", right=("IN USE", "LIMIT", "USED"))
@@ -231,7 +229,7 @@ def usage(
     ),
     limit: int = typer.Option(10, "--limit", min=1, max=100, help="With --top: how many."),
     tenant: str = typer.Option(None, "--tenant", metavar="T", help=TENANT_HELP),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """`fleetflow usage` (help: USAGE_HELP)."""
     now = datetime.now(UTC)
@@ -247,22 +245,24 @@ def usage(
     if top:
         if until or split:
             raise FleetflowError("--top ranks workflows since --since: drop --until and --group-by")
-        with client(ctx, tenant) as api:
-            workflows = api.top_workflows(since=start, limit=limit)
-        _print_top(workflows, start, as_json)
+        show(
+            ctx,
+            lambda api: api.usage.top_workflows(since=start, limit=limit),
+            as_json,
+            lambda workflows, _: _print_top(workflows, start),
+            tenant=tenant,
+        )
         return
-    with client(ctx, tenant) as api:
-        answer = api.usage(since=start, until=end, bucket=size, group_by=split)
-    if as_json:
-        print_json(answer)
-        return
-    _print_usage(answer, start, split)
+    show(
+        ctx,
+        lambda api: api.usage.history(since=start, until=end, bucket=size, group_by=split),
+        as_json,
+        lambda answer, _: _print_usage(answer, start, split),
+        tenant=tenant,
+    )
 
 
-def _print_top(workflows: list[dict[str, Any]], start: datetime, as_json: bool) -> None:
-    if as_json:
-        print_json(workflows)
-        return
+def _print_top(workflows: list[dict[str, Any]], start: datetime) -> None:
     if not workflows:
         say(f"no workflow ran since {timestamp(start.isoformat())}")
         return

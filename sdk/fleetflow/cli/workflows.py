@@ -14,15 +14,13 @@ import typer
 from rich.text import Text
 
 from fleetflow.cli.common import (
-    JSON_HELP,
-    client,
+    JSON_OPTION,
     console,
     new_table,
-    not_found_hint,
     print_fields,
-    print_json,
     print_table,
     say,
+    show,
     timestamp,
 )
 from fleetflow.ir import LiteralType, Resources, TypedInterface
@@ -47,17 +45,21 @@ NAME_ARGUMENT = typer.Argument(
 def workflows_list(
     ctx: typer.Context,
     limit: int = typer.Option(50, "--limit", min=1, max=200, help="How many, by name."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List registered workflows, by name, each with its newest version."""
-    with client(ctx) as api:
-        items = api.list_workflows(latest_only=True, limit=limit)
-    if as_json:
-        print_json(items)
-        return
+    show(
+        ctx,
+        lambda api: api.workflows.list(latest_only=True, limit=limit),
+        as_json,
+        _print_workflows,
+    )
+
+
+def _print_workflows(items: list[dict[str, Any]], api_url: str) -> None:
     if not items:
         say(
-            f"no workflows registered on {api.api_url}: `fleetflow register FILE WORKFLOW` or "
+            f"no workflows registered on {api_url}: `fleetflow register FILE WORKFLOW` or "
             "`fleetflow run --remote FILE WORKFLOW` registers one"
         )
         return
@@ -83,16 +85,17 @@ def workflows_get(
         help="This version instead of the newest.",
         show_default=False,
     ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show one workflow (its newest version unless --version): inputs with their types and
     defaults, outputs, and each task's resources, retries and caching."""
-    with client(ctx) as api, not_found_hint(api, WORKFLOWS_HINT):
-        workflow = api.get_workflow(name, version)
-    if as_json:
-        print_json(workflow)
-        return
-    _print_workflow(workflow)
+    show(
+        ctx,
+        lambda api: api.workflows.get(name, version),
+        as_json,
+        _print_workflow,
+        hint=WORKFLOWS_HINT,
+    )
 
 
 @workflows_app.command("versions")
@@ -100,14 +103,19 @@ def workflows_versions(
     ctx: typer.Context,
     name: str = NAME_ARGUMENT,
     limit: int = typer.Option(50, "--limit", min=1, max=200, help="How many, newest first."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List the registered versions of one workflow, newest first."""
-    with client(ctx) as api, not_found_hint(api, WORKFLOWS_HINT):
-        items = api.workflow_versions(name, limit=limit)
-    if as_json:
-        print_json(items)
-        return
+    show(
+        ctx,
+        lambda api: api.workflows.versions(name, limit=limit),
+        as_json,
+        _print_versions,
+        hint=WORKFLOWS_HINT,
+    )
+
+
+def _print_versions(items: list[dict[str, Any]], _api_url: str) -> None:
     table = new_table("VERSION", "REGISTERED", "BUNDLE")
     for item in items:
         table.add_row(
@@ -140,7 +148,7 @@ def _resources(resources: dict[str, Any]) -> str:
     return describe_resources(parsed)
 
 
-def _print_workflow(workflow: dict[str, Any]) -> None:
+def _print_workflow(workflow: dict[str, Any], _api_url: str) -> None:
     spec = workflow["spec"]
     print_fields(
         workflow["name"],

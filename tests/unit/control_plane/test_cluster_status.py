@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from control_plane.lifecycle.clusters import ClusterStatus, cluster_status
+from control_plane.lifecycle.clusters import cluster_status
 from control_plane.settings import GrpcSettings
+from fleetflow.api_models.clusters import ClusterStatus
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 SETTINGS = GrpcSettings(heartbeat_interval_seconds=10)  # online <= 15 s, grace 30 s

@@ -370,22 +370,22 @@ def test_client_sends_the_tenant_given_then_the_environments_then_the_configs(
     server.tenants("saved", "from-env", "given")  # alice views every tenant
     with Client() as client:
         assert client.tenant == "saved"
-        client.whoami()
+        client.account.whoami()
     monkeypatch.setenv("FLEETFLOW_TENANT", "from-env")
     with Client() as client:
-        client.whoami()
+        client.account.whoami()
     with Client(tenant="given") as client:
-        client.whoami()
+        client.account.whoami()
     sent = [r.headers.get("x-fleetflow-tenant") for r in server.requests]
     assert sent == ["saved", "from-env", "given"]
 
 
 def test_client_errors_by_status(server: ControlPlane, token: str) -> None:
     with Client(server.url, "ffu_nope") as client, pytest.raises(AuthenticationError) as refused:
-        client.whoami()
+        client.account.whoami()
     assert refused.value.status_code == 401
     assert refused.value.detail == REFUSED
     assert "refused the token given by the caller" in str(refused.value)
     with Client(server.url, token) as client, pytest.raises(PermissionDeniedError) as denied:
-        client.list_tenants()
+        client.admin.list_tenants()
     assert str(denied.value) == "alice may not do this: it needs the platform-admin role"

@@ -25,6 +25,8 @@ import pytest
 
 from fleetflow.client import GAP_TEXT, Client, LogLine
 
+CREATED_AT = "2026-11-01T10:00:00Z"
+
 
 def attempt(
     index: int | None, number: int, status: str, *, node: str = "n1-chatter"
@@ -34,8 +36,14 @@ def attempt(
         "node_id": node,
         "map_index": index,
         "attempt_number": number,
+        "task_name": "chatter.chatter",
         "status": status,
         "cache_hit": False,
+        "cluster": None,
+        "error_message": None,
+        "error_traceback": None,
+        "created_at": CREATED_AT,
+        "started_at": None,
         "finished_at": None,
     }
 
@@ -57,7 +65,15 @@ class ScriptedControlPlane:
                     status, attempts = fake.states[fake.current]
                     body: Any = {
                         "id": "ex-1",
+                        "workflow": "chatter.chatty",
+                        "version": "v1",
                         "status": status,
+                        "inputs": {},
+                        "outputs": None,
+                        "error": None,
+                        "created_at": CREATED_AT,
+                        "started_at": None,
+                        "finished_at": None,
                         "attempts": [a for a, _ in attempts],
                     }
                 elif split.path == "/api/v1/executions/ex-1/logs":

@@ -1,4 +1,4 @@
-"""Code bundles: content-addressed tar.gz archives of the engineer's source tree."""
+"""Code bundles and uploaded inputs as the API answers them."""
 
 from __future__ import annotations
 
@@ -7,4 +7,9 @@ from pydantic import BaseModel
 
 class BundlePublic(BaseModel):
     digest: str
+    size_bytes: int
+
+
+class UploadPublic(BaseModel):
+    uri: str
     size_bytes: int

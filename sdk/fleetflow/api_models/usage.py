@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from control_plane.schemas.common import UtcDatetime
-from control_plane.schemas.tenancy import QuotaPublic
+from fleetflow.api_models.common import UtcDatetime
+from fleetflow.api_models.tenancy import QuotaPublic
 
 
 class LoadPublic(BaseModel):
