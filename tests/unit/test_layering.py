@@ -45,6 +45,8 @@ CONTRACTS = (
     Contract("fleetflow", forbidden=("control_plane", "data_plane_agent")),
     Contract("control_plane.db", forbidden=tuple(f"control_plane.{p}" for p in ABOVE_THE_DB)),
     Contract("control_plane.lifecycle", only=("fleetflow", "control_plane.lifecycle")),
+    # The placement rules are pure: `control_plane.scheduling` reads their inputs and runs them.
+    Contract("control_plane.placement", only=("fleetflow", "control_plane.placement")),
     Contract("control_plane.agent_api", forbidden=("control_plane.api",)),
     Contract("control_plane.services", forbidden=("control_plane.api",)),
 )
@@ -134,6 +136,36 @@ def test_imports_only_go_down_the_layers() -> None:
         pytest.fail("imports that break the layering:\n" + "\n".join(found), pytrace=False)
 
 
+def part_dependencies(packages: Mapping[str, Path], top: str) -> dict[str, set[str]]:
+    """Which parts of `top` (its direct subpackages and modules) import which others."""
+
+    def part(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[1] if parts[0] == top and len(parts) > 1 else None
+
+    uses: dict[str, set[str]] = {}
+    for statement in imports_of(packages):
+        importer = part(statement.importer)
+        for module in (statement.module, *(f"{statement.module}.{n}" for n in statement.names)):
+            imported = part(module)
+            if importer and imported and imported != importer:
+                uses.setdefault(importer, set()).add(imported)
+    return uses
+
+
+def test_no_two_parts_of_the_control_plane_import_each_other() -> None:
+    """Folders depend one way: a part that imports another is never imported by it, so each
+    concept has one home and a reader can follow the layers downward."""
+    uses = part_dependencies(PACKAGES, "control_plane")
+    both_ways = sorted(
+        f"control_plane.{a} <-> control_plane.{b}"
+        for a, imported in uses.items()
+        for b in imported
+        if a < b and a in uses.get(b, set())
+    )
+    assert not both_ways, "parts that import each other:\n" + "\n".join(both_ways)
+
+
 def test_the_checker_finds_every_kind_of_import(tmp_path: Path) -> None:
     """On a tiny package: module- and function-level, `import x` and `from x import y`, relative
     and absolute imports that break a contract are each reported; allowed ones are not."""
@@ -172,3 +204,6 @@ def test_the_checker_finds_every_kind_of_import(tmp_path: Path) -> None:
         "top.db.models -> top.api.routes (top/db/models.py:7)",
         "top.leaf.rules -> httpx (top/leaf/rules.py:4)",
     ]
+    # top.settings imports top.db, which imports top.settings back: a two-way pair of parts.
+    uses = part_dependencies({"top": top}, "top")
+    assert uses["db"] == {"api", "settings"} and uses["settings"] == {"db"}
