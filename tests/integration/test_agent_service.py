@@ -37,7 +37,7 @@ from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import make_engine, make_session_factory, transaction
 from control_plane.orchestration.workflows import AttemptFinished
-from control_plane.placement import scheduler as scheduler_module
+from control_plane.scheduling import scheduler as scheduler_module
 from control_plane.scheduling.scheduler import Scheduler, place_pending_attempts
 from control_plane.services.finish_notifier import FinishNotifier
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
