@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
@@ -439,28 +440,30 @@ _GRANT_TENANT_OPTION = typer.Option(
 )
 
 
-@roles_app.command("grant", no_args_is_help=True)
-def roles_grant(
-    ctx: typer.Context,
-    principal: str = _PRINCIPAL_ARGUMENT,
-    role: str = _ROLE_ARGUMENT,
-    tenant: str = _GRANT_TENANT_OPTION,
-    as_json: bool = JSON_OPTION,
-) -> None:
-    """Grant PRINCIPAL the role ROLE in tenant T (platform-admin: everywhere)."""
-    _change_role(ctx, "granted", principal, role, tenant, as_json)
+def _role_command(change: Literal["granted", "revoked"], doc: str) -> Callable[..., None]:
+    """`roles grant` and `roles revoke`: the same arguments, one change each."""
+
+    def command(
+        ctx: typer.Context,
+        principal: str = _PRINCIPAL_ARGUMENT,
+        role: str = _ROLE_ARGUMENT,
+        tenant: str = _GRANT_TENANT_OPTION,
+        as_json: bool = JSON_OPTION,
+    ) -> None:
+        _change_role(ctx, change, principal, role, tenant, as_json)
+
+    command.__doc__ = doc
+    return command
 
 
-@roles_app.command("revoke", no_args_is_help=True)
-def roles_revoke(
-    ctx: typer.Context,
-    principal: str = _PRINCIPAL_ARGUMENT,
-    role: str = _ROLE_ARGUMENT,
-    tenant: str = _GRANT_TENANT_OPTION,
-    as_json: bool = JSON_OPTION,
-) -> None:
-    """Take back a role `roles grant` gave."""
-    _change_role(ctx, "revoked", principal, role, tenant, as_json)
+roles_grant = roles_app.command("grant", no_args_is_help=True)(
+    _role_command(
+        "granted", "Grant PRINCIPAL the role ROLE in tenant T (platform-admin: everywhere)."
+    )
+)
+roles_revoke = roles_app.command("revoke", no_args_is_help=True)(
+    _role_command("revoked", "Take back a role `roles grant` gave.")
+)
 
 
 def _change_role(
