@@ -343,7 +343,7 @@ def test_a_stack_over_mutual_tls_runs_a_workflow_with_json_logs(
     assert dialling and f"client certificate {pki.client_cert}" in dialling[0]["message"]
     for attempt in final.attempts:
         for log in (control_plane_log, agent_log):
-            about = [e for e in log if e["attempt_id"] == attempt.id]
+            about = [e for e in log if e.get("attempt_id") == attempt.id]
             assert about, (attempt.id, stack.logs())
             assert {e["execution_id"] for e in about} == {final.id}
             # Created by the worker before placement (no cluster yet), then the cluster's.
