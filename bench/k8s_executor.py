@@ -45,7 +45,7 @@ from tests.k8s.cluster import (  # noqa: E402
     load_documents,
     start_cluster,
 )
-from tests.k8s.conftest import _provision_module  # noqa: E402
+from tests.tiers import load_script  # noqa: E402
 
 NAMESPACE = "fleetflow-default"
 
@@ -168,7 +168,7 @@ def main() -> int:
     args = parser.parse_args()
     # A SIGTERM (e.g. `timeout`) still runs the `finally` below: no cluster left behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    binaries = _provision_module().provision()
+    binaries = load_script("infra/k8s/provision.py").provision()
     with tempfile.TemporaryDirectory(prefix="fleetflow-k8s-bench-") as tmp:
         home = Path(tmp)
         cluster = start_cluster("bench", home / "cluster", binaries)
