@@ -254,6 +254,10 @@ def test_a_keyboard_interrupt_is_130(fleetflow: Invoke, tmp_path: Path) -> None:
     assert "Traceback" not in result.err
 
 
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_is_130(tmp_path: Path) -> None:
     (tmp_path / "interrupted.py").write_text(INTERRUPTED)
     marker = tmp_path / "started"
@@ -270,6 +274,9 @@ def test_ctrl_c_is_130(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As a terminal starts it: a test run launched in the background of a shell without
+        # job control inherits SIGINT ignored, and Python then never turns it into Ctrl-C.
+        preexec_fn=_interruptible,
     )
     try:
 
