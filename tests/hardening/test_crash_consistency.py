@@ -263,9 +263,9 @@ def all_executions(stack: Stack) -> list[dict[str, Any]]:
 def runs_of(marker_dir: Path) -> Counter[tuple[str, int]]:
     """(tag, step index) -> how many times that step's body started."""
     counted: Counter[tuple[str, int]] = Counter()
-    for path in marker_dir.glob("*.runs"):
-        tag, index, _ = path.name.rsplit(".", 2)
-        counted[(tag, int(index))] = len(path.read_text().splitlines())
+    for path in marker_dir.glob("*.run"):
+        tag, index, _, _ = path.name.rsplit(".", 3)
+        counted[(tag, int(index))] += 1
     return counted
 
 
@@ -277,6 +277,17 @@ def attempts_by_step(execution: ExecutionPublic) -> dict[int, Counter[str]]:
     return {index: found[node] for index, node in enumerate(sorted(found), start=1)}
 
 
+def failure_report(key: str, execution: ExecutionPublic, stack: Stack) -> str:
+    """Why an execution did not succeed: its error and attempts first (a long repr would cut
+    them off), then the stack's logs."""
+    attempts = "\n".join(
+        f"  {a.node_id}[{a.map_index}] #{a.attempt_number} {a.status} on {a.cluster}: "
+        f"{a.error_message}"
+        for a in execution.attempts
+    )
+    return f"{key} {execution.id} {execution.status}: {execution.error}\n{attempts}\n{stack.logs()}"
+
+
 def check_outcome(
     stack: Stack, workflow: Registered, acknowledged: dict[str, str], timeout: float
 ) -> tuple[dict[str, ExecutionPublic], Counter[tuple[str, int]]]:
@@ -285,7 +296,7 @@ def check_outcome(
     finished = wait_until_terminal(stack, list(acknowledged.values()), timeout)
     for key, execution_id in acknowledged.items():
         execution = finished[execution_id]
-        assert execution.status == "SUCCEEDED", (key, execution, stack.logs())
+        assert execution.status == "SUCCEEDED", failure_report(key, execution, stack)
         assert execution.outputs == {"o0": f"{key}>1>2"}, (key, execution.outputs)
         steps = attempts_by_step(execution)
         assert len(steps) == 2, (key, execution.attempts)
@@ -390,8 +401,8 @@ def seconds(start: datetime, end: datetime | None) -> float:
 
 
 def task_pids(marker_dir: Path) -> list[int]:
-    """Every task process that has run (the markers hold their pids)."""
-    return [int(pid) for path in marker_dir.glob("*.runs") for pid in path.read_text().split()]
+    """Every task process that has run (the markers name their pids)."""
+    return [int(path.name.rsplit(".", 2)[1]) for path in marker_dir.glob("*.run")]
 
 
 def is_task_process(pid: int) -> bool:

@@ -1,12 +1,13 @@
 """A two-step chain for crash-consistency tests (tests/hardening/test_crash_consistency.py).
 
-Every run of a step's body appends its pid to `<marker_dir>/<tag>.<index>.runs` as it starts,
-so the test counts how often each task really ran, whatever the platform recorded.
+Every run of a step's body creates `<marker_dir>/<tag>.<index>.<pid>.run` as it starts, so the
+test counts how often each task really ran, whatever the platform recorded. A file per run, not
+a line per run in a shared file: a retry runs as a user of its own and could not append to a
+file the killed run created (mode 600 under the task umask) if that run died before widening it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from pathlib import Path
@@ -16,11 +17,7 @@ from fleetflow import task, workflow
 
 @task
 def step(previous: str, tag: str, index: int, seconds: float, marker_dir: str) -> str:
-    runs = Path(marker_dir, f"{tag}.{index}.runs")
-    with runs.open("a") as f:
-        f.write(f"{os.getpid()}\n")
-    with contextlib.suppress(PermissionError):  # a retry runs as a user of its own
-        runs.chmod(0o666)
+    Path(marker_dir, f"{tag}.{index}.{os.getpid()}.run").touch()
     time.sleep(seconds)
     return f"{previous}>{index}"
 
