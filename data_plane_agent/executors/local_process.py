@@ -1,6 +1,10 @@
 """The local-process executor: each attempt is a `python -m fleetflow.runtime` child process.
 
-It is the executor of `fleetflow dev up` and of clusters without Kubernetes. Every attempt gets
+It is the executor of `fleetflow dev up` and of clusters without Kubernetes. By default an
+attempt's process is forked by the warm task runtime (`warm_runtime`: a fork server that has
+imported the runtime already, so an attempt starts in milliseconds instead of the interpreter's
+start and imports); while that cannot run, or with `warm_runtime=False`, it is a new
+`python -m fleetflow.runtime` process. Both are watched alike (`TaskProcess`). Every attempt gets
 `<work_dir>/attempts/<attempt_id>/log.txt` (the process's stdout and stderr), the agent's, and
 a sandbox directory of its own while it runs (`sandbox`: as a user of its own when it can),
 holding the unpacked code (`code/`), what the agent staged for it (`staged/`: bundle, inputs,
@@ -29,7 +33,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from data_plane_agent.attempts import AttemptEvent, TaskAssignment
 from data_plane_agent.executors.base import (
@@ -39,6 +43,7 @@ from data_plane_agent.executors.base import (
     machine_capacity,
     runtime_command,
 )
+from data_plane_agent.executors.warm_runtime import ForkedTask, WarmRuntime, WarmRuntimeError
 from data_plane_agent.sandbox import (
     TaskIsolation,
     as_user,
@@ -111,13 +116,28 @@ def retention_from_settings(settings: AgentSettings) -> AttemptDirRetention:
     )
 
 
+class TaskProcess(Protocol):
+    """An attempt's process as the executor watches it, however it was started: an
+    `asyncio.subprocess.Process` (exec'd) or a `warm_runtime.ForkedTask` (forked). Its pid is
+    also its process group's; `returncode` is None while it runs, then its exit code, or minus
+    the signal that killed it."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+
 @dataclass
 class _LocalAttempt:
     assignment: TaskAssignment
     directory: Path
     sandbox: Path
     uid: int | None
-    process: asyncio.subprocess.Process
+    process: TaskProcess
     watcher: asyncio.Task[None] | None = None
     stop_reason: str | None = None
     timed_out: bool = False
@@ -139,6 +159,8 @@ class LocalProcessExecutor:
         clock: Wall-clock time in seconds, compared with directories' modification times.
         simulated_gpus: GPUs this machine claims by type (type -> count), though it hands none
             to tasks: to try GPU placement and quotas on a machine without GPUs.
+        warm_runtime: Fork attempts' processes from the warm task runtime (`warm_runtime`);
+            False: always start `python -m fleetflow.runtime` anew.
     """
 
     name = "local-process"
@@ -155,6 +177,7 @@ class LocalProcessExecutor:
         retention: AttemptDirRetention | None = None,
         clock: Callable[[], float] = time.time,
         simulated_gpus: Mapping[str, int] | None = None,
+        warm_runtime: bool = True,
     ) -> None:
         self._simulated_gpus = dict(simulated_gpus or {})
         self._attempts_dir = Path(work_dir) / "attempts"
@@ -173,10 +196,28 @@ class LocalProcessExecutor:
         self._sweeper: asyncio.Task[None] | None = None
         self._shut_down = False
         self._sweeps: set[asyncio.Task[list[str]]] = set()
+        # The fork server has the tasks' environment (no attempt's own variables) and dies
+        # with the agent. Its HOME holds no user site-packages a task would not see.
+        self._warm = (
+            WarmRuntime(
+                self._isolation.interpreter.executable,
+                {**self._env, "HOME": str(self._isolation.sandbox_root), **parent_env()},
+            )
+            if warm_runtime
+            else None
+        )
 
     async def start(self) -> list[TaskAssignment]:
-        """Nothing to observe and nothing to adopt: a previous agent's tasks died with it."""
+        """Warm the task runtime up; nothing to observe and nothing to adopt: a previous
+        agent's tasks died with it."""
+        if self._warm is not None:
+            self._warm.warm_up()
         return []
+
+    @property
+    def warm_runtime_pid(self) -> int | None:
+        """The pid of the warm task runtime's fork server while one runs."""
+        return self._warm.pid if self._warm is not None else None
 
     def capacity(self, held: Sequence[TaskAssignment]) -> Capacity:
         """This machine's CPUs and memory, less what the `held` attempts asked for, and the
@@ -279,9 +320,43 @@ class LocalProcessExecutor:
             "TMPDIR": str(sandbox / "tmp"),
             "FLEETFLOW_ATTEMPT_ID": assignment.attempt_id,
             "FLEETFLOW_EXECUTION_ID": assignment.execution_id,
-            # A task never outlives its agent: no orphans if it is killed.
-            **parent_env(),
         }
+
+    async def _start_process(
+        self, assignment: TaskAssignment, sandbox: Path, uid: int | None, log_file: IO[bytes]
+    ) -> TaskProcess:
+        """The attempt's process, forked by the warm runtime when it runs, else exec'd."""
+        command = self._command(assignment, sandbox)
+        env = self._task_env(assignment, sandbox)
+        server = await self._warm.server() if self._warm is not None else None
+        if server is not None:
+            try:
+                return await server.spawn(
+                    command[3:],  # what follows `python -m fleetflow.runtime`
+                    env=env,
+                    cwd=sandbox,
+                    uid=uid,
+                    log_fd=log_file.fileno(),
+                )
+            except WarmRuntimeError as exc:
+                logger.warning(
+                    "attempt %s: the warm task runtime could not fork it (%s); starting it anew",
+                    assignment.attempt_id,
+                    exc,
+                )
+                if uid is not None:  # a child forked as the server died: gone before we start
+                    await asyncio.to_thread(kill_processes_of, uid)
+        return await asyncio.create_subprocess_exec(
+            *as_user(uid, command),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=sandbox,
+            # A task never outlives its agent: no orphans if it is killed. (A forked one dies
+            # with the fork server, which dies with the agent.)
+            env={**env, **parent_env()},
+            start_new_session=True,
+        )
 
     async def launch(self, assignment: TaskAssignment) -> None:
         attempt_id = assignment.attempt_id
@@ -303,15 +378,7 @@ class LocalProcessExecutor:
                 async with self._dirs_lock:
                     log_file = await asyncio.to_thread(_prepare_attempt_dir, directory, assignment)
                 try:
-                    process = await asyncio.create_subprocess_exec(
-                        *as_user(uid, self._command(assignment, sandbox)),
-                        stdin=asyncio.subprocess.DEVNULL,
-                        stdout=log_file,
-                        stderr=asyncio.subprocess.STDOUT,
-                        cwd=sandbox,
-                        env=self._task_env(assignment, sandbox),
-                        start_new_session=True,
-                    )
+                    process = await self._start_process(assignment, sandbox, uid, log_file)
                 finally:
                     log_file.close()
             except (OSError, ValueError, FleetflowError, ExecutorStartError) as exc:
@@ -380,6 +447,9 @@ class LocalProcessExecutor:
                 _signal_group(process.pid, signal.SIGKILL)
                 if attempt.uid is not None:
                     await asyncio.to_thread(kill_processes_of, attempt.uid)
+                if isinstance(process, ForkedTask) and process.lost is not None:
+                    # No one reaps it for us now: see it gone before its outcome is read.
+                    await asyncio.to_thread(_wait_until_gone, process.pid, self._kill_grace_seconds)
             event = await self._outcome(attempt)
         except Exception as exc:  # an event must come out whatever happens here
             logger.exception("attempt %s: could not determine how it ended", attempt_id)
@@ -409,6 +479,9 @@ class LocalProcessExecutor:
         returncode = attempt.process.returncode
         assert returncode is not None
         result = await asyncio.to_thread(_read_result, attempt.sandbox / RESULT_FILE, attempt.uid)
+        if result is None and isinstance(attempt.process, ForkedTask) and attempt.process.lost:
+            # Killed with the warm runtime, not by anything of the task's: it runs again.
+            return AttemptEvent(attempt_id, AttemptState.LOST, attempt.process.lost)
         if result is None:
             tail = await asyncio.to_thread(_failure_tail, attempt.directory / LOG_FILE)
             return AttemptEvent(attempt_id, AttemptState.FAILED, _exit_message(returncode), tail)
@@ -434,7 +507,7 @@ class LocalProcessExecutor:
             f"task process wrote an unreadable result file ({_exit_message(returncode)})",
         )
 
-    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+    async def _terminate(self, process: TaskProcess) -> None:
         """SIGTERM the attempt's process group, then SIGKILL it after the grace period."""
         if process.returncode is None:
             _signal_group(process.pid, signal.SIGTERM)
@@ -458,6 +531,8 @@ class LocalProcessExecutor:
     async def shutdown(self, reason: str) -> None:
         self._shut_down = True
         await asyncio.gather(*(self.kill(attempt_id, reason) for attempt_id in self.running()))
+        if self._warm is not None:
+            await self._warm.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
@@ -562,6 +637,19 @@ def _prepare_attempt_dir(directory: Path, assignment: TaskAssignment) -> IO[byte
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
+
+
+def _wait_until_gone(pid: int, timeout: float) -> None:
+    """Until `pid` is no process any more (or a zombie), at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return
+        time.sleep(0.01)  # pacing: a killed process ends within milliseconds
 
 
 def _exit_message(returncode: int) -> str:

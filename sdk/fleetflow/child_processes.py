@@ -64,16 +64,24 @@ def as_user_argv(uid: int, argv: list[str]) -> list[str]:
     return [sys.executable, "-I", os.path.abspath(__file__), "as-user", str(uid), *argv]
 
 
+def become_user(uid: int) -> None:
+    """Switch this process to `uid` for good: group `uid`, no supplementary groups, umask 077.
+    The caller must be root. Exits at once (126) if any of it did not take: a task never runs
+    with the caller's rights. Shared by `as_user_argv`'s wrapper and the fork server's children
+    (`fleetflow.forkserver`), so that both switch the same way."""
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (uid, uid, uid) or os.getgroups():
+        os._exit(126)
+    os.umask(0o077)
+
+
 def _as_user(uid: int, argv: list[str]) -> None:
     # Found while we can still read our own installation: once switched, this interpreter may
     # not import the modules a PATH search needs (a Python below a mode-700 home).
     program = shutil.which(argv[0]) or argv[0]
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
-    if os.getuid() != uid or os.geteuid() != uid:  # never run the task with the caller's rights
-        os._exit(126)
-    os.umask(0o077)
+    become_user(uid)
     os.execv(program, argv)
 
 

@@ -25,12 +25,15 @@ passes through untouched; the runtime's own progress lines go to stderr prefixed
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import importlib
 import inspect
 import json
 import logging
 import os
 import posixpath
+import signal
 import sys
 import tempfile
 import time
@@ -38,7 +41,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from fleetflow import presigned, staging
 from fleetflow.bundle import extract_bundle, verify_bundle
@@ -298,5 +301,54 @@ def _run(invocation: TaskInvocation, result_file: Path) -> int:
     return 0
 
 
+def main_then_exit(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run `main` and leave the process at once with its exit code, without the interpreter's
+    teardown: `python -m fleetflow.runtime` and the fork server's children
+    (`fleetflow.forkserver`) both end here, the same way.
+
+    The attempt is over when `main` returns (its result file is written), so what teardown would
+    add is cost (freeing every module, tens of milliseconds) or a hang (joining a non-daemon
+    thread the task left running). `atexit` callbacks still run, as they would at a normal exit
+    (the task's own, `logging`'s flush, `weakref.finalize`), then stdout and stderr are flushed.
+    An exception out of `main` ends the process as the interpreter would end it: `SystemExit`'s
+    code, else its traceback and exit code 1 (a `KeyboardInterrupt`: killed by SIGINT).
+    """
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = _system_exit_code(exc)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        _leave_now(0, signal.SIGINT)
+    except BaseException:  # noqa: BLE001 - reported as the interpreter reports it
+        traceback.print_exc()
+        code = 1
+    _leave_now(code)
+
+
+def _system_exit_code(exc: SystemExit) -> int:
+    """The exit status the interpreter gives `SystemExit(exc.code)`."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    sys.stderr.write(f"{exc.code}\n")
+    return 1
+
+
+def _leave_now(code: int, kill_with: signal.Signals | None = None) -> NoReturn:
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            with contextlib.suppress(Exception):  # closed, replaced or gone: nothing to flush
+                if stream is not None:
+                    stream.flush()
+        if kill_with is not None:
+            signal.signal(kill_with, signal.SIG_DFL)
+            os.kill(os.getpid(), kill_with)
+        os._exit(code & 0xFF)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main_then_exit()

@@ -1,4 +1,5 @@
-"""The local-process executor, running real `fleetflow.runtime` child processes."""
+"""The local-process executor, running real `fleetflow.runtime` child processes: forked by
+the warm task runtime, and exec'd (`warm_runtime=False`), each test on both."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +56,22 @@ def blobs(tmp_path: Path) -> Blobs:
     return Blobs(tmp_path / "blobs")
 
 
+STARTS = {"warm": True, "exec": False}
+"""How task processes start: forked by the warm runtime, or exec'd (`warm_runtime`)."""
+
+
+@pytest.fixture(params=sorted(STARTS))
+def warm(request: pytest.FixtureRequest) -> bool:
+    return STARTS[request.param]
+
+
 @pytest.fixture
-def executor(tmp_path: Path) -> LocalProcessExecutor:
-    return LocalProcessExecutor(tmp_path / "agent", kill_grace_seconds=1.0)
+async def executor(tmp_path: Path, warm: bool) -> AsyncIterator[LocalProcessExecutor]:
+    executor = LocalProcessExecutor(tmp_path / "agent", kill_grace_seconds=1.0, warm_runtime=warm)
+    try:
+        yield executor
+    finally:
+        await executor.shutdown("test over")
 
 
 async def next_event(executor: LocalProcessExecutor) -> AttemptEvent:
@@ -171,21 +186,29 @@ async def test_shutdown_cancels_every_running_attempt(
     }
 
 
-async def test_agent_settings_are_not_passed_to_task_code(blobs: Blobs, tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "FLEETFLOW_AGENT_TOKEN": "cluster-secret",
-        "FLEETFLOW_S3_SECRET_KEY": "bucket-secret",
-        "AWS_SECRET_ACCESS_KEY": "bucket-secret",
-    }
-    executor = LocalProcessExecutor(tmp_path / "agent", env=env)
-    for name in ("FLEETFLOW_AGENT_TOKEN", "FLEETFLOW_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"):
-        assignment = blobs.assignment(f"att-env-{name}", "env_var", {"name": name})
-        await executor.launch(assignment)
+AGENT_SECRETS = {
+    "FLEETFLOW_AGENT_TOKEN": "cluster-secret",
+    "FLEETFLOW_S3_SECRET_KEY": "bucket-secret",
+    "AWS_SECRET_ACCESS_KEY": "bucket-secret",
+}
 
-        assert (await next_event(executor)).state is AttemptState.RUNNING
-        assert (await next_event(executor)).state is AttemptState.SUCCEEDED
-        assert blobs.outputs(assignment) == {"o0": "<unset>"}
+
+async def test_agent_settings_are_not_passed_to_task_code(
+    blobs: Blobs, tmp_path: Path, warm: bool
+) -> None:
+    executor = LocalProcessExecutor(
+        tmp_path / "agent", env={**os.environ, **AGENT_SECRETS}, warm_runtime=warm
+    )
+    try:
+        for name in AGENT_SECRETS:
+            assignment = blobs.assignment(f"att-env-{name}", "env_var", {"name": name})
+            await executor.launch(assignment)
+
+            assert (await next_event(executor)).state is AttemptState.RUNNING
+            assert (await next_event(executor)).state is AttemptState.SUCCEEDED
+            assert blobs.outputs(assignment) == {"o0": "<unset>"}
+    finally:
+        await executor.shutdown("test over")
 
 
 @pytest.mark.parametrize("attempt_id", ["../escape", "", "a/b"])

@@ -1,0 +1,381 @@
+"""The agent's end of the warm task runtime (`fleetflow.forkserver`, issue 15).
+
+Starting `python -m fleetflow.runtime` costs the interpreter's start and the runtime's imports
+(0.3-0.5 s) per attempt; forking a process that has done both costs about a millisecond. So the
+local-process executor keeps one fork server and asks it for each attempt's process:
+
+- `ForkServer`: one running fork server, started with the tasks' interpreter and environment
+  over a private socket pair, asked to fork attempts and told of their ends;
+- `ForkedTask`: a process it forked, as the executor watches one (`pid`, `returncode`,
+  `wait()`, like `asyncio.subprocess.Process`), or `lost` when the server died under it;
+- `WarmRuntime`: the executor's fork server over time: warmed up when the executor starts,
+  started again at the next launch after it died, and none while it cannot be started (the
+  executor then starts tasks as before), which is logged once.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fleetflow.forkserver import MAX_REQUEST_BYTES, REQUEST_HEADER
+
+logger = logging.getLogger(__name__)
+
+FORKSERVER_MODULE = "fleetflow.forkserver"
+READY_TIMEOUT_SECONDS = 120.0
+"""How long a fork server may take to import the runtime (a busy machine, a cold disk)."""
+CLOSE_TIMEOUT_SECONDS = 5.0
+RETRY_AFTER_SECONDS = 60.0
+"""After a fork server failed to start, how long tasks start the slow way before another try."""
+_MAX_REPLY_BYTES = 1 << 16
+
+
+class WarmRuntimeError(Exception):
+    """The fork server is not there to fork an attempt: it did not start, or it died."""
+
+
+class ForkedTask:
+    """A task process the fork server forked (and reaps): what the executor watches.
+
+    Attributes:
+        pid: Its pid, also its process group's and session's.
+        returncode: None while it runs; then its exit code, or minus the signal that killed it.
+        lost: Why its end is unknown (the fork server died, and killed it), or None.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self.lost: str | None = None
+        self._ended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def wait(self) -> int:
+        """Wait for it to end; its return code. Cancelling a waiter does not cancel others."""
+        return await asyncio.shield(self._ended)
+
+    def _end(self, returncode: int, lost: str | None = None) -> None:
+        if self._ended.done():
+            return
+        self.returncode = returncode
+        self.lost = lost
+        self._ended.set_result(returncode)
+
+
+class ForkServer:
+    """One running fork server (`fleetflow.forkserver`), started by `start`."""
+
+    def __init__(self, process: asyncio.subprocess.Process, control: socket.socket) -> None:
+        self._process = process
+        self._control = control
+        self._loop = asyncio.get_running_loop()
+        self._ready: asyncio.Future[None] = self._loop.create_future()
+        self._requests: dict[int, asyncio.Future[ForkedTask]] = {}
+        self._tasks: dict[int, ForkedTask] = {}
+        self._next_request = 0
+        self._send_lock = asyncio.Lock()
+        self._alive = True
+        self._closing = False
+        self._reaper: asyncio.Task[None] | None = None
+        control.setblocking(False)
+        self._loop.add_reader(control.fileno(), self._read)
+
+    @classmethod
+    async def start(
+        cls,
+        python: str,
+        env: Mapping[str, str],
+        *,
+        ready_timeout: float = READY_TIMEOUT_SECONDS,
+    ) -> ForkServer:
+        """Start a fork server with `python` and `env`, and wait until it is warm.
+
+        Raises:
+            WarmRuntimeError: it could not be started, or did not get warm in time.
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            # Its own session, as tasks have: a Ctrl-C at the agent's terminal is the agent's
+            # to handle. Its working directory is on its sys.path while it imports: `/`.
+            process = await asyncio.create_subprocess_exec(
+                python,
+                "-m",
+                FORKSERVER_MODULE,
+                str(theirs.fileno()),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                env=dict(env),
+                cwd="/",
+                start_new_session=True,
+                pass_fds=(theirs.fileno(),),
+            )
+        except OSError as exc:
+            ours.close()
+            raise WarmRuntimeError(
+                f"could not start {python} -m {FORKSERVER_MODULE}: {exc}"
+            ) from exc
+        finally:
+            theirs.close()
+        server = cls(process, ours)
+        try:
+            await asyncio.wait_for(asyncio.shield(server._ready), ready_timeout)
+        except BaseException as exc:
+            await server.close()
+            if isinstance(exc, TimeoutError):
+                raise WarmRuntimeError(f"not warm after {ready_timeout:.0f}s") from None
+            if isinstance(exc, WarmRuntimeError):
+                raise WarmRuntimeError(
+                    f"it exited with code {process.returncode} before it was warm (its error, "
+                    "if any, is on the agent's stderr)"
+                ) from None
+            raise
+        return server
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    async def spawn(
+        self,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: Path,
+        uid: int | None,
+        log_fd: int,
+    ) -> ForkedTask:
+        """Fork the process of one attempt: `python -m fleetflow.runtime ARGS`, as `uid`, in
+        `cwd`, with exactly `env`, stdout and stderr to `log_fd`, stdin from /dev/null.
+
+        Raises:
+            WarmRuntimeError: the fork server cannot fork it (gone, or the fork failed).
+        """
+        if not self._alive:
+            raise WarmRuntimeError("the fork server is not running")
+        self._next_request += 1
+        request_id = self._next_request
+        body = {"args": list(args), "env": dict(env), "cwd": str(cwd), "uid": uid}
+        payload = REQUEST_HEADER.pack(request_id) + json.dumps(body).encode()
+        if len(payload) > MAX_REQUEST_BYTES:
+            raise WarmRuntimeError(f"the attempt's request is too large ({len(payload)} bytes)")
+        forked = self._loop.create_future()
+        self._requests[request_id] = forked
+        try:
+            await self._send(payload, log_fd)
+            return await forked
+        finally:
+            self._requests.pop(request_id, None)
+
+    async def _send(self, payload: bytes, log_fd: int) -> None:
+        fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [log_fd]))]
+        async with self._send_lock:
+            while True:
+                try:
+                    self._control.sendmsg([payload], fds, socket.MSG_NOSIGNAL)
+                    return
+                except BlockingIOError:
+                    writable = self._loop.create_future()
+                    self._loop.add_writer(self._control.fileno(), writable.set_result, None)
+                    try:
+                        await writable
+                    finally:
+                        self._loop.remove_writer(self._control.fileno())
+                except OSError as exc:
+                    raise WarmRuntimeError(f"could not reach the fork server: {exc}") from exc
+
+    def _read(self) -> None:
+        while self._alive:
+            try:
+                data = self._control.recv(_MAX_REPLY_BYTES)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._gone("the fork server exited")
+                return
+            self._handle(json.loads(data))
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        if "ready" in message:
+            if not self._ready.done():
+                self._ready.set_result(None)
+        elif "returncode" in message:
+            task = self._tasks.pop(message["pid"], None)
+            if task is not None:
+                task._end(message["returncode"])
+        elif "id" in message:
+            forked = self._requests.get(message["id"])
+            if "pid" in message:
+                task = ForkedTask(message["pid"])
+                self._tasks[task.pid] = task  # now: its end may be in the same read
+                if forked is None or forked.done():  # its launch gave up waiting: not ours
+                    _kill_group(task.pid)
+                else:
+                    forked.set_result(task)
+            elif forked is not None and not forked.done():
+                forked.set_exception(WarmRuntimeError(str(message.get("error"))))
+
+    def _gone(self, why: str) -> None:
+        """The fork server is gone (or going): what it had not answered never will be."""
+        if not self._alive:
+            return
+        self._alive = False
+        self._loop.remove_reader(self._control.fileno())
+        self._control.close()
+        if not self._ready.done():
+            self._ready.set_exception(WarmRuntimeError(why))
+        for forked in self._requests.values():
+            if not forked.done():
+                forked.set_exception(WarmRuntimeError(why))
+        lost = f"the warm task runtime died while the task ran ({why})"
+        for task in self._tasks.values():
+            task._end(-signal.SIGKILL, lost)  # it dies with the server (its parent-death signal)
+        self._reaper = self._loop.create_task(
+            self._reap(len(self._tasks)), name="fork-server-reaper"
+        )
+        self._tasks.clear()
+
+    async def _reap(self, tasks_lost: int) -> None:
+        returncode = await self._process.wait()
+        if not self._closing:
+            logger.warning(
+                "the warm task runtime (pid %d) exited with code %d, taking %d running task(s) "
+                "with it; the next launch starts it again",
+                self.pid,
+                returncode,
+                tasks_lost,
+            )
+
+    async def close(self) -> None:
+        """Tell the fork server to leave (its remaining children die with it) and wait."""
+        self._closing = True
+        self._gone("the agent closed it")
+        try:
+            await asyncio.wait_for(asyncio.shield(self._process.wait()), CLOSE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+        if self._reaper is not None:
+            await self._reaper
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class WarmRuntime:
+    """The executor's fork server over time (see the module docstring).
+
+    Args:
+        python: The tasks' interpreter.
+        env: The fork server's environment: the tasks' (without any attempt's own variables),
+            and a die-with-the-agent request.
+        retry_after_seconds: After a failed start, how long `server` answers None before the
+            next try.
+    """
+
+    def __init__(
+        self,
+        python: str,
+        env: Mapping[str, str],
+        *,
+        retry_after_seconds: float = RETRY_AFTER_SECONDS,
+    ) -> None:
+        self._python = python
+        self._env = dict(env)
+        self._retry_after_seconds = retry_after_seconds
+        self._current: ForkServer | None = None
+        self._starting: asyncio.Task[ForkServer] | None = None
+        self._retry_at: float | None = None
+        self._failure_logged = False
+        self._closed = False
+
+    @property
+    def pid(self) -> int | None:
+        """The running fork server's pid, if one runs."""
+        current = self._current
+        return current.pid if current is not None and current.alive else None
+
+    def warm_up(self) -> None:
+        """Start the fork server in the background, unless one runs or is starting."""
+        if not self._closed and self._current is None and self._retry_at is None:
+            self._start()
+
+    async def server(self) -> ForkServer | None:
+        """The running fork server, started (again) when there is none; None when it cannot
+        be had now (it failed to start within the last `retry_after_seconds`, or closed)."""
+        current = self._current
+        if self._closed:
+            return None
+        if current is not None and current.alive:
+            return current
+        if self._retry_at is not None and time.monotonic() < self._retry_at:
+            return None
+        try:
+            server = await asyncio.shield(self._start())
+        except WarmRuntimeError:
+            return None
+        return server if server.alive else None
+
+    def _start(self) -> asyncio.Task[ForkServer]:
+        if self._starting is None:
+            self._starting = asyncio.create_task(self._start_server(), name="fork-server-start")
+            self._starting.add_done_callback(_retrieve)
+        return self._starting
+
+    async def _start_server(self) -> ForkServer:
+        try:
+            server = await ForkServer.start(self._python, self._env)
+        except WarmRuntimeError as exc:
+            self._retry_at = time.monotonic() + self._retry_after_seconds
+            if not self._failure_logged:
+                self._failure_logged = True
+                logger.warning(
+                    "the warm task runtime could not start (%s): tasks start as new "
+                    "`python -m fleetflow.runtime` processes (slower) until it can; next try "
+                    "in %.0fs",
+                    exc,
+                    self._retry_after_seconds,
+                )
+            raise
+        finally:
+            self._starting = None
+        self._retry_at = None
+        self._failure_logged = False
+        if self._closed:
+            await server.close()
+            raise WarmRuntimeError("the warm task runtime was closed while it started")
+        self._current = server
+        logger.info("the warm task runtime is ready (pid %d, %s)", server.pid, self._python)
+        return server
+
+    async def close(self) -> None:
+        """Stop the fork server (if any) for good: `server` answers None from now on."""
+        self._closed = True
+        if self._starting is not None:
+            await asyncio.gather(self._starting, return_exceptions=True)
+        if self._current is not None:
+            await self._current.close()
+            self._current = None
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Read a background start's exception (it was logged), so asyncio does not report it."""
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,260 @@
+"""The warm task runtime: a fork server that starts task attempts without starting Python.
+
+`python -m fleetflow.runtime` spends 0.3-0.5 s starting an interpreter and importing the runtime
+(pydantic, the type system, the blob stores) for a task that may run a few milliseconds. So the
+local-process executor (`data_plane_agent.executors.warm_runtime`) starts this module once, as
+`python -m fleetflow.forkserver FD`, with the tasks' interpreter and the tasks' environment
+(never the agent's settings nor credentials). It imports the runtime, and then forks one child
+per attempt, which turns itself into what `python -m fleetflow.runtime ARGS` would have been and
+runs it. It imports only `fleetflow` and the standard library, and never anything of a task's:
+the children unpack and import the bundles, the server never sees them.
+
+Protocol, over descriptor FD: the agent's `socket.socketpair(AF_UNIX, SOCK_SEQPACKET)`, inherited
+and never bound to a path (nothing else can reach it: the children close it first thing):
+
+- agent -> server: a request number (8 bytes, big-endian), then the attempt as JSON,
+  `{"args": [...], "env": {...}, "cwd": "...", "uid": 50001 | null}`, with the descriptor of the
+  attempt's log attached (SCM_RIGHTS; the agent opened it, as it does for an exec'd task);
+- server -> agent, JSON: `{"ready": PID}` once warm; `{"id": N, "pid": PID}` (or
+  `{"id": N, "error": "..."}`) as soon as request N's child is in a session of its own; and
+  `{"pid": PID, "returncode": CODE}` when the server reaped that child (negative: killed by that
+  signal, as `asyncio` reports it).
+
+The server is root when the agent is (its children must switch to the tasks' uids). What keeps
+tasks away from it and from each other:
+
+- it never parses a request: it forks first and the child parses its own, then the server zeroes
+  its copy, so no attempt's argv or environment is left in the memory later children inherit;
+- it is not dumpable (no `ptrace`, no `/proc/<pid>/mem` for a task of the agent's own user);
+  a task of another uid cannot signal or trace it anyway;
+- it exits when the agent closes its end, and dies with the agent (a parent-death signal); its
+  children die with it (SIGKILL), re-armed after their uid switch (which clears the request).
+
+Each child, before the runtime's `main` (in this order):
+
+1. drops the server's signal handling (SIGCHLD, its wakeup descriptor) and closes its socket;
+2. `setsid` (its own session, hence process group: the agent stops an attempt by its group),
+   and only then tells the server, which replies with its pid only now;
+3. asks for SIGKILL when the server dies; stdin from /dev/null, stdout and stderr the log, every
+   other descriptor closed;
+4. switches to the task's uid as the exec path does (`child_processes.become_user`), asks for
+   the parent-death signal again and checks the server is still its parent; is made dumpable,
+   as `exec` would make it;
+5. enters the sandbox, takes the attempt's environment for `os.environ`, and resets what an
+   interpreter computes at start and a fork would share: `random`'s state, `tempfile`'s
+   directory, the user site paths, `sys.argv`, `sys.path[0]`;
+6. runs `fleetflow.runtime.main_then_exit(args)`: it leaves with `os._exit`, never returning
+   into the server's loop.
+
+What every child still shares with the server: the string-hash seed (`PYTHONHASHSEED` is drawn
+once per interpreter; a task cannot learn it from hashes), and the modules imported at start,
+fresh as the server imported them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import json
+import os
+import random
+import select
+import signal
+import site
+import socket
+import struct
+import sys
+import tempfile
+import traceback
+from typing import Any, NoReturn
+
+from fleetflow.child_processes import become_user, die_with_parent_if_asked
+
+REQUEST_HEADER = struct.Struct("!Q")
+"""The request number before each request's JSON."""
+MAX_REQUEST_BYTES = 1 << 18
+"""The largest request the server reads (header and JSON); a larger one is refused."""
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+_FD_BYTES = struct.calcsize("i")
+
+
+def _prctl(option: int, value: int) -> None:
+    if _LIBC is None or _LIBC.prctl(option, value, 0, 0, 0) != 0:
+        errno = ctypes.get_errno() if _LIBC is not None else 0
+        raise OSError(errno, f"prctl({option}, {value}) failed")
+
+
+def _preload() -> None:
+    """Import what every attempt imports, once, here. Nothing of a task's, ever."""
+    import fleetflow.runtime  # noqa: F401 - the point of this process
+    import fleetflow.storage.local  # noqa: F401 - staged attempts write outputs through it
+
+
+class _Server:
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+        self.pid = os.getpid()
+        # SIGCHLD only writes a byte here; children are reaped in the loop, after the reply
+        # that names them went out (the agent must hear of a pid before of its end).
+        self.wakeup_read, self.wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(self.wakeup_write, warn_on_full_buffer=False)
+        self.buffer = bytearray(MAX_REQUEST_BYTES)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.control.send(json.dumps(message).encode(), socket.MSG_NOSIGNAL)
+
+    def serve(self) -> int:
+        poller = select.poll()
+        poller.register(self.control, select.POLLIN)
+        poller.register(self.wakeup_read, select.POLLIN)
+        self.send({"ready": self.pid})
+        while True:
+            for fd, _events in poller.poll():
+                if fd == self.wakeup_read:
+                    self.reap()
+                elif not self.handle_request():
+                    return 0  # the agent closed its end: leave (children die with us)
+
+    def reap(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.wakeup_read, 512):
+                pass
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.send({"pid": pid, "returncode": os.waitstatus_to_exitcode(status)})
+
+    def handle_request(self) -> bool:
+        """Fork the child of one request; False when the agent has gone."""
+        size, ancillary, flags, _ = self.control.recvmsg_into(
+            [self.buffer], socket.CMSG_SPACE(_FD_BYTES), socket.MSG_CMSG_CLOEXEC
+        )
+        fds = [
+            fd
+            for level, kind, data in ancillary
+            if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+            for (fd,) in struct.iter_unpack("i", data[: len(data) - len(data) % _FD_BYTES])
+        ]
+        if size == 0 and not fds:
+            return False
+        request_id = REQUEST_HEADER.unpack_from(self.buffer)[0] if size >= 8 else 0
+        try:
+            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or size < 8 or len(fds) != 1:
+                self.send({"id": request_id, "error": "malformed or oversized request"})
+                return True
+            self.fork(request_id, size, fds[0])
+        finally:
+            for fd in fds:
+                os.close(fd)
+            self.buffer[:size] = bytes(size)  # no attempt's request outlives its fork here
+        return True
+
+    def fork(self, request_id: int, size: int, log_fd: int) -> None:
+        in_session_read, in_session_write = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(in_session_read)
+            os.close(in_session_write)
+            self.send({"id": request_id, "error": f"fork failed: {exc}"})
+            return
+        if pid == 0:
+            try:
+                os.close(in_session_read)
+                self.become_attempt(size, log_fd, in_session_write)
+            except BaseException:  # noqa: BLE001 - said where it can be read, then exit
+                with contextlib.suppress(BaseException):
+                    sys.stderr.write("fleetflow fork server: could not start the attempt:\n")
+                    traceback.print_exc()
+                    sys.stderr.flush()
+            finally:
+                os._exit(126)
+        os.close(in_session_write)
+        try:
+            os.read(in_session_read, 1)  # end of file: the child is in its own session (or dead)
+        finally:
+            os.close(in_session_read)
+        self.send({"id": request_id, "pid": pid})
+
+    def become_attempt(self, size: int, log_fd: int, in_session: int) -> NoReturn:
+        """In the child: become the attempt's runtime (see the module docstring) and run it."""
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        self.control.close()
+        os.close(self.wakeup_read)
+        os.close(self.wakeup_write)
+        os.setsid()
+        os.close(in_session)
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != self.pid:
+            os._exit(1)  # the server died before we asked to die with it
+        request = json.loads(bytes(self.buffer[REQUEST_HEADER.size : size]))
+        self.buffer = bytearray()
+        stdin = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(stdin, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        uid = request["uid"]
+        if uid is not None:
+            become_user(int(uid))
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # a uid change cleared it
+            if os.getppid() != self.pid:
+                os._exit(1)
+        _prctl(_PR_SET_DUMPABLE, 1)  # as exec would leave it (the server is not)
+        os.chdir(request["cwd"])
+        _fresh_interpreter_state(request["args"], request["env"])
+        from fleetflow.runtime import main_then_exit
+
+        main_then_exit(request["args"])
+
+
+def _fresh_interpreter_state(args: list[str], env: dict[str, str]) -> None:
+    """What `python -m fleetflow.runtime ARGS` would have computed at its start, for this child
+    (the working directory is the sandbox already)."""
+    import fleetflow.runtime
+
+    os.environ.clear()  # os.environ writes through to the C environment (and os.environb)
+    os.environ.update(env)
+    random.seed()  # os.fork re-seeds it as well: no two attempts share a random sequence
+    tempfile.tempdir = None  # computed again from the attempt's TMPDIR, not the server's
+    site.USER_BASE = None  # computed again, lazily, from the attempt's HOME
+    site.USER_SITE = None
+    sys.argv = [fleetflow.runtime.__file__, *args]
+    sys.path[0] = os.getcwd()  # `-m` puts the working directory first (the server's was /)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m fleetflow.forkserver FD`: serve the agent on the socket at descriptor FD."""
+    die_with_parent_if_asked()  # first: the agent may die while we import
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not args[0].isdigit():
+        sys.stderr.write("usage: python -m fleetflow.forkserver FD\n")
+        return 2
+    control = socket.socket(fileno=int(args[0]))
+    _prctl(_PR_SET_DUMPABLE, 0)
+    _preload()
+    threads = os.listdir("/proc/self/task")
+    if len(threads) != 1:  # a fork copies only the calling thread: locks held elsewhere stay held
+        sys.stderr.write(f"fleetflow fork server: {len(threads)} threads after imports; refusing\n")
+        return 1
+    server = _Server(control)
+    gc.collect()
+    gc.freeze()  # what the children inherit stays shared: no collection touches those pages
+    try:
+        return server.serve()
+    except (BrokenPipeError, ConnectionResetError):
+        return 0  # the agent is gone
+
+
+if __name__ == "__main__":
+    sys.exit(main())
