@@ -152,6 +152,7 @@ def default_executor(settings: AgentSettings) -> Executor:
         kill_grace_seconds=settings.kill_grace_seconds,
         retention=retention_from_settings(settings),
         simulated_gpus=settings.simulated_gpus,
+        warm_runtime=settings.warm_runtime,
     )
 
 

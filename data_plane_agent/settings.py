@@ -158,6 +158,14 @@ class AgentSettings(BaseSettings):
         "directory per agent (default: work_dir/sandboxes, or a directory in the system's temp "
         "directory when task users cannot reach the work dir)",
     )
+    warm_runtime: bool = Field(
+        default=True,
+        description="local-process executor: start attempts from the warm task runtime, a "
+        "fork server that has imported the task runtime once (`fleetflow.forkserver`), in "
+        "milliseconds instead of a new interpreter's start and imports each (0.3-0.5 s); false: "
+        "a new `python -m fleetflow.runtime` process per attempt, as tasks also start while "
+        "the fork server cannot",
+    )
     executor: Literal["local-process", "kubernetes"] = Field(
         default="local-process",
         description="how attempts run: child processes of the agent, or one Kubernetes pod "
