@@ -10,7 +10,8 @@ outputs (the agent would upload, with its rights, what the link points at), and 
 behind in a session of its own (it would outlive the attempt and share the next one's uid).
 
 Tasks run as users of their own only when the agent can switch users (root); elsewhere these
-tests skip loudly, and fail under FLEETFLOW_REQUIRE_TASK_USERS=1 as in CI.
+tests skip loudly, and fail under FLEETFLOW_REQUIRE_TASK_USERS=1 as in CI. Each runs twice: with
+task processes forked by the warm task runtime (the default) and exec'd.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ class Machine:
     secrets: dict[str, Path]  # what a task must not read, by name
 
 
-@pytest.fixture
-async def machine(tmp_path: Path) -> AsyncIterator[Machine]:
+@pytest.fixture(params=[True, False], ids=["warm", "exec"])
+async def machine(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Machine]:
     blobs = Blobs(tmp_path / "blobs")
     state = tmp_path / "control-plane"
     state.mkdir()
@@ -74,7 +75,7 @@ async def machine(tmp_path: Path) -> AsyncIterator[Machine]:
         path.write_text("secret")
     secrets["the agent's token file"].chmod(0o600)
     secrets["a lease file"].chmod(0o600)
-    executor = LocalProcessExecutor(work_dir, kill_grace_seconds=1.0)
+    executor = LocalProcessExecutor(work_dir, kill_grace_seconds=1.0, warm_runtime=request.param)
     try:
         yield Machine(blobs, executor, work_dir, secrets)
     finally:

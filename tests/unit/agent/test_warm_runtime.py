@@ -1,0 +1,365 @@
+"""The warm task runtime (`fleetflow.forkserver`, `data_plane_agent.executors.warm_runtime`) under
+a real `LocalProcessExecutor`: real fork server, real runtime, real tasks (as users of their own
+when the tests run as root, as in CI).
+
+What a forked attempt must be is what an exec'd one is: the same process as the task sees it
+(parity), nothing left of the attempt before it (isolation), nothing of the fork server it could
+reach (security), and an end the agent always hears of, even when the fork server dies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from data_plane_agent.attempts import AttemptEvent, TaskAssignment
+from data_plane_agent.executors import warm_runtime
+from data_plane_agent.executors.local_process import LocalProcessExecutor
+from data_plane_agent.settings import AgentSettings
+from fleetflow.bundle import build_bundle
+from fleetflow.states import AttemptState
+from tests.polling import wait_until_async
+from tests.unit.agent.test_local_process_executor import (
+    AGENT_SECRETS,
+    Blobs,
+    next_event,
+    process_gone,
+)
+
+DEADLINE_SECONDS = 60.0
+ROOT = os.geteuid() == 0
+
+
+@pytest.fixture
+async def executor(tmp_path: Path) -> AsyncIterator[LocalProcessExecutor]:
+    executor = LocalProcessExecutor(
+        tmp_path / "agent",
+        kill_grace_seconds=1.0,
+        env={**os.environ, **AGENT_SECRETS},
+    )
+    try:
+        yield executor
+    finally:
+        await executor.shutdown("test over")
+
+
+@pytest.fixture
+def blobs(tmp_path: Path) -> Blobs:
+    return Blobs(tmp_path / "blobs")
+
+
+async def run(executor: LocalProcessExecutor, assignment: TaskAssignment) -> AttemptEvent:
+    """Launch `assignment` and wait for its terminal event."""
+    await executor.launch(assignment)
+    while True:
+        event = await next_event(executor)
+        if event.attempt_id == assignment.attempt_id and event.state.terminal:
+            return event
+
+
+async def described(
+    executor: LocalProcessExecutor, blobs: Blobs, attempt_id: str
+) -> dict[str, Any]:
+    assignment = blobs.assignment(attempt_id, "describe_process", {})
+    event = await run(executor, assignment)
+    assert event.state is AttemptState.SUCCEEDED, (event.message, event.traceback)
+    found: dict[str, Any] = json.loads(blobs.outputs(assignment)["o0"])
+    return found
+
+
+async def test_a_task_is_forked_and_runs_as_its_own_user_in_its_own_session(
+    executor: LocalProcessExecutor, blobs: Blobs
+) -> None:
+    found = await described(executor, blobs, "at-who")
+
+    server = executor.warm_runtime_pid
+    assert server is not None, "the attempt ran without the warm runtime"
+    assert found["pid"] != server
+    assert found["own_group"] and found["own_session"]
+    if ROOT:
+        assert 50000 <= found["uid"] <= 59999
+        assert (found["gid"], found["groups"]) == (found["uid"], [])
+        assert found["umask"] == 0o077
+    else:
+        assert found["uid"] == os.getuid()
+    assert found["dumpable"] == 1  # as after an exec, though the fork server is not
+    assert found["cwd"] == str(executor.sandbox_dir("at-who") / "code")
+    log = (executor.attempt_dir("at-who") / "log.txt").read_text()
+    assert "to stdout" in log and "to stderr" in log
+    assert "running stand_in_tasks.describe_process" in log  # the runtime's own lines
+
+
+async def test_a_task_holds_no_descriptor_but_its_stdio(
+    executor: LocalProcessExecutor, blobs: Blobs
+) -> None:
+    found = await described(executor, blobs, "at-fds")
+
+    log = str(executor.attempt_dir("at-fds") / "log.txt")
+    assert found["fds"] == {"0": "/dev/null", "1": log, "2": log}
+
+
+async def test_a_forked_task_sees_what_an_exec_d_one_sees(blobs: Blobs, tmp_path: Path) -> None:
+    """Parity: the same process as the task can tell, forked or exec'd."""
+    seen = {}
+    for warm in (True, False):
+        executor = LocalProcessExecutor(tmp_path / f"agent-{warm}", warm_runtime=warm)
+        try:
+            seen[warm] = await described(executor, blobs, f"at-{warm}")
+            sandbox = str(executor.sandbox_dir(f"at-{warm}"))
+        finally:
+            await executor.shutdown("test over")
+        found = seen[warm]
+        assert executor.warm_runtime_pid is None
+        for key in ("cwd", "argv0", "tempdir"):
+            found[key] = found[key].replace(sandbox, "<sandbox>")
+        found["path"] = [entry.replace(sandbox, "<sandbox>") for entry in found["path"]]
+        found["environ"] = {
+            name: value.replace(sandbox, "<sandbox>").replace(f"at-{warm}", "<attempt>")
+            for name, value in found["environ"].items()
+        }
+        found["fds"] = sorted(found["fds"])
+        for varying in ("pid", "uid", "gid", "groups", "random"):
+            del found[varying]
+
+    assert seen[True] == seen[False]
+    assert seen[True]["tempdir"] == "<sandbox>/tmp"
+    assert seen[True]["path"][:2] == ["<sandbox>/code", "<sandbox>"]
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("abort", "task process exited with code -6 (SIGABRT)"),
+        ("segfault", "task process exited with code -11 (SIGSEGV)"),
+        ("exit", "SystemExit: 3"),
+    ],
+)
+async def test_a_crashing_task_fails_and_the_next_attempt_runs(
+    executor: LocalProcessExecutor, blobs: Blobs, how: str, message: str
+) -> None:
+    crashed = await run(executor, blobs.assignment(f"at-{how}", "crash", {"how": how}))
+    server = executor.warm_runtime_pid
+
+    assert (crashed.state, crashed.message) == (AttemptState.FAILED, message)
+    if how != "exit":  # no result file: the log's last lines stand in for a traceback
+        assert f"crashing by {how}" in crashed.traceback
+    assert server is not None
+    after = blobs.assignment(f"at-after-{how}", "add", {"a": 1, "b": 2})
+    assert (await run(executor, after)).state is AttemptState.SUCCEEDED
+    assert blobs.outputs(after) == {"o0": 3}
+    assert executor.warm_runtime_pid == server, "a task's crash took the fork server with it"
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "exec"])
+async def test_a_thread_left_running_does_not_keep_the_attempt_or_the_next(
+    blobs: Blobs, tmp_path: Path, warm: bool
+) -> None:
+    executor = LocalProcessExecutor(tmp_path / "agent", warm_runtime=warm)
+    try:
+        for attempt_id in ("at-thread", "at-thread-again"):
+            event = await run(executor, blobs.assignment(attempt_id, "leave_a_thread", {}))
+            assert event.state is AttemptState.SUCCEEDED, event.message
+    finally:
+        await executor.shutdown("test over")
+
+
+async def test_nothing_an_attempt_changes_reaches_the_next(
+    executor: LocalProcessExecutor, blobs: Blobs
+) -> None:
+    first = await described(executor, blobs, "at-before")
+    tampered = await run(executor, blobs.assignment("at-tamper", "tamper", {}))
+    assert tampered.state is AttemptState.SUCCEEDED, tampered.message
+
+    after = await described(executor, blobs, "at-after")
+
+    assert after["cwd"] == str(executor.sandbox_dir("at-after") / "code")
+    assert "FLEETFLOW_TAMPERED" not in after["environ"]
+    assert after["environ"]["FLEETFLOW_ATTEMPT_ID"] == "at-after"
+    assert "/tampered" not in after["path"]
+    assert not after["modules_tampered"] and not after["runtime_tampered"]
+    assert after["tempdir"] == str(executor.sandbox_dir("at-after") / "tmp")
+    assert after["sigterm_default"]
+    assert after["umask"] == first["umask"]
+    assert len({first["random"], after["random"]}) == 2  # a random state of its own
+
+
+def two_bundles_with_a_helpers_module(root: Path) -> dict[str, Path]:
+    """Two code bundles, each with its own `helpers.py`, and a task that reports which one
+    `import helpers` found."""
+    bundles = {}
+    for name in ("alpha", "beta"):
+        directory = root / name
+        directory.mkdir(parents=True)
+        (directory / "helpers.py").write_text(f"WHO = {name!r}\n")
+        (directory / "which_helpers.py").write_text(
+            textwrap.dedent(
+                """\
+                import helpers
+
+
+                class _Task:
+                    fn = staticmethod(lambda: helpers.WHO)
+                    input_types = {}
+                    output_type = str
+
+
+                who = _Task()
+                """
+            )
+        )
+        bundles[name] = directory
+    return bundles
+
+
+async def test_a_module_of_one_bundle_is_not_the_next_bundles(
+    executor: LocalProcessExecutor, blobs: Blobs, tmp_path: Path
+) -> None:
+    for name, directory in two_bundles_with_a_helpers_module(tmp_path / "bundles").items():
+        digest, data = build_bundle(directory)
+        bundle_uri = blobs.store.put(f"bundles/{digest}.tar.gz", data)
+        assignment = dataclasses.replace(
+            blobs.assignment(f"at-{name}", "who", {}),
+            bundle_uri=bundle_uri,
+            task_module="which_helpers",
+        )
+        event = await run(executor, assignment)
+        assert event.state is AttemptState.SUCCEEDED, (event.message, event.traceback)
+        assert blobs.outputs(assignment) == {"o0": name}
+
+
+async def test_neither_the_fork_server_nor_its_tasks_hold_the_agents_secrets(
+    executor: LocalProcessExecutor, blobs: Blobs
+) -> None:
+    found = await described(executor, blobs, "at-secrets")
+
+    assert not set(AGENT_SECRETS) & set(found["environ"])
+    server = executor.warm_runtime_pid
+    assert server is not None
+    if not ROOT:
+        pytest.skip("the fork server is not dumpable: only root reads its environment")
+    environ = Path(f"/proc/{server}/environ").read_bytes()
+    for name, value in AGENT_SECRETS.items():
+        assert name.encode() not in environ and value.encode() not in environ
+
+
+async def test_a_task_cannot_reach_the_fork_server(
+    executor: LocalProcessExecutor, blobs: Blobs
+) -> None:
+    if not ROOT:
+        pytest.skip("tasks run as the agent's user, which owns the fork server: root only")
+    await described(executor, blobs, "at-warm-up")
+    server = executor.warm_runtime_pid
+    assert server is not None
+
+    probe = blobs.assignment("at-reach", "reach_process", {"pid": server})
+    event = await run(executor, probe)
+
+    assert event.state is AttemptState.SUCCEEDED, event.message
+    assert blobs.outputs(probe)["o0"] == {
+        "signal": "denied",
+        "environ": "denied",
+        "mem": "denied",
+        "fds": "denied",
+        "ptrace": "denied",
+    }
+
+
+async def test_killing_the_fork_server_loses_its_tasks_and_the_next_launch_starts_another(
+    executor: LocalProcessExecutor, blobs: Blobs, exchange_dir: Path
+) -> None:
+    pid_file = exchange_dir / "grandchild.pid"
+    await executor.launch(
+        blobs.assignment("at-doomed", "spawn_and_wait", {"pid_file": str(pid_file)})
+    )
+    assert (await next_event(executor)).state is AttemptState.RUNNING
+    await wait_until_async(pid_file.exists, timeout=DEADLINE_SECONDS, message="the task to start")
+    grandchild = int(pid_file.read_text())
+    server = executor.warm_runtime_pid
+    assert server is not None
+
+    os.kill(server, signal.SIGKILL)
+
+    lost = await next_event(executor)
+    assert (lost.attempt_id, lost.state) == ("at-doomed", AttemptState.LOST)
+    assert "warm task runtime died" in lost.message
+    assert executor.running() == []
+    await wait_until_async(
+        lambda: process_gone(grandchild),
+        timeout=DEADLINE_SECONDS,
+        message="the lost task's own child to die with it",
+    )
+    after = blobs.assignment("at-after", "add", {"a": 2, "b": 3})
+    assert (await run(executor, after)).state is AttemptState.SUCCEEDED
+    assert executor.warm_runtime_pid not in (None, server)
+
+
+async def test_without_a_fork_server_tasks_start_the_usual_way_with_one_warning(
+    blobs: Blobs,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(warm_runtime, "FORKSERVER_MODULE", "fleetflow.no_such_module")
+    executor = LocalProcessExecutor(tmp_path / "agent")
+    try:
+        with caplog.at_level(logging.WARNING, logger=warm_runtime.__name__):
+            for attempt_id in ("at-cold-1", "at-cold-2"):
+                assignment = blobs.assignment(attempt_id, "add", {"a": 1, "b": 1})
+                assert (await run(executor, assignment)).state is AttemptState.SUCCEEDED
+                assert executor.warm_runtime_pid is None
+    finally:
+        await executor.shutdown("test over")
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == warm_runtime.__name__ and r.levelno == logging.WARNING
+    ]
+    assert len(warnings) == 1, warnings
+    assert "the warm task runtime could not start" in warnings[0]
+
+
+def test_the_warm_runtime_is_on_unless_the_agent_setting_turns_it_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert AgentSettings(token="t").warm_runtime is True
+    monkeypatch.setenv("FLEETFLOW_AGENT_WARM_RUNTIME", "false")
+    assert AgentSettings(token="t").warm_runtime is False
+
+
+async def test_an_agent_without_the_warm_runtime_starts_no_fork_server(
+    blobs: Blobs, tmp_path: Path
+) -> None:
+    executor = LocalProcessExecutor(tmp_path / "agent", warm_runtime=False)
+    try:
+        await executor.start()
+        assignment = blobs.assignment("at-cold", "add", {"a": 1, "b": 1})
+        assert (await run(executor, assignment)).state is AttemptState.SUCCEEDED
+        assert executor.warm_runtime_pid is None
+    finally:
+        await executor.shutdown("test over")
+
+
+async def test_shutdown_stops_the_fork_server(tmp_path: Path) -> None:
+    executor = LocalProcessExecutor(tmp_path / "agent")
+    await executor.start()  # warms up in the background
+    await wait_until_async(
+        lambda: executor.warm_runtime_pid,
+        timeout=DEADLINE_SECONDS,
+        message="the fork server to be warm",
+    )
+    server = executor.warm_runtime_pid
+    assert server is not None
+
+    await executor.shutdown("test over")
+
+    assert process_gone(server)
+    assert executor.warm_runtime_pid is None
