@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -101,8 +102,17 @@ class ForkServer:
         """Start a fork server with `python` and `env`, and wait until it is warm.
 
         Raises:
-            WarmRuntimeError: it could not be started, or did not get warm in time.
+            WarmRuntimeError: it could not be started, or did not get warm in time, or it
+                would import from a directory others may write to.
         """
+        unsafe = writable_import_path(env.get("PYTHONPATH", ""))
+        if unsafe is not None:
+            # It runs as the agent's user (root), imports hundreds of modules (and any
+            # sitecustomize) from these paths whenever it starts: a task must not write there.
+            raise WarmRuntimeError(
+                f"the tasks' import path holds {unsafe}, which users other than the agent's "
+                "may write to: the fork server would import from it as the agent's user"
+            )
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             # Its own session, as tasks have: a Ctrl-C at the agent's terminal is the agent's
@@ -272,6 +282,27 @@ class ForkServer:
                 self._process.kill()
         if self._reaper is not None:
             await self._reaper
+
+
+def writable_import_path(pythonpath: str) -> str | None:
+    """The first directory of `pythonpath` (or above an entry) where others could plant a
+    module for the fork server, or None. Unsafe: the nearest existing directory of an entry
+    (the entry itself, or where someone could create it) being writable by others; a directory
+    further up being writable by others without the sticky bit (the entry could be renamed
+    away and replaced). Relative entries are the fork server's: below `/`.
+    """
+    for entry in filter(None, pythonpath.split(os.pathsep)):
+        nearest = True
+        path = Path("/", entry)
+        for directory in (path, *path.parents):
+            try:
+                mode = directory.stat().st_mode
+            except OSError:
+                continue  # not there (yet): judged by the directory it would be made in
+            if mode & stat.S_IWOTH and (nearest or not mode & stat.S_ISVTX):
+                return str(directory)
+            nearest = False
+    return None
 
 
 def _kill_group(pgid: int) -> None:

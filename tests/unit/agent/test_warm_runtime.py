@@ -24,6 +24,7 @@ import pytest
 from data_plane_agent.attempts import AttemptEvent, TaskAssignment
 from data_plane_agent.executors import warm_runtime
 from data_plane_agent.executors.local_process import LocalProcessExecutor
+from data_plane_agent.sandbox import Interpreter, resolve_isolation
 from data_plane_agent.settings import AgentSettings
 from fleetflow.bundle import build_bundle
 from fleetflow.states import AttemptState
@@ -363,3 +364,38 @@ async def test_shutdown_stops_the_fork_server(tmp_path: Path) -> None:
 
     assert process_gone(server)
     assert executor.warm_runtime_pid is None
+
+
+def test_an_import_path_others_may_write_to_is_found(exchange_dir: Path, tmp_path: Path) -> None:
+    safe = tmp_path / "site"
+    safe.mkdir()
+    assert warm_runtime.writable_import_path(f"{safe}:{safe / 'not-yet'}") is None
+    open_to_all = exchange_dir  # mode 1777, as /tmp
+    assert warm_runtime.writable_import_path(f"{safe}:{open_to_all}") == str(open_to_all)
+    # Not there yet: whoever may create it there decides what it holds.
+    assert warm_runtime.writable_import_path(str(open_to_all / "later")) == str(open_to_all)
+    # The agent's own directory inside a sticky one: others cannot replace it.
+    owned = open_to_all / "agents"
+    owned.mkdir(mode=0o755)
+    assert warm_runtime.writable_import_path(str(owned)) is None
+    owned.chmod(0o757)
+    assert warm_runtime.writable_import_path(str(owned / "sub")) == str(owned)
+
+
+async def test_no_fork_server_imports_from_where_a_task_could_write(
+    blobs: Blobs, tmp_path: Path, exchange_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    isolation = resolve_isolation(tmp_path / "agent")
+    interpreter = isolation.interpreter
+    exposed = Interpreter(interpreter.executable, (*interpreter.pythonpath, str(exchange_dir)))
+    executor = LocalProcessExecutor(
+        tmp_path / "agent", isolation=dataclasses.replace(isolation, interpreter=exposed)
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger=warm_runtime.__name__):
+            assignment = blobs.assignment("at-exposed", "add", {"a": 2, "b": 2})
+            assert (await run(executor, assignment)).state is AttemptState.SUCCEEDED
+    finally:
+        await executor.shutdown("test over")
+    assert executor.warm_runtime_pid is None
+    assert f"the tasks' import path holds {exchange_dir}" in caplog.text
