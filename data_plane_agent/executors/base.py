@@ -94,8 +94,9 @@ class Executor(Protocol):
     """Runs attempts and tells the agent, through `next_event`, how each one goes.
 
     For every launched attempt an executor emits exactly one terminal event (SUCCEEDED, FAILED
-    or CANCELLED), usually after a RUNNING event. None of its coroutines may block the event
-    loop.
+    or CANCELLED; LOST when the executor's own machinery, not the task, ended it, so that it
+    runs again without using a retry), usually after a RUNNING event. None of its coroutines
+    may block the event loop.
     """
 
     name: str
