@@ -230,7 +230,8 @@ def _fresh_interpreter_state(args: list[str], env: dict[str, str]) -> None:
     site.USER_BASE = None  # computed again, lazily, from the attempt's HOME
     site.USER_SITE = None
     sys.argv = [fleetflow.runtime.__file__, *args]
-    sys.path[0] = os.getcwd()  # `-m` puts the working directory first (the server's was /)
+    if not sys.flags.safe_path:  # `-m` put the working directory first: the server's, `/`
+        sys.path[0] = os.getcwd()
 
 
 def main(argv: list[str] | None = None) -> int:
