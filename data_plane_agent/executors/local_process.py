@@ -67,6 +67,8 @@ _LOG_TAIL_BYTES = 4096
 _MAX_RESULT_BYTES = 1 << 20
 _PASSED_FLEETFLOW_ENV = frozenset({"FLEETFLOW_DEBUG"})
 _CREDENTIAL_ENV = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
+_LOST_TASK_END_SECONDS = 5.0
+"""How long a task whose fork server died (and which was SIGKILLed) may take to be gone."""
 
 
 def task_environment(base: Mapping[str, str]) -> dict[str, str]:
@@ -402,12 +404,13 @@ class LocalProcessExecutor:
         finally:
             self._launching.discard(attempt_id)
         logger.info(
-            "attempt %s: started %s.%s as pid %d%s (log %s)",
+            "attempt %s: started %s.%s as pid %d%s, %s (log %s)",
             attempt_id,
             assignment.task_module,
             assignment.task_function,
             process.pid,
             f", uid {uid}" if uid is not None else "",
+            "forked by the warm runtime" if isinstance(process, ForkedTask) else "exec'd",
             directory / LOG_FILE,
         )
         self._emit(AttemptEvent(attempt_id, AttemptState.RUNNING))
@@ -449,7 +452,7 @@ class LocalProcessExecutor:
                     await asyncio.to_thread(kill_processes_of, attempt.uid)
                 if isinstance(process, ForkedTask) and process.lost is not None:
                     # No one reaps it for us now: see it gone before its outcome is read.
-                    await asyncio.to_thread(_wait_until_gone, process.pid, self._kill_grace_seconds)
+                    await asyncio.to_thread(_wait_until_gone, process.pid, _LOST_TASK_END_SECONDS)
             event = await self._outcome(attempt)
         except Exception as exc:  # an event must come out whatever happens here
             logger.exception("attempt %s: could not determine how it ended", attempt_id)

@@ -9,6 +9,7 @@ reach (security), and an end the agent always hears of, even when the fork serve
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -399,3 +400,21 @@ async def test_no_fork_server_imports_from_where_a_task_could_write(
         await executor.shutdown("test over")
     assert executor.warm_runtime_pid is None
     assert f"the tasks' import path holds {exchange_dir}" in caplog.text
+
+
+async def test_attempts_launched_together_each_get_their_own_process(
+    executor: LocalProcessExecutor, blobs: Blobs
+) -> None:
+    assignments = [blobs.assignment(f"at-many-{n}", "add", {"a": n, "b": 100}) for n in range(6)]
+
+    await asyncio.gather(*(executor.launch(assignment) for assignment in assignments))
+    ended: dict[str, AttemptEvent] = {}
+    while len(ended) < len(assignments):
+        event = await next_event(executor)
+        if event.state.terminal:
+            ended[event.attempt_id] = event
+
+    assert {event.state for event in ended.values()} == {AttemptState.SUCCEEDED}
+    for n, assignment in enumerate(assignments):
+        assert blobs.outputs(assignment) == {"o0": n + 100}
+    assert executor.warm_runtime_pid is not None
