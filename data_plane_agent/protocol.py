@@ -179,10 +179,16 @@ def registration_from_proto(response: agent_pb2.RegisterResponse) -> Registratio
 
 
 def heartbeat_request(
-    *, capacity: Capacity, held_attempt_ids: Iterable[str], pending_reasons: Mapping[str, str]
+    *,
+    capacity: Capacity,
+    held_attempt_ids: Iterable[str],
+    pending_reasons: Mapping[str, str],
+    draining: bool = False,
 ) -> agent_pb2.HeartbeatRequest:
-    """`pending_reasons`: attempt id -> why it has not started yet."""
+    """`pending_reasons`: attempt id -> why it has not started yet; `draining`: the agent is
+    shutting down."""
     return agent_pb2.HeartbeatRequest(
+        draining=draining,
         capacity=capacity_to_proto(capacity),
         running_attempt_ids=sorted(held_attempt_ids),
         pending_attempts=[

@@ -50,6 +50,8 @@ RPC_TIMEOUT_SECONDS = 10.0
 DEFAULT_HEARTBEAT_INTERVAL_SECONDS = 5
 STABLE_SESSION_SECONDS = 60.0
 """A session that lasted this long resets the reconnect backoff when it ends."""
+_DRAIN_TIMEOUT_SECONDS = 2.0
+"""How long a stopping agent waits to tell the control plane it drains (then stops anyway)."""
 MIN_EMPTY_LEASE_INTERVAL_SECONDS = 1.0
 """Pacing for a control plane that answers empty lease polls without waiting."""
 
@@ -226,6 +228,8 @@ class Session:
             started = asyncio.get_running_loop().time()
             try:
                 await self._run_session(stub, interval, attempts)
+                if self._stopping.is_set():
+                    await self._announce_draining(stub, attempts)
             except grpc.aio.AioRpcError as exc:
                 self._ready.clear()
                 if asyncio.get_running_loop().time() - started >= STABLE_SESSION_SECONDS:
@@ -265,6 +269,26 @@ class Session:
                 error = task.exception()
                 if error is not None:
                     raise error
+
+    async def _announce_draining(
+        self, stub: agent_pb2_grpc.AgentServiceStub, attempts: SessionAttempts
+    ) -> None:
+        """Tell the control plane, before the running attempts are stopped and reported LOST,
+        that nothing more should be placed here: otherwise their retries could be assigned
+        straight back to this departing agent, and be lost again when its cluster goes silent.
+        Best effort: without it the control plane learns the same from the silence."""
+        request = heartbeat_request(
+            capacity=attempts.capacity(),
+            held_attempt_ids=attempts.heartbeat_attempt_ids(),
+            pending_reasons=attempts.pending_reasons(),
+            draining=True,
+        )
+        try:
+            await stub.Heartbeat(request, metadata=self._metadata, timeout=_DRAIN_TIMEOUT_SECONDS)
+        except grpc.aio.AioRpcError as exc:
+            logger.warning(
+                "could not tell the control plane this agent drains: %s", exc.code().name
+            )
 
     async def _heartbeat_loop(
         self, stub: agent_pb2_grpc.AgentServiceStub, interval: int, attempts: SessionAttempts

@@ -29,8 +29,11 @@ def attempt_state_from_proto(value: int) -> AttemptState | None:
     return _STATES.get(value)
 
 
-def capacity_to_dict(capacity: pb.Capacity) -> dict[str, Any]:
+def capacity_to_dict(capacity: pb.Capacity, *, draining: bool = False) -> dict[str, Any]:
+    """The capacity as `Cluster.capacity` keeps it; `draining` marks the last report of an
+    agent that is shutting down (nothing is free there until an agent registers again)."""
     return {
+        **({"draining": True} if draining else {}),
         "cpu_allocatable": capacity.cpu_allocatable,
         "cpu_in_use": capacity.cpu_in_use,
         "memory_bytes_allocatable": capacity.memory_bytes_allocatable,

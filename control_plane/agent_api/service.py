@@ -269,7 +269,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             with transaction(self._sessions) as session:
                 cluster = session.get_one(Cluster, cluster_id)
                 clusters_repo.record_heartbeat(
-                    session, cluster, capacity=capacity_to_dict(request.capacity)
+                    session,
+                    cluster,
+                    capacity=capacity_to_dict(request.capacity, draining=request.draining),
                 )
                 # Why held attempts have not started (level-triggered: unlisted means none).
                 reasons = {p.attempt_id: p.reason for p in request.pending_attempts}

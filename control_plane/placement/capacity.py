@@ -106,6 +106,8 @@ def free_capacity(
     attempts assigned or leased there that the report does not include yet, plus `freed`: the
     attempts the report counts as in use that have finished since (so the next task starts
     without waiting for the next heartbeat)."""
+    if reported.get("draining"):  # its agent is shutting down: nothing more goes there
+        return FreeCapacity(cpu=0.0, memory_bytes=0, gpus={})
     cpu_allocatable = _number(reported, "cpu_allocatable")
     memory_allocatable = _number(reported, "memory_bytes_allocatable")
     gpus: dict[str, int] = {}

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from control_plane import processes
 from control_plane.db.models import Cluster
@@ -138,12 +138,24 @@ def test_agent_shutdown_hands_its_attempt_back(
     execution_id = launch(stack, "survives_agent_loss", marker=str(marker))
     wait_for(marker.exists, "the task process to start", stack)
     processes.stop(stack.children.pop("agent"))
+    # Its last heartbeat said it drains: the LOST attempt's retry waits for the next agent
+    # instead of being assigned to the departing one (and lost again with its silence).
+    assert cluster_capacity(stack, "local").get("draining") is True
     stack.children["agent"] = start_agent(stack)
     final = finish(stack, execution_id)
     assert final.status == "SUCCEEDED", stack.logs()
+    assert "draining" not in cluster_capacity(stack, "local")  # registered again
     lost, succeeded = final.attempts
     assert lost.status == "LOST" and lost.error_message == "agent shut down"
     assert succeeded.status == "SUCCEEDED"
+
+
+def cluster_capacity(stack: Stack, cluster: str) -> dict[str, Any]:
+    engine = make_engine(stack.database_url)
+    with make_session_factory(engine)() as session:
+        capacity = session.scalars(select(Cluster.capacity).where(Cluster.name == cluster)).one()
+    engine.dispose()
+    return dict(capacity or {})
 
 
 def forget_cluster_heartbeat(stack: Stack, cluster: str) -> None:

@@ -319,6 +319,17 @@ def test_unreported_figures_are_unknown() -> None:
     assert gpus_only == FreeCapacity(cpu=None, memory_bytes=None, gpus={"H100": 3})
 
 
+def test_a_draining_cluster_has_nothing_free_whatever_it_reported_or_freed() -> None:
+    """The last heartbeat of an agent that shuts down: no task goes there, not even one
+    that fits what its finished attempts freed, nor with an empty (unknown) report."""
+    draining = {**reported(cpu=16, memory=64 * GI, gpus={"A100": (8, 0)}), "draining": True}
+    nothing = FreeCapacity(cpu=0.0, memory_bytes=0, gpus={})
+    assert free_capacity(draining, freed=[Usage(cpu=2)]) == nothing
+    assert free_capacity({**reported(), "draining": True}) == nothing
+    candidate = Candidate(name="leaving", labels={}, online=True, free=nothing)
+    assert place(Resources(cpu=0.001), [candidate], Strategy.SPREAD).cluster is None
+
+
 def test_format_bytes() -> None:
     assert [format_bytes(n) for n in (512, 2048, 512 * 2**20, int(1.5 * GI), 8 * GI)] == [
         "512",

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66leetflow/agent/v1/agent.proto\x12\x12\x66leetflow.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x0bGpuCapacity\x12\x10\n\x08gpu_type\x18\x01 \x01(\t\x12\x13\n\x0b\x61llocatable\x18\x02 \x01(\x05\x12\x0e\n\x06in_use\x18\x03 \x01(\x05\"\xa5\x01\n\x08\x43\x61pacity\x12\x17\n\x0f\x63pu_allocatable\x18\x01 \x01(\x01\x12\x12\n\ncpu_in_use\x18\x02 \x01(\x01\x12 \n\x18memory_bytes_allocatable\x18\x03 \x01(\x03\x12\x1b\n\x13memory_bytes_in_use\x18\x04 \x01(\x03\x12-\n\x04gpus\x18\x05 \x03(\x0b\x32\x1f.fleetflow.agent.v1.GpuCapacity\"\x90\x02\n\x0fRegisterRequest\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x11\n\texecutors\x18\x02 \x03(\t\x12?\n\x06labels\x18\x03 \x03(\x0b\x32/.fleetflow.agent.v1.RegisterRequest.LabelsEntry\x12.\n\x08\x63\x61pacity\x18\x04 \x01(\x0b\x32\x1c.fleetflow.agent.v1.Capacity\x12\x33\n\x07running\x18\x05 \x03(\x0b\x32\".fleetflow.agent.v1.RunningAttempt\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x0eRunningAttempt\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\x15\n\rfencing_token\x18\x02 \x01(\x03\"f\n\x10RegisterResponse\x12\x14\n\x0c\x63luster_name\x18\x01 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x05\x12\x18\n\x10stop_attempt_ids\x18\x03 \x03(\t\"\x9d\x01\n\x10HeartbeatRequest\x12.\n\x08\x63\x61pacity\x18\x01 \x01(\x0b\x32\x1c.fleetflow.agent.v1.Capacity\x12\x1b\n\x13running_attempt_ids\x18\x02 \x03(\t\x12<\n\x10pending_attempts\x18\x03 \x03(\x0b\x32\".fleetflow.agent.v1.PendingAttempt\"4\n\x0ePendingAttempt\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"-\n\x11HeartbeatResponse\x12\x18\n\x10stop_attempt_ids\x18\x01 \x03(\t\"B\n\x14LeaseAttemptsRequest\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x05\"M\n\tResources\x12\x0b\n\x03\x63pu\x18\x01 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x0b\n\x03gpu\x18\x03 \x01(\x05\x12\x10\n\x08gpu_type\x18\x04 \x01(\t\"\xfc\x02\n\nAssignment\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\x15\n\rfencing_token\x18\x02 \x01(\x03\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12\x13\n\x0btask_module\x18\x06 \x01(\t\x12\x15\n\rtask_function\x18\x07 \x01(\t\x12\x12\n\nbundle_uri\x18\x08 \x01(\t\x12\x12\n\ninputs_uri\x18\t \x01(\t\x12\x13\n\x0boutputs_uri\x18\n \x01(\t\x12\x30\n\tresources\x18\x0b \x01(\x0b\x32\x1d.fleetflow.agent.v1.Resources\x12\x17\n\x0ftimeout_seconds\x18\x0c \x01(\x05\x12\r\n\x05image\x18\r \x01(\t\x12\x15\n\rreport_secret\x18\x0e \x01(\t\x12\x32\n\x0binput_blobs\x18\x0f \x03(\x0b\x32\x1d.fleetflow.agent.v1.InputBlob\">\n\tInputBlob\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x11\n\tdirectory\x18\x03 \x01(\x08\"L\n\x15LeaseAttemptsResponse\x12\x33\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x1e.fleetflow.agent.v1.Assignment\"\xf5\x01\n\x13ReportStatusRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\x15\n\rfencing_token\x18\x02 \x01(\x03\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .fleetflow.agent.v1.AttemptState\x12\x10\n\x08sequence\x18\x04 \x01(\x03\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x17\n\x0f\x65rror_traceback\x18\x06 \x01(\t\x12/\n\x0bobserved_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rreport_secret\x18\x08 \x01(\t\"8\n\x14ReportStatusResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t*\xb4\x01\n\x0c\x41ttemptState\x12\x1d\n\x19\x41TTEMPT_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41TTEMPT_STATE_RUNNING\x10\x01\x12\x1b\n\x17\x41TTEMPT_STATE_SUCCEEDED\x10\x02\x12\x18\n\x14\x41TTEMPT_STATE_FAILED\x10\x03\x12\x1b\n\x17\x41TTEMPT_STATE_CANCELLED\x10\x04\x12\x16\n\x12\x41TTEMPT_STATE_LOST\x10\x05\x32\x88\x03\n\x0c\x41gentService\x12U\n\x08Register\x12#.fleetflow.agent.v1.RegisterRequest\x1a$.fleetflow.agent.v1.RegisterResponse\x12X\n\tHeartbeat\x12$.fleetflow.agent.v1.HeartbeatRequest\x1a%.fleetflow.agent.v1.HeartbeatResponse\x12\x64\n\rLeaseAttempts\x12(.fleetflow.agent.v1.LeaseAttemptsRequest\x1a).fleetflow.agent.v1.LeaseAttemptsResponse\x12\x61\n\x0cReportStatus\x12\'.fleetflow.agent.v1.ReportStatusRequest\x1a(.fleetflow.agent.v1.ReportStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66leetflow/agent/v1/agent.proto\x12\x12\x66leetflow.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x0bGpuCapacity\x12\x10\n\x08gpu_type\x18\x01 \x01(\t\x12\x13\n\x0b\x61llocatable\x18\x02 \x01(\x05\x12\x0e\n\x06in_use\x18\x03 \x01(\x05\"\xa5\x01\n\x08\x43\x61pacity\x12\x17\n\x0f\x63pu_allocatable\x18\x01 \x01(\x01\x12\x12\n\ncpu_in_use\x18\x02 \x01(\x01\x12 \n\x18memory_bytes_allocatable\x18\x03 \x01(\x03\x12\x1b\n\x13memory_bytes_in_use\x18\x04 \x01(\x03\x12-\n\x04gpus\x18\x05 \x03(\x0b\x32\x1f.fleetflow.agent.v1.GpuCapacity\"\x90\x02\n\x0fRegisterRequest\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x11\n\texecutors\x18\x02 \x03(\t\x12?\n\x06labels\x18\x03 \x03(\x0b\x32/.fleetflow.agent.v1.RegisterRequest.LabelsEntry\x12.\n\x08\x63\x61pacity\x18\x04 \x01(\x0b\x32\x1c.fleetflow.agent.v1.Capacity\x12\x33\n\x07running\x18\x05 \x03(\x0b\x32\".fleetflow.agent.v1.RunningAttempt\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x0eRunningAttempt\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\x15\n\rfencing_token\x18\x02 \x01(\x03\"f\n\x10RegisterResponse\x12\x14\n\x0c\x63luster_name\x18\x01 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x05\x12\x18\n\x10stop_attempt_ids\x18\x03 \x03(\t\"\xaf\x01\n\x10HeartbeatRequest\x12.\n\x08\x63\x61pacity\x18\x01 \x01(\x0b\x32\x1c.fleetflow.agent.v1.Capacity\x12\x1b\n\x13running_attempt_ids\x18\x02 \x03(\t\x12<\n\x10pending_attempts\x18\x03 \x03(\x0b\x32\".fleetflow.agent.v1.PendingAttempt\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\"4\n\x0ePendingAttempt\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"-\n\x11HeartbeatResponse\x12\x18\n\x10stop_attempt_ids\x18\x01 \x03(\t\"B\n\x14LeaseAttemptsRequest\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x05\"M\n\tResources\x12\x0b\n\x03\x63pu\x18\x01 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x0b\n\x03gpu\x18\x03 \x01(\x05\x12\x10\n\x08gpu_type\x18\x04 \x01(\t\"\xfc\x02\n\nAssignment\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\x15\n\rfencing_token\x18\x02 \x01(\x03\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12\x13\n\x0btask_module\x18\x06 \x01(\t\x12\x15\n\rtask_function\x18\x07 \x01(\t\x12\x12\n\nbundle_uri\x18\x08 \x01(\t\x12\x12\n\ninputs_uri\x18\t \x01(\t\x12\x13\n\x0boutputs_uri\x18\n \x01(\t\x12\x30\n\tresources\x18\x0b \x01(\x0b\x32\x1d.fleetflow.agent.v1.Resources\x12\x17\n\x0ftimeout_seconds\x18\x0c \x01(\x05\x12\r\n\x05image\x18\r \x01(\t\x12\x15\n\rreport_secret\x18\x0e \x01(\t\x12\x32\n\x0binput_blobs\x18\x0f \x03(\x0b\x32\x1d.fleetflow.agent.v1.InputBlob\">\n\tInputBlob\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x11\n\tdirectory\x18\x03 \x01(\x08\"L\n\x15LeaseAttemptsResponse\x12\x33\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x1e.fleetflow.agent.v1.Assignment\"\xf5\x01\n\x13ReportStatusRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\x15\n\rfencing_token\x18\x02 \x01(\x03\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .fleetflow.agent.v1.AttemptState\x12\x10\n\x08sequence\x18\x04 \x01(\x03\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x17\n\x0f\x65rror_traceback\x18\x06 \x01(\t\x12/\n\x0bobserved_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rreport_secret\x18\x08 \x01(\t\"8\n\x14ReportStatusResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t*\xb4\x01\n\x0c\x41ttemptState\x12\x1d\n\x19\x41TTEMPT_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41TTEMPT_STATE_RUNNING\x10\x01\x12\x1b\n\x17\x41TTEMPT_STATE_SUCCEEDED\x10\x02\x12\x18\n\x14\x41TTEMPT_STATE_FAILED\x10\x03\x12\x1b\n\x17\x41TTEMPT_STATE_CANCELLED\x10\x04\x12\x16\n\x12\x41TTEMPT_STATE_LOST\x10\x05\x32\x88\x03\n\x0c\x41gentService\x12U\n\x08Register\x12#.fleetflow.agent.v1.RegisterRequest\x1a$.fleetflow.agent.v1.RegisterResponse\x12X\n\tHeartbeat\x12$.fleetflow.agent.v1.HeartbeatRequest\x1a%.fleetflow.agent.v1.HeartbeatResponse\x12\x64\n\rLeaseAttempts\x12(.fleetflow.agent.v1.LeaseAttemptsRequest\x1a).fleetflow.agent.v1.LeaseAttemptsResponse\x12\x61\n\x0cReportStatus\x12\'.fleetflow.agent.v1.ReportStatusRequest\x1a(.fleetflow.agent.v1.ReportStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_REGISTERREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_ATTEMPTSTATE']._serialized_start=2005
-  _globals['_ATTEMPTSTATE']._serialized_end=2185
+  _globals['_ATTEMPTSTATE']._serialized_start=2023
+  _globals['_ATTEMPTSTATE']._serialized_end=2203
   _globals['_GPUCAPACITY']._serialized_start=87
   _globals['_GPUCAPACITY']._serialized_end=155
   _globals['_CAPACITY']._serialized_start=158
@@ -49,25 +49,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERRESPONSE']._serialized_start=661
   _globals['_REGISTERRESPONSE']._serialized_end=763
   _globals['_HEARTBEATREQUEST']._serialized_start=766
-  _globals['_HEARTBEATREQUEST']._serialized_end=923
-  _globals['_PENDINGATTEMPT']._serialized_start=925
-  _globals['_PENDINGATTEMPT']._serialized_end=977
-  _globals['_HEARTBEATRESPONSE']._serialized_start=979
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1024
-  _globals['_LEASEATTEMPTSREQUEST']._serialized_start=1026
-  _globals['_LEASEATTEMPTSREQUEST']._serialized_end=1092
-  _globals['_RESOURCES']._serialized_start=1094
-  _globals['_RESOURCES']._serialized_end=1171
-  _globals['_ASSIGNMENT']._serialized_start=1174
-  _globals['_ASSIGNMENT']._serialized_end=1554
-  _globals['_INPUTBLOB']._serialized_start=1556
-  _globals['_INPUTBLOB']._serialized_end=1618
-  _globals['_LEASEATTEMPTSRESPONSE']._serialized_start=1620
-  _globals['_LEASEATTEMPTSRESPONSE']._serialized_end=1696
-  _globals['_REPORTSTATUSREQUEST']._serialized_start=1699
-  _globals['_REPORTSTATUSREQUEST']._serialized_end=1944
-  _globals['_REPORTSTATUSRESPONSE']._serialized_start=1946
-  _globals['_REPORTSTATUSRESPONSE']._serialized_end=2002
-  _globals['_AGENTSERVICE']._serialized_start=2188
-  _globals['_AGENTSERVICE']._serialized_end=2580
+  _globals['_HEARTBEATREQUEST']._serialized_end=941
+  _globals['_PENDINGATTEMPT']._serialized_start=943
+  _globals['_PENDINGATTEMPT']._serialized_end=995
+  _globals['_HEARTBEATRESPONSE']._serialized_start=997
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1042
+  _globals['_LEASEATTEMPTSREQUEST']._serialized_start=1044
+  _globals['_LEASEATTEMPTSREQUEST']._serialized_end=1110
+  _globals['_RESOURCES']._serialized_start=1112
+  _globals['_RESOURCES']._serialized_end=1189
+  _globals['_ASSIGNMENT']._serialized_start=1192
+  _globals['_ASSIGNMENT']._serialized_end=1572
+  _globals['_INPUTBLOB']._serialized_start=1574
+  _globals['_INPUTBLOB']._serialized_end=1636
+  _globals['_LEASEATTEMPTSRESPONSE']._serialized_start=1638
+  _globals['_LEASEATTEMPTSRESPONSE']._serialized_end=1714
+  _globals['_REPORTSTATUSREQUEST']._serialized_start=1717
+  _globals['_REPORTSTATUSREQUEST']._serialized_end=1962
+  _globals['_REPORTSTATUSRESPONSE']._serialized_start=1964
+  _globals['_REPORTSTATUSRESPONSE']._serialized_end=2020
+  _globals['_AGENTSERVICE']._serialized_start=2206
+  _globals['_AGENTSERVICE']._serialized_end=2598
 # @@protoc_insertion_point(module_scope)

@@ -230,6 +230,12 @@ class HeartbeatRequest(_message.Message):
     CAPACITY_FIELD_NUMBER: _builtins.int
     RUNNING_ATTEMPT_IDS_FIELD_NUMBER: _builtins.int
     PENDING_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
+    draining: _builtins.bool
+    """The agent is shutting down: place nothing more on its cluster until an agent registers
+    for it again (its attempts are being stopped and reported LOST; their retries must not
+    be assigned back to the departing agent).
+    """
     @_builtins.property
     def capacity(self) -> Global___Capacity: ...
     @_builtins.property
@@ -246,10 +252,11 @@ class HeartbeatRequest(_message.Message):
         capacity: Global___Capacity | None = ...,
         running_attempt_ids: _abc.Iterable[_builtins.str] | None = ...,
         pending_attempts: _abc.Iterable[Global___PendingAttempt] | None = ...,
+        draining: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "pending_attempts", b"pending_attempts", "running_attempt_ids", b"running_attempt_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "draining", b"draining", "pending_attempts", b"pending_attempts", "running_attempt_ids", b"running_attempt_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
