@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 # Sends a finished attempt to its execution's workflow (a Temporal signal). Returns normally
 # when the workflow has it or has already closed; raises when it should be tried again.
 AttemptFinishedSink = Callable[[str, AttemptFinished], Awaitable[None]]
+# How many signals are in flight at once.
+DELIVERY_WINDOW = 32
 
 
 class FinishNotifier:
@@ -36,25 +38,31 @@ class FinishNotifier:
         """Signal every finished attempt not yet delivered; returns how many were."""
         async with self._lock:
             pending = await asyncio.to_thread(self._pending)
-            delivered = []
-            for item in pending:
-                try:
-                    await self._sink(
-                        item.execution_id,
-                        AttemptFinished(item.attempt_id, item.status, item.message),
-                    )
-                except Exception:
-                    log.warning(
-                        "could not deliver %s of attempt %s yet; will retry",
-                        item.status,
-                        item.attempt_id,
-                        exc_info=True,
-                    )
-                    continue
-                delivered.append(item.attempt_id)
+            delivered: list[str] = []
+            # A fan-out finishes many attempts at once: signal them a window at a time, not
+            # one round trip after another.
+            for first in range(0, len(pending), DELIVERY_WINDOW):
+                window = pending[first : first + DELIVERY_WINDOW]
+                sent = await asyncio.gather(*(self._deliver(item) for item in window))
+                delivered += [item.attempt_id for item, ok in zip(window, sent, strict=True) if ok]
             if delivered:
                 await asyncio.to_thread(self._mark, delivered)
             return len(delivered)
+
+    async def _deliver(self, item: attempts_repo.FinishedAttempt) -> bool:
+        try:
+            await self._sink(
+                item.execution_id, AttemptFinished(item.attempt_id, item.status, item.message)
+            )
+        except Exception:
+            log.warning(
+                "could not deliver %s of attempt %s yet; will retry",
+                item.status,
+                item.attempt_id,
+                exc_info=True,
+            )
+            return False
+        return True
 
     def _pending(self) -> list[attempts_repo.FinishedAttempt]:
         with self._sessions() as session:

@@ -1,0 +1,46 @@
+"""The finish notifier's delivery round: many finished attempts are signalled a window at a
+time, and one that cannot be delivered stays in the outbox while the others leave it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from control_plane.db.repositories.attempts import FinishedAttempt
+from control_plane.orchestration.workflows import AttemptFinished
+from control_plane.services.finish_notifier import DELIVERY_WINDOW, FinishNotifier
+
+
+class PeakSink:
+    """Records how many signals were in flight at once; refuses one attempt."""
+
+    def __init__(self, refuse: str) -> None:
+        self.refuse = refuse
+        self.in_flight = self.peak = 0
+        self.delivered: list[str] = []
+
+    async def __call__(self, execution_id: str, event: AttemptFinished) -> None:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(0.001)
+            if event.attempt_id == self.refuse:
+                raise RuntimeError("Temporal is away")
+            self.delivered.append(event.attempt_id)
+        finally:
+            self.in_flight -= 1
+
+
+def test_a_round_signals_a_window_at_a_time_and_keeps_what_failed() -> None:
+    pending = [FinishedAttempt(f"at-{i}", "ex-1", "SUCCEEDED", "") for i in range(70)]
+    sink = PeakSink(refuse="at-33")
+    notifier = FinishNotifier(sessions=None, sink=sink)  # type: ignore[arg-type]
+    marked: list[str] = []
+    outbox: Any = notifier
+    outbox._pending = lambda: pending
+    outbox._mark = marked.extend
+
+    assert asyncio.run(notifier.deliver_pending()) == 69
+    assert 1 < sink.peak <= DELIVERY_WINDOW
+    assert "at-33" not in marked and sorted(marked) == sorted(sink.delivered)
+    assert len(set(marked)) == 69
