@@ -4,19 +4,24 @@ Each activity is idempotent, because Temporal may run it more than once: attempt
 (execution, node, map index, attempt number), blobs are written whole under deterministic keys,
 cache entries are insert-if-absent, and state moves go through the transition policy, which
 refuses repeats.
+
+They run on the hot path of every step, so they read what they need and no more: the execution
+row without its attempts, and the workflow's spec parsed once per version (`_ParsedSpecs`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, lazyload, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -28,7 +33,7 @@ from control_plane.blob_layout import (
     node_prefix,
     outputs_key,
 )
-from control_plane.db.models import Execution, TaskAttempt, Tenant
+from control_plane.db.models import Execution, TaskAttempt, Tenant, WorkflowVersion
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import task_cache
 from control_plane.db.repositories.executions import move_execution
@@ -37,11 +42,14 @@ from control_plane.large_values import load_values, store_values
 from control_plane.orchestration.workflows import (
     AttemptFinished,
     AttemptStart,
+    AttemptStarts,
     ExecutionPlan,
     FinishExecutionInput,
     NodeRef,
     PlanNode,
     StartAttemptInput,
+    StartAttemptsInput,
+    UnitStart,
 )
 from fleetflow.ir import (
     Binding,
@@ -69,6 +77,44 @@ def _describe(exc: ValidationError) -> str:
     )
 
 
+class _ParsedSpecs:
+    """The parsed `WorkflowSpec` of the `limit` workflow versions used last, by version id.
+
+    A version's spec never changes once registered (`repositories/workflows.py` only inserts),
+    so a parsed one stays true; activities only read it. A stored spec that does not validate
+    is not kept: it raises `InvalidStoredSpecError` every time. Safe across the activity
+    threads."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self._limit = limit
+        self._specs: OrderedDict[str, WorkflowSpec] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, session: Session, version_id: str) -> WorkflowSpec:
+        with self._lock:
+            spec = self._specs.get(version_id)
+            if spec is not None:
+                self._specs.move_to_end(version_id)
+                return spec
+        stored = session.scalar(
+            select(WorkflowVersion.spec).where(WorkflowVersion.id == version_id)
+        )
+        if stored is None:
+            raise LookupError(f"workflow version {version_id} does not exist")
+        try:
+            spec = WorkflowSpec.model_validate(stored)
+        except ValidationError as exc:
+            raise InvalidStoredSpecError(
+                f"the workflow's spec is invalid: {_describe(exc)}"
+            ) from None
+        with self._lock:
+            self._specs[version_id] = spec
+            self._specs.move_to_end(version_id)
+            while len(self._specs) > self._limit:
+                self._specs.popitem(last=False)
+        return spec
+
+
 class ExecutionActivities:
     """Activities bound to the control plane's database and blob store."""
 
@@ -87,34 +133,36 @@ class ExecutionActivities:
         self._blobs = blob_store
         self._on_attempt_ready = on_attempt_ready
         self._on_capacity_freed = on_capacity_freed
+        self._specs = _ParsedSpecs()
 
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.begin_execution,
             self.expand_map,
+            self.start_attempts,
             self.start_attempt,
             self.complete_node,
             self.finish_execution,
         ]
 
     def _execution(self, session: Session, execution_id: str) -> Execution:
-        execution = session.get(Execution, execution_id)
+        # The row alone: its attempts (eager for the API) and its workflow version (whose
+        # spec comes parsed from `_ParsedSpecs`) are read only if something asks for them.
+        execution = session.get(
+            Execution,
+            execution_id,
+            options=[lazyload(Execution.attempts), lazyload(Execution.workflow)],
+        )
         if execution is None:
             raise LookupError(f"execution {execution_id} does not exist")
         return execution
 
-    @staticmethod
-    def _spec(execution: Execution) -> WorkflowSpec:
-        try:
-            return WorkflowSpec.model_validate(execution.workflow.spec)
-        except ValidationError as exc:
-            raise InvalidStoredSpecError(
-                f"the workflow's spec is invalid: {_describe(exc)}"
-            ) from None
+    def _spec(self, session: Session, execution: Execution) -> WorkflowSpec:
+        return self._specs.get(session, execution.workflow_spec_id)
 
     def _load(self, session: Session, execution_id: str) -> tuple[Execution, WorkflowSpec]:
         execution = self._execution(session, execution_id)
-        return execution, self._spec(execution)
+        return execution, self._spec(session, execution)
 
     @contextmanager
     def _failing_on_invalid_spec(self, execution_id: str) -> Iterator[None]:
@@ -156,26 +204,36 @@ class ExecutionActivities:
         attempt = attempts_repo.latest_succeeded_attempt(session, execution.id, node.id)
         return self._read_json(attempt.outputs_uri)
 
-    def _resolve(
-        self, session: Session, execution: Execution, spec: WorkflowSpec, binding: Binding
-    ) -> Any:
-        if isinstance(binding, InputBinding):
-            inputs = load_values(execution.inputs, self._blobs)
-            assert inputs is not None
-            return inputs[binding.input]
-        if isinstance(binding, LiteralBinding):
-            return binding.value
-        assert isinstance(binding, NodeOutputBinding)
-        outputs = self._node_outputs(session, execution, spec.node(binding.node_id))
-        return outputs[binding.output]
+    def _resolver(
+        self, session: Session, execution: Execution, spec: WorkflowSpec
+    ) -> Callable[[Binding], Any]:
+        """Resolves bindings of one execution, reading its inputs and each upstream node's
+        outputs at most once."""
+        execution_inputs: dict[str, Any] | None = None
+        outputs: dict[str, dict[str, Any]] = {}
+
+        def resolve(binding: Binding) -> Any:
+            nonlocal execution_inputs
+            if isinstance(binding, InputBinding):
+                if execution_inputs is None:
+                    execution_inputs = load_values(execution.inputs, self._blobs)
+                    assert execution_inputs is not None
+                return execution_inputs[binding.input]
+            if isinstance(binding, LiteralBinding):
+                return binding.value
+            assert isinstance(binding, NodeOutputBinding)
+            if binding.node_id not in outputs:
+                node = spec.node(binding.node_id)
+                outputs[binding.node_id] = self._node_outputs(session, execution, node)
+            return outputs[binding.node_id][binding.output]
+
+        return resolve
 
     def _node_inputs(
         self, session: Session, execution: Execution, spec: WorkflowSpec, node: Node
     ) -> dict[str, Any]:
-        return {
-            name: self._resolve(session, execution, spec, binding)
-            for name, binding in node.inputs.items()
-        }
+        resolve = self._resolver(session, execution, spec)
+        return {name: resolve(binding) for name, binding in node.inputs.items()}
 
     @activity.defn(name="begin_execution")
     def begin_execution(self, execution_id: str) -> ExecutionPlan:
@@ -196,6 +254,8 @@ class ExecutionActivities:
                     spec.tasks[node.task].retries,
                     is_map=node.map is not None,
                     concurrency=node.map.concurrency if node.map else None,
+                    # What `complete_node` does; without either it has nothing to do.
+                    completes=spec.tasks[node.task].cache or node.map is not None,
                 )
                 for node in spec.nodes
             ]
@@ -222,63 +282,89 @@ class ExecutionActivities:
             )
         return next(iter(lengths.values()), 0)
 
-    @activity.defn(name="start_attempt")
-    def start_attempt(self, args: StartAttemptInput) -> AttemptStart:
-        """Write the unit's inputs, then answer from the task cache or create an attempt
-        (PENDING) and wake the scheduler, which places it for an agent to lease."""
+    @activity.defn(name="start_attempts")
+    def start_attempts(self, args: StartAttemptsInput) -> AttemptStarts:
+        """For each unit, in one transaction: write its inputs, then answer from the task
+        cache or create its attempt (PENDING); then wake the scheduler once, which places
+        the new attempts for agents to lease. Answers in the order of `args.units`."""
         with (
             self._failing_on_invalid_spec(args.execution_id),
-            log_context(execution_id=args.execution_id, node_id=args.node_id),
+            log_context(execution_id=args.execution_id),
             transaction(self._sessions) as session,
         ):
             execution, spec = self._load(session, args.execution_id)
-            node = spec.node(args.node_id)
-            task = spec.tasks[node.task]
-            inputs = self._node_inputs(session, execution, spec, node)
-            if node.map is not None:
-                inputs.update({name: inputs[name][args.map_index] for name in node.map.over})
-            prefix = attempt_prefix(
-                self._prefix(session, execution),
-                node.id,
-                args.map_index if node.map is not None else None,
-                args.attempt_number,
-            )
-            inputs_uri = self._blobs.put(inputs_key(prefix), json.dumps(inputs).encode())
-            outputs_uri = self._blobs.uri(outputs_key(prefix))
-            cached = None
-            if task.cache:
-                entry = task_cache.find_cached(
-                    session, task_cache.cache_key(execution.tenant_id, task, inputs)
+            prefix = self._prefix(session, execution)
+            node_inputs: dict[str, dict[str, Any]] = {}
+            for unit in args.units:  # each node's inputs once, however many of its units
+                if unit.node_id not in node_inputs:
+                    node = spec.node(unit.node_id)
+                    node_inputs[node.id] = self._node_inputs(session, execution, spec, node)
+            new: list[attempts_repo.NewAttempt] = []
+            for unit in args.units:
+                node = spec.node(unit.node_id)
+                task = spec.tasks[node.task]
+                inputs = node_inputs[node.id]
+                if node.map is not None:
+                    element = {name: inputs[name][unit.map_index] for name in node.map.over}
+                    inputs = {**inputs, **element}
+                unit_prefix = attempt_prefix(
+                    prefix,
+                    node.id,
+                    unit.map_index if node.map is not None else None,
+                    unit.attempt_number,
                 )
-                if entry is not None and self._blobs.exists(entry.outputs_uri):
-                    cached = entry.outputs_uri
-            attempt = attempts_repo.create_attempt(
-                session,
-                execution_id=execution.id,
-                node_id=node.id,
-                map_index=args.map_index,
-                task_name=node.task,
-                attempt_number=args.attempt_number,
-                inputs_uri=inputs_uri,
-                outputs_uri=cached or outputs_uri,
-                cache_hit=cached is not None,
-            )
-            result = AttemptStart(attempt.id, cached=attempt.cache_hit)
-            if not attempt.cache_hit and AttemptState(attempt.status).terminal:
-                result.finished = AttemptFinished(
-                    attempt.id, attempt.status, attempt.error_message or ""
+                inputs_uri = self._blobs.put(inputs_key(unit_prefix), json.dumps(inputs).encode())
+                cached = None
+                if task.cache:
+                    entry = task_cache.find_cached(
+                        session, task_cache.cache_key(execution.tenant_id, task, inputs)
+                    )
+                    if entry is not None and self._blobs.exists(entry.outputs_uri):
+                        cached = entry.outputs_uri
+                new.append(
+                    attempts_repo.NewAttempt(
+                        node_id=node.id,
+                        map_index=unit.map_index,
+                        task_name=node.task,
+                        attempt_number=unit.attempt_number,
+                        inputs_uri=inputs_uri,
+                        outputs_uri=cached or self._blobs.uri(outputs_key(unit_prefix)),
+                        cache_hit=cached is not None,
+                    )
                 )
-            with log_context(attempt_id=attempt.id):
-                log.info(  # a retried activity finds the attempt as it is now: says its state
-                    "attempt %s of node %s: %s%s",
-                    attempt.id,
-                    args.node_id,
-                    attempt.status,
-                    " (from the task cache)" if attempt.cache_hit else "",
-                )
-        if not result.cached:
+            attempts = attempts_repo.create_attempts(session, execution.id, new)
+            starts = [
+                self._started(unit, attempt)
+                for unit, attempt in zip(args.units, attempts, strict=True)
+            ]
+        if not all(start.cached for start in starts):
             self._on_attempt_ready()
+        return AttemptStarts(starts)
+
+    @staticmethod
+    def _started(unit: UnitStart, attempt: TaskAttempt) -> AttemptStart:
+        result = AttemptStart(attempt.id, cached=attempt.cache_hit)
+        if not attempt.cache_hit and AttemptState(attempt.status).terminal:
+            result.finished = AttemptFinished(
+                attempt.id, attempt.status, attempt.error_message or ""
+            )
+        with log_context(node_id=unit.node_id, attempt_id=attempt.id):
+            log.info(  # a retried activity finds the attempt as it is now: says its state
+                "attempt %s of node %s: %s%s",
+                attempt.id,
+                unit.node_id,
+                attempt.status,
+                " (from the task cache)" if attempt.cache_hit else "",
+            )
         return result
+
+    @activity.defn(name="start_attempt")
+    def start_attempt(self, args: StartAttemptInput) -> AttemptStart:
+        """`start_attempts` of one unit: what executions begun before it was introduced
+        (`workflows.LOCAL_BATCHED`) still call, one unit at a time."""
+        unit = UnitStart(args.node_id, args.map_index, args.attempt_number)
+        (start,) = self.start_attempts(StartAttemptsInput(args.execution_id, [unit])).starts
+        return start
 
     @activity.defn(name="complete_node")
     def complete_node(self, ref: NodeRef) -> None:
@@ -344,11 +430,9 @@ class ExecutionActivities:
             if args.status == ExecutionState.SUCCEEDED:
                 # Only outputs need the spec: a failure or a cancellation is recorded even
                 # when the stored spec no longer validates.
-                spec = self._spec(execution)
-                outputs = {
-                    name: self._resolve(session, execution, spec, binding)
-                    for name, binding in spec.outputs.items()
-                }
+                spec = self._spec(session, execution)
+                resolve = self._resolver(session, execution, spec)
+                outputs = {name: resolve(binding) for name, binding in spec.outputs.items()}
                 kept = store_values(
                     outputs, self._blobs, outputs_key(self._prefix(session, execution))
                 )

@@ -113,8 +113,11 @@ def make_worker(
         activity_executor=executor,
         # 0 by default: a worker killed mid-task would otherwise hold its workflows on a
         # sticky queue that the embedded Temporal test server never times out, so they would
-        # hang after a control-plane restart. Without a cache every workflow task replays
+        # hang after a control-plane restart (the test server ignores the sticky
+        # schedule-to-start timeout and does not implement ResetStickyTaskQueue either, so
+        # a new worker cannot take them back). Without a cache every workflow task replays
         # the history, so long DAGs cost more per step: raise it with a real Temporal server
-        # (FLEETFLOW_TEMPORAL_MAX_CACHED_WORKFLOWS, docs/deploy.md).
+        # (FLEETFLOW_TEMPORAL_MAX_CACHED_WORKFLOWS, docs/deploy.md); `fleetflow dev up` does
+        # when it runs one.
         max_cached_workflows=max_cached_workflows,
     )

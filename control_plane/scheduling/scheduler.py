@@ -38,6 +38,7 @@ from control_plane.placement.policy import NO_FIT, Decision, Strategy, place
 from control_plane.quota import limits_of, tenant_loads
 from control_plane.scheduling.snapshot import (
     cluster_totals,
+    has_waiting_attempts,
     placement_candidates,
     task_resources,
     waiting_attempts,
@@ -236,24 +237,36 @@ class Scheduler:
         return assigned
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run passes until `stop` is set."""
+        """Run passes until `stop` is set. A tick with no attempt waiting costs one indexed
+        read instead of a pass (the idle control plane does this every second)."""
         self._loop = asyncio.get_running_loop()
+        woken = True  # the first pass looks at everything
         while not stop.is_set():
             self._woken.clear()
             try:
-                await self.place()
+                if woken or await asyncio.to_thread(self._anything_waiting):
+                    await self.place()
             except Exception:
                 log.warning("placement pass failed; retrying", exc_info=True)
-            await self._next_reason(stop)
+            woken = await self._next_reason(stop)
 
-    async def _next_reason(self, stop: asyncio.Event) -> None:
-        """Return on a wake-up, on `stop`, or after a tick, whichever comes first."""
+    def _anything_waiting(self) -> bool:
+        """Whether any attempt is PENDING, read on a plain connection: no ORM session, no
+        transaction of its own, no row locks; a few times cheaper than an empty pass."""
+        engine = self._sessions.kw["bind"]
+        with engine.connect() as connection:
+            return has_waiting_attempts(connection)
+
+    async def _next_reason(self, stop: asyncio.Event) -> bool:
+        """Return on a wake-up, on `stop`, or after a tick, whichever comes first; True
+        when woken."""
         waits = [asyncio.ensure_future(self._woken.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waits, timeout=TICK_SECONDS, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for wait in waits:
                 wait.cancel()
+        return self._woken.is_set()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Scheduler]:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import Cluster, Execution, TaskAttempt, WorkflowVersion, utcnow
@@ -168,6 +168,14 @@ class WaitingAttempt:
     created_at: datetime
     spec_id: str
     admitted: bool
+
+
+def has_waiting_attempts(connection: Connection) -> bool:
+    """Whether any attempt is PENDING (one read of the status index)."""
+    found = connection.execute(
+        select(TaskAttempt.id).where(TaskAttempt.status == A.PENDING.value).limit(1)
+    ).first()
+    return found is not None
 
 
 def waiting_attempts(session: Session) -> list[WaitingAttempt]:

@@ -3,12 +3,14 @@
 The fakes stand in for the database and the agents: `start_attempt` decides each attempt's
 outcome from a script and signals it back the way the agent gRPC service does. Finished runs'
 histories are replayed, and the histories committed under histories/ must keep replaying, so a
-change that breaks determinism fails here.
+change that breaks determinism fails here. Those without a suffix were recorded before the patch
+`LOCAL_BATCHED` (ordinary activities, a start per unit): they replay that command sequence.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -17,15 +19,19 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from control_plane.orchestration.workflows import (
+    LOCAL_BATCHED,
     MAX_SYSTEM_RETRIES,
+    START_BATCH,
     AttemptFinished,
     AttemptStart,
+    AttemptStarts,
     ExecutionInput,
     ExecutionPlan,
     ExecutionWorkflow,
@@ -33,6 +39,7 @@ from control_plane.orchestration.workflows import (
     NodeRef,
     PlanNode,
     StartAttemptInput,
+    StartAttemptsInput,
 )
 from tests.integration.stack import TemporalServer
 from tests.polling import wait_until_async
@@ -40,6 +47,8 @@ from tests.polling import wait_until_async
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 HISTORIES = Path(__file__).parent / "histories"
+# Histories recorded now are written as `<name><RECORDED_SUFFIX>.json`, beside the older ones.
+RECORDED_SUFFIX = "-local-batched"
 
 
 class FakeActivities:
@@ -68,6 +77,7 @@ class FakeActivities:
         self.cached = cached or set()
         self.hold = hold or set()
         self.started: list[tuple[str, int]] = []
+        self.batches: list[int] = []  # units per `start_attempts`
         self.completed: list[str] = []
         self.finished: list[FinishExecutionInput] = []
         self.active: set[str] = set()
@@ -110,18 +120,36 @@ class FakeActivities:
             handle.signal(ExecutionWorkflow.attempt_finished, AttemptFinished(attempt_id, status))
         )
 
+    @activity.defn(name="start_attempts")
+    async def start_attempts(self, args: StartAttemptsInput) -> AttemptStarts:
+        self.batches.append(len(args.units))
+        starts = [
+            await self.start_attempt(
+                StartAttemptInput(
+                    args.execution_id, unit.node_id, unit.attempt_number, unit.map_index
+                )
+            )
+            for unit in args.units
+        ]
+        return AttemptStarts(starts)
+
     @activity.defn(name="complete_node")
     async def complete_node(self, ref: NodeRef) -> None:
         self.completed.append(ref.node_id)
 
     @activity.defn(name="finish_execution")
     async def finish_execution(self, args: FinishExecutionInput) -> None:
-        self.finished.append(args)
+        # Run again when a signal comes in while the workflow completes: the server refuses
+        # that workflow task, and its local activities run again in the next one. The real
+        # activity is idempotent; the fake records each distinct call once.
+        if args not in self.finished:
+            self.finished.append(args)
 
     def all(self) -> list:
         return [
             self.begin_execution,
             self.expand_map,
+            self.start_attempts,
             self.start_attempt,
             self.complete_node,
             self.finish_execution,
@@ -143,11 +171,12 @@ DIAMOND = ExecutionPlan(
         PlanNode("d", ["b", "c"], 0),
     ]
 )
+# As `begin_execution` plans it: only the map node has work for `complete_node`.
 FAN_OUT = ExecutionPlan(
     nodes=[
-        PlanNode("prep", [], 0),
+        PlanNode("prep", [], 0, completes=False),
         PlanNode("train", ["prep"], 1, is_map=True, concurrency=2),
-        PlanNode("pick", ["train"], 0),
+        PlanNode("pick", ["train"], 0, completes=False),
     ]
 )
 
@@ -166,10 +195,23 @@ async def run_plan(env: WorkflowEnvironment, fakes: FakeActivities, record: str 
         result = await asyncio.wait_for(handle.result(), timeout=60)
         history = await handle.fetch_history()
     await Replayer(workflows=[ExecutionWorkflow]).replay_workflow(history)
+    assert _took_the_patched_path(history)
     if record and os.environ.get("FLEETFLOW_RECORD_HISTORIES"):
         HISTORIES.mkdir(exist_ok=True)
-        (HISTORIES / f"{record}.json").write_text(history.to_json())
+        (HISTORIES / f"{record}{RECORDED_SUFFIX}.json").write_text(history.to_json())
     return result
+
+
+def _took_the_patched_path(history: WorkflowHistory) -> bool:
+    """Whether the run recorded `LOCAL_BATCHED` and ran its activities as local ones only."""
+    patches = [
+        json.loads(payload.data)["id"]
+        for event in history.events
+        if event.marker_recorded_event_attributes.marker_name == "core_patch"
+        for payload in event.marker_recorded_event_attributes.details["patch-data"].payloads
+    ]
+    kinds = {event.event_type for event in history.events}
+    return patches == [LOCAL_BATCHED] and EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in kinds
 
 
 async def test_nodes_run_after_their_upstream(env: WorkflowEnvironment) -> None:
@@ -201,7 +243,8 @@ async def test_map_node_fans_out_within_its_concurrency(env: WorkflowEnvironment
     assert trains == [f"train[{i}]" for i in (0, 1, 2, 3, 3, 4)]
     assert ("train[3]", 2) in fakes.started
     assert fakes.max_active["train"] <= 2
-    assert fakes.completed == ["prep", "train", "pick"]
+    # Only the map node had its outputs collected: the others had nothing to complete.
+    assert fakes.completed == ["train"]
 
 
 async def test_empty_map_completes_without_attempts(env: WorkflowEnvironment) -> None:
@@ -219,12 +262,31 @@ async def test_mismatched_map_inputs_fail_with_the_reason(env: WorkflowEnvironme
 
 
 async def test_cached_units_are_not_dispatched(env: WorkflowEnvironment) -> None:
+    cached_prep = ExecutionPlan(nodes=[PlanNode("prep", [], 0, completes=True), *FAN_OUT.nodes[1:]])
     fakes = FakeActivities(
-        env.client, FAN_OUT, map_sizes={"train": 3}, cached={"prep", "train[0]", "train[2]"}
+        env.client, cached_prep, map_sizes={"train": 3}, cached={"prep", "train[0]", "train[2]"}
     )
     assert await run_plan(env, fakes, "map_cached") == "SUCCEEDED"
     assert fakes.active == set()
-    assert fakes.completed == ["prep", "train", "pick"]
+    assert fakes.completed == ["prep", "train"]
+    # train[0] and train[2] answered from the cache left their slots to train[1] at once.
+    assert fakes.batches == [1, 2, 1, 1]
+
+
+async def test_ready_units_start_together(env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(env.client, DIAMOND)
+    assert await run_plan(env, fakes) == "SUCCEEDED"
+    assert fakes.batches == [1, 2, 1]  # a; b and c at once; d
+
+
+async def test_a_wide_map_starts_in_batches(env: WorkflowEnvironment) -> None:
+    wide = ExecutionPlan(nodes=[PlanNode("train", [], 0, is_map=True)])
+    fakes = FakeActivities(env.client, wide, map_sizes={"train": START_BATCH + 3})
+    assert await run_plan(env, fakes) == "SUCCEEDED"
+    assert fakes.batches == [START_BATCH, 3]
+    assert sorted(u for u, _ in fakes.started) == sorted(
+        f"train[{i}]" for i in range(START_BATCH + 3)
+    )
 
 
 async def test_cancelling_the_workflow_cancels_the_execution(env: WorkflowEnvironment) -> None:
@@ -261,7 +323,13 @@ async def test_endless_losses_fail_the_execution(env: WorkflowEnvironment) -> No
 async def test_recorded_histories_still_replay(path: Path) -> None:
     history = WorkflowHistory.from_json(f"wf-{path.stem}", path.read_text())
     await Replayer(workflows=[ExecutionWorkflow]).replay_workflow(history)
+    # Each on the path it was recorded on: before the patch, ordinary activities only.
+    assert _took_the_patched_path(history) == path.stem.endswith(RECORDED_SUFFIX)
 
 
 async def test_recorded_histories_exist() -> None:
-    assert len(list(HISTORIES.glob("*.json"))) >= 6, "record with FLEETFLOW_RECORD_HISTORIES=1"
+    recorded = [p.stem for p in HISTORIES.glob("*.json")]
+    before = [name for name in recorded if not name.endswith(RECORDED_SUFFIX)]
+    assert len(before) >= 6 and len(recorded) - len(before) >= 6, (
+        "record with FLEETFLOW_RECORD_HISTORIES=1"
+    )

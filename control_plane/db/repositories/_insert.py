@@ -13,14 +13,20 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 
-def insert_ignoring_conflicts(session: Session, model: type[Any], values: dict[str, Any]) -> None:
-    """Insert one row unless it violates a unique constraint; then do nothing."""
+def insert_ignoring_conflicts(
+    session: Session, model: type[Any], values: dict[str, Any] | list[dict[str, Any]]
+) -> None:
+    """Insert one row (or each of a list, in one statement executed for all of them) unless
+    it violates a unique constraint; then do nothing for that row."""
     dialect = session.get_bind().dialect.name
     statement: Executable
     if dialect == "postgresql":
-        statement = postgresql.insert(model).values(**values).on_conflict_do_nothing()
+        statement = postgresql.insert(model).on_conflict_do_nothing()
     elif dialect == "sqlite":
-        statement = sqlite.insert(model).values(**values).on_conflict_do_nothing()
+        statement = sqlite.insert(model).on_conflict_do_nothing()
     else:
         raise ValueError(f"unsupported database backend {dialect!r}: use SQLite or PostgreSQL")
-    session.execute(statement)
+    if isinstance(values, dict):
+        session.execute(statement.values(**values))
+    elif values:
+        session.execute(statement, values)

@@ -14,11 +14,12 @@ to decide an attempt's result: one must hold its lease.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import Cluster, TaskAttempt, new_id, utcnow
@@ -49,27 +50,71 @@ def create_attempt(
 
     A cache hit is born SUCCEEDED with the cached outputs: creation, not a state move.
     """
-    insert_ignoring_conflicts(
-        session,
-        TaskAttempt,
-        {
-            "id": new_id("at"),
-            "execution_id": execution_id,
-            "node_id": node_id,
-            "map_index": map_index,
-            "task_name": task_name,
-            "attempt_number": attempt_number,
-            "status": (A.SUCCEEDED if cache_hit else A.PENDING).value,
-            "cache_hit": cache_hit,
-            "inputs_uri": inputs_uri,
-            "outputs_uri": outputs_uri,
-            "created_at": utcnow(),
-            "finished_at": utcnow() if cache_hit else None,
-        },
+    new = NewAttempt(
+        node_id, map_index, task_name, attempt_number, inputs_uri, outputs_uri, cache_hit
     )
-    attempt = find_attempt(session, execution_id, node_id, attempt_number, map_index)
-    assert attempt is not None
+    (attempt,) = create_attempts(session, execution_id, [new])
     return attempt
+
+
+@dataclass(frozen=True)
+class NewAttempt:
+    """An attempt to create: which try of which unit, and where its inputs and outputs are."""
+
+    node_id: str
+    map_index: int
+    task_name: str
+    attempt_number: int
+    inputs_uri: str
+    outputs_uri: str
+    cache_hit: bool = False
+
+
+def create_attempts(
+    session: Session, execution_id: str, new: Sequence[NewAttempt]
+) -> list[TaskAttempt]:
+    """Create the attempts of one execution, each unless it already exists (activities
+    retry); returns the rows in the order of `new`, the existing ones as they are now.
+
+    One insert for all and one read back, however many. A cache hit is born SUCCEEDED with
+    the cached outputs: creation, not a state move. Creation times increase in `new`'s order,
+    which is the order placement offers attempts of equal priority in.
+    """
+    rows = []
+    created: datetime | None = None
+    for attempt in new:
+        now = utcnow()
+        created = now if created is None or now > created else created + timedelta(microseconds=1)
+        rows.append(
+            {
+                "id": new_id("at"),
+                "execution_id": execution_id,
+                "node_id": attempt.node_id,
+                "map_index": attempt.map_index,
+                "task_name": attempt.task_name,
+                "attempt_number": attempt.attempt_number,
+                "status": (A.SUCCEEDED if attempt.cache_hit else A.PENDING).value,
+                "cache_hit": attempt.cache_hit,
+                "inputs_uri": attempt.inputs_uri,
+                "outputs_uri": attempt.outputs_uri,
+                "created_at": created,
+                "finished_at": created if attempt.cache_hit else None,
+            }
+        )
+    insert_ignoring_conflicts(session, TaskAttempt, rows)
+    keys = [(a.node_id, a.map_index, a.attempt_number) for a in new]
+    found = {
+        (row.node_id, row.map_index, row.attempt_number): row
+        for row in session.scalars(
+            select(TaskAttempt).where(
+                TaskAttempt.execution_id == execution_id,
+                tuple_(TaskAttempt.node_id, TaskAttempt.map_index, TaskAttempt.attempt_number).in_(
+                    keys
+                ),
+            )
+        )
+    }
+    return [found[key] for key in keys]
 
 
 def find_attempt(

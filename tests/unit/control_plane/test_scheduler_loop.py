@@ -1,0 +1,77 @@
+"""The scheduler's loop on SQLite and PostgreSQL: a tick with nothing waiting runs no placement
+pass, and a tick still finds attempts another process created without waking this one."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_plane.db.repositories import attempts as attempts_repo
+from control_plane.db.repositories.executions import create_execution
+from control_plane.db.repositories.tenants import get_or_create_tenant
+from control_plane.db.repositories.workflows import register_workflow_version
+from control_plane.db.session import transaction
+from control_plane.scheduling import scheduler as scheduler_module
+from control_plane.scheduling.scheduler import Scheduler
+from fleetflow.ir import WorkflowSpec
+from tests.polling import wait_until_async
+
+
+class CountingScheduler(Scheduler):
+    """Counts the passes it runs and the ticks that looked for waiting attempts."""
+
+    passes = 0
+    looks = 0
+
+    async def place(self) -> int:
+        self.passes += 1
+        return await super().place()
+
+    def _anything_waiting(self) -> bool:
+        self.looks += 1
+        return super()._anything_waiting()
+
+
+def create_pending_attempt(sessions: sessionmaker[Session], spec: WorkflowSpec) -> None:
+    with transaction(sessions) as session:
+        tenant = get_or_create_tenant(session, "research")
+        version = register_workflow_version(session, tenant.id, spec, "e" * 64, None)
+        execution = create_execution(session, tenant.id, version, {"n": 3})
+        attempts_repo.create_attempt(
+            session,
+            execution_id=execution.id,
+            node_id="n0",
+            task_name=spec.nodes[0].task,
+            attempt_number=1,
+            inputs_uri="file:///blobs/in.json",
+            outputs_uri="file:///blobs/out.json",
+        )
+
+
+async def test_idle_ticks_run_no_pass_until_an_attempt_waits(
+    session_factory: sessionmaker[Session],
+    workflow_spec: WorkflowSpec,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(scheduler_module, "TICK_SECONDS", 0.01)
+    scheduler = CountingScheduler(session_factory, heartbeat_grace=timedelta(seconds=30))
+    async with scheduler.running():
+        await wait_until_async(lambda: scheduler.looks >= 5, timeout=10, message="idle ticks")
+        assert scheduler.passes == 1  # the first, at start-up; none on the idle ticks
+        # Created as another process would: no wake-up reaches this scheduler.
+        create_pending_attempt(session_factory, workflow_spec)
+        await wait_until_async(lambda: scheduler.passes >= 2, timeout=10, message="a pass")
+
+
+async def test_a_wake_up_runs_a_pass_without_looking_first(
+    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scheduler_module, "TICK_SECONDS", 3600.0)
+    scheduler = CountingScheduler(session_factory, heartbeat_grace=timedelta(seconds=30))
+    async with scheduler.running():
+        await wait_until_async(lambda: scheduler.passes == 1, timeout=10, message="first pass")
+        scheduler.wake()
+        await wait_until_async(lambda: scheduler.passes == 2, timeout=10, message="woken pass")
+    assert scheduler.looks == 0
