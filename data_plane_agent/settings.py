@@ -81,7 +81,11 @@ class AgentSettings(BaseSettings):
         description="attempts' working directories and logs, and undelivered status reports "
         "(reports/); keep it across restarts",
     )
-    max_parallel: int = Field(default=4, ge=1, description="attempts run at the same time")
+    max_parallel: int = Field(
+        default=16,
+        ge=1,
+        description="attempts run at the same time (within the capacity their requests take)",
+    )
     lease_wait_seconds: int = Field(
         default=20, ge=0, description="how long one LeaseAttempts long-poll may wait"
     )

@@ -308,7 +308,7 @@ def test_the_token_leaves_the_environment_once_the_settings_are_loaded(
     settings = load_agent_settings(control_plane="cp.example:9443", max_parallel=None)
 
     assert settings.token.get_secret_value() == SECRET
-    assert settings.control_plane == "cp.example:9443" and settings.max_parallel == 4
+    assert settings.control_plane == "cp.example:9443" and settings.max_parallel == 16
     assert "FLEETFLOW_AGENT_TOKEN" not in os.environ
     # Gone from the C environment too: a child started without an explicit env inherits that.
     child = subprocess.run(
