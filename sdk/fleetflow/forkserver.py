@@ -78,6 +78,10 @@ MAX_REQUEST_BYTES = 1 << 18
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
+_PR_SET_NAME = 15
+TASK_PROCESS_NAME = "fleetflow-task"
+"""The name (`/proc/PID/comm`, what `ps -o comm` and `top` show) of a forked attempt: its
+command line is still the server's (`python -m fleetflow.forkserver`)."""
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 _FD_BYTES = struct.calcsize("i")
 
@@ -211,6 +215,8 @@ class _Server:
             if os.getppid() != self.pid:
                 os._exit(1)
         _prctl(_PR_SET_DUMPABLE, 1)  # as exec would leave it (the server is not)
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_NAME, ctypes.c_char_p(TASK_PROCESS_NAME.encode()), 0, 0, 0)
         os.chdir(request["cwd"])
         _fresh_interpreter_state(request["args"], request["env"])
         from fleetflow.runtime import main_then_exit

@@ -21,6 +21,7 @@ import pytest
 from control_plane import processes
 from fleetflow.client import Client
 from fleetflow.config import CliConfig
+from fleetflow.forkserver import TASK_PROCESS_NAME
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
@@ -62,10 +63,18 @@ def _stat(pid: int) -> tuple[str, int, int] | None:
 
 
 def _cmdline(pid: int) -> str:
+    """The command line, and the process's name when it differs (a task forked by the warm
+    runtime keeps the fork server's command line but is named `fleetflow-task`)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
+    return f"{command} [{name}]" if name == TASK_PROCESS_NAME else command
+
+
+def runs_a_task(command: str) -> bool:
+    return "fleetflow.runtime" in command or f"[{TASK_PROCESS_NAME}]" in command
 
 
 def descendants(root: int) -> dict[tuple[int, int], str]:
@@ -230,7 +239,7 @@ def start_sleeping_task(stack: DevUp) -> tuple[str, dict[tuple[int, int], str]]:
         with stack.client() as client:
             attempts = client.executions.get(execution_id).attempts
         return any(a.status == "RUNNING" for a in attempts) and any(
-            "fleetflow.runtime" in cmd for cmd in descendants(stack.process.pid).values()
+            runs_a_task(cmd) for cmd in descendants(stack.process.pid).values()
         )
 
     wait_until(task_running, timeout=120, message="the sleeping task runs")
@@ -243,7 +252,7 @@ def assert_started_all_parts(started: dict[tuple[int, int], str]) -> None:
     commands = list(started.values())
     assert any("temporal" in cmd for cmd in commands), commands
     assert any("data_plane_agent" in cmd for cmd in commands), commands
-    assert any("fleetflow.runtime" in cmd for cmd in commands), commands
+    assert any(runs_a_task(cmd) for cmd in commands), commands
 
 
 def assert_all_gone(started: dict[tuple[int, int], str], *, timeout: float) -> None:

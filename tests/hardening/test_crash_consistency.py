@@ -35,6 +35,7 @@ import pytest
 from control_plane import processes
 from fleetflow.api_models.executions import ExecutionPublic
 from fleetflow.bundle import build_bundle
+from fleetflow.forkserver import TASK_PROCESS_NAME
 from fleetflow.loader import load_workflow
 from tests.integration.stack import (
     FLEETFLOW,
@@ -409,6 +410,8 @@ def is_task_process(pid: int) -> bool:
     """`pid` runs a task still (and is not another process that got its number since)."""
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return False
-    return process_alive(pid) and b"fleetflow.runtime" in command
+    started = b"fleetflow.runtime" in command or name == TASK_PROCESS_NAME  # exec'd or forked
+    return process_alive(pid) and started
