@@ -232,7 +232,9 @@ def peer_throughput(args: argparse.Namespace) -> dict[str, Any]:
     for index in range(args.base, args.base + args.attempts):
         slots.acquire()
         manifest = pods.pod_manifest(assignment(index, "train", gpu=1), settings)
-        core.create_namespaced_pod(NAMESPACE, manifest, _preload_content=False)
+        response = core.create_namespaced_pod(NAMESPACE, manifest, _preload_content=False)
+        response.drain_conn()  # unread, its connection would not go back to the pool
+        response.release_conn()
     if not all_done.wait(timeout=600):
         raise RuntimeError(f"only {len(finished)} of {args.attempts} pods completed")
     elapsed = time.perf_counter() - started
