@@ -90,24 +90,30 @@ def make_api_client(settings: KubernetesSettings) -> k8s_client.ApiClient:
     return k8s_client.ApiClient(configuration)
 
 
-@dataclass
+@dataclass(slots=True)
 class _PodAttempt:
-    """An attempt this executor runs (or adopted), and what it has told the agent of it."""
+    """An attempt this executor runs (or adopted), and what it has told the agent of it.
+
+    Not the observed pod itself: a pod as the API server returns it weighs tens of kilobytes
+    once parsed, and an agent tracks a thousand of them. Only while a waiting problem is timed
+    does the attempt keep its pod, for the resync to judge it again.
+    """
 
     assignment: TaskAssignment
     namespace: str
     name: str
     seen: bool = False  # its pod was observed at least once
+    started: bool = False  # its pod's last observation had a start time
     reported_running: bool = False
     ended: bool = False
     stop_reason: str | None = None
     pending_reason: str = ""
     problem: str = ""  # a waiting reason that fails the attempt once it lasts the grace
     problem_since: float = 0.0
-    last_pod: dict[str, Any] | None = None
+    problem_pod: dict[str, Any] | None = None  # the observation that showed `problem`
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _PodSummary:
     """What the executor keeps of every pod it watches (its own attempts' or not)."""
 
@@ -421,16 +427,12 @@ class KubernetesExecutor:
             return
         attempt_id = attempt.assignment.attempt_id
         if state in (AttemptState.SUCCEEDED, AttemptState.FAILED) and not attempt.reported_running:
-            pod = attempt.last_pod or {}
-            started = (pod.get("status", {}) or {}).get("startTime") or state is (
-                AttemptState.SUCCEEDED
-            )
-            if started:
+            if attempt.started or state is AttemptState.SUCCEEDED:
                 attempt.reported_running = True
                 self._emit(AttemptEvent(attempt_id, AttemptState.RUNNING))
         attempt.ended = True
         attempt.pending_reason = ""
-        attempt.last_pod = None
+        attempt.problem_pod = None
         logger.info("attempt %s: %s%s", attempt_id, state.value, f" ({message})" if message else "")
         self._emit(AttemptEvent(attempt_id, state, message, tb))
         if state is not AttemptState.CANCELLED:
@@ -446,13 +448,7 @@ class KubernetesExecutor:
             return
         patch = {"metadata": {"annotations": {REPORTED_ANNOTATION: _utcnow().isoformat()}}}
         try:
-            await asyncio.to_thread(
-                self._core.patch_namespaced_pod,
-                attempt.name,
-                attempt.namespace,
-                patch,
-                _preload_content=False,
-            )
+            await asyncio.to_thread(self._patch_pod, attempt.namespace, attempt.name, patch)
         except ApiException as exc:
             if exc.status != 404:
                 logger.warning(
@@ -479,7 +475,7 @@ class KubernetesExecutor:
                 self._end(attempt, AttemptState.FAILED, "the pod was deleted outside Fleetflow")
             return
         attempt.seen = True
-        attempt.last_pod = pod
+        attempt.started = bool((pod.get("status") or {}).get("startTime"))
         if pod.get("metadata", {}).get("deletionTimestamp") and attempt.stop_reason is None:
             if not pods.is_terminal_phase(pod):
                 self._end(attempt, AttemptState.FAILED, "the pod was deleted outside Fleetflow")
@@ -488,6 +484,7 @@ class KubernetesExecutor:
         if verdict.state is None:
             attempt.pending_reason = verdict.message
             if verdict.waiting_since_problem:
+                attempt.problem_pod = pod
                 if attempt.problem != verdict.waiting_since_problem:
                     attempt.problem = verdict.waiting_since_problem
                     attempt.problem_since = time.monotonic()
@@ -499,8 +496,10 @@ class KubernetesExecutor:
                     self._spawn(self._delete_pod(attempt.namespace, attempt.name, 0))
             else:
                 attempt.problem = ""
+                attempt.problem_pod = None
             return
         attempt.problem = ""
+        attempt.problem_pod = None
         if verdict.state is AttemptState.RUNNING:
             attempt.pending_reason = ""
             if not attempt.reported_running:
@@ -565,8 +564,8 @@ class KubernetesExecutor:
     async def _resync(self) -> None:
         # Timers: an observation that has lasted long enough fails its attempt.
         for attempt in list(self._attempts.values()):
-            if attempt.problem and attempt.last_pod is not None:
-                self._observe(attempt, attempt.last_pod)
+            if attempt.problem and attempt.problem_pod is not None:
+                self._observe(attempt, attempt.problem_pod)
         with contextlib.suppress(ApiException):
             await self._refresh_capacity()
         await self._clean_up_finished()
@@ -662,19 +661,30 @@ class KubernetesExecutor:
         return items
 
     def _create_pod(self, namespace: str, manifest: dict[str, Any]) -> None:
-        self._core.create_namespaced_pod(
-            namespace, manifest, _preload_content=False, _request_timeout=30
+        _finish(
+            self._core.create_namespaced_pod(
+                namespace, manifest, _preload_content=False, _request_timeout=30
+            )
+        )
+
+    def _patch_pod(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        _finish(
+            self._core.patch_namespaced_pod(
+                name, namespace, patch, _preload_content=False, _request_timeout=30
+            )
         )
 
     async def _delete_pod(self, namespace: str, name: str, grace: float) -> None:
         def delete() -> None:
             try:
-                self._core.delete_namespaced_pod(
-                    name,
-                    namespace,
-                    grace_period_seconds=int(grace),
-                    _preload_content=False,
-                    _request_timeout=30,
+                _finish(
+                    self._core.delete_namespaced_pod(
+                        name,
+                        namespace,
+                        grace_period_seconds=int(grace),
+                        _preload_content=False,
+                        _request_timeout=30,
+                    )
                 )
             except ApiException as exc:
                 if exc.status != 404:  # gone already: what we wanted
@@ -777,6 +787,14 @@ class KubernetesExecutor:
         finally:
             response.release_conn()
         return resource_version
+
+
+def _finish(response: Any) -> None:
+    """Read the rest of an answer whose body is not wanted (`_preload_content=False`), so that
+    its connection goes back to the pool: left unread, the connection is dropped and the next
+    call opens a new one, a TCP connect and a TLS handshake more per call."""
+    response.drain_conn()
+    response.release_conn()
 
 
 def _api_error(exc: ApiException) -> str:
