@@ -15,9 +15,9 @@ Level-triggered, after the habits of Kubernetes controllers:
 - **Pods outlive the agent.** Shutting the agent down leaves pods running; the next agent
   adopts them. Only the control plane's stop (cancel, superseded) deletes a running pod.
 
-The Kubernetes client is synchronous; its calls run in threads (the watches in daemon threads
-of their own) and their results come back to the event loop, which alone changes the
-executor's state.
+The Kubernetes client is synchronous; its calls (`kubernetes_api`: plain JSON through the
+official client's `ApiClient`) run in threads (the watches in daemon threads of their own) and
+their results come back to the event loop, which alone changes the executor's state.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from data_plane_agent.executors.base import (
     GpuCapacity,
     machine_capacity,
 )
+from data_plane_agent.executors.kubernetes_api import KubernetesApi
 from data_plane_agent.presign import PresignError, expiry_for, presignable, presigned_manifest
 from data_plane_agent.settings import KubernetesSettings
 from fleetflow.states import AttemptState
@@ -64,6 +65,7 @@ REPORTED_ANNOTATION = "fleetflow.dev/outcome-reported-at"
 """On a finished pod: when its outcome went to the agent (the pod is then not adopted again,
 and cleanup counts its delay from then)."""
 _LOG_TAIL_LINES = 10_000  # and at most MAX_LOG_BYTES
+_REQUEST_TIMEOUT = 30.0  # seconds, of every request but a watch
 
 
 class KubernetesExecutorError(ExecutorStartError):
@@ -181,9 +183,7 @@ class KubernetesExecutor:
     ) -> None:
         self._settings = settings
         self._work_dir = Path(work_dir)
-        self._api = api_client or make_api_client(settings)
-        # Called with `_preload_content=False` (raw JSON, see `kubernetes_pods`): untyped.
-        self._core: Any = k8s_client.CoreV1Api(self._api)
+        self._api = KubernetesApi(api_client or make_api_client(settings))
         self._kill_grace_seconds = kill_grace_seconds
         self._selector = pods.selector(settings)
         self._attempts: dict[str, _PodAttempt] = {}
@@ -393,14 +393,14 @@ class KubernetesExecutor:
         namespace, name = location
 
         def read() -> str:
-            text: str = self._core.read_namespaced_pod_log(
-                name,
+            return self._api.read_pod_log(
                 namespace,
+                name,
                 container=pods.CONTAINER,
                 tail_lines=_LOG_TAIL_LINES,
                 limit_bytes=MAX_LOG_BYTES,
+                timeout=_REQUEST_TIMEOUT,
             )
-            return text
 
         try:
             return await asyncio.to_thread(read)
@@ -649,43 +649,24 @@ class KubernetesExecutor:
     # ---------------------------------------------------------------------- API (threads)
 
     def _list_nodes(self) -> list[dict[str, Any]]:
-        response = self._core.list_node(_preload_content=False, _request_timeout=30)
-        items: list[dict[str, Any]] = json.loads(response.data)["items"]
-        return items
+        items = self._api.list_nodes(timeout=_REQUEST_TIMEOUT)["items"]
+        return [pods.node_essentials(node, self._settings) for node in items]
 
     def _list_pods(self, namespace: str) -> list[dict[str, Any]]:
-        response = self._core.list_namespaced_pod(
-            namespace, label_selector=self._selector, _preload_content=False, _request_timeout=30
-        )
-        items: list[dict[str, Any]] = json.loads(response.data)["items"]
+        listed = self._api.list_pods(namespace, self._selector, timeout=_REQUEST_TIMEOUT)
+        items: list[dict[str, Any]] = listed["items"]
         return items
 
     def _create_pod(self, namespace: str, manifest: dict[str, Any]) -> None:
-        _finish(
-            self._core.create_namespaced_pod(
-                namespace, manifest, _preload_content=False, _request_timeout=30
-            )
-        )
+        self._api.create_pod(namespace, manifest, timeout=_REQUEST_TIMEOUT)
 
     def _patch_pod(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        _finish(
-            self._core.patch_namespaced_pod(
-                name, namespace, patch, _preload_content=False, _request_timeout=30
-            )
-        )
+        self._api.patch_pod(namespace, name, patch, timeout=_REQUEST_TIMEOUT)
 
     async def _delete_pod(self, namespace: str, name: str, grace: float) -> None:
         def delete() -> None:
             try:
-                _finish(
-                    self._core.delete_namespaced_pod(
-                        name,
-                        namespace,
-                        grace_period_seconds=int(grace),
-                        _preload_content=False,
-                        _request_timeout=30,
-                    )
-                )
+                self._api.delete_pod(namespace, name, int(grace), timeout=_REQUEST_TIMEOUT)
             except ApiException as exc:
                 if exc.status != 404:  # gone already: what we wanted
                     raise
@@ -732,13 +713,9 @@ class KubernetesExecutor:
         while not self._closing.is_set():
             try:
                 if resource_version is None:
-                    response = self._core.list_namespaced_pod(
-                        namespace,
-                        label_selector=self._selector,
-                        _preload_content=False,
-                        _request_timeout=30,
+                    listed = self._api.list_pods(
+                        namespace, self._selector, timeout=_REQUEST_TIMEOUT
                     )
-                    listed = json.loads(response.data)
                     resource_version = listed["metadata"]["resourceVersion"]
                     self._post(self._on_list, namespace, listed["items"])
                 resource_version = self._watch_once(namespace, resource_version)
@@ -759,15 +736,12 @@ class KubernetesExecutor:
 
     def _watch_once(self, namespace: str, resource_version: str) -> str | None:
         """One watch request; returns the resourceVersion to resume from (None: relist)."""
-        response = self._core.list_namespaced_pod(
+        response = self._api.watch_pods(
             namespace,
-            label_selector=self._selector,
-            watch=True,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
+            self._selector,
+            resource_version,
             timeout_seconds=WATCH_TIMEOUT_SECONDS,
-            _preload_content=False,
-            _request_timeout=WATCH_TIMEOUT_SECONDS + 15,
+            timeout=WATCH_TIMEOUT_SECONDS + 15,
         )
         try:
             for line in iter_resp_lines(response):
@@ -787,14 +761,6 @@ class KubernetesExecutor:
         finally:
             response.release_conn()
         return resource_version
-
-
-def _finish(response: Any) -> None:
-    """Read the rest of an answer whose body is not wanted (`_preload_content=False`), so that
-    its connection goes back to the pool: left unread, the connection is dropped and the next
-    call opens a new one, a TCP connect and a TLS handshake more per call."""
-    response.drain_conn()
-    response.release_conn()
 
 
 def _api_error(exc: ApiException) -> str:
