@@ -24,7 +24,7 @@ Each run is a fresh subprocess of this script (`--role`), so that neither side p
 other's imports, heap or threads, and the memory figure is that of a process holding no more than
 an agent. Nodes have 16 GPUs each (100 nodes: 1,600), so that 1,000 one-GPU pods fit at once.
 
-    .venv/bin/python bench/k8s_executor.py [--attempts 500] [--rounds 2] [--tracked 1000]
+    .venv/bin/python bench/k8s_executor.py [--attempts 500] [--rounds 3] [--tracked 1000]
                                            [--json FILE]
 
 Needs the binaries of the Kubernetes test tier (`python infra/k8s/provision.py`). Starts and
@@ -351,7 +351,7 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--attempts", type=int, default=500, help="pods per throughput run")
     parser.add_argument("--in-flight", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each side")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each side")
     parser.add_argument("--tracked", type=int, default=1000)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--role", choices=ROLES, help=argparse.SUPPRESS)
