@@ -15,9 +15,9 @@ Level-triggered, after the habits of Kubernetes controllers:
 - **Pods outlive the agent.** Shutting the agent down leaves pods running; the next agent
   adopts them. Only the control plane's stop (cancel, superseded) deletes a running pod.
 
-The Kubernetes client is synchronous; its calls run in threads (the watches in daemon threads
-of their own) and their results come back to the event loop, which alone changes the
-executor's state.
+The Kubernetes client is synchronous; its calls (`kubernetes_api`: plain JSON through the
+official client's `ApiClient`) run in threads (the watches in daemon threads of their own) and
+their results come back to the event loop, which alone changes the executor's state.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from data_plane_agent.executors.base import (
     GpuCapacity,
     machine_capacity,
 )
+from data_plane_agent.executors.kubernetes_api import KubernetesApi
 from data_plane_agent.presign import PresignError, expiry_for, presignable, presigned_manifest
 from data_plane_agent.settings import KubernetesSettings
 from fleetflow.states import AttemptState
@@ -64,6 +65,7 @@ REPORTED_ANNOTATION = "fleetflow.dev/outcome-reported-at"
 """On a finished pod: when its outcome went to the agent (the pod is then not adopted again,
 and cleanup counts its delay from then)."""
 _LOG_TAIL_LINES = 10_000  # and at most MAX_LOG_BYTES
+_REQUEST_TIMEOUT = 30.0  # seconds, of every request but a watch
 
 
 class KubernetesExecutorError(ExecutorStartError):
@@ -90,24 +92,30 @@ def make_api_client(settings: KubernetesSettings) -> k8s_client.ApiClient:
     return k8s_client.ApiClient(configuration)
 
 
-@dataclass
+@dataclass(slots=True)
 class _PodAttempt:
-    """An attempt this executor runs (or adopted), and what it has told the agent of it."""
+    """An attempt this executor runs (or adopted), and what it has told the agent of it.
+
+    Not the observed pod itself: a pod as the API server returns it weighs tens of kilobytes
+    once parsed, and an agent tracks a thousand of them. Only while a waiting problem is timed
+    does the attempt keep its pod, for the resync to judge it again.
+    """
 
     assignment: TaskAssignment
     namespace: str
     name: str
     seen: bool = False  # its pod was observed at least once
+    started: bool = False  # its pod's last observation had a start time
     reported_running: bool = False
     ended: bool = False
     stop_reason: str | None = None
     pending_reason: str = ""
     problem: str = ""  # a waiting reason that fails the attempt once it lasts the grace
     problem_since: float = 0.0
-    last_pod: dict[str, Any] | None = None
+    problem_pod: dict[str, Any] | None = None  # the observation that showed `problem`
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _PodSummary:
     """What the executor keeps of every pod it watches (its own attempts' or not)."""
 
@@ -175,9 +183,7 @@ class KubernetesExecutor:
     ) -> None:
         self._settings = settings
         self._work_dir = Path(work_dir)
-        self._api = api_client or make_api_client(settings)
-        # Called with `_preload_content=False` (raw JSON, see `kubernetes_pods`): untyped.
-        self._core: Any = k8s_client.CoreV1Api(self._api)
+        self._api = KubernetesApi(api_client or make_api_client(settings))
         self._kill_grace_seconds = kill_grace_seconds
         self._selector = pods.selector(settings)
         self._attempts: dict[str, _PodAttempt] = {}
@@ -387,14 +393,14 @@ class KubernetesExecutor:
         namespace, name = location
 
         def read() -> str:
-            text: str = self._core.read_namespaced_pod_log(
-                name,
+            return self._api.read_pod_log(
                 namespace,
+                name,
                 container=pods.CONTAINER,
                 tail_lines=_LOG_TAIL_LINES,
                 limit_bytes=MAX_LOG_BYTES,
+                timeout=_REQUEST_TIMEOUT,
             )
-            return text
 
         try:
             return await asyncio.to_thread(read)
@@ -421,16 +427,12 @@ class KubernetesExecutor:
             return
         attempt_id = attempt.assignment.attempt_id
         if state in (AttemptState.SUCCEEDED, AttemptState.FAILED) and not attempt.reported_running:
-            pod = attempt.last_pod or {}
-            started = (pod.get("status", {}) or {}).get("startTime") or state is (
-                AttemptState.SUCCEEDED
-            )
-            if started:
+            if attempt.started or state is AttemptState.SUCCEEDED:
                 attempt.reported_running = True
                 self._emit(AttemptEvent(attempt_id, AttemptState.RUNNING))
         attempt.ended = True
         attempt.pending_reason = ""
-        attempt.last_pod = None
+        attempt.problem_pod = None
         logger.info("attempt %s: %s%s", attempt_id, state.value, f" ({message})" if message else "")
         self._emit(AttemptEvent(attempt_id, state, message, tb))
         if state is not AttemptState.CANCELLED:
@@ -446,13 +448,7 @@ class KubernetesExecutor:
             return
         patch = {"metadata": {"annotations": {REPORTED_ANNOTATION: _utcnow().isoformat()}}}
         try:
-            await asyncio.to_thread(
-                self._core.patch_namespaced_pod,
-                attempt.name,
-                attempt.namespace,
-                patch,
-                _preload_content=False,
-            )
+            await asyncio.to_thread(self._patch_pod, attempt.namespace, attempt.name, patch)
         except ApiException as exc:
             if exc.status != 404:
                 logger.warning(
@@ -479,7 +475,7 @@ class KubernetesExecutor:
                 self._end(attempt, AttemptState.FAILED, "the pod was deleted outside Fleetflow")
             return
         attempt.seen = True
-        attempt.last_pod = pod
+        attempt.started = bool((pod.get("status") or {}).get("startTime"))
         if pod.get("metadata", {}).get("deletionTimestamp") and attempt.stop_reason is None:
             if not pods.is_terminal_phase(pod):
                 self._end(attempt, AttemptState.FAILED, "the pod was deleted outside Fleetflow")
@@ -488,6 +484,7 @@ class KubernetesExecutor:
         if verdict.state is None:
             attempt.pending_reason = verdict.message
             if verdict.waiting_since_problem:
+                attempt.problem_pod = pod
                 if attempt.problem != verdict.waiting_since_problem:
                     attempt.problem = verdict.waiting_since_problem
                     attempt.problem_since = time.monotonic()
@@ -499,8 +496,10 @@ class KubernetesExecutor:
                     self._spawn(self._delete_pod(attempt.namespace, attempt.name, 0))
             else:
                 attempt.problem = ""
+                attempt.problem_pod = None
             return
         attempt.problem = ""
+        attempt.problem_pod = None
         if verdict.state is AttemptState.RUNNING:
             attempt.pending_reason = ""
             if not attempt.reported_running:
@@ -565,8 +564,8 @@ class KubernetesExecutor:
     async def _resync(self) -> None:
         # Timers: an observation that has lasted long enough fails its attempt.
         for attempt in list(self._attempts.values()):
-            if attempt.problem and attempt.last_pod is not None:
-                self._observe(attempt, attempt.last_pod)
+            if attempt.problem and attempt.problem_pod is not None:
+                self._observe(attempt, attempt.problem_pod)
         with contextlib.suppress(ApiException):
             await self._refresh_capacity()
         await self._clean_up_finished()
@@ -650,32 +649,24 @@ class KubernetesExecutor:
     # ---------------------------------------------------------------------- API (threads)
 
     def _list_nodes(self) -> list[dict[str, Any]]:
-        response = self._core.list_node(_preload_content=False, _request_timeout=30)
-        items: list[dict[str, Any]] = json.loads(response.data)["items"]
-        return items
+        items = self._api.list_nodes(timeout=_REQUEST_TIMEOUT)["items"]
+        return [pods.node_essentials(node, self._settings) for node in items]
 
     def _list_pods(self, namespace: str) -> list[dict[str, Any]]:
-        response = self._core.list_namespaced_pod(
-            namespace, label_selector=self._selector, _preload_content=False, _request_timeout=30
-        )
-        items: list[dict[str, Any]] = json.loads(response.data)["items"]
+        listed = self._api.list_pods(namespace, self._selector, timeout=_REQUEST_TIMEOUT)
+        items: list[dict[str, Any]] = listed["items"]
         return items
 
     def _create_pod(self, namespace: str, manifest: dict[str, Any]) -> None:
-        self._core.create_namespaced_pod(
-            namespace, manifest, _preload_content=False, _request_timeout=30
-        )
+        self._api.create_pod(namespace, manifest, timeout=_REQUEST_TIMEOUT)
+
+    def _patch_pod(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self._api.patch_pod(namespace, name, patch, timeout=_REQUEST_TIMEOUT)
 
     async def _delete_pod(self, namespace: str, name: str, grace: float) -> None:
         def delete() -> None:
             try:
-                self._core.delete_namespaced_pod(
-                    name,
-                    namespace,
-                    grace_period_seconds=int(grace),
-                    _preload_content=False,
-                    _request_timeout=30,
-                )
+                self._api.delete_pod(namespace, name, int(grace), timeout=_REQUEST_TIMEOUT)
             except ApiException as exc:
                 if exc.status != 404:  # gone already: what we wanted
                     raise
@@ -722,13 +713,9 @@ class KubernetesExecutor:
         while not self._closing.is_set():
             try:
                 if resource_version is None:
-                    response = self._core.list_namespaced_pod(
-                        namespace,
-                        label_selector=self._selector,
-                        _preload_content=False,
-                        _request_timeout=30,
+                    listed = self._api.list_pods(
+                        namespace, self._selector, timeout=_REQUEST_TIMEOUT
                     )
-                    listed = json.loads(response.data)
                     resource_version = listed["metadata"]["resourceVersion"]
                     self._post(self._on_list, namespace, listed["items"])
                 resource_version = self._watch_once(namespace, resource_version)
@@ -749,15 +736,12 @@ class KubernetesExecutor:
 
     def _watch_once(self, namespace: str, resource_version: str) -> str | None:
         """One watch request; returns the resourceVersion to resume from (None: relist)."""
-        response = self._core.list_namespaced_pod(
+        response = self._api.watch_pods(
             namespace,
-            label_selector=self._selector,
-            watch=True,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
+            self._selector,
+            resource_version,
             timeout_seconds=WATCH_TIMEOUT_SECONDS,
-            _preload_content=False,
-            _request_timeout=WATCH_TIMEOUT_SECONDS + 15,
+            timeout=WATCH_TIMEOUT_SECONDS + 15,
         )
         try:
             for line in iter_resp_lines(response):

@@ -8,7 +8,8 @@ observed status and the capacity read from nodes are tested without a cluster:
   requests and limits, GPU node selection and tolerations, a restricted security context.
 - `interpret_pod` maps a pod's phase and container states to what the agent reports:
   still pending (with a reason a person can act on), running, or ended with a reason.
-- `cluster_capacity` sums allocatable GPUs per type over nodes, less what pods hold.
+- `cluster_capacity` sums allocatable GPUs per type over nodes, less what pods hold
+  (`node_essentials`: the part of a node it reads).
 
 Pods are handled as the JSON dicts the API server returns, not the client's model classes:
 they are cheaper to parse and to keep (see `bench/k8s_executor.py`).
@@ -545,6 +546,39 @@ def node_is_schedulable(node: Mapping[str, Any]) -> bool:
         None,
     )
     return ready is not None and ready.get("status") == "True"
+
+
+def node_essentials(node: Mapping[str, Any], settings: KubernetesSettings) -> dict[str, Any]:
+    """The part of a node that `cluster_capacity` and the GPU product list read, in the node's
+    own shape: its name, GPU product label, schedulability, Ready condition and allocatable
+    CPU, memory and GPUs. The executor keeps every node between resyncs; the rest (managed
+    fields, addresses, images, heartbeats: kilobytes a node) it does not need."""
+    metadata = node.get("metadata", {})
+    status = node.get("status", {})
+    product = (metadata.get("labels") or {}).get(settings.gpu_product_label)
+    allocatable = status.get("allocatable") or {}
+    essentials: dict[str, Any] = {
+        "metadata": {
+            "name": metadata.get("name", ""),
+            "labels": {settings.gpu_product_label: product} if product else {},
+        },
+        "spec": {},
+        "status": {
+            "allocatable": {
+                key: allocatable[key]
+                for key in ("cpu", "memory", settings.gpu_resource)
+                if key in allocatable
+            },
+            "conditions": [
+                {"type": "Ready", "status": c.get("status")}
+                for c in status.get("conditions") or ()
+                if c.get("type") == "Ready"
+            ][:1],
+        },
+    }
+    if node.get("spec", {}).get("unschedulable"):
+        essentials["spec"]["unschedulable"] = True
+    return essentials
 
 
 def pod_requests(pod: Mapping[str, Any], settings: KubernetesSettings) -> tuple[float, int, int]:

@@ -306,6 +306,46 @@ def test_capacity_is_allocatable_gpus_per_type_less_live_pod_requests() -> None:
     assert capacity.memory_bytes_in_use == 32 * 2**30
 
 
+def test_node_essentials_give_the_same_capacity_as_whole_nodes() -> None:
+    settings = KubernetesSettings()
+
+    def node(name: str, *, ready: str = "True", unschedulable: bool = False) -> dict[str, Any]:
+        return {
+            "metadata": {
+                "name": name,
+                "labels": {"nvidia.com/gpu.product": "NVIDIA-H100", "kubernetes.io/os": "linux"},
+                "managedFields": [{"manager": "kwok", "fieldsV1": {"f:status": {}}}],
+            },
+            "spec": {"unschedulable": unschedulable, "taints": [{"key": "nvidia.com/gpu"}]},
+            "status": {
+                "capacity": {"cpu": "96", "memory": "512Gi", "nvidia.com/gpu": "16"},
+                "allocatable": {
+                    "cpu": "95",
+                    "memory": "500Gi",
+                    "nvidia.com/gpu": "16",
+                    "pods": "110",
+                },
+                "conditions": [
+                    {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficient"},
+                    {"type": "Ready", "status": ready, "lastHeartbeatTime": "2026-01-01T00:00:00Z"},
+                ],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}],
+            },
+        }
+
+    nodes = [node("h1"), node("h2", ready="False"), node("h3", unschedulable=True), node("h4")]
+    nodes.append({"metadata": {"name": "bare"}})
+    kept = [pods.node_essentials(n, settings) for n in nodes]
+    running = _pod("Running")
+    running["spec"]["nodeName"] = "h1"
+    assert pods.cluster_capacity(kept, [running], settings) == pods.cluster_capacity(
+        nodes, [running], settings
+    )
+    assert pods.cluster_capacity(kept, [], settings).gpus["H100"].allocatable == 32
+    assert "managedFields" not in kept[0]["metadata"]
+    assert kept[0]["metadata"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100"}
+
+
 @pytest.mark.parametrize(
     ("text", "value"),
     [("4", 4), ("500m", 0.5), ("64Gi", 64 * 2**30), ("1e3", 1000), ("2k", 2000), (None, 0)],
