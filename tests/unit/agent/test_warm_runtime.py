@@ -30,6 +30,7 @@ from data_plane_agent.settings import AgentSettings
 from fleetflow.bundle import build_bundle
 from fleetflow.states import AttemptState
 from tests.polling import wait_until_async
+from tests.tiers import tier_unavailable
 from tests.unit.agent.test_local_process_executor import (
     AGENT_SECRETS,
     Blobs,
@@ -247,7 +248,11 @@ async def test_neither_the_fork_server_nor_its_tasks_hold_the_agents_secrets(
     server = executor.warm_runtime_pid
     assert server is not None
     if not ROOT:
-        pytest.skip("the fork server is not dumpable: only root reads its environment")
+        tier_unavailable(
+            "FORK-SERVER ENVIRONMENT CHECK SKIPPED - the fork server is not dumpable: only root "
+            "reads its environment; run the tests as root",
+            "FLEETFLOW_REQUIRE_TASK_USERS",
+        )
     environ = Path(f"/proc/{server}/environ").read_bytes()
     for name, value in AGENT_SECRETS.items():
         assert name.encode() not in environ and value.encode() not in environ
@@ -257,7 +262,11 @@ async def test_a_task_cannot_reach_the_fork_server(
     executor: LocalProcessExecutor, blobs: Blobs
 ) -> None:
     if not ROOT:
-        pytest.skip("tasks run as the agent's user, which owns the fork server: root only")
+        tier_unavailable(
+            "FORK-SERVER REACH CHECK SKIPPED - tasks run as the agent's user, which owns the fork "
+            "server: root only; run the tests as root",
+            "FLEETFLOW_REQUIRE_TASK_USERS",
+        )
     await described(executor, blobs, "at-warm-up")
     server = executor.warm_runtime_pid
     assert server is not None
