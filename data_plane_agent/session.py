@@ -40,7 +40,7 @@ from data_plane_agent.protocol import (
 from data_plane_agent.settings import AgentSettings
 from data_plane_agent.tls import channel_security, connection_hint
 from fleetflow.agent.v1 import agent_pb2_grpc
-from fleetflow.agent.v1.agent_pb2 import ReportStatusRequest
+from fleetflow.agent.v1.agent_pb2 import HeartbeatRequest, ReportStatusRequest
 from fleetflow.errors import FleetflowError
 
 # The agent loop's parts log under the one name operators know them by.
@@ -277,12 +277,7 @@ class Session:
         that nothing more should be placed here: otherwise their retries could be assigned
         straight back to this departing agent, and be lost again when its cluster goes silent.
         Best effort: without it the control plane learns the same from the silence."""
-        request = heartbeat_request(
-            capacity=attempts.capacity(),
-            held_attempt_ids=attempts.heartbeat_attempt_ids(),
-            pending_reasons=attempts.pending_reasons(),
-            draining=True,
-        )
+        request = _heartbeat(attempts, draining=True)
         try:
             await stub.Heartbeat(request, metadata=self._metadata, timeout=_DRAIN_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
@@ -294,11 +289,7 @@ class Session:
         self, stub: agent_pb2_grpc.AgentServiceStub, interval: int, attempts: SessionAttempts
     ) -> None:
         while True:
-            request = heartbeat_request(
-                capacity=attempts.capacity(),
-                held_attempt_ids=attempts.heartbeat_attempt_ids(),
-                pending_reasons=attempts.pending_reasons(),
-            )
+            request = _heartbeat(attempts, draining=False)
             response = await stub.Heartbeat(
                 request, metadata=self._metadata, timeout=RPC_TIMEOUT_SECONDS
             )
@@ -334,3 +325,13 @@ class Session:
                 )
             for assignment, report_secret in leases:
                 attempts.launch(assignment, report_secret)
+
+
+def _heartbeat(attempts: SessionAttempts, *, draining: bool) -> HeartbeatRequest:
+    """What the agent holds now, as a heartbeat."""
+    return heartbeat_request(
+        capacity=attempts.capacity(),
+        held_attempt_ids=attempts.heartbeat_attempt_ids(),
+        pending_reasons=attempts.pending_reasons(),
+        draining=draining,
+    )
