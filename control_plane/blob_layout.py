@@ -13,6 +13,7 @@ this layout keep their `executions/<id>/` keys (the legacy layout, named so belo
     tenants/<tenant>/uploads/dirs/<upload id>/<path>
     tenants/<tenant>/executions/<id>/inputs.json, outputs.json
     tenants/<tenant>/executions/<id>/<node>/outputs.json          (a map node's, collected)
+    tenants/<tenant>/executions/<id>/<node>/chunk-<k>/outputs.json  (a map chunk's part of it)
     tenants/<tenant>/executions/<id>/<node>[/<map index>]/<attempt>/inputs.json, outputs.json
     executions/<id>/...                                            (legacy)
 """
@@ -87,6 +88,11 @@ def node_prefix(execution_prefix: str, node_id: str) -> str:
     """Below an execution's prefix (either layout): one node's collected outputs and its
     attempts."""
     return f"{execution_prefix}/{node_id}"
+
+
+def chunk_prefix(node_prefix: str, chunk: int) -> str:
+    """Where a map chunk workflow puts its part of the node's collected outputs."""
+    return f"{node_prefix}/chunk-{chunk}"
 
 
 def attempt_prefix(

@@ -100,6 +100,8 @@ async def run_control_plane(
                 blob_store,
                 on_attempt_ready=scheduler.wake,
                 on_capacity_freed=scheduler.wake,
+                map_chunk=settings.temporal.map_chunk,
+                continue_after_events=settings.temporal.continue_after_events,
             )
             worker = WorkerSupervisor(
                 lambda: make_worker(

@@ -32,6 +32,11 @@ class TemporalSettings(BaseSettings):
     # Workflows the worker keeps in memory between tasks. 0 suits the embedded test server
     # (see control_plane/orchestration/temporal.py); use e.g. 1000 with a real Temporal server.
     max_cached_workflows: int = Field(default=0, ge=0)
+    # Bounds on one workflow's history (Temporal refuses one past 51,200 events): a map node
+    # of more elements runs as chunk child workflows of at most this many each, and an
+    # execution's workflow continues as new past this many events (workflows.py).
+    map_chunk: int = Field(default=1000, ge=1, le=5000)
+    continue_after_events: int = Field(default=10_000, ge=100, le=40_000)
 
 
 class BlobSettings(BaseSettings):

@@ -145,6 +145,9 @@ class TaskAttempt(Base):
     # When the terminal state was delivered to the execution's workflow (an outbox: a
     # finished attempt with no value here is signalled again until it is delivered).
     signalled_at: Mapped[datetime | None]
+    # The Temporal workflow waiting for this attempt: a map chunk's (`<execution>/<node>/
+    # chunk-<k>`); NULL for the execution's own workflow, whose id is the execution id.
+    workflow_id: Mapped[str | None] = mapped_column(String(400))
     leased_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

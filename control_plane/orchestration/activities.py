@@ -16,6 +16,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,6 +28,7 @@ from temporalio.exceptions import ApplicationError
 
 from control_plane.blob_layout import (
     attempt_prefix,
+    chunk_prefix,
     execution_prefix,
     inputs_key,
     legacy_execution_prefix,
@@ -40,9 +42,11 @@ from control_plane.db.repositories.executions import move_execution
 from control_plane.db.session import transaction
 from control_plane.large_values import load_values, store_values
 from control_plane.orchestration.workflows import (
+    EXECUTION_FINISHED,
     AttemptFinished,
     AttemptStart,
     AttemptStarts,
+    ChunkRef,
     ExecutionPlan,
     FinishExecutionInput,
     NodeRef,
@@ -57,6 +61,7 @@ from fleetflow.ir import (
     LiteralBinding,
     Node,
     NodeOutputBinding,
+    TaskSpec,
     WorkflowSpec,
 )
 from fleetflow.logs import log_context
@@ -125,10 +130,15 @@ class ExecutionActivities:
         *,
         on_attempt_ready: Callable[[], None] = lambda: None,
         on_capacity_freed: Callable[[], None] = lambda: None,
+        map_chunk: int = 1000,
+        continue_after_events: int = 10_000,
     ) -> None:
         """`on_attempt_ready` and `on_capacity_freed` wake the scheduler
         (`Scheduler.wake`): an attempt was created PENDING, or attempts were cancelled; both
-        are called after the transaction committed, from the activity's thread."""
+        are called after the transaction committed, from the activity's thread.
+        `map_chunk` and `continue_after_events` go into every new plan (`ExecutionPlan`)."""
+        self._map_chunk = map_chunk
+        self._continue_after_events = continue_after_events
         self._sessions = session_factory
         self._blobs = blob_store
         self._on_attempt_ready = on_attempt_ready
@@ -142,16 +152,18 @@ class ExecutionActivities:
             self.start_attempts,
             self.start_attempt,
             self.complete_node,
+            self.complete_chunk,
             self.finish_execution,
         ]
 
-    def _execution(self, session: Session, execution_id: str) -> Execution:
+    def _execution(self, session: Session, execution_id: str, *, lock: bool = False) -> Execution:
         # The row alone: its attempts (eager for the API) and its workflow version (whose
         # spec comes parsed from `_ParsedSpecs`) are read only if something asks for them.
         execution = session.get(
             Execution,
             execution_id,
             options=[lazyload(Execution.attempts), lazyload(Execution.workflow)],
+            with_for_update=lock,
         )
         if execution is None:
             raise LookupError(f"execution {execution_id} does not exist")
@@ -160,8 +172,10 @@ class ExecutionActivities:
     def _spec(self, session: Session, execution: Execution) -> WorkflowSpec:
         return self._specs.get(session, execution.workflow_spec_id)
 
-    def _load(self, session: Session, execution_id: str) -> tuple[Execution, WorkflowSpec]:
-        execution = self._execution(session, execution_id)
+    def _load(
+        self, session: Session, execution_id: str, *, lock: bool = False
+    ) -> tuple[Execution, WorkflowSpec]:
+        execution = self._execution(session, execution_id, lock=lock)
         return execution, self._spec(session, execution)
 
     @contextmanager
@@ -258,7 +272,9 @@ class ExecutionActivities:
                     completes=spec.tasks[node.task].cache or node.map is not None,
                 )
                 for node in spec.nodes
-            ]
+            ],
+            map_chunk=self._map_chunk,
+            continue_after_events=self._continue_after_events,
         )
 
     @activity.defn(name="expand_map")
@@ -286,13 +302,25 @@ class ExecutionActivities:
     def start_attempts(self, args: StartAttemptsInput) -> AttemptStarts:
         """For each unit, in one transaction: write its inputs, then answer from the task
         cache or create its attempt (PENDING); then wake the scheduler once, which places
-        the new attempts for agents to lease. Answers in the order of `args.units`."""
+        the new attempts for agents to lease. Answers in the order of `args.units`.
+
+        Creates nothing for an execution that has finished: a cancel can land while this
+        runs (a local activity is not interrupted), and `finish_execution` cancels only the
+        attempts it sees. The execution's row is locked, and `finish_execution` updates it,
+        so one of the two sees the other's work."""
         with (
             self._failing_on_invalid_spec(args.execution_id),
             log_context(execution_id=args.execution_id),
             transaction(self._sessions) as session,
         ):
-            execution, spec = self._load(session, args.execution_id)
+            execution, spec = self._load(session, args.execution_id, lock=True)
+            if ExecutionState(execution.status).terminal:
+                raise ApplicationError(
+                    f"execution {execution.id} is already {execution.status}: "
+                    "no attempt is started",
+                    type=EXECUTION_FINISHED,
+                    non_retryable=True,
+                )
             prefix = self._prefix(session, execution)
             node_inputs: dict[str, dict[str, Any]] = {}
             for unit in args.units:  # each node's inputs once, however many of its units
@@ -330,6 +358,7 @@ class ExecutionActivities:
                         inputs_uri=inputs_uri,
                         outputs_uri=cached or self._blobs.uri(outputs_key(unit_prefix)),
                         cache_hit=cached is not None,
+                        workflow_id=args.workflow_id or None,
                     )
                 )
             attempts = attempts_repo.create_attempts(session, execution.id, new)
@@ -368,7 +397,8 @@ class ExecutionActivities:
 
     @activity.defn(name="complete_node")
     def complete_node(self, ref: NodeRef) -> None:
-        """Remember cacheable outputs, and collect a map node's element outputs into lists."""
+        """Remember cacheable outputs, and collect a map node's element outputs into lists
+        (from its chunks' parts, when chunk workflows ran it)."""
         with (
             self._failing_on_invalid_spec(ref.execution_id),
             transaction(self._sessions) as session,
@@ -376,42 +406,89 @@ class ExecutionActivities:
             execution, spec = self._load(session, ref.execution_id)
             node = spec.node(ref.node_id)
             task = spec.tasks[node.task]
-            succeeded = self._succeeded_units(session, execution.id, node.id)
-            if task.cache:
-                for attempt in succeeded:
-                    if not attempt.cache_hit:
-                        key = task_cache.cache_key(
-                            execution.tenant_id, task, self._read_json(attempt.inputs_uri)
-                        )
-                        task_cache.remember(
-                            session,
-                            key,
-                            task,
-                            outputs_uri=attempt.outputs_uri,
-                            attempt_id=attempt.id,
-                        )
-            if node.map is not None:
-                element_outputs = [self._read_json(a.outputs_uri) for a in succeeded]
+            node_key = node_prefix(self._prefix(session, execution), node.id)
+            if ref.chunks:
+                parts = [
+                    self._read_json(self._blobs.uri(outputs_key(chunk_prefix(node_key, k))))
+                    for k in range(ref.chunks)
+                ]
                 collected = {
-                    out.name: [outputs[out.name] for outputs in element_outputs]
+                    out.name: [value for part in parts for value in part[out.name]]
                     for out in task.interface.outputs
                 }
-                self._blobs.put(
-                    outputs_key(node_prefix(self._prefix(session, execution), node.id)),
-                    json.dumps(collected).encode(),
+                self._blobs.put(outputs_key(node_key), json.dumps(collected).encode())
+                return
+            succeeded = self._succeeded_units(session, execution.id, node.id)
+            self._remember_cached(session, execution, spec, node, succeeded)
+            if node.map is not None:
+                self._blobs.put(outputs_key(node_key), self._collected(task, succeeded))
+
+    @activity.defn(name="complete_chunk")
+    def complete_chunk(self, ref: ChunkRef) -> None:
+        """`complete_node` for one chunk of a map node: remember its cacheable outputs and
+        collect its elements' outputs into the chunk's part."""
+        with (
+            self._failing_on_invalid_spec(ref.execution_id),
+            transaction(self._sessions) as session,
+        ):
+            execution, spec = self._load(session, ref.execution_id)
+            node = spec.node(ref.node_id)
+            succeeded = self._succeeded_units(
+                session, execution.id, node.id, range(ref.first, ref.first + ref.count)
+            )
+            self._remember_cached(session, execution, spec, node, succeeded)
+            node_key = node_prefix(self._prefix(session, execution), node.id)
+            self._blobs.put(
+                outputs_key(chunk_prefix(node_key, ref.chunk)),
+                self._collected(spec.tasks[node.task], succeeded),
+            )
+
+    def _remember_cached(
+        self,
+        session: Session,
+        execution: Execution,
+        spec: WorkflowSpec,
+        node: Node,
+        succeeded: list[TaskAttempt],
+    ) -> None:
+        task = spec.tasks[node.task]
+        if not task.cache:
+            return
+        for attempt in succeeded:
+            if not attempt.cache_hit:
+                key = task_cache.cache_key(
+                    execution.tenant_id, task, self._read_json(attempt.inputs_uri)
+                )
+                task_cache.remember(
+                    session, key, task, outputs_uri=attempt.outputs_uri, attempt_id=attempt.id
                 )
 
+    def _collected(self, task: TaskSpec, succeeded: list[TaskAttempt]) -> bytes:
+        """The outputs of a map node's elements as one list per output, in element order.
+        The element outputs are read a few at a time: a chunk has up to a thousand."""
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            element_outputs = list(pool.map(self._read_json, [a.outputs_uri for a in succeeded]))
+        collected = {
+            out.name: [outputs[out.name] for outputs in element_outputs]
+            for out in task.interface.outputs
+        }
+        return json.dumps(collected).encode()
+
     @staticmethod
-    def _succeeded_units(session: Session, execution_id: str, node_id: str) -> list[TaskAttempt]:
-        """The latest succeeded attempt of each unit of a node, in map-index order."""
+    def _succeeded_units(
+        session: Session, execution_id: str, node_id: str, indexes: range | None = None
+    ) -> list[TaskAttempt]:
+        """The latest succeeded attempt of each unit of a node (or of its map `indexes`), in
+        map-index order."""
+        query = select(TaskAttempt).where(
+            TaskAttempt.execution_id == execution_id,
+            TaskAttempt.node_id == node_id,
+            TaskAttempt.status == AttemptState.SUCCEEDED.value,
+        )
+        if indexes is not None:
+            query = query.where(TaskAttempt.map_index.between(indexes.start, indexes.stop - 1))
         attempts = session.scalars(
-            select(TaskAttempt)
-            .where(
-                TaskAttempt.execution_id == execution_id,
-                TaskAttempt.node_id == node_id,
-                TaskAttempt.status == AttemptState.SUCCEEDED.value,
-            )
-            .order_by(TaskAttempt.map_index, TaskAttempt.attempt_number)
+            query.order_by(TaskAttempt.map_index, TaskAttempt.attempt_number)
         ).all()
         latest: dict[int, TaskAttempt] = {}
         for attempt in attempts:

@@ -19,6 +19,7 @@ from control_plane.orchestration.workflows import (
     AttemptFinished,
     ExecutionInput,
     ExecutionWorkflow,
+    MapChunkWorkflow,
 )
 from control_plane.settings import TemporalSettings
 
@@ -85,11 +86,12 @@ class TemporalLauncher:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
 
-    async def signal_attempt_finished(self, execution_id: str, event: AttemptFinished) -> None:
-        """Deliver a finished attempt to its workflow. A closed workflow needs no news; any
-        other error propagates, and the finish notifier tries again later."""
+    async def signal_attempt_finished(self, workflow_id: str, event: AttemptFinished) -> None:
+        """Deliver a finished attempt to the workflow waiting for it (the execution's, or a
+        map chunk's). A closed workflow needs no news; any other error propagates, and the
+        finish notifier tries again later."""
         try:
-            await self._client.get_workflow_handle(execution_id).signal(
+            await self._client.get_workflow_handle(workflow_id).signal(
                 ExecutionWorkflow.attempt_finished, event, rpc_timeout=timedelta(seconds=5)
             )
         except RPCError as err:
@@ -108,7 +110,7 @@ def make_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ExecutionWorkflow],
+        workflows=[ExecutionWorkflow, MapChunkWorkflow],
         activities=activities.all(),
         activity_executor=executor,
         # 0 by default: a worker killed mid-task would otherwise hold its workflows on a

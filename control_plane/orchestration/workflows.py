@@ -17,27 +17,38 @@ Since then, the activities are local activities (short database and blob-store w
 worker that runs the workflow task, with no round trip through the Temporal server), the ready
 units are started together by `start_attempts`, and `complete_node` runs only for the nodes
 where it does something (a cached task, a map node).
+
+Temporal caps a workflow's history (51,200 events), so an execution's history must stay bounded
+by design, whatever its size:
+- a map node of more than `ExecutionPlan.map_chunk` elements runs as child workflows
+  (`MapChunkWorkflow`, id `<execution>/<node>/chunk-<k>`) of at most that many units each; a
+  chunk creates its attempts, receives their signals (`TaskAttempt.workflow_id`) and collects
+  their outputs (`complete_chunk`), and the parent holds only one child per chunk;
+- a workflow whose history passed `ExecutionPlan.continue_after_events` continues as new with
+  what it has done (`Resume`) once no chunk is running. Attempt creation is idempotent, so the
+  new run asks again for the attempts in flight and is told of those already finished.
+Plans recorded before either existed carry 0 for both, and their executions go on as they began.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    is_cancelled_exception,
+)
 
 from fleetflow.states import NO_MAP_INDEX
 
 WORKFLOW_NAME = "fleetflow.execution"
-
-
-@dataclass
-class ExecutionInput:
-    execution_id: str
+MAP_CHUNK_WORKFLOW_NAME = "fleetflow.map_chunk"
 
 
 @dataclass
@@ -55,12 +66,75 @@ class PlanNode:
 @dataclass
 class ExecutionPlan:
     nodes: list[PlanNode] = field(default_factory=list)
+    # A map node of more elements than this runs as chunk child workflows of at most this
+    # many units each. 0 (plans recorded before): never.
+    map_chunk: int = 0
+    # Continue as new past this many history events (or when Temporal suggests it), once no
+    # chunk runs. 0 (plans recorded before): never.
+    continue_after_events: int = 0
+
+
+@dataclass
+class UnitTries:
+    """A unit's tries so far, carried across continue-as-new."""
+
+    node_id: str
+    map_index: int
+    tries: int  # attempts started; the one in flight, if any, is number `tries`
+    failures: int = 0  # user retries used
+    losses: int = 0  # system retries used
+    running: bool = False  # its attempt number `tries` was in flight
+    succeeded: bool = False
+
+
+@dataclass
+class Resume:
+    """What a run that continued as new had done: the plan, the nodes completed, and the
+    tries of the units of the nodes still open."""
+
+    plan: ExecutionPlan
+    done: list[str]
+    units: list[UnitTries]
+
+
+@dataclass
+class ExecutionInput:
+    execution_id: str
+    resume: Resume | None = None
 
 
 @dataclass
 class NodeRef:
     execution_id: str
     node_id: str
+    # How many chunk workflows ran the map node (each collected its part); 0: none.
+    chunks: int = 0
+
+
+@dataclass
+class MapChunkInput:
+    execution_id: str
+    node: PlanNode  # its `concurrency` is this chunk's share of the node's
+    chunk: int
+    first: int  # the map indexes [first, first + count)
+    count: int
+
+
+@dataclass
+class ChunkRef:
+    execution_id: str
+    node_id: str
+    chunk: int
+    first: int
+    count: int
+
+
+@dataclass
+class ChunkResult:
+    """Empty when every unit of the chunk succeeded; else why the node failed."""
+
+    failed_attempt_id: str = ""
+    message: str = ""
 
 
 @dataclass
@@ -82,6 +156,8 @@ class UnitStart:
 class StartAttemptsInput:
     execution_id: str
     units: list[UnitStart]
+    # The workflow to signal when they finish, when not the execution's: a map chunk.
+    workflow_id: str = ""
 
 
 @dataclass
@@ -122,6 +198,9 @@ ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
 )
 
+# The error type of `start_attempts` when the execution finished meanwhile (a cancel landed).
+EXECUTION_FINISHED = "ExecutionFinished"
+
 # Workflows begun before this patch keep the ordinary activities and the start per unit.
 LOCAL_BATCHED = "local-activities-batched-starts"
 # At most this many units per `start_attempts`: bounds one activity's transaction and payload.
@@ -133,19 +212,30 @@ MAX_SYSTEM_RETRIES = 5
 _UNLIMITED = 1 << 30
 
 
+def _finished(err: BaseException) -> bool:
+    """Whether `err` is `start_attempts` refusing an execution that has finished (as raised
+    by the local activity, or wrapped in an activity's error)."""
+    cause = err.cause if isinstance(err, ActivityError) else err
+    return isinstance(cause, ApplicationError) and cause.type == EXECUTION_FINISHED
+
+
+def chunk_workflow_id(execution_id: str, node_id: str, chunk: int) -> str:
+    return f"{execution_id}/{node_id}/chunk-{chunk}"
+
+
 class _NodeFailed(Exception):
     def __init__(self, finish: FinishExecutionInput) -> None:
         self.finish = finish
 
 
-@workflow.defn(name=WORKFLOW_NAME)
-class ExecutionWorkflow:
+class _Orchestrator:
+    """What both workflows share: the attempts' signals and how activities are run."""
+
     def __init__(self) -> None:
         self._finished: dict[str, AttemptFinished] = {}
         self._local_batched = False
 
-    @workflow.signal
-    def attempt_finished(self, event: AttemptFinished) -> None:
+    def _record(self, event: AttemptFinished) -> None:
         self._finished[event.attempt_id] = event
 
     async def _activity(self, name: str, arg: object, result_type: type | None = None) -> object:
@@ -165,6 +255,205 @@ class ExecutionWorkflow:
             retry_policy=ACTIVITY_RETRY,
         )
 
+
+class _Units:
+    """The units a workflow runs: launched within their node's concurrency, retried within
+    their budgets, followed until every unit of a node succeeded or one failed for good."""
+
+    def __init__(
+        self,
+        owner: _Orchestrator,
+        execution_id: str,
+        nodes: dict[str, PlanNode],
+        workflow_id: str = "",
+    ) -> None:
+        self._owner = owner
+        self._execution_id = execution_id
+        self._nodes = nodes
+        self._workflow_id = workflow_id  # "" for the execution's own workflow
+        self.waiting: dict[str, list[Unit]] = {}  # started nodes -> units not yet launched
+        self.unfinished: dict[str, int] = {}  # started nodes -> units not yet succeeded
+        self.tries: dict[Unit, int] = {}  # attempts started: the next attempt's number
+        self.failures: dict[Unit, int] = {}  # user retries used (FAILED, CANCELLED by the agent)
+        self.losses: dict[Unit, int] = {}  # system retries used (LOST with a cluster)
+        self.running: dict[Unit, str] = {}  # unit -> attempt id
+        self.succeeded: set[Unit] = set()  # of the nodes not yet complete
+        self.relaunch: list[Unit] = []  # in flight when the run continued as new
+
+    def add(self, node_id: str, indexes: list[int]) -> None:
+        self.waiting[node_id] = [(node_id, i) for i in indexes]
+        self.unfinished[node_id] = len(indexes)
+
+    def resume(self, node_id: str, indexes: list[int], carried: list[UnitTries]) -> None:
+        """`add`, with the tries a previous run made: its succeeded units stay done, its
+        in-flight attempts are asked for again (not started anew)."""
+        self.add(node_id, indexes)
+        for tried in carried:
+            unit = (tried.node_id, tried.map_index)
+            self.tries[unit] = tried.tries
+            self.failures[unit] = tried.failures
+            self.losses[unit] = tried.losses
+            if tried.succeeded or tried.running:
+                self.waiting[node_id].remove(unit)
+            if tried.succeeded:
+                self.succeeded.add(unit)
+                self.unfinished[node_id] -= 1
+            elif tried.running:
+                self.relaunch.append(unit)
+
+    def carried(self) -> list[UnitTries]:
+        units = sorted(set(self.tries) | self.succeeded)
+        return [
+            UnitTries(
+                unit[0],
+                unit[1],
+                self.tries.get(unit, 0),
+                self.failures.get(unit, 0),
+                self.losses.get(unit, 0),
+                running=unit in self.running,
+                succeeded=unit in self.succeeded,
+            )
+            for unit in units
+            if unit[0] in self.unfinished
+        ]
+
+    def _launched(self, unit: Unit, start: AttemptStart) -> None:
+        if start.cached:
+            self.unfinished[unit[0]] -= 1
+            self.succeeded.add(unit)
+            return
+        self.running[unit] = start.attempt_id
+        if start.finished is not None:  # handled by `collect` like its signal
+            self._owner._record(start.finished)
+
+    async def launch(self) -> None:
+        """Start every unit that may start now."""
+        if self._owner._local_batched:
+            await self._launch_together()
+            return
+        for node_id, queue in self.waiting.items():
+            limit = self._nodes[node_id].concurrency or _UNLIMITED
+            active = sum(1 for unit in self.running if unit[0] == node_id)
+            while queue and active < limit:
+                unit = queue.pop(0)
+                self.tries[unit] = self.tries.get(unit, 0) + 1
+                start = await self._owner._activity(
+                    "start_attempt",
+                    StartAttemptInput(self._execution_id, unit[0], self.tries[unit], unit[1]),
+                    AttemptStart,
+                )
+                assert isinstance(start, AttemptStart)
+                self._launched(unit, start)
+                if not start.cached:
+                    active += 1
+
+    async def _launch_together(self) -> None:
+        """Start every unit that may start now, `START_BATCH` units per `start_attempts`.
+
+        The units and their order are those the start per unit chose: each node's queue in
+        order, up to the node's concurrency. A unit answered from the cache holds no slot, so
+        the slots it leaves are filled by the next round. Units whose attempt was in flight
+        when the run continued as new come first, under the attempt number they had."""
+        again, self.relaunch = self.relaunch, []
+        while True:
+            batch: list[Unit] = []
+            for node_id, queue in self.waiting.items():
+                limit = self._nodes[node_id].concurrency or _UNLIMITED
+                free = limit - sum(1 for unit in self.running if unit[0] == node_id)
+                if free > 0 and queue:
+                    batch += queue[:free]
+                    del queue[:free]
+            if not batch and not again:
+                return
+            for unit in batch:
+                self.tries[unit] = self.tries.get(unit, 0) + 1
+            batch = again + batch
+            again = []
+            for first in range(0, len(batch), START_BATCH):
+                chunk = batch[first : first + START_BATCH]
+                units = [UnitStart(unit[0], unit[1], self.tries[unit]) for unit in chunk]
+                result = await self._owner._activity(
+                    "start_attempts",
+                    StartAttemptsInput(self._execution_id, units, self._workflow_id),
+                    AttemptStarts,
+                )
+                assert isinstance(result, AttemptStarts) and len(result.starts) == len(chunk)
+                for unit, start in zip(chunk, result.starts, strict=True):
+                    self._launched(unit, start)
+
+    def complete(self) -> list[str]:
+        """The nodes whose units all succeeded, forgotten here from now on."""
+        nodes = [n for n, left in self.unfinished.items() if left == 0]
+        for node_id in nodes:
+            del self.unfinished[node_id]
+            del self.waiting[node_id]
+        self.succeeded = {unit for unit in self.succeeded if unit[0] in self.unfinished}
+        return nodes
+
+    def any_finished(self) -> bool:
+        return any(a in self._owner._finished for a in self.running.values())
+
+    def collect(self) -> None:
+        """Take in the finished attempts: a success counts, a failure or a loss queues the
+        unit again within its budget, else the node fails (`_NodeFailed`)."""
+        for unit, attempt_id in list(self.running.items()):
+            event = self._owner._finished.get(attempt_id)
+            if event is None:
+                continue
+            del self.running[unit]
+            if event.status == "SUCCEEDED":
+                self.unfinished[unit[0]] -= 1
+                self.succeeded.add(unit)
+                continue
+            if event.status == "LOST":
+                # Not the task's fault: retried elsewhere without using its retries.
+                self.losses[unit] = self.losses.get(unit, 0) + 1
+                retry = self.losses[unit] <= MAX_SYSTEM_RETRIES
+            else:
+                self.failures[unit] = self.failures.get(unit, 0) + 1
+                retry = self.failures[unit] <= self._nodes[unit[0]].retries
+            if not retry:
+                raise _NodeFailed(FinishExecutionInput(self._execution_id, "FAILED", attempt_id))
+            workflow.logger.info("retrying %s after %s", unit, event.status)
+            self.waiting[unit[0]].insert(0, unit)
+
+
+@workflow.defn(name=MAP_CHUNK_WORKFLOW_NAME)
+class MapChunkWorkflow(_Orchestrator):
+    """Runs the elements [first, first + count) of one map node, as the execution's workflow
+    runs a node, and collects their outputs into the chunk's part of the node's outputs."""
+
+    @workflow.signal
+    def attempt_finished(self, event: AttemptFinished) -> None:
+        self._record(event)
+
+    @workflow.run
+    async def run(self, args: MapChunkInput) -> ChunkResult:
+        self._local_batched = True  # chunks were introduced after `LOCAL_BATCHED`
+        node = args.node
+        units = _Units(self, args.execution_id, {node.node_id: node}, workflow.info().workflow_id)
+        units.add(node.node_id, list(range(args.first, args.first + args.count)))
+        try:
+            while True:
+                await units.launch()
+                if units.complete():
+                    break
+                if units.running:
+                    await workflow.wait_condition(units.any_finished)
+                    units.collect()
+        except _NodeFailed as failed:
+            return ChunkResult(failed.finish.failed_attempt_id, failed.finish.message)
+        ref = ChunkRef(args.execution_id, node.node_id, args.chunk, args.first, args.count)
+        await self._activity("complete_chunk", ref)
+        return ChunkResult()
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class ExecutionWorkflow(_Orchestrator):
+    @workflow.signal
+    def attempt_finished(self, event: AttemptFinished) -> None:
+        self._record(event)
+
     @workflow.run
     async def run(self, args: ExecutionInput) -> str:
         execution_id = args.execution_id
@@ -172,9 +461,12 @@ class ExecutionWorkflow:
         # without the patch, which then keeps its own command sequence to the end.
         self._local_batched = workflow.patched(LOCAL_BATCHED)
         try:
-            plan = await self._activity("begin_execution", execution_id, ExecutionPlan)
-            assert isinstance(plan, ExecutionPlan)
-            await self._walk(execution_id, plan)
+            if args.resume is None:
+                plan = await self._activity("begin_execution", execution_id, ExecutionPlan)
+                assert isinstance(plan, ExecutionPlan)
+                await self._walk(execution_id, plan)
+            else:
+                await self._walk(execution_id, args.resume.plan, args.resume)
         except asyncio.CancelledError:
             return await self._finish(FinishExecutionInput(execution_id, "CANCELLED"))
         except _NodeFailed as failed:
@@ -182,126 +474,121 @@ class ExecutionWorkflow:
         except Exception as err:
             # A local activity that the cancellation caught before it started ends with
             # temporalio's CancelledError, not asyncio's: the execution is cancelled all the
-            # same (uncaught, it would end the workflow without `finish_execution`).
-            if not (self._local_batched and is_cancelled_exception(err)):
+            # same (uncaught, it would end the workflow without `finish_execution`). So does
+            # a start refused because the execution finished meanwhile; `finish_execution`
+            # then only cancels what is still active.
+            if not (self._local_batched and (is_cancelled_exception(err) or _finished(err))):
                 raise
             return await self._finish(FinishExecutionInput(execution_id, "CANCELLED"))
         return await self._finish(FinishExecutionInput(execution_id, "SUCCEEDED"))
 
-    async def _walk(self, execution_id: str, plan: ExecutionPlan) -> None:
+    async def _walk(
+        self, execution_id: str, plan: ExecutionPlan, resume: Resume | None = None
+    ) -> None:
         nodes = {n.node_id: n for n in plan.nodes}
-        done: set[str] = set()
-        waiting: dict[str, list[Unit]] = {}  # started nodes -> units not yet launched
-        unfinished: dict[str, int] = {}  # started nodes -> units not yet succeeded
-        tries: dict[Unit, int] = {}  # attempts started: the next attempt's number
-        failures: dict[Unit, int] = {}  # user retries used (FAILED, CANCELLED by the agent)
-        losses: dict[Unit, int] = {}  # system retries used (LOST with a cluster)
-        running: dict[Unit, str] = {}  # unit -> attempt id
-
-        def launched(unit: Unit, start: AttemptStart) -> None:
-            if start.cached:
-                unfinished[unit[0]] -= 1
-                return
-            running[unit] = start.attempt_id
-            if start.finished is not None:  # handled below like its signal
-                self._finished[start.attempt_id] = start.finished
+        done: set[str] = set(resume.done) if resume else set()
+        carried: dict[str, list[UnitTries]] = {}
+        for tried in resume.units if resume else []:
+            carried.setdefault(tried.node_id, []).append(tried)
+        units = _Units(self, execution_id, nodes)
+        chunked: dict[str, asyncio.Task[int]] = {}  # map nodes run by chunk workflows
 
         while len(done) < len(nodes):
-            # Expand newly ready nodes into units.
+            # Expand newly ready nodes into units, or chunks.
             for node in plan.nodes:
-                if node.node_id in done or node.node_id in unfinished:
+                if node.node_id in done or node.node_id in units.unfinished:
+                    continue
+                if node.node_id in chunked:
                     continue
                 if all(u in done for u in node.upstream):
                     count = await self._expand(execution_id, node)
-                    indexes = list(range(count)) if node.is_map else [NO_MAP_INDEX]
-                    waiting[node.node_id] = [(node.node_id, i) for i in indexes]
-                    unfinished[node.node_id] = len(indexes)
-            # Launch units within each node's concurrency.
-            if self._local_batched:
-                await self._launch_together(execution_id, nodes, waiting, running, tries, launched)
-            else:
-                for node_id, queue in waiting.items():
-                    limit = nodes[node_id].concurrency or _UNLIMITED
-                    active = sum(1 for unit in running if unit[0] == node_id)
-                    while queue and active < limit:
-                        unit = queue.pop(0)
-                        tries[unit] = tries.get(unit, 0) + 1
-                        start = await self._activity(
-                            "start_attempt",
-                            StartAttemptInput(execution_id, unit[0], tries[unit], unit[1]),
-                            AttemptStart,
+                    if node.is_map and plan.map_chunk and count > plan.map_chunk:
+                        chunked[node.node_id] = asyncio.create_task(
+                            self._run_chunks(execution_id, node, count, plan.map_chunk)
                         )
-                        assert isinstance(start, AttemptStart)
-                        launched(unit, start)
-                        if not start.cached:
-                            active += 1
+                        continue
+                    indexes = list(range(count)) if node.is_map else [NO_MAP_INDEX]
+                    if node.node_id in carried:
+                        units.resume(node.node_id, indexes, carried.pop(node.node_id))
+                    else:
+                        units.add(node.node_id, indexes)
+            await units.launch()
             # Complete nodes whose units all succeeded.
-            for node_id in [n for n, left in unfinished.items() if left == 0]:
+            complete = units.complete()
+            complete += [node_id for node_id, task in chunked.items() if task.done()]
+            for node_id in complete:
+                chunks = chunked.pop(node_id).result() if node_id in chunked else 0
                 if nodes[node_id].completes or not self._local_batched:
-                    await self._activity("complete_node", NodeRef(execution_id, node_id))
-                del unfinished[node_id]
-                del waiting[node_id]
+                    await self._activity("complete_node", NodeRef(execution_id, node_id, chunks))
                 done.add(node_id)
-            if len(done) == len(nodes) or not running:
+            if len(done) == len(nodes):
+                continue
+            if plan.continue_after_events and not chunked and self._history_is_long(plan):
+                workflow.continue_as_new(
+                    ExecutionInput(execution_id, Resume(plan, sorted(done), units.carried()))
+                )
+            if not units.running and not chunked:
                 continue
             await workflow.wait_condition(
-                lambda: any(a in self._finished for a in running.values())
+                lambda: units.any_finished() or any(task.done() for task in chunked.values())
             )
-            for unit, attempt_id in list(running.items()):
-                event = self._finished.get(attempt_id)
-                if event is None:
-                    continue
-                del running[unit]
-                if event.status == "SUCCEEDED":
-                    unfinished[unit[0]] -= 1
-                    continue
-                if event.status == "LOST":
-                    # Not the task's fault: retried elsewhere without using its retries.
-                    losses[unit] = losses.get(unit, 0) + 1
-                    retry = losses[unit] <= MAX_SYSTEM_RETRIES
-                else:
-                    failures[unit] = failures.get(unit, 0) + 1
-                    retry = failures[unit] <= nodes[unit[0]].retries
-                if not retry:
-                    raise _NodeFailed(FinishExecutionInput(execution_id, "FAILED", attempt_id))
-                workflow.logger.info("retrying %s after %s", unit, event.status)
-                waiting[unit[0]].insert(0, unit)
+            units.collect()
 
-    async def _launch_together(
-        self,
-        execution_id: str,
-        nodes: dict[str, PlanNode],
-        waiting: dict[str, list[Unit]],
-        running: dict[Unit, str],
-        tries: dict[Unit, int],
-        launched: Callable[[Unit, AttemptStart], None],
-    ) -> None:
-        """Start every unit that may start now, `START_BATCH` units per `start_attempts`.
+    @staticmethod
+    def _history_is_long(plan: ExecutionPlan) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() > plan.continue_after_events
+        )
 
-        The units and their order are those the start per unit chose: each node's queue in
-        order, up to the node's concurrency. A unit answered from the cache holds no slot, so
-        the slots it leaves are filled by the next round."""
-        while True:
-            batch: list[Unit] = []
-            for node_id, queue in waiting.items():
-                limit = nodes[node_id].concurrency or _UNLIMITED
-                free = limit - sum(1 for unit in running if unit[0] == node_id)
-                if free > 0 and queue:
-                    batch += queue[:free]
-                    del queue[:free]
-            if not batch:
-                return
-            for first in range(0, len(batch), START_BATCH):
-                chunk = batch[first : first + START_BATCH]
-                for unit in chunk:
-                    tries[unit] = tries.get(unit, 0) + 1
-                units = [UnitStart(unit[0], unit[1], tries[unit]) for unit in chunk]
-                result = await self._activity(
-                    "start_attempts", StartAttemptsInput(execution_id, units), AttemptStarts
+    async def _run_chunks(self, execution_id: str, node: PlanNode, count: int, size: int) -> int:
+        """Run a map node as child workflows of at most `size` units each; returns how many.
+
+        With a `concurrency`, only as many chunks run at once as that many units need, each
+        with an equal share of it. The first chunk that fails fails the node; the others end
+        with the execution (children are terminated when their parent closes)."""
+        spans = [
+            (k, first, min(size, count - first)) for k, first in enumerate(range(0, count, size))
+        ]
+        at_once = len(spans)
+        share = node.concurrency
+        if node.concurrency:
+            at_once = min(len(spans), -(-node.concurrency // size))
+            share = node.concurrency // at_once
+        queue = list(spans)
+        active: dict[int, asyncio.Task[ChunkResult]] = {}
+        while queue or active:
+            while queue and len(active) < at_once:
+                chunk, first, units = queue.pop(0)
+                active[chunk] = asyncio.create_task(
+                    workflow.execute_child_workflow(
+                        MapChunkWorkflow.run,
+                        MapChunkInput(
+                            execution_id, replace(node, concurrency=share), chunk, first, units
+                        ),
+                        id=chunk_workflow_id(execution_id, node.node_id, chunk),
+                    )
                 )
-                assert isinstance(result, AttemptStarts) and len(result.starts) == len(chunk)
-                for unit, start in zip(chunk, result.starts, strict=True):
-                    launched(unit, start)
+            await workflow.wait_condition(lambda: any(t.done() for t in active.values()))
+            for chunk in [k for k, task in active.items() if task.done()]:
+                try:
+                    result = active.pop(chunk).result()
+                except ChildWorkflowError as err:
+                    raise _NodeFailed(
+                        FinishExecutionInput(
+                            execution_id,
+                            "FAILED",
+                            message=f"{node.node_id}: chunk {chunk}: {err.cause or err}",
+                        )
+                    ) from None
+                if result.failed_attempt_id or result.message:
+                    raise _NodeFailed(
+                        FinishExecutionInput(
+                            execution_id, "FAILED", result.failed_attempt_id, result.message
+                        )
+                    )
+        return len(spans)
 
     async def _expand(self, execution_id: str, node: PlanNode) -> int:
         """How many units a node has: 1, or a map node's element count."""

@@ -1,10 +1,11 @@
-"""Delivers finished attempts to their execution's workflow, durably (an outbox).
+"""Delivers finished attempts to the workflow waiting for them, durably (an outbox).
 
 A terminal state is committed first (agent report, LOST marking); delivery to Temporal comes
 after and may fail or be cut short by a restart. Every terminal attempt without `signalled_at`
 is therefore signalled again, right away by whoever finished it and every few seconds by this
 loop, until Temporal has it. The workflow's signal handler is idempotent, so a repeat is
-harmless.
+harmless. The workflow is the execution's own, or for the element of a large map node, the
+chunk workflow that created the attempt (`TaskAttempt.workflow_id`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from control_plane.orchestration.workflows import AttemptFinished
 
 log = logging.getLogger(__name__)
 
-# Sends a finished attempt to its execution's workflow (a Temporal signal). Returns normally
+# Sends a finished attempt to the workflow of that id (a Temporal signal). Returns normally
 # when the workflow has it or has already closed; raises when it should be tried again.
 AttemptFinishedSink = Callable[[str, AttemptFinished], Awaitable[None]]
 # How many signals are in flight at once.
@@ -52,7 +53,7 @@ class FinishNotifier:
     async def _deliver(self, item: attempts_repo.FinishedAttempt) -> bool:
         try:
             await self._sink(
-                item.execution_id, AttemptFinished(item.attempt_id, item.status, item.message)
+                item.workflow_id, AttemptFinished(item.attempt_id, item.status, item.message)
             )
         except Exception:
             log.warning(

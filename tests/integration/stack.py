@@ -162,6 +162,9 @@ def start_stack(
         "FLEETFLOW_AGENT_LOG_UPLOAD_INTERVAL_SECONDS": "1",
         "FLEETFLOW_API_URL": f"http://127.0.0.1:{api_port}",
         "FLEETFLOW_CONFIG": str(home / "cli-config.json"),
+        # Map nodes of more than 4 elements run as chunk workflows (1,000 in production), so
+        # the tests' maps take both paths.
+        "FLEETFLOW_TEMPORAL_MAP_CHUNK": "4",
         **(extra_env or {}),
     }
     # The CLI run by `Stack.cli` logs in as the platform admin.

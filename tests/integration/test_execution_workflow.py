@@ -26,16 +26,19 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from control_plane.orchestration.workflows import (
+    EXECUTION_FINISHED,
     LOCAL_BATCHED,
     MAX_SYSTEM_RETRIES,
     START_BATCH,
     AttemptFinished,
     AttemptStart,
     AttemptStarts,
+    ChunkRef,
     ExecutionInput,
     ExecutionPlan,
     ExecutionWorkflow,
     FinishExecutionInput,
+    MapChunkWorkflow,
     NodeRef,
     PlanNode,
     StartAttemptInput,
@@ -79,6 +82,10 @@ class FakeActivities:
         self.started: list[tuple[str, int]] = []
         self.batches: list[int] = []  # units per `start_attempts`
         self.completed: list[str] = []
+        self.chunks_completed: list[ChunkRef] = []
+        self.chunks_per_node: dict[str, int] = {}  # complete_node's `chunks`
+        self.signalled_to: dict[str, str] = {}  # unit -> the workflow told of its end
+        self.refuse_starts = False  # `start_attempts` as for an execution that finished
         self.finished: list[FinishExecutionInput] = []
         self.active: set[str] = set()
         self.max_active: dict[str, int] = {}
@@ -96,7 +103,7 @@ class FakeActivities:
         return size
 
     @activity.defn(name="start_attempt")
-    async def start_attempt(self, args: StartAttemptInput) -> AttemptStart:
+    async def start_attempt(self, args: StartAttemptInput, workflow_id: str = "") -> AttemptStart:
         unit = args.node_id if args.map_index < 0 else f"{args.node_id}[{args.map_index}]"
         self.started.append((unit, args.attempt_number))
         attempt_id = f"{unit}#{args.attempt_number}"
@@ -107,7 +114,8 @@ class FakeActivities:
         self.max_active[args.node_id] = max(self.max_active.get(args.node_id, 0), same_node)
         if unit not in self.hold:
             status = self.outcomes.get((unit, args.attempt_number), "SUCCEEDED")
-            handle = self.client.get_workflow_handle(args.execution_id)
+            self.signalled_to[unit] = workflow_id or args.execution_id
+            handle = self.client.get_workflow_handle(workflow_id or args.execution_id)
             # Like an agent report: arrives after the activity has returned.
             asyncio.get_running_loop().call_later(
                 0.05, self._report, handle, unit, attempt_id, status
@@ -122,12 +130,15 @@ class FakeActivities:
 
     @activity.defn(name="start_attempts")
     async def start_attempts(self, args: StartAttemptsInput) -> AttemptStarts:
+        if self.refuse_starts:
+            raise ApplicationError("already CANCELLED", type=EXECUTION_FINISHED, non_retryable=True)
         self.batches.append(len(args.units))
         starts = [
             await self.start_attempt(
                 StartAttemptInput(
                     args.execution_id, unit.node_id, unit.attempt_number, unit.map_index
-                )
+                ),
+                args.workflow_id,
             )
             for unit in args.units
         ]
@@ -136,6 +147,12 @@ class FakeActivities:
     @activity.defn(name="complete_node")
     async def complete_node(self, ref: NodeRef) -> None:
         self.completed.append(ref.node_id)
+        self.chunks_per_node[ref.node_id] = ref.chunks
+
+    @activity.defn(name="complete_chunk")
+    async def complete_chunk(self, ref: ChunkRef) -> None:
+        if ref not in self.chunks_completed:  # may run again, as `finish_execution`
+            self.chunks_completed.append(ref)
 
     @activity.defn(name="finish_execution")
     async def finish_execution(self, args: FinishExecutionInput) -> None:
@@ -152,6 +169,7 @@ class FakeActivities:
             self.start_attempts,
             self.start_attempt,
             self.complete_node,
+            self.complete_chunk,
             self.finish_execution,
         ]
 
@@ -181,20 +199,21 @@ FAN_OUT = ExecutionPlan(
 )
 
 
+WORKFLOWS = [ExecutionWorkflow, MapChunkWorkflow]
+
+
 async def run_plan(env: WorkflowEnvironment, fakes: FakeActivities, record: str = "") -> str:
     # A fresh id per run: a late signal scripted by an earlier test cannot reach this one.
     execution = fakes.execution_id
     queue = f"q-{execution}"
-    async with Worker(
-        env.client, task_queue=queue, workflows=[ExecutionWorkflow], activities=fakes.all()
-    ):
+    async with Worker(env.client, task_queue=queue, workflows=WORKFLOWS, activities=fakes.all()):
         # As in production, the workflow id is the execution id.
         handle = await env.client.start_workflow(
             ExecutionWorkflow.run, ExecutionInput(execution), id=execution, task_queue=queue
         )
         result = await asyncio.wait_for(handle.result(), timeout=60)
-        history = await handle.fetch_history()
-    await Replayer(workflows=[ExecutionWorkflow]).replay_workflow(history)
+        history = await handle.fetch_history()  # the first run's, when it continued as new
+    await Replayer(workflows=WORKFLOWS).replay_workflow(history)
     assert _took_the_patched_path(history)
     if record and os.environ.get("FLEETFLOW_RECORD_HISTORIES"):
         HISTORIES.mkdir(exist_ok=True)
@@ -293,7 +312,7 @@ async def test_cancelling_the_workflow_cancels_the_execution(env: WorkflowEnviro
     fakes = FakeActivities(env.client, DIAMOND, hold={"b"})
     execution = fakes.execution_id
     async with Worker(
-        env.client, task_queue="q-cancel", workflows=[ExecutionWorkflow], activities=fakes.all()
+        env.client, task_queue="q-cancel", workflows=WORKFLOWS, activities=fakes.all()
     ):
         handle = await env.client.start_workflow(
             ExecutionWorkflow.run, ExecutionInput(execution), id=execution, task_queue="q-cancel"
@@ -319,10 +338,114 @@ async def test_endless_losses_fail_the_execution(env: WorkflowEnvironment) -> No
     assert fakes.finished[0].failed_attempt_id == f"c#{MAX_SYSTEM_RETRIES + 1}"
 
 
+# As `begin_execution` plans it, with chunks of 3 elements (1,000 by default).
+CHUNKED = ExecutionPlan(
+    nodes=[
+        PlanNode("prep", [], 0, completes=False),
+        PlanNode("train", ["prep"], 1, is_map=True),
+        PlanNode("pick", ["train"], 0, completes=False),
+    ],
+    map_chunk=3,
+)
+
+
+async def _runs(client: Client, workflow_id: str) -> int:
+    """How many runs the workflow had: each continued-as-new run names the one before."""
+    runs, run_id = 0, ""
+    while True:
+        history = await client.get_workflow_handle(
+            workflow_id, run_id=run_id or None
+        ).fetch_history()
+        runs += 1
+        started = history.events[0].workflow_execution_started_event_attributes
+        if not started.continued_execution_run_id:
+            return runs
+        run_id = started.continued_execution_run_id
+
+
+def _signals(history: WorkflowHistory) -> int:
+    return sum(
+        1
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+    )
+
+
+async def test_a_large_map_runs_as_chunk_workflows(env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(
+        env.client, CHUNKED, {("train[4]", 1): "FAILED"}, map_sizes={"train": 10}
+    )
+    assert await run_plan(env, fakes, "map_chunks") == "SUCCEEDED"
+    execution = fakes.execution_id
+    # Every element ran, its retry too, each told to the chunk that started it.
+    assert sorted(fakes.started) == sorted(
+        [("prep", 1), ("pick", 1), ("train[4]", 2)] + [(f"train[{i}]", 1) for i in range(10)]
+    )
+    assert fakes.signalled_to["train[4]"] == f"{execution}/train/chunk-1"
+    assert fakes.signalled_to["train[9]"] == f"{execution}/train/chunk-3"
+    assert fakes.signalled_to["prep"] == execution
+    assert sorted((c.chunk, c.first, c.count) for c in fakes.chunks_completed) == [
+        (0, 0, 3),
+        (1, 3, 3),
+        (2, 6, 3),
+        (3, 9, 1),
+    ]
+    assert fakes.completed == ["train"] and fakes.chunks_per_node["train"] == 4
+    # The parent heard of its own two attempts only; each chunk of its own elements.
+    parent = await env.client.get_workflow_handle(execution).fetch_history()
+    assert _signals(parent) == 2
+    chunk = await env.client.get_workflow_handle(f"{execution}/train/chunk-1").fetch_history()
+    assert _signals(chunk) == 4  # three elements and the retry
+    await Replayer(workflows=WORKFLOWS).replay_workflow(chunk)
+
+
+async def test_chunks_share_the_map_nodes_concurrency(env: WorkflowEnvironment) -> None:
+    plan = ExecutionPlan(nodes=[PlanNode("train", [], 0, is_map=True, concurrency=4)], map_chunk=3)
+    fakes = FakeActivities(env.client, plan, map_sizes={"train": 12})
+    assert await run_plan(env, fakes) == "SUCCEEDED"
+    assert len({u for u, _ in fakes.started}) == 12
+    # Two chunks at once (4 units need two of 3), each with 2 of the node's 4.
+    assert fakes.max_active["train"] == 4
+
+
+async def test_a_chunk_out_of_retries_fails_the_execution(env: WorkflowEnvironment) -> None:
+    outcomes = {("train[7]", 1): "FAILED", ("train[7]", 2): "FAILED"}
+    fakes = FakeActivities(env.client, CHUNKED, outcomes, map_sizes={"train": 10})
+    assert await run_plan(env, fakes) == "FAILED"
+    assert fakes.finished[0].failed_attempt_id == "train[7]#2"
+    assert ("pick", 1) not in fakes.started
+
+
+async def test_a_long_workflow_continues_as_new_without_starting_anything_twice(
+    env: WorkflowEnvironment,
+) -> None:
+    # A chain of 30 with a retry in the middle, in a history capped at 60 events: it has to
+    # continue as new several times, with attempts in flight each time.
+    chain = ExecutionPlan(
+        nodes=[PlanNode(f"n{i}", [f"n{i - 1}"] if i else [], 1) for i in range(30)],
+        continue_after_events=60,
+    )
+    fakes = FakeActivities(env.client, chain, {("n15", 1): "FAILED"})
+    assert await run_plan(env, fakes, "chain_continued") == "SUCCEEDED"
+    tries = {(unit, number) for unit, number in fakes.started}
+    assert tries == {(f"n{i}", 1) for i in range(30)} | {("n15", 2)}
+    assert await _runs(env.client, fakes.execution_id) > 2
+    assert fakes.finished == [FinishExecutionInput(fakes.execution_id, "SUCCEEDED")]
+
+
+async def test_a_start_refused_because_the_execution_finished_ends_it_cancelled(
+    env: WorkflowEnvironment,
+) -> None:
+    fakes = FakeActivities(env.client, DIAMOND)
+    fakes.refuse_starts = True
+    assert await run_plan(env, fakes) == "CANCELLED"
+    assert fakes.finished == [FinishExecutionInput(fakes.execution_id, "CANCELLED")]
+
+
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
 async def test_recorded_histories_still_replay(path: Path) -> None:
     history = WorkflowHistory.from_json(f"wf-{path.stem}", path.read_text())
-    await Replayer(workflows=[ExecutionWorkflow]).replay_workflow(history)
+    await Replayer(workflows=WORKFLOWS).replay_workflow(history)
     # Each on the path it was recorded on: before the patch, ordinary activities only.
     assert _took_the_patched_path(history) == path.stem.endswith(RECORDED_SUFFIX)
 

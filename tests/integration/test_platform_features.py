@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from control_plane.db.models import Execution
+from control_plane.db.models import Execution, TaskAttempt
 from control_plane.db.session import make_engine
 from fleetflow.api_models.executions import AttemptLog
 from fleetflow.client import Client
@@ -33,6 +33,23 @@ def test_map_task_fans_out_one_attempt_per_element(stack: Stack) -> None:
     assert final.outputs == {"o0": sum(x * x + 1 for x in range(5))}
     elements = sorted(a.map_index for a in final.attempts if a.map_index is not None)
     assert elements == [0, 1, 2, 3, 4]
+    # Five elements, chunks of 4 in the test stacks: two chunk workflows ran them, and each
+    # was told of its own elements' ends.
+    engine = make_engine(stack.database_url)
+    with engine.connect() as db:
+        told = dict(
+            db.execute(
+                select(TaskAttempt.map_index, TaskAttempt.workflow_id).where(
+                    TaskAttempt.execution_id == execution_id
+                )
+            ).all()
+        )
+    engine.dispose()
+    node = next(a.node_id for a in final.attempts if a.map_index is not None)
+    assert told == {
+        -1: None,
+        **{i: f"{execution_id}/{node}/chunk-{i // 4}" for i in range(5)},
+    }
 
 
 def test_cached_task_is_not_dispatched_twice(

@@ -68,6 +68,8 @@ class NewAttempt:
     inputs_uri: str
     outputs_uri: str
     cache_hit: bool = False
+    # The workflow to signal when it finishes, when not the execution's own (a map chunk).
+    workflow_id: str | None = None
 
 
 def create_attempts(
@@ -99,6 +101,7 @@ def create_attempts(
                 "outputs_uri": attempt.outputs_uri,
                 "created_at": created,
                 "finished_at": created if attempt.cache_hit else None,
+                "workflow_id": attempt.workflow_id,
             }
         )
     insert_ignoring_conflicts(session, TaskAttempt, rows)
@@ -386,7 +389,7 @@ def lose_attempts_of_silent_clusters(session: Session, *, grace: timedelta) -> l
 @dataclass(frozen=True)
 class FinishedAttempt:
     attempt_id: str
-    execution_id: str
+    workflow_id: str  # the workflow waiting for it: the execution's, or a map chunk's
     status: str
     message: str
 
@@ -403,7 +406,10 @@ def unsignalled_finished(session: Session, limit: int = 200) -> list[FinishedAtt
         .order_by(TaskAttempt.finished_at)
         .limit(limit)
     ).all()
-    return [FinishedAttempt(a.id, a.execution_id, a.status, a.error_message or "") for a in rows]
+    return [
+        FinishedAttempt(a.id, a.workflow_id or a.execution_id, a.status, a.error_message or "")
+        for a in rows
+    ]
 
 
 def mark_signalled(session: Session, attempt_ids: list[str]) -> None:

@@ -16,22 +16,26 @@ from urllib.parse import urlparse
 import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, sessionmaker
+from temporalio.exceptions import ApplicationError
 
-from control_plane.db.models import TaskAttempt
-from control_plane.db.repositories.executions import create_execution
+from control_plane.db.models import Execution, TaskAttempt
+from control_plane.db.repositories import attempts as attempts_repo
+from control_plane.db.repositories.executions import create_execution, move_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import transaction
 from control_plane.orchestration.activities import ExecutionActivities
 from control_plane.orchestration.workflows import (
+    EXECUTION_FINISHED,
     AttemptStart,
+    ChunkRef,
     NodeRef,
     StartAttemptInput,
     StartAttemptsInput,
     UnitStart,
 )
 from fleetflow import map_task, task, workflow
-from fleetflow.states import NO_MAP_INDEX, AttemptState
+from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
 from fleetflow.storage import LocalBlobStore
 
 BUNDLE = "d" * 64
@@ -238,3 +242,63 @@ def test_activities_read_neither_attempts_nor_a_spec_they_already_parsed(
     assert not [s for s in first + second if "task_attempts" in s]
     assert len([s for s in first if "workflow_specs" in s]) <= 1
     assert not [s for s in second if "workflow_specs" in s]
+
+
+def test_a_large_map_is_collected_chunk_by_chunk_and_each_chunk_hears_of_its_own(
+    activities: ExecutionActivities,
+    session_factory: sessionmaker[Session],
+    blobs: LocalBlobStore,
+    execution_id: str,
+) -> None:
+    (first,) = activities.start_attempts(
+        StartAttemptsInput(execution_id, [UnitStart(NUMBERS, NO_MAP_INDEX, 1)])
+    ).starts
+    succeed(session_factory, first.attempt_id, {"o0": [1, 2, 3, 4, 5]})
+    chunks = [(0, 0, 3), (1, 3, 2)]  # elements [0, 3) and [3, 5)
+    for chunk, begin, count in chunks:
+        chunk_workflow = f"{execution_id}/{SQUARE}/chunk-{chunk}"
+        units = [UnitStart(SQUARE, i, 1) for i in range(begin, begin + count)]
+        starts = activities.start_attempts(
+            StartAttemptsInput(execution_id, units, chunk_workflow)
+        ).starts
+        for unit, start in zip(units, starts, strict=True):
+            succeed(session_factory, start.attempt_id, {"o0": unit.map_index * 100})
+        activities.complete_chunk(ChunkRef(execution_id, SQUARE, chunk, begin, count))
+    activities.complete_node(NodeRef(execution_id, SQUARE, chunks=len(chunks)))
+
+    # The node's outputs are the chunks' parts in element order, as an unchunked node's.
+    node_outputs = activities._node_outputs  # what the next node's inputs resolve from
+    with session_factory() as session:
+        execution = session.get_one(Execution, execution_id)
+        node = SPEC.node(SQUARE)
+        assert node_outputs(session, execution, node) == {"o0": [0, 100, 200, 300, 400]}
+    # Each finished attempt is signalled to the chunk that created it; others to the execution.
+    with session_factory() as session:
+        targets = {
+            (a.node_id, a.map_index): a.workflow_id or execution_id
+            for a in attempts_of(session_factory, execution_id)
+        }
+        pending = {f.attempt_id: f.workflow_id for f in attempts_repo.unsignalled_finished(session)}
+    assert targets[(NUMBERS, NO_MAP_INDEX)] == execution_id
+    assert targets[(SQUARE, 1)] == f"{execution_id}/{SQUARE}/chunk-0"
+    assert targets[(SQUARE, 4)] == f"{execution_id}/{SQUARE}/chunk-1"
+    assert sorted(set(pending.values())) == sorted(
+        {execution_id, f"{execution_id}/{SQUARE}/chunk-0", f"{execution_id}/{SQUARE}/chunk-1"}
+    )
+
+
+def test_no_attempt_starts_for_an_execution_that_finished_meanwhile(
+    activities: ExecutionActivities, session_factory: sessionmaker[Session], execution_id: str
+) -> None:
+    # A cancel that lands while `start_attempts` runs: whichever commits first, no attempt
+    # is left PENDING for a finished execution.
+    activities.begin_execution(execution_id)
+    with transaction(session_factory) as session:
+        move_execution(session, session.get_one(Execution, execution_id), ExecutionState.CANCELLED)
+    with pytest.raises(ApplicationError) as refused:
+        activities.start_attempts(
+            StartAttemptsInput(execution_id, [UnitStart(NUMBERS, NO_MAP_INDEX, 1)])
+        )
+    assert refused.value.type == EXECUTION_FINISHED and refused.value.non_retryable
+    assert "already CANCELLED" in str(refused.value)
+    assert attempts_of(session_factory, execution_id) == []
