@@ -10,7 +10,8 @@ node, and every task body ran exactly once (the workflow's tasks leave a marker 
 The agent test SIGKILLs the agent repeatedly while a batch runs. Tasks die with their agent, so
 an attempt killed mid-run is LOST and runs again as a system retry: there a body may run more
 than once, never more often than its node has attempts, and exactly one attempt per node
-succeeds with the right output.
+succeeds with the right output. The same holds for a map node run as chunk workflows (the
+test stacks chunk maps of more than 4 elements), each element's end told to its chunk.
 
 FLEETFLOW_HARDENING_ROUNDS sets the number of kills; without it, `make test` kills a few times
 and `make test-hardening` (FLEETFLOW_HARDENING_EXAMPLES above the fast 10) more.
@@ -115,8 +116,8 @@ class Registered:
         return dict(self.workflow_fn.inputs_to_literals(values))
 
 
-def register(stack: Stack, marker_dir: Path) -> Registered:
-    wf, root = load_workflow(WORKFLOWS, "two_steps")
+def register(stack: Stack, marker_dir: Path, workflow: str = "two_steps") -> Registered:
+    wf, root = load_workflow(WORKFLOWS, workflow)
     digest, data = build_bundle(root)
     with stack.client() as client:
         client.workflows.upload_bundle(digest, data)
@@ -369,28 +370,7 @@ def test_killing_the_agent_repeatedly_completes_every_execution_once(
             )
             acknowledged[key] = str(created.id)
 
-    def tasks_running() -> list[int]:
-        return [pid for pid in task_pids(workflow.marker_dir) if is_task_process(pid)]
-
-    def killable() -> list[int]:
-        """Running tasks whose step has not been killed often: once the batch thins out, the
-        only task running may be one step's retry, and killing it every round would exhaust
-        its system retries (MAX_SYSTEM_RETRIES), which is the platform's limit, not a loss."""
-        runs = runs_of(workflow.marker_dir)
-        steps = steps_of(workflow.marker_dir)
-        return [
-            pid
-            for pid in tasks_running()
-            if pid in steps and runs[steps[pid]] <= KILLS_PER_STEP  # a new one: next poll
-        ]
-
-    for _ in range(rounds):
-        # Kill while a task body runs (one has started since the last restart), and start
-        # the agent again once its tasks have died with it.
-        stack.wait_for(killable, "a task to run", timeout=90)
-        sigkill(stack.children.pop("agent"))
-        stack.wait_for(lambda: not tasks_running(), "the tasks to die with the agent", 30)
-        stack.children["agent"] = start_agent(stack)
+    kill_the_agent_while_tasks_run(stack, workflow.marker_dir, rounds)
 
     finished, runs = check_outcome(stack, workflow, acknowledged, timeout=240)
     reruns = 0
@@ -407,6 +387,70 @@ def test_killing_the_agent_repeatedly_completes_every_execution_once(
         f"\nagent: {len(acknowledged)} executions, {rounds} SIGKILLs, lost 0, one SUCCEEDED "
         f"attempt per task; LOST attempts (system retries) {lost}, task bodies run again {reruns}"
     )
+
+
+def test_killing_the_agent_during_a_chunked_map_runs_every_element_once(
+    exchange_dir: Path, crash_stack: Stack, tmp_path: Path
+) -> None:
+    stack, rounds = crash_stack, kills(fast=2, full=5)
+    workflow = register(stack, exchange_dir / "markers", "fan_out")
+    key, elements = f"map-{tmp_path.name}", 14  # chunks of 4, 4, 4 and 2 elements
+    inputs = {"tag": key, "n": elements, "seconds": 1.0, "marker_dir": str(workflow.marker_dir)}
+    with stack.client() as client:
+        execution_id = str(
+            client.executions.create(
+                workflow.name,
+                dict(workflow.workflow_fn.inputs_to_literals(inputs)),
+                version=workflow.version,
+            ).id
+        )
+    kill_the_agent_while_tasks_run(stack, workflow.marker_dir, rounds)
+
+    execution = wait_until_terminal(stack, [execution_id], timeout=240)[execution_id]
+    assert execution.status == "SUCCEEDED", failure_report(key, execution, stack)
+    assert execution.outputs == {"o0": [f"{key}>{i}" for i in range(elements)]}
+    runs = runs_of(workflow.marker_dir)
+    by_element: dict[int, Counter[str]] = {}
+    for attempt in execution.attempts:
+        if attempt.map_index is not None:
+            by_element.setdefault(attempt.map_index, Counter())[attempt.status] += 1
+    assert sorted(by_element) == list(range(elements))
+    lost = 0
+    for index, statuses in by_element.items():
+        assert statuses["SUCCEEDED"] == 1 and set(statuses) <= {"SUCCEEDED", "LOST"}, statuses
+        assert 1 <= runs[(key, index)] <= sum(statuses.values()), (index, runs, statuses)
+        lost += statuses["LOST"]
+    assert lost >= 1, "no element was killed: the kills missed the map"
+    print(  # noqa: T201 - the figures docs/reliability.md quotes (pytest -s)
+        f"\nchunked map: {elements} elements in {-(-elements // 4)} chunks, {rounds} agent "
+        f"SIGKILLs, one SUCCEEDED attempt per element; LOST attempts (system retries) {lost}"
+    )
+
+
+def kill_the_agent_while_tasks_run(stack: Stack, marker_dir: Path, rounds: int) -> None:
+    """SIGKILL the agent `rounds` times, each time while a task body runs (one that started
+    since the last restart), and start it again once its tasks have died with it."""
+
+    def tasks_running() -> list[int]:
+        return [pid for pid in task_pids(marker_dir) if is_task_process(pid)]
+
+    def killable() -> list[int]:
+        """Running tasks whose step has not been killed often: once the batch thins out, the
+        only task running may be one step's retry, and killing it every round would exhaust
+        its system retries (MAX_SYSTEM_RETRIES), which is the platform's limit, not a loss."""
+        runs = runs_of(marker_dir)
+        steps = steps_of(marker_dir)
+        return [
+            pid
+            for pid in tasks_running()
+            if pid in steps and runs[steps[pid]] <= KILLS_PER_STEP  # a new one: next poll
+        ]
+
+    for _ in range(rounds):
+        stack.wait_for(killable, "a task to run", timeout=90)
+        sigkill(stack.children.pop("agent"))
+        stack.wait_for(lambda: not tasks_running(), "the tasks to die with the agent", 30)
+        stack.children["agent"] = start_agent(stack)
 
 
 def seconds(start: datetime, end: datetime | None) -> float:

@@ -1,4 +1,5 @@
-"""A two-step chain for crash-consistency tests (tests/hardening/test_crash_consistency.py).
+"""A two-step chain and a fan-out for crash-consistency tests
+(tests/hardening/test_crash_consistency.py).
 
 Every run of a step's body creates `<marker_dir>/<tag>.<index>.<pid>.run` as it starts, so the
 test counts how often each task really ran, whatever the platform recorded. A file per run, not
@@ -12,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from fleetflow import task, workflow
+from fleetflow import map_task, task, workflow
 
 
 @task
@@ -27,3 +28,16 @@ def two_steps(tag: str, seconds: float, marker_dir: str) -> str:
     """`<tag>>1>2`: the second step consumes the first one's output."""
     first = step(previous=tag, tag=tag, index=1, seconds=seconds, marker_dir=marker_dir)
     return step(previous=first, tag=tag, index=2, seconds=seconds, marker_dir=marker_dir)
+
+
+@task
+def indices(n: int) -> list[int]:
+    return list(range(n))
+
+
+@workflow
+def fan_out(tag: str, n: int, seconds: float, marker_dir: str) -> list[str]:
+    """`[<tag>>0, …, <tag>>n-1]`: one `step` per element, its index as the step's."""
+    return map_task(step)(
+        previous=tag, tag=tag, index=indices(n=n), seconds=seconds, marker_dir=marker_dir
+    )
