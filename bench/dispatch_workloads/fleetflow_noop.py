@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fleetflow import Resources, task, workflow
+from fleetflow import Resources, map_task, task, workflow
 
 
 @task
@@ -56,3 +56,14 @@ def make_fan(width: int) -> Any:
         return last
 
     return fan
+
+
+@task
+def elements(n: int) -> list[int]:
+    return list(range(n))
+
+
+@workflow
+def wide_map(n: int) -> list[int]:
+    """`add_one` over `n` elements: one attempt per element (bench/large_map.py)."""
+    return map_task(add_one)(x=elements(n=n))
