@@ -6,8 +6,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pydantic import ValidationError
-
 from control_plane.db.models import TaskAttempt
 from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.files import blob_literals, has_blobs
@@ -65,18 +63,6 @@ def _finite(field: str, value: float) -> float:
     if not math.isfinite(value) or value < 0:
         raise UnleasableAttemptError(f"{field} {value} is not a finite number >= 0")
     return value
-
-
-def spec_for_lease(stored: dict[str, Any]) -> WorkflowSpec:
-    """The stored spec, validated; one that fails says which fields and why, on one line."""
-    try:
-        return WorkflowSpec.model_validate(stored)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise UnleasableAttemptError(f"its workflow spec is invalid: {problems}") from None
 
 
 def takes_blobs(task: TaskSpec) -> bool:

@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import Any, NamedTuple
 
 import grpc
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from control_plane.agent_api.limits import peer_address
 from control_plane.agent_api.mapping import (
@@ -36,7 +36,6 @@ from control_plane.agent_api.mapping import (
     attempt_state_from_proto,
     capacity_to_dict,
     input_blobs,
-    spec_for_lease,
     takes_blobs,
 )
 from control_plane.auth.throttle import AuthLockout
@@ -46,6 +45,7 @@ from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.session import retry_transient, transaction
 from control_plane.metrics import observe_dispatch
+from control_plane.parsed_specs import InvalidStoredSpecError, ParsedSpecs
 from control_plane.services.finish_notifier import FinishNotifier
 from control_plane.services.tenant_blobs import Refused, TenantBlobs
 from control_plane.settings import GrpcSettings, heartbeat_grace
@@ -161,6 +161,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self._on_capacity_freed = on_capacity_freed
         # Whether a report was taken without a secret yet (an attempt leased before secrets).
         self._warned_without_secret = False
+        self._specs = ParsedSpecs()
 
     @property
     def heartbeat_grace(self) -> timedelta:
@@ -293,9 +294,16 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
 
     def _assignment(self, session: Session, lease: attempts_repo.Lease) -> pb.Assignment:
         attempt = lease.attempt
-        execution = session.get_one(Execution, attempt.execution_id)
+        # The row without its attempts (a large map has thousands), and the spec parsed once
+        # per version.
+        execution = session.get_one(
+            Execution, attempt.execution_id, options=[lazyload(Execution.attempts)]
+        )
         tenant = session.get_one(Tenant, execution.tenant_id)
-        spec = spec_for_lease(execution.workflow.spec)
+        try:
+            spec = self._specs.get(session, execution.workflow_spec_id)
+        except InvalidStoredSpecError as exc:
+            raise UnleasableAttemptError(f"its workflow spec is invalid: {exc.problems}") from None
         digest = execution.workflow.bundle_digest
         bundle_uri = self._blobs.uri(bundle_key(tenant.name, digest))
         task = spec.tasks.get(attempt.task_name)

@@ -6,21 +6,18 @@ cache entries are insert-if-absent, and state moves go through the transition po
 refuses repeats.
 
 They run on the hot path of every step, so they read what they need and no more: the execution
-row without its attempts, and the workflow's spec parsed once per version (`_ParsedSpecs`).
+row without its attempts, and the workflow's spec parsed once per version (`ParsedSpecs`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, lazyload, sessionmaker
 from temporalio import activity
@@ -35,7 +32,7 @@ from control_plane.blob_layout import (
     node_prefix,
     outputs_key,
 )
-from control_plane.db.models import Execution, TaskAttempt, Tenant, WorkflowVersion
+from control_plane.db.models import Execution, TaskAttempt, Tenant
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import task_cache
 from control_plane.db.repositories.executions import move_execution
@@ -55,6 +52,7 @@ from control_plane.orchestration.workflows import (
     StartAttemptsInput,
     UnitStart,
 )
+from control_plane.parsed_specs import InvalidStoredSpecError, ParsedSpecs
 from fleetflow.ir import (
     Binding,
     InputBinding,
@@ -69,55 +67,6 @@ from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
 from fleetflow.storage import BlobNotFoundError, BlobStore
 
 log = logging.getLogger(__name__)
-
-
-class InvalidStoredSpecError(Exception):
-    """The execution's stored spec does not validate (stored before registration checked it,
-    or written around it): retrying cannot help."""
-
-
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
-    )
-
-
-class _ParsedSpecs:
-    """The parsed `WorkflowSpec` of the `limit` workflow versions used last, by version id.
-
-    A version's spec never changes once registered (`repositories/workflows.py` only inserts),
-    so a parsed one stays true; activities only read it. A stored spec that does not validate
-    is not kept: it raises `InvalidStoredSpecError` every time. Safe across the activity
-    threads."""
-
-    def __init__(self, limit: int = 64) -> None:
-        self._limit = limit
-        self._specs: OrderedDict[str, WorkflowSpec] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, session: Session, version_id: str) -> WorkflowSpec:
-        with self._lock:
-            spec = self._specs.get(version_id)
-            if spec is not None:
-                self._specs.move_to_end(version_id)
-                return spec
-        stored = session.scalar(
-            select(WorkflowVersion.spec).where(WorkflowVersion.id == version_id)
-        )
-        if stored is None:
-            raise LookupError(f"workflow version {version_id} does not exist")
-        try:
-            spec = WorkflowSpec.model_validate(stored)
-        except ValidationError as exc:
-            raise InvalidStoredSpecError(
-                f"the workflow's spec is invalid: {_describe(exc)}"
-            ) from None
-        with self._lock:
-            self._specs[version_id] = spec
-            self._specs.move_to_end(version_id)
-            while len(self._specs) > self._limit:
-                self._specs.popitem(last=False)
-        return spec
 
 
 class ExecutionActivities:
@@ -143,7 +92,7 @@ class ExecutionActivities:
         self._blobs = blob_store
         self._on_attempt_ready = on_attempt_ready
         self._on_capacity_freed = on_capacity_freed
-        self._specs = _ParsedSpecs()
+        self._specs = ParsedSpecs()
 
     def all(self) -> list[Callable[..., Any]]:
         return [
@@ -158,7 +107,7 @@ class ExecutionActivities:
 
     def _execution(self, session: Session, execution_id: str, *, lock: bool = False) -> Execution:
         # The row alone: its attempts (eager for the API) and its workflow version (whose
-        # spec comes parsed from `_ParsedSpecs`) are read only if something asks for them.
+        # spec comes parsed from `ParsedSpecs`) are read only if something asks for them.
         execution = session.get(
             Execution,
             execution_id,
