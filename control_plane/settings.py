@@ -29,9 +29,13 @@ class TemporalSettings(BaseSettings):
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
     task_queue: str = "fleetflow-executions"
-    # Workflows the worker keeps in memory between tasks. 0 suits the embedded test server
-    # (see control_plane/orchestration/temporal.py); use e.g. 1000 with a real Temporal server.
+    # Workflows the worker keeps in memory between tasks (see make_worker in
+    # control_plane/orchestration/temporal.py): use e.g. 1000, as `fleetflow dev up` does.
     max_cached_workflows: int = Field(default=0, ge=0)
+    # The server never moves a gone worker's workflows off its sticky queue (the Temporal
+    # test server): when a cached worker is replaced, restart every RUNNING execution's
+    # workflow (orchestration/sticky_recovery.py). One worker process only; dev up sets it.
+    sticky_recovery: bool = False
 
 
 class BlobSettings(BaseSettings):
