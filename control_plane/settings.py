@@ -29,14 +29,18 @@ class TemporalSettings(BaseSettings):
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
     task_queue: str = "fleetflow-executions"
-    # Workflows the worker keeps in memory between tasks. 0 suits the embedded test server
-    # (see control_plane/orchestration/temporal.py); use e.g. 1000 with a real Temporal server.
+    # Workflows the worker keeps in memory between tasks (see make_worker in
+    # control_plane/orchestration/temporal.py): use e.g. 1000, as `fleetflow dev up` does.
     max_cached_workflows: int = Field(default=0, ge=0)
     # Bounds on one workflow's history (Temporal refuses one past 51,200 events): a map node
     # of more elements runs as chunk child workflows of at most this many each, and an
     # execution's workflow continues as new past this many events (workflows.py).
     map_chunk: int = Field(default=1000, ge=1, le=5000)
     continue_after_events: int = Field(default=10_000, ge=100, le=40_000)
+    # The server never moves a gone worker's workflows off its sticky queue (the Temporal
+    # test server): when a cached worker is replaced, restart every RUNNING execution's
+    # workflow (orchestration/sticky_recovery.py). One worker process only; dev up sets it.
+    sticky_recovery: bool = False
 
 
 class BlobSettings(BaseSettings):

@@ -9,8 +9,9 @@ explains it (a stack's logs).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -49,18 +50,23 @@ def wait_until(
 
 
 async def wait_until_async(
-    observe: Callable[[], T],
+    observe: Callable[[], T | Awaitable[T]],
     *,
     timeout: float,
     interval: float = 0.02,
     message: str = "the condition",
 ) -> T:
     """`wait_until` for a test on the event loop (it sleeps with `asyncio.sleep`), until what
-    `observe` returns is truthy."""
+    `observe` returns is truthy; `observe` may be a coroutine function (one that asks a
+    server)."""
     wait = _Wait(observe, timeout, message, bool, None)
-    while not wait.over():
+    while True:
+        value = observe()
+        if inspect.isawaitable(value):
+            value = await value
+        if wait.judge(value):
+            return wait.value
         await asyncio.sleep(interval)
-    return wait.value
 
 
 class _Wait(Generic[T]):
@@ -80,7 +86,11 @@ class _Wait(Generic[T]):
 
     def over(self) -> bool:
         """Observe once: True when the value is the one awaited; fails past the deadline."""
-        self.value = self._observe()
+        return self.judge(self._observe())
+
+    def judge(self, value: T) -> bool:
+        """`over` for a value observed by the caller."""
+        self.value = value
         if self._until(self.value):
             return True
         if time.monotonic() >= self._deadline:

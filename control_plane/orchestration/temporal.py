@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -11,7 +12,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from control_plane.orchestration.activities import ExecutionActivities
@@ -106,20 +107,25 @@ def make_worker(
     executor: ThreadPoolExecutor,
     *,
     max_cached_workflows: int = 0,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Worker:
+    """The worker of ExecutionWorkflow and its activities; `interceptors` watch it (tests)."""
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[ExecutionWorkflow, MapChunkWorkflow],
         activities=activities.all(),
         activity_executor=executor,
-        # 0 by default: a worker killed mid-task would otherwise hold its workflows on a
-        # sticky queue that the embedded Temporal test server never times out, so they would
-        # hang after a control-plane restart (the test server ignores the sticky
-        # schedule-to-start timeout and does not implement ResetStickyTaskQueue either, so
-        # a new worker cannot take them back). Without a cache every workflow task replays
-        # the history, so long DAGs cost more per step: raise it with a real Temporal server
-        # (FLEETFLOW_TEMPORAL_MAX_CACHED_WORKFLOWS, docs/deploy.md); `fleetflow dev up` does
-        # when it runs one.
+        # Without a cache every workflow task replays the whole history, so a step costs
+        # more the longer the chain: with a real Temporal server, set
+        # FLEETFLOW_TEMPORAL_MAX_CACHED_WORKFLOWS high (docs/deploy.md). A cached workflow's
+        # tasks go to this worker's sticky queue; a real server moves them to the shared
+        # queue once the worker is gone, the Temporal test server never does (it ignores the
+        # sticky schedule-to-start timeout and implements no ResetStickyTaskQueue).
+        # `fleetflow dev up` caches on it all the same (1000): that server dies with the
+        # process, and a worker replaced inside the process has its workflows restarted
+        # (sticky_recovery.py, FLEETFLOW_TEMPORAL_STICKY_RECOVERY). The default stays 0 for
+        # a test server that outlives the worker's process, as in the integration tests.
         max_cached_workflows=max_cached_workflows,
+        interceptors=interceptors,
     )

@@ -56,16 +56,21 @@ def running_execution_ids(sessions: sessionmaker[Session]) -> list[str]:
 
 
 async def resume_orphaned_executions(
-    sessions: sessionmaker[Session], launcher: ExecutionLauncher
+    sessions: sessionmaker[Session],
+    launcher: ExecutionLauncher,
+    *,
+    cause: str = "the orchestrator lost it",
 ) -> int:
-    """Start the workflow of every RUNNING execution that has none; how many were started."""
+    """Start the workflow of every RUNNING execution that has none; how many were started.
+    `cause` says in the log why they had none."""
     resumed = 0
     for execution_id in await asyncio.to_thread(running_execution_ids, sessions):
         if await launcher.start_execution(execution_id):
             log.warning(
-                "execution %s was RUNNING without a workflow (the orchestrator lost it); "
+                "execution %s was RUNNING without a workflow (%s); "
                 "resumed it from the attempts on record",
                 execution_id,
+                cause,
             )
             resumed += 1
     return resumed
