@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # Which tests `make test` runs (a pytest -m expression); CI narrows it (see .ci/run).
 TEST_MARKERS ?= not k8s
 
-.PHONY: install servers browser run test test-hardening test-k8s lint format protos bench bench-api bench-cli bench-dispatch bench-k8s bench-load clean
+.PHONY: install servers browser run test test-hardening test-k8s lint format protos bench bench-api bench-cli bench-dispatch bench-k8s bench-load bench-scale clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +93,12 @@ bench-api: install
 ## `python -c "import typer"` measured in the same run (goal: 1.5x). Not part of `make test`.
 bench-cli: install
 	$(BIN)/python bench/cli_startup.py $(BENCH_ARGS)
+
+## 100,000 map elements on 50 clusters through Fleetflow's design, as a deterministic
+## discrete-event model (seconds, standard library only): Temporal history sizes against the
+## limits, the bottleneck, control-plane cores needed (bench/README.md). Not part of `make test`.
+bench-scale: install
+	$(BIN)/python bench/scale_simulation.py $(BENCH_ARGS)
 
 ## Regenerate the committed protobuf stubs from protos/.
 protos: install
