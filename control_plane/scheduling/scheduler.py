@@ -17,12 +17,12 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db.models import Cluster, TaskAttempt, TenantQuota
 from control_plane.db.repositories import tenancy
-from control_plane.db.repositories.attempts import move_attempt
+from control_plane.db.repositories.attempts import assign_pending
 from control_plane.db.repositories.executions import admit_execution
 from control_plane.db.session import retry_transient, transaction
 from control_plane.placement.admission import (
@@ -37,6 +37,7 @@ from control_plane.placement.capacity import Usage
 from control_plane.placement.policy import NO_FIT, Decision, Strategy, place
 from control_plane.quota import limits_of, tenant_loads
 from control_plane.scheduling.snapshot import (
+    WaitingAttempt,
     cluster_totals,
     has_waiting_attempts,
     placement_candidates,
@@ -110,7 +111,7 @@ def place_pending_attempts(
     totals = cluster_totals(cluster for cluster, _ in placed)
     cluster_ids = {candidate.name: cluster.id for cluster, candidate in placed}
     candidates = {candidate.name: candidate for _, candidate in placed}
-    resources = task_resources(session, ((w.spec_id, w.attempt.task_name) for w in waiting))
+    resources = task_resources(session, ((w.spec_id, w.task_name) for w in waiting))
     admitted: set[str] = set()
     fits_nowhere: set[tuple[str, str]] = set()  # capacity only shrinks during one pass
     assigned = 0
@@ -119,20 +120,19 @@ def place_pending_attempts(
         return dominant_share(loads.get(tenant_id, Load()), totals)
 
     for item in fair_order(waiting, share):
-        attempt = item.attempt
-        key = (item.spec_id, attempt.task_name)
+        key = (item.spec_id, item.task_name)
         if key in fits_nowhere:
             continue
         load = loads.setdefault(item.tenant_id, Load())
         quota = limits[item.tenant_id]
         wanted = resources[key]
-        new_execution = not item.admitted and attempt.execution_id not in admitted
+        new_execution = not item.admitted and item.execution_id not in admitted
         reason = quota_problem(quota, load, Usage.of(wanted, None), new_execution=new_execution)
         types = allowed_gpu_types(wanted, quota, load)
         if reason is None and types == []:
             reason = gpu_type_problem(quota, load, wanted.gpu, wanted.gpu_types[0])
         if reason is not None:
-            _set_pending_reason(attempt, reason)
+            _set_pending_reason(session, item, reason)
             continue
         if types is not None and types != wanted.gpu_types:
             wanted = wanted.model_copy(update={"gpu_type": types})
@@ -146,37 +146,40 @@ def place_pending_attempts(
         if decision.cluster is None:
             if decision.reason == NO_FIT:
                 fits_nowhere.add(key)
-                _set_pending_reason(attempt, _no_fit_reason(decision, len(granted)))
+                _set_pending_reason(session, item, _no_fit_reason(decision, len(granted)))
             continue
         if decision.gpu_type and types is None:
             reason = gpu_type_problem(quota, load, wanted.gpu, decision.gpu_type)
             if reason is not None:
-                _set_pending_reason(attempt, reason)
+                _set_pending_reason(session, item, reason)
                 continue
-        if move_attempt(
+        if assign_pending(
             session,
-            attempt,
-            A.ASSIGNED,
+            item.attempt_id,
             cluster_id=cluster_ids[decision.cluster],
             gpu_type=decision.gpu_type,
             gpu=wanted.gpu,
             cpu=wanted.cpu,
             memory_bytes=wanted.memory_bytes,
-            pending_reason=None,
         ):
             usage = Usage.of(wanted, decision.gpu_type)
             candidates[decision.cluster] = candidates[decision.cluster].after(usage)
             load.add(usage, new_execution=new_execution)
             if new_execution:
-                admit_execution(session, attempt.execution_id)
-                admitted.add(attempt.execution_id)
+                admit_execution(session, item.execution_id)
+                admitted.add(item.execution_id)
             assigned += 1
     return assigned
 
 
-def _set_pending_reason(attempt: TaskAttempt, reason: str) -> None:
-    if attempt.pending_reason != reason:  # written only when it changes
-        attempt.pending_reason = reason
+def _set_pending_reason(session: Session, item: WaitingAttempt, reason: str) -> None:
+    if item.pending_reason != reason:  # written only when it changes
+        session.execute(
+            update(TaskAttempt)
+            .where(TaskAttempt.id == item.attempt_id, TaskAttempt.status == A.PENDING.value)
+            .values(pending_reason=reason)
+            .execution_options(synchronize_session=False)
+        )
 
 
 # How long the scheduler waits for a wake-up before it runs a pass anyway: what other processes

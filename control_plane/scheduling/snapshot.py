@@ -160,9 +160,13 @@ def placement_candidates(
 
 @dataclass(frozen=True)
 class WaitingAttempt:
-    """A PENDING attempt with what fair share and quotas need of its execution."""
+    """A PENDING attempt with what fair share and quotas need of its execution: plain columns,
+    not the ORM row (a pass reads hundreds and places a few)."""
 
-    attempt: TaskAttempt
+    attempt_id: str
+    execution_id: str
+    task_name: str
+    pending_reason: str | None
     tenant_id: str
     priority: int
     created_at: datetime
@@ -183,7 +187,11 @@ def waiting_attempts(session: Session) -> list[WaitingAttempt]:
     on PostgreSQL so that passes in several processes work on different ones."""
     rows = session.execute(
         select(
-            TaskAttempt,
+            TaskAttempt.id,
+            TaskAttempt.execution_id,
+            TaskAttempt.task_name,
+            TaskAttempt.pending_reason,
+            TaskAttempt.created_at,
             Execution.tenant_id,
             Execution.priority,
             Execution.workflow_spec_id,
@@ -197,14 +205,27 @@ def waiting_attempts(session: Session) -> list[WaitingAttempt]:
     ).all()
     return [
         WaitingAttempt(
-            attempt,
+            str(attempt_id),
+            str(execution_id),
+            str(task_name),
+            pending_reason,
             str(tenant_id),
             int(priority or 0),
-            as_utc(attempt.created_at),
+            as_utc(created_at),
             str(spec_id),
             admitted_at is not None,
         )
-        for attempt, tenant_id, priority, spec_id, admitted_at in rows
+        for (
+            attempt_id,
+            execution_id,
+            task_name,
+            pending_reason,
+            created_at,
+            tenant_id,
+            priority,
+            spec_id,
+            admitted_at,
+        ) in rows
     ]
 
 

@@ -174,6 +174,20 @@ def move_attempt(
     return True
 
 
+def assign_pending(session: Session, attempt_id: str, **extra: object) -> bool:
+    """`move_attempt` PENDING -> ASSIGNED by id, for placement, which holds no ORM row:
+    compare-and-set, so False when someone else moved the attempt first. Clears the pending
+    reason."""
+    assert check_attempt_transition(A.PENDING, A.ASSIGNED) is None
+    result = session.execute(
+        update(TaskAttempt)
+        .where(TaskAttempt.id == attempt_id, TaskAttempt.status == A.PENDING.value)
+        .values(**attempt_values(A.ASSIGNED, utcnow()), pending_reason=None, **extra)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
 class Lease(NamedTuple):
     """One attempt leased to an agent, with the report secret of this lease.
 
