@@ -120,7 +120,7 @@ def stack_settings(home: Path, ports: dict[str, int], temporal_kind: str) -> Set
             # The worker keeps workflows in memory instead of replaying each history at every
             # step, so a step costs the same early and late in a long chain. The test server
             # never hands a replaced worker's workflows to the next one: they are restarted
-            # from the database instead (orchestration/sticky_recovery.py).
+            # from the database instead (services/sticky_recovery.py).
             max_cached_workflows=1000,
             sticky_recovery=temporal_kind == processes.TEMPORAL_TEST_SERVER,
         ),

@@ -31,13 +31,13 @@ from control_plane.bootstrap import ensure_platform_admin, write_secret_file
 from control_plane.db.session import make_engine, make_session_factory
 from control_plane.metrics import MetricsEndpoint, serve_metrics
 from control_plane.orchestration.activities import ExecutionActivities
-from control_plane.orchestration.sticky_recovery import restart_running_workflows
 from control_plane.orchestration.supervisor import WorkerSupervisor
 from control_plane.orchestration.temporal import TemporalLauncher, connect_temporal, make_worker
 from control_plane.scheduling.scheduler import Scheduler
 from control_plane.services.cluster_health import watch_cluster_health
 from control_plane.services.finish_notifier import FinishNotifier
 from control_plane.services.launch_reconciler import relaunch_queued_executions
+from control_plane.services.sticky_recovery import restart_running_workflows
 from control_plane.settings import Settings
 from fleetflow.agent.v1 import agent_pb2_grpc
 from fleetflow.storage import open_blob_store

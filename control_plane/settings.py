@@ -39,7 +39,7 @@ class TemporalSettings(BaseSettings):
     continue_after_events: int = Field(default=10_000, ge=100, le=40_000)
     # The server never moves a gone worker's workflows off its sticky queue (the Temporal
     # test server): when a cached worker is replaced, restart every RUNNING execution's
-    # workflow (orchestration/sticky_recovery.py). One worker process only; dev up sets it.
+    # workflow (services/sticky_recovery.py). One worker process only; dev up sets it.
     sticky_recovery: bool = False
 
 

@@ -4,7 +4,7 @@ With dev up's settings the worker keeps each workflow in memory, so a workflow t
 the new events instead of replaying the history: a step costs the same however long the chain.
 The test server never hands a gone worker's cached workflows to the next one, so a worker that
 the supervisor replaces has its executions' workflows restarted from the database
-(orchestration/sticky_recovery.py); without that, the execution below waits forever.
+(services/sticky_recovery.py); without that, the execution below waits forever.
 
 Real activities on a real database; the test plays the agent: it writes each attempt's outputs
 and state, then signals the workflow as the finish notifier does.
@@ -46,10 +46,10 @@ from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import transaction
 from control_plane.dev import stack_settings
 from control_plane.orchestration.activities import ExecutionActivities
-from control_plane.orchestration.sticky_recovery import restart_running_workflows
 from control_plane.orchestration.supervisor import WorkerSupervisor
 from control_plane.orchestration.temporal import TemporalLauncher, make_worker
 from control_plane.orchestration.workflows import AttemptFinished
+from control_plane.services.sticky_recovery import restart_running_workflows
 from fleetflow import task, workflow
 from fleetflow.states import AttemptState, ExecutionState
 from fleetflow.storage import LocalBlobStore
