@@ -195,6 +195,7 @@ class LocalProcessExecutor:
         # Held by a sweep and by a launch preparing its directory, so a sweep never deletes a
         # directory an attempt is being (re)started in.
         self._dirs_lock = asyncio.Lock()
+        self._measured_dirs: dict[str, tuple[float, int]] = {}  # finished: (last write, bytes)
         self._sweeper: asyncio.Task[None] | None = None
         self._shut_down = False
         self._sweeps: set[asyncio.Task[list[str]]] = set()
@@ -267,6 +268,7 @@ class LocalProcessExecutor:
                 protected,
                 self._retention,
                 now=self._clock(),
+                measured=self._measured_dirs,
             )
 
     def _start_sweeper(self) -> None:
@@ -551,26 +553,39 @@ def sweep_finished_attempt_dirs(
     retention: AttemptDirRetention,
     *,
     now: float,
+    measured: dict[str, tuple[float, int]] | None = None,
 ) -> list[str]:
     """Delete finished attempts' directories under `attempts_dir` as `retention` says.
 
     Every directory not named in `running` is a finished attempt's (the local-process
     executor's attempts do not outlive their agent). Its age is measured from its last write.
+    `measured` remembers a finished directory's (last write, bytes) from one sweep to the next:
+    nothing writes there any more, and the executor sweeps after every attempt, so walking
+    thousands of finished directories each time would cost a large map O(n) per attempt.
 
     Returns:
         The attempt ids whose directories were deleted, oldest first.
     """
     try:
-        entries = [entry for entry in attempts_dir.iterdir() if entry.is_dir()]
+        with os.scandir(attempts_dir) as found:
+            entries = [Path(entry.path) for entry in found if entry.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
         return []
+    known = measured if measured is not None else {}
+    for gone in set(known) - {directory.name for directory in entries}:
+        del known[gone]
     total = 0
     finished: list[tuple[float, Path, int]] = []  # (last written, directory, bytes)
     for directory in entries:
-        size = _tree_bytes(directory)
+        if directory.name in running:
+            known.pop(directory.name, None)  # being (re)started: measured afresh once finished
+            total += _tree_bytes(directory)
+            continue
+        if directory.name not in known:
+            known[directory.name] = (_last_written(directory), _tree_bytes(directory))
+        last_written, size = known[directory.name]
         total += size
-        if directory.name not in running:
-            finished.append((_last_written(directory), directory, size))
+        finished.append((last_written, directory, size))
     finished.sort(key=lambda item: (item[0], item[1].name))
     cap = retention.max_total_bytes
     deleted: list[str] = []
@@ -584,6 +599,7 @@ def sweep_finished_attempt_dirs(
             logger.warning("could not delete finished attempt directory %s", directory)
             continue
         total -= size
+        known.pop(directory.name, None)
         deleted.append(directory.name)
         logger.info(
             "deleted the directory of finished attempt %s (%s)",

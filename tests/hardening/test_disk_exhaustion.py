@@ -157,6 +157,40 @@ def test_retention_honours_the_size_cap_oldest_first(tmp_path: Path) -> None:
     assert remaining(root) == {"running"}
 
 
+def test_a_finished_directory_is_measured_once_across_sweeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The executor sweeps after every attempt: with thousands of finished directories (a
+    large map), walking each of them every time would make every attempt cost O(n)."""
+    import data_plane_agent.executors.local_process as local_process
+
+    now = 1_000_000_000.0
+    root = tmp_path / "attempts"
+    for name in ("a", "b", "c"):
+        attempt_dir(root, name, written=now - 60, size=10_000)
+    attempt_dir(root, "running", written=now, size=10_000)
+    walked: list[str] = []
+    tree_bytes = local_process._tree_bytes  # noqa: SLF001
+
+    def counting(directory: Path) -> int:
+        walked.append(directory.name)
+        return tree_bytes(directory)
+
+    monkeypatch.setattr(local_process, "_tree_bytes", counting)
+    measured: dict[str, tuple[float, int]] = {}
+    keep = AttemptDirRetention(keep_seconds=24 * HOUR, max_total_bytes=0)
+    assert sweep_finished_attempt_dirs(root, {"running"}, keep, now=now, measured=measured) == []
+    assert sorted(walked) == ["a", "b", "c", "running"]
+    walked.clear()
+    attempt_dir(root, "d", written=now, size=10_000)  # finished since
+    # The cap counts what was measured before: room for three of the five, oldest go first.
+    tight = AttemptDirRetention(keep_seconds=24 * HOUR, max_total_bytes=35_000)
+    deleted = sweep_finished_attempt_dirs(root, {"running"}, tight, now=now, measured=measured)
+    assert sorted(walked) == ["d", "running"]  # only the new one and the running one
+    assert deleted == ["a", "b"] and remaining(root) == {"c", "d", "running"}
+    assert sorted(measured) == ["c", "d"]
+
+
 def test_retention_settings_and_defaults() -> None:
     assert AttemptDirRetention() == AttemptDirRetention(
         keep_seconds=24 * HOUR, max_total_bytes=5 * 1024**3, sweep_interval_seconds=600.0
