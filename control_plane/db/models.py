@@ -18,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -108,7 +109,11 @@ class TaskAttempt(Base):
     """One try of one node of an execution, leased by one cluster's agent."""
 
     __tablename__ = "task_attempts"
-    __table_args__ = (UniqueConstraint("execution_id", "node_id", "map_index", "attempt_number"),)
+    __table_args__ = (
+        UniqueConstraint("execution_id", "node_id", "map_index", "attempt_number"),
+        # Placement reads the oldest PENDING attempts: in order from the index, not sorted.
+        Index("ix_task_attempts_status_created_at", "status", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id"), index=True)
@@ -119,7 +124,7 @@ class TaskAttempt(Base):
     attempt_number: Mapped[int] = mapped_column(Integer)
     # Born SUCCEEDED from the task cache: nothing was dispatched.
     cache_hit: Mapped[bool] = mapped_column(Boolean, default=False)
-    status: Mapped[str] = mapped_column(String(16), index=True)  # AttemptState
+    status: Mapped[str] = mapped_column(String(16))  # AttemptState
     cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), index=True)
     # The GPU type placement chose among the task's acceptable ones (sent to the agent).
     gpu_type: Mapped[str | None] = mapped_column(String(64))
