@@ -262,14 +262,37 @@ class LocalProcessExecutor:
         """
         async with self._dirs_lock:
             protected = set(self._attempts) | self._launching | ({spare} if spare else set())
-            return await asyncio.to_thread(
-                sweep_finished_attempt_dirs,
-                self._attempts_dir,
-                protected,
-                self._retention,
-                now=self._clock(),
-                measured=self._measured_dirs,
-            )
+            return await asyncio.to_thread(self._sweep, protected, spare)
+
+    def _sweep(self, protected: set[str], spare: str | None) -> list[str]:
+        """The sweep after an attempt (`spare`) lists the directories only when one of them
+        may go: the oldest finished one has expired, or they take more than the cap, as far
+        as the directories measured so far say. With thousands kept (a large map), listing
+        and ordering them after every attempt was most of the agent's CPU; the periodic sweep
+        still lists them all."""
+        now = self._clock()
+        spared: tuple[float, int] | None = None
+        if spare is not None:
+            directory = self._attempts_dir / spare
+            if directory.is_dir():
+                spared = (_last_written(directory), _tree_bytes(directory))
+                self._measured_dirs[spare] = spared
+            measured = self._measured_dirs.values()
+            oldest = min((written for written, _ in measured), default=now)
+            total = sum(size for _, size in measured)
+            cap = self._retention.max_total_bytes
+            if now - oldest < self._retention.keep_seconds and not (cap and total > cap):
+                return []
+        deleted = sweep_finished_attempt_dirs(
+            self._attempts_dir,
+            protected,
+            self._retention,
+            now=now,
+            measured=self._measured_dirs,
+        )
+        if spare is not None and spared is not None:  # finished: it counts from now on
+            self._measured_dirs[spare] = spared
+        return deleted
 
     def _start_sweeper(self) -> None:
         if self._shut_down:

@@ -191,6 +191,41 @@ def test_a_finished_directory_is_measured_once_across_sweeps(
     assert sorted(measured) == ["c", "d"]
 
 
+def test_the_sweep_after_an_attempt_lists_the_directories_only_when_one_may_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import data_plane_agent.executors.local_process as local_process
+
+    now = [1_000_000_000.0]
+    executor = LocalProcessExecutor(
+        tmp_path / "agent",
+        retention=AttemptDirRetention(keep_seconds=HOUR, max_total_bytes=55_000),
+        clock=lambda: now[0],
+    )
+    root = tmp_path / "agent" / "attempts"
+    listed: list[int] = []
+    full_sweep = local_process.sweep_finished_attempt_dirs
+
+    def counting(*args: object, **kwargs: object) -> list[str]:
+        listed.append(1)
+        return full_sweep(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(local_process, "sweep_finished_attempt_dirs", counting)
+    attempt_dir(root, "a", written=now[0] - 60, size=10_000)
+    assert executor._sweep(set(), None) == []  # noqa: SLF001 - the periodic sweep: lists
+    assert len(listed) == 1
+    attempt_dir(root, "b", written=now[0], size=10_000)
+    assert executor._sweep({"b"}, "b") == []  # noqa: SLF001 - young, under the cap: no listing
+    assert len(listed) == 1
+    now[0] += HOUR - 30  # "a" expired, "b" not yet
+    attempt_dir(root, "c", written=now[0], size=10_000)
+    assert executor._sweep({"c"}, "c") == ["a"]  # noqa: SLF001
+    assert len(listed) == 2
+    attempt_dir(root, "d", written=now[0], size=40_000)  # over the cap
+    assert executor._sweep({"d"}, "d") == ["b"]  # noqa: SLF001
+    assert len(listed) == 3
+
+
 def test_retention_settings_and_defaults() -> None:
     assert AttemptDirRetention() == AttemptDirRetention(
         keep_seconds=24 * HOUR, max_total_bytes=5 * 1024**3, sweep_interval_seconds=600.0
