@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -113,6 +114,15 @@ class TaskAttempt(Base):
         UniqueConstraint("execution_id", "node_id", "map_index", "attempt_number"),
         # Placement reads the oldest PENDING attempts: in order from the index, not sorted.
         Index("ix_task_attempts_status_created_at", "status", "created_at"),
+        # Placement reads what finished on a cluster lately (`_freed_since_heartbeat`).
+        Index("ix_task_attempts_cluster_id_finished_at", "cluster_id", "finished_at"),
+        # The finish notifier's outbox: finished attempts not yet signalled, oldest first.
+        Index(
+            "ix_task_attempts_unsignalled",
+            "finished_at",
+            sqlite_where=text("signalled_at IS NULL AND finished_at IS NOT NULL"),
+            postgresql_where=text("signalled_at IS NULL AND finished_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -125,7 +135,7 @@ class TaskAttempt(Base):
     # Born SUCCEEDED from the task cache: nothing was dispatched.
     cache_hit: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16))  # AttemptState
-    cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), index=True)
+    cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"))
     # The GPU type placement chose among the task's acceptable ones (sent to the agent).
     gpu_type: Mapped[str | None] = mapped_column(String(64))
     # What the attempt holds while active, recorded when placed: quota and usage accounting.

@@ -413,9 +413,12 @@ def unsignalled_finished(session: Session, limit: int = 200) -> list[FinishedAtt
     rows = session.scalars(
         select(TaskAttempt)
         .where(
+            # Exactly the rows of the partial index `ix_task_attempts_unsignalled`: only a
+            # terminal attempt has `finished_at`. (A status condition would lead the planner
+            # to the status index, and through every attempt that ever finished.)
             TaskAttempt.signalled_at.is_(None),
+            TaskAttempt.finished_at.is_not(None),
             TaskAttempt.cache_hit.is_(False),
-            TaskAttempt.status.in_([s.value for s in AttemptState if s.terminal]),
         )
         .order_by(TaskAttempt.finished_at)
         .limit(limit)

@@ -18,7 +18,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.exceptions import ApplicationError
 
-from control_plane.db.models import Execution, TaskAttempt
+from control_plane.db.models import Execution, TaskAttempt, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories.executions import create_execution, move_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
@@ -108,7 +108,7 @@ def succeed(sessions: sessionmaker[Session], attempt_id: str, outputs: dict[str,
         session.execute(
             update(TaskAttempt)
             .where(TaskAttempt.id == attempt_id)
-            .values(status=AttemptState.SUCCEEDED.value)
+            .values(status=AttemptState.SUCCEEDED.value, finished_at=utcnow())
         )
 
 
