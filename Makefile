@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # Which tests `make test` runs (a pytest -m expression); CI narrows it (see .ci/run).
 TEST_MARKERS ?= not k8s
 
-.PHONY: install servers browser run test test-hardening test-k8s lint format protos bench bench-api bench-cli bench-dispatch bench-k8s bench-load bench-scale clean
+.PHONY: install servers browser run test test-hardening test-k8s lint format protos bench bench-api bench-cli bench-dispatch bench-k8s bench-load bench-map bench-scale clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ bench: install
 ## Temporal activities. Starts and stops its own servers on loopback. Not part of `make test`.
 bench-dispatch: install
 	$(BIN)/python bench/dispatch.py $(BENCH_ARGS)
+
+## A map_task over 10,000 elements through `fleetflow dev up`: the rate per tenth of the
+## elements, each process's memory, the Temporal history sizes (bench/README.md). On demand.
+bench-map: install
+	$(BIN)/python bench/large_map.py $(BENCH_ARGS)
 
 ## Load: 20 agents long-polling, 1,000 executions submitted at once, on loopback; read
 ## latency under load and exactly-once completion (bench/README.md). Not part of `make test`.
