@@ -164,17 +164,22 @@ def measure_fleetflow(stack: DevStack, args: argparse.Namespace) -> dict[str, An
     # The client reads no user config: only the one this stack wrote.
     os.environ["FLEETFLOW_CONFIG"] = str(stack.config)
     with Client(url=stack.api_url, timeout=60) as client:
-        _wait_for(
-            lambda: client.clusters.get("local").status == "online",
-            "the agent's cluster online",
-            60,
-            stack.process,
-        )
+        wait_for_agent(client, stack)
         # Tasks run as users of their own (under a root agent) and cannot enter the stack's
         # 0700 home: they leave their stamps in a sticky, world-writable directory instead.
         with tempfile.TemporaryDirectory(prefix="fleetflow-bench-stamps-") as stamps:
             os.chmod(stamps, 0o1777)
             return _run_fleetflow(client, fleetflow_noop, stack, Path(stamps), args)
+
+
+def wait_for_agent(client: Any, stack: DevStack) -> None:
+    """Until the dev stack's local agent has registered its cluster."""
+    _wait_for(
+        lambda: client.clusters.get("local").status == "online",
+        "the agent's cluster online",
+        60,
+        stack.process,
+    )
 
 
 def _run_fleetflow(

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dispatch import RESULTS, DevStack, _wait_for, start_dev_stack
+from dispatch import RESULTS, DevStack, start_dev_stack, wait_for_agent
 
 HISTORY_LIMIT = 51_200
 
@@ -132,12 +132,7 @@ def run(stack: DevStack, args: argparse.Namespace) -> dict[str, Any]:
     os.environ["FLEETFLOW_CONFIG"] = str(stack.config)
     database = stack.home / "fleetflow.db"
     with Client(url=stack.api_url, timeout=120) as client:
-        _wait_for(
-            lambda: client.clusters.get("local").status == "online",
-            "the agent's cluster online",
-            60,
-            stack.process,
-        )
+        wait_for_agent(client, stack)
         registered = client.register(fleetflow_noop.wide_map)
         submitted = time.time()
         created = client.launch(
