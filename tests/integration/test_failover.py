@@ -93,8 +93,10 @@ def test_three_clusters_share_a_fan_out_and_survive_losing_one(
     markers = exchange_dir
     try:
         execution_id = launch(stack, "spread", n=6, marker_dir=str(markers))
-        victim = wait_for(lambda: running_attempt(stack, execution_id), "elements to run", stack)
         wait_for(lambda: len(list(markers.iterdir())) >= 2, "element processes to start", stack)
+        # The victim is a cluster running an element now (an element takes 5 s): one chosen
+        # before the wait above may have finished its element already on a loaded machine.
+        victim = wait_for(lambda: running_attempt(stack, execution_id), "elements to run", stack)
         name = {"local": "agent", "east": "agent-east", "west": "agent-west"}[victim.cluster]
         sigkill(stack.children.pop(name))
         final = finish(stack, execution_id)

@@ -83,9 +83,10 @@ def survives_agent_loss(marker: str) -> int:
 
 @task
 def hold(i: int, marker_dir: str) -> int:
-    """Marks that element `i` runs (pid in the name), then takes a moment."""
+    """Marks that element `i` runs (pid in the name), then takes long enough for a test to
+    kill its agent while it runs."""
     Path(marker_dir, f"{i}-{os.getpid()}").touch()
-    time.sleep(2)
+    time.sleep(5)
     return i
 
 
