@@ -548,7 +548,8 @@ def test_quota_shows_usage_against_limits(
 
 def finished(cluster: str, minutes: int, **resources: Any) -> Held:
     """An attempt that ran `minutes` from 5 minutes into the hour before this one: wholly
-    inside a window of the last 2 hours, even one that starts in the next hour."""
+    inside a window of the last 2 hours, even one that starts in the next hour. Over by now
+    only if `minutes` is at most 55."""
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     start = hour + timedelta(minutes=5)
     end = start + timedelta(minutes=minutes)
@@ -615,8 +616,10 @@ def test_usage_with_iso_times(fleetflow: Invoke, server: ControlPlane) -> None:
 def test_usage_top_ranks_workflows(
     fleetflow: Invoke, server: ControlPlane, workflow_spec: WorkflowSpec
 ) -> None:
+    # 50 minutes: over before this hour begins. A 60-minute attempt would end 5 minutes into
+    # this hour, so a run in those 5 minutes counted only part of it (CI saw 9.61 GPU h).
     seed_execution(
-        server.sessions, workflow_spec, "default", finished("gpu-east", 60, gpu=10, cpu=2.0)
+        server.sessions, workflow_spec, "default", finished("gpu-east", 50, gpu=12, cpu=2.4)
     )
     result = fleetflow("usage", "--top", "--since", "7d", "--limit", "3")
     assert result.code == 0, result
