@@ -39,16 +39,24 @@ def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
 
     `pre_ping=False` saves a round trip per checkout, for callers that run one statement at a
     time and run it again on a dropped connection themselves (the throttle store)."""
-    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping}
-    if url.startswith("sqlite"):
+    sqlite = url.startswith("sqlite")
+    # A SQLite connection is a file handle: nothing on the way can drop it, so a ping per
+    # checkout would only cost a statement.
+    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping and not sqlite}
+    if sqlite:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     engine = create_engine(url, **kwargs)
-    if url.startswith("sqlite"):
+    if sqlite:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL syncs at checkpoints, not at every commit: a commit survives
+            # any crash of a process (the crash tests kill them), and only the OS or the power
+            # failing may lose the last ones. SQLite is the embedded stack's database, whose
+            # Temporal test server keeps its state in memory anyway; production runs PostgreSQL.
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()

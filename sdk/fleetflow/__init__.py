@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from fleetflow.workflow import WorkflowFunction, workflow
 
 # Public name -> the module that defines it.
-_LAZY_EXPORTS = {
+LAZY_EXPORTS = {
     "Client": "fleetflow.client",
     "Directory": "fleetflow.files",
     "File": "fleetflow.files",
@@ -67,7 +67,7 @@ _LAZY_EXPORTS = {
 
 
 def __getattr__(name: str) -> Any:
-    module_name = _LAZY_EXPORTS.get(name)
+    module_name = LAZY_EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'fleetflow' has no attribute {name!r}")
     value = getattr(importlib.import_module(module_name), name)
@@ -76,7 +76,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY_EXPORTS))
+    return sorted(set(globals()) | set(LAZY_EXPORTS))
 
 
 class _Package(ModuleType):
@@ -93,7 +93,7 @@ class _Package(ModuleType):
     def __setattr__(self, name: str, value: Any) -> None:
         if (
             isinstance(value, ModuleType)
-            and _LAZY_EXPORTS.get(name) == value.__name__
+            and LAZY_EXPORTS.get(name) == value.__name__
             and name in vars(value)
         ):
             return

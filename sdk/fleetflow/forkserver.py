@@ -94,8 +94,16 @@ def _prctl(option: int, value: int) -> None:
 
 def _preload() -> None:
     """Import what every attempt imports, once, here. Nothing of a task's, ever."""
-    import fleetflow.runtime  # noqa: F401 - the point of this process
+    import fleetflow
+    import fleetflow.runtime
     import fleetflow.storage.local  # noqa: F401 - staged attempts write outputs through it
+
+    # A task module's `from fleetflow import task, ...` would import these in every child
+    # (compiling them too, where bytecode cannot be written): bound once here. Not the HTTP
+    # client, which tasks seldom use.
+    for name in fleetflow.LAZY_EXPORTS.keys() - {"Client"}:
+        getattr(fleetflow, name)
+    fleetflow.runtime.argument_parser()  # built once: argparse costs more than parsing
 
 
 class _Server:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import functools
 import importlib
 import inspect
 import json
@@ -80,6 +81,13 @@ class TaskInvocation:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    return argument_parser().parse_args(argv)
+
+
+@functools.cache
+def argument_parser() -> argparse.ArgumentParser:
+    """The command line's parser, made once per interpreter (the warm runtime's server makes
+    it before forking)."""
     parser = argparse.ArgumentParser(
         prog="python -m fleetflow.runtime",
         description="Run one Fleetflow task attempt from a code bundle.",
@@ -105,7 +113,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"fetch the staged directory from the presigned URLs in ${presigned.ENV} and "
         "upload the outputs with its policy (no blob store credentials needed)",
     )
-    return parser.parse_args(argv)
+    return parser
 
 
 def load_task(module_name: str, function_name: str) -> Any:

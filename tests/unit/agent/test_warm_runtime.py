@@ -138,6 +138,23 @@ async def test_a_forked_task_sees_what_an_exec_d_one_sees(blobs: Blobs, tmp_path
     assert seen[True]["path"][:2] == ["<sandbox>/code", "<sandbox>"]
 
 
+async def test_a_forked_task_finds_the_sdk_imported_and_its_names_bound(
+    executor: LocalProcessExecutor, blobs: Blobs
+) -> None:
+    """`from fleetflow import task, workflow` in a task module costs each attempt nothing: the
+    fork server imported those modules (a fresh child would import, and maybe compile, them)."""
+    assignment = blobs.assignment("at-sdk", "sdk_at_import", {})
+    event = await run(executor, assignment)
+    assert event.state is AttemptState.SUCCEEDED, (event.message, event.traceback)
+    found = blobs.outputs(assignment)["o0"]
+
+    for name in ("task", "workflow", "map_task", "Resources", "File", "Directory"):
+        assert name in found["bound"], name
+    for module in ("fleetflow.task", "fleetflow.workflow", "fleetflow.fanout", "fleetflow.files"):
+        assert module in found["modules"], module
+    assert "fleetflow.client" not in found["modules"]  # the HTTP client stays out
+
+
 @pytest.mark.parametrize(
     ("how", "message"),
     [
