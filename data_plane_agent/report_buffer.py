@@ -18,6 +18,13 @@ secret: the agent adds it as it sends. The secrets have one place on disk of the
 (`lease_store`, `<work_dir>/leases/`), from which the next agent process on the same work dir
 loads them, so the reports it replays here still go out with theirs.
 
+A report is queued for delivery as its file is being written, not after: the round trip to the
+control plane need not wait for two fsyncs. That loses nothing a crash could not already take:
+a crash before the file is in place finds the report either delivered or never made, as if the
+agent had died a moment before making it (the state change it reports lives in this process's
+memory until then). A report settled (delivered or dropped) while its file is still being
+written loses its file once written.
+
 A file removed when its report was delivered may reappear after a crash (the unlink is not
 fsynced): it is sent again and the control plane ignores it as a duplicate sequence.
 """
@@ -59,6 +66,10 @@ class PendingReport:
     request: ReportStatusRequest
     path: Path | None
     tries: int = 0
+    writing: bool = False
+    """Its file is still being written."""
+    settled: bool = False
+    """Delivered or dropped: its file goes (once written)."""
 
     def describe(self) -> str:
         return f"{report_state_name(self.request)} report (sequence {self.request.sequence})"
@@ -133,7 +144,8 @@ class ReportBuffer:
         self._update_events()
 
     async def put(self, request: ReportStatusRequest) -> None:
-        """Queue a report; it is on disk when this returns (unless the disk failed: logged).
+        """Queue a report, deliverable at once; it is on disk when this returns (unless the
+        disk failed: logged).
 
         Raises:
             ValueError: The report carries a report secret, which must never reach the disk.
@@ -144,7 +156,9 @@ class ReportBuffer:
             self._make_room()
             path = self._directory / f"{self._next_index:0{_INDEX_DIGITS}d}{REPORT_SUFFIX}"
             self._next_index += 1
-            stored: Path | None = path
+            report = PendingReport(request, path, writing=True)
+            self._reports.append(report)  # deliverable while its file is written
+            self._update_events()
             try:
                 await asyncio.to_thread(_write_durably, path, _encode(request))
             except OSError as exc:
@@ -156,9 +170,11 @@ class ReportBuffer:
                     path,
                     exc,
                 )
-                stored = None
-            self._reports.append(PendingReport(request, stored))
-            self._update_events()
+                report.path = None
+            finally:
+                report.writing = False
+            if report.settled:
+                _unlink(report)
 
     def _make_room(self) -> None:
         while len(self._reports) >= self._capacity:
@@ -169,7 +185,7 @@ class ReportBuffer:
                 self._capacity,
                 dropped.describe(),
             )
-            _unlink(dropped)
+            _settle(dropped)
 
     async def first(self) -> PendingReport:
         """The oldest report, waiting for one if the buffer is empty."""
@@ -181,7 +197,7 @@ class ReportBuffer:
         """Forget a report `first` returned (a no-op if it was dropped meanwhile)."""
         if self._reports and self._reports[0] is report:
             self._reports.popleft()
-            _unlink(report)
+            _settle(report)
         self._update_events()
 
     async def wait_empty(self) -> None:
@@ -250,6 +266,13 @@ def _frame(payload: bytes) -> bytes:
 
 def _write_durably(path: Path, data: bytes) -> None:
     write_atomically(path, lambda f: f.write(data), durable=True)
+
+
+def _settle(report: PendingReport) -> None:
+    """The report is done with: its file goes now, or once `put` has written it."""
+    report.settled = True
+    if not report.writing:
+        _unlink(report)
 
 
 def _unlink(report: PendingReport) -> None:

@@ -212,3 +212,32 @@ async def test_a_report_carrying_a_report_secret_is_never_written(tmp_path: Path
     assert len(buffer) == 0 and _files(tmp_path / "reports") == []
     await buffer.put(_report("a", 1))
     assert buffer.attempt_ids() == {"a"}
+
+
+async def test_a_report_is_deliverable_while_its_file_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The round trip to the control plane does not wait for the fsyncs; a report delivered
+    before its file is in place leaves no file behind once it is."""
+    import threading
+
+    may_write = threading.Event()
+    write = report_buffer._write_durably
+
+    def slow_write(path: Path, data: bytes) -> None:
+        assert may_write.wait(10)
+        write(path, data)
+
+    monkeypatch.setattr(report_buffer, "_write_durably", slow_write)
+    directory = tmp_path / "reports"
+    buffer = ReportBuffer(directory, capacity=10)
+    putting = asyncio.create_task(buffer.put(_report("a", 2, SUCCEEDED)))
+
+    pending = await asyncio.wait_for(buffer.first(), 5)  # before any byte is on disk
+    assert (pending.request.attempt_id, pending.writing) == ("a", True)
+    assert buffer.fencing_tokens() == {"a": 1}  # the agent still answers for it
+    assert not putting.done()  # put still keeps its promise: on disk when it returns
+    buffer.remove(pending)  # delivered
+    may_write.set()
+    await putting
+    assert _files(directory) == []
