@@ -146,6 +146,13 @@ async def run_control_plane(
             grpc_server = grpc.aio.server(
                 interceptors=[InternalErrorInterceptor()], options=server_options()
             )
+            # The service starts the nodes a success made ready (the worker's activities
+            # do the same work, found done); a process without the worker gets its own.
+            successors = (
+                activities
+                if parts.worker
+                else ExecutionActivities(sessions, blob_store, on_attempt_ready=scheduler.wake)
+            )
             agent_pb2_grpc.add_AgentServiceServicer_to_server(
                 AgentService(
                     sessions,
@@ -155,6 +162,7 @@ async def run_control_plane(
                     max_lease_wait_seconds=settings.grpc.max_lease_wait_seconds,
                     heartbeat_interval_seconds=settings.grpc.heartbeat_interval_seconds,
                     on_capacity_freed=scheduler.wake,
+                    on_attempt_succeeded=successors.start_successors,
                     lockout=settings.grpc.auth_lockout(throttle),
                 ),
                 grpc_server,

@@ -145,12 +145,15 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         max_lease_wait_seconds: int,
         heartbeat_interval_seconds: int,
         on_capacity_freed: Callable[[], None] = lambda: None,
+        on_attempt_succeeded: Callable[[str], object] = lambda _attempt_id: None,
         lockout: AuthLockout | None = None,
     ) -> None:
         """`attempts_ready` wakes the long polls after the scheduler assigned attempts;
         `on_capacity_freed` wakes the scheduler (`Scheduler.wake`) after a committed change
         that may let waiting attempts start: an agent registered or heartbeated (capacity),
-        attempts finished, were lost or could not be leased."""
+        attempts finished, were lost or could not be leased. `on_attempt_succeeded` gets the
+        id of an attempt whose SUCCEEDED report was committed, in a worker thread, before the
+        workflow is signalled (`ExecutionActivities.start_successors`); it must not raise."""
         self._sessions = session_factory
         self._lockout = lockout if lockout is not None else GrpcSettings().auth_lockout()
         self._blobs = blob_store
@@ -159,6 +162,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self._max_wait = max_lease_wait_seconds
         self._heartbeat_interval = heartbeat_interval_seconds
         self._on_capacity_freed = on_capacity_freed
+        self._on_attempt_succeeded = on_attempt_succeeded
         # Whether a report was taken without a secret yet (an attempt leased before secrets).
         self._warned_without_secret = False
         self._specs = ParsedSpecs()
@@ -461,6 +465,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         if outcome.finished:
             # Its capacity and its tenant's quota are free: the scheduler places again now.
             self._on_capacity_freed()
+            if state is AttemptState.SUCCEEDED:
+                # The next nodes are placed now, not after the workflow heard of it.
+                await asyncio.to_thread(self._on_attempt_succeeded, request.attempt_id)
             # Committed; deliver now. If that fails, the notifier's loop delivers it later.
             await self._notifier.deliver_pending()
         return pb.ReportStatusResponse(accepted=outcome.accepted, reason=outcome.reason)

@@ -68,6 +68,9 @@ from fleetflow.storage import BlobNotFoundError, BlobStore
 
 log = logging.getLogger(__name__)
 
+_SUCCESSOR_SPECS = 64
+"""The specs whose successor maps `start_successors` keeps at once."""
+
 
 class ExecutionActivities:
     """Activities bound to the control plane's database and blob store."""
@@ -93,6 +96,7 @@ class ExecutionActivities:
         self._on_attempt_ready = on_attempt_ready
         self._on_capacity_freed = on_capacity_freed
         self._specs = ParsedSpecs()
+        self._successors: dict[str, dict[str, list[str]]] = {}  # per spec: `_plain_successors`
 
     def all(self) -> list[Callable[..., Any]]:
         return [
@@ -270,47 +274,7 @@ class ExecutionActivities:
                     type=EXECUTION_FINISHED,
                     non_retryable=True,
                 )
-            prefix = self._prefix(session, execution)
-            node_inputs: dict[str, dict[str, Any]] = {}
-            for unit in args.units:  # each node's inputs once, however many of its units
-                if unit.node_id not in node_inputs:
-                    node = spec.node(unit.node_id)
-                    node_inputs[node.id] = self._node_inputs(session, execution, spec, node)
-            new: list[attempts_repo.NewAttempt] = []
-            for unit in args.units:
-                node = spec.node(unit.node_id)
-                task = spec.tasks[node.task]
-                inputs = node_inputs[node.id]
-                if node.map is not None:
-                    element = {name: inputs[name][unit.map_index] for name in node.map.over}
-                    inputs = {**inputs, **element}
-                unit_prefix = attempt_prefix(
-                    prefix,
-                    node.id,
-                    unit.map_index if node.map is not None else None,
-                    unit.attempt_number,
-                )
-                inputs_uri = self._blobs.put(inputs_key(unit_prefix), json.dumps(inputs).encode())
-                cached = None
-                if task.cache:
-                    entry = task_cache.find_cached(
-                        session, task_cache.cache_key(execution.tenant_id, task, inputs)
-                    )
-                    if entry is not None and self._blobs.exists(entry.outputs_uri):
-                        cached = entry.outputs_uri
-                new.append(
-                    attempts_repo.NewAttempt(
-                        node_id=node.id,
-                        map_index=unit.map_index,
-                        task_name=node.task,
-                        attempt_number=unit.attempt_number,
-                        inputs_uri=inputs_uri,
-                        outputs_uri=cached or self._blobs.uri(outputs_key(unit_prefix)),
-                        cache_hit=cached is not None,
-                        workflow_id=args.workflow_id or None,
-                    )
-                )
-            attempts = attempts_repo.create_attempts(session, execution.id, new)
+            attempts = self._create_units(session, execution, spec, args.units, args.workflow_id)
             starts = [
                 self._started(unit, attempt)
                 for unit, attempt in zip(args.units, attempts, strict=True)
@@ -318,6 +282,58 @@ class ExecutionActivities:
         if not all(start.cached for start in starts):
             self._on_attempt_ready()
         return AttemptStarts(starts)
+
+    def _create_units(
+        self,
+        session: Session,
+        execution: Execution,
+        spec: WorkflowSpec,
+        units: list[UnitStart],
+        workflow_id: str,
+    ) -> list[TaskAttempt]:
+        """Each unit's inputs written, then its attempt answered from the task cache or
+        created PENDING, unless it exists; the rows in the order of `units`."""
+        prefix = self._prefix(session, execution)
+        node_inputs: dict[str, dict[str, Any]] = {}
+        for unit in units:  # each node's inputs once, however many of its units
+            if unit.node_id not in node_inputs:
+                node = spec.node(unit.node_id)
+                node_inputs[node.id] = self._node_inputs(session, execution, spec, node)
+        new: list[attempts_repo.NewAttempt] = []
+        for unit in units:
+            node = spec.node(unit.node_id)
+            task = spec.tasks[node.task]
+            inputs = node_inputs[node.id]
+            if node.map is not None:
+                element = {name: inputs[name][unit.map_index] for name in node.map.over}
+                inputs = {**inputs, **element}
+            unit_prefix = attempt_prefix(
+                prefix,
+                node.id,
+                unit.map_index if node.map is not None else None,
+                unit.attempt_number,
+            )
+            inputs_uri = self._blobs.put(inputs_key(unit_prefix), json.dumps(inputs).encode())
+            cached = None
+            if task.cache:
+                entry = task_cache.find_cached(
+                    session, task_cache.cache_key(execution.tenant_id, task, inputs)
+                )
+                if entry is not None and self._blobs.exists(entry.outputs_uri):
+                    cached = entry.outputs_uri
+            new.append(
+                attempts_repo.NewAttempt(
+                    node_id=node.id,
+                    map_index=unit.map_index,
+                    task_name=node.task,
+                    attempt_number=unit.attempt_number,
+                    inputs_uri=inputs_uri,
+                    outputs_uri=cached or self._blobs.uri(outputs_key(unit_prefix)),
+                    cache_hit=cached is not None,
+                    workflow_id=workflow_id or None,
+                )
+            )
+        return attempts_repo.create_attempts(session, execution.id, new)
 
     @staticmethod
     def _started(unit: UnitStart, attempt: TaskAttempt) -> AttemptStart:
@@ -343,6 +359,104 @@ class ExecutionActivities:
         unit = UnitStart(args.node_id, args.map_index, args.attempt_number)
         (start,) = self.start_attempts(StartAttemptsInput(args.execution_id, [unit])).starts
         return start
+
+    def start_successors(self, attempt_id: str) -> list[str]:
+        """After `attempt_id` SUCCEEDED: create the first attempts of the nodes it made
+        ready, ahead of the workflow, so that a chain's next task is placed while the signal
+        is still on its way; the workflow's `start_attempts` then finds them (creation is
+        idempotent). Called by the agent service once the report is committed.
+
+        Only where the workflow would start a node with nothing to do first: the node is no
+        map, no upstream node is a map or cached (none has `complete_node` to run), every
+        upstream node succeeded, and the node has no attempt yet. Never for a finished
+        execution: its row is locked, as `start_attempts` locks it. Best effort: a failure is
+        logged, and the workflow starts the nodes as it always does. Returns the ids of the
+        attempts created."""
+        try:
+            with transaction(self._sessions) as session:
+                created = self._start_successors(session, attempt_id)
+        except Exception:
+            log.warning(
+                "could not start the nodes after attempt %s ahead of the workflow; it starts them",
+                attempt_id,
+                exc_info=True,
+            )
+            return []
+        if any(not attempt.cache_hit for attempt in created):
+            self._on_attempt_ready()
+        return [attempt.id for attempt in created]
+
+    def _start_successors(self, session: Session, attempt_id: str) -> list[TaskAttempt]:
+        finished = session.get(TaskAttempt, attempt_id)
+        if (
+            finished is None
+            or finished.status != AttemptState.SUCCEEDED.value
+            or finished.map_index != NO_MAP_INDEX
+            or finished.workflow_id is not None
+        ):
+            return []
+        execution = self._execution(session, finished.execution_id)
+        spec = self._spec(session, execution)
+        candidates = self._plain_successors(execution.workflow_spec_id, spec).get(
+            finished.node_id, []
+        )
+        if not candidates:
+            return []
+        session.refresh(execution, with_for_update=True)
+        if ExecutionState(execution.status).terminal:
+            return []
+        upstream = {node_id: spec.node(node_id).upstream for node_id in candidates}
+        involved = set(candidates).union(*upstream.values())
+        started: set[str] = set()
+        succeeded: set[str] = set()
+        for node_id, status in session.execute(
+            select(TaskAttempt.node_id, TaskAttempt.status).where(
+                TaskAttempt.execution_id == execution.id, TaskAttempt.node_id.in_(involved)
+            )
+        ):
+            started.add(node_id)
+            if status == AttemptState.SUCCEEDED.value:
+                succeeded.add(node_id)
+        ready = [
+            node_id
+            for node_id in candidates
+            if node_id not in started and succeeded.issuperset(upstream[node_id])
+        ]
+        if not ready:
+            return []
+        units = [UnitStart(node_id, NO_MAP_INDEX, 1) for node_id in ready]
+        created = self._create_units(session, execution, spec, units, "")
+        for attempt in created:
+            with log_context(
+                execution_id=execution.id, node_id=attempt.node_id, attempt_id=attempt.id
+            ):
+                log.info(
+                    "attempt %s of node %s: %s, started after %s ahead of the workflow",
+                    attempt.id,
+                    attempt.node_id,
+                    attempt.status,
+                    finished.node_id,
+                )
+        return created
+
+    def _plain_successors(self, spec_id: str, spec: WorkflowSpec) -> dict[str, list[str]]:
+        """Node -> the nodes `start_successors` may start once it succeeded, per spec."""
+        found = self._successors.get(spec_id)
+        if found is None:
+            plain = {
+                node.id
+                for node in spec.nodes
+                if node.map is None and not spec.tasks[node.task].cache
+            }
+            found = {}
+            for node in spec.nodes:
+                if node.map is None and node.upstream and plain.issuperset(node.upstream):
+                    for upstream in node.upstream:
+                        found.setdefault(upstream, []).append(node.id)
+            if len(self._successors) >= _SUCCESSOR_SPECS:
+                self._successors.clear()  # bounded like `ParsedSpecs`: recomputing is cheap
+            self._successors[spec_id] = found
+        return found
 
     @activity.defn(name="complete_node")
     def complete_node(self, ref: NodeRef) -> None:

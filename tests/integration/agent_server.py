@@ -30,6 +30,7 @@ from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import transaction
+from control_plane.orchestration.activities import ExecutionActivities
 from control_plane.orchestration.workflows import AttemptFinished
 from control_plane.scheduling.scheduler import Scheduler
 from control_plane.services.finish_notifier import FinishNotifier
@@ -114,6 +115,10 @@ async def scheduled_agent_service(
         sessions,
         heartbeat_grace=heartbeat_grace(heartbeat_interval_seconds),
         on_assigned=ready.notify,
+    )
+    options.setdefault(
+        "on_attempt_succeeded",
+        ExecutionActivities(sessions, blobs, on_attempt_ready=scheduler.wake).start_successors,
     )
     service = AgentService(
         sessions,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 import grpc
 import pytest
@@ -28,7 +30,7 @@ from control_plane.agent_api import service as service_module
 from control_plane.agent_api.interceptors import InternalErrorInterceptor
 from control_plane.agent_api.service import AgentService, AttemptsReady
 from control_plane.blob_layout import bundle_key
-from control_plane.db.models import Cluster, TaskAttempt, utcnow
+from control_plane.db.models import Cluster, Execution, TaskAttempt, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.repositories import tenancy
@@ -541,6 +543,33 @@ async def test_a_terminal_report_signals_the_workflow_once(harness: Harness) -> 
     assert duplicate.accepted
     assert harness.sink.calls == [expected]
     assert (await harness.attempt(assignment.attempt_id)).status == AttemptState.SUCCEEDED.value
+
+
+async def test_a_success_starts_the_next_node_at_once_and_wakes_the_long_poll(
+    harness: Harness, no_recheck: None
+) -> None:
+    """The next node is created and placed as the report is applied, not after the workflow
+    heard of it; the workflow is signalled all the same (its own start finds the attempt)."""
+
+    def with_every_input(session: Session) -> None:
+        session.get_one(Execution, harness.execution_id).inputs = {"n": 3, "lr": 0.5}
+
+    await harness.db(with_every_input)
+    await harness.register()
+    first = await harness.leased_attempt()
+    outputs_uri = (await harness.attempt(first.attempt_id)).outputs_uri
+    Path(urlparse(outputs_uri).path).write_text(json.dumps({"o0": [1, 2, 3]}))
+
+    assert (await harness.report(first, SUCCEEDED, 1)).accepted
+    (second,) = await harness.lease(wait_seconds=int(DEADLINE_SECONDS))
+
+    assert second.node_id == "n1"
+    attempt = await harness.attempt(second.attempt_id)
+    assert (attempt.attempt_number, attempt.workflow_id) == (1, None)
+    assert json.loads(harness.blobs.get(attempt.inputs_uri)) == {"data": [1, 2, 3], "lr": 0.5}
+    assert harness.sink.calls == [
+        (harness.execution_id, AttemptFinished(first.attempt_id, "SUCCEEDED", ""))
+    ]
 
 
 async def test_a_failure_is_stored_and_signalled(harness: Harness) -> None:
