@@ -22,7 +22,7 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any, NamedTuple
 
@@ -163,6 +163,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self._heartbeat_interval = heartbeat_interval_seconds
         self._on_capacity_freed = on_capacity_freed
         self._on_attempt_succeeded = on_attempt_succeeded
+        self._background: set[asyncio.Task[None]] = set()  # see `_in_background`
         # Whether a report was taken without a secret yet (an attempt leased before secrets).
         self._warned_without_secret = False
         self._specs = ParsedSpecs()
@@ -465,9 +466,33 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         if outcome.finished:
             # Its capacity and its tenant's quota are free: the scheduler places again now.
             self._on_capacity_freed()
+            # Committed: the agent hears so now. What follows needs no answer from it, and
+            # the agent's next report should not wait for Temporal.
+            self._in_background(self._after_finish(request.attempt_id, state))
+        return pb.ReportStatusResponse(accepted=outcome.accepted, reason=outcome.reason)
+
+    async def _after_finish(self, attempt_id: str, state: AttemptState) -> None:
+        try:
             if state is AttemptState.SUCCEEDED:
                 # The next nodes are placed now, not after the workflow heard of it.
-                await asyncio.to_thread(self._on_attempt_succeeded, request.attempt_id)
-            # Committed; deliver now. If that fails, the notifier's loop delivers it later.
-            await self._notifier.deliver_pending()
-        return pb.ReportStatusResponse(accepted=outcome.accepted, reason=outcome.reason)
+                await asyncio.to_thread(self._on_attempt_succeeded, attempt_id)
+        finally:
+            # Delivered now; if that fails, the notifier's loop delivers it later.
+            self._notifier.deliver_soon()
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("work after a report failed", exc_info=task.exception())
+
+    async def settle(self) -> None:
+        """Until the work the reports left in the background is done, the workflows'
+        signals included (tests, and a graceful stop)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._notifier.settle()

@@ -34,6 +34,32 @@ class FinishNotifier:
         self._sessions = sessions
         self._sink = sink
         self._lock = asyncio.Lock()
+        self._asked_again = False
+        self._soon: asyncio.Task[None] | None = None
+
+    def deliver_soon(self) -> None:
+        """`deliver_pending` in the background, now: an agent's report is answered without
+        waiting for Temporal. Calls made while a round runs make one more round, not one
+        each; a failed round is left to the periodic loop (`run`)."""
+        self._asked_again = True
+        if self._soon is None or self._soon.done():
+            self._soon = asyncio.get_running_loop().create_task(
+                self._deliver_while_asked(), name="finish-notifier-soon"
+            )
+
+    async def _deliver_while_asked(self) -> None:
+        while self._asked_again:
+            self._asked_again = False
+            try:
+                await self.deliver_pending()
+            except Exception:  # the database is away: the periodic loop tries again
+                log.warning("finish notifier round failed; retrying later", exc_info=True)
+                return
+
+    async def settle(self) -> None:
+        """Until the background rounds `deliver_soon` asked for are over."""
+        while self._soon is not None and not self._soon.done():
+            await asyncio.shield(self._soon)
 
     async def deliver_pending(self) -> int:
         """Signal every finished attempt not yet delivered; returns how many were."""

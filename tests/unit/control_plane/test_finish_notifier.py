@@ -44,3 +44,51 @@ def test_a_round_signals_a_window_at_a_time_and_keeps_what_failed() -> None:
     assert 1 < sink.peak <= DELIVERY_WINDOW
     assert "at-33" not in marked and sorted(marked) == sorted(sink.delivered)
     assert len(set(marked)) == 69
+
+
+def test_deliveries_asked_for_during_a_round_make_one_more_round() -> None:
+    """`deliver_soon` from every report of a burst: the caller does not wait, and the burst
+    costs a round or two, not one per report."""
+
+    async def scenario() -> tuple[int, list[str]]:
+        notifier = FinishNotifier(sessions=None, sink=PeakSink(refuse=""))  # type: ignore[arg-type]
+        outbox: Any = notifier
+        rounds = 0
+        finished: list[FinishedAttempt] = []
+
+        def pending() -> list[FinishedAttempt]:
+            nonlocal rounds
+            rounds += 1
+            taken = list(finished)
+            finished.clear()
+            return taken
+
+        marked: list[str] = []
+        outbox._pending = pending
+        outbox._mark = marked.extend
+        for i in range(20):
+            finished.append(FinishedAttempt(f"at-{i}", "ex-1", "SUCCEEDED", ""))
+            notifier.deliver_soon()  # returns at once
+            await asyncio.sleep(0)
+        await notifier.settle()
+        return rounds, marked
+
+    rounds, marked = asyncio.run(scenario())
+    assert sorted(marked) == sorted(f"at-{i}" for i in range(20))
+    assert rounds <= 3
+
+
+def test_a_background_round_that_fails_is_left_to_the_loop(caplog: Any) -> None:
+    async def scenario() -> None:
+        notifier = FinishNotifier(sessions=None, sink=PeakSink(refuse=""))  # type: ignore[arg-type]
+
+        def database_away() -> list[FinishedAttempt]:
+            raise ConnectionError("database is away")
+
+        outbox: Any = notifier
+        outbox._pending = database_away
+        notifier.deliver_soon()
+        await notifier.settle()  # no exception escapes the background round
+
+    asyncio.run(scenario())
+    assert "finish notifier round failed; retrying later" in caplog.text
