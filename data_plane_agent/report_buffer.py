@@ -32,11 +32,13 @@ fsynced): it is sent again and the control plane ignores it as a duplicate seque
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import struct
 import zlib
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,9 +81,9 @@ class ReportBuffer:
     """Status reports waiting for delivery, oldest first, at most `capacity` of them, on disk.
 
     Opening a buffer loads what a previous process left in `directory`: files that cannot be
-    read are logged and renamed to `*.corrupt`, never fatal. The agent's reporter takes reports
-    in order with `first`, and `remove`s each one once the control plane accepted or
-    definitively rejected it.
+    read are logged and renamed to `*.corrupt`, never fatal. The agent's reporter takes each
+    attempt's reports in order with `next_for` (several attempts' at once), and `remove`s each
+    one once the control plane accepted or definitively rejected it.
 
     When full, `put` drops the oldest report (and its file) with a warning. That is safe: a
     dropped RUNNING report is superseded by the attempt's later reports (the control plane
@@ -102,6 +104,7 @@ class ReportBuffer:
         self._next_index = 0
         self._write_lock = asyncio.Lock()
         self._not_empty = asyncio.Event()
+        self._changed = asyncio.Event()  # a report came or went: see `next_for`
         self._empty = asyncio.Event()
         self._load()
 
@@ -193,10 +196,25 @@ class ReportBuffer:
             await self._not_empty.wait()
         return self._reports[0]
 
+    async def next_for(self, excluded: Collection[str]) -> PendingReport:
+        """The oldest report of an attempt not in `excluded` (those whose reports are being
+        sent), waiting for one: each attempt's reports come out one at a time, in order."""
+        while True:
+            for report in self._reports:
+                if report.request.attempt_id not in excluded:
+                    return report
+            self._changed.clear()
+            await self._changed.wait()
+
+    def wake(self) -> None:
+        """`next_for`'s waiters look again (what they exclude changed)."""
+        self._changed.set()
+
     def remove(self, report: PendingReport) -> None:
-        """Forget a report `first` returned (a no-op if it was dropped meanwhile)."""
-        if self._reports and self._reports[0] is report:
-            self._reports.popleft()
+        """Forget a report `first` or `next_for` returned (a no-op if it was dropped
+        meanwhile)."""
+        with contextlib.suppress(ValueError):  # dropped by `_make_room` meanwhile
+            self._reports.remove(report)  # by identity: reports compare so
             _settle(report)
         self._update_events()
 
@@ -221,6 +239,7 @@ class ReportBuffer:
         }
 
     def _update_events(self) -> None:
+        self._changed.set()
         if self._reports:
             self._not_empty.set()
             self._empty.clear()

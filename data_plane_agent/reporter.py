@@ -4,8 +4,9 @@ Each report is numbered per attempt (RUNNING is 1, the terminal state 2; an adop
 continues above any number its previous agent process can have used), fenced with its lease's
 token, and queued in a bounded buffer on disk (`report_buffer`, under `<work_dir>/reports/`),
 so that reports made while the control plane is unreachable are sent once it is back, even by
-the next agent process if this one dies first. The delivery loop sends them in order over the
-current session, retrying outages and (a bounded number of times) server errors.
+the next agent process if this one dies first. The delivery loop sends each attempt's reports in
+order over the current session, several attempts' side by side, retrying outages and (a bounded
+number of times) server errors.
 
 Each lease comes with a report secret that the control plane requires on the attempt's
 reports. It is kept apart from the `TaskAssignment` executors see: in memory, and on disk only
@@ -42,6 +43,8 @@ logger = logging.getLogger("data_plane_agent.agent")
 
 MAX_REPORT_TRIES = 10
 """Tries for a report the control plane answers with a server-side error (not for outages)."""
+REPORT_WINDOW = 8
+"""Attempts whose reports are sent side by side (each attempt's one at a time, in order)."""
 
 # The control plane is away: a report is kept until it gets through.
 _OUTAGE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
@@ -169,69 +172,102 @@ class Reporter:
         return self._report_secrets
 
     async def deliver_reports(self) -> None:
-        """Send the buffered reports in order, for ever."""
+        """Send the buffered reports, for ever: an attempt's one at a time and in order, up to
+        `REPORT_WINDOW` attempts' side by side, so that one slow answer (a busy control plane
+        applying a report) holds up no other attempt's. A fan-out's reports used to queue
+        behind each other here, and its slots stayed taken until they went out."""
         backoff = Backoff(
             self._settings.reconnect_initial_backoff_seconds,
             self._settings.reconnect_max_backoff_seconds,
         )
-        while True:
-            pending = await self._reports.first()
-            await self._session.wait_registered()
-            attempt_id = pending.request.attempt_id
-            with self._log_fields.of(attempt_id):
-                try:
-                    answer = await self._session.report_status(
-                        self._with_report_secret(pending.request)
-                    )
-                except grpc.aio.AioRpcError as exc:
-                    pending.tries += 1
-                    code = exc.code()
-                    if code is grpc.StatusCode.PERMISSION_DENIED:
-                        # Not this lease's report to make (or its secret was lost with the
-                        # agent process that leased it): sending it again cannot help.
-                        logger.error(
-                            "attempt %s: the control plane refused its %s: %s",
-                            attempt_id,
-                            pending.describe(),
-                            exc.details(),
-                        )
-                        self._settle(pending)
-                        continue
-                    if code in _OUTAGE_CODES or (
-                        code in _SERVER_ERROR_CODES and pending.tries < MAX_REPORT_TRIES
-                    ):
-                        delay = backoff.next_delay()
-                        logger.warning(
-                            "attempt %s: could not send its %s (%s: %s); retrying in %.1fs",
-                            attempt_id,
-                            pending.describe(),
-                            code.name,
-                            exc.details(),
-                            delay,
-                        )
-                        await asyncio.sleep(delay)  # pacing between retries
-                        continue
-                    logger.error(
-                        "attempt %s: giving up on its %s after %d tries (%s: %s)",
-                        attempt_id,
-                        pending.describe(),
-                        pending.tries,
-                        code.name,
-                        exc.details(),
-                    )
-                    self._settle(pending)
+        sending: dict[str, asyncio.Task[None]] = {}  # attempt id -> its report under way
+        try:
+            while True:
+                if len(sending) >= REPORT_WINDOW:
+                    await asyncio.wait(sending.values(), return_when=asyncio.FIRST_COMPLETED)
                     continue
-                backoff.reset()
+                pending = await self._reports.next_for(sending.keys())
+                await self._session.wait_registered()
+                attempt_id = pending.request.attempt_id
+                sending[attempt_id] = asyncio.create_task(
+                    self._deliver(pending, backoff, sending), name=f"report-{attempt_id}"
+                )
+        finally:
+            for task in sending.values():
+                task.cancel()
+
+    async def _deliver(
+        self,
+        pending: PendingReport,
+        backoff: Backoff,
+        sending: dict[str, asyncio.Task[None]],
+    ) -> None:
+        """One try at one report; one to try again stays in the buffer, the first of its
+        attempt, after a pause."""
+        attempt_id = pending.request.attempt_id
+        try:
+            with self._log_fields.of(attempt_id):
+                await self._try_delivering(pending, backoff)
+        except Exception:
+            logger.exception("attempt %s: could not send its %s", attempt_id, pending.describe())
+            await asyncio.sleep(backoff.next_delay())  # pacing: no busy loop on a bug
+        finally:
+            sending.pop(attempt_id, None)
+            self._reports.wake()
+
+    async def _try_delivering(self, pending: PendingReport, backoff: Backoff) -> None:
+        attempt_id = pending.request.attempt_id
+        try:
+            answer = await self._session.report_status(self._with_report_secret(pending.request))
+        except grpc.aio.AioRpcError as exc:
+            pending.tries += 1
+            code = exc.code()
+            if code is grpc.StatusCode.PERMISSION_DENIED:
+                # Not this lease's report to make (or its secret was lost with the agent
+                # process that leased it): sending it again cannot help.
+                logger.error(
+                    "attempt %s: the control plane refused its %s: %s",
+                    attempt_id,
+                    pending.describe(),
+                    exc.details(),
+                )
                 self._settle(pending)
-                if answer.accepted:
-                    logger.info("attempt %s: delivered its %s", attempt_id, pending.describe())
-                else:
-                    logger.info(
-                        "attempt %s: the control plane ignored its %s: %s",
-                        attempt_id,
-                        pending.describe(),
-                        answer.reason or "no reason given",
-                    )
+                return
+            if code in _OUTAGE_CODES or (
+                code in _SERVER_ERROR_CODES and pending.tries < MAX_REPORT_TRIES
+            ):
+                delay = backoff.next_delay()
+                logger.warning(
+                    "attempt %s: could not send its %s (%s: %s); retrying in %.1fs",
+                    attempt_id,
+                    pending.describe(),
+                    code.name,
+                    exc.details(),
+                    delay,
+                )
+                await asyncio.sleep(delay)  # pacing between retries
+                return
+            logger.error(
+                "attempt %s: giving up on its %s after %d tries (%s: %s)",
+                attempt_id,
+                pending.describe(),
+                pending.tries,
+                code.name,
+                exc.details(),
+            )
+            self._settle(pending)
+            return
+        backoff.reset()
+        self._settle(pending)
+        if answer.accepted:
+            logger.info("attempt %s: delivered its %s", attempt_id, pending.describe())
+        else:
+            logger.info(
+                "attempt %s: the control plane ignored its %s: %s",
+                attempt_id,
+                pending.describe(),
+                answer.reason or "no reason given",
+            )
 
     async def flush(self) -> None:
         """At shutdown: give the reports a last chance to go out over a live session, within

@@ -67,6 +67,9 @@ class FakeAgentService(agent_pb2_grpc.AgentServiceServicer):
         self.reports: list[agent_pb2.ReportStatusRequest] = []
         self.stop_attempt_ids: set[str] = set()
         self.refused_reports: list[agent_pb2.ReportStatusRequest] = []
+        # Attempt id -> an event its reports wait for before they are answered.
+        self.hold: dict[str, asyncio.Event] = {}
+        self.arrived: list[agent_pb2.ReportStatusRequest] = []  # as they came, held or not
         self._secrets: dict[tuple[str, int], str] = {}
         self._assignments: asyncio.Queue[agent_pb2.Assignment] = asyncio.Queue()
         self._changed = asyncio.Condition()
@@ -125,6 +128,9 @@ class FakeAgentService(agent_pb2_grpc.AgentServiceServicer):
         return agent_pb2.LeaseAttemptsResponse(assignments=batch)
 
     async def ReportStatus(self, request: Any, context: Any) -> agent_pb2.ReportStatusResponse:
+        self.arrived.append(request)
+        if request.attempt_id in self.hold:
+            await self.hold[request.attempt_id].wait()
         expected = self._secrets.get((request.attempt_id, request.fencing_token))
         if expected is not None and request.report_secret != expected:
             await self._record(self.refused_reports, request, context)
@@ -270,6 +276,33 @@ async def test_registers_leases_runs_and_reports(blobs: Blobs, tmp_path: Path) -
 
     assert all(0 < r.max_attempts <= 2 for r in fake.lease_requests)
     assert all(r.wait_seconds == 1 for r in fake.lease_requests)
+
+
+async def test_a_report_slow_to_be_answered_holds_up_no_other_attempts(
+    blobs: Blobs, tmp_path: Path
+) -> None:
+    """Reports of different attempts go side by side; an attempt's own go one at a time and
+    in order (its SUCCEEDED never overtakes its RUNNING)."""
+    async with fake_control_plane(FakeAgentService()) as (fake, port):
+        async with running_agent(agent_settings(tmp_path, port)):
+            await fake.wait_until(lambda: bool(fake.registrations), "registration")
+            fake.hold["att-slow"] = asyncio.Event()
+            fake.assign(blobs.assignment("att-slow", "add", {"a": 1, "b": 1}))
+            await wait_until_async(
+                lambda: any(r.attempt_id == "att-slow" for r in fake.arrived),
+                timeout=DEADLINE_SECONDS,
+                message="att-slow's first report",
+            )
+            fake.assign(blobs.assignment("att-fast", "add", {"a": 2, "b": 2}))
+
+            await fake.wait_until(lambda: fake.has_report("att-fast", SUCCEEDED), "att-fast")
+
+            assert [r.state for r in fake.arrived if r.attempt_id == "att-slow"] == [RUNNING]
+            fake.hold["att-slow"].set()
+            await fake.wait_until(lambda: fake.has_report("att-slow", SUCCEEDED), "att-slow")
+
+    assert states(fake.reports_for("att-slow")) == [(RUNNING, 1), (SUCCEEDED, 2)]
+    assert states(fake.reports_for("att-fast")) == [(RUNNING, 1), (SUCCEEDED, 2)]
 
 
 async def test_stop_attempt_ids_kill_the_running_attempt(
