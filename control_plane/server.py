@@ -35,6 +35,7 @@ from control_plane.orchestration.supervisor import WorkerSupervisor
 from control_plane.orchestration.temporal import TemporalLauncher, connect_temporal, make_worker
 from control_plane.scheduling.scheduler import Scheduler
 from control_plane.services.cluster_health import watch_cluster_health
+from control_plane.services.executions import RootsFirstLauncher
 from control_plane.services.finish_notifier import FinishNotifier
 from control_plane.services.launch_reconciler import relaunch_queued_executions
 from control_plane.services.sticky_recovery import restart_running_workflows
@@ -95,16 +96,18 @@ async def run_control_plane(
     executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="activity")
     worker: WorkerSupervisor | None = None
     worker_metrics: MetricsEndpoint | None = None
+    # The worker's activities; the API and the agent service use them too, to start nodes
+    # ahead of the workflow (`start_roots`, `start_successors`).
+    activities = ExecutionActivities(
+        sessions,
+        blob_store,
+        on_attempt_ready=scheduler.wake,
+        on_capacity_freed=scheduler.wake,
+        map_chunk=settings.temporal.map_chunk,
+        continue_after_events=settings.temporal.continue_after_events,
+    )
     try:
         if parts.worker:
-            activities = ExecutionActivities(
-                sessions,
-                blob_store,
-                on_attempt_ready=scheduler.wake,
-                on_capacity_freed=scheduler.wake,
-                map_chunk=settings.temporal.map_chunk,
-                continue_after_events=settings.temporal.continue_after_events,
-            )
             worker = WorkerSupervisor(
                 lambda: make_worker(
                     client,
@@ -146,13 +149,6 @@ async def run_control_plane(
             grpc_server = grpc.aio.server(
                 interceptors=[InternalErrorInterceptor()], options=server_options()
             )
-            # The service starts the nodes a success made ready (the worker's activities
-            # do the same work, found done); a process without the worker gets its own.
-            successors = (
-                activities
-                if parts.worker
-                else ExecutionActivities(sessions, blob_store, on_attempt_ready=scheduler.wake)
-            )
             agent_pb2_grpc.add_AgentServiceServicer_to_server(
                 AgentService(
                     sessions,
@@ -162,7 +158,7 @@ async def run_control_plane(
                     max_lease_wait_seconds=settings.grpc.max_lease_wait_seconds,
                     heartbeat_interval_seconds=settings.grpc.heartbeat_interval_seconds,
                     on_capacity_freed=scheduler.wake,
-                    on_attempt_succeeded=successors.start_successors,
+                    on_attempt_succeeded=activities.start_successors,
                     lockout=settings.grpc.auth_lockout(throttle),
                 ),
                 grpc_server,
@@ -183,7 +179,7 @@ async def run_control_plane(
             app = create_app(
                 settings,
                 session_factory=sessions,
-                launcher=launcher,
+                launcher=RootsFirstLauncher(launcher, activities.start_roots),
                 blob_store=blob_store,
                 authorizer=authorizer,
                 throttle_store=throttle,

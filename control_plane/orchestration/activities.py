@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -70,6 +71,16 @@ log = logging.getLogger(__name__)
 
 _SUCCESSOR_SPECS = 64
 """The specs whose successor maps `start_successors` keeps at once."""
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """Nodes `ExecutionActivities._start_ahead` may start, of one execution."""
+
+    execution: Execution
+    spec: WorkflowSpec
+    nodes: list[str]
+    when: str  # for the log: "after <node>", "at submission"
 
 
 class ExecutionActivities:
@@ -143,7 +154,7 @@ class ExecutionActivities:
                 execution = self._execution(session, execution_id)
                 error = {"node_id": None, "attempt_id": None, "message": message, "traceback": None}
                 move_execution(session, execution, ExecutionState.FAILED, error=error)
-                self._cancel_active_attempts(session, execution.id)
+                attempts_repo.cancel_unfinished(session, execution.id)
                 log.error("execution %s failed: %s", execution_id, message)
             self._on_capacity_freed()
             raise ApplicationError(
@@ -372,13 +383,28 @@ class ExecutionActivities:
         execution: its row is locked, as `start_attempts` locks it. Best effort: a failure is
         logged, and the workflow starts the nodes as it always does. Returns the ids of the
         attempts created."""
+        return self._start_ahead(
+            f"after attempt {attempt_id}", lambda session: self._successors_of(session, attempt_id)
+        )
+
+    def start_roots(self, execution_id: str) -> list[str]:
+        """When an execution is created: the same for the nodes that need only its inputs
+        (no map, no upstream node), so that its first tasks are placed while its workflow is
+        being started, not after that start, its first workflow task and `start_attempts`.
+        Called by the API after the execution is committed, beside the workflow's start."""
+        return self._start_ahead(
+            f"of execution {execution_id}", lambda session: self._roots_of(session, execution_id)
+        )
+
+    def _start_ahead(self, which: str, find: Callable[[Session], _Candidates | None]) -> list[str]:
         try:
             with transaction(self._sessions) as session:
-                created = self._start_successors(session, attempt_id)
+                found = find(session)
+                created = self._create_ready(session, found) if found else []
         except Exception:
             log.warning(
-                "could not start the nodes after attempt %s ahead of the workflow; it starts them",
-                attempt_id,
+                "could not start the nodes %s ahead of the workflow; it starts them",
+                which,
                 exc_info=True,
             )
             return []
@@ -386,7 +412,7 @@ class ExecutionActivities:
             self._on_attempt_ready()
         return [attempt.id for attempt in created]
 
-    def _start_successors(self, session: Session, attempt_id: str) -> list[TaskAttempt]:
+    def _successors_of(self, session: Session, attempt_id: str) -> _Candidates | None:
         finished = session.get(TaskAttempt, attempt_id)
         if (
             finished is None
@@ -394,19 +420,27 @@ class ExecutionActivities:
             or finished.map_index != NO_MAP_INDEX
             or finished.workflow_id is not None
         ):
-            return []
+            return None
         execution = self._execution(session, finished.execution_id)
         spec = self._spec(session, execution)
-        candidates = self._plain_successors(execution.workflow_spec_id, spec).get(
-            finished.node_id, []
-        )
-        if not candidates:
-            return []
+        nodes = self._plain_successors(execution.workflow_spec_id, spec).get(finished.node_id)
+        return _Candidates(execution, spec, nodes, f"after {finished.node_id}") if nodes else None
+
+    def _roots_of(self, session: Session, execution_id: str) -> _Candidates | None:
+        execution = self._execution(session, execution_id)
+        spec = self._spec(session, execution)
+        nodes = [node.id for node in spec.nodes if node.map is None and not node.upstream]
+        return _Candidates(execution, spec, nodes, "at submission") if nodes else None
+
+    def _create_ready(self, session: Session, found: _Candidates) -> list[TaskAttempt]:
+        """The first attempts of `found.nodes` whose upstream nodes all succeeded and that
+        have none yet, unless the execution finished (its row locked first)."""
+        execution, spec = found.execution, found.spec
         session.refresh(execution, with_for_update=True)
         if ExecutionState(execution.status).terminal:
             return []
-        upstream = {node_id: spec.node(node_id).upstream for node_id in candidates}
-        involved = set(candidates).union(*upstream.values())
+        upstream = {node_id: spec.node(node_id).upstream for node_id in found.nodes}
+        involved = set(found.nodes).union(*upstream.values())
         started: set[str] = set()
         succeeded: set[str] = set()
         for node_id, status in session.execute(
@@ -419,7 +453,7 @@ class ExecutionActivities:
                 succeeded.add(node_id)
         ready = [
             node_id
-            for node_id in candidates
+            for node_id in found.nodes
             if node_id not in started and succeeded.issuperset(upstream[node_id])
         ]
         if not ready:
@@ -431,11 +465,11 @@ class ExecutionActivities:
                 execution_id=execution.id, node_id=attempt.node_id, attempt_id=attempt.id
             ):
                 log.info(
-                    "attempt %s of node %s: %s, started after %s ahead of the workflow",
+                    "attempt %s of node %s: %s, started %s ahead of the workflow",
                     attempt.id,
                     attempt.node_id,
                     attempt.status,
-                    finished.node_id,
+                    found.when,
                 )
         return created
 
@@ -583,7 +617,7 @@ class ExecutionActivities:
                 move_execution(
                     session, execution, ExecutionState.FAILED, error=self._error(session, args)
                 )
-            self._cancel_active_attempts(session, execution.id)
+            attempts_repo.cancel_unfinished(session, execution.id)
             log.info("execution %s finished: %s", execution.id, execution.status)
         # Its attempts' capacity and its place in the tenant's running executions are free.
         self._on_capacity_freed()
@@ -604,15 +638,3 @@ class ExecutionActivities:
             "message": failed.error_message or args.message or "task failed",
             "traceback": failed.error_traceback,
         }
-
-    def _cancel_active_attempts(self, session: Session, execution_id: str) -> None:
-        active = session.scalars(
-            select(TaskAttempt).where(
-                TaskAttempt.execution_id == execution_id,
-                TaskAttempt.status.in_(
-                    [AttemptState.PENDING, AttemptState.ASSIGNED, *attempts_repo.ACTIVE_STATES]
-                ),
-            )
-        ).all()
-        for attempt in active:
-            attempts_repo.move_attempt(session, attempt, AttemptState.CANCELLED)

@@ -10,9 +10,10 @@ rest), each naming what is wrong.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -51,6 +52,26 @@ class ExecutionLauncher(Protocol):
     async def cancel_execution(self, execution_id: str) -> None:
         """Ask the execution's workflow to cancel; a no-op when it is not running."""
         ...
+
+
+class RootsFirstLauncher:
+    """An `ExecutionLauncher` that starts an execution's first tasks itself, beside the
+    workflow's start (`ExecutionActivities.start_roots`): they are placed while Temporal
+    starts the workflow, whose first `start_attempts` then finds them."""
+
+    def __init__(self, inner: ExecutionLauncher, start_roots: Callable[[str], object]) -> None:
+        self._inner = inner
+        self._start_roots = start_roots
+
+    async def start_execution(self, execution_id: str) -> bool:
+        roots = asyncio.create_task(asyncio.to_thread(self._start_roots, execution_id))
+        try:
+            return await self._inner.start_execution(execution_id)
+        finally:
+            await roots
+
+    async def cancel_execution(self, execution_id: str) -> None:
+        await self._inner.cancel_execution(execution_id)
 
 
 class ExecutionRequestError(Exception):

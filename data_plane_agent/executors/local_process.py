@@ -399,7 +399,8 @@ class LocalProcessExecutor:
             try:
                 directory = self.attempt_dir(attempt_id)
                 sandbox = self.sandbox_dir(attempt_id)
-                uid = users.acquire() if users is not None else None
+                # A look at every process (`kill_processes_of`): not on the event loop.
+                uid = await asyncio.to_thread(users.acquire) if users is not None else None
                 self._attempts_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
                 await asyncio.to_thread(_prepare_sandbox, sandbox, assignment, uid)
                 async with self._dirs_lock:
@@ -484,9 +485,11 @@ class LocalProcessExecutor:
             event = AttemptEvent(
                 attempt_id, AttemptState.FAILED, f"agent could not determine the outcome: {exc}"
             )
-        finally:
-            await asyncio.to_thread(self._clean_up, attempt.sandbox, attempt.uid)
+        except BaseException:  # cancelled: no event, and nothing of it left behind
             self._attempts.pop(attempt_id, None)
+            await asyncio.to_thread(self._clean_up, attempt.sandbox, attempt.uid)
+            raise
+        self._attempts.pop(attempt_id, None)
         logger.info(
             "attempt %s: %s%s",
             attempt_id,
@@ -494,6 +497,9 @@ class LocalProcessExecutor:
             f" ({event.message})" if event.message else "",
         )
         self._emit(event)
+        # Its end goes out first: the sandbox and the uid go after it, off the path to the
+        # next attempt (nothing of this one runs any more, and its outputs were read).
+        await asyncio.to_thread(self._clean_up, attempt.sandbox, attempt.uid)
         self._sweep_soon(attempt_id)
 
     async def _outcome(self, attempt: _LocalAttempt) -> AttemptEvent:

@@ -183,4 +183,10 @@ async def test_a_process_a_task_leaves_behind_dies_with_its_attempt(
         interval=0.05,
         message="a task's escaped process to end with its attempt",
     )
-    assert not machine.executor.sandbox_dir("at-escape").exists()
+    # Its sandbox goes right after its end is out.
+    await wait_until_async(
+        lambda: not machine.executor.sandbox_dir("at-escape").exists(),
+        timeout=DEADLINE_SECONDS,
+        interval=0.05,
+        message="the attempt's sandbox to be removed",
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import tarfile
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import make_engine, make_session_factory
+from control_plane.orchestration.activities import ExecutionActivities
+from control_plane.services.executions import RootsFirstLauncher
 from control_plane.settings import ApiSettings, DatabaseSettings, Settings
 from fleetflow.ir import WorkflowSpec
 from fleetflow.storage import LocalBlobStore
@@ -364,6 +367,39 @@ def test_launcher_failure_keeps_the_execution_queued(
     [execution] = client.get("/api/v1/executions").json()
     assert execution["id"] in body["detail"]
     assert execution["status"] == "QUEUED"
+
+
+def test_first_tasks_start_beside_the_workflow_and_a_cancel_before_it_stops_them(
+    session_factory: sessionmaker[Session],
+    launcher: FakeLauncher,
+    blob_store: LocalBlobStore,
+    workflow_spec: WorkflowSpec,
+) -> None:
+    """As `control_plane/server.py` composes it: the nodes that need only the inputs are
+    created as the execution is, even while the orchestrator is down (503); cancelling the
+    still QUEUED execution cancels them too."""
+    activities = ExecutionActivities(session_factory, blob_store)
+    app = _app(session_factory, RootsFirstLauncher(launcher, activities.start_roots), blob_store)
+    with admin_client(app) as client:
+        register(client, workflow_spec, upload_bundle(client))
+        launcher.unavailable = True
+        response = client.post(
+            "/api/v1/executions", json={"workflow": WORKFLOW, "inputs": {"n": 4}}
+        )
+        assert_error(response, 503)
+        [execution] = client.get("/api/v1/executions").json()
+        assert execution["status"] == "QUEUED"
+        [attempt] = execution["attempts"]
+        assert (attempt["node_id"], attempt["status"]) == ("n0", "PENDING")
+        with session_factory() as session:
+            inputs_uri = session.get_one(TaskAttempt, attempt["id"]).inputs_uri
+        assert json.loads(blob_store.get(inputs_uri)) == {"n": 4}
+
+        launcher.unavailable = False
+        cancelled = client.post(f"/api/v1/executions/{execution['id']}/cancel").json()
+
+    assert cancelled["status"] == "CANCELLED"
+    assert [a["status"] for a in cancelled["attempts"]] == ["CANCELLED"]
 
 
 def test_execution_shows_its_attempts(

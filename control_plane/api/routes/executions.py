@@ -18,6 +18,7 @@ from control_plane.api.deps import BlobStoreDep, LauncherDep, Offset, SessionDep
 from control_plane.api.errors import ApiError
 from control_plane.api.routes import outputs
 from control_plane.db.models import Execution, Tenant
+from control_plane.db.repositories.attempts import cancel_unfinished
 from control_plane.db.repositories.executions import (
     cluster_names,
     get_execution,
@@ -225,6 +226,8 @@ async def cancel_execution_route(
 def _cancel_if_queued(session: Session, execution: Execution) -> None:
     if execution.status == ExecutionState.QUEUED:
         move_execution(session, execution, ExecutionState.CANCELLED)
+        # Its first tasks may have started before its workflow (`start_roots`).
+        cancel_unfinished(session, execution.id)
         session.commit()
 
 

@@ -328,6 +328,18 @@ def _apply_authorised_report(
     return ReportOutcome(True, "", attempt, finished=state.terminal)
 
 
+def cancel_unfinished(session: Session, execution_id: str) -> list[str]:
+    """Move the execution's attempts that have not finished (waiting, placed or running) to
+    CANCELLED; the ids moved. Their agents are told to stop them at their next heartbeat."""
+    unfinished = session.scalars(
+        select(TaskAttempt).where(
+            TaskAttempt.execution_id == execution_id,
+            TaskAttempt.status.in_([A.PENDING.value, *ACTIVE_STATES]),
+        )
+    ).all()
+    return [a.id for a in unfinished if move_attempt(session, a, A.CANCELLED)]
+
+
 LEASE_HELD_STATES = (A.LEASED.value, A.RUNNING.value)
 
 

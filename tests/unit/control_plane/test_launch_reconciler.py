@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import update
 
 from control_plane.db.models import Execution, utcnow
@@ -13,6 +14,7 @@ from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import make_engine, make_session_factory, transaction
+from control_plane.services.executions import RootsFirstLauncher
 from control_plane.services.launch_reconciler import relaunch_queued_executions
 from fleetflow.ir import WorkflowSpec
 from fleetflow.states import ExecutionState
@@ -105,3 +107,21 @@ async def test_running_executions_without_a_workflow_are_resumed_once_at_start(
         await loop_task
     assert launcher.started == [orphan.id]
     assert sorted(launcher.asked) == sorted([orphan.id, alive.id])
+
+
+def test_the_roots_first_launcher_starts_the_first_tasks_beside_the_workflow() -> None:
+    """`RootsFirstLauncher` (as `control_plane/server.py` wraps the Temporal launcher): the
+    first tasks are started whether or not the orchestrator takes the start."""
+
+    class Down:
+        async def start_execution(self, execution_id: str) -> bool:
+            raise ConnectionError("temporal is down")
+
+        async def cancel_execution(self, execution_id: str) -> None:
+            raise AssertionError("not asked")
+
+    started: list[str] = []
+    launcher = RootsFirstLauncher(Down(), started.append)
+    with pytest.raises(ConnectionError):
+        asyncio.run(launcher.start_execution("ex-1"))
+    assert started == ["ex-1"]

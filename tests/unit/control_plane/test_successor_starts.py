@@ -209,3 +209,29 @@ def test_a_failure_is_logged_and_leaves_the_start_to_the_workflow(
     assert "ahead of the workflow; it starts them" in caplog.text
     assert [a.node_id for a in attempts_of(session_factory, execution_id)] == [TOP]
     assert AttemptState.SUCCEEDED.value == _by_node(session_factory, execution_id)[TOP].status
+
+
+def test_a_new_execution_starts_the_nodes_that_need_only_its_inputs(
+    activities: ExecutionActivities,
+    session_factory: sessionmaker[Session],
+    blobs: LocalBlobStore,
+    wakes: Wakes,
+) -> None:
+    execution_id = _execution(session_factory, diamond.spec, {"x": 5})
+
+    (top,) = activities.start_roots(execution_id)  # still QUEUED: its workflow is starting
+
+    attempt = _by_node(session_factory, execution_id)[TOP]
+    assert (attempt.id, attempt.status, attempt.attempt_number) == (top, "PENDING", 1)
+    assert json.loads(blobs.get(attempt.inputs_uri)) == {"x": 5}
+    assert wakes.count == 1
+    assert activities.start_roots(execution_id) == []  # a second start of it: nothing more
+    assert _start(activities, execution_id, TOP) == top  # the workflow's start finds it
+
+    # A map node is expanded by the workflow; a finished execution starts nothing.
+    mapped = _execution(session_factory, guarded.spec, {"x": 1})
+    assert [len(activities.start_roots(mapped))] == [1]  # `remembered`, not the map
+    cancelled = _execution(session_factory, diamond.spec, {"x": 1})
+    with transaction(session_factory) as session:
+        move_execution(session, session.get_one(Execution, cancelled), ExecutionState.CANCELLED)
+    assert activities.start_roots(cancelled) == []
