@@ -37,6 +37,7 @@ from control_plane.orchestration.workflows import (
 from fleetflow import map_task, task, workflow
 from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
 from fleetflow.storage import LocalBlobStore
+from tests.unit.control_plane.conftest import Wakes
 
 BUNDLE = "d" * 64
 
@@ -63,31 +64,6 @@ def squares(n: int, offset: int = 0) -> int:
 
 SPEC = squares.spec
 NUMBERS, SQUARE, TOTAL = (node.id for node in SPEC.nodes)
-
-
-class Wakes:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self) -> None:
-        self.count += 1
-
-
-@pytest.fixture
-def wakes() -> Wakes:
-    return Wakes()
-
-
-@pytest.fixture
-def blobs(tmp_path: Path) -> LocalBlobStore:
-    return LocalBlobStore(tmp_path / "blobs")
-
-
-@pytest.fixture
-def activities(
-    session_factory: sessionmaker[Session], blobs: LocalBlobStore, wakes: Wakes
-) -> ExecutionActivities:
-    return ExecutionActivities(session_factory, blobs, on_attempt_ready=wakes)
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ from fleetflow import map_task, task, workflow
 from fleetflow.ir import WorkflowSpec
 from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
 from fleetflow.storage import LocalBlobStore
+from tests.unit.control_plane.conftest import Wakes
 from tests.unit.control_plane.test_execution_activities import (
     BUNDLE,
-    Wakes,
     attempts_of,
     succeed,
 )
@@ -69,23 +69,6 @@ def _nodes(spec: WorkflowSpec) -> list[str]:
 
 
 TOP, LEFT, RIGHT, JOIN = _nodes(diamond.spec)
-
-
-@pytest.fixture
-def wakes() -> Wakes:
-    return Wakes()
-
-
-@pytest.fixture
-def blobs(tmp_path: Path) -> LocalBlobStore:
-    return LocalBlobStore(tmp_path / "blobs")
-
-
-@pytest.fixture
-def activities(
-    session_factory: sessionmaker[Session], blobs: LocalBlobStore, wakes: Wakes
-) -> ExecutionActivities:
-    return ExecutionActivities(session_factory, blobs, on_attempt_ready=wakes)
 
 
 def _execution(sessions: sessionmaker[Session], spec: WorkflowSpec, inputs: dict) -> str:
