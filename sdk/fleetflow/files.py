@@ -9,8 +9,8 @@ directory). Where the bytes are depends on where the conversion happens:
 - inside the task runtime a `BlobContext` is active: a file or directory the task returns is
   uploaded, content-addressed, next to the attempt's outputs, and one the task receives is
   downloaded into the attempt's work directory first. A value the task received and passes on
-  keeps its URI, so nothing is uploaded twice (a task that edits a received file in place
-  should return a new `File` instead).
+  unchanged keeps its URI, so nothing is uploaded twice; one it changed in place is uploaded as
+  what it holds now (a remote result never differs from the local one).
 """
 
 from __future__ import annotations
@@ -112,15 +112,24 @@ class BlobContext:
         download_dir: a local directory blobs are downloaded into.
         source: the store to download a URI from; one that raises when the task may not
             download at all (its agent staged its inputs into `download_dir`).
-        downloaded: absolute local path -> the URI it was downloaded from, so a value passed
-            on unchanged keeps its URI.
+        downloaded: absolute local path -> the URI it was downloaded from and the digest of
+            its content then, so a value passed on unchanged keeps its URI, and one the task
+            changed in place is uploaded as what it now holds.
     """
 
     store: BlobStore
     prefix: str
     download_dir: Path
     source: Callable[[str], BlobStore] = store_for_uri
-    downloaded: dict[Path, str] = field(default_factory=dict)
+    downloaded: dict[Path, tuple[str, str]] = field(default_factory=dict)
+
+    def unchanged_uri(self, local: Path, digest: Callable[[Path], str]) -> str | None:
+        """The URI `local` was downloaded from, if it still holds what it held then."""
+        known = self.downloaded.get(local)
+        if known is None:
+            return None
+        uri, then = known
+        return uri if digest(local) == then else None
 
     def key(self, *parts: str) -> str:
         return "/".join(p.strip("/") for p in (self.prefix, *parts) if p.strip("/"))
@@ -199,8 +208,8 @@ def file_to_literal(value: Any, path: str = "") -> dict[str, str]:
     context = active_blob_context()
     if context is None:
         return {"uri": local.as_uri(), "name": local.name}
-    uri = context.downloaded.get(local)
-    if uri is None:
+    uri = context.unchanged_uri(local, _sha256_of)
+    if uri is None:  # made by the task, or changed by it in place: what it holds now
         key = context.key("files", _sha256_of(local), local.name)
         uri = context.store.uri(key)
         if not context.store.exists(uri):
@@ -221,7 +230,7 @@ def file_to_python(literal: dict[str, str], path: str = "") -> File:
         except FleetflowError as exc:
             raise LiteralValidationError(path, str(exc)) from None
         verify_content(uri, local, path)
-    context.downloaded[local] = uri
+    context.downloaded[local] = (uri, _sha256_of(local))
     return File(local)
 
 
@@ -264,8 +273,8 @@ def directory_to_literal(value: Any, path: str = "") -> dict[str, str]:
     context = active_blob_context()
     if context is None:
         return {"uri": local.as_uri()}
-    uri = context.downloaded.get(local)
-    if uri is None:
+    uri = context.unchanged_uri(local, directory_digest)
+    if uri is None:  # made by the task, or changed by it in place: what it holds now
         files = Directory(local).files()
         prefix = context.key("dirs", _listing_digest(local, files))
         for file in files:
@@ -299,7 +308,7 @@ def directory_to_python(literal: dict[str, str], path: str = "") -> Directory:
             store.download(object_uri, partial.joinpath(*PurePosixPath(relative).parts))
         partial.mkdir(parents=True, exist_ok=True)  # an empty directory has no objects
         partial.rename(local)
-    context.downloaded[local] = uri
+    context.downloaded[local] = (uri, directory_digest(local))
     return Directory(local)
 
 

@@ -79,6 +79,34 @@ def test_file_and_directory_inputs_are_uploaded(stack: Stack, tmp_path: Path) ->
         )
 
 
+def test_a_task_that_edits_its_inputs_in_place_gives_the_local_result_remotely(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Issue 16's silent wrong result: a received Directory and File changed in place and
+    returned; the next task must see the edits remotely as it does locally."""
+
+    def inputs(where: Path) -> dict[str, Any]:
+        (where / "folder").mkdir(parents=True)
+        (where / "folder" / "a.txt").write_text("original")
+        (where / "note.txt").write_text("a note")
+        return {"folder": Directory(where / "folder"), "note": File(where / "note.txt")}
+
+    wf = workflow("edited_in_place")
+    local = wf(**inputs(tmp_path / "local"))
+    with stack.client() as client:
+        remote = client.run(wf, timeout=120, **inputs(tmp_path / "remote"))
+    assert remote.status == "SUCCEEDED", f"{remote.error}\n{stack.logs()}"
+    assert (
+        remote.outputs
+        == local
+        == {
+            "a.txt": "edited",
+            "added.txt": "new",
+            "note": "a note and more",
+        }
+    )
+
+
 def test_run_without_waiting_then_cancel(exchange_dir: Path, stack: Stack, tmp_path: Path) -> None:
     marker = exchange_dir / "pid.txt"
     with stack.client() as client:

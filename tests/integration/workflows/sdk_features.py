@@ -25,6 +25,11 @@ class Report(NamedTuple):
     text: File
 
 
+class EditedInPlace(NamedTuple):
+    folder: Directory
+    note: File
+
+
 @task
 def numbers(n: int) -> list[int]:
     return list(range(n))
@@ -73,6 +78,28 @@ def word_count(data: File) -> int:
 @workflow
 def folder_sizes(folder: Directory) -> dict[str, int]:
     return sizes(folder=folder)
+
+
+@task
+def edit_in_place(folder: Directory, note: File) -> EditedInPlace:
+    """Changes what it received, in place, and returns it (issue 16: remotely the output used
+    to name the unedited upload)."""
+    (folder.path / "a.txt").write_text("edited")
+    (folder.path / "added.txt").write_text("new")
+    note.path.write_text(note.path.read_text() + " and more")
+    return EditedInPlace(folder=folder, note=note)
+
+
+@task
+def contents(folder: Directory, note: File) -> dict[str, str]:
+    found = {p.relative_to(folder.path).as_posix(): p.read_text() for p in folder.files()}
+    return {**found, "note": note.path.read_text()}
+
+
+@workflow
+def edited_in_place(folder: Directory, note: File) -> dict[str, str]:
+    edited = edit_in_place(folder=folder, note=note)
+    return contents(folder=edited.folder, note=edited.note)
 
 
 @task

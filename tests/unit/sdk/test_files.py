@@ -230,8 +230,44 @@ def test_inside_a_blob_context_files_are_uploaded_and_downloaded(
         assert received.path.read_bytes() == b"\x00\x01 weights"
         # Passed on unchanged: the same URI, nothing uploaded under the new prefix.
         assert to_literal(received, File) == literal
-        assert context.downloaded == {received.path: literal["uri"]}
+        assert context.downloaded == {received.path: (literal["uri"], digest)}
     assert not (store.root / "executions/e1/n1").exists()
+
+
+def test_a_received_file_or_directory_changed_in_place_is_returned_as_it_is_now(
+    store: LocalBlobStore, tmp_path: Path
+) -> None:
+    """Locally a task that edits its input in place returns the edits; remotely it must too,
+    not the URI of the unedited upload (issue 16: a silent wrong result)."""
+    source = tmp_path / "notes.txt"
+    source.write_text("draft")
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "a.txt").write_text("one")
+    with blob_context(store, "executions/e1/n0/1", tmp_path / "downloads"):
+        file_literal = to_literal(File(source), File)
+        dir_literal = to_literal(Directory(tree), Directory)
+
+    with blob_context(store, "executions/e1/n1/1", tmp_path / "downloads"):
+        received_file = to_python(file_literal, File)
+        received_dir = to_python(dir_literal, Directory)
+        received_file.path.write_text("final")
+        (received_dir.path / "sub" / "a.txt").write_text("two")
+        (received_dir.path / "b.txt").write_text("new")
+        file_out = to_literal(received_file, File)
+        dir_out = to_literal(received_dir, Directory)
+
+    assert file_out["uri"] != file_literal["uri"]
+    assert read_uri(file_out["uri"]) == b"final"
+    assert read_uri(file_literal["uri"]) == b"draft"  # the input is left as it was
+    assert dir_out["uri"] != dir_literal["uri"]
+    with blob_context(store, "executions/e1/n2/1", tmp_path / "later"):
+        edited = to_python(dir_out, Directory)
+        assert sorted(p.relative_to(edited.path).as_posix() for p in edited.files()) == [
+            "b.txt",
+            "sub/a.txt",
+        ]
+        assert (edited.path / "sub" / "a.txt").read_text() == "two"
 
 
 def test_inside_a_blob_context_directories_round_trip(
