@@ -45,7 +45,8 @@ class TypeKind(StrEnum):
     ENUM = "enum"  # literal: the member's string value, one of `values`
     OPTIONAL = "optional"  # literal: null or a literal of `item`
     LIST = "list"
-    DICT = "dict"  # keys are always strings
+    DICT = "dict"  # literal keys are strings: see LiteralType.key
+    SET = "set"  # literal: a list of distinct item literals, in their JSON text's order
     STRUCT = "struct"  # a dataclass or pydantic model: named, typed fields
     FILE = "file"  # literal: {"uri": ..., "name": ...}, a blob
     DIRECTORY = "directory"  # literal: {"uri": ...}, a prefix of blobs
@@ -54,13 +55,18 @@ class TypeKind(StrEnum):
 class LiteralType(_Frozen):
     """The type of a value in the IR.
 
-    `item` is the element type of a list, the value type of a dict and the inner type of an
-    optional; `name` and `fields` describe a struct by its qualified name and its typed fields;
-    `name` and `values` describe an enum.
+    `item` is the element type of a list or a set, the value type of a dict and the inner type
+    of an optional; `key` is a dict's key type when it is not str (int, or an enum), whose
+    literal keys are an int's decimal form or an enum member's value; `name` and `fields`
+    describe a struct by its qualified name and its typed fields; `name` and `values` describe
+    an enum (or a `Literal` of strings).
     """
 
     kind: TypeKind
     item: LiteralType | None = None
+    # Not written when absent (every type but an int- or enum-keyed dict): specs and their
+    # digests stay what they were before dict keys had a type.
+    key: LiteralType | None = Field(default=None, exclude_if=lambda key: key is None)
     name: str | None = None
     fields: dict[str, LiteralType] | None = None
     values: list[str] | None = None
@@ -93,7 +99,10 @@ class LiteralType(_Frozen):
             case TypeKind.LIST:
                 return f"list[{self.item.describe() if self.item else '?'}]"
             case TypeKind.DICT:
-                return f"dict[str, {self.item.describe() if self.item else '?'}]"
+                key = self.key.describe() if self.key else "str"
+                return f"dict[{key}, {self.item.describe() if self.item else '?'}]"
+            case TypeKind.SET:
+                return f"set[{self.item.describe() if self.item else '?'}]"
             case TypeKind.STRUCT:
                 return (self.name or "struct").rsplit(".", 1)[-1]
 

@@ -15,8 +15,11 @@ One module, so the SDK, the task runtime and the control plane agree on every va
 | `datetime`                          | datetime  | ISO 8601 string, with an offset only if aware |
 | `timedelta`                         | duration  | seconds (an integer when whole)               |
 | `Enum` with `str` values            | enum      | the member's value                            |
+| `Literal["a", "b"]` (strings)       | enum      | the string                                    |
 | `Optional[T]`, `T \\| None`          | optional  | null or a literal of T                        |
-| `list[T]`, `dict[str, T]`           | list/dict | array, object                                 |
+| `list[T]`                           | list      | array                                         |
+| `dict[K, T]`, K `str`, `int`, enum  | dict      | object; an int key in decimal, an enum's value|
+| `set[T]`, `frozenset[T]` (scalars)  | set       | array of distinct items, in their JSON order  |
 | dataclass, pydantic model           | struct    | object with exactly the fields                |
 | `File`, `Directory`                 | file/dir  | `{"uri", "name"}`, `{"uri"}`                  |
 
@@ -31,7 +34,9 @@ import dataclasses
 import datetime as dt
 import enum
 import functools
+import json
 import math
+import re
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -274,35 +279,167 @@ class _List(TypeTransformer):
 
 
 class _Dict(TypeTransformer):
+    """`dict[K, V]` with str, int or (str-valued) enum keys; JSON keys are strings, so an int
+    key travels in its decimal form and an enum key as its member's value."""
+
     def handles(self, py_type: Any) -> bool:
         return typing.get_origin(py_type) is dict
 
     def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
         args = typing.get_args(py_type)
-        if len(args) != 2 or args[0] is not str:
+        if len(args) != 2:
+            raise UnsupportedTypeError("dict needs a key and a value type, e.g. dict[str, float]")
+        key_type = _strip_annotated(args[0])
+        if key_type is str:
+            key = None
+        elif key_type is int:
+            key = LiteralType(kind=TypeKind.INTEGER)
+        elif isinstance(key_type, type) and issubclass(key_type, enum.Enum):
+            key = resolve(key_type)
+        else:
             raise UnsupportedTypeError(
-                "dict needs string keys and a value type, e.g. dict[str, float]"
+                f"dict keys must be str, int or an enum of str values, not "
+                f"{describe_python_type(args[0])}; e.g. dict[str, float]"
             )
-        return LiteralType(kind=TypeKind.DICT, item=resolve(args[1]))
-
-    def _convert(
-        self, value: Any, py_type: Any, path: str, convert: Callable[..., Any]
-    ) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise _mismatch(path, describe_python_type(py_type), value)
-        item_type = typing.get_args(py_type)[1]
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise LiteralValidationError(path, f"dict keys must be strings, got {key!r}")
-            out[key] = convert(item, item_type, _field_path(path, key))
-        return out
+        return LiteralType(kind=TypeKind.DICT, item=resolve(args[1]), key=key)
 
     def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
-        return self._convert(value, py_type, path, to_literal)
+        if not isinstance(value, dict):
+            raise _mismatch(path, describe_python_type(py_type), value)
+        key_type, item_type = (_strip_annotated(a) for a in typing.get_args(py_type))
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            text = _key_literal(key, key_type, path)
+            out[text] = to_literal(item, item_type, _field_path(path, text))
+        return out
 
     def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
-        return self._convert(literal, py_type, path, to_python)
+        if not isinstance(literal, dict):
+            raise _mismatch(path, describe_python_type(py_type), literal)
+        key_type, item_type = (_strip_annotated(a) for a in typing.get_args(py_type))
+        key_literal_type = literal_type_of(py_type).key
+        out: dict[Any, Any] = {}
+        for text, item in literal.items():
+            _validate_key(text, key_literal_type, path)
+            key = text if key_type is str else key_type(int(text) if key_type is int else text)
+            out[key] = to_python(item, item_type, _field_path(path, text))
+        return out
+
+
+def _key_literal(key: Any, key_type: Any, path: str) -> str:
+    if key_type is str:
+        if not isinstance(key, str):
+            raise LiteralValidationError(path, f"dict keys must be strings, got {key!r}")
+        return key if type(key) is str else str.__str__(key)
+    if key_type is int:
+        if isinstance(key, bool) or not isinstance(key, int):
+            raise LiteralValidationError(path, f"dict keys must be ints, got {key!r}")
+        return str(key)
+    if not isinstance(key, key_type):
+        raise LiteralValidationError(
+            path, f"dict keys must be members of {key_type.__name__}, got {key!r}"
+        )
+    return str(key.value)
+
+
+def _validate_key(text: Any, key_type: LiteralType | None, path: str) -> None:
+    """A literal dict key: a string, and for an int key its canonical decimal form, for an
+    enum key one of its values."""
+    if not isinstance(text, str):
+        raise LiteralValidationError(path, f"dict keys must be strings, got {text!r}")
+    if key_type is None:
+        return
+    if key_type.kind is TypeKind.INTEGER:
+        if not _INT_KEY.fullmatch(text):
+            raise LiteralValidationError(
+                path, f"dict key {text!r} is not an int in decimal form (e.g. '3', '-12')"
+            )
+        return
+    values = key_type.values or []
+    if text not in values:
+        allowed = ", ".join(repr(v) for v in values)
+        raise LiteralValidationError(
+            path, f"dict key {text!r} is not a {key_type.describe()} (one of {allowed})"
+        )
+
+
+_INT_KEY = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+class _Set(TypeTransformer):
+    """`set[T]` and `frozenset[T]` of hashable scalars: a JSON list of distinct items, in the
+    order of their JSON text, so one set has one literal (task cache keys stay stable)."""
+
+    _HASHABLE = frozenset(
+        {
+            TypeKind.INTEGER,
+            TypeKind.FLOAT,
+            TypeKind.STRING,
+            TypeKind.BOOLEAN,
+            TypeKind.BYTES,
+            TypeKind.DATETIME,
+            TypeKind.DURATION,
+            TypeKind.ENUM,
+        }
+    )
+
+    def handles(self, py_type: Any) -> bool:
+        return typing.get_origin(py_type) in (set, frozenset)
+
+    def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
+        args = typing.get_args(py_type)
+        if len(args) != 1:
+            raise UnsupportedTypeError("set needs one element type, e.g. set[str]")
+        item = resolve(args[0])
+        if item.kind not in self._HASHABLE:
+            raise UnsupportedTypeError(
+                f"{describe_python_type(py_type)} is not supported: set items must be scalars "
+                "(int, float, str, bool, bytes, datetime, timedelta or an enum); use list[T]"
+            )
+        return LiteralType(kind=TypeKind.SET, item=item)
+
+    def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
+        if not isinstance(value, set | frozenset):
+            raise _mismatch(path, describe_python_type(py_type), value)
+        (item_type,) = typing.get_args(py_type)
+        items = [to_literal(v, item_type, _item_path(path, i)) for i, v in enumerate(value)]
+        return _canonical_set(items)
+
+    def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
+        items = validate_literal(literal, literal_type_of(py_type), path)
+        (item_type,) = typing.get_args(py_type)
+        values = [to_python(v, item_type, _item_path(path, i)) for i, v in enumerate(items)]
+        return typing.get_origin(py_type)(values)
+
+
+def _canonical_set(items: list[Any]) -> list[Any]:
+    """Distinct items, ordered by their JSON text."""
+    by_text = {json.dumps(item, sort_keys=True): item for item in items}
+    return [by_text[text] for text in sorted(by_text)]
+
+
+class _LiteralStrings(TypeTransformer):
+    """`Literal["a", "b"]`: one of the given strings (an enum without a class)."""
+
+    def handles(self, py_type: Any) -> bool:
+        return typing.get_origin(py_type) is typing.Literal
+
+    def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
+        values = typing.get_args(py_type)
+        if not all(type(v) is str for v in values):
+            raise UnsupportedTypeError(
+                f"{describe_python_type(py_type)} is not supported: a Literal of strings is "
+                "(e.g. Literal['train', 'eval']); for other values use an Enum"
+            )
+        return LiteralType(
+            kind=TypeKind.ENUM, name=describe_python_type(py_type), values=list(values)
+        )
+
+    def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
+        return validate_literal(value, literal_type_of(py_type), path)
+
+    def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
+        return validate_literal(literal, literal_type_of(py_type), path)
 
 
 def _check_struct_keys(value: Any, expected: str, names: Iterable[str], path: str) -> None:
@@ -462,7 +599,9 @@ _TRANSFORMERS: list[TypeTransformer] = [
     ),
     _Optional(),
     _List(),
+    _Set(),
     _Dict(),
+    _LiteralStrings(),
     _Enum(),
     _Dataclass(),
     _PydanticModel(),
@@ -473,8 +612,6 @@ _BY_TYPE: dict[Any, TypeTransformer] = {}
 def _unsupported(py_type: Any) -> UnsupportedTypeError:
     origin = typing.get_origin(py_type)
     name = describe_python_type(py_type)
-    if py_type in (list, dict):
-        return UnsupportedTypeError(f"bare {name} has no element type; write {name}[...]")
     if origin in (typing.Union, types.UnionType):
         return UnsupportedTypeError(
             f"union types other than Optional[T] are not supported: {name}; use a dataclass "
@@ -486,9 +623,12 @@ def _unsupported(py_type: Any) -> UnsupportedTypeError:
             "use a dataclass for a structured value"
         )
     if py_type is tuple or origin is tuple:
-        return UnsupportedTypeError(f"{name} is not supported; use list[T] or a dataclass")
-    if py_type in (set, frozenset) or origin in (set, frozenset):
-        return UnsupportedTypeError(f"{name} is not supported; use list[T]")
+        return UnsupportedTypeError(
+            f"{name} is not supported; to return several values, return a NamedTuple (one "
+            "output per field); for a sequence use list[T], for a record a dataclass"
+        )
+    if py_type in (list, dict, set, frozenset):
+        return UnsupportedTypeError(f"bare {name} has no element type; write {name}[...]")
     if py_type is dt.date:
         return UnsupportedTypeError("date is not supported; use datetime")
     if py_type is typing.Any or py_type is object or isinstance(py_type, typing.TypeVar):
@@ -607,7 +747,9 @@ def is_assignable(source: LiteralType, target: LiteralType) -> bool:
         return True
     if source.kind is not target.kind:
         return False
-    if source.kind in (TypeKind.LIST, TypeKind.DICT):
+    if source.kind is TypeKind.DICT and source.key != target.key:
+        return False
+    if source.kind in (TypeKind.LIST, TypeKind.DICT, TypeKind.SET):
         assert source.item is not None and target.item is not None
         return is_assignable(source.item, target.item)
     if source.kind is TypeKind.STRUCT:
@@ -744,10 +886,24 @@ def validate_literal(value: Any, literal_type: LiteralType, path: str = "") -> A
                 raise _mismatch(path, literal_type.describe(), value)
             out = {}
             for key, v in value.items():
-                if not isinstance(key, str):
-                    raise LiteralValidationError(path, f"dict keys must be strings, got {key!r}")
+                _validate_key(key, literal_type.key, path)
                 out[key] = validate_literal(v, literal_type.item, _field_path(path, key))
             return out
+        case TypeKind.SET:
+            assert literal_type.item is not None
+            if not isinstance(value, list):
+                raise _mismatch(path, f"{literal_type.describe()} (a list)", value)
+            item = literal_type.item
+            items = [validate_literal(v, item, _item_path(path, i)) for i, v in enumerate(value)]
+            seen: set[str] = set()
+            for i, v in enumerate(items):
+                text = json.dumps(v, sort_keys=True)
+                if text in seen:
+                    raise LiteralValidationError(
+                        _item_path(path, i), f"{v!r} is in the set more than once"
+                    )
+                seen.add(text)
+            return _canonical_set(items)
         case TypeKind.STRUCT:
             return _validate_struct(value, literal_type, path)
         case TypeKind.FILE | TypeKind.DIRECTORY:

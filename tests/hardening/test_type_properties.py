@@ -9,7 +9,7 @@ import enum
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -69,9 +69,36 @@ def _dict(inner: TypeAndValues) -> TypeAndValues:
     return dict[str, inner[0]], st.dictionaries(st.text(max_size=6), inner[1], max_size=4)  # type: ignore[valid-type]
 
 
+# Keys beside str: JSON keys are strings, so these travel as an int's decimal form and an
+# enum member's value.
+KEYS: list[TypeAndValues] = [
+    (int, st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+    (Color, st.sampled_from(Color)),
+]
+
+
+def _keyed_dict(keys: TypeAndValues, inner: TypeAndValues) -> TypeAndValues:
+    return dict[keys[0], inner[0]], st.dictionaries(keys[1], inner[1], max_size=4)  # type: ignore[valid-type]
+
+
+# Set items are the hashable scalars (not a dataclass, a list or a dict).
+SET_ITEMS = [pair for pair in SCALARS if pair[0] is not Point]
+
+
+def _set(item: TypeAndValues, kind: Any) -> TypeAndValues:
+    return kind[item[0]], st.frozensets(item[1], max_size=4).map(kind)
+
+
 types_and_values: st.SearchStrategy[TypeAndValues] = st.recursive(
-    st.sampled_from(SCALARS),
-    lambda inner: st.one_of(inner.map(_optional), inner.map(_list), inner.map(_dict)),
+    st.sampled_from(SCALARS)
+    | st.builds(_set, st.sampled_from(SET_ITEMS), st.sampled_from([set, frozenset]))
+    | st.just((Literal["train", "eval"], st.sampled_from(["train", "eval"]))),
+    lambda inner: st.one_of(
+        inner.map(_optional),
+        inner.map(_list),
+        inner.map(_dict),
+        st.builds(_keyed_dict, st.sampled_from(KEYS), inner),
+    ),
     max_leaves=4,
 )
 
@@ -147,6 +174,10 @@ def test_the_compiler_accepts_a_binding_exactly_when_its_types_are_assignable(
         (list[int], int),
         (dict[str, int], list[int]),
         (str, Color),
+        (dict[int, str], dict[str, str]),  # the keys differ
+        (set[int], list[int]),
+        (Literal["a", "b"], str),
+        (Literal["a", "b"], Literal["a", "b", "c"]),
         (int, float),  # allowed: widening
     ],
 )

@@ -983,18 +983,18 @@ CASES: list[Case] = [
     ),
     Case(
         id="unsupported-set",
-        what="a set parameter",
+        what="a set of lists",
         source="""
         @task
-        def unique(tags: set[str]) -> int:  # <-
-            return len(tags)
+        def unique(groups: set[list[str]]) -> int:  # <-
+            return len(groups)
         """,
         error=TaskDefinitionError,
         task="unique",
-        parameter="tags",
+        parameter="groups",
         expected=SUPPORTED,
-        actual="set[str]",
-        says=("set[str] is not supported; use list[T]",),
+        actual="set[list[str]]",
+        says=("set items must be scalars", "use list[T]"),
         workflow=False,
     ),
     Case(
@@ -1010,7 +1010,7 @@ CASES: list[Case] = [
         parameter="shape",
         expected=SUPPORTED,
         actual="tuple[int, int]",
-        says=("use list[T] or a dataclass",),
+        says=("return a NamedTuple (one output per field)", "for a sequence use list[T]"),
         workflow=False,
     ),
     Case(
@@ -1047,18 +1047,18 @@ CASES: list[Case] = [
     ),
     Case(
         id="unsupported-dict-key",
-        what="a dict whose keys are not str",
+        what="a dict whose keys are not str, int or an enum",
         source="""
         @task
-        def lookup(table: dict[int, str]) -> int:  # <-
+        def lookup(table: dict[float, str]) -> int:  # <-
             return len(table)
         """,
         error=TaskDefinitionError,
         task="lookup",
         parameter="table",
         expected=SUPPORTED,
-        actual="dict[int, str]",
-        says=("dict needs string keys",),
+        actual="dict[float, str]",
+        says=("dict keys must be str, int or an enum of str values",),
         workflow=False,
     ),
     Case(

@@ -623,10 +623,10 @@ def test_task_without_return_annotation() -> None:
     ("annotation", "shown"),
     [
         (tuple[int, int], "tuple[int, int]"),
-        (set[int], "set[int]"),
+        (set[list[int]], "set[list[int]]"),
         (int | str, "int | str"),
         (list, "list"),
-        (dict[int, str], "dict[int, str]"),
+        (dict[float, str], "dict[float, str]"),
     ],
 )
 def test_task_with_unsupported_parameter_type(annotation: Any, shown: str) -> None:

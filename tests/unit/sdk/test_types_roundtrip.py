@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 import json
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import pytest
 from pydantic import BaseModel, Field
@@ -121,6 +121,17 @@ CASES: list[tuple[str, Any, Any, Any]] = [
     ("optional-value", int | None, 4, 4),
     ("optional-datetime", dt.datetime | None, NAIVE, "2024-05-01T12:30:45.123456"),
     ("annotated", Annotated[int, "metadata"], 5, 5),
+    ("set", set[int], {3, -1, 20}, [-1, 20, 3]),  # in the order of the items' JSON text
+    ("frozenset", frozenset[str], frozenset({"b", "a"}), ["a", "b"]),
+    ("empty-set", set[Color], set(), []),
+    (
+        "int-keyed-dict",
+        dict[int, str],
+        {2: "two", -10: "minus ten"},
+        {"2": "two", "-10": "minus ten"},
+    ),
+    ("enum-keyed-dict", dict[Color, int], {Color.RED: 1}, {"red": 1}),
+    ("literal-of-strings", Literal["train", "eval"], "eval", "eval"),
     (
         "list-of-optional-dataclass",
         list[Point | None],
@@ -310,9 +321,14 @@ class Loose(BaseModel):
         (Recursive, "recursive type Recursive is not supported"),
         (Loose, "field 'value' of Loose: Any says nothing about how to carry the value"),
         (dt.date, "date is not supported; use datetime"),
-        (tuple[int, int], "tuple[int, int] is not supported; use list[T] or a dataclass"),
-        (set[str], "set[str] is not supported; use list[T]"),
-        (dict[int, str], "dict needs string keys"),
+        (
+            tuple[int, int],
+            "tuple[int, int] is not supported; to return several values, return a NamedTuple",
+        ),
+        (set[list[str]], "set items must be scalars"),
+        (set, "bare set has no element type"),
+        (dict[float, str], "dict keys must be str, int or an enum of str values"),
+        (Literal[1, 2], "a Literal of strings is (e.g. Literal['train', 'eval'])"),
         (list, "bare list has no element type"),
     ],
 )
