@@ -206,7 +206,7 @@ def extract_signature(fn: Callable[..., Any], fail: ErrorFactory, *, decorator: 
             expected="an annotation",
             actual="none",
         )
-    output_type = hints["return"]
+    output_type = tuple_outputs(hints["return"], fn)
     if output_type is type(None):
         output_type = None
     outputs: list[ir.Variable] = []
@@ -248,6 +248,23 @@ def _literal_type(
 # ------------------------------------------------------------------------------ outputs
 # A return type declares the outputs: none for `None`, one per field for a NamedTuple (named
 # by the field), else a single output named `SINGLE_OUTPUT`.
+
+
+def tuple_outputs(return_type: Any, fn: Callable[..., Any]) -> Any:
+    """`-> tuple[A, B]` declares one output per element, named `o0`, `o1`, ... (as in Flyte):
+    the return type becomes a NamedTuple of those fields, so a call's outputs are read as
+    `.o0` or unpacked (`a, b = split(...)`). Any other return type is returned as it is."""
+    args = typing.get_args(return_type)
+    if typing.get_origin(return_type) is not tuple or not args or Ellipsis in args:
+        return return_type
+    if args == ((),):  # tuple[()]: nothing to return
+        return return_type
+    outputs = typing.NamedTuple(  # type: ignore[misc]
+        f"{fn.__name__}_outputs", [(f"o{i}", arg) for i, arg in enumerate(args)]
+    )
+    outputs.__module__ = fn.__module__
+    outputs.__qualname__ = f"{fn.__qualname__}.outputs"
+    return outputs
 
 
 def named_tuple_fields(named_tuple: type) -> dict[str, Any]:

@@ -315,6 +315,46 @@ def test_named_tuples_are_checked_at_decoration() -> None:
             return len(parts)
 
 
+# -------------------------------------------------------------------------- tuple outputs
+# `-> tuple[A, B]` declares outputs o0, o1, ... (as in Flyte): a NamedTuple made for it.
+
+
+@task
+def stats(xs: list[float]) -> tuple[float, int]:
+    return sum(xs) / len(xs), len(xs)
+
+
+@task
+def describe(mean: float, count: int) -> str:
+    return f"{count} values, mean {mean}"
+
+
+@workflow
+def described(xs: list[float]) -> str:
+    mean, count = stats(xs=xs)
+    return describe(mean=mean, count=count)
+
+
+@workflow
+def stats_of(xs: list[float]) -> tuple[float, int]:
+    result = stats(xs=xs)
+    return result.o0, result.o1
+
+
+def test_a_tuple_return_type_declares_outputs_o0_o1() -> None:
+    assert [(v.name, v.type.kind) for v in stats.spec.interface.outputs] == [
+        ("o0", TypeKind.FLOAT),
+        ("o1", TypeKind.INTEGER),
+    ]
+    node_inputs = described.spec.nodes[1].inputs
+    assert node_inputs["count"] == NodeOutputBinding(node_id="n0-stats", output="o1")
+    assert [v.name for v in stats_of.spec.interface.outputs] == ["o0", "o1"]
+
+    assert described(xs=[1.0, 3.0]) == "2 values, mean 2.0"
+    assert stats_of(xs=[1.0, 3.0]) == (2.0, 2)
+    assert outputs_to_literals((2.0, 2), stats.output_type) == {"o0": 2.0, "o1": 2}
+
+
 # ------------------------------------------------------------------------------ runtime
 
 
@@ -338,3 +378,17 @@ def test_runtime_writes_every_output_by_name(tmp_path: Path) -> None:
     outputs: dict[str, Any] = json.loads(read_uri(outputs_uri))
     assert list(outputs) == ["evens", "odds"]
     assert outputs == {"evens": [2, 4], "odds": [1, 3, 5]}
+
+    # A tuple return type: one output per element, o0, o1.
+    proc = subprocess.run(
+        [sys.executable, "-m", "fleetflow.runtime"]
+        + ["--bundle-uri", bundle_uri, "--inputs-uri", inputs_uri, "--outputs-uri", outputs_uri]
+        + ["--module", "typed_tasks", "--function", "min_max"]
+        + ["--result-file", str(tmp_path / "result.json"), "--workdir", str(tmp_path / "code")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(read_uri(outputs_uri)) == {"o0": 1, "o1": 5}
