@@ -107,6 +107,22 @@ def test_a_task_that_edits_its_inputs_in_place_gives_the_local_result_remotely(
     )
 
 
+def test_sets_int_and_enum_keyed_dicts_literals_and_tuples_run_remotely_as_locally(
+    stack: Stack,
+) -> None:
+    wf = workflow("newer_types")
+    inputs = {"tags": {"b", "a"}, "weights": {1: 0.5, -3: 2.0}, "stage": "eval"}
+    local = wf(**inputs)
+    with stack.client() as client:
+        remote = client.run(wf, timeout=120, **inputs)
+    assert remote.status == "SUCCEEDED", f"{remote.error}\n{stack.logs()}"
+    assert remote.outputs == local
+    upper, counts = remote.outputs
+    assert upper == frozenset({"A", "B"}) and type(upper) is frozenset
+    assert {key.value: n for key, n in counts.items()} == {"red": 2, "green": 4}
+    assert remote.execution.inputs["weights"] == {"1": 0.5, "-3": 2.0}
+
+
 def test_run_without_waiting_then_cancel(exchange_dir: Path, stack: Stack, tmp_path: Path) -> None:
     marker = exchange_dir / "pid.txt"
     with stack.client() as client:

@@ -6,10 +6,16 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from fleetflow import Directory, File, map_task, task, workflow
+
+
+class Color(StrEnum):
+    RED = "red"
+    GREEN = "green"
 
 
 @dataclass
@@ -100,6 +106,21 @@ def contents(folder: Directory, note: File) -> dict[str, str]:
 def edited_in_place(folder: Directory, note: File) -> dict[str, str]:
     edited = edit_in_place(folder=folder, note=note)
     return contents(folder=edited.folder, note=edited.note)
+
+
+@task
+def tally(
+    tags: set[str], weights: dict[int, float], stage: Literal["train", "eval"]
+) -> tuple[frozenset[str], dict[Color, int]]:
+    return frozenset(t.upper() for t in tags), {Color.RED: len(weights), Color.GREEN: len(stage)}
+
+
+@workflow
+def newer_types(
+    tags: set[str], weights: dict[int, float], stage: Literal["train", "eval"] = "train"
+) -> tuple[frozenset[str], dict[Color, int]]:
+    upper, counts = tally(tags=tags, weights=weights, stage=stage)
+    return upper, counts
 
 
 @task
