@@ -358,7 +358,16 @@ def test_a_tuple_return_type_declares_outputs_o0_o1() -> None:
 # ------------------------------------------------------------------------------ runtime
 
 
-def test_runtime_writes_every_output_by_name(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("function", "expected"),
+    [
+        ("split", {"evens": [2, 4], "odds": [1, 3, 5]}),  # a NamedTuple: by field, in order
+        ("min_max", {"o0": 1, "o1": 5}),  # a tuple return type: o0, o1
+    ],
+)
+def test_runtime_writes_every_output_by_name(
+    tmp_path: Path, function: str, expected: dict[str, Any]
+) -> None:
     store = LocalBlobStore(tmp_path / "blobs")
     digest, data = build_bundle(TYPED_BUNDLE)
     bundle_uri = store.put(f"bundles/{digest}.tar.gz", data)
@@ -367,7 +376,7 @@ def test_runtime_writes_every_output_by_name(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "fleetflow.runtime"]
         + ["--bundle-uri", bundle_uri, "--inputs-uri", inputs_uri, "--outputs-uri", outputs_uri]
-        + ["--module", "typed_tasks", "--function", "split"]
+        + ["--module", "typed_tasks", "--function", function]
         + ["--result-file", str(tmp_path / "result.json"), "--workdir", str(tmp_path / "code")],
         capture_output=True,
         text=True,
@@ -376,19 +385,5 @@ def test_runtime_writes_every_output_by_name(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     outputs: dict[str, Any] = json.loads(read_uri(outputs_uri))
-    assert list(outputs) == ["evens", "odds"]
-    assert outputs == {"evens": [2, 4], "odds": [1, 3, 5]}
-
-    # A tuple return type: one output per element, o0, o1.
-    proc = subprocess.run(
-        [sys.executable, "-m", "fleetflow.runtime"]
-        + ["--bundle-uri", bundle_uri, "--inputs-uri", inputs_uri, "--outputs-uri", outputs_uri]
-        + ["--module", "typed_tasks", "--function", "min_max"]
-        + ["--result-file", str(tmp_path / "result.json"), "--workdir", str(tmp_path / "code")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(read_uri(outputs_uri)) == {"o0": 1, "o1": 5}
+    assert list(outputs) == list(expected)
+    assert outputs == expected
