@@ -1,7 +1,8 @@
 """Durable orchestration for real: the Temporal server (the `temporal` dev server with SQLite
 persistence, built by infra/scripts/temporal.py) is stopped in the middle of an execution,
 SIGKILLed or SIGTERMed, and started again on the same port and database; the execution still
-completes, every step ran once and its result is recorded once."""
+completes, every step ran once and its result is recorded once. A plain next step even starts
+while Temporal is away (the control plane starts it as the previous one's success is applied)."""
 
 from __future__ import annotations
 
@@ -86,11 +87,13 @@ def test_execution_survives_temporal_server_restarts(
         def step_status(node: str) -> list[str]:
             return attempts_by_step(client.executions.get(execution_id)).get(node, [])
 
-        # 1. Down while step 1 runs; its result is recorded while Temporal is away.
+        # 1. Down while step 1 runs; its result is recorded while Temporal is away, and the
+        # control plane starts step 2 all the same (a plain next node: `start_successors`);
+        # the workflow finds it started once Temporal is back.
         wait_until(lambda: started(1), "step 1 to start", stack)
         server.kill(sig)
         wait_until(lambda: step_status("n0-step") == ["SUCCEEDED"], "step 1 recorded", stack)
-        assert not started(2), "step 2 started while Temporal was down"
+        wait_until(lambda: started(2), "step 2 to start while Temporal is down", stack)
         server.start()
 
         # 2. Down again in the middle of step 3, back before it ends.
