@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.agent_api.interceptors import InternalErrorInterceptor
 from control_plane.agent_api.limits import MAX_MESSAGE_BYTES, peer_address, server_options
+from control_plane.agent_api.service import AgentService
 from control_plane.auth.throttle import AuthLockout
 from control_plane.db.models import TaskAttempt
 from control_plane.db.repositories import clusters as clusters_repo
@@ -46,6 +47,11 @@ class Served:
     sessions: sessionmaker[Session]
     execution_id: str
     delivered: list[tuple[str, AttemptFinished]]
+    service: AgentService
+
+    async def settled(self) -> None:
+        """Until what the reports set off in the background (the workflows' signals) is done."""
+        await asyncio.wait_for(self.service.settle(), 30)
 
     async def raw(self, method: str, payload: bytes, token: str | None = TOKEN) -> grpc.RpcError:
         """Send `payload` as the request bytes of `method`; the error it is answered with."""
@@ -100,6 +106,7 @@ async def serve(
                 sessions,
                 execution_id,
                 delivered,
+                service,
             )
         finally:
             await channel.close()
@@ -265,6 +272,7 @@ async def test_replayed_and_foreign_reports_change_nothing(
         for _ in range(5):
             again = await served.stub.ReportStatus(succeeded, metadata=auth())
             assert again.accepted, again.reason
+        await served.settled()
         assert [e for e, _ in served.delivered] == [served.execution_id]
         # A late, older report is acknowledged as a duplicate (so the agent stops resending
         # it) and changes nothing.
@@ -295,6 +303,7 @@ async def test_replayed_and_foreign_reports_change_nothing(
         assert not refused.accepted and refused.reason
         with transaction(served.sessions) as session:
             assert session.get_one(TaskAttempt, attempt_id).status == "SUCCEEDED"
+        await served.settled()
         assert len(served.delivered) == 1
 
 
@@ -363,6 +372,7 @@ async def test_a_report_without_the_leases_secret_is_refused_and_changes_nothing
         assert late_forgery.value.code() is grpc.StatusCode.PERMISSION_DENIED
         status, sequence, finished_at, error = await asyncio.to_thread(load)
         assert (status, sequence, error) == ("SUCCEEDED", 2, None) and finished_at is not None
+        await served.settled()
         assert [e for e, _ in served.delivered] == [served.execution_id]
         # The other attempt's own secret still works for it.
         running = pb.ReportStatusRequest(
