@@ -321,7 +321,7 @@ class _Dict(TypeTransformer):
         out: dict[Any, Any] = {}
         for text, item in literal.items():
             _validate_key(text, key_literal_type, path)
-            key = text if key_type is str else key_type(int(text) if key_type is int else text)
+            key = int(text) if key_type is int else text if key_type is str else key_type(text)
             out[key] = to_python(item, item_type, _field_path(path, text))
         return out
 
