@@ -199,6 +199,9 @@ class LocalProcessExecutor:
         self._sweeper: asyncio.Task[None] | None = None
         self._shut_down = False
         self._sweeps: set[asyncio.Task[list[str]]] = set()
+        # Every attempt's watcher until it has cleaned up after its attempt, which it does
+        # after reporting the end: shutting down waits for them, so nothing is left behind.
+        self._watchers: set[asyncio.Task[None]] = set()
         # The fork server has the tasks' environment (no attempt's own variables) and dies
         # with the agent. Its HOME holds no user site-packages a task would not see.
         self._warm = (
@@ -441,6 +444,8 @@ class LocalProcessExecutor:
         )
         self._emit(AttemptEvent(attempt_id, AttemptState.RUNNING))
         attempt.watcher = asyncio.create_task(self._watch(attempt), name=f"watch-{attempt_id}")
+        self._watchers.add(attempt.watcher)
+        attempt.watcher.add_done_callback(self._watchers.discard)
 
     def _clean_up(self, sandbox: Path | None, uid: int | None) -> None:
         """After an attempt of which no process is left (killed, or none started): its
@@ -565,6 +570,8 @@ class LocalProcessExecutor:
     async def shutdown(self, reason: str) -> None:
         self._shut_down = True
         await asyncio.gather(*(self.kill(attempt_id, reason) for attempt_id in self.running()))
+        # Attempts that ended but are still cleaning up (sandbox, uid): let them finish.
+        await asyncio.gather(*self._watchers, return_exceptions=True)
         if self._warm is not None:
             await self._warm.close()
         if self._sweeper is not None:

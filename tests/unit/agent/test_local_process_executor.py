@@ -186,6 +186,22 @@ async def test_shutdown_cancels_every_running_attempt(
     }
 
 
+async def test_shutting_down_at_once_after_an_end_leaves_no_sandbox_behind(
+    blobs: Blobs, tmp_path: Path, warm: bool
+) -> None:
+    # The end is reported before the sandbox goes: a shutdown right after it must still wait
+    # for that clean-up, or every short-lived agent leaves its sandboxes in the temp dir.
+    executor = LocalProcessExecutor(tmp_path / "agent", warm_runtime=warm)
+    sandbox_root = executor.sandbox_dir("att-quick").parent
+    try:
+        await executor.launch(blobs.assignment("att-quick", "add", {"a": 1, "b": 2}))
+        assert (await next_event(executor)).state is AttemptState.RUNNING
+        assert (await next_event(executor)).state is AttemptState.SUCCEEDED
+    finally:
+        await executor.shutdown("test over")
+    assert not sandbox_root.exists()
+
+
 AGENT_SECRETS = {
     "FLEETFLOW_AGENT_TOKEN": "cluster-secret",
     "FLEETFLOW_S3_SECRET_KEY": "bucket-secret",
