@@ -520,6 +520,12 @@ class WorkflowCompilation:
                 "only lists and dicts of task outputs can be built in a workflow body; "
                 f"build the {kind} inside a task that takes the values"
             )
+        elif target.kind is ir.TypeKind.SET:
+            hint = (
+                "a set cannot be built from task outputs in the body (its items must be "
+                f"distinct): take a list[{target.item.describe() if target.item else '...'}] "
+                "and build the set inside the task"
+            )
         elif not path and isinstance(value, list | tuple) and target.kind is not ir.TypeKind.LIST:
             hint = "to run a task once per element of a list, use `map_task(task)(param=...)`"
         raise slot.fail(

@@ -133,11 +133,37 @@ def _named(binding: ir.LeafBinding) -> str:
     return f"output '{binding.output}' of node '{binding.node_id}'"
 
 
+def _cycle(spec: ir.WorkflowSpec) -> list[str]:
+    """Node ids around one cycle of the graph (the first repeated at the end), if any: such a
+    workflow could never run its nodes. References to missing nodes are left out."""
+    upstream = {node.id: node.upstream for node in spec.nodes}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in upstream:
+        if state.get(root):
+            continue
+        path: list[str] = [root]
+        pending = [iter(upstream[root])]
+        state[root] = 1
+        while pending:
+            following = next(pending[-1], None)
+            if following is None:
+                state[path.pop()] = 2
+                pending.pop()
+            elif following in upstream and state.get(following) == 1:
+                return [*path[path.index(following) :], following]
+            elif following in upstream and not state.get(following):
+                state[following] = 1
+                path.append(following)
+                pending.append(iter(upstream[following]))
+    return []
+
+
 def binding_problems(spec: ir.WorkflowSpec) -> list[BindingProblem]:
     """Every binding of `spec` (nodes' inputs and the workflow's outputs) that names a workflow
-    input, a node, a task or a node output the spec does not have, and every list or dict
-    binding whose kind or items do not fit the type it is bound to (for a mapped input, a
-    list of the parameter's type). Empty for a spec the compiler wrote."""
+    input, a node, a task or a node output the spec does not have, nodes that consume each
+    other in a cycle, and every list or dict binding whose kind or items do not fit the type
+    it is bound to (for a mapped input, a list of the parameter's type). Empty for a spec the
+    compiler wrote."""
     checker = _Checker(spec)
     for index, node in enumerate(spec.nodes):
         task = spec.tasks.get(node.task)
@@ -156,6 +182,9 @@ def binding_problems(spec: ir.WorkflowSpec) -> list[BindingProblem]:
                 else:
                     target = _list_of(variable.type) if name in over else variable.type
             checker.check(binding, target, field)
+    cycle = _cycle(spec)
+    if cycle:
+        checker.report("nodes", f"the nodes consume each other in a cycle: {' -> '.join(cycle)}")
     for name, binding in spec.outputs.items():
         field = f"outputs.{name}"
         output = spec.interface.output(name)

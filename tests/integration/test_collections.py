@@ -139,3 +139,15 @@ def test_malformed_collection_bindings_are_refused_by_the_schema(api: TestClient
     spec["outputs"]["described"] = {"kind": "list", "items": []}
     body = assert_error(_register(api, spec), 422, "spec.outputs.described")
     assert "expected str, got a list binding" in body["detail"]
+
+
+def test_a_node_consuming_itself_through_a_list_is_refused(api: TestClient) -> None:
+    spec = gathered().spec.model_dump(mode="json")
+    node = spec["nodes"][_node_index(spec, ".total")]
+    node["inputs"]["xs"]["items"][0] = {
+        "kind": "node_output",
+        "node_id": node["id"],
+        "output": "o0",
+    }
+    body = assert_error(_register(api, spec), 422, "spec.nodes")
+    assert f"cycle: {node['id']} -> {node['id']}" in body["detail"]

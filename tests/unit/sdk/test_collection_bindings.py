@@ -327,3 +327,42 @@ def test_a_mapped_collection_is_checked_as_a_list_of_the_parameter_type() -> Non
     assert _tampered(partial_map, edit) == [
         (f"nodes[{index}].inputs.x.items[1]", "expected int, got list [2]")
     ]
+
+
+def test_nodes_that_consume_each_other_through_a_list_are_a_cycle() -> None:
+    total_index = next(i for i, n in enumerate(collections.spec.nodes) if n.task.endswith(".total"))
+    total_id = collections.spec.nodes[total_index].id
+    halve_index = next(i for i, n in enumerate(collections.spec.nodes) if n.task.endswith(".halve"))
+
+    def edit(data: dict[str, Any]) -> None:
+        into_total = {"kind": "node_output", "node_id": total_id, "output": "o0"}
+        data["nodes"][halve_index]["inputs"]["v"] = into_total  # a float into an int: not checked
+
+    halve_id = collections.spec.nodes[halve_index].id
+    assert _tampered(collections, edit) == [
+        (
+            "nodes",
+            f"the nodes consume each other in a cycle: {halve_id} -> {total_id} -> {halve_id}",
+        )
+    ]
+
+
+def test_a_set_cannot_be_built_from_promises() -> None:
+    @task
+    def distinct(tags: set[str]) -> int:
+        return len(tags)
+
+    with pytest.raises(
+        DefinitionError, match=r"expects set\[str\], got a list with a promise"
+    ) as info:
+
+        @workflow
+        def tags() -> int:
+            return distinct(tags=[halve_text(), "b"])
+
+    assert "take a list[str] and build the set inside the task" in str(info.value)
+
+
+@task
+def halve_text() -> str:
+    return "a"
