@@ -57,11 +57,13 @@ from control_plane.parsed_specs import InvalidStoredSpecError, ParsedSpecs
 from fleetflow.ir import (
     Binding,
     InputBinding,
+    LeafBinding,
     LiteralBinding,
     Node,
     NodeOutputBinding,
     TaskSpec,
     WorkflowSpec,
+    resolve_binding,
 )
 from fleetflow.logs import log_context
 from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
@@ -190,7 +192,7 @@ class ExecutionActivities:
         execution_inputs: dict[str, Any] | None = None
         outputs: dict[str, dict[str, Any]] = {}
 
-        def resolve(binding: Binding) -> Any:
+        def leaf(binding: LeafBinding) -> Any:
             nonlocal execution_inputs
             if isinstance(binding, InputBinding):
                 if execution_inputs is None:
@@ -204,6 +206,9 @@ class ExecutionActivities:
                 node = spec.node(binding.node_id)
                 outputs[binding.node_id] = self._node_outputs(session, execution, node)
             return outputs[binding.node_id][binding.output]
+
+        def resolve(binding: Binding) -> Any:  # a list or dict binding from its items' values
+            return resolve_binding(binding, leaf)
 
         return resolve
 

@@ -10,6 +10,7 @@ names the line, not a failed pod an hour into a run.
 from __future__ import annotations
 
 import functools
+import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -109,15 +110,23 @@ class WorkflowCompilation:
         concurrency: int | None,
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
+        bound: Mapping[str, Any] | None = None,
     ) -> Promise | PromiseTuple | None:
         """Record a `map_task(task)(...)` call as a map node; promises of its list outputs.
 
         A parameter of type T bound to a `list[T]` (promise or constant) is mapped over; any
-        other argument is passed whole and must be a T, as in a plain task call. At least one
-        argument must be mapped.
+        other argument is passed whole and must be a T, as in a plain task call. `bound` are
+        the arguments of a `map_task(functools.partial(task, ...))`: always passed whole. At
+        least one argument must be mapped.
         """
         return self._record_call(
-            task, args, kwargs, caller_location(), mapped=True, concurrency=concurrency
+            task,
+            args,
+            kwargs,
+            caller_location(),
+            mapped=True,
+            concurrency=concurrency,
+            bound=bound or {},
         )
 
     def _record_call(
@@ -129,7 +138,9 @@ class WorkflowCompilation:
         *,
         mapped: bool,
         concurrency: int | None = None,
+        bound: Mapping[str, Any] | None = None,
     ) -> Promise | PromiseTuple | None:
+        bound = bound or {}
         task_name = task.spec.name
         fail: Callable[..., WorkflowCompileError] = functools.partial(
             WorkflowCompileError,
@@ -161,6 +172,14 @@ class WorkflowCompilation:
                 + (", ".join(names) or "none"),
                 parameter=unknown[0],
             )
+        twice = [k for k in kwargs if k in bound]
+        if twice:
+            raise fail(
+                f"parameter '{twice[0]}' of task '{task_name}' is bound twice: by "
+                f"functools.partial and in the call of {callee}",
+                parameter=twice[0],
+                hint=f"drop `{twice[0]}=...` from the partial or from the call",
+            )
         existing = self.tasks.get(task_name)
         if existing is not None and existing is not task and existing.spec != task.spec:
             raise fail(
@@ -173,7 +192,9 @@ class WorkflowCompilation:
         over: list[str] = []
         for variable in parameters:
             name = variable.name
-            if name in kwargs:
+            if name in bound:
+                bindings[name] = self._bind(bound[name], _partial_slot(variable, task, fail))
+            elif name in kwargs:
                 slot = _Slot(
                     variable,
                     task.input_types[name],
@@ -238,8 +259,10 @@ class WorkflowCompilation:
                 actual=actual,
                 hint=hint,
             )
-        if isinstance(value, Promise | PromiseTuple) or contains_promise(value):
+        if isinstance(value, Promise | PromiseTuple):
             return self._bind(value, slot), False
+        if contains_promise(value):
+            return self._bind_mapped_collection(value, slot)
         try:
             return ir.LiteralBinding(value=to_literal(value, slot.py_type)), False
         except LiteralValidationError:
@@ -252,6 +275,42 @@ class WorkflowCompilation:
             expected=either,
             actual=type(value).__name__,
         )
+
+    def _bind_mapped_collection(self, value: Any, slot: _Slot) -> tuple[ir.Binding, bool]:
+        """A list or dict of promises in a map call: passed whole when it is a valid T (the
+        parameter's type), else mapped over when it is a list of T's."""
+        target = slot.variable.type
+        if target.kind is ir.TypeKind.OPTIONAL and target.item is not None:
+            target = target.item
+        fits_whole = (target.kind is ir.TypeKind.LIST and isinstance(value, list | tuple)) or (
+            target.kind is ir.TypeKind.DICT and isinstance(value, dict)
+        )
+        if fits_whole or not isinstance(value, list | tuple):
+            try:
+                return self._bind(value, slot), False
+            except WorkflowCompileError:
+                if not isinstance(value, list | tuple):
+                    raise
+        expected = slot.variable.type.describe()
+        either = f"{expected}, or list[{expected}] to map over"
+        item_type: Any = slot.py_type
+        listed = _Slot(
+            ir.Variable(name=slot.variable.name, type=_list_of(slot.variable.type)),
+            list[item_type],
+            slot.subject,
+            slot.fail,
+        )
+        try:
+            return self._bind(value, listed), True
+        except WorkflowCompileError as exc:
+            if fits_whole:
+                raise
+            raise slot.fail(
+                exc.detail.replace(f"expects list[{expected}]", f"expects {either}", 1),
+                expected=either if exc.expected == f"list[{expected}]" else exc.expected,
+                actual=exc.actual,
+                hint=exc.hint,
+            ) from None
 
     def _output_promises(
         self, node_id: str, task: TaskFunction[..., Any], *, mapped: bool = False
@@ -397,16 +456,121 @@ class WorkflowCompilation:
                 )
             return value._binding
         if contains_promise(value):
-            raise slot.fail(
-                f"{slot.subject} expects {expected}, got a {type(value).__name__} constant with a "
-                "promise inside; building containers of task outputs in the workflow body is not "
-                "supported yet",
-                expected=expected,
-                actual=type(value).__name__,
-                hint="have a task take the values as separate parameters",
-            )
+            return self._bind_collection(value, slot.py_type, slot.variable.type, slot, "")
         shown = describe_python_type(slot.py_type)
         return _bind_constant(value, slot.py_type, slot, shown=shown, expected=expected)
+
+    def _bind_collection(
+        self, value: Any, py_type: Any, literal_type: ir.LiteralType, slot: _Slot, path: str
+    ) -> ir.Binding:
+        """A list or dict written in the body with promises inside, bound item by item to a
+        value of `py_type` (`literal_type`): the item at `path` (`[1]`, `['a'][0]`; empty for
+        the whole value) of the value bound to `slot`. Each promise and constant among the
+        items is checked against the item type it is bound to."""
+        expected = literal_type.describe()
+        subject = slot.subject
+        if path:
+            subject = f"{slot.subject} expects {slot.variable.type.describe()}; its item {path}"
+        if isinstance(value, Promise | PromiseTuple):
+            variable = ir.Variable(name=slot.variable.name, type=literal_type)
+            return self._bind(value, _Slot(variable, py_type, subject, slot.fail))
+        if not contains_promise(value):
+            try:
+                return ir.LiteralBinding(value=to_literal(value, py_type))
+            except LiteralValidationError as exc:
+                inner = f" (at {exc.path}: {exc.reason})" if exc.path else ""
+                raise slot.fail(
+                    f"{subject} expects {expected}, got constant "
+                    f"{_describe_constant(value)}{inner}",
+                    expected=expected,
+                    actual=type(value).__name__,
+                ) from exc
+        target, args = literal_type, typing.get_args(_strip_optional(py_type))
+        if target.kind is ir.TypeKind.OPTIONAL and target.item is not None:
+            target = target.item
+        if target.kind is ir.TypeKind.LIST and isinstance(value, list | tuple) and args:
+            assert target.item is not None
+            return ir.ListBinding(
+                items=[
+                    self._bind_collection(item, args[0], target.item, slot, f"{path}[{index}]")
+                    for index, item in enumerate(value)
+                ]
+            )
+        if target.kind is ir.TypeKind.DICT and isinstance(value, dict) and len(args) == 2:
+            assert target.item is not None
+            items: dict[str, ir.Binding] = {}
+            for key, item in value.items():
+                try:
+                    text = str(to_literal(key, args[0]))
+                except LiteralValidationError as exc:
+                    raise slot.fail(
+                        f"{subject} expects {expected}, got the key {_describe_constant(key)} "
+                        f"({exc.reason})",
+                        expected=expected,
+                        actual=type(key).__name__,
+                    ) from exc
+                items[text] = self._bind_collection(
+                    item, args[1], target.item, slot, f"{path}[{key!r}]"
+                )
+            return ir.DictBinding(items=items)
+        kind = type(value).__name__
+        hint = None
+        if not isinstance(value, list | tuple | dict):
+            hint = (
+                "only lists and dicts of task outputs can be built in a workflow body; "
+                f"build the {kind} inside a task that takes the values"
+            )
+        elif target.kind is ir.TypeKind.SET:
+            hint = (
+                "a set cannot be built from task outputs in the body (its items must be "
+                f"distinct): take a list[{target.item.describe() if target.item else '...'}] "
+                "and build the set inside the task"
+            )
+        elif not path and isinstance(value, list | tuple) and target.kind is not ir.TypeKind.LIST:
+            hint = "to run a task once per element of a list, use `map_task(task)(param=...)`"
+        raise slot.fail(
+            f"{subject} expects {expected}, got a {kind} with a promise inside",
+            expected=expected,
+            actual=kind,
+            hint=hint,
+        )
+
+
+def _partial_slot(
+    variable: ir.Variable, task: TaskFunction[..., Any], fail: Callable[..., WorkflowCompileError]
+) -> _Slot:
+    """The slot of a parameter that `map_task(functools.partial(task, name=value))` binds:
+    passed whole to every element, so a list for one element is an error that says how to
+    map over it instead."""
+    name = variable.name
+
+    def fail_bound(detail: str, **details: Any) -> WorkflowCompileError:
+        actual = str(details.get("actual") or "")
+        one_element = variable.type.kind is not ir.TypeKind.LIST
+        if one_element and ("map_task" in str(details.get("hint")) or actual.startswith("list")):
+            details["hint"] = (
+                "arguments bound by functools.partial are passed whole to every element; "
+                f"to map over a list, pass it in the call: map_task(...)({name}=the_list)"
+            )
+        return fail(detail, parameter=name, **details)
+
+    subject = f"parameter '{name}' of task '{task.spec.name}' (bound by functools.partial)"
+    return _Slot(variable, task.input_types[name], subject, fail_bound)
+
+
+def _list_of(item: ir.LiteralType) -> ir.LiteralType:
+    return ir.LiteralType(kind=ir.TypeKind.LIST, item=item)
+
+
+def _strip_optional(py_type: Any) -> Any:
+    """`T` for `Optional[T]` / `T | None` (and `Annotated` forms), else `py_type` itself."""
+    while typing.get_origin(py_type) is typing.Annotated:
+        py_type = typing.get_args(py_type)[0]
+    if typing.get_origin(py_type) in (typing.Union, types.UnionType):
+        others = [a for a in typing.get_args(py_type) if a is not type(None)]
+        if len(others) == 1:
+            return _strip_optional(others[0])
+    return py_type
 
 
 def _bind_constant(

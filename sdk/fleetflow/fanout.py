@@ -10,6 +10,7 @@ with the same rules, retries and (opt-in) caching as a local workflow run.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
@@ -37,15 +38,26 @@ class MapTask(Generic[R]):
     Attributes:
         task: the task each element runs.
         concurrency: at most this many elements run at once (None: no bound of its own).
+        bound: the arguments a `functools.partial` of the task binds, passed whole to every
+            element.
     """
 
-    def __init__(self, task: TaskFunction[..., R], concurrency: int | None) -> None:
+    def __init__(
+        self,
+        task: TaskFunction[..., R],
+        concurrency: int | None,
+        bound: Mapping[str, Any] | None = None,
+    ) -> None:
         self.task = task
         self.concurrency = concurrency
+        self.bound = dict(bound or {})
 
     def __repr__(self) -> str:
-        bound = f", concurrency={self.concurrency}" if self.concurrency else ""
-        return f"map_task({self.task.spec.name}{bound})"
+        limit = f", concurrency={self.concurrency}" if self.concurrency else ""
+        name = self.task.spec.name
+        if self.bound:
+            name = f"functools.partial({name}, {', '.join(f'{k}=...' for k in self.bound)})"
+        return f"map_task({name}{limit})"
 
     def __call__(self, *args: Any, **kwargs: Any) -> list[R]:
         """Inside a workflow body: record a map node and return promises of its lists.
@@ -56,7 +68,7 @@ class MapTask(Generic[R]):
         """
         compilation = active_compilation()
         if compilation is not None:
-            return compilation.call_map(self.task, self.concurrency, args, kwargs)  # type: ignore[return-value]
+            return compilation.call_map(self.task, self.concurrency, args, kwargs, self.bound)  # type: ignore[return-value]
         return self._run_here(args, kwargs)
 
     def _run_here(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[R]:
@@ -99,11 +111,19 @@ class MapTask(Generic[R]):
                 f"{self!r} got an unexpected argument '{unknown[0]}'; the task's parameters "
                 f"are: {', '.join(names) or 'none'}"
             )
+        twice = [k for k in kwargs if k in self.bound]
+        if twice:
+            raise TypeError(
+                f"{self!r} got argument '{twice[0]}', which functools.partial already binds"
+            )
         literals: dict[str, Any] = {}
         over: list[str] = []
         for variable in parameters:
             name = variable.name
             py_type = task.input_types[name]
+            if name in self.bound:  # passed whole, never mapped
+                literals[name] = to_literal(self.bound[name], py_type, name)
+                continue
             if name not in kwargs:
                 if not variable.has_default:
                     raise TypeError(f"{self!r} is missing required argument '{name}'")
@@ -127,7 +147,9 @@ class MapTask(Generic[R]):
         return literals, over
 
 
-def map_task(task: TaskFunction[..., R], concurrency: int | None = None) -> MapTask[R]:
+def map_task(
+    task: TaskFunction[..., R] | functools.partial[R], concurrency: int | None = None
+) -> MapTask[R]:
     """Run `task` once per element of a list: `map_task(square, concurrency=4)(x=xs, k=3)`.
 
     Call the result with keyword arguments, like the task. An argument is *mapped* when the
@@ -147,18 +169,25 @@ def map_task(task: TaskFunction[..., R], concurrency: int | None = None) -> MapT
     possibly on several clusters. Outside a workflow the elements run now, in this process, in
     up to `concurrency` threads, and the results come back as a list.
 
+    `map_task(functools.partial(task, k=value))` binds `k` for every element: `value` (a
+    constant or a promise) is passed whole, never mapped, and type-checked as in a plain call.
+    A partial binds parameters by keyword only, and must leave at least one to map over.
+
     Args:
-        task: a `@task`.
+        task: a `@task`, or a `functools.partial` of one with keyword arguments.
         concurrency: at most this many elements at once; `None` for no bound beyond the
             platform's (locally: a thread pool of a few per CPU).
 
     Raises:
-        DefinitionError: `task` is not a `@task` (a `WorkflowCompileError` in a workflow body,
+        DefinitionError: `task` is not a `@task` or a keyword-only `functools.partial` of one
+            that leaves a parameter to map over (a `WorkflowCompileError` in a workflow body,
             naming the line).
         InvalidOptionError: `concurrency` is not a positive int.
     """
+    bound: dict[str, Any] = {}
+    if isinstance(task, functools.partial):
+        task, bound = _unwrap_partial(task)
     if not isinstance(task, TaskFunction):
-        compilation = active_compilation()
         what = (
             "a workflow; nested workflows are not supported yet"
             if hasattr(task, "spec") and hasattr(task, "tasks")
@@ -166,16 +195,7 @@ def map_task(task: TaskFunction[..., R], concurrency: int | None = None) -> MapT
         )
         detail = f"map_task takes a @task, got {what}"
         hint = "decorate the function with @task" if callable(task) else None
-        if compilation is not None:
-            raise WorkflowCompileError(
-                detail,
-                location=caller_location(),
-                workflow=compilation.workflow_name,
-                expected="a @task",
-                actual=type(task).__name__,
-                hint=hint,
-            )
-        raise DefinitionError(detail, location=caller_location(), expected="a @task", hint=hint)
+        raise _refused(detail, expected="a @task", actual=type(task).__name__, hint=hint)
     if concurrency is not None and (
         isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
     ):
@@ -183,4 +203,69 @@ def map_task(task: TaskFunction[..., R], concurrency: int | None = None) -> MapT
             f"map_task({task.spec.name}): concurrency must be a positive int or None, "
             f"got {concurrency!r}"
         )
-    return MapTask(task, concurrency)
+    return MapTask(task, concurrency, bound)
+
+
+def _refused(detail: str, **details: Any) -> DefinitionError:
+    """What `map_task` raises for `detail`: a `WorkflowCompileError` naming the workflow and
+    the line in a workflow body, else a `DefinitionError` naming the line."""
+    compilation = active_compilation()
+    if compilation is not None:
+        return WorkflowCompileError(
+            detail, location=caller_location(), workflow=compilation.workflow_name, **details
+        )
+    return DefinitionError(detail, location=caller_location(), **details)
+
+
+def _unwrap_partial(partial: functools.partial[R]) -> tuple[Any, dict[str, Any]]:
+    """(the task, the arguments it binds) of `map_task(functools.partial(task, k=v))`.
+
+    Raises:
+        DefinitionError: a partial of something other than a task, one with positional
+            arguments, one that binds a parameter the task lacks or every parameter.
+    """
+    func, bound = partial.func, dict(partial.keywords)
+    if not isinstance(func, TaskFunction):
+        hint = "decorate the function with @task" if callable(func) else None
+        raise _refused(
+            f"map_task takes a @task or a functools.partial of one, got a functools.partial "
+            f"of {func!r}",
+            expected="a @task",
+            actual=type(func).__name__,
+            hint=hint,
+        )
+    name = func.spec.name
+    names = [v.name for v in func.spec.interface.inputs]
+    if partial.args:
+        first = names[0] if names else None
+        example = ", ".join(f"{n}=..." for n in names[: len(partial.args)]) or "..."
+        raise _refused(
+            f"functools.partial of task '{name}' binds {len(partial.args)} positional "
+            "argument(s)"
+            + (f" (the first would bind parameter '{first}')" if first else "")
+            + "; map_task needs keyword arguments, to know which parameters it binds",
+            task=name,
+            parameter=first,
+            expected="keyword arguments",
+            actual="positional arguments",
+            hint=f"write functools.partial({func.fn.__name__}, {example})",
+        )
+    unknown = [k for k in bound if k not in names]
+    if unknown:
+        raise _refused(
+            f"functools.partial binds '{unknown[0]}', but task '{name}' has no such parameter; "
+            f"its parameters are: {', '.join(names) or 'none'}",
+            task=name,
+            parameter=unknown[0],
+        )
+    if names and set(names) <= set(bound):
+        raise _refused(
+            f"functools.partial binds every parameter of task '{name}' "
+            f"({', '.join(names)}), so map_task has nothing left to map over",
+            task=name,
+            expected="a list argument",
+            actual="no list argument",
+            hint=f"leave the parameter to map over out of the partial and pass its list in the "
+            f"call; to run the task once, call it: {func.fn.__name__}(...)",
+        )
+    return func, bound

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -210,7 +211,62 @@ class LiteralBinding(_Frozen):
     value: Any
 
 
-Binding = Annotated[InputBinding | NodeOutputBinding | LiteralBinding, Field(discriminator="kind")]
+class ListBinding(_Frozen):
+    """A list written in the workflow body with promises among its items (`t(xs=[a, b, 3])`):
+    each item is bound on its own (and may be a collection itself); the value is the list of
+    the items' values."""
+
+    kind: Literal["list"] = "list"
+    items: list[Binding]
+
+    def item_bindings(self) -> list[tuple[str, Binding]]:
+        """Each item with where it is in the list (`[2]`), in order."""
+        return [(f"[{index}]", item) for index, item in enumerate(self.items)]
+
+
+class DictBinding(_Frozen):
+    """A dict written in the workflow body with promises among its values
+    (`t(d={"a": a, "b": 2})`): `items` maps each literal key (a str, an int's decimal form or
+    an enum member's value, as in a dict literal) to its value's binding."""
+
+    kind: Literal["dict"] = "dict"
+    items: dict[str, Binding]
+
+    def item_bindings(self) -> list[tuple[str, Binding]]:
+        """Each value with where it is in the dict (`['key']`), in order."""
+        return [(f"[{key!r}]", item) for key, item in self.items.items()]
+
+
+#: What a list or dict built from promises in a workflow body compiles to.
+CollectionBinding = ListBinding | DictBinding
+
+Binding = Annotated[
+    InputBinding | NodeOutputBinding | LiteralBinding | ListBinding | DictBinding,
+    Field(discriminator="kind"),
+]
+ListBinding.model_rebuild()
+DictBinding.model_rebuild()
+
+LeafBinding = InputBinding | NodeOutputBinding | LiteralBinding
+
+
+def leaf_bindings(binding: Binding) -> Iterator[LeafBinding]:
+    """The input, node output and literal bindings in `binding`, collections walked in order."""
+    if isinstance(binding, CollectionBinding):
+        for _, item in binding.item_bindings():
+            yield from leaf_bindings(item)
+    else:
+        yield binding
+
+
+def resolve_binding(binding: Binding, leaf: Callable[[LeafBinding], Any]) -> Any:
+    """The value of `binding`: `leaf` gives each input, node output or literal binding's, and
+    collections are built from their items' values."""
+    if not isinstance(binding, CollectionBinding):
+        return leaf(binding)
+    if isinstance(binding, ListBinding):
+        return [resolve_binding(item, leaf) for item in binding.items]
+    return {key: resolve_binding(item, leaf) for key, item in binding.items.items()}
 
 
 class Node(_Frozen):
@@ -224,8 +280,9 @@ class Node(_Frozen):
         """Ids of the nodes this one consumes outputs of, in first-use order, unique."""
         seen: dict[str, None] = {}
         for binding in self.inputs.values():
-            if isinstance(binding, NodeOutputBinding):
-                seen.setdefault(binding.node_id, None)
+            for leaf in leaf_bindings(binding):
+                if isinstance(leaf, NodeOutputBinding):
+                    seen.setdefault(leaf.node_id, None)
         return list(seen)
 
 

@@ -85,12 +85,15 @@ def run_locally(
     results: dict[str, dict[str, Any]] = {}
     run_started = time.monotonic()
 
-    def resolve(binding: ir.Binding) -> Any:
+    def leaf(binding: ir.LeafBinding) -> Any:
         if isinstance(binding, ir.InputBinding):
             return inputs[binding.input]
         if isinstance(binding, ir.NodeOutputBinding):
             return results[binding.node_id][binding.output]
         return binding.value
+
+    def resolve(binding: ir.Binding) -> Any:
+        return ir.resolve_binding(binding, leaf)
 
     for node in topological_order(spec.nodes):
         task = tasks[node.task]

@@ -24,6 +24,7 @@ from control_plane.schemas.common import ErrorResponse, FieldError
 from control_plane.schemas.workflows import WorkflowDetail, WorkflowPublic, WorkflowRegister
 from control_plane.services.bundles import bundle_exists
 from fleetflow.ir import TypedInterface, WorkflowSpec
+from fleetflow.spec_checks import binding_problems
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 
@@ -91,6 +92,20 @@ def check_spec_size(body: WorkflowRegister, max_nodes: int) -> None:
             )
 
 
+def check_spec_bindings(body: WorkflowRegister) -> None:
+    """422 for a spec whose bindings name an input, node or output it lacks, or whose list
+    and dict bindings do not fit the types they are bound to, naming the first 20 problems."""
+    problems = binding_problems(body.spec)
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ApiError(
+            422,
+            f"invalid workflow spec: spec.{first.field}: {first.message}{more}",
+            [FieldError(field=f"spec.{p.field}", message=p.message) for p in problems[:20]],
+        )
+
+
 @router.post(
     "",
     status_code=201,
@@ -105,6 +120,7 @@ def register_workflow(
 ) -> WorkflowPublic:
     """Register a compiled spec with its uploaded code bundle; re-registering is a no-op."""
     check_spec_size(body, settings.api.max_workflow_nodes)
+    check_spec_bindings(body)
     digest = body.bundle_digest
     if not bundle_exists(blob_store, caller.tenant.name, digest):
         message = f"code bundle {digest} has not been uploaded: PUT it to /api/v1/bundles/{digest}"

@@ -814,20 +814,180 @@ CASES: list[Case] = [
         actual="list",
         says=("at [1]: expected str, got int 2",),
     ),
+    # ------------------------------------------------------------ lists and dicts of promises
     Case(
-        id="promise-inside-constant",
-        what="a promise inside a constant list",
+        id="list-item-promise",
+        what="a list built from promises with one item of the wrong type",
         source="""
         @workflow
         def wf() -> int:
-            return takes_strs(texts=[takes_str(text="a")])  # <-
+            return takes_strs(texts=["a", make_int()])  # <-
         """,
         error=WorkflowCompileError,
         task="takes_strs",
         parameter="texts",
-        expected="list[str]",
-        actual="list",
-        says=("a list constant with a promise inside",),
+        expected="str",
+        actual="int",
+        says=("expects list[str]; its item [1] expects str, got int (output of node",),
+    ),
+    Case(
+        id="list-item-constant",
+        what="a list built from promises with a constant item of the wrong type",
+        source="""
+        @workflow
+        def wf() -> int:
+            return takes_strs(texts=[takes_str(text="a"), 2])  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_strs",
+        parameter="texts",
+        expected="str",
+        actual="int",
+        says=("its item [1] expects str, got constant int 2",),
+    ),
+    Case(
+        id="dict-item-promise",
+        what="a dict built from promises with one value of the wrong type",
+        source="""
+        @workflow
+        def wf() -> int:
+            return takes_counts(counts={"a": make_int(), "b": make_float()})  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_counts",
+        parameter="counts",
+        expected="int",
+        actual="float",
+        says=("expects dict[str, int]; its item ['b'] expects int, got float",),
+    ),
+    Case(
+        id="returned-list-item",
+        what="a returned list built from promises with one item of the wrong type",
+        source="""
+        @workflow
+        def wf() -> list[str]:
+            return [takes_str(text="a"), make_int()]  # <-
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter=None,
+        expected="str",
+        actual="int",
+        says=("return value expects list[str]; its item [1] expects str, got int",),
+    ),
+    Case(
+        id="promise-inside-dataclass",
+        what="a promise inside a dataclass constant: only lists and dicts are built in the body",
+        source="""
+        @workflow
+        def wf() -> int:
+            return takes_labels(labels=Labels(xs=[make_float()]))  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_labels",
+        parameter="labels",
+        expected="Labels",
+        actual="Labels",
+        says=("got a Labels with a promise inside", "build the Labels inside a task"),
+    ),
+    # ------------------------------------------------------------ map_task of functools.partial
+    Case(
+        id="partial-not-a-task",
+        what="map_task of a functools.partial of a plain function",
+        source="""
+        import functools
+
+
+        def scale(n: int, k: int) -> int:
+            return n * k
+
+
+        @workflow
+        def wf() -> list[int]:
+            return map_task(functools.partial(scale, k=2))(n=make_ints())  # <-
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter=None,
+        expected="a @task",
+        actual="function",
+        says=("a functools.partial of <function scale", "hint: decorate the function with @task"),
+    ),
+    Case(
+        id="partial-positional",
+        what="map_task of a functools.partial with a positional argument",
+        source="""
+        import functools
+
+
+        @workflow
+        def wf() -> list[float]:
+            return map_task(functools.partial(takes_float, 0.1))(steps=make_ints())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_float",
+        parameter="lr",
+        expected="keyword arguments",
+        actual="positional arguments",
+        says=(
+            "binds 1 positional argument(s)",
+            "hint: write functools.partial(takes_float, lr=...)",
+        ),
+    ),
+    Case(
+        id="partial-bound-twice",
+        what="a parameter bound by functools.partial and again in the map_task call",
+        source="""
+        import functools
+
+
+        @workflow
+        def wf() -> list[float]:
+            scaled = map_task(functools.partial(takes_float, lr=0.1))
+            return scaled(lr=make_float(), steps=make_ints())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_float",
+        parameter="lr",
+        expected=None,
+        actual=None,
+        says=("is bound twice: by functools.partial and in the call",),
+    ),
+    Case(
+        id="partial-binds-everything",
+        what="a functools.partial that binds every parameter: nothing is left to map over",
+        source="""
+        import functools
+
+
+        @workflow
+        def wf() -> list[float]:
+            return map_task(functools.partial(takes_float, lr=0.1, steps=3))()  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_float",
+        parameter=None,
+        expected="a list argument",
+        actual="no list argument",
+        says=("binds every parameter of task", "nothing left to map over"),
+    ),
+    Case(
+        id="partial-bound-list",
+        what="a list bound by functools.partial to a parameter that takes one element",
+        source="""
+        import functools
+
+
+        @workflow
+        def wf() -> list[float]:
+            return map_task(functools.partial(takes_float, steps=make_ints()))(lr=[0.1])  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_float",
+        parameter="steps",
+        expected="int",
+        actual="list[int]",
+        says=("(bound by functools.partial) expects int", "passed whole to every element"),
     ),
     # ------------------------------------------------------------ Python on a promise
     promise_misuse("if", "a promise in `if`", "if numbers: pass", "no truth value", _NO_BRANCHING),

@@ -289,17 +289,39 @@ def test_positional_arguments() -> None:
     assert "positional argument" in message
 
 
-def test_promise_inside_a_constant_container() -> None:
+def test_a_promise_of_the_wrong_type_inside_a_list_is_named_by_its_index() -> None:
     with pytest.raises(WorkflowCompileError) as info:
 
         @workflow
         def nested_promise() -> int:
-            return takes_strs(texts=[takes_str(text="a")])  # <- nested-promise
+            return takes_strs(texts=[takes_str(text="a"), make_int()])  # <- nested-promise
 
     assert_message(
         info.value,
         tag="nested-promise",
-        contains=["parameter 'texts'", "expects list[str]", "promise inside", "not supported"],
+        contains=[
+            "parameter 'texts'",
+            "expects list[str]; its item [1] expects str, got int (output of node 'n1-make_int'",
+        ],
+    )
+    assert info.value.parameter == "texts"
+    assert (info.value.expected, info.value.actual) == ("str", "int")
+
+
+def test_a_promise_inside_a_set_is_refused() -> None:
+    with pytest.raises(WorkflowCompileError) as info:
+
+        @workflow
+        def promise_in_a_set() -> int:
+            return takes_strs(texts=(takes_str(text="a"), {"b": make_int()}))  # <- in-a-set
+
+    assert_message(
+        info.value,
+        tag="in-a-set",
+        contains=[
+            "parameter 'texts'",
+            "its item [1] expects str, got a dict with a promise inside",
+        ],
     )
 
 
