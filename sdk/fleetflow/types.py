@@ -355,7 +355,7 @@ def _exactly(value: Any, py_type: Any) -> bool:
     if origin is list:
         return isinstance(value, list | tuple) and all(_exactly(v, args[0]) for v in value)
     if origin in (set, frozenset):
-        return isinstance(value, set | frozenset) and all(_exactly(v, args[0]) for v in value)
+        return isinstance(value, origin) and all(_exactly(v, args[0]) for v in value)
     if origin is dict:
         return isinstance(value, dict) and all(_exactly(v, args[1]) for v in value.values())
     if origin is typing.Literal:
