@@ -13,7 +13,15 @@ from typing import Annotated, Any, Optional, Union
 import pydantic
 import pytest
 
-from fleetflow import Directory, File, LiteralValidationError, UnsupportedTypeError, task
+from fleetflow import (
+    Directory,
+    File,
+    LiteralValidationError,
+    UnsupportedTypeError,
+    WorkflowInputError,
+    task,
+    workflow,
+)
 from fleetflow.files import blob_literals, has_blobs, map_blob_literals
 from fleetflow.ir import LiteralType, TaskSpec, TypedInterface, TypeKind, Variable
 from fleetflow.types import (
@@ -307,3 +315,33 @@ def test_union_parameters_in_a_task_interface() -> None:
     assert [v.type.describe() for v in interface.inputs] == ["int | str", "list[Bird | Cat]"]
     output: Variable = interface.outputs[0]
     assert output.type.describe() == "Optional[Cat | Dog]"
+
+
+@task
+def show(label: int | str, maybe: Cat | int | None) -> str:
+    return f"{label!r} {maybe!r}"
+
+
+@workflow
+def labelled(label: int | str, maybe: Optional[Cat | int] = None) -> str:  # noqa: UP045
+    return show(label=label, maybe=maybe)
+
+
+def test_union_workflow_inputs_from_the_cli() -> None:
+    """`--label three` is the str variant, `--label 7` the int one (JSON first, then a bare
+    word); a tagged literal names the variant outright."""
+    assert labelled.parse_cli_inputs({"label": "three"}) == {"label": "three"}
+    assert labelled.parse_cli_inputs({"label": "7"}) == {"label": 7}
+    assert labelled.parse_cli_inputs({"label": '{"variant": "str", "value": "7"}'}) == {
+        "label": "7"
+    }
+    parsed = labelled.parse_cli_inputs({"label": "x", "maybe": '{"name": "tom"}'})
+    assert parsed == {"label": "x", "maybe": Cat("tom")}
+    assert labelled.parse_cli_inputs({"label": "x", "maybe": "none"})["maybe"] is None
+    assert labelled(**parsed) == "'x' Cat(name='tom')"
+    assert labelled.inputs_to_literals(parsed)["maybe"] == {
+        "variant": "Cat",
+        "value": {"name": "tom"},
+    }
+    with pytest.raises(WorkflowInputError, match="input 'maybe': expected Cat \\| int, got '2.5' .*fits none of them"):
+        labelled.parse_cli_inputs({"label": "x", "maybe": "2.5"})
