@@ -68,6 +68,7 @@ class _LocalPath:
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
         """Lets a pydantic model declare a `File` or `Directory` field (no arbitrary types
         needed): it takes one of this class or a path, and dumps as the path's text."""
+
         def validate(value: Any) -> _LocalPath:
             if isinstance(value, cls):
                 return value

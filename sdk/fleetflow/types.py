@@ -28,8 +28,9 @@ One module, so the SDK, the task runtime and the control plane agree on every va
 anywhere (its metadata is ignored).
 
 A union's literal names its variant by the variant's `describe()` (`int`, `list[str]`,
-`Cat`), so variants that read alike are refused (its IR type lists them in that name's order); a plain literal of one variant is read as
-that variant where its JSON shape allows only one (see `fleetflow.ir.union_value`).
+`Cat`), so variants that read alike are refused (its IR type lists them in that name's
+order); a plain literal of one variant is read as that variant where its JSON shape allows
+only one (see `fleetflow.ir.union_value`).
 """
 
 from __future__ import annotations
@@ -332,7 +333,9 @@ class _Union(TypeTransformer):
         except ValueError as exc:
             raise LiteralValidationError(path, str(exc)) from None
         tag = variant.describe()
-        arg = next(a for a in _union_variants(py_type) or () if literal_type_of(a).describe() == tag)
+        arg = next(
+            a for a in _union_variants(py_type) or () if literal_type_of(a).describe() == tag
+        )
         return to_python(value, arg, path)
 
 

@@ -247,5 +247,10 @@ def test_the_compiler_accepts_a_binding_exactly_when_its_types_are_assignable(
     ],
 )
 def test_known_bindings(source: Any, target: Any) -> None:
-    allowed = [(int, float), (int, int | str), (int | str, str | int | float), (Point, Point | Color)]
+    allowed = [
+        (int, float),
+        (int, int | str),
+        (int | str, str | int | float),
+        (Point, Point | Color),
+    ]
     assert _compiles(source, target) is ((source, target) in allowed)

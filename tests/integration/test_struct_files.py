@@ -96,23 +96,31 @@ def test_union_values_run_remotely_as_locally(stack: Stack) -> None:
         assert result.status == "SUCCEEDED", f"{result.error}\n{stack.logs()}"
         number = client.run(wf, timeout=120, n=2, label=7, text="")
         assert number.status == "SUCCEEDED", f"{number.error}\n{stack.logs()}"
-    assert result.outputs == local == [
-        "int:3",
-        "float:3.0",
-        "Cat:Cat(name='tom')",
-        "Dog:Dog(name='rex')",
-        "int:3",
-        "str:'three'",
-        "File:a doc",
-    ]
-    assert number.outputs == wf(n=2, label=7, text="") == [
-        "int:2",
-        "float:2.0",
-        "Cat:Cat(name='tom')",
-        "Dog:Dog(name='rex')",
-        "int:2",
-        "int:7",
-        "int:0",
-    ]
+    assert (
+        result.outputs
+        == local
+        == [
+            "int:3",
+            "float:3.0",
+            "Cat:Cat(name='tom')",
+            "Dog:Dog(name='rex')",
+            "int:3",
+            "str:'three'",
+            "File:a doc",
+        ]
+    )
+    assert (
+        number.outputs
+        == wf(n=2, label=7, text="")
+        == [
+            "int:2",
+            "float:2.0",
+            "Cat:Cat(name='tom')",
+            "Dog:Dog(name='rex')",
+            "int:2",
+            "int:7",
+            "int:0",
+        ]
+    )
     # The execution's input records its variant.
     assert result.execution.inputs["label"] == {"variant": "str", "value": "three"}

@@ -316,7 +316,10 @@ class Loose(BaseModel):
             Priority,
             "enum Priority has non-string values (LOW=1); only enums whose values are all str",
         ),
-        (int | Annotated[int, "m"], "int | Annotated[int, 'm'] is ambiguous: two variants read int"),
+        (
+            int | Annotated[int, "m"],
+            "int | Annotated[int, 'm'] is ambiguous: two variants read int",
+        ),
         (Point | list[Point | dt.date], "date is not supported; use datetime"),
         (Optional[int] | Annotated[str | None, "m"], "a variant may not be Optional"),  # noqa: UP045
         (Recursive, "recursive type Recursive is not supported"),

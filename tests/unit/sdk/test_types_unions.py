@@ -106,7 +106,11 @@ CASES: list[tuple[str, Any, Any, Any]] = [
         "dict-of-unions",
         dict[str, bytes | None | int],
         {"a": b"\x00", "b": None, "c": 2},
-        {"a": {"variant": "bytes", "value": "AA=="}, "b": None, "c": {"variant": "int", "value": 2}},
+        {
+            "a": {"variant": "bytes", "value": "AA=="},
+            "b": None,
+            "c": {"variant": "int", "value": 2},
+        },
     ),
     (
         "model-with-union-and-annotated",
@@ -262,7 +266,7 @@ def test_assignability_hints() -> None:
 @pytest.mark.parametrize(
     ("py_type", "message"),
     [
-        (int | Annotated[int, "m"], "int | Annotated[int, 'm'] is ambiguous: two variants read int"),
+        (int | Annotated[int, "m"], "Annotated[int, 'm'] is ambiguous: two variants read int"),
         (Cat | Annotated[Dog | Bird, "m"], "a union inside a union; write its alternatives in one"),
         (int | Annotated[str | None, "m"], "a variant may not be Optional; write Optional[A | B]"),
         (int | dt.date, "date is not supported; use datetime"),
@@ -291,7 +295,9 @@ def test_blobs_inside_unions_are_found_and_renamed(tmp_path: Path) -> None:
     assert not has_blobs(literal_type_of(int | str))
     found = [(path, kind) for path, kind, _ in blob_literals(literal, literal_type, "out")]
     assert found == [("out.data", TypeKind.DIRECTORY), ("out.extra[0]", TypeKind.FILE)]
-    renamed = map_blob_literals(literal, literal_type, lambda kind, blob: {**blob, "uri": "s3://b/k"})
+    renamed = map_blob_literals(
+        literal, literal_type, lambda kind, blob: {**blob, "uri": "s3://b/k"}
+    )
     assert renamed["data"] == {"variant": "Directory", "value": {"uri": "s3://b/k"}}
     assert renamed["extra"][0]["value"]["uri"] == "s3://b/k"
     assert renamed["extra"][1] == {"variant": "int", "value": 3}
@@ -343,5 +349,8 @@ def test_union_workflow_inputs_from_the_cli() -> None:
         "variant": "Cat",
         "value": {"name": "tom"},
     }
-    with pytest.raises(WorkflowInputError, match="input 'maybe': expected Cat \\| int, got '2.5' .*fits none of them"):
+    with pytest.raises(
+        WorkflowInputError,
+        match="input 'maybe': expected Cat \\| int, got '2.5' .*fits none of them",
+    ):
         labelled.parse_cli_inputs({"label": "x", "maybe": "2.5"})
