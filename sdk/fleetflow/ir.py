@@ -56,13 +56,12 @@ class TypeKind(StrEnum):
 class LiteralType(_Frozen):
     """The type of a value in the IR.
 
-    `variants` are a union's alternatives (see `union_value`).
-
     `item` is the element type of a list or a set, the value type of a dict and the inner type
     of an optional; `key` is a dict's key type when it is not str (int, or an enum), whose
     literal keys are an int's decimal form or an enum member's value; `name` and `fields`
     describe a struct by its qualified name and its typed fields; `name` and `values` describe
-    an enum (or a `Literal` of strings).
+    an enum (or a `Literal` of strings); `variants` are a union's alternatives, in the order of
+    their `describe()` (see `union_value` for its literal).
     """
 
     kind: TypeKind
@@ -107,6 +106,8 @@ class LiteralType(_Frozen):
             case TypeKind.OPTIONAL:
                 return f"Optional[{self.item.describe() if self.item else '?'}]"
             case TypeKind.ENUM:
+                if self.name is not None and self.name.startswith("Literal["):
+                    return self.name  # its values may hold dots
                 return (self.name or "enum").rsplit(".", 1)[-1]
             case TypeKind.LIST:
                 return f"list[{self.item.describe() if self.item else '?'}]"

@@ -8,7 +8,7 @@ import enum
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import pydantic
 import pytest
@@ -143,6 +143,14 @@ def test_round_trip(py_type: Any, value: Any, literal: Any) -> None:
     if isinstance(value, list):
         assert [type(v) for v in back] == [type(v) for v in value]
     assert validate_literal(wire, literal_type_of(py_type), "inputs.x") == literal
+
+
+def test_literal_variants_are_named_as_they_read() -> None:
+    versions = Literal["v1.0", "v2.0"]
+    assert literal_type_of(versions).describe() == "Literal['v1.0', 'v2.0']"
+    literal = to_literal("v2.0", versions | int)
+    assert literal == {"variant": "Literal['v1.0', 'v2.0']", "value": "v2.0"}
+    assert to_python(literal, versions | int) == "v2.0"
 
 
 def test_union_literal_types() -> None:
@@ -324,7 +332,7 @@ def test_union_parameters_in_a_task_interface() -> None:
 
 
 @task
-def show(label: int | str, maybe: Cat | int | None) -> str:
+def show(label: int | str, maybe: Cat | int | None) -> Annotated[str, "a description"]:
     return f"{label!r} {maybe!r}"
 
 
