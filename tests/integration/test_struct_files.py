@@ -88,11 +88,14 @@ def _paths(result: Any) -> list[Path]:
     ]
 
 
-def test_union_values_run_remotely_as_locally(stack: Stack) -> None:
+def test_union_values_run_remotely_as_locally(stack: Stack, tmp_path: Path) -> None:
     wf = workflow("unions")
-    local = wf(n=3, label="three", text="a doc")
+    attached = tmp_path / "attached.txt"
+    attached.write_text("attached")
+    inputs = {"n": 3, "label": "three", "text": "a doc", "attachment": File(attached)}
+    local = wf(**inputs)
     with stack.client() as client:
-        result = client.run(wf, timeout=120, n=3, label="three", text="a doc")
+        result = client.run(wf, timeout=120, **inputs)
         assert result.status == "SUCCEEDED", f"{result.error}\n{stack.logs()}"
         number = client.run(wf, timeout=120, n=2, label=7, text="")
         assert number.status == "SUCCEEDED", f"{number.error}\n{stack.logs()}"
@@ -107,6 +110,7 @@ def test_union_values_run_remotely_as_locally(stack: Stack) -> None:
             "int:3",
             "str:'three'",
             "File:a doc",
+            "File:attached",
         ]
     )
     assert (
@@ -120,7 +124,11 @@ def test_union_values_run_remotely_as_locally(stack: Stack) -> None:
             "int:2",
             "int:7",
             "int:0",
+            "str:none",
         ]
     )
-    # The execution's input records its variant.
+    # The execution's inputs record their variant; a File variant was uploaded.
     assert result.execution.inputs["label"] == {"variant": "str", "value": "three"}
+    sent = result.execution.inputs["attachment"]
+    assert sent["variant"] == "File"
+    assert sent["value"]["uri"].startswith(f"{stack.blob_root}/tenants/default/uploads/files/")

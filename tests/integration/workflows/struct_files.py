@@ -143,15 +143,26 @@ def file_or_number(text: str) -> File | int:
 
 @task
 def describe_values(
-    values: list[int | float | Cat | Dog], extra: int | str, label: int | str, doc: File | int
+    values: list[int | float | Cat | Dog],
+    extra: int | str,
+    label: int | str,
+    doc: File | int,
+    attachment: File | str,
 ) -> list[str]:
     described = [f"{type(v).__name__}:{v!r}" for v in [*values, extra, label]]
-    shown = doc.path.read_text() if isinstance(doc, File) else doc
-    return [*described, f"{type(doc).__name__}:{shown}"]
+    shown = [
+        f"{type(v).__name__}:{v.path.read_text() if isinstance(v, File) else v}"
+        for v in (doc, attachment)
+    ]
+    return described + shown
 
 
 @workflow
-def unions(n: int, label: int | str, text: str) -> list[str]:
+def unions(n: int, label: int | str, text: str, attachment: File | str = "none") -> list[str]:
     return describe_values(
-        values=mixed(n=n), extra=plain(n=n), label=label, doc=file_or_number(text=text)
+        values=mixed(n=n),
+        extra=plain(n=n),
+        label=label,
+        doc=file_or_number(text=text),
+        attachment=attachment,
     )
