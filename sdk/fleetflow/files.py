@@ -27,8 +27,10 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
+from pydantic_core import core_schema
+
 from fleetflow.errors import FleetflowError, LiteralValidationError
-from fleetflow.ir import LiteralType, TypeKind
+from fleetflow.ir import LiteralType, TypeKind, union_value
 from fleetflow.storage import BlobStore, relative_key, store_for_uri
 
 
@@ -61,6 +63,25 @@ class _LocalPath:
 
     def __hash__(self) -> int:
         return hash((type(self), self._path))
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """Lets a pydantic model declare a `File` or `Directory` field (no arbitrary types
+        needed): it takes one of this class or a path, and dumps as the path's text."""
+
+        def validate(value: Any) -> _LocalPath:
+            if isinstance(value, cls):
+                return value
+            if isinstance(value, str | os.PathLike) and not isinstance(value, _LocalPath):
+                return cls(value)
+            raise ValueError(f"expected {cls.__name__} or a path, got {type(value).__name__}")
+
+        return core_schema.no_info_plain_validator_function(
+            validate,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda value: str(value.path)
+            ),
+        )
 
 
 class File(_LocalPath):
@@ -321,7 +342,8 @@ def map_blob_literals(
     convert: Callable[[TypeKind, dict[str, Any]], Any],
 ) -> Any:
     """A copy of `literal` with every File and Directory literal inside it (at any depth:
-    optionals, lists, dicts, struct fields) replaced by `convert(kind, blob_literal)`.
+    optionals, lists, dicts, struct fields, union variants) replaced by
+    `convert(kind, blob_literal)`.
 
     Used wherever blobs need a different name than the one a local run gives them: uploaded
     before a remote run, keyed by content in the local cache, copied into it.
@@ -344,6 +366,14 @@ def map_blob_literals(
             name: map_blob_literals(value, fields[name], convert) if name in fields else value
             for name, value in literal.items()
         }
+    if kind is TypeKind.UNION:
+        try:
+            variant, value = union_value(literal_type, literal)
+        except ValueError:
+            return literal  # not a value of the union: left for validation to refuse
+        if not has_blobs(variant):
+            return literal
+        return {"variant": variant.describe(), "value": map_blob_literals(value, variant, convert)}
     return literal
 
 
@@ -373,6 +403,12 @@ def blob_literals(
     elif kind is TypeKind.STRUCT and isinstance(literal, dict):
         for name, field_type in (literal_type.fields or {}).items():
             yield from blob_literals(literal.get(name), field_type, f"{path}.{name}")
+    elif kind is TypeKind.UNION:
+        try:
+            variant, value = union_value(literal_type, literal)
+        except ValueError:
+            return
+        yield from blob_literals(value, variant, path)
 
 
 def has_blobs(literal_type: LiteralType) -> bool:
@@ -380,6 +416,8 @@ def has_blobs(literal_type: LiteralType) -> bool:
     if literal_type.kind in (TypeKind.FILE, TypeKind.DIRECTORY):
         return True
     if literal_type.item is not None and has_blobs(literal_type.item):
+        return True
+    if any(has_blobs(variant) for variant in literal_type.variants or []):
         return True
     return any(has_blobs(field) for field in (literal_type.fields or {}).values())
 

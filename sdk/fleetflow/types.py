@@ -17,13 +17,20 @@ One module, so the SDK, the task runtime and the control plane agree on every va
 | `Enum` with `str` values            | enum      | the member's value                            |
 | `Literal["a", "b"]` (strings)       | enum      | the string                                    |
 | `Optional[T]`, `T \\| None`          | optional  | null or a literal of T                        |
+| `A \\| B`, `Union[A, B]`             | union     | `{"variant": "A", "value": <literal of A>}`   |
 | `list[T]`                           | list      | array                                         |
 | `dict[K, T]`, K `str`, `int`, enum  | dict      | object; an int key in decimal, an enum's value|
 | `set[T]`, `frozenset[T]` (scalars)  | set       | array of distinct items, in their JSON order  |
 | dataclass, pydantic model           | struct    | object with exactly the fields                |
 | `File`, `Directory`                 | file/dir  | `{"uri", "name"}`, `{"uri"}`                  |
 
-`bool` is not an `int`, and an `int` widens only to `float`.
+`bool` is not an `int`, and an `int` widens only to `float`. `Annotated[T, ...]` is `T`
+anywhere (its metadata is ignored).
+
+A union's literal names its variant by the variant's `describe()` (`int`, `list[str]`,
+`Cat`), so variants that read alike are refused (its IR type lists them in that name's
+order); a plain literal of one variant is read as that variant where its JSON shape allows
+only one (see `fleetflow.ir.union_value`).
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from urllib.parse import urlparse
 
 import pydantic
 
-from fleetflow import files
+from fleetflow import files, ir
 from fleetflow.errors import LiteralValidationError, UnsupportedTypeError
 from fleetflow.ir import LiteralType, TypeKind
 
@@ -86,13 +93,26 @@ def _strip_annotated(py_type: Any) -> Any:
     return py_type
 
 
+def _is_union(py_type: Any) -> bool:
+    return typing.get_origin(py_type) in (typing.Union, types.UnionType)
+
+
 def _optional_item(py_type: Any) -> Any | None:
-    """`T` for `Optional[T]` / `T | None`, else None."""
-    if typing.get_origin(py_type) not in (typing.Union, types.UnionType):
+    """`T` for `Optional[T]` / `T | None`, `A | B` for `A | B | None`, else None."""
+    if not _is_union(py_type):
         return None
     args = typing.get_args(py_type)
-    others = [a for a in args if a is not _NONE_TYPE]
-    return others[0] if len(args) == 2 and len(others) == 1 else None
+    others = tuple(a for a in args if a is not _NONE_TYPE)
+    if len(others) == len(args):
+        return None
+    return others[0] if len(others) == 1 else typing.Union[others]  # noqa: UP007 - a tuple
+
+
+def _union_variants(py_type: Any) -> tuple[Any, ...] | None:
+    """The alternatives of `A | B` (no None among them), else None."""
+    if not _is_union(py_type) or _optional_item(py_type) is not None:
+        return None
+    return typing.get_args(py_type)
 
 
 def is_named_tuple(py_type: Any) -> typing.TypeGuard[type[tuple[Any, ...]]]:
@@ -253,6 +273,99 @@ class _Optional(TypeTransformer):
         return None if literal is None else to_python(literal, _optional_item(py_type), path)
 
 
+class _Union(TypeTransformer):
+    """`A | B`: the literal records its variant, `{"variant": <its describe()>, "value": ...}`,
+    so `int | float`, two dataclasses with the same fields... read back as what was written.
+
+    A value is written as the first variant (in declaration order) it is exactly an instance
+    of (`3` an `int`, not a `float`), else as the first that takes it (a path as a `File`).
+    A plain literal of one variant is read too where its JSON shape names one variant
+    (`ir.union_value`): a value of type `A` bound to an `A | B` parameter, a JSON input.
+    """
+
+    def handles(self, py_type: Any) -> bool:
+        return _union_variants(py_type) is not None
+
+    def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
+        variants: list[LiteralType] = []
+        for arg in _union_variants(py_type) or ():
+            variant = resolve(arg)
+            if variant.kind is TypeKind.OPTIONAL:
+                raise UnsupportedTypeError(
+                    f"{describe_python_type(py_type)}: a variant may not be Optional; write "
+                    "Optional[A | B] (or A | B | None)"
+                )
+            if variant.kind is TypeKind.UNION:  # an Annotated union inside a union
+                raise UnsupportedTypeError(
+                    f"{describe_python_type(py_type)}: a union inside a union; write its "
+                    "alternatives in one A | B | C"
+                )
+            same = [v for v in variants if v.describe() == variant.describe()]
+            if same:
+                raise UnsupportedTypeError(
+                    f"{describe_python_type(py_type)} is ambiguous: two variants read "
+                    f"{variant.describe()} (a value records its variant by that name); rename "
+                    "one, or use a dataclass with one field per alternative"
+                )
+            variants.append(variant)
+        # In the order of their names: `A | B` and `B | A` are one type (and Python says so).
+        variants.sort(key=LiteralType.describe)
+        return LiteralType(kind=TypeKind.UNION, variants=variants)
+
+    def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
+        args = _union_variants(py_type) or ()
+        exact = [a for a in args if _exactly(value, a)]
+        first_error: LiteralValidationError | None = None
+        for arg in exact or args:
+            try:
+                literal = to_literal(value, arg, path)
+            except LiteralValidationError as exc:
+                first_error = first_error or exc
+                continue
+            return {"variant": literal_type_of(arg).describe(), "value": literal}
+        if exact and first_error is not None:  # e.g. a File that does not exist
+            raise first_error
+        raise _mismatch(path, describe_python_type(py_type), value)
+
+    def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
+        try:
+            variant, value = ir.union_value(literal_type_of(py_type), literal)
+        except ValueError as exc:
+            raise LiteralValidationError(path, str(exc)) from None
+        tag = variant.describe()
+        arg = next(
+            a for a in _union_variants(py_type) or () if literal_type_of(a).describe() == tag
+        )
+        return to_python(value, arg, path)
+
+
+def _exactly(value: Any, py_type: Any) -> bool:
+    """Whether `value` is an instance of `py_type` as it is, without widening an int to a float
+    or reading a path as a File (the variant a union value is written as)."""
+    py_type = _strip_annotated(py_type)
+    if py_type is bool:
+        return isinstance(value, bool)
+    if py_type is int:
+        return isinstance(value, int) and not isinstance(value, bool | enum.Enum)
+    if py_type is str:
+        return isinstance(value, str) and not isinstance(value, enum.Enum)
+    if py_type is bytes:
+        return isinstance(value, bytes | bytearray)
+    origin = typing.get_origin(py_type)
+    args = typing.get_args(py_type)
+    if _is_union(py_type):
+        return any(_exactly(value, arg) for arg in args)
+    if origin is list:
+        return isinstance(value, list | tuple) and all(_exactly(v, args[0]) for v in value)
+    if origin in (set, frozenset):
+        return isinstance(value, origin) and all(_exactly(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_exactly(v, args[1]) for v in value.values())
+    if origin is typing.Literal:
+        return isinstance(value, str) and value in args
+    return isinstance(py_type, type) and isinstance(value, py_type)
+
+
 class _List(TypeTransformer):
     def handles(self, py_type: Any) -> bool:
         return typing.get_origin(py_type) is list
@@ -268,6 +381,7 @@ class _List(TypeTransformer):
             raise _mismatch(path, describe_python_type(py_type), value)
         (item_type,) = typing.get_args(py_type)
         item = _transformer_for(item_type)
+        item_type = _strip_annotated(item_type)
         return [item.to_literal(v, item_type, _item_path(path, i)) for i, v in enumerate(value)]
 
     def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
@@ -275,6 +389,7 @@ class _List(TypeTransformer):
             raise _mismatch(path, describe_python_type(py_type), literal)
         (item_type,) = typing.get_args(py_type)
         item = _transformer_for(item_type)
+        item_type = _strip_annotated(item_type)
         return [item.to_python(v, item_type, _item_path(path, i)) for i, v in enumerate(literal)]
 
 
@@ -598,6 +713,7 @@ _TRANSFORMERS: list[TypeTransformer] = [
         files.Directory, TypeKind.DIRECTORY, files.directory_to_literal, files.directory_to_python
     ),
     _Optional(),
+    _Union(),
     _List(),
     _Set(),
     _Dict(),
@@ -612,11 +728,6 @@ _BY_TYPE: dict[Any, TypeTransformer] = {}
 def _unsupported(py_type: Any) -> UnsupportedTypeError:
     origin = typing.get_origin(py_type)
     name = describe_python_type(py_type)
-    if origin in (typing.Union, types.UnionType):
-        return UnsupportedTypeError(
-            f"union types other than Optional[T] are not supported: {name}; use a dataclass "
-            "with one field per alternative"
-        )
     if is_named_tuple(py_type):
         return UnsupportedTypeError(
             f"NamedTuple {name} is only supported as a return type (one output per field); "
@@ -743,6 +854,13 @@ def is_assignable(source: LiteralType, target: LiteralType) -> bool:
             assert source.item is not None
             return is_assignable(source.item, target.item)
         return is_assignable(source, target.item)
+    if target.kind is TypeKind.UNION:
+        if source.kind is TypeKind.UNION:  # every variant of the source is one of the target
+            return all(
+                (variant := target.variant(v.describe())) is not None and is_assignable(v, variant)
+                for v in source.variants or []
+            )
+        return _plain_variant(source, target) is not None
     if source.kind is TypeKind.INTEGER and target.kind is TypeKind.FLOAT:
         return True
     if source.kind is not target.kind:
@@ -759,6 +877,18 @@ def is_assignable(source: LiteralType, target: LiteralType) -> bool:
     return True
 
 
+def _plain_variant(source: LiteralType, union: LiteralType) -> LiteralType | None:
+    """The variant of `union` a plain literal of `source` is read as (`ir.union_value`), when
+    every value of `source` is read as that one variant and it takes them."""
+    shapes = ir.produced_shapes(source)
+    chosen = {id(v): v for v in (ir.variant_for_shape(union, shape) for shape in shapes)}
+    if len(chosen) != 1 or None in chosen.values():
+        return None
+    (variant,) = chosen.values()
+    assert variant is not None
+    return variant if is_assignable(source, variant) else None
+
+
 def assignability_hint(source: LiteralType, target: LiteralType) -> str | None:
     """Advice for a `source` that is not assignable to `target`, when there is more to say
     than the two types (a None to handle, two definitions of one struct)."""
@@ -770,6 +900,20 @@ def assignability_hint(source: LiteralType, target: LiteralType) -> str | None:
                 f"None in a task that returns {target.describe()} (e.g. with a default), or "
                 f"declare the receiving type Optional[{target.describe()}]"
             )
+    if target.kind is TypeKind.UNION and source.kind is not TypeKind.UNION:
+        variants = target.variants or []
+        if any(is_assignable(source, variant) for variant in variants):
+            return (
+                f"a {source.describe()} value does not say which variant of "
+                f"{target.describe()} it is (it could be read as another); declare the "
+                f"producing task's return type {target.describe()}, so that its value records "
+                "its variant"
+            )
+    if source.kind is TypeKind.UNION and target.kind is not TypeKind.UNION:
+        return (
+            f"the value may be any of {source.describe()}; handle each variant in a task that "
+            f"returns {target.describe()}, or declare the receiving type {source.describe()}"
+        )
     if source.kind is TypeKind.LIST and target.kind is not TypeKind.LIST:
         assert source.item is not None
         if is_assignable(source.item, target):
@@ -908,4 +1052,10 @@ def validate_literal(value: Any, literal_type: LiteralType, path: str = "") -> A
             return _validate_struct(value, literal_type, path)
         case TypeKind.FILE | TypeKind.DIRECTORY:
             return _validate_blob(value, literal_type, path)
+        case TypeKind.UNION:  # normalised to the tagged form
+            try:
+                variant, inner = ir.union_value(literal_type, value)
+            except ValueError as exc:
+                raise LiteralValidationError(path, str(exc)) from None
+            return {"variant": variant.describe(), "value": validate_literal(inner, variant, path)}
     raise AssertionError(f"unhandled type kind {kind}")  # pragma: no cover

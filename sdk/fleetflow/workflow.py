@@ -201,7 +201,8 @@ class WorkflowFunction(Generic[P, R]):
             if text.strip().lower() in _NONE:
                 return None
             assert literal_type.item is not None
-            inner = next(t for t in typing.get_args(py_type) if t is not type(None))
+            others = tuple(t for t in typing.get_args(py_type) if t is not type(None))
+            inner = others[0] if len(others) == 1 else typing.Union[others]  # noqa: UP007
             return self._parse_cli_text(name, text, inner, literal_type.item)
         if kind is ir.TypeKind.FILE:
             return File(text)  # a local path; it must exist when converted to a literal
@@ -242,7 +243,9 @@ class WorkflowFunction(Generic[P, R]):
         try:
             literal = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise fail(f" (not valid JSON: {exc.msg})") from None
+            if kind is not ir.TypeKind.UNION:
+                raise fail(f" (not valid JSON: {exc.msg})") from None
+            literal = text  # a union's bare word: its text variant's value (`--label three`)
         try:
             return to_python(literal, py_type, f"inputs.{name}")
         except LiteralValidationError as exc:

@@ -39,7 +39,7 @@ from control_plane.large_values import load_values
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.executions import ExecutionOutput, OutputBlob
 from control_plane.services.tenant_blobs import Refused, TenantBlobs
-from fleetflow.ir import LiteralType, TypedInterface, TypeKind
+from fleetflow.ir import LiteralType, TypedInterface, TypeKind, union_value
 from fleetflow.states import ExecutionState
 from fleetflow.storage import BlobNotFoundError, BlobStore, LocalBlobStore, relative_key
 from fleetflow.storage.local import file_path
@@ -94,6 +94,12 @@ def _walk(value: Any, kind: LiteralType, at: str, parts: tuple[str, ...]) -> Ite
         for field, field_type in (kind.fields or {}).items():
             if field in value:
                 yield from _walk(value[field], field_type, f"{at}.{field}", (*parts, field))
+    elif kind.kind is TypeKind.UNION:
+        try:
+            variant, inner = union_value(kind, value)
+        except ValueError:
+            return
+        yield from _walk(inner, variant, at, parts)
 
 
 def _unique(path: str, taken: set[str]) -> str:

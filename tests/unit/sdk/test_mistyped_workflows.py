@@ -1190,20 +1190,82 @@ CASES: list[Case] = [
         workflow=False,
     ),
     Case(
-        id="unsupported-union",
-        what="a union other than Optional",
+        id="unsupported-union-variant",
+        what="a union with a variant of an unsupported type",
         source="""
         @task
-        def parse(value: int | str) -> int:  # <-
-            return int(value)
+        def parse(value: int | dt.date) -> int:  # <-
+            return 0
         """,
         error=TaskDefinitionError,
         task="parse",
         parameter="value",
         expected=SUPPORTED,
-        actual="int | str",
-        says=("union types other than Optional[T] are not supported",),
+        actual="int | date",
+        says=("date is not supported; use datetime",),
         workflow=False,
+    ),
+    Case(
+        id="union-ambiguous-variants",
+        what="a union of two types that read alike",
+        source="""
+        class Other:
+            @dataclass
+            class Points:
+                ys: list[float]
+
+
+        @task
+        def plot(points: Points | Other.Points) -> int:  # <-
+            return 0
+        """,
+        error=TaskDefinitionError,
+        task="plot",
+        parameter="points",
+        expected=SUPPORTED,
+        actual="Points | Points",
+        says=("is ambiguous: two variants read Points", "rename one"),
+        workflow=False,
+    ),
+    Case(
+        id="plain-value-into-ambiguous-union",
+        what="Points into Points | Labels: the plain value does not say which",
+        source="""
+        @task
+        def draw(shape: Points | Labels) -> int:
+            return 0
+
+
+        @workflow
+        def wf() -> int:
+            return draw(shape=make_points())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="draw",
+        parameter="shape",
+        expected="Labels | Points",
+        actual="Points",
+        says=("does not say which variant of Labels | Points", "return type Labels | Points"),
+    ),
+    Case(
+        id="union-into-variant",
+        what="int | str into int: each variant must be handled",
+        source="""
+        @task
+        def either() -> int | str:
+            return 1
+
+
+        @workflow
+        def wf() -> int:
+            return takes_int(n=either())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_int",
+        parameter="n",
+        expected="int",
+        actual="int | str",
+        says=("the value may be any of int | str",),
     ),
     Case(
         id="unsupported-dict-key",

@@ -6,6 +6,7 @@ the tests check the exact line the error blames.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -646,7 +647,7 @@ def test_task_without_return_annotation() -> None:
     [
         (tuple[int, int], "tuple[int, int]"),
         (set[list[int]], "set[list[int]]"),
-        (int | str, "int | str"),
+        (int | dt.date, "int | date"),
         (list, "list"),
         (dict[float, str], "dict[float, str]"),
     ],

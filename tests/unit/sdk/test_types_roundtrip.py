@@ -316,8 +316,12 @@ class Loose(BaseModel):
             Priority,
             "enum Priority has non-string values (LOW=1); only enums whose values are all str",
         ),
-        (int | str, "union types other than Optional[T] are not supported: int | str"),
-        (Optional[int | str], "union types other than Optional[T]"),  # noqa: UP045
+        (
+            int | Annotated[int, "m"],
+            "int | Annotated[int, 'm'] is ambiguous: two variants read int",
+        ),
+        (Point | list[Point | dt.date], "date is not supported; use datetime"),
+        (Optional[int] | Annotated[str | None, "m"], "a variant may not be Optional"),  # noqa: UP045
         (Recursive, "recursive type Recursive is not supported"),
         (Loose, "field 'value' of Loose: Any says nothing about how to carry the value"),
         (dt.date, "date is not supported; use datetime"),
