@@ -150,8 +150,10 @@ class WorkflowCompilation:
 
     def made_in(self, promise: Promise, scope: tuple[int, ...]) -> bool:
         """Whether `promise` is the output of a task (or conditional) of branch `scope`."""
-        return promise._owner is self and promise._scope == scope and not isinstance(
-            promise._binding, ir.InputBinding
+        return (
+            promise._owner is self
+            and promise._scope == scope
+            and not isinstance(promise._binding, ir.InputBinding)
         )
 
     def add_failure(self, guard: ir.Condition, message: str, name: str) -> None:

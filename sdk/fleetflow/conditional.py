@@ -121,9 +121,7 @@ class Conditional:
                     "workflow runs, decide in the workflow body without a conditional",
                 )
             for promise in condition._promises:
-                self._compilation.check_scope(
-                    promise, self._scope, f"the condition of `.{method}`"
-                )
+                self._compilation.check_scope(promise, self._scope, f"the condition of `.{method}`")
             own = [condition._ir]
         terms = ([self._guard] if self._guard is not None else []) + [
             ir.Not(condition=c) for c in state.earlier
@@ -245,9 +243,7 @@ class Conditional:
         present = [p for p in promises if p is not None]
         literal_type = _common_type([p._type for p in present])
         if literal_type is None:
-            shown = ", ".join(
-                f"case {i + 1}: {p._type.describe()}" for i, p in enumerate(present)
-            )
+            shown = ", ".join(f"case {i + 1}: {p._type.describe()}" for i, p in enumerate(present))
             self._fail(
                 f"the branches of {self.describe} return different types ({shown})",
                 "every branch returns the same type (or the same type and its Optional)",

@@ -406,8 +406,10 @@ def literal_kind(value: Any) -> TypeKind | None:
         return TypeKind.FLOAT
     if isinstance(value, str):
         return TypeKind.STRING
-    raise ValueError(f"a constant in a condition must be a number, a string, a bool or null, "
-                     f"got {type(value).__name__}")
+    raise ValueError(
+        f"a constant in a condition must be a number, a string, a bool or null, "
+        f"got {type(value).__name__}"
+    )
 
 
 def comparable(op: str, left: LiteralType | None, right: LiteralType | None) -> str | None:
@@ -419,7 +421,7 @@ def comparable(op: str, left: LiteralType | None, right: LiteralType | None) -> 
         other = left or right
         assert other is not None
         if op not in ("==", "!=") or other.kind is not TypeKind.OPTIONAL:
-            return f"only an Optional can be compared with None, and only with == or !="
+            return "only an Optional can be compared with None, and only with == or !="
         return None
     if left.kind is TypeKind.OPTIONAL and left.item is not None and op in ("==", "!="):
         left = left.item
@@ -464,7 +466,9 @@ def check_conditions(spec: WorkflowSpec) -> None:
                 raise ValueError(f"{where}: there is no node '{binding.node_id}'")
             variable = task.interface.output(binding.output)
             if variable is None:
-                raise ValueError(f"{where}: node '{binding.node_id}' has no output '{binding.output}'")
+                raise ValueError(
+                    f"{where}: node '{binding.node_id}' has no output '{binding.output}'"
+                )
             if node.map is not None:
                 return LiteralType(kind=TypeKind.LIST, item=variable.type)
             return variable.type

@@ -100,7 +100,7 @@ def run_locally(
             return next((resolve(b) for b in ran), None)
         return binding.value
 
-    steps: list[ir.Node | ir.Failure] = [*spec.nodes, *spec.failures]
+    steps: list[ir.Node | ir.Failure] = [*spec.failures, *spec.nodes]  # as on the platform
     for node in topological_order(steps):
         if isinstance(node, ir.Failure):
             if ir.evaluate(node.when, resolve):

@@ -23,12 +23,12 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 _NO_BRANCHING = (
     "the workflow body runs once at compile time, before any value exists: to branch on a "
-    "value, use `conditional(\"name\").if_(x > 3).then(task_a(...)).else_().then(task_b(...))`"
+    'value, use `conditional("name").if_(x > 3).then(task_a(...)).else_().then(task_b(...))`'
     " (`from fleetflow import conditional`), or decide inside a task; to run a task once per "
     "element of a list, use `map_task(task)(param=the_list)`"
 )
 _CONDITION_HINT = (
-    "a comparison of promises is a condition for `conditional(\"name\").if_(condition)"
+    'a comparison of promises is a condition for `conditional("name").if_(condition)'
     ".then(task(...)).else_().then(...)` (`from fleetflow import conditional`); combine "
     "conditions with `&` and `|` (each comparison in parentheses), not `and`/`or`/`not`"
 )
@@ -176,7 +176,7 @@ class Promise:
         if kind is not ir.TypeKind.BOOLEAN:
             self._misuse(
                 f"is_{str(value).lower()}() needs a promise of bool",
-                "compare it instead, e.g. `x == 3`, `name != \"\"`",
+                'compare it instead, e.g. `x == 3`, `name != ""`',
             )
         return self._compare("==", value)
 

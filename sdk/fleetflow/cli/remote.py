@@ -40,6 +40,7 @@ ATTEMPT_STYLES = {
     "CANCELLED": "yellow",
     "LOST": "yellow",
     "RUNNING": "cyan",
+    "SKIPPED": "dim",
 }
 
 
