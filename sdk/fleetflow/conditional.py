@@ -151,12 +151,16 @@ class Conditional:
     def elif_(self, condition: Condition) -> Conditional:
         """A further case, when no earlier case held and `condition` does."""
         self._check_current("elif_")
+        if any(case.is_else for case in self._state.cases):
+            self._fail(f"`.elif_` of {self.describe} after its `.else_()`, the last case")
         self._require_between("elif_")
         return self._open(condition, "elif_")
 
     def else_(self) -> Conditional:
         """The last case, when no earlier case held; it ends the conditional."""
         self._check_current("else_")
+        if any(case.is_else for case in self._state.cases):
+            self._fail(f"{self.describe} already has its `.else_()`")
         self._require_between("else_")
         return self._open(None, "else_")
 

@@ -401,10 +401,12 @@ class Condition:
         return f"<Condition {self._ir.model_dump_json()}>"
 
     def _misuse(self, detail: str) -> NoReturn:
+        reads = "; ".join(dict.fromkeys(p._origin for p in self._promises))
         raise WorkflowCompileError(
-            detail,
+            f"{detail} (it reads the {reads})",
             location=caller_location(),
             workflow=self._workflow,
+            task=self._promises[0]._producer(),
             actual="condition on promises",
             hint=_CONDITION_HINT,
         )
