@@ -109,24 +109,19 @@ class WorkflowCompilation:
         self.branches.append(describe)
         return len(self.branches) - 1
 
-    def current_branch(self, location: str) -> tuple[tuple[int, ...], ir.Condition | None]:
+    def current_branch(self) -> tuple[tuple[int, ...], ir.Condition | None]:
         """The branch being written (its scope and guard); nothing outside conditionals.
 
-        Raises:
-            WorkflowCompileError: the innermost conditional is between its cases.
+        Between the cases of a conditional (a task called in the condition of its `.if_` or
+        `.elif_`), that of the branch the conditional is written in: such a task runs
+        whichever case is taken.
         """
         top = self.innermost_conditional()
         if top is None:
             return (), None
         case = top._state.open
         if case is None:
-            raise WorkflowCompileError(
-                f"{top.describe} is not finished: continue it with `.elif_(...)` or "
-                "`.else_()` before anything else",
-                location=location,
-                workflow=self.workflow_name,
-                hint='every conditional ends with `.else_().then(...)` or `.else_().fail("...")`',
-            )
+            return top._scope, top._guard
         return case.scope, case.guard
 
     def _outside(self, promise: Promise, scope: tuple[int, ...]) -> str | None:
@@ -251,7 +246,7 @@ class WorkflowCompilation:
                 "(<module>.<function>) must be unique"
             )
 
-        scope, guard = self.current_branch(location)
+        scope, guard = self.current_branch()
         node_id = f"n{len(self.nodes)}-{task.fn.__name__}"
         bindings: dict[str, ir.Binding] = {}
         over: list[str] = []

@@ -24,7 +24,7 @@ its promises may only be used inside it. Misuse is a `WorkflowCompileError` nami
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from fleetflow import ir
 from fleetflow.errors import WorkflowCompileError
@@ -74,7 +74,7 @@ class Conditional:
         self._compilation = compilation
         self._location = location
         # The branch it is written in, and that branch's guard: its cases conjoin it.
-        self._scope, self._guard = compilation.current_branch(location)
+        self._scope, self._guard = compilation.current_branch()
         self._state = _State()
 
     def __repr__(self) -> str:
@@ -90,7 +90,7 @@ class Conditional:
     def describe(self) -> str:
         return f"conditional '{self._name}' ({self._location})"
 
-    def _fail(self, detail: str, hint: str | None = _USAGE) -> Any:
+    def _fail(self, detail: str, hint: str | None = _USAGE) -> NoReturn:
         raise WorkflowCompileError(
             detail,
             location=caller_location(),

@@ -1,4 +1,4 @@
-"""Workflows with conditionals, run through the whole stack (tests/integration/test_conditional.py)."""
+"""Workflows with conditionals, run through the whole stack (test_conditional.py)."""
 
 from __future__ import annotations
 
