@@ -10,6 +10,7 @@ names the line, not a failed pod an hour into a run.
 from __future__ import annotations
 
 import functools
+import re
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -152,8 +153,9 @@ class WorkflowCompilation:
         )
 
     def add_failure(self, guard: ir.Condition, message: str, name: str) -> None:
+        label = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
         self.failures.append(
-            ir.Failure(id=f"f{len(self.failures)}-{name}"[:128], when=guard, message=message)
+            ir.Failure(id=f"f{len(self.failures)}-{label}"[:128], when=guard, message=message)
         )
 
     def check_finished(self) -> None:
