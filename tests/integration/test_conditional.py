@@ -54,6 +54,10 @@ def test_each_branch_runs_and_the_other_shows_skipped(stack: Stack) -> None:
     }
     skipped = next(a for a in other.attempts if a.status == "SKIPPED")
     assert skipped.cluster is None and skipped.finished_at is not None
+    shown = stack.cli("executions", "get", other.id)
+    assert shown.returncode == 0, shown.stderr
+    assert "n1-big SKIPPED (its branch of a conditional was not taken)" in shown.stdout
+    assert "n2-small (attempt 1) SUCCEEDED" in shown.stdout
 
 
 def test_a_conditional_on_inputs_alone(stack: Stack) -> None:
