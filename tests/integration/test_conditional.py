@@ -54,6 +54,8 @@ def test_each_branch_runs_and_the_other_shows_skipped(stack: Stack) -> None:
     }
     skipped = next(a for a in other.attempts if a.status == "SKIPPED")
     assert skipped.cluster is None and skipped.finished_at is not None
+    logs = {entry.node_id: entry for entry in stack.client().executions.logs(other.id)}
+    assert logs[skipped.node_id].status == "SKIPPED" and logs[skipped.node_id].log is None
     shown = stack.cli("executions", "get", other.id)
     assert shown.returncode == 0, shown.stderr
     assert "n1-big SKIPPED (its branch of a conditional was not taken)" in shown.stdout
