@@ -523,3 +523,21 @@ def check_conditions(spec: WorkflowSpec) -> None:
     for failure in spec.failures:
         check(failure.when, f"failure '{failure.id}'")
     consumed(list(spec.outputs.values()), "the workflow's outputs", False)
+    # A condition on its own node's output (or a later one's) would wait forever.
+    steps: list[Node | Failure] = [*spec.nodes, *spec.failures]
+    waiting = {step.id: len(step.upstream) for step in steps}
+    consumers: dict[str, list[str]] = {}
+    for step in steps:
+        for upstream in step.upstream:
+            consumers.setdefault(upstream, []).append(step.id)
+    ready = [step_id for step_id, count in waiting.items() if count == 0]
+    reached = 0
+    while ready:
+        reached += 1
+        for consumer in consumers.get(ready.pop(), []):
+            waiting[consumer] -= 1
+            if waiting[consumer] == 0:
+                ready.append(consumer)
+    if reached < len(steps):
+        stuck = [step_id for step_id, count in waiting.items() if count > 0]
+        raise ValueError(f"nodes wait on each other: {', '.join(stuck[:10])}")

@@ -328,6 +328,15 @@ def test_a_spec_with_ill_typed_conditions_is_refused() -> None:
 
     assert "must be a number, a string, a bool or null" in hostile(literal_list)
 
+    def waits_on_itself(data: dict[str, Any]) -> None:
+        data["nodes"][0]["when"]["conditions"][0]["left"] = {
+            "kind": "node_output",
+            "node_id": "n0-double",
+            "output": "o0",
+        }
+
+    assert "nodes wait on each other" in hostile(waits_on_itself)
+
 
 def test_a_select_binding_without_guarded_nodes_is_refused() -> None:
     @workflow
