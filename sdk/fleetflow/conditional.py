@@ -121,6 +121,12 @@ class Conditional:
                     "workflow runs, decide in the workflow body without a conditional",
                 )
             for promise in condition._promises:
+                if promise._owner is not self._compilation:
+                    self._fail(
+                        f"`.{method}` of {self.describe} got a condition on a promise of "
+                        f"workflow '{promise._workflow}'; promises cannot cross workflows",
+                        None,
+                    )
                 self._compilation.check_scope(promise, self._scope, f"the condition of `.{method}`")
             own = [condition._ir]
         terms = ([self._guard] if self._guard is not None else []) + [
