@@ -4,7 +4,8 @@ A workflow body runs once, at import time, with promises in place of values, so 
 record the wiring. A promise only knows *where* a value will come from (a binding) and its type;
 anything that needs the value itself (branching, iterating, arithmetic, reading a dataclass
 field) cannot work and fails here, at the offending line, with an explanation rather than
-silently compiling the wrong graph.
+silently compiling the wrong graph. A comparison (`x > 3`) is the exception: it makes a
+`Condition`, which only a `conditional(...)` can branch on (its truth value is an error too).
 """
 
 from __future__ import annotations
