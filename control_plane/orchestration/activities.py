@@ -305,7 +305,7 @@ class ExecutionActivities:
             resolve = self._resolver(session, execution, spec)
             try:
                 holds = evaluate(step.when, resolve)
-            except LookupError:  # an operand's node did not run
+            except (LookupError, FileNotFoundError):  # an operand's node did not run
                 return Decision(
                     message=f"{ref.node_id}: its condition reads the output of a node that "
                     "was skipped"

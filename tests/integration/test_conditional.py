@@ -4,6 +4,7 @@ nothing, and a spec with an ill-typed condition is refused at registration."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from tests.integration.stack import Stack
 pytestmark = pytest.mark.integration
 
 WORKFLOWS = Path(__file__).parent / "workflows" / "conditional.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "conditional.py"
 
 
 def statuses(final: Any) -> dict[str, str]:
@@ -60,6 +62,16 @@ def test_each_branch_runs_and_the_other_shows_skipped(stack: Stack) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "n1-big SKIPPED (its branch of a conditional was not taken)" in shown.stdout
     assert "n2-small (attempt 1) SUCCEEDED" in shown.stdout
+
+
+def test_the_example_runs_remotely_from_the_cli(stack: Stack) -> None:
+    small = stack.cli("run", "--remote", str(EXAMPLE), "sized_training", "--n", "20")
+    assert small.returncode == 0, small.stderr + stack.logs()
+    assert json.loads(small.stdout.strip().splitlines()[-1])["o0"].startswith("small model")
+    assert "SKIPPED" in small.stdout + small.stderr  # the big model's node, in the progress
+    refused = stack.cli("run", "--remote", str(EXAMPLE), "sized_training", "--n", "0")
+    assert refused.returncode != 0
+    assert "no data: n must be positive" in refused.stdout + refused.stderr
 
 
 def test_a_conditional_on_inputs_alone(stack: Stack) -> None:
