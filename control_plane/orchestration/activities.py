@@ -307,10 +307,10 @@ class ExecutionActivities:
                 holds = evaluate(step.when, resolve)
             except (LookupError, FileNotFoundError):  # an operand's node did not run
                 return Decision(
-                    message=f"{ref.node_id}: its condition reads the output of a node that "
-                    "was skipped"
+                    message=f"{ref.node_id}: its condition reads a value that does not exist "
+                    "(the output of a node that was skipped)"
                 )
-            except (TypeError, KeyError, ValueError) as exc:
+            except (TypeError, ValueError) as exc:
                 return Decision(
                     message=f"{ref.node_id}: its condition cannot be evaluated: "
                     f"{type(exc).__name__}: {exc}"

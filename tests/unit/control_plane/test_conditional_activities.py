@@ -26,6 +26,7 @@ from control_plane.orchestration.workflows import (
     UnitStart,
 )
 from fleetflow import conditional, task, workflow
+from fleetflow.ir import WorkflowSpec
 from fleetflow.states import NO_MAP_INDEX, AttemptState
 
 BUNDLE = "c" * 64
@@ -76,7 +77,7 @@ MEASURE, BIG, SMALL, DESCRIBE = (node.id for node in branching.spec.nodes)
 
 
 def new_execution(sessions: sessionmaker[Session], wf: object, inputs: dict[str, int]) -> str:
-    spec = wf.spec  # type: ignore[attr-defined]
+    spec = wf if isinstance(wf, WorkflowSpec) else wf.spec  # type: ignore[attr-defined]
     with transaction(sessions) as session:
         tenant = get_or_create_tenant(session, "research")
         version = register_workflow_version(session, tenant.id, spec, BUNDLE, None)
@@ -209,3 +210,23 @@ def test_a_taken_branch_reading_a_skipped_node_fails_the_execution(
         )
     decision = activities.decide_node(NodeRef(execution_id, BIG))
     assert decision == Decision(message=f"{BIG} consumes the output of skipped node {MEASURE}")
+
+
+def test_a_condition_reading_a_skipped_node_fails_the_execution(
+    activities: ExecutionActivities, session_factory: sessionmaker[Session]
+) -> None:
+    """Only a hand-written spec can: a compiled condition reads a branch's output only after
+    that branch's own condition."""
+    data = branching.spec.model_dump(mode="json")
+    data["failures"][0]["when"] = {
+        "kind": "compare",
+        "op": "==",
+        "left": {"kind": "node_output", "node_id": BIG, "output": "o0"},
+        "right": {"kind": "literal", "value": 0},
+    }
+    execution_id = new_execution(session_factory, WorkflowSpec.model_validate(data), {"n": 3})
+    activities.begin_execution(execution_id)
+    run_unit(activities, session_factory, execution_id, MEASURE)
+    assert activities.decide_node(NodeRef(execution_id, BIG)) == Decision()  # skipped
+    decision = activities.decide_node(NodeRef(execution_id, FAILURE))
+    assert decision.message.startswith(f"{FAILURE}: its condition reads a value that does not")
