@@ -5,12 +5,20 @@ when it is parsed (what the API refuses with a 422)."""
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from pydantic import ValidationError
 
-from fleetflow import ConditionalFailedError, WorkflowCompileError, conditional, ir, task, workflow
+from fleetflow import (
+    ConditionalFailedError,
+    WorkflowCompileError,
+    conditional,
+    ir,
+    map_task,
+    task,
+    workflow,
+)
 from fleetflow.ir import WorkflowSpec
 
 
@@ -32,6 +40,16 @@ def negate(x: int) -> int:
 @task
 def maybe(x: int) -> int | None:
     return x if x % 2 else None
+
+
+class Pair(NamedTuple):
+    a: int
+    b: int
+
+
+@task
+def pair(x: int) -> Pair:
+    return Pair(x, x)
 
 
 @task
@@ -169,6 +187,29 @@ def test_a_branch_returning_nothing_gives_nothing() -> None:
     effects(n=1)
     effects(n=-1)
     assert ran == ["pos", "neg"]
+
+
+def test_a_branch_may_be_a_map_node() -> None:
+    @workflow
+    def fan(xs: list[int], twice: bool) -> list[int]:
+        return (
+            conditional("fan")
+            .if_(twice.is_true())
+            .then(map_task(double)(x=xs))
+            .else_()
+            .then(map_task(negate)(x=xs))
+        )
+
+    assert fan(xs=[1, 2], twice=True) == [2, 4]
+    assert fan(xs=[1, 2], twice=False) == [-1, -2]
+    assert all(node.map is not None and node.when is not None for node in fan.spec.nodes)
+
+
+def test_a_branch_of_several_outputs_is_not_supported_yet() -> None:
+    def several(n: int) -> int:
+        return conditional("p").if_(n > 0).then(pair(x=n)).else_().then(double(x=n))
+
+    assert "several outputs is not supported yet" in compile_error(several)
 
 
 def test_comparing_promises_and_enums() -> None:
