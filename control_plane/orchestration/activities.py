@@ -45,6 +45,7 @@ from control_plane.orchestration.workflows import (
     AttemptStart,
     AttemptStarts,
     ChunkRef,
+    Decision,
     ExecutionPlan,
     FinishExecutionInput,
     NodeRef,
@@ -56,13 +57,16 @@ from control_plane.orchestration.workflows import (
 from control_plane.parsed_specs import InvalidStoredSpecError, ParsedSpecs
 from fleetflow.ir import (
     Binding,
+    Failure,
     InputBinding,
     LeafBinding,
     LiteralBinding,
     Node,
     NodeOutputBinding,
+    SelectBinding,
     TaskSpec,
     WorkflowSpec,
+    evaluate,
     resolve_binding,
 )
 from fleetflow.logs import log_context
@@ -119,6 +123,7 @@ class ExecutionActivities:
             self.start_attempt,
             self.complete_node,
             self.complete_chunk,
+            self.decide_node,
             self.finish_execution,
         ]
 
@@ -201,6 +206,12 @@ class ExecutionActivities:
                 return execution_inputs[binding.input]
             if isinstance(binding, LiteralBinding):
                 return binding.value
+            if isinstance(binding, SelectBinding):  # the branch that ran; None if none did
+                skipped = attempts_repo.skipped_nodes(
+                    session, execution.id, [option.node_id for option in binding.options]
+                )
+                ran = (o for o in binding.options if o.node_id not in skipped)
+                return next((resolve(option) for option in ran), None)
             assert isinstance(binding, NodeOutputBinding)
             if binding.node_id not in outputs:
                 node = spec.node(binding.node_id)
@@ -229,8 +240,15 @@ class ExecutionActivities:
             execution, spec = self._load(session, execution_id)
             if move_execution(session, execution, ExecutionState.RUNNING):
                 log.info("execution %s running", execution_id)
+        # A conditional's `.fail` branches first: each is decided no later than the nodes of
+        # the other branches (its condition reads what theirs read), so before anything
+        # downstream of the conditional starts.
         return ExecutionPlan(
             nodes=[
+                PlanNode(failure.id, failure.upstream, 0, completes=False, guarded=True)
+                for failure in spec.failures
+            ]
+            + [
                 PlanNode(
                     node.id,
                     node.upstream,
@@ -239,6 +257,7 @@ class ExecutionActivities:
                     concurrency=node.map.concurrency if node.map else None,
                     # What `complete_node` does; without either it has nothing to do.
                     completes=spec.tasks[node.task].cache or node.map is not None,
+                    guarded=node.when is not None,
                 )
                 for node in spec.nodes
             ],
@@ -266,6 +285,82 @@ class ExecutionActivities:
                 non_retryable=True,
             )
         return next(iter(lengths.values()), 0)
+
+    @activity.defn(name="decide_node")
+    def decide_node(self, ref: NodeRef) -> Decision:
+        """For a guarded node whose upstream nodes are done: evaluate its condition on the
+        execution's inputs and stored outputs. False: record the node SKIPPED (an attempt
+        born SKIPPED, which `executions get`, the API and select bindings see). True: it runs
+        (it must not consume a skipped node's output). For a `.fail` branch, true fails the
+        execution with its message. A condition that cannot be evaluated fails it too."""
+        with (
+            self._failing_on_invalid_spec(ref.execution_id),
+            log_context(execution_id=ref.execution_id, node_id=ref.node_id),
+            transaction(self._sessions) as session,
+        ):
+            execution, spec = self._load(session, ref.execution_id, lock=True)
+            if ExecutionState(execution.status).terminal:
+                raise ApplicationError(
+                    f"execution {execution.id} is already {execution.status}",
+                    type=EXECUTION_FINISHED,
+                    non_retryable=True,
+                )
+            step = self._step(spec, ref.node_id)
+            assert step.when is not None
+            resolve = self._resolver(session, execution, spec)
+            try:
+                holds = evaluate(step.when, resolve)
+            except (LookupError, FileNotFoundError):  # an operand's node did not run
+                return Decision(
+                    message=f"{ref.node_id}: its condition reads a value that does not exist "
+                    "(the output of a node that was skipped)"
+                )
+            except (TypeError, ValueError) as exc:
+                return Decision(
+                    message=f"{ref.node_id}: its condition cannot be evaluated: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+            if isinstance(step, Failure):
+                if holds:
+                    log.info("execution %s: %s: fails with its message", execution.id, step.id)
+                    return Decision(message=step.message)
+                return Decision()
+            if holds:
+                consumed = [
+                    b.node_id for b in step.inputs.values() if isinstance(b, NodeOutputBinding)
+                ]
+                skipped = attempts_repo.skipped_nodes(session, execution.id, consumed)
+                if skipped:
+                    return Decision(
+                        message=f"{ref.node_id} consumes the output of skipped node "
+                        f"{sorted(skipped)[0]}"
+                    )
+                log.info("node %s: its branch is taken", ref.node_id)
+                return Decision(run=True)
+            attempts_repo.create_attempts(
+                session,
+                execution.id,
+                [
+                    attempts_repo.NewAttempt(
+                        node_id=step.id,
+                        map_index=NO_MAP_INDEX,
+                        task_name=step.task,
+                        attempt_number=1,
+                        inputs_uri="",
+                        outputs_uri="",
+                        skipped=True,
+                    )
+                ],
+            )
+            log.info("node %s: skipped, its branch is not taken", ref.node_id)
+            return Decision()
+
+    @staticmethod
+    def _step(spec: WorkflowSpec, step_id: str) -> Node | Failure:
+        for failure in spec.failures:
+            if failure.id == step_id:
+                return failure
+        return spec.node(step_id)
 
     @activity.defn(name="start_attempts")
     def start_attempts(self, args: StartAttemptsInput) -> AttemptStarts:
@@ -434,7 +529,11 @@ class ExecutionActivities:
     def _roots_of(self, session: Session, execution_id: str) -> _Candidates | None:
         execution = self._execution(session, execution_id)
         spec = self._spec(session, execution)
-        nodes = [node.id for node in spec.nodes if node.map is None and not node.upstream]
+        nodes = [
+            node.id
+            for node in spec.nodes
+            if node.map is None and not node.upstream and node.when is None
+        ]
         return _Candidates(execution, spec, nodes, "at submission") if nodes else None
 
     def _create_ready(self, session: Session, found: _Candidates) -> list[TaskAttempt]:
@@ -482,14 +581,21 @@ class ExecutionActivities:
         """Node -> the nodes `start_successors` may start once it succeeded, per spec."""
         found = self._successors.get(spec_id)
         if found is None:
+            # Never a guarded node (`decide_node` decides whether it runs), nor one consuming
+            # a guarded node (which may be skipped: the workflow resolves a select binding).
             plain = {
                 node.id
                 for node in spec.nodes
-                if node.map is None and not spec.tasks[node.task].cache
+                if node.map is None and not spec.tasks[node.task].cache and node.when is None
             }
             found = {}
             for node in spec.nodes:
-                if node.map is None and node.upstream and plain.issuperset(node.upstream):
+                if (
+                    node.map is None
+                    and node.when is None
+                    and node.upstream
+                    and plain.issuperset(node.upstream)
+                ):
                     for upstream in node.upstream:
                         found.setdefault(upstream, []).append(node.id)
             if len(self._successors) >= _SUCCESSOR_SPECS:

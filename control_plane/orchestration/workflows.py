@@ -61,6 +61,10 @@ class PlanNode:
     # Whether `complete_node` has work once the node's units succeeded: remembering a cached
     # task's outputs, collecting a map node's. True when absent (plans recorded before).
     completes: bool = True
+    # In a branch of a conditional (or a branch's `.fail`): `decide_node` says, once its
+    # upstream nodes are done, whether it runs, is skipped or fails the execution. Only
+    # specs with conditionals have such nodes, so only they issue `decide_node`.
+    guarded: bool = False
 
 
 @dataclass
@@ -109,6 +113,16 @@ class NodeRef:
     node_id: str
     # How many chunk workflows ran the map node (each collected its part); 0: none.
     chunks: int = 0
+
+
+@dataclass
+class Decision:
+    """What `decide_node` found for a guarded node: run it, skip it (recorded SKIPPED), or,
+    with a `message`, fail the execution with it (a `.fail` branch taken, or a condition that
+    cannot be evaluated)."""
+
+    run: bool = False
+    message: str = ""
 
 
 @dataclass
@@ -501,6 +515,9 @@ class ExecutionWorkflow(_Orchestrator):
                 if node.node_id in chunked:
                     continue
                 if all(u in done for u in node.upstream):
+                    if node.guarded and not await self._decide(execution_id, node):
+                        done.add(node.node_id)  # skipped: done, with no outputs
+                        continue
                     count = await self._expand(execution_id, node)
                     if node.is_map and plan.map_chunk and count > plan.map_chunk:
                         chunked[node.node_id] = asyncio.create_task(
@@ -589,6 +606,19 @@ class ExecutionWorkflow(_Orchestrator):
                         )
                     )
         return len(spans)
+
+    async def _decide(self, execution_id: str, node: PlanNode) -> bool:
+        """Whether a guarded node runs; False: it was skipped. Raises `_NodeFailed` when the
+        execution fails instead."""
+        decision = await self._activity(
+            "decide_node", NodeRef(execution_id, node.node_id), Decision
+        )
+        assert isinstance(decision, Decision)
+        if decision.message:
+            raise _NodeFailed(
+                FinishExecutionInput(execution_id, "FAILED", message=decision.message)
+            )
+        return decision.run
 
     async def _expand(self, execution_id: str, node: PlanNode) -> int:
         """How many units a node has: 1, or a map node's element count."""

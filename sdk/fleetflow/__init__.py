@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from fleetflow.errors import (
+    ConditionalFailedError,
     DefinitionError,
     FleetflowError,
     InvalidOptionError,
@@ -45,6 +46,7 @@ from fleetflow.errors import (
 
 if TYPE_CHECKING:
     from fleetflow.client import Client
+    from fleetflow.conditional import conditional
     from fleetflow.fanout import MapTask, map_task
     from fleetflow.files import Directory, File
     from fleetflow.resources import Resources
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 # Public name -> the module that defines it.
 LAZY_EXPORTS = {
     "Client": "fleetflow.client",
+    "conditional": "fleetflow.conditional",
     "Directory": "fleetflow.files",
     "File": "fleetflow.files",
     "MapTask": "fleetflow.fanout",
@@ -104,6 +107,7 @@ sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "Client",
+    "ConditionalFailedError",
     "DefinitionError",
     "Directory",
     "File",
@@ -122,6 +126,7 @@ __all__ = [
     "WorkflowFunction",
     "WorkflowInputError",
     "WorkflowOutputError",
+    "conditional",
     "map_task",
     "task",
     "workflow",

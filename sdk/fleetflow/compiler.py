@@ -10,6 +10,7 @@ names the line, not a failed pod an hour into a run.
 from __future__ import annotations
 
 import functools
+import re
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from fleetflow import ir
 from fleetflow.errors import DefinitionError, LiteralValidationError, WorkflowCompileError
 from fleetflow.interface import SINGLE_OUTPUT, Signature, output_types, return_location
-from fleetflow.promise import Promise, PromiseTuple, caller_location, contains_promise
+from fleetflow.promise import Condition, Promise, PromiseTuple, caller_location, contains_promise
 from fleetflow.types import (
     assignability_hint,
     describe_python_type,
@@ -31,6 +32,7 @@ from fleetflow.types import (
 )
 
 if TYPE_CHECKING:
+    from fleetflow.conditional import Conditional
     from fleetflow.task import TaskFunction
 
 _ACTIVE: ContextVar[WorkflowCompilation | None] = ContextVar(
@@ -71,6 +73,7 @@ class _Slot:
     py_type: Any  # its Python type, to convert a constant with
     subject: str  # how messages name it: "parameter 'x' of task 'm.t'"
     fail: Callable[..., WorkflowCompileError]  # builds the error about a value bound to it
+    scope: tuple[int, ...] = ()  # the conditionals' branches the binding is made in
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,83 @@ class WorkflowCompilation:
         self.workflow_name = workflow_name
         self.nodes: list[ir.Node] = []
         self.tasks: dict[str, TaskFunction[..., Any]] = {}
+        self.failures: list[ir.Failure] = []
+        self.conditionals: list[Conditional] = []  # being written, innermost last
+        self.branches: list[str] = []  # branch id -> how messages name the branch
+
+    # ------------------------------------------------------------------ conditionals
+
+    def start_conditional(self, conditional: Conditional) -> None:
+        self.conditionals.append(conditional)
+
+    def finish_conditional(self, conditional: Conditional) -> None:
+        assert self.conditionals and self.conditionals[-1] is conditional
+        self.conditionals.pop()
+
+    def innermost_conditional(self) -> Conditional | None:
+        return self.conditionals[-1] if self.conditionals else None
+
+    def new_branch_id(self, describe: str) -> int:
+        self.branches.append(describe)
+        return len(self.branches) - 1
+
+    def current_branch(self) -> tuple[tuple[int, ...], ir.Condition | None]:
+        """The branch being written (its scope and guard); nothing outside conditionals.
+
+        Between the cases of a conditional (a task called in the condition of its `.if_` or
+        `.elif_`), that of the branch the conditional is written in: such a task runs
+        whichever case is taken.
+        """
+        top = self.innermost_conditional()
+        if top is None:
+            return (), None
+        case = top._state.open
+        if case is None:
+            return top._scope, top._guard
+        return case.scope, case.guard
+
+    def _outside(self, promise: Promise, scope: tuple[int, ...]) -> str | None:
+        """How messages name the branch `promise` was made in, when not usable in `scope`."""
+        made = promise._scope
+        if scope[: len(made)] == made:
+            return None
+        return self.branches[made[-1]]
+
+    def check_scope(self, promise: Promise, scope: tuple[int, ...], what: str) -> None:
+        outside = self._outside(promise, scope)
+        if outside is not None:
+            raise WorkflowCompileError(
+                f"{what} uses the {promise._origin}, which exists only in {outside}, outside "
+                "that branch",
+                location=caller_location(),
+                workflow=self.workflow_name,
+                hint="use a branch's result through the conditional's value "
+                "(`x = conditional(...)...else_().then(...)`)",
+            )
+
+    def made_in(self, promise: Promise, scope: tuple[int, ...]) -> bool:
+        """Whether `promise` is the output of a task (or conditional) of branch `scope`."""
+        return (
+            promise._owner is self
+            and promise._scope == scope
+            and not isinstance(promise._binding, ir.InputBinding)
+        )
+
+    def add_failure(self, guard: ir.Condition, message: str, name: str) -> None:
+        label = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        self.failures.append(
+            ir.Failure(id=f"f{len(self.failures)}-{label}"[:128], when=guard, message=message)
+        )
+
+    def check_finished(self) -> None:
+        if self.conditionals:
+            first = self.conditionals[0]
+            raise WorkflowCompileError(
+                f"{first.describe} is not finished",
+                location=first._location,
+                workflow=self.workflow_name,
+                hint='end it with `.else_().then(...)` or `.else_().fail("...")`',
+            )
 
     def input_promise(self, variable: ir.Variable) -> Promise:
         return Promise(
@@ -187,6 +267,7 @@ class WorkflowCompilation:
                 "(<module>.<function>) must be unique"
             )
 
+        scope, guard = self.current_branch()
         node_id = f"n{len(self.nodes)}-{task.fn.__name__}"
         bindings: dict[str, ir.Binding] = {}
         over: list[str] = []
@@ -200,6 +281,7 @@ class WorkflowCompilation:
                     task.input_types[name],
                     f"parameter '{name}' of task '{task_name}'",
                     functools.partial(fail, parameter=name),
+                    scope,
                 )
                 if mapped:
                     binding, is_mapped = self._bind_mapped(kwargs[name], slot)
@@ -231,8 +313,10 @@ class WorkflowCompilation:
                 )
             map_spec = ir.MapSpec(over=over, concurrency=concurrency)
         self.tasks.setdefault(task_name, task)
-        self.nodes.append(ir.Node(id=node_id, task=task_name, inputs=bindings, map=map_spec))
-        return self._output_promises(node_id, task, mapped=mapped)
+        self.nodes.append(
+            ir.Node(id=node_id, task=task_name, inputs=bindings, map=map_spec, when=guard)
+        )
+        return self._output_promises(node_id, task, mapped=mapped, scope=scope)
 
     def _bind_mapped(self, value: Any, slot: _Slot) -> tuple[ir.Binding, bool]:
         """Bind an argument of a map call: (binding, whether it is mapped over).
@@ -243,6 +327,7 @@ class WorkflowCompilation:
         expected = slot.variable.type.describe()
         either = f"{expected}, or list[{expected}] to map over"
         if isinstance(value, Promise) and value._owner is self:
+            self._check_binding_scope(value, slot)
             if is_assignable(value._type, slot.variable.type):
                 return value._binding, False
             source = value._type
@@ -313,7 +398,12 @@ class WorkflowCompilation:
             ) from None
 
     def _output_promises(
-        self, node_id: str, task: TaskFunction[..., Any], *, mapped: bool = False
+        self,
+        node_id: str,
+        task: TaskFunction[..., Any],
+        *,
+        mapped: bool = False,
+        scope: tuple[int, ...] = (),
     ) -> Promise | PromiseTuple | None:
         """A promise of the task's output, one per output for a NamedTuple return type; for a
         map node, each output is the list of the elements' values."""
@@ -329,6 +419,7 @@ class WorkflowCompilation:
                 else f"output '{v.name}' of {where}",
                 workflow=self.workflow_name,
                 owner=self,
+                scope=scope,
             )
             for v in outputs
         }
@@ -426,8 +517,27 @@ class WorkflowCompilation:
             return f"{value._type.describe()} ({value._origin})"
         return _describe_constant(value)
 
+    def _check_binding_scope(self, value: Promise, slot: _Slot) -> None:
+        outside = self._outside(value, slot.scope)
+        if outside is not None:
+            raise slot.fail(
+                f"{slot.subject} got the {value._origin}, which exists only in {outside}, "
+                "outside that branch",
+                hint="use a branch's result through the conditional's value "
+                "(`x = conditional(...)...else_().then(...)`)",
+            )
+
     def _bind(self, value: Any, slot: _Slot) -> ir.Binding:
         expected = slot.variable.type.describe()
+        if isinstance(value, Condition):
+            raise slot.fail(
+                f"{slot.subject} got a condition on promises ({value!r}); a condition is not "
+                "a value, it chooses a branch of a `conditional(...)`",
+                expected=expected,
+                actual="condition",
+                hint='branch with `conditional("name").if_(condition).then(...)`, or compute '
+                "the bool in a task",
+            )
         if isinstance(value, PromiseTuple):
             raise slot.fail(
                 f"{slot.subject} expects {expected}, got all the outputs of {value._origin} "
@@ -446,6 +556,7 @@ class WorkflowCompilation:
                     expected=expected,
                     actual=value._type.describe(),
                 )
+            self._check_binding_scope(value, slot)
             if not is_assignable(value._type, slot.variable.type):
                 actual = value._type.describe()
                 raise slot.fail(
@@ -610,6 +721,7 @@ def compile_workflow(
                 "with promises in place of input values"
             )
             raise
+    compilation.check_finished()
     outputs = compilation.output_bindings(result, signature, fn)
     spec = ir.WorkflowSpec(
         name=name,
@@ -619,5 +731,6 @@ def compile_workflow(
         tasks={task_name: task.spec for task_name, task in compilation.tasks.items()},
         nodes=compilation.nodes,
         outputs=outputs,
+        failures=compilation.failures,
     )
     return CompiledWorkflow(spec=spec, tasks=dict(compilation.tasks))

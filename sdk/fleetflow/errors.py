@@ -146,6 +146,10 @@ class PromiseAttributeError(WorkflowCompileError, AttributeError):
     """
 
 
+class ConditionalFailedError(FleetflowError, RuntimeError):
+    """A workflow run took a conditional's `.fail("message")` branch; the message is its own."""
+
+
 class WorkflowInputError(FleetflowError, ValueError):
     """Workflow inputs that are unknown, missing or unparseable (`input 'lr': expected float`)."""
 

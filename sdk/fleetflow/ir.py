@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SPEC_FORMAT_VERSION = 1
 
@@ -29,6 +30,9 @@ MAX_TIMEOUT_SECONDS = 30 * 24 * 3600  # 30 days
 MAX_RETRIES = 100
 MAX_MAP_CONCURRENCY = 10_000
 MAX_GPU_TYPE_LENGTH = 64  # what an attempt records of it (task_attempts.gpu_type)
+MAX_CONDITIONAL_CASES = 100
+MAX_CONDITION_TERMS = 1000
+MAX_FAIL_MESSAGE_LENGTH = 4000
 
 
 class _Frozen(BaseModel):
@@ -226,6 +230,14 @@ class LiteralBinding(_Frozen):
     value: Any
 
 
+class SelectBinding(_Frozen):
+    """The output of a conditional: the first of `options` (outputs of the branches' nodes,
+    each guarded by its branch's condition) whose node ran; null when none did."""
+
+    kind: Literal["select"] = "select"
+    options: list[NodeOutputBinding] = Field(min_length=1, max_length=MAX_CONDITIONAL_CASES)
+
+
 class ListBinding(_Frozen):
     """A list written in the workflow body with promises among its items (`t(xs=[a, b, 3])`):
     each item is bound on its own (and may be a collection itself); the value is the list of
@@ -256,17 +268,18 @@ class DictBinding(_Frozen):
 CollectionBinding = ListBinding | DictBinding
 
 Binding = Annotated[
-    InputBinding | NodeOutputBinding | LiteralBinding | ListBinding | DictBinding,
+    InputBinding | NodeOutputBinding | LiteralBinding | SelectBinding | ListBinding | DictBinding,
     Field(discriminator="kind"),
 ]
 ListBinding.model_rebuild()
 DictBinding.model_rebuild()
 
-LeafBinding = InputBinding | NodeOutputBinding | LiteralBinding
+#: A binding resolved on its own: collections are built from these.
+LeafBinding = InputBinding | NodeOutputBinding | LiteralBinding | SelectBinding
 
 
 def leaf_bindings(binding: Binding) -> Iterator[LeafBinding]:
-    """The input, node output and literal bindings in `binding`, collections walked in order."""
+    """The bindings in `binding` that are not collections, collections walked in order."""
     if isinstance(binding, CollectionBinding):
         for _, item in binding.item_bindings():
             yield from leaf_bindings(item)
@@ -275,8 +288,8 @@ def leaf_bindings(binding: Binding) -> Iterator[LeafBinding]:
 
 
 def resolve_binding(binding: Binding, leaf: Callable[[LeafBinding], Any]) -> Any:
-    """The value of `binding`: `leaf` gives each input, node output or literal binding's, and
-    collections are built from their items' values."""
+    """The value of `binding`: `leaf` gives each leaf binding's (input, node output, literal,
+    select), and collections are built from their items' values."""
     if not isinstance(binding, CollectionBinding):
         return leaf(binding)
     if isinstance(binding, ListBinding):
@@ -284,21 +297,103 @@ def resolve_binding(binding: Binding, leaf: Callable[[LeafBinding], Any]) -> Any
     return {key: resolve_binding(item, leaf) for key, item in binding.items.items()}
 
 
+#: What a comparison compares: a workflow input, a node's output or a constant.
+Operand = Annotated[InputBinding | NodeOutputBinding | LiteralBinding, Field(discriminator="kind")]
+
+COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
+#: The operand types a comparison accepts; ordering (`<` ...) only on numbers and strings.
+COMPARABLE_KINDS = frozenset(
+    {TypeKind.INTEGER, TypeKind.FLOAT, TypeKind.STRING, TypeKind.BOOLEAN, TypeKind.ENUM}
+)
+ORDERED_KINDS = frozenset({TypeKind.INTEGER, TypeKind.FLOAT, TypeKind.STRING})
+
+
+class Comparison(_Frozen):
+    """`left <op> right`, evaluated on the operands' JSON literals when the workflow runs."""
+
+    kind: Literal["compare"] = "compare"
+    op: Literal["==", "!=", "<", "<=", ">", ">="]
+    left: Operand
+    right: Operand
+
+
+class AllOf(_Frozen):
+    """True when every condition is, evaluated in order and no further than the first false
+    one (so a later condition may read what only exists when an earlier one holds)."""
+
+    kind: Literal["and"] = "and"
+    conditions: list[Condition] = Field(min_length=1, max_length=MAX_CONDITION_TERMS)
+
+
+class AnyOf(_Frozen):
+    """True when one of the conditions is, evaluated in order up to the first true one."""
+
+    kind: Literal["or"] = "or"
+    conditions: list[Condition] = Field(min_length=1, max_length=MAX_CONDITION_TERMS)
+
+
+class Not(_Frozen):
+    kind: Literal["not"] = "not"
+    condition: Condition
+
+
+Condition = Annotated[Comparison | AllOf | AnyOf | Not, Field(discriminator="kind")]
+for _model in (AllOf, AnyOf, Not):
+    _model.model_rebuild()
+
+
+def condition_bindings(condition: Condition) -> list[InputBinding | NodeOutputBinding]:
+    """The inputs and node outputs a condition reads, in order."""
+    match condition:
+        case Comparison():
+            return [
+                b for b in (condition.left, condition.right) if not isinstance(b, LiteralBinding)
+            ]
+        case AllOf() | AnyOf():
+            return [b for c in condition.conditions for b in condition_bindings(c)]
+        case Not():
+            return condition_bindings(condition.condition)
+
+
+def _upstream(bindings: list[Binding], when: Condition | None) -> list[str]:
+    seen: dict[str, None] = {}
+    read: list[Binding] = list(condition_bindings(when)) if when is not None else []
+    for binding in (leaf for b in read + bindings for leaf in leaf_bindings(b)):
+        if isinstance(binding, NodeOutputBinding):
+            seen.setdefault(binding.node_id, None)
+        elif isinstance(binding, SelectBinding):
+            for option in binding.options:
+                seen.setdefault(option.node_id, None)
+    return list(seen)
+
+
 class Node(_Frozen):
     id: str
     task: str  # key into WorkflowSpec.tasks
     inputs: dict[str, Binding] = Field(default_factory=dict)
     map: MapSpec | None = None
+    # Runs only when this holds (a branch of a conditional), else is skipped. Not written
+    # when absent: specs without conditionals keep their digests.
+    when: Condition | None = Field(default=None, exclude_if=lambda when: when is None)
 
     @property
     def upstream(self) -> list[str]:
-        """Ids of the nodes this one consumes outputs of, in first-use order, unique."""
-        seen: dict[str, None] = {}
-        for binding in self.inputs.values():
-            for leaf in leaf_bindings(binding):
-                if isinstance(leaf, NodeOutputBinding):
-                    seen.setdefault(leaf.node_id, None)
-        return list(seen)
+        """Ids of the nodes this one consumes outputs of (its condition's first), in
+        first-use order, unique."""
+        return _upstream(list(self.inputs.values()), self.when)
+
+
+class Failure(_Frozen):
+    """`.fail(message)` of a conditional's branch: the execution fails with `message` when
+    `when` holds."""
+
+    id: str
+    when: Condition
+    message: str = Field(min_length=1, max_length=MAX_FAIL_MESSAGE_LENGTH)
+
+    @property
+    def upstream(self) -> list[str]:
+        return _upstream([], self.when)
 
 
 class WorkflowSpec(_Frozen):
@@ -312,6 +407,21 @@ class WorkflowSpec(_Frozen):
     tasks: dict[str, TaskSpec]
     nodes: list[Node]
     outputs: dict[str, Binding] = Field(default_factory=dict)
+    # The conditionals' `.fail(...)` branches. Not written when empty.
+    failures: list[Failure] = Field(default_factory=list, exclude_if=lambda failures: not failures)
+
+    @model_validator(mode="after")
+    def _conditions_are_sound(self) -> WorkflowSpec:
+        if any(node.when is not None for node in self.nodes) or self.failures:
+            check_conditions(self)
+        else:
+            for binding in self.outputs.values():
+                if isinstance(binding, SelectBinding):
+                    raise ValueError("a select binding needs nodes guarded by a condition")
+            for node in self.nodes:
+                if any(isinstance(b, SelectBinding) for b in node.inputs.values()):
+                    raise ValueError("a select binding needs nodes guarded by a condition")
+        return self
 
     def node(self, node_id: str) -> Node:
         for node in self.nodes:
@@ -453,3 +563,185 @@ def union_value(union: LiteralType, literal: Any) -> tuple[LiteralType, Any]:
         f"cannot tell which variant of {union.describe()} the value is ({which}); write it "
         'as {"variant": "<one of them>", "value": ...}'
     )
+
+
+# ----------------------------------------------------------------------- conditions
+
+
+def evaluate(condition: Condition, resolve: Callable[[Binding], Any]) -> bool:
+    """Whether `condition` holds, reading operands through `resolve` (a binding -> its JSON
+    literal) only as far as needed: `and` stops at the first false term, `or` at the first true
+    one, so a term may read what exists only when the terms before it hold."""
+    match condition:
+        case Comparison():
+            left, right = resolve(condition.left), resolve(condition.right)
+            return bool(_COMPARE[condition.op](left, right))
+        case AllOf():
+            return all(evaluate(term, resolve) for term in condition.conditions)
+        case AnyOf():
+            return any(evaluate(term, resolve) for term in condition.conditions)
+        case Not():
+            return not evaluate(condition.condition, resolve)
+    raise AssertionError(condition)  # pragma: no cover
+
+
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+# ----------------------------------------------------------------------- checking conditions
+
+
+def literal_kind(value: Any) -> TypeKind | None:
+    """The type kind of a constant operand; None for null. Raises ValueError otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return TypeKind.BOOLEAN
+    if isinstance(value, int):
+        return TypeKind.INTEGER
+    if isinstance(value, float):
+        return TypeKind.FLOAT
+    if isinstance(value, str):
+        return TypeKind.STRING
+    raise ValueError(
+        f"a constant in a condition must be a number, a string, a bool or null, "
+        f"got {type(value).__name__}"
+    )
+
+
+def comparable(op: str, left: LiteralType | None, right: LiteralType | None) -> str | None:
+    """None when `left <op> right` can be evaluated; else why not. A None type is the
+    constant null (only `==`/`!=` against an Optional)."""
+    if left is None and right is None:
+        return "compares null with null"
+    if left is None or right is None:
+        other = left or right
+        assert other is not None
+        if op not in ("==", "!=") or other.kind is not TypeKind.OPTIONAL:
+            return "only an Optional can be compared with None, and only with == or !="
+        return None
+    if left.kind is TypeKind.OPTIONAL and left.item is not None and op in ("==", "!="):
+        left = left.item
+    if right.kind is TypeKind.OPTIONAL and right.item is not None and op in ("==", "!="):
+        right = right.item
+    for side in (left, right):
+        if side.kind not in COMPARABLE_KINDS:
+            return f"cannot compare a {side.describe()} (only int, float, str, bool and enums)"
+    numbers = {TypeKind.INTEGER, TypeKind.FLOAT}
+    same = left.kind == right.kind or {left.kind, right.kind} <= numbers
+    if left.kind is TypeKind.ENUM and right.kind is TypeKind.STRING:
+        same = True
+    if right.kind is TypeKind.ENUM and left.kind is TypeKind.STRING:
+        same = True
+    if not same:
+        return f"cannot compare {left.describe()} with {right.describe()}"
+    if op not in ("==", "!=") and left.kind not in ORDERED_KINDS:
+        return f"`{op}` does not order {left.describe()} values (use == or !=)"
+    return None
+
+
+def check_conditions(spec: WorkflowSpec) -> None:
+    """What the platform relies on in a spec with conditionals; ValueError naming what is
+    wrong. Every operand exists and the comparisons are typed; a select binding chooses
+    among outputs of guarded nodes; only guarded nodes consume a guarded node's output
+    directly; ids are unique."""
+    nodes = {node.id: node for node in spec.nodes}
+    ids = [node.id for node in spec.nodes] + [failure.id for failure in spec.failures]
+    if len(set(ids)) != len(ids):
+        raise ValueError("node and failure ids must be unique")
+
+    def type_of(binding: Binding, where: str) -> LiteralType | None:
+        if isinstance(binding, InputBinding):
+            variable = spec.interface.input(binding.input)
+            if variable is None:
+                raise ValueError(f"{where}: the workflow has no input '{binding.input}'")
+            return variable.type
+        if isinstance(binding, NodeOutputBinding):
+            node = nodes.get(binding.node_id)
+            task = spec.tasks.get(node.task) if node is not None else None
+            if node is None or task is None:
+                raise ValueError(f"{where}: there is no node '{binding.node_id}'")
+            variable = task.interface.output(binding.output)
+            if variable is None:
+                raise ValueError(
+                    f"{where}: node '{binding.node_id}' has no output '{binding.output}'"
+                )
+            if node.map is not None:
+                return LiteralType(kind=TypeKind.LIST, item=variable.type)
+            return variable.type
+        if isinstance(binding, LiteralBinding):
+            kind = literal_kind(binding.value)
+            return None if kind is None else LiteralType(kind=kind)
+        raise ValueError(f"{where}: a select binding cannot be compared")
+
+    def check(condition: Condition, where: str, depth: int = 0) -> None:
+        if depth > 64:
+            raise ValueError(f"{where}: conditions nested too deep")
+        match condition:
+            case Comparison():
+                left = type_of(condition.left, where)
+                right = type_of(condition.right, where)
+                if isinstance(condition.left, LiteralBinding) and isinstance(
+                    condition.right, LiteralBinding
+                ):
+                    raise ValueError(f"{where}: a comparison of two constants")
+                problem = comparable(condition.op, left, right)
+                if problem:
+                    raise ValueError(f"{where}: {problem}")
+            case AllOf() | AnyOf():
+                for term in condition.conditions:
+                    check(term, where, depth + 1)
+            case Not():
+                check(condition.condition, where, depth + 1)
+
+    def consumed(bindings: list[Binding], where: str, guarded: bool) -> None:
+        for binding in (leaf for b in bindings for leaf in leaf_bindings(b)):
+            if isinstance(binding, NodeOutputBinding):
+                type_of(binding, where)
+                if not guarded and nodes[binding.node_id].when is not None:
+                    raise ValueError(
+                        f"{where} consumes node '{binding.node_id}', which runs only in a "
+                        "branch of a conditional, outside that branch"
+                    )
+            elif isinstance(binding, SelectBinding):
+                for option in binding.options:
+                    type_of(option, where)
+                    if nodes[option.node_id].when is None:
+                        raise ValueError(
+                            f"{where}: a select binding chooses among guarded nodes' outputs, "
+                            f"'{option.node_id}' is not guarded"
+                        )
+
+    for node in spec.nodes:
+        where = f"node '{node.id}'"
+        if node.when is not None:
+            check(node.when, where)
+        consumed(list(node.inputs.values()), where, node.when is not None)
+    for failure in spec.failures:
+        check(failure.when, f"failure '{failure.id}'")
+    consumed(list(spec.outputs.values()), "the workflow's outputs", False)
+    # A condition on its own node's output (or a later one's) would wait forever.
+    steps: list[Node | Failure] = [*spec.nodes, *spec.failures]
+    waiting = {step.id: len(step.upstream) for step in steps}
+    consumers: dict[str, list[str]] = {}
+    for step in steps:
+        for upstream in step.upstream:
+            consumers.setdefault(upstream, []).append(step.id)
+    ready = [step_id for step_id, count in waiting.items() if count == 0]
+    reached = 0
+    while ready:
+        reached += 1
+        for consumer in consumers.get(ready.pop(), []):
+            waiting[consumer] -= 1
+            if waiting[consumer] == 0:
+                ready.append(consumer)
+    if reached < len(steps):
+        stuck = [step_id for step_id, count in waiting.items() if count > 0]
+        raise ValueError(f"nodes wait on each other: {', '.join(stuck[:10])}")

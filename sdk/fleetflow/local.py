@@ -28,10 +28,10 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from fleetflow import ir
-from fleetflow.errors import MapInputError
+from fleetflow.errors import ConditionalFailedError, MapInputError
 from fleetflow.task import result_to_literals
 from fleetflow.types import to_python
 
@@ -45,7 +45,10 @@ logger = logging.getLogger("fleetflow.local")
 DEFAULT_MAP_CONCURRENCY = min(32, (os.cpu_count() or 1) + 4)
 
 
-def topological_order(nodes: list[ir.Node]) -> list[ir.Node]:
+Step = TypeVar("Step", ir.Node, ir.Node | ir.Failure)
+
+
+def topological_order(nodes: list[Step]) -> list[Step]:
     """Nodes so that each comes after every node it consumes; ties keep the spec's order.
 
     Raises:
@@ -57,7 +60,7 @@ def topological_order(nodes: list[ir.Node]) -> list[ir.Node]:
             if upstream not in by_id:
                 raise ValueError(f"node '{node.id}' consumes unknown node '{upstream}'")
     done: set[str] = set()
-    ordered: list[ir.Node] = []
+    ordered: list[Step] = []
     pending = list(nodes)
     while pending:
         ready = [n for n in pending if all(u in done for u in n.upstream)]
@@ -89,13 +92,29 @@ def run_locally(
         if isinstance(binding, ir.InputBinding):
             return inputs[binding.input]
         if isinstance(binding, ir.NodeOutputBinding):
+            if binding.node_id not in results:
+                raise ValueError(f"node '{binding.node_id}' was skipped: it has no outputs")
             return results[binding.node_id][binding.output]
+        if isinstance(binding, ir.SelectBinding):  # the branch that ran; None if none did
+            ran = (b for b in binding.options if b.node_id in results)
+            return next((resolve(b) for b in ran), None)
         return binding.value
 
     def resolve(binding: ir.Binding) -> Any:
         return ir.resolve_binding(binding, leaf)
 
-    for node in topological_order(spec.nodes):
+    steps: list[ir.Node | ir.Failure] = [*spec.failures, *spec.nodes]  # as on the platform
+    for node in topological_order(steps):
+        if isinstance(node, ir.Failure):
+            if ir.evaluate(node.when, resolve):
+                logger.info("workflow %s failed: %s", spec.name, node.message)
+                error = ConditionalFailedError(node.message)
+                error.add_note(f"a `.fail` branch of workflow '{spec.name}' ran ({node.id})")
+                raise error
+            continue
+        if node.when is not None and not ir.evaluate(node.when, resolve):
+            logger.info("%s skipped (its branch was not taken)", node.id)
+            continue
         task = tasks[node.task]
         where = f"node '{node.id}' (task '{node.task}') of workflow '{spec.name}', run locally"
         literals = {name: resolve(binding) for name, binding in node.inputs.items()}

@@ -4,14 +4,17 @@ A workflow body runs once, at import time, with promises in place of values, so 
 record the wiring. A promise only knows *where* a value will come from (a binding) and its type;
 anything that needs the value itself (branching, iterating, arithmetic, reading a dataclass
 field) cannot work and fails here, at the offending line, with an explanation rather than
-silently compiling the wrong graph.
+silently compiling the wrong graph. A comparison (`x > 3`) is the exception: it makes a
+`Condition`, which only a `conditional(...)` can branch on (its truth value is an error too).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import typing
 from collections.abc import Iterator
+from enum import Enum
 from typing import Any, NoReturn
 
 from fleetflow import ir
@@ -20,9 +23,15 @@ from fleetflow.errors import PromiseAttributeError, WorkflowCompileError
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 _NO_BRANCHING = (
-    "the workflow body runs once at compile time, before any value exists: branching is not "
-    "supported in a workflow body, decide inside a task; to run a task once per element of a "
-    "list, use `map_task(task)(param=the_list)`"
+    "the workflow body runs once at compile time, before any value exists: to branch on a "
+    'value, use `conditional("name").if_(x > 3).then(task_a(...)).else_().then(task_b(...))`'
+    " (`from fleetflow import conditional`), or decide inside a task; to run a task once per "
+    "element of a list, use `map_task(task)(param=the_list)`"
+)
+_CONDITION_HINT = (
+    'a comparison of promises is a condition for `conditional("name").if_(condition)'
+    ".then(task(...)).else_().then(...)` (`from fleetflow import conditional`); combine "
+    "conditions with `&` and `|` (each comparison in parentheses), not `and`/`or`/`not`"
 )
 _IN_A_TASK = "the value only exists when the workflow runs: do this inside a task"
 
@@ -47,22 +56,25 @@ class Promise:
     `promise.some_field` can be reported as the mistake it is.
     """
 
-    __slots__ = ("_binding", "_type", "_origin", "_workflow", "_owner")
+    __slots__ = ("_binding", "_type", "_origin", "_workflow", "_owner", "_scope")
 
     def __init__(
         self,
-        binding: ir.InputBinding | ir.NodeOutputBinding,
+        binding: ir.InputBinding | ir.NodeOutputBinding | ir.SelectBinding,
         literal_type: ir.LiteralType,
         *,
         origin: str,
         workflow: str,
         owner: object,
+        scope: tuple[int, ...] = (),
     ) -> None:
         self._binding = binding
         self._type = literal_type
         self._origin = origin  # "workflow input 'n'", "output of node 'n0-make_data'"
         self._workflow = workflow
         self._owner = owner  # the compilation that made it; promises do not cross workflows
+        # The branches of conditionals it was made in (outermost first): it exists only there.
+        self._scope = scope
 
     def __repr__(self) -> str:
         return f"<Promise {self._origin}: {self._type.describe()}>"
@@ -132,23 +144,93 @@ class Promise:
     def __call__(self, *args: object, **kwargs: object) -> NoReturn:
         self._misuse("a promise is not callable", _IN_A_TASK)
 
-    def __eq__(self, other: object) -> bool:
-        self._misuse("cannot compare a promise (==)", _NO_BRANCHING)
+    def __eq__(self, other: object) -> Condition:  # type: ignore[override]
+        return self._compare("==", other)
 
-    def __ne__(self, other: object) -> bool:
-        self._misuse("cannot compare a promise (!=)", _NO_BRANCHING)
+    def __ne__(self, other: object) -> Condition:  # type: ignore[override]
+        return self._compare("!=", other)
 
-    def __lt__(self, other: object) -> bool:
-        self._misuse("cannot compare a promise (<)", _NO_BRANCHING)
+    def __lt__(self, other: object) -> Condition:
+        return self._compare("<", other)
 
-    def __le__(self, other: object) -> bool:
-        self._misuse("cannot compare a promise (<=)", _NO_BRANCHING)
+    def __le__(self, other: object) -> Condition:
+        return self._compare("<=", other)
 
-    def __gt__(self, other: object) -> bool:
-        self._misuse("cannot compare a promise (>)", _NO_BRANCHING)
+    def __gt__(self, other: object) -> Condition:
+        return self._compare(">", other)
 
-    def __ge__(self, other: object) -> bool:
-        self._misuse("cannot compare a promise (>=)", _NO_BRANCHING)
+    def __ge__(self, other: object) -> Condition:
+        return self._compare(">=", other)
+
+    def is_true(self) -> Condition:
+        """The condition that this bool promise is True when the workflow runs."""
+        return self._truth(True)
+
+    def is_false(self) -> Condition:
+        """The condition that this bool promise is False when the workflow runs."""
+        return self._truth(False)
+
+    def _truth(self, value: bool) -> Condition:
+        kind = self._type.kind
+        if kind is ir.TypeKind.OPTIONAL and self._type.item is not None:
+            kind = self._type.item.kind
+        if kind is not ir.TypeKind.BOOLEAN:
+            self._misuse(
+                f"is_{str(value).lower()}() needs a promise of bool",
+                'compare it instead, e.g. `x == 3`, `name != ""`',
+            )
+        return self._compare("==", value)
+
+    def _operand(self) -> ir.InputBinding | ir.NodeOutputBinding:
+        if isinstance(self._binding, ir.SelectBinding):
+            self._misuse(
+                "cannot compare the output of a conditional in the workflow body yet",
+                "pass it to a task and compare its result, or branch on the values the "
+                "conditional branched on",
+            )
+        return self._binding
+
+    def _compare(self, op: str, other: object) -> Condition:
+        left = self._operand()
+        promises = [self]
+        if isinstance(other, Promise):
+            if other._owner is not self._owner:
+                self._misuse(
+                    f"cannot compare with a promise of workflow '{other._workflow}'",
+                    "promises cannot cross workflows",
+                )
+            right: ir.InputBinding | ir.NodeOutputBinding | ir.LiteralBinding = other._operand()
+            right_type: ir.LiteralType | None = other._type
+            shown = f"{other._type.describe()} ({other._origin})"
+            promises.append(other)
+        elif isinstance(other, PromiseTuple | Condition):
+            self._misuse(f"cannot compare a promise ({op}) with {other!r}", _CONDITION_HINT)
+        else:
+            value = other.value if isinstance(other, Enum) else other
+            try:
+                kind = ir.literal_kind(value)
+            except ValueError as exc:
+                self._misuse(f"cannot compare a promise ({op}) with {other!r}: {exc}", _IN_A_TASK)
+            right = ir.LiteralBinding(value=value)
+            right_type = None if kind is None else ir.LiteralType(kind=kind)
+            shown = f"constant {other!r}"
+            item = self._type.item if self._type.kind is ir.TypeKind.OPTIONAL else self._type
+            if (
+                item is not None
+                and item.kind is ir.TypeKind.ENUM
+                and isinstance(value, str)
+                and value not in (item.values or [])
+            ):
+                self._misuse(
+                    f"{item.describe()} has no value {value!r} (its values: "
+                    f"{', '.join(item.values or [])})",
+                    "compare with one of its members",
+                )
+        problem = ir.comparable(op, self._type, right_type)
+        if problem:
+            self._misuse(f"cannot compare ({op}) with {shown}: {problem}", _CONDITION_HINT)
+        comparison = ir.Comparison(op=typing.cast(Any, op), left=left, right=right)
+        return Condition(comparison, promises, workflow=self._workflow)
 
     def __hash__(self) -> int:
         # Not hashable: `mode in {"a", "b"}` would look the promise up by identity and quietly
@@ -192,8 +274,15 @@ class Promise:
 
 
 def _arithmetic(symbol: str) -> Any:
+    hint = _IN_A_TASK
+    if symbol in ("&", "|", "~"):
+        hint = (
+            f"to combine conditions, `{symbol}` them with each comparison in parentheses: "
+            "`(x > 1) & (y < 2)`; a bool promise is a condition as `flag.is_true()`"
+        )
+
     def operator(self: Promise, *other: object) -> NoReturn:
-        self._misuse(f"cannot apply `{symbol}` to a promise", _IN_A_TASK)
+        self._misuse(f"cannot apply `{symbol}` to a promise", hint)
 
     return operator
 
@@ -297,9 +386,71 @@ class PromiseTuple:
         )
 
 
+class Condition:
+    """A condition on promises (`x > 3`, `(a == "b") & flag.is_true()`): what a branch of a
+    `conditional` runs under. It has no truth value in the workflow body: `if x > 3:` fails
+    here, at its line, pointing to `conditional`."""
+
+    __slots__ = ("_ir", "_promises", "_workflow")
+
+    def __init__(self, condition: ir.Condition, promises: list[Promise], *, workflow: str) -> None:
+        self._ir = condition
+        self._promises = promises  # what it reads, to check they exist where it is used
+        self._workflow = workflow
+
+    def __repr__(self) -> str:
+        return f"<Condition {self._ir.model_dump_json()}>"
+
+    def _misuse(self, detail: str) -> NoReturn:
+        reads = "; ".join(dict.fromkeys(p._origin for p in self._promises))
+        raise WorkflowCompileError(
+            f"{detail} (it reads the {reads})",
+            location=caller_location(),
+            workflow=self._workflow,
+            task=self._promises[0]._producer(),
+            actual="condition on promises",
+            hint=_CONDITION_HINT,
+        )
+
+    def __bool__(self) -> bool:
+        self._misuse(
+            "a condition on promises has no truth value in the workflow body "
+            "(if/while/and/or/not, `in`)"
+        )
+
+    def _combine(self, other: object, symbol: str) -> Condition:
+        if not isinstance(other, Condition):
+            self._misuse(f"`{symbol}` combines two conditions, got {other!r}")
+        terms: list[ir.Condition] = []
+        kind = ir.AllOf if symbol == "&" else ir.AnyOf
+        for side in (self._ir, other._ir):
+            terms.extend(side.conditions if isinstance(side, kind) else [side])
+        return Condition(
+            kind(conditions=terms), self._promises + other._promises, workflow=self._workflow
+        )
+
+    def __and__(self, other: object) -> Condition:
+        return self._combine(other, "&")
+
+    def __or__(self, other: object) -> Condition:
+        return self._combine(other, "|")
+
+    def __rand__(self, other: object) -> Condition:
+        self._misuse(f"`&` combines two conditions, got {other!r}")
+
+    def __ror__(self, other: object) -> Condition:
+        self._misuse(f"`|` combines two conditions, got {other!r}")
+
+    def __invert__(self) -> Condition:
+        return Condition(ir.Not(condition=self._ir), self._promises, workflow=self._workflow)
+
+    def __hash__(self) -> int:
+        self._misuse("a condition cannot be hashed (`in {...}`, a set member, a dict key)")
+
+
 def contains_promise(value: Any) -> bool:
     """Whether a constant written in a workflow body hides a promise inside a container."""
-    if isinstance(value, Promise | PromiseTuple):
+    if isinstance(value, Promise | PromiseTuple | Condition):
         return True
     if isinstance(value, list | tuple | set | frozenset):
         return any(contains_promise(item) for item in value)

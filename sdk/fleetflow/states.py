@@ -21,6 +21,9 @@ class AttemptState(StrEnum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     LOST = "LOST"
+    # A node of a conditional's branch that was not taken: recorded by the control plane
+    # when the branch is decided, never leased, never reported by an agent.
+    SKIPPED = "SKIPPED"
 
     @property
     def terminal(self) -> bool:
@@ -40,9 +43,24 @@ class ExecutionState(StrEnum):
 
 
 _TERMINAL_ATTEMPT = frozenset(
-    {AttemptState.SUCCEEDED, AttemptState.FAILED, AttemptState.CANCELLED, AttemptState.LOST}
+    {
+        AttemptState.SUCCEEDED,
+        AttemptState.FAILED,
+        AttemptState.CANCELLED,
+        AttemptState.LOST,
+        AttemptState.SKIPPED,
+    }
 )
 
-# What an agent reports: RUNNING and the terminal states (LOST for attempts it stops because it
-# is shutting down). PENDING, ASSIGNED and LEASED belong to the control plane.
-AGENT_REPORTABLE = frozenset({AttemptState.RUNNING, *_TERMINAL_ATTEMPT})
+# What an agent reports: RUNNING and the terminal states of a run (LOST for attempts it stops
+# because it is shutting down). PENDING, ASSIGNED, LEASED and SKIPPED belong to the control
+# plane.
+AGENT_REPORTABLE = frozenset(
+    {
+        AttemptState.RUNNING,
+        AttemptState.SUCCEEDED,
+        AttemptState.FAILED,
+        AttemptState.CANCELLED,
+        AttemptState.LOST,
+    }
+)

@@ -284,6 +284,7 @@ def workflow(
     The body runs once, now, with promises for its inputs: call tasks with keyword arguments,
     pass their results on, return the result. Python control flow on task results is not
     possible in the body (it would need their values); it raises a `WorkflowCompileError`.
+    Branch with `conditional(...)` instead (`fleetflow.conditional`).
 
     Raises:
         WorkflowCompileError: the message names the workflow, the line in the body, the task,

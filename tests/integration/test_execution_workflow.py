@@ -34,6 +34,7 @@ from control_plane.orchestration.workflows import (
     AttemptStart,
     AttemptStarts,
     ChunkRef,
+    Decision,
     ExecutionInput,
     ExecutionPlan,
     ExecutionWorkflow,
@@ -90,6 +91,9 @@ class FakeActivities:
         self.active: set[str] = set()
         self.max_active: dict[str, int] = {}
         self.execution_id = f"ex-{uuid.uuid4().hex[:12]}"
+        # A guarded node's decision (run when absent), and the nodes asked about, in order.
+        self.decisions: dict[str, Decision] = {}
+        self.decided: list[str] = []
 
     @activity.defn(name="begin_execution")
     async def begin_execution(self, execution_id: str) -> ExecutionPlan:
@@ -144,6 +148,11 @@ class FakeActivities:
         ]
         return AttemptStarts(starts)
 
+    @activity.defn(name="decide_node")
+    async def decide_node(self, ref: NodeRef) -> Decision:
+        self.decided.append(ref.node_id)
+        return self.decisions.get(ref.node_id, Decision(run=True))
+
     @activity.defn(name="complete_node")
     async def complete_node(self, ref: NodeRef) -> None:
         self.completed.append(ref.node_id)
@@ -170,6 +179,7 @@ class FakeActivities:
             self.start_attempt,
             self.complete_node,
             self.complete_chunk,
+            self.decide_node,
             self.finish_execution,
         ]
 
@@ -195,6 +205,18 @@ FAN_OUT = ExecutionPlan(
         PlanNode("prep", [], 0, completes=False),
         PlanNode("train", ["prep"], 1, is_map=True, concurrency=2),
         PlanNode("pick", ["train"], 0, completes=False),
+    ]
+)
+
+# As `begin_execution` plans `m = measure(); conditional().if_(m > 10).then(big(m))
+# .elif_(m < 0).fail(...).else_().then(small(m))` feeding `out`: the `.fail` first.
+BRANCHES = ExecutionPlan(
+    nodes=[
+        PlanNode("f0-size", ["m"], 0, completes=False, guarded=True),
+        PlanNode("m", [], 0, completes=False),
+        PlanNode("big", ["m"], 0, completes=False, guarded=True),
+        PlanNode("small", ["m"], 0, completes=False, guarded=True),
+        PlanNode("out", ["big", "small"], 0, completes=False),
     ]
 )
 
@@ -240,6 +262,30 @@ async def test_nodes_run_after_their_upstream(env: WorkflowEnvironment) -> None:
     assert order[0] == "a" and order[-1] == "d" and set(order[1:3]) == {"b", "c"}
     assert fakes.completed.index("a") < fakes.started.index(("b", 1))
     assert fakes.finished == [FinishExecutionInput(fakes.execution_id, "SUCCEEDED")]
+
+
+async def test_a_skipped_branch_counts_as_done_and_never_starts(
+    env: WorkflowEnvironment,
+) -> None:
+    fakes = FakeActivities(env.client, BRANCHES)
+    fakes.decisions = {"f0-size": Decision(), "small": Decision()}  # `big` runs
+    assert await run_plan(env, fakes, "conditional_branch") == "SUCCEEDED"
+    assert [unit for unit, _ in fakes.started] == ["m", "big", "out"]
+    # Only guarded nodes are asked about, once each, the `.fail` first.
+    assert fakes.decided == ["f0-size", "big", "small"]
+    assert fakes.finished == [FinishExecutionInput(fakes.execution_id, "SUCCEEDED")]
+
+
+async def test_a_fail_branch_taken_fails_the_execution_with_its_message(
+    env: WorkflowEnvironment,
+) -> None:
+    fakes = FakeActivities(env.client, BRANCHES)
+    fakes.decisions = {"f0-size": Decision(message="negative sizes are refused")}
+    assert await run_plan(env, fakes, "conditional_fail") == "FAILED"
+    assert [unit for unit, _ in fakes.started] == ["m"]
+    assert fakes.finished == [
+        FinishExecutionInput(fakes.execution_id, "FAILED", message="negative sizes are refused")
+    ]
 
 
 async def test_failed_attempt_is_retried_within_the_task_retries(env: WorkflowEnvironment) -> None:

@@ -23,7 +23,7 @@ from control_plane.db.models import TaskAttempt
 from control_plane.db.repositories.executions import cluster_names, get_execution
 from control_plane.schemas.common import ErrorResponse
 from fleetflow.api_models.executions import AttemptLog, ExecutionLogs
-from fleetflow.states import NO_MAP_INDEX
+from fleetflow.states import NO_MAP_INDEX, AttemptState
 from fleetflow.storage import BlobNotFoundError, BlobStore, attempt_log_uri
 
 router = APIRouter(prefix="/executions", tags=["executions"])
@@ -31,7 +31,7 @@ MAX_ATTEMPT_IDS = 100  # per request: a follower asks for more in several
 
 
 def _read_log(blobs: BlobStore, attempt: TaskAttempt) -> str | None:
-    if attempt.cache_hit:
+    if attempt.cache_hit or attempt.status == AttemptState.SKIPPED:
         return None  # nothing ran
     try:
         return blobs.get(attempt_log_uri(attempt.inputs_uri)).decode("utf-8", errors="replace")

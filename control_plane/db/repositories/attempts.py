@@ -70,6 +70,8 @@ class NewAttempt:
     cache_hit: bool = False
     # The workflow to signal when it finishes, when not the execution's own (a map chunk).
     workflow_id: str | None = None
+    # A node of a conditional's branch not taken: born SKIPPED, finished, nothing to signal.
+    skipped: bool = False
 
 
 def create_attempts(
@@ -95,12 +97,19 @@ def create_attempts(
                 "map_index": attempt.map_index,
                 "task_name": attempt.task_name,
                 "attempt_number": attempt.attempt_number,
-                "status": (A.SUCCEEDED if attempt.cache_hit else A.PENDING).value,
+                "status": (
+                    A.SKIPPED
+                    if attempt.skipped
+                    else A.SUCCEEDED
+                    if attempt.cache_hit
+                    else A.PENDING
+                ).value,
                 "cache_hit": attempt.cache_hit,
                 "inputs_uri": attempt.inputs_uri,
                 "outputs_uri": attempt.outputs_uri,
                 "created_at": created,
-                "finished_at": created if attempt.cache_hit else None,
+                "finished_at": created if attempt.cache_hit or attempt.skipped else None,
+                "signalled_at": created if attempt.skipped else None,
                 "workflow_id": attempt.workflow_id,
             }
         )
@@ -133,6 +142,21 @@ def find_attempt(
             TaskAttempt.node_id == node_id,
             TaskAttempt.map_index == map_index,
             TaskAttempt.attempt_number == attempt_number,
+        )
+    )
+
+
+def skipped_nodes(session: Session, execution_id: str, node_ids: Sequence[str]) -> set[str]:
+    """Which of `node_ids` were skipped (their conditional's branch was not taken)."""
+    if not node_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(TaskAttempt.node_id).where(
+                TaskAttempt.execution_id == execution_id,
+                TaskAttempt.node_id.in_(list(node_ids)),
+                TaskAttempt.status == A.SKIPPED.value,
+            )
         )
     )
 

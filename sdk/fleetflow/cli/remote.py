@@ -40,6 +40,7 @@ ATTEMPT_STYLES = {
     "CANCELLED": "yellow",
     "LOST": "yellow",
     "RUNNING": "cyan",
+    "SKIPPED": "dim",
 }
 
 
@@ -192,6 +193,8 @@ def describe_attempt(attempt: dict[str, Any]) -> str:
     node = attempt["node_id"]
     if attempt.get("map_index") is not None:
         node = f"{node}[{attempt['map_index']}]"
+    if attempt["status"] == "SKIPPED":
+        return f"{node} SKIPPED (its branch of a conditional was not taken)"
     where = f" on {attempt['cluster']}" if attempt.get("cluster") else ""
     cached = " (cache hit)" if attempt.get("cache_hit") else ""
     waiting = f" - waiting: {attempt['pending_reason']}" if _waiting_reason(attempt) else ""
@@ -326,7 +329,9 @@ class AttemptProgress:
                     str(attempt["attempt_number"]),
                     Text(status_text, style=style),
                     attempt.get("cluster") or "",
-                    "" if attempt.get("cache_hit") else elapsed(attempt, now),
+                    ""
+                    if attempt.get("cache_hit") or attempt["status"] == "SKIPPED"
+                    else elapsed(attempt, now),
                     Text(_waiting_reason(attempt) or "", style="yellow"),
                 )
             if len(shown) < len(attempts):

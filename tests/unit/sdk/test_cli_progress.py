@@ -87,6 +87,25 @@ def test_the_live_table_shows_elapsed_time_and_map_progress() -> None:
     assert re.search(r"n1-square\s+3\s+1\s+FAILED\s+local\s+5.0s", table), table
 
 
+def test_a_skipped_node_shows_as_skipped() -> None:
+    """A conditional's branch not taken: its node is SKIPPED, never ran, on no cluster."""
+    skipped = {
+        **attempt("n1-big", None, "SKIPPED"),
+        "cluster": None,
+        "started_at": None,
+        "finished_at": START,
+    }
+    console, out = terminal()
+    with AttemptProgress(console) as progress:
+        progress.update(execution(attempt("n0-prep", None, "SUCCEEDED", seconds=5), skipped))
+    table = last_table(out.getvalue())
+    row = next(line for line in table.splitlines() if "n1-big" in line)
+    assert re.fullmatch(r"n1-big\s+1\s+SKIPPED\s*", row), table
+    assert describe_attempt(skipped) == (
+        "n1-big SKIPPED (its branch of a conditional was not taken)"
+    )
+
+
 def test_a_large_map_node_shows_only_its_elements_not_done() -> None:
     console, out = terminal()
     elements = [attempt("n1-square", i, "SUCCEEDED", seconds=1) for i in range(28)]

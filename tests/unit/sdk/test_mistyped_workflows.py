@@ -44,7 +44,7 @@ from typing import Any, NamedTuple, Optional
 
 import pydantic
 
-from fleetflow import Directory, File, map_task, task, workflow
+from fleetflow import Directory, File, conditional, map_task, task, workflow
 
 
 @dataclass
@@ -232,7 +232,7 @@ class Case:
     workflow: bool = True
 
 
-_NO_BRANCHING = "branching is not supported in a workflow body"
+_NO_BRANCHING = "to branch on a value, use `conditional("
 _IN_A_TASK = "the value only exists when the workflow runs: do this inside a task"
 
 
@@ -1012,6 +1012,152 @@ CASES: list[Case] = [
     ),
     promise_misuse(
         "arithmetic", "arithmetic on a promise", "numbers + [3]", "apply `+`", _IN_A_TASK
+    ),
+    # ------------------------------------------------------------ conditionals
+    Case(
+        id="if-on-a-comparison",
+        what="a comparison of promises in a Python `if`",
+        source="""
+        @workflow
+        def wf() -> None:
+            if make_int() > 3:  # <-
+                pass
+        """,
+        error=WorkflowCompileError,
+        task="make_int",
+        parameter=None,
+        expected=None,
+        actual="condition on promises",
+        says=("no truth value", "conditional(", ".if_(condition)"),
+    ),
+    Case(
+        id="and-of-comparisons",
+        what="`and` between two conditions (instead of `&`)",
+        source="""
+        @workflow
+        def wf(n: int) -> int:
+            return (
+                conditional("c")
+                .if_(n > 3 and n < 10)  # <-
+                .then(takes_int(n=n))
+                .else_()
+                .then(takes_int(n=0))
+            )
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter=None,
+        expected=None,
+        actual="condition on promises",
+        says=("no truth value", "combine conditions with `&` and `|`"),
+    ),
+    Case(
+        id="compare-str-with-int",
+        what="a str promise compared with an int",
+        source="""
+        @workflow
+        def wf() -> None:
+            _ = takes_str(text="a") < 3  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_str",
+        parameter=None,
+        expected=None,
+        actual="promise of str",
+        says=("cannot compare (<) with constant 3", "cannot compare str with int"),
+    ),
+    Case(
+        id="is-true-of-int",
+        what="`is_true()` of a promise that is not a bool",
+        source="""
+        @workflow
+        def wf() -> None:
+            _ = make_int().is_true()  # <-
+        """,
+        error=WorkflowCompileError,
+        task="make_int",
+        parameter=None,
+        expected=None,
+        actual="promise of int",
+        says=("is_true() needs a promise of bool",),
+    ),
+    Case(
+        id="then-missing",
+        what="`.elif_` right after `.if_`, without its `.then`",
+        source="""
+        @workflow
+        def wf(n: int) -> None:
+            conditional("c").if_(n > 3).elif_(n < 0)  # <-
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter=None,
+        expected=None,
+        actual=None,
+        says=("before the `.then(...)` (or `.fail(...)`) of its case 1", "conditional 'c'"),
+    ),
+    Case(
+        id="elif-after-else",
+        what="`.elif_` after `.else_()`",
+        source="""
+        @workflow
+        def wf(n: int) -> None:
+            conditional("c").if_(n > 3).then(takes_int(n=n)).else_().elif_(n < 0)  # <-
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter=None,
+        expected=None,
+        actual=None,
+        says=("`.elif_` of conditional 'c'", "after its `.else_()`"),
+    ),
+    Case(
+        id="conditional-not-finished",
+        what="a conditional without its `.else_()`",
+        source="""
+        @workflow
+        def wf(n: int) -> None:
+            conditional("c").if_(n > 3).then(takes_int(n=n))  # <-
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter=None,
+        expected=None,
+        actual=None,
+        says=("conditional 'c'", "is not finished", ".else_().then(...)"),
+    ),
+    Case(
+        id="branch-output-outside-its-branch",
+        what="the output of a branch's task used outside the branch",
+        source="""
+        @workflow
+        def wf(n: int) -> int:
+            case = conditional("c").if_(n > 3)
+            inside = takes_int(n=n)
+            case.then(inside).else_().then(takes_int(n=0))
+            return takes_int(n=inside)  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_int",
+        parameter="n",
+        expected=None,
+        actual=None,
+        says=("exists only in the if_ branch (case 1) of conditional 'c'", "outside that branch"),
+    ),
+    Case(
+        id="branches-of-different-types",
+        what="branches that return different types",
+        source="""
+        @workflow
+        def wf(n: int) -> None:
+            conditional("c").if_(n > 3).then(takes_int(n=n)).else_().then(takes_str(text="a"))  # <-
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter=None,
+        expected=None,
+        actual=None,
+        says=("return different types (case 1: int, case 2: str)",),
     ),
     promise_misuse("f-string", "a promise in an f-string", 'f"{numbers}"', "format", _IN_A_TASK),
     promise_misuse("index", "indexing a promise", "numbers[0]", "cannot index", _IN_A_TASK),

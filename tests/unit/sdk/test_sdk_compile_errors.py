@@ -421,8 +421,8 @@ def negate(value: Any) -> None:
         (loop, "loop", "iterate"),
         (unpack, "unpack", "unpack"),
         (length, "length", "len()"),
-        (equals, "equals", "compare a promise (==)"),
-        (less, "less", "compare a promise (<)"),
+        (equals, "equals", "cannot compare (==) with constant 2: cannot compare a list[int]"),
+        (less, "less", "cannot compare (<) with constant 2: cannot compare a list[int]"),
         (contains, "contains", "`in`"),
     ],
 )
@@ -441,11 +441,15 @@ def test_promise_in_python_control_flow(misuse: Callable[[Any], None], tag: str,
             what,
             "output of node 'n0-make_ints'",
             "list[int]",
-            "map_task",
         ],
     )
-    if tag != "unpack" and tag != "loop":
-        assert "branching is not supported in a workflow body" in message
+    # Each hint points to the construct that does what was meant.
+    if tag in ("equals", "less"):
+        assert 'conditional("name").if_(condition)' in message
+    else:
+        assert "map_task" in message
+    if tag not in ("unpack", "loop", "equals", "less"):
+        assert 'use `conditional("name").if_(' in message
 
 
 def add_one(value: Any) -> None:
