@@ -45,6 +45,7 @@ from fleetflow.errors import (
 
 if TYPE_CHECKING:
     from fleetflow.client import Client
+    from fleetflow.context import TaskContext, current_context
     from fleetflow.fanout import MapTask, map_task
     from fleetflow.files import Directory, File
     from fleetflow.resources import Resources
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 # Public name -> the module that defines it.
 LAZY_EXPORTS = {
     "Client": "fleetflow.client",
+    "current_context": "fleetflow.context",
+    "TaskContext": "fleetflow.context",
     "Directory": "fleetflow.files",
     "File": "fleetflow.files",
     "MapTask": "fleetflow.fanout",
@@ -114,6 +117,7 @@ __all__ = [
     "MapTask",
     "PromiseAttributeError",
     "Resources",
+    "TaskContext",
     "TaskDefinitionError",
     "TaskFunction",
     "TaskOutputError",
@@ -122,6 +126,7 @@ __all__ = [
     "WorkflowFunction",
     "WorkflowInputError",
     "WorkflowOutputError",
+    "current_context",
     "map_task",
     "task",
     "workflow",
