@@ -228,12 +228,9 @@ TASK_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def task_log_records_to_stderr(level: int = logging.INFO) -> Iterator[None]:
     """Inside the block, write the `logging` records of tasks (of `TaskContext.logger` and any
     other logger outside the SDK's own) at `level` and above to stderr, formatted as the task
-    runtime on a cluster writes them into an attempt's log. Nothing is added when the root
-    logger has handlers already: the program's own logging set-up then decides."""
+    runtime on a cluster writes them into an attempt's log: what `fleetflow run` does, as the
+    program that owns the process's logging."""
     root = logging.getLogger()
-    if root.handlers:
-        yield
-        return
     handler = _CurrentStderr()
     handler.setFormatter(logging.Formatter(TASK_LOG_FORMAT))
     saved_level = root.level
