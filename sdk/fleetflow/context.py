@@ -116,13 +116,11 @@ class Checkpoint:
         try:
             shutil.copytree(path, staging / "tree", symlinks=True)
             kept = self._root / _CHECKPOINT_DIR
-            old = self._root / ".old"
             if kept.exists():
-                kept.rename(old)
+                kept.rename(staging / "replaced")
             (staging / "tree").rename(kept)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.rmtree(self._root / ".old", ignore_errors=True)
 
     def restore_directory(self, destination: str | os.PathLike[str]) -> bool:
         """Copy the directory kept last into `destination` (created; files there already are

@@ -1,0 +1,52 @@
+"""The lease message tells the agent which try of which unit an attempt is (its number, its map
+element), which the task reads through `fleetflow.current_context()`."""
+
+from __future__ import annotations
+
+import pytest
+
+from control_plane.agent_api.mapping import UnleasableAttemptError, assignment_from_attempt
+from control_plane.db.models import TaskAttempt
+from fleetflow.ir import WorkflowSpec
+from fleetflow.states import NO_MAP_INDEX
+
+
+def _attempt(map_index: int, attempt_number: int) -> TaskAttempt:
+    return TaskAttempt(
+        id="at-1",
+        execution_id="ex-1",
+        node_id="n1-fit",
+        map_index=map_index,
+        task_name="examples.train.fit",
+        attempt_number=attempt_number,
+        status="LEASED",
+        fencing_token=1,
+        inputs_uri="file:///blobs/in.json",
+        outputs_uri="file:///blobs/out.json",
+    )
+
+
+def test_an_ordinary_nodes_attempt_has_no_map_index(workflow_spec: WorkflowSpec) -> None:
+    message = assignment_from_attempt(
+        _attempt(NO_MAP_INDEX, 2), workflow_spec, tenant="t", bundle_uri="b", report_secret="s"
+    )
+    assert message.attempt_number == 2
+    assert not message.HasField("map_index")
+
+
+def test_a_map_elements_attempt_carries_its_index(workflow_spec: WorkflowSpec) -> None:
+    message = assignment_from_attempt(
+        _attempt(0, 1), workflow_spec, tenant="t", bundle_uri="b", report_secret="s"
+    )
+    assert message.HasField("map_index") and message.map_index == 0
+    assert message.attempt_number == 1
+
+
+def test_an_attempt_number_out_of_the_wire_range_is_unleasable(
+    workflow_spec: WorkflowSpec,
+) -> None:
+    with pytest.raises(UnleasableAttemptError, match="attempt_number"):
+        assignment_from_attempt(
+            _attempt(NO_MAP_INDEX, 2**31), workflow_spec, tenant="t", bundle_uri="b",
+            report_secret="s",
+        )  # fmt: skip
