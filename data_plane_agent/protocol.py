@@ -77,6 +77,7 @@ def assignment_from_proto(message: agent_pb2.Assignment) -> TaskAssignment:
         ),
         attempt_number=message.attempt_number,
         map_index=message.map_index if message.HasField("map_index") else None,
+        checkpoint_uri=message.checkpoint_uri,
     )
 
 

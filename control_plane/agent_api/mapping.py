@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from control_plane.blob_layout import checkpoint_uri
 from control_plane.db.models import TaskAttempt
 from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.files import blob_literals, has_blobs
@@ -176,4 +177,5 @@ def _assignment(
         input_blobs=input_blobs,
         attempt_number=_in_range("attempt_number", attempt.attempt_number, _INT32_MAX),
         map_index=None if attempt.map_index == NO_MAP_INDEX else attempt.map_index,
+        checkpoint_uri=checkpoint_uri(attempt.outputs_uri, attempt.attempt_number),
     )

@@ -199,6 +199,7 @@ def assignment_to_json(assignment: TaskAssignment) -> str:
         "image": assignment.image,
         "attempt_number": assignment.attempt_number,
         "map_index": assignment.map_index,
+        "checkpoint_uri": assignment.checkpoint_uri,
     }
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 

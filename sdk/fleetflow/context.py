@@ -24,8 +24,11 @@ with `fleetflow run`).
 
 `checkpoint` keeps bytes (and, if wanted, a directory) from one attempt of a unit (a node, or
 one element of a map node) to the next attempt of the same unit, so a retried task can resume.
-Local runs keep them in a temporary directory of the run, removed when it ends; tasks running
-on the platform have no checkpoint store yet, and reading `ctx.checkpoint` there raises
+Local runs keep them in a temporary directory of the run, removed when it ends. On the
+platform, an agent that stages its tasks' files (the local-process executor) copies the unit's
+checkpoint in from the blob store before an attempt starts and uploads what the attempt left
+after it ended (`data_plane_agent.staging`); the task itself never touches the store. Where no
+agent keeps checkpoints (Kubernetes pods, for now), reading `ctx.checkpoint` raises
 `CheckpointUnavailableError` rather than losing what a task writes.
 
 The context lives in a `contextvars.ContextVar` set around each attempt, so map elements running
@@ -36,19 +39,24 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from fleetflow.errors import FleetflowError
 
-_CHECKPOINT_FILE = "checkpoint.bin"
-_CHECKPOINT_DIR = "directory"
+CHECKPOINT_FILE = "checkpoint.bin"
+"""A unit's checkpoint bytes, in its checkpoint directory (and blob prefix, on the platform)."""
+DIRECTORY_ARCHIVE = "directory.tar"
+"""A unit's checkpointed directory, as an uncompressed tar archive, beside them."""
+CHECKPOINT_NAMES = (CHECKPOINT_FILE, DIRECTORY_ARCHIVE)
+"""Everything a checkpoint is: the only names an agent stages in and uploads."""
 
 
 class NoTaskContextError(FleetflowError, RuntimeError):
@@ -56,7 +64,7 @@ class NoTaskContextError(FleetflowError, RuntimeError):
 
 
 class CheckpointUnavailableError(FleetflowError, RuntimeError):
-    """The task runs where no checkpoint store is available (on the platform, for now)."""
+    """The task runs where no checkpoint is kept (a Kubernetes pod, for now)."""
 
 
 class Checkpoint:
@@ -64,7 +72,10 @@ class Checkpoint:
 
     One slot of bytes and one directory per unit; each write replaces the previous one whole
     (a reader never sees half of a write). Every attempt of the unit reads what the last write
-    left, its own or an earlier attempt's.
+    left, its own or an earlier attempt's. Both live as two files in `root`
+    (`CHECKPOINT_NAMES`): a local run's directory for the unit, or, on the platform, the
+    directory the agent staged them into from the unit's blob prefix and uploads them from
+    once the attempt ended.
     """
 
     def __init__(self, root: Path) -> None:
@@ -76,7 +87,7 @@ class Checkpoint:
     def read(self) -> bytes | None:
         """The bytes last written for this unit, or None when none were."""
         try:
-            return (self._root / _CHECKPOINT_FILE).read_bytes()
+            return (self._root / CHECKPOINT_FILE).read_bytes()
         except FileNotFoundError:
             return None
 
@@ -91,12 +102,18 @@ class Checkpoint:
                 f"checkpoint.write() takes bytes, got {type(data).__name__}; encode it first, "
                 "e.g. json.dumps(state).encode()"
             )
+        with self._replacing(CHECKPOINT_FILE) as f:
+            f.write(data)
+
+    @contextmanager
+    def _replacing(self, name: str) -> Iterator[IO[bytes]]:
+        """A file to write that replaces `name` whole once the block ends without error."""
         self._root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self._root, prefix=".write-")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, self._root / _CHECKPOINT_FILE)
+                yield f
+            os.replace(tmp, self._root / name)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -111,24 +128,25 @@ class Checkpoint:
         path = Path(source)
         if not path.is_dir():
             raise NotADirectoryError(f"checkpoint.save_directory(): {source} is not a directory")
-        self._root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self._root, prefix=".copy-"))
-        try:
-            shutil.copytree(path, staging / "tree", symlinks=True)
-            kept = self._root / _CHECKPOINT_DIR
-            if kept.exists():
-                kept.rename(staging / "replaced")
-            (staging / "tree").rename(kept)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        with self._replacing(DIRECTORY_ARCHIVE) as f, tarfile.open(fileobj=f, mode="w") as tar:
+            for entry in sorted(path.iterdir()):
+                tar.add(entry, arcname=entry.name)
 
     def restore_directory(self, destination: str | os.PathLike[str]) -> bool:
         """Copy the directory kept last into `destination` (created; files there already are
-        overwritten); False, copying nothing, when no directory was kept."""
-        kept = self._root / _CHECKPOINT_DIR
-        if not kept.is_dir():
+        overwritten); False, copying nothing, when no directory was kept.
+
+        Raises:
+            tarfile.TarError: the kept archive holds what may not be extracted (a path or link
+                out of `destination`, a device file).
+        """
+        archive = self._root / DIRECTORY_ARCHIVE
+        if not archive.is_file():
             return False
-        shutil.copytree(kept, destination, symlinks=True, dirs_exist_ok=True)
+        target = Path(destination)
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive, mode="r:") as tar:
+            tar.extractall(target, filter="data")  # nothing outside `target`, no devices
         return True
 
 
@@ -164,14 +182,13 @@ class TaskContext:
         """The unit's checkpoint, which its next attempt reads.
 
         Raises:
-            CheckpointUnavailableError: the attempt runs on the platform, which keeps no
-                checkpoints yet.
+            CheckpointUnavailableError: the attempt runs where no checkpoint is kept (a
+                Kubernetes pod, for now).
         """
         if self._checkpoint is None:
             raise CheckpointUnavailableError(
-                "checkpoints are only kept in local runs so far: a task running on the "
-                "platform has no checkpoint store yet (write what it must keep as an output, "
-                "or check ctx.local before using ctx.checkpoint)"
+                "no checkpoint is kept for this attempt: its agent does not stage checkpoints "
+                "(only local runs and the local-process executor do so far)"
             )
         return self._checkpoint
 

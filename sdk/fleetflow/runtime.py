@@ -3,7 +3,8 @@
 An agent launches it as
 ``python -m fleetflow.runtime --bundle-uri URI --inputs-uri URI --outputs-uri URI
 --module M --function F --result-file PATH [--workdir DIR]
-[--execution-id E --node-id N --attempt-id A --attempt-number K [--map-index I]]``.
+[--execution-id E --node-id N --attempt-id A --attempt-number K [--map-index I]]
+[--checkpoint-dir DIR]``.
 It downloads and unpacks the code bundle, imports the `@fleetflow.task` function, converts the
 JSON inputs to Python values with the type system, calls the function, and writes the outputs
 (`{"o0": literal}`, one entry per field of a NamedTuple return type, or `{}` for a task without
@@ -11,7 +12,9 @@ a result) back to the blob store. `File`/`Directory` inputs are downloaded into 
 directory (`.fleetflow/downloads/`) and those the task returns are uploaded next to the outputs
 document, content-addressed (`files/<sha256>/<name>`, `dirs/<sha256>/...`). The task runs
 with its `fleetflow.current_context()` made of the attempt's identity given on the command line
-(execution, node, attempt, map element: empty when an older agent gives none).
+(execution, node, attempt, map element: empty when an older agent gives none), and its unit's
+checkpoint in `--checkpoint-dir`, which its agent staged and uploads again after the attempt
+(none without it: `ctx.checkpoint` then raises `CheckpointUnavailableError`).
 
 It always tells the agent how it ended through the result file, a small JSON document:
 ``{"status": "SUCCEEDED"}`` (exit 0), or ``{"status": "FAILED", "message": "ValueError: …",
@@ -50,7 +53,7 @@ from typing import Any, NoReturn
 from fleetflow import presigned, staging
 from fleetflow.bundle import extract_bundle, verify_bundle
 from fleetflow.child_processes import die_with_parent_if_asked
-from fleetflow.context import attempt_context
+from fleetflow.context import Checkpoint, attempt_context
 from fleetflow.errors import FleetflowError, format_user_traceback, strip_bundle_root
 from fleetflow.files import blob_context
 from fleetflow.logs import sdk_lines_to
@@ -76,6 +79,8 @@ class AttemptIdentity:
     attempt_number: int = 0
     """1 for a unit's first attempt; 0 when the agent did not say."""
     map_index: int | None = None
+    checkpoint_dir: Path | None = None
+    """Where the unit's checkpoint was staged; None: its agent keeps none."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,11 @@ def argument_parser() -> argparse.ArgumentParser:
     )
     identity.add_argument(
         "--map-index", type=int, default=None, help="the element of a map node, if one"
+    )
+    identity.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="directory the agent staged the unit's checkpoint into, and uploads it from",
     )
     return parser
 
@@ -241,7 +251,9 @@ def run_task(invocation: TaskInvocation) -> None:
             task_name=getattr(getattr(task_fn, "spec", None), "name", "")
             or f"{invocation.module}.{invocation.function}",
             local=False,
-            checkpoint=None,
+            checkpoint=(
+                Checkpoint(identity.checkpoint_dir) if identity.checkpoint_dir is not None else None
+            ),
         ):
             result = task_fn.fn(**kwargs)
         logger.info(
@@ -328,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             attempt_id=args.attempt_id,
             attempt_number=args.attempt_number,
             map_index=args.map_index,
+            checkpoint_dir=Path(args.checkpoint_dir).resolve() if args.checkpoint_dir else None,
         ),
     )
     with sdk_lines_to(sys.stderr, timestamps=True):

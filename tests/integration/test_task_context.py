@@ -44,7 +44,14 @@ def test_a_tasks_context_has_the_same_shape_remotely_as_locally(stack: Stack) ->
         mine, theirs = _fields(here), _fields(there)
         assert mine.keys() == theirs.keys()
         assert {k: type(v) for k, v in mine.items()} == {k: type(v) for k, v in theirs.items()}
-        for same in ("node_id", "attempt_number", "map_index", "task_name", "workdir_was_empty"):
+        for same in (
+            "node_id",
+            "attempt_number",
+            "map_index",
+            "task_name",
+            "workdir_was_empty",
+            "checkpoint",
+        ):
             assert mine[same] == theirs[same], same
         assert (mine["local"], theirs["local"]) == (True, False)
 
@@ -63,15 +70,29 @@ def test_a_tasks_context_has_the_same_shape_remotely_as_locally(stack: Stack) ->
     for report in [remote.retried, *remote.elements]:
         key = (report.node_id, report.map_index, report.attempt_number)
         assert report.attempt_id == attempts[key]
-    # Checkpoints are kept in local runs only (so far): said, not silently dropped.
-    assert (local.retried.checkpoint, remote.retried.checkpoint) == (
-        "from attempt 1",
-        "unavailable",
-    )
+    # The retry read what the first attempt checkpointed; another unit sees none of it.
+    assert remote.retried.checkpoint == "from attempt 1"
+    assert {e.checkpoint for e in remote.elements} == {"none"}
     # The context's logger writes into the attempt's log.
     (log,) = logs
     assert log.log is not None
     assert "INFO context_tasks.fails_once: context of n0-fails_once attempt 2" in log.log
+
+
+def test_a_hostile_tasks_planted_checkpoint_link_is_not_followed(
+    stack: Stack, tmp_path: Path
+) -> None:
+    secret = tmp_path / "agent-only.key"
+    secret.write_text("the agent's secret")
+    secret.chmod(0o600)
+    flow, _ = load_workflow(WORKFLOWS, "hostile_checkpoint")
+    with stack.client() as client:
+        result = client.run(flow, secret=str(secret), timeout=120)
+    assert isinstance(result, ExecutionResult)
+    assert result.status == "SUCCEEDED", f"{result.error}\n{stack.logs()}"
+    # The agent refused to upload the link's target: the retry got no checkpoint at all.
+    assert result.outputs == "none"
+    assert "checkpoint checkpoint.bin not kept" in stack.logs()
 
 
 def test_cli_runs_a_single_task_remotely(stack: Stack) -> None:

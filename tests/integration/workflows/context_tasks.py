@@ -1,5 +1,6 @@
 """Tasks that report their `fleetflow.current_context()`, run locally and on the platform: a
-retried node (its second attempt succeeds), a map node, and a task run alone."""
+retried node (its second attempt succeeds, reading the first one's checkpoint), a map node, a
+task run alone, and a hostile task that plants a link as its checkpoint."""
 
 from __future__ import annotations
 
@@ -52,11 +53,10 @@ def _report() -> ContextReport:
 
 @task(retries=1)
 def fails_once(x: int) -> ContextReport:
-    """Fails its first attempt (after checkpointing, where it can), reports from the second."""
+    """Fails its first attempt after checkpointing; reports from the second."""
     ctx = current_context()
     if ctx.attempt_number == 1:
-        if ctx.local:
-            ctx.checkpoint.write(b"from attempt 1")
+        ctx.checkpoint.write(b"from attempt 1")
         raise RuntimeError(f"first attempt of x={x} fails on purpose")
     return _report()
 
@@ -64,6 +64,24 @@ def fails_once(x: int) -> ContextReport:
 @task
 def element(x: int) -> ContextReport:
     return _report()
+
+
+@task(retries=1)
+def plants_a_link(secret: str) -> str:
+    """Hostile: its first attempt makes its checkpoint a link to a file only the agent may read
+    (reaching into the staged checkpoint directory); the second reports what it was given."""
+    ctx = current_context()
+    if ctx.attempt_number == 1:
+        kept = ctx.checkpoint._root  # noqa: SLF001 - what a hostile task would do
+        (kept / "checkpoint.bin").symlink_to(secret)
+        raise RuntimeError("planted a link as the checkpoint")
+    given = ctx.checkpoint.read()
+    return "none" if given is None else given.decode(errors="replace")
+
+
+@workflow
+def hostile_checkpoint(secret: str) -> str:
+    return plants_a_link(secret=secret)
 
 
 @workflow

@@ -29,8 +29,12 @@ def _message(**fields: object) -> agent_pb2.Assignment:
 
 
 def test_a_map_elements_identity_reaches_the_runtimes_arguments() -> None:
-    assignment = assignment_from_proto(_message(attempt_number=2, map_index=0))
+    checkpoint = "s3://b/tenants/vision/executions/ex-1/n3-train/0/checkpoint"
+    assignment = assignment_from_proto(
+        _message(attempt_number=2, map_index=0, checkpoint_uri=checkpoint)
+    )
     assert (assignment.attempt_number, assignment.map_index) == (2, 0)  # element 0 is not "none"
+    assert assignment.checkpoint_uri == checkpoint
 
     command = runtime_command("python", assignment, result_file="r.json", workdir="code")
     args = argument_parser().parse_args(command[3:])
@@ -55,7 +59,7 @@ def test_a_control_plane_that_predates_the_fields_gives_no_attempt_number() -> N
 def test_a_pod_keeps_the_identity_for_the_agent_that_adopts_it() -> None:
     assignment = TaskAssignment(
         "at-1", 2, "ex-1", "n3-train", "vision", "flows", "train", "b", "i", "o",
-        attempt_number=3, map_index=7,
+        attempt_number=3, map_index=7, checkpoint_uri="s3://b/tenants/t/executions/e/n/7/checkpoint",
     )  # fmt: skip
     pod = pods.pod_manifest(assignment, KubernetesSettings(default_image="registry/rt:1"))
     assert pods.assignment_from_pod(pod) == assignment

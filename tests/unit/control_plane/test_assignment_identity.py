@@ -1,5 +1,6 @@
 """The lease message tells the agent which try of which unit an attempt is (its number, its map
-element), which the task reads through `fleetflow.current_context()`."""
+element), which the task reads through `fleetflow.current_context()`, and where that unit, and
+it only, keeps its checkpoint."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from fleetflow.ir import WorkflowSpec
 from fleetflow.states import NO_MAP_INDEX
 
 
-def _attempt(map_index: int, attempt_number: int) -> TaskAttempt:
+def _attempt(map_index: int, attempt_number: int, outputs_uri: str = "") -> TaskAttempt:
     return TaskAttempt(
         id="at-1",
         execution_id="ex-1",
@@ -22,7 +23,7 @@ def _attempt(map_index: int, attempt_number: int) -> TaskAttempt:
         status="LEASED",
         fencing_token=1,
         inputs_uri="file:///blobs/in.json",
-        outputs_uri="file:///blobs/out.json",
+        outputs_uri=outputs_uri or "file:///blobs/out.json",
     )
 
 
@@ -50,3 +51,38 @@ def test_an_attempt_number_out_of_the_wire_range_is_unleasable(
             _attempt(NO_MAP_INDEX, 2**31), workflow_spec, tenant="t", bundle_uri="b",
             report_secret="s",
         )  # fmt: skip
+
+
+EXECUTION = "s3://bucket/tenants/acme/executions/ex-1"
+
+
+@pytest.mark.parametrize(
+    ("map_index", "attempt_number", "outputs_uri", "checkpoint_uri"),
+    [
+        (
+            NO_MAP_INDEX,
+            3,
+            f"{EXECUTION}/n1-fit/3/outputs.json",
+            f"{EXECUTION}/n1-fit/checkpoint",
+        ),
+        (4, 1, f"{EXECUTION}/n1-fit/4/1/outputs.json", f"{EXECUTION}/n1-fit/4/checkpoint"),
+        # Not the attempt layout (or not this attempt's number): no checkpoint, nothing guessed.
+        (NO_MAP_INDEX, 2, f"{EXECUTION}/n1-fit/3/outputs.json", ""),
+        (NO_MAP_INDEX, 1, "file:///blobs/out.json", ""),
+    ],
+)
+def test_the_checkpoint_location_is_the_units_own(
+    workflow_spec: WorkflowSpec,
+    map_index: int,
+    attempt_number: int,
+    outputs_uri: str,
+    checkpoint_uri: str,
+) -> None:
+    message = assignment_from_attempt(
+        _attempt(map_index, attempt_number, outputs_uri),
+        workflow_spec,
+        tenant="acme",
+        bundle_uri="b",
+        report_secret="s",
+    )
+    assert message.checkpoint_uri == checkpoint_uri

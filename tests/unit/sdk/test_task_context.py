@@ -4,10 +4,12 @@ anywhere no task attempt runs."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import subprocess
 import sys
+import tarfile
 import textwrap
 import threading
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 import fleetflow
 from fleetflow import current_context, map_task, task, workflow
 from fleetflow.bundle import build_bundle
-from fleetflow.context import NoTaskContextError, TaskContext
+from fleetflow.context import DIRECTORY_ARCHIVE, Checkpoint, NoTaskContextError, TaskContext
 from fleetflow.errors import WorkflowCompileError
 from fleetflow.storage import LocalBlobStore, read_uri
 
@@ -248,8 +250,8 @@ def report(x: int) -> str:
     ctx = current_context()
     ctx.logger.info("reporting from %s", ctx.node_id)
     try:
-        ctx.checkpoint.read()
-        checkpoint = "available"
+        checkpoint = "read " + repr((ctx.checkpoint.read() or b"").decode())
+        ctx.checkpoint.write(f"attempt {ctx.attempt_number} was here".encode())
     except CheckpointUnavailableError as exc:
         checkpoint = str(exc)
     return json.dumps(
@@ -336,10 +338,20 @@ def test_the_runtime_gives_the_attempt_identity_it_was_told(tmp_path: Path) -> N
         "workdir_is_dir": True,
         "local": False,
     }
-    assert checkpoint.startswith("checkpoints are only kept in local runs so far")
+    assert checkpoint.startswith("no checkpoint is kept for this attempt")
     assert not workdir.exists()  # removed when the attempt ended
     # The logger's records are in the attempt's log, as the task's own logging is.
     assert "INFO context_tasks.report: reporting from n2-report" in stderr
+
+
+def test_the_runtime_reads_and_rewrites_the_staged_checkpoint(tmp_path: Path) -> None:
+    kept = tmp_path / "staged-checkpoint"
+    kept.mkdir()
+    (kept / "checkpoint.bin").write_bytes(b"from attempt 1")
+    seen, _ = _run_runtime(tmp_path, ["--attempt-number", "2", "--checkpoint-dir", str(kept)])
+    assert seen["checkpoint"] == "read 'from attempt 1'"
+    assert (kept / "checkpoint.bin").read_bytes() == b"attempt 2 was here"
+    assert sorted(p.name for p in kept.iterdir()) == ["checkpoint.bin"]  # nothing half-written
 
 
 def test_the_runtime_without_an_identity_still_gives_a_context(tmp_path: Path) -> None:
@@ -347,3 +359,17 @@ def test_the_runtime_without_an_identity_still_gives_a_context(tmp_path: Path) -
     seen, _ = _run_runtime(tmp_path, [])
     assert (seen["execution_id"], seen["node_id"], seen["attempt_number"]) == ("", "", 0)
     assert seen["map_index"] is None
+
+
+def test_a_kept_archive_never_extracts_outside_its_destination(tmp_path: Path) -> None:
+    """A checkpoint archive a hostile earlier attempt shaped: nothing lands outside."""
+    root = tmp_path / "checkpoint"
+    root.mkdir()
+    with tarfile.open(root / DIRECTORY_ARCHIVE, "w") as tar:
+        data = b"escaped"
+        member = tarfile.TarInfo("../escaped.txt")
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+    with pytest.raises(tarfile.TarError):
+        Checkpoint(root).restore_directory(tmp_path / "restored")
+    assert not (tmp_path / "escaped.txt").exists()

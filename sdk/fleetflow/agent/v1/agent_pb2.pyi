@@ -377,6 +377,7 @@ class Assignment(_message.Message):
     INPUT_BLOBS_FIELD_NUMBER: _builtins.int
     ATTEMPT_NUMBER_FIELD_NUMBER: _builtins.int
     MAP_INDEX_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_URI_FIELD_NUMBER: _builtins.int
     attempt_id: _builtins.str
     fencing_token: _builtins.int
     execution_id: _builtins.str
@@ -403,6 +404,12 @@ class Assignment(_message.Message):
     """
     map_index: _builtins.int
     """The element of a map node the attempt runs; absent for an ordinary node."""
+    checkpoint_uri: _builtins.str
+    """Where the attempt's unit keeps its checkpoint: a prefix of the unit's own in the tenant's
+    space, holding at most `checkpoint.bin` and `directory.tar`. An agent that stages copies
+    them in before the task starts and uploads the task's after it ended; the task never
+    sees the URI. Empty: no checkpoint for this attempt.
+    """
     @_builtins.property
     def resources(self) -> Global___Resources: ...
     @_builtins.property
@@ -432,10 +439,11 @@ class Assignment(_message.Message):
         input_blobs: _abc.Iterable[Global___InputBlob] | None = ...,
         attempt_number: _builtins.int = ...,
         map_index: _builtins.int | None = ...,
+        checkpoint_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_map_index", b"_map_index", "map_index", b"map_index", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_map_index", b"_map_index", "attempt_id", b"attempt_id", "attempt_number", b"attempt_number", "bundle_uri", b"bundle_uri", "execution_id", b"execution_id", "fencing_token", b"fencing_token", "image", b"image", "input_blobs", b"input_blobs", "inputs_uri", b"inputs_uri", "map_index", b"map_index", "node_id", b"node_id", "outputs_uri", b"outputs_uri", "report_secret", b"report_secret", "resources", b"resources", "task_function", b"task_function", "task_module", b"task_module", "tenant", b"tenant", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_map_index", b"_map_index", "attempt_id", b"attempt_id", "attempt_number", b"attempt_number", "bundle_uri", b"bundle_uri", "checkpoint_uri", b"checkpoint_uri", "execution_id", b"execution_id", "fencing_token", b"fencing_token", "image", b"image", "input_blobs", b"input_blobs", "inputs_uri", b"inputs_uri", "map_index", b"map_index", "node_id", b"node_id", "outputs_uri", b"outputs_uri", "report_secret", b"report_secret", "resources", b"resources", "task_function", b"task_function", "task_module", b"task_module", "tenant", b"tenant", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__map_index: _TypeAlias = _typing.Literal["map_index"]  # noqa: Y015
     _WhichOneofArgType__map_index: _TypeAlias = _typing.Literal["_map_index", b"_map_index"]  # noqa: Y015
