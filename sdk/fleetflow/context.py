@@ -207,9 +207,13 @@ def current_context() -> TaskContext:
     if context is not None:
         return context
     compiler = sys.modules.get("fleetflow.compiler")
-    if compiler is not None and compiler.active_compilation() is not None:
+    compilation = compiler.active_compilation() if compiler is not None else None
+    if compilation is not None:
+        from fleetflow.promise import caller_location  # loaded with the compiler already
+
         raise NoTaskContextError(
-            "fleetflow.current_context() was called in a workflow body, which runs once to "
+            f"workflow '{compilation.workflow_name}' at {caller_location()}: "
+            "fleetflow.current_context() was called in the workflow body, which runs once to "
             "compile the graph, before any task does: call it inside a @task function"
         )
     raise NoTaskContextError(

@@ -207,14 +207,22 @@ def test_outside_a_task_is_a_clear_error() -> None:
 
 
 def test_in_a_workflow_body_is_a_clear_error() -> None:
-    with pytest.raises(NoTaskContextError, match="in a workflow body, which runs once") as caught:
+    with pytest.raises(NoTaskContextError, match="in the workflow body, which runs once") as caught:
 
         @workflow
         def asks_in_body(x: int) -> int:
-            current_context()
+            current_context()  # <- the line the error names
             return describe(x=x)
 
     assert not isinstance(caught.value, WorkflowCompileError)
+    line = next(
+        number
+        for number, text in enumerate(Path(__file__).read_text().splitlines(), start=1)
+        if "# <- the line the error names" in text
+    )
+    assert str(caught.value).startswith(
+        f"workflow '{__name__}.asks_in_body' at {__file__}:{line}: "
+    )
 
 
 @task
