@@ -15,6 +15,8 @@ this layout keep their `executions/<id>/` keys (the legacy layout, named so belo
     tenants/<tenant>/executions/<id>/<node>/outputs.json          (a map node's, collected)
     tenants/<tenant>/executions/<id>/<node>/chunk-<k>/outputs.json  (a map chunk's part of it)
     tenants/<tenant>/executions/<id>/<node>[/<map index>]/<attempt>/inputs.json, outputs.json
+    tenants/<tenant>/executions/<id>/<node>[/<map index>]/checkpoint/checkpoint.bin,
+                                                                  directory.tar  (a unit's)
     executions/<id>/...                                            (legacy)
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 _TENANTS = "tenants"
 _LEGACY_EXECUTIONS = "executions"
+_CHECKPOINT = "checkpoint"
 
 
 def tenant_prefix(tenant: str) -> str:
@@ -104,6 +107,19 @@ def attempt_prefix(
     if map_index is not None:
         unit = f"{unit}/{map_index}"
     return f"{unit}/{attempt_number}"
+
+
+def checkpoint_uri(attempt_outputs_uri: str, attempt_number: int) -> str:
+    """Where the unit of the attempt whose outputs document is `attempt_outputs_uri` (a node,
+    or one element of a map node: `<unit>/<attempt number>/outputs.json`) keeps its checkpoint:
+    `<unit>/checkpoint`, beside its attempts and shared by them only. Empty when the location
+    is not of that form (nothing is guessed).
+    """
+    head, _, document = attempt_outputs_uri.rpartition("/")
+    unit, _, number = head.rpartition("/")
+    if document != "outputs.json" or number != str(attempt_number) or not unit:
+        return ""
+    return f"{unit}/{_CHECKPOINT}"
 
 
 def inputs_key(prefix: str) -> str:

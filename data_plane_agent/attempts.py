@@ -48,6 +48,9 @@ class TaskAssignment:
     timeout_seconds: int = 0  # 0 = no timeout
     image: str = ""
     input_blobs: tuple[InputBlob, ...] = ()
+    attempt_number: int = 0  # 1 for the unit's first try; 0: the control plane did not say
+    map_index: int | None = None  # the element of a map node; None for an ordinary node
+    checkpoint_uri: str = ""  # where the attempt's unit keeps its checkpoint; "": none
 
 
 def _now() -> dt.datetime:

@@ -75,6 +75,9 @@ def assignment_from_proto(message: agent_pb2.Assignment) -> TaskAssignment:
             InputBlob(uri=blob.uri, file_name=blob.file_name, directory=blob.directory)
             for blob in message.input_blobs
         ),
+        attempt_number=message.attempt_number,
+        map_index=message.map_index if message.HasField("map_index") else None,
+        checkpoint_uri=message.checkpoint_uri,
     )
 
 

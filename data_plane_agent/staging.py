@@ -7,16 +7,23 @@ control plane checked are the tenant's) and nothing a task or an inputs document
 Files the task wrote are read without following links and only when the task's user owns them
 (no planted link or hard link makes the agent upload a file only it can read), and only the
 names a task may write are uploaded: the outputs document, `files/…` and `dirs/…`.
+
+Checkpoints (`fleetflow.context.Checkpoint`) go the same way: the unit's (at the
+`checkpoint_uri` the control plane derived from the attempt's own location, never a name a task
+gives) are copied into `checkpoint/` before the task starts, and the two files a checkpoint is
+made of are uploaded back after it ended, whatever its outcome, under the same checks.
 """
 
 from __future__ import annotations
 
+import logging
 import posixpath
 from pathlib import Path
 
 from data_plane_agent.attempts import TaskAssignment
 from data_plane_agent.sandbox import NotTheTasksFile, open_task_file
 from fleetflow import staging
+from fleetflow.context import CHECKPOINT_NAMES
 from fleetflow.errors import FleetflowError
 from fleetflow.staging import StagingError
 from fleetflow.storage import (
@@ -55,6 +62,68 @@ def stage_in(assignment: TaskAssignment, directory: Path) -> None:
         )
     except (FleetflowError, OSError) as exc:
         raise StagingError(f"could not stage the task's inputs: {exc}") from None
+
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = staging.CHECKPOINT_DIR
+"""Below the staged directory: the unit's checkpoint, which the task reads and rewrites."""
+
+
+def stage_checkpoint(assignment: TaskAssignment, directory: Path) -> Path | None:
+    """Copy the unit's checkpoint into `directory`'s `checkpoint/` (created, empty when the
+    unit has none yet); None, staging nothing, when the attempt has no checkpoint.
+
+    Raises:
+        StagingError: the checkpoint could not be read from the blob store.
+    """
+    if not assignment.checkpoint_uri:
+        return None
+    target = directory / CHECKPOINT_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        store = store_for_uri(assignment.checkpoint_uri)
+        for name in CHECKPOINT_NAMES:
+            uri = f"{assignment.checkpoint_uri}/{name}"
+            if store.exists(uri):
+                store.download(uri, target / name)
+    except (FleetflowError, OSError) as exc:
+        raise StagingError(f"could not stage the task's checkpoint: {exc}") from None
+    return target
+
+
+def keep_checkpoint(assignment: TaskAssignment, directory: Path, owner: int | None) -> list[str]:
+    """Upload the checkpoint files the task left in `directory`'s `checkpoint/` to its unit's
+    checkpoint location, for the unit's next attempt; the names uploaded.
+
+    Only the names a checkpoint is made of, and only regular files of the task's user, opened
+    without following links: what the agent cannot check is not uploaded (and said in its
+    log), and the attempt's outcome is not changed by it. Call only once no process of the
+    task is left.
+    """
+    if not assignment.checkpoint_uri:
+        return []
+    uploaded = []
+    store = open_blob_store(assignment.checkpoint_uri)
+    for name in CHECKPOINT_NAMES:
+        path = directory / CHECKPOINT_DIR / name
+        if not path.is_symlink() and not path.exists():
+            continue
+        try:
+            with open_task_file(path, owner) as fd:
+                store.upload(name, Path(f"/proc/self/fd/{fd}"))  # through the checked descriptor
+        except NotTheTasksFile as exc:
+            logger.warning(
+                "attempt %s: checkpoint %s not kept: it %s", assignment.attempt_id, name, exc
+            )
+            continue
+        except (FleetflowError, OSError) as exc:
+            logger.warning(
+                "attempt %s: checkpoint %s not kept: %s", assignment.attempt_id, name, exc
+            )
+            continue
+        uploaded.append(name)
+    return uploaded
 
 
 def _download(uri: str, dest: Path) -> None:

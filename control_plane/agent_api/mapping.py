@@ -6,12 +6,13 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from control_plane.blob_layout import checkpoint_uri
 from control_plane.db.models import TaskAttempt
 from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.files import blob_literals, has_blobs
 from fleetflow.ir import TaskSpec, TypeKind, WorkflowSpec
 from fleetflow.staging import is_file_name
-from fleetflow.states import AttemptState
+from fleetflow.states import NO_MAP_INDEX, AttemptState
 
 _STATES: dict[int, AttemptState] = {
     pb.ATTEMPT_STATE_RUNNING: AttemptState.RUNNING,
@@ -174,4 +175,7 @@ def _assignment(
         image=task.image or "",
         report_secret=report_secret,
         input_blobs=input_blobs,
+        attempt_number=_in_range("attempt_number", attempt.attempt_number, _INT32_MAX),
+        map_index=None if attempt.map_index == NO_MAP_INDEX else attempt.map_index,
+        checkpoint_uri=checkpoint_uri(attempt.outputs_uri, attempt.attempt_number),
     )

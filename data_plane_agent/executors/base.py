@@ -16,7 +16,20 @@ MAX_LOG_BYTES = 1 << 20
 def runtime_command(
     python: str, assignment: TaskAssignment, *, result_file: str, workdir: str
 ) -> list[str]:
-    """The command that runs one attempt, wherever it runs: `python -m fleetflow.runtime`."""
+    """The command that runs one attempt, wherever it runs: `python -m fleetflow.runtime`,
+    told the attempt's identity (for the task's `fleetflow.current_context()`)."""
+    identity = [
+        "--execution-id",
+        assignment.execution_id,
+        "--node-id",
+        assignment.node_id,
+        "--attempt-id",
+        assignment.attempt_id,
+        "--attempt-number",
+        str(assignment.attempt_number),
+    ]
+    if assignment.map_index is not None:
+        identity += ["--map-index", str(assignment.map_index)]
     return [
         python,
         "-m",
@@ -35,6 +48,7 @@ def runtime_command(
         result_file,
         "--workdir",
         workdir,
+        *identity,
     ]
 
 

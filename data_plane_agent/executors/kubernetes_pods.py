@@ -197,6 +197,9 @@ def assignment_to_json(assignment: TaskAssignment) -> str:
         },
         "timeout_seconds": assignment.timeout_seconds,
         "image": assignment.image,
+        "attempt_number": assignment.attempt_number,
+        "map_index": assignment.map_index,
+        "checkpoint_uri": assignment.checkpoint_uri,
     }
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 

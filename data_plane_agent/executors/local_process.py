@@ -8,9 +8,10 @@ start and imports); while that cannot run, or with `warm_runtime=False`, it is a
 `<work_dir>/attempts/<attempt_id>/log.txt` (the process's stdout and stderr), the agent's, and
 a sandbox directory of its own while it runs (`sandbox`: as a user of its own when it can),
 holding the unpacked code (`code/`), what the agent staged for it (`staged/`: bundle, inputs,
-input files; `data_plane_agent.staging`), its result file, and its `HOME` and `TMPDIR`. The task
-never touches the blob store: the agent copies its inputs in and uploads its outputs after it
-ended, then deletes the sandbox. The child runs in its own session, hence its own process group,
+input files, its unit's checkpoint; `data_plane_agent.staging`), its result file, and its `HOME`
+and `TMPDIR`. The task never touches the blob store: the agent copies its inputs in and uploads
+its outputs (and its checkpoint, whatever the outcome) after it ended, then deletes the
+sandbox. The child runs in its own session, hence its own process group,
 so stopping an attempt also stops whatever the task spawned (and every process left under the
 attempt's uid is killed). No `FLEETFLOW_*` setting of the agent's (its token, the blob store's
 credentials) nor AWS credentials are passed on to task code.
@@ -52,7 +53,14 @@ from data_plane_agent.sandbox import (
     resolve_isolation,
 )
 from data_plane_agent.settings import AgentSettings
-from data_plane_agent.staging import StagingError, collect_outputs, stage_in
+from data_plane_agent.staging import (
+    CHECKPOINT_DIR,
+    StagingError,
+    collect_outputs,
+    keep_checkpoint,
+    stage_checkpoint,
+    stage_in,
+)
 from fleetflow.child_processes import parent_env
 from fleetflow.errors import FleetflowError
 from fleetflow.states import AttemptState
@@ -341,6 +349,11 @@ class LocalProcessExecutor:
             ),
             "--staged",
             str(sandbox / STAGED_DIR),
+            *(
+                ["--checkpoint-dir", str(sandbox / STAGED_DIR / CHECKPOINT_DIR)]
+                if assignment.checkpoint_uri
+                else []
+            ),
         ]
 
     def _task_env(self, assignment: TaskAssignment, sandbox: Path) -> dict[str, str]:
@@ -484,6 +497,10 @@ class LocalProcessExecutor:
                 if isinstance(process, ForkedTask) and process.lost is not None:
                     # No one reaps it for us now: see it gone before its outcome is read.
                     await asyncio.to_thread(_wait_until_gone, process.pid, _LOST_TASK_END_SECONDS)
+            if attempt.stop_reason is None:  # kept before the end is told: a retry reads it
+                await asyncio.to_thread(
+                    keep_checkpoint, attempt.assignment, attempt.sandbox / STAGED_DIR, attempt.uid
+                )
             event = await self._outcome(attempt)
         except Exception as exc:  # an event must come out whatever happens here
             logger.exception("attempt %s: could not determine how it ended", attempt_id)
@@ -672,6 +689,7 @@ def _prepare_sandbox(sandbox: Path, assignment: TaskAssignment, uid: int | None)
     sandbox.mkdir(mode=0o700)
     (sandbox / "tmp").mkdir()
     stage_in(assignment, sandbox / STAGED_DIR)
+    stage_checkpoint(assignment, sandbox / STAGED_DIR)
     if uid is not None:
         for parent, dirs, files in os.walk(sandbox):
             for name in (parent, *(os.path.join(parent, n) for n in (*dirs, *files))):

@@ -47,6 +47,7 @@ from fleetflow.errors import (
 if TYPE_CHECKING:
     from fleetflow.client import Client
     from fleetflow.conditional import conditional
+    from fleetflow.context import TaskContext, current_context
     from fleetflow.fanout import MapTask, map_task
     from fleetflow.files import Directory, File
     from fleetflow.resources import Resources
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
 LAZY_EXPORTS = {
     "Client": "fleetflow.client",
     "conditional": "fleetflow.conditional",
+    "current_context": "fleetflow.context",
+    "TaskContext": "fleetflow.context",
     "Directory": "fleetflow.files",
     "File": "fleetflow.files",
     "MapTask": "fleetflow.fanout",
@@ -118,6 +121,7 @@ __all__ = [
     "MapTask",
     "PromiseAttributeError",
     "Resources",
+    "TaskContext",
     "TaskDefinitionError",
     "TaskFunction",
     "TaskOutputError",
@@ -127,6 +131,7 @@ __all__ = [
     "WorkflowInputError",
     "WorkflowOutputError",
     "conditional",
+    "current_context",
     "map_task",
     "task",
     "workflow",

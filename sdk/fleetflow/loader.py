@@ -2,21 +2,26 @@
 
 The file's directory is the code bundle's root and the file's stem its module name, so
 `examples/hello.py` is imported as module `hello` both here and inside the task process.
+
+`fleetflow run FILE TASK` runs a single `@task` as a workflow of one node (`task_as_workflow`):
+the same input flags, local run, outputs and `--remote` as a workflow, with nothing to write.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import os
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fleetflow.errors import DefinitionError, FleetflowError
 
 if TYPE_CHECKING:
+    from fleetflow.task import TaskFunction
     from fleetflow.workflow import WorkflowFunction
 
 
@@ -28,15 +33,20 @@ class WorkflowImportError(FleetflowError, ImportError):
     """Importing the workflow's file raised; the message names the file and the failing line."""
 
 
-def load_workflow(file: Path, name: str) -> tuple[WorkflowFunction, Path]:
+def load_workflow(file: Path, name: str, *, tasks: bool = False) -> tuple[WorkflowFunction, Path]:
     """Import `file` and return its workflow `name` and the bundle root directory.
 
+    With `tasks`, `name` may also be a `@task` of the file, returned as a workflow of one node
+    that runs it (`task_as_workflow`).
+
     Raises:
-        WorkflowNotFoundError: no such file, not a `.py` file, or no `@workflow` called `name`.
+        WorkflowNotFoundError: no such file, not a `.py` file, or no `@workflow` (nor, with
+            `tasks`, `@task`) called `name`; the message lists those the file has.
         WorkflowImportError: the file could not be imported (a syntax error, a missing module,
             an exception at import time, a module name taken by another module).
         DefinitionError: a task or workflow in the file does not compile.
     """
+    from fleetflow.task import TaskFunction
     from fleetflow.workflow import WorkflowFunction
 
     path = file.resolve()
@@ -61,6 +71,8 @@ def load_workflow(file: Path, name: str) -> tuple[WorkflowFunction, Path]:
             f"{loaded_from or 'a namespace package'}; rename the file"
         )
     candidate = getattr(module, name, None)
+    if tasks and isinstance(candidate, TaskFunction):
+        return task_as_workflow(candidate), root
     if not isinstance(candidate, WorkflowFunction):
         available = sorted(
             attr for attr, value in vars(module).items() if isinstance(value, WorkflowFunction)
@@ -70,11 +82,51 @@ def load_workflow(file: Path, name: str) -> tuple[WorkflowFunction, Path]:
             if available
             else f"; {file} defines no @workflow"
         )
+        if tasks:
+            task_names = sorted(
+                attr for attr, value in vars(module).items() if isinstance(value, TaskFunction)
+            )
+            hint += f"; tasks in {file}: {', '.join(task_names)}" if task_names else " nor @task"
+            available += task_names
         closest = difflib.get_close_matches(name, available, n=1)
         if closest:
             hint += f"; did you mean {closest[0]!r}?"
         raise WorkflowNotFoundError(f"{file} has no @workflow named {name!r}{hint}")
     return candidate, root
+
+
+def runnable_kind(wf: WorkflowFunction) -> str:
+    """How messages name `wf`: "task" for a task run alone (`task_as_workflow`), else
+    "workflow"."""
+    return str(getattr(wf, "kind", "workflow"))
+
+
+def task_as_workflow(task: TaskFunction[..., Any]) -> WorkflowFunction:
+    """A workflow of one node that runs `task`: its inputs and outputs are the task's, its
+    name, module and function the task's (so a remote run registers it under the task's
+    name), and its `kind` is "task" (for the messages of `fleetflow run`)."""
+    from fleetflow.workflow import WorkflowFunction
+
+    def run_one_task(**inputs: Any) -> Any:
+        result = task(**inputs)
+        return None if task.output_type is None else result
+
+    parameters = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=task.defaults.get(name, inspect.Parameter.empty),
+            annotation=py_type,
+        )
+        for name, py_type in task.input_types.items()
+    ]
+    run_one_task.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    run_one_task.__annotations__ = {**task.input_types, "return": task.output_type}
+    for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(run_one_task, attribute, getattr(task.fn, attribute))
+    wf: WorkflowFunction = WorkflowFunction(run_one_task)
+    wf.kind = "task"  # type: ignore[attr-defined]
+    return wf
 
 
 def workflow_source(wf: WorkflowFunction) -> tuple[WorkflowFunction, Path]:

@@ -11,6 +11,11 @@ once per element (in a thread pool bounded by the node's concurrency) and collec
 as lists in element order, and a cacheable task answers from the cache when one is given (local
 caching is opt-in: see `fleetflow.cache`).
 
+Every attempt runs with its `fleetflow.current_context()` (`fleetflow.context`): the run's
+`local-…` execution id, the node's id as compiled, the attempt's number, the element's index in
+a map node, a fresh working directory, and the unit's checkpoint, kept in a temporary directory
+of the run (removed when the run ends) for the unit's next attempt.
+
 Progress (a node started, finished and how long it took, a map's elements done out of how many)
 is logged at INFO on the `fleetflow.local` logger, which `fleetflow run` shows on stderr. While
 map elements run, what each element prints is prefixed with it (`[n1-train[3]] epoch 1`), a
@@ -23,14 +28,19 @@ import contextvars
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from fleetflow import ir
+from fleetflow.context import Checkpoint, attempt_context
 from fleetflow.errors import ConditionalFailedError, MapInputError
 from fleetflow.task import result_to_literals
 from fleetflow.types import to_python
@@ -43,6 +53,31 @@ logger = logging.getLogger("fleetflow.local")
 
 #: Threads a map node uses locally when it sets no concurrency (as many as elements, capped).
 DEFAULT_MAP_CONCURRENCY = min(32, (os.cpu_count() or 1) + 4)
+
+
+@dataclass(frozen=True)
+class LocalExecution:
+    """One local run: its execution id and where its units keep their checkpoints."""
+
+    id: str
+    checkpoints: Path
+
+    @classmethod
+    @contextmanager
+    def started(cls) -> Iterator[LocalExecution]:
+        """A new local execution for the block; its checkpoints are removed when it ends."""
+        with tempfile.TemporaryDirectory(
+            prefix="fleetflow-local-run-", ignore_cleanup_errors=True
+        ) as directory:
+            yield cls(id=f"local-{uuid.uuid4().hex[:12]}", checkpoints=Path(directory))
+
+    def checkpoint(self, node_id: str, map_index: int | None) -> Checkpoint:
+        """The checkpoint of one unit: a node, or one element of a map node."""
+        return Checkpoint(self.checkpoints / _unit_path(node_id, map_index))
+
+
+def _unit_path(node_id: str, map_index: int | None) -> str:
+    return node_id if map_index is None else f"{node_id}/{map_index}"
 
 
 Step = TypeVar("Step", ir.Node, ir.Node | ir.Failure)
@@ -85,6 +120,17 @@ def run_locally(
     An exception raised by a task (after its retries) propagates unchanged, with a note naming
     the node (and the element, in a map node).
     """
+    with LocalExecution.started() as execution:
+        return _run_nodes(spec, tasks, inputs, cache, execution)
+
+
+def _run_nodes(
+    spec: ir.WorkflowSpec,
+    tasks: Mapping[str, TaskFunction[..., Any]],
+    inputs: Mapping[str, Any],
+    cache: LocalCache | None,
+    execution: LocalExecution,
+) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     run_started = time.monotonic()
 
@@ -122,7 +168,9 @@ def run_locally(
             logger.info("%s started (task %s)", node.id, node.task)
             started = time.monotonic()
             try:
-                results[node.id] = run_task_unit(task, literals, node.id, cache=cache)
+                results[node.id] = run_task_unit(
+                    task, literals, node.id, cache=cache, execution=execution, node_id=node.id
+                )
             except Exception as exc:
                 logger.info("%s failed after %s (%s)", node.id, _since(started), type(exc).__name__)
                 exc.add_note(f"in {where}")
@@ -131,7 +179,13 @@ def run_locally(
             continue
         units = map_units(literals, node.map.over, f"map {where}")
         element_outputs = run_map_units(
-            task, units, node.map.concurrency, node.id, where=f"map {where}", cache=cache
+            task,
+            units,
+            node.map.concurrency,
+            node.id,
+            where=f"map {where}",
+            cache=cache,
+            execution=execution,
         )
         results[node.id] = collect_map_outputs(task, element_outputs)
     logger.info("workflow %s succeeded in %s", spec.name, _since(run_started))
@@ -144,8 +198,12 @@ def run_task_unit(
     path: str,
     *,
     cache: LocalCache | None = None,
+    execution: LocalExecution,
+    node_id: str,
+    map_index: int | None = None,
 ) -> dict[str, Any]:
-    """Run one call of `task` on input literals: from the cache if it can, else with retries.
+    """Run one call of `task` on input literals: from the cache if it can, else with retries,
+    each attempt with its `current_context()` (node `node_id`, element `map_index`).
 
     Returns its outputs as literals by name; raises what the last attempt raised.
     """
@@ -158,12 +216,22 @@ def run_task_unit(
     attempts = 1 + spec.retries
     for attempt in range(1, attempts + 1):
         try:
-            kwargs = {
-                name: to_python(literal, task.input_types[name], f"{path}.{name}")
-                for name, literal in literals.items()
-            }
-            value = task.fn(**kwargs)
-            outputs = result_to_literals(task, value, f"{path}.outputs")
+            with attempt_context(
+                execution_id=execution.id,
+                node_id=node_id,
+                attempt_number=attempt,
+                map_index=map_index,
+                attempt_id=f"{execution.id}/{_unit_path(node_id, map_index)}/{attempt}",
+                task_name=spec.name,
+                local=True,
+                checkpoint=execution.checkpoint(node_id, map_index),
+            ):
+                kwargs = {
+                    name: to_python(literal, task.input_types[name], f"{path}.{name}")
+                    for name, literal in literals.items()
+                }
+                value = task.fn(**kwargs)
+                outputs = result_to_literals(task, value, f"{path}.outputs")
         except Exception as exc:
             if attempt == attempts:
                 if attempts > 1:
@@ -209,11 +277,14 @@ def run_map_units(
     *,
     where: str,
     cache: LocalCache | None = None,
+    execution: LocalExecution | None = None,
 ) -> list[dict[str, Any]]:
     """Run every element, at most `concurrency` at a time; their outputs in element order.
 
     The first element to fail stops the elements not started yet; its exception is raised with
     a note naming the element. What an element prints is prefixed with `[<node_id>[<index>]]`.
+    The elements are units of `execution` (of a local execution of their own when None: a map
+    task called outside a workflow).
     """
     if not units:
         logger.info("%s: no elements to run", node_id)
@@ -230,6 +301,7 @@ def run_map_units(
     started = time.monotonic()
     done = 0
     done_lock = threading.Lock()
+    run = execution  # its own, made below, when None
 
     def run_element(index: int, literals: Mapping[str, Any]) -> dict[str, Any]:
         nonlocal done
@@ -237,7 +309,16 @@ def run_map_units(
         _element_label.set(label)  # in this element's copy of the context, see `submit` below
         element_started = time.monotonic()
         try:
-            outputs = run_task_unit(task, literals, label, cache=cache)
+            assert run is not None
+            outputs = run_task_unit(
+                task,
+                literals,
+                label,
+                cache=cache,
+                execution=run,
+                node_id=node_id,
+                map_index=index,
+            )
         except Exception as exc:
             logger.info(
                 "%s failed after %s (%s)", label, _since(element_started), type(exc).__name__
@@ -252,10 +333,13 @@ def run_map_units(
             )
         return outputs
 
-    with (
-        _element_output.labelled(),
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleetflow-map") as pool,
-    ):
+    with ExitStack() as stack:
+        if execution is None:
+            run = stack.enter_context(LocalExecution.started())
+        stack.enter_context(_element_output.labelled())
+        pool = stack.enter_context(
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleetflow-map")
+        )
         # Each element runs in a copy of this context, as a task on a cluster runs on its own.
         futures: list[Future[dict[str, Any]]] = [
             pool.submit(contextvars.copy_context().run, run_element, index, literals)

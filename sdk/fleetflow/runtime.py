@@ -2,13 +2,19 @@
 
 An agent launches it as
 ``python -m fleetflow.runtime --bundle-uri URI --inputs-uri URI --outputs-uri URI
---module M --function F --result-file PATH [--workdir DIR]``.
+--module M --function F --result-file PATH [--workdir DIR]
+[--execution-id E --node-id N --attempt-id A --attempt-number K [--map-index I]]
+[--checkpoint-dir DIR]``.
 It downloads and unpacks the code bundle, imports the `@fleetflow.task` function, converts the
 JSON inputs to Python values with the type system, calls the function, and writes the outputs
 (`{"o0": literal}`, one entry per field of a NamedTuple return type, or `{}` for a task without
 a result) back to the blob store. `File`/`Directory` inputs are downloaded into the work
 directory (`.fleetflow/downloads/`) and those the task returns are uploaded next to the outputs
-document, content-addressed (`files/<sha256>/<name>`, `dirs/<sha256>/...`).
+document, content-addressed (`files/<sha256>/<name>`, `dirs/<sha256>/...`). The task runs
+with its `fleetflow.current_context()` made of the attempt's identity given on the command line
+(execution, node, attempt, map element: empty when an older agent gives none), and its unit's
+checkpoint in `--checkpoint-dir`, which its agent staged and uploads again after the attempt
+(none without it: `ctx.checkpoint` then raises `CheckpointUnavailableError`).
 
 It always tells the agent how it ended through the result file, a small JSON document:
 ``{"status": "SUCCEEDED"}`` (exit 0), or ``{"status": "FAILED", "message": "ValueError: …",
@@ -47,6 +53,7 @@ from typing import Any, NoReturn
 from fleetflow import presigned, staging
 from fleetflow.bundle import extract_bundle, verify_bundle
 from fleetflow.child_processes import die_with_parent_if_asked
+from fleetflow.context import Checkpoint, attempt_context
 from fleetflow.errors import FleetflowError, format_user_traceback, strip_bundle_root
 from fleetflow.files import blob_context
 from fleetflow.logs import sdk_lines_to
@@ -60,6 +67,20 @@ logger = logging.getLogger("fleetflow.runtime")
 DOWNLOADS_DIR = ".fleetflow/downloads"
 STATUS_SUCCEEDED = "SUCCEEDED"
 STATUS_FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class AttemptIdentity:
+    """Which attempt of which unit this is: what `current_context()` tells the task."""
+
+    execution_id: str = ""
+    node_id: str = ""
+    attempt_id: str = ""
+    attempt_number: int = 0
+    """1 for a unit's first attempt; 0 when the agent did not say."""
+    map_index: int | None = None
+    checkpoint_dir: Path | None = None
+    """Where the unit's checkpoint was staged; None: its agent keeps none."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +99,7 @@ class TaskInvocation:
     presigned: dict[str, Any] | None = None
     """URLs to fill `staged` from and a policy to upload its outputs with
     (`fleetflow.presigned`), when the agent cannot stage into the task's filesystem."""
+    identity: AttemptIdentity = AttemptIdentity()
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -112,6 +134,21 @@ def argument_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"fetch the staged directory from the presigned URLs in ${presigned.ENV} and "
         "upload the outputs with its policy (no blob store credentials needed)",
+    )
+    identity = parser.add_argument_group("the attempt's identity, for current_context()")
+    identity.add_argument("--execution-id", default="", help="the execution's id")
+    identity.add_argument("--node-id", default="", help="the node's id, as compiled")
+    identity.add_argument("--attempt-id", default="", help="the attempt's id")
+    identity.add_argument(
+        "--attempt-number", type=int, default=0, help="1 for the unit's first attempt"
+    )
+    identity.add_argument(
+        "--map-index", type=int, default=None, help="the element of a map node, if one"
+    )
+    identity.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="directory the agent staged the unit's checkpoint into, and uploads it from",
     )
     return parser
 
@@ -204,7 +241,21 @@ def run_task(invocation: TaskInvocation) -> None:
 
         logger.info("running %s.%s", invocation.module, invocation.function)
         started = time.monotonic()
-        result = task_fn.fn(**kwargs)
+        identity = invocation.identity
+        with attempt_context(
+            execution_id=identity.execution_id,
+            node_id=identity.node_id,
+            attempt_number=identity.attempt_number,
+            map_index=identity.map_index,
+            attempt_id=identity.attempt_id,
+            task_name=getattr(getattr(task_fn, "spec", None), "name", "")
+            or f"{invocation.module}.{invocation.function}",
+            local=False,
+            checkpoint=(
+                Checkpoint(identity.checkpoint_dir) if identity.checkpoint_dir is not None else None
+            ),
+        ):
+            result = task_fn.fn(**kwargs)
         logger.info(
             "%s.%s returned after %.3fs",
             invocation.module,
@@ -283,6 +334,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir=workdir,
         staged=staged,
         presigned=manifest,
+        identity=AttemptIdentity(
+            execution_id=args.execution_id,
+            node_id=args.node_id,
+            attempt_id=args.attempt_id,
+            attempt_number=args.attempt_number,
+            map_index=args.map_index,
+            checkpoint_dir=Path(args.checkpoint_dir).resolve() if args.checkpoint_dir else None,
+        ),
     )
     with sdk_lines_to(sys.stderr, timestamps=True):
         return _run(invocation, result_file)

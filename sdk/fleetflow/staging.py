@@ -9,7 +9,10 @@ An agent that stages (the local-process executor) fills a directory before the t
   the runtime's blob context looks for them (`fleetflow.files.download_target`);
 - `outputs/`: empty; the runtime writes the outputs document here under its own name, and every
   File or Directory the task returns below `files/` and `dirs/`, exactly the keys it would
-  have written below the attempt's prefix in the store.
+  have written below the attempt's prefix in the store;
+- `checkpoint/`: the unit's checkpoint (`fleetflow.context.CHECKPOINT_NAMES`), when the attempt
+  has one; the runtime reads and rewrites it there (`--checkpoint-dir`), and the agent uploads
+  it back to the unit's checkpoint location after the task ended, whatever its outcome.
 
 After the task ends the agent uploads what `outputs/` holds (those names only) below the
 attempt's prefix. The values the task returns name their blobs by the URIs they get there.
@@ -29,6 +32,7 @@ BUNDLE_FILE = "bundle.tar.gz"
 INPUTS_FILE = "inputs.json"
 DOWNLOADS_DIR = "downloads"
 OUTPUTS_DIR = "outputs"
+CHECKPOINT_DIR = "checkpoint"
 #: The prefixes below the attempt's outputs location a task may write (besides the outputs
 #: document itself): content-addressed files and directories.
 UPLOAD_PREFIXES = ("files/", "dirs/")

@@ -91,8 +91,9 @@ def _unknown_input(
     suggestion = did_you_mean(flag, [*flags, *command_options])
     hint = f"; did you mean {suggestion}?" if suggestion else ""
     name = flag[2:].replace("-", "_")
+    kind = getattr(wf, "kind", "workflow")  # "task" for a task run alone
     return (
-        f"workflow '{wf.spec.name}' has no input '{name}'; "
+        f"{kind} '{wf.spec.name}' has no input '{name}'; "
         f"its inputs are: {', '.join(names) or 'none'}{hint}"
     )
 

@@ -315,7 +315,7 @@ class RunCommand(TyperCommand):
         from fleetflow.loader import load_workflow
 
         file, workflow_name = wanted
-        wf, _ = load_workflow(file, workflow_name)
+        wf, _ = load_workflow(file, workflow_name, tasks=True)
         _print_workflow_help(wf, file)
         return None
 
@@ -365,7 +365,10 @@ def run(
         ..., metavar="FILE", help="Python file that defines the workflow.", show_default=False
     ),
     workflow_name: str = typer.Argument(
-        ..., metavar="WORKFLOW", help="Name of the @workflow function.", show_default=False
+        ...,
+        metavar="WORKFLOW",
+        help="Name of the @workflow function, or of a @task to run alone.",
+        show_default=False,
     ),
     remote: bool = typer.Option(
         False, "--remote", help="Run on the control plane instead of in this process."
@@ -413,10 +416,12 @@ def run(
         "--no-wait, else finished), or the preview of --dry-run.",
     ),
 ) -> None:
-    """Run WORKFLOW from FILE, in this process or (--remote) on the control plane."""
-    from fleetflow.loader import load_workflow
+    """Run WORKFLOW (or a single task) from FILE, in this process or (--remote) on the
+    control plane."""
+    from fleetflow.loader import load_workflow, runnable_kind
 
-    wf, root = load_workflow(file, workflow_name)
+    wf, root = load_workflow(file, workflow_name, tasks=True)
+    kind = runnable_kind(wf)
     if dry_run and not remote:
         raise CommandUsageError("--dry-run previews a remote run: add --remote")
     if priority and not remote:
@@ -432,7 +437,8 @@ def run(
         from fleetflow.cache import LocalCache
 
         info = err_console if as_json else console
-        info.print(f"running [bold]{wf.spec.name}[/bold] locally")
+        shown = f"[bold]{wf.spec.name}[/bold]"
+        info.print(f"running {'task ' if kind == 'task' else ''}{shown} locally")
         cache = LocalCache(cache_dir) if cache_dir is not None else LocalCache.from_env()
         outputs = _run_locally(wf, values, cache)
         if cache is not None and (cache.hits or cache.misses):
@@ -451,6 +457,11 @@ def run(
         return
     from fleetflow.cli.remote import run_remote
 
+    if kind == "task":
+        (err_console if as_json else console).print(
+            f"task [bold]{wf.spec.name}[/bold] runs on the control plane as a workflow of one "
+            "node, registered under the task's name"
+        )
     with client(ctx) as api:
         run_remote(
             api,
@@ -470,6 +481,8 @@ def _print_workflow_help(wf: WorkflowFunction[..., Any], file: Path) -> None:
     """Usage, the workflow's docstring and its typed inputs with their defaults."""
     from rich.table import Table
 
+    from fleetflow.loader import runnable_kind
+
     usage = f"fleetflow run [--remote] {file} {wf.fn.__name__}"
     inputs = wf.spec.interface.inputs
     console.print(Text(f"Usage: {usage}" + (" [--INPUT VALUE ...]" if inputs else "")))
@@ -478,7 +491,7 @@ def _print_workflow_help(wf: WorkflowFunction[..., Any], file: Path) -> None:
         console.print()
         console.print(Text(doc))
     console.print()
-    console.print(Text(f"Inputs of workflow {wf.spec.name}:", style="bold"))
+    console.print(Text(f"Inputs of {runnable_kind(wf)} {wf.spec.name}:", style="bold"))
     if not inputs:
         console.print("  none")
     table = Table(box=None, show_header=False, padding=(0, 2))
@@ -516,12 +529,14 @@ def _describe_inputs(wf: WorkflowFunction[..., Any]) -> str:
 def _require_inputs(wf: WorkflowFunction[..., Any], values: dict[str, Any]) -> None:
     """Name every missing required input at once, with the workflow's whole interface."""
     from fleetflow.errors import WorkflowInputError
+    from fleetflow.loader import runnable_kind
 
     missing = [v for v in wf.spec.interface.inputs if not v.has_default and v.name not in values]
     if missing:
         names = ", ".join(f"--{v.name} ({v.type.describe()})" for v in missing)
         raise WorkflowInputError(
-            f"workflow '{wf.spec.name}' needs {names}; its inputs: {_describe_inputs(wf)}",
+            f"{runnable_kind(wf)} '{wf.spec.name}' needs {names}; "
+            f"its inputs: {_describe_inputs(wf)}",
             input_name=missing[0].name,
         )
 
@@ -536,10 +551,12 @@ def _run_locally(
     """
     from contextlib import redirect_stdout
 
+    from fleetflow.context import task_log_records_to_stderr
+    from fleetflow.loader import runnable_kind
     from fleetflow.logs import sdk_lines_to
 
     try:
-        with sdk_lines_to(sys.stderr), redirect_stdout(sys.stderr):
+        with sdk_lines_to(sys.stderr), redirect_stdout(sys.stderr), task_log_records_to_stderr():
             return wf.run_local(values, cache=cache)
     except Exception as exc:
         notes = getattr(exc, "__notes__", None)
@@ -549,7 +566,7 @@ def _run_locally(
         if shown:
             err_console.print(shown, markup=False, highlight=False)
         raise LocalRunError(
-            f"workflow '{wf.spec.name}' failed locally: {exc.__class__.__name__}: {exc}"
+            f"{runnable_kind(wf)} '{wf.spec.name}' failed locally: {exc.__class__.__name__}: {exc}"
         ) from None
 
 

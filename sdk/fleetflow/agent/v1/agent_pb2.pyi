@@ -375,6 +375,9 @@ class Assignment(_message.Message):
     IMAGE_FIELD_NUMBER: _builtins.int
     REPORT_SECRET_FIELD_NUMBER: _builtins.int
     INPUT_BLOBS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_NUMBER_FIELD_NUMBER: _builtins.int
+    MAP_INDEX_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_URI_FIELD_NUMBER: _builtins.int
     attempt_id: _builtins.str
     fencing_token: _builtins.int
     execution_id: _builtins.str
@@ -394,6 +397,18 @@ class Assignment(_message.Message):
     fencing token must carry it. New for every lease; the control plane keeps only its
     SHA-256. The agent keeps it in memory only: never on disk, in logs, or in the task's
     environment. Empty from a control plane that predates report secrets.
+    """
+    attempt_number: _builtins.int
+    """Which try of its unit (a node, or one element of a map node) this attempt is: 1 for the
+    first. 0 from a control plane that predates it. Told to the task (`current_context()`).
+    """
+    map_index: _builtins.int
+    """The element of a map node the attempt runs; absent for an ordinary node."""
+    checkpoint_uri: _builtins.str
+    """Where the attempt's unit keeps its checkpoint: a prefix of the unit's own in the tenant's
+    space, holding at most `checkpoint.bin` and `directory.tar`. An agent that stages copies
+    them in before the task starts and uploads the task's after it ended; the task never
+    sees the URI. Empty: no checkpoint for this attempt.
     """
     @_builtins.property
     def resources(self) -> Global___Resources: ...
@@ -422,12 +437,17 @@ class Assignment(_message.Message):
         image: _builtins.str = ...,
         report_secret: _builtins.str = ...,
         input_blobs: _abc.Iterable[Global___InputBlob] | None = ...,
+        attempt_number: _builtins.int = ...,
+        map_index: _builtins.int | None = ...,
+        checkpoint_uri: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_map_index", b"_map_index", "map_index", b"map_index", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_id", b"attempt_id", "bundle_uri", b"bundle_uri", "execution_id", b"execution_id", "fencing_token", b"fencing_token", "image", b"image", "input_blobs", b"input_blobs", "inputs_uri", b"inputs_uri", "node_id", b"node_id", "outputs_uri", b"outputs_uri", "report_secret", b"report_secret", "resources", b"resources", "task_function", b"task_function", "task_module", b"task_module", "tenant", b"tenant", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_map_index", b"_map_index", "attempt_id", b"attempt_id", "attempt_number", b"attempt_number", "bundle_uri", b"bundle_uri", "checkpoint_uri", b"checkpoint_uri", "execution_id", b"execution_id", "fencing_token", b"fencing_token", "image", b"image", "input_blobs", b"input_blobs", "inputs_uri", b"inputs_uri", "map_index", b"map_index", "node_id", b"node_id", "outputs_uri", b"outputs_uri", "report_secret", b"report_secret", "resources", b"resources", "task_function", b"task_function", "task_module", b"task_module", "tenant", b"tenant", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__map_index: _TypeAlias = _typing.Literal["map_index"]  # noqa: Y015
+    _WhichOneofArgType__map_index: _TypeAlias = _typing.Literal["_map_index", b"_map_index"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__map_index) -> _WhichOneofReturnType__map_index | None: ...
 
 Global___Assignment: _TypeAlias = Assignment  # noqa: Y015
 
