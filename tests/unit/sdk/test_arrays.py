@@ -21,6 +21,7 @@ from hypothesis.extra import numpy as hnp
 from hypothesis.extra import pandas as hpd
 
 from fleetflow import File, LiteralValidationError, task, workflow
+from fleetflow.cache import LocalCache
 from fleetflow.errors import UnsupportedTypeError, WorkflowCompileError
 from fleetflow.files import blob_context, blob_literals, has_blobs, map_blob_literals
 from fleetflow.ir import LiteralType, TypeKind
@@ -369,3 +370,33 @@ def test_read_back_is_a_copy_the_task_may_change(tmp_path: Path) -> None:
     first[0] = 9.0  # writable, and not shared with the next reader
     assert to_python(literal, np.ndarray)[0] == 0.0
     assert read_uri(literal["uri"])[:6] == b"\x93NUMPY"
+
+
+CALLS: list[str] = []
+
+
+@task(cache=True, cache_version="1")
+def cached_gram(a: np.ndarray) -> pd.DataFrame:
+    CALLS.append("gram")
+    return pd.DataFrame(a.T @ a)
+
+
+@workflow
+def gram(a: np.ndarray) -> pd.DataFrame:
+    return cached_gram(a=a)
+
+
+def test_the_local_cache_keys_them_by_content_and_keeps_their_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    CALLS.clear()
+    cache = LocalCache(tmp_path / "cache")
+    a = np.arange(6.0).reshape(3, 2)
+    first = gram.outputs_to_python(gram.run_local({"a": a}, cache=cache))
+    # An equal array (another object) hits; the cached output is a copy inside the cache.
+    literal = gram.run_local({"a": a.copy()}, cache=cache)["o0"]
+    assert CALLS == ["gram"] and cache.hits == 1
+    assert Path(literal["uri"].removeprefix("file://")).is_relative_to(tmp_path / "cache")
+    pd.testing.assert_frame_equal(gram.outputs_to_python({"o0": literal}), first)
+    gram.run_local({"a": a + 1}, cache=cache)
+    assert CALLS == ["gram", "gram"]
