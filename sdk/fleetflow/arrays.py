@@ -97,13 +97,13 @@ def _installed(name: str) -> bool:
         return False
 
 
-def _module(name: str, why: str, path: str) -> Any:
-    """Import `name`, or say which package to install."""
+def _module(name: str, why: str) -> Any:
+    """Import `name`, or say which package to install (the caller names the value's path)."""
     try:
         return importlib.import_module(name)
     except ImportError:
         raise LiteralValidationError(
-            path, f"{why} needs {name}, which is not installed here: pip install {name}"
+            "", f"{why} needs {name}, which is not installed here: pip install {name}"
         ) from None
 
 
@@ -117,13 +117,13 @@ def _write_npy(value: Any, target: Path) -> None:
             "only hold pickled (never read back by a task); use a numeric, bool, string, "
             "bytes or datetime dtype"
         )
-    numpy = _module("numpy", "an ndarray", "")
+    numpy = _module("numpy", "an ndarray")
     with target.open("wb") as out:
         numpy.save(out, value, allow_pickle=False)
 
 
 def _read_npy(source: Path) -> Any:
-    numpy = _module("numpy", "an ndarray value", "")
+    numpy = _module("numpy", "an ndarray value")
     with source.open("rb") as f:
         # A hostile file must never unpickle: object arrays are refused (ValueError).
         value = numpy.load(f, allow_pickle=False)
@@ -138,13 +138,13 @@ def _read_npy(source: Path) -> Any:
 
 
 def _write_parquet(value: Any, target: Path) -> None:
-    _module("pyarrow", "a DataFrame (stored as Parquet)", "")
+    _module("pyarrow", "a DataFrame (stored as Parquet)")
     value.to_parquet(target, engine="pyarrow")
 
 
 def _read_parquet(source: Path) -> Any:
-    pandas = _module("pandas", "a DataFrame value", "")
-    _module("pyarrow", "a DataFrame (stored as Parquet)", "")
+    pandas = _module("pandas", "a DataFrame value")
+    _module("pyarrow", "a DataFrame (stored as Parquet)")
     return pandas.read_parquet(source, engine="pyarrow")
 
 

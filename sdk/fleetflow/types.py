@@ -23,7 +23,8 @@ One module, so the SDK, the task runtime and the control plane agree on every va
 | `set[T]`, `frozenset[T]` (scalars)  | set       | array of distinct items, in their JSON order  |
 | dataclass, pydantic model           | struct    | object with exactly the fields                |
 | `File`, `Directory`                 | file/dir  | `{"uri", "name"}`, `{"uri"}`                  |
-| `numpy.ndarray`, `pandas.DataFrame` | ndarray/dataframe | a File's: its `.npy` / Parquet file   |
+| `numpy.ndarray`, `pandas.DataFrame` | ndarray/  | a File's, naming its `.npy` / Parquet file    |
+|                                     | dataframe | (`fleetflow.arrays`)                          |
 
 `bool` is not an `int`, and an `int` widens only to `float`. `Annotated[T, ...]` is `T`
 anywhere (its metadata is ignored).
