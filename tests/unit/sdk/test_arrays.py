@@ -20,11 +20,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from hypothesis.extra import pandas as hpd
 
+from control_plane.agent_api.mapping import UnleasableAttemptError, input_blobs
 from fleetflow import File, LiteralValidationError, task, workflow
 from fleetflow.cache import LocalCache
 from fleetflow.errors import UnsupportedTypeError, WorkflowCompileError
 from fleetflow.files import blob_context, blob_literals, has_blobs, map_blob_literals
-from fleetflow.ir import LiteralType, TypeKind
+from fleetflow.ir import LiteralType, TaskSpec, TypedInterface, TypeKind, Variable
 from fleetflow.storage import LocalBlobStore, read_uri
 from fleetflow.types import is_assignable, literal_type_of, to_literal, to_python, validate_literal
 
@@ -400,3 +401,36 @@ def test_the_local_cache_keys_them_by_content_and_keeps_their_files(
     pd.testing.assert_frame_equal(gram.outputs_to_python({"o0": literal}), first)
     gram.run_local({"a": a + 1}, cache=cache)
     assert CALLS == ["gram", "gram"]
+
+
+# ------------------------------------------------------------- what the control plane stages
+
+OWN = "file:///blobs/tenants/acme/"
+
+
+def _own_only(uri: str) -> str | None:
+    return None if uri.startswith(OWN) else "is not its tenant's to read"
+
+
+@pytest.mark.parametrize("kind", [TypeKind.NDARRAY, TypeKind.DATAFRAME])
+def test_a_lease_stages_them_as_files_and_refuses_another_tenants(kind: TypeKind) -> None:
+    spec = TaskSpec(
+        name="m.f",
+        module="m",
+        function="f",
+        interface=TypedInterface(
+            inputs=[
+                Variable(
+                    name="values", type=LiteralType(kind=TypeKind.LIST, item=LiteralType(kind=kind))
+                )
+            ]
+        ),
+    )
+    own = {"uri": OWN + "executions/e/n/1/files/a/array.npy", "name": "array.npy"}
+    listed = input_blobs({"values": [own]}, spec, _own_only)
+    assert [(b.uri, b.file_name, b.directory) for b in listed] == [(own["uri"], "array.npy", False)]
+    theirs = {"uri": "file:///blobs/tenants/beta/uploads/files/x/array.npy", "name": "array.npy"}
+    with pytest.raises(UnleasableAttemptError, match=r"inputs\.values\[1\] names .*tenant's"):
+        input_blobs({"values": [own, theirs]}, spec, _own_only)
+    with pytest.raises(UnleasableAttemptError, match=r"inputs\.values\[0\] has no usable file"):
+        input_blobs({"values": [{**own, "name": "../x"}]}, spec, _own_only)
