@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlparse
 from pydantic_core import core_schema
 
 from fleetflow.errors import FleetflowError, LiteralValidationError
-from fleetflow.ir import LiteralType, TypeKind, union_value
+from fleetflow.ir import FILE_KINDS, LiteralType, TypeKind, union_value
 from fleetflow.storage import BlobStore, relative_key, store_for_uri
 
 
@@ -343,7 +343,8 @@ def map_blob_literals(
 ) -> Any:
     """A copy of `literal` with every File and Directory literal inside it (at any depth:
     optionals, lists, dicts, struct fields, union variants) replaced by
-    `convert(kind, blob_literal)`.
+    `convert(kind, blob_literal)`. `kind` is how the blob is stored, FILE or DIRECTORY: an
+    ndarray's or a DataFrame's literal is a file's (`ir.FILE_KINDS`), and converted as one.
 
     Used wherever blobs need a different name than the one a local run gives them: uploaded
     before a remote run, keyed by content in the local cache, copied into it.
@@ -352,7 +353,9 @@ def map_blob_literals(
         return None
     kind = literal_type.kind
     item = literal_type.item
-    if kind in (TypeKind.FILE, TypeKind.DIRECTORY):
+    if kind in FILE_KINDS:
+        return convert(TypeKind.FILE, literal)
+    if kind is TypeKind.DIRECTORY:
         return convert(kind, literal)
     if kind is TypeKind.OPTIONAL and item is not None:
         return map_blob_literals(literal, item, convert)
@@ -380,7 +383,8 @@ def map_blob_literals(
 def blob_literals(
     literal: Any, literal_type: LiteralType, path: str
 ) -> Iterator[tuple[str, TypeKind, Any]]:
-    """Every (path, FILE or DIRECTORY, literal) inside `literal`, at any depth, in value order.
+    """Every (path, FILE or DIRECTORY, literal) inside `literal`, at any depth, in value order
+    (an ndarray or a DataFrame is a FILE: its literal names the file it is stored as).
 
     Shapes are checked as it goes, not trusted: a value that does not have its type's shape
     (a task's output is the task's word) holds no blobs below that point; the blob literals
@@ -390,7 +394,9 @@ def blob_literals(
     item = literal_type.item
     if literal is None:
         return
-    if kind in (TypeKind.FILE, TypeKind.DIRECTORY):
+    if kind in FILE_KINDS:
+        yield path, TypeKind.FILE, literal
+    elif kind is TypeKind.DIRECTORY:
         yield path, kind, literal
     elif kind is TypeKind.OPTIONAL and item is not None:
         yield from blob_literals(literal, item, path)
@@ -412,8 +418,9 @@ def blob_literals(
 
 
 def has_blobs(literal_type: LiteralType) -> bool:
-    """Whether values of this type can hold a File or Directory."""
-    if literal_type.kind in (TypeKind.FILE, TypeKind.DIRECTORY):
+    """Whether values of this type can hold a File or Directory (or an ndarray or DataFrame,
+    stored as a file)."""
+    if literal_type.kind in FILE_KINDS or literal_type.kind is TypeKind.DIRECTORY:
         return True
     if literal_type.item is not None and has_blobs(literal_type.item):
         return True

@@ -32,7 +32,8 @@ SINGLE_OUTPUT = "o0"
 
 _SUPPORTED = (
     "int, float, str, bool, bytes, datetime, timedelta, Enum (str values), Optional[T], "
-    "A | B, list[T], dict[str, T], File, Directory, and dataclasses or pydantic models of those"
+    "A | B, list[T], dict[str, T], File, Directory, numpy.ndarray, pandas.DataFrame, and "
+    "dataclasses or pydantic models of those"
 )
 
 

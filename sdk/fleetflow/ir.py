@@ -55,7 +55,15 @@ class TypeKind(StrEnum):
     STRUCT = "struct"  # a dataclass or pydantic model: named, typed fields
     FILE = "file"  # literal: {"uri": ..., "name": ...}, a blob
     DIRECTORY = "directory"  # literal: {"uri": ...}, a prefix of blobs
+    NDARRAY = "ndarray"  # a numpy.ndarray; literal: a File's, naming its `.npy` file
+    DATAFRAME = "dataframe"  # a pandas.DataFrame; literal: a File's, naming its Parquet file
     UNION = "union"  # literal: {"variant": <the variant's describe()>, "value": its literal}
+
+
+#: The kinds whose literal names one file in the blob store (`{"uri": ..., "name": ...}`): a
+#: `File`, and the values stored as a file of a known format. Wherever blobs are found, uploaded,
+#: staged or downloaded, a value of these kinds is a file.
+FILE_KINDS = frozenset({TypeKind.FILE, TypeKind.NDARRAY, TypeKind.DATAFRAME})
 
 
 class LiteralType(_Frozen):
@@ -108,6 +116,10 @@ class LiteralType(_Frozen):
                 return "File"
             case TypeKind.DIRECTORY:
                 return "Directory"
+            case TypeKind.NDARRAY:
+                return "ndarray"
+            case TypeKind.DATAFRAME:
+                return "DataFrame"
             case TypeKind.OPTIONAL:
                 return f"Optional[{self.item.describe() if self.item else '?'}]"
             case TypeKind.ENUM:
@@ -483,7 +495,7 @@ def _accepts_shape(literal_type: LiteralType, shape: Shape) -> bool:
             return isinstance(shape, frozenset) or shape == _ANY_OBJECT
         case TypeKind.STRUCT:
             return shape == frozenset(literal_type.fields or {})
-        case TypeKind.FILE:
+        case TypeKind.FILE | TypeKind.NDARRAY | TypeKind.DATAFRAME:
             return shape == frozenset({"uri", "name"})
         case TypeKind.DIRECTORY:
             return shape == frozenset({"uri"})
@@ -514,7 +526,7 @@ def produced_shapes(literal_type: LiteralType) -> list[Shape]:
             return [_ANY_OBJECT]
         case TypeKind.STRUCT:
             return [frozenset(literal_type.fields or {})]
-        case TypeKind.FILE:
+        case TypeKind.FILE | TypeKind.NDARRAY | TypeKind.DATAFRAME:
             return [frozenset({"uri", "name"})]
         case TypeKind.DIRECTORY:
             return [frozenset({"uri"})]

@@ -23,6 +23,8 @@ One module, so the SDK, the task runtime and the control plane agree on every va
 | `set[T]`, `frozenset[T]` (scalars)  | set       | array of distinct items, in their JSON order  |
 | dataclass, pydantic model           | struct    | object with exactly the fields                |
 | `File`, `Directory`                 | file/dir  | `{"uri", "name"}`, `{"uri"}`                  |
+| `numpy.ndarray`, `pandas.DataFrame` | ndarray/  | a File's, naming its `.npy` / Parquet file    |
+|                                     | dataframe | (`fleetflow.arrays`)                          |
 
 `bool` is not an `int`, and an `int` widens only to `float`. `Annotated[T, ...]` is `T`
 anywhere (its metadata is ignored).
@@ -53,7 +55,7 @@ from urllib.parse import urlparse
 
 import pydantic
 
-from fleetflow import files, ir
+from fleetflow import arrays, files, ir
 from fleetflow.errors import LiteralValidationError, UnsupportedTypeError
 from fleetflow.ir import LiteralType, TypeKind
 
@@ -700,6 +702,28 @@ class _Blob(TypeTransformer):
         return self._convert_in(validate_literal(literal, self._type, path), path)
 
 
+class _Stored(TypeTransformer):
+    """`numpy.ndarray`, `pandas.DataFrame`: stored as one file (`.npy`, Parquet) whose literal is
+    a File's; `fleetflow.arrays` writes and reads it, importing the library only then."""
+
+    def __init__(self, form: arrays.StoredFormat) -> None:
+        self._form = form
+        self._type = LiteralType(kind=form.kind)
+
+    def handles(self, py_type: Any) -> bool:
+        return self._form.handles(py_type)
+
+    def literal_type(self, py_type: Any, resolve: Resolve) -> LiteralType:
+        self._form.check_installed()
+        return self._type
+
+    def to_literal(self, value: Any, py_type: Any, path: str) -> Any:
+        return arrays.to_literal(self._form, value, path)
+
+    def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
+        return arrays.to_python(self._form, validate_literal(literal, self._type, path), path)
+
+
 _TRANSFORMERS: list[TypeTransformer] = [
     _Scalar(bool, TypeKind.BOOLEAN),
     _Scalar(int, TypeKind.INTEGER),
@@ -712,6 +736,7 @@ _TRANSFORMERS: list[TypeTransformer] = [
     _Blob(
         files.Directory, TypeKind.DIRECTORY, files.directory_to_literal, files.directory_to_python
     ),
+    *(_Stored(form) for form in arrays.FORMATS),
     _Optional(),
     _Union(),
     _List(),
@@ -943,7 +968,7 @@ def _validate_struct(value: Any, literal_type: LiteralType, path: str) -> dict[s
 
 
 def _validate_blob(value: Any, literal_type: LiteralType, path: str) -> dict[str, str]:
-    is_file = literal_type.kind is TypeKind.FILE
+    is_file = literal_type.kind in ir.FILE_KINDS
     keys = ("uri", "name") if is_file else ("uri",)
     _check_struct_keys(value, literal_type.describe(), keys, path)
     uri = value["uri"]
@@ -1050,7 +1075,7 @@ def validate_literal(value: Any, literal_type: LiteralType, path: str = "") -> A
             return _canonical_set(items)
         case TypeKind.STRUCT:
             return _validate_struct(value, literal_type, path)
-        case TypeKind.FILE | TypeKind.DIRECTORY:
+        case TypeKind.FILE | TypeKind.DIRECTORY | TypeKind.NDARRAY | TypeKind.DATAFRAME:
             return _validate_blob(value, literal_type, path)
         case TypeKind.UNION:  # normalised to the tagged form
             try:

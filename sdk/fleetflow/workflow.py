@@ -13,8 +13,10 @@ import copy
 import functools
 import json
 import math
+import os
 import typing
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from fleetflow import ir
@@ -208,6 +210,12 @@ class WorkflowFunction(Generic[P, R]):
             return File(text)  # a local path; it must exist when converted to a literal
         if kind is ir.TypeKind.DIRECTORY:
             return Directory(text)
+        if kind in (ir.TypeKind.NDARRAY, ir.TypeKind.DATAFRAME):  # a local .npy / Parquet file
+            local = Path(os.path.abspath(text))
+            try:
+                return to_python({"uri": local.as_uri(), "name": local.name}, py_type)
+            except LiteralValidationError as exc:
+                raise fail(f" ({exc.reason})") from None
         if kind is ir.TypeKind.STRING:
             return text
         if kind in (ir.TypeKind.ENUM, ir.TypeKind.DATETIME, ir.TypeKind.BYTES):

@@ -39,7 +39,7 @@ from control_plane.large_values import load_values
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.executions import ExecutionOutput, OutputBlob
 from control_plane.services.tenant_blobs import Refused, TenantBlobs
-from fleetflow.ir import LiteralType, TypedInterface, TypeKind, union_value
+from fleetflow.ir import FILE_KINDS, LiteralType, TypedInterface, TypeKind, union_value
 from fleetflow.states import ExecutionState
 from fleetflow.storage import BlobNotFoundError, BlobStore, LocalBlobStore, relative_key
 from fleetflow.storage.local import file_path
@@ -73,11 +73,12 @@ def _segments(key: str) -> list[str]:
 
 
 def _walk(value: Any, kind: LiteralType, at: str, parts: tuple[str, ...]) -> Iterator[_Blob]:
-    """Every File and Directory inside a validated literal, in value order."""
+    """Every File and Directory inside a validated literal, in value order (an ndarray or a
+    DataFrame is the file it is stored as)."""
     if value is None:
         return
     item = kind.item
-    if kind.kind is TypeKind.FILE:
+    if kind.kind in FILE_KINDS:
         name = _segment(str(value.get("name") or PurePosixPath(str(value["uri"])).name))
         yield _Blob("file", at, str(value["uri"]), (*parts, name))
     elif kind.kind is TypeKind.DIRECTORY:

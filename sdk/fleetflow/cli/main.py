@@ -512,7 +512,8 @@ def _print_workflow_help(wf: WorkflowFunction[..., Any], file: Path) -> None:
     console.print(
         Text(
             "Values: numbers and strings as is, bools true/false, lists/dicts/dataclasses as "
-            "JSON, File/Directory as local paths. Options of `fleetflow run` itself "
+            "JSON, File/Directory as local paths, ndarray/DataFrame as the path of an .npy/"
+            "Parquet file. Options of `fleetflow run` itself "
             "(--remote, --no-wait, --timeout, --cache-dir): fleetflow run --help"
         )
     )
