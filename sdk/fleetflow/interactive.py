@@ -28,8 +28,8 @@ task redefined since the workflow was. Nothing is pickled: the bundle is source 
 """
 
 from __future__ import annotations
-
 import __future__
+
 import ast
 import builtins
 import dis
@@ -110,7 +110,8 @@ def capture_workflow(wf: WorkflowFunction[..., Any]) -> CapturedWorkflow:
     capture = _Capture(namespace, f"workflow '{wf.fn.__name__}'")
     for task in wf.tasks.values():
         fn = task.fn
-        if fn.__module__ == "__main__" and namespace.get(fn.__name__) is not task:
+        top_level = fn.__qualname__ == fn.__name__
+        if fn.__module__ == "__main__" and top_level and namespace.get(fn.__name__) is not task:
             raise capture.refuse(
                 f"task '{fn.__name__}' was redefined (or deleted) after the workflow was "
                 "defined: run the workflow's cell again so that it uses the current task"
@@ -367,7 +368,9 @@ def _is_literal(value: Any, depth: int = 0) -> bool:
             return False  # its repr is a call
         return all(_is_literal(item, depth + 1) for item in value)
     if type(value) is dict:
-        return all(_is_literal(k, depth + 1) and _is_literal(v, depth + 1) for k, v in value.items())
+        return all(
+            _is_literal(k, depth + 1) and _is_literal(v, depth + 1) for k, v in value.items()
+        )
     return False
 
 

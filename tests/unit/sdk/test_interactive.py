@@ -1,0 +1,253 @@
+"""Capturing a workflow defined interactively (`fleetflow.interactive`): what the generated
+module holds, that it runs as the session's workflow does, and what is refused with which
+message. Sessions are real: IPython's shell (what a Jupyter kernel runs) and the plain `python`
+console, each in a child process of its own."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("IPython")
+
+SESSION = """
+import json, sys
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance(colors="nocolor")
+for cell in json.load(sys.stdin):
+    if not shell.run_cell(cell, store_history=True).success:
+        sys.exit(3)
+"""
+
+REPORT = """
+import json
+from fleetflow.interactive import InteractiveCaptureError, capture_workflow
+try:
+    captured = capture_workflow(pipeline)
+except InteractiveCaptureError as exc:
+    print("REPORT " + json.dumps({"error": str(exc)}))
+else:
+    print("REPORT " + json.dumps({
+        "module": captured.module,
+        "source": captured.source,
+        "files": sorted(captured.files),
+        "name": captured.workflow.spec.name,
+        "task_modules": sorted({t.module for t in captured.workflow.spec.tasks.values()}),
+        "local": repr(pipeline(**INPUTS)),
+        "captured": repr(captured.workflow(**INPUTS)),
+        "again": capture_workflow(pipeline).module,
+    }))
+"""
+
+IMPORTS = "import math\nfrom dataclasses import dataclass\nfrom fleetflow import task, workflow"
+
+
+def ipython(cells: list[str], cwd: Path, *, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run `cells` in an IPython shell, then capture `pipeline`: the report."""
+    cells = [*(textwrap.dedent(c).strip() for c in cells), f"INPUTS = {inputs or {}!r}", REPORT]
+    done = subprocess.run(
+        [sys.executable, "-c", SESSION],
+        input=json.dumps(cells),
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
+    assert done.returncode == 0 and lines, f"{done.stdout}\n{done.stderr}"
+    report: dict[str, Any] = json.loads(lines[-1].removeprefix("REPORT "))
+    return report
+
+
+COMMON = [
+    IMPORTS,
+    """
+    SCALE = 3
+    NAMES = ("a", "b")
+    unused = object()
+
+    @dataclass
+    class Stats:
+        total: int
+        root: float
+    """,
+    """
+    def helper(n):
+        return n * SCALE
+
+    def not_used():
+        return unused
+    """,
+    """
+    @task
+    def square(n: int) -> int:
+        return helper(n) ** 2
+
+    @task
+    def summarize(a: int, b: int) -> Stats:
+        return Stats(total=a + b, root=math.sqrt(a + b))
+    """,
+    """
+    @workflow
+    def pipeline(x: int = 2, y: int = 3) -> Stats:
+        return summarize(a=square(n=x), b=square(n=y))
+    """,
+]
+
+
+def test_a_notebook_workflow_is_captured_with_what_it_uses_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    report = ipython(COMMON, tmp_path, inputs={"x": 1, "y": 2})
+    source = report["source"]
+    module = report["module"]
+    assert module.startswith("fleetflow_interactive_") and len(module) == 22 + 16
+    assert report["again"] == module  # the same code, the same module (and bundle)
+    assert report["files"] == [f"{module}.py"]
+    assert report["name"] == f"{module}.pipeline"
+    assert report["task_modules"] == [module]
+    for expected in (
+        "import math\n",
+        "from dataclasses import dataclass\n",
+        "from fleetflow.task import task\n",
+        "SCALE = 3\n",
+        "@dataclass\nclass Stats:\n",
+        "def helper(n):\n",
+        "@task\ndef square(n: int) -> int:\n",
+        "@workflow\ndef pipeline(x: int = 2, y: int = 3) -> Stats:\n",
+    ):
+        assert expected in source
+    for left_out in ("NAMES", "unused", "not_used"):
+        assert left_out not in source
+    # The helper is defined before the task that calls it, the dataclass before its user.
+    assert source.index("class Stats") < source.index("def summarize")
+    assert report["local"] == report["captured"] == "Stats(total=45, root=6.708203932499369)"
+
+
+def test_the_engineers_own_modules_are_packed_and_installed_ones_imported(tmp_path: Path) -> None:
+    (tmp_path / "mylib").mkdir()
+    (tmp_path / "mylib" / "__init__.py").write_text("from mylib.maths import triple\n")
+    (tmp_path / "mylib" / "maths.py").write_text("def triple(n: int) -> int:\n    return 3 * n\n")
+    cells = [
+        "import json\nfrom fleetflow import task, workflow\nfrom mylib import triple",
+        """
+        @task
+        def encode(n: int) -> str:
+            return json.dumps({"n": triple(n)})
+
+        @workflow
+        def pipeline(n: int) -> str:
+            return encode(n=n)
+        """,
+    ]
+    report = ipython(cells, tmp_path, inputs={"n": 2})
+    assert "from mylib.maths import triple\n" in report["source"]
+    assert "import json\n" in report["source"]
+    assert report["files"] == [
+        f"{report['module']}.py",
+        "mylib/__init__.py",
+        "mylib/maths.py",
+    ]
+    assert report["captured"] == report["local"] == repr('{"n": 6}')
+
+
+@pytest.mark.parametrize(
+    ("cells", "message"),
+    [
+        pytest.param(
+            [
+                "class Model:\n    pass\n\nMODEL = Model()",
+                "@task\ndef predict(n: int) -> int:\n    return MODEL.predict(n)",
+                "@workflow\ndef pipeline(n: int) -> int:\n    return predict(n=n)",
+            ],
+            "task 'predict' uses 'MODEL', a Model object, which cannot be captured by value "
+            "(only modules, functions, classes and constants",
+            id="object",
+        ),
+        pytest.param(
+            [
+                "double = lambda n: 2 * n",
+                "@task\ndef twice(n: int) -> int:\n    return double(n)",
+                "@workflow\ndef pipeline(n: int) -> int:\n    return twice(n=n)",
+            ],
+            "task 'twice' uses 'double', a lambda, whose source cannot be captured on its "
+            "own; define it with `def double(...)`",
+            id="lambda",
+        ),
+        pytest.param(
+            [
+                "@task\ndef step(n: int) -> int:\n    return n",
+                "@workflow\ndef pipeline(n: int) -> int:\n    return step(n=n)",
+                "@task\ndef step(n: int) -> int:\n    return n + 1",
+            ],
+            "task 'step' was redefined (or deleted) after the workflow was defined: run the "
+            "workflow's cell again",
+            id="redefined task",
+        ),
+        pytest.param(
+            [
+                "def make():\n    @task\n    def inner(n: int) -> int:\n        return n\n"
+                "    return inner\n\nstep = make()",
+                "@workflow\ndef pipeline(n: int) -> int:\n    return step(n=n)",
+            ],
+            "uses task 'inner', defined inside make.<locals>; define it at the top level of a cell",
+            id="nested definition",
+        ),
+        pytest.param(
+            [
+                "LIMIT = float('nan')",
+                "@task\ndef clip(n: int) -> float:\n    return min(n, LIMIT)",
+                "@workflow\ndef pipeline(n: int) -> float:\n    return clip(n=n)",
+            ],
+            "task 'clip' uses 'LIMIT', a float object, which cannot be captured by value",
+            id="nan",
+        ),
+    ],
+)
+def test_what_cannot_be_captured_is_refused_by_name(
+    cells: list[str], message: str, tmp_path: Path
+) -> None:
+    report = ipython(["from fleetflow import task, workflow", *cells], tmp_path)
+    assert report["error"].startswith("cannot capture workflow 'pipeline' for a remote run: ")
+    assert message in report["error"]
+
+
+def test_the_plain_python_console_keeps_no_source_and_says_so(tmp_path: Path) -> None:
+    lines = [
+        "from fleetflow import task, workflow",
+        "from fleetflow.interactive import InteractiveCaptureError, capture_workflow",
+        "@task",
+        "def square(n: int) -> int:",
+        "    return n * n",
+        "",
+        "@workflow",
+        "def pipeline(n: int) -> int:",
+        "    return square(n=n)",
+        "",
+        "print('LOCAL', pipeline(n=3))",
+        "try:",
+        "    capture_workflow(pipeline)",
+        "except InteractiveCaptureError as exc:",
+        "    print('REFUSED', exc)",
+        "",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-i", "-q"],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert "LOCAL 9" in done.stdout, done.stderr
+    assert (
+        "REFUSED cannot capture workflow 'pipeline' for a remote run: the source of workflow "
+        "'pipeline' (used by the workflow) is not available: this interpreter did not keep it "
+        "(the plain `python` console does not); define it in IPython or Jupyter, or in a .py file"
+    ) in done.stdout, done.stderr
