@@ -18,7 +18,8 @@ What is captured, found from the names the code loads (not from the text):
   (a file outside the interpreter's installation, next to the notebook say) is packed into
   the bundle as well; an installed one must be installed where the task runs (its image);
 - a constant: its value, written as a Python literal (numbers, strings, bytes, booleans,
-  None, and tuples, lists, sets and dicts of them), as it is at capture time.
+  None, and tuples, lists, sets and dicts of them), as it is at capture time;
+- a type alias (`Rows = list[Row]`, `MaybeInt = int | None`): written again as source.
 
 Anything else is refused with an `InteractiveCaptureError` naming what uses what: an object
 (a model, a data frame, a client: create it in the task or pass it as an input), a lambda
@@ -42,6 +43,7 @@ import sys
 import sysconfig
 import textwrap
 import types
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,6 +217,8 @@ class _Capture:
             self.blocks.append(f"{name} = {value!r}\n")
         elif _importable(value, name) is not None:
             self._import_object(name, value, user)
+        elif typing.get_origin(value) is not None:  # a type alias: `Rows = list[Row]`
+            self.blocks.append(f"{name} = {self._type_expression(value, name, user)}\n")
         else:
             raise self.refuse(
                 f"{user} uses {name!r}, {_describe(value)}, which cannot be captured by value "
@@ -250,6 +254,48 @@ class _Capture:
             self._add_import(f"from {module_name} import {name}")
         else:
             self._add_import(f"from {module_name} import {attribute} as {name}")
+
+    def _type_expression(self, tp: Any, name: str, user: str) -> str:
+        """Python source for the type `tp` (of alias `name`): `list[Row]`, `int | None`."""
+        if tp is None or tp is type(None):
+            return "None"
+        if tp is Ellipsis:
+            return "..."
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin is None:
+            if isinstance(tp, type):
+                return self._class_expression(tp, name, user)
+        elif origin is typing.Union or origin is types.UnionType:
+            return " | ".join(self._type_expression(a, name, user) for a in args)
+        elif origin is typing.Literal and all(_is_literal(a) for a in args):
+            self._add_import("import typing")
+            return f"typing.Literal[{', '.join(repr(a) for a in args)}]"
+        elif isinstance(origin, type) and origin is not typing.Annotated:
+            head = self._class_expression(origin, name, user)
+            if all(a is Ellipsis or not isinstance(a, list) for a in args):
+                return f"{head}[{', '.join(self._type_expression(a, name, user) for a in args)}]"
+        raise self.refuse(
+            f"{user} uses the type alias {name!r} ({tp!r}), which cannot be written again as "
+            "source; write the type in the annotations instead"
+        )
+
+    def _class_expression(self, cls: type, name: str, user: str) -> str:
+        if cls.__module__ == "builtins":
+            return cls.__qualname__
+        if cls.__module__ == "__main__":
+            self.need(cls.__name__, f"type alias {name!r}")
+            if self.namespace.get(cls.__name__) is cls:
+                return cls.__name__
+        place = _importable(cls, cls.__name__)
+        if place is None or place[0] == "__main__":
+            raise self.refuse(
+                f"{user} uses the type alias {name!r}, whose class {cls.__qualname__} is neither "
+                "defined at the top level of the session nor importable from its module"
+            )
+        module_name, attribute = place
+        self._note_local(module_name)
+        self._add_import(f"import {module_name}")
+        return f"{module_name}.{attribute}"
 
     def _add_import(self, line: str) -> None:
         if line not in self.imports:

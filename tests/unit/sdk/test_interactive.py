@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from fleetflow.bundle import BundleError, build_bundle_from_files, extract_bundle
+
 pytest.importorskip("IPython")
 
 SESSION = """
@@ -128,6 +130,48 @@ def test_a_notebook_workflow_is_captured_with_what_it_uses_and_nothing_else(
     # The helper is defined before the task that calls it, the dataclass before its user.
     assert source.index("class Stats") < source.index("def summarize")
     assert report["local"] == report["captured"] == "Stats(total=45, root=6.708203932499369)"
+
+
+def test_aliases_postponed_annotations_and_renamed_imports_are_captured(tmp_path: Path) -> None:
+    cells = [
+        "from __future__ import annotations",
+        "import posixpath as pp\nfrom math import sqrt as root",
+        "from fleetflow import task, workflow",
+        """
+        from dataclasses import dataclass
+
+        @dataclass
+        class Point:
+            x: float
+            y: float
+
+        Points = list[Point]
+        MaybeName = str | None
+        """,
+        """
+        @task
+        def norms(points: Points, name: MaybeName = None) -> list[float]:
+            return [root(p.x**2 + p.y**2) for p in points]
+
+        @task
+        def label(values: list[float], name: MaybeName = None) -> str:
+            return pp.join(name or "unnamed", str(sum(values)))
+
+        @workflow
+        def pipeline(points: Points, name: MaybeName = None) -> str:
+            return label(values=norms(points=points), name=name)
+        """,
+    ]
+    report = ipython(cells, tmp_path, inputs={"points": [], "name": "a"})
+    source = report["source"]
+    assert "error" not in report, report
+    assert source.count("from __future__ import annotations\n") == 1
+    assert "import posixpath as pp\n" in source
+    assert "from math import sqrt as root\n" in source
+    assert "Points = list[Point]\n" in source
+    assert "MaybeName = str | None\n" in source
+    assert source.index("class Point") < source.index("Points = ")
+    assert report["captured"] == report["local"] == repr("a/0")
 
 
 def test_the_engineers_own_modules_are_packed_and_installed_ones_imported(tmp_path: Path) -> None:
@@ -251,3 +295,17 @@ def test_the_plain_python_console_keeps_no_source_and_says_so(tmp_path: Path) ->
         "'pipeline' (used by the workflow) is not available: this interpreter did not keep it "
         "(the plain `python` console does not); define it in IPython or Jupyter, or in a .py file"
     ) in done.stdout, done.stderr
+
+
+def test_a_bundle_of_generated_files_is_deterministic_and_safe(tmp_path: Path) -> None:
+    files = {"b/m.py": b"x = 1\n", "a.py": b"y = 2\n"}
+    digest, data = build_bundle_from_files(files, what="workflow 'w'")
+    again, _ = build_bundle_from_files(dict(reversed(files.items())), what="workflow 'w'")
+    assert again == digest
+    extract_bundle(data, tmp_path / "out")
+    assert (tmp_path / "out" / "b" / "m.py").read_bytes() == b"x = 1\n"
+    for bad in ("../evil.py", "/abs.py", "a/./b.py", ""):
+        with pytest.raises(BundleError, match="cannot bundle workflow 'w'|unsafe code bundle"):
+            build_bundle_from_files({bad: b""}, what="workflow 'w'")
+    with pytest.raises(BundleError, match="larger than"):
+        build_bundle_from_files({"big.py": b"#" * 100}, what="workflow 'w'", max_bytes=10)
