@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from fleetflow.api_models.workflows import WorkflowDetail, WorkflowPublic
 from fleetflow.client.transport import Transport, path_part
+from fleetflow.errors import FleetflowError
 from fleetflow.ir import WorkflowSpec
 
 if TYPE_CHECKING:
@@ -94,7 +95,13 @@ class Workflows:
         from fleetflow.interactive import capture_workflow, is_interactive
         from fleetflow.loader import workflow_source
 
-        if root is None and is_interactive(workflow_fn):
+        if is_interactive(workflow_fn):
+            if root is not None:
+                raise FleetflowError(
+                    f"workflow '{workflow_fn.fn.__name__}' is defined interactively: its code is "
+                    "captured by value (with the modules of your own it imports), so it takes no "
+                    "root directory; leave out `root`"
+                )
             captured = capture_workflow(workflow_fn)
             workflow_fn = captured.workflow
             digest, data = build_bundle_from_files(

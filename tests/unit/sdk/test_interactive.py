@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
+from fleetflow import Client
 from fleetflow.bundle import BundleError, build_bundle_from_files, extract_bundle
+from fleetflow.errors import FleetflowError
 
 pytest.importorskip("IPython")
 
@@ -135,7 +137,7 @@ def test_a_notebook_workflow_is_captured_with_what_it_uses_and_nothing_else(
 def test_aliases_postponed_annotations_and_renamed_imports_are_captured(tmp_path: Path) -> None:
     cells = [
         "from __future__ import annotations",
-        "import posixpath as pp\nfrom math import sqrt as root",
+        "import enum\nimport posixpath as pp\nfrom math import sqrt as root",
         "from fleetflow import task, workflow",
         """
         from dataclasses import dataclass
@@ -147,6 +149,12 @@ def test_aliases_postponed_annotations_and_renamed_imports_are_captured(tmp_path
 
         Points = list[Point]
         MaybeName = str | None
+
+        class Unit(enum.Enum):
+            M = "m"
+            KM = "km"
+
+        DEFAULT_UNIT = Unit.KM
         """,
         """
         @task
@@ -155,7 +163,7 @@ def test_aliases_postponed_annotations_and_renamed_imports_are_captured(tmp_path
 
         @task
         def label(values: list[float], name: MaybeName = None) -> str:
-            return pp.join(name or "unnamed", str(sum(values)))
+            return pp.join(name or "unnamed", str(sum(values)) + DEFAULT_UNIT.value)
 
         @workflow
         def pipeline(points: Points, name: MaybeName = None) -> str:
@@ -171,15 +179,25 @@ def test_aliases_postponed_annotations_and_renamed_imports_are_captured(tmp_path
     assert "Points = list[Point]\n" in source
     assert "MaybeName = str | None\n" in source
     assert source.index("class Point") < source.index("Points = ")
-    assert report["captured"] == report["local"] == repr("a/0")
+    assert "DEFAULT_UNIT = Unit.KM\n" in source
+    assert source.index("class Unit") < source.index("DEFAULT_UNIT = ")
+    assert report["captured"] == report["local"] == repr("a/0km")
 
 
 def test_the_engineers_own_modules_are_packed_and_installed_ones_imported(tmp_path: Path) -> None:
     (tmp_path / "mylib").mkdir()
     (tmp_path / "mylib" / "__init__.py").write_text("from mylib.maths import triple\n")
-    (tmp_path / "mylib" / "maths.py").write_text("def triple(n: int) -> int:\n    return 3 * n\n")
+    (tmp_path / "mylib" / "maths.py").write_text(
+        "from myfactor import FACTOR\n\ndef triple(n: int) -> int:\n    return FACTOR * n\n"
+    )
+    (tmp_path / "myfactor.py").write_text("FACTOR = 3\n")
+    (tmp_path / "mytasks.py").write_text(
+        "from fleetflow import task\n\n@task\ndef negate(n: int) -> int:\n    return -n\n"
+    )
+    (tmp_path / "unused_local.py").write_text("X = 1\n")
     cells = [
         "import json\nfrom fleetflow import task, workflow\nfrom mylib import triple",
+        "import unused_local\nfrom mytasks import negate",
         """
         @task
         def encode(n: int) -> str:
@@ -187,18 +205,22 @@ def test_the_engineers_own_modules_are_packed_and_installed_ones_imported(tmp_pa
 
         @workflow
         def pipeline(n: int) -> str:
-            return encode(n=n)
+            return encode(n=negate(n=n))
         """,
     ]
     report = ipython(cells, tmp_path, inputs={"n": 2})
     assert "from mylib.maths import triple\n" in report["source"]
+    assert "from mytasks import negate\n" in report["source"]
     assert "import json\n" in report["source"]
     assert report["files"] == [
         f"{report['module']}.py",
+        "myfactor.py",  # imported by mylib
         "mylib/__init__.py",
         "mylib/maths.py",
+        "mytasks.py",
     ]
-    assert report["captured"] == report["local"] == repr('{"n": 6}')
+    assert report["task_modules"] == sorted([report["module"], "mytasks"])
+    assert report["captured"] == report["local"] == repr('{"n": -6}')
 
 
 @pytest.mark.parametrize(
@@ -251,6 +273,17 @@ def test_the_engineers_own_modules_are_packed_and_installed_ones_imported(tmp_pa
             ],
             "task 'clip' uses 'LIMIT', a float object, which cannot be captured by value",
             id="nan",
+        ),
+        pytest.param(
+            [
+                "from typing import NamedTuple\nPair = NamedTuple('Pair', [('a', int)])",
+                "@task\ndef pair(n: int) -> Pair:\n    return Pair(a=n)",
+                "@workflow\ndef pipeline(n: int) -> Pair:\n    return pair(n=n)",
+            ],
+            "the `class` statement of class 'Pair' (used by workflow 'pipeline') is not in the "
+            "session's cells (a class made by a call, such as NamedTuple('P', ...) or "
+            "make_dataclass, has none): define it with a `class` statement in a cell",
+            id="class without a statement",
         ),
     ],
 )
@@ -309,3 +342,16 @@ def test_a_bundle_of_generated_files_is_deterministic_and_safe(tmp_path: Path) -
             build_bundle_from_files({bad: b""}, what="workflow 'w'")
     with pytest.raises(BundleError, match="larger than"):
         build_bundle_from_files({"big.py": b"#" * 100}, what="workflow 'w'", max_bytes=10)
+
+
+def test_registering_an_interactive_workflow_with_a_root_is_refused(tmp_path: Path) -> None:
+    session: dict[str, Any] = {"__name__": "__main__"}  # `exec`'d code: __main__, no file
+    exec(
+        "from fleetflow import task, workflow\n"
+        "@task\ndef one(n: int) -> int:\n    return n\n"
+        "@workflow\ndef pipeline(n: int) -> int:\n    return one(n=n)\n",
+        session,
+    )
+    with Client("http://127.0.0.1:9", token="unused") as client:
+        with pytest.raises(FleetflowError, match="captured by value .* so it takes no root"):
+            client.workflows.register(session["pipeline"], root=tmp_path)
