@@ -46,10 +46,21 @@ else:
         "local": repr(pipeline(**INPUTS)),
         "captured": repr(captured.workflow(**INPUTS)),
         "again": capture_workflow(pipeline).module,
+        "same_policies": [
+            t.model_dump(exclude={"name", "module", "interface"})
+            for t in sorted(pipeline.spec.tasks.values(), key=lambda t: t.function)
+        ] == [
+            t.model_dump(exclude={"name", "module", "interface"})
+            for t in sorted(captured.workflow.spec.tasks.values(), key=lambda t: t.function)
+        ],
     }))
 """
 
-IMPORTS = "import math\nfrom dataclasses import dataclass\nfrom fleetflow import task, workflow"
+IMPORTS = """
+import math
+from dataclasses import dataclass
+from fleetflow import Resources, task, workflow
+"""
 
 
 def ipython(cells: list[str], cwd: Path, *, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -73,6 +84,7 @@ COMMON = [
     IMPORTS,
     """
     SCALE = 3
+    RETRIES = 2
     NAMES = ("a", "b")
     unused = object()
 
@@ -89,7 +101,7 @@ COMMON = [
         return unused
     """,
     """
-    @task
+    @task(resources=Resources(cpu=1), retries=RETRIES)
     def square(n: int) -> int:
         return helper(n) ** 2
 
@@ -116,6 +128,7 @@ def test_a_notebook_workflow_is_captured_with_what_it_uses_and_nothing_else(
     assert report["files"] == [f"{module}.py"]
     assert report["name"] == f"{module}.pipeline"
     assert report["task_modules"] == [module]
+    assert report["same_policies"] is True  # resources, retries... as the session's
     for expected in (
         "import math\n",
         "from dataclasses import dataclass\n",
@@ -123,7 +136,9 @@ def test_a_notebook_workflow_is_captured_with_what_it_uses_and_nothing_else(
         "SCALE = 3\n",
         "@dataclass\nclass Stats:\n",
         "def helper(n):\n",
-        "@task\ndef square(n: int) -> int:\n",
+        "from fleetflow.resources import Resources\n",
+        "RETRIES = 2\n",
+        "@task(resources=Resources(cpu=1), retries=RETRIES)\ndef square(n: int) -> int:\n",
         "@workflow\ndef pipeline(x: int = 2, y: int = 3) -> Stats:\n",
     ):
         assert expected in source
