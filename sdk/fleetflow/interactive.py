@@ -12,7 +12,7 @@ gives what a local call gives.
 What is captured, found from the names the code loads (not from the text):
 
 - a function or class defined in the session: its source (`inspect.getsource`; for a class,
-  the cell that defines it), then what it uses, recursively;
+  the cell that defines it), decorators included, then what it uses, recursively;
 - a module, or a function or class defined in a module (`import numpy as np`, `from math
   import sqrt`, `from mylib import helper`): an import of it. A module of the engineer's own
   (a file outside the interpreter's installation, next to the notebook say) is packed into
@@ -221,6 +221,8 @@ class _Capture:
                 self._define(name, value, value, user)
             else:
                 self._import_object(name, value, user)
+        elif _wraps_session_function(value):  # `@functools.cache def helper`
+            self._define(name, value, value.__wrapped__, user)
         elif _is_literal(value):
             self.blocks.append(f"{name} = {value!r}\n")
         elif _importable(value, name) is not None:
@@ -439,6 +441,12 @@ def _is_literal(value: Any, depth: int = 0) -> bool:
             _is_literal(k, depth + 1) and _is_literal(v, depth + 1) for k, v in value.items()
         )
     return False
+
+
+def _wraps_session_function(value: Any) -> bool:
+    """A decorated function of the session (`functools.cache`, `functools.wraps`)."""
+    wrapped = getattr(value, "__wrapped__", None)
+    return isinstance(wrapped, types.FunctionType) and wrapped.__module__ == "__main__"
 
 
 def _is_enum_member(value: Any) -> bool:

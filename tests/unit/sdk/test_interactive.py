@@ -152,7 +152,7 @@ def test_a_notebook_workflow_is_captured_with_what_it_uses_and_nothing_else(
 def test_aliases_postponed_annotations_and_renamed_imports_are_captured(tmp_path: Path) -> None:
     cells = [
         "from __future__ import annotations",
-        "import enum\nimport posixpath as pp\nfrom math import sqrt as root",
+        "import enum\nimport functools\nimport posixpath as pp\nfrom math import sqrt as root",
         "from fleetflow import task, workflow",
         """
         from dataclasses import dataclass
@@ -170,6 +170,10 @@ def test_aliases_postponed_annotations_and_renamed_imports_are_captured(tmp_path
             KM = "km"
 
         DEFAULT_UNIT = Unit.KM
+
+        @functools.cache
+        def suffix(unit: Unit) -> str:
+            return unit.value
         """,
         """
         @task
@@ -178,7 +182,7 @@ def test_aliases_postponed_annotations_and_renamed_imports_are_captured(tmp_path
 
         @task
         def label(values: list[float], name: MaybeName = None) -> str:
-            return pp.join(name or "unnamed", str(sum(values)) + DEFAULT_UNIT.value)
+            return pp.join(name or "unnamed", str(sum(values)) + suffix(DEFAULT_UNIT))
 
         @workflow
         def pipeline(points: Points, name: MaybeName = None) -> str:
@@ -195,6 +199,8 @@ def test_aliases_postponed_annotations_and_renamed_imports_are_captured(tmp_path
     assert "MaybeName = str | None\n" in source
     assert source.index("class Point") < source.index("Points = ")
     assert "DEFAULT_UNIT = Unit.KM\n" in source
+    assert "import functools\n" in source
+    assert "@functools.cache\ndef suffix(unit: Unit) -> str:\n" in source
     assert source.index("class Unit") < source.index("DEFAULT_UNIT = ")
     assert report["captured"] == report["local"] == repr("a/0km")
 
