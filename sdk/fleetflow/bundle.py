@@ -19,6 +19,7 @@ import stat
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
 from fleetflow.errors import FleetflowError
@@ -122,17 +123,50 @@ def build_bundle(root: Path, *, max_bytes: int = MAX_BUNDLE_BYTES) -> tuple[str,
             f"cannot bundle {root}: {len(files)} files, more than {MAX_BUNDLE_ENTRIES}"
         )
 
-    total = 0
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    def contents() -> Iterator[tuple[str, bytes]]:
+        total = 0
         for name, path in files:
             # Checked before reading too, so a stray multi-gigabyte file is never loaded.
             if total + path.stat().st_size > max_bytes:
                 raise _too_large(root, name, max_bytes)
             data = path.read_bytes()
             total += len(data)
+            yield name, data
+
+    return _pack(contents(), str(root), max_bytes)
+
+
+def build_bundle_from_files(
+    files: Mapping[str, bytes], *, what: str, max_bytes: int = MAX_BUNDLE_BYTES
+) -> tuple[str, bytes]:
+    """Pack files given by content (archive name -> bytes) as `build_bundle` packs a tree:
+    the same deterministic archive for the same files, whatever their order.
+
+    Args:
+        files: relative POSIX names (no `..`, not absolute) -> contents.
+        what: what the bundle holds, for error messages.
+
+    Raises:
+        BundleError: no files, an unsafe name, or more than `max_bytes` in all.
+    """
+    if not files:
+        raise BundleError(f"cannot bundle {what}: it holds no source files")
+    for name in files:
+        relative = _safe_member_path(name)
+        if not relative.parts or relative.as_posix() != name:
+            raise BundleError(f"cannot bundle {what}: {name!r} is not a relative file name")
+    return _pack(sorted(files.items()), what, max_bytes)
+
+
+def _pack(entries: Iterable[tuple[str, bytes]], what: str, max_bytes: int) -> tuple[str, bytes]:
+    """(name, content) pairs in archive order -> (sha256, deterministic gzip tarball)."""
+    total = 0
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in entries:
+            total += len(data)
             if total > max_bytes:
-                raise _too_large(root, name, max_bytes)
+                raise _too_large(what, name, max_bytes)
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mtime = 0
@@ -149,7 +183,7 @@ def build_bundle(root: Path, *, max_bytes: int = MAX_BUNDLE_BYTES) -> tuple[str,
     return hashlib.sha256(data).hexdigest(), data
 
 
-def _too_large(root: Path, name: str, max_bytes: int) -> BundleError:
+def _too_large(root: Path | str, name: str, max_bytes: int) -> BundleError:
     return BundleError(
         f"code bundle of {root} is larger than {_mib(max_bytes)} (reached at {name}); "
         "move data files out of the project directory (or into a hidden directory)"

@@ -138,15 +138,17 @@ def workflow_source(wf: WorkflowFunction) -> tuple[WorkflowFunction, Path]:
     its spec names a module a task process can import.
 
     Raises:
-        WorkflowNotFoundError: the workflow has no source file (defined in a notebook cell or
-            an interactive session).
+        WorkflowNotFoundError: the workflow's module has no source file (a module made at run
+            time; a workflow of a notebook cell or an interactive session is captured by value
+            instead, see `fleetflow.interactive`).
     """
     module = sys.modules.get(wf.fn.__module__)
     filename = getattr(module, "__file__", None)
     if not filename:
         raise WorkflowNotFoundError(
-            f"workflow '{wf.spec.name}' has no source file to bundle: define it in a .py file "
-            "(a notebook cell or an interactive session cannot be shipped to a cluster)"
+            f"workflow '{wf.spec.name}' has no source file to bundle: its module "
+            f"{wf.fn.__module__!r} was not imported from a file; define it in a .py file (or in "
+            "a notebook cell, whose code is captured by value)"
         )
     path = Path(filename).resolve()
     if wf.spec.module == "__main__":

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from fleetflow.api_models.workflows import WorkflowDetail, WorkflowPublic
 from fleetflow.client.transport import Transport, path_part
+from fleetflow.errors import FleetflowError
 from fleetflow.ir import WorkflowSpec
 
 if TYPE_CHECKING:
@@ -82,18 +83,36 @@ class Workflows:
         Args:
             workflow_fn: a `@workflow`. Its code bundle is the directory its module is imported
                 from (for a script run as `__main__`, the script's directory, the script being
-                imported as a module named after the file, as `fleetflow run` does).
+                imported as a module named after the file, as `fleetflow run` does). A workflow
+                defined in a notebook cell or an IPython session is captured by value instead:
+                its code and what it uses from the session become one generated module
+                (`fleetflow.interactive`), and it is registered as
+                `fleetflow_interactive_<digest>.<function>`.
             root: the directory to bundle instead.
             version: a version name; default: a hash of the spec and the bundle.
         """
-        from fleetflow.bundle import build_bundle
+        from fleetflow.bundle import build_bundle, build_bundle_from_files
+        from fleetflow.interactive import capture_workflow, is_interactive
         from fleetflow.loader import workflow_source
 
-        if root is None:
-            workflow_fn, bundle_root = workflow_source(workflow_fn)
+        if is_interactive(workflow_fn):
+            if root is not None:
+                raise FleetflowError(
+                    f"workflow '{workflow_fn.fn.__name__}' is defined interactively: its code is "
+                    "captured by value (with the modules of your own it imports), so it takes no "
+                    "root directory; leave out `root`"
+                )
+            captured = capture_workflow(workflow_fn)
+            workflow_fn = captured.workflow
+            digest, data = build_bundle_from_files(
+                captured.files, what=f"workflow '{workflow_fn.fn.__name__}'"
+            )
         else:
-            bundle_root = Path(root)
-        digest, data = build_bundle(bundle_root)
+            if root is None:
+                workflow_fn, bundle_root = workflow_source(workflow_fn)
+            else:
+                bundle_root = Path(root)
+            digest, data = build_bundle(bundle_root)
         uploaded = self.upload_bundle(digest, data)
         registered = self.register_spec(workflow_fn.spec, digest, version)
         bundle = UploadedBundle(digest=digest, size_bytes=len(data), uploaded=uploaded)
