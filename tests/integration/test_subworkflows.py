@@ -5,6 +5,7 @@ execution, and a control-plane restart mid-run loses nothing."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from tests.integration.stack import Stack
 pytestmark = pytest.mark.integration
 
 WORKFLOWS = Path(__file__).parent / "workflows" / "subworkflows.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "subworkflows.py"
 
 
 def statuses(final: Any) -> dict[str, str]:
@@ -57,6 +59,8 @@ def test_remote_outputs_equal_local_ones(stack: Stack, n: int) -> None:
     assert sorted(squares) == list(range(n))
     if not big:
         return
+    logs = stack.client().executions.logs(result.execution.id, node="n1-training/n1-fit")
+    assert [entry.node_id for entry in logs] == ["n1-training/n1-fit"]
     shown = stack.cli("executions", "get", result.execution.id)
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
@@ -91,3 +95,17 @@ def test_control_plane_restart_mid_run(exchange_dir: Path, stack: Stack) -> None
     wf, _ = load_workflow(WORKFLOWS, "pipeline")
     assert final.outputs == {"o0": wf(n=5)}
     assert statuses(final)["n7-training/n1-fit"] == "SKIPPED"
+
+
+def test_the_example_runs_remotely_from_the_cli(stack: Stack) -> None:
+    # Both runs from the CLI: the example's module name is that of this test's workflows.
+    args = [str(EXAMPLE), "retrain_if_drifted", "--n", "60", "--drift", "0.8"]
+    local = stack.cli("run", *args)
+    assert local.returncode == 0, local.stderr
+    ran = stack.cli("run", "--remote", *args)
+    assert ran.returncode == 0, ran.stderr + stack.logs()
+    outputs = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert outputs == json.loads(local.stdout.strip().splitlines()[-1])
+    progress = ran.stdout + ran.stderr
+    assert "n2-train_and_score/n1-fit (attempt 1) SUCCEEDED" in progress
+    assert "n5-reference_error SKIPPED" in progress
