@@ -257,6 +257,26 @@ def test_a_sub_workflow_that_passes_values_through() -> None:
     assert uses(n=1) == 1 + 2 + 5
     _check_spec(uses.spec)
 
+    @workflow
+    def seven() -> int:
+        return 7
+
+    @workflow
+    def mapped(n: int) -> int:
+        # A list built in the sub-workflow's call, mapped over; a constant output compared.
+        squares = map_task(square)(x=echo(x=n, xs=[n, inc(x=n)]))
+        limit = seven()
+        return conditional("c").if_(limit > n).then(total(xs=squares)).else_().then(inc(x=limit))
+
+    assert mapped.spec.node("n1-square").map == ir.MapSpec(over=["x"])
+    assert mapped.spec.node("n3-inc").when == ir.Not(
+        condition=ir.Comparison(
+            op=">", left=ir.LiteralBinding(value=7), right=ir.InputBinding(input="n")
+        )
+    )
+    assert mapped(n=2) == 4 + 9 and mapped(n=8) == 8
+    _check_spec(mapped.spec)
+
     with pytest.raises(WorkflowCompileError, match="takes what a task called inside it returns"):
 
         @workflow
@@ -345,3 +365,31 @@ def lambda_level(callee: object) -> object:
 def test_outside_a_workflow_a_workflow_call_is_a_local_run() -> None:
     assert train(x=1) == 1.0
     assert sum_of_squares(xs=[1, 2]) == 5
+
+
+def _spec_guarded_by(when: ir.Condition) -> ir.WorkflowSpec:
+    spec = train.spec.model_dump(mode="json")
+    spec["nodes"][1]["when"] = when.model_dump(mode="json")
+    return ir.WorkflowSpec.model_validate(spec)
+
+
+def test_a_comparison_of_two_constants_is_a_valid_spec_when_typed() -> None:
+    """What a sub-workflow branching on an input its call binds to a constant compiles to;
+    the platform still refuses one that cannot be evaluated."""
+
+    def compare(op: str, left: object, right: object) -> ir.Condition:
+        return ir.Comparison(
+            op=op,  # type: ignore[arg-type]
+            left=ir.LiteralBinding(value=left),
+            right=ir.LiteralBinding(value=right),
+        )
+
+    for valid in (compare("==", "a", "b"), compare("<", 1, 2.5), compare("!=", None, 3)):
+        assert _spec_guarded_by(valid).nodes[1].when == valid
+    for invalid, reason in (
+        (compare("<", "a", 1), "cannot compare str with int"),
+        (compare(">", None, 1), "only == or != compare a constant with null"),
+        (compare("==", [1], [1]), "a constant in a condition must be"),
+    ):
+        with pytest.raises(ValueError, match=reason):
+            _spec_guarded_by(invalid)
