@@ -393,6 +393,12 @@ class WorkflowCompilation:
                 hint="use map_task to run a task over many values in one node",
             )
         call_id = f"n{len(self.nodes)}-{callee.fn.__name__}"
+        # Two calls at one position: the first added no node (only `.fail` branches, or none).
+        taken = {f.id.split("/", 1)[0] for f in self.failures}
+        again = 1
+        while call_id in taken:
+            again += 1
+            call_id = f"n{len(self.nodes)}-{callee.fn.__name__}-{again}"
         try:
             inlined = inline(callee.spec, call_id, arguments, guard)
         except InliningError as exc:

@@ -393,3 +393,25 @@ def test_a_comparison_of_two_constants_is_a_valid_spec_when_typed() -> None:
     ):
         with pytest.raises(ValueError, match=reason):
             _spec_guarded_by(invalid)
+
+
+def test_a_sub_workflow_of_fail_branches_alone_can_be_called_twice() -> None:
+    @workflow
+    def check(x: int) -> None:
+        conditional("sign").if_(x < 0).fail("negative").else_().fail("never zero or more")
+
+    @workflow
+    def twice(a: int, b: int) -> int:
+        check(x=a)
+        check(x=b)
+        return inc(x=a)
+
+    assert [f.id for f in twice.spec.failures] == [
+        "n0-check/f0-sign",
+        "n0-check/f1-sign",
+        "n0-check-2/f0-sign",
+        "n0-check-2/f1-sign",
+    ]
+    _check_spec(twice.spec)
+    with pytest.raises(ConditionalFailedError, match="negative"):
+        twice(a=-1, b=1)
