@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleetflow import ir
 from fleetflow.errors import DefinitionError, LiteralValidationError, WorkflowCompileError
+from fleetflow.inlining import MAX_INLINED_NODES, InliningError, inline
 from fleetflow.interface import SINGLE_OUTPUT, Signature, output_types, return_location
 from fleetflow.promise import Condition, Promise, PromiseTuple, caller_location, contains_promise
 from fleetflow.types import (
@@ -34,6 +35,7 @@ from fleetflow.types import (
 if TYPE_CHECKING:
     from fleetflow.conditional import Conditional
     from fleetflow.task import TaskFunction
+    from fleetflow.workflow import WorkflowFunction
 
 _ACTIVE: ContextVar[WorkflowCompilation | None] = ContextVar(
     "fleetflow_active_compilation", default=None
@@ -150,7 +152,7 @@ class WorkflowCompilation:
         return (
             promise._owner is self
             and promise._scope == scope
-            and not isinstance(promise._binding, ir.InputBinding)
+            and isinstance(promise._binding, ir.NodeOutputBinding | ir.SelectBinding)
         )
 
     def add_failure(self, guard: ir.Condition, message: str, name: str) -> None:
@@ -317,6 +319,111 @@ class WorkflowCompilation:
             ir.Node(id=node_id, task=task_name, inputs=bindings, map=map_spec, when=guard)
         )
         return self._output_promises(node_id, task, mapped=mapped, scope=scope)
+
+    def call_workflow(
+        self, callee: WorkflowFunction[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Promise | PromiseTuple | None:
+        """Inline a call of the workflow `callee` (a sub-workflow): its nodes join this
+        workflow's under the call's id (`n2-train/n0-prep`), its inputs bound to the arguments
+        as a task's parameters are; the promise(s) of its outputs (None without)."""
+        location = caller_location()
+        name = callee.spec.name
+        fail: Callable[..., WorkflowCompileError] = functools.partial(
+            WorkflowCompileError, workflow=self.workflow_name, location=location
+        )
+        callee_text = f"sub-workflow '{name}'"
+        parameters = callee.spec.interface.inputs
+        names = [v.name for v in parameters]
+        if args:
+            example = ", ".join(f"{n}=..." for n in names[: len(args)]) or "..."
+            first = names[0] if names else None
+            raise fail(
+                f"{callee_text} was called with {len(args)} positional argument(s)"
+                + (f" (the first would bind parameter '{first}')" if first else "")
+                + "; inside a workflow, call workflows with keyword arguments",
+                parameter=first,
+                expected="keyword arguments",
+                actual="positional arguments",
+                hint=f"write {callee.fn.__name__}({example})",
+            )
+        unknown = [k for k in kwargs if k not in names]
+        if unknown:
+            raise fail(
+                f"{callee_text} has no parameter '{unknown[0]}' "
+                f"(got {self._describe_argument(kwargs[unknown[0]])}); its parameters are: "
+                + (", ".join(names) or "none"),
+                parameter=unknown[0],
+            )
+        for task_name, task in callee.tasks.items():
+            existing = self.tasks.get(task_name)
+            if existing is not None and existing is not task and existing.spec != task.spec:
+                raise fail(
+                    f"two different tasks are named '{task_name}' in this workflow (one of them "
+                    f"in {callee_text}); task names (<module>.<function>) must be unique",
+                    task=task_name,
+                )
+        scope, guard = self.current_branch()
+        arguments: dict[str, ir.Binding] = {}
+        for variable in parameters:
+            input_name = variable.name
+            if input_name in kwargs:
+                slot = _Slot(
+                    variable,
+                    callee.input_types[input_name],
+                    f"parameter '{input_name}' of {callee_text}",
+                    functools.partial(fail, parameter=input_name),
+                    scope,
+                )
+                arguments[input_name] = self._bind(kwargs[input_name], slot)
+            elif variable.has_default:
+                arguments[input_name] = ir.LiteralBinding(value=variable.default)
+            else:
+                raise fail(
+                    f"{callee_text} is missing required parameter '{input_name}' "
+                    f"(expects {variable.type.describe()}, got nothing)",
+                    parameter=input_name,
+                    expected=variable.type.describe(),
+                    actual="nothing",
+                )
+        total = len(self.nodes) + len(callee.spec.nodes)
+        if total > MAX_INLINED_NODES:
+            raise fail(
+                f"{callee_text} adds {len(callee.spec.nodes)} nodes: {total} in all, more than "
+                f"the {MAX_INLINED_NODES} a workflow may have",
+                hint="use map_task to run a task over many values in one node",
+            )
+        call_id = f"n{len(self.nodes)}-{callee.fn.__name__}"
+        # Two calls at one position: the first added no node (only `.fail` branches, or none).
+        taken = {f.id.split("/", 1)[0] for f in self.failures}
+        again = 1
+        while call_id in taken:
+            again += 1
+            call_id = f"n{len(self.nodes)}-{callee.fn.__name__}-{again}"
+        try:
+            inlined = inline(callee.spec, call_id, arguments, guard)
+        except InliningError as exc:
+            raise fail(f"cannot inline {callee_text}: {exc}") from None
+        for task_name, task in callee.tasks.items():
+            self.tasks.setdefault(task_name, task)
+        self.nodes += inlined.nodes
+        self.failures += inlined.failures
+        where = f"sub-workflow call '{call_id}', workflow '{name}'"
+        promises = {
+            v.name: Promise(
+                inlined.outputs[v.name],
+                v.type,
+                origin=f"output of {where}"
+                if v.name == SINGLE_OUTPUT
+                else f"output '{v.name}' of {where}",
+                workflow=self.workflow_name,
+                owner=self,
+                scope=scope,
+            )
+            for v in callee.spec.interface.outputs
+        }
+        if is_named_tuple(callee.output_type):
+            return PromiseTuple(callee.output_type, promises, origin=where)
+        return promises.get(SINGLE_OUTPUT)
 
     def _bind_mapped(self, value: Any, slot: _Slot) -> tuple[ir.Binding, bool]:
         """Bind an argument of a map call: (binding, whether it is mapped over).

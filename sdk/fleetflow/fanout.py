@@ -188,12 +188,16 @@ def map_task(
     if isinstance(task, functools.partial):
         task, bound = _unwrap_partial(task)
     if not isinstance(task, TaskFunction):
-        what = (
-            "a workflow; nested workflows are not supported yet"
-            if hasattr(task, "spec") and hasattr(task, "tasks")
-            else repr(task)
-        )
-        detail = f"map_task takes a @task, got {what}"
+        if hasattr(task, "spec") and hasattr(task, "tasks"):  # a @workflow
+            raise _refused(
+                f"map_task takes a @task, got a workflow ({task!r}); mapping a sub-workflow is "
+                "not supported",
+                expected="a @task",
+                actual="a workflow",
+                hint="map_task its tasks one after the other (each map's list output feeds "
+                "the next)",
+            )
+        detail = f"map_task takes a @task, got {task!r}"
         hint = "decorate the function with @task" if callable(task) else None
         raise _refused(detail, expected="a @task", actual=type(task).__name__, hint=hint)
     if concurrency is not None and (

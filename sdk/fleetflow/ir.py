@@ -703,8 +703,16 @@ def check_conditions(spec: WorkflowSpec) -> None:
                 if isinstance(condition.left, LiteralBinding) and isinstance(
                     condition.right, LiteralBinding
                 ):
-                    raise ValueError(f"{where}: a comparison of two constants")
-                problem = comparable(condition.op, left, right)
+                    # A sub-workflow's condition on an input its call binds to a constant
+                    # (typed when both were compiled): equality with null, else comparable.
+                    if left is None or right is None:
+                        both = "== or !="
+                        ok = condition.op in ("==", "!=")
+                        problem = None if ok else f"only {both} compare a constant with null"
+                    else:
+                        problem = comparable(condition.op, left, right)
+                else:
+                    problem = comparable(condition.op, left, right)
                 if problem:
                     raise ValueError(f"{where}: {problem}")
             case AllOf() | AnyOf():

@@ -60,7 +60,7 @@ class Promise:
 
     def __init__(
         self,
-        binding: ir.InputBinding | ir.NodeOutputBinding | ir.SelectBinding,
+        binding: ir.Binding,
         literal_type: ir.LiteralType,
         *,
         origin: str,
@@ -181,14 +181,19 @@ class Promise:
             )
         return self._compare("==", value)
 
-    def _operand(self) -> ir.InputBinding | ir.NodeOutputBinding:
-        if isinstance(self._binding, ir.SelectBinding):
+    def _operand(self) -> ir.InputBinding | ir.NodeOutputBinding | ir.LiteralBinding:
+        binding = self._binding
+        if isinstance(binding, ir.SelectBinding):
             self._misuse(
                 "cannot compare the output of a conditional in the workflow body yet",
                 "pass it to a task and compare its result, or branch on the values the "
                 "conditional branched on",
             )
-        return self._binding
+        if isinstance(binding, ir.ListBinding | ir.DictBinding):
+            # A sub-workflow's output that is a list or dict built in its body.
+            self._misuse("cannot compare a list or dict built in a workflow body", _IN_A_TASK)
+        assert not isinstance(binding, ir.SelectBinding | ir.ListBinding | ir.DictBinding)
+        return binding
 
     def _compare(self, op: str, other: object) -> Condition:
         left = self._operand()

@@ -31,7 +31,6 @@ from fleetflow.errors import (
 from fleetflow.files import Directory, File
 from fleetflow.interface import extract_signature, outputs_to_python, require_function
 from fleetflow.local import run_locally
-from fleetflow.promise import caller_location
 from fleetflow.task import TaskFunction
 from fleetflow.types import to_literal, to_python
 
@@ -92,14 +91,8 @@ class WorkflowFunction(Generic[P, R]):
             Exception: whatever a task raises, with a note naming the node.
         """
         compilation = active_compilation()
-        if compilation is not None:
-            raise WorkflowCompileError(
-                f"calls workflow '{self.spec.name}' inside its body; nested workflows are not "
-                "supported yet",
-                location=caller_location(),
-                workflow=compilation.workflow_name,
-                hint="call its tasks directly",
-            )
+        if compilation is not None:  # a sub-workflow: inlined into the calling workflow
+            return typing.cast(R, compilation.call_workflow(self, args, kwargs))
         values = self._name_positional(args, kwargs)
         outputs = self.run_local(values, cache=LocalCache.from_env())
         result: R = self.outputs_to_python(outputs)

@@ -13,7 +13,8 @@ as JSON; what happens meanwhile goes to stderr, so the output can be piped into 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -29,6 +30,7 @@ from fleetflow.api_models.previews import ExecutionPreview
 from fleetflow.cli.common import api_json, print_json
 from fleetflow.client import Client, ExecutionTimeoutError, RegisteredWorkflow
 from fleetflow.errors import FleetflowError
+from fleetflow.inlining import SEPARATOR as SUB_WORKFLOW_SEPARATOR
 from fleetflow.timestamps import parse_time
 
 if TYPE_CHECKING:
@@ -188,9 +190,10 @@ def _duration(seconds: float) -> str:
     return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
-def describe_attempt(attempt: dict[str, Any]) -> str:
-    """`n1-square[2] (attempt 1) SUCCEEDED on local`, as plain progress lines show it."""
-    node = attempt["node_id"]
+def describe_attempt(attempt: dict[str, Any], name: str | None = None) -> str:
+    """`n1-square[2] (attempt 1) SUCCEEDED on local`, as plain progress lines show it; `name`
+    in place of the node id (its last part, under its sub-workflow call in a tree)."""
+    node = attempt["node_id"] if name is None else name
     if attempt.get("map_index") is not None:
         node = f"{node}[{attempt['map_index']}]"
     if attempt["status"] == "SKIPPED":
@@ -218,6 +221,50 @@ def log_tail(text: str | None, lines: int = LOG_TAIL_LINES) -> list[str]:
     if not text:
         return []
     return text.rstrip("\n").splitlines()[-lines:]
+
+
+@dataclass(frozen=True)
+class TreeRow:
+    """One row of the node tree: a node, or a sub-workflow call (`is_call`) whose nodes
+    follow it one level deeper. `name` is the last part of the id (`n0-prep` of
+    `n2-train/n0-prep`)."""
+
+    node_id: str
+    name: str
+    depth: int
+    is_call: bool
+
+
+def node_tree(node_ids: Iterable[str]) -> list[TreeRow]:
+    """Node ids as a tree, in first-seen order: a sub-workflow's nodes (`n2-train/n0-prep`,
+    ids the compiler prefixes with the call's id) under a row for the call (`n2-train`),
+    the call's row where its first node would be."""
+    tree: dict[str, Any] = {}
+    for node_id in node_ids:
+        level = tree
+        for part in node_id.split(SUB_WORKFLOW_SEPARATOR):
+            level = level.setdefault(part, {})
+    rows: list[TreeRow] = []
+
+    def walk(level: dict[str, Any], prefix: str, depth: int) -> None:
+        for part, children in level.items():
+            node_id = prefix + part
+            rows.append(TreeRow(node_id, part, depth, is_call=bool(children)))
+            walk(children, node_id + SUB_WORKFLOW_SEPARATOR, depth + 1)
+
+    walk(tree, "", 0)
+    return rows
+
+
+def _by_node(attempts: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for attempt in attempts:
+        by_node.setdefault(attempt["node_id"], []).append(attempt)
+    return by_node
+
+
+def _call_label(row: TreeRow) -> str:
+    return f"{row.name} (sub-workflow)"
 
 
 class AttemptProgress:
@@ -308,10 +355,13 @@ class AttemptProgress:
         for column in ("NODE", "ELEMENT", "ATTEMPT", "STATUS", "CLUSTER", "ELAPSED"):
             table.add_column(column, no_wrap=True)
         table.add_column("WAITING FOR")
-        by_node: dict[str, list[dict[str, Any]]] = {}
-        for attempt in execution.get("attempts", []):
-            by_node.setdefault(attempt["node_id"], []).append(attempt)
-        for node, attempts in by_node.items():
+        by_node = _by_node(execution.get("attempts", []))
+        for row in node_tree(by_node):
+            indent = "  " * row.depth
+            if row.is_call:
+                table.add_row(Text(indent + _call_label(row), style="bold"), *[""] * 6)
+                continue
+            node, attempts = indent + row.name, by_node[row.node_id]
             shown = attempts
             if any(a.get("map_index") is not None for a in attempts):
                 _add_map_summary(table, node, attempts)
@@ -324,7 +374,7 @@ class AttemptProgress:
                 )
                 index = attempt.get("map_index")
                 table.add_row(
-                    attempt["node_id"],
+                    node,
                     "" if index is None else str(index),
                     str(attempt["attempt_number"]),
                     Text(status_text, style=style),
@@ -388,8 +438,15 @@ def print_execution(execution: dict[str, Any], console: Console, *, attempts: bo
     if attempts:
         if execution.get("inputs") is not None:
             console.print(Text("inputs: ").append(json.dumps(execution["inputs"])))
-        for attempt in execution.get("attempts", []):
-            console.print(f"  {describe_attempt(attempt)}", highlight=False)
+        by_node = _by_node(execution.get("attempts", []))
+        for row in node_tree(by_node):
+            indent = "  " * (row.depth + 1)
+            if row.is_call:
+                console.print(f"{indent}{_call_label(row)}", highlight=False)
+                continue
+            for attempt in by_node[row.node_id]:
+                line = describe_attempt(attempt, name=row.name)
+                console.print(f"{indent}{line}", highlight=False)
     if execution["status"] == "SUCCEEDED":
         console.print("[bold]outputs:[/bold]")
         console.out(outputs_json(execution.get("outputs")), highlight=False)

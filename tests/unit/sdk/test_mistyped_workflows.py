@@ -638,9 +638,90 @@ CASES: list[Case] = [
         actual="positional arguments",
         says=("1 positional argument(s)", "hint: write takes_float(lr=...)"),
     ),
+    # ------------------------------------------------------------ sub-workflows
     Case(
-        id="nested-workflow",
-        what="a workflow called inside another workflow",
+        id="subworkflow-wrong-type",
+        what="a sub-workflow's input bound to a value of the wrong type",
+        source="""
+        @workflow
+        def inner(text: str, n: int = 2) -> str:
+            return takes_str(text=text)
+
+
+        @workflow
+        def wf() -> str:
+            return inner(text=make_int())  # <-
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter="text",
+        expected="str",
+        actual="int",
+        says=("parameter 'text' of sub-workflow", ".inner'", "(output of node 'n0-make_int'"),
+    ),
+    Case(
+        id="subworkflow-missing-input",
+        what="a sub-workflow called without a required input",
+        source="""
+        @workflow
+        def inner(text: str, n: int = 2) -> str:
+            return takes_str(text=text)
+
+
+        @workflow
+        def wf() -> str:
+            return inner(n=3)  # <-
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter="text",
+        expected="str",
+        actual="nothing",
+        says=("is missing required parameter 'text'",),
+    ),
+    Case(
+        id="subworkflow-unknown-input",
+        what="a sub-workflow called with an input it does not have",
+        source="""
+        @workflow
+        def inner(text: str, n: int = 2) -> str:
+            return takes_str(text=text)
+
+
+        @workflow
+        def wf() -> str:
+            return inner(text="a", steps=3)  # <-
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter="steps",
+        expected=None,
+        actual=None,
+        says=("has no parameter 'steps'", "its parameters are: text, n"),
+    ),
+    Case(
+        id="subworkflow-positional",
+        what="a sub-workflow called with a positional argument",
+        source="""
+        @workflow
+        def inner(text: str, n: int = 2) -> str:
+            return takes_str(text=text)
+
+
+        @workflow
+        def wf() -> str:
+            return inner("a")  # <-
+        """,
+        error=WorkflowCompileError,
+        task=None,
+        parameter="text",
+        expected="keyword arguments",
+        actual="positional arguments",
+        says=("call workflows with keyword arguments", "hint: write inner(text=...)"),
+    ),
+    Case(
+        id="subworkflow-output-type",
+        what="a sub-workflow's output bound to a parameter of another type",
         source="""
         @workflow
         def inner() -> int:
@@ -648,15 +729,35 @@ CASES: list[Case] = [
 
 
         @workflow
-        def wf() -> int:
-            return inner()  # <-
+        def wf() -> str:
+            return takes_str(text=inner())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_str",
+        parameter="text",
+        expected="str",
+        actual="int",
+        says=("(output of sub-workflow call 'n0-inner'",),
+    ),
+    Case(
+        id="map-of-subworkflow",
+        what="map_task of a workflow",
+        source="""
+        @workflow
+        def inner(n: int) -> int:
+            return takes_int(n=n)
+
+
+        @workflow
+        def wf() -> list[int]:
+            return map_task(inner)(n=make_ints())  # <-
         """,
         error=WorkflowCompileError,
         task=None,
         parameter=None,
-        expected=None,
-        actual=None,
-        says=("calls workflow", "nested workflows are not supported yet"),
+        expected="a @task",
+        actual="a workflow",
+        says=("map_task takes a @task, got a workflow", "mapping a sub-workflow is not supported"),
     ),
     # ------------------------------------------------------------ map_task
     Case(

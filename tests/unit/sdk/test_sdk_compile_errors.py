@@ -516,21 +516,25 @@ def test_unknown_attribute_of_a_promise() -> None:
     assert_message(info.value, tag="attribute", contains=["no attribute 'real'", "type int"])
 
 
-def test_calling_a_workflow_inside_a_workflow() -> None:
+def test_a_sub_workflow_call_is_checked_like_a_task_call() -> None:
     @workflow
-    def inner() -> int:
+    def inner(n: int) -> int:
         return make_int()
 
     with pytest.raises(WorkflowCompileError) as info:
 
         @workflow
         def outer() -> int:
-            return inner()  # <- nested-workflow
+            return inner(n="three")  # <- nested-workflow
 
     assert_message(
         info.value,
         tag="nested-workflow",
-        contains=[f"workflow '{MODULE}.outer'", f"{MODULE}.inner", "nested workflows"],
+        contains=[
+            f"workflow '{MODULE}.outer'",
+            f"parameter 'n' of sub-workflow '{MODULE}.inner'",
+            "expects int, got constant str 'three'",
+        ],
     )
 
 
