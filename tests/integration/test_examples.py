@@ -27,6 +27,9 @@ EXAMPLES: list[tuple[str, str, dict[str, Any]]] = [
     ("typed_values.py", "feature_report", {"rows": 12}),
     ("typed_values.py", "feature_report", {"rows": 5, "mode": "short"}),
     ("checkpointing.py", "resumable_training", {"epochs": 6}),
+    ("subworkflows.py", "compare_regularisation", {"n": 120}),
+    ("subworkflows.py", "retrain_if_drifted", {"n": 120, "drift": 0.8}),
+    ("subworkflows.py", "retrain_if_drifted", {"n": 120}),
 ]
 # Examples of what fails, each with tests of its own (tests/integration/test_end_to_end.py).
 NOT_COMPARED = {"failing.py"}
