@@ -191,8 +191,11 @@ class WorkflowCompilation:
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
         bound: Mapping[str, Any] | None = None,
+        *,
+        min_success_ratio: float = 1.0,
     ) -> Promise | PromiseTuple | None:
-        """Record a `map_task(task)(...)` call as a map node; promises of its list outputs.
+        """Record a `map_task(task)(...)` call as a map node; promises of its list outputs
+        (of `Optional` items with a `min_success_ratio` below 1: a failed element is None).
 
         A parameter of type T bound to a `list[T]` (promise or constant) is mapped over; any
         other argument is passed whole and must be a T, as in a plain task call. `bound` are
@@ -207,6 +210,7 @@ class WorkflowCompilation:
             mapped=True,
             concurrency=concurrency,
             bound=bound or {},
+            min_success_ratio=min_success_ratio,
         )
 
     def _record_call(
@@ -219,6 +223,7 @@ class WorkflowCompilation:
         mapped: bool,
         concurrency: int | None = None,
         bound: Mapping[str, Any] | None = None,
+        min_success_ratio: float = 1.0,
     ) -> Promise | PromiseTuple | None:
         bound = bound or {}
         task_name = task.spec.name
@@ -311,12 +316,16 @@ class WorkflowCompilation:
                     actual="no list argument",
                     hint=f"to run the task once, call it directly: {task.fn.__name__}(...)",
                 )
-            map_spec = ir.MapSpec(over=over, concurrency=concurrency)
+            map_spec = ir.MapSpec(
+                over=over, concurrency=concurrency, min_success_ratio=min_success_ratio
+            )
         self.tasks.setdefault(task_name, task)
         self.nodes.append(
             ir.Node(id=node_id, task=task_name, inputs=bindings, map=map_spec, when=guard)
         )
-        return self._output_promises(node_id, task, mapped=mapped, scope=scope)
+        return self._output_promises(
+            node_id, task, mapped=mapped, scope=scope, partial=min_success_ratio
+        )
 
     def _bind_mapped(self, value: Any, slot: _Slot) -> tuple[ir.Binding, bool]:
         """Bind an argument of a map call: (binding, whether it is mapped over).
@@ -404,16 +413,20 @@ class WorkflowCompilation:
         *,
         mapped: bool = False,
         scope: tuple[int, ...] = (),
+        partial: float = 1.0,
     ) -> Promise | PromiseTuple | None:
         """A promise of the task's output, one per output for a NamedTuple return type; for a
-        map node, each output is the list of the elements' values."""
+        map node, each output is the list of the elements' values, `Optional` ones when
+        elements may fail (`partial`, its `min_success_ratio`, below 1)."""
         outputs = task.spec.interface.outputs
         kind = "map node" if mapped else "node"
         where = f"{kind} '{node_id}', task '{task.spec.name}'"
+        if partial != 1.0:
+            where += f", min_success_ratio={partial}: a failed element is None"
         promises = {
             v.name: Promise(
                 ir.NodeOutputBinding(node_id=node_id, output=v.name),
-                ir.LiteralType(kind=ir.TypeKind.LIST, item=v.type) if mapped else v.type,
+                _element_list(v.type, optional=partial != 1.0) if mapped else v.type,
                 origin=f"output of {where}"
                 if v.name == SINGLE_OUTPUT
                 else f"output '{v.name}' of {where}",
@@ -667,6 +680,14 @@ def _partial_slot(
 
     subject = f"parameter '{name}' of task '{task.spec.name}' (bound by functools.partial)"
     return _Slot(variable, task.input_types[name], subject, fail_bound)
+
+
+def _element_list(item: ir.LiteralType, *, optional: bool) -> ir.LiteralType:
+    """The type of a map node's output: the list of its elements' values, each `Optional`
+    when an element may fail (and be None)."""
+    if optional and item.kind is not ir.TypeKind.OPTIONAL:
+        item = ir.LiteralType(kind=ir.TypeKind.OPTIONAL, item=item)
+    return ir.LiteralType(kind=ir.TypeKind.LIST, item=item)
 
 
 def _list_of(item: ir.LiteralType) -> ir.LiteralType:
