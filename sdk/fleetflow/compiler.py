@@ -323,9 +323,7 @@ class WorkflowCompilation:
         self.nodes.append(
             ir.Node(id=node_id, task=task_name, inputs=bindings, map=map_spec, when=guard)
         )
-        return self._output_promises(
-            node_id, task, mapped=mapped, scope=scope, partial=min_success_ratio
-        )
+        return self._output_promises(node_id, task, map_spec=map_spec, scope=scope)
 
     def _bind_mapped(self, value: Any, slot: _Slot) -> tuple[ir.Binding, bool]:
         """Bind an argument of a map call: (binding, whether it is mapped over).
@@ -411,22 +409,21 @@ class WorkflowCompilation:
         node_id: str,
         task: TaskFunction[..., Any],
         *,
-        mapped: bool = False,
+        map_spec: ir.MapSpec | None = None,
         scope: tuple[int, ...] = (),
-        partial: float = 1.0,
     ) -> Promise | PromiseTuple | None:
         """A promise of the task's output, one per output for a NamedTuple return type; for a
-        map node, each output is the list of the elements' values, `Optional` ones when
-        elements may fail (`partial`, its `min_success_ratio`, below 1)."""
+        map node, each output is the list of the elements' values (`Optional` ones when
+        elements may fail: `MapSpec.output_type`)."""
         outputs = task.spec.interface.outputs
-        kind = "map node" if mapped else "node"
+        kind = "map node" if map_spec is not None else "node"
         where = f"{kind} '{node_id}', task '{task.spec.name}'"
-        if partial != 1.0:
-            where += f", min_success_ratio={partial}: a failed element is None"
+        if map_spec is not None and map_spec.min_success_ratio != 1.0:
+            where += f", min_success_ratio={map_spec.min_success_ratio}: a failed element is None"
         promises = {
             v.name: Promise(
                 ir.NodeOutputBinding(node_id=node_id, output=v.name),
-                _element_list(v.type, optional=partial != 1.0) if mapped else v.type,
+                map_spec.output_type(v.type) if map_spec is not None else v.type,
                 origin=f"output of {where}"
                 if v.name == SINGLE_OUTPUT
                 else f"output '{v.name}' of {where}",
@@ -680,14 +677,6 @@ def _partial_slot(
 
     subject = f"parameter '{name}' of task '{task.spec.name}' (bound by functools.partial)"
     return _Slot(variable, task.input_types[name], subject, fail_bound)
-
-
-def _element_list(item: ir.LiteralType, *, optional: bool) -> ir.LiteralType:
-    """The type of a map node's output: the list of its elements' values, each `Optional`
-    when an element may fail (and be None)."""
-    if optional and item.kind is not ir.TypeKind.OPTIONAL:
-        item = ir.LiteralType(kind=ir.TypeKind.OPTIONAL, item=item)
-    return ir.LiteralType(kind=ir.TypeKind.LIST, item=item)
 
 
 def _list_of(item: ir.LiteralType) -> ir.LiteralType:

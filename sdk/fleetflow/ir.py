@@ -226,6 +226,13 @@ class MapSpec(_Frozen):
         """How many of `elements` may fail with the node still succeeding."""
         return map_failures_allowed(elements, self.min_success_ratio)
 
+    def output_type(self, element: LiteralType) -> LiteralType:
+        """The type of an output of the node whose elements' output has type `element`: the
+        list of their values, each `Optional` when an element may fail (and be None)."""
+        if self.min_success_ratio != 1.0 and element.kind is not TypeKind.OPTIONAL:
+            element = LiteralType(kind=TypeKind.OPTIONAL, item=element)
+        return LiteralType(kind=TypeKind.LIST, item=element)
+
 
 class InputBinding(_Frozen):
     """The value of a workflow input."""

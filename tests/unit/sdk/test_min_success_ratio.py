@@ -9,6 +9,8 @@ import functools
 import io
 import math
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pydantic
@@ -23,6 +25,7 @@ from fleetflow import (
     workflow,
 )
 from fleetflow.ir import MapSpec, WorkflowSpec, map_failures_allowed
+from tests.unit.cli_harness import Invoke, cli_invoker, user_environment
 
 MODULE = __name__
 CALLS: dict[int, int] = {}  # element value -> calls
@@ -343,3 +346,84 @@ def test_a_map_without_failed_elements_reads_as_before() -> None:
     out = io.StringIO()
     print_execution(execution, Console(file=out, width=200), attempts=True)
     assert "elements succeeded" not in out.getvalue()
+
+
+def test_a_forged_spec_binding_the_optional_items_to_a_list_of_t_is_found() -> None:
+    """The registration checks type a partial map's output as the compiler does: a list
+    binding holding it where `list[list[int]]` is expected is a problem, naming the item."""
+    from fleetflow.ir import ListBinding, NodeOutputBinding
+    from fleetflow.spec_checks import binding_problems
+
+    @task
+    def nested(rows: list[list[int | None]]) -> int:
+        return len(rows)
+
+    @workflow
+    def gathered() -> int:
+        scores = map_task(fragile, min_success_ratio=0.5)(x=[1, 2])
+        return nested(rows=[scores, scores])
+
+    assert binding_problems(gathered.spec) == []
+    spec = gathered.spec.model_dump(mode="json")
+    consumer = spec["tasks"][spec["nodes"][1]["task"]]
+    item = consumer["interface"]["inputs"][0]["type"]["item"]
+    item["item"] = {"kind": "integer"}  # forged: list[list[int]]
+    forged = WorkflowSpec.model_validate(spec)
+    problems = binding_problems(forged)
+    assert [p.field for p in problems] == [
+        "nodes[1].inputs.rows.items[0]",
+        "nodes[1].inputs.rows.items[1]",
+    ]
+    assert "expected list[int], got list[Optional[int]]" in problems[0].message
+    assert isinstance(forged.nodes[1].inputs["rows"], ListBinding)
+    assert isinstance(forged.nodes[1].inputs["rows"].items[0], NodeOutputBinding)
+
+
+CLI_FLOW = """
+from fleetflow import map_task, task, workflow
+
+
+@task
+def fragile(x: int) -> int:
+    if x in (1, 2):
+        raise ValueError(f"cannot take {x}")
+    return x
+
+
+@workflow
+def tolerant() -> list[int | None]:
+    return map_task(fragile, concurrency=1, min_success_ratio=0.5)(x=[0, 1, 2, 3])
+
+
+@workflow
+def demanding() -> list[int | None]:
+    return map_task(fragile, concurrency=1, min_success_ratio=0.75)(x=[0, 1, 2, 3])
+"""
+
+
+@pytest.fixture
+def fleetflow_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> Iterator[Invoke]:
+    (tmp_path / "flow.py").write_text(CLI_FLOW)
+    for _ in user_environment(monkeypatch, tmp_path):
+        yield cli_invoker(monkeypatch, capsys)
+
+
+def test_fleetflow_run_says_how_many_succeeded_or_shows_one_elements_traceback(
+    fleetflow_cli: Invoke,
+) -> None:
+    result = fleetflow_cli("run", "flow.py", "tolerant")
+    assert result.code == 0, result
+    assert result.out.splitlines()[-1] == '{"o0": [0, null, null, 3]}'
+    assert "n0-fragile: 2/4 elements succeeded (min_success_ratio 0.5)" in result.err
+
+    result = fleetflow_cli("run", "flow.py", "demanding")
+    assert result.code == 1
+    assert 'raise ValueError(f"cannot take {x}")' in result.err  # the element's own traceback
+    assert "in element 1 of map node 'n0-fragile'" in result.err
+    assert result.err.splitlines()[-1] == (
+        "error: workflow 'flow.demanding' failed locally: MapElementsFailedError: n0-fragile: "
+        "2 of 4 elements failed; min_success_ratio 0.75 needs 3 to succeed; element 1 failed: "
+        "ValueError: cannot take 1"
+    )
