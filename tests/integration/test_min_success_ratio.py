@@ -77,6 +77,27 @@ def test_too_many_failures_fail_the_execution_as_locally(stack: Stack) -> None:
     assert "n2-count_present" not in names  # the consumer never ran
 
 
+def test_a_map_small_enough_for_no_chunk_behaves_the_same(stack: Stack) -> None:
+    lenient, demanding = workflow_named("lenient"), workflow_named("demanding")
+    assert lenient(n=4) == [0, 1, 2, None]
+    with pytest.raises(MapElementsFailedError) as local:
+        demanding(n=4)  # 0.9 of 4 needs all 4
+    with stack.client() as client:
+        succeeded = client.run(lenient, n=4, timeout=180)
+        failed = client.run(demanding, n=4, timeout=180)
+    assert succeeded.status == "SUCCEEDED", f"{succeeded.error}\n{stack.logs()}"
+    assert succeeded.outputs == [0, 1, 2, None]
+    assert failed.status == "FAILED", stack.logs()
+    assert (
+        failed.error["message"]
+        == str(local.value)
+        == (
+            "n1-fragile: 1 of 4 elements failed; min_success_ratio 0.9 needs 4 to succeed; "
+            "element 3 failed: ValueError: cannot score 3"
+        )
+    )
+
+
 # --------------------------------------------------------------------- hostile registration
 
 

@@ -45,3 +45,9 @@ def demanding(n: int = 10) -> int:
     """The same failures, but 0.9 of 10 allows only one."""
     scores = map_task(fragile, min_success_ratio=0.9)(x=numbers(n=n))
     return count_present(values=scores)
+
+
+@workflow
+def lenient(n: int = 4) -> list[int | None]:
+    """Half may fail: run with 4 elements, one map unit each, no chunk."""
+    return map_task(fragile, min_success_ratio=0.5)(x=numbers(n=n))
