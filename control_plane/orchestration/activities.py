@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, lazyload, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -258,6 +258,7 @@ class ExecutionActivities:
                     # What `complete_node` does; without either it has nothing to do.
                     completes=spec.tasks[node.task].cache or node.map is not None,
                     guarded=node.when is not None,
+                    min_success_ratio=node.map.min_success_ratio if node.map else 1.0,
                 )
                 for node in spec.nodes
             ],
@@ -606,7 +607,8 @@ class ExecutionActivities:
     @activity.defn(name="complete_node")
     def complete_node(self, ref: NodeRef) -> None:
         """Remember cacheable outputs, and collect a map node's element outputs into lists
-        (from its chunks' parts, when chunk workflows ran it)."""
+        (from its chunks' parts, when chunk workflows ran it). In a node with a
+        `min_success_ratio`, an element that failed is null in them."""
         with (
             self._failing_on_invalid_spec(ref.execution_id),
             transaction(self._sessions) as session,
@@ -629,26 +631,30 @@ class ExecutionActivities:
             succeeded = self._succeeded_units(session, execution.id, node.id)
             self._remember_cached(session, execution, spec, node, succeeded)
             if node.map is not None:
-                self._blobs.put(outputs_key(node_key), self._collected(task, succeeded))
+                indexes = None
+                if node.map.min_success_ratio < 1.0:  # every element has an attempt by now
+                    indexes = range(self._map_elements(session, execution.id, node.id))
+                self._blobs.put(outputs_key(node_key), self._collected(task, succeeded, indexes))
 
     @activity.defn(name="complete_chunk")
     def complete_chunk(self, ref: ChunkRef) -> None:
         """`complete_node` for one chunk of a map node: remember its cacheable outputs and
-        collect its elements' outputs into the chunk's part."""
+        collect its elements' outputs into the chunk's part (null for a failed element, with
+        a `min_success_ratio`)."""
         with (
             self._failing_on_invalid_spec(ref.execution_id),
             transaction(self._sessions) as session,
         ):
             execution, spec = self._load(session, ref.execution_id)
             node = spec.node(ref.node_id)
-            succeeded = self._succeeded_units(
-                session, execution.id, node.id, range(ref.first, ref.first + ref.count)
-            )
+            indexes = range(ref.first, ref.first + ref.count)
+            succeeded = self._succeeded_units(session, execution.id, node.id, indexes)
             self._remember_cached(session, execution, spec, node, succeeded)
             node_key = node_prefix(self._prefix(session, execution), node.id)
+            partial = node.map is not None and node.map.min_success_ratio < 1.0
             self._blobs.put(
                 outputs_key(chunk_prefix(node_key, ref.chunk)),
-                self._collected(spec.tasks[node.task], succeeded),
+                self._collected(spec.tasks[node.task], succeeded, indexes if partial else None),
             )
 
     def _remember_cached(
@@ -671,16 +677,38 @@ class ExecutionActivities:
                     session, key, task, outputs_uri=attempt.outputs_uri, attempt_id=attempt.id
                 )
 
-    def _collected(self, task: TaskSpec, succeeded: list[TaskAttempt]) -> bytes:
-        """The outputs of a map node's elements as one list per output, in element order.
-        The element outputs are read a few at a time: a chunk has up to a thousand."""
+    def _collected(
+        self, task: TaskSpec, succeeded: list[TaskAttempt], indexes: range | None = None
+    ) -> bytes:
+        """The outputs of a map node's elements as one list per output, in element order;
+        with `indexes` (a node with a `min_success_ratio`), one item per index, null for an
+        element without a succeeded attempt (it failed). The element outputs are read a few
+        at a time: a chunk has up to a thousand."""
         with ThreadPoolExecutor(max_workers=8) as pool:
             element_outputs = list(pool.map(self._read_json, [a.outputs_uri for a in succeeded]))
-        collected = {
-            out.name: [outputs[out.name] for outputs in element_outputs]
-            for out in task.interface.outputs
-        }
+        if indexes is not None:
+            by_index = dict(zip((a.map_index for a in succeeded), element_outputs, strict=True))
+            collected = {
+                out.name: [by_index[i][out.name] if i in by_index else None for i in indexes]
+                for out in task.interface.outputs
+            }
+        else:
+            collected = {
+                out.name: [outputs[out.name] for outputs in element_outputs]
+                for out in task.interface.outputs
+            }
         return json.dumps(collected).encode()
+
+    @staticmethod
+    def _map_elements(session: Session, execution_id: str, node_id: str) -> int:
+        """How many elements a map node has, from its attempts (each element has one once it
+        started)."""
+        highest = session.scalar(
+            select(func.max(TaskAttempt.map_index)).where(
+                TaskAttempt.execution_id == execution_id, TaskAttempt.node_id == node_id
+            )
+        )
+        return 0 if highest is None else highest + 1
 
     @staticmethod
     def _succeeded_units(
@@ -743,9 +771,12 @@ class ExecutionActivities:
         node = failed.node_id
         if failed.map_index != NO_MAP_INDEX:
             node = f"{node}[{failed.map_index}]"
+        message = failed.error_message or args.message or "task failed"
+        if args.message and failed.error_message:  # a map node with too many failed elements
+            message = f"{args.message}; element {failed.map_index} failed: {message}"
         return {
             "node_id": node,
             "attempt_id": failed.id,
-            "message": failed.error_message or args.message or "task failed",
+            "message": message,
             "traceback": failed.error_traceback,
         }

@@ -28,6 +28,12 @@ by design, whatever its size:
   what it has done (`Resume`) once no chunk is running. Attempt creation is idempotent, so the
   new run asks again for the attempts in flight and is told of those already finished.
 Plans recorded before either existed carry 0 for both, and their executions go on as they began.
+
+A map node with a `min_success_ratio` below 1 (`PlanNode.min_success_ratio`, 1.0 in plans
+recorded before) does not fail when an element fails for good: the element counts against the
+ratio (its outputs are null), and the node fails once more elements failed than the ratio
+allows, counted over the whole node (a chunk reports its failed elements in its `ChunkResult`,
+and stops early once they alone are too many). Nodes without it run exactly as before.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from temporalio.exceptions import (
     is_cancelled_exception,
 )
 
-from fleetflow.states import NO_MAP_INDEX
+from fleetflow.states import NO_MAP_INDEX, map_failures_allowed, too_many_failures
 
 WORKFLOW_NAME = "fleetflow.execution"
 MAP_CHUNK_WORKFLOW_NAME = "fleetflow.map_chunk"
@@ -65,6 +71,10 @@ class PlanNode:
     # upstream nodes are done, whether it runs, is skipped or fails the execution. Only
     # specs with conditionals have such nodes, so only they issue `decide_node`.
     guarded: bool = False
+    # A map node succeeds when at least this fraction of its elements do; an element that
+    # failed for good then counts against it instead of failing the node. 1.0 when absent
+    # (plans recorded before): any failure fails the node.
+    min_success_ratio: float = 1.0
 
 
 @dataclass
@@ -89,6 +99,9 @@ class UnitTries:
     losses: int = 0  # system retries used
     running: bool = False  # its attempt number `tries` was in flight
     succeeded: bool = False
+    # The last attempt of an element that failed for good in a node with a
+    # `min_success_ratio` (its failure counted against the ratio); "" for any other unit.
+    failed_attempt_id: str = ""
 
 
 @dataclass
@@ -132,6 +145,9 @@ class MapChunkInput:
     chunk: int
     first: int  # the map indexes [first, first + count)
     count: int
+    # With a `min_success_ratio`: how many of the node's elements may fail; the chunk stops
+    # when more of its own did. Unused otherwise (any failure fails the chunk).
+    failures_allowed: int = 0
 
 
 @dataclass
@@ -145,10 +161,14 @@ class ChunkRef:
 
 @dataclass
 class ChunkResult:
-    """Empty when every unit of the chunk succeeded; else why the node failed."""
+    """Empty when every unit of the chunk succeeded; else why the node failed. With a
+    `min_success_ratio`, `failed` elements of the chunk failed for good (their outputs are
+    null), `failed_example` is one of their last attempts: the node sums them over chunks."""
 
     failed_attempt_id: str = ""
     message: str = ""
+    failed: int = 0
+    failed_example: str = ""
 
 
 @dataclass
@@ -293,10 +313,22 @@ class _Units:
         self.running: dict[Unit, str] = {}  # unit -> attempt id
         self.succeeded: set[Unit] = set()  # of the nodes not yet complete
         self.relaunch: list[Unit] = []  # in flight when the run continued as new
+        # Nodes with a `min_success_ratio`: how many elements may fail, and those that did
+        # (unit -> its last attempt), kept after the node completes.
+        self.failures_allowed: dict[str, int] = {}
+        self.gave_up: dict[str, dict[Unit, str]] = {}
 
-    def add(self, node_id: str, indexes: list[int]) -> None:
+    def add(self, node_id: str, indexes: list[int], failures_allowed: int | None = None) -> None:
+        """Units to run; `failures_allowed` (default: from the node's `min_success_ratio`
+        and `indexes`) of them may fail for good in a node with a ratio."""
         self.waiting[node_id] = [(node_id, i) for i in indexes]
         self.unfinished[node_id] = len(indexes)
+        ratio = self._nodes[node_id].min_success_ratio
+        if ratio < 1.0:
+            if failures_allowed is None:
+                failures_allowed = map_failures_allowed(len(indexes), ratio)
+            self.failures_allowed[node_id] = failures_allowed
+            self.gave_up[node_id] = {}
 
     def resume(self, node_id: str, indexes: list[int], carried: list[UnitTries]) -> None:
         """`add`, with the tries a previous run made: its succeeded units stay done, its
@@ -307,10 +339,13 @@ class _Units:
             self.tries[unit] = tried.tries
             self.failures[unit] = tried.failures
             self.losses[unit] = tried.losses
-            if tried.succeeded or tried.running:
+            if tried.succeeded or tried.running or tried.failed_attempt_id:
                 self.waiting[node_id].remove(unit)
             if tried.succeeded:
                 self.succeeded.add(unit)
+                self.unfinished[node_id] -= 1
+            elif tried.failed_attempt_id:
+                self.gave_up[node_id][unit] = tried.failed_attempt_id
                 self.unfinished[node_id] -= 1
             elif tried.running:
                 self.relaunch.append(unit)
@@ -326,6 +361,7 @@ class _Units:
                 self.losses.get(unit, 0),
                 running=unit in self.running,
                 succeeded=unit in self.succeeded,
+                failed_attempt_id=self.gave_up.get(unit[0], {}).get(unit, ""),
             )
             for unit in units
             if unit[0] in self.unfinished
@@ -426,10 +462,35 @@ class _Units:
             else:
                 self.failures[unit] = self.failures.get(unit, 0) + 1
                 retry = self.failures[unit] <= self._nodes[unit[0]].retries
+            if not retry and unit[0] in self.gave_up:
+                self._give_up(unit, attempt_id)
+                continue
             if not retry:
                 raise _NodeFailed(FinishExecutionInput(self._execution_id, "FAILED", attempt_id))
             workflow.logger.info("retrying %s after %s", unit, event.status)
             self.waiting[unit[0]].insert(0, unit)
+
+    def _give_up(self, unit: Unit, attempt_id: str) -> None:
+        """An element of a node with a `min_success_ratio` failed for good: it counts against
+        the ratio, and fails the node (`_NodeFailed`) once more failed than it allows."""
+        node_id = unit[0]
+        failed = self.gave_up[node_id]
+        failed[unit] = attempt_id
+        self.unfinished[node_id] -= 1
+        if len(failed) <= self.failures_allowed[node_id]:
+            workflow.logger.info("%s failed for good: %d failed so far", unit, len(failed))
+            return
+        node = self._nodes[node_id]
+        elements = self.unfinished[node_id] + len(failed)
+        elements += sum(1 for done in self.succeeded if done[0] == node_id)
+        raise _NodeFailed(
+            FinishExecutionInput(
+                self._execution_id,
+                "FAILED",
+                next(iter(failed.values())),
+                too_many_failures(node_id, len(failed), elements, node.min_success_ratio),
+            )
+        )
 
 
 @workflow.defn(name=MAP_CHUNK_WORKFLOW_NAME)
@@ -446,7 +507,8 @@ class MapChunkWorkflow(_Orchestrator):
         self._local_batched = True  # chunks were introduced after `LOCAL_BATCHED`
         node = args.node
         units = _Units(self, args.execution_id, {node.node_id: node}, workflow.info().workflow_id)
-        units.add(node.node_id, list(range(args.first, args.first + args.count)))
+        indexes = list(range(args.first, args.first + args.count))
+        units.add(node.node_id, indexes, args.failures_allowed)
         try:
             while True:
                 await units.launch()
@@ -456,10 +518,18 @@ class MapChunkWorkflow(_Orchestrator):
                     await workflow.wait_condition(units.any_finished)
                     units.collect()
         except _NodeFailed as failed:
+            if node.node_id in units.gave_up:  # more failed than the node allows: say so
+                return self._failed_elements(units.gave_up[node.node_id])
             return ChunkResult(failed.finish.failed_attempt_id, failed.finish.message)
         ref = ChunkRef(args.execution_id, node.node_id, args.chunk, args.first, args.count)
         await self._activity("complete_chunk", ref)
+        if units.gave_up.get(node.node_id):
+            return self._failed_elements(units.gave_up[node.node_id])
         return ChunkResult()
+
+    @staticmethod
+    def _failed_elements(failed: dict[Unit, str]) -> ChunkResult:
+        return ChunkResult(failed=len(failed), failed_example=next(iter(failed.values())))
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -564,7 +634,12 @@ class ExecutionWorkflow(_Orchestrator):
 
         With a `concurrency`, only as many chunks run at once as that many units need, each
         with an equal share of it. The first chunk that fails fails the node; the others end
-        with the execution (children are terminated when their parent closes)."""
+        with the execution (children are terminated when their parent closes). With a
+        `min_success_ratio`, the chunks' failed elements add up: the node fails once more of
+        its elements failed than the ratio allows."""
+        ratio = node.min_success_ratio
+        allowed = map_failures_allowed(count, ratio) if ratio < 1.0 else 0
+        failed, example = 0, ""
         spans = [
             (k, first, min(size, count - first)) for k, first in enumerate(range(0, count, size))
         ]
@@ -582,7 +657,12 @@ class ExecutionWorkflow(_Orchestrator):
                     workflow.execute_child_workflow(
                         MapChunkWorkflow.run,
                         MapChunkInput(
-                            execution_id, replace(node, concurrency=share), chunk, first, units
+                            execution_id,
+                            replace(node, concurrency=share),
+                            chunk,
+                            first,
+                            units,
+                            failures_allowed=allowed,
                         ),
                         id=chunk_workflow_id(execution_id, node.node_id, chunk),
                     )
@@ -603,6 +683,17 @@ class ExecutionWorkflow(_Orchestrator):
                     raise _NodeFailed(
                         FinishExecutionInput(
                             execution_id, "FAILED", result.failed_attempt_id, result.message
+                        )
+                    )
+                failed += result.failed
+                example = example or result.failed_example
+                if failed > allowed:
+                    raise _NodeFailed(
+                        FinishExecutionInput(
+                            execution_id,
+                            "FAILED",
+                            example,
+                            too_many_failures(node.node_id, failed, count, ratio),
                         )
                     )
         return len(spans)

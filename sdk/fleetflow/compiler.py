@@ -193,8 +193,11 @@ class WorkflowCompilation:
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
         bound: Mapping[str, Any] | None = None,
+        *,
+        min_success_ratio: float = 1.0,
     ) -> Promise | PromiseTuple | None:
-        """Record a `map_task(task)(...)` call as a map node; promises of its list outputs.
+        """Record a `map_task(task)(...)` call as a map node; promises of its list outputs
+        (of `Optional` items with a `min_success_ratio` below 1: a failed element is None).
 
         A parameter of type T bound to a `list[T]` (promise or constant) is mapped over; any
         other argument is passed whole and must be a T, as in a plain task call. `bound` are
@@ -209,6 +212,7 @@ class WorkflowCompilation:
             mapped=True,
             concurrency=concurrency,
             bound=bound or {},
+            min_success_ratio=min_success_ratio,
         )
 
     def _record_call(
@@ -221,6 +225,7 @@ class WorkflowCompilation:
         mapped: bool,
         concurrency: int | None = None,
         bound: Mapping[str, Any] | None = None,
+        min_success_ratio: float = 1.0,
     ) -> Promise | PromiseTuple | None:
         bound = bound or {}
         task_name = task.spec.name
@@ -313,12 +318,14 @@ class WorkflowCompilation:
                     actual="no list argument",
                     hint=f"to run the task once, call it directly: {task.fn.__name__}(...)",
                 )
-            map_spec = ir.MapSpec(over=over, concurrency=concurrency)
+            map_spec = ir.MapSpec(
+                over=over, concurrency=concurrency, min_success_ratio=min_success_ratio
+            )
         self.tasks.setdefault(task_name, task)
         self.nodes.append(
             ir.Node(id=node_id, task=task_name, inputs=bindings, map=map_spec, when=guard)
         )
-        return self._output_promises(node_id, task, mapped=mapped, scope=scope)
+        return self._output_promises(node_id, task, map_spec=map_spec, scope=scope)
 
     def call_workflow(
         self, callee: WorkflowFunction[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
@@ -509,18 +516,21 @@ class WorkflowCompilation:
         node_id: str,
         task: TaskFunction[..., Any],
         *,
-        mapped: bool = False,
+        map_spec: ir.MapSpec | None = None,
         scope: tuple[int, ...] = (),
     ) -> Promise | PromiseTuple | None:
         """A promise of the task's output, one per output for a NamedTuple return type; for a
-        map node, each output is the list of the elements' values."""
+        map node, each output is the list of the elements' values (`Optional` ones when
+        elements may fail: `MapSpec.output_type`)."""
         outputs = task.spec.interface.outputs
-        kind = "map node" if mapped else "node"
+        kind = "map node" if map_spec is not None else "node"
         where = f"{kind} '{node_id}', task '{task.spec.name}'"
+        if map_spec is not None and map_spec.min_success_ratio != 1.0:
+            where += f", min_success_ratio={map_spec.min_success_ratio}: a failed element is None"
         promises = {
             v.name: Promise(
                 ir.NodeOutputBinding(node_id=node_id, output=v.name),
-                ir.LiteralType(kind=ir.TypeKind.LIST, item=v.type) if mapped else v.type,
+                map_spec.output_type(v.type) if map_spec is not None else v.type,
                 origin=f"output of {where}"
                 if v.name == SINGLE_OUTPUT
                 else f"output '{v.name}' of {where}",

@@ -167,6 +167,11 @@ class MapInputError(FleetflowError, ValueError):
     no list to map over when called outside a workflow)."""
 
 
+class MapElementsFailedError(FleetflowError, RuntimeError):
+    """More elements of a `map_task(..., min_success_ratio=...)` failed than its ratio allows;
+    says how many of how many, and one failed element's error (also its `__cause__`)."""
+
+
 # ------------------------------------------------------------------ showing a task's failure
 
 

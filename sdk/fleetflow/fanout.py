@@ -40,6 +40,7 @@ class MapTask(Generic[R]):
         concurrency: at most this many elements run at once (None: no bound of its own).
         bound: the arguments a `functools.partial` of the task binds, passed whole to every
             element.
+        min_success_ratio: the fraction of elements that must succeed (1.0: all of them).
     """
 
     def __init__(
@@ -47,13 +48,17 @@ class MapTask(Generic[R]):
         task: TaskFunction[..., R],
         concurrency: int | None,
         bound: Mapping[str, Any] | None = None,
+        min_success_ratio: float = 1.0,
     ) -> None:
         self.task = task
         self.concurrency = concurrency
         self.bound = dict(bound or {})
+        self.min_success_ratio = min_success_ratio
 
     def __repr__(self) -> str:
         limit = f", concurrency={self.concurrency}" if self.concurrency else ""
+        if self.min_success_ratio != 1.0:
+            limit += f", min_success_ratio={self.min_success_ratio}"
         name = self.task.spec.name
         if self.bound:
             name = f"functools.partial({name}, {', '.join(f'{k}=...' for k in self.bound)})"
@@ -63,12 +68,20 @@ class MapTask(Generic[R]):
         """Inside a workflow body: record a map node and return promises of its lists.
         Outside: run every element now and return their results in element order.
 
-        In a workflow body the result is really a promise of `list[R]`; typing it as the list
-        lets type checkers follow the wiring as for a plain task call.
+        In a workflow body the result is really a promise of `list[R]` (of
+        `list[Optional[R]]` with a `min_success_ratio` below 1: a failed element is None);
+        typing it as the list lets type checkers follow the wiring as for a plain task call.
         """
         compilation = active_compilation()
         if compilation is not None:
-            return compilation.call_map(self.task, self.concurrency, args, kwargs, self.bound)  # type: ignore[return-value]
+            return compilation.call_map(  # type: ignore[return-value]
+                self.task,
+                self.concurrency,
+                args,
+                kwargs,
+                self.bound,
+                min_success_ratio=self.min_success_ratio,
+            )
         return self._run_here(args, kwargs)
 
     def _run_here(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[R]:
@@ -94,11 +107,15 @@ class MapTask(Generic[R]):
             task.fn.__name__,
             where=where,
             cache=LocalCache.from_env(),
+            min_success_ratio=self.min_success_ratio,
         )
-        return [
-            outputs_to_python(element, task.output_type, f"{name}[{index}].outputs")
+        results: list[Any] = [  # None for a failed element, with a min_success_ratio
+            None
+            if element is None
+            else outputs_to_python(element, task.output_type, f"{name}[{index}].outputs")
             for index, element in enumerate(outputs)
         ]
+        return results
 
     def _split_arguments(self, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """Python arguments -> (input literals, names mapped over), by the map rule."""
@@ -148,7 +165,9 @@ class MapTask(Generic[R]):
 
 
 def map_task(
-    task: TaskFunction[..., R] | functools.partial[R], concurrency: int | None = None
+    task: TaskFunction[..., R] | functools.partial[R],
+    concurrency: int | None = None,
+    min_success_ratio: float = 1.0,
 ) -> MapTask[R]:
     """Run `task` once per element of a list: `map_task(square, concurrency=4)(x=xs, k=3)`.
 
@@ -173,15 +192,23 @@ def map_task(
     constant or a promise) is passed whole, never mapped, and type-checked as in a plain call.
     A partial binds parameters by keyword only, and must leave at least one to map over.
 
+    `map_task(task, min_success_ratio=0.8)` tolerates failures: the node succeeds when at
+    least that fraction of its elements succeed (after their retries), and a failed element's
+    value is None, so each output is a `list[Optional[O]]` (passing it where a `list[O]` is
+    expected does not compile). Too many failures fail the node with an error that says how
+    many elements failed of how many, and shows one failed element's error. The default, 1.0,
+    fails the node on any element's failure.
+
     Args:
         task: a `@task`, or a `functools.partial` of one with keyword arguments.
         concurrency: at most this many elements at once; `None` for no bound beyond the
             platform's (locally: a thread pool of a few per CPU).
+        min_success_ratio: the fraction of elements, in (0, 1], that must succeed.
 
     Raises:
         DefinitionError: `task` is not a `@task` or a keyword-only `functools.partial` of one
-            that leaves a parameter to map over (a `WorkflowCompileError` in a workflow body,
-            naming the line).
+            that leaves a parameter to map over, or `min_success_ratio` is not a number in
+            (0, 1] (a `WorkflowCompileError` in a workflow body, naming the line).
         InvalidOptionError: `concurrency` is not a positive int.
     """
     bound: dict[str, Any] = {}
@@ -207,7 +234,28 @@ def map_task(
             f"map_task({task.spec.name}): concurrency must be a positive int or None, "
             f"got {concurrency!r}"
         )
-    return MapTask(task, concurrency, bound)
+    _check_ratio(task, min_success_ratio)
+    return MapTask(task, concurrency, bound, float(min_success_ratio))
+
+
+def _check_ratio(task: TaskFunction[..., Any], ratio: Any) -> None:
+    """Refuse a `min_success_ratio` that is not a number in (0, 1]."""
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float):
+        actual = type(ratio).__name__
+        shown = f"{actual} {ratio!r}"
+    elif not 0 < ratio <= 1:  # NaN fails this too
+        actual = shown = repr(ratio)
+    else:
+        return
+    raise _refused(
+        f"map_task of task '{task.spec.name}': min_success_ratio must be a number in (0, 1] "
+        f"(the fraction of elements that must succeed), got {shown}",
+        task=task.spec.name,
+        expected="a number in (0, 1]",
+        actual=actual,
+        hint="min_success_ratio=0.8: the node succeeds when at least 80% of its elements do; "
+        "1.0 (the default): only when all of them do",
+    )
 
 
 def _refused(detail: str, **details: Any) -> DefinitionError:

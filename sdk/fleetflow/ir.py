@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fleetflow.states import map_failures_allowed
+
 SPEC_FORMAT_VERSION = 1
 
 # Bounds on every number in a spec. Each fits the type it travels as to the agent
@@ -218,6 +220,30 @@ class MapSpec(_Frozen):
 
     over: list[str]
     concurrency: int | None = Field(default=None, gt=0, le=MAX_MAP_CONCURRENCY)
+    # The node succeeds when at least this fraction of its elements do (after their
+    # retries); a failed element's outputs are null. Not written when 1.0 (any failure
+    # fails the node): specs without it keep their digests.
+    min_success_ratio: float = Field(
+        default=1.0, gt=0, le=1, allow_inf_nan=False, exclude_if=lambda ratio: ratio == 1.0
+    )
+
+    @field_validator("min_success_ratio", mode="before")
+    @classmethod
+    def _ratio_is_a_number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"must be a number in (0, 1], got {value!r}")
+        return value
+
+    def failures_allowed(self, elements: int) -> int:
+        """How many of `elements` may fail with the node still succeeding."""
+        return map_failures_allowed(elements, self.min_success_ratio)
+
+    def output_type(self, element: LiteralType) -> LiteralType:
+        """The type of an output of the node whose elements' output has type `element`: the
+        list of their values, each `Optional` when an element may fail (and be None)."""
+        if self.min_success_ratio != 1.0 and element.kind is not TypeKind.OPTIONAL:
+            element = LiteralType(kind=TypeKind.OPTIONAL, item=element)
+        return LiteralType(kind=TypeKind.LIST, item=element)
 
 
 class InputBinding(_Frozen):

@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from fleetflow import ir
 from fleetflow.context import Checkpoint, attempt_context
-from fleetflow.errors import ConditionalFailedError, MapInputError
+from fleetflow.errors import ConditionalFailedError, MapElementsFailedError, MapInputError
+from fleetflow.states import map_failures_allowed, partial_success, too_many_failures
 from fleetflow.task import result_to_literals
 from fleetflow.types import to_python
 
@@ -186,6 +187,7 @@ def _run_nodes(
             where=f"map {where}",
             cache=cache,
             execution=execution,
+            min_success_ratio=node.map.min_success_ratio,
         )
         results[node.id] = collect_map_outputs(task, element_outputs)
     logger.info("workflow %s succeeded in %s", spec.name, _since(run_started))
@@ -278,13 +280,17 @@ def run_map_units(
     where: str,
     cache: LocalCache | None = None,
     execution: LocalExecution | None = None,
-) -> list[dict[str, Any]]:
+    min_success_ratio: float = 1.0,
+) -> list[dict[str, Any] | None]:
     """Run every element, at most `concurrency` at a time; their outputs in element order.
 
-    The first element to fail stops the elements not started yet; its exception is raised with
-    a note naming the element. What an element prints is prefixed with `[<node_id>[<index>]]`.
-    The elements are units of `execution` (of a local execution of their own when None: a map
-    task called outside a workflow).
+    With `min_success_ratio` 1.0, the first element to fail stops the elements not started
+    yet; its exception is raised with a note naming the element. Below 1.0, an element that
+    fails (after its retries) has None for outputs, and the elements stop with a
+    `MapElementsFailedError` (caused by the first failure's exception) once more failed than
+    the ratio allows. What an element prints is prefixed with `[<node_id>[<index>]]`. The
+    elements are units of `execution` (of a local execution of their own when None: a map task
+    called outside a workflow).
     """
     if not units:
         logger.info("%s: no elements to run", node_id)
@@ -345,34 +351,53 @@ def run_map_units(
             pool.submit(contextvars.copy_context().run, run_element, index, literals)
             for index, literals in enumerate(units)
         ]
-        wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next(
-            (
-                (index, future)
+        allowed = map_failures_allowed(total, min_success_ratio)
+        pending: set[Future[dict[str, Any]]] = set(futures)
+        failed: list[int] = []
+        while pending:
+            _, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            failed = [
+                index
                 for index, future in enumerate(futures)
                 if future.done() and not future.cancelled() and future.exception() is not None
-            ),
-            None,
-        )
-        if failed is not None:
+            ]
+            if len(failed) > allowed:
+                break
+        if len(failed) > allowed:
             for future in futures:
                 future.cancel()
-            index, future = failed
-            error = future.exception()
+            index = failed[0]
+            error = futures[index].exception()
             assert error is not None
             logger.info("%s failed after %s (%d/%d done)", node_id, _since(started), done, total)
             error.add_note(f"in element {index} of {where}")
-            raise error
+            if min_success_ratio == 1.0:
+                raise error
+            raise MapElementsFailedError(
+                too_many_failures(node_id, len(failed), total, min_success_ratio)
+                + f"; element {index} failed: {type(error).__name__}: {error}"
+            ) from error
+    if failed:
+        logger.info(
+            "%s succeeded in %s: %s",
+            node_id,
+            _since(started),
+            partial_success(node_id, total - len(failed), total, min_success_ratio),
+        )
+        return [None if index in failed else f.result() for index, f in enumerate(futures)]
     logger.info("%s succeeded in %s (%d elements)", node_id, _since(started), total)
     return [future.result() for future in futures]
 
 
 def collect_map_outputs(
-    task: TaskFunction[..., Any], element_outputs: Sequence[Mapping[str, Any]]
+    task: TaskFunction[..., Any], element_outputs: Sequence[Mapping[str, Any] | None]
 ) -> dict[str, list[Any]]:
-    """A map node's outputs: for each task output, the list of the elements' values."""
+    """A map node's outputs: for each task output, the list of the elements' values (None for
+    an element that failed, in a node with a `min_success_ratio`)."""
     return {
-        variable.name: [outputs[variable.name] for outputs in element_outputs]
+        variable.name: [
+            None if outputs is None else outputs[variable.name] for outputs in element_outputs
+        ]
         for variable in task.spec.interface.outputs
     }
 

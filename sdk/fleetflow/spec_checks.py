@@ -59,7 +59,7 @@ class _Checker:
                     field, f"node '{node.id}' (task '{task.name}') has no output '{binding.output}'"
                 )
                 return None
-            return _list_of(output.type) if node.map is not None else output.type
+            return node.map.output_type(output.type) if node.map is not None else output.type
         return None
 
     def check(self, binding: ir.Binding, target: ir.LiteralType | None, field: str) -> None:

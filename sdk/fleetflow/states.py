@@ -1,11 +1,14 @@
 """Attempt and execution states, the one definition both the control plane and the agent use.
 
 The control plane's transition policy (`control_plane.lifecycle`) decides which moves are
-legal; the agent reports only RUNNING and the terminal states (`AGENT_REPORTABLE`).
+legal; the agent reports only RUNNING and the terminal states (`AGENT_REPORTABLE`). Also
+the rule of a map node with a `min_success_ratio` (how many elements may fail) and how its
+outcome reads, shared by local runs, the Temporal workflow and the CLI.
 """
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 
 # The map index of an attempt (and its node's outputs) that is not an element of a map node.
@@ -64,3 +67,30 @@ AGENT_REPORTABLE = frozenset(
         AttemptState.LOST,
     }
 )
+
+
+def map_failures_allowed(elements: int, min_success_ratio: float) -> int:
+    """How many of a map node's `elements` may fail (after their retries) with the node still
+    succeeding: at least `min_success_ratio` of them must succeed. Rounded first, so that 0.7
+    of 10 needs 7 successes, not 8 (0.7 * 10 is 7.000000000000001 in floating point)."""
+    needed = math.ceil(round(min_success_ratio * elements, 6))
+    return elements - needed
+
+
+def too_many_failures(node: str, failed: int, elements: int, min_success_ratio: float) -> str:
+    """What a map node that failed for too many failed elements says, locally and remotely:
+    `n1-train: 3 of 10 elements failed; min_success_ratio 0.8 needs 8 to succeed`."""
+    needed = elements - map_failures_allowed(elements, min_success_ratio)
+    return (
+        f"{node}: {failed} of {elements} elements failed; min_success_ratio "
+        f"{min_success_ratio:g} needs {needed} to succeed"
+    )
+
+
+def partial_success(node: str, succeeded: int, elements: int, min_success_ratio: float) -> str:
+    """How a map node that succeeded with failed elements reads, locally and remotely:
+    `n1-train: 8/10 elements succeeded (min_success_ratio 0.8)`."""
+    return (
+        f"{node}: {succeeded}/{elements} elements succeeded "
+        f"(min_success_ratio {min_success_ratio:g}); the failed ones are None in its outputs"
+    )

@@ -45,6 +45,7 @@ from control_plane.orchestration.workflows import (
     StartAttemptInput,
     StartAttemptsInput,
 )
+from fleetflow.states import too_many_failures
 from tests.integration.stack import TemporalServer
 from tests.polling import wait_until_async
 
@@ -479,6 +480,89 @@ async def test_a_long_workflow_continues_as_new_without_starting_anything_twice(
     assert fakes.finished == [FinishExecutionInput(fakes.execution_id, "SUCCEEDED")]
 
 
+# A map node with `min_success_ratio=0.8`: of 10 elements, 2 may fail for good.
+PARTIAL = ExecutionPlan(
+    nodes=[
+        PlanNode("prep", [], 0, completes=False),
+        PlanNode("train", ["prep"], 1, is_map=True, concurrency=3, min_success_ratio=0.8),
+        PlanNode("pick", ["train"], 0, completes=False),
+    ]
+)
+
+
+def _failing(*elements: int, tries: int = 2) -> dict[tuple[str, int], str]:
+    return {(f"train[{i}]", n): "FAILED" for i in elements for n in range(1, tries + 1)}
+
+
+async def test_a_partial_map_succeeds_with_failed_elements(env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(env.client, PARTIAL, _failing(2, 7), map_sizes={"train": 10})
+    assert await run_plan(env, fakes, "partial_map") == "SUCCEEDED"
+    # The failed elements used their retry, the node completed, its successor ran.
+    assert ("train[2]", 2) in fakes.started and ("train[7]", 2) in fakes.started
+    assert fakes.completed == ["train"] and ("pick", 1) in fakes.started
+    assert fakes.max_active["train"] <= 3
+
+
+async def test_a_partial_map_fails_once_too_many_elements_failed(
+    env: WorkflowEnvironment,
+) -> None:
+    fakes = FakeActivities(env.client, PARTIAL, _failing(1, 4, 8), map_sizes={"train": 10})
+    assert await run_plan(env, fakes) == "FAILED"
+    (finish,) = fakes.finished
+    assert finish.failed_attempt_id == "train[1]#2"
+    assert finish.message == (
+        "train: 3 of 10 elements failed; min_success_ratio 0.8 needs 8 to succeed"
+    )
+    assert finish.message == too_many_failures("train", 3, 10, 0.8)
+    assert ("pick", 1) not in fakes.started and fakes.completed == []
+
+
+async def test_failed_elements_of_chunks_add_up_over_the_node(env: WorkflowEnvironment) -> None:
+    chunked = ExecutionPlan(
+        nodes=[PlanNode("train", [], 0, is_map=True, min_success_ratio=0.8)], map_chunk=3
+    )
+    # One failure in each of two chunks: 2 of 10, as many as 0.8 allows.
+    fakes = FakeActivities(env.client, chunked, _failing(1, 7, tries=1), map_sizes={"train": 10})
+    assert await run_plan(env, fakes, "partial_map_chunks") == "SUCCEEDED"
+    assert len(fakes.chunks_completed) == 4 and fakes.chunks_per_node["train"] == 4
+    # One more, in a third chunk, is one too many, though no chunk has more than one.
+    fakes = FakeActivities(env.client, chunked, _failing(1, 5, 7, tries=1), map_sizes={"train": 10})
+    assert await run_plan(env, fakes) == "FAILED"
+    (finish,) = fakes.finished
+    assert finish.message == too_many_failures("train", 3, 10, 0.8)
+    assert finish.failed_attempt_id in {"train[1]#1", "train[5]#1", "train[7]#1"}
+
+
+async def test_a_chunk_stops_once_its_own_failures_are_too_many(env: WorkflowEnvironment) -> None:
+    chunked = ExecutionPlan(
+        nodes=[PlanNode("train", [], 0, is_map=True, concurrency=1, min_success_ratio=0.9)],
+        map_chunk=5,
+    )
+    fakes = FakeActivities(env.client, chunked, _failing(0, 1, tries=1), map_sizes={"train": 10})
+    assert await run_plan(env, fakes) == "FAILED"
+    assert fakes.finished[0].message.startswith("train: 2 of 10 elements failed")
+    # One element at a time: chunk 0 stopped after its second failure.
+    assert ("train[4]", 1) not in fakes.started
+
+
+async def test_a_partial_map_continues_as_new_with_its_failed_elements(
+    env: WorkflowEnvironment,
+) -> None:
+    plan = ExecutionPlan(
+        nodes=[
+            PlanNode("train", [], 0, is_map=True, concurrency=1, min_success_ratio=0.5),
+            PlanNode("pick", ["train"], 0, completes=False),
+        ],
+        continue_after_events=40,
+    )
+    fakes = FakeActivities(env.client, plan, _failing(0, 2, 4, tries=1), map_sizes={"train": 8})
+    assert await run_plan(env, fakes) == "SUCCEEDED"
+    assert await _runs(env.client, fakes.execution_id) > 1
+    # The failed elements were carried over as failed: never tried again (an attempt in
+    # flight is asked for again, under its number, by the next run).
+    assert set(fakes.started) == {(f"train[{i}]", 1) for i in range(8)} | {("pick", 1)}
+
+
 async def test_a_start_refused_because_the_execution_finished_ends_it_cancelled(
     env: WorkflowEnvironment,
 ) -> None:
@@ -499,6 +583,6 @@ async def test_recorded_histories_still_replay(path: Path) -> None:
 async def test_recorded_histories_exist() -> None:
     recorded = [p.stem for p in HISTORIES.glob("*.json")]
     before = [name for name in recorded if not name.endswith(RECORDED_SUFFIX)]
-    assert len(before) >= 6 and len(recorded) - len(before) >= 6, (
+    assert len(before) >= 6 and len(recorded) - len(before) >= 8, (
         "record with FLEETFLOW_RECORD_HISTORIES=1"
     )

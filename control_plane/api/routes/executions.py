@@ -7,7 +7,7 @@ import logging
 import re
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy.orm import Session
@@ -73,9 +73,21 @@ def executions_public(
                 )
                 for attempt in execution.attempts
             ],
+            min_success_ratios=_min_success_ratios(execution.workflow.spec),
         )
         for execution in executions
     ]
+
+
+def _min_success_ratios(spec: dict[str, Any]) -> dict[str, float]:
+    """The map nodes of a stored spec that have a `min_success_ratio` (written only below 1),
+    read from its JSON as is: the spec validated when it was registered."""
+    ratios: dict[str, float] = {}
+    for node in spec.get("nodes", []):
+        ratio = (node.get("map") or {}).get("min_success_ratio")
+        if isinstance(ratio, int | float):
+            ratios[node["id"]] = float(ratio)
+    return ratios
 
 
 def _create(

@@ -43,6 +43,11 @@ class ExecutionPublic(BaseModel):
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
     attempts: list[AttemptPublic]
+    min_success_ratios: dict[str, float] = Field(
+        default_factory=dict,
+        description="the map nodes that succeed with failed elements (`map_task(..., "
+        "min_success_ratio=r)`): node id -> the fraction of elements that must succeed",
+    )
 
 
 class OutputBlob(BaseModel):

@@ -35,7 +35,7 @@ from fleetflow.cli import account
 from fleetflow.cli import usage as usage_commands
 from fleetflow.cli.common import TENANT_META_KEY, CommandUsageError, client, print_json
 from fleetflow.cli.inputs import InputFlagError, did_you_mean, split_input_flags
-from fleetflow.errors import FleetflowError, WorkflowInputError
+from fleetflow.errors import FleetflowError, MapElementsFailedError, WorkflowInputError
 from fleetflow.loader import WorkflowNotFoundError
 
 if TYPE_CHECKING:
@@ -560,10 +560,13 @@ def _run_locally(
         with sdk_lines_to(sys.stderr), redirect_stdout(sys.stderr), task_log_records_to_stderr():
             return wf.run_local(values, cache=cache)
     except Exception as exc:
-        notes = getattr(exc, "__notes__", None)
+        failed: BaseException = exc
+        if isinstance(exc, MapElementsFailedError) and exc.__cause__ is not None:
+            failed = exc.__cause__  # too many failed elements: one element's own traceback
+        notes = getattr(failed, "__notes__", None)
         if not notes or os.environ.get("FLEETFLOW_DEBUG"):
             raise  # not raised by a task (bad inputs…): main() reports it
-        shown = _user_traceback(exc)
+        shown = _user_traceback(failed)
         if shown:
             err_console.print(shown, markup=False, highlight=False)
         raise LocalRunError(

@@ -31,6 +31,7 @@ from fleetflow.cli.common import api_json, print_json
 from fleetflow.client import Client, ExecutionTimeoutError, RegisteredWorkflow
 from fleetflow.errors import FleetflowError
 from fleetflow.inlining import SEPARATOR as SUB_WORKFLOW_SEPARATOR
+from fleetflow.states import partial_success
 from fleetflow.timestamps import parse_time
 
 if TYPE_CHECKING:
@@ -356,6 +357,7 @@ class AttemptProgress:
             table.add_column(column, no_wrap=True)
         table.add_column("WAITING FOR")
         by_node = _by_node(execution.get("attempts", []))
+        ratios = execution.get("min_success_ratios") or {}
         for row in node_tree(by_node):
             indent = "  " * row.depth
             if row.is_call:
@@ -364,7 +366,7 @@ class AttemptProgress:
             node, attempts = indent + row.name, by_node[row.node_id]
             shown = attempts
             if any(a.get("map_index") is not None for a in attempts):
-                _add_map_summary(table, node, attempts)
+                _add_map_summary(table, node, attempts, ratios.get(row.node_id))
                 if len(attempts) > _ELEMENT_ROWS:
                     shown = [a for a in attempts if a["status"] != "SUCCEEDED"][:_ELEMENT_ROWS]
             for attempt in shown:
@@ -390,9 +392,12 @@ class AttemptProgress:
         return table
 
 
-def _add_map_summary(table: Table, node: str, attempts: list[dict[str, Any]]) -> None:
+def _add_map_summary(
+    table: Table, node: str, attempts: list[dict[str, Any]], ratio: float | None = None
+) -> None:
     """`n1-square  7/10 done  ...  3 RUNNING`: a map node's elements at a glance (those
-    started so far: elements beyond a map_task's concurrency start as others finish)."""
+    started so far: elements beyond a map_task's concurrency start as others finish), with
+    its `min_success_ratio` when it has one (its failed elements then do not fail it)."""
     latest: dict[int, dict[str, Any]] = {}
     for attempt in attempts:
         index = attempt["map_index"]
@@ -406,6 +411,8 @@ def _add_map_summary(table: Table, node: str, attempts: list[dict[str, Any]]) ->
     for state, count in sorted(states.items(), key=lambda item: item[0] != "RUNNING"):
         if state != "SUCCEEDED":
             counts.append(f"{count} {state} ", style=ATTEMPT_STYLES.get(state, ""))
+    if ratio is not None:
+        counts.append(f"(min_success_ratio {ratio:g})", style="dim")
     table.add_row(
         Text(node, style="bold"),
         Text(f"{done}/{len(latest)} done", style="green" if done == len(latest) else ""),
@@ -415,6 +422,23 @@ def _add_map_summary(table: Table, node: str, attempts: list[dict[str, Any]]) ->
         "",
         "",
     )
+
+
+def partial_map_lines(execution: dict[str, Any]) -> list[str]:
+    """For each map node with a `min_success_ratio` some of whose elements failed, how many
+    succeeded: `n1-train: 8/10 elements succeeded (min_success_ratio 0.8); ...`."""
+    lines = []
+    for node, ratio in (execution.get("min_success_ratios") or {}).items():
+        elements: set[int] = set()
+        succeeded: set[int] = set()
+        for attempt in execution.get("attempts", []):
+            if attempt["node_id"] == node and attempt.get("map_index") is not None:
+                elements.add(attempt["map_index"])
+                if attempt["status"] == "SUCCEEDED":
+                    succeeded.add(attempt["map_index"])
+        if len(succeeded) < len(elements):
+            lines.append(partial_success(node, len(succeeded), len(elements), ratio))
+    return lines
 
 
 def outputs_json(outputs: dict[str, Any] | None) -> str:
@@ -448,6 +472,8 @@ def print_execution(execution: dict[str, Any], console: Console, *, attempts: bo
                 line = describe_attempt(attempt, name=row.name)
                 console.print(f"{indent}{line}", highlight=False)
     if execution["status"] == "SUCCEEDED":
+        for line in partial_map_lines(execution):
+            console.print(Text(line, style="yellow"), highlight=False)
         console.print("[bold]outputs:[/bold]")
         console.out(outputs_json(execution.get("outputs")), highlight=False)
     error = execution.get("error")

@@ -855,6 +855,46 @@ CASES: list[Case] = [
         actual="list[int]",
         says=("(output of map node 'n1-takes_int'",),
     ),
+    Case(
+        id="partial-map-into-list",
+        what="a map_task with a min_success_ratio yields list[Optional[T]]: its failed elements "
+        "are None, which a list[T] parameter does not accept",
+        source="""
+        @task
+        def total(numbers: list[int]) -> int:
+            return sum(numbers)
+
+
+        @workflow
+        def wf() -> int:
+            doubled = map_task(takes_int, min_success_ratio=0.9)(n=make_ints())
+            return total(numbers=doubled)  # <-
+        """,
+        error=WorkflowCompileError,
+        task="total",
+        parameter="numbers",
+        expected="list[int]",
+        actual="list[Optional[int]]",
+        says=(
+            "min_success_ratio=0.9: a failed element is None",
+            "hint: in the list items: the value may be None",
+        ),
+    ),
+    Case(
+        id="map-ratio-out-of-range",
+        what="a min_success_ratio that is not a number in (0, 1]",
+        source="""
+        @workflow
+        def wf() -> list[int]:
+            return map_task(takes_int, min_success_ratio=80)(n=make_ints())  # <-
+        """,
+        error=WorkflowCompileError,
+        task="takes_int",
+        parameter=None,
+        expected="a number in (0, 1]",
+        actual="80",
+        says=("the fraction of elements that must succeed", "hint: min_success_ratio=0.8"),
+    ),
     # ------------------------------------------------------------ constants
     Case(
         id="constant-wrong-type",
