@@ -17,7 +17,7 @@ from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
 
-WORKFLOWS = Path(__file__).parent / "workflows" / "conditional.py"
+WORKFLOWS = Path(__file__).parent / "workflows" / "conditional_flows.py"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "conditional.py"
 
 

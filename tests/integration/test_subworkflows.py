@@ -16,7 +16,7 @@ from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
 
-WORKFLOWS = Path(__file__).parent / "workflows" / "subworkflows.py"
+WORKFLOWS = Path(__file__).parent / "workflows" / "subworkflow_flows.py"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "subworkflows.py"
 
 
