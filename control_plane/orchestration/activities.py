@@ -41,7 +41,7 @@ from control_plane.blob_layout import (
 )
 from control_plane.db.models import Execution, TaskAttempt, Tenant, WorkflowVersion
 from control_plane.db.repositories import attempts as attempts_repo
-from control_plane.db.repositories import task_cache
+from control_plane.db.repositories import dynamic_tasks, task_cache
 from control_plane.db.repositories.executions import move_execution
 from control_plane.db.session import transaction
 from control_plane.large_values import load_values, store_values
@@ -342,6 +342,18 @@ class ExecutionActivities:
             attempt = attempts_repo.latest_succeeded_attempt(session, execution.id, node.id)
             try:
                 sub = self._checked_sub_spec(session, execution, node.id, task, attempt)
+                # Placement and leasing find the tasks the workflow's spec lacks there.
+                root = self._spec(session, execution)
+                for sub_task in sub.tasks.values():
+                    if sub_task.name in root.tasks and root.tasks[sub_task.name] != sub_task:
+                        raise ValueError(
+                            f"task '{sub_task.name}' differs from the workflow's task of that name"
+                        )
+                dynamic_tasks.record(
+                    session,
+                    execution.workflow_spec_id,
+                    [t for t in sub.tasks.values() if t.name not in root.tasks],
+                )
             except ValueError as exc:
                 message = f"{node.id}: the sub-DAG of dynamic task '{task.name}' is refused: {exc}"
                 log.warning("execution %s: %s", execution.id, message)
