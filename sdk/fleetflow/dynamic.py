@@ -28,6 +28,7 @@ from fleetflow.compiler import CompiledWorkflow, WorkflowCompilation, activated
 from fleetflow.errors import DefinitionError, DynamicWorkflowError, InvalidOptionError
 from fleetflow.interface import extract_signature
 from fleetflow.task import TaskFunction, TaskOptions
+from fleetflow.task import _check_options as check_options
 from fleetflow.types import to_python
 
 P = ParamSpec("P")
@@ -139,6 +140,7 @@ def dynamic(
     if fn is None:
         if options.get("cache"):
             raise InvalidOptionError("dynamic tasks cannot be cached (cache=True)")
+        check_options(options)  # now, so `@dynamic(retries=-1)` fails before it decorates
 
         def decorate(function: Callable[P, R]) -> DynamicFunction[P, R]:
             return DynamicFunction(function, **options)

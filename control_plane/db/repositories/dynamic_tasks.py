@@ -7,12 +7,14 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from control_plane.db.models import DynamicTask
+from control_plane.db.models import DynamicTask, utcnow
+from control_plane.db.repositories._insert import insert_ignoring_conflicts
 from fleetflow.ir import TaskSpec
 
 
 def record(session: Session, workflow_spec_id: str, tasks: Iterable[TaskSpec]) -> None:
-    """Record `tasks` for the version, those not yet recorded.
+    """Record `tasks` for the version, those not yet recorded (a concurrent recording of
+    the same task is no conflict: the first one's row stays).
 
     Raises:
         ValueError: a task of the same name was recorded with another spec (the same bundle
@@ -21,14 +23,23 @@ def record(session: Session, workflow_spec_id: str, tasks: Iterable[TaskSpec]) -
     wanted = {task.name: task for task in tasks}
     if not wanted:
         return
+    insert_ignoring_conflicts(
+        session,
+        DynamicTask,
+        [
+            {
+                "workflow_spec_id": workflow_spec_id,
+                "task_name": name,
+                "spec": task.model_dump(mode="json"),
+                "created_at": utcnow(),
+            }
+            for name, task in wanted.items()
+        ],
+    )
     known = find(session, workflow_spec_id, wanted)
     for name, task in wanted.items():
-        if name not in known:
-            spec = task.model_dump(mode="json")
-            session.add(DynamicTask(workflow_spec_id=workflow_spec_id, task_name=name, spec=spec))
-        elif known[name] != task:
-            raise ValueError(f"task '{name}' differs from the task of that name it ran before")
-    session.flush()
+        if known.get(name) != task:
+            raise ValueError(f"task '{name}' differs from the task of that name run before")
 
 
 def find(session: Session, workflow_spec_id: str, names: Iterable[str]) -> dict[str, TaskSpec]:
