@@ -230,11 +230,13 @@ class ExecutionActivities:
         return execution_prefix(session.get_one(Tenant, execution.tenant_id).name, execution.id)
 
     def _node_outputs(
-        self, session: Session, execution: Execution, spec: WorkflowSpec, node: Node
+        self, session: Session, execution: Execution, node: Node, spec: WorkflowSpec | None = None
     ) -> dict[str, Any]:
         """A node's outputs: its succeeded attempt's, a map node's collected lists, or a
-        dynamic node's sub-DAG's outputs (both collected by `complete_node`)."""
-        if node.map is not None or spec.tasks[node.task].dynamic:
+        dynamic node's sub-DAG's outputs (both collected by `complete_node`; `spec`, the
+        node's, says whether its task is dynamic)."""
+        dynamic = spec is not None and spec.tasks[node.task].dynamic
+        if node.map is not None or dynamic:
             collected = outputs_key(node_prefix(self._prefix(session, execution), node.id))
             try:
                 return self._read_json(self._blobs.uri(collected))
@@ -270,7 +272,7 @@ class ExecutionActivities:
             assert isinstance(binding, NodeOutputBinding)
             if binding.node_id not in outputs:
                 node = spec.node(binding.node_id)
-                outputs[binding.node_id] = self._node_outputs(session, execution, spec, node)
+                outputs[binding.node_id] = self._node_outputs(session, execution, node, spec)
             return outputs[binding.node_id][binding.output]
 
         def resolve(binding: Binding) -> Any:  # a list or dict binding from its items' values
