@@ -209,17 +209,32 @@ def _run_dynamic(
     logger.info("%s started (dynamic task %s)", node_id, task.spec.name)
     started = time.monotonic()
     try:
-        with attempt_context(
-            execution_id=execution.id,
-            node_id=node_id,
-            attempt_number=1,
-            map_index=None,
-            attempt_id=f"{execution.id}/{node_id}/1",
-            task_name=task.spec.name,
-            local=True,
-            checkpoint=execution.checkpoint(node_id, None),
-        ):
-            compiled = task.build(literals, node_id)  # type: ignore[attr-defined]
+        attempts = 1 + task.spec.retries  # building is retried, as its attempt on a cluster
+        for attempt in range(1, attempts + 1):
+            try:
+                with attempt_context(
+                    execution_id=execution.id,
+                    node_id=node_id,
+                    attempt_number=attempt,
+                    map_index=None,
+                    attempt_id=f"{execution.id}/{node_id}/{attempt}",
+                    task_name=task.spec.name,
+                    local=True,
+                    checkpoint=execution.checkpoint(node_id, None),
+                ):
+                    compiled = task.build(literals, node_id)  # type: ignore[attr-defined]
+                break
+            except Exception as exc:
+                if attempt == attempts:
+                    raise
+                logger.warning(
+                    "dynamic task %s failed (attempt %d of %d), retrying: %s: %s",
+                    task.spec.name,
+                    attempt,
+                    attempts,
+                    type(exc).__name__,
+                    exc,
+                )
         sub = ir.prefix_spec(compiled.spec, node_id)
         logger.info("%s: built a sub-DAG of %d node(s)", node_id, len(sub.nodes))
         outputs = _run_nodes(sub, compiled.tasks, {}, cache, execution)

@@ -44,6 +44,15 @@ def test_a_dynamic_run_matches_the_local_run(stack: Stack) -> None:
     assert "n1-sum_squares/n4-square (attempt 1) SUCCEEDED" in shown.stdout
 
 
+def test_a_conditional_in_a_sub_dag(stack: Stack) -> None:
+    for n, skipped in ((3, "n0-by_sign/n2-add"), (-2, "n0-by_sign/n1-square")):
+        final = run(stack, "signs", n=n)
+        assert final.status == "SUCCEEDED", stack.logs()
+        assert final.outputs == local("signs", n=n)
+        status = {a.node_id: str(a.status) for a in final.attempts}
+        assert status[skipped] == "SKIPPED"
+
+
 def test_control_plane_restart_mid_sub_dag(exchange_dir: Path, stack: Stack) -> None:
     marker = exchange_dir / "dynamic.txt"
     client = stack.client()

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-from fleetflow import dynamic, map_task, task, workflow
+from fleetflow import conditional, dynamic, map_task, task, workflow
 from fleetflow.dynamic import DynamicFunction
 
 
@@ -64,6 +64,18 @@ def nested(n: int) -> int:
 @workflow
 def squares(n: int) -> int:
     return add(a=sum_squares(xs=numbers(n=n)), b=nested(n=n))
+
+
+@dynamic
+def by_sign(n: int) -> int:
+    """A conditional in a sub-DAG."""
+    m = add(a=n, b=0)
+    return conditional("sign").if_(m > 0).then(square(x=m)).else_().then(add(a=m, b=-1))
+
+
+@workflow
+def signs(n: int) -> int:
+    return add(a=by_sign(n=n), b=0)
 
 
 @dynamic

@@ -12,6 +12,7 @@ from fleetflow import (
     DynamicWorkflowError,
     InvalidOptionError,
     WorkflowCompileError,
+    conditional,
     current_context,
     dynamic,
     ir,
@@ -212,3 +213,27 @@ def test_prefixing_leaves_constants_alone() -> None:
 
 def test_the_decorated_function_keeps_its_signature() -> None:
     assert list(inspect.signature(sum_squares).parameters) == ["xs"]
+
+
+BUILDS: list[int] = []
+
+
+@dynamic(retries=1)
+def flaky(n: int) -> int:
+    BUILDS.append(current_context().attempt_number)
+    if len(BUILDS) == 1:
+        raise RuntimeError("the first build fails")
+    sign = add(a=n, b=0)
+    return conditional("sign").if_(sign > 0).then(square(x=sign)).else_().then(add(a=sign, b=-1))
+
+
+@workflow
+def flaky_flow(n: int) -> int:
+    return flaky(n=n)
+
+
+def test_building_is_retried_and_conditionals_work_in_the_body() -> None:
+    BUILDS.clear()
+    assert flaky_flow(n=3) == 9
+    assert BUILDS == [1, 2]
+    assert flaky_flow(n=-2) == -3
