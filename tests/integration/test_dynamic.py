@@ -65,6 +65,18 @@ def test_control_plane_restart_mid_sub_dag(exchange_dir: Path, stack: Stack) -> 
     assert "n0-slow_steps/n1-pause" in {a.node_id for a in final.attempts}
 
 
+def test_cancelling_mid_sub_dag_cancels_its_attempts(exchange_dir: Path, stack: Stack) -> None:
+    marker = exchange_dir / "cancelled.txt"
+    client = stack.client()
+    execution_id = stack.launch(WORKFLOWS, "slow", n=4, seconds=60.0, marker=str(marker))
+    stack.wait_for(marker.exists, "the sub-DAG's first task to run")
+    client.executions.cancel(execution_id)
+    final = client.wait_for_execution(execution_id, timeout=120)
+    assert final.status == "CANCELLED", stack.logs()
+    sub = [a for a in final.attempts if a.node_id.startswith("n0-slow_steps/")]
+    assert sub and all(str(a.status) == "CANCELLED" for a in sub)
+
+
 def test_a_mistyped_body_fails_naming_its_line(stack: Stack) -> None:
     final = run(stack, "mistyped_flow", n=2)
     assert final.status == "FAILED", stack.logs()
