@@ -422,6 +422,14 @@ class WorkflowSpec(_Frozen):
     failures: list[Failure] = Field(default_factory=list, exclude_if=lambda failures: not failures)
 
     @model_validator(mode="after")
+    def _no_map_of_dynamic_tasks(self) -> WorkflowSpec:
+        for node in self.nodes:
+            task = self.tasks.get(node.task)
+            if node.map is not None and task is not None and task.dynamic:
+                raise ValueError(f"map node '{node.id}' runs dynamic task '{task.name}'")
+        return self
+
+    @model_validator(mode="after")
     def _conditions_are_sound(self) -> WorkflowSpec:
         if any(node.when is not None for node in self.nodes) or self.failures:
             check_conditions(self)

@@ -178,6 +178,12 @@ def test_map_task_of_a_dynamic_task_is_refused() -> None:
         def fan(xs: list[int]) -> list[int]:
             return map_task(nested)(n=xs)
 
+    # Nor does a spec written by hand validate (the control plane refuses it when registered).
+    data = pipeline.spec.model_dump(mode="json")
+    data["nodes"][1]["map"] = {"over": ["xs"]}
+    with pytest.raises(ValueError, match="map node 'n1-sum_squares' runs dynamic task"):
+        ir.WorkflowSpec.model_validate(data)
+
 
 def _spec(**changes: object) -> ir.WorkflowSpec:
     data = sum_squares.build({"xs": [1]}).spec.model_dump(mode="json")
