@@ -28,7 +28,8 @@ class InvalidStoredSpecError(Exception):
         self.problems = problems
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_errors(exc: ValidationError) -> str:
+    """A validation error's problems on one line: `loc: msg; loc: msg`."""
     return "; ".join(
         f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
     )
@@ -60,7 +61,7 @@ class ParsedSpecs:
         try:
             spec = WorkflowSpec.model_validate(stored)
         except ValidationError as exc:
-            raise InvalidStoredSpecError(_describe(exc)) from None
+            raise InvalidStoredSpecError(describe_errors(exc)) from None
         with self._lock:
             self._specs[version_id] = spec
             self._specs.move_to_end(version_id)

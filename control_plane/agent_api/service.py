@@ -43,6 +43,7 @@ from control_plane.blob_layout import bundle_key
 from control_plane.db.models import Cluster, Execution, TaskAttempt, Tenant, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
+from control_plane.db.repositories import dynamic_tasks
 from control_plane.db.session import retry_transient, transaction
 from control_plane.metrics import observe_dispatch
 from control_plane.parsed_specs import InvalidStoredSpecError, ParsedSpecs
@@ -312,6 +313,11 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         digest = execution.workflow.bundle_digest
         bundle_uri = self._blobs.uri(bundle_key(tenant.name, digest))
         task = spec.tasks.get(attempt.task_name)
+        if task is None:  # a task of a dynamic task's sub-DAG
+            found = dynamic_tasks.find(session, execution.workflow_spec_id, [attempt.task_name])
+            task = found.get(attempt.task_name)
+            if task is not None:
+                spec = spec.model_copy(update={"tasks": {**spec.tasks, task.name: task}})
         blobs = []
         if task is not None and takes_blobs(task):
             blobs = input_blobs(

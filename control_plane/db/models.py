@@ -183,6 +183,20 @@ class TaskCacheEntry(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class DynamicTask(Base):
+    """A task that a dynamic task's sub-DAG runs and its workflow version's spec does not
+    list, recorded when the sub-DAG is accepted (`orchestration/activities.py`,
+    `expand_dynamic`): placement and leasing read a task's spec here when the version's spec
+    lacks it. Keyed like a version's tasks: the same bundle gives a task one spec."""
+
+    __tablename__ = "dynamic_tasks"
+
+    workflow_spec_id: Mapped[str] = mapped_column(ForeignKey("workflow_specs.id"), primary_key=True)
+    task_name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    spec: Mapped[dict[str, Any]]  # the `ir.TaskSpec`
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Principal(Base):
     """A user or service account. It belongs to one home tenant; roles (in casbin) say what
     it may do where."""

@@ -11,14 +11,19 @@ row without its attempts, and the workflow's spec parsed once per version (`Pars
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import tarfile
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, lazyload, sessionmaker
 from temporalio import activity
@@ -26,6 +31,7 @@ from temporalio.exceptions import ApplicationError
 
 from control_plane.blob_layout import (
     attempt_prefix,
+    bundle_key,
     chunk_prefix,
     execution_prefix,
     inputs_key,
@@ -33,9 +39,9 @@ from control_plane.blob_layout import (
     node_prefix,
     outputs_key,
 )
-from control_plane.db.models import Execution, TaskAttempt, Tenant
+from control_plane.db.models import Execution, TaskAttempt, Tenant, WorkflowVersion
 from control_plane.db.repositories import attempts as attempts_repo
-from control_plane.db.repositories import task_cache
+from control_plane.db.repositories import dynamic_tasks, task_cache
 from control_plane.db.repositories.executions import move_execution
 from control_plane.db.session import transaction
 from control_plane.large_values import load_values, store_values
@@ -46,6 +52,7 @@ from control_plane.orchestration.workflows import (
     AttemptStarts,
     ChunkRef,
     Decision,
+    DynamicPlan,
     ExecutionPlan,
     FinishExecutionInput,
     NodeRef,
@@ -54,8 +61,9 @@ from control_plane.orchestration.workflows import (
     StartAttemptsInput,
     UnitStart,
 )
-from control_plane.parsed_specs import InvalidStoredSpecError, ParsedSpecs
+from control_plane.parsed_specs import InvalidStoredSpecError, ParsedSpecs, describe_errors
 from fleetflow.ir import (
+    DYNAMIC_SPEC_OUTPUT,
     Binding,
     Failure,
     InputBinding,
@@ -66,10 +74,13 @@ from fleetflow.ir import (
     SelectBinding,
     TaskSpec,
     WorkflowSpec,
+    check_dynamic_spec,
     evaluate,
+    prefix_spec,
     resolve_binding,
 )
 from fleetflow.logs import log_context
+from fleetflow.spec_checks import binding_problems
 from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
 from fleetflow.storage import BlobNotFoundError, BlobStore
 
@@ -77,6 +88,10 @@ log = logging.getLogger(__name__)
 
 _SUCCESSOR_SPECS = 64
 """The specs whose successor maps `start_successors` keeps at once."""
+_SUB_SPECS = 256
+"""The dynamic nodes' sub-DAGs kept parsed at once."""
+_BUNDLES = 16
+"""The code bundles whose module lists are kept at once."""
 
 
 @dataclass(frozen=True)
@@ -114,11 +129,16 @@ class ExecutionActivities:
         self._on_capacity_freed = on_capacity_freed
         self._specs = ParsedSpecs()
         self._successors: dict[str, dict[str, list[str]]] = {}  # per spec: `_plain_successors`
+        # (execution, dynamic node) -> its sub-DAG as stored; (tenant, digest) -> modules.
+        self._sub_specs: OrderedDict[tuple[str, str], WorkflowSpec] = OrderedDict()
+        self._bundle_modules: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.begin_execution,
             self.expand_map,
+            self.expand_dynamic,
             self.start_attempts,
             self.start_attempt,
             self.complete_node,
@@ -149,6 +169,38 @@ class ExecutionActivities:
         execution = self._execution(session, execution_id, lock=lock)
         return execution, self._spec(session, execution)
 
+    def _load_node(
+        self, session: Session, execution_id: str, node_id: str, *, lock: bool = False
+    ) -> tuple[Execution, WorkflowSpec]:
+        """The execution and the spec node `node_id` is in: the workflow's, or the sub-DAG
+        of the dynamic node its id is prefixed with."""
+        execution = self._execution(session, execution_id, lock=lock)
+        return execution, self._spec_for(session, execution, node_id)
+
+    def _spec_for(self, session: Session, execution: Execution, node_id: str) -> WorkflowSpec:
+        if "/" not in node_id:
+            return self._spec(session, execution)
+        return self._sub_spec(session, execution, node_id.rsplit("/", 1)[0])
+
+    def _sub_spec_key(self, session: Session, execution: Execution, node_id: str) -> str:
+        return f"{node_prefix(self._prefix(session, execution), node_id)}/dynamic/spec.json"
+
+    def _sub_spec(self, session: Session, execution: Execution, node_id: str) -> WorkflowSpec:
+        """The sub-DAG of the dynamic node `node_id`, as `expand_dynamic` checked and stored
+        it (its nodes named `<node_id>/...`)."""
+        key = (execution.id, node_id)
+        with self._lock:
+            spec = self._sub_specs.get(key)
+        if spec is not None:
+            return spec
+        uri = self._blobs.uri(self._sub_spec_key(session, execution, node_id))
+        spec = WorkflowSpec.model_validate(self._read_json(uri))
+        with self._lock:
+            self._sub_specs[key] = spec
+            while len(self._sub_specs) > _SUB_SPECS:
+                self._sub_specs.popitem(last=False)
+        return spec
+
     @contextmanager
     def _failing_on_invalid_spec(self, execution_id: str) -> Iterator[None]:
         """An invalid stored spec fails the execution, with the reason, and the activity
@@ -177,9 +229,14 @@ class ExecutionActivities:
         """The execution's place in the blob store, in its tenant's space."""
         return execution_prefix(session.get_one(Tenant, execution.tenant_id).name, execution.id)
 
-    def _node_outputs(self, session: Session, execution: Execution, node: Node) -> dict[str, Any]:
-        """A node's outputs: its succeeded attempt's, or a map node's collected lists."""
-        if node.map is not None:
+    def _node_outputs(
+        self, session: Session, execution: Execution, node: Node, spec: WorkflowSpec | None = None
+    ) -> dict[str, Any]:
+        """A node's outputs: its succeeded attempt's, a map node's collected lists, or a
+        dynamic node's sub-DAG's outputs (both collected by `complete_node`; `spec`, the
+        node's, says whether its task is dynamic)."""
+        dynamic = spec is not None and spec.tasks[node.task].dynamic
+        if node.map is not None or dynamic:
             collected = outputs_key(node_prefix(self._prefix(session, execution), node.id))
             try:
                 return self._read_json(self._blobs.uri(collected))
@@ -215,7 +272,7 @@ class ExecutionActivities:
             assert isinstance(binding, NodeOutputBinding)
             if binding.node_id not in outputs:
                 node = spec.node(binding.node_id)
-                outputs[binding.node_id] = self._node_outputs(session, execution, node)
+                outputs[binding.node_id] = self._node_outputs(session, execution, node, spec)
             return outputs[binding.node_id][binding.output]
 
         def resolve(binding: Binding) -> Any:  # a list or dict binding from its items' values
@@ -240,31 +297,139 @@ class ExecutionActivities:
             execution, spec = self._load(session, execution_id)
             if move_execution(session, execution, ExecutionState.RUNNING):
                 log.info("execution %s running", execution_id)
-        # A conditional's `.fail` branches first: each is decided no later than the nodes of
-        # the other branches (its condition reads what theirs read), so before anything
-        # downstream of the conditional starts.
         return ExecutionPlan(
-            nodes=[
-                PlanNode(failure.id, failure.upstream, 0, completes=False, guarded=True)
-                for failure in spec.failures
-            ]
-            + [
-                PlanNode(
-                    node.id,
-                    node.upstream,
-                    spec.tasks[node.task].retries,
-                    is_map=node.map is not None,
-                    concurrency=node.map.concurrency if node.map else None,
-                    # What `complete_node` does; without either it has nothing to do.
-                    completes=spec.tasks[node.task].cache or node.map is not None,
-                    guarded=node.when is not None,
-                    min_success_ratio=node.map.min_success_ratio if node.map else 1.0,
-                )
-                for node in spec.nodes
-            ],
+            nodes=self._plan_nodes(spec),
             map_chunk=self._map_chunk,
             continue_after_events=self._continue_after_events,
         )
+
+    @staticmethod
+    def _plan_nodes(spec: WorkflowSpec) -> list[PlanNode]:
+        # A conditional's `.fail` branches first: each is decided no later than the nodes of
+        # the other branches (its condition reads what theirs read), so before anything
+        # downstream of the conditional starts.
+        return [
+            PlanNode(failure.id, failure.upstream, 0, completes=False, guarded=True)
+            for failure in spec.failures
+        ] + [
+            PlanNode(
+                node.id,
+                node.upstream,
+                spec.tasks[node.task].retries,
+                is_map=node.map is not None,
+                concurrency=node.map.concurrency if node.map else None,
+                # What `complete_node` does; without any it has nothing to do.
+                completes=spec.tasks[node.task].cache
+                or node.map is not None
+                or spec.tasks[node.task].dynamic,
+                guarded=node.when is not None,
+                min_success_ratio=node.map.min_success_ratio if node.map else 1.0,
+                dynamic=spec.tasks[node.task].dynamic and node.map is None,
+            )
+            for node in spec.nodes
+        ]
+
+    @activity.defn(name="expand_dynamic")
+    def expand_dynamic(self, ref: NodeRef) -> DynamicPlan:
+        """Once a dynamic node's attempt succeeded: check the sub-DAG it wrote, store it
+        with its nodes named `<node>/...`, and return its plan; or say why it is refused
+        (the execution then fails with that message)."""
+        with (
+            self._failing_on_invalid_spec(ref.execution_id),
+            log_context(execution_id=ref.execution_id, node_id=ref.node_id),
+            transaction(self._sessions) as session,
+        ):
+            execution, spec = self._load_node(session, ref.execution_id, ref.node_id)
+            node = spec.node(ref.node_id)
+            task = spec.tasks[node.task]
+            attempt = attempts_repo.latest_succeeded_attempt(session, execution.id, node.id)
+            try:
+                sub = self._checked_sub_spec(session, execution, node.id, task, attempt)
+                # Placement and leasing find the tasks the workflow's spec lacks there.
+                root = self._spec(session, execution)
+                for sub_task in sub.tasks.values():
+                    if sub_task.name in root.tasks and root.tasks[sub_task.name] != sub_task:
+                        raise ValueError(
+                            f"task '{sub_task.name}' differs from the workflow's task of that name"
+                        )
+                dynamic_tasks.record(
+                    session,
+                    execution.workflow_spec_id,
+                    [t for t in sub.tasks.values() if t.name not in root.tasks],
+                )
+            except ValueError as exc:
+                message = f"{node.id}: the sub-DAG of dynamic task '{task.name}' is refused: {exc}"
+                log.warning("execution %s: %s", execution.id, message)
+                return DynamicPlan(message=message)
+            self._blobs.put(
+                self._sub_spec_key(session, execution, node.id),
+                sub.model_dump_json().encode(),
+            )
+            log.info("node %s: runs a sub-DAG of %d node(s)", node.id, len(sub.nodes))
+        # Bounded by `MAX_DYNAMIC_NODES`: its workflow's history stays short.
+        plan = ExecutionPlan(self._plan_nodes(sub), map_chunk=self._map_chunk)
+        return DynamicPlan(plan=plan)
+
+    def _checked_sub_spec(
+        self,
+        session: Session,
+        execution: Execution,
+        node_id: str,
+        task: TaskSpec,
+        attempt: TaskAttempt,
+    ) -> WorkflowSpec:
+        """The sub-DAG the dynamic task's attempt wrote, checked as a registered spec is and
+        more, its nodes renamed `<node_id>/...`. ValueError: why it is refused."""
+        try:
+            document = self._read_json(attempt.outputs_uri)
+        except (BlobNotFoundError, ValueError):
+            raise ValueError("its attempt wrote no readable outputs document") from None
+        raw = document.get(DYNAMIC_SPEC_OUTPUT) if isinstance(document, dict) else None
+        if not isinstance(raw, dict):
+            raise ValueError("its attempt wrote no sub-DAG")
+        try:
+            sub = WorkflowSpec.model_validate(raw)
+        except ValidationError as exc:
+            raise ValueError(f"invalid sub-DAG: {describe_errors(exc)}") from None
+        check_dynamic_spec(sub, node_id, task.name)
+        if sub.interface.outputs != task.interface.outputs:
+            raise ValueError("its sub-DAG's outputs are not those the task declares")
+        problems = binding_problems(sub)
+        if problems:
+            raise ValueError(f"invalid sub-DAG: {problems[0].field}: {problems[0].message}")
+        modules = self._modules_of(session, execution)
+        for sub_task in sub.tasks.values():
+            if sub_task.module not in modules:
+                raise ValueError(
+                    f"task '{sub_task.name}' is not in the execution's code bundle (no module "
+                    f"'{sub_task.module}')"
+                )
+        return prefix_spec(sub, node_id)
+
+    def _modules_of(self, session: Session, execution: Execution) -> frozenset[str]:
+        """The Python modules in the execution's code bundle (`a.b` for `a/b.py` and
+        `a/b/__init__.py`)."""
+        version = session.get_one(WorkflowVersion, execution.workflow_spec_id)
+        tenant = session.get_one(Tenant, execution.tenant_id).name
+        key = (tenant, version.bundle_digest)
+        with self._lock:
+            found = self._bundle_modules.get(key)
+        if found is not None:
+            return found
+        data = self._blobs.get(self._blobs.uri(bundle_key(tenant, version.bundle_digest)))
+        modules: set[str] = set()
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+            for name in archive.getnames():
+                path = name.removeprefix("./")
+                if path.endswith(".py"):
+                    module = path[: -len(".py")].replace("/", ".")
+                    modules.add(module.removesuffix(".__init__"))
+        found = frozenset(modules)
+        with self._lock:
+            self._bundle_modules[key] = found
+            while len(self._bundle_modules) > _BUNDLES:
+                self._bundle_modules.popitem(last=False)
+        return found
 
     @activity.defn(name="expand_map")
     def expand_map(self, ref: NodeRef) -> int:
@@ -273,7 +438,7 @@ class ExecutionActivities:
             self._failing_on_invalid_spec(ref.execution_id),
             transaction(self._sessions) as session,
         ):
-            execution, spec = self._load(session, ref.execution_id)
+            execution, spec = self._load_node(session, ref.execution_id, ref.node_id)
             node = spec.node(ref.node_id)
             assert node.map is not None
             inputs = self._node_inputs(session, execution, spec, node)
@@ -299,7 +464,7 @@ class ExecutionActivities:
             log_context(execution_id=ref.execution_id, node_id=ref.node_id),
             transaction(self._sessions) as session,
         ):
-            execution, spec = self._load(session, ref.execution_id, lock=True)
+            execution, spec = self._load_node(session, ref.execution_id, ref.node_id, lock=True)
             if ExecutionState(execution.status).terminal:
                 raise ApplicationError(
                     f"execution {execution.id} is already {execution.status}",
@@ -407,14 +572,19 @@ class ExecutionActivities:
         created PENDING, unless it exists; the rows in the order of `units`."""
         prefix = self._prefix(session, execution)
         node_inputs: dict[str, dict[str, Any]] = {}
+        node_specs: dict[str, WorkflowSpec] = {}  # a sub-DAG's for its nodes
         for unit in units:  # each node's inputs once, however many of its units
             if unit.node_id not in node_inputs:
-                node = spec.node(unit.node_id)
-                node_inputs[node.id] = self._node_inputs(session, execution, spec, node)
+                node_spec = spec
+                if "/" in unit.node_id:
+                    node_spec = self._spec_for(session, execution, unit.node_id)
+                node = node_spec.node(unit.node_id)
+                node_specs[node.id] = node_spec
+                node_inputs[node.id] = self._node_inputs(session, execution, node_spec, node)
         new: list[attempts_repo.NewAttempt] = []
         for unit in units:
-            node = spec.node(unit.node_id)
-            task = spec.tasks[node.task]
+            node = node_specs[unit.node_id].node(unit.node_id)
+            task = node_specs[node.id].tasks[node.task]
             inputs = node_inputs[node.id]
             if node.map is not None:
                 element = {name: inputs[name][unit.map_index] for name in node.map.over}
@@ -587,7 +757,10 @@ class ExecutionActivities:
             plain = {
                 node.id
                 for node in spec.nodes
-                if node.map is None and not spec.tasks[node.task].cache and node.when is None
+                if node.map is None
+                and not spec.tasks[node.task].cache
+                and not spec.tasks[node.task].dynamic  # its outputs come after its sub-DAG
+                and node.when is None
             }
             found = {}
             for node in spec.nodes:
@@ -613,10 +786,16 @@ class ExecutionActivities:
             self._failing_on_invalid_spec(ref.execution_id),
             transaction(self._sessions) as session,
         ):
-            execution, spec = self._load(session, ref.execution_id)
+            execution, spec = self._load_node(session, ref.execution_id, ref.node_id)
             node = spec.node(ref.node_id)
             task = spec.tasks[node.task]
             node_key = node_prefix(self._prefix(session, execution), node.id)
+            if task.dynamic:  # its sub-DAG ran: its outputs are the node's
+                sub = self._sub_spec(session, execution, node.id)
+                resolve = self._resolver(session, execution, sub)
+                outputs = {name: resolve(binding) for name, binding in sub.outputs.items()}
+                self._blobs.put(outputs_key(node_key), json.dumps(outputs).encode())
+                return
             if ref.chunks:
                 parts = [
                     self._read_json(self._blobs.uri(outputs_key(chunk_prefix(node_key, k))))
@@ -645,7 +824,7 @@ class ExecutionActivities:
             self._failing_on_invalid_spec(ref.execution_id),
             transaction(self._sessions) as session,
         ):
-            execution, spec = self._load(session, ref.execution_id)
+            execution, spec = self._load_node(session, ref.execution_id, ref.node_id)
             node = spec.node(ref.node_id)
             indexes = range(ref.first, ref.first + ref.count)
             succeeded = self._succeeded_units(session, execution.id, node.id, indexes)

@@ -18,6 +18,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from control_plane.orchestration.activities import ExecutionActivities
 from control_plane.orchestration.workflows import (
     AttemptFinished,
+    DynamicWorkflow,
     ExecutionInput,
     ExecutionWorkflow,
     MapChunkWorkflow,
@@ -113,7 +114,7 @@ def make_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ExecutionWorkflow, MapChunkWorkflow],
+        workflows=[ExecutionWorkflow, MapChunkWorkflow, DynamicWorkflow],
         activities=activities.all(),
         activity_executor=executor,
         # Without a cache every workflow task replays the whole history, so a step costs

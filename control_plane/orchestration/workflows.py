@@ -34,6 +34,15 @@ recorded before) does not fail when an element fails for good: the element count
 ratio (its outputs are null), and the node fails once more elements failed than the ratio
 allows, counted over the whole node (a chunk reports its failed elements in its `ChunkResult`,
 and stops early once they alone are too many). Nodes without it run exactly as before.
+
+A dynamic node (`PlanNode.dynamic`, a `@dynamic` task) runs as one unit whose attempt writes
+the sub-DAG its body built; once it succeeded, a child workflow (`DynamicWorkflow`, id
+`<execution>/<node>/dynamic`) has the sub-DAG checked and stored (`expand_dynamic`) and walks
+it as this workflow walks the execution's DAG, its nodes named `<node>/<sub-node>`; then
+`complete_node` gathers the sub-DAG's outputs as the node's. Only specs with a dynamic task
+have dynamic nodes, so only they issue these commands. A sub-DAG is bounded
+(`fleetflow.ir.MAX_DYNAMIC_NODES`), so its workflow never continues as new; its parent does
+not while it runs.
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ from fleetflow.states import NO_MAP_INDEX, map_failures_allowed, too_many_failur
 
 WORKFLOW_NAME = "fleetflow.execution"
 MAP_CHUNK_WORKFLOW_NAME = "fleetflow.map_chunk"
+DYNAMIC_WORKFLOW_NAME = "fleetflow.dynamic"
 
 
 @dataclass
@@ -75,6 +85,9 @@ class PlanNode:
     # failed for good then counts against it instead of failing the node. 1.0 when absent
     # (plans recorded before): any failure fails the node.
     min_success_ratio: float = 1.0
+    # A dynamic task's node: once its unit succeeded, its sub-DAG runs as a child workflow.
+    # False when absent (plans recorded before dynamic tasks).
+    dynamic: bool = False
 
 
 @dataclass
@@ -135,6 +148,20 @@ class Decision:
     cannot be evaluated)."""
 
     run: bool = False
+    message: str = ""
+
+
+@dataclass
+class DynamicInput:
+    execution_id: str
+    node_id: str  # the dynamic node whose sub-DAG the workflow runs
+
+
+@dataclass
+class DynamicPlan:
+    """What `expand_dynamic` found: the sub-DAG's plan, or why it is refused."""
+
+    plan: ExecutionPlan | None = None
     message: str = ""
 
 
@@ -255,6 +282,10 @@ def _finished(err: BaseException) -> bool:
 
 def chunk_workflow_id(execution_id: str, node_id: str, chunk: int) -> str:
     return f"{execution_id}/{node_id}/chunk-{chunk}"
+
+
+def dynamic_workflow_id(execution_id: str, node_id: str) -> str:
+    return f"{execution_id}/{node_id}/dynamic"
 
 
 class _NodeFailed(Exception):
@@ -532,50 +563,25 @@ class MapChunkWorkflow(_Orchestrator):
         return ChunkResult(failed=len(failed), failed_example=next(iter(failed.values())))
 
 
-@workflow.defn(name=WORKFLOW_NAME)
-class ExecutionWorkflow(_Orchestrator):
-    @workflow.signal
-    def attempt_finished(self, event: AttemptFinished) -> None:
-        self._record(event)
-
-    @workflow.run
-    async def run(self, args: ExecutionInput) -> str:
-        execution_id = args.execution_id
-        # Decided once, before the first command: false only when replaying a history begun
-        # without the patch, which then keeps its own command sequence to the end.
-        self._local_batched = workflow.patched(LOCAL_BATCHED)
-        try:
-            if args.resume is None:
-                plan = await self._activity("begin_execution", execution_id, ExecutionPlan)
-                assert isinstance(plan, ExecutionPlan)
-                await self._walk(execution_id, plan)
-            else:
-                await self._walk(execution_id, args.resume.plan, args.resume)
-        except asyncio.CancelledError:
-            return await self._finish(FinishExecutionInput(execution_id, "CANCELLED"))
-        except _NodeFailed as failed:
-            return await self._finish(failed.finish)
-        except Exception as err:
-            # A local activity that the cancellation caught before it started ends with
-            # temporalio's CancelledError, not asyncio's: the execution is cancelled all the
-            # same (uncaught, it would end the workflow without `finish_execution`). So does
-            # a start refused because the execution finished meanwhile; `finish_execution`
-            # then only cancels what is still active.
-            if not (self._local_batched and (is_cancelled_exception(err) or _finished(err))):
-                raise
-            return await self._finish(FinishExecutionInput(execution_id, "CANCELLED"))
-        return await self._finish(FinishExecutionInput(execution_id, "SUCCEEDED"))
+class _Walker(_Orchestrator):
+    """Walks a DAG: what the execution's workflow and a dynamic node's share."""
 
     async def _walk(
-        self, execution_id: str, plan: ExecutionPlan, resume: Resume | None = None
+        self,
+        execution_id: str,
+        plan: ExecutionPlan,
+        resume: Resume | None = None,
+        workflow_id: str = "",
     ) -> None:
         nodes = {n.node_id: n for n in plan.nodes}
         done: set[str] = set(resume.done) if resume else set()
         carried: dict[str, list[UnitTries]] = {}
         for tried in resume.units if resume else []:
             carried.setdefault(tried.node_id, []).append(tried)
-        units = _Units(self, execution_id, nodes)
-        chunked: dict[str, asyncio.Task[int]] = {}  # map nodes run by chunk workflows
+        units = _Units(self, execution_id, nodes, workflow_id)
+        # Map nodes run by chunk workflows, dynamic nodes' sub-DAGs run by child workflows.
+        chunked: dict[str, asyncio.Task[int]] = {}
+        expanded: set[str] = set()  # dynamic nodes whose sub-DAG was started
 
         while len(done) < len(nodes):
             # Expand newly ready nodes into units, or chunks.
@@ -604,6 +610,13 @@ class ExecutionWorkflow(_Orchestrator):
             complete = units.complete()
             complete += [node_id for node_id, task in chunked.items() if task.done()]
             for node_id in complete:
+                if nodes[node_id].dynamic and node_id not in expanded:
+                    # Its attempt built the sub-DAG: run it, the node completes after.
+                    expanded.add(node_id)
+                    chunked[node_id] = asyncio.create_task(
+                        self._run_dynamic(execution_id, nodes[node_id])
+                    )
+                    continue
                 chunks = chunked.pop(node_id).result() if node_id in chunked else 0
                 if nodes[node_id].completes or not self._local_batched:
                     await self._activity("complete_node", NodeRef(execution_id, node_id, chunks))
@@ -620,6 +633,29 @@ class ExecutionWorkflow(_Orchestrator):
                 lambda: units.any_finished() or any(task.done() for task in chunked.values())
             )
             units.collect()
+
+    async def _run_dynamic(self, execution_id: str, node: PlanNode) -> int:
+        """Run a dynamic node's sub-DAG as a child workflow; 0 (no chunks) once it
+        succeeded, else `_NodeFailed`."""
+        try:
+            result = await workflow.execute_child_workflow(
+                DynamicWorkflow.run,
+                DynamicInput(execution_id, node.node_id),
+                id=dynamic_workflow_id(execution_id, node.node_id),
+            )
+        except ChildWorkflowError as err:
+            raise _NodeFailed(
+                FinishExecutionInput(
+                    execution_id, "FAILED", message=f"{node.node_id}: {err.cause or err}"
+                )
+            ) from None
+        if result.failed_attempt_id or result.message:
+            raise _NodeFailed(
+                FinishExecutionInput(
+                    execution_id, "FAILED", result.failed_attempt_id, result.message
+                )
+            )
+        return 0
 
     @staticmethod
     def _history_is_long(plan: ExecutionPlan) -> bool:
@@ -728,6 +764,67 @@ class ExecutionWorkflow(_Orchestrator):
         assert isinstance(count, int)
         return count
 
+
+@workflow.defn(name=WORKFLOW_NAME)
+class ExecutionWorkflow(_Walker):
+    @workflow.signal
+    def attempt_finished(self, event: AttemptFinished) -> None:
+        self._record(event)
+
+    @workflow.run
+    async def run(self, args: ExecutionInput) -> str:
+        execution_id = args.execution_id
+        # Decided once, before the first command: false only when replaying a history begun
+        # without the patch, which then keeps its own command sequence to the end.
+        self._local_batched = workflow.patched(LOCAL_BATCHED)
+        try:
+            if args.resume is None:
+                plan = await self._activity("begin_execution", execution_id, ExecutionPlan)
+                assert isinstance(plan, ExecutionPlan)
+                await self._walk(execution_id, plan)
+            else:
+                await self._walk(execution_id, args.resume.plan, args.resume)
+        except asyncio.CancelledError:
+            return await self._finish(FinishExecutionInput(execution_id, "CANCELLED"))
+        except _NodeFailed as failed:
+            return await self._finish(failed.finish)
+        except Exception as err:
+            # A local activity that the cancellation caught before it started ends with
+            # temporalio's CancelledError, not asyncio's: the execution is cancelled all the
+            # same (uncaught, it would end the workflow without `finish_execution`). So does
+            # a start refused because the execution finished meanwhile; `finish_execution`
+            # then only cancels what is still active.
+            if not (self._local_batched and (is_cancelled_exception(err) or _finished(err))):
+                raise
+            return await self._finish(FinishExecutionInput(execution_id, "CANCELLED"))
+        return await self._finish(FinishExecutionInput(execution_id, "SUCCEEDED"))
+
     async def _finish(self, finish: FinishExecutionInput) -> str:
         await self._activity("finish_execution", finish)
         return finish.status
+
+
+@workflow.defn(name=DYNAMIC_WORKFLOW_NAME)
+class DynamicWorkflow(_Walker):
+    """Runs the sub-DAG of one dynamic node of an execution, its attempts signalling it
+    (`TaskAttempt.workflow_id`): asks `expand_dynamic` for the checked sub-DAG, walks it as
+    the execution's workflow walks the DAG, and says how it ended (empty: succeeded)."""
+
+    @workflow.signal
+    def attempt_finished(self, event: AttemptFinished) -> None:
+        self._record(event)
+
+    @workflow.run
+    async def run(self, args: DynamicInput) -> ChunkResult:
+        self._local_batched = True  # dynamic nodes came after `LOCAL_BATCHED`
+        found = await self._activity(
+            "expand_dynamic", NodeRef(args.execution_id, args.node_id), DynamicPlan
+        )
+        assert isinstance(found, DynamicPlan)
+        if found.plan is None:
+            return ChunkResult(message=found.message or f"{args.node_id}: no sub-DAG")
+        try:
+            await self._walk(args.execution_id, found.plan, workflow_id=workflow.info().workflow_id)
+        except _NodeFailed as failed:
+            return ChunkResult(failed.finish.failed_attempt_id, failed.finish.message)
+        return ChunkResult()

@@ -15,7 +15,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from control_plane.db.models import Cluster, Execution, TaskAttempt, WorkflowVersion, utcnow
+from control_plane.db.models import (
+    Cluster,
+    DynamicTask,
+    Execution,
+    TaskAttempt,
+    WorkflowVersion,
+    utcnow,
+)
 from control_plane.db.repositories.attempts import ACTIVE_STATES
 from control_plane.db.repositories.clusters import online_clusters
 from control_plane.lifecycle.clusters import as_utc
@@ -54,6 +61,17 @@ def task_resources(
             for task_name, task in (spec.get("tasks") or {}).items():
                 resources = ir.Resources.model_validate(task.get("resources") or {})
                 _TASK_RESOURCES[(spec_id, task_name)] = resources
+        # Tasks of dynamic tasks' sub-DAGs, which their version's spec does not list.
+        others = [key for key in wanted if key not in _TASK_RESOURCES]
+        if others:
+            for row in session.scalars(
+                select(DynamicTask).where(
+                    DynamicTask.workflow_spec_id.in_({spec_id for spec_id, _ in others}),
+                    DynamicTask.task_name.in_({task_name for _, task_name in others}),
+                )
+            ):
+                resources = ir.Resources.model_validate(row.spec.get("resources") or {})
+                _TASK_RESOURCES[(row.workflow_spec_id, row.task_name)] = resources
     return {key: _TASK_RESOURCES.get(key, ir.Resources()) for key in wanted}
 
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from fleetflow.errors import (
     ConditionalFailedError,
     DefinitionError,
+    DynamicWorkflowError,
     FleetflowError,
     InvalidOptionError,
     LiteralValidationError,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from fleetflow.client import Client
     from fleetflow.conditional import conditional
     from fleetflow.context import TaskContext, current_context
+    from fleetflow.dynamic import DynamicFunction, dynamic
     from fleetflow.fanout import MapTask, map_task
     from fleetflow.files import Directory, File
     from fleetflow.resources import Resources
@@ -62,6 +64,8 @@ LAZY_EXPORTS = {
     "current_context": "fleetflow.context",
     "TaskContext": "fleetflow.context",
     "Directory": "fleetflow.files",
+    "DynamicFunction": "fleetflow.dynamic",
+    "dynamic": "fleetflow.dynamic",
     "File": "fleetflow.files",
     "MapTask": "fleetflow.fanout",
     "map_task": "fleetflow.fanout",
@@ -114,6 +118,8 @@ __all__ = [
     "ConditionalFailedError",
     "DefinitionError",
     "Directory",
+    "DynamicFunction",
+    "DynamicWorkflowError",
     "File",
     "FleetflowError",
     "InvalidOptionError",
@@ -134,6 +140,7 @@ __all__ = [
     "WorkflowOutputError",
     "conditional",
     "current_context",
+    "dynamic",
     "map_task",
     "task",
     "workflow",

@@ -48,7 +48,8 @@ def active_compilation() -> WorkflowCompilation | None:
 
 
 @contextmanager
-def _activated(compilation: WorkflowCompilation) -> Iterator[None]:
+def activated(compilation: WorkflowCompilation) -> Iterator[None]:
+    """`compilation` is the active one (its body runs) inside the block."""
     token = _ACTIVE.set(compilation)
     try:
         yield
@@ -89,8 +90,9 @@ class CompiledWorkflow:
 class WorkflowCompilation:
     """Records the nodes of one workflow body while it runs with promises."""
 
-    def __init__(self, workflow_name: str) -> None:
+    def __init__(self, workflow_name: str, *, max_nodes: int | None = None) -> None:
         self.workflow_name = workflow_name
+        self.max_nodes = max_nodes  # a dynamic task's sub-DAG is bounded
         self.nodes: list[ir.Node] = []
         self.tasks: dict[str, TaskFunction[..., Any]] = {}
         self.failures: list[ir.Failure] = []
@@ -274,6 +276,17 @@ class WorkflowCompilation:
                 "(<module>.<function>) must be unique"
             )
 
+        if mapped and task.spec.dynamic:
+            raise fail(
+                f"map_task of dynamic task '{task_name}' is not supported",
+                hint="loop over the list inside the dynamic task's body instead",
+            )
+        if self.max_nodes is not None and len(self.nodes) >= self.max_nodes:
+            raise fail(
+                f"dynamic task '{self.workflow_name}' builds more than {self.max_nodes} nodes "
+                "(the limit of a sub-DAG)",
+                hint="map one task over a list with map_task: a map node is one node",
+            )
         scope, guard = self.current_branch()
         node_id = f"n{len(self.nodes)}-{task.fn.__name__}"
         bindings: dict[str, ir.Binding] = {}
@@ -827,7 +840,7 @@ def compile_workflow(
     """
     compilation = WorkflowCompilation(name)
     inputs = {v.name: compilation.input_promise(v) for v in signature.interface.inputs}
-    with _activated(compilation):
+    with activated(compilation):
         try:
             result = fn(**inputs)
         except DefinitionError:

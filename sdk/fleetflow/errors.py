@@ -267,3 +267,8 @@ def strip_bundle_root(text: str, bundle_root: Path | None) -> str:
     if bundle_root is None:
         return text
     return text.replace(f"{bundle_root}{os.sep}", "")
+
+
+class DynamicWorkflowError(FleetflowError, RuntimeError):
+    """The sub-DAG a `@dynamic` task built when it ran is refused: too many nodes, dynamic
+    tasks nested too deep. The message names the task and the bound."""

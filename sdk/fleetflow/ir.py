@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
+import re
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -35,6 +36,12 @@ MAX_GPU_TYPE_LENGTH = 64  # what an attempt records of it (task_attempts.gpu_typ
 MAX_CONDITIONAL_CASES = 100
 MAX_CONDITION_TERMS = 1000
 MAX_FAIL_MESSAGE_LENGTH = 4000
+# A `@dynamic` task's sub-DAG, built when it runs: at most this many nodes, and dynamic tasks
+# nested (a dynamic task in a dynamic task's sub-DAG) at most this deep.
+MAX_DYNAMIC_NODES = 1000
+MAX_DYNAMIC_DEPTH = 4
+# A node of a sub-DAG is `<dynamic node id>/<its id>`; ids are stored in 128 characters.
+MAX_NODE_ID_LENGTH = 128
 
 
 class _Frozen(BaseModel):
@@ -211,6 +218,10 @@ class TaskSpec(_Frozen):
     # Outputs are reused for the same inputs while `cache_version` is unchanged.
     cache: bool = False
     cache_version: str | None = None
+    # A `@dynamic` task: when it runs, it returns a sub-DAG (a `WorkflowSpec`) that runs in its
+    # place, whose outputs are the node's. Not written when false: other specs keep their
+    # digests.
+    dynamic: bool = Field(default=False, exclude_if=lambda dynamic: not dynamic)
 
 
 class MapSpec(_Frozen):
@@ -447,6 +458,14 @@ class WorkflowSpec(_Frozen):
     outputs: dict[str, Binding] = Field(default_factory=dict)
     # The conditionals' `.fail(...)` branches. Not written when empty.
     failures: list[Failure] = Field(default_factory=list, exclude_if=lambda failures: not failures)
+
+    @model_validator(mode="after")
+    def _no_map_of_dynamic_tasks(self) -> WorkflowSpec:
+        for node in self.nodes:
+            task = self.tasks.get(node.task)
+            if node.map is not None and task is not None and task.dynamic:
+                raise ValueError(f"map node '{node.id}' runs dynamic task '{task.name}'")
+        return self
 
     @model_validator(mode="after")
     def _conditions_are_sound(self) -> WorkflowSpec:
@@ -791,3 +810,83 @@ def check_conditions(spec: WorkflowSpec) -> None:
     if reached < len(steps):
         stuck = [step_id for step_id, count in waiting.items() if count > 0]
         raise ValueError(f"nodes wait on each other: {', '.join(stuck[:10])}")
+
+
+# ----------------------------------------------------------------------- dynamic sub-DAGs
+
+#: What a dynamic task's attempt writes as its outputs document: its sub-DAG, under this key.
+DYNAMIC_SPEC_OUTPUT = "fleetflow.dynamic.spec"
+_SUB_NODE_ID = re.compile(r"^[nf][0-9]+-[\w.-]{1,64}$")
+
+
+def dynamic_depth(node_id: str) -> int:
+    """How deep the sub-DAG of the dynamic node `node_id` is: 1 for a node of the workflow,
+    2 for a node of that node's sub-DAG, ..."""
+    return node_id.count("/") + 1
+
+
+def check_dynamic_spec(spec: WorkflowSpec, node_id: str, task: str) -> None:
+    """What a sub-DAG built by the dynamic task `task` (run as node `node_id`) must be;
+    ValueError naming the task otherwise. It needs no inputs (the task's input values are
+    constants in it), has at most `MAX_DYNAMIC_NODES` nodes, nests no deeper than
+    `MAX_DYNAMIC_DEPTH`, and its node ids are those the compiler gives."""
+    where = f"dynamic task '{task}' (node '{node_id}')"
+    depth = dynamic_depth(node_id)
+    if depth > MAX_DYNAMIC_DEPTH:
+        raise ValueError(
+            f"{where}: dynamic tasks are nested {depth} deep; at most {MAX_DYNAMIC_DEPTH} "
+            "levels are allowed"
+        )
+    if len(spec.nodes) > MAX_DYNAMIC_NODES:
+        raise ValueError(
+            f"{where} built a sub-DAG of {len(spec.nodes)} nodes; the limit is "
+            f"{MAX_DYNAMIC_NODES} (use map_task for many elements of one task)"
+        )
+    if spec.interface.inputs:
+        raise ValueError(f"{where}: its sub-DAG must not declare inputs")
+    ids = [node.id for node in spec.nodes] + [failure.id for failure in spec.failures]
+    for step_id in ids:
+        if not _SUB_NODE_ID.match(step_id):
+            raise ValueError(f"{where}: its sub-DAG has an invalid node id {step_id[:80]!r}")
+        if len(f"{node_id}/{step_id}") > MAX_NODE_ID_LENGTH:
+            raise ValueError(
+                f"{where}: node id '{node_id}/{step_id}' is longer than "
+                f"{MAX_NODE_ID_LENGTH} characters (nest dynamic tasks less deeply)"
+            )
+    bindings: list[Binding] = list(spec.outputs.values())
+    for node in spec.nodes:
+        if node.task not in spec.tasks:
+            raise ValueError(f"{where}: node '{node.id}' runs task '{node.task}', not in its spec")
+        bindings += list(node.inputs.values())
+    for binding in bindings:
+        for leaf in leaf_bindings(binding):
+            if isinstance(leaf, InputBinding):
+                raise ValueError(f"{where}: its sub-DAG reads input '{leaf.input}'")
+
+
+def prefix_spec(spec: WorkflowSpec, prefix: str) -> WorkflowSpec:
+    """`spec` with every node and failure id (and every reference to one) prefixed
+    `<prefix>/`: the sub-DAG of the dynamic node `prefix`, as the execution runs it."""
+
+    def rename(value: Any) -> Any:
+        if isinstance(value, dict):
+            if value.get("kind") == "literal":  # a constant: its value is not a binding
+                return value
+            renamed = {key: rename(item) for key, item in value.items()}
+            if value.get("kind") == "node_output" and isinstance(value.get("node_id"), str):
+                renamed["node_id"] = f"{prefix}/{value['node_id']}"
+            return renamed
+        if isinstance(value, list):
+            return [rename(item) for item in value]
+        return value
+
+    data = spec.model_dump(mode="json")
+    nodes = [{**rename(node), "id": f"{prefix}/{node['id']}"} for node in data["nodes"]]
+    failures = [
+        {**rename(failure), "id": f"{prefix}/{failure['id']}"}
+        for failure in data.get("failures", [])
+    ]
+    data.update(nodes=nodes, failures=failures, outputs=rename(data["outputs"]))
+    if not failures:
+        del data["failures"]
+    return WorkflowSpec.model_validate(data)

@@ -165,6 +165,9 @@ def _run_nodes(
         task = tasks[node.task]
         where = f"node '{node.id}' (task '{node.task}') of workflow '{spec.name}', run locally"
         literals = {name: resolve(binding) for name, binding in node.inputs.items()}
+        if node.map is None and task.spec.dynamic:
+            results[node.id] = _run_dynamic(task, literals, node.id, where, cache, execution)
+            continue
         if node.map is None:
             logger.info("%s started (task %s)", node.id, node.task)
             started = time.monotonic()
@@ -192,6 +195,57 @@ def _run_nodes(
         results[node.id] = collect_map_outputs(task, element_outputs)
     logger.info("workflow %s succeeded in %s", spec.name, _since(run_started))
     return {name: resolve(binding) for name, binding in spec.outputs.items()}
+
+
+def _run_dynamic(
+    task: TaskFunction[..., Any],
+    literals: Mapping[str, Any],
+    node_id: str,
+    where: str,
+    cache: LocalCache | None,
+    execution: LocalExecution,
+) -> dict[str, Any]:
+    """Run a dynamic task's node: build its sub-DAG with the input values (in the node's
+    attempt context), then run the sub-DAG, its nodes named `<node_id>/...` as on the
+    platform; its outputs are the node's."""
+    logger.info("%s started (dynamic task %s)", node_id, task.spec.name)
+    started = time.monotonic()
+    try:
+        attempts = 1 + task.spec.retries  # building is retried, as its attempt on a cluster
+        for attempt in range(1, attempts + 1):
+            try:
+                with attempt_context(
+                    execution_id=execution.id,
+                    node_id=node_id,
+                    attempt_number=attempt,
+                    map_index=None,
+                    attempt_id=f"{execution.id}/{node_id}/{attempt}",
+                    task_name=task.spec.name,
+                    local=True,
+                    checkpoint=execution.checkpoint(node_id, None),
+                ):
+                    compiled = task.build(literals, node_id)  # type: ignore[attr-defined]
+                break
+            except Exception as exc:
+                if attempt == attempts:
+                    raise
+                logger.warning(
+                    "dynamic task %s failed (attempt %d of %d), retrying: %s: %s",
+                    task.spec.name,
+                    attempt,
+                    attempts,
+                    type(exc).__name__,
+                    exc,
+                )
+        sub = ir.prefix_spec(compiled.spec, node_id)
+        logger.info("%s: built a sub-DAG of %d node(s)", node_id, len(sub.nodes))
+        outputs = _run_nodes(sub, compiled.tasks, {}, cache, execution)
+    except Exception as exc:
+        logger.info("%s failed after %s (%s)", node_id, _since(started), type(exc).__name__)
+        exc.add_note(f"in {where}")
+        raise
+    logger.info("%s succeeded in %s", node_id, _since(started))
+    return outputs
 
 
 def run_task_unit(

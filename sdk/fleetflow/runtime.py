@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from fleetflow import presigned, staging
+from fleetflow import ir, presigned, staging
 from fleetflow.bundle import extract_bundle, verify_bundle
 from fleetflow.child_processes import die_with_parent_if_asked
 from fleetflow.context import Checkpoint, attempt_context
@@ -255,7 +255,14 @@ def run_task(invocation: TaskInvocation) -> None:
                 Checkpoint(identity.checkpoint_dir) if identity.checkpoint_dir is not None else None
             ),
         ):
-            result = task_fn.fn(**kwargs)
+            if getattr(getattr(task_fn, "spec", None), "dynamic", False):
+                # A dynamic task: its outputs document is the sub-DAG its body builds.
+                compiled = task_fn.build_python(kwargs, identity.node_id)
+                result = None
+                dynamic_outputs = {ir.DYNAMIC_SPEC_OUTPUT: compiled.spec.model_dump(mode="json")}
+            else:
+                result = task_fn.fn(**kwargs)
+                dynamic_outputs = None
         logger.info(
             "%s.%s returned after %.3fs",
             invocation.module,
@@ -264,9 +271,12 @@ def run_task(invocation: TaskInvocation) -> None:
         )
 
         output_type = task_fn.output_type
-        if output_type is None and result is not None:
+        if output_type is None and result is not None and dynamic_outputs is None:
             logger.warning("task has no return annotation; ignoring its result %r", result)
-        outputs = result_to_literals(task_fn, result, "outputs")
+        if dynamic_outputs is not None:
+            outputs = dynamic_outputs
+        else:
+            outputs = result_to_literals(task_fn, result, "outputs")
     document = json.dumps(outputs).encode()
     if staged is None:
         write_uri(invocation.outputs_uri, document)

@@ -35,6 +35,8 @@ from control_plane.orchestration.workflows import (
     AttemptStarts,
     ChunkRef,
     Decision,
+    DynamicPlan,
+    DynamicWorkflow,
     ExecutionInput,
     ExecutionPlan,
     ExecutionWorkflow,
@@ -95,6 +97,9 @@ class FakeActivities:
         # A guarded node's decision (run when absent), and the nodes asked about, in order.
         self.decisions: dict[str, Decision] = {}
         self.decided: list[str] = []
+        # A dynamic node's sub-DAG, and the dynamic nodes expanded, in order.
+        self.dynamic_plans: dict[str, DynamicPlan] = {}
+        self.expanded: list[str] = []
 
     @activity.defn(name="begin_execution")
     async def begin_execution(self, execution_id: str) -> ExecutionPlan:
@@ -154,6 +159,12 @@ class FakeActivities:
         self.decided.append(ref.node_id)
         return self.decisions.get(ref.node_id, Decision(run=True))
 
+    @activity.defn(name="expand_dynamic")
+    async def expand_dynamic(self, ref: NodeRef) -> DynamicPlan:
+        if ref.node_id not in self.expanded:
+            self.expanded.append(ref.node_id)
+        return self.dynamic_plans[ref.node_id]
+
     @activity.defn(name="complete_node")
     async def complete_node(self, ref: NodeRef) -> None:
         self.completed.append(ref.node_id)
@@ -181,6 +192,7 @@ class FakeActivities:
             self.complete_node,
             self.complete_chunk,
             self.decide_node,
+            self.expand_dynamic,
             self.finish_execution,
         ]
 
@@ -222,7 +234,29 @@ BRANCHES = ExecutionPlan(
 )
 
 
-WORKFLOWS = [ExecutionWorkflow, MapChunkWorkflow]
+# As `begin_execution` plans `pick(fan(xs))` for a dynamic task `fan` whose body calls a task
+# per element (its sub-DAG planned by `expand_dynamic`), one of them a dynamic task too.
+DYNAMIC = ExecutionPlan(
+    nodes=[
+        PlanNode("prep", [], 0, completes=False),
+        PlanNode("fan", ["prep"], 0, dynamic=True),
+        PlanNode("pick", ["fan"], 0, completes=False),
+    ]
+)
+FAN_SUB_DAG = DynamicPlan(
+    ExecutionPlan(
+        nodes=[
+            PlanNode("fan/n0-square", [], 1, completes=False),
+            PlanNode("fan/n1-inner", [], 0, dynamic=True),
+            PlanNode("fan/n2-add", ["fan/n0-square", "fan/n1-inner"], 0, completes=False),
+        ]
+    )
+)
+INNER_SUB_DAG = DynamicPlan(
+    ExecutionPlan(nodes=[PlanNode("fan/n1-inner/n0-square", [], 0, completes=False)])
+)
+
+WORKFLOWS = [ExecutionWorkflow, MapChunkWorkflow, DynamicWorkflow]
 
 
 async def run_plan(env: WorkflowEnvironment, fakes: FakeActivities, record: str = "") -> str:
@@ -287,6 +321,43 @@ async def test_a_fail_branch_taken_fails_the_execution_with_its_message(
     assert fakes.finished == [
         FinishExecutionInput(fakes.execution_id, "FAILED", message="negative sizes are refused")
     ]
+
+
+async def test_a_dynamic_node_runs_its_sub_dag_in_its_place(env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(env.client, DYNAMIC, {("fan/n0-square", 1): "FAILED"})
+    fakes.dynamic_plans = {"fan": FAN_SUB_DAG, "fan/n1-inner": INNER_SUB_DAG}
+    assert await run_plan(env, fakes, "dynamic_nodes") == "SUCCEEDED"
+    order = [unit for unit, _ in fakes.started]
+    # The node's own attempt builds the sub-DAG; its nodes run (retried within their
+    # retries), a nested one's too; `pick` waits for all of them.
+    assert order[:2] == ["prep", "fan"] and order[-1] == "pick"
+    assert ("fan/n0-square", 2) in fakes.started
+    assert order.index("fan/n1-inner/n0-square") < order.index("fan/n2-add")
+    assert fakes.expanded == ["fan", "fan/n1-inner"]
+    # The sub-DAG's attempts signal its own workflow; the node completes after it.
+    assert fakes.signalled_to["fan/n2-add"] == f"{fakes.execution_id}/fan/dynamic"
+    assert fakes.signalled_to["fan"] == fakes.execution_id
+    assert fakes.completed == ["fan/n1-inner", "fan"]
+    assert fakes.finished == [FinishExecutionInput(fakes.execution_id, "SUCCEEDED")]
+
+
+async def test_a_refused_or_failed_sub_dag_fails_the_execution(env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(env.client, DYNAMIC)
+    fakes.dynamic_plans = {"fan": DynamicPlan(message="fan: the sub-DAG is refused: too big")}
+    assert await run_plan(env, fakes) == "FAILED"
+    assert [unit for unit, _ in fakes.started] == ["prep", "fan"]
+    assert fakes.finished == [
+        FinishExecutionInput(
+            fakes.execution_id, "FAILED", message="fan: the sub-DAG is refused: too big"
+        )
+    ]
+    failing = FakeActivities(env.client, DYNAMIC, {("fan/n2-add", 1): "FAILED"})
+    failing.dynamic_plans = {"fan": FAN_SUB_DAG, "fan/n1-inner": INNER_SUB_DAG}
+    assert await run_plan(env, failing) == "FAILED"
+    assert failing.finished == [
+        FinishExecutionInput(failing.execution_id, "FAILED", "fan/n2-add#1")
+    ]
+    assert "pick" not in [unit for unit, _ in failing.started]
 
 
 async def test_failed_attempt_is_retried_within_the_task_retries(env: WorkflowEnvironment) -> None:

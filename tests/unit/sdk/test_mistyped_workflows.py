@@ -1636,6 +1636,29 @@ CASES: list[Case] = [
         actual="float",
         says=("default 1.5 of parameter 'n' is not a valid int",),
     ),
+    Case(
+        id="map-of-dynamic-task",
+        what="`map_task` of a `@dynamic` task",
+        source="""
+        from fleetflow import dynamic
+
+
+        @dynamic
+        def fan(x: int) -> int:
+            return takes_int(n=x)
+
+
+        @workflow
+        def wf(xs: list[int]) -> list[int]:
+            return map_task(fan)(x=xs)  # <-
+        """,
+        error=WorkflowCompileError,
+        task="fan",
+        parameter=None,
+        expected=None,
+        actual=None,
+        says=("map_task of dynamic task", "loop over the list inside the dynamic task's body"),
+    ),
 ]
 
 
