@@ -178,9 +178,23 @@ class ExecutionActivities:
         return execution, self._spec_for(session, execution, node_id)
 
     def _spec_for(self, session: Session, execution: Execution, node_id: str) -> WorkflowSpec:
-        if "/" not in node_id:
-            return self._spec(session, execution)
-        return self._sub_spec(session, execution, node_id.rsplit("/", 1)[0])
+        """The spec that holds `node_id`. A `/` in an id is no proof of a sub-DAG: an inlined
+        sub-workflow's nodes (`n1-train/n0-fit`) are the workflow's own. So the id is looked
+        up in the workflow's spec, then in the sub-DAG of the dynamic node it is named under
+        (`<dynamic node>/...`), and so on down nested dynamic nodes."""
+        spec = self._spec(session, execution)
+        steps: list[Node | Failure] = [*spec.nodes, *spec.failures]
+        while not any(step.id == node_id for step in steps):
+            parents = [
+                node.id
+                for node in spec.nodes
+                if spec.tasks[node.task].dynamic and node_id.startswith(f"{node.id}/")
+            ]
+            if not parents:
+                raise KeyError(node_id)
+            spec = self._sub_spec(session, execution, max(parents, key=len))
+            steps = [*spec.nodes, *spec.failures]
+        return spec
 
     def _sub_spec_key(self, session: Session, execution: Execution, node_id: str) -> str:
         return f"{node_prefix(self._prefix(session, execution), node_id)}/dynamic/spec.json"
@@ -576,7 +590,7 @@ class ExecutionActivities:
         for unit in units:  # each node's inputs once, however many of its units
             if unit.node_id not in node_inputs:
                 node_spec = spec
-                if "/" in unit.node_id:
+                if not any(node.id == unit.node_id for node in spec.nodes):
                     node_spec = self._spec_for(session, execution, unit.node_id)
                 node = node_spec.node(unit.node_id)
                 node_specs[node.id] = node_spec

@@ -15,7 +15,7 @@ import pytest
 from fleetflow.loader import load_workflow
 from tests.integration.stack import Stack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.stacks("sqlite", "postgres-split-worker")]
 
 WORKFLOWS = Path(__file__).parent / "workflows" / "array_flows.py"
 

@@ -20,7 +20,7 @@ from tests.integration.auth import admin_client
 from tests.integration.stack import Stack
 from tests.integration.test_api import FakeLauncher, _app, assert_error, upload_bundle
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.stacks("sqlite", "postgres-split-worker")]
 
 WORKFLOWS = Path(__file__).parent / "workflows" / "collection_inputs.py"
 

@@ -15,7 +15,7 @@ from fleetflow.bundle import build_bundle
 from fleetflow.loader import load_workflow
 from tests.integration.stack import Stack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.stacks("sqlite", "postgres-split-worker")]
 
 WORKFLOWS = Path(__file__).parent / "workflows" / "conditional_flows.py"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "conditional.py"

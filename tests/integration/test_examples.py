@@ -14,7 +14,7 @@ import pytest
 from fleetflow.loader import load_workflow
 from tests.integration.stack import Stack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.stacks("sqlite", "postgres-split-worker")]
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
@@ -30,6 +30,7 @@ EXAMPLES: list[tuple[str, str, dict[str, Any]]] = [
     ("subworkflows.py", "compare_regularisation", {"n": 120}),
     ("subworkflows.py", "retrain_if_drifted", {"n": 120, "drift": 0.8}),
     ("subworkflows.py", "retrain_if_drifted", {"n": 120}),
+    ("dynamic.py", "evaluate", {"n": 3, "rounds": 2}),
 ]
 # Examples of what fails, each with tests of its own (tests/integration/test_end_to_end.py).
 NOT_COMPARED = {"failing.py"}

@@ -19,7 +19,7 @@ nbclient = pytest.importorskip("nbclient")
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("ipykernel")
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.stacks("sqlite", "postgres-split-worker")]
 
 NOTEBOOK = Path(__file__).parents[1] / "fixtures" / "notebooks" / "remote_run.ipynb"
 

@@ -13,7 +13,7 @@ from fleetflow import Directory, File
 from fleetflow.loader import load_workflow
 from tests.integration.stack import Stack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.stacks("sqlite", "postgres-split-worker")]
 
 WORKFLOWS = Path(__file__).parent / "workflows" / "struct_files.py"
 

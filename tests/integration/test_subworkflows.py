@@ -14,7 +14,7 @@ import pytest
 from fleetflow.loader import load_workflow
 from tests.integration.stack import Stack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.stacks("sqlite", "postgres-split-worker")]
 
 WORKFLOWS = Path(__file__).parent / "workflows" / "subworkflow_flows.py"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "subworkflows.py"

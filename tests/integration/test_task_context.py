@@ -17,7 +17,7 @@ from fleetflow.client import ExecutionResult
 from fleetflow.loader import load_workflow
 from tests.integration.stack import Stack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.stacks("sqlite", "postgres-split-worker")]
 
 WORKFLOWS = Path(__file__).parent / "workflows" / "context_tasks.py"
 

@@ -226,9 +226,9 @@ def log_tail(text: str | None, lines: int = LOG_TAIL_LINES) -> list[str]:
 
 @dataclass(frozen=True)
 class TreeRow:
-    """One row of the node tree: a node, or a sub-workflow call (`is_call`) whose nodes
-    follow it one level deeper. `name` is the last part of the id (`n0-prep` of
-    `n2-train/n0-prep`)."""
+    """One row of the node tree: a node, or a sub-workflow call (`is_call`, no node of its
+    own) whose nodes follow it one level deeper; a dynamic node is a node whose sub-DAG's
+    nodes follow it so. `name` is the last part of the id (`n0-prep` of `n2-train/n0-prep`)."""
 
     node_id: str
     name: str
@@ -241,16 +241,19 @@ def node_tree(node_ids: Iterable[str]) -> list[TreeRow]:
     ids the compiler prefixes with the call's id) under a row for the call (`n2-train`),
     the call's row where its first node would be."""
     tree: dict[str, Any] = {}
+    node_ids = list(node_ids)
     for node_id in node_ids:
         level = tree
         for part in node_id.split(SUB_WORKFLOW_SEPARATOR):
             level = level.setdefault(part, {})
     rows: list[TreeRow] = []
+    known = set(node_ids)
 
     def walk(level: dict[str, Any], prefix: str, depth: int) -> None:
         for part, children in level.items():
             node_id = prefix + part
-            rows.append(TreeRow(node_id, part, depth, is_call=bool(children)))
+            is_call = bool(children) and node_id not in known
+            rows.append(TreeRow(node_id, part, depth, is_call=is_call))
             walk(children, node_id + SUB_WORKFLOW_SEPARATOR, depth + 1)
 
     walk(tree, "", 0)

@@ -36,6 +36,17 @@ def test_node_tree_puts_a_sub_workflow_under_its_call() -> None:
     ]
 
 
+def test_a_dynamic_node_is_a_node_with_its_sub_dag_under_it() -> None:
+    # A dynamic node has attempts of its own (it built the sub-DAG): not a call row.
+    assert node_tree(["n0-a", "n1-dyn", "n1-dyn/n0-sq", "n2-sub/n0-x"]) == [
+        TreeRow("n0-a", "n0-a", 0, is_call=False),
+        TreeRow("n1-dyn", "n1-dyn", 0, is_call=False),
+        TreeRow("n1-dyn/n0-sq", "n0-sq", 1, is_call=False),
+        TreeRow("n2-sub", "n2-sub", 0, is_call=True),
+        TreeRow("n2-sub/n0-x", "n0-x", 1, is_call=False),
+    ]
+
+
 def test_executions_get_prints_the_tree() -> None:
     out = io.StringIO()
     shown = {
