@@ -293,8 +293,10 @@ def _took_the_patched_path(history: WorkflowHistory) -> bool:
 async def test_nodes_run_after_their_upstream(env: WorkflowEnvironment) -> None:
     fakes = FakeActivities(env.client, DIAMOND)
     assert await run_plan(env, fakes, "diamond_succeeds") == "SUCCEEDED"
-    order = [unit for unit, _ in fakes.started]
-    assert order[0] == "a" and order[-1] == "d" and set(order[1:3]) == {"b", "c"}
+    # Each unit's first start: a local activity may run again when a workflow task is
+    # retried (on a loaded machine, Temporal's deadlock detector can fail one).
+    order = list(dict.fromkeys(unit for unit, _ in fakes.started))
+    assert order == ["a", *order[1:3], "d"] and set(order[1:3]) == {"b", "c"}
     assert fakes.completed.index("a") < fakes.started.index(("b", 1))
     assert fakes.finished == [FinishExecutionInput(fakes.execution_id, "SUCCEEDED")]
 
