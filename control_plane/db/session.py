@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, configure_mappers, sessionmaker
 from tenacity import (
     Retrying,
     before_sleep_log,
@@ -65,6 +65,15 @@ def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """A session factory whose models are configured now, in the caller's thread.
+
+    SQLAlchemy configures mappers lazily, at the first query. A Temporal activity cancelled in
+    that moment (its thread interrupted by an asynchronous exception) would leave the registry
+    failed for the rest of the process, so that every later query raises: configuring here,
+    before any activity runs, keeps a cancellation from breaking a process's models."""
+    from control_plane.db import models  # noqa: F401  (every model registered before configuring)
+
+    configure_mappers()
     return sessionmaker(engine, expire_on_commit=False)
 
 

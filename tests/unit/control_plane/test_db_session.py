@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from sqlalchemy import text
@@ -51,3 +53,21 @@ def test_other_databases_keep_the_ping_that_finds_a_dropped_connection() -> None
         make_engine("postgresql+psycopg://user@127.0.0.1:1/none", pre_ping=False).pool._pre_ping
         is False
     )
+
+
+def test_the_session_factory_configures_every_model_before_any_query_runs() -> None:
+    """SQLAlchemy configures mappers at the first query unless told earlier. A Temporal activity
+    cancelled during that first query (its thread interrupted by an asynchronous exception)
+    left the registry failed, and every later query of the worker raised `Cancelled`. The
+    factory configures them up front; a fresh interpreter, where nothing queried yet, shows it."""
+    probe = (
+        "from control_plane.db.models import Execution\n"
+        "from control_plane.db.session import make_engine, make_session_factory\n"
+        "before = Execution.__mapper__.configured\n"
+        "make_session_factory(make_engine('sqlite://'))\n"
+        "print(before, Execution.__mapper__.configured)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == ["False", "True"]
