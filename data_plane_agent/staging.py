@@ -79,17 +79,12 @@ def stage_checkpoint(assignment: TaskAssignment, directory: Path) -> Path | None
     """
     if not assignment.checkpoint_uri:
         return None
-    target = directory / CHECKPOINT_DIR
-    target.mkdir(parents=True, exist_ok=True)
     try:
-        store = store_for_uri(assignment.checkpoint_uri)
-        for name in CHECKPOINT_NAMES:
-            uri = f"{assignment.checkpoint_uri}/{name}"
-            if store.exists(uri):
-                store.download(uri, target / name)
+        return staging.fill_checkpoint(
+            directory / CHECKPOINT_DIR, staging.checkpoint_from_store(assignment.checkpoint_uri)
+        )
     except (FleetflowError, OSError) as exc:
         raise StagingError(f"could not stage the task's checkpoint: {exc}") from None
-    return target
 
 
 def keep_checkpoint(assignment: TaskAssignment, directory: Path, owner: int | None) -> list[str]:

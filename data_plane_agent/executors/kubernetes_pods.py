@@ -51,6 +51,7 @@ WORK_DIR = "/fleetflow"
 RESULT_FILE = f"{WORK_DIR}/result.json"
 CODE_DIR = f"{WORK_DIR}/code"
 STAGED_DIR = f"{WORK_DIR}/staged"
+CHECKPOINT_DIR = f"{WORK_DIR}/checkpoint"
 BLOB_CREDENTIALS = frozenset(
     {
         "FLEETFLOW_S3_ACCESS_KEY",
@@ -268,6 +269,14 @@ def pod_manifest(
     command = runtime_command(
         settings.python, assignment, result_file=RESULT_FILE, workdir=CODE_DIR
     )
+    if assignment.checkpoint_uri:
+        # No agent reaches into a pod: the runtime copies the checkpoint in and back itself.
+        command += [
+            "--checkpoint-dir",
+            CHECKPOINT_DIR,
+            "--checkpoint-uri",
+            assignment.checkpoint_uri,
+        ]
     task_env = dict(settings.task_env)
     if presigned is not None:
         command += ["--presigned", "--staged", STAGED_DIR]

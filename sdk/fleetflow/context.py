@@ -25,10 +25,12 @@ with `fleetflow run`).
 `checkpoint` keeps bytes (and, if wanted, a directory) from one attempt of a unit (a node, or
 one element of a map node) to the next attempt of the same unit, so a retried task can resume.
 Local runs keep them in a temporary directory of the run, removed when it ends. On the
-platform, an agent that stages its tasks' files (the local-process executor) copies the unit's
-checkpoint in from the blob store before an attempt starts and uploads what the attempt left
-after it ended (`data_plane_agent.staging`); the task itself never touches the store. Where no
-agent keeps checkpoints (Kubernetes pods, for now), reading `ctx.checkpoint` raises
+platform, the unit's checkpoint is copied in from the blob store before an attempt starts and
+what the attempt left is uploaded after it ended: by the agent where it stages its tasks' files
+(the local-process executor, `data_plane_agent.staging`), by the task runtime itself in a
+Kubernetes pod (`fleetflow.runtime --checkpoint-uri`, through presigned URLs for the unit's
+checkpoint alone where the store is S3). Where an attempt is given no checkpoint location (by
+an agent or control plane older than checkpoints), reading `ctx.checkpoint` raises
 `CheckpointUnavailableError` rather than losing what a task writes.
 
 The context lives in a `contextvars.ContextVar` set around each attempt, so map elements running
@@ -64,7 +66,8 @@ class NoTaskContextError(FleetflowError, RuntimeError):
 
 
 class CheckpointUnavailableError(FleetflowError, RuntimeError):
-    """The task runs where no checkpoint is kept (a Kubernetes pod, for now)."""
+    """The attempt was given no checkpoint location (by an agent or control plane older than
+    checkpoints)."""
 
 
 class Checkpoint:
@@ -182,13 +185,13 @@ class TaskContext:
         """The unit's checkpoint, which its next attempt reads.
 
         Raises:
-            CheckpointUnavailableError: the attempt runs where no checkpoint is kept (a
-                Kubernetes pod, for now).
+            CheckpointUnavailableError: the attempt was given no checkpoint location (by an
+                agent or control plane older than checkpoints).
         """
         if self._checkpoint is None:
             raise CheckpointUnavailableError(
-                "no checkpoint is kept for this attempt: its agent does not stage checkpoints "
-                "(only local runs and the local-process executor do so far)"
+                "no checkpoint is kept for this attempt: its agent gave it no checkpoint "
+                "location (its agent or control plane is older than checkpoints)"
             )
         return self._checkpoint
 

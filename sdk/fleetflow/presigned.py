@@ -8,6 +8,12 @@ accepts uploads below the attempt's own prefix only, all short-lived. It hands t
 as `FLEETFLOW_PRESIGNED` (a JSON document, `Manifest`). The runtime then fetches everything into
 the staged layout (`fleetflow.staging`) before the task runs, runs it staged, and uploads what
 the task left in `outputs/` with the policy: a URL or a form is all the pod ever holds.
+
+An attempt whose unit keeps a checkpoint (`fleetflow.context.Checkpoint`) gets one more entry,
+`checkpoint`: a GET URL per name of `CHECKPOINT_NAMES` below the unit's checkpoint location
+(a missing object means no checkpoint yet) and a POST policy for keys below that location only,
+so the runtime copies the checkpoint in before the task and uploads it back after the task
+ended, whatever its outcome (`fetch_checkpoint`, `upload_checkpoint`).
 """
 
 from __future__ import annotations
@@ -76,16 +82,56 @@ def upload_outputs(manifest: dict[str, Any], directory: Path, document: str) -> 
     return len(found)
 
 
-def _get(url: str, dest: Path) -> None:
+def fetch_checkpoint(manifest: dict[str, Any], target: Path) -> None:
+    """Copy the unit's checkpoint into the checkpoint directory `target` (created) from the
+    manifest's URLs; a name the unit has not written is absent there.
+
+    Raises:
+        PresignedError: the manifest has no checkpoint entry, or a URL failed.
+    """
+    urls = _checkpoint_entry(manifest)["files"]
+
+    def fetch(name: str, dest: Path) -> bool:
+        url = urls.get(name)
+        if not isinstance(url, str):
+            raise PresignedError(f"{ENV} has no URL for the checkpoint's {name}")
+        return _get(url, dest, missing_ok=True)
+
+    staging.fill_checkpoint(target, fetch)
+
+
+def upload_checkpoint(manifest: dict[str, Any], target: Path) -> list[str]:
+    """Upload the checkpoint files the task left in `target` with the manifest's checkpoint
+    policy; the names uploaded."""
+    upload = _checkpoint_entry(manifest)["upload"]
+    found = staging.checkpoint_files(target)
+    for name, path in found:
+        _post(upload, upload["prefix"] + name, path)
+    return [name for name, _ in found]
+
+
+def _checkpoint_entry(manifest: dict[str, Any]) -> dict[str, Any]:
+    entry = manifest.get("checkpoint")
+    if not isinstance(entry, dict) or not {"files", "upload"} <= entry.keys():
+        raise PresignedError(f"{ENV} has no checkpoint URLs, yet the attempt keeps a checkpoint")
+    return entry
+
+
+def _get(url: str, dest: Path, *, missing_ok: bool = False) -> bool:
+    """Copy the object at `url` to `dest`; False, writing nothing, when `missing_ok` and the
+    object does not exist (HTTP 404)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         with urllib.request.urlopen(url, timeout=_TIMEOUT_SECONDS) as response:  # noqa: S310
             with dest.open("wb") as f:
                 shutil.copyfileobj(response, f, _CHUNK)
     except urllib.error.HTTPError as exc:
+        if missing_ok and exc.code == 404:
+            return False
         raise PresignedError(f"reading {_redacted(url)}: HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise PresignedError(f"reading {_redacted(url)}: {exc}") from None
+    return True
 
 
 def _post(upload: dict[str, Any], key: str, path: Path) -> None:

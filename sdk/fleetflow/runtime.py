@@ -4,7 +4,7 @@ An agent launches it as
 ``python -m fleetflow.runtime --bundle-uri URI --inputs-uri URI --outputs-uri URI
 --module M --function F --result-file PATH [--workdir DIR]
 [--execution-id E --node-id N --attempt-id A --attempt-number K [--map-index I]]
-[--checkpoint-dir DIR]``.
+[--checkpoint-dir DIR [--checkpoint-uri URI]]``.
 It downloads and unpacks the code bundle, imports the `@fleetflow.task` function, converts the
 JSON inputs to Python values with the type system, calls the function, and writes the outputs
 (`{"o0": literal}`, one entry per field of a NamedTuple return type, or `{}` for a task without
@@ -14,7 +14,11 @@ document, content-addressed (`files/<sha256>/<name>`, `dirs/<sha256>/...`). The 
 with its `fleetflow.current_context()` made of the attempt's identity given on the command line
 (execution, node, attempt, map element: empty when an older agent gives none), and its unit's
 checkpoint in `--checkpoint-dir`, which its agent staged and uploads again after the attempt
-(none without it: `ctx.checkpoint` then raises `CheckpointUnavailableError`).
+(none without it: `ctx.checkpoint` then raises `CheckpointUnavailableError`). Where no agent
+can stage files (a Kubernetes pod), `--checkpoint-uri` names the unit's checkpoint location:
+the runtime itself copies the checkpoint from there (through the presigned URLs with
+`--presigned`) before the task runs and uploads it back after the task ended, whatever its
+outcome (not when the pod is killed: past its deadline, out of memory, cancelled).
 
 It always tells the agent how it ended through the result file, a small JSON document:
 ``{"status": "SUCCEEDED"}`` (exit 0), or ``{"status": "FAILED", "message": "ValueError: …",
@@ -100,10 +104,17 @@ class TaskInvocation:
     """URLs to fill `staged` from and a policy to upload its outputs with
     (`fleetflow.presigned`), when the agent cannot stage into the task's filesystem."""
     identity: AttemptIdentity = AttemptIdentity()
+    checkpoint_uri: str = ""
+    """Where the unit keeps its checkpoint, for the runtime to copy into
+    `identity.checkpoint_dir` and back itself; "": its agent stages it (or none is kept)."""
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    return argument_parser().parse_args(argv)
+    parser = argument_parser()
+    args = parser.parse_args(argv)
+    if args.checkpoint_uri and not args.checkpoint_dir:
+        parser.error("--checkpoint-uri needs --checkpoint-dir (where to copy the checkpoint)")
+    return args
 
 
 @functools.cache
@@ -149,6 +160,12 @@ def argument_parser() -> argparse.ArgumentParser:
         "--checkpoint-dir",
         default=None,
         help="directory the agent staged the unit's checkpoint into, and uploads it from",
+    )
+    identity.add_argument(
+        "--checkpoint-uri",
+        default="",
+        help="the unit's checkpoint location, when no agent stages it: the runtime copies it "
+        "into --checkpoint-dir before the task runs and uploads it back after",
     )
     return parser
 
@@ -344,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir=workdir,
         staged=staged,
         presigned=manifest,
+        checkpoint_uri=args.checkpoint_uri,
         identity=AttemptIdentity(
             execution_id=args.execution_id,
             node_id=args.node_id,
@@ -357,10 +375,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(invocation, result_file)
 
 
-def _run(invocation: TaskInvocation, result_file: Path) -> int:
+def fetch_checkpoint(invocation: TaskInvocation) -> bool:
+    """Copy the unit's checkpoint into the checkpoint directory when the runtime keeps it
+    itself (`--checkpoint-uri`); whether it does."""
+    target = invocation.identity.checkpoint_dir
+    if not invocation.checkpoint_uri or target is None:
+        return False
+    logger.info("fetching the checkpoint of the unit")
     try:
+        if invocation.presigned is not None:
+            presigned.fetch_checkpoint(invocation.presigned, target)
+        else:
+            uri = invocation.checkpoint_uri
+            staging.fill_checkpoint(target, staging.checkpoint_from_store(uri))
+    except (FleetflowError, OSError) as exc:
+        raise staging.StagingError(f"could not fetch the task's checkpoint: {exc}") from None
+    return True
+
+
+def keep_checkpoint(invocation: TaskInvocation) -> None:
+    """Upload what the task left in the checkpoint directory for the unit's next attempt.
+    A failure is logged, and does not change the attempt's outcome (as an agent's)."""
+    target = invocation.identity.checkpoint_dir
+    assert target is not None
+    try:
+        if invocation.presigned is not None:
+            kept = presigned.upload_checkpoint(invocation.presigned, target)
+        else:
+            store = open_blob_store(invocation.checkpoint_uri)
+            kept = [store.upload(name, path) for name, path in staging.checkpoint_files(target)]
+    except (FleetflowError, OSError) as exc:
+        logger.warning("the checkpoint was not kept: %s", exc)
+        return
+    if kept:
+        logger.info("kept the checkpoint (%s)", ", ".join(posixpath.basename(k) for k in kept))
+
+
+def _run(invocation: TaskInvocation, result_file: Path) -> int:
+    fetched = False
+    try:
+        fetched = fetch_checkpoint(invocation)
         run_task(invocation)
     except BaseException as exc:  # noqa: BLE001 - every way out must leave a result file
+        if fetched:
+            keep_checkpoint(invocation)
         message = strip_bundle_root(describe_exception(exc), invocation.workdir)
         formatted = format_user_traceback(exc, bundle_root=invocation.workdir)
         logger.error("task failed: %s", message)
@@ -373,6 +431,8 @@ def _run(invocation: TaskInvocation, result_file: Path) -> int:
             {"status": STATUS_FAILED, "message": message, "traceback": formatted},
         )
         return 1
+    if fetched:
+        keep_checkpoint(invocation)
     _write_result(result_file, {"status": STATUS_SUCCEEDED})
     logger.info("task succeeded")
     return 0

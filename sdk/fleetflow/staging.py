@@ -24,9 +24,10 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
+from fleetflow.context import CHECKPOINT_NAMES
 from fleetflow.errors import FleetflowError
 from fleetflow.files import download_target, verify_content
-from fleetflow.storage import BlobStore, LocalBlobStore, relative_key
+from fleetflow.storage import BlobStore, LocalBlobStore, relative_key, store_for_uri
 
 BUNDLE_FILE = "bundle.tar.gz"
 INPUTS_FILE = "inputs.json"
@@ -56,7 +57,7 @@ def fill(
     inputs: str,
     files: Iterable[tuple[str, str, str]],
     directories: Iterable[tuple[str, Mapping[str, str]]],
-    fetch: Callable[[str, Path], None],
+    fetch: Callable[[str, Path], object],
 ) -> None:
     """Lay out `directory` (created) as above. `fetch(source, dest)` copies one object to a
     local file; a source names it to the fetcher: a URI for an agent, a presigned URL for a
@@ -100,6 +101,43 @@ def outputs_to_upload(directory: Path, document: str) -> list[tuple[str, Path]]:
             if relative == document or relative.startswith(UPLOAD_PREFIXES):
                 found.append((relative, path))
     return sorted(found)
+
+
+def fill_checkpoint(target: Path, fetch: Callable[[str, Path], bool]) -> Path:
+    """Create the checkpoint directory `target` and copy the unit's checkpoint into it:
+    `fetch(name, dest)` copies one of `CHECKPOINT_NAMES`, or returns False when the unit has
+    none of that name (none at all before its first write)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in CHECKPOINT_NAMES:
+        fetch(name, target / name)
+    return target
+
+
+def checkpoint_from_store(checkpoint_uri: str) -> Callable[[str, Path], bool]:
+    """A `fill_checkpoint` fetcher that reads the unit's checkpoint at `checkpoint_uri` with
+    the blob store's own access (an agent's, or a pod's that holds the store's settings)."""
+    store = store_for_uri(checkpoint_uri)
+
+    def fetch(name: str, dest: Path) -> bool:
+        uri = f"{checkpoint_uri}/{name}"
+        if not store.exists(uri):
+            return False
+        store.download(uri, dest)
+        return True
+
+    return fetch
+
+
+def checkpoint_files(target: Path) -> list[tuple[str, Path]]:
+    """(name, path) of the checkpoint files a task left in the checkpoint directory `target`
+    to upload for the unit's next attempt: the names of `CHECKPOINT_NAMES` only, and only
+    regular files (a link is not followed)."""
+    found = []
+    for name in CHECKPOINT_NAMES:
+        path = target / name
+        if path.is_file() and not path.is_symlink():
+            found.append((name, path))
+    return found
 
 
 class NotStagedError(FleetflowError):

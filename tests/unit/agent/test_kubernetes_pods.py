@@ -130,6 +130,25 @@ def test_a_pod_with_presigned_urls_gets_no_blob_store_credentials() -> None:
     assert "--presigned" not in plain["command"]  # credentials mode (or a file:// store)
 
 
+def test_a_pod_copies_its_units_checkpoint_in_and_back_itself() -> None:
+    # No agent reaches into a pod's filesystem: the runtime is told where the unit's checkpoint
+    # lives (presigned, it uses the manifest's URLs for it instead of the store's access).
+    checkpoint = "s3://runs/exe-42/n1/checkpoint"
+    settings = KubernetesSettings()
+    for presigned in (None, '{"bundle": "u"}'):
+        pod = pods.pod_manifest(
+            assignment(checkpoint_uri=checkpoint), settings, presigned=presigned
+        )
+        command = pod["spec"]["containers"][0]["command"]
+        at = command.index("--checkpoint-uri")
+        assert command[at + 1] == checkpoint
+        assert command[command.index("--checkpoint-dir") + 1] == pods.CHECKPOINT_DIR
+        assert pods.CHECKPOINT_DIR.startswith(pods.WORK_DIR + "/")  # on the pod's volume
+
+    plain = pods.pod_manifest(assignment(), settings)["spec"]["containers"][0]["command"]
+    assert "--checkpoint-uri" not in plain and "--checkpoint-dir" not in plain
+
+
 def test_cpu_pod_has_no_gpu_scheduling_and_task_image_wins() -> None:
     settings = KubernetesSettings(namespaces={"vision": "team-vision"})
     pod = pods.pod_manifest(
