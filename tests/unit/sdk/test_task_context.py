@@ -381,3 +381,37 @@ def test_a_kept_archive_never_extracts_outside_its_destination(tmp_path: Path) -
     with pytest.raises(tarfile.TarError):
         Checkpoint(root).restore_directory(tmp_path / "restored")
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_the_runtime_copies_the_checkpoint_in_and_back_itself_where_no_agent_stages(
+    tmp_path: Path,
+) -> None:
+    # A pod: nothing staged, each attempt a fresh filesystem; the runtime is told the unit's
+    # checkpoint location and reads and writes it with the store's access.
+    store = LocalBlobStore(tmp_path / "blobs")
+    unit = store.uri("executions/e1/n0/checkpoint")
+    first = ["--attempt-number", "1", "--checkpoint-dir", str(tmp_path / "pod-1")]
+    seen, _ = _run_runtime(tmp_path, [*first, "--checkpoint-uri", unit])
+    assert seen["checkpoint"] == "read ''"
+    assert store.get(f"{unit}/checkpoint.bin") == b"attempt 1 was here"
+
+    second = ["--attempt-number", "2", "--attempt-id", "a2"]
+    second += ["--checkpoint-dir", str(tmp_path / "pod-2"), "--checkpoint-uri", unit]
+    seen, stderr = _run_runtime(tmp_path, second)
+    assert seen["checkpoint"] == "read 'attempt 1 was here'"
+    assert store.get(f"{unit}/checkpoint.bin") == b"attempt 2 was here"
+    assert "kept the checkpoint (checkpoint.bin)" in stderr
+
+
+def test_the_runtime_refuses_a_checkpoint_location_without_a_directory(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "fleetflow.runtime", "--bundle-uri", "b", "--inputs-uri", "i"]
+        + ["--outputs-uri", "o", "--module", "m", "--function", "f", "--result-file", "r"]
+        + ["--checkpoint-uri", "file:///c"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "--checkpoint-uri needs --checkpoint-dir" in proc.stderr
