@@ -283,7 +283,7 @@ class WorkflowCompilation:
             )
         if mapped and task.spec.reference is not None:
             raise fail(
-                f"map_task of reference workflow '{task_name}' is not supported",
+                f"map_task of task '{task_name}' (a reference workflow) is not supported",
                 hint="map a task over the list inside the referenced workflow instead",
             )
         if self.max_nodes is not None and len(self.nodes) >= self.max_nodes:
