@@ -7,6 +7,7 @@ registration."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.integration.stack import Stack
 pytestmark = [pytest.mark.integration, pytest.mark.stacks("sqlite", "postgres-split-worker")]
 
 WORKFLOWS = Path(__file__).parent / "workflows" / "reference_flows.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "reference_workflow.py"
 
 
 def register(client: Client, workflow: str, version: str | None = None) -> str:
@@ -136,3 +138,17 @@ def test_a_stub_unlike_the_registered_interface_is_refused(stack: Stack) -> None
             register(client, "parent_mistyped")
         assert refused.value.status_code == 422
         assert "input 'x' is int there, str in the stub" in str(refused.value)
+
+
+def test_the_example_runs_as_its_docstring_says(stack: Stack) -> None:
+    """examples/reference_workflow.py, with the CLI: register the referenced version, run the
+    caller remotely; it gives what the inlined pipeline gives locally."""
+    registered = stack.cli("register", str(EXAMPLE), "train_model", "--version", "v1")
+    assert registered.returncode == 0, registered.stderr
+    run = stack.cli("run", "--remote", str(EXAMPLE), "nightly", "--n", "20")
+    assert run.returncode == 0, run.stdout + run.stderr + stack.logs()
+    inlined, _ = load_workflow(EXAMPLE, "nightly_inlined")
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == inlined.run_local({"n": 20})
+    local = stack.cli("run", str(EXAMPLE), "nightly", "--n", "20")
+    assert local.returncode != 0
+    assert "runs only there" in local.stderr and "Traceback" not in local.stderr

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from control_plane.api.auth import WorkflowsRead, WorkflowsWrite
+from control_plane.api.auth import Caller, WorkflowsRead, WorkflowsWrite
 from control_plane.api.deps import BlobStoreDep, Offset, SessionDep, SettingsDep
 from control_plane.api.errors import ApiError
+from control_plane.auth.rbac import Act, Obj
 from control_plane.db.models import WorkflowVersion
 from control_plane.db.repositories.workflows import (
     WorkflowVersionConflictError,
@@ -130,16 +131,25 @@ def _interface_mismatch(stub: TypedInterface, registered: TypedInterface) -> str
     return None
 
 
-def check_spec_references(session: Session, tenant_id: str, spec: WorkflowSpec) -> None:
+def check_spec_references(session: Session, caller: Caller, spec: WorkflowSpec) -> None:
     """422 for a reference (`@reference_workflow`) to a workflow version the caller's tenant
-    has not registered, or whose interface is not the stub's. Looked up in the caller's
-    tenant only: another tenant's workflow of that name answers as one that does not exist."""
-    for task in spec.tasks.values():
+    has not registered, or whose interface is not the stub's; 403 when the caller may not
+    read workflows and launch executions there (the reference is read now, and launched with
+    every execution of the spec). Looked up in the caller's tenant only: another tenant's
+    workflow of that name answers as one that does not exist."""
+    references = [task for task in spec.tasks.values() if task.reference is not None]
+    for obj, act in ((Obj.WORKFLOWS, Act.READ), (Obj.EXECUTIONS, Act.WRITE)):
+        if references and not caller.may(session, obj, act):
+            raise ApiError(
+                403,
+                f"{caller.principal} may not {act.value} {obj.value} in tenant "
+                f"{caller.tenant.name!r}: a workflow that references another needs both",
+            )
+    for task in references:
         ref = task.reference
-        if ref is None:
-            continue
+        assert ref is not None
         field = f"spec.tasks.{task.name}.reference"
-        row = get_workflow_version(session, tenant_id, ref.name, ref.version)
+        row = get_workflow_version(session, caller.tenant.id, ref.name, ref.version)
         if row is None:
             message = (
                 f"reference '{task.function}' names workflow {ref.name} version {ref.version}, "
@@ -171,7 +181,7 @@ def register_workflow(
     """Register a compiled spec with its uploaded code bundle; re-registering is a no-op."""
     check_spec_size(body, settings.api.max_workflow_nodes)
     check_spec_bindings(body)
-    check_spec_references(session, caller.tenant.id, body.spec)
+    check_spec_references(session, caller, body.spec)
     digest = body.bundle_digest
     if not bundle_exists(blob_store, caller.tenant.name, digest):
         message = f"code bundle {digest} has not been uploaded: PUT it to /api/v1/bundles/{digest}"
