@@ -512,6 +512,9 @@ class ExecutionActivities:
             )
             child.parent_execution_id = execution.id
             child.parent_node_id = node.id
+            # Part of its parent's run: admitted with it, as running executions go (waiting for
+            # a place of its own under `max_running_executions` would wait on its parent).
+            child.admitted_at = execution.admitted_at
             log.info("node %s: runs %s as child execution %s", node.id, which, child_id)
             return ChildStart(child_id)
 

@@ -68,6 +68,21 @@ def test_a_referenced_workflow_runs_as_a_child_execution(stack: Stack) -> None:
     )
 
 
+def test_the_child_runs_within_its_parents_running_execution(stack: Stack) -> None:
+    """With one running execution allowed, the child runs as part of its running parent,
+    instead of waiting for the parent to end."""
+    with stack.client() as admin:
+        admin.admin.create_tenant("reference-quota")
+        admin.admin.grant_cluster("reference-quota", "*")
+        admin.admin.set_quota("reference-quota", max_running_executions=1)
+    with stack.client(tenant="reference-quota") as client:
+        register(client, "child", "v1")
+        parent_id = launch(client, "parent_after_a_task", x=2)
+        final = client.wait_for_execution(parent_id, timeout=120)
+        assert final.status == "SUCCEEDED", stack.logs()
+        assert final.outputs == {"o0": 6.0}
+
+
 def test_a_failing_child_fails_the_node_with_its_message(stack: Stack) -> None:
     with stack.client() as client:
         register(client, "failing_child", "v1")

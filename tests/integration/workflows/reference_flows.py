@@ -72,6 +72,17 @@ def parent(x: int) -> float:
     return add_one(y=child_v1(x=x, factor=2.5))
 
 
+@task
+def twice(x: int) -> int:
+    return 2 * x
+
+
+@workflow
+def parent_after_a_task(x: int) -> float:
+    """Its first task admits it as a running execution before its child starts."""
+    return child_v1(x=twice(x=x), factor=1.5)
+
+
 @workflow
 def parent_of_failing(x: int) -> int:
     return failing_v1(x=x)
