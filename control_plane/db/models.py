@@ -99,6 +99,10 @@ class Execution(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # A child execution: the execution, and its node, that runs it (a reference to a
+    # registered workflow, `ir.TaskSpec.reference`); NULL for one the API started.
+    parent_execution_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    parent_node_id: Mapped[str | None] = mapped_column(String(128))
 
     workflow: Mapped[WorkflowVersion] = relationship(lazy="joined")
     attempts: Mapped[list[TaskAttempt]] = relationship(

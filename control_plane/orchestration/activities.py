@@ -39,10 +39,12 @@ from control_plane.blob_layout import (
     node_prefix,
     outputs_key,
 )
-from control_plane.db.models import Execution, TaskAttempt, Tenant, WorkflowVersion
+from control_plane.db.models import Execution, TaskAttempt, Tenant, WorkflowVersion, new_id
 from control_plane.db.repositories import attempts as attempts_repo
-from control_plane.db.repositories import dynamic_tasks, task_cache
+from control_plane.db.repositories import dynamic_tasks, task_cache, tenancy
+from control_plane.db.repositories import executions as executions_repo
 from control_plane.db.repositories.executions import move_execution
+from control_plane.db.repositories.workflows import get_workflow_version
 from control_plane.db.session import transaction
 from control_plane.large_values import load_values, store_values
 from control_plane.orchestration.workflows import (
@@ -50,6 +52,7 @@ from control_plane.orchestration.workflows import (
     AttemptFinished,
     AttemptStart,
     AttemptStarts,
+    ChildStart,
     ChunkRef,
     Decision,
     DynamicPlan,
@@ -62,6 +65,8 @@ from control_plane.orchestration.workflows import (
     UnitStart,
 )
 from control_plane.parsed_specs import InvalidStoredSpecError, ParsedSpecs, describe_errors
+from control_plane.placement.admission import exceeds_whole_quota
+from control_plane.quota import limits_of
 from fleetflow.ir import (
     DYNAMIC_SPEC_OUTPUT,
     Binding,
@@ -144,6 +149,8 @@ class ExecutionActivities:
             self.complete_node,
             self.complete_chunk,
             self.decide_node,
+            self.start_child_execution,
+            self.complete_reference,
             self.finish_execution,
         ]
 
@@ -247,10 +254,12 @@ class ExecutionActivities:
         self, session: Session, execution: Execution, node: Node, spec: WorkflowSpec | None = None
     ) -> dict[str, Any]:
         """A node's outputs: its succeeded attempt's, a map node's collected lists, or a
-        dynamic node's sub-DAG's outputs (both collected by `complete_node`; `spec`, the
-        node's, says whether its task is dynamic)."""
-        dynamic = spec is not None and spec.tasks[node.task].dynamic
-        if node.map is not None or dynamic:
+        dynamic node's sub-DAG's outputs (both collected by `complete_node`), or a reference
+        node's child execution's (by `complete_reference`); `spec`, the node's, says whether
+        its task is dynamic or a reference."""
+        task = spec.tasks[node.task] if spec is not None else None
+        collected_here = task is not None and (task.dynamic or task.reference is not None)
+        if node.map is not None or collected_here:
             collected = outputs_key(node_prefix(self._prefix(session, execution), node.id))
             try:
                 return self._read_json(self._blobs.uri(collected))
@@ -339,6 +348,7 @@ class ExecutionActivities:
                 guarded=node.when is not None,
                 min_success_ratio=node.map.min_success_ratio if node.map else 1.0,
                 dynamic=spec.tasks[node.task].dynamic and node.map is None,
+                reference=spec.tasks[node.task].reference is not None,
             )
             for node in spec.nodes
         ]
@@ -444,6 +454,101 @@ class ExecutionActivities:
             while len(self._bundle_modules) > _BUNDLES:
                 self._bundle_modules.popitem(last=False)
         return found
+
+    @activity.defn(name="start_child_execution")
+    def start_child_execution(self, ref: NodeRef) -> ChildStart:
+        """For a reference node whose inputs are ready: create the child execution of the
+        referenced workflow version, QUEUED, in the execution's tenant, with the node's input
+        values; or find the one an earlier try created. Its workflow is the caller's to start.
+        Says why none runs when the version is no longer registered in the tenant or a task
+        of it exceeds the tenant's quota as a whole."""
+        with (
+            self._failing_on_invalid_spec(ref.execution_id),
+            log_context(execution_id=ref.execution_id, node_id=ref.node_id),
+            transaction(self._sessions) as session,
+        ):
+            execution, spec = self._load_node(session, ref.execution_id, ref.node_id, lock=True)
+            if ExecutionState(execution.status).terminal:
+                raise ApplicationError(
+                    f"execution {execution.id} is already {execution.status}: "
+                    "no child execution is started",
+                    type=EXECUTION_FINISHED,
+                    non_retryable=True,
+                )
+            existing = session.scalar(
+                select(Execution.id).where(
+                    Execution.parent_execution_id == execution.id,
+                    Execution.parent_node_id == ref.node_id,
+                )
+            )
+            if existing is not None:
+                return ChildStart(existing)
+            node = spec.node(ref.node_id)
+            reference = spec.tasks[node.task].reference
+            assert reference is not None
+            tenant = session.get_one(Tenant, execution.tenant_id)
+            which = f"workflow {reference.name} version {reference.version}"
+            # The caller's tenant only, as at registration: never another tenant's workflow.
+            version = get_workflow_version(session, tenant.id, reference.name, reference.version)
+            if version is None:
+                return ChildStart(message=f"{node.id}: {which} is not registered in the tenant")
+            limits = limits_of(tenancy.get_quota(session, tenant))  # as the API checks a launch
+            for name, task in sorted(self._specs.get(session, version.id).tasks.items()):
+                problem = exceeds_whole_quota(limits, name, task.resources)
+                if problem is not None:
+                    return ChildStart(message=f"{node.id}: {which}: {problem}")
+            inputs = self._node_inputs(session, execution, spec, node)
+            child_id = new_id("ex")
+            stored = store_values(
+                inputs, self._blobs, inputs_key(execution_prefix(tenant.name, child_id))
+            )
+            child = executions_repo.create_execution(
+                session,
+                tenant.id,
+                version,
+                stored,
+                execution_id=child_id,
+                priority=execution.priority,
+            )
+            child.parent_execution_id = execution.id
+            child.parent_node_id = node.id
+            # Part of its parent's run: admitted with it, as running executions go (waiting for
+            # a place of its own under `max_running_executions` would wait on its parent).
+            child.admitted_at = execution.admitted_at
+            log.info("node %s: runs %s as child execution %s", node.id, which, child_id)
+            return ChildStart(child_id)
+
+    @activity.defn(name="complete_reference")
+    def complete_reference(self, ref: NodeRef) -> str:
+        """Once a reference node's child execution closed: its outputs become the node's
+        (""), or why the node fails (the child's error)."""
+        with (
+            self._failing_on_invalid_spec(ref.execution_id),
+            log_context(execution_id=ref.execution_id, node_id=ref.node_id),
+            transaction(self._sessions) as session,
+        ):
+            execution = self._execution(session, ref.execution_id)
+            child = session.scalar(
+                select(Execution)
+                .options(lazyload(Execution.attempts))
+                .where(
+                    Execution.parent_execution_id == execution.id,
+                    Execution.parent_node_id == ref.node_id,
+                )
+            )
+            if child is None:
+                return f"{ref.node_id}: its child execution is missing"
+            what = f"{ref.node_id}: child execution {child.id} ({child.workflow.name} version "
+            what += f"{child.workflow.version})"
+            if child.status != ExecutionState.SUCCEEDED.value:
+                error = (child.error or {}).get("message") or ""
+                failed_node = (child.error or {}).get("node_id")
+                where = f" at node {failed_node}" if failed_node else ""
+                return f"{what} {child.status}{where}" + (f": {error}" if error else "")
+            outputs = load_values(child.outputs, self._blobs) or {}
+            node_key = node_prefix(self._prefix(session, execution), ref.node_id)
+            self._blobs.put(outputs_key(node_key), json.dumps(outputs).encode())
+            return ""
 
     @activity.defn(name="expand_map")
     def expand_map(self, ref: NodeRef) -> int:
@@ -717,7 +822,10 @@ class ExecutionActivities:
         nodes = [
             node.id
             for node in spec.nodes
-            if node.map is None and not node.upstream and node.when is None
+            if node.map is None
+            and not node.upstream
+            and node.when is None
+            and spec.tasks[node.task].reference is None  # a child execution, not an attempt
         ]
         return _Candidates(execution, spec, nodes, "at submission") if nodes else None
 
@@ -774,6 +882,7 @@ class ExecutionActivities:
                 if node.map is None
                 and not spec.tasks[node.task].cache
                 and not spec.tasks[node.task].dynamic  # its outputs come after its sub-DAG
+                and spec.tasks[node.task].reference is None  # after its child execution
                 and node.when is None
             }
             found = {}
@@ -781,6 +890,7 @@ class ExecutionActivities:
                 if (
                     node.map is None
                     and node.when is None
+                    and spec.tasks[node.task].reference is None
                     and node.upstream
                     and plain.issuperset(node.upstream)
                 ):
@@ -950,6 +1060,17 @@ class ExecutionActivities:
                     session, execution, ExecutionState.FAILED, error=self._error(session, args)
                 )
             attempts_repo.cancel_unfinished(session, execution.id)
+            # A child execution created but whose workflow never started (the parent was
+            # cancelled in between) would wait forever: nothing else starts a child.
+            for child in session.scalars(
+                select(Execution)
+                .options(lazyload(Execution.attempts), lazyload(Execution.workflow))
+                .where(
+                    Execution.parent_execution_id == execution.id,
+                    Execution.status == ExecutionState.QUEUED.value,
+                )
+            ):
+                move_execution(session, child, ExecutionState.CANCELLED)
             log.info("execution %s finished: %s", execution.id, execution.status)
         # Its attempts' capacity and its place in the tenant's running executions are free.
         self._on_capacity_freed()

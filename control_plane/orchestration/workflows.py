@@ -43,6 +43,15 @@ it as this workflow walks the execution's DAG, its nodes named `<node>/<sub-node
 have dynamic nodes, so only they issue these commands. A sub-DAG is bounded
 (`fleetflow.ir.MAX_DYNAMIC_NODES`), so its workflow never continues as new; its parent does
 not while it runs.
+
+A reference node (`PlanNode.reference`, a `@reference_workflow` stub) runs no attempt: once it
+is ready, `start_child_execution` creates (or finds) the child execution of the referenced
+workflow version, in the same tenant, and that execution's own workflow (`ExecutionWorkflow`,
+id: the child execution's id) runs as a child workflow; when it closes, `complete_reference`
+takes the child's outputs as the node's, or says why the node fails. Closing the parent asks
+the child to cancel (`ParentClosePolicy.REQUEST_CANCEL`), so the child records its
+cancellation. Only specs with a reference have reference nodes, so only they issue these
+commands; the parent does not continue as new while a child runs.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ from temporalio.exceptions import (
     ChildWorkflowError,
     is_cancelled_exception,
 )
+from temporalio.workflow import ParentClosePolicy
 
 from fleetflow.states import NO_MAP_INDEX, map_failures_allowed, too_many_failures
 
@@ -88,6 +98,9 @@ class PlanNode:
     # A dynamic task's node: once its unit succeeded, its sub-DAG runs as a child workflow.
     # False when absent (plans recorded before dynamic tasks).
     dynamic: bool = False
+    # A reference to a registered workflow: runs as a child execution, with no attempt of
+    # its own. False when absent (plans recorded before references).
+    reference: bool = False
 
 
 @dataclass
@@ -162,6 +175,14 @@ class DynamicPlan:
     """What `expand_dynamic` found: the sub-DAG's plan, or why it is refused."""
 
     plan: ExecutionPlan | None = None
+    message: str = ""
+
+
+@dataclass
+class ChildStart:
+    """What `start_child_execution` did: the child execution's id, or why none runs."""
+
+    execution_id: str = ""
     message: str = ""
 
 
@@ -299,6 +320,9 @@ class _Orchestrator:
     def __init__(self) -> None:
         self._finished: dict[str, AttemptFinished] = {}
         self._local_batched = False
+        # Reference nodes' runs (each waits on a child execution's workflow), to cancel them
+        # when the execution ends otherwise than by succeeding.
+        self._references: list[asyncio.Task[int]] = []
 
     def _record(self, event: AttemptFinished) -> None:
         self._finished[event.attempt_id] = event
@@ -594,6 +618,12 @@ class _Walker(_Orchestrator):
                     if node.guarded and not await self._decide(execution_id, node):
                         done.add(node.node_id)  # skipped: done, with no outputs
                         continue
+                    if node.reference:  # runs as a child execution, without units
+                        chunked[node.node_id] = asyncio.create_task(
+                            self._run_reference(execution_id, node)
+                        )
+                        self._references.append(chunked[node.node_id])
+                        continue
                     count = await self._expand(execution_id, node)
                     if node.is_map and plan.map_chunk and count > plan.map_chunk:
                         chunked[node.node_id] = asyncio.create_task(
@@ -656,6 +686,41 @@ class _Walker(_Orchestrator):
                 )
             )
         return 0
+
+    async def _run_reference(self, execution_id: str, node: PlanNode) -> int:
+        """Run a reference node's child execution as a child workflow and take its outputs
+        as the node's; 0 (no chunks) once it succeeded, else `_NodeFailed`."""
+        ref = NodeRef(execution_id, node.node_id)
+        start = await self._activity("start_child_execution", ref, ChildStart)
+        assert isinstance(start, ChildStart)
+        message = start.message
+        if start.execution_id:
+            try:
+                await workflow.execute_child_workflow(
+                    ExecutionWorkflow.run,
+                    ExecutionInput(start.execution_id),
+                    id=start.execution_id,
+                    parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                )
+            except ChildWorkflowError as err:
+                message = f"{node.node_id}: child execution {start.execution_id}: "
+                message += str(err.cause or err)
+            else:
+                completed = await self._activity("complete_reference", ref, str)
+                assert isinstance(completed, str)
+                message = completed
+        if message:
+            raise _NodeFailed(FinishExecutionInput(execution_id, "FAILED", message=message))
+        return 0
+
+    async def _cancel_references(self) -> None:
+        """Cancel the child executions still running, and wait until they closed (each
+        records its cancellation). Nothing to do, and no command, without references."""
+        running = [task for task in self._references if not task.done()]
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
 
     @staticmethod
     def _history_is_long(plan: ExecutionPlan) -> bool:
@@ -785,8 +850,10 @@ class ExecutionWorkflow(_Walker):
             else:
                 await self._walk(execution_id, args.resume.plan, args.resume)
         except asyncio.CancelledError:
+            await self._cancel_references()
             return await self._finish(FinishExecutionInput(execution_id, "CANCELLED"))
         except _NodeFailed as failed:
+            await self._cancel_references()
             return await self._finish(failed.finish)
         except Exception as err:
             # A local activity that the cancellation caught before it started ends with
@@ -796,6 +863,7 @@ class ExecutionWorkflow(_Walker):
             # then only cancels what is still active.
             if not (self._local_batched and (is_cancelled_exception(err) or _finished(err))):
                 raise
+            await self._cancel_references()
             return await self._finish(FinishExecutionInput(execution_id, "CANCELLED"))
         return await self._finish(FinishExecutionInput(execution_id, "SUCCEEDED"))
 

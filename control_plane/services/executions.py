@@ -172,6 +172,8 @@ def check_whole_quota(session: Session, tenant: Tenant, workflow: WorkflowVersio
     """
     limits = limits_of(tenancy.get_quota(session, tenant))
     for name, task in sorted(WorkflowSpec.model_validate(workflow.spec).tasks.items()):
+        if task.reference is not None:  # a stub: its child execution is checked when it starts
+            continue
         problem = exceeds_whole_quota(limits, name, task.resources)
         if problem is not None:
             raise ExecutionRequestError(

@@ -10,6 +10,9 @@ memory: `fleetflow dev up` killed with -9 and started again) leaves executions R
 workflow. At start, every RUNNING execution's workflow is started again, which does nothing
 where one still runs (the id is taken); a new one replays the attempts the database holds
 (`start_attempt` answers a finished attempt with its result) instead of running them again.
+
+A child execution (a reference node's, `Execution.parent_execution_id`) is its parent's
+workflow's to start, as a child workflow: neither loop starts one.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def queued_execution_ids(
                 select(Execution.id)
                 .where(Execution.status == ExecutionState.QUEUED.value)
                 .where(Execution.created_at < cutoff)
+                .where(Execution.parent_execution_id.is_(None))  # its parent's workflow starts it
                 .order_by(Execution.created_at)
                 .limit(limit)
             )
@@ -50,6 +54,7 @@ def running_execution_ids(sessions: sessionmaker[Session]) -> list[str]:
             session.scalars(
                 select(Execution.id)
                 .where(Execution.status == ExecutionState.RUNNING.value)
+                .where(Execution.parent_execution_id.is_(None))  # its parent's workflow runs it
                 .order_by(Execution.created_at)
             )
         )

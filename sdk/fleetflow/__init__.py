@@ -38,6 +38,7 @@ from fleetflow.errors import (
     MapElementsFailedError,
     MapInputError,
     PromiseAttributeError,
+    ReferenceWorkflowError,
     TaskDefinitionError,
     TaskOutputError,
     UnsupportedTypeError,
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from fleetflow.dynamic import DynamicFunction, dynamic
     from fleetflow.fanout import MapTask, map_task
     from fleetflow.files import Directory, File
+    from fleetflow.reference import ReferenceWorkflow, reference_workflow
     from fleetflow.resources import Resources
     from fleetflow.task import TaskFunction, task
     from fleetflow.workflow import WorkflowFunction, workflow
@@ -69,6 +71,8 @@ LAZY_EXPORTS = {
     "File": "fleetflow.files",
     "MapTask": "fleetflow.fanout",
     "map_task": "fleetflow.fanout",
+    "ReferenceWorkflow": "fleetflow.reference",
+    "reference_workflow": "fleetflow.reference",
     "Resources": "fleetflow.resources",
     "TaskFunction": "fleetflow.task",
     "task": "fleetflow.task",
@@ -128,6 +132,8 @@ __all__ = [
     "MapInputError",
     "MapTask",
     "PromiseAttributeError",
+    "ReferenceWorkflow",
+    "ReferenceWorkflowError",
     "Resources",
     "TaskContext",
     "TaskDefinitionError",
@@ -142,6 +148,7 @@ __all__ = [
     "current_context",
     "dynamic",
     "map_task",
+    "reference_workflow",
     "task",
     "workflow",
 ]

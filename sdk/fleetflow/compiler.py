@@ -281,6 +281,11 @@ class WorkflowCompilation:
                 f"map_task of dynamic task '{task_name}' is not supported",
                 hint="loop over the list inside the dynamic task's body instead",
             )
+        if mapped and task.spec.reference is not None:
+            raise fail(
+                f"map_task of task '{task_name}' (a reference workflow) is not supported",
+                hint="map a task over the list inside the referenced workflow instead",
+            )
         if self.max_nodes is not None and len(self.nodes) >= self.max_nodes:
             raise fail(
                 f"dynamic task '{self.workflow_name}' builds more than {self.max_nodes} nodes "

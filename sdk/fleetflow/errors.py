@@ -146,6 +146,10 @@ class PromiseAttributeError(WorkflowCompileError, AttributeError):
     """
 
 
+class ReferenceWorkflowError(FleetflowError, RuntimeError):
+    """A reference to a registered workflow was run where only the platform can run it."""
+
+
 class ConditionalFailedError(FleetflowError, RuntimeError):
     """A workflow run took a conditional's `.fail("message")` branch; the message is its own."""
 

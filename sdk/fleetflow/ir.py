@@ -204,6 +204,14 @@ class Resources(_Frozen):
         return [self.gpu_type] if isinstance(self.gpu_type, str) else list(self.gpu_type)
 
 
+class WorkflowReference(_Frozen):
+    """A workflow registered on the platform, by name and version, in the tenant of the
+    workflow that calls it (`@fleetflow.reference_workflow`)."""
+
+    name: str = Field(min_length=1, max_length=256)
+    version: str = Field(min_length=1, max_length=128)
+
+
 class TaskSpec(_Frozen):
     """One task: where its code lives inside the bundle, its typed interface and its policy."""
 
@@ -222,6 +230,11 @@ class TaskSpec(_Frozen):
     # place, whose outputs are the node's. Not written when false: other specs keep their
     # digests.
     dynamic: bool = Field(default=False, exclude_if=lambda dynamic: not dynamic)
+    # A reference to a registered workflow (a typed stub): its node runs that workflow version
+    # as a child execution, whose outputs are the node's. Not written when absent.
+    reference: WorkflowReference | None = Field(
+        default=None, exclude_if=lambda reference: reference is None
+    )
 
 
 class MapSpec(_Frozen):
@@ -465,6 +478,11 @@ class WorkflowSpec(_Frozen):
             task = self.tasks.get(node.task)
             if node.map is not None and task is not None and task.dynamic:
                 raise ValueError(f"map node '{node.id}' runs dynamic task '{task.name}'")
+            if node.map is not None and task is not None and task.reference is not None:
+                raise ValueError(f"map node '{node.id}' runs reference workflow '{task.name}'")
+        for task in self.tasks.values():
+            if task.dynamic and task.reference is not None:
+                raise ValueError(f"task '{task.name}' is both dynamic and a reference")
         return self
 
     @model_validator(mode="after")
@@ -844,6 +862,12 @@ def check_dynamic_spec(spec: WorkflowSpec, node_id: str, task: str) -> None:
         )
     if spec.interface.inputs:
         raise ValueError(f"{where}: its sub-DAG must not declare inputs")
+    for sub_task in spec.tasks.values():  # checked when the calling workflow is registered
+        if sub_task.reference is not None:
+            raise ValueError(
+                f"{where}: its sub-DAG calls reference workflow '{sub_task.name}'; call "
+                "references in the workflow's body instead"
+            )
     ids = [node.id for node in spec.nodes] + [failure.id for failure in spec.failures]
     for step_id in ids:
         if not _SUB_NODE_ID.match(step_id):

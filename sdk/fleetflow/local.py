@@ -132,6 +132,12 @@ def _run_nodes(
     cache: LocalCache | None,
     execution: LocalExecution,
 ) -> dict[str, Any]:
+    for called in spec.nodes:  # refused before anything runs: a reference runs on the platform
+        if tasks[called.task].spec.reference is not None:
+            from fleetflow.reference import not_local
+
+            where = f"node '{called.id}' of workflow '{spec.name}', run locally"
+            raise not_local(tasks[called.task].spec, where)
     results: dict[str, dict[str, Any]] = {}
     run_started = time.monotonic()
 

@@ -33,6 +33,7 @@ from control_plane.orchestration.workflows import (
     AttemptFinished,
     AttemptStart,
     AttemptStarts,
+    ChildStart,
     ChunkRef,
     Decision,
     DynamicPlan,
@@ -100,10 +101,27 @@ class FakeActivities:
         # A dynamic node's sub-DAG, and the dynamic nodes expanded, in order.
         self.dynamic_plans: dict[str, DynamicPlan] = {}
         self.expanded: list[str] = []
+        # A reference node's child execution's plan, by node; the child executions started.
+        self.child_plans: dict[str, ExecutionPlan] = {}
+        self.children: dict[str, str] = {}  # child execution id -> its reference node
 
     @activity.defn(name="begin_execution")
     async def begin_execution(self, execution_id: str) -> ExecutionPlan:
+        if execution_id in self.children:
+            return self.child_plans[self.children[execution_id]]
         return self.plan
+
+    @activity.defn(name="start_child_execution")
+    async def start_child_execution(self, ref: NodeRef) -> ChildStart:
+        child_id = f"{ref.execution_id}-{ref.node_id}"
+        self.children[child_id] = ref.node_id
+        return ChildStart(child_id)
+
+    @activity.defn(name="complete_reference")
+    async def complete_reference(self, ref: NodeRef) -> str:
+        child_id = f"{ref.execution_id}-{ref.node_id}"
+        (ended,) = [f for f in self.finished if f.execution_id == child_id]
+        return "" if ended.status == "SUCCEEDED" else f"{ref.node_id}: child {ended.status}"
 
     @activity.defn(name="expand_map")
     async def expand_map(self, ref: NodeRef) -> int:
@@ -193,6 +211,8 @@ class FakeActivities:
             self.complete_chunk,
             self.decide_node,
             self.expand_dynamic,
+            self.start_child_execution,
+            self.complete_reference,
             self.finish_execution,
         ]
 
@@ -254,6 +274,19 @@ FAN_SUB_DAG = DynamicPlan(
 )
 INNER_SUB_DAG = DynamicPlan(
     ExecutionPlan(nodes=[PlanNode("fan/n1-inner/n0-square", [], 0, completes=False)])
+)
+
+# As `begin_execution` plans `pick(train_v1(prep()))` for a `@reference_workflow` stub
+# `train_v1`, and the referenced workflow's own plan, run as a child execution.
+REFERENCE = ExecutionPlan(
+    nodes=[
+        PlanNode("prep", [], 0, completes=False),
+        PlanNode("ref", ["prep"], 0, completes=False, reference=True),
+        PlanNode("pick", ["ref"], 0, completes=False),
+    ]
+)
+REFERENCED = ExecutionPlan(
+    nodes=[PlanNode("fit", [], 0, completes=False), PlanNode("score", ["fit"], 0, completes=False)]
 )
 
 WORKFLOWS = [ExecutionWorkflow, MapChunkWorkflow, DynamicWorkflow]
@@ -323,6 +356,30 @@ async def test_a_fail_branch_taken_fails_the_execution_with_its_message(
     assert fakes.finished == [
         FinishExecutionInput(fakes.execution_id, "FAILED", message="negative sizes are refused")
     ]
+
+
+async def test_a_reference_node_runs_a_child_execution(env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(env.client, REFERENCE)
+    fakes.child_plans = {"ref": REFERENCED}
+    assert await run_plan(env, fakes, "reference_nodes") == "SUCCEEDED"
+    child = f"{fakes.execution_id}-ref"
+    # No attempt of its own: the child's nodes run, signalling the child's workflow.
+    assert [unit for unit, _ in fakes.started] == ["prep", "fit", "score", "pick"]
+    assert fakes.signalled_to["fit"] == child
+    assert fakes.finished == [
+        FinishExecutionInput(child, "SUCCEEDED"),
+        FinishExecutionInput(fakes.execution_id, "SUCCEEDED"),
+    ]
+
+
+async def test_a_failed_child_execution_fails_its_node(env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(env.client, REFERENCE, {("score", 1): "FAILED"})
+    fakes.child_plans = {"ref": REFERENCED}
+    assert await run_plan(env, fakes) == "FAILED"
+    assert [unit for unit, _ in fakes.started] == ["prep", "fit", "score"]
+    assert fakes.finished[-1] == FinishExecutionInput(
+        fakes.execution_id, "FAILED", message="ref: child FAILED"
+    )
 
 
 async def test_a_dynamic_node_runs_its_sub_dag_in_its_place(env: WorkflowEnvironment) -> None:

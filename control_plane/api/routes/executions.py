@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -17,7 +18,7 @@ from control_plane.api.auth import ExecutionsRead, ExecutionsWrite
 from control_plane.api.deps import BlobStoreDep, LauncherDep, Offset, SessionDep, SettingsDep
 from control_plane.api.errors import ApiError
 from control_plane.api.routes import outputs
-from control_plane.db.models import Execution, Tenant
+from control_plane.db.models import Execution, Tenant, WorkflowVersion
 from control_plane.db.repositories.attempts import cancel_unfinished
 from control_plane.db.repositories.executions import (
     cluster_names,
@@ -30,6 +31,7 @@ from control_plane.schemas.common import ErrorResponse, FieldError
 from control_plane.schemas.executions import AttemptPublic, ExecutionCreate, ExecutionPublic
 from control_plane.services.executions import IDEMPOTENCY_HEADER, create_execution
 from control_plane.settings import Settings
+from fleetflow.api_models.executions import ChildExecution
 from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
 from fleetflow.storage import BlobStore
 
@@ -41,6 +43,7 @@ def executions_public(
     session: Session, executions: Sequence[Execution], blobs: BlobStore
 ) -> list[ExecutionPublic]:
     names = cluster_names(session, (a.cluster_id for e in executions for a in e.attempts))
+    children = _children(session, [execution.id for execution in executions])
     return [
         ExecutionPublic(
             id=execution.id,
@@ -74,9 +77,43 @@ def executions_public(
                 for attempt in execution.attempts
             ],
             min_success_ratios=_min_success_ratios(execution.workflow.spec),
+            parent_execution_id=execution.parent_execution_id,
+            parent_node_id=execution.parent_node_id,
+            children=children.get(execution.id, []),
         )
         for execution in executions
     ]
+
+
+def _children(session: Session, execution_ids: list[str]) -> dict[str, list[ChildExecution]]:
+    """The child executions (of reference nodes) of each of `execution_ids`, oldest first."""
+    if not execution_ids:
+        return {}
+    found: dict[str, list[ChildExecution]] = {}
+    rows = session.execute(
+        select(
+            Execution.parent_execution_id,
+            Execution.parent_node_id,
+            Execution.id,
+            Execution.status,
+            WorkflowVersion.name,
+            WorkflowVersion.version,
+        )
+        .join(WorkflowVersion, WorkflowVersion.id == Execution.workflow_spec_id)
+        .where(Execution.parent_execution_id.in_(execution_ids))
+        .order_by(Execution.created_at)
+    )
+    for parent, node, child, status, name, version in rows:
+        found.setdefault(parent or "", []).append(
+            ChildExecution(
+                node_id=node or "",
+                execution_id=child,
+                workflow=name,
+                version=version,
+                status=ExecutionState(status),
+            )
+        )
+    return found
 
 
 def _min_success_ratios(spec: dict[str, Any]) -> dict[str, float]:

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from control_plane.api.auth import WorkflowsRead, WorkflowsWrite
+from control_plane.api.auth import Caller, WorkflowsRead, WorkflowsWrite
 from control_plane.api.deps import BlobStoreDep, Offset, SessionDep, SettingsDep
 from control_plane.api.errors import ApiError
+from control_plane.auth.rbac import Act, Obj
 from control_plane.db.models import WorkflowVersion
 from control_plane.db.repositories.workflows import (
     WorkflowVersionConflictError,
@@ -23,7 +24,7 @@ from control_plane.db.repositories.workflows import (
 from control_plane.schemas.common import ErrorResponse, FieldError
 from control_plane.schemas.workflows import WorkflowDetail, WorkflowPublic, WorkflowRegister
 from control_plane.services.bundles import bundle_exists
-from fleetflow.ir import TypedInterface, WorkflowSpec
+from fleetflow.ir import LiteralType, TypedInterface, Variable, WorkflowSpec
 from fleetflow.spec_checks import binding_problems
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
@@ -106,6 +107,65 @@ def check_spec_bindings(body: WorkflowRegister) -> None:
         )
 
 
+def _variables(variables: list[Variable]) -> dict[str, LiteralType]:
+    return {v.name: v.type for v in variables}
+
+
+def _interface_mismatch(stub: TypedInterface, registered: TypedInterface) -> str | None:
+    """How a reference stub's interface differs from the registered version's; None: alike."""
+    for what, mine, theirs in (
+        ("input", _variables(stub.inputs), _variables(registered.inputs)),
+        ("output", _variables(stub.outputs), _variables(registered.outputs)),
+    ):
+        if list(mine) != list(theirs):
+            return (
+                f"its {what}s are ({', '.join(theirs) or 'none'}), the stub declares "
+                f"({', '.join(mine) or 'none'})"
+            )
+        for name, type_ in mine.items():
+            if type_ != theirs[name]:
+                return (
+                    f"{what} '{name}' is {theirs[name].describe()} there, "
+                    f"{type_.describe()} in the stub"
+                )
+    return None
+
+
+def check_spec_references(session: Session, caller: Caller, spec: WorkflowSpec) -> None:
+    """422 for a reference (`@reference_workflow`) to a workflow version the caller's tenant
+    has not registered, or whose interface is not the stub's; 403 when the caller may not
+    read workflows and launch executions there (the reference is read now, and launched with
+    every execution of the spec). Looked up in the caller's tenant only: another tenant's
+    workflow of that name answers as one that does not exist."""
+    references = [task for task in spec.tasks.values() if task.reference is not None]
+    for obj, act in ((Obj.WORKFLOWS, Act.READ), (Obj.EXECUTIONS, Act.WRITE)):
+        if references and not caller.may(session, obj, act):
+            raise ApiError(
+                403,
+                f"{caller.principal} may not {act.value} {obj.value} in tenant "
+                f"{caller.tenant.name!r}: a workflow that references another needs both",
+            )
+    for task in references:
+        ref = task.reference
+        assert ref is not None
+        field = f"spec.tasks.{task.name}.reference"
+        row = get_workflow_version(session, caller.tenant.id, ref.name, ref.version)
+        if row is None:
+            message = (
+                f"reference '{task.function}' names workflow {ref.name} version {ref.version}, "
+                "which is not registered in this tenant: register it first (fleetflow register)"
+            )
+            raise ApiError(422, message, [FieldError(field=field, message=message)])
+        registered = TypedInterface.model_validate(row.spec["interface"])
+        problem = _interface_mismatch(task.interface, registered)
+        if problem is not None:
+            message = (
+                f"reference '{task.function}' does not match workflow {ref.name} version "
+                f"{ref.version}: {problem}"
+            )
+            raise ApiError(422, message, [FieldError(field=field, message=message)])
+
+
 @router.post(
     "",
     status_code=201,
@@ -121,6 +181,7 @@ def register_workflow(
     """Register a compiled spec with its uploaded code bundle; re-registering is a no-op."""
     check_spec_size(body, settings.api.max_workflow_nodes)
     check_spec_bindings(body)
+    check_spec_references(session, caller, body.spec)
     digest = body.bundle_digest
     if not bundle_exists(blob_store, caller.tenant.name, digest):
         message = f"code bundle {digest} has not been uploaded: PUT it to /api/v1/bundles/{digest}"

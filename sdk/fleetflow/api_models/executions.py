@@ -30,6 +30,16 @@ class AttemptPublic(BaseModel):
     finished_at: UtcDatetime | None
 
 
+class ChildExecution(BaseModel):
+    """An execution that a reference node of this one runs (`@reference_workflow`)."""
+
+    node_id: str = Field(description="the reference node that runs it")
+    execution_id: str
+    workflow: str
+    version: str
+    status: ExecutionState
+
+
 class ExecutionPublic(BaseModel):
     id: str
     workflow: str
@@ -47,6 +57,14 @@ class ExecutionPublic(BaseModel):
         default_factory=dict,
         description="the map nodes that succeed with failed elements (`map_task(..., "
         "min_success_ratio=r)`): node id -> the fraction of elements that must succeed",
+    )
+    parent_execution_id: str | None = Field(
+        default=None, description="a child execution: the execution whose node runs it"
+    )
+    parent_node_id: str | None = Field(default=None, description="that node (a reference)")
+    children: list[ChildExecution] = Field(
+        default_factory=list,
+        description="the child executions its reference nodes run (registered workflows)",
     )
 
 

@@ -210,6 +210,15 @@ def describe_attempt(attempt: dict[str, Any], name: str | None = None) -> str:
     )
 
 
+def describe_child(child: dict[str, Any]) -> str:
+    """`n0-train (reference) SUCCEEDED: child execution ex-1 (m.train version v1)`: a
+    reference node, which runs a registered workflow as a child execution."""
+    return (
+        f"{child['node_id']} (reference) {child['status']}: child execution "
+        f"{child['execution_id']} ({child['workflow']} version {child['version']})"
+    )
+
+
 def _waiting_reason(attempt: dict[str, Any]) -> str | None:
     """Why a not-yet-running attempt waits (quota, no capacity, unschedulable), if known."""
     if attempt["status"] in ("PENDING", "ASSIGNED", "LEASED"):
@@ -392,6 +401,16 @@ class AttemptProgress:
             if len(shown) < len(attempts):
                 more = len(attempts) - len(shown)
                 table.add_row("", Text(f"({more} more attempts)", style="dim"), *[""] * 5)
+        for child in execution.get("children") or []:  # reference nodes: no attempts of theirs
+            table.add_row(
+                child["node_id"],
+                "",
+                "",
+                Text(child["status"], style=ATTEMPT_STYLES.get(child["status"], "")),
+                "",
+                "",
+                Text(describe_child(child)),
+            )
         return table
 
 
@@ -474,6 +493,14 @@ def print_execution(execution: dict[str, Any], console: Console, *, attempts: bo
             for attempt in by_node[row.node_id]:
                 line = describe_attempt(attempt, name=row.name)
                 console.print(f"{indent}{line}", highlight=False)
+    for child in execution.get("children") or [] if attempts else []:
+        console.print(f"  {describe_child(child)}", highlight=False)
+    if execution.get("parent_execution_id"):
+        console.print(
+            f"child execution of {execution['parent_execution_id']} "
+            f"(node {execution.get('parent_node_id')})",
+            highlight=False,
+        )
     if execution["status"] == "SUCCEEDED":
         for line in partial_map_lines(execution):
             console.print(Text(line, style="yellow"), highlight=False)

@@ -1659,6 +1659,70 @@ CASES: list[Case] = [
         actual=None,
         says=("map_task of dynamic task", "loop over the list inside the dynamic task's body"),
     ),
+    Case(
+        id="reference-workflow-wrong-type",
+        what="a `@reference_workflow` stub called with an argument of the wrong type",
+        source="""
+        from fleetflow import reference_workflow
+
+
+        @reference_workflow(name="team.train", version="v3")
+        def train(x: int, lr: float) -> float: ...
+
+
+        @workflow
+        def wf(name: str) -> float:
+            return train(x=name, lr=0.1)  # <-
+        """,
+        error=WorkflowCompileError,
+        task="train",
+        parameter="x",
+        expected="int",
+        actual="str",
+    ),
+    Case(
+        id="reference-workflow-missing-argument",
+        what="a `@reference_workflow` stub called without one of its inputs",
+        source="""
+        from fleetflow import reference_workflow
+
+
+        @reference_workflow(name="team.train", version="v3")
+        def train(x: int, lr: float) -> float: ...
+
+
+        @workflow
+        def wf(x: int) -> float:
+            return train(x=x)  # <-
+        """,
+        error=WorkflowCompileError,
+        task="train",
+        parameter="lr",
+        expected="float",
+        actual="nothing",
+    ),
+    Case(
+        id="map-of-reference-workflow",
+        what="`map_task` of a `@reference_workflow` stub",
+        source="""
+        from fleetflow import reference_workflow
+
+
+        @reference_workflow(name="team.train", version="v3")
+        def train(x: int) -> float: ...
+
+
+        @workflow
+        def wf(xs: list[int]) -> list[float]:
+            return map_task(train)(x=xs)  # <-
+        """,
+        error=WorkflowCompileError,
+        task="train",
+        parameter=None,
+        expected=None,
+        actual=None,
+        says=("(a reference workflow) is not supported", "map a task over the list inside"),
+    ),
 ]
 
 
