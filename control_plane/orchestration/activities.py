@@ -241,6 +241,32 @@ class ExecutionActivities:
                 message, type="InvalidWorkflowSpec", non_retryable=True
             ) from None
 
+    @contextmanager
+    def _unfinished(
+        self, execution_id: str, node_id: str | None, refusal: str
+    ) -> Iterator[tuple[Session, Execution, WorkflowSpec]]:
+        """A transaction on the execution, its row locked, with the spec that holds `node_id`
+        (the workflow's without one): what an activity that starts or decides work runs in.
+        An execution that has finished (a cancel can land meanwhile) gets nothing more: the
+        activity fails without retries, saying `refusal`. `finish_execution` updates the same
+        row, so one of the two sees the other's work."""
+        with (
+            self._failing_on_invalid_spec(execution_id),
+            log_context(execution_id=execution_id, node_id=node_id),
+            transaction(self._sessions) as session,
+        ):
+            if node_id is None:
+                execution, spec = self._load(session, execution_id, lock=True)
+            else:
+                execution, spec = self._load_node(session, execution_id, node_id, lock=True)
+            if ExecutionState(execution.status).terminal:
+                raise ApplicationError(
+                    f"execution {execution.id} is already {execution.status}: {refusal}",
+                    type=EXECUTION_FINISHED,
+                    non_retryable=True,
+                )
+            yield session, execution, spec
+
     def _read_json(self, uri: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self._blobs.get(uri))
         return data
@@ -462,19 +488,11 @@ class ExecutionActivities:
         values; or find the one an earlier try created. Its workflow is the caller's to start.
         Says why none runs when the version is no longer registered in the tenant or a task
         of it exceeds the tenant's quota as a whole."""
-        with (
-            self._failing_on_invalid_spec(ref.execution_id),
-            log_context(execution_id=ref.execution_id, node_id=ref.node_id),
-            transaction(self._sessions) as session,
+        with self._unfinished(ref.execution_id, ref.node_id, "no child execution is started") as (
+            session,
+            execution,
+            spec,
         ):
-            execution, spec = self._load_node(session, ref.execution_id, ref.node_id, lock=True)
-            if ExecutionState(execution.status).terminal:
-                raise ApplicationError(
-                    f"execution {execution.id} is already {execution.status}: "
-                    "no child execution is started",
-                    type=EXECUTION_FINISHED,
-                    non_retryable=True,
-                )
             existing = session.scalar(
                 select(Execution.id).where(
                     Execution.parent_execution_id == execution.id,
@@ -578,18 +596,11 @@ class ExecutionActivities:
         born SKIPPED, which `executions get`, the API and select bindings see). True: it runs
         (it must not consume a skipped node's output). For a `.fail` branch, true fails the
         execution with its message. A condition that cannot be evaluated fails it too."""
-        with (
-            self._failing_on_invalid_spec(ref.execution_id),
-            log_context(execution_id=ref.execution_id, node_id=ref.node_id),
-            transaction(self._sessions) as session,
+        with self._unfinished(ref.execution_id, ref.node_id, "nothing is decided") as (
+            session,
+            execution,
+            spec,
         ):
-            execution, spec = self._load_node(session, ref.execution_id, ref.node_id, lock=True)
-            if ExecutionState(execution.status).terminal:
-                raise ApplicationError(
-                    f"execution {execution.id} is already {execution.status}",
-                    type=EXECUTION_FINISHED,
-                    non_retryable=True,
-                )
             step = self._step(spec, ref.node_id)
             assert step.when is not None
             resolve = self._resolver(session, execution, spec)
@@ -657,19 +668,11 @@ class ExecutionActivities:
         runs (a local activity is not interrupted), and `finish_execution` cancels only the
         attempts it sees. The execution's row is locked, and `finish_execution` updates it,
         so one of the two sees the other's work."""
-        with (
-            self._failing_on_invalid_spec(args.execution_id),
-            log_context(execution_id=args.execution_id),
-            transaction(self._sessions) as session,
+        with self._unfinished(args.execution_id, None, "no attempt is started") as (
+            session,
+            execution,
+            spec,
         ):
-            execution, spec = self._load(session, args.execution_id, lock=True)
-            if ExecutionState(execution.status).terminal:
-                raise ApplicationError(
-                    f"execution {execution.id} is already {execution.status}: "
-                    "no attempt is started",
-                    type=EXECUTION_FINISHED,
-                    non_retryable=True,
-                )
             attempts = self._create_units(session, execution, spec, args.units, args.workflow_id)
             starts = [
                 self._started(unit, attempt)
