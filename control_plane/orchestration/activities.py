@@ -80,12 +80,12 @@ from fleetflow.ir import (
     TaskSpec,
     WorkflowSpec,
     check_dynamic_spec,
-    evaluate,
     prefix_spec,
     resolve_binding,
 )
 from fleetflow.logs import log_context
 from fleetflow.spec_checks import binding_problems
+from fleetflow.spec_conditions import evaluate
 from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
 from fleetflow.storage import BlobNotFoundError, BlobStore
 

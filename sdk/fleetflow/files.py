@@ -30,8 +30,9 @@ from urllib.parse import unquote, urlparse
 from pydantic_core import core_schema
 
 from fleetflow.errors import FleetflowError, LiteralValidationError
-from fleetflow.ir import FILE_KINDS, LiteralType, TypeKind, union_value
+from fleetflow.ir import FILE_KINDS, LiteralType, TypeKind
 from fleetflow.storage import BlobStore, relative_key, store_for_uri
+from fleetflow.union_literals import union_value
 
 
 class _LocalPath:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import operator
 import re
 from collections.abc import Callable, Iterator
 from enum import StrEnum
@@ -83,7 +82,7 @@ class LiteralType(_Frozen):
     literal keys are an int's decimal form or an enum member's value; `name` and `fields`
     describe a struct by its qualified name and its typed fields; `name` and `values` describe
     an enum (or a `Literal` of strings); `variants` are a union's alternatives, in the order of
-    their `describe()` (see `union_value` for its literal).
+    their `describe()` (see `union_literals.union_value` for its literal).
     """
 
     kind: TypeKind
@@ -363,11 +362,6 @@ def resolve_binding(binding: Binding, leaf: Callable[[LeafBinding], Any]) -> Any
 Operand = Annotated[InputBinding | NodeOutputBinding | LiteralBinding, Field(discriminator="kind")]
 
 COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
-#: The operand types a comparison accepts; ordering (`<` ...) only on numbers and strings.
-COMPARABLE_KINDS = frozenset(
-    {TypeKind.INTEGER, TypeKind.FLOAT, TypeKind.STRING, TypeKind.BOOLEAN, TypeKind.ENUM}
-)
-ORDERED_KINDS = frozenset({TypeKind.INTEGER, TypeKind.FLOAT, TypeKind.STRING})
 
 
 class Comparison(_Frozen):
@@ -488,6 +482,8 @@ class WorkflowSpec(_Frozen):
     @model_validator(mode="after")
     def _conditions_are_sound(self) -> WorkflowSpec:
         if any(node.when is not None for node in self.nodes) or self.failures:
+            from fleetflow.spec_conditions import check_conditions  # it reads this module
+
             check_conditions(self)
         else:
             for binding in self.outputs.values():
@@ -508,326 +504,6 @@ class WorkflowSpec(_Frozen):
         """Content hash of the spec: the default version when it is registered."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-# ------------------------------------------------------------------------------- unions
-
-UNION_KEYS = frozenset({"variant", "value"})
-
-# The JSON shape of a literal: "null", "bool", "int", "float", "string", "array", or the set of
-# an object's keys (a struct's fields, a file's `uri` and `name`...).
-Shape = str | frozenset[str]
-_ANY_OBJECT: Shape = "object"  # an object whose keys are not known (a dict's)
-
-
-def json_shape(literal: Any) -> Shape:
-    """The shape of a JSON value, what a plain (untagged) union literal is recognised by."""
-    if literal is None:
-        return "null"
-    if isinstance(literal, bool):
-        return "bool"
-    if isinstance(literal, int):
-        return "int"
-    if isinstance(literal, float):
-        return "float"
-    if isinstance(literal, str):
-        return "string"
-    if isinstance(literal, list):
-        return "array"
-    if isinstance(literal, dict):
-        return frozenset(str(key) for key in literal)
-    return "unknown"
-
-
-def _accepts_shape(literal_type: LiteralType, shape: Shape) -> bool:
-    match literal_type.kind:
-        case TypeKind.INTEGER:
-            return shape == "int"
-        case TypeKind.FLOAT | TypeKind.DURATION:
-            return shape in ("int", "float")
-        case TypeKind.BOOLEAN:
-            return shape == "bool"
-        case TypeKind.STRING | TypeKind.BYTES | TypeKind.DATETIME | TypeKind.ENUM:
-            return shape == "string"
-        case TypeKind.LIST | TypeKind.SET:
-            return shape == "array"
-        case TypeKind.OPTIONAL:
-            assert literal_type.item is not None
-            return shape == "null" or _accepts_shape(literal_type.item, shape)
-        case TypeKind.DICT:
-            return isinstance(shape, frozenset) or shape == _ANY_OBJECT
-        case TypeKind.STRUCT:
-            return shape == frozenset(literal_type.fields or {})
-        case TypeKind.FILE | TypeKind.NDARRAY | TypeKind.DATAFRAME:
-            return shape == frozenset({"uri", "name"})
-        case TypeKind.DIRECTORY:
-            return shape == frozenset({"uri"})
-        case TypeKind.UNION:
-            return shape == UNION_KEYS
-    return False  # pragma: no cover
-
-
-def produced_shapes(literal_type: LiteralType) -> list[Shape]:
-    """Every shape a literal of `literal_type` may have (a dict's keys are not known)."""
-    match literal_type.kind:
-        case TypeKind.INTEGER:
-            return ["int"]
-        case TypeKind.FLOAT:
-            return ["float"]
-        case TypeKind.DURATION:
-            return ["int", "float"]  # whole seconds are an int
-        case TypeKind.BOOLEAN:
-            return ["bool"]
-        case TypeKind.STRING | TypeKind.BYTES | TypeKind.DATETIME | TypeKind.ENUM:
-            return ["string"]
-        case TypeKind.LIST | TypeKind.SET:
-            return ["array"]
-        case TypeKind.OPTIONAL:
-            assert literal_type.item is not None
-            return ["null", *produced_shapes(literal_type.item)]
-        case TypeKind.DICT:
-            return [_ANY_OBJECT]
-        case TypeKind.STRUCT:
-            return [frozenset(literal_type.fields or {})]
-        case TypeKind.FILE | TypeKind.NDARRAY | TypeKind.DATAFRAME:
-            return [frozenset({"uri", "name"})]
-        case TypeKind.DIRECTORY:
-            return [frozenset({"uri"})]
-        case TypeKind.UNION:
-            return [UNION_KEYS]
-    return []  # pragma: no cover
-
-
-def variant_for_shape(union: LiteralType, shape: Shape) -> LiteralType | None:
-    """The one variant of `union` a plain literal of this shape is read as, or None when no
-    variant or several would take it. A JSON int goes to an `int` variant if there is one
-    (rather than a float's or a timedelta's)."""
-    if shape == UNION_KEYS or shape == _ANY_OBJECT:
-        return None  # a tagged literal, or an object of unknown keys: never plain
-    candidates = [v for v in union.variants or [] if _accepts_shape(v, shape)]
-    if shape == "int" and len(candidates) > 1:
-        candidates = [v for v in candidates if v.kind is TypeKind.INTEGER] or candidates
-    return candidates[0] if len(candidates) == 1 else None
-
-
-def union_value(union: LiteralType, literal: Any) -> tuple[LiteralType, Any]:
-    """The variant type and the variant's literal of a union literal.
-
-    A union literal is tagged, `{"variant": <the variant's describe()>, "value": <literal>}`;
-    a plain literal of one variant is accepted too (a value of type `A` bound to an `A | B`
-    parameter, a JSON input) when its shape names one variant (see `variant_for_shape`).
-
-    Raises:
-        ValueError: the literal names no variant, or its shape fits none or several; the
-            message says which.
-    """
-    variants = union.variants or []
-    if isinstance(literal, dict) and set(literal) == UNION_KEYS:
-        variant = union.variant(literal["variant"])
-        if variant is None:
-            names = ", ".join(repr(v.describe()) for v in variants)
-            raise ValueError(f"variant {literal['variant']!r} is not one of {names}")
-        return variant, literal["value"]
-    shape = json_shape(literal)
-    chosen = variant_for_shape(union, shape)
-    if chosen is not None:
-        return chosen, literal
-    fitting = [v.describe() for v in variants if _accepts_shape(v, shape)]
-    which = f"it could be {' or '.join(fitting)}" if fitting else "it fits none of them"
-    raise ValueError(
-        f"cannot tell which variant of {union.describe()} the value is ({which}); write it "
-        'as {"variant": "<one of them>", "value": ...}'
-    )
-
-
-# ----------------------------------------------------------------------- conditions
-
-
-def evaluate(condition: Condition, resolve: Callable[[Binding], Any]) -> bool:
-    """Whether `condition` holds, reading operands through `resolve` (a binding -> its JSON
-    literal) only as far as needed: `and` stops at the first false term, `or` at the first true
-    one, so a term may read what exists only when the terms before it hold."""
-    match condition:
-        case Comparison():
-            left, right = resolve(condition.left), resolve(condition.right)
-            return bool(_COMPARE[condition.op](left, right))
-        case AllOf():
-            return all(evaluate(term, resolve) for term in condition.conditions)
-        case AnyOf():
-            return any(evaluate(term, resolve) for term in condition.conditions)
-        case Not():
-            return not evaluate(condition.condition, resolve)
-    raise AssertionError(condition)  # pragma: no cover
-
-
-_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
-
-
-# ----------------------------------------------------------------------- checking conditions
-
-
-def literal_kind(value: Any) -> TypeKind | None:
-    """The type kind of a constant operand; None for null. Raises ValueError otherwise."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return TypeKind.BOOLEAN
-    if isinstance(value, int):
-        return TypeKind.INTEGER
-    if isinstance(value, float):
-        return TypeKind.FLOAT
-    if isinstance(value, str):
-        return TypeKind.STRING
-    raise ValueError(
-        f"a constant in a condition must be a number, a string, a bool or null, "
-        f"got {type(value).__name__}"
-    )
-
-
-def comparable(op: str, left: LiteralType | None, right: LiteralType | None) -> str | None:
-    """None when `left <op> right` can be evaluated; else why not. A None type is the
-    constant null (only `==`/`!=` against an Optional)."""
-    if left is None and right is None:
-        return "compares null with null"
-    if left is None or right is None:
-        other = left or right
-        assert other is not None
-        if op not in ("==", "!=") or other.kind is not TypeKind.OPTIONAL:
-            return "only an Optional can be compared with None, and only with == or !="
-        return None
-    if left.kind is TypeKind.OPTIONAL and left.item is not None and op in ("==", "!="):
-        left = left.item
-    if right.kind is TypeKind.OPTIONAL and right.item is not None and op in ("==", "!="):
-        right = right.item
-    for side in (left, right):
-        if side.kind not in COMPARABLE_KINDS:
-            return f"cannot compare a {side.describe()} (only int, float, str, bool and enums)"
-    numbers = {TypeKind.INTEGER, TypeKind.FLOAT}
-    same = left.kind == right.kind or {left.kind, right.kind} <= numbers
-    if left.kind is TypeKind.ENUM and right.kind is TypeKind.STRING:
-        same = True
-    if right.kind is TypeKind.ENUM and left.kind is TypeKind.STRING:
-        same = True
-    if not same:
-        return f"cannot compare {left.describe()} with {right.describe()}"
-    if op not in ("==", "!=") and left.kind not in ORDERED_KINDS:
-        return f"`{op}` does not order {left.describe()} values (use == or !=)"
-    return None
-
-
-def check_conditions(spec: WorkflowSpec) -> None:
-    """What the platform relies on in a spec with conditionals; ValueError naming what is
-    wrong. Every operand exists and the comparisons are typed; a select binding chooses
-    among outputs of guarded nodes; only guarded nodes consume a guarded node's output
-    directly; ids are unique."""
-    nodes = {node.id: node for node in spec.nodes}
-    ids = [node.id for node in spec.nodes] + [failure.id for failure in spec.failures]
-    if len(set(ids)) != len(ids):
-        raise ValueError("node and failure ids must be unique")
-
-    def type_of(binding: Binding, where: str) -> LiteralType | None:
-        if isinstance(binding, InputBinding):
-            variable = spec.interface.input(binding.input)
-            if variable is None:
-                raise ValueError(f"{where}: the workflow has no input '{binding.input}'")
-            return variable.type
-        if isinstance(binding, NodeOutputBinding):
-            node = nodes.get(binding.node_id)
-            task = spec.tasks.get(node.task) if node is not None else None
-            if node is None or task is None:
-                raise ValueError(f"{where}: there is no node '{binding.node_id}'")
-            variable = task.interface.output(binding.output)
-            if variable is None:
-                raise ValueError(
-                    f"{where}: node '{binding.node_id}' has no output '{binding.output}'"
-                )
-            if node.map is not None:
-                return LiteralType(kind=TypeKind.LIST, item=variable.type)
-            return variable.type
-        if isinstance(binding, LiteralBinding):
-            kind = literal_kind(binding.value)
-            return None if kind is None else LiteralType(kind=kind)
-        raise ValueError(f"{where}: a select binding cannot be compared")
-
-    def check(condition: Condition, where: str, depth: int = 0) -> None:
-        if depth > 64:
-            raise ValueError(f"{where}: conditions nested too deep")
-        match condition:
-            case Comparison():
-                left = type_of(condition.left, where)
-                right = type_of(condition.right, where)
-                if isinstance(condition.left, LiteralBinding) and isinstance(
-                    condition.right, LiteralBinding
-                ):
-                    # A sub-workflow's condition on an input its call binds to a constant
-                    # (typed when both were compiled): equality with null, else comparable.
-                    if left is None or right is None:
-                        both = "== or !="
-                        ok = condition.op in ("==", "!=")
-                        problem = None if ok else f"only {both} compare a constant with null"
-                    else:
-                        problem = comparable(condition.op, left, right)
-                else:
-                    problem = comparable(condition.op, left, right)
-                if problem:
-                    raise ValueError(f"{where}: {problem}")
-            case AllOf() | AnyOf():
-                for term in condition.conditions:
-                    check(term, where, depth + 1)
-            case Not():
-                check(condition.condition, where, depth + 1)
-
-    def consumed(bindings: list[Binding], where: str, guarded: bool) -> None:
-        for binding in (leaf for b in bindings for leaf in leaf_bindings(b)):
-            if isinstance(binding, NodeOutputBinding):
-                type_of(binding, where)
-                if not guarded and nodes[binding.node_id].when is not None:
-                    raise ValueError(
-                        f"{where} consumes node '{binding.node_id}', which runs only in a "
-                        "branch of a conditional, outside that branch"
-                    )
-            elif isinstance(binding, SelectBinding):
-                for option in binding.options:
-                    type_of(option, where)
-                    if nodes[option.node_id].when is None:
-                        raise ValueError(
-                            f"{where}: a select binding chooses among guarded nodes' outputs, "
-                            f"'{option.node_id}' is not guarded"
-                        )
-
-    for node in spec.nodes:
-        where = f"node '{node.id}'"
-        if node.when is not None:
-            check(node.when, where)
-        consumed(list(node.inputs.values()), where, node.when is not None)
-    for failure in spec.failures:
-        check(failure.when, f"failure '{failure.id}'")
-    consumed(list(spec.outputs.values()), "the workflow's outputs", False)
-    # A condition on its own node's output (or a later one's) would wait forever.
-    steps: list[Node | Failure] = [*spec.nodes, *spec.failures]
-    waiting = {step.id: len(step.upstream) for step in steps}
-    consumers: dict[str, list[str]] = {}
-    for step in steps:
-        for upstream in step.upstream:
-            consumers.setdefault(upstream, []).append(step.id)
-    ready = [step_id for step_id, count in waiting.items() if count == 0]
-    reached = 0
-    while ready:
-        reached += 1
-        for consumer in consumers.get(ready.pop(), []):
-            waiting[consumer] -= 1
-            if waiting[consumer] == 0:
-                ready.append(consumer)
-    if reached < len(steps):
-        stuck = [step_id for step_id, count in waiting.items() if count > 0]
-        raise ValueError(f"nodes wait on each other: {', '.join(stuck[:10])}")
 
 
 # ----------------------------------------------------------------------- dynamic sub-DAGs

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
-from fleetflow import ir
+from fleetflow import ir, spec_conditions
 from fleetflow.context import Checkpoint, attempt_context
 from fleetflow.errors import ConditionalFailedError, MapElementsFailedError, MapInputError
 from fleetflow.states import map_failures_allowed, partial_success, too_many_failures
@@ -159,13 +159,13 @@ def _run_nodes(
     steps: list[ir.Node | ir.Failure] = [*spec.failures, *spec.nodes]  # as on the platform
     for node in topological_order(steps):
         if isinstance(node, ir.Failure):
-            if ir.evaluate(node.when, resolve):
+            if spec_conditions.evaluate(node.when, resolve):
                 logger.info("workflow %s failed: %s", spec.name, node.message)
                 error = ConditionalFailedError(node.message)
                 error.add_note(f"a `.fail` branch of workflow '{spec.name}' ran ({node.id})")
                 raise error
             continue
-        if node.when is not None and not ir.evaluate(node.when, resolve):
+        if node.when is not None and not spec_conditions.evaluate(node.when, resolve):
             logger.info("%s skipped (its branch was not taken)", node.id)
             continue
         task = tasks[node.task]

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from enum import Enum
 from typing import Any, NoReturn
 
-from fleetflow import ir
+from fleetflow import ir, spec_conditions
 from fleetflow.errors import PromiseAttributeError, WorkflowCompileError
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -213,7 +213,7 @@ class Promise:
         else:
             value = other.value if isinstance(other, Enum) else other
             try:
-                kind = ir.literal_kind(value)
+                kind = spec_conditions.literal_kind(value)
             except ValueError as exc:
                 self._misuse(f"cannot compare a promise ({op}) with {other!r}: {exc}", _IN_A_TASK)
             right = ir.LiteralBinding(value=value)
@@ -231,7 +231,7 @@ class Promise:
                     f"{', '.join(item.values or [])})",
                     "compare with one of its members",
                 )
-        problem = ir.comparable(op, self._type, right_type)
+        problem = spec_conditions.comparable(op, self._type, right_type)
         if problem:
             self._misuse(f"cannot compare ({op}) with {shown}: {problem}", _CONDITION_HINT)
         comparison = ir.Comparison(op=typing.cast(Any, op), left=left, right=right)

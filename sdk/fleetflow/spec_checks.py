@@ -133,7 +133,7 @@ def _named(binding: ir.LeafBinding) -> str:
     return f"output '{binding.output}' of node '{binding.node_id}'"
 
 
-def _cycle(spec: ir.WorkflowSpec) -> list[str]:
+def node_cycle(spec: ir.WorkflowSpec) -> list[str]:
     """Node ids around one cycle of the graph (the first repeated at the end), if any: such a
     workflow could never run its nodes. References to missing nodes are left out."""
     upstream = {node.id: node.upstream for node in spec.nodes}
@@ -182,7 +182,7 @@ def binding_problems(spec: ir.WorkflowSpec) -> list[BindingProblem]:
                 else:
                     target = _list_of(variable.type) if name in over else variable.type
             checker.check(binding, target, field)
-    cycle = _cycle(spec)
+    cycle = node_cycle(spec)
     if cycle:
         checker.report("nodes", f"the nodes consume each other in a cycle: {' -> '.join(cycle)}")
     for name, binding in spec.outputs.items():

@@ -32,7 +32,7 @@ anywhere (its metadata is ignored).
 A union's literal names its variant by the variant's `describe()` (`int`, `list[str]`,
 `Cat`), so variants that read alike are refused (its IR type lists them in that name's
 order); a plain literal of one variant is read as that variant where its JSON shape allows
-only one (see `fleetflow.ir.union_value`).
+only one (see `fleetflow.union_literals.union_value`).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from urllib.parse import urlparse
 
 import pydantic
 
-from fleetflow import arrays, files, ir
+from fleetflow import arrays, files, ir, union_literals
 from fleetflow.errors import LiteralValidationError, UnsupportedTypeError
 from fleetflow.ir import LiteralType, TypeKind
 
@@ -282,7 +282,7 @@ class _Union(TypeTransformer):
     A value is written as the first variant (in declaration order) it is exactly an instance
     of (`3` an `int`, not a `float`), else as the first that takes it (a path as a `File`).
     A plain literal of one variant is read too where its JSON shape names one variant
-    (`ir.union_value`): a value of type `A` bound to an `A | B` parameter, a JSON input.
+    (`union_literals.union_value`): a value of type `A` bound to an `A | B` parameter, a JSON input.
     """
 
     def handles(self, py_type: Any) -> bool:
@@ -331,7 +331,7 @@ class _Union(TypeTransformer):
 
     def to_python(self, literal: Any, py_type: Any, path: str) -> Any:
         try:
-            variant, value = ir.union_value(literal_type_of(py_type), literal)
+            variant, value = union_literals.union_value(literal_type_of(py_type), literal)
         except ValueError as exc:
             raise LiteralValidationError(path, str(exc)) from None
         tag = variant.describe()
@@ -903,10 +903,13 @@ def is_assignable(source: LiteralType, target: LiteralType) -> bool:
 
 
 def _plain_variant(source: LiteralType, union: LiteralType) -> LiteralType | None:
-    """The variant of `union` a plain literal of `source` is read as (`ir.union_value`), when
-    every value of `source` is read as that one variant and it takes them."""
-    shapes = ir.produced_shapes(source)
-    chosen = {id(v): v for v in (ir.variant_for_shape(union, shape) for shape in shapes)}
+    """The variant of `union` a plain literal of `source` is read as
+    (`union_literals.union_value`), when every value of `source` is read as that one variant
+    and it takes them."""
+    shapes = union_literals.produced_shapes(source)
+    chosen = {
+        id(v): v for v in (union_literals.variant_for_shape(union, shape) for shape in shapes)
+    }
     if len(chosen) != 1 or None in chosen.values():
         return None
     (variant,) = chosen.values()
@@ -1079,7 +1082,7 @@ def validate_literal(value: Any, literal_type: LiteralType, path: str = "") -> A
             return _validate_blob(value, literal_type, path)
         case TypeKind.UNION:  # normalised to the tagged form
             try:
-                variant, inner = ir.union_value(literal_type, value)
+                variant, inner = union_literals.union_value(literal_type, value)
             except ValueError as exc:
                 raise LiteralValidationError(path, str(exc)) from None
             return {"variant": variant.describe(), "value": validate_literal(inner, variant, path)}

@@ -39,10 +39,11 @@ from control_plane.large_values import load_values
 from control_plane.schemas.common import ErrorResponse
 from control_plane.schemas.executions import ExecutionOutput, OutputBlob
 from control_plane.services.tenant_blobs import Refused, TenantBlobs
-from fleetflow.ir import FILE_KINDS, LiteralType, TypedInterface, TypeKind, union_value
+from fleetflow.ir import FILE_KINDS, LiteralType, TypedInterface, TypeKind
 from fleetflow.states import ExecutionState
 from fleetflow.storage import BlobNotFoundError, BlobStore, LocalBlobStore, relative_key
 from fleetflow.storage.local import file_path
+from fleetflow.union_literals import union_value
 
 # Mounted by `executions.router`, whose prefix (`/executions`) these paths extend.
 router = APIRouter(tags=["executions"])
