@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fleetflow import ir
+from fleetflow.call_checks import CallForm, check_keyword_call, missing_parameter
 from fleetflow.errors import DefinitionError, LiteralValidationError, WorkflowCompileError
 from fleetflow.inlining import MAX_INLINED_NODES, InliningError, inline
 from fleetflow.interface import SINGLE_OUTPUT, Signature, output_types, return_location
@@ -240,27 +241,15 @@ class WorkflowCompilation:
         callee = f"map_task of task '{task_name}'" if mapped else f"task '{task_name}'"
         parameters = task.spec.interface.inputs
         names = [v.name for v in parameters]
-        if args:
-            example = ", ".join(f"{n}=..." for n in names[: len(args)]) or "..."
-            first = names[0] if names else None
-            call = f"map_task({task.fn.__name__})" if mapped else task.fn.__name__
-            raise fail(
-                f"{callee} was called with {len(args)} positional argument(s)"
-                + (f" (the first would bind parameter '{first}')" if first else "")
-                + "; inside a workflow, call tasks with keyword arguments",
-                parameter=first,
-                expected="keyword arguments",
-                actual="positional arguments",
-                hint=f"write {call}({example})",
-            )
-        unknown = [k for k in kwargs if k not in names]
-        if unknown:
-            raise fail(
-                f"task '{task_name}' has no parameter '{unknown[0]}' "
-                f"(got {self._describe_argument(kwargs[unknown[0]])}); its parameters are: "
-                + (", ".join(names) or "none"),
-                parameter=unknown[0],
-            )
+        call = f"map_task({task.fn.__name__})" if mapped else task.fn.__name__
+        form = CallForm.in_body(
+            callee,
+            "tasks",
+            call,
+            f"task '{task_name}'",
+            lambda key: self._describe_argument(kwargs[key]),
+        )
+        check_keyword_call(form, names, args, kwargs, fail)
         twice = [k for k in kwargs if k in bound]
         if twice:
             raise fail(
@@ -318,13 +307,7 @@ class WorkflowCompilation:
             elif variable.has_default:
                 bindings[name] = ir.LiteralBinding(value=variable.default)
             else:
-                raise fail(
-                    f"{callee} is missing required parameter '{name}' "
-                    f"(expects {variable.type.describe()}, got nothing)",
-                    parameter=name,
-                    expected=variable.type.describe(),
-                    actual="nothing",
-                )
+                raise missing_parameter(callee, variable, fail)
         map_spec = None
         if mapped:
             if not over:
@@ -359,26 +342,14 @@ class WorkflowCompilation:
         callee_text = f"sub-workflow '{name}'"
         parameters = callee.spec.interface.inputs
         names = [v.name for v in parameters]
-        if args:
-            example = ", ".join(f"{n}=..." for n in names[: len(args)]) or "..."
-            first = names[0] if names else None
-            raise fail(
-                f"{callee_text} was called with {len(args)} positional argument(s)"
-                + (f" (the first would bind parameter '{first}')" if first else "")
-                + "; inside a workflow, call workflows with keyword arguments",
-                parameter=first,
-                expected="keyword arguments",
-                actual="positional arguments",
-                hint=f"write {callee.fn.__name__}({example})",
-            )
-        unknown = [k for k in kwargs if k not in names]
-        if unknown:
-            raise fail(
-                f"{callee_text} has no parameter '{unknown[0]}' "
-                f"(got {self._describe_argument(kwargs[unknown[0]])}); its parameters are: "
-                + (", ".join(names) or "none"),
-                parameter=unknown[0],
-            )
+        form = CallForm.in_body(
+            callee_text,
+            "workflows",
+            callee.fn.__name__,
+            callee_text,
+            lambda key: self._describe_argument(kwargs[key]),
+        )
+        check_keyword_call(form, names, args, kwargs, fail)
         for task_name, task in callee.tasks.items():
             existing = self.tasks.get(task_name)
             if existing is not None and existing is not task and existing.spec != task.spec:
@@ -403,13 +374,7 @@ class WorkflowCompilation:
             elif variable.has_default:
                 arguments[input_name] = ir.LiteralBinding(value=variable.default)
             else:
-                raise fail(
-                    f"{callee_text} is missing required parameter '{input_name}' "
-                    f"(expects {variable.type.describe()}, got nothing)",
-                    parameter=input_name,
-                    expected=variable.type.describe(),
-                    actual="nothing",
-                )
+                raise missing_parameter(callee_text, variable, fail)
         total = len(self.nodes) + len(callee.spec.nodes)
         if total > MAX_INLINED_NODES:
             raise fail(

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
 from fleetflow.cache import LocalCache
+from fleetflow.call_checks import CallForm, check_keyword_call
 from fleetflow.compiler import active_compilation
 from fleetflow.errors import (
     DefinitionError,
@@ -288,28 +289,15 @@ def _unwrap_partial(partial: functools.partial[R]) -> tuple[Any, dict[str, Any]]
         )
     name = func.spec.name
     names = [v.name for v in func.spec.interface.inputs]
-    if partial.args:
-        first = names[0] if names else None
-        example = ", ".join(f"{n}=..." for n in names[: len(partial.args)]) or "..."
-        raise _refused(
-            f"functools.partial of task '{name}' binds {len(partial.args)} positional "
-            "argument(s)"
-            + (f" (the first would bind parameter '{first}')" if first else "")
-            + "; map_task needs keyword arguments, to know which parameters it binds",
-            task=name,
-            parameter=first,
-            expected="keyword arguments",
-            actual="positional arguments",
-            hint=f"write functools.partial({func.fn.__name__}, {example})",
-        )
-    unknown = [k for k in bound if k not in names]
-    if unknown:
-        raise _refused(
-            f"functools.partial binds '{unknown[0]}', but task '{name}' has no such parameter; "
-            f"its parameters are: {', '.join(names) or 'none'}",
-            task=name,
-            parameter=unknown[0],
-        )
+    form = CallForm(
+        positional=f"functools.partial of task '{name}' binds",
+        keywords_why="map_task needs keyword arguments, to know which parameters it binds",
+        hint_call=lambda example: f"functools.partial({func.fn.__name__}, {example})",
+        unknown=lambda key: (
+            f"functools.partial binds '{key}', but task '{name}' has no such parameter"
+        ),
+    )
+    check_keyword_call(form, names, partial.args, bound, functools.partial(_refused, task=name))
     if names and set(names) <= set(bound):
         raise _refused(
             f"functools.partial binds every parameter of task '{name}' "
