@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from control_plane.db.session import is_transient
 from control_plane.schemas.common import ErrorResponse, FieldError
-from control_plane.services.executions import ExecutionRequestError, WorkflowNotRegistered
+from control_plane.services.executions import ExecutionRequestError
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +87,7 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _execution_request_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ExecutionRequestError)
-    status_code = 404 if isinstance(exc, WorkflowNotRegistered) else 422
-    return error_response(status_code, str(exc), exc.errors)
+    return error_response(exc.status_code, str(exc), exc.errors)
 
 
 # What FastAPI answers (400) when a body cannot even be decoded, e.g. bytes that are not UTF-8.

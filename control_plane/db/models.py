@@ -103,6 +103,11 @@ class Execution(Base):
     # registered workflow, `ir.TaskSpec.reference`); NULL for one the API started.
     parent_execution_id: Mapped[str | None] = mapped_column(String(64), index=True)
     parent_node_id: Mapped[str | None] = mapped_column(String(128))
+    # Started again from another execution of the tenant (`services/executions.py`): a
+    # relaunch (same inputs), or a recovery, which reuses the outputs of the source's nodes
+    # that succeeded (`ExecutionActivities._create_units`); NULL for one launched afresh.
+    relaunched_from: Mapped[str | None] = mapped_column(String(64))
+    recovered_from: Mapped[str | None] = mapped_column(String(64))
 
     workflow: Mapped[WorkflowVersion] = relationship(lazy="joined")
     attempts: Mapped[list[TaskAttempt]] = relationship(

@@ -691,7 +691,9 @@ class ExecutionActivities:
         workflow_id: str,
     ) -> list[TaskAttempt]:
         """Each unit's inputs written, then its attempt answered from the task cache or
-        created PENDING, unless it exists; the rows in the order of `units`."""
+        created PENDING, unless it exists; the rows in the order of `units`. In a recovery
+        (`Execution.recovered_from`), a unit that succeeded in the source execution is
+        answered like a cache hit, with the outputs it had there."""
         prefix = self._prefix(session, execution)
         node_inputs: dict[str, dict[str, Any]] = {}
         node_specs: dict[str, WorkflowSpec] = {}  # a sub-DAG's for its nodes
@@ -703,6 +705,11 @@ class ExecutionActivities:
                 node = node_spec.node(unit.node_id)
                 node_specs[node.id] = node_spec
                 node_inputs[node.id] = self._node_inputs(session, execution, node_spec, node)
+        recovered: dict[tuple[str, int], str] = {}
+        if execution.recovered_from:  # the units that succeeded there are not run again
+            recovered = attempts_repo.succeeded_outputs(
+                session, execution.recovered_from, node_inputs
+            )
         new: list[attempts_repo.NewAttempt] = []
         for unit in units:
             node = node_specs[unit.node_id].node(unit.node_id)
@@ -718,8 +725,10 @@ class ExecutionActivities:
                 unit.attempt_number,
             )
             inputs_uri = self._blobs.put(inputs_key(unit_prefix), json.dumps(inputs).encode())
-            cached = None
-            if task.cache:
+            cached = recovered.get((node.id, unit.map_index))
+            if cached is not None and not self._blobs.exists(cached):
+                cached = None
+            if cached is None and task.cache:
                 entry = task_cache.find_cached(
                     session, task_cache.cache_key(execution.tenant_id, task, inputs)
                 )

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,7 +14,14 @@ from fleetflow.api_models.executions import (
     OutputBlob,
 )
 
-__all__ = ["AttemptPublic", "ExecutionCreate", "ExecutionOutput", "ExecutionPublic", "OutputBlob"]
+__all__ = [
+    "AttemptPublic",
+    "ExecutionCreate",
+    "ExecutionRelaunch",
+    "ExecutionOutput",
+    "ExecutionPublic",
+    "OutputBlob",
+]
 
 
 class ExecutionCreate(BaseModel):
@@ -33,4 +40,16 @@ class ExecutionCreate(BaseModel):
         le=1000,
         description="among the tenant's waiting tasks, higher starts first (fair share "
         "between tenants comes before it)",
+    )
+
+
+class ExecutionRelaunch(BaseModel):
+    """`POST /executions/{id}/relaunch`: which version of the workflow runs again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal["same", "latest"] = Field(
+        default="same",
+        description="`same`: the version the execution ran; `latest`: the workflow's most "
+        "recently registered version (the same inputs must suit it)",
     )

@@ -25,7 +25,7 @@ from control_plane.db.models import Execution, Tenant, WorkflowVersion, new_id, 
 from control_plane.db.repositories import executions as executions_repo
 from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.workflows import get_workflow_version
-from control_plane.large_values import store_values
+from control_plane.large_values import load_values, store_values
 from control_plane.placement.admission import exceeds_whole_quota
 from control_plane.quota import limits_of
 from control_plane.schemas.common import FieldError
@@ -34,6 +34,7 @@ from control_plane.services.execution_inputs import InputValidationError, valida
 from control_plane.services.tenant_blobs import Refused, TenantBlobs
 from fleetflow.files import blob_literals
 from fleetflow.ir import TypedInterface, WorkflowSpec
+from fleetflow.states import ExecutionState
 from fleetflow.storage import BlobStore
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -76,7 +77,9 @@ class RootsFirstLauncher:
 
 class ExecutionRequestError(Exception):
     """A request that cannot create an execution: the message says why, `errors` names each
-    field at fault."""
+    field at fault; `status_code`, what the API answers."""
+
+    status_code = 422
 
     def __init__(self, message: str, errors: Sequence[FieldError] | None = None) -> None:
         super().__init__(message)
@@ -85,6 +88,21 @@ class ExecutionRequestError(Exception):
 
 class WorkflowNotRegistered(ExecutionRequestError):
     """The request names a workflow (version) the tenant has not registered."""
+
+    status_code = 404
+
+
+class ExecutionNotFound(ExecutionRequestError):
+    """A relaunch or recovery names no execution of the tenant (another tenant's reads the
+    same: its existence is not told)."""
+
+    status_code = 404
+
+
+class NotRecoverable(ExecutionRequestError):
+    """A recovery of an execution that did not fail or was not cancelled."""
+
+    status_code = 409
 
 
 @dataclass(frozen=True)
@@ -181,11 +199,30 @@ def check_whole_quota(session: Session, tenant: Tenant, workflow: WorkflowVersio
             )
 
 
-def request_hash(body: ExecutionCreate) -> str:
+def request_hash(body: ExecutionCreate, source: Source | None = None) -> str:
     """sha256 of the request as the API understands it: key order, spacing and defaults
-    spelled out or left out make no difference."""
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    spelled out or left out make no difference. A relaunch or recovery (`source`) differs
+    from a launch, and from each other, on the same body."""
+    request = body.model_dump(mode="json")
+    if source is not None:
+        request["source"] = source.columns()
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Source:
+    """The execution a new one is started again from (`relaunch_execution`)."""
+
+    execution_id: str
+    recover: bool
+
+    def columns(self) -> dict[str, str]:
+        return {("recovered_from" if self.recover else "relaunched_from"): self.execution_id}
+
+
+RELAUNCH_VERSIONS = ("same", "latest")
+RECOVERABLE = (ExecutionState.FAILED, ExecutionState.CANCELLED)
 
 
 def create_execution(
@@ -196,9 +233,11 @@ def create_execution(
     *,
     idempotency_key: str | None,
     idempotency_key_ttl: timedelta = timedelta(hours=24),
+    source: Source | None = None,
 ) -> Creation:
     """Create a QUEUED execution in one transaction, committed; or find the one an earlier
     request with `idempotency_key` created (keys younger than `idempotency_key_ttl` only).
+    With `source`, it records the execution it is started again from.
 
     Raises:
         ExecutionRequestError: the request is invalid, exceeds the quota as a whole, or reuses
@@ -206,11 +245,64 @@ def create_execution(
     """
     try:
         return _create_execution(
-            session, tenant, body, blob_store, idempotency_key, idempotency_key_ttl
+            session, tenant, body, blob_store, idempotency_key, idempotency_key_ttl, source
         )
     except BaseException:
         session.rollback()
         raise
+
+
+def relaunch_execution(
+    session: Session,
+    tenant: Tenant,
+    execution_id: str,
+    blob_store: BlobStore,
+    *,
+    recover: bool = False,
+    version: str = "same",
+    idempotency_key: str | None = None,
+    idempotency_key_ttl: timedelta = timedelta(hours=24),
+) -> Creation:
+    """Start the tenant's execution `execution_id` again, on the same inputs and priority: of
+    the same version of its workflow, or (`version="latest"`) of the latest one. With
+    `recover` (same version only), of a FAILED or CANCELLED execution: the new execution
+    reuses the outputs of every node (and map element) that succeeded in it, and runs the
+    rest. Validated, checked against the quota and idempotent like `create_execution`.
+
+    Raises:
+        ExecutionNotFound: no such execution in the tenant.
+        NotRecoverable: `recover` of an execution that neither failed nor was cancelled.
+        ExecutionRequestError: an unknown `version` choice, or inputs the latest version
+            does not accept.
+    """
+    if version not in RELAUNCH_VERSIONS:
+        message = f"must be one of {', '.join(RELAUNCH_VERSIONS)}, not {version!r}"
+        raise ExecutionRequestError(
+            f"invalid version: {message}", [FieldError(field="version", message=message)]
+        )
+    source = executions_repo.get_execution(session, tenant.id, execution_id)
+    if source is None:
+        raise ExecutionNotFound(f"execution {execution_id} not found")
+    if recover and ExecutionState(source.status) not in RECOVERABLE:
+        raise NotRecoverable(
+            f"execution {execution_id} is {source.status}: only a FAILED or CANCELLED execution "
+            "is recovered (`relaunch` starts any execution again)"
+        )
+    body = ExecutionCreate(
+        workflow=source.workflow.name,
+        version=source.workflow.version if version == "same" else None,
+        inputs=load_values(source.inputs, blob_store) or {},
+        priority=source.priority,
+    )
+    return create_execution(
+        session,
+        tenant,
+        body,
+        blob_store,
+        idempotency_key=idempotency_key,
+        idempotency_key_ttl=idempotency_key_ttl,
+        source=Source(execution_id, recover),
+    )
 
 
 def _create_execution(
@@ -220,8 +312,9 @@ def _create_execution(
     blob_store: BlobStore,
     idempotency_key: str | None,
     idempotency_key_ttl: timedelta,
+    source: Source | None,
 ) -> Creation:
-    fingerprint = request_hash(body)
+    fingerprint = request_hash(body, source)
     keys_not_before = utcnow() - idempotency_key_ttl  # older keys have expired
     if idempotency_key is not None:
         earlier = _replay(session, tenant, idempotency_key, fingerprint, keys_not_before)
@@ -234,7 +327,13 @@ def _create_execution(
         inputs, blob_store, inputs_key(execution_prefix(tenant.name, execution_id))
     )
     execution = executions_repo.create_execution(
-        session, tenant.id, workflow, stored, execution_id=execution_id, priority=body.priority
+        session,
+        tenant.id,
+        workflow,
+        stored,
+        execution_id=execution_id,
+        priority=body.priority,
+        **(source.columns() if source else {}),
     )
     if idempotency_key is not None:
         holder = executions_repo.claim_idempotency_key(

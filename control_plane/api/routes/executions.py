@@ -1,15 +1,16 @@
 """Executions: create one (`services/executions.py` validates and stores it; this route
-launches it), read them back, cancel them."""
+launches it), relaunch or recover one, read them back, cancel them."""
 
 from __future__ import annotations
 
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Body, Header, Query, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -28,8 +29,19 @@ from control_plane.db.repositories.executions import (
 )
 from control_plane.large_values import load_values
 from control_plane.schemas.common import ErrorResponse, FieldError
-from control_plane.schemas.executions import AttemptPublic, ExecutionCreate, ExecutionPublic
-from control_plane.services.executions import IDEMPOTENCY_HEADER, create_execution
+from control_plane.schemas.executions import (
+    AttemptPublic,
+    ExecutionCreate,
+    ExecutionPublic,
+    ExecutionRelaunch,
+)
+from control_plane.services.executions import (
+    IDEMPOTENCY_HEADER,
+    Creation,
+    ExecutionLauncher,
+    create_execution,
+    relaunch_execution,
+)
 from control_plane.settings import Settings
 from fleetflow.api_models.executions import ChildExecution
 from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
@@ -79,6 +91,8 @@ def executions_public(
             min_success_ratios=_min_success_ratios(execution.workflow.spec),
             parent_execution_id=execution.parent_execution_id,
             parent_node_id=execution.parent_node_id,
+            relaunched_from=execution.relaunched_from,
+            recovered_from=execution.recovered_from,
             children=children.get(execution.id, []),
         )
         for execution in executions
@@ -140,6 +154,12 @@ def _create(
     creation = create_execution(
         session, tenant, body, blob_store, idempotency_key=idempotency_key, idempotency_key_ttl=ttl
     )
+    return _public(session, creation, blob_store)
+
+
+def _public(
+    session: Session, creation: Creation, blob_store: BlobStore
+) -> tuple[ExecutionPublic, bool]:
     return executions_public(session, [creation.execution], blob_store)[0], creation.replayed
 
 
@@ -195,6 +215,14 @@ async def start_execution(
     execution, replayed = await run_in_threadpool(
         _create, session, caller.tenant, body, blob_store, settings, key
     )
+    return await _launched(execution, replayed, launcher, response)
+
+
+async def _launched(
+    execution: ExecutionPublic, replayed: bool, launcher: ExecutionLauncher, response: Response
+) -> ExecutionPublic:
+    """Start a created execution (201), or answer with the one an earlier request with the
+    same idempotency key created (200), starting it if that request died before."""
     if replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
@@ -212,6 +240,105 @@ async def start_execution(
             "the orchestrator is unavailable",
         ) from None
     return execution
+
+
+_CREATED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": ExecutionPublic,
+        "description": f"the execution an earlier request with the same {IDEMPOTENCY_HEADER} "
+        "created (header `Idempotent-Replayed: true`)",
+    },
+    404: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+    503: {"model": ErrorResponse, "description": "created, but not started yet"},
+}
+_IDEMPOTENCY_KEY_HEADER = Header(
+    alias=IDEMPOTENCY_HEADER,
+    description="retry-safe creation: a request repeated with the same key (in the same "
+    "tenant) gets the execution the first one created, never a second one",
+)
+
+
+@router.post("/{execution_id}/relaunch", status_code=201, responses=_CREATED_RESPONSES)
+async def relaunch_execution_route(
+    execution_id: str,
+    session: SessionDep,
+    caller: ExecutionsWrite,
+    launcher: LauncherDep,
+    blob_store: BlobStoreDep,
+    settings: SettingsDep,
+    response: Response,
+    body: Annotated[ExecutionRelaunch | None, Body()] = None,
+    idempotency_key: Annotated[str | None, _IDEMPOTENCY_KEY_HEADER] = None,
+) -> ExecutionPublic:
+    """Start an execution again as a new one: the same inputs (and priority), of the same
+    version of its workflow or (`"version": "latest"`) of the latest one. The new
+    execution's `relaunched_from` names this one."""
+    version = (body or ExecutionRelaunch()).version
+    request = _Again(execution_id, recover=False, version=version, idempotency_key=idempotency_key)
+    return await _again(request, session, caller.tenant, launcher, blob_store, settings, response)
+
+
+@router.post(
+    "/{execution_id}/recover",
+    status_code=201,
+    responses={**_CREATED_RESPONSES, 409: {"model": ErrorResponse}},
+)
+async def recover_execution_route(
+    execution_id: str,
+    session: SessionDep,
+    caller: ExecutionsWrite,
+    launcher: LauncherDep,
+    blob_store: BlobStoreDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, _IDEMPOTENCY_KEY_HEADER] = None,
+) -> ExecutionPublic:
+    """Re-run a FAILED or CANCELLED execution from where it stopped, as a new execution of
+    the same version and inputs: every node (and map element) that succeeded in it is not run
+    again, its outputs are reused (its attempt shows as a cache hit); the rest runs. 409 for
+    an execution in any other state. The new execution's `recovered_from` names this one."""
+    request = _Again(execution_id, recover=True, version="same", idempotency_key=idempotency_key)
+    return await _again(request, session, caller.tenant, launcher, blob_store, settings, response)
+
+
+@dataclass(frozen=True)
+class _Again:
+    """A relaunch or recovery request."""
+
+    execution_id: str
+    recover: bool
+    version: str
+    idempotency_key: str | None
+
+
+async def _again(
+    request: _Again,
+    session: Session,
+    tenant: Tenant,
+    launcher: ExecutionLauncher,
+    blob_store: BlobStore,
+    settings: Settings,
+    response: Response,
+) -> ExecutionPublic:
+    key = _idempotency_key(request.idempotency_key)
+    ttl = timedelta(seconds=settings.api.idempotency_key_ttl_seconds)
+
+    def create() -> tuple[ExecutionPublic, bool]:
+        creation = relaunch_execution(
+            session,
+            tenant,
+            request.execution_id,
+            blob_store,
+            recover=request.recover,
+            version=request.version,
+            idempotency_key=key,
+            idempotency_key_ttl=ttl,
+        )
+        return _public(session, creation, blob_store)
+
+    execution, replayed = await run_in_threadpool(create)
+    return await _launched(execution, replayed, launcher, response)
 
 
 @router.get("")

@@ -14,7 +14,7 @@ to decide an attempt's result: one must hold its lease.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -159,6 +159,23 @@ def skipped_nodes(session: Session, execution_id: str, node_ids: Sequence[str]) 
             )
         )
     )
+
+
+def succeeded_outputs(
+    session: Session, execution_id: str, node_ids: Iterable[str]
+) -> dict[tuple[str, int], str]:
+    """(node, map index) -> the outputs of the latest succeeded attempt of each unit of
+    `node_ids` in the execution: what a recovery of it reuses."""
+    rows = session.execute(
+        select(TaskAttempt.node_id, TaskAttempt.map_index, TaskAttempt.outputs_uri)
+        .where(
+            TaskAttempt.execution_id == execution_id,
+            TaskAttempt.node_id.in_(set(node_ids)),
+            TaskAttempt.status == A.SUCCEEDED.value,
+        )
+        .order_by(TaskAttempt.attempt_number)
+    )
+    return {(node_id, map_index): uri for node_id, map_index, uri in rows}
 
 
 def latest_succeeded_attempt(

@@ -34,9 +34,12 @@ def create_execution(
     *,
     execution_id: str | None = None,
     priority: int = 0,
+    relaunched_from: str | None = None,
+    recovered_from: str | None = None,
 ) -> Execution:
     """Persist a QUEUED execution of `workflow_version` with already validated `inputs`
-    (as they are to be stored: see control_plane/large_values.py)."""
+    (as they are to be stored: see control_plane/large_values.py), maybe started again from
+    another (`relaunched_from`, `recovered_from`)."""
     if workflow_version.tenant_id != tenant_id:
         raise ValueError(
             f"workflow version {workflow_version.id} does not belong to tenant {tenant_id}"
@@ -49,6 +52,8 @@ def create_execution(
         status=ExecutionState.QUEUED.value,
         inputs=inputs,
         priority=priority,
+        relaunched_from=relaunched_from,
+        recovered_from=recovered_from,
         created_at=utcnow(),
     )
     session.add(execution)

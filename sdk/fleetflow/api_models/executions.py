@@ -62,6 +62,14 @@ class ExecutionPublic(BaseModel):
         default=None, description="a child execution: the execution whose node runs it"
     )
     parent_node_id: str | None = Field(default=None, description="that node (a reference)")
+    relaunched_from: str | None = Field(
+        default=None, description="started again, on the same inputs, from this execution"
+    )
+    recovered_from: str | None = Field(
+        default=None,
+        description="recovered from this failed execution: its nodes that succeeded were "
+        "not run again (their attempts show as cache hits, with the source's outputs)",
+    )
     children: list[ChildExecution] = Field(
         default_factory=list,
         description="the child executions its reference nodes run (registered workflows)",

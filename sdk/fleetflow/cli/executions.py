@@ -1,5 +1,5 @@
-"""`fleetflow executions …`: list, inspect, wait for, cancel, read the outputs and follow the
-logs of executions on the control plane.
+"""`fleetflow executions …`: list, inspect, wait for, cancel, relaunch, recover, read the
+outputs and follow the logs of executions on the control plane.
 
 Every command that prints data takes `--json`: then stdout holds only JSON (JSON lines for
 `logs`) and anything else goes to stderr, so `fleetflow executions list --json | jq` works.
@@ -11,6 +11,7 @@ ran out while the execution goes on.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,8 @@ EXECUTIONS_HINT = "`fleetflow executions list` shows recent ones"
 EXECUTION_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 
 executions_app = typer.Typer(
-    help="Inspect, wait for and cancel executions on the control plane; read their outputs "
-    "and logs.",
+    help="Inspect, wait for, cancel, relaunch and recover executions on the control plane; "
+    "read their outputs and logs.",
     no_args_is_help=True,
 )
 
@@ -336,4 +337,99 @@ def _print_cancelled(execution_id: str, status: str) -> None:
             f"execution [bold]{execution_id}[/bold] is being cancelled (now {status}); "
             f"`fleetflow executions wait {execution_id}` returns when it is done",
             highlight=False,
+        )
+
+
+WAIT_OPTION = typer.Option(
+    False, "--wait", help="Follow the new execution until it ends, then print its outputs."
+)
+TIMEOUT_OPTION = typer.Option(
+    None,
+    "--timeout",
+    metavar="S",
+    min=0,
+    help="With --wait: give up after S seconds (exit status 124; it goes on).",
+    show_default=False,
+)
+
+
+@executions_app.command("relaunch")
+def executions_relaunch(
+    ctx: typer.Context,
+    execution_id: str = ID_ARGUMENT,
+    latest: bool = typer.Option(
+        False,
+        "--latest",
+        help="Run the workflow's latest registered version, not the one the execution ran.",
+    ),
+    wait: bool = WAIT_OPTION,
+    timeout: float = TIMEOUT_OPTION,
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the new execution (finished, with --wait) as JSON."
+    ),
+) -> None:
+    """Start an execution again as a new one, on the same inputs. Prints the new id.
+
+    Example: fleetflow executions relaunch ex-… --latest --wait
+    """
+    _again(
+        ctx,
+        execution_id,
+        lambda api: api.executions.relaunch(execution_id, latest=latest),
+        wait=wait,
+        timeout=timeout,
+        as_json=as_json,
+    )
+
+
+@executions_app.command("recover")
+def executions_recover(
+    ctx: typer.Context,
+    execution_id: str = ID_ARGUMENT,
+    wait: bool = WAIT_OPTION,
+    timeout: float = TIMEOUT_OPTION,
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the new execution (finished, with --wait) as JSON."
+    ),
+) -> None:
+    """Re-run a FAILED or CANCELLED execution from where it stopped, as a new execution:
+    the tasks (and map elements) that succeeded are not run again, their outputs are reused
+    (shown as cache hits); the failed ones and what follows them run. Prints the new id.
+
+    Example: fleetflow executions recover ex-… --wait
+    """
+    _again(
+        ctx,
+        execution_id,
+        lambda api: api.executions.recover(execution_id),
+        wait=wait,
+        timeout=timeout,
+        as_json=as_json,
+    )
+
+
+def _again(
+    ctx: typer.Context,
+    execution_id: str,
+    create: Callable[[Client], ExecutionPublic],
+    *,
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    from fleetflow.cli.remote import follow_remote
+
+    with client(ctx) as api:
+        with not_found_hint(api, EXECUTIONS_HINT):
+            execution = create(api)
+        source = execution.recovered_from or execution.relaunched_from
+        info = err_console if as_json else console
+        how = "recovered" if execution.recovered_from else "relaunched"
+        info.print(
+            f"{how} from {source}: {execution.workflow} version {execution.version}",
+            markup=False,
+            highlight=False,
+        )
+        follow_remote(
+            api, execution, wait=wait, timeout=timeout, console=console, info=info, as_json=as_json
         )

@@ -135,6 +135,23 @@ def run_remote(
     execution = client.launch(
         wf, values, version=registered.version, name=registered.name, priority=priority
     )
+    return follow_remote(
+        client, execution, wait=wait, timeout=timeout, console=console, info=info, as_json=as_json
+    )
+
+
+def follow_remote(
+    client: Client,
+    execution: ExecutionPublic,
+    *,
+    wait: bool,
+    timeout: float | None,
+    console: Console,
+    info: Console,
+    as_json: bool = False,
+) -> ExecutionPublic:
+    """After `execution` was created: say so on `info`, then print its id, or with `wait`
+    follow it and print how it ended (`run_remote`; `executions relaunch` and `recover`)."""
     execution_id = execution.id
     info.print(f"execution [bold]{execution_id}[/bold] {execution.status}")
     follow = f"fleetflow executions wait {execution_id}"
@@ -495,6 +512,10 @@ def print_execution(execution: dict[str, Any], console: Console, *, attempts: bo
                 console.print(f"{indent}{line}", highlight=False)
     for child in execution.get("children") or [] if attempts else []:
         console.print(f"  {describe_child(child)}", highlight=False)
+    for field, how in (("relaunched_from", "relaunched"), ("recovered_from", "recovered")):
+        if execution.get(field):
+            reused = " (its succeeded tasks reused: cache hits)" if how == "recovered" else ""
+            console.print(f"{how} from {execution[field]}{reused}", highlight=False)
     if execution.get("parent_execution_id"):
         console.print(
             f"child execution of {execution['parent_execution_id']} "

@@ -72,6 +72,33 @@ class Executions:
             "POST", path, ExecutionPublic, idempotency_key, json=body
         )
 
+    def relaunch(
+        self, execution_id: str, *, latest: bool = False, idempotency_key: str | None = None
+    ) -> ExecutionPublic:
+        """Start an execution again as a new one, on the same inputs: of the same version of
+        its workflow, or with `latest` of the latest registered one. The new execution's
+        `relaunched_from` names the old one. `idempotency_key` as in `create`."""
+        body = {"version": "latest" if latest else "same"}
+        return self._again(execution_id, "relaunch", idempotency_key, json=body)
+
+    def recover(self, execution_id: str, *, idempotency_key: str | None = None) -> ExecutionPublic:
+        """Re-run a FAILED or CANCELLED execution from where it stopped, as a new execution
+        of the same version and inputs: the nodes (and map elements) that succeeded in it are
+        not run again, their outputs are reused (their attempts show as cache hits). Any
+        other execution is refused (`ApiError`, status 409). `idempotency_key` as in
+        `create`."""
+        return self._again(execution_id, "recover", idempotency_key)
+
+    def _again(
+        self, execution_id: str, action: str, idempotency_key: str | None, **kwargs: Any
+    ) -> ExecutionPublic:
+        path = f"{self.path(execution_id)}/{action}"
+        if idempotency_key is None:
+            return self.transport.call("POST", path, ExecutionPublic, **kwargs)
+        return self.transport.call_idempotent(
+            "POST", path, ExecutionPublic, idempotency_key, **kwargs
+        )
+
     def get(self, execution_id: str) -> ExecutionPublic:
         """An execution: status, inputs, outputs (JSON literals) or error, task attempts."""
         return self.transport.call("GET", self.path(execution_id), ExecutionPublic)
