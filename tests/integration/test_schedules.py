@@ -68,7 +68,10 @@ def test_an_interval_schedule_launches_survives_a_restart_pauses_and_backfills(
             labels={"team": "tests"},
         )
         assert not plan.active
-        assert client.launchplans.activate("every-two").active
+        activated = stack.cli("launchplans", "activate", "every-two")
+        assert activated.returncode == 0, activated.stderr
+        assert "every 2s, overlap skip" in activated.stdout
+        assert client.launchplans.get("every-two").active
 
         def finished(count: int) -> list[ExecutionPublic] | None:
             runs = _launched(client, name)

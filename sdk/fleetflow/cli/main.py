@@ -78,8 +78,7 @@ SDK_GROUPS = {
         ),
         LazyGroup(
             "launchplans",
-            "Launch plans: a workflow version with fixed and default inputs and a schedule "
-            "(cron or interval) that launches it.",
+            "Launch plans: a workflow version with fixed and default inputs and a schedule.",
             WORKFLOWS_PANEL,
             _attribute("fleetflow.cli.launch_plans", "launchplans_app"),
         ),
