@@ -38,6 +38,7 @@ from control_plane.services.cluster_health import watch_cluster_health
 from control_plane.services.executions import RootsFirstLauncher
 from control_plane.services.finish_notifier import FinishNotifier
 from control_plane.services.launch_reconciler import relaunch_queued_executions
+from control_plane.services.schedules import ScheduleActivities, TemporalSchedules
 from control_plane.services.sticky_recovery import restart_running_workflows
 from control_plane.settings import Settings
 from fleetflow.agent.v1 import agent_pb2_grpc
@@ -80,6 +81,7 @@ async def run_control_plane(
     blob_store = open_blob_store(settings.blob.root)
     client = await connect_temporal(settings.temporal)
     launcher = TemporalLauncher(client, settings.temporal.task_queue)
+    schedules = TemporalSchedules(client, settings.temporal.task_queue)
     attempts_ready = AttemptsReady()
     attempts_ready.bind(asyncio.get_running_loop())
     # One scheduler per process that creates attempts (worker) or frees capacity (gRPC); in
@@ -106,6 +108,13 @@ async def run_control_plane(
         map_chunk=settings.temporal.map_chunk,
         continue_after_events=settings.temporal.continue_after_events,
     )
+    # Scheduled launches take the API's launch path (create, then start with the roots).
+    schedule_activities = ScheduleActivities(
+        sessions,
+        blob_store,
+        RootsFirstLauncher(launcher, activities.start_roots),
+        idempotency_key_ttl=timedelta(seconds=settings.api.idempotency_key_ttl_seconds),
+    )
     try:
         if parts.worker:
             worker = WorkerSupervisor(
@@ -115,6 +124,7 @@ async def run_control_plane(
                     activities,
                     executor,
                     max_cached_workflows=settings.temporal.max_cached_workflows,
+                    schedule_activities=schedule_activities.all(),
                 ),
                 on_replaced=(
                     partial(restart_running_workflows, client, sessions, launcher)
@@ -183,6 +193,7 @@ async def run_control_plane(
                 blob_store=blob_store,
                 authorizer=authorizer,
                 throttle_store=throttle,
+                schedules=schedules,
             )
             config = uvicorn.Config(
                 app,

@@ -24,6 +24,7 @@ from control_plane.api.routes import (
     dashboard,
     executions,
     health,
+    launch_plans,
     logs,
     previews,
     uploads,
@@ -34,6 +35,7 @@ from control_plane.auth.throttle import ThrottleStore
 from control_plane.auth.throttle_db import open_throttle_store
 from control_plane.schemas.common import ErrorResponse
 from control_plane.services.executions import ExecutionLauncher
+from control_plane.services.schedules import TemporalSchedules
 from control_plane.settings import Settings
 from fleetflow.storage import BlobStore
 
@@ -68,6 +70,7 @@ def create_app(
     authorizer: Authorizer | None = None,
     max_bundle_bytes: int = bundles.DEFAULT_MAX_BUNDLE_BYTES,
     throttle_store: ThrottleStore | None = None,
+    schedules: TemporalSchedules | None = None,
 ) -> FastAPI:
     """Build the API application.
 
@@ -81,6 +84,7 @@ def create_app(
         max_bundle_bytes: largest code bundle accepted (413 above).
         throttle_store: where rate limits and lockouts are kept (default: the one
             `settings.limits_store` names, on the session factory's database).
+        schedules: runs launch plans' schedules (None: activating one answers 503).
     """
     app = FastAPI(
         title="Fleetflow control plane",
@@ -94,6 +98,7 @@ def create_app(
     app.state.session_factory = session_factory
     app.state.launcher = launcher
     app.state.blob_store = blob_store
+    app.state.schedules = schedules
     app.state.authorizer = authorizer or Authorizer(session_factory.kw["bind"])
     app.state.max_bundle_bytes = max_bundle_bytes
     if throttle_store is None:
@@ -133,6 +138,7 @@ def create_app(
         workflows.router,
         previews.router,
         executions.router,
+        launch_plans.router,
         logs.router,
         clusters.router,
         clusters.admin_router,

@@ -332,3 +332,29 @@ class ThrottleLockout(Base):
     scope: Mapped[str] = mapped_column(String(32), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     locked_until: Mapped[float] = mapped_column(Float)
+
+
+class LaunchPlan(Base):
+    """A workflow version with fixed and default inputs, a priority, labels and an optional
+    schedule (`fleetflow.api_models.launch_plans`). One row per (tenant, name): creating a plan
+    again under its name replaces it (a new id) while it is inactive."""
+
+    __tablename__ = "launch_plans"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    workflow_spec_id: Mapped[str] = mapped_column(ForeignKey("workflow_specs.id"))
+    fixed_inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    default_inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # `ScheduleSpec` as JSON; NULL: launched by hand only.
+    schedule: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    # Its Temporal Schedule exists (active) and is paused (paused).
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    workflow: Mapped[WorkflowVersion] = relationship(lazy="joined")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
@@ -16,6 +17,7 @@ from temporalio.worker import Interceptor, Worker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from control_plane.orchestration.activities import ExecutionActivities
+from control_plane.orchestration.schedule_workflow import ScheduledLaunchWorkflow
 from control_plane.orchestration.workflows import (
     AttemptFinished,
     DynamicWorkflow,
@@ -109,13 +111,21 @@ def make_worker(
     *,
     max_cached_workflows: int = 0,
     interceptors: Sequence[Interceptor] = (),
+    schedule_activities: Sequence[Callable[..., Any]] = (),
 ) -> Worker:
-    """The worker of ExecutionWorkflow and its activities; `interceptors` watch it (tests)."""
+    """The worker of ExecutionWorkflow and its activities; `interceptors` watch it (tests).
+    With `schedule_activities` (`ScheduleActivities.all()`) it runs launch plans' scheduled
+    launches too."""
+    workflows: list[type] = [ExecutionWorkflow, MapChunkWorkflow, DynamicWorkflow]
+    every_activity: list[Callable[..., Any]] = list(activities.all())
+    if schedule_activities:
+        workflows.append(ScheduledLaunchWorkflow)
+        every_activity.extend(schedule_activities)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ExecutionWorkflow, MapChunkWorkflow, DynamicWorkflow],
-        activities=activities.all(),
+        workflows=workflows,
+        activities=every_activity,
         activity_executor=executor,
         # Without a cache every workflow task replays the whole history, so a step costs
         # more the longer the chain: with a real Temporal server, set

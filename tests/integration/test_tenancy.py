@@ -89,6 +89,15 @@ def world(
             "/api/v1/executions", json={"workflow": workflow_spec.name, "inputs": {"n": 3}}
         )
         assert created.status_code == 201, created.text
+        plan = alpha.post(
+            "/api/v1/launchplans",
+            json={
+                "name": "alpha-nightly",
+                "workflow": workflow_spec.name,
+                "fixed_inputs": {"n": 3},
+            },
+        )
+        assert plan.status_code == 201, plan.text
         upload = alpha.put(f"/api/v1/uploads/files/{'a' * 64}/data.txt", content=b"x")
         assert upload.status_code in (201, 422), upload.text
         tokens_of = alpha.get("/api/v1/whoami").json()
@@ -105,6 +114,7 @@ def world(
         "token_id": listed["tokens"][0]["id"],
         "upload_id": "a" * 64,
         "path": "data.txt",
+        "launch_plan": "alpha-nightly",
     }
     yield world
 
@@ -119,6 +129,7 @@ NOWHERE = {
     "token_id": "tok-0000",
     "upload_id": "1" * 64,
     "path": "nothing.txt",
+    "launch_plan": "nowhere-nightly",
 }
 
 

@@ -77,6 +77,12 @@ SDK_GROUPS = {
             _attribute("fleetflow.cli.executions", "executions_app"),
         ),
         LazyGroup(
+            "launchplans",
+            "Launch plans: a workflow version with fixed and default inputs and a schedule.",
+            WORKFLOWS_PANEL,
+            _attribute("fleetflow.cli.launch_plans", "launchplans_app"),
+        ),
+        LazyGroup(
             "workflows",
             "List the workflows your tenant registered, their versions, inputs and tasks.",
             WORKFLOWS_PANEL,

@@ -1,11 +1,11 @@
 """`fleetflow.Client`: the control plane's REST API for Python programs (and the CLI).
 
 One object per control plane, its calls grouped by resource over one `Transport`:
-`client.workflows`, `client.executions`, `client.uploads`, `client.clusters`, `client.admin`,
-`client.account`, `client.usage`. The conveniences a remote run needs (bundling and
-registering a workflow, uploading its File/Directory inputs, launching, following, typed
-outputs, cancelling) are methods of the client itself, so `fleetflow run --remote` and a
-notebook calling `Client().run(pipeline, n=3)` behave the same.
+`client.workflows`, `client.executions`, `client.launchplans`, `client.uploads`,
+`client.clusters`, `client.admin`, `client.account`, `client.usage`. The conveniences a
+remote run needs (bundling and registering a workflow, uploading its File/Directory inputs,
+launching, following, typed outputs, cancelling) are methods of the client itself, so
+`fleetflow run --remote` and a notebook calling `Client().run(pipeline, n=3)` behave the same.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from fleetflow.client.account import Account
 from fleetflow.client.admin import Admin
 from fleetflow.client.clusters import Clusters
 from fleetflow.client.executions import Executions
+from fleetflow.client.launch_plans import LaunchPlans
 from fleetflow.client.transport import Transport, resolve_connection
 from fleetflow.client.uploads import Uploads
 from fleetflow.client.usage import Usage
@@ -98,6 +99,7 @@ class Client:
         """The tenant requests act in (`X-Fleetflow-Tenant`); None: the token's home tenant."""
         self.workflows = Workflows(self.transport)
         self.executions = Executions(self.transport)
+        self.launchplans = LaunchPlans(self.transport)
         self.uploads = Uploads(self.transport)
         self.clusters = Clusters(self.transport)
         self.admin = Admin(self.transport)
