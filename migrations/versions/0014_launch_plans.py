@@ -2,7 +2,7 @@
 optional schedule (run as a Temporal Schedule while the plan is active).
 
 Revision ID: 0014
-Revises: 0012 (re-point to 0013 once the `recover` branch's revision 0013 is merged)
+Revises: 0013
 Create Date: 2026-12-04
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014"
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
