@@ -179,20 +179,24 @@ def _idempotency_key(value: str | None) -> str | None:
     return value
 
 
-@router.post(
-    "",
-    status_code=201,
-    responses={
-        200: {
-            "model": ExecutionPublic,
-            "description": f"the execution an earlier request with the same {IDEMPOTENCY_HEADER} "
-            "created (header `Idempotent-Replayed: true`)",
-        },
-        404: {"model": ErrorResponse},
-        422: {"model": ErrorResponse},
-        503: {"model": ErrorResponse, "description": "created, but not started yet"},
+_CREATED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": ExecutionPublic,
+        "description": f"the execution an earlier request with the same {IDEMPOTENCY_HEADER} "
+        "created (header `Idempotent-Replayed: true`)",
     },
+    404: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+    503: {"model": ErrorResponse, "description": "created, but not started yet"},
+}
+_IDEMPOTENCY_KEY_HEADER = Header(
+    alias=IDEMPOTENCY_HEADER,
+    description="retry-safe creation: a request repeated with the same key (in the same "
+    "tenant) gets the execution the first one created, never a second one",
 )
+
+
+@router.post("", status_code=201, responses=_CREATED_RESPONSES)
 async def start_execution(
     body: ExecutionCreate,
     session: SessionDep,
@@ -201,14 +205,7 @@ async def start_execution(
     blob_store: BlobStoreDep,
     settings: SettingsDep,
     response: Response,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias=IDEMPOTENCY_HEADER,
-            description="retry-safe creation: a request repeated with the same key (in the "
-            "same tenant) gets the execution the first one created, never a second one",
-        ),
-    ] = None,
+    idempotency_key: Annotated[str | None, _IDEMPOTENCY_KEY_HEADER] = None,
 ) -> ExecutionPublic:
     """Validate the inputs, persist a QUEUED execution, then hand it to the orchestrator."""
     key = _idempotency_key(idempotency_key)
@@ -240,23 +237,6 @@ async def _launched(
             "the orchestrator is unavailable",
         ) from None
     return execution
-
-
-_CREATED_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "model": ExecutionPublic,
-        "description": f"the execution an earlier request with the same {IDEMPOTENCY_HEADER} "
-        "created (header `Idempotent-Replayed: true`)",
-    },
-    404: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-    503: {"model": ErrorResponse, "description": "created, but not started yet"},
-}
-_IDEMPOTENCY_KEY_HEADER = Header(
-    alias=IDEMPOTENCY_HEADER,
-    description="retry-safe creation: a request repeated with the same key (in the same "
-    "tenant) gets the execution the first one created, never a second one",
-)
 
 
 @router.post("/{execution_id}/relaunch", status_code=201, responses=_CREATED_RESPONSES)
