@@ -71,8 +71,8 @@ SDK_GROUPS = {
     for group in (
         LazyGroup(
             "executions",
-            "Inspect, wait for and cancel executions on the control plane; read their outputs "
-            "and logs.",
+            "Inspect, wait for, cancel, relaunch and recover executions on the control plane; "
+            "read their outputs and logs.",
             WORKFLOWS_PANEL,
             _attribute("fleetflow.cli.executions", "executions_app"),
         ),
