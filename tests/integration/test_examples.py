@@ -31,6 +31,7 @@ EXAMPLES: list[tuple[str, str, dict[str, Any]]] = [
     ("subworkflows.py", "retrain_if_drifted", {"n": 120, "drift": 0.8}),
     ("subworkflows.py", "retrain_if_drifted", {"n": 120}),
     ("dynamic.py", "evaluate", {"n": 3, "rounds": 2}),
+    ("robust_sweep.py", "robust_sweep", {"n": 40}),
 ]
 # Examples of what fails, each with tests of its own (tests/integration/test_end_to_end.py),
 # and of a reference to a registered workflow, which runs only on the platform and needs the
