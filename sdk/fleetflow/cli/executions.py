@@ -351,6 +351,9 @@ TIMEOUT_OPTION = typer.Option(
     help="With --wait: give up after S seconds (exit status 124; it goes on).",
     show_default=False,
 )
+NEW_JSON_OPTION = typer.Option(
+    False, "--json", help="Print the new execution (finished, with --wait) as JSON."
+)
 
 
 @executions_app.command("relaunch")
@@ -364,9 +367,7 @@ def executions_relaunch(
     ),
     wait: bool = WAIT_OPTION,
     timeout: float = TIMEOUT_OPTION,
-    as_json: bool = typer.Option(
-        False, "--json", help="Print the new execution (finished, with --wait) as JSON."
-    ),
+    as_json: bool = NEW_JSON_OPTION,
 ) -> None:
     """Start an execution again as a new one, on the same inputs. Prints the new id.
 
@@ -388,9 +389,7 @@ def executions_recover(
     execution_id: str = ID_ARGUMENT,
     wait: bool = WAIT_OPTION,
     timeout: float = TIMEOUT_OPTION,
-    as_json: bool = typer.Option(
-        False, "--json", help="Print the new execution (finished, with --wait) as JSON."
-    ),
+    as_json: bool = NEW_JSON_OPTION,
 ) -> None:
     """Re-run a FAILED or CANCELLED execution from where it stopped, as a new execution:
     the tasks (and map elements) that succeeded are not run again, their outputs are reused
