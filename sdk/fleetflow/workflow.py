@@ -37,9 +37,9 @@ from fleetflow.types import to_literal, to_python
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_TRUE = frozenset({"true", "1", "yes"})
-_FALSE = frozenset({"false", "0", "no"})
-_NONE = frozenset({"null", "none"})
+TRUE_TEXTS = frozenset({"true", "1", "yes"})
+FALSE_TEXTS = frozenset({"false", "0", "no"})
+NONE_TEXTS = frozenset({"null", "none"})
 
 
 class WorkflowFunction(Generic[P, R]):
@@ -193,7 +193,7 @@ class WorkflowFunction(Generic[P, R]):
             )
 
         if kind is ir.TypeKind.OPTIONAL:
-            if text.strip().lower() in _NONE:
+            if text.strip().lower() in NONE_TEXTS:
                 return None
             assert literal_type.item is not None
             others = tuple(t for t in typing.get_args(py_type) if t is not type(None))
@@ -218,9 +218,9 @@ class WorkflowFunction(Generic[P, R]):
                 raise fail(f" ({exc.reason})") from None
         if kind is ir.TypeKind.BOOLEAN:
             lowered = text.strip().lower()
-            if lowered in _TRUE:
+            if lowered in TRUE_TEXTS:
                 return True
-            if lowered in _FALSE:
+            if lowered in FALSE_TEXTS:
                 return False
             raise fail(" (use true/false, 1/0 or yes/no)")
         if kind is ir.TypeKind.INTEGER:

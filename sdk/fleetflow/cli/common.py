@@ -31,6 +31,23 @@ JSON_HELP = "Print the API's JSON answer as is."
 # The `--json` option of every command that prints an API answer.
 JSON_OPTION = typer.Option(False, "--json", help=JSON_HELP)
 TENANT_META_KEY = "fleetflow.tenant"
+LAUNCH_PLANS_HINT = "`fleetflow launchplans list` shows your tenant's launch plans"
+# The options of every command that creates an execution and may follow it
+# (`executions relaunch|recover`, `launchplans launch`).
+WAIT_OPTION = typer.Option(
+    False, "--wait", help="Follow the new execution until it ends, then print its outputs."
+)
+TIMEOUT_OPTION = typer.Option(
+    None,
+    "--timeout",
+    metavar="S",
+    min=0,
+    help="With --wait: give up after S seconds (exit status 124; it goes on).",
+    show_default=False,
+)
+NEW_JSON_OPTION = typer.Option(
+    False, "--json", help="Print the new execution (finished, with --wait) as JSON."
+)
 
 
 class CommandUsageError(FleetflowError, ValueError):

@@ -22,6 +22,9 @@ from rich.text import Text
 from fleetflow.api_models.executions import ExecutionPublic
 from fleetflow.cli.common import (
     JSON_OPTION,
+    NEW_JSON_OPTION,
+    TIMEOUT_OPTION,
+    WAIT_OPTION,
     api_json,
     client,
     console,
@@ -338,22 +341,6 @@ def _print_cancelled(execution_id: str, status: str) -> None:
             f"`fleetflow executions wait {execution_id}` returns when it is done",
             highlight=False,
         )
-
-
-WAIT_OPTION = typer.Option(
-    False, "--wait", help="Follow the new execution until it ends, then print its outputs."
-)
-TIMEOUT_OPTION = typer.Option(
-    None,
-    "--timeout",
-    metavar="S",
-    min=0,
-    help="With --wait: give up after S seconds (exit status 124; it goes on).",
-    show_default=False,
-)
-NEW_JSON_OPTION = typer.Option(
-    False, "--json", help="Print the new execution (finished, with --wait) as JSON."
-)
 
 
 @executions_app.command("relaunch")

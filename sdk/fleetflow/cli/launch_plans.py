@@ -18,7 +18,14 @@ import typer
 from fleetflow.api_models.launch_plans import OverlapPolicy, ScheduleSpec
 from fleetflow.cli.common import (
     JSON_OPTION,
+    LAUNCH_PLANS_HINT,
+    NEW_JSON_OPTION,
+    TIMEOUT_OPTION,
+    WAIT_OPTION,
     CommandUsageError,
+    client,
+    console,
+    err_console,
     new_table,
     print_fields,
     print_table,
@@ -27,7 +34,7 @@ from fleetflow.cli.common import (
     timestamp,
 )
 
-HINT = "`fleetflow launchplans list` shows your tenant's launch plans"
+HINT = LAUNCH_PLANS_HINT
 
 launchplans_app = typer.Typer(
     help="Launch plans: a workflow version with fixed and default inputs and a schedule.",
@@ -165,15 +172,29 @@ def launch(
     ctx: typer.Context,
     name: str = NAME,
     inputs: list[str] = typer.Option([], "--input", help="name=value, overriding a default."),
-    as_json: bool = JSON_OPTION,
+    wait: bool = WAIT_OPTION,
+    timeout: float = TIMEOUT_OPTION,
+    as_json: bool = NEW_JSON_OPTION,
 ) -> None:
-    """Launch the plan now."""
+    """Launch the plan now. Prints the new execution's id.
+
+    Example: fleetflow launchplans launch nightly --input n=3 --wait
+    (`fleetflow run --remote --launch-plan nightly --n 3` does the same with typed flags.)
+    """
+    from fleetflow.cli.remote import launch_plan
+
     given = _pairs(inputs, "--input")
-
-    def render(execution: dict[str, Any], _api_url: str) -> None:
-        say(f"execution {execution['id']} {execution['status']} (launch plan {name})")
-
-    show(ctx, lambda api: api.launchplans.launch(name, given), as_json, render, hint=HINT)
+    with client(ctx) as api:
+        launch_plan(
+            api,
+            name,
+            given,
+            wait=wait,
+            timeout=timeout,
+            console=console,
+            info=err_console if as_json else console,
+            as_json=as_json,
+        )
 
 
 def _action(verb: str, doc: str) -> None:

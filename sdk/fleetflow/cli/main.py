@@ -287,6 +287,8 @@ RUN_EPILOG = (
 # The CACHE_DIR_ENV of `fleetflow.cache`, which is not imported for it: it loads the type system.
 CACHE_DIR_ENV = "FLEETFLOW_LOCAL_CACHE_DIR"
 _WORKFLOW_HELP = "fleetflow.workflow_help"
+LAUNCH_PLAN_FLAG = "--launch-plan"
+_PLAN_INPUTS = "fleetflow.launch_plan_inputs"
 
 
 class RunCommand(TyperCommand):
@@ -308,7 +310,11 @@ class RunCommand(TyperCommand):
         if asks_help and len(positionals) >= 2:
             ctx.meta[_WORKFLOW_HELP] = (Path(positionals[0]), positionals[1])
             return []
-        if not asks_help and unknown is not None and len(positionals) < 2:
+        if not asks_help and any(arg.split("=", 1)[0] == LAUNCH_PLAN_FLAG for arg in rest):
+            # No FILE and WORKFLOW: the plan's inputs are kept from click, which would take
+            # their values for FILE and WORKFLOW.
+            args, ctx.meta[_PLAN_INPUTS] = _split_plan_inputs(rest, takes_value, flags)
+        elif not asks_help and unknown is not None and len(positionals) < 2:
             suggestion = did_you_mean(unknown, takes_value | flags)
             hint = f" Did you mean {suggestion}?" if suggestion else ""
             ctx.fail(f"No such option: {unknown}.{hint}")
@@ -335,6 +341,36 @@ def _option_names(command: Any, ctx: Any) -> tuple[set[str], set[str]]:
             names = {*param.opts, *param.secondary_opts}
             (flags if getattr(param, "is_flag", False) else takes_value).update(names)
     return takes_value, flags
+
+
+def _split_plan_inputs(
+    args: list[str], takes_value: set[str], flags: set[str]
+) -> tuple[list[str], list[str]]:
+    """`run`'s own options (and any FILE, refused later), and the input flags with their
+    values, of a `run --launch-plan` command line."""
+    own: list[str] = []
+    inputs: list[str] = []
+    i = 0
+    in_input = False
+    while i < len(args):
+        arg = args[i]
+        name = arg.split("=", 1)[0]
+        if name in takes_value:
+            own.append(arg)
+            if "=" not in arg and i + 1 < len(args):
+                i += 1
+                own.append(args[i])
+            in_input = False
+        elif name in flags:
+            own.append(arg)
+            in_input = False
+        elif arg.startswith("-") or in_input:
+            inputs.append(arg)
+            in_input = True
+        else:
+            own.append(arg)
+        i += 1
+    return own, inputs
 
 
 def _leading_positionals(
@@ -367,11 +403,14 @@ def _leading_positionals(
 )
 def run(
     ctx: typer.Context,
-    file: Path = typer.Argument(
-        ..., metavar="FILE", help="Python file that defines the workflow.", show_default=False
+    file: Path | None = typer.Argument(
+        None,
+        metavar="FILE",
+        help="Python file that defines the workflow (not with --launch-plan).",
+        show_default=False,
     ),
-    workflow_name: str = typer.Argument(
-        ...,
+    workflow_name: str | None = typer.Argument(
+        None,
         metavar="WORKFLOW",
         help="Name of the @workflow function, or of a @task to run alone.",
         show_default=False,
@@ -404,6 +443,15 @@ def run(
         help="With --remote: among your tenant's waiting tasks, higher starts first "
         "(tenants share capacity fairly whatever their priorities).",
     ),
+    launch_plan: str | None = typer.Option(
+        None,
+        LAUNCH_PLAN_FLAG,
+        metavar="NAME",
+        help="With --remote: launch the workflow version the launch plan NAME names, with its "
+        "fixed and default inputs, labels and priority; inputs given as --name value override "
+        "its defaults. FILE and WORKFLOW are left out.",
+        show_default=False,
+    ),
     cache_dir: Path = typer.Option(
         None,
         "--cache-dir",
@@ -426,6 +474,30 @@ def run(
     control plane."""
     from fleetflow.loader import load_workflow, runnable_kind
 
+    own_options = set().union(*_option_names(ctx.command, ctx))
+    if launch_plan is not None:
+        _check_launch_plan_options(launch_plan, file, remote, dry_run, priority, cache_dir)
+        from fleetflow.cli.remote import run_launch_plan
+
+        with client(ctx) as api:
+            run_launch_plan(
+                api,
+                launch_plan,
+                ctx.meta.get(_PLAN_INPUTS, ctx.args),
+                command_options=own_options,
+                wait=wait,
+                timeout=timeout,
+                console=console,
+                as_json=as_json,
+                err_console=err_console,
+            )
+        return
+    if file is None or workflow_name is None:
+        missing = "FILE" if file is None else "WORKFLOW"
+        raise CommandUsageError(
+            f"Missing argument '{missing}': fleetflow run [--remote] FILE WORKFLOW [--INPUT "
+            "VALUE ...], or fleetflow run --remote --launch-plan NAME"
+        )
     wf, root = load_workflow(file, workflow_name, tasks=True)
     kind = runnable_kind(wf)
     if dry_run and not remote:
@@ -436,8 +508,9 @@ def run(
         raise CommandUsageError(
             "--cache-dir is for local runs; remote runs use the control plane's task cache"
         )
-    own_options = set().union(*_option_names(ctx.command, ctx))
-    values = wf.parse_cli_inputs(split_input_flags(ctx.args, wf, command_options=own_options))
+    values = wf.parse_cli_inputs(
+        split_input_flags(ctx.args, wf.spec, kind=kind, command_options=own_options)
+    )
     _require_inputs(wf, values)
     if not remote:
         from fleetflow.cache import LocalCache
@@ -481,6 +554,29 @@ def run(
             as_json=as_json,
             err_console=err_console,
         )
+
+
+def _check_launch_plan_options(
+    name: str,
+    file: Path | None,
+    remote: bool,
+    dry_run: bool,
+    priority: int,
+    cache_dir: Path | None,
+) -> None:
+    """Refuse what `run --launch-plan` cannot go with: the plan names its workflow version,
+    inputs and priority, and it runs on the control plane."""
+    if file is not None:
+        raise CommandUsageError(
+            f"--launch-plan {name} runs the workflow version the plan names: leave out FILE "
+            "and WORKFLOW (give inputs as --name value)"
+        )
+    if not remote:
+        raise CommandUsageError("--launch-plan launches on the control plane: add --remote")
+    others = ((dry_run, "--dry-run"), (priority, "--priority"), (cache_dir, "--cache-dir"))
+    for given, flag in others:
+        if given:
+            raise CommandUsageError(f"{flag} does not go with --launch-plan")
 
 
 def _print_workflow_help(wf: WorkflowFunction[..., Any], file: Path) -> None:

@@ -13,7 +13,7 @@ as JSON; what happens meanwhile goes to stderr, so the output can be piped into 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -134,6 +134,67 @@ def run_remote(
     registered = register_remote(client, wf, root, info)
     execution = client.launch(
         wf, values, version=registered.version, name=registered.name, priority=priority
+    )
+    return follow_remote(
+        client, execution, wait=wait, timeout=timeout, console=console, info=info, as_json=as_json
+    )
+
+
+def run_launch_plan(
+    client: Client,
+    name: str,
+    args: Sequence[str],
+    *,
+    command_options: Collection[str],
+    wait: bool,
+    timeout: float | None,
+    console: Console,
+    as_json: bool = False,
+    err_console: Console | None = None,
+) -> ExecutionPublic:
+    """`fleetflow run --remote --launch-plan NAME --n 3`: the `--name value` flags in `args`
+    are read against the interface of the version the plan names, then `launch_plan`."""
+    from fleetflow.cli.common import LAUNCH_PLANS_HINT, not_found_hint
+    from fleetflow.cli.inputs import literal_inputs, split_input_flags
+
+    with not_found_hint(client, LAUNCH_PLANS_HINT):
+        plan = client.launchplans.get(name)
+    spec = client.workflows.get(plan.workflow, plan.version).spec
+    inputs = literal_inputs(split_input_flags(args, spec, command_options=command_options), spec)
+    info = (err_console or Console(stderr=True, soft_wrap=True)) if as_json else console
+    return launch_plan(
+        client,
+        name,
+        inputs,
+        wait=wait,
+        timeout=timeout,
+        console=console,
+        info=info,
+        as_json=as_json,
+    )
+
+
+def launch_plan(
+    client: Client,
+    name: str,
+    inputs: dict[str, Any],
+    *,
+    wait: bool,
+    timeout: float | None,
+    console: Console,
+    info: Console,
+    as_json: bool = False,
+) -> ExecutionPublic:
+    """Launch plan `name` now with `inputs` over its defaults (the control plane refuses one
+    that overrides a fixed input), then `follow_remote`."""
+    from fleetflow.cli.common import LAUNCH_PLANS_HINT, not_found_hint
+
+    with not_found_hint(client, LAUNCH_PLANS_HINT):
+        execution = client.launchplans.launch(name, inputs)
+    info.print(
+        f"launch plan {name}: {execution.workflow} version {execution.version}",
+        markup=False,
+        highlight=False,
     )
     return follow_remote(
         client, execution, wait=wait, timeout=timeout, console=console, info=info, as_json=as_json

@@ -137,3 +137,38 @@ def test_inputs_not_given_are_left_to_defaults() -> None:
         "weights": {},
         "config": {"name": "base", "layers": [1]},
     }
+
+
+# `run --launch-plan`: the same flags read against a registered spec alone -------------------
+
+_FLAGS = {
+    "n": "3",
+    "lr": "0.5",
+    "label": "1e3",  # a str that looks like a number stays text
+    "verbose": "yes",
+    "sizes": "[1, 2.5]",
+    "weights": '{"a": 1}',
+    "config": '{"name": "wide", "layers": [4, 4]}',
+}
+
+
+def test_literal_inputs_match_the_typed_parse_of_the_same_flags() -> None:
+    from fleetflow.cli.inputs import literal_inputs
+
+    typed = configurable.inputs_to_literals(configurable.parse_cli_inputs(_FLAGS))
+    assert literal_inputs(_FLAGS, configurable.spec) == typed
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"n": "three"}, "input 'n': expected int, got 'three'"),
+        ({"verbose": "maybe"}, "input 'verbose': expected bool"),
+        ({"config": '{"name": "x"}'}, "input 'config': expected Config"),
+    ],
+)
+def test_literal_inputs_name_the_input_that_is_wrong(raw: dict[str, str], message: str) -> None:
+    from fleetflow.cli.inputs import InputFlagError, literal_inputs
+
+    with pytest.raises(InputFlagError, match=message.replace("(", r"\(")):
+        literal_inputs(raw, configurable.spec)
