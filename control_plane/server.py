@@ -80,7 +80,11 @@ async def run_control_plane(
     throttle = open_throttle_store(settings.limits_store, settings.database.url)
     blob_store = open_blob_store(settings.blob.root)
     client = await connect_temporal(settings.temporal)
-    launcher = TemporalLauncher(client, settings.temporal.task_queue)
+    launcher = TemporalLauncher(
+        client,
+        settings.temporal.task_queue,
+        local_activities=settings.temporal.max_cached_workflows > 0,
+    )
     schedules = TemporalSchedules(client, settings.temporal.task_queue)
     attempts_ready = AttemptsReady()
     attempts_ready.bind(asyncio.get_running_loop())

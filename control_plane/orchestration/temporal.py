@@ -66,15 +66,18 @@ async def connect_temporal(settings: TemporalSettings, *, wait_seconds: float = 
 class TemporalLauncher:
     """Starts an execution's workflow; the workflow id is the execution id (idempotent)."""
 
-    def __init__(self, client: Client, task_queue: str) -> None:
+    def __init__(self, client: Client, task_queue: str, *, local_activities: bool = True) -> None:
+        """`local_activities`: whether the workers keep a workflow cache, so that the
+        workflows may run their short activities as local ones (`ExecutionInput`)."""
         self._client = client
         self._task_queue = task_queue
+        self._local_activities = local_activities
 
     async def start_execution(self, execution_id: str) -> bool:
         try:
             await self._client.start_workflow(
                 ExecutionWorkflow.run,
-                ExecutionInput(execution_id),
+                ExecutionInput(execution_id, local_activities=self._local_activities),
                 id=execution_id,
                 task_queue=self._task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,

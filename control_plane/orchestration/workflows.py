@@ -14,7 +14,8 @@ Changes here must keep replaying the recorded histories in tests/ (determinism).
 begun before `LOCAL_BATCHED` replays, and goes on with, the command sequence it began with: an
 ordinary activity per step, one `start_attempt` per unit and `complete_node` for every node.
 Since then, the activities are local activities (short database and blob-store work, run by the
-worker that runs the workflow task, with no round trip through the Temporal server), the ready
+worker that runs the workflow task, with no round trip through the Temporal server; ordinary
+ones where the workers keep no workflow cache: `ExecutionInput.local_activities`), the ready
 units are started together by `start_attempts`, and `complete_node` runs only for the nodes
 where it does something (a cached task, a map node).
 
@@ -144,6 +145,11 @@ class Resume:
 class ExecutionInput:
     execution_id: str
     resume: Resume | None = None
+    # Short activities run as local activities. False where the workers keep no workflow
+    # cache (FLEETFLOW_TEMPORAL_MAX_CACHED_WORKFLOWS=0): there, a workflow task holding a
+    # local activity leaves every other workflow's task waiting for the workflow task timeout
+    # (10 s each). Carried to child workflows; recorded in history, so a replay agrees.
+    local_activities: bool = True
 
 
 @dataclass
@@ -168,6 +174,7 @@ class Decision:
 class DynamicInput:
     execution_id: str
     node_id: str  # the dynamic node whose sub-DAG the workflow runs
+    local_activities: bool = True  # as ExecutionInput's
 
 
 @dataclass
@@ -196,6 +203,7 @@ class MapChunkInput:
     # With a `min_success_ratio`: how many of the node's elements may fail; the chunk stops
     # when more of its own did. Unused otherwise (any failure fails the chunk).
     failures_allowed: int = 0
+    local_activities: bool = True  # as ExecutionInput's
 
 
 @dataclass
@@ -319,7 +327,10 @@ class _Orchestrator:
 
     def __init__(self) -> None:
         self._finished: dict[str, AttemptFinished] = {}
-        self._local_batched = False
+        # Batched starts and `complete_node` only where needed (`LOCAL_BATCHED`), and
+        # local activities (`ExecutionInput.local_activities`).
+        self._batched = False
+        self._local = False
         # Reference nodes' runs (each waits on a child execution's workflow), to cancel them
         # when the execution ends otherwise than by succeeding.
         self._references: list[asyncio.Task[int]] = []
@@ -328,7 +339,7 @@ class _Orchestrator:
         self._finished[event.attempt_id] = event
 
     async def _activity(self, name: str, arg: object, result_type: type | None = None) -> object:
-        if self._local_batched:
+        if self._local:
             return await workflow.execute_local_activity(
                 name,
                 arg,
@@ -433,7 +444,7 @@ class _Units:
 
     async def launch(self) -> None:
         """Start every unit that may start now."""
-        if self._owner._local_batched:
+        if self._owner._batched:
             await self._launch_together()
             return
         for node_id, queue in self.waiting.items():
@@ -559,7 +570,8 @@ class MapChunkWorkflow(_Orchestrator):
 
     @workflow.run
     async def run(self, args: MapChunkInput) -> ChunkResult:
-        self._local_batched = True  # chunks were introduced after `LOCAL_BATCHED`
+        self._batched = True  # chunks were introduced after `LOCAL_BATCHED`
+        self._local = args.local_activities
         node = args.node
         units = _Units(self, args.execution_id, {node.node_id: node}, workflow.info().workflow_id)
         indexes = list(range(args.first, args.first + args.count))
@@ -648,14 +660,18 @@ class _Walker(_Orchestrator):
                     )
                     continue
                 chunks = chunked.pop(node_id).result() if node_id in chunked else 0
-                if nodes[node_id].completes or not self._local_batched:
+                if nodes[node_id].completes or not self._batched:
                     await self._activity("complete_node", NodeRef(execution_id, node_id, chunks))
                 done.add(node_id)
             if len(done) == len(nodes):
                 continue
             if plan.continue_after_events and not chunked and self._history_is_long(plan):
                 workflow.continue_as_new(
-                    ExecutionInput(execution_id, Resume(plan, sorted(done), units.carried()))
+                    ExecutionInput(
+                        execution_id,
+                        Resume(plan, sorted(done), units.carried()),
+                        local_activities=self._local,
+                    )
                 )
             if not units.running and not chunked:
                 continue
@@ -670,7 +686,7 @@ class _Walker(_Orchestrator):
         try:
             result = await workflow.execute_child_workflow(
                 DynamicWorkflow.run,
-                DynamicInput(execution_id, node.node_id),
+                DynamicInput(execution_id, node.node_id, local_activities=self._local),
                 id=dynamic_workflow_id(execution_id, node.node_id),
             )
         except ChildWorkflowError as err:
@@ -698,7 +714,7 @@ class _Walker(_Orchestrator):
             try:
                 await workflow.execute_child_workflow(
                     ExecutionWorkflow.run,
-                    ExecutionInput(start.execution_id),
+                    ExecutionInput(start.execution_id, local_activities=self._local),
                     id=start.execution_id,
                     parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                 )
@@ -764,6 +780,7 @@ class _Walker(_Orchestrator):
                             first,
                             units,
                             failures_allowed=allowed,
+                            local_activities=self._local,
                         ),
                         id=chunk_workflow_id(execution_id, node.node_id, chunk),
                     )
@@ -841,7 +858,8 @@ class ExecutionWorkflow(_Walker):
         execution_id = args.execution_id
         # Decided once, before the first command: false only when replaying a history begun
         # without the patch, which then keeps its own command sequence to the end.
-        self._local_batched = workflow.patched(LOCAL_BATCHED)
+        self._batched = workflow.patched(LOCAL_BATCHED)
+        self._local = self._batched and args.local_activities
         try:
             if args.resume is None:
                 plan = await self._activity("begin_execution", execution_id, ExecutionPlan)
@@ -861,7 +879,7 @@ class ExecutionWorkflow(_Walker):
             # same (uncaught, it would end the workflow without `finish_execution`). So does
             # a start refused because the execution finished meanwhile; `finish_execution`
             # then only cancels what is still active.
-            if not (self._local_batched and (is_cancelled_exception(err) or _finished(err))):
+            if not (self._batched and (is_cancelled_exception(err) or _finished(err))):
                 raise
             await self._cancel_references()
             return await self._finish(FinishExecutionInput(execution_id, "CANCELLED"))
@@ -884,7 +902,8 @@ class DynamicWorkflow(_Walker):
 
     @workflow.run
     async def run(self, args: DynamicInput) -> ChunkResult:
-        self._local_batched = True  # dynamic nodes came after `LOCAL_BATCHED`
+        self._batched = True  # dynamic nodes came after `LOCAL_BATCHED`
+        self._local = args.local_activities
         found = await self._activity(
             "expand_dynamic", NodeRef(args.execution_id, args.node_id), DynamicPlan
         )

@@ -302,3 +302,33 @@ async def test_with_dev_up_settings_a_chain_never_replays_its_history(
         assert mine == live, "the worker replayed the history with dev up's cache"
     else:
         assert len(mine) > len(live), "no replay without a cache: the check sees nothing"
+
+
+async def test_without_a_cache_concurrent_executions_never_wait_on_a_workflow_task_timeout(
+    orchestration: Orchestration,
+) -> None:
+    """A worker that keeps no workflow cache leaves every other workflow's task waiting while
+    one holds a local activity, until the workflow task timeout (10 s each). The control plane
+    then starts executions with ordinary activities (`local_activities=False`, as the server
+    does for FLEETFLOW_TEMPORAL_MAX_CACHED_WORKFLOWS=0), and no workflow task times out."""
+    o = orchestration
+    launcher = TemporalLauncher(o.client, o.queue, local_activities=False)
+    executions = [o.execution() for _ in range(3)]
+    async with o.make_worker(0):
+        for execution_id in executions:
+            await launcher.start_execution(execution_id)
+        for done in range(CHAIN_LENGTH):
+            for execution_id in executions:
+                await o.finish_next_step(execution_id, done)
+        for execution_id in executions:
+            await o.wait_succeeded(execution_id)
+    for execution_id in executions:
+        events = (await o.client.get_workflow_handle(execution_id).fetch_history()).events
+        kinds = {e.event_type for e in events}
+        assert EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT not in kinds, execution_id
+        assert EventType.EVENT_TYPE_MARKER_RECORDED not in {
+            e.event_type
+            for e in events
+            if e.marker_recorded_event_attributes.marker_name != "core_patch"
+        }, "a local activity ran"
+        assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED in kinds
