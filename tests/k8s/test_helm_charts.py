@@ -183,6 +183,10 @@ def test_unknown_keys_and_unsafe_transport_are_refused(helm: Path) -> None:
     nameless = run_helm(helm, "template", "x", AGENT, "--set", "tokenSecret.name=")
     assert nameless.returncode != 0
     assert "at '/tokenSecret/name'" in nameless.stderr
+    # The first admin's token has nowhere else to go (the root filesystem is read-only).
+    no_admin = run_helm(helm, "template", "x", CONTROL_PLANE, "--set", "bootstrapTokenSecret.key=")
+    assert no_admin.returncode != 0
+    assert "at '/bootstrapTokenSecret/key': minLength: got 0, want 1" in no_admin.stderr
 
 
 # ---------------------------------------------------------------------------- rendered objects
