@@ -12,6 +12,7 @@ schedules a pod.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from control_plane.settings import Settings
+from data_plane_agent.settings import AgentSettings, KubernetesSettings
 from tests.k8s.cluster import REPO, KubeCluster, start_cluster
 from tests.tiers import load_script, tier_unavailable
 
@@ -378,6 +381,89 @@ def test_agent_defaults_match_the_task_runtime_image(helm: Path) -> None:
         "fleetflow-default"
     ]
     assert_no_plaintext_secrets(documents)
+
+
+def process_environment(
+    documents: list[dict[str, Any]], container: dict[str, Any], secrets: dict[str, str]
+) -> dict[str, str]:
+    """The container's environment as its process sees it: the ConfigMaps it names, then its
+    variables, each Secret reference resolved from `secrets` ({"name/key": value})."""
+    config_maps = {d["metadata"]["name"]: d["data"] for d in of_kind(documents, "ConfigMap")}
+    environment: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            environment.update(config_maps[source["configMapRef"]["name"]])
+    for name, entry in env_of(container).items():
+        if "value" in entry:
+            environment[name] = entry["value"]
+        else:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            environment[name] = secrets[f"{ref['name']}/{ref['key']}"]
+    return environment
+
+
+def use_environment(monkeypatch: pytest.MonkeyPatch, environment: dict[str, str]) -> None:
+    for name in [n for n in os.environ if n.startswith("FLEETFLOW_")]:
+        monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_the_agent_reads_the_settings_the_chart_gives_it(
+    helm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent's own settings classes parse the rendered environment (names, JSON shapes)."""
+    documents = render(helm, AGENT, "fleetflow-system", "agent-gpu.yaml", release="gpu-east")
+    (container,) = containers(documents)
+    secrets = {"gpu-east-token/agent-token": "ffa_not-a-real-token"}
+    use_environment(monkeypatch, process_environment(documents, container, secrets))
+    agent = AgentSettings()
+    assert agent.control_plane == "fleetflow-grpc.ml.example.com:443"
+    assert agent.token.get_secret_value() == "ffa_not-a-real-token"
+    assert agent.tls_ca_file == Path("/etc/fleetflow/ca/ca.crt")
+    assert agent.tls_server_name == "fleetflow-grpc.ml.example.com"
+    assert agent.insecure is False
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {str(agent.work_dir), str(agent.tls_ca_file.parent)} <= mounts
+    executor = KubernetesSettings()
+    assert executor.namespaces == {"vision": "ml-vision", "nlp": "ml-nlp"}
+    assert executor.agent_name == "gpu-east"
+    assert executor.gpu_types == {"NVIDIA-H100-80GB-HBM3": "H100", "NVIDIA-A100-SXM4-80GB": "A100"}
+    assert [t["key"] for t in executor.gpu_tolerations] == ["nvidia.com/gpu", "dedicated"]
+    assert executor.cleanup == "delete"
+    assert executor.blob_access == "presigned"
+    assert executor.task_env == {"HF_HUB_OFFLINE": "1"}
+    assert executor.default_image == "registry.example.com/ml/task-runtime:2026.12"
+
+
+def test_the_control_plane_reads_the_settings_the_chart_gives_it(
+    helm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    documents = render(helm, CONTROL_PLANE, "fleetflow", "control-plane-production.yaml")
+    api = named(documents, "Deployment", "fleetflow-control-plane-api")
+    (container,) = api["spec"]["template"]["spec"]["containers"]
+    secrets = {
+        "prod-postgres/url": "postgresql+psycopg://fleetflow:pw@postgres/fleetflow",
+        "prod-temporal/frontend": "temporal.prod.svc:7233",
+        "prod-s3/access-key": "AK",
+        "prod-s3/secret-key": "SK",
+        "prod-s3/session-token": "ST",
+        "prod-admin/token": "ffu_admin",
+    }
+    use_environment(monkeypatch, process_environment(documents, container, secrets))
+    settings = Settings()
+    assert settings.database.url == secrets["prod-postgres/url"]
+    assert settings.temporal.address == "temporal.prod.svc:7233"
+    assert settings.temporal.namespace == "fleetflow-prod"
+    assert settings.blob.root == "s3://ml-prod/fleetflow"
+    assert (settings.api.host, settings.api.port) == ("0.0.0.0", 8080)
+    assert (settings.grpc.host, settings.grpc.port) == ("0.0.0.0", 9090)
+    assert str(settings.grpc.tls_cert_file) == "/etc/fleetflow/tls/tls.crt"
+    assert str(settings.grpc.tls_client_ca_file) == "/etc/fleetflow/client-ca/ca.crt"
+    assert settings.grpc.insecure is False
+    assert settings.placement.strategy == "binpack"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": settings.api.port, "grpc": settings.grpc.port}
 
 
 def test_plain_manifests_are_generated_from_the_charts(helm: Path) -> None:
