@@ -275,7 +275,7 @@ def test_control_plane_manifests_pass_a_server_side_dry_run(k8s_stack: K8sStack)
     apps = k8s.AppsV1Api(cluster.api())
     assert not apps.list_namespaced_deployment("fleetflow").items
     deployments = [d for d in documents if d["kind"] == "Deployment"]
-    api = next(d for d in deployments if d["metadata"]["name"] == "fleetflow-api")
+    api = next(d for d in deployments if d["metadata"]["name"] == "fleetflow-control-plane-api")
     probes = api["spec"]["template"]["spec"]["containers"][0]
     assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
