@@ -41,12 +41,12 @@ test: install servers
 	@# Chromium for the browser tests; without it (not root, no apt) they skip loudly, and
 	@# fail under FLEETFLOW_REQUIRE_BROWSER=1 as in CI.
 	-$(BIN)/python infra/scripts/chromium.py
-	$(BIN)/pytest -q -m "$(TEST_MARKERS)"
+	$(BIN)/pytest -q -m "$(TEST_MARKERS)" --durations=25
 
 ## Hardening (issue 8) with large example budgets: fuzzing every REST operation, limits,
 ## attacks, gRPC faults, property tests. `make test` runs the same tests with small budgets.
 test-hardening: install servers
-	FLEETFLOW_HARDENING_EXAMPLES=100 $(BIN)/pytest -q tests/hardening
+	FLEETFLOW_HARDENING_EXAMPLES=100 $(BIN)/pytest -q tests/hardening --durations=15
 
 ## The Kubernetes tier: two real clusters (kube-apiserver, etcd, kube-scheduler) with kwok GPU
 ## nodes, the Kubernetes executor and manifests against them (docs/kubernetes.md).
