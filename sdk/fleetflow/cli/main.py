@@ -72,7 +72,7 @@ SDK_GROUPS = {
         LazyGroup(
             "executions",
             "Inspect, wait for, cancel, relaunch and recover executions on the control plane; "
-            "read their outputs and logs.",
+            "read their outputs, logs and notifications.",
             WORKFLOWS_PANEL,
             _attribute("fleetflow.cli.executions", "executions_app"),
         ),
