@@ -459,3 +459,44 @@ def test_a_launch_plans_rules_go_with_its_executions_and_read_back_redacted(
         json={"workflow": workflow_spec.name, "inputs": {"n": 1}, "notifications": [_hook()]},
     )
     assert plain.status_code == 201, plain.text
+
+
+def test_the_cli_sets_rules_and_shows_the_log(
+    notify_stack: Stack, versions: dict[str, str], receiver: Receiver
+) -> None:
+    failing = next(n for n in versions if n.endswith(".failing"))
+    bad = notify_stack.cli(
+        "launchplans", "create", "alerts", failing, "--notify-webhook", "ftp://x", "--json"
+    )
+    assert bad.returncode == 2 and "webhook.url" in bad.stderr, bad.stderr
+    created = notify_stack.cli(
+        "launchplans",
+        "create",
+        "alerts",
+        failing,
+        "--default",
+        "x=3",
+        "--notify-webhook",
+        f"{receiver.url}/ok/cli",
+        "--notify-on",
+        "failed,cancelled",
+        "--json",
+    )
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["notifications"] == [
+        {"on": ["failed", "cancelled"], "url": receiver.url + "/…", "format": "json"}
+    ]
+    launched = notify_stack.cli("launchplans", "launch", "alerts", "--json")
+    assert launched.returncode == 0, launched.stderr
+    execution_id = json.loads(launched.stdout)["id"]
+    assert _finished(notify_stack, execution_id) == "FAILED"
+    _wait_log(
+        notify_stack,
+        execution_id,
+        "the plan's rule delivered",
+        lambda log: log and log[0]["status"] == "delivered",
+    )
+    assert json.loads(receiver.at("/ok/cli")[0].body)["execution_id"] == execution_id
+    shown = notify_stack.cli("executions", "notifications", execution_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "delivered" in shown.stdout and receiver.url in shown.stdout

@@ -190,6 +190,7 @@ def list_deliveries(
                 NotificationDelivery.execution_id == execution_id,
             )
             .order_by(NotificationDelivery.created_at, NotificationDelivery.rule_index)
+            .execution_options(populate_existing=True)
         )
     )
 
