@@ -500,3 +500,38 @@ def test_the_cli_sets_rules_and_shows_the_log(
     shown = notify_stack.cli("executions", "notifications", execution_id)
     assert shown.returncode == 0, shown.stderr
     assert "delivered" in shown.stdout and receiver.url in shown.stdout
+
+
+def test_run_remote_takes_notification_options(notify_stack: Stack, receiver: Receiver) -> None:
+    local = notify_stack.cli(
+        "run", str(FLOWS), "fine", "--x", "1", "--notify-webhook", "https://e.com"
+    )
+    assert local.returncode == 2 and "add --remote" in local.stderr, local.stderr
+    run = notify_stack.cli(
+        "run",
+        "--remote",
+        "--no-wait",
+        "--json",
+        str(FLOWS),
+        "fine",
+        "--x",
+        "4",
+        "--notify-webhook",
+        f"{receiver.url}/ok/run-remote",
+        "--notify-on",
+        "succeeded",
+        "--notify-format",
+        "slack",
+    )
+    assert run.returncode == 0, run.stderr
+    execution_id = json.loads(run.stdout)["id"]
+    assert _finished(notify_stack, execution_id) == "SUCCEEDED"
+    [delivery] = _wait_log(
+        notify_stack,
+        execution_id,
+        "the run's rule delivered",
+        lambda log: log and log[0]["status"] == "delivered",
+    )
+    assert (delivery["state"], delivery["format"]) == ("succeeded", "slack")
+    [request] = receiver.at("/ok/run-remote")
+    assert execution_id in json.loads(request.body)["text"]

@@ -33,7 +33,16 @@ from typer.core import TyperCommand, TyperGroup
 
 from fleetflow.cli import account
 from fleetflow.cli import usage as usage_commands
-from fleetflow.cli.common import TENANT_META_KEY, CommandUsageError, client, print_json
+from fleetflow.cli.common import (
+    NOTIFY_FORMAT_OPTION,
+    NOTIFY_ON_OPTION,
+    NOTIFY_WEBHOOK_OPTION,
+    TENANT_META_KEY,
+    CommandUsageError,
+    client,
+    notification_rules,
+    print_json,
+)
 from fleetflow.cli.inputs import InputFlagError, did_you_mean, split_input_flags
 from fleetflow.errors import FleetflowError, MapElementsFailedError, WorkflowInputError
 from fleetflow.loader import WorkflowNotFoundError
@@ -414,6 +423,9 @@ def run(
         ),
         show_default=False,
     ),
+    notify_webhook: list[str] = NOTIFY_WEBHOOK_OPTION,
+    notify_on: str = NOTIFY_ON_OPTION,
+    notify_format: str = NOTIFY_FORMAT_OPTION,
     as_json: bool = typer.Option(
         False,
         "--json",
@@ -432,6 +444,9 @@ def run(
         raise CommandUsageError("--dry-run previews a remote run: add --remote")
     if priority and not remote:
         raise CommandUsageError("--priority orders remote runs: add --remote")
+    if notify_webhook and not remote:
+        raise CommandUsageError("--notify-webhook notifies of remote runs: add --remote")
+    rules = notification_rules(notify_webhook, notify_on, notify_format)
     if remote and cache_dir is not None:
         raise CommandUsageError(
             "--cache-dir is for local runs; remote runs use the control plane's task cache"
@@ -478,6 +493,7 @@ def run(
             timeout=timeout,
             console=console,
             priority=priority,
+            notifications=rules,
             as_json=as_json,
             err_console=err_console,
         )

@@ -7,7 +7,9 @@ import asyncio
 import hashlib
 import hmac
 import random
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -247,3 +249,25 @@ def test_a_terminal_state_queues_the_rules_that_fire_on_it_in_its_transaction(
     session.commit()
     [row] = [r for r in repo.list_deliveries(session, tenant.id, execution.id) if r.rule_index == 0]
     assert (row.attempts, row.last_status_code, row.status) == (1, 500, "failed")
+
+
+def test_the_documented_receiver_snippet_verifies_a_delivery() -> None:
+    """The `verify` of docs/launchplans.md accepts what the control plane signs, and nothing
+    else."""
+    doc = (Path(__file__).parents[3] / "docs" / "launchplans.md").read_text()
+    snippet = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)
+    verify = namespace["verify"]
+    body = b'{"state":"FAILED"}'
+    sent = int(time.time())
+    headers = {
+        "X-Fleetflow-Timestamp": str(sent),
+        "X-Fleetflow-Signature": signature("ffwh_k", sent, body),
+    }
+    assert verify("ffwh_k", headers, body)
+    assert not verify("ffwh_other", headers, body)
+    assert not verify("ffwh_k", headers, body + b"\n")
+    old = {**headers, "X-Fleetflow-Timestamp": str(sent - 3600)}
+    old["X-Fleetflow-Signature"] = signature("ffwh_k", sent - 3600, body)
+    assert not verify("ffwh_k", old, body)
