@@ -26,7 +26,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -247,21 +247,22 @@ class NotificationSender:
         return len(claimed)
 
     def _claim(self, free: int) -> list[repo.Claimed]:
+        """Claim up to `free` due deliveries, tenant by tenant (the longest waiting first),
+        each tenant within its free share: a tenant with a flood of due rows, or with slow
+        receivers holding its slots, leaves the rest to the others."""
         now = utcnow()
         until = now + timedelta(seconds=self._attempt_deadline + 5)
         taken: list[repo.Claimed] = []
-        per_tenant = dict(self._in_flight)
         with transaction(self._sessions) as session:
-            due: Iterable[repo.Due] = repo.due_deliveries(session, now, limit=free * 8)
-            for item in due:
-                if len(taken) >= free:
+            for tenant_id in repo.due_tenants(session, now):
+                left = free - len(taken)
+                if left <= 0:
                     break
-                if per_tenant.get(item.tenant_id, 0) >= self._settings.per_tenant_concurrency:
-                    continue  # this tenant has its share in flight: others go first
-                claimed = repo.claim_delivery(session, item.id, now, until)
-                if claimed is not None:
-                    taken.append(claimed)
-                    per_tenant[item.tenant_id] = per_tenant.get(item.tenant_id, 0) + 1
+                share = self._settings.per_tenant_concurrency - self._in_flight.get(tenant_id, 0)
+                for delivery_id in repo.due_deliveries(session, tenant_id, now, min(share, left)):
+                    claimed = repo.claim_delivery(session, delivery_id, now, until)
+                    if claimed is not None:
+                        taken.append(claimed)
         return taken
 
     async def _send(self, item: repo.Claimed) -> None:
@@ -309,15 +310,25 @@ class NotificationSender:
         extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
         assert self._client is not None
         try:
-            async with asyncio.timeout(self._attempt_deadline):
-                response = await self._client.post(
-                    target, content=body, headers=headers, timeout=timeout, extensions=extensions
-                )
+            async with (
+                asyncio.timeout(self._attempt_deadline),
+                # Streamed and never read: a receiver's answer is its status alone, and a
+                # hostile one cannot make the control plane buffer a large body.
+                self._client.stream(
+                    "POST",
+                    target,
+                    content=body,
+                    headers=headers,
+                    timeout=timeout,
+                    extensions=extensions,
+                ) as response,
+            ):
+                code = response.status_code
         except (httpx.HTTPError, TimeoutError) as exc:
             return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if 200 <= response.status_code < 300:
-            return response.status_code, None
-        return response.status_code, f"the receiver answered {response.status_code}"
+        if 200 <= code < 300:
+            return code, None
+        return code, f"the receiver answered {code}"
 
     def _signing_key(self, tenant_id: str) -> str:
         with transaction(self._sessions) as session:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import (
@@ -91,24 +91,35 @@ def queue_deliveries(session: Session, execution: Execution, state: ExecutionSta
     return len(rows)
 
 
-@dataclass(frozen=True)
-class Due:
-    id: str
-    tenant_id: str
-
-
-def due_deliveries(session: Session, now: datetime, limit: int) -> list[Due]:
-    """Pending deliveries due at `now`, the longest due first."""
+def due_tenants(session: Session, now: datetime) -> list[str]:
+    """The tenants with pending deliveries due at `now`, the longest waiting first."""
+    oldest = func.min(NotificationDelivery.next_attempt_at)
     rows = session.execute(
-        select(NotificationDelivery.id, NotificationDelivery.tenant_id)
+        select(NotificationDelivery.tenant_id)
         .where(
             NotificationDelivery.status == DeliveryStatus.PENDING.value,
             NotificationDelivery.next_attempt_at <= now,
         )
-        .order_by(NotificationDelivery.next_attempt_at)
-        .limit(limit)
+        .group_by(NotificationDelivery.tenant_id)
+        .order_by(oldest)
     )
-    return [Due(delivery_id, tenant_id) for delivery_id, tenant_id in rows]
+    return [tenant_id for (tenant_id,) in rows]
+
+
+def due_deliveries(session: Session, tenant_id: str, now: datetime, limit: int) -> list[str]:
+    """Ids of the tenant's pending deliveries due at `now`, the longest due first."""
+    return list(
+        session.scalars(
+            select(NotificationDelivery.id)
+            .where(
+                NotificationDelivery.tenant_id == tenant_id,
+                NotificationDelivery.status == DeliveryStatus.PENDING.value,
+                NotificationDelivery.next_attempt_at <= now,
+            )
+            .order_by(NotificationDelivery.next_attempt_at)
+            .limit(limit)
+        )
+    )
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,14 @@ import hmac
 import random
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db.models import NotificationDelivery, utcnow
 from control_plane.db.repositories import notifications as repo
@@ -23,9 +24,10 @@ from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.executions import create_execution, move_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
-from control_plane.db.session import make_engine, make_session_factory
+from control_plane.db.session import make_engine, make_session_factory, transaction
 from control_plane.services.executions import ExecutionRequestError
 from control_plane.services.notifications import (
+    NotificationSender,
     RefusedTarget,
     backoff_seconds,
     check_targets,
@@ -241,7 +243,7 @@ def test_a_terminal_state_queues_the_rules_that_fire_on_it_in_its_transaction(
     first = repo.claim_delivery(session, queued[0].id, now, later)
     assert first is not None and first.url == "https://hooks.example.com/T/B/x"
     assert repo.claim_delivery(session, queued[0].id, now, later) is None
-    assert [d.id for d in repo.due_deliveries(session, now, 10)] == [queued[1].id]
+    assert repo.due_deliveries(session, tenant.id, now, 10) == [queued[1].id]
     status = repo.record_attempt(
         session, queued[0].id, delivered=False, status_code=500, error="500", retry_at=None
     )
@@ -271,3 +273,46 @@ def test_the_documented_receiver_snippet_verifies_a_delivery() -> None:
     old = {**headers, "X-Fleetflow-Timestamp": str(sent - 3600)}
     old["X-Fleetflow-Signature"] = signature("ffwh_k", sent - 3600, body)
     assert not verify("ffwh_k", old, body)
+
+
+def test_a_tenants_flood_of_due_deliveries_leaves_the_others_their_turn(
+    session_factory: sessionmaker[Session], workflow_spec: WorkflowSpec
+) -> None:
+    """20 due deliveries of one tenant and 1 of another: a round claims the first tenant's
+    share (4) and the other's one, not the first tenant's oldest 5; a replica claims no row
+    another holds."""
+    with transaction(session_factory) as session:
+        executions = {}
+        for name in ("flood", "quiet"):
+            tenant = get_or_create_tenant(session, name)
+            version = register_workflow_version(session, tenant.id, workflow_spec, "a" * 64, None)
+            executions[name] = create_execution(session, tenant.id, version, {})
+        now = utcnow()
+        for name, count in (("flood", 20), ("quiet", 1)):
+            execution = executions[name]
+            for index in range(count):
+                session.add(
+                    NotificationDelivery(
+                        id=f"nd-{name}-{index:02d}",
+                        tenant_id=execution.tenant_id,
+                        execution_id=execution.id,
+                        rule_index=index,
+                        state="failed",
+                        url="https://example.com/",
+                        format="json",
+                        payload={},
+                        status="pending",
+                        attempts=0,
+                        # The flood is older: oldest first alone would starve the quiet one.
+                        next_attempt_at=now - timedelta(minutes=10 if name == "flood" else 1),
+                        created_at=now,
+                    )
+                )
+    settings = NotifySettings(concurrency=6, per_tenant_concurrency=4)
+    first = NotificationSender(session_factory, settings, "http://api")
+    claimed = first._claim(6)
+    assert sorted(c.id for c in claimed if "quiet" in c.id) == ["nd-quiet-00"]
+    assert len([c for c in claimed if "flood" in c.id]) == 4
+    replica = NotificationSender(session_factory, settings, "http://api")
+    again = replica._claim(6)
+    assert len(again) == 4 and not {c.id for c in again} & {c.id for c in claimed}
