@@ -453,12 +453,31 @@ def test_a_launch_plans_rules_go_with_its_executions_and_read_back_redacted(
         assert execution.notifications == [
             NotificationRule.model_validate(rule).model_dump(mode="json") for rule in rules
         ]
-    # An execution without rules stores none; its own rules are taken as given.
-    plain = client.post(
+    # An execution's own rules are kept as given, and a relaunch carries its source's.
+    own = client.post(
         "/api/v1/executions",
         json={"workflow": workflow_spec.name, "inputs": {"n": 1}, "notifications": [_hook()]},
     )
+    assert own.status_code == 201, own.text
+    again = client.post(f"/api/v1/executions/{own.json()['id']}/relaunch", json={})
+    assert again.status_code == 201, again.text
+    plain = client.post(
+        "/api/v1/executions", json={"workflow": workflow_spec.name, "inputs": {"n": 1}}
+    )
     assert plain.status_code == 201, plain.text
+    with sessions() as session:
+        stored = {
+            row.id: row.notifications
+            for row in session.query(Execution).filter(
+                Execution.id.in_([own.json()["id"], again.json()["id"], plain.json()["id"]])
+            )
+        }
+    rule = NotificationRule.model_validate(_hook()).model_dump(mode="json")
+    assert stored == {
+        own.json()["id"]: [rule],
+        again.json()["id"]: [rule],
+        plain.json()["id"]: None,
+    }
 
 
 def test_the_cli_sets_rules_and_shows_the_log(
