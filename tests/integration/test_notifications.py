@@ -354,6 +354,8 @@ def test_the_delivery_log_is_for_the_tenants_admins_only(
     assert rotated.status_code == 200 and rotated.json()["key"] != theirs.json()["key"]
     with notify_stack.client() as client:
         assert client.executions.signing_key().key == ours
+        audited = [(e.action, e.actor, e.target) for e in client.admin.audit_log()]
+    assert ("notifications.rotate_key", "mallory", "hostile") in audited
 
 
 # --- the REST API in-process: rules as requests carry them --------------------------------

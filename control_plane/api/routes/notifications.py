@@ -12,10 +12,11 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy.orm import Session
 
-from control_plane.api.auth import NotificationsRead, NotificationsWrite
+from control_plane.api.auth import Caller, NotificationsRead, NotificationsWrite
 from control_plane.api.deps import SessionDep
 from control_plane.api.errors import ApiError
 from control_plane.db.models import NotificationDelivery as DeliveryRow
+from control_plane.db.repositories import audit
 from control_plane.db.repositories import notifications as repo
 from control_plane.db.repositories.executions import get_execution
 from control_plane.schemas.common import ErrorResponse
@@ -59,8 +60,11 @@ def execution_notifications(
     return [_public(row) for row in repo.list_deliveries(session, caller.tenant.id, execution_id)]
 
 
-def _key(session: Session, tenant_id: str, *, rotate: bool) -> SigningKey:
+def _key(session: Session, caller: Caller, *, rotate: bool) -> SigningKey:
+    tenant_id = caller.tenant.id
     row = (repo.rotate_signing_key if rotate else repo.signing_key)(session, tenant_id)
+    if rotate:
+        audit.record(session, caller.principal, "notifications.rotate_key", caller.tenant.name)
     answer = SigningKey(key=row.key, created_at=row.created_at)
     session.commit()
     return answer
@@ -69,10 +73,11 @@ def _key(session: Session, tenant_id: str, *, rotate: bool) -> SigningKey:
 @router.get("/notifications/signing-key")
 def get_signing_key(session: SessionDep, caller: NotificationsRead) -> SigningKey:
     """The key the tenant's webhook deliveries are signed with (made at first use)."""
-    return _key(session, caller.tenant.id, rotate=False)
+    return _key(session, caller, rotate=False)
 
 
 @router.post("/notifications/signing-key/rotate")
 def rotate_signing_key(session: SessionDep, caller: NotificationsWrite) -> SigningKey:
-    """Replace the signing key: deliveries sent from now on are signed with the new one."""
-    return _key(session, caller.tenant.id, rotate=True)
+    """Replace the signing key: deliveries sent from now on are signed with the new one
+    (audited)."""
+    return _key(session, caller, rotate=True)
