@@ -8,7 +8,9 @@ plan's rules inherited by its executions) run against the REST API in-process.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +27,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from control_plane.api.app import create_app
 from control_plane.auth.rbac import Authorizer
 from control_plane.db.models import Execution
-from control_plane.db.session import make_engine, make_session_factory
+from control_plane.db.repositories.notifications import Claimed
+from control_plane.db.repositories.tenants import get_or_create_tenant
+from control_plane.db.session import make_engine, make_session_factory, transaction
+from control_plane.services.notifications import NotificationSender
 from control_plane.settings import ApiSettings, DatabaseSettings, NotifySettings, Settings
 from fleetflow.api_models.notifications import NotificationRule
 from fleetflow.api_models.tenancy import Role
@@ -37,6 +42,7 @@ from fleetflow.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signat
 from tests.integration.auth import bearer, principal_token
 from tests.integration.stack import Stack, TemporalServer, start_stack
 from tests.integration.test_api import FakeLauncher, make_bundle
+from tests.pki import _leaf, make_pki
 
 pytestmark = pytest.mark.integration
 
@@ -556,3 +562,60 @@ def test_run_remote_takes_notification_options(notify_stack: Stack, receiver: Re
     assert (delivery["state"], delivery["format"]) == ("succeeded", "slack")
     [request] = receiver.at("/ok/run-remote")
     assert execution_id in json.loads(request.body)["text"]
+
+
+def test_https_goes_to_the_checked_address_and_verifies_the_url_host(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """The sender connects to the address it checked, not to a second resolution, yet TLS
+    is still the URL host's: SNI and certificate verification use the name (a certificate
+    for `localhost` only is accepted at https://localhost and refused at https://127.0.0.1)."""
+    pki = make_pki(tmp_path / "pki")
+    cert = _leaf(
+        "hook",
+        "/CN=hook",
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost\n",
+        (pki.ca_cert, tmp_path / "pki" / "ca.key"),
+        tmp_path / "pki",
+    )
+    seen: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            seen.append((dict(self.headers), body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, tmp_path / "pki" / "hook.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    with transaction(session_factory) as session:
+        tenant_id = get_or_create_tenant(session, "tls").id
+
+    async def attempt(url: str) -> tuple[int | None, str | None]:
+        trusted = ssl.create_default_context(cafile=str(pki.ca_cert))
+        async with httpx.AsyncClient(verify=trusted) as client:
+            sender = NotificationSender(
+                session_factory, NotifySettings(allow_private=True), "http://api", client=client
+            )
+            claimed = Claimed("nd-tls", tenant_id, url, "json", {"path": "/x", "state": "X"}, 0)
+            return await sender._attempt(claimed)
+
+    try:
+        assert asyncio.run(attempt(f"https://localhost:{port}/hook?k=1")) == (204, None)
+        [(headers, body)] = seen
+        assert headers["Host"] == f"localhost:{port}"
+        assert json.loads(body)["url"] == "http://api/x"
+        code, error = asyncio.run(attempt(f"https://127.0.0.1:{port}/hook"))
+        assert code is None and "CERTIFICATE_VERIFY_FAILED" in (error or ""), error
+        assert len(seen) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
