@@ -38,6 +38,7 @@ from control_plane.services.cluster_health import watch_cluster_health
 from control_plane.services.executions import RootsFirstLauncher
 from control_plane.services.finish_notifier import FinishNotifier
 from control_plane.services.launch_reconciler import relaunch_queued_executions
+from control_plane.services.notifications import NotificationSender
 from control_plane.services.schedules import ScheduleActivities, TemporalSchedules
 from control_plane.services.sticky_recovery import restart_running_workflows
 from control_plane.settings import Settings
@@ -144,6 +145,9 @@ async def run_control_plane(
         if parts.grpc:
             notifier = FinishNotifier(sessions, launcher.signal_attempt_finished)
             tasks.append(asyncio.create_task(notifier.run(stop), name="finish-notifier"))
+            # Webhooks of finished executions, from their outbox (any replica may send).
+            sender = NotificationSender.for_settings(sessions, settings)
+            tasks.append(asyncio.create_task(sender.run(stop), name="notification-sender"))
             tasks.append(
                 asyncio.create_task(
                     watch_cluster_health(

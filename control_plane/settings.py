@@ -197,6 +197,36 @@ class MetricsSettings(BaseSettings):
     )
 
 
+class NotifySettings(BaseSettings):
+    """Webhook notifications of executions' terminal states (services/notifications.py)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETFLOW_NOTIFY_", extra="ignore")
+
+    allow_private: bool = Field(
+        default=False,
+        description="allow webhook URLs whose host is (or resolves to) a loopback, private, "
+        "link-local or otherwise non-public address; off: tenants cannot reach the platform's "
+        "own network through a webhook",
+    )
+    api_url: str | None = Field(
+        default=None,
+        description="the REST API's base URL as receivers should read it (the `url` of an "
+        "event); unset: http://<api host>:<api port>",
+    )
+    connect_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    read_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=120, description="a receiver slower than this fails the attempt"
+    )
+    max_attempts: int = Field(default=8, ge=1, le=50)
+    backoff_base_seconds: float = Field(default=2.0, gt=0, le=600)
+    backoff_max_seconds: float = Field(default=600.0, gt=0, le=24 * 3600)
+    concurrency: int = Field(default=32, ge=1, le=1000, description="deliveries in flight")
+    per_tenant_concurrency: int = Field(
+        default=4, ge=1, le=1000, description="deliveries of one tenant in flight"
+    )
+    poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+
+
 class Settings(BaseSettings):
     """All control-plane settings. Sub-settings read their own `FLEETFLOW_<SUBSYSTEM>_*`."""
 
@@ -210,6 +240,7 @@ class Settings(BaseSettings):
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     @property
     def limits_store(self) -> LimitsStore:

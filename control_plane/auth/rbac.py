@@ -43,6 +43,9 @@ class Obj(StrEnum):
     QUOTA = "quota"  # the tenant's limits and current usage
     USAGE = "usage"  # accounting history and dashboards
     MEMBERS = "members"  # users, service accounts, tokens and roles inside the tenant
+    # Webhook delivery logs and the signing key: the tenant's admins only (rules themselves
+    # come with launch plans and executions, under their rights).
+    NOTIFICATIONS = "notifications"
     PLATFORM = "platform"  # tenants, quotas, clusters and grants, the audit log
 
 
@@ -57,7 +60,10 @@ _READ_ONLY = (Obj.CLUSTERS, Obj.QUOTA, Obj.USAGE)
 ROLE_PERMISSIONS: dict[Role, tuple[tuple[str, str], ...]] = {
     Role.PLATFORM_ADMIN: ((ANY, ANY),),
     Role.TENANT_ADMIN: (
-        *((obj.value, ANY) for obj in (Obj.WORKFLOWS, Obj.EXECUTIONS, Obj.MEMBERS)),
+        *(
+            (obj.value, ANY)
+            for obj in (Obj.WORKFLOWS, Obj.EXECUTIONS, Obj.MEMBERS, Obj.NOTIFICATIONS)
+        ),
         *((obj.value, Act.READ.value) for obj in _READ_ONLY),
     ),
     Role.DEVELOPER: (

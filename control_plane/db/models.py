@@ -108,6 +108,10 @@ class Execution(Base):
     # that succeeded (`ExecutionActivities._create_units`); NULL for one launched afresh.
     relaunched_from: Mapped[str | None] = mapped_column(String(64))
     recovered_from: Mapped[str | None] = mapped_column(String(64))
+    # Its notification rules (`fleetflow.api_models.notifications.NotificationRule` as JSON,
+    # its own or its launch plan's); NULL: none. Reaching a terminal state queues their
+    # deliveries in the same transaction (`db/repositories/notifications.py`).
+    notifications: Mapped[list[Any] | None] = mapped_column(JSON)
 
     workflow: Mapped[WorkflowVersion] = relationship(lazy="joined")
     attempts: Mapped[list[TaskAttempt]] = relationship(
@@ -356,5 +360,49 @@ class LaunchPlan(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Notification rules every execution it launches carries; NULL: none.
+    notifications: Mapped[list[Any] | None] = mapped_column(JSON)
 
     workflow: Mapped[WorkflowVersion] = relationship(lazy="joined")
+
+
+class NotificationDelivery(Base):
+    """The outbox of webhook notifications: one row per rule an execution's terminal state
+    fired, written in the transaction that committed that state, and sent (again, with
+    backoff) by `services/notifications.py` until delivered or given up. `next_attempt_at` is
+    also the claim: a sender pushes it past its own deadline before sending, so one replica
+    sends a row at a time and a crashed sender's row is due again after it."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (
+        UniqueConstraint("execution_id", "rule_index", "state"),
+        Index("ix_notification_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id"), index=True)
+    rule_index: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))  # NotifyOn
+    url: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(16))
+    # The event (`services/notifications.py` renders it as the rule's format).
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))  # DeliveryStatus
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NotificationSigningKey(Base):
+    """A tenant's webhook signing key (HMAC-SHA256), made at its first use and replaced by a
+    rotation. Kept as is, not hashed: the control plane signs with it."""
+
+    __tablename__ = "notification_signing_keys"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -13,6 +13,7 @@ from fleetflow.api_models.executions import (
     ExecutionPublic,
     OutputBlob,
 )
+from fleetflow.api_models.notifications import MAX_RULES, NotificationRule
 
 __all__ = [
     "AttemptPublic",
@@ -40,6 +41,11 @@ class ExecutionCreate(BaseModel):
         le=1000,
         description="among the tenant's waiting tasks, higher starts first (fair share "
         "between tenants comes before it)",
+    )
+    notifications: list[NotificationRule] = Field(
+        default_factory=list,
+        max_length=MAX_RULES,
+        description="webhooks to call when the execution reaches a terminal state",
     )
 
 

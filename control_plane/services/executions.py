@@ -32,6 +32,7 @@ from control_plane.schemas.common import FieldError
 from control_plane.schemas.executions import ExecutionCreate
 from control_plane.services.execution_inputs import InputValidationError, validate_execution_inputs
 from control_plane.services.tenant_blobs import Refused, TenantBlobs
+from fleetflow.api_models.notifications import NotificationRule
 from fleetflow.files import blob_literals
 from fleetflow.ir import TypedInterface, WorkflowSpec
 from fleetflow.states import ExecutionState
@@ -204,6 +205,8 @@ def request_hash(body: ExecutionCreate, source: Source | None = None) -> str:
     spelled out or left out make no difference. A relaunch or recovery (`source`) differs
     from a launch, and from each other, on the same body."""
     request = body.model_dump(mode="json")
+    if not request.get("notifications"):  # as requests hashed before notifications existed
+        request.pop("notifications", None)
     if source is not None:
         request["source"] = source.columns()
     canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
@@ -293,6 +296,7 @@ def relaunch_execution(
         version=source.workflow.version if version == "same" else None,
         inputs=load_values(source.inputs, blob_store) or {},
         priority=source.priority,
+        notifications=[NotificationRule.model_validate(r) for r in source.notifications or []],
     )
     return create_execution(
         session,
@@ -333,6 +337,7 @@ def _create_execution(
         stored,
         execution_id=execution_id,
         priority=body.priority,
+        notifications=[rule.model_dump(mode="json") for rule in body.notifications],
         **(source.columns() if source else {}),
     )
     if idempotency_key is not None:

@@ -26,6 +26,7 @@ from fleetflow.api_models.launch_plans import (
     LaunchPlanPublic,
     ScheduleSpec,
 )
+from fleetflow.api_models.notifications import NotificationRule, NotificationRulePublic
 from fleetflow.ir import TypedInterface
 
 _MISSING = "missing required input"
@@ -63,6 +64,10 @@ def launch_plan_public(plan: LaunchPlan) -> LaunchPlanPublic:
         active=plan.active,
         paused=plan.paused,
         created_at=plan.created_at,
+        notifications=[
+            NotificationRulePublic.of(NotificationRule.model_validate(rule))
+            for rule in plan.notifications or []
+        ],
     )
 
 
@@ -160,6 +165,7 @@ def save_launch_plan(session: Session, tenant: Tenant, body: LaunchPlanCreate) -
         priority=body.priority,
         active=False,
         paused=False,
+        notifications=[rule.model_dump(mode="json") for rule in body.notifications] or None,
     )
     session.add(plan)
     session.commit()
@@ -196,6 +202,7 @@ def execution_request(
         version=plan.workflow.version,
         inputs=merged,
         priority=plan.priority,
+        notifications=[NotificationRule.model_validate(r) for r in plan.notifications or []],
     )
 
 

@@ -42,6 +42,7 @@ from control_plane.services.executions import (
     create_execution,
     relaunch_execution,
 )
+from control_plane.services.notifications import check_targets
 from control_plane.settings import Settings
 from fleetflow.api_models.executions import ChildExecution
 from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
@@ -151,6 +152,7 @@ def _create(
 ) -> tuple[ExecutionPublic, bool]:
     """The execution as the API shows it, and whether an earlier request created it."""
     ttl = timedelta(seconds=settings.api.idempotency_key_ttl_seconds)
+    check_targets(body.notifications, settings.notify)
     creation = create_execution(
         session, tenant, body, blob_store, idempotency_key=idempotency_key, idempotency_key_ttl=ttl
     )

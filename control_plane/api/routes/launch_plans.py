@@ -36,6 +36,7 @@ from control_plane.services.launch_plans import (
     list_launch_plans,
     save_launch_plan,
 )
+from control_plane.services.notifications import check_targets
 from control_plane.services.schedules import (
     InvalidSchedule,
     SchedulesUnavailable,
@@ -80,8 +81,11 @@ def _request_error(exc: ExecutionRequestError) -> ApiError:
     return ApiError(404 if isinstance(exc, WorkflowNotRegistered) else 422, str(exc), exc.errors)
 
 
-def _save(session: Session, tenant: Tenant, body: LaunchPlanCreate) -> LaunchPlanPublic:
+def _save(
+    session: Session, tenant: Tenant, body: LaunchPlanCreate, settings: Settings
+) -> LaunchPlanPublic:
     try:
+        check_targets(body.notifications, settings.notify)
         return launch_plan_public(save_launch_plan(session, tenant, body))
     except ExecutionRequestError as exc:
         session.rollback()
@@ -93,11 +97,11 @@ def _save(session: Session, tenant: Tenant, body: LaunchPlanCreate) -> LaunchPla
 
 @router.post("", status_code=201, responses=_ERRORS)
 def create_launch_plan(
-    body: LaunchPlanCreate, session: SessionDep, caller: ExecutionsWrite
+    body: LaunchPlanCreate, session: SessionDep, caller: ExecutionsWrite, settings: SettingsDep
 ) -> LaunchPlanPublic:
     """Create a launch plan against a registered workflow version, or replace the inactive
-    plan of its name."""
-    return _save(session, caller.tenant, body)
+    plan of its name; its notification rules go with every execution it launches."""
+    return _save(session, caller.tenant, body, settings)
 
 
 @router.get("")

@@ -18,6 +18,7 @@ from control_plane.db.models import (
     utcnow,
 )
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
+from control_plane.db.repositories.notifications import queue_deliveries
 from control_plane.lifecycle.transitions import (
     check_execution_transition,
     execution_values,
@@ -36,10 +37,11 @@ def create_execution(
     priority: int = 0,
     relaunched_from: str | None = None,
     recovered_from: str | None = None,
+    notifications: list[Any] | None = None,
 ) -> Execution:
     """Persist a QUEUED execution of `workflow_version` with already validated `inputs`
     (as they are to be stored: see control_plane/large_values.py), maybe started again from
-    another (`relaunched_from`, `recovered_from`)."""
+    another (`relaunched_from`, `recovered_from`), with its `notifications` rules (JSON)."""
     if workflow_version.tenant_id != tenant_id:
         raise ValueError(
             f"workflow version {workflow_version.id} does not belong to tenant {tenant_id}"
@@ -54,6 +56,7 @@ def create_execution(
         priority=priority,
         relaunched_from=relaunched_from,
         recovered_from=recovered_from,
+        notifications=notifications or None,
         created_at=utcnow(),
     )
     session.add(execution)
@@ -163,7 +166,8 @@ def move_execution(
     session: Session, execution: Execution, target: ExecutionState, **extra: Any
 ) -> bool:
     """Compare-and-set an execution's state through the transition policy; False when the
-    policy refuses the move or someone else moved it first."""
+    policy refuses the move or someone else moved it first. A move to a terminal state queues
+    the execution's notifications in the same transaction."""
     if check_execution_transition(execution.status, target) is not None:
         return False
     result = session.execute(
@@ -176,4 +180,5 @@ def move_execution(
     moved = bool(result.rowcount)  # type: ignore[attr-defined]
     if moved and target.terminal:
         count_execution_finished(session, target)
+        queue_deliveries(session, execution, target)
     return moved

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fleetflow.api_models.common import UtcDatetime
+from fleetflow.api_models.notifications import MAX_RULES, NotificationRule, NotificationRulePublic
 
 KICKOFF_INPUT = "kickoff_time"
 """A workflow input of this name and type `datetime` gets each scheduled launch's time."""
@@ -91,6 +92,11 @@ class LaunchPlanCreate(BaseModel):
     schedule: ScheduleSpec | None = None
     labels: dict[str, str] = Field(default_factory=dict, max_length=64)
     priority: int = Field(default=0, ge=-1000, le=1000)
+    notifications: list[NotificationRule] = Field(
+        default_factory=list,
+        max_length=MAX_RULES,
+        description="webhooks every execution it launches calls on a terminal state",
+    )
 
     @field_validator("labels")
     @classmethod
@@ -114,6 +120,9 @@ class LaunchPlanPublic(BaseModel):
     active: bool
     paused: bool
     created_at: UtcDatetime
+    notifications: list[NotificationRulePublic] = Field(
+        default_factory=list, description="URLs redacted to scheme, host and port"
+    )
 
 
 class LaunchPlanLaunch(BaseModel):

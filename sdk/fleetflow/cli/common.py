@@ -21,6 +21,7 @@ from fleetflow.errors import FleetflowError
 from fleetflow.timestamps import parse_time
 
 if TYPE_CHECKING:
+    from fleetflow.api_models.notifications import NotificationRule
     from fleetflow.client import Client
 
 # soft_wrap: ids, tokens and paths stay on one line when the output is not a terminal.
@@ -180,3 +181,49 @@ def describe_role(grant: dict[str, Any]) -> str:
 
 def describe_roles(grants: Sequence[dict[str, Any]]) -> str:
     return ", ".join(describe_role(grant) for grant in grants) or "none"
+
+
+NOTIFY_WEBHOOK_OPTION = typer.Option(
+    [],
+    "--notify-webhook",
+    metavar="URL",
+    help="Call this webhook (signed JSON) when the execution ends as --notify-on says "
+    "(repeatable).",
+)
+NOTIFY_ON_OPTION = typer.Option(
+    "failed",
+    "--notify-on",
+    metavar="STATES",
+    help="Comma-separated terminal states that call --notify-webhook: succeeded, failed, "
+    "cancelled.",
+)
+NOTIFY_FORMAT_OPTION = typer.Option(
+    "json", "--notify-format", help="Body of --notify-webhook calls: json or slack."
+)
+
+
+def notification_rules(webhooks: list[str], on: str, fmt: str) -> list[NotificationRule]:
+    """One rule per `--notify-webhook`, firing on the `--notify-on` states."""
+    from pydantic import ValidationError
+
+    from fleetflow.api_models.notifications import NotificationRule
+
+    rules = []
+    for url in webhooks:
+        try:
+            rules.append(
+                NotificationRule.model_validate(
+                    {
+                        "on": [state.strip().lower() for state in on.split(",") if state.strip()],
+                        "webhook": {"url": url},
+                        "format": fmt,
+                    }
+                )
+            )
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise CommandUsageError(f"invalid --notify-* option: {problems}") from None
+    return rules

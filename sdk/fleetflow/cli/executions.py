@@ -43,7 +43,7 @@ EXECUTION_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 
 executions_app = typer.Typer(
     help="Inspect, wait for, cancel, relaunch and recover executions on the control plane; "
-    "read their outputs and logs.",
+    "read their outputs, logs and notifications.",
     no_args_is_help=True,
 )
 
@@ -307,6 +307,45 @@ def executions_outputs(
         print_json(outputs)
     else:
         console.out(json.dumps(outputs), highlight=False)
+
+
+@executions_app.command("notifications")
+def executions_notifications(
+    ctx: typer.Context,
+    execution_id: str = ID_ARGUMENT,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show the execution's webhook deliveries: status, attempts, last answer (admins)."""
+
+    def render(items: list[dict[str, Any]], _api_url: str) -> None:
+        if not items:
+            say(f"execution {execution_id} has sent no notifications")
+            return
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False)
+        for column in ("ID", "ON", "URL", "STATUS", "ATTEMPTS", "CODE", "LAST ERROR"):
+            table.add_column(column, overflow="fold")
+        for item in items:
+            code = item.get("last_status_code")
+            table.add_row(
+                item["id"],
+                item["state"],
+                item["url"],
+                item["status"],
+                str(item["attempts"]),
+                "-" if code is None else str(code),
+                item.get("last_error") or "-",
+            )
+        print_table(table)
+
+    show(
+        ctx,
+        lambda api: api.executions.notifications(execution_id),
+        as_json,
+        render,
+        hint=EXECUTIONS_HINT,
+    )
 
 
 @executions_app.command("cancel")

@@ -20,6 +20,9 @@ from fleetflow.cli.common import (
     JSON_OPTION,
     LAUNCH_PLANS_HINT,
     NEW_JSON_OPTION,
+    NOTIFY_FORMAT_OPTION,
+    NOTIFY_ON_OPTION,
+    NOTIFY_WEBHOOK_OPTION,
     TIMEOUT_OPTION,
     WAIT_OPTION,
     CommandUsageError,
@@ -27,6 +30,7 @@ from fleetflow.cli.common import (
     console,
     err_console,
     new_table,
+    notification_rules,
     print_fields,
     print_table,
     say,
@@ -85,6 +89,14 @@ def _print_plan(plan: dict[str, Any], _api_url: str) -> None:
             ("default inputs", json.dumps(plan["default_inputs"])),
             ("labels", json.dumps(plan["labels"])),
             ("priority", str(plan["priority"])),
+            (
+                "notifications",
+                ", ".join(
+                    f"{rule['url']} on {','.join(rule['on'])} ({rule['format']})"
+                    for rule in plan.get("notifications") or []
+                )
+                or "-",
+            ),
             ("created", timestamp(plan.get("created_at"))),
         ],
     )
@@ -109,9 +121,13 @@ def create(
     ),
     label: list[str] = typer.Option([], "--label", help="key=value (repeatable)."),
     priority: int = typer.Option(0, "--priority", min=-1000, max=1000),
+    notify_webhook: list[str] = NOTIFY_WEBHOOK_OPTION,
+    notify_on: str = NOTIFY_ON_OPTION,
+    notify_format: str = NOTIFY_FORMAT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Create a launch plan (or replace the inactive one of NAME)."""
+    """Create a launch plan (or replace the inactive one of NAME); every execution it
+    launches calls its --notify-webhook URLs when it ends."""
     schedule = None
     if cron is not None or every is not None:
         try:
@@ -125,6 +141,7 @@ def create(
         except ValueError as exc:
             raise CommandUsageError(f"invalid schedule: {exc}") from None
     labels = {k: str(v) for k, v in _pairs(label, "--label").items()}
+    rules = notification_rules(notify_webhook, notify_on, notify_format)
     fixed_inputs, default_inputs = _pairs(fixed, "--fixed"), _pairs(default, "--default")
     show(
         ctx,
@@ -137,6 +154,7 @@ def create(
             schedule=schedule,
             labels=labels,
             priority=priority,
+            notifications=rules,
         ),
         as_json,
         _print_plan,

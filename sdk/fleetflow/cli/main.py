@@ -33,7 +33,16 @@ from typer.core import TyperCommand, TyperGroup
 
 from fleetflow.cli import account
 from fleetflow.cli import usage as usage_commands
-from fleetflow.cli.common import TENANT_META_KEY, CommandUsageError, client, print_json
+from fleetflow.cli.common import (
+    NOTIFY_FORMAT_OPTION,
+    NOTIFY_ON_OPTION,
+    NOTIFY_WEBHOOK_OPTION,
+    TENANT_META_KEY,
+    CommandUsageError,
+    client,
+    notification_rules,
+    print_json,
+)
 from fleetflow.cli.inputs import InputFlagError, did_you_mean, split_input_flags
 from fleetflow.errors import FleetflowError, MapElementsFailedError, WorkflowInputError
 from fleetflow.loader import WorkflowNotFoundError
@@ -72,7 +81,7 @@ SDK_GROUPS = {
         LazyGroup(
             "executions",
             "Inspect, wait for, cancel, relaunch and recover executions on the control plane; "
-            "read their outputs and logs.",
+            "read their outputs, logs and notifications.",
             WORKFLOWS_PANEL,
             _attribute("fleetflow.cli.executions", "executions_app"),
         ),
@@ -462,6 +471,9 @@ def run(
         ),
         show_default=False,
     ),
+    notify_webhook: list[str] = NOTIFY_WEBHOOK_OPTION,
+    notify_on: str = NOTIFY_ON_OPTION,
+    notify_format: str = NOTIFY_FORMAT_OPTION,
     as_json: bool = typer.Option(
         False,
         "--json",
@@ -476,7 +488,9 @@ def run(
 
     own_options = set().union(*_option_names(ctx.command, ctx))
     if launch_plan is not None:
-        _check_launch_plan_options(launch_plan, file, remote, dry_run, priority, cache_dir)
+        _check_launch_plan_options(
+            launch_plan, file, remote, dry_run, priority, cache_dir, notify_webhook
+        )
         from fleetflow.cli.remote import run_launch_plan
 
         with client(ctx) as api:
@@ -504,6 +518,9 @@ def run(
         raise CommandUsageError("--dry-run previews a remote run: add --remote")
     if priority and not remote:
         raise CommandUsageError("--priority orders remote runs: add --remote")
+    if notify_webhook and not remote:
+        raise CommandUsageError("--notify-webhook notifies of remote runs: add --remote")
+    rules = notification_rules(notify_webhook, notify_on, notify_format)
     if remote and cache_dir is not None:
         raise CommandUsageError(
             "--cache-dir is for local runs; remote runs use the control plane's task cache"
@@ -551,6 +568,7 @@ def run(
             timeout=timeout,
             console=console,
             priority=priority,
+            notifications=rules,
             as_json=as_json,
             err_console=err_console,
         )
@@ -563,9 +581,10 @@ def _check_launch_plan_options(
     dry_run: bool,
     priority: int,
     cache_dir: Path | None,
+    notify_webhook: list[str],
 ) -> None:
     """Refuse what `run --launch-plan` cannot go with: the plan names its workflow version,
-    inputs and priority, and it runs on the control plane."""
+    inputs, priority and notifications, and it runs on the control plane."""
     if file is not None:
         raise CommandUsageError(
             f"--launch-plan {name} runs the workflow version the plan names: leave out FILE "
@@ -573,7 +592,12 @@ def _check_launch_plan_options(
         )
     if not remote:
         raise CommandUsageError("--launch-plan launches on the control plane: add --remote")
-    others = ((dry_run, "--dry-run"), (priority, "--priority"), (cache_dir, "--cache-dir"))
+    others = (
+        (dry_run, "--dry-run"),
+        (priority, "--priority"),
+        (cache_dir, "--cache-dir"),
+        (notify_webhook, "--notify-webhook"),
+    )
     for given, flag in others:
         if given:
             raise CommandUsageError(f"{flag} does not go with --launch-plan")

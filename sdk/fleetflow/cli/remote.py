@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fleetflow.api_models.executions import ExecutionPublic
+from fleetflow.api_models.notifications import NotificationRule
 from fleetflow.api_models.previews import ExecutionPreview
 from fleetflow.cli.common import api_json, print_json
 from fleetflow.client import Client, ExecutionTimeoutError, RegisteredWorkflow
@@ -116,11 +117,12 @@ def run_remote(
     timeout: float | None,
     console: Console,
     priority: int = 0,
+    notifications: Sequence[NotificationRule] = (),
     as_json: bool = False,
     err_console: Console | None = None,
 ) -> ExecutionPublic:
-    """Run `wf` on the control plane `client` talks to; with `wait`, follow it and print its
-    outputs as JSON.
+    """Run `wf` on the control plane `client` talks to (calling the webhooks of
+    `notifications` when it ends); with `wait`, follow it and print its outputs as JSON.
 
     With `as_json` the execution (as the API answers it: created, or finished with `wait`)
     is printed as JSON on `console` and everything else on `err_console`.
@@ -133,7 +135,12 @@ def run_remote(
     wf.inputs_to_literals(values)  # a wrong input fails here, before anything is uploaded
     registered = register_remote(client, wf, root, info)
     execution = client.launch(
-        wf, values, version=registered.version, name=registered.name, priority=priority
+        wf,
+        values,
+        version=registered.version,
+        name=registered.name,
+        priority=priority,
+        notifications=notifications,
     )
     return follow_remote(
         client, execution, wait=wait, timeout=timeout, console=console, info=info, as_json=as_json

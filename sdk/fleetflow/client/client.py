@@ -11,11 +11,12 @@ launching, following, typed outputs, cancelling) are methods of the client itsel
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fleetflow.api_models.executions import ExecutionPublic
+from fleetflow.api_models.notifications import NotificationRule
 from fleetflow.client.account import Account
 from fleetflow.client.admin import Admin
 from fleetflow.client.clusters import Clusters
@@ -131,6 +132,7 @@ class Client:
         name: str | None = None,
         priority: int = 0,
         idempotency_key: str | None = None,
+        notifications: Sequence[NotificationRule] = (),
     ) -> ExecutionPublic:
         """Start an execution of a registered workflow on Python input values: checked and
         converted with the workflow's types, File/Directory inputs uploaded.
@@ -145,6 +147,7 @@ class Client:
             name: the registered name, when it differs from `workflow_fn`'s (a `__main__`
                 script, see `register`).
             priority: among the tenant's waiting tasks, higher starts first (-1000..1000).
+            notifications: webhooks to call when it reaches a terminal state.
 
         Raises:
             WorkflowInputError, LiteralValidationError: the inputs do not fit the workflow.
@@ -156,6 +159,7 @@ class Client:
             version=version,
             priority=priority,
             idempotency_key=idempotency_key or uuid.uuid4().hex,
+            notifications=notifications,
         )
 
     def run(

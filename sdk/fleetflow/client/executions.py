@@ -17,6 +17,7 @@ from fleetflow.api_models.executions import (
     ExecutionOutput,
     ExecutionPublic,
 )
+from fleetflow.api_models.notifications import NotificationDelivery, NotificationRule, SigningKey
 from fleetflow.api_models.previews import ExecutionPreview
 from fleetflow.client.errors import ExecutionNotSucceededError, ExecutionTimeoutError
 from fleetflow.client.logs import LogLine, follow_logs
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 ExecutionList = list[ExecutionPublic]
 AttemptLogs = list[AttemptLog]
+Deliveries = list[NotificationDelivery]
 _LOGS_PER_REQUEST = 100  # the logs route's limit on attempt ids per request
 
 
@@ -50,10 +52,13 @@ class Executions:
         *,
         priority: int = 0,
         idempotency_key: str | None = None,
+        notifications: Sequence[NotificationRule] = (),
     ) -> ExecutionPublic:
         """Start an execution of a registered workflow on JSON-literal inputs.
 
         `priority` (-1000..1000) orders it among its tenant's waiting work: higher first.
+        `notifications`: webhooks to call when it reaches a terminal state
+        (`fleetflow.api_models.notifications.NotificationRule`).
 
         With an `idempotency_key` (e.g. a UUID; sent as `Idempotency-Key`) the request is safe
         to repeat: the control plane answers a repeat with the execution the first one created.
@@ -65,6 +70,8 @@ class Executions:
             body["version"] = version
         if priority:
             body["priority"] = priority
+        if notifications:
+            body["notifications"] = [rule.model_dump(mode="json") for rule in notifications]
         path = "/api/v1/executions"
         if idempotency_key is None:
             return self.transport.call("POST", path, ExecutionPublic, json=body)
@@ -98,6 +105,20 @@ class Executions:
         return self.transport.call_idempotent(
             "POST", path, ExecutionPublic, idempotency_key, **kwargs
         )
+
+    def notifications(self, execution_id: str) -> Deliveries:
+        """The execution's webhook deliveries: status, attempts, last answer or error (the
+        tenant's admins only)."""
+        path = f"{self.path(execution_id)}/notifications"
+        return self.transport.call("GET", path, Deliveries)
+
+    def signing_key(self, *, rotate: bool = False) -> SigningKey:
+        """The tenant's webhook signing key (its admins only); with `rotate`, a new one that
+        signs every delivery from now on."""
+        if rotate:
+            path = "/api/v1/notifications/signing-key/rotate"
+            return self.transport.call("POST", path, SigningKey)
+        return self.transport.call("GET", "/api/v1/notifications/signing-key", SigningKey)
 
     def get(self, execution_id: str) -> ExecutionPublic:
         """An execution: status, inputs, outputs (JSON literals) or error, task attempts."""

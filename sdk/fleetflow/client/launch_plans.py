@@ -14,6 +14,7 @@ from fleetflow.api_models.launch_plans import (
     OverlapPolicy,
     ScheduleSpec,
 )
+from fleetflow.api_models.notifications import NotificationRule
 from fleetflow.client.transport import Transport, path_part
 
 LaunchPlanList = list[LaunchPlanPublic]
@@ -40,6 +41,7 @@ class LaunchPlans:
         schedule: ScheduleSpec | None = None,
         labels: dict[str, str] | None = None,
         priority: int = 0,
+        notifications: list[NotificationRule] | None = None,
     ) -> LaunchPlanPublic:
         """Create a launch plan of a registered workflow (`version`: default the latest), or
         replace the inactive plan of its name. Inputs are JSON literals.
@@ -58,6 +60,7 @@ class LaunchPlans:
             schedule=schedule,
             labels=labels or {},
             priority=priority,
+            notifications=notifications or [],
         )
         return self._transport.call(
             "POST",
