@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.console import Console
 from rich.tree import Tree
 
 from fleetflow.api_models.artifacts import MAX_LINEAGE_ARTIFACTS, MAX_LINEAGE_DEPTH
@@ -126,17 +127,22 @@ def _grow(
     artifacts: dict[str, dict[str, Any]],
     neighbours: dict[str, list[tuple[str | None, str, str]]],
     path: frozenset[str],
+    upstream: bool,
 ) -> None:
     """Add `at`'s neighbours below `tree`, and theirs below them; never an artifact already
-    on the way down (the graph has no cycle, but the tree does not rely on it)."""
+    on the way down (the graph has no cycle, but the tree does not rely on it). Upstream, a
+    line reads `<input name> \u2190 <the artifact given as it>`; downstream, `as <input name>
+    \u2192 <the artifact computed>`."""
     for other, uri, name in neighbours.get(at, []):
         if other is None:
             tree.add(f"{name}: {uri} (no artifact recorded)")
         elif other in path:
             tree.add(f"{name}: {artifacts[other]['output_name']} (shown above)")
         else:
-            branch = tree.add(f"{name} \u2190 {_label(artifacts[other])}")
-            _grow(branch, other, artifacts, neighbours, path | {other})
+            label = _label(artifacts[other])
+            line = f"{name} \u2190 {label}" if upstream else f"as {name} \u2192 {label}"
+            branch = tree.add(line)
+            _grow(branch, other, artifacts, neighbours, path | {other}, upstream)
 
 
 def _print_lineage(lineage: dict[str, Any], _api_url: str) -> None:
@@ -150,20 +156,22 @@ def _print_lineage(lineage: dict[str, Any], _api_url: str) -> None:
         )
         if edge["upstream_id"] is not None:
             uses.setdefault(edge["upstream_id"], []).append(
-                (edge["downstream_id"], artifacts[edge["downstream_id"]]["uri"], "used by")
+                (edge["downstream_id"], artifacts[edge["downstream_id"]]["uri"], edge["input_name"])
             )
     tree = Tree(_label(artifacts[start]))
     if lineage["direction"] in ("upstream", "both"):
         up = tree.add("computed from") if lineage["direction"] == "both" else tree
-        _grow(up, start, artifacts, inputs, frozenset({start}))
+        _grow(up, start, artifacts, inputs, frozenset({start}), upstream=True)
         if not inputs.get(start):
             up.add("nothing recorded (inline values, or no inputs)")
     if lineage["direction"] in ("downstream", "both"):
         down = tree.add("used by") if lineage["direction"] == "both" else tree
-        _grow(down, start, artifacts, uses, frozenset({start}))
+        _grow(down, start, artifacts, uses, frozenset({start}), upstream=False)
         if not uses.get(start):
             down.add("nothing computed from it yet")
-    console.print(tree, highlight=False, markup=False)
+    # Piped into grep, each artifact stays one line whatever its width (as tables do).
+    out = console if console.is_terminal else Console(file=console.file, width=1000)
+    out.print(tree, highlight=False, markup=False)
     if lineage.get("truncated"):
         say(lineage.get("message") or "truncated")
 

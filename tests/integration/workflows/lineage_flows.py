@@ -1,0 +1,73 @@
+"""Workflows whose tasks write files, for artifact lineage (`test_lineage.py`): a three-step
+pipeline from an uploaded file, a map whose elements each write a file, and a cached producer
+whose consumer fails until a marker file exists (so that a recovery reuses the producer's
+output)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from fleetflow import File, map_task, task, workflow
+
+
+def _write(name: str, text: str) -> File:
+    path = Path(tempfile.mkdtemp(prefix="lineage-")) / name
+    path.write_text(text)
+    return File(path)
+
+
+@task
+def clean(raw: File) -> File:
+    return _write("cleaned.txt", raw.path.read_text().strip().lower())
+
+
+@task
+def featurize(cleaned: File) -> File:
+    return _write("features.txt", ",".join(cleaned.path.read_text().split()))
+
+
+@task
+def train(features: File, epochs: int) -> File:
+    return _write("model.txt", f"{features.path.read_text()} x{epochs}")
+
+
+@workflow
+def pipeline(raw: File, epochs: int = 2) -> File:
+    """raw -> clean -> featurize -> train."""
+    return train(features=featurize(cleaned=clean(raw=raw)), epochs=epochs)
+
+
+@task
+def shard_ids(n: int) -> list[int]:
+    return list(range(n))
+
+
+@task
+def write_shard(i: int) -> File:
+    return _write(f"shard-{i}.txt", f"shard {i}")
+
+
+@workflow
+def sharded(n: int) -> list[File]:
+    """One file per element of a map."""
+    return map_task(write_shard)(i=shard_ids(n=n))
+
+
+@task(cache=True, cache_version="1")
+def produce(seed: int) -> File:
+    return _write("produced.txt", f"seed {seed}")
+
+
+@task
+def consume(source: File, marker: str) -> File:
+    if not os.path.exists(marker):
+        raise RuntimeError(f"no marker {marker} yet")
+    return _write("consumed.txt", source.path.read_text().upper())
+
+
+@workflow
+def recoverable(seed: int, marker: str) -> File:
+    """produce (cached) -> consume, which fails while the marker is absent."""
+    return consume(source=produce(seed=seed), marker=marker)
