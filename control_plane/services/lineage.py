@@ -46,10 +46,11 @@ from control_plane.db.models import Execution, TaskAttempt, WorkflowVersion
 from control_plane.db.repositories import artifacts as artifacts_repo
 from control_plane.db.repositories import dynamic_tasks
 from control_plane.parsed_specs import InvalidStoredSpecError, ParsedSpecs
+from fleetflow.errors import FleetflowError
 from fleetflow.files import has_blobs
 from fleetflow.ir import LiteralType, TaskSpec, TypedInterface, TypeKind
 from fleetflow.states import NO_MAP_INDEX
-from fleetflow.storage import BlobNotFoundError, BlobStore
+from fleetflow.storage import BlobNotFoundError, BlobStore, relative_key
 from fleetflow.union_literals import union_value
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,16 @@ def _interface_blobs(values: Any, interface_part: list[Any]) -> Iterator[tuple[s
     for variable in interface_part:
         if has_blobs(variable.type):
             yield from blobs_in(values.get(variable.name), variable.type, variable.name)
+
+
+def _below(uri: str, prefix_uri: str) -> bool:
+    """Whether `uri` names an object below `prefix_uri` (never one that climbs out with `..`:
+    a task's outputs are the task's word)."""
+    try:
+        relative_key(uri, prefix_uri)
+    except FleetflowError:
+        return False
+    return True
 
 
 def record_execution_inputs(
@@ -195,11 +206,11 @@ class AttemptLineage:
         if not any(has_blobs(output.type) for output in task.interface.outputs):
             return 0
         outputs = json.loads(self._blobs.get(attempt.outputs_uri))
-        own = attempt.outputs_uri.rpartition("/")[0] + "/"
+        own = attempt.outputs_uri.rpartition("/")[0]
         produced = [
             blob
             for blob in _interface_blobs(outputs, list(task.interface.outputs))
-            if blob[2].startswith(own)
+            if _below(blob[2], own)
         ]
         if not produced:
             return 0

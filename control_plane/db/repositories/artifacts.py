@@ -97,6 +97,7 @@ def record(session: Session, tenant_id: str, artifacts: Sequence[NewArtifact]) -
 def _insert_returning_ids(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert the artifact rows that do not exist yet (one statement); the ids inserted."""
     dialect = session.get_bind().dialect.name
+    statement: postgresql.Insert | sqlite.Insert
     if dialect == "postgresql":
         statement = postgresql.insert(Artifact).on_conflict_do_nothing()
     elif dialect == "sqlite":
