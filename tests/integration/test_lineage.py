@@ -1,8 +1,8 @@
 """Artifact lineage through the whole stack (API, Temporal, agent): every file a task wrote is
 recorded with the execution, node, attempt and task version that produced it and the files it
 was computed from; upstream and downstream walks; map elements' indexes; a recovery that
-reuses a succeeded output links to its original producer; the CLI's tree; tenants kept apart,
-a viewer of the tenant let in."""
+reuses a succeeded output (and a relaunch's task-cache hit) links to its original producer; a
+dynamic task's sub-DAG; the CLI's tree; tenants kept apart, a viewer of the tenant let in."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from fleetflow.client import ApiError
 from fleetflow.loader import load_workflow
 from tests.integration.stack import Stack
 
-pytestmark = [pytest.mark.integration, pytest.mark.stacks("sqlite")]
+pytestmark = [pytest.mark.integration, pytest.mark.stacks("sqlite", "postgres-split-worker")]
 
 WORKFLOWS = Path(__file__).parent / "workflows" / "lineage_flows.py"
 
@@ -162,6 +162,41 @@ def test_a_recovery_links_a_reused_output_to_its_original_producer(
         assert source.execution_id == failed.id and source.attempt_id == produced.attempt_id
         # The recovery recorded nothing for the unit it reused.
         assert [a.id for a in client.artifacts.of_execution(recovered.id)] == [consumed.id]
+
+        # A relaunch finds `produce` in the task cache: its new output links there too.
+        again = client.wait_for_execution(client.executions.relaunch(recovered.id).id, timeout=120)
+        assert again.status == "SUCCEEDED", stack.logs()
+        assert all(a.cache_hit for a in again.attempts if node(a.node_id) == "produce")
+        fresh = client.artifacts.get(again.outputs["o0"]["uri"])
+        assert fresh.execution_id == again.id and fresh.id != consumed.id
+        (source,) = client.artifacts.lineage(fresh.id, "upstream").artifacts[1:]
+        assert source.id == produced.id and source.execution_id == failed.id
+        down = client.artifacts.lineage(produced.id, "downstream")
+        assert {a.id for a in down.artifacts} == {produced.id, consumed.id, fresh.id}
+
+
+def test_a_dynamic_tasks_sub_dag_records_its_nodes_files(stack: Stack, tmp_path: Path) -> None:
+    from fleetflow import File
+
+    raw = tmp_path / "raw.txt"
+    raw.write_text("Dynamic")
+    with stack.client() as client:
+        result = client.run(workflow("annotated"), timeout=120, raw=File(raw), lines=["a", "b"])
+        assert result.status == "SUCCEEDED", f"{result.error}\n{stack.logs()}"
+        last = client.artifacts.get(result.execution.outputs["o0"]["uri"])
+        up = client.artifacts.lineage(last.id, "upstream", depth=10)
+    dynamic_node = next(
+        a.node_id for a in result.execution.attempts if a.task_name.endswith(".annotate")
+    )
+    appended = [a for a in up.artifacts if a.task_name and a.task_name.endswith(".append_line")]
+    # Its sub-DAG's two nodes, named below the dynamic node, each with its attempt.
+    assert len(appended) == 2 and last in appended
+    assert all(a.node_id.startswith(f"{dynamic_node}/") and a.attempt_id for a in appended)
+    assert {node(a.node_id) if a.node_id != "inputs" else "inputs" for a in up.artifacts} >= {
+        "clean",
+        "inputs",
+    }
+    assert len(up.artifacts) == 4 and not up.truncated
 
 
 def test_another_tenant_sees_nothing_and_a_viewer_reads(stack: Stack, pipeline_run: Any) -> None:

@@ -1,7 +1,7 @@
 """Workflows whose tasks write files, for artifact lineage (`test_lineage.py`): a three-step
 pipeline from an uploaded file, a map whose elements each write a file, and a cached producer
 whose consumer fails until a marker file exists (so that a recovery reuses the producer's
-output)."""
+output), and a dynamic task whose sub-DAG appends lines to a file, one task per line."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from fleetflow import File, map_task, task, workflow
+from fleetflow import File, dynamic, map_task, task, workflow
 
 
 def _write(name: str, text: str) -> File:
@@ -71,3 +71,22 @@ def consume(source: File, marker: str) -> File:
 def recoverable(seed: int, marker: str) -> File:
     """produce (cached) -> consume, which fails while the marker is absent."""
     return consume(source=produce(seed=seed), marker=marker)
+
+
+@task
+def append_line(source: File, line: str) -> File:
+    return _write("annotated.txt", f"{source.path.read_text()}\n{line}")
+
+
+@dynamic
+def annotate(source: File, lines: list[str]) -> File:
+    """One `append_line` per line, each on the previous one's file."""
+    current = source
+    for line in lines:
+        current = append_line(source=current, line=line)
+    return current
+
+
+@workflow
+def annotated(raw: File, lines: list[str]) -> File:
+    return annotate(source=clean(raw=raw), lines=lines)
