@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from fleetflow.bundle import build_bundle
 from fleetflow.client import ApiError
 from fleetflow.loader import load_workflow
 from tests.integration.stack import Stack
@@ -197,6 +198,32 @@ def test_a_dynamic_tasks_sub_dag_records_its_nodes_files(stack: Stack, tmp_path:
         "inputs",
     }
     assert len(up.artifacts) == 4 and not up.truncated
+
+
+def test_lineage_crosses_into_a_child_execution(stack: Stack, tmp_path: Path) -> None:
+    from fleetflow import File
+
+    raw = tmp_path / "raw.txt"
+    raw.write_text("Child")
+    with stack.client() as client:
+        polish, root = load_workflow(WORKFLOWS, "polish")
+        digest, data = build_bundle(root)
+        client.workflows.upload_bundle(digest, data)
+        client.workflows.register_spec(polish.spec, digest, "v1")
+        result = client.run(workflow("referencing"), timeout=120, raw=File(raw))
+        assert result.status == "SUCCEEDED", f"{result.error}\n{stack.logs()}"
+        (child,) = result.execution.children
+        model = client.artifacts.get(result.execution.outputs["o0"]["uri"])
+        up = client.artifacts.lineage(model.id, "upstream", depth=5)
+    by_execution = {(a.execution_id, a.node_id.split("-", 1)[-1]) for a in up.artifacts}
+    parent = result.execution.id
+    # train (parent) <- featurize (child) <- clean (parent) <- the upload (parent's input).
+    assert by_execution == {
+        (parent, "train"),
+        (child.execution_id, "featurize"),
+        (parent, "clean"),
+        (parent, "inputs"),
+    }
 
 
 def test_another_tenant_sees_nothing_and_a_viewer_reads(stack: Stack, pipeline_run: Any) -> None:

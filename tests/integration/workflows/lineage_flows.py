@@ -1,7 +1,9 @@
 """Workflows whose tasks write files, for artifact lineage (`test_lineage.py`): a three-step
 pipeline from an uploaded file, a map whose elements each write a file, and a cached producer
 whose consumer fails until a marker file exists (so that a recovery reuses the producer's
-output), and a dynamic task whose sub-DAG appends lines to a file, one task per line."""
+output), a dynamic task whose sub-DAG appends lines to a file, one task per line, and a
+workflow that runs another registered one (`polish`, registered as version `v1` by the test)
+as a child execution on its file."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from fleetflow import File, dynamic, map_task, task, workflow
+from fleetflow import File, dynamic, map_task, reference_workflow, task, workflow
 
 
 def _write(name: str, text: str) -> File:
@@ -90,3 +92,19 @@ def annotate(source: File, lines: list[str]) -> File:
 @workflow
 def annotated(raw: File, lines: list[str]) -> File:
     return annotate(source=clean(raw=raw), lines=lines)
+
+
+@workflow
+def polish(cleaned: File) -> File:
+    """Run as a child execution by `referencing`."""
+    return featurize(cleaned=cleaned)
+
+
+@reference_workflow(name="lineage_flows.polish", version="v1")
+def polish_v1(cleaned: File) -> File: ...
+
+
+@workflow
+def referencing(raw: File) -> File:
+    """clean -> (child execution: featurize) -> train."""
+    return train(features=polish_v1(cleaned=clean(raw=raw)), epochs=1)
