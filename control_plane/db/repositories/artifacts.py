@@ -28,6 +28,10 @@ from control_plane.db.repositories._insert import insert_ignoring_conflicts
 Direction = Literal["upstream", "downstream", "both"]
 
 _CHUNK = 500  # URIs or ids per `IN (…)`: well below every backend's parameter limit
+MAX_URI = 1024
+"""The longest blob URI recorded (the columns' length); a longer one is left out, never a
+failed write: lineage must not fail the report it is recorded with."""
+MAX_NAME = 512
 
 
 def artifact_id(tenant_id: str, uri: str) -> str:
@@ -62,7 +66,7 @@ def record(session: Session, tenant_id: str, artifacts: Sequence[NewArtifact]) -
     edges: dict[tuple[str, str, str], dict[str, Any]] = {}
     for new in artifacts:
         identifier = artifact_id(tenant_id, new.uri)
-        if identifier in rows:  # the same blob twice in one attempt's outputs: the first
+        if identifier in rows or len(new.uri) > MAX_URI:  # the same blob twice: the first
             continue
         rows[identifier] = {
             "id": identifier,
@@ -75,17 +79,19 @@ def record(session: Session, tenant_id: str, artifacts: Sequence[NewArtifact]) -
             "element_index": new.element_index,
             "task_name": new.task_name,
             "task_digest": new.task_digest,
-            "output_name": new.output_name,
+            "output_name": new.output_name[:MAX_NAME],
             "created_at": now,
         }
         for name, uri in new.inputs:
-            if uri != new.uri:  # a blob is never its own input
-                edges[(identifier, name, uri)] = {
+            if uri != new.uri and len(uri) <= MAX_URI:  # a blob is never its own input
+                edges[(identifier, name[:MAX_NAME], uri)] = {
                     "artifact_id": identifier,
-                    "input_name": name,
+                    "input_name": name[:MAX_NAME],
                     "input_uri": uri,
                     "tenant_id": tenant_id,
                 }
+    if not rows:
+        return
     inserted = _insert_returning_ids(session, list(rows.values()))
     # Only the artifacts this call recorded get edges: a blob already recorded keeps its
     # producer's inputs, and a repeat (its artifacts all there) writes nothing at all.

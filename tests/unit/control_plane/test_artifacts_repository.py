@@ -87,6 +87,29 @@ def test_recording_twice_writes_nothing_twice_and_the_first_producer_stays(
     ]
 
 
+def test_too_long_uris_and_names_are_left_out_or_cut_never_a_failed_write(
+    session: Session,
+) -> None:
+    tenant = get_or_create_tenant(session, "t")
+    session.commit()
+    long_uri = "file:///s/" + "x" * repo.MAX_URI
+    repo.record(session, tenant.id, [_new(long_uri, "a")])
+    named = repo.NewArtifact(
+        uri="file:///s/ok",
+        kind="file",
+        execution_id="ex-1",
+        node_id="a",
+        output_name="o" * 2000,
+        inputs=(("i" * 2000, "file:///s/in"), ("x", long_uri)),
+    )
+    repo.record(session, tenant.id, [named])
+    session.commit()
+    (kept,) = session.scalars(select(Artifact)).all()
+    assert kept.uri == "file:///s/ok" and len(kept.output_name) == repo.MAX_NAME
+    (edge,) = session.scalars(select(ArtifactInput)).all()
+    assert edge.input_uri == "file:///s/in" and len(edge.input_name) == repo.MAX_NAME
+
+
 def test_upstream_and_downstream_follow_the_chain_within_depth(session: Session) -> None:
     tenant = get_or_create_tenant(session, "t")
     session.commit()
