@@ -50,7 +50,7 @@ from fleetflow.errors import FleetflowError
 from fleetflow.files import has_blobs
 from fleetflow.ir import LiteralType, TaskSpec, TypedInterface, TypeKind
 from fleetflow.states import NO_MAP_INDEX
-from fleetflow.storage import BlobNotFoundError, BlobStore, relative_key
+from fleetflow.storage import BlobStore, relative_key
 from fleetflow.union_literals import union_value
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,13 @@ class AttemptLineage:
             return 0
         try:
             return self._record(session, attempt)
-        except (BlobNotFoundError, ValueError, LookupError, InvalidStoredSpecError) as exc:
+        except (
+            FleetflowError,  # the blob store's: not found, refused, corrupt
+            ValueError,
+            TypeError,
+            LookupError,
+            InvalidStoredSpecError,
+        ) as exc:
             log.warning("attempt %s: its lineage is not recorded: %s", attempt.id, exc)
             return 0
 

@@ -34,6 +34,12 @@ failed write: lineage must not fail the report it is recorded with."""
 MAX_NAME = 512
 
 
+def _storable(text: str) -> str:
+    """`text` as every backend stores it: UTF-8 (a lone surrogate becomes `?`) without NUL,
+    which PostgreSQL refuses. Names and URIs come from task outputs: the task's word."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "?")
+
+
 def artifact_id(tenant_id: str, uri: str) -> str:
     """The id of the tenant's artifact of blob `uri`: the same every time it is recorded."""
     digest = hashlib.sha256(f"{tenant_id}\0{uri}".encode()).hexdigest()
@@ -65,8 +71,10 @@ def record(session: Session, tenant_id: str, artifacts: Sequence[NewArtifact]) -
     rows: dict[str, dict[str, Any]] = {}
     edges: dict[tuple[str, str, str], dict[str, Any]] = {}
     for new in artifacts:
+        if len(new.uri) > MAX_URI or _storable(new.uri) != new.uri:
+            continue  # a URI no blob of ours has
         identifier = artifact_id(tenant_id, new.uri)
-        if identifier in rows or len(new.uri) > MAX_URI:  # the same blob twice: the first
+        if identifier in rows:  # the same blob twice: the first is kept
             continue
         rows[identifier] = {
             "id": identifier,
@@ -79,14 +87,15 @@ def record(session: Session, tenant_id: str, artifacts: Sequence[NewArtifact]) -
             "element_index": new.element_index,
             "task_name": new.task_name,
             "task_digest": new.task_digest,
-            "output_name": new.output_name[:MAX_NAME],
+            "output_name": _storable(new.output_name)[:MAX_NAME],
             "created_at": now,
         }
         for name, uri in new.inputs:
-            if uri != new.uri and len(uri) <= MAX_URI:  # a blob is never its own input
-                edges[(identifier, name[:MAX_NAME], uri)] = {
+            if uri != new.uri and len(uri) <= MAX_URI and _storable(uri) == uri:
+                stored_name = _storable(name)[:MAX_NAME]  # (a blob is never its own input)
+                edges[(identifier, stored_name, uri)] = {
                     "artifact_id": identifier,
-                    "input_name": name[:MAX_NAME],
+                    "input_name": stored_name,
                     "input_uri": uri,
                     "tenant_id": tenant_id,
                 }

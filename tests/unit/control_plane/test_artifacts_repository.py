@@ -104,10 +104,25 @@ def test_too_long_uris_and_names_are_left_out_or_cut_never_a_failed_write(
     )
     repo.record(session, tenant.id, [named])
     session.commit()
-    (kept,) = session.scalars(select(Artifact)).all()
-    assert kept.uri == "file:///s/ok" and len(kept.output_name) == repo.MAX_NAME
-    (edge,) = session.scalars(select(ArtifactInput)).all()
-    assert edge.input_uri == "file:///s/in" and len(edge.input_name) == repo.MAX_NAME
+    # NUL and lone surrogates (a task may write any JSON string) never reach the database.
+    repo.record(session, tenant.id, [_new("file:///s/nul\x00", "b"), _new("file:///s/\ud800", "c")])
+    odd = repo.NewArtifact(
+        uri="file:///s/odd",
+        kind="file",
+        execution_id="ex-1",
+        node_id="d",
+        output_name="o\x00[\ud800]",
+        inputs=(("i\x00", "file:///s/in"),),
+    )
+    repo.record(session, tenant.id, [odd])
+    session.commit()
+    found = repo.by_uri(session, tenant.id, "file:///s/odd")
+    assert found is not None and found.output_name == "o?[?]"
+    assert session.scalar(select(func.count()).select_from(Artifact)) == 2
+    kept = repo.by_uri(session, tenant.id, "file:///s/ok")
+    assert kept is not None and len(kept.output_name) == repo.MAX_NAME
+    names = sorted(e.input_name for e in session.scalars(select(ArtifactInput)))
+    assert names == sorted(["i" * repo.MAX_NAME, "i?"])
 
 
 def test_upstream_and_downstream_follow_the_chain_within_depth(session: Session) -> None:
