@@ -48,6 +48,7 @@ from control_plane.db.session import retry_transient, transaction
 from control_plane.metrics import observe_dispatch
 from control_plane.parsed_specs import InvalidStoredSpecError, ParsedSpecs
 from control_plane.services.finish_notifier import FinishNotifier
+from control_plane.services.lineage import AttemptLineage
 from control_plane.services.tenant_blobs import Refused, TenantBlobs
 from control_plane.settings import GrpcSettings, heartbeat_grace
 from fleetflow.agent.v1 import agent_pb2 as pb
@@ -168,6 +169,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         # Whether a report was taken without a secret yet (an attempt leased before secrets).
         self._warned_without_secret = False
         self._specs = ParsedSpecs()
+        self._lineage = AttemptLineage(blob_store, self._specs)
 
     @property
     def heartbeat_grace(self) -> timedelta:
@@ -442,6 +444,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     message=request.message,
                     traceback=request.error_traceback,
                 )
+                if outcome.finished and state is AttemptState.SUCCEEDED and outcome.attempt:
+                    # Committed with the result: a succeeded attempt has its artifacts.
+                    self._lineage.record(session, outcome.attempt)
             return outcome
 
         with log_context(cluster=cluster_name, attempt_id=request.attempt_id):

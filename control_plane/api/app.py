@@ -19,6 +19,7 @@ from control_plane.api.metrics import install_metrics
 from control_plane.api.routes import (
     account,
     admin,
+    artifacts,
     bundles,
     clusters,
     dashboard,
@@ -145,6 +146,8 @@ def create_app(
         clusters.router,
         clusters.admin_router,
         admin.router,
+        artifacts.router,
+        artifacts.executions_router,
     ):
         api.include_router(router)
     app.include_router(api)

@@ -406,3 +406,47 @@ class NotificationSigningKey(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
     key: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Artifact(Base):
+    """A blob (a `File`, `Directory`, ndarray or DataFrame value) and what produced it: the
+    attempt of a node (and map element) of an execution, with its task's name and digest; or,
+    for a blob an execution was given as an input, the execution itself (node `inputs`, no
+    attempt). One row per (tenant, uri): the first producer recorded is the producer, and a
+    blob reused later (a cache hit, a recovery, a task returning its input) links back to it.
+    The id is derived from (tenant, uri), so recording twice writes nothing twice
+    (`services/lineage.py`)."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("tenant_id", "uri"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    uri: Mapped[str] = mapped_column(String(1024))
+    kind: Mapped[str] = mapped_column(String(16))  # file | directory | array | dataframe
+    execution_id: Mapped[str] = mapped_column(String(64), index=True)
+    node_id: Mapped[str] = mapped_column(String(256))
+    attempt_id: Mapped[str | None] = mapped_column(String(64))
+    # The element of a map node whose attempt produced it; NULL for any other node.
+    element_index: Mapped[int | None] = mapped_column(Integer)
+    task_name: Mapped[str | None] = mapped_column(String(256))
+    # sha256 of the task's spec (`ir.TaskSpec`) and of the execution's code bundle.
+    task_digest: Mapped[str | None] = mapped_column(String(64))
+    # Where in the outputs (or inputs) it sits: `model`, `o0[2]`, `result.weights`.
+    output_name: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ArtifactInput(Base):
+    """An edge of the lineage graph: the artifact was computed from the blob `input_uri`
+    (given to its attempt as input `input_name`). Edges name blobs by URI, so recording one
+    needs no lookup; the blob's own artifact is found by (tenant, uri) when the graph is
+    read."""
+
+    __tablename__ = "artifact_inputs"
+    __table_args__ = (Index("ix_artifact_inputs_tenant_id_input_uri", "tenant_id", "input_uri"),)
+
+    artifact_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id"), primary_key=True)
+    input_name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    input_uri: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))

@@ -31,6 +31,7 @@ from control_plane.quota import limits_of
 from control_plane.schemas.common import FieldError
 from control_plane.schemas.executions import ExecutionCreate
 from control_plane.services.execution_inputs import InputValidationError, validate_execution_inputs
+from control_plane.services.lineage import record_execution_inputs
 from control_plane.services.tenant_blobs import Refused, TenantBlobs
 from fleetflow.api_models.notifications import NotificationRule
 from fleetflow.files import blob_literals
@@ -340,6 +341,8 @@ def _create_execution(
         notifications=[rule.model_dump(mode="json") for rule in body.notifications],
         **(source.columns() if source else {}),
     )
+    interface = TypedInterface.model_validate(workflow.spec["interface"])
+    record_execution_inputs(session, tenant.id, execution_id, interface, inputs)
     if idempotency_key is not None:
         holder = executions_repo.claim_idempotency_key(
             session,

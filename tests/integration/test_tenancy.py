@@ -22,7 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.api.app import create_app
 from control_plane.db.models import ApiToken, utcnow
+from control_plane.db.repositories import artifacts as artifacts_repo
 from control_plane.db.repositories import clusters as clusters_repo
+from control_plane.db.repositories.tenants import get_tenant_by_name
 from control_plane.db.session import transaction
 from control_plane.settings import ApiSettings, DatabaseSettings, MetricsSettings, Settings
 from fleetflow.api_models.tenancy import Role
@@ -104,6 +106,23 @@ def world(
         assert tokens_of["acting_tenant"] == "alpha"
     with world.client("alpha-admin") as alpha_admin:
         listed = alpha_admin.get("/api/v1/admin/tenants/alpha/users/alpha-dev/tokens").json()
+    with transaction(session_factory) as session:  # a file one of alpha's tasks wrote
+        alpha_tenant = get_tenant_by_name(session, "alpha")
+        assert alpha_tenant is not None
+        artifact_uri = f"file:///blobs/tenants/alpha/executions/{created.json()['id']}/n0/1/f"
+        artifacts_repo.record(
+            session,
+            alpha_tenant.id,
+            [
+                artifacts_repo.NewArtifact(
+                    uri=artifact_uri,
+                    kind="file",
+                    execution_id=created.json()["id"],
+                    node_id="n0",
+                    output_name="o0",
+                )
+            ],
+        )
     world.alpha = {
         "tenant": "alpha",
         "execution_id": created.json()["id"],
@@ -115,6 +134,7 @@ def world(
         "upload_id": "a" * 64,
         "path": "data.txt",
         "launch_plan": "alpha-nightly",
+        "artifact_id": artifacts_repo.artifact_id(alpha_tenant.id, artifact_uri),
     }
     yield world
 
@@ -130,6 +150,7 @@ NOWHERE = {
     "upload_id": "1" * 64,
     "path": "nothing.txt",
     "launch_plan": "nowhere-nightly",
+    "artifact_id": "art-0000000000000000000000000000dead",
 }
 
 

@@ -98,6 +98,12 @@ SDK_GROUPS = {
             _attribute("fleetflow.cli.workflows", "workflows_app"),
         ),
         LazyGroup(
+            "artifacts",
+            "Artifacts: the blobs tasks produced, what produced each, and their lineage.",
+            WORKFLOWS_PANEL,
+            _attribute("fleetflow.cli.artifacts", "artifacts_app"),
+        ),
+        LazyGroup(
             "admin",
             "Administer the platform: tenants, users and their tokens, roles, quotas, clusters, "
             "the audit log.",

@@ -2,9 +2,10 @@
 
 One object per control plane, its calls grouped by resource over one `Transport`:
 `client.workflows`, `client.executions`, `client.launchplans`, `client.uploads`,
-`client.clusters`, `client.admin`, `client.account`, `client.usage`. The conveniences a
-remote run needs (bundling and registering a workflow, uploading its File/Directory inputs,
-launching, following, typed outputs, cancelling) are methods of the client itself, so
+`client.clusters`, `client.admin`, `client.account`, `client.usage`, `client.artifacts`. The
+conveniences a remote run needs (bundling and registering a workflow, uploading its
+File/Directory inputs, launching, following, typed outputs, cancelling) are methods of the
+client itself, so
 `fleetflow run --remote` and a notebook calling `Client().run(pipeline, n=3)` behave the same.
 """
 
@@ -19,6 +20,7 @@ from fleetflow.api_models.executions import ExecutionPublic
 from fleetflow.api_models.notifications import NotificationRule
 from fleetflow.client.account import Account
 from fleetflow.client.admin import Admin
+from fleetflow.client.artifacts import Artifacts
 from fleetflow.client.clusters import Clusters
 from fleetflow.client.executions import Executions
 from fleetflow.client.launch_plans import LaunchPlans
@@ -106,6 +108,7 @@ class Client:
         self.admin = Admin(self.transport)
         self.account = Account(self.transport)
         self.usage = Usage(self.transport)
+        self.artifacts = Artifacts(self.transport)
         # What a remote run needs, on the client itself.
         self.register = self.workflows.register
         self.wait_for_execution = self.executions.wait
