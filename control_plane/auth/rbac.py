@@ -43,6 +43,7 @@ class Obj(StrEnum):
     QUOTA = "quota"  # the tenant's limits and current usage
     USAGE = "usage"  # accounting history and dashboards
     MEMBERS = "members"  # users, service accounts, tokens and roles inside the tenant
+    SECRETS = "secrets"  # the tenant's secrets: names to read, values to write (never read)
     PLATFORM = "platform"  # tenants, quotas, clusters and grants, the audit log
 
 
@@ -57,16 +58,16 @@ _READ_ONLY = (Obj.CLUSTERS, Obj.QUOTA, Obj.USAGE)
 ROLE_PERMISSIONS: dict[Role, tuple[tuple[str, str], ...]] = {
     Role.PLATFORM_ADMIN: ((ANY, ANY),),
     Role.TENANT_ADMIN: (
-        *((obj.value, ANY) for obj in (Obj.WORKFLOWS, Obj.EXECUTIONS, Obj.MEMBERS)),
+        *((obj.value, ANY) for obj in (Obj.WORKFLOWS, Obj.EXECUTIONS, Obj.MEMBERS, Obj.SECRETS)),
         *((obj.value, Act.READ.value) for obj in _READ_ONLY),
     ),
     Role.DEVELOPER: (
-        *((obj.value, ANY) for obj in (Obj.WORKFLOWS, Obj.EXECUTIONS)),
+        *((obj.value, ANY) for obj in (Obj.WORKFLOWS, Obj.EXECUTIONS, Obj.SECRETS)),
         *((obj.value, Act.READ.value) for obj in (*_READ_ONLY, Obj.MEMBERS)),
     ),
     Role.VIEWER: tuple(
         (obj.value, Act.READ.value)
-        for obj in (Obj.WORKFLOWS, Obj.EXECUTIONS, *_READ_ONLY, Obj.MEMBERS)
+        for obj in (Obj.WORKFLOWS, Obj.EXECUTIONS, *_READ_ONLY, Obj.MEMBERS, Obj.SECRETS)
     ),
 }
 
