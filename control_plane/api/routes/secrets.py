@@ -64,7 +64,10 @@ def secret_public(secret: Secret) -> SecretPublic:
     )
 
 
-@router.put("/{name}", responses=_ERRORS)
+@router.put(
+    "/{name}",
+    responses={201: {"model": SecretPublic, "description": "Created"}, **_ERRORS},
+)
 def put_secret(
     name: SecretName,
     body: SecretCreate,
