@@ -27,8 +27,8 @@ def _sha(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def _run(stack: Stack, tenant: str | None = None) -> ExecutionResult:
-    flow, _ = load_workflow(WORKFLOWS, "wandb_flow")
+def _run(stack: Stack, tenant: str | None = None, workflow: str = "wandb_flow") -> ExecutionResult:
+    flow, _ = load_workflow(WORKFLOWS, workflow)
     with stack.client(tenant=tenant) as client:
         result = client.run(flow, timeout=120)
     assert isinstance(result, ExecutionResult)
@@ -101,6 +101,17 @@ def test_a_task_gets_its_value_and_it_appears_nowhere_else(stack: Stack) -> None
             if path.is_file():
                 assert VALUE.encode() not in path.read_bytes(), path
     assert VALUE not in stack.logs()
+
+
+def test_a_failure_message_shows_no_value(stack: Stack) -> None:
+    with stack.client() as client:
+        client.secrets.create("wandb", VALUE)
+    result = _run(stack, workflow="failing_flow")
+    assert result.status == "FAILED"
+    error = json.dumps(result.error)
+    assert "RuntimeError: rejected key ***" in error, error
+    assert VALUE not in error
+    assert VALUE not in result.execution.model_dump_json()  # the attempts' messages too
 
 
 def test_another_tenant_never_gets_the_value(stack: Stack, tenants: dict[str, str]) -> None:

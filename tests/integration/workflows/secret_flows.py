@@ -19,3 +19,13 @@ def uses_wandb() -> str:
 @workflow
 def wandb_flow() -> str:
     return uses_wandb()
+
+
+@task(secrets=["wandb"])
+def leaks_in_error() -> str:
+    raise RuntimeError(f"rejected key {os.environ['FLEETFLOW_SECRET_WANDB']}")
+
+
+@workflow
+def failing_flow() -> str:
+    return leaks_in_error()
