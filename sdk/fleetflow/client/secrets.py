@@ -3,7 +3,7 @@ back: listing answers names, kinds and times only."""
 
 from __future__ import annotations
 
-from fleetflow.api_models.secrets import SecretCreate, SecretPublic
+from fleetflow.api_models.secrets import SecretPublic
 from fleetflow.client.transport import Transport, path_part
 
 SecretList = list[SecretPublic]
@@ -20,22 +20,18 @@ class Secrets:
         return f"/api/v1/secrets/{path_part(name)}"
 
     def create(self, name: str, value: str) -> SecretPublic:
-        """Create the secret `name` with `value`, or replace its value."""
-        body = SecretCreate.model_validate({"value": value})
-        return self._put(name, body)
+        """Create the secret `name` with `value`, or replace its value. The control plane
+        checks it (`SecretCreate`): a refusal is an `ApiError` that never quotes the value."""
+        return self._put(name, {"value": value})
 
     def create_reference(self, name: str, kubernetes_secret: str, key: str) -> SecretPublic:
         """Create (or replace) `name` as a reference to the key `key` of the Kubernetes
         Secret `kubernetes_secret` in the tenant's namespace of the cluster a task runs on: the
         pod reads it, nothing of Fleetflow ever does."""
-        body = SecretCreate(kubernetes_secret=kubernetes_secret, kubernetes_key=key)
-        return self._put(name, body)
+        return self._put(name, {"kubernetes_secret": kubernetes_secret, "kubernetes_key": key})
 
-    def _put(self, name: str, body: SecretCreate) -> SecretPublic:
-        payload = body.model_dump(mode="json", exclude_none=True)
-        if body.value is not None:
-            payload["value"] = body.value.get_secret_value()
-        return self._transport.call("PUT", self.path(name), SecretPublic, json=payload)
+    def _put(self, name: str, body: dict[str, str]) -> SecretPublic:
+        return self._transport.call("PUT", self.path(name), SecretPublic, json=body)
 
     def list(self) -> SecretList:
         return self._transport.call("GET", "/api/v1/secrets", SecretList)
