@@ -73,8 +73,11 @@ async def run_control_plane(
 
     Raises:
         TlsConfigError: the agent service's TLS settings are invalid (before anything starts).
+        SecretsConfigError: no key for tenant secrets on PostgreSQL, or a malformed one.
     """
     agent_security = server_security(settings.grpc) if parts.grpc else None
+    # The API stores tenant secrets and the agent service hands them out: no key, no start.
+    secret_box = settings.secrets.box(settings.database.url) if parts.api or parts.grpc else None
     engine = make_engine(settings.database.url)
     sessions = make_session_factory(engine)
     # One store for the REST limits and the agent lockout (their scopes keep them apart).
@@ -178,6 +181,7 @@ async def run_control_plane(
                     on_capacity_freed=scheduler.wake,
                     on_attempt_succeeded=activities.start_successors,
                     lockout=settings.grpc.auth_lockout(throttle),
+                    secret_box=secret_box,
                 ),
                 grpc_server,
             )
@@ -202,6 +206,7 @@ async def run_control_plane(
                 authorizer=authorizer,
                 throttle_store=throttle,
                 schedules=schedules,
+                secret_box=secret_box,
             )
             config = uvicorn.Config(
                 app,

@@ -7,9 +7,17 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from control_plane.auth.throttle import AuthLockout, LimitsStore, ThrottleStore
 from control_plane.placement import Strategy
+from control_plane.secrets_crypto import (
+    SecretBox,
+    SecretsConfigError,
+    ensure_key_file,
+    generate_key,
+    read_key_file,
+)
 
 DEFAULT_HOME = Path.home() / ".fleetflow"
 
@@ -227,6 +235,49 @@ class NotifySettings(BaseSettings):
     poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
 
 
+class SecretsSettings(BaseSettings):
+    """The keys tenant secrets are encrypted under at rest (control_plane/secrets_crypto.py)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETFLOW_SECRETS_", extra="ignore")
+
+    keys: SecretStr | None = Field(
+        default=None,
+        description="comma-separated Fernet keys: the first encrypts, all decrypt (rotation: "
+        "prepend a new key, then `fleetflow admin secrets rotate`)",
+    )
+    key_file: Path | None = Field(
+        default=None,
+        description="a file of keys, one a line, first encrypts; unset on SQLite: "
+        "`secrets-keys` beside the database, generated on first start",
+    )
+
+    def box(self, database_url: str) -> SecretBox:
+        """The keys as a `SecretBox`.
+
+        Raises:
+            SecretsConfigError: no key is configured for a PostgreSQL database (a production
+                control plane), or a key is malformed.
+        """
+        if self.keys is not None and self.keys.get_secret_value().strip():
+            keys = [k for k in self.keys.get_secret_value().split(",") if k.strip()]
+            return SecretBox(keys)
+        if self.key_file is not None:
+            if self.key_file.exists() or not database_url.startswith("sqlite"):
+                return SecretBox(read_key_file(self.key_file))
+            return SecretBox(ensure_key_file(self.key_file))
+        if not database_url.startswith("sqlite"):
+            raise SecretsConfigError(
+                "the control plane needs a key for tenant secrets: set FLEETFLOW_SECRETS_KEYS "
+                "(make one with `fleetflow admin secrets generate-key`) or "
+                "FLEETFLOW_SECRETS_KEY_FILE (docs/admin.md, Secrets)"
+            )
+        database = make_url(database_url).database
+        if not database or database == ":memory:":
+            # Secrets die with an in-memory database: so may their key.
+            return SecretBox([generate_key()])
+        return SecretBox(ensure_key_file(Path(database).parent / "secrets-keys"))
+
+
 class Settings(BaseSettings):
     """All control-plane settings. Sub-settings read their own `FLEETFLOW_<SUBSYSTEM>_*`."""
 
@@ -241,6 +292,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
 
     @property
     def limits_store(self) -> LimitsStore:

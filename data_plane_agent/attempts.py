@@ -31,6 +31,22 @@ class InputBlob:
 
 
 @dataclass(frozen=True)
+class TaskSecret:
+    """One of the tenant's secrets the task gets, in the environment variable `env_var`:
+    its `value`, or (for a pod) a reference to a Kubernetes Secret the agent never reads."""
+
+    name: str
+    env_var: str
+    value: str = field(default="", repr=False)
+    kubernetes_secret: str = ""
+    kubernetes_key: str = ""
+
+    @property
+    def is_reference(self) -> bool:
+        return bool(self.kubernetes_secret)
+
+
+@dataclass(frozen=True)
 class TaskAssignment:
     """One attempt leased to this agent: which code to run, on which data, under which lease."""
 
@@ -51,6 +67,13 @@ class TaskAssignment:
     attempt_number: int = 0  # 1 for the unit's first try; 0: the control plane did not say
     map_index: int | None = None  # the element of a map node; None for an ordinary node
     checkpoint_uri: str = ""  # where the attempt's unit keeps its checkpoint; "": none
+    # Never written to disk, an annotation or a log: the process (or pod) of the attempt only.
+    secrets: tuple[TaskSecret, ...] = field(default=(), repr=False)
+
+    @property
+    def secret_values(self) -> list[str]:
+        """The values this agent holds, to hide from the task's log it ships."""
+        return [secret.value for secret in self.secrets if secret.value]
 
 
 def _now() -> dt.datetime:

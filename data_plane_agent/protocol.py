@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 from pydantic import SecretStr
 
-from data_plane_agent.attempts import AttemptEvent, AttemptResources, InputBlob, TaskAssignment
+from data_plane_agent.attempts import (
+    AttemptEvent,
+    AttemptResources,
+    InputBlob,
+    TaskAssignment,
+    TaskSecret,
+)
 from data_plane_agent.executors.base import Capacity
 from fleetflow.agent.v1 import agent_pb2
 from fleetflow.states import AttemptState
@@ -78,6 +84,16 @@ def assignment_from_proto(message: agent_pb2.Assignment) -> TaskAssignment:
         attempt_number=message.attempt_number,
         map_index=message.map_index if message.HasField("map_index") else None,
         checkpoint_uri=message.checkpoint_uri,
+        secrets=tuple(
+            TaskSecret(
+                name=secret.name,
+                env_var=secret.env_var,
+                value=secret.value,
+                kubernetes_secret=secret.kubernetes_secret,
+                kubernetes_key=secret.kubernetes_key,
+            )
+            for secret in message.secrets
+        ),
     )
 
 

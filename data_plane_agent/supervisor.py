@@ -24,6 +24,7 @@ from data_plane_agent.log_fields import AttemptLogFields
 from data_plane_agent.pacing import sleep_unless_set
 from data_plane_agent.reporter import Reporter
 from data_plane_agent.settings import AgentSettings
+from fleetflow.secrets import redact as redact_secrets
 from fleetflow.states import AttemptState
 from fleetflow.storage import attempt_log_uri, write_uri
 
@@ -193,6 +194,13 @@ class Supervisor:
             # Stopped because this agent shuts down, not by anyone's wish: not the task's
             # failure, so it runs again elsewhere without using its retries.
             event = dataclasses.replace(event, state=AttemptState.LOST)
+        if assignment.secrets:
+            hidden = assignment.secret_values
+            event = dataclasses.replace(
+                event,
+                message=redact_secrets(event.message, hidden),
+                traceback=redact_secrets(event.traceback, hidden),
+            )
         await self._reporter.report(event, assignment.fencing_token)
         if event.state.terminal:
             # Read now, while the executor still has it (a pod may be cleaned up next).
@@ -224,6 +232,8 @@ class Supervisor:
         text = await self._executor.read_log(assignment.attempt_id)
         if text is None:
             return
+        # What the task printed of its secrets' values never leaves the cluster.
+        text = redact_secrets(text, assignment.secret_values)
         uri = attempt_log_uri(assignment.inputs_uri)
 
         async def upload() -> None:

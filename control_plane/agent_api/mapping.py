@@ -114,8 +114,10 @@ def assignment_from_attempt(
     bundle_uri: str,
     report_secret: str,
     input_blobs: Sequence[pb.InputBlob] = (),
+    secrets: Sequence[pb.TaskSecret] = (),
 ) -> pb.Assignment:
-    """The message an agent receives for `attempt`, with its lease's `report_secret`.
+    """The message an agent receives for `attempt`, with its lease's `report_secret` (and the
+    task's `secrets`, of the attempt's tenant).
 
     Raises:
         UnleasableAttemptError: a value of its task does not fit the message.
@@ -135,6 +137,7 @@ def assignment_from_attempt(
             bundle_uri=bundle_uri,
             report_secret=report_secret,
             input_blobs=input_blobs,
+            secrets=secrets,
         )
     except UnleasableAttemptError:
         raise
@@ -151,6 +154,7 @@ def _assignment(
     bundle_uri: str,
     report_secret: str,
     input_blobs: Sequence[pb.InputBlob],
+    secrets: Sequence[pb.TaskSecret],
 ) -> pb.Assignment:
     return pb.Assignment(
         attempt_id=attempt.id,
@@ -178,4 +182,5 @@ def _assignment(
         attempt_number=_in_range("attempt_number", attempt.attempt_number, _INT32_MAX),
         map_index=None if attempt.map_index == NO_MAP_INDEX else attempt.map_index,
         checkpoint_uri=checkpoint_uri(attempt.outputs_uri, attempt.attempt_number),
+        secrets=secrets,
     )

@@ -22,7 +22,7 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, NamedTuple
 
@@ -44,9 +44,11 @@ from control_plane.db.models import Cluster, Execution, TaskAttempt, Tenant, utc
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.repositories import dynamic_tasks
+from control_plane.db.repositories import secrets as secrets_repo
 from control_plane.db.session import retry_transient, transaction
 from control_plane.metrics import observe_dispatch
 from control_plane.parsed_specs import InvalidStoredSpecError, ParsedSpecs
+from control_plane.secrets_crypto import SecretBox, SecretDecryptError
 from control_plane.services.finish_notifier import FinishNotifier
 from control_plane.services.lineage import AttemptLineage
 from control_plane.services.tenant_blobs import Refused, TenantBlobs
@@ -54,6 +56,7 @@ from control_plane.settings import GrpcSettings, heartbeat_grace
 from fleetflow.agent.v1 import agent_pb2 as pb
 from fleetflow.agent.v1 import agent_pb2_grpc
 from fleetflow.logs import log_context
+from fleetflow.secrets import env_var as secret_env_var
 from fleetflow.states import AttemptState
 from fleetflow.storage import BlobNotFoundError, BlobStore
 
@@ -149,14 +152,18 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         on_capacity_freed: Callable[[], None] = lambda: None,
         on_attempt_succeeded: Callable[[str], object] = lambda _attempt_id: None,
         lockout: AuthLockout | None = None,
+        secret_box: SecretBox | None = None,
     ) -> None:
         """`attempts_ready` wakes the long polls after the scheduler assigned attempts;
         `on_capacity_freed` wakes the scheduler (`Scheduler.wake`) after a committed change
         that may let waiting attempts start: an agent registered or heartbeated (capacity),
         attempts finished, were lost or could not be leased. `on_attempt_succeeded` gets the
         id of an attempt whose SUCCEEDED report was committed, in a worker thread, before the
-        workflow is signalled (`ExecutionActivities.start_successors`); it must not raise."""
+        workflow is signalled (`ExecutionActivities.start_successors`); it must not raise.
+        `secret_box` decrypts the tenant secrets tasks name, into their leases only (None: an
+        attempt of a task with secrets cannot be leased)."""
         self._sessions = session_factory
+        self._secret_box = secret_box
         self._lockout = lockout if lockout is not None else GrpcSettings().auth_lockout()
         self._blobs = blob_store
         self._notifier = notifier
@@ -334,7 +341,33 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             bundle_uri=bundle_uri,
             report_secret=lease.report_secret,
             input_blobs=blobs,
+            secrets=self._task_secrets(session, tenant, task.secrets if task else []),
         )
+
+    def _task_secrets(
+        self, session: Session, tenant: Tenant, names: Sequence[str]
+    ) -> list[pb.TaskSecret]:
+        """The secrets `names` of the attempt's own tenant, for its lease (and nowhere else)."""
+        if not names:
+            return []
+        if self._secret_box is None:
+            raise UnleasableAttemptError("its task names secrets and this control plane has no key")
+        try:
+            found = secrets_repo.secrets_for_task(
+                session, self._secret_box, tenant.id, names, [secret_env_var(n) for n in names]
+            )
+        except (secrets_repo.MissingSecretsError, SecretDecryptError) as exc:
+            raise UnleasableAttemptError(str(exc)) from None
+        return [
+            pb.TaskSecret(
+                name=secret.name,
+                env_var=secret.env_var,
+                value=secret.value or "",
+                kubernetes_secret=secret.kubernetes_secret,
+                kubernetes_key=secret.kubernetes_key,
+            )
+            for secret in found
+        ]
 
     def _inputs_document(self, attempt: TaskAttempt) -> Any:
         try:

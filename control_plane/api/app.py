@@ -29,6 +29,7 @@ from control_plane.api.routes import (
     logs,
     notifications,
     previews,
+    secrets,
     uploads,
     workflows,
 )
@@ -36,6 +37,7 @@ from control_plane.auth.rbac import Authorizer
 from control_plane.auth.throttle import ThrottleStore
 from control_plane.auth.throttle_db import open_throttle_store
 from control_plane.schemas.common import ErrorResponse
+from control_plane.secrets_crypto import SecretBox
 from control_plane.services.executions import ExecutionLauncher
 from control_plane.services.schedules import TemporalSchedules
 from control_plane.settings import Settings
@@ -73,6 +75,7 @@ def create_app(
     max_bundle_bytes: int = bundles.DEFAULT_MAX_BUNDLE_BYTES,
     throttle_store: ThrottleStore | None = None,
     schedules: TemporalSchedules | None = None,
+    secret_box: SecretBox | None = None,
 ) -> FastAPI:
     """Build the API application.
 
@@ -87,6 +90,8 @@ def create_app(
         throttle_store: where rate limits and lockouts are kept (default: the one
             `settings.limits_store` names, on the session factory's database).
         schedules: runs launch plans' schedules (None: activating one answers 503).
+        secret_box: the keys tenant secrets are encrypted under (default: read from
+            `settings.secrets` at the first use).
     """
     app = FastAPI(
         title="Fleetflow control plane",
@@ -101,6 +106,7 @@ def create_app(
     app.state.launcher = launcher
     app.state.blob_store = blob_store
     app.state.schedules = schedules
+    app.state.secret_box = secret_box
     app.state.authorizer = authorizer or Authorizer(session_factory.kw["bind"])
     app.state.max_bundle_bytes = max_bundle_bytes
     if throttle_store is None:
@@ -141,6 +147,8 @@ def create_app(
         previews.router,
         executions.router,
         launch_plans.router,
+        secrets.router,
+        secrets.admin_router,
         logs.router,
         notifications.router,
         clusters.router,

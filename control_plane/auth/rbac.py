@@ -46,6 +46,7 @@ class Obj(StrEnum):
     # Webhook delivery logs and the signing key: the tenant's admins only (rules themselves
     # come with launch plans and executions, under their rights).
     NOTIFICATIONS = "notifications"
+    SECRETS = "secrets"  # the tenant's secrets: names to read, values to write (never read)
     PLATFORM = "platform"  # tenants, quotas, clusters and grants, the audit log
 
 
@@ -62,17 +63,17 @@ ROLE_PERMISSIONS: dict[Role, tuple[tuple[str, str], ...]] = {
     Role.TENANT_ADMIN: (
         *(
             (obj.value, ANY)
-            for obj in (Obj.WORKFLOWS, Obj.EXECUTIONS, Obj.MEMBERS, Obj.NOTIFICATIONS)
+            for obj in (Obj.WORKFLOWS, Obj.EXECUTIONS, Obj.MEMBERS, Obj.NOTIFICATIONS, Obj.SECRETS)
         ),
         *((obj.value, Act.READ.value) for obj in _READ_ONLY),
     ),
     Role.DEVELOPER: (
-        *((obj.value, ANY) for obj in (Obj.WORKFLOWS, Obj.EXECUTIONS)),
+        *((obj.value, ANY) for obj in (Obj.WORKFLOWS, Obj.EXECUTIONS, Obj.SECRETS)),
         *((obj.value, Act.READ.value) for obj in (*_READ_ONLY, Obj.MEMBERS)),
     ),
     Role.VIEWER: tuple(
         (obj.value, Act.READ.value)
-        for obj in (Obj.WORKFLOWS, Obj.EXECUTIONS, *_READ_ONLY, Obj.MEMBERS)
+        for obj in (Obj.WORKFLOWS, Obj.EXECUTIONS, *_READ_ONLY, Obj.MEMBERS, Obj.SECRETS)
     ),
 }
 

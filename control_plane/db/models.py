@@ -450,3 +450,24 @@ class ArtifactInput(Base):
     input_name: Mapped[str] = mapped_column(String(512), primary_key=True)
     input_uri: Mapped[str] = mapped_column(String(1024), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+
+
+class Secret(Base):
+    """A tenant's named secret (`fleetflow.api_models.secrets`): a value encrypted at rest
+    (`kind` "value": `ciphertext` under the key `key_id`, control_plane/secrets_crypto.py), or
+    a reference to a Kubernetes Secret in the tenant's namespace of the cluster a task runs on
+    (`kind` "kubernetes_ref": no value here at all). One row per (tenant, name)."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(32))
+    ciphertext: Mapped[str | None] = mapped_column(Text)
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    kubernetes_secret: Mapped[str | None] = mapped_column(String(253))
+    kubernetes_key: Mapped[str | None] = mapped_column(String(253))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

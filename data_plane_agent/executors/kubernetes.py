@@ -311,7 +311,7 @@ class KubernetesExecutor:
         self._ensure_watch(namespace)
         await self._delete_superseded(assignment, namespace, name)
         try:
-            await asyncio.to_thread(self._create_pod, namespace, manifest)
+            created = await asyncio.to_thread(self._create_pod, namespace, manifest)
         except ApiException as exc:
             if exc.status == 409:  # AlreadyExists: an earlier try or agent created it
                 logger.info(
@@ -324,6 +324,21 @@ class KubernetesExecutor:
             logger.exception("attempt %s: could not create its pod", attempt_id)
             self._end(attempt, AttemptState.FAILED, f"could not create pod: {exc}")
             return
+        # The values of its secrets, in a Secret the pod owns: the kubelet starts the container
+        # once it exists, and the garbage collector deletes it with the pod.
+        secret = pods.attempt_secret_manifest(assignment, created)
+        if secret is not None:
+            try:
+                await asyncio.to_thread(self._create_secret, namespace, secret)
+            except ApiException as exc:
+                if exc.status != 409:  # AlreadyExists: the same values, from an earlier try
+                    await self._delete_pod(namespace, name, 0)
+                    self._end(
+                        attempt,
+                        AttemptState.FAILED,
+                        f"could not create the Secret of its secrets: {_api_error(exc)}",
+                    )
+                    return
         logger.info(
             "attempt %s: created pod %s/%s for %s.%s",
             attempt_id,
@@ -657,8 +672,11 @@ class KubernetesExecutor:
         items: list[dict[str, Any]] = listed["items"]
         return items
 
-    def _create_pod(self, namespace: str, manifest: dict[str, Any]) -> None:
-        self._api.create_pod(namespace, manifest, timeout=_REQUEST_TIMEOUT)
+    def _create_pod(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
+        return self._api.create_pod(namespace, manifest, timeout=_REQUEST_TIMEOUT)
+
+    def _create_secret(self, namespace: str, manifest: dict[str, Any]) -> None:
+        self._api.create_secret(namespace, manifest, timeout=_REQUEST_TIMEOUT)
 
     def _patch_pod(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self._api.patch_pod(namespace, name, patch, timeout=_REQUEST_TIMEOUT)

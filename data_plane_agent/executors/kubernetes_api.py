@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 
 _PODS = "/api/v1/namespaces/{namespace}/pods"
 _POD = "/api/v1/namespaces/{namespace}/pods/{name}"
+_SECRETS = "/api/v1/namespaces/{namespace}/secrets"
 _JSON = "application/json"
 # What a generated method sends for a JSON object patch (the client turns its default
 # JSON-patch content type into this one for anything but a list of operations).
@@ -80,11 +81,28 @@ class KubernetesApi:
             timeout=timeout,
         )
 
-    def create_pod(self, namespace: str, manifest: dict[str, Any], *, timeout: float) -> None:
-        _finish(
+    def create_pod(
+        self, namespace: str, manifest: dict[str, Any], *, timeout: float
+    ) -> dict[str, Any]:
+        """The pod as created (with its uid)."""
+        return _json(
             self._request(
                 "POST",
                 _PODS,
+                {"namespace": namespace},
+                body=manifest,
+                content_type=_JSON,
+                timeout=timeout,
+            )
+        )
+
+    def create_secret(self, namespace: str, manifest: dict[str, Any], *, timeout: float) -> None:
+        """Create a Secret. The agent only ever creates them: it never reads one (its Role has
+        no `get` on secrets)."""
+        _finish(
+            self._request(
+                "POST",
+                _SECRETS,
                 {"namespace": namespace},
                 body=manifest,
                 content_type=_JSON,

@@ -287,6 +287,7 @@ def pod_manifest(
         {"name": "FLEETFLOW_ATTEMPT_ID", "value": assignment.attempt_id},
         {"name": "FLEETFLOW_EXECUTION_ID", "value": assignment.execution_id},
         *({"name": k, "value": v} for k, v in sorted(task_env.items())),
+        *secret_env(assignment),
     ]
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -354,6 +355,66 @@ def pod_manifest(
             },
         },
         "spec": spec,
+    }
+
+
+def attempt_secret_name(pod: str) -> str:
+    """The Secret that holds the values of the attempt's secrets, beside its pod."""
+    return f"{pod}-secrets"
+
+
+def secret_env(assignment: TaskAssignment) -> list[dict[str, Any]]:
+    """The task container's secret variables, each read by the kubelet from a Secret: a value
+    secret from the attempt's own Secret (`attempt_secret_manifest`), a reference from the
+    tenant's named Secret, which the agent never reads. No value is in the pod."""
+    own = attempt_secret_name(pod_name(assignment.attempt_id, assignment.fencing_token))
+    return [
+        {
+            "name": secret.env_var,
+            "valueFrom": {
+                "secretKeyRef": (
+                    {"name": secret.kubernetes_secret, "key": secret.kubernetes_key}
+                    if secret.is_reference
+                    else {"name": own, "key": secret.env_var}
+                )
+            },
+        }
+        for secret in assignment.secrets
+    ]
+
+
+def attempt_secret_manifest(
+    assignment: TaskAssignment, pod: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The Secret of the values of the attempt's secrets, owned by its pod (`pod`: as
+    created, with its uid) so that it goes when the pod does; None when it has none."""
+    values = {s.env_var: s.value for s in assignment.secrets if not s.is_reference}
+    if not values:
+        return None
+    metadata = pod["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": attempt_secret_name(metadata["name"]),
+            "namespace": metadata["namespace"],
+            "labels": {
+                MANAGED_BY_LABEL: MANAGED_BY,
+                ATTEMPT_LABEL: label_value(assignment.attempt_id),
+                TENANT_LABEL: label_value(assignment.tenant),
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": metadata["name"],
+                    "uid": metadata["uid"],
+                }
+            ],
+        },
+        # stringData: the API server encodes it; the agent never reads a Secret back.
+        "stringData": values,
     }
 
 

@@ -357,12 +357,22 @@ class LocalProcessExecutor:
         ]
 
     def _task_env(self, assignment: TaskAssignment, sandbox: Path) -> dict[str, str]:
+        """The task process's environment: the agent's (less its settings and credentials),
+        the attempt's ids, and the task's secrets, set on this process only."""
+        references = [secret.name for secret in assignment.secrets if secret.is_reference]
+        if references:
+            raise ExecutorStartError(
+                f"the task's secret(s) {', '.join(map(repr, references))} are references to "
+                "Kubernetes Secrets, which only the Kubernetes executor can mount; store a "
+                "value instead (`fleetflow secrets create NAME --from-literal ...`)"
+            )
         return {
             **self._env,
             "HOME": str(sandbox),
             "TMPDIR": str(sandbox / "tmp"),
             "FLEETFLOW_ATTEMPT_ID": assignment.attempt_id,
             "FLEETFLOW_EXECUTION_ID": assignment.execution_id,
+            **{secret.env_var: secret.value for secret in assignment.secrets},
         }
 
     async def _start_process(

@@ -56,8 +56,11 @@ KUSTOMIZATION = """\
 #     --from-literal=FLEETFLOW_DATABASE_URL='postgresql+psycopg://fleetflow:…@postgres/fleetflow' \\
 #     --from-literal=FLEETFLOW_API_BOOTSTRAP_TOKEN="ffu_$(openssl rand -hex 32)" \\
 #     --from-literal=FLEETFLOW_S3_ACCESS_KEY=… --from-literal=FLEETFLOW_S3_SECRET_KEY=… \\
-#     --from-literal=FLEETFLOW_METRICS_TOKEN=…
-# and, for agents over TLS, a kubernetes.io/tls Secret `fleetflow-control-plane-tls`.
+#     --from-literal=FLEETFLOW_METRICS_TOKEN=… \\
+#     --from-literal=FLEETFLOW_SECRETS_KEYS="$(fleetflow admin secrets generate-key)"
+# (FLEETFLOW_SECRETS_KEYS: the key tenant secrets are encrypted under; without it the control
+# plane refuses to start; rotation in docs/admin.md, Secrets) and, for agents over TLS, a
+# kubernetes.io/tls Secret `fleetflow-control-plane-tls`.
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 namespace: fleetflow

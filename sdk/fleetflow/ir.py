@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fleetflow.secrets import check_names as check_secret_names
 from fleetflow.states import map_failures_allowed
 
 SPEC_FORMAT_VERSION = 1
@@ -234,6 +235,14 @@ class TaskSpec(_Frozen):
     reference: WorkflowReference | None = Field(
         default=None, exclude_if=lambda reference: reference is None
     )
+    # Names of the tenant's secrets the task gets (`fleetflow.secrets`): names only, never
+    # values. Not written when empty: other specs keep their digests.
+    secrets: list[str] = Field(default_factory=list, exclude_if=lambda secrets: not secrets)
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, names: list[str]) -> list[str]:
+        return check_secret_names(names)
 
 
 class MapSpec(_Frozen):

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 from fleetflow import ir, spec_conditions
 from fleetflow.context import Checkpoint, attempt_context
 from fleetflow.errors import ConditionalFailedError, MapElementsFailedError, MapInputError
+from fleetflow.secrets import local_values as local_secret_values
 from fleetflow.states import map_failures_allowed, partial_success, too_many_failures
 from fleetflow.task import result_to_literals
 from fleetflow.types import to_python
@@ -120,7 +121,13 @@ def run_locally(
 
     An exception raised by a task (after its retries) propagates unchanged, with a note naming
     the node (and the element, in a map node).
+
+    Raises:
+        MissingSecretError: a task names a secret whose `FLEETFLOW_SECRET_<NAME>` variable is
+            not set (checked before anything runs).
     """
+    for task_spec in spec.tasks.values():
+        local_secret_values(task_spec.secrets)
     with LocalExecution.started() as execution:
         return _run_nodes(spec, tasks, inputs, cache, execution)
 

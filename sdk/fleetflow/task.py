@@ -34,6 +34,7 @@ from fleetflow.interface import (
     require_function,
 )
 from fleetflow.resources import Resources
+from fleetflow.secrets import check_names as check_secret_names
 from fleetflow.types import describe_python_type, is_named_tuple
 
 P = ParamSpec("P")
@@ -129,6 +130,7 @@ class TaskOptions(TypedDict, total=False):
     image: str | None
     cache: bool
     cache_version: str | None
+    secrets: list[str] | tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,14 @@ class _Policy:
     image: str | None
     cache: bool
     cache_version: str | None
+    secrets: list[str]
+
+
+def _check_secrets(names: object) -> list[str]:
+    try:
+        return check_secret_names(names)
+    except ValueError as exc:
+        raise InvalidOptionError(str(exc)) from None
 
 
 def _check_options(options: TaskOptions) -> _Policy:
@@ -159,6 +169,7 @@ def _check_options(options: TaskOptions) -> _Policy:
         image=_check_image(options.get("image")),
         cache=cache,
         cache_version=_check_cache(cache, options.get("cache_version")),
+        secrets=_check_secrets(options.get("secrets", [])),
     )
 
 
@@ -204,6 +215,7 @@ class TaskFunction(Generic[P, R]):
             image=policy.image,
             cache=policy.cache,
             cache_version=policy.cache_version,
+            secrets=policy.secrets,
         )
         functools.update_wrapper(self, fn)
 
@@ -318,6 +330,9 @@ def task(
             directory is given (`FLEETFLOW_LOCAL_CACHE_DIR`, `fleetflow run --cache-dir`).
         cache_version: required with `cache=True`; part of the cache key, so bumping it
             invalidates the outputs cached so far.
+        secrets: names of the tenant's secrets the task gets, each in the environment
+            variable `FLEETFLOW_SECRET_<NAME>` (`wandb-key`: `FLEETFLOW_SECRET_WANDB_KEY`);
+            in local runs, read from that variable of your own environment.
 
     Raises:
         InvalidOptionError: an option is out of range.

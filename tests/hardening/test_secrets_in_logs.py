@@ -5,7 +5,8 @@ logger: the product must not log them in the first place. Exercised: bootstrap o
 admin with a configured token, user and cluster creation (ffu_ and ffa_ tokens issued), token
 rotation, valid and refused API calls (a wrong token, an agent token on REST, the dashboard
 cookie), agent gRPC calls with valid and invalid tokens, leases and their report secrets (`ffl_`)
-on accepted and refused status reports, and S3 settings with a secret key.
+on accepted and refused status reports, S3 settings with a secret key, and a tenant secret's
+value stored, replaced, refused in a malformed body, listed and rotated.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tests.integration.test_api import FakeLauncher
 
 BOOTSTRAP = "ffu_bootstrap-secret-0123456789abcdef"
 S3_SECRET = "s3-secret-key-do-not-log-7f3a9c"
+TENANT_SECRET = "tenant-wandb-key-do-not-log-4b2e1d"
 
 
 def _assert_absent(secrets: list[str], *texts: str) -> None:
@@ -79,6 +81,21 @@ def test_no_token_appears_in_logs_or_error_messages(
         more = root.post("/api/v1/admin/tenants/alpha/users/alice/tokens", json={})
         assert more.status_code == 201, more.text
         secrets += [user_token, agent_token, rotated, more.json()["token"]]
+        # A tenant secret's value: stored, replaced, refused in a bad body, listed, rotated.
+        for body in ({"value": TENANT_SECRET}, {"value": TENANT_SECRET + "-2"}):
+            stored = root.put("/api/v1/secrets/wandb", json=body)
+            assert stored.status_code in (200, 201), stored.text
+            bodies.append(stored.text)
+        bad = root.put(
+            "/api/v1/secrets/wandb", json={"value": TENANT_SECRET, "kubernetes_key": "k"}
+        )
+        assert bad.status_code == 422
+        secrets += [TENANT_SECRET]
+        bodies += [
+            bad.text,
+            root.get("/api/v1/secrets").text,
+            root.post("/api/v1/admin/secrets/rotate").text,
+        ]
         bodies += [r.text for r in (root.get("/api/v1/admin/audit"), root.get("/api/v1/whoami"))]
     assert user_token.startswith("ffu_") and agent_token.startswith("ffa_")
     with TestClient(app) as anonymous:

@@ -4,6 +4,7 @@ free loopback ports, against a migrated SQLite or PostgreSQL database."""
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -165,6 +166,13 @@ def start_stack(
         # Map nodes of more than 4 elements run as chunk workflows (1,000 in production), so
         # the tests' maps take both paths.
         "FLEETFLOW_TEMPORAL_MAP_CHUNK": "4",
+        # On SQLite the control plane keeps a key file beside the database; on PostgreSQL it
+        # refuses to start without a key.
+        **(
+            {}
+            if database_url.startswith("sqlite")
+            else {"FLEETFLOW_SECRETS_KEYS": base64.urlsafe_b64encode(os.urandom(32)).decode()}
+        ),
         **(extra_env or {}),
     }
     # The CLI run by `Stack.cli` logs in as the platform admin.

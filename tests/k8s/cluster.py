@@ -128,6 +128,20 @@ def kubeconfig(
 
 # ------------------------------------------------------------------------------ cluster
 
+# Every request about a Secret, by whom (the tests prove what the agent never reads).
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  resources:
+  - group: ""
+    resources: ["secrets"]
+- level: None
+"""
+AUDIT_LOG = "audit.jsonl"
+
 
 @dataclass
 class KubeCluster:
@@ -146,6 +160,14 @@ class KubeCluster:
 
     def core(self) -> k8s.CoreV1Api:
         return k8s.CoreV1Api(self.api())
+
+    def secret_requests(self) -> list[dict[str, Any]]:
+        """The audit log's events about Secrets so far (`verb`, `user.username`,
+        `objectRef`), as the API server recorded them."""
+        path = self.home / AUDIT_LOG
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.children.values()]
@@ -305,6 +327,8 @@ def start_cluster(name: str, home: Path, binaries: Mapping[str, Path]) -> KubeCl
         processes.wait_for_port(
             "127.0.0.1", etcd_port, timeout=30, process=cluster.children["etcd"]
         )
+        audit_policy = home / "audit-policy.yaml"
+        audit_policy.write_text(AUDIT_POLICY)
         cluster.children["kube-apiserver"] = processes.spawn(
             [
                 str(binaries["kube-apiserver"]),
@@ -328,6 +352,8 @@ def start_cluster(name: str, home: Path, binaries: Mapping[str, Path]) -> KubeCl
                 "--endpoint-reconciler-type=none",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
+                f"--audit-policy-file={audit_policy}",
+                f"--audit-log-path={home / AUDIT_LOG}",
                 "--v=0",
             ],
             log_file=home / "kube-apiserver.log",

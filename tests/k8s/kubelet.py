@@ -1,10 +1,12 @@
 """A kubelet stand-in for the pods a test wants run for real: kwok only plays a pod's life (its
 stages), nothing runs in it. `run_pod` runs the pod's container command as a local process, as
 the container would (its environment and working directory, the pod's volume as a directory of
-the test's own), then reports the outcome in the pod's status, as a kubelet would."""
+the test's own, its Secret variables read from their Secrets), then reports the outcome in the
+pod's status, as a kubelet would."""
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -34,7 +36,7 @@ def run_pod(core: k8s.CoreV1Api, pod: k8s.V1Pod, root: Path) -> subprocess.Compl
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-        **{e.name: e.value for e in container.env or []},
+        **{e.name: _env_value(core, pod.metadata.namespace, e) for e in container.env or []},
     }
     started = _now()
     ran = subprocess.run(
@@ -69,6 +71,16 @@ def run_pod(core: k8s.CoreV1Api, pod: k8s.V1Pod, root: Path) -> subprocess.Compl
     }
     core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
     return ran
+
+
+def _env_value(core: k8s.CoreV1Api, namespace: str, var: k8s.V1EnvVar) -> str:
+    """A variable's value, as a kubelet reads it: literal, or the key of a Secret (read here
+    with the test's admin credentials, as the kubelet reads it with its own)."""
+    ref = var.value_from.secret_key_ref if var.value_from is not None else None
+    if ref is None:
+        return str(var.value or "")
+    secret = core.read_namespaced_secret(ref.name, namespace)
+    return base64.b64decode(secret.data[ref.key]).decode()
 
 
 def _now() -> str:

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from control_plane.secrets_crypto import generate_key
 from control_plane.settings import Settings
 from data_plane_agent.settings import AgentSettings, KubernetesSettings
 from tests.k8s.cluster import REPO, KubeCluster, start_cluster
@@ -39,6 +40,7 @@ SECRET_VARIABLES = {
     "FLEETFLOW_S3_SESSION_TOKEN",
     "FLEETFLOW_API_BOOTSTRAP_TOKEN",
     "FLEETFLOW_METRICS_TOKEN",
+    "FLEETFLOW_SECRETS_KEYS",
     "FLEETFLOW_AGENT_TOKEN",
 }
 AGENT_POD_RULES = [
@@ -48,6 +50,8 @@ AGENT_POD_RULES = [
         "verbs": sorted(["get", "list", "watch", "create", "delete", "patch"]),
     },
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    # A task's secret values go into a Secret the agent creates, owned by the pod.
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
 ]
 
 
@@ -257,6 +261,7 @@ def test_control_plane_production_values(helm: Path) -> None:
             "FLEETFLOW_S3_ACCESS_KEY": ("prod-s3", "access-key"),
             "FLEETFLOW_S3_SECRET_KEY": ("prod-s3", "secret-key"),
             "FLEETFLOW_API_BOOTSTRAP_TOKEN": ("prod-admin", "token"),
+            "FLEETFLOW_SECRETS_KEYS": ("prod-secrets-keys", "keys"),
             "FLEETFLOW_S3_SESSION_TOKEN": ("prod-s3", "session-token"),  # from extraEnv
         }
         if container["name"] == "migrate":  # the database URL only, and the extra env
@@ -449,10 +454,15 @@ def test_the_control_plane_reads_the_settings_the_chart_gives_it(
         "prod-s3/secret-key": "SK",
         "prod-s3/session-token": "ST",
         "prod-admin/token": "ffu_admin",
+        "prod-secrets-keys/keys": generate_key(),
     }
     use_environment(monkeypatch, process_environment(documents, container, secrets))
     settings = Settings()
     assert settings.database.url == secrets["prod-postgres/url"]
+    # On PostgreSQL the control plane starts only with the key tenant secrets are encrypted
+    # under: the chart gives it one.
+    box = settings.secrets.box(settings.database.url)
+    assert box.decrypt(box.encrypt("value")) == "value"
     assert settings.temporal.address == "temporal.prod.svc:7233"
     assert settings.temporal.namespace == "fleetflow-prod"
     assert settings.blob.root == "s3://ml-prod/fleetflow"

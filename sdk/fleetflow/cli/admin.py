@@ -27,6 +27,7 @@ from fleetflow.cli.common import (
     show,
     timestamp,
 )
+from fleetflow.cli.secrets import admin_secrets_app
 from fleetflow.cli.tenancy import (
     TENANTS_HINT,
     audit,
@@ -40,7 +41,7 @@ from fleetflow.errors import FleetflowError
 
 admin_app = typer.Typer(
     help="Administer the platform: tenants, users and their tokens, roles, quotas, clusters, "
-    "the audit log.",
+    "secrets keys, the audit log.",
     no_args_is_help=True,
 )
 clusters_app = typer.Typer(
@@ -54,6 +55,7 @@ admin_app.add_typer(tokens_app, name="tokens")
 admin_app.add_typer(roles_app, name="roles")
 admin_app.add_typer(quotas_app, name="quotas")
 admin_app.add_typer(clusters_app, name="clusters")
+admin_app.add_typer(admin_secrets_app, name="secrets")
 admin_app.command("audit")(audit)
 
 STATUS_STYLES = {"online": "green", "degraded": "yellow", "offline": "red"}

@@ -92,6 +92,12 @@ SDK_GROUPS = {
             _attribute("fleetflow.cli.launch_plans", "launchplans_app"),
         ),
         LazyGroup(
+            "secrets",
+            "Your tenant's secrets, which tasks name in @task(secrets=[...]); values never shown.",
+            WORKFLOWS_PANEL,
+            _attribute("fleetflow.cli.secrets", "secrets_app"),
+        ),
+        LazyGroup(
             "workflows",
             "List the workflows your tenant registered, their versions, inputs and tasks.",
             WORKFLOWS_PANEL,
@@ -106,7 +112,7 @@ SDK_GROUPS = {
         LazyGroup(
             "admin",
             "Administer the platform: tenants, users and their tokens, roles, quotas, clusters, "
-            "the audit log.",
+            "secrets keys, the audit log.",
             PLATFORM_PANEL,
             _attribute("fleetflow.cli.admin", "admin_app"),
         ),

@@ -1,11 +1,11 @@
 """`fleetflow.Client`: the control plane's REST API for Python programs (and the CLI).
 
 One object per control plane, its calls grouped by resource over one `Transport`:
-`client.workflows`, `client.executions`, `client.launchplans`, `client.uploads`,
-`client.clusters`, `client.admin`, `client.account`, `client.usage`, `client.artifacts`. The
-conveniences a remote run needs (bundling and registering a workflow, uploading its
-File/Directory inputs, launching, following, typed outputs, cancelling) are methods of the
-client itself, so
+`client.workflows`, `client.executions`, `client.launchplans`, `client.secrets`,
+`client.uploads`, `client.clusters`, `client.admin`, `client.account`, `client.usage`,
+`client.artifacts`. The conveniences a remote run needs (bundling and registering a workflow,
+uploading its File/Directory inputs, launching, following, typed outputs, cancelling) are
+methods of the client itself, so
 `fleetflow run --remote` and a notebook calling `Client().run(pipeline, n=3)` behave the same.
 """
 
@@ -24,6 +24,7 @@ from fleetflow.client.artifacts import Artifacts
 from fleetflow.client.clusters import Clusters
 from fleetflow.client.executions import Executions
 from fleetflow.client.launch_plans import LaunchPlans
+from fleetflow.client.secrets import Secrets
 from fleetflow.client.transport import Transport, resolve_connection
 from fleetflow.client.uploads import Uploads
 from fleetflow.client.usage import Usage
@@ -103,6 +104,7 @@ class Client:
         self.workflows = Workflows(self.transport)
         self.executions = Executions(self.transport)
         self.launchplans = LaunchPlans(self.transport)
+        self.secrets = Secrets(self.transport)
         self.uploads = Uploads(self.transport)
         self.clusters = Clusters(self.transport)
         self.admin = Admin(self.transport)

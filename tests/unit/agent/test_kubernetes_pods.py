@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from data_plane_agent.attempts import AttemptResources, TaskAssignment
+from data_plane_agent.attempts import AttemptResources, TaskAssignment, TaskSecret
 from data_plane_agent.executors import kubernetes_pods as pods
 from data_plane_agent.settings import AgentSettings, KubernetesSettings
 from fleetflow.states import AttemptState
@@ -382,3 +382,40 @@ def test_agent_settings_choose_the_executor(monkeypatch: pytest.MonkeyPatch) -> 
     assert AgentSettings().executor == "kubernetes"
     k8s = KubernetesSettings()
     assert k8s.namespaces == {"vision": "team-vision"} and k8s.cleanup == "delete"
+
+
+def test_a_pods_secrets_are_secret_key_refs_and_no_value_is_in_the_pod() -> None:
+    value = "wandb-value-never-in-a-pod"
+    secrets = (
+        TaskSecret("wandb", "FLEETFLOW_SECRET_WANDB", value=value),
+        TaskSecret(
+            "registry",
+            "FLEETFLOW_SECRET_REGISTRY",
+            kubernetes_secret="registry-creds",
+            kubernetes_key="token",
+        ),
+    )
+    with_secrets = assignment(secrets=secrets)
+    pod = pods.pod_manifest(with_secrets, KubernetesSettings(default_image="registry/runtime:1"))
+    assert value not in str(pod)
+    name = pod["metadata"]["name"]
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["FLEETFLOW_SECRET_WANDB"]["valueFrom"] == {
+        "secretKeyRef": {"name": f"{name}-secrets", "key": "FLEETFLOW_SECRET_WANDB"}
+    }
+    assert env["FLEETFLOW_SECRET_REGISTRY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "registry-creds", "key": "token"}
+    }
+    # A restarted agent adopts the pod from its annotation, which holds no secret at all.
+    assert pods.assignment_from_pod(pod) == assignment()
+
+    created = {**pod, "metadata": {**pod["metadata"], "uid": "uid-1"}}
+    secret = pods.attempt_secret_manifest(with_secrets, created)
+    assert secret is not None
+    assert secret["metadata"]["name"] == f"{name}-secrets"
+    assert secret["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": "uid-1"}
+    ]
+    assert secret["stringData"] == {"FLEETFLOW_SECRET_WANDB": value}  # the reference is not in it
+    only_refs = assignment(secrets=secrets[1:])
+    assert pods.attempt_secret_manifest(only_refs, created) is None

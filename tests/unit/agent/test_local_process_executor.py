@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from data_plane_agent.attempts import AttemptEvent, TaskAssignment
+from data_plane_agent.attempts import AttemptEvent, TaskAssignment, TaskSecret
 from data_plane_agent.executors.local_process import LocalProcessExecutor
 from fleetflow.bundle import build_bundle
 from fleetflow.states import AttemptState
@@ -252,4 +252,37 @@ async def test_missing_bundle_fails_before_the_task_starts(
     done = await next_event(executor)  # the agent stages the bundle: no process is started
     assert done.state is AttemptState.FAILED
     assert done.message.startswith("could not stage the task's inputs: blob not found")
+    assert executor.running() == []
+
+
+async def test_a_secret_is_in_its_attempts_process_only(
+    executor: LocalProcessExecutor, blobs: Blobs
+) -> None:
+    variable = "FLEETFLOW_SECRET_WANDB"
+    secret = TaskSecret("wandb", variable, value="wandb-value-for-one-attempt")
+    holder = dataclasses.replace(
+        blobs.assignment("att-secret", "env_var", {"name": variable}), secrets=(secret,)
+    )
+    other = blobs.assignment("att-no-secret", "env_var", {"name": variable})
+    for assignment, expected in ((holder, secret.value), (other, "<unset>")):
+        await executor.launch(assignment)
+        assert (await next_event(executor)).state is AttemptState.RUNNING
+        assert (await next_event(executor)).state is AttemptState.SUCCEEDED
+        assert blobs.outputs(assignment) == {"o0": expected}
+    assert variable not in os.environ  # never the agent's own environment
+
+
+async def test_a_kubernetes_secret_reference_fails_without_starting(
+    executor: LocalProcessExecutor, blobs: Blobs
+) -> None:
+    reference = TaskSecret(
+        "registry", "FLEETFLOW_SECRET_REGISTRY", kubernetes_secret="creds", kubernetes_key="k"
+    )
+    assignment = dataclasses.replace(
+        blobs.assignment("att-ref", "add", {"a": 1, "b": 2}), secrets=(reference,)
+    )
+    await executor.launch(assignment)
+    event = await next_event(executor)
+    assert event.state is AttemptState.FAILED
+    assert "'registry' are references to Kubernetes Secrets" in event.message
     assert executor.running() == []

@@ -66,6 +66,7 @@ env:
 {{- include "fleetflow-cp.secretEnv" (list "FLEETFLOW_S3_ACCESS_KEY" .Values.blobStore.s3.accessKeySecret) }}
 {{- include "fleetflow-cp.secretEnv" (list "FLEETFLOW_S3_SECRET_KEY" .Values.blobStore.s3.secretKeySecret) }}
 {{- include "fleetflow-cp.secretEnv" (list "FLEETFLOW_API_BOOTSTRAP_TOKEN" .Values.bootstrapTokenSecret) }}
+{{- include "fleetflow-cp.secretEnv" (list "FLEETFLOW_SECRETS_KEYS" .Values.secretsKeysSecret) }}
 {{- include "fleetflow-cp.secretEnv" (list "FLEETFLOW_METRICS_TOKEN" .Values.metricsTokenSecret) }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}

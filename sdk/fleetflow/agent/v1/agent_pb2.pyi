@@ -378,6 +378,7 @@ class Assignment(_message.Message):
     ATTEMPT_NUMBER_FIELD_NUMBER: _builtins.int
     MAP_INDEX_FIELD_NUMBER: _builtins.int
     CHECKPOINT_URI_FIELD_NUMBER: _builtins.int
+    SECRETS_FIELD_NUMBER: _builtins.int
     attempt_id: _builtins.str
     fencing_token: _builtins.int
     execution_id: _builtins.str
@@ -419,6 +420,13 @@ class Assignment(_message.Message):
         executor) copies exactly these and nothing else the inputs document may name.
         """
 
+    @_builtins.property
+    def secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskSecret]:
+        """The tenant's secrets the task names (`@task(secrets=[...])`), each for this attempt's
+        process only: the agent sets them in the task's environment (or pod) and nowhere else,
+        never logs them, and forgets them when the attempt ends.
+        """
+
     def __init__(
         self,
         *,
@@ -440,16 +448,55 @@ class Assignment(_message.Message):
         attempt_number: _builtins.int = ...,
         map_index: _builtins.int | None = ...,
         checkpoint_uri: _builtins.str = ...,
+        secrets: _abc.Iterable[Global___TaskSecret] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_map_index", b"_map_index", "map_index", b"map_index", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_map_index", b"_map_index", "attempt_id", b"attempt_id", "attempt_number", b"attempt_number", "bundle_uri", b"bundle_uri", "checkpoint_uri", b"checkpoint_uri", "execution_id", b"execution_id", "fencing_token", b"fencing_token", "image", b"image", "input_blobs", b"input_blobs", "inputs_uri", b"inputs_uri", "map_index", b"map_index", "node_id", b"node_id", "outputs_uri", b"outputs_uri", "report_secret", b"report_secret", "resources", b"resources", "task_function", b"task_function", "task_module", b"task_module", "tenant", b"tenant", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_map_index", b"_map_index", "attempt_id", b"attempt_id", "attempt_number", b"attempt_number", "bundle_uri", b"bundle_uri", "checkpoint_uri", b"checkpoint_uri", "execution_id", b"execution_id", "fencing_token", b"fencing_token", "image", b"image", "input_blobs", b"input_blobs", "inputs_uri", b"inputs_uri", "map_index", b"map_index", "node_id", b"node_id", "outputs_uri", b"outputs_uri", "report_secret", b"report_secret", "resources", b"resources", "secrets", b"secrets", "task_function", b"task_function", "task_module", b"task_module", "tenant", b"tenant", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__map_index: _TypeAlias = _typing.Literal["map_index"]  # noqa: Y015
     _WhichOneofArgType__map_index: _TypeAlias = _typing.Literal["_map_index", b"_map_index"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__map_index) -> _WhichOneofReturnType__map_index | None: ...
 
 Global___Assignment: _TypeAlias = Assignment  # noqa: Y015
+
+@_typing.final
+class TaskSecret(_message.Message):
+    """One secret of a task: a value, or a reference to a Kubernetes Secret that the pod reads
+    itself (the agent never sees that value; no value travels here).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ENV_VAR_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    KUBERNETES_SECRET_FIELD_NUMBER: _builtins.int
+    KUBERNETES_KEY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    env_var: _builtins.str
+    """The environment variable the task reads it from, e.g. FLEETFLOW_SECRET_WANDB."""
+    value: _builtins.str
+    """kind "value": the decrypted value."""
+    kubernetes_secret: _builtins.str
+    """kind "kubernetes_ref": the Secret (in the tenant's namespace) and its key."""
+    kubernetes_key: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        env_var: _builtins.str = ...,
+        value: _builtins.str = ...,
+        kubernetes_secret: _builtins.str = ...,
+        kubernetes_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["env_var", b"env_var", "kubernetes_key", b"kubernetes_key", "kubernetes_secret", b"kubernetes_secret", "name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskSecret: _TypeAlias = TaskSecret  # noqa: Y015
 
 @_typing.final
 class InputBlob(_message.Message):
