@@ -421,7 +421,7 @@ def execution_page(
         )
         if other
     )
-    error = f"<pre class=error>{escape(_shown(execution.error))}</pre>" if execution.error else ""
+    error = _execution_error(execution.error)
     body = (
         f'<div id=execution data-events="{base}/events?{query}" '
         f'data-status="{execution.status.value}">'
@@ -436,6 +436,20 @@ def execution_page(
         f"<h2>Outputs</h2>{_values(execution.outputs)}</div>"
     )
     return _done(_page(f"Execution {execution.id}", body, viewer=viewer), request, viewer)
+
+
+def _execution_error(error: dict[str, Any] | None) -> str:
+    """The execution's error: its message (and node), and the user's traceback as text."""
+    if not error:
+        return ""
+    message = error.get("message")
+    if not isinstance(message, str):
+        return f"<pre class=error>{escape(_shown(error))}</pre>"
+    node = error.get("node_id")
+    where = f"{escape(str(node))}: " if node else ""
+    traceback = error.get("traceback")
+    shown = f"<pre class=traceback>{escape(traceback)}</pre>" if isinstance(traceback, str) else ""
+    return f"<div class=error>{where}{escape(message)}</div>{shown}"
 
 
 def _actions(execution: ExecutionPublic, viewer: _Viewer, base: str) -> str:
