@@ -170,7 +170,10 @@ def test_watch_cancel_read_a_traceback_and_relaunch(
     marker.write_text("released")
     page.wait_for_selector('svg.dag g.node[data-state="SUCCEEDED"]', timeout=LIVE_MS)
     page.wait_for_selector('#execution[data-status="SUCCEEDED"]', timeout=LIVE_MS)
+    page.wait_for_selector('#execution[data-final="1"]', state="attached", timeout=LIVE_MS)
     assert page.evaluate("window.__sameDocument") is True  # recoloured, not reloaded
+    shown = page.locator("#execution").inner_text()
+    assert "released" in shown and "Cancel" not in shown  # its outputs; no more cancelling
     page.locator("details.log summary").first.click()
     page.wait_for_function("() => document.querySelector('pre[data-log]').textContent.length > 0")
     shot(page, "04-execution-succeeded")
@@ -201,6 +204,18 @@ def test_watch_cancel_read_a_traceback_and_relaunch(
     assert failed not in page.url.split("?")[0]
     assert f"relaunched from {failed}" in page.locator("#execution").inner_text()
     shot(page, "07-execution-relaunched")
+
+    # What can run, and where.
+    page.click("nav a:text('Workflows')")
+    page.wait_for_selector('tr[data-workflow="console_flows.gated"]')
+    page.click("a:text('console_flows.gated')")
+    page.wait_for_selector("svg.dag g.node")
+    assert "(marker: str)" not in page.locator("main").inner_text()  # a table, not a signature
+    shot(page, "10-workflow")
+    page.click("nav a:text('Clusters')")
+    row = page.locator('tr[data-cluster="local"]')
+    assert row.locator(".badge").inner_text() == "online"
+    shot(page, "11-clusters")
     console.assert_stayed_local()
     assert not console.errors, console.errors
 

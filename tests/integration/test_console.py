@@ -375,3 +375,49 @@ def test_the_event_stream_sends_the_api_state_until_the_end(
     assert data[0]["attempts"] == [[a["id"], a["status"]] for a in api_view["attempts"]]
     assert set(data[0]["nodes"]) == {"n0", "n1"}
     assert "event: end" in stream.text
+
+
+# --- workflows and clusters ---------------------------------------------------------------------
+
+
+def test_workflow_pages_show_versions_interface_and_graph_to_their_tenant_only(
+    app: FastAPI, browser: TestClient, admin: str, execution: dict[str, Any]
+) -> None:
+    for path in ("/ui/workflows", f"/ui/workflows/{WORKFLOW}", "/ui/clusters"):
+        assert browser.get(path, follow_redirects=False).status_code == 303, path
+    sign_in(browser, admin)
+    listed = browser.get("/ui/workflows")
+    assert listed.status_code == 200
+    assert f'<tr data-workflow="{WORKFLOW}">' in listed.text
+    assert "(n: int, lr: float = 0.1) -&gt; float" in listed.text
+    detail = browser.get(f"/ui/workflows/{WORKFLOW}")
+    assert detail.status_code == 200
+    assert f"version {execution['version']}" in detail.text
+    assert 'data-node="n0"' in detail.text and 'data-node="n1"' in detail.text
+    assert "<th>n</th><td><code>int</code></td><td>required</td>" in detail.text
+    assert "<th>lr</th><td><code>float</code></td><td>0.1</td>" in detail.text
+    assert f"workflow={WORKFLOW}" in detail.text  # a link to its executions
+    missing = browser.get("/ui/workflows/no.such.flow")
+    assert missing.status_code == 404 and "not registered" in missing.text
+
+    browser.cookies.clear()
+    sign_in(browser, _token(app, "bob", "beta", Role.TENANT_ADMIN))
+    assert WORKFLOW not in browser.get("/ui/workflows").text
+    assert browser.get(f"/ui/workflows/{WORKFLOW}").status_code == 404
+
+
+def test_the_clusters_page_shows_the_granted_clusters(
+    app: FastAPI, browser: TestClient, admin: str, execution: dict[str, Any]
+) -> None:
+    _add_attempts(app, execution["id"])  # registers cluster gpu-west, never heard from
+    sign_in(browser, admin)
+    shown = browser.get("/ui/clusters")
+    assert shown.status_code == 200
+    row = re.search(r'<tr data-cluster="gpu-west">.*?</tr>', shown.text)
+    assert row, shown.text
+    assert 'data-state="offline"' in row.group(0) and "no heartbeat yet" in row.group(0)
+    browser.cookies.clear()
+    sign_in(browser, _token(app, "bob", "beta", Role.VIEWER))
+    other = browser.get("/ui/clusters")
+    assert other.status_code == 200 and "gpu-west" not in other.text
+    assert "No cluster is granted" in other.text

@@ -73,7 +73,7 @@ _HEADERS = {
 # Page frame -----------------------------------------------------------------------------------
 
 
-class _Viewer:
+class Viewer:
     """The signed-in principal on a page: who, the tenants it may read executions of, the
     acting one, and the anti-forgery token its forms carry."""
 
@@ -88,15 +88,15 @@ class _Viewer:
         return self.caller.tenant.name
 
 
-def _page(
-    title: str, body: str, *, viewer: _Viewer | None = None, status: int = 200
-) -> HTMLResponse:
+def page(title: str, body: str, *, viewer: Viewer | None = None, status: int = 200) -> HTMLResponse:
     nav = ""
     if viewer is not None:
         tenant = viewer.tenant
         nav = (
             "<nav><a class=brand href=/ui>Fleetflow</a>"
             f'<a href="/ui/executions?{urlencode({"tenant": tenant})}">Executions</a>'
+            f'<a href="/ui/workflows?{urlencode({"tenant": tenant})}">Workflows</a>'
+            f'<a href="/ui/clusters?{urlencode({"tenant": tenant})}">Clusters</a>'
             "<a href=/dashboard>Usage</a><span class=spacer></span>"
             f"<span class=muted>{escape(viewer.who.principal.name)} · {escape(tenant)}</span>"
             f"<form class=inline method=post action=/ui/signout>{_csrf_input(viewer.csrf)}"
@@ -117,9 +117,9 @@ def _csrf_input(csrf: str) -> str:
     return f'<input type=hidden name={CSRF_FIELD} value="{escape(csrf)}">'
 
 
-def _error(title: str, message: str, status: int, viewer: _Viewer | None = None) -> HTMLResponse:
+def error_page(title: str, message: str, status: int, viewer: Viewer | None = None) -> HTMLResponse:
     back = "<p><a href=/ui/executions>Back to the executions</a></p>"
-    return _page(title, f"<p class=error>{escape(message)}</p>{back}", viewer=viewer, status=status)
+    return page(title, f"<p class=error>{escape(message)}</p>{back}", viewer=viewer, status=status)
 
 
 def _signin_redirect(request: Request) -> RedirectResponse:
@@ -145,10 +145,14 @@ def _readable_tenants(session: Session, authorizer: Authorizer, principal_id: st
     ]
 
 
-def _viewer(
-    request: Request, session: Session, authorizer: Authorizer, tenant: str | None
-) -> _Viewer | Response:
-    """The signed-in principal acting in `tenant` with the right to read its executions, or
+def viewer_of(
+    request: Request,
+    session: Session,
+    authorizer: Authorizer,
+    tenant: str | None,
+    obj: Obj = Obj.EXECUTIONS,
+) -> Viewer | Response:
+    """The signed-in principal acting in `tenant` with the right to read `obj` there, or
     the response that refuses: to sign in (303), or 404/403 as the API answers."""
     who, _ = WEB.principal(request, session)
     if who is None:
@@ -156,17 +160,18 @@ def _viewer(
     try:
         caller = caller_in(session, who, authorizer, tenant or who.home_tenant)
     except ApiError as exc:
-        return _error(
+        return error_page(
             "Not found" if exc.status_code == 404 else "Refused", exc.detail, exc.status_code
         )
-    if not caller.may(session, Obj.EXECUTIONS, Act.READ):
-        return _error("Refused", f"{who.principal.name} may not read executions here", 403)
-    viewer = _Viewer(who, caller, _readable_tenants(session, authorizer, who.principal.id))
+    if not caller.may(session, obj, Act.READ):
+        message = f"{who.principal.name} may not read {obj.value} in {caller.tenant.name!r}"
+        return error_page("Refused", message, 403)
+    viewer = Viewer(who, caller, _readable_tenants(session, authorizer, who.principal.id))
     viewer.csrf = WEB.csrf_token(request)
     return viewer
 
 
-def _done(response: Response, request: Request, viewer: _Viewer) -> Response:
+def finish(response: Response, request: Request, viewer: Viewer) -> Response:
     WEB.keep_csrf(response, request, viewer.csrf)
     return response
 
@@ -196,9 +201,9 @@ def signin_page(request: Request, next: str = "/ui/executions", message: str = "
         "<p class=muted>Your tenant admin creates one (<code>fleetflow admin users create"
         "</code> prints it); <code>fleetflow dev up</code> prints the admin's.</p></form>"
     )
-    page = _page("Sign in", body, status=401 if message else 200)
-    WEB.keep_csrf(page, request, csrf)
-    return page
+    shown = page("Sign in", body, status=401 if message else 200)
+    WEB.keep_csrf(shown, request, csrf)
+    return shown
 
 
 @router.post("/ui/signin")
@@ -213,7 +218,7 @@ def signin(
     its anti-forgery token; the sign-in page again for a token that is not valid)."""
     refusal = WEB.refusal(request, csrf)
     if refusal is not None:
-        return _error("Request refused", refusal, 403)
+        return error_page("Request refused", refusal, 403)
     found = authenticate_token(
         session, get_request_guard(request), client_address(request), token.strip()
     )
@@ -232,7 +237,7 @@ def signin(
 def signout(request: Request, csrf: Annotated[str, Form(alias=CSRF_FIELD)] = "") -> Response:
     refusal = WEB.refusal(request, csrf)
     if refusal is not None:
-        return _error("Request refused", refusal, 403)
+        return error_page("Request refused", refusal, 403)
     response = RedirectResponse("/ui/signin", status_code=303)
     WEB.sign_out(response, request)
     return response
@@ -253,11 +258,11 @@ def static(name: str) -> Response:
 # Executions list -------------------------------------------------------------------------------
 
 
-def _badge(state: str) -> str:
+def badge(state: str) -> str:
     return f'<span class=badge data-state="{escape(state)}">{escape(state)}</span>'
 
 
-def _when(value: Any) -> str:
+def when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "—"
 
 
@@ -275,21 +280,21 @@ def executions_page(
     status: str = "",
     workflow: str = "",
     q: str = "",
-    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    number: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
     size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE,
     fragment: bool = False,
 ) -> Response:
     """The acting tenant's executions, newest first, filtered and paged; `fragment=1` answers
     the table alone (what the page's script polls while executions run)."""
-    viewer = _viewer(request, session, authorizer, tenant)
-    if not isinstance(viewer, _Viewer):
+    viewer = viewer_of(request, session, authorizer, tenant)
+    if not isinstance(viewer, Viewer):
         return viewer
     state = ExecutionState(status) if status in ExecutionState.__members__ else None
     rows = list_executions(
         session,
         viewer.caller.tenant.id,
         limit=size + 1,
-        offset=(page - 1) * size,
+        offset=(number - 1) * size,
         status=state,
         workflow=workflow.strip() or None,
         id_contains=q.strip() or None,
@@ -300,23 +305,23 @@ def executions_page(
     running = any(not e.status.terminal for e in shown)
     params = {"tenant": viewer.tenant, "status": status, "workflow": workflow, "q": q, "size": size}
     pager = ""
-    if page > 1:
-        pager += f'<a rel=prev href="?{urlencode({**params, "page": page - 1})}">← newer</a> '
-    pager += f"<span class=muted>page {page}</span>"
+    if number > 1:
+        pager += f'<a rel=prev href="?{urlencode({**params, "page": number - 1})}">← newer</a> '
+    pager += f"<span class=muted>page {number}</span>"
     if more:
-        pager += f' <a rel=next href="?{urlencode({**params, "page": page + 1})}">older →</a>'
-    refresh = f"?{urlencode({**params, 'page': page, 'fragment': 1})}"
+        pager += f' <a rel=next href="?{urlencode({**params, "page": number + 1})}">older →</a>'
+    refresh = f"?{urlencode({**params, 'page': number, 'fragment': 1})}"
     region = (
         f'<div id=executions data-refresh="{escape(refresh)}" '
         f'data-active="{"1" if running else "0"}">{table}</div>'
     )
     if fragment:
-        return _done(HTMLResponse(region, headers=_HEADERS), request, viewer)
+        return finish(HTMLResponse(region, headers=_HEADERS), request, viewer)
     body = _filters(viewer, state, workflow, q) + region + f"<p class=pager>{pager}</p>"
-    return _done(_page("Executions", body, viewer=viewer), request, viewer)
+    return finish(page("Executions", body, viewer=viewer), request, viewer)
 
 
-def _filters(viewer: _Viewer, state: ExecutionState | None, workflow: str, q: str) -> str:
+def _filters(viewer: Viewer, state: ExecutionState | None, workflow: str, q: str) -> str:
     options = "".join(
         f"<option{' selected' if s is state else ''}>{s.value}</option>" for s in ExecutionState
     )
@@ -346,8 +351,8 @@ def _executions_table(shown: list[ExecutionPublic], tenant: str) -> str:
     rows = "".join(
         f'<tr data-execution="{escape(e.id)}"><td><a href="{_execution_url(e.id, tenant)}">'
         f"{escape(e.id)}</a></td><td>{escape(e.workflow)}</td><td>{escape(e.version)}</td>"
-        f"<td>{_badge(e.status.value)}</td><td>{_when(e.created_at)}</td>"
-        f"<td>{_when(e.finished_at)}</td></tr>"
+        f"<td>{badge(e.status.value)}</td><td>{when(e.created_at)}</td>"
+        f"<td>{when(e.finished_at)}</td></tr>"
         for e in shown
     )
     return (
@@ -361,7 +366,7 @@ def _executions_table(shown: list[ExecutionPublic], tenant: str) -> str:
 
 
 def _read_execution(
-    session: Session, viewer: _Viewer, execution_id: str, blob_store: Any
+    session: Session, viewer: Viewer, execution_id: str, blob_store: Any
 ) -> tuple[ExecutionPublic, dict[str, Any]] | None:
     """The execution as `GET /api/v1/executions/{id}` answers it, and its stored spec."""
     row = get_execution(session, viewer.caller.tenant.id, execution_id)
@@ -391,19 +396,21 @@ def execution_page(
     tenant: str | None = None,
     fragment: str = "",
 ) -> Response:
-    viewer = _viewer(request, session, authorizer, tenant)
-    if not isinstance(viewer, _Viewer):
+    viewer = viewer_of(request, session, authorizer, tenant)
+    if not isinstance(viewer, Viewer):
         return viewer
     found = _read_execution(session, viewer, execution_id, blob_store)
     if found is None:
-        return _done(
-            _error("Not found", f"execution {execution_id} not found", 404, viewer), request, viewer
+        return finish(
+            error_page("Not found", f"execution {execution_id} not found", 404, viewer),
+            request,
+            viewer,
         )
     execution, spec = found
     query = urlencode({"tenant": viewer.tenant})
     base = f"/ui/executions/{escape(execution.id)}"
     if fragment == "attempts":
-        return _done(
+        return finish(
             HTMLResponse(_attempts(execution, base, query), headers=_HEADERS), request, viewer
         )
     placed = dag.layout(spec)
@@ -421,13 +428,13 @@ def execution_page(
         )
         if other
     )
-    error = _execution_error(execution.error)
+    error = _executionerror_page(execution.error)
     body = (
         f'<div id=execution data-events="{base}/events?{query}" '
         f'data-status="{execution.status.value}">'
-        f"<p>{_badge(execution.status.value)} <b>{escape(execution.workflow)}</b> "
+        f"<p>{badge(execution.status.value)} <b>{escape(execution.workflow)}</b> "
         f"<span class=muted>version {escape(execution.version)} · created "
-        f"{_when(execution.created_at)} · finished {_when(execution.finished_at)}</span></p>"
+        f"{when(execution.created_at)} · finished {when(execution.finished_at)}</span></p>"
         f"{lineage}{actions}{error}"
         f"<h2>Graph</h2><div class=dagbox>{dag.render_svg(placed, states)}</div>"
         f'<h2>Attempts</h2><div id=attempts data-src="{base}?{query}&amp;fragment=attempts">'
@@ -435,10 +442,10 @@ def execution_page(
         f"<h2>Inputs</h2>{_values(execution.inputs)}"
         f"<h2>Outputs</h2>{_values(execution.outputs)}</div>"
     )
-    return _done(_page(f"Execution {execution.id}", body, viewer=viewer), request, viewer)
+    return finish(page(f"Execution {execution.id}", body, viewer=viewer), request, viewer)
 
 
-def _execution_error(error: dict[str, Any] | None) -> str:
+def _executionerror_page(error: dict[str, Any] | None) -> str:
     """The execution's error: its message (and node), and the user's traceback as text."""
     if not error:
         return ""
@@ -452,7 +459,7 @@ def _execution_error(error: dict[str, Any] | None) -> str:
     return f"<div class=error>{where}{escape(message)}</div>{shown}"
 
 
-def _actions(execution: ExecutionPublic, viewer: _Viewer, base: str) -> str:
+def _actions(execution: ExecutionPublic, viewer: Viewer, base: str) -> str:
     tenant = f'<input type=hidden name=tenant value="{escape(viewer.tenant)}">'
     buttons = []
     if not execution.status.terminal:
@@ -502,9 +509,9 @@ def _attempt_row(attempt: AttemptPublic, base: str, query: str) -> str:
     )
     return (
         f'<tr data-attempt="{escape(attempt.id)}"><td>{escape(node)}</td>'
-        f"<td>{attempt.attempt_number}</td><td>{_badge(attempt.status.value)}</td>"
-        f"<td>{escape(attempt.cluster or '—')}</td><td>{_when(attempt.created_at)}</td>"
-        f"<td>{_when(attempt.started_at)}</td><td>{_when(attempt.finished_at)}</td>"
+        f"<td>{attempt.attempt_number}</td><td>{badge(attempt.status.value)}</td>"
+        f"<td>{escape(attempt.cluster or '—')}</td><td>{when(attempt.created_at)}</td>"
+        f"<td>{when(attempt.started_at)}</td><td>{when(attempt.finished_at)}</td>"
         f"<td>{why}{traceback}{log}</td></tr>"
     )
 
@@ -539,8 +546,8 @@ def execution_events(
 ) -> Response:
     """Server-sent events: a snapshot (see `snapshot`) whenever it changes, until the
     execution ends or `SSE_MAX_SECONDS` pass (the browser's EventSource then reconnects)."""
-    viewer = _viewer(request, session, authorizer, tenant)
-    if not isinstance(viewer, _Viewer):
+    viewer = viewer_of(request, session, authorizer, tenant)
+    if not isinstance(viewer, Viewer):
         return PlainTextResponse("sign in first, or not allowed", status_code=_status(viewer))
     found = _read_execution(session, viewer, execution_id, blob_store)
     if found is None:
@@ -599,8 +606,8 @@ async def attempt_log(
 ) -> Response:
     """What one attempt printed (its stored last MiB), through the logs API's own function;
     header `X-Attempt-State` says whether it may still grow."""
-    viewer = await run_in_threadpool(_viewer, request, session, authorizer, tenant)
-    if not isinstance(viewer, _Viewer):
+    viewer = await run_in_threadpool(viewer_of, request, session, authorizer, tenant)
+    if not isinstance(viewer, Viewer):
         return PlainTextResponse("sign in first, or not allowed", status_code=_status(viewer))
     try:
         logs = await execution_logs(
@@ -636,16 +643,16 @@ async def execution_action(
     """Cancel, relaunch or recover, through the API routes' own functions, for a principal
     allowed to write executions in the tenant; then back to the (new) execution's page."""
     if action not in ("cancel", "relaunch", "recover"):
-        return _error("Not found", f"no action {action!r}", 404)
+        return error_page("Not found", f"no action {action!r}", 404)
     refusal = WEB.refusal(request, csrf)
     if refusal is not None:
-        return _error("Request refused", refusal, 403)
-    viewer = await run_in_threadpool(_viewer, request, session, authorizer, tenant)
-    if not isinstance(viewer, _Viewer):
+        return error_page("Request refused", refusal, 403)
+    viewer = await run_in_threadpool(viewer_of, request, session, authorizer, tenant)
+    if not isinstance(viewer, Viewer):
         return viewer
     if not viewer.caller.may(session, Obj.EXECUTIONS, Act.WRITE):
         message = f"{viewer.who.principal.name} may not write executions in {viewer.tenant!r}"
-        return _error("Refused", message, 403, viewer)
+        return error_page("Refused", message, 403, viewer)
     caller = viewer.caller
     try:
         if action == "cancel":
@@ -662,7 +669,7 @@ async def execution_action(
             )
     except ApiError as exc:
         title = "Not found" if exc.status_code == 404 else f"Could not {action}"
-        return _error(title, exc.detail, exc.status_code, viewer)
+        return error_page(title, exc.detail, exc.status_code, viewer)
     return RedirectResponse(
         f"/ui/executions/{done.id}?{urlencode({'tenant': viewer.tenant})}", status_code=303
     )

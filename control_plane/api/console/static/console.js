@@ -96,12 +96,29 @@
     }
   }
 
+  // Once the execution has ended: its page again (outputs, times, buttons), swapped in place.
+  function refreshWhole(root) {
+    fetch(location.href, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("execution");
+        if (!fresh) return;
+        root.innerHTML = fresh.innerHTML;  // the server's own escaped page; scripts never run
+        root.setAttribute("data-status", fresh.getAttribute("data-status"));
+        root.setAttribute("data-final", "1");
+        watchLogs(root);
+      });
+  }
+
   function watchExecution(root) {
     watchLogs(root);
-    if (TERMINAL[root.getAttribute("data-status")] || !window.EventSource) return;
+    if (TERMINAL[root.getAttribute("data-status")] || !window.EventSource) {
+      root.setAttribute("data-final", "1");
+      return;
+    }
     var source = new EventSource(root.getAttribute("data-events"));
     source.onmessage = function (event) { applySnapshot(root, JSON.parse(event.data)); };
-    source.addEventListener("end", function () { source.close(); });
+    source.addEventListener("end", function () { source.close(); refreshWhole(root); });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
