@@ -421,3 +421,18 @@ def test_the_clusters_page_shows_the_granted_clusters(
     other = browser.get("/ui/clusters")
     assert other.status_code == 200 and "gpu-west" not in other.text
     assert "No cluster is granted" in other.text
+
+
+def test_a_principal_of_several_tenants_picks_one(
+    app: FastAPI, browser: TestClient, admin: str, execution: dict[str, Any]
+) -> None:
+    _token(app, "bob", "beta", Role.VIEWER)  # tenant beta exists, with no executions
+    sign_in(browser, admin)  # a platform admin reads every tenant
+    page = browser.get("/ui/executions")
+    assert "<select name=tenant><option selected>acme</option><option>beta</option>" in page.text
+    beta = browser.get("/ui/executions", params={"tenant": "beta"})
+    assert beta.status_code == 200 and execution["id"] not in beta.text
+    assert "admin · beta" in beta.text
+    # An execution is looked up in the tenant the page names, as the API does.
+    assert browser.get(f"/ui/executions/{execution['id']}?tenant=beta").status_code == 404
+    assert browser.get(f"/ui/executions/{execution['id']}?tenant=acme").status_code == 200
