@@ -155,10 +155,15 @@ def test_watch_cancel_read_a_traceback_and_relaunch(
     marker = exchange_dir / "release-me"  # tasks run as users of their own
     watched = launch(stack, "gated", "--marker", str(marker))
     doomed = launch(stack, "gated", "--marker", str(exchange_dir / "never"))
-    failed = launch(stack, "failing")
 
+    # The list refreshes itself while executions run: one launched now appears without a
+    # reload. (It waits for a CPU of the local agent, which the two waiting tasks hold.)
     page.goto(f"{console.origin}/ui/executions", wait_until="load")
     page.wait_for_selector(f'tr[data-execution="{watched}"]')
+    page.evaluate("window.__sameDocument = true")
+    failed = launch(stack, "failing")
+    page.wait_for_selector(f'tr[data-execution="{failed}"]', timeout=LIVE_MS)
+    assert page.evaluate("window.__sameDocument") is True
     shot(page, "02-executions")
 
     # Live: the node runs, then succeeds when the file appears, with no reload in between.
