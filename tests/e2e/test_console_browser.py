@@ -221,6 +221,9 @@ def test_watch_cancel_read_a_traceback_and_relaunch(
     row = page.locator('tr[data-cluster="local"]')
     assert row.locator(".badge").inner_text() == "online"
     shot(page, "11-clusters")
+    page.click("nav a:text('Usage')")
+    page.wait_for_selector("section h2")
+    shot(page, "12-usage")
     console.assert_stayed_local()
     assert not console.errors, console.errors
 

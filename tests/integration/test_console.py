@@ -436,3 +436,19 @@ def test_a_principal_of_several_tenants_picks_one(
     # An execution is looked up in the tenant the page names, as the API does.
     assert browser.get(f"/ui/executions/{execution['id']}?tenant=beta").status_code == 404
     assert browser.get(f"/ui/executions/{execution['id']}?tenant=acme").status_code == 200
+
+
+def test_the_usage_page_is_the_dashboard_under_the_console_sign_in(
+    app: FastAPI, browser: TestClient, admin: str, execution: dict[str, Any]
+) -> None:
+    assert browser.get("/ui/usage", follow_redirects=False).status_code == 303
+    _token(app, "bob", "beta", Role.TENANT_ADMIN)
+    sign_in(browser, admin)
+    shown = browser.get("/ui/usage")
+    assert shown.status_code == 200
+    assert "<h2>acme</h2>" in shown.text and "<h2>beta</h2>" in shown.text  # a platform admin
+    assert "GPU-seconds per hour" in shown.text
+    browser.cookies.clear()
+    sign_in(browser, _token(app, "bea", "beta", Role.TENANT_ADMIN))
+    other = browser.get("/ui/usage")
+    assert "<h2>beta</h2>" in other.text and "<h2>acme</h2>" not in other.text

@@ -1,7 +1,8 @@
 """The console's read-only pages of what a tenant can run on: its registered workflows (versions,
-typed interface, the graph before any run) and the clusters granted to it (status, heartbeat,
-capacity and use per GPU type). Each calls the REST API's own route function with a caller
-checked for the same right (`workflows:read`, `clusters:read`)."""
+typed interface, the graph before any run), the clusters granted to it (status, heartbeat,
+capacity and use per GPU type) and quotas against use (`/dashboard`'s sections, under the
+console's sign-in). Each calls the REST API's own route function with a caller checked for the
+same right (`workflows:read`, `clusters:read`; usage: the dashboard's own rule)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from control_plane.api.deps import SessionDep, SettingsDep
 from control_plane.api.errors import ApiError
 from control_plane.api.routes import clusters as clusters_routes
 from control_plane.api.routes import workflows as workflows_routes
+from control_plane.api.routes.dashboard import tenant_section, usage_tenants
 from control_plane.auth.rbac import Obj
 from control_plane.placement import format_bytes
 from fleetflow.api_models.clusters import ClusterPublic
@@ -171,3 +173,22 @@ def _cluster_row(cluster: ClusterPublic) -> str:
         f"<td>{when(cluster.last_heartbeat_at)}</td><td>{cluster.active_attempts}</td>"
         f"<td>{cpu}</td><td>{memory}</td><td>{gpus}</td></tr>"
     )
+
+
+@router.get("/ui/usage")
+def usage_page(
+    request: Request,
+    session: SessionDep,
+    authorizer: AuthorizerDep,
+    tenant: str | None = None,
+) -> Response:
+    """`/dashboard`'s quotas, usage and top workflows, for the tenants whose usage the principal
+    may read, under the console's sign-in."""
+    viewer = viewer_of(request, session, authorizer, tenant)
+    if not isinstance(viewer, Viewer):
+        return viewer
+    tenants = usage_tenants(session, authorizer, viewer.caller.principal_id)
+    body = "".join(tenant_section(session, t) for t in tenants) or (
+        "<p>You may not read the usage of any tenant.</p>"
+    )
+    return finish(page("Usage", body, viewer=viewer), request, viewer)

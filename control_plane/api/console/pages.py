@@ -97,7 +97,8 @@ def page(title: str, body: str, *, viewer: Viewer | None = None, status: int = 2
             f'<a href="/ui/executions?{urlencode({"tenant": tenant})}">Executions</a>'
             f'<a href="/ui/workflows?{urlencode({"tenant": tenant})}">Workflows</a>'
             f'<a href="/ui/clusters?{urlencode({"tenant": tenant})}">Clusters</a>'
-            "<a href=/dashboard>Usage</a><span class=spacer></span>"
+            f'<a href="/ui/usage?{urlencode({"tenant": tenant})}">Usage</a>'
+            "<span class=spacer></span>"
             f"<span class=muted>{escape(viewer.who.principal.name)} · {escape(tenant)}</span>"
             f"<form class=inline method=post action=/ui/signout>{_csrf_input(viewer.csrf)}"
             "<button type=submit>Sign out</button></form></nav>"

@@ -130,7 +130,8 @@ def _chart(values: list[float], width: int = 480, height: int = 80) -> str:
     )
 
 
-def _tenant_section(session: Session, tenant: Tenant) -> str:
+def tenant_section(session: Session, tenant: Tenant) -> str:
+    """One tenant's quota bars, usage chart and top workflows (also the console's `/ui/usage`)."""
     load = current_load(session, tenant.id)
     quota = quota_public(session, tenant)
     rows = [
@@ -193,7 +194,8 @@ def _tenant_section(session: Session, tenant: Tenant) -> str:
     )
 
 
-def _readable_tenants(session: Session, authorizer: Authorizer, principal_id: str) -> list[Tenant]:
+def usage_tenants(session: Session, authorizer: Authorizer, principal_id: str) -> list[Tenant]:
+    """The tenants whose usage the principal may read (platform admins: every tenant)."""
     if authorizer.allowed(session, principal_id, EVERY_TENANT, Obj.PLATFORM, Act.READ):
         return tenancy.list_tenants(session)
     names = {dom for _, dom in authorizer.roles(session, principal_id)}
@@ -217,8 +219,8 @@ def dashboard(
         message = "The token is invalid, expired or revoked." if token else ""
         page = _page("Fleetflow usage", _login_form(csrf, message), status=401)
     else:
-        tenants = _readable_tenants(session, authorizer, who.principal.id)
-        sections = "".join(_tenant_section(session, t) for t in tenants) or (
+        tenants = usage_tenants(session, authorizer, who.principal.id)
+        sections = "".join(tenant_section(session, t) for t in tenants) or (
             "<p>You may not read the usage of any tenant.</p>"
         )
         signed_in = escape(who.principal.name)  # a <div>: a form may not sit in a <p>
