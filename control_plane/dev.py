@@ -384,6 +384,7 @@ def _print_banner(
 ) -> None:
     console.print("[bold green]Fleetflow dev stack is up[/bold green]")
     console.print(f"  REST API     {api_url}  (OpenAPI: {api_url}/docs)", highlight=False)
+    console.print(f"  web console  {api_url}/ui  (sign in with an API token)", highlight=False)
     # As `prefect server start` and `temporal server start-dev` do: what signs you in, shown
     # to whoever started the stack. The dashboard's form takes the token; a link carrying it
     # would leave it in the browser's history and in access logs.

@@ -12,6 +12,8 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
+from control_plane.api.console import catalog as console_catalog
+from control_plane.api.console import pages as console_pages
 from control_plane.api.docs_pages import install_docs_pages
 from control_plane.api.errors import install_error_handlers
 from control_plane.api.limits import BodySizeLimit, RefuseNul, RequestGuard
@@ -137,6 +139,8 @@ def create_app(
 
     app.include_router(health.router)
     app.include_router(dashboard.router)
+    app.include_router(console_pages.router)
+    app.include_router(console_catalog.router)
     install_docs_pages(app)
     api = APIRouter(prefix=API_PREFIX, responses=COMMON_ERRORS)
     for router in (

@@ -290,6 +290,7 @@ def test_dev_up_says_what_it_waits_for_and_how_to_sign_in(dev_up: DevUp) -> None
     token = (dev_up.home / "admin-token").read_text().strip()
     assert (dev_up.home / "admin-token").stat().st_mode & 0o077 == 0
     assert f"dashboard    {api_url}/dashboard" in banner, banner
+    assert f"web console  {api_url}/ui" in banner, banner
     assert f"admin token  {token}  (kept in {dev_up.home / 'admin-token'}" in banner, banner
     assert "✓" not in banner
     config = CliConfig.model_validate_json(dev_up.config.read_text())

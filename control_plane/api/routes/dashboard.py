@@ -15,26 +15,18 @@ signs nobody out: it answers 405 with the sign-out button.
 
 from __future__ import annotations
 
-import hmac
-import re
-import secrets
 from datetime import timedelta
 from html import escape
-from typing import Annotated, Any
-from urllib.parse import urlsplit
+from typing import Annotated
 
-from fastapi import APIRouter, Cookie, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from control_plane.api.auth import (
-    AuthorizerDep,
-    authenticate_token,
-    client_address,
-    get_request_guard,
-)
+from control_plane.api.auth import AuthorizerDep
 from control_plane.api.deps import SessionDep
 from control_plane.api.routes.admin import quota_public
+from control_plane.api.web_session import COOKIE, CSRF_COOKIE, CSRF_FIELD, WebSession, origin_of
 from control_plane.auth.rbac import EVERY_TENANT, Act, Authorizer, Obj
 from control_plane.db.models import Tenant, utcnow
 from control_plane.db.repositories import tenancy
@@ -43,11 +35,8 @@ from control_plane.placement import format_bytes
 from control_plane.quota import current_load
 
 router = APIRouter(include_in_schema=False)
-COOKIE = "fleetflow_token"
-CSRF_COOKIE = "fleetflow_csrf"
-CSRF_FIELD = "csrf"
-_CSRF_SHAPE = re.compile(r"[A-Za-z0-9_-]{32,128}")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+WEB = WebSession(path="/dashboard", home="/dashboard", name="dashboard")
+__all__ = ["COOKIE", "CSRF_COOKIE", "WEB", "origin_of", "router"]
 _HOURS = 24
 
 _STYLE = """
@@ -100,110 +89,6 @@ def _logout_form(csrf: str) -> str:
     )
 
 
-# Cross-site request forgery -----------------------------------------------------------------
-
-
-def origin_of(url: str) -> str | None:
-    """`scheme://host[:port]` of an http(s) URL, without the scheme's default port; None when
-    `url` has no such origin (`null`, another scheme, garbage)."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    host = parts.hostname  # lower-cased, IPv6 without brackets
-    if scheme not in _DEFAULT_PORTS or not host:
-        return None
-    shown_host = f"[{host}]" if ":" in host else host
-    shown_port = "" if port is None or port == _DEFAULT_PORTS[scheme] else f":{port}"
-    return f"{scheme}://{shown_host}{shown_port}"
-
-
-def own_origin(request: Request) -> str:
-    """This server's origin as the browser addressed it (the `Host` header; behind a TLS
-    proxy the scheme is right only with uvicorn's `--proxy-headers`)."""
-    origin = origin_of(str(request.base_url))
-    assert origin is not None  # Starlette's base URL is always http(s)://host
-    return origin
-
-
-def cross_site_refusal(request: Request) -> str | None:
-    """Why a state-changing dashboard POST is refused as cross-site, or None when its
-    origin is this server's own.
-
-    The browser's `Origin` header decides; when a browser leaves it out, the origin of the
-    `Referer`. `Origin: null` (a sandboxed frame, a `no-referrer` page, a redirect from another
-    site) is refused: its origin cannot be checked. A request with neither header passes this
-    check. Every current browser sends `Origin` on a cross-site POST, so only a non-browser
-    client (curl, a script, a test) sends neither, and forgery is about browsers: such a client
-    acts with its own credentials only. It still needs the anti-forgery token of the form
-    (`csrf_refusal`), which covers a browser that would send neither header."""
-    header = request.headers.get("origin")
-    if header is None:
-        referer = request.headers.get("referer")
-        if referer is None:
-            return None
-        header, what = referer, "Referer"
-    else:
-        what = "Origin"
-    own = own_origin(request)
-    origin = origin_of(header)
-    if origin == own:
-        return None
-    if origin is None:
-        return (
-            f"Refused: the browser sent {what} {header[:200]!r}, so this form's origin cannot "
-            f"be checked (a sandboxed frame, a privacy setting or a redirect from another site "
-            f"do that). Open {own}/dashboard and use the form there."
-        )
-    return (
-        f"Refused: this form was posted from {origin}, not from this site ({own}). The "
-        "dashboard accepts sign-in and sign-out only from its own pages, so that another site "
-        f"cannot act in your name (cross-site request forgery). Open {own}/dashboard and use "
-        "the form there."
-    )
-
-
-def csrf_refusal(request: Request, submitted: str) -> str | None:
-    """Why the form's anti-forgery token is refused, or None when it matches the
-    `fleetflow_csrf` cookie that came with it. Another site cannot read that cookie; a sibling
-    subdomain that could plant one is stopped by `cross_site_refusal` first."""
-    expected = request.cookies.get(CSRF_COOKIE, "")
-    if _CSRF_SHAPE.fullmatch(expected) and hmac.compare_digest(
-        expected.encode(), submitted.encode()
-    ):
-        return None
-    return (
-        "Refused: the form's anti-forgery token is missing or does not match this browser's "
-        f"{CSRF_COOKIE} cookie (the page may be old, or cookies are blocked). Reload "
-        f"{own_origin(request)}/dashboard and submit the form again."
-    )
-
-
-def _csrf_token(request: Request) -> str:
-    """The browser's anti-forgery token, or a new one (set it with `_keep_csrf`)."""
-    current = request.cookies.get(CSRF_COOKIE, "")
-    return current if _CSRF_SHAPE.fullmatch(current) else secrets.token_urlsafe(32)
-
-
-def _keep_csrf(response: Response, request: Request, csrf: str) -> None:
-    if request.cookies.get(CSRF_COOKIE) != csrf:
-        response.set_cookie(CSRF_COOKIE, csrf, **_cookie_attributes(request))
-
-
-def _cookie_attributes(request: Request) -> dict[str, Any]:
-    """How the dashboard keeps its cookies (the session's token, the anti-forgery token): for
-    its own pages only, never sent cross-site, over HTTPS only when served over HTTPS, and out
-    of scripts' reach (the server writes the anti-forgery token into its forms itself)."""
-    return {
-        "path": "/dashboard",
-        "httponly": True,
-        "samesite": "strict",
-        "secure": request.url.scheme == "https",
-    }
-
-
 def _refused(reason: str) -> HTMLResponse:
     return _page(
         "Request refused",
@@ -245,7 +130,8 @@ def _chart(values: list[float], width: int = 480, height: int = 80) -> str:
     )
 
 
-def _tenant_section(session: Session, tenant: Tenant) -> str:
+def tenant_section(session: Session, tenant: Tenant) -> str:
+    """One tenant's quota bars, usage chart and top workflows (also the console's `/ui/usage`)."""
     load = current_load(session, tenant.id)
     quota = quota_public(session, tenant)
     rows = [
@@ -308,7 +194,8 @@ def _tenant_section(session: Session, tenant: Tenant) -> str:
     )
 
 
-def _readable_tenants(session: Session, authorizer: Authorizer, principal_id: str) -> list[Tenant]:
+def usage_tenants(session: Session, authorizer: Authorizer, principal_id: str) -> list[Tenant]:
+    """The tenants whose usage the principal may read (platform admins: every tenant)."""
     if authorizer.allowed(session, principal_id, EVERY_TENANT, Obj.PLATFORM, Act.READ):
         return tenancy.list_tenants(session)
     names = {dom for _, dom in authorizer.roles(session, principal_id)}
@@ -325,29 +212,21 @@ def dashboard(
     request: Request,
     session: SessionDep,
     authorizer: AuthorizerDep,
-    cookie: Annotated[str | None, Cookie(alias=COOKIE)] = None,
 ) -> HTMLResponse:
-    header = request.headers.get("authorization", "")
-    token = header[7:] if header.lower().startswith("bearer ") else cookie
-    who = (
-        authenticate_token(session, get_request_guard(request), client_address(request), token)
-        if token
-        else None
-    )
-    csrf = _csrf_token(request)
+    who, token = WEB.principal(request, session)
+    csrf = WEB.csrf_token(request)
     if who is None:
         message = "The token is invalid, expired or revoked." if token else ""
         page = _page("Fleetflow usage", _login_form(csrf, message), status=401)
     else:
-        session.commit()  # last_used_at
-        tenants = _readable_tenants(session, authorizer, who.principal.id)
-        sections = "".join(_tenant_section(session, t) for t in tenants) or (
+        tenants = usage_tenants(session, authorizer, who.principal.id)
+        sections = "".join(tenant_section(session, t) for t in tenants) or (
             "<p>You may not read the usage of any tenant.</p>"
         )
         signed_in = escape(who.principal.name)  # a <div>: a form may not sit in a <p>
         header_line = f"<div class=muted>Signed in as {signed_in} · {_logout_form(csrf)}</div>"
         page = _page("Fleetflow usage", header_line + sections)
-    _keep_csrf(page, request, csrf)
+    WEB.keep_csrf(page, request, csrf)
     return page
 
 
@@ -358,15 +237,13 @@ def login(
     csrf: Annotated[str, Form(alias=CSRF_FIELD)] = "",
 ) -> Response:
     """Keep `token` in the session cookie, if the form came from this site (see
-    `cross_site_refusal` for requests without `Origin`/`Referer`) with its anti-forgery
+    `WebSession.cross_site_refusal` for requests without `Origin`/`Referer`) with its anti-forgery
     token; otherwise 403 and no cookie. The token is checked when the dashboard is shown."""
-    refusal = cross_site_refusal(request) or csrf_refusal(request, csrf)
+    refusal = WEB.refusal(request, csrf)
     if refusal is not None:
         return _refused(refusal)
     response = RedirectResponse("/dashboard", status_code=303)
-    response.set_cookie(COOKIE, token.strip(), max_age=12 * 3600, **_cookie_attributes(request))
-    # A new anti-forgery token with the new session: one seen before sign-in is spent.
-    _keep_csrf(response, request, secrets.token_urlsafe(32))
+    WEB.sign_in(response, request, token)
     return response
 
 
@@ -374,7 +251,7 @@ def login(
 def logout_page(request: Request) -> HTMLResponse:
     """405: a link must not sign anyone out (another site could embed it); the page offers
     the sign-out button instead."""
-    csrf = _csrf_token(request)
+    csrf = WEB.csrf_token(request)
     page = _page(
         "Sign out",
         "<p>Signing out takes the button below; a link cannot sign you out, so that another "
@@ -382,16 +259,16 @@ def logout_page(request: Request) -> HTMLResponse:
         status=405,
     )
     page.headers["Allow"] = "POST"
-    _keep_csrf(page, request, csrf)
+    WEB.keep_csrf(page, request, csrf)
     return page
 
 
 @router.post("/dashboard/logout")
 def logout(request: Request, csrf: Annotated[str, Form(alias=CSRF_FIELD)] = "") -> Response:
     """Forget the session cookie, under the same checks as `login`."""
-    refusal = cross_site_refusal(request) or csrf_refusal(request, csrf)
+    refusal = WEB.refusal(request, csrf)
     if refusal is not None:
         return _refused(refusal)
     response = RedirectResponse("/dashboard", status_code=303)
-    response.delete_cookie(COOKIE, **_cookie_attributes(request))
+    WEB.sign_out(response, request)
     return response

@@ -133,11 +133,24 @@ def list_executions(
     limit: int = 50,
     offset: int = 0,
     status: ExecutionState | None = None,
+    workflow: str | None = None,
+    id_contains: str | None = None,
 ) -> list[Execution]:
-    """The tenant's executions, newest first."""
+    """The tenant's executions, newest first; only those of `workflow` (a name) and those whose
+    id contains `id_contains`, when given."""
     query = select(Execution).where(Execution.tenant_id == tenant_id)
     if status is not None:
         query = query.where(Execution.status == status.value)
+    if workflow is not None:
+        query = query.where(
+            Execution.workflow_spec_id.in_(
+                select(WorkflowVersion.id).where(
+                    WorkflowVersion.tenant_id == tenant_id, WorkflowVersion.name == workflow
+                )
+            )
+        )
+    if id_contains:
+        query = query.where(Execution.id.contains(id_contains, autoescape=True))
     query = query.order_by(Execution.created_at.desc(), Execution.id.desc())
     return list(session.scalars(query.limit(limit).offset(offset)))
 
