@@ -138,9 +138,11 @@ class TemporalSchedules:
         self, plan: LaunchPlan, start: datetime, end: datetime, overlap: models.OverlapPolicy
     ) -> None:
         handle = self._client.get_schedule_handle(schedule_id(plan))
+        # Our range is [start, end); Temporal launches a time equal to its end_at as well.
+        last = end - timedelta(milliseconds=1)
         try:
             await handle.backfill(
-                ScheduleBackfill(start_at=start, end_at=end, overlap=_OVERLAP[overlap])
+                ScheduleBackfill(start_at=start, end_at=last, overlap=_OVERLAP[overlap])
             )
         except RPCError as err:
             raise _translate(err) from None
