@@ -139,7 +139,7 @@ class TemporalSchedules:
     ) -> None:
         handle = self._client.get_schedule_handle(schedule_id(plan))
         # Our range is [start, end); Temporal launches a time equal to its end_at as well.
-        last = end - timedelta(milliseconds=1)
+        last = end - min(timedelta(milliseconds=1), end - start)  # never before start
         try:
             await handle.backfill(
                 ScheduleBackfill(start_at=start, end_at=last, overlap=_OVERLAP[overlap])
