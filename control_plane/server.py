@@ -98,6 +98,7 @@ async def run_control_plane(
         sessions,
         heartbeat_grace=settings.grpc.heartbeat_grace,
         strategy=settings.placement.strategy,
+        reserve_after=settings.scheduler.reserve_after,
         on_assigned=attempts_ready.notify,
     )
     tasks: list[asyncio.Task[None]] = []
@@ -148,6 +149,8 @@ async def run_control_plane(
         if parts.grpc:
             notifier = FinishNotifier(sessions, launcher.signal_attempt_finished)
             tasks.append(asyncio.create_task(notifier.run(stop), name="finish-notifier"))
+            # Preempted attempts reach their workflows at once (else at the loop's next round).
+            scheduler.on_preempted = notifier.deliver_soon
             # Webhooks of finished executions, from their outbox (any replica may send).
             sender = NotificationSender.for_settings(sessions, settings)
             tasks.append(asyncio.create_task(sender.run(stop), name="notification-sender"))

@@ -189,6 +189,25 @@ class PlacementSettings(BaseSettings):
     )
 
 
+class SchedulerSettings(BaseSettings):
+    """Placement passes (control_plane/scheduling/scheduler.py)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETFLOW_SCHEDULER_", extra="ignore")
+
+    reserve_after_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="an attempt waiting longer than this gets capacity reserved on one "
+        "cluster, which later small tasks may only backfill into what does not delay it "
+        "(control_plane/placement/reservations.py); 0: never reserve",
+    )
+
+    @property
+    def reserve_after(self) -> timedelta | None:
+        return timedelta(seconds=self.reserve_after_seconds) if self.reserve_after_seconds else None
+
+
 class MetricsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLEETFLOW_METRICS_", extra="ignore")
 
@@ -289,6 +308,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)

@@ -67,6 +67,7 @@ class TaskAssignment:
     attempt_number: int = 0  # 1 for the unit's first try; 0: the control plane did not say
     map_index: int | None = None  # the element of a map node; None for an ordinary node
     checkpoint_uri: str = ""  # where the attempt's unit keeps its checkpoint; "": none
+    replicas: int = 1  # workers started together (a gang), each holding `resources`
     # Never written to disk, an annotation or a log: the process (or pod) of the attempt only.
     secrets: tuple[TaskSecret, ...] = field(default=(), repr=False)
 

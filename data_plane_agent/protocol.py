@@ -40,13 +40,23 @@ _TERMINAL_STATES = frozenset(proto for state, proto in _STATE_TO_PROTO.items() i
 
 
 @dataclass(frozen=True)
+class StopOrder:
+    """An attempt the control plane wants stopped, why, and its grace between SIGTERM and the
+    kill (None: the agent's own kill grace, as for a cancel)."""
+
+    attempt_id: str
+    grace_seconds: float | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Registration:
     """The control plane's answer to `Register`."""
 
     cluster_name: str
     heartbeat_interval_seconds: int
     """0 when the control plane named none."""
-    stop_attempt_ids: tuple[str, ...]
+    stop_orders: tuple[StopOrder, ...]
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,7 @@ def assignment_from_proto(message: agent_pb2.Assignment) -> TaskAssignment:
         attempt_number=message.attempt_number,
         map_index=message.map_index if message.HasField("map_index") else None,
         checkpoint_uri=message.checkpoint_uri,
+        replicas=max(message.replicas, 1),
         secrets=tuple(
             TaskSecret(
                 name=secret.name,
@@ -141,6 +152,8 @@ def capacity_to_proto(capacity: Capacity) -> agent_pb2.Capacity:
             agent_pb2.GpuCapacity(gpu_type=g.gpu_type, allocatable=g.allocatable, in_use=g.in_use)
             for g in capacity.gpus
         ],
+        counted_attempt_ids=sorted(capacity.counted_attempt_ids or ()),
+        counts_attempts=capacity.counted_attempt_ids is not None,
     )
 
 
@@ -193,7 +206,7 @@ def registration_from_proto(response: agent_pb2.RegisterResponse) -> Registratio
     return Registration(
         cluster_name=response.cluster_name,
         heartbeat_interval_seconds=response.heartbeat_interval_seconds,
-        stop_attempt_ids=tuple(response.stop_attempt_ids),
+        stop_orders=stop_orders_from_proto(response),
     )
 
 
@@ -217,8 +230,22 @@ def heartbeat_request(
     )
 
 
-def stop_attempt_ids_from_proto(response: agent_pb2.HeartbeatResponse) -> tuple[str, ...]:
-    return tuple(response.stop_attempt_ids)
+def stop_orders_from_proto(
+    response: agent_pb2.HeartbeatResponse | agent_pb2.RegisterResponse,
+) -> tuple[StopOrder, ...]:
+    """The attempts to stop: each of `stop_attempts` with its grace and reason, then the ids
+    only in `stop_attempt_ids` (a control plane that predates stop orders) with none."""
+    orders = [
+        StopOrder(
+            attempt_id=stop.attempt_id,
+            grace_seconds=float(stop.grace_seconds) if stop.HasField("grace_seconds") else None,
+            reason=stop.reason,
+        )
+        for stop in response.stop_attempts
+    ]
+    named = {order.attempt_id for order in orders}
+    orders += [StopOrder(a) for a in response.stop_attempt_ids if a not in named]
+    return tuple(orders)
 
 
 def lease_request(*, max_attempts: int, wait_seconds: int) -> agent_pb2.LeaseAttemptsRequest:

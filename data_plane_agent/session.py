@@ -29,13 +29,14 @@ from data_plane_agent.log_fields import AttemptLogFields
 from data_plane_agent.pacing import Backoff, sleep_unless_set
 from data_plane_agent.protocol import (
     ReportAnswer,
+    StopOrder,
     heartbeat_request,
     lease_request,
     leases_from_proto,
     register_request,
     registration_from_proto,
     report_answer_from_proto,
-    stop_attempt_ids_from_proto,
+    stop_orders_from_proto,
 )
 from data_plane_agent.settings import AgentSettings
 from data_plane_agent.tls import channel_security, connection_hint
@@ -104,8 +105,8 @@ class SessionAttempts(Protocol):
         """Take a leased attempt (its launch goes on apart from the session)."""
         ...
 
-    def stop_attempts(self, attempt_ids: Iterable[str]) -> None:
-        """Kill attempts the control plane no longer wants."""
+    def stop_attempts(self, orders: Iterable[StopOrder]) -> None:
+        """Kill attempts the control plane no longer wants, each after its grace."""
         ...
 
 
@@ -223,7 +224,7 @@ class Session:
                 registration.cluster_name,
                 interval,
             )
-            attempts.stop_attempts(registration.stop_attempt_ids)
+            attempts.stop_attempts(registration.stop_orders)
             self._ready.set()
             started = asyncio.get_running_loop().time()
             try:
@@ -293,7 +294,7 @@ class Session:
             response = await stub.Heartbeat(
                 request, metadata=self._metadata, timeout=RPC_TIMEOUT_SECONDS
             )
-            attempts.stop_attempts(stop_attempt_ids_from_proto(response))
+            attempts.stop_attempts(stop_orders_from_proto(response))
             await asyncio.sleep(interval)  # pacing, not synchronisation
 
     async def _lease_loop(

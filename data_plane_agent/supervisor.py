@@ -22,6 +22,7 @@ from data_plane_agent.attempts import AttemptEvent, TaskAssignment
 from data_plane_agent.executors.base import Capacity, Executor
 from data_plane_agent.log_fields import AttemptLogFields
 from data_plane_agent.pacing import sleep_unless_set
+from data_plane_agent.protocol import StopOrder
 from data_plane_agent.reporter import Reporter
 from data_plane_agent.settings import AgentSettings
 from fleetflow.secrets import redact as redact_secrets
@@ -155,15 +156,34 @@ class Supervisor:
                 )
             )
 
-    def stop_attempts(self, attempt_ids: Iterable[str]) -> None:
-        """Kill attempts the control plane no longer wants (cancelled, superseded, lost)."""
+    def stop_attempts(self, orders: Iterable[StopOrder]) -> None:
+        """Kill attempts the control plane no longer wants (cancelled, preempted, superseded,
+        lost), each after its grace (SIGTERM, then the kill)."""
         running = set(self._executor.running())
-        for attempt_id in attempt_ids:
+        for order in orders:
+            attempt_id = order.attempt_id
             if attempt_id in running and attempt_id not in self._stop_requested:
                 self._stop_requested.add(attempt_id)
+                why = f" ({order.reason})" if order.reason else ""
+                grace = (
+                    self._settings.kill_grace_seconds
+                    if order.grace_seconds is None
+                    else order.grace_seconds
+                )
                 with self._log_fields.of(attempt_id):
-                    logger.info("attempt %s: the control plane asked to stop it", attempt_id)
-                    self._spawn(self._executor.kill(attempt_id, "stopped by the control plane"))
+                    logger.info(
+                        "attempt %s: the control plane asked to stop it%s (grace %gs)",
+                        attempt_id,
+                        why,
+                        grace,
+                    )
+                    self._spawn(
+                        self._executor.kill(
+                            attempt_id,
+                            f"stopped by the control plane{why}",
+                            grace_seconds=order.grace_seconds,
+                        )
+                    )
 
     async def pump_events(self) -> None:
         """Report the executor's state changes, for ever."""

@@ -41,6 +41,11 @@ def capacity_to_dict(capacity: pb.Capacity, *, draining: bool = False) -> dict[s
             {"gpu_type": g.gpu_type, "allocatable": g.allocatable, "in_use": g.in_use}
             for g in capacity.gpus
         ],
+        **(
+            {"counted_attempt_ids": sorted(set(capacity.counted_attempt_ids))}
+            if capacity.counts_attempts
+            else {}
+        ),
     }
 
 
@@ -183,4 +188,5 @@ def _assignment(
         map_index=None if attempt.map_index == NO_MAP_INDEX else attempt.map_index,
         checkpoint_uri=checkpoint_uri(attempt.outputs_uri, attempt.attempt_number),
         secrets=secrets,
+        replicas=task.replicas if task.replicas != 1 else 0,
     )

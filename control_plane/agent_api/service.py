@@ -81,6 +81,10 @@ def _refusal(readable: TenantBlobs) -> Callable[[str], str | None]:
 _RECHECK_SECONDS = 1.0
 
 
+_ENDED_HERE = frozenset({AttemptState.CANCELLED.value, AttemptState.PREEMPTED.value})
+"""Terminal states the control plane sets itself; its agent's later report is refused quietly."""
+
+
 class AttemptsReady:
     """Wakes long-polling leases when attempts were assigned; safe to call from any thread."""
 
@@ -241,7 +245,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
 
         running: dict[str, int | None] = {r.attempt_id: r.fencing_token for r in request.running}
 
-        def register() -> tuple[str, list[str], list[str]]:
+        def register() -> tuple[str, list[str], list[attempts_repo.StopOrder]]:
             with transaction(self._sessions) as session:
                 cluster = session.get_one(Cluster, cluster_id)
                 clusters_repo.record_heartbeat(
@@ -267,7 +271,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         return pb.RegisterResponse(
             cluster_name=name,
             heartbeat_interval_seconds=self._heartbeat_interval,
-            stop_attempt_ids=stop,
+            stop_attempt_ids=[order.attempt_id for order in stop],
+            stop_attempts=_stop_attempts(stop),
         )
 
     async def Heartbeat(  # noqa: N802
@@ -281,7 +286,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         cluster_id, _ = await self._authenticate(context)
         running: dict[str, int | None] = dict.fromkeys(request.running_attempt_ids)
 
-        def heartbeat() -> tuple[list[str], list[str]]:
+        def heartbeat() -> tuple[list[str], list[attempts_repo.StopOrder]]:
             with transaction(self._sessions) as session:
                 cluster = session.get_one(Cluster, cluster_id)
                 clusters_repo.record_heartbeat(
@@ -305,7 +310,10 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self._on_capacity_freed()  # what the agent reported free, and what it lost
         if lost:
             await self._notifier.deliver_pending()
-        return pb.HeartbeatResponse(stop_attempt_ids=stop)
+        return pb.HeartbeatResponse(
+            stop_attempt_ids=[order.attempt_id for order in stop],
+            stop_attempts=_stop_attempts(stop),
+        )
 
     def _assignment(self, session: Session, lease: attempts_repo.Lease) -> pb.Assignment:
         attempt = lease.attempt
@@ -506,7 +514,12 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             if outcome.finished:
                 log.info("attempt %s finished: %s", request.attempt_id, state.value)
             elif not outcome.accepted:
-                log.warning("rejected report for %s: %s", request.attempt_id, outcome.reason)
+                # An attempt the control plane ended (cancelled, preempted) is then stopped by
+                # its agent, which reports how it ended: expected, not worth a warning.
+                expected = attempt is not None and attempt.status in _ENDED_HERE and state.terminal
+                (log.info if expected else log.warning)(
+                    "rejected report for %s: %s", request.attempt_id, outcome.reason
+                )
         if outcome.finished:
             # Its capacity and its tenant's quota are free: the scheduler places again now.
             self._on_capacity_freed()
@@ -540,3 +553,13 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self._notifier.settle()
+
+
+def _stop_attempts(orders: list[attempts_repo.StopOrder]) -> list[pb.StopAttempt]:
+    """Stop orders as the protocol carries them (no grace: the agent's own, as for a cancel)."""
+    return [
+        pb.StopAttempt(attempt_id=o.attempt_id, reason=o.reason, grace_seconds=o.grace_seconds)
+        if o.grace_seconds is not None
+        else pb.StopAttempt(attempt_id=o.attempt_id, reason=o.reason)
+        for o in orders
+    ]

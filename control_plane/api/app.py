@@ -12,7 +12,9 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
+from control_plane.api.console import admin as console_admin
 from control_plane.api.console import catalog as console_catalog
+from control_plane.api.console import launch as console_launch
 from control_plane.api.console import pages as console_pages
 from control_plane.api.docs_pages import install_docs_pages
 from control_plane.api.errors import install_error_handlers
@@ -24,6 +26,7 @@ from control_plane.api.routes import (
     artifacts,
     bundles,
     clusters,
+    cohorts,
     dashboard,
     executions,
     health,
@@ -141,6 +144,8 @@ def create_app(
     app.include_router(dashboard.router)
     app.include_router(console_pages.router)
     app.include_router(console_catalog.router)
+    app.include_router(console_launch.router)
+    app.include_router(console_admin.router)
     install_docs_pages(app)
     api = APIRouter(prefix=API_PREFIX, responses=COMMON_ERRORS)
     for router in (
@@ -158,6 +163,8 @@ def create_app(
         clusters.router,
         clusters.admin_router,
         admin.router,
+        cohorts.router,
+        cohorts.usage_router,
         artifacts.router,
         artifacts.executions_router,
     ):

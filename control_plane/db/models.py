@@ -112,6 +112,9 @@ class Execution(Base):
     # its own or its launch plan's); NULL: none. Reaching a terminal state queues their
     # deliveries in the same transaction (`db/repositories/notifications.py`).
     notifications: Mapped[list[Any] | None] = mapped_column(JSON)
+    # The principal (name) whose API call launched, relaunched or recovered it; NULL for one
+    # a schedule, a parent execution or a release older than this column started.
+    launched_by: Mapped[str | None] = mapped_column(String(128), index=True)
 
     workflow: Mapped[WorkflowVersion] = relationship(lazy="joined")
     attempts: Mapped[list[TaskAttempt]] = relationship(
@@ -155,6 +158,9 @@ class TaskAttempt(Base):
     gpu: Mapped[int] = mapped_column(Integer, default=0)
     cpu: Mapped[float] = mapped_column(Float, default=0.0)
     memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # GPUs of it beyond its tenant's nominal quota in its cohort, recorded when placed
+    # (`control_plane/cohorts.py`): work on borrowed quota, which may be preempted. 0: none.
+    borrowed_gpus: Mapped[int] = mapped_column(Integer, default=0)
     # Bumped on every lease; reports carrying an older token are rejected.
     fencing_token: Mapped[int] = mapped_column(Integer, default=0)
     # SHA-256 (hex) of the current lease's report secret, which only its agent was sent;
@@ -470,4 +476,36 @@ class Secret(Base):
     kubernetes_secret: Mapped[str | None] = mapped_column(String(253))
     kubernetes_key: Mapped[str | None] = mapped_column(String(253))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+DEFAULT_PREEMPTION_GRACE_SECONDS = 30
+"""A cohort's grace for its preempted attempts unless an admin sets another."""
+
+
+class Cohort(Base):
+    """A set of tenants that lend each other idle GPU quota (`control_plane/cohorts.py`)."""
+
+    __tablename__ = "cohorts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # How long a preempted attempt of a member has between SIGTERM and the kill.
+    preemption_grace_seconds: Mapped[int] = mapped_column(
+        Integer, default=DEFAULT_PREEMPTION_GRACE_SECONDS
+    )
+
+
+class CohortMember(Base):
+    """A tenant's membership of its cohort (at most one): per GPU type its nominal quota and
+    borrowing limit (`shares`: {gpu_type: {"nominal": n, "borrowing_limit": m or null}}), and
+    whether its higher-priority work may preempt its own lower-priority work."""
+
+    __tablename__ = "cohort_members"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    cohort_id: Mapped[str] = mapped_column(ForeignKey("cohorts.id"), index=True)
+    shares: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    preempt_within_tenant: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -25,10 +25,11 @@ S = TypeVar("S", bound=StrEnum)
 
 _ATTEMPT_MOVES: dict[AttemptState, frozenset[AttemptState]] = {
     A.PENDING: frozenset({A.ASSIGNED, A.CANCELLED}),
-    A.ASSIGNED: frozenset({A.LEASED, A.CANCELLED, A.LOST}),
+    A.ASSIGNED: frozenset({A.LEASED, A.CANCELLED, A.LOST, A.PREEMPTED}),
     # An agent may report a terminal state without RUNNING (a task that fails at once).
-    A.LEASED: frozenset({A.RUNNING, A.SUCCEEDED, A.FAILED, A.CANCELLED, A.LOST}),
-    A.RUNNING: frozenset({A.SUCCEEDED, A.FAILED, A.CANCELLED, A.LOST}),
+    A.LEASED: frozenset({A.RUNNING, A.SUCCEEDED, A.FAILED, A.CANCELLED, A.LOST, A.PREEMPTED}),
+    # PREEMPTED: the scheduler took its GPUs back (`control_plane/cohorts.py`).
+    A.RUNNING: frozenset({A.SUCCEEDED, A.FAILED, A.CANCELLED, A.LOST, A.PREEMPTED}),
 }
 
 _EXECUTION_MOVES: dict[ExecutionState, frozenset[ExecutionState]] = {
@@ -44,6 +45,7 @@ ATTEMPT_TIMESTAMP: dict[AttemptState, str] = {
     A.FAILED: "finished_at",
     A.CANCELLED: "finished_at",
     A.LOST: "finished_at",
+    A.PREEMPTED: "finished_at",
 }
 EXECUTION_TIMESTAMP: dict[ExecutionState, str] = {
     E.RUNNING: "started_at",

@@ -65,7 +65,7 @@ from control_plane.orchestration.workflows import (
     UnitStart,
 )
 from control_plane.parsed_specs import InvalidStoredSpecError, ParsedSpecs, describe_errors
-from control_plane.placement.admission import exceeds_whole_quota
+from control_plane.placement.gangs import exceeds_whole_quota_of
 from control_plane.quota import limits_of
 from fleetflow.ir import (
     DYNAMIC_SPEC_OUTPUT,
@@ -512,7 +512,7 @@ class ExecutionActivities:
                 return ChildStart(message=f"{node.id}: {which} is not registered in the tenant")
             limits = limits_of(tenancy.get_quota(session, tenant))  # as the API checks a launch
             for name, task in sorted(self._specs.get(session, version.id).tasks.items()):
-                problem = exceeds_whole_quota(limits, name, task.resources)
+                problem = exceeds_whole_quota_of(limits, name, task)
                 if problem is not None:
                     return ChildStart(message=f"{node.id}: {which}: {problem}")
             inputs = self._node_inputs(session, execution, spec, node)

@@ -531,7 +531,12 @@ class _Units:
                 self.unfinished[unit[0]] -= 1
                 self.succeeded.add(unit)
                 continue
-            if event.status == "LOST":
+            if event.status == "PREEMPTED":
+                # Its GPUs were taken back for a tenant's nominal quota (or higher-priority
+                # work): neither the task's fault nor the cluster's; it waits to run again
+                # without using any retries (system or the task's).
+                retry = True
+            elif event.status == "LOST":
                 # Not the task's fault: retried elsewhere without using its retries.
                 self.losses[unit] = self.losses.get(unit, 0) + 1
                 retry = self.losses[unit] <= MAX_SYSTEM_RETRIES

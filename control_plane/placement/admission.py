@@ -18,7 +18,9 @@ totals reported, its number of active attempts). Ties go to the tenant whose nex
 oldest. Within a tenant, higher execution priority first, then oldest first. Every placement
 updates the tenant's share, so a burst from one tenant interleaves with the others instead of
 starving them. An attempt that cannot start (quota, or no capacity) is skipped and the next is
-offered (backfilling): small tasks are not held up behind a large one.
+offered (backfilling): small tasks are not held up behind a large one. Once an attempt has
+waited past the scheduler's bound, `placement/reservations.py` holds a cluster for it, and
+backfilling there may only use what cannot delay it.
 """
 
 from __future__ import annotations

@@ -15,17 +15,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_plane.db.models import Cluster, TaskAttempt, TenantQuota
+from control_plane.db.models import Cluster, TaskAttempt, TenantQuota, utcnow
 from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.attempts import assign_pending
 from control_plane.db.repositories.executions import admit_execution
 from control_plane.db.session import retry_transient, transaction
+from control_plane.placement import reservations
 from control_plane.placement.admission import (
+    Limits,
     Load,
     allowed_gpu_types,
     dominant_share,
@@ -34,16 +37,21 @@ from control_plane.placement.admission import (
     quota_problem,
 )
 from control_plane.placement.capacity import Usage
-from control_plane.placement.policy import NO_FIT, Decision, Strategy, place
+from control_plane.placement.gangs import gang_no_fit_reason, gang_reason
+from control_plane.placement.policy import NO_FIT, Candidate, Decision, Strategy, place
+from control_plane.placement.reservations import Reservations, Starving
 from control_plane.quota import limits_of, tenant_loads
+from control_plane.scheduling.cohorts import CohortPass
 from control_plane.scheduling.snapshot import (
     WaitingAttempt,
     cluster_totals,
     has_waiting_attempts,
     placement_candidates,
+    task_gang,
     task_resources,
     waiting_attempts,
 )
+from fleetflow import ir
 from fleetflow.states import AttemptState
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,10 @@ log = logging.getLogger(__name__)
 A = AttemptState
 
 _MAX_REASON = 500
+
+# How long an attempt may wait before a pass reserves capacity for it (the default of
+# `FLEETFLOW_SCHEDULER_RESERVE_AFTER_SECONDS`).
+RESERVE_AFTER = timedelta(seconds=300)
 
 
 def _no_fit_reason(decision: Decision, granted: int) -> str:
@@ -67,6 +79,9 @@ def place_pending_attempts(
     heartbeat_grace: timedelta,
     only_cluster: Cluster | None = None,
     strategy: Strategy = Strategy.SPREAD,
+    reserve_after: timedelta | None = RESERVE_AFTER,
+    now: datetime | None = None,
+    preempted: list[str] | None = None,
 ) -> int:
     """Assign PENDING attempts to online clusters they fit on, within their tenants' quotas.
 
@@ -80,6 +95,11 @@ def place_pending_attempts(
     (`quota: …`, `no capacity: …`) until a later pass places it. The chosen GPU type and the
     resources held are recorded on the attempt.
 
+    An attempt that has waited longer than `reserve_after` (None: never) gets one cluster
+    reserved for it during the pass (`placement/reservations.py`): the others may use that
+    cluster only in ways that cannot delay it, and it waits with the reason
+    `reserved on CLUSTER: waiting for …`.
+
     With `only_cluster` (an agent asking for work), attempts are assigned to that cluster
     only, and only those it fits with the most preferred GPU type that fits anywhere.
 
@@ -88,6 +108,11 @@ def place_pending_attempts(
     are locked before their load is read, so two replicas cannot both spend the last unit of
     a quota; the compare-and-set in `move_attempt` remains the guarantee against double
     assignment. Returns how many attempts were assigned.
+
+    Tenants in a cohort are also admitted through its policy (`scheduling/cohorts.py`): what
+    they hold beyond their nominal GPU quota is recorded as borrowed, and a GPU attempt that
+    fits nowhere may preempt (not with `only_cluster`); the ids of the attempts preempted are
+    appended to `preempted`.
     """
     waiting = waiting_attempts(session)
     if not waiting:
@@ -108,12 +133,25 @@ def place_pending_attempts(
     limits = {tenant_id: limits_of(quotas.get(tenant_id)) for tenant_id in tenant_ids}
     loads = tenant_loads(session)
     grants = tenancy.grants_by_tenant_id(session)
+    cohorts = CohortPass.load(session)
     totals = cluster_totals(cluster for cluster, _ in placed)
     cluster_ids = {candidate.name: cluster.id for cluster, candidate in placed}
     candidates = {candidate.name: candidate for _, candidate in placed}
     resources = task_resources(session, ((w.spec_id, w.task_name) for w in waiting))
+    held = _reservations(
+        waiting,
+        placed,
+        resources,
+        limits,
+        loads,
+        grants,
+        cohorts,
+        older_than=None if reserve_after is None else (now or utcnow()) - reserve_after,
+    )
     admitted: set[str] = set()
-    fits_nowhere: set[tuple[str, str]] = set()  # capacity only shrinks during one pass
+    # Capacity only shrinks during one pass: a task that fits nowhere is not placed again,
+    # and its other attempts wait for the same reason (not one an earlier pass left them).
+    fits_nowhere: dict[tuple[str, str], str] = {}
     assigned = 0
 
     def share(tenant_id: str) -> float:
@@ -122,6 +160,7 @@ def place_pending_attempts(
     for item in fair_order(waiting, share):
         key = (item.spec_id, item.task_name)
         if key in fits_nowhere:
+            _set_pending_reason(session, item, fits_nowhere[key])
             continue
         load = loads.setdefault(item.tenant_id, Load())
         quota = limits[item.tenant_id]
@@ -131,28 +170,105 @@ def place_pending_attempts(
         types = allowed_gpu_types(wanted, quota, load)
         if reason is None and types == []:
             reason = gpu_type_problem(quota, load, wanted.gpu, wanted.gpu_types[0])
+        gang = task_gang(key)
         if reason is not None:
+            reason = reason if gang is None else gang_reason(reason, gang[1], gang[0])
             _set_pending_reason(session, item, reason)
             continue
+        refused = None  # why the tenant's cohort admits none of the task's GPU types now
+        if types and cohorts.member(item.tenant_id):
+            admitted_types, refused = cohorts.admissible_types(
+                loads, item.tenant_id, wanted.gpu, types
+            )
+            types = admitted_types or types
+            refused = None if admitted_types else refused or "cohort: no GPU type admitted"
         if types is not None and types != wanted.gpu_types:
             wanted = wanted.model_copy(update={"gpu_type": types})
         granted = grants.get(item.tenant_id, set())
-        decision = place(
-            wanted,
-            [c for c in candidates.values() if tenancy.may_use(granted, c.name)],
-            strategy,
-            restrict_to=only_cluster.name if only_cluster is not None else None,
+        wanted = held.narrow(item.attempt_id, wanted)
+        usable = [c for c in candidates.values() if tenancy.may_use(granted, c.name)]
+        decision = (
+            place(
+                wanted,
+                held.as_seen_by(item.attempt_id, usable),
+                strategy,
+                restrict_to=only_cluster.name if only_cluster is not None else None,
+            )
+            if refused is None
+            else Decision(None, None, {}, {}, NO_FIT)  # preemption may still admit it
         )
+        may_preempt = only_cluster is None and cohorts.member(item.tenant_id)
+        if decision.cluster is None and decision.reason == NO_FIT and may_preempt:
+            decision = (
+                _preempt(
+                    session,
+                    cohorts,
+                    item,
+                    wanted,
+                    held,
+                    usable,
+                    strategy,
+                    loads,
+                    candidates,
+                    preempted,
+                )
+                or decision
+            )
+        if decision.cluster is None and refused is not None:
+            _set_pending_reason(session, item, refused)
+            continue
         if decision.cluster is None:
-            if decision.reason == NO_FIT:
-                fits_nowhere.add(key)
-                _set_pending_reason(session, item, _no_fit_reason(decision, len(granted)))
+            reservation = held.of(item.attempt_id)
+            if reservation is not None:  # it holds a gang's whole group: said so
+                reason = reservation.reason
+                reason = reason if gang is None else gang_reason(reason, gang[1], gang[0])
+                _set_pending_reason(session, item, reason)
+            elif decision.reason == NO_FIT:
+                excluded = held.explain(decision.excluded)
+                decision = Decision(None, None, decision.eligible, excluded, decision.reason)
+                reason = _no_fit_reason(decision, len(granted))
+                if gang is not None and granted:  # a gang: in its own terms
+                    reason = "no capacity: " + gang_no_fit_reason(gang[1], gang[0], usable)
+                fits_nowhere[key] = reason
+                _set_pending_reason(session, item, reason)
             continue
         if decision.gpu_type and types is None:
             reason = gpu_type_problem(quota, load, wanted.gpu, decision.gpu_type)
             if reason is not None:
                 _set_pending_reason(session, item, reason)
                 continue
+        cohort = cohorts.admit(loads, item.tenant_id, decision.gpu_type, wanted.gpu)
+        if not cohort.admitted and types is None and may_preempt:
+            # A task naming no GPU type: placement picked a type its cohort refuses now, yet
+            # taking GPUs back (on a type its cohort covers and its quota allows) may start it.
+            allowed = [
+                t
+                for t in cohorts.gpu_types(item.tenant_id)
+                if gpu_type_problem(quota, load, wanted.gpu, t) is None
+            ]
+            taken = (
+                _preempt(
+                    session,
+                    cohorts,
+                    item,
+                    wanted.model_copy(update={"gpu_type": allowed}),
+                    held,
+                    usable,
+                    strategy,
+                    loads,
+                    candidates,
+                    preempted,
+                )
+                if allowed
+                else None
+            )
+            if taken is not None:
+                decision = taken
+                cohort = cohorts.admit(loads, item.tenant_id, decision.gpu_type, wanted.gpu)
+        assert decision.cluster is not None  # placed, or placed by preemption
+        if not cohort.admitted:
+            _set_pending_reason(session, item, cohort.reason)
+            continue
         if assign_pending(
             session,
             item.attempt_id,
@@ -161,6 +277,7 @@ def place_pending_attempts(
             gpu=wanted.gpu,
             cpu=wanted.cpu,
             memory_bytes=wanted.memory_bytes,
+            borrowed_gpus=cohort.borrowed,
         ):
             usage = Usage.of(wanted, decision.gpu_type)
             candidates[decision.cluster] = candidates[decision.cluster].after(usage)
@@ -170,6 +287,82 @@ def place_pending_attempts(
                 admitted.add(item.execution_id)
             assigned += 1
     return assigned
+
+
+def _preempt(
+    session: Session,
+    cohorts: CohortPass,
+    item: WaitingAttempt,
+    wanted: ir.Resources,
+    held: Reservations,
+    usable: list[Candidate],
+    strategy: Strategy,
+    loads: dict[str, Load],
+    candidates: dict[str, Candidate],
+    preempted: list[str] | None,
+) -> Decision | None:
+    """Preempt what lets `item` start (`CohortPass.try_preempt`) and return where it goes;
+    None, preempting nothing, when nothing does. The freed cluster replaces its candidate,
+    and the victims are appended to `preempted`."""
+    taken = cohorts.try_preempt(
+        session,
+        tenant_id=item.tenant_id,
+        priority=item.priority,
+        wanted=wanted,
+        # Never on a cluster held for another attempt: what it frees there is that attempt's.
+        candidates=held.not_held_for_others(item.attempt_id, usable),
+        strategy=strategy,
+        loads=loads,
+    )
+    if taken is None:
+        return None
+    candidates[taken.candidate.name] = taken.candidate
+    if preempted is not None:
+        preempted.extend(taken.victims)
+    return taken.decision
+
+
+def _reservations(
+    waiting: list[WaitingAttempt],
+    placed: list[tuple[Cluster, Candidate]],
+    resources: dict[tuple[str, str], ir.Resources],
+    limits: dict[str, Limits],
+    loads: dict[str, Load],
+    grants: dict[str, set[str]],
+    cohorts: CohortPass,
+    *,
+    older_than: datetime | None,
+) -> Reservations:
+    """The pass's reservations: for the attempts created before `older_than` whose quota
+    (and cohort, for a member) lets them start now, oldest first."""
+    if older_than is None:
+        return Reservations()
+    idle = {c.name: reservations.idle_capacity(cluster.capacity or {}) for cluster, c in placed}
+    every_type = sorted({t for free in idle.values() for t in free.gpus or {}})
+    starving: list[Starving] = []
+    for item in sorted(waiting, key=lambda w: w.created_at):
+        if item.created_at > older_than:
+            break
+        granted = grants.get(item.tenant_id, set())
+        one = reservations.starving(
+            item.attempt_id,
+            resources[(item.spec_id, item.task_name)],
+            limits[item.tenant_id],
+            loads.get(item.tenant_id, Load()),
+            new_execution=not item.admitted,
+            clusters=[c.name for _, c in placed if tenancy.may_use(granted, c.name)],
+        )
+        if one is not None and one.resources.gpu > 0 and cohorts.member(item.tenant_id):
+            # Only on a GPU type its cohort admits now (else the held cluster would idle).
+            types = one.resources.gpu_types or every_type
+            admitted, _ = cohorts.admissible_types(loads, item.tenant_id, one.resources.gpu, types)
+            refused = [t for t in types if t not in admitted]
+            one = replace(one, refused_types=[*one.refused_types, *refused]) if admitted else None
+        if one is not None:
+            starving.append(one)
+    if not starving:
+        return Reservations()
+    return reservations.reserve(starving, [c for _, c in placed], idle)
 
 
 def _set_pending_reason(session: Session, item: WaitingAttempt, reason: str) -> None:
@@ -205,12 +398,18 @@ class Scheduler:
         *,
         heartbeat_grace: timedelta,
         strategy: Strategy = Strategy.SPREAD,
+        reserve_after: timedelta | None = RESERVE_AFTER,
         on_assigned: Callable[[], None] = lambda: None,
+        on_preempted: Callable[[], None] = lambda: None,
     ) -> None:
         self._sessions = sessions
+        self._reserve_after = reserve_after
         self._heartbeat_grace = heartbeat_grace
         self._strategy = strategy
         self._on_assigned = on_assigned
+        # Run on the loop after a pass that preempted attempts (the finish notifier's
+        # `deliver_soon`, where this process has one).
+        self.on_preempted = on_preempted
         self._loop: asyncio.AbstractEventLoop | None = None
         self._woken = asyncio.Event()
         self._one_at_a_time = asyncio.Lock()
@@ -227,14 +426,24 @@ class Scheduler:
         attempts it assigned. The loop runs exactly this; a test may call it directly: it
         waits for a pass in progress, so what it returns to has been offered to a pass."""
 
+        preempted: list[str] = []
+
         def one_pass() -> int:
+            preempted.clear()
             with transaction(self._sessions) as session:
                 return place_pending_attempts(
-                    session, heartbeat_grace=self._heartbeat_grace, strategy=self._strategy
+                    session,
+                    heartbeat_grace=self._heartbeat_grace,
+                    strategy=self._strategy,
+                    reserve_after=self._reserve_after,
+                    preempted=preempted,
                 )
 
         async with self._one_at_a_time:
             assigned = await asyncio.to_thread(retry_transient, one_pass)
+        if preempted:
+            log.info("preempted %s", ", ".join(preempted))
+            self.on_preempted()  # deliver PREEMPTED to their workflows now
         if assigned:
             self._on_assigned()
         return assigned

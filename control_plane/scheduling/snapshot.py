@@ -28,6 +28,7 @@ from control_plane.db.repositories.clusters import online_clusters
 from control_plane.lifecycle.clusters import as_utc
 from control_plane.placement.admission import Totals
 from control_plane.placement.capacity import Usage, free_capacity
+from control_plane.placement.gangs import group_resources
 from control_plane.placement.policy import Candidate
 from fleetflow import ir
 from fleetflow.states import AttemptState
@@ -41,12 +42,31 @@ PLACEMENT_BATCH = 500
 # was read once stays true; bounded, so a long-lived process does not grow without limit.
 _TASK_RESOURCES: dict[tuple[str, str], ir.Resources] = {}
 _TASK_RESOURCES_MAX = 4096
+# Gangs (`@task(replicas=N)`) among them: (replicas, what one worker requests). A gang's entry
+# in `_TASK_RESOURCES` is its whole group, which placement and quotas count.
+_TASK_GANGS: dict[tuple[str, str], tuple[int, ir.Resources]] = {}
+
+
+def _remember(key: tuple[str, str], task: dict[str, object]) -> None:
+    resources = ir.Resources.model_validate(task.get("resources") or {})
+    replicas = task.get("replicas")
+    if isinstance(replicas, int) and replicas > 1:
+        _TASK_GANGS[key] = (replicas, resources)
+        resources = group_resources(resources, replicas)
+    _TASK_RESOURCES[key] = resources
+
+
+def task_gang(key: tuple[str, str]) -> tuple[int, ir.Resources] | None:
+    """(replicas, per-worker resources) of a gang that `task_resources` read; None for a
+    task of one worker."""
+    return _TASK_GANGS.get(key)
 
 
 def task_resources(
     session: Session, keys: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], ir.Resources]:
-    """`ir.Resources` of each (workflow version id, task name)."""
+    """`ir.Resources` of each (workflow version id, task name): what one attempt holds (a
+    gang's whole group)."""
     wanted = set(keys)
     missing = {
         spec_id for spec_id, task_name in wanted if (spec_id, task_name) not in _TASK_RESOURCES
@@ -54,13 +74,13 @@ def task_resources(
     if missing:
         if len(_TASK_RESOURCES) > _TASK_RESOURCES_MAX:
             _TASK_RESOURCES.clear()
+            _TASK_GANGS.clear()
         rows = session.execute(
             select(WorkflowVersion.id, WorkflowVersion.spec).where(WorkflowVersion.id.in_(missing))
         ).all()
         for spec_id, spec in rows:
             for task_name, task in (spec.get("tasks") or {}).items():
-                resources = ir.Resources.model_validate(task.get("resources") or {})
-                _TASK_RESOURCES[(spec_id, task_name)] = resources
+                _remember((spec_id, task_name), task)
         # Tasks of dynamic tasks' sub-DAGs, which their version's spec does not list.
         others = [key for key in wanted if key not in _TASK_RESOURCES]
         if others:
@@ -70,41 +90,68 @@ def task_resources(
                     DynamicTask.task_name.in_({task_name for _, task_name in others}),
                 )
             ):
-                resources = ir.Resources.model_validate(row.spec.get("resources") or {})
-                _TASK_RESOURCES[(row.workflow_spec_id, row.task_name)] = resources
+                _remember((row.workflow_spec_id, row.task_name), row.spec)
     return {key: _TASK_RESOURCES.get(key, ir.Resources()) for key in wanted}
+
+
+def _counted(cluster: Cluster) -> frozenset[str] | None:
+    """The attempts the cluster's last heartbeat says its figures count; None when its agent
+    does not say (an older agent)."""
+    ids = (cluster.capacity or {}).get("counted_attempt_ids")
+    return frozenset(str(i) for i in ids) if isinstance(ids, list) else None
+
+
+def _usage(gpu: int | None, gpu_type: str | None, cpu: float | None, memory: int | None) -> Usage:
+    return Usage(cpu=cpu or 0.0, memory_bytes=memory or 0, gpu=gpu or 0, gpu_type=gpu_type)
 
 
 def _freed_since_heartbeat(
     session: Session, clusters: dict[str, Cluster], *, grace: timedelta
 ) -> dict[str, list[Usage]]:
-    """By cluster: attempts its last heartbeat counted in use (leased before it) that have
-    finished since."""
+    """By cluster: attempts its last heartbeat counted in use that have finished since.
+
+    Counted means listed by the heartbeat; for an agent that lists none, leased before the
+    heartbeat was received.
+    """
+    columns = (
+        TaskAttempt.cluster_id,
+        TaskAttempt.id,
+        TaskAttempt.leased_at,
+        TaskAttempt.finished_at,
+        TaskAttempt.gpu,
+        TaskAttempt.gpu_type,
+        TaskAttempt.cpu,
+        TaskAttempt.memory_bytes,
+    )
+    ended = [s.value for s in AttemptState if s.terminal]
+    listed = {c.id: ids for c in clusters.values() if (ids := _counted(c)) is not None}
+    freed: dict[str, list[Usage]] = {}
+    listed_ids = sorted(set().union(*listed.values())) if listed else []
+    if listed_ids:
+        rows = session.execute(
+            select(*columns).where(TaskAttempt.id.in_(listed_ids), TaskAttempt.status.in_(ended))
+        ).all()
+        for cluster_id, attempt_id, _, _, gpu, gpu_type, cpu, memory in rows:
+            if cluster_id in listed and attempt_id in listed[cluster_id]:
+                freed.setdefault(cluster_id, []).append(_usage(gpu, gpu_type, cpu, memory))
+    unlisted = [cluster_id for cluster_id in clusters if cluster_id not in listed]
+    if not unlisted:
+        return freed
     rows = session.execute(
-        select(
-            TaskAttempt.cluster_id,
-            TaskAttempt.leased_at,
-            TaskAttempt.finished_at,
-            TaskAttempt.gpu,
-            TaskAttempt.gpu_type,
-            TaskAttempt.cpu,
-            TaskAttempt.memory_bytes,
-        ).where(
-            TaskAttempt.cluster_id.in_(list(clusters)),
-            TaskAttempt.status.in_([s.value for s in AttemptState if s.terminal]),
+        select(*columns).where(
+            TaskAttempt.cluster_id.in_(unlisted),
+            TaskAttempt.status.in_(ended),
             TaskAttempt.leased_at.is_not(None),
             TaskAttempt.finished_at > utcnow() - grace,
         )
     ).all()
-    freed: dict[str, list[Usage]] = {}
-    for cluster_id, leased_at, finished_at, gpu, gpu_type, cpu, memory in rows:
+    for cluster_id, _, leased_at, finished_at, gpu, gpu_type, cpu, memory in rows:
         cluster = clusters.get(cluster_id or "")
         heartbeat = cluster.last_heartbeat_at if cluster is not None else None
         if cluster is None or heartbeat is None or leased_at is None or finished_at is None:
             continue
         if as_utc(leased_at) <= as_utc(heartbeat) < as_utc(finished_at):
-            usage = Usage(cpu=cpu or 0.0, memory_bytes=memory or 0, gpu=gpu or 0, gpu_type=gpu_type)
-            freed.setdefault(cluster.id, []).append(usage)
+            freed.setdefault(cluster.id, []).append(_usage(gpu, gpu_type, cpu, memory))
     return freed
 
 
@@ -118,8 +165,9 @@ def placement_candidates(
     """Clusters as placement sees them, by name: online or not, labels, free capacity now.
 
     Free capacity is the agent's last heartbeat less the attempts active there that the
-    heartbeat cannot include yet (those still ASSIGNED, and those leased after it), plus
-    those it counted that have finished since.
+    heartbeat does not count, plus those it counted that have finished since. The heartbeat
+    lists the attempts it counts; for an agent that lists none, those still ASSIGNED and those
+    leased after the heartbeat was received are taken as not counted.
     """
     online = online_clusters(session, grace=heartbeat_grace, now=now)
     online_ids = {c.id for c in online}
@@ -132,6 +180,7 @@ def placement_candidates(
     rows = session.execute(
         select(
             TaskAttempt.cluster_id,
+            TaskAttempt.id,
             TaskAttempt.status,
             TaskAttempt.leased_at,
             TaskAttempt.task_name,
@@ -144,15 +193,21 @@ def placement_candidates(
     resources = task_resources(session, ((row.workflow_spec_id, row.task_name) for row in rows))
     active: dict[str, int] = {}
     unreflected: dict[str, list[Usage]] = {}
+    counted = {c.id: _counted(c) for c in clusters}
     for row in rows:
         cluster = by_id[row.cluster_id]
         active[cluster.id] = active.get(cluster.id, 0) + 1
         heartbeat = cluster.last_heartbeat_at
+        listed = counted[cluster.id]
         if (
-            row.status == A.ASSIGNED.value
-            or row.leased_at is None
-            or heartbeat is None
-            or as_utc(row.leased_at) > as_utc(heartbeat)
+            row.id not in listed
+            if listed is not None
+            else (
+                row.status == A.ASSIGNED.value
+                or row.leased_at is None
+                or heartbeat is None
+                or as_utc(row.leased_at) > as_utc(heartbeat)
+            )
         ):
             usage = Usage.of(resources[(row.workflow_spec_id, row.task_name)], row.gpu_type)
             unreflected.setdefault(cluster.id, []).append(usage)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fleetflow.api_models.executions import (
     AttemptPublic,
+    ExecutionInput,
     ExecutionOutput,
     ExecutionPublic,
     OutputBlob,
@@ -19,6 +20,7 @@ __all__ = [
     "AttemptPublic",
     "ExecutionCreate",
     "ExecutionRelaunch",
+    "ExecutionInput",
     "ExecutionOutput",
     "ExecutionPublic",
     "OutputBlob",

@@ -26,7 +26,7 @@ from control_plane.db.repositories import executions as executions_repo
 from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.workflows import get_workflow_version
 from control_plane.large_values import load_values, store_values
-from control_plane.placement.admission import exceeds_whole_quota
+from control_plane.placement.gangs import exceeds_whole_quota_of
 from control_plane.quota import limits_of
 from control_plane.schemas.common import FieldError
 from control_plane.schemas.executions import ExecutionCreate
@@ -194,7 +194,7 @@ def check_whole_quota(session: Session, tenant: Tenant, workflow: WorkflowVersio
     for name, task in sorted(WorkflowSpec.model_validate(workflow.spec).tasks.items()):
         if task.reference is not None:  # a stub: its child execution is checked when it starts
             continue
-        problem = exceeds_whole_quota(limits, name, task.resources)
+        problem = exceeds_whole_quota_of(limits, name, task)
         if problem is not None:
             raise ExecutionRequestError(
                 f"{problem}. Ask a platform admin to raise the quota, or request less."
@@ -238,10 +238,12 @@ def create_execution(
     idempotency_key: str | None,
     idempotency_key_ttl: timedelta = timedelta(hours=24),
     source: Source | None = None,
+    launched_by: str | None = None,
 ) -> Creation:
     """Create a QUEUED execution in one transaction, committed; or find the one an earlier
     request with `idempotency_key` created (keys younger than `idempotency_key_ttl` only).
-    With `source`, it records the execution it is started again from.
+    With `source`, it records the execution it is started again from; with `launched_by`,
+    the principal (name) whose request launched it.
 
     Raises:
         ExecutionRequestError: the request is invalid, exceeds the quota as a whole, or reuses
@@ -249,7 +251,14 @@ def create_execution(
     """
     try:
         return _create_execution(
-            session, tenant, body, blob_store, idempotency_key, idempotency_key_ttl, source
+            session,
+            tenant,
+            body,
+            blob_store,
+            idempotency_key,
+            idempotency_key_ttl,
+            source,
+            launched_by,
         )
     except BaseException:
         session.rollback()
@@ -266,6 +275,7 @@ def relaunch_execution(
     version: str = "same",
     idempotency_key: str | None = None,
     idempotency_key_ttl: timedelta = timedelta(hours=24),
+    launched_by: str | None = None,
 ) -> Creation:
     """Start the tenant's execution `execution_id` again, on the same inputs and priority: of
     the same version of its workflow, or (`version="latest"`) of the latest one. With
@@ -307,6 +317,7 @@ def relaunch_execution(
         idempotency_key=idempotency_key,
         idempotency_key_ttl=idempotency_key_ttl,
         source=Source(execution_id, recover),
+        launched_by=launched_by,
     )
 
 
@@ -318,6 +329,7 @@ def _create_execution(
     idempotency_key: str | None,
     idempotency_key_ttl: timedelta,
     source: Source | None,
+    launched_by: str | None = None,
 ) -> Creation:
     fingerprint = request_hash(body, source)
     keys_not_before = utcnow() - idempotency_key_ttl  # older keys have expired
@@ -339,6 +351,7 @@ def _create_execution(
         execution_id=execution_id,
         priority=body.priority,
         notifications=[rule.model_dump(mode="json") for rule in body.notifications],
+        launched_by=launched_by,
         **(source.columns() if source else {}),
     )
     interface = TypedInterface.model_validate(workflow.spec["interface"])

@@ -47,11 +47,10 @@ from control_plane.db.repositories import artifacts as artifacts_repo
 from control_plane.db.repositories import dynamic_tasks
 from control_plane.parsed_specs import InvalidStoredSpecError, ParsedSpecs
 from fleetflow.errors import FleetflowError
-from fleetflow.files import has_blobs
+from fleetflow.files import blob_literals, has_blobs
 from fleetflow.ir import LiteralType, TaskSpec, TypedInterface, TypeKind
 from fleetflow.states import NO_MAP_INDEX
 from fleetflow.storage import BlobStore, relative_key
-from fleetflow.union_literals import union_value
 
 log = logging.getLogger(__name__)
 
@@ -70,32 +69,11 @@ _KEPT = 256  # executions and tasks whose facts are kept at once
 def blobs_in(literal: Any, literal_type: LiteralType, path: str) -> Iterator[tuple[str, str, str]]:
     """Every (path, kind, uri) of a blob inside `literal`, in value order: `kind` is `file`,
     `directory`, `array` or `dataframe`. Shapes are checked, not trusted (a task's outputs
-    are the task's word): what does not fit its type holds no blobs."""
-    if literal is None:
-        return
-    kind = literal_type.kind
-    item = literal_type.item
-    if kind in _KINDS:
-        uri = literal.get("uri") if isinstance(literal, dict) else None
+    are the task's word): what does not fit its type, or names no URI, holds no blobs."""
+    for blob_path, kind, blob in blob_literals(literal, literal_type, path):
+        uri = blob.get("uri") if isinstance(blob, dict) else None
         if isinstance(uri, str) and uri:
-            yield path, _KINDS[kind], uri
-    elif kind in (TypeKind.OPTIONAL,) and item is not None:
-        yield from blobs_in(literal, item, path)
-    elif kind in (TypeKind.LIST, TypeKind.SET) and item is not None and isinstance(literal, list):
-        for i, element in enumerate(literal):
-            yield from blobs_in(element, item, f"{path}[{i}]")
-    elif kind is TypeKind.DICT and item is not None and isinstance(literal, dict):
-        for key, element in literal.items():
-            yield from blobs_in(element, item, f"{path}[{json.dumps(key)}]")
-    elif kind is TypeKind.STRUCT and isinstance(literal, dict):
-        for name, field_type in (literal_type.fields or {}).items():
-            yield from blobs_in(literal.get(name), field_type, f"{path}.{name}")
-    elif kind is TypeKind.UNION:
-        try:
-            variant, value = union_value(literal_type, literal)
-        except ValueError:
-            return
-        yield from blobs_in(value, variant, path)
+            yield blob_path, _KINDS[kind], uri
 
 
 def _interface_blobs(values: Any, interface_part: list[Any]) -> Iterator[tuple[str, str, str]]:

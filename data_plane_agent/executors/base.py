@@ -72,6 +72,10 @@ class Capacity:
     memory_bytes_allocatable: int = 0
     memory_bytes_in_use: int = 0
     gpus: list[GpuCapacity] = field(default_factory=list)
+    counted_attempt_ids: frozenset[str] | None = None
+    """The attempts whose resources the in-use figures count; None: not said (placement then
+    guesses from the times of leases and heartbeats, which a lease answered while the
+    heartbeat was on its way defeats)."""
 
 
 def machine_capacity(
@@ -83,17 +87,18 @@ def machine_capacity(
     for a in held:
         if a.resources.gpu and a.resources.gpu_type:
             gpus_in_use[a.resources.gpu_type] = (
-                gpus_in_use.get(a.resources.gpu_type, 0) + a.resources.gpu
+                gpus_in_use.get(a.resources.gpu_type, 0) + a.resources.gpu * a.replicas
             )
     return Capacity(
         cpu_allocatable=float(os.cpu_count() or 1),
-        cpu_in_use=sum(a.resources.cpu for a in held),
+        cpu_in_use=sum(a.resources.cpu * a.replicas for a in held),
         memory_bytes_allocatable=machine_memory_bytes(),
-        memory_bytes_in_use=sum(a.resources.memory_bytes for a in held),
+        memory_bytes_in_use=sum(a.resources.memory_bytes * a.replicas for a in held),
         gpus=[
             GpuCapacity(gpu_type=gpu_type, allocatable=count, in_use=gpus_in_use.get(gpu_type, 0))
             for gpu_type, count in sorted((simulated_gpus or {}).items())
         ],
+        counted_attempt_ids=frozenset(a.attempt_id for a in held),
     )
 
 
@@ -132,8 +137,12 @@ class Executor(Protocol):
         """Wait for the next state change of any attempt."""
         ...
 
-    async def kill(self, attempt_id: str, reason: str) -> None:
-        """Stop a running attempt; it then ends CANCELLED with `reason`. Unknown ids are ignored."""
+    async def kill(
+        self, attempt_id: str, reason: str, *, grace_seconds: float | None = None
+    ) -> None:
+        """Stop a running attempt: SIGTERM (a pod's deletion), then the kill after
+        `grace_seconds` (None: the executor's own kill grace); it then ends CANCELLED with
+        `reason`. Unknown ids are ignored."""
         ...
 
     def running(self) -> list[str]:

@@ -29,6 +29,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from data_plane_agent.attempts import AttemptEvent, TaskAssignment
+from data_plane_agent.executors import kubernetes_gang as gang
 from data_plane_agent.executors import kubernetes_pods as pods
 from data_plane_agent.executors.base import (
     MAX_LOG_BYTES,
@@ -48,6 +50,7 @@ from data_plane_agent.executors.base import (
     GpuCapacity,
     machine_capacity,
 )
+from data_plane_agent.executors.gang import combined_log
 from data_plane_agent.executors.kubernetes_api import KubernetesApi
 from data_plane_agent.presign import PresignError, expiry_for, presignable, presigned_manifest
 from data_plane_agent.settings import KubernetesSettings
@@ -66,6 +69,8 @@ REPORTED_ANNOTATION = "fleetflow.dev/outcome-reported-at"
 and cleanup counts its delay from then)."""
 _LOG_TAIL_LINES = 10_000  # and at most MAX_LOG_BYTES
 _REQUEST_TIMEOUT = 30.0  # seconds, of every request but a watch
+_KEPT_GANG_LOGS = 16
+"""Gangs whose pods' logs are kept after the pods were deleted (for the final log)."""
 
 
 class KubernetesExecutorError(ExecutorStartError):
@@ -109,10 +114,14 @@ class _PodAttempt:
     reported_running: bool = False
     ended: bool = False
     stop_reason: str | None = None
+    stop_grace: float | None = None  # its pods' termination grace when stopped (None: default)
     pending_reason: str = ""
     problem: str = ""  # a waiting reason that fails the attempt once it lasts the grace
     problem_since: float = 0.0
     problem_pod: dict[str, Any] | None = None  # the observation that showed `problem`
+    # A gang's rank 0 running while a worker is not yet: its observation, judged again as the
+    # workers start (the attempt runs once every pod of it runs).
+    gang_pod: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +138,7 @@ class _PodSummary:
     gpu_type: str
     reported_at: str
     deleting: bool
+    replicas: int = 1  # of the attempt, on a gang's rank 0 pod
 
     @property
     def terminal(self) -> bool:
@@ -142,9 +152,12 @@ def _summarise(pod: Mapping[str, Any], settings: KubernetesSettings) -> _PodSumm
     cpu, memory, gpus = pods.pod_requests(pod, settings)
     assignment_text = annotations.get(pods.ASSIGNMENT_ANNOTATION, "")
     attempt_id = labels.get(pods.ATTEMPT_LABEL, "")
+    replicas = 1
     if assignment_text:
-        with contextlib.suppress(ValueError, AttributeError):
-            attempt_id = json.loads(assignment_text).get("attempt_id", attempt_id)
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            assignment = json.loads(assignment_text)
+            attempt_id = assignment.get("attempt_id", attempt_id)
+            replicas = max(int(assignment.get("replicas") or 1), 1)
     return _PodSummary(
         attempt_id=attempt_id,
         token=labels.get(pods.TOKEN_LABEL, ""),
@@ -156,6 +169,7 @@ def _summarise(pod: Mapping[str, Any], settings: KubernetesSettings) -> _PodSumm
         gpu_type=labels.get(pods.GPU_TYPE_LABEL, ""),
         reported_at=annotations.get(REPORTED_ANNOTATION, ""),
         deleting=bool(metadata.get("deletionTimestamp")),
+        replicas=replicas,
     )
 
 
@@ -190,6 +204,14 @@ class KubernetesExecutor:
         self._events: asyncio.Queue[AttemptEvent] = asyncio.Queue()
         # Every watched pod of this agent, by (namespace, name).
         self._pods: dict[tuple[str, str], _PodSummary] = {}
+        # Why each gang worker pod that has not started waits, by (namespace, name).
+        self._worker_waiting: dict[tuple[str, str], str] = {}
+        # A gang worker's waiting problem (image pull, container config) being timed, as for
+        # rank 0's pod: (problem, since, the observation that showed it), by (namespace, name).
+        self._worker_problems: dict[tuple[str, str], tuple[str, float, dict[str, Any]]] = {}
+        # The logs of a gang's pods read just before they were deleted, by rank, by (namespace,
+        # rank 0's pod): for the attempt's final log, read once its end is out.
+        self._gang_logs: OrderedDict[tuple[str, str], dict[int, str]] = OrderedDict()
         self._namespaces: set[str] = set()
         self._watched: set[str] = set()
         self._nodes: list[dict[str, Any]] = []
@@ -310,6 +332,10 @@ class KubernetesExecutor:
             await asyncio.to_thread(self._save_namespaces, set(self._namespaces))
         self._ensure_watch(namespace)
         await self._delete_superseded(assignment, namespace, name)
+        if assignment.replicas > 1:  # a gang: its Service and workers first, all or none
+            manifest, *workers = gang.gang_pod_manifests(manifest, assignment.replicas)
+            if not await self._create_gang(attempt, manifest, workers):
+                return
         try:
             created = await asyncio.to_thread(self._create_pod, namespace, manifest)
         except ApiException as exc:
@@ -348,6 +374,97 @@ class KubernetesExecutor:
             assignment.task_function,
         )
 
+    async def _create_gang(
+        self, attempt: _PodAttempt, rank0: dict[str, Any], workers: list[dict[str, Any]]
+    ) -> bool:
+        """Create a gang's headless Service and its workers' pods (`kubernetes_gang`); when
+        one cannot be created, delete what was and fail the attempt. Whether it can go on to
+        create rank 0's pod."""
+        namespace = attempt.namespace
+        what = "its headless Service"
+        try:
+            with contextlib.suppress(_AlreadyExists):
+                await asyncio.to_thread(
+                    self._create_or_exists, self._api.create_service, gang.service_manifest(rank0)
+                )
+            for worker in workers:
+                what = f"pod {worker['metadata']['name']}"
+                with contextlib.suppress(_AlreadyExists):
+                    await asyncio.to_thread(self._create_or_exists, self._api.create_pod, worker)
+        except Exception as exc:
+            reason = _api_error(exc) if isinstance(exc, ApiException) else str(exc)
+            logger.warning("attempt %s: could not create %s: %s", attempt.name, what, reason)
+            message = (
+                f"could not create {what} of its {len(workers) + 1} workers (none was left "
+                f"running): {reason}"
+            )
+            attempt.stop_reason = message  # the deletions below are ours, not a lost worker
+            await self._delete_gang(namespace, attempt.name, len(workers) + 1)
+            self._end(attempt, AttemptState.FAILED, message)
+            return False
+        return True
+
+    def _create_or_exists(self, create: Callable[..., Any], manifest: dict[str, Any]) -> None:
+        try:
+            create(manifest["metadata"]["namespace"], manifest, timeout=_REQUEST_TIMEOUT)
+        except ApiException as exc:
+            if exc.status == 409:  # an earlier try created it
+                raise _AlreadyExists from None
+            raise
+
+    async def _delete_gang(
+        self, namespace: str, rank0: str, replicas: int, grace: float | None = None
+    ) -> None:
+        """Delete a gang's workers (with `grace`, else the kill grace) and its Service (rank 0's
+        pod goes as a single pod's)."""
+
+        def delete_service() -> None:
+            try:
+                self._api.delete_service(namespace, rank0, timeout=_REQUEST_TIMEOUT)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+        await self._keep_gang_logs(namespace, rank0, replicas)
+        for name in gang.gang_pod_names(rank0, replicas):
+            try:
+                await self._delete_pod(
+                    namespace, name, self._kill_grace_seconds if grace is None else grace
+                )
+            except Exception as exc:
+                logger.warning("could not delete gang pod %s/%s: %s", namespace, name, exc)
+        try:
+            await asyncio.to_thread(delete_service)
+        except Exception as exc:
+            logger.warning("could not delete the Service %s/%s: %s", namespace, rank0, exc)
+
+    async def _keep_gang_logs(
+        self, namespace: str, rank0: str, replicas: int, *, first: int = 1
+    ) -> None:
+        """Read the logs of a gang's pods of ranks `first`.. that ran, before their pods go
+        (`read_log`); what was kept of a rank earlier stays unless read anew."""
+        share = MAX_LOG_BYTES // replicas
+        kept = dict(self._gang_logs.get((namespace, rank0), {}))
+        names = [rank0, *gang.gang_pod_names(rank0, replicas)]
+        for rank in range(first, replicas):
+            summary = self._pods.get((namespace, names[rank]))
+            if summary is None or summary.phase == "Pending":
+                continue  # never started: no log
+            text = await self._read_pod_log(namespace, names[rank], share)
+            if text:
+                kept[rank] = text
+        if not kept:
+            return
+        self._gang_logs[(namespace, rank0)] = kept
+        self._gang_logs.move_to_end((namespace, rank0))
+        while len(self._gang_logs) > _KEPT_GANG_LOGS:
+            self._gang_logs.popitem(last=False)
+
+    async def _stop_rank0(self, namespace: str, rank0: str, replicas: int) -> None:
+        """Delete the pod of a gang's rank 0 (a worker failed), its log kept first."""
+        await self._keep_gang_logs(namespace, rank0, replicas, first=0)
+        await self._delete_pod(namespace, rank0, self._kill_grace_seconds)
+
     async def _delete_superseded(
         self, assignment: TaskAssignment, namespace: str, name: str
     ) -> None:
@@ -364,21 +481,32 @@ class KubernetesExecutor:
             logger.info("attempt %s: deleting superseded pod %s", assignment.attempt_id, pod_name)
             await self._delete_pod(namespace, pod_name, self._kill_grace_seconds)
 
-    async def kill(self, attempt_id: str, reason: str) -> None:
+    async def kill(
+        self, attempt_id: str, reason: str, *, grace_seconds: float | None = None
+    ) -> None:
+        """Delete the attempt's pod with `grace_seconds` as its termination grace period (the
+        kubelet's SIGTERM, then SIGKILL after it); None: the executor's kill grace."""
+        grace = self._kill_grace_seconds if grace_seconds is None else grace_seconds
         attempt = self._attempts.get(attempt_id)
         if attempt is None or attempt.ended:
             logger.info("attempt %s: not running here, nothing to stop", attempt_id)
             return
         attempt.stop_reason = reason
+        attempt.stop_grace = grace
+        if attempt.assignment.replicas > 1:  # its log, every rank's, before the pods go
+            await self._keep_gang_logs(
+                attempt.namespace, attempt.name, attempt.assignment.replicas, first=0
+            )
         logger.info(
-            "attempt %s: deleting pod %s/%s (%s)",
+            "attempt %s: deleting pod %s/%s (%s, grace %gs)",
             attempt_id,
             attempt.namespace,
             attempt.name,
             reason,
+            grace,
         )
         try:
-            await self._delete_pod(attempt.namespace, attempt.name, self._kill_grace_seconds)
+            await self._delete_pod(attempt.namespace, attempt.name, grace)
         except Exception as exc:  # the attempt is still stopped as far as the agent goes
             logger.warning("attempt %s: could not delete its pod: %s", attempt_id, exc)
         self._end(attempt, AttemptState.CANCELLED, reason)
@@ -401,11 +529,33 @@ class KubernetesExecutor:
 
     async def read_log(self, attempt_id: str) -> str | None:
         """The end of an attempt's pod log while the pod exists; None when no pod of it is
-        known or the API server serves no log (a kwok node, a kubelet that is gone)."""
+        known or the API server serves no log (a kwok node, a kubelet that is gone). A gang's
+        is rank 0's, then each other rank's with its lines prefixed `[rank k]` (as on the
+        local-process executor), each its share of `MAX_LOG_BYTES`; a pod of it deleted as
+        the gang stops gives the log read just before."""
         location = self._locate(attempt_id)
         if location is None:
             return None
         namespace, name = location
+        replicas = self._replicas(attempt_id, location)
+        if replicas <= 1:
+            return await self._read_pod_log(namespace, name, MAX_LOG_BYTES)
+        share = MAX_LOG_BYTES // replicas
+        kept = self._gang_logs.get(location, {})
+        texts = []
+        for rank, pod in enumerate([name, *gang.gang_pod_names(name, replicas)]):
+            text = None
+            if rank == 0 or (namespace, pod) in self._pods:
+                text = await self._read_pod_log(namespace, pod, share)
+            texts.append(text or kept.get(rank))
+        rank0, *others = texts
+        ranks = [(rank, text) for rank, text in enumerate(others, start=1) if text]
+        if rank0 is None and not ranks:
+            return None
+        return combined_log(rank0 or "", ranks)
+
+    async def _read_pod_log(self, namespace: str, name: str, limit_bytes: int) -> str | None:
+        """The end of one pod's log (at most `limit_bytes`); None when it is not served."""
 
         def read() -> str:
             return self._api.read_pod_log(
@@ -413,15 +563,25 @@ class KubernetesExecutor:
                 name,
                 container=pods.CONTAINER,
                 tail_lines=_LOG_TAIL_LINES,
-                limit_bytes=MAX_LOG_BYTES,
+                limit_bytes=limit_bytes,
                 timeout=_REQUEST_TIMEOUT,
             )
 
         try:
             return await asyncio.to_thread(read)
         except ApiException as exc:
-            logger.debug("attempt %s: no pod log (%s)", attempt_id, exc.reason)
+            logger.debug("pod %s/%s: no log (%s)", namespace, name, exc.reason)
             return None
+
+    def _replicas(self, attempt_id: str, location: tuple[str, str]) -> int:
+        """How many workers the attempt whose rank 0's pod is at `location` has."""
+        attempt = self._attempts.get(attempt_id)
+        if attempt is not None:
+            return attempt.assignment.replicas
+        summary = self._pods.get(location)
+        if summary is not None:
+            return summary.replicas
+        return max(self._gang_logs.get(location, {}), default=0) + 1
 
     def _locate(self, attempt_id: str) -> tuple[str, str] | None:
         attempt = self._attempts.get(attempt_id)
@@ -448,6 +608,15 @@ class KubernetesExecutor:
         attempt.ended = True
         attempt.pending_reason = ""
         attempt.problem_pod = None
+        if attempt.assignment.replicas > 1:  # its workers and Service end with it
+            self._spawn(
+                self._delete_gang(
+                    attempt.namespace,
+                    attempt.name,
+                    attempt.assignment.replicas,
+                    attempt.stop_grace,
+                )
+            )
         logger.info("attempt %s: %s%s", attempt_id, state.value, f" ({message})" if message else "")
         self._emit(AttemptEvent(attempt_id, state, message, tb))
         if state is not AttemptState.CANCELLED:
@@ -516,8 +685,10 @@ class KubernetesExecutor:
         attempt.problem = ""
         attempt.problem_pod = None
         if verdict.state is AttemptState.RUNNING:
-            attempt.pending_reason = ""
-            if not attempt.reported_running:
+            waiting = None if attempt.reported_running else self._gang_waiting(attempt)
+            attempt.pending_reason = waiting or ""
+            attempt.gang_pod = pod if waiting else None
+            if waiting is None and not attempt.reported_running:
                 attempt.reported_running = True
                 logger.info(
                     "attempt %s: pod %s is running", attempt.assignment.attempt_id, attempt.name
@@ -526,17 +697,96 @@ class KubernetesExecutor:
             return
         self._end(attempt, verdict.state, verdict.message, verdict.traceback)
 
+    def _gang_waiting(self, attempt: _PodAttempt) -> str | None:
+        """Why a gang's worker has not started yet (its attempt does not run before every
+        pod of it does), or None; None for a single pod."""
+        for rank, name in enumerate(
+            gang.gang_pod_names(attempt.name, attempt.assignment.replicas), start=1
+        ):
+            key = (attempt.namespace, name)
+            summary = self._pods.get(key)
+            if summary is None:
+                return f"worker of rank {rank}: not observed yet"
+            if summary.phase == "Pending":
+                return f"worker of rank {rank}: {self._worker_waiting.get(key) or 'starting'}"
+        return None
+
     def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
         """One watch event (on the event loop)."""
         metadata = pod.get("metadata", {})
         key = (metadata.get("namespace", ""), metadata.get("name", ""))
         if kind == "DELETED":
             self._pods.pop(key, None)
+            self._worker_waiting.pop(key, None)
+            self._worker_problems.pop(key, None)
+            self._gang_logs.pop(key, None)  # rank 0's pod: its gang's log is no more
         else:
             self._pods[key] = _summarise(pod, self._settings)
         attempt = self._attempt_of(key)
         if attempt is not None:
             self._observe(attempt, None if kind == "DELETED" else pod)
+        worker = gang.rank_of(pod)
+        if worker is not None:
+            self._observe_worker(key, worker, kind, pod)
+
+    def _observe_worker(
+        self, key: tuple[str, str], worker: tuple[str, int], kind: str, pod: dict[str, Any]
+    ) -> None:
+        """A gang's worker that failed, or vanished before its gang ended, fails the attempt
+        (its other pods are then deleted with it, and the group is retried as one), and so
+        does one whose waiting problem (an image it cannot pull, a container it cannot create)
+        lasts the grace, the rule of rank 0's pod; one that starts may let its attempt run."""
+        namespace = key[0]
+        rank0, rank = worker
+        attempt = next(
+            (
+                a
+                for a in self._attempts.values()
+                if (a.namespace, a.name) == (namespace, rank0) and not a.ended
+            ),
+            None,
+        )
+        if attempt is None or attempt.stop_reason is not None:
+            self._worker_problems.pop(key, None)
+            return
+        if kind == "DELETED":
+            message, traceback = f"worker of rank {rank}: its pod was deleted", ""
+        else:
+            verdict = pods.interpret_pod(pod, self._settings)
+            if verdict.state not in (AttemptState.FAILED, AttemptState.LOST):
+                if verdict.state is None:
+                    self._worker_waiting[key] = verdict.message
+                else:
+                    self._worker_waiting.pop(key, None)
+                if not self._worker_problem_lasted(key, verdict.waiting_since_problem, pod):
+                    if attempt.gang_pod is not None:  # rank 0 runs: judge it again
+                        self._observe(attempt, attempt.gang_pod)
+                    return
+                grace = self._settings.image_pull_grace_seconds
+                message = f"worker of rank {rank}: {verdict.message} (for {grace:g}s)"
+                traceback = ""
+            else:
+                message = f"worker of rank {rank} failed: {verdict.message}"
+                traceback = verdict.traceback
+        self._worker_problems.pop(key, None)
+        # Rank 0 cannot go on without it: its pod goes too (the others with the attempt's end).
+        attempt.stop_reason = message
+        self._spawn(self._stop_rank0(namespace, rank0, attempt.assignment.replicas))
+        self._end(attempt, AttemptState.FAILED, message, traceback)
+
+    def _worker_problem_lasted(
+        self, key: tuple[str, str], problem: str, pod: dict[str, Any]
+    ) -> bool:
+        """Time a worker's waiting `problem` ("" when none): whether it has lasted the grace."""
+        if not problem:
+            self._worker_problems.pop(key, None)
+            return False
+        known = self._worker_problems.get(key)
+        if known is None or known[0] != problem:
+            self._worker_problems[key] = (problem, time.monotonic(), pod)
+            return False
+        self._worker_problems[key] = (problem, known[1], pod)
+        return time.monotonic() - known[1] >= self._settings.image_pull_grace_seconds
 
     def _on_list(self, namespace: str, items: list[dict[str, Any]]) -> None:
         """A full list of a namespace (first watch, or after 410 Gone)."""
@@ -577,13 +827,21 @@ class KubernetesExecutor:
                 logger.exception("kubernetes resync failed; trying again later")
 
     async def _resync(self) -> None:
-        # Timers: an observation that has lasted long enough fails its attempt.
-        for attempt in list(self._attempts.values()):
-            if attempt.problem and attempt.problem_pod is not None:
-                self._observe(attempt, attempt.problem_pod)
+        self._judge_timers()
         with contextlib.suppress(ApiException):
             await self._refresh_capacity()
         await self._clean_up_finished()
+
+    def _judge_timers(self) -> None:
+        """A waiting problem (of rank 0's pod or a gang worker's) that has lasted the grace
+        fails its attempt."""
+        for attempt in list(self._attempts.values()):
+            if attempt.problem and attempt.problem_pod is not None:
+                self._observe(attempt, attempt.problem_pod)
+        for key, (_, _, pod) in list(self._worker_problems.items()):
+            worker = gang.rank_of(pod)
+            if worker is not None and key in self._worker_problems:
+                self._observe_worker(key, worker, "MODIFIED", pod)
 
     def _should_clean(self, *, attempt_failed: bool | None, age: float | None) -> bool:
         """Whether a finished pod is deleted now. `attempt_failed` None asks whether the
@@ -659,6 +917,21 @@ class KubernetesExecutor:
                 GpuCapacity(gpu_type=t, allocatable=g.allocatable, in_use=g.in_use)
                 for t, g in sorted(totals.gpus.items())
             ],
+            counted_attempt_ids=self._counted_attempts(),
+        )
+
+    def _counted_attempts(self) -> frozenset[str]:
+        """The attempts every pod of which the in-use figures count: a gang whose pods are not
+        all observed yet is left out, so placement counts the whole group itself."""
+        observed: dict[str, int] = {}
+        for summary in self._pods.values():
+            if summary.attempt_id and not summary.terminal:
+                observed[summary.attempt_id] = observed.get(summary.attempt_id, 0) + 1
+        return frozenset(
+            attempt_id
+            for attempt_id, count in observed.items()
+            if attempt_id not in self._attempts
+            or count >= self._attempts[attempt_id].assignment.replicas
         )
 
     # ---------------------------------------------------------------------- API (threads)
@@ -779,6 +1052,10 @@ class KubernetesExecutor:
         finally:
             response.release_conn()
         return resource_version
+
+
+class _AlreadyExists(Exception):
+    """A create answered 409: an earlier try made it, which is success."""
 
 
 def _api_error(exc: ApiException) -> str:

@@ -27,6 +27,8 @@ from kubernetes.client.exceptions import ApiException
 _PODS = "/api/v1/namespaces/{namespace}/pods"
 _POD = "/api/v1/namespaces/{namespace}/pods/{name}"
 _SECRETS = "/api/v1/namespaces/{namespace}/secrets"
+_SERVICES = "/api/v1/namespaces/{namespace}/services"
+_SERVICE = "/api/v1/namespaces/{namespace}/services/{name}"
 _JSON = "application/json"
 # What a generated method sends for a JSON object patch (the client turns its default
 # JSON-patch content type into this one for anything but a list of operations).
@@ -105,6 +107,30 @@ class KubernetesApi:
                 _SECRETS,
                 {"namespace": namespace},
                 body=manifest,
+                content_type=_JSON,
+                timeout=timeout,
+            )
+        )
+
+    def create_service(self, namespace: str, manifest: dict[str, Any], *, timeout: float) -> None:
+        """Create a Service (a gang's headless one)."""
+        _finish(
+            self._request(
+                "POST",
+                _SERVICES,
+                {"namespace": namespace},
+                body=manifest,
+                content_type=_JSON,
+                timeout=timeout,
+            )
+        )
+
+    def delete_service(self, namespace: str, name: str, *, timeout: float) -> None:
+        _finish(
+            self._request(
+                "DELETE",
+                _SERVICE,
+                {"namespace": namespace, "name": name},
                 content_type=_JSON,
                 timeout=timeout,
             )

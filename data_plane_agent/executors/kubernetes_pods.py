@@ -202,6 +202,8 @@ def assignment_to_json(assignment: TaskAssignment) -> str:
         "map_index": assignment.map_index,
         "checkpoint_uri": assignment.checkpoint_uri,
     }
+    if assignment.replicas > 1:  # a gang (`kubernetes_gang`); not written for one pod
+        data["replicas"] = assignment.replicas
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 

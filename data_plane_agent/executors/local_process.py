@@ -44,6 +44,13 @@ from data_plane_agent.executors.base import (
     machine_capacity,
     runtime_command,
 )
+from data_plane_agent.executors.gang import (
+    GangProcess,
+    combined_log,
+    rank_logs,
+    rank_sandboxes,
+    start_gang,
+)
 from data_plane_agent.executors.warm_runtime import ForkedTask, WarmRuntime, WarmRuntimeError
 from data_plane_agent.sandbox import (
     TaskIsolation,
@@ -249,7 +256,7 @@ class LocalProcessExecutor:
             return None
         if not path.is_file():
             return None
-        return await asyncio.to_thread(_log_tail, path, MAX_LOG_BYTES)
+        return await asyncio.to_thread(_attempt_log, path)
 
     def attempt_dir(self, attempt_id: str) -> Path:
         """The directory of one attempt (its log, result file and unpacked code)."""
@@ -376,11 +383,17 @@ class LocalProcessExecutor:
         }
 
     async def _start_process(
-        self, assignment: TaskAssignment, sandbox: Path, uid: int | None, log_file: IO[bytes]
+        self,
+        assignment: TaskAssignment,
+        sandbox: Path,
+        uid: int | None,
+        log_file: IO[bytes],
+        extra_env: Mapping[str, str] | None = None,
     ) -> TaskProcess:
-        """The attempt's process, forked by the warm runtime when it runs, else exec'd."""
+        """The attempt's process (or one worker's of a gang, with its rendezvous `extra_env`),
+        forked by the warm runtime when it runs, else exec'd."""
         command = self._command(assignment, sandbox)
-        env = self._task_env(assignment, sandbox)
+        env = {**self._task_env(assignment, sandbox), **(extra_env or {})}
         server = await self._warm.server() if self._warm is not None else None
         if server is not None:
             try:
@@ -411,6 +424,32 @@ class LocalProcessExecutor:
             start_new_session=True,
         )
 
+    async def _start_processes(
+        self,
+        assignment: TaskAssignment,
+        directory: Path,
+        sandbox: Path,
+        uid: int | None,
+        log_file: IO[bytes],
+    ) -> TaskProcess:
+        """The attempt's process; for a gang (`replicas` > 1), all its workers, all or none
+        (`executors.gang`)."""
+        if assignment.replicas <= 1:
+            return await self._start_process(assignment, sandbox, uid, log_file)
+
+        async def start(own: Path, log: IO[bytes], env: Mapping[str, str]) -> TaskProcess:
+            return await self._start_process(assignment, own, uid, log, env)
+
+        return await start_gang(
+            assignment.replicas,
+            sandbox,
+            directory,
+            log_file,
+            prepare=lambda own: _prepare_sandbox(own, assignment, uid),
+            start=start,
+            kill_grace=self._kill_grace_seconds,
+        )
+
     async def launch(self, assignment: TaskAssignment) -> None:
         attempt_id = assignment.attempt_id
         if attempt_id in self._attempts or attempt_id in self._launching:
@@ -432,7 +471,9 @@ class LocalProcessExecutor:
                 async with self._dirs_lock:
                     log_file = await asyncio.to_thread(_prepare_attempt_dir, directory, assignment)
                 try:
-                    process = await self._start_process(assignment, sandbox, uid, log_file)
+                    process = await self._start_processes(
+                        assignment, directory, sandbox, uid, log_file
+                    )
                 finally:
                     log_file.close()
             except (OSError, ValueError, FleetflowError, ExecutorStartError) as exc:
@@ -474,7 +515,8 @@ class LocalProcessExecutor:
         """After an attempt of which no process is left (killed, or none started): its
         sandbox gone, its uid free."""
         if sandbox is not None:
-            shutil.rmtree(sandbox, ignore_errors=True)
+            for own in (sandbox, *rank_sandboxes(sandbox)):  # a gang's other ranks' too
+                shutil.rmtree(own, ignore_errors=True)
         if uid is not None and self._isolation.users is not None:
             self._isolation.users.release(uid)
 
@@ -501,16 +543,17 @@ class LocalProcessExecutor:
                 # Whatever the task left running goes with it, however the wait ended: its
                 # process group, and every process of its user (before its outputs are read:
                 # nothing may change them, and before its sandbox and uid are given up).
-                _signal_group(process.pid, signal.SIGKILL)
+                _signal_process(process, signal.SIGKILL)
                 if attempt.uid is not None:
                     await asyncio.to_thread(kill_processes_of, attempt.uid)
                 if isinstance(process, ForkedTask) and process.lost is not None:
                     # No one reaps it for us now: see it gone before its outcome is read.
                     await asyncio.to_thread(_wait_until_gone, process.pid, _LOST_TASK_END_SECONDS)
-            if attempt.stop_reason is None:  # kept before the end is told: a retry reads it
-                await asyncio.to_thread(
-                    keep_checkpoint, attempt.assignment, attempt.sandbox / STAGED_DIR, attempt.uid
-                )
+            # Kept before the end is told, a retry reads it; also when the control plane stopped
+            # the attempt: a preempted attempt runs again and resumes from it.
+            await asyncio.to_thread(
+                keep_checkpoint, attempt.assignment, attempt.sandbox / STAGED_DIR, attempt.uid
+            )
             event = await self._outcome(attempt)
         except Exception as exc:  # an event must come out whatever happens here
             logger.exception("attempt %s: could not determine how it ended", attempt_id)
@@ -542,6 +585,21 @@ class LocalProcessExecutor:
             tail = await asyncio.to_thread(_failure_tail, attempt.directory / LOG_FILE)
             message = f"timed out after {attempt.assignment.timeout_seconds}s"
             return AttemptEvent(attempt_id, AttemptState.FAILED, message, tail)
+        gang = attempt.process if isinstance(attempt.process, GangProcess) else None
+        if gang is not None and gang.lost is not None:
+            # Killed with the warm runtime, not by anything of the task's: it runs again.
+            return AttemptEvent(attempt_id, AttemptState.LOST, gang.lost)
+        failed = gang.failed_worker if gang is not None else None
+        if failed is not None:  # a gang's other worker failed, and the others were stopped
+            rank, sandbox, code = failed
+            result = await asyncio.to_thread(_read_result, sandbox / RESULT_FILE, attempt.uid)
+            message = str((result or {}).get("message") or _exit_message(code))
+            return AttemptEvent(
+                attempt_id,
+                AttemptState.FAILED,
+                f"worker of rank {rank} failed: {message}",
+                str((result or {}).get("traceback") or ""),
+            )
         returncode = attempt.process.returncode
         assert returncode is not None
         result = await asyncio.to_thread(_read_result, attempt.sandbox / RESULT_FILE, attempt.uid)
@@ -573,16 +631,20 @@ class LocalProcessExecutor:
             f"task process wrote an unreadable result file ({_exit_message(returncode)})",
         )
 
-    async def _terminate(self, process: TaskProcess) -> None:
-        """SIGTERM the attempt's process group, then SIGKILL it after the grace period."""
+    async def _terminate(self, process: TaskProcess, grace_seconds: float | None = None) -> None:
+        """SIGTERM the attempt's process group, then SIGKILL it after the grace period
+        (`grace_seconds`, else the executor's)."""
+        grace = self._kill_grace_seconds if grace_seconds is None else grace_seconds
         if process.returncode is None:
-            _signal_group(process.pid, signal.SIGTERM)
+            _signal_process(process, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.wait(), self._kill_grace_seconds)
-        _signal_group(process.pid, signal.SIGKILL)
+                await asyncio.wait_for(process.wait(), grace)
+        _signal_process(process, signal.SIGKILL)
         await process.wait()
 
-    async def kill(self, attempt_id: str, reason: str) -> None:
+    async def kill(
+        self, attempt_id: str, reason: str, *, grace_seconds: float | None = None
+    ) -> None:
         attempt = self._attempts.get(attempt_id)
         if attempt is None:
             logger.info("attempt %s: not running here, nothing to stop", attempt_id)
@@ -590,7 +652,7 @@ class LocalProcessExecutor:
         if attempt.stop_reason is None and not attempt.timed_out:
             attempt.stop_reason = reason
         logger.info("attempt %s: stopping it (%s)", attempt_id, reason)
-        await self._terminate(attempt.process)
+        await self._terminate(attempt.process, grace_seconds)
         if attempt.watcher is not None:
             await asyncio.wait({attempt.watcher})
 
@@ -722,6 +784,13 @@ def _signal_group(pgid: int, signum: signal.Signals) -> None:
         os.killpg(pgid, signum)
 
 
+def _signal_process(process: TaskProcess, signum: signal.Signals) -> None:
+    """Signal the attempt's process group; every worker's, for a gang."""
+    groups = process.process_groups if isinstance(process, GangProcess) else [process.pid]
+    for pgid in groups:
+        _signal_group(pgid, signum)
+
+
 def _wait_until_gone(pid: int, timeout: float) -> None:
     """Until `pid` is no process any more (or a zombie), at most `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -772,6 +841,18 @@ def _log_tail(path: Path, max_bytes: int = _LOG_TAIL_BYTES) -> str:
     if size > max_bytes and "\n" in text:
         text = text.split("\n", 1)[1]  # drop the partial first line
     return text
+
+
+def _attempt_log(path: Path) -> str:
+    """The end of the attempt's log; a gang's is rank 0's, then each other rank's (its
+    lines prefixed `[rank k]`), each its share of `MAX_LOG_BYTES`."""
+    ranks = rank_logs(path.parent)
+    if not ranks:
+        return _log_tail(path, MAX_LOG_BYTES)
+    share = MAX_LOG_BYTES // (len(ranks) + 1)
+    return combined_log(
+        _log_tail(path, share), [(rank, _log_tail(log, share)) for rank, log in ranks]
+    )
 
 
 def _failure_tail(path: Path) -> str:

@@ -24,14 +24,18 @@ with `fleetflow run`).
 
 `checkpoint` keeps bytes (and, if wanted, a directory) from one attempt of a unit (a node, or
 one element of a map node) to the next attempt of the same unit, so a retried task can resume.
-Local runs keep them in a temporary directory of the run, removed when it ends. On the
-platform, the unit's checkpoint is copied in from the blob store before an attempt starts and
-what the attempt left is uploaded after it ended: by the agent where it stages its tasks' files
-(the local-process executor, `data_plane_agent.staging`), by the task runtime itself in a
-Kubernetes pod (`fleetflow.runtime --checkpoint-uri`, through presigned URLs for the unit's
-checkpoint alone where the store is S3). Where an attempt is given no checkpoint location (by
-an agent or control plane older than checkpoints), reading `ctx.checkpoint` raises
-`CheckpointUnavailableError` rather than losing what a task writes.
+A checkpoint is saved when `write` (or `save_directory`) returns: the unit's next attempt reads
+it however this one ends, failed, preempted, killed or lost with its pod. Local runs keep them
+in a temporary directory of the run, removed when it ends. On the platform, the unit's
+checkpoint is copied in from the blob store before an attempt starts. In a Kubernetes pod the
+task runtime itself uploads each write before it returns (`fleetflow.runtime --checkpoint-uri`,
+through presigned URLs for the unit's checkpoint alone where the store is S3), so a pod
+deleted or killed mid-way loses nothing it wrote. Where the agent stages its tasks' files (the
+local-process executor, `data_plane_agent.staging`), a write lands on the agent's disk and the
+agent uploads it once the process ended, however it ended (stopped, killed and failed
+included). Where an attempt is given no checkpoint location (by an agent or control plane older
+than checkpoints), reading `ctx.checkpoint` raises `CheckpointUnavailableError` rather than
+losing what a task writes.
 
 The context lives in a `contextvars.ContextVar` set around each attempt, so map elements running
 in threads each see their own, and nothing outside an attempt sees one.
@@ -44,7 +48,7 @@ import os
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -70,6 +74,11 @@ class CheckpointUnavailableError(FleetflowError, RuntimeError):
     checkpoints)."""
 
 
+class CheckpointSaveError(FleetflowError, RuntimeError):
+    """A checkpoint was written in the attempt but could not be saved for the next attempts
+    (its upload failed); what was saved before is kept."""
+
+
 class Checkpoint:
     """What one unit (a node, or one element of a map node) keeps for its next attempt.
 
@@ -77,12 +86,14 @@ class Checkpoint:
     (a reader never sees half of a write). Every attempt of the unit reads what the last write
     left, its own or an earlier attempt's. Both live as two files in `root`
     (`CHECKPOINT_NAMES`): a local run's directory for the unit, or, on the platform, the
-    directory the agent staged them into from the unit's blob prefix and uploads them from
-    once the attempt ended.
+    directory the checkpoint was staged into from the unit's blob prefix. `save`, when given,
+    is called with the name and path of each file written, before the write returns (the task
+    runtime in a pod uploads it there); else whoever staged `root` uploads it after the attempt.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, save: Callable[[str, Path], None] | None = None) -> None:
         self._root = root
+        self._save = save
 
     def __repr__(self) -> str:
         return f"<Checkpoint {self._root}>"
@@ -95,10 +106,12 @@ class Checkpoint:
             return None
 
     def write(self, data: bytes) -> None:
-        """Keep `data` for this unit's next attempts, replacing what was kept.
+        """Keep `data` for this unit's next attempts, replacing what was kept: saved when this
+        returns, however the attempt ends afterwards.
 
         Raises:
             TypeError: `data` is not bytes (encode text, e.g. `json.dumps(state).encode()`).
+            CheckpointSaveError: it could not be saved (the earlier checkpoint is kept).
         """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(
@@ -120,13 +133,16 @@ class Checkpoint:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        if self._save is not None:
+            self._save(name, self._root / name)
 
     def save_directory(self, source: str | os.PathLike[str]) -> None:
         """Keep a copy of the directory `source` (e.g. model weights) for the next attempts,
-        replacing the directory kept before.
+        replacing the directory kept before: saved when this returns.
 
         Raises:
             NotADirectoryError: `source` is not a directory.
+            CheckpointSaveError: it could not be saved (the earlier directory is kept).
         """
         path = Path(source)
         if not path.is_dir():

@@ -49,6 +49,11 @@ class DynamicFunction(TaskFunction[P, R]):
                 f"dynamic task '{name}': cache is not supported (the tasks of its sub-DAG "
                 "cache on their own)"
             )
+        if options.get("replicas", 1) != 1:
+            raise InvalidOptionError(
+                f"dynamic task '{name}': replicas is not supported (it builds a sub-DAG once; "
+                "give replicas to the tasks of its sub-DAG)"
+            )
         super().__init__(fn, **options)
         self.spec = self.spec.model_copy(update={"dynamic": True})
         self._signature = extract_signature(
@@ -140,6 +145,8 @@ def dynamic(
     if fn is None:
         if options.get("cache"):
             raise InvalidOptionError("dynamic tasks cannot be cached (cache=True)")
+        if options.get("replicas", 1) != 1:
+            raise InvalidOptionError("dynamic tasks cannot have replicas (give them to its tasks)")
         check_options(options)  # now, so `@dynamic(retries=-1)` fails before it decorates
 
         def decorate(function: Callable[P, R]) -> DynamicFunction[P, R]:

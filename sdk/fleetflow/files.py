@@ -384,8 +384,9 @@ def map_blob_literals(
 def blob_literals(
     literal: Any, literal_type: LiteralType, path: str
 ) -> Iterator[tuple[str, TypeKind, Any]]:
-    """Every (path, FILE or DIRECTORY, literal) inside `literal`, at any depth, in value order
-    (an ndarray or a DataFrame is a FILE: its literal names the file it is stored as).
+    """Every (path, kind, literal) of a blob inside `literal`, at any depth, in value order:
+    `kind` is the declared one (FILE, DIRECTORY, or NDARRAY and DATAFRAME, whose literals name
+    the file they are stored as: test `kind in FILE_KINDS`).
 
     Shapes are checked as it goes, not trusted: a value that does not have its type's shape
     (a task's output is the task's word) holds no blobs below that point; the blob literals
@@ -395,9 +396,7 @@ def blob_literals(
     item = literal_type.item
     if literal is None:
         return
-    if kind in FILE_KINDS:
-        yield path, TypeKind.FILE, literal
-    elif kind is TypeKind.DIRECTORY:
+    if kind in FILE_KINDS or kind is TypeKind.DIRECTORY:
         yield path, kind, literal
     elif kind is TypeKind.OPTIONAL and item is not None:
         yield from blob_literals(literal, item, path)

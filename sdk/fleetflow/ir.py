@@ -31,6 +31,7 @@ MAX_MEMORY_BYTES = 64 * 2**40  # 64 TiB
 MAX_GPUS = 64
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600  # 30 days
 MAX_RETRIES = 100
+MAX_REPLICAS = 256  # workers of one multi-node task (a gang), all started together
 MAX_MAP_CONCURRENCY = 10_000
 MAX_GPU_TYPE_LENGTH = 64  # what an attempt records of it (task_attempts.gpu_type)
 MAX_CONDITIONAL_CASES = 100
@@ -238,6 +239,10 @@ class TaskSpec(_Frozen):
     # Names of the tenant's secrets the task gets (`fleetflow.secrets`): names only, never
     # values. Not written when empty: other specs keep their digests.
     secrets: list[str] = Field(default_factory=list, exclude_if=lambda secrets: not secrets)
+    # Workers started together as one attempt (a gang: `@task(replicas=4)`), each holding
+    # `resources`; rank 0's return value is the task's. Not written when 1: other specs keep
+    # their digests.
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS, exclude_if=lambda n: n == 1)
 
     @field_validator("secrets")
     @classmethod

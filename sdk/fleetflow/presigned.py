@@ -12,8 +12,8 @@ the task left in `outputs/` with the policy: a URL or a form is all the pod ever
 An attempt whose unit keeps a checkpoint (`fleetflow.context.Checkpoint`) gets one more entry,
 `checkpoint`: a GET URL per name of `CHECKPOINT_NAMES` below the unit's checkpoint location
 (a missing object means no checkpoint yet) and a POST policy for keys below that location only,
-so the runtime copies the checkpoint in before the task and uploads it back after the task
-ended, whatever its outcome (`fetch_checkpoint`, `upload_checkpoint`).
+so the runtime copies the checkpoint in before the task and uploads each checkpoint file as
+the task writes it (`fetch_checkpoint`, `upload_checkpoint_file`).
 """
 
 from __future__ import annotations
@@ -103,11 +103,17 @@ def fetch_checkpoint(manifest: dict[str, Any], target: Path) -> None:
 def upload_checkpoint(manifest: dict[str, Any], target: Path) -> list[str]:
     """Upload the checkpoint files the task left in `target` with the manifest's checkpoint
     policy; the names uploaded."""
-    upload = _checkpoint_entry(manifest)["upload"]
     found = staging.checkpoint_files(target)
     for name, path in found:
-        _post(upload, upload["prefix"] + name, path)
+        upload_checkpoint_file(manifest, name, path)
     return [name for name, _ in found]
+
+
+def upload_checkpoint_file(manifest: dict[str, Any], name: str, path: Path) -> None:
+    """Upload one checkpoint file (`name`, one of `CHECKPOINT_NAMES`) with the manifest's
+    checkpoint policy."""
+    upload = _checkpoint_entry(manifest)["upload"]
+    _post(upload, upload["prefix"] + name, path)
 
 
 def _checkpoint_entry(manifest: dict[str, Any]) -> dict[str, Any]:

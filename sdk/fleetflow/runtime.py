@@ -17,8 +17,9 @@ checkpoint in `--checkpoint-dir`, which its agent staged and uploads again after
 (none without it: `ctx.checkpoint` then raises `CheckpointUnavailableError`). Where no agent
 can stage files (a Kubernetes pod), `--checkpoint-uri` names the unit's checkpoint location:
 the runtime itself copies the checkpoint from there (through the presigned URLs with
-`--presigned`) before the task runs and uploads it back after the task ended, whatever its
-outcome (not when the pod is killed: past its deadline, out of memory, cancelled).
+`--presigned`) before the task runs, and uploads each checkpoint file as the task writes it,
+before `ctx.checkpoint.write` returns, so what a task wrote survives its pod being deleted or
+killed (preempted, past its deadline, out of memory, its node lost).
 
 It always tells the agent how it ended through the result file, a small JSON document:
 ``{"status": "SUCCEEDED"}`` (exit 0), or ``{"status": "FAILED", "message": "ValueError: …",
@@ -49,7 +50,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -57,7 +58,7 @@ from typing import Any, NoReturn
 from fleetflow import ir, presigned, staging
 from fleetflow.bundle import extract_bundle, verify_bundle
 from fleetflow.child_processes import die_with_parent_if_asked
-from fleetflow.context import Checkpoint, attempt_context
+from fleetflow.context import Checkpoint, CheckpointSaveError, attempt_context
 from fleetflow.errors import FleetflowError, format_user_traceback, strip_bundle_root
 from fleetflow.files import blob_context
 from fleetflow.logs import sdk_lines_to
@@ -107,6 +108,9 @@ class TaskInvocation:
     checkpoint_uri: str = ""
     """Where the unit keeps its checkpoint, for the runtime to copy into
     `identity.checkpoint_dir` and back itself; "": its agent stages it (or none is kept)."""
+    discard_outputs: bool = False
+    """A worker of a gang other than rank 0: its return value is checked, never written (the
+    task's outputs are rank 0's)."""
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -145,6 +149,11 @@ def argument_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"fetch the staged directory from the presigned URLs in ${presigned.ENV} and "
         "upload the outputs with its policy (no blob store credentials needed)",
+    )
+    parser.add_argument(
+        "--discard-outputs",
+        action="store_true",
+        help="run and check the task, but write no outputs (a gang's workers but rank 0)",
     )
     identity = parser.add_argument_group("the attempt's identity, for current_context()")
     identity.add_argument("--execution-id", default="", help="the execution's id")
@@ -269,7 +278,9 @@ def run_task(invocation: TaskInvocation) -> None:
             or f"{invocation.module}.{invocation.function}",
             local=False,
             checkpoint=(
-                Checkpoint(identity.checkpoint_dir) if identity.checkpoint_dir is not None else None
+                Checkpoint(identity.checkpoint_dir, save=checkpoint_saver(invocation))
+                if identity.checkpoint_dir is not None
+                else None
             ),
         ):
             if getattr(getattr(task_fn, "spec", None), "dynamic", False):
@@ -294,6 +305,9 @@ def run_task(invocation: TaskInvocation) -> None:
             outputs = dynamic_outputs
         else:
             outputs = result_to_literals(task_fn, result, "outputs")
+    if invocation.discard_outputs:
+        logger.info("outputs discarded: this worker is not rank 0 of its gang")
+        return
     document = json.dumps(outputs).encode()
     if staged is None:
         write_uri(invocation.outputs_uri, document)
@@ -362,6 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         staged=staged,
         presigned=manifest,
         checkpoint_uri=args.checkpoint_uri,
+        discard_outputs=args.discard_outputs,
         identity=AttemptIdentity(
             execution_id=args.execution_id,
             node_id=args.node_id,
@@ -393,32 +408,38 @@ def fetch_checkpoint(invocation: TaskInvocation) -> bool:
     return True
 
 
-def keep_checkpoint(invocation: TaskInvocation) -> None:
-    """Upload what the task left in the checkpoint directory for the unit's next attempt.
-    A failure is logged, and does not change the attempt's outcome (as an agent's)."""
-    target = invocation.identity.checkpoint_dir
-    assert target is not None
-    try:
-        if invocation.presigned is not None:
-            kept = presigned.upload_checkpoint(invocation.presigned, target)
-        else:
-            store = open_blob_store(invocation.checkpoint_uri)
-            kept = [store.upload(name, path) for name, path in staging.checkpoint_files(target)]
-    except (FleetflowError, OSError) as exc:
-        logger.warning("the checkpoint was not kept: %s", exc)
-        return
-    if kept:
-        logger.info("kept the checkpoint (%s)", ", ".join(posixpath.basename(k) for k in kept))
+def checkpoint_saver(invocation: TaskInvocation) -> Callable[[str, Path], None] | None:
+    """What saves each checkpoint file as the task writes it, when the runtime keeps the
+    checkpoint itself (`--checkpoint-uri`): an upload to the unit's location (through the
+    presigned policy with `--presigned`). None where the agent uploads it after the attempt."""
+    if not invocation.checkpoint_uri:
+        return None
+    manifest = invocation.presigned
+    uri = invocation.checkpoint_uri
+    stores: list[BlobStore] = []  # opened at the first write, then kept
+
+    def save(name: str, path: Path) -> None:
+        try:
+            if manifest is not None:
+                presigned.upload_checkpoint_file(manifest, name, path)
+            else:
+                stores[:] = stores or [open_blob_store(uri)]
+                stores[0].upload(name, path)
+        except (FleetflowError, OSError) as exc:
+            raise CheckpointSaveError(
+                f"the checkpoint's {name} was written but not saved for the next attempts "
+                f"(the one saved before is kept): {exc}"
+            ) from None
+        logger.info("kept the checkpoint (%s)", name)
+
+    return save
 
 
 def _run(invocation: TaskInvocation, result_file: Path) -> int:
-    fetched = False
     try:
-        fetched = fetch_checkpoint(invocation)
+        fetch_checkpoint(invocation)
         run_task(invocation)
     except BaseException as exc:  # noqa: BLE001 - every way out must leave a result file
-        if fetched:
-            keep_checkpoint(invocation)
         message = strip_bundle_root(describe_exception(exc), invocation.workdir)
         formatted = format_user_traceback(exc, bundle_root=invocation.workdir)
         logger.error("task failed: %s", message)
@@ -431,8 +452,6 @@ def _run(invocation: TaskInvocation, result_file: Path) -> int:
             {"status": STATUS_FAILED, "message": message, "traceback": formatted},
         )
         return 1
-    if fetched:
-        keep_checkpoint(invocation)
     _write_result(result_file, {"status": STATUS_SUCCEEDED})
     logger.info("task succeeded")
     return 0

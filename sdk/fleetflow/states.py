@@ -24,6 +24,10 @@ class AttemptState(StrEnum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     LOST = "LOST"
+    # Stopped by the control plane to give its GPUs back to a tenant of its cohort that needs
+    # its nominal quota (or to higher-priority work of its own tenant): recorded by the control
+    # plane, never reported by an agent; it runs again without using the task's retries.
+    PREEMPTED = "PREEMPTED"
     # A node of a conditional's branch that was not taken: recorded by the control plane
     # when the branch is decided, never leased, never reported by an agent.
     SKIPPED = "SKIPPED"
@@ -51,13 +55,14 @@ _TERMINAL_ATTEMPT = frozenset(
         AttemptState.FAILED,
         AttemptState.CANCELLED,
         AttemptState.LOST,
+        AttemptState.PREEMPTED,
         AttemptState.SKIPPED,
     }
 )
 
 # What an agent reports: RUNNING and the terminal states of a run (LOST for attempts it stops
-# because it is shutting down). PENDING, ASSIGNED, LEASED and SKIPPED belong to the control
-# plane.
+# because it is shutting down). PENDING, ASSIGNED, LEASED, PREEMPTED and SKIPPED belong to the
+# control plane.
 AGENT_REPORTABLE = frozenset(
     {
         AttemptState.RUNNING,

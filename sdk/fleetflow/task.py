@@ -92,6 +92,16 @@ def _check_retries(retries: object) -> int:
     return retries
 
 
+def _check_replicas(replicas: object) -> int:
+    if isinstance(replicas, bool) or not isinstance(replicas, int):
+        raise InvalidOptionError(
+            f"replicas must be an int >= 1 (workers started together), got {replicas!r}"
+        )
+    if not 1 <= replicas <= ir.MAX_REPLICAS:
+        raise InvalidOptionError(f"replicas must be 1..{ir.MAX_REPLICAS}, got {replicas}")
+    return replicas
+
+
 def _check_cache(cache: object, cache_version: object) -> str | None:
     if not isinstance(cache, bool):
         raise InvalidOptionError(f"cache must be True or False, got {cache!r}")
@@ -131,6 +141,7 @@ class TaskOptions(TypedDict, total=False):
     cache: bool
     cache_version: str | None
     secrets: list[str] | tuple[str, ...]
+    replicas: int
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,7 @@ class _Policy:
     cache: bool
     cache_version: str | None
     secrets: list[str]
+    replicas: int = 1
 
 
 def _check_secrets(names: object) -> list[str]:
@@ -170,6 +182,7 @@ def _check_options(options: TaskOptions) -> _Policy:
         cache=cache,
         cache_version=_check_cache(cache, options.get("cache_version")),
         secrets=_check_secrets(options.get("secrets", [])),
+        replicas=_check_replicas(options.get("replicas", 1)),
     )
 
 
@@ -216,6 +229,7 @@ class TaskFunction(Generic[P, R]):
             cache=policy.cache,
             cache_version=policy.cache_version,
             secrets=policy.secrets,
+            replicas=policy.replicas,
         )
         functools.update_wrapper(self, fn)
 
@@ -333,6 +347,11 @@ def task(
         secrets: names of the tenant's secrets the task gets, each in the environment
             variable `FLEETFLOW_SECRET_<NAME>` (`wandb-key`: `FLEETFLOW_SECRET_WANDB_KEY`);
             in local runs, read from that variable of your own environment.
+        replicas: workers started together as one attempt (a multi-node task, e.g. data
+            parallel training), each holding `resources`, all on one cluster or none, with
+            the rendezvous environment of `torch.distributed` (`MASTER_ADDR`, `MASTER_PORT`,
+            `WORLD_SIZE`, `RANK`, `LOCAL_RANK`, `NODE_RANK`); the task's result is rank 0's.
+            A local run calls the function once.
 
     Raises:
         InvalidOptionError: an option is out of range.

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 REQUIRE_ENV = "FLEETFLOW_REQUIRE_BROWSER"
 SITE_HOST = "fleetflow-docs.test"  # a reserved top-level domain: never a real host
+# Another site on loopback, for the console's cross-site forgery test
+# (tests/e2e/test_console_browser.py): the pages it serves are refused by every other test.
+OTHER_SITE_HOST = "another-site.test"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -51,11 +54,13 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    # The control plane's host name is loopback; no other name resolves at all. Should a
-    # request slip past the route below all the same, it goes to a proxy that does not exist.
-    f"--host-resolver-rules=MAP {SITE_HOST} 127.0.0.1, MAP * ~NOTFOUND",
+    # The control plane's host name (and the other site's) is loopback; no other name
+    # resolves at all. Should a request slip past the route below all the same, it goes to a
+    # proxy that does not exist.
+    f"--host-resolver-rules=MAP {SITE_HOST} 127.0.0.1, MAP {OTHER_SITE_HOST} 127.0.0.1, "
+    "MAP * ~NOTFOUND",
     "--proxy-server=http://127.0.0.1:9",
-    f"--proxy-bypass-list={SITE_HOST}",
+    f"--proxy-bypass-list={SITE_HOST};{OTHER_SITE_HOST}",
 ]
 RENDER_TIMEOUT_MS = 90_000  # two shared cores parsing a 1.5 MB bundle and the whole API
 KNOWN_PATH = "/api/v1/executions"

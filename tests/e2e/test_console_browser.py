@@ -14,9 +14,12 @@ database, never run) and prints the numbers; it asserts only that every row and 
 
 from __future__ import annotations
 
+import html
 import re
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,7 +41,12 @@ from fleetflow.ir import (
     Variable,
     WorkflowSpec,
 )
-from tests.e2e.test_api_docs_browser import SITE_HOST, OfflinePage, browser  # noqa: F401
+from tests.e2e.test_api_docs_browser import (  # noqa: F401
+    OTHER_SITE_HOST,
+    SITE_HOST,
+    OfflinePage,
+    browser,
+)
 from tests.e2e.test_dev_up import DevUp, start_dev_up
 from tests.polling import wait_until
 
@@ -58,7 +66,7 @@ CONSOLE_WORKFLOWS = """
 import time
 from pathlib import Path
 
-from fleetflow import task, workflow
+from fleetflow import dynamic, map_task, task, workflow
 
 
 @task
@@ -82,6 +90,40 @@ def gated(marker: str) -> str:
 @workflow
 def failing(x: int = 7) -> int:
     return explode(x=x)
+
+
+@task
+def numbers(n: int) -> list[int]:
+    return list(range(1, n + 1))
+
+
+@task
+def double(x: int) -> int:
+    return 2 * x
+
+
+@task
+def plus(a: int, b: int) -> int:
+    return a + b
+
+
+@task
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+@dynamic
+def grow(xs: list[int]) -> int:
+    result = 0
+    for x in xs:
+        result = plus(a=result, b=double(x=x))
+    return result
+
+
+@workflow
+def fan_and_grow(n: int = 3) -> int:
+    xs = numbers(n=n)
+    return plus(a=total(values=map_task(double)(x=xs)), b=grow(xs=xs))
 """
 
 
@@ -224,6 +266,250 @@ def test_watch_cancel_read_a_traceback_and_relaunch(
     page.click("nav a:text('Usage')")
     page.wait_for_selector("section h2")
     shot(page, "12-usage")
+    page.click("#audit-link")  # a platform admin
+    page.wait_for_selector("tr[data-action]")
+    shot(page, "17-audit")
+    console.assert_stayed_local()
+    assert not console.errors, console.errors
+
+
+def listed(page: Page) -> int:
+    """How many executions the list shows the page's principal (up to 1,000)."""
+    html = page.evaluate("fetch('/ui/executions?size=1000').then(r => r.text())")
+    return str(html).count("<tr data-execution=")
+
+
+def test_launch_from_the_form_and_watch_its_node_turn_green(
+    console: OfflinePage, stack: DevUp, exchange_dir: Path
+) -> None:
+    for name in ("gated", "failing"):
+        registered = stack.cli("register", "console_flows.py", name)
+        assert registered.returncode == 0, registered.stdout + registered.stderr
+    page = console.page
+    sign_in(console, stack)
+    page.goto(f"{console.origin}/ui/workflows", wait_until="load")
+    page.click("a:text('console_flows.gated')")
+    page.wait_for_selector("form#launch")
+    marker = exchange_dir / "released-from-the-form"
+    page.fill("form#launch input[name='in.marker']", str(marker))
+    shot(page, "13-launch-form")
+    page.click("form#launch button[type=submit]")
+    page.wait_for_url(re.compile(r".*/ui/executions/ex-[0-9a-f]+\?tenant=.*"))
+    page.wait_for_selector("#execution")
+    page.evaluate("window.__sameDocument = true")
+    assert "launched by admin" in page.locator("#execution").inner_text()
+    page.wait_for_selector('svg.dag g.node[data-state="RUNNING"]', timeout=LIVE_MS)
+    marker.write_text("from the form")
+    page.wait_for_selector('svg.dag g.node[data-state="SUCCEEDED"]', timeout=LIVE_MS)
+    page.wait_for_selector('#execution[data-final="1"]', state="attached", timeout=LIVE_MS)
+    assert page.evaluate("window.__sameDocument") is True  # turned green live, no reload
+    assert "from the form" in page.locator("#execution").inner_text()
+    page.wait_for_selector("svg.gantt g.span")  # the attempt on the timeline
+    shot(page, "14-launched-from-the-form")
+    # A bad value: the API's message next to the field, nothing launched.
+    page.goto(f"{console.origin}/ui/workflows/console_flows.failing", wait_until="load")
+    page.evaluate("document.querySelector(\"form#launch input[name='in.x']\").type = 'text'")
+    page.fill("form#launch input[name='in.x']", "seven")
+    before = listed(page)
+    page.click("form#launch button[type=submit]")
+    error = page.locator("span.error[data-error-for='in.x']")
+    error.wait_for()
+    assert "int" in error.inner_text(), error.inner_text()
+    shot(page, "15-launch-refused")
+    assert listed(page) == before  # nothing launched
+    console.errors.clear()  # the refusal's 422 answer, expected
+    console.assert_stayed_local()
+    assert not console.errors, console.errors
+
+
+def test_a_viewer_of_another_tenant_sees_not_found_and_forged_cancels_are_refused(
+    console: OfflinePage, stack: DevUp, exchange_dir: Path
+) -> None:
+    running = launch(stack, "gated", "--marker", str(exchange_dir / "never-released"))
+    made = stack.cli("admin", "tenants", "create", "console-b")
+    assert made.returncode == 0, made.stdout + made.stderr
+    user = stack.cli("admin", "users", "create", "vic", "--tenant", "console-b", "--role", "viewer")
+    assert user.returncode == 0, user.stdout + user.stderr
+    token = re.search(r"^\s+(ff\S+)$", user.stdout, re.M)
+    assert token, user.stdout
+    page = console.page
+    page.goto(f"{console.origin}/ui/signin", wait_until="load")
+    page.fill("input[name=token]", token.group(1))
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/ui/executions.*"))
+    assert running not in page.locator("main").inner_text()  # not in the list
+    for url in (
+        f"{console.origin}/ui/executions/{running}",
+        f"{console.origin}/ui/executions/{running}?tenant=default",
+    ):
+        answer = page.goto(url, wait_until="load")
+        assert answer is not None and answer.status == 404, url
+        assert "not found" in page.locator("main").inner_text()
+    shot(page, "16-other-tenant-not-found")
+    console.errors.clear()  # the two 404 answers, expected
+    # The admin's own session: forged cancels (no token, a wrong one) are refused.
+    page.context.clear_cookies()
+    sign_in(console, stack)
+    page.goto(f"{console.origin}/ui/executions/{running}", wait_until="load")
+    page.wait_for_selector("button:text('Cancel')")
+    for csrf in ("", "forged-" + "x" * 30):
+        status = page.evaluate(
+            """async ([url, csrf]) => {
+                const body = new URLSearchParams({csrf: csrf, tenant: "default"});
+                const r = await fetch(url, {method: "POST", body: body, redirect: "manual"});
+                return r.status;
+            }""",
+            [f"/ui/executions/{running}/cancel", csrf],
+        )
+        assert status == 403, (csrf, status)
+    console.errors.clear()  # the two 403 answers, expected
+    with stack.client() as client:
+        assert client.executions.get(running).status in ("QUEUED", "RUNNING")
+        client.executions.cancel(running)
+    console.assert_stayed_local()
+
+
+class _AttackSite:
+    """Another site on a loopback port of its own: it serves `pages` (path -> HTML) to anyone,
+    as a page a signed-in user is lured to would be."""
+
+    def __init__(self, pages: dict[str, str]) -> None:
+        served = pages
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = served.get(self.path.split("?")[0])
+                if body is None:
+                    self.send_error(404)
+                    return
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+def _auto_submitting_form(action: str, csrf: str) -> str:
+    """A page that, once loaded, POSTs the console's cancel form to `action` by itself."""
+    return (
+        "<!doctype html><title>You won a GPU</title>"
+        f'<form id=f method=post action="{html.escape(action)}">'
+        f'<input type=hidden name=csrf value="{html.escape(csrf)}">'
+        "<input type=hidden name=tenant value=default></form>"
+        "<script>document.getElementById('f').submit()</script>"
+    )
+
+
+def test_a_form_on_another_site_cannot_cancel_with_the_users_session(
+    console: OfflinePage, stack: DevUp, exchange_dir: Path
+) -> None:
+    """Cross-site request forgery in a real browser: a signed-in admin opens a page of another
+    site (another host name, on another loopback port) and of another origin of the same
+    site (the console's host on another port); each auto-submits the
+    console's cancel form. SameSite=Strict keeps the session cookie off the cross-site post,
+    the same-site one carries it but comes from another origin, and both are refused (403)
+    even with the form's real anti-forgery token in them. The execution goes on, and the
+    user's session too."""
+    running = launch(stack, "gated", "--marker", str(exchange_dir / "never-forged"))
+    page = console.page
+    sign_in(console, stack)
+    page.goto(f"{console.origin}/ui/executions/{running}", wait_until="load")
+    page.wait_for_selector("button:text('Cancel')")
+    real_csrf = page.locator("form:has(button:text('Cancel')) input[name=csrf]").input_value()
+    assert real_csrf
+    target = f"{console.origin}/ui/executions/{running}/cancel"
+    pages = {
+        f"/{name}-{i}.html": _auto_submitting_form(target, csrf)
+        for name in ("cross-site", "same-site")
+        for i, csrf in enumerate(("", real_csrf))
+    }
+    site = _AttackSite(pages)
+    attackers = {
+        "cross-site": f"http://{OTHER_SITE_HOST}:{site.port}",
+        "same-site": f"http://{SITE_HOST}:{site.port}",
+    }
+    # The attacking pages are other origins: let the page go there (and only there).
+    for origin in attackers.values():
+        console.page.context.route(f"{origin}/**", lambda route: route.continue_())
+    try:
+        for path in pages:
+            kind = path[1:].rsplit("-", 1)[0]
+            attacker = attackers[kind]
+            with page.expect_response(
+                lambda r: r.url == target and r.request.method == "POST", timeout=RENDER_MS
+            ) as answered:
+                page.goto(f"{attacker}{path}", wait_until="commit")
+            answer = answered.value
+            sent = answer.request.all_headers()
+            cookies = sent.get("cookie", "")
+            assert sent.get("origin") == attacker, (path, sent)
+            if kind == "cross-site":
+                assert "fleetflow_token=" not in cookies, (path, cookies)  # SameSite=Strict
+                assert "fleetflow_csrf=" not in cookies, (path, cookies)
+            else:  # same site: the cookie goes along; the origin check refuses the post
+                assert "fleetflow_token=" in cookies, (path, cookies)
+            assert answer.status == 403, (path, answer.status, answer.text())
+            assert f"posted from {attacker}, not from this site" in answer.text(), path
+            page.wait_for_load_state("load")
+            shot(page, f"20-forged-cancel-{path[1:-5]}")
+    finally:
+        site.close()
+    console.errors.clear()  # the 403 answers, expected
+    # Nothing was cancelled, and the session still works.
+    page.goto(f"{console.origin}/ui/executions/{running}", wait_until="load")
+    page.wait_for_selector("button:text('Cancel')")
+    assert page.locator("nav").inner_text().count("Sign out") == 1
+    with stack.client() as client:
+        assert client.executions.get(running).status in ("QUEUED", "RUNNING")
+        client.executions.cancel(running)
+    console.assert_stayed_local()
+
+
+def test_a_map_nodes_bar_and_a_dynamic_sub_dag_appear_live(
+    console: OfflinePage, stack: DevUp
+) -> None:
+    page = console.page
+    sign_in(console, stack)
+    running = launch(stack, "fan_and_grow", "--n", "3")
+    page.goto(f"{console.origin}/ui/executions/{running}", wait_until="load")
+    page.evaluate("window.__sameDocument = true")
+    # Both while the execution still runs (before the page swaps in its final state): the map
+    # node's bar gets a segment, and the dynamic task's nodes join the graph.
+    page.wait_for_function(
+        """() => !document.querySelector('#execution[data-final]') &&
+                 document.querySelector('svg.dag g.node.dynamic') !== null""",
+        timeout=LIVE_MS,
+    )
+    page.wait_for_function(
+        "() => document.querySelector('svg.dag g.bar rect.seg') !== null", timeout=LIVE_MS
+    )
+    shot(page, "18-map-and-dynamic-running")
+    page.wait_for_selector('#execution[data-status="SUCCEEDED"]', timeout=LIVE_MS)
+    page.wait_for_selector('#execution[data-final="1"]', state="attached", timeout=LIVE_MS)
+    assert page.evaluate("window.__sameDocument") is True
+    mapped = page.locator("svg.dag g.node:has(g.bar)")
+    assert mapped.count() == 1 and mapped.locator("text.count").text_content() == "3/3"
+    segment = mapped.locator("g.bar rect.seg")
+    assert segment.count() == 1 and segment.get_attribute("data-state") == "SUCCEEDED"
+    grown = page.locator("svg.dag g.node.dynamic")
+    assert grown.count() == 6  # a double and a plus per element
+    assert all(grown.nth(i).get_attribute("data-state") == "SUCCEEDED" for i in range(6))
+    assert "24" in page.locator("#execution").inner_text()  # (2+4+6) twice
+    shot(page, "19-map-and-dynamic-done")
     console.assert_stayed_local()
     assert not console.errors, console.errors
 
@@ -305,6 +591,14 @@ def test_a_thousand_executions_and_a_500_node_graph_render(
     assert rows == min(total, 1000), (rows, total)
     print(f"\nexecutions list, {rows} rows: {wall:.2f} s to rendered, navigation {browser_s:.2f} s")
     shot(page, "08-executions-1000")
+    # Paging through them, 50 a page: the last page is reached by its own link.
+    wall, browser_s = timed_open(page, f"{console.origin}/ui/executions", "tr[data-execution]")
+    assert page.locator("tr[data-execution]").count() == 50
+    print(f"executions list, 50 rows of {total}: {wall:.2f} s, navigation {browser_s:.2f} s")
+    last = (total + 49) // 50
+    page.goto(f"{console.origin}/ui/executions?page={last}", wait_until="load")
+    assert page.locator("tr[data-execution]").count() == total - (last - 1) * 50
+    assert page.locator("a[rel=next]").count() == 0 and page.locator("a[rel=prev]").count() == 1
 
     wall, browser_s = timed_open(
         page, f"{console.origin}/ui/executions/{tree}", "svg.dag g.node[data-node='n499']"

@@ -115,6 +115,7 @@ async def scheduled_agent_service(
         sessions,
         heartbeat_grace=heartbeat_grace(heartbeat_interval_seconds),
         on_assigned=ready.notify,
+        on_preempted=notifier.deliver_soon,
     )
     options.setdefault(
         "on_attempt_succeeded",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -35,18 +36,25 @@ def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tempor
 
 
 STACKS = ["sqlite", "postgres", "postgres-split-worker"]
+DEFAULT_STACKS = ("sqlite", "postgres-split-worker")
+"""Where a `stack` test runs unless its module says otherwise: both databases and both places
+of the Temporal worker (in the API's process, and in its own process as in production). The
+third combination, PostgreSQL with the worker in the API's process, adds nothing either does
+not test; a module that needs it marks `stacks(...)`, and `FLEETFLOW_ALL_STACKS=1` runs every
+module on all three."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A module marked `stacks(...)` runs its `stack` tests on those stacks only: what the
-    SDK's constructs (conditionals, types...) need of a stack is both databases and both places
-    of the Temporal worker, which `sqlite` and `postgres-split-worker` cover between them."""
+    """A `stack` test runs on its module's `stacks(...)` marker's stacks, else on
+    `DEFAULT_STACKS` (all of `STACKS` with `FLEETFLOW_ALL_STACKS=1`)."""
+    every = os.environ.get("FLEETFLOW_ALL_STACKS") == "1"
     kept: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
         marker = item.get_closest_marker("stacks")
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if marker is not None and params.get("stack", marker.args[0]) not in marker.args:
+        allowed = marker.args if marker is not None else STACKS if every else DEFAULT_STACKS
+        if "stack" in params and params["stack"] not in allowed:
             dropped.append(item)
         else:
             kept.append(item)

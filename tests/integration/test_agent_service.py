@@ -33,6 +33,7 @@ from control_plane.blob_layout import bundle_key
 from control_plane.db.models import Cluster, Execution, TaskAttempt, utcnow
 from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
+from control_plane.db.repositories import cohorts as cohorts_repo
 from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
@@ -429,6 +430,56 @@ async def test_heartbeat_asks_to_stop_attempts_no_longer_wanted(harness: Harness
     assert list(empty.stop_attempt_ids) == []
 
 
+async def test_a_preempted_attempt_is_stopped_with_its_cohorts_grace(harness: Harness) -> None:
+    """Each stop order says why and, for a preempted attempt, its cohort's grace (a cancel
+    leaves the grace to the agent); the bare ids still go to agents that predate them."""
+    await harness.register()
+    preempted = await harness.leased_attempt()
+    cancelled = await harness.leased_attempt()
+
+    def preempt(session: Session) -> None:
+        cohort = cohorts_repo.create_cohort(session, "lab", preemption_grace_seconds=7)
+        tenant = get_or_create_tenant(session, harness.tenant)
+        cohorts_repo.set_membership(session, cohort, tenant, {"H100": {"nominal": 1}}, False)
+        assert cohorts_repo.preempt(session, [preempted.attempt_id], "preempted: test")
+        attempt = session.get_one(TaskAttempt, cancelled.attempt_id)
+        attempts_repo.move_attempt(session, attempt, AttemptState.CANCELLED)
+
+    await harness.db(preempt)
+    running = [preempted.attempt_id, cancelled.attempt_id]
+    response = await harness.stub.Heartbeat(
+        agent_pb2.HeartbeatRequest(running_attempt_ids=running),
+        metadata=bearer(TOKEN),
+        timeout=DEADLINE_SECONDS,
+    )
+    assert list(response.stop_attempt_ids) == running
+    orders = {
+        s.attempt_id: (s.reason, s.grace_seconds if s.HasField("grace_seconds") else None)
+        for s in response.stop_attempts
+    }
+    assert orders == {
+        preempted.attempt_id: ("preempted", 7),
+        cancelled.attempt_id: ("cancelled", None),
+    }
+    # The same on (re)registering; the grace is the cohort's as it is now.
+    await harness.db(
+        lambda s: setattr(cohorts_repo.get_cohort(s, "lab"), "preemption_grace_seconds", 0)
+    )
+    registered = await harness.stub.Register(
+        agent_pb2.RegisterRequest(
+            agent_version="9.9.9",
+            running=[agent_pb2.RunningAttempt(attempt_id=preempted.attempt_id)],
+        ),
+        metadata=bearer(TOKEN),
+    )
+    (order,) = registered.stop_attempts
+    assert (order.attempt_id, order.HasField("grace_seconds"), order.grace_seconds) == (
+        preempted.attempt_id,
+        True,
+        0,
+    )
+
+
 # --- LeaseAttempts ----------------------------------------------------------------------------
 
 
@@ -604,6 +655,29 @@ async def test_rejected_reports_are_answered_not_signalled(harness: Harness) -> 
     assert (foreign.accepted, foreign.reason) == (False, "unknown attempt")
     assert harness.sink.calls == []
     assert (await harness.attempt(assignment.attempt_id)).status == AttemptState.LEASED.value
+
+
+async def test_the_report_of_an_attempt_the_control_plane_ended_is_refused_quietly(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A preempted attempt's agent stops it and reports how it ended: refused (the attempt
+    stays PREEMPTED), but expected, so logged at INFO; a stale fencing token still warns."""
+    await harness.register()
+    assignment = await harness.leased_attempt()
+    await harness.db(lambda s: cohorts_repo.preempt(s, [assignment.attempt_id], "preempted: t"))
+    stale = agent_pb2.Assignment()
+    stale.CopyFrom(assignment)
+    stale.fencing_token = assignment.fencing_token - 1
+    with caplog.at_level(logging.INFO, logger="control_plane.agent_api"):
+        stopped = await harness.report(assignment, agent_pb2.ATTEMPT_STATE_CANCELLED, 1)
+        forged = await harness.report(stale, SUCCEEDED, 1)
+    assert not stopped.accepted and not forged.accepted
+    assert (await harness.attempt(assignment.attempt_id)).status == AttemptState.PREEMPTED.value
+    rejected = [r for r in caplog.records if r.getMessage().startswith("rejected report")]
+    assert [(r.levelno, "fencing token" in r.getMessage()) for r in rejected] == [
+        (logging.INFO, False),
+        (logging.WARNING, True),
+    ]
 
 
 @pytest.mark.parametrize("state", [agent_pb2.ATTEMPT_STATE_UNSPECIFIED, 99])

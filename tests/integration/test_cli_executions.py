@@ -16,6 +16,7 @@ import pytest
 
 from fleetflow import Directory, File
 from fleetflow.client import ApiError
+from fleetflow.errors import FleetflowError
 from fleetflow.loader import load_workflow
 from tests.integration.stack import FLEETFLOW, Stack
 
@@ -220,3 +221,105 @@ def test_another_tenant_reads_none_of_it(stack: Stack, tmp_path: Path) -> None:
         assert f"execution {execution_id} not found" in answer.stderr and HINT in answer.stderr
         assert answer.stdout == ""
     assert not (tmp_path / "cli").exists()
+
+
+def test_executions_are_listed_by_who_launched_them_and_when(stack: Stack) -> None:
+    """`executions list --launched-by/--since/--until` and `Client.executions.list` filter as
+    the API does; a time that is neither a duration nor ISO 8601 is a usage error (exit 2)."""
+    theirs = stack.launch(WORKFLOWS, "artifacts", n=1)
+    with stack.client() as admin:
+        who = f"lister-{os.getpid()}"
+        token = admin.admin.create_user("default", who, "developer").token
+        before = admin.executions.get(theirs)
+    with stack.client(token=token) as dev:
+        mine = str(dev.executions.create("watching.artifacts", {"n": 1}).id)
+        mine_created = dev.executions.get(mine).created_at
+        assert [e.id for e in dev.executions.list(launched_by=who)] == [mine]
+        # A datetime (naive: UTC) or ISO text; created_before excludes that very moment.
+        after_theirs = dev.executions.list(created_after=mine_created.replace(tzinfo=None))
+        assert mine in [e.id for e in after_theirs] and theirs not in [e.id for e in after_theirs]
+        up_to_mine = [e.id for e in dev.executions.list(created_before=mine_created.isoformat())]
+        assert theirs in up_to_mine and mine not in up_to_mine
+    assert before.launched_by and before.launched_by != who
+
+    def ids(*args: str) -> list[str]:
+        listed = as_json(ok(stack.cli("executions", "list", "--json", *args), stack))
+        return [item["id"] for item in listed]
+
+    assert ids("--launched-by", who) == [mine]
+    assert ids("--launched-by", who, "--since", "1h") == [mine]
+    assert ids("--launched-by", who, "--until", "1h") == []
+    assert ids("--launched-by", who, "--since", mine_created.isoformat()) == [mine]
+    assert ids("--launched-by", who, "--until", mine_created.isoformat()) == []
+    window = ids("--since", before.created_at.isoformat(), "--until", mine_created.isoformat())
+    assert theirs in window and mine not in window
+    empty = ok(stack.cli("executions", "list", "--launched-by", "nobody-at-all"), stack)
+    assert "no executions (launched by nobody-at-all) on" in empty.stdout
+
+    for args, flag in (
+        (("--since", "yesterday"), "--since"),
+        (("--until", "2026-13-45"), "--until"),
+        (("--since", "1h", "--until", "2h"), "--until"),
+    ):
+        bad = stack.cli("executions", "list", *args)
+        assert bad.returncode == 2, (args, bad.stdout, bad.stderr)
+        assert f"Invalid value for '{flag}'" in bad.stderr and "Traceback" not in bad.stderr
+        assert bad.stdout == ""
+
+
+def test_file_inputs_are_read_back_through_the_control_plane(stack: Stack, tmp_path: Path) -> None:
+    """`executions inputs ID --download DIR` and `Client.download_inputs` fetch the `File`
+    inputs a run uploaded, as `executions outputs --download` fetches outputs; another tenant
+    gets the answer of an execution that does not exist."""
+    given = tmp_path / "rows.csv"
+    given.write_bytes(b"a,b\n1,2\n" * 100)
+    run = ok(
+        stack.cli(
+            "run",
+            "--remote",
+            "--no-wait",
+            "--json",
+            str(WORKFLOWS),
+            "measure",
+            "--data",
+            str(given),
+        ),
+        stack,
+    )
+    execution_id = as_json(run)["id"]
+
+    listed = as_json(ok(stack.cli("executions", "inputs", execution_id, "--json"), stack))
+    assert listed["data"]["uri"] != given.as_uri()  # an upload in the control plane's store
+    fetched = ok(
+        stack.cli("executions", "inputs", execution_id, "--download", str(tmp_path / "got")),
+        stack,
+    )
+    local = json.loads(fetched.stdout)["data"]["uri"]
+    assert local.startswith("file://") and "downloaded 1 file to" in fetched.stderr
+    (copy,) = (tmp_path / "got" / "data").iterdir()
+    assert copy.read_bytes() == given.read_bytes() and Path(local[len("file://") :]) == copy
+
+    with stack.client() as admin:
+        one = admin.executions.input(execution_id, "data")
+        assert one.type == "File" and [b.files for b in one.blobs] == [[copy.name]]
+        downloaded = admin.download_inputs(execution_id, tmp_path / "api")
+        assert [p.read_bytes() for p in downloaded.files] == [given.read_bytes()]
+        assert downloaded.inputs["data"]["uri"] == downloaded.files[0].resolve().as_uri()
+        with pytest.raises(FleetflowError, match="has no input 'model' \\(its inputs: data\\)"):
+            admin.download_inputs(execution_id, tmp_path / "none", names=["model"])
+        admin.admin.create_tenant("rival-inputs")
+        rival = admin.admin.create_user("rival-inputs", "eve", "tenant-admin").token
+    with stack.client(token=rival) as client:
+        for call in (
+            lambda: client.executions.input(execution_id, "data"),
+            lambda: client.download_inputs(execution_id, tmp_path / "stolen"),
+            lambda: client.executions.download_input_file(
+                execution_id, "data", copy.name, tmp_path / "stolen.csv"
+            ),
+        ):
+            with pytest.raises(ApiError) as refused:
+                call()
+            assert refused.value.status_code == 404
+    answer = cli_as(stack, rival, "executions", "inputs", execution_id, "--download", "x")
+    assert answer.returncode == 1 and f"execution {execution_id} not found" in answer.stderr
+    assert not (tmp_path / "stolen").exists() and not (tmp_path / "stolen.csv").exists()

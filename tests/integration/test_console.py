@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -452,3 +453,254 @@ def test_the_usage_page_is_the_dashboard_under_the_console_sign_in(
     sign_in(browser, _token(app, "bea", "beta", Role.TENANT_ADMIN))
     other = browser.get("/ui/usage")
     assert "<h2>beta</h2>" in other.text and "<h2>acme</h2>" not in other.text
+
+
+# --- launched by, time range, timeline ----------------------------------------------------------
+
+
+def test_the_list_filters_by_who_launched_and_when_as_the_api_does(
+    app: FastAPI, browser: TestClient, admin: str, api: TestClient, execution: dict[str, Any]
+) -> None:
+    dev = _token(app, "devi", "acme", Role.DEVELOPER)
+    with TestClient(app, headers=bearer(dev)) as as_dev:
+        mine = as_dev.post("/api/v1/executions", json={"workflow": WORKFLOW, "inputs": {"n": 2}})
+    assert mine.status_code == 201 and mine.json()["launched_by"] == "devi"
+    by_admin = execution["launched_by"]
+    assert by_admin and by_admin != "devi"
+    ours, theirs = mine.json()["id"], execution["id"]
+    listed = api.get("/api/v1/executions", params={"launched_by": "devi"}).json()
+    assert [e["id"] for e in listed] == [ours]
+    sign_in(browser, admin)
+    page = browser.get("/ui/executions", params={"by": "devi"}).text
+    assert ours in page and theirs not in page and "<td>devi</td>" in page
+    assert 'name=by value="devi"' in page and "older →" not in page  # one execution: one page
+    refresh = re.search(r'data-refresh="([^"]+)"', page)
+    assert refresh and "by=devi" in refresh.group(1)  # the auto-refresh keeps the filter
+    created = api.get(f"/api/v1/executions/{ours}").json()["created_at"]
+    moment = datetime.fromisoformat(created)
+    later = (moment + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    earlier = (moment - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    assert ours in browser.get("/ui/executions", params={"after": earlier}).text
+    assert ours not in browser.get("/ui/executions", params={"after": later}).text
+    assert ours in browser.get("/ui/executions", params={"before": later}).text
+    assert ours not in browser.get("/ui/executions", params={"before": earlier}).text
+    api_after = api.get("/api/v1/executions", params={"created_after": later}).json()
+    assert api_after == []
+    # Times whose UTC falls outside years 1-9999 are the earliest or latest (the fuzzer's
+    # 0001-01-01T00:00+05:00 was an OverflowError, a 500).
+    for edge, found in (("0001-01-01T00:00:00+05:00", True), ("9999-12-31T23:00:00-05:00", False)):
+        answer = api.get("/api/v1/executions", params={"created_after": edge})
+        assert answer.status_code == 200 and (ours in [e["id"] for e in answer.json()]) is found
+        answer = api.get("/api/v1/executions", params={"created_before": edge})
+        assert answer.status_code == 200 and (ours in [e["id"] for e in answer.json()]) is not found
+    bad = browser.get("/ui/executions", params={"after": "yesterday"})
+    assert bad.status_code == 200 and "after: &#x27;yesterday&#x27; is not a time" in bad.text
+    assert ours in bad.text  # the bad filter is left out, said so, never a stack trace
+    # Paging keeps the filters.
+    paged = browser.get("/ui/executions", params={"before": later, "size": 1}).text
+    older = re.search(r'<a rel=next href="([^"]+)">', paged)
+    assert older and "before=" in older.group(1), paged
+
+
+def _add_waiting_attempt(app: FastAPI, execution_id: str, reason: str) -> None:
+    sessions: sessionmaker[Session] = app.state.session_factory
+    with sessions() as session:
+        # Test data only: product code moves attempts through the transition policy.
+        session.add(
+            TaskAttempt(
+                id="at-3",
+                execution_id=execution_id,
+                node_id="n1",
+                task_name="examples.train.fit",
+                attempt_number=1,
+                status="PENDING",
+                inputs_uri="file:///in",
+                outputs_uri="file:///out",
+                gpu_type=None,
+                pending_reason=reason,
+            )
+        )
+        session.commit()
+
+
+def test_the_timeline_shows_each_attempt_its_cluster_and_why_it_waits(
+    app: FastAPI, browser: TestClient, admin: str, execution: dict[str, Any]
+) -> None:
+    _add_attempts(app, execution["id"])
+    _add_waiting_attempt(app, execution["id"], "quota: needs 1 A100, 2/2 in use")
+    sign_in(browser, admin)
+    page = browser.get(f"/ui/executions/{execution['id']}").text
+    gantt = re.search(r"<svg class=gantt.*?</svg>", page)
+    assert gantt, page
+    spans = re.findall(
+        r'<g class=span data-attempt="(at-\d)" data-wait="[\d.]+" '
+        r'data-reason="(\w*)">',
+        gantt.group(0),
+    )
+    assert spans == [("at-1", ""), ("at-2", ""), ("at-3", "quota")]
+    assert "gpu-west" in gantt.group(0)
+    assert "<b>quota</b> quota: needs 1 A100, 2/2 in use" in page  # waiting work, and why
+    fragment = browser.get(f"/ui/executions/{execution['id']}?fragment=attempts").text
+    assert "<svg class=gantt" in fragment and "<nav>" not in fragment
+    api_view = browser.get(f"/api/v1/executions/{execution['id']}", headers=bearer(admin)).json()
+    waiting = [a for a in api_view["attempts"] if a["id"] == "at-3"][0]
+    assert waiting["pending_reason"] == "quota: needs 1 A100, 2/2 in use"
+
+
+def test_the_usage_page_lists_waiting_work_and_gpus_per_type(
+    app: FastAPI, browser: TestClient, admin: str, execution: dict[str, Any]
+) -> None:
+    _add_waiting_attempt(app, execution["id"], "unschedulable: no cluster has an H100")
+    sign_in(browser, admin)
+    shown = browser.get("/ui/usage").text
+    row = re.search(rf"<tr data-waiting={execution['id']}>.*?</tr>", shown)
+    assert row, shown
+    assert "<b>unschedulable</b> unschedulable: no cluster has an H100" in row.group(0)
+    assert "id=audit-link" in shown  # a platform admin
+    browser.cookies.clear()
+    sign_in(browser, _token(app, "bea", "beta", Role.TENANT_ADMIN))
+    other = browser.get("/ui/usage").text
+    assert execution["id"] not in other and "Nothing waits to start" in other
+    assert "id=audit-link" not in other
+
+
+# --- launch form ---------------------------------------------------------------------------------
+
+
+def test_the_launch_form_launches_with_the_apis_validation(
+    app: FastAPI, browser: TestClient, admin: str, execution: dict[str, Any], launcher: FakeLauncher
+) -> None:
+    csrf = sign_in(browser, admin)
+    detail = browser.get(f"/ui/workflows/{WORKFLOW}").text
+    assert "<form class=launch id=launch" in detail
+    assert re.search(r"<input type=number step=1 name=in\.n value=\"\" required>", detail)
+    assert re.search(r'<input type=number step=any name=in\.lr value="0.1">', detail)
+    url = f"/ui/workflows/{WORKFLOW}/launch"
+    form = {"csrf": form_csrf(browser.get(f"/ui/workflows/{WORKFLOW}")), "tenant": "acme"}
+    form["version"] = execution["version"]
+    started = list(launcher.started)
+    # A value the API refuses: its message next to the field, nothing launched.
+    bad = browser.post(url, data={**form, "in.n": "many", "in.lr": "0.5"}, headers={"Origin": SITE})
+    assert bad.status_code == 422, bad.text
+    assert "Nothing was launched" in bad.text
+    error = re.search(r"<span class=error data-error-for=in\.n>([^<]+)</span>", bad.text)
+    assert error and "int" in error.group(1), bad.text
+    assert '<input type=text name=in.n value="many"' in bad.text  # kept, visible
+    assert 'value="0.5"' in bad.text
+    assert launcher.started == started
+    missing = browser.post(url, data={**form, "in.lr": "0.5"}, headers={"Origin": SITE})
+    assert missing.status_code == 422 and "data-error-for=in.n" in missing.text
+    # Forged: no token, a wrong token, another site.
+    for forged, headers in (
+        ({**form, "csrf": ""}, {"Origin": SITE}),
+        ({**form, "csrf": "x" * 40}, {"Origin": SITE}),
+        (form, {"Origin": EVIL}),
+    ):
+        refused = browser.post(url, data={**forged, "in.n": "4"}, headers=headers)
+        assert refused.status_code == 403, refused.text
+    assert launcher.started == started
+    # A good one: launched as the API launches, then its page.
+    good = browser.post(url, data={**form, "in.n": "4"}, headers={"Origin": SITE})
+    assert good.status_code == 200 and "/ui/executions/ex-" in str(good.url), good.text
+    new_id = str(good.url).split("/ui/executions/")[1].split("?")[0]
+    assert launcher.started == [*started, new_id]
+    created = browser.get(f"/api/v1/executions/{new_id}", headers=bearer(admin)).json()
+    assert created["inputs"] == {"n": 4, "lr": 0.1} and created["launched_by"]
+    assert csrf  # the sign-in page's token was the session's
+
+
+def test_a_viewer_gets_no_launch_form_and_a_forged_launch_is_refused(
+    app: FastAPI, browser: TestClient, execution: dict[str, Any], launcher: FakeLauncher
+) -> None:
+    sign_in(browser, _token(app, "vera", "acme", Role.VIEWER))
+    detail = browser.get(f"/ui/workflows/{WORKFLOW}")
+    assert detail.status_code == 200 and "id=launch" not in detail.text
+    refused = browser.post(
+        f"/ui/workflows/{WORKFLOW}/launch",
+        data={"csrf": form_csrf(detail), "tenant": "acme", "in.n": "3"},
+        headers={"Origin": SITE},
+    )
+    assert refused.status_code == 403 and "may not launch executions" in refused.text
+    assert launcher.started == [execution["id"]]
+
+
+# --- admins: audit log, grants, token rotation ---------------------------------------------------
+
+
+def test_the_audit_log_is_for_platform_admins_only(
+    app: FastAPI, browser: TestClient, admin: str, execution: dict[str, Any]
+) -> None:
+    _token(app, "bob", "beta", Role.TENANT_ADMIN)
+    sign_in(browser, admin)
+    log = browser.get("/ui/audit")
+    assert log.status_code == 200
+    api_log = browser.get("/api/v1/admin/audit", headers=bearer(admin)).json()["entries"]
+    assert api_log and all(f"<td>{e['action']}</td>" in log.text for e in api_log[:20])
+    browser.cookies.clear()
+    sign_in(browser, _token(app, "tina", "acme", Role.TENANT_ADMIN))
+    refused = browser.get("/ui/audit")
+    assert refused.status_code == 403 and "may not read the audit log" in refused.text
+
+
+def test_admins_see_grants_and_rotate_an_agent_token(
+    app: FastAPI, browser: TestClient, admin: str, execution: dict[str, Any]
+) -> None:
+    _add_attempts(app, execution["id"])  # registers cluster gpu-west
+    csrf = sign_in(browser, admin)
+    shown = browser.get("/ui/clusters").text
+    row = re.search(r"<tr data-grants=gpu-west>.*?</tr>", shown)
+    assert row and "acme" in row.group(0) and "Rotate agent token" in row.group(0), shown
+    csrf = form_csrf(browser.get("/ui/clusters"))
+    forged = browser.post(
+        "/ui/clusters/gpu-west/rotate-token", data={"csrf": "no"}, headers={"Origin": SITE}
+    )
+    assert forged.status_code == 403
+    rotated = browser.post(
+        "/ui/clusters/gpu-west/rotate-token", data={"csrf": csrf}, headers={"Origin": SITE}
+    )
+    assert rotated.status_code == 200, rotated.text
+    token = re.search(r"<pre id=agent-token>([^<]+)</pre>", rotated.text)
+    assert token and len(token.group(1)) > 20
+    assert "<td>cluster.rotate-token</td><td>gpu-west</td>" in browser.get("/ui/audit").text
+    filtered = browser.get("/ui/audit", params={"action": "rotate"}).text
+    assert "<td>cluster.rotate-token</td>" in filtered and "<td>role.grant</td>" not in filtered
+    nothing = browser.get("/ui/audit", params={"action": "no-such-action"}).text
+    assert "No audit entries match" in nothing and "name=action" in nothing
+    browser.cookies.clear()
+    tina = _token(app, "tina", "acme", Role.TENANT_ADMIN)
+    csrf = sign_in(browser, tina)
+    assert "data-grants=" not in browser.get("/ui/clusters").text
+    refused = browser.post(
+        "/ui/clusters/gpu-west/rotate-token", data={"csrf": csrf}, headers={"Origin": SITE}
+    )
+    assert refused.status_code == 403 and "may not rotate agent tokens" in refused.text
+
+
+def test_a_refused_recovery_is_a_page_that_says_why(
+    browser: TestClient, admin: str, execution: dict[str, Any], launcher: FakeLauncher
+) -> None:
+    csrf = sign_in(browser, admin)
+    refused = browser.post(
+        f"/ui/executions/{execution['id']}/recover",
+        data={"csrf": csrf, "tenant": "acme"},
+        headers={"Origin": SITE},
+    )
+    assert refused.status_code == 409, refused.text
+    assert refused.headers["content-type"].startswith("text/html")
+    assert "Could not recover" in refused.text and "QUEUED" in refused.text
+    assert launcher.started == [execution["id"]]
+
+
+def test_a_relaunch_is_launched_by_who_relaunched_it(
+    app: FastAPI, browser: TestClient, execution: dict[str, Any]
+) -> None:
+    csrf = sign_in(browser, _token(app, "devi", "acme", Role.DEVELOPER))
+    again = browser.post(
+        f"/ui/executions/{execution['id']}/relaunch",
+        data={"csrf": csrf, "tenant": "acme"},
+        headers={"Origin": SITE},
+    )
+    assert again.status_code == 200 and "launched by devi" in again.text, again.text
+    assert execution["launched_by"] != "devi"
+    mine = browser.get("/ui/executions", params={"by": "devi"}).text
+    assert mine.count("<tr data-execution=") == 1 and execution["id"] not in mine

@@ -515,6 +515,17 @@ async def test_endless_losses_fail_the_execution(env: WorkflowEnvironment) -> No
     assert fakes.finished[0].failed_attempt_id == f"c#{MAX_SYSTEM_RETRIES + 1}"
 
 
+async def test_preempted_attempts_run_again_without_using_any_retries(
+    env: WorkflowEnvironment,
+) -> None:
+    # "c" has no retries; preempted more often than the system retries allow losses, it
+    # still runs again each time and succeeds.
+    outcomes = {("c", n): "PREEMPTED" for n in range(1, MAX_SYSTEM_RETRIES + 3)}
+    fakes = FakeActivities(env.client, DIAMOND, outcomes)
+    assert await run_plan(env, fakes) == "SUCCEEDED"
+    assert [n for u, n in fakes.started if u == "c"] == list(range(1, MAX_SYSTEM_RETRIES + 4))
+
+
 # As `begin_execution` plans it, with chunks of 3 elements (1,000 by default).
 CHUNKED = ExecutionPlan(
     nodes=[

@@ -56,7 +56,10 @@ class World:
 def world(
     session_factory: sessionmaker[Session], tmp_path: Path, workflow_spec: WorkflowSpec
 ) -> Iterator[World]:
-    settings = Settings(database=DatabaseSettings(url="sqlite://"), api=ApiSettings())
+    # Every route is called with several bad tokens: more than the lockout's default burst
+    # (what is tested here is each route's answer, not the lockout).
+    api = ApiSettings(auth_failures_burst=100_000)
+    settings = Settings(database=DatabaseSettings(url="sqlite://"), api=api)
     app = create_app(
         settings,
         session_factory=session_factory,
@@ -135,7 +138,13 @@ def world(
         "path": "data.txt",
         "launch_plan": "alpha-nightly",
         "artifact_id": artifacts_repo.artifact_id(alpha_tenant.id, artifact_uri),
+        "cohort": "alpha-lab",
+        "node_id": workflow_spec.nodes[0].id,
     }
+    with world.client("admin") as admin:  # a cohort alpha is in
+        assert admin.post("/api/v1/admin/cohorts", json={"name": "alpha-lab"}).is_success
+        member = {"shares": {"H100": {"nominal": 1}}}
+        assert admin.put("/api/v1/admin/cohorts/alpha-lab/members/alpha", json=member).is_success
     yield world
 
 
@@ -151,6 +160,8 @@ NOWHERE = {
     "path": "nothing.txt",
     "launch_plan": "nowhere-nightly",
     "artifact_id": "art-0000000000000000000000000000dead",
+    "cohort": "nowhere-lab",
+    "node_id": "n9-nowhere",
 }
 
 

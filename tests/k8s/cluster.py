@@ -5,7 +5,9 @@ One `KubeCluster` is one independent cluster (its own etcd). The API server serv
 certificate made at start, authenticates the test admin by a client certificate
 (`system:masters`) and service accounts by tokens it signs, and authorises with RBAC, so the
 agent's Role is enforced for real. kwok runs the stages in `infra/k8s/kwok/stages.yaml` on the
-nodes annotated `kwok.x-k8s.io/node=fake`.
+nodes annotated `kwok.x-k8s.io/node=fake`, and serves as their kubelet on a loopback port (the
+nodes' InternalIP and kubelet port), so that the API server serves pod logs: every pod of
+`LOGGED_NAMESPACE` logs `POD_LOG_LINES` (kwok's ClusterLogs, from `<home>/pod.log`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ REPO = Path(__file__).resolve().parents[2]
 STAGES = REPO / "infra" / "k8s" / "kwok" / "stages.yaml"
 AGENT_MANIFESTS = REPO / "infra" / "k8s" / "agent"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+LOGGED_NAMESPACE = "fleetflow-default"  # tests/k8s/conftest.py's TENANT_NAMESPACE
+POD_LOG_LINES = ["kwok says the task started", "kwok says the task ended"]
+"""What the API server answers for the log of any pod of `LOGGED_NAMESPACE` on a kwok node."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,7 @@ class KubeCluster:
     server: str
     pki: Pki
     admin_kubeconfig: Path
+    kubelet_port: int = 0  # kwok's kubelet server, every node's
     children: dict[str, Any] = field(default_factory=dict)
 
     def api(self, kubeconfig_path: Path | None = None) -> k8s.ApiClient:
@@ -219,7 +225,11 @@ class KubeCluster:
                             },
                         },
                         "spec": {"taints": [GPU_TAINT]},
-                        "status": {"allocatable": resources, "capacity": resources},
+                        "status": {
+                            "allocatable": resources,
+                            "capacity": resources,
+                            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
+                        },
                     }
                 )
                 names.append(name)
@@ -290,11 +300,34 @@ def _wait_ready(cluster: KubeCluster, timeout: float = 90) -> None:
         )
 
 
+def _kwok_config(home: Path) -> Path:
+    """The stages, and the log (CRI format) of every pod of `LOGGED_NAMESPACE`."""
+    log = home / "pod.log"
+    log.write_text(
+        "".join(
+            f"2026-01-01T00:00:0{i}.000000000Z stdout F {line}\n"
+            for i, line in enumerate(POD_LOG_LINES)
+        )
+    )
+    logs = {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "ClusterLogs",
+        "metadata": {"name": "every-pod"},
+        "spec": {
+            "selector": {"matchNamespaces": [LOGGED_NAMESPACE]},
+            "logs": [{"containers": ["task"], "logsFile": str(log)}],
+        },
+    }
+    config = home / "kwok.yaml"
+    config.write_text(STAGES.read_text() + "\n---\n" + yaml.safe_dump(logs))
+    return config
+
+
 def start_cluster(name: str, home: Path, binaries: Mapping[str, Path]) -> KubeCluster:
     """Start one cluster (no nodes yet). Stop it with `KubeCluster.stop`."""
     home.mkdir(parents=True, exist_ok=True)
     pki = make_pki(home / "pki")
-    etcd_port, peer_port, api_port = (processes.free_port() for _ in range(3))
+    etcd_port, peer_port, api_port, kubelet_port = (processes.free_port() for _ in range(4))
     server = f"https://127.0.0.1:{api_port}"
     cluster = KubeCluster(
         name=name,
@@ -304,6 +337,7 @@ def start_cluster(name: str, home: Path, binaries: Mapping[str, Path]) -> KubeCl
         admin_kubeconfig=kubeconfig(
             home / "admin.kubeconfig", server, pki.ca, cert=pki.admin_cert, key=pki.admin_key
         ),
+        kubelet_port=kubelet_port,
     )
     try:
         etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -355,6 +389,10 @@ def start_cluster(name: str, home: Path, binaries: Mapping[str, Path]) -> KubeCl
                 f"--audit-policy-file={audit_policy}",
                 f"--audit-log-path={home / AUDIT_LOG}",
                 "--v=0",
+                # Pod logs come from kwok's kubelet server (not verified: no kubelet CA).
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={pki.admin_cert}",
+                f"--kubelet-client-key={pki.admin_key}",
             ],
             log_file=home / "kube-apiserver.log",
             native=True,
@@ -378,10 +416,14 @@ def start_cluster(name: str, home: Path, binaries: Mapping[str, Path]) -> KubeCl
             [
                 str(binaries["kwok"]),
                 f"--kubeconfig={cluster.admin_kubeconfig}",
-                f"--config={STAGES}",
+                f"--config={_kwok_config(home)}",
+                f"--server-address=127.0.0.1:{kubelet_port}",
+                f"--node-port={kubelet_port}",
+                f"--tls-cert-file={pki.server_cert}",
+                f"--tls-private-key-file={pki.server_key}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-                "--node-ip=10.0.0.1",
+                "--node-ip=127.0.0.1",
                 "--cidr=10.244.0.0/16",
             ],
             log_file=home / "kwok.log",

@@ -164,6 +164,8 @@ class K8sStack:
                 "FLEETFLOW_AGENT_K8S_NAMESPACES": json.dumps({"default": TENANT_NAMESPACE}),
                 "FLEETFLOW_AGENT_K8S_CLEANUP": "keep",
                 "FLEETFLOW_AGENT_K8S_RESYNC_SECONDS": "1",
+                # An image that cannot be pulled fails its attempt after 3 s, not 120 s.
+                "FLEETFLOW_AGENT_K8S_IMAGE_PULL_GRACE_SECONDS": "3",
                 "FLEETFLOW_AGENT_MAX_PARALLEL": "16",
                 "FLEETFLOW_AGENT_LEASE_WAIT_SECONDS": "2",
             },

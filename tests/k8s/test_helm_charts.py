@@ -52,6 +52,12 @@ AGENT_POD_RULES = [
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     # A task's secret values go into a Secret the agent creates, owned by the pod.
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+    # A gang's headless Service (multi-node tasks), in the tenant's namespace only.
+    {
+        "apiGroups": [""],
+        "resources": ["services"],
+        "verbs": sorted(["get", "list", "create", "delete"]),
+    },
 ]
 
 

@@ -136,11 +136,13 @@ def test_unschedulable_request_shows_its_pending_reason_and_cancel_deletes_the_p
     execution_id = submit(k8s_stack, "too_big")
 
     def has_reason(execution: ExecutionPublic) -> bool:
-        return any(a.pending_reason for a in execution.attempts)
+        # The agent's reason, once placed: before that, placement's own may show (e.g. while
+        # the agents' first heartbeats are on their way, "no cluster is online").
+        return any(a.cluster and a.pending_reason for a in execution.attempts)
 
-    waiting = wait_for(k8s_stack, execution_id, has_reason, what="a pending reason")
+    waiting = wait_for(k8s_stack, execution_id, has_reason, what="the agent's pending reason")
     (attempt,) = waiting.attempts
-    assert attempt.cluster == CLUSTER_B
+    assert attempt.cluster == CLUSTER_B, attempt.pending_reason
     assert attempt.pending_reason.startswith("no node with 8 free H100"), attempt
     assert "Insufficient nvidia.com/gpu" in attempt.pending_reason
     assert len(pods(k8s_stack, CLUSTER_B, **{"attempt-id": attempt.id})) == 1
@@ -216,6 +218,7 @@ def test_agent_service_account_is_confined_to_its_namespaces(k8s_stack: K8sStack
     agent = k8s_stack.agents[CLUSTER_A]
     core = k8s.CoreV1Api(cluster.api(agent.kubeconfig))
     core.list_namespaced_pod(TENANT_NAMESPACE)  # its own: allowed
+    core.list_namespaced_service(TENANT_NAMESPACE)  # a gang's headless Service: allowed
     assert core.list_node().items  # nodes, read-only: allowed
     pod = {
         "metadata": {"name": "intruder"},
@@ -227,6 +230,9 @@ def test_agent_service_account_is_confined_to_its_namespaces(k8s_stack: K8sStack
         lambda: core.list_pod_for_all_namespaces(),
         lambda: core.create_namespaced_pod("other-tenant", pod),
         lambda: core.list_namespaced_secret(TENANT_NAMESPACE),
+        lambda: core.list_namespaced_service("other-tenant"),
+        lambda: core.list_service_for_all_namespaces(),
+        lambda: core.patch_namespaced_service("x", TENANT_NAMESPACE, {"metadata": {}}),
         lambda: core.delete_node("a100-0"),
     ]
     for call in forbidden:

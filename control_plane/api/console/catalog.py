@@ -16,13 +16,15 @@ from fastapi.responses import Response
 
 from control_plane.api.auth import AuthorizerDep
 from control_plane.api.console import dag
+from control_plane.api.console.admin import clusters_admin_section, platform_may, waiting_section
+from control_plane.api.console.launch import launch_form
 from control_plane.api.console.pages import Viewer, badge, error_page, finish, page, viewer_of, when
 from control_plane.api.deps import SessionDep, SettingsDep
 from control_plane.api.errors import ApiError
 from control_plane.api.routes import clusters as clusters_routes
 from control_plane.api.routes import workflows as workflows_routes
 from control_plane.api.routes.dashboard import tenant_section, usage_tenants
-from control_plane.auth.rbac import Obj
+from control_plane.auth.rbac import Act, Obj
 from control_plane.placement import format_bytes
 from fleetflow.api_models.clusters import ClusterPublic
 from fleetflow.ir import TypedInterface
@@ -114,13 +116,18 @@ def workflow_page(
     )
     placed = dag.layout(detail.spec.model_dump(mode="json"))
     executions = f"/ui/executions?{urlencode({'tenant': viewer.tenant, 'workflow': name})}"
+    form = (
+        "<h2>Launch</h2>" + launch_form(name, detail.version, detail.interface, viewer)
+        if viewer.caller.may(session, Obj.EXECUTIONS, Act.WRITE)
+        else ""
+    )
     body = (
         f"<p><b>version {escape(detail.version)}</b> <span class=muted>registered "
         f"{when(detail.created_at)} · code bundle {escape(detail.bundle_digest[:12])}</span> · "
         f'<a href="{executions}">its executions</a></p>'
         f"<h2>Inputs</h2><table class=values>{inputs or '<tr><td>none</td></tr>'}</table>"
         f"<h2>Outputs</h2><table class=values>{outputs or '<tr><td>none</td></tr>'}</table>"
-        f"<h2>Graph</h2><div class=dagbox>{dag.render_svg(placed, {})}</div>"
+        f"<h2>Graph</h2><div class=dagbox>{dag.render_svg(placed, {})}</div>{form}"
         "<h2>Versions</h2><table class=list><thead><tr><th>Version</th><th>Registered</th>"
         f"<th>Code bundle</th></tr></thead><tbody>{others}</tbody></table>"
     )
@@ -148,6 +155,7 @@ def clusters_page(
         if clusters
         else "<p class=muted>No cluster is granted to this tenant.</p>"
     )
+    body += clusters_admin_section(session, viewer)
     return finish(page("Clusters", body, viewer=viewer), request, viewer)
 
 
@@ -188,7 +196,10 @@ def usage_page(
     if not isinstance(viewer, Viewer):
         return viewer
     tenants = usage_tenants(session, authorizer, viewer.caller.principal_id)
-    body = "".join(tenant_section(session, t) for t in tenants) or (
+    body = "".join(tenant_section(session, t) + waiting_section(session, t) for t in tenants) or (
         "<p>You may not read the usage of any tenant.</p>"
     )
+    if platform_may(session, viewer.caller, Act.READ):
+        audit = f"/ui/audit?{urlencode({'tenant': viewer.tenant})}"
+        body = f'<p><a id=audit-link href="{audit}">Audit log</a> (platform admins)</p>' + body
     return finish(page("Usage", body, viewer=viewer), request, viewer)

@@ -3,17 +3,18 @@ longest path from a root), each coloured by the state its attempts say.
 
 Sub-workflow nodes (ids `call/inner`, `fleetflow.inlining.SEPARATOR`) sit next to each other in
 their column, show their call's prefix above their own id and carry a `group` class. A map node
-shows how many of its elements succeeded out of those started.
+shows how many of its elements succeeded out of those started. A dynamic node's built sub-DAG
+(`services/sub_dags.py`) expands in place after it, with its own edges.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from fleetflow.api_models.executions import AttemptPublic
+from fleetflow.api_models.executions import AttemptPublic, SubDag
 from fleetflow.inlining import SEPARATOR
 from fleetflow.states import AttemptState, ExecutionState
 
@@ -25,6 +26,9 @@ MARGIN = 16
 _LABEL_CHARS = 24
 
 _ACTIVE = {AttemptState.PENDING, AttemptState.ASSIGNED, AttemptState.LEASED}
+# A map node's bar: one segment per element state, in this order, left to right.
+BAR_ORDER = [s.value for s in AttemptState]
+BAR_WIDTH = NODE_WIDTH - 16
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class PlacedNode:
     column: int
     row: int
     upstream: tuple[str, ...]
+    dynamic_child: bool = False  # a node of a dynamic sub-DAG, known from its attempts
 
     @property
     def x(self) -> int:
@@ -60,9 +65,10 @@ class NodeState:
     state: str
     done: int | None = None
     total: int | None = None
+    counts: tuple[tuple[str, int], ...] = ()  # a map node's elements per state
 
     def as_json(self) -> list[Any]:
-        return [self.state, self.done, self.total]
+        return [self.state, self.done, self.total, dict(self.counts)]
 
 
 def _upstream_of(node: dict[str, Any]) -> list[str]:
@@ -72,17 +78,71 @@ def _upstream_of(node: dict[str, Any]) -> list[str]:
     return Node.model_validate(node).upstream
 
 
-def layout(spec: dict[str, Any]) -> Layout:
+def dynamic_nodes(spec: dict[str, Any], attempts: Sequence[AttemptPublic]) -> dict[str, str]:
+    """The nodes of dynamic sub-DAGs that have attempts (`<dynamic node>/<its id>`, not in the
+    spec), each with its task's name, in the order their attempts were made."""
+    known = {n.get("id") for n in spec.get("nodes", []) if isinstance(n, dict)}
+    found: dict[str, str] = {}
+    for attempt in attempts:
+        if attempt.node_id not in known and attempt.node_id not in found:
+            found[attempt.node_id] = attempt.task_name
+    return found
+
+
+def layout(
+    spec: dict[str, Any],
+    dynamic: dict[str, str] | None = None,
+    sub_dags: Mapping[str, SubDag] | None = None,
+) -> Layout:
     """Place the nodes of a stored spec (validated when it was registered) in depth columns;
-    within a column, sub-workflow nodes of one call together, else in spec order."""
+    within a column, sub-workflow nodes of one call together, else in spec order.
+
+    `sub_dags` (built ones, by dynamic node) expand in place with their own edges: a
+    sub-DAG's roots follow its dynamic node (an edge from it), and the nodes reading the
+    dynamic node come after the whole sub-DAG (their edge still leaves the dynamic node).
+    `dynamic` (see `dynamic_nodes`) adds the nodes of dynamic sub-DAGs not known otherwise:
+    each after the node (a spec node or another dynamic one) whose id prefixes its own."""
     raw = [n for n in spec.get("nodes", []) if isinstance(n, dict) and "id" in n]
     ids = {n["id"] for n in raw}
     upstream = {n["id"]: [u for u in _upstream_of(n) if u in ids] for n in raw}
+    after: dict[str, list[str]] = {}  # undrawn: a node placed after these too
+    pending = dict(sub_dags or {})
+    while pending:  # a nested sub-DAG once its dynamic node is placed
+        ready_subs = [d for d in pending if d in ids]
+        if not ready_subs:
+            break
+        for dynamic_id in ready_subs:
+            sub = pending.pop(dynamic_id)
+            inner = {n.id for n in sub.nodes} - ids
+            readers = [n for n, ups in upstream.items() if dynamic_id in ups]
+            for node in sub.nodes:
+                if node.id not in inner:
+                    continue
+                raw.append(
+                    {"id": node.id, "task": node.task, "dynamic_child": True}
+                    | ({"map": {}} if node.is_map else {})
+                )
+                ids.add(node.id)
+                ups = [u for u in node.upstream if u in inner]
+                upstream[node.id] = ups or [dynamic_id]
+            for reader in readers:
+                after.setdefault(reader, []).extend(inner)
+            for waiting in after.values():  # a nested sub-DAG: after it too
+                if dynamic_id in waiting:
+                    waiting.extend(inner)
+    for node_id, task in (dynamic or {}).items():
+        if node_id in ids:
+            continue
+        parent = _dynamic_parent(node_id, ids)
+        raw.append({"id": node_id, "task": task, "dynamic_child": True})
+        ids.add(node_id)
+        upstream[node_id] = [parent] if parent else []
     depth: dict[str, int] = {}
-    remaining = {n: len(set(u)) for n, u in upstream.items()}
+    ordering = {n: set(u) | set(after.get(n, ())) for n, u in upstream.items()}
+    remaining = {n: len(u) for n, u in ordering.items()}
     consumers: dict[str, list[str]] = {n: [] for n in upstream}
-    for node, ups in upstream.items():
-        for up in set(ups):
+    for node, producers in ordering.items():
+        for up in producers:
             consumers[up].append(node)
     ready = [n["id"] for n in raw if remaining[n["id"]] == 0]
     for node in ready:
@@ -107,6 +167,7 @@ def layout(spec: dict[str, Any]) -> Layout:
             column=depth.get(n["id"], 0),
             row=rows[n["id"]],
             upstream=tuple(dict.fromkeys(upstream[n["id"]])),
+            dynamic_child=bool(n.get("dynamic_child")),
         )
         for n in raw
     ]
@@ -114,6 +175,16 @@ def layout(spec: dict[str, Any]) -> Layout:
     tallest = max((len(c) for c in columns.values()), default=1)
     height = MARGIN * 2 + (tallest - 1) * ROW + NODE_HEIGHT
     return Layout(placed, width, height)
+
+
+def _dynamic_parent(node_id: str, ids: set[str]) -> str | None:
+    """The longest id among `ids` that prefixes `node_id` (`a/b/c`: `a/b`, else `a`)."""
+    prefix = node_id
+    while SEPARATOR in prefix:
+        prefix = prefix.rpartition(SEPARATOR)[0]
+        if prefix in ids:
+            return prefix
+    return None
 
 
 def _group(node_id: str) -> str:
@@ -141,10 +212,14 @@ def node_states(
         if not indexed:
             states[node_id] = NodeState(shown[0].value)
             continue
+        counts: dict[str, int] = {}
+        for element in shown:
+            counts[element.value] = counts.get(element.value, 0) + 1
         states[node_id] = NodeState(
             _combined(shown),
-            done=sum(1 for s in shown if s is AttemptState.SUCCEEDED),
+            done=counts.get(AttemptState.SUCCEEDED.value, 0),
             total=len(indexed),
+            counts=tuple(sorted(counts.items(), key=lambda c: BAR_ORDER.index(c[0]))),
         )
     return states
 
@@ -155,7 +230,12 @@ def _combined(states: list[AttemptState]) -> str:
         return AttemptState.RUNNING.value
     if any(s in _ACTIVE for s in states):
         return AttemptState.PENDING.value
-    for final in (AttemptState.FAILED, AttemptState.LOST, AttemptState.CANCELLED):
+    for final in (
+        AttemptState.FAILED,
+        AttemptState.LOST,
+        AttemptState.PREEMPTED,
+        AttemptState.CANCELLED,
+    ):
         if final in states:
             return final.value
     if all(s is AttemptState.SKIPPED for s in states):
@@ -186,6 +266,8 @@ def render_svg(placed: Layout, states: dict[str, NodeState]) -> str:
         state = states.get(node.id, NodeState("WAITING"))
         prefix, _, own = node.id.rpartition(SEPARATOR)
         classes = "node group" if prefix else "node"
+        if node.dynamic_child:
+            classes += " dynamic"
         count = (
             f"{state.done}/{state.total}"
             if state.total is not None
@@ -195,6 +277,7 @@ def render_svg(placed: Layout, states: dict[str, NodeState]) -> str:
         )
         task = node.task.rpartition(".")[2]
         above = f"{prefix}{SEPARATOR}" if prefix else task
+        bar = _element_bar(state) if node.is_map else ""
         shapes.append(
             f'<g class="{classes}" data-node="{escape(node.id)}" data-state="{state.state}" '
             f'transform="translate({node.x} {node.y})"><title>{escape(node.id)} '
@@ -203,10 +286,26 @@ def render_svg(placed: Layout, states: dict[str, NodeState]) -> str:
             f'<text class=sub x="8" y="16">{escape(_short(above))}</text>'
             f'<text class=name x="8" y="34">{escape(_short(own))}</text>'
             f'<text class=count x="{NODE_WIDTH - 8}" y="34" text-anchor="end">{count}</text>'
-            "</g>"
+            f"{bar}</g>"
         )
     return (
         f'<svg class=dag xmlns="http://www.w3.org/2000/svg" width="{placed.width}" '
         f'height="{placed.height}" viewBox="0 0 {placed.width} {placed.height}" role=img '
         f'aria-label="workflow graph">{"".join(edges)}{"".join(shapes)}</svg>'
     )
+
+
+def _element_bar(state: NodeState) -> str:
+    """A map node's elements as one bar: a segment per element state, as wide as its share
+    (the page's script redraws the segments from the snapshot's counts)."""
+    total = sum(n for _, n in state.counts)
+    x = 8.0
+    segments = []
+    for name, n in state.counts:
+        width = BAR_WIDTH * n / total if total else 0.0
+        segments.append(
+            f'<rect class=seg data-state="{name}" x="{x:.1f}" y="39" width="{width:.1f}" '
+            f'height="4"><title>{n} {name.lower()}</title></rect>'
+        )
+        x += width
+    return f'<g class=bar data-width="{BAR_WIDTH}">{"".join(segments)}</g>'

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from html import escape
 from importlib.resources import files
-from typing import Annotated, Any
-from urllib.parse import urlencode
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import (
@@ -42,18 +43,25 @@ from control_plane.api.console import dag
 from control_plane.api.deps import BlobStoreDep, LauncherDep, SessionDep, SettingsDep
 from control_plane.api.errors import ApiError
 from control_plane.api.routes import executions as executions_routes
+from control_plane.api.routes import outputs as outputs_routes
 from control_plane.api.routes.logs import execution_logs
 from control_plane.api.web_session import CSRF_FIELD, WebSession
 from control_plane.auth.rbac import EVERY_TENANT, Act, Authorizer, Obj
+from control_plane.db.models import Execution
 from control_plane.db.repositories import principals as principals_repo
 from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.executions import get_execution, list_executions
-from fleetflow.api_models.executions import AttemptPublic, ExecutionPublic
+from control_plane.services.executions import ExecutionRequestError
+from control_plane.services.sub_dags import built_sub_dags
+from fleetflow.api_models.executions import AttemptPublic, ExecutionOutput, ExecutionPublic
 from fleetflow.states import AttemptState, ExecutionState
+from fleetflow.storage import BlobStore
 
 router = APIRouter(include_in_schema=False)
 WEB = WebSession(path="/ui", home="/ui", name="console")
 PAGE_SIZE = 50
+MAX_FILES_SHOWN = 100  # download links per output; the CLI downloads them all
+MAX_TIMELINE_ROWS = 500
 MAX_PAGE_SIZE = 1000
 SSE_INTERVAL_SECONDS = 1.0
 SSE_MAX_SECONDS = 300  # then the browser reconnects, and is authenticated again
@@ -281,16 +289,22 @@ def executions_page(
     status: str = "",
     workflow: str = "",
     q: str = "",
+    by: Annotated[str, Query(max_length=128)] = "",
+    after: Annotated[str, Query(max_length=40)] = "",
+    before: Annotated[str, Query(max_length=40)] = "",
     number: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
     size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE,
     fragment: bool = False,
 ) -> Response:
-    """The acting tenant's executions, newest first, filtered and paged; `fragment=1` answers
-    the table alone (what the page's script polls while executions run)."""
+    """The acting tenant's executions, newest first, filtered (status, workflow, part of the
+    id, who launched it, created in [`after`, `before`), UTC) and paged; `fragment=1`
+    answers the table alone (what the page's script polls while executions run)."""
     viewer = viewer_of(request, session, authorizer, tenant)
     if not isinstance(viewer, Viewer):
         return viewer
     state = ExecutionState(status) if status in ExecutionState.__members__ else None
+    since, since_error = _moment(after, "after")
+    until, until_error = _moment(before, "before")
     rows = list_executions(
         session,
         viewer.caller.tenant.id,
@@ -299,12 +313,24 @@ def executions_page(
         status=state,
         workflow=workflow.strip() or None,
         id_contains=q.strip() or None,
+        launched_by=by.strip() or None,
+        created_after=since,
+        created_before=until,
     )
     more = len(rows) > size
     shown = executions_routes.executions_public(session, rows[:size], blob_store)
     table = _executions_table(shown, viewer.tenant)
     running = any(not e.status.terminal for e in shown)
-    params = {"tenant": viewer.tenant, "status": status, "workflow": workflow, "q": q, "size": size}
+    params = {
+        "tenant": viewer.tenant,
+        "status": status,
+        "workflow": workflow,
+        "q": q,
+        "by": by,
+        "after": after,
+        "before": before,
+        "size": size,
+    }
     pager = ""
     if number > 1:
         pager += f'<a rel=prev href="?{urlencode({**params, "page": number - 1})}">← newer</a> '
@@ -318,11 +344,37 @@ def executions_page(
     )
     if fragment:
         return finish(HTMLResponse(region, headers=_HEADERS), request, viewer)
-    body = _filters(viewer, state, workflow, q) + region + f"<p class=pager>{pager}</p>"
+    errors = "".join(
+        f"<p class=error data-field={name}>{escape(message)}</p>"
+        for name, message in (("after", since_error), ("before", until_error))
+        if message
+    )
+    filters = _filters(viewer, state, workflow, q, by, after, before)
+    body = filters + errors + region + f"<p class=pager>{pager}</p>"
     return finish(page("Executions", body, viewer=viewer), request, viewer)
 
 
-def _filters(viewer: Viewer, state: ExecutionState | None, workflow: str, q: str) -> str:
+def _moment(text: str, name: str) -> tuple[datetime | None, str]:
+    """A filter's time (`2026-12-05T10:00` as a datetime-local field sends it, or any ISO
+    8601 time; without a zone: UTC), or why it is not one (the filter is then left out)."""
+    if not text.strip():
+        return None, ""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None, f"{name}: {text!r} is not a time like 2026-12-05T10:00 (UTC); not applied"
+    return executions_routes.as_utc(moment), ""
+
+
+def _filters(
+    viewer: Viewer,
+    state: ExecutionState | None,
+    workflow: str,
+    q: str,
+    by: str = "",
+    after: str = "",
+    before: str = "",
+) -> str:
     options = "".join(
         f"<option{' selected' if s is state else ''}>{s.value}</option>" for s in ExecutionState
     )
@@ -342,6 +394,12 @@ def _filters(viewer: Viewer, state: ExecutionState | None, workflow: str, q: str
         f'<label>Workflow <input name=workflow value="{escape(workflow)}" '
         "placeholder='module.function'></label>"
         f'<label>Id <input name=q value="{escape(q)}" placeholder="ex-…"></label>'
+        f'<label>Launched by <input name=by value="{escape(by)}" placeholder="user name">'
+        "</label>"
+        f"<label>Created after (UTC) <input type=datetime-local name=after step=1 "
+        f'value="{escape(after)}"></label>'
+        f"<label>Created before (UTC) <input type=datetime-local name=before step=1 "
+        f'value="{escape(before)}"></label>'
         "<button type=submit>Filter</button></form>"
     )
 
@@ -352,13 +410,14 @@ def _executions_table(shown: list[ExecutionPublic], tenant: str) -> str:
     rows = "".join(
         f'<tr data-execution="{escape(e.id)}"><td><a href="{_execution_url(e.id, tenant)}">'
         f"{escape(e.id)}</a></td><td>{escape(e.workflow)}</td><td>{escape(e.version)}</td>"
-        f"<td>{badge(e.status.value)}</td><td>{when(e.created_at)}</td>"
-        f"<td>{when(e.finished_at)}</td></tr>"
+        f"<td>{badge(e.status.value)}</td><td>{escape(e.launched_by or '—')}</td>"
+        f"<td>{when(e.created_at)}</td><td>{when(e.finished_at)}</td></tr>"
         for e in shown
     )
     return (
         "<table class=list><thead><tr><th>Execution</th><th>Workflow</th><th>Version</th>"
-        f"<th>Status</th><th>Created</th><th>Finished</th></tr></thead><tbody>{rows}</tbody>"
+        "<th>Status</th><th>Launched by</th><th>Created</th><th>Finished</th></tr></thead>"
+        f"<tbody>{rows}</tbody>"
         "</table>"
     )
 
@@ -368,18 +427,24 @@ def _executions_table(shown: list[ExecutionPublic], tenant: str) -> str:
 
 def _read_execution(
     session: Session, viewer: Viewer, execution_id: str, blob_store: Any
-) -> tuple[ExecutionPublic, dict[str, Any]] | None:
-    """The execution as `GET /api/v1/executions/{id}` answers it, and its stored spec."""
+) -> tuple[ExecutionPublic, dict[str, Any], Execution] | None:
+    """The execution as `GET /api/v1/executions/{id}` answers it, its stored spec and row."""
     row = get_execution(session, viewer.caller.tenant.id, execution_id)
     if row is None:
         return None
-    return executions_routes.executions_public(session, [row], blob_store)[0], row.workflow.spec
+    public = executions_routes.executions_public(session, [row], blob_store)[0]
+    return public, row.workflow.spec, row
 
 
 def snapshot(execution: ExecutionPublic, node_ids: list[str]) -> dict[str, Any]:
-    """What the page's script redraws: the execution's state, each node's, and a digest of
-    its attempts (the script reloads the attempts table when it changes)."""
-    states = dag.node_states(node_ids, execution.attempts, execution.status)
+    """What the page's script redraws: the execution's state, each node's (the spec's and
+    those of dynamic sub-DAGs: a node the page lacks makes it fetch the graph again), and a
+    digest of its attempts (the script reloads the attempts table when it changes)."""
+    known = set(node_ids)
+    extra = [a.node_id for a in execution.attempts if a.node_id not in known]
+    states = dag.node_states(
+        [*node_ids, *dict.fromkeys(extra)], execution.attempts, execution.status
+    )
     return {
         "status": execution.status.value,
         "nodes": {node: state.as_json() for node, state in states.items()},
@@ -407,16 +472,22 @@ def execution_page(
             request,
             viewer,
         )
-    execution, spec = found
+    execution, spec, row = found
     query = urlencode({"tenant": viewer.tenant})
     base = f"/ui/executions/{escape(execution.id)}"
     if fragment == "attempts":
-        return finish(
-            HTMLResponse(_attempts(execution, base, query), headers=_HEADERS), request, viewer
-        )
-    placed = dag.layout(spec)
+        shown = _attempts(execution, base, query) + _timeline(execution, spec)
+        return finish(HTMLResponse(shown, headers=_HEADERS), request, viewer)
+    # The sub-DAGs built so far (the route `/executions/{id}/nodes/{node}/sub-dag` answers),
+    # with their edges; nodes with attempts and no readable sub-DAG still show after theirs.
+    started = {a.node_id for a in execution.attempts}
+    sub_dags = built_sub_dags(session, row, blob_store, started)
+    placed = dag.layout(spec, dag.dynamic_nodes(spec, execution.attempts), sub_dags)
     node_ids = [n.id for n in placed.nodes]
     states = dag.node_states(node_ids, execution.attempts, execution.status)
+    if fragment == "graph":
+        graph = dag.render_svg(placed, states)
+        return finish(HTMLResponse(graph, headers=_HEADERS), request, viewer)
     may_write = viewer.caller.may(session, Obj.EXECUTIONS, Act.WRITE)
     actions = _actions(execution, viewer, base) if may_write else ""
     lineage = "".join(
@@ -428,20 +499,27 @@ def execution_page(
             ("child of", execution.parent_execution_id),
         )
         if other
+    ) + "".join(
+        f'<div class=muted>node {escape(child.node_id)} runs <a href="'
+        f'{_execution_url(child.execution_id, viewer.tenant)}">{escape(child.execution_id)}</a> '
+        f"({escape(child.workflow)}) {badge(child.status.value)}</div>"
+        for child in execution.children
     )
     error = _executionerror_page(execution.error)
     body = (
         f'<div id=execution data-events="{base}/events?{query}" '
         f'data-status="{execution.status.value}">'
         f"<p>{badge(execution.status.value)} <b>{escape(execution.workflow)}</b> "
-        f"<span class=muted>version {escape(execution.version)} · created "
+        f"<span class=muted>version {escape(execution.version)} · launched by "
+        f"{escape(execution.launched_by or '—')} · created "
         f"{when(execution.created_at)} · finished {when(execution.finished_at)}</span></p>"
         f"{lineage}{actions}{error}"
-        f"<h2>Graph</h2><div class=dagbox>{dag.render_svg(placed, states)}</div>"
+        f'<h2>Graph</h2><div class=dagbox data-src="{base}?{query}&amp;fragment=graph">'
+        f"{dag.render_svg(placed, states)}</div>"
         f'<h2>Attempts</h2><div id=attempts data-src="{base}?{query}&amp;fragment=attempts">'
-        f"{_attempts(execution, base, query)}</div>"
-        f"<h2>Inputs</h2>{_values(execution.inputs)}"
-        f"<h2>Outputs</h2>{_values(execution.outputs)}</div>"
+        f"{_attempts(execution, base, query)}{_timeline(execution, spec)}</div>"
+        f"<h2>Inputs</h2>{_inputs(session, viewer, execution, blob_store, base, query)}"
+        f"<h2>Outputs</h2>{_outputs(session, viewer, execution, blob_store, base, query)}</div>"
     )
     return finish(page(f"Execution {execution.id}", body, viewer=viewer), request, viewer)
 
@@ -525,6 +603,197 @@ def _values(values: dict[str, Any] | None) -> str:
         for name, value in values.items()
     )
     return f"<table class=values>{rows}</table>"
+
+
+def _outputs(
+    session: Session,
+    viewer: Viewer,
+    execution: ExecutionPublic,
+    blob_store: Any,
+    base: str,
+    query: str,
+) -> str:
+    """The outputs as JSON, each with links to download the files it carries (what
+    `GET .../outputs/{name}` lists for the tenant; an output it refuses says why)."""
+    if execution.status is not ExecutionState.SUCCEEDED or not execution.outputs:
+        return _values(execution.outputs)
+    return _with_files(
+        execution.outputs,
+        "output",
+        lambda name: outputs_routes.output_listing(
+            session, viewer.caller.tenant, execution.id, name, blob_store
+        ),
+        base,
+        query,
+    )
+
+
+def _inputs(
+    session: Session,
+    viewer: Viewer,
+    execution: ExecutionPublic,
+    blob_store: Any,
+    base: str,
+    query: str,
+) -> str:
+    """The inputs as JSON, each `File` or `Directory` in them with download links (what
+    `GET .../inputs/{name}` lists for the tenant; an input it refuses says why)."""
+    if not execution.inputs:
+        return _values(execution.inputs)
+    return _with_files(
+        execution.inputs,
+        "input",
+        lambda name: outputs_routes.input_listing(
+            session, viewer.caller.tenant, execution.id, name, blob_store
+        ),
+        base,
+        query,
+    )
+
+
+def _with_files(
+    values: dict[str, Any],
+    side: Literal["input", "output"],
+    listing: Callable[[str], ExecutionOutput],
+    base: str,
+    query: str,
+) -> str:
+    """`values` as JSON, each with links to `{base}/{side}s/{name}/files/{path}` for the files
+    `listing(name)` lists (its refusal, if any, shown instead)."""
+    rows = []
+    for name, value in values.items():
+        try:
+            listed = listing(name)
+        except ApiError as exc:
+            links = f"<p class=error>{escape(exc.detail)}</p>"
+        else:
+            paths = [path for blob in listed.blobs for path in blob.files]
+            links = "".join(
+                f'<li><a download data-file="{escape(path)}" href="{base}/{side}s/'
+                f'{quote(name, safe="")}/files/{quote(path)}?{query}">{escape(path)}</a></li>'
+                for path in paths[:MAX_FILES_SHOWN]
+            )
+            more = len(paths) - MAX_FILES_SHOWN
+            if more > 0:
+                everything = (
+                    "fleetflow executions outputs"
+                    if side == "output"
+                    else f"GET /api/v1/executions/{listed.execution_id}/inputs/{name}"
+                )
+                links += f"<li class=muted>… and {more} more ({escape(everything)})</li>"
+            links = f"<ul class=files>{links}</ul>" if links else ""
+        rows.append(
+            f'<tr data-{side}="{escape(name)}"><th>{escape(name)}</th>'
+            f"<td><pre>{escape(_shown(value))}</pre>{links}</td></tr>"
+        )
+    return f"<table class=values>{''.join(rows)}</table>"
+
+
+def reason_kind(reason: str | None) -> str:
+    """What an attempt waits for, from its pending reason: quota, unschedulable or capacity."""
+    if not reason:
+        return ""
+    head = reason.partition(":")[0].strip().lower()
+    return head if head in ("quota", "unschedulable") else "capacity"
+
+
+def _timeline(execution: ExecutionPublic, spec: dict[str, Any]) -> str:
+    """The attempts as a Gantt chart (SVG): one row each, the time it waited (hatched) then
+    ran, on one time axis; beside it the cluster, GPU type, wait and why it waited."""
+    attempts = [a for a in execution.attempts if not a.cache_hit][:MAX_TIMELINE_ROWS]
+    if not attempts:
+        return ""
+    now = datetime.now(UTC)
+    start = min(a.created_at for a in attempts)
+    ends = [a.finished_at or now for a in attempts]
+    end = max([*ends, execution.finished_at or start])
+    span = max((end - start).total_seconds(), 1.0)
+    label, chart, row = 260, 700, 22
+    width = label + chart + 20
+    height = row * len(attempts) + 30
+    ticks = "".join(
+        f'<line class=tick x1="{label + chart * i / 4:.1f}" y1="0" '
+        f'x2="{label + chart * i / 4:.1f}" y2="{height - 18}"/>'
+        f'<text class=tick x="{label + chart * i / 4:.1f}" y="{height - 4}" '
+        f'text-anchor="middle">+{_duration(span * i / 4)}</text>'
+        for i in range(5)
+    )
+    bars = []
+    for i, a in enumerate(attempts):
+        y = i * row + 4
+        began = a.started_at or (a.finished_at if a.status.terminal else None)
+        stop = a.finished_at or now
+        x0 = label + chart * (a.created_at - start).total_seconds() / span
+        x1 = label + chart * ((began or stop) - start).total_seconds() / span
+        x2 = label + chart * (stop - start).total_seconds() / span
+        waited = ((began or stop) - a.created_at).total_seconds()
+        kind = reason_kind(a.pending_reason)
+        gpu = a.gpu_type or _gpu_wanted(spec, a.node_id)
+        node = a.node_id + (f"[{a.map_index}]" if a.map_index is not None else "")
+        title = (
+            f"{node} #{a.attempt_number} {a.status.value} · cluster {a.cluster or '—'} · "
+            f"GPU {gpu or 'none'} · waited {_duration(waited)}"
+            + (f" ({a.pending_reason})" if a.pending_reason else "")
+        )
+        ran = (
+            f'<rect class=run data-state="{a.status.value}" x="{x1:.1f}" y="{y}" '
+            f'width="{max(x2 - x1, 1.5):.1f}" height="{row - 8}"/>'
+            if a.started_at
+            else ""
+        )
+        bars.append(
+            f'<g class=span data-attempt="{escape(a.id)}" data-wait="{waited:.1f}" '
+            f'data-reason="{kind}"><title>{escape(title)}</title>'
+            f'<text x="4" y="{y + 11}">{escape(_clip(node, 22))} #{a.attempt_number}</text>'
+            f'<text class=where x="{label - 8}" y="{y + 11}" text-anchor="end">'
+            f"{escape(_clip(a.cluster or '—', 14))} · {escape(_clip(gpu or 'no GPU', 10))}</text>"
+            f'<rect class="wait {kind}" x="{x0:.1f}" y="{y}" width="{max(x1 - x0, 0.0):.1f}" '
+            f'height="{row - 8}"/>{ran}</g>'
+        )
+    waits = "".join(
+        f"<li>{escape(a.node_id)} #{a.attempt_number}: waiting "
+        f"{_duration((now - a.created_at).total_seconds())} — "
+        f"<b>{reason_kind(a.pending_reason)}</b> {escape(a.pending_reason or '')}</li>"
+        for a in attempts
+        if a.pending_reason and a.status is AttemptState.PENDING
+    )
+    return (
+        "<h2>Timeline</h2><div class=timeline>"
+        f'<svg class=gantt xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role=img aria-label="attempts timeline">'
+        f"{ticks}{''.join(bars)}</svg></div>"
+        + (f"<ul class=waiting>{waits}</ul>" if waits else "")
+        + "<p class=muted>hatched: waiting to start (queued for quota, capacity or a "
+        "schedulable cluster); solid: running.</p>"
+    )
+
+
+def _gpu_wanted(spec: dict[str, Any], node_id: str) -> str:
+    """The GPU types a node's task accepts, from the stored spec, before it is placed."""
+    tasks = spec.get("tasks", {})
+    for node in spec.get("nodes", []):
+        if isinstance(node, dict) and node.get("id") == node_id:
+            task = tasks.get(node.get("task"), {}) if isinstance(tasks, dict) else {}
+            resources = task.get("resources") or {} if isinstance(task, dict) else {}
+            if not isinstance(resources, dict) or not resources.get("gpu"):
+                return ""
+            types = resources.get("gpu_type") or "any GPU"
+            return "|".join(types) if isinstance(types, list) else str(types)
+    return ""
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+
+
+def _clip(text: str, chars: int) -> str:
+    return text if len(text) <= chars else "…" + text[-(chars - 1) :]
 
 
 def _shown(value: Any) -> str:
@@ -625,6 +894,74 @@ async def attempt_log(
     )
 
 
+async def _blob_file(
+    download: Callable[..., Awaitable[Response]],
+    where: tuple[str, str, str],
+    request: Request,
+    session: Session,
+    authorizer: Authorizer,
+    blob_store: BlobStore,
+    tenant: str | None,
+) -> Response:
+    """A file of an input or output, served by the API route's own `download` function for
+    the signed-in viewer: the API's rights, its refusals as plain text."""
+    viewer = await run_in_threadpool(viewer_of, request, session, authorizer, tenant)
+    if not isinstance(viewer, Viewer):
+        return viewer  # to sign in, or the page that says "not found" or "refused"
+    try:
+        return await download(*where, session, viewer.caller, blob_store)
+    except ApiError as exc:
+        return PlainTextResponse(exc.detail, status_code=exc.status_code)
+
+
+@router.get("/ui/executions/{execution_id}/outputs/{name}/files/{path:path}")
+async def output_file(
+    execution_id: str,
+    name: str,
+    path: str,
+    request: Request,
+    session: SessionDep,
+    authorizer: AuthorizerDep,
+    blob_store: BlobStoreDep,
+    tenant: str | None = None,
+) -> Response:
+    """One file of an output, through `GET /api/v1/executions/{id}/outputs/{name}/files/...`'s
+    own function: only the acting tenant's executions, only blobs the tenant may read."""
+    return await _blob_file(
+        outputs_routes.download_output_file,
+        (execution_id, name, path),
+        request,
+        session,
+        authorizer,
+        blob_store,
+        tenant,
+    )
+
+
+@router.get("/ui/executions/{execution_id}/inputs/{name}/files/{path:path}")
+async def input_file(
+    execution_id: str,
+    name: str,
+    path: str,
+    request: Request,
+    session: SessionDep,
+    authorizer: AuthorizerDep,
+    blob_store: BlobStoreDep,
+    tenant: str | None = None,
+) -> Response:
+    """One file of an input, through `GET /api/v1/executions/{id}/inputs/{name}/files/...`'s
+    own function: only the acting tenant's executions, only blobs the tenant may read."""
+    return await _blob_file(
+        outputs_routes.download_input_file,
+        (execution_id, name, path),
+        request,
+        session,
+        authorizer,
+        blob_store,
+        tenant,
+    )
+
+
 # Actions ---------------------------------------------------------------------------------------
 
 
@@ -671,6 +1008,9 @@ async def execution_action(
     except ApiError as exc:
         title = "Not found" if exc.status_code == 404 else f"Could not {action}"
         return error_page(title, exc.detail, exc.status_code, viewer)
+    except ExecutionRequestError as exc:  # what the API answers through its handler
+        title = "Not found" if exc.status_code == 404 else f"Could not {action}"
+        return error_page(title, str(exc), exc.status_code, viewer)
     return RedirectResponse(
         f"/ui/executions/{done.id}?{urlencode({'tenant': viewer.tenant})}", status_code=303
     )

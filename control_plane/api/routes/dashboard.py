@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from control_plane.api.auth import AuthorizerDep
 from control_plane.api.deps import SessionDep
 from control_plane.api.routes.admin import quota_public
+from control_plane.api.routes.cohorts import cohort_line, cohort_usage_of
 from control_plane.api.web_session import COOKIE, CSRF_COOKIE, CSRF_FIELD, WebSession, origin_of
 from control_plane.auth.rbac import EVERY_TENANT, Act, Authorizer, Obj
 from control_plane.db.models import Tenant, utcnow
@@ -187,6 +188,7 @@ def tenant_section(session: Session, tenant: Tenant) -> str:
         f"<section><h2>{escape(tenant.name)}</h2>"
         f"<table>{table}</table>"
         f"<p class=muted>{waiting} task(s) waiting for quota</p>"
+        f"<p class=cohort>{escape(cohort_line(cohort_usage_of(session, tenant)))}</p>"
         f"<h2>GPU-seconds per hour, last {_HOURS} hours</h2>"
         f"{_chart([b.total.gpu_seconds for b in history])}"
         "<h2>Top workflows, last 7 days</h2><table><tr><th>workflow</th><th>GPU-hours</th>"

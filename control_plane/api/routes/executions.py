@@ -7,7 +7,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response
@@ -43,8 +43,9 @@ from control_plane.services.executions import (
     relaunch_execution,
 )
 from control_plane.services.notifications import check_targets
+from control_plane.services.sub_dags import SubDagError, find_sub_dag, public_sub_dag
 from control_plane.settings import Settings
-from fleetflow.api_models.executions import ChildExecution
+from fleetflow.api_models.executions import ChildExecution, SubDag
 from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
 from fleetflow.storage import BlobStore
 
@@ -83,6 +84,8 @@ def executions_public(
                     error_message=attempt.error_message,
                     error_traceback=attempt.error_traceback,
                     pending_reason=attempt.pending_reason,
+                    gpu_type=attempt.gpu_type,
+                    borrowed_gpus=attempt.borrowed_gpus,
                     created_at=attempt.created_at,
                     started_at=attempt.started_at,
                     finished_at=attempt.finished_at,
@@ -94,6 +97,7 @@ def executions_public(
             parent_node_id=execution.parent_node_id,
             relaunched_from=execution.relaunched_from,
             recovered_from=execution.recovered_from,
+            launched_by=execution.launched_by,
             children=children.get(execution.id, []),
         )
         for execution in executions
@@ -149,12 +153,19 @@ def _create(
     blob_store: BlobStore,
     settings: Settings,
     idempotency_key: str | None,
+    launched_by: str | None = None,
 ) -> tuple[ExecutionPublic, bool]:
     """The execution as the API shows it, and whether an earlier request created it."""
     ttl = timedelta(seconds=settings.api.idempotency_key_ttl_seconds)
     check_targets(body.notifications, settings.notify)
     creation = create_execution(
-        session, tenant, body, blob_store, idempotency_key=idempotency_key, idempotency_key_ttl=ttl
+        session,
+        tenant,
+        body,
+        blob_store,
+        idempotency_key=idempotency_key,
+        idempotency_key_ttl=ttl,
+        launched_by=launched_by,
     )
     return _public(session, creation, blob_store)
 
@@ -212,7 +223,7 @@ async def start_execution(
     """Validate the inputs, persist a QUEUED execution, then hand it to the orchestrator."""
     key = _idempotency_key(idempotency_key)
     execution, replayed = await run_in_threadpool(
-        _create, session, caller.tenant, body, blob_store, settings, key
+        _create, session, caller.tenant, body, blob_store, settings, key, caller.principal
     )
     return await _launched(execution, replayed, launcher, response)
 
@@ -257,7 +268,13 @@ async def relaunch_execution_route(
     version of its workflow or (`"version": "latest"`) of the latest one. The new
     execution's `relaunched_from` names this one."""
     version = (body or ExecutionRelaunch()).version
-    request = _Again(execution_id, recover=False, version=version, idempotency_key=idempotency_key)
+    request = _Again(
+        execution_id,
+        recover=False,
+        version=version,
+        idempotency_key=idempotency_key,
+        launched_by=caller.principal,
+    )
     return await _again(request, session, caller.tenant, launcher, blob_store, settings, response)
 
 
@@ -280,7 +297,13 @@ async def recover_execution_route(
     the same version and inputs: every node (and map element) that succeeded in it is not run
     again, its outputs are reused (its attempt shows as a cache hit); the rest runs. 409 for
     an execution in any other state. The new execution's `recovered_from` names this one."""
-    request = _Again(execution_id, recover=True, version="same", idempotency_key=idempotency_key)
+    request = _Again(
+        execution_id,
+        recover=True,
+        version="same",
+        idempotency_key=idempotency_key,
+        launched_by=caller.principal,
+    )
     return await _again(request, session, caller.tenant, launcher, blob_store, settings, response)
 
 
@@ -292,6 +315,7 @@ class _Again:
     recover: bool
     version: str
     idempotency_key: str | None
+    launched_by: str | None = None
 
 
 async def _again(
@@ -316,6 +340,7 @@ async def _again(
             version=request.version,
             idempotency_key=key,
             idempotency_key_ttl=ttl,
+            launched_by=request.launched_by,
         )
         return _public(session, creation, blob_store)
 
@@ -331,10 +356,46 @@ def list_executions_route(
     status: ExecutionState | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Offset = 0,
+    launched_by: Annotated[
+        str | None, Query(max_length=128, description="only those this principal launched")
+    ] = None,
+    created_after: Annotated[
+        datetime | None, Query(description="only those created at or after this time")
+    ] = None,
+    created_before: Annotated[
+        datetime | None, Query(description="only those created before this time")
+    ] = None,
 ) -> list[ExecutionPublic]:
-    """The tenant's executions, newest first."""
-    rows = list_executions(session, caller.tenant.id, limit=limit, offset=offset, status=status)
+    """The tenant's executions, newest first, maybe only those of one status, launched by one
+    principal, or created in [`created_after`, `created_before`) (a time without a zone is
+    UTC)."""
+    rows = list_executions(
+        session,
+        caller.tenant.id,
+        limit=limit,
+        offset=offset,
+        status=status,
+        launched_by=launched_by,
+        created_after=as_utc(created_after),
+        created_before=as_utc(created_before),
+    )
     return executions_public(session, rows, blob_store)
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """`moment` in UTC; one without a zone is taken as UTC. A moment whose UTC time falls
+    outside years 1-9999 (`0001-01-01T00:00+05:00`) is the earliest or latest UTC time:
+    compared with creation times, it means the same."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        offset = moment.utcoffset()
+        edge = datetime.min if offset is not None and offset > timedelta(0) else datetime.max
+        return edge.replace(tzinfo=UTC)
 
 
 @router.get("/{execution_id}", responses={404: {"model": ErrorResponse}})
@@ -345,6 +406,30 @@ def get_execution_route(
     if execution is None:
         raise ApiError(404, f"execution {execution_id} not found")
     return executions_public(session, [execution], blob_store)[0]
+
+
+@router.get(
+    "/{execution_id}/nodes/{node_id:path}/sub-dag",
+    responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
+)
+def get_sub_dag_route(
+    execution_id: str,
+    node_id: str,
+    session: SessionDep,
+    caller: ExecutionsRead,
+    blob_store: BlobStoreDep,
+) -> SubDag:
+    """The sub-DAG a dynamic node built (nested dynamic nodes too: `a/b`): its nodes and the
+    edges between them. 404: no such execution or node, or no sub-DAG built yet; 409: the
+    node is not dynamic."""
+    execution = get_execution(session, caller.tenant.id, execution_id)
+    if execution is None:
+        raise ApiError(404, f"execution {execution_id} not found")
+    try:
+        sub = find_sub_dag(session, execution, blob_store, node_id)
+    except SubDagError as exc:
+        raise ApiError(exc.status, exc.message) from None
+    return public_sub_dag(execution.id, node_id, sub)
 
 
 @router.post(

@@ -1,5 +1,6 @@
-"""`GET /api/v1/executions/{id}/outputs/{name}[/files/{file}]`: an execution's outputs, and the
-bytes of the `File` and `Directory` values inside them, read with the caller's rights.
+"""`GET /api/v1/executions/{id}/{outputs|inputs}/{name}[/files/{file}]`: an execution's outputs
+and inputs, and the bytes of the `File` and `Directory` values inside them, read with the
+caller's rights.
 
 An output's value names its blobs by URI; the engineer's machine usually cannot read the blob
 store (a bucket it has no credentials for, a directory on another host), so the control plane
@@ -9,9 +10,13 @@ sits in the value: a `File` output `model` is `<name of the file>`, element 2 of
 dataclass is `text/<name>`. `fleetflow executions outputs ID --download DIR` and
 `Client.download_outputs` write them there.
 
+Inputs are served alike, at the same paths below `.../inputs/{name}/files/`, whatever the
+execution's status (an input `File` is usually an upload of the tenant's).
+
 Only blobs of the caller's tenant are served: its uploads, and the prefixes of its own
-executions. An output that names anything else (a task-cache hit recorded by another tenant's
-execution) is refused rather than read on the caller's behalf.
+executions. A value that names anything else (a task-cache hit recorded by another tenant's
+execution, an input literal naming another tenant's blob or climbing out with `..`) is refused
+rather than read on the caller's behalf.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from control_plane.db.models import Execution, Tenant
 from control_plane.db.repositories.executions import get_execution
 from control_plane.large_values import load_values
 from control_plane.schemas.common import ErrorResponse
-from control_plane.schemas.executions import ExecutionOutput, OutputBlob
+from control_plane.schemas.executions import ExecutionInput, ExecutionOutput, OutputBlob
 from control_plane.services.tenant_blobs import Refused, TenantBlobs
 from fleetflow.ir import FILE_KINDS, LiteralType, TypedInterface, TypeKind
 from fleetflow.states import ExecutionState
@@ -52,6 +57,10 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "the output names another tenant's blob"},
     404: {"model": ErrorResponse},
     409: {"model": ErrorResponse, "description": "the execution has not succeeded"},
+}
+_INPUT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorResponse, "description": "the input names another tenant's blob"},
+    404: {"model": ErrorResponse},
 }
 
 
@@ -120,26 +129,41 @@ class _Output:
     files: dict[str, str]  # relative path -> object URI
 
 
+Side = Literal["input", "output"]
+
+
 def _output_value(
-    session: Session, tenant: Tenant, execution_id: str, name: str, blobs: BlobStore
+    session: Session,
+    tenant: Tenant,
+    execution_id: str,
+    name: str,
+    blobs: BlobStore,
+    side: Side = "output",
 ) -> tuple[Any, LiteralType]:
-    """The value and declared type of output `name` of a succeeded execution of the tenant."""
+    """The value and declared type of output `name` of a succeeded execution of the tenant
+    (or of input `name` of any execution of the tenant)."""
     execution: Execution | None = get_execution(session, tenant.id, execution_id)
     if execution is None:
         raise ApiError(404, f"execution {execution_id} not found")
-    status = ExecutionState(execution.status)
-    if status is not ExecutionState.SUCCEEDED:
-        later = "" if status.terminal else " yet"
-        raise ApiError(409, f"execution {execution_id} is {status.value}; it has no outputs{later}")
     interface = TypedInterface.model_validate(execution.workflow.spec["interface"])
-    declared = {variable.name: variable.type for variable in interface.outputs}
-    outputs = load_values(execution.outputs, blobs) or {}
-    if name not in declared or name not in outputs:
-        names = ", ".join(sorted(outputs)) or "none"
+    if side == "input":
+        declared = {variable.name: variable.type for variable in interface.inputs}
+        values = load_values(execution.inputs, blobs) or {}
+    else:
+        status = ExecutionState(execution.status)
+        if status is not ExecutionState.SUCCEEDED:
+            later = "" if status.terminal else " yet"
+            raise ApiError(
+                409, f"execution {execution_id} is {status.value}; it has no outputs{later}"
+            )
+        declared = {variable.name: variable.type for variable in interface.outputs}
+        values = load_values(execution.outputs, blobs) or {}
+    if name not in declared or name not in values:
+        names = ", ".join(sorted(values)) or "none"
         raise ApiError(
-            404, f"execution {execution_id} has no output {name!r} (its outputs: {names})"
+            404, f"execution {execution_id} has no {side} {name!r} (its {side}s: {names})"
         )
-    return outputs[name], declared[name]
+    return values[name], declared[name]
 
 
 def _readable_blobs(
@@ -150,26 +174,32 @@ def _readable_blobs(
     value: Any,
     kind: LiteralType,
     blobs: BlobStore,
+    side: Side = "output",
 ) -> Iterator[_Blob]:
-    """The File and Directory values inside the output, each checked readable by the tenant
+    """The File and Directory values inside the value, each checked readable by the tenant
     (403 for the first that is not)."""
     readable = TenantBlobs(session, tenant, blobs)
     for blob in _walk(value, kind, name, ()):
         try:
             readable.check(blob.uri)
         except Refused as exc:
-            raise ApiError(403, f"output {blob.at} of execution {execution_id}: {exc}") from None
+            raise ApiError(403, f"{side} {blob.at} of execution {execution_id}: {exc}") from None
         yield blob
 
 
 def _load_output(
-    session: Session, tenant: Tenant, execution_id: str, name: str, blobs: BlobStore
+    session: Session,
+    tenant: Tenant,
+    execution_id: str,
+    name: str,
+    blobs: BlobStore,
+    side: Side = "output",
 ) -> _Output:
-    value, kind = _output_value(session, tenant, execution_id, name, blobs)
+    value, kind = _output_value(session, tenant, execution_id, name, blobs, side)
     public_blobs: list[OutputBlob] = []
     files: dict[str, str] = {}
     taken: set[str] = set()
-    for blob in _readable_blobs(session, tenant, execution_id, name, value, kind, blobs):
+    for blob in _readable_blobs(session, tenant, execution_id, name, value, kind, blobs, side):
         if blob.kind == "file":
             objects = [(blob.uri, "/".join(blob.parts))]
         else:
@@ -187,7 +217,8 @@ def _load_output(
         public_blobs.append(
             OutputBlob(kind=blob_kind, at=blob.at, uri=blob.uri, path=where, files=listed)
         )
-    public = ExecutionOutput(
+    model = ExecutionInput if side == "input" else ExecutionOutput
+    public = model(
         execution_id=execution_id,
         name=name,
         type=kind.describe(),
@@ -203,24 +234,54 @@ async def get_output(
 ) -> ExecutionOutput:
     """One output of a succeeded execution: its type, its value, and each `File` and
     `Directory` in it with the paths of its files (409 while the execution has not succeeded)."""
-    output = await run_in_threadpool(
-        _load_output, session, caller.tenant, execution_id, name, blobs
+    return await run_in_threadpool(
+        output_listing, session, caller.tenant, execution_id, name, blobs
     )
-    return output.public
+
+
+@router.get("/{execution_id}/inputs/{name}", responses=_INPUT_RESPONSES)
+async def get_input(
+    execution_id: str, name: str, session: SessionDep, caller: ExecutionsRead, blobs: BlobStoreDep
+) -> ExecutionInput:
+    """One input of an execution: its type, its value, and each `File` and `Directory` in it
+    with the paths of its files (whatever the execution's status)."""
+    return await run_in_threadpool(input_listing, session, caller.tenant, execution_id, name, blobs)
+
+
+def output_listing(
+    session: Session, tenant: Tenant, execution_id: str, name: str, blobs: BlobStore
+) -> ExecutionOutput:
+    """What `GET .../outputs/{name}` answers the tenant (raises its `ApiError`s)."""
+    return _load_output(session, tenant, execution_id, name, blobs).public
+
+
+def input_listing(
+    session: Session, tenant: Tenant, execution_id: str, name: str, blobs: BlobStore
+) -> ExecutionInput:
+    """What `GET .../inputs/{name}` answers the tenant (raises its `ApiError`s)."""
+    public = _load_output(session, tenant, execution_id, name, blobs, "input").public
+    assert isinstance(public, ExecutionInput)
+    return public
 
 
 def _find_file(
-    session: Session, tenant: Tenant, execution_id: str, name: str, path: str, blobs: BlobStore
+    session: Session,
+    tenant: Tenant,
+    execution_id: str,
+    name: str,
+    path: str,
+    blobs: BlobStore,
+    side: Side = "output",
 ) -> str:
-    """The object URI of file `path` of output `name`, as `_load_output` lists it.
+    """The object URI of file `path` of output (or input) `name`, as `_load_output` lists it.
 
     A file of a directory is looked up directly (one `exists`, not a listing of the whole
     directory per file downloaded); only a path the listing had to rename (an unsafe or a
     duplicate name) needs the listing.
     """
-    value, kind = _output_value(session, tenant, execution_id, name, blobs)
+    value, kind = _output_value(session, tenant, execution_id, name, blobs, side)
     parts = tuple(path.split("/"))
-    for blob in _readable_blobs(session, tenant, execution_id, name, value, kind, blobs):
+    for blob in _readable_blobs(session, tenant, execution_id, name, value, kind, blobs, side):
         if blob.kind == "file" and blob.parts == parts:
             return blob.uri
         depth = len(blob.parts)
@@ -231,12 +292,13 @@ def _find_file(
                 candidate = blobs.uri(key)
                 if blobs.exists(candidate):
                     return candidate
-    listed = _load_output(session, tenant, execution_id, name, blobs).files
+    listed = _load_output(session, tenant, execution_id, name, blobs, side).files
     uri = listed.get(path)
     if uri is None:
         shown = ", ".join(sorted(listed)[:20]) or "none"
         raise ApiError(
-            404, f"output {name} of execution {execution_id} has no file {path!r} (files: {shown})"
+            404,
+            f"{side} {name} of execution {execution_id} has no file {path!r} (files: {shown})",
         )
     return uri
 
@@ -274,8 +336,37 @@ async def download_output_file(
     blobs: BlobStoreDep,
 ) -> FileResponse:
     """The bytes of one file of an output, at a path `GET .../outputs/{name}` lists."""
+    return await _download(execution_id, name, path, session, caller.tenant, blobs, "output")
+
+
+@router.get(
+    "/{execution_id}/inputs/{name}/files/{path:path}",
+    response_class=FileResponse,
+    responses={**_INPUT_RESPONSES, 200: {"content": {"application/octet-stream": {}}}},
+)
+async def download_input_file(
+    execution_id: str,
+    name: str,
+    path: str,
+    session: SessionDep,
+    caller: ExecutionsRead,
+    blobs: BlobStoreDep,
+) -> FileResponse:
+    """The bytes of one file of an input, at a path `GET .../inputs/{name}` lists."""
+    return await _download(execution_id, name, path, session, caller.tenant, blobs, "input")
+
+
+async def _download(
+    execution_id: str,
+    name: str,
+    path: str,
+    session: Session,
+    tenant: Tenant,
+    blobs: BlobStore,
+    side: Side,
+) -> FileResponse:
     uri = await run_in_threadpool(
-        _find_file, session, caller.tenant, execution_id, name, path, blobs
+        _find_file, session, tenant, execution_id, name, path, blobs, side
     )
     filename = PurePosixPath(path).name
     local = _local_object(blobs, uri)
@@ -285,7 +376,7 @@ async def download_output_file(
         copy = await run_in_threadpool(_copy_to_temporary_file, blobs, uri)
     except BlobNotFoundError:
         raise ApiError(
-            404, f"file {path!r} of output {name} of execution {execution_id} is no longer stored"
+            404, f"file {path!r} of {side} {name} of execution {execution_id} is no longer stored"
         ) from None
     return FileResponse(
         copy,

@@ -17,7 +17,13 @@ from control_plane.api.deps import BlobStoreDep, SessionDep, SettingsDep
 from control_plane.db.models import Tenant
 from control_plane.db.repositories import tenancy
 from control_plane.placement import Candidate, Strategy, Usage, place
-from control_plane.placement.admission import Limits, Load, exceeds_whole_quota, quota_problem
+from control_plane.placement.admission import Limits, Load, quota_problem
+from control_plane.placement.gangs import (
+    exceeds_whole_quota_of,
+    gang_no_fit_reason,
+    gang_reason,
+    task_group_resources,
+)
 from control_plane.quota import limits_of, tenant_loads
 from control_plane.scheduling.snapshot import placement_candidates
 from control_plane.schemas.common import ErrorResponse
@@ -41,11 +47,13 @@ def quota_verdict(limits: Limits | None, load: Load, task: TaskSpec) -> str:
     """What the tenant's quota says of one more attempt of `task` now."""
     if limits is None:
         return "fits: the tenant has no quota"
-    never = exceeds_whole_quota(limits, task.name, task.resources)
+    never = exceeds_whole_quota_of(limits, task.name, task)
     if never is not None:
         return f"refused: {never}"
-    usage = Usage.of(task.resources, None)
+    usage = Usage.of(task_group_resources(task), None)
     now = quota_problem(limits, load, usage, new_execution=True)
+    if now and task.replicas > 1:
+        now = gang_reason(now, task.resources, task.replicas)
     return f"waits: {now}" if now else "fits within the quota now"
 
 
@@ -59,8 +67,11 @@ def task_preview(
     not_granted: list[str],
 ) -> TaskPreview:
     """Where one attempt of `task` would be placed now (among the clusters granted)."""
-    decision = place(task.resources, candidates, strategy)
+    decision = place(task_group_resources(task), candidates, strategy)
     resources = task.resources
+    waiting_reason = decision.reason or None
+    if decision.cluster is None and task.replicas > 1:  # a gang: in its own terms
+        waiting_reason = gang_no_fit_reason(resources, task.replicas, candidates)
     return TaskPreview(
         task=task.name,
         nodes=nodes,
@@ -71,9 +82,10 @@ def task_preview(
             gpu_types=resources.gpu_types if resources.gpu > 0 else [],
             labels=resources.labels,
         ),
+        replicas=task.replicas,
         cluster=decision.cluster,
         gpu_type=decision.gpu_type,
-        waiting_reason=decision.reason or None,
+        waiting_reason=waiting_reason,
         eligible=[
             EligibleCluster(cluster=name, gpu_types=list(types))
             for name, types in decision.eligible.items()

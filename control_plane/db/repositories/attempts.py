@@ -22,7 +22,16 @@ from typing import NamedTuple
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
-from control_plane.db.models import Cluster, TaskAttempt, new_id, utcnow
+from control_plane.db.models import (
+    DEFAULT_PREEMPTION_GRACE_SECONDS,
+    Cluster,
+    Cohort,
+    CohortMember,
+    Execution,
+    TaskAttempt,
+    new_id,
+    utcnow,
+)
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
 from control_plane.lifecycle.clusters import as_utc
 from control_plane.lifecycle.reports import fencing_problem, judge_report
@@ -362,7 +371,7 @@ def _apply_authorised_report(
             attempt.last_report_sequence = sequence
         return ReportOutcome(verdict.accepted, verdict.reason, attempt)
     extra: dict[str, object] = {"last_report_sequence": sequence}
-    if state in (A.FAILED, A.CANCELLED, A.LOST):
+    if state in (A.FAILED, A.CANCELLED, A.LOST, A.PREEMPTED):
         extra.update(error_message=message or None, error_traceback=traceback or None)
     if not move_attempt(session, attempt, state, **extra):
         return ReportOutcome(False, "attempt changed concurrently; report again", attempt)
@@ -405,20 +414,30 @@ def held_attempts(session: Session, cluster_id: str) -> list[TaskAttempt]:
     )
 
 
+@dataclass(frozen=True)
+class StopOrder:
+    """An attempt an agent runs that it must stop, why, and how long the task has between
+    SIGTERM and the kill (None: the agent's own grace, as for a cancel)."""
+
+    attempt_id: str
+    reason: str
+    grace_seconds: int | None = None
+
+
 def reconcile_running(
     session: Session,
     cluster: Cluster,
     running: dict[str, int | None],
     *,
     leased_before: datetime,
-) -> tuple[list[str], list[str]]:
+) -> tuple[list[str], list[StopOrder]]:
     """Compare what the agent runs (`attempt id -> fencing token`, None when not reported)
     with what it should.
 
     Returns (lost, stop): attempts it holds but does not run, leased before `leased_before`
     (so a lease still in flight to the agent is not mistaken for a lost one), become LOST; the
-    ones it runs that are no longer its to run (finished, cancelled, re-leased, another
-    cluster's) must be stopped.
+    ones it runs that are no longer its to run (finished, cancelled, preempted, re-leased,
+    another cluster's) must be stopped. A preempted one gets its cohort's preemption grace.
     """
     missing = [
         a
@@ -429,14 +448,30 @@ def reconcile_running(
     stop = []
     for attempt_id, token in running.items():
         attempt = session.get(TaskAttempt, attempt_id)
-        if (
-            attempt is None
-            or attempt.cluster_id != cluster.id
-            or attempt.status not in LEASE_HELD_STATES
-            or (token is not None and attempt.fencing_token != token)
-        ):
-            stop.append(attempt_id)
+        if attempt is None:
+            stop.append(StopOrder(attempt_id, "unknown attempt"))
+        elif attempt.cluster_id != cluster.id:
+            stop.append(StopOrder(attempt_id, "assigned to another cluster"))
+        elif attempt.status == A.PREEMPTED.value:
+            grace = preemption_grace_seconds(session, attempt.execution_id)
+            stop.append(StopOrder(attempt_id, "preempted", grace))
+        elif attempt.status not in LEASE_HELD_STATES:
+            stop.append(StopOrder(attempt_id, attempt.status.lower()))
+        elif token is not None and attempt.fencing_token != token:
+            stop.append(StopOrder(attempt_id, "superseded by a newer lease"))
     return lost, stop
+
+
+def preemption_grace_seconds(session: Session, execution_id: str) -> int:
+    """The grace of a preempted attempt of this execution: its tenant's cohort's (the default
+    when the tenant left its cohort since)."""
+    grace = session.scalar(
+        select(Cohort.preemption_grace_seconds)
+        .join(CohortMember, CohortMember.cohort_id == Cohort.id)
+        .join(Execution, Execution.tenant_id == CohortMember.tenant_id)
+        .where(Execution.id == execution_id)
+    )
+    return DEFAULT_PREEMPTION_GRACE_SECONDS if grace is None else int(grace)
 
 
 def lose_attempts_of_silent_clusters(session: Session, *, grace: timedelta) -> list[str]:

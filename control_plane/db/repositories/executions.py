@@ -38,6 +38,7 @@ def create_execution(
     relaunched_from: str | None = None,
     recovered_from: str | None = None,
     notifications: list[Any] | None = None,
+    launched_by: str | None = None,
 ) -> Execution:
     """Persist a QUEUED execution of `workflow_version` with already validated `inputs`
     (as they are to be stored: see control_plane/large_values.py), maybe started again from
@@ -57,6 +58,7 @@ def create_execution(
         relaunched_from=relaunched_from,
         recovered_from=recovered_from,
         notifications=notifications or None,
+        launched_by=launched_by,
         created_at=utcnow(),
     )
     session.add(execution)
@@ -135,10 +137,20 @@ def list_executions(
     status: ExecutionState | None = None,
     workflow: str | None = None,
     id_contains: str | None = None,
+    launched_by: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> list[Execution]:
-    """The tenant's executions, newest first; only those of `workflow` (a name) and those whose
-    id contains `id_contains`, when given."""
+    """The tenant's executions, newest first; only those of `workflow` (a name), those whose
+    id contains `id_contains`, those `launched_by` (a principal's name) launched and those
+    created in [`created_after`, `created_before`), when given."""
     query = select(Execution).where(Execution.tenant_id == tenant_id)
+    if launched_by is not None:
+        query = query.where(Execution.launched_by == launched_by)
+    if created_after is not None:
+        query = query.where(Execution.created_at >= created_after)
+    if created_before is not None:
+        query = query.where(Execution.created_at < created_before)
     if status is not None:
         query = query.where(Execution.status == status.value)
     if workflow is not None:

@@ -10,7 +10,12 @@ from pydantic import AfterValidator, BaseModel
 
 def _as_utc(value: datetime) -> datetime:
     # SQLite hands back naive datetimes; every timestamp Fleetflow stores is UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00 in a request: a 422, not a 500
+        raise ValueError(f"{value.isoformat()} is outside the years 1-9999 in UTC") from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]

@@ -25,6 +25,14 @@ class AttemptPublic(BaseModel):
         default=None,
         description="why the attempt has not started yet, e.g. no node with the GPUs free",
     )
+    gpu_type: str | None = Field(
+        default=None, description="the GPU type it was placed on; null without GPUs"
+    )
+    borrowed_gpus: int = Field(
+        default=0,
+        description="GPUs it holds beyond its tenant's nominal quota in its cohort: borrowed "
+        "work, which may be preempted (0: none)",
+    )
     created_at: UtcDatetime
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
@@ -70,6 +78,11 @@ class ExecutionPublic(BaseModel):
         description="recovered from this failed execution: its nodes that succeeded were "
         "not run again (their attempts show as cache hits, with the source's outputs)",
     )
+    launched_by: str | None = Field(
+        default=None,
+        description="the principal whose API call launched (or relaunched) it; null for one a "
+        "schedule or a parent execution started",
+    )
     children: list[ChildExecution] = Field(
         default_factory=list,
         description="the child executions its reference nodes run (registered workflows)",
@@ -102,6 +115,11 @@ class ExecutionOutput(BaseModel):
     blobs: list[OutputBlob]
 
 
+class ExecutionInput(ExecutionOutput):
+    """One input of an execution: its declared type, its value, and the files it carries (each
+    downloadable at `GET /api/v1/executions/{id}/inputs/{name}/files/{file}`)."""
+
+
 class AttemptLog(BaseModel):
     attempt_id: str
     node_id: str
@@ -115,3 +133,22 @@ class AttemptLog(BaseModel):
 class ExecutionLogs(BaseModel):
     execution_id: str
     attempts: list[AttemptLog]
+
+
+class SubDagNode(BaseModel):
+    id: str = Field(description="its id in the execution: `<dynamic node>/<its id>`")
+    task: str
+    upstream: list[str] = Field(
+        description="the ids of the sub-DAG's nodes it reads (edges come in from them); "
+        "empty for a node that reads only the dynamic node's inputs"
+    )
+    is_map: bool = Field(description="a map node: one attempt per element")
+    dynamic: bool = Field(description="its task is dynamic: it builds a sub-DAG of its own")
+
+
+class SubDag(BaseModel):
+    """The sub-DAG a dynamic node built, as the control plane checked and ran it."""
+
+    execution_id: str
+    node_id: str = Field(description="the dynamic node")
+    nodes: list[SubDagNode]

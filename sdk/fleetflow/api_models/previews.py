@@ -43,6 +43,11 @@ class TaskPreview(BaseModel):
     task: str
     nodes: list[str] = Field(description="the workflow's nodes that run this task")
     resources: ResourcesPublic
+    replicas: int = Field(
+        default=1,
+        description="workers started together as one attempt (a gang), each requesting "
+        "`resources`, all on one cluster",
+    )
     cluster: str | None = Field(description="where an attempt would be placed now; null: it waits")
     gpu_type: str | None = Field(description="the GPU type it would run on there")
     waiting_reason: str | None = Field(description="why it would wait, when `cluster` is null")

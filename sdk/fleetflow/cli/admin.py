@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from fleetflow.cli.cohorts import cohorts_app
 from fleetflow.cli.common import (
     JSON_OPTION,
     ago,
@@ -40,8 +41,8 @@ from fleetflow.cli.tenancy import (
 from fleetflow.errors import FleetflowError
 
 admin_app = typer.Typer(
-    help="Administer the platform: tenants, users and their tokens, roles, quotas, clusters, "
-    "secrets keys, the audit log.",
+    help="Administer the platform: tenants, users and their tokens, roles, quotas, cohorts, "
+    "clusters, secrets keys, the audit log.",
     no_args_is_help=True,
 )
 clusters_app = typer.Typer(
@@ -54,6 +55,7 @@ admin_app.add_typer(users_app, name="users")
 admin_app.add_typer(tokens_app, name="tokens")
 admin_app.add_typer(roles_app, name="roles")
 admin_app.add_typer(quotas_app, name="quotas")
+admin_app.add_typer(cohorts_app, name="cohorts")
 admin_app.add_typer(clusters_app, name="clusters")
 admin_app.add_typer(admin_secrets_app, name="secrets")
 admin_app.command("audit")(audit)

@@ -1,5 +1,5 @@
 """`fleetflow executions …`: list, inspect, wait for, cancel, relaunch, recover, read the
-outputs and follow the logs of executions on the control plane.
+inputs and outputs and follow the logs of executions on the control plane.
 
 Every command that prints data takes `--json`: then stdout holds only JSON (JSON lines for
 `logs`) and anything else goes to stderr, so `fleetflow executions list --json | jq` works.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ EXECUTION_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 
 executions_app = typer.Typer(
     help="Inspect, wait for, cancel, relaunch and recover executions on the control plane; "
-    "read their outputs, logs and notifications.",
+    "read their inputs, outputs, logs and notifications.",
     no_args_is_help=True,
 )
 
@@ -61,6 +62,25 @@ def _parse_status(value: str | None) -> str | None:
     return status
 
 
+def _parse_when(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
+    """`--since`/`--until`: a duration back from now or an ISO 8601 time, sent as ISO 8601 UTC
+    (a bad one is a usage error naming the option, exit 2)."""
+    from fleetflow.cli.usage import parse_since
+
+    if value is None:
+        return None
+    option = (param.opts or [f"--{param.name}"])[0]
+    try:
+        return parse_since(value, option).astimezone(UTC).isoformat()
+    except FleetflowError as exc:
+        raise typer.BadParameter(str(exc).removeprefix(f"{option} ")) from None
+
+
+WHEN_HELP = (
+    "a duration back from now (30m, 24h, 7d) or an ISO 8601 time (UTC unless it has an offset)"
+)
+
+
 @executions_app.command("list")
 def executions_list(
     ctx: typer.Context,
@@ -72,20 +92,68 @@ def executions_list(
         callback=_parse_status,
         show_default=False,
     ),
+    launched_by: str = typer.Option(
+        None,
+        "--launched-by",
+        metavar="PRINCIPAL",
+        help="Only executions this principal (a user's or token's name) launched: their "
+        "`launched_by` in `executions get --json`.",
+        show_default=False,
+    ),
+    since: str = typer.Option(
+        None,
+        "--since",
+        metavar="WHEN",
+        help=f"Only executions created at or after WHEN: {WHEN_HELP}.",
+        callback=_parse_when,
+        show_default=False,
+    ),
+    until: str = typer.Option(
+        None,
+        "--until",
+        metavar="WHEN",
+        help="Only executions created before WHEN, written like --since.",
+        callback=_parse_when,
+        show_default=False,
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """List recent executions, newest first."""
+    """List recent executions, newest first, maybe only those of one status, one launcher or a
+    time window."""
+    if since and until and datetime.fromisoformat(until) <= datetime.fromisoformat(since):
+        raise typer.BadParameter(f"{until} is not after --since ({since})", param_hint="'--until'")
 
     def print_executions(items: list[dict[str, Any]], api_url: str) -> None:
         if not items:
             which = f" {status}" if status else ""
-            say(f"no{which} executions on {api_url}")
+            say(f"no{which} executions{_filtered(launched_by, since, until)} on {api_url}")
             return
         _print_executions(items)
 
     show(
-        ctx, lambda api: api.executions.list(limit=limit, status=status), as_json, print_executions
+        ctx,
+        lambda api: api.executions.list(
+            limit=limit,
+            status=status,
+            launched_by=launched_by,
+            created_after=since,
+            created_before=until,
+        ),
+        as_json,
+        print_executions,
     )
+
+
+def _filtered(launched_by: str | None, since: str | None, until: str | None) -> str:
+    """` launched by X, created since …` for the message of an empty list."""
+    parts = []
+    if launched_by:
+        parts.append(f"launched by {launched_by}")
+    if since:
+        parts.append(f"created since {since}")
+    if until:
+        parts.append(f"created before {until}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _print_executions(items: list[dict[str, Any]]) -> None:
@@ -295,18 +363,58 @@ def executions_outputs(
         else:
             downloaded = api.download_outputs(execution_id, download)
             outputs = downloaded.outputs
-            count = len(downloaded.files)
-            err_console.print(
-                f"downloaded {count} file{'' if count == 1 else 's'} to {download}",
-                highlight=False,
-                markup=False,
-            )
-            for path in downloaded.files:
-                err_console.print(f"  {path}", highlight=False, markup=False)
+            _say_downloaded(downloaded.files, download)
     if as_json:
         print_json(outputs)
     else:
         console.out(json.dumps(outputs), highlight=False)
+
+
+@executions_app.command("inputs")
+def executions_inputs(
+    ctx: typer.Context,
+    execution_id: str = ID_ARGUMENT,
+    download: Path = typer.Option(
+        None,
+        "--download",
+        metavar="DIR",
+        help="Also download the File and Directory inputs, below DIR/<input>/, and print the "
+        "inputs naming the local copies.",
+        show_default=False,
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the inputs as indented JSON."),
+) -> None:
+    """Print an execution's inputs as JSON, by input name (one line unless --json), whatever
+    its status.
+
+    File and Directory inputs are read through the control plane with your rights, as
+    `executions outputs` reads outputs.
+
+    Example: fleetflow executions inputs ex-… --download given/
+    """
+    with client(ctx) as api, not_found_hint(api, EXECUTIONS_HINT):
+        if download is None:
+            inputs = api.executions.get(execution_id).inputs or {}
+        else:
+            downloaded = api.download_inputs(execution_id, download)
+            inputs = downloaded.inputs
+            _say_downloaded(downloaded.files, download)
+    if as_json:
+        print_json(inputs)
+    else:
+        console.out(json.dumps(inputs), highlight=False)
+
+
+def _say_downloaded(files: list[Path], directory: Path) -> None:
+    """`downloaded N files to DIR` and each file, on stderr."""
+    count = len(files)
+    err_console.print(
+        f"downloaded {count} file{'' if count == 1 else 's'} to {directory}",
+        highlight=False,
+        markup=False,
+    )
+    for path in files:
+        err_console.print(f"  {path}", highlight=False, markup=False)
 
 
 @executions_app.command("notifications")

@@ -81,7 +81,7 @@ SDK_GROUPS = {
         LazyGroup(
             "executions",
             "Inspect, wait for, cancel, relaunch and recover executions on the control plane; "
-            "read their outputs, logs and notifications.",
+            "read their inputs, outputs, logs and notifications.",
             WORKFLOWS_PANEL,
             _attribute("fleetflow.cli.executions", "executions_app"),
         ),
@@ -111,8 +111,8 @@ SDK_GROUPS = {
         ),
         LazyGroup(
             "admin",
-            "Administer the platform: tenants, users and their tokens, roles, quotas, clusters, "
-            "secrets keys, the audit log.",
+            "Administer the platform: tenants, users and their tokens, roles, quotas, cohorts, "
+            "clusters, secrets keys, the audit log.",
             PLATFORM_PANEL,
             _attribute("fleetflow.cli.admin", "admin_app"),
         ),

@@ -43,6 +43,7 @@ ATTEMPT_STYLES = {
     "FAILED": "red",
     "CANCELLED": "yellow",
     "LOST": "yellow",
+    "PREEMPTED": "yellow",
     "RUNNING": "cyan",
     "SKIPPED": "dim",
 }
@@ -289,9 +290,21 @@ def describe_attempt(attempt: dict[str, Any], name: str | None = None) -> str:
     waiting = f" - waiting: {attempt['pending_reason']}" if _waiting_reason(attempt) else ""
     took = elapsed(attempt) if attempt.get("finished_at") and not attempt.get("cache_hit") else ""
     after = f" after {took}" if took else ""
+    borrowed = attempt.get("borrowed_gpus") or 0
+    lent = (
+        f" (borrowed {borrowed} {attempt.get('gpu_type') or 'GPU'} of its cohort)"
+        if borrowed
+        else ""
+    )
+    # Why it was preempted (and that its unit runs again) is the attempt's error message.
+    why = (
+        f" - {attempt['error_message']}"
+        if attempt["status"] == "PREEMPTED" and attempt.get("error_message")
+        else ""
+    )
     return (
         f"{node} (attempt {attempt['attempt_number']}) {attempt['status']}{cached}{where}"
-        f"{after}{waiting}"
+        f"{lent}{after}{waiting}{why}"
     )
 
 
@@ -668,7 +681,8 @@ def print_preview(preview: dict[str, Any], console: Console) -> None:
         table.add_row(
             task["task"].rsplit(".", 1)[-1],
             ", ".join(task["nodes"]),
-            describe_resources(task["resources"]),
+            (f"{task['replicas']} × " if task.get("replicas", 1) > 1 else "")
+            + describe_resources(task["resources"]),
             where,
             ", ".join(e["cluster"] for e in task["eligible"]) or "none",
             task["quota"],

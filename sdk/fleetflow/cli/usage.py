@@ -2,8 +2,9 @@
 
 `quota` sets what runs now against the tenant's limits (a task that would exceed one waits);
 `usage` sums GPU, CPU and memory time per time bucket, optionally split by cluster, GPU type
-or workflow, or (`--top`) ranks the workflows that used the most GPU time. The quota
-formatting here is shared with `fleetflow admin quotas`.
+or workflow, or (`--top`) ranks the workflows that used the most GPU time. `quota` also shows
+the tenant's place in its cohort: nominal and borrowed GPUs per type. The quota formatting
+here is shared with `fleetflow admin quotas`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from fleetflow.cli.common import (
 from fleetflow.errors import FleetflowError
 
 if TYPE_CHECKING:
-    from fleetflow.client import UsageBucket, UsageGroupBy
+    from fleetflow.client import Client, UsageBucket, UsageGroupBy
 
 TENANT_HELP = "The tenant to look at, instead of the one you act in."
 BUCKETS = ("minute", "hour", "day")
@@ -151,11 +152,75 @@ def quota(
     tenant: str = typer.Option(None, "--tenant", metavar="T", help=TENANT_HELP),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Show what your tenant uses now against its quota, and what waits for quota."""
-    show(ctx, lambda api: api.usage.quota_status(), as_json, _print_quota_status, tenant=tenant)
+    """Show what your tenant uses now against its quota, what waits for quota, and its
+    place in its cohort (nominal and borrowed GPUs), if it is in one."""
+    if as_json:  # the quota API's answer as is; the cohort's is `GET /api/v1/cohort`
+        show(ctx, lambda api: api.usage.quota_status(), True, _print_quota_status, tenant=tenant)
+        return
+    show(
+        ctx,
+        lambda api: {"quota": api.usage.quota_status(), "cohort": _cohort_of(api)},
+        False,
+        lambda answer, url: _print_quota_and_cohort(answer["quota"], answer["cohort"], url),
+        tenant=tenant,
+    )
 
 
-def _print_quota_status(status: dict[str, Any], _api_url: str) -> None:
+def _cohort_of(api: Client) -> Any:
+    """The tenant's place in its cohort; None from a control plane without cohorts."""
+    from fleetflow.client.errors import ApiError
+
+    try:
+        return api.usage.cohort()
+    except ApiError as exc:
+        if exc.status_code == 404:
+            return None
+        raise
+
+
+def _print_quota_and_cohort(
+    status: dict[str, Any], cohort: dict[str, Any] | None, api_url: str
+) -> None:
+    in_cohort = bool(cohort and cohort.get("cohort"))
+    _print_quota_status(status, api_url, in_cohort=in_cohort)
+    if cohort and in_cohort:
+        _print_cohort(cohort)
+
+
+def _print_cohort(cohort: dict[str, Any]) -> None:
+    """The tenant's shares of its cohort: what it is guaranteed (nominal), what it borrows
+    beyond that of the other members' unused nominal quota, and the cohort's totals."""
+    console.print(Text(f"cohort {cohort['cohort']}", style="bold"), highlight=False)
+    table = new_table(
+        "GPU TYPE", "IN USE", "NOMINAL", "BORROWED", "BORROWING LIMIT", "COHORT IN USE",
+        right=("IN USE", "NOMINAL", "BORROWED", "BORROWING LIMIT", "COHORT IN USE"),
+    )  # fmt: skip
+    for gpu_type, use in sorted((cohort.get("gpu_types") or {}).items()):
+        limit = use.get("borrowing_limit")
+        table.add_row(
+            gpu_type,
+            _number(use["in_use"]),
+            _number(use["nominal"]),
+            _number(use["borrowed"]),
+            Text("unlimited", style="dim") if limit is None else _number(limit),
+            f"{_number(use['cohort_in_use'])}/{_number(use['cohort_nominal'])}",
+        )
+    print_table(table)
+    preempted = int(cohort.get("preempted") or 0)
+    own = (
+        "; its higher-priority work may also preempt its lower-priority work"
+        if cohort.get("preempt_within_tenant")
+        else ""
+    )
+    grace = cohort.get("preemption_grace_seconds")
+    after = f", after a grace of {grace}s between SIGTERM and the kill" if grace is not None else ""
+    say(
+        "borrowed GPUs are taken back (the attempt PREEMPTED) when a member needs its nominal "
+        f"quota{after}{own}; {preempted} attempt(s) of the tenant preempted so far"
+    )
+
+
+def _print_quota_status(status: dict[str, Any], _api_url: str, *, in_cohort: bool = False) -> None:
     limits = status.get("limits") or {}
     usage = status.get("usage") or {}
     table = new_table("RESOURCE", "IN USE", "LIMIT", "USED", right=("IN USE", "LIMIT", "USED"))
@@ -177,7 +242,10 @@ def _print_quota_status(status: dict[str, Any], _api_url: str) -> None:
     console.print(Text(f"quota of tenant {status['tenant']}", style="bold"))
     print_table(table)
     if is_unlimited(status.get("limits")):
-        say("no quota: the tenant is limited only by the clusters it may use")
+        say(
+            "no quota: the tenant is limited only by the clusters it may use"
+            + (" and its cohort's shares (below)" if in_cohort else "")
+        )
     waiting = int(status.get("waiting_for_quota") or 0)
     if waiting:
         console.print(
@@ -190,7 +258,8 @@ def _print_quota_status(status: dict[str, Any], _api_url: str) -> None:
 USAGE_HELP = (
     "Show what your tenant's tasks consumed: GPU, CPU and memory time per time bucket.\n\n"
     "Times are hours (GPU h: one GPU held for an hour). --group-by splits each bucket; "
-    "--top ranks the workflows that used the most GPU time instead."
+    "--top ranks the workflows that used the most GPU time instead. What the tenant uses "
+    "now, against its quota and its cohort's shares (nominal, borrowed): fleetflow quota."
 )
 
 

@@ -12,7 +12,7 @@ from fleetflow.client.errors import (
     PermissionDeniedError,
 )
 from fleetflow.client.logs import GAP_TEXT, LogLine
-from fleetflow.client.outputs import DownloadedOutputs
+from fleetflow.client.outputs import DownloadedInputs, DownloadedOutputs
 from fleetflow.client.transport import TENANT_HEADER
 from fleetflow.client.usage import UsageBucket, UsageGroupBy
 from fleetflow.client.workflows import RegisteredWorkflow, UploadedBundle
@@ -27,6 +27,7 @@ __all__ = [
     "Client",
     "ClientConfigError",
     "ControlPlaneUnreachableError",
+    "DownloadedInputs",
     "DownloadedOutputs",
     "ExecutionNotSucceededError",
     "ExecutionResult",

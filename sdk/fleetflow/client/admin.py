@@ -6,12 +6,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
+from fleetflow.api_models import cohorts as cohorts_api
 from fleetflow.api_models import tenancy as api
 from fleetflow.client.transport import Transport, path_part
 
 PrincipalKind = Literal["user", "service"]
 # The roles the control plane grants; every one but platform-admin is granted in a tenant.
 ROLES = tuple(role.value for role in api.Role)
+
+
+_COHORTS = "/api/v1/admin/cohorts"
 
 
 def _tenant_path(tenant: str) -> str:
@@ -191,6 +195,78 @@ class Admin:
         """Take back a `grant_cluster`: `tenant`'s tasks are no longer placed on `cluster`."""
         return self._transport.call(
             "DELETE", _cluster_grant_path(tenant, cluster), api.ClusterGranted
+        )
+
+    # Cohorts --------------------------------------------------------------------------------
+
+    def create_cohort(
+        self, name: str, *, preemption_grace_seconds: int | None = None
+    ) -> cohorts_api.CohortPublic:
+        """Create a cohort: tenants that lend each other idle GPU quota (platform admins).
+        `preemption_grace_seconds`: how long a preempted attempt has between SIGTERM and the
+        kill (0 to 3600; the server's default, 30, when None)."""
+        body: dict[str, object] = {"name": name}
+        if preemption_grace_seconds is not None:
+            body["preemption_grace_seconds"] = preemption_grace_seconds
+        return self._transport.call("POST", _COHORTS, cohorts_api.CohortPublic, json=body)
+
+    def update_cohort(
+        self, name: str, *, preemption_grace_seconds: int | None = None
+    ) -> cohorts_api.CohortPublic:
+        """Change a cohort's settings (those given; None keeps one)."""
+        body = (
+            {}
+            if preemption_grace_seconds is None
+            else {"preemption_grace_seconds": preemption_grace_seconds}
+        )
+        return self._transport.call(
+            "PATCH", f"{_COHORTS}/{path_part(name)}", cohorts_api.CohortPublic, json=body
+        )
+
+    def list_cohorts(self) -> list[cohorts_api.CohortPublic]:
+        """Every cohort with its members."""
+        return self._transport.call("GET", _COHORTS, cohorts_api.CohortList).cohorts
+
+    def get_cohort(self, name: str) -> cohorts_api.CohortPublic:
+        return self._transport.call(
+            "GET", f"{_COHORTS}/{path_part(name)}", cohorts_api.CohortPublic
+        )
+
+    def delete_cohort(self, name: str) -> cohorts_api.CohortDeleted:
+        """Delete a cohort and its memberships (running work goes on)."""
+        return self._transport.call(
+            "DELETE", f"{_COHORTS}/{path_part(name)}", cohorts_api.CohortDeleted
+        )
+
+    def set_cohort_member(
+        self,
+        cohort: str,
+        tenant: str,
+        shares: Mapping[str, tuple[int, int | None]],
+        *,
+        preempt_within_tenant: bool = False,
+    ) -> cohorts_api.CohortMemberPublic:
+        """Make `tenant` a member of `cohort`; `shares`: GPU type -> (nominal, borrowing
+        limit or None for unlimited). Replaces its membership, here or in another cohort."""
+        body = {
+            "shares": {
+                gpu_type: {"nominal": nominal, "borrowing_limit": limit}
+                for gpu_type, (nominal, limit) in shares.items()
+            },
+            "preempt_within_tenant": preempt_within_tenant,
+        }
+        return self._transport.call(
+            "PUT",
+            f"{_COHORTS}/{path_part(cohort)}/members/{path_part(tenant)}",
+            cohorts_api.CohortMemberPublic,
+            json=body,
+        )
+
+    def remove_cohort_member(self, cohort: str, tenant: str) -> cohorts_api.CohortMemberRemoved:
+        return self._transport.call(
+            "DELETE",
+            f"{_COHORTS}/{path_part(cohort)}/members/{path_part(tenant)}",
+            cohorts_api.CohortMemberRemoved,
         )
 
     def audit_log(self, limit: int = 50) -> list[api.AuditEntryPublic]:

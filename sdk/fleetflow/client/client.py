@@ -118,6 +118,7 @@ class Client:
         self.follow_logs = self.executions.follow_logs
         self.outputs = self.executions.outputs
         self.download_outputs = self.executions.download_outputs
+        self.download_inputs = self.executions.download_inputs
 
     def close(self) -> None:
         self.transport.close()

@@ -7,21 +7,29 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from fleetflow.api_models.executions import (
     AttemptLog,
+    ExecutionInput,
     ExecutionLogs,
     ExecutionOutput,
     ExecutionPublic,
+    SubDag,
 )
 from fleetflow.api_models.notifications import NotificationDelivery, NotificationRule, SigningKey
 from fleetflow.api_models.previews import ExecutionPreview
 from fleetflow.client.errors import ExecutionNotSucceededError, ExecutionTimeoutError
 from fleetflow.client.logs import LogLine, follow_logs
-from fleetflow.client.outputs import DownloadedOutputs, download_outputs
+from fleetflow.client.outputs import (
+    DownloadedInputs,
+    DownloadedOutputs,
+    download_inputs,
+    download_outputs,
+)
 from fleetflow.client.transport import Transport, path_part
 from fleetflow.client.uploads import CHUNK
 
@@ -32,6 +40,13 @@ ExecutionList = list[ExecutionPublic]
 AttemptLogs = list[AttemptLog]
 Deliveries = list[NotificationDelivery]
 _LOGS_PER_REQUEST = 100  # the logs route's limit on attempt ids per request
+
+
+def _query_time(value: datetime | str) -> str:
+    """A query's ISO 8601 time; a naive datetime is taken as UTC."""
+    if isinstance(value, str):
+        return value
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
 class Executions:
@@ -124,11 +139,41 @@ class Executions:
         """An execution: status, inputs, outputs (JSON literals) or error, task attempts."""
         return self.transport.call("GET", self.path(execution_id), ExecutionPublic)
 
-    def list(self, limit: int = 50, status: str | None = None) -> ExecutionList:
-        """Recent executions, newest first."""
+    def sub_dag(self, execution_id: str, node: str) -> SubDag:
+        """The sub-DAG the dynamic node `node` built (`a/b` for a nested one): its nodes and
+        their edges. `ApiError` 404: no such node or none built yet; 409: `node` is not
+        dynamic."""
+        path = f"{self.path(execution_id)}/nodes/{quote(node, safe='/')}/sub-dag"
+        return self.transport.call("GET", path, SubDag)
+
+    def list(
+        self,
+        limit: int = 50,
+        status: str | None = None,
+        *,
+        launched_by: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+    ) -> ExecutionList:
+        """Recent executions, newest first.
+
+        Args:
+            limit: at most this many (1-200).
+            status: only those in this state (`QUEUED`, `RUNNING`, `SUCCEEDED`...).
+            launched_by: only those this principal launched (`ExecutionPublic.launched_by`).
+            created_after: only those created at or after this time (a datetime, naive
+                meaning UTC, or ISO 8601 text).
+            created_before: only those created before this time.
+        """
         params: dict[str, Any] = {"limit": limit}
         if status:
             params["status"] = status
+        if launched_by is not None:
+            params["launched_by"] = launched_by
+        if created_after is not None:
+            params["created_after"] = _query_time(created_after)
+        if created_before is not None:
+            params["created_before"] = _query_time(created_before)
         return self.transport.call("GET", "/api/v1/executions", ExecutionList, params=params)
 
     def cancel(self, execution_id: str) -> ExecutionPublic:
@@ -294,9 +339,13 @@ class Executions:
     ) -> Path:
         """Stream one file of output `name` (a path `output` lists) to the local `dest`,
         which appears complete or not at all; returns `dest`."""
+        url = f"{self.path(execution_id)}/outputs/{path_part(name)}/files/{quote(path)}"
+        return self._stream_file(url, dest)
+
+    def _stream_file(self, url: str, dest: str | os.PathLike[str]) -> Path:
+        """The bytes at `url` written to `dest`, which appears complete or not at all."""
         target = Path(dest)
         target.parent.mkdir(parents=True, exist_ok=True)
-        url = f"{self.path(execution_id)}/outputs/{path_part(name)}/files/{quote(path)}"
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
         try:
             with self.transport.stream(url) as response, partial.open("wb") as out:
@@ -333,3 +382,40 @@ class Executions:
             ExecutionNotSucceededError: the execution has not succeeded.
         """
         return download_outputs(self, execution_id, directory, names)
+
+    def input(self, execution_id: str, name: str) -> ExecutionInput:
+        """One input of an execution: its type, value (its JSON literal) and `blobs`, each
+        `File` or `Directory` in it (with `files`: the paths `download_input_file` takes,
+        relative to a directory of the input's own)."""
+        path = f"{self.path(execution_id)}/inputs/{path_part(name)}"
+        return self.transport.call("GET", path, ExecutionInput)
+
+    def download_input_file(
+        self, execution_id: str, name: str, path: str, dest: str | os.PathLike[str]
+    ) -> Path:
+        """Stream one file of input `name` (a path `input` lists) to the local `dest`, which
+        appears complete or not at all; returns `dest`."""
+        return self._stream_file(
+            f"{self.path(execution_id)}/inputs/{path_part(name)}/files/{quote(path)}", dest
+        )
+
+    def download_inputs(
+        self,
+        execution_id: str,
+        directory: str | os.PathLike[str],
+        *,
+        names: Iterable[str] | None = None,
+    ) -> DownloadedInputs:
+        """Download the `File` and `Directory` values in an execution's inputs (whatever its
+        status), through the control plane (with this client's rights), below
+        `directory/<input>/`, laid out as `download_outputs` lays out outputs.
+
+        Args:
+            execution_id: the execution.
+            directory: where to write (created if needed); existing files are replaced.
+            names: only these inputs; default: all.
+
+        Returns:
+            The directory, the files written, and the inputs naming the local copies.
+        """
+        return download_inputs(self, execution_id, directory, names)

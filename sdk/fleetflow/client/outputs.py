@@ -1,5 +1,5 @@
-"""Downloading the `File` and `Directory` values of a succeeded execution's outputs through
-the control plane, each below a directory of its output's own."""
+"""Downloading the `File` and `Directory` values of a succeeded execution's outputs (or of any
+execution's inputs) through the control plane, each below a directory of its output's own."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fleetflow.errors import FleetflowError
 
@@ -63,28 +63,71 @@ def download_outputs(
 ) -> DownloadedOutputs:
     """`Client.download_outputs`, which documents it."""
     outputs = executions.succeeded(execution_id).outputs or {}
-    chosen = list(outputs) if names is None else list(names)
-    unknown = [name for name in chosen if name not in outputs]
+    written, local = _download(executions, execution_id, outputs, Path(directory), names, "output")
+    return DownloadedOutputs(
+        directory=Path(directory), files=written, outputs=_with_local_uris(outputs, local)
+    )
+
+
+@dataclass(frozen=True)
+class DownloadedInputs:
+    """What `Client.download_inputs` wrote.
+
+    Attributes:
+        directory: the directory given; each input's files are below `directory/<input>/`.
+        files: every file written, in the order written.
+        inputs: the execution's inputs (JSON literals by name) with each `File` and
+            `Directory` naming its local copy (a `file://` URI).
+    """
+
+    directory: Path
+    files: list[Path]
+    inputs: dict[str, Any]
+
+
+def download_inputs(
+    executions: Executions,
+    execution_id: str,
+    directory: str | os.PathLike[str],
+    names: Iterable[str] | None,
+) -> DownloadedInputs:
+    """`Client.download_inputs`, which documents it."""
+    inputs = executions.get(execution_id).inputs or {}
+    written, local = _download(executions, execution_id, inputs, Path(directory), names, "input")
+    return DownloadedInputs(
+        directory=Path(directory), files=written, inputs=_with_local_uris(inputs, local)
+    )
+
+
+def _download(
+    executions: Executions,
+    execution_id: str,
+    values: Mapping[str, Any],
+    root: Path,
+    names: Iterable[str] | None,
+    side: Literal["input", "output"],
+) -> tuple[list[Path], dict[str, str]]:
+    """Download the files of the `names` (default: all) of `values` below `root/<name>/`; the
+    files written and the local URI of each blob URI."""
+    chosen = list(values) if names is None else list(names)
+    unknown = [name for name in chosen if name not in values]
     if unknown:
         raise FleetflowError(
-            f"execution {execution_id} has no output {unknown[0]!r} "
-            f"(its outputs: {', '.join(outputs) or 'none'})"
+            f"execution {execution_id} has no {side} {unknown[0]!r} "
+            f"(its {side}s: {', '.join(values) or 'none'})"
         )
-    root = Path(directory)
+    listing = executions.output if side == "output" else executions.input
+    fetch = executions.download_output_file if side == "output" else executions.download_input_file
     written: list[Path] = []
     local: dict[str, str] = {}
     for name in chosen:
-        for blob in executions.output(execution_id, name).blobs:
+        for blob in listing(execution_id, name).blobs:
             base = _below(root, name)
             for relative in blob.files:
                 target = _below(base, relative)
-                written.append(
-                    executions.download_output_file(execution_id, name, relative, target)
-                )
+                written.append(fetch(execution_id, name, relative, target))
             where = _below(base, blob.path)
             if blob.kind == "directory":
                 where.mkdir(parents=True, exist_ok=True)  # an empty directory has no files
             local.setdefault(blob.uri, where.resolve().as_uri())
-    return DownloadedOutputs(
-        directory=root, files=written, outputs=_with_local_uris(outputs, local)
-    )
+    return written, local

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from fleetflow.api_models.cohorts import CohortUsage
 from fleetflow.api_models.usage import QuotaStatus, TopWorkflows, UsageHistory, WorkflowUsagePublic
 from fleetflow.client.transport import Transport
 
@@ -30,6 +31,11 @@ class Usage:
         """The acting tenant's quota (None: unlimited) against what it uses now, and how many
         task attempts the quota holds back."""
         return self._transport.call("GET", "/api/v1/quota", QuotaStatus)
+
+    def cohort(self) -> CohortUsage:
+        """The acting tenant's place in its cohort: borrowed vs nominal GPUs per type, and how
+        many of its attempts were preempted (`cohort` None: in no cohort)."""
+        return self._transport.call("GET", "/api/v1/cohort", CohortUsage)
 
     def history(
         self,

@@ -14,6 +14,7 @@ from data_plane_agent.cli import app
 from data_plane_agent.executors.base import Capacity, GpuCapacity, machine_capacity
 from data_plane_agent.pacing import Backoff
 from data_plane_agent.protocol import (
+    StopOrder,
     assignment_from_proto,
     heartbeat_request,
     is_final_report,
@@ -22,6 +23,7 @@ from data_plane_agent.protocol import (
     report_request,
     report_secret_from_proto,
     report_state_name,
+    stop_orders_from_proto,
     with_report_secret,
 )
 from data_plane_agent.settings import AgentSettings
@@ -141,6 +143,13 @@ def test_machine_capacity_counts_held_attempts_and_simulated_gpus() -> None:
     assert (capacity.cpu_in_use, capacity.memory_bytes_in_use) == (2.0, 150)
     assert capacity.gpus == [GpuCapacity("A100", 8, 2), GpuCapacity("L4", 4, 1)]
     assert machine_capacity([]).gpus == []
+    # It says which attempts it counts, and so does the heartbeat (placement relies on it).
+    assert capacity.counted_attempt_ids == {"a1", "a2"}
+    sent = heartbeat_request(capacity=capacity, held_attempt_ids=set(), pending_reasons={})
+    assert sent.capacity.counts_attempts and list(sent.capacity.counted_attempt_ids) == ["a1", "a2"]
+    assert not heartbeat_request(
+        capacity=Capacity(), held_attempt_ids=set(), pending_reasons={}
+    ).capacity.counts_attempts
 
 
 def test_register_and_heartbeat_requests_list_held_attempts_in_order() -> None:
@@ -191,3 +200,22 @@ def test_one_agent_per_work_dir(tmp_path: Path) -> None:
     again = lock_work_dir(tmp_path / "work")
     assert again is not None
     again.close()
+
+
+def test_stop_orders_carry_their_grace_and_fall_back_to_bare_ids() -> None:
+    """Orders with a grace (a preemption's), without one (the agent's own grace), and ids
+    only a control plane that predates orders names."""
+    response = agent_pb2.HeartbeatResponse(
+        stop_attempt_ids=["at-pre", "at-cancel", "at-old"],
+        stop_attempts=[
+            agent_pb2.StopAttempt(attempt_id="at-pre", grace_seconds=0, reason="preempted"),
+            agent_pb2.StopAttempt(attempt_id="at-cancel", reason="cancelled"),
+        ],
+    )
+    assert stop_orders_from_proto(response) == (
+        StopOrder("at-pre", grace_seconds=0.0, reason="preempted"),
+        StopOrder("at-cancel", grace_seconds=None, reason="cancelled"),
+        StopOrder("at-old"),
+    )
+    older = agent_pb2.RegisterResponse(stop_attempt_ids=["at-1"])
+    assert stop_orders_from_proto(older) == (StopOrder("at-1"),)

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,40 @@ async def test_kill_stops_the_whole_process_group(
         message="the task's own child to die with the kill",
     )
     await executor.kill("att-kill", "again")  # unknown by now: a no-op
+
+
+async def test_kill_gives_the_task_its_grace_after_sigterm(
+    executor: LocalProcessExecutor, blobs: Blobs, exchange_dir: Path
+) -> None:
+    """A stop with a grace (a preemption's): a task that traps SIGTERM finishes its work in
+    the grace and leaves; one that goes on is SIGKILLed once the grace is over, not before
+    (the executor's own grace is 1 s here)."""
+    leaves = {"marker": str(exchange_dir / "leaves.term"), "ready": str(exchange_dir / "l.ready")}
+    await executor.launch(blobs.assignment("att-leaves", "on_sigterm", {**leaves, "leave": True}))
+    assert (await next_event(executor)).state is AttemptState.RUNNING
+    await wait_for_path(Path(leaves["ready"]))
+    started = time.monotonic()
+    await executor.kill("att-leaves", "stopped by the control plane (preempted)", grace_seconds=30)
+    done = await next_event(executor)
+    assert (done.state, done.message) == (
+        AttemptState.CANCELLED,
+        "stopped by the control plane (preempted)",
+    )
+    assert Path(leaves["marker"]).exists()  # it ran its handler
+    assert time.monotonic() - started < 20  # and left without waiting for the grace
+
+    stays = {"marker": str(exchange_dir / "stays.term"), "ready": str(exchange_dir / "s.ready")}
+    await executor.launch(blobs.assignment("att-stays", "on_sigterm", {**stays, "leave": False}))
+    assert (await next_event(executor)).state is AttemptState.RUNNING
+    await wait_for_path(Path(stays["ready"]))
+    await executor.kill("att-stays", "preempted", grace_seconds=3)
+    done = await next_event(executor)
+    ended = time.monotonic()
+    assert done.state is AttemptState.CANCELLED
+    trapped_at = float(Path(stays["marker"]).read_text())
+    # Killed after the grace, which the executor's 1 s would not have given it.
+    assert 2.5 <= ended - trapped_at < 3 + DEADLINE_SECONDS / 2, ended - trapped_at
+    assert executor.running() == []
 
 
 async def test_shutdown_cancels_every_running_attempt(

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from control_plane.api.console import dag
-from fleetflow.api_models.executions import AttemptPublic
+from fleetflow.api_models.executions import AttemptPublic, SubDag, SubDagNode
 from fleetflow.states import AttemptState, ExecutionState
 
 
@@ -87,13 +88,103 @@ def test_node_states_come_from_the_newest_attempt_of_each_element() -> None:
     ]
     states = dag.node_states(["n0", "m", "later"], attempts, ExecutionState.RUNNING)
     assert states["n0"] == dag.NodeState("SUCCEEDED")
-    assert states["m"] == dag.NodeState("RUNNING", done=2, total=3)
+    counts = (("RUNNING", 1), ("SUCCEEDED", 2))
+    assert states["m"] == dag.NodeState("RUNNING", done=2, total=3, counts=counts)
     assert states["later"] == dag.NodeState("WAITING")
     ended = dag.node_states(["later"], [], ExecutionState.FAILED)
     assert ended["later"] == dag.NodeState("NOT_RUN")
     spec = {"nodes": [_node("n0"), _node("m", "n0", mapped=True), _node("later", "m")]}
     svg = dag.render_svg(dag.layout(spec), states)
     assert re.search(r'data-node="m" data-state="RUNNING".*>2/3</text>', svg)
+    # A bar per element state, as wide as its share (1 running, 2 succeeded of 3).
+    bar = re.search(r'<g class=bar data-width="(\d+)">(.*?)</g>', svg)
+    assert bar is not None
+    widths = dict(re.findall(r'data-state="(\w+)" x="[\d.]+" y="39" width="([\d.]+)"', bar[2]))
+    assert float(widths["SUCCEEDED"]) == round(2 * int(bar[1]) / 3, 1)
+    assert float(widths["RUNNING"]) == round(int(bar[1]) / 3, 1)
+    assert states["m"].as_json() == ["RUNNING", 2, 3, {"RUNNING": 1, "SUCCEEDED": 2}]
+
+
+def test_the_nodes_of_a_dynamic_sub_dag_are_drawn_after_their_dynamic_node() -> None:
+    spec = {"nodes": [_node("n0"), _node("n1-grow", "n0"), _node("n2", "n1-grow")]}
+    attempts = [
+        _attempt("n0", AttemptState.SUCCEEDED),
+        _attempt("n1-grow", AttemptState.SUCCEEDED),
+        _attempt("n1-grow/n0-step", AttemptState.SUCCEEDED),
+        _attempt("n1-grow/n1-step", AttemptState.RUNNING),
+        _attempt("n1-grow/n1-step/n0-deeper", AttemptState.PENDING),
+    ]
+    found = dag.dynamic_nodes(spec, attempts)
+    assert list(found) == ["n1-grow/n0-step", "n1-grow/n1-step", "n1-grow/n1-step/n0-deeper"]
+    placed = {n.id: n for n in dag.layout(spec, found).nodes}
+    assert placed["n1-grow/n0-step"].upstream == ("n1-grow",)
+    assert placed["n1-grow/n0-step"].column == placed["n1-grow"].column + 1
+    assert placed["n1-grow/n1-step/n0-deeper"].upstream == ("n1-grow/n1-step",)
+    assert placed["n1-grow/n1-step/n0-deeper"].column == placed["n1-grow"].column + 2
+    assert placed["n1-grow/n0-step"].dynamic_child and not placed["n2"].dynamic_child
+    states = dag.node_states(list(placed), attempts, ExecutionState.RUNNING)
+    svg = dag.render_svg(dag.layout(spec, found), states)
+    assert 'class="node group dynamic" data-node="n1-grow/n1-step" data-state="RUNNING"' in svg
+
+
+def _sub(node_id: str, *nodes: tuple[str, list[str]], mapped: str = "") -> SubDag:
+    return SubDag(
+        execution_id="ex-1",
+        node_id=node_id,
+        nodes=[
+            SubDagNode(id=i, task="m.t", upstream=u, is_map=i == mapped, dynamic=False)
+            for i, u in nodes
+        ],
+    )
+
+
+def test_a_built_sub_dag_expands_in_place_with_its_own_edges() -> None:
+    """A diamond sub-DAG (with a nested one) sits after its dynamic node with its edges, and
+    the node reading the dynamic node comes after the whole of it."""
+    spec = {"nodes": [_node("n0"), _node("n1-grow", "n0"), _node("n2", "n1-grow")]}
+    g = "n1-grow"
+    subs = {
+        g: _sub(
+            g,
+            (f"{g}/a", []),
+            (f"{g}/b", [f"{g}/a"]),
+            (f"{g}/c", [f"{g}/a"]),
+            (f"{g}/d", [f"{g}/b", f"{g}/c"]),
+            mapped=f"{g}/c",
+        ),
+        f"{g}/d": _sub(f"{g}/d", (f"{g}/d/x", []), (f"{g}/d/y", [f"{g}/d/x"])),
+    }
+    placed = {n.id: n for n in dag.layout(spec, {}, subs).nodes}
+    column = {k: v.column for k, v in placed.items()}
+    assert column == {
+        "n0": 0,
+        g: 1,
+        f"{g}/a": 2,
+        f"{g}/b": 3,
+        f"{g}/c": 3,
+        f"{g}/d": 4,
+        f"{g}/d/x": 5,
+        f"{g}/d/y": 6,
+        "n2": 7,  # after the sub-DAG and the nested one
+    }
+    assert placed[f"{g}/a"].upstream == (g,)  # a root: an edge from its dynamic node
+    assert placed[f"{g}/d"].upstream == (f"{g}/b", f"{g}/c")
+    assert placed[f"{g}/d/x"].upstream == (f"{g}/d",)
+    assert placed["n2"].upstream == (g,)  # the spec's edge, not the ordering
+    assert placed[f"{g}/c"].is_map and placed[f"{g}/b"].dynamic_child
+    assert placed[f"{g}/b"].row != placed[f"{g}/c"].row
+    # Attempts of the sub-DAG's nodes add nothing it already has; unknown ones still show.
+    attempts = [_attempt(f"{g}/b", AttemptState.RUNNING), _attempt(f"{g}/z", AttemptState.PENDING)]
+    again = dag.layout(spec, dag.dynamic_nodes(spec, attempts), subs)
+    assert [n.id for n in again.nodes].count(f"{g}/b") == 1
+    assert {n.id: n.upstream for n in again.nodes}[f"{g}/z"] == (g,)
+    svg = dag.render_svg(
+        again, dag.node_states([n.id for n in again.nodes], attempts, ExecutionState.RUNNING)
+    )
+    edges = re.findall(r'<path class=edge d="M(\d+) (\d+) ', svg)
+    # one per drawn upstream: n0->g, g->a, a->b, a->c, b->d, c->d, d->x, x->y, g->n2, g->z
+    assert len(edges) == 10
+    assert 'data-node="n1-grow/d/y" data-state="WAITING"' in svg
 
 
 def test_a_500_node_graph_is_laid_out_without_recursion() -> None:
@@ -101,3 +192,18 @@ def test_a_500_node_graph_is_laid_out_without_recursion() -> None:
     placed = dag.layout({"nodes": chain})
     assert max(n.column for n in placed.nodes) == 499
     assert dag.render_svg(placed, {}).count("<g class=") == 500
+
+
+def test_a_branch_not_taken_is_greyed_out_and_an_unrun_node_too() -> None:
+    spec = {"nodes": [_node("n0"), _node("n1-then", "n0"), _node("n2-else", "n0")]}
+    attempts = [
+        _attempt("n0", AttemptState.SUCCEEDED),
+        _attempt("n1-then", AttemptState.SUCCEEDED),
+        _attempt("n2-else", AttemptState.SKIPPED),
+    ]
+    states = dag.node_states(["n0", "n1-then", "n2-else"], attempts, ExecutionState.SUCCEEDED)
+    svg = dag.render_svg(dag.layout(spec), states)
+    assert 'data-node="n2-else" data-state="SKIPPED"' in svg
+    assert 'data-node="n1-then" data-state="SUCCEEDED"' in svg
+    css = (Path(dag.__file__).parent / "static" / "console.css").read_text()
+    assert "svg.dag g[data-state=SKIPPED] rect" in css  # drawn grey

@@ -269,6 +269,36 @@ def test_capacity_freed_by_a_finish_counts_before_the_next_heartbeat(
     assert candidate.free.cpu == 2  # 4, less the third attempt, assigned after the heartbeat
 
 
+def test_a_heartbeat_that_lists_what_it_counts_overrides_the_times(
+    sessions: sessionmaker[Session], workflow_spec: WorkflowSpec
+) -> None:
+    """The race of timing: an attempt leased while the agent's heartbeat was on its way is
+    older than the heartbeat's receipt, yet the agent's figures do not count it. A heartbeat
+    that lists the attempts it counts leaves no guess: the unlisted one still holds its CPU,
+    and a listed one that has ended since is free."""
+    execution = execution_of(sessions, workflow_spec, Resources(cpu=2))
+    cluster_id = add_cluster(sessions, "small", capacity(cpu=4))
+    first, second, third = add_attempts(sessions, execution, 3)
+    assert place(sessions) == 2
+    assert sorted(lease(sessions, cluster_id)) == sorted([first, second])
+    # Received after both leases, but measured when the agent held only `first`.
+    heartbeat(
+        sessions, cluster_id, {**capacity(cpu=4, cpu_in_use=2), "counted_attempt_ids": [first]}
+    )
+    with sessions() as session:
+        (candidate,) = [c for _, c in placement_candidates(session, heartbeat_grace=GRACE)]
+    assert candidate.free.cpu == 0  # by the times alone it would read 2: an overcommit
+    assert place(sessions) == 0
+    with transaction(sessions) as session:  # `first` ends: listed, so its 2 CPU are free
+        attempt = session.get_one(TaskAttempt, first)
+        assert attempts_repo.move_attempt(session, attempt, A.SUCCEEDED)
+    assert place(sessions) == 1
+    assert placements(sessions, [third])[0][0] == "small"
+    with sessions() as session:
+        (candidate,) = [c for _, c in placement_candidates(session, heartbeat_grace=GRACE)]
+    assert candidate.free.cpu == 0
+
+
 @pytest.mark.parametrize(
     ("strategy", "expected"), [(Strategy.SPREAD, "roomy"), (Strategy.BINPACK, "snug")]
 )

@@ -38,6 +38,10 @@ LEGAL_ATTEMPT_MOVES = {
     (A.RUNNING, A.FAILED),
     (A.RUNNING, A.CANCELLED),
     (A.RUNNING, A.LOST),
+    # The scheduler takes an attempt's GPUs back (cohorts): from any state that holds them.
+    (A.ASSIGNED, A.PREEMPTED),
+    (A.LEASED, A.PREEMPTED),
+    (A.RUNNING, A.PREEMPTED),
 }
 LEGAL_EXECUTION_MOVES = {
     (E.QUEUED, E.RUNNING),

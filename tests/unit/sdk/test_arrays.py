@@ -285,9 +285,9 @@ def test_blob_walkers_treat_them_as_files() -> None:
     literal = to_literal(value, Split)
     found = list(blob_literals(literal, kind, "split"))
     assert [(path, k) for path, k, _ in found] == [
-        ("split.train", TypeKind.FILE),
-        ("split.weights[0]", TypeKind.FILE),
-        ("split.weights[1]", TypeKind.FILE),
+        ("split.train", TypeKind.DATAFRAME),
+        ("split.weights[0]", TypeKind.NDARRAY),
+        ("split.weights[1]", TypeKind.NDARRAY),
     ]
     renamed = map_blob_literals(literal, kind, lambda k, blob: {**blob, "kind": k.value})
     assert renamed["train"]["kind"] == "file" and renamed["weights"][1]["kind"] == "file"

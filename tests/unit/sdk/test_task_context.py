@@ -415,3 +415,77 @@ def test_the_runtime_refuses_a_checkpoint_location_without_a_directory(tmp_path:
     )
     assert proc.returncode == 2
     assert "--checkpoint-uri needs --checkpoint-dir" in proc.stderr
+
+
+KILLED_TASKS = """
+import os
+import signal
+from fleetflow import current_context, task
+from fleetflow.context import CheckpointSaveError
+
+
+@task
+def killed_after_writing(steps: int) -> str:
+    ctx = current_context()
+    for step in range(steps):
+        ctx.checkpoint.write(f"step {step}".encode())
+    os.kill(os.getpid(), signal.SIGKILL)  # as a pod deleted past its grace, or OOM-killed
+    return "never"
+
+
+@task
+def unsaved() -> str:
+    try:
+        current_context().checkpoint.write(b"lost")
+    except CheckpointSaveError as exc:
+        return str(exc)
+    return "saved"
+"""
+
+
+def _runtime_with_checkpoint_uri(
+    tmp_path: Path, function: str, inputs: dict[str, Any], unit: str
+) -> subprocess.CompletedProcess[str]:
+    code = tmp_path / "killed-bundle"
+    code.mkdir(exist_ok=True)
+    (code / "killed_tasks.py").write_text(KILLED_TASKS)
+    store = LocalBlobStore(tmp_path / "blobs")
+    digest, data = build_bundle(code)
+    return subprocess.run(
+        [sys.executable, "-m", "fleetflow.runtime"]
+        + ["--bundle-uri", store.put(f"bundles/{digest}.tar.gz", data)]
+        + ["--inputs-uri", store.put(f"{function}/inputs.json", json.dumps(inputs).encode())]
+        + ["--outputs-uri", store.uri(f"{function}/outputs.json")]
+        + ["--module", "killed_tasks", "--function", function]
+        + ["--result-file", str(tmp_path / function / "result.json")]
+        + ["--workdir", str(tmp_path / function / "code")]
+        + ["--checkpoint-dir", str(tmp_path / function / "ckpt"), "--checkpoint-uri", unit],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+
+
+def test_a_checkpoint_is_saved_when_write_returns_where_the_runtime_keeps_it(
+    tmp_path: Path,
+) -> None:
+    """In a pod (the runtime keeps the checkpoint, `--checkpoint-uri`), each write is uploaded
+    before it returns: a process killed right after its last write leaves that write saved."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    unit = store.uri("executions/e1/n0/checkpoint")
+    proc = _runtime_with_checkpoint_uri(tmp_path, "killed_after_writing", {"steps": 3}, unit)
+    assert proc.returncode == -9, proc.stderr
+    assert store.get(f"{unit}/checkpoint.bin") == b"step 2"
+    assert proc.stderr.count("kept the checkpoint (checkpoint.bin)") == 3
+
+
+def test_a_checkpoint_that_cannot_be_saved_is_an_error_the_task_sees(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the unit's checkpoint location would be")
+    proc = _runtime_with_checkpoint_uri(tmp_path, "unsaved", {}, blocked.as_uri())
+    assert proc.returncode == 0, proc.stderr
+    outputs = json.loads(read_uri(LocalBlobStore(tmp_path / "blobs").uri("unsaved/outputs.json")))
+    assert outputs["o0"].startswith(
+        "the checkpoint's checkpoint.bin was written but not saved for the next attempts"
+    )

@@ -32,20 +32,59 @@
     var badge = root.querySelector("p .badge");
     if (badge) { badge.textContent = snap.status; badge.setAttribute("data-state", snap.status); }
     var groups = root.querySelectorAll("svg.dag g.node");
+    var drawn = {};
     for (var i = 0; i < groups.length; i++) {
       var g = groups[i];
+      drawn[g.getAttribute("data-node")] = 1;
       var s = snap.nodes[g.getAttribute("data-node")];
       if (!s) continue;
       g.setAttribute("data-state", s[0]);
       if (s[2] !== null) {
         var count = g.querySelector("text.count");
         if (count) count.textContent = s[1] + "/" + s[2];
+        drawBar(g.querySelector("g.bar"), s[3] || {});
       }
+    }
+    for (var id in snap.nodes) {
+      if (!drawn[id]) { refreshGraph(root); break; }  // a dynamic sub-DAG grew
     }
     var digest = JSON.stringify(snap.attempts);
     if (root.getAttribute("data-attempts") !== null &&
         root.getAttribute("data-attempts") !== digest) refreshAttempts(root);
     root.setAttribute("data-attempts", digest);
+  }
+
+  // A map node's bar: one segment per element state, as wide as its share.
+  var SVG = "http://www.w3.org/2000/svg";
+  function drawBar(bar, counts) {
+    if (!bar) return;
+    var width = parseFloat(bar.getAttribute("data-width"));
+    var total = 0, name;
+    for (name in counts) total += counts[name];
+    while (bar.firstChild) bar.removeChild(bar.firstChild);
+    var x = 8;
+    for (name in counts) {
+      var w = total ? width * counts[name] / total : 0;
+      var rect = document.createElementNS(SVG, "rect");
+      rect.setAttribute("class", "seg");
+      rect.setAttribute("data-state", name);
+      rect.setAttribute("x", x.toFixed(1));
+      rect.setAttribute("y", "39");
+      rect.setAttribute("width", w.toFixed(1));
+      rect.setAttribute("height", "4");
+      bar.appendChild(rect);
+      x += w;
+    }
+  }
+
+  function refreshGraph(root) {
+    var box = root.querySelector(".dagbox");
+    if (!box || box.getAttribute("data-loading")) return;
+    box.setAttribute("data-loading", "1");
+    fetch(box.getAttribute("data-src"), { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+      .then(function (html) { box.innerHTML = html; })  // the server's own escaped SVG
+      .finally(function () { box.removeAttribute("data-loading"); });
   }
 
   function refreshAttempts(root) {
@@ -78,7 +117,7 @@
         })
         .then(function (got) {
           pre.textContent = got[0] ? (got[2] || "(nothing printed yet)") : got[2];
-          var finished = ["SUCCEEDED", "FAILED", "CANCELLED", "LOST", "SKIPPED"].indexOf(got[1]) >= 0;
+          var finished = ["SUCCEEDED", "FAILED", "CANCELLED", "LOST", "PREEMPTED", "SKIPPED"].indexOf(got[1]) >= 0;
           if (got[0] && !finished && pre.getAttribute("data-follow")) setTimeout(read, LOG_POLL_MS);
         });
     }

@@ -87,12 +87,22 @@ class Capacity(_message.Message):
     MEMORY_BYTES_ALLOCATABLE_FIELD_NUMBER: _builtins.int
     MEMORY_BYTES_IN_USE_FIELD_NUMBER: _builtins.int
     GPUS_FIELD_NUMBER: _builtins.int
+    COUNTED_ATTEMPT_IDS_FIELD_NUMBER: _builtins.int
+    COUNTS_ATTEMPTS_FIELD_NUMBER: _builtins.int
     cpu_allocatable: _builtins.float
     cpu_in_use: _builtins.float
     memory_bytes_allocatable: _builtins.int
     memory_bytes_in_use: _builtins.int
+    counts_attempts: _builtins.bool
     @_builtins.property
     def gpus(self) -> _containers.RepeatedCompositeFieldContainer[Global___GpuCapacity]: ...
+    @_builtins.property
+    def counted_attempt_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The attempts whose resources the figures above count (when counts_attempts): placement
+        takes the cluster's other active attempts as not yet counted, and those listed that have
+        ended since as freed, whatever the timing of leases and heartbeats.
+        """
+
     def __init__(
         self,
         *,
@@ -101,10 +111,12 @@ class Capacity(_message.Message):
         memory_bytes_allocatable: _builtins.int = ...,
         memory_bytes_in_use: _builtins.int = ...,
         gpus: _abc.Iterable[Global___GpuCapacity] | None = ...,
+        counted_attempt_ids: _abc.Iterable[_builtins.str] | None = ...,
+        counts_attempts: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_allocatable", b"cpu_allocatable", "cpu_in_use", b"cpu_in_use", "gpus", b"gpus", "memory_bytes_allocatable", b"memory_bytes_allocatable", "memory_bytes_in_use", b"memory_bytes_in_use"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counted_attempt_ids", b"counted_attempt_ids", "counts_attempts", b"counts_attempts", "cpu_allocatable", b"cpu_allocatable", "cpu_in_use", b"cpu_in_use", "gpus", b"gpus", "memory_bytes_allocatable", b"memory_bytes_allocatable", "memory_bytes_in_use", b"memory_bytes_in_use"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -202,11 +214,18 @@ class RegisterResponse(_message.Message):
     CLUSTER_NAME_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
     STOP_ATTEMPT_IDS_FIELD_NUMBER: _builtins.int
+    STOP_ATTEMPTS_FIELD_NUMBER: _builtins.int
     cluster_name: _builtins.str
     heartbeat_interval_seconds: _builtins.int
     @_builtins.property
     def stop_attempt_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Of the attempts the agent reported running, those it must stop (superseded, cancelled)."""
+
+    @_builtins.property
+    def stop_attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___StopAttempt]:
+        """The same attempts, each with why and its grace. An agent that reads these ignores
+        `stop_attempt_ids` for the attempts named here (older agents read only the ids).
+        """
 
     def __init__(
         self,
@@ -214,14 +233,50 @@ class RegisterResponse(_message.Message):
         cluster_name: _builtins.str = ...,
         heartbeat_interval_seconds: _builtins.int = ...,
         stop_attempt_ids: _abc.Iterable[_builtins.str] | None = ...,
+        stop_attempts: _abc.Iterable[Global___StopAttempt] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_name", b"cluster_name", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "stop_attempt_ids", b"stop_attempt_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_name", b"cluster_name", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "stop_attempt_ids", b"stop_attempt_ids", "stop_attempts", b"stop_attempts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegisterResponse: _TypeAlias = RegisterResponse  # noqa: Y015
+
+@_typing.final
+class StopAttempt(_message.Message):
+    """An attempt the agent must stop: SIGTERM (or a pod deletion), then the kill once its grace is
+    over.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_ID_FIELD_NUMBER: _builtins.int
+    GRACE_SECONDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    attempt_id: _builtins.str
+    grace_seconds: _builtins.int
+    """Seconds between SIGTERM and the kill (a pod's deletion grace period); absent: the agent's
+    own kill grace (a cancel). A preempted attempt gets its cohort's preemption grace.
+    """
+    reason: _builtins.str
+    """Why, for the agent's log: "preempted", "cancelled", "superseded by a newer lease"..."""
+    def __init__(
+        self,
+        *,
+        attempt_id: _builtins.str = ...,
+        grace_seconds: _builtins.int | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_grace_seconds", b"_grace_seconds", "grace_seconds", b"grace_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_grace_seconds", b"_grace_seconds", "attempt_id", b"attempt_id", "grace_seconds", b"grace_seconds", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__grace_seconds: _TypeAlias = _typing.Literal["grace_seconds"]  # noqa: Y015
+    _WhichOneofArgType__grace_seconds: _TypeAlias = _typing.Literal["_grace_seconds", b"_grace_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__grace_seconds) -> _WhichOneofReturnType__grace_seconds | None: ...
+
+Global___StopAttempt: _TypeAlias = StopAttempt  # noqa: Y015
 
 @_typing.final
 class HeartbeatRequest(_message.Message):
@@ -289,18 +344,24 @@ class HeartbeatResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STOP_ATTEMPT_IDS_FIELD_NUMBER: _builtins.int
+    STOP_ATTEMPTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def stop_attempt_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Attempts the agent runs that the control plane no longer wants (cancelled, superseded)."""
+
+    @_builtins.property
+    def stop_attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___StopAttempt]:
+        """The same attempts, each with why and its grace (as in `RegisterResponse`)."""
 
     def __init__(
         self,
         *,
         stop_attempt_ids: _abc.Iterable[_builtins.str] | None = ...,
+        stop_attempts: _abc.Iterable[Global___StopAttempt] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["stop_attempt_ids", b"stop_attempt_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stop_attempt_ids", b"stop_attempt_ids", "stop_attempts", b"stop_attempts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -379,6 +440,7 @@ class Assignment(_message.Message):
     MAP_INDEX_FIELD_NUMBER: _builtins.int
     CHECKPOINT_URI_FIELD_NUMBER: _builtins.int
     SECRETS_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
     attempt_id: _builtins.str
     fencing_token: _builtins.int
     execution_id: _builtins.str
@@ -410,6 +472,10 @@ class Assignment(_message.Message):
     space, holding at most `checkpoint.bin` and `directory.tar`. An agent that stages copies
     them in before the task starts and uploads the task's after it ended; the task never
     sees the URI. Empty: no checkpoint for this attempt.
+    """
+    replicas: _builtins.int
+    """Workers of a multi-node task (a gang) this one attempt runs, started together, each
+    holding `resources`; 0 (a control plane that predates gangs) and 1: a single worker.
     """
     @_builtins.property
     def resources(self) -> Global___Resources: ...
@@ -449,10 +515,11 @@ class Assignment(_message.Message):
         map_index: _builtins.int | None = ...,
         checkpoint_uri: _builtins.str = ...,
         secrets: _abc.Iterable[Global___TaskSecret] | None = ...,
+        replicas: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_map_index", b"_map_index", "map_index", b"map_index", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_map_index", b"_map_index", "attempt_id", b"attempt_id", "attempt_number", b"attempt_number", "bundle_uri", b"bundle_uri", "checkpoint_uri", b"checkpoint_uri", "execution_id", b"execution_id", "fencing_token", b"fencing_token", "image", b"image", "input_blobs", b"input_blobs", "inputs_uri", b"inputs_uri", "map_index", b"map_index", "node_id", b"node_id", "outputs_uri", b"outputs_uri", "report_secret", b"report_secret", "resources", b"resources", "secrets", b"secrets", "task_function", b"task_function", "task_module", b"task_module", "tenant", b"tenant", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_map_index", b"_map_index", "attempt_id", b"attempt_id", "attempt_number", b"attempt_number", "bundle_uri", b"bundle_uri", "checkpoint_uri", b"checkpoint_uri", "execution_id", b"execution_id", "fencing_token", b"fencing_token", "image", b"image", "input_blobs", b"input_blobs", "inputs_uri", b"inputs_uri", "map_index", b"map_index", "node_id", b"node_id", "outputs_uri", b"outputs_uri", "replicas", b"replicas", "report_secret", b"report_secret", "resources", b"resources", "secrets", b"secrets", "task_function", b"task_function", "task_module", b"task_module", "tenant", b"tenant", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__map_index: _TypeAlias = _typing.Literal["map_index"]  # noqa: Y015
     _WhichOneofArgType__map_index: _TypeAlias = _typing.Literal["_map_index", b"_map_index"]  # noqa: Y015
