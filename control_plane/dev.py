@@ -44,6 +44,7 @@ from control_plane.settings import (
 )
 from fleetflow.config import CliConfig, save_cli_config
 from fleetflow.errors import FleetflowError
+from fleetflow.timestamps import as_utc
 
 app = typer.Typer(help="Run the embedded Fleetflow stack for development.", no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -315,7 +316,7 @@ async def _wait_for_agent(
         with sessions() as session:
             cluster = clusters_repo.get_cluster_by_name(session, LOCAL_CLUSTER)
             seen = cluster.last_heartbeat_at if cluster is not None else None
-            return seen is not None and clusters_repo.as_utc(seen) >= since
+            return seen is not None and as_utc(seen) >= since
 
     deadline = time.monotonic() + AGENT_REGISTER_SECONDS
     while not await asyncio.to_thread(registered):

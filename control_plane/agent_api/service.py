@@ -59,6 +59,7 @@ from fleetflow.logs import log_context
 from fleetflow.secrets import env_var as secret_env_var
 from fleetflow.states import AttemptState
 from fleetflow.storage import BlobNotFoundError, BlobStore
+from fleetflow.timestamps import as_utc
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +398,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     self._fail_unleasable(session, lease.attempt, str(exc))
                     refused += 1
             waits = [
-                (clusters_repo.as_utc(a.created_at), clusters_repo.as_utc(a.leased_at))
+                (as_utc(a.created_at), as_utc(a.leased_at))
                 for a, _ in leases
                 if a.leased_at is not None and a.status == AttemptState.LEASED.value
             ]

@@ -1,13 +1,14 @@
 """A cluster's status as the control plane sees it, judged by its agent's last heartbeat: the
-one rule, shared by the API (schemas, cluster listings, metrics) and the database layer, with
-`as_utc` for the naive timestamps SQLite hands back. A leaf, like the rest of `lifecycle`: it
-imports nothing of the control plane (the `ClusterStatus` enum is the API's, in `fleetflow`)."""
+one rule, shared by the API (schemas, cluster listings, metrics) and the database layer. A
+leaf, like the rest of `lifecycle`: it imports nothing of the control plane (the
+`ClusterStatus` enum is the API's, in `fleetflow`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from fleetflow.api_models.clusters import ClusterStatus
+from fleetflow.timestamps import as_utc
 
 ONLINE_HEARTBEAT_INTERVALS = 1.5
 """A cluster is online while its last heartbeat is at most this many intervals old."""
@@ -36,8 +37,3 @@ def cluster_status(
     if age <= grace:
         return ClusterStatus.DEGRADED
     return ClusterStatus.OFFLINE
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything we write is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

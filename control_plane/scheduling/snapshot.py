@@ -25,13 +25,13 @@ from control_plane.db.models import (
 )
 from control_plane.db.repositories.attempts import ACTIVE_STATES
 from control_plane.db.repositories.clusters import online_clusters
-from control_plane.lifecycle.clusters import as_utc
 from control_plane.placement.admission import Totals
 from control_plane.placement.capacity import Usage, free_capacity
 from control_plane.placement.gangs import group_resources
 from control_plane.placement.policy import Candidate
 from fleetflow import ir
 from fleetflow.states import AttemptState
+from fleetflow.timestamps import as_utc
 
 A = AttemptState
 

@@ -56,6 +56,7 @@ from control_plane.services.sub_dags import built_sub_dags
 from fleetflow.api_models.executions import AttemptPublic, ExecutionOutput, ExecutionPublic
 from fleetflow.states import AttemptState, ExecutionState
 from fleetflow.storage import BlobStore
+from fleetflow.timestamps import as_utc_bound
 
 router = APIRouter(include_in_schema=False)
 WEB = WebSession(path="/ui", home="/ui", name="console")
@@ -363,7 +364,7 @@ def _moment(text: str, name: str) -> tuple[datetime | None, str]:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         return None, f"{name}: {text!r} is not a time like 2026-12-05T10:00 (UTC); not applied"
-    return executions_routes.as_utc(moment), ""
+    return as_utc_bound(moment), ""
 
 
 def _filters(

@@ -7,7 +7,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response
@@ -48,6 +48,7 @@ from control_plane.settings import Settings
 from fleetflow.api_models.executions import ChildExecution, SubDag
 from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
 from fleetflow.storage import BlobStore
+from fleetflow.timestamps import as_utc_bound
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/executions", tags=["executions"])
@@ -376,26 +377,10 @@ def list_executions_route(
         offset=offset,
         status=status,
         launched_by=launched_by,
-        created_after=as_utc(created_after),
-        created_before=as_utc(created_before),
+        created_after=None if created_after is None else as_utc_bound(created_after),
+        created_before=None if created_before is None else as_utc_bound(created_before),
     )
     return executions_public(session, rows, blob_store)
-
-
-def as_utc(moment: datetime | None) -> datetime | None:
-    """`moment` in UTC; one without a zone is taken as UTC. A moment whose UTC time falls
-    outside years 1-9999 (`0001-01-01T00:00+05:00`) is the earliest or latest UTC time:
-    compared with creation times, it means the same."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:
-        offset = moment.utcoffset()
-        edge = datetime.min if offset is not None and offset > timedelta(0) else datetime.max
-        return edge.replace(tzinfo=UTC)
 
 
 @router.get("/{execution_id}", responses={404: {"model": ErrorResponse}})

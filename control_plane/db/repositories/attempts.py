@@ -33,11 +33,11 @@ from control_plane.db.models import (
     utcnow,
 )
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
-from control_plane.lifecycle.clusters import as_utc
 from control_plane.lifecycle.reports import fencing_problem, judge_report
 from control_plane.lifecycle.transitions import attempt_values, check_attempt_transition
 from control_plane.tokens import hash_token, matches_hash, new_lease_secret
 from fleetflow.states import NO_MAP_INDEX, AttemptState
+from fleetflow.timestamps import as_utc
 
 A = AttemptState
 ACTIVE_STATES = (A.ASSIGNED.value, A.LEASED.value, A.RUNNING.value)

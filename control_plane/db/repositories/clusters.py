@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from control_plane.db.models import Cluster, TaskAttempt, new_id, utcnow
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
-from control_plane.lifecycle.clusters import as_utc
 from control_plane.tokens import hash_token, new_agent_token
 from fleetflow.states import AttemptState
+from fleetflow.timestamps import as_utc
 
 # Attempts a cluster answers for: assigned to it, leased by its agent, or running there (the
 # same states placement counts as its load).

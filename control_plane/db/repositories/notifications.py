@@ -25,9 +25,9 @@ from control_plane.db.models import (
     utcnow,
 )
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
-from control_plane.lifecycle.clusters import as_utc
 from fleetflow.api_models.notifications import DeliveryStatus, NotifyOn
 from fleetflow.states import ExecutionState
+from fleetflow.timestamps import as_utc
 
 SIGNING_KEY_PREFIX = "ffwh_"
 

@@ -9,8 +9,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import ApiToken, Principal, Tenant, new_id, utcnow
-from control_plane.lifecycle.clusters import as_utc
 from control_plane.tokens import hash_token, new_user_token
+from fleetflow.timestamps import as_utc
 
 PRINCIPAL_KINDS = ("user", "service")
 

@@ -17,7 +17,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import Cluster, Execution, TaskAttempt, WorkflowVersion, utcnow
-from control_plane.lifecycle.clusters import as_utc
+from fleetflow.timestamps import as_utc
 
 MAX_BUCKETS = 2000
 GIB = 2**30

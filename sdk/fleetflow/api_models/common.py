@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel
 
+from fleetflow.timestamps import as_utc
+
 
 def _as_utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every timestamp Fleetflow stores is UTC.
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
     try:
-        return value.astimezone(UTC)
+        return as_utc(value)
     except OverflowError:  # e.g. 0001-01-01T00:00+05:00 in a request: a 422, not a 500
         raise ValueError(f"{value.isoformat()} is outside the years 1-9999 in UTC") from None
 
