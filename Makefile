@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # Which tests `make test` runs (a pytest -m expression); CI narrows it (see .ci/run).
 TEST_MARKERS ?= not k8s
 
-.PHONY: install servers browser run test test-hardening test-k8s lint format protos bench bench-api bench-cli bench-dispatch bench-k8s bench-load bench-map bench-scale clean
+.PHONY: install servers s3-server k8s-servers browser run test test-hardening test-k8s lint format protos bench bench-api bench-cli bench-dispatch bench-k8s bench-load bench-map bench-scale clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ servers: install
 	$(BIN)/python infra/k8s/provision.py & k8s=$$!; \
 	status=0; for pid in $$s3 $$k8s; do wait $$pid || status=1; done; exit $$status
 
+## Each half of `servers`: `make test` and `make test-hardening` need only the S3 server.
+s3-server: install
+	$(BIN)/python infra/scripts/s3_server.py --build
+
+k8s-servers: install
+	$(BIN)/python infra/k8s/provision.py
+
 ## Debian's headless Chromium for the browser tests (tests/e2e/test_api_docs_browser.py): found,
 ## or installed with apt-get when run as root. Playwright never downloads a browser.
 browser: install
@@ -37,7 +44,7 @@ browser: install
 
 ## Unit and integration tests: SQLite and PostgreSQL, the Temporal test server and a real
 ## Temporal server, the S3 server, real agents.
-test: install servers
+test: install s3-server
 	@# Chromium for the browser tests; without it (not root, no apt) they skip loudly, and
 	@# fail under FLEETFLOW_REQUIRE_BROWSER=1 as in CI.
 	-$(BIN)/python infra/scripts/chromium.py
@@ -45,7 +52,7 @@ test: install servers
 
 ## Hardening (issue 8) with large example budgets: fuzzing every REST operation, limits,
 ## attacks, gRPC faults, property tests. `make test` runs the same tests with small budgets.
-test-hardening: install servers
+test-hardening: install s3-server
 	FLEETFLOW_HARDENING_EXAMPLES=100 $(BIN)/pytest -q tests/hardening --durations=15
 
 ## The Kubernetes tier: two real clusters (kube-apiserver, etcd, kube-scheduler) with kwok GPU
