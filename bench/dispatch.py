@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from peer_venv import ensure_peer_venv
+from stack_cpu import stack_cpu_seconds
 
 HERE = Path(__file__).resolve().parent
 WORKLOADS = HERE / "dispatch_workloads"
@@ -215,7 +216,9 @@ def _run_fleetflow(
         registered = client.register(workflow_fn)
         samples, phases = [], []
         for _ in range(args.repeat):
+            cpu_before = stack_cpu_seconds(stack.process.pid)
             execution, submitted = run(workflow_fn, registered, {"x": 0})
+            cpu_after = stack_cpu_seconds(stack.process.pid)
             assert len(execution["attempts"]) == tasks, len(execution["attempts"])
             samples.append(_timestamp(execution["finished_at"]) - submitted)
             phase = attempt_phases(execution["attempts"])
@@ -225,6 +228,10 @@ def _run_fleetflow(
             tenth = max(1, len(durations) // 10)
             phase["workflow_task_first"] = statistics.median(durations[:tenth])
             phase["workflow_task_last"] = statistics.median(durations[-tenth:])
+            # CPU per task of each kind of process (the client's polls of the execution count
+            # under the control plane: one read per POLL_SECONDS, as a user's `wait` does).
+            for kind, seconds in cpu_after.items():
+                phase[f"cpu_{kind}"] = (seconds - cpu_before.get(kind, 0.0)) / tasks
             phases.append(phase)
         return samples, phases
 
@@ -504,6 +511,16 @@ def report(figures: dict[str, dict[str, Any]], meta: dict[str, Any]) -> dict[str
                 f"tasks take {phases['workflow_task_first'] * 1e3:.0f} ms in the first tenth of "
                 f"the run, {phases['workflow_task_last'] * 1e3:.0f} ms in the last"
             )
+            cpu = {k.removeprefix("cpu_"): v for k, v in phases.items() if k.startswith("cpu_")}
+            if cpu:
+                print(
+                    f"  CPU per task: {sum(cpu.values()) * 1e3:.1f} ms ("
+                    + ", ".join(
+                        f"{kind} {seconds * 1e3:.1f}"
+                        for kind, seconds in sorted(cpu.items(), key=lambda kv: -kv[1])
+                    )
+                    + ")"
+                )
     return ratios
 
 

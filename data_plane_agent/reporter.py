@@ -32,7 +32,7 @@ from data_plane_agent.attempts import AttemptEvent, TaskAssignment
 from data_plane_agent.lease_store import LEASES_DIR, LeaseStore, names_a_lease_file
 from data_plane_agent.log_fields import AttemptLogFields
 from data_plane_agent.pacing import Backoff
-from data_plane_agent.protocol import report_request, with_report_secret
+from data_plane_agent.protocol import is_final_report, report_request, with_report_secret
 from data_plane_agent.report_buffer import REPORTS_DIR, PendingReport, ReportBuffer
 from data_plane_agent.session import Session
 from data_plane_agent.settings import AgentSettings
@@ -260,7 +260,10 @@ class Reporter:
         backoff.reset()
         self._settle(pending)
         if answer.accepted:
-            logger.info("attempt %s: delivered its %s", attempt_id, pending.describe())
+            # A RUNNING report is routine (the executor logged the start): worth a line only
+            # when debugging; the last report's delivery is where the result became safe.
+            level = logging.INFO if is_final_report(pending.request) else logging.DEBUG
+            logger.log(level, "attempt %s: delivered its %s", attempt_id, pending.describe())
         else:
             logger.info(
                 "attempt %s: the control plane ignored its %s: %s",
