@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from control_plane.placement.capacity import Usage
+from control_plane.placement.capacity import CPU_EPSILON, Usage
 from control_plane.placement.policy import format_bytes
 from fleetflow import ir
 
@@ -94,7 +94,7 @@ def quota_problem(limits: Limits, load: Load, usage: Usage, *, new_execution: bo
         problem = gpu_type_problem(limits, load, usage.gpu, usage.gpu_type)
         if problem:
             return problem
-    if usage.cpu and limits.cpu is not None and load.cpu + usage.cpu > limits.cpu + 1e-9:
+    if usage.cpu and limits.cpu is not None and load.cpu + usage.cpu > limits.cpu + CPU_EPSILON:
         return f"quota: needs {usage.cpu:g} CPU, {load.cpu:g}/{limits.cpu:g} in use"
     if (
         usage.memory_bytes

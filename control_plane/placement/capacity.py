@@ -41,6 +41,17 @@ class Usage:
         )
 
 
+# CPU is a float of cores, added and taken away attempt by attempt: 2 - 19 × 0.1 leaves
+# 0.0999…, which must still hold a task of 0.1 CPU (a cluster of 2 CPUs runs 20 of them, not
+# 19). Kubernetes counts millicores; a margin far below one absorbs the rounding.
+CPU_EPSILON = 1e-9
+
+
+def cpu_fits(requested: float, free: float | None) -> bool:
+    """Whether `requested` CPU fits in `free` (None: not reported, so nothing limits it)."""
+    return free is None or requested <= free + CPU_EPSILON
+
+
 @dataclass(frozen=True)
 class FreeCapacity:
     """Free capacity of one cluster now; `None` where the agent did not report the figure."""

@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from control_plane.placement.capacity import FreeCapacity, Usage
+from control_plane.placement.capacity import FreeCapacity, Usage, cpu_fits
 from fleetflow import ir
 from fleetflow.api_models.previews import Strategy
 
@@ -120,7 +120,7 @@ def fits_on(
     if gpu_problem:
         problems.append(gpu_problem)
     free = candidate.free
-    if resources.cpu > 0 and free.cpu is not None and resources.cpu > free.cpu:
+    if resources.cpu > 0 and not cpu_fits(resources.cpu, free.cpu):
         problems.append(f"needs {resources.cpu:g} CPU, {free.cpu:g} free")
     if (
         resources.memory_bytes > 0

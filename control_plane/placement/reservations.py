@@ -45,7 +45,7 @@ from control_plane.placement.admission import (
     gpu_type_problem,
     quota_problem,
 )
-from control_plane.placement.capacity import FreeCapacity, Usage, free_capacity
+from control_plane.placement.capacity import FreeCapacity, Usage, cpu_fits, free_capacity
 from control_plane.placement.policy import Candidate, fits_on, format_bytes
 from fleetflow import ir
 
@@ -182,7 +182,7 @@ def _lacking(
         gpus = max(resources.gpu - has, 0)
         if gpus:
             words.append(f"{resources.gpu} {gpu_type}, {has} free")
-    if resources.cpu > 0 and free.cpu is not None and free.cpu < resources.cpu:
+    if resources.cpu > 0 and free.cpu is not None and not cpu_fits(resources.cpu, free.cpu):
         cpu = resources.cpu - free.cpu
         words.append(f"{resources.cpu:g} CPU, {free.cpu:g} free")
     if (

@@ -383,3 +383,19 @@ def test_no_sequence_of_placements_overcommits_a_cluster(strategy: Strategy) -> 
             for gpu_type, count in used[name]["gpus"].items():
                 assert count <= sizes[name]["gpus"].get(gpu_type, 0)
     assert placed > 500  # the clusters did fill up
+
+
+@pytest.mark.parametrize("cpu", [0.1, 0.3, 0.7])
+def test_fractional_cpu_fills_a_cluster_to_the_last_slot(cpu: float) -> None:
+    """2 - 19 × 0.1 is 0.0999… in floating point: the 20th task of 0.1 CPU must still fit
+    (and the one after it must not)."""
+    slots = round(2 / cpu, 9) // 1
+    candidate = cluster("c", cpu=2)
+    task = Resources(cpu=cpu)
+    for _ in range(int(slots)):
+        decision = place(task, [candidate])
+        assert decision.cluster == "c", decision.excluded
+        candidate = candidate.after(Usage.of(task, None))
+    refused = place(task, [candidate])
+    assert refused.cluster is None
+    assert "CPU" in refused.excluded["c"]
