@@ -448,6 +448,14 @@ def test_execution_shows_its_attempts(
     assert attempts[0]["error_message"] == "boom"
     assert attempts[0]["error_traceback"] == "Traceback ..."
     assert client.get("/api/v1/executions").json()[0]["attempts"] == attempts
+    # What `wait` polls: the same attempts, counted by state.
+    progress = client.get(f"/api/v1/executions/{created['id']}/progress").json()
+    assert progress == {
+        "id": created["id"],
+        "status": "QUEUED",
+        "finished_at": None,
+        "attempts": {"FAILED": 1, "PENDING": 1},
+    }
 
 
 def test_other_tenants_executions_are_invisible(
@@ -461,6 +469,7 @@ def test_other_tenants_executions_are_invisible(
         session.commit()
         assert session.scalar(select(Execution.id).where(Execution.id == foreign.id))
     assert_error(client.get(f"/api/v1/executions/{foreign.id}"), 404)
+    assert_error(client.get(f"/api/v1/executions/{foreign.id}/progress"), 404)
     assert client.get("/api/v1/executions").json() == []
     assert client.get("/api/v1/workflows").json() == []
     response = client.post("/api/v1/executions", json={"workflow": WORKFLOW, "inputs": {"n": 1}})

@@ -23,6 +23,7 @@ from control_plane.db.models import Execution, Tenant, WorkflowVersion
 from control_plane.db.repositories.attempts import cancel_unfinished
 from control_plane.db.repositories.executions import (
     cluster_names,
+    execution_progress,
     get_execution,
     list_executions,
     move_execution,
@@ -45,7 +46,7 @@ from control_plane.services.executions import (
 from control_plane.services.notifications import check_targets
 from control_plane.services.sub_dags import SubDagError, find_sub_dag, public_sub_dag
 from control_plane.settings import Settings
-from fleetflow.api_models.executions import ChildExecution, SubDag
+from fleetflow.api_models.executions import ChildExecution, ExecutionProgress, SubDag
 from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
 from fleetflow.storage import BlobStore
 from fleetflow.timestamps import as_utc_bound
@@ -391,6 +392,24 @@ def get_execution_route(
     if execution is None:
         raise ApiError(404, f"execution {execution_id} not found")
     return executions_public(session, [execution], blob_store)[0]
+
+
+@router.get("/{execution_id}/progress", responses={404: {"model": ErrorResponse}})
+def get_execution_progress_route(
+    execution_id: str, session: SessionDep, caller: ExecutionsRead
+) -> ExecutionProgress:
+    """The execution's state and its attempts counted by state, without the attempts: cheap
+    to poll while waiting, whatever the size of the execution."""
+    found = execution_progress(session, caller.tenant.id, execution_id)
+    if found is None:
+        raise ApiError(404, f"execution {execution_id} not found")
+    status, finished_at, counts = found
+    return ExecutionProgress(
+        id=execution_id,
+        status=ExecutionState(status),
+        finished_at=finished_at,
+        attempts={AttemptState(state): n for state, n in counts.items()},
+    )
 
 
 @router.get(

@@ -6,13 +6,14 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import (
     Cluster,
     Execution,
     IdempotencyKey,
+    TaskAttempt,
     WorkflowVersion,
     new_id,
     utcnow,
@@ -126,6 +127,26 @@ def get_execution(session: Session, tenant_id: str, execution_id: str) -> Execut
     return session.scalar(
         select(Execution).where(Execution.id == execution_id, Execution.tenant_id == tenant_id)
     )
+
+
+def execution_progress(
+    session: Session, tenant_id: str, execution_id: str
+) -> tuple[str, datetime | None, dict[str, int]] | None:
+    """(status, finished_at, attempts per state) of the tenant's execution, None if it is
+    not the tenant's: two indexed reads, no attempt row loaded."""
+    row = session.execute(
+        select(Execution.status, Execution.finished_at).where(
+            Execution.id == execution_id, Execution.tenant_id == tenant_id
+        )
+    ).first()
+    if row is None:
+        return None
+    counts = session.execute(
+        select(TaskAttempt.status, func.count())
+        .where(TaskAttempt.execution_id == execution_id)
+        .group_by(TaskAttempt.status)
+    ).all()
+    return str(row.status), row.finished_at, {str(state): int(n) for state, n in counts}
 
 
 def list_executions(

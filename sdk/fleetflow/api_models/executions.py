@@ -38,6 +38,18 @@ class AttemptPublic(BaseModel):
     finished_at: UtcDatetime | None
 
 
+class ExecutionProgress(BaseModel):
+    """An execution's state and how many of its attempts are in each state, without the
+    attempts themselves: what `wait` polls (a map's attempts can be tens of thousands)."""
+
+    id: str
+    status: ExecutionState
+    finished_at: UtcDatetime | None
+    attempts: dict[AttemptState, int] = Field(
+        description="how many attempts are in each state; states with none are left out"
+    )
+
+
 class ChildExecution(BaseModel):
     """An execution that a reference node of this one runs (`@reference_workflow`)."""
 

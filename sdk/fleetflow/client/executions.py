@@ -17,12 +17,17 @@ from fleetflow.api_models.executions import (
     ExecutionInput,
     ExecutionLogs,
     ExecutionOutput,
+    ExecutionProgress,
     ExecutionPublic,
     SubDag,
 )
 from fleetflow.api_models.notifications import NotificationDelivery, NotificationRule, SigningKey
 from fleetflow.api_models.previews import ExecutionPreview
-from fleetflow.client.errors import ExecutionNotSucceededError, ExecutionTimeoutError
+from fleetflow.client.errors import (
+    ApiError,
+    ExecutionNotSucceededError,
+    ExecutionTimeoutError,
+)
 from fleetflow.client.logs import LogLine, follow_logs
 from fleetflow.client.outputs import (
     DownloadedInputs,
@@ -47,6 +52,17 @@ def _query_time(value: datetime | str) -> str:
     if isinstance(value, str):
         return value
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def _progress_key(execution: ExecutionProgress | ExecutionPublic) -> object:
+    """What `wait` compares between polls: the state and the attempts counted by state."""
+    if isinstance(execution, ExecutionProgress):
+        counts = dict(execution.attempts)
+    else:
+        counts = {}
+        for attempt in execution.attempts:
+            counts[attempt.status] = counts.get(attempt.status, 0) + 1
+    return execution.status, tuple(sorted(counts.items()))
 
 
 class Executions:
@@ -139,6 +155,11 @@ class Executions:
         """An execution: status, inputs, outputs (JSON literals) or error, task attempts."""
         return self.transport.call("GET", self.path(execution_id), ExecutionPublic)
 
+    def progress(self, execution_id: str) -> ExecutionProgress:
+        """The execution's state and how many of its attempts are in each state (no attempt
+        itself): cheap to poll, whatever the size of the execution."""
+        return self.transport.call("GET", f"{self.path(execution_id)}/progress", ExecutionProgress)
+
     def sub_dag(self, execution_id: str, node: str) -> SubDag:
         """The sub-DAG the dynamic node `node` built (`a/b` for a nested one): its nodes and
         their edges. `ApiError` 404: no such node or none built yet; 409: `node` is not
@@ -194,22 +215,40 @@ class Executions:
     ) -> ExecutionPublic:
         """Poll until the execution is terminal; `on_change` sees each new snapshot.
 
+        It polls the execution's progress (its state and its attempts counted by state), and
+        reads the whole execution, attempts included, only when that changed and `on_change`
+        wants it, and once at the end: a wait on a map of thousands of elements costs the
+        control plane a count per poll, not every attempt.
+
         Raises:
             ExecutionTimeoutError: still not terminal after `timeout` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         last_key: object = None
+        probe: Callable[[str], ExecutionProgress | ExecutionPublic] = self.progress
         while True:
-            execution = self.get(execution_id)
-            key = (execution.status, tuple(a.status for a in execution.attempts))
-            if on_change is not None and key != last_key:
-                on_change(execution)
+            try:
+                polled = probe(execution_id)
+            except ApiError as exc:
+                if exc.status_code != 404 or probe == self.get:
+                    raise
+                # A control plane from before `progress`; `get` says 404 itself if it is one.
+                probe = self.get
+                continue
+            key = _progress_key(polled)
+            if polled.status.terminal or (on_change is not None and key != last_key):
+                execution = (
+                    polled if isinstance(polled, ExecutionPublic) else self.get(execution_id)
+                )
+                key = _progress_key(execution)  # it may have moved on since the probe
+                if on_change is not None and key != last_key:
+                    on_change(execution)
+                if execution.status.terminal:
+                    return execution
             last_key = key
-            if execution.status.terminal:
-                return execution
             if deadline is not None and time.monotonic() > deadline:
                 raise ExecutionTimeoutError(
-                    f"execution {execution_id} still {execution.status} after {timeout:g}s"
+                    f"execution {execution_id} still {polled.status} after {timeout:g}s"
                 )
             time.sleep(poll_interval)
 
