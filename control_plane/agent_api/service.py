@@ -522,8 +522,6 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     "rejected report for %s: %s", request.attempt_id, outcome.reason
                 )
         if outcome.finished:
-            # Its capacity and its tenant's quota are free: the scheduler places again now.
-            self._on_capacity_freed()
             # Committed: the agent hears so now. What follows needs no answer from it, and
             # the agent's next report should not wait for Temporal.
             self._in_background(self._after_finish(request.attempt_id, state))
@@ -535,6 +533,10 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 # The next nodes are placed now, not after the workflow heard of it.
                 await asyncio.to_thread(self._on_attempt_succeeded, attempt_id)
         finally:
+            # Its capacity and its tenant's quota are free: the scheduler places again now,
+            # once the next nodes exist, so that one pass places them and whatever else the
+            # freed capacity lets in (a wake-up before them ran a pass that found nothing).
+            self._on_capacity_freed()
             # Delivered now; if that fails, the notifier's loop delivers it later.
             self._notifier.deliver_soon()
 

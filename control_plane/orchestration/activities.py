@@ -678,7 +678,9 @@ class ExecutionActivities:
                 self._started(unit, attempt)
                 for unit, attempt in zip(args.units, attempts, strict=True)
             ]
-        if not all(start.cached for start in starts):
+        # Only for attempts still waiting: those a report already created and the scheduler
+        # placed (`start_successors`, the usual case for a chain's next step) need no pass.
+        if any(attempt.status == AttemptState.PENDING.value for attempt in attempts):
             self._on_attempt_ready()
         return AttemptStarts(starts)
 
@@ -693,7 +695,28 @@ class ExecutionActivities:
         """Each unit's inputs written, then its attempt answered from the task cache or
         created PENDING, unless it exists; the rows in the order of `units`. In a recovery
         (`Execution.recovered_from`), a unit that succeeded in the source execution is
-        answered like a cache hit, with the outputs it had there."""
+        answered like a cache hit, with the outputs it had there.
+
+        A unit whose attempt exists (created ahead of the workflow by `start_successors` or
+        `start_roots`, or by an earlier try of this activity) is answered with it as it is
+        now: its inputs are neither read from its upstream outputs nor written again."""
+        keys = [(unit.node_id, unit.map_index, unit.attempt_number) for unit in units]
+        existing = attempts_repo.existing_attempts(session, execution.id, keys)
+        units = [unit for unit, key in zip(units, keys, strict=True) if key not in existing]
+        created = self._create_missing(session, execution, spec, units, workflow_id)
+        found = {**existing, **{(a.node_id, a.map_index, a.attempt_number): a for a in created}}
+        return [found[key] for key in keys]
+
+    def _create_missing(
+        self,
+        session: Session,
+        execution: Execution,
+        spec: WorkflowSpec,
+        units: list[UnitStart],
+        workflow_id: str,
+    ) -> list[TaskAttempt]:
+        if not units:
+            return []
         prefix = self._prefix(session, execution)
         node_inputs: dict[str, dict[str, Any]] = {}
         node_specs: dict[str, WorkflowSpec] = {}  # a sub-DAG's for its nodes

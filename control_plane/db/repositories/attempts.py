@@ -124,7 +124,20 @@ def create_attempts(
         )
     insert_ignoring_conflicts(session, TaskAttempt, rows)
     keys = [(a.node_id, a.map_index, a.attempt_number) for a in new]
-    found = {
+    found = existing_attempts(session, execution_id, keys)
+    return [found[key] for key in keys]
+
+
+UnitKey = tuple[str, int, int]  # (node id, map index, attempt number): one try of one unit
+
+
+def existing_attempts(
+    session: Session, execution_id: str, keys: Sequence[UnitKey]
+) -> dict[UnitKey, TaskAttempt]:
+    """The attempts of `keys` that exist, by key (one read)."""
+    if not keys:
+        return {}
+    return {
         (row.node_id, row.map_index, row.attempt_number): row
         for row in session.scalars(
             select(TaskAttempt).where(
@@ -135,7 +148,6 @@ def create_attempts(
             )
         )
     }
-    return [found[key] for key in keys]
 
 
 def find_attempt(

@@ -122,6 +122,40 @@ def test_a_success_creates_the_nodes_it_made_ready_with_their_inputs_once(
     assert len(attempts_of(session_factory, execution_id)) == 3
 
 
+def test_the_workflow_catching_up_neither_rewrites_inputs_nor_wakes_for_placed_attempts(
+    activities: ExecutionActivities,
+    session_factory: sessionmaker[Session],
+    blobs: LocalBlobStore,
+    wakes: Wakes,
+) -> None:
+    """A chain's step: the report created the next attempt and the scheduler placed it before
+    the workflow's `start_attempts` ran. That finds it as it is: no second write of its inputs
+    (nor reading them from upstream again), no wake-up for a pass with nothing to place. One
+    still waiting (PENDING) is woken for, as a retried activity may need."""
+    execution_id = _execution(session_factory, diamond.spec, {"x": 1})
+    activities.begin_execution(execution_id)
+    top = _start(activities, execution_id, TOP)
+    succeed(session_factory, top, {"o0": 2})
+    activities.start_successors(top)
+    attempts = _by_node(session_factory, execution_id)
+    with transaction(session_factory) as session:  # placed, as the scheduler would have
+        session.execute(
+            update(TaskAttempt)
+            .where(TaskAttempt.id == attempts[LEFT].id)
+            .values(status=AttemptState.ASSIGNED.value)
+        )
+    inputs = Path(urlparse(attempts[LEFT].inputs_uri).path)
+    inputs.unlink()  # a write would bring it back
+    wakes.count = 0
+
+    assert _start(activities, execution_id, LEFT) == attempts[LEFT].id
+    assert not inputs.exists()
+    assert wakes.count == 0
+
+    assert _start(activities, execution_id, RIGHT) == attempts[RIGHT].id  # still PENDING
+    assert wakes.count == 1
+
+
 def test_a_node_starts_once_its_last_upstream_succeeded(
     activities: ExecutionActivities, session_factory: sessionmaker[Session], blobs: LocalBlobStore
 ) -> None:
