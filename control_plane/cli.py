@@ -117,7 +117,7 @@ def _run_parts(settings: Settings, parts: Parts) -> None:
     # Started by `fleetflow dev up` or a test harness: do not outlive it.
     die_with_parent_if_asked()
     try:
-        run_until_signalled(lambda stop: run_control_plane(settings, parts, stop))
+        run_until_signalled(lambda stop: run_control_plane(settings, parts, stop, freeze_heap=True))
     except RuntimeError as exc:
         # temporalio's connection error; the first line is the useful part.
         if not str(exc).startswith("Failed client connect"):

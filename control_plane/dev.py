@@ -188,7 +188,7 @@ async def _run_stack(
 
             started = asyncio.Event()
             control_plane = asyncio.create_task(
-                run_control_plane(settings, Parts(), control_plane_stop, started),
+                run_control_plane(settings, Parts(), control_plane_stop, started, freeze_heap=True),
                 name="control-plane",
             )
             grpc_address = f"127.0.0.1:{settings.grpc.port}"

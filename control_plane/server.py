@@ -43,6 +43,7 @@ from control_plane.services.schedules import ScheduleActivities, TemporalSchedul
 from control_plane.services.sticky_recovery import restart_running_workflows
 from control_plane.settings import Settings
 from fleetflow.agent.v1 import agent_pb2_grpc
+from fleetflow.heap import freeze_startup_heap
 from fleetflow.storage import open_blob_store
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,13 @@ async def run_control_plane(
     parts: Parts,
     stop: asyncio.Event,
     started: asyncio.Event | None = None,
+    *,
+    freeze_heap: bool = False,
 ) -> None:
     """Run the selected parts until `stop` is set, then shut them down in order.
+
+    `freeze_heap`: once started, keep the start-up heap out of full garbage collections
+    (`fleetflow.heap`); for the process's own entry point only.
 
     Raises:
         TlsConfigError: the agent service's TLS settings are invalid (before anything starts).
@@ -232,6 +238,8 @@ async def run_control_plane(
                     relaunch_queued_executions(sessions, launcher, stop), name="launch-reconciler"
                 )
             )
+        if freeze_heap:
+            freeze_startup_heap()
         if started is not None:
             started.set()
         stop_wait = asyncio.create_task(stop.wait())
