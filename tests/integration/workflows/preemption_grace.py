@@ -5,12 +5,20 @@ attempt returns what the checkpoint kept. Marker files go to `<marks>/<execution
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 
 from fleetflow import Resources, current_context, task, workflow
+
+
+def _mark(path: str, text: str) -> None:
+    """Write a marker whole or not at all: the kill can land at any instant, also between a
+    plain write's truncation and its data (CI once read an empty `.alive`)."""
+    Path(f"{path}.tmp").write_text(text)
+    os.replace(f"{path}.tmp", path)
 
 
 @task(resources=Resources(gpu=4, gpu_type="H100", cpu=0.1))
@@ -22,7 +30,7 @@ def trap_sigterm(marks: str, leave: bool) -> str:
     base = Path(marks) / ctx.execution_id
 
     def trapped(_signum: int, _frame: object) -> None:
-        Path(f"{base}.term").write_text(repr(time.monotonic()))
+        _mark(f"{base}.term", repr(time.monotonic()))
         ctx.checkpoint.write(f"checkpointed in the grace of attempt {ctx.attempt_number}".encode())
         if leave:
             sys.exit(0)
@@ -31,7 +39,7 @@ def trap_sigterm(marks: str, leave: bool) -> str:
     Path(f"{base}.ready").touch()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        Path(f"{base}.alive").write_text(repr(time.monotonic()))
+        _mark(f"{base}.alive", repr(time.monotonic()))
         time.sleep(0.1)
     return "never preempted"
 
