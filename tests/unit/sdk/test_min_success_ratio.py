@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -280,7 +281,9 @@ def test_with_the_default_ratio_the_element_error_is_raised_as_before() -> None:
     reset()
     with pytest.raises(ValueError, match="cannot score") as info:
         strict()
-    assert "in element 3 of map node" in "\n".join(info.value.__notes__)
+    # Elements 3 and 8 both fail, side by side: the first to fail is the one raised.
+    notes = "\n".join(info.value.__notes__)
+    assert re.search(r"in element (3|8) of map node", notes), notes
 
 
 # ----------------------------------------------------------------------------- how it reads
