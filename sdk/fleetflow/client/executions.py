@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,9 +60,7 @@ def _progress_key(execution: ExecutionProgress | ExecutionPublic) -> object:
     if isinstance(execution, ExecutionProgress):
         counts = dict(execution.attempts)
     else:
-        counts = {}
-        for attempt in execution.attempts:
-            counts[attempt.status] = counts.get(attempt.status, 0) + 1
+        counts = Counter(attempt.status for attempt in execution.attempts)
     return execution.status, tuple(sorted(counts.items()))
 
 
