@@ -197,14 +197,30 @@ def _pids() -> list[int]:
 
 
 def _uids_of(pid: int) -> tuple[int, ...]:
+    """The real, effective, saved and filesystem uids of `pid` (none once it is gone).
+
+    Read as bytes in one call: a sweep reads every process's status twice per attempt, and
+    a text file iterated line by line made the sweeps two fifths of the agent's CPU in a
+    fan-out. (The owner of `/proc/<pid>` is no substitute: a process that makes itself
+    undumpable shows as root's.)"""
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("Uid:"):
-                    return tuple(int(part) for part in line.split()[1:])
-    except (OSError, ValueError):
-        pass
-    return ()
+        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY)
+    except OSError:
+        return ()
+    try:
+        status = os.read(fd, 4096)  # "Uid:" is within the first few hundred bytes
+    except OSError:
+        return ()
+    finally:
+        os.close(fd)
+    start = status.find(b"\nUid:")
+    if start < 0:
+        return ()
+    end = status.find(b"\n", start + 1)
+    try:
+        return tuple(int(part) for part in status[start + 5 : end].split())
+    except ValueError:
+        return ()
 
 
 @dataclass(frozen=True)

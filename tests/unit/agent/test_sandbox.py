@@ -88,6 +88,33 @@ def test_a_uid_is_handed_out_only_once_nothing_runs_as_it(tmp_path: Path) -> Non
         leftover.wait()
 
 
+@as_root
+def test_a_process_that_is_the_uid_only_in_its_real_or_saved_uid_is_killed(
+    tmp_path: Path,
+) -> None:
+    # Effective uid elsewhere, the task's uid kept as the real and saved ones: it could take
+    # the uid back at any time, so it counts as running as it.
+    for ids in ((60020, 60021, 60021), (60021, 60021, 60020)):
+        switch = f"import os, time; os.setresuid{ids}; time.sleep(600)"
+        leftover = subprocess.Popen(["python3", "-c", switch])
+        try:
+            wait_until(
+                lambda: 60021 in _uids(leftover.pid),  # noqa: B023 - waited on here
+                timeout=30,
+                interval=0.02,
+                message="the leftover to switch its uids",
+            )
+
+            users = TaskUsers(UidRange(60020, 60020), tmp_path)
+            assert users.acquire() == 60020
+            users.release(60020)
+
+            assert leftover.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            leftover.kill()
+            leftover.wait()
+
+
 def _uids(pid: int) -> set[int]:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Uid:"):
