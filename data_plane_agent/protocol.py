@@ -59,12 +59,19 @@ class Registration:
     stop_orders: tuple[StopOrder, ...]
 
 
+class ProtocolError(Exception):
+    """The control plane answered in a way the protocol does not allow."""
+
+
 @dataclass(frozen=True)
 class ReportAnswer:
-    """The control plane's answer to a `ReportStatus`: applied, or ignored and why."""
+    """The control plane's answer to one report: applied, ignored, or refused, and why."""
 
     accepted: bool
     reason: str
+    refused: bool = False
+    """Not this lease's report to make, or not one an agent may make: sending it again cannot
+    help (`ReportStatus` answers so with an error instead)."""
 
 
 def assignment_from_proto(message: agent_pb2.Assignment) -> TaskAssignment:
@@ -264,3 +271,10 @@ def leases_from_proto(
 
 def report_answer_from_proto(response: agent_pb2.ReportStatusResponse) -> ReportAnswer:
     return ReportAnswer(accepted=response.accepted, reason=response.reason)
+
+
+def report_answers_from_proto(response: agent_pb2.ReportStatusesResponse) -> list[ReportAnswer]:
+    return [
+        ReportAnswer(accepted=outcome.accepted, reason=outcome.reason, refused=outcome.refused)
+        for outcome in response.outcomes
+    ]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import struct
@@ -82,7 +83,7 @@ class ReportBuffer:
 
     Opening a buffer loads what a previous process left in `directory`: files that cannot be
     read are logged and renamed to `*.corrupt`, never fatal. The agent's reporter takes each
-    attempt's reports in order with `next_for` (several attempts' at once), and `remove`s each
+    attempt's reports in order with `next_batch` (several attempts' at once), and `remove`s each
     one once the control plane accepted or definitively rejected it.
 
     When full, `put` drops the oldest report (and its file) with a warning. That is safe: a
@@ -104,7 +105,7 @@ class ReportBuffer:
         self._next_index = 0
         self._write_lock = asyncio.Lock()
         self._not_empty = asyncio.Event()
-        self._changed = asyncio.Event()  # a report came or went: see `next_for`
+        self._changed = asyncio.Event()  # a report came or went: see `next_batch`
         self._empty = asyncio.Event()
         self._load()
 
@@ -196,22 +197,24 @@ class ReportBuffer:
             await self._not_empty.wait()
         return self._reports[0]
 
-    async def next_for(self, excluded: Collection[str]) -> PendingReport:
-        """The oldest report of an attempt not in `excluded` (those whose reports are being
-        sent), waiting for one: each attempt's reports come out one at a time, in order."""
+    async def next_batch(self, excluded: Collection[str], limit: int) -> list[PendingReport]:
+        """The oldest `limit` reports of attempts not in `excluded` (those whose reports are
+        being sent), oldest first, waiting for one: an attempt's reports go out in order, and
+        none while an earlier one is on its way."""
         while True:
-            for report in self._reports:
-                if report.request.attempt_id not in excluded:
-                    return report
+            ready = (r for r in self._reports if r.request.attempt_id not in excluded)
+            batch = list(itertools.islice(ready, limit))
+            if batch:
+                return batch
             self._changed.clear()
             await self._changed.wait()
 
     def wake(self) -> None:
-        """`next_for`'s waiters look again (what they exclude changed)."""
+        """`next_batch`'s waiters look again (what they exclude changed)."""
         self._changed.set()
 
     def remove(self, report: PendingReport) -> None:
-        """Forget a report `first` or `next_for` returned (a no-op if it was dropped
+        """Forget a report `first` or `next_batch` returned (a no-op if it was dropped
         meanwhile)."""
         with contextlib.suppress(ValueError):  # dropped by `_make_room` meanwhile
             self._reports.remove(report)  # by identity: reports compare so

@@ -4,9 +4,10 @@ Each report is numbered per attempt (RUNNING is 1, the terminal state 2; an adop
 continues above any number its previous agent process can have used), fenced with its lease's
 token, and queued in a bounded buffer on disk (`report_buffer`, under `<work_dir>/reports/`),
 so that reports made while the control plane is unreachable are sent once it is back, even by
-the next agent process if this one dies first. The delivery loop sends each attempt's reports in
-order over the current session, several attempts' side by side, retrying outages and (a bounded
-number of times) server errors.
+the next agent process if this one dies first. The delivery loop sends what is waiting over the
+current session, many reports per call (`ReportStatuses`; one per call to a control plane that
+predates it), each attempt's in order, retrying outages and (a bounded number of times) server
+errors.
 
 Each lease comes with a report secret that the control plane requires on the attempt's
 reports. It is kept apart from the `TaskAssignment` executors see: in memory, and on disk only
@@ -32,7 +33,12 @@ from data_plane_agent.attempts import AttemptEvent, TaskAssignment
 from data_plane_agent.lease_store import LEASES_DIR, LeaseStore, names_a_lease_file
 from data_plane_agent.log_fields import AttemptLogFields
 from data_plane_agent.pacing import Backoff
-from data_plane_agent.protocol import is_final_report, report_request, with_report_secret
+from data_plane_agent.protocol import (
+    ReportAnswer,
+    is_final_report,
+    report_request,
+    with_report_secret,
+)
 from data_plane_agent.report_buffer import REPORTS_DIR, PendingReport, ReportBuffer
 from data_plane_agent.session import Session
 from data_plane_agent.settings import AgentSettings
@@ -43,8 +49,11 @@ logger = logging.getLogger("data_plane_agent.agent")
 
 MAX_REPORT_TRIES = 10
 """Tries for a report the control plane answers with a server-side error (not for outages)."""
-REPORT_WINDOW = 8
-"""Attempts whose reports are sent side by side (each attempt's one at a time, in order)."""
+REPORT_BATCH = 64
+"""The most reports sent in one call: the control plane's `MAX_REPORTS_PER_CALL`."""
+REPORT_WINDOW = 2
+"""Calls under way at once. Whatever waits meanwhile goes in the next call, so a burst of
+reports (a fan-out's) takes a call or two, and one slow answer holds up no other attempt."""
 
 # The control plane is away: a report is kept until it gets through.
 _OUTAGE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
@@ -86,6 +95,8 @@ class Reporter:
         # mirrored in `_leases` on disk (with those a previous process left, loaded here).
         self._leases = LeaseStore(settings.work_dir / LEASES_DIR)
         self._report_secrets: dict[str, tuple[int, SecretStr]] = self._leases.load()
+        # Whether the control plane takes several reports per call (until it says it does not).
+        self._batches = True
 
     # ----------------------------------------------------------------------------- leases
 
@@ -172,94 +183,139 @@ class Reporter:
         return self._report_secrets
 
     async def deliver_reports(self) -> None:
-        """Send the buffered reports, for ever: an attempt's one at a time and in order, up to
-        `REPORT_WINDOW` attempts' side by side, so that one slow answer (a busy control plane
-        applying a report) holds up no other attempt's. A fan-out's reports used to queue
-        behind each other here, and its slots stayed taken until they went out."""
+        """Send the buffered reports, for ever: what is waiting goes in one call, up to
+        `REPORT_BATCH` reports, with up to `REPORT_WINDOW` calls under way; an attempt's
+        reports in order, none while an earlier one is on its way.
+
+        One report per call (each its own token lookup, thread hop and commit on the control
+        plane) cost a fan-out more than its placement. A control plane older than
+        `ReportStatuses` gets the same reports one per call, side by side."""
         backoff = Backoff(
             self._settings.reconnect_initial_backoff_seconds,
             self._settings.reconnect_max_backoff_seconds,
         )
-        sending: dict[str, asyncio.Task[None]] = {}  # attempt id -> its report under way
+        sending: dict[str, asyncio.Task[None]] = {}  # attempt id -> the call carrying its report
+        calls: set[asyncio.Task[None]] = set()
         try:
             while True:
-                if len(sending) >= REPORT_WINDOW:
-                    await asyncio.wait(sending.values(), return_when=asyncio.FIRST_COMPLETED)
+                if len(calls) >= REPORT_WINDOW:
+                    await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                pending = await self._reports.next_for(sending.keys())
+                batch = await self._reports.next_batch(sending.keys(), REPORT_BATCH)
                 await self._session.wait_registered()
-                attempt_id = pending.request.attempt_id
-                sending[attempt_id] = asyncio.create_task(
-                    self._deliver(pending, backoff, sending), name=f"report-{attempt_id}"
+                call = asyncio.create_task(
+                    self._deliver(batch, backoff, sending), name="report-call"
                 )
+                calls.add(call)
+                call.add_done_callback(calls.discard)
+                for pending in batch:
+                    sending[pending.request.attempt_id] = call
         finally:
-            for task in sending.values():
-                task.cancel()
+            for call in calls:
+                call.cancel()
 
     async def _deliver(
         self,
-        pending: PendingReport,
+        batch: list[PendingReport],
         backoff: Backoff,
         sending: dict[str, asyncio.Task[None]],
     ) -> None:
-        """One try at one report; one to try again stays in the buffer, the first of its
+        """One try at a batch; a report to try again stays in the buffer, the first of its
         attempt, after a pause."""
-        attempt_id = pending.request.attempt_id
         try:
-            with self._log_fields.of(attempt_id):
-                await self._try_delivering(pending, backoff)
+            retries = []
+            for pending, answer in zip(batch, await self._answers(batch), strict=True):
+                error = self._take_answer(pending, answer)
+                if error is not None:
+                    retries.append((pending, error))
+            if not retries:
+                backoff.reset()
+                return
+            delay = backoff.next_delay()
+            for pending, error in retries:
+                with self._log_fields.of(pending.request.attempt_id):
+                    logger.warning(
+                        "attempt %s: could not send its %s (%s: %s); retrying in %.1fs",
+                        pending.request.attempt_id,
+                        pending.describe(),
+                        error.code().name,
+                        error.details(),
+                        delay,
+                    )
+            await asyncio.sleep(delay)  # pacing between retries
         except Exception:
-            logger.exception("attempt %s: could not send its %s", attempt_id, pending.describe())
+            logger.exception("could not send %d status report(s)", len(batch))
             await asyncio.sleep(backoff.next_delay())  # pacing: no busy loop on a bug
         finally:
-            sending.pop(attempt_id, None)
+            for pending in batch:
+                sending.pop(pending.request.attempt_id, None)
             self._reports.wake()
 
-    async def _try_delivering(self, pending: PendingReport, backoff: Backoff) -> None:
-        attempt_id = pending.request.attempt_id
+    async def _answers(
+        self, batch: list[PendingReport]
+    ) -> list[ReportAnswer | grpc.aio.AioRpcError]:
+        """The control plane's answer to each report, or the error its call failed with."""
+        requests = [self._with_report_secret(pending.request) for pending in batch]
+        if self._batches:
+            try:
+                return list(await self._session.report_statuses(requests))
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                    return [exc] * len(requests)
+                self._batches = False
+                logger.info(
+                    "the control plane predates ReportStatuses: sending reports one per call"
+                )
+        return list(await asyncio.gather(*(self._answer(request) for request in requests)))
+
+    async def _answer(self, request: ReportStatusRequest) -> ReportAnswer | grpc.aio.AioRpcError:
         try:
-            answer = await self._session.report_status(self._with_report_secret(pending.request))
+            return await self._session.report_status(request)
         except grpc.aio.AioRpcError as exc:
-            pending.tries += 1
-            code = exc.code()
-            if code is grpc.StatusCode.PERMISSION_DENIED:
-                # Not this lease's report to make (or its secret was lost with the agent
-                # process that leased it): sending it again cannot help.
-                logger.error(
-                    "attempt %s: the control plane refused its %s: %s",
-                    attempt_id,
-                    pending.describe(),
-                    exc.details(),
-                )
-                self._settle(pending)
-                return
-            if code in _OUTAGE_CODES or (
-                code in _SERVER_ERROR_CODES and pending.tries < MAX_REPORT_TRIES
-            ):
-                delay = backoff.next_delay()
-                logger.warning(
-                    "attempt %s: could not send its %s (%s: %s); retrying in %.1fs",
-                    attempt_id,
-                    pending.describe(),
-                    code.name,
-                    exc.details(),
-                    delay,
-                )
-                await asyncio.sleep(delay)  # pacing between retries
-                return
+            return exc
+
+    def _take_answer(
+        self, pending: PendingReport, answer: ReportAnswer | grpc.aio.AioRpcError
+    ) -> grpc.aio.AioRpcError | None:
+        """Settle the report by its answer, and log it; or the error to send it again after
+        (an outage, or a server error within `MAX_REPORT_TRIES`: the caller logs those)."""
+        attempt_id = pending.request.attempt_id
+        with self._log_fields.of(attempt_id):
+            if isinstance(answer, grpc.aio.AioRpcError):
+                pending.tries += 1
+                code = answer.code()
+                if code in _OUTAGE_CODES or (
+                    code in _SERVER_ERROR_CODES and pending.tries < MAX_REPORT_TRIES
+                ):
+                    return answer
+                if code is not grpc.StatusCode.PERMISSION_DENIED:
+                    logger.error(
+                        "attempt %s: giving up on its %s after %d tries (%s: %s)",
+                        attempt_id,
+                        pending.describe(),
+                        pending.tries,
+                        code.name,
+                        answer.details(),
+                    )
+                    self._settle(pending)
+                    return None
+                answer = ReportAnswer(False, answer.details() or "", refused=True)
+            self._settle(pending)
+            self._log_answer(pending, answer)
+        return None
+
+    def _log_answer(self, pending: PendingReport, answer: ReportAnswer) -> None:
+        attempt_id = pending.request.attempt_id
+        if answer.refused:
+            # Not this lease's report to make (or its secret was lost with the agent process
+            # that leased it): sending it again cannot help.
             logger.error(
-                "attempt %s: giving up on its %s after %d tries (%s: %s)",
+                "attempt %s: the control plane refused its %s: %s",
                 attempt_id,
                 pending.describe(),
-                pending.tries,
-                code.name,
-                exc.details(),
+                answer.reason,
             )
-            self._settle(pending)
-            return
-        backoff.reset()
-        self._settle(pending)
-        if answer.accepted:
+        elif answer.accepted:
             # A RUNNING report is routine (the executor logged the start): worth a line only
             # when debugging; the last report's delivery is where the result became safe.
             level = logging.INFO if is_final_report(pending.request) else logging.DEBUG

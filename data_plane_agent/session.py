@@ -28,6 +28,7 @@ from data_plane_agent.executors.base import Capacity
 from data_plane_agent.log_fields import AttemptLogFields
 from data_plane_agent.pacing import Backoff, sleep_unless_set
 from data_plane_agent.protocol import (
+    ProtocolError,
     ReportAnswer,
     StopOrder,
     heartbeat_request,
@@ -36,12 +37,17 @@ from data_plane_agent.protocol import (
     register_request,
     registration_from_proto,
     report_answer_from_proto,
+    report_answers_from_proto,
     stop_orders_from_proto,
 )
 from data_plane_agent.settings import AgentSettings
 from data_plane_agent.tls import channel_security, connection_hint
 from fleetflow.agent.v1 import agent_pb2_grpc
-from fleetflow.agent.v1.agent_pb2 import HeartbeatRequest, ReportStatusRequest
+from fleetflow.agent.v1.agent_pb2 import (
+    HeartbeatRequest,
+    ReportStatusesRequest,
+    ReportStatusRequest,
+)
 from fleetflow.errors import FleetflowError
 
 # The agent loop's parts log under the one name operators know them by.
@@ -155,6 +161,29 @@ class Session:
             request, metadata=self._metadata, timeout=RPC_TIMEOUT_SECONDS
         )
         return report_answer_from_proto(response)
+
+    async def report_statuses(self, requests: list[ReportStatusRequest]) -> list[ReportAnswer]:
+        """Send several reports in one call (`wait_registered` first); an answer for each, in
+        order.
+
+        Raises:
+            grpc.aio.AioRpcError: The call failed (UNIMPLEMENTED: the control plane predates
+                it).
+            ProtocolError: The control plane answered for another number of reports.
+        """
+        stub = self._stub
+        assert stub is not None
+        response = await stub.ReportStatuses(
+            ReportStatusesRequest(reports=requests),
+            metadata=self._metadata,
+            timeout=RPC_TIMEOUT_SECONDS,
+        )
+        answers = report_answers_from_proto(response)
+        if len(answers) != len(requests):
+            raise ProtocolError(
+                f"the control plane answered {len(answers)} of {len(requests)} reports"
+            )
+        return answers
 
     async def close(self) -> None:
         self._ready.clear()

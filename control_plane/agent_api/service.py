@@ -10,7 +10,8 @@ that may let waiting attempts start wake the scheduler.
 
 Every call is authenticated by the cluster's token, which says which cluster calls. Deciding an
 attempt's result takes more: each lease carries a fresh report secret (the attempt row keeps
-only its SHA-256), and `ReportStatus` is refused with PERMISSION_DENIED without it, so whoever
+only its SHA-256), and a report is refused without it (`ReportStatus`: PERMISSION_DENIED;
+`ReportStatuses`, an agent's batch: that report alone, in its outcome), so whoever
 else holds the cluster token (another agent process, a leaked copy) cannot report an attempt
 leased to the agent that runs it. Register and Heartbeat need no secret: the attempts they list
 are only kept from being marked LOST, never moved or given a result (see `Register`).
@@ -46,6 +47,7 @@ from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.repositories import dynamic_tasks
 from control_plane.db.repositories import secrets as secrets_repo
+from control_plane.db.repositories.clusters import ClusterRef
 from control_plane.db.session import retry_transient, transaction
 from control_plane.metrics import observe_dispatch
 from control_plane.parsed_specs import InvalidStoredSpecError, ParsedSpecs
@@ -84,6 +86,24 @@ _RECHECK_SECONDS = 1.0
 
 
 _ENDED_HERE = frozenset({AttemptState.CANCELLED.value, AttemptState.PREEMPTED.value})
+
+MAX_REPORTS_PER_CALL = 64
+"""The most reports one `ReportStatuses` call may carry (an agent's batch is at most that)."""
+
+
+class _Applied(NamedTuple):
+    """One report of a call, as applied: its outcome, or (None) why it was refused."""
+
+    request: pb.ReportStatusRequest
+    state: AttemptState | None
+    outcome: attempts_repo.ReportOutcome | None
+    refusal: str = ""
+
+
+def _bad_state(state: int) -> str:
+    return f"state {state} is not one an agent may report"
+
+
 """Terminal states the control plane sets itself; its agent's later report is refused quietly."""
 
 
@@ -138,13 +158,6 @@ class Leased(NamedTuple):
     refused: int
 
 
-class Caller(NamedTuple):
-    """The cluster whose agent made a call."""
-
-    cluster_id: str
-    cluster_name: str
-
-
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
         self,
@@ -188,7 +201,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
     def heartbeat_grace(self) -> timedelta:
         return heartbeat_grace(self._heartbeat_interval)
 
-    async def _authenticate(self, context: grpc.aio.ServicerContext) -> Caller:
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> ClusterRef:
         """Return the cluster whose token the call carries, or abort: UNAUTHENTICATED for a
         missing or invalid token, RESOURCE_EXHAUSTED while the caller's address is locked out
         after too many invalid ones (whatever token it sends then)."""
@@ -199,13 +212,12 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 token = value.removeprefix("Bearer ").strip()
 
         # One thread hop for both: the lockout may live in the database (shared by replicas).
-        def lookup() -> tuple[float, Caller | None]:
+        def lookup() -> tuple[float, ClusterRef | None]:
             locked = self._lockout.locked_for(address)
             if locked > 0 or not token:
                 return locked, None
             with transaction(self._sessions) as session:
-                cluster = clusters_repo.cluster_for_token(session, token)
-                return 0.0, Caller(cluster.id, cluster.name) if cluster else None
+                return 0.0, clusters_repo.cluster_for_token(session, token)
 
         locked, caller = await asyncio.to_thread(retry_transient, lookup)
         if locked > 0:
@@ -467,40 +479,104 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         upgrade with attempts in flight loses none of their results; the first such report
         is logged.
         """
-        cluster_id, cluster_name = await self._authenticate(context)
-        state = attempt_state_from_proto(request.state)
-        if state is None:
+        caller = await self._authenticate(context)
+        if attempt_state_from_proto(request.state) is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _bad_state(request.state))
+        [applied] = await self._apply_reports(caller, [request], context.peer())
+        if applied.outcome is None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, applied.refusal)
+        assert applied.outcome is not None
+        return pb.ReportStatusResponse(
+            accepted=applied.outcome.accepted, reason=applied.outcome.reason
+        )
+
+    async def ReportStatuses(  # noqa: N802
+        self, request: pb.ReportStatusesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReportStatusesResponse:
+        """Apply several reports of the agent's leases in one transaction, each checked as
+        `ReportStatus` checks it; one it would refuse is refused alone, in its outcome.
+
+        An agent's reports come two per attempt, and a fan-out's in bursts: one call, one
+        token lookup, one thread hop and one commit for a burst, instead of one of each per
+        report, and one placement pass for the capacity they free together."""
+        caller = await self._authenticate(context)
+        count = len(request.reports)
+        if count > MAX_REPORTS_PER_CALL:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"state {request.state} is not one an agent may report",
+                f"{count} reports in one call; at most {MAX_REPORTS_PER_CALL}: send the rest "
+                "in another",
             )
-        assert state is not None
+        applied = await self._apply_reports(caller, list(request.reports), context.peer())
+        return pb.ReportStatusesResponse(
+            outcomes=[
+                pb.ReportOutcome(refused=True, reason=a.refusal)
+                if a.outcome is None
+                else pb.ReportOutcome(accepted=a.outcome.accepted, reason=a.outcome.reason)
+                for a in applied
+            ]
+        )
 
-        def apply() -> attempts_repo.ReportOutcome:
+    async def _apply_reports(
+        self, caller: ClusterRef, requests: list[pb.ReportStatusRequest], peer: str
+    ) -> list[_Applied]:
+        """Apply `requests` in order in one transaction, log each, and start what follows the
+        attempts they finished (in the background: the agent hears once it is committed)."""
+        if not requests:
+            return []
+
+        def apply() -> list[_Applied]:
+            applied = []
             with transaction(self._sessions) as session:
-                cluster = session.get_one(Cluster, cluster_id)
-                outcome = attempts_repo.apply_report(
-                    session,
-                    cluster,
-                    attempt_id=request.attempt_id,
-                    fencing_token=request.fencing_token,
-                    report_secret=request.report_secret,
-                    state=state,
-                    sequence=request.sequence,
-                    message=request.message,
-                    traceback=request.error_traceback,
-                )
-                if outcome.finished and state is AttemptState.SUCCEEDED and outcome.attempt:
-                    # Committed with the result: a succeeded attempt has its artifacts.
-                    self._lineage.record(session, outcome.attempt)
-            return outcome
+                for request in requests:
+                    with log_context(cluster=caller.name, attempt_id=request.attempt_id):
+                        applied.append(self._apply_report(session, caller, request))
+            return applied
 
-        with log_context(cluster=cluster_name, attempt_id=request.attempt_id):
-            try:
-                outcome = await asyncio.to_thread(retry_transient, apply)
-            except attempts_repo.ReportNotAuthorizedError as exc:
-                log.warning("%s (from cluster %s, %s)", exc, cluster_name, context.peer())
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        applied = await asyncio.to_thread(retry_transient, apply)
+        finished = []
+        for one in applied:
+            self._log_report(caller, one, peer)
+            if one.outcome is not None and one.outcome.finished:
+                assert one.state is not None
+                finished.append((one.request.attempt_id, one.state))
+        if finished:
+            # Committed: the agent hears so now. What follows needs no answer from it, and
+            # the agent's next report should not wait for Temporal.
+            self._in_background(self._after_finish(finished))
+        return applied
+
+    def _apply_report(
+        self, session: Session, caller: ClusterRef, request: pb.ReportStatusRequest
+    ) -> _Applied:
+        state = attempt_state_from_proto(request.state)
+        if state is None:
+            return _Applied(request, None, None, _bad_state(request.state))
+        try:
+            outcome = attempts_repo.apply_report(
+                session,
+                caller.id,
+                attempt_id=request.attempt_id,
+                fencing_token=request.fencing_token,
+                report_secret=request.report_secret,
+                state=state,
+                sequence=request.sequence,
+                message=request.message,
+                traceback=request.error_traceback,
+            )
+        except attempts_repo.ReportNotAuthorizedError as exc:
+            return _Applied(request, state, None, str(exc))  # nothing was written for it
+        if outcome.finished and state is AttemptState.SUCCEEDED and outcome.attempt:
+            # Committed with the result: a succeeded attempt has its artifacts.
+            self._lineage.record(session, outcome.attempt)
+        return _Applied(request, state, outcome)
+
+    def _log_report(self, caller: ClusterRef, applied: _Applied, peer: str) -> None:
+        request, state, outcome = applied.request, applied.state, applied.outcome
+        if outcome is None or state is None:
+            with log_context(cluster=caller.name, attempt_id=request.attempt_id):
+                log.warning("%s (from cluster %s, %s)", applied.refusal, caller.name, peer)
+            return
         if outcome.without_secret and outcome.accepted and not self._warned_without_secret:
             self._warned_without_secret = True
             log.warning(
@@ -511,7 +587,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             )
         attempt = outcome.attempt
         with log_context(
-            cluster=cluster_name,
+            cluster=caller.name,
             execution_id=attempt.execution_id if attempt else None,
             node_id=attempt.node_id if attempt else None,
             attempt_id=request.attempt_id,
@@ -525,24 +601,28 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 (log.info if expected else log.warning)(
                     "rejected report for %s: %s", request.attempt_id, outcome.reason
                 )
-        if outcome.finished:
-            # Committed: the agent hears so now. What follows needs no answer from it, and
-            # the agent's next report should not wait for Temporal.
-            self._in_background(self._after_finish(request.attempt_id, state))
-        return pb.ReportStatusResponse(accepted=outcome.accepted, reason=outcome.reason)
 
-    async def _after_finish(self, attempt_id: str, state: AttemptState) -> None:
+    async def _after_finish(self, finished: list[tuple[str, AttemptState]]) -> None:
         try:
-            if state is AttemptState.SUCCEEDED:
+            succeeded = [i for i, state in finished if state is AttemptState.SUCCEEDED]
+            if succeeded:
                 # The next nodes are placed now, not after the workflow heard of it.
-                await asyncio.to_thread(self._on_attempt_succeeded, attempt_id)
+                await asyncio.to_thread(self._start_successors, succeeded)
         finally:
-            # Its capacity and its tenant's quota are free: the scheduler places again now,
-            # once the next nodes exist, so that one pass places them and whatever else the
-            # freed capacity lets in (a wake-up before them ran a pass that found nothing).
+            # Their capacity and their tenants' quota are free: the scheduler places again
+            # now, once the next nodes exist, so that one pass places them and whatever else
+            # the freed capacity lets in (a wake-up before them ran a pass that found nothing).
             self._on_capacity_freed()
             # Delivered now; if that fails, the notifier's loop delivers it later.
             self._notifier.deliver_soon()
+
+    def _start_successors(self, attempt_ids: list[str]) -> None:
+        """`on_attempt_succeeded` for each; one failing (logged) does not keep the others'."""
+        for attempt_id in attempt_ids:
+            try:
+                self._on_attempt_succeeded(attempt_id)
+            except Exception:
+                log.exception("starting what follows attempt %s failed", attempt_id)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

@@ -168,7 +168,7 @@ async def test_garbage_oversized_and_unauthenticated_calls_get_their_status_code
         await works_normally(served, 1)
         faults = 0
         # Garbage bytes: not a protobuf message of the method's type.
-        for method in ("Register", "Heartbeat", "LeaseAttempts", "ReportStatus"):
+        for method in ("Register", "Heartbeat", "LeaseAttempts", "ReportStatus", "ReportStatuses"):
             for payload in (b"\xff\xff\xff\xff", b"\x0a\xff\xff\xff\x0f", bytes(range(256))):
                 error = await served.raw(method, payload)
                 faults += 1
@@ -195,6 +195,15 @@ async def test_garbage_oversized_and_unauthenticated_calls_get_their_status_code
             assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
             assert refused.value.details() == details
             assert TOKEN not in (refused.value.details() or "")
+        # Every method asks for the cluster token first, a batch of reports too.
+        for method, request in (
+            ("ReportStatus", pb.ReportStatusRequest(attempt_id="at-x")),
+            ("ReportStatuses", pb.ReportStatusesRequest(reports=[pb.ReportStatusRequest()])),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+                await getattr(served.stub, method)(request, timeout=10)
+            faults += 1
+            assert anonymous.value.code() is grpc.StatusCode.UNAUTHENTICATED
         # An API (user) token is not an agent token.
         with pytest.raises(grpc.aio.AioRpcError) as user_token:
             await served.stub.Register(pb.RegisterRequest(), metadata=auth("ffu_user-token"))

@@ -43,6 +43,7 @@ from control_plane.orchestration.workflows import AttemptFinished
 from control_plane.scheduling import scheduler as scheduler_module
 from control_plane.scheduling.scheduler import Scheduler, place_pending_attempts
 from control_plane.services.finish_notifier import FinishNotifier
+from data_plane_agent.reporter import REPORT_BATCH
 from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.ir import Resources, WorkflowSpec
 from fleetflow.states import AttemptState
@@ -194,21 +195,45 @@ class Harness:
         """Send one report; `settle`: and wait for what it set off in the background (the
         next nodes' start, the workflow's signal), as the tests' assertions expect."""
         response: agent_pb2.ReportStatusResponse = await self.stub.ReportStatus(
-            agent_pb2.ReportStatusRequest(
-                attempt_id=assignment.attempt_id,
-                fencing_token=assignment.fencing_token,
-                report_secret=assignment.report_secret,
-                state=state,
-                sequence=sequence,
-                message=message,
-                error_traceback=traceback,
-            ),
+            report_of(assignment, state, sequence, message=message, traceback=traceback),
             metadata=bearer(token),
             timeout=DEADLINE_SECONDS,
         )
         if settle:
             await within_deadline(self.service.settle(), "the work after the report")
         return response
+
+    async def report_batch(
+        self, reports: list[agent_pb2.ReportStatusRequest], token: str = TOKEN
+    ) -> list[agent_pb2.ReportOutcome]:
+        """Send `reports` in one `ReportStatuses` call, and wait for what they set off."""
+        response = await self.stub.ReportStatuses(
+            agent_pb2.ReportStatusesRequest(reports=reports),
+            metadata=bearer(token),
+            timeout=DEADLINE_SECONDS,
+        )
+        await within_deadline(self.service.settle(), "the work after the reports")
+        return list(response.outcomes)
+
+
+def report_of(
+    assignment: agent_pb2.Assignment,
+    state: int,
+    sequence: int,
+    *,
+    message: str = "",
+    traceback: str = "",
+) -> agent_pb2.ReportStatusRequest:
+    """A report on `assignment`'s attempt under its lease (fencing token and report secret)."""
+    return agent_pb2.ReportStatusRequest(
+        attempt_id=assignment.attempt_id,
+        fencing_token=assignment.fencing_token,
+        report_secret=assignment.report_secret,
+        state=state,
+        sequence=sequence,
+        message=message,
+        error_traceback=traceback,
+    )
 
 
 def bearer(token: str) -> tuple[tuple[str, str]]:
@@ -693,6 +718,69 @@ async def test_a_state_an_agent_may_not_report_is_invalid_argument(
     attempt = await harness.attempt(assignment.attempt_id)
     assert attempt.status == AttemptState.LEASED.value and attempt.last_report_sequence == 0
     assert harness.sink.calls == []
+
+
+# --- ReportStatuses ---------------------------------------------------------------------------
+
+
+async def test_a_batch_is_applied_in_order_and_a_report_refused_is_refused_alone(
+    harness: Harness,
+) -> None:
+    await harness.register()
+    first = await harness.leased_attempt()
+    second = await harness.leased_attempt()
+    forged = agent_pb2.Assignment()
+    forged.CopyFrom(second)
+    forged.report_secret = "ffl_forged"
+
+    outcomes = await harness.report_batch(
+        [
+            report_of(first, RUNNING, 1),
+            report_of(first, SUCCEEDED, 2),  # the same attempt's next, after it
+            report_of(forged, SUCCEEDED, 1),  # not the lease's secret
+            report_of(second, 99, 1),  # not a state
+            report_of(second, RUNNING, 1),  # applied all the same
+        ]
+    )
+
+    assert [(o.accepted, o.refused) for o in outcomes] == [
+        (True, False),
+        (True, False),
+        (False, True),
+        (False, True),
+        (True, False),
+    ]
+    assert "not that of the attempt's lease" in outcomes[2].reason
+    assert "ffl_forged" not in outcomes[2].reason
+    assert outcomes[3].reason == "state 99 is not one an agent may report"
+    assert (await harness.attempt(first.attempt_id)).status == AttemptState.SUCCEEDED.value
+    assert (await harness.attempt(second.attempt_id)).status == AttemptState.RUNNING.value
+    assert harness.sink.calls == [
+        (harness.execution_id, AttemptFinished(first.attempt_id, "SUCCEEDED", ""))
+    ]
+    # Another cluster's agent, with the lease's own secret even: nothing of it is its to report.
+    (foreign,) = await harness.report_batch([report_of(second, SUCCEEDED, 2)], OTHER_TOKEN)
+    assert (foreign.accepted, foreign.refused, foreign.reason) == (False, False, "unknown attempt")
+    assert (await harness.attempt(second.attempt_id)).status == AttemptState.RUNNING.value
+
+
+async def test_a_batch_over_the_limit_is_refused_whole_and_an_empty_one_answered(
+    harness: Harness,
+) -> None:
+    await harness.register()
+    assignment = await harness.leased_attempt()
+    over = service_module.MAX_REPORTS_PER_CALL + 1
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await harness.report_batch([report_of(assignment, RUNNING, n) for n in range(1, over + 1)])
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details() == (
+        f"{over} reports in one call; at most {over - 1}: send the rest in another"
+    )
+    attempt = await harness.attempt(assignment.attempt_id)
+    assert attempt.status == AttemptState.LEASED.value and attempt.last_report_sequence == 0
+    assert await harness.report_batch([]) == []
+    # The agent's batches fit.
+    assert REPORT_BATCH == service_module.MAX_REPORTS_PER_CALL
 
 
 # --- unexpected errors ------------------------------------------------------------------------

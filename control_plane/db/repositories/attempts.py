@@ -309,7 +309,7 @@ class ReportNotAuthorizedError(Exception):
 
 def apply_report(
     session: Session,
-    cluster: Cluster,
+    cluster_id: str,
     *,
     attempt_id: str,
     fencing_token: int,
@@ -337,7 +337,7 @@ def apply_report(
             not this lease's. Nothing was written.
     """
     attempt = session.get(TaskAttempt, attempt_id)
-    if attempt is None or attempt.cluster_id != cluster.id:
+    if attempt is None or attempt.cluster_id != cluster_id:
         # The same answer whether the attempt is another cluster's or does not exist.
         return ReportOutcome(False, "unknown attempt")
     stale = fencing_problem(attempt.fencing_token, fencing_token)

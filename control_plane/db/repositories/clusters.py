@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -101,8 +101,19 @@ def active_attempt_counts(session: Session, cluster_ids: Iterable[str]) -> dict[
     return {cluster_id: count for cluster_id, count in rows if cluster_id is not None}
 
 
-def cluster_for_token(session: Session, token: str) -> Cluster | None:
-    return session.scalar(select(Cluster).where(Cluster.token_hash == hash_token(token)))
+class ClusterRef(NamedTuple):
+    """Which cluster a token names: its id and name, not its row (whose capacity and labels,
+    JSON decoded on load, an agent call's authentication has no use for)."""
+
+    id: str
+    name: str
+
+
+def cluster_for_token(session: Session, token: str) -> ClusterRef | None:
+    found = session.execute(
+        select(Cluster.id, Cluster.name).where(Cluster.token_hash == hash_token(token))
+    ).first()
+    return None if found is None else ClusterRef(found.id, found.name)
 
 
 def record_heartbeat(

@@ -123,10 +123,9 @@ def report(
 ) -> attempts_repo.ReportOutcome:
     """Apply a report; with the secret of the attempt's lease unless `report_secret` is given."""
     with transaction(sessions) as session:
-        cluster = session.get_one(Cluster, cluster_id)
         return attempts_repo.apply_report(
             session,
-            cluster,
+            cluster_id,
             attempt_id=attempt_id,
             fencing_token=fencing_token,
             report_secret=SECRETS.get(attempt_id, "") if report_secret is None else report_secret,

@@ -54,6 +54,11 @@ class AgentServiceStub:
                 request_serializer=fleetflow_dot_agent_dot_v1_dot_agent__pb2.ReportStatusRequest.SerializeToString,
                 response_deserializer=fleetflow_dot_agent_dot_v1_dot_agent__pb2.ReportStatusResponse.FromString,
                 _registered_method=True)
+        self.ReportStatuses = channel.unary_unary(
+                '/fleetflow.agent.v1.AgentService/ReportStatuses',
+                request_serializer=fleetflow_dot_agent_dot_v1_dot_agent__pb2.ReportStatusesRequest.SerializeToString,
+                response_deserializer=fleetflow_dot_agent_dot_v1_dot_agent__pb2.ReportStatusesResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -89,6 +94,16 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportStatuses(self, request, context):
+        """Report several attempts' transitions in one call (at most 64; an agent sends the oldest
+        pending report of each attempt). Each is checked and applied as ReportStatus would, all
+        in one transaction, and answered in order; one ReportStatus would refuse is refused
+        alone (`ReportOutcome.refused`) and the others are applied.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +126,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ReportStatus,
                     request_deserializer=fleetflow_dot_agent_dot_v1_dot_agent__pb2.ReportStatusRequest.FromString,
                     response_serializer=fleetflow_dot_agent_dot_v1_dot_agent__pb2.ReportStatusResponse.SerializeToString,
+            ),
+            'ReportStatuses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportStatuses,
+                    request_deserializer=fleetflow_dot_agent_dot_v1_dot_agent__pb2.ReportStatusesRequest.FromString,
+                    response_serializer=fleetflow_dot_agent_dot_v1_dot_agent__pb2.ReportStatusesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +241,33 @@ class AgentService:
             '/fleetflow.agent.v1.AgentService/ReportStatus',
             fleetflow_dot_agent_dot_v1_dot_agent__pb2.ReportStatusRequest.SerializeToString,
             fleetflow_dot_agent_dot_v1_dot_agent__pb2.ReportStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportStatuses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetflow.agent.v1.AgentService/ReportStatuses',
+            fleetflow_dot_agent_dot_v1_dot_agent__pb2.ReportStatusesRequest.SerializeToString,
+            fleetflow_dot_agent_dot_v1_dot_agent__pb2.ReportStatusesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,12 @@ class AgentServiceStub:
     """Report a status transition of one attempt. Idempotent, fenced by `fencing_token` and
     authorised by the lease's `report_secret` (PERMISSION_DENIED without it).
     """
+    ReportStatuses: _grpc.UnaryUnaryMultiCallable[_agent_pb2.ReportStatusesRequest, _agent_pb2.ReportStatusesResponse]
+    """Report several attempts' transitions in one call (at most 64; an agent sends the oldest
+    pending report of each attempt). Each is checked and applied as ReportStatus would, all
+    in one transaction, and answered in order; one ReportStatus would refuse is refused
+    alone (`ReportOutcome.refused`) and the others are applied.
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -62,6 +68,12 @@ class AgentServiceAsyncStub(AgentServiceStub):
     ReportStatus: _aio.UnaryUnaryMultiCallable[_agent_pb2.ReportStatusRequest, _agent_pb2.ReportStatusResponse]  # type: ignore[assignment]
     """Report a status transition of one attempt. Idempotent, fenced by `fencing_token` and
     authorised by the lease's `report_secret` (PERMISSION_DENIED without it).
+    """
+    ReportStatuses: _aio.UnaryUnaryMultiCallable[_agent_pb2.ReportStatusesRequest, _agent_pb2.ReportStatusesResponse]  # type: ignore[assignment]
+    """Report several attempts' transitions in one call (at most 64; an agent sends the oldest
+    pending report of each attempt). Each is checked and applied as ReportStatus would, all
+    in one transaction, and answered in order; one ReportStatus would refuse is refused
+    alone (`ReportOutcome.refused`) and the others are applied.
     """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -99,6 +111,18 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_agent_pb2.ReportStatusResponse, _abc.Awaitable[_agent_pb2.ReportStatusResponse]]:
         """Report a status transition of one attempt. Idempotent, fenced by `fencing_token` and
         authorised by the lease's `report_secret` (PERMISSION_DENIED without it).
+        """
+
+    @_abc_1.abstractmethod
+    def ReportStatuses(
+        self,
+        request: _agent_pb2.ReportStatusesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.ReportStatusesResponse, _abc.Awaitable[_agent_pb2.ReportStatusesResponse]]:
+        """Report several attempts' transitions in one call (at most 64; an agent sends the oldest
+        pending report of each attempt). Each is checked and applied as ReportStatus would, all
+        in one transaction, and answered in order; one ReportStatus would refuse is refused
+        alone (`ReportOutcome.refused`) and the others are applied.
         """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
