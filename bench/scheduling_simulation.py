@@ -25,8 +25,10 @@ rates such that the offered GPU-hours are `--load` times the capacity, skewed pe
 that some want more than their share and some less). A job asks for 1, 2, 4, 8 or 16 GPUs of
 one type, of two in order of preference, or of any type; runs a lognormal time (mean
 `--mean-min`); has priority 0, 1 or 2. A placement pass runs after every event (arrival,
-finish, a job reaching the reservation bound), over the oldest 500 waiting attempts as the
-product's pass does (`PLACEMENT_BATCH`). With borrowing **off**, each tenant's per-type quota
+finish, a job reaching the reservation bound, and at once again after one that started
+`TENANT_PAGE` jobs), over what the product's pass reads: each tenant's first 64 waiting
+attempts by priority then age, and of those the oldest 500 (`TENANT_PAGE`,
+`PLACEMENT_BATCH`). With borrowing **off**, each tenant's per-type quota
 is its nominal (a hard wall). With borrowing **on**, there is no per-type quota; `admit`
 decides, and an attempt that fits nowhere asks `choose_victims`; the victims stop at once
 (the grace period is not modelled), lose the work since their last checkpoint
@@ -49,7 +51,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,11 +87,11 @@ from control_plane.placement.reservations import (  # noqa: E402
     reserve,
     starving,
 )
+from control_plane.scheduling.snapshot import PLACEMENT_BATCH, TENANT_PAGE  # noqa: E402
 from fleetflow.api_models.previews import Strategy  # noqa: E402
 from fleetflow.ir import Resources  # noqa: E402
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
-PLACEMENT_BATCH = 500  # control_plane/scheduling/snapshot.py: attempts one pass considers
 SIZES = ((1, 0.45), (2, 0.2), (4, 0.15), (8, 0.15), (16, 0.05))
 PRIORITIES = ((0, 0.7), (1, 0.2), (2, 0.1))
 LARGE = 8  # a job of at least this many GPUs counts as large
@@ -171,6 +173,18 @@ class Attempt:
     @property
     def priority(self) -> int:
         return self.job.priority
+
+
+def considered(waiting: Iterable[Attempt]) -> list[Attempt]:
+    """What one pass reads (`snapshot.waiting_attempts`): each tenant's first `TENANT_PAGE`
+    by priority then age, and of those the oldest `PLACEMENT_BATCH`."""
+    pages: dict[str, list[Attempt]] = {}
+    for attempt in sorted(waiting, key=lambda a: (-a.priority, a.created_at)):
+        page = pages.setdefault(attempt.job.tenant, [])
+        if len(page) < TENANT_PAGE:
+            page.append(attempt)
+    firsts = (attempt for page in pages.values() for attempt in page)
+    return sorted(firsts, key=lambda a: a.created_at)[:PLACEMENT_BATCH]
 
 
 @dataclass
@@ -334,7 +348,8 @@ class Simulation:
                     finished = self.active.pop(payload)
                     self.stop(finished)
                     finished.job.remaining = 0.0
-            self.placement_pass()
+            while self.placement_pass() >= TENANT_PAGE:
+                pass  # as `Scheduler.place`: a tenant's page may run out before the capacity
             self.check()
         self.advance(horizon)
         return self.results(horizon)
@@ -406,10 +421,12 @@ class Simulation:
             self._resources[key] = Resources(gpu=job.gpus, gpu_type=list(wanted) or None)
         return self._resources[key]
 
-    def placement_pass(self) -> None:
+    def placement_pass(self) -> int:
+        """One pass, as the product's; how many attempts it started."""
         if not self.waiting:
-            return
-        batch = sorted(self.waiting.values(), key=lambda a: a.created_at)[:PLACEMENT_BATCH]
+            return 0
+        started = 0
+        batch = considered(self.waiting.values())
         candidates = self.candidates()
         reservations = self.reservations(batch, candidates)
 
@@ -458,9 +475,11 @@ class Simulation:
                         continue
                     borrowed = admission.borrowed > 0
                 self.start(attempt, decision.cluster, decision.gpu_type, borrowed)
+                started += 1
                 candidates = self.candidates()
             elif self.may_take_back(job, types) and self.take_back(attempt, preemptable, types):
                 candidates = self.candidates()
+        return started
 
     @staticmethod
     def over_quota(job: Job, limits: Limits, load: Load) -> bool:

@@ -43,6 +43,7 @@ from control_plane.placement.reservations import Reservations, Starving
 from control_plane.quota import limits_of, tenant_loads
 from control_plane.scheduling.cohorts import CohortPass
 from control_plane.scheduling.snapshot import (
+    TENANT_PAGE,
     WaitingAttempt,
     cluster_totals,
     has_waiting_attempts,
@@ -446,6 +447,8 @@ class Scheduler:
             self.on_preempted()  # deliver PREEMPTED to their workflows now
         if assigned:
             self._on_assigned()
+        if assigned >= TENANT_PAGE:
+            self._woken.set()  # a tenant's page may have run out before the capacity did
         return assigned
 
     async def run(self, stop: asyncio.Event) -> None:

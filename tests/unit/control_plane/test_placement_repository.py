@@ -28,7 +28,7 @@ from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import make_engine, make_session_factory, transaction
 from control_plane.placement import Strategy
 from control_plane.scheduling.scheduler import place_pending_attempts
-from control_plane.scheduling.snapshot import placement_candidates
+from control_plane.scheduling.snapshot import TENANT_PAGE, placement_candidates, waiting_attempts
 from fleetflow.ir import Resources, WorkflowSpec
 from fleetflow.states import AttemptState
 
@@ -297,6 +297,28 @@ def test_a_heartbeat_that_lists_what_it_counts_overrides_the_times(
     with sessions() as session:
         (candidate,) = [c for _, c in placement_candidates(session, heartbeat_grace=GRACE)]
     assert candidate.free.cpu == 0
+
+
+def test_a_pass_reads_each_tenants_first_page_not_its_whole_backlog(
+    sessions: sessionmaker[Session], workflow_spec: WorkflowSpec
+) -> None:
+    """A tenant's backlog costs a pass its first `TENANT_PAGE` attempts, by priority then age
+    (the order fair share offers them in); another tenant's, newer, are read all the same."""
+
+    def execution(tenant_name: str, priority: int) -> str:
+        with transaction(sessions) as session:
+            tenant = get_or_create_tenant(session, tenant_name)
+            workflow = register_workflow_version(session, tenant.id, workflow_spec, BUNDLE, None)
+            return create_execution(session, tenant.id, workflow, {"n": 3}, priority=priority).id
+
+    backlog = add_attempts(sessions, execution("research", 0), TENANT_PAGE + 10)
+    urgent = add_attempts(sessions, execution("research", 5), 3)  # newer, but first
+    other = add_attempts(sessions, execution("vision", 0), 2)
+
+    with sessions() as session:
+        read = [w.attempt_id for w in waiting_attempts(session)]
+
+    assert sorted(read) == sorted(urgent + backlog[: TENANT_PAGE - 3] + other)
 
 
 @pytest.mark.parametrize(

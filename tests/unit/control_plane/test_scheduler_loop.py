@@ -3,19 +3,26 @@ pass, and a tick still finds attempts another process created without waking thi
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from control_plane.db.models import TaskAttempt
 from control_plane.db.repositories import attempts as attempts_repo
+from control_plane.db.repositories import clusters as clusters_repo
+from control_plane.db.repositories import tenancy
 from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import transaction
 from control_plane.scheduling import scheduler as scheduler_module
+from control_plane.scheduling import snapshot as snapshot_module
 from control_plane.scheduling.scheduler import Scheduler
 from fleetflow.ir import WorkflowSpec
+from fleetflow.states import AttemptState
 from tests.polling import wait_until_async
 
 
@@ -34,20 +41,23 @@ class CountingScheduler(Scheduler):
         return super()._anything_waiting()
 
 
-def create_pending_attempt(sessions: sessionmaker[Session], spec: WorkflowSpec) -> None:
+def create_pending_attempt(
+    sessions: sessionmaker[Session], spec: WorkflowSpec, count: int = 1
+) -> None:
     with transaction(sessions) as session:
         tenant = get_or_create_tenant(session, "research")
         version = register_workflow_version(session, tenant.id, spec, "e" * 64, None)
         execution = create_execution(session, tenant.id, version, {"n": 3})
-        attempts_repo.create_attempt(
-            session,
-            execution_id=execution.id,
-            node_id="n0",
-            task_name=spec.nodes[0].task,
-            attempt_number=1,
-            inputs_uri="file:///blobs/in.json",
-            outputs_uri="file:///blobs/out.json",
-        )
+        for number in range(1, count + 1):
+            attempts_repo.create_attempt(
+                session,
+                execution_id=execution.id,
+                node_id="n0",
+                task_name=spec.nodes[0].task,
+                attempt_number=number,
+                inputs_uri=f"file:///blobs/{number}/in.json",
+                outputs_uri=f"file:///blobs/{number}/out.json",
+            )
 
 
 async def test_idle_ticks_run_no_pass_until_an_attempt_waits(
@@ -75,3 +85,32 @@ async def test_a_wake_up_runs_a_pass_without_looking_first(
         scheduler.wake()
         await wait_until_async(lambda: scheduler.passes == 2, timeout=10, message="woken pass")
     assert scheduler.looks == 0
+
+
+async def test_a_pass_that_fills_a_tenants_page_runs_again_at_once(
+    session_factory: sessionmaker[Session],
+    workflow_spec: WorkflowSpec,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pass reads each tenant's first `TENANT_PAGE` attempts; one that assigned that many
+    runs again without waiting for a wake-up or a tick, until the capacity is used."""
+    monkeypatch.setattr(scheduler_module, "TICK_SECONDS", 3600.0)
+    monkeypatch.setattr(scheduler_module, "TENANT_PAGE", 2)
+    monkeypatch.setattr(snapshot_module, "TENANT_PAGE", 2)
+    with transaction(session_factory) as session:
+        tenant = get_or_create_tenant(session, "research")
+        tenancy.grant_cluster(session, tenant, tenancy.EVERY_CLUSTER)
+        cluster = clusters_repo.ensure_cluster(session, "roomy", "token-roomy", {})
+        roomy = {"cpu_allocatable": 64, "memory_bytes_allocatable": 1 << 40, "gpus": []}
+        clusters_repo.record_heartbeat(session, cluster, capacity=roomy)
+    create_pending_attempt(session_factory, workflow_spec, count=5)
+
+    scheduler = CountingScheduler(session_factory, heartbeat_grace=timedelta(seconds=30))
+    async with scheduler.running():
+        await wait_until_async(lambda: scheduler.passes >= 3, timeout=10, message="3 passes")
+        await asyncio.sleep(0.2)  # no fourth: the third assigned less than a page
+
+    with session_factory() as session:
+        statuses = session.scalars(select(TaskAttempt.status)).all()
+    assert statuses == [AttemptState.ASSIGNED.value] * 5
+    assert scheduler.passes == 3 and scheduler.looks == 0
