@@ -187,9 +187,10 @@ class Reporter:
         `REPORT_BATCH` reports, with up to `REPORT_WINDOW` calls under way; an attempt's
         reports in order, none while an earlier one is on its way.
 
-        One report per call (each its own token lookup, thread hop and commit on the control
-        plane) cost a fan-out more than its placement. A control plane older than
-        `ReportStatuses` gets the same reports one per call, side by side."""
+        A burst (a buffer replayed after an outage, a wide fan-out's ends) goes out in a few
+        calls, each one token lookup, thread hop and commit on the control plane, instead of
+        one of each per report. A control plane older than `ReportStatuses` gets the same
+        reports one per call, side by side."""
         backoff = Backoff(
             self._settings.reconnect_initial_backoff_seconds,
             self._settings.reconnect_max_backoff_seconds,
