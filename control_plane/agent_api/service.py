@@ -86,6 +86,7 @@ _RECHECK_SECONDS = 1.0
 
 
 _ENDED_HERE = frozenset({AttemptState.CANCELLED.value, AttemptState.PREEMPTED.value})
+"""Terminal states the control plane sets itself; its agent's later report is refused quietly."""
 
 MAX_REPORTS_PER_CALL = 64
 """The most reports one `ReportStatuses` call may carry (an agent's batch is at most that)."""
@@ -102,9 +103,6 @@ class _Applied(NamedTuple):
 
 def _bad_state(state: int) -> str:
     return f"state {state} is not one an agent may report"
-
-
-"""Terminal states the control plane sets itself; its agent's later report is refused quietly."""
 
 
 class AttemptsReady:
