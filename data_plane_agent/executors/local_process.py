@@ -158,6 +158,9 @@ class _LocalAttempt:
     watcher: asyncio.Task[None] | None = None
     stop_reason: str | None = None
     timed_out: bool = False
+    # The look for its uid's processes after its end found none left: the uid is given up
+    # swept, and its next holder need not look again.
+    swept: bool = False
 
 
 class LocalProcessExecutor:
@@ -511,14 +514,14 @@ class LocalProcessExecutor:
         self._watchers.add(attempt.watcher)
         attempt.watcher.add_done_callback(self._watchers.discard)
 
-    def _clean_up(self, sandbox: Path | None, uid: int | None) -> None:
+    def _clean_up(self, sandbox: Path | None, uid: int | None, *, swept: bool = False) -> None:
         """After an attempt of which no process is left (killed, or none started): its
-        sandbox gone, its uid free."""
+        sandbox gone, its uid free (`swept`: as `TaskUsers.release` takes it)."""
         if sandbox is not None:
             for own in (sandbox, *rank_sandboxes(sandbox)):  # a gang's other ranks' too
                 shutil.rmtree(own, ignore_errors=True)
         if uid is not None and self._isolation.users is not None:
-            self._isolation.users.release(uid)
+            self._isolation.users.release(uid, swept=swept)
 
     async def _watch(self, attempt: _LocalAttempt) -> None:
         attempt_id = attempt.assignment.attempt_id
@@ -545,7 +548,7 @@ class LocalProcessExecutor:
                 # nothing may change them, and before its sandbox and uid are given up).
                 _signal_process(process, signal.SIGKILL)
                 if attempt.uid is not None:
-                    await asyncio.to_thread(kill_processes_of, attempt.uid)
+                    attempt.swept = await asyncio.to_thread(kill_processes_of, attempt.uid)
                 if isinstance(process, ForkedTask) and process.lost is not None:
                     # No one reaps it for us now: see it gone before its outcome is read.
                     await asyncio.to_thread(_wait_until_gone, process.pid, _LOST_TASK_END_SECONDS)
@@ -574,7 +577,7 @@ class LocalProcessExecutor:
         self._emit(event)
         # Its end goes out first: the sandbox and the uid go after it, off the path to the
         # next attempt (nothing of this one runs any more, and its outputs were read).
-        await asyncio.to_thread(self._clean_up, attempt.sandbox, attempt.uid)
+        await asyncio.to_thread(self._clean_up, attempt.sandbox, attempt.uid, swept=attempt.swept)
         self._sweep_soon(attempt_id)
 
     async def _outcome(self, attempt: _LocalAttempt) -> AttemptEvent:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from data_plane_agent import sandbox
 from data_plane_agent.executors.base import ExecutorStartError
 from data_plane_agent.sandbox import (
     TaskUsers,
@@ -81,6 +82,55 @@ def test_a_uid_is_handed_out_only_once_nothing_runs_as_it(tmp_path: Path) -> Non
         )
 
         assert TaskUsers(UidRange(60010, 60010), tmp_path).acquire() == 60010
+
+        assert leftover.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        leftover.kill()
+        leftover.wait()
+
+
+def test_only_a_uid_given_up_swept_is_handed_out_without_a_look_at_every_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked: list[int] = []
+    monkeypatch.setattr(sandbox, "kill_processes_of", lambda uid: looked.append(uid) or True)
+    users = TaskUsers(UidRange(60030, 60030), tmp_path)
+
+    assert users.acquire() == 60030
+    assert looked == [60030], "a uid never given up swept was handed out unswept"
+    users.release(60030, swept=True)
+    assert users.acquire() == 60030
+    assert looked == [60030], "a uid given up swept was swept again"
+    users.release(60030)  # unswept (a failed launch, a cancelled watcher)
+    assert users.acquire() == 60030
+    assert looked == [60030, 60030]
+
+    # Its holder dies: the kernel drops the lock, the file still says held.
+    os.close(users._held.pop(60030))
+    assert TaskUsers(UidRange(60030, 60030), tmp_path).acquire() == 60030
+    assert looked == [60030] * 3, "the uid of a holder that died was handed out unswept"
+
+
+@as_root
+def test_a_process_left_by_an_agent_that_died_after_a_swept_release_is_killed(
+    tmp_path: Path,
+) -> None:
+    # The dead agent had taken the uid after a swept release (its file said swept, then
+    # held): the next holder must still look.
+    users = TaskUsers(UidRange(60040, 60040), tmp_path)
+    users.release(users.acquire(), swept=True)
+    assert users.acquire() == 60040
+    leftover = subprocess.Popen(as_user_argv(60040, ["sleep", "600"]))
+    try:
+        wait_until(
+            lambda: 60040 in _uids(leftover.pid),
+            timeout=30,
+            interval=0.02,
+            message="the leftover to switch to its uid",
+        )
+        os.close(users._held.pop(60040))  # the agent dies holding it
+
+        assert TaskUsers(UidRange(60040, 60040), tmp_path).acquire() == 60040
 
         assert leftover.wait(timeout=30) == -signal.SIGKILL
     finally:
