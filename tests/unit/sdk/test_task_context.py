@@ -489,3 +489,33 @@ def test_a_checkpoint_that_cannot_be_saved_is_an_error_the_task_sees(tmp_path: P
     assert outputs["o0"].startswith(
         "the checkpoint's checkpoint.bin was written but not saved for the next attempts"
     )
+
+
+def test_the_working_directory_is_made_only_when_asked_for_and_removed_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fleetflow.context import attempt_context
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    common = {
+        "execution_id": "ex-1",
+        "node_id": "n0-a",
+        "attempt_number": 1,
+        "map_index": None,
+        "attempt_id": "at-1",
+        "task_name": "m.a",
+        "local": False,
+        "checkpoint": None,
+    }
+    with attempt_context(**common):
+        assert list(tmp_path.iterdir()) == [], "a directory no task asked for was made"
+    with attempt_context(**common) as ctx:
+        seen: list[Path] = []
+        threads = [threading.Thread(target=lambda: seen.append(ctx.workdir)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(set(seen)) == 1 and seen[0].is_dir()  # threads asking at once share one
+        assert list(tmp_path.iterdir()) == [seen[0]]
+    assert list(tmp_path.iterdir()) == [], "the attempt's directory outlived it"
