@@ -11,7 +11,9 @@ control plane would mark the attempt LOST and run it again although it succeeded
   damaged file is recognised rather than parsed into a wrong report;
 - written atomically: to `<index>.report.tmp`, fsynced, renamed into place, directory fsynced.
   A report counts as queued only once its file is in place; a `.tmp` left by a crash was never
-  queued and is deleted on the next start.
+  queued and is deleted on the next start;
+- only final reports (an attempt's end) are written: a RUNNING report is kept in memory (see
+  `ReportBuffer.put`).
 
 A report is stored without its lease's report secret, and `put` refuses one that carries a
 secret: the agent adds it as it sends. The secrets have one place on disk of their own
@@ -148,14 +150,26 @@ class ReportBuffer:
         self._update_events()
 
     async def put(self, request: ReportStatusRequest) -> None:
-        """Queue a report, deliverable at once; it is on disk when this returns (unless the
-        disk failed: logged).
+        """Queue a report, deliverable at once; a final one is on disk when this returns
+        (unless the disk failed: logged), a RUNNING one is kept in memory only.
+
+        A RUNNING report lost with this process loses nothing: its attempt's process is gone
+        with it (`fencing_tokens`), and an attempt may go from LEASED to its end directly, so
+        a final report replayed without it is still taken. Writing it cost a file, two fsyncs
+        and an unlink per attempt.
 
         Raises:
             ValueError: The report carries a report secret, which must never reach the disk.
         """
         if request.report_secret:
             raise ValueError("a report secret must not be buffered: set it only when sending")
+        if not is_final_report(request):
+            # Without the write lock: an attempt's reports are put one after the other (the
+            # agent's one event pump), so they stay in order without waiting for others' files.
+            self._make_room()
+            self._reports.append(PendingReport(request, None))
+            self._update_events()
+            return
         async with self._write_lock:  # files are numbered and queued in the order of the calls
             self._make_room()
             path = self._directory / f"{self._next_index:0{_INDEX_DIGITS}d}{REPORT_SUFFIX}"
@@ -164,7 +178,7 @@ class ReportBuffer:
             self._reports.append(report)  # deliverable while its file is written
             self._update_events()
             try:
-                await asyncio.to_thread(_write_durably, path, _encode(request))
+                await asyncio.to_thread(_write_durably, path, encode_report(request))
             except OSError as exc:
                 # Still delivered if this process lives on; only a restart would lose it.
                 logger.error(
@@ -278,7 +292,8 @@ def read_report(path: Path) -> ReportStatusRequest:
     return request
 
 
-def _encode(request: ReportStatusRequest) -> bytes:
+def encode_report(request: ReportStatusRequest) -> bytes:
+    """A report file's contents (header, then payload), as `read_report` reads them back."""
     return _frame(request.SerializeToString())
 
 

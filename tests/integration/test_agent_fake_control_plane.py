@@ -30,7 +30,7 @@ from data_plane_agent.lease_store import LEASES_DIR
 from data_plane_agent.report_buffer import (
     REPORTS_DIR,
     CorruptReportError,
-    ReportBuffer,
+    encode_report,
     read_report,
 )
 from data_plane_agent.settings import AgentSettings
@@ -634,18 +634,17 @@ async def test_a_restarted_agent_holds_only_attempts_with_a_final_report_pending
     tmp_path: Path,
 ) -> None:
     """An attempt with only its RUNNING report left behind died with the previous agent: the
-    new one does not claim it (the control plane marks it lost at once), but still replays it."""
-    left_behind = ReportBuffer(tmp_path / "agent" / REPORTS_DIR, capacity=10)
-    for attempt_id, state, sequence, token in [
-        ("att-orphan", RUNNING, 1, 3),
-        ("att-done", RUNNING, 1, 4),
-        ("att-done", FAILED, 2, 4),
-    ]:
-        await left_behind.put(
-            agent_pb2.ReportStatusRequest(
-                attempt_id=attempt_id, state=state, sequence=sequence, fencing_token=token
-            )
+    new one does not claim it (the control plane marks it lost at once), but still replays it.
+    (An agent writes only final reports now; one of an earlier version left RUNNING ones too.)"""
+    left_behind = tmp_path / "agent" / REPORTS_DIR
+    left_behind.mkdir(parents=True)
+    for index, (attempt_id, state, sequence, token) in enumerate(
+        [("att-orphan", RUNNING, 1, 3), ("att-done", RUNNING, 1, 4), ("att-done", FAILED, 2, 4)]
+    ):
+        request = agent_pb2.ReportStatusRequest(
+            attempt_id=attempt_id, state=state, sequence=sequence, fencing_token=token
         )
+        (left_behind / f"{index:020d}.report").write_bytes(encode_report(request))
 
     async with fake_control_plane(FakeAgentService()) as (fake, port):
         async with running_agent(agent_settings(tmp_path, port)):

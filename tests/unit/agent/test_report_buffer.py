@@ -18,8 +18,9 @@ SUCCEEDED = agent_pb2.ATTEMPT_STATE_SUCCEEDED
 
 
 def _report(
-    attempt_id: str, sequence: int, state: int = RUNNING, fencing_token: int = 1
+    attempt_id: str, sequence: int, state: int = SUCCEEDED, fencing_token: int = 1
 ) -> agent_pb2.ReportStatusRequest:
+    """A final report by default: only those are written (a RUNNING one stays in memory)."""
     return agent_pb2.ReportStatusRequest(
         attempt_id=attempt_id, sequence=sequence, state=state, fencing_token=fencing_token
     )
@@ -134,7 +135,7 @@ async def test_a_full_buffer_drops_the_oldest_report_and_its_file(
 ) -> None:
     directory = tmp_path / "reports"
     buffer = ReportBuffer(directory, capacity=2)
-    await buffer.put(_report("a", 1))
+    await buffer.put(_report("a", 1, RUNNING))
     in_flight = await buffer.first()  # the reporter is sending it when the buffer overflows
     await buffer.put(_report("b", 1))
     with caplog.at_level(logging.WARNING):
@@ -241,3 +242,17 @@ async def test_a_report_is_deliverable_while_its_file_is_written(
     may_write.set()
     await putting
     assert _files(directory) == []
+
+
+async def test_a_running_report_is_deliverable_but_never_written(tmp_path: Path) -> None:
+    # Lost with the process, it loses nothing: the attempt's process is gone with it, and
+    # its final report, on disk, is taken without it (LEASED may move to an end directly).
+    directory = tmp_path / "reports"
+    buffer = ReportBuffer(directory, capacity=10)
+    await buffer.put(_report("a", 1, RUNNING))
+    assert _files(directory) == []
+    assert (await buffer.first()).request == _report("a", 1, RUNNING)
+    await buffer.put(_report("a", 2, SUCCEEDED))
+    assert len(_files(directory)) == 1
+
+    assert await _drain(ReportBuffer(directory, capacity=10)) == [("a", 2)]
