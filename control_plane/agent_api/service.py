@@ -24,8 +24,8 @@ import json
 import logging
 import math
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import timedelta
-from typing import Any, NamedTuple
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 from sqlalchemy import select
@@ -65,6 +65,8 @@ from fleetflow.storage import BlobNotFoundError, BlobStore
 from fleetflow.timestamps import as_utc
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 def _refusal(readable: TenantBlobs) -> Callable[[str], str | None]:
@@ -150,10 +152,12 @@ class AttemptsReady:
 
 
 class Leased(NamedTuple):
-    """One lease pass: what goes to the agent, and how many attempts failed instead."""
+    """One lease pass: what goes to the agent, how many attempts failed instead, and when
+    each leased attempt was created and leased (observed once committed)."""
 
     assignments: list[pb.Assignment]
     refused: int
+    waits: list[tuple[datetime, datetime]]
 
 
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
@@ -203,34 +207,44 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         """Return the cluster whose token the call carries, or abort: UNAUTHENTICATED for a
         missing or invalid token, RESOURCE_EXHAUSTED while the caller's address is locked out
         after too many invalid ones (whatever token it sends then)."""
+        caller, _ = await self._authenticated(context, lambda session, caller: None)
+        return caller
+
+    async def _authenticated(
+        self, context: grpc.aio.ServicerContext, work: Callable[[Session, ClusterRef], _T]
+    ) -> tuple[ClusterRef, _T]:
+        """`_authenticate`, then `work` in the same transaction and thread hop, only once the
+        caller is known; its result. The hot calls (lease, reports) take one hop and one
+        transaction each instead of two."""
         address = peer_address(context.peer())
         token = ""
         for key, value in context.invocation_metadata() or ():
             if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
                 token = value.removeprefix("Bearer ").strip()
 
-        # One thread hop for both: the lockout may live in the database (shared by replicas).
-        def lookup() -> tuple[float, ClusterRef | None]:
+        # One thread hop for all: the lockout may live in the database (shared by replicas).
+        def lookup() -> tuple[float, tuple[ClusterRef, _T] | None]:
             locked = self._lockout.locked_for(address)
             if locked > 0 or not token:
                 return locked, None
             with transaction(self._sessions) as session:
-                return 0.0, clusters_repo.cluster_for_token(session, token)
+                caller = clusters_repo.cluster_for_token(session, token)
+                return 0.0, None if caller is None else (caller, work(session, caller))
 
-        locked, caller = await asyncio.to_thread(retry_transient, lookup)
+        locked, done = await asyncio.to_thread(retry_transient, lookup)
         if locked > 0:
             await self._abort_locked_out(context, locked)
         if not token:
             log.warning("refused an agent call from %s: missing bearer token", context.peer())
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing bearer token")
-        if caller is None:
+        if done is None:
             log.warning("refused an agent call from %s: invalid agent token", context.peer())
             locked = await asyncio.to_thread(self._lockout.record_failure, address)
             if locked > 0:
                 await self._abort_locked_out(context, locked)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid agent token")
-        assert caller is not None
-        return caller
+        assert done is not None
+        return done
 
     @staticmethod
     async def _abort_locked_out(context: grpc.aio.ServicerContext, seconds: float) -> None:
@@ -398,28 +412,29 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         except (BlobNotFoundError, ValueError) as exc:
             raise UnleasableAttemptError(f"its inputs document cannot be read: {exc}") from None
 
-    def _lease(self, cluster_id: str, max_attempts: int) -> Leased:
-        with transaction(self._sessions) as session:
-            cluster = session.get_one(Cluster, cluster_id)
-            leases = attempts_repo.lease_attempts(session, cluster, max_attempts)
-            assignments = []
-            refused = 0
-            for lease in leases:
-                try:
-                    assignments.append(self._assignment(session, lease))
-                except UnleasableAttemptError as exc:
-                    # This attempt fails on its own; the others on the cluster still lease.
+    def _lease(self, session: Session, caller: ClusterRef, max_attempts: int) -> Leased:
+        leases = attempts_repo.lease_attempts(session, caller.id, max_attempts)
+        assignments = []
+        refused = 0
+        for lease in leases:
+            try:
+                assignments.append(self._assignment(session, lease))
+            except UnleasableAttemptError as exc:
+                # This attempt fails on its own; the others on the cluster still lease.
+                with log_context(cluster=caller.name):
                     self._fail_unleasable(session, lease.attempt, str(exc))
-                    refused += 1
-            waits = [
-                (as_utc(a.created_at), as_utc(a.leased_at))
-                for a, _ in leases
-                if a.leased_at is not None and a.status == AttemptState.LEASED.value
-            ]
-        # Committed: these attempts are dispatched.
-        for created_at, leased_at in waits:
-            observe_dispatch(created_at, leased_at)
-        return Leased(assignments, refused)
+                refused += 1
+        waits = [
+            (as_utc(a.created_at), as_utc(a.leased_at))
+            for a, _ in leases
+            if a.leased_at is not None and a.status == AttemptState.LEASED.value
+        ]
+        return Leased(assignments, refused, waits)
+
+    def _lease_again(self, caller: ClusterRef, max_attempts: int) -> Leased:
+        """`_lease` in a transaction of its own (a long poll woken after its first look)."""
+        with transaction(self._sessions) as session:
+            return self._lease(session, caller, max_attempts)
 
     @staticmethod
     def _fail_unleasable(session: Session, attempt: TaskAttempt, reason: str) -> None:
@@ -431,17 +446,21 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
     async def LeaseAttempts(  # noqa: N802
         self, request: pb.LeaseAttemptsRequest, context: grpc.aio.ServicerContext
     ) -> pb.LeaseAttemptsResponse:
-        cluster_id, cluster_name = await self._authenticate(context)
         max_attempts = min(max(request.max_attempts, 1), 100)
         wait = min(max(request.wait_seconds, 0), self._max_wait)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        seen = self._ready.generation
+        # The first look in the authentication's own transaction.
+        caller, leased = await self._authenticated(
+            context, lambda session, caller: self._lease(session, caller, max_attempts)
+        )
+        cluster_name = caller.name
         while True:
-            seen = self._ready.generation
-            with log_context(cluster=cluster_name):
-                assignments, refused = await asyncio.to_thread(
-                    retry_transient, lambda: self._lease(cluster_id, max_attempts)
-                )
+            assignments, refused, waits = leased
+            # Committed: these attempts are dispatched.
+            for created_at, leased_at in waits:
+                observe_dispatch(created_at, leased_at)
             if refused:
                 # Committed as FAILED: their workflows hear it now, and their capacity is free.
                 self._on_capacity_freed()
@@ -463,6 +482,10 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                         )
                 return pb.LeaseAttemptsResponse(assignments=assignments)
             await self._ready.wait(min(remaining, _RECHECK_SECONDS), since=seen)
+            seen = self._ready.generation
+            leased = await asyncio.to_thread(
+                retry_transient, lambda: self._lease_again(caller, max_attempts)
+            )
 
     async def ReportStatus(  # noqa: N802
         self, request: pb.ReportStatusRequest, context: grpc.aio.ServicerContext
@@ -477,10 +500,13 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         upgrade with attempts in flight loses none of their results; the first such report
         is logged.
         """
-        caller = await self._authenticate(context)
         if attempt_state_from_proto(request.state) is None:
+            await self._authenticate(context)  # a stranger learns nothing of the states
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _bad_state(request.state))
-        [applied] = await self._apply_reports(caller, [request], context.peer())
+        caller, [applied] = await self._authenticated(
+            context, lambda session, caller: self._apply_reports(session, caller, [request])
+        )
+        self._after_reports(caller, [applied], context.peer())
         if applied.outcome is None:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, applied.refusal)
         assert applied.outcome is not None
@@ -497,15 +523,19 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         An agent's reports come two per attempt, and a fan-out's in bursts: one call, one
         token lookup, one thread hop and one commit for a burst, instead of one of each per
         report, and one placement pass for the capacity they free together."""
-        caller = await self._authenticate(context)
         count = len(request.reports)
         if count > MAX_REPORTS_PER_CALL:
+            await self._authenticate(context)
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{count} reports in one call; at most {MAX_REPORTS_PER_CALL}: send the rest "
                 "in another",
             )
-        applied = await self._apply_reports(caller, list(request.reports), context.peer())
+        reports = list(request.reports)
+        caller, applied = await self._authenticated(
+            context, lambda session, caller: self._apply_reports(session, caller, reports)
+        )
+        self._after_reports(caller, applied, context.peer())
         return pb.ReportStatusesResponse(
             outcomes=[
                 pb.ReportOutcome(refused=True, reason=a.refusal)
@@ -515,23 +545,19 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             ]
         )
 
-    async def _apply_reports(
-        self, caller: ClusterRef, requests: list[pb.ReportStatusRequest], peer: str
+    def _apply_reports(
+        self, session: Session, caller: ClusterRef, requests: list[pb.ReportStatusRequest]
     ) -> list[_Applied]:
-        """Apply `requests` in order in one transaction, log each, and start what follows the
-        attempts they finished (in the background: the agent hears once it is committed)."""
-        if not requests:
-            return []
+        """Apply `requests` in order, in the caller's transaction (`_authenticated`'s)."""
+        applied = []
+        for request in requests:
+            with log_context(cluster=caller.name, attempt_id=request.attempt_id):
+                applied.append(self._apply_report(session, caller, request))
+        return applied
 
-        def apply() -> list[_Applied]:
-            applied = []
-            with transaction(self._sessions) as session:
-                for request in requests:
-                    with log_context(cluster=caller.name, attempt_id=request.attempt_id):
-                        applied.append(self._apply_report(session, caller, request))
-            return applied
-
-        applied = await asyncio.to_thread(retry_transient, apply)
+    def _after_reports(self, caller: ClusterRef, applied: list[_Applied], peer: str) -> None:
+        """Once the reports are committed: log each, and start what follows the attempts they
+        finished (in the background: the agent hears at once)."""
         finished = []
         for one in applied:
             self._log_report(caller, one, peer)
@@ -542,7 +568,6 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             # Committed: the agent hears so now. What follows needs no answer from it, and
             # the agent's next report should not wait for Temporal.
             self._in_background(self._after_finish(finished))
-        return applied
 
     def _apply_report(
         self, session: Session, caller: ClusterRef, request: pb.ReportStatusRequest

@@ -35,6 +35,7 @@ from control_plane.db.repositories import attempts as attempts_repo
 from control_plane.db.repositories import clusters as clusters_repo
 from control_plane.db.repositories import cohorts as cohorts_repo
 from control_plane.db.repositories import tenancy
+from control_plane.db.repositories.clusters import ClusterRef
 from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
@@ -542,8 +543,10 @@ async def test_a_wake_up_during_the_database_check_is_not_lost(
     original = AgentService._lease
     raced = threading.Event()
 
-    def lease_then_race(self: AgentService, cluster_id: str, max_attempts: int) -> Any:
-        assignments = original(self, cluster_id, max_attempts)
+    def lease_then_race(
+        self: AgentService, session: Session, caller: ClusterRef, max_attempts: int
+    ) -> Any:
+        assignments = original(self, session, caller, max_attempts)
         if not raced.is_set():
             raced.set()
             with transaction(harness.sessions) as session:

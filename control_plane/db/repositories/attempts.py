@@ -266,12 +266,12 @@ class Lease(NamedTuple):
     report_secret: str
 
 
-def lease_attempts(session: Session, cluster: Cluster, max_attempts: int) -> list[Lease]:
+def lease_attempts(session: Session, cluster_id: str, max_attempts: int) -> list[Lease]:
     """Hand this cluster's ASSIGNED attempts to its agent, bumping each fencing token and
     giving each lease a new report secret (stored as its hash)."""
     candidates = session.scalars(
         select(TaskAttempt)
-        .where(TaskAttempt.cluster_id == cluster.id, TaskAttempt.status == A.ASSIGNED.value)
+        .where(TaskAttempt.cluster_id == cluster_id, TaskAttempt.status == A.ASSIGNED.value)
         .order_by(TaskAttempt.created_at)
         .limit(max_attempts)
     ).all()

@@ -93,8 +93,7 @@ def place(sessions: sessionmaker[Session], only_cluster_id: str | None = None) -
 
 def lease(sessions: sessionmaker[Session], cluster_id: str, max_attempts: int = 10) -> list[str]:
     with transaction(sessions) as session:
-        cluster = session.get_one(Cluster, cluster_id)
-        leases = attempts_repo.lease_attempts(session, cluster, max_attempts)
+        leases = attempts_repo.lease_attempts(session, cluster_id, max_attempts)
         SECRETS.update({attempt.id: secret for attempt, secret in leases})
         return [attempt.id for attempt, _ in leases]
 

@@ -128,8 +128,9 @@ def place(
 
 def lease(sessions: sessionmaker[Session], cluster_id: str) -> list[str]:
     with transaction(sessions) as session:
-        cluster = session.get_one(Cluster, cluster_id)
-        return [lease.attempt.id for lease in attempts_repo.lease_attempts(session, cluster, 100)]
+        return [
+            lease.attempt.id for lease in attempts_repo.lease_attempts(session, cluster_id, 100)
+        ]
 
 
 def placements(sessions: sessionmaker[Session], ids: list[str]) -> list[tuple[str, str | None]]:
