@@ -106,6 +106,7 @@ async def run_control_plane(
         strategy=settings.placement.strategy,
         reserve_after=settings.scheduler.reserve_after,
         on_assigned=attempts_ready.notify,
+        lease_waiting=attempts_ready.lease_waiting,
     )
     tasks: list[asyncio.Task[None]] = []
     grpc_server: grpc.aio.Server | None = None

@@ -23,7 +23,9 @@ import asyncio
 import json
 import logging
 import math
+import threading
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
@@ -107,17 +109,34 @@ def _bad_state(state: int) -> str:
     return f"state {state} is not one an agent may report"
 
 
+class Leased(NamedTuple):
+    """One lease pass: what goes to the agent, how many attempts failed instead, and when
+    each leased attempt was created and leased (observed once committed)."""
+
+    assignments: list[pb.Assignment]
+    refused: int
+    waits: list[tuple[datetime, datetime]]
+
+
 class AttemptsReady:
-    """Wakes long-polling leases when attempts were assigned; safe to call from any thread."""
+    """Wakes long-polling leases when attempts were assigned, and hands a pass's assignments
+    to the polls waiting for them (`lease_waiting`); safe to call from any thread."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: set[asyncio.Event] = set()
         # Counts wake-ups (on the loop), so a waiter can tell it missed one.
         self._generation = 0
+        self._offers: list[_Offer] = []  # the waiting polls' (guarded by `_lock`)
+        self._lock = threading.Lock()
+        self._lease: Callable[[Session, ClusterRef, int], Leased] | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+
+    def lease_with(self, lease: Callable[[Session, ClusterRef, int], Leased]) -> None:
+        """How a pass leases for a waiting poll (the agent service's `_lease`)."""
+        self._lease = lease
 
     def notify(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -150,14 +169,92 @@ class AttemptsReady:
         finally:
             self._waiters.discard(event)
 
+    def offer(self, caller: ClusterRef, max_attempts: int) -> _Offer:
+        """A poll about to wait: a pass that assigns attempts leases for it meanwhile. End
+        every offer with `settle`."""
+        offer = _Offer(caller, max_attempts)
+        with self._lock:
+            self._offers.append(offer)
+        return offer
 
-class Leased(NamedTuple):
-    """One lease pass: what goes to the agent, how many attempts failed instead, and when
-    each leased attempt was created and leased (observed once committed)."""
+    async def settle(self, offer: _Offer) -> Leased | None:
+        """Withdraw the offer: None when no pass leased for it (the poll leases itself), else
+        what a pass leased for it, once committed."""
+        while True:
+            with self._lock:
+                if offer.state == "open":
+                    self._offers.remove(offer)
+                    offer.state = "withdrawn"
+                    return None
+                if offer.state == "done":
+                    return offer.leased
+            await offer.changed.wait()  # a pass is leasing for it
+            offer.changed.clear()
 
-    assignments: list[pb.Assignment]
-    refused: int
-    waits: list[tuple[datetime, datetime]]
+    def lease_waiting(self, session: Session) -> _Handoff | None:
+        """In a pass's transaction, after it assigned attempts: lease what is assigned to each
+        waiting poll's cluster, for that poll. The scheduler hands the result over once the
+        transaction committed (`_Handoff.deliver`), or gives the polls back their offers
+        (`_Handoff.release`)."""
+        lease = self._lease
+        if lease is None or self._loop is None:
+            return None
+        with self._lock:
+            taken, self._offers = self._offers, []
+            for offer in taken:
+                offer.state = "taken"
+        if not taken:
+            return None
+        handoff = _Handoff(self, taken)
+        try:
+            for offer in taken:
+                with log_context(cluster=offer.caller.name):
+                    offer.leased = lease(session, offer.caller, offer.max_attempts)
+        except BaseException:
+            handoff.release()
+            raise
+        return handoff
+
+    def _reopen(self, offers: list[_Offer]) -> None:
+        """Offers a failed pass took: open again, for the next pass (their polls still wait)."""
+        assert self._loop is not None
+        with self._lock:
+            for offer in offers:
+                offer.state, offer.leased = "open", None
+                self._offers.append(offer)
+        for offer in offers:
+            self._loop.call_soon_threadsafe(offer.changed.set)
+
+
+@dataclass(eq=False)
+class _Offer:
+    """A waiting poll's: `open` (a pass may take it), `taken` (a pass is leasing for it),
+    `done` (what it leased is committed: `leased`), or `withdrawn` by the poll."""
+
+    caller: ClusterRef
+    max_attempts: int
+    state: str = "open"
+    leased: Leased | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _Handoff:
+    """What one pass leased for the waiting polls: delivered once committed, else dropped and
+    the offers opened again."""
+
+    def __init__(self, ready: AttemptsReady, offers: list[_Offer]) -> None:
+        self._ready = ready
+        self._offers = offers
+
+    def deliver(self) -> None:
+        """On the loop, after the commit: each poll takes its leases."""
+        for offer in self._offers:
+            offer.state = "done"
+            offer.changed.set()
+
+    def release(self) -> None:
+        """From the pass's thread, when its transaction failed: nothing is handed over."""
+        self._ready._reopen(self._offers)
 
 
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
@@ -189,6 +286,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self._blobs = blob_store
         self._notifier = notifier
         self._ready = attempts_ready
+        attempts_ready.lease_with(self._lease)  # a pass leases for the polls waiting here
         self._max_wait = max_lease_wait_seconds
         self._heartbeat_interval = heartbeat_interval_seconds
         self._on_capacity_freed = on_capacity_freed
@@ -481,10 +579,20 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                             cluster_name,
                         )
                 return pb.LeaseAttemptsResponse(assignments=assignments)
-            await self._ready.wait(min(remaining, _RECHECK_SECONDS), since=seen)
+            offer = self._ready.offer(caller, max_attempts)
+            try:
+                await self._ready.wait(min(remaining, _RECHECK_SECONDS), since=seen)
+            finally:
+                # Leased by a pass meanwhile: taken, committed (if cancelled here, as a lost
+                # answer: the heartbeats' reconciliation finds them lost).
+                handed = await self._ready.settle(offer)
             seen = self._ready.generation
-            leased = await asyncio.to_thread(
-                retry_transient, lambda: self._lease_again(caller, max_attempts)
+            leased = (
+                handed
+                if handed is not None
+                else await asyncio.to_thread(
+                    retry_transient, lambda: self._lease_again(caller, max_attempts)
+                )
             )
 
     async def ReportStatus(  # noqa: N802

@@ -5,8 +5,9 @@ A pass (`place_pending_attempts`) assigns PENDING attempts to clusters, using th
 `control_plane.quota`) and the pure policy (`placement/policy.py`). `Scheduler` runs passes in
 one loop per process, woken in-process when attempts become ready or capacity is freed, and on
 a periodic tick for what other processes did (a worker and an API process may be separate).
-After a pass that assigned something it wakes the long-polling leases, which then only lease
-what is already assigned to their cluster.
+A pass that assigned something leases, in its own transaction, for the long polls waiting in
+this process (`AttemptsReady.lease_waiting`), then wakes them: they take what it leased for
+them, and any other poll leases what is already assigned to its cluster.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -382,6 +384,16 @@ def _set_pending_reason(session: Session, item: WaitingAttempt, reason: str) -> 
 TICK_SECONDS = 1.0
 
 
+class Handoff(Protocol):
+    """What a pass leased for the long polls waiting (`lease_waiting`, in its transaction)."""
+
+    def deliver(self) -> None:
+        """On the loop, once the pass committed."""
+
+    def release(self) -> None:
+        """From the pass's thread, when its transaction failed: nothing is handed over."""
+
+
 class Scheduler:
     """The one loop per process that runs placement passes.
 
@@ -389,8 +401,11 @@ class Scheduler:
     cluster came online: in this process), else every `TICK_SECONDS`. Passes never overlap
     within a process; wake-ups during a pass cause one more pass right after it. After a pass
     that assigned something, `on_assigned` runs on the loop: it wakes the leases waiting in a
-    long poll (`AttemptsReady.notify`). Passes in several processes are safe: PENDING rows are
-    read `FOR UPDATE SKIP LOCKED` on PostgreSQL, and every move is a compare-and-set.
+    long poll (`AttemptsReady.notify`). Before that, still in its transaction, a pass that
+    assigned something leases for the polls waiting in this process (`lease_waiting`), which
+    then take what it leased for them without a lease transaction of their own. Passes in
+    several processes are safe: PENDING rows are read `FOR UPDATE SKIP LOCKED` on PostgreSQL,
+    and every move is a compare-and-set.
     """
 
     def __init__(
@@ -402,12 +417,14 @@ class Scheduler:
         reserve_after: timedelta | None = RESERVE_AFTER,
         on_assigned: Callable[[], None] = lambda: None,
         on_preempted: Callable[[], None] = lambda: None,
+        lease_waiting: Callable[[Session], Handoff | None] = lambda session: None,
     ) -> None:
         self._sessions = sessions
         self._reserve_after = reserve_after
         self._heartbeat_grace = heartbeat_grace
         self._strategy = strategy
         self._on_assigned = on_assigned
+        self._lease_waiting = lease_waiting
         # Run on the loop after a pass that preempted attempts (the finish notifier's
         # `deliver_soon`, where this process has one).
         self.on_preempted = on_preempted
@@ -428,20 +445,33 @@ class Scheduler:
         waits for a pass in progress, so what it returns to has been offered to a pass."""
 
         preempted: list[str] = []
+        handoffs: list[Handoff] = []
 
         def one_pass() -> int:
             preempted.clear()
-            with transaction(self._sessions) as session:
-                return place_pending_attempts(
-                    session,
-                    heartbeat_grace=self._heartbeat_grace,
-                    strategy=self._strategy,
-                    reserve_after=self._reserve_after,
-                    preempted=preempted,
-                )
+            try:
+                with transaction(self._sessions) as session:
+                    assigned = place_pending_attempts(
+                        session,
+                        heartbeat_grace=self._heartbeat_grace,
+                        strategy=self._strategy,
+                        reserve_after=self._reserve_after,
+                        preempted=preempted,
+                    )
+                    handoff = self._lease_waiting(session) if assigned else None
+                    if handoff is not None:
+                        handoffs.append(handoff)
+                    return assigned
+            except BaseException:
+                for handoff in handoffs:
+                    handoff.release()
+                handoffs.clear()
+                raise
 
         async with self._one_at_a_time:
             assigned = await asyncio.to_thread(retry_transient, one_pass)
+        for handoff in handoffs:
+            handoff.deliver()  # committed: the polls waiting for this pass take their leases
         if preempted:
             log.info("preempted %s", ", ".join(preempted))
             self.on_preempted()  # deliver PREEMPTED to their workflows now

@@ -116,6 +116,7 @@ async def scheduled_agent_service(
         heartbeat_grace=heartbeat_grace(heartbeat_interval_seconds),
         on_assigned=ready.notify,
         on_preempted=notifier.deliver_soon,
+        lease_waiting=ready.lease_waiting,
     )
     options.setdefault(
         "on_attempt_succeeded",

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import grpc
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.agent_api import service as service_module
@@ -50,6 +50,7 @@ from fleetflow.ir import Resources, WorkflowSpec
 from fleetflow.states import AttemptState
 from fleetflow.storage import LocalBlobStore
 from tests.integration.agent_server import scheduled_agent_service
+from tests.polling import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -531,6 +532,83 @@ async def test_long_poll_returns_as_soon_as_an_attempt_is_ready(
     assignments = await within_deadline(poll, "the long poll to return the attempt")
     assert [a.attempt_id for a in assignments] == [attempt_id]
     assert (await harness.attempt(attempt_id)).status == AttemptState.LEASED.value
+
+
+def count_own_leases(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The clusters whose polls leased in a transaction of their own, rather than taking what
+    a pass leased for them."""
+    own: list[str] = []
+    original = AgentService._lease_again
+
+    def counted(self: AgentService, caller: ClusterRef, max_attempts: int) -> Any:
+        own.append(caller.name)
+        return original(self, caller, max_attempts)
+
+    monkeypatch.setattr(AgentService, "_lease_again", counted)
+    return own
+
+
+async def test_the_pass_leases_for_the_waiting_polls_and_hands_each_only_its_own(
+    harness: Harness, no_recheck: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await harness.register()  # alpha is online, beta is not: the attempt goes to alpha
+    own_leases = count_own_leases(monkeypatch)
+    alpha = asyncio.create_task(harness.lease(wait_seconds=30))
+    beta = asyncio.create_task(harness.lease(wait_seconds=2, token=OTHER_TOKEN))
+    await within_deadline(harness.ready.waiting.wait(), "the long polls to wait")
+    await asyncio.sleep(0.2)  # both are waiting
+
+    def start_attempt() -> str:
+        with transaction(harness.sessions) as session:
+            attempt_id = harness.create_attempt(session).id
+        harness.scheduler.wake()
+        return attempt_id
+
+    attempt_id = await asyncio.to_thread(start_attempt)
+    (assignment,) = await within_deadline(alpha, "alpha's poll to return the attempt")
+
+    assert assignment.attempt_id == attempt_id
+    assert assignment.fencing_token == 1 and assignment.report_secret
+    assert (await harness.attempt(attempt_id)).status == AttemptState.LEASED.value
+    assert "alpha" not in own_leases, "alpha's poll leased again instead of taking the pass's"
+    assert await within_deadline(beta, "beta's poll to time out") == [], (
+        "another cluster's poll was handed the attempt"
+    )
+
+
+async def test_a_pass_that_fails_after_leasing_for_a_poll_hands_it_nothing(
+    harness: Harness, no_recheck: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await harness.register()
+    own_leases = count_own_leases(monkeypatch)
+    original = harness.ready.lease_waiting
+    failed: list[bool] = []
+
+    def lease_then_fail(session: Session) -> Any:
+        handoff = original(session)
+        if not failed:
+            failed.append(True)
+
+            @event.listens_for(session, "before_commit", once=True)
+            def fail(_: Session) -> None:
+                raise RuntimeError("the pass's commit fails, after it leased for the poll")
+
+        return handoff
+
+    monkeypatch.setattr(harness.scheduler, "_lease_waiting", lease_then_fail)
+    poll = asyncio.create_task(harness.lease(wait_seconds=30))
+    await within_deadline(harness.ready.waiting.wait(), "the long poll to wait")
+    attempt = await harness.start_attempt()
+    await wait_until_async(lambda: failed, timeout=DEADLINE_SECONDS, message="the pass to fail")
+    # Its lease was rolled back, and the poll still waits, for the next pass.
+    assert (await harness.attempt(attempt.id)).status == AttemptState.PENDING.value
+    assert not poll.done()
+    harness.scheduler.wake()
+
+    (assignment,) = await within_deadline(poll, "the long poll to return the attempt")
+    assert assignment.attempt_id == attempt.id
+    assert assignment.fencing_token == 1, "a rolled-back lease counted"
+    assert own_leases == [], "the failed pass handed the poll something, or left it without"
 
 
 async def test_a_wake_up_during_the_database_check_is_not_lost(
