@@ -555,21 +555,18 @@ async def test_the_pass_leases_for_the_waiting_polls_and_hands_each_only_its_own
     own_leases = count_own_leases(monkeypatch)
     alpha = asyncio.create_task(harness.lease(wait_seconds=30))
     beta = asyncio.create_task(harness.lease(wait_seconds=2, token=OTHER_TOKEN))
-    await within_deadline(harness.ready.waiting.wait(), "the long polls to wait")
-    await asyncio.sleep(0.2)  # both are waiting
+    await wait_until_async(
+        lambda: len(harness.ready._waiters) == 2,
+        timeout=DEADLINE_SECONDS,
+        message="both long polls to wait",
+    )
 
-    def start_attempt() -> str:
-        with transaction(harness.sessions) as session:
-            attempt_id = harness.create_attempt(session).id
-        harness.scheduler.wake()
-        return attempt_id
-
-    attempt_id = await asyncio.to_thread(start_attempt)
+    attempt = await harness.start_attempt()
     (assignment,) = await within_deadline(alpha, "alpha's poll to return the attempt")
 
-    assert assignment.attempt_id == attempt_id
+    assert assignment.attempt_id == attempt.id
     assert assignment.fencing_token == 1 and assignment.report_secret
-    assert (await harness.attempt(attempt_id)).status == AttemptState.LEASED.value
+    assert (await harness.attempt(attempt.id)).status == AttemptState.LEASED.value
     assert "alpha" not in own_leases, "alpha's poll leased again instead of taking the pass's"
     assert await within_deadline(beta, "beta's poll to time out") == [], (
         "another cluster's poll was handed the attempt"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,25 +70,31 @@ def test_two_agents_of_one_machine_never_hand_out_the_same_uid(tmp_path: Path) -
     assert west.acquire() == first
 
 
-@as_root
-def test_a_uid_is_handed_out_only_once_nothing_runs_as_it(tmp_path: Path) -> None:
-    # A task of an agent that died (and so never killed it) still runs as the uid: the next
-    # attempt given that uid must not share it with that task.
-    leftover = subprocess.Popen(as_user_argv(60010, ["sleep", "600"]))
+@contextlib.contextmanager
+def leftover_of(uid: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A process running as `uid`, as an agent that died holding it would leave one."""
+    leftover = subprocess.Popen(as_user_argv(uid, ["sleep", "600"]))
     try:
         wait_until(
-            lambda: 60010 in _uids(leftover.pid),
+            lambda: uid in _uids(leftover.pid),
             timeout=30,
             interval=0.02,
             message="the leftover to switch to its uid",
         )
-
-        assert TaskUsers(UidRange(60010, 60010), tmp_path).acquire() == 60010
-
-        assert leftover.wait(timeout=30) == -signal.SIGKILL
+        yield leftover
     finally:
         leftover.kill()
         leftover.wait()
+
+
+@as_root
+def test_a_uid_is_handed_out_only_once_nothing_runs_as_it(tmp_path: Path) -> None:
+    # A task of an agent that died (and so never killed it) still runs as the uid: the next
+    # attempt given that uid must not share it with that task.
+    with leftover_of(60010) as leftover:
+        assert TaskUsers(UidRange(60010, 60010), tmp_path).acquire() == 60010
+
+        assert leftover.wait(timeout=30) == -signal.SIGKILL
 
 
 def test_only_a_uid_given_up_swept_is_handed_out_without_a_look_at_every_process(
@@ -120,22 +128,12 @@ def test_a_process_left_by_an_agent_that_died_after_a_swept_release_is_killed(
     users = TaskUsers(UidRange(60040, 60040), tmp_path)
     users.release(users.acquire(), swept=True)
     assert users.acquire() == 60040
-    leftover = subprocess.Popen(as_user_argv(60040, ["sleep", "600"]))
-    try:
-        wait_until(
-            lambda: 60040 in _uids(leftover.pid),
-            timeout=30,
-            interval=0.02,
-            message="the leftover to switch to its uid",
-        )
+    with leftover_of(60040) as leftover:
         os.close(users._held.pop(60040))  # the agent dies holding it
 
         assert TaskUsers(UidRange(60040, 60040), tmp_path).acquire() == 60040
 
         assert leftover.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        leftover.kill()
-        leftover.wait()
 
 
 @as_root
