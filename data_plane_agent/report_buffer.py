@@ -81,7 +81,8 @@ class PendingReport:
 
 
 class ReportBuffer:
-    """Status reports waiting for delivery, oldest first, at most `capacity` of them, on disk.
+    """Status reports waiting for delivery, oldest first, at most `capacity` of them; the
+    final ones on disk (a RUNNING one in memory only).
 
     Opening a buffer loads what a previous process left in `directory`: files that cannot be
     read are logged and renamed to `*.corrupt`, never fatal. The agent's reporter takes each

@@ -181,7 +181,8 @@ class TaskContext:
         map_index: the element of a map node the attempt runs; None in an ordinary node.
         attempt_id: the attempt's own id (the control plane's on a cluster).
         task_name: the task's name, `<module>.<function>`.
-        workdir: a fresh directory of the attempt's own, removed when the attempt ends.
+        workdir: a fresh directory of the attempt's own, made when first asked for and
+            removed when the attempt ends.
         logger: a logger whose records go to the task's log, named after the task.
         local: True when the attempt runs in-process (`fleetflow run`, calling a workflow).
     """
