@@ -65,6 +65,7 @@ from fleetflow.logs import sdk_lines_to
 from fleetflow.storage import BlobStore, open_blob_store, parent_uri, read_uri, write_uri
 from fleetflow.task import result_to_literals
 from fleetflow.types import to_python
+from fleetflow.workflow import compile_on_first_use
 
 logger = logging.getLogger("fleetflow.runtime")
 
@@ -180,8 +181,10 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def load_task(module_name: str, function_name: str) -> Any:
-    """Import `module_name` and return its `@fleetflow.task` named `function_name`."""
-    module = importlib.import_module(module_name)
+    """Import `module_name` and return its `@fleetflow.task` named `function_name`. Its
+    workflows compile only if the task uses them (`compile_on_first_use`)."""
+    with compile_on_first_use():
+        module = importlib.import_module(module_name)
     try:
         task_fn = getattr(module, function_name)
     except AttributeError:

@@ -5,23 +5,29 @@ machine. The resulting `WorkflowFunction` is both the spec (`.spec`, what `fleet
 --remote` registers) and a callable that runs the same graph in-process, so local and remote
 runs cannot drift apart. It also owns the conversions the CLI and client need between Python
 values, command-line strings and the JSON literals of the interface.
+
+The task runtime imports a workflow's module only to find one task in it, so it imports it
+under `compile_on_first_use()`: its workflows compile only if something asks for them
+(compiling them was a tenth of a no-op attempt's time in its process).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import functools
 import json
 import math
 import os
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from fleetflow import ir
 from fleetflow.cache import LocalCache
-from fleetflow.compiler import active_compilation, compile_workflow
+from fleetflow.compiler import CompiledWorkflow, active_compilation, compile_workflow
 from fleetflow.errors import (
     LiteralValidationError,
     WorkflowCompileError,
@@ -29,7 +35,12 @@ from fleetflow.errors import (
     WorkflowOutputError,
 )
 from fleetflow.files import Directory, File
-from fleetflow.interface import extract_signature, outputs_to_python, require_function
+from fleetflow.interface import (
+    Signature,
+    extract_signature,
+    outputs_to_python,
+    require_function,
+)
 from fleetflow.local import run_locally
 from fleetflow.task import TaskFunction
 from fleetflow.types import to_literal, to_python
@@ -40,6 +51,20 @@ R = TypeVar("R")
 TRUE_TEXTS = frozenset({"true", "1", "yes"})
 FALSE_TEXTS = frozenset({"false", "0", "no"})
 NONE_TEXTS = frozenset({"null", "none"})
+
+_COMPILE_ON_FIRST_USE = contextvars.ContextVar("fleetflow_compile_on_first_use", default=False)
+
+
+@contextlib.contextmanager
+def compile_on_first_use() -> Iterator[None]:
+    """Workflows decorated within compile when first used, not when decorated: for the task
+    runtime, which imports a module to run one task (its workflows were compiled where they
+    were registered). A wiring mistake then surfaces on first use."""
+    token = _COMPILE_ON_FIRST_USE.set(True)
+    try:
+        yield
+    finally:
+        _COMPILE_ON_FIRST_USE.reset(token)
 
 
 class WorkflowFunction(Generic[P, R]):
@@ -59,6 +84,15 @@ class WorkflowFunction(Generic[P, R]):
 
     def __init__(self, fn: Callable[P, R]) -> None:
         require_function(fn, "@workflow")
+        self.fn: Callable[P, R] = fn
+        functools.update_wrapper(self, fn)
+        if not _COMPILE_ON_FIRST_USE.get():
+            self._compiled  # noqa: B018 - compiled now: a wiring mistake fails the import
+
+    @functools.cached_property
+    def _compiled(self) -> tuple[Signature, CompiledWorkflow]:
+        """(its signature, its compilation), made once."""
+        fn = self.fn
         name = f"{fn.__module__}.{fn.__name__}"
         signature = extract_signature(
             fn, functools.partial(WorkflowCompileError, workflow=name), decorator="@workflow"
@@ -66,13 +100,27 @@ class WorkflowFunction(Generic[P, R]):
         compiled = compile_workflow(
             fn, signature, name=name, module=fn.__module__, function=fn.__name__
         )
-        self.fn: Callable[P, R] = fn
-        self.input_types: dict[str, Any] = signature.input_types
-        self.output_type: Any | None = signature.output_type
-        self.defaults: dict[str, Any] = signature.defaults
-        self.spec: ir.WorkflowSpec = compiled.spec
-        self.tasks: dict[str, TaskFunction[..., Any]] = compiled.tasks
-        functools.update_wrapper(self, fn)
+        return signature, compiled
+
+    @property
+    def input_types(self) -> dict[str, Any]:
+        return self._compiled[0].input_types
+
+    @property
+    def output_type(self) -> Any | None:
+        return self._compiled[0].output_type
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self._compiled[0].defaults
+
+    @property
+    def spec(self) -> ir.WorkflowSpec:
+        return self._compiled[1].spec
+
+    @property
+    def tasks(self) -> dict[str, TaskFunction[..., Any]]:
+        return self._compiled[1].tasks
 
     @property
     def name(self) -> str:

@@ -140,3 +140,68 @@ def test_bad_invocations_fail_with_a_clear_message(
     assert run.result["message"].startswith(message)
     # No user code ran: the traceback holds only the error itself, no frames of ours.
     assert run.result["message"].split(": ", 1)[1] in run.result["traceback"]
+
+
+_TASK_MODULE = """
+from fleetflow import task, workflow
+
+compiled = []
+
+
+@task
+def double(x: int) -> int:
+    return 2 * x
+
+
+@workflow
+def pipeline(x: int) -> int:
+    compiled.append("pipeline")
+    return double(x=x)
+
+
+@workflow
+def miswired(x: int) -> int:
+    compiled.append("miswired")
+    return double(y=x)
+"""
+
+
+def test_the_runtime_imports_a_task_module_without_compiling_its_workflows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime needs one task of the module: its workflows compile only when used, so a
+    miswired one elsewhere in the bundle fails where it is used, not the task's attempt."""
+    from fleetflow.errors import WorkflowCompileError
+    from fleetflow.runtime import load_task
+
+    (tmp_path / "lazy_wf_tasks.py").write_text(_TASK_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "lazy_wf_tasks", raising=False)
+
+    double = load_task("lazy_wf_tasks", "double")
+
+    module = sys.modules["lazy_wf_tasks"]
+    assert double.fn(x=3) == 6
+    assert module.compiled == []
+    assert module.pipeline.spec.name == "lazy_wf_tasks.pipeline"
+    assert module.pipeline.input_types == {"x": int}
+    assert module.compiled == ["pipeline"]
+    assert module.pipeline.spec is module.pipeline.spec  # compiled once
+    with pytest.raises(WorkflowCompileError, match="y"):
+        _ = module.miswired.spec
+    del sys.modules["lazy_wf_tasks"]
+
+
+def test_importing_a_workflow_module_elsewhere_compiles_it_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside the runtime a wiring mistake still fails the import."""
+    import importlib
+
+    from fleetflow.errors import WorkflowCompileError
+
+    (tmp_path / "eager_wf_tasks.py").write_text(_TASK_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(WorkflowCompileError, match="y"):
+        importlib.import_module("eager_wf_tasks")
+    sys.modules.pop("eager_wf_tasks", None)
