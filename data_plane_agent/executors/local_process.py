@@ -274,16 +274,33 @@ class LocalProcessExecutor:
         self._start_sweeper()  # the agent waits here from its start: sweeps begin with it
         return await self._events.get()
 
-    async def sweep_attempt_dirs(self, *, spare: str | None = None) -> list[str]:
+    async def sweep_attempt_dirs(
+        self, *, spare: str | None = None, spare_measured: tuple[float, int] | None = None
+    ) -> list[str]:
         """Apply the retention policy now; the ids of the attempts whose directories went.
 
         Args:
             spare: An attempt that just finished: kept this time, so that the agent can still
                 read its log for the last upload; a later sweep applies the policy to it.
+            spare_measured: Its directory's (last write, bytes), measured already: when,
+                with it, no directory may go, the sweep ends here, without a thread.
         """
         async with self._dirs_lock:
+            if spare is not None and spare_measured is not None:
+                self._measured_dirs[spare] = spare_measured
+                if self._none_may_go(self._clock()):
+                    return []
             protected = set(self._attempts) | self._launching | ({spare} if spare else set())
             return await asyncio.to_thread(self._sweep, protected, spare)
+
+    def _none_may_go(self, now: float) -> bool:
+        """Whether, as far as the directories measured so far say, none has expired and
+        together they are within the cap."""
+        measured = self._measured_dirs.values()
+        oldest = min((written for written, _ in measured), default=now)
+        total = sum(size for _, size in measured)
+        cap = self._retention.max_total_bytes
+        return now - oldest < self._retention.keep_seconds and not (cap and total > cap)
 
     def _sweep(self, protected: set[str], spare: str | None) -> list[str]:
         """The sweep after an attempt (`spare`) lists the directories only when one of them
@@ -294,15 +311,10 @@ class LocalProcessExecutor:
         now = self._clock()
         spared: tuple[float, int] | None = None
         if spare is not None:
-            directory = self._attempts_dir / spare
-            if directory.is_dir():
-                spared = (_last_written(directory), _tree_bytes(directory))
+            spared = _measure(self._attempts_dir / spare)
+            if spared is not None:
                 self._measured_dirs[spare] = spared
-            measured = self._measured_dirs.values()
-            oldest = min((written for written, _ in measured), default=now)
-            total = sum(size for _, size in measured)
-            cap = self._retention.max_total_bytes
-            if now - oldest < self._retention.keep_seconds and not (cap and total > cap):
+            if self._none_may_go(now):
                 return []
         deleted = sweep_finished_attempt_dirs(
             self._attempts_dir,
@@ -329,9 +341,10 @@ class LocalProcessExecutor:
                 logger.exception("could not clean up finished attempts' directories")
             await asyncio.sleep(self._retention.sweep_interval_seconds)  # pacing
 
-    def _sweep_soon(self, finished: str) -> None:
+    def _sweep_soon(self, finished: str, measured: tuple[float, int] | None) -> None:
         task = asyncio.create_task(
-            self.sweep_attempt_dirs(spare=finished), name="attempt-dirs-on-finish"
+            self.sweep_attempt_dirs(spare=finished, spare_measured=measured),
+            name="attempt-dirs-on-finish",
         )
         self._sweeps.add(task)
         task.add_done_callback(self._sweep_done)
@@ -460,17 +473,15 @@ class LocalProcessExecutor:
             return
         self._launching.add(attempt_id)
         self._start_sweeper()
-        users = self._isolation.users
         uid: int | None = None
         sandbox: Path | None = None
         try:
             try:
                 directory = self.attempt_dir(attempt_id)
                 sandbox = self.sandbox_dir(attempt_id)
-                # A look at every process (`kill_processes_of`): not on the event loop.
-                uid = await asyncio.to_thread(users.acquire) if users is not None else None
-                self._attempts_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                await asyncio.to_thread(_prepare_sandbox, sandbox, assignment, uid)
+                # Files, and perhaps a look at every process: in one thread hop, not on the
+                # event loop. The attempt's directory in another, under the sweep's lock.
+                uid = await asyncio.to_thread(self._take_uid_and_stage, sandbox, assignment)
                 async with self._dirs_lock:
                     log_file = await asyncio.to_thread(_prepare_attempt_dir, directory, assignment)
                 try:
@@ -514,6 +525,19 @@ class LocalProcessExecutor:
         self._watchers.add(attempt.watcher)
         attempt.watcher.add_done_callback(self._watchers.discard)
 
+    def _take_uid_and_stage(self, sandbox: Path, assignment: TaskAssignment) -> int | None:
+        """The attempt's uid (None: tasks run as the agent's user) and its sandbox, staged;
+        nothing of either left held when it fails."""
+        users = self._isolation.users
+        uid = users.acquire() if users is not None else None
+        try:
+            self._attempts_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _prepare_sandbox(sandbox, assignment, uid)
+        except BaseException:
+            self._clean_up(sandbox, uid)
+            raise
+        return uid
+
     def _clean_up(self, sandbox: Path | None, uid: int | None, *, swept: bool = False) -> None:
         """After an attempt of which no process is left (killed, or none started): its
         sandbox gone, its uid free (`swept`: as `TaskUsers.release` takes it)."""
@@ -544,20 +568,9 @@ class LocalProcessExecutor:
                     await process.wait()
             finally:
                 # Whatever the task left running goes with it, however the wait ended: its
-                # process group, and every process of its user (before its outputs are read:
-                # nothing may change them, and before its sandbox and uid are given up).
+                # process group now, every process of its user in `_end`.
                 _signal_process(process, signal.SIGKILL)
-                if attempt.uid is not None:
-                    attempt.swept = await asyncio.to_thread(kill_processes_of, attempt.uid)
-                if isinstance(process, ForkedTask) and process.lost is not None:
-                    # No one reaps it for us now: see it gone before its outcome is read.
-                    await asyncio.to_thread(_wait_until_gone, process.pid, _LOST_TASK_END_SECONDS)
-            # Kept before the end is told, a retry reads it; also when the control plane stopped
-            # the attempt: a preempted attempt runs again and resumes from it.
-            await asyncio.to_thread(
-                keep_checkpoint, attempt.assignment, attempt.sandbox / STAGED_DIR, attempt.uid
-            )
-            event = await self._outcome(attempt)
+            event = await asyncio.to_thread(self._end, attempt)  # one thread hop for it all
         except Exception as exc:  # an event must come out whatever happens here
             logger.exception("attempt %s: could not determine how it ended", attempt_id)
             event = AttemptEvent(
@@ -565,7 +578,7 @@ class LocalProcessExecutor:
             )
         except BaseException:  # cancelled: no event, and nothing of it left behind
             self._attempts.pop(attempt_id, None)
-            await asyncio.to_thread(self._clean_up, attempt.sandbox, attempt.uid)
+            await asyncio.to_thread(self._kill_leftovers_and_clean_up, attempt)
             raise
         self._attempts.pop(attempt_id, None)
         logger.info(
@@ -577,15 +590,42 @@ class LocalProcessExecutor:
         self._emit(event)
         # Its end goes out first: the sandbox and the uid go after it, off the path to the
         # next attempt (nothing of this one runs any more, and its outputs were read).
-        await asyncio.to_thread(self._clean_up, attempt.sandbox, attempt.uid, swept=attempt.swept)
-        self._sweep_soon(attempt_id)
+        measured = await asyncio.to_thread(self._finish, attempt)
+        self._sweep_soon(attempt_id, measured)
 
-    async def _outcome(self, attempt: _LocalAttempt) -> AttemptEvent:
+    def _end(self, attempt: _LocalAttempt) -> AttemptEvent:
+        """After its process ended (in a thread): every process left of its user killed
+        (before its outputs are read: nothing may change them, and before its sandbox and
+        uid are given up), its checkpoint kept, and how it ended."""
+        process = attempt.process
+        if attempt.uid is not None:
+            attempt.swept = kill_processes_of(attempt.uid)
+        if isinstance(process, ForkedTask) and process.lost is not None:
+            # No one reaps it for us now: see it gone before its outcome is read.
+            _wait_until_gone(process.pid, _LOST_TASK_END_SECONDS)
+        # Kept before the end is told, a retry reads it; also when the control plane stopped
+        # the attempt: a preempted attempt runs again and resumes from it.
+        keep_checkpoint(attempt.assignment, attempt.sandbox / STAGED_DIR, attempt.uid)
+        return self._outcome(attempt)
+
+    def _kill_leftovers_and_clean_up(self, attempt: _LocalAttempt) -> None:
+        """A watch cancelled: no process of the attempt left, nor its sandbox, nor its uid."""
+        if attempt.uid is not None:
+            attempt.swept = kill_processes_of(attempt.uid)
+        self._clean_up(attempt.sandbox, attempt.uid, swept=attempt.swept)
+
+    def _finish(self, attempt: _LocalAttempt) -> tuple[float, int] | None:
+        """Its sandbox and uid given up; (last write, bytes) of its directory, now finished,
+        for the retention policy (None: it has none)."""
+        self._clean_up(attempt.sandbox, attempt.uid, swept=attempt.swept)
+        return _measure(attempt.directory)
+
+    def _outcome(self, attempt: _LocalAttempt) -> AttemptEvent:
         attempt_id = attempt.assignment.attempt_id
         if attempt.stop_reason is not None:
             return AttemptEvent(attempt_id, AttemptState.CANCELLED, attempt.stop_reason)
         if attempt.timed_out:
-            tail = await asyncio.to_thread(_failure_tail, attempt.directory / LOG_FILE)
+            tail = _failure_tail(attempt.directory / LOG_FILE)
             message = f"timed out after {attempt.assignment.timeout_seconds}s"
             return AttemptEvent(attempt_id, AttemptState.FAILED, message, tail)
         gang = attempt.process if isinstance(attempt.process, GangProcess) else None
@@ -595,7 +635,7 @@ class LocalProcessExecutor:
         failed = gang.failed_worker if gang is not None else None
         if failed is not None:  # a gang's other worker failed, and the others were stopped
             rank, sandbox, code = failed
-            result = await asyncio.to_thread(_read_result, sandbox / RESULT_FILE, attempt.uid)
+            result = _read_result(sandbox / RESULT_FILE, attempt.uid)
             message = str((result or {}).get("message") or _exit_message(code))
             return AttemptEvent(
                 attempt_id,
@@ -605,19 +645,17 @@ class LocalProcessExecutor:
             )
         returncode = attempt.process.returncode
         assert returncode is not None
-        result = await asyncio.to_thread(_read_result, attempt.sandbox / RESULT_FILE, attempt.uid)
+        result = _read_result(attempt.sandbox / RESULT_FILE, attempt.uid)
         if result is None and isinstance(attempt.process, ForkedTask) and attempt.process.lost:
             # Killed with the warm runtime, not by anything of the task's: it runs again.
             return AttemptEvent(attempt_id, AttemptState.LOST, attempt.process.lost)
         if result is None:
-            tail = await asyncio.to_thread(_failure_tail, attempt.directory / LOG_FILE)
+            tail = _failure_tail(attempt.directory / LOG_FILE)
             return AttemptEvent(attempt_id, AttemptState.FAILED, _exit_message(returncode), tail)
         status = result.get("status")
         if status == AttemptState.SUCCEEDED.value:
             try:
-                await asyncio.to_thread(
-                    collect_outputs, attempt.assignment, attempt.sandbox / STAGED_DIR, attempt.uid
-                )
+                collect_outputs(attempt.assignment, attempt.sandbox / STAGED_DIR, attempt.uid)
             except StagingError as exc:
                 return AttemptEvent(attempt_id, AttemptState.FAILED, str(exc))
             return AttemptEvent(attempt_id, AttemptState.SUCCEEDED)
@@ -735,6 +773,13 @@ def sweep_finished_attempt_dirs(
             "kept long enough" if expired else "attempt directories over their size cap",
         )
     return deleted
+
+
+def _measure(directory: Path) -> tuple[float, int] | None:
+    """(last write, bytes) of an attempt's directory; None when there is none."""
+    if not directory.is_dir():
+        return None
+    return _last_written(directory), _tree_bytes(directory)
 
 
 def _last_written(directory: Path) -> float:
