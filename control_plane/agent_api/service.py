@@ -185,11 +185,26 @@ class AttemptsReady:
                 if offer.state == "open":
                     self._offers.remove(offer)
                     offer.state = "withdrawn"
+                if offer.state == "withdrawn":
                     return None
                 if offer.state == "done":
                     return offer.leased
-            await offer.changed.wait()  # a pass is leasing for it
+            try:
+                await offer.changed.wait()  # a pass is leasing for it
+            except BaseException:
+                self.abandon(offer)
+                raise
             offer.changed.clear()
+
+    def abandon(self, offer: _Offer) -> None:
+        """The offer's poll is gone (cancelled): no pass may lease for it any more, nor a pass
+        that fails reopen it."""
+        with self._lock:
+            if offer.state == "open":
+                self._offers.remove(offer)
+                offer.state = "withdrawn"
+            elif offer.state == "taken":
+                offer.state = "abandoned"
 
     def lease_waiting(self, session: Session) -> _Handoff | None:
         """In a pass's transaction, after it assigned attempts: lease what is assigned to each
@@ -216,12 +231,15 @@ class AttemptsReady:
         return handoff
 
     def _reopen(self, offers: list[_Offer]) -> None:
-        """Offers a failed pass took: open again, for the next pass (their polls still wait)."""
+        """Offers a failed pass took: open again, for the next pass, those whose polls still
+        wait (an abandoned one's poll is gone: no pass may lease for it)."""
         assert self._loop is not None
         with self._lock:
+            waiting = [offer for offer in offers if offer.state != "abandoned"]
             for offer in offers:
-                offer.state, offer.leased = "open", None
-                self._offers.append(offer)
+                offer.state = "open" if offer in waiting else "withdrawn"
+                offer.leased = None
+            self._offers.extend(waiting)
         for offer in offers:
             self._loop.call_soon_threadsafe(offer.changed.set)
 
@@ -229,7 +247,8 @@ class AttemptsReady:
 @dataclass(eq=False)
 class _Offer:
     """A waiting poll's: `open` (a pass may take it), `taken` (a pass is leasing for it),
-    `done` (what it leased is committed: `leased`), or `withdrawn` by the poll."""
+    `done` (what it leased is committed: `leased`), `withdrawn` by the poll, or `abandoned`:
+    the poll went (cancelled) while a pass was leasing for it."""
 
     caller: ClusterRef
     max_attempts: int
@@ -582,6 +601,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             offer = self._ready.offer(caller, max_attempts)
             try:
                 await self._ready.wait(min(remaining, _RECHECK_SECONDS), since=seen)
+            except BaseException:  # cancelled: the poll is gone
+                self._ready.abandon(offer)
+                raise
             finally:
                 # Leased by a pass meanwhile: taken, committed (if cancelled here, as a lost
                 # answer: the heartbeats' reconciliation finds them lost).

@@ -608,6 +608,52 @@ async def test_a_pass_that_fails_after_leasing_for_a_poll_hands_it_nothing(
     assert own_leases == [], "the failed pass handed the poll something, or left it without"
 
 
+async def test_a_poll_gone_while_a_failing_pass_leased_for_it_is_not_leased_for_again(
+    harness: Harness, no_recheck: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poll is cancelled while a pass leases for it, and that pass's commit fails: its
+    offer is not opened again, so the next pass leases nothing for a poll that is gone (the
+    attempt waits ASSIGNED for the cluster's next poll)."""
+    await harness.register()
+    original = harness.ready.lease_waiting
+    taken: list[Any] = []
+    gone = threading.Event()
+
+    def lease_then_fail(session: Session) -> Any:
+        handoff = original(session)
+        if not taken:
+            taken.extend(handoff._offers)
+
+            @event.listens_for(session, "before_commit", once=True)
+            def fail(_: Session) -> None:
+                assert gone.wait(DEADLINE_SECONDS)
+                raise RuntimeError("the pass's commit fails, after its poll went")
+
+        return handoff
+
+    monkeypatch.setattr(harness.scheduler, "_lease_waiting", lease_then_fail)
+    poll = asyncio.create_task(harness.lease(wait_seconds=30))
+    await within_deadline(harness.ready.waiting.wait(), "the long poll to wait")
+    attempt = await harness.start_attempt()
+    await wait_until_async(lambda: taken, timeout=DEADLINE_SECONDS, message="the pass to lease")
+    poll.cancel()
+    await wait_until_async(
+        lambda: taken[0].state == "abandoned",
+        timeout=DEADLINE_SECONDS,
+        message="the server to see the poll gone",
+    )
+    gone.set()
+    await wait_until_async(
+        lambda: taken[0].state == "withdrawn",
+        timeout=DEADLINE_SECONDS,
+        message="the failed pass to give the offers back",
+    )
+    assert harness.ready._offers == []
+
+    await harness.scheduler.place()
+    assert (await harness.attempt(attempt.id)).status == AttemptState.ASSIGNED.value
+
+
 async def test_a_wake_up_during_the_database_check_is_not_lost(
     harness: Harness, no_recheck: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
