@@ -21,6 +21,7 @@ import posixpath
 from pathlib import Path
 
 from data_plane_agent.attempts import TaskAssignment
+from data_plane_agent.bundle_cache import BundleCache
 from data_plane_agent.sandbox import NotTheTasksFile, open_task_file
 from fleetflow import staging
 from fleetflow.context import CHECKPOINT_NAMES
@@ -35,7 +36,8 @@ from fleetflow.storage import (
 
 
 def stage_in(assignment: TaskAssignment, directory: Path) -> None:
-    """Fill `directory` (created) with the attempt's bundle, inputs document and input blobs."""
+    """Fill `directory` (created) with the attempt's inputs document and input blobs (its code
+    is copied from the `BundleCache` instead)."""
     try:
         directories = [
             (
@@ -50,7 +52,7 @@ def stage_in(assignment: TaskAssignment, directory: Path) -> None:
         ]
         staging.fill(
             directory,
-            bundle=assignment.bundle_uri,
+            bundle=None,
             inputs=assignment.inputs_uri,
             files=[
                 (blob.uri, blob.file_name, blob.uri)
@@ -62,6 +64,15 @@ def stage_in(assignment: TaskAssignment, directory: Path) -> None:
         )
     except (FleetflowError, OSError) as exc:
         raise StagingError(f"could not stage the task's inputs: {exc}") from None
+
+
+def stage_code(assignment: TaskAssignment, dest: Path, bundles: BundleCache) -> None:
+    """Make `dest` a copy of the attempt's code bundle, unpacked (checked against its digest
+    when the agent first unpacked it)."""
+    try:
+        bundles.copy_into(assignment.bundle_uri, dest)
+    except (FleetflowError, OSError) as exc:
+        raise StagingError(f"could not stage the task's code: {exc}") from None
 
 
 logger = logging.getLogger(__name__)

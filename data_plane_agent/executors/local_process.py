@@ -7,14 +7,15 @@ start and imports); while that cannot run, or with `warm_runtime=False`, it is a
 `python -m fleetflow.runtime` process. Both are watched alike (`TaskProcess`). Every attempt gets
 `<work_dir>/attempts/<attempt_id>/log.txt` (the process's stdout and stderr), the agent's, and
 a sandbox directory of its own while it runs (`sandbox`: as a user of its own when it can),
-holding the unpacked code (`code/`), what the agent staged for it (`staged/`: bundle, inputs,
-input files, its unit's checkpoint; `data_plane_agent.staging`), its result file, and its `HOME`
-and `TMPDIR`. The task never touches the blob store: the agent copies its inputs in and uploads
-its outputs (and its checkpoint, whatever the outcome) after it ended, then deletes the
-sandbox. The child runs in its own session, hence its own process group,
-so stopping an attempt also stops whatever the task spawned (and every process left under the
-attempt's uid is killed). No `FLEETFLOW_*` setting of the agent's (its token, the blob store's
-credentials) nor AWS credentials are passed on to task code.
+holding a copy of its code (`code/`, from the agent's `BundleCache`: unpacked once per
+bundle), what the agent staged for it (`staged/`: inputs, input files, its unit's checkpoint;
+`data_plane_agent.staging`), its result file, and its `HOME` and `TMPDIR`. The task never
+touches the blob store: the agent copies its inputs in and uploads its outputs (and its
+checkpoint, whatever the outcome) after it ended, then deletes the sandbox. The child runs in
+its own session, hence its own process group, so stopping an attempt also stops whatever the
+task spawned (and every process left under the attempt's uid is killed). No `FLEETFLOW_*`
+setting of the agent's (its token, the blob store's credentials) nor AWS credentials are passed
+on to task code.
 
 Finished attempts' directories are deleted by an `AttemptDirRetention` policy (older than its
 keep time, or oldest first while all attempt directories together exceed its size cap), swept
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from data_plane_agent.attempts import AttemptEvent, TaskAssignment
+from data_plane_agent.bundle_cache import BundleCache
 from data_plane_agent.executors.base import (
     MAX_LOG_BYTES,
     Capacity,
@@ -66,6 +68,7 @@ from data_plane_agent.staging import (
     collect_outputs,
     keep_checkpoint,
     stage_checkpoint,
+    stage_code,
     stage_in,
 )
 from fleetflow.child_processes import parent_env
@@ -210,6 +213,7 @@ class LocalProcessExecutor:
         self._events: asyncio.Queue[AttemptEvent] = asyncio.Queue()
         self._retention = retention or AttemptDirRetention()
         self._clock = clock
+        self._bundles = BundleCache(Path(work_dir) / "bundles")
         # Held by a sweep and by a launch preparing its directory, so a sweep never deletes a
         # directory an attempt is being (re)started in.
         self._dirs_lock = asyncio.Lock()
@@ -370,6 +374,7 @@ class LocalProcessExecutor:
                 result_file=str(sandbox / RESULT_FILE),
                 workdir=str(sandbox / CODE_DIR),
             ),
+            "--code-unpacked",
             "--staged",
             str(sandbox / STAGED_DIR),
             *(
@@ -461,7 +466,7 @@ class LocalProcessExecutor:
             sandbox,
             directory,
             log_file,
-            prepare=lambda own: _prepare_sandbox(own, assignment, uid),
+            prepare=lambda own: _prepare_sandbox(own, assignment, uid, self._bundles),
             start=start,
             kill_grace=self._kill_grace_seconds,
         )
@@ -532,7 +537,7 @@ class LocalProcessExecutor:
         uid = users.acquire() if users is not None else None
         try:
             self._attempts_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _prepare_sandbox(sandbox, assignment, uid)
+            _prepare_sandbox(sandbox, assignment, uid, self._bundles)
         except BaseException:
             self._clean_up(sandbox, uid)
             raise
@@ -803,11 +808,15 @@ def _tree_bytes(directory: Path) -> int:
     return total
 
 
-def _prepare_sandbox(sandbox: Path, assignment: TaskAssignment, uid: int | None) -> None:
-    """A fresh sandbox holding what the agent staged, all of it the task user's."""
+def _prepare_sandbox(
+    sandbox: Path, assignment: TaskAssignment, uid: int | None, bundles: BundleCache
+) -> None:
+    """A fresh sandbox holding its code and what the agent staged, all of it the task
+    user's."""
     shutil.rmtree(sandbox, ignore_errors=True)  # an earlier run's: never judged by its result
     sandbox.mkdir(mode=0o700)
     (sandbox / "tmp").mkdir()
+    stage_code(assignment, sandbox / CODE_DIR, bundles)
     stage_in(assignment, sandbox / STAGED_DIR)
     stage_checkpoint(assignment, sandbox / STAGED_DIR)
     if uid is not None:

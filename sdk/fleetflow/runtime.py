@@ -99,6 +99,8 @@ class TaskInvocation:
     module: str
     function: str
     workdir: Path
+    code_unpacked: bool = False
+    """`workdir` holds the bundle, unpacked and checked by the agent."""
     staged: Path | None = None
     """The directory its agent staged everything into (`fleetflow.staging`); None: the task
     reads and writes the blob store itself."""
@@ -117,6 +119,8 @@ class TaskInvocation:
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argument_parser()
     args = parser.parse_args(argv)
+    if args.code_unpacked and not args.workdir:
+        parser.error("--code-unpacked needs --workdir (where the code is unpacked)")
     if args.checkpoint_uri and not args.checkpoint_dir:
         parser.error("--checkpoint-uri needs --checkpoint-dir (where to copy the checkpoint)")
     return args
@@ -144,6 +148,12 @@ def argument_parser() -> argparse.ArgumentParser:
         default=None,
         help="directory the agent staged the bundle, inputs and input files into; outputs are "
         "left in its outputs/ for the agent (the task then never touches the blob store)",
+    )
+    parser.add_argument(
+        "--code-unpacked",
+        action="store_true",
+        help="--workdir holds the code bundle already, unpacked and checked against its digest "
+        "by the agent (which then stages no bundle)",
     )
     parser.add_argument(
         "--presigned",
@@ -236,14 +246,15 @@ def run_task(invocation: TaskInvocation) -> None:
         assert staged is not None
         logger.info("fetching the code bundle and inputs from their presigned URLs")
         presigned.fetch(invocation.presigned, staged)
-    if staged is None:
-        logger.info("downloading code bundle %s", invocation.bundle_uri)
-        bundle = read_uri(invocation.bundle_uri)
-    else:
-        bundle = (staged / staging.BUNDLE_FILE).read_bytes()
-    verify_bundle(invocation.bundle_uri, bundle)
-    extract_bundle(bundle, workdir)
-    logger.info("unpacked code bundle (%d bytes) into %s", len(bundle), workdir)
+    if not invocation.code_unpacked:
+        if staged is None:
+            logger.info("downloading code bundle %s", invocation.bundle_uri)
+            bundle = read_uri(invocation.bundle_uri)
+        else:
+            bundle = (staged / staging.BUNDLE_FILE).read_bytes()
+        verify_bundle(invocation.bundle_uri, bundle)
+        extract_bundle(bundle, workdir)
+        logger.info("unpacked code bundle (%d bytes) into %s", len(bundle), workdir)
     sys.path.insert(0, str(workdir))
     # Relative paths in task code resolve against the project root, as when run locally.
     os.chdir(workdir)
@@ -376,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         module=args.module,
         function=args.function,
         workdir=workdir,
+        code_unpacked=args.code_unpacked,
         staged=staged,
         presigned=manifest,
         checkpoint_uri=args.checkpoint_uri,

@@ -3,7 +3,9 @@ wrote, so that the task process needs no access to the blob store at all.
 
 An agent that stages (the local-process executor) fills a directory before the task starts:
 
-- `bundle.tar.gz`: the code bundle (the runtime still checks it against its digest);
+- `bundle.tar.gz`: the code bundle (the runtime still checks it against its digest), unless
+  the agent copied it, unpacked and checked, into the task's work directory already (the
+  local-process executor's `BundleCache`; the runtime's `--code-unpacked`);
 - `inputs.json`: the attempt's inputs document;
 - `downloads/`: every File and Directory input the control plane listed for the attempt, where
   the runtime's blob context looks for them (`fleetflow.files.download_target`);
@@ -53,7 +55,7 @@ def is_file_name(name: object) -> bool:
 def fill(
     directory: Path,
     *,
-    bundle: str,
+    bundle: str | None,
     inputs: str,
     files: Iterable[tuple[str, str, str]],
     directories: Iterable[tuple[str, Mapping[str, str]]],
@@ -61,7 +63,8 @@ def fill(
 ) -> None:
     """Lay out `directory` (created) as above. `fetch(source, dest)` copies one object to a
     local file; a source names it to the fetcher: a URI for an agent, a presigned URL for a
-    pod. `files` are (URI, file name, source); `directories` (URI, {relative name: source}).
+    pod. `files` are (URI, file name, source); `directories` (URI, {relative name: source});
+    `bundle` None: no bundle is staged (the task's code is in place already).
 
     Raises:
         StagingError: a file or relative name would not stay in its place.
@@ -70,7 +73,8 @@ def fill(
     downloads = directory / DOWNLOADS_DIR
     for sub in (downloads, directory / OUTPUTS_DIR):
         sub.mkdir(parents=True, exist_ok=True)
-    fetch(bundle, directory / BUNDLE_FILE)
+    if bundle is not None:
+        fetch(bundle, directory / BUNDLE_FILE)
     fetch(inputs, directory / INPUTS_FILE)
     for uri, name, source in files:
         if not is_file_name(name):

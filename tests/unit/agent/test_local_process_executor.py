@@ -286,7 +286,50 @@ async def test_missing_bundle_fails_before_the_task_starts(
 
     done = await next_event(executor)  # the agent stages the bundle: no process is started
     assert done.state is AttemptState.FAILED
-    assert done.message.startswith("could not stage the task's inputs: blob not found")
+    assert done.message.startswith("could not stage the task's code: blob not found")
+    assert executor.running() == []
+
+
+async def finish(executor: LocalProcessExecutor, assignment: TaskAssignment) -> AttemptEvent:
+    await executor.launch(assignment)
+    assert (await next_event(executor)).state is AttemptState.RUNNING
+    return await next_event(executor)
+
+
+async def test_a_task_that_rewrites_its_code_leaves_the_next_attempts_copy_as_bundled(
+    executor: LocalProcessExecutor, blobs: Blobs
+) -> None:
+    """The agent unpacks a bundle once and copies it into each sandbox: a task owns its copy
+    and may change it, and the next attempt of the same bundle gets the bundled files."""
+    rewrite = blobs.assignment("att-rewrite", "rewrite_data_file", {"text": "tampered"})
+    done = await finish(executor, rewrite)
+    assert done.state is AttemptState.SUCCEEDED, done.message
+    assert blobs.outputs(rewrite) == {"o0": "tampered"}
+
+    read = blobs.assignment("att-read", "read_data_file", {})
+    assert (await finish(executor, read)).state is AttemptState.SUCCEEDED
+    assert blobs.outputs(read) == {"o0": "hello from the bundle"}
+
+
+async def test_a_bundle_changed_after_upload_is_refused_before_any_process_starts(
+    executor: LocalProcessExecutor, blobs: Blobs, tmp_path: Path
+) -> None:
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    marker = tmp_path / "pwned"
+    (evil / "stand_in_tasks.py").write_text(
+        f"open({str(marker)!r}, 'w').write('pwned')\ndef add(**_): return 0\n"
+    )
+    _, forged = build_bundle(evil)
+    key = blobs.bundle_uri.rsplit("/", 2)[-2:]
+    blobs.store.put("/".join(key), forged)  # overwritten in place, under the genuine digest
+
+    await executor.launch(blobs.assignment("att-forged", "add", {"a": 1, "b": 2}))
+    done = await next_event(executor)
+    assert done.state is AttemptState.FAILED
+    assert done.message.startswith("could not stage the task's code: code bundle")
+    assert "was changed after upload; refusing to run it" in done.message
+    assert not marker.exists()
     assert executor.running() == []
 
 

@@ -1,0 +1,120 @@
+"""Code bundles unpacked once per bundle on this machine, copied into each attempt's sandbox.
+
+Every attempt of a map runs the same bundle. Downloading it, checking its digest and unpacking
+it in each attempt's process was a fifth of a no-op attempt's time there; the agent now does
+that once per digest and copies the unpacked tree into the attempt's `code/`, where the task
+owns its files as before (it may change them; the next attempt gets a fresh copy). A bundle is
+named by its sha256 and checked against it before it is unpacked (`fleetflow.bundle`). Trees
+are kept by the bundle's whole URI, not its digest alone: an attempt gets code only from the
+location the control plane named for it, as when each attempt downloaded it (a tenant that
+names another's digest gets nothing it could not read before).
+
+The cache lives in the agent's work directory (only the agent's user can read it), is emptied
+when the agent starts, and keeps the `max_bundles` used last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from fleetflow.bundle import extract_bundle, verify_bundle
+from fleetflow.storage import store_for_uri
+
+DEFAULT_MAX_BUNDLES = 16
+
+
+class BundleCache:
+    """Unpacked bundles under `directory`, by digest; safe to use from several threads.
+
+    Args:
+        directory: Where they are unpacked (emptied now: a previous agent's are not trusted).
+        max_bundles: How many are kept; the one used longest ago goes first, never one being
+            copied.
+    """
+
+    def __init__(self, directory: Path, *, max_bundles: int = DEFAULT_MAX_BUNDLES) -> None:
+        self._directory = directory
+        self._max_bundles = max(1, max_bundles)
+        self._lock = threading.Lock()
+        # Bundle URI -> its unpacked tree, least recently used first.
+        self._trees: OrderedDict[str, Path] = OrderedDict()
+        # Bundle URI -> how many copies from its tree are under way (never deleted meanwhile).
+        self._copying: dict[str, int] = {}
+        # Bundle URI -> held while it is downloaded and unpacked (one download per bundle).
+        self._unpacking: dict[str, threading.Lock] = {}
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def copy_into(self, bundle_uri: str, dest: Path) -> None:
+        """Make `dest` (new) a copy of the bundle's tree, downloading, checking and unpacking
+        it first if this agent has not yet.
+
+        Raises:
+            BundleError: the bundle is not the one its name promises, or is unsafe.
+            FleetflowError, OSError: it cannot be read from the blob store, or copied.
+        """
+        tree = self._take(bundle_uri)
+        try:
+            _copy_tree(tree, dest)
+        finally:
+            with self._lock:
+                self._copying[bundle_uri] -= 1
+                if not self._copying[bundle_uri]:
+                    del self._copying[bundle_uri]
+
+    def _take(self, bundle_uri: str) -> Path:
+        """The bundle's unpacked tree, counted as being copied until `copy_into` is done."""
+        with self._lock:
+            unpacking = self._unpacking.setdefault(bundle_uri, threading.Lock())
+        with unpacking:  # a second attempt of a new bundle waits for the first's download
+            with self._lock:
+                tree = self._trees.get(bundle_uri)
+                if tree is not None:
+                    self._trees.move_to_end(bundle_uri)
+                    self._copying[bundle_uri] = self._copying.get(bundle_uri, 0) + 1
+                    return tree
+            tree = self._unpack(bundle_uri)
+            with self._lock:
+                self._trees[bundle_uri] = tree
+                self._copying[bundle_uri] = self._copying.get(bundle_uri, 0) + 1
+                evicted = self._evict()
+                self._unpacking.pop(bundle_uri, None)
+        for old in evicted:
+            shutil.rmtree(old, ignore_errors=True)
+        return tree
+
+    def _unpack(self, bundle_uri: str) -> Path:
+        data = store_for_uri(bundle_uri).get(bundle_uri)
+        verify_bundle(bundle_uri, data)
+        self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tree = self._directory / hashlib.sha256(bundle_uri.encode()).hexdigest()
+        extract_bundle(data, tree)
+        return tree
+
+    def _evict(self) -> list[Path]:
+        """Under the lock: drop the least recently used trees beyond the cap that no copy
+        uses; the trees to delete (outside the lock)."""
+        gone = []
+        for uri in list(self._trees):
+            if len(self._trees) <= self._max_bundles:
+                break
+            if uri not in self._copying:
+                gone.append(self._trees.pop(uri))
+        return gone
+
+
+def _copy_tree(tree: Path, dest: Path) -> None:
+    """Copy the directories and regular files of `tree` (an unpacked bundle: nothing else is
+    in one) to the new directory `dest`, with this process's default modes."""
+    dest.mkdir(mode=0o755)
+    for parent, dirs, files in os.walk(tree):
+        relative = os.path.relpath(parent, tree)
+        target = dest if relative == "." else dest / relative
+        for name in dirs:
+            (target / name).mkdir(mode=0o755)
+        for name in files:
+            shutil.copyfile(os.path.join(parent, name), target / name)

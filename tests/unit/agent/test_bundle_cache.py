@@ -1,0 +1,123 @@
+"""The agent's bundle cache: each bundle downloaded, checked and unpacked once, copied into
+every attempt's sandbox, and only ever from the location the attempt names."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+import data_plane_agent.bundle_cache as bundle_cache
+from data_plane_agent.bundle_cache import BundleCache
+from fleetflow.bundle import BundleError, build_bundle
+from fleetflow.errors import FleetflowError
+from fleetflow.storage import LocalBlobStore
+
+
+def project(root: Path, text: str) -> Path:
+    (root / "pkg").mkdir(parents=True)
+    (root / "tasks.py").write_text(f"TEXT = {text!r}\n")
+    (root / "pkg" / "data.txt").write_text(text)
+    return root
+
+
+def upload(store: LocalBlobStore, root: Path, prefix: str = "tenants/a") -> str:
+    digest, data = build_bundle(root)
+    return store.put(f"{prefix}/bundles/{digest}.tar.gz", data)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalBlobStore:
+    return LocalBlobStore(tmp_path / "blobs")
+
+
+def test_a_bundle_is_unpacked_once_and_each_copy_is_its_own(
+    store: LocalBlobStore, tmp_path: Path
+) -> None:
+    uri = upload(store, project(tmp_path / "p", "genuine"))
+    cache = BundleCache(tmp_path / "cache")
+
+    cache.copy_into(uri, tmp_path / "one")
+    (tmp_path / "one" / "pkg" / "data.txt").write_text("changed by a task")
+    Path(uri.removeprefix("file://")).unlink()  # not downloaded again
+    cache.copy_into(uri, tmp_path / "two")
+
+    assert (tmp_path / "two" / "pkg" / "data.txt").read_text() == "genuine"
+    assert (tmp_path / "two" / "tasks.py").read_text() == "TEXT = 'genuine'\n"
+
+
+def test_a_bundle_changed_after_upload_is_refused_and_not_kept(
+    store: LocalBlobStore, tmp_path: Path
+) -> None:
+    genuine = project(tmp_path / "p", "genuine")
+    uri = upload(store, genuine)
+    _, forged = build_bundle(project(tmp_path / "evil", "evil"))
+    Path(uri.removeprefix("file://")).write_bytes(forged)
+    cache = BundleCache(tmp_path / "cache")
+
+    with pytest.raises(BundleError, match="changed after upload"):
+        cache.copy_into(uri, tmp_path / "one")
+    assert not (tmp_path / "one").exists()
+    assert not any((tmp_path / "cache").glob("*/tasks.py"))  # nothing of it unpacked
+
+    _, data = build_bundle(genuine)
+    Path(uri.removeprefix("file://")).write_bytes(data)  # put back: the genuine one is used
+    cache.copy_into(uri, tmp_path / "two")
+    assert (tmp_path / "two" / "pkg" / "data.txt").read_text() == "genuine"
+
+
+def test_another_location_naming_the_same_digest_is_read_from_there(
+    store: LocalBlobStore, tmp_path: Path
+) -> None:
+    """A tenant naming another tenant's digest gets no code from the other's unpacked tree:
+    its attempt reads its own location, where nothing is."""
+    uri = upload(store, project(tmp_path / "p", "tenant a's code"), prefix="tenants/a")
+    cache = BundleCache(tmp_path / "cache")
+    cache.copy_into(uri, tmp_path / "a")
+
+    elsewhere = uri.replace("/tenants/a/", "/tenants/b/")
+    with pytest.raises(FleetflowError, match="not found"):
+        cache.copy_into(elsewhere, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_the_least_recently_used_bundle_goes_but_never_one_being_copied(
+    store: LocalBlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = upload(store, project(tmp_path / "p1", "one"))
+    second = upload(store, project(tmp_path / "p2", "two"))
+    cache = BundleCache(tmp_path / "cache", max_bundles=1)
+
+    copying, release = threading.Event(), threading.Event()
+    copy_tree = bundle_cache._copy_tree  # noqa: SLF001 - held open to test eviction
+
+    def slow_copy(tree: Path, dest: Path) -> None:
+        if dest.name == "slow":
+            copying.set()
+            release.wait(30)
+        copy_tree(tree, dest)
+
+    monkeypatch.setattr(bundle_cache, "_copy_tree", slow_copy)
+    slow = threading.Thread(target=cache.copy_into, args=(first, tmp_path / "slow"))
+    slow.start()
+    assert copying.wait(30)
+    cache.copy_into(second, tmp_path / "other")  # over the cap, but the first is in use
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    release.set()
+    slow.join(30)
+    assert (tmp_path / "slow" / "pkg" / "data.txt").read_text() == "one"
+
+    third = upload(store, project(tmp_path / "p3", "three"))
+    cache.copy_into(third, tmp_path / "third")  # now the least recent ones go
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_a_previous_agents_trees_are_not_trusted(store: LocalBlobStore, tmp_path: Path) -> None:
+    uri = upload(store, project(tmp_path / "p", "genuine"))
+    BundleCache(tmp_path / "cache").copy_into(uri, tmp_path / "one")
+    for planted in (tmp_path / "cache").glob("*/tasks.py"):
+        planted.write_text("TEXT = 'planted'\n")
+
+    BundleCache(tmp_path / "cache").copy_into(uri, tmp_path / "two")
+    assert (tmp_path / "two" / "tasks.py").read_text() == "TEXT = 'genuine'\n"
