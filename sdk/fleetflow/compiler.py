@@ -43,6 +43,26 @@ _ACTIVE: ContextVar[WorkflowCompilation | None] = ContextVar(
 )
 
 
+_ON_FIRST_USE: ContextVar[bool] = ContextVar("fleetflow_define_on_first_use", default=False)
+
+
+@contextmanager
+def define_on_first_use() -> Iterator[None]:
+    """Tasks and workflows decorated within are checked and compiled when first used, not
+    when decorated: for the task runtime, which imports a module to run one task (they were
+    all checked where the workflow was registered). A mistake then surfaces on first use."""
+    token = _ON_FIRST_USE.set(True)
+    try:
+        yield
+    finally:
+        _ON_FIRST_USE.reset(token)
+
+
+def defining_on_first_use() -> bool:
+    """Whether a decorator runs inside `define_on_first_use`."""
+    return _ON_FIRST_USE.get()
+
+
 def active_compilation() -> WorkflowCompilation | None:
     """The compilation whose workflow body is running right now, if any."""
     return _ACTIVE.get()

@@ -58,6 +58,7 @@ from typing import Any, NoReturn
 from fleetflow import ir, presigned, staging
 from fleetflow.bundle import extract_bundle, verify_bundle
 from fleetflow.child_processes import die_with_parent_if_asked
+from fleetflow.compiler import define_on_first_use
 from fleetflow.context import Checkpoint, CheckpointSaveError, attempt_context
 from fleetflow.errors import FleetflowError, format_user_traceback, strip_bundle_root
 from fleetflow.files import blob_context
@@ -65,7 +66,6 @@ from fleetflow.logs import sdk_lines_to
 from fleetflow.storage import BlobStore, open_blob_store, parent_uri, read_uri, write_uri
 from fleetflow.task import result_to_literals
 from fleetflow.types import to_python
-from fleetflow.workflow import compile_on_first_use
 
 logger = logging.getLogger("fleetflow.runtime")
 
@@ -191,9 +191,9 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def load_task(module_name: str, function_name: str) -> Any:
-    """Import `module_name` and return its `@fleetflow.task` named `function_name`. Its
-    workflows compile only if the task uses them (`compile_on_first_use`)."""
-    with compile_on_first_use():
+    """Import `module_name` and return its `@fleetflow.task` named `function_name`. Its other
+    tasks and its workflows are checked and compiled only if used (`define_on_first_use`)."""
+    with define_on_first_use():
         module = importlib.import_module(module_name)
     try:
         task_fn = getattr(module, function_name)

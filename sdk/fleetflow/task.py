@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from fleetflow import ir
-from fleetflow.compiler import active_compilation
+from fleetflow.compiler import active_compilation, defining_on_first_use
 from fleetflow.errors import (
     InvalidOptionError,
     LiteralValidationError,
@@ -27,6 +27,7 @@ from fleetflow.errors import (
     shown_path,
 )
 from fleetflow.interface import (
+    Signature,
     definition_location,
     extract_signature,
     output_types,
@@ -207,22 +208,44 @@ class TaskFunction(Generic[P, R]):
                 f"task '{name}': resources must be fleetflow.Resources(...), got {resources!r}"
             )
         try:
-            policy = _check_options(options)
+            self._policy = _check_options(options)
         except InvalidOptionError as exc:
             raise InvalidOptionError(f"task '{name}': {exc}") from exc
-        signature = extract_signature(
-            fn, functools.partial(TaskDefinitionError, task=name), decorator="@task"
-        )
+        self._resources = resources or Resources()
         self.fn: Callable[P, R] = fn
-        self.input_types: dict[str, Any] = signature.input_types
-        self.output_type: Any | None = signature.output_type
-        self.defaults: dict[str, Any] = signature.defaults
-        self.spec = ir.TaskSpec(
-            name=name,
+        functools.update_wrapper(self, fn)
+        if not defining_on_first_use():
+            self.spec  # noqa: B018 - checked now: a mistake in the signature fails the import
+
+    @functools.cached_property
+    def _signature(self) -> Signature:
+        return extract_signature(
+            self.fn,
+            functools.partial(TaskDefinitionError, task=f"{self.fn.__module__}.{self.fn.__name__}"),
+            decorator="@task",
+        )
+
+    @property
+    def input_types(self) -> dict[str, Any]:
+        return self._signature.input_types
+
+    @property
+    def output_type(self) -> Any | None:
+        return self._signature.output_type
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self._signature.defaults
+
+    @functools.cached_property
+    def spec(self) -> ir.TaskSpec:
+        fn, policy = self.fn, self._policy
+        return ir.TaskSpec(
+            name=f"{fn.__module__}.{fn.__name__}",
             module=fn.__module__,
             function=fn.__name__,
-            interface=signature.interface,
-            resources=(resources or Resources()).to_ir(),
+            interface=self._signature.interface,
+            resources=self._resources.to_ir(),
             retries=policy.retries,
             timeout_seconds=policy.timeout_seconds,
             image=policy.image,
@@ -231,7 +254,6 @@ class TaskFunction(Generic[P, R]):
             secrets=policy.secrets,
             replicas=policy.replicas,
         )
-        functools.update_wrapper(self, fn)
 
     @property
     def name(self) -> str:

@@ -7,27 +7,30 @@ runs cannot drift apart. It also owns the conversions the CLI and client need be
 values, command-line strings and the JSON literals of the interface.
 
 The task runtime imports a workflow's module only to find one task in it, so it imports it
-under `compile_on_first_use()`: its workflows compile only if something asks for them
+under `compiler.define_on_first_use()`: its workflows compile only if something asks for them
 (compiling them was a tenth of a no-op attempt's time in its process).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import copy
 import functools
 import json
 import math
 import os
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from fleetflow import ir
 from fleetflow.cache import LocalCache
-from fleetflow.compiler import CompiledWorkflow, active_compilation, compile_workflow
+from fleetflow.compiler import (
+    CompiledWorkflow,
+    active_compilation,
+    compile_workflow,
+    defining_on_first_use,
+)
 from fleetflow.errors import (
     LiteralValidationError,
     WorkflowCompileError,
@@ -52,20 +55,6 @@ TRUE_TEXTS = frozenset({"true", "1", "yes"})
 FALSE_TEXTS = frozenset({"false", "0", "no"})
 NONE_TEXTS = frozenset({"null", "none"})
 
-_COMPILE_ON_FIRST_USE = contextvars.ContextVar("fleetflow_compile_on_first_use", default=False)
-
-
-@contextlib.contextmanager
-def compile_on_first_use() -> Iterator[None]:
-    """Workflows decorated within compile when first used, not when decorated: for the task
-    runtime, which imports a module to run one task (its workflows were compiled where they
-    were registered). A wiring mistake then surfaces on first use."""
-    token = _COMPILE_ON_FIRST_USE.set(True)
-    try:
-        yield
-    finally:
-        _COMPILE_ON_FIRST_USE.reset(token)
-
 
 class WorkflowFunction(Generic[P, R]):
     """A function decorated with `@workflow`, compiled into `spec`.
@@ -86,7 +75,7 @@ class WorkflowFunction(Generic[P, R]):
         require_function(fn, "@workflow")
         self.fn: Callable[P, R] = fn
         functools.update_wrapper(self, fn)
-        if not _COMPILE_ON_FIRST_USE.get():
+        if not defining_on_first_use():
             self._compiled  # noqa: B018 - compiled now: a wiring mistake fails the import
 
     @functools.cached_property

@@ -163,15 +163,21 @@ def pipeline(x: int) -> int:
 def miswired(x: int) -> int:
     compiled.append("miswired")
     return double(y=x)
+
+
+@task
+def unannotated(x):
+    return x
 """
 
 
-def test_the_runtime_imports_a_task_module_without_compiling_its_workflows(
+def test_the_runtime_imports_a_task_module_without_defining_what_it_does_not_use(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The runtime needs one task of the module: its workflows compile only when used, so a
-    miswired one elsewhere in the bundle fails where it is used, not the task's attempt."""
-    from fleetflow.errors import WorkflowCompileError
+    """The runtime needs one task of the module: its other tasks and its workflows are
+    checked and compiled only when used, so a mistake elsewhere in the bundle fails where it
+    is used, not the task's attempt."""
+    from fleetflow.errors import TaskDefinitionError, WorkflowCompileError
     from fleetflow.runtime import load_task
 
     (tmp_path / "lazy_wf_tasks.py").write_text(_TASK_MODULE)
@@ -189,6 +195,9 @@ def test_the_runtime_imports_a_task_module_without_compiling_its_workflows(
     assert module.pipeline.spec is module.pipeline.spec  # compiled once
     with pytest.raises(WorkflowCompileError, match="y"):
         _ = module.miswired.spec
+    assert double.spec.name == "lazy_wf_tasks.double"
+    with pytest.raises(TaskDefinitionError, match="x"):
+        _ = module.unannotated.input_types
     del sys.modules["lazy_wf_tasks"]
 
 
