@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import Execution, TaskAttempt, TenantQuota
@@ -28,36 +28,43 @@ def limits_of(quota: TenantQuota | None) -> Limits:
     )
 
 
+# Built once, for every tenant or for some (the scheduler reads them on every pass).
+_ATTEMPTS = (
+    select(
+        Execution.tenant_id,
+        TaskAttempt.gpu,
+        TaskAttempt.gpu_type,
+        TaskAttempt.cpu,
+        TaskAttempt.memory_bytes,
+    )
+    .join(Execution, Execution.id == TaskAttempt.execution_id)
+    .where(TaskAttempt.status.in_(ACTIVE_STATES))
+)
+_EXECUTIONS = (
+    select(Execution.tenant_id, func.count())
+    .where(
+        Execution.admitted_at.is_not(None),
+        Execution.status.in_([s.value for s in ExecutionState if not s.terminal]),
+    )
+    .group_by(Execution.tenant_id)
+)
+_OF_TENANTS = Execution.tenant_id.in_(bindparam("tenant_ids", expanding=True))
+_ATTEMPTS_OF = _ATTEMPTS.where(_OF_TENANTS)
+_EXECUTIONS_OF = _EXECUTIONS.where(_OF_TENANTS)
+
+
 def tenant_loads(session: Session, tenant_ids: Iterable[str] | None = None) -> dict[str, Load]:
     """What each tenant's active attempts hold now, and how many executions it runs."""
-    ids = None if tenant_ids is None else list(set(tenant_ids))
-    attempts = (
-        select(
-            Execution.tenant_id,
-            TaskAttempt.gpu,
-            TaskAttempt.gpu_type,
-            TaskAttempt.cpu,
-            TaskAttempt.memory_bytes,
-        )
-        .join(Execution, Execution.id == TaskAttempt.execution_id)
-        .where(TaskAttempt.status.in_(ACTIVE_STATES))
-    )
-    executions = (
-        select(Execution.tenant_id, func.count())
-        .where(
-            Execution.admitted_at.is_not(None),
-            Execution.status.in_([s.value for s in ExecutionState if not s.terminal]),
-        )
-        .group_by(Execution.tenant_id)
-    )
-    if ids is not None:
-        attempts = attempts.where(Execution.tenant_id.in_(ids))
-        executions = executions.where(Execution.tenant_id.in_(ids))
+    if tenant_ids is None:
+        attempts, executions, ids = _ATTEMPTS, _EXECUTIONS, None
+    else:
+        attempts, executions = _ATTEMPTS_OF, _EXECUTIONS_OF
+        ids = {"tenant_ids": list(set(tenant_ids))}
     loads: dict[str, Load] = {}
-    for tenant_id, gpu, gpu_type, cpu, memory in session.execute(attempts):
+    for tenant_id, gpu, gpu_type, cpu, memory in session.execute(attempts, ids):
         usage = Usage(cpu=cpu or 0.0, memory_bytes=memory or 0, gpu=gpu or 0, gpu_type=gpu_type)
         loads.setdefault(tenant_id, Load()).add(usage)
-    for tenant_id, count in session.execute(executions):
+    for tenant_id, count in session.execute(executions, ids):
         loads.setdefault(tenant_id, Load()).running_executions = int(count)
     return loads
 

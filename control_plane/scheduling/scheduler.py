@@ -20,12 +20,12 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_plane.db.models import Cluster, TaskAttempt, TenantQuota, utcnow
+from control_plane.db.models import Cluster, TenantQuota, utcnow
 from control_plane.db.repositories import tenancy
-from control_plane.db.repositories.attempts import assign_pending
+from control_plane.db.repositories.attempts import assign_pending, set_pending_reason
 from control_plane.db.repositories.executions import admit_execution
 from control_plane.db.session import retry_transient, transaction
 from control_plane.placement import reservations
@@ -55,17 +55,23 @@ from control_plane.scheduling.snapshot import (
     waiting_attempts,
 )
 from fleetflow import ir
-from fleetflow.states import AttemptState
 
 log = logging.getLogger(__name__)
-
-A = AttemptState
 
 _MAX_REASON = 500
 
 # How long an attempt may wait before a pass reserves capacity for it (the default of
 # `FLEETFLOW_SCHEDULER_RESERVE_AFTER_SECONDS`).
 RESERVE_AFTER = timedelta(seconds=300)
+
+# The quota rows of a pass's tenants, locked before their load is read; built once, as a pass
+# runs for nearly every finished attempt.
+_QUOTAS = (
+    select(TenantQuota)
+    .where(TenantQuota.tenant_id.in_(bindparam("tenant_ids", expanding=True)))
+    .order_by(TenantQuota.tenant_id)
+    .with_for_update()
+)
 
 
 def _no_fit_reason(decision: Decision, granted: int) -> str:
@@ -124,19 +130,16 @@ def place_pending_attempts(
     if only_cluster is not None and only_cluster.id not in {c.id for c, _ in placed}:
         return 0  # offline: it gets nothing
     tenant_ids = sorted({w.tenant_id for w in waiting})
-    quotas = {
-        q.tenant_id: q
-        for q in session.scalars(
-            select(TenantQuota)
-            .where(TenantQuota.tenant_id.in_(tenant_ids))
-            .order_by(TenantQuota.tenant_id)
-            .with_for_update()
-        )
-    }
+    quotas = {q.tenant_id: q for q in session.scalars(_QUOTAS, {"tenant_ids": tenant_ids})}
     limits = {tenant_id: limits_of(quotas.get(tenant_id)) for tenant_id in tenant_ids}
     loads = tenant_loads(session)
     grants = tenancy.grants_by_tenant_id(session)
-    cohorts = CohortPass.load(session)
+    # Only the cohorts of the waiting attempts' tenants matter: with none in one, none are read.
+    cohorts = (
+        CohortPass.load(session)
+        if any(w.in_cohort for w in waiting)
+        else CohortPass(cohorts={}, within_tenant={})
+    )
     totals = cluster_totals(cluster for cluster, _ in placed)
     cluster_ids = {candidate.name: cluster.id for cluster, candidate in placed}
     candidates = {candidate.name: candidate for _, candidate in placed}
@@ -152,6 +155,7 @@ def place_pending_attempts(
         older_than=None if reserve_after is None else (now or utcnow()) - reserve_after,
     )
     admitted: set[str] = set()
+    reasons = _PendingReasons()
     # Capacity only shrinks during one pass: a task that fits nowhere is not placed again,
     # and its other attempts wait for the same reason (not one an earlier pass left them).
     fits_nowhere: dict[tuple[str, str], str] = {}
@@ -163,7 +167,7 @@ def place_pending_attempts(
     for item in fair_order(waiting, share):
         key = (item.spec_id, item.task_name)
         if key in fits_nowhere:
-            _set_pending_reason(session, item, fits_nowhere[key])
+            reasons.give(item, fits_nowhere[key])
             continue
         load = loads.setdefault(item.tenant_id, Load())
         quota = limits[item.tenant_id]
@@ -176,7 +180,7 @@ def place_pending_attempts(
         gang = task_gang(key)
         if reason is not None:
             reason = reason if gang is None else gang_reason(reason, gang[1], gang[0])
-            _set_pending_reason(session, item, reason)
+            reasons.give(item, reason)
             continue
         refused = None  # why the tenant's cohort admits none of the task's GPU types now
         if types and cohorts.member(item.tenant_id):
@@ -218,14 +222,14 @@ def place_pending_attempts(
                 or decision
             )
         if decision.cluster is None and refused is not None:
-            _set_pending_reason(session, item, refused)
+            reasons.give(item, refused)
             continue
         if decision.cluster is None:
             reservation = held.of(item.attempt_id)
             if reservation is not None:  # it holds a gang's whole group: said so
                 reason = reservation.reason
                 reason = reason if gang is None else gang_reason(reason, gang[1], gang[0])
-                _set_pending_reason(session, item, reason)
+                reasons.give(item, reason)
             elif decision.reason == NO_FIT:
                 excluded = held.explain(decision.excluded)
                 decision = Decision(None, None, decision.eligible, excluded, decision.reason)
@@ -233,12 +237,12 @@ def place_pending_attempts(
                 if gang is not None and granted:  # a gang: in its own terms
                     reason = "no capacity: " + gang_no_fit_reason(gang[1], gang[0], usable)
                 fits_nowhere[key] = reason
-                _set_pending_reason(session, item, reason)
+                reasons.give(item, reason)
             continue
         if decision.gpu_type and types is None:
             reason = gpu_type_problem(quota, load, wanted.gpu, decision.gpu_type)
             if reason is not None:
-                _set_pending_reason(session, item, reason)
+                reasons.give(item, reason)
                 continue
         cohort = cohorts.admit(loads, item.tenant_id, decision.gpu_type, wanted.gpu)
         if not cohort.admitted and types is None and may_preempt:
@@ -270,7 +274,7 @@ def place_pending_attempts(
                 cohort = cohorts.admit(loads, item.tenant_id, decision.gpu_type, wanted.gpu)
         assert decision.cluster is not None  # placed, or placed by preemption
         if not cohort.admitted:
-            _set_pending_reason(session, item, cohort.reason)
+            reasons.give(item, cohort.reason)
             continue
         if assign_pending(
             session,
@@ -289,6 +293,7 @@ def place_pending_attempts(
                 admit_execution(session, item.execution_id)
                 admitted.add(item.execution_id)
             assigned += 1
+    reasons.write(session)
     return assigned
 
 
@@ -368,14 +373,20 @@ def _reservations(
     return reservations.reserve(starving, [c for _, c in placed], idle)
 
 
-def _set_pending_reason(session: Session, item: WaitingAttempt, reason: str) -> None:
-    if item.pending_reason != reason:  # written only when it changes
-        session.execute(
-            update(TaskAttempt)
-            .where(TaskAttempt.id == item.attempt_id, TaskAttempt.status == A.PENDING.value)
-            .values(pending_reason=reason)
-            .execution_options(synchronize_session=False)
-        )
+class _PendingReasons:
+    """Why a pass leaves attempts waiting, written when it ends: one UPDATE per reason rather
+    than one per attempt, and only for the attempts whose reason changes."""
+
+    def __init__(self) -> None:
+        self._attempt_ids: dict[str, list[str]] = {}  # by reason
+
+    def give(self, item: WaitingAttempt, reason: str) -> None:
+        if item.pending_reason != reason:
+            self._attempt_ids.setdefault(reason, []).append(item.attempt_id)
+
+    def write(self, session: Session) -> None:
+        for reason, attempt_ids in self._attempt_ids.items():
+            set_pending_reason(session, attempt_ids, reason)
 
 
 # How long the scheduler waits for a wake-up before it runs a pass anyway: what other processes

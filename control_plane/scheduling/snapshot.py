@@ -3,7 +3,9 @@ what is free on them now, and what each task requests.
 
 Read inside the scheduler's transaction (`scheduling/scheduler.py`) and by the preview route;
 it writes nothing. What a task requests is cached per (workflow version, task): versions are
-immutable, so what was read once stays true.
+immutable, so what was read once stays true. The statements a pass runs are built once, with
+what varies bound: a pass runs for nearly every finished attempt, and building and hashing a
+statement cost about as much CPU as running it.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import (
     Cluster,
+    CohortMember,
     DynamicTask,
     Execution,
     TaskAttempt,
@@ -111,6 +114,28 @@ def _usage(gpu: int | None, gpu_type: str | None, cpu: float | None, memory: int
     return Usage(cpu=cpu or 0.0, memory_bytes=memory or 0, gpu=gpu or 0, gpu_type=gpu_type)
 
 
+_FREED_COLUMNS = (
+    TaskAttempt.cluster_id,
+    TaskAttempt.id,
+    TaskAttempt.leased_at,
+    TaskAttempt.finished_at,
+    TaskAttempt.gpu,
+    TaskAttempt.gpu_type,
+    TaskAttempt.cpu,
+    TaskAttempt.memory_bytes,
+)
+_ENDED = [s.value for s in AttemptState if s.terminal]
+_FINISHED_OF = select(*_FREED_COLUMNS).where(
+    TaskAttempt.id.in_(bindparam("attempt_ids", expanding=True)), TaskAttempt.status.in_(_ENDED)
+)
+_FINISHED_ON = select(*_FREED_COLUMNS).where(
+    TaskAttempt.cluster_id.in_(bindparam("cluster_ids", expanding=True)),
+    TaskAttempt.status.in_(_ENDED),
+    TaskAttempt.leased_at.is_not(None),
+    TaskAttempt.finished_at > bindparam("since"),
+)
+
+
 def _freed_since_heartbeat(
     session: Session, clusters: dict[str, Cluster], *, grace: timedelta
 ) -> dict[str, list[Usage]]:
@@ -119,38 +144,18 @@ def _freed_since_heartbeat(
     Counted means listed by the heartbeat; for an agent that lists none, leased before the
     heartbeat was received.
     """
-    columns = (
-        TaskAttempt.cluster_id,
-        TaskAttempt.id,
-        TaskAttempt.leased_at,
-        TaskAttempt.finished_at,
-        TaskAttempt.gpu,
-        TaskAttempt.gpu_type,
-        TaskAttempt.cpu,
-        TaskAttempt.memory_bytes,
-    )
-    ended = [s.value for s in AttemptState if s.terminal]
     listed = {c.id: ids for c in clusters.values() if (ids := _counted(c)) is not None}
     freed: dict[str, list[Usage]] = {}
     listed_ids = sorted(set().union(*listed.values())) if listed else []
     if listed_ids:
-        rows = session.execute(
-            select(*columns).where(TaskAttempt.id.in_(listed_ids), TaskAttempt.status.in_(ended))
-        ).all()
+        rows = session.execute(_FINISHED_OF, {"attempt_ids": listed_ids}).all()
         for cluster_id, attempt_id, _, _, gpu, gpu_type, cpu, memory in rows:
             if cluster_id in listed and attempt_id in listed[cluster_id]:
                 freed.setdefault(cluster_id, []).append(_usage(gpu, gpu_type, cpu, memory))
     unlisted = [cluster_id for cluster_id in clusters if cluster_id not in listed]
     if not unlisted:
         return freed
-    rows = session.execute(
-        select(*columns).where(
-            TaskAttempt.cluster_id.in_(unlisted),
-            TaskAttempt.status.in_(ended),
-            TaskAttempt.leased_at.is_not(None),
-            TaskAttempt.finished_at > utcnow() - grace,
-        )
-    ).all()
+    rows = session.execute(_FINISHED_ON, {"cluster_ids": unlisted, "since": utcnow() - grace}).all()
     for cluster_id, _, leased_at, finished_at, gpu, gpu_type, cpu, memory in rows:
         cluster = clusters.get(cluster_id or "")
         heartbeat = cluster.last_heartbeat_at if cluster is not None else None
@@ -159,6 +164,24 @@ def _freed_since_heartbeat(
         if as_utc(leased_at) <= as_utc(heartbeat) < as_utc(finished_at):
             freed.setdefault(cluster.id, []).append(_usage(gpu, gpu_type, cpu, memory))
     return freed
+
+
+_ACTIVE_ON = (
+    select(
+        TaskAttempt.cluster_id,
+        TaskAttempt.id,
+        TaskAttempt.status,
+        TaskAttempt.leased_at,
+        TaskAttempt.task_name,
+        TaskAttempt.gpu_type,
+        Execution.workflow_spec_id,
+    )
+    .join(Execution, Execution.id == TaskAttempt.execution_id)
+    .where(
+        TaskAttempt.status.in_(ACTIVE_STATES),
+        TaskAttempt.cluster_id.in_(bindparam("cluster_ids", expanding=True)),
+    )
+)
 
 
 def placement_candidates(
@@ -183,19 +206,7 @@ def placement_candidates(
     if not clusters:
         return []
     by_id = {c.id: c for c in clusters}
-    rows = session.execute(
-        select(
-            TaskAttempt.cluster_id,
-            TaskAttempt.id,
-            TaskAttempt.status,
-            TaskAttempt.leased_at,
-            TaskAttempt.task_name,
-            TaskAttempt.gpu_type,
-            Execution.workflow_spec_id,
-        )
-        .join(Execution, Execution.id == TaskAttempt.execution_id)
-        .where(TaskAttempt.status.in_(ACTIVE_STATES), TaskAttempt.cluster_id.in_(list(by_id)))
-    ).all()
+    rows = session.execute(_ACTIVE_ON, {"cluster_ids": list(by_id)}).all()
     resources = task_resources(session, ((row.workflow_spec_id, row.task_name) for row in rows))
     active: dict[str, int] = {}
     unreflected: dict[str, list[Usage]] = {}
@@ -251,6 +262,7 @@ class WaitingAttempt:
     created_at: datetime
     spec_id: str
     admitted: bool
+    in_cohort: bool  # its tenant is a member of a cohort
 
 
 def has_waiting_attempts(connection: Connection) -> bool:
@@ -261,43 +273,53 @@ def has_waiting_attempts(connection: Connection) -> bool:
     return found is not None
 
 
+_RANKED = (
+    select(
+        TaskAttempt.id.label("attempt_id"),
+        func.row_number()
+        .over(
+            partition_by=Execution.tenant_id,
+            order_by=(Execution.priority.desc(), TaskAttempt.created_at, TaskAttempt.id),
+        )
+        .label("rank"),
+    )
+    .join(Execution, Execution.id == TaskAttempt.execution_id)
+    .where(TaskAttempt.status == A.PENDING.value)
+    .subquery()
+)
+_WAITING = (
+    select(
+        TaskAttempt.id,
+        TaskAttempt.execution_id,
+        TaskAttempt.task_name,
+        TaskAttempt.pending_reason,
+        TaskAttempt.created_at,
+        Execution.tenant_id,
+        Execution.priority,
+        Execution.workflow_spec_id,
+        Execution.admitted_at,
+        CohortMember.cohort_id,
+    )
+    .join(Execution, Execution.id == TaskAttempt.execution_id)
+    .outerjoin(CohortMember, CohortMember.tenant_id == Execution.tenant_id)
+    .where(
+        TaskAttempt.status == A.PENDING.value,
+        TaskAttempt.id.in_(
+            select(_RANKED.c.attempt_id).where(_RANKED.c.rank <= bindparam("tenant_page"))
+        ),
+    )
+    .order_by(TaskAttempt.created_at)
+    .limit(bindparam("batch"))
+    .with_for_update(skip_locked=True, of=TaskAttempt)
+)
+
+
 def waiting_attempts(session: Session) -> list[WaitingAttempt]:
     """The PENDING attempts a pass considers: each tenant's first `TENANT_PAGE` by priority,
     then age, and of those the oldest `PLACEMENT_BATCH`; locked `FOR UPDATE SKIP LOCKED` on
-    PostgreSQL so that passes in several processes work on different ones."""
-    ranked = (
-        select(
-            TaskAttempt.id.label("attempt_id"),
-            func.row_number()
-            .over(
-                partition_by=Execution.tenant_id,
-                order_by=(Execution.priority.desc(), TaskAttempt.created_at, TaskAttempt.id),
-            )
-            .label("rank"),
-        )
-        .join(Execution, Execution.id == TaskAttempt.execution_id)
-        .where(TaskAttempt.status == A.PENDING.value)
-        .subquery()
-    )
-    first = select(ranked.c.attempt_id).where(ranked.c.rank <= TENANT_PAGE)
-    rows = session.execute(
-        select(
-            TaskAttempt.id,
-            TaskAttempt.execution_id,
-            TaskAttempt.task_name,
-            TaskAttempt.pending_reason,
-            TaskAttempt.created_at,
-            Execution.tenant_id,
-            Execution.priority,
-            Execution.workflow_spec_id,
-            Execution.admitted_at,
-        )
-        .join(Execution, Execution.id == TaskAttempt.execution_id)
-        .where(TaskAttempt.status == A.PENDING.value, TaskAttempt.id.in_(first))
-        .order_by(TaskAttempt.created_at)
-        .limit(PLACEMENT_BATCH)
-        .with_for_update(skip_locked=True, of=TaskAttempt)
-    ).all()
+    PostgreSQL so that passes in several processes work on different ones. Whether each one's
+    tenant is in a cohort comes with it: a pass where none is reads no cohorts."""
+    rows = session.execute(_WAITING, {"tenant_page": TENANT_PAGE, "batch": PLACEMENT_BATCH}).all()
     return [
         WaitingAttempt(
             str(attempt_id),
@@ -309,6 +331,7 @@ def waiting_attempts(session: Session) -> list[WaitingAttempt]:
             as_utc(created_at),
             str(spec_id),
             admitted_at is not None,
+            cohort_id is not None,
         )
         for (
             attempt_id,
@@ -320,6 +343,7 @@ def waiting_attempts(session: Session) -> list[WaitingAttempt]:
             priority,
             spec_id,
             admitted_at,
+            cohort_id,
         ) in rows
     ]
 

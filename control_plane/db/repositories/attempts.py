@@ -18,8 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import NamedTuple
+from typing import cast as typed
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import Table, bindparam, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -241,18 +242,61 @@ def move_attempt(
     return True
 
 
-def assign_pending(session: Session, attempt_id: str, **extra: object) -> bool:
-    """`move_attempt` PENDING -> ASSIGNED by id, for placement, which holds no ORM row:
-    compare-and-set, so False when someone else moved the attempt first. Clears the pending
-    reason."""
-    assert check_attempt_transition(A.PENDING, A.ASSIGNED) is None
-    result = session.execute(
-        update(TaskAttempt)
-        .where(TaskAttempt.id == attempt_id, TaskAttempt.status == A.PENDING.value)
-        .values(**attempt_values(A.ASSIGNED, utcnow()), pending_reason=None, **extra)
-        .execution_options(synchronize_session=False)
+# Placement assigns and explains on every pass, holding no ORM rows: these statements are
+# built once, with every value bound, and are Core statements (on the table), which the ORM
+# would otherwise copy and hash again on every execution.
+_ATTEMPTS = typed(Table, TaskAttempt.__table__)
+_PLACED_COLUMNS = ("cluster_id", "gpu_type", "gpu", "cpu", "memory_bytes", "borrowed_gpus")
+_ASSIGNED_COLUMNS = (*attempt_values(A.ASSIGNED, utcnow()), "pending_reason", *_PLACED_COLUMNS)
+_ASSIGN = (
+    update(_ATTEMPTS)
+    .where(_ATTEMPTS.c.id == bindparam("attempt_id"), _ATTEMPTS.c.status == A.PENDING.value)
+    .values({column: bindparam(f"new_{column}") for column in _ASSIGNED_COLUMNS})
+)
+_EXPLAIN = (
+    update(_ATTEMPTS)
+    .where(
+        _ATTEMPTS.c.id.in_(bindparam("attempt_ids", expanding=True)),
+        _ATTEMPTS.c.status == A.PENDING.value,
     )
+    .values(pending_reason=bindparam("reason"))
+)
+
+
+def assign_pending(
+    session: Session,
+    attempt_id: str,
+    *,
+    cluster_id: str,
+    gpu_type: str | None,
+    gpu: int,
+    cpu: float,
+    memory_bytes: int,
+    borrowed_gpus: int,
+) -> bool:
+    """`move_attempt` PENDING -> ASSIGNED by id, for placement, which holds no ORM row:
+    compare-and-set, so False when someone else moved the attempt first. Records where it
+    goes and what it holds; clears the pending reason."""
+    assert check_attempt_transition(A.PENDING, A.ASSIGNED) is None
+    values = {
+        **attempt_values(A.ASSIGNED, utcnow()),
+        "pending_reason": None,
+        "cluster_id": cluster_id,
+        "gpu_type": gpu_type,
+        "gpu": gpu,
+        "cpu": cpu,
+        "memory_bytes": memory_bytes,
+        "borrowed_gpus": borrowed_gpus,
+    }
+    params = {f"new_{column}": value for column, value in values.items()}
+    result = session.execute(_ASSIGN, {"attempt_id": attempt_id, **params})
     return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def set_pending_reason(session: Session, attempt_ids: Sequence[str], reason: str) -> None:
+    """Say why these attempts wait, in one statement however many; those no longer PENDING
+    are left as they are."""
+    session.execute(_EXPLAIN, {"attempt_ids": list(attempt_ids), "reason": reason})
 
 
 class Lease(NamedTuple):

@@ -132,12 +132,16 @@ def record_heartbeat(
         cluster.labels = {**cluster.labels, **labels}
 
 
+# Built once: every placement pass reads it.
+_HEARTBEATED = select(Cluster).where(Cluster.last_heartbeat_at.is_not(None))
+
+
 def online_clusters(
     session: Session, *, grace: timedelta, now: datetime | None = None
 ) -> list[Cluster]:
     """Clusters whose agent heartbeated within `grace`, by name (a stable tie-break)."""
     cutoff = (now or utcnow()) - grace
-    rows = session.scalars(select(Cluster).where(Cluster.last_heartbeat_at.is_not(None))).all()
+    rows = session.scalars(_HEARTBEATED).all()
     return sorted(
         (c for c in rows if c.last_heartbeat_at and as_utc(c.last_heartbeat_at) >= cutoff),
         key=lambda c: c.name,

@@ -45,9 +45,13 @@ def granted_clusters(session: Session, tenant: Tenant) -> list[str]:
     )
 
 
+# Built once: every placement pass reads it.
+_GRANTS = select(ClusterGrant.tenant_id, ClusterGrant.cluster)
+
+
 def grants_by_tenant_id(session: Session) -> dict[str, set[str]]:
     grants: dict[str, set[str]] = {}
-    for tenant_id, cluster in session.execute(select(ClusterGrant.tenant_id, ClusterGrant.cluster)):
+    for tenant_id, cluster in session.execute(_GRANTS):
         grants.setdefault(tenant_id, set()).add(cluster)
     return grants
 

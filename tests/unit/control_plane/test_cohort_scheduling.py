@@ -22,6 +22,7 @@ from tests.unit.control_plane.test_placement_repository import (
     add_attempts,
     add_cluster,
     capacity,
+    statements,
 )
 
 A = AttemptState
@@ -224,3 +225,28 @@ def test_every_waiting_attempt_of_a_task_says_why_now_not_a_reason_of_an_earlier
     rows = by_id(sessions)
     reasons = [rows[i].pending_reason or "" for i in ids]
     assert all(r.startswith("no capacity") and "cohort" not in r for r in reasons), reasons
+
+
+def test_a_pass_reads_the_cohorts_only_when_a_waiting_tenant_is_in_one(
+    sessions: sessionmaker[Session], workflow_spec: WorkflowSpec
+) -> None:
+    """Only the cohorts of the tenants waiting matter to a pass: a backlog of tenants in none
+    costs no cohort reads; a member waiting is admitted through its cohort's policy."""
+    add_cluster(sessions, "gpu-a", capacity(64, gpus={"H100": (8, 0)}))
+    join(sessions, "lab", "a", 4, borrowing_limit=0)
+    solo = submit(sessions, workflow_spec, "solo", Resources(gpu=6, gpu_type="H100"))
+    (solo_id,) = add_attempts(sessions, solo, 1)
+    with statements(sessions) as seen:
+        place(sessions)
+    assert not [s for s in seen if "FROM cohort_members" in s]
+    assert by_id(sessions)[solo_id].status == A.ASSIGNED.value
+
+    add_cluster(sessions, "gpu-b", capacity(64, gpus={"H100": (8, 0)}))
+    a = submit(sessions, workflow_spec, "a", Resources(gpu=6, gpu_type="H100"))
+    (a_id,) = add_attempts(sessions, a, 1)
+    with statements(sessions) as seen:
+        place(sessions)
+    assert [s for s in seen if "FROM cohort_members" in s]
+    waiting = by_id(sessions)[a_id]
+    assert waiting.status == A.PENDING.value
+    assert waiting.pending_reason is not None and "borrowing limit is 0" in waiting.pending_reason

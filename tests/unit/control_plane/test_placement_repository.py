@@ -8,12 +8,13 @@ back from a fresh session.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.agent_api.mapping import assignment_from_attempt
@@ -112,6 +113,22 @@ def add_attempts(sessions: sessionmaker[Session], execution_id: str, count: int)
             ).id
             for number in range(1, count + 1)
         ]
+
+
+@contextlib.contextmanager
+def statements(sessions: sessionmaker[Session]) -> Iterator[list[str]]:
+    """The SQL statements run through `sessions` inside the block."""
+    engine = sessions.kw["bind"]
+    seen: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 def place(
@@ -320,6 +337,46 @@ def test_a_pass_reads_each_tenants_first_page_not_its_whole_backlog(
         read = [w.attempt_id for w in waiting_attempts(session)]
 
     assert sorted(read) == sorted(urgent + backlog[: TENANT_PAGE - 3] + other)
+
+
+def test_pending_reasons_are_written_once_per_reason_and_only_when_they_change(
+    sessions: sessionmaker[Session], workflow_spec: WorkflowSpec
+) -> None:
+    """A pass explains its waiting attempts in one UPDATE per reason, not one per attempt, and
+    writes nothing where an attempt shows its reason already."""
+    too_big = execution_of(sessions, workflow_spec, Resources(cpu=2))
+    needs_gpu = execution_of(sessions, workflow_spec, Resources(cpu=1, gpu=1, gpu_type="A100"))
+    add_cluster(sessions, "small", capacity(cpu=1))
+    ids = add_attempts(sessions, too_big, 3) + add_attempts(sessions, needs_gpu, 3)
+
+    with statements(sessions) as seen:
+        assert place(sessions) == 0
+    explained = [s for s in seen if s.startswith("UPDATE task_attempts SET pending_reason")]
+    assert len(explained) == 2
+    with sessions() as session:
+        reasons = [session.get_one(TaskAttempt, i).pending_reason or "" for i in ids]
+    assert len(set(reasons[:3])) == len(set(reasons[3:])) == 1
+    assert reasons[0] != reasons[3]
+    assert all(reason.startswith("no capacity: small: ") for reason in reasons)
+
+    with statements(sessions) as seen:
+        assert place(sessions) == 0
+    assert not [s for s in seen if s.startswith("UPDATE")]
+
+
+def test_a_pending_reason_is_written_only_while_the_attempt_waits(
+    sessions: sessionmaker[Session], workflow_spec: WorkflowSpec
+) -> None:
+    """An attempt moved on since the pass read it (by another replica) keeps what it has."""
+    execution = execution_of(sessions, workflow_spec, Resources(cpu=1))
+    add_cluster(sessions, "small", capacity(cpu=1))
+    placed, waiting = add_attempts(sessions, execution, 2)
+    assert place(sessions) == 1
+    with transaction(sessions) as session:
+        attempts_repo.set_pending_reason(session, [placed, waiting], "quota: needs 1 CPU")
+    with sessions() as session:
+        assert session.get_one(TaskAttempt, placed).pending_reason is None
+        assert session.get_one(TaskAttempt, waiting).pending_reason == "quota: needs 1 CPU"
 
 
 @pytest.mark.parametrize(
