@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 from typing import cast as typed
 
-from sqlalchemy import Table, bindparam, select, tuple_, update
+from sqlalchemy import Integer, Table, Update, bindparam, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -219,6 +219,30 @@ def latest_succeeded_attempt(
     return attempt
 
 
+# Every lease and report moves an attempt, and placement assigns and explains on every pass:
+# these statements are built once, with every value bound, and are Core statements (on the
+# table), which the ORM would otherwise copy and hash again on every execution.
+_ATTEMPTS = typed(Table, TaskAttempt.__table__)
+_COLUMNS = TaskAttempt.__mapper__.columns  # by attribute name, as moves name them
+# A move's compare-and-set, one statement per set of columns it writes (a handful: each
+# caller of `move_attempt` writes its own), built on first use.
+_MOVES: dict[tuple[str, ...], Update] = {}
+
+
+def _move(columns: tuple[str, ...]) -> Update:
+    statement = _MOVES.get(columns)
+    if statement is None:
+        statement = _MOVES[columns] = (
+            update(_ATTEMPTS)
+            .where(
+                _ATTEMPTS.c.id == bindparam("attempt_id"),
+                _ATTEMPTS.c.status == bindparam("seen_status"),
+            )
+            .values({_COLUMNS[column]: bindparam(f"new_{column}") for column in columns})
+        )
+    return statement
+
+
 def move_attempt(
     session: Session, attempt: TaskAttempt, target: AttemptState, **extra: object
 ) -> bool:
@@ -227,11 +251,11 @@ def move_attempt(
     if check_attempt_transition(attempt.status, target) is not None:
         return False
     values = {**attempt_values(target, utcnow()), **extra}
+    # The session autoflushes before a Core statement as before an ORM one: what it holds
+    # is written first (a test pins it).
+    params = {f"new_{column}": value for column, value in values.items()}
     result = session.execute(
-        update(TaskAttempt)
-        .where(TaskAttempt.id == attempt.id, TaskAttempt.status == attempt.status)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+        _move(tuple(values)), {"attempt_id": attempt.id, "seen_status": attempt.status, **params}
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
@@ -242,10 +266,7 @@ def move_attempt(
     return True
 
 
-# Placement assigns and explains on every pass, holding no ORM rows: these statements are
-# built once, with every value bound, and are Core statements (on the table), which the ORM
-# would otherwise copy and hash again on every execution.
-_ATTEMPTS = typed(Table, TaskAttempt.__table__)
+# Placement holds no ORM rows: it assigns and explains by id.
 _PLACED_COLUMNS = ("cluster_id", "gpu_type", "gpu", "cpu", "memory_bytes", "borrowed_gpus")
 _ASSIGNED_COLUMNS = (*attempt_values(A.ASSIGNED, utcnow()), "pending_reason", *_PLACED_COLUMNS)
 _ASSIGN = (
@@ -310,14 +331,23 @@ class Lease(NamedTuple):
     report_secret: str
 
 
+# Built once: every lease reads it.
+_ASSIGNED_TO = (
+    select(TaskAttempt)
+    .where(
+        TaskAttempt.cluster_id == bindparam("cluster_id"),
+        TaskAttempt.status == A.ASSIGNED.value,
+    )
+    .order_by(TaskAttempt.created_at)
+    .limit(bindparam("max_attempts", type_=Integer))
+)
+
+
 def lease_attempts(session: Session, cluster_id: str, max_attempts: int) -> list[Lease]:
     """Hand this cluster's ASSIGNED attempts to its agent, bumping each fencing token and
     giving each lease a new report secret (stored as its hash)."""
     candidates = session.scalars(
-        select(TaskAttempt)
-        .where(TaskAttempt.cluster_id == cluster_id, TaskAttempt.status == A.ASSIGNED.value)
-        .order_by(TaskAttempt.created_at)
-        .limit(max_attempts)
+        _ASSIGNED_TO, {"cluster_id": cluster_id, "max_attempts": max_attempts}
     ).all()
     leased = []
     for attempt in candidates:
@@ -385,7 +415,7 @@ def apply_report(
         ReportNotAuthorizedError: The attempt was never leased, or the secret is missing or
             not this lease's. Nothing was written.
     """
-    attempt = session.get(TaskAttempt, attempt_id)
+    attempt = _reported_attempt(session, attempt_id)
     if attempt is None or attempt.cluster_id != cluster_id:
         # The same answer whether the attempt is another cluster's or does not exist.
         return ReportOutcome(False, "unknown attempt")
@@ -410,6 +440,19 @@ def apply_report(
         session, attempt, state=state, sequence=sequence, message=message, traceback=traceback
     )
     return replace(outcome, without_secret=True) if stored is None else outcome
+
+
+# Built once: every report reads its attempt.
+_BY_ID = select(TaskAttempt).where(TaskAttempt.id == bindparam("attempt_id"))
+_MAPPER = TaskAttempt.__mapper__
+
+
+def _reported_attempt(session: Session, attempt_id: str) -> TaskAttempt | None:
+    """`session.get`: the session's own row when it holds one (a batch's earlier report of
+    the same attempt), else the row read by the statement built once."""
+    if _MAPPER.identity_key_from_primary_key((attempt_id,)) in session.identity_map:
+        return session.get(TaskAttempt, attempt_id)
+    return session.scalars(_BY_ID, {"attempt_id": attempt_id}).one_or_none()
 
 
 def _apply_authorised_report(

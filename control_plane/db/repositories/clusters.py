@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
+from typing import cast as typed
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import Cluster, TaskAttempt, new_id, utcnow
@@ -109,10 +110,15 @@ class ClusterRef(NamedTuple):
     name: str
 
 
+# Built once, on the table: every agent call looks its token up.
+_CLUSTERS = typed(Table, Cluster.__table__)
+_BY_TOKEN = select(_CLUSTERS.c.id, _CLUSTERS.c.name).where(
+    _CLUSTERS.c.token_hash == bindparam("token_hash")
+)
+
+
 def cluster_for_token(session: Session, token: str) -> ClusterRef | None:
-    found = session.execute(
-        select(Cluster.id, Cluster.name).where(Cluster.token_hash == hash_token(token))
-    ).first()
+    found = session.execute(_BY_TOKEN, {"token_hash": hash_token(token)}).first()
     return None if found is None else ClusterRef(found.id, found.name)
 
 

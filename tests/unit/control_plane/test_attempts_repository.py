@@ -8,12 +8,13 @@ results are read back from a fresh session so that only what was committed count
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db.models import Cluster, TaskAttempt, utcnow
@@ -96,6 +97,22 @@ def lease(sessions: sessionmaker[Session], cluster_id: str, max_attempts: int = 
         leases = attempts_repo.lease_attempts(session, cluster_id, max_attempts)
         SECRETS.update({attempt.id: secret for attempt, secret in leases})
         return [attempt.id for attempt, _ in leases]
+
+
+@contextlib.contextmanager
+def statements(sessions: sessionmaker[Session]) -> Iterator[list[str]]:
+    """The SQL statements run through `sessions` inside the block."""
+    engine = sessions.kw["bind"]
+    seen: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 def as_utc(value: datetime) -> datetime:
@@ -567,3 +584,81 @@ def test_cancelled_with_empty_strings_stores_no_error(
     attempt = load(sessions, leased_id)
     assert attempt.status == A.CANCELLED.value
     assert attempt.error_message is None and attempt.error_traceback is None
+
+
+def test_reports_of_one_attempt_in_one_transaction_read_it_once(
+    sessions: sessionmaker[Session], cluster_id: str, leased_id: str
+) -> None:
+    """An agent's batch reports an attempt twice (RUNNING, SUCCEEDED): its row is read once,
+    and the second report judges it as the first left it, in the session."""
+    with statements(sessions) as seen, transaction(sessions) as session:
+        for state, sequence in ((A.RUNNING, 1), (A.SUCCEEDED, 2)):
+            outcome = attempts_repo.apply_report(
+                session,
+                cluster_id,
+                attempt_id=leased_id,
+                fencing_token=1,
+                report_secret=SECRETS[leased_id],
+                state=state,
+                sequence=sequence,
+                message=None,
+                traceback=None,
+            )
+            assert (outcome.accepted, outcome.finished) == (True, state.terminal)
+    on_attempts = [s.split()[0] for s in seen if "task_attempts" in s]
+    assert on_attempts == ["SELECT", "UPDATE", "UPDATE"]
+    attempt = load(sessions, leased_id)
+    assert attempt.status == A.SUCCEEDED.value and attempt.last_report_sequence == 2
+    assert attempt.started_at is not None and attempt.finished_at is not None
+
+
+# --- moves ------------------------------------------------------------------------------------
+
+
+def test_moves_into_one_state_write_their_own_columns(
+    sessions: sessionmaker[Session], execution_id: str, cluster_id: str
+) -> None:
+    """A cancel by the control plane writes the state alone; an agent's report of CANCELLED
+    also its sequence and message; a loss its reason: each its own columns, in any order."""
+    ids = [add_attempt(sessions, execution_id, "n0", n) for n in (1, 2, 3, 4)]
+    assert place(sessions) == 4 and len(lease(sessions, cluster_id)) == 4
+    with transaction(sessions) as session:
+        assert attempts_repo.move_attempt(
+            session, session.get_one(TaskAttempt, ids[0]), A.CANCELLED
+        )
+    assert report(sessions, cluster_id, ids[1], A.CANCELLED, 3, message="stopped").finished
+    with transaction(sessions) as session:
+        assert attempts_repo.mark_lost(session, [session.get_one(TaskAttempt, ids[2])], "gone")
+        assert attempts_repo.move_attempt(
+            session, session.get_one(TaskAttempt, ids[3]), A.CANCELLED
+        )
+    cancelled, reported, lost, cancelled_after = (load(sessions, i) for i in ids)
+    for attempt in (cancelled, cancelled_after):
+        assert attempt.status == A.CANCELLED.value and attempt.finished_at is not None
+        assert (attempt.last_report_sequence, attempt.error_message) == (0, None)
+        assert attempt.fencing_token == 1  # the lease's, untouched
+    assert (reported.status, reported.last_report_sequence) == (A.CANCELLED.value, 3)
+    assert reported.error_message == "stopped" and reported.fencing_token == 1
+    assert (lost.status, lost.error_message, lost.last_report_sequence) == (A.LOST.value, "gone", 0)
+
+
+def test_a_move_compares_with_what_its_session_has_not_written_yet(
+    sessions: sessionmaker[Session], execution_id: str
+) -> None:
+    """The session's pending changes are written before a move's compare-and-set, as before
+    any query: an attempt added in the same transaction can be moved at once."""
+    with transaction(sessions) as session:
+        attempt = TaskAttempt(
+            id="at-added",
+            execution_id=execution_id,
+            node_id="n9",
+            task_name="examples.train.prepare",
+            attempt_number=1,
+            status=A.PENDING.value,
+            inputs_uri="file:///blobs/in.json",
+            outputs_uri="file:///blobs/out.json",
+        )
+        session.add(attempt)
+        assert attempts_repo.move_attempt(session, attempt, A.CANCELLED)
+        assert attempt.status == A.CANCELLED.value
+    assert load(sessions, "at-added").status == A.CANCELLED.value
