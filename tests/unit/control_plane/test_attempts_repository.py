@@ -8,13 +8,12 @@ results are read back from a fresh session so that only what was committed count
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db.models import Cluster, TaskAttempt, utcnow
@@ -28,6 +27,7 @@ from control_plane.db.session import make_engine, make_session_factory, transact
 from control_plane.scheduling.scheduler import place_pending_attempts
 from fleetflow.ir import WorkflowSpec
 from fleetflow.states import AttemptState
+from tests.sql_statements import statements
 
 A = AttemptState
 GRACE = timedelta(seconds=30)
@@ -97,22 +97,6 @@ def lease(sessions: sessionmaker[Session], cluster_id: str, max_attempts: int = 
         leases = attempts_repo.lease_attempts(session, cluster_id, max_attempts)
         SECRETS.update({attempt.id: secret for attempt, secret in leases})
         return [attempt.id for attempt, _ in leases]
-
-
-@contextlib.contextmanager
-def statements(sessions: sessionmaker[Session]) -> Iterator[list[str]]:
-    """The SQL statements run through `sessions` inside the block."""
-    engine = sessions.kw["bind"]
-    seen: list[str] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def as_utc(value: datetime) -> datetime:

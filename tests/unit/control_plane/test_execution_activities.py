@@ -7,14 +7,12 @@ Agents are stood in for by writing a succeeded attempt's outputs and state direc
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.exceptions import ApplicationError
 
@@ -37,6 +35,7 @@ from control_plane.orchestration.workflows import (
 from fleetflow import map_task, task, workflow
 from fleetflow.states import NO_MAP_INDEX, AttemptState, ExecutionState
 from fleetflow.storage import LocalBlobStore
+from tests.sql_statements import statements
 from tests.unit.control_plane.conftest import Wakes
 
 BUNDLE = "d" * 64
@@ -97,22 +96,6 @@ def attempts_of(sessions: sessionmaker[Session], execution_id: str) -> list[Task
                 .order_by(TaskAttempt.created_at)
             )
         )
-
-
-@contextlib.contextmanager
-def statements(sessions: sessionmaker[Session]) -> Iterator[list[str]]:
-    """The SQL statements run through `sessions` inside the block."""
-    engine = sessions.kw["bind"]
-    seen: list[str] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def test_the_plan_says_which_nodes_have_work_to_complete(

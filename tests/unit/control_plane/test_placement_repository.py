@@ -8,13 +8,12 @@ back from a fresh session.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.agent_api.mapping import assignment_from_attempt
@@ -32,6 +31,7 @@ from control_plane.scheduling.scheduler import place_pending_attempts
 from control_plane.scheduling.snapshot import TENANT_PAGE, placement_candidates, waiting_attempts
 from fleetflow.ir import Resources, WorkflowSpec
 from fleetflow.states import AttemptState
+from tests.sql_statements import statements
 
 A = AttemptState
 GRACE = timedelta(seconds=30)
@@ -113,22 +113,6 @@ def add_attempts(sessions: sessionmaker[Session], execution_id: str, count: int)
             ).id
             for number in range(1, count + 1)
         ]
-
-
-@contextlib.contextmanager
-def statements(sessions: sessionmaker[Session]) -> Iterator[list[str]]:
-    """The SQL statements run through `sessions` inside the block."""
-    engine = sessions.kw["bind"]
-    seen: list[str] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def place(
