@@ -251,13 +251,7 @@ def move_attempt(
     if check_attempt_transition(attempt.status, target) is not None:
         return False
     values = {**attempt_values(target, utcnow()), **extra}
-    # The session autoflushes before a Core statement as before an ORM one: what it holds
-    # is written first (a test pins it).
-    params = {f"new_{column}": value for column, value in values.items()}
-    result = session.execute(
-        _move(tuple(values)), {"attempt_id": attempt.id, "seen_status": attempt.status, **params}
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not _compare_and_set(session, attempt.id, attempt.status, values):
         return False
     # The row now holds what was read plus what was written: set, not read back (a refresh
     # was a SELECT of the whole row per move, two to three moves per attempt).
@@ -266,14 +260,20 @@ def move_attempt(
     return True
 
 
-# Placement holds no ORM rows: it assigns and explains by id.
-_PLACED_COLUMNS = ("cluster_id", "gpu_type", "gpu", "cpu", "memory_bytes", "borrowed_gpus")
-_ASSIGNED_COLUMNS = (*attempt_values(A.ASSIGNED, utcnow()), "pending_reason", *_PLACED_COLUMNS)
-_ASSIGN = (
-    update(_ATTEMPTS)
-    .where(_ATTEMPTS.c.id == bindparam("attempt_id"), _ATTEMPTS.c.status == A.PENDING.value)
-    .values({column: bindparam(f"new_{column}") for column in _ASSIGNED_COLUMNS})
-)
+def _compare_and_set(
+    session: Session, attempt_id: str, seen_status: str, values: dict[str, object]
+) -> bool:
+    """Write `values` to the attempt if its status is still `seen_status`; whether it was.
+    The session autoflushes before a Core statement as before an ORM one: what it holds is
+    written first (a test pins it)."""
+    params = {f"new_{column}": value for column, value in values.items()}
+    result = session.execute(
+        _move(tuple(values)), {"attempt_id": attempt_id, "seen_status": seen_status, **params}
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+# Placement holds no ORM rows: it explains by id.
 _EXPLAIN = (
     update(_ATTEMPTS)
     .where(
@@ -309,9 +309,7 @@ def assign_pending(
         "memory_bytes": memory_bytes,
         "borrowed_gpus": borrowed_gpus,
     }
-    params = {f"new_{column}": value for column, value in values.items()}
-    result = session.execute(_ASSIGN, {"attempt_id": attempt_id, **params})
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return _compare_and_set(session, attempt_id, A.PENDING.value, values)
 
 
 def set_pending_reason(session: Session, attempt_ids: Sequence[str], reason: str) -> None:
