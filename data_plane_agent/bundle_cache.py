@@ -2,7 +2,7 @@
 
 Every attempt of a map runs the same bundle. Downloading it, checking its digest and unpacking
 it in each attempt's process was a fifth of a no-op attempt's time there; the agent now does
-that once per digest and copies the unpacked tree into the attempt's `code/`, where the task
+that once per bundle and copies the unpacked tree into the attempt's `code/`, where the task
 owns its files as before (it may change them; the next attempt gets a fresh copy). A bundle is
 named by its sha256 and checked against it before it is unpacked (`fleetflow.bundle`). Trees
 are kept by the bundle's whole URI, not its digest alone: an attempt gets code only from the
@@ -29,7 +29,7 @@ DEFAULT_MAX_BUNDLES = 16
 
 
 class BundleCache:
-    """Unpacked bundles under `directory`, by digest; safe to use from several threads.
+    """Unpacked bundles under `directory`, by bundle URI; safe to use from several threads.
 
     Args:
         directory: Where they are unpacked (emptied now: a previous agent's are not trusted).
@@ -77,12 +77,15 @@ class BundleCache:
                     self._trees.move_to_end(bundle_uri)
                     self._copying[bundle_uri] = self._copying.get(bundle_uri, 0) + 1
                     return tree
-            tree = self._unpack(bundle_uri)
+            try:
+                tree = self._unpack(bundle_uri)
+            finally:  # unpacked or refused: the next attempt of it looks again
+                with self._lock:
+                    self._unpacking.pop(bundle_uri, None)
             with self._lock:
                 self._trees[bundle_uri] = tree
                 self._copying[bundle_uri] = self._copying.get(bundle_uri, 0) + 1
                 evicted = self._evict()
-                self._unpacking.pop(bundle_uri, None)
         for old in evicted:
             shutil.rmtree(old, ignore_errors=True)
         return tree

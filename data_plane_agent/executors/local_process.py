@@ -603,8 +603,7 @@ class LocalProcessExecutor:
         (before its outputs are read: nothing may change them, and before its sandbox and
         uid are given up), its checkpoint kept, and how it ended."""
         process = attempt.process
-        if attempt.uid is not None:
-            attempt.swept = kill_processes_of(attempt.uid)
+        self._kill_leftovers(attempt)
         if isinstance(process, ForkedTask) and process.lost is not None:
             # No one reaps it for us now: see it gone before its outcome is read.
             _wait_until_gone(process.pid, _LOST_TASK_END_SECONDS)
@@ -613,10 +612,14 @@ class LocalProcessExecutor:
         keep_checkpoint(attempt.assignment, attempt.sandbox / STAGED_DIR, attempt.uid)
         return self._outcome(attempt)
 
-    def _kill_leftovers_and_clean_up(self, attempt: _LocalAttempt) -> None:
-        """A watch cancelled: no process of the attempt left, nor its sandbox, nor its uid."""
+    def _kill_leftovers(self, attempt: _LocalAttempt) -> None:
+        """Every process left of the attempt's user killed (`swept` once none is left)."""
         if attempt.uid is not None:
             attempt.swept = kill_processes_of(attempt.uid)
+
+    def _kill_leftovers_and_clean_up(self, attempt: _LocalAttempt) -> None:
+        """A watch cancelled: no process of the attempt left, nor its sandbox, nor its uid."""
+        self._kill_leftovers(attempt)
         self._clean_up(attempt.sandbox, attempt.uid, swept=attempt.swept)
 
     def _finish(self, attempt: _LocalAttempt) -> tuple[float, int] | None:
