@@ -212,6 +212,7 @@ class TaskFunction(Generic[P, R]):
         except InvalidOptionError as exc:
             raise InvalidOptionError(f"task '{name}': {exc}") from exc
         self._resources = resources or Resources()
+        self._qualified_name = name
         self.fn: Callable[P, R] = fn
         functools.update_wrapper(self, fn)
         if not defining_on_first_use():
@@ -221,7 +222,7 @@ class TaskFunction(Generic[P, R]):
     def _signature(self) -> Signature:
         return extract_signature(
             self.fn,
-            functools.partial(TaskDefinitionError, task=f"{self.fn.__module__}.{self.fn.__name__}"),
+            functools.partial(TaskDefinitionError, task=self._qualified_name),
             decorator="@task",
         )
 
@@ -241,7 +242,7 @@ class TaskFunction(Generic[P, R]):
     def spec(self) -> ir.TaskSpec:
         fn, policy = self.fn, self._policy
         return ir.TaskSpec(
-            name=f"{fn.__module__}.{fn.__name__}",
+            name=self._qualified_name,
             module=fn.__module__,
             function=fn.__name__,
             interface=self._signature.interface,

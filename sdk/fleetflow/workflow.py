@@ -73,43 +73,50 @@ class WorkflowFunction(Generic[P, R]):
 
     def __init__(self, fn: Callable[P, R]) -> None:
         require_function(fn, "@workflow")
+        self._qualified_name = f"{fn.__module__}.{fn.__name__}"
         self.fn: Callable[P, R] = fn
         functools.update_wrapper(self, fn)
         if not defining_on_first_use():
-            self._compiled  # noqa: B018 - compiled now: a wiring mistake fails the import
+            self._compilation  # noqa: B018 - compiled now: a wiring mistake fails the import
 
     @functools.cached_property
-    def _compiled(self) -> tuple[Signature, CompiledWorkflow]:
-        """(its signature, its compilation), made once."""
+    def _signature(self) -> Signature:
+        return extract_signature(
+            self.fn,
+            functools.partial(WorkflowCompileError, workflow=self._qualified_name),
+            decorator="@workflow",
+        )
+
+    @functools.cached_property
+    def _compilation(self) -> CompiledWorkflow:
         fn = self.fn
-        name = f"{fn.__module__}.{fn.__name__}"
-        signature = extract_signature(
-            fn, functools.partial(WorkflowCompileError, workflow=name), decorator="@workflow"
+        return compile_workflow(
+            fn,
+            self._signature,
+            name=self._qualified_name,
+            module=fn.__module__,
+            function=fn.__name__,
         )
-        compiled = compile_workflow(
-            fn, signature, name=name, module=fn.__module__, function=fn.__name__
-        )
-        return signature, compiled
 
     @property
     def input_types(self) -> dict[str, Any]:
-        return self._compiled[0].input_types
+        return self._signature.input_types
 
     @property
     def output_type(self) -> Any | None:
-        return self._compiled[0].output_type
+        return self._signature.output_type
 
     @property
     def defaults(self) -> dict[str, Any]:
-        return self._compiled[0].defaults
+        return self._signature.defaults
 
     @property
     def spec(self) -> ir.WorkflowSpec:
-        return self._compiled[1].spec
+        return self._compilation.spec
 
     @property
     def tasks(self) -> dict[str, TaskFunction[..., Any]]:
-        return self._compiled[1].tasks
+        return self._compilation.tasks
 
     @property
     def name(self) -> str:
