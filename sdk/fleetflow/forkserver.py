@@ -7,7 +7,10 @@ local-process executor (`data_plane_agent.executors.warm_runtime`) starts this m
 (never the agent's settings nor credentials). It imports the runtime, and then forks one child
 per attempt, which turns itself into what `python -m fleetflow.runtime ARGS` would have been and
 runs it. It imports only `fleetflow` and the standard library, and never anything of a task's:
-the children unpack and import the bundles, the server never sees them.
+the children unpack and import the bundles, the server never sees them. Each child is forked
+ahead, as soon as the previous one got its request: the *spare* waits in a session of its own,
+so a request costs a hand-over, not a fork (the fork and the child's first steps were about
+4 ms of each launch).
 
 Protocol, over descriptor FD: the agent's `socket.socketpair(AF_UNIX, SOCK_SEQPACKET)`, inherited
 and never bound to a path (nothing else can reach it: the children close it first thing):
@@ -16,15 +19,18 @@ and never bound to a path (nothing else can reach it: the children close it firs
   `{"args": [...], "env": {...}, "cwd": "...", "uid": 50001 | null}`, with the descriptor of the
   attempt's log attached (SCM_RIGHTS; the agent opened it, as it does for an exec'd task);
 - server -> agent, JSON: `{"ready": PID}` once warm; `{"id": N, "pid": PID}` (or
-  `{"id": N, "error": "..."}`) as soon as request N's child is in a session of its own; and
+  `{"id": N, "error": "..."}`) as soon as request N is handed to its child, which is in a
+  session of its own already; and
   `{"pid": PID, "returncode": CODE}` when the server reaped that child (negative: killed by that
   signal, as `asyncio` reports it).
 
 The server is root when the agent is (its children must switch to the tasks' uids). What keeps
 tasks away from it and from each other:
 
-- it never parses a request: it forks first and the child parses its own, then the server zeroes
-  its copy, so no attempt's argv or environment is left in the memory later children inherit;
+- it never parses a request: it passes it, with the log's descriptor, to the spare over a socket
+  pair only the two hold (the spare parses its own), then zeroes its copy before it forks the
+  next spare, so no attempt's argv or environment is left in the memory later children inherit;
+  a spare that died waiting is reaped unnamed and the request goes to a new one;
 - it is not dumpable (no `ptrace`, no `/proc/<pid>/mem` for a task of the agent's own user);
   a task of another uid cannot signal or trace it anyway;
 - it exits when the agent closes its end, and dies with the agent (a parent-death signal); its
@@ -34,9 +40,10 @@ Each child, before the runtime's `main` (in this order):
 
 1. drops the server's signal handling (SIGCHLD, its wakeup descriptor) and closes its socket;
 2. `setsid` (its own session, hence process group: the agent stops an attempt by its group),
-   and only then tells the server, which replies with its pid only now;
-3. asks for SIGKILL when the server dies; stdin from /dev/null, stdout and stderr the log, every
-   other descriptor closed;
+   and only then tells the server it is ready (the server names a child to the agent only
+   after this);
+3. asks for SIGKILL when the server dies, and waits for its request (the server leaving ends
+   it); then stdin from /dev/null, stdout and stderr the log, every other descriptor closed;
 4. switches to the task's uid as the exec path does (`child_processes.become_user`), asks for
    the parent-death signal again and checks the server is still its parent; is made dumpable,
    as `exec` would make it;
@@ -103,7 +110,12 @@ def _preload() -> None:
     # client, which tasks seldom use.
     for name in fleetflow.LAZY_EXPORTS.keys() - {"Client"}:
         getattr(fleetflow, name)
-    fleetflow.runtime.argument_parser()  # built once: argparse costs more than parsing
+    # Built once, and used once: argparse compiles its patterns (into `re`'s cache) at the
+    # first parse, which would be every child's otherwise.
+    options = ("bundle-uri", "inputs-uri", "outputs-uri", "module", "function", "result-file")
+    fleetflow.runtime.argument_parser().parse_args(
+        [arg for option in options for arg in (f"--{option}", "x")] + ["--code-unpacked"]
+    )
 
 
 class _Server:
@@ -116,6 +128,8 @@ class _Server:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wakeup_write, warn_on_full_buffer=False)
         self.buffer = bytearray(MAX_REQUEST_BYTES)
+        # The next request's process, forked ahead (`fork_spare`): its pid, our end of its pair.
+        self.spare: tuple[int, socket.socket] | None = None
 
     def send(self, message: dict[str, Any]) -> None:
         self.control.send(json.dumps(message).encode(), socket.MSG_NOSIGNAL)
@@ -124,6 +138,8 @@ class _Server:
         poller = select.poll()
         poller.register(self.control, select.POLLIN)
         poller.register(self.wakeup_read, select.POLLIN)
+        with contextlib.suppress(OSError):  # else the first request forks it, and says why not
+            self.fork_spare()
         self.send({"ready": self.pid})
         while True:
             for fd, _events in poller.poll():
@@ -143,19 +159,18 @@ class _Server:
                 return
             if pid == 0:
                 return
+            if self.spare is not None and pid == self.spare[0]:
+                self.spare[1].close()  # it died waiting (killed): the agent never heard of it
+                self.spare = None
+                continue
             self.send({"pid": pid, "returncode": os.waitstatus_to_exitcode(status)})
 
     def handle_request(self) -> bool:
-        """Fork the child of one request; False when the agent has gone."""
+        """Hand one request to the spare child; False when the agent has gone."""
         size, ancillary, flags, _ = self.control.recvmsg_into(
             [self.buffer], socket.CMSG_SPACE(_FD_BYTES), socket.MSG_CMSG_CLOEXEC
         )
-        fds = [
-            fd
-            for level, kind, data in ancillary
-            if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
-            for (fd,) in struct.iter_unpack("i", data[: len(data) - len(data) % _FD_BYTES])
-        ]
+        fds = _received_fds(ancillary)
         if size == 0 and not fds:
             return False
         request_id = REQUEST_HEADER.unpack_from(self.buffer)[0] if size >= 8 else 0
@@ -163,26 +178,63 @@ class _Server:
             if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or size < 8 or len(fds) != 1:
                 self.send({"id": request_id, "error": "malformed or oversized request"})
                 return True
-            self.fork(request_id, size, fds[0])
+            self.hand_over(request_id, size, fds[0])
         finally:
             for fd in fds:
                 os.close(fd)
-            self.buffer[:size] = bytes(size)  # no attempt's request outlives its fork here
+            self.buffer[:size] = bytes(size)  # no attempt's request outlives its hand-over here
+        with contextlib.suppress(OSError):  # the next request forks again, and says so
+            self.fork_spare()  # the next attempt's process, off that attempt's path
         return True
 
-    def fork(self, request_id: int, size: int, log_fd: int) -> None:
+    def hand_over(self, request_id: int, size: int, log_fd: int) -> None:
+        """Give the request and the log's descriptor to the spare and answer with its pid; a
+        spare that died waiting is replaced once."""
+        for _ in range(2):
+            try:
+                pid, channel = self.spare or self.fork_spare()
+            except OSError as exc:
+                self.send({"id": request_id, "error": f"fork failed: {exc}"})
+                return
+            self.spare = None
+            try:
+                channel.sendmsg(
+                    [memoryview(self.buffer)[:size]],
+                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", log_fd))],
+                    socket.MSG_NOSIGNAL,
+                )
+            except OSError:
+                continue  # killed while it waited: the next spare takes the request
+            finally:
+                channel.close()
+            self.send({"id": request_id, "pid": pid})
+            return
+        self.send({"id": request_id, "error": "the forked process died before it started"})
+
+    def fork_spare(self) -> tuple[int, socket.socket]:
+        """Fork the process of the next request before it comes: it waits, in a session of
+        its own, for the request over a socket pair only it and the server hold.
+
+        Raises:
+            OSError: the fork failed.
+        """
+        if self.spare is not None:
+            return self.spare
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         in_session_read, in_session_write = os.pipe()
         try:
             pid = os.fork()
-        except OSError as exc:
-            os.close(in_session_read)
-            os.close(in_session_write)
-            self.send({"id": request_id, "error": f"fork failed: {exc}"})
-            return
+        except OSError:
+            for fd in (in_session_read, in_session_write):
+                os.close(fd)
+            ours.close()
+            theirs.close()
+            raise
         if pid == 0:
             try:
                 os.close(in_session_read)
-                self.become_attempt(size, log_fd, in_session_write)
+                ours.close()
+                self.become_attempt(theirs, in_session_write)
             except BaseException:  # noqa: BLE001 - said where it can be read, then exit
                 with contextlib.suppress(BaseException):
                     sys.stderr.write("fleetflow fork server: could not start the attempt:\n")
@@ -191,14 +243,17 @@ class _Server:
             finally:
                 os._exit(126)
         os.close(in_session_write)
+        theirs.close()
         try:
             os.read(in_session_read, 1)  # end of file: the child is in its own session (or dead)
         finally:
             os.close(in_session_read)
-        self.send({"id": request_id, "pid": pid})
+        self.spare = (pid, ours)
+        return self.spare
 
-    def become_attempt(self, size: int, log_fd: int, in_session: int) -> NoReturn:
-        """In the child: become the attempt's runtime (see the module docstring) and run it."""
+    def become_attempt(self, channel: socket.socket, in_session: int) -> NoReturn:
+        """In the spare: wait for a request on `channel`, then become that attempt's runtime
+        (see the module docstring) and run it."""
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self.control.close()
@@ -209,6 +264,12 @@ class _Server:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != self.pid:
             os._exit(1)  # the server died before we asked to die with it
+        size, ancillary, _, _ = channel.recvmsg_into([self.buffer], socket.CMSG_SPACE(_FD_BYTES))
+        fds = _received_fds(ancillary)
+        if len(fds) != 1:
+            os._exit(0)  # the server is leaving (it sends nothing else)
+        (log_fd,) = fds
+        channel.close()
         request = json.loads(bytes(self.buffer[REQUEST_HEADER.size : size]))
         self.buffer = bytearray()
         stdin = os.open(os.devnull, os.O_RDONLY)
@@ -230,6 +291,16 @@ class _Server:
         from fleetflow.runtime import main_then_exit
 
         main_then_exit(request["args"])
+
+
+def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors that came with a message (SCM_RIGHTS)."""
+    return [
+        fd
+        for level, kind, data in ancillary
+        if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+        for (fd,) in struct.iter_unpack("i", data[: len(data) - len(data) % _FD_BYTES])
+    ]
 
 
 def _fresh_interpreter_state(args: list[str], env: dict[str, str]) -> None:

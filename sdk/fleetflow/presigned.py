@@ -22,9 +22,6 @@ import hashlib
 import json
 import os
 import shutil
-import urllib.error
-import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,6 +123,9 @@ def _checkpoint_entry(manifest: dict[str, Any]) -> dict[str, Any]:
 def _get(url: str, dest: Path, *, missing_ok: bool = False) -> bool:
     """Copy the object at `url` to `dest`; False, writing nothing, when `missing_ok` and the
     object does not exist (HTTP 404)."""
+    import urllib.error  # here: the warm runtime's fork server (and each of its children) would
+    import urllib.request  # hold ssl, http and email for the few attempts that use presigned URLs
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         with urllib.request.urlopen(url, timeout=_TIMEOUT_SECONDS) as response:  # noqa: S310
@@ -142,9 +142,12 @@ def _get(url: str, dest: Path, *, missing_ok: bool = False) -> bool:
 
 def _post(upload: dict[str, Any], key: str, path: Path) -> None:
     """One S3 POST-policy upload, streamed (multipart/form-data with the file last)."""
+    import urllib.error  # see `_get`
+    import urllib.request
+
     with path.open("rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
-    boundary = uuid.uuid4().hex
+    boundary = os.urandom(16).hex()
     fields = {**upload["fields"], "key": key, _CHECKSUM_FIELD: digest}
     head = b"".join(
         f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from data_plane_agent.attempts import AttemptEvent, TaskAssignment
+from data_plane_agent.attempts import AttemptEvent, TaskAssignment, TaskSecret
 from data_plane_agent.executors import warm_runtime
 from data_plane_agent.executors.local_process import LocalProcessExecutor
 from data_plane_agent.sandbox import Interpreter, resolve_isolation
@@ -328,6 +328,94 @@ async def test_killing_the_fork_server_loses_its_tasks_and_the_next_launch_start
     after = blobs.assignment("at-after", "add", {"a": 2, "b": 3})
     assert (await run(executor, after)).state is AttemptState.SUCCEEDED
     assert executor.warm_runtime_pid not in (None, server)
+
+
+def children_of(pid: int) -> list[int]:
+    """The live (not zombie) processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+async def the_spare(executor: LocalProcessExecutor) -> int:
+    """The fork server's process forked ahead for the next attempt (its only child when no
+    attempt runs)."""
+    server = executor.warm_runtime_pid
+    assert server is not None
+    await wait_until_async(
+        lambda: len(children_of(server)) == 1,
+        timeout=DEADLINE_SECONDS,
+        message="the fork server's spare process",
+    )
+    (spare,) = children_of(server)
+    return spare
+
+
+def memory_holds(pid: int, needle: bytes) -> bool:
+    """Whether any readable mapping of process `pid` holds `needle` (root only)."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if not perms.startswith("r") or line.rstrip().endswith(("[vvar]", "[vsyscall]")):
+                continue
+            start, end = (int(bound, 16) for bound in span.split("-"))
+            mem.seek(start)
+            try:
+                if needle in mem.read(end - start):
+                    return True
+            except OSError:  # a mapping that cannot be read (a guard page)
+                continue
+    return False
+
+
+async def test_the_next_attempts_process_holds_nothing_of_the_last_request(
+    executor: LocalProcessExecutor, blobs: Blobs
+) -> None:
+    if not ROOT:
+        tier_unavailable(
+            "SPARE MEMORY CHECK SKIPPED - reading another process's memory needs root; run the "
+            "tests as root",
+            "FLEETFLOW_REQUIRE_TASK_USERS",
+        )
+    marker = "spare-check-6f1d2c9a8b7e"
+    secret = TaskSecret(name="token", env_var="FLEETFLOW_TEST_TOKEN", value=marker)
+    assignment = dataclasses.replace(
+        blobs.assignment("at-secret", "add", {"a": 1, "b": 2}), secrets=(secret,)
+    )
+    assert (await run(executor, assignment)).state is AttemptState.SUCCEEDED
+
+    spare = await the_spare(executor)
+
+    assert not memory_holds(spare, marker.encode())
+    assert not memory_holds(executor.warm_runtime_pid or 0, marker.encode())
+
+
+async def test_a_spare_killed_while_it_waits_is_replaced_and_the_next_attempt_runs(
+    executor: LocalProcessExecutor, blobs: Blobs
+) -> None:
+    await described(executor, blobs, "at-warm-up")
+    for name in ("reaped", "unreaped"):
+        spare = await the_spare(executor)
+        os.kill(spare, signal.SIGKILL)
+        if name == "reaped":  # else the request may find it dead before the server reaps it
+            await wait_until_async(
+                lambda: process_gone(spare),  # noqa: B023 - awaited in this iteration
+                timeout=DEADLINE_SECONDS,
+                message="the server to reap its killed spare",
+            )
+
+        found = await described(executor, blobs, f"at-after-{name}")
+
+        assert found["pid"] != spare
+        assert executor.running() == []
 
 
 async def test_without_a_fork_server_tasks_start_the_usual_way_with_one_warning(
