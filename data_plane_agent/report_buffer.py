@@ -224,6 +224,23 @@ class ReportBuffer:
             self._changed.clear()
             await self._changed.wait()
 
+    async def wait_for_final(self, excluded: Collection[str], timeout: float) -> None:
+        """Until a final report of an attempt not in `excluded` waits here, or `timeout`
+        seconds have passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not any(
+            is_final_report(r.request)
+            for r in self._reports
+            if r.request.attempt_id not in excluded
+        ):
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
     def wake(self) -> None:
         """`next_batch`'s waiters look again (what they exclude changed)."""
         self._changed.set()

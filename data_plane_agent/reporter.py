@@ -12,12 +12,13 @@ errors.
 Each lease comes with a report secret that the control plane requires on the attempt's
 reports. It is kept apart from the `TaskAssignment` executors see: in memory, and on disk only
 in its lease file (`lease_store`, `<work_dir>/leases/<attempt_id>.json`, mode 0600 in a 0700
-directory), written before the attempt is launched and deleted once its last report is
-settled. Never in a buffered report (it is added as the report is sent), a log line, or the
-task's environment or arguments. So it survives a reconnection, the control plane's restart
-(which keeps only its hash) and this process's: the next agent process on the same work dir
-loads the lease files, and the reports it replays, or makes for the pods it adopts, carry their
-secrets.
+directory), written before the attempt is launched where its process outlives the agent (a
+pod), else while it is staged and before its final report is buffered (what a restarted agent
+replays), and deleted once its last report is settled. Never in a buffered report (it is
+added as the report is sent), a log line, or the task's environment or arguments. So it
+survives a reconnection, the control plane's restart (which keeps only its hash) and this
+process's: the next agent process on the same work dir loads the lease files, and the reports
+it replays, or makes for the pods it adopts, carry their secrets.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ MAX_REPORT_TRIES = 10
 """Tries for a report the control plane answers with a server-side error (not for outages)."""
 REPORT_BATCH = 64
 """The most reports sent in one call: the control plane's `MAX_REPORTS_PER_CALL`."""
+RUNNING_REPORT_LINGER_SECONDS = 0.025
+"""How long RUNNING reports wait for a final report to go with them. A short task's end then
+shares their call: one call and one commit on the control plane instead of two, and no call
+competing with the task's start for the CPU. Final reports never wait."""
 REPORT_WINDOW = 2
 """Calls under way at once. Whatever waits meanwhile goes in the next call, so a burst of
 reports (a fan-out's) takes a call or two, and one slow answer holds up no other attempt."""
@@ -97,6 +102,8 @@ class Reporter:
         self._report_secrets: dict[str, tuple[int, SecretStr]] = self._leases.load()
         # Whether the control plane takes several reports per call (until it says it does not).
         self._batches = True
+        # Attempt id -> its lease file being written (`store_lease_meanwhile`).
+        self._storing: dict[str, asyncio.Task[None]] = {}
 
     # ----------------------------------------------------------------------------- leases
 
@@ -104,7 +111,7 @@ class Reporter:
         """Begin reporting on a newly leased attempt, whose reports count from 1.
 
         A new lease (a new fencing token) replaces the secret of any earlier one; `store_lease`
-        puts it on disk before the attempt is launched.
+        (or `store_lease_meanwhile`) puts it on disk.
         """
         attempt_id = assignment.attempt_id
         self._sequences[attempt_id] = 0
@@ -156,11 +163,31 @@ class Reporter:
                 exc,
             )
 
+    def store_lease_meanwhile(self, assignment: TaskAssignment, report_secret: SecretStr) -> None:
+        """`store_lease` while the attempt is staged and started, for an attempt whose process
+        dies with this agent: its lease file matters only to its final report buffered on disk
+        (replayed by the next agent process), and that report waits for it (`report`). Writing
+        it durably was 1-3 ms of every launch."""
+        attempt_id = assignment.attempt_id
+        storing = asyncio.create_task(
+            self.store_lease(assignment, report_secret), name=f"lease-file-{attempt_id}"
+        )
+        self._storing[attempt_id] = storing
+
+        def stored(task: asyncio.Task[None]) -> None:
+            if self._storing.get(attempt_id) is task:
+                del self._storing[attempt_id]
+
+        storing.add_done_callback(stored)
+
     # ---------------------------------------------------------------------------- reports
 
     async def report(self, event: AttemptEvent, fencing_token: int) -> None:
         """Queue the report of an open attempt's state change; it is on disk when this
         returns."""
+        storing = self._storing.get(event.attempt_id)
+        if storing is not None and event.state.terminal:
+            await storing  # its lease file first: the report may be replayed from disk
         sequence = self._sequences[event.attempt_id] + 1
         self._sequences[event.attempt_id] = sequence
         await self._reports.put(
@@ -203,6 +230,11 @@ class Reporter:
                     await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 batch = await self._reports.next_batch(sending.keys(), REPORT_BATCH)
+                if not any(is_final_report(pending.request) for pending in batch):
+                    await self._reports.wait_for_final(
+                        sending.keys(), RUNNING_REPORT_LINGER_SECONDS
+                    )
+                    batch = await self._reports.next_batch(sending.keys(), REPORT_BATCH)
                 await self._session.wait_registered()
                 call = asyncio.create_task(
                     self._deliver(batch, backoff, sending), name="report-call"

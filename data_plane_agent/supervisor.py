@@ -143,7 +143,10 @@ class Supervisor:
         task.add_done_callback(self._launches.discard)
 
     async def _launch(self, assignment: TaskAssignment, report_secret: SecretStr) -> None:
-        await self._reporter.store_lease(assignment, report_secret)
+        if self._executor.attempts_survive_agent:  # on disk before anything outlives us
+            await self._reporter.store_lease(assignment, report_secret)
+        else:
+            self._reporter.store_lease_meanwhile(assignment, report_secret)
         try:
             await self._executor.launch(assignment)
         except Exception as exc:  # the executor should report this itself; never leak a slot

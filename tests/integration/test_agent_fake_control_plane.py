@@ -279,20 +279,23 @@ async def test_registers_leases_runs_and_reports(blobs: Blobs, tmp_path: Path) -
 
 
 async def test_a_report_slow_to_be_answered_holds_up_no_other_attempts(
-    blobs: Blobs, tmp_path: Path
+    exchange_dir: Path, blobs: Blobs, tmp_path: Path
 ) -> None:
     """Reports of different attempts go side by side; an attempt's own go one at a time and
     in order (its SUCCEEDED never overtakes its RUNNING)."""
+    may_end = exchange_dir / "att-slow-may-end"
     async with fake_control_plane(FakeAgentService()) as (fake, port):
         async with running_agent(agent_settings(tmp_path, port)):
             await fake.wait_until(lambda: bool(fake.registrations), "registration")
             fake.hold["att-slow"] = asyncio.Event()
-            fake.assign(blobs.assignment("att-slow", "add", {"a": 1, "b": 1}))
+            inputs = {"path": str(may_end), "deadline_seconds": 120}
+            fake.assign(blobs.assignment("att-slow", "wait_for_file", inputs))
             await wait_until_async(
                 lambda: any(r.attempt_id == "att-slow" for r in fake.arrived),
                 timeout=DEADLINE_SECONDS,
                 message="att-slow's first report",
             )
+            may_end.touch()  # it ends while its RUNNING report is still unanswered
             fake.assign(blobs.assignment("att-fast", "add", {"a": 2, "b": 2}))
 
             await fake.wait_until(lambda: fake.has_report("att-fast", SUCCEEDED), "att-fast")

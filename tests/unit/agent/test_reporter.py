@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from pydantic import SecretStr
 from data_plane_agent.attempts import AttemptEvent, TaskAssignment
 from data_plane_agent.log_fields import AttemptLogFields
 from data_plane_agent.protocol import ReportAnswer
-from data_plane_agent.reporter import REPORT_BATCH, Reporter
+from data_plane_agent.reporter import REPORT_BATCH, RUNNING_REPORT_LINGER_SECONDS, Reporter
 from data_plane_agent.settings import AgentSettings
 from fleetflow.agent.v1.agent_pb2 import ReportStatusRequest
 from fleetflow.states import AttemptState
@@ -116,6 +117,67 @@ async def test_what_waits_goes_in_one_call_each_attempts_reports_in_order(
     ]
     assert len(session.calls) == 1
     assert reporter.report_secrets == {}  # every last report settled: its secret forgotten
+
+
+async def test_a_short_attempts_running_report_waits_for_its_end_and_shares_its_call(
+    tmp_path: Path,
+) -> None:
+    session = FakeSession(lambda _: ACCEPT)
+    reporter = reporter_of(session, tmp_path, ["at-01"])
+    delivering = asyncio.create_task(reporter.deliver_reports())
+    try:
+        await reporter.report(AttemptEvent("at-01", AttemptState.RUNNING), fencing_token=3)
+        await asyncio.sleep(RUNNING_REPORT_LINGER_SECONDS / 5)  # the task ends meanwhile
+        assert session.calls == []  # RUNNING alone waits for company
+        await reporter.report(AttemptEvent("at-01", AttemptState.SUCCEEDED), fencing_token=3)
+        reporter.close_attempt("at-01")
+        await asyncio.wait_for(reporter._reports.wait_empty(), 10)
+    finally:
+        delivering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await delivering
+
+    assert [sent(call) for call in session.calls] == [
+        [("at-01", 1, "ffl_at-01"), ("at-01", 2, "ffl_at-01")]
+    ]
+
+
+async def test_a_running_report_goes_alone_once_it_has_waited_its_while(tmp_path: Path) -> None:
+    session = FakeSession(lambda _: ACCEPT)
+    reporter = reporter_of(session, tmp_path, ["at-02"])
+    await reporter.report(AttemptEvent("at-02", AttemptState.RUNNING), fencing_token=3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await delivered(reporter)
+
+    assert [sent(call) for call in session.calls] == [[("at-02", 1, "ffl_at-02")]]
+    assert loop.time() - started >= RUNNING_REPORT_LINGER_SECONDS * 0.9  # it did wait
+
+
+async def test_a_final_report_waits_for_its_lease_file_written_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease file of an attempt that dies with the agent is written while it starts, but
+    is on disk before its final report is buffered (which a restarted agent replays with it)."""
+    session = FakeSession(lambda _: ACCEPT)
+    reporter = reporter_of(session, tmp_path, ["at-03"])
+    leases = reporter._leases
+    save = leases.save
+
+    def slow_save(*args: Any) -> None:
+        time.sleep(0.2)  # a slow disk
+        save(*args)
+
+    monkeypatch.setattr(leases, "save", slow_save)
+    reporter.store_lease_meanwhile(lease("at-03"), SecretStr("ffl_at-03"))
+    lease_file = leases.directory / "at-03.json"
+
+    await reporter.report(AttemptEvent("at-03", AttemptState.RUNNING), fencing_token=3)
+    assert not lease_file.exists()  # a RUNNING report does not wait for it
+    await reporter.report(AttemptEvent("at-03", AttemptState.SUCCEEDED), fencing_token=3)
+
+    assert lease_file.exists()
+    assert reporter.final_report_tokens() == {"at-03": 3}
 
 
 async def test_a_burst_goes_in_calls_of_at_most_the_batch(tmp_path: Path) -> None:
