@@ -9,14 +9,21 @@ are kept by the bundle's whole URI, not its digest alone: an attempt gets code o
 location the control plane named for it, as when each attempt downloaded it (a tenant that
 names another's digest gets nothing it could not read before).
 
+Each module of an unpacked bundle is compiled once, next to its source (`__pycache__`, checked
+against the source's hash, not its time: a copy has a new one), so an attempt's process loads
+the bytecode of the modules it imports instead of compiling them again (1.7 ms for a small
+module in a freshly forked process). A task that edits its copy of a module runs its edit.
+
 The cache lives in the agent's work directory (only the agent's user can read it), is emptied
 when the agent starts, and keeps the `max_bundles` used last.
 """
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import os
+import py_compile
 import shutil
 import threading
 from collections import OrderedDict
@@ -96,6 +103,7 @@ class BundleCache:
         self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         tree = self._directory / hashlib.sha256(bundle_uri.encode()).hexdigest()
         extract_bundle(data, tree)
+        _compile_modules(tree)
         return tree
 
     def _evict(self) -> list[Path]:
@@ -108,6 +116,18 @@ class BundleCache:
             if uri not in self._copying:
                 gone.append(self._trees.pop(uri))
         return gone
+
+
+def _compile_modules(tree: Path) -> None:
+    """Bytecode for every module of `tree` (one that does not compile is left to fail in the
+    task's process, where its error is reported)."""
+    compileall.compile_dir(
+        tree,
+        quiet=2,
+        force=True,
+        workers=1,
+        invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+    )
 
 
 def _copy_tree(tree: Path, dest: Path) -> None:

@@ -3,6 +3,8 @@ every attempt's sandbox, and only ever from the location the attempt names."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -45,6 +47,37 @@ def test_a_bundle_is_unpacked_once_and_each_copy_is_its_own(
 
     assert (tmp_path / "two" / "pkg" / "data.txt").read_text() == "genuine"
     assert (tmp_path / "two" / "tasks.py").read_text() == "TEXT = 'genuine'\n"
+
+
+def imported_from(directory: Path) -> tuple[str, str]:
+    """`tasks.TEXT` imported in a fresh interpreter that writes no bytecode, and its verbose
+    import log."""
+    done = subprocess.run(
+        [sys.executable, "-B", "-v", "-c", "import tasks; print(tasks.TEXT)"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip(), done.stderr
+
+
+def test_each_copy_holds_its_modules_bytecode_checked_against_its_source(
+    store: LocalBlobStore, tmp_path: Path
+) -> None:
+    uri = upload(store, project(tmp_path / "p", "genuine"))
+    cache = BundleCache(tmp_path / "cache")
+    for copy in ("one", "two"):
+        cache.copy_into(uri, tmp_path / copy)
+
+    pyc = tmp_path / "one" / "__pycache__" / f"tasks.{sys.implementation.cache_tag}.pyc"
+    assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b11  # by hash, checked
+    text, log = imported_from(tmp_path / "one")
+    assert text == "genuine"
+    assert f"code object from '{pyc}'" in log  # loaded, not compiled again
+
+    (tmp_path / "two" / "tasks.py").write_text("TEXT = 'edited by a task'\n")
+    assert imported_from(tmp_path / "two")[0] == "edited by a task"
 
 
 def test_a_bundle_changed_after_upload_is_refused_and_not_kept(
