@@ -26,7 +26,7 @@ import math
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 from typing import cast as typed
 
@@ -740,6 +740,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 sequence=request.sequence,
                 message=request.message,
                 traceback=request.error_traceback,
+                observed_at=_observed_at(request),
             )
         except attempts_repo.ReportNotAuthorizedError as exc:
             return _Applied(request, state, None, str(exc))  # nothing was written for it
@@ -827,3 +828,14 @@ def _stop_attempts(orders: list[attempts_repo.StopOrder]) -> list[pb.StopAttempt
         else pb.StopAttempt(attempt_id=o.attempt_id, reason=o.reason)
         for o in orders
     ]
+
+
+def _observed_at(request: pb.ReportStatusRequest) -> datetime | None:
+    """When the agent saw the change; None where it did not say (an older agent), or said a
+    time no datetime holds (then the report is stamped on arrival, as before)."""
+    if not request.HasField("observed_at"):
+        return None
+    try:
+        return request.observed_at.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None

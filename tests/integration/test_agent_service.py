@@ -49,6 +49,7 @@ from fleetflow.agent.v1 import agent_pb2, agent_pb2_grpc
 from fleetflow.ir import Resources, WorkflowSpec
 from fleetflow.states import AttemptState
 from fleetflow.storage import LocalBlobStore
+from fleetflow.timestamps import as_utc
 from tests.integration.agent_server import scheduled_agent_service
 from tests.polling import wait_until_async
 
@@ -746,6 +747,57 @@ async def test_a_terminal_report_signals_the_workflow_once(harness: Harness) -> 
     assert duplicate.accepted
     assert harness.sink.calls == [expected]
     assert (await harness.attempt(assignment.attempt_id)).status == AttemptState.SUCCEEDED.value
+
+
+def observed(report: agent_pb2.ReportStatusRequest, when: Any) -> agent_pb2.ReportStatusRequest:
+    report.observed_at.FromDatetime(when)
+    return report
+
+
+async def test_an_attempt_is_stamped_when_its_agent_saw_the_change_within_its_own_times(
+    harness: Harness,
+) -> None:
+    """A report carries when the agent saw the change (a RUNNING report may wait for its
+    attempt's end, a buffered one for an outage): that is the attempt's timestamp, but never
+    before its previous one nor after the report's arrival, whatever the agent's clock."""
+    await harness.register()
+    first = await harness.leased_attempt()
+    leased_at = as_utc((await harness.attempt(first.attempt_id)).leased_at)
+    started = leased_at + timedelta(milliseconds=3)
+    ended = started + timedelta(milliseconds=4)
+    while utcnow() <= ended:  # both are past when the reports arrive
+        await asyncio.sleep(0.005)
+    await harness.report_batch(
+        [
+            observed(report_of(first, RUNNING, 1), started),
+            observed(report_of(first, SUCCEEDED, 2), ended),
+        ]
+    )
+    attempt = await harness.attempt(first.attempt_id)
+    assert (as_utc(attempt.started_at), as_utc(attempt.finished_at)) == (started, ended)
+
+    # A clock far behind cannot put the start before the lease, nor one ahead the end after
+    # the report's arrival; a time no datetime holds is ignored.
+    second = await harness.leased_attempt()
+    leased_at = as_utc((await harness.attempt(second.attempt_id)).leased_at)
+    running = observed(report_of(second, RUNNING, 1), leased_at - timedelta(hours=1))
+    ending = report_of(second, SUCCEEDED, 2)
+    ending.observed_at.seconds = 2**62  # beyond year 9999
+    before = utcnow()
+    await harness.report_batch([running, ending])
+    attempt = await harness.attempt(second.attempt_id)
+    assert as_utc(attempt.started_at) == leased_at
+    assert before <= as_utc(attempt.finished_at) <= utcnow()
+
+    third = await harness.leased_attempt()
+    await harness.report(third, RUNNING, 1)
+    before = utcnow()
+    await harness.report_batch(
+        [observed(report_of(third, SUCCEEDED, 2), utcnow() + timedelta(days=1))]
+    )
+    attempt = await harness.attempt(third.attempt_id)
+    assert as_utc(attempt.started_at) <= as_utc(attempt.finished_at) <= utcnow()
+    assert as_utc(attempt.finished_at) >= before
 
 
 async def test_a_success_starts_the_next_node_at_once_and_wakes_the_long_poll(

@@ -36,7 +36,11 @@ from control_plane.db.models import (
 )
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
 from control_plane.lifecycle.reports import fencing_problem, judge_report
-from control_plane.lifecycle.transitions import attempt_values, check_attempt_transition
+from control_plane.lifecycle.transitions import (
+    ATTEMPT_TIMESTAMP,
+    attempt_values,
+    check_attempt_transition,
+)
 from control_plane.tokens import hash_token, matches_hash, new_lease_secret
 from fleetflow.states import NO_MAP_INDEX, AttemptState
 from fleetflow.timestamps import as_utc
@@ -395,9 +399,12 @@ def apply_report(
     sequence: int,
     message: str | None,
     traceback: str | None,
+    observed_at: datetime | None = None,
 ) -> ReportOutcome:
     """Apply one agent report; idempotent, ordered by `sequence`, fenced by `fencing_token`,
-    authorised by the lease's `report_secret`.
+    authorised by the lease's `report_secret`. The attempt's new timestamp is when the agent
+    observed the change (`observed_at`, on its clock), where one is given, kept between the
+    attempt's previous timestamp and now (`observed_time`).
 
     The checks, in order: the attempt must be this cluster's (else "unknown attempt", the same
     answer as for one that does not exist); the fencing token the current lease's (else
@@ -435,7 +442,13 @@ def apply_report(
                 attempt_id, "its report secret is not that of the attempt's lease"
             )
     outcome = _apply_authorised_report(
-        session, attempt, state=state, sequence=sequence, message=message, traceback=traceback
+        session,
+        attempt,
+        state=state,
+        sequence=sequence,
+        message=message,
+        traceback=traceback,
+        observed_at=observed_at,
     )
     return replace(outcome, without_secret=True) if stored is None else outcome
 
@@ -461,6 +474,7 @@ def _apply_authorised_report(
     sequence: int,
     message: str | None,
     traceback: str | None,
+    observed_at: datetime | None,
 ) -> ReportOutcome:
     verdict = judge_report(
         status=attempt.status,
@@ -475,9 +489,24 @@ def _apply_authorised_report(
     extra: dict[str, object] = {"last_report_sequence": sequence}
     if state in (A.FAILED, A.CANCELLED, A.LOST, A.PREEMPTED):
         extra.update(error_message=message or None, error_traceback=traceback or None)
+    column = ATTEMPT_TIMESTAMP.get(state)
+    if observed_at is not None and column is not None:
+        extra[column] = observed_time(observed_at, attempt.started_at or attempt.leased_at)
     if not move_attempt(session, attempt, state, **extra):
         return ReportOutcome(False, "attempt changed concurrently; report again", attempt)
     return ReportOutcome(True, "", attempt, finished=state.terminal)
+
+
+def observed_time(observed_at: datetime, previous: datetime | None) -> datetime:
+    """When an agent saw a change, on its clock, but never before the attempt's previous
+    timestamp nor after now: a skewed clock cannot order an attempt's times wrongly.
+
+    A RUNNING report waits a moment for its attempt's end (the agent's reporter), and a
+    buffered one may go out long after: stamped on arrival, a short task would show no
+    running time, and one reported after an outage the outage's end."""
+    now = utcnow()
+    earliest = now if previous is None else min(as_utc(previous), now)
+    return min(max(as_utc(observed_at), earliest), now)
 
 
 def cancel_unfinished(session: Session, execution_id: str) -> list[str]:
