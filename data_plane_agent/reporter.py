@@ -187,7 +187,8 @@ class Reporter:
         returns."""
         storing = self._storing.get(event.attempt_id)
         if storing is not None and event.state.terminal:
-            await storing  # its lease file first: the report may be replayed from disk
+            # Its lease file first (the report may be replayed from disk), however that ended.
+            await asyncio.wait((storing,))
         sequence = self._sequences[event.attempt_id] + 1
         self._sequences[event.attempt_id] = sequence
         await self._reports.put(
