@@ -42,6 +42,8 @@ class DynamicFunction(TaskFunction[P, R]):
     in a workflow body, it records a node; when that node runs, `build` compiles its sub-DAG.
     """
 
+    dynamic = True
+
     def __init__(self, fn: Callable[P, R], **options: Unpack[TaskOptions]) -> None:
         name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__name__', '?')}"
         if options.get("cache"):

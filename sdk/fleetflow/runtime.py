@@ -288,8 +288,8 @@ def run_task(invocation: TaskInvocation) -> None:
             attempt_number=identity.attempt_number,
             map_index=identity.map_index,
             attempt_id=identity.attempt_id,
-            task_name=getattr(getattr(task_fn, "spec", None), "name", "")
-            or f"{invocation.module}.{invocation.function}",
+            # Neither reads the task's spec: building it is the runtime's costliest pydantic.
+            task_name=getattr(task_fn, "name", "") or f"{invocation.module}.{invocation.function}",
             local=False,
             checkpoint=(
                 Checkpoint(identity.checkpoint_dir, save=checkpoint_saver(invocation))
@@ -297,7 +297,7 @@ def run_task(invocation: TaskInvocation) -> None:
                 else None
             ),
         ):
-            if getattr(getattr(task_fn, "spec", None), "dynamic", False):
+            if getattr(task_fn, "dynamic", False) is True:
                 # A dynamic task: its outputs document is the sub-DAG its body builds.
                 compiled = task_fn.build_python(kwargs, identity.node_id)
                 result = None

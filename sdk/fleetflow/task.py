@@ -256,9 +256,13 @@ class TaskFunction(Generic[P, R]):
             replicas=policy.replicas,
         )
 
+    dynamic = False
+    """Whether it is a `@dynamic` task (its spec says so too; this needs no spec)."""
+
     @property
     def name(self) -> str:
-        return self.spec.name
+        """`<module>.<function>`, its spec's name, without building the spec."""
+        return self._qualified_name
 
     def __repr__(self) -> str:
         return f"<task {self.spec.name}>"

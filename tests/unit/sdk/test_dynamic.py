@@ -62,6 +62,7 @@ def test_the_node_is_a_dynamic_task_of_the_workflow() -> None:
     node = pipeline.spec.node("n1-sum_squares")
     task_spec = pipeline.spec.tasks[node.task]
     assert task_spec.dynamic and not pipeline.spec.tasks["test_dynamic.add"].dynamic
+    assert sum_squares.dynamic and not add.dynamic  # as the runtime asks, with no spec
     assert pipeline.spec.tasks["test_dynamic.nested"].retries == 2
     # Specs without dynamic tasks keep their digests: the flag is written only when set.
     assert "dynamic" not in pipeline.spec.tasks["test_dynamic.add"].model_dump(mode="json")

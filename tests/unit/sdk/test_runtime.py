@@ -188,6 +188,13 @@ def test_the_runtime_imports_a_task_module_without_defining_what_it_does_not_use
 
     module = sys.modules["lazy_wf_tasks"]
     assert double.fn(x=3) == 6
+    # What the runtime asks of it needs no spec (building one is its costliest pydantic).
+    assert (double.name, double.dynamic, double.input_types) == (
+        "lazy_wf_tasks.double",
+        False,
+        {"x": int},
+    )
+    assert "spec" not in vars(double)
     assert module.compiled == []
     assert module.pipeline.spec.name == "lazy_wf_tasks.pipeline"
     assert module.pipeline.input_types == {"x": int}
