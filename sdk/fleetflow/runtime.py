@@ -363,14 +363,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # Resolve before run_task changes the working directory.
-    result_file = Path(args.result_file).resolve()
+    # Absolute before run_task changes the working directory (not resolved: a look at every
+    # directory of every path, and nothing here depends on where a symlink leads).
+    result_file = Path(args.result_file).absolute()
     workdir = (
-        Path(args.workdir).resolve()
+        Path(args.workdir).absolute()
         if args.workdir
         else Path(tempfile.mkdtemp(prefix="fleetflow-task-"))
     )
-    staged = Path(args.staged).resolve() if args.staged else None
+    staged = Path(args.staged).absolute() if args.staged else None
     manifest = None
     if args.presigned:
         try:
@@ -398,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             attempt_id=args.attempt_id,
             attempt_number=args.attempt_number,
             map_index=args.map_index,
-            checkpoint_dir=Path(args.checkpoint_dir).resolve() if args.checkpoint_dir else None,
+            checkpoint_dir=Path(args.checkpoint_dir).absolute() if args.checkpoint_dir else None,
         ),
     )
     with sdk_lines_to(sys.stderr, timestamps=True):
