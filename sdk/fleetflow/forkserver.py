@@ -197,7 +197,7 @@ class _Server:
         spare that died waiting is replaced once."""
         for _ in range(2):
             try:
-                pid, channel = self.spare or self.fork_spare()
+                pid, channel = self.fork_spare()  # the one waiting, or a new one
             except OSError as exc:
                 self.send({"id": request_id, "error": f"fork failed: {exc}"})
                 return
