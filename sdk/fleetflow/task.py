@@ -265,7 +265,7 @@ class TaskFunction(Generic[P, R]):
         return self._qualified_name
 
     def __repr__(self) -> str:
-        return f"<task {self.spec.name}>"
+        return f"<task {self.name}>"
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Outside a workflow: call the function. Inside a workflow body: record a node.
