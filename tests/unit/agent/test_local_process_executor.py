@@ -86,7 +86,7 @@ async def wait_for_path(path: Path) -> None:
 def process_gone(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped before, or between open and read
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"  # a zombie waiting for its reaper
 
