@@ -14,6 +14,11 @@ against the source's hash, not its time: a copy has a new one), so an attempt's 
 the bytecode of the modules it imports instead of compiling them again (1.7 ms for a small
 module in a freshly forked process). A task that edits its copy of a module runs its edit.
 
+Each bundle's next copy is made ahead (`prepare_spare`, after an attempt of it ended), in a
+directory beside the sandboxes, so that its next attempt only renames it into its sandbox: a
+chain's next step or a dispatch does not wait for a copy (3-4 ms on a busy 2-core machine for
+six files). A spare is a copy no task has seen, made from the same checked tree.
+
 The cache lives in the agent's work directory (only the agent's user can read it), is emptied
 when the agent starts, and keeps the `max_bundles` used last.
 """
@@ -26,6 +31,7 @@ import os
 import py_compile
 import shutil
 import threading
+import uuid
 from collections import OrderedDict
 from pathlib import Path
 
@@ -42,10 +48,19 @@ class BundleCache:
         directory: Where they are unpacked (emptied now: a previous agent's are not trusted).
         max_bundles: How many are kept; the one used longest ago goes first, never one being
             copied.
+        spares: Where copies made ahead wait (emptied now), on the file system of the copies'
+            destinations so that one is moved with a rename; None: none are made.
     """
 
-    def __init__(self, directory: Path, *, max_bundles: int = DEFAULT_MAX_BUNDLES) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bundles: int = DEFAULT_MAX_BUNDLES,
+        spares: Path | None = None,
+    ) -> None:
         self._directory = directory
+        self._spares_dir = spares
         self._max_bundles = max(1, max_bundles)
         self._lock = threading.Lock()
         # Bundle URI -> its unpacked tree, least recently used first.
@@ -54,7 +69,12 @@ class BundleCache:
         self._copying: dict[str, int] = {}
         # Bundle URI -> held while it is downloaded and unpacked (one download per bundle).
         self._unpacking: dict[str, threading.Lock] = {}
-        shutil.rmtree(directory, ignore_errors=True)
+        # Bundle URI -> a copy of its tree made ahead, for its next attempt.
+        self._spares: dict[str, Path] = {}
+        self._making_spare: set[str] = set()
+        for old in (directory, spares):
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
 
     def copy_into(self, bundle_uri: str, dest: Path) -> None:
         """Make `dest` (new) a copy of the bundle's tree, downloading, checking and unpacking
@@ -64,14 +84,65 @@ class BundleCache:
             BundleError: the bundle is not the one its name promises, or is unsafe.
             FleetflowError, OSError: it cannot be read from the blob store, or copied.
         """
+        with self._lock:
+            spare = self._spares.pop(bundle_uri, None)
+        if spare is not None:
+            try:
+                spare.rename(dest)
+                return
+            except OSError:  # dest's file system moved, say: copied as without a spare
+                shutil.rmtree(spare, ignore_errors=True)
         tree = self._take(bundle_uri)
         try:
             _copy_tree(tree, dest)
         finally:
-            with self._lock:
-                self._copying[bundle_uri] -= 1
-                if not self._copying[bundle_uri]:
-                    del self._copying[bundle_uri]
+            self._done_copying(bundle_uri)
+
+    def prepare_spare(self, bundle_uri: str) -> None:
+        """Copy the bundle's tree ahead for its next attempt, unless it has a copy waiting
+        already or is no longer held (no download here: only a bundle used before)."""
+        spares = self._spares_dir
+        with self._lock:
+            tree = self._trees.get(bundle_uri)
+            if (
+                spares is None
+                or tree is None
+                or bundle_uri in self._spares
+                or bundle_uri in self._making_spare
+            ):
+                return
+            self._making_spare.add(bundle_uri)
+            self._copying[bundle_uri] = self._copying.get(bundle_uri, 0) + 1
+        spare = spares / uuid.uuid4().hex
+        made = False
+        try:
+            spares.mkdir(mode=0o700, exist_ok=True)
+            _copy_tree(tree, spare)
+            made = True
+        except OSError:  # the next attempt copies, as without a spare
+            pass
+        finally:
+            self._done_copying(bundle_uri)
+        with self._lock:
+            self._making_spare.discard(bundle_uri)
+            kept = made and bundle_uri in self._trees  # else evicted meanwhile
+            if kept:
+                self._spares[bundle_uri] = spare
+        if not kept:
+            shutil.rmtree(spare, ignore_errors=True)
+
+    def drop_spares(self) -> None:
+        """Delete the copies made ahead (the agent stops)."""
+        with self._lock:
+            self._spares.clear()
+        if self._spares_dir is not None:
+            shutil.rmtree(self._spares_dir, ignore_errors=True)
+
+    def _done_copying(self, bundle_uri: str) -> None:
+        with self._lock:
+            self._copying[bundle_uri] -= 1
+            if not self._copying[bundle_uri]:
+                del self._copying[bundle_uri]
 
     def _take(self, bundle_uri: str) -> Path:
         """The bundle's unpacked tree, counted as being copied until `copy_into` is done."""
@@ -108,13 +179,16 @@ class BundleCache:
 
     def _evict(self) -> list[Path]:
         """Under the lock: drop the least recently used trees beyond the cap that no copy
-        uses; the trees to delete (outside the lock)."""
+        uses, and their spares; the directories to delete (outside the lock)."""
         gone = []
         for uri in list(self._trees):
             if len(self._trees) <= self._max_bundles:
                 break
             if uri not in self._copying:
                 gone.append(self._trees.pop(uri))
+                spare = self._spares.pop(uri, None)
+                if spare is not None:
+                    gone.append(spare)
         return gone
 
 

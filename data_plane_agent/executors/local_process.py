@@ -3,19 +3,19 @@
 It is the executor of `fleetflow dev up` and of clusters without Kubernetes. By default an
 attempt's process is forked by the warm task runtime (`warm_runtime`: a fork server that has
 imported the runtime already, so an attempt starts in milliseconds instead of the interpreter's
-start and imports); while that cannot run, or with `warm_runtime=False`, it is a new
-`python -m fleetflow.runtime` process. Both are watched alike (`TaskProcess`). Every attempt gets
-`<work_dir>/attempts/<attempt_id>/log.txt` (the process's stdout and stderr), the agent's, and
-a sandbox directory of its own while it runs (`sandbox`: as a user of its own when it can),
-holding a copy of its code (`code/`, from the agent's `BundleCache`: unpacked once per
-bundle), what the agent staged for it (`staged/`: inputs, input files, its unit's checkpoint;
-`data_plane_agent.staging`), its result file, and its `HOME` and `TMPDIR`. The task never
-touches the blob store: the agent copies its inputs in and uploads its outputs (and its
-checkpoint, whatever the outcome) after it ended, then deletes the sandbox. The child runs in
-its own session, hence its own process group, so stopping an attempt also stops whatever the
-task spawned (and every process left under the attempt's uid is killed). No `FLEETFLOW_*`
-setting of the agent's (its token, the blob store's credentials) nor AWS credentials are passed
-on to task code.
+start and imports); while that cannot run, or with `warm_runtime=False`, it is a new `python -m
+fleetflow.runtime` process. Both are watched alike (`TaskProcess`). Every attempt gets
+`<work_dir>/attempts/<attempt_id>/log.txt` (the process's stdout and stderr), the agent's, and a
+sandbox directory of its own while it runs (`sandbox`: as a user of its own when it can), holding a
+copy of its code (`code/`, from the agent's `BundleCache`: unpacked once per bundle, and each
+bundle's next copy made ahead beside the sandboxes), what the agent staged for it (`staged/`:
+inputs, input files, its unit's checkpoint; `data_plane_agent.staging`), its result file, and its
+`HOME` and `TMPDIR`. The task never touches the blob store: the agent copies its inputs in and
+uploads its outputs (and its checkpoint, whatever the outcome) after it ended, then deletes the
+sandbox. The child runs in its own session, hence its own process group, so stopping an attempt
+also stops whatever the task spawned (and every process left under the attempt's uid is killed). No
+`FLEETFLOW_*` setting of the agent's (its token, the blob store's credentials) nor AWS credentials
+are passed on to task code.
 
 Finished attempts' directories are deleted by an `AttemptDirRetention` policy (older than its
 keep time, or oldest first while all attempt directories together exceed its size cap), swept
@@ -81,6 +81,9 @@ LOG_FILE = "log.txt"
 RESULT_FILE = "result.json"
 CODE_DIR = "code"
 STAGED_DIR = "staged"
+SPARE_CODE_DIR = ".code-spares"
+"""Beside the sandboxes: code copies made ahead (`BundleCache.prepare_spare`); no attempt id
+names it (ids never start with a dot)."""
 _LOG_TAIL_BYTES = 4096
 _MAX_RESULT_BYTES = 1 << 20
 _PASSED_FLEETFLOW_ENV = frozenset({"FLEETFLOW_DEBUG"})
@@ -213,7 +216,9 @@ class LocalProcessExecutor:
         self._events: asyncio.Queue[AttemptEvent] = asyncio.Queue()
         self._retention = retention or AttemptDirRetention()
         self._clock = clock
-        self._bundles = BundleCache(Path(work_dir) / "bundles")
+        self._bundles = BundleCache(
+            Path(work_dir) / "bundles", spares=self._isolation.sandbox_root / SPARE_CODE_DIR
+        )
         # Held by a sweep and by a launch preparing its directory, so a sweep never deletes a
         # directory an attempt is being (re)started in.
         self._dirs_lock = asyncio.Lock()
@@ -267,7 +272,7 @@ class LocalProcessExecutor:
 
     def attempt_dir(self, attempt_id: str) -> Path:
         """The directory of one attempt (its log, result file and unpacked code)."""
-        if not attempt_id or attempt_id in (".", "..") or "/" in attempt_id or "\0" in attempt_id:
+        if not attempt_id or attempt_id.startswith(".") or "/" in attempt_id or "\0" in attempt_id:
             raise FleetflowError(f"attempt id {attempt_id!r} cannot name a directory")
         return self._attempts_dir / attempt_id
 
@@ -623,9 +628,10 @@ class LocalProcessExecutor:
         self._clean_up(attempt.sandbox, attempt.uid, swept=attempt.swept)
 
     def _finish(self, attempt: _LocalAttempt) -> tuple[float, int] | None:
-        """Its sandbox and uid given up; (last write, bytes) of its directory, now finished,
-        for the retention policy (None: it has none)."""
+        """Its sandbox and uid given up, its bundle's next copy made ahead; (last write,
+        bytes) of its directory, now finished, for the retention policy (None: it has none)."""
         self._clean_up(attempt.sandbox, attempt.uid, swept=attempt.swept)
+        self._bundles.prepare_spare(attempt.assignment.bundle_uri)
         return _measure(attempt.directory)
 
     def _outcome(self, attempt: _LocalAttempt) -> AttemptEvent:
@@ -717,6 +723,7 @@ class LocalProcessExecutor:
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
         await asyncio.gather(*self._sweeps, return_exceptions=True)
+        await asyncio.to_thread(self._bundles.drop_spares)
         with contextlib.suppress(OSError):  # nothing left in it: do not leave it behind
             self._isolation.sandbox_root.rmdir()
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from data_plane_agent.executors.local_process import LocalProcessExecutor
+from data_plane_agent.executors.local_process import SPARE_CODE_DIR, LocalProcessExecutor
 from fleetflow.states import AttemptState
 from tests.polling import wait_until_async
 from tests.tiers import tier_unavailable
@@ -101,6 +101,17 @@ async def test_a_hostile_task_finds_nothing_of_the_agent_the_control_plane_or_ot
     machine: Machine, exchange_dir: Path
 ) -> None:
     blobs, executor = machine.blobs, machine.executor
+    # An attempt that ended leaves its bundle's next copy made ahead, for the next attempt.
+    warm_up = blobs.assignment("at-warm-up", "add", {"a": 1, "b": 2})
+    await executor.launch(warm_up)
+    assert (await finished(executor, "at-warm-up"))[0] is AttemptState.SUCCEEDED
+    spares = executor.sandbox_dir("at-victim").parent / SPARE_CODE_DIR
+    await wait_until_async(
+        lambda: spares.is_dir() and any(spares.iterdir()),
+        timeout=DEADLINE_SECONDS,
+        message="the bundle's next copy, made ahead",
+    )
+    (spare,) = spares.iterdir()
     victim_pid_file = exchange_dir / "victim.pid"
     victim = blobs.assignment("at-victim", "spawn_and_wait", {"pid_file": str(victim_pid_file)})
     await executor.launch(victim)
@@ -119,18 +130,23 @@ async def test_a_hostile_task_finds_nothing_of_the_agent_the_control_plane_or_ot
             str(executor.attempt_dir("at-victim") / "log.txt"),
             f"/proc/{os.getpid()}/environ",  # the agent's
             f"/proc/{victim_pid}/environ",
+            str(spare / "stand_in_tasks.py"),
         ],
         "list_dirs": [
             str(blob_root),
             str(machine.work_dir),
             str(victim_sandbox),
             str(victim_sandbox.parent),  # every running attempt's sandbox
+            str(spares),
+            str(spare),
         ],
         "write": [
             str(blob_root / "tenants" / "beta"),
             str(blob_root),
             str(victim_sandbox),
             str(machine.work_dir),
+            str(spares),
+            str(spare),  # the next attempt's code
         ],
         "signal_pids": [victim_pid, os.getpid()],
     }

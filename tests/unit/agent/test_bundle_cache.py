@@ -154,3 +154,66 @@ def test_a_previous_agents_trees_are_not_trusted(store: LocalBlobStore, tmp_path
 
     BundleCache(tmp_path / "cache").copy_into(uri, tmp_path / "two")
     assert (tmp_path / "two" / "tasks.py").read_text() == "TEXT = 'genuine'\n"
+
+
+def test_a_copy_made_ahead_goes_whole_to_one_attempt_and_is_made_from_the_checked_tree(
+    store: LocalBlobStore, tmp_path: Path
+) -> None:
+    uri = upload(store, project(tmp_path / "p", "genuine"))
+    cache = BundleCache(tmp_path / "cache", spares=tmp_path / "spares")
+    cache.copy_into(uri, tmp_path / "one")
+    (tmp_path / "one" / "pkg" / "data.txt").write_text("changed by a task")
+
+    cache.prepare_spare(uri)
+    cache.prepare_spare(uri)  # one is waiting already: no second
+    (spare,) = (tmp_path / "spares").iterdir()
+    inode = spare.stat().st_ino
+    cache.copy_into(uri, tmp_path / "two")
+    cache.copy_into(uri, tmp_path / "three")  # none waiting now: copied as before
+
+    assert (tmp_path / "two").stat().st_ino == inode  # moved, not copied again
+    assert (tmp_path / "three").stat().st_ino != inode
+    assert not any((tmp_path / "spares").iterdir())
+    for copy in ("two", "three"):
+        assert (tmp_path / copy / "pkg" / "data.txt").read_text() == "genuine"
+
+
+def test_no_copy_is_made_ahead_of_a_bundle_the_cache_does_not_hold(
+    store: LocalBlobStore, tmp_path: Path
+) -> None:
+    uri = upload(store, project(tmp_path / "p", "genuine"))
+    cache = BundleCache(tmp_path / "cache", spares=tmp_path / "spares")
+
+    cache.prepare_spare(uri)  # never downloads: only a bundle an attempt used is copied ahead
+    assert not (tmp_path / "cache").exists()
+    assert not (tmp_path / "spares").exists()
+
+    BundleCache(tmp_path / "cache").copy_into(uri, tmp_path / "one")
+    BundleCache(tmp_path / "cache").prepare_spare(uri)  # without a place for spares: none
+    assert not (tmp_path / "spares").exists()
+
+
+def test_an_evicted_bundles_copy_made_ahead_goes_with_it_and_a_new_agent_trusts_none(
+    store: LocalBlobStore, tmp_path: Path
+) -> None:
+    first = upload(store, project(tmp_path / "p1", "one"))
+    second = upload(store, project(tmp_path / "p2", "two"))
+    cache = BundleCache(tmp_path / "cache", max_bundles=1, spares=tmp_path / "spares")
+    cache.copy_into(first, tmp_path / "a")
+    cache.prepare_spare(first)
+    assert len(list((tmp_path / "spares").iterdir())) == 1
+
+    cache.copy_into(second, tmp_path / "b")  # the first bundle is evicted
+    assert not any((tmp_path / "spares").iterdir())
+
+    cache.prepare_spare(second)
+    for planted in (tmp_path / "spares").glob("*/tasks.py"):
+        planted.write_text("TEXT = 'planted'\n")
+    cache = BundleCache(tmp_path / "cache", spares=tmp_path / "spares")
+    assert not (tmp_path / "spares").exists()
+    cache.copy_into(second, tmp_path / "c")
+    assert (tmp_path / "c" / "tasks.py").read_text() == "TEXT = 'two'\n"
+
+    cache.prepare_spare(second)
+    cache.drop_spares()
+    assert not (tmp_path / "spares").exists()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from data_plane_agent.attempts import AttemptEvent, TaskAssignment, TaskSecret
-from data_plane_agent.executors.local_process import LocalProcessExecutor
+from data_plane_agent.executors.local_process import SPARE_CODE_DIR, LocalProcessExecutor
 from fleetflow.bundle import build_bundle
 from fleetflow.states import AttemptState
 from fleetflow.storage import LocalBlobStore, read_uri
@@ -309,6 +309,33 @@ async def test_a_task_that_rewrites_its_code_leaves_the_next_attempts_copy_as_bu
     read = blobs.assignment("att-read", "read_data_file", {})
     assert (await finish(executor, read)).state is AttemptState.SUCCEEDED
     assert blobs.outputs(read) == {"o0": "hello from the bundle"}
+
+
+async def test_an_attempts_code_is_the_copy_made_ahead_when_its_bundles_last_attempt_ended(
+    executor: LocalProcessExecutor, blobs: Blobs, exchange_dir: Path
+) -> None:
+    """Off the next attempt's path: it renames the copy into its sandbox."""
+    first = await finish(executor, blobs.assignment("att-first", "add", {"a": 1, "b": 2}))
+    assert first.state is AttemptState.SUCCEEDED
+    spares = executor.sandbox_dir("att-first").parent / SPARE_CODE_DIR
+    await wait_until_async(
+        lambda: spares.is_dir() and any(spares.iterdir()),
+        timeout=DEADLINE_SECONDS,
+        message="the bundle's next copy, made ahead",
+    )
+    (spare,) = spares.iterdir()
+    made_ahead = spare.stat().st_ino
+    release = exchange_dir / "release"
+    waiting = blobs.assignment(
+        "att-next", "wait_for_file", {"path": str(release), "deadline_seconds": DEADLINE_SECONDS}
+    )
+
+    await executor.launch(waiting)
+    assert (await next_event(executor)).state is AttemptState.RUNNING
+    code = executor.sandbox_dir("att-next") / "code"
+    assert code.stat().st_ino == made_ahead
+    release.touch()
+    assert (await next_event(executor)).state is AttemptState.SUCCEEDED
 
 
 async def test_a_bundle_changed_after_upload_is_refused_before_any_process_starts(
