@@ -490,10 +490,12 @@ class LocalProcessExecutor:
                 directory = self.attempt_dir(attempt_id)
                 sandbox = self.sandbox_dir(attempt_id)
                 # Files, and perhaps a look at every process: in one thread hop, not on the
-                # event loop. The attempt's directory in another, under the sweep's lock.
+                # event loop. The attempt's directory under the sweep's lock, on the loop: a
+                # directory, a file and a line, as cheap as a log line (a second thread hop
+                # cost more than they do).
                 uid = await asyncio.to_thread(self._take_uid_and_stage, sandbox, assignment)
                 async with self._dirs_lock:
-                    log_file = await asyncio.to_thread(_prepare_attempt_dir, directory, assignment)
+                    log_file = _prepare_attempt_dir(directory, assignment)
                 try:
                     process = await self._start_processes(
                         assignment, directory, sandbox, uid, log_file
