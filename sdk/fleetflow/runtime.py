@@ -353,16 +353,22 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m fleetflow.runtime`; returns the process exit code."""
-    die_with_parent_if_asked()
-    args = _parse_args(argv)
-    # The task's own logging; the runtime's lines get their own prefix in `_run`.
+def configure_task_logging() -> None:
+    """The task's own logging, to stderr (the runtime's lines get their own prefix in `_run`);
+    nothing when it has handlers already: a forked attempt's process set them up while it
+    waited for its request (`fleetflow.forkserver`)."""
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m fleetflow.runtime`; returns the process exit code."""
+    die_with_parent_if_asked()
+    args = _parse_args(argv)
+    configure_task_logging()
     # Absolute before run_task changes the working directory (not resolved: a look at every
     # directory of every path, and nothing here depends on where a symlink leads).
     result_file = Path(args.result_file).absolute()

@@ -134,6 +134,10 @@ async def test_a_forked_task_sees_what_an_exec_d_one_sees(blobs: Blobs, tmp_path
             del found[varying]
 
     assert seen[True] == seen[False]
+    assert seen[True]["logging"] == [
+        "INFO",
+        "StreamHandler to fd 2: %(asctime)s %(levelname)s %(name)s: %(message)s",
+    ]
     assert seen[True]["tempdir"] == "<sandbox>/tmp"
     assert seen[True]["path"][:2] == ["<sandbox>/code", "<sandbox>"]
 
