@@ -314,8 +314,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         `on_capacity_freed` wakes the scheduler (`Scheduler.wake`) after a committed change
         that may let waiting attempts start: an agent registered or heartbeated (capacity),
         attempts finished, were lost or could not be leased. `on_attempt_succeeded` gets the
-        id of an attempt whose SUCCEEDED report was committed, in a worker thread, before the
-        workflow is signalled (`ExecutionActivities.start_successors`); it must not raise.
+        id of an attempt whose SUCCEEDED report was committed and whose successors may start
+        ahead (`starts_successors_ahead`: never a map's element), in a worker thread, before
+        the workflow is signalled (`ExecutionActivities.start_successors`); it must not raise.
         `secret_box` decrypts the tenant secrets tasks name, into their leases only (None: an
         attempt of a task with secrets cannot be leased)."""
         self._sessions = session_factory
@@ -712,16 +713,18 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
     def _after_reports(self, caller: ClusterRef, applied: list[_Applied], peer: str) -> None:
         """Once the reports are committed: log each, and start what follows the attempts they
         finished (in the background: the agent hears at once)."""
-        finished = []
+        finished, ahead = [], []
         for one in applied:
             self._log_report(caller, one, peer)
             if one.outcome is not None and one.outcome.finished:
-                assert one.state is not None
-                finished.append((one.request.attempt_id, one.state))
+                finished.append(one.request.attempt_id)
+                attempt = one.outcome.attempt
+                if attempt is not None and attempts_repo.starts_successors_ahead(attempt):
+                    ahead.append(attempt.id)
         if finished:
             # Committed: the agent hears so now. What follows needs no answer from it, and
             # the agent's next report should not wait for Temporal.
-            self._in_background(self._after_finish(finished))
+            self._in_background(self._after_finish(ahead))
 
     def _apply_report(
         self, session: Session, caller: ClusterRef, request: pb.ReportStatusRequest
@@ -780,9 +783,10 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     "rejected report for %s: %s", request.attempt_id, outcome.reason
                 )
 
-    async def _after_finish(self, finished: list[tuple[str, AttemptState]]) -> None:
+    async def _after_finish(self, succeeded: list[str]) -> None:
+        """After attempts finished: `succeeded` are those whose successors may start ahead
+        (`attempts_repo.starts_successors_ahead`)."""
         try:
-            succeeded = [i for i, state in finished if state is AttemptState.SUCCEEDED]
             if succeeded:
                 # The next nodes are placed now, not after the workflow heard of it.
                 await asyncio.to_thread(self._start_successors, succeeded)

@@ -839,12 +839,7 @@ class ExecutionActivities:
 
     def _successors_of(self, session: Session, attempt_id: str) -> _Candidates | None:
         finished = session.get(TaskAttempt, attempt_id)
-        if (
-            finished is None
-            or finished.status != AttemptState.SUCCEEDED.value
-            or finished.map_index != NO_MAP_INDEX
-            or finished.workflow_id is not None
-        ):
+        if finished is None or not attempts_repo.starts_successors_ahead(finished):
             return None
         execution = self._execution(session, finished.execution_id)
         spec = self._spec(session, execution)

@@ -40,6 +40,7 @@ from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import make_engine, make_session_factory, transaction
+from control_plane.orchestration.activities import ExecutionActivities
 from control_plane.orchestration.workflows import AttemptFinished
 from control_plane.scheduling import scheduler as scheduler_module
 from control_plane.scheduling.scheduler import Scheduler, place_pending_attempts
@@ -825,6 +826,33 @@ async def test_a_success_starts_the_next_node_at_once_and_wakes_the_long_poll(
     assert harness.sink.calls == [
         (harness.execution_id, AttemptFinished(first.attempt_id, "SUCCEEDED", ""))
     ]
+
+
+async def test_a_map_elements_success_costs_no_look_for_nodes_to_start_ahead(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a plain node's success may start its successors ahead (`starts_successors_ahead`):
+    a map's thousands of elements must not each cost a transaction to find that out."""
+    looked: list[str] = []
+    start_ahead = ExecutionActivities._start_ahead  # noqa: SLF001 - counted, not changed
+
+    def counted(self: ExecutionActivities, which: str, find: Any) -> list[str]:
+        looked.append(which)
+        return start_ahead(self, which, find)
+
+    monkeypatch.setattr(ExecutionActivities, "_start_ahead", counted)
+    await harness.register()
+    element = await harness.leased_attempt()
+
+    def an_element(session: Session) -> None:
+        session.get_one(TaskAttempt, element.attempt_id).map_index = 0
+
+    await harness.db(an_element)
+    plain = await harness.leased_attempt()
+
+    for done in (element, plain):
+        assert (await harness.report(done, SUCCEEDED, 1)).accepted
+    assert looked == [f"after attempt {plain.attempt_id}"]
 
 
 async def test_a_failure_is_stored_and_signalled(harness: Harness) -> None:

@@ -497,6 +497,18 @@ def _apply_authorised_report(
     return ReportOutcome(True, "", attempt, finished=state.terminal)
 
 
+def starts_successors_ahead(attempt: TaskAttempt) -> bool:
+    """Whether what follows `attempt` may be started ahead of its workflow
+    (`ExecutionActivities.start_successors`): it SUCCEEDED, maps no element, and was itself
+    created ahead (no workflow's `start_attempts` made it). Read from the row a report already
+    loaded, so that a map's thousands of elements cost no transaction each to find this."""
+    return (
+        attempt.status == AttemptState.SUCCEEDED.value
+        and attempt.map_index == NO_MAP_INDEX
+        and attempt.workflow_id is None
+    )
+
+
 def observed_time(observed_at: datetime, previous: datetime | None) -> datetime:
     """When an agent saw a change, on its clock, but never before the attempt's previous
     timestamp nor after now: a skewed clock cannot order an attempt's times wrongly.
