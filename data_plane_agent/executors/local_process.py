@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import logging
 import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -222,7 +223,7 @@ class LocalProcessExecutor:
         # Held by a sweep and by a launch preparing its directory, so a sweep never deletes a
         # directory an attempt is being (re)started in.
         self._dirs_lock = asyncio.Lock()
-        self._measured_dirs: dict[str, tuple[float, int]] = {}  # finished: (last write, bytes)
+        self._measured_dirs = MeasuredDirs()  # finished: (last write, bytes)
         self._sweeper: asyncio.Task[None] | None = None
         self._shut_down = False
         self._sweeps: set[asyncio.Task[list[str]]] = set()
@@ -305,9 +306,8 @@ class LocalProcessExecutor:
     def _none_may_go(self, now: float) -> bool:
         """Whether, as far as the directories measured so far say, none has expired and
         together they are within the cap."""
-        measured = self._measured_dirs.values()
-        oldest = min((written for written, _ in measured), default=now)
-        total = sum(size for _, size in measured)
+        oldest = self._measured_dirs.oldest_write(default=now)
+        total = self._measured_dirs.total_bytes
         cap = self._retention.max_total_bytes
         return now - oldest < self._retention.keep_seconds and not (cap and total > cap)
 
@@ -730,13 +730,57 @@ class LocalProcessExecutor:
             self._isolation.sandbox_root.rmdir()
 
 
+class MeasuredDirs(MutableMapping[str, tuple[float, int]]):
+    """Finished attempts' directories by id: (last write, bytes), with their total bytes and
+    oldest write kept as they change. Asked after every attempt whether a sweep could delete
+    anything; summing thousands of entries each time made a large map O(n) per attempt."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, int]] = {}
+        self._writes: list[tuple[float, str]] = []  # a heap; entries changed since are stale
+        self.total_bytes = 0
+
+    def __getitem__(self, attempt_id: str) -> tuple[float, int]:
+        return self._entries[attempt_id]
+
+    def __setitem__(self, attempt_id: str, measured: tuple[float, int]) -> None:
+        old = self._entries.get(attempt_id)
+        self.total_bytes += measured[1] - (old[1] if old is not None else 0)
+        self._entries[attempt_id] = measured
+        if len(self._writes) > 2 * len(self._entries) + 64:  # mostly stale: rebuilt
+            self._writes = [(written, key) for key, (written, _) in self._entries.items()]
+            heapq.heapify(self._writes)
+        else:
+            heapq.heappush(self._writes, (measured[0], attempt_id))
+
+    def __delitem__(self, attempt_id: str) -> None:
+        self.total_bytes -= self._entries.pop(attempt_id)[1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def oldest_write(self, *, default: float) -> float:
+        """The earliest last write among the directories (`default` when there is none)."""
+        writes = self._writes
+        while writes:
+            written, attempt_id = writes[0]
+            entry = self._entries.get(attempt_id)
+            if entry is not None and entry[0] == written:
+                return written
+            heapq.heappop(writes)  # deleted or measured again since
+        return default
+
+
 def sweep_finished_attempt_dirs(
     attempts_dir: Path,
     running: Collection[str],
     retention: AttemptDirRetention,
     *,
     now: float,
-    measured: dict[str, tuple[float, int]] | None = None,
+    measured: MutableMapping[str, tuple[float, int]] | None = None,
 ) -> list[str]:
     """Delete finished attempts' directories under `attempts_dir` as `retention` says.
 

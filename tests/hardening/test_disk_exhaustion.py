@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import random
 import tarfile
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ import fleetflow.bundle
 from data_plane_agent.executors.local_process import (
     AttemptDirRetention,
     LocalProcessExecutor,
+    MeasuredDirs,
     retention_from_settings,
     sweep_finished_attempt_dirs,
 )
@@ -224,6 +226,27 @@ def test_the_sweep_after_an_attempt_lists_the_directories_only_when_one_may_go(
     attempt_dir(root, "d", written=now[0], size=40_000)  # over the cap
     assert executor._sweep({"d"}, "d") == ["b"]  # noqa: SLF001
     assert len(listed) == 3
+
+
+def test_the_measured_directories_keep_their_total_and_oldest_write_as_they_change() -> None:
+    """What the sweep after every attempt asks (`_none_may_go`) is kept up to date, not summed
+    over thousands of entries each time; checked against the sum and minimum after every change
+    of a random sequence, as the executor and the sweep make them."""
+    rng = random.Random(15)
+    measured = MeasuredDirs()
+    reference: dict[str, tuple[float, int]] = {}
+    for _ in range(3000):
+        attempt_id = f"at-{rng.randrange(40)}"
+        if attempt_id in reference and rng.random() < 0.4:
+            del measured[attempt_id], reference[attempt_id]
+        else:
+            entry = (float(rng.randrange(100)), rng.randrange(1, 10_000))
+            measured[attempt_id] = reference[attempt_id] = entry
+        assert dict(measured) == reference
+        assert measured.total_bytes == sum(size for _, size in reference.values())
+        assert measured.oldest_write(default=-1.0) == min(
+            (written for written, _ in reference.values()), default=-1.0
+        )
 
 
 def test_retention_settings_and_defaults() -> None:
