@@ -306,7 +306,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         max_lease_wait_seconds: int,
         heartbeat_interval_seconds: int,
         on_capacity_freed: Callable[[], None] = lambda: None,
-        on_attempt_succeeded: Callable[[str], object] = lambda _attempt_id: None,
+        on_attempt_succeeded: Callable[[str, str, str], object] = lambda *_attempt: None,
         lockout: AuthLockout | None = None,
         secret_box: SecretBox | None = None,
     ) -> None:
@@ -314,9 +314,10 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         `on_capacity_freed` wakes the scheduler (`Scheduler.wake`) after a committed change
         that may let waiting attempts start: an agent registered or heartbeated (capacity),
         attempts finished, were lost or could not be leased. `on_attempt_succeeded` gets the
-        id of an attempt whose SUCCEEDED report was committed and whose successors may start
-        ahead (`starts_successors_ahead`: never a map's element), in a worker thread, before
-        the workflow is signalled (`ExecutionActivities.start_successors`); it must not raise.
+        id, execution and node of an attempt whose SUCCEEDED report was committed and whose
+        successors may start ahead (`starts_successors_ahead`: never a map's element), in a
+        worker thread, before the workflow is signalled (`ExecutionActivities.start_successors`);
+        it must not raise.
         `secret_box` decrypts the tenant secrets tasks name, into their leases only (None: an
         attempt of a task with secrets cannot be leased)."""
         self._sessions = session_factory
@@ -713,14 +714,15 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
     def _after_reports(self, caller: ClusterRef, applied: list[_Applied], peer: str) -> None:
         """Once the reports are committed: log each, and start what follows the attempts they
         finished (in the background: the agent hears at once)."""
-        finished, ahead = [], []
+        finished = False
+        ahead: list[tuple[str, str, str]] = []
         for one in applied:
             self._log_report(caller, one, peer)
             if one.outcome is not None and one.outcome.finished:
-                finished.append(one.request.attempt_id)
+                finished = True
                 attempt = one.outcome.attempt
                 if attempt is not None and attempts_repo.starts_successors_ahead(attempt):
-                    ahead.append(attempt.id)
+                    ahead.append((attempt.id, attempt.execution_id, attempt.node_id))
         if finished:
             # Committed: the agent hears so now. What follows needs no answer from it, and
             # the agent's next report should not wait for Temporal.
@@ -783,9 +785,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     "rejected report for %s: %s", request.attempt_id, outcome.reason
                 )
 
-    async def _after_finish(self, succeeded: list[str]) -> None:
+    async def _after_finish(self, succeeded: list[tuple[str, str, str]]) -> None:
         """After attempts finished: `succeeded` are those whose successors may start ahead
-        (`attempts_repo.starts_successors_ahead`)."""
+        (`attempts_repo.starts_successors_ahead`), as (attempt, execution, node)."""
         try:
             if succeeded:
                 # The next nodes are placed now, not after the workflow heard of it.
@@ -798,11 +800,11 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             # Delivered now; if that fails, the notifier's loop delivers it later.
             self._notifier.deliver_soon()
 
-    def _start_successors(self, attempt_ids: list[str]) -> None:
+    def _start_successors(self, succeeded: list[tuple[str, str, str]]) -> None:
         """`on_attempt_succeeded` for each; one failing (logged) does not keep the others'."""
-        for attempt_id in attempt_ids:
+        for attempt_id, execution_id, node_id in succeeded:
             try:
-                self._on_attempt_succeeded(attempt_id)
+                self._on_attempt_succeeded(attempt_id, execution_id, node_id)
             except Exception:
                 log.exception("starting what follows attempt %s failed", attempt_id)
 

@@ -93,6 +93,8 @@ log = logging.getLogger(__name__)
 
 _SUCCESSOR_SPECS = 64
 """The specs whose successor maps `start_successors` keeps at once."""
+_SUCCESSOR_EXECUTIONS = 1024
+"""The executions whose workflow version `start_successors` remembers at once."""
 _SUB_SPECS = 256
 """The dynamic nodes' sub-DAGs kept parsed at once."""
 _BUNDLES = 16
@@ -134,6 +136,8 @@ class ExecutionActivities:
         self._on_capacity_freed = on_capacity_freed
         self._specs = ParsedSpecs()
         self._successors: dict[str, dict[str, list[str]]] = {}  # per spec: `_plain_successors`
+        # Execution -> its workflow version (immutable), as `start_successors` last read it.
+        self._spec_ids: OrderedDict[str, str] = OrderedDict()
         # (execution, dynamic node) -> its sub-DAG as stored; (tenant, digest) -> modules.
         self._sub_specs: OrderedDict[tuple[str, str], WorkflowSpec] = OrderedDict()
         self._bundle_modules: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
@@ -796,11 +800,15 @@ class ExecutionActivities:
         (start,) = self.start_attempts(StartAttemptsInput(args.execution_id, [unit])).starts
         return start
 
-    def start_successors(self, attempt_id: str) -> list[str]:
+    def start_successors(
+        self, attempt_id: str, execution_id: str = "", node_id: str = ""
+    ) -> list[str]:
         """After `attempt_id` SUCCEEDED: create the first attempts of the nodes it made
         ready, ahead of the workflow, so that a chain's next task is placed while the signal
         is still on its way; the workflow's `start_attempts` then finds them (creation is
-        idempotent). Called by the agent service once the report is committed.
+        idempotent). Called by the agent service once the report is committed, with the
+        attempt's execution and node: a node with no such successor (a fan-out's thousands of
+        independent nodes) then costs no transaction, after its execution's first.
 
         Only where the workflow would start a node with nothing to do first: the node is no
         map, no upstream node is a map or cached (none has `complete_node` to run), every
@@ -808,9 +816,19 @@ class ExecutionActivities:
         execution: its row is locked, as `start_attempts` locks it. Best effort: a failure is
         logged, and the workflow starts the nodes as it always does. Returns the ids of the
         attempts created."""
+        if execution_id and node_id and self._known_to_start_nothing(execution_id, node_id):
+            return []
         return self._start_ahead(
             f"after attempt {attempt_id}", lambda session: self._successors_of(session, attempt_id)
         )
+
+    def _known_to_start_nothing(self, execution_id: str, node_id: str) -> bool:
+        """Whether the execution's spec, read before, gives `node_id` no successor that
+        `start_successors` may start."""
+        with self._lock:
+            spec_id = self._spec_ids.get(execution_id)
+        successors = self._successors.get(spec_id) if spec_id is not None else None
+        return successors is not None and node_id not in successors
 
     def start_roots(self, execution_id: str) -> list[str]:
         """When an execution is created: the same for the nodes that need only its inputs
@@ -844,6 +862,10 @@ class ExecutionActivities:
         execution = self._execution(session, finished.execution_id)
         spec = self._spec(session, execution)
         nodes = self._plain_successors(execution.workflow_spec_id, spec).get(finished.node_id)
+        with self._lock:
+            self._spec_ids[execution.id] = execution.workflow_spec_id
+            if len(self._spec_ids) > _SUCCESSOR_EXECUTIONS:
+                self._spec_ids.popitem(last=False)
         return _Candidates(execution, spec, nodes, f"after {finished.node_id}") if nodes else None
 
     def _roots_of(self, session: Session, execution_id: str) -> _Candidates | None:

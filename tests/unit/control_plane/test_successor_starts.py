@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -120,6 +121,37 @@ def test_a_success_creates_the_nodes_it_made_ready_with_their_inputs_once(
     # The workflow catches up: its start finds the attempts created ahead of it.
     assert _start(activities, execution_id, LEFT) == attempts[LEFT].id
     assert len(attempts_of(session_factory, execution_id)) == 3
+
+
+def test_a_node_without_successors_costs_no_look_once_its_execution_was_read(
+    activities: ExecutionActivities,
+    session_factory: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wide fan-out of independent nodes: each success would otherwise cost a transaction
+    to find that its node starts nothing. The spec (immutable) says so once it was read."""
+    looked: list[str] = []
+    start_ahead = ExecutionActivities._start_ahead  # noqa: SLF001 - counted, not changed
+
+    def counted(self: ExecutionActivities, which: str, find: Any) -> list[str]:
+        looked.append(which)
+        return start_ahead(self, which, find)
+
+    monkeypatch.setattr(ExecutionActivities, "_start_ahead", counted)
+    execution_id = _execution(session_factory, diamond.spec, {"x": 1})
+    top = _start(activities, execution_id, TOP)
+    succeed(session_factory, top, {"o0": 2})
+    left, right = activities.start_successors(top, execution_id, TOP)  # read: the spec
+    succeed(session_factory, left, {"o0": 3})
+    assert activities.start_successors(left, execution_id, LEFT) == []  # has one: looked
+    succeed(session_factory, right, {"o0": 4})
+    (join,) = activities.start_successors(right, execution_id, RIGHT)
+    succeed(session_factory, join, {"o0": 7})
+    assert len(looked) == 3
+
+    assert activities.start_successors(join, execution_id, JOIN) == []
+    assert activities.start_successors(join) == []  # without its node: looked
+    assert len(looked) == 4
 
 
 def test_the_workflow_catching_up_neither_rewrites_inputs_nor_wakes_for_placed_attempts(
