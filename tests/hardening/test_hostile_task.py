@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from data_plane_agent.executors.local_process import SPARE_CODE_DIR, LocalProcessExecutor
+from data_plane_agent.executors.local_process import LocalProcessExecutor
 from fleetflow.states import AttemptState
 from tests.polling import wait_until_async
 from tests.tiers import tier_unavailable
-from tests.unit.agent.test_local_process_executor import Blobs, next_event
+from tests.unit.agent.test_local_process_executor import Blobs, next_event, the_code_made_ahead
 
 DEADLINE_SECONDS = 60.0
 
@@ -105,13 +105,8 @@ async def test_a_hostile_task_finds_nothing_of_the_agent_the_control_plane_or_ot
     warm_up = blobs.assignment("at-warm-up", "add", {"a": 1, "b": 2})
     await executor.launch(warm_up)
     assert (await finished(executor, "at-warm-up"))[0] is AttemptState.SUCCEEDED
-    spares = executor.sandbox_dir("at-victim").parent / SPARE_CODE_DIR
-    await wait_until_async(
-        lambda: spares.is_dir() and any(spares.iterdir()),
-        timeout=DEADLINE_SECONDS,
-        message="the bundle's next copy, made ahead",
-    )
-    (spare,) = spares.iterdir()
+    spare = await the_code_made_ahead(executor)
+    spares = spare.parent
     victim_pid_file = exchange_dir / "victim.pid"
     victim = blobs.assignment("at-victim", "spawn_and_wait", {"pid_file": str(victim_pid_file)})
     await executor.launch(victim)

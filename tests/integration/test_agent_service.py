@@ -40,7 +40,6 @@ from control_plane.db.repositories.executions import create_execution
 from control_plane.db.repositories.tenants import get_or_create_tenant
 from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import make_engine, make_session_factory, transaction
-from control_plane.orchestration.activities import ExecutionActivities
 from control_plane.orchestration.workflows import AttemptFinished
 from control_plane.scheduling import scheduler as scheduler_module
 from control_plane.scheduling.scheduler import Scheduler, place_pending_attempts
@@ -53,6 +52,7 @@ from fleetflow.storage import LocalBlobStore
 from fleetflow.timestamps import as_utc
 from tests.integration.agent_server import scheduled_agent_service
 from tests.polling import wait_until_async
+from tests.unit.control_plane.test_successor_starts import looks_ahead
 
 pytestmark = pytest.mark.integration
 
@@ -833,14 +833,7 @@ async def test_a_map_elements_success_costs_no_look_for_nodes_to_start_ahead(
 ) -> None:
     """Only a plain node's success may start its successors ahead (`starts_successors_ahead`):
     a map's thousands of elements must not each cost a transaction to find that out."""
-    looked: list[str] = []
-    start_ahead = ExecutionActivities._start_ahead  # noqa: SLF001 - counted, not changed
-
-    def counted(self: ExecutionActivities, which: str, find: Any) -> list[str]:
-        looked.append(which)
-        return start_ahead(self, which, find)
-
-    monkeypatch.setattr(ExecutionActivities, "_start_ahead", counted)
+    looked = looks_ahead(monkeypatch)
     await harness.register()
     element = await harness.leased_attempt()
 

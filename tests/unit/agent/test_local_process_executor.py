@@ -311,20 +311,26 @@ async def test_a_task_that_rewrites_its_code_leaves_the_next_attempts_copy_as_bu
     assert blobs.outputs(read) == {"o0": "hello from the bundle"}
 
 
-async def test_an_attempts_code_is_the_copy_made_ahead_when_its_bundles_last_attempt_ended(
-    executor: LocalProcessExecutor, blobs: Blobs, exchange_dir: Path
-) -> None:
-    """Off the next attempt's path: it renames the copy into its sandbox."""
-    first = await finish(executor, blobs.assignment("att-first", "add", {"a": 1, "b": 2}))
-    assert first.state is AttemptState.SUCCEEDED
-    spares = executor.sandbox_dir("att-first").parent / SPARE_CODE_DIR
+async def the_code_made_ahead(executor: LocalProcessExecutor) -> Path:
+    """The one copy of a bundle made ahead for its next attempt (after an attempt of it
+    ended), once it is there."""
+    spares = executor.sandbox_dir("any").parent / SPARE_CODE_DIR
     await wait_until_async(
         lambda: spares.is_dir() and any(spares.iterdir()),
         timeout=DEADLINE_SECONDS,
         message="the bundle's next copy, made ahead",
     )
     (spare,) = spares.iterdir()
-    made_ahead = spare.stat().st_ino
+    return spare
+
+
+async def test_an_attempts_code_is_the_copy_made_ahead_when_its_bundles_last_attempt_ended(
+    executor: LocalProcessExecutor, blobs: Blobs, exchange_dir: Path
+) -> None:
+    """Off the next attempt's path: it renames the copy into its sandbox."""
+    first = await finish(executor, blobs.assignment("att-first", "add", {"a": 1, "b": 2}))
+    assert first.state is AttemptState.SUCCEEDED
+    made_ahead = (await the_code_made_ahead(executor)).stat().st_ino
     release = exchange_dir / "release"
     waiting = blobs.assignment(
         "att-next", "wait_for_file", {"path": str(release), "deadline_seconds": DEADLINE_SECONDS}

@@ -123,13 +123,8 @@ def test_a_success_creates_the_nodes_it_made_ready_with_their_inputs_once(
     assert len(attempts_of(session_factory, execution_id)) == 3
 
 
-def test_a_node_without_successors_costs_no_look_once_its_execution_was_read(
-    activities: ExecutionActivities,
-    session_factory: sessionmaker[Session],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A wide fan-out of independent nodes: each success would otherwise cost a transaction
-    to find that its node starts nothing. The spec (immutable) says so once it was read."""
+def looks_ahead(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What each look for nodes to start ahead was about (a transaction each), as they come."""
     looked: list[str] = []
     start_ahead = ExecutionActivities._start_ahead  # noqa: SLF001 - counted, not changed
 
@@ -138,6 +133,17 @@ def test_a_node_without_successors_costs_no_look_once_its_execution_was_read(
         return start_ahead(self, which, find)
 
     monkeypatch.setattr(ExecutionActivities, "_start_ahead", counted)
+    return looked
+
+
+def test_a_node_without_successors_costs_no_look_once_its_execution_was_read(
+    activities: ExecutionActivities,
+    session_factory: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wide fan-out of independent nodes: each success would otherwise cost a transaction
+    to find that its node starts nothing. The spec (immutable) says so once it was read."""
+    looked = looks_ahead(monkeypatch)
     execution_id = _execution(session_factory, diamond.spec, {"x": 1})
     top = _start(activities, execution_id, TOP)
     succeed(session_factory, top, {"o0": 2})
