@@ -86,6 +86,8 @@ class BundleCache:
         """
         with self._lock:
             spare = self._spares.pop(bundle_uri, None)
+            if spare is not None:  # used now, as if copied from its tree
+                self._trees.move_to_end(bundle_uri)
         if spare is not None:
             try:
                 spare.rename(dest)

@@ -178,6 +178,27 @@ def test_a_copy_made_ahead_goes_whole_to_one_attempt_and_is_made_from_the_checke
         assert (tmp_path / copy / "pkg" / "data.txt").read_text() == "genuine"
 
 
+def test_a_bundle_whose_copy_made_ahead_was_taken_counts_as_used_last(
+    store: LocalBlobStore, tmp_path: Path
+) -> None:
+    first = upload(store, project(tmp_path / "p1", "one"))
+    second = upload(store, project(tmp_path / "p2", "two"))
+    cache = BundleCache(tmp_path / "cache", max_bundles=2, spares=tmp_path / "spares")
+    cache.copy_into(first, tmp_path / "a")
+    cache.copy_into(second, tmp_path / "b")
+    cache.prepare_spare(first)
+    cache.copy_into(first, tmp_path / "a2")  # the copy made ahead: the first is used last
+
+    cache.copy_into(upload(store, project(tmp_path / "p3", "three")), tmp_path / "c")
+
+    Path(first.removeprefix("file://")).unlink()  # kept: not downloaded again
+    cache.copy_into(first, tmp_path / "a3")
+    assert (tmp_path / "a3" / "tasks.py").read_text() == "TEXT = 'one'\n"
+    Path(second.removeprefix("file://")).unlink()  # evicted: it would be downloaded again
+    with pytest.raises(FleetflowError, match="not found"):
+        cache.copy_into(second, tmp_path / "b2")
+
+
 def test_no_copy_is_made_ahead_of_a_bundle_the_cache_does_not_hold(
     store: LocalBlobStore, tmp_path: Path
 ) -> None:
