@@ -17,6 +17,7 @@ from temporalio.worker import Interceptor, Worker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from control_plane.orchestration.activities import ExecutionActivities
+from control_plane.orchestration.payloads import DATA_CONVERTER
 from control_plane.orchestration.schedule_workflow import ScheduledLaunchWorkflow
 from control_plane.orchestration.workflows import (
     AttemptFinished,
@@ -58,7 +59,10 @@ async def connect_temporal(settings: TemporalSettings, *, wait_seconds: float = 
     ):
         with attempt:
             return await Client.connect(
-                settings.address, namespace=settings.namespace, runtime=_quiet_runtime()
+                settings.address,
+                namespace=settings.namespace,
+                runtime=_quiet_runtime(),
+                data_converter=DATA_CONVERTER,
             )
     raise AssertionError("unreachable")
 

@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
+from control_plane.orchestration.payloads import DATA_CONVERTER
 from control_plane.orchestration.workflows import (
     EXECUTION_FINISHED,
     LOCAL_BATCHED,
@@ -221,7 +222,9 @@ class FakeActivities:
 async def env(temporal_server: TemporalServer) -> AsyncIterator[WorkflowEnvironment]:
     # A plain client: the test server only skips time for clients that ask it to, and an
     # execution waiting for agents must not have its clock jumped.
-    yield WorkflowEnvironment(await Client.connect(temporal_server.address))
+    yield WorkflowEnvironment(
+        await Client.connect(temporal_server.address, data_converter=DATA_CONVERTER)
+    )
 
 
 DIAMOND = ExecutionPlan(
@@ -303,7 +306,7 @@ async def run_plan(env: WorkflowEnvironment, fakes: FakeActivities, record: str 
         )
         result = await asyncio.wait_for(handle.result(), timeout=60)
         history = await handle.fetch_history()  # the first run's, when it continued as new
-    await Replayer(workflows=WORKFLOWS).replay_workflow(history)
+    await Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER).replay_workflow(history)
     assert _took_the_patched_path(history)
     if record and os.environ.get("FLEETFLOW_RECORD_HISTORIES"):
         HISTORIES.mkdir(exist_ok=True)
@@ -584,7 +587,7 @@ async def test_a_large_map_runs_as_chunk_workflows(env: WorkflowEnvironment) -> 
     assert _signals(parent) == 2
     chunk = await env.client.get_workflow_handle(f"{execution}/train/chunk-1").fetch_history()
     assert _signals(chunk) == 4  # three elements and the retry
-    await Replayer(workflows=WORKFLOWS).replay_workflow(chunk)
+    await Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER).replay_workflow(chunk)
 
 
 async def test_chunks_share_the_map_nodes_concurrency(env: WorkflowEnvironment) -> None:
@@ -716,7 +719,7 @@ async def test_a_start_refused_because_the_execution_finished_ends_it_cancelled(
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
 async def test_recorded_histories_still_replay(path: Path) -> None:
     history = WorkflowHistory.from_json(f"wf-{path.stem}", path.read_text())
-    await Replayer(workflows=WORKFLOWS).replay_workflow(history)
+    await Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER).replay_workflow(history)
     # Each on the path it was recorded on: before the patch, ordinary activities only.
     assert _took_the_patched_path(history) == path.stem.endswith(RECORDED_SUFFIX)
 

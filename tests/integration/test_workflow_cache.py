@@ -46,6 +46,7 @@ from control_plane.db.repositories.workflows import register_workflow_version
 from control_plane.db.session import transaction
 from control_plane.dev import stack_settings
 from control_plane.orchestration.activities import ExecutionActivities
+from control_plane.orchestration.payloads import DATA_CONVERTER
 from control_plane.orchestration.supervisor import WorkerSupervisor
 from control_plane.orchestration.temporal import TemporalLauncher, make_worker
 from control_plane.orchestration.workflows import AttemptFinished
@@ -167,7 +168,7 @@ async def orchestration(
     executor: ThreadPoolExecutor,
     tmp_path: Path,
 ) -> AsyncIterator[Orchestration]:
-    client = await Client.connect(temporal_server.address)
+    client = await Client.connect(temporal_server.address, data_converter=DATA_CONVERTER)
     queue = f"fleetflow-{uuid.uuid4().hex[:12]}"
     yield Orchestration(
         client,
