@@ -28,6 +28,7 @@ from fleetflow.context import CHECKPOINT_NAMES
 from fleetflow.errors import FleetflowError
 from fleetflow.staging import StagingError
 from fleetflow.storage import (
+    BlobStore,
     open_blob_store,
     parent_uri,
     relative_key,
@@ -109,14 +110,15 @@ def keep_checkpoint(assignment: TaskAssignment, directory: Path, owner: int | No
     """
     if not assignment.checkpoint_uri:
         return []
-    uploaded = []
-    store = open_blob_store(assignment.checkpoint_uri)
+    uploaded: list[str] = []
+    store: BlobStore | None = None  # opened for the first file: a local one makes its folder
     for name in CHECKPOINT_NAMES:
         path = directory / CHECKPOINT_DIR / name
         if not path.is_symlink() and not path.exists():
             continue
         try:
             with open_task_file(path, owner) as fd:
+                store = store or open_blob_store(assignment.checkpoint_uri)
                 store.upload(name, Path(f"/proc/self/fd/{fd}"))  # through the checked descriptor
         except NotTheTasksFile as exc:
             logger.warning(

@@ -64,8 +64,9 @@ def test_a_unit_without_a_checkpoint_yet_gets_an_empty_directory(
     assignment = _assignment(store.uri("tenants/t/executions/ex-1/n0-train/checkpoint"))
     target = stage_checkpoint(assignment, tmp_path / "staged")
     assert target is not None and list(target.iterdir()) == []
-    # Nothing written: nothing uploaded.
+    # Nothing written: nothing uploaded, and no empty folder made for it in the store.
     assert keep_checkpoint(assignment, tmp_path / "staged", owner=None) == []
+    assert not (store.root / "tenants/t/executions/ex-1/n0-train").exists()
 
 
 def test_no_checkpoint_location_stages_and_keeps_nothing(tmp_path: Path) -> None:
