@@ -97,15 +97,13 @@ class TemporalLauncher:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
 
-    async def signal_attempts_finished(
-        self, workflow_id: str, events: list[AttemptFinished]
-    ) -> None:
-        """Deliver finished attempts to the workflow waiting for them (the execution's, or a
-        map chunk's), in one signal. A closed workflow needs no news; any other error
-        propagates, and the finish notifier tries again later."""
+    async def signal_attempt_finished(self, workflow_id: str, event: AttemptFinished) -> None:
+        """Deliver a finished attempt to the workflow waiting for it (the execution's, or a
+        map chunk's). A closed workflow needs no news; any other error propagates, and the
+        finish notifier tries again later."""
         try:
             await self._client.get_workflow_handle(workflow_id).signal(
-                ExecutionWorkflow.attempts_finished, events, rpc_timeout=timedelta(seconds=5)
+                ExecutionWorkflow.attempt_finished, event, rpc_timeout=timedelta(seconds=5)
             )
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:

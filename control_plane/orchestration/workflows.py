@@ -1,10 +1,8 @@
 """The Temporal workflow that drives one execution through its DAG.
 
 Deterministic by construction: it only schedules activities (which own all I/O) and waits for
-the finished attempts that the finish notifier signals once their terminal state is committed:
-`attempts_finished`, all those of one workflow that are waiting in one signal (histories
-recorded before it have one `attempt_finished` signal per attempt, still handled). Outputs
-travel by URI in the database and blob store, never through workflow history.
+`attempt_finished` signals sent by the agent gRPC service when an agent reports a terminal
+state. Outputs travel by URI in the database and blob store, never through workflow history.
 
 A node runs as one *unit*, or, for a map node, one unit per element (`map_index`); each
 unit is tried up to `1 + retries` times; an attempt LOST with its cluster is re-dispatched
@@ -592,11 +590,6 @@ class MapChunkWorkflow(_Orchestrator):
     def attempt_finished(self, event: AttemptFinished) -> None:
         self._record(event)
 
-    @workflow.signal
-    def attempts_finished(self, events: list[AttemptFinished]) -> None:
-        for event in events:
-            self._record(event)
-
     @workflow.run
     async def run(self, args: MapChunkInput) -> ChunkResult:
         self._batched = True  # chunks were introduced after `LOCAL_BATCHED`
@@ -882,11 +875,6 @@ class ExecutionWorkflow(_Walker):
     def attempt_finished(self, event: AttemptFinished) -> None:
         self._record(event)
 
-    @workflow.signal
-    def attempts_finished(self, events: list[AttemptFinished]) -> None:
-        for event in events:
-            self._record(event)
-
     @workflow.run
     async def run(self, args: ExecutionInput) -> str:
         execution_id = args.execution_id
@@ -933,11 +921,6 @@ class DynamicWorkflow(_Walker):
     @workflow.signal
     def attempt_finished(self, event: AttemptFinished) -> None:
         self._record(event)
-
-    @workflow.signal
-    def attempts_finished(self, events: list[AttemptFinished]) -> None:
-        for event in events:
-            self._record(event)
 
     @workflow.run
     async def run(self, args: DynamicInput) -> ChunkResult:

@@ -5,9 +5,7 @@ after and may fail or be cut short by a restart. Every terminal attempt without 
 is therefore signalled again, right away by whoever finished it and every few seconds by this
 loop, until Temporal has it. The workflow's signal handler is idempotent, so a repeat is
 harmless. The workflow is the execution's own, or for the element of a large map node, the
-chunk workflow that created the attempt (`TaskAttempt.workflow_id`). All the attempts of one
-workflow that are waiting go in one signal (up to `SIGNAL_BATCH`): a fan-out's burst of
-finishes costs its workflow one history event and one round trip, not one per attempt.
+chunk workflow that created the attempt (`TaskAttempt.workflow_id`).
 """
 
 from __future__ import annotations
@@ -24,14 +22,11 @@ from control_plane.orchestration.workflows import AttemptFinished
 
 log = logging.getLogger(__name__)
 
-# Sends finished attempts to the workflow of that id (one Temporal signal). Returns normally
-# when the workflow has them or has already closed; raises when they should be tried again.
-AttemptFinishedSink = Callable[[str, list[AttemptFinished]], Awaitable[None]]
+# Sends a finished attempt to the workflow of that id (a Temporal signal). Returns normally
+# when the workflow has it or has already closed; raises when it should be tried again.
+AttemptFinishedSink = Callable[[str, AttemptFinished], Awaitable[None]]
 # How many signals are in flight at once.
 DELIVERY_WINDOW = 32
-# The most finished attempts in one signal: bounds its payload (about 100 bytes each) and the
-# attempts one failed signal sends again.
-SIGNAL_BATCH = 100
 
 
 class FinishNotifier:
@@ -70,26 +65,27 @@ class FinishNotifier:
         """Signal every finished attempt not yet delivered; returns how many were."""
         async with self._lock:
             pending = await asyncio.to_thread(self._pending)
-            signals = _signals(pending)
             delivered: list[str] = []
-            # A fan-out finishes many attempts at once (in chunk workflows, across several
-            # workflows): signal them a window at a time, not one round trip after another.
-            for first in range(0, len(signals), DELIVERY_WINDOW):
-                window = signals[first : first + DELIVERY_WINDOW]
-                sent = await asyncio.gather(*(self._deliver(*signal) for signal in window))
-                for (_, events), ok in zip(window, sent, strict=True):
-                    delivered += [event.attempt_id for event in events] if ok else []
+            # A fan-out finishes many attempts at once: signal them a window at a time, not
+            # one round trip after another.
+            for first in range(0, len(pending), DELIVERY_WINDOW):
+                window = pending[first : first + DELIVERY_WINDOW]
+                sent = await asyncio.gather(*(self._deliver(item) for item in window))
+                delivered += [item.attempt_id for item, ok in zip(window, sent, strict=True) if ok]
             if delivered:
                 await asyncio.to_thread(self._mark, delivered)
             return len(delivered)
 
-    async def _deliver(self, workflow_id: str, events: list[AttemptFinished]) -> bool:
+    async def _deliver(self, item: attempts_repo.FinishedAttempt) -> bool:
         try:
-            await self._sink(workflow_id, events)
+            await self._sink(
+                item.workflow_id, AttemptFinished(item.attempt_id, item.status, item.message)
+            )
         except Exception:
             log.warning(
-                "could not deliver %s yet; will retry",
-                ", ".join(f"{event.status} of attempt {event.attempt_id}" for event in events),
+                "could not deliver %s of attempt %s yet; will retry",
+                item.status,
+                item.attempt_id,
                 exc_info=True,
             )
             return False
@@ -114,19 +110,3 @@ class FinishNotifier:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
             except TimeoutError:
                 pass
-
-
-def _signals(
-    pending: list[attempts_repo.FinishedAttempt],
-) -> list[tuple[str, list[AttemptFinished]]]:
-    """The signals that deliver `pending`: per workflow, its attempts in the order given, at
-    most `SIGNAL_BATCH` each."""
-    by_workflow: dict[str, list[AttemptFinished]] = {}
-    for item in pending:
-        event = AttemptFinished(item.attempt_id, item.status, item.message)
-        by_workflow.setdefault(item.workflow_id, []).append(event)
-    return [
-        (workflow_id, events[first : first + SIGNAL_BATCH])
-        for workflow_id, events in by_workflow.items()
-        for first in range(0, len(events), SIGNAL_BATCH)
-    ]

@@ -80,8 +80,8 @@ async def serve(
         clusters_repo.ensure_cluster(session, "other", OTHER_CLUSTER_TOKEN, {})
     delivered: list[tuple[str, AttemptFinished]] = []
 
-    async def record(execution: str, finished: list[AttemptFinished]) -> None:
-        delivered.extend((execution, event) for event in finished)
+    async def record(execution: str, finished: AttemptFinished) -> None:
+        delivered.append((execution, finished))
 
     server = grpc.aio.server(interceptors=[InternalErrorInterceptor()], options=server_options())
     async with scheduled_agent_service(

@@ -240,7 +240,7 @@ async def agent_service(
 ) -> AsyncIterator[agent_pb2_grpc.AgentServiceStub]:
     """One replica's agent gRPC service, composed as control_plane/server.py does it."""
 
-    async def record(execution: str, finished: list[AttemptFinished]) -> None:
+    async def record(execution: str, finished: AttemptFinished) -> None:
         return None
 
     ready = AttemptsReady()

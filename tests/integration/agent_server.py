@@ -150,8 +150,8 @@ async def serve_agent_service(
     cluster_id, execution_id = seed(sessions, spec)
     delivered: list[tuple[str, AttemptFinished]] = []
 
-    async def record(execution: str, finished: list[AttemptFinished]) -> None:
-        delivered.extend((execution, event) for event in finished)
+    async def record(execution: str, finished: AttemptFinished) -> None:
+        delivered.append((execution, finished))
 
     server = grpc.aio.server(interceptors=[InternalErrorInterceptor()])
     async with scheduled_agent_service(

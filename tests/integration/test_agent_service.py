@@ -74,8 +74,7 @@ T = TypeVar("T")
 
 
 class RecordingSink:
-    """Stand-in for the Temporal signal: records each attempt delivered; can fail or hang on
-    request."""
+    """Stand-in for the Temporal signal: records each delivery; can fail or hang on request."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, AttemptFinished]] = []
@@ -84,14 +83,14 @@ class RecordingSink:
         self.hanging = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def __call__(self, execution_id: str, events: list[AttemptFinished]) -> None:
+    async def __call__(self, execution_id: str, event: AttemptFinished) -> None:
         if self.failures:
             raise self.failures.pop(0)
         if self.hang:
             self.hang = False
             self.hanging.set()
             await self.release.wait()
-        self.calls += [(execution_id, event) for event in events]
+        self.calls.append((execution_id, event))
 
 
 class WatchedAttemptsReady(AttemptsReady):

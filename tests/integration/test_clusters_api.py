@@ -319,7 +319,7 @@ def test_admin_routes_are_under_the_admin_prefix(client: TestClient) -> None:
 class DiscardingSink:
     """Stands in for the Temporal signal; no attempt finishes in these tests."""
 
-    async def __call__(self, execution_id: str, events: list[AttemptFinished]) -> None:
+    async def __call__(self, execution_id: str, event: AttemptFinished) -> None:
         return None
 
 

@@ -105,12 +105,6 @@ class FakeActivities:
         # A reference node's child execution's plan, by node; the child executions started.
         self.child_plans: dict[str, ExecutionPlan] = {}
         self.children: dict[str, str] = {}  # child execution id -> its reference node
-        # Reports: the signal of histories recorded before `attempts_finished`, one per attempt;
-        # else `attempts_finished`, of one attempt each, or (`signal_after`) of the attempts of a
-        # workflow that finish within that many seconds of the first.
-        self.one_signal_per_attempt = False
-        self.signal_after: float | None = None
-        self.unsignalled: dict[str, list[AttemptFinished]] = {}
 
     @activity.defn(name="begin_execution")
     async def begin_execution(self, execution_id: str) -> ExecutionPlan:
@@ -159,22 +153,9 @@ class FakeActivities:
 
     def _report(self, handle: WorkflowHandle, unit: str, attempt_id: str, status: str) -> None:
         self.active.discard(unit)
-        event = AttemptFinished(attempt_id, status)
-        if self.one_signal_per_attempt:
-            asyncio.ensure_future(handle.signal(ExecutionWorkflow.attempt_finished, event))
-            return
-        if self.signal_after is None:
-            asyncio.ensure_future(handle.signal(ExecutionWorkflow.attempts_finished, [event]))
-            return
-        # As the finish notifier: what finished meanwhile goes to each workflow in one signal.
-        waiting = self.unsignalled.setdefault(handle.id, [])
-        waiting.append(event)
-        if len(waiting) == 1:
-            asyncio.get_running_loop().call_later(self.signal_after, self._signal, handle)
-
-    def _signal(self, handle: WorkflowHandle) -> None:
-        events = self.unsignalled.pop(handle.id)
-        asyncio.ensure_future(handle.signal(ExecutionWorkflow.attempts_finished, events))
+        asyncio.ensure_future(
+            handle.signal(ExecutionWorkflow.attempt_finished, AttemptFinished(attempt_id, status))
+        )
 
     @activity.defn(name="start_attempts")
     async def start_attempts(self, args: StartAttemptsInput) -> AttemptStarts:
@@ -607,34 +588,6 @@ async def test_a_large_map_runs_as_chunk_workflows(env: WorkflowEnvironment) -> 
     chunk = await env.client.get_workflow_handle(f"{execution}/train/chunk-1").fetch_history()
     assert _signals(chunk) == 4  # three elements and the retry
     await Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER).replay_workflow(chunk)
-
-
-async def test_the_attempts_finished_together_arrive_in_one_signal(
-    env: WorkflowEnvironment,
-) -> None:
-    plan = ExecutionPlan(nodes=[PlanNode("train", [], 1, is_map=True)])
-    fakes = FakeActivities(env.client, plan, {("train[2]", 1): "FAILED"}, map_sizes={"train": 6})
-    fakes.signal_after = 0.3  # every element's report is in (they come 0.05 s after the start)
-    assert await run_plan(env, fakes) == "SUCCEEDED"
-    assert sorted(fakes.started) == sorted(
-        [("train[2]", 2)] + [(f"train[{i}]", 1) for i in range(6)]
-    )
-    history = await env.client.get_workflow_handle(fakes.execution_id).fetch_history()
-    assert _signals(history) == 2  # the six first tries, a failure among them; then the retry
-
-
-async def test_the_signal_per_attempt_of_earlier_control_planes_is_still_heard(
-    env: WorkflowEnvironment,
-) -> None:
-    fakes = FakeActivities(
-        env.client, CHUNKED, {("train[4]", 1): "FAILED"}, map_sizes={"train": 10}
-    )
-    fakes.one_signal_per_attempt = True
-    assert await run_plan(env, fakes) == "SUCCEEDED"
-    chunk = await env.client.get_workflow_handle(
-        f"{fakes.execution_id}/train/chunk-1"
-    ).fetch_history()
-    assert _signals(chunk) == 4  # three elements and the retry, one signal each
 
 
 async def test_chunks_share_the_map_nodes_concurrency(env: WorkflowEnvironment) -> None:

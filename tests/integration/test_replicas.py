@@ -41,8 +41,8 @@ BUNDLE = "c" * 64
 ATTEMPTS = 60
 
 
-async def _nothing_finishes(execution_id: str, events: list[AttemptFinished]) -> None:
-    raise AssertionError(f"unexpected finished attempts {events}")
+async def _nothing_finishes(execution_id: str, event: AttemptFinished) -> None:
+    raise AssertionError(f"unexpected finished attempt {event}")
 
 
 @dataclass

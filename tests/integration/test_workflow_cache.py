@@ -139,8 +139,8 @@ class Orchestration:
                 .where(TaskAttempt.id == attempt.id)
                 .values(status=AttemptState.SUCCEEDED.value)
             )
-        await self.launcher.signal_attempts_finished(
-            execution_id, [AttemptFinished(attempt.id, AttemptState.SUCCEEDED.value)]
+        await self.launcher.signal_attempt_finished(
+            execution_id, AttemptFinished(attempt.id, AttemptState.SUCCEEDED.value)
         )
 
     async def wait_succeeded(self, execution_id: str) -> None:
