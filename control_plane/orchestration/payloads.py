@@ -1,10 +1,10 @@
-"""How the workflows' payloads become dataclasses again, at the cost of a field per field.
+"""How the workflows' payloads become dataclasses again, at the cost of their fields.
 
 Temporal's JSON converter resolves a dataclass's type hints (`typing.get_type_hints`, every
-annotation a string here) for every value it decodes: 23 µs per element of a
+annotation a string here) for every value it decodes: 41 µs per element of a
 `start_attempts` answer outside the workflow sandbox, and many times that inside it, where
 `typing` is reached through the sandbox's proxies. A wide fan-out decoded thousands of them
-(a quarter of the control plane's CPU at 1,500 tasks). This converter resolves each class's
+(30% of the control plane's samples at 1,500 tasks; bench/README.md). This converter resolves each class's
 hints once per converter (the sandbox makes one per workflow run) and otherwise converts
 exactly as Temporal's does: the JSON on the wire, and so every history, is unchanged.
 """
