@@ -4,9 +4,10 @@ Temporal's JSON converter resolves a dataclass's type hints (`typing.get_type_hi
 annotation a string here) for every value it decodes: 41 µs per element of a
 `start_attempts` answer outside the workflow sandbox, and many times that inside it, where
 `typing` is reached through the sandbox's proxies. A wide fan-out decoded thousands of them
-(30% of the control plane's samples at 1,500 tasks; bench/README.md). This converter resolves each class's
-hints once per converter (the sandbox makes one per workflow run) and otherwise converts
-exactly as Temporal's does: the JSON on the wire, and so every history, is unchanged.
+(30% of the control plane's samples at 1,500 tasks; bench/README.md). This converter
+resolves each class's hints once per converter (the sandbox makes one per workflow run) and
+otherwise converts exactly as Temporal's does: the JSON on the wire, and so every history,
+is unchanged.
 """
 
 from __future__ import annotations
