@@ -45,15 +45,16 @@ class DataclassValues(JSONTypeConverter):
     for nested dataclasses)."""
 
     def __init__(self) -> None:
-        self._fields: dict[type, dict[str, Any]] = {}  # class -> init field -> resolved hint
+        self._fields: dict[type, dict[str, Any]] = {}  # class -> field -> resolved hint
         self._optional: dict[type, frozenset[str]] = {}  # class -> fields that may be None
 
     def _fields_of(self, hint: type) -> dict[str, Any]:
         fields = self._fields.get(hint)
         if fields is None:
-            if dataclasses.is_dataclass(hint):
+            # One with a field set after construction is left to Temporal's conversion.
+            if dataclasses.is_dataclass(hint) and all(f.init for f in dataclasses.fields(hint)):
                 hints = typing.get_type_hints(hint)
-                fields = {f.name: hints[f.name] for f in dataclasses.fields(hint) if f.init}
+                fields = {f.name: hints[f.name] for f in dataclasses.fields(hint)}
                 self._optional[hint] = frozenset(
                     name for name, field_hint in fields.items() if _accepts_none(field_hint)
                 )

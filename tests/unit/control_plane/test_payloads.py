@@ -118,6 +118,18 @@ def test_bad_values_are_refused_as_temporals_are() -> None:
         OURS.from_payloads(TEMPORALS.to_payloads([["a"]]), [AttemptFinished])
 
 
+@dataclasses.dataclass
+class _SetAfter:
+    name: str
+    seen: int = dataclasses.field(init=False, default=0)
+
+
+def test_a_dataclass_with_a_field_set_after_construction_is_left_to_temporal() -> None:
+    assert DataclassValues().to_typed_value(_SetAfter, {"name": "a"}) is DataclassValues.Unhandled
+    payloads = TEMPORALS.to_payloads([_SetAfter("a")])
+    assert OURS.from_payloads(payloads, [_SetAfter])[0] == _SetAfter("a")
+
+
 def test_each_class_hints_are_resolved_once(monkeypatch: pytest.MonkeyPatch) -> None:
     resolved: list[object] = []
     real = typing.get_type_hints
