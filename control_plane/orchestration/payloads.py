@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any
+from typing import Any, NamedTuple
 
 from temporalio.converter import (
     CompositePayloadConverter,
@@ -26,8 +26,14 @@ from temporalio.converter import (
 )
 from temporalio.converter import value_to_type as _value_to_type
 
-_NOT_A_DATACLASS: dict[str, Any] = {}
 _PLAIN = frozenset({str, bool, int})  # hints whose JSON value of that very type is the value
+
+
+class _Fields(NamedTuple):
+    """A dataclass's fields as decoding needs them, resolved once."""
+
+    hints: dict[str, Any]  # field -> resolved hint
+    optional: frozenset[str]  # the fields whose hint admits None
 
 
 def _accepts_none(hint: Any) -> bool:
@@ -35,6 +41,16 @@ def _accepts_none(hint: Any) -> bool:
         typing.Union,
         types.UnionType,
     )
+
+
+def _fields_of(cls: type) -> _Fields | None:
+    """None for what is left to Temporal's conversion: not a dataclass, or one with a field
+    set after construction."""
+    if not dataclasses.is_dataclass(cls) or not all(f.init for f in dataclasses.fields(cls)):
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return _Fields(fields, frozenset(name for name, hint in fields.items() if _accepts_none(hint)))
 
 
 class DataclassValues(JSONTypeConverter):
@@ -45,39 +61,25 @@ class DataclassValues(JSONTypeConverter):
     for nested dataclasses)."""
 
     def __init__(self) -> None:
-        self._fields: dict[type, dict[str, Any]] = {}  # class -> field -> resolved hint
-        self._optional: dict[type, frozenset[str]] = {}  # class -> fields that may be None
-
-    def _fields_of(self, hint: type) -> dict[str, Any]:
-        fields = self._fields.get(hint)
-        if fields is None:
-            # One with a field set after construction is left to Temporal's conversion.
-            if dataclasses.is_dataclass(hint) and all(f.init for f in dataclasses.fields(hint)):
-                hints = typing.get_type_hints(hint)
-                fields = {f.name: hints[f.name] for f in dataclasses.fields(hint)}
-                self._optional[hint] = frozenset(
-                    name for name, field_hint in fields.items() if _accepts_none(field_hint)
-                )
-            else:
-                fields = _NOT_A_DATACLASS
-            self._fields[hint] = fields
-        return fields
+        self._classes: dict[type, _Fields | None] = {}
 
     def to_typed_value(self, hint: type, value: Any) -> Any:
         if type(hint) is not type or not isinstance(value, dict):
             return JSONTypeConverter.Unhandled
-        fields = self._fields_of(hint)
-        if fields is _NOT_A_DATACLASS:
+        if hint in self._classes:
+            fields = self._classes[hint]
+        else:
+            fields = self._classes[hint] = _fields_of(hint)
+        if fields is None:
             return JSONTypeConverter.Unhandled
-        optional = self._optional[hint]
         converters = [self]
         values = {}
-        for name, field_hint in fields.items():
+        for name, field_hint in fields.hints.items():
             if name not in value:
                 continue
             item = value[name]
             if (type(item) is field_hint and field_hint in _PLAIN) or (
-                item is None and name in optional
+                item is None and name in fields.optional
             ):
                 values[name] = item  # what Temporal's conversion returns as it is
             else:
