@@ -1,23 +1,32 @@
-"""Code bundles unpacked once per bundle on this machine, copied into each attempt's sandbox.
+"""Code bundles unpacked once per bundle on this machine, staged into each attempt's sandbox.
 
 Every attempt of a map runs the same bundle. Downloading it, checking its digest and unpacking
 it in each attempt's process was a fifth of a no-op attempt's time there; the agent now does
-that once per bundle and copies the unpacked tree into the attempt's `code/`, where the task
-owns its files as before (it may change them; the next attempt gets a fresh copy). A bundle is
+that once per bundle and stages the unpacked tree into the attempt's `code/`. A bundle is
 named by its sha256 and checked against it before it is unpacked (`fleetflow.bundle`). Trees
 are kept by the bundle's whole URI, not its digest alone: an attempt gets code only from the
 location the control plane named for it, as when each attempt downloaded it (a tenant that
 names another's digest gets nothing it could not read before).
 
 Each module of an unpacked bundle is compiled once, next to its source (`__pycache__`, checked
-against the source's hash, not its time: a copy has a new one), so an attempt's process loads
-the bytecode of the modules it imports instead of compiling them again (1.7 ms for a small
-module in a freshly forked process). A task that edits its copy of a module runs its edit.
+against the source's hash), so an attempt's process loads the bytecode of the modules it
+imports instead of compiling them again (1.7 ms for a small module in a freshly forked
+process).
 
-Each bundle's next copy is made ahead (`prepare_spare`, after an attempt of it ended), in a
+Modules and their bytecode (`SHARED_SUFFIXES`) are hard links to the unpacked tree's files,
+which are read-only and the agent's: no task can change what the next attempts import (it may
+replace a module in its own `code/`, whose directories are its own). Every other file is a
+copy the task owns and may change; the next attempt gets a fresh one. Links spare a copy of
+each module per attempt, and a file created and deleted per attempt: where the sandboxes'
+file system allocates inodes slowly under churn (ext4 without a journal skips every inode
+freed in the last 5-30 s, one look each), the files created per attempt were the agent's
+largest cost in a fan-out. A module that cannot be linked (the tree and the sandbox on two
+file systems) is copied, read-only as well.
+
+Each bundle's next tree is staged ahead (`prepare_spare`, after an attempt of it ended), in a
 directory beside the sandboxes, so that its next attempt only renames it into its sandbox: a
-chain's next step or a dispatch does not wait for a copy (3-4 ms on a busy 2-core machine for
-six files). A spare is a copy no task has seen, made from the same checked tree.
+chain's next step or a dispatch does not wait for it. A spare is made from the same checked
+tree, and no task has seen it.
 
 The cache lives in the agent's work directory (only the agent's user can read it), is emptied
 when the agent starts, and keeps the `max_bundles` used last.
@@ -30,6 +39,7 @@ import hashlib
 import os
 import py_compile
 import shutil
+import stat
 import threading
 import uuid
 from collections import OrderedDict
@@ -39,6 +49,15 @@ from fleetflow.bundle import extract_bundle, verify_bundle
 from fleetflow.storage import store_for_uri
 
 DEFAULT_MAX_BUNDLES = 16
+SHARED_SUFFIXES = (".py", ".pyc")
+"""The files an attempt's `code/` shares, read-only, with the unpacked tree (hard links); the
+task owns a copy of every other."""
+
+
+def is_shared(name: str) -> bool:
+    """Whether a file of an attempt's `code/` is the unpacked tree's own (never the task's to
+    own or change)."""
+    return name.endswith(SHARED_SUFFIXES)
 
 
 class BundleCache:
@@ -77,8 +96,9 @@ class BundleCache:
                 shutil.rmtree(old, ignore_errors=True)
 
     def copy_into(self, bundle_uri: str, dest: Path) -> None:
-        """Make `dest` (new) a copy of the bundle's tree, downloading, checking and unpacking
-        it first if this agent has not yet.
+        """Stage the bundle's tree into `dest` (new): its directories, its modules linked and
+        its other files copied; downloading, checking and unpacking it first if this agent has
+        not yet.
 
         Raises:
             BundleError: the bundle is not the one its name promises, or is unsafe.
@@ -177,6 +197,7 @@ class BundleCache:
         tree = self._directory / hashlib.sha256(bundle_uri.encode()).hexdigest()
         extract_bundle(data, tree)
         _compile_modules(tree)
+        _share_modules(tree)
         return tree
 
     def _evict(self) -> list[Path]:
@@ -206,9 +227,20 @@ def _compile_modules(tree: Path) -> None:
     )
 
 
+def _share_modules(tree: Path) -> None:
+    """Make the files that attempts share with `tree` read-only (no write bit for anyone)."""
+    for parent, _dirs, files in os.walk(tree):
+        for name in files:
+            if is_shared(name):
+                path = os.path.join(parent, name)
+                os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) & ~0o222)
+
+
 def _copy_tree(tree: Path, dest: Path) -> None:
-    """Copy the directories and regular files of `tree` (an unpacked bundle: nothing else is
-    in one) to the new directory `dest`, with this process's default modes."""
+    """Stage the directories and regular files of `tree` (an unpacked bundle: nothing else is
+    in one) into the new directory `dest`: modules as hard links (copied, with their read-only
+    mode, where a link cannot be made), every other file a copy with this process's default
+    mode."""
     dest.mkdir(mode=0o755)
     for parent, dirs, files in os.walk(tree):
         relative = os.path.relpath(parent, tree)
@@ -216,4 +248,11 @@ def _copy_tree(tree: Path, dest: Path) -> None:
         for name in dirs:
             (target / name).mkdir(mode=0o755)
         for name in files:
-            shutil.copyfile(os.path.join(parent, name), target / name)
+            source = os.path.join(parent, name)
+            if not is_shared(name):
+                shutil.copyfile(source, target / name)
+                continue
+            try:
+                os.link(source, target / name)
+            except OSError:  # another file system, say
+                shutil.copy(source, target / name)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from data_plane_agent.attempts import AttemptEvent, TaskAssignment
-from data_plane_agent.bundle_cache import BundleCache
+from data_plane_agent.bundle_cache import BundleCache, is_shared
 from data_plane_agent.executors.base import (
     MAX_LOG_BYTES,
     Capacity,
@@ -868,7 +868,7 @@ def _prepare_sandbox(
     sandbox: Path, assignment: TaskAssignment, uid: int | None, bundles: BundleCache
 ) -> None:
     """A fresh sandbox holding its code and what the agent staged, all of it the task
-    user's."""
+    user's but the modules its code shares with the bundle cache (`bundle_cache.is_shared`)."""
     shutil.rmtree(sandbox, ignore_errors=True)  # an earlier run's: never judged by its result
     sandbox.mkdir(mode=0o700)
     (sandbox / "tmp").mkdir()
@@ -876,8 +876,11 @@ def _prepare_sandbox(
     stage_in(assignment, sandbox / STAGED_DIR)
     stage_checkpoint(assignment, sandbox / STAGED_DIR)
     if uid is not None:
+        code = str(sandbox / CODE_DIR)
         for parent, dirs, files in os.walk(sandbox):
-            for name in (parent, *(os.path.join(parent, n) for n in (*dirs, *files))):
+            in_code = parent == code or parent.startswith(code + os.sep)
+            owned = [n for n in files if not (in_code and is_shared(n))]
+            for name in (parent, *(os.path.join(parent, n) for n in (*dirs, *owned))):
                 os.chown(name, uid, uid, follow_symlinks=False)
 
 

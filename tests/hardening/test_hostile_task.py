@@ -160,6 +160,32 @@ async def test_a_hostile_task_finds_nothing_of_the_agent_the_control_plane_or_ot
     assert process_alive(victim_pid), "the victim's process was harmed"
 
 
+async def test_a_hostile_task_cannot_change_the_code_that_later_attempts_run(
+    machine: Machine,
+) -> None:
+    """Its modules are links to the agent's unpacked bundle, read-only and not the task's:
+    writing, chmod and chown are refused; replacing one in its own `code/` changes only its
+    own directory, and the next attempt imports the bundled module."""
+    executor = machine.executor
+    tamper = machine.blobs.assignment("at-tamper", "tamper_with_code", {})
+    await executor.launch(tamper)
+    state, message = await finished(executor, "at-tamper")
+    assert state is AttemptState.SUCCEEDED, message
+    assert machine.blobs.outputs(tamper)["o0"] == {
+        "append to the module": "denied",
+        "make the module writable": "denied",
+        "take the module": "denied",
+        "append to its bytecode": "denied",
+        "replace the module": "done",
+    }
+
+    after = machine.blobs.assignment("at-after", "add", {"a": 1, "b": 2})
+    await executor.launch(after)
+    state, message = await finished(executor, "at-after")
+    assert state is AttemptState.SUCCEEDED, message
+    assert machine.blobs.outputs(after) == {"o0": 3}
+
+
 async def test_a_link_planted_among_the_outputs_is_not_followed_by_the_agent(
     machine: Machine,
 ) -> None:

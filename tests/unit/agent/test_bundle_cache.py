@@ -1,8 +1,11 @@
-"""The agent's bundle cache: each bundle downloaded, checked and unpacked once, copied into
-every attempt's sandbox, and only ever from the location the attempt names."""
+"""The agent's bundle cache: each bundle downloaded, checked and unpacked once, staged into
+every attempt's sandbox (its modules linked read-only, its other files copied), and only ever
+from the location the attempt names."""
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 import threading
@@ -76,8 +79,51 @@ def test_each_copy_holds_its_modules_bytecode_checked_against_its_source(
     assert text == "genuine"
     assert f"code object from '{pyc}'" in log  # loaded, not compiled again
 
-    (tmp_path / "two" / "tasks.py").write_text("TEXT = 'edited by a task'\n")
+    # A task cannot write its module (read-only, and not its own) but may replace it in its
+    # own directory: what it imports then is its edit, and the tree keeps the bundled one.
+    edited = tmp_path / "two" / "tasks.py"
+    edited.unlink()
+    edited.write_text("TEXT = 'edited by a task'\n")
     assert imported_from(tmp_path / "two")[0] == "edited by a task"
+    cache.copy_into(uri, tmp_path / "three")
+    assert imported_from(tmp_path / "three")[0] == "genuine"
+
+
+def test_modules_are_linked_read_only_and_other_files_are_copies(
+    store: LocalBlobStore, tmp_path: Path
+) -> None:
+    uri = upload(store, project(tmp_path / "p", "genuine"))
+    cache = BundleCache(tmp_path / "cache")
+    for copy in ("one", "two"):
+        cache.copy_into(uri, tmp_path / copy)
+
+    pyc = f"__pycache__/tasks.{sys.implementation.cache_tag}.pyc"
+    for shared in ("tasks.py", pyc):
+        one, two = (os.lstat(tmp_path / copy / shared) for copy in ("one", "two"))
+        assert one.st_ino == two.st_ino  # one file, in the tree and in every sandbox
+        assert one.st_mode & 0o222 == 0, oct(one.st_mode)
+    one, two = (os.lstat(tmp_path / copy / "pkg" / "data.txt") for copy in ("one", "two"))
+    assert one.st_ino != two.st_ino
+    assert one.st_mode & 0o200
+    assert (tmp_path / "one" / "__pycache__").stat().st_mode & 0o200  # the task's directories
+
+
+def test_a_module_that_cannot_be_linked_is_copied_read_only(
+    store: LocalBlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = upload(store, project(tmp_path / "p", "genuine"))
+    cache = BundleCache(tmp_path / "cache")
+
+    def cross_device(source: str, dest: Path) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(bundle_cache.os, "link", cross_device)
+    cache.copy_into(uri, tmp_path / "one")
+
+    module = os.lstat(tmp_path / "one" / "tasks.py")
+    assert module.st_nlink == 1
+    assert module.st_mode & 0o222 == 0, oct(module.st_mode)
+    assert imported_from(tmp_path / "one")[0] == "genuine"
 
 
 def test_a_bundle_changed_after_upload_is_refused_and_not_kept(
