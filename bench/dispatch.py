@@ -24,6 +24,12 @@ The systems:
 
 Every server runs in its own process group and is stopped before the script exits.
 
+Before each system, and before each timed chain and fan-out of Fleetflow's, the script waits
+`--settle-seconds` (35): on ext4 without a journal, every new file's inode skips each inode
+freed in the last 5-30 s (one look each), so what the phase before deleted (a stack's home, a
+fan-out's sandboxes) would be paid for by the next one. A system's own files during its own
+phase are its cost, and count.
+
     python bench/dispatch.py [--dispatch-runs 20] [--repeat 2] [--systems fleetflow,temporal]
 """
 
@@ -156,6 +162,13 @@ def start_dev_stack(home: Path, args: argparse.Namespace) -> DevStack:
     return stack
 
 
+def settle(args: argparse.Namespace) -> None:
+    """Wait until what the phase before deleted no longer slows the file system (see above)."""
+    if args.settle_seconds > 0:
+        print(f"letting the file system settle for {args.settle_seconds:g} s", flush=True)
+        time.sleep(args.settle_seconds)
+
+
 def measure_fleetflow(stack: DevStack, args: argparse.Namespace) -> dict[str, Any]:
     """Run the DAGs through the dev stack with `fleetflow.Client`."""
     import fleetflow_noop
@@ -219,6 +232,7 @@ def _run_fleetflow(
         registered = client.register(workflow_fn)
         samples, phases = [], []
         for _ in range(args.repeat):
+            settle(args)
             cpu_before = stack_cpu_seconds(stack.process.pid)
             execution, submitted = run(workflow_fn, registered, {"x": 0})
             cpu_after = stack_cpu_seconds(stack.process.pid)
@@ -553,6 +567,12 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         help="FLEETFLOW_GRPC_HEARTBEAT_INTERVAL_SECONDS for the dev stack (default: the product's)",
     )
+    parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=35.0,
+        help="pause before each system and each timed Fleetflow chain and fan-out (0: none)",
+    )
     parser.add_argument("--run-timeout", type=float, default=300, help="per execution, seconds")
     parser.add_argument("--system-timeout", type=float, default=1800, help="per system, seconds")
     parser.add_argument("--json", type=Path, help="results file (default: bench/results/…)")
@@ -579,8 +599,10 @@ def main(argv: list[str] | None = None) -> None:
             stack = start_dev_stack(home / "fleetflow", args)
             try:
                 if "fleetflow" in systems:
+                    settle(args)
                     raw["fleetflow"] = measure_fleetflow(stack, args)
                 if "temporal" in systems:
+                    settle(args)
                     raw["temporal"] = asyncio.run(
                         measure_temporal(stack.temporal_address, home, args)
                     )
@@ -590,6 +612,7 @@ def main(argv: list[str] | None = None) -> None:
             finally:
                 stack.stop()
         if prefect_python is not None:
+            settle(args)
             raw["prefect"] = measure_prefect(prefect_python, args)
 
     from importlib.metadata import version
@@ -609,6 +632,7 @@ def main(argv: list[str] | None = None) -> None:
         "chain_length": args.chain_length,
         "fan_width": args.fan_width,
         "repeat": args.repeat,
+        "settle_s": args.settle_seconds,
         "elapsed_s": time.monotonic() - started,
     }
     figures = {name: summarise(raw[name], args) for name in SYSTEMS if name in raw}
