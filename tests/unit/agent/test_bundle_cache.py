@@ -65,13 +65,19 @@ def imported_from(directory: Path) -> tuple[str, str]:
     return done.stdout.strip(), done.stderr
 
 
-def test_each_copy_holds_its_modules_bytecode_checked_against_its_source(
-    store: LocalBlobStore, tmp_path: Path
-) -> None:
+def staged_twice(store: LocalBlobStore, tmp_path: Path) -> tuple[str, BundleCache]:
+    """A bundle's URI and a cache that staged it into `tmp_path`'s `one` and `two`."""
     uri = upload(store, project(tmp_path / "p", "genuine"))
     cache = BundleCache(tmp_path / "cache")
     for copy in ("one", "two"):
         cache.copy_into(uri, tmp_path / copy)
+    return uri, cache
+
+
+def test_each_copy_holds_its_modules_bytecode_checked_against_its_source(
+    store: LocalBlobStore, tmp_path: Path
+) -> None:
+    uri, cache = staged_twice(store, tmp_path)
 
     pyc = tmp_path / "one" / "__pycache__" / f"tasks.{sys.implementation.cache_tag}.pyc"
     assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b11  # by hash, checked
@@ -92,10 +98,7 @@ def test_each_copy_holds_its_modules_bytecode_checked_against_its_source(
 def test_modules_are_linked_read_only_and_other_files_are_copies(
     store: LocalBlobStore, tmp_path: Path
 ) -> None:
-    uri = upload(store, project(tmp_path / "p", "genuine"))
-    cache = BundleCache(tmp_path / "cache")
-    for copy in ("one", "two"):
-        cache.copy_into(uri, tmp_path / copy)
+    staged_twice(store, tmp_path)
 
     pyc = f"__pycache__/tasks.{sys.implementation.cache_tag}.pyc"
     for shared in ("tasks.py", pyc):
