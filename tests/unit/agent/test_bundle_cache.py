@@ -195,11 +195,18 @@ def test_the_least_recently_used_bundle_goes_but_never_one_being_copied(
     assert len(list((tmp_path / "cache").iterdir())) == 1
 
 
+def plant(module: Path) -> None:
+    """Replace `module` with other code, as someone who can write its directory would (it is
+    read-only, so not in place)."""
+    module.unlink()
+    module.write_text("TEXT = 'planted'\n")
+
+
 def test_a_previous_agents_trees_are_not_trusted(store: LocalBlobStore, tmp_path: Path) -> None:
     uri = upload(store, project(tmp_path / "p", "genuine"))
     BundleCache(tmp_path / "cache").copy_into(uri, tmp_path / "one")
     for planted in (tmp_path / "cache").glob("*/tasks.py"):
-        planted.write_text("TEXT = 'planted'\n")
+        plant(planted)
 
     BundleCache(tmp_path / "cache").copy_into(uri, tmp_path / "two")
     assert (tmp_path / "two" / "tasks.py").read_text() == "TEXT = 'genuine'\n"
@@ -278,7 +285,7 @@ def test_an_evicted_bundles_copy_made_ahead_goes_with_it_and_a_new_agent_trusts_
 
     cache.prepare_spare(second)
     for planted in (tmp_path / "spares").glob("*/tasks.py"):
-        planted.write_text("TEXT = 'planted'\n")
+        plant(planted)
     cache = BundleCache(tmp_path / "cache", spares=tmp_path / "spares")
     assert not (tmp_path / "spares").exists()
     cache.copy_into(second, tmp_path / "c")
