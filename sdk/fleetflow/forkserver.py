@@ -43,8 +43,10 @@ Each child, before the runtime's `main` (in this order):
    and only then tells the server it is ready (the server names a child to the agent only
    after this);
 3. asks for SIGKILL when the server dies, sets up the task's logging (to descriptor 2, as
-   the runtime's `main` would), and waits for its request (the server leaving ends it); then
-   stdin from /dev/null, stdout and stderr the log, every other descriptor closed;
+   the runtime's `main` would), writes ahead the pages an attempt's path writes (learnt once,
+   at the server's start, from a rehearsal: `_rehearse`), and waits for its request (the
+   server leaving ends it); then stdin from /dev/null, stdout and stderr the log, every other
+   descriptor closed;
 4. switches to the task's uid as the exec path does (`child_processes.become_user`), asks for
    the parent-death signal again and checks the server is still its parent; is made dumpable,
    as `exec` would make it;
@@ -61,6 +63,7 @@ fresh as the server imported them.
 
 from __future__ import annotations
 
+import array
 import collections.abc
 import contextlib
 import ctypes
@@ -76,6 +79,7 @@ import struct
 import sys
 import tempfile
 import traceback
+from pathlib import Path
 from typing import Any, NoReturn
 
 from fleetflow.child_processes import become_user, die_with_parent_if_asked
@@ -93,6 +97,20 @@ TASK_PROCESS_NAME = "fleetflow-task"
 command line is still the server's (`python -m fleetflow.forkserver`)."""
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 _FD_BYTES = struct.calcsize("i")
+_MADV_POPULATE_WRITE = 23  # Linux 5.14
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_PAGE_PRESENT = 1 << 63  # /proc/PID/pagemap's flags (Documentation/admin-guide/mm/pagemap.rst)
+_PAGE_EXCLUSIVE = 1 << 56
+MAX_PREFAULT_PAGES = 4096
+"""At most this many pages (16 MiB) are written ahead in each spare (`_rehearse`)."""
+REHEARSAL_MODULE = "fleetflow_rehearsal"
+REHEARSAL_SOURCE = '''import fleetflow
+
+
+@fleetflow.task
+def rehearsal() -> None:
+    """The fork server runs it once, to learn which of its pages an attempt writes."""
+'''
 
 
 def _prctl(option: int, value: int) -> None:
@@ -125,8 +143,10 @@ def _preload() -> None:
 
 
 class _Server:
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, hot_pages: list[tuple[int, int]]) -> None:
         self.control = control
+        # What each spare writes ahead while it waits (`_rehearse`).
+        self.hot_pages = hot_pages
         self.pid = os.getpid()
         # SIGCHLD only writes a byte here; children are reaped in the loop, after the reply
         # that names them went out (the agent must hear of a pid before of its end).
@@ -275,6 +295,7 @@ class _Server:
         from fleetflow.runtime import configure_task_logging, main_then_exit
 
         configure_task_logging()
+        _write_ahead(self.hot_pages)
         size, ancillary, _, _ = channel.recvmsg_into([self.buffer], socket.CMSG_SPACE(_FD_BYTES))
         fds = _received_fds(ancillary)
         if len(fds) != 1:
@@ -334,6 +355,152 @@ def _fresh_interpreter_state(args: list[str], env: dict[str, str]) -> None:
         sys.path[0] = os.getcwd()
 
 
+def _rehearse() -> list[tuple[int, int]]:
+    """The pages of this process an attempt writes, learnt from a child that runs a no-op task
+    (`REHEARSAL_SOURCE`, staged as the agent stages one) in a scratch directory: page ranges,
+    [] where that cannot be learnt (said on stderr: attempts then copy them as they go).
+
+    A fork shares every page until one of the two processes writes it; then the kernel copies
+    it, a fault of a few microseconds. An attempt's process took some 600 of them between its
+    request and its task's first line (the objects its path touches: reference counts, code
+    objects' counters, the allocator's pools), several milliseconds in all. Each spare writes
+    these pages ahead while it waits (`_write_ahead`), off the attempt's path. The rehearsal
+    runs the runtime's code only, never a task's, as the server's user, before any request.
+    """
+    if _LIBC is None:
+        return []
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            try:
+                failure = _rehearsal(write_end)
+            except Exception as exc:  # noqa: BLE001 - said below; the server goes on without
+                failure = f"the rehearsal attempt could not run ({exc})"
+            if failure:
+                sys.stderr.write(
+                    f"fleetflow fork server: {failure}; each attempt's process copies the "
+                    "pages it writes as it goes (it starts a few milliseconds later)\n"
+                )
+                sys.stderr.flush()
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with open(read_end, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    runs = array.array("Q", data[: len(data) - len(data) % 16])
+    return list(zip(runs[::2], runs[1::2], strict=True))
+
+
+def _rehearsal(out: int) -> str:
+    """In the rehearsal's child: run the no-op attempt, then write the page ranges it wrote
+    (start, end: native 64-bit pairs) to `out`. What went wrong, or ""."""
+    assert _LIBC is not None
+    writable = _private_writable_ranges()  # the server's, as this fork shares them
+    saved = [os.dup(fd) for fd in (1, 2)], sys.stdout, sys.stderr
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)  # the runtime's lines
+    sys.stdout = sys.stderr = open(null, "w")  # noqa: SIM115 - closed with the process
+    try:
+        with tempfile.TemporaryDirectory(prefix="fleetflow-rehearsal-") as scratch:
+            written, failure = _rehearse_in(Path(scratch), writable)
+    finally:
+        for fd, copy in zip((1, 2), saved[0], strict=True):
+            os.dup2(copy, fd)
+        sys.stdout, sys.stderr = saved[1:]
+    if failure:
+        return failure
+    if written and _LIBC.madvise(
+        ctypes.c_void_p(written[0]), ctypes.c_size_t(_PAGE), _MADV_POPULATE_WRITE
+    ):
+        return f"this kernel cannot write pages ahead ({os.strerror(ctypes.get_errno())})"
+    runs = array.array("Q")
+    for address in written:
+        if runs and runs[-1] == address:
+            runs[-1] = address + _PAGE
+        else:
+            runs.extend((address, address + _PAGE))
+    with open(out, "wb") as pipe:
+        pipe.write(runs.tobytes())
+    return ""
+
+
+def _rehearse_in(root: Path, writable: list[tuple[int, int]]) -> tuple[list[int], str]:
+    """Stage and run the no-op attempt in `root`: the pages of `writable` its runtime wrote,
+    and what went wrong, or ""."""
+    import fleetflow.runtime
+
+    code, staged = root / "code", root / "staged"
+    code.mkdir()
+    (code / f"{REHEARSAL_MODULE}.py").write_text(REHEARSAL_SOURCE)
+    for directory in ("outputs", "downloads"):
+        (staged / directory).mkdir(parents=True)
+    (staged / "inputs.json").write_text("{}")
+    result = root / "result.json"
+    args = [
+        *("--bundle-uri", "file:///rehearsal.tar.gz"),
+        *("--inputs-uri", (root / "inputs.json").as_uri()),
+        *("--outputs-uri", (root / "outputs.json").as_uri()),
+        *("--module", REHEARSAL_MODULE, "--function", "rehearsal"),
+        *("--result-file", str(result)),
+        *("--workdir", str(code), "--code-unpacked", "--staged", str(staged)),
+        *("--execution-id", "rehearsal", "--node-id", "rehearsal"),
+        *("--attempt-id", "rehearsal", "--attempt-number", "1"),
+    ]
+    fleetflow.runtime.configure_task_logging()
+    os.chdir(root)
+    _fresh_interpreter_state(args, dict(os.environ))
+    before = _held_alone(writable)  # the rehearsal's own set-up: not an attempt's path
+    exit_code = fleetflow.runtime.main(args)
+    written = sorted(_held_alone(writable) - before)[:MAX_PREFAULT_PAGES]
+    if exit_code != 0:
+        outcome = result.read_text().strip() if result.exists() else f"exit code {exit_code}"
+        return [], f"the rehearsal attempt failed: {outcome}"
+    return written, ""
+
+
+def _private_writable_ranges() -> list[tuple[int, int]]:
+    """This process's private, writable mappings (heap, arenas, data sections): (start, end)."""
+    ranges = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            span, permissions = fields[0], fields[1]
+            if permissions.startswith("rw") and permissions[3] == "p":
+                start, end = (int(address, 16) for address in span.split("-"))
+                ranges.append((start, end))
+    return ranges
+
+
+def _held_alone(ranges: list[tuple[int, int]]) -> set[int]:
+    """Of `ranges`, the pages this process holds alone: copied, or first written, since the
+    fork."""
+    held: set[int] = set()
+    with open("/proc/self/pagemap", "rb", buffering=0) as pagemap:
+        for start, end in ranges:
+            count = (end - start) // _PAGE
+            entries = array.array("Q", os.pread(pagemap.fileno(), count * 8, start // _PAGE * 8))
+            held.update(
+                start + index * _PAGE
+                for index, entry in enumerate(entries)
+                if entry & _PAGE_PRESENT and entry & _PAGE_EXCLUSIVE
+            )
+    return held
+
+
+def _write_ahead(runs: list[tuple[int, int]]) -> None:
+    """Copy these pages now (the kernel's `MADV_POPULATE_WRITE`: their contents unchanged), so
+    the attempt does not fault on them. A run this process no longer maps fails and is skipped."""
+    if _LIBC is None:
+        return
+    madvise = _LIBC.madvise
+    for start, end in runs:
+        madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_POPULATE_WRITE)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m fleetflow.forkserver FD`: serve the agent on the socket at descriptor FD."""
     die_with_parent_if_asked()  # first: the agent may die while we import
@@ -348,9 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(threads) != 1:  # a fork copies only the calling thread: locks held elsewhere stay held
         sys.stderr.write(f"fleetflow fork server: {len(threads)} threads after imports; refusing\n")
         return 1
-    server = _Server(control)
     gc.collect()
     gc.freeze()  # what the children inherit stays shared: no collection touches those pages
+    server = _Server(control, _rehearse())
     try:
         return server.serve()
     except (BrokenPipeError, ConnectionResetError):
