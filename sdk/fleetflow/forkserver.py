@@ -108,8 +108,9 @@ REHEARSAL_SOURCE = '''import fleetflow
 
 
 @fleetflow.task
-def rehearsal() -> None:
+def rehearsal(x: int) -> int:
     """The fork server runs it once, to learn which of its pages an attempt writes."""
+    return x
 '''
 
 
@@ -438,7 +439,7 @@ def _rehearse_in(root: Path, writable: list[tuple[int, int]]) -> tuple[list[int]
     (code / f"{REHEARSAL_MODULE}.py").write_text(REHEARSAL_SOURCE)
     for directory in ("outputs", "downloads"):
         (staged / directory).mkdir(parents=True)
-    (staged / "inputs.json").write_text("{}")
+    (staged / "inputs.json").write_text('{"x": 1}')
     result = root / "result.json"
     args = [
         *("--bundle-uri", "file:///rehearsal.tar.gz"),

@@ -76,12 +76,14 @@ def test_a_failed_rehearsal_is_said_and_nothing_is_written_ahead(
     monkeypatch.setattr(
         forkserver,
         "REHEARSAL_SOURCE",
-        "import fleetflow\n\n@fleetflow.task\ndef rehearsal() -> None:\n    raise OSError(5)\n",
+        "import fleetflow\n\n@fleetflow.task\n"
+        "def rehearsal(x: int) -> int:\n    raise OSError(5)\n",
     )
 
     assert forkserver._rehearse() == []
     said = capfd.readouterr().err
     assert "the rehearsal attempt failed" in said
+    assert "OSError" in said
     assert "copies the pages it writes as it goes" in said
 
 
@@ -93,7 +95,7 @@ def test_a_module_planted_where_the_rehearsal_runs_is_not_what_it_imports(
     marker = tmp_path / "planted-module-ran"
     planted = (
         f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
-        "import fleetflow\n\n@fleetflow.task\ndef rehearsal() -> None:\n    pass\n"
+        "import fleetflow\n\n@fleetflow.task\ndef rehearsal(x: int) -> int:\n    return x\n"
     )
     for directory in (tmp_path / "tmp", tmp_path / "cwd"):
         directory.mkdir()
