@@ -164,10 +164,10 @@ class Reporter:
             )
 
     def store_lease_meanwhile(self, assignment: TaskAssignment, report_secret: SecretStr) -> None:
-        """`store_lease` while the attempt is staged and started, for an attempt whose process
-        dies with this agent: its lease file matters only to its final report buffered on disk
-        (replayed by the next agent process), and that report waits for it (`report`). Writing
-        it durably was 1-3 ms of every launch."""
+        """`store_lease` in the background, for an attempt whose process dies with this agent:
+        its lease file matters only to its final report buffered on disk (replayed by the next
+        agent process), and that report waits for it (`report`). Writing it durably was 1-3 ms
+        of every launch; the supervisor starts it once the attempt's process has started."""
         attempt_id = assignment.attempt_id
         storing = asyncio.create_task(
             self.store_lease(assignment, report_secret), name=f"lease-file-{attempt_id}"

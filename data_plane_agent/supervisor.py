@@ -143,21 +143,28 @@ class Supervisor:
         task.add_done_callback(self._launches.discard)
 
     async def _launch(self, assignment: TaskAssignment, report_secret: SecretStr) -> None:
-        if self._executor.attempts_survive_agent:  # on disk before anything outlives us
+        survives = self._executor.attempts_survive_agent
+        if survives:  # on disk before anything outlives us
             await self._reporter.store_lease(assignment, report_secret)
-        else:
-            self._reporter.store_lease_meanwhile(assignment, report_secret)
         try:
             await self._executor.launch(assignment)
         except Exception as exc:  # the executor should report this itself; never leak a slot
             logger.exception("attempt %s: the executor failed to launch it", assignment.attempt_id)
-            await self._record_event(
-                AttemptEvent(
-                    assignment.attempt_id,
-                    AttemptState.FAILED,
-                    f"agent could not launch the attempt: {exc}",
-                )
+            failed: AttemptEvent | None = AttemptEvent(
+                assignment.attempt_id,
+                AttemptState.FAILED,
+                f"agent could not launch the attempt: {exc}",
             )
+        else:
+            failed = None
+        if not survives:
+            # Its process dies with this agent: the file matters only to the attempt's final
+            # report, which waits for it (`Reporter.report`). Written once the process started
+            # (before this task yields, so before any event of the launch is reported): its
+            # fsyncs then no longer slow the attempt's staging down.
+            self._reporter.store_lease_meanwhile(assignment, report_secret)
+        if failed is not None:
+            await self._record_event(failed)
 
     def stop_attempts(self, orders: Iterable[StopOrder]) -> None:
         """Kill attempts the control plane no longer wants (cancelled, preempted, superseded,

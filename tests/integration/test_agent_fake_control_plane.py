@@ -497,6 +497,8 @@ async def test_the_report_secret_is_on_disk_only_in_its_lease_file(
                 ),
                 "the reports",
             )
+            # Written in the background once the task started; before any final report.
+            await wait_for(lambda: (leases / "at-4e1d.json").exists(), "the lease file")
             during = files_containing(work_dir, held.report_secret)
             modes = (file_mode(leases), file_mode(leases / "at-4e1d.json"))
             stored = json.loads((leases / "at-4e1d.json").read_text())

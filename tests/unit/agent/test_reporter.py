@@ -21,6 +21,7 @@ from data_plane_agent.log_fields import AttemptLogFields
 from data_plane_agent.protocol import ReportAnswer
 from data_plane_agent.reporter import REPORT_BATCH, RUNNING_REPORT_LINGER_SECONDS, Reporter
 from data_plane_agent.settings import AgentSettings
+from data_plane_agent.supervisor import Supervisor
 from fleetflow.agent.v1.agent_pb2 import ReportStatusRequest
 from fleetflow.states import AttemptState
 
@@ -178,6 +179,44 @@ async def test_a_final_report_waits_for_its_lease_file_written_meanwhile(
 
     assert lease_file.exists()
     assert reporter.final_report_tokens() == {"at-03": 3}
+
+
+class LaunchOnlyExecutor:
+    """Stand-in for the local-process executor (attempts die with the agent): records whether
+    each attempt's lease file was on disk when its launch ran."""
+
+    attempts_survive_agent = False
+
+    def __init__(self, leases: Path) -> None:
+        self.leases = leases
+        self.file_at_launch: dict[str, bool] = {}
+
+    async def launch(self, assignment: TaskAssignment) -> None:
+        await asyncio.sleep(0.05)  # staging and starting the process
+        path = self.leases / f"{assignment.attempt_id}.json"
+        self.file_at_launch[assignment.attempt_id] = path.exists()
+
+
+async def test_a_lease_file_is_written_once_its_attempts_process_started(tmp_path: Path) -> None:
+    """Its fsyncs would slow the attempt's staging down; its final report still waits for it."""
+    reporter = reporter_of(FakeSession(lambda _: ACCEPT), tmp_path, [])
+    executor = LaunchOnlyExecutor(reporter._leases.directory)
+    settings = AgentSettings(control_plane="127.0.0.1:1", token="ffa_unit", work_dir=tmp_path)
+    supervisor = Supervisor(
+        settings,
+        executor,  # type: ignore[arg-type]
+        reporter,
+        asyncio.Event(),
+        AttemptLogFields(),
+    )
+
+    supervisor.launch(lease("at-04"), SecretStr("ffl_at-04"))
+    await asyncio.gather(*supervisor._launches)
+    await reporter.report(AttemptEvent("at-04", AttemptState.SUCCEEDED), fencing_token=3)
+
+    assert executor.file_at_launch == {"at-04": False}
+    assert (reporter._leases.directory / "at-04.json").exists()
+    assert reporter.final_report_tokens() == {"at-04": 3}
 
 
 async def test_a_burst_goes_in_calls_of_at_most_the_batch(tmp_path: Path) -> None:
