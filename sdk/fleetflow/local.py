@@ -372,12 +372,18 @@ def run_map_units(
         task.spec.name,
     )
     started = time.monotonic()
-    done = 0
+    done = failures = 0
     done_lock = threading.Lock()
+    allowed = map_failures_allowed(total, min_success_ratio)
+    # Set by the failure that exceeds `allowed`: the elements not started then never start,
+    # however late the loop below hears of it.
+    given_up = threading.Event()
     run = execution  # its own, made below, when None
 
     def run_element(index: int, literals: Mapping[str, Any]) -> dict[str, Any]:
-        nonlocal done
+        nonlocal done, failures
+        if given_up.is_set():
+            raise _NotStarted
         label = f"{node_id}[{index}]"
         _element_label.set(label)  # in this element's copy of the context, see `submit` below
         element_started = time.monotonic()
@@ -396,6 +402,10 @@ def run_map_units(
             logger.info(
                 "%s failed after %s (%s)", label, _since(element_started), type(exc).__name__
             )
+            with done_lock:
+                failures += 1
+                if failures > allowed:
+                    given_up.set()
             raise
         finally:
             _element_output.finish(label)
@@ -418,7 +428,6 @@ def run_map_units(
             pool.submit(contextvars.copy_context().run, run_element, index, literals)
             for index, literals in enumerate(units)
         ]
-        allowed = map_failures_allowed(total, min_success_ratio)
         pending: set[Future[dict[str, Any]]] = set(futures)
         failed: list[int] = []
         while pending:
@@ -426,7 +435,10 @@ def run_map_units(
             failed = [
                 index
                 for index, future in enumerate(futures)
-                if future.done() and not future.cancelled() and future.exception() is not None
+                if future.done()
+                and not future.cancelled()
+                and future.exception() is not None
+                and not isinstance(future.exception(), _NotStarted)
             ]
             if len(failed) > allowed:
                 break
@@ -454,6 +466,10 @@ def run_map_units(
         return [None if index in failed else f.result() for index, f in enumerate(futures)]
     logger.info("%s succeeded in %s (%d elements)", node_id, _since(started), total)
     return [future.result() for future in futures]
+
+
+class _NotStarted(Exception):
+    """An element that did not start: the map's failures were already more than it allows."""
 
 
 def collect_map_outputs(

@@ -274,7 +274,9 @@ def test_the_elements_stop_once_the_ratio_cannot_be_met() -> None:
     with pytest.raises(MapElementsFailedError, match="2 of 20 elements failed"):
         # One element at a time: 3 and 8 fail; 0.95 of 20 allows one failure.
         map_task(fragile, concurrency=1, min_success_ratio=0.95)(x=list(range(20)))
-    assert max(CALLS) < 19  # the elements after the second failure never ran
+    # The elements after the second failure never started, however late the loop that
+    # collects the outcomes heard of it (on a loaded machine the worker used to run ahead).
+    assert max(CALLS) == 8
 
 
 def test_with_the_default_ratio_the_element_error_is_raised_as_before() -> None:
