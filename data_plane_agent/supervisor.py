@@ -78,9 +78,15 @@ class Supervisor:
         return held
 
     def heartbeat_attempt_ids(self) -> set[str]:
-        # Like registering: a finished attempt whose final report is still on its way is
-        # held, else a heartbeat overtaking the report would have it marked lost.
-        return set(self._executor.running()) | set(self._reporter.final_report_tokens())
+        # Like registering: every attempt leased here and not ended yet (still launching, or
+        # ended with its event not reported yet: the executor forgets it first) and a finished
+        # one whose final report is still on its way; else a heartbeat overtaking its report
+        # would have it marked lost.
+        return (
+            set(self._active)
+            | set(self._executor.running())
+            | set(self._reporter.final_report_tokens())
+        )
 
     def capacity(self) -> Capacity:
         return self._executor.capacity(list(self._active.values()))

@@ -196,6 +196,9 @@ class LaunchOnlyExecutor:
         path = self.leases / f"{assignment.attempt_id}.json"
         self.file_at_launch[assignment.attempt_id] = path.exists()
 
+    def running(self) -> list[str]:
+        return []  # every process ended, its event not reported yet
+
 
 async def test_a_lease_file_is_written_once_its_attempts_process_started(tmp_path: Path) -> None:
     """Its fsyncs would slow the attempt's staging down; its final report still waits for it."""
@@ -217,6 +220,31 @@ async def test_a_lease_file_is_written_once_its_attempts_process_started(tmp_pat
     assert executor.file_at_launch == {"at-04": False}
     assert (reporter._leases.directory / "at-04.json").exists()
     assert reporter.final_report_tokens() == {"at-04": 3}
+
+
+async def test_a_heartbeat_holds_an_attempt_until_its_final_report_is_queued(
+    tmp_path: Path,
+) -> None:
+    """The executor forgets an attempt as its process ends, before the supervisor reports its
+    end: a heartbeat in between must still list it, or the control plane marks it LOST (CI saw
+    a SUCCEEDED report refused so)."""
+    reporter = reporter_of(FakeSession(lambda _: ACCEPT), tmp_path, [])
+    settings = AgentSettings(control_plane="127.0.0.1:1", token="ffa_unit", work_dir=tmp_path)
+    executor = LaunchOnlyExecutor(reporter._leases.directory)
+    supervisor = Supervisor(
+        settings,
+        executor,  # type: ignore[arg-type]
+        reporter,
+        asyncio.Event(),
+        AttemptLogFields(),
+    )
+
+    supervisor.launch(lease("at-05"), SecretStr("ffl_at-05"))
+    launching = supervisor.heartbeat_attempt_ids()
+    await asyncio.gather(*supervisor._launches)
+
+    assert launching == {"at-05"}  # still staging
+    assert supervisor.heartbeat_attempt_ids() == {"at-05"}  # ended, not reported yet
 
 
 async def test_a_burst_goes_in_calls_of_at_most_the_batch(tmp_path: Path) -> None:
