@@ -200,9 +200,8 @@ class LaunchOnlyExecutor:
         return []  # every process ended, its event not reported yet
 
 
-async def test_a_lease_file_is_written_once_its_attempts_process_started(tmp_path: Path) -> None:
-    """Its fsyncs would slow the attempt's staging down; its final report still waits for it."""
-    reporter = reporter_of(FakeSession(lambda _: ACCEPT), tmp_path, [])
+def supervised(reporter: Reporter, tmp_path: Path) -> tuple[LaunchOnlyExecutor, Supervisor]:
+    """A supervisor over `reporter` and a stand-in executor."""
     executor = LaunchOnlyExecutor(reporter._leases.directory)
     settings = AgentSettings(control_plane="127.0.0.1:1", token="ffa_unit", work_dir=tmp_path)
     supervisor = Supervisor(
@@ -212,6 +211,13 @@ async def test_a_lease_file_is_written_once_its_attempts_process_started(tmp_pat
         asyncio.Event(),
         AttemptLogFields(),
     )
+    return executor, supervisor
+
+
+async def test_a_lease_file_is_written_once_its_attempts_process_started(tmp_path: Path) -> None:
+    """Its fsyncs would slow the attempt's staging down; its final report still waits for it."""
+    reporter = reporter_of(FakeSession(lambda _: ACCEPT), tmp_path, [])
+    executor, supervisor = supervised(reporter, tmp_path)
 
     supervisor.launch(lease("at-04"), SecretStr("ffl_at-04"))
     await asyncio.gather(*supervisor._launches)
@@ -229,15 +235,7 @@ async def test_a_heartbeat_holds_an_attempt_until_its_final_report_is_queued(
     end: a heartbeat in between must still list it, or the control plane marks it LOST (CI saw
     a SUCCEEDED report refused so)."""
     reporter = reporter_of(FakeSession(lambda _: ACCEPT), tmp_path, [])
-    settings = AgentSettings(control_plane="127.0.0.1:1", token="ffa_unit", work_dir=tmp_path)
-    executor = LaunchOnlyExecutor(reporter._leases.directory)
-    supervisor = Supervisor(
-        settings,
-        executor,  # type: ignore[arg-type]
-        reporter,
-        asyncio.Event(),
-        AttemptLogFields(),
-    )
+    _, supervisor = supervised(reporter, tmp_path)
 
     supervisor.launch(lease("at-05"), SecretStr("ffl_at-05"))
     launching = supervisor.heartbeat_attempt_ids()
