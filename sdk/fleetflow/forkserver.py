@@ -357,7 +357,7 @@ def _fresh_interpreter_state(args: list[str], env: dict[str, str]) -> None:
 
 
 def _rehearse() -> list[tuple[int, int]]:
-    """The pages of this process an attempt writes, learnt from a child that runs a no-op task
+    """The pages of this process an attempt writes, learnt from a child that runs a small task
     (`REHEARSAL_SOURCE`, staged as the agent stages one) in a scratch directory: page ranges,
     [] where that cannot be learnt (said on stderr: attempts then copy them as they go).
 
@@ -396,7 +396,7 @@ def _rehearse() -> list[tuple[int, int]]:
 
 
 def _rehearsal(out: int) -> str:
-    """In the rehearsal's child: run the no-op attempt, then write the page ranges it wrote
+    """In the rehearsal's child: run the rehearsal attempt, then write the page ranges it wrote
     (start, end: native 64-bit pairs) to `out`. What went wrong, or ""."""
     assert _LIBC is not None
     writable = _private_writable_ranges()  # the server's, as this fork shares them
@@ -430,16 +430,17 @@ def _rehearsal(out: int) -> str:
 
 
 def _rehearse_in(root: Path, writable: list[tuple[int, int]]) -> tuple[list[int], str]:
-    """Stage and run the no-op attempt in `root`: the pages of `writable` its runtime wrote,
-    and what went wrong, or ""."""
+    """Stage and run the rehearsal attempt in `root`: the pages of `writable` its runtime
+    wrote, and what went wrong, or ""."""
     import fleetflow.runtime
+    from fleetflow import staging
 
     code, staged = root / "code", root / "staged"
     code.mkdir()
     (code / f"{REHEARSAL_MODULE}.py").write_text(REHEARSAL_SOURCE)
-    for directory in ("outputs", "downloads"):
+    for directory in (staging.OUTPUTS_DIR, staging.DOWNLOADS_DIR):
         (staged / directory).mkdir(parents=True)
-    (staged / "inputs.json").write_text('{"x": 1}')
+    (staged / staging.INPUTS_FILE).write_text('{"x": 1}')
     result = root / "result.json"
     args = [
         *("--bundle-uri", "file:///rehearsal.tar.gz"),
