@@ -54,7 +54,12 @@ from data_plane_agent.executors.gang import (
     rank_sandboxes,
     start_gang,
 )
-from data_plane_agent.executors.warm_runtime import ForkedTask, WarmRuntime, WarmRuntimeError
+from data_plane_agent.executors.warm_runtime import (
+    ForkedTask,
+    ForkServer,
+    WarmRuntime,
+    WarmRuntimeError,
+)
 from data_plane_agent.sandbox import (
     TaskIsolation,
     as_user,
@@ -249,9 +254,15 @@ class LocalProcessExecutor:
         return []
 
     @property
+    def warm_runtime(self) -> ForkServer | None:
+        """The warm task runtime's fork server, while one runs."""
+        return self._warm.running if self._warm is not None else None
+
+    @property
     def warm_runtime_pid(self) -> int | None:
-        """The pid of the warm task runtime's fork server while one runs."""
-        return self._warm.pid if self._warm is not None else None
+        """The pid of the warm task runtime's fork server, while one runs."""
+        server = self.warm_runtime
+        return server.pid if server is not None else None
 
     def capacity(self, held: Sequence[TaskAssignment]) -> Capacity:
         """This machine's CPUs and memory, less what the `held` attempts asked for, and the

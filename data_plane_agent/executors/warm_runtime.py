@@ -5,7 +5,8 @@ Starting `python -m fleetflow.runtime` costs the interpreter's start and the run
 local-process executor keeps one fork server and asks it for each attempt's process:
 
 - `ForkServer`: one running fork server, started with the tasks' interpreter and environment
-  over a private socket pair, asked to fork attempts and told of their ends;
+  over a private socket pair; it forks spares when asked and passes each to the agent, which
+  sends an attempt straight to a spare, and tells of their ends;
 - `ForkedTask`: a process it forked, as the executor watches one (`pid`, `returncode`,
   `wait()`, like `asyncio.subprocess.Process`), or `lost` when the server died under it;
 - `WarmRuntime`: the executor's fork server over time: warmed up when the executor starts,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -29,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fleetflow.forkserver import MAX_REQUEST_BYTES, REQUEST_HEADER
+from fleetflow.forkserver import ASK_FOR_SPARE, MAX_REQUEST_BYTES, received_fds
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,10 @@ READY_TIMEOUT_SECONDS = 120.0
 CLOSE_TIMEOUT_SECONDS = 5.0
 RETRY_AFTER_SECONDS = 60.0
 """After a fork server failed to start, how long tasks start the slow way before another try."""
+SPARE_AFTER_SECONDS = 0.01
+"""How long after a launch took the spare the next is asked for (at once when a launch waits)."""
 _MAX_REPLY_BYTES = 1 << 16
+_FD_BYTES = array.array("i").itemsize
 
 
 class WarmRuntimeError(Exception):
@@ -74,17 +79,27 @@ class ForkedTask:
 
 
 class ForkServer:
-    """One running fork server (`fleetflow.forkserver`), started by `start`."""
+    """One running fork server (`fleetflow.forkserver`), started by `start`.
+
+    It keeps one spare in hand: a process the server forked ahead, waiting for its attempt on
+    a socket pair whose other end is ours. A launch sends its attempt straight to the spare;
+    the next spare is asked for `SPARE_AFTER_SECONDS` later (at once when a launch waits for
+    one), so that its fork and first steps do not compete with the attempt just handed over
+    for a core of a small machine.
+    """
 
     def __init__(self, process: asyncio.subprocess.Process, control: socket.socket) -> None:
         self._process = process
         self._control = control
         self._loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[None] = self._loop.create_future()
-        self._requests: dict[int, asyncio.Future[ForkedTask]] = {}
+        self._spares: dict[int, socket.socket] = {}  # in the order they came
+        self._waiting: collections.deque[asyncio.Future[tuple[int, socket.socket]]] = (
+            collections.deque()
+        )
+        self._asked = 0  # spares asked for and not come (nor refused) yet
+        self._top_up_handle: asyncio.TimerHandle | None = None
         self._tasks: dict[int, ForkedTask] = {}
-        self._next_request = 0
-        self._send_lock = asyncio.Lock()
         self._alive = True
         self._closing = False
         self._reaper: asyncio.Task[None] | None = None
@@ -159,6 +174,11 @@ class ForkServer:
     def alive(self) -> bool:
         return self._alive
 
+    @property
+    def spares(self) -> list[int]:
+        """The pids of the spares in hand."""
+        return list(self._spares)
+
     async def spawn(
         self,
         args: Sequence[str],
@@ -168,90 +188,138 @@ class ForkServer:
         uid: int | None,
         log_fd: int,
     ) -> ForkedTask:
-        """Fork the process of one attempt: `python -m fleetflow.runtime ARGS`, as `uid`, in
-        `cwd`, with exactly `env`, stdout and stderr to `log_fd`, stdin from /dev/null.
+        """Start the process of one attempt: `python -m fleetflow.runtime ARGS`, as `uid`, in
+        `cwd`, with exactly `env`, stdout and stderr to `log_fd`, stdin from /dev/null: a
+        spare takes it (one that died waiting is replaced once).
 
         Raises:
             WarmRuntimeError: the fork server cannot fork it (gone, or the fork failed).
         """
+        body = {"args": list(args), "env": dict(env), "cwd": str(cwd), "uid": uid}
+        request = json.dumps(body).encode()
+        if len(request) > MAX_REQUEST_BYTES:
+            raise WarmRuntimeError(f"the attempt's request is too large ({len(request)} bytes)")
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [log_fd]))]
+        for _ in range(2):
+            pid, channel = await self._take_spare()
+            try:
+                channel.sendmsg([request], rights, socket.MSG_NOSIGNAL)
+            except (BrokenPipeError, ConnectionError):
+                continue  # it died waiting: the next spare takes the attempt
+            except OSError as exc:
+                raise WarmRuntimeError(f"could not hand the attempt over: {exc}") from exc
+            finally:
+                channel.close()
+            task = ForkedTask(pid)
+            self._tasks[pid] = task  # before this task yields: its end comes after this
+            return task
+        raise WarmRuntimeError("the forked process died before it started")
+
+    async def _take_spare(self) -> tuple[int, socket.socket]:
         if not self._alive:
             raise WarmRuntimeError("the fork server is not running")
-        self._next_request += 1
-        request_id = self._next_request
-        body = {"args": list(args), "env": dict(env), "cwd": str(cwd), "uid": uid}
-        payload = REQUEST_HEADER.pack(request_id) + json.dumps(body).encode()
-        if len(payload) > MAX_REQUEST_BYTES:
-            raise WarmRuntimeError(f"the attempt's request is too large ({len(payload)} bytes)")
-        forked = self._loop.create_future()
-        self._requests[request_id] = forked
-        try:
-            await self._send(payload, log_fd)
-            return await forked
-        finally:
-            self._requests.pop(request_id, None)
+        if self._spares:
+            pid = next(iter(self._spares))
+            spare = pid, self._spares.pop(pid)
+        else:
+            waiter: asyncio.Future[tuple[int, socket.socket]] = self._loop.create_future()
+            self._waiting.append(waiter)
+            self._top_up(spare_too=False)
+            try:
+                spare = await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(waiter)
+        if self._top_up_handle is None:
+            self._top_up_handle = self._loop.call_later(SPARE_AFTER_SECONDS, self._top_up)
+        return spare
 
-    async def _send(self, payload: bytes, log_fd: int) -> None:
-        fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [log_fd]))]
-        async with self._send_lock:
-            while True:
-                try:
-                    self._control.sendmsg([payload], fds, socket.MSG_NOSIGNAL)
-                    return
-                except BlockingIOError:
-                    writable = self._loop.create_future()
-                    self._loop.add_writer(self._control.fileno(), writable.set_result, None)
-                    try:
-                        await writable
-                    finally:
-                        self._loop.remove_writer(self._control.fileno())
-                except OSError as exc:
-                    raise WarmRuntimeError(f"could not reach the fork server: {exc}") from exc
+    def _top_up(self, *, spare_too: bool = True) -> None:
+        """Ask for a spare for each launch waiting, and (`spare_too`) one to keep in hand."""
+        if spare_too and self._top_up_handle is not None:
+            self._top_up_handle.cancel()
+            self._top_up_handle = None
+        wanted = len(self._waiting) + int(spare_too) - len(self._spares) - self._asked
+        for _ in range(wanted):
+            if not self._alive:
+                return
+            try:
+                self._control.send(ASK_FOR_SPARE, socket.MSG_NOSIGNAL)
+            except BlockingIOError:
+                return  # a backlog of asks: the next take asks again
+            except OSError:
+                self._gone("the fork server exited")
+                return
+            self._asked += 1
 
     def _read(self) -> None:
         while self._alive:
             try:
-                data = self._control.recv(_MAX_REPLY_BYTES)
+                data, ancillary, _, _ = self._control.recvmsg(
+                    _MAX_REPLY_BYTES, socket.CMSG_SPACE(_FD_BYTES), socket.MSG_CMSG_CLOEXEC
+                )
             except BlockingIOError:
                 return
             except OSError:
-                data = b""
-            if not data:
+                data, ancillary = b"", []
+            fds = received_fds(ancillary)
+            if not data and not fds:
                 self._gone("the fork server exited")
                 return
-            self._handle(json.loads(data))
+            self._handle(json.loads(data), fds)
 
-    def _handle(self, message: dict[str, Any]) -> None:
+    def _handle(self, message: dict[str, Any], fds: list[int]) -> None:
+        if "spare" in message and len(fds) == 1:
+            self._asked -= 1
+            spare = (message["spare"], socket.socket(fileno=fds[0]))
+            spare[1].setblocking(False)
+            while self._waiting:
+                waiter = self._waiting.popleft()
+                if not waiter.done():
+                    waiter.set_result(spare)
+                    return
+            self._spares[spare[0]] = spare[1]
+            return
+        for fd in fds:  # none comes with any other message
+            os.close(fd)
         if "ready" in message:
             if not self._ready.done():
                 self._ready.set_result(None)
+                self._top_up()
         elif "returncode" in message:
             task = self._tasks.pop(message["pid"], None)
             if task is not None:
                 task._end(message["returncode"])
-        elif "id" in message:
-            forked = self._requests.get(message["id"])
-            if "pid" in message:
-                task = ForkedTask(message["pid"])
-                self._tasks[task.pid] = task  # now: its end may be in the same read
-                if forked is None or forked.done():  # its launch gave up waiting: not ours
-                    _kill_group(task.pid)
-                else:
-                    forked.set_result(task)
-            elif forked is not None and not forked.done():
-                forked.set_exception(WarmRuntimeError(str(message.get("error"))))
+            elif message["pid"] in self._spares:  # it died waiting (killed): one in its place
+                self._spares.pop(message["pid"]).close()
+                self._top_up()
+        elif "error" in message:  # an ask refused (the fork failed): a waiting launch fails
+            self._asked -= 1
+            why = WarmRuntimeError(f"the fork server could not fork: {message['error']}")
+            while self._waiting:
+                waiter = self._waiting.popleft()
+                if not waiter.done():
+                    waiter.set_exception(why)
+                    return
 
     def _gone(self, why: str) -> None:
-        """The fork server is gone (or going): what it had not answered never will be."""
+        """The fork server is gone (or going): no spare comes any more, and its children
+        die with it."""
         if not self._alive:
             return
         self._alive = False
         self._loop.remove_reader(self._control.fileno())
         self._control.close()
+        if self._top_up_handle is not None:
+            self._top_up_handle.cancel()
+        for channel in self._spares.values():
+            channel.close()
+        self._spares.clear()
         if not self._ready.done():
             self._ready.set_exception(WarmRuntimeError(why))
-        for forked in self._requests.values():
-            if not forked.done():
-                forked.set_exception(WarmRuntimeError(why))
+        for waiter in self._waiting:
+            if not waiter.done():
+                waiter.set_exception(WarmRuntimeError(why))
         lost = f"the warm task runtime died while the task ran ({why})"
         for task in self._tasks.values():
             task._end(-signal.SIGKILL, lost)  # it dies with the server (its parent-death signal)
@@ -338,10 +406,10 @@ class WarmRuntime:
         self._closed = False
 
     @property
-    def pid(self) -> int | None:
-        """The running fork server's pid, if one runs."""
+    def running(self) -> ForkServer | None:
+        """The fork server, while one runs."""
         current = self._current
-        return current.pid if current is not None and current.alive else None
+        return current if current is not None and current.alive else None
 
     def warm_up(self) -> None:
         """Start the fork server in the background, unless one runs or is starting."""

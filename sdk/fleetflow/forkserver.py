@@ -8,29 +8,31 @@ local-process executor (`data_plane_agent.executors.warm_runtime`) starts this m
 per attempt, which turns itself into what `python -m fleetflow.runtime ARGS` would have been and
 runs it. It imports only `fleetflow` and the standard library, and never anything of a task's:
 the children unpack and import the bundles, the server never sees them. Each child is forked
-ahead, as soon as the previous one got its request: the *spare* waits in a session of its own,
-so a request costs a hand-over, not a fork (the fork and the child's first steps were about
-4 ms of each launch).
+ahead, a *spare* that waits in a session of its own, and the agent hands an attempt to a spare
+itself, over a socket pair whose other end the server passed it: a launch costs one message,
+not a fork (the fork and the child's first steps were about 4 ms of each launch), nor a round
+trip through the server (1-2 ms more).
 
 Protocol, over descriptor FD: the agent's `socket.socketpair(AF_UNIX, SOCK_SEQPACKET)`, inherited
 and never bound to a path (nothing else can reach it: the children close it first thing):
 
-- agent -> server: a request number (8 bytes, big-endian), then the attempt as JSON,
-  `{"args": [...], "env": {...}, "cwd": "...", "uid": 50001 | null}`, with the descriptor of the
-  attempt's log attached (SCM_RIGHTS; the agent opened it, as it does for an exec'd task);
-- server -> agent, JSON: `{"ready": PID}` once warm; `{"id": N, "pid": PID}` (or
-  `{"id": N, "error": "..."}`) as soon as request N is handed to its child, which is in a
-  session of its own already; and
-  `{"pid": PID, "returncode": CODE}` when the server reaped that child (negative: killed by that
-  signal, as `asyncio` reports it).
+- agent -> server: `ASK_FOR_SPARE`, nothing else;
+- server -> agent, JSON: `{"ready": PID}` once warm; for each ask, `{"spare": PID}` with the
+  agent's end of that spare's socket pair attached (SCM_RIGHTS), once the spare is in a
+  session of its own, or `{"error": "..."}`; and `{"pid": PID, "returncode": CODE}` when the
+  server reaped a child, an attempt or a spare that died waiting (negative: killed by that
+  signal, as `asyncio` reports it);
+- agent -> spare, over its pair: the attempt as JSON, `{"args": [...], "env": {...},
+  "cwd": "...", "uid": 50001 | null}` (at most `MAX_REQUEST_BYTES`), with the descriptor of
+  the attempt's log attached (the agent opened it, as it does for an exec'd task). The agent
+  closing its end instead lets the spare go.
 
 The server is root when the agent is (its children must switch to the tasks' uids). What keeps
 tasks away from it and from each other:
 
-- it never parses a request: it passes it, with the log's descriptor, to the spare over a socket
-  pair only the two hold (the spare parses its own), then zeroes its copy before it forks the
-  next spare, so no attempt's argv or environment is left in the memory later children inherit;
-  a spare that died waiting is reaped unnamed and the request goes to a new one;
+- it never sees a request: the agent sends each to its spare over a socket pair only the two
+  hold (the server closes its copy of the agent's end once it passed it, before it forks
+  again), so no attempt's argv or environment is ever in the memory later children inherit;
 - it is not dumpable (no `ptrace`, no `/proc/<pid>/mem` for a task of the agent's own user);
   a task of another uid cannot signal or trace it anyway;
 - it exits when the agent closes its end, and dies with the agent (a parent-death signal); its
@@ -45,8 +47,8 @@ Each child, before the runtime's `main` (in this order):
 3. asks for SIGKILL when the server dies, sets up the task's logging (to descriptor 2, as
    the runtime's `main` would), writes ahead the pages an attempt's path writes (learnt once,
    at the server's start, from a rehearsal: `_rehearse`), and waits for its request (the
-   server leaving ends it); then stdin from /dev/null, stdout and stderr the log, every other
-   descriptor closed;
+   agent closing its end, or the server dying, ends it); then stdin from /dev/null, stdout and
+   stderr the log, every other descriptor closed;
 4. switches to the task's uid as the exec path does (`child_processes.become_user`), asks for
    the parent-death signal again and checks the server is still its parent; is made dumpable,
    as `exec` would make it;
@@ -84,10 +86,10 @@ from typing import Any, NoReturn
 
 from fleetflow.child_processes import become_user, die_with_parent_if_asked
 
-REQUEST_HEADER = struct.Struct("!Q")
-"""The request number before each request's JSON."""
-MAX_REQUEST_BYTES = 1 << 18
-"""The largest request the server reads (header and JSON); a larger one is refused."""
+ASK_FOR_SPARE = b"spare"
+"""The one message the agent sends the server: fork a spare and pass it over."""
+MAX_REQUEST_BYTES = 1 << 17
+"""The largest request (an attempt's JSON) a spare reads; the agent sends none larger."""
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
@@ -149,30 +151,28 @@ class _Server:
         # What each spare writes ahead while it waits (`_rehearse`).
         self.hot_pages = hot_pages
         self.pid = os.getpid()
-        # SIGCHLD only writes a byte here; children are reaped in the loop, after the reply
+        # SIGCHLD only writes a byte here; children are reaped in the loop, after the message
         # that names them went out (the agent must hear of a pid before of its end).
         self.wakeup_read, self.wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wakeup_write, warn_on_full_buffer=False)
-        self.buffer = bytearray(MAX_REQUEST_BYTES)
-        # The next request's process, forked ahead (`fork_spare`): its pid, our end of its pair.
-        self.spare: tuple[int, socket.socket] | None = None
 
-    def send(self, message: dict[str, Any]) -> None:
-        self.control.send(json.dumps(message).encode(), socket.MSG_NOSIGNAL)
+    def send(self, message: dict[str, Any], fd: int | None = None) -> None:
+        rights = (
+            [] if fd is None else [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))]
+        )
+        self.control.sendmsg([json.dumps(message).encode()], rights, socket.MSG_NOSIGNAL)
 
     def serve(self) -> int:
         poller = select.poll()
         poller.register(self.control, select.POLLIN)
         poller.register(self.wakeup_read, select.POLLIN)
-        with contextlib.suppress(OSError):  # else the first request forks it, and says why not
-            self.fork_spare()
         self.send({"ready": self.pid})
         while True:
             for fd, _events in poller.poll():
                 if fd == self.wakeup_read:
                     self.reap()
-                elif not self.handle_request():
+                elif not self.handle_ask():
                     return 0  # the agent closed its end: leave (children die with us)
 
     def reap(self) -> None:
@@ -186,67 +186,37 @@ class _Server:
                 return
             if pid == 0:
                 return
-            if self.spare is not None and pid == self.spare[0]:
-                self.spare[1].close()  # it died waiting (killed): the agent never heard of it
-                self.spare = None
-                continue
+            # An attempt's end, or a spare's that died waiting: the agent tells them apart.
             self.send({"pid": pid, "returncode": os.waitstatus_to_exitcode(status)})
 
-    def handle_request(self) -> bool:
-        """Hand one request to the spare child; False when the agent has gone."""
-        size, ancillary, flags, _ = self.control.recvmsg_into(
-            [self.buffer], socket.CMSG_SPACE(_FD_BYTES), socket.MSG_CMSG_CLOEXEC
-        )
-        fds = _received_fds(ancillary)
-        if size == 0 and not fds:
+    def handle_ask(self) -> bool:
+        """Answer one ask for a spare: fork it and pass the agent its end of the spare's
+        socket; False when the agent has gone."""
+        ask = self.control.recv(len(ASK_FOR_SPARE) + 1)
+        if not ask:
             return False
-        request_id = REQUEST_HEADER.unpack_from(self.buffer)[0] if size >= 8 else 0
+        if ask != ASK_FOR_SPARE:
+            self.send({"error": "malformed ask"})
+            return True
         try:
-            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or size < 8 or len(fds) != 1:
-                self.send({"id": request_id, "error": "malformed or oversized request"})
-                return True
-            self.hand_over(request_id, size, fds[0])
+            pid, ours = self.fork_spare()
+        except OSError as exc:
+            self.send({"error": f"fork failed: {exc}"})
+            return True
+        try:
+            self.send({"spare": pid}, ours.fileno())
         finally:
-            for fd in fds:
-                os.close(fd)
-            self.buffer[:size] = bytes(size)  # no attempt's request outlives its hand-over here
-        with contextlib.suppress(OSError):  # the next request forks again, and says so
-            self.fork_spare()  # the next attempt's process, off that attempt's path
+            ours.close()  # the agent's now: no later child inherits it
         return True
 
-    def hand_over(self, request_id: int, size: int, log_fd: int) -> None:
-        """Give the request and the log's descriptor to the spare and answer with its pid; a
-        spare that died waiting is replaced once."""
-        for _ in range(2):
-            try:
-                pid, channel = self.fork_spare()  # the one waiting, or a new one
-            except OSError as exc:
-                self.send({"id": request_id, "error": f"fork failed: {exc}"})
-                return
-            self.spare = None
-            try:
-                channel.sendmsg(
-                    [memoryview(self.buffer)[:size]],
-                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", log_fd))],
-                    socket.MSG_NOSIGNAL,
-                )
-            except OSError:
-                continue  # killed while it waited: the next spare takes the request
-            finally:
-                channel.close()
-            self.send({"id": request_id, "pid": pid})
-            return
-        self.send({"id": request_id, "error": "the forked process died before it started"})
-
     def fork_spare(self) -> tuple[int, socket.socket]:
-        """Fork the process of the next request before it comes: it waits, in a session of
-        its own, for the request over a socket pair only it and the server hold.
+        """Fork the process of a request to come: it waits, in a session of its own, for the
+        request over a socket pair whose other end goes to the agent; returned once it is in
+        its session: its pid and that end.
 
         Raises:
             OSError: the fork failed.
         """
-        if self.spare is not None:
-            return self.spare
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         in_session_read, in_session_write = os.pipe()
         try:
@@ -275,8 +245,7 @@ class _Server:
             os.read(in_session_read, 1)  # end of file: the child is in its own session (or dead)
         finally:
             os.close(in_session_read)
-        self.spare = (pid, ours)
-        return self.spare
+        return pid, ours
 
     def become_attempt(self, channel: socket.socket, in_session: int) -> NoReturn:
         """In the spare: wait for a request on `channel`, then become that attempt's runtime
@@ -297,14 +266,18 @@ class _Server:
 
         configure_task_logging()
         _write_ahead(self.hot_pages)
-        size, ancillary, _, _ = channel.recvmsg_into([self.buffer], socket.CMSG_SPACE(_FD_BYTES))
-        fds = _received_fds(ancillary)
-        if len(fds) != 1:
-            os._exit(0)  # the server is leaving (it sends nothing else)
+        buffer = bytearray(MAX_REQUEST_BYTES)
+        size, ancillary, flags, _ = channel.recvmsg_into([buffer], socket.CMSG_SPACE(_FD_BYTES))
+        fds = received_fds(ancillary)
+        if size == 0 and not fds:
+            os._exit(0)  # the agent let it go unused (it sends nothing else)
+        if len(fds) != 1 or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            sys.stderr.write("fleetflow fork server: a malformed or oversized request\n")
+            os._exit(2)
         (log_fd,) = fds
         channel.close()
-        request = json.loads(bytes(self.buffer[REQUEST_HEADER.size : size]))
-        self.buffer = bytearray()
+        request = json.loads(bytes(buffer[:size]))
+        del buffer
         stdin = os.open(os.devnull, os.O_RDONLY)
         os.dup2(stdin, 0)
         os.dup2(log_fd, 1)
@@ -324,7 +297,7 @@ class _Server:
         main_then_exit(request["args"])
 
 
-def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+def received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
     """The descriptors that came with a message (SCM_RIGHTS)."""
     return [
         fd

@@ -9,13 +9,18 @@ reach (security), and an end the agent always hears of, even when the fork serve
 
 from __future__ import annotations
 
+import array
 import asyncio
 import dataclasses
 import json
 import logging
 import os
 import signal
+import socket
+import subprocess
+import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,7 @@ from data_plane_agent.executors import warm_runtime
 from data_plane_agent.executors.local_process import LocalProcessExecutor
 from data_plane_agent.sandbox import Interpreter, resolve_isolation
 from data_plane_agent.settings import AgentSettings
+from fleetflow import forkserver
 from fleetflow.bundle import build_bundle
 from fleetflow.states import AttemptState
 from tests.polling import wait_until_async
@@ -279,8 +285,9 @@ async def test_neither_the_fork_server_nor_its_tasks_hold_the_agents_secrets(
         assert name.encode() not in environ and value.encode() not in environ
 
 
-async def test_a_task_cannot_reach_the_fork_server(
-    executor: LocalProcessExecutor, blobs: Blobs
+@pytest.mark.parametrize("target", ["the fork server", "the spare"])
+async def test_a_task_cannot_reach_the_fork_server_nor_the_waiting_spare(
+    executor: LocalProcessExecutor, blobs: Blobs, target: str
 ) -> None:
     if not ROOT:
         tier_unavailable(
@@ -292,7 +299,11 @@ async def test_a_task_cannot_reach_the_fork_server(
     server = executor.warm_runtime_pid
     assert server is not None
 
-    probe = blobs.assignment("at-reach", "reach_process", {"pid": server})
+    probe = (
+        blobs.assignment("at-reach", "reach_process", {"pid": server})
+        if target == "the fork server"
+        else blobs.assignment("at-reach", "reach_spare", {"server": server})
+    )
     event = await run(executor, probe)
 
     assert event.state is AttemptState.SUCCEEDED, event.message
@@ -350,16 +361,18 @@ def children_of(pid: int) -> list[int]:
 
 
 async def the_spare(executor: LocalProcessExecutor) -> int:
-    """The fork server's process forked ahead for the next attempt (its only child when no
-    attempt runs)."""
-    server = executor.warm_runtime_pid
-    assert server is not None
+    """The process the agent holds for the next attempt, forked ahead by the fork server."""
+
+    def spares() -> list[int]:
+        server = executor.warm_runtime
+        return server.spares if server is not None else []
+
     await wait_until_async(
-        lambda: len(children_of(server)) == 1,
+        lambda: len(spares()) == 1,
         timeout=DEADLINE_SECONDS,
-        message="the fork server's spare process",
+        message="the agent to hold a spare process",
     )
-    (spare,) = children_of(server)
+    (spare,) = spares()
     return spare
 
 
@@ -402,24 +415,98 @@ async def test_the_next_attempts_process_holds_nothing_of_the_last_request(
     assert not memory_holds(executor.warm_runtime_pid or 0, marker.encode())
 
 
+@pytest.mark.parametrize("heard", [True, False], ids=["its-end-heard-of", "its-end-not-heard-of"])
 async def test_a_spare_killed_while_it_waits_is_replaced_and_the_next_attempt_runs(
-    executor: LocalProcessExecutor, blobs: Blobs
+    executor: LocalProcessExecutor, blobs: Blobs, heard: bool
 ) -> None:
     await described(executor, blobs, "at-warm-up")
-    for name in ("reaped", "unreaped"):
-        spare = await the_spare(executor)
-        os.kill(spare, signal.SIGKILL)
-        if name == "reaped":  # else the request may find it dead before the server reaps it
-            await wait_until_async(
-                lambda: process_gone(spare),  # noqa: B023 - awaited in this iteration
-                timeout=DEADLINE_SECONDS,
-                message="the server to reap its killed spare",
-            )
+    spare = await the_spare(executor)
+    server = executor.warm_runtime
+    assert server is not None
 
-        found = await described(executor, blobs, f"at-after-{name}")
+    os.kill(spare, signal.SIGKILL)
+    if heard:  # the fork server reaped it and the agent read so: it asks for another
+        await wait_until_async(
+            lambda: spare not in server.spares,
+            timeout=DEADLINE_SECONDS,
+            message="the agent to hear of its killed spare",
+        )
+    else:  # dead, and the agent's loop not run since: the launch finds its socket closed
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while not process_gone(spare) and time.monotonic() < deadline:
+            time.sleep(0.01)  # pacing, on purpose without yielding to the agent's loop
+        assert spare in server.spares
 
-        assert found["pid"] != spare
-        assert executor.running() == []
+    found = await described(executor, blobs, "at-after")
+
+    assert found["pid"] != spare
+    assert executor.running() == []
+
+
+async def test_the_next_spare_is_forked_after_the_launch_or_at_once_for_a_waiting_one(
+    executor: LocalProcessExecutor, blobs: Blobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await described(executor, blobs, "at-warm-up")  # a spare is in hand from here on
+    server = executor.warm_runtime_pid
+    assert server is not None
+    monkeypatch.setattr(warm_runtime, "SPARE_AFTER_SECONDS", 3600.0)
+
+    first = await described(executor, blobs, "at-takes-the-spare")
+    await wait_until_async(
+        lambda: not children_of(server),  # the attempt reaped; no spare forked behind it
+        timeout=DEADLINE_SECONDS,
+        message="the attempt to end",
+    )
+    second = await described(executor, blobs, "at-waits-for-one")
+
+    assert first["pid"] != second["pid"]
+    assert executor.running() == []
+
+
+def test_the_fork_server_refuses_a_malformed_ask_and_a_spare_a_malformed_request(
+    tmp_path: Path,
+) -> None:
+    """The protocol as a buggy (or hostile) agent would speak it: an answer for every ask, an
+    exit code for every spare, and the next ask served."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    process = subprocess.Popen(
+        [sys.executable, "-m", forkserver.__name__, str(theirs.fileno())],
+        pass_fds=(theirs.fileno(),),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    theirs.close()
+    ours.settimeout(DEADLINE_SECONDS)
+
+    def spare() -> tuple[int, socket.socket]:
+        ours.send(forkserver.ASK_FOR_SPARE)
+        data, ancillary, _, _ = ours.recvmsg(4096, socket.CMSG_SPACE(4))
+        (fd,) = forkserver.received_fds(ancillary)
+        return json.loads(data)["spare"], socket.socket(fileno=fd)
+
+    try:
+        assert "ready" in json.loads(ours.recv(4096))
+        ours.send(b"fork me a root shell")
+        assert json.loads(ours.recv(4096)) == {"error": "malformed ask"}
+
+        pid, channel = spare()
+        channel.send(b'{"args": []}')  # no log descriptor with it
+        channel.close()
+        assert json.loads(ours.recv(4096)) == {"pid": pid, "returncode": 2}
+
+        pid, channel = spare()
+        request = {"args": ["--help"], "env": {}, "cwd": str(tmp_path), "uid": None}
+        log = tmp_path / "task.log"
+        with open(log, "wb") as log_file:
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [log_file.fileno()]))]
+            channel.sendmsg([json.dumps(request).encode()], rights)
+        channel.close()
+        assert json.loads(ours.recv(4096)) == {"pid": pid, "returncode": 0}
+        assert "--bundle-uri" in log.read_text()  # the runtime's usage: the spare ran it
+    finally:
+        ours.close()  # the server leaves
+        assert process.wait(DEADLINE_SECONDS) == 0
 
 
 async def test_without_a_fork_server_tasks_start_the_usual_way_with_one_warning(
