@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fleetflow.forkserver import ASK_FOR_SPARE, MAX_REQUEST_BYTES, received_fds
+from fleetflow.forkserver import ASK_FOR_SPARE, FD_SPACE, MAX_REQUEST_BYTES, received_fds
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ RETRY_AFTER_SECONDS = 60.0
 SPARE_AFTER_SECONDS = 0.01
 """How long after a launch took the spare the next is asked for (at once when a launch waits)."""
 _MAX_REPLY_BYTES = 1 << 16
-_FD_BYTES = array.array("i").itemsize
 
 
 class WarmRuntimeError(Exception):
@@ -256,7 +255,7 @@ class ForkServer:
         while self._alive:
             try:
                 data, ancillary, _, _ = self._control.recvmsg(
-                    _MAX_REPLY_BYTES, socket.CMSG_SPACE(_FD_BYTES), socket.MSG_CMSG_CLOEXEC
+                    _MAX_REPLY_BYTES, FD_SPACE, socket.MSG_CMSG_CLOEXEC
                 )
             except BlockingIOError:
                 return
@@ -273,12 +272,11 @@ class ForkServer:
             self._asked -= 1
             spare = (message["spare"], socket.socket(fileno=fds[0]))
             spare[1].setblocking(False)
-            while self._waiting:
-                waiter = self._waiting.popleft()
-                if not waiter.done():
-                    waiter.set_result(spare)
-                    return
-            self._spares[spare[0]] = spare[1]
+            waiter = self._next_waiting()
+            if waiter is not None:
+                waiter.set_result(spare)
+            else:
+                self._spares[spare[0]] = spare[1]
             return
         for fd in fds:  # none comes with any other message
             os.close(fd)
@@ -295,12 +293,19 @@ class ForkServer:
                 self._top_up()
         elif "error" in message:  # an ask refused (the fork failed): a waiting launch fails
             self._asked -= 1
-            why = WarmRuntimeError(f"the fork server could not fork: {message['error']}")
-            while self._waiting:
-                waiter = self._waiting.popleft()
-                if not waiter.done():
-                    waiter.set_exception(why)
-                    return
+            waiter = self._next_waiting()
+            if waiter is not None:
+                waiter.set_exception(
+                    WarmRuntimeError(f"the fork server could not fork: {message['error']}")
+                )
+
+    def _next_waiting(self) -> asyncio.Future[tuple[int, socket.socket]] | None:
+        """The launch waiting longest for a spare, taken off the queue (None: none waits)."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():  # else it gave up (cancelled)
+                return waiter
+        return None
 
     def _gone(self, why: str) -> None:
         """The fork server is gone (or going): no spare comes any more, and its children
@@ -371,11 +376,6 @@ def writable_import_path(pythonpath: str) -> str | None:
                 return str(directory)
             nearest = False
     return None
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 class WarmRuntime:

@@ -99,6 +99,8 @@ TASK_PROCESS_NAME = "fleetflow-task"
 command line is still the server's (`python -m fleetflow.forkserver`)."""
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 _FD_BYTES = struct.calcsize("i")
+FD_SPACE = socket.CMSG_SPACE(_FD_BYTES)
+"""The ancillary room for the one descriptor a message of the protocol carries."""
 _MADV_POPULATE_WRITE = 23  # Linux 5.14
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _PAGE_PRESENT = 1 << 63  # /proc/PID/pagemap's flags (Documentation/admin-guide/mm/pagemap.rst)
@@ -267,7 +269,7 @@ class _Server:
         configure_task_logging()
         _write_ahead(self.hot_pages)
         buffer = bytearray(MAX_REQUEST_BYTES)
-        size, ancillary, flags, _ = channel.recvmsg_into([buffer], socket.CMSG_SPACE(_FD_BYTES))
+        size, ancillary, flags, _ = channel.recvmsg_into([buffer], FD_SPACE)
         fds = received_fds(ancillary)
         if size == 0 and not fds:
             os._exit(0)  # the agent let it go unused (it sends nothing else)

@@ -481,7 +481,7 @@ def test_the_fork_server_refuses_a_malformed_ask_and_a_spare_a_malformed_request
 
     def spare() -> tuple[int, socket.socket]:
         ours.send(forkserver.ASK_FOR_SPARE)
-        data, ancillary, _, _ = ours.recvmsg(4096, socket.CMSG_SPACE(4))
+        data, ancillary, _, _ = ours.recvmsg(4096, forkserver.FD_SPACE)
         (fd,) = forkserver.received_fds(ancillary)
         return json.loads(data)["spare"], socket.socket(fileno=fd)
 
