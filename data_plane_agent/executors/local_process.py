@@ -54,6 +54,7 @@ from data_plane_agent.executors.gang import (
     rank_sandboxes,
     start_gang,
 )
+from data_plane_agent.executors.sandbox_skeletons import SandboxSkeletons
 from data_plane_agent.executors.warm_runtime import (
     ForkedTask,
     ForkServer,
@@ -79,6 +80,7 @@ from data_plane_agent.staging import (
 )
 from fleetflow.child_processes import parent_env
 from fleetflow.errors import FleetflowError
+from fleetflow.staging import DOWNLOADS_DIR, OUTPUTS_DIR
 from fleetflow.states import AttemptState
 
 logger = logging.getLogger(__name__)
@@ -87,9 +89,13 @@ LOG_FILE = "log.txt"
 RESULT_FILE = "result.json"
 CODE_DIR = "code"
 STAGED_DIR = "staged"
+TMP_DIR = "tmp"
 SPARE_CODE_DIR = ".code-spares"
 """Beside the sandboxes: code copies made ahead (`BundleCache.prepare_spare`); no attempt id
 names it (ids never start with a dot)."""
+SKELETONS_DIR = ".skeletons"
+"""Beside the sandboxes too: finished sandboxes' directories kept for the next attempts
+(`sandbox_skeletons`)."""
 _LOG_TAIL_BYTES = 4096
 _MAX_RESULT_BYTES = 1 << 20
 _PASSED_FLEETFLOW_ENV = frozenset({"FLEETFLOW_DEBUG"})
@@ -225,6 +231,14 @@ class LocalProcessExecutor:
         self._bundles = BundleCache(
             Path(work_dir) / "bundles", spares=self._isolation.sandbox_root / SPARE_CODE_DIR
         )
+        self._skeletons = SandboxSkeletons(
+            self._isolation.sandbox_root / SKELETONS_DIR,
+            (
+                TMP_DIR,
+                STAGED_DIR,
+                *(f"{STAGED_DIR}/{d}" for d in (DOWNLOADS_DIR, OUTPUTS_DIR, CHECKPOINT_DIR)),
+            ),
+        )
         # Held by a sweep and by a launch preparing its directory, so a sweep never deletes a
         # directory an attempt is being (re)started in.
         self._dirs_lock = asyncio.Lock()
@@ -257,6 +271,11 @@ class LocalProcessExecutor:
     def warm_runtime(self) -> ForkServer | None:
         """The warm task runtime's fork server, while one runs."""
         return self._warm.running if self._warm is not None else None
+
+    @property
+    def sandbox_skeletons(self) -> SandboxSkeletons:
+        """Finished sandboxes' directories kept for the next attempts (tests look)."""
+        return self._skeletons
 
     @property
     def warm_runtime_pid(self) -> int | None:
@@ -413,7 +432,7 @@ class LocalProcessExecutor:
         return {
             **self._env,
             "HOME": str(sandbox),
-            "TMPDIR": str(sandbox / "tmp"),
+            "TMPDIR": str(sandbox / TMP_DIR),
             "FLEETFLOW_ATTEMPT_ID": assignment.attempt_id,
             "FLEETFLOW_EXECUTION_ID": assignment.execution_id,
             **{secret.env_var: secret.value for secret in assignment.secrets},
@@ -482,7 +501,9 @@ class LocalProcessExecutor:
             sandbox,
             directory,
             log_file,
-            prepare=lambda own: _prepare_sandbox(own, assignment, uid, self._bundles),
+            prepare=lambda own: _prepare_sandbox(
+                own, assignment, uid, self._bundles, self._skeletons
+            ),
             start=start,
             kill_grace=self._kill_grace_seconds,
         )
@@ -555,7 +576,7 @@ class LocalProcessExecutor:
         uid = users.acquire() if users is not None else None
         try:
             self._attempts_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _prepare_sandbox(sandbox, assignment, uid, self._bundles)
+            _prepare_sandbox(sandbox, assignment, uid, self._bundles, self._skeletons)
         except BaseException:
             self._clean_up(sandbox, uid)
             raise
@@ -563,10 +584,15 @@ class LocalProcessExecutor:
 
     def _clean_up(self, sandbox: Path | None, uid: int | None, *, swept: bool = False) -> None:
         """After an attempt of which no process is left (killed, or none started): its
-        sandbox gone, its uid free (`swept`: as `TaskUsers.release` takes it)."""
+        sandbox gone (its skeleton kept when the sweep saw no process of its user left), its
+        uid free (`swept`: as `TaskUsers.release` takes it)."""
         if sandbox is not None:
-            for own in (sandbox, *rank_sandboxes(sandbox)):  # a gang's other ranks' too
+            for own in rank_sandboxes(sandbox):  # a gang's other ranks'
                 shutil.rmtree(own, ignore_errors=True)
+            if uid is not None and swept:
+                self._skeletons.recycle(sandbox)
+            else:
+                shutil.rmtree(sandbox, ignore_errors=True)
         if uid is not None and self._isolation.users is not None:
             self._isolation.users.release(uid, swept=swept)
 
@@ -737,6 +763,7 @@ class LocalProcessExecutor:
             self._sweeper = None
         await asyncio.gather(*self._sweeps, return_exceptions=True)
         await asyncio.to_thread(self._bundles.drop_spares)
+        await asyncio.to_thread(self._skeletons.drop)
         with contextlib.suppress(OSError):  # nothing left in it: do not leave it behind
             self._isolation.sandbox_root.rmdir()
 
@@ -876,13 +903,22 @@ def _tree_bytes(directory: Path) -> int:
 
 
 def _prepare_sandbox(
-    sandbox: Path, assignment: TaskAssignment, uid: int | None, bundles: BundleCache
+    sandbox: Path,
+    assignment: TaskAssignment,
+    uid: int | None,
+    bundles: BundleCache,
+    skeletons: SandboxSkeletons,
 ) -> None:
-    """A fresh sandbox holding its code and what the agent staged, all of it the task
-    user's but the modules its code shares with the bundle cache (`bundle_cache.is_shared`)."""
+    """A fresh sandbox (or a kept skeleton of one) holding its code and what the agent staged,
+    all of it the task user's but the modules its code shares with the bundle cache
+    (`bundle_cache.is_shared`)."""
     shutil.rmtree(sandbox, ignore_errors=True)  # an earlier run's: never judged by its result
-    sandbox.mkdir(mode=0o700)
-    (sandbox / "tmp").mkdir()
+    if uid is not None and skeletons.take(sandbox):
+        if not assignment.checkpoint_uri:  # as `stage_checkpoint` leaves a sandbox without
+            (sandbox / STAGED_DIR / CHECKPOINT_DIR).rmdir()
+    else:
+        sandbox.mkdir(mode=0o700)
+        (sandbox / TMP_DIR).mkdir()
     stage_code(assignment, sandbox / CODE_DIR, bundles)
     stage_in(assignment, sandbox / STAGED_DIR)
     stage_checkpoint(assignment, sandbox / STAGED_DIR)
