@@ -12,10 +12,11 @@ bundle's next copy made ahead beside the sandboxes), what the agent staged for i
 inputs, input files, its unit's checkpoint; `data_plane_agent.staging`), its result file, and its
 `HOME` and `TMPDIR`. The task never touches the blob store: the agent copies its inputs in and
 uploads its outputs (and its checkpoint, whatever the outcome) after it ended, then deletes the
-sandbox. The child runs in its own session, hence its own process group, so stopping an attempt
-also stops whatever the task spawned (and every process left under the attempt's uid is killed). No
-`FLEETFLOW_*` setting of the agent's (its token, the blob store's credentials) nor AWS credentials
-are passed on to task code.
+sandbox (or, once no process of the task's uid is left, empties it and keeps its directories for
+a later attempt: `sandbox_skeletons`). The child runs in its own session, hence its own
+process group, so stopping an attempt also stops whatever the task spawned (and every process
+left under the attempt's uid is killed). No `FLEETFLOW_*` setting of the agent's (its token,
+the blob store's credentials) nor AWS credentials are passed on to task code.
 
 Finished attempts' directories are deleted by an `AttemptDirRetention` policy (older than its
 keep time, or oldest first while all attempt directories together exceed its size cap), swept
