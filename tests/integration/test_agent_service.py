@@ -179,11 +179,14 @@ class Harness:
         return assignment
 
     async def wait_for_status(self, attempt_id: str, status: AttemptState) -> TaskAttempt:
-        """The attempt once it is in `status`, read again on every assignment, with a deadline."""
-        while (attempt := await self.attempt(attempt_id)).status != status.value:
+        """The attempt once it is in `status`, read again on every assignment, with a deadline.
+        The generation is taken before the read: an assignment between the two is not missed."""
+        while True:
             seen = self.ready.generation
+            attempt = await self.attempt(attempt_id)
+            if attempt.status == status.value:
+                return attempt
             await within_deadline(self.ready.wait(DEADLINE_SECONDS, since=seen), str(status))
-        return attempt
 
     async def report(
         self,
