@@ -69,12 +69,23 @@ from pathlib import Path
 from fleetflow import dynamic, map_task, task, workflow
 
 
-@task
-def wait_for(marker: str) -> str:
+def _until(marker: str) -> bool:
     deadline = time.monotonic() + 600
     while not Path(marker).exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    return Path(marker).read_text() if Path(marker).exists() else "timed out"
+    return Path(marker).exists()
+
+
+@task
+def wait_for(marker: str) -> str:
+    return Path(marker).read_text() if _until(marker) else "timed out"
+
+
+@task
+def held(value: int, marker: str) -> int:
+    if not _until(marker):
+        raise TimeoutError(f"{marker} was never created")
+    return value
 
 
 @task(retries=0)
@@ -121,9 +132,9 @@ def grow(xs: list[int]) -> int:
 
 
 @workflow
-def fan_and_grow(n: int = 3) -> int:
+def fan_and_grow(marker: str, n: int = 3) -> int:
     xs = numbers(n=n)
-    return plus(a=total(values=map_task(double)(x=xs)), b=grow(xs=xs))
+    return held(value=plus(a=total(values=map_task(double)(x=xs)), b=grow(xs=xs)), marker=marker)
 """
 
 
@@ -480,15 +491,17 @@ def test_a_form_on_another_site_cannot_cancel_with_the_users_session(
 
 
 def test_a_map_nodes_bar_and_a_dynamic_sub_dag_appear_live(
-    console: OfflinePage, stack: DevUp
+    console: OfflinePage, stack: DevUp, exchange_dir: Path
 ) -> None:
     page = console.page
     sign_in(console, stack)
-    running = launch(stack, "fan_and_grow", "--n", "3")
+    marker = exchange_dir / "seen-live"
+    running = launch(stack, "fan_and_grow", "--marker", str(marker), "--n", "3")
     page.goto(f"{console.origin}/ui/executions/{running}", wait_until="load")
     page.evaluate("window.__sameDocument = true")
-    # Both while the execution still runs (before the page swaps in its final state): the map
-    # node's bar gets a segment, and the dynamic task's nodes join the graph.
+    # Both while the execution still runs (its last task waits for `marker`, so a page that
+    # loads late still sees it run): the map node's bar gets a segment, and the dynamic task's
+    # nodes join the graph.
     page.wait_for_function(
         """() => !document.querySelector('#execution[data-final]') &&
                  document.querySelector('svg.dag g.node.dynamic') !== null""",
@@ -498,6 +511,8 @@ def test_a_map_nodes_bar_and_a_dynamic_sub_dag_appear_live(
         "() => document.querySelector('svg.dag g.bar rect.seg') !== null", timeout=LIVE_MS
     )
     shot(page, "18-map-and-dynamic-running")
+    assert page.locator("#execution[data-final]").count() == 0
+    marker.write_text("seen")
     page.wait_for_selector('#execution[data-status="SUCCEEDED"]', timeout=LIVE_MS)
     page.wait_for_selector('#execution[data-final="1"]', state="attached", timeout=LIVE_MS)
     assert page.evaluate("window.__sameDocument") is True

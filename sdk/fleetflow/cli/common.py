@@ -121,9 +121,11 @@ def say(message: str | Text) -> None:
     console.print(message, highlight=False, markup=False)
 
 
-def print_table(table: Table) -> None:
-    # Piped into grep or awk, a row stays one line whatever its width.
-    out = console if console.is_terminal else Console(file=console.file, width=1000)
+def print_table(table: Table, on: Console | None = None) -> None:
+    """Print `table` on `on` (stdout's console by default). Piped into grep or awk, a row
+    stays one line whatever the width COLUMNS or the terminal says."""
+    target = on or console
+    out = target if target.is_terminal else Console(file=target.file, width=1000)
     out.print(table)
 
 

@@ -28,7 +28,7 @@ from rich.text import Text
 from fleetflow.api_models.executions import ExecutionPublic
 from fleetflow.api_models.notifications import NotificationRule
 from fleetflow.api_models.previews import ExecutionPreview
-from fleetflow.cli.common import api_json, print_json
+from fleetflow.cli.common import api_json, print_json, print_table
 from fleetflow.client import Client, ExecutionTimeoutError, RegisteredWorkflow
 from fleetflow.errors import FleetflowError
 from fleetflow.inlining import SEPARATOR as SUB_WORKFLOW_SEPARATOR
@@ -687,7 +687,7 @@ def print_preview(preview: dict[str, Any], console: Console) -> None:
             ", ".join(e["cluster"] for e in task["eligible"]) or "none",
             task["quota"],
         )
-    console.print(table)
+    print_table(table, on=console)
     for task in preview["tasks"]:
         if task["excluded"]:
             console.print(Text(f"{task['task']} cannot run on:", style="bold"))
