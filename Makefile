@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Which tests `make test` runs (a pytest -m expression); CI narrows it (see .ci/run).
 TEST_MARKERS ?= not k8s
+# Test processes (pytest-xdist) for `make test` and `make test-hardening`, each with servers
+# of its own. `make test` waits on servers more than it computes, so two share the 2 cores of
+# the development machine. TEST_WORKERS=0 runs everything in pytest's own process.
+TEST_WORKERS ?= 2
 
 .PHONY: install servers s3-server k8s-servers browser run test test-hardening test-k8s lint format protos bench bench-api bench-cli bench-dispatch bench-k8s bench-load bench-map bench-scale clean
 
@@ -48,12 +52,15 @@ test: install s3-server
 	@# Chromium for the browser tests; without it (not root, no apt) they skip loudly, and
 	@# fail under FLEETFLOW_REQUIRE_BROWSER=1 as in CI.
 	-$(BIN)/python infra/scripts/chromium.py
-	$(BIN)/pytest -q -m "$(TEST_MARKERS)" --durations=25
+	@# A test file stays in one process: its module-scoped stacks start once.
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "$(TEST_MARKERS)" --durations=25
 
 ## Hardening (issue 8) with large example budgets: fuzzing every REST operation, limits,
 ## attacks, gRPC faults, property tests. `make test` runs the same tests with small budgets.
 test-hardening: install s3-server
-	FLEETFLOW_HARDENING_EXAMPLES=100 $(BIN)/pytest -q tests/hardening --durations=15
+	@# Test by test: the REST fuzzing's eight cases (minutes of CPU each) share one file.
+	FLEETFLOW_HARDENING_EXAMPLES=100 $(BIN)/pytest -q -n $(TEST_WORKERS) --dist load \
+		tests/hardening --durations=15
 
 ## The Kubernetes tier: two real clusters (kube-apiserver, etcd, kube-scheduler) with kwok GPU
 ## nodes, the Kubernetes executor and manifests against them (docs/kubernetes.md).
