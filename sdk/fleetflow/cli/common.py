@@ -125,8 +125,15 @@ def print_table(table: Table, on: Console | None = None) -> None:
     """Print `table` on `on` (stdout's console by default). Piped into grep or awk, a row
     stays one line whatever the width COLUMNS or the terminal says."""
     target = on or console
-    out = target if target.is_terminal else Console(file=target.file, width=1000)
-    out.print(table)
+    if target.is_terminal:
+        target.print(table)
+        return
+    width = target.width  # a console's own width bounds `print(width=...)`: widen it a while
+    target.width = 1000
+    try:
+        target.print(table)
+    finally:
+        target.width = width
 
 
 def new_table(*columns: str, right: Sequence[str] = ()) -> Table:
