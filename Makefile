@@ -58,9 +58,11 @@ test: install s3-server
 ## Hardening (issue 8) with large example budgets: fuzzing every REST operation, limits,
 ## attacks, gRPC faults, property tests. `make test` runs the same tests with small budgets.
 test-hardening: install s3-server
-	@# Test by test: the REST fuzzing's eight cases (minutes of CPU each) share one file.
+	@# One test at a time to each process: the REST fuzzing's eight cases (minutes of CPU
+	@# each) are neighbours, and xdist's first chunks (a quarter of a process's share each)
+	@# would give them all to one process.
 	FLEETFLOW_HARDENING_EXAMPLES=100 $(BIN)/pytest -q -n $(TEST_WORKERS) --dist load \
-		tests/hardening --durations=15
+		--maxschedchunk 1 tests/hardening --durations=15
 
 ## The Kubernetes tier: two real clusters (kube-apiserver, etcd, kube-scheduler) with kwok GPU
 ## nodes, the Kubernetes executor and manifests against them (docs/kubernetes.md).
