@@ -120,7 +120,7 @@ async def run_control_plane(
         sessions,
         blob_store,
         on_attempt_ready=scheduler.wake,
-        on_capacity_freed=scheduler.wake,
+        on_capacity_freed=scheduler.wake_soon,
         map_chunk=settings.temporal.map_chunk,
         continue_after_events=settings.temporal.continue_after_events,
     )
@@ -172,7 +172,7 @@ async def run_control_plane(
                             seconds=settings.grpc.agent_reconnect_allowance_seconds
                         ),
                         interval=settings.grpc.heartbeat_interval_seconds,
-                        on_capacity_freed=scheduler.wake,
+                        on_capacity_freed=scheduler.wake_soon,
                     ),
                     name="cluster-health",
                 )
@@ -188,7 +188,7 @@ async def run_control_plane(
                     attempts_ready=attempts_ready,
                     max_lease_wait_seconds=settings.grpc.max_lease_wait_seconds,
                     heartbeat_interval_seconds=settings.grpc.heartbeat_interval_seconds,
-                    on_capacity_freed=scheduler.wake,
+                    on_capacity_freed=scheduler.wake_soon,
                     on_attempt_succeeded=activities.start_successors,
                     lockout=settings.grpc.auth_lockout(throttle),
                     secret_box=secret_box,

@@ -311,7 +311,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         secret_box: SecretBox | None = None,
     ) -> None:
         """`attempts_ready` wakes the long polls after the scheduler assigned attempts;
-        `on_capacity_freed` wakes the scheduler (`Scheduler.wake`) after a committed change
+        `on_capacity_freed` wakes the scheduler (`Scheduler.wake_soon`) after a committed change
         that may let waiting attempts start: an agent registered or heartbeated (capacity),
         attempts finished, were lost or could not be leased. `on_attempt_succeeded` gets the
         id, execution and node of an attempt whose SUCCEEDED report was committed and whose

@@ -124,8 +124,8 @@ class ExecutionActivities:
         map_chunk: int = 1000,
         continue_after_events: int = 10_000,
     ) -> None:
-        """`on_attempt_ready` and `on_capacity_freed` wake the scheduler
-        (`Scheduler.wake`): an attempt was created PENDING, or attempts were cancelled; both
+        """`on_attempt_ready` wakes the scheduler (`Scheduler.wake`): an attempt was created
+        PENDING; `on_capacity_freed` too (`Scheduler.wake_soon`): attempts were cancelled. Both
         are called after the transaction committed, from the activity's thread.
         `map_chunk` and `continue_after_events` go into every new plan (`ExecutionPlan`)."""
         self._map_chunk = map_chunk

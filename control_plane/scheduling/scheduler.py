@@ -393,6 +393,8 @@ class _PendingReasons:
 # did (a worker that created attempts, an API process that freed capacity or changed a quota)
 # reaches this one within that.
 TICK_SECONDS = 1.0
+# How long a pass for freed capacity waits for more of it (`Scheduler.wake_soon`).
+FREED_WINDOW_SECONDS = 0.02
 
 
 class Handoff(Protocol):
@@ -408,9 +410,16 @@ class Handoff(Protocol):
 class Scheduler:
     """The one loop per process that runs placement passes.
 
-    A pass runs at once when `wake` is called (attempts became ready, capacity was freed, a
-    cluster came online: in this process), else every `TICK_SECONDS`. Passes never overlap
-    within a process; wake-ups during a pass cause one more pass right after it. After a pass
+    A pass runs at once when `wake` is called (attempts became ready in this process),
+    `FREED_WINDOW_SECONDS` after the first `wake_soon` (capacity was freed, a cluster came
+    online), else every `TICK_SECONDS`. Capacity frees an attempt at a time, as each one
+    ends, and a pass costs about the same whatever it places (its reads of the waiting
+    attempts, clusters, quotas and loads): the frees of a window share one pass, and a pass
+    that starts for any reason (an attempt ready, say) covers the frees before it. An attempt
+    that waits for capacity waits that much longer; a new one on a free cluster does not.
+
+    Passes never overlap within a process; wake-ups during a pass cause one more pass right
+    after it. After a pass
     that assigned something, `on_assigned` runs on the loop: it wakes the leases waiting in a
     long poll (`AttemptsReady.notify`). Before that, still in its transaction, a pass that
     assigned something leases for the polls waiting in this process (`lease_waiting`), which
@@ -442,12 +451,31 @@ class Scheduler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._woken = asyncio.Event()
         self._one_at_a_time = asyncio.Lock()
+        self._freed_pass: asyncio.TimerHandle | None = None  # `wake_soon`'s, until covered
 
     def wake(self) -> None:
         """Ask for a pass now; safe to call from any thread (activities run in threads)."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._woken.set)
+
+    def wake_soon(self) -> None:
+        """Ask for a pass within `FREED_WINDOW_SECONDS`, for capacity freed (committed before
+        the call): the first call sets the pass's time, the calls until then share it. Safe
+        to call from any thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._schedule_freed_pass, loop)
+
+    def _schedule_freed_pass(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._freed_pass is None and not self._woken.is_set():  # else one is due already
+            self._freed_pass = loop.call_later(FREED_WINDOW_SECONDS, self._woken.set)
+
+    def _covered(self) -> None:
+        """A pass is about to read: it sees what freed capacity so far."""
+        if self._freed_pass is not None:
+            self._freed_pass.cancel()
+            self._freed_pass = None
 
     async def place(self) -> int:
         """Run one pass now, in its own transaction in a thread (again after a transient
@@ -480,6 +508,7 @@ class Scheduler:
                 raise
 
         async with self._one_at_a_time:
+            self._covered()
             assigned = await asyncio.to_thread(retry_transient, one_pass)
         for handoff in handoffs:
             handoff.deliver()  # committed: the polls waiting for this pass take their leases

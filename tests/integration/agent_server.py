@@ -128,7 +128,7 @@ async def scheduled_agent_service(
         notifier,
         attempts_ready=ready,
         heartbeat_interval_seconds=heartbeat_interval_seconds,
-        on_capacity_freed=scheduler.wake,
+        on_capacity_freed=scheduler.wake_soon,
         **options,
     )
     async with scheduler.running():

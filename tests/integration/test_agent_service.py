@@ -153,9 +153,12 @@ class Harness:
         return await self.db(lambda s: s.get_one(Cluster, cluster_id or self.cluster_id))
 
     async def register(self, token: str = TOKEN) -> agent_pb2.RegisterResponse:
+        """Register, and run the pass the registration asked for (`Scheduler.wake_soon`) now,
+        not at the end of its window, in the middle of what the test does next."""
         response: agent_pb2.RegisterResponse = await self.stub.Register(
             agent_pb2.RegisterRequest(agent_version="9.9.9"), metadata=bearer(token)
         )
+        await self.scheduler.place()
         return response
 
     async def lease(self, wait_seconds: int = 0, token: str = TOKEN) -> list[agent_pb2.Assignment]:

@@ -1,5 +1,6 @@
 """The scheduler's loop on SQLite and PostgreSQL: a tick with nothing waiting runs no placement
-pass, and a tick still finds attempts another process created without waking this one."""
+pass, a tick still finds attempts another process created without waking this one, and the
+capacity freed within a window shares one pass."""
 
 from __future__ import annotations
 
@@ -85,6 +86,46 @@ async def test_a_wake_up_runs_a_pass_without_looking_first(
         scheduler.wake()
         await wait_until_async(lambda: scheduler.passes == 2, timeout=10, message="woken pass")
     assert scheduler.looks == 0
+
+
+async def test_capacity_freed_within_the_window_shares_one_pass(
+    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each attempt that ends frees capacity: a busy cluster's frees share a pass instead of
+    running one each."""
+    monkeypatch.setattr(scheduler_module, "TICK_SECONDS", 3600.0)
+    monkeypatch.setattr(scheduler_module, "FREED_WINDOW_SECONDS", 0.5)
+    scheduler = CountingScheduler(session_factory, heartbeat_grace=timedelta(seconds=30))
+    async with scheduler.running():
+        await wait_until_async(lambda: scheduler.passes == 1, timeout=10, message="first pass")
+        for _ in range(5):
+            scheduler.wake_soon()
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+        assert scheduler.passes == 1  # the window is still open
+        await wait_until_async(lambda: scheduler.passes == 2, timeout=10, message="freed pass")
+        await asyncio.sleep(0.7)  # past another window: the five frees had one pass
+        assert scheduler.passes == 2
+        scheduler.wake_soon()  # a new window
+        await wait_until_async(lambda: scheduler.passes == 3, timeout=10, message="next window")
+    assert scheduler.looks == 0
+
+
+async def test_a_pass_for_a_ready_attempt_covers_the_capacity_freed_before_it(
+    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt that becomes ready is placed at once, and that pass sees the capacity freed
+    before it: the window's own pass is not run as well."""
+    monkeypatch.setattr(scheduler_module, "TICK_SECONDS", 3600.0)
+    monkeypatch.setattr(scheduler_module, "FREED_WINDOW_SECONDS", 0.3)
+    scheduler = CountingScheduler(session_factory, heartbeat_grace=timedelta(seconds=30))
+    async with scheduler.running():
+        await wait_until_async(lambda: scheduler.passes == 1, timeout=10, message="first pass")
+        scheduler.wake_soon()
+        scheduler.wake()
+        await wait_until_async(lambda: scheduler.passes == 2, timeout=10, message="woken pass")
+        await asyncio.sleep(0.6)  # past the window
+        assert scheduler.passes == 2
 
 
 async def test_a_pass_that_fills_a_tenants_page_runs_again_at_once(
