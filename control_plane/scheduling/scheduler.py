@@ -419,13 +419,12 @@ class Scheduler:
     that waits for capacity waits that much longer; a new one on a free cluster does not.
 
     Passes never overlap within a process; wake-ups during a pass cause one more pass right
-    after it. After a pass
-    that assigned something, `on_assigned` runs on the loop: it wakes the leases waiting in a
-    long poll (`AttemptsReady.notify`). Before that, still in its transaction, a pass that
-    assigned something leases for the polls waiting in this process (`lease_waiting`), which
-    then take what it leased for them without a lease transaction of their own. Passes in
-    several processes are safe: PENDING rows are read `FOR UPDATE SKIP LOCKED` on PostgreSQL,
-    and every move is a compare-and-set.
+    after it. After a pass that assigned something, `on_assigned` runs on the loop: it wakes
+    the leases waiting in a long poll (`AttemptsReady.notify`). Before that, still in its
+    transaction, a pass that assigned something leases for the polls waiting in this process
+    (`lease_waiting`), which then take what it leased for them without a lease transaction of
+    their own. Passes in several processes are safe: PENDING rows are read `FOR UPDATE SKIP
+    LOCKED` on PostgreSQL, and every move is a compare-and-set.
     """
 
     def __init__(
@@ -455,20 +454,23 @@ class Scheduler:
 
     def wake(self) -> None:
         """Ask for a pass now; safe to call from any thread (activities run in threads)."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._woken.set)
+        self._on_loop(self._woken.set)
 
     def wake_soon(self) -> None:
         """Ask for a pass within `FREED_WINDOW_SECONDS`, for capacity freed (committed before
         the call): the first call sets the pass's time, the calls until then share it. Safe
         to call from any thread."""
+        self._on_loop(self._schedule_freed_pass)
+
+    def _on_loop(self, callback: Callable[[], object]) -> None:
+        """Run `callback` on the loop, from any thread; nothing before the loop runs."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._schedule_freed_pass, loop)
+            loop.call_soon_threadsafe(callback)
 
-    def _schedule_freed_pass(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _schedule_freed_pass(self) -> None:
         if self._freed_pass is None and not self._woken.is_set():  # else one is due already
+            loop = asyncio.get_running_loop()
             self._freed_pass = loop.call_later(FREED_WINDOW_SECONDS, self._woken.set)
 
     def _covered(self) -> None:
