@@ -154,7 +154,12 @@ async def run_control_plane(
                     settings.metrics.worker_host, settings.metrics.worker_port
                 )
         if parts.grpc:
-            notifier = FinishNotifier(sessions, launcher.signal_attempt_finished)
+            notifier = FinishNotifier(
+                sessions,
+                launcher.signal_attempt_finished,
+                quiet=activities.quiet_finishes,
+                look=launcher.signal_finished_quietly,
+            )
             tasks.append(asyncio.create_task(notifier.run(stop), name="finish-notifier"))
             # Preempted attempts reach their workflows at once (else at the loop's next round).
             scheduler.on_preempted = notifier.deliver_soon

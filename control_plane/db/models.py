@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -115,6 +116,9 @@ class Execution(Base):
     # The principal (name) whose API call launched, relaunched or recovered it; NULL for one
     # a schedule, a parent execution or a release older than this column started.
     launched_by: Mapped[str | None] = mapped_column(String(128), index=True)
+    # Its workflow hears of a plain success only when it needs to (`hold_finishes`,
+    # `ExecutionActivities.quiet_finishes`); false for one begun by a release before that.
+    quiet_finishes: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     workflow: Mapped[WorkflowVersion] = relationship(lazy="joined")
     attempts: Mapped[list[TaskAttempt]] = relationship(

@@ -20,11 +20,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, lazyload, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -57,7 +57,9 @@ from control_plane.orchestration.workflows import (
     Decision,
     DynamicPlan,
     ExecutionPlan,
+    FindFinished,
     FinishExecutionInput,
+    FoundFinished,
     NodeRef,
     PlanNode,
     StartAttemptInput,
@@ -135,7 +137,10 @@ class ExecutionActivities:
         self._on_attempt_ready = on_attempt_ready
         self._on_capacity_freed = on_capacity_freed
         self._specs = ParsedSpecs()
-        self._successors: dict[str, dict[str, list[str]]] = {}  # per spec: `_plain_successors`
+        # Per spec: `_plain_successors`, and the nodes whose success its workflow need not
+        # hear of at once (`_quiet_nodes`).
+        self._successors: dict[str, dict[str, list[str]]] = {}
+        self._quiet: dict[str, frozenset[str]] = {}
         # Execution -> its workflow version (immutable), as `start_successors` last read it.
         self._spec_ids: OrderedDict[str, str] = OrderedDict()
         # (execution, dynamic node) -> its sub-DAG as stored; (tenant, digest) -> modules.
@@ -151,6 +156,8 @@ class ExecutionActivities:
             self.start_attempts,
             self.start_attempt,
             self.complete_node,
+            self.hold_finishes,
+            self.find_finished,
             self.complete_chunk,
             self.decide_node,
             self.start_child_execution,
@@ -926,17 +933,7 @@ class ExecutionActivities:
         """Node -> the nodes `start_successors` may start once it succeeded, per spec."""
         found = self._successors.get(spec_id)
         if found is None:
-            # Never a guarded node (`decide_node` decides whether it runs), nor one consuming
-            # a guarded node (which may be skipped: the workflow resolves a select binding).
-            plain = {
-                node.id
-                for node in spec.nodes
-                if node.map is None
-                and not spec.tasks[node.task].cache
-                and not spec.tasks[node.task].dynamic  # its outputs come after its sub-DAG
-                and spec.tasks[node.task].reference is None  # after its child execution
-                and node.when is None
-            }
+            plain = _plain_nodes(spec)
             found = {}
             for node in spec.nodes:
                 if (
@@ -950,8 +947,116 @@ class ExecutionActivities:
                         found.setdefault(upstream, []).append(node.id)
             if len(self._successors) >= _SUCCESSOR_SPECS:
                 self._successors.clear()  # bounded like `ParsedSpecs`: recomputing is cheap
+                self._quiet.clear()
             self._successors[spec_id] = found
         return found
+
+    def _quiet_nodes(self, spec_id: str, spec: WorkflowSpec) -> frozenset[str]:
+        """The nodes whose success the workflow need not hear of at once, per spec: plain
+        ones (no `complete_node` to run) whose every successor `start_successors` starts
+        (none guarded, none a map, a reference or downstream of one that is not plain)."""
+        quiet = self._quiet.get(spec_id)
+        if quiet is None:
+            starts = self._plain_successors(spec_id, spec)
+            below: dict[str, set[str]] = {}
+            edges = [(n.id, n.upstream) for n in spec.nodes]
+            for node_id, upstream_ids in edges + [(f.id, f.upstream) for f in spec.failures]:
+                for upstream in upstream_ids:
+                    below.setdefault(upstream, set()).add(node_id)
+            quiet = frozenset(
+                node_id
+                for node_id in _plain_nodes(spec)
+                if below.get(node_id, set()) <= set(starts.get(node_id, ()))
+            )
+            self._quiet[spec_id] = quiet
+        return quiet
+
+    @activity.defn(name="hold_finishes")
+    def hold_finishes(self, execution_id: str) -> None:
+        """The workflow reads held finishes when told (`quiet_finishes`): from now on, its
+        plain successes need no signal each. Called once per run, by workflows begun since
+        `workflows.QUIET_FINISHES`; idempotent."""
+        with transaction(self._sessions) as session:
+            session.execute(
+                update(Execution)
+                .where(Execution.id == execution_id)
+                .values(quiet_finishes=True)
+                .execution_options(synchronize_session=False)
+            )
+
+    @activity.defn(name="find_finished")
+    def find_finished(self, args: FindFinished) -> FoundFinished:
+        """Which of `args.attempt_ids` (the execution's) have finished, and how."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(TaskAttempt.id, TaskAttempt.status, TaskAttempt.error_message).where(
+                    TaskAttempt.execution_id == args.execution_id,
+                    TaskAttempt.id.in_(args.attempt_ids),
+                    TaskAttempt.finished_at.is_not(None),
+                )
+            ).all()
+        return FoundFinished([AttemptFinished(r.id, r.status, r.error_message or "") for r in rows])
+
+    def quiet_finishes(
+        self, session: Session, pending: list[attempts_repo.FinishedAttempt]
+    ) -> list[attempts_repo.FinishedAttempt]:
+        """`FinishNotifier`'s policy: of the finishes waiting for a signal, those their
+        workflow may hear of later are `held`; a finish of an execution that holds some is
+        signalled with a `look` when nothing of that execution is active any more.
+
+        Held: a success that may start what follows it ahead (`starts_successors_ahead`) of
+        a quiet node (`_quiet_nodes`), in an execution whose workflow reads held finishes
+        (`hold_finishes`) and that has other attempts waiting or running. Those end in turn,
+        and the last one's round finds none active: its finish is signalled with the look.
+        (Successors started ahead are active before the round of the success that started
+        them runs, `AgentService._after_finish`.) A workflow that holds nothing then only
+        reads the attempts it already knows of."""
+        executions = {i.execution_id for i in pending if i.workflow_id == i.execution_id}
+        quiet = dict(
+            session.execute(
+                select(Execution.id, Execution.workflow_spec_id).where(
+                    Execution.id.in_(executions), Execution.quiet_finishes.is_(True)
+                )
+            )
+            .tuples()
+            .all()
+        )
+        if not quiet:
+            return pending
+        active = dict(
+            session.execute(
+                select(TaskAttempt.execution_id, func.count())
+                .where(
+                    TaskAttempt.execution_id.in_(quiet),
+                    TaskAttempt.status.in_(
+                        [AttemptState.PENDING.value, *attempts_repo.ACTIVE_STATES]
+                    ),
+                )
+                .group_by(TaskAttempt.execution_id)
+            )
+            .tuples()
+            .all()
+        )
+        nodes: dict[str, frozenset[str]] = {}
+        for execution_id, spec_id in quiet.items():
+            if active.get(execution_id, 0):
+                execution = self._execution(session, execution_id)
+                nodes[execution_id] = self._quiet_nodes(spec_id, self._spec(session, execution))
+
+        def decided(item: attempts_repo.FinishedAttempt) -> attempts_repo.FinishedAttempt:
+            if item.execution_id not in quiet or item.workflow_id != item.execution_id:
+                return item  # a chunk's or a dynamic node's workflow hears of every one
+            if item.execution_id not in nodes:
+                return replace(item, look=True)  # nothing active: the last to end
+            if (
+                item.ahead
+                and item.status == AttemptState.SUCCEEDED.value
+                and item.node_id in nodes[item.execution_id]
+            ):
+                return replace(item, held=True)
+            return item
+
+        return [decided(item) for item in pending]
 
     @activity.defn(name="complete_node")
     def complete_node(self, ref: NodeRef) -> None:
@@ -1146,3 +1251,19 @@ class ExecutionActivities:
             "message": message,
             "traceback": failed.error_traceback,
         }
+
+
+def _plain_nodes(spec: WorkflowSpec) -> set[str]:
+    """The nodes with nothing for the workflow to do between their success and their
+    successors' start. Never a guarded node (`decide_node` decides whether it runs); a node
+    consuming one is no plain successor either (it may be skipped: the workflow resolves a
+    select binding)."""
+    return {
+        node.id
+        for node in spec.nodes
+        if node.map is None
+        and not spec.tasks[node.task].cache
+        and not spec.tasks[node.task].dynamic  # its outputs come after its sub-DAG
+        and spec.tasks[node.task].reference is None  # after its child execution
+        and node.when is None
+    }

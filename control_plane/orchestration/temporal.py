@@ -101,9 +101,17 @@ class TemporalLauncher:
         """Deliver a finished attempt to the workflow waiting for it (the execution's, or a
         map chunk's). A closed workflow needs no news; any other error propagates, and the
         finish notifier tries again later."""
+        await self._signal(workflow_id, ExecutionWorkflow.attempt_finished, event)
+
+    async def signal_finished_quietly(self, workflow_id: str) -> None:
+        """Tell an execution's workflow that attempts of its finished without a signal each
+        (the finish notifier's look); as `signal_attempt_finished`."""
+        await self._signal(workflow_id, ExecutionWorkflow.attempts_finished_quietly)
+
+    async def _signal(self, workflow_id: str, signal: Any, *args: Any) -> None:
         try:
             await self._client.get_workflow_handle(workflow_id).signal(
-                ExecutionWorkflow.attempt_finished, event, rpc_timeout=timedelta(seconds=5)
+                signal, args=args, rpc_timeout=timedelta(seconds=5)
             )
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:

@@ -19,6 +19,12 @@ ones where the workers keep no workflow cache: `ExecutionInput.local_activities`
 units are started together by `start_attempts`, and `complete_node` runs only for the nodes
 where it does something (a cached task, a map node).
 
+Since `QUIET_FINISHES`, the execution's workflow asks (`hold_finishes`) to hear of plain
+successes only when it needs to: the finish notifier holds those whose successors were started
+ahead while the execution has other attempts active, and the last one's signal is followed by
+`attempts_finished_quietly`; the workflow then reads which of its running attempts finished
+(`find_finished`). Histories begun before it replay, and go on, hearing of every finish.
+
 Temporal caps a workflow's history (51,200 events), so an execution's history must stay bounded
 by design, whatever its size:
 - a map node of more than `ExecutionPlan.map_chunk` elements runs as child workflows
@@ -274,6 +280,17 @@ class AttemptStarts:
 
 
 @dataclass
+class FindFinished:
+    execution_id: str
+    attempt_ids: list[str]
+
+
+@dataclass
+class FoundFinished:
+    finished: list[AttemptFinished]  # those of the `FindFinished` that had finished
+
+
+@dataclass
 class FinishExecutionInput:
     execution_id: str
     status: str  # SUCCEEDED | FAILED | CANCELLED
@@ -294,6 +311,8 @@ EXECUTION_FINISHED = "ExecutionFinished"
 
 # Workflows begun before this patch keep the ordinary activities and the start per unit.
 LOCAL_BATCHED = "local-activities-batched-starts"
+# Workflows begun before this patch hear of every finish by its signal (`hold_finishes`).
+QUIET_FINISHES = "quiet-finishes"
 # At most this many units per `start_attempts`: bounds one activity's transaction and payload.
 START_BATCH = 100
 
@@ -328,6 +347,8 @@ class _Orchestrator:
 
     def __init__(self) -> None:
         self._finished: dict[str, AttemptFinished] = {}
+        # Told that attempts finished without a signal each (`attempts_finished_quietly`).
+        self._look = False
         # Batched starts and `complete_node` only where needed (`LOCAL_BATCHED`), and
         # local activities (`ExecutionInput.local_activities`).
         self._batched = False
@@ -338,6 +359,19 @@ class _Orchestrator:
 
     def _record(self, event: AttemptFinished) -> None:
         self._finished[event.attempt_id] = event
+
+    async def _read_held(self, execution_id: str, running: list[str]) -> None:
+        """Once told (`_look`): which of the `running` attempts finished without a signal."""
+        self._look = False
+        unknown = [attempt_id for attempt_id in running if attempt_id not in self._finished]
+        if not unknown:
+            return
+        found = await self._activity(
+            "find_finished", FindFinished(execution_id, unknown), FoundFinished
+        )
+        assert isinstance(found, FoundFinished)
+        for event in found.finished:
+            self._record(event)
 
     async def _activity(self, name: str, arg: object, result_type: type | None = None) -> object:
         if self._local:
@@ -698,8 +732,14 @@ class _Walker(_Orchestrator):
             if not units.running and not chunked:
                 continue
             await workflow.wait_condition(
-                lambda: units.any_finished() or any(task.done() for task in chunked.values())
+                lambda: (
+                    units.any_finished()
+                    or self._look
+                    or any(task.done() for task in chunked.values())
+                )
             )
+            if self._look:
+                await self._read_held(execution_id, list(units.running.values()))
             units.collect()
 
     async def _run_dynamic(self, execution_id: str, node: PlanNode) -> int:
@@ -875,6 +915,11 @@ class ExecutionWorkflow(_Walker):
     def attempt_finished(self, event: AttemptFinished) -> None:
         self._record(event)
 
+    @workflow.signal
+    def attempts_finished_quietly(self) -> None:
+        """Attempts of the execution finished without a signal each (`hold_finishes`)."""
+        self._look = True
+
     @workflow.run
     async def run(self, args: ExecutionInput) -> str:
         execution_id = args.execution_id
@@ -883,6 +928,8 @@ class ExecutionWorkflow(_Walker):
         self._batched = workflow.patched(LOCAL_BATCHED)
         self._local = self._batched and args.local_activities
         try:
+            if self._batched and workflow.patched(QUIET_FINISHES):
+                await self._activity("hold_finishes", execution_id)
             if args.resume is None:
                 plan = await self._activity("begin_execution", execution_id, ExecutionPlan)
                 assert isinstance(plan, ExecutionPlan)

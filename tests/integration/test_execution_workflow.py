@@ -30,6 +30,7 @@ from control_plane.orchestration.workflows import (
     EXECUTION_FINISHED,
     LOCAL_BATCHED,
     MAX_SYSTEM_RETRIES,
+    QUIET_FINISHES,
     START_BATCH,
     AttemptFinished,
     AttemptStart,
@@ -42,7 +43,9 @@ from control_plane.orchestration.workflows import (
     ExecutionInput,
     ExecutionPlan,
     ExecutionWorkflow,
+    FindFinished,
     FinishExecutionInput,
+    FoundFinished,
     MapChunkWorkflow,
     NodeRef,
     PlanNode,
@@ -57,7 +60,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 HISTORIES = Path(__file__).parent / "histories"
 # Histories recorded now are written as `<name><RECORDED_SUFFIX>.json`, beside the older ones.
-RECORDED_SUFFIX = "-local-batched"
+RECORDED_SUFFIX = "-quiet-finishes"
+# The patches each kind of recorded history took, by the suffix of its name ("" before any).
+PATCHES_BY_SUFFIX = {
+    RECORDED_SUFFIX: [LOCAL_BATCHED, QUIET_FINISHES],
+    "-local-batched": [LOCAL_BATCHED],
+    "": [],
+}
 
 
 class FakeActivities:
@@ -66,7 +75,9 @@ class FakeActivities:
     A unit is "node" or, for a map element, "node[i]". `outcomes[(unit, try)]` is the terminal
     state reported for that try (default SUCCEEDED); `map_sizes[node]` is a map node's element
     count (negative: the inputs do not line up); units in `cached` answer from the cache; units
-    in `hold` are never reported, so the execution waits on them.
+    in `hold` are never reported, so the execution waits on them. Units in `quiet` end
+    without a signal, as the finish notifier holds plain successes: once nothing is active,
+    the workflow is told (`attempts_finished_quietly`) and reads them (`find_finished`).
     """
 
     def __init__(
@@ -78,6 +89,7 @@ class FakeActivities:
         map_sizes: dict[str, int] | None = None,
         cached: set[str] | None = None,
         hold: set[str] | None = None,
+        quiet: set[str] | None = None,
     ) -> None:
         self.client = client
         self.plan = plan
@@ -85,6 +97,11 @@ class FakeActivities:
         self.map_sizes = map_sizes or {}
         self.cached = cached or set()
         self.hold = hold or set()
+        self.quiet = quiet or set()
+        self.held: dict[str, str] = {}  # attempt id -> how it ended, unsignalled
+        self.holding: list[str] = []  # the executions that asked `hold_finishes`
+        self.looks = 0  # `attempts_finished_quietly` signals sent
+        self.found: list[list[str]] = []  # each `find_finished` call's attempts
         self.started: list[tuple[str, int]] = []
         self.batches: list[int] = []  # units per `start_attempts`
         self.completed: list[str] = []
@@ -153,8 +170,26 @@ class FakeActivities:
 
     def _report(self, handle: WorkflowHandle, unit: str, attempt_id: str, status: str) -> None:
         self.active.discard(unit)
+        if unit in self.quiet and status == "SUCCEEDED":
+            self.held[attempt_id] = status
+            if not self.active:  # the last to end tells the workflow
+                self.looks += 1
+                asyncio.ensure_future(handle.signal(ExecutionWorkflow.attempts_finished_quietly))
+            return
         asyncio.ensure_future(
             handle.signal(ExecutionWorkflow.attempt_finished, AttemptFinished(attempt_id, status))
+        )
+
+    @activity.defn(name="hold_finishes")
+    async def hold_finishes(self, execution_id: str) -> None:
+        if execution_id not in self.holding:  # may run again, as `finish_execution`
+            self.holding.append(execution_id)
+
+    @activity.defn(name="find_finished")
+    async def find_finished(self, args: FindFinished) -> FoundFinished:
+        self.found.append(args.attempt_ids)
+        return FoundFinished(
+            [AttemptFinished(a, self.held[a]) for a in args.attempt_ids if a in self.held]
         )
 
     @activity.defn(name="start_attempts")
@@ -209,6 +244,8 @@ class FakeActivities:
             self.start_attempts,
             self.start_attempt,
             self.complete_node,
+            self.hold_finishes,
+            self.find_finished,
             self.complete_chunk,
             self.decide_node,
             self.expand_dynamic,
@@ -307,15 +344,16 @@ async def run_plan(env: WorkflowEnvironment, fakes: FakeActivities, record: str 
         result = await asyncio.wait_for(handle.result(), timeout=60)
         history = await handle.fetch_history()  # the first run's, when it continued as new
     await Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER).replay_workflow(history)
-    assert _took_the_patched_path(history)
+    assert _patches_taken(history) == PATCHES_BY_SUFFIX[RECORDED_SUFFIX]
     if record and os.environ.get("FLEETFLOW_RECORD_HISTORIES"):
         HISTORIES.mkdir(exist_ok=True)
         (HISTORIES / f"{record}{RECORDED_SUFFIX}.json").write_text(history.to_json())
     return result
 
 
-def _took_the_patched_path(history: WorkflowHistory) -> bool:
-    """Whether the run recorded `LOCAL_BATCHED` and ran its activities as local ones only."""
+def _patches_taken(history: WorkflowHistory) -> list[str] | None:
+    """The patches the run recorded, in order; None if it ran ordinary activities along with
+    them (only runs begun before any patch may)."""
     patches = [
         json.loads(payload.data)["id"]
         for event in history.events
@@ -323,7 +361,9 @@ def _took_the_patched_path(history: WorkflowHistory) -> bool:
         for payload in event.marker_recorded_event_attributes.details["patch-data"].payloads
     ]
     kinds = {event.event_type for event in history.events}
-    return patches == [LOCAL_BATCHED] and EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in kinds
+    if patches and EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED in kinds:
+        return None
+    return patches
 
 
 async def test_nodes_run_after_their_upstream(env: WorkflowEnvironment) -> None:
@@ -335,6 +375,32 @@ async def test_nodes_run_after_their_upstream(env: WorkflowEnvironment) -> None:
     assert order == ["a", *order[1:3], "d"] and set(order[1:3]) == {"b", "c"}
     assert fakes.completed.index("a") < fakes.started.index(("b", 1))
     assert fakes.finished == [FinishExecutionInput(fakes.execution_id, "SUCCEEDED")]
+
+
+async def test_held_finishes_are_read_once_the_workflow_is_told(
+    env: WorkflowEnvironment,
+) -> None:
+    """A fan-out of plain nodes, then one consuming them all: the four succeed without a
+    signal each; told once nothing is active, the workflow reads them in one activity and
+    goes on. A failure is still signalled, and retried, meanwhile."""
+    plan = ExecutionPlan(
+        nodes=[
+            *(PlanNode(f"n{i}", [], 1, completes=False) for i in range(4)),
+            PlanNode("join", [f"n{i}" for i in range(4)], 0, completes=False),
+        ]
+    )
+    fakes = FakeActivities(
+        env.client,
+        plan,
+        {("n3", 1): "FAILED"},
+        quiet={"n0", "n1", "n2", "n3", "join"},
+    )
+    assert await run_plan(env, fakes, "quiet_fan_out") == "SUCCEEDED"
+    assert fakes.holding == [fakes.execution_id]
+    assert ("n3", 2) in fakes.started and ("join", 1) in fakes.started
+    assert fakes.looks == 2  # once the fan-out ended, once `join` did
+    assert sorted(fakes.found[0]) == ["n0#1", "n1#1", "n2#1", "n3#2"]
+    assert fakes.found[1:] == [["join#1"]]
 
 
 async def test_a_skipped_branch_counts_as_done_and_never_starts(
@@ -720,13 +786,16 @@ async def test_a_start_refused_because_the_execution_finished_ends_it_cancelled(
 async def test_recorded_histories_still_replay(path: Path) -> None:
     history = WorkflowHistory.from_json(f"wf-{path.stem}", path.read_text())
     await Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER).replay_workflow(history)
-    # Each on the path it was recorded on: before the patch, ordinary activities only.
-    assert _took_the_patched_path(history) == path.stem.endswith(RECORDED_SUFFIX)
+    # Each on the path it was recorded on: before the patches, ordinary activities only.
+    suffix = next(end for end in PATCHES_BY_SUFFIX if path.stem.endswith(end))
+    assert _patches_taken(history) == PATCHES_BY_SUFFIX[suffix]
 
 
 async def test_recorded_histories_exist() -> None:
     recorded = [p.stem for p in HISTORIES.glob("*.json")]
-    before = [name for name in recorded if not name.endswith(RECORDED_SUFFIX)]
-    assert len(before) >= 6 and len(recorded) - len(before) >= 8, (
+    before = [name for name in recorded if not name.endswith(("-local-batched", RECORDED_SUFFIX))]
+    batched = [name for name in recorded if name.endswith("-local-batched")]
+    quiet = [name for name in recorded if name.endswith(RECORDED_SUFFIX)]
+    assert len(before) >= 6 and len(batched) >= 8 and len(quiet) >= 8, (
         "record with FLEETFLOW_RECORD_HISTORIES=1"
     )

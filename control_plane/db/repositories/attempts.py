@@ -637,6 +637,14 @@ class FinishedAttempt:
     workflow_id: str  # the workflow waiting for it: the execution's, or a map chunk's
     status: str
     message: str
+    execution_id: str = ""
+    node_id: str = ""
+    # Whether it may start what follows it ahead of its workflow (`starts_successors_ahead`).
+    ahead: bool = False
+    # Set by `ExecutionActivities.quiet_finishes`: recorded as told without a signal (its
+    # workflow hears of it later), or signalled with the news that others were.
+    held: bool = False
+    look: bool = False
 
 
 def unsignalled_finished(session: Session, limit: int = 200) -> list[FinishedAttempt]:
@@ -655,7 +663,15 @@ def unsignalled_finished(session: Session, limit: int = 200) -> list[FinishedAtt
         .limit(limit)
     ).all()
     return [
-        FinishedAttempt(a.id, a.workflow_id or a.execution_id, a.status, a.error_message or "")
+        FinishedAttempt(
+            a.id,
+            a.workflow_id or a.execution_id,
+            a.status,
+            a.error_message or "",
+            a.execution_id,
+            a.node_id,
+            starts_successors_ahead(a),
+        )
         for a in rows
     ]
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from control_plane.db.repositories.attempts import FinishedAttempt
 from control_plane.orchestration.workflows import AttemptFinished
 from control_plane.services.finish_notifier import DELIVERY_WINDOW, FinishNotifier
@@ -92,3 +94,47 @@ def test_a_background_round_that_fails_is_left_to_the_loop(caplog: Any) -> None:
 
     asyncio.run(scenario())
     assert "finish notifier round failed; retrying later" in caplog.text
+
+
+def test_held_finishes_are_recorded_unsignalled_and_the_news_goes_with_the_last() -> None:
+    """A held finish is marked without a signal; a finish carrying the news (`look`) is marked
+    only once the workflow was told too, else both are tried again next round."""
+    looks: list[str] = []
+    refuse_look = {"ex-2"}
+
+    async def look(workflow_id: str) -> None:
+        if workflow_id in refuse_look:
+            raise RuntimeError("Temporal is away")
+        looks.append(workflow_id)
+
+    sink = PeakSink(refuse="")
+    notifier = FinishNotifier(
+        sessions=None,  # type: ignore[arg-type]
+        sink=sink,
+        quiet=lambda session, pending: pending,
+        look=look,
+    )
+    pending = [
+        FinishedAttempt("at-1", "ex-1", "SUCCEEDED", "", held=True),
+        FinishedAttempt("at-2", "ex-1", "SUCCEEDED", "", look=True),
+        FinishedAttempt("at-3", "ex-2", "SUCCEEDED", "", look=True),
+        FinishedAttempt("at-4", "ex-3", "FAILED", "boom"),
+    ]
+    marked: list[str] = []
+    outbox: Any = notifier
+    outbox._pending = lambda: pending
+    outbox._mark = marked.extend
+
+    assert asyncio.run(notifier.deliver_pending()) == 3
+    assert sorted(sink.delivered) == ["at-2", "at-3", "at-4"]  # never the held one
+    assert looks == ["ex-1"]
+    assert sorted(marked) == ["at-1", "at-2", "at-4"]  # at-3 waits for its news to go out
+
+
+def test_a_quiet_policy_needs_a_look_sink() -> None:
+    with pytest.raises(ValueError, match="look sink"):
+        FinishNotifier(
+            sessions=None,  # type: ignore[arg-type]
+            sink=PeakSink(refuse=""),
+            quiet=lambda session, pending: pending,
+        )
