@@ -1006,7 +1006,8 @@ class ExecutionActivities:
 
         Held: a success that may start what follows it ahead (`starts_successors_ahead`) of
         a quiet node (`_quiet_nodes`), in an execution whose workflow reads held finishes
-        (`hold_finishes`) and that has other attempts waiting or running. Those end in turn,
+        (`hold_finishes`) and that has other attempts of that workflow waiting or running
+        (not a map chunk's nor a dynamic node's: they signal their own). Those end in turn,
         and the last one's round finds none active: its finish is signalled with the look.
         (Successors started ahead are active before the round of the success that started
         them runs, `AgentService._after_finish`.) A workflow that holds nothing then only
@@ -1017,9 +1018,7 @@ class ExecutionActivities:
                 select(Execution.id, Execution.workflow_spec_id).where(
                     Execution.id.in_(executions), Execution.quiet_finishes.is_(True)
                 )
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         if not quiet:
             return pending
@@ -1028,14 +1027,15 @@ class ExecutionActivities:
                 select(TaskAttempt.execution_id, func.count())
                 .where(
                     TaskAttempt.execution_id.in_(quiet),
+                    # Those that signal the execution's workflow: a map chunk's or a dynamic
+                    # node's last attempt tells its own workflow, never this one.
+                    TaskAttempt.workflow_id.is_(None),
                     TaskAttempt.status.in_(
                         [AttemptState.PENDING.value, *attempts_repo.ACTIVE_STATES]
                     ),
                 )
                 .group_by(TaskAttempt.execution_id)
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         nodes: dict[str, frozenset[str]] = {}
         for execution_id, spec_id in quiet.items():

@@ -3,12 +3,15 @@ blob store -> back, on SQLite and on PostgreSQL, with real servers as subprocess
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import httpx
 import pytest
+from temporalio.client import Client as TemporalClient
 
+from control_plane.orchestration.payloads import DATA_CONVERTER
 from fleetflow.api_models.executions import ExecutionPublic
 from fleetflow.bundle import build_bundle
 from fleetflow.loader import load_workflow
@@ -17,6 +20,7 @@ from tests.integration.stack import Stack
 pytestmark = pytest.mark.integration
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+WORKFLOWS = Path(__file__).parent / "workflows"
 
 
 def submit(stack: Stack, file: str, workflow: str, **inputs: object) -> ExecutionPublic:
@@ -111,3 +115,29 @@ def test_ml_pipeline_gives_identical_outputs_locally_and_remotely(stack: Stack) 
     assert local.note is not None and local.best.learning_rate in (0.2, 0.8)
     trains = [a for a in result.execution.attempts if a.map_index is not None]
     assert sorted(a.map_index for a in trains) == [0, 1]
+
+
+def test_plain_successes_reach_the_workflow_in_fewer_signals_than_attempts(stack: Stack) -> None:
+    """Five independent plain tasks, then their sum: the successes whose execution still has
+    attempts active are held (no signal each), and the workflow reads them when told."""
+    execution_id = stack.launch(WORKFLOWS / "quiet_fan.py", "fan", x=1)
+    with stack.client() as client:
+        final = client.wait_for_execution(execution_id, timeout=120)
+    assert final.status == "SUCCEEDED", stack.logs()
+    assert final.outputs == {"o0": 10}
+    assert len(final.attempts) == 6
+
+    async def signals() -> list[str]:
+        temporal = await TemporalClient.connect(
+            stack.env["FLEETFLOW_TEMPORAL_ADDRESS"], data_converter=DATA_CONVERTER
+        )
+        history = await temporal.get_workflow_handle(execution_id).fetch_history()
+        return [
+            event.workflow_execution_signaled_event_attributes.signal_name
+            for event in history.events
+            if event.HasField("workflow_execution_signaled_event_attributes")
+        ]
+
+    names = asyncio.run(signals())
+    assert "attempts_finished_quietly" in names, names
+    assert names.count("attempt_finished") < len(final.attempts), names

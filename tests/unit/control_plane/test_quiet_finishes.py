@@ -120,3 +120,23 @@ def test_a_node_the_workflow_has_work_after_is_never_held(
     assert _decided(activities, session_factory) == {first: (False, False)}
     quiet = activities._quiet_nodes("guarded", guarded.spec)  # noqa: SLF001
     assert quiet == {after_cache}  # feeds `upto`, which starts ahead; `upto` feeds a map
+
+
+def test_attempts_of_a_chunk_or_a_sub_dag_keep_nothing_held(
+    activities: ExecutionActivities, session_factory: sessionmaker[Session]
+) -> None:
+    """Their last finish signals their own workflow, never the execution's: active meanwhile,
+    they leave a success signalled, with the news, as if nothing were."""
+    execution_id = _execution(session_factory, diamond.spec, {"x": 1})
+    activities.begin_execution(execution_id)
+    activities.hold_finishes(execution_id)
+    top = _start(activities, execution_id, TOP)
+    succeed(session_factory, top, {"o0": 2})
+    activities.start_successors(top)
+    with transaction(session_factory) as session:  # left and right now a chunk's, as it were
+        session.execute(
+            update(TaskAttempt)
+            .where(TaskAttempt.execution_id == execution_id, TaskAttempt.id != top)
+            .values(workflow_id=f"{execution_id}/n/chunk-0")
+        )
+    assert _decided(activities, session_factory) == {top: (False, True)}
