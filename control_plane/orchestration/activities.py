@@ -151,6 +151,7 @@ class ExecutionActivities:
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.begin_execution,
+            self.begin_quiet_execution,
             self.expand_map,
             self.expand_dynamic,
             self.start_attempts,
@@ -349,12 +350,23 @@ class ExecutionActivities:
     @activity.defn(name="begin_execution")
     def begin_execution(self, execution_id: str) -> ExecutionPlan:
         """Mark the execution RUNNING and return the DAG the workflow walks."""
+        return self._begin(execution_id, quiet=False)
+
+    @activity.defn(name="begin_quiet_execution")
+    def begin_quiet_execution(self, execution_id: str) -> ExecutionPlan:
+        """`begin_execution` and `hold_finishes` in one transaction: what workflows begun
+        since `workflows.QUIET_FINISHES` call first."""
+        return self._begin(execution_id, quiet=True)
+
+    def _begin(self, execution_id: str, *, quiet: bool) -> ExecutionPlan:
         with (
             self._failing_on_invalid_spec(execution_id),
             log_context(execution_id=execution_id),
             transaction(self._sessions) as session,
         ):
             execution, spec = self._load(session, execution_id)
+            if quiet:
+                execution.quiet_finishes = True
             if move_execution(session, execution, ExecutionState.RUNNING):
                 log.info("execution %s running", execution_id)
         return ExecutionPlan(
@@ -974,8 +986,9 @@ class ExecutionActivities:
     @activity.defn(name="hold_finishes")
     def hold_finishes(self, execution_id: str) -> None:
         """The workflow reads held finishes when told (`quiet_finishes`): from now on, its
-        plain successes need no signal each. Called once per run, by workflows begun since
-        `workflows.QUIET_FINISHES`; idempotent."""
+        plain successes need no signal each. Called by a run that continued as new from one
+        begun since `workflows.QUIET_FINISHES` (a first run calls `begin_quiet_execution`),
+        in case the run before it was begun before; idempotent."""
         with transaction(self._sessions) as session:
             session.execute(
                 update(Execution)

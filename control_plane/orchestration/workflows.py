@@ -19,7 +19,8 @@ ones where the workers keep no workflow cache: `ExecutionInput.local_activities`
 units are started together by `start_attempts`, and `complete_node` runs only for the nodes
 where it does something (a cached task, a map node).
 
-Since `QUIET_FINISHES`, the execution's workflow asks (`hold_finishes`) to hear of plain
+Since `QUIET_FINISHES`, the execution's workflow asks (`begin_quiet_execution`, or
+`hold_finishes` after continuing as new) to hear of plain
 successes only when it needs to: the finish notifier holds those whose successors were started
 ahead while the execution has other attempts active, and the last one's signal is followed by
 `attempts_finished_quietly`; the workflow then reads which of its running attempts finished
@@ -927,14 +928,16 @@ class ExecutionWorkflow(_Walker):
         # without the patch, which then keeps its own command sequence to the end.
         self._batched = workflow.patched(LOCAL_BATCHED)
         self._local = self._batched and args.local_activities
+        quiet = self._batched and workflow.patched(QUIET_FINISHES)
         try:
-            if self._batched and workflow.patched(QUIET_FINISHES):
-                await self._activity("hold_finishes", execution_id)
             if args.resume is None:
-                plan = await self._activity("begin_execution", execution_id, ExecutionPlan)
+                begin = "begin_quiet_execution" if quiet else "begin_execution"
+                plan = await self._activity(begin, execution_id, ExecutionPlan)
                 assert isinstance(plan, ExecutionPlan)
                 await self._walk(execution_id, plan)
             else:
+                if quiet:
+                    await self._activity("hold_finishes", execution_id)
                 await self._walk(execution_id, args.resume.plan, args.resume)
         except asyncio.CancelledError:
             await self._cancel_references()

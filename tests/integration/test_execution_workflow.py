@@ -129,6 +129,11 @@ class FakeActivities:
             return self.child_plans[self.children[execution_id]]
         return self.plan
 
+    @activity.defn(name="begin_quiet_execution")
+    async def begin_quiet_execution(self, execution_id: str) -> ExecutionPlan:
+        await self.hold_finishes(execution_id)
+        return await self.begin_execution(execution_id)
+
     @activity.defn(name="start_child_execution")
     async def start_child_execution(self, ref: NodeRef) -> ChildStart:
         child_id = f"{ref.execution_id}-{ref.node_id}"
@@ -240,6 +245,7 @@ class FakeActivities:
     def all(self) -> list:
         return [
             self.begin_execution,
+            self.begin_quiet_execution,
             self.expand_map,
             self.start_attempts,
             self.start_attempt,

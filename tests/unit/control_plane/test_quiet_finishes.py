@@ -47,8 +47,7 @@ def test_plain_successes_are_held_until_the_last_active_attempt_ends(
     activities: ExecutionActivities, session_factory: sessionmaker[Session]
 ) -> None:
     execution_id = _execution(session_factory, diamond.spec, {"x": 1})
-    activities.begin_execution(execution_id)
-    activities.hold_finishes(execution_id)
+    activities.begin_quiet_execution(execution_id)
     top = _start(activities, execution_id, TOP)
     succeed(session_factory, top, {"o0": 2})
     activities.start_successors(top)  # left and right wait to be placed: active
