@@ -43,14 +43,23 @@ def _signalled(sessions: sessionmaker[Session], *attempt_ids: str) -> None:
         attempts_repo.mark_signalled(session, list(attempt_ids))
 
 
+def _top_succeeded(
+    activities: ExecutionActivities, sessions: sessionmaker[Session]
+) -> tuple[str, str]:
+    """A diamond whose workflow reads held finishes, its top node succeeded and the two it
+    made ready started ahead (waiting to be placed: active); (execution, top's attempt)."""
+    execution_id = _execution(sessions, diamond.spec, {"x": 1})
+    activities.begin_quiet_execution(execution_id)
+    top = _start(activities, execution_id, TOP)
+    succeed(sessions, top, {"o0": 2})
+    activities.start_successors(top)
+    return execution_id, top
+
+
 def test_plain_successes_are_held_until_the_last_active_attempt_ends(
     activities: ExecutionActivities, session_factory: sessionmaker[Session]
 ) -> None:
-    execution_id = _execution(session_factory, diamond.spec, {"x": 1})
-    activities.begin_quiet_execution(execution_id)
-    top = _start(activities, execution_id, TOP)
-    succeed(session_factory, top, {"o0": 2})
-    activities.start_successors(top)  # left and right wait to be placed: active
+    execution_id, top = _top_succeeded(activities, session_factory)
     assert _decided(activities, session_factory) == {top: (True, False)}
     _signalled(session_factory, top)  # as the notifier records a held finish
 
@@ -87,12 +96,7 @@ def test_nothing_is_held_for_a_workflow_that_did_not_ask(
 def test_a_failure_is_signalled_while_others_run(
     activities: ExecutionActivities, session_factory: sessionmaker[Session]
 ) -> None:
-    execution_id = _execution(session_factory, diamond.spec, {"x": 1})
-    activities.begin_execution(execution_id)
-    activities.hold_finishes(execution_id)
-    top = _start(activities, execution_id, TOP)
-    succeed(session_factory, top, {"o0": 2})
-    activities.start_successors(top)
+    execution_id, top = _top_succeeded(activities, session_factory)
     _signalled(session_factory, top)
     left = _by_node(session_factory, execution_id)[LEFT].id
     with transaction(session_factory) as session:
@@ -126,12 +130,7 @@ def test_attempts_of_a_chunk_or_a_sub_dag_keep_nothing_held(
 ) -> None:
     """Their last finish signals their own workflow, never the execution's: active meanwhile,
     they leave a success signalled, with the news, as if nothing were."""
-    execution_id = _execution(session_factory, diamond.spec, {"x": 1})
-    activities.begin_execution(execution_id)
-    activities.hold_finishes(execution_id)
-    top = _start(activities, execution_id, TOP)
-    succeed(session_factory, top, {"o0": 2})
-    activities.start_successors(top)
+    execution_id, top = _top_succeeded(activities, session_factory)
     with transaction(session_factory) as session:  # left and right now a chunk's, as it were
         session.execute(
             update(TaskAttempt)
