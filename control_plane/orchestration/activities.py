@@ -1050,11 +1050,11 @@ class ExecutionActivities:
                 .group_by(TaskAttempt.execution_id)
             ).all()
         )
-        nodes: dict[str, frozenset[str]] = {}
-        for execution_id, spec_id in quiet.items():
-            if active.get(execution_id, 0):
-                execution = self._execution(session, execution_id)
-                nodes[execution_id] = self._quiet_nodes(spec_id, self._spec(session, execution))
+        nodes = {
+            execution_id: self._quiet_nodes(spec_id, self._specs.get(session, spec_id))
+            for execution_id, spec_id in quiet.items()
+            if active.get(execution_id, 0)
+        }
 
         def decided(item: attempts_repo.FinishedAttempt) -> attempts_repo.FinishedAttempt:
             if item.execution_id not in quiet or item.workflow_id != item.execution_id:
