@@ -111,30 +111,22 @@ class FinishNotifier:
             return len(delivered)
 
     async def _deliver(self, item: attempts_repo.FinishedAttempt) -> bool:
-        try:
-            await self._sink(
-                item.workflow_id, AttemptFinished(item.attempt_id, item.status, item.message)
-            )
-        except Exception:
-            log.warning(
-                "could not deliver %s of attempt %s yet; will retry",
-                item.status,
-                item.attempt_id,
-                exc_info=True,
-            )
-            return False
-        return True
+        event = AttemptFinished(item.attempt_id, item.status, item.message)
+        what = f"{item.status} of attempt {item.attempt_id}"
+        return await self._sent(self._sink(item.workflow_id, event), what)
 
     async def _tell(self, workflow_id: str) -> bool:
         assert self._look is not None  # a finish marked `look` came from the policy
+        what = f"the news of held finishes to workflow {workflow_id}"
+        return await self._sent(self._look(workflow_id), what)
+
+    @staticmethod
+    async def _sent(sending: Awaitable[None], what: str) -> bool:
+        """Whether `sending` went through; a failure is logged, and tried again later."""
         try:
-            await self._look(workflow_id)
+            await sending
         except Exception:
-            log.warning(
-                "could not tell workflow %s of its held finishes yet; will retry",
-                workflow_id,
-                exc_info=True,
-            )
+            log.warning("could not deliver %s yet; will retry", what, exc_info=True)
             return False
         return True
 
