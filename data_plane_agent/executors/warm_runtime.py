@@ -227,7 +227,9 @@ class ForkServer:
             try:
                 spare = await waiter
             finally:
-                with contextlib.suppress(ValueError):
+                # Answered waiters were taken off already. Not `remove` under `suppress`: a
+                # deque's miss formats the future's repr into its error, every time.
+                if waiter in self._waiting:
                     self._waiting.remove(waiter)
         if self._top_up_handle is None:
             self._top_up_handle = self._loop.call_later(SPARE_AFTER_SECONDS, self._top_up)
