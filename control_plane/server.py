@@ -29,6 +29,7 @@ from control_plane.auth.rbac import Authorizer
 from control_plane.auth.throttle_db import open_throttle_store
 from control_plane.bootstrap import ensure_platform_admin, write_secret_file
 from control_plane.db.session import make_engine, make_session_factory
+from control_plane.execution_ends import ENDS
 from control_plane.metrics import MetricsEndpoint, serve_metrics
 from control_plane.orchestration.activities import ExecutionActivities
 from control_plane.orchestration.supervisor import WorkerSupervisor
@@ -257,6 +258,7 @@ async def run_control_plane(
     finally:
         if api_server is not None:
             api_server.should_exit = True
+            ENDS.release_all()  # long-polled reads answer now, not when their time is up
         if grpc_server is not None:
             await grpc_server.stop(grace=2)
         if worker is not None:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response
@@ -28,6 +29,7 @@ from control_plane.db.repositories.executions import (
     list_executions,
     move_execution,
 )
+from control_plane.execution_ends import ENDS, MAX_WAIT_SECONDS
 from control_plane.large_values import load_values
 from control_plane.schemas.common import ErrorResponse, FieldError
 from control_plane.schemas.executions import (
@@ -395,12 +397,39 @@ def get_execution_route(
 
 
 @router.get("/{execution_id}/progress", responses={404: {"model": ErrorResponse}})
-def get_execution_progress_route(
-    execution_id: str, session: SessionDep, caller: ExecutionsRead
+async def get_execution_progress_route(
+    execution_id: str,
+    session: SessionDep,
+    caller: ExecutionsRead,
+    wait_seconds: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description="if the execution is not final yet, answer when it is or after this "
+            "many seconds, whichever comes first (a long poll; 0: at once)",
+        ),
+    ] = 0,
 ) -> ExecutionProgress:
     """The execution's state and its attempts counted by state, without the attempts: cheap
-    to poll while waiting, whatever the size of the execution."""
-    found = execution_progress(session, caller.tenant.id, execution_id)
+    to poll while waiting, whatever the size of the execution. With `wait_seconds`, what a
+    client waiting for the result asks: no answer until the execution ends (or the time is
+    up), and no database connection held meanwhile."""
+    tenant_id = caller.tenant.id
+
+    def read() -> tuple[str, datetime | None, dict[str, int]] | None:
+        try:
+            return execution_progress(session, tenant_id, execution_id)
+        finally:
+            session.close()  # its connection back in the pool while the request waits
+
+    found = await ENDS.read_until_ended(
+        tenant_id,
+        execution_id,
+        partial(run_in_threadpool, read),
+        lambda found: found is None or ExecutionState(found[0]).terminal,
+        wait_seconds,
+    )
     if found is None:
         raise ApiError(404, f"execution {execution_id} not found")
     status, finished_at, counts = found

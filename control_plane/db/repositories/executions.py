@@ -20,6 +20,7 @@ from control_plane.db.models import (
 )
 from control_plane.db.repositories._insert import insert_ignoring_conflicts
 from control_plane.db.repositories.notifications import queue_deliveries
+from control_plane.execution_ends import record_end
 from control_plane.lifecycle.transitions import (
     check_execution_transition,
     execution_values,
@@ -226,5 +227,6 @@ def move_execution(
     moved = bool(result.rowcount)  # type: ignore[attr-defined]
     if moved and target.terminal:
         count_execution_finished(session, target)
+        record_end(session, execution.id)
         queue_deliveries(session, execution, target)
     return moved

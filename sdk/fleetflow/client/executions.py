@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 ExecutionList = list[ExecutionPublic]
 AttemptLogs = list[AttemptLog]
 Deliveries = list[NotificationDelivery]
+LONG_POLL_SECONDS = 20.0
+"""How long one of `wait`'s reads may wait for the execution to end (the server allows 30)."""
 _LOGS_PER_REQUEST = 100  # the logs route's limit on attempt ids per request
 
 
@@ -154,10 +156,21 @@ class Executions:
         """An execution: status, inputs, outputs (JSON literals) or error, task attempts."""
         return self.transport.call("GET", self.path(execution_id), ExecutionPublic)
 
-    def progress(self, execution_id: str) -> ExecutionProgress:
+    def progress(self, execution_id: str, *, wait_seconds: float = 0) -> ExecutionProgress:
         """The execution's state and how many of its attempts are in each state (no attempt
-        itself): cheap to poll, whatever the size of the execution."""
-        return self.transport.call("GET", f"{self.path(execution_id)}/progress", ExecutionProgress)
+        itself): cheap to poll, whatever the size of the execution. `wait_seconds` (at most
+        30): if it is not final yet, the control plane answers when it is, or after that
+        long (a long poll)."""
+        path = f"{self.path(execution_id)}/progress"
+        if wait_seconds <= 0:
+            return self.transport.call("GET", path, ExecutionProgress)
+        return self.transport.call(
+            "GET",
+            path,
+            ExecutionProgress,
+            params={"wait_seconds": wait_seconds},
+            timeout=self.transport.timeout_beyond(wait_seconds),
+        )
 
     def sub_dag(self, execution_id: str, node: str) -> SubDag:
         """The sub-DAG the dynamic node `node` built (`a/b` for a nested one): its nodes and
@@ -217,7 +230,10 @@ class Executions:
         It polls the execution's progress (its state and its attempts counted by state), and
         reads the whole execution, attempts included, only when that changed and `on_change`
         wants it, and once at the end: a wait on a map of thousands of elements costs the
-        control plane a count per poll, not every attempt.
+        control plane a count per poll, not every attempt. Without `on_change` each poll is
+        a long poll (`progress`'s `wait_seconds`): it returns as the execution ends, not up to
+        `poll_interval` later; a control plane that answers at once (one from before long
+        polls, or this tenant's waits all taken) is read every `poll_interval` instead.
 
         Raises:
             ExecutionTimeoutError: still not terminal after `timeout` seconds.
@@ -226,8 +242,15 @@ class Executions:
         last_key: object = None
         probe: Callable[[str], ExecutionProgress | ExecutionPublic] = self.progress
         while True:
+            left = LONG_POLL_SECONDS if deadline is None else deadline - time.monotonic()
+            wait_seconds = min(LONG_POLL_SECONDS, left) if on_change is None else 0.0
+            asked_at = time.monotonic()
             try:
-                polled = probe(execution_id)
+                polled = (
+                    self.progress(execution_id, wait_seconds=wait_seconds)
+                    if probe == self.progress and wait_seconds > 0
+                    else probe(execution_id)
+                )
             except ApiError as exc:
                 if exc.status_code != 404 or probe == self.get:
                     raise
@@ -249,7 +272,9 @@ class Executions:
                 raise ExecutionTimeoutError(
                     f"execution {execution_id} still {polled.status} after {timeout:g}s"
                 )
-            time.sleep(poll_interval)
+            # A long poll that came back early, not final, was not one: read at intervals.
+            if wait_seconds <= 0 or time.monotonic() - asked_at < wait_seconds:
+                time.sleep(poll_interval)
 
     def preview(
         self, workflow: str, inputs: dict[str, Any], version: str | None = None

@@ -137,6 +137,13 @@ class Transport:
     def close(self) -> None:
         self.http.close()
 
+    def timeout_beyond(self, seconds: float) -> httpx.Timeout:
+        """This transport's timeouts, with `seconds` more to read the answer: for a request
+        the server holds that long on purpose (a long poll)."""
+        timeout = self.http.timeout
+        read = None if timeout.read is None else timeout.read + seconds
+        return httpx.Timeout(timeout.connect, read=read, write=timeout.write, pool=timeout.pool)
+
     def call(self, method: str, path: str, answer: type[Answer], **kwargs: Any) -> Answer:
         """`method path`, its JSON answer parsed as `answer` (a model, `list[Model]`…)."""
         response = self.request(method, path, **kwargs)

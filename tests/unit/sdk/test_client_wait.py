@@ -1,7 +1,8 @@
 """`client.executions.wait` polls an execution's progress (its state and its attempts counted
 by state) and reads the whole execution, attempts included, only when `on_change` wants a
 changed snapshot and once at the end; against a control plane without the progress route it
-polls the execution itself."""
+polls the execution itself. Without `on_change` each read is a long poll, and one the server
+did not hold is followed by `poll_interval`'s sleep."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from fleetflow.client import executions as executions_module
 from fleetflow.client.errors import ApiError
-from fleetflow.client.executions import Executions
+from fleetflow.client.executions import LONG_POLL_SECONDS, Executions
 
 ID = "ex-1"
 GET = f"/api/v1/executions/{ID}"
@@ -72,13 +74,21 @@ class ScriptedTransport:
 
     def __init__(self, *, has_progress: bool = True, exists: bool = True) -> None:
         self.calls: list[str] = []
+        self.waits: list[float] = []  # each progress read's wait_seconds (0: none asked)
         self.step = -1
         self.has_progress = has_progress
         self.exists = exists
 
-    def call(self, method: str, path: str, model: Any, **_: Any) -> Any:
+    def timeout_beyond(self, seconds: float) -> float:
+        return 5 + seconds
+
+    def call(self, method: str, path: str, model: Any, **kwargs: Any) -> Any:
         assert method == "GET"
         self.calls.append(path)
+        if path == PROGRESS:
+            wait = kwargs.get("params", {}).get("wait_seconds", 0)
+            assert kwargs.get("timeout", 5) == 5 + wait  # read time beyond the server's wait
+            self.waits.append(wait)
         if not self.exists or (path == PROGRESS and not self.has_progress):
             raise ApiError(404, f"execution {ID} not found" if not self.exists else "Not Found")
         if path == PROGRESS or not self.has_progress:
@@ -93,6 +103,48 @@ def test_a_plain_wait_reads_the_whole_execution_once_at_the_end() -> None:
     assert final.status == "SUCCEEDED"
     assert [a.status for a in final.attempts] == ["SUCCEEDED", "SUCCEEDED"]
     assert transport.calls == [PROGRESS] * 4 + [GET]
+    assert transport.waits == [LONG_POLL_SECONDS] * 4  # each a long poll
+
+
+class Clock:
+    """`time` for `executions`: monotonic moves only when the transport says the server held
+    a read, or when the client sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.mark.parametrize("server_waits", [True, False])
+def test_a_long_poll_that_waited_is_followed_at_once_one_that_did_not_after_the_interval(
+    monkeypatch: pytest.MonkeyPatch, server_waits: bool
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(executions_module, "time", clock)
+    transport = ScriptedTransport()
+    answer = transport.call
+
+    def call(method: str, path: str, model: Any, **kwargs: Any) -> Any:
+        if server_waits and path == PROGRESS and STEPS[transport.step + 1][0] != "SUCCEEDED":
+            clock.now += kwargs["params"]["wait_seconds"]  # held all its time: nothing ended
+        return answer(method, path, model, **kwargs)
+
+    monkeypatch.setattr(transport, "call", call)
+    final = Executions(transport).wait(ID, poll_interval=0.5, timeout=50)  # type: ignore[arg-type]
+    assert final.status == "SUCCEEDED"
+    if server_waits:
+        assert clock.sleeps == []
+        # Never asked to wait past the timeout: 50 s = 20 + 20 + the 10 left, then a read.
+        assert transport.waits == [20, 20, 10, 0]
+    else:  # an older control plane, or this tenant's waits all taken: polled as before
+        assert clock.sleeps == [0.5, 0.5, 0.5]
 
 
 def test_on_change_sees_each_changed_snapshot_whole() -> None:
