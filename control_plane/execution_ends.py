@@ -45,10 +45,11 @@ class Wait:
         self.released = False
 
     def wake(self, *, release: bool = False) -> None:
-        """From any thread."""
+        """From any thread; never raises (it runs after a commit, which must not look
+        failed)."""
         if release:
             self.released = True
-        if not self.loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # its loop closed meanwhile: nobody waits
             self.loop.call_soon_threadsafe(self.woken.set)
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from control_plane import execution_ends
-from control_plane.execution_ends import ExecutionEnds, record_end
+from control_plane.execution_ends import ExecutionEnds, Wait, record_end
 from tests.polling import wait_until_async
 
 # Far beyond any test's time: only a wake-up can end these waits early.
@@ -139,3 +139,13 @@ def test_an_end_is_told_once_committed_and_never_when_rolled_back(
         session.commit()
         session.commit()  # nothing left to tell
     assert told == [["ex-1", "ex-2"]]
+
+
+def test_waking_a_wait_whose_loop_closed_does_not_raise_into_the_commit() -> None:
+    async def make() -> Wait:
+        return Wait()
+
+    wait = asyncio.run(make())  # its loop is closed once this returns
+    wait.wake()
+    wait.wake(release=True)
+    assert wait.released
