@@ -13,7 +13,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import Interceptor, Worker
+from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from control_plane.orchestration.activities import ExecutionActivities
@@ -154,4 +154,12 @@ def make_worker(
         # a test server that outlives the worker's process, as in the integration tests.
         max_cached_workflows=max_cached_workflows,
         interceptors=interceptors,
+        # Not in Temporal's sandbox: it imports the workflow module again for every workflow
+        # run (compiling it where bytecode cannot be written, and making its 22 dataclasses)
+        # and reaches `typing` through proxies: 25-30 ms of the control plane's CPU per
+        # execution, spent while its first attempt is being placed. These workflows are the
+        # platform's own code (a task's never runs in them); the workflow tests run them in the
+        # sandbox, whose determinism checks still guard every change
+        # (tests/integration/test_execution_workflow.py, its recorded histories included).
+        workflow_runner=UnsandboxedWorkflowRunner(),
     )
