@@ -30,6 +30,11 @@ freed in the last 5-30 s (one look each), so what the phase before deleted (a st
 fan-out's sandboxes) would be paid for by the next one. A system's own files during its own
 phase are its cost, and count.
 
+Each one-task run of the dispatch figure starts `--dispatch-pause` (0.25 s) after the run
+before it ended, in all three systems: the figure is for an idle platform (issue 15: "idle
+agent"). A client that hears of the end at once (Fleetflow's long poll, Temporal's result)
+would otherwise submit while the platform still winds the last run down.
+
     python bench/dispatch.py [--dispatch-runs 20] [--repeat 2] [--systems fleetflow,temporal]
 """
 
@@ -217,6 +222,7 @@ def _run_fleetflow(
     dispatch, platform_dispatch, ready_to_code = [], [], []
     for number in range(args.warmup + args.dispatch_runs):
         path = stamps / f"single-{number}"
+        time.sleep(args.dispatch_pause)
         execution, submitted = run(single, registered, {"path": str(path)})
         if number >= args.warmup:
             body_started = float(path.read_text())
@@ -375,6 +381,7 @@ async def measure_temporal(address: str, home: Path, args: argparse.Namespace) -
             dispatch = []
             for number in range(args.warmup + args.dispatch_runs):
                 path = stamps / f"single-{number}"
+                await asyncio.sleep(args.dispatch_pause)
                 submitted, _ = await run(wl.SingleWorkflow.run, wl.StampInput(str(path)))
                 if number >= args.warmup:
                     dispatch.append(float(path.read_text()) - submitted)
@@ -399,7 +406,8 @@ async def measure_temporal(address: str, home: Path, args: argparse.Namespace) -
 def measure_prefect(python: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Run `dispatch_prefect.py` in Prefect's venv; it starts and stops its own servers."""
     command = [str(python), str(HERE / "dispatch_prefect.py")]
-    for flag in ("dispatch_runs", "chain_length", "fan_width", "repeat", "warmup", "run_timeout"):
+    flags = ("dispatch_runs", "dispatch_pause", "chain_length", "fan_width", "repeat", "warmup")
+    for flag in (*flags, "run_timeout"):
         command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     command += ["--query-seconds", str(args.prefect_query_seconds)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETFLOW_")}
@@ -550,6 +558,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dispatch-runs", type=int, default=20, help="one-task executions")
     parser.add_argument("--warmup", type=int, default=2, help="untimed one-task runs first")
+    parser.add_argument(
+        "--dispatch-pause",
+        type=float,
+        default=0.25,
+        help="seconds between one one-task run's end and the next one's submit (idle platform)",
+    )
     parser.add_argument("--chain-length", type=int, default=50)
     parser.add_argument("--fan-width", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=2, help="timed runs of the chain and fan")
@@ -584,6 +598,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--dispatch-runs, --chain-length, --fan-width and --repeat must be >= 1")
     if args.warmup < 0:
         parser.error("--warmup must be >= 0")
+    if not 0 <= args.dispatch_pause <= 60:
+        parser.error("--dispatch-pause must be between 0 and 60 seconds")
 
     # A SIGTERM unwinds like Ctrl-C, so every server started below is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
@@ -629,6 +645,7 @@ def main(argv: list[str] | None = None) -> None:
         "prefect_worker_query_seconds": args.prefect_query_seconds if prefect_python else None,
         "dispatch_runs": args.dispatch_runs,
         "warmup": args.warmup,
+        "dispatch_pause_s": args.dispatch_pause,
         "chain_length": args.chain_length,
         "fan_width": args.fan_width,
         "repeat": args.repeat,

@@ -215,6 +215,7 @@ def _run_all(
     platform: list[float] = []  # flow run created -> flow run running, as the server saw it
     for number in range(args.warmup + args.dispatch_runs):
         path = stamps / f"single-{number}"
+        time.sleep(args.dispatch_pause)  # an idle platform, as for the other systems
         run, submitted = _run(client, deployments["single"], {"path": str(path)}, timeout)
         if number >= args.warmup:
             dispatch.append(float(path.read_text()) - submitted)
@@ -242,6 +243,7 @@ def main() -> None:
     parser.add_argument("--fan-width", type=int, required=True)
     parser.add_argument("--repeat", type=int, required=True)
     parser.add_argument("--warmup", type=int, required=True)
+    parser.add_argument("--dispatch-pause", type=float, required=True)
     parser.add_argument("--query-seconds", type=float, required=True)
     parser.add_argument("--run-timeout", type=float, default=300)
     args = parser.parse_args()
