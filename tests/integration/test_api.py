@@ -458,18 +458,24 @@ def test_execution_shows_its_attempts(
     }
 
 
+def foreign_execution(sessions: sessionmaker[Session], spec: WorkflowSpec) -> str:
+    """The id of an execution of another tenant's ("someone-else"), committed."""
+    with sessions() as session:
+        other = get_or_create_tenant(session, "someone-else")
+        tenancy.grant_cluster(session, other, tenancy.EVERY_CLUSTER)
+        workflow = register_workflow_version(session, other.id, spec, "d" * 64, None)
+        execution_id = create_execution(session, other.id, workflow, {"n": 1}).id
+        session.commit()
+        assert session.scalar(select(Execution.id).where(Execution.id == execution_id))
+    return execution_id
+
+
 def test_other_tenants_executions_are_invisible(
     client: TestClient, session_factory: sessionmaker[Session], workflow_spec: WorkflowSpec
 ) -> None:
-    with session_factory() as session:
-        other = get_or_create_tenant(session, "someone-else")
-        tenancy.grant_cluster(session, other, tenancy.EVERY_CLUSTER)
-        workflow = register_workflow_version(session, other.id, workflow_spec, "d" * 64, None)
-        foreign = create_execution(session, other.id, workflow, {"n": 1})
-        session.commit()
-        assert session.scalar(select(Execution.id).where(Execution.id == foreign.id))
-    assert_error(client.get(f"/api/v1/executions/{foreign.id}"), 404)
-    assert_error(client.get(f"/api/v1/executions/{foreign.id}/progress"), 404)
+    foreign_id = foreign_execution(session_factory, workflow_spec)
+    assert_error(client.get(f"/api/v1/executions/{foreign_id}"), 404)
+    assert_error(client.get(f"/api/v1/executions/{foreign_id}/progress"), 404)
     assert client.get("/api/v1/executions").json() == []
     assert client.get("/api/v1/workflows").json() == []
     response = client.post("/api/v1/executions", json={"workflow": WORKFLOW, "inputs": {"n": 1}})

@@ -5,7 +5,6 @@ another tenant's caller nothing, at once (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,17 +13,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane import execution_ends
 from control_plane.db.models import Execution
-from control_plane.db.repositories import tenancy
-from control_plane.db.repositories.executions import create_execution, move_execution
-from control_plane.db.repositories.tenants import get_or_create_tenant
-from control_plane.db.repositories.workflows import register_workflow_version
+from control_plane.db.repositories.executions import move_execution
 from control_plane.execution_ends import ENDS
 from fleetflow.ir import WorkflowSpec
 from fleetflow.states import ExecutionState
-from fleetflow.storage import LocalBlobStore
-from tests.integration.auth import admin_client
-from tests.integration.test_api import FakeLauncher, _app, assert_error, register, upload_bundle
+from tests.integration import test_api
+from tests.integration.test_api import assert_error, foreign_execution, register, upload_bundle
 from tests.polling import wait_until
+
+client = test_api.client  # the REST API's fixture, as the tenant "acme"'s admin
 
 # A wait no test sits out: only the wake-up at the commit can answer it in time.
 LONG = 30
@@ -33,14 +30,6 @@ LONG = 30
 @pytest.fixture(autouse=True)
 def no_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(execution_ends, "RECHECK_SECONDS", 3600.0)
-
-
-@pytest.fixture
-def client(
-    session_factory: sessionmaker[Session], launcher: FakeLauncher, blob_store: LocalBlobStore
-) -> Iterator[TestClient]:
-    with admin_client(_app(session_factory, launcher, blob_store)) as test_client:
-        yield test_client
 
 
 class InThread:
@@ -117,16 +106,11 @@ def test_a_bad_wait_is_refused_naming_it(
 def test_another_tenants_execution_is_not_found_at_once_and_never_waited_for(
     client: TestClient, session_factory: sessionmaker[Session], workflow_spec: WorkflowSpec
 ) -> None:
-    with session_factory() as session:
-        other = get_or_create_tenant(session, "someone-else")
-        tenancy.grant_cluster(session, other, tenancy.EVERY_CLUSTER)
-        workflow = register_workflow_version(session, other.id, workflow_spec, "d" * 64, None)
-        foreign = create_execution(session, other.id, workflow, {"n": 1})
-        session.commit()
+    foreign_id = foreign_execution(session_factory, workflow_spec)
     poll = InThread(
         lambda: client.get(
-            f"/api/v1/executions/{foreign.id}/progress", params={"wait_seconds": LONG}
+            f"/api/v1/executions/{foreign_id}/progress", params={"wait_seconds": LONG}
         )
     )
     assert_error(poll.answer(), 404)
-    assert ENDS.waits_for(foreign.id) == 0
+    assert ENDS.waits_for(foreign_id) == 0
