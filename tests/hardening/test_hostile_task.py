@@ -25,6 +25,7 @@ import pytest
 
 from data_plane_agent.executors.local_process import LocalProcessExecutor
 from fleetflow.states import AttemptState
+from tests.integration.stack import process_alive
 from tests.polling import wait_until_async
 from tests.tiers import tier_unavailable
 from tests.unit.agent.test_local_process_executor import Blobs, next_event, the_code_made_ahead
@@ -87,14 +88,6 @@ async def finished(executor: LocalProcessExecutor, attempt_id: str) -> tuple[Att
         event = await next_event(executor)
         if event.attempt_id == attempt_id and event.state.terminal:
             return event.state, event.message
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "\nState:\tZ" not in status
 
 
 async def test_a_hostile_task_finds_nothing_of_the_agent_the_control_plane_or_other_tenants(

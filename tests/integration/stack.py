@@ -204,9 +204,13 @@ def start_stack(
 
 
 def process_alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie does not)."""
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
+    """Whether `pid` runs (a zombie does not). A process that ends while its stat is read is
+    gone (the read fails with ESRCH), not an error."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.split()[2] != "Z"
 
 
 def sigkill(process: subprocess.Popen[bytes]) -> None:
