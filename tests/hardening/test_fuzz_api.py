@@ -26,6 +26,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
 from sqlalchemy.orm import Session, sessionmaker
 
+from control_plane import execution_ends
 from control_plane.api.auth import TENANT_HEADER
 from fleetflow.ir import WorkflowSpec
 from tests.hardening.world import World, build_world, examples, unlimited
@@ -41,8 +42,15 @@ CHECKS = [
 
 @pytest.fixture
 def world(
-    session_factory: sessionmaker[Session], tmp_path: Path, workflow_spec: WorkflowSpec
+    session_factory: sessionmaker[Session],
+    tmp_path: Path,
+    workflow_spec: WorkflowSpec,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> World:
+    # A long-polled progress read of the known execution (which never ends here) would hold
+    # every valid example up to its `wait_seconds`, past the client's 10 s read timeout; the
+    # fuzzer checks answers, not how long a wait lasts: waits end after 0.2 s.
+    monkeypatch.setattr(execution_ends, "MAX_WAIT_SECONDS", 0.2)
     return build_world(session_factory, tmp_path, workflow_spec, unlimited())
 
 
