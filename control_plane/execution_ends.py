@@ -22,8 +22,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
-from sqlalchemy import event
 from sqlalchemy.orm import Session
+
+from control_plane.on_commit import on_commit
 
 RECHECK_SECONDS = 0.5
 """How often a waiting request reads again, for ends committed by another replica."""
@@ -31,7 +32,6 @@ MAX_WAIT_SECONDS = 30.0
 """The longest one request waits (proxies commonly cut idle requests at 60 s)."""
 MAX_WAITS_PER_TENANT = 64
 
-_ENDED_KEY = "fleetflow.execution_ends"
 _T = TypeVar("_T")
 
 
@@ -146,16 +146,4 @@ ENDS = ExecutionEnds()
 def record_end(session: Session, execution_id: str) -> None:
     """Tell `ENDS` of the execution's end once `session`'s transaction commits (not if it
     rolls back: a retried transaction tells once)."""
-    session.info.setdefault(_ENDED_KEY, []).append(execution_id)
-
-
-@event.listens_for(Session, "after_commit")
-def _tell_committed(session: Session) -> None:
-    ended = session.info.pop(_ENDED_KEY, None)
-    if ended:
-        ENDS.ended(ended)
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_rolled_back(session: Session) -> None:
-    session.info.pop(_ENDED_KEY, None)
+    on_commit(session, lambda: ENDS.ended([execution_id]))

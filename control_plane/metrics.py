@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import Counter, Histogram, start_http_server
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from control_plane.on_commit import on_commit
 from fleetflow.states import ExecutionState
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,6 @@ for _state in ExecutionState:
     if _state.terminal:
         EXECUTIONS_FINISHED.labels(_state.value.lower())
 
-_FINISHED_KEY = "fleetflow.metrics.executions_finished"
-
 
 def observe_dispatch(created_at: datetime, leased_at: datetime) -> None:
     """Record one attempt's wait from creation to lease."""
@@ -58,18 +56,7 @@ def observe_dispatch(created_at: datetime, leased_at: datetime) -> None:
 def count_execution_finished(session: Session, status: ExecutionState) -> None:
     """Count one execution reaching `status` once `session`'s transaction commits (nothing
     if it rolls back, so an activity retried after a failed commit counts once)."""
-    session.info.setdefault(_FINISHED_KEY, []).append(status.value.lower())
-
-
-@event.listens_for(Session, "after_commit")
-def _count_committed(session: Session) -> None:
-    for status in session.info.pop(_FINISHED_KEY, ()):
-        EXECUTIONS_FINISHED.labels(status).inc()
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_rolled_back(session: Session) -> None:
-    session.info.pop(_FINISHED_KEY, None)
+    on_commit(session, EXECUTIONS_FINISHED.labels(status.value.lower()).inc)
 
 
 @dataclass(frozen=True)

@@ -138,7 +138,7 @@ def test_an_end_is_told_once_committed_and_never_when_rolled_back(
         assert told == []  # not before the commit
         session.commit()
         session.commit()  # nothing left to tell
-    assert told == [["ex-1", "ex-2"]]
+    assert told == [["ex-1"], ["ex-2"]]  # each end once, in order
 
 
 def test_waking_a_wait_whose_loop_closed_does_not_raise_into_the_commit() -> None:
